@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what Skein's tests and demo need on a fresh Debian machine: Debian packages (when
+# missing, via apt-get) and the npm dependencies, then builds. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v dig >/dev/null 2>&1 || need+=(dnsutils)
+command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || need+=(bind9)
+command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ "${SKEIN_SKIP_APT:-}" != "1" ] && [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+echo "setup: build"
+npx tsc -p tsconfig.json

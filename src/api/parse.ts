@@ -1,0 +1,318 @@
+/**
+ * One parse step: raw JSON/YAML values -> frozen domain objects, or a SkeinError whose `field`
+ * names the path of the first problem and whose `details` list every problem.
+ */
+import { isIP } from 'node:net';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { TSchema } from '@sinclair/typebox';
+import { parseAllDocuments } from 'yaml';
+import { SkeinError } from '../core/errors.js';
+import { parseDuration } from '../core/duration.js';
+import {
+  API_VERSION,
+  InstanceBodySchema,
+  InstanceSchema,
+  RESOURCE_KINDS,
+  ServiceBodySchema,
+  ServiceSchema,
+  HealthCheckSchema,
+  type RawHealthCheck,
+  type RawInstance,
+  type RawService,
+} from './schema.js';
+import type { HealthCheck, Instance, Resource, Service, ServiceDefaults } from './types.js';
+
+export interface FieldProblem {
+  field: string;
+  message: string;
+}
+
+const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false });
+const cache = new WeakMap<TSchema, ValidateFunction>();
+function compiled(schema: TSchema): ValidateFunction {
+  let v = cache.get(schema);
+  if (v === undefined) {
+    v = ajv.compile(schema);
+    cache.set(schema, v);
+  }
+  return v;
+}
+
+function joinPath(prefix: string, rest: string): string {
+  if (rest === '') return prefix;
+  if (prefix === '') return rest;
+  return rest.startsWith('[') ? `${prefix}${rest}` : `${prefix}.${rest}`;
+}
+
+function pointerToPath(pointer: string): string {
+  if (pointer === '') return '';
+  return pointer
+    .split('/')
+    .slice(1)
+    .map((seg) => seg.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .reduce((acc, seg) => (/^\d+$/.test(seg) ? `${acc}[${seg}]` : acc === '' ? seg : `${acc}.${seg}`), '');
+}
+
+function ajvProblems(errors: ErrorObject[], prefix: string): FieldProblem[] {
+  const out: FieldProblem[] = [];
+  const seen = new Set<string>();
+  for (const e of errors) {
+    let path = pointerToPath(e.instancePath);
+    let message = e.message ?? 'is invalid';
+    if (e.keyword === 'additionalProperties') {
+      path = joinPath(path, String((e.params as { additionalProperty: string }).additionalProperty));
+      message = 'is not a known field';
+    } else if (e.keyword === 'required') {
+      path = joinPath(path, String((e.params as { missingProperty: string }).missingProperty));
+      message = 'is required';
+    } else if (e.keyword === 'pattern') {
+      message = `must match ${(e.params as { pattern: string }).pattern}`;
+    } else if (e.keyword === 'const') {
+      message = `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
+    } else if (e.keyword === 'propertyNames') {
+      continue; // reported by the nested pattern error
+    }
+    const field = joinPath(prefix, path);
+    const key = `${field}|${e.keyword}`;
+    // unions report one error per branch: keep one line per field
+    if (e.keyword === 'const' && seen.has(`${field}|anyOf`)) continue;
+    if (e.keyword === 'anyOf') {
+      const allowed = errors
+        .filter((o) => o.instancePath === e.instancePath && o.keyword === 'const')
+        .map((o) => JSON.stringify((o.params as { allowedValue: unknown }).allowedValue));
+      if (allowed.length > 0) message = `must be one of ${allowed.join(', ')}`;
+      for (let i = out.length - 1; i >= 0; i--) if (out[i]?.field === field) out.splice(i, 1);
+    }
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push({ field: field === '' ? '(root)' : field, message });
+  }
+  return out;
+}
+
+export function validationError(problems: FieldProblem[], what: string): SkeinError {
+  const first = problems[0] ?? { field: '(root)', message: 'is invalid' };
+  const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
+  return new SkeinError('SKEIN_E_VALIDATION', `${what}: ${first.field} ${first.message}${more}`, {
+    field: first.field,
+    details: problems,
+  });
+}
+
+function check(schema: TSchema, raw: unknown, prefix: string): FieldProblem[] {
+  const v = compiled(schema);
+  if (v(raw)) return [];
+  return ajvProblems(v.errors ?? [], prefix);
+}
+
+function freezeRecord(r: Record<string, string> | undefined): Readonly<Record<string, string>> {
+  return Object.freeze({ ...(r ?? {}) });
+}
+
+function durationAt(text: string | undefined, field: string, problems: FieldProblem[], min = 0): number | undefined {
+  if (text === undefined) return undefined;
+  const ms = parseDuration(text);
+  if (ms === undefined) {
+    problems.push({ field, message: 'is not a duration' });
+    return undefined;
+  }
+  if (ms < min) problems.push({ field, message: `must be at least ${min}ms` });
+  return ms;
+}
+
+const MAX_DURATION_MS = 24 * 3_600_000;
+
+function buildCheck(raw: RawHealthCheck, prefix: string, problems: FieldProblem[]): HealthCheck | null {
+  const at = (f: string) => joinPath(prefix, f);
+  const isTtl = raw.type === 'ttl';
+  const interval = durationAt(raw.interval, at('interval'), problems, 100) ?? 10_000;
+  const timeout = durationAt(raw.timeout, at('timeout'), problems, 1) ?? 2_000;
+  const ttl = durationAt(raw.ttl, at('ttl'), problems, 1000);
+  const deregisterAfter = durationAt(raw.deregisterAfter, at('deregisterAfter'), problems, 1000);
+  for (const [f, v] of [['interval', interval], ['timeout', timeout], ['ttl', ttl], ['deregisterAfter', deregisterAfter]] as const) {
+    if (v !== undefined && v > MAX_DURATION_MS) problems.push({ field: at(f), message: 'must be at most 24h' });
+  }
+  if (isTtl) {
+    if (raw.ttl === undefined) problems.push({ field: at('ttl'), message: 'is required for a ttl check' });
+    for (const f of ['path', 'method', 'expectedStatus', 'port', 'interval', 'timeout', 'unhealthyThreshold'] as const) {
+      if (raw[f] !== undefined) problems.push({ field: at(f), message: 'applies to http and tcp checks, not ttl' });
+    }
+  } else {
+    if (raw.ttl !== undefined) problems.push({ field: at('ttl'), message: 'applies to ttl checks only' });
+    if (raw.type === 'tcp') {
+      for (const f of ['path', 'method', 'expectedStatus'] as const) {
+        if (raw[f] !== undefined) problems.push({ field: at(f), message: 'applies to http checks only' });
+      }
+    }
+  }
+  let min = 200;
+  let max = 399;
+  if (raw.expectedStatus !== undefined) {
+    const [a, b] = raw.expectedStatus.split('-');
+    min = Number(a);
+    max = b === undefined ? min : Number(b);
+    if (min > max) problems.push({ field: at('expectedStatus'), message: 'range start is above its end' });
+  }
+  return {
+    type: raw.type,
+    path: raw.path ?? '/health',
+    method: raw.method ?? 'GET',
+    expectedStatus: Object.freeze({ min, max }),
+    port: raw.port ?? null,
+    intervalMs: interval,
+    timeoutMs: timeout,
+    ttlMs: ttl ?? 0,
+    healthyThreshold: raw.healthyThreshold ?? 1,
+    unhealthyThreshold: isTtl ? 1 : (raw.unhealthyThreshold ?? 3),
+    initialState: raw.initialState ?? (isTtl ? 'healthy' : 'unhealthy'),
+    deregisterAfterMs: deregisterAfter ?? null,
+  };
+}
+
+export interface InstanceContext {
+  /** From the URL path: the body may omit these, and must agree when it has them. */
+  service?: string;
+  id?: string;
+  /** Defaults of the service, merged under the instance's own values. */
+  defaults?: ServiceDefaults;
+  /** Prefix for field paths (a file name and index, say). */
+  prefix?: string;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Raw instance (API body or file resource without its envelope) -> frozen Instance. */
+export function parseInstance(raw: unknown, ctx: InstanceContext = {}): Instance {
+  const prefix = ctx.prefix ?? '';
+  const fromPath = ctx.service !== undefined || ctx.id !== undefined;
+  const problems = check(fromPath ? InstanceBodySchema : InstanceSchema, raw, prefix);
+  if (problems.length > 0) throw validationError(problems, 'invalid instance');
+  const body = raw as Partial<RawInstance> & Pick<RawInstance, 'address' | 'port'>;
+  for (const f of ['service', 'id'] as const) {
+    const expected = ctx[f];
+    if (expected !== undefined && body[f] !== undefined && body[f] !== expected) {
+      throw new SkeinError('SKEIN_E_CONFLICT', `${f} in the body (${body[f]}) differs from the path (${expected})`, {
+        field: joinPath(prefix, f),
+      });
+    }
+  }
+  const d = ctx.defaults ?? {};
+  if (!isIP(body.address)) problems.push({ field: joinPath(prefix, 'address'), message: 'must be an IPv4 or IPv6 address' });
+  let checkRaw: unknown = body.check ?? d.check;
+  let checkPrefix = joinPath(prefix, 'check');
+  if (body.check === undefined && d.check !== undefined) {
+    checkPrefix = 'defaults.check (of the service)';
+    const p = check(HealthCheckSchema, d.check, checkPrefix);
+    if (p.length > 0) {
+      problems.push(...p);
+      checkRaw = undefined;
+    }
+  }
+  const hc = checkRaw === undefined ? null : buildCheck(checkRaw as RawHealthCheck, checkPrefix, problems);
+  if (problems.length > 0) throw validationError(problems, 'invalid instance');
+  const inst: Instance = {
+    id: (body.id ?? ctx.id) as string,
+    service: (body.service ?? ctx.service) as string,
+    address: body.address,
+    port: body.port,
+    weight: body.weight ?? d.weight ?? 1,
+    zone: body.zone ?? d.zone ?? '',
+    version: body.version ?? d.version ?? '',
+    labels: freezeRecord({ ...(d.labels ?? {}), ...(body.labels ?? {}) }),
+    check: hc === null ? null : Object.freeze(hc),
+  };
+  return Object.freeze(inst);
+}
+
+export function parseService(raw: unknown, ctx: { name?: string; prefix?: string } = {}): Service {
+  const prefix = ctx.prefix ?? '';
+  const problems = check(ctx.name !== undefined ? ServiceBodySchema : ServiceSchema, raw, prefix);
+  if (problems.length > 0) throw validationError(problems, 'invalid service');
+  const body = raw as Partial<RawService>;
+  if (ctx.name !== undefined && body.name !== undefined && body.name !== ctx.name) {
+    throw new SkeinError('SKEIN_E_CONFLICT', `name in the body (${body.name}) differs from the path (${ctx.name})`, {
+      field: joinPath(prefix, 'name'),
+    });
+  }
+  const ports = body.ports ?? [];
+  const seen = new Set<string>();
+  ports.forEach((p, i) => {
+    if (seen.has(p.name)) problems.push({ field: joinPath(prefix, `ports[${i}].name`), message: `duplicates port name "${p.name}"` });
+    seen.add(p.name);
+  });
+  const defaults = body.defaults ?? {};
+  if (defaults.check !== undefined) buildCheck(defaults.check, joinPath(prefix, 'defaults.check'), problems);
+  if (problems.length > 0) throw validationError(problems, 'invalid service');
+  return Object.freeze({
+    name: (body.name ?? ctx.name) as string,
+    ports: Object.freeze(ports.map((p) => Object.freeze({ name: p.name, port: p.port, protocol: p.protocol ?? 'http' }))),
+    labels: freezeRecord(body.labels),
+    defaults: Object.freeze({ ...defaults }) as ServiceDefaults,
+  });
+}
+
+/** A resource with its envelope (`kind`, optional `apiVersion`). */
+export function parseResource(raw: unknown, prefix = ''): Resource {
+  if (!isPlainObject(raw)) throw validationError([{ field: prefix || '(root)', message: 'must be an object' }], 'invalid resource');
+  const kind = raw['kind'];
+  if (typeof kind !== 'string' || !(kind in RESOURCE_KINDS)) {
+    throw validationError(
+      [{ field: joinPath(prefix, 'kind'), message: `must be one of ${Object.keys(RESOURCE_KINDS).map((k) => JSON.stringify(k)).join(', ')}` }],
+      'invalid resource',
+    );
+  }
+  const apiVersion = raw['apiVersion'];
+  if (apiVersion !== undefined && apiVersion !== API_VERSION) {
+    throw validationError([{ field: joinPath(prefix, 'apiVersion'), message: `must be "${API_VERSION}"` }], 'invalid resource');
+  }
+  const { kind: _k, apiVersion: _v, ...rest } = raw;
+  if (kind === 'Service') return Object.freeze({ kind: 'Service' as const, ...parseService(rest, { prefix }) });
+  return Object.freeze({ kind: 'Instance' as const, ...parseInstance(rest, { prefix }) });
+}
+
+/**
+ * Parses a resource file's text (YAML, possibly multi-document, or JSON; one resource or a
+ * list). Errors name the file, the resource (by index and kind/name) and the field.
+ */
+export function parseResourceFile(text: string, fileName: string): Resource[] {
+  return loadResourceFile(text, fileName).map((x) => x.resource);
+}
+
+/** Like parseResourceFile, keeping each resource's raw fields (without its envelope) beside it. */
+export function loadResourceFile(text: string, fileName: string): Array<{ resource: Resource; raw: Record<string, unknown> }> {
+  const docs = parseAllDocuments(text, { prettyErrors: true, uniqueKeys: true });
+  const items: unknown[] = [];
+  for (const doc of Array.isArray(docs) ? docs : [docs]) {
+    if (doc.errors.length > 0) {
+      const e = doc.errors[0];
+      throw new SkeinError('SKEIN_E_BAD_YAML', `${fileName}: ${e?.message.split('\n')[0] ?? 'malformed YAML'}`, { field: fileName });
+    }
+    const v: unknown = doc.toJS({ maxAliasCount: 100 });
+    if (v === null || v === undefined) continue;
+    if (Array.isArray(v)) items.push(...v);
+    else items.push(v);
+  }
+  const out: Array<{ resource: Resource; raw: Record<string, unknown> }> = [];
+  const names = new Set<string>();
+  items.forEach((item, i) => {
+    const label = isPlainObject(item) && typeof item['kind'] === 'string' ? `[${i}] ${item['kind']}` : `[${i}]`;
+    try {
+      const r = parseResource(item);
+      const key = r.kind === 'Service' ? `Service/${r.name}` : `Instance/${r.service}/${r.id}`;
+      if (names.has(key)) throw validationError([{ field: r.kind === 'Service' ? 'name' : 'id', message: `duplicates ${key}` }], 'invalid resource');
+      names.add(key);
+      const { kind: _k, apiVersion: _v, ...raw } = item as Record<string, unknown>;
+      out.push({ resource: r, raw });
+    } catch (e) {
+      if (e instanceof SkeinError) {
+        const field = e.field === undefined ? `${fileName}: resource ${label}` : `${fileName}: resource ${label}: ${e.field}`;
+        const named = isPlainObject(item) && typeof (item['name'] ?? item['id']) === 'string' ? ` "${String(item['name'] ?? item['id'])}"` : '';
+        throw new SkeinError(e.code, `${fileName}: resource ${label}${named}: ${e.message}`, { field, details: e.details });
+      }
+      throw e;
+    }
+  });
+  return out;
+}

@@ -1,0 +1,71 @@
+/** `skein control`: runs the control plane until SIGINT/SIGTERM. */
+import { Command, Option } from 'commander';
+import pino from 'pino';
+import { parseHostPort } from '../core/address.js';
+import { parseDuration } from '../core/duration.js';
+import { SkeinError } from '../core/errors.js';
+import { startControlPlane } from '../control/control-plane.js';
+import { DEFAULT_DNS, DEFAULT_HTTP } from './common.js';
+
+function durationFlag(flag: string) {
+  return (v: string) => {
+    const ms = parseDuration(v);
+    if (ms === undefined) throw new SkeinError('SKEIN_E_USAGE', `${flag} must be a duration such as 15s, got "${v}"`, { field: flag });
+    return ms;
+  };
+}
+
+function intFlag(flag: string, min: number, max: number) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < min || n > max) throw new SkeinError('SKEIN_E_USAGE', `${flag} must be an integer from ${min} to ${max}, got "${v}"`, { field: flag });
+    return n;
+  };
+}
+
+export function controlCommand(): Command {
+  return new Command('control')
+    .description('run the control plane: registry, health checks, watch stream, HTTP API and DNS server')
+    .option('--data-dir <dir>', 'directory of the embedded store ("none" keeps everything in memory)', '.skein/control')
+    .option('--http <host:port>', 'HTTP API listen address', DEFAULT_HTTP)
+    .option('--dns <host:port>', 'DNS listen address (UDP and TCP); "off" disables DNS', DEFAULT_DNS)
+    .option('--domain <domain>', 'DNS zone served: <service>.service.<domain>', 'skein')
+    .option('--dns-ttl <seconds>', 'TTL of DNS answers', intFlag('--dns-ttl', 0, 3600), 5)
+    .option('--ttl-grace <duration>', 'extra time TTL instances get to heartbeat after a restart', durationFlag('--ttl-grace'), 15_000)
+    .option('--history <events>', 'events kept for resuming watches with since=', intFlag('--history', 1, 10_000_000), 10_000)
+    .option('--max-queue <messages>', 'messages a watch subscriber may fall behind before its stream is closed', intFlag('--max-queue', 1, 10_000_000), 1000)
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; ttlGrace: number; history: number; maxQueue: number; logLevel: string }) => {
+      if (!/^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(o.domain)) {
+        throw new SkeinError('SKEIN_E_USAGE', `--domain must be a DNS name such as "skein" or "mesh.internal", got "${o.domain}"`, { field: '--domain' });
+      }
+      const http = parseHostPort(o.http, '--http');
+      const dns = o.dns === 'off' ? null : parseHostPort(o.dns, '--dns');
+      const logger = pino({ level: o.logLevel, base: { component: 'control' } });
+      const cp = await startControlPlane({
+        dataDir: o.dataDir === 'none' ? null : o.dataDir,
+        http,
+        dns,
+        domain: o.domain,
+        dnsTtlSeconds: o.dnsTtl,
+        ttlGraceMs: o.ttlGrace,
+        historySize: o.history,
+        maxQueue: o.maxQueue,
+        logger,
+      });
+      const httpText = `${cp.http.host.includes(':') ? `[${cp.http.host}]` : cp.http.host}:${cp.http.port}`;
+      const dnsText = cp.dns === null ? 'off' : `${cp.dns.host.includes(':') ? `[${cp.dns.host}]` : cp.dns.host}:${cp.dns.port}`;
+      logger.info({ http: httpText, dns: dnsText, dataDir: o.dataDir, revision: cp.registry.revision, instances: cp.registry.instanceCount }, 'control plane ready');
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => {
+          logger.info({ signal: sig }, 'shutting down');
+          cp.close().then(resolve, (e: unknown) => {
+            logger.error({ err: e }, 'shutdown failed');
+            resolve();
+          });
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+    });
+}

@@ -1,0 +1,57 @@
+/** The `skein` CLI: one file per command; errors are one line and a non-zero exit code. */
+import { Command, CommanderError } from 'commander';
+import { SkeinError } from '../core/errors.js';
+import { VERSION } from '../version.js';
+import { controlCommand } from './control.js';
+import { applyCommand, deregisterCommand, endpointsCommand, eventsCommand, heartbeatCommand, registerCommand, servicesCommand } from './registry-commands.js';
+import { watchCommand } from './watch.js';
+import { schemaCommand, validateCommand } from './schema.js';
+
+export function program(): Command {
+  const p = new Command('skein')
+    .description('Skein: a lightweight service mesh. Discovery, DNS, health checks and more, from one binary.')
+    .version(VERSION, '-V, --version')
+    .showSuggestionAfterError(true)
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  for (const c of [
+    controlCommand(),
+    registerCommand(),
+    deregisterCommand(),
+    heartbeatCommand(),
+    applyCommand(),
+    servicesCommand(),
+    endpointsCommand(),
+    watchCommand(),
+    eventsCommand(),
+    schemaCommand(),
+    validateCommand(),
+  ]) {
+    p.addCommand(c);
+  }
+  const strict = (c: Command) => {
+    c.exitOverride();
+    c.allowExcessArguments(false);
+    c.commands.forEach(strict);
+  };
+  strict(p);
+  return p;
+}
+
+/** Runs the CLI; resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await program().parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // commander has printed its message (or the help); help and version exit 0.
+      return e.exitCode;
+    }
+    if (e instanceof SkeinError) {
+      process.stderr.write(`skein: ${e.message}${e.field !== undefined && !e.message.includes(e.field) ? ` (${e.field})` : ''} [${e.code}]\n`);
+      return e.code === 'SKEIN_E_USAGE' ? 2 : 1;
+    }
+    process.stderr.write(`skein: ${(e as Error).message}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * `skein control`: the registry over its store, health checks, the watch publisher, the HTTP API
+ * and the DNS server, started and stopped as one.
+ */
+import { join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { systemClock, type Clock } from '../core/clock.js';
+import { SkeinError } from '../core/errors.js';
+import { formatHostPort, type HostPort } from '../core/address.js';
+import { Registry } from './registry/registry.js';
+import { EmbeddedStore } from './store/embedded.js';
+import { MemoryStore, type Store } from './store/store.js';
+import { HealthManager } from './health/manager.js';
+import { Publisher } from './publisher.js';
+import { ControlMetrics } from './metrics.js';
+import { createApiServer } from './server.js';
+import { DnsServer } from './dns/server.js';
+import { VERSION } from '../version.js';
+
+export interface ControlPlaneOptions {
+  /** Directory of the embedded store; null keeps everything in memory. */
+  dataDir: string | null;
+  http: HostPort;
+  /** null: no DNS server. */
+  dns: HostPort | null;
+  domain?: string;
+  dnsTtlSeconds?: number;
+  ttlGraceMs?: number;
+  historySize?: number;
+  maxQueue?: number;
+  logger?: Logger;
+  clock?: Clock;
+}
+
+export interface ControlPlane {
+  readonly http: HostPort;
+  readonly dns: HostPort | null;
+  readonly registry: Registry;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+function listenError(e: unknown, what: string, addr: HostPort): SkeinError {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+    return new SkeinError('SKEIN_E_ADDRESS_IN_USE', `${what} cannot listen on ${formatHostPort(addr.host, addr.port)}: ${code}`, { cause: e });
+  }
+  return e instanceof SkeinError ? e : new SkeinError('SKEIN_E_INTERNAL', `${what}: ${(e as Error).message}`, { cause: e });
+}
+
+export async function startControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
+  const clock = opts.clock ?? systemClock;
+  const logger = opts.logger ?? pino({ level: 'info' });
+  const startedAt = clock.now();
+  const store: Store = opts.dataDir === null ? new MemoryStore() : await EmbeddedStore.open(join(opts.dataDir, 'store'));
+  let fatal: ((e: unknown) => void) | null = null;
+  const registry = await Registry.open({
+    clock,
+    store,
+    onFatal: (e) => fatal?.(e),
+  });
+  const metrics = new ControlMetrics();
+  const health = new HealthManager({
+    registry,
+    clock,
+    ttlGraceMs: opts.ttlGraceMs ?? 15_000,
+    onResult: (c, ok) => metrics.checkResult(c, ok),
+    onError: (e) => logger.warn({ err: e }, 'health status change failed'),
+  });
+  const publisher = new Publisher({ registry, clock, historySize: opts.historySize ?? 10_000, maxQueue: opts.maxQueue ?? 1000 });
+  metrics.observe({ registry, publisher, health, store });
+  registry.onHealthEvent((e) => {
+    metrics.healthTransitions.inc({ to: e.to });
+    logger.info({ service: e.service, id: e.id, from: e.from, to: e.to, reason: e.reason, revision: e.revision }, 'instance status changed');
+  });
+
+  let dnsServer: DnsServer | null = null;
+  let dnsAddr: HostPort | null = null;
+  const app = createApiServer({
+    registry,
+    health,
+    publisher,
+    metrics,
+    clock,
+    logger,
+    version: VERSION,
+    startedAt,
+    info: () => ({
+      store: store.kind,
+      dataDir: opts.dataDir,
+      http: formatHostPort(httpAddr.host, httpAddr.port),
+      dns: dnsAddr === null ? null : formatHostPort(dnsAddr.host, dnsAddr.port),
+      domain: opts.domain ?? 'skein',
+    }),
+  });
+  let httpAddr: HostPort = opts.http;
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    health.stop();
+    publisher.close();
+    await app.close();
+    await dnsServer?.stop();
+    await store.close();
+  };
+  try {
+    await app.listen({ host: opts.http.host, port: opts.http.port });
+    const a = app.server.address();
+    if (a !== null && typeof a === 'object') httpAddr = { host: opts.http.host, port: a.port };
+  } catch (e) {
+    await close();
+    throw listenError(e, 'the HTTP API', opts.http);
+  }
+  if (opts.dns !== null) {
+    const dnsOpts: ConstructorParameters<typeof DnsServer>[0] = {
+      registry,
+      host: opts.dns.host,
+      port: opts.dns.port,
+      metrics: metrics.registry,
+      logger,
+    };
+    if (opts.domain !== undefined) dnsOpts.domain = opts.domain;
+    if (opts.dnsTtlSeconds !== undefined) dnsOpts.ttlSeconds = opts.dnsTtlSeconds;
+    dnsServer = new DnsServer(dnsOpts);
+    try {
+      dnsAddr = await dnsServer.start();
+    } catch (e) {
+      await close();
+      throw listenError(e, 'the DNS server', opts.dns);
+    }
+  }
+  health.start();
+  fatal = (e) => {
+    logger.fatal({ err: e }, 'store write failed: stopping (nothing unacknowledged was lost; restart to recover)');
+    void close().finally(() => process.exit(1));
+  };
+  const url = `http://${formatHostPort(httpAddr.host, httpAddr.port)}`;
+  return { http: httpAddr, dns: dnsAddr, registry, url, close };
+}

@@ -1,0 +1,66 @@
+/** The probes behind HTTP and TCP health checks: one attempt each, bounded by the check's timeout. */
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import type { HealthCheck, Instance } from '../../api/types.js';
+
+export interface ProbeResult {
+  ok: boolean;
+  /** Human-readable outcome, kept as the status reason: "HTTP 200 from GET /health", "connect ECONNREFUSED". */
+  reason: string;
+}
+
+export type Probe = (instance: Instance, check: HealthCheck) => Promise<ProbeResult>;
+
+export const probe: Probe = (instance, check) =>
+  check.type === 'http' ? probeHttp(instance, check) : probeTcp(instance, check);
+
+export function probeHttp(instance: Instance, check: HealthCheck): Promise<ProbeResult> {
+  const port = check.port ?? instance.port;
+  return new Promise((resolve) => {
+    let settled = false;
+    const done = (r: ProbeResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      req.destroy();
+      resolve(r);
+    };
+    const req = request(
+      {
+        host: instance.address,
+        port,
+        method: check.method,
+        path: check.path,
+        agent: false,
+        headers: { 'user-agent': 'skein-health-check', connection: 'close' },
+      },
+      (res) => {
+        const code = res.statusCode ?? 0;
+        res.resume();
+        const ok = code >= check.expectedStatus.min && code <= check.expectedStatus.max;
+        done({ ok, reason: `HTTP ${code} from ${check.method} ${check.path}` + (ok ? '' : ` (expected ${check.expectedStatus.min}-${check.expectedStatus.max})`) });
+      },
+    );
+    const timer = setTimeout(() => done({ ok: false, reason: `${check.method} ${check.path} timed out after ${check.timeoutMs}ms` }), check.timeoutMs);
+    req.on('error', (e: NodeJS.ErrnoException) => done({ ok: false, reason: `${check.method} ${check.path}: ${e.code ?? e.message}` }));
+    req.end();
+  });
+}
+
+export function probeTcp(instance: Instance, check: HealthCheck): Promise<ProbeResult> {
+  const port = check.port ?? instance.port;
+  return new Promise((resolve) => {
+    let settled = false;
+    const sock = connect({ host: instance.address, port });
+    const done = (r: ProbeResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ ok: false, reason: `TCP connect to port ${port} timed out after ${check.timeoutMs}ms` }), check.timeoutMs);
+    sock.once('connect', () => done({ ok: true, reason: `TCP connect to port ${port} succeeded` }));
+    sock.once('error', (e: NodeJS.ErrnoException) => done({ ok: false, reason: `TCP connect to port ${port}: ${e.code ?? e.message}` }));
+  });
+}

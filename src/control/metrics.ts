@@ -1,0 +1,72 @@
+/** The control plane's Prometheus metrics (its own prom-client registry, never the global one). */
+import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+import type { Registry } from './registry/registry.js';
+import type { Publisher } from './publisher.js';
+import type { HealthManager } from './health/manager.js';
+import type { Store } from './store/store.js';
+import type { HealthCheck } from '../api/types.js';
+
+export class ControlMetrics {
+  readonly registry = new PromRegistry();
+  readonly apiDuration: Histogram<'method' | 'route' | 'status'>;
+  readonly healthChecks: Counter<'type' | 'result'>;
+  readonly healthTransitions: Counter<'to'>;
+
+  constructor() {
+    const register = [this.registry];
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
+    this.apiDuration = new Histogram({
+      name: 'skein_api_request_duration_seconds',
+      help: 'Latency of control-plane API requests, by route pattern (never the raw path).',
+      labelNames: ['method', 'route', 'status'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: register,
+    });
+    this.healthChecks = new Counter({
+      name: 'skein_health_checks_total',
+      help: 'Health check probes run by the control plane, by check type and result.',
+      labelNames: ['type', 'result'],
+      registers: register,
+    });
+    this.healthTransitions = new Counter({
+      name: 'skein_health_transitions_total',
+      help: 'Instance status changes (including the initial status at registration), by new status.',
+      labelNames: ['to'],
+      registers: register,
+    });
+  }
+
+  /** Gauges read at scrape time from the live objects. */
+  observe(parts: { registry: Registry; publisher: Publisher; health: HealthManager; store: Store & { batches?: number; commits?: number } }): void {
+    const register = [this.registry];
+    const { registry, publisher, health, store } = parts;
+    new Gauge({ name: 'skein_registry_services', help: 'Services known to the registry.', registers: register, collect() { this.set(registry.serviceCount); } });
+    new Gauge({
+      name: 'skein_registry_instances',
+      help: 'Registered instances, by status.',
+      labelNames: ['status'],
+      registers: register,
+      collect() {
+        this.set({ status: 'healthy' }, registry.healthyCount);
+        this.set({ status: 'unhealthy' }, registry.instanceCount - registry.healthyCount);
+      },
+    });
+    new Gauge({ name: 'skein_registry_revision', help: 'Current registry revision.', registers: register, collect() { this.set(registry.revision); } });
+    new Gauge({ name: 'skein_watch_subscribers', help: 'Open watch streams.', registers: register, collect() { this.set(publisher.subscriberCount); } });
+    new Gauge({ name: 'skein_health_ttl_instances', help: 'Instances with a TTL check being tracked.', registers: register, collect() { this.set(health.ttlTracked); } });
+    new Gauge({ name: 'skein_health_probed_instances', help: 'Instances with an HTTP or TCP check being probed.', registers: register, collect() { this.set(health.probing); } });
+    // Totals the live objects keep, exposed as counters.
+    const total = (name: string, help: string, read: () => number) =>
+      new Counter({ name, help, registers: register, collect() { this.reset(); this.inc(read()); } });
+    total('skein_heartbeats_total', 'TTL heartbeats received since start.', () => health.heartbeats);
+    total('skein_store_batches_total', 'Fsynced store batches since start (group commit).', () => store.batches ?? 0);
+    total('skein_store_commits_total', 'Store commits since start; commits / batches is the group-commit factor.', () => store.commits ?? 0);
+    total('skein_watch_overflows_total', 'Watch streams closed because their subscriber fell too far behind.', () => publisher.overflows);
+    total('skein_watch_snapshots_total', 'Watch subscriptions that started with a snapshot.', () => publisher.snapshotsSent);
+    total('skein_watch_resumes_total', 'Watch subscriptions resumed from the history with since=REV.', () => publisher.resumes);
+  }
+
+  checkResult(check: HealthCheck, ok: boolean): void {
+    this.healthChecks.inc({ type: check.type, result: ok ? 'pass' : 'fail' });
+  }
+}

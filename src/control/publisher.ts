@@ -1,0 +1,315 @@
+/**
+ * The event publisher behind `GET /v1/watch`: each subscriber gets a snapshot (of one service or
+ * of all), then add / update / remove / service diffs, each with its revision. `since=REV`
+ * resumes from the history while it still holds REV; otherwise the subscriber gets a fresh
+ * snapshot. Each subscriber has a bounded queue: one that falls too far behind is closed and the
+ * overflow counted; it re-subscribes with `since`.
+ */
+import type { Clock, TimerHandle } from '../core/clock.js';
+import type { InstanceRecord, Registry, RegistryEvent, Revision } from './registry/registry.js';
+import type { Service } from '../api/types.js';
+
+export type WatchFormat = 'ndjson' | 'sse';
+
+/** Where a subscription writes: an HTTP response, in practice. */
+export interface Sink {
+  write(chunk: string): boolean;
+  end(): void;
+  destroy(): void;
+  once(event: 'drain' | 'close', fn: () => void): unknown;
+}
+
+export interface WireInstance {
+  id: string;
+  service: string;
+  address: string;
+  port: number;
+  weight: number;
+  zone: string;
+  version: string;
+  labels: Readonly<Record<string, string>>;
+  status: string;
+  reason: string;
+  since: string;
+  revision: Revision;
+  check: string | null;
+}
+
+/** The JSON form of an instance record on the API and the watch stream. */
+export function wireInstance(r: InstanceRecord): WireInstance {
+  const i = r.instance;
+  return {
+    id: i.id,
+    service: i.service,
+    address: i.address,
+    port: i.port,
+    weight: i.weight,
+    zone: i.zone,
+    version: i.version,
+    labels: i.labels,
+    status: r.status,
+    reason: r.reason,
+    since: new Date(r.since).toISOString(),
+    revision: r.modRevision,
+    check: i.check?.type ?? null,
+  };
+}
+
+export type WatchMessage =
+  | { type: 'snapshot'; revision: Revision; service: string | null; instances: WireInstance[]; services: Array<{ name: string; definition: Service | null }> }
+  | { type: 'add' | 'update' | 'remove'; revision: Revision; service: string; instance: WireInstance }
+  | { type: 'service'; revision: Revision; service: string; definition: Service | null }
+  | { type: 'ping'; revision: Revision };
+
+interface Encoded {
+  revision: Revision;
+  service: string;
+  ndjson?: string;
+  sse?: string;
+  message: WatchMessage;
+}
+
+function encode(m: WatchMessage, format: WatchFormat): string {
+  const json = JSON.stringify(m);
+  return format === 'ndjson' ? json + '\n' : `id: ${m.revision}\nevent: ${m.type}\ndata: ${json}\n\n`;
+}
+
+function encodedFor(e: Encoded, format: WatchFormat): string {
+  if (format === 'ndjson') return (e.ndjson ??= encode(e.message, 'ndjson'));
+  return (e.sse ??= encode(e.message, 'sse'));
+}
+
+export interface PublisherOptions {
+  registry: Registry;
+  clock: Clock;
+  /** Events kept for resuming with `since`. Default 10,000. */
+  historySize?: number;
+  /** Messages a subscriber may have queued (unwritten) before it is closed. Default 1,000. */
+  maxQueue?: number;
+  /** Interval of keep-alive pings. Default 15 s; 0 turns them off. */
+  pingIntervalMs?: number;
+}
+
+export interface SubscribeOptions {
+  service: string | null;
+  since: Revision | null;
+  format: WatchFormat;
+  sink: Sink;
+}
+
+export class Subscription {
+  /** Messages written to the sink while it accepted them. */
+  sent = 0;
+  private queue: string[] = [];
+  private blocked = false;
+  closed = false;
+
+  constructor(
+    readonly service: string | null,
+    readonly format: WatchFormat,
+    private readonly sink: Sink,
+    private readonly maxQueue: number,
+    private readonly onOverflow: (s: Subscription) => void,
+  ) {}
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  push(chunk: string): void {
+    if (this.closed) return;
+    if (this.blocked) {
+      if (this.queue.length >= this.maxQueue) {
+        this.closed = true;
+        this.queue = [];
+        this.onOverflow(this);
+        this.sink.destroy();
+        return;
+      }
+      this.queue.push(chunk);
+      return;
+    }
+    this.sent++;
+    if (!this.sink.write(chunk)) {
+      this.blocked = true;
+      this.sink.once('drain', () => this.drain());
+    }
+  }
+
+  private drain(): void {
+    this.blocked = false;
+    const q = this.queue;
+    this.queue = [];
+    for (let i = 0; i < q.length; i++) {
+      if (this.closed) return;
+      this.sent++;
+      if (!this.sink.write(q[i] as string)) {
+        this.queue = q.slice(i + 1);
+        this.blocked = true;
+        this.sink.once('drain', () => this.drain());
+        return;
+      }
+    }
+  }
+}
+
+export class Publisher {
+  private readonly registry: Registry;
+  private readonly historySize: number;
+  private readonly maxQueue: number;
+  private readonly history: Encoded[] = [];
+  private head = 0; // ring start
+  /** Lowest `since` that can be resumed: nothing after it is missing from the history. */
+  private floor: Revision;
+  private readonly byService = new Map<string, Set<Subscription>>();
+  private readonly everything = new Set<Subscription>();
+  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly pingTimer: TimerHandle | null;
+  private readonly unsubscribe: () => void;
+  overflows = 0;
+  snapshotsSent = 0;
+  resumes = 0;
+
+  constructor(opts: PublisherOptions) {
+    this.registry = opts.registry;
+    this.historySize = opts.historySize ?? 10_000;
+    this.maxQueue = opts.maxQueue ?? 1000;
+    // After a restart the history starts empty; a REV from before it always gets a snapshot, as
+    // it may even name a change that was emitted but never made durable.
+    this.floor = opts.registry.startRevision + 1;
+    this.unsubscribe = opts.registry.onChange((e) => this.publish(e));
+    const ping = opts.pingIntervalMs ?? 15_000;
+    this.pingTimer = ping > 0 ? opts.clock.setInterval(() => this.ping(), ping) : null;
+  }
+
+  get subscriberCount(): number {
+    let n = this.everything.size;
+    for (const s of this.byService.values()) n += s.size;
+    return n;
+  }
+
+  close(): void {
+    this.pingTimer?.cancel();
+    this.unsubscribe();
+    for (const s of this.allSubs()) s.closed = true;
+    for (const set of this.waiters.values()) for (const w of set) w();
+    this.waiters.clear();
+  }
+
+  /** Starts a subscription: a snapshot or the missed history first, then live diffs. */
+  subscribe(opts: SubscribeOptions): Subscription {
+    const sub = new Subscription(opts.service, opts.format, opts.sink, this.maxQueue, () => {
+      this.overflows++;
+      this.remove(sub);
+    });
+    const missed = opts.since === null ? null : this.since(opts.since);
+    if (missed === null) {
+      this.snapshotsSent++;
+      sub.push(encode(this.snapshot(opts.service), opts.format));
+    } else {
+      this.resumes++;
+      for (const e of missed) if (opts.service === null || e.service === opts.service) sub.push(encodedFor(e, opts.format));
+    }
+    if (opts.service === null) this.everything.add(sub);
+    else {
+      let set = this.byService.get(opts.service);
+      if (set === undefined) this.byService.set(opts.service, (set = new Set()));
+      set.add(sub);
+    }
+    opts.sink.once('close', () => this.remove(sub));
+    return sub;
+  }
+
+  /** The snapshot message of one service (or of all when null). */
+  snapshot(service: string | null): WatchMessage {
+    const instances: WireInstance[] = [];
+    const services: Array<{ name: string; definition: Service | null }> = [];
+    if (service === null) {
+      for (const s of this.registry.listServices()) services.push({ name: s.name, definition: s.definition });
+      for (const r of this.registry.allInstances()) instances.push(wireInstance(r));
+    } else if (this.registry.hasService(service)) {
+      services.push({ name: service, definition: this.registry.service(service)?.definition ?? null });
+      for (const r of this.registry.listInstances(service, { all: true })) instances.push(wireInstance(r));
+    }
+    return { type: 'snapshot', revision: this.registry.revision, service, instances, services };
+  }
+
+  /**
+   * Resolves when the service (or anything, when null) changes past `index`, or after `waitMs`.
+   * This is the long-poll form for clients that cannot stream.
+   */
+  waitForChange(service: string | null, index: Revision, waitMs: number, clock: Clock): Promise<void> {
+    const current = service === null ? this.registry.revision : this.registry.serviceRevision(service);
+    if (current > index || index > this.registry.revision) return Promise.resolve();
+    return new Promise((resolve) => {
+      const key = service ?? '*';
+      let set = this.waiters.get(key);
+      if (set === undefined) this.waiters.set(key, (set = new Set()));
+      const done = () => {
+        timer.cancel();
+        set.delete(done);
+        if (set.size === 0) this.waiters.delete(key);
+        resolve();
+      };
+      const timer = clock.setTimeout(done, waitMs);
+      set.add(done);
+    });
+  }
+
+  /** The history after `since`, or null when it does not reach back that far. */
+  private since(since: Revision): Encoded[] | null {
+    const current = this.registry.revision;
+    // since <= startRevision: from before this process, where the history does not reach.
+    if (since > current || since <= this.registry.startRevision || since < this.floor - 1) return null;
+    const out: Encoded[] = [];
+    const n = this.history.length;
+    for (let i = 0; i < n; i++) {
+      const e = this.history[(this.head + i) % n] as Encoded;
+      if (e.revision > since) out.push(e);
+    }
+    return out;
+  }
+
+  private publish(e: RegistryEvent): void {
+    const message: WatchMessage =
+      e.type === 'service'
+        ? { type: 'service', revision: e.revision, service: e.service, definition: e.definition }
+        : { type: e.type, revision: e.revision, service: e.service, instance: wireInstance(e.record) };
+    const enc: Encoded = { revision: e.revision, service: e.service, message };
+    if (this.history.length < this.historySize) this.history.push(enc);
+    else {
+      const evicted = this.history[this.head] as Encoded;
+      this.floor = evicted.revision + 1;
+      this.history[this.head] = enc;
+      this.head = (this.head + 1) % this.historySize;
+    }
+    const subs = this.byService.get(e.service);
+    if (subs !== undefined) for (const s of subs) s.push(encodedFor(enc, s.format));
+    for (const s of this.everything) s.push(encodedFor(enc, s.format));
+    for (const key of [e.service, '*']) {
+      const w = this.waiters.get(key);
+      if (w !== undefined) for (const fn of [...w]) fn();
+    }
+  }
+
+  private ping(): void {
+    const rev = this.registry.revision;
+    const nd = JSON.stringify({ type: 'ping', revision: rev }) + '\n';
+    for (const s of this.allSubs()) s.push(s.format === 'ndjson' ? nd : ': ping\n\n');
+  }
+
+  private *allSubs(): IterableIterator<Subscription> {
+    yield* this.everything;
+    for (const set of this.byService.values()) yield* set;
+  }
+
+  private remove(sub: Subscription): void {
+    sub.closed = true;
+    if (sub.service === null) this.everything.delete(sub);
+    else {
+      const set = this.byService.get(sub.service);
+      set?.delete(sub);
+      if (set !== undefined && set.size === 0) this.byService.delete(sub.service);
+    }
+  }
+}

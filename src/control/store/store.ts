@@ -1,0 +1,33 @@
+/**
+ * The Store persists the registry. The registry keeps everything in memory; the store only has
+ * to make changes durable before they are acknowledged, and give them back at start-up.
+ */
+export type StoreOp = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
+
+export interface Store {
+  /** Every stored key/value, in key order. */
+  load(): Promise<Array<[string, string]>>;
+  /** Applies the ops atomically; resolves once they are durable. Calls are applied in order. */
+  commit(ops: StoreOp[]): Promise<void>;
+  close(): Promise<void>;
+  readonly kind: string;
+}
+
+/** A store that keeps nothing across restarts (for unit tests and `--data-dir none`). */
+export class MemoryStore implements Store {
+  readonly kind = 'memory';
+  private readonly data = new Map<string, string>();
+
+  async load(): Promise<Array<[string, string]>> {
+    return [...this.data.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  async commit(ops: StoreOp[]): Promise<void> {
+    for (const op of ops) {
+      if (op.type === 'put') this.data.set(op.key, op.value);
+      else this.data.delete(op.key);
+    }
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,82 @@
+/** Time is injected: everything with a timer takes a Clock, so tests never sleep. */
+export interface TimerHandle {
+  cancel(): void;
+}
+
+export interface Clock {
+  /** Milliseconds since the epoch. */
+  now(): number;
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  setInterval(fn: () => void, ms: number): TimerHandle;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref?.();
+    return { cancel: () => clearTimeout(t) };
+  },
+  setInterval(fn, ms) {
+    const t = setInterval(fn, ms);
+    t.unref?.();
+    return { cancel: () => clearInterval(t) };
+  },
+};
+
+interface ManualTimer {
+  id: number;
+  at: number;
+  every: number | null;
+  fn: () => void;
+}
+
+/** A clock for tests: time moves only when `advance` is called. */
+export class ManualClock implements Clock {
+  private t: number;
+  private seq = 0;
+  private timers = new Map<number, ManualTimer>();
+
+  constructor(start = 1_700_000_000_000) {
+    this.t = start;
+  }
+
+  now(): number {
+    return this.t;
+  }
+
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    return this.add(fn, ms, null);
+  }
+
+  setInterval(fn: () => void, ms: number): TimerHandle {
+    return this.add(fn, ms, Math.max(1, ms));
+  }
+
+  get pending(): number {
+    return this.timers.size;
+  }
+
+  /** Moves time forward, firing due timers in time order. */
+  advance(ms: number): void {
+    const end = this.t + ms;
+    for (;;) {
+      let next: ManualTimer | undefined;
+      for (const tm of this.timers.values()) {
+        if (tm.at <= end && (next === undefined || tm.at < next.at || (tm.at === next.at && tm.id < next.id))) next = tm;
+      }
+      if (next === undefined) break;
+      this.t = Math.max(this.t, next.at);
+      if (next.every === null) this.timers.delete(next.id);
+      else next.at += next.every;
+      next.fn();
+    }
+    this.t = end;
+  }
+
+  private add(fn: () => void, ms: number, every: number | null): TimerHandle {
+    const id = ++this.seq;
+    this.timers.set(id, { id, at: this.t + Math.max(0, ms), every, fn });
+    return { cancel: () => this.timers.delete(id) };
+  }
+}

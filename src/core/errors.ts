@@ -1,0 +1,60 @@
+/**
+ * One table of error codes for all of Skein. Every code has an HTTP status and a sentence;
+ * docs/errors.md documents each one (a test checks that).
+ */
+export const ERROR_CODES = {
+  SKEIN_E_VALIDATION: { status: 400, text: 'The input does not match the resource schema; `field` names the offending path.' },
+  SKEIN_E_BAD_JSON: { status: 400, text: 'The request body is not well-formed JSON.' },
+  SKEIN_E_BAD_YAML: { status: 400, text: 'A resource file is not well-formed YAML or JSON.' },
+  SKEIN_E_BODY_TOO_LARGE: { status: 413, text: 'The request body is larger than the 1 MiB limit.' },
+  SKEIN_E_UNSUPPORTED_MEDIA_TYPE: { status: 415, text: 'The request body has a content type other than application/json.' },
+  SKEIN_E_BAD_QUERY: { status: 400, text: 'A query parameter is malformed or out of range; `field` names it.' },
+  SKEIN_E_CONFLICT: { status: 409, text: 'The body contradicts the path (for example a different service or instance id).' },
+  SKEIN_E_NOT_FOUND: { status: 404, text: 'No such route in the API.' },
+  SKEIN_E_UNKNOWN_SERVICE: { status: 404, text: 'The named service is not known to the registry.' },
+  SKEIN_E_UNKNOWN_INSTANCE: { status: 404, text: 'The named instance is not registered (a heartbeat or deregistration for it is refused).' },
+  SKEIN_E_NO_TTL_CHECK: { status: 409, text: 'A heartbeat was sent for an instance whose health check is not of type ttl.' },
+  SKEIN_E_STORE: { status: 503, text: 'The store could not durably record the change; nothing was acknowledged.' },
+  SKEIN_E_SHUTTING_DOWN: { status: 503, text: 'The control plane is shutting down and accepts no new work.' },
+  SKEIN_E_INTERNAL: { status: 500, text: 'An unexpected internal error; the log has details.' },
+  SKEIN_E_CONTROL_UNREACHABLE: { status: 503, text: 'The CLI could not reach the control plane at the given address.' },
+  SKEIN_E_USAGE: { status: 400, text: 'A command-line flag or argument is missing or malformed.' },
+  SKEIN_E_FILE: { status: 400, text: 'A file named on the command line could not be read.' },
+  SKEIN_E_ADDRESS_IN_USE: { status: 500, text: 'A listener could not bind its address (already in use or not permitted).' },
+} as const satisfies Record<string, { status: number; text: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  field?: string;
+  details?: unknown;
+}
+
+export class SkeinError extends Error {
+  readonly code: ErrorCode;
+  readonly field: string | undefined;
+  readonly status: number;
+  readonly details: unknown;
+
+  constructor(code: ErrorCode, message: string, opts: { field?: string; details?: unknown; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'SkeinError';
+    this.code = code;
+    this.field = opts.field;
+    this.status = ERROR_CODES[code].status;
+    this.details = opts.details;
+  }
+
+  toJSON(): ErrorBody {
+    const body: ErrorBody = { code: this.code, message: this.message };
+    if (this.field !== undefined) body.field = this.field;
+    if (this.details !== undefined) body.details = this.details;
+    return body;
+  }
+}
+
+export function isSkeinError(e: unknown): e is SkeinError {
+  return e instanceof SkeinError;
+}
