@@ -134,7 +134,7 @@ function buildCheck(raw: RawHealthCheck, prefix: string, problems: FieldProblem[
   }
   if (isTtl) {
     if (raw.ttl === undefined) problems.push({ field: at('ttl'), message: 'is required for a ttl check' });
-    for (const f of ['path', 'method', 'expectedStatus', 'port', 'interval', 'timeout', 'unhealthyThreshold'] as const) {
+    for (const f of ['path', 'method', 'expectedStatus', 'port', 'interval', 'timeout', 'healthyThreshold', 'unhealthyThreshold'] as const) {
       if (raw[f] !== undefined) problems.push({ field: at(f), message: 'applies to http and tcp checks, not ttl' });
     }
   } else {

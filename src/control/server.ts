@@ -118,12 +118,23 @@ export function createApiServer(deps: ApiDeps): FastifyInstance {
     bodyLimit: BODY_LIMIT,
     logger: false,
     forceCloseConnections: true,
-    return503OnClosing: true,
+    return503OnClosing: false,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
   });
   const watchSinks = new Set<FastifyReply['raw']>();
+  // Only JSON bodies: fastify's built-in text/plain parser would let a non-JSON type through (415 instead).
+  app.removeContentTypeParser('text/plain');
+  // JSON as fastify parses it (prototype poisoning refused), but an empty body is no body: a
+  // heartbeat sent with `content-type: application/json` and nothing else is fine.
+  const jsonParser = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const text = body.toString();
+    if (text.trim() === '') return done(null, undefined);
+    jsonParser(req, text, done);
+  });
 
   app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
@@ -138,8 +149,13 @@ export function createApiServer(deps: ApiDeps): FastifyInstance {
   app.setNotFoundHandler((req, reply) => {
     void sendError(reply, new SkeinError('SKEIN_E_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
   });
-  app.addHook('onClose', async () => {
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
     for (const raw of watchSinks) raw.destroy();
+  });
+  app.addHook('onRequest', async (_req, reply) => {
+    if (closing) return sendError(reply.header('connection', 'close'), new SkeinError('SKEIN_E_SHUTTING_DOWN', 'the control plane is shutting down'));
   });
 
   // ---- health and metrics ----
