@@ -128,13 +128,13 @@ export type RawServiceDefaults = Static<typeof ServiceDefaultsSchema>;
 
 /** JSON Schema of a resource file: one resource, or a list of them. */
 export function resourceFileJsonSchema(): object {
-  const one = { oneOf: Object.keys(RESOURCE_KINDS).map((k) => ({ $ref: `#/$defs/${k}` })) };
+  const one = { oneOf: Object.keys(RESOURCE_KINDS).map((k) => ({ $ref: `#/definitions/${k}` })) };
   return {
-    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    $schema: 'http://json-schema.org/draft-07/schema#',
     $id: 'https://skein.dev/schema/v1/resources.json',
     title: 'Skein resources (skein/v1)',
     description: 'A Skein resource file: one resource or an array of resources (YAML files may also hold several documents).',
     anyOf: [one, { type: 'array', items: one }],
-    $defs: Object.fromEntries(Object.entries(RESOURCE_KINDS).map(([k, s]) => [k, JSON.parse(JSON.stringify(s))])),
+    definitions: Object.fromEntries(Object.entries(RESOURCE_KINDS).map(([k, s]) => [k, JSON.parse(JSON.stringify(s))])),
   };
 }

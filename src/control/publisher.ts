@@ -174,9 +174,10 @@ export class Publisher {
     this.registry = opts.registry;
     this.historySize = opts.historySize ?? 10_000;
     this.maxQueue = opts.maxQueue ?? 1000;
-    // After a restart the history starts empty; a REV from before it always gets a snapshot, as
-    // it may even name a change that was emitted but never made durable.
-    this.floor = opts.registry.startRevision + 1;
+    // The history starts empty, so nothing before the current revision can be replayed. After a
+    // restart a REV from before it always gets a snapshot: it may even name a change that was
+    // emitted but never made durable (see since()).
+    this.floor = opts.registry.revision + 1;
     this.unsubscribe = opts.registry.onChange((e) => this.publish(e));
     const ping = opts.pingIntervalMs ?? 15_000;
     this.pingTimer = ping > 0 ? opts.clock.setInterval(() => this.ping(), ping) : null;
@@ -210,6 +211,8 @@ export class Publisher {
       this.resumes++;
       for (const e of missed) if (opts.service === null || e.service === opts.service) sub.push(encodedFor(e, opts.format));
     }
+    // Overflowed while catching up: already destroyed and counted; registering it would leak it.
+    if (sub.closed) return sub;
     if (opts.service === null) this.everything.add(sub);
     else {
       let set = this.byService.get(opts.service);

@@ -176,10 +176,18 @@ export function createApiServer(deps: ApiDeps): FastifyInstance {
   app.get('/metrics', async (req, reply) => {
     const accept = String(req.headers.accept ?? '');
     const om = accept.includes('application/openmetrics-text');
-    if (om) metrics.registry.setContentType('application/openmetrics-text; version=1.0.0; charset=utf-8' as never);
-    else metrics.registry.setContentType('text/plain; version=0.0.4; charset=utf-8' as never);
-    const body = await metrics.registry.metrics();
-    return reply.header('content-type', metrics.registry.contentType).send(body);
+    const contentType = om ? 'application/openmetrics-text; version=1.0.0; charset=utf-8' : 'text/plain; version=0.0.4; charset=utf-8';
+    metrics.registry.setContentType(contentType as never);
+    // prom-client's OpenMetrics rendering strips `_total` from counter names in place; put the
+    // names back, or every later Prometheus-text scrape would expose `skein_heartbeats` etc.
+    const names = metrics.registry.getMetricsAsArray().map((m) => [m, m.name] as const);
+    let body: string;
+    try {
+      body = await metrics.registry.metrics();
+    } finally {
+      for (const [m, name] of names) (m as { name: string }).name = name;
+    }
+    return reply.header('content-type', contentType).send(body);
   });
 
   // ---- services ----

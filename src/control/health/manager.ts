@@ -48,8 +48,8 @@ export class HealthManager {
   private readonly onResult: (check: HealthCheck, ok: boolean) => void;
   private readonly onError: (e: unknown) => void;
   private readonly probes = new Map<string, ProbeState>();
-  /** TTL instances: key -> deadline (ms since epoch). */
-  private readonly deadlines = new Map<string, number>();
+  /** TTL instances: key -> deadline (ms since epoch) and the ttl it was set with. */
+  private readonly deadlines = new Map<string, { at: number; ttlMs: number }>();
   /** Instances with deregisterAfter set. */
   private readonly reapable = new Set<string>();
   private sweepTimer: TimerHandle | null = null;
@@ -101,7 +101,7 @@ export class HealthManager {
       throw new SkeinError('SKEIN_E_NO_TTL_CHECK', `instance "${id}" of service "${service}" has ${check === null ? 'no health check' : `a ${check.type} check`}, not a ttl check`, { field: 'id' });
     }
     this.heartbeats++;
-    this.deadlines.set(keyOf(service, id), this.clock.now() + check.ttlMs);
+    this.deadlines.set(keyOf(service, id), { at: this.clock.now() + check.ttlMs, ttlMs: check.ttlMs });
     const status = report.status ?? 'healthy';
     const reason = report.reason ?? (status === 'healthy' ? 'heartbeat received' : 'instance reported itself unhealthy');
     if (rec.status === status) return rec;
@@ -111,7 +111,7 @@ export class HealthManager {
   /** Milliseconds until a TTL instance expires (for tests and the API). */
   ttlRemaining(service: string, id: string): number | undefined {
     const d = this.deadlines.get(keyOf(service, id));
-    return d === undefined ? undefined : d - this.clock.now();
+    return d === undefined ? undefined : d.at - this.clock.now();
   }
 
   private onChange(e: RegistryEvent): void {
@@ -140,8 +140,12 @@ export class HealthManager {
         this.untrackProbe(p);
         this.probes.delete(key);
       }
+      // A new instance, or a changed ttl, starts counting now; a status change keeps the deadline.
+      const d = this.deadlines.get(key);
       if (check === null) this.deadlines.delete(key);
-      else if (!this.deadlines.has(key) || rec.createRevision === rec.modRevision) this.deadlines.set(key, ttlStart + check.ttlMs);
+      else if (d === undefined || d.ttlMs !== check.ttlMs || rec.createRevision === rec.modRevision) {
+        this.deadlines.set(key, { at: ttlStart + check.ttlMs, ttlMs: check.ttlMs });
+      }
       return;
     }
     this.deadlines.delete(key);
@@ -199,7 +203,7 @@ export class HealthManager {
   sweep(): void {
     const now = this.clock.now();
     for (const [key, deadline] of this.deadlines) {
-      if (deadline > now) continue;
+      if (deadline.at > now) continue;
       const [service, id] = key.split('\u0000') as [string, string];
       const rec = this.registry.get(service, id);
       if (rec === undefined) {
