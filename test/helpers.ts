@@ -135,3 +135,145 @@ export function run(cmd: string, args: string[], opts: { timeoutMs?: number; inp
 export function skein(args: string[], opts: { timeoutMs?: number; input?: string; env?: NodeJS.ProcessEnv } = {}) {
   return run(process.execPath, [SKEIN_BIN, ...args], opts);
 }
+
+// ---- added for the control-plane integration tests (api, durability, watch, health, cli) ----
+
+/** A port that was free a moment ago and has nothing listening on it (bind, read, close). */
+export async function closedPort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const srv = createServer();
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => resolve());
+  });
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
+
+/** Runs `fn` over `items` with at most `limit` calls in flight; results keep the input order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/** The value of one sample in Prometheus text (`name` or `name{a="b"}` exactly as exposed); undefined if absent. */
+export function metricSample(text: string, sample: string): number | undefined {
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const sp = line.lastIndexOf(' ');
+    if (sp > 0 && line.slice(0, sp) === sample) return Number(line.slice(sp + 1));
+  }
+  return undefined;
+}
+
+/** One message of a watch stream: NDJSON lines parsed; SSE events with their id and event name. */
+export interface StreamMessage {
+  type: string;
+  revision: number;
+  [k: string]: any;
+}
+
+export interface SseEvent {
+  id: string | undefined;
+  event: string | undefined;
+  data: any;
+}
+
+/** A watch stream read over node:http: messages are collected as they arrive (pings dropped). */
+export interface WatchStream {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  /** NDJSON messages (or, for SSE, each event's parsed data). */
+  messages: StreamMessage[];
+  /** SSE events, in order (empty for NDJSON). */
+  events: SseEvent[];
+  /** Set once the server ends or resets the stream. */
+  ended: boolean;
+  /** Raw bytes received. */
+  bytes: number;
+  /** Waits until at least `n` messages arrived; returns them all. */
+  waitForCount(n: number, timeoutMs?: number): Promise<StreamMessage[]>;
+  close(): void;
+}
+
+/** Opens `GET base + path` as a streaming watch; resolves once the response headers arrived. */
+export async function openWatch(base: string, path: string, opts: { headers?: Record<string, string> } = {}): Promise<WatchStream> {
+  const http = await import('node:http');
+  const url = new URL(base + path);
+  return new Promise<WatchStream>((resolve, reject) => {
+    const req = http.get({ host: url.hostname, port: url.port, path: url.pathname + url.search, headers: opts.headers ?? {}, agent: false }, (res) => {
+      const sse = String(res.headers['content-type'] ?? '').startsWith('text/event-stream');
+      const s: WatchStream = {
+        status: res.statusCode ?? 0,
+        headers: res.headers,
+        messages: [],
+        events: [],
+        ended: false,
+        bytes: 0,
+        waitForCount: (n, timeoutMs = 10_000) =>
+          waitFor<StreamMessage[] | null>(() => (s.messages.length >= n ? s.messages : null), {
+            timeoutMs,
+            what: `${n} watch message(s)`,
+          }).then((m) => m as StreamMessage[]),
+        close: () => {
+          req.destroy();
+          res.destroy();
+        },
+      };
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        s.bytes += Buffer.byteLength(chunk);
+        buf += chunk;
+        if (sse) {
+          let i: number;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            const block = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            const ev: SseEvent = { id: undefined, event: undefined, data: undefined };
+            const data: string[] = [];
+            for (const line of block.split('\n')) {
+              if (line.startsWith(':')) continue;
+              const c = line.indexOf(':');
+              const field = c < 0 ? line : line.slice(0, c);
+              const value = c < 0 ? '' : line.slice(c + 1).replace(/^ /, '');
+              if (field === 'id') ev.id = value;
+              else if (field === 'event') ev.event = value;
+              else if (field === 'data') data.push(value);
+            }
+            if (data.length === 0) continue; // comment-only block (ping)
+            ev.data = JSON.parse(data.join('\n'));
+            s.events.push(ev);
+            s.messages.push(ev.data as StreamMessage);
+          }
+        } else {
+          let i: number;
+          while ((i = buf.indexOf('\n')) >= 0) {
+            const line = buf.slice(0, i);
+            buf = buf.slice(i + 1);
+            if (line === '') continue;
+            const m = JSON.parse(line) as StreamMessage;
+            if (m.type !== 'ping') s.messages.push(m);
+          }
+        }
+      });
+      const end = () => {
+        s.ended = true;
+      };
+      res.on('end', end);
+      res.on('close', end);
+      res.on('error', end);
+      resolve(s);
+    });
+    req.on('error', reject);
+  });
+}

@@ -1,10 +1,8 @@
 /** `skein control`: runs the control plane until SIGINT/SIGTERM. */
 import { Command, Option } from 'commander';
-import pino from 'pino';
 import { parseHostPort } from '../core/address.js';
 import { parseDuration } from '../core/duration.js';
 import { SkeinError } from '../core/errors.js';
-import { startControlPlane } from '../control/control-plane.js';
 import { DEFAULT_DNS, DEFAULT_HTTP } from './common.js';
 
 function durationFlag(flag: string) {
@@ -41,6 +39,8 @@ export function controlCommand(): Command {
       }
       const http = parseHostPort(o.http, '--http');
       const dns = o.dns === 'off' ? null : parseHostPort(o.dns, '--dns');
+      // Loaded here, so that the other commands (and --help) do not pay for the server's modules.
+      const [{ default: pino }, { startControlPlane }] = await Promise.all([import('pino'), import('../control/control-plane.js')]);
       const logger = pino({ level: o.logLevel, base: { component: 'control' } });
       const cp = await startControlPlane({
         dataDir: o.dataDir === 'none' ? null : o.dataDir,
