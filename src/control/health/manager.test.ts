@@ -349,3 +349,16 @@ test('re-registering with a different ttl restarts the deadline with the new ttl
   await tick(10_000);
   assert.equal(registry.get('web', 'a')?.status, 'unhealthy');
 });
+
+test('re-registering with a changed check (same ttl) restarts the deadline', async (t) => {
+  const { registry, manager, tick } = await setup();
+  t.after(() => manager.stop());
+  await registry.register(inst('a', { type: 'ttl', ttl: '5s' }));
+  await tick(6000);
+  assert.equal(registry.get('web', 'a')?.status, 'unhealthy');
+  await registry.register(inst('a', { type: 'ttl', ttl: '5s', deregisterAfter: '1h' }));
+  assert.equal(registry.get('web', 'a')?.status, 'healthy');
+  assert.equal(manager.ttlRemaining('web', 'a'), 5000);
+  await tick(4000);
+  assert.equal(registry.get('web', 'a')?.status, 'healthy', 'the new check counts from its registration');
+});

@@ -48,8 +48,8 @@ export class HealthManager {
   private readonly onResult: (check: HealthCheck, ok: boolean) => void;
   private readonly onError: (e: unknown) => void;
   private readonly probes = new Map<string, ProbeState>();
-  /** TTL instances: key -> deadline (ms since epoch) and the ttl it was set with. */
-  private readonly deadlines = new Map<string, { at: number; ttlMs: number }>();
+  /** TTL instances: key -> deadline (ms since epoch) and the check it was set for. */
+  private readonly deadlines = new Map<string, { at: number; check: HealthCheck }>();
   /** Instances with deregisterAfter set. */
   private readonly reapable = new Set<string>();
   private sweepTimer: TimerHandle | null = null;
@@ -101,7 +101,7 @@ export class HealthManager {
       throw new SkeinError('SKEIN_E_NO_TTL_CHECK', `instance "${id}" of service "${service}" has ${check === null ? 'no health check' : `a ${check.type} check`}, not a ttl check`, { field: 'id' });
     }
     this.heartbeats++;
-    this.deadlines.set(keyOf(service, id), { at: this.clock.now() + check.ttlMs, ttlMs: check.ttlMs });
+    this.deadlines.set(keyOf(service, id), { at: this.clock.now() + check.ttlMs, check });
     const status = report.status ?? 'healthy';
     const reason = report.reason ?? (status === 'healthy' ? 'heartbeat received' : 'instance reported itself unhealthy');
     if (rec.status === status) return rec;
@@ -140,11 +140,11 @@ export class HealthManager {
         this.untrackProbe(p);
         this.probes.delete(key);
       }
-      // A new instance, or a changed ttl, starts counting now; a status change keeps the deadline.
+      // A new instance, or a changed check, starts counting now; a status change keeps the deadline.
       const d = this.deadlines.get(key);
       if (check === null) this.deadlines.delete(key);
-      else if (d === undefined || d.ttlMs !== check.ttlMs || rec.createRevision === rec.modRevision) {
-        this.deadlines.set(key, { at: ttlStart + check.ttlMs, ttlMs: check.ttlMs });
+      else if (d === undefined || rec.createRevision === rec.modRevision || (d.check !== check && JSON.stringify(d.check) !== JSON.stringify(check))) {
+        this.deadlines.set(key, { at: ttlStart + check.ttlMs, check });
       }
       return;
     }
