@@ -439,3 +439,10 @@ test('resourceFileJsonSchema compiles and agrees with parse on valid and unknown
   assert.equal(validate({ kind: 'Gateway', name: 'x' }), false);
   assert.equal(validate({ kind: 'Instance', ...base, port: 65536 }), false);
 });
+
+test('label keys must match the label key pattern', () => {
+  assert.throws(
+    () => parseInstance({ id: 'a', service: 'web', address: '127.0.0.1', port: 80, labels: { 'bad key!': 'x' } }),
+    (e: unknown) => e instanceof SkeinError && e.field === 'labels.bad key!' && /not a valid label key/.test(e.message),
+  );
+});

@@ -16,6 +16,7 @@ import {
   ServiceBodySchema,
   ServiceSchema,
   HealthCheckSchema,
+  LABEL_KEY_PATTERN,
   type RawHealthCheck,
   type RawInstance,
   type RawService,
@@ -60,8 +61,9 @@ function ajvProblems(errors: ErrorObject[], prefix: string): FieldProblem[] {
     let path = pointerToPath(e.instancePath);
     let message = e.message ?? 'is invalid';
     if (e.keyword === 'additionalProperties') {
+      const isLabels = /(^|\.)labels$/.test(path);
       path = joinPath(path, String((e.params as { additionalProperty: string }).additionalProperty));
-      message = 'is not a known field';
+      message = isLabels ? `is not a valid label key (must match ${LABEL_KEY_PATTERN})` : 'is not a known field';
     } else if (e.keyword === 'required') {
       path = joinPath(path, String((e.params as { missingProperty: string }).missingProperty));
       message = 'is required';

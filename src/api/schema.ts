@@ -17,6 +17,7 @@ const Duration = (description: string) =>
 
 export const Labels = Type.Record(Type.String({ pattern: LABEL_KEY_PATTERN }), Type.String({ maxLength: 256 }), {
   maxProperties: 64,
+  additionalProperties: false,
   description: 'Free-form key/value labels (at most 64; keys like DNS names, values up to 256 characters).',
 });
 
