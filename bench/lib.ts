@@ -16,7 +16,8 @@ import { request } from 'undici';
 
 /** Repository root (this file runs as dist/bench/lib.js). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const SKEIN_BIN = join(ROOT, 'bin', 'skein.js');
+/** The skein CLI the benchmarks start; SKEIN_BENCH_BIN points them at another build (A/B). */
+export const SKEIN_BIN = process.env['SKEIN_BENCH_BIN'] ?? join(ROOT, 'bin', 'skein.js');
 
 // ---------------------------------------------------------------- cleanup of what we started
 
@@ -238,6 +239,21 @@ export function machineBusySeconds(): number {
   // user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait.
   const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
   return (total - (f[3] ?? 0) - (f[4] ?? 0)) / ticksPerSecond();
+}
+
+/**
+ * Measures the CPU used by every process on the machine except `pids` (percent of one core)
+ * between now and `stop()`: how much other work disturbed a measurement.
+ */
+export function otherCpuMeter(pids: number[]): { stop: () => number } {
+  const read = () => ({ at: performance.now(), machine: machineBusySeconds(), ours: pids.reduce((n, pid) => n + procSample(pid).cpuSeconds, 0) });
+  const a = read();
+  return {
+    stop: () => {
+      const b = read();
+      return Math.max(0, ((b.machine - a.machine - (b.ours - a.ours)) / ((b.at - a.at) / 1000)) * 100);
+    },
+  };
 }
 
 /** CPU use between two samples, in percent of one core. */
