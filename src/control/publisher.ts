@@ -8,6 +8,9 @@
 import type { Clock, TimerHandle } from '../core/clock.js';
 import type { InstanceRecord, Registry, RegistryEvent, Revision } from './registry/registry.js';
 import type { Service } from '../api/types.js';
+import type { WatchMessage, WireInstance } from '../api/wire.js';
+
+export type { WatchMessage, WireInstance };
 
 export type WatchFormat = 'ndjson' | 'sse';
 
@@ -17,22 +20,6 @@ export interface Sink {
   end(): void;
   destroy(): void;
   once(event: 'drain' | 'close', fn: () => void): unknown;
-}
-
-export interface WireInstance {
-  id: string;
-  service: string;
-  address: string;
-  port: number;
-  weight: number;
-  zone: string;
-  version: string;
-  labels: Readonly<Record<string, string>>;
-  status: string;
-  reason: string;
-  since: string;
-  revision: Revision;
-  check: string | null;
 }
 
 /** The JSON form of an instance record on the API and the watch stream. */
@@ -54,12 +41,6 @@ export function wireInstance(r: InstanceRecord): WireInstance {
     check: i.check?.type ?? null,
   };
 }
-
-export type WatchMessage =
-  | { type: 'snapshot'; revision: Revision; service: string | null; instances: WireInstance[]; services: Array<{ name: string; definition: Service | null }> }
-  | { type: 'add' | 'update' | 'remove'; revision: Revision; service: string; instance: WireInstance }
-  | { type: 'service'; revision: Revision; service: string; definition: Service | null }
-  | { type: 'ping'; revision: Revision };
 
 interface Encoded {
   revision: Revision;

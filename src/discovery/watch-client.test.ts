@@ -6,7 +6,6 @@ import pino from 'pino';
 import { ManualClock, systemClock } from '../core/clock.js';
 import { Backoff } from '../core/backoff.js';
 import { SkeinError } from '../core/errors.js';
-import type { WatchMessage as ControlWatchMessage, WireInstance as ControlWireInstance } from '../control/publisher.js';
 import { EndpointSet } from './endpoint.js';
 import {
   LineSplitter,
@@ -21,13 +20,9 @@ import {
   type WireInstance,
 } from './watch-client.js';
 
-// The wire shapes are declared in discovery/ (dependency arrows point down); these fail to
-// compile if the control plane's messages stop fitting them.
-const _fitsMessage: (m: ControlWatchMessage) => WatchMessage = (m) => m;
-const _fitsInstance: (i: ControlWireInstance) => WireInstance = (i) => i;
-// And a pino logger is a WatchLogger.
+// A pino logger is a WatchLogger (fails to compile otherwise).
 const _fitsLogger: WatchLogger = pino({ enabled: false });
-void [_fitsMessage, _fitsInstance, _fitsLogger];
+void _fitsLogger;
 
 function inst(service: string, id: string, over: Partial<WireInstance> = {}): WireInstance {
   return {

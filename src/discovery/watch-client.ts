@@ -23,36 +23,14 @@ import type { Service } from '../api/types.js';
 import { Backoff, type BackoffOptions, type BackoffPolicy, type Rng } from '../core/backoff.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
+import type { Revision, WireInstance, WatchMessage } from '../api/wire.js';
 import { EndpointSet, endpointKey, makeEndpoint, type Endpoint } from './endpoint.js';
 
 // ---------------------------------------------------------------------------------------------
 // Wire shapes (the control plane's `WireInstance` and `WatchMessage`)
 // ---------------------------------------------------------------------------------------------
 
-export type Revision = number;
-
-/** An instance as the watch stream sends it. */
-export interface WireInstance {
-  id: string;
-  service: string;
-  address: string;
-  port: number;
-  weight: number;
-  zone: string;
-  version: string;
-  labels: Readonly<Record<string, string>>;
-  status: string;
-  reason: string;
-  since: string;
-  revision: Revision;
-  check: string | null;
-}
-
-export type WatchMessage =
-  | { type: 'snapshot'; revision: Revision; service: string | null; instances: WireInstance[]; services: Array<{ name: string; definition: Service | null }> }
-  | { type: 'add' | 'update' | 'remove'; revision: Revision; service: string; instance: WireInstance }
-  | { type: 'service'; revision: Revision; service: string; definition: Service | null }
-  | { type: 'ping'; revision: Revision };
+export type { Revision, WireInstance, WatchMessage } from '../api/wire.js';
 
 // ---------------------------------------------------------------------------------------------
 // Errors
