@@ -9,6 +9,7 @@
  * descriptions) and in docs/mesh-file.md.
  */
 import { dirname, resolve } from 'node:path';
+import { BALANCER_KINDS, BalancerSchema, buildBalancer, DEFAULT_BALANCER, HASHING_BALANCERS, HTTP_TOKEN_PATTERN, type BalancerKind, type BalancerPolicy, type HashKey } from './balancer.js';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { parseAllDocuments } from 'yaml';
@@ -20,15 +21,8 @@ import type { FieldProblem } from './parse.js';
 
 // ---- schema ----
 
-/**
- * Load balancer kinds a service may choose. The same list as BALANCER_KINDS in src/balance
- * (api sits below balance, so it is repeated here; a unit test keeps the two equal).
- */
-export const MESH_BALANCER_KINDS = ['round-robin', 'weighted-round-robin', 'random', 'least-request', 'peak-ewma', 'ring-hash', 'maglev'] as const;
-export type MeshBalancerKind = (typeof MESH_BALANCER_KINDS)[number];
-export const MESH_DEFAULT_BALANCER: MeshBalancerKind = 'peak-ewma';
-/** Kinds that pick by a request's hash key, and so need `hashKey`. */
-export const HASHING_BALANCERS: readonly MeshBalancerKind[] = ['ring-hash', 'maglev'];
+export { BALANCER_KINDS as MESH_BALANCER_KINDS, DEFAULT_BALANCER as MESH_DEFAULT_BALANCER, HASHING_BALANCERS };
+export type MeshBalancerKind = BalancerKind;
 
 export const MAX_REPLICAS = 100;
 export const MAX_SERVICES = 200;
@@ -36,7 +30,6 @@ export const MAX_SERVICES = 200;
 export const ENV_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_]*$';
 /** Variables Skein sets in every replica; a service's `env` may not set them. */
 export const RESERVED_ENV = ['SKEIN_SERVICE', 'SKEIN_INSTANCE_ID'] as const;
-const HTTP_TOKEN_PATTERN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 const DOMAIN_PATTERN = '^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$';
 
 export const MESH_DEFAULTS = Object.freeze({
@@ -74,22 +67,6 @@ export const ReadinessSchema = Type.Object(
     additionalProperties: false,
     description: 'When a replica counts as ready (and is registered). Default: a TCP connect to its port.',
   },
-);
-
-export const HashKeySchema = Type.Object(
-  {
-    type: StringEnum(['header', 'cookie', 'source-address'] as const, 'Where the hash key comes from.'),
-    name: Type.Optional(Type.String({ pattern: HTTP_TOKEN_PATTERN, maxLength: 256, description: 'The header or cookie name (header and cookie only; required there).' })),
-  },
-  { additionalProperties: false, description: 'The request hash key of ring-hash and maglev.' },
-);
-
-export const MeshBalancerSchema = Type.Object(
-  {
-    kind: Type.Optional(StringEnum(MESH_BALANCER_KINDS, `The algorithm clients of this service use to pick a replica. Default ${MESH_DEFAULT_BALANCER}.`)),
-    hashKey: Type.Optional(HashKeySchema),
-  },
-  { additionalProperties: false, description: 'How callers balance requests over the replicas of this service.' },
 );
 
 export const RestartSchema = Type.Object(
@@ -130,7 +107,7 @@ export const MeshServiceSchema = Type.Object(
       ),
     ),
     readiness: Type.Optional(ReadinessSchema),
-    balancer: Type.Optional(MeshBalancerSchema),
+    balancer: Type.Optional(BalancerSchema),
     weight: Type.Optional(InstanceFields.weight),
     zone: Type.Optional(InstanceFields.zone),
     version: Type.Optional(InstanceFields.version),
@@ -201,13 +178,8 @@ export interface MeshReadiness {
   readonly deadlineMs: number;
 }
 
-export type MeshHashKey = { readonly type: 'header'; readonly name: string } | { readonly type: 'cookie'; readonly name: string } | { readonly type: 'source-address' };
-
-export interface MeshBalancer {
-  readonly kind: MeshBalancerKind;
-  /** Set for ring-hash and maglev, null otherwise. */
-  readonly hashKey: MeshHashKey | null;
-}
+export type MeshHashKey = HashKey;
+export type MeshBalancer = BalancerPolicy;
 
 export interface MeshRestart {
   readonly baseMs: number;
@@ -428,26 +400,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     push('readiness.initialDelay', `must be shorter than readiness.deadline (${fmt(readiness.deadlineMs)})`);
   }
 
-  const b = raw.balancer ?? {};
-  const kind = b.kind ?? MESH_DEFAULT_BALANCER;
-  let hashKey: MeshHashKey | null = null;
-  if (HASHING_BALANCERS.includes(kind)) {
-    if (b.hashKey === undefined) push('balancer.hashKey', `is required for the ${kind} balancer`);
-  } else if (b.hashKey !== undefined) {
-    push('balancer.hashKey', `applies to the ring-hash and maglev balancers only, not ${kind}`);
-  }
-  if (b.hashKey !== undefined) {
-    const hk = b.hashKey;
-    if (hk.type === 'source-address') {
-      if (hk.name !== undefined) push('balancer.hashKey.name', 'applies to header and cookie hash keys only');
-      hashKey = Object.freeze({ type: 'source-address' });
-    } else if (hk.name === undefined) {
-      push('balancer.hashKey.name', `is required for a ${hk.type} hash key`);
-    } else {
-      hashKey = Object.freeze({ type: hk.type, name: hk.name });
-    }
-    if (!HASHING_BALANCERS.includes(kind)) hashKey = null;
-  }
+  const balancer = buildBalancer(raw.balancer, push);
 
   const rs = raw.restart ?? {};
   const RD = MESH_DEFAULTS.restart;
@@ -470,7 +423,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     replicas: raw.replicas ?? MESH_DEFAULTS.replicas,
     port: Object.freeze({ env: portEnv }),
     readiness,
-    balancer: Object.freeze({ kind, hashKey }),
+    balancer,
     weight: raw.weight ?? MESH_DEFAULTS.weight,
     zone: raw.zone ?? '',
     version: raw.version ?? '',

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Ajv } from 'ajv';
 import { SkeinError, type ErrorCode } from '../core/errors.js';
-import { loadResourceFile, parseInstance, parseResource, parseResourceFile, parseService } from './parse.js';
+import { loadResourceFile, parseInstance, parseResource, parseResourceFile, parseService, serviceToRaw } from './parse.js';
 import { resourceFileJsonSchema } from './schema.js';
 import type { HealthCheck, Instance } from './types.js';
 
@@ -274,7 +274,7 @@ test('a prefix is prepended to field paths', () => {
 
 test('a service gets its defaults and is deeply frozen', () => {
   const s = parseService({ name: 'web' });
-  assert.deepEqual(s, { name: 'web', ports: [], labels: {}, defaults: {} });
+  assert.deepEqual(s, { name: 'web', ports: [], labels: {}, defaults: {}, balancer: { kind: 'peak-ewma', hashKey: null } });
   const full = parseService({
     name: 'web',
     ports: [{ name: 'http', port: 80 }, { name: 'grpc', port: 81, protocol: 'grpc' }],
@@ -445,4 +445,36 @@ test('label keys must match the label key pattern', () => {
     () => parseInstance({ id: 'a', service: 'web', address: '127.0.0.1', port: 80, labels: { 'bad key!': 'x' } }),
     (e: unknown) => e instanceof SkeinError && e.field === 'labels.bad key!' && /not a valid label key/.test(e.message),
   );
+});
+
+test('a Service chooses its balancer: default peak-ewma; hash key required for ring-hash and maglev', () => {
+  assert.deepEqual(parseService({ name: 'web' }).balancer, { kind: 'peak-ewma', hashKey: null });
+  const ring = parseService({ name: 'web', balancer: { kind: 'ring-hash', hashKey: { type: 'header', name: 'x-user' } } });
+  assert.deepEqual(ring.balancer, { kind: 'ring-hash', hashKey: { type: 'header', name: 'x-user' } });
+  assert.ok(Object.isFrozen(ring.balancer));
+  const field = (raw: unknown) => {
+    try {
+      parseService(raw);
+    } catch (e) {
+      return (e as SkeinError).field;
+    }
+    return 'no error';
+  };
+  assert.equal(field({ name: 'web', balancer: { kind: 'maglev' } }), 'balancer.hashKey');
+  assert.equal(field({ name: 'web', balancer: { kind: 'round-robin', hashKey: { type: 'source-address' } } }), 'balancer.hashKey');
+  assert.equal(field({ name: 'web', balancer: { kind: 'ring-hash', hashKey: { type: 'cookie' } } }), 'balancer.hashKey.name');
+  assert.equal(field({ name: 'web', balancer: { kind: 'fastest' } }), 'balancer.kind');
+});
+
+test('serviceToRaw round-trips through parseService', () => {
+  const def = parseService({
+    name: 'web',
+    ports: [{ name: 'http', port: 80 }],
+    labels: { team: 'a' },
+    defaults: { weight: 3 },
+    balancer: { kind: 'maglev', hashKey: { type: 'source-address' } },
+  });
+  assert.deepEqual(parseService(serviceToRaw(def)), def);
+  const plain = parseService({ name: 'api' });
+  assert.deepEqual(parseService(serviceToRaw(plain)), plain);
 });

@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { TSchema } from '@sinclair/typebox';
 import { parseAllDocuments } from 'yaml';
+import { buildBalancer } from './balancer.js';
 import { SkeinError } from '../core/errors.js';
 import { parseDuration } from '../core/duration.js';
 import {
@@ -246,13 +247,27 @@ export function parseService(raw: unknown, ctx: { name?: string; prefix?: string
   });
   const defaults = body.defaults ?? {};
   if (defaults.check !== undefined) buildCheck(defaults.check, joinPath(prefix, 'defaults.check'), problems);
+  const balancer = buildBalancer(body.balancer, (field, message) => problems.push({ field: joinPath(prefix, field), message }));
   if (problems.length > 0) throw validationError(problems, 'invalid service');
   return Object.freeze({
     name: (body.name ?? ctx.name) as string,
     ports: Object.freeze(ports.map((p) => Object.freeze({ name: p.name, port: p.port, protocol: p.protocol ?? 'http' }))),
     labels: freezeRecord(body.labels),
     defaults: Object.freeze({ ...defaults }) as ServiceDefaults,
+    balancer,
   });
+}
+
+/** A Service back in its raw form (what parseService accepts), e.g. to store it. */
+export function serviceToRaw(def: Service): RawService {
+  const { kind, hashKey } = def.balancer;
+  return {
+    name: def.name,
+    ports: def.ports.map((p) => ({ ...p })),
+    labels: { ...def.labels },
+    defaults: def.defaults as RawService['defaults'],
+    balancer: hashKey === null ? { kind } : { kind, hashKey: { ...hashKey } },
+  };
 }
 
 /** A resource with its envelope (`kind`, optional `apiVersion`). */

@@ -4,6 +4,7 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { DURATION_PATTERN } from '../core/duration.js';
+import { BalancerSchema } from './balancer.js';
 
 export const API_VERSION = 'skein/v1';
 
@@ -101,6 +102,7 @@ export const ServiceFields = {
   ports: Type.Optional(Type.Array(ServicePortSchema, { maxItems: 32 })),
   labels: Type.Optional(Labels),
   defaults: Type.Optional(ServiceDefaultsSchema),
+  balancer: Type.Optional(BalancerSchema),
 };
 
 export const ServiceSchema = Type.Object(ServiceFields, { additionalProperties: false, description: 'A named service and the defaults of its instances.' });

@@ -1,4 +1,5 @@
 /** Domain objects: validated, defaulted, frozen. Durations are milliseconds. */
+import type { BalancerPolicy } from './balancer.js';
 
 export type Protocol = 'http' | 'http2' | 'grpc' | 'tcp';
 export type CheckType = 'http' | 'tcp' | 'ttl';
@@ -54,6 +55,8 @@ export interface Service {
   readonly labels: Readonly<Record<string, string>>;
   /** Kept in raw form: they are merged into an instance before it is parsed. */
   readonly defaults: ServiceDefaults;
+  /** How callers pick among its instances (default peak-ewma). */
+  readonly balancer: BalancerPolicy;
 }
 
 export type Resource = ({ readonly kind: 'Service' } & Service) | ({ readonly kind: 'Instance' } & Instance);

@@ -6,7 +6,7 @@
  */
 import { SkeinError } from '../../core/errors.js';
 import type { Clock } from '../../core/clock.js';
-import { parseInstance, parseService } from '../../api/parse.js';
+import { parseInstance, parseService, serviceToRaw } from '../../api/parse.js';
 import type { HealthStatus, Instance, Service } from '../../api/types.js';
 import type { Store, StoreOp } from '../store/store.js';
 
@@ -273,7 +273,7 @@ export class Registry {
     st.definition = def;
     st.revision = rev;
     this.emit({ type: 'service', revision: rev, service: def.name, definition: def });
-    await this.persist([{ type: 'put', key: svcKey(def.name), value: JSON.stringify(def) }]);
+    await this.persist([{ type: 'put', key: svcKey(def.name), value: JSON.stringify(serviceToRaw(def)) }]);
     return { created: prev === null, changed: true };
   }
 
