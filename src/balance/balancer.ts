@@ -45,7 +45,7 @@ export interface Completion {
 }
 
 /** A random source in [0, 1): Math.random or a seeded generator from rng.ts. */
-export type Rng = () => number;
+export type { Rng } from '../core/backoff.js';
 
 export interface Balancer {
   readonly kind: BalancerKind;

@@ -79,8 +79,6 @@ export interface SubscribeOptions {
 }
 
 export class Subscription {
-  /** Messages written to the sink while it accepted them. */
-  sent = 0;
   private queue: string[] = [];
   private blocked = false;
   closed = false;
@@ -92,10 +90,6 @@ export class Subscription {
     private readonly maxQueue: number,
     private readonly onOverflow: (s: Subscription) => void,
   ) {}
-
-  get queued(): number {
-    return this.queue.length;
-  }
 
   push(chunk: string): void {
     if (this.closed) return;
@@ -110,7 +104,6 @@ export class Subscription {
       this.queue.push(chunk);
       return;
     }
-    this.sent++;
     if (!this.sink.write(chunk)) {
       this.blocked = true;
       this.sink.once('drain', () => this.drain());
@@ -123,7 +116,6 @@ export class Subscription {
     this.queue = [];
     for (let i = 0; i < q.length; i++) {
       if (this.closed) return;
-      this.sent++;
       if (!this.sink.write(q[i] as string)) {
         this.queue = q.slice(i + 1);
         this.blocked = true;

@@ -102,7 +102,8 @@ function toSkeinError(e: unknown): SkeinError {
   } else if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || status === 415) {
     c = 'SKEIN_E_UNSUPPORTED_MEDIA_TYPE';
     message = 'request body must be application/json';
-  } else if (/JSON/.test(code) || e instanceof SyntaxError || /JSON|proto/i.test(err.message ?? '')) {
+  } else if (code === 'FST_ERR_CTP_INVALID_JSON_BODY' || code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || e instanceof SyntaxError) {
+    // SyntaxError: malformed JSON, or prototype poisoning refused by the parser.
     c = 'SKEIN_E_BAD_JSON';
     message = `request body is not valid JSON: ${err.message ?? ''}`.trim();
   } else if (status >= 400 && status < 500) {
