@@ -1,25 +1,9 @@
 /** `skein control`: runs the control plane until SIGINT/SIGTERM. */
 import { Command, Option } from 'commander';
 import { parseHostPort } from '../core/address.js';
-import { parseDuration } from '../core/duration.js';
 import { SkeinError } from '../core/errors.js';
 import { DEFAULT_DNS, DEFAULT_HTTP } from './common.js';
-
-function durationFlag(flag: string) {
-  return (v: string) => {
-    const ms = parseDuration(v);
-    if (ms === undefined) throw new SkeinError('SKEIN_E_USAGE', `${flag} must be a duration such as 15s, got "${v}"`, { field: flag });
-    return ms;
-  };
-}
-
-function intFlag(flag: string, min: number, max: number) {
-  return (v: string) => {
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || n < min || n > max) throw new SkeinError('SKEIN_E_USAGE', `${flag} must be an integer from ${min} to ${max}, got "${v}"`, { field: flag });
-    return n;
-  };
-}
+import { durationFlag, intFlag } from './flags.js';
 
 export function controlCommand(): Command {
   return new Command('control')

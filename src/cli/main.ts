@@ -3,6 +3,8 @@ import { Command, CommanderError } from 'commander';
 import { SkeinError } from '../core/errors.js';
 import { VERSION } from '../version.js';
 import { controlCommand } from './control.js';
+import { proxyCommand } from './proxy.js';
+import { scaleCommand, upCommand } from './up.js';
 import { applyCommand, deregisterCommand, endpointsCommand, eventsCommand, heartbeatCommand, registerCommand, servicesCommand } from './registry-commands.js';
 import { watchCommand } from './watch.js';
 import { schemaCommand, validateCommand } from './schema.js';
@@ -15,6 +17,9 @@ export function program(): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   for (const c of [
     controlCommand(),
+    proxyCommand(),
+    upCommand(),
+    scaleCommand(),
     registerCommand(),
     deregisterCommand(),
     heartbeatCommand(),

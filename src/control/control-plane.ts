@@ -13,6 +13,7 @@ import { MemoryStore, type Store } from './store/store.js';
 import { HealthManager } from './health/manager.js';
 import { Publisher } from './publisher.js';
 import { ControlMetrics } from './metrics.js';
+import type { FastifyInstance } from 'fastify';
 import { createApiServer } from './server.js';
 import { DnsServer } from './dns/server.js';
 import { VERSION } from '../version.js';
@@ -30,6 +31,8 @@ export interface ControlPlaneOptions {
   maxQueue?: number;
   logger?: Logger;
   clock?: Clock;
+  /** More routes on the HTTP API (what `skein up` adds: the mesh runtime's /v1/mesh). */
+  routes?: (app: FastifyInstance) => void;
 }
 
 export interface ControlPlane {
@@ -95,6 +98,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       domain: opts.domain ?? 'skein',
     }),
   });
+  opts.routes?.(app);
   let httpAddr: HostPort = opts.http;
   let closed = false;
   const close = async () => {

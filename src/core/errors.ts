@@ -21,6 +21,16 @@ export const ERROR_CODES = {
   SKEIN_E_USAGE: { status: 400, text: 'A command-line flag or argument is missing or malformed.' },
   SKEIN_E_FILE: { status: 400, text: 'A file named on the command line could not be read.' },
   SKEIN_E_ADDRESS_IN_USE: { status: 500, text: 'A listener could not bind its address (already in use or not permitted).' },
+  SKEIN_E_NO_HEALTHY_ENDPOINT: { status: 503, text: 'The proxy knows the service but none of its instances is healthy (or all were tried).' },
+  SKEIN_E_NO_ROUTE: { status: 400, text: 'The proxy could not tell which service a request is for: no Host header, or a host that is not a service name.' },
+  SKEIN_E_DISCOVERY_UNAVAILABLE: { status: 503, text: 'The proxy has not yet received its first snapshot from the control plane, so it knows no service.' },
+  SKEIN_E_BAD_REQUEST: { status: 400, text: 'The request is not well-formed HTTP/1.1 (framing, line endings, header syntax); the proxy closes the connection without forwarding anything.' },
+  SKEIN_E_HEADERS_TOO_LARGE: { status: 431, text: 'The request head is larger than the proxy accepts (bytes or header count).' },
+  SKEIN_E_REQUEST_TIMEOUT: { status: 408, text: 'The client did not send a complete request head in time (header timeout, the slowloris guard).' },
+  SKEIN_E_UPSTREAM_CONNECT: { status: 502, text: 'The proxy could not connect to any endpoint it tried (refused, unreachable or timed out).' },
+  SKEIN_E_UPSTREAM_RESET: { status: 502, text: 'The upstream closed or reset the connection before a complete response head.' },
+  SKEIN_E_UPSTREAM_PROTOCOL: { status: 502, text: 'The upstream answered with malformed HTTP/1.1.' },
+  SKEIN_E_PROXY_DRAINING: { status: 503, text: 'The proxy (or this workload) is shutting down and takes no new requests.' },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

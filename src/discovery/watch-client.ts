@@ -227,6 +227,12 @@ export class WatchState {
     return this.byService.get(service)?.definition ?? null;
   }
 
+  /** Whether a service exists (registered instances, healthy or not, or a definition). */
+  knows(service: string): boolean {
+    const s = this.byService.get(service);
+    return s !== undefined && (s.members.size > 0 || s.definition !== null);
+  }
+
   /** Services that exist (registered instances, healthy or not, or a definition), sorted. */
   services(): string[] {
     const out: string[] = [];
@@ -528,6 +534,11 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
   /** Known services (with instances in any status, or a definition), sorted. */
   services(): string[] {
     return this.state.services();
+  }
+
+  /** Whether a service exists as last seen (instances in any status, or a definition). */
+  knows(service: string): boolean {
+    return this.state.knows(service);
   }
 
   /** A service's definition as last seen, or null. */

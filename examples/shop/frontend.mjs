@@ -1,0 +1,216 @@
+// frontend of the Skein demo shop (Node 20, node: built-ins only). Serves a small HTML page and
+// GET /api/page?user_id=N&product_id=M, which asks user-service and product-service in parallel
+// and joins their answers. It calls them by name THROUGH THE MESH: every call goes to Skein's
+// outbound proxy ($HTTP_PROXY) as an absolute-form request (`GET http://user-service/user?...`).
+//
+// Env: PORT (required), HTTP_PROXY (required, http://HOST:PORT), SKEIN_INSTANCE_ID (default "local").
+import http from 'node:http';
+
+const INSTANCE_ID = process.env.SKEIN_INSTANCE_ID || 'local';
+const CALL_TIMEOUT_MS = 5000;
+const MAX_BODY_BYTES = 1 << 20;
+
+function fail(message) {
+  process.stderr.write(`frontend: ${message}\n`);
+  process.exit(2);
+}
+
+const port = Number(process.env.PORT);
+if (!/^\d+$/.test(process.env.PORT ?? '') || port < 1 || port > 65535) fail(`PORT must be set to a port number (1-65535), not ${JSON.stringify(process.env.PORT ?? '')}`);
+
+const proxy = parseProxy(process.env.HTTP_PROXY);
+function parseProxy(text) {
+  if (!text) fail('HTTP_PROXY is not set: the frontend calls user-service and product-service through the mesh\'s outbound proxy (run it with `skein up examples/shop/shop.yaml`, or set HTTP_PROXY=http://HOST:PORT)');
+  let url;
+  try {
+    url = new URL(text);
+  } catch {
+    fail(`HTTP_PROXY must be a URL such as http://127.0.0.1:7401, not ${JSON.stringify(text)}`);
+  }
+  if (url.protocol !== 'http:') fail(`HTTP_PROXY must be an http:// URL, not ${JSON.stringify(text)}`);
+  return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || 80) };
+}
+
+// One pool of keep-alive connections to the proxy, shared by every call.
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+/** An error answer of the frontend: `status` and a JSON body; `headers` go with it. */
+class HttpError extends Error {
+  constructor(status, body, headers = {}) {
+    super(body.error);
+    this.status = status;
+    this.body = body;
+    this.headers = headers;
+  }
+}
+
+/**
+ * GET http://SERVICE/PATH through the proxy; resolves to the parsed JSON body of a 2xx answer,
+ * or rejects with an HttpError 502 naming the service, the status and the upstream error (with
+ * the proxy's x-skein-error header, when the mesh itself failed the call).
+ */
+function callService(service, path, requestId) {
+  const headers = { host: service, accept: 'application/json' };
+  if (requestId !== undefined) headers['x-request-id'] = requestId;
+  return new Promise((resolve, reject) => {
+    const bad = (message, status, upstreamError, skeinError) => {
+      const extra = skeinError === undefined ? {} : { 'x-skein-error': skeinError };
+      reject(new HttpError(502, { error: message, service, status, upstream_error: upstreamError }, extra));
+    };
+    const req = http.request(
+      { host: proxy.host, port: proxy.port, method: 'GET', path: `http://${service}${path}`, headers, agent, signal: AbortSignal.timeout(CALL_TIMEOUT_MS) },
+      (res) => {
+        const chunks = [];
+        let size = 0;
+        res.on('data', (chunk) => {
+          size += chunk.length;
+          if (size > MAX_BODY_BYTES) res.destroy(new Error(`answer larger than ${MAX_BODY_BYTES} bytes`));
+          else chunks.push(chunk);
+        });
+        res.on('error', (err) => bad(`${service}: ${err.message}`, res.statusCode, null, undefined));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let body;
+          try {
+            body = JSON.parse(text);
+          } catch {
+            body = undefined;
+          }
+          const skeinError = res.headers['x-skein-error'];
+          const ok = res.statusCode >= 200 && res.statusCode < 300;
+          if (ok && body !== null && typeof body === 'object') resolve({ body, servedBy: res.headers['x-served-by'] });
+          else if (ok) bad(`${service} answered ${res.statusCode} without a JSON object`, res.statusCode, text.slice(0, 200), skeinError);
+          else bad(`${service} answered ${res.statusCode}`, res.statusCode, upstreamError(body, text), skeinError);
+        });
+      },
+    );
+    req.on('error', (err) => {
+      const timedOut = err.name === 'TimeoutError' || err.name === 'AbortError';
+      bad(`${service}: ${timedOut ? `no answer within ${CALL_TIMEOUT_MS} ms` : err.message}`, null, timedOut ? 'timeout' : (err.code ?? err.message), undefined);
+    });
+    req.end();
+  });
+}
+
+/** What a failed answer says: the `error` of its JSON body, else that body, else its text. */
+function upstreamError(body, text) {
+  if (body?.error !== undefined) return body.error;
+  if (body !== undefined) return body;
+  return text.slice(0, 200) || null;
+}
+
+/** The query parameter `field` as a positive integer, or HttpError 400 naming the field. */
+function positiveInt(query, field) {
+  const values = query.getAll(field);
+  if (values.length === 1 && /^[0-9]{1,15}$/.test(values[0]) && Number(values[0]) > 0) return Number(values[0]);
+  throw new HttpError(400, { error: `${field} must be a positive integer`, field });
+}
+
+async function page(query, requestId) {
+  const userId = positiveInt(query, 'user_id');
+  const productId = positiveInt(query, 'product_id');
+  // Both calls run in parallel; when both fail, the user-service failure is reported.
+  const [user, product] = await Promise.allSettled([
+    callService('user-service', `/user?user_id=${userId}`, requestId),
+    callService('product-service', `/product?product_id=${productId}`, requestId),
+  ]);
+  for (const r of [user, product]) if (r.status === 'rejected') throw r.reason;
+  return {
+    user: user.value.body.user,
+    product: product.value.body.product,
+    served_by: {
+      frontend: INSTANCE_ID,
+      user: user.value.body.served_by ?? user.value.servedBy ?? null,
+      product: product.value.body.served_by ?? product.value.servedBy ?? null,
+    },
+  };
+}
+
+const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+const INDEX_HTML = `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Skein demo shop</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem}code{background:#eee;padding:0 .2em}</style>
+</head>
+<body>
+<h1>Skein demo shop</h1>
+<p>Three services run in this mesh: this <b>frontend</b> (Node), <b>user-service</b> and
+<b>product-service</b> (Python, standard library only, two replicas each). The frontend calls
+the others by name, <code>http://user-service/user?user_id=1</code>, through Skein's outbound
+proxy, which picks a healthy replica. Every answer says which replica served it.</p>
+<ul>
+<li><a href="/api/page?user_id=1&amp;product_id=2">/api/page?user_id=1&amp;product_id=2</a>: a user and a product, fetched in parallel</li>
+<li><a href="/api/page?user_id=3&amp;product_id=5">/api/page?user_id=3&amp;product_id=5</a></li>
+<li><a href="/api/page?user_id=42&amp;product_id=1">/api/page?user_id=42&amp;product_id=1</a>: an unknown user (502 naming user-service and its 404)</li>
+<li><a href="/api/page?user_id=abc&amp;product_id=1">/api/page?user_id=abc&amp;product_id=1</a>: bad input (400)</li>
+<li><a href="/health">/health</a></li>
+</ul>
+<p>Served by <code>${escapeHtml(INSTANCE_ID)}</code>. Reload <code>/api/page</code> to watch the replicas take turns.</p>
+</body>
+</html>
+`;
+
+function send(res, status, body, headers = {}) {
+  const isHtml = typeof body === 'string';
+  const payload = Buffer.from(isHtml ? body : `${JSON.stringify(body)}\n`);
+  res.writeHead(status, {
+    'content-type': isHtml ? 'text/html; charset=utf-8' : 'application/json',
+    'content-length': payload.length,
+    'x-served-by': INSTANCE_ID,
+    ...headers,
+  });
+  res.end(res.req.method === 'HEAD' ? undefined : payload);
+}
+
+const routes = {
+  '/': async () => INDEX_HTML,
+  '/health': async () => ({ status: 'ok' }),
+  '/api/page': page,
+};
+
+const server = http.createServer(async (req, res) => {
+  const started = process.hrtime.bigint();
+  res.on('finish', () => {
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    process.stderr.write(`${req.method} ${req.url} ${res.statusCode} ${ms.toFixed(1)}ms\n`);
+  });
+  const requestId = req.headers['x-request-id'];
+  const echo = requestId === undefined ? {} : { 'x-request-id': requestId };
+  let url;
+  try {
+    url = new URL(req.url, 'http://frontend');
+  } catch {
+    return send(res, 400, { error: 'malformed request target' }, echo);
+  }
+  const route = routes[url.pathname];
+  if (route === undefined) return send(res, 404, { error: `no route for ${url.pathname}` }, echo);
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    return send(res, 405, { error: `method ${req.method} not allowed`, allow: 'GET, HEAD' }, { ...echo, allow: 'GET, HEAD' });
+  }
+  try {
+    send(res, 200, await route(url.searchParams, requestId), echo);
+  } catch (err) {
+    if (err instanceof HttpError) return send(res, err.status, err.body, { ...echo, ...err.headers });
+    process.stderr.write(`error in ${url.pathname}: ${err?.stack ?? err}\n`);
+    send(res, 500, { error: 'internal error' }, echo);
+  }
+});
+
+server.listen(port, '127.0.0.1', () => {
+  process.stderr.write(`frontend (${INSTANCE_ID}) listening on 127.0.0.1:${port}, calling through the proxy at ${proxy.host}:${proxy.port}\n`);
+});
+server.on('error', (err) => fail(`cannot listen on 127.0.0.1:${port}: ${err.message}`));
+
+// SIGTERM (and Ctrl-C): stop accepting, let requests in flight finish, close pooled connections.
+function stop() {
+  server.close(() => {
+    agent.destroy();
+    process.stderr.write(`frontend (${INSTANCE_ID}) stopped\n`);
+    process.exit(0);
+  });
+  server.closeIdleConnections();
+  setTimeout(() => process.exit(0), CALL_TIMEOUT_MS + 1000).unref(); // a stuck client cannot hold us up
+}
+process.once('SIGTERM', stop);
+process.once('SIGINT', stop);

@@ -1,0 +1,19 @@
+/** Parsers of numeric and duration flags, with errors that name the flag. */
+import { parseDuration } from '../core/duration.js';
+import { SkeinError } from '../core/errors.js';
+
+export function durationFlag(flag: string) {
+  return (v: string): number => {
+    const ms = parseDuration(v);
+    if (ms === undefined) throw new SkeinError('SKEIN_E_USAGE', `${flag} must be a duration such as 15s, got "${v}"`, { field: flag });
+    return ms;
+  };
+}
+
+export function intFlag(flag: string, min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < min || n > max) throw new SkeinError('SKEIN_E_USAGE', `${flag} must be an integer from ${min} to ${max}, got "${v}"`, { field: flag });
+    return n;
+  };
+}

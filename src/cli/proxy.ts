@@ -1,0 +1,124 @@
+/** `skein proxy`: runs the data-plane proxy for one or more local workloads until SIGINT/SIGTERM. */
+import { Command, Option } from 'commander';
+import { parseHostPort } from '../core/address.js';
+import { SkeinError } from '../core/errors.js';
+import type { WorkloadSpec } from '../proxy/proxy.js';
+import { controlOption, controlUrl } from './common.js';
+import { durationFlag, intFlag } from './flags.js';
+
+export const DEFAULT_ADMIN = '127.0.0.1:4191';
+export const DEFAULT_OUTBOUND = '127.0.0.1:4140';
+const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** `name=web,outbound=127.0.0.1:4140,inbound=127.0.0.1:4143,app=127.0.0.1:8080[,service=web]`. */
+export function parseWorkload(text: string): WorkloadSpec {
+  const flag = '--workload';
+  const kv = new Map<string, string>();
+  for (const part of text.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new SkeinError('SKEIN_E_USAGE', `${flag}: "${part}" is not KEY=VALUE (keys: name, service, outbound, inbound, app)`, { field: flag });
+    const k = part.slice(0, eq).trim();
+    if (!['name', 'service', 'outbound', 'inbound', 'app'].includes(k)) throw new SkeinError('SKEIN_E_USAGE', `${flag}: unknown key "${k}" (keys: name, service, outbound, inbound, app)`, { field: flag });
+    if (kv.has(k)) throw new SkeinError('SKEIN_E_USAGE', `${flag}: "${k}" given twice`, { field: flag });
+    kv.set(k, part.slice(eq + 1).trim());
+  }
+  const name = kv.get('name');
+  if (name === undefined || !NAME.test(name)) throw new SkeinError('SKEIN_E_USAGE', `${flag}: name= is required and must be a DNS label, got ${JSON.stringify(name ?? '')}`, { field: flag });
+  const service = kv.get('service');
+  if (service !== undefined && !NAME.test(service)) throw new SkeinError('SKEIN_E_USAGE', `${flag}: service must be a DNS label, got "${service}"`, { field: flag });
+  const addr = (k: string) => {
+    const v = kv.get(k);
+    return v === undefined ? null : parseHostPort(v, `${flag} ${k}`);
+  };
+  const spec = { name, ...(service === undefined ? {} : { service }), outbound: addr('outbound'), inbound: addr('inbound'), app: addr('app') };
+  if ((spec.inbound === null) !== (spec.app === null)) throw new SkeinError('SKEIN_E_USAGE', `${flag} ${name}: inbound= and app= go together (the inbound listener forwards to the app)`, { field: flag });
+  if (spec.inbound === null && spec.outbound === null) throw new SkeinError('SKEIN_E_USAGE', `${flag} ${name}: give outbound=, or inbound= and app=`, { field: flag });
+  return spec;
+}
+
+export function proxyCommand(): Command {
+  return new Command('proxy')
+    .description('run the proxy: outbound listeners that route by service, inbound listeners in front of local apps')
+    .addOption(controlOption())
+    .option('--no-control', 'run without a control plane (inbound listeners only)')
+    .option('--workload <spec>', 'a workload: name=N[,outbound=HOST:PORT][,inbound=HOST:PORT,app=HOST:PORT][,service=S] (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--outbound <host:port>', `shorthand for one workload named "default" with this outbound listener (default ${DEFAULT_OUTBOUND} when no --workload is given)`)
+    .option('--admin <host:port>', 'admin server: /live /ready /metrics /debug/endpoints ("off" disables it)', DEFAULT_ADMIN)
+    .option('--domain <domain>', 'accept <service>.service.<domain> as a Host', 'skein')
+    .option('--max-head <bytes>', 'largest request head (431 above)', intFlag('--max-head', 1024, 1024 * 1024), 64 * 1024)
+    .option('--header-timeout <duration>', 'time a client has to send a request head', durationFlag('--header-timeout'), 10_000)
+    .option('--idle-timeout <duration>', 'close client connections idle this long', durationFlag('--idle-timeout'), 60_000)
+    .option('--upstream-idle-timeout <duration>', 'close pooled upstream connections idle this long', durationFlag('--upstream-idle-timeout'), 4_000)
+    .option('--connect-timeout <duration>', 'time to connect to an endpoint', durationFlag('--connect-timeout'), 3_000)
+    .option('--max-connections <n>', 'client connections per listener', intFlag('--max-connections', 1, 1_000_000), 10_000)
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    .action(
+      async (o: {
+        control: string | false;
+        workload: string[];
+        outbound?: string;
+        admin: string;
+        domain: string;
+        maxHead: number;
+        headerTimeout: number;
+        idleTimeout: number;
+        upstreamIdleTimeout: number;
+        connectTimeout: number;
+        maxConnections: number;
+        logLevel: string;
+      }) => {
+        const specs = o.workload.map(parseWorkload);
+        if (o.outbound !== undefined || specs.length === 0) specs.unshift({ name: 'default', outbound: parseHostPort(o.outbound ?? DEFAULT_OUTBOUND, '--outbound') });
+        const names = new Set<string>();
+        for (const s of specs) {
+          if (names.has(s.name)) throw new SkeinError('SKEIN_E_USAGE', `--workload: the name "${s.name}" is used twice`, { field: '--workload' });
+          names.add(s.name);
+        }
+        const admin = o.admin === 'off' ? null : parseHostPort(o.admin, '--admin');
+        const control = o.control === false ? null : controlUrl(o.control);
+        if (control === null && specs.some((s) => s.outbound != null)) {
+          throw new SkeinError('SKEIN_E_USAGE', '--no-control: outbound listeners need a control plane to route by service', { field: '--no-control' });
+        }
+        const [{ default: pino }, { Proxy }, { startAdmin }] = await Promise.all([import('pino'), import('../proxy/proxy.js'), import('../proxy/admin.js')]);
+        const logger = pino({ level: o.logLevel, base: { component: 'proxy' } });
+        const proxy = new Proxy({
+          controlUrl: control,
+          domain: o.domain,
+          logger,
+          limits: {
+            maxHeadBytes: o.maxHead,
+            headersTimeoutMs: o.headerTimeout,
+            idleTimeoutMs: o.idleTimeout,
+            upstreamIdleTimeoutMs: o.upstreamIdleTimeout,
+            connectTimeoutMs: o.connectTimeout,
+            maxConnections: o.maxConnections,
+          },
+        });
+        let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
+        try {
+          for (const s of specs) await proxy.addWorkload(s);
+          adminServer = admin === null ? null : await startAdmin(proxy, admin);
+        } catch (e) {
+          await proxy.stop(0);
+          await adminServer?.close();
+          throw e;
+        }
+        proxy.start();
+        logger.info({ admin: adminServer?.address ?? null, control, workloads: proxy.workloadInfo() }, 'proxy ready');
+        await new Promise<void>((resolve) => {
+          const stop = (sig: string) => {
+            logger.info({ signal: sig }, 'draining');
+            proxy
+              .stop(5000)
+              .then(() => adminServer?.close())
+              .then(resolve, (e: unknown) => {
+                logger.error({ err: e }, 'shutdown failed');
+                resolve();
+              });
+          };
+          process.once('SIGINT', () => stop('SIGINT'));
+          process.once('SIGTERM', () => stop('SIGTERM'));
+        });
+      },
+    );
+}

@@ -1,0 +1,151 @@
+/**
+ * `skein up FILE`: the whole mesh on this machine in one process: the control plane (embedded
+ * store), one proxy for every workload, and the services of the mesh file as supervised child
+ * processes. Ctrl-C drains and stops everything. `skein scale SERVICE N` changes replicas of a
+ * running mesh (through the control plane's /v1/mesh routes).
+ */
+import { Command, Option } from 'commander';
+import { parseMeshFile } from '../api/mesh.js';
+import { parseHostPort } from '../core/address.js';
+import { SkeinError } from '../core/errors.js';
+import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, printJson, readText, table, type OutputFormat } from './common.js';
+import { DEFAULT_ADMIN, DEFAULT_OUTBOUND } from './proxy.js';
+import { durationFlag, intFlag } from './flags.js';
+
+export function upCommand(): Command {
+  return new Command('up')
+    .description('run a mesh file: control plane, proxy and every service, until Ctrl-C')
+    .argument('<file>', 'mesh file (YAML or JSON, kind: Mesh)')
+    .option('--http <host:port>', 'control plane HTTP API (overrides the file\'s control.http)')
+    .option('--dns <host:port>', 'DNS server, or "off" (overrides the file\'s control.dns)')
+    .option('--data-dir <dir>', 'directory of the embedded store; "none" (default) keeps the registry in memory', 'none')
+    .option('--outbound <host:port>', 'an outbound listener for callers outside the mesh (curl -x)', DEFAULT_OUTBOUND)
+    .option('--admin <host:port>', 'the proxy admin server ("off" disables it)', DEFAULT_ADMIN)
+    .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
+    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; logLevel: string }) => {
+      // Everything is checked before anything starts.
+      const mesh = parseMeshFile(await readText(file), file);
+      const http = parseHostPort(o.http ?? mesh.control.http ?? DEFAULT_HTTP, '--http');
+      const dnsText = o.dns ?? mesh.control.dns ?? DEFAULT_DNS;
+      const dns = dnsText === 'off' ? null : parseHostPort(dnsText, '--dns');
+      const outbound = o.outbound === 'off' ? null : parseHostPort(o.outbound, '--outbound');
+      const admin = o.admin === 'off' ? null : parseHostPort(o.admin, '--admin');
+
+      const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner, meshRoutes }] = await Promise.all([
+        import('pino'),
+        import('../control/control-plane.js'),
+        import('../proxy/proxy.js'),
+        import('../proxy/admin.js'),
+        import('../runtime/mesh-runner.js'),
+      ]);
+      const logger = pino({ level: o.logLevel, base: { mesh: mesh.name } }, pino.destination(2));
+      const say = (line: string) => process.stdout.write(`[skein] ${line}\n`);
+      let runner: InstanceType<typeof MeshRunner> | null = null;
+      const cp = await startControlPlane({
+        dataDir: o.dataDir === 'none' ? null : o.dataDir,
+        http,
+        dns,
+        ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }),
+        logger: logger.child({ component: 'control' }),
+        routes: meshRoutes(() => runner),
+      });
+      const proxy = new Proxy({ controlUrl: cp.url, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
+      let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
+      const r = new MeshRunner({ mesh, file, controlUrl: cp.url, proxy, say });
+      let stopping: Promise<void> | null = null;
+      const shutdown = (why: string): Promise<void> => {
+        stopping ??= (async () => {
+          say(`${why}: draining and stopping (Ctrl-C again to kill at once)`);
+          await r.stop();
+          await proxy.stop(1000);
+          await adminServer?.close();
+          await cp.close();
+          say('stopped');
+        })();
+        return stopping;
+      };
+      let interrupts = 0;
+      const onSignal = (sig: string) => {
+        interrupts++;
+        if (interrupts > 1) {
+          r.killAll();
+          process.exit(130);
+        }
+        void shutdown(sig);
+      };
+      process.on('SIGINT', () => onSignal('SIGINT'));
+      process.on('SIGTERM', () => onSignal('SIGTERM'));
+      process.on('exit', () => r.killAll());
+
+      try {
+        proxy.start();
+        if (outbound !== null) await proxy.addWorkload({ name: 'local', outbound });
+        adminServer = admin === null ? null : await startAdmin(proxy, admin);
+        say(`mesh "${mesh.name}": control plane at ${cp.url}${cp.dns === null ? '' : `, DNS at ${cp.dns.host}:${cp.dns.port}`}${adminServer === null ? '' : `, proxy admin at http://${adminServer.address}`}`);
+        await waitReady(proxy);
+        runner = r;
+        await r.start();
+      } catch (e) {
+        await shutdown('start-up failed');
+        throw e;
+      }
+      if (stopping === null) {
+        const rows = r.status().map((s) => [s.name, `${s.ready}/${s.replicas}`, s.servicePort === null ? '' : `http://${s.servicePort}/`, s.outbound ?? '']);
+        print(table(['SERVICE', 'READY', 'REACH IT AT', 'ITS HTTP_PROXY'], rows));
+        const first = r.status().at(-1);
+        if (outbound !== null && first !== undefined) {
+          say(`through the mesh by name: curl -x http://${outbound.host}:${outbound.port} http://${first.name}/`);
+        }
+        say('mesh is up; Ctrl-C stops it');
+      }
+      await (stopping ?? new Promise<void>((resolve) => {
+        const t = setInterval(() => {
+          if (stopping !== null) {
+            clearInterval(t);
+            void stopping.then(resolve);
+          }
+        }, 100);
+      }));
+    });
+}
+
+async function waitReady(proxy: { ready: boolean }): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!proxy.ready) {
+    if (Date.now() > deadline) throw new SkeinError('SKEIN_E_INTERNAL', 'the proxy got no snapshot from the embedded control plane within 10 s');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export function scaleCommand(): Command {
+  return new Command('scale')
+    .description('change the replicas of a service of a running mesh (skein up)')
+    .argument('<service>', 'service name')
+    .argument('<replicas>', 'replicas wanted (0..100)', intFlag('<replicas>', 0, 100))
+    .addOption(controlOption())
+    .option('--no-wait', 'return at once instead of waiting until the replicas are ready')
+    .option('--timeout <duration>', 'how long to wait for readiness', durationFlag('--timeout'), 120_000)
+    .addOption(outputOption())
+    .action(async (service: string, replicas: number, o: { control: string; wait: boolean; timeout: number; output: OutputFormat }) => {
+      try {
+        await call(o.control, 'PUT', `/v1/mesh/services/${encodeURIComponent(service)}/replicas`, { replicas });
+      } catch (e) {
+        if (e instanceof SkeinError && e.code === 'SKEIN_E_NOT_FOUND') {
+          throw new SkeinError('SKEIN_E_NOT_FOUND', `the control plane at ${o.control} runs no mesh (skein scale works with a mesh started by skein up)`);
+        }
+        throw e;
+      }
+      const deadline = Date.now() + o.timeout;
+      type Status = { name: string; replicas: number; ready: number; instances: Array<{ id: string; state: string; pid: number | null; appPort: number | null }> };
+      let svc: Status | undefined;
+      for (;;) {
+        const mesh = await call<{ services: Status[] }>(o.control, 'GET', '/v1/mesh');
+        svc = mesh.services.find((s) => s.name === service);
+        if (!o.wait || svc === undefined || (svc.replicas === replicas && svc.ready === replicas)) break;
+        if (Date.now() > deadline) throw new SkeinError('SKEIN_E_INTERNAL', `${service}: ${svc.ready}/${replicas} replicas ready after ${o.timeout} ms`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      if (o.output === 'json') printJson(svc);
+      else if (svc !== undefined) print(table(['INSTANCE', 'STATE', 'PID', 'APP PORT'], svc.instances.map((i) => [i.id, i.state, i.pid ?? '', i.appPort ?? ''])));
+    });
+}

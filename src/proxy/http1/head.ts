@@ -1,0 +1,220 @@
+/**
+ * Message heads as raw bytes. `HeadCollector` gathers llhttp's span callbacks (URL, header
+ * names, header values) as offsets into the head, across as many chunks as the head arrives in,
+ * and hands back the head as one Buffer with a table of header ranges. Nothing is decoded here
+ * that the proxy does not look at: `classify` tells the few header names that matter by their
+ * bytes, and the rewriters copy every other header line through as it came.
+ */
+import { SkeinError, type ErrorCode } from '../../core/errors.js';
+
+/** Header names the proxy acts on. */
+export const enum H {
+  Other = 0,
+  Host,
+  Connection,
+  KeepAlive,
+  ProxyConnection,
+  ProxyAuthorization,
+  TE,
+  Upgrade,
+  XForwardedFor,
+  XForwardedProto,
+  XRequestId,
+  TransferEncoding,
+  ContentLength,
+}
+
+const NAMES: ReadonlyArray<readonly [string, H]> = [
+  ['host', H.Host],
+  ['connection', H.Connection],
+  ['keep-alive', H.KeepAlive],
+  ['proxy-connection', H.ProxyConnection],
+  ['proxy-authorization', H.ProxyAuthorization],
+  ['te', H.TE],
+  ['upgrade', H.Upgrade],
+  ['x-forwarded-for', H.XForwardedFor],
+  ['x-forwarded-proto', H.XForwardedProto],
+  ['x-request-id', H.XRequestId],
+  ['transfer-encoding', H.TransferEncoding],
+  ['content-length', H.ContentLength],
+];
+
+/** By length: the names of that length, as byte arrays. */
+const BY_LENGTH: Array<Array<readonly [Uint8Array, H]>> = [];
+for (const [name, h] of NAMES) {
+  (BY_LENGTH[name.length] ??= []).push([Buffer.from(name, 'latin1'), h]);
+}
+
+/**
+ * Case-insensitive match of a header name (an HTTP token, as llhttp checked) against a lowercase
+ * name of letters and '-'. `c | 0x20` lowercases letters; of token characters only letters map
+ * onto letters, and only '-' onto '-'.
+ */
+export function nameEquals(buf: Buffer, start: number, end: number, lower: Uint8Array): boolean {
+  if (end - start !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) {
+    if ((buf[start + i]! | 0x20) !== lower[i]) return false;
+  }
+  return true;
+}
+
+export function classify(buf: Buffer, start: number, end: number): H {
+  const cands = BY_LENGTH[end - start];
+  if (cands === undefined) return H.Other;
+  for (const [bytes, h] of cands) if (nameEquals(buf, start, end, bytes)) return h;
+  return H.Other;
+}
+
+/** Most header lines a head may have. */
+export const MAX_HEADERS = 256;
+
+/**
+ * Collects one head. Positions are in "head coordinates": bytes from the start of the message.
+ * `fields[4i..4i+3]` = name start, name end, value start, value end of header i.
+ */
+export class HeadCollector {
+  /** Bytes of the head in earlier chunks. */
+  base = 0;
+  private pieces: Buffer[] = [];
+  urlStart = -1;
+  urlEnd = -1;
+  count = 0;
+  readonly fields = new Int32Array(MAX_HEADERS * 4);
+  /** 1: the last span was a name, 2: a value. */
+  private last = 0;
+  /** Too many headers (MAX_HEADERS): the head is refused with 431. */
+  overflow = false;
+
+  begin(): void {
+    this.base = 0;
+    this.pieces.length = 0;
+    this.urlStart = this.urlEnd = -1;
+    this.count = 0;
+    this.last = 0;
+    this.overflow = false;
+  }
+
+  url(start: number, end: number): void {
+    const s = this.base + start;
+    if (this.urlStart >= 0 && this.urlEnd === s) this.urlEnd = this.base + end;
+    else {
+      this.urlStart = s;
+      this.urlEnd = this.base + end;
+    }
+  }
+
+  field(start: number, end: number): void {
+    const s = this.base + start;
+    const f = this.fields;
+    if (this.last === 1 && this.count > 0 && f[(this.count - 1) * 4 + 1] === s) {
+      f[(this.count - 1) * 4 + 1] = this.base + end;
+      return;
+    }
+    if (this.count >= MAX_HEADERS) {
+      this.overflow = true;
+      return;
+    }
+    const i = this.count++ * 4;
+    f[i] = s;
+    f[i + 1] = this.base + end;
+    f[i + 2] = -1;
+    f[i + 3] = -1;
+    this.last = 1;
+  }
+
+  value(start: number, end: number): void {
+    if (this.count === 0 || this.overflow) return;
+    const i = (this.count - 1) * 4;
+    const f = this.fields;
+    const s = this.base + start;
+    if (this.last === 2 && f[i + 3] === s) f[i + 3] = this.base + end;
+    else {
+      f[i + 2] = s;
+      f[i + 3] = this.base + end;
+    }
+    this.last = 2;
+  }
+
+  /** The whole of `chunk` belongs to the head (which is not complete yet). */
+  consumed(chunk: Buffer): void {
+    this.pieces.push(chunk);
+    this.base += chunk.length;
+  }
+
+  /** The head ends at `end` in `chunk`: returns it as one buffer. */
+  complete(chunk: Buffer, end: number): Buffer {
+    const tail = chunk.subarray(0, end);
+    if (this.pieces.length === 0) return tail;
+    const head = Buffer.concat([...this.pieces, tail]);
+    this.pieces.length = 0;
+    return head;
+  }
+
+  /** Start of header line i (its name), or of the blank line after the last header. */
+  lineStart(head: Buffer, i: number): number {
+    return i < this.count ? this.fields[i * 4]! : head.length - 2;
+  }
+
+  /** Value of header i as a string (latin1, as HTTP header bytes are). */
+  valueOf(head: Buffer, i: number): string {
+    const s = this.fields[i * 4 + 2]!;
+    return s < 0 ? '' : head.toString('latin1', s, this.fields[i * 4 + 3]!);
+  }
+
+  nameOf(head: Buffer, i: number): string {
+    return head.toString('latin1', this.fields[i * 4]!, this.fields[i * 4 + 1]!);
+  }
+
+  /** The value of the first header with this lowercase name (several joined with ", "), or undefined. */
+  find(head: Buffer, lower: Uint8Array): string | undefined {
+    let out: string | undefined;
+    for (let i = 0; i < this.count; i++) {
+      const o = i * 4;
+      if (nameEquals(head, this.fields[o]!, this.fields[o + 1]!, lower)) {
+        const v = this.valueOf(head, i);
+        out = out === undefined ? v : `${out}, ${v}`;
+      }
+    }
+    return out;
+  }
+}
+
+/** Lowercase tokens of Connection header values ("close", "keep-alive", "upgrade", header names). */
+export function connectionTokens(value: string): string[] {
+  const out: string[] = [];
+  for (const part of value.split(',')) {
+    const t = part.trim().toLowerCase();
+    if (t !== '') out.push(t);
+  }
+  return out;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  408: 'Request Timeout',
+  431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/**
+ * A response the proxy makes itself: the status of the code (or `status`), `x-skein-error`
+ * naming the code, and a small JSON body `{ code, message, requestId? }`.
+ */
+export function errorResponse(code: ErrorCode, message: string, opts: { close: boolean; requestId?: string | undefined; status?: number; head?: boolean }): string {
+  const status = opts.status ?? new SkeinError(code, message).status;
+  const body = JSON.stringify(opts.requestId === undefined ? { code, message } : { code, message, requestId: opts.requestId }) + '\n';
+  const len = Buffer.byteLength(body);
+  return (
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
+    `content-type: application/json\r\n` +
+    `content-length: ${len}\r\n` +
+    `x-skein-error: ${code}\r\n` +
+    (opts.requestId === undefined ? '' : `x-request-id: ${opts.requestId}\r\n`) +
+    (opts.close ? 'connection: close\r\n' : '') +
+    `\r\n` +
+    (opts.head === true ? '' : body)
+  );
+}

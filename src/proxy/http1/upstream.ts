@@ -1,0 +1,338 @@
+/**
+ * Upstream connections and their pools. An `Upstream` is one keep-alive connection to one
+ * endpoint with its own response parser; while it carries a request it belongs to that request's
+ * `Exchange` (see forwarder.ts), and in between it waits in its endpoint's `Pool` (last in, first
+ * out, so the fewest connections stay warm and the rest age out).
+ */
+import { connect, type Socket } from 'node:net';
+import type { Endpoint } from '../../discovery/endpoint.js';
+import { ERR, HttpParser, ParserType, type ParserCallbacks } from './llhttp.js';
+import { HeadCollector } from './head.js';
+
+/** What an upstream connection reports to the exchange it serves. */
+export interface UpstreamHandler {
+  /** Connected (or reused): send the request. */
+  onUpstreamReady(up: Upstream): void;
+  /**
+   * A response head is complete (the head bytes; `up.head` has its header table). An interim
+   * response (1xx other than 101) is followed by the final one on the same exchange.
+   */
+  onResponseHead(up: Upstream, head: Buffer, statusCode: number): void;
+  /** Raw response bytes after the head (body framing included), to forward as they are. */
+  onResponseBody(up: Upstream, data: Buffer): void;
+  /** The final response is complete; `rest` are bytes after it (a tunnel's first bytes after 101). */
+  onResponseComplete(up: Upstream, rest: Buffer): void;
+  /** The connection failed: `phase` says whether it ever connected. */
+  onUpstreamError(up: Upstream, phase: 'connect' | 'exchange', err: Error, code: 'reset' | 'protocol' | 'timeout' | 'connect'): void;
+  /** Bytes after a 101 Switching Protocols (the tunnel). */
+  onTunnelData(up: Upstream, data: Buffer): void;
+}
+
+export class Upstream implements ParserCallbacks {
+  readonly socket: Socket;
+  readonly parser: HttpParser;
+  readonly head = new HeadCollector();
+  handler: UpstreamHandler | null = null;
+  connected = false;
+  /** Has served at least one exchange before the current one (a stale connection is possible). */
+  reused = false;
+  idleSince = 0;
+  /** Response to a HEAD request: tell the parser there is no body. */
+  skipBody = false;
+  /** Raw forwarding of body bytes is off; onBody decodes chunked framing instead (HTTP/1.0 clients). */
+  decodeBody = false;
+  tunnel = false;
+  private headDone = false;
+  private msgDone = false;
+  private status = 0;
+  private cur: Buffer | null = null;
+  private closedByUs = false;
+
+  constructor(
+    readonly endpoint: Endpoint,
+    readonly pool: Pool,
+    connectTimeoutMs: number,
+    handler: UpstreamHandler,
+  ) {
+    this.handler = handler;
+    this.parser = new HttpParser(ParserType.Response, this);
+    const socket = connect({ host: endpoint.address, port: endpoint.port, noDelay: true });
+    this.socket = socket;
+    socket.setTimeout(connectTimeoutMs);
+    socket.once('connect', () => {
+      socket.setTimeout(0);
+      this.connected = true;
+      this.handler?.onUpstreamReady(this);
+    });
+    socket.on('timeout', () => {
+      if (!this.connected) this.fail('connect', new Error(`connect timeout after ${connectTimeoutMs} ms`), 'timeout');
+    });
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', (err) => this.fail(this.connected ? 'exchange' : 'connect', err, this.connected ? 'reset' : 'connect'));
+    socket.on('close', () => {
+      this.pool.forget(this);
+      this.parser.destroy();
+      if (!this.closedByUs) this.fail('exchange', new Error('upstream closed the connection'), 'reset');
+    });
+  }
+
+  /** Starts listening for a new response (the previous one is done). */
+  expect(opts: { skipBody: boolean; decodeBody: boolean }): void {
+    this.skipBody = opts.skipBody;
+    this.decodeBody = opts.decodeBody;
+    this.headDone = false;
+    this.msgDone = false;
+  }
+
+  close(): void {
+    this.closedByUs = true;
+    this.handler = null;
+    this.socket.destroy();
+  }
+
+  private fail(phase: 'connect' | 'exchange', err: Error, code: 'reset' | 'protocol' | 'timeout' | 'connect'): void {
+    const h = this.handler;
+    this.handler = null;
+    this.closedByUs = true;
+    this.socket.destroy();
+    if (h !== null) h.onUpstreamError(this, phase, err, code);
+  }
+
+  // ---- parser callbacks ----
+
+  onMessageBegin(): number {
+    this.head.begin();
+    return 0;
+  }
+  onUrl(): number {
+    return 0;
+  }
+  onHeaderField(s: number, e: number): number {
+    this.head.field(s, e);
+    return 0;
+  }
+  onHeaderValue(s: number, e: number): number {
+    this.head.value(s, e);
+    return 0;
+  }
+  onHeadersComplete(status: number): number {
+    this.headDone = true;
+    this.status = status;
+    // A response to HEAD has no body whatever its headers say; 1xx / 204 / 304 llhttp knows.
+    return this.skipBody ? 1 : ERR.PAUSED;
+  }
+  onBody(s: number, e: number): number {
+    if (this.decodeBody && this.cur !== null && this.handler !== null) this.handler.onResponseBody(this, this.cur.subarray(s, e));
+    return 0;
+  }
+  onMessageComplete(): number {
+    this.msgDone = true;
+    return ERR.PAUSED;
+  }
+
+  // ---- input ----
+
+  private onData(chunk: Buffer): void {
+    const h = this.handler;
+    if (h === null) {
+      // Bytes on an idle connection: the server is confused or closing; never reuse it.
+      this.close();
+      return;
+    }
+    if (this.tunnel) {
+      h.onTunnelData(this, chunk);
+      return;
+    }
+    this.feed(chunk);
+  }
+
+  /** Parses response bytes; loops because one chunk may hold an interim 1xx and the final head. */
+  feed(data: Buffer): void {
+    for (;;) {
+      const h = this.handler;
+      if (h === null) return;
+      if (!this.headDone) {
+        this.cur = data;
+        const ret = this.parser.execute(data);
+        this.cur = null;
+        if (ret === ERR.OK) {
+          this.head.consumed(data);
+          if (this.head.base > 64 * 1024 || this.head.overflow) this.fail('exchange', new Error('upstream response head too large'), 'protocol');
+          return;
+        }
+        if ((ret !== ERR.PAUSED && ret !== ERR.PAUSED_UPGRADE) || !this.headDone) {
+          this.fail('exchange', new Error(`malformed response: ${this.parser.reason()}`), 'protocol');
+          return;
+        }
+        const end = this.parser.errorOffset;
+        const head = this.head.complete(data, end);
+        h.onResponseHead(this, head, this.status);
+        data = data.subarray(end);
+        if (this.msgDone) {
+          // No body (HEAD): the message ended with its head.
+          this.finishMessage(data);
+          return;
+        }
+        this.parser.resume();
+        if (this.handler === null) return;
+      }
+      this.cur = data;
+      const ret = this.parser.execute(data);
+      this.cur = null;
+      const hh = this.handler;
+      if (hh === null) return;
+      if (ret === ERR.OK) {
+        if (!this.decodeBody && data.length > 0) hh.onResponseBody(this, data);
+        return;
+      }
+      if ((ret === ERR.PAUSED || ret === ERR.PAUSED_UPGRADE) && this.msgDone) {
+        const off = this.parser.errorOffset;
+        if (!this.decodeBody && off > 0) hh.onResponseBody(this, data.subarray(0, off));
+        data = data.subarray(off);
+        if (this.status >= 100 && this.status < 200 && this.status !== 101) {
+          // An interim response (100 Continue, 103 Early Hints): the final one follows.
+          this.parser.resume();
+          this.headDone = false;
+          this.msgDone = false;
+          if (data.length === 0) return;
+          continue;
+        }
+        this.finishMessage(data);
+        return;
+      }
+      this.fail('exchange', new Error(`malformed response: ${this.parser.reason()}`), 'protocol');
+      return;
+    }
+  }
+
+  private finishMessage(rest: Buffer): void {
+    const h = this.handler;
+    if (h === null) return;
+    if (this.status === 101) {
+      this.tunnel = true;
+      h.onResponseComplete(this, rest);
+      return;
+    }
+    this.parser.resume();
+    h.onResponseComplete(this, rest);
+  }
+
+  get responseStatus(): number {
+    return this.status;
+  }
+
+  /** Whether the connection can carry another request after this response. */
+  get reusable(): boolean {
+    return !this.tunnel && this.parser.keepAlive && !this.socket.destroyed;
+  }
+
+  get needsEof(): boolean {
+    return this.parser.needsEof;
+  }
+
+  private onEnd(): void {
+    const h = this.handler;
+    if (h !== null && this.headDone && !this.msgDone && !this.tunnel) {
+      // A body delimited by the end of the connection: the end completes it.
+      const ret = this.parser.finish();
+      if (ret === ERR.OK || ret === ERR.PAUSED) {
+        if (this.msgDone) {
+          this.closedByUs = true;
+          this.finishMessage(Buffer.alloc(0));
+          this.socket.destroy();
+          return;
+        }
+      }
+    }
+    if (h !== null && this.tunnel) {
+      h.onTunnelData(this, Buffer.alloc(0));
+      return;
+    }
+    this.socket.end();
+  }
+}
+
+/** Idle connections to one endpoint. */
+export class Pool {
+  private readonly idle: Upstream[] = [];
+  lastUsed = 0;
+
+  constructor(
+    readonly key: string,
+    readonly maxIdle: number,
+  ) {}
+
+  get idleCount(): number {
+    return this.idle.length;
+  }
+
+  /** The most recently used idle connection, or null. */
+  take(now: number): Upstream | null {
+    this.lastUsed = now;
+    while (this.idle.length > 0) {
+      const up = this.idle.pop() as Upstream;
+      if (!up.socket.destroyed) return up;
+    }
+    return null;
+  }
+
+  release(up: Upstream, now: number): void {
+    if (this.idle.length >= this.maxIdle || up.socket.destroyed) {
+      up.close();
+      return;
+    }
+    up.handler = null;
+    up.reused = true;
+    up.idleSince = now;
+    this.idle.push(up);
+  }
+
+  forget(up: Upstream): void {
+    const i = this.idle.indexOf(up);
+    if (i >= 0) this.idle.splice(i, 1);
+  }
+
+  /** Closes idle connections older than `maxIdleMs` (all of them with 0); returns how many are left. */
+  sweep(now: number, maxIdleMs: number): number {
+    // Oldest first: the front of the array.
+    while (this.idle.length > 0 && now - (this.idle[0] as Upstream).idleSince >= maxIdleMs) {
+      (this.idle.shift() as Upstream).close();
+    }
+    return this.idle.length;
+  }
+}
+
+/** Pools by endpoint address. */
+export class Pools {
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(private readonly maxIdle: number) {}
+
+  get(e: Endpoint): Pool {
+    const key = `${e.address}:${e.port}`;
+    let p = this.pools.get(key);
+    if (p === undefined) {
+      p = new Pool(key, this.maxIdle);
+      this.pools.set(key, p);
+    }
+    return p;
+  }
+
+  sweep(now: number, maxIdleMs: number): void {
+    for (const [key, p] of this.pools) {
+      if (p.sweep(now, maxIdleMs) === 0 && now - p.lastUsed > maxIdleMs) this.pools.delete(key);
+    }
+  }
+
+  idleConnections(): number {
+    let n = 0;
+    for (const p of this.pools.values()) n += p.idleCount;
+    return n;
+  }
+
+  closeAll(): void {
+    for (const p of this.pools.values()) p.sweep(Number.POSITIVE_INFINITY, 0);
+    this.pools.clear();
+  }
+}

@@ -1,0 +1,413 @@
+/**
+ * `skein proxy`: one process serving one or more local workloads.
+ *
+ * Per workload:
+ * - an *outbound* listener the workload's app calls other services through, as an HTTP proxy
+ *   (`HTTP_PROXY=http://127.0.0.1:4140`, absolute-form requests) or by Host header
+ *   (`user-service`, `user-service.service.skein`); each request goes to an endpoint of that
+ *   service chosen by the service's balancer;
+ * - an *inbound* listener in front of the workload's app: what the registry points other
+ *   proxies at; it forwards to the app on its local port.
+ *
+ * The proxy keeps its own view of the mesh from the control plane's watch stream (WatchClient:
+ * snapshot, then diffs; reconnects with backoff and resumes by revision) and keeps serving from
+ * the last state it saw while the control plane is away.
+ */
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import { DEFAULT_BALANCER } from '../api/balancer.js';
+import type { BalancerPolicy } from '../api/balancer.js';
+import { DNS_LABEL_PATTERN } from '../api/schema.js';
+import { compileHashKey, createBalancer, NOOP_COMPLETION, type Balancer, type Completion, type HashKeyExtractor } from '../balance/index.js';
+import type { HostPort } from '../core/address.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { SkeinError } from '../core/errors.js';
+import { makeEndpoint, type Endpoint, type EndpointSet } from '../discovery/endpoint.js';
+import { WatchClient } from '../discovery/watch-client.js';
+import { Downstream, type ListenerContext } from './http1/forwarder.js';
+import { DEFAULT_LIMITS, type Destination, type Direction, type EndpointStats, type HashInput, type Limits, type RouteError } from './http1/types.js';
+import { Pools } from './http1/upstream.js';
+import { ProxyMetrics } from './metrics.js';
+
+export type { HostPort };
+
+export interface WorkloadSpec {
+  /** Names the workload in metrics and logs (a replica id such as `web-1`, or a service name). */
+  readonly name: string;
+  /** The service the inbound listener serves (default: the name). */
+  readonly service?: string;
+  readonly outbound?: HostPort | null;
+  readonly inbound?: HostPort | null;
+  /** The local app behind the inbound listener (required with inbound). */
+  readonly app?: HostPort | null;
+  /**
+   * Pins the outbound listener to one service: every request goes to it whatever its Host
+   * (a stable local port for a service, for browsers and other clients that cannot set Host).
+   */
+  readonly pin?: string | null;
+}
+
+export interface WorkloadInfo {
+  readonly name: string;
+  readonly service: string;
+  readonly outbound: string | null;
+  readonly inbound: string | null;
+  readonly app: string | null;
+  readonly pin: string | null;
+}
+
+export interface ProxyOptions {
+  /** The control plane's base URL; null: no discovery (inbound only). */
+  readonly controlUrl: string | null;
+  /** DNS zone of service names: `<service>.service.<domain>` is accepted as a Host. Default "skein". */
+  readonly domain?: string;
+  readonly limits?: Partial<Limits>;
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+}
+
+const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
+
+/** What the proxy keeps per destination service: its balancer, fed by the watch stream. */
+class ServiceState {
+  balancer: Balancer;
+  policy: BalancerPolicy;
+  hashKey: HashKeyExtractor | null;
+  private hashHeader: string | null;
+
+  constructor(
+    readonly name: string,
+    policy: BalancerPolicy | null,
+    set: EndpointSet,
+    private readonly clock: Clock,
+  ) {
+    this.policy = policy ?? { kind: DEFAULT_BALANCER, hashKey: null };
+    this.balancer = createBalancer(this.policy.kind, { clock });
+    this.balancer.update(set);
+    [this.hashKey, this.hashHeader] = ServiceState.hashing(this.policy);
+  }
+
+  private static hashing(p: BalancerPolicy): [HashKeyExtractor | null, string | null] {
+    if (p.hashKey === null) return [null, null];
+    const header = p.hashKey.type === 'header' ? p.hashKey.name.toLowerCase() : p.hashKey.type === 'cookie' ? 'cookie' : null;
+    return [compileHashKey(p.hashKey), header];
+  }
+
+  setPolicy(policy: BalancerPolicy | null): void {
+    const p = policy ?? { kind: DEFAULT_BALANCER, hashKey: null };
+    if (p.kind === this.policy.kind && JSON.stringify(p.hashKey) === JSON.stringify(this.policy.hashKey)) return;
+    const set = this.balancer.set;
+    this.policy = p;
+    this.balancer = createBalancer(p.kind, { clock: this.clock });
+    this.balancer.update(set);
+    [this.hashKey, this.hashHeader] = ServiceState.hashing(p);
+  }
+
+  pick(req: HashInput, tried: readonly Endpoint[] | null): Endpoint | null {
+    let hash: string | undefined;
+    if (this.hashKey !== null) {
+      const h = this.hashHeader;
+      hash = this.hashKey({ headers: h === null ? {} : { [h]: req.header(h) }, sourceAddress: req.sourceAddress });
+    }
+    if (tried === null) return this.balancer.pick(hash === undefined ? undefined : { hash });
+    return this.balancer.pick({ hash, available: (e) => !tried.some((t) => t.key === e.key) });
+  }
+}
+
+/** A listener: outbound (routes by service) or inbound (to the local app). */
+class Listener implements ListenerContext {
+  readonly server: Server;
+  readonly conns = new Set<Downstream>();
+  draining = false;
+  private readonly destinations = new Map<string, Destination>();
+
+  constructor(
+    readonly proxy: Proxy,
+    readonly workload: string,
+    readonly direction: Direction,
+    readonly resolve: (authority: string | null) => Destination | RouteError,
+  ) {
+    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => {
+      if (this.draining) {
+        socket.destroy();
+        return;
+      }
+      this.conns.add(new Downstream(socket, this, (d) => this.conns.delete(d)));
+    });
+    this.server.maxConnections = proxy.limits.maxConnections;
+  }
+
+  get limits(): Limits {
+    return this.proxy.limits;
+  }
+  get pools(): Pools {
+    return this.proxy.pools;
+  }
+  get counters(): ProxyMetrics {
+    return this.proxy.metrics;
+  }
+
+  destination(service: string, make: () => Destination): Destination {
+    let d = this.destinations.get(service);
+    if (d === undefined) {
+      d = make();
+      this.destinations.set(service, d);
+    }
+    return d;
+  }
+
+  listen(at: HostPort): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: NodeJS.ErrnoException) =>
+        reject(new SkeinError('SKEIN_E_ADDRESS_IN_USE', `${this.workload} ${this.direction} listener: cannot listen on ${at.host}:${at.port}: ${e.code ?? e.message}`, { field: this.direction }));
+      this.server.once('error', onError);
+      this.server.listen({ host: at.host, port: at.port }, () => {
+        this.server.off('error', onError);
+        const a = this.server.address() as AddressInfo;
+        resolve(`${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`);
+      });
+    });
+  }
+
+  /** Stop accepting, let requests in flight finish (up to `graceMs`), then close everything. */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    for (const c of this.conns) if (c.idle) c.close();
+    const deadline = performance.now() + graceMs;
+    while (this.conns.size > 0 && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+      for (const c of this.conns) if (c.idle) c.close();
+    }
+    for (const c of this.conns) c.destroy();
+    await closed;
+  }
+
+  sweep(now: number): void {
+    const l = this.proxy.limits;
+    for (const c of this.conns) {
+      if (c.state === 1 && now - c.since > l.headersTimeoutMs) c.headTimeout();
+      else if (c.idle && now - c.since > l.idleTimeoutMs) c.close();
+    }
+  }
+}
+
+interface Workload {
+  readonly spec: WorkloadSpec;
+  readonly info: WorkloadInfo;
+  readonly listeners: Listener[];
+}
+
+export class Proxy {
+  readonly limits: Limits;
+  readonly pools: Pools;
+  readonly metrics: ProxyMetrics;
+  readonly watch: WatchClient | null;
+  readonly domainSuffix: string;
+  private readonly clock: Clock;
+  private readonly logger: Logger | undefined;
+  private readonly services = new Map<string, ServiceState>();
+  private readonly workloads = new Map<string, Workload>();
+  private sweeper: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(opts: ProxyOptions) {
+    this.limits = Object.freeze({ ...DEFAULT_LIMITS, ...opts.limits });
+    this.pools = new Pools(this.limits.maxIdlePerEndpoint);
+    this.clock = opts.clock ?? systemClock;
+    this.logger = opts.logger;
+    this.domainSuffix = `.service.${opts.domain ?? 'skein'}`;
+    this.metrics = new ProxyMetrics({
+      connections: () => [...this.listeners()].map((l) => ({ workload: l.workload, direction: l.direction, open: l.conns.size })),
+      idleUpstreams: () => this.pools.idleConnections(),
+      endpoints: () => [...this.services.values()].map((s) => ({ service: s.name, count: s.balancer.set.size })),
+      watchConnected: () => this.watch?.connected ?? false,
+    });
+    if (opts.controlUrl === null) {
+      this.watch = null;
+    } else {
+      const log = this.logger;
+      this.watch = new WatchClient({ controlUrl: opts.controlUrl, clock: this.clock, ...(log === undefined ? {} : { logger: log }) });
+      this.watch.on('update', (service, set) => this.services.get(service)?.balancer.update(set));
+      this.watch.on('service', (service, def) => this.services.get(service)?.setPolicy(def?.balancer ?? null));
+      this.watch.on('connected', () => log?.info({ control: opts.controlUrl }, 'watching the control plane'));
+      this.watch.on('disconnected', (err) => log?.warn({ control: opts.controlUrl, err: err.message }, 'lost the control plane; serving from the last state seen'));
+    }
+  }
+
+  start(): void {
+    this.watch?.start();
+    this.sweeper = setInterval(() => this.sweep(), 1000);
+    this.sweeper.unref();
+  }
+
+  /** True once the proxy can route: it has had a snapshot (or needs none). */
+  get ready(): boolean {
+    return this.watch === null || this.watch.revision !== null;
+  }
+
+  private *listeners(): Iterable<Listener> {
+    for (const w of this.workloads.values()) yield* w.listeners;
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    for (const l of this.listeners()) l.sweep(now);
+    this.pools.sweep(now, this.limits.upstreamIdleTimeoutMs);
+  }
+
+  // ---- routing ----
+
+  /** The service a Host / authority names: `name`, `name:port`, `name.service.<domain>`. */
+  serviceOf(authority: string): string | null {
+    let host = authority;
+    if (host.charCodeAt(0) === 0x5b) return null; // [IPv6]
+    const colon = host.lastIndexOf(':');
+    if (colon >= 0) host = host.slice(0, colon);
+    host = host.toLowerCase();
+    if (host.endsWith('.')) host = host.slice(0, -1);
+    if (host.endsWith(this.domainSuffix)) host = host.slice(0, -this.domainSuffix.length);
+    return SERVICE_NAME.test(host) ? host : null;
+  }
+
+  private serviceState(name: string): ServiceState | null {
+    let s = this.services.get(name);
+    if (s !== undefined) return s;
+    const w = this.watch;
+    if (w === null || !w.knows(name)) return null;
+    s = new ServiceState(name, w.definition(name)?.balancer ?? null, w.endpoints(name), this.clock);
+    this.services.set(name, s);
+    return s;
+  }
+
+  private outboundResolver(l: () => Listener, pin: string | null): (authority: string | null) => Destination | RouteError {
+    return (authority) => {
+      let name = pin;
+      if (name === null) {
+        if (authority === null || authority === '') return { error: 'SKEIN_E_NO_ROUTE', message: 'the request names no service (no Host header)' };
+        name = this.serviceOf(authority);
+        if (name === null) return { error: 'SKEIN_E_NO_ROUTE', message: `"${authority.slice(0, 200)}" is not a service name (use <service> or <service>${this.domainSuffix})` };
+      }
+      const listener = l();
+      const cached = this.services.get(name);
+      if (cached !== undefined) return listener.destination(name, () => this.outboundDestination(listener, cached));
+      if (!this.ready) return { error: 'SKEIN_E_DISCOVERY_UNAVAILABLE', message: 'the proxy has not yet heard from the control plane' };
+      const s = this.serviceState(name);
+      if (s === null) return { error: 'SKEIN_E_UNKNOWN_SERVICE', message: `no service "${name}" is registered`, status: 503 };
+      return listener.destination(name, () => this.outboundDestination(listener, s));
+    };
+  }
+
+  private outboundDestination(l: Listener, s: ServiceState): Destination {
+    const stats = new Map<string, EndpointStats>();
+    return {
+      service: s.name,
+      pick: (req, tried) => s.pick(req, tried),
+      start: (e): Completion => s.balancer.start(e),
+      stats: (e) => {
+        let st = stats.get(e.key);
+        if (st === undefined) {
+          st = this.metrics.stats(l.workload, 'outbound', s.name, e.id);
+          stats.set(e.key, st);
+        }
+        return st;
+      },
+    };
+  }
+
+  private inboundDestination(l: Listener, service: string, app: HostPort): Destination {
+    const e = makeEndpoint({ service, id: l.workload, address: app.host, port: app.port });
+    const st = this.metrics.stats(l.workload, 'inbound', service, l.workload);
+    return {
+      service,
+      pick: (_req, tried) => (tried === null ? e : null),
+      start: () => NOOP_COMPLETION,
+      stats: () => st,
+    };
+  }
+
+  // ---- workloads ----
+
+  async addWorkload(spec: WorkloadSpec): Promise<WorkloadInfo> {
+    if (this.stopped) throw new SkeinError('SKEIN_E_PROXY_DRAINING', 'the proxy is stopping');
+    if (this.workloads.has(spec.name)) throw new SkeinError('SKEIN_E_USAGE', `workload "${spec.name}" exists already`, { field: 'name' });
+    const service = spec.service ?? spec.name;
+    const listeners: Listener[] = [];
+    let outbound: string | null = null;
+    let inbound: string | null = null;
+    try {
+      if (spec.outbound != null) {
+        const out: Listener = new Listener(this, spec.name, 'outbound', this.outboundResolver(() => out, spec.pin ?? null));
+        listeners.push(out);
+        outbound = await out.listen(spec.outbound);
+      }
+      if (spec.inbound != null) {
+        const app = spec.app;
+        if (app == null) throw new SkeinError('SKEIN_E_USAGE', `workload "${spec.name}": an inbound listener needs the app's address (app=HOST:PORT)`, { field: 'app' });
+        const inb: Listener = new Listener(this, spec.name, 'inbound', () => inb.destination(service, () => this.inboundDestination(inb, service, app)));
+        listeners.push(inb);
+        inbound = await inb.listen(spec.inbound);
+      }
+    } catch (e) {
+      for (const l of listeners) await l.drain(0);
+      throw e;
+    }
+    const info: WorkloadInfo = { name: spec.name, service, outbound, inbound, app: spec.app == null ? null : `${spec.app.host}:${spec.app.port}`, pin: spec.pin ?? null };
+    this.workloads.set(spec.name, { spec, info, listeners });
+    return info;
+  }
+
+  /** Stops a workload's listeners, letting requests in flight finish for up to `graceMs`. */
+  async removeWorkload(name: string, graceMs = 5000): Promise<void> {
+    const w = this.workloads.get(name);
+    if (w === undefined) return;
+    this.workloads.delete(name);
+    await Promise.all(w.listeners.map((l) => l.drain(graceMs)));
+  }
+
+  workloadInfo(): WorkloadInfo[] {
+    return [...this.workloads.values()].map((w) => w.info);
+  }
+
+  /** Whether the proxy's view of `service` includes an endpoint with this key. */
+  hasEndpoint(service: string, key: string): boolean {
+    const set = this.watch?.endpoints(service);
+    return set !== undefined && set.get(key) !== undefined;
+  }
+
+  /** What the proxy believes about each service (the admin's /debug/endpoints). */
+  debugEndpoints(): object {
+    const w = this.watch;
+    const services: Record<string, object> = {};
+    if (w !== null) {
+      for (const name of w.services()) {
+        const state = this.services.get(name);
+        const def = w.definition(name);
+        services[name] = {
+          balancer: (state?.policy ?? def?.balancer ?? { kind: DEFAULT_BALANCER, hashKey: null }),
+          inUse: state !== undefined,
+          endpoints: w.endpoints(name).list().map((e) => ({ id: e.id, address: e.address, port: e.port, weight: e.weight, zone: e.zone, version: e.version })),
+        };
+      }
+    }
+    return {
+      ready: this.ready,
+      control:
+        w === null
+          ? null
+          : { url: w.controlUrl, connected: w.connected, status: w.status, revision: w.revision, lastContact: w.lastContact === null ? null : new Date(w.lastContact).toISOString() },
+      workloads: this.workloadInfo(),
+      services,
+    };
+  }
+
+  /** Drains every listener (up to `graceMs`), stops watching, closes pooled connections. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.stopped = true;
+    await Promise.all([...this.workloads.keys()].map((n) => this.removeWorkload(n, graceMs)));
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.watch?.stop();
+    this.pools.closeAll();
+  }
+}

@@ -1,0 +1,584 @@
+/**
+ * Helpers for proxy integration tests: start `skein proxy` as a child process, talk raw bytes to
+ * a port (node:net, so malformed requests reach the proxy exactly as written), a recording TCP
+ * backend, instance registration, and the corpus of malformed / smuggling requests that every
+ * HTTP/1.1 listener of the proxy must refuse.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createConnection, createServer, type Socket } from 'node:net';
+import { createInterface } from 'node:readline';
+import { SKEIN_BIN, api, waitFor } from './helpers.js';
+
+// ---------------------------------------------------------------------------------------------
+// Starting a proxy
+// ---------------------------------------------------------------------------------------------
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface ProxyWorkload {
+  name: string;
+  outbound: HostPort | null;
+  inbound: HostPort | null;
+  app: HostPort | null;
+}
+
+export interface ProxyProcess {
+  child: ChildProcess;
+  /** e.g. http://127.0.0.1:12345 */
+  admin: string;
+  adminPort: number;
+  workloads: ProxyWorkload[];
+  /** stdout and stderr lines, in arrival order. */
+  logs: string[];
+  /** The workload called `name` (throws if the proxy did not report it). */
+  workload(name: string): ProxyWorkload;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** "127.0.0.1:80" or "[::1]:80" -> {host, port}; null stays null. */
+export function parseHostPort(text: string | null | undefined): HostPort | null {
+  if (text == null) return null;
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
+  if (!m) throw new Error(`not a host:port: ${JSON.stringify(text)}`);
+  return { host: (m[1] ?? m[2]) as string, port: Number(m[3]) };
+}
+
+/** The proxy's ready line (`{"msg":"proxy ready","admin":...,"workloads":[...]}`), or null for any other line. */
+export function parseProxyReady(line: string): { admin: HostPort; workloads: ProxyWorkload[] } | null {
+  let j: { msg?: unknown; admin?: unknown; workloads?: unknown };
+  try {
+    j = JSON.parse(line) as typeof j;
+  } catch {
+    return null;
+  }
+  if (j === null || typeof j !== 'object' || j.msg !== 'proxy ready' || typeof j.admin !== 'string' || !Array.isArray(j.workloads)) return null;
+  const workloads = (j.workloads as Array<{ name: string; outbound?: string | null; inbound?: string | null; app?: string | null }>).map((w) => ({
+    name: w.name,
+    outbound: parseHostPort(w.outbound),
+    inbound: parseHostPort(w.inbound),
+    app: parseHostPort(w.app),
+  }));
+  return { admin: parseHostPort(j.admin) as HostPort, workloads };
+}
+
+/**
+ * Starts `skein proxy --control URL --admin 127.0.0.1:0 --workload SPEC... --log-level info` and
+ * resolves once it printed its ready line. Rejects with the logs if it exits first; killed if it
+ * is not ready within `timeoutMs` (default 20 s). Ready means listening: use `waitForProxyReady`
+ * to wait for the first snapshot from the control plane.
+ */
+export async function startProxy(opts: {
+  control: string;
+  workloads: string[];
+  args?: string[];
+  env?: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+}): Promise<ProxyProcess> {
+  const argv = [SKEIN_BIN, 'proxy', '--control', opts.control, '--admin', '127.0.0.1:0'];
+  for (const w of opts.workloads) argv.push('--workload', w);
+  argv.push('--log-level', 'info', ...(opts.args ?? []));
+  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  const logs: string[] = [];
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const ready = new Promise<NonNullable<ReturnType<typeof parseProxyReady>>>((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      logs.push(line);
+      const r = parseProxyReady(line);
+      if (r) resolve(r);
+    });
+    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (l) => logs.push(l));
+    child.once('error', (e) => reject(e));
+    void exited.then((code) => reject(new Error(`skein proxy exited with ${code} before it was ready:\n${logs.join('\n')}`)));
+  });
+  const timeout = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 20_000);
+  let r: NonNullable<ReturnType<typeof parseProxyReady>>;
+  try {
+    r = await ready;
+  } finally {
+    clearTimeout(timeout);
+  }
+  return {
+    child,
+    admin: `http://${r.admin.host.includes(':') ? `[${r.admin.host}]` : r.admin.host}:${r.admin.port}`,
+    adminPort: r.admin.port,
+    workloads: r.workloads,
+    logs,
+    workload(name: string) {
+      const w = r.workloads.find((x) => x.name === name);
+      if (!w) throw new Error(`proxy reported no workload "${name}" (has: ${r.workloads.map((x) => x.name).join(', ')})`);
+      return w;
+    },
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
+  };
+}
+
+/** Polls the admin `GET /ready` until 200 (the proxy has its first snapshot). */
+export async function waitForProxyReady(proxy: ProxyProcess, timeoutMs = 15_000): Promise<void> {
+  await waitFor(async () => (await api(proxy.admin, 'GET', '/ready')).status === 200, {
+    timeoutMs,
+    what: `proxy /ready to answer 200; logs:\n${proxy.logs.slice(-20).join('\n')}`,
+  });
+}
+
+/** Registers `127.0.0.1:port` as instance `id` of `service` (no check: always healthy). */
+export async function registerInstance(controlUrl: string, service: string, id: string, port: number, extra: Record<string, unknown> = {}): Promise<any> {
+  const r = await api(controlUrl, 'PUT', `/v1/services/${encodeURIComponent(service)}/instances/${encodeURIComponent(id)}`, {
+    address: '127.0.0.1',
+    port,
+    ...extra,
+  });
+  if (r.status !== 200 && r.status !== 201) throw new Error(`registering ${service}/${id} failed: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP/1.1 over node:net
+// ---------------------------------------------------------------------------------------------
+
+export interface RawExchangeResult {
+  /** Everything received before the connection closed, `until` matched, or the deadline. */
+  response: Buffer;
+  /** The server closed the connection (FIN or RST) within the deadline. */
+  closed: boolean;
+  /** A socket error seen after connecting (ECONNRESET, EPIPE), if any. */
+  error: string | null;
+}
+
+/**
+ * Connects to 127.0.0.1:port, writes `bytes` in one write, and collects what comes back. Our
+ * side is never half-closed, so `closed` means the server chose to close. Resolves when the
+ * server closes, when `until(received)` is true (the socket is then destroyed by us and `closed`
+ * is false), or at the deadline (default 5 s). Rejects only if the connection cannot be made.
+ */
+export function rawExchange(
+  port: number,
+  bytes: Buffer | string,
+  opts: { timeoutMs?: number; host?: string; until?: (received: Buffer) => boolean } = {},
+): Promise<RawExchangeResult> {
+  const data = typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes;
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let connected = false;
+    let done = false;
+    let error: string | null = null;
+    const sock: Socket = createConnection({ host: opts.host ?? '127.0.0.1', port });
+    const finish = (closed: boolean) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve({ response: Buffer.concat(chunks), closed, error });
+    };
+    const timer = setTimeout(() => finish(false), opts.timeoutMs ?? 5_000);
+    sock.setNoDelay(true);
+    sock.on('connect', () => {
+      connected = true;
+      sock.write(data);
+    });
+    sock.on('data', (d: Buffer) => {
+      chunks.push(d);
+      if (opts.until?.(Buffer.concat(chunks))) finish(false);
+    });
+    sock.on('end', () => finish(true));
+    sock.on('close', () => finish(true));
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      if (!connected) {
+        done = true;
+        clearTimeout(timer);
+        reject(e);
+        return;
+      }
+      error = e.code ?? e.message;
+      finish(true);
+    });
+  });
+}
+
+export interface ParsedResponse {
+  statusLine: string;
+  /** e.g. "HTTP/1.1" */
+  version: string;
+  status: number;
+  /** Lower-cased names; repeated fields joined with ", ". */
+  headers: Record<string, string>;
+  body: Buffer;
+  /** The body is complete (by content-length, chunked framing, or no body expected). */
+  complete: boolean;
+}
+
+/** Parses the first HTTP/1.x response in `buf`; null until its head is complete. */
+export function parseResponse(buf: Buffer): ParsedResponse | null {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) return null;
+  const lines = buf.subarray(0, end).toString('latin1').split('\r\n');
+  const statusLine = lines[0] ?? '';
+  const m = /^(HTTP\/\d\.\d) (\d{3})(?: .*)?$/.exec(statusLine);
+  if (!m) throw new Error(`not an HTTP response: ${JSON.stringify(statusLine)}`);
+  const headers: Record<string, string> = {};
+  for (const line of lines.slice(1)) {
+    const c = line.indexOf(':');
+    if (c <= 0) continue;
+    const name = line.slice(0, c).trim().toLowerCase();
+    const value = line.slice(c + 1).trim();
+    headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
+  }
+  const status = Number(m[2]);
+  const rest = buf.subarray(end + 4);
+  if (status === 204 || status === 304 || (status >= 100 && status < 200)) {
+    return { statusLine, version: m[1] as string, status, headers, body: Buffer.alloc(0), complete: true };
+  }
+  if (/chunked/i.test(headers['transfer-encoding'] ?? '')) {
+    const decoded = decodeChunked(rest);
+    if (decoded === 'invalid') throw new Error('invalid chunked response body');
+    return { statusLine, version: m[1] as string, status, headers, body: decoded?.body ?? rest, complete: decoded !== null };
+  }
+  if (headers['content-length'] !== undefined) {
+    const n = Number(headers['content-length']);
+    return { statusLine, version: m[1] as string, status, headers, body: rest.subarray(0, n), complete: rest.length >= n };
+  }
+  // Delimited by close: complete only once the caller saw the close.
+  return { statusLine, version: m[1] as string, status, headers, body: rest, complete: false };
+}
+
+/** For `rawExchange`'s `until`: the first response has arrived completely. */
+export function isCompleteResponse(buf: Buffer): boolean {
+  try {
+    return parseResponse(buf)?.complete ?? false;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Decodes a chunked body at the start of `buf` (chunk extensions and trailers skipped, strict
+ * CRLF). null: incomplete; 'invalid': not chunked framing; else the body and the bytes consumed.
+ */
+export function decodeChunked(buf: Buffer): { body: Buffer; consumed: number } | null | 'invalid' {
+  const parts: Buffer[] = [];
+  let pos = 0;
+  for (;;) {
+    const eol = buf.indexOf('\r\n', pos);
+    if (eol < 0) return buf.length - pos > 1024 ? 'invalid' : null;
+    const sizeText = buf.subarray(pos, eol).toString('latin1').split(';')[0] as string;
+    if (!/^[0-9a-fA-F]{1,15}$/.test(sizeText)) return 'invalid';
+    const size = parseInt(sizeText, 16);
+    pos = eol + 2;
+    if (size === 0) {
+      // Trailer section: field lines until an empty line.
+      for (;;) {
+        const t = buf.indexOf('\r\n', pos);
+        if (t < 0) return null;
+        const empty = t === pos;
+        pos = t + 2;
+        if (empty) return { body: Buffer.concat(parts), consumed: pos };
+      }
+    }
+    if (buf.length < pos + size + 2) return null;
+    parts.push(buf.subarray(pos, pos + size));
+    if (buf[pos + size] !== 0x0d || buf[pos + size + 1] !== 0x0a) return 'invalid';
+    pos += size + 2;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A recording backend
+// ---------------------------------------------------------------------------------------------
+
+export interface RecordedRequest {
+  /** Index of the connection it came on (0-based, in accept order). */
+  connection: number;
+  method: string;
+  target: string;
+  version: string;
+  /** Lower-cased names; repeated fields joined with ", ". */
+  headers: Record<string, string>;
+  /** The decoded body. */
+  body: Buffer;
+  /** The exact bytes of this request (head and framed body) as received. */
+  raw: Buffer;
+}
+
+export interface RecordingBackend {
+  port: number;
+  /** All bytes received on all connections since the last reset, connection after connection. */
+  received(): Buffer;
+  /** Bytes received per connection since the last reset (connections accepted before a reset included). */
+  receivedPerConnection(): Buffer[];
+  /** Complete requests parsed from the bytes since the last reset. */
+  requests: RecordedRequest[];
+  /** Connections accepted since the last reset. */
+  readonly connections: number;
+  /** Forgets everything recorded so far (open connections stay open). */
+  reset(): void;
+  close(): Promise<void>;
+}
+
+/**
+ * A raw TCP server on 127.0.0.1:0 that records every byte it receives and answers each complete
+ * request with `HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok`.
+ *
+ * It frames requests (CRLF head, then a content-length or chunked body) rather than answering
+ * once per CRLFCRLF seen: a chunked body ends with "0\r\n\r\n", so the naive rule would answer a
+ * legal chunked POST twice (once early, before its body), and the proxy would see an unsolicited
+ * response on its pooled upstream connection. Bytes it cannot frame are still recorded, just
+ * never answered: it stays a sink.
+ */
+export async function recordingBackend(): Promise<RecordingBackend> {
+  interface Conn {
+    index: number;
+    recorded: Buffer[];
+    pending: Buffer;
+    broken: boolean;
+    closed: boolean;
+  }
+  let conns: Conn[] = [];
+  let accepted = 0;
+  let connectionsSinceReset = 0;
+  const sockets = new Set<Socket>();
+  const backend: RecordingBackend = {
+    port: 0,
+    received: () => Buffer.concat(conns.flatMap((c) => c.recorded)),
+    receivedPerConnection: () => conns.map((c) => Buffer.concat(c.recorded)),
+    requests: [],
+    get connections() {
+      return connectionsSinceReset;
+    },
+    reset() {
+      for (const c of conns) c.recorded = [];
+      conns = conns.filter((c) => !c.closed);
+      backend.requests.length = 0;
+      connectionsSinceReset = 0;
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => srv.close(() => resolve()));
+    },
+  };
+  const srv = createServer((sock) => {
+    sockets.add(sock);
+    const c: Conn = { index: accepted++, recorded: [], pending: Buffer.alloc(0), broken: false, closed: false };
+    conns.push(c);
+    connectionsSinceReset++;
+    sock.on('data', (d: Buffer) => {
+      c.recorded.push(d);
+      if (c.broken) return;
+      c.pending = Buffer.concat([c.pending, d]);
+      for (;;) {
+        const r = frameRequest(c.pending);
+        if (r === null) break;
+        if (r === 'invalid') {
+          c.broken = true;
+          break;
+        }
+        backend.requests.push({ connection: c.index, ...r.request, raw: c.pending.subarray(0, r.consumed) });
+        c.pending = c.pending.subarray(r.consumed);
+        sock.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+      }
+    });
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      c.closed = true;
+      sockets.delete(sock);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => resolve());
+  });
+  backend.port = (srv.address() as { port: number }).port;
+  return backend;
+}
+
+/** One request at the start of `buf`: null if incomplete, 'invalid' if it cannot be framed. */
+function frameRequest(buf: Buffer): { request: Omit<RecordedRequest, 'connection' | 'raw'>; consumed: number } | null | 'invalid' {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) return buf.length > 1024 * 1024 ? 'invalid' : null;
+  const lines = buf.subarray(0, end).toString('latin1').split('\r\n');
+  const m = /^(\S+) (\S+) (HTTP\/\d\.\d)$/.exec(lines[0] ?? '');
+  if (!m) return 'invalid';
+  const headers: Record<string, string> = {};
+  for (const line of lines.slice(1)) {
+    const c = line.indexOf(':');
+    if (c <= 0) return 'invalid';
+    const name = line.slice(0, c).toLowerCase();
+    const value = line.slice(c + 1).trim();
+    headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
+  }
+  const head = { method: m[1] as string, target: m[2] as string, version: m[3] as string, headers };
+  const bodyStart = end + 4;
+  const te = headers['transfer-encoding'];
+  if (te !== undefined) {
+    if (!/(^|,)\s*chunked\s*$/i.test(te)) return 'invalid';
+    const d = decodeChunked(buf.subarray(bodyStart));
+    if (d === null || d === 'invalid') return d;
+    return { request: { ...head, body: d.body }, consumed: bodyStart + d.consumed };
+  }
+  const cl = headers['content-length'];
+  if (cl !== undefined) {
+    if (!/^\d{1,15}$/.test(cl)) return 'invalid';
+    const n = Number(cl);
+    if (buf.length < bodyStart + n) return null;
+    return { request: { ...head, body: buf.subarray(bodyStart, bodyStart + n) }, consumed: bodyStart + n };
+  }
+  return { request: { ...head, body: Buffer.alloc(0) }, consumed: bodyStart };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The framing corpus: requests an HTTP/1.1 listener of the proxy must refuse (400, close)
+// ---------------------------------------------------------------------------------------------
+
+export interface MalformedRequest {
+  name: string;
+  /** The rule it breaks (RFC 9112 / RFC 9110), or why we refuse where the RFC would let us accept. */
+  why: string;
+  /**
+   * 'head': decidable from the request head alone, so not one byte of it may be forwarded.
+   * 'body': the head is valid and the chunked body is not; a streaming proxy may already have
+   * forwarded the head, but never a complete request, and nothing after the bad framing.
+   */
+  stage: 'head' | 'body';
+  bytes: Buffer;
+  /** In the request target of the entry itself: `/framing/<slug>`. */
+  marker: string;
+  /** The request target of a request hidden behind the bad framing (`/smuggled/<slug>`), if any. */
+  smuggled: string | null;
+}
+
+/**
+ * The corpus. Each entry starts with the bad request itself: no valid request precedes the bad
+ * part, so a correct proxy forwards nothing of it (except, for 'body' entries, possibly the head).
+ * Only requests that are invalid per RFC 9112 / 9110, or that the RFC lets a recipient either
+ * reject or repair, are here; in the second case we are strict and `why` says so. Left out as
+ * legal: `Transfer-Encoding:<TAB>chunked` (OWS is SP / HTAB), `Chunked` in any case,
+ * `HTTP/1.2` (same major version: a 1.1 server treats it as 1.x, RFC 9110 §6.2).
+ */
+export function malformedRequests(host = 'sink'): MalformedRequest[] {
+  const out: MalformedRequest[] = [];
+  const smuggledRequest = (slug: string) => `GET /smuggled/${slug} HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
+  const add = (stage: 'head' | 'body', slug: string, name: string, why: string, build: (path: string, hidden: string) => string, hides = true) => {
+    const marker = `/framing/${slug}`;
+    out.push({
+      name,
+      why,
+      stage,
+      bytes: Buffer.from(build(marker, smuggledRequest(slug)), 'latin1'),
+      marker,
+      smuggled: hides ? `/smuggled/${slug}` : null,
+    });
+  };
+  const chunkedBody = '5\r\nhello\r\n0\r\n\r\n';
+
+  // --- Content-Length and Transfer-Encoding together ---------------------------------------
+  add('head', 'cl-te', 'CL.TE: Content-Length and Transfer-Encoding: chunked', 'RFC 9112 §6.1: a server MAY reject a request with both (and MUST close after answering); §6.3: ought to be handled as an error. We reject.', (p, s) => {
+    const body = `0\r\n\r\n${s}`;
+    return `POST ${p} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\n\r\n${body}`;
+  });
+  add('head', 'te-cl', 'TE.CL: Transfer-Encoding: chunked, then Content-Length', 'as CL.TE; here a Content-Length reader would take the chunk body as a second request', (p, s) => {
+    const body = `${s.length.toString(16)}\r\n${s}\r\n0\r\n\r\n`;
+    return `POST ${p} HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n${body}`;
+  });
+
+  // --- Content-Length ------------------------------------------------------------------------
+  const cl = (slug: string, name: string, why: string, value: string, body = 'hello') =>
+    add('head', slug, name, why, (p) => `POST ${p} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${value}\r\n\r\n${body}`, false);
+  const clWhy = 'Content-Length = 1*DIGIT (RFC 9110 §8.6); an invalid one without Transfer-Encoding: MUST 400 and close (RFC 9112 §6.3 rule 5)';
+  add('head', 'cl-cl-differ', 'two Content-Length fields with different values', 'RFC 9110 §8.6 / RFC 9112 §6.3 rule 5: differing values are invalid framing: MUST 400 and close', (p, s) =>
+    `POST ${p} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\nContent-Length: ${s.length}\r\n\r\n${s}`);
+  // Strict on purpose: RFC 9110 §8.6 lets a recipient collapse identical duplicates, but a proxy
+  // that accepts them leaves the interpretation to whatever parser comes next.
+  cl('cl-cl-same', 'two identical Content-Length fields (strict)', 'RFC 9110 §8.6: a recipient MAY reject identical duplicates or collapse them; we are strict and reject', '5\r\nContent-Length: 5');
+  cl('cl-plus', 'Content-Length with a sign: +5', clWhy, '+5');
+  cl('cl-minus', 'Content-Length negative: -5', clWhy, '-5');
+  cl('cl-inner-space', 'Content-Length with a space inside: 1 0', clWhy, '1 0', 'helloworld');
+  cl('cl-hex', 'Content-Length not digits: 0x5', `${clWhy} (Number() would accept it)`, '0x5');
+  cl('cl-decimal', 'Content-Length not digits: 5.0', `${clWhy} (Number() would accept it)`, '5.0');
+  cl('cl-empty', 'Content-Length empty', clWhy, '');
+  cl('cl-list', 'Content-Length list: 5, 5 (strict)', 'RFC 9110 §8.6: a recipient MAY accept a list of identical values; we are strict and reject', '5, 5');
+  cl('cl-overflow', 'Content-Length overflow: 99999999999999999999999', 'RFC 9110 §8.6: recipients MUST prevent integer overflow; a length no parser can hold is invalid framing', '99999999999999999999999');
+
+  // --- Transfer-Encoding -------------------------------------------------------------------
+  const teWhy = 'RFC 9112 §6.3 rule 4: chunked is not the final coding of a request: MUST 400 and close';
+  const te = (slug: string, name: string, why: string, fields: string) =>
+    add('head', slug, name, why, (p, s) => `POST ${p} HTTP/1.1\r\nHost: ${host}\r\n${fields}\r\n\r\n${chunkedBody}${s}`);
+  te('te-chunked-identity', 'Transfer-Encoding: chunked, identity', teWhy, 'Transfer-Encoding: chunked, identity');
+  te('te-xchunked', 'Transfer-Encoding: xchunked', teWhy, 'Transfer-Encoding: xchunked');
+  te('te-two-fields', 'Transfer-Encoding: chunked, then a second Transfer-Encoding: identity', `field lines combine to "chunked, identity" (RFC 9110 §5.3); ${teWhy}`, 'Transfer-Encoding: chunked\r\nTransfer-Encoding: identity');
+  te('te-space-before-colon', 'Transfer-Encoding : chunked (space before the colon)', 'RFC 9112 §5.1: a server MUST reject whitespace between field name and colon with 400', 'Transfer-Encoding : chunked');
+
+  // --- Line endings and field syntax -------------------------------------------------------
+  // Strict on purpose: RFC 9112 §2.2 lets a recipient accept a bare LF as a line terminator, but
+  // parsers that disagree on it are a classic desync.
+  add('head', 'bare-lf', 'bare LF line endings (request line and fields)', 'RFC 9112 §2.2: lines end with CRLF; a recipient MAY accept a bare LF; we are strict and reject', (p) => `GET ${p} HTTP/1.1\nHost: ${host}\n\n`, false);
+  add('head', 'bare-lf-field', 'bare LF ending one field line', 'as above, one field line only: "Host: sink\\nX-Smuggle: 1" is one line to a CRLF-only parser', (p) => `GET ${p} HTTP/1.1\r\nHost: ${host}\nX-Smuggle: 1\r\n\r\n`, false);
+  add('head', 'obs-fold', 'obs-fold (field line starting with a space)', 'RFC 9112 §5.2: a server MUST reject obs-fold with 400 or replace it with SP; we are strict and reject', (p) => `GET ${p} HTTP/1.1\r\nHost: ${host}\r\nX-Folded: a\r\n b\r\n\r\n`, false);
+  add('head', 'nul-in-value', 'NUL byte in a field value', 'RFC 9110 §5.5: a field value with CR, LF or NUL MUST be rejected or the character replaced with SP; we are strict and reject', (p) => `GET ${p} HTTP/1.1\r\nHost: ${host}\r\nX-Nul: a\0b\r\n\r\n`, false);
+  add('head', 'bad-field-name', 'invalid field name characters: X(Bad)', 'field-name = token (RFC 9110 §5.1), "(" is a delimiter; a request not matching the grammar: SHOULD 400 and close (RFC 9112 §2.2)', (p) => `GET ${p} HTTP/1.1\r\nHost: ${host}\r\nX(Bad): 1\r\n\r\n`, false);
+  add('head', 'empty-field-name', 'field line without a name: ": 1"', 'field-name = token, at least one tchar (RFC 9110 §5.1)', (p) => `GET ${p} HTTP/1.1\r\nHost: ${host}\r\n: 1\r\n\r\n`, false);
+
+  // --- Request line ----------------------------------------------------------------------------
+  add('head', 'http09', 'HTTP/0.9 style request line: GET /', 'request-line = method SP request-target SP HTTP-version (RFC 9112 §3); not HTTP/1.x: SHOULD 400 and close (RFC 9112 §2.2)', (p) => `GET ${p}\r\n\r\n`, false);
+  add('head', 'version-lowercase', 'HTTP version in lower case: http/1.1', 'HTTP-name = %s"HTTP", case-sensitive (RFC 9112 §2.3)', (p) => `GET ${p} http/1.1\r\nHost: ${host}\r\n\r\n`, false);
+  add('head', 'version-two-digits', 'HTTP version with a two-digit minor: HTTP/1.10', 'HTTP-version = HTTP-name "/" DIGIT "." DIGIT (RFC 9112 §2.3)', (p) => `GET ${p} HTTP/1.10\r\nHost: ${host}\r\n\r\n`, false);
+
+  // --- Host ------------------------------------------------------------------------------------
+  const hostWhy = 'RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, with more than one Host field line, or with an invalid Host value';
+  add('head', 'host-missing', 'HTTP/1.1 request without Host', hostWhy, (p) => `GET ${p} HTTP/1.1\r\nX-A: 1\r\n\r\n`, false);
+  add('head', 'host-twice', 'two Host field lines', hostWhy, (p) => `GET ${p} HTTP/1.1\r\nHost: ${host}\r\nHost: other\r\n\r\n`, false);
+  add('head', 'host-invalid', `Host with an invalid value: ${host}/x`, `${hostWhy}; "/" is not allowed in uri-host (RFC 3986 reg-name)`, (p) => `GET ${p} HTTP/1.1\r\nHost: ${host}/x\r\n\r\n`, false);
+
+  // --- Chunked body (the head is valid) ----------------------------------------------------------
+  const chunked = (slug: string, name: string, why: string, body: string) =>
+    add('body', slug, name, why, (p, s) => `POST ${p} HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n${body}${s}`);
+  chunked('chunk-size-invalid', 'invalid chunk size: zz', 'chunk-size = 1*HEXDIG (RFC 9112 §7.1)', 'zz\r\nhello\r\n0\r\n\r\n');
+  // 0x1_0000_0000_0000_0005 = 2^64 + 5: a parser that wraps at 64 bits reads 5, and then the
+  // hidden request.
+  chunked('chunk-size-overflow', 'chunk size overflow: 2^64 + 5', 'RFC 9112 §7.1: recipients MUST prevent integer overflow in chunk-size', '10000000000000005\r\nhello\r\n0\r\n\r\n');
+  // A parser that skips two bytes after the data without looking reads the rest as valid.
+  chunked('chunk-missing-crlf', 'chunk data not followed by CRLF', 'chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF (RFC 9112 §7.1)', '5\r\nhelloXX0\r\n\r\n');
+  chunked('chunk-bare-lf', 'bare LF after the chunk size', 'chunk lines end with CRLF (RFC 9112 §7.1); the bare-LF allowance of §2.2 covers only the start line and fields', '5\nhello\r\n0\r\n\r\n');
+  return out;
+}
+
+export interface LegalRequest {
+  name: string;
+  bytes: Buffer;
+  marker: string;
+  /** The body the backend must receive (after de-chunking). */
+  body: string;
+}
+
+/** Legal requests with bodies that must pass through (and that a too-strict parser might refuse). */
+export function legalRequests(host = 'sink'): LegalRequest[] {
+  const mk = (slug: string, name: string, fields: string, body: string, expected: string): LegalRequest => {
+    const marker = `/framing/${slug}`;
+    return { name, marker, body: expected, bytes: Buffer.from(`POST ${marker} HTTP/1.1\r\nHost: ${host}\r\n${fields}\r\n\r\n${body}`, 'latin1') };
+  };
+  return [
+    mk('ok-content-length', 'Content-Length POST', 'Content-Length: 11', 'hello world', 'hello world'),
+    mk('ok-chunked', 'chunked POST', 'Transfer-Encoding: chunked', '5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n', 'hello world'),
+    mk('ok-chunked-tab', 'Transfer-Encoding:<TAB>chunked (OWS may be a tab)', 'Transfer-Encoding:\tchunked', '5\r\nhello\r\n0\r\n\r\n', 'hello'),
+    mk('ok-chunked-case', 'Transfer-Encoding: Chunked (coding names are case-insensitive)', 'Transfer-Encoding: Chunked', '5\r\nhello\r\n0\r\n\r\n', 'hello'),
+    mk('ok-content-length-ows', 'Content-Length with whitespace around the value', 'Content-Length: \t11 ', 'hello world', 'hello world'),
+    mk('ok-chunk-ext', 'chunk extension', 'Transfer-Encoding: chunked', '5;name=value\r\nhello\r\n0\r\n\r\n', 'hello'),
+    mk('ok-trailer', 'chunked with a trailer field', 'Transfer-Encoding: chunked', '5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n', 'hello'),
+  ];
+}
+
+/** A GET whose header block is about `bytes` long: one big field, or many 1 KiB fields. */
+export function bigHeaderRequest(path: string, bytes: number, shape: 'one-field' | 'many-fields', host = 'sink'): Buffer {
+  const fields =
+    shape === 'one-field'
+      ? `X-Big: ${'a'.repeat(bytes)}\r\n`
+      : Array.from({ length: Math.ceil(bytes / 1024) }, (_, i) => `X-Big-${i}: ${'a'.repeat(1024 - 12)}\r\n`).join('');
+  return Buffer.from(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${fields}\r\n`, 'latin1');
+}
