@@ -9,6 +9,7 @@ command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || need+=(bind9)
 command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ "${SKEIN_SKIP_APT:-}" != "1" ] && [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
   SUDO=""

@@ -51,6 +51,7 @@ export function upCommand(): Command {
       });
       const proxy = new Proxy({ controlUrl: cp.url, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
+      let outboundAt: string | null = null;
       const r = new MeshRunner({ mesh, file, controlUrl: cp.url, proxy, say });
       let stopping: Promise<void> | null = null;
       const shutdown = (why: string): Promise<void> => {
@@ -79,9 +80,9 @@ export function upCommand(): Command {
 
       try {
         proxy.start();
-        if (outbound !== null) await proxy.addWorkload({ name: 'local', outbound });
+        if (outbound !== null) outboundAt = (await proxy.addWorkload({ name: 'local', outbound })).outbound;
         adminServer = admin === null ? null : await startAdmin(proxy, admin);
-        say(`mesh "${mesh.name}": control plane at ${cp.url}${cp.dns === null ? '' : `, DNS at ${cp.dns.host}:${cp.dns.port}`}${adminServer === null ? '' : `, proxy admin at http://${adminServer.address}`}`);
+        say(`mesh "${mesh.name}": control plane at ${cp.url}${cp.dns === null ? '' : `, DNS at ${cp.dns.host}:${cp.dns.port}`}${adminServer === null ? '' : `, proxy admin at http://${adminServer.address}`}${outboundAt === null ? '' : `, outbound proxy at http://${outboundAt}`}`);
         await waitReady(proxy);
         runner = r;
         await r.start();
@@ -93,9 +94,7 @@ export function upCommand(): Command {
         const rows = r.status().map((s) => [s.name, `${s.ready}/${s.replicas}`, s.servicePort === null ? '' : `http://${s.servicePort}/`, s.outbound ?? '']);
         print(table(['SERVICE', 'READY', 'REACH IT AT', 'ITS HTTP_PROXY'], rows));
         const first = r.status().at(-1);
-        if (outbound !== null && first !== undefined) {
-          say(`through the mesh by name: curl -x http://${outbound.host}:${outbound.port} http://${first.name}/`);
-        }
+        if (outboundAt !== null && first !== undefined) say(`through the mesh by name: curl -x http://${outboundAt} http://${first.name}/`);
         say('mesh is up; Ctrl-C stops it');
       }
       await (stopping ?? new Promise<void>((resolve) => {
