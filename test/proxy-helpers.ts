@@ -582,3 +582,199 @@ export function bigHeaderRequest(path: string, bytes: number, shape: 'one-field'
       : Array.from({ length: Math.ceil(bytes / 1024) }, (_, i) => `X-Big-${i}: ${'a'.repeat(1024 - 12)}\r\n`).join('');
   return Buffer.from(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${fields}\r\n`, 'latin1');
 }
+
+// ---------------------------------------------------------------------------------------------
+// Added for the proxy HTTP tests (proxy-http): a persistent raw connection that reads responses
+// one at a time, response framing that knows HEAD, and Prometheus samples by label set.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The first complete response at the start of `buf`, and how many bytes it took; null while it is
+ * incomplete. A response to HEAD (`head`), 1xx, 204 and 304 end with their head; a response
+ * without Content-Length or chunked framing ends with the connection (`closed`).
+ */
+export function frameResponse(buf: Buffer, opts: { head?: boolean; closed?: boolean } = {}): { response: ParsedResponse; consumed: number } | null {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) return null;
+  const headLen = end + 4;
+  const head = parseResponse(buf.subarray(0, headLen)) as ParsedResponse;
+  const rest = buf.subarray(headLen);
+  const done = (body: Buffer, consumed: number) => ({ response: { ...head, body, complete: true }, consumed });
+  if (opts.head === true || head.status === 204 || head.status === 304 || (head.status >= 100 && head.status < 200)) return done(Buffer.alloc(0), headLen);
+  if (/chunked/i.test(head.headers['transfer-encoding'] ?? '')) {
+    const d = decodeChunked(rest);
+    if (d === 'invalid') throw new Error(`invalid chunked response body: ${JSON.stringify(rest.toString('latin1').slice(0, 200))}`);
+    return d === null ? null : done(d.body, headLen + d.consumed);
+  }
+  const cl = head.headers['content-length'];
+  if (cl !== undefined) {
+    const n = Number(cl);
+    return rest.length < n ? null : done(rest.subarray(0, n), headLen + n);
+  }
+  return opts.closed === true ? done(rest, buf.length) : null;
+}
+
+/** A client connection written and read as raw bytes, kept open across requests. */
+export interface RawConnection {
+  readonly socket: Socket;
+  /** Bytes received and not yet taken (by `readResponse` or `take`). */
+  readonly buffer: Buffer;
+  /** Bytes received in all, taken or not. */
+  readonly receivedBytes: number;
+  /** The peer closed (FIN or RST). */
+  readonly closed: boolean;
+  /** A socket error (ECONNRESET, ...), if any. */
+  readonly error: string | null;
+  write(bytes: Buffer | string): void;
+  /** Resolves once `pred(buffer)` holds; rejects at the deadline, or when the connection closes and it does not hold. */
+  waitUntil(pred: (buf: Buffer) => boolean, opts?: { timeoutMs?: number; what?: string }): Promise<void>;
+  /** Reads (and takes) the next complete response; `head`: it answers a HEAD request. */
+  readResponse(opts?: { head?: boolean; timeoutMs?: number }): Promise<ParsedResponse>;
+  /** Resolves once the peer closed; rejects at the deadline. */
+  waitClosed(timeoutMs?: number): Promise<void>;
+  /** Takes the first `n` bytes of the buffer (all of it by default). */
+  take(n?: number): Buffer;
+  end(): void;
+  destroy(): void;
+}
+
+/** Connects to 127.0.0.1:port (or `host`); resolves once connected. */
+export function openRaw(port: number, host = '127.0.0.1'): Promise<RawConnection> {
+  return new Promise((resolve, reject) => {
+    let buffer: Buffer = Buffer.alloc(0);
+    let receivedBytes = 0;
+    let closed = false;
+    let error: string | null = null;
+    const waiters = new Set<() => void>();
+    const wake = () => {
+      for (const w of [...waiters]) w();
+    };
+    const show = () => JSON.stringify(buffer.toString('latin1').slice(0, 300));
+    const sock = createConnection({ host, port });
+    sock.setNoDelay(true);
+    const conn: RawConnection = {
+      socket: sock,
+      get buffer() {
+        return buffer;
+      },
+      get receivedBytes() {
+        return receivedBytes;
+      },
+      get closed() {
+        return closed;
+      },
+      get error() {
+        return error;
+      },
+      write(bytes) {
+        sock.write(typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes);
+      },
+      waitUntil(pred, opts = {}) {
+        return new Promise<void>((res, rej) => {
+          const what = opts.what ?? 'a condition on the received bytes';
+          const check = () => {
+            let ok: boolean;
+            try {
+              ok = pred(buffer);
+            } catch (e) {
+              settle(e as Error);
+              return;
+            }
+            if (ok) settle(null);
+            else if (closed) settle(new Error(`the connection closed (error: ${error}) before ${what}; unread bytes: ${show()}`));
+          };
+          const settle = (e: Error | null) => {
+            clearTimeout(timer);
+            waiters.delete(check);
+            if (e === null) res();
+            else rej(e);
+          };
+          const timer = setTimeout(() => settle(new Error(`timed out waiting for ${what}; unread bytes: ${show()}`)), opts.timeoutMs ?? 10_000);
+          waiters.add(check);
+          check();
+        });
+      },
+      async readResponse(opts = {}) {
+        const frame = () => frameResponse(buffer, { head: opts.head === true, closed });
+        await conn.waitUntil(() => frame() !== null, { timeoutMs: opts.timeoutMs, what: 'a complete response' });
+        const f = frame() as NonNullable<ReturnType<typeof frameResponse>>;
+        buffer = buffer.subarray(f.consumed);
+        return f.response;
+      },
+      waitClosed(timeoutMs = 10_000) {
+        return new Promise<void>((res, rej) => {
+          const check = () => {
+            if (!closed) return;
+            clearTimeout(timer);
+            waiters.delete(check);
+            res();
+          };
+          const timer = setTimeout(() => {
+            waiters.delete(check);
+            rej(new Error(`timed out waiting for the peer to close the connection; unread bytes: ${show()}`));
+          }, timeoutMs);
+          waiters.add(check);
+          check();
+        });
+      },
+      take(n) {
+        const k = n ?? buffer.length;
+        const out = buffer.subarray(0, k);
+        buffer = buffer.subarray(k);
+        return out;
+      },
+      end() {
+        sock.end();
+      },
+      destroy() {
+        sock.destroy();
+      },
+    };
+    sock.on('data', (d: Buffer) => {
+      receivedBytes += d.length;
+      buffer = buffer.length === 0 ? d : Buffer.concat([buffer, d]);
+      wake();
+    });
+    const onClosed = () => {
+      closed = true;
+      wake();
+    };
+    sock.on('end', onClosed);
+    sock.on('close', onClosed);
+    sock.once('connect', () => resolve(conn));
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      if (sock.connecting) {
+        reject(e);
+        return;
+      }
+      error = e.code ?? e.message;
+      onClosed();
+    });
+  });
+}
+
+/**
+ * The sum of the samples of metric `name` (e.g. `skein_proxy_requests_total`) whose labels include
+ * all of `labels` (in any order); undefined when no sample matches.
+ */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  let sum: number | undefined;
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have: Record<string, string> = {};
+    const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
+    let l: RegExpExecArray | null;
+    while ((l = re.exec(m[2] ?? '')) !== null) have[l[1] as string] = (l[2] as string).replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum = (sum ?? 0) + Number(m[3]);
+  }
+  return sum;
+}
+
+/** The proxy's admin `/metrics` as text. */
+export async function scrapeMetrics(proxy: ProxyProcess): Promise<string> {
+  const res = await fetch(`${proxy.admin}/metrics`);
+  if (res.status !== 200) throw new Error(`GET ${proxy.admin}/metrics: ${res.status}`);
+  return res.text();
+}

@@ -51,6 +51,9 @@ const lowerBytes = new Map<string, Uint8Array>();
 /** Scratch of onResponseHead (synchronous, so one for all). */
 const responseDrop = new Uint8Array(MAX_HEADERS);
 
+/** llhttp's numbers of DELETE, GET, HEAD, PUT, OPTIONS, TRACE. */
+const IDEMPOTENT = new Set([0, 1, 2, 4, 6, 7]);
+
 /** RFC 3986 host (reg-name or IP literal) with an optional port; no userinfo. */
 const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$/;
 
@@ -328,7 +331,16 @@ export class Downstream implements ParserCallbacks, HashInput {
       }
     }
     if (extra !== null) {
-      for (let i = 0; i < n; i++) if (extra.includes(head.nameOf(buf, i).toLowerCase())) drop[i] = 1;
+      // Headers the client named in Connection are hop-by-hop, even the ones the proxy manages.
+      for (let i = 0; i < n; i++) {
+        if (!extra.includes(head.nameOf(buf, i).toLowerCase())) continue;
+        drop[i] = 1;
+        const h = classify(buf, f[i * 4]!, f[i * 4 + 1]!);
+        if (h === H.XForwardedFor) xff = undefined;
+        else if (h === H.XForwardedProto) xfp = false;
+        else if (h === H.XRequestId) rid = -1;
+        else if (h === H.Host && host === i) host = -1;
+      }
     }
     if (this.parser.httpMajor !== 1) {
       this.reject('SKEIN_E_BAD_REQUEST', `HTTP/${this.parser.httpMajor}.${this.parser.httpMinor} is not supported (HTTP/1.0 and 1.1 are)`);
@@ -392,6 +404,7 @@ export class Downstream implements ParserCallbacks, HashInput {
     const ex = new Exchange(this, dest, out, {
       isHead: this.parser.method === METHOD_HEAD,
       hasBody,
+      idempotent: IDEMPOTENT.has(this.parser.method),
       upgrade: this.upgrade,
       keepAlive: this.keepAlive && !this.clientEnded,
       http10: !http11,
@@ -491,6 +504,8 @@ export class Downstream implements ParserCallbacks, HashInput {
 interface ExchangeOptions {
   readonly isHead: boolean;
   readonly hasBody: boolean;
+  /** GET, HEAD, PUT, DELETE, OPTIONS, TRACE (RFC 9110 9.2.2): may be sent again. */
+  readonly idempotent: boolean;
   readonly upgrade: boolean;
   readonly keepAlive: boolean;
   readonly http10: boolean;
@@ -514,6 +529,8 @@ class Exchange implements UpstreamHandler {
   private status = 0;
   private closeAfter = false;
   private responseDone = false;
+  /** The rewritten response head, until it is written (with the first body bytes). */
+  private pendingHead: string | null = null;
   /** Waiting for a 'drain' of the upstream (client reads paused) / of the client (upstream reads paused). */
   private upDrain = false;
   private dsDrain = false;
@@ -558,10 +575,12 @@ class Exchange implements UpstreamHandler {
     const s = up.socket;
     const q = this.queue;
     this.queue = null;
-    // Head and the body bytes that follow in this tick leave in one write.
-    corkForTick(s);
-    s.write(this.headStr, 'latin1');
-    if (q !== null) for (const b of q) s.write(b);
+    if (this.o.hasBody || this.o.upgrade) {
+      // Head and the body bytes that follow in this tick leave in one write.
+      corkForTick(s);
+      s.write(this.headStr, 'latin1');
+      if (q !== null) for (const b of q) s.write(b);
+    } else s.write(this.headStr, 'latin1');
     if (this.queued > MAX_QUEUED_BODY) this.ds.socket.resume();
     this.queued = 0;
   }
@@ -668,16 +687,36 @@ class Exchange implements UpstreamHandler {
     else if (this.o.http10) out += 'connection: keep-alive\r\n';
     out += '\r\n';
     this.responseStarted = true;
-    // Head and the first body bytes (usually in the same chunk) leave in one write.
-    corkForTick(ds.socket);
-    ds.socket.write(out, 'latin1');
+    // Held until the first body bytes (usually in the same chunk): both leave in one write.
+    this.pendingHead = out;
+  }
+
+  /** Writes the response head if it is still held. */
+  flushHead(): void {
+    const head = this.pendingHead;
+    if (head === null) return;
+    this.pendingHead = null;
+    this.ds.socket.write(head, 'latin1');
   }
 
   onResponseBody(up: Upstream, data: Buffer): void {
-    if (!this.ds.socket.write(data)) this.waitDsDrain(up);
+    const head = this.pendingHead;
+    let out = data;
+    if (head !== null) {
+      this.pendingHead = null;
+      out = Buffer.allocUnsafe(head.length + data.length);
+      out.write(head, 0, 'latin1');
+      data.copy(out, head.length);
+    }
+    if (!this.ds.socket.write(out)) this.waitDsDrain(up);
+  }
+
+  onChunkDone(): void {
+    this.flushHead();
   }
 
   onResponseComplete(up: Upstream, rest: Buffer): void {
+    this.flushHead();
     if (this.status === 101) {
       this.ds.startTunnel(this);
       if (rest.length > 0) this.tunnelDown(rest);
@@ -711,9 +750,14 @@ class Exchange implements UpstreamHandler {
       this.ds.socket.end();
       return;
     }
+    if (this.pendingHead !== null) {
+      // The head never left: the client can still get a proper error.
+      this.pendingHead = null;
+      this.responseStarted = false;
+    }
     this.completion.end({ latencyMs: performance.now() - this.t0, ok: false });
     this.completion = NOOP_COMPLETION;
-    if (!this.responseStarted && up.reused && !this.o.hasBody && !this.staleRetried) {
+    if (this.status === 0 && up.reused && !this.o.hasBody && this.o.idempotent && !this.staleRetried) {
       // A pooled connection the server had closed as we sent: the request did not get a byte of
       // answer and has no body, so sending it again on a fresh connection is safe.
       this.staleRetried = true;

@@ -20,6 +20,8 @@ export interface UpstreamHandler {
   onResponseHead(up: Upstream, head: Buffer, statusCode: number): void;
   /** Raw response bytes after the head (body framing included), to forward as they are. */
   onResponseBody(up: Upstream, data: Buffer): void;
+  /** A chunk was parsed and the response is not complete yet (write what is held). */
+  onChunkDone(): void;
   /** The final response is complete; `rest` are bytes after it (a tunnel's first bytes after 101). */
   onResponseComplete(up: Upstream, rest: Buffer): void;
   /** The connection failed: `phase` says whether it ever connected. */
@@ -184,6 +186,7 @@ export class Upstream implements ParserCallbacks {
       if (hh === null) return;
       if (ret === ERR.OK) {
         if (!this.decodeBody && data.length > 0) hh.onResponseBody(this, data);
+        this.handler?.onChunkDone();
         return;
       }
       if ((ret === ERR.PAUSED || ret === ERR.PAUSED_UPGRADE) && this.msgDone) {
