@@ -143,8 +143,10 @@ export class MeshRunner {
         await proxy.removeWorkload(r.id, svc.stopTimeoutMs);
       },
       onExit: async (r) => {
-        await api(controlUrl, 'DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
+        // Close its inbound listener first: callers then get a refused connection, which their
+        // proxies retry on another replica, instead of a 502 from a listener with no app.
         await proxy.removeWorkload(r.id, 0);
+        await api(controlUrl, 'DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
       },
       onEvent: (e) => this.event(e),
     });

@@ -529,6 +529,8 @@ class Exchange implements UpstreamHandler {
   private status = 0;
   private closeAfter = false;
   private responseDone = false;
+  /** The response is a peer proxy's connect failure, to drop; the request goes elsewhere. */
+  private retryElsewhere = false;
   /** The rewritten response head, until it is written (with the first body bytes). */
   private pendingHead: string | null = null;
   /** Waiting for a 'drain' of the upstream (client reads paused) / of the client (upstream reads paused). */
@@ -638,6 +640,7 @@ class Exchange implements UpstreamHandler {
     const n = h.count;
     let chunked = false;
     let extra: string[] | null = null;
+    let peerError: string | undefined;
     const drop = responseDrop;
     for (let i = 0; i < n; i++) {
       const o = i * 4;
@@ -660,9 +663,19 @@ class Exchange implements UpstreamHandler {
           chunked = true;
           if (this.o.http10) drop[i] = 1;
           break;
+        case H.XSkeinError:
+          peerError = h.valueOf(head, i);
+          break;
         default:
           break;
       }
+    }
+    if (status === 502 && peerError === 'SKEIN_E_UPSTREAM_CONNECT' && ds.ctx.direction === 'outbound' && !this.o.hasBody && (this.tried?.length ?? 0) < ds.ctx.limits.connectRetries) {
+      // The endpoint is another proxy's inbound listener whose app refused the connection (it
+      // just crashed, say): nothing reached an app, so another endpoint may take the request.
+      // This response is read to its end and dropped (see onResponseComplete).
+      this.retryElsewhere = true;
+      return;
     }
     if (extra !== null) {
       for (let i = 0; i < n; i++) if (extra.includes(h.nameOf(head, i).toLowerCase())) drop[i] = 1;
@@ -700,6 +713,7 @@ class Exchange implements UpstreamHandler {
   }
 
   onResponseBody(up: Upstream, data: Buffer): void {
+    if (this.retryElsewhere) return;
     const head = this.pendingHead;
     let out = data;
     if (head !== null) {
@@ -716,6 +730,19 @@ class Exchange implements UpstreamHandler {
   }
 
   onResponseComplete(up: Upstream, rest: Buffer): void {
+    if (this.retryElsewhere) {
+      this.retryElsewhere = false;
+      this.status = 0;
+      this.up = null;
+      if (rest.length === 0 && up.reusable) up.pool.release(up, performance.now());
+      else up.close();
+      this.completion.end({ latencyMs: performance.now() - this.t0, ok: false });
+      this.completion = NOOP_COMPLETION;
+      (this.tried ??= []).push(up.endpoint);
+      this.queue = [];
+      if (!this.begin()) this.fail('SKEIN_E_UPSTREAM_CONNECT', `no endpoint of "${this.dest.service}" could take the request (tried ${this.tried.map((t) => t.key).join(', ')})`);
+      return;
+    }
     this.flushHead();
     if (this.status === 101) {
       this.ds.startTunnel(this);

@@ -22,6 +22,7 @@ export const enum H {
   XRequestId,
   TransferEncoding,
   ContentLength,
+  XSkeinError,
 }
 
 const NAMES: ReadonlyArray<readonly [string, H]> = [
@@ -37,6 +38,7 @@ const NAMES: ReadonlyArray<readonly [string, H]> = [
   ['x-request-id', H.XRequestId],
   ['transfer-encoding', H.TransferEncoding],
   ['content-length', H.ContentLength],
+  ['x-skein-error', H.XSkeinError],
 ];
 
 /** By length: the names of that length, as byte arrays. */
