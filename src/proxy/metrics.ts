@@ -1,9 +1,11 @@
 /**
  * The proxy's Prometheus metrics (prom-client, its own registry). Per-request metrics are
- * recorded through `EndpointStats` objects that hold their label children, resolved once per
- * (workload, direction, service, instance): the hot path does no label lookups.
+ * recorded in plain counters of `RouteStats` objects, one per (workload, direction, service,
+ * instance): the request path does no label hashing and no map lookups by string. prom-client
+ * reads them when scraped (a metric object of ours registered in its registry) and does the
+ * exposition.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ErrorCode } from '../core/errors.js';
 import type { Direction, EndpointStats, ForwarderCounters } from './http1/types.js';
 
@@ -16,29 +18,81 @@ export interface ProxyGauges {
   watchConnected(): boolean;
 }
 
+type Labels = Record<string, string>;
+
+/** Requests to one destination instance from one listener. */
+class RouteStats implements EndpointStats {
+  readonly statuses = new Map<number, number>();
+  readonly buckets = new Float64Array(LATENCY_BUCKETS.length);
+  sum = 0;
+  count = 0;
+
+  constructor(readonly labels: Labels) {}
+
+  record(status: number, seconds: number): void {
+    this.statuses.set(status, (this.statuses.get(status) ?? 0) + 1);
+    this.sum += seconds;
+    this.count++;
+    for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
+      if (seconds <= LATENCY_BUCKETS[i]!) {
+        this.buckets[i]!++;
+        break;
+      }
+    }
+  }
+}
+
+interface MetricValue {
+  labels: Labels;
+  value: number;
+  metricName?: string;
+}
+
+/** A metric prom-client's registry can expose: ours, read at scrape time. */
+function scrapedMetric(name: string, help: string, type: 'counter' | 'histogram', values: () => MetricValue[]) {
+  return {
+    name,
+    help,
+    type,
+    aggregator: 'sum' as const,
+    get: async () => ({ name, help, type, aggregator: 'sum' as const, values: values() }),
+    reset: () => undefined,
+  };
+}
+
 export class ProxyMetrics implements ForwarderCounters {
   readonly registry = new Registry();
-  private readonly requests: Counter<'workload' | 'direction' | 'service' | 'instance' | 'status'>;
-  private readonly duration: Histogram<'workload' | 'direction' | 'service' | 'instance'>;
+  private readonly routes: RouteStats[] = [];
+  private readonly byKey = new Map<string, RouteStats>();
   private readonly errors: Counter<'direction' | 'code'>;
   private readonly connects: Counter<'result'>;
 
   constructor(gauges: ProxyGauges) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
-    this.requests = new Counter({
-      name: 'skein_proxy_requests_total',
-      help: 'Requests the proxy finished, by destination service and instance and response status (0: no response).',
-      labelNames: ['workload', 'direction', 'service', 'instance', 'status'],
-      registers,
-    });
-    this.duration = new Histogram({
-      name: 'skein_proxy_request_duration_seconds',
-      help: 'Time from the complete request head to the end of the response, by destination service and instance.',
-      labelNames: ['workload', 'direction', 'service', 'instance'],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    });
+    const routes = this.routes;
+    this.registry.registerMetric(
+      scrapedMetric('skein_proxy_requests_total', 'Requests the proxy finished, by destination service and instance and response status (0: no response).', 'counter', () =>
+        routes.flatMap((r) => [...r.statuses].sort((a, b) => a[0] - b[0]).map(([status, n]) => ({ labels: { ...r.labels, status: String(status) }, value: n }))),
+      ) as never,
+    );
+    this.registry.registerMetric(
+      scrapedMetric('skein_proxy_request_duration_seconds', 'Time from the complete request head to the end of the response, by destination service and instance.', 'histogram', () =>
+        routes.flatMap((r) => {
+          if (r.count === 0) return [];
+          const out: MetricValue[] = [];
+          let cum = 0;
+          LATENCY_BUCKETS.forEach((le, i) => {
+            cum += r.buckets[i]!;
+            out.push({ labels: { ...r.labels, le: String(le) }, value: cum, metricName: 'skein_proxy_request_duration_seconds_bucket' });
+          });
+          out.push({ labels: { ...r.labels, le: '+Inf' }, value: r.count, metricName: 'skein_proxy_request_duration_seconds_bucket' });
+          out.push({ labels: r.labels, value: r.sum, metricName: 'skein_proxy_request_duration_seconds_sum' });
+          out.push({ labels: r.labels, value: r.count, metricName: 'skein_proxy_request_duration_seconds_count' });
+          return out;
+        }),
+      ) as never,
+    );
     this.errors = new Counter({
       name: 'skein_proxy_errors_total',
       help: 'Responses the proxy made itself (x-skein-error), by code.',
@@ -89,21 +143,17 @@ export class ProxyMetrics implements ForwarderCounters {
     });
   }
 
+  /** The counters of one route; call once per (workload, direction, service, instance) and keep. */
   stats(workload: string, direction: Direction, service: string, instance: string): EndpointStats {
-    const hist = this.duration.labels(workload, direction, service, instance);
-    const byStatus = new Map<number, { inc(): void }>();
-    const requests = this.requests;
-    return {
-      record(status: number, seconds: number): void {
-        let c = byStatus.get(status);
-        if (c === undefined) {
-          c = requests.labels(workload, direction, service, instance, String(status));
-          byStatus.set(status, c);
-        }
-        c.inc();
-        hist.observe(seconds);
-      },
-    };
+    // A workload that comes back under the same name (a restarted replica) keeps its series.
+    const key = `${workload}\u0000${direction}\u0000${service}\u0000${instance}`;
+    let r = this.byKey.get(key);
+    if (r === undefined) {
+      r = new RouteStats({ workload, direction, service, instance });
+      this.byKey.set(key, r);
+      this.routes.push(r);
+    }
+    return r;
   }
 
   proxyError(direction: Direction, code: ErrorCode): void {

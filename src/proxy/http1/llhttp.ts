@@ -180,8 +180,9 @@ export class HttpParser {
       inSize = Math.max(len, 16 * 1024);
       inPtr = ll.malloc(inSize);
     }
-    // A view of the whole memory, made again only when the memory grew (the old one detaches).
-    if (memView.byteLength === 0 || memView.buffer !== ll.memory.buffer) memView = new Uint8Array(ll.memory.buffer);
+    // A view of the whole memory, made again only when the memory grew (growing detaches the
+    // old buffer, whose views then have length 0).
+    if (memView.byteLength === 0) memView = new Uint8Array(ll.memory.buffer);
     memView.set(chunk, inPtr);
     const prev = current;
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- routes the wasm callbacks to this parser
