@@ -208,6 +208,8 @@ export class Proxy {
   private readonly clock: Clock;
   private readonly logger: Logger | undefined;
   private readonly services = new Map<string, ServiceState>();
+  /** Authority -> service name (or null), for the few authorities a proxy sees over and over. */
+  private readonly serviceNames = new Map<string, string | null>();
   private readonly workloads = new Map<string, Workload>();
   private sweeper: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -261,6 +263,15 @@ export class Proxy {
 
   /** The service a Host / authority names: `name`, `name:port`, `name.service.<domain>`. */
   serviceOf(authority: string): string | null {
+    const cached = this.serviceNames.get(authority);
+    if (cached !== undefined) return cached;
+    const name = this.parseServiceName(authority);
+    if (this.serviceNames.size >= 1024) this.serviceNames.clear();
+    this.serviceNames.set(authority, name);
+    return name;
+  }
+
+  private parseServiceName(authority: string): string | null {
     let host = authority;
     if (host.charCodeAt(0) === 0x5b) return null; // [IPv6]
     const colon = host.lastIndexOf(':');

@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { NOOP_COMPLETION, type Completion } from '../../balance/balancer.js';
 import type { ErrorCode } from '../../core/errors.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
-import { classify, connectionTokens, errorResponse, H, HeadCollector, MAX_HEADERS } from './head.js';
+import { classify, connectionTokens, errorResponse, H, HeadCollector, MAX_HEADERS, rewriteHead } from './head.js';
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType, type ParserCallbacks } from './llhttp.js';
 import type { Destination, Direction, EndpointStats, ForwarderCounters, HashInput, Limits, RouteError } from './types.js';
 import { Upstream, type Pools, type UpstreamHandler } from './upstream.js';
@@ -56,6 +56,17 @@ const IDEMPOTENT = new Set([0, 1, 2, 4, 6, 7]);
 
 /** RFC 3986 host (reg-name or IP literal) with an optional port; no userinfo. */
 const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$/;
+
+/** Authorities seen valid (a few names over and over: the regular expression runs once each). */
+const validAuthorities = new Set<string>();
+
+function validAuthority(a: string): boolean {
+  if (validAuthorities.has(a)) return true;
+  if (!AUTHORITY.test(a)) return false;
+  if (validAuthorities.size >= 1024) validAuthorities.clear();
+  validAuthorities.add(a);
+  return true;
+}
 
 function isRouteError(r: Destination | RouteError): r is RouteError {
   return (r as RouteError).error !== undefined;
@@ -365,7 +376,7 @@ export class Downstream implements ParserCallbacks, HashInput {
       this.reject('SKEIN_E_BAD_REQUEST', hosts > 1 ? 'more than one Host header' : 'an HTTP/1.1 request must have a Host header');
       return;
     }
-    if (authority !== null && !AUTHORITY.test(authority)) {
+    if (authority !== null && !validAuthority(authority)) {
       this.reject('SKEIN_E_BAD_REQUEST', `"${authority.slice(0, 100)}" is not a valid host[:port]`);
       return;
     }
@@ -383,23 +394,13 @@ export class Downstream implements ParserCallbacks, HashInput {
     // The head for the upstream: request line in origin form, the client's header lines minus
     // the hop-by-hop ones, then what the proxy adds.
     const methodEnd = head.urlStart - 1;
-    let out = `${buf.toString('latin1', 0, methodEnd)} ${path} HTTP/1.1\r\n`;
-    let run = -1;
-    for (let i = 0; i < n; i++) {
-      if (drop[i] === 1) {
-        if (run >= 0) {
-          out += buf.toString('latin1', run, f[i * 4]!);
-          run = -1;
-        }
-      } else if (run < 0) run = f[i * 4]!;
-    }
-    if (run >= 0) out += buf.toString('latin1', run, buf.length - 2);
-    if (abs !== null) out += `host: ${authority}\r\n`;
-    out += `x-forwarded-for: ${xff === undefined ? this.peer : `${xff}, ${this.peer}`}\r\n`;
-    if (!xfp) out += 'x-forwarded-proto: http\r\n';
-    if (rid < 0) out += `x-request-id: ${requestId}\r\n`;
-    if (this.upgrade) out += 'connection: upgrade\r\n';
-    out += '\r\n';
+    let tail = abs !== null ? `host: ${authority}\r\n` : '';
+    tail += `x-forwarded-for: ${xff === undefined ? this.peer : `${xff}, ${this.peer}`}\r\n`;
+    if (!xfp) tail += 'x-forwarded-proto: http\r\n';
+    if (rid < 0) tail += `x-request-id: ${requestId}\r\n`;
+    if (this.upgrade) tail += 'connection: upgrade\r\n';
+    tail += '\r\n';
+    const out = rewriteHead(buf, head, drop, head.lineStart(buf, 0), `${buf.toString('latin1', 0, methodEnd)} ${path} HTTP/1.1\r\n`, tail);
 
     const ex = new Exchange(this, dest, out, {
       isHead: this.parser.method === METHOD_HEAD,
@@ -532,7 +533,7 @@ class Exchange implements UpstreamHandler {
   /** The response is a peer proxy's connect failure, to drop; the request goes elsewhere. */
   private retryElsewhere = false;
   /** The rewritten response head, until it is written (with the first body bytes). */
-  private pendingHead: string | null = null;
+  private pendingHead: Buffer | null = null;
   /** Waiting for a 'drain' of the upstream (client reads paused) / of the client (upstream reads paused). */
   private upDrain = false;
   private dsDrain = false;
@@ -540,7 +541,7 @@ class Exchange implements UpstreamHandler {
   constructor(
     private readonly ds: Downstream,
     private readonly dest: Destination,
-    private readonly headStr: string,
+    private readonly headBytes: Buffer,
     private readonly o: ExchangeOptions,
   ) {}
 
@@ -580,9 +581,9 @@ class Exchange implements UpstreamHandler {
     if (this.o.hasBody || this.o.upgrade) {
       // Head and the body bytes that follow in this tick leave in one write.
       corkForTick(s);
-      s.write(this.headStr, 'latin1');
+      s.write(this.headBytes);
       if (q !== null) for (const b of q) s.write(b);
-    } else s.write(this.headStr, 'latin1');
+    } else s.write(this.headBytes);
     if (this.queued > MAX_QUEUED_BODY) this.ds.socket.resume();
     this.queued = 0;
   }
@@ -684,24 +685,10 @@ class Exchange implements UpstreamHandler {
     if (decode) up.decodeBody = true;
     const close = !this.o.keepAlive || up.needsEof || decode || ds.ctx.draining || (this.o.upgrade && status !== 101);
     this.closeAfter = close;
-    let out = head.toString('latin1', 0, h.lineStart(head, 0));
-    let run = -1;
-    for (let i = 0; i < n; i++) {
-      if (drop[i] === 1) {
-        if (run >= 0) {
-          out += head.toString('latin1', run, f[i * 4]!);
-          run = -1;
-        }
-      } else if (run < 0) run = f[i * 4]!;
-    }
-    if (run >= 0) out += head.toString('latin1', run, head.length - 2);
-    if (status === 101) out += 'connection: upgrade\r\n';
-    else if (close) out += 'connection: close\r\n';
-    else if (this.o.http10) out += 'connection: keep-alive\r\n';
-    out += '\r\n';
+    const tail = status === 101 ? 'connection: upgrade\r\n\r\n' : close ? 'connection: close\r\n\r\n' : this.o.http10 ? 'connection: keep-alive\r\n\r\n' : '\r\n';
     this.responseStarted = true;
     // Held until the first body bytes (usually in the same chunk): both leave in one write.
-    this.pendingHead = out;
+    this.pendingHead = rewriteHead(head, h, drop, 0, '', tail);
   }
 
   /** Writes the response head if it is still held. */
@@ -709,7 +696,7 @@ class Exchange implements UpstreamHandler {
     const head = this.pendingHead;
     if (head === null) return;
     this.pendingHead = null;
-    this.ds.socket.write(head, 'latin1');
+    this.ds.socket.write(head);
   }
 
   onResponseBody(up: Upstream, data: Buffer): void {
@@ -719,7 +706,7 @@ class Exchange implements UpstreamHandler {
     if (head !== null) {
       this.pendingHead = null;
       out = Buffer.allocUnsafe(head.length + data.length);
-      out.write(head, 0, 'latin1');
+      head.copy(out, 0);
       data.copy(out, head.length);
     }
     if (!this.ds.socket.write(out)) this.waitDsDrain(up);

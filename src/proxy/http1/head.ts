@@ -181,6 +181,43 @@ export class HeadCollector {
   }
 }
 
+const runStart = new Int32Array(MAX_HEADERS + 1);
+const runEnd = new Int32Array(MAX_HEADERS + 1);
+
+/**
+ * A rewritten head as bytes: `prefix` (text), then the bytes of `src` from `from` on, minus the
+ * header lines marked in `drop` (copied in runs, as they came), then `tail` (text that ends with
+ * the blank line). No strings are made of the copied bytes.
+ */
+export function rewriteHead(src: Buffer, h: HeadCollector, drop: Uint8Array, from: number, prefix: string, tail: string): Buffer {
+  const f = h.fields;
+  let runs = 0;
+  let run = from;
+  let len = prefix.length + tail.length;
+  for (let i = 0; i < h.count; i++) {
+    const start = f[i * 4]!;
+    if (drop[i] === 1) {
+      if (run >= 0 && start > run) {
+        runStart[runs] = run;
+        runEnd[runs++] = start;
+        len += start - run;
+      }
+      run = -1;
+    } else if (run < 0) run = start;
+  }
+  const end = src.length - 2;
+  if (run >= 0 && end > run) {
+    runStart[runs] = run;
+    runEnd[runs++] = end;
+    len += end - run;
+  }
+  const out = Buffer.allocUnsafe(len);
+  let pos = prefix.length > 0 ? out.write(prefix, 0, 'latin1') : 0;
+  for (let r = 0; r < runs; r++) pos += src.copy(out, pos, runStart[r], runEnd[r]);
+  out.write(tail, pos, 'latin1');
+  return out;
+}
+
 /** Lowercase tokens of Connection header values ("close", "keep-alive", "upgrade", header names). */
 export function connectionTokens(value: string): string[] {
   const out: string[] = [];
