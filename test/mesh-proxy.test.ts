@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { join } from 'node:path';
 import { api, closedPort, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
-import { registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
+import { Load, registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -139,64 +139,6 @@ async function endpointIds(p: ProxyProcess, service: string): Promise<string[]> 
   return (s?.endpoints ?? []).map((e) => e.id).sort();
 }
 
-/**
- * A steady load: `concurrency` loops, each on its own keep-alive connection, sending GETs with
- * `Host: <host>` to 127.0.0.1:port one after the other until stopped. Counts answers by
- * x-served-by; any answer but a 200, or no answer, is a failure.
- */
-class Load {
-  ok = 0;
-  readonly failures: string[] = [];
-  readonly servedBy = new Map<string, number>();
-  private stopped = false;
-  private readonly loops: Array<Promise<void>> = [];
-  private readonly agent: http.Agent;
-
-  constructor(
-    private readonly port: number,
-    private readonly host: string,
-    concurrency: number,
-  ) {
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-    for (let i = 0; i < concurrency; i++) this.loops.push(this.loop());
-  }
-
-  get total(): number {
-    return this.ok + this.failures.length;
-  }
-
-  private async loop(): Promise<void> {
-    while (!this.stopped) {
-      try {
-        const r = await request(this.port, { path: '/load', headers: { host: this.host }, agent: this.agent });
-        if (r.status !== 200) {
-          this.failures.push(`${new Date().toISOString()} ${r.status} x-skein-error=${String(r.headers['x-skein-error'])} ${r.body.slice(0, 300)}`);
-          continue;
-        }
-        this.ok++;
-        const who = String(r.headers['x-served-by']);
-        this.servedBy.set(who, (this.servedBy.get(who) ?? 0) + 1);
-      } catch (e) {
-        this.failures.push(`${new Date().toISOString()} no answer: ${(e as Error).message}`);
-      }
-    }
-  }
-
-  async more(n: number, timeoutMs = 20_000): Promise<void> {
-    const target = this.total + n;
-    await waitFor(() => this.total >= target, { timeoutMs, what: `${n} more requests of the load` });
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await Promise.all(this.loops);
-    this.agent.destroy();
-  }
-
-  report(): string {
-    return `${this.ok} ok, ${this.failures.length} failed; served by ${JSON.stringify(Object.fromEntries(this.servedBy))}; first failures:\n${this.failures.slice(0, 10).join('\n')}`;
-  }
-}
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -353,10 +295,10 @@ describe('control-plane restart under a steady load through proxy A', () => {
   test('stop the control plane, serve from the last state, restart it on the same port and data dir, reconnect, route to a new instance; no request fails', async () => {
     const connected = async () => metric(await metricsOf(A), 'skein_proxy_control_connected');
     assert.equal(await connected(), 1, 'A watches the control plane');
-    const l = new Load(aOut, 'web', 8);
+    const l = new Load(aOut, '/load', 8, (_b, r) => String(r.headers['x-served-by']), { host: 'web' });
     load = l;
     await l.more(200);
-    assert.deepEqual(l.failures, [], l.report());
+    assert.deepEqual(l.failures.map((f) => f.what), [], l.report());
 
     // Down.
     const code = await cp1.stop('SIGTERM');
@@ -393,7 +335,7 @@ describe('control-plane restart under a steady load through proxy A', () => {
     await l.more(200);
     await l.stop();
     load = null;
-    assert.deepEqual(l.failures, [], `no request failed over the whole restart: ${l.report()}`);
+    assert.deepEqual(l.failures.map((f) => f.what), [], `no request failed over the whole restart: ${l.report()}`);
     assert.ok((l.servedBy.get('web-2') ?? 0) > 0 && (l.servedBy.get('web-1') ?? 0) > 0, l.report());
   });
 });

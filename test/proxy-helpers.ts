@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
+import http from 'node:http';
 import { SKEIN_BIN, api, waitFor } from './helpers.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -777,4 +778,102 @@ export async function scrapeMetrics(proxy: ProxyProcess): Promise<string> {
   const res = await fetch(`${proxy.admin}/metrics`);
   if (res.status !== 200) throw new Error(`GET ${proxy.admin}/metrics: ${res.status}`);
   return res.text();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A steady load
+// ---------------------------------------------------------------------------------------------
+
+export interface LoadReply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** One GET to 127.0.0.1:port over node:http (`agent`: a keep-alive pool, or a new connection). */
+export function httpGet(port: number, path: string, opts: { agent?: http.Agent; headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<LoadReply> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method: 'GET', headers: opts.headers ?? {}, agent: opts.agent ?? false, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within the timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/**
+ * A steady load: `concurrency` loops, each on its own keep-alive connection, sending GETs one
+ * after the other until stopped. Every answer is recorded: which replica served it (`servedBy`),
+ * and every answer that is not a 200 (or a request that got no answer) as a failure.
+ */
+export class Load {
+  ok = 0;
+  /** `started`: when the failed request was sent; `at`: when it failed. */
+  readonly failures: Array<{ started: number; at: number; what: string }> = [];
+  readonly servedBy = new Map<string, number>();
+  private stopped = false;
+  private readonly loops: Array<Promise<void>> = [];
+  private readonly agent: http.Agent;
+
+  constructor(
+    private readonly port: number,
+    private readonly path: string,
+    concurrency: number,
+    private readonly replicaOf: (body: any, r: LoadReply) => string | undefined,
+    private readonly headers: Record<string, string> = {},
+  ) {
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+    for (let i = 0; i < concurrency; i++) this.loops.push(this.loop());
+  }
+
+  get total(): number {
+    return this.ok + this.failures.length;
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      const started = Date.now();
+      try {
+        const r = await httpGet(this.port, this.path, { agent: this.agent, headers: this.headers });
+        if (r.status !== 200) {
+          this.failures.push({ started, at: Date.now(), what: `${r.status} x-skein-error=${String(r.headers['x-skein-error'])} ${r.body.slice(0, 300)}` });
+          continue;
+        }
+        this.ok++;
+        let body: unknown;
+        try {
+          body = JSON.parse(r.body);
+        } catch {
+          body = undefined;
+        }
+        const who = this.replicaOf(body, r);
+        if (who !== undefined) this.servedBy.set(who, (this.servedBy.get(who) ?? 0) + 1);
+      } catch (e) {
+        this.failures.push({ started, at: Date.now(), what: `no answer: ${(e as Error).message}` });
+      }
+    }
+  }
+
+  /** Waits until `n` more requests were answered (successfully or not). */
+  async more(n: number, timeoutMs = 20_000): Promise<void> {
+    const target = this.total + n;
+    await waitFor(() => this.total >= target, { timeoutMs, what: `${n} more requests of the load` });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.loops);
+    this.agent.destroy();
+  }
+
+  report(): string {
+    return `${this.ok} ok, ${this.failures.length} failed; served by ${JSON.stringify(Object.fromEntries(this.servedBy))}; first failures:\n${this.failures
+      .slice(0, 10)
+      .map((f) => f.what)
+      .join('\n')}`;
+  }
 }

@@ -18,6 +18,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ROOT, SKEIN_BIN, api, closedPort, run, skein, startControl, tempDir, waitFor } from './helpers.js';
+import { httpGet, Load } from './proxy-helpers.js';
 
 const SHOP = join(ROOT, 'examples', 'shop', 'shop.yaml');
 const PAGE = '/api/page?user_id=1&product_id=2';
@@ -113,26 +114,8 @@ function alive(pid: number): boolean {
   }
 }
 
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
 
 /** GET http://127.0.0.1:port + path over node:http (with `agent`, keep-alive when it is one). */
-function get(port: number, path: string, opts: { agent?: http.Agent; headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method: 'GET', headers: opts.headers ?? {}, agent: opts.agent ?? false, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('no answer within the timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 interface MeshStatus {
   name: string;
@@ -163,78 +146,6 @@ function service(m: MeshStatus, name: string): MeshStatus['services'][number] {
   return s;
 }
 
-/**
- * A steady load: `concurrency` loops, each on its own keep-alive connection, sending GETs one
- * after the other until stopped. Every answer is recorded: which replica served it (`servedBy`),
- * and every answer that is not a 200 (or a request that got no answer) as a failure.
- */
-class Load {
-  ok = 0;
-  /** `started`: when the failed request was sent; `at`: when it failed. */
-  readonly failures: Array<{ started: number; at: number; what: string }> = [];
-  readonly servedBy = new Map<string, number>();
-  private stopped = false;
-  private readonly loops: Array<Promise<void>> = [];
-  private readonly agent: http.Agent;
-
-  constructor(
-    private readonly port: number,
-    private readonly path: string,
-    concurrency: number,
-    private readonly replicaOf: (body: any, r: Reply) => string | undefined,
-    private readonly headers: Record<string, string> = {},
-  ) {
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-    for (let i = 0; i < concurrency; i++) this.loops.push(this.loop());
-  }
-
-  get total(): number {
-    return this.ok + this.failures.length;
-  }
-
-  private async loop(): Promise<void> {
-    while (!this.stopped) {
-      const started = Date.now();
-      try {
-        const r = await get(this.port, this.path, { agent: this.agent, headers: this.headers });
-        if (r.status !== 200) {
-          this.failures.push({ started, at: Date.now(), what: `${r.status} x-skein-error=${String(r.headers['x-skein-error'])} ${r.body.slice(0, 300)}` });
-          continue;
-        }
-        this.ok++;
-        let body: unknown;
-        try {
-          body = JSON.parse(r.body);
-        } catch {
-          body = undefined;
-        }
-        const who = this.replicaOf(body, r);
-        if (who !== undefined) this.servedBy.set(who, (this.servedBy.get(who) ?? 0) + 1);
-      } catch (e) {
-        this.failures.push({ started, at: Date.now(), what: `no answer: ${(e as Error).message}` });
-      }
-    }
-  }
-
-  /** Waits until `n` more requests were answered (successfully or not). */
-  async more(n: number, timeoutMs = 20_000): Promise<void> {
-    const target = this.total + n;
-    await waitFor(() => this.total >= target, { timeoutMs, what: `${n} more requests of the load` });
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await Promise.all(this.loops);
-    this.agent.destroy();
-  }
-
-  report(): string {
-    return `${this.ok} ok, ${this.failures.length} failed; served by ${JSON.stringify(Object.fromEntries(this.servedBy))}; first failures:\n${this.failures
-      .slice(0, 10)
-      .map((f) => f.what)
-      .join('\n')}`;
-  }
-}
 
 const userOfPage = (b: any) => (typeof b?.served_by?.user === 'string' ? (b.served_by.user as string) : undefined);
 
@@ -302,7 +213,7 @@ describe('skein up examples/shop/shop.yaml', () => {
     const seen = new Map<string, number>();
     try {
       for (let i = 0; i < 40; i++) {
-        const r = await get(frontendPort, PAGE, { agent });
+        const r = await httpGet(frontendPort, PAGE, { agent });
         assert.equal(r.status, 200, `request ${i}: ${r.status} ${r.body}`);
         const b = JSON.parse(r.body) as any;
         assert.deepEqual(b.user, { id: 1, name: 'Ada Lovelace', email: 'ada@example.com' });

@@ -20,8 +20,8 @@ import { performance } from 'node:perf_hooks';
 import { NOOP_COMPLETION, type Completion } from '../../balance/balancer.js';
 import type { ErrorCode } from '../../core/errors.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
-import { classify, connectionTokens, errorResponse, H, HeadCollector, MAX_HEADERS, rewriteHead } from './head.js';
-import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType, type ParserCallbacks } from './llhttp.js';
+import { classify, connectionTokens, errorResponse, H, HeadCallbacks, MAX_HEADERS, rewriteHead } from './head.js';
+import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
 import type { Destination, Direction, EndpointStats, ForwarderCounters, HashInput, Limits, RouteError } from './types.js';
 import { Upstream, type Pools, type UpstreamHandler } from './upstream.js';
 
@@ -103,9 +103,8 @@ function plainAddress(a: string | undefined): string {
   return a.startsWith('::ffff:') ? a.slice(7) : a;
 }
 
-export class Downstream implements ParserCallbacks, HashInput {
+export class Downstream extends HeadCallbacks implements HashInput {
   readonly parser = new HttpParser(ParserType.Request, this);
-  readonly head = new HeadCollector();
   readonly peer: string;
   state = S.Idle;
   /** performance.now() when the current head started, or when the connection went idle. */
@@ -128,6 +127,7 @@ export class Downstream implements ParserCallbacks, HashInput {
     readonly ctx: ListenerContext,
     private readonly onClose: (d: Downstream) => void,
   ) {
+    super();
     this.peer = plainAddress(socket.remoteAddress);
     this.since = performance.now();
     socket.setNoDelay(true);
@@ -155,24 +155,8 @@ export class Downstream implements ParserCallbacks, HashInput {
     return this.state === S.Idle && this.pending === null;
   }
 
-  // ---- parser callbacks ----
+  // ---- parser callbacks (the span ones are HeadCallbacks') ----
 
-  onMessageBegin(): number {
-    this.head.begin();
-    return 0;
-  }
-  onUrl(s: number, e: number): number {
-    this.head.url(s, e);
-    return 0;
-  }
-  onHeaderField(s: number, e: number): number {
-    this.head.field(s, e);
-    return 0;
-  }
-  onHeaderValue(s: number, e: number): number {
-    this.head.value(s, e);
-    return 0;
-  }
   onHeadersComplete(_status: number, upgrade: boolean, keepAlive: boolean): number {
     this.headDone = true;
     this.upgrade = upgrade;

@@ -6,6 +6,7 @@
  * bytes, and the rewriters copy every other header line through as it came.
  */
 import { SkeinError, type ErrorCode } from '../../core/errors.js';
+import type { ParserCallbacks } from './llhttp.js';
 
 /** Header names the proxy acts on. */
 export const enum H {
@@ -216,6 +217,31 @@ export function rewriteHead(src: Buffer, h: HeadCollector, drop: Uint8Array, fro
   for (let r = 0; r < runs; r++) pos += src.copy(out, pos, runStart[r], runEnd[r]);
   out.write(tail, pos, 'latin1');
   return out;
+}
+
+/** The span callbacks of a parser, collected into `head`; the rest is the subclass's. */
+export abstract class HeadCallbacks implements ParserCallbacks {
+  readonly head = new HeadCollector();
+
+  onMessageBegin(): number {
+    this.head.begin();
+    return 0;
+  }
+  onUrl(s: number, e: number): number {
+    this.head.url(s, e);
+    return 0;
+  }
+  onHeaderField(s: number, e: number): number {
+    this.head.field(s, e);
+    return 0;
+  }
+  onHeaderValue(s: number, e: number): number {
+    this.head.value(s, e);
+    return 0;
+  }
+  abstract onHeadersComplete(statusCode: number, upgrade: boolean, keepAlive: boolean): number;
+  abstract onBody(start: number, end: number): number;
+  abstract onMessageComplete(): number;
 }
 
 /** Lowercase tokens of Connection header values ("close", "keep-alive", "upgrade", header names). */

@@ -6,8 +6,8 @@
  */
 import { connect, type Socket } from 'node:net';
 import type { Endpoint } from '../../discovery/endpoint.js';
-import { ERR, HttpParser, ParserType, type ParserCallbacks } from './llhttp.js';
-import { HeadCollector } from './head.js';
+import { ERR, HttpParser, ParserType } from './llhttp.js';
+import { HeadCallbacks } from './head.js';
 
 /** What an upstream connection reports to the exchange it serves. */
 export interface UpstreamHandler {
@@ -30,10 +30,9 @@ export interface UpstreamHandler {
   onTunnelData(up: Upstream, data: Buffer): void;
 }
 
-export class Upstream implements ParserCallbacks {
+export class Upstream extends HeadCallbacks {
   readonly socket: Socket;
   readonly parser: HttpParser;
-  readonly head = new HeadCollector();
   handler: UpstreamHandler | null = null;
   connected = false;
   /** Has served at least one exchange before the current one (a stale connection is possible). */
@@ -56,6 +55,7 @@ export class Upstream implements ParserCallbacks {
     connectTimeoutMs: number,
     handler: UpstreamHandler,
   ) {
+    super();
     this.handler = handler;
     this.parser = new HttpParser(ParserType.Response, this);
     const socket = connect({ host: endpoint.address, port: endpoint.port, noDelay: true });
@@ -101,23 +101,8 @@ export class Upstream implements ParserCallbacks {
     if (h !== null) h.onUpstreamError(this, phase, err, code);
   }
 
-  // ---- parser callbacks ----
+  // ---- parser callbacks (the span ones are HeadCallbacks') ----
 
-  onMessageBegin(): number {
-    this.head.begin();
-    return 0;
-  }
-  onUrl(): number {
-    return 0;
-  }
-  onHeaderField(s: number, e: number): number {
-    this.head.field(s, e);
-    return 0;
-  }
-  onHeaderValue(s: number, e: number): number {
-    this.head.value(s, e);
-    return 0;
-  }
   onHeadersComplete(status: number): number {
     this.headDone = true;
     this.status = status;
