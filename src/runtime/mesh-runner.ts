@@ -125,8 +125,8 @@ export class MeshRunner {
         const inst = replicaInstance(svc, { id: r.id, address: this.host, port: inboundPort });
         const check =
           svc.readiness.type === 'http'
-            ? { type: 'http', path: svc.readiness.path, interval: '2s', initialState: 'healthy' }
-            : { type: 'tcp', port: r.port, interval: '2s', initialState: 'healthy' };
+            ? { type: 'http', path: svc.readiness.path, interval: '5s', initialState: 'healthy' }
+            : { type: 'tcp', port: r.port, interval: '5s', initialState: 'healthy' };
         try {
           await api(controlUrl, 'PUT', `/v1/services/${svc.name}/instances/${r.id}`, { ...inst, check });
         } catch (e) {
