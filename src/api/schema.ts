@@ -8,10 +8,9 @@ import { BalancerSchema } from './balancer.js';
 
 export const API_VERSION = 'skein/v1';
 
-/** A DNS label (RFC 1123): lowercase letters, digits and '-', 1..63 characters. */
-export const DNS_LABEL_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
-export const INSTANCE_ID_PATTERN = '^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$';
-export const LABEL_KEY_PATTERN = '^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$';
+import { DNS_LABEL_PATTERN, INSTANCE_ID_PATTERN, LABEL_KEY_PATTERN } from './names.js';
+
+export { DNS_LABEL_PATTERN, INSTANCE_ID_PATTERN, LABEL_KEY_PATTERN };
 
 const Duration = (description: string) =>
   Type.String({ pattern: DURATION_PATTERN, description: `${description} A duration such as "500ms", "10s", "1m".` });

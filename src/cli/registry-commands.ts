@@ -1,7 +1,6 @@
 /** CLI commands that talk to the registry: register, deregister, heartbeat, apply, services, endpoints, events. */
 import { Command, Option } from 'commander';
 import { SkeinError } from '../core/errors.js';
-import { loadResourceFile } from '../api/parse.js';
 import { call, controlOption, outputOption, print, printJson, readText, table } from './common.js';
 
 interface Common {
@@ -105,6 +104,7 @@ export function applyCommand(): Command {
     .addOption(outputOption())
     .action(async (o: Common & { file: string }) => {
       // Validate the whole file before the first write: a bad file changes nothing.
+      const { loadResourceFile } = await import('../api/parse.js');
       const items = loadResourceFile(await readText(o.file), o.file);
       const results: Array<{ kind: string; name: string; result: string }> = [];
       // Services first, so their defaults apply to the instances that follow.

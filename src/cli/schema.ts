@@ -1,15 +1,16 @@
 /** `skein schema` and `skein validate FILE`. */
 import { Command } from 'commander';
-import { resourceFileJsonSchema } from '../api/schema.js';
-import { parseResourceFile } from '../api/parse.js';
-import { meshFileJsonSchema, parseMeshFile } from '../api/mesh.js';
 import { outputOption, print, printJson, readText } from './common.js';
 
 export function schemaCommand(): Command {
   return new Command('schema')
     .description('print the JSON Schema of resource files, or of mesh files with --mesh (for editor completion, e.g. yaml-language-server)')
     .option('--mesh', 'the schema of mesh files (skein up) instead')
-    .action((o: { mesh?: boolean }) => printJson(o.mesh === true ? meshFileJsonSchema() : resourceFileJsonSchema()));
+    .action(async (o: { mesh?: boolean }) => {
+      // Loaded here: the schema modules are heavy, and other commands do not need them.
+      if (o.mesh === true) printJson((await import('../api/mesh.js')).meshFileJsonSchema());
+      else printJson((await import('../api/schema.js')).resourceFileJsonSchema());
+    });
 }
 
 export function validateCommand(): Command {
@@ -19,6 +20,7 @@ export function validateCommand(): Command {
     .addOption(outputOption())
     .action(async (file: string, o: { output: string }) => {
       const text = await readText(file);
+      const [{ parseMeshFile }, { parseResourceFile }] = await Promise.all([import('../api/mesh.js'), import('../api/parse.js')]);
       if (/^kind:\s*Mesh\s*$/m.test(text) || /"kind"\s*:\s*"Mesh"/.test(text)) {
         const mesh = parseMeshFile(text, file);
         if (o.output === 'json') return printJson({ file, valid: true, mesh: mesh.name, services: mesh.services.map((s) => s.name) });

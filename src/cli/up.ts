@@ -5,7 +5,6 @@
  * running mesh (through the control plane's /v1/mesh routes).
  */
 import { Command, Option } from 'commander';
-import { parseMeshFile } from '../api/mesh.js';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, printJson, readText, table, type OutputFormat } from './common.js';
@@ -24,6 +23,7 @@ export function upCommand(): Command {
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
     .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; logLevel: string }) => {
       // Everything is checked before anything starts.
+      const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
       const http = parseHostPort(o.http ?? mesh.control.http ?? DEFAULT_HTTP, '--http');
       const dnsText = o.dns ?? mesh.control.dns ?? DEFAULT_DNS;

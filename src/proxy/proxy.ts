@@ -16,10 +16,9 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { DEFAULT_BALANCER } from '../api/balancer.js';
 import type { BalancerPolicy } from '../api/balancer.js';
-import { DNS_LABEL_PATTERN } from '../api/schema.js';
-import { compileHashKey, createBalancer, NOOP_COMPLETION, type Balancer, type Completion, type HashKeyExtractor } from '../balance/index.js';
+import { DNS_LABEL_PATTERN } from '../api/names.js';
+import { compileHashKey, createBalancer, DEFAULT_BALANCER_KIND as DEFAULT_BALANCER, NOOP_COMPLETION, type Balancer, type Completion, type HashKeyExtractor } from '../balance/index.js';
 import type { HostPort } from '../core/address.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';

@@ -1,0 +1,9 @@
+/**
+ * Name patterns of resources, in a module of their own so that the data plane can check names
+ * without loading the schema library (schema.ts re-exports them).
+ */
+
+/** A DNS label (RFC 1123): lowercase letters, digits and '-', 1..63 characters. */
+export const DNS_LABEL_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
+export const INSTANCE_ID_PATTERN = '^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$';
+export const LABEL_KEY_PATTERN = '^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$';
