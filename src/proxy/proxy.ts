@@ -24,6 +24,7 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
 import { makeEndpoint, type Endpoint, type EndpointSet } from '../discovery/endpoint.js';
 import { WatchClient } from '../discovery/watch-client.js';
+import { coarseNow } from './http1/coarse-clock.js';
 import { Downstream, type ListenerContext } from './http1/forwarder.js';
 import { DEFAULT_LIMITS, type Destination, type Direction, type EndpointStats, type HashInput, type Limits, type RouteError } from './http1/types.js';
 import { Pools } from './http1/upstream.js';
@@ -253,7 +254,7 @@ export class Proxy {
   }
 
   private sweep(): void {
-    const now = performance.now();
+    const now = coarseNow();
     for (const l of this.listeners()) l.sweep(now);
     this.pools.sweep(now, this.limits.upstreamIdleTimeoutMs);
   }

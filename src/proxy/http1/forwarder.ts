@@ -15,12 +15,13 @@
  * until the response before them is complete, as HTTP/1.1 requires responses in order.
  */
 import { randomUUID } from 'node:crypto';
+import { coarseNow } from './coarse-clock.js';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { NOOP_COMPLETION, type Completion } from '../../balance/balancer.js';
 import type { ErrorCode } from '../../core/errors.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
-import { classify, connectionTokens, errorResponse, H, HeadCallbacks, MAX_HEADERS, rewriteHead } from './head.js';
+import { classify, connectionNames, errorResponse, H, HeadCallbacks, MAX_HEADERS, rewriteHead } from './head.js';
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
 import type { Destination, Direction, EndpointStats, ForwarderCounters, HashInput, Limits, RouteError } from './types.js';
 import { Upstream, type Pools, type UpstreamHandler } from './upstream.js';
@@ -107,7 +108,7 @@ export class Downstream extends HeadCallbacks implements HashInput {
   readonly parser = new HttpParser(ParserType.Request, this);
   readonly peer: string;
   state = S.Idle;
-  /** performance.now() when the current head started, or when the connection went idle. */
+  /** coarseNow() when the current head started, or when the connection went idle. */
   since: number;
   private headDone = false;
   private msgDone = false;
@@ -129,7 +130,7 @@ export class Downstream extends HeadCallbacks implements HashInput {
   ) {
     super();
     this.peer = plainAddress(socket.remoteAddress);
-    this.since = performance.now();
+    this.since = coarseNow();
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
@@ -196,7 +197,7 @@ export class Downstream extends HeadCallbacks implements HashInput {
     if (!this.headDone) {
       if (this.state === S.Idle) {
         this.state = S.Head;
-        this.since = performance.now();
+        this.since = coarseNow();
       }
       const ret = this.parser.execute(data);
       if (ret === ERR.OK) {
@@ -292,9 +293,7 @@ export class Downstream extends HeadCallbacks implements HashInput {
           break;
         case H.Connection:
           drop[i] = 1;
-          for (const t of connectionTokens(head.valueOf(buf, i))) {
-            if (t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') (extra ??= []).push(t);
-          }
+          extra = connectionNames(buf, head, i, extra);
           break;
         case H.KeepAlive:
         case H.ProxyConnection:
@@ -465,7 +464,7 @@ export class Downstream extends HeadCallbacks implements HashInput {
     this.msgDone = false;
     this.local = false;
     this.headBuf = EMPTY;
-    this.since = performance.now();
+    this.since = coarseNow();
     this.parser.resume();
     const p = this.pending;
     if (p !== null) {
@@ -541,7 +540,7 @@ class Exchange implements UpstreamHandler {
   private connect(e: Endpoint, mayReuse: boolean): void {
     const ctx = this.ds.ctx;
     const pool = ctx.pools.get(e);
-    const idle = mayReuse ? pool.take(performance.now()) : null;
+    const idle = mayReuse ? pool.take(coarseNow()) : null;
     if (idle !== null) {
       idle.handler = this;
       this.onUpstreamReady(idle);
@@ -552,7 +551,7 @@ class Exchange implements UpstreamHandler {
 
   onUpstreamReady(up: Upstream): void {
     if (this.finished) {
-      up.pool.release(up, performance.now());
+      up.pool.release(up, coarseNow());
       return;
     }
     if (!up.reused) this.ds.ctx.counters.upstreamConnect(true);
@@ -633,9 +632,7 @@ class Exchange implements UpstreamHandler {
       switch (classify(head, f[o]!, f[o + 1]!)) {
         case H.Connection:
           drop[i] = 1;
-          for (const t of connectionTokens(h.valueOf(head, i))) {
-            if (t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') (extra ??= []).push(t);
-          }
+          extra = connectionNames(head, h, i, extra);
           break;
         case H.KeepAlive:
         case H.ProxyConnection:
@@ -705,7 +702,7 @@ class Exchange implements UpstreamHandler {
       this.retryElsewhere = false;
       this.status = 0;
       this.up = null;
-      if (rest.length === 0 && up.reusable) up.pool.release(up, performance.now());
+      if (rest.length === 0 && up.reusable) up.pool.release(up, coarseNow());
       else up.close();
       this.completion.end({ latencyMs: performance.now() - this.t0, ok: false });
       this.completion = NOOP_COMPLETION;
@@ -722,7 +719,7 @@ class Exchange implements UpstreamHandler {
     }
     this.responseDone = true;
     this.up = null;
-    if (this.reqDone && rest.length === 0 && up.reusable) up.pool.release(up, performance.now());
+    if (this.reqDone && rest.length === 0 && up.reusable) up.pool.release(up, coarseNow());
     else {
       up.close();
       if (!this.reqDone) this.closeAfter = true;

@@ -244,6 +244,26 @@ export abstract class HeadCallbacks implements ParserCallbacks {
   abstract onMessageComplete(): number;
 }
 
+const PLAIN_CONNECTION = ['close', 'keep-alive', 'upgrade'].map((t) => Buffer.from(t, 'latin1'));
+
+/**
+ * The header names that Connection header `i` lists besides close, keep-alive and upgrade,
+ * appended to `into` (made when there is one). A value that is just one of those three words,
+ * the common case, is recognised by its bytes.
+ */
+export function connectionNames(buf: Buffer, h: HeadCollector, i: number, into: string[] | null): string[] | null {
+  const vs = h.fields[i * 4 + 2]!;
+  if (vs >= 0) {
+    const ve = h.fields[i * 4 + 3]!;
+    for (const plain of PLAIN_CONNECTION) if (nameEquals(buf, vs, ve, plain)) return into;
+  }
+  let out = into;
+  for (const t of connectionTokens(h.valueOf(buf, i))) {
+    if (t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') (out ??= []).push(t);
+  }
+  return out;
+}
+
 /** Lowercase tokens of Connection header values ("close", "keep-alive", "upgrade", header names). */
 export function connectionTokens(value: string): string[] {
   const out: string[] = [];
