@@ -271,7 +271,8 @@ export class Downstream extends HeadCallbacks implements HashInput {
     const buf = this.headBuf;
     const f = head.fields;
     const n = head.count;
-    if (this.parser.method === METHOD_CONNECT) {
+    const method = this.parser.method;
+    if (method === METHOD_CONNECT) {
       this.reject('SKEIN_E_BAD_REQUEST', 'CONNECT is not supported: send plain http:// requests (the mesh encrypts between proxies)');
       return;
     }
@@ -386,9 +387,9 @@ export class Downstream extends HeadCallbacks implements HashInput {
     const out = rewriteHead(buf, head, drop, head.lineStart(buf, 0), `${buf.toString('latin1', 0, methodEnd)} ${path} HTTP/1.1\r\n`, tail);
 
     const ex = new Exchange(this, dest, out, {
-      isHead: this.parser.method === METHOD_HEAD,
+      isHead: method === METHOD_HEAD,
       hasBody,
-      idempotent: IDEMPOTENT.has(this.parser.method),
+      idempotent: IDEMPOTENT.has(method),
       upgrade: this.upgrade,
       keepAlive: this.keepAlive && !this.clientEnded,
       http10: !http11,
