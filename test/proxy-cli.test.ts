@@ -1,0 +1,70 @@
+/**
+ * `skein proxy` flags: every malformed one is refused at once with one line naming the flag (and
+ * nothing listens), and `--no-control` runs inbound listeners without a control plane.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
+import { skein } from './helpers.js';
+import { httpGet, startProxy, type ProxyProcess } from './proxy-helpers.js';
+
+const cleanups: Array<() => unknown> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
+});
+
+const refused: Array<[string, string[], RegExp]> = [
+  ['a workload without a name', ['--workload', 'outbound=127.0.0.1:0'], /--workload: name= is required/],
+  ['an unknown key', ['--workload', 'name=a,outbund=127.0.0.1:0'], /unknown key "outbund"/],
+  ['a part that is not KEY=VALUE', ['--workload', 'name=a,127.0.0.1:0'], /is not KEY=VALUE/],
+  ['a key given twice', ['--workload', 'name=a,name=b,outbound=127.0.0.1:0'], /"name" given twice/],
+  ['inbound without app', ['--workload', 'name=a,inbound=127.0.0.1:0'], /inbound= and app= go together/],
+  ['neither listener', ['--workload', 'name=a'], /give outbound=, or inbound= and app=/],
+  ['a malformed address', ['--workload', 'name=a,outbound=localhost'], /--workload outbound must be HOST:PORT/],
+  ['a name used twice', ['--workload', 'name=a,outbound=127.0.0.1:0', '--workload', 'name=a,outbound=127.0.0.1:0'], /the name "a" is used twice/],
+  ['outbound without a control plane', ['--no-control', '--workload', 'name=a,outbound=127.0.0.1:0'], /--no-control: outbound listeners need a control plane/],
+  ['a malformed duration', ['--header-timeout', 'soon'], /--header-timeout must be a duration/],
+  ['a limit out of range', ['--max-head', '10'], /--max-head must be an integer from 1024/],
+];
+
+for (const [name, args, message] of refused) {
+  test(`refused: ${name}`, async () => {
+    const r = await skein(['proxy', '--admin', 'off', ...args], { timeoutMs: 15_000 });
+    assert.notEqual(r.code, 0, `exit code for ${args.join(' ')}`);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+    assert.match(lines[0] ?? '', message);
+    assert.match(lines[0] ?? '', /SKEIN_E_USAGE/);
+    assert.doesNotMatch(r.stdout, /proxy ready/);
+  });
+}
+
+test('an address in use is refused with SKEIN_E_ADDRESS_IN_USE, naming the workload', async () => {
+  const holder = createServer();
+  await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()));
+  cleanups.push(() => new Promise<void>((r) => holder.close(() => r())));
+  const port = (holder.address() as AddressInfo).port;
+  const r = await skein(['proxy', '--admin', 'off', '--no-control', '--workload', `name=web,inbound=127.0.0.1:${port},app=127.0.0.1:9`], { timeoutMs: 15_000 });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /web inbound listener: cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE.*SKEIN_E_ADDRESS_IN_USE/);
+});
+
+test('--no-control: an inbound listener forwards to its app without any control plane', async () => {
+  const app = http.createServer((req, res) => {
+    res.writeHead(200, { 'x-forwarded-for-seen': String(req.headers['x-forwarded-for']) });
+    res.end(`app saw ${req.url}`);
+  });
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
+  cleanups.push(() => new Promise<void>((r) => app.close(() => r())));
+  const appPort = (app.address() as AddressInfo).port;
+  const p: ProxyProcess = await startProxy({ control: 'http://127.0.0.1:9', workloads: [`name=web,inbound=127.0.0.1:0,app=127.0.0.1:${appPort}`], args: ['--no-control'] });
+  cleanups.push(() => p.stop());
+  const inbound = p.workload('web').inbound as { port: number };
+  const r = await httpGet(inbound.port, '/hello?x=1', { headers: { host: 'web' } });
+  assert.equal(r.status, 200, r.body);
+  assert.equal(r.body, 'app saw /hello?x=1');
+  assert.equal(r.headers['x-forwarded-for-seen'], '127.0.0.1');
+  const ready = await fetch(`${p.admin}/ready`);
+  assert.equal(ready.status, 200, 'ready without a control plane: it needs no snapshot');
+});
