@@ -28,6 +28,7 @@ import {
   type RecordedRequest,
   type ProxyProcess,
   type RecordingBackend,
+  assertErrorBody,
 } from './proxy-helpers.js';
 
 const cleanups: Array<() => unknown> = [];
@@ -101,14 +102,7 @@ function assertProxyError(r: RawExchangeResult, status: number, code: string): v
   assert.ok(res, `incomplete response head: ${show(r.response)}`);
   assert.equal(res.headers['x-skein-error'], code, `x-skein-error in ${show(r.response)}`);
   assert.ok(res.complete || r.closed, `incomplete response body: ${show(r.response)}`);
-  let body: { code?: unknown; message?: unknown };
-  try {
-    body = JSON.parse(res.body.toString('utf8')) as typeof body;
-  } catch {
-    assert.fail(`the error body is not JSON: ${show(res.body)}`);
-  }
-  assert.equal(body.code, code);
-  assert.equal(typeof body.message, 'string');
+  assertErrorBody(res.body, code);
 }
 
 /** 400 SKEIN_E_BAD_REQUEST with `connection: close`, and the proxy closed the connection. */

@@ -4,6 +4,7 @@
  * backend, instance registration, and the corpus of malformed / smuggling requests that every
  * HTTP/1.1 listener of the proxy must refuse.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -876,4 +877,16 @@ export class Load {
       .map((f) => f.what)
       .join('\n')}`;
   }
+}
+
+/** A proxy's own error body: JSON `{ code, message }` naming `code`. */
+export function assertErrorBody(body: Buffer, code: string): void {
+  let parsed: { code?: unknown; message?: unknown };
+  try {
+    parsed = JSON.parse(body.toString('utf8')) as typeof parsed;
+  } catch {
+    assert.fail(`the error body is not JSON: ${JSON.stringify(body.toString('latin1').slice(0, 300))}`);
+  }
+  assert.equal(parsed.code, code);
+  assert.equal(typeof parsed.message, 'string');
 }

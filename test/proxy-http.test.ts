@@ -31,6 +31,7 @@ import {
   type ParsedResponse,
   type ProxyProcess,
   type RawConnection,
+  assertErrorBody,
 } from './proxy-helpers.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -473,14 +474,7 @@ function assertProxyError(res: ParsedResponse, status: number, code: string): vo
   assert.equal(res.headers['x-skein-error'], code);
   assert.match(res.headers['content-type'] ?? '', /application\/json/);
   assert.ok(res.complete, 'the error response is incomplete');
-  let body: { code?: unknown; message?: unknown };
-  try {
-    body = JSON.parse(res.body.toString('utf8')) as typeof body;
-  } catch {
-    assert.fail(`the error body is not JSON: ${show(res.body)}`);
-  }
-  assert.equal(body.code, code);
-  assert.equal(typeof body.message, 'string');
+  assertErrorBody(res.body, code);
 }
 
 /** Values of the header lines called `name` (any case) as the backend received them. */

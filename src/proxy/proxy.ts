@@ -187,7 +187,7 @@ class Listener implements ListenerContext {
   sweep(now: number): void {
     const l = this.proxy.limits;
     for (const c of this.conns) {
-      if (c.state === 1 && now - c.since > l.headersTimeoutMs) c.headTimeout();
+      if (c.readingHead && now - c.since > l.headersTimeoutMs) c.headTimeout();
       else if (c.idle && now - c.since > l.idleTimeoutMs) c.close();
     }
   }
@@ -385,6 +385,27 @@ export class Proxy {
   hasEndpoint(service: string, key: string): boolean {
     const set = this.watch?.endpoints(service);
     return set !== undefined && set.get(key) !== undefined;
+  }
+
+  /**
+   * Resolves once the proxy no longer routes `service` to the endpoint `key` (at once if it does
+   * not), or after `timeoutMs`; true when it is gone.
+   */
+  whenEndpointGone(service: string, key: string, timeoutMs: number): Promise<boolean> {
+    const w = this.watch;
+    if (w === null || !this.hasEndpoint(service, key)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const onUpdate = (s: string, set: EndpointSet) => {
+        if (s === service && !set.has(key)) done(true);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      const done = (gone: boolean) => {
+        clearTimeout(timer);
+        w.off('update', onUpdate);
+        resolve(gone);
+      };
+      w.on('update', onUpdate);
+    });
   }
 
   /** What the proxy believes about each service (the admin's /debug/endpoints). */

@@ -137,9 +137,7 @@ export class MeshRunner {
       onStopping: async (r) => {
         await api(controlUrl, 'DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
         // Callers stop picking it once the proxy has seen the deregistration.
-        const key = endpointKey(svc.name, r.id);
-        const deadline = Date.now() + 2000;
-        while (proxy.hasEndpoint(svc.name, key) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
+        await proxy.whenEndpointGone(svc.name, endpointKey(svc.name, r.id), 2000);
         await proxy.removeWorkload(r.id, svc.stopTimeoutMs);
       },
       onExit: async (r) => {

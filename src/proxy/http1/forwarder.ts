@@ -107,7 +107,7 @@ function plainAddress(a: string | undefined): string {
 export class Downstream extends HeadCallbacks implements HashInput {
   readonly parser = new HttpParser(ParserType.Request, this);
   readonly peer: string;
-  state = S.Idle;
+  private state = S.Idle;
   /** coarseNow() when the current head started, or when the connection went idle. */
   since: number;
   private headDone = false;
@@ -149,6 +149,11 @@ export class Downstream extends HeadCallbacks implements HashInput {
       lowerBytes.set(lowerName, bytes);
     }
     return this.head.find(this.headBuf, bytes);
+  }
+
+  /** A request head has started and is not complete yet (the header timeout runs). */
+  get readingHead(): boolean {
+    return this.state === S.Head;
   }
 
   /** Whether the connection is between requests (safe to close while draining). */
@@ -557,7 +562,7 @@ class Exchange implements UpstreamHandler {
     }
     if (!up.reused) this.ds.ctx.counters.upstreamConnect(true);
     this.up = up;
-    up.expect({ skipBody: this.o.isHead, decodeBody: false });
+    up.expect(this.o.isHead);
     this.completion = this.dest.start(up.endpoint);
     const s = up.socket;
     const q = this.queue;

@@ -85,15 +85,11 @@ interface LlhttpExports {
   llhttp_execute(p: number, data: number, len: number): number;
   llhttp_finish(p: number): number;
   llhttp_resume(p: number): void;
-  llhttp_resume_after_upgrade(p: number): void;
-  llhttp_reset(p: number): void;
   llhttp_get_error_pos(p: number): number;
   llhttp_get_error_reason(p: number): number;
   llhttp_get_method(p: number): number;
   llhttp_get_http_major(p: number): number;
   llhttp_get_http_minor(p: number): number;
-  llhttp_get_status_code(p: number): number;
-  llhttp_get_upgrade(p: number): number;
   llhttp_should_keep_alive(p: number): number;
   llhttp_message_needs_eof(p: number): number;
 }
@@ -216,15 +212,6 @@ export class HttpParser {
     ll.llhttp_resume(this.ptr);
   }
 
-  resumeAfterUpgrade(): void {
-    ll.llhttp_resume_after_upgrade(this.ptr);
-  }
-
-  /** Ready for a new stream (a connection back in the pool). */
-  reset(): void {
-    ll.llhttp_reset(this.ptr);
-  }
-
   /** llhttp's words for the last error. */
   reason(): string {
     return cString(ll.llhttp_get_error_reason(this.ptr));
@@ -240,14 +227,6 @@ export class HttpParser {
 
   get httpMinor(): number {
     return ll.llhttp_get_http_minor(this.ptr);
-  }
-
-  get statusCode(): number {
-    return ll.llhttp_get_status_code(this.ptr);
-  }
-
-  get upgrade(): boolean {
-    return ll.llhttp_get_upgrade(this.ptr) === 1;
   }
 
   /** Whether the connection may carry another message after this one (version and Connection). */

@@ -80,9 +80,9 @@ export class Upstream extends HeadCallbacks {
   }
 
   /** Starts listening for a new response (the previous one is done). */
-  expect(opts: { skipBody: boolean; decodeBody: boolean }): void {
-    this.skipBody = opts.skipBody;
-    this.decodeBody = opts.decodeBody;
+  expect(skipBody: boolean): void {
+    this.skipBody = skipBody;
+    this.decodeBody = false;
     this.headDone = false;
     this.msgDone = false;
   }
@@ -204,10 +204,6 @@ export class Upstream extends HeadCallbacks {
     }
     this.parser.resume();
     h.onResponseComplete(this, rest);
-  }
-
-  get responseStatus(): number {
-    return this.status;
   }
 
   /** Whether the connection can carry another request after this response. */
