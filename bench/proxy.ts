@@ -49,9 +49,22 @@ import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
 import { SKEIN_BIN, ROOT, api, machine, percentile, printResult, round, runMain, startControl, table, tempDir, track, waitUntil, warnIfBusy, type Control } from './lib.js';
 
-const PATHS = ['direct', 'skein', 'haproxy', 'nginx'] as const;
+const PATHS = ['direct', 'skein', 'skein-bare', 'haproxy', 'nginx'] as const;
 type PathName = (typeof PATHS)[number];
-const LABEL: Record<PathName, string> = { direct: 'direct (no proxy)', skein: 'skein proxy', haproxy: 'HAProxy', nginx: 'nginx' };
+const LABEL: Record<PathName, string> = {
+  direct: 'direct (no proxy)',
+  skein: 'skein proxy',
+  'skein-bare': 'skein proxy, resilience off',
+  haproxy: 'HAProxy',
+  nginx: 'nginx',
+};
+/**
+ * The `skein-bare` path: the same proxy with the service's retries, timeouts, breakers and outlier
+ * detection turned off, to measure what they cost (the `skein` path runs with the defaults, all on).
+ */
+const RESILIENCE_OFF = { retries: { maxRetries: 0 }, timeouts: { request: '0s' }, breaker: { enabled: false }, outlierDetection: { enabled: false } };
+/** Issue "Fault tolerance": with them on, at most 10% more proxy CPU per request. */
+const RESILIENCE_CPU_TARGET = 1.1;
 const BODY = 'hello from the backend\n';
 
 /** Targets from the issue. */
@@ -472,11 +485,15 @@ async function stopControl(control: Control): Promise<void> {
   roots.delete(control.pid);
 }
 
-async function startSkein(pin: Pinning, backendPort: number, logLevel: string): Promise<SkeinStarted> {
+async function startSkein(pin: Pinning, backendPort: number, logLevel: string, policy: object | null): Promise<SkeinStarted> {
   const control = await startControl({ dataDir: 'none' });
   roots.add(control.pid);
   try {
     if (pin.backend !== null) execFileSync('taskset', ['-a', '-pc', String(pin.backend), String(control.pid)], { stdio: 'ignore' });
+    if (policy !== null) {
+      const def = await api(control.url, 'PUT', '/v1/services/bench', policy);
+      if (def.status !== 201 && def.status !== 200) throw new Error(`setting the service policy: HTTP ${def.status} ${JSON.stringify(def.body)}`);
+    }
     const reg = await api(control.url, 'PUT', '/v1/services/bench/instances/backend-1', { address: '127.0.0.1', port: backendPort });
     if (reg.status !== 201 && reg.status !== 200) throw new Error(`registering the backend: HTTP ${reg.status} ${JSON.stringify(reg.body)}`);
   } catch (e) {
@@ -831,15 +848,15 @@ async function main(): Promise<void> {
           started.push(n);
           paths.push({ name, port: n.port, pid: n.child.pid as number });
         } else {
-          const s = await startSkein(pin, backend.port, argv['proxy-log-level']);
+          const s = await startSkein(pin, backend.port, argv['proxy-log-level'], name === 'skein-bare' ? RESILIENCE_OFF : null);
           started.push(s);
           controls.push(s.control);
           paths.push({ name, port: s.port, pid: s.child.pid as number, controlPid: s.control.pid });
-          say(`skein proxy: outbound 127.0.0.1:${s.port}, admin ${s.admin}`);
+          say(`${LABEL[name]}: outbound 127.0.0.1:${s.port}, admin ${s.admin}`);
         }
       } catch (e) {
         const reason = (e as Error).message;
-        if (name !== 'skein') throw e;
+        if (name !== 'skein' && name !== 'skein-bare') throw e;
         unavailable.set(name, reason);
         say(`skein proxy: not available (${reason.split('\n')[0]})`);
       }
@@ -857,8 +874,8 @@ async function main(): Promise<void> {
           say(`${Math.round(m.rps)} req/s, p50 ${m.p50Us} µs, p99 ${m.p99Us} µs${m.errors + m.fixedErrors > 0 ? `, ${m.errors + m.fixedErrors} errors` : ''}`);
         } catch (e) {
           say('failed');
-          if (p.name !== 'skein') throw e;
-          unavailable.set('skein', `failed during the run: ${(e as Error).message.split('\n')[0]}`);
+          if (p.name !== 'skein' && p.name !== 'skein-bare') throw e;
+          unavailable.set(p.name, `failed during the run: ${(e as Error).message.split('\n')[0]}`);
           paths.splice(paths.indexOf(p), 1);
         }
       }
@@ -961,6 +978,8 @@ function report(o: Options, info: ReturnType<typeof machine>, pin: Pinning, all:
     rpsSkeinVsNginx: ratio(sk?.rps, ng?.rps),
     peakRssSkeinVsHaproxy: ratio(sk?.peakRssMB, ha?.peakRssMB),
     nginxVsHaproxyCpuPerReq: ratio(ng?.proxyCpuUsPerReq, ha?.proxyCpuUsPerReq),
+    cpuPerReqResilienceOnVsOff: ratio(sk?.proxyCpuUsPerReq, sums.get('skein-bare')?.proxyCpuUsPerReq),
+    cpuPerReqResilienceOnVsOffFixed: ratio(sk?.proxyCpuUsPerReqFixed, sums.get('skein-bare')?.proxyCpuUsPerReqFixed),
   };
   const verdict = (ok: boolean | null) => (ok === null ? '-' : ok ? 'met' : 'MISSED');
   const targets = sk === undefined
@@ -981,6 +1000,16 @@ function report(o: Options, info: ReturnType<typeof machine>, pin: Pinning, all:
     [`added p99 µs at ${o.rps} req/s`, sk ? signed(sk.addedP99Us) : '-', ha ? signed(ha.addedP99Us) : '-', ng ? signed(ng.addedP99Us) : '-', '', '', `<= +${TARGET.addedP99Us}`, targets === null ? '-' : verdict(targets.addedP99Us.met)],
     ['peak RSS MB (VmHWM)', dash(sk?.peakRssMB ?? NaN), dash(ha?.peakRssMB ?? NaN), dash(ng?.peakRssMB ?? NaN), dash(ratios.peakRssSkeinVsHaproxy, r2), dash(ratio(sk?.peakRssMB, ng?.peakRssMB), r2), `<= ${TARGET.rssMB}`, targets === null ? '-' : verdict(targets.peakRssMB.met)],
   ]);
+
+  const bare = sums.get('skein-bare');
+  if (sk !== undefined && bare !== undefined) {
+    const r = ratios.cpuPerReqResilienceOnVsOff;
+    table('What the resilience policies cost (defaults on vs. retries, timeouts, breakers, outlier detection off)', ['measure', 'on', 'off', 'on / off', 'target', 'verdict'], [
+      ['proxy CPU µs per request (max load)', dash(sk.proxyCpuUsPerReq), dash(bare.proxyCpuUsPerReq), dash(r, r2), `<= ${RESILIENCE_CPU_TARGET}x`, Number.isFinite(r) ? verdict(r <= RESILIENCE_CPU_TARGET) : '-'],
+      [`proxy CPU µs per request (${o.rps} req/s)`, dash(sk.proxyCpuUsPerReqFixed), dash(bare.proxyCpuUsPerReqFixed), dash(ratios.cpuPerReqResilienceOnVsOffFixed, r2), '-', '-'],
+      ['requests/s (max load)', dash(sk.rps, r0), dash(bare.rps, r0), dash(ratio(sk.rps, bare.rps), r2), '-', '-'],
+    ]);
+  }
 
   // Markdown for docs/benchmarks.md.
   const md: string[] = [

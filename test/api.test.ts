@@ -456,3 +456,59 @@ describe('bad input: a 4xx naming the field, and nothing written', () => {
     assert.deepEqual(await state(), s0);
   });
 });
+
+describe('traffic policy and routes', () => {
+  test('a Service carries its traffic policy; a bad one is refused naming the field and the one in force stays', async () => {
+    const ok = await put('/v1/services/shop', { timeouts: { request: '2s' }, retries: { maxRetries: 1 } });
+    assert.equal(ok.status, 201, JSON.stringify(ok.body));
+    assert.equal(ok.body.service.traffic.routes[0].requestTimeoutMs, 2000);
+    const before = await state();
+    for (const [body, field] of [
+      [{ timeouts: { request: '-5s' } }, 'timeouts.request'],
+      [{ retries: { budget: { ratio: 1.5 } } }, 'retries.budget.ratio'],
+      [{ retries: { on: ['sometimes'] } }, 'retries.on[0]'],
+      [{ routes: [{ name: 'a' }, { name: 'a' }] }, 'routes[1].name'],
+    ] as const) {
+      assertError(await put('/v1/services/shop', body), 400, 'SKEIN_E_VALIDATION', field);
+    }
+    assert.deepEqual(await state(), before, 'nothing written');
+    const now = await get('/v1/services/shop');
+    assert.equal(now.body.definition.traffic.routes[0].requestTimeoutMs, 2000, 'the policy in force is unchanged');
+  });
+
+  test('routes one at a time: put, list, replace, delete; the Service keeps them when put without routes', async () => {
+    const r1 = await put('/v1/services/shop/routes/checkout', { match: { pathPrefix: '/checkout' }, timeouts: { request: '30s' } });
+    assert.equal(r1.status, 201, JSON.stringify(r1.body));
+    assert.equal(r1.body.created, true);
+    const r2 = await put('/v1/services/shop/routes/search', { service: 'shop', name: 'search', match: { path: '/search' } });
+    assert.equal(r2.status, 201, JSON.stringify(r2.body));
+    const r3 = await put('/v1/services/shop/routes/checkout', { match: { pathPrefix: '/checkout' }, timeouts: { request: '40s' } });
+    assert.equal(r3.status, 200, 'replaced');
+    let list = await get('/v1/services/shop/routes');
+    assert.deepEqual(list.body.routes.map((r: { name: string }) => r.name), ['checkout', 'search']);
+    assert.equal(list.body.routes[0].timeouts.request, '40s');
+    // Re-applying the Service without `routes` keeps them; the routes land in the parsed policy.
+    const svc = await put('/v1/services/shop', { timeouts: { request: '3s' } });
+    assert.deepEqual(svc.body.service.traffic.routes.map((r: { name: string }) => r.name), ['checkout', 'search', 'default']);
+    assert.equal(svc.body.service.traffic.routes[0].requestTimeoutMs, 40_000);
+    const del = await api(base, 'DELETE', '/v1/services/shop/routes/search');
+    assert.equal(del.status, 200, JSON.stringify(del.body));
+    list = await get('/v1/services/shop/routes');
+    assert.deepEqual(list.body.routes.map((r: { name: string }) => r.name), ['checkout']);
+    assertError(await api(base, 'DELETE', '/v1/services/shop/routes/search'), 404, 'SKEIN_E_UNKNOWN_ROUTE', 'name');
+    const cleared = await put('/v1/services/shop', { routes: [] });
+    assert.deepEqual(cleared.body.service.traffic.routes.map((r: { name: string }) => r.name), ['default'], 'routes: [] removes them');
+  });
+
+  test('bad routes: an unknown service, a bad field, a conflicting name, a route that does not fit its service', async () => {
+    assert.equal((await put('/v1/services/shop', { timeouts: { request: '3s' } })).status, 200);
+    const before = await state();
+    assertError(await put('/v1/services/nosuch/routes/a', { match: { path: '/a' } }), 404, 'SKEIN_E_UNKNOWN_SERVICE', 'service');
+    assertError(await put('/v1/services/shop/routes/a', { retries: { on: ['nope'] } }), 400, 'SKEIN_E_VALIDATION', 'retries.on[0]');
+    assertError(await put('/v1/services/shop/routes/a', { name: 'b' }), 409, 'SKEIN_E_CONFLICT', 'name');
+    assertError(await put('/v1/services/shop/routes/Bad_Name', {}), 400, 'SKEIN_E_VALIDATION', 'name');
+    // The service's request timeout is 3 s: a per-try timeout of 5 s does not fit it.
+    assertError(await put('/v1/services/shop/routes/a', { timeouts: { perTry: '5s' } }), 400, 'SKEIN_E_VALIDATION', /timeouts\.perTry/);
+    assert.deepEqual(await state(), before, 'nothing written');
+  });
+});

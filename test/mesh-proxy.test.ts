@@ -381,15 +381,13 @@ describe('a replica whose app is gone behind its inbound listener', () => {
         assert.equal(r.status, 200, `request ${i}: ${r.status} ${r.body}`);
         assert.equal(r.headers['x-served-by'], 'alive-app');
       }
-      // With a body the request cannot be sent again (the proxy did not keep it): the peer's error
-      // reaches the client as it is, naming the code.
-      const statuses: number[] = [];
+      // A POST's small body is kept (retries.maxBodyBytes), and a peer's refusal means no app saw
+      // it: it is sent again too, whatever the method.
       for (let i = 0; i < 4; i++) {
         const r = await request(aOut, { method: 'POST', path: '/p', headers: { host: 'api', 'content-type': 'text/plain' }, body: 'x', agent });
-        statuses.push(r.status);
-        if (r.status !== 200) assert.equal(r.headers['x-skein-error'], 'SKEIN_E_UPSTREAM_CONNECT');
+        assert.equal(r.status, 200, `POST ${i}: ${r.status} ${r.body}`);
+        assert.equal(r.headers['x-served-by'], 'alive-app');
       }
-      assert.ok(statuses.includes(502), `some POSTs went to the dead replica: ${statuses.join(',')}`);
     } finally {
       agent.destroy();
     }

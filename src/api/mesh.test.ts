@@ -93,6 +93,7 @@ test('a full mesh file parses into frozen objects, in file order', () => {
     labels: { team: 'accounts' },
     restart: { baseMs: 200, capMs: 10_000, resetAfterMs: 60_000, maxRestarts: 5 },
     stopTimeoutMs: 5000,
+    traffic: {},
     dependsOn: [],
   });
   assert.deepEqual(product?.port, { env: 'LISTEN_PORT' });
@@ -120,6 +121,7 @@ test('a minimal service gets every default', () => {
     labels: {},
     restart: { baseMs: 1000, capMs: 30_000, resetAfterMs: 30_000, maxRestarts: null },
     stopTimeoutMs: 10_000,
+    traffic: {},
     dependsOn: [],
   });
 });

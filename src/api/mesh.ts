@@ -9,6 +9,7 @@
  * descriptions) and in docs/mesh-file.md.
  */
 import { dirname, resolve } from 'node:path';
+import { buildTraffic, frozenCopy, pickTraffic, TrafficFields, type RawTraffic } from './traffic.js';
 import { BALANCER_KINDS, BalancerSchema, buildBalancer, DEFAULT_BALANCER, HASHING_BALANCERS, HTTP_TOKEN_PATTERN, type BalancerKind, type BalancerPolicy, type HashKey } from './balancer.js';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
@@ -108,6 +109,7 @@ export const MeshServiceSchema = Type.Object(
     ),
     readiness: Type.Optional(ReadinessSchema),
     balancer: Type.Optional(BalancerSchema),
+    ...TrafficFields,
     weight: Type.Optional(InstanceFields.weight),
     zone: Type.Optional(InstanceFields.zone),
     version: Type.Optional(InstanceFields.version),
@@ -200,6 +202,8 @@ export interface MeshService {
   readonly port: { readonly env: string };
   readonly readiness: MeshReadiness;
   readonly balancer: MeshBalancer;
+  /** Traffic policy fields as written: sent with the Service resource. */
+  readonly traffic: RawTraffic;
   readonly weight: number;
   readonly zone: string;
   readonly version: string;
@@ -401,6 +405,8 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
   }
 
   const balancer = buildBalancer(raw.balancer, push);
+  const traffic = pickTraffic(raw as Record<string, unknown>);
+  buildTraffic(traffic, push);
 
   const rs = raw.restart ?? {};
   const RD = MESH_DEFAULTS.restart;
@@ -424,6 +430,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     port: Object.freeze({ env: portEnv }),
     readiness,
     balancer,
+    traffic: frozenCopy(traffic),
     weight: raw.weight ?? MESH_DEFAULTS.weight,
     zone: raw.zone ?? '',
     version: raw.version ?? '',

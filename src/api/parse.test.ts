@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { DEFAULT_TRAFFIC } from './traffic.js';
+import { resourceKey } from './types.js';
 import { Ajv } from 'ajv';
 import { SkeinError, type ErrorCode } from '../core/errors.js';
 import { loadResourceFile, parseInstance, parseResource, parseResourceFile, parseService, serviceToRaw } from './parse.js';
@@ -274,7 +276,7 @@ test('a prefix is prepended to field paths', () => {
 
 test('a service gets its defaults and is deeply frozen', () => {
   const s = parseService({ name: 'web' });
-  assert.deepEqual(s, { name: 'web', ports: [], labels: {}, defaults: {}, balancer: { kind: 'peak-ewma', hashKey: null } });
+  assert.deepEqual(s, { name: 'web', ports: [], labels: {}, defaults: {}, balancer: { kind: 'peak-ewma', hashKey: null }, traffic: DEFAULT_TRAFFIC, trafficRaw: {} });
   const full = parseService({
     name: 'web',
     ports: [{ name: 'http', port: 80 }, { name: 'grpc', port: 81, protocol: 'grpc' }],
@@ -347,7 +349,7 @@ check:
 test('parseResourceFile reads multi-document YAML, lists included', () => {
   const rs = parseResourceFile(YAML_FILE, 'mesh.yaml');
   assert.deepEqual(
-    rs.map((r) => (r.kind === 'Service' ? `Service/${r.name}` : `Instance/${r.service}/${r.id}`)),
+    rs.map((r) => resourceKey(r)),
     ['Service/web', 'Instance/web/web-1', 'Instance/web/web-2', 'Service/api'],
   );
   const inst = rs[1] as { kind: 'Instance' } & Instance;

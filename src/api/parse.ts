@@ -7,6 +7,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { TSchema } from '@sinclair/typebox';
 import { parseAllDocuments } from 'yaml';
 import { buildBalancer } from './balancer.js';
+import { buildTraffic, frozenCopy, pickTraffic } from './traffic.js';
 import { SkeinError } from '../core/errors.js';
 import { parseDuration } from '../core/duration.js';
 import {
@@ -16,13 +17,15 @@ import {
   RESOURCE_KINDS,
   ServiceBodySchema,
   ServiceSchema,
+  RouteBodySchema,
+  RouteResourceSchema,
   HealthCheckSchema,
   LABEL_KEY_PATTERN,
   type RawHealthCheck,
   type RawInstance,
   type RawService,
 } from './schema.js';
-import type { HealthCheck, Instance, Resource, Service, ServiceDefaults } from './types.js';
+import { resourceKey, type HealthCheck, type Instance, type Resource, type Route, type Service, type ServiceDefaults } from './types.js';
 
 export interface FieldProblem {
   field: string;
@@ -247,7 +250,10 @@ export function parseService(raw: unknown, ctx: { name?: string; prefix?: string
   });
   const defaults = body.defaults ?? {};
   if (defaults.check !== undefined) buildCheck(defaults.check, joinPath(prefix, 'defaults.check'), problems);
-  const balancer = buildBalancer(body.balancer, (field, message) => problems.push({ field: joinPath(prefix, field), message }));
+  const push = (field: string, message: string) => problems.push({ field: joinPath(prefix, field), message });
+  const balancer = buildBalancer(body.balancer, push);
+  const trafficRaw = pickTraffic(body as Record<string, unknown>);
+  const traffic = buildTraffic(trafficRaw, push);
   if (problems.length > 0) throw validationError(problems, 'invalid service');
   return Object.freeze({
     name: (body.name ?? ctx.name) as string,
@@ -255,6 +261,8 @@ export function parseService(raw: unknown, ctx: { name?: string; prefix?: string
     labels: freezeRecord(body.labels),
     defaults: Object.freeze({ ...defaults }) as ServiceDefaults,
     balancer,
+    traffic,
+    trafficRaw: frozenCopy(trafficRaw),
   });
 }
 
@@ -267,7 +275,35 @@ export function serviceToRaw(def: Service): RawService {
     labels: { ...def.labels },
     defaults: def.defaults as RawService['defaults'],
     balancer: hashKey === null ? { kind } : { kind, hashKey: { ...hashKey } },
+    ...structuredClone(def.trafficRaw),
   };
+}
+
+/**
+ * A route on its own (a Route resource, or the body of `PUT /v1/services/{service}/routes/{name}`
+ * when `ctx` names them). Checked as a route of a service with no other settings; checked again
+ * with its service when applied.
+ */
+export function parseRoute(raw: unknown, ctx: { service?: string; name?: string; prefix?: string } = {}): Route {
+  const prefix = ctx.prefix ?? '';
+  const fromPath = ctx.service !== undefined || ctx.name !== undefined;
+  const problems = check(fromPath ? RouteBodySchema : RouteResourceSchema, fromPath ? raw : { kind: 'Route', ...(raw as object) }, prefix);
+  if (problems.length > 0) throw validationError(problems, 'invalid route');
+  const body = { ...(raw as Record<string, unknown>) };
+  for (const f of ['service', 'name'] as const) {
+    const expected = ctx[f];
+    if (expected !== undefined && body[f] !== undefined && body[f] !== expected) {
+      throw new SkeinError('SKEIN_E_CONFLICT', `${f} in the body (${String(body[f])}) differs from the path (${expected})`, { field: joinPath(prefix, f) });
+    }
+  }
+  const service = (body['service'] ?? ctx.service) as string;
+  const name = (body['name'] ?? ctx.name) as string;
+  delete body['service'];
+  body['name'] = name;
+  // Checked as a route of a service without a request timeout: how it fits its service is checked when applied.
+  buildTraffic({ timeouts: { request: '0s' }, routes: [body as never] }, (field, message) => problems.push({ field: joinPath(prefix, field.replace(/^routes\[0\]\.?/, '')), message }));
+  if (problems.length > 0) throw validationError(problems, 'invalid route');
+  return Object.freeze({ service, name, raw: frozenCopy(body) });
 }
 
 /** A resource with its envelope (`kind`, optional `apiVersion`). */
@@ -286,6 +322,7 @@ export function parseResource(raw: unknown, prefix = ''): Resource {
   }
   const { kind: _k, apiVersion: _v, ...rest } = raw;
   if (kind === 'Service') return Object.freeze({ kind: 'Service' as const, ...parseService(rest, { prefix }) });
+  if (kind === 'Route') return Object.freeze({ kind: 'Route' as const, ...parseRoute(rest, { prefix }) });
   return Object.freeze({ kind: 'Instance' as const, ...parseInstance(rest, { prefix }) });
 }
 
@@ -317,8 +354,8 @@ export function loadResourceFile(text: string, fileName: string): Array<{ resour
     const label = isPlainObject(item) && typeof item['kind'] === 'string' ? `[${i}] ${item['kind']}` : `[${i}]`;
     try {
       const r = parseResource(item);
-      const key = r.kind === 'Service' ? `Service/${r.name}` : `Instance/${r.service}/${r.id}`;
-      if (names.has(key)) throw validationError([{ field: r.kind === 'Service' ? 'name' : 'id', message: `duplicates ${key}` }], 'invalid resource');
+      const key = resourceKey(r);
+      if (names.has(key)) throw validationError([{ field: r.kind === 'Instance' ? 'id' : 'name', message: `duplicates ${key}` }], 'invalid resource');
       names.add(key);
       const { kind: _k, apiVersion: _v, ...raw } = item as Record<string, unknown>;
       out.push({ resource: r, raw });

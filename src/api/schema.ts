@@ -5,6 +5,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { DURATION_PATTERN } from '../core/duration.js';
 import { BalancerSchema } from './balancer.js';
+import { RouteSchema, TrafficFields } from './traffic.js';
 
 export const API_VERSION = 'skein/v1';
 
@@ -102,6 +103,7 @@ export const ServiceFields = {
   labels: Type.Optional(Labels),
   defaults: Type.Optional(ServiceDefaultsSchema),
   balancer: Type.Optional(BalancerSchema),
+  ...TrafficFields,
 };
 
 export const ServiceSchema = Type.Object(ServiceFields, { additionalProperties: false, description: 'A named service and the defaults of its instances.' });
@@ -116,9 +118,22 @@ const envelope = <K extends string>(kind: K) => ({
 export const ServiceResourceSchema = Type.Object({ ...envelope('Service'), ...ServiceFields }, { additionalProperties: false, title: 'Service' });
 export const InstanceResourceSchema = Type.Object({ ...envelope('Instance'), ...InstanceFields }, { additionalProperties: false, title: 'Instance' });
 
+/** A route of a service, managed on its own (it lands in the service's `routes`). */
+export const RouteResourceSchema = Type.Object(
+  { ...envelope('Route'), service: Type.String({ pattern: DNS_LABEL_PATTERN, description: 'The service the route belongs to; it must exist.' }), ...RouteSchema.properties },
+  { additionalProperties: false, title: 'Route' },
+);
+
+/** The body of `PUT /v1/services/{service}/routes/{name}`: service and name come from the path. */
+export const RouteBodySchema = Type.Object(
+  { ...RouteSchema.properties, name: Type.Optional(RouteSchema.properties.name), service: Type.Optional(Type.String({ pattern: DNS_LABEL_PATTERN })) },
+  { additionalProperties: false },
+);
+
 export const RESOURCE_KINDS: Record<string, TSchema> = {
   Service: ServiceResourceSchema,
   Instance: InstanceResourceSchema,
+  Route: RouteResourceSchema,
 };
 
 export type RawHealthCheck = Static<typeof HealthCheckSchema>;

@@ -1,5 +1,6 @@
 /** Domain objects: validated, defaulted, frozen. Durations are milliseconds. */
 import type { BalancerPolicy } from './balancer.js';
+import type { RawTraffic, TrafficPolicy } from './traffic.js';
 
 export type Protocol = 'http' | 'http2' | 'grpc' | 'tcp';
 export type CheckType = 'http' | 'tcp' | 'ttl';
@@ -57,6 +58,23 @@ export interface Service {
   readonly defaults: ServiceDefaults;
   /** How callers pick among its instances (default peak-ewma). */
   readonly balancer: BalancerPolicy;
+  /** Timeouts, retries, limits, breaker, outlier detection, rate limits and routes (defaults filled in). */
+  readonly traffic: TrafficPolicy;
+  /** The traffic fields as they were written (to store the service and show it back). */
+  readonly trafficRaw: RawTraffic;
 }
 
-export type Resource = ({ readonly kind: 'Service' } & Service) | ({ readonly kind: 'Instance' } & Instance);
+/** A Route resource: one route of a service, as written (it is checked with its service when applied). */
+export interface Route {
+  readonly service: string;
+  readonly name: string;
+  /** The route's fields as written (what goes into the service's `routes`). */
+  readonly raw: Readonly<Record<string, unknown>>;
+}
+
+export type Resource = ({ readonly kind: 'Service' } & Service) | ({ readonly kind: 'Instance' } & Instance) | ({ readonly kind: 'Route' } & Route);
+
+/** "Service/web", "Instance/web/web-1", "Route/web/checkout". */
+export function resourceKey(r: Resource): string {
+  return r.kind === 'Service' ? `Service/${r.name}` : r.kind === 'Instance' ? `Instance/${r.service}/${r.id}` : `Route/${r.service}/${r.name}`;
+}

@@ -98,21 +98,28 @@ export function heartbeatCommand(): Command {
 
 export function applyCommand(): Command {
   return new Command('apply')
-    .description('create or update the Services and Instances of a resource file (YAML or JSON)')
+    .description('create or update the Services, Routes and Instances of a resource file (YAML or JSON)')
     .requiredOption('-f, --file <file>', 'resource file ("-" for standard input)')
     .addOption(controlOption())
     .addOption(outputOption())
     .action(async (o: Common & { file: string }) => {
       // Validate the whole file before the first write: a bad file changes nothing.
       const { loadResourceFile } = await import('../api/parse.js');
+      const { resourceKey } = await import('../api/types.js');
       const items = loadResourceFile(await readText(o.file), o.file);
       const results: Array<{ kind: string; name: string; result: string }> = [];
-      // Services first, so their defaults apply to the instances that follow.
-      const ordered = [...items.filter((x) => x.resource.kind === 'Service'), ...items.filter((x) => x.resource.kind === 'Instance')];
+      // Services first, so their defaults apply to the instances and their routes follow.
+      const order = ['Service', 'Route', 'Instance'];
+      const ordered = [...items].sort((a, b) => order.indexOf(a.resource.kind) - order.indexOf(b.resource.kind));
       for (const { resource: r, raw } of ordered) {
-        const path = r.kind === 'Service' ? `/v1/services/${r.name}` : `/v1/services/${r.service}/instances/${encodeURIComponent(r.id)}`;
+        const path =
+          r.kind === 'Service'
+            ? `/v1/services/${r.name}`
+            : r.kind === 'Route'
+              ? `/v1/services/${r.service}/routes/${r.name}`
+              : `/v1/services/${r.service}/instances/${encodeURIComponent(r.id)}`;
         const res = await call(o.control, 'PUT', path, raw);
-        results.push({ kind: r.kind, name: r.kind === 'Service' ? r.name : `${r.service}/${r.id}`, result: res.created ? 'created' : res.changed ? 'updated' : 'unchanged' });
+        results.push({ kind: r.kind, name: resourceKey(r).replace(/^[A-Za-z]+\//, ''), result: res.created ? 'created' : res.changed ? 'updated' : 'unchanged' });
       }
       if (o.output === 'json') printJson({ applied: results });
       else print(results.map((x) => `${x.kind.toLowerCase()}/${x.name} ${x.result}\n`).join(''));

@@ -1,6 +1,7 @@
 /** `skein schema` and `skein validate FILE`. */
 import { Command } from 'commander';
 import { outputOption, print, printJson, readText } from './common.js';
+import { resourceKey } from '../api/types.js';
 
 export function schemaCommand(): Command {
   return new Command('schema')
@@ -28,7 +29,7 @@ export function validateCommand(): Command {
         return;
       }
       const resources = parseResourceFile(text, file);
-      if (o.output === 'json') return printJson({ file, valid: true, resources: resources.map((r) => ({ kind: r.kind, name: r.kind === 'Service' ? r.name : `${r.service}/${r.id}` })) });
+      if (o.output === 'json') return printJson({ file, valid: true, resources: resources.map((r) => ({ kind: r.kind, name: resourceKey(r).replace(/^[A-Za-z]+\//, '') })) });
       print(`${file}: ${resources.length} resource(s) valid\n`);
     });
 }

@@ -6,7 +6,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { SkeinError, type ErrorCode } from '../core/errors.js';
 import { parseDuration } from '../core/duration.js';
 import type { Clock } from '../core/clock.js';
-import { parseService } from '../api/parse.js';
+import { parseRoute, parseService, serviceToRaw } from '../api/parse.js';
 import { DNS_LABEL_PATTERN, INSTANCE_ID_PATTERN } from '../api/schema.js';
 import type { Registry } from './registry/registry.js';
 import type { HealthManager } from './health/manager.js';
@@ -222,9 +222,58 @@ export function createApiServer(deps: ApiDeps): FastifyInstance {
   app.put<{ Params: { service: string } }>('/v1/services/:service', async (req, reply) => {
     query(req, []);
     const name = serviceParam(req.params.service);
-    const def = parseService(req.body ?? {}, { name });
+    let body: unknown = req.body ?? {};
+    // A Service put without `routes` keeps the routes it has (managed as Route resources, say).
+    const prevRoutes = registry.service(name)?.definition?.trafficRaw.routes;
+    if (prevRoutes !== undefined && typeof body === 'object' && body !== null && !Array.isArray(body) && !('routes' in body)) body = { ...body, routes: prevRoutes };
+    const def = parseService(body, { name });
     const r = await registry.putService(def);
     return reply.code(r.created ? 201 : 200).send({ service: def, created: r.created, changed: r.changed, revision: registry.revision });
+  });
+
+  // ---- routes (kept in their service's `routes`) ----
+  const definitionOf = (name: string) => {
+    const def = registry.service(name)?.definition ?? null;
+    if (def === null) throw new SkeinError('SKEIN_E_UNKNOWN_SERVICE', `service "${name}" has no definition: create the Service before its routes`, { field: 'service' });
+    return def;
+  };
+  const routeParam = (v: string) => {
+    if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(v)) throw new SkeinError('SKEIN_E_VALIDATION', `route name "${v.slice(0, 80)}" is not a DNS label`, { field: 'name' });
+    return v;
+  };
+
+  app.get<{ Params: { service: string } }>('/v1/services/:service/routes', async (req) => {
+    query(req, []);
+    const name = serviceParam(req.params.service);
+    return { service: name, routes: definitionOf(name).trafficRaw.routes ?? [], revision: registry.revision };
+  });
+
+  app.put<{ Params: { service: string; route: string } }>('/v1/services/:service/routes/:route', async (req, reply) => {
+    query(req, []);
+    const service = serviceParam(req.params.service);
+    const routeName = routeParam(req.params.route);
+    const route = parseRoute(req.body ?? {}, { service, name: routeName });
+    const def = definitionOf(service);
+    const raw = serviceToRaw(def);
+    const routes = [...(raw.routes ?? [])];
+    const at = routes.findIndex((r) => r.name === routeName);
+    const created = at < 0;
+    if (created) routes.push(route.raw as never);
+    else routes[at] = route.raw as never;
+    const next = parseService({ ...raw, routes }, { name: service });
+    const r = await registry.putService(next);
+    return reply.code(created ? 201 : 200).send({ route: route.raw, service, created, changed: r.changed, revision: registry.revision });
+  });
+
+  app.delete<{ Params: { service: string; route: string } }>('/v1/services/:service/routes/:route', async (req) => {
+    query(req, []);
+    const service = serviceParam(req.params.service);
+    const routeName = routeParam(req.params.route);
+    const raw = serviceToRaw(definitionOf(service));
+    const routes = raw.routes ?? [];
+    if (!routes.some((r) => r.name === routeName)) throw new SkeinError('SKEIN_E_UNKNOWN_ROUTE', `service "${service}" has no route "${routeName}"`, { field: 'name' });
+    await registry.putService(parseService({ ...raw, routes: routes.filter((r) => r.name !== routeName) }, { name: service }));
+    return { deleted: routeName, service, revision: registry.revision };
   });
 
   app.delete<{ Params: { service: string } }>('/v1/services/:service', async (req) => {

@@ -12,6 +12,7 @@ export const ERROR_CODES = {
   SKEIN_E_CONFLICT: { status: 409, text: 'The body contradicts the path (for example a different service or instance id).' },
   SKEIN_E_NOT_FOUND: { status: 404, text: 'No such route in the API.' },
   SKEIN_E_UNKNOWN_SERVICE: { status: 404, text: 'The named service is not known to the registry.' },
+  SKEIN_E_UNKNOWN_ROUTE: { status: 404, text: 'The service has no route of that name.' },
   SKEIN_E_UNKNOWN_INSTANCE: { status: 404, text: 'The named instance is not registered (a heartbeat or deregistration for it is refused).' },
   SKEIN_E_NO_TTL_CHECK: { status: 409, text: 'A heartbeat was sent for an instance whose health check is not of type ttl.' },
   SKEIN_E_STORE: { status: 503, text: 'The store could not durably record the change; nothing was acknowledged.' },
@@ -31,6 +32,12 @@ export const ERROR_CODES = {
   SKEIN_E_UPSTREAM_RESET: { status: 502, text: 'The upstream closed or reset the connection before a complete response head.' },
   SKEIN_E_UPSTREAM_PROTOCOL: { status: 502, text: 'The upstream answered with malformed HTTP/1.1.' },
   SKEIN_E_PROXY_DRAINING: { status: 503, text: 'The proxy (or this workload) is shutting down and takes no new requests.' },
+  SKEIN_E_UPSTREAM_TIMEOUT: { status: 504, text: 'No response head arrived within the request timeout (all attempts and backoff included), or the last attempt ran out of its per-try timeout with no retry left.' },
+  SKEIN_E_DEADLINE_EXCEEDED: { status: 504, text: 'The request arrived with its deadline (x-skein-timeout-ms) already spent, so it was not sent on.' },
+  SKEIN_E_BREAKER_OPEN: { status: 503, text: 'Every instance of the service is behind an open circuit breaker (failure accrual); a probe goes through after the backoff.' },
+  SKEIN_E_UPSTREAM_OVERFLOW: { status: 503, text: 'A circuit-breaking limit of the service (requests in flight, pending requests or connections) is reached; the request was refused at once.' },
+  SKEIN_E_RATE_LIMITED: { status: 429, text: 'A rate limit of the route (outbound or inbound) refused the request; Retry-After says when to try again.' },
+  SKEIN_E_FAULT_INJECTED: { status: 503, text: "The route's fault injection aborted the request (with the route's configured status, not necessarily 503)." },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -7,6 +7,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ErrorCode } from '../core/errors.js';
+import type { TrafficEvent, TrafficState } from '../resilience/traffic-state.js';
 import type { Direction, EndpointStats, ForwarderCounters } from './http1/types.js';
 
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -16,6 +17,8 @@ export interface ProxyGauges {
   idleUpstreams(): number;
   endpoints(): Array<{ service: string; count: number }>;
   watchConnected(): boolean;
+  /** The resilience state of each destination service in use. */
+  traffic(): Iterable<TrafficState>;
 }
 
 type Labels = Record<string, string>;
@@ -66,6 +69,11 @@ export class ProxyMetrics implements ForwarderCounters {
   private readonly byKey = new Map<string, RouteStats>();
   private readonly errors: Counter<'direction' | 'code'>;
   private readonly connects: Counter<'result'>;
+  private readonly retries: Counter<'service' | 'reason'>;
+  private readonly budgetExhausted: Counter<'service'>;
+  private readonly outlierEvents: Counter<'service' | 'event'>;
+  private readonly breakerChanges: Counter<'service' | 'to'>;
+  private readonly activeChecks: Counter<'service' | 'result'>;
 
   constructor(gauges: ProxyGauges) {
     const registers = [this.registry];
@@ -105,6 +113,56 @@ export class ProxyMetrics implements ForwarderCounters {
       labelNames: ['result'],
       registers,
     });
+    this.retries = new Counter({
+      name: 'skein_proxy_retries_total',
+      help: 'Retries sent, by destination service and reason (connect-failure, reset, refused-stream, per-try-timeout, status).',
+      labelNames: ['service', 'reason'],
+      registers,
+    });
+    this.budgetExhausted = new Counter({
+      name: 'skein_proxy_retry_budget_exhausted_total',
+      help: 'Retries the retry budget refused, by destination service.',
+      labelNames: ['service'],
+      registers,
+    });
+    this.outlierEvents = new Counter({
+      name: 'skein_proxy_outlier_events_total',
+      help: 'Outlier detection ejections and returns of endpoints, by destination service and event (eject, return).',
+      labelNames: ['service', 'event'],
+      registers,
+    });
+    this.breakerChanges = new Counter({
+      name: 'skein_proxy_breaker_transitions_total',
+      help: 'Circuit breaker state changes of endpoints, by destination service and new state (open, half-open, closed).',
+      labelNames: ['service', 'to'],
+      registers,
+    });
+    this.activeChecks = new Counter({
+      name: 'skein_proxy_active_check_transitions_total',
+      help: "Endpoints turning healthy or unhealthy in the proxy's own active health checks, by destination service.",
+      labelNames: ['service', 'result'],
+      registers,
+    });
+    const perService = (name: string, help: string, read: (t: TrafficState) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['service'],
+        registers,
+        collect() {
+          this.reset();
+          for (const t of gauges.traffic()) this.set({ service: t.service }, read(t));
+        },
+      });
+    perService('skein_proxy_requests_in_flight', 'Requests in flight to the destination service (limits.maxRequests counts these).', (t) => t.active);
+    perService('skein_proxy_upstream_connections', "Open connections to the service's endpoints (limits.maxConnections counts these).", (t) => t.connections.open);
+    perService('skein_proxy_retry_budget_available', 'Retries the retry budget would allow now.', (t) => t.budget.available);
+    perService('skein_proxy_ejected_endpoints', 'Endpoints ejected by outlier detection now.', (t) => t.outlier?.ejectedCount ?? 0);
+    perService('skein_proxy_open_breakers', 'Endpoints whose circuit breaker is open or half-open now.', (t) => {
+      const c = t.breakers?.counts();
+      return c === undefined ? 0 : c.open + c.halfOpen;
+    });
+    perService('skein_proxy_active_check_failing_endpoints', "Endpoints failing the proxy's own active health checks now.", (t) => t.down.size);
     new Gauge({
       name: 'skein_proxy_connections_open',
       help: 'Client connections open, by workload and direction.',
@@ -162,6 +220,21 @@ export class ProxyMetrics implements ForwarderCounters {
 
   upstreamConnect(ok: boolean): void {
     this.connects.labels(ok ? 'ok' : 'failed').inc();
+  }
+
+  retry(service: string, reason: string): void {
+    this.retries.labels(service, reason).inc();
+  }
+
+  retryBudgetExhausted(service: string): void {
+    this.budgetExhausted.labels(service).inc();
+  }
+
+  /** Ejections, returns, breaker and active-check changes. */
+  trafficEvent(e: TrafficEvent): void {
+    if (e.type === 'eject' || e.type === 'return') this.outlierEvents.labels(e.service, e.type).inc();
+    else if (e.type === 'breaker') this.breakerChanges.labels(e.service, e.to).inc();
+    else if (e.type === 'active-check') this.activeChecks.labels(e.service, e.healthy ? 'healthy' : 'unhealthy').inc();
   }
 
   text(): Promise<string> {

@@ -29,6 +29,10 @@ import { Downstream, type ListenerContext } from './http1/forwarder.js';
 import { DEFAULT_LIMITS, type Destination, type Direction, type EndpointStats, type HashInput, type Limits, type RouteError } from './http1/types.js';
 import { Pools } from './http1/upstream.js';
 import { ProxyMetrics } from './metrics.js';
+import { ActiveChecker } from './active-check.js';
+import { DEFAULT_TRAFFIC, inboundTraffic } from '../api/traffic.js';
+import type { Service } from '../api/types.js';
+import { TrafficState, type TrafficEvent } from '../resilience/traffic-state.js';
 
 export type { HostPort };
 
@@ -69,23 +73,29 @@ export interface ProxyOptions {
 
 const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
 
-/** What the proxy keeps per destination service: its balancer, fed by the watch stream. */
+/** What the proxy keeps per destination service: its balancer, fed by the watch stream, and its resilience state. */
 class ServiceState {
   balancer: Balancer;
   policy: BalancerPolicy;
   hashKey: HashKeyExtractor | null;
+  readonly traffic: TrafficState;
+  private checker: ActiveChecker | null = null;
   private hashHeader: string | null;
 
   constructor(
     readonly name: string,
-    policy: BalancerPolicy | null,
+    def: Service | null,
     set: EndpointSet,
     private readonly clock: Clock,
+    onEvent: (e: TrafficEvent) => void,
   ) {
-    this.policy = policy ?? { kind: DEFAULT_BALANCER, hashKey: null };
+    this.policy = def?.balancer ?? { kind: DEFAULT_BALANCER, hashKey: null };
     this.balancer = createBalancer(this.policy.kind, { clock });
     this.balancer.update(set);
     [this.hashKey, this.hashHeader] = ServiceState.hashing(this.policy);
+    this.traffic = new TrafficState({ service: name, policy: def?.traffic ?? DEFAULT_TRAFFIC, clock, onEvent });
+    this.traffic.setEndpoints(set);
+    this.followChecks();
   }
 
   private static hashing(p: BalancerPolicy): [HashKeyExtractor | null, string | null] {
@@ -94,8 +104,11 @@ class ServiceState {
     return [compileHashKey(p.hashKey), header];
   }
 
-  setPolicy(policy: BalancerPolicy | null): void {
-    const p = policy ?? { kind: DEFAULT_BALANCER, hashKey: null };
+  /** The Service resource changed (or went away: the defaults apply). */
+  setDefinition(def: Service | null): void {
+    this.traffic.setPolicy(def?.traffic ?? DEFAULT_TRAFFIC);
+    this.followChecks();
+    const p = def?.balancer ?? { kind: DEFAULT_BALANCER, hashKey: null };
     if (p.kind === this.policy.kind && JSON.stringify(p.hashKey) === JSON.stringify(this.policy.hashKey)) return;
     const set = this.balancer.set;
     this.policy = p;
@@ -104,14 +117,36 @@ class ServiceState {
     [this.hashKey, this.hashHeader] = ServiceState.hashing(p);
   }
 
+  update(set: EndpointSet): void {
+    this.balancer.update(set);
+    this.traffic.setEndpoints(set);
+    this.checker?.update(set);
+  }
+
+  /** Starts, restarts or stops the proxy's own health checks as the policy says. */
+  private followChecks(): void {
+    const p = this.traffic.policy.activeHealthCheck;
+    if (this.checker !== null && JSON.stringify(this.checker.policy) === JSON.stringify(p)) return;
+    this.checker?.stop();
+    this.checker = null;
+    for (const k of [...this.traffic.down]) this.traffic.setActiveHealth(k, true, 'active health check turned off');
+    if (p === null) return;
+    this.checker = new ActiveChecker(this.traffic, p, this.clock);
+    this.checker.update(this.balancer.set);
+  }
+
   pick(req: HashInput, tried: readonly Endpoint[] | null): Endpoint | null {
     let hash: string | undefined;
     if (this.hashKey !== null) {
       const h = this.hashHeader;
       hash = this.hashKey({ headers: h === null ? {} : { [h]: req.header(h) }, sourceAddress: req.sourceAddress });
     }
-    if (tried === null) return this.balancer.pick(hash === undefined ? undefined : { hash });
-    return this.balancer.pick({ hash, available: (e) => !tried.some((t) => t.key === e.key) });
+    return this.traffic.pick(this.balancer, hash, tried);
+  }
+
+  stop(): void {
+    this.checker?.stop();
+    this.traffic.stop();
   }
 }
 
@@ -125,6 +160,7 @@ class Listener implements ListenerContext {
   constructor(
     readonly proxy: Proxy,
     readonly workload: string,
+    readonly callerService: string,
     readonly direction: Direction,
     readonly resolve: (authority: string | null) => Destination | RouteError,
   ) {
@@ -155,6 +191,10 @@ class Listener implements ListenerContext {
       this.destinations.set(service, d);
     }
     return d;
+  }
+
+  allDestinations(): Iterable<Destination> {
+    return this.destinations.values();
   }
 
   listen(at: HostPort): Promise<string> {
@@ -208,6 +248,8 @@ export class Proxy {
   private readonly clock: Clock;
   private readonly logger: Logger | undefined;
   private readonly services = new Map<string, ServiceState>();
+  /** The inbound listeners' traffic state, by the service they serve (for its inbound rate limits). */
+  private readonly inbound = new Map<string, TrafficState[]>();
   /** Authority -> service name (or null), for the few authorities a proxy sees over and over. */
   private readonly serviceNames = new Map<string, string | null>();
   private readonly workloads = new Map<string, Workload>();
@@ -225,14 +267,18 @@ export class Proxy {
       idleUpstreams: () => this.pools.idleConnections(),
       endpoints: () => [...this.services.values()].map((s) => ({ service: s.name, count: s.balancer.set.size })),
       watchConnected: () => this.watch?.connected ?? false,
+      traffic: () => [...this.services.values()].map((s) => s.traffic),
     });
     if (opts.controlUrl === null) {
       this.watch = null;
     } else {
       const log = this.logger;
       this.watch = new WatchClient({ controlUrl: opts.controlUrl, clock: this.clock, ...(log === undefined ? {} : { logger: log }) });
-      this.watch.on('update', (service, set) => this.services.get(service)?.balancer.update(set));
-      this.watch.on('service', (service, def) => this.services.get(service)?.setPolicy(def?.balancer ?? null));
+      this.watch.on('update', (service, set) => this.services.get(service)?.update(set));
+      this.watch.on('service', (service, def) => {
+        this.services.get(service)?.setDefinition(def);
+        for (const t of this.inbound.get(service) ?? []) t.setPolicy(inboundTraffic(def?.traffic ?? DEFAULT_TRAFFIC));
+      });
       this.watch.on('connected', () => log?.info({ control: opts.controlUrl }, 'watching the control plane'));
       this.watch.on('disconnected', (err) => log?.warn({ control: opts.controlUrl, err: err.message }, 'lost the control plane; serving from the last state seen'));
     }
@@ -287,7 +333,7 @@ export class Proxy {
     if (s !== undefined) return s;
     const w = this.watch;
     if (w === null || !w.knows(name)) return null;
-    s = new ServiceState(name, w.definition(name)?.balancer ?? null, w.endpoints(name), this.clock);
+    s = new ServiceState(name, w.definition(name), w.endpoints(name), this.clock, (e) => this.trafficEvent(e));
     this.services.set(name, s);
     return s;
   }
@@ -310,10 +356,24 @@ export class Proxy {
     };
   }
 
+  private trafficEvent(e: TrafficEvent): void {
+    this.metrics.trafficEvent(e);
+    const log = this.logger;
+    if (log === undefined) return;
+    if (e.type === 'eject') log.warn({ service: e.service, endpoint: e.endpoint, reason: e.reason, ejections: e.ejections, until: e.untilMs === null ? null : new Date(e.untilMs).toISOString() }, 'outlier ejected');
+    else if (e.type === 'return') log.info({ service: e.service, endpoint: e.endpoint, reason: e.reason }, 'outlier returned');
+    else if (e.type === 'breaker') log[e.to === 'closed' ? 'info' : 'warn']({ service: e.service, endpoint: e.endpoint, from: e.from, to: e.to, reason: e.reason }, 'breaker');
+    else if (e.type === 'active-check') log[e.healthy ? 'info' : 'warn']({ service: e.service, endpoint: e.endpoint, healthy: e.healthy, reason: e.reason }, 'active health check');
+  }
+
   private outboundDestination(l: Listener, s: ServiceState): Destination {
     const stats = new Map<string, EndpointStats>();
     return {
       service: s.name,
+      get traffic() {
+        return s.traffic;
+      },
+      whyNone: () => s.traffic.whyNone(s.balancer),
       pick: (req, tried) => s.pick(req, tried),
       start: (e): Completion => s.balancer.start(e),
       stats: (e) => {
@@ -330,8 +390,14 @@ export class Proxy {
   private inboundDestination(l: Listener, service: string, app: HostPort): Destination {
     const e = makeEndpoint({ service, id: l.workload, address: app.host, port: app.port });
     const st = this.metrics.stats(l.workload, 'inbound', service, l.workload);
+    const traffic = new TrafficState({ service, policy: inboundTraffic(this.watch?.definition(service)?.traffic ?? DEFAULT_TRAFFIC), clock: this.clock });
+    let list = this.inbound.get(service);
+    if (list === undefined) this.inbound.set(service, (list = []));
+    list.push(traffic);
     return {
       service,
+      traffic,
+      whyNone: () => 'none',
       pick: (_req, tried) => (tried === null ? e : null),
       start: () => NOOP_COMPLETION,
       stats: () => st,
@@ -349,14 +415,14 @@ export class Proxy {
     let inbound: string | null = null;
     try {
       if (spec.outbound != null) {
-        const out: Listener = new Listener(this, spec.name, 'outbound', this.outboundResolver(() => out, spec.pin ?? null));
+        const out: Listener = new Listener(this, spec.name, service, 'outbound', this.outboundResolver(() => out, spec.pin ?? null));
         listeners.push(out);
         outbound = await out.listen(spec.outbound);
       }
       if (spec.inbound != null) {
         const app = spec.app;
         if (app == null) throw new SkeinError('SKEIN_E_USAGE', `workload "${spec.name}": an inbound listener needs the app's address (app=HOST:PORT)`, { field: 'app' });
-        const inb: Listener = new Listener(this, spec.name, 'inbound', () => inb.destination(service, () => this.inboundDestination(inb, service, app)));
+        const inb: Listener = new Listener(this, spec.name, service, 'inbound', () => inb.destination(service, () => this.inboundDestination(inb, service, app)));
         listeners.push(inb);
         inbound = await inb.listen(spec.inbound);
       }
@@ -375,6 +441,15 @@ export class Proxy {
     if (w === undefined) return;
     this.workloads.delete(name);
     await Promise.all(w.listeners.map((l) => l.drain(graceMs)));
+    for (const l of w.listeners) {
+      if (l.direction !== 'inbound') continue;
+      for (const d of l.allDestinations()) {
+        const list = this.inbound.get(d.service);
+        const i = list?.indexOf(d.traffic) ?? -1;
+        if (list !== undefined && i >= 0) list.splice(i, 1);
+        if (list?.length === 0) this.inbound.delete(d.service);
+      }
+    }
   }
 
   workloadInfo(): WorkloadInfo[] {
@@ -419,6 +494,7 @@ export class Proxy {
         services[name] = {
           balancer: (state?.policy ?? def?.balancer ?? { kind: DEFAULT_BALANCER, hashKey: null }),
           inUse: state !== undefined,
+          ...(state === undefined ? {} : { traffic: state.traffic.debug() }),
           endpoints: w.endpoints(name).list().map((e) => ({ id: e.id, address: e.address, port: e.port, weight: e.weight, zone: e.zone, version: e.version })),
         };
       }
@@ -440,6 +516,7 @@ export class Proxy {
     await Promise.all([...this.workloads.keys()].map((n) => this.removeWorkload(n, graceMs)));
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.watch?.stop();
+    for (const s of this.services.values()) s.stop();
     this.pools.closeAll();
   }
 }

@@ -109,7 +109,7 @@ export class MeshRunner {
   private async startService(svc: MeshService): Promise<void> {
     const { proxy, controlUrl } = this.o;
     const p = svc.balancer;
-    await api(controlUrl, 'PUT', `/v1/services/${svc.name}`, { balancer: p.hashKey === null ? { kind: p.kind } : { kind: p.kind, hashKey: p.hashKey } });
+    await api(controlUrl, 'PUT', `/v1/services/${svc.name}`, { balancer: p.hashKey === null ? { kind: p.kind } : { kind: p.kind, hashKey: p.hashKey }, ...svc.traffic });
     const out = await proxy.addWorkload({ name: svc.name, outbound: { host: this.host, port: 0 } });
     const pinned = await proxy.addWorkload({ name: `${svc.name}-service-port`, outbound: { host: this.host, port: 0 }, pin: svc.name });
     const outbound = out.outbound as string;

@@ -19,7 +19,10 @@ import { coarseNow } from './coarse-clock.js';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { NOOP_COMPLETION, type Completion } from '../../balance/balancer.js';
-import type { ErrorCode } from '../../core/errors.js';
+import { SkeinError, type ErrorCode } from '../../core/errors.js';
+import type { RetryCondition, RoutePolicy } from '../../api/traffic.js';
+import type { RouteInput } from '../../resilience/routes.js';
+import type { TrafficState } from '../../resilience/traffic-state.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import { classify, connectionNames, errorResponse, H, HeadCallbacks, MAX_HEADERS, rewriteHead } from './head.js';
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
@@ -28,6 +31,8 @@ import { Upstream, type Pools, type UpstreamHandler } from './upstream.js';
 
 export interface ListenerContext {
   readonly workload: string;
+  /** The workload's service: sent as x-skein-caller on outbound requests. */
+  readonly callerService: string;
   readonly direction: Direction;
   readonly limits: Limits;
   readonly pools: Pools;
@@ -104,7 +109,7 @@ function plainAddress(a: string | undefined): string {
   return a.startsWith('::ffff:') ? a.slice(7) : a;
 }
 
-export class Downstream extends HeadCallbacks implements HashInput {
+export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   readonly parser = new HttpParser(ParserType.Request, this);
   readonly peer: string;
   private state = S.Idle;
@@ -122,6 +127,9 @@ export class Downstream extends HeadCallbacks implements HashInput {
   /** The request is answered locally; its body (if any) is discarded. */
   private local = false;
   private readonly drop = new Uint8Array(MAX_HEADERS);
+  /** The current request's method and target path (for route matching). */
+  method = '';
+  path = '';
 
   constructor(
     readonly socket: Socket,
@@ -289,6 +297,10 @@ export class Downstream extends HeadCallbacks implements HashInput {
     let xff: string | undefined;
     let hasBody = false;
     let extra: string[] | null = null;
+    let timeoutAt = -1;
+    let callerAt = -1;
+    let explain = false;
+    const outbound = this.ctx.direction === 'outbound';
     for (let i = 0; i < n; i++) {
       const o = i * 4;
       drop[i] = 0;
@@ -325,6 +337,22 @@ export class Downstream extends HeadCallbacks implements HashInput {
           break;
         case H.ContentLength:
           if (f[o + 3]! - f[o + 2]! !== 1 || buf[f[o + 2]!] !== 0x30) hasBody = true;
+          break;
+        case H.XSkeinTimeout:
+          // The caller's remaining deadline: the proxy sends its own (what is left) on.
+          drop[i] = 1;
+          timeoutAt = i;
+          break;
+        case H.XSkeinExplain:
+          if (outbound) {
+            drop[i] = 1;
+            explain = head.valueOf(buf, i) === '1';
+          }
+          break;
+        case H.XSkeinCaller:
+          // Outbound, the proxy names the caller itself; inbound, it is the caller's proxy's word.
+          if (outbound) drop[i] = 1;
+          else callerAt = i;
           break;
         default:
           break;
@@ -379,17 +407,65 @@ export class Downstream extends HeadCallbacks implements HashInput {
       this.localError(dest.error, dest.message, hasBody, requestId, dest.status);
       return;
     }
+    const methodEnd = head.urlStart - 1;
+    this.method = buf.toString('latin1', 0, methodEnd);
+    this.path = path;
+    const traffic = dest.traffic;
+    const route = traffic.routes.match(this);
+    let timeoutMs = outbound ? route.requestTimeoutMs : 0;
+    if (timeoutAt >= 0) {
+      const text = head.valueOf(buf, timeoutAt);
+      const left = /^\d{1,10}$/.test(text) ? Number(text) : Number.NaN;
+      if (Number.isNaN(left)) {
+        this.localError('SKEIN_E_BAD_REQUEST', `x-skein-timeout-ms must be a whole number of milliseconds, not "${text.slice(0, 40)}"`, hasBody, requestId);
+        return;
+      }
+      if (left === 0) {
+        this.localError('SKEIN_E_DEADLINE_EXCEEDED', `the request's deadline was spent before it reached the ${this.ctx.direction} proxy of "${dest.service}"`, hasBody, requestId);
+        return;
+      }
+      timeoutMs = timeoutMs === 0 ? left : Math.min(timeoutMs, left);
+    }
+    const caller = outbound ? this.ctx.workload : callerAt >= 0 ? head.valueOf(buf, callerAt) : this.peer;
+    const wait = traffic.rateLimit(route, this.ctx.direction, caller);
+    if (wait > 0) {
+      const rl = route.rateLimit[this.ctx.direction];
+      const per = rl?.perCaller === true ? ` per caller (${caller})` : '';
+      this.localError('SKEIN_E_RATE_LIMITED', `route "${route.name}" of "${dest.service}" allows ${rl?.requestsPerSecond ?? 0} requests/s${per} (${this.ctx.direction})`, hasBody, requestId, undefined, {
+        details: { service: dest.service, route: route.name, direction: this.ctx.direction, requestsPerSecond: rl?.requestsPerSecond, burst: rl?.burst, retryAfterMs: wait },
+        headers: `retry-after: ${Math.ceil(wait / 1000)}\r\n`,
+      });
+      return;
+    }
+    let delayMs = 0;
+    const fault = outbound ? route.fault : null;
+    if (fault !== null) {
+      if (fault.abort !== null && Math.random() * 100 < fault.abort.percent) {
+        this.localError('SKEIN_E_FAULT_INJECTED', `route "${route.name}" of "${dest.service}" injects an abort (status ${fault.abort.status}) into ${fault.abort.percent}% of requests`, hasBody, requestId, fault.abort.status, {
+          details: { service: dest.service, route: route.name },
+        });
+        return;
+      }
+      if (fault.delay !== null && Math.random() * 100 < fault.delay.percent) delayMs = fault.delay.ms;
+    }
+    if (outbound && traffic.active >= traffic.policy.limits.maxRequests) {
+      traffic.overflows++;
+      this.localError('SKEIN_E_UPSTREAM_OVERFLOW', `"${dest.service}" has ${traffic.active} requests in flight (limits.maxRequests ${traffic.policy.limits.maxRequests})`, hasBody, requestId, undefined, {
+        details: { service: dest.service, route: route.name, inFlight: traffic.active, limit: traffic.policy.limits.maxRequests },
+      });
+      return;
+    }
 
     // The head for the upstream: request line in origin form, the client's header lines minus
-    // the hop-by-hop ones, then what the proxy adds.
-    const methodEnd = head.urlStart - 1;
+    // the hop-by-hop ones, then what the proxy adds. Its final CRLF is the exchange's (after
+    // the deadline it sends on).
     let tail = abs !== null ? `host: ${authority}\r\n` : '';
     tail += `x-forwarded-for: ${xff === undefined ? this.peer : `${xff}, ${this.peer}`}\r\n`;
     if (!xfp) tail += 'x-forwarded-proto: http\r\n';
     if (rid < 0) tail += `x-request-id: ${requestId}\r\n`;
+    if (outbound) tail += `x-skein-caller: ${this.ctx.callerService}\r\n`;
     if (this.upgrade) tail += 'connection: upgrade\r\n';
-    tail += '\r\n';
-    const out = rewriteHead(buf, head, drop, head.lineStart(buf, 0), `${buf.toString('latin1', 0, methodEnd)} ${path} HTTP/1.1\r\n`, tail);
+    const out = rewriteHead(buf, head, drop, head.lineStart(buf, 0), `${this.method} ${path} HTTP/1.1\r\n`, tail);
 
     const ex = new Exchange(this, dest, out, {
       isHead: method === METHOD_HEAD,
@@ -399,22 +475,27 @@ export class Downstream extends HeadCallbacks implements HashInput {
       keepAlive: this.keepAlive && !this.clientEnded,
       http10: !http11,
       requestId,
+      route,
+      timeoutMs,
+      delayMs,
+      explain,
     });
-    if (!ex.begin()) {
-      this.localError('SKEIN_E_NO_HEALTHY_ENDPOINT', `service "${dest.service}" has no healthy endpoint`, hasBody, requestId);
-      return;
-    }
     this.exchange = ex;
     this.local = false;
+    const refused = ex.begin();
+    if (refused !== null) {
+      this.exchange = null;
+      this.localError(refused.code, refused.message, hasBody, requestId, undefined, { details: { service: dest.service, route: route.name, ...(outbound ? traffic.summary() : {}) } });
+    }
   }
 
   // ---- answers ----
 
   /** A local error answer to a well-formed request; keeps the connection when it can. */
-  localError(code: ErrorCode, message: string, hasBody: boolean, requestId: string | undefined, status?: number): void {
+  localError(code: ErrorCode, message: string, hasBody: boolean, requestId: string | undefined, status?: number, extra?: { details?: unknown; headers?: string }): void {
     this.ctx.counters.proxyError(this.ctx.direction, code);
     const close = hasBody || !this.keepAlive || this.clientEnded || this.ctx.draining;
-    this.socket.write(errorResponse(code, message, { close, requestId, status, head: this.parser.method === METHOD_HEAD }), 'latin1');
+    this.socket.write(errorResponse(code, message, { close, requestId, status, head: this.parser.method === METHOD_HEAD, ...extra }), 'latin1');
     if (close) {
       this.close();
       return;
@@ -500,62 +581,182 @@ interface ExchangeOptions {
   readonly keepAlive: boolean;
   readonly http10: boolean;
   readonly requestId: string;
+  readonly route: RoutePolicy;
+  /** Time until the response head, all attempts included; 0: none. */
+  readonly timeoutMs: number;
+  /** A fault-injection delay before the first attempt. */
+  readonly delayMs: number;
+  /** The client asked for x-skein-explain. */
+  readonly explain: boolean;
 }
 
-/** One request and its response. */
+/** Why no attempt could be made: answered as a proxy error. */
+interface Refusal {
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+
+const enum T {
+  None,
+  /** The attempt's deadline: per try or overall, whichever comes first. */
+  Attempt,
+  /** Backoff before a retry. */
+  Backoff,
+  /** A fault-injection delay. */
+  Delay,
+}
+
+function fireTimer(ex: Exchange): void {
+  ex.onTimer();
+}
+
+/** Peer-proxy errors that say the request never reached an app: safe to send elsewhere. */
+function refusedByPeer(code: string | undefined): boolean {
+  return code === 'SKEIN_E_UPSTREAM_CONNECT' || code === 'SKEIN_E_PROXY_DRAINING';
+}
+
+/**
+ * One request and its response, over one or more attempts. Outbound, a failed attempt (connect
+ * failure, reset, per-try timeout, a retryable status, a peer proxy that refused it) is retried
+ * when the route's retry policy, the method, the kept body, the deadline and the service's retry
+ * budget all allow it, on another endpoint when there is one, after a backoff with full jitter.
+ * Every attempt's outcome goes to the service's breakers and outlier detector.
+ */
 class Exchange implements UpstreamHandler {
   private up: Upstream | null = null;
+  /** A connection being established for this exchange (counted as pending). */
+  private connecting: Upstream | null = null;
   private queue: Buffer[] | null = [];
   private queued = 0;
   private reqDone = false;
   responseStarted = false;
   private finished = false;
+  /** Endpoints of failed attempts, and what happened at each. */
   private tried: Endpoint[] | null = null;
+  private outcomes: string[] | null = null;
+  private endpoint: Endpoint | null = null;
   private staleRetried = false;
   private completion: Completion = NOOP_COMPLETION;
   private stats: EndpointStats | null = null;
   private readonly t0 = performance.now();
+  private attemptT0 = 0;
   private latencyMs = 0;
   private status = 0;
   private closeAfter = false;
   private responseDone = false;
-  /** The response is a peer proxy's connect failure, to drop; the request goes elsewhere. */
-  private retryElsewhere = false;
+  /** The current response is read to its end and dropped: a retry follows (after `retryDelay`). */
+  private discard = false;
+  private retryDelay = 0;
   /** The rewritten response head, until it is written (with the first body bytes). */
   private pendingHead: Buffer | null = null;
   /** Waiting for a 'drain' of the upstream (client reads paused) / of the client (upstream reads paused). */
   private upDrain = false;
   private dsDrain = false;
+  private readonly outbound: boolean;
+  private readonly traffic: TrafficState;
+  /** performance.now() by which the response head must have come; 0: no deadline. */
+  private deadline = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private timerKind = T.None;
+  /** The current attempt's timer is its per-try timeout (not the overall deadline). */
+  private perTry = false;
+  private retries = 0;
+  /** The request body as sent so far, kept for a retry while it is small enough; null: not kept. */
+  private kept: Buffer[] | null;
+  private keptBytes = 0;
+  /** In traffic.active (outbound). */
+  private counted = false;
+  private budgetRefused = false;
 
   constructor(
     private readonly ds: Downstream,
     private readonly dest: Destination,
+    /** The request head without its final CRLF (the deadline header goes after it). */
     private readonly headBytes: Buffer,
     private readonly o: ExchangeOptions,
-  ) {}
-
-  /** Picks an endpoint and connects (or takes a pooled connection); false when there is none. */
-  begin(): boolean {
-    const e = this.dest.pick(this.ds, this.tried);
-    if (e === null) return false;
-    this.stats = this.dest.stats(e);
-    this.connect(e, true);
-    return true;
+  ) {
+    this.outbound = ds.ctx.direction === 'outbound';
+    this.traffic = dest.traffic;
+    this.kept = o.hasBody && this.outbound && o.route.retries.maxRetries > 0 ? [] : null;
   }
 
-  private connect(e: Endpoint, mayReuse: boolean): void {
+  /**
+   * Starts the exchange: the first attempt (or the fault delay before it). A refusal comes back
+   * (no endpoint, a limit): the caller answers it; nothing has been sent.
+   */
+  begin(): Refusal | null {
+    const t = this.traffic;
+    if (this.outbound) {
+      t.active++;
+      this.counted = true;
+      t.budget.deposit();
+    }
+    if (this.o.timeoutMs > 0) this.deadline = this.t0 + this.o.timeoutMs;
+    if (this.o.delayMs > 0) {
+      this.setTimer(T.Delay, this.o.delayMs);
+      return null;
+    }
+    const r = this.attempt();
+    if (r !== null) this.release();
+    return r;
+  }
+
+  /** One attempt: pick an endpoint (another one than those tried, when there is one) and send. */
+  private attempt(): Refusal | null {
+    const e = this.dest.pick(this.ds, this.tried);
+    if (e === null) return this.noEndpoint();
+    this.endpoint = e;
+    this.stats = this.dest.stats(e);
+    this.status = 0;
+    this.attemptT0 = performance.now();
+    if (this.outbound) this.traffic.started(e.key);
+    this.armAttemptTimer();
+    return this.connect(e, true);
+  }
+
+  private noEndpoint(): Refusal {
+    const service = this.dest.service;
+    const why = this.dest.whyNone();
+    if (why === 'breakers-open') return { code: 'SKEIN_E_BREAKER_OPEN', message: `every instance of "${service}" is behind an open circuit breaker` };
+    if (why === 'active-check') return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `every instance of "${service}" fails this proxy's active health check` };
+    if (this.tried !== null) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `no endpoint of "${service}" is left to try` };
+    return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `service "${service}" has no healthy endpoint` };
+  }
+
+  private connect(e: Endpoint, mayReuse: boolean): Refusal | null {
     const ctx = this.ds.ctx;
     const pool = ctx.pools.get(e);
     const idle = mayReuse ? pool.take(coarseNow()) : null;
     if (idle !== null) {
       idle.handler = this;
       this.onUpstreamReady(idle);
-      return;
+      return null;
     }
-    new Upstream(e, pool, ctx.limits.connectTimeoutMs, this);
+    const t = this.traffic;
+    let timeoutMs = ctx.limits.connectTimeoutMs;
+    if (this.outbound) {
+      const l = t.policy.limits;
+      if (t.connections.open >= l.maxConnections || t.pending >= l.maxPendingRequests) {
+        t.overflows++;
+        const what = t.connections.open >= l.maxConnections ? `${t.connections.open} connections (limits.maxConnections ${l.maxConnections})` : `${t.pending} requests waiting for a connection (limits.maxPendingRequests ${l.maxPendingRequests})`;
+        return { code: 'SKEIN_E_UPSTREAM_OVERFLOW', message: `"${this.dest.service}" has ${what}` };
+      }
+      t.pending++;
+      timeoutMs = t.policy.connectTimeoutMs;
+      pool.idleMs = t.policy.idleTimeoutMs;
+    }
+    this.connecting = new Upstream(e, pool, timeoutMs, this, this.outbound ? t.connections : null);
+    return null;
+  }
+
+  private doneConnecting(): void {
+    if (this.connecting === null) return;
+    this.connecting = null;
+    if (this.outbound) this.traffic.pending--;
   }
 
   onUpstreamReady(up: Upstream): void {
+    if (this.connecting === up) this.doneConnecting();
     if (this.finished) {
       up.pool.release(up, coarseNow());
       return;
@@ -567,17 +768,34 @@ class Exchange implements UpstreamHandler {
     const s = up.socket;
     const q = this.queue;
     this.queue = null;
+    const head = this.requestHead();
     if (this.o.hasBody || this.o.upgrade) {
       // Head and the body bytes that follow in this tick leave in one write.
       corkForTick(s);
-      s.write(this.headBytes);
+      s.write(head);
       if (q !== null) for (const b of q) s.write(b);
-    } else s.write(this.headBytes);
+    } else s.write(head);
     if (this.queued > MAX_QUEUED_BODY) this.ds.socket.resume();
     this.queued = 0;
   }
 
+  /** The request head for this attempt: with the time left, when there is a deadline. */
+  private requestHead(): Buffer {
+    const base = this.headBytes;
+    const end = this.deadline === 0 ? '\r\n' : `x-skein-timeout-ms: ${Math.max(1, Math.floor(this.deadline - performance.now()))}\r\n\r\n`;
+    const out = Buffer.allocUnsafe(base.length + end.length);
+    base.copy(out, 0);
+    out.write(end, base.length, 'latin1');
+    return out;
+  }
+
   requestBody(data: Buffer): void {
+    const k = this.kept;
+    if (k !== null) {
+      this.keptBytes += data.length;
+      if (this.keptBytes > this.o.route.retries.maxBodyBytes) this.kept = null;
+      else k.push(data);
+    }
     const up = this.up;
     if (up === null) {
       if (this.queue === null) return;
@@ -615,6 +833,120 @@ class Exchange implements UpstreamHandler {
     this.reqDone = true;
     if (this.responseDone) this.finish();
   }
+
+  // ---- timers ----
+
+  private setTimer(kind: T, ms: number): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timerKind = kind;
+    this.timer = setTimeout(fireTimer, Math.max(0, ms), this);
+  }
+
+  private clearTimer(): void {
+    if (this.timer === null) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.timerKind = T.None;
+  }
+
+  /** The attempt's timer: its per-try timeout or the overall deadline, whichever is first. */
+  private armAttemptTimer(): void {
+    const now = performance.now();
+    let at = this.deadline;
+    const pt = this.outbound ? this.o.route.perTryTimeoutMs : 0;
+    this.perTry = pt > 0 && (at === 0 || now + pt < at);
+    if (this.perTry) at = now + pt;
+    if (at === 0) this.clearTimer();
+    else this.setTimer(T.Attempt, at - now);
+  }
+
+  onTimer(): void {
+    const kind = this.timerKind;
+    this.timer = null;
+    this.timerKind = T.None;
+    if (this.finished) return;
+    if (kind === T.Delay || kind === T.Backoff) {
+      if (this.deadline > 0 && performance.now() >= this.deadline) {
+        this.fail('SKEIN_E_UPSTREAM_TIMEOUT', `no response from "${this.dest.service}" within ${this.o.timeoutMs} ms`);
+        return;
+      }
+      const r = this.attempt();
+      if (r !== null) this.fail(r.code, r.message);
+      return;
+    }
+    if (kind !== T.Attempt || this.responseStarted || this.discard) return;
+    // No response head in time: give up this attempt.
+    const perTry = this.perTry;
+    const up = this.up ?? this.connecting;
+    this.doneConnecting();
+    this.up = null;
+    up?.close();
+    const ms = perTry ? this.o.route.perTryTimeoutMs : this.o.timeoutMs;
+    this.endAttempt(0, `no response within ${ms} ms`);
+    if (perTry && this.retry('per-try-timeout', 0)) return;
+    const e = this.endpoint;
+    const at = e === null ? '' : ` (last: ${e.id} at ${e.address}:${e.port})`;
+    this.fail('SKEIN_E_UPSTREAM_TIMEOUT', perTry ? `no response from "${this.dest.service}" within the per-try timeout of ${ms} ms${at}` : `no response from "${this.dest.service}" within ${ms} ms${at}`);
+  }
+
+  // ---- attempts and retries ----
+
+  /** An attempt failed (`status` 0: no response) or its response is dropped for a retry. */
+  private endAttempt(status: number, outcome: string): void {
+    this.completion.end({ latencyMs: performance.now() - this.attemptT0, ok: false });
+    this.completion = NOOP_COMPLETION;
+    const e = this.endpoint;
+    if (e === null) return;
+    if (this.outbound) this.traffic.record(e.key, status);
+    (this.tried ??= []).push(e);
+    (this.outcomes ??= []).push(outcome);
+  }
+
+  /** The delay before a retry, or -1 when this failure may not be retried. */
+  private retryDelayFor(cond: RetryCondition | 'status', status: number): number {
+    if (!this.outbound || this.finished || this.responseStarted || this.o.upgrade) return -1;
+    const r = this.o.route.retries;
+    if (this.retries >= r.maxRetries) return -1;
+    if (cond === 'status' ? !r.statuses.includes(status) : !r.on.includes(cond)) return -1;
+    // Nothing reached an app after a connect failure or a peer's refusal; otherwise the method must allow it.
+    if (cond !== 'connect-failure' && cond !== 'refused-stream' && !this.o.idempotent && !r.nonIdempotent) return -1;
+    if (this.o.hasBody && this.kept === null) return -1;
+    // Full jitter: uniform in [0, min(max, base * 2^n)).
+    const delay = Math.floor(Math.random() * Math.min(r.backoffMaxMs, r.backoffBaseMs * 2 ** this.retries));
+    if (this.deadline > 0 && performance.now() + delay >= this.deadline) return -1;
+    if (!this.traffic.budget.tryWithdraw()) {
+      this.budgetRefused = true;
+      this.ds.ctx.counters.retryBudgetExhausted(this.dest.service);
+      return -1;
+    }
+    this.retries++;
+    this.ds.ctx.counters.retry(this.dest.service, cond);
+    return delay;
+  }
+
+  /** Retries when allowed: true when a retry is under way. */
+  private retry(cond: RetryCondition | 'status', status: number): boolean {
+    const delay = this.retryDelayFor(cond, status);
+    if (delay < 0) return false;
+    this.scheduleRetry(delay);
+    return true;
+  }
+
+  private scheduleRetry(delay: number): void {
+    this.up = null;
+    this.status = 0;
+    this.queue = this.kept === null ? [] : this.kept.slice();
+    this.queued = 0;
+    if (delay > 0) {
+      this.setTimer(T.Backoff, delay);
+      return;
+    }
+    this.clearTimer();
+    const r = this.attempt();
+    if (r !== null) this.fail(r.code, r.message);
+  }
+
+  // ---- the response ----
 
   onResponseHead(up: Upstream, head: Buffer, status: number): void {
     const ds = this.ds;
@@ -658,13 +990,20 @@ class Exchange implements UpstreamHandler {
           break;
       }
     }
-    if (status === 502 && peerError === 'SKEIN_E_UPSTREAM_CONNECT' && ds.ctx.direction === 'outbound' && !this.o.hasBody && (this.tried?.length ?? 0) < ds.ctx.limits.connectRetries) {
-      // The endpoint is another proxy's inbound listener whose app refused the connection (it
-      // just crashed, say): nothing reached an app, so another endpoint may take the request.
-      // This response is read to its end and dropped (see onResponseComplete).
-      this.retryElsewhere = true;
-      return;
+    if (status >= 500 && this.outbound) {
+      // A peer proxy that refused the request (its app is down, it drains): nothing reached an
+      // app, so another endpoint may take it whatever the method. Otherwise a retryable status.
+      const delay = this.retryDelayFor(refusedByPeer(peerError) ? 'refused-stream' : 'status', status);
+      if (delay >= 0) {
+        // This response is read to its end and dropped (see onResponseComplete).
+        this.clearTimer();
+        this.discard = true;
+        this.retryDelay = delay;
+        return;
+      }
     }
+    this.clearTimer();
+    if (this.outbound && this.endpoint !== null) this.traffic.record(this.endpoint.key, status);
     if (extra !== null) {
       for (let i = 0; i < n; i++) if (extra.includes(h.nameOf(head, i).toLowerCase())) drop[i] = 1;
     }
@@ -672,7 +1011,8 @@ class Exchange implements UpstreamHandler {
     if (decode) up.decodeBody = true;
     const close = !this.o.keepAlive || up.needsEof || decode || ds.ctx.draining || (this.o.upgrade && status !== 101);
     this.closeAfter = close;
-    const tail = status === 101 ? 'connection: upgrade\r\n\r\n' : close ? 'connection: close\r\n\r\n' : this.o.http10 ? 'connection: keep-alive\r\n\r\n' : '\r\n';
+    let tail = status === 101 ? 'connection: upgrade\r\n\r\n' : close ? 'connection: close\r\n\r\n' : this.o.http10 ? 'connection: keep-alive\r\n\r\n' : '\r\n';
+    if (this.o.explain) tail = `x-skein-explain: ${this.explanation()}\r\n${tail}`;
     this.responseStarted = true;
     // Held until the first body bytes (usually in the same chunk): both leave in one write.
     this.pendingHead = rewriteHead(head, h, drop, 0, '', tail);
@@ -687,7 +1027,7 @@ class Exchange implements UpstreamHandler {
   }
 
   onResponseBody(up: Upstream, data: Buffer): void {
-    if (this.retryElsewhere) return;
+    if (this.discard) return;
     const head = this.pendingHead;
     let out = data;
     if (head !== null) {
@@ -704,17 +1044,14 @@ class Exchange implements UpstreamHandler {
   }
 
   onResponseComplete(up: Upstream, rest: Buffer): void {
-    if (this.retryElsewhere) {
-      this.retryElsewhere = false;
-      this.status = 0;
+    if (this.discard) {
+      this.discard = false;
+      const status = this.status;
       this.up = null;
-      if (rest.length === 0 && up.reusable) up.pool.release(up, coarseNow());
+      if (this.reqDone && rest.length === 0 && up.reusable) up.pool.release(up, coarseNow());
       else up.close();
-      this.completion.end({ latencyMs: performance.now() - this.t0, ok: false });
-      this.completion = NOOP_COMPLETION;
-      (this.tried ??= []).push(up.endpoint);
-      this.queue = [];
-      if (!this.begin()) this.fail('SKEIN_E_UPSTREAM_CONNECT', `no endpoint of "${this.dest.service}" could take the request (tried ${this.tried.map((t) => t.key).join(', ')})`);
+      this.endAttempt(status, `HTTP ${status}`);
+      this.scheduleRetry(this.retryDelay);
       return;
     }
     this.flushHead();
@@ -734,15 +1071,22 @@ class Exchange implements UpstreamHandler {
   }
 
   onUpstreamError(up: Upstream, phase: 'connect' | 'exchange', err: Error, code: 'reset' | 'protocol' | 'timeout' | 'connect'): void {
+    if (this.connecting === up) this.doneConnecting();
     this.up = null;
     if (this.finished) return;
     const e = up.endpoint;
+    if (this.discard) {
+      // The dropped response was cut short: the retry goes ahead all the same.
+      this.discard = false;
+      this.endAttempt(this.status, `HTTP ${this.status}`);
+      this.scheduleRetry(this.retryDelay);
+      return;
+    }
     if (phase === 'connect') {
       this.ds.ctx.counters.upstreamConnect(false);
-      (this.tried ??= []).push(e);
-      if (this.tried.length <= this.ds.ctx.limits.connectRetries && this.begin()) return;
-      const tried = this.tried.map((t) => `${t.key} at ${t.address}:${t.port}`).join(', ');
-      this.fail('SKEIN_E_UPSTREAM_CONNECT', `could not connect to ${tried} (last: ${err.message})`);
+      this.endAttempt(0, `connect failed: ${err.message}`);
+      if (this.retry('connect-failure', 0)) return;
+      this.fail('SKEIN_E_UPSTREAM_CONNECT', `could not connect to ${this.triedText()}`);
       return;
     }
     if (this.status === 101) {
@@ -756,39 +1100,96 @@ class Exchange implements UpstreamHandler {
       this.pendingHead = null;
       this.responseStarted = false;
     }
-    this.completion.end({ latencyMs: performance.now() - this.t0, ok: false });
-    this.completion = NOOP_COMPLETION;
     if (this.status === 0 && up.reused && !this.o.hasBody && this.o.idempotent && !this.staleRetried) {
       // A pooled connection the server had closed as we sent: the request did not get a byte of
-      // answer and has no body, so sending it again on a fresh connection is safe.
+      // answer and has no body, so sending it again on a fresh connection is safe (and is not a
+      // failure of the endpoint).
+      this.completion.end({ latencyMs: performance.now() - this.attemptT0, ok: false });
+      this.completion = NOOP_COMPLETION;
       this.staleRetried = true;
       this.queue = [];
-      this.connect(e, false);
+      const r = this.connect(e, false);
+      if (r !== null) this.fail(r.code, r.message);
       return;
     }
     if (!this.responseStarted) {
+      this.clearTimer();
+      this.endAttempt(0, code === 'protocol' ? `malformed response: ${err.message}` : `connection closed before a complete response (${err.message})`);
+      if (code !== 'protocol' && this.retry('reset', 0)) return;
       if (code === 'protocol') this.fail('SKEIN_E_UPSTREAM_PROTOCOL', `${e.key} at ${e.address}:${e.port}: ${err.message}`);
       else this.fail('SKEIN_E_UPSTREAM_RESET', `${e.key} at ${e.address}:${e.port} closed the connection before a complete response (${err.message})`);
       return;
     }
     // Part of the response went out: the client must see the cut.
     this.finished = true;
+    this.completion.end({ latencyMs: performance.now() - this.t0, ok: false });
+    this.completion = NOOP_COMPLETION;
+    this.release();
     this.stats?.record(this.status, (performance.now() - this.t0) / 1000);
     this.ds.destroy();
+  }
+
+  private triedText(): string {
+    const t = this.tried ?? [];
+    return t.map((e, i) => `${e.id} at ${e.address}:${e.port} (${this.outcomes?.[i] ?? ''})`).join(', ');
+  }
+
+  /** What the proxy decided, for x-skein-explain: route, endpoint, attempts, budget. */
+  private explanation(): string {
+    const e = this.endpoint;
+    let s = `route=${this.o.route.name}; service=${this.dest.service}; endpoint=${e === null ? '-' : `${e.id} (${e.address}:${e.port})`}; attempts=${(this.tried?.length ?? 0) + (this.status > 0 && !this.discard ? 1 : 0)}`;
+    if (this.tried !== null) s += `; failed=${this.tried.map((t, i) => `${t.id}: ${this.outcomes?.[i] ?? ''}`).join(', ')}`;
+    if (this.outbound) {
+      s += `; budget=${this.traffic.budget.available}`;
+      if (this.budgetRefused) s += ' (a retry was refused by the budget)';
+    }
+    if (this.deadline > 0) s += `; timeout=${this.o.timeoutMs}ms`;
+    return s.replace(/[^\x20-\x7e]/g, '?');
+  }
+
+  /** The state behind a proxy error, for its JSON body. */
+  private details(): object {
+    const sum = this.outbound ? this.traffic.summary() : null;
+    return {
+      service: this.dest.service,
+      route: this.o.route.name,
+      tried: (this.tried ?? []).map((e, i) => ({ endpoint: e.id, address: `${e.address}:${e.port}`, outcome: this.outcomes?.[i] ?? '' })),
+      retries: this.retries,
+      ...(sum === null
+        ? {}
+        : { budget: { available: sum.budget, refusedARetry: this.budgetRefused }, breakers: sum.breakers, ejected: sum.ejected, failingActiveChecks: sum.activeCheckFailing }),
+      ...(this.deadline > 0 ? { timeoutMs: this.o.timeoutMs } : {}),
+    };
+  }
+
+  /** Leaves the service's in-flight count and stops the timer (once). */
+  private release(): void {
+    this.clearTimer();
+    if (this.connecting !== null) {
+      const c = this.connecting;
+      this.doneConnecting();
+      c.close();
+    }
+    if (this.counted) {
+      this.counted = false;
+      this.traffic.active--;
+    }
   }
 
   /** A local error: 5xx with x-skein-error, counted against the endpoint when there is one. */
   private fail(code: ErrorCode, message: string): void {
     this.finished = true;
     this.queue = null;
+    this.release();
     this.completion.end({ latencyMs: performance.now() - this.t0, ok: false });
     this.completion = NOOP_COMPLETION;
     const ds = this.ds;
     ds.ctx.counters.proxyError(ds.ctx.direction, code);
-    const status = code === 'SKEIN_E_NO_HEALTHY_ENDPOINT' ? 503 : 502;
+    const status = new SkeinError(code, message).status;
     this.stats?.record(status, (performance.now() - this.t0) / 1000);
     const close = !this.reqDone || !this.o.keepAlive || ds.ctx.draining;
-    ds.socket.write(errorResponse(code, message, { close, requestId: this.o.requestId, head: this.o.isHead }), 'latin1');
+    const headers = this.o.explain ? `x-skein-explain: ${this.explanation()}\r\n` : '';
+    ds.socket.write(errorResponse(code, message, { close, requestId: this.o.requestId, head: this.o.isHead, details: this.details(), headers }), 'latin1');
     ds.exchangeDone(close);
   }
 
@@ -796,6 +1197,7 @@ class Exchange implements UpstreamHandler {
     if (this.finished) return;
     if (!this.reqDone && !this.closeAfter) return;
     this.finished = true;
+    this.release();
     this.completion.end({ latencyMs: this.latencyMs, ok: this.status < 500 });
     this.completion = NOOP_COMPLETION;
     this.stats?.record(this.status, (performance.now() - this.t0) / 1000);
@@ -807,6 +1209,7 @@ class Exchange implements UpstreamHandler {
     if (this.finished) return;
     this.finished = true;
     this.queue = null;
+    this.release();
     this.completion.end({ latencyMs: performance.now() - this.t0, ok: true });
     this.completion = NOOP_COMPLETION;
     this.stats?.record(this.status, (performance.now() - this.t0) / 1000);
@@ -844,6 +1247,7 @@ class Exchange implements UpstreamHandler {
   tunnelClosed(): void {
     if (this.finished) return;
     this.finished = true;
+    this.release();
     this.stats?.record(101, (performance.now() - this.t0) / 1000);
     this.up?.close();
     this.up = null;

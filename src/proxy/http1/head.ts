@@ -24,6 +24,9 @@ export const enum H {
   TransferEncoding,
   ContentLength,
   XSkeinError,
+  XSkeinTimeout,
+  XSkeinExplain,
+  XSkeinCaller,
 }
 
 const NAMES: ReadonlyArray<readonly [string, H]> = [
@@ -40,6 +43,9 @@ const NAMES: ReadonlyArray<readonly [string, H]> = [
   ['transfer-encoding', H.TransferEncoding],
   ['content-length', H.ContentLength],
   ['x-skein-error', H.XSkeinError],
+  ['x-skein-timeout-ms', H.XSkeinTimeout],
+  ['x-skein-explain', H.XSkeinExplain],
+  ['x-skein-caller', H.XSkeinCaller],
 ];
 
 /** By length: the names of that length, as byte arrays. */
@@ -277,6 +283,7 @@ export function connectionTokens(value: string): string[] {
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
   408: 'Request Timeout',
+  429: 'Too Many Requests',
   431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
   502: 'Bad Gateway',
@@ -286,18 +293,27 @@ const STATUS_TEXT: Record<number, string> = {
 
 /**
  * A response the proxy makes itself: the status of the code (or `status`), `x-skein-error`
- * naming the code, and a small JSON body `{ code, message, requestId? }`.
+ * naming the code, and a small JSON body `{ code, message, requestId?, details? }`. `headers`
+ * are extra header lines, each ending in CRLF (Retry-After, x-skein-explain).
  */
-export function errorResponse(code: ErrorCode, message: string, opts: { close: boolean; requestId?: string | undefined; status?: number; head?: boolean }): string {
+export function errorResponse(
+  code: ErrorCode,
+  message: string,
+  opts: { close: boolean; requestId?: string | undefined; status?: number | undefined; head?: boolean; details?: unknown; headers?: string },
+): string {
   const status = opts.status ?? new SkeinError(code, message).status;
-  const body = JSON.stringify(opts.requestId === undefined ? { code, message } : { code, message, requestId: opts.requestId }) + '\n';
-  const len = Buffer.byteLength(body);
+  const o: Record<string, unknown> = { code, message };
+  if (opts.requestId !== undefined) o['requestId'] = opts.requestId;
+  if (opts.details !== undefined) o['details'] = opts.details;
+  // Written as latin1: anything beyond ASCII is escaped so that the length is the byte count.
+  const body = JSON.stringify(o).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
   return (
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
     `content-type: application/json\r\n` +
-    `content-length: ${len}\r\n` +
+    `content-length: ${body.length}\r\n` +
     `x-skein-error: ${code}\r\n` +
     (opts.requestId === undefined ? '' : `x-request-id: ${opts.requestId}\r\n`) +
+    (opts.headers ?? '') +
     (opts.close ? 'connection: close\r\n' : '') +
     `\r\n` +
     (opts.head === true ? '' : body)

@@ -5,6 +5,7 @@
 import type { Completion } from '../../balance/balancer.js';
 import type { ErrorCode } from '../../core/errors.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
+import type { NoEndpointReason, TrafficState } from '../../resilience/traffic-state.js';
 
 export type Direction = 'inbound' | 'outbound';
 
@@ -23,6 +24,8 @@ export interface HashInput {
 
 export interface Destination {
   readonly service: string;
+  /** Routes, retry budget, breakers, outlier detection, limits and rate limits of the service. */
+  readonly traffic: TrafficState;
   /**
    * An endpoint for this request, none of `tried` (endpoints that already failed to connect),
    * or null when none is left.
@@ -30,6 +33,8 @@ export interface Destination {
   pick(req: HashInput, tried: readonly Endpoint[] | null): Endpoint | null;
   start(e: Endpoint): Completion;
   stats(e: Endpoint): EndpointStats;
+  /** Why `pick` found no endpoint (for the error). */
+  whyNone(): NoEndpointReason;
 }
 
 export interface RouteError {
@@ -48,10 +53,8 @@ export interface Limits {
   readonly idleTimeoutMs: number;
   /** An idle pooled upstream connection is closed after this long. */
   readonly upstreamIdleTimeoutMs: number;
-  /** Time to establish an upstream connection. */
+  /** Time to establish a connection to the local app (inbound); outbound, the service's `timeouts.connect` applies. */
   readonly connectTimeoutMs: number;
-  /** Further endpoints tried when connecting fails (the request was not sent, so this is safe). */
-  readonly connectRetries: number;
   /** Most idle connections kept per endpoint. */
   readonly maxIdlePerEndpoint: number;
   /** Most client connections per listener. */
@@ -64,7 +67,6 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   idleTimeoutMs: 60_000,
   upstreamIdleTimeoutMs: 4_000,
   connectTimeoutMs: 3_000,
-  connectRetries: 2,
   maxIdlePerEndpoint: 256,
   maxConnections: 10_000,
 });
@@ -74,4 +76,8 @@ export interface ForwarderCounters {
   /** A proxy-made error response (x-skein-error). */
   proxyError(direction: Direction, code: ErrorCode): void;
   upstreamConnect(ok: boolean): void;
+  /** A retry was sent (`reason`: a retry condition or "status"). */
+  retry(service: string, reason: string): void;
+  /** The retry budget refused a retry. */
+  retryBudgetExhausted(service: string): void;
 }

@@ -54,8 +54,11 @@ export class Upstream extends HeadCallbacks {
     readonly pool: Pool,
     connectTimeoutMs: number,
     handler: UpstreamHandler,
+    /** Counts this connection while it is open (the service's limits.maxConnections). */
+    counter: { open: number } | null = null,
   ) {
     super();
+    if (counter !== null) counter.open++;
     this.handler = handler;
     this.parser = new HttpParser(ParserType.Response, this);
     const socket = connect({ host: endpoint.address, port: endpoint.port, noDelay: true });
@@ -73,6 +76,7 @@ export class Upstream extends HeadCallbacks {
     socket.on('end', () => this.onEnd());
     socket.on('error', (err) => this.fail(this.connected ? 'exchange' : 'connect', err, this.connected ? 'reset' : 'connect'));
     socket.on('close', () => {
+      if (counter !== null) counter.open--;
       this.pool.forget(this);
       this.parser.destroy();
       if (!this.closedByUs) this.fail('exchange', new Error('upstream closed the connection'), 'reset');
@@ -241,6 +245,8 @@ export class Upstream extends HeadCallbacks {
 export class Pool {
   private readonly idle: Upstream[] = [];
   lastUsed = 0;
+  /** How long an idle connection is kept; 0: the proxy's default. */
+  idleMs = 0;
 
   constructor(
     readonly key: string,
@@ -305,7 +311,8 @@ export class Pools {
 
   sweep(now: number, maxIdleMs: number): void {
     for (const [key, p] of this.pools) {
-      if (p.sweep(now, maxIdleMs) === 0 && now - p.lastUsed > maxIdleMs) this.pools.delete(key);
+      const idle = p.idleMs > 0 ? p.idleMs : maxIdleMs;
+      if (p.sweep(now, idle) === 0 && now - p.lastUsed > idle) this.pools.delete(key);
     }
   }
 

@@ -1,0 +1,92 @@
+/**
+ * Active health checks run by a caller's proxy (a service's `activeHealthCheck`): every endpoint
+ * of the service the proxy sends to is probed (HTTP GET or TCP connect) on an interval, and one
+ * that fails `unhealthyThreshold` times in a row gets no traffic from this proxy until it passes
+ * `healthyThreshold` times, even while the control plane still lists it (a network path that
+ * only this caller cannot use, say). Endpoints start healthy: the control plane vouched for them.
+ */
+import type { ActiveCheckPolicy } from '../api/traffic.js';
+import type { HealthCheck, Instance } from '../api/types.js';
+import type { Clock, TimerHandle } from '../core/clock.js';
+import type { Endpoint, EndpointSet } from '../discovery/endpoint.js';
+import { probeHttp, probeTcp } from '../control/health/probe.js';
+import type { TrafficState } from '../resilience/traffic-state.js';
+
+interface Target {
+  endpoint: Endpoint;
+  timer: TimerHandle;
+  passes: number;
+  fails: number;
+  running: boolean;
+}
+
+export class ActiveChecker {
+  private readonly targets = new Map<string, Target>();
+  private readonly check: HealthCheck;
+  private stopped = false;
+
+  constructor(
+    private readonly traffic: TrafficState,
+    readonly policy: ActiveCheckPolicy,
+    private readonly clock: Clock,
+  ) {
+    this.check = {
+      type: policy.type,
+      path: policy.path,
+      method: 'GET',
+      expectedStatus: { min: 200, max: 399 },
+      port: null,
+      intervalMs: policy.intervalMs,
+      timeoutMs: policy.timeoutMs,
+      ttlMs: 0,
+      healthyThreshold: policy.healthyThreshold,
+      unhealthyThreshold: policy.unhealthyThreshold,
+      initialState: 'healthy',
+      deregisterAfterMs: null,
+    };
+  }
+
+  /** Follows the endpoint set: new endpoints are probed at once, gone ones forgotten. */
+  update(set: EndpointSet): void {
+    if (this.stopped) return;
+    const now = new Set<string>();
+    for (const e of set.list()) {
+      now.add(e.key);
+      const t = this.targets.get(e.key);
+      if (t !== undefined && t.endpoint.address === e.address && t.endpoint.port === e.port) continue;
+      t?.timer.cancel();
+      const target: Target = { endpoint: e, timer: this.clock.setInterval(() => void this.probe(target), this.policy.intervalMs), passes: 0, fails: 0, running: false };
+      this.targets.set(e.key, target);
+      void this.probe(target);
+    }
+    for (const [k, t] of this.targets) {
+      if (now.has(k)) continue;
+      t.timer.cancel();
+      this.targets.delete(k);
+    }
+  }
+
+  private async probe(t: Target): Promise<void> {
+    if (t.running || this.stopped) return;
+    t.running = true;
+    const inst = { address: t.endpoint.address, port: t.endpoint.port } as Instance;
+    const r = this.policy.type === 'http' ? await probeHttp(inst, this.check) : await probeTcp(inst, this.check);
+    t.running = false;
+    if (this.stopped || this.targets.get(t.endpoint.key) !== t) return;
+    if (r.ok) {
+      t.fails = 0;
+      t.passes++;
+      if (t.passes >= this.policy.healthyThreshold) this.traffic.setActiveHealth(t.endpoint.key, true, r.reason);
+    } else {
+      t.passes = 0;
+      t.fails++;
+      if (t.fails >= this.policy.unhealthyThreshold) this.traffic.setActiveHealth(t.endpoint.key, false, r.reason);
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.targets.values()) t.timer.cancel();
+    this.targets.clear();
+  }
+}

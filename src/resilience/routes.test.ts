@@ -1,0 +1,54 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseService } from '../api/parse.js';
+import { RouteTable, type RouteInput } from './routes.js';
+
+function req(method: string, path: string, headers: Record<string, string> = {}): RouteInput {
+  return { method, path, header: (n) => headers[n] };
+}
+
+function table(routes: object[]): RouteTable {
+  return new RouteTable(parseService({ name: 'web', routes }).traffic.routes);
+}
+
+test('no routes: everything gets the default route', () => {
+  const t = table([]);
+  assert.equal(t.match(req('GET', '/')).name, 'default');
+  assert.equal(t.match(req('POST', '/x?y=1')).name, 'default');
+});
+
+test('the most specific route wins whatever the order they were written in', () => {
+  const t = table([
+    { name: 'any', match: {} },
+    { name: 'api', match: { pathPrefix: '/api' } },
+    { name: 'api-v1', match: { pathPrefix: '/api/v1/' } },
+    { name: 'api-post', match: { pathPrefix: '/api', methods: ['POST'] } },
+    { name: 'api-post-tenant', match: { pathPrefix: '/api', methods: ['POST'], headers: { 'x-tenant': 'a' } } },
+    { name: 'exact', match: { path: '/api/v1/health' } },
+  ]);
+  assert.deepEqual(
+    t.routes.map((r) => r.name),
+    ['exact', 'api-v1', 'api-post-tenant', 'api-post', 'api', 'any', 'default'],
+  );
+  assert.equal(t.match(req('GET', '/api/v1/health')).name, 'exact');
+  assert.equal(t.match(req('GET', '/api/v1/health?full=1')).name, 'exact', 'the query is not part of the path');
+  assert.equal(t.match(req('GET', '/api/v1/users')).name, 'api-v1');
+  assert.equal(t.match(req('GET', '/api/v1')).name, 'api-v1', 'a trailing / of a prefix is not required');
+  assert.equal(t.match(req('POST', '/api/x', { 'x-tenant': 'a' })).name, 'api-post-tenant');
+  assert.equal(t.match(req('POST', '/api/x', { 'x-tenant': 'b' })).name, 'api-post');
+  assert.equal(t.match(req('GET', '/api')).name, 'api');
+  assert.equal(t.match(req('GET', '/apix')).name, 'any', 'a prefix matches at a / boundary only');
+  assert.equal(t.match(req('GET', '/other')).name, 'any');
+});
+
+test('among equally specific routes the first written wins; no match falls to default', () => {
+  const t = table([
+    { name: 'first', match: { pathPrefix: '/a' } },
+    { name: 'second', match: { pathPrefix: '/a' } },
+  ]);
+  assert.equal(t.match(req('GET', '/a/b')).name, 'first');
+  assert.equal(t.match(req('GET', '/b')).name, 'default');
+  const m = table([{ name: 'gets', match: { methods: ['GET', 'HEAD'] } }]);
+  assert.equal(m.match(req('HEAD', '/')).name, 'gets');
+  assert.equal(m.match(req('DELETE', '/')).name, 'default');
+});

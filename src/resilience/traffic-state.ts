@@ -1,0 +1,274 @@
+/**
+ * The resilience state one caller keeps for one destination service: its routes, the retry
+ * budget, the breakers and the outlier detector, endpoints that fail the caller's own active
+ * checks, the limits' counters and the rate limiters. The proxy's forwarder (and later the SDK)
+ * asks it which endpoints may get a request (a gate the balancer respects: nothing here touches
+ * registry objects) and tells it how each attempt went.
+ *
+ * A new policy (the Service resource changed) rebuilds only the parts whose settings changed;
+ * the others keep their state.
+ */
+import type { Balancer, Gate, PickContext } from '../balance/balancer.js';
+import type { Clock } from '../core/clock.js';
+import type { Endpoint, EndpointSet } from '../discovery/endpoint.js';
+import type { RateLimitPolicy, RoutePolicy, TrafficPolicy } from '../api/traffic.js';
+import { Breakers, type BreakerState } from './breaker.js';
+import { OutlierDetector } from './outlier.js';
+import { createRateLimiter, KeyedRateLimiter, type RateLimiter } from './rate-limit.js';
+import { RetryBudget } from './retry-budget.js';
+import { RouteTable } from './routes.js';
+
+export type TrafficEvent =
+  | { type: 'eject' | 'return'; service: string; endpoint: string; reason: string; ejections: number; untilMs: number | null }
+  | { type: 'breaker'; service: string; endpoint: string; from: BreakerState; to: BreakerState; reason: string }
+  | { type: 'active-check'; service: string; endpoint: string; healthy: boolean; reason: string };
+
+export interface TrafficStateOptions {
+  readonly service: string;
+  readonly policy: TrafficPolicy;
+  readonly clock: Clock;
+  readonly onEvent?: (e: TrafficEvent) => void;
+  readonly rng?: () => number;
+}
+
+/** Why no endpoint could be picked. */
+export type NoEndpointReason = 'none' | 'breakers-open' | 'active-check' | 'ejected';
+
+const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+class Limiter {
+  private readonly one: RateLimiter | null;
+  private readonly keyed: KeyedRateLimiter | null;
+  constructor(
+    readonly policy: RateLimitPolicy,
+    clock: Clock,
+  ) {
+    const opts = { requestsPerSecond: policy.requestsPerSecond, burst: policy.burst, algorithm: policy.algorithm, clock };
+    this.one = policy.perCaller ? null : createRateLimiter(opts);
+    this.keyed = policy.perCaller ? new KeyedRateLimiter(opts) : null;
+  }
+  take(caller: string): number {
+    return this.one !== null ? this.one.take() : (this.keyed as KeyedRateLimiter).take(caller);
+  }
+}
+
+export class TrafficState {
+  readonly service: string;
+  policy: TrafficPolicy;
+  routes: RouteTable;
+  budget: RetryBudget;
+  breakers: Breakers | null = null;
+  outlier: OutlierDetector | null = null;
+  /** Endpoint keys failing this caller's active health checks. */
+  readonly down = new Set<string>();
+  /** Requests in flight to the service / waiting for a connection; connections open. */
+  active = 0;
+  pending = 0;
+  readonly connections = { open: 0 };
+  /** Times a request was refused by a limit, by a rate limit. */
+  overflows = 0;
+  rateLimited = 0;
+
+  private readonly clock: Clock;
+  private readonly onEvent: ((e: TrafficEvent) => void) | undefined;
+  private readonly rng: (() => number) | undefined;
+  private readonly limiters = new Map<RoutePolicy, [Limiter | null, Limiter | null]>();
+  private excluded: readonly Endpoint[] | null = null;
+  private readonly ctx: { hash: string | Buffer | undefined; available: Gate | undefined } = { hash: undefined, available: undefined };
+  private readonly gate: Gate;
+  private keys: string[] = [];
+
+  constructor(opts: TrafficStateOptions) {
+    this.service = opts.service;
+    this.clock = opts.clock;
+    this.onEvent = opts.onEvent;
+    this.rng = opts.rng;
+    this.policy = opts.policy;
+    this.routes = new RouteTable(opts.policy.routes);
+    this.budget = this.makeBudget(opts.policy);
+    this.breakers = this.makeBreakers(opts.policy);
+    this.outlier = this.makeOutlier(opts.policy);
+    this.gate = (e) => {
+      const x = this.excluded;
+      if (x !== null) for (let i = 0; i < x.length; i++) if ((x[i] as Endpoint).key === e.key) return false;
+      if (this.down.size > 0 && this.down.has(e.key)) return false;
+      if (this.outlier !== null && this.outlier.isEjected(e.key)) return false;
+      return this.breakers === null || this.breakers.allows(e.key);
+    };
+  }
+
+  private makeBudget(p: TrafficPolicy): RetryBudget {
+    return new RetryBudget({ ratio: p.budget.ratio, minRetriesPerSecond: p.budget.minRetriesPerSecond, windowMs: p.budget.windowMs, clock: this.clock });
+  }
+
+  private makeBreakers(p: TrafficPolicy): Breakers | null {
+    const b = p.breaker;
+    if (b === null) return null;
+    return new Breakers({
+      consecutiveFailures: b.consecutiveFailures,
+      failureRate: b.failureRate,
+      backoff: { minMs: b.backoffMinMs, maxMs: b.backoffMaxMs },
+      clock: this.clock,
+      ...(this.rng === undefined ? {} : { rng: this.rng }),
+      onChange: (endpoint, from, to, reason) => this.onEvent?.({ type: 'breaker', service: this.service, endpoint, from, to, reason }),
+    });
+  }
+
+  private makeOutlier(p: TrafficPolicy): OutlierDetector | null {
+    const o = p.outlier;
+    if (o === null) return null;
+    const d = new OutlierDetector({
+      consecutive5xx: o.consecutive5xx,
+      consecutiveGatewayFailure: o.consecutiveGatewayFailure,
+      consecutiveLocalOriginFailure: o.consecutiveLocalOriginFailure,
+      intervalMs: o.intervalMs,
+      baseEjectionMs: o.baseEjectionMs,
+      maxEjectionMs: o.maxEjectionMs,
+      maxEjectionPercent: o.maxEjectionPercent,
+      successRate: o.successRate,
+      failurePercentage: o.failurePercentage,
+      clock: this.clock,
+      onEvent: (e) => this.onEvent?.({ type: e.type, service: this.service, endpoint: e.key, reason: e.reason, ejections: e.ejections, untilMs: e.untilMs }),
+    });
+    d.setEndpoints(this.keys);
+    return d;
+  }
+
+  /** A changed Service resource: parts whose settings are unchanged keep their state. */
+  setPolicy(p: TrafficPolicy): void {
+    const old = this.policy;
+    if (same(old, p)) return;
+    this.policy = p;
+    this.routes = new RouteTable(p.routes);
+    this.limiters.clear();
+    if (!same(old.budget, p.budget)) this.budget = this.makeBudget(p);
+    if (!same(old.breaker, p.breaker)) this.breakers = this.makeBreakers(p);
+    if (!same(old.outlier, p.outlier)) {
+      this.outlier?.stop();
+      this.outlier = this.makeOutlier(p);
+    }
+  }
+
+  /** The endpoint set changed: forget state of endpoints that left. */
+  setEndpoints(set: EndpointSet): void {
+    this.keys = set.list().map((e) => e.key);
+    const keep = new Set(this.keys);
+    this.outlier?.setEndpoints(this.keys);
+    this.breakers?.retain(keep);
+    for (const k of this.down) if (!keep.has(k)) this.down.delete(k);
+  }
+
+  /**
+   * An endpoint for a request: none of `tried` when another is available (a retry goes to
+   * another endpoint when there is one), never one behind an open breaker, ejected, or failing
+   * the active checks.
+   */
+  pick(balancer: Balancer, hash: string | Buffer | undefined, tried: readonly Endpoint[] | null): Endpoint | null {
+    const ctx = this.ctx;
+    ctx.hash = hash;
+    ctx.available = this.gate;
+    this.excluded = tried;
+    let e = balancer.pick(ctx as PickContext);
+    if (e === null && tried !== null) {
+      this.excluded = null;
+      e = balancer.pick(ctx as PickContext);
+    }
+    this.excluded = null;
+    return e;
+  }
+
+  /** Why `pick` found nothing, for the error. */
+  whyNone(balancer: Balancer): NoEndpointReason {
+    const list = balancer.set.list().filter((e) => e.weight > 0);
+    if (list.length === 0) return 'none';
+    const up = list.filter((e) => !this.down.has(e.key));
+    if (up.length === 0) return 'active-check';
+    const b = this.breakers;
+    if (b !== null && up.every((e) => !b.allows(e.key))) return 'breakers-open';
+    return 'ejected';
+  }
+
+  /** A request was sent to `key`. */
+  started(key: string): void {
+    this.breakers?.started(key);
+  }
+
+  /**
+   * How an attempt at `key` went: `status` is the response status, or 0 when there was none
+   * (connect failure, reset, timeout: a local-origin failure).
+   */
+  record(key: string, status: number): void {
+    const b = this.breakers;
+    const o = this.outlier;
+    if (status === 0) {
+      b?.failure(key);
+      o?.failure(key, 'local-origin');
+    } else if (status >= 500) {
+      b?.failure(key);
+      o?.failure(key, status >= 502 && status <= 504 ? 'gateway' : 'upstream-5xx');
+    } else {
+      b?.success(key);
+      o?.success(key);
+    }
+  }
+
+  /** 0 when the request may go; otherwise ms until it would be allowed (rate limited). */
+  rateLimit(route: RoutePolicy, direction: 'inbound' | 'outbound', caller: string): number {
+    const p = route.rateLimit[direction];
+    if (p === null) return 0;
+    let pair = this.limiters.get(route);
+    if (pair === undefined) {
+      pair = [null, null];
+      this.limiters.set(route, pair);
+    }
+    const i = direction === 'outbound' ? 0 : 1;
+    let l = pair[i];
+    if (l === null) {
+      l = new Limiter(p, this.clock);
+      pair[i] = l;
+    }
+    const wait = l.take(caller);
+    if (wait > 0) this.rateLimited++;
+    return wait;
+  }
+
+  /** Active health check result for an endpoint. */
+  setActiveHealth(key: string, healthy: boolean, reason: string): void {
+    const was = !this.down.has(key);
+    if (was === healthy) return;
+    if (healthy) this.down.delete(key);
+    else this.down.add(key);
+    this.onEvent?.({ type: 'active-check', service: this.service, endpoint: key, healthy, reason });
+  }
+
+  /** For error bodies and the explain header. */
+  summary(): { breakers: { open: number; halfOpen: number } | null; ejected: number; activeCheckFailing: number; budget: number } {
+    const c = this.breakers?.counts();
+    return {
+      breakers: c === undefined ? null : { open: c.open, halfOpen: c.halfOpen },
+      ejected: this.outlier?.ejectedCount ?? 0,
+      activeCheckFailing: this.down.size,
+      budget: this.budget.available,
+    };
+  }
+
+  /** For /debug/endpoints. */
+  debug(): object {
+    return {
+      policy: this.policy,
+      inFlight: this.active,
+      pending: this.pending,
+      connections: this.connections.open,
+      overflows: this.overflows,
+      rateLimited: this.rateLimited,
+      budget: { available: this.budget.available, exhausted: this.budget.exhausted },
+      breakers: this.breakers?.counts() ?? null,
+      outliers: this.outlier?.snapshot() ?? null,
+      activeCheckFailing: [...this.down],
+    };
+  }
+
+  stop(): void {
+    this.outlier?.stop();
+  }
+}
