@@ -74,10 +74,10 @@ test('every section is read, durations in ms; routes inherit what they do not se
   assert.equal(slow?.retries.nonIdempotent, true);
   assert.equal(slow?.retries.maxRetries, 3, 'inherited from the service');
   assert.deepEqual(slow?.retries.on, ['reset']);
-  assert.deepEqual(slow?.rateLimit.outbound, { requestsPerSecond: 2.5, burst: 3, algorithm: 'token-bucket', perCaller: false });
+  assert.deepEqual(slow?.rateLimit.outbound, { scope: 'service', requestsPerSecond: 2.5, burst: 3, algorithm: 'token-bucket', perCaller: false });
   assert.deepEqual(chaos?.fault, { delay: { ms: 50, percent: 10 }, abort: { status: 418, percent: 1 } });
-  assert.deepEqual(chaos?.rateLimit.outbound, { requestsPerSecond: 1, burst: 1, algorithm: 'token-bucket', perCaller: false });
-  assert.deepEqual(chaos?.rateLimit.inbound, { requestsPerSecond: 10, burst: 3, algorithm: 'gcra', perCaller: true }, "the service's inbound limit");
+  assert.deepEqual(chaos?.rateLimit.outbound, { scope: 'route:chaos', requestsPerSecond: 1, burst: 1, algorithm: 'token-bucket', perCaller: false });
+  assert.deepEqual(chaos?.rateLimit.inbound, { scope: 'service', requestsPerSecond: 10, burst: 3, algorithm: 'gcra', perCaller: true }, "the service's inbound limit (its bucket too)");
   assert.equal(dflt?.name, 'default');
   assert.equal(dflt?.requestTimeoutMs, 2000);
   // As written, for storage; the parsed form survives a JSON round trip (the watch stream).

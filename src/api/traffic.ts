@@ -253,6 +253,8 @@ export interface RetryPolicy {
 }
 
 export interface RateLimitPolicy {
+  /** Whose limit it is: "service" (shared by every route that does not set its own), or the route's name. */
+  readonly scope: string;
   readonly requestsPerSecond: number;
   readonly burst: number;
   readonly algorithm: RateLimitAlgorithmName;
@@ -464,7 +466,7 @@ export function buildTraffic(raw: RawTraffic, push: (field: string, message: str
     });
   }
 
-  const serviceRate = buildRateLimits(raw.rateLimit, Object.freeze({ outbound: null, inbound: null }));
+  const serviceRate = buildRateLimits(raw.rateLimit, Object.freeze({ outbound: null, inbound: null }), 'service');
   const routes: RoutePolicy[] = [];
   const names = new Map<string, number>();
   (raw.routes ?? []).forEach((r, i) => {
@@ -498,12 +500,12 @@ export function buildTraffic(raw: RawTraffic, push: (field: string, message: str
     routes: Object.freeze(routes),
   });
 
-  function buildRateLimits(r: RawRateLimits | undefined, base: RateLimits): RateLimits {
+  function buildRateLimits(r: RawRateLimits | undefined, base: RateLimits, scope: string): RateLimits {
     if (r === undefined) return base;
     const one = (x: RawRateLimit | undefined, dflt: RateLimitPolicy | null): RateLimitPolicy | null =>
       x === undefined
         ? dflt
-        : Object.freeze({ requestsPerSecond: x.requestsPerSecond, burst: x.burst ?? Math.max(1, Math.ceil(x.requestsPerSecond)), algorithm: x.algorithm ?? 'token-bucket', perCaller: x.perCaller ?? false });
+        : Object.freeze({ scope, requestsPerSecond: x.requestsPerSecond, burst: x.burst ?? Math.max(1, Math.ceil(x.requestsPerSecond)), algorithm: x.algorithm ?? 'token-bucket', perCaller: x.perCaller ?? false });
     return Object.freeze({ outbound: one(r.outbound, base.outbound), inbound: one(r.inbound, base.inbound) });
   }
 
@@ -533,7 +535,7 @@ export function buildTraffic(raw: RawTraffic, push: (field: string, message: str
       requestTimeoutMs,
       perTryTimeoutMs,
       retries: buildRetries(r.retries, base.retries, `${at}.retries`, d, p),
-      rateLimit: buildRateLimits(r.rateLimit, base.rateLimit),
+      rateLimit: buildRateLimits(r.rateLimit, base.rateLimit, `route:${r.name}`),
       fault:
         f === undefined
           ? null

@@ -72,7 +72,8 @@ export class TrafficState {
   private readonly clock: Clock;
   private readonly onEvent: ((e: TrafficEvent) => void) | undefined;
   private readonly rng: (() => number) | undefined;
-  private readonly limiters = new Map<RoutePolicy, [Limiter | null, Limiter | null]>();
+  /** By direction and scope: routes that inherit the service's limit share its bucket. */
+  private readonly limiters = new Map<string, Limiter>();
   private excluded: readonly Endpoint[] | null = null;
   private readonly ctx: { hash: string | Buffer | undefined; available: Gate | undefined } = { hash: undefined, available: undefined };
   private readonly gate: Gate;
@@ -212,20 +213,18 @@ export class TrafficState {
     }
   }
 
-  /** 0 when the request may go; otherwise ms until it would be allowed (rate limited). */
+  /**
+   * 0 when the request may go; otherwise ms until it would be allowed (rate limited). Routes that
+   * inherit the service's limit share its bucket (limiters are kept per limit, not per route).
+   */
   rateLimit(route: RoutePolicy, direction: 'inbound' | 'outbound', caller: string): number {
     const p = route.rateLimit[direction];
     if (p === null) return 0;
-    let pair = this.limiters.get(route);
-    if (pair === undefined) {
-      pair = [null, null];
-      this.limiters.set(route, pair);
-    }
-    const i = direction === 'outbound' ? 0 : 1;
-    let l = pair[i];
-    if (l === null) {
+    const key = direction === 'outbound' ? p.scope : `in:${p.scope}`;
+    let l = this.limiters.get(key);
+    if (l === undefined) {
       l = new Limiter(p, this.clock);
-      pair[i] = l;
+      this.limiters.set(key, l);
     }
     const wait = l.take(caller);
     if (wait > 0) this.rateLimited++;

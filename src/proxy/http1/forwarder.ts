@@ -57,6 +57,9 @@ const lowerBytes = new Map<string, Uint8Array>();
 /** Scratch of onResponseHead (synchronous, so one for all). */
 const responseDrop = new Uint8Array(MAX_HEADERS);
 
+/** The longest delay a Node timer takes (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2_147_483_647;
+
 /** llhttp's numbers of DELETE, GET, HEAD, PUT, OPTIONS, TRACE. */
 const IDEMPOTENT = new Set([0, 1, 2, 4, 6, 7]);
 
@@ -130,6 +133,8 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   /** The current request's method and target path (for route matching). */
   method = '';
   path = '';
+  /** x-skein-explain was asked for: what is known for the summary of a local answer; null: not asked. */
+  private explained: { service: string; route: string } | null = null;
 
   constructor(
     readonly socket: Socket,
@@ -358,6 +363,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
           break;
       }
     }
+    this.explained = explain ? { service: '-', route: '-' } : null;
     if (extra !== null) {
       // Headers the client named in Connection are hop-by-hop, even the ones the proxy manages.
       for (let i = 0; i < n; i++) {
@@ -412,10 +418,12 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.path = path;
     const traffic = dest.traffic;
     const route = traffic.routes.match(this);
+    if (this.explained !== null) this.explained = { service: dest.service, route: route.name };
     let timeoutMs = outbound ? route.requestTimeoutMs : 0;
     if (timeoutAt >= 0) {
       const text = head.valueOf(buf, timeoutAt);
-      const left = /^\d{1,10}$/.test(text) ? Number(text) : Number.NaN;
+      // Beyond what a timer holds (about 24.8 days) is as good as no deadline: capped there.
+      const left = /^\d{1,20}$/.test(text) ? Math.min(Number(text), MAX_TIMER_MS) : Number.NaN;
       if (Number.isNaN(left)) {
         this.localError('SKEIN_E_BAD_REQUEST', `x-skein-timeout-ms must be a whole number of milliseconds, not "${text.slice(0, 40)}"`, hasBody, requestId);
         return;
@@ -495,7 +503,10 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   localError(code: ErrorCode, message: string, hasBody: boolean, requestId: string | undefined, status?: number, extra?: { details?: unknown; headers?: string }): void {
     this.ctx.counters.proxyError(this.ctx.direction, code);
     const close = hasBody || !this.keepAlive || this.clientEnded || this.ctx.draining;
-    this.socket.write(errorResponse(code, message, { close, requestId, status, head: this.parser.method === METHOD_HEAD, ...extra }), 'latin1');
+    let headers = extra?.headers ?? '';
+    const x = this.explained;
+    if (x !== null) headers += `x-skein-explain: route=${x.route}; service=${x.service}; attempts=0; answered by the proxy: ${code}\r\n`;
+    this.socket.write(errorResponse(code, message, { close, requestId, status, head: this.parser.method === METHOD_HEAD, details: extra?.details, headers }), 'latin1');
     if (close) {
       this.close();
       return;
@@ -839,7 +850,7 @@ class Exchange implements UpstreamHandler {
   private setTimer(kind: T, ms: number): void {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timerKind = kind;
-    this.timer = setTimeout(fireTimer, Math.max(0, ms), this);
+    this.timer = setTimeout(fireTimer, Math.min(Math.max(0, ms), MAX_TIMER_MS), this);
   }
 
   private clearTimer(): void {
@@ -1209,6 +1220,10 @@ class Exchange implements UpstreamHandler {
     if (this.finished) return;
     this.finished = true;
     this.queue = null;
+    const e = this.endpoint;
+    // An attempt cut short by the client says nothing about the endpoint, except that a breaker
+    // probe got no answer: its breaker must not wait for one forever.
+    if (this.outbound && e !== null && this.status === 0 && this.traffic.breakers?.state(e.key) === 'half-open') this.traffic.record(e.key, 0);
     this.release();
     this.completion.end({ latencyMs: performance.now() - this.t0, ok: true });
     this.completion = NOOP_COMPLETION;
