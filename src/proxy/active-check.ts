@@ -9,7 +9,7 @@ import type { ActiveCheckPolicy } from '../api/traffic.js';
 import type { HealthCheck, Instance } from '../api/types.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import type { Endpoint, EndpointSet } from '../discovery/endpoint.js';
-import { probeHttp, probeTcp } from '../control/health/probe.js';
+import { probeHttp, probeTcp } from '../discovery/probe.js';
 import type { TrafficState } from '../resilience/traffic-state.js';
 
 interface Target {

@@ -7,7 +7,7 @@ import type { HealthCheck, Instance } from '../../api/types.js';
 import { MemoryStore } from '../store/store.js';
 import { Registry } from '../registry/registry.js';
 import { HealthManager, type HealthManagerOptions } from './manager.js';
-import type { ProbeResult } from './probe.js';
+import type { ProbeResult } from '../../discovery/probe.js';
 
 const T0 = 1_700_000_000_000;
 

@@ -11,7 +11,7 @@ import { SkeinError } from '../../core/errors.js';
 import type { Clock, TimerHandle } from '../../core/clock.js';
 import type { HealthCheck, HealthStatus } from '../../api/types.js';
 import type { InstanceRecord, Registry, RegistryEvent } from '../registry/registry.js';
-import { probe as realProbe, type Probe, type ProbeResult } from './probe.js';
+import { probe as realProbe, type Probe, type ProbeResult } from '../../discovery/probe.js';
 
 export interface HealthManagerOptions {
   registry: Registry;

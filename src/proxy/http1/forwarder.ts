@@ -20,7 +20,8 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { NOOP_COMPLETION, type Completion } from '../../balance/balancer.js';
 import { SkeinError, type ErrorCode } from '../../core/errors.js';
-import type { RetryCondition, RoutePolicy } from '../../api/traffic.js';
+import type { RoutePolicy } from '../../api/traffic.js';
+import { retryDelay, type RetryReason } from '../../resilience/retry.js';
 import type { RouteInput } from '../../resilience/routes.js';
 import type { TrafficState } from '../../resilience/traffic-state.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
@@ -914,29 +915,35 @@ class Exchange implements UpstreamHandler {
   }
 
   /** The delay before a retry, or -1 when this failure may not be retried. */
-  private retryDelayFor(cond: RetryCondition | 'status', status: number): number {
+  private retryDelayFor(cond: RetryReason, status: number): number {
     if (!this.outbound || this.finished || this.responseStarted || this.o.upgrade) return -1;
-    const r = this.o.route.retries;
-    if (this.retries >= r.maxRetries) return -1;
-    if (cond === 'status' ? !r.statuses.includes(status) : !r.on.includes(cond)) return -1;
-    // Nothing reached an app after a connect failure or a peer's refusal; otherwise the method must allow it.
-    if (cond !== 'connect-failure' && cond !== 'refused-stream' && !this.o.idempotent && !r.nonIdempotent) return -1;
-    if (this.o.hasBody && this.kept === null) return -1;
-    // Full jitter: uniform in [0, min(max, base * 2^n)).
-    const delay = Math.floor(Math.random() * Math.min(r.backoffMaxMs, r.backoffBaseMs * 2 ** this.retries));
-    if (this.deadline > 0 && performance.now() + delay >= this.deadline) return -1;
-    if (!this.traffic.budget.tryWithdraw()) {
-      this.budgetRefused = true;
-      this.ds.ctx.counters.retryBudgetExhausted(this.dest.service);
+    const d = retryDelay(
+      this.o.route.retries,
+      cond,
+      status,
+      {
+        retries: this.retries,
+        idempotent: this.o.idempotent,
+        hasBody: this.o.hasBody,
+        bodyKept: this.kept !== null,
+        timeLeftMs: this.deadline === 0 ? Number.POSITIVE_INFINITY : this.deadline - performance.now(),
+      },
+      this.traffic.budget,
+    );
+    if (typeof d === 'string') {
+      if (d === 'budget') {
+        this.budgetRefused = true;
+        this.ds.ctx.counters.retryBudgetExhausted(this.dest.service);
+      }
       return -1;
     }
     this.retries++;
     this.ds.ctx.counters.retry(this.dest.service, cond);
-    return delay;
+    return d;
   }
 
   /** Retries when allowed: true when a retry is under way. */
-  private retry(cond: RetryCondition | 'status', status: number): boolean {
+  private retry(cond: RetryReason, status: number): boolean {
     const delay = this.retryDelayFor(cond, status);
     if (delay < 0) return false;
     this.scheduleRetry(delay);

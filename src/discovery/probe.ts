@@ -1,7 +1,7 @@
-/** The probes behind HTTP and TCP health checks: one attempt each, bounded by the check's timeout. */
+/** The probes behind HTTP and TCP health checks (the control plane's, and a proxy's own active checks): one attempt each, bounded by the check's timeout. */
 import { request } from 'node:http';
 import { connect } from 'node:net';
-import type { HealthCheck, Instance } from '../../api/types.js';
+import type { HealthCheck, Instance } from '../api/types.js';
 
 export interface ProbeResult {
   ok: boolean;

@@ -2,8 +2,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket, type AddressInfo } from 'node:net';
-import { parseInstance } from '../../api/parse.js';
-import type { HealthCheck, Instance } from '../../api/types.js';
+import { parseInstance } from '../api/parse.js';
+import type { HealthCheck, Instance } from '../api/types.js';
 import { probe, probeHttp, probeTcp } from './probe.js';
 
 function listen(server: HttpServer | TcpServer): Promise<number> {
