@@ -255,6 +255,43 @@ port: 70000
     assert.equal((await api(cp.http, 'GET', '/v1/services/cart')).status, 404);
   });
 
+  test('apply -f: Routes after their Service, into its routes; a Route for a service that does not exist is refused', async () => {
+    const f = join(files, 'routes.yaml');
+    await writeFile(
+      f,
+      [
+        'kind: Route',
+        'service: orders',
+        'name: checkout',
+        'match: { pathPrefix: /checkout, methods: [POST] }',
+        'timeouts: { request: 30s }',
+        'retries: { nonIdempotent: true }',
+        '---',
+        'kind: Service',
+        'name: orders',
+        'timeouts: { request: 10s, perTry: 2s }',
+        '',
+      ].join('\n'),
+    );
+    assert.equal(await ok(['apply', '-f', f, ...C]), 'service/orders created\nroute/orders/checkout created\n');
+    const def = (await api(cp.http, 'GET', '/v1/services/orders')).body.definition;
+    assert.deepEqual(def.traffic.routes.map((r: { name: string }) => r.name), ['checkout', 'default']);
+    assert.equal(def.traffic.routes[0].requestTimeoutMs, 30_000);
+    assert.equal(def.traffic.routes[0].perTryTimeoutMs, 2000, "the service's per-try timeout, inherited");
+    assert.equal(def.traffic.routes[0].retries.nonIdempotent, true);
+
+    const orphan = join(files, 'orphan-route.yaml');
+    await writeFile(orphan, 'kind: Route\nservice: nosuch\nname: a\nmatch: { path: /a }\n');
+    const line = await fails(['apply', '-f', orphan, ...C], 1);
+    assert.match(line, /nosuch/);
+    assert.match(line, /SKEIN_E_UNKNOWN_SERVICE/);
+    const bad = join(files, 'bad-route.yaml');
+    await writeFile(bad, 'kind: Route\nservice: orders\nname: a\nretries: { on: [sometimes] }\n');
+    const badLine = await fails(['validate', bad], 1);
+    assert.match(badLine, /resource \[0\] Route "a"/);
+    assert.match(badLine, /retries\.on\[0\]/);
+  });
+
   test('schema: valid JSON Schema that accepts good resources and refuses bad ones', async () => {
     const schema = JSON.parse(await ok(['schema']));
     // Ajv for the draft the schema declares (draft-07 by default, 2020-12 with its own class).
