@@ -397,7 +397,7 @@ export class Proxy {
     return {
       service,
       traffic,
-      whyNone: () => 'none',
+      whyNone: () => ({ endpoints: 0, failingActiveChecks: 0, breakersOpen: 0, ejected: 0 }),
       pick: (_req, tried) => (tried === null ? e : null),
       start: () => NOOP_COMPLETION,
       stats: () => st,

@@ -55,7 +55,7 @@ test('breakers: open after consecutive failures, a single half-open probe after 
   const { clock, t, b, keys, picks, events } = setup({ outlierDetection: { enabled: false }, breaker: { consecutiveFailures: 3, backoff: { min: '1s', max: '4s' } } });
   for (const k of keys) for (let i = 0; i < 3; i++) t.record(k, 503);
   assert.deepEqual(picks(5), new Map([['none', 5]]), 'every breaker is open');
-  assert.equal(t.whyNone(b), 'breakers-open');
+  assert.deepEqual(t.whyNone(b), { endpoints: 3, failingActiveChecks: 0, breakersOpen: 3, ejected: 0 });
   assert.deepEqual(t.summary().breakers, { open: 3, halfOpen: 0 });
   clock.advance(4000);
   const probe = t.pick(b, undefined, null);
@@ -83,7 +83,7 @@ test("the proxy's own active checks gate endpoints; all failing is told apart", 
   assert.deepEqual([...picks(20).keys()].sort(), ['e1', 'e2']);
   for (const k of keys) t.setActiveHealth(k, false, 'down');
   assert.equal(t.pick(b, undefined, null), null);
-  assert.equal(t.whyNone(b), 'active-check');
+  assert.deepEqual(t.whyNone(b), { endpoints: 3, failingActiveChecks: 3, breakersOpen: 0, ejected: 0 });
   t.setActiveHealth(keys[2] as string, true, 'HTTP 200');
   assert.deepEqual([...picks(5).keys()], ['e2']);
   assert.equal(events.filter((e) => e.type === 'active-check').length, 4, 'one event per change (e0, e1, e2 down; e2 up), none for the repeat of e0');

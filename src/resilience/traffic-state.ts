@@ -31,8 +31,14 @@ export interface TrafficStateOptions {
   readonly rng?: () => number;
 }
 
-/** Why no endpoint could be picked. */
-export type NoEndpointReason = 'none' | 'breakers-open' | 'active-check' | 'ejected';
+/** Why no endpoint could be picked: how many endpoints are out, and for which reason (one each, in this order). */
+export interface NoEndpointReason {
+  /** Endpoints with weight > 0. */
+  readonly endpoints: number;
+  readonly failingActiveChecks: number;
+  readonly breakersOpen: number;
+  readonly ejected: number;
+}
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
@@ -180,13 +186,18 @@ export class TrafficState {
 
   /** Why `pick` found nothing, for the error. */
   whyNone(balancer: Balancer): NoEndpointReason {
-    const list = balancer.set.list().filter((e) => e.weight > 0);
-    if (list.length === 0) return 'none';
-    const up = list.filter((e) => !this.down.has(e.key));
-    if (up.length === 0) return 'active-check';
-    const b = this.breakers;
-    if (b !== null && up.every((e) => !b.allows(e.key))) return 'breakers-open';
-    return 'ejected';
+    let endpoints = 0;
+    let failingActiveChecks = 0;
+    let breakersOpen = 0;
+    let ejected = 0;
+    for (const e of balancer.set.list()) {
+      if (e.weight <= 0) continue;
+      endpoints++;
+      if (this.down.has(e.key)) failingActiveChecks++;
+      else if (this.breakers !== null && !this.breakers.allows(e.key)) breakersOpen++;
+      else if (this.outlier?.isEjected(e.key) === true) ejected++;
+    }
+    return { endpoints, failingActiveChecks, breakersOpen, ejected };
   }
 
   /** A request was sent to `key`. */

@@ -28,7 +28,7 @@ import type { Endpoint } from '../../discovery/endpoint.js';
 import { classify, connectionNames, errorResponse, H, HeadCallbacks, MAX_HEADERS, rewriteHead } from './head.js';
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
 import type { Destination, Direction, EndpointStats, ForwarderCounters, HashInput, Limits, RouteError } from './types.js';
-import { Upstream, type Pools, type UpstreamHandler } from './upstream.js';
+import { Upstream, type Pool, type Pools, type UpstreamHandler } from './upstream.js';
 
 export interface ListenerContext {
   readonly workload: string;
@@ -618,6 +618,9 @@ const enum T {
   Delay,
 }
 
+/** The pools a service's connections were opened in, by its connection counter (to evict idle ones at the limit). */
+const servicePools = new WeakMap<object, Set<Pool>>();
+
 function fireTimer(ex: Exchange): void {
   ex.onTimer();
 }
@@ -721,18 +724,24 @@ class Exchange implements UpstreamHandler {
     this.stats = this.dest.stats(e);
     this.status = 0;
     this.attemptT0 = performance.now();
-    if (this.outbound) this.traffic.started(e.key);
     this.armAttemptTimer();
-    return this.connect(e, true);
+    const refused = this.connect(e, true);
+    // Only an attempt that goes out may be a breaker's probe (a refused one would hold it half-open).
+    if (refused === null && this.outbound) this.traffic.started(e.key);
+    return refused;
   }
 
   private noEndpoint(): Refusal {
     const service = this.dest.service;
-    const why = this.dest.whyNone();
-    if (why === 'breakers-open') return { code: 'SKEIN_E_BREAKER_OPEN', message: `every instance of "${service}" is behind an open circuit breaker` };
-    if (why === 'active-check') return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `every instance of "${service}" fails this proxy's active health check` };
-    if (this.tried !== null) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `no endpoint of "${service}" is left to try` };
-    return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `service "${service}" has no healthy endpoint` };
+    const w = this.dest.whyNone();
+    if (w.endpoints === 0) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `service "${service}" has no healthy endpoint` };
+    const out: string[] = [];
+    if (w.breakersOpen > 0) out.push(`${w.breakersOpen} behind an open circuit breaker`);
+    if (w.ejected > 0) out.push(`${w.ejected} ejected by outlier detection`);
+    if (w.failingActiveChecks > 0) out.push(`${w.failingActiveChecks} failing this proxy's active health check`);
+    if (out.length === 0) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `no endpoint of "${service}" is left to try` };
+    const message = `none of the ${w.endpoints} instances of "${service}" may take requests now: ${out.join(', ')}`;
+    return { code: w.breakersOpen > 0 ? 'SKEIN_E_BREAKER_OPEN' : 'SKEIN_E_NO_HEALTHY_ENDPOINT', message };
   }
 
   private connect(e: Endpoint, mayReuse: boolean): Refusal | null {
@@ -748,6 +757,11 @@ class Exchange implements UpstreamHandler {
     let timeoutMs = ctx.limits.connectTimeoutMs;
     if (this.outbound) {
       const l = t.policy.limits;
+      let used = servicePools.get(t.connections);
+      if (used === undefined) servicePools.set(t.connections, (used = new Set()));
+      used.add(pool);
+      // At the connection limit, an idle connection to another endpoint of the service makes room.
+      if (t.connections.open >= l.maxConnections) for (const p of used) if (p !== pool && p.evictOne()) break;
       if (t.connections.open >= l.maxConnections || t.pending >= l.maxPendingRequests) {
         t.overflows++;
         const what = t.connections.open >= l.maxConnections ? `${t.connections.open} connections (limits.maxConnections ${l.maxConnections})` : `${t.pending} requests waiting for a connection (limits.maxPendingRequests ${l.maxPendingRequests})`;

@@ -48,16 +48,19 @@ export class Upstream extends HeadCallbacks {
   private status = 0;
   private cur: Buffer | null = null;
   private closedByUs = false;
+  private counter: { open: number } | null;
 
   constructor(
     readonly endpoint: Endpoint,
-    readonly pool: Pool,
+    /** The pool it goes back to (the one for its address when it is released: see Pool.release). */
+    public pool: Pool,
     connectTimeoutMs: number,
     handler: UpstreamHandler,
     /** Counts this connection while it is open (the service's limits.maxConnections). */
     counter: { open: number } | null = null,
   ) {
     super();
+    this.counter = counter;
     if (counter !== null) counter.open++;
     this.handler = handler;
     this.parser = new HttpParser(ParserType.Response, this);
@@ -76,7 +79,7 @@ export class Upstream extends HeadCallbacks {
     socket.on('end', () => this.onEnd());
     socket.on('error', (err) => this.fail(this.connected ? 'exchange' : 'connect', err, this.connected ? 'reset' : 'connect'));
     socket.on('close', () => {
-      if (counter !== null) counter.open--;
+      this.uncount();
       this.pool.forget(this);
       this.parser.destroy();
       if (!this.closedByUs) this.fail('exchange', new Error('upstream closed the connection'), 'reset');
@@ -91,7 +94,16 @@ export class Upstream extends HeadCallbacks {
     this.msgDone = false;
   }
 
+  /** Leaves its service's connection count (once: when closed by us, or when the socket closes). */
+  private uncount(): void {
+    const c = this.counter;
+    if (c === null) return;
+    this.counter = null;
+    c.open--;
+  }
+
   close(): void {
+    this.uncount();
     this.closedByUs = true;
     this.handler = null;
     this.socket.destroy();
@@ -251,6 +263,7 @@ export class Pool {
   constructor(
     readonly key: string,
     readonly maxIdle: number,
+    private readonly owner: Pools | null = null,
   ) {}
 
   get idleCount(): number {
@@ -268,6 +281,19 @@ export class Pool {
   }
 
   release(up: Upstream, now: number): void {
+    // A request that outlived the idle timeout may come back after its pool was swept away:
+    // the connection goes to the pool now kept for its address (this one, put back if none).
+    if (this.owner?.closed === true) {
+      up.close();
+      return;
+    }
+    const home = this.owner?.home(this) ?? this;
+    if (home !== this) {
+      up.pool = home;
+      home.release(up, now);
+      return;
+    }
+    this.lastUsed = now;
     if (this.idle.length >= this.maxIdle || up.socket.destroyed) {
       up.close();
       return;
@@ -276,6 +302,14 @@ export class Pool {
     up.reused = true;
     up.idleSince = now;
     this.idle.push(up);
+  }
+
+  /** Closes the oldest idle connection, if there is one: true when it did. */
+  evictOne(): boolean {
+    const up = this.idle.shift();
+    if (up === undefined) return false;
+    up.close();
+    return true;
   }
 
   forget(up: Upstream): void {
@@ -303,9 +337,17 @@ export class Pools {
     const key = `${e.address}:${e.port}`;
     let p = this.pools.get(key);
     if (p === undefined) {
-      p = new Pool(key, this.maxIdle);
+      p = new Pool(key, this.maxIdle, this);
       this.pools.set(key, p);
     }
+    return p;
+  }
+
+  /** The pool kept for `p`'s address: `p` itself (put back if it was swept away) or a newer one. */
+  home(p: Pool): Pool {
+    const cur = this.pools.get(p.key);
+    if (cur !== undefined) return cur;
+    this.pools.set(p.key, p);
     return p;
   }
 
@@ -322,7 +364,11 @@ export class Pools {
     return n;
   }
 
+  /** closeAll was called: connections released later are closed. */
+  closed = false;
+
   closeAll(): void {
+    this.closed = true;
     for (const p of this.pools.values()) p.sweep(Number.POSITIVE_INFINITY, 0);
     this.pools.clear();
   }
