@@ -1,0 +1,66 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { makeEndpoint } from '../../discovery/endpoint.js';
+import { Pools, type Upstream } from './upstream.js';
+
+/** What Pool.release and take touch of an Upstream. */
+function fakeUpstream(): Upstream & { closed: boolean } {
+  const up = {
+    socket: { destroyed: false },
+    handler: null,
+    reused: false,
+    idleSince: 0,
+    pool: null as unknown,
+    closed: false,
+    close() {
+      this.closed = true;
+      this.socket.destroyed = true;
+    },
+  };
+  return up as unknown as Upstream & { closed: boolean };
+}
+
+const e = makeEndpoint({ service: 'svc', id: 'a', address: '127.0.0.1', port: 9 });
+
+test('a connection released after its pool was swept away goes back to the pool of its address', () => {
+  const pools = new Pools(8);
+  const pool = pools.get(e);
+  const up = fakeUpstream();
+  up.pool = pool;
+  // The request outlives the idle timeout: the sweep drops the (empty, unused) pool meanwhile.
+  pools.sweep(10_000, 1000);
+  assert.notEqual(pools.get(e), pool, 'the sweep dropped the pool: a new one is made for the address');
+  const home = pools.get(e);
+  pool.release(up, 10_001);
+  assert.equal(up.pool, home, 'the connection now belongs to the live pool');
+  assert.equal(home.idleCount, 1, 'and waits there, where the next request finds it');
+  assert.equal(pools.idleConnections(), 1, 'it is counted');
+  assert.equal(home.take(10_002), up);
+});
+
+test('with no pool left for the address, the swept pool is put back', () => {
+  const pools = new Pools(8);
+  const pool = pools.get(e);
+  const up = fakeUpstream();
+  up.pool = pool;
+  pools.sweep(10_000, 1000);
+  pool.release(up, 10_001);
+  assert.equal(pools.get(e), pool, 'the old pool is the live one again');
+  assert.equal(pools.idleConnections(), 1);
+});
+
+test('after closeAll, a released connection is closed instead of pooled; evictOne closes the oldest idle one', () => {
+  const pools = new Pools(8);
+  const pool = pools.get(e);
+  const [a, b, c] = [fakeUpstream(), fakeUpstream(), fakeUpstream()];
+  pool.release(a, 1);
+  pool.release(b, 2);
+  assert.equal(pool.evictOne(), true);
+  assert.equal(a.closed, true, 'the oldest went');
+  assert.equal(b.closed, false);
+  pools.closeAll();
+  assert.equal(b.closed, true);
+  pool.release(c, 3);
+  assert.equal(c.closed, true);
+  assert.equal(pool.evictOne(), false, 'nothing idle left');
+});
