@@ -276,6 +276,11 @@ export class Breakers {
    * breaker keeps state for (those that ever failed, or ever reported with `failureRate` on), not
    * every endpoint of the service: keys never seen are closed without an entry.
    */
+  /** Whether any breaker is open or half-open (a cheap test before gating a pick). */
+  get anyNotClosed(): boolean {
+    return this.openCount + this.halfOpenCount > 0;
+  }
+
   counts(): { closed: number; open: number; halfOpen: number } {
     return { closed: this.entries.size - this.openCount - this.halfOpenCount, open: this.openCount, halfOpen: this.halfOpenCount };
   }

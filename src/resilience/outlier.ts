@@ -334,6 +334,11 @@ export class OutlierDetector {
   }
 
   /** Endpoints ejected now (an ejection over its time but not yet ended is not counted). */
+  /** Whether any endpoint may be ejected (ejections whose time is over included): a cheap test before gating a pick. */
+  get anyEjected(): boolean {
+    return this.active > 0;
+  }
+
   get ejectedCount(): number {
     if (this.active === 0) return 0;
     const now = this.clock.now();

@@ -173,7 +173,9 @@ export class TrafficState {
   pick(balancer: Balancer, hash: string | Buffer | undefined, tried: readonly Endpoint[] | null): Endpoint | null {
     const ctx = this.ctx;
     ctx.hash = hash;
-    ctx.available = this.gate;
+    // Nothing gated (the common case): the balancer's fast path, without a call per candidate.
+    const gated = tried !== null || this.down.size > 0 || this.outlier?.anyEjected === true || this.breakers?.anyNotClosed === true;
+    ctx.available = gated ? this.gate : undefined;
     this.excluded = tried;
     let e = balancer.pick(ctx as PickContext);
     if (e === null && tried !== null) {

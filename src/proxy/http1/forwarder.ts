@@ -474,6 +474,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     if (rid < 0) tail += `x-request-id: ${requestId}\r\n`;
     if (outbound) tail += `x-skein-caller: ${this.ctx.callerService}\r\n`;
     if (this.upgrade) tail += 'connection: upgrade\r\n';
+    if (timeoutMs === 0) tail += '\r\n';
     const out = rewriteHead(buf, head, drop, head.lineStart(buf, 0), `${this.method} ${path} HTTP/1.1\r\n`, tail);
 
     const ex = new Exchange(this, dest, out, {
@@ -686,7 +687,7 @@ class Exchange implements UpstreamHandler {
   constructor(
     private readonly ds: Downstream,
     private readonly dest: Destination,
-    /** The request head without its final CRLF (the deadline header goes after it). */
+    /** The request head; without its final CRLF when there is a deadline (its header goes after it). */
     private readonly headBytes: Buffer,
     private readonly o: ExchangeOptions,
   ) {
@@ -808,7 +809,9 @@ class Exchange implements UpstreamHandler {
   /** The request head for this attempt: with the time left, when there is a deadline. */
   private requestHead(): Buffer {
     const base = this.headBytes;
-    const end = this.deadline === 0 ? '\r\n' : `x-skein-timeout-ms: ${Math.max(1, Math.floor(this.deadline - performance.now()))}\r\n\r\n`;
+    // Without a deadline the head was made complete (see onHead).
+    if (this.deadline === 0) return base;
+    const end = `x-skein-timeout-ms: ${Math.max(1, Math.floor(this.deadline - performance.now()))}\r\n\r\n`;
     const out = Buffer.allocUnsafe(base.length + end.length);
     base.copy(out, 0);
     out.write(end, base.length, 'latin1');
