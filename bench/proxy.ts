@@ -1,11 +1,12 @@
 /**
  * Proxy benchmark: the same backend reached directly, through `skein proxy`, through HAProxy and
- * through nginx, side by side in one run.
+ * through nginx, side by side in one run; `skein-bare` is the same proxy with the service's
+ * retries, timeouts, breakers and outlier detection off, to measure what they cost.
  *
  *   bash scripts/bench-proxy.sh [options]          # installs haproxy/nginx/wrk/hey, builds, runs this
  *   node dist/bench/proxy.js [--duration 10s] [--latency-duration 10s] [--warmup 1s] [--quick] [--rounds 1]
  *                            [--connections 32] [--rps 1000] [--latency-connections 10]
- *                            [--latency-client wrk|hey] [--paths direct,skein,haproxy,nginx]
+ *                            [--latency-client wrk|hey] [--paths direct,skein,skein-bare,haproxy,nginx]
  *                            [--pin auto|off] [--latency-cpus same|split] [--proxy-log-level info]
  *                            [--json results.json]
  *
