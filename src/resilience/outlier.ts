@@ -45,6 +45,7 @@
  */
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
+import { TRAFFIC_DEFAULTS } from '../api/traffic.js';
 
 export type FailureKind = 'upstream-5xx' | 'gateway' | 'local-origin';
 // gateway = 502/503/504 from the upstream; upstream-5xx = any 5xx (a gateway failure is also a 5xx);
@@ -75,27 +76,11 @@ export interface OutlierOptions {
   onEvent?: (e: OutlierEvent) => void;
 }
 
-/** The defaults of `OutlierOptions` (Envoy's, except that the interval detectors are off). */
-export const DEFAULT_OUTLIER = Object.freeze({
-  /** Consecutive 5xx responses (gateway failures included) that eject; 0 disables. */
-  consecutive5xx: 5,
-  /** Consecutive 502/503/504 responses that eject; 0 disables. */
-  consecutiveGatewayFailure: 5,
-  /** Consecutive local-origin failures (connect refused/timeout, reset, per-try timeout) that eject; 0 disables. */
-  consecutiveLocalOriginFailure: 5,
-  /** How often success rate and failure percentage are evaluated and ejections ended, in ms. */
-  intervalMs: 10_000,
-  /** An ejection lasts baseEjectionMs × the ejection multiplier, in ms. */
-  baseEjectionMs: 30_000,
-  /** The longest ejection, in ms. */
-  maxEjectionMs: 300_000,
-  /** The largest share of the endpoints ejected at once, in percent (one may always be). */
-  maxEjectionPercent: 10,
-  /** Success-rate ejection: off unless given (Envoy's values are in ENVOY_SUCCESS_RATE). */
-  successRate: null,
-  /** Failure-percentage ejection: off unless given (Envoy's values are in ENVOY_FAILURE_PERCENTAGE). */
-  failurePercentage: null,
-} as const);
+/**
+ * The defaults of `OutlierOptions`: Envoy's, except that the interval detectors are off. They are
+ * the Service resource's documented defaults (src/api/traffic.ts, docs/traffic.md).
+ */
+export const DEFAULT_OUTLIER = TRAFFIC_DEFAULTS.outlier;
 
 /** Envoy's defaults for success-rate ejection, to turn it on with: `successRate: ENVOY_SUCCESS_RATE`. */
 export const ENVOY_SUCCESS_RATE = Object.freeze({ minimumHosts: 5, requestVolume: 100, stdevFactor: 1.9 });

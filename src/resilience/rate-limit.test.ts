@@ -12,34 +12,9 @@ import {
   type RateLimitOptions,
   type RateLimiter,
 } from './rate-limit.js';
+import { seeded, SettableClock } from './test-helpers.js';
 
 const ALGORITHMS: readonly RateLimitAlgorithm[] = ['token-bucket', 'gcra'];
-
-/** A seeded generator (mulberry32) for repeatable sequences. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** A clock the test can move backwards (ManualClock only moves forward). */
-class SettableClock implements Clock {
-  constructor(public t: number) {}
-  now(): number {
-    return this.t;
-  }
-  setTimeout(): never {
-    throw new Error('no timers expected');
-  }
-  setInterval(): never {
-    throw new Error('no timers expected');
-  }
-}
 
 /** Takes until refused; returns how many were allowed (the refusal's retry-after in `last`). */
 function drain(l: RateLimiter): { allowed: number; retryAfter: number } {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { ManualClock, type Clock } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
 import { DEFAULT_RETRY_BUDGET, RetryBudget, type RetryBudgetOptions } from './retry-budget.js';
+import { seeded, SettableClock } from './test-helpers.js';
 
 /** ManualClock's start, a whole number of seconds, so slots (windowMs / 10) start at t0. */
 const T0 = 1_700_000_000_000;
@@ -14,31 +15,6 @@ function drain(b: RetryBudget, max = 1_000_000): number {
   return n;
 }
 
-/** A seeded generator (mulberry32) for repeatable sequences. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** A clock the test can move backwards (ManualClock only moves forward). */
-class SettableClock implements Clock {
-  constructor(public t: number) {}
-  now(): number {
-    return this.t;
-  }
-  setTimeout(): never {
-    throw new Error('no timers expected');
-  }
-  setInterval(): never {
-    throw new Error('no timers expected');
-  }
-}
 
 test('defaults: ratio 0.2, 10 retries/s, 10 s window', () => {
   assert.deepEqual(DEFAULT_RETRY_BUDGET, { ratio: 0.2, minRetriesPerSecond: 10, windowMs: 10_000 });
