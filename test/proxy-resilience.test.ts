@@ -1227,3 +1227,111 @@ describe('10. invalid policies are refused, the policy in force keeps serving', 
     assert.deepEqual((def.body.definition?.trafficRaw?.routes as Array<{ name: string }>).map((r) => r.name), ['r1'], 'the routes are unchanged');
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// 11. Regressions found in review
+// ---------------------------------------------------------------------------------------------
+
+/** A raw TCP backend: `onRequest` gets each connection's first bytes and the socket. */
+async function rawBackend(onRequest: (sock: Socket) => void): Promise<{ port: number }> {
+  const { createServer } = await import('node:net');
+  const sockets = new Set<Socket>();
+  const server = createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => {});
+    sock.once('data', () => onRequest(sock));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  onCleanup(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return { port: (server.address() as { port: number }).port };
+}
+
+describe('11. regressions', () => {
+  test('a 503 that arrives while the request body is still streaming is not retried: no app ever gets part of a body', async () => {
+    const svc = 'early-503';
+    let answered!: () => void;
+    const answeredEarly = new Promise<void>((r) => (answered = r));
+    const a = await rawBackend((sock) => {
+      sock.write('HTTP/1.1 503 Service Unavailable\r\ncontent-length: 5\r\n\r\nsorry');
+      answered();
+    });
+    const bodies: number[] = [];
+    const b = http.createServer((req, res) => {
+      let n = 0;
+      req.on('data', (c: Buffer) => (n += c.length));
+      req.on('end', () => {
+        bodies.push(n);
+        res.end(`stored ${n}`);
+      });
+    });
+    await new Promise<void>((r) => b.listen(0, '127.0.0.1', () => r()));
+    onCleanup(() => new Promise<void>((r) => b.close(() => r())));
+    await setupService(svc, { ...QUIET, retries: { nonIdempotent: true } }, [
+      { id: `${svc}-a`, port: a.port },
+      { id: `${svc}-b`, port: (b.address() as { port: number }).port },
+    ]);
+    // Round robin from a fresh state: send until a request lands on A first (the one that answers early).
+    const chunk = (s: string) => `${s.length.toString(16)}\r\n${s}\r\n`;
+    const sock = createConnection({ host: '127.0.0.1', port: OUT });
+    sock.on('error', () => {});
+    let got = '';
+    sock.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    for (let i = 0; i < 6; i++) {
+      // Whichever endpoint it reaches, the body is sent in two parts, the second after A answered.
+      sock.write(`PUT /x${i} HTTP/1.1\r\nhost: ${svc}\r\ntransfer-encoding: chunked\r\n\r\n${chunk('a'.repeat(1000))}`);
+      await Promise.race([answeredEarly, waitFor(() => got.includes('\r\n\r\n'), { timeoutMs: 1000, what: 'an answer' }).catch(() => undefined)]);
+      sock.write(`${chunk('tail')}0\r\n\r\n`);
+      await waitFor(() => /\r\n\r\n(sorry|stored \d+)$/.test(got), { timeoutMs: 5000, what: `the answer to PUT /x${i}: ${JSON.stringify(got)}` });
+      if (got.includes('sorry')) break;
+      got = '';
+    }
+    assert.match(got, /^HTTP\/1\.1 503/, `the app's own 503 reaches the client: ${JSON.stringify(got)}`);
+    assert.ok(!got.includes('x-skein-error'), 'it is the app answer, not a proxy error');
+    assert.deepEqual(bodies.filter((n) => n !== 1004), [], `no app got part of a body (B got ${JSON.stringify(bodies)})`);
+    sock.destroy();
+  });
+
+  test('a retryable 503 whose body stalls does not outlive the request timeout', async () => {
+    const svc = 'stall-503';
+    const a = await rawBackend((sock) => sock.write('HTTP/1.1 503 Service Unavailable\r\ncontent-length: 100\r\n\r\npartial'));
+    await setupService(svc, { ...QUIET, timeouts: { request: '500ms' } }, [{ id: `${svc}-a`, port: a.port }]);
+    const r = await send(OUT, svc, { path: '/stall', timeoutMs: 5000 });
+    assertProxyError(r, 504, 'SKEIN_E_UPSTREAM_TIMEOUT', 'a 503 whose body never ends, with a retry pending');
+    await waitFor(async () => (await serviceDebug(svc)).traffic.inFlight === 0, { timeoutMs: 5000, what: 'the in-flight count back to 0' });
+  });
+
+  test("an app's relayed SKEIN_E_UPSTREAM_CONNECT is not taken for a peer proxy's refusal: a POST is not sent again", async () => {
+    const svc = 'relayed-refusal';
+    const bs = await backendsFor([`${svc}-a`], [`${svc}-b`]);
+    const relay = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const body = JSON.stringify({ code: 'SKEIN_E_UPSTREAM_CONNECT', message: 'relayed by the app' });
+        res.writeHead(502, { 'content-type': 'application/json', 'x-skein-error': 'SKEIN_E_UPSTREAM_CONNECT', 'x-skein-error-origin': 'inbound' });
+        res.end(body);
+      });
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
+    onCleanup(() => new Promise<void>((r) => relay.close(() => r())));
+    // The app sits behind an inbound listener of its own proxy, which must not let its header pass as its own.
+    const Q = await startProxy({ control: cp.http, workloads: [`name=${svc}-r,service=${svc},inbound=127.0.0.1:0,app=127.0.0.1:${(relay.address() as { port: number }).port}`] });
+    onCleanup(() => Q.stop());
+    await waitForProxyReady(Q);
+    await setupService(svc, { ...QUIET }, [{ id: `${svc}-r`, port: (Q.workload(`${svc}-r`).inbound as { port: number }).port }]);
+    void bs;
+    const r = await send(OUT, svc, { method: 'POST', path: '/order', body: Buffer.from('{}'), headers: { 'content-type': 'application/json' } });
+    assert.equal(r.status, 502, show(r));
+    assert.equal(r.headers['x-skein-error'], 'SKEIN_E_UPSTREAM_CONNECT', "the app's header passes through");
+    assert.equal(r.headers['x-skein-error-origin'], undefined, "but not its claim to be the proxy's answer");
+    const m = await metrics();
+    assert.equal(metricValue(m, 'skein_proxy_retries_total', { service: svc, reason: 'refused-stream' }) ?? 0, 0, 'no retry of the POST');
+  });
+});

@@ -508,7 +508,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     let headers = extra?.headers ?? '';
     const x = this.explained;
     if (x !== null) headers += `x-skein-explain: route=${x.route}; service=${x.service}; attempts=0; answered by the proxy: ${code}\r\n`;
-    this.socket.write(errorResponse(code, message, { close, requestId, status, head: this.parser.method === METHOD_HEAD, details: extra?.details, headers }), 'latin1');
+    this.socket.write(errorResponse(code, message, { close, requestId, status, head: this.parser.method === METHOD_HEAD, details: extra?.details, headers, origin: this.ctx.direction }), 'latin1');
     if (close) {
       this.close();
       return;
@@ -521,7 +521,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   reject(code: ErrorCode, message: string, status?: number): void {
     if (this.state === S.Closed) return;
     this.ctx.counters.proxyError(this.ctx.direction, code);
-    this.socket.write(errorResponse(code, message, { close: true, status }), 'latin1');
+    this.socket.write(errorResponse(code, message, { close: true, status, origin: this.ctx.direction }), 'latin1');
     this.close();
   }
 
@@ -626,9 +626,13 @@ function fireTimer(ex: Exchange): void {
   ex.onTimer();
 }
 
-/** Peer-proxy errors that say the request never reached an app: safe to send elsewhere. */
-function refusedByPeer(code: string | undefined): boolean {
-  return code === 'SKEIN_E_UPSTREAM_CONNECT' || code === 'SKEIN_E_PROXY_DRAINING';
+/**
+ * Peer-proxy errors that say the request never reached an app: safe to send elsewhere. Only the
+ * peer's inbound listener's own answers count (`x-skein-error-origin: inbound`, which an inbound
+ * listener removes from its app's responses): an app that relays such an error did see the request.
+ */
+function refusedByPeer(code: string | undefined, origin: string | undefined): boolean {
+  return origin === 'inbound' && (code === 'SKEIN_E_UPSTREAM_CONNECT' || code === 'SKEIN_E_PROXY_DRAINING');
 }
 
 /**
@@ -682,6 +686,10 @@ class Exchange implements UpstreamHandler {
   private keptBytes = 0;
   /** In traffic.active (outbound). */
   private counted = false;
+  /** The current attempt went out and its outcome is not recorded yet (a breaker may wait for it). */
+  private owed = false;
+  /** The request was counted in the retry budget (once, when its first attempt left). */
+  private deposited = false;
   private budgetRefused = false;
 
   constructor(
@@ -705,7 +713,6 @@ class Exchange implements UpstreamHandler {
     if (this.outbound) {
       t.active++;
       this.counted = true;
-      t.budget.deposit();
     }
     if (this.o.timeoutMs > 0) this.deadline = this.t0 + this.o.timeoutMs;
     if (this.o.delayMs > 0) {
@@ -728,7 +735,15 @@ class Exchange implements UpstreamHandler {
     this.armAttemptTimer();
     const refused = this.connect(e, true);
     // Only an attempt that goes out may be a breaker's probe (a refused one would hold it half-open).
-    if (refused === null && this.outbound) this.traffic.started(e.key);
+    if (refused === null && this.outbound) {
+      this.traffic.started(e.key);
+      this.owed = true;
+      if (!this.deposited) {
+        // Only requests that are sent earn retries: refusals (breakers, limits) do not.
+        this.deposited = true;
+        this.traffic.budget.deposit();
+      }
+    }
     return refused;
   }
 
@@ -762,7 +777,12 @@ class Exchange implements UpstreamHandler {
       if (used === undefined) servicePools.set(t.connections, (used = new Set()));
       used.add(pool);
       // At the connection limit, an idle connection to another endpoint of the service makes room.
-      if (t.connections.open >= l.maxConnections) for (const p of used) if (p !== pool && p.evictOne()) break;
+      if (t.connections.open >= l.maxConnections) {
+        for (const p of used) {
+          if (!ctx.pools.isLive(p)) used.delete(p);
+          else if (p !== pool && p.evictOne()) break;
+        }
+      }
       if (t.connections.open >= l.maxConnections || t.pending >= l.maxPendingRequests) {
         t.overflows++;
         const what = t.connections.open >= l.maxConnections ? `${t.connections.open} connections (limits.maxConnections ${l.maxConnections})` : `${t.pending} requests waiting for a connection (limits.maxPendingRequests ${l.maxPendingRequests})`;
@@ -903,7 +923,17 @@ class Exchange implements UpstreamHandler {
       if (r !== null) this.fail(r.code, r.message);
       return;
     }
-    if (kind !== T.Attempt || this.responseStarted || this.discard) return;
+    if (kind !== T.Attempt || this.responseStarted) return;
+    if (this.discard) {
+      // The dropped response's body did not end in time: give up on it, and retry if time is left.
+      this.discard = false;
+      const up = this.up;
+      this.up = null;
+      up?.close();
+      this.endAttempt(this.status, `HTTP ${this.status} (its body did not end in time)`);
+      this.scheduleRetry(this.retryDelay);
+      return;
+    }
     // No response head in time: give up this attempt.
     const perTry = this.perTry;
     const up = this.up ?? this.connecting;
@@ -920,13 +950,21 @@ class Exchange implements UpstreamHandler {
 
   // ---- attempts and retries ----
 
+  /** Records the current attempt's outcome for the breakers and outlier detection (once). */
+  private settle(status: number): void {
+    const e = this.endpoint;
+    if (!this.owed || e === null) return;
+    this.owed = false;
+    this.traffic.record(e.key, status);
+  }
+
   /** An attempt failed (`status` 0: no response) or its response is dropped for a retry. */
   private endAttempt(status: number, outcome: string): void {
     this.completion.end({ latencyMs: performance.now() - this.attemptT0, ok: false });
     this.completion = NOOP_COMPLETION;
     const e = this.endpoint;
     if (e === null) return;
-    if (this.outbound) this.traffic.record(e.key, status);
+    this.settle(status);
     (this.tried ??= []).push(e);
     (this.outcomes ??= []).push(outcome);
   }
@@ -970,6 +1008,20 @@ class Exchange implements UpstreamHandler {
   private scheduleRetry(delay: number): void {
     this.up = null;
     this.status = 0;
+    if (this.upDrain) {
+      // The old upstream's back-pressure paused the client: the new attempt reads it again.
+      this.upDrain = false;
+      this.ds.socket.resume();
+    }
+    if (this.o.hasBody && this.kept === null) {
+      // Not reachable (a retry is decided only with the whole body kept); never send a partial body.
+      this.fail('SKEIN_E_UPSTREAM_RESET', `the request to "${this.dest.service}" could not be sent again: its body was not kept`);
+      return;
+    }
+    if (this.deadline > 0 && performance.now() + delay >= this.deadline) {
+      this.fail('SKEIN_E_UPSTREAM_TIMEOUT', `no response from "${this.dest.service}" within ${this.o.timeoutMs} ms`);
+      return;
+    }
     this.queue = this.kept === null ? [] : this.kept.slice();
     this.queued = 0;
     if (delay > 0) {
@@ -998,6 +1050,7 @@ class Exchange implements UpstreamHandler {
     let chunked = false;
     let extra: string[] | null = null;
     let peerError: string | undefined;
+    let peerOrigin: string | undefined;
     const drop = responseDrop;
     for (let i = 0; i < n; i++) {
       const o = i * 4;
@@ -1021,6 +1074,11 @@ class Exchange implements UpstreamHandler {
         case H.XSkeinError:
           peerError = h.valueOf(head, i);
           break;
+        case H.XSkeinErrorOrigin:
+          // Inbound, it can only be the app's, which must not pass for the proxy's own.
+          if (this.outbound) peerOrigin = h.valueOf(head, i);
+          else drop[i] = 1;
+          break;
         default:
           break;
       }
@@ -1028,17 +1086,18 @@ class Exchange implements UpstreamHandler {
     if (status >= 500 && this.outbound) {
       // A peer proxy that refused the request (its app is down, it drains): nothing reached an
       // app, so another endpoint may take it whatever the method. Otherwise a retryable status.
-      const delay = this.retryDelayFor(refusedByPeer(peerError) ? 'refused-stream' : 'status', status);
+      // Only once the whole request is in: its kept body cannot change while the response is dropped.
+      const delay = this.reqDone || !this.o.hasBody ? this.retryDelayFor(refusedByPeer(peerError, peerOrigin) ? 'refused-stream' : 'status', status) : -1;
       if (delay >= 0) {
-        // This response is read to its end and dropped (see onResponseComplete).
-        this.clearTimer();
+        // This response is read to its end and dropped (see onResponseComplete); the attempt's
+        // timer keeps running meanwhile.
         this.discard = true;
         this.retryDelay = delay;
         return;
       }
     }
     this.clearTimer();
-    if (this.outbound && this.endpoint !== null) this.traffic.record(this.endpoint.key, status);
+    this.settle(status);
     if (extra !== null) {
       for (let i = 0; i < n; i++) if (extra.includes(h.nameOf(head, i).toLowerCase())) drop[i] = 1;
     }
@@ -1197,6 +1256,19 @@ class Exchange implements UpstreamHandler {
     };
   }
 
+  /**
+   * The exchange ends with its attempt's outcome still owed. A known status is the outcome; with
+   * none, an attempt cut short says nothing about the endpoint, except that a breaker probe got no
+   * answer, and its breaker must not wait for one forever.
+   */
+  private settleAbandoned(): void {
+    const e = this.endpoint;
+    if (!this.owed || e === null) return;
+    if (this.status > 0) this.settle(this.status);
+    else if (this.traffic.breakers?.state(e.key) === 'half-open') this.settle(0);
+    this.owed = false;
+  }
+
   /** Leaves the service's in-flight count and stops the timer (once). */
   private release(): void {
     this.clearTimer();
@@ -1215,6 +1287,7 @@ class Exchange implements UpstreamHandler {
   private fail(code: ErrorCode, message: string): void {
     this.finished = true;
     this.queue = null;
+    this.settleAbandoned();
     this.release();
     this.completion.end({ latencyMs: performance.now() - this.t0, ok: false });
     this.completion = NOOP_COMPLETION;
@@ -1224,7 +1297,7 @@ class Exchange implements UpstreamHandler {
     this.stats?.record(status, (performance.now() - this.t0) / 1000);
     const close = !this.reqDone || !this.o.keepAlive || ds.ctx.draining;
     const headers = this.o.explain ? `x-skein-explain: ${this.explanation()}\r\n` : '';
-    ds.socket.write(errorResponse(code, message, { close, requestId: this.o.requestId, head: this.o.isHead, details: this.details(), headers }), 'latin1');
+    ds.socket.write(errorResponse(code, message, { close, requestId: this.o.requestId, head: this.o.isHead, details: this.details(), headers, origin: ds.ctx.direction }), 'latin1');
     ds.exchangeDone(close);
   }
 
@@ -1244,10 +1317,7 @@ class Exchange implements UpstreamHandler {
     if (this.finished) return;
     this.finished = true;
     this.queue = null;
-    const e = this.endpoint;
-    // An attempt cut short by the client says nothing about the endpoint, except that a breaker
-    // probe got no answer: its breaker must not wait for one forever.
-    if (this.outbound && e !== null && this.status === 0 && this.traffic.breakers?.state(e.key) === 'half-open') this.traffic.record(e.key, 0);
+    this.settleAbandoned();
     this.release();
     this.completion.end({ latencyMs: performance.now() - this.t0, ok: true });
     this.completion = NOOP_COMPLETION;
@@ -1287,6 +1357,8 @@ class Exchange implements UpstreamHandler {
     if (this.finished) return;
     this.finished = true;
     this.release();
+    this.completion.end({ latencyMs: this.latencyMs, ok: true });
+    this.completion = NOOP_COMPLETION;
     this.stats?.record(101, (performance.now() - this.t0) / 1000);
     this.up?.close();
     this.up = null;

@@ -27,6 +27,7 @@ export const enum H {
   XSkeinTimeout,
   XSkeinExplain,
   XSkeinCaller,
+  XSkeinErrorOrigin,
 }
 
 const NAMES: ReadonlyArray<readonly [string, H]> = [
@@ -46,6 +47,7 @@ const NAMES: ReadonlyArray<readonly [string, H]> = [
   ['x-skein-timeout-ms', H.XSkeinTimeout],
   ['x-skein-explain', H.XSkeinExplain],
   ['x-skein-caller', H.XSkeinCaller],
+  ['x-skein-error-origin', H.XSkeinErrorOrigin],
 ];
 
 /** By length: the names of that length, as byte arrays. */
@@ -299,7 +301,7 @@ const STATUS_TEXT: Record<number, string> = {
 export function errorResponse(
   code: ErrorCode,
   message: string,
-  opts: { close: boolean; requestId?: string | undefined; status?: number | undefined; head?: boolean; details?: unknown; headers?: string },
+  opts: { close: boolean; requestId?: string | undefined; status?: number | undefined; head?: boolean; details?: unknown; headers?: string; origin?: 'inbound' | 'outbound' },
 ): string {
   const status = opts.status ?? new SkeinError(code, message).status;
   const o: Record<string, unknown> = { code, message };
@@ -312,6 +314,7 @@ export function errorResponse(
     `content-type: application/json\r\n` +
     `content-length: ${body.length}\r\n` +
     `x-skein-error: ${code}\r\n` +
+    (opts.origin === undefined ? '' : `x-skein-error-origin: ${opts.origin}\r\n`) +
     (opts.requestId === undefined ? '' : `x-request-id: ${opts.requestId}\r\n`) +
     (opts.headers ?? '') +
     (opts.close ? 'connection: close\r\n' : '') +

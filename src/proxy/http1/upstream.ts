@@ -110,6 +110,7 @@ export class Upstream extends HeadCallbacks {
   }
 
   private fail(phase: 'connect' | 'exchange', err: Error, code: 'reset' | 'protocol' | 'timeout' | 'connect'): void {
+    this.uncount();
     const h = this.handler;
     this.handler = null;
     this.closedByUs = true;
@@ -341,6 +342,11 @@ export class Pools {
       this.pools.set(key, p);
     }
     return p;
+  }
+
+  /** Whether `p` is the pool kept for its address (not swept away). */
+  isLive(p: Pool): boolean {
+    return this.pools.get(p.key) === p;
   }
 
   /** The pool kept for `p`'s address: `p` itself (put back if it was swept away) or a newer one. */
