@@ -51,6 +51,7 @@ export function proxyCommand(): Command {
     .option('--upstream-idle-timeout <duration>', 'close pooled upstream connections idle this long', durationFlag('--upstream-idle-timeout'), 4_000)
     .option('--connect-timeout <duration>', 'time to connect to an endpoint', durationFlag('--connect-timeout'), 3_000)
     .option('--max-connections <n>', 'client connections per listener', intFlag('--max-connections', 1, 1_000_000), 10_000)
+    .option('--access-log <target>', 'one JSON line per request: "stdout", a file path (appended to), or "off"', 'off')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(
       async (o: {
@@ -65,6 +66,7 @@ export function proxyCommand(): Command {
         upstreamIdleTimeout: number;
         connectTimeout: number;
         maxConnections: number;
+        accessLog: string;
         logLevel: string;
       }) => {
         const specs = o.workload.map(parseWorkload);
@@ -79,9 +81,17 @@ export function proxyCommand(): Command {
         if (control === null && specs.some((s) => s.outbound != null)) {
           throw new SkeinError('SKEIN_E_USAGE', '--no-control: outbound listeners need a control plane to route by service', { field: '--no-control' });
         }
-        const [{ default: pino }, { Proxy }, { startAdmin }] = await Promise.all([import('pino'), import('../proxy/proxy.js'), import('../proxy/admin.js')]);
+        if (o.accessLog.trim() === '') throw new SkeinError('SKEIN_E_USAGE', '--access-log: give "stdout", a file path or "off"', { field: '--access-log' });
+        const [{ default: pino }, { Proxy }, { startAdmin }, { openAccessLog }] = await Promise.all([
+          import('pino'),
+          import('../proxy/proxy.js'),
+          import('../proxy/admin.js'),
+          import('../proxy/access-log.js'),
+        ]);
         const logger = pino({ level: o.logLevel, base: { component: 'proxy' } });
+        const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
         const proxy = new Proxy({
+          accessLog,
           controlUrl: control,
           domain: o.domain,
           logger,
@@ -111,6 +121,7 @@ export function proxyCommand(): Command {
             proxy
               .stop(5000)
               .then(() => adminServer?.close())
+              .then(() => accessLog?.close())
               .then(resolve, (e: unknown) => {
                 logger.error({ err: e }, 'shutdown failed');
                 resolve();

@@ -30,6 +30,7 @@ import { DEFAULT_LIMITS, type Destination, type Direction, type EndpointStats, t
 import { Pools } from './http1/upstream.js';
 import { ProxyMetrics } from './metrics.js';
 import { ActiveChecker } from './active-check.js';
+import type { AccessLog } from './access-log.js';
 import { DEFAULT_TRAFFIC, inboundTraffic } from '../api/traffic.js';
 import type { Service } from '../api/types.js';
 import { TrafficState, type TrafficEvent } from '../resilience/traffic-state.js';
@@ -69,6 +70,8 @@ export interface ProxyOptions {
   readonly limits?: Partial<Limits>;
   readonly clock?: Clock;
   readonly logger?: Logger;
+  /** One JSON line per finished request (see access-log.ts); null or absent: off. */
+  readonly accessLog?: AccessLog | null;
 }
 
 const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
@@ -183,6 +186,9 @@ class Listener implements ListenerContext {
   get counters(): ProxyMetrics {
     return this.proxy.metrics;
   }
+  get accessLog(): AccessLog | null {
+    return this.proxy.accessLog;
+  }
 
   destination(service: string, make: () => Destination): Destination {
     let d = this.destinations.get(service);
@@ -245,6 +251,7 @@ export class Proxy {
   readonly metrics: ProxyMetrics;
   readonly watch: WatchClient | null;
   readonly domainSuffix: string;
+  readonly accessLog: AccessLog | null;
   private readonly clock: Clock;
   private readonly logger: Logger | undefined;
   private readonly services = new Map<string, ServiceState>();
@@ -261,6 +268,7 @@ export class Proxy {
     this.pools = new Pools(this.limits.maxIdlePerEndpoint);
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger;
+    this.accessLog = opts.accessLog ?? null;
     this.domainSuffix = `.service.${opts.domain ?? 'skein'}`;
     this.metrics = new ProxyMetrics({
       connections: () => [...this.listeners()].map((l) => ({ workload: l.workload, direction: l.direction, open: l.conns.size })),

@@ -19,11 +19,12 @@ import { coarseNow } from './coarse-clock.js';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { NOOP_COMPLETION, type Completion } from '../../balance/balancer.js';
-import { SkeinError, type ErrorCode } from '../../core/errors.js';
+import { ERROR_CODES, SkeinError, type ErrorCode } from '../../core/errors.js';
 import type { RoutePolicy } from '../../api/traffic.js';
 import { retryDelay, type RetryReason } from '../../resilience/retry.js';
 import type { RouteInput } from '../../resilience/routes.js';
 import type { TrafficState } from '../../resilience/traffic-state.js';
+import { pathOnly, type AccessLog } from '../access-log.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import { classify, connectionNames, errorResponse, H, HeadCallbacks, MAX_HEADERS, rewriteHead } from './head.js';
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
@@ -42,6 +43,8 @@ export interface ListenerContext {
   resolve(authority: string | null): Destination | RouteError;
   /** True while the listener drains: responses close their connections. */
   readonly draining: boolean;
+  /** One line per finished request, when the access log is on. */
+  readonly accessLog: AccessLog | null;
 }
 
 const enum S {
@@ -134,6 +137,13 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   /** The current request's method and target path (for route matching). */
   method = '';
   path = '';
+  /** For the access log: what is known of the current request. */
+  private reqService: string | null = null;
+  private reqRoute: string | null = null;
+  private reqCaller: string | null = null;
+  private reqId: string | null = null;
+  /** performance.now() when the current head was complete. */
+  private headAt = 0;
   /** x-skein-explain was asked for: what is known for the summary of a local answer; null: not asked. */
   private explained: { service: string; route: string } | null = null;
 
@@ -216,6 +226,9 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     if (!this.headDone) {
       if (this.state === S.Idle) {
         this.state = S.Head;
+        this.method = '';
+        this.path = '';
+        this.reqService = this.reqRoute = this.reqCaller = this.reqId = null;
         this.since = coarseNow();
       }
       const ret = this.parser.execute(data);
@@ -405,6 +418,11 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       return;
     }
     const requestId = rid >= 0 ? head.valueOf(buf, rid) : randomUUID();
+    const methodEnd = head.urlStart - 1;
+    this.method = buf.toString('latin1', 0, methodEnd);
+    this.path = path;
+    this.reqId = requestId;
+    this.headAt = performance.now();
     if (this.ctx.draining) {
       this.localError('SKEIN_E_PROXY_DRAINING', 'the proxy is shutting down', hasBody, requestId);
       return;
@@ -414,11 +432,10 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       this.localError(dest.error, dest.message, hasBody, requestId, dest.status);
       return;
     }
-    const methodEnd = head.urlStart - 1;
-    this.method = buf.toString('latin1', 0, methodEnd);
-    this.path = path;
     const traffic = dest.traffic;
     const route = traffic.routes.match(this);
+    this.reqService = dest.service;
+    this.reqRoute = route.name;
     if (this.explained !== null) this.explained = { service: dest.service, route: route.name };
     let timeoutMs = outbound ? route.requestTimeoutMs : 0;
     if (timeoutAt >= 0) {
@@ -436,6 +453,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       timeoutMs = timeoutMs === 0 ? left : Math.min(timeoutMs, left);
     }
     const caller = outbound ? this.ctx.workload : callerAt >= 0 ? head.valueOf(buf, callerAt) : this.peer;
+    this.reqCaller = outbound ? this.ctx.callerService : callerAt >= 0 ? caller : null;
     const wait = traffic.rateLimit(route, this.ctx.direction, caller);
     if (wait > 0) {
       const rl = route.rateLimit[this.ctx.direction];
@@ -502,8 +520,31 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   // ---- answers ----
 
   /** A local error answer to a well-formed request; keeps the connection when it can. */
+  /** Writes the access log line of the current request (when the log is on). */
+  access(status: number, error: string | null, upstream: Endpoint | null, attempts: number): void {
+    const log = this.ctx.accessLog;
+    if (log === null) return;
+    log.write({
+      workload: this.ctx.workload,
+      direction: this.ctx.direction,
+      client: this.peer,
+      caller: this.reqCaller,
+      method: this.method,
+      path: pathOnly(this.path),
+      service: this.reqService,
+      route: this.reqRoute,
+      status,
+      durationMs: this.headAt === 0 ? 0 : Math.round((performance.now() - this.headAt) * 100) / 100,
+      upstream: upstream === null ? null : `${upstream.id} ${upstream.address}:${upstream.port}`,
+      attempts,
+      error,
+      requestId: this.reqId,
+    });
+  }
+
   localError(code: ErrorCode, message: string, hasBody: boolean, requestId: string | undefined, status?: number, extra?: { details?: unknown; headers?: string }): void {
     this.ctx.counters.proxyError(this.ctx.direction, code);
+    this.access(status ?? ERROR_CODES[code].status, code, null, 0);
     const close = hasBody || !this.keepAlive || this.clientEnded || this.ctx.draining;
     let headers = extra?.headers ?? '';
     const x = this.explained;
@@ -521,6 +562,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   reject(code: ErrorCode, message: string, status?: number): void {
     if (this.state === S.Closed) return;
     this.ctx.counters.proxyError(this.ctx.direction, code);
+    this.access(status ?? ERROR_CODES[code].status, code, null, 0);
     this.socket.write(errorResponse(code, message, { close: true, status, origin: this.ctx.direction }), 'latin1');
     this.close();
   }
@@ -1220,6 +1262,7 @@ class Exchange implements UpstreamHandler {
     this.completion = NOOP_COMPLETION;
     this.release();
     this.stats?.record(this.status, (performance.now() - this.t0) / 1000);
+    this.ds.access(this.status, 'SKEIN_E_UPSTREAM_RESET', this.endpoint, this.attempts());
     this.ds.destroy();
   }
 
@@ -1228,10 +1271,15 @@ class Exchange implements UpstreamHandler {
     return t.map((e, i) => `${e.id} at ${e.address}:${e.port} (${this.outcomes?.[i] ?? ''})`).join(', ');
   }
 
+  /** Attempts made: the failed ones, and the current one if it got an answer. */
+  private attempts(): number {
+    return (this.tried?.length ?? 0) + (this.status > 0 && !this.discard ? 1 : 0);
+  }
+
   /** What the proxy decided, for x-skein-explain: route, endpoint, attempts, budget. */
   private explanation(): string {
     const e = this.endpoint;
-    let s = `route=${this.o.route.name}; service=${this.dest.service}; endpoint=${e === null ? '-' : `${e.id} (${e.address}:${e.port})`}; attempts=${(this.tried?.length ?? 0) + (this.status > 0 && !this.discard ? 1 : 0)}`;
+    let s = `route=${this.o.route.name}; service=${this.dest.service}; endpoint=${e === null ? '-' : `${e.id} (${e.address}:${e.port})`}; attempts=${this.attempts()}`;
     if (this.tried !== null) s += `; failed=${this.tried.map((t, i) => `${t.id}: ${this.outcomes?.[i] ?? ''}`).join(', ')}`;
     if (this.outbound) {
       s += `; budget=${this.traffic.budget.available}`;
@@ -1295,6 +1343,7 @@ class Exchange implements UpstreamHandler {
     ds.ctx.counters.proxyError(ds.ctx.direction, code);
     const status = new SkeinError(code, message).status;
     this.stats?.record(status, (performance.now() - this.t0) / 1000);
+    ds.access(status, code, this.endpoint, this.attempts());
     const close = !this.reqDone || !this.o.keepAlive || ds.ctx.draining;
     const headers = this.o.explain ? `x-skein-explain: ${this.explanation()}\r\n` : '';
     ds.socket.write(errorResponse(code, message, { close, requestId: this.o.requestId, head: this.o.isHead, details: this.details(), headers, origin: ds.ctx.direction }), 'latin1');
@@ -1309,6 +1358,7 @@ class Exchange implements UpstreamHandler {
     this.completion.end({ latencyMs: this.latencyMs, ok: this.status < 500 });
     this.completion = NOOP_COMPLETION;
     this.stats?.record(this.status, (performance.now() - this.t0) / 1000);
+    this.ds.access(this.status, null, this.endpoint, this.attempts());
     this.ds.exchangeDone(this.closeAfter);
   }
 
@@ -1322,6 +1372,7 @@ class Exchange implements UpstreamHandler {
     this.completion.end({ latencyMs: performance.now() - this.t0, ok: true });
     this.completion = NOOP_COMPLETION;
     this.stats?.record(this.status, (performance.now() - this.t0) / 1000);
+    this.ds.access(0, null, this.endpoint, this.attempts());
     const up = this.up;
     this.up = null;
     if (up !== null) up.close();
@@ -1360,6 +1411,7 @@ class Exchange implements UpstreamHandler {
     this.completion.end({ latencyMs: this.latencyMs, ok: true });
     this.completion = NOOP_COMPLETION;
     this.stats?.record(101, (performance.now() - this.t0) / 1000);
+    this.ds.access(101, null, this.endpoint, this.attempts());
     this.up?.close();
     this.up = null;
   }

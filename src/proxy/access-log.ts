@@ -1,0 +1,81 @@
+/**
+ * The proxy's access log: one JSON line per request a listener finished (answered by an app, by
+ * the proxy itself, or cut short by the client), written by pino through an asynchronous
+ * destination (sonic-boom), so the request path only builds a small object. Off by default
+ * (`skein proxy --access-log stdout|FILE`).
+ *
+ * What a line holds is bounded and safe to keep: the path without its query string (queries
+ * carry tokens), no header values, no bodies.
+ */
+import { closeSync, openSync } from 'node:fs';
+import pino, { type Logger } from 'pino';
+import { SkeinError } from '../core/errors.js';
+
+export interface AccessEntry {
+  readonly workload: string;
+  readonly direction: 'inbound' | 'outbound';
+  /** The client's address (the app, outbound; the calling proxy, inbound). */
+  readonly client: string;
+  /** Outbound: the calling workload's service; inbound: the caller's x-skein-caller, when sent. */
+  readonly caller: string | null;
+  readonly method: string;
+  /** Without the query string. */
+  readonly path: string;
+  readonly service: string | null;
+  readonly route: string | null;
+  /** 0: no response (the client went away). */
+  readonly status: number;
+  readonly durationMs: number;
+  /** The endpoint of the last attempt: instance id and address. */
+  readonly upstream: string | null;
+  readonly attempts: number;
+  /** The proxy's own error code, when it answered itself. */
+  readonly error: string | null;
+  readonly requestId: string | null;
+}
+
+export interface AccessLog {
+  write(e: AccessEntry): void;
+  /** Flushes what is buffered. */
+  close(): Promise<void>;
+}
+
+/** `stdout` or a file path (appended to; created if missing). Throws SKEIN_E_FILE naming the path when it cannot be written. */
+export function openAccessLog(target: string): AccessLog {
+  if (target !== 'stdout') {
+    try {
+      closeSync(openSync(target, 'a'));
+    } catch (e) {
+      throw new SkeinError('SKEIN_E_FILE', `--access-log: cannot write ${target}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { field: '--access-log' });
+    }
+  }
+  const dest = pino.destination({ dest: target === 'stdout' ? 1 : target, sync: false });
+  const log: Logger = pino(
+    {
+      base: null,
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: () => ({ msg: 'access' }) },
+    },
+    dest,
+  );
+  return {
+    write(e) {
+      log.info(e);
+    },
+    close() {
+      return new Promise((resolve) => {
+        dest.flush(() => resolve());
+      });
+    },
+  };
+}
+
+/** The path of a request target without its query string or fragment. */
+export function pathOnly(target: string): string {
+  let end = target.length;
+  const q = target.indexOf('?');
+  if (q >= 0) end = q;
+  const h = target.indexOf('#');
+  if (h >= 0 && h < end) end = h;
+  return end === target.length ? target : target.slice(0, end);
+}
