@@ -10,6 +10,7 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { DURATION_PATTERN, parseDuration } from '../core/duration.js';
+import { deepFreeze } from '../core/freeze.js';
 import { HTTP_TOKEN_PATTERN } from './balancer.js';
 import { DNS_LABEL_PATTERN } from './names.js';
 
@@ -475,7 +476,7 @@ export function buildTraffic(raw: RawTraffic, push: (field: string, message: str
     if (prev !== undefined) push(`${at}.name`, `duplicates the name of routes[${prev}]`);
     if (r.name === 'default') push(`${at}.name`, '"default" is the name of the implicit route that matches what no other route does');
     names.set(r.name, i);
-    routes.push(buildRoute(r, at, { requestTimeoutMs, perTryTimeoutMs, retries, rateLimit: serviceRate }, dur, push));
+    routes.push(buildRoute(r, at, { requestTimeoutMs, perTryTimeoutMs, retries, rateLimit: serviceRate }));
   });
   routes.push(
     Object.freeze({
@@ -513,16 +514,14 @@ export function buildTraffic(raw: RawTraffic, push: (field: string, message: str
     r: RawRoute,
     at: string,
     base: { requestTimeoutMs: number; perTryTimeoutMs: number; retries: RetryPolicy; rateLimit: RateLimits },
-    d: typeof dur,
-    p: typeof push,
   ): RoutePolicy {
     const m = r.match ?? {};
-    if (m.path !== undefined && m.pathPrefix !== undefined) p(`${at}.match.pathPrefix`, 'cannot be given with match.path');
+    if (m.path !== undefined && m.pathPrefix !== undefined) push(`${at}.match.pathPrefix`, 'cannot be given with match.path');
     let prefix = m.pathPrefix ?? null;
     if (prefix !== null && prefix.length > 1 && prefix.endsWith('/')) prefix = prefix.slice(0, -1);
-    const requestTimeoutMs = d(r.timeouts?.request, base.requestTimeoutMs, `${at}.timeouts.request`);
-    const perTryTimeoutMs = d(r.timeouts?.perTry, base.perTryTimeoutMs, `${at}.timeouts.perTry`, 1);
-    if (requestTimeoutMs > 0 && perTryTimeoutMs > requestTimeoutMs) p(`${at}.timeouts.perTry`, `must not be longer than the request timeout (${requestTimeoutMs}ms)`);
+    const requestTimeoutMs = dur(r.timeouts?.request, base.requestTimeoutMs, `${at}.timeouts.request`);
+    const perTryTimeoutMs = dur(r.timeouts?.perTry, base.perTryTimeoutMs, `${at}.timeouts.perTry`, 1);
+    if (requestTimeoutMs > 0 && perTryTimeoutMs > requestTimeoutMs) push(`${at}.timeouts.perTry`, `must not be longer than the request timeout (${requestTimeoutMs}ms)`);
     const f = r.fault;
     return Object.freeze({
       name: r.name,
@@ -534,13 +533,13 @@ export function buildTraffic(raw: RawTraffic, push: (field: string, message: str
       }),
       requestTimeoutMs,
       perTryTimeoutMs,
-      retries: buildRetries(r.retries, base.retries, `${at}.retries`, d, p),
+      retries: buildRetries(r.retries, base.retries, `${at}.retries`, dur, push),
       rateLimit: buildRateLimits(r.rateLimit, base.rateLimit, `route:${r.name}`),
       fault:
         f === undefined
           ? null
           : Object.freeze({
-              delay: f.delay === undefined ? null : Object.freeze({ ms: d(f.delay.duration, 0, `${at}.fault.delay.duration`), percent: f.delay.percent }),
+              delay: f.delay === undefined ? null : Object.freeze({ ms: dur(f.delay.duration, 0, `${at}.fault.delay.duration`), percent: f.delay.percent }),
               abort: f.abort === undefined ? null : Object.freeze({ status: f.abort.status, percent: f.abort.percent }),
             }),
     });
@@ -571,14 +570,7 @@ function buildRetries(
 
 /** A deep copy of a JSON value, deeply frozen. */
 export function frozenCopy<T>(v: T): T {
-  const freeze = (x: unknown): unknown => {
-    if (typeof x === 'object' && x !== null) {
-      for (const k of Object.keys(x)) freeze((x as Record<string, unknown>)[k]);
-      Object.freeze(x);
-    }
-    return x;
-  };
-  return freeze(structuredClone(v)) as T;
+  return deepFreeze(structuredClone(v));
 }
 
 /** The traffic fields of a raw service, as given (kept to store and send the service as it was written). */

@@ -9,6 +9,7 @@ import type { Clock } from '../../core/clock.js';
 import { parseInstance, parseService, serviceToRaw } from '../../api/parse.js';
 import type { HealthStatus, Instance, Service } from '../../api/types.js';
 import type { Store, StoreOp } from '../store/store.js';
+import { deepFreeze } from '../../core/freeze.js';
 
 export type Revision = number;
 
@@ -359,10 +360,3 @@ function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-function deepFreeze<T>(o: T): T {
-  if (typeof o === 'object' && o !== null && !Object.isFrozen(o)) {
-    for (const v of Object.values(o)) deepFreeze(v);
-    Object.freeze(o);
-  }
-  return o;
-}

@@ -144,8 +144,8 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   private reqId: string | null = null;
   /** performance.now() when the current head was complete. */
   private headAt = 0;
-  /** x-skein-explain was asked for: what is known for the summary of a local answer; null: not asked. */
-  private explained: { service: string; route: string } | null = null;
+  /** The current request asked for x-skein-explain (a local answer summarises route and service). */
+  private explain = false;
 
   constructor(
     readonly socket: Socket,
@@ -377,7 +377,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
           break;
       }
     }
-    this.explained = explain ? { service: '-', route: '-' } : null;
+    this.explain = explain;
     if (extra !== null) {
       // Headers the client named in Connection are hop-by-hop, even the ones the proxy manages.
       for (let i = 0; i < n; i++) {
@@ -436,7 +436,6 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     const route = traffic.routes.match(this);
     this.reqService = dest.service;
     this.reqRoute = route.name;
-    if (this.explained !== null) this.explained = { service: dest.service, route: route.name };
     let timeoutMs = outbound ? route.requestTimeoutMs : 0;
     if (timeoutAt >= 0) {
       const text = head.valueOf(buf, timeoutAt);
@@ -547,8 +546,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.access(status ?? ERROR_CODES[code].status, code, null, 0);
     const close = hasBody || !this.keepAlive || this.clientEnded || this.ctx.draining;
     let headers = extra?.headers ?? '';
-    const x = this.explained;
-    if (x !== null) headers += `x-skein-explain: route=${x.route}; service=${x.service}; attempts=0; answered by the proxy: ${code}\r\n`;
+    if (this.explain) headers += `x-skein-explain: route=${this.reqRoute ?? '-'}; service=${this.reqService ?? '-'}; attempts=0; answered by the proxy: ${code}\r\n`;
     this.socket.write(errorResponse(code, message, { close, requestId, status, head: this.parser.method === METHOD_HEAD, details: extra?.details, headers, origin: this.ctx.direction }), 'latin1');
     if (close) {
       this.close();
