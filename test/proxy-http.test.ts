@@ -1441,12 +1441,14 @@ describe('admin', () => {
     assert.deepEqual(ready.body, { ready: true });
   });
 
-  test('/metrics counts requests by workload, direction, service, instance and status', async () => {
+  test('/metrics counts requests by direction, workload, source, service, route, instance, status and class', async () => {
     const labels = { workload: 'client', direction: 'outbound', service: 'counted', instance: 'counted-1' };
     const errLabels = { direction: 'outbound', code: 'SKEIN_E_UNKNOWN_SERVICE' };
     const m0 = await scrapeMetrics(proxy);
     assert.equal(metricValue(m0, 'skein_proxy_requests_total', labels), undefined, 'service counted has requests before this test');
     const err0 = metricValue(m0, 'skein_proxy_errors_total', errLabels) ?? 0;
+    const noService = { direction: 'outbound', workload: 'client', service: '', status: '503', class: 'failure' };
+    const noService0 = metricValue(m0, 'skein_proxy_requests_total', noService) ?? 0;
 
     const c = await openRaw(outPort);
     try {
@@ -1469,7 +1471,12 @@ describe('admin', () => {
     assert.ok((metricValue(m1, 'skein_proxy_request_duration_seconds_sum', labels) ?? 0) > 0);
     assert.equal((metricValue(m1, 'skein_proxy_errors_total', errLabels) ?? 0) - err0, 1);
     assert.match(m1, /^# TYPE skein_proxy_request_duration_seconds histogram$/m);
-    assert.match(m1, /^skein_proxy_requests_total\{workload="client",direction="outbound",service="counted",instance="counted-1",status="200"\} 7$/m);
+    assert.match(m1, /^skein_proxy_requests_total\{direction="outbound",workload="client",source="client",service="counted",route="default",instance="counted-1",status="200",class="success"\} 7$/m);
+    // The request for a service that does not exist: counted with no service, as a failure.
+    assert.equal((metricValue(m1, 'skein_proxy_requests_total', noService) ?? 0) - noService0, 1);
+    // Request and response body bytes, by the same labels.
+    assert.ok((metricValue(m1, 'skein_proxy_response_bytes_total', labels) ?? 0) > 0);
+    assert.equal(metricValue(m1, 'skein_proxy_request_bytes_total', labels), 0, 'GETs have no body');
   });
 
   test('/debug/endpoints lists the services, their endpoints and balancer', async () => {

@@ -7,3 +7,6 @@
 export const DNS_LABEL_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
 export const INSTANCE_ID_PATTERN = '^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$';
 export const LABEL_KEY_PATTERN = '^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$';
+
+/** A proxy's id (`skein proxy --id`): how the control plane names it. */
+export const PROXY_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

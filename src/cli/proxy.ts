@@ -5,6 +5,30 @@ import { SkeinError } from '../core/errors.js';
 import type { WorkloadSpec } from '../proxy/proxy.js';
 import { controlOption, controlUrl } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
+import { hostname } from 'node:os';
+import { PROXY_ID } from '../api/names.js';
+import { Announcer } from '../proxy/announce.js';
+
+/** --trace-sample: a number from 0 to 1. */
+function ratioFlag(flag: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1) throw new SkeinError('SKEIN_E_USAGE', `${flag} must be a number from 0 to 1, got "${v}"`, { field: flag });
+    return n;
+  };
+}
+
+/** --trace-otlp: an http(s) URL. */
+export function otlpUrl(v: string): string {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new SkeinError('SKEIN_E_USAGE', `--trace-otlp must be a URL such as http://127.0.0.1:4318/v1/traces, got "${v}"`, { field: '--trace-otlp' });
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new SkeinError('SKEIN_E_USAGE', `--trace-otlp must use http or https, got "${u.protocol}"`, { field: '--trace-otlp' });
+  return u.href;
+}
 
 export const DEFAULT_ADMIN = '127.0.0.1:4191';
 export const DEFAULT_OUTBOUND = '127.0.0.1:4140';
@@ -52,6 +76,10 @@ export function proxyCommand(): Command {
     .option('--connect-timeout <duration>', 'time to connect to an endpoint', durationFlag('--connect-timeout'), 3_000)
     .option('--max-connections <n>', 'client connections per listener', intFlag('--max-connections', 1, 1_000_000), 10_000)
     .option('--access-log <target>', 'one JSON line per request: "stdout", a file path (appended to), or "off"', 'off')
+    .addOption(new Option('--metrics <on|off>', 'per-request metrics (requests, latency, bytes by source, destination, route and status)').choices(['on', 'off']).default('on'))
+    .option('--id <id>', 'names this proxy to the control plane (metrics, tap); default <hostname>-<pid>')
+    .option('--trace-otlp <url>', 'export a span per hop and attempt over OTLP/HTTP to this URL (e.g. http://127.0.0.1:4318/v1/traces); off by default')
+    .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1 (requests that arrive with a sampled trace context are always followed)', ratioFlag('--trace-sample'), 1)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(
       async (o: {
@@ -68,6 +96,10 @@ export function proxyCommand(): Command {
         maxConnections: number;
         accessLog: string;
         logLevel: string;
+        metrics: 'on' | 'off';
+        id?: string;
+        traceOtlp?: string;
+        traceSample: number;
       }) => {
         const specs = o.workload.map(parseWorkload);
         if (o.outbound !== undefined || specs.length === 0) specs.unshift({ name: 'default', outbound: parseHostPort(o.outbound ?? DEFAULT_OUTBOUND, '--outbound') });
@@ -82,6 +114,9 @@ export function proxyCommand(): Command {
           throw new SkeinError('SKEIN_E_USAGE', '--no-control: outbound listeners need a control plane to route by service', { field: '--no-control' });
         }
         if (o.accessLog.trim() === '') throw new SkeinError('SKEIN_E_USAGE', '--access-log: give "stdout", a file path or "off"', { field: '--access-log' });
+        const id = o.id ?? `${hostname()}-${process.pid}`;
+        if (!PROXY_ID.test(id)) throw new SkeinError('SKEIN_E_USAGE', `--id: "${id}" must match ${PROXY_ID.source}`, { field: '--id' });
+        const traceUrl = o.traceOtlp === undefined ? null : otlpUrl(o.traceOtlp);
         const [{ default: pino }, { Proxy }, { startAdmin }, { openAccessLog }] = await Promise.all([
           import('pino'),
           import('../proxy/proxy.js'),
@@ -90,8 +125,12 @@ export function proxyCommand(): Command {
         ]);
         const logger = pino({ level: o.logLevel, base: { component: 'proxy' } });
         const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
+        const tracer = traceUrl === null ? null : (await import('../telemetry/trace.js')).createProxyTracer({ endpoint: traceUrl, serviceName: 'skein-proxy', sampleRatio: o.traceSample });
         const proxy = new Proxy({
           accessLog,
+          id,
+          tracer,
+          requestMetrics: o.metrics === 'on',
           controlUrl: control,
           domain: o.domain,
           logger,
@@ -114,13 +153,16 @@ export function proxyCommand(): Command {
           throw e;
         }
         proxy.start();
-        logger.info({ admin: adminServer?.address ?? null, control, workloads: proxy.workloadInfo() }, 'proxy ready');
+        const announcer = control === null || adminServer === null ? null : new Announcer({ controlUrl: control, id, admin: adminServer.address, workloads: () => proxy.workloadInfo(), logger });
+        announcer?.start();
+        logger.info({ id, admin: adminServer?.address ?? null, control, workloads: proxy.workloadInfo(), tracing: traceUrl }, 'proxy ready');
         await new Promise<void>((resolve) => {
           const stop = (sig: string) => {
             logger.info({ signal: sig }, 'draining');
-            proxy
-              .stop(5000)
+            Promise.resolve(announcer?.stop())
+              .then(() => proxy.stop(5000))
               .then(() => adminServer?.close())
+              .then(() => tracer?.shutdown())
               .then(() => accessLog?.close())
               .then(resolve, (e: unknown) => {
                 logger.error({ err: e }, 'shutdown failed');

@@ -19,9 +19,10 @@ export function upCommand(): Command {
     .option('--dns <host:port>', 'DNS server, or "off" (overrides the file\'s control.dns)')
     .option('--data-dir <dir>', 'directory of the embedded store; "none" (default) keeps the registry in memory', 'none')
     .option('--outbound <host:port>', 'an outbound listener for callers outside the mesh (curl -x)', DEFAULT_OUTBOUND)
-    .option('--admin <host:port>', 'the proxy admin server ("off" disables it)', DEFAULT_ADMIN)
+    .option('--admin <host:port>', 'the proxy admin server ("off" disables it, and with it the golden signals and taps)', DEFAULT_ADMIN)
+    .option('--access-log <target>', 'the proxy\'s access log: one JSON line per request to "stdout", a file path (appended to), or "off"', 'off')
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; logLevel: string }) => {
+    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; logLevel: string }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -30,14 +31,18 @@ export function upCommand(): Command {
       const dns = dnsText === 'off' ? null : parseHostPort(dnsText, '--dns');
       const outbound = o.outbound === 'off' ? null : parseHostPort(o.outbound, '--outbound');
       const admin = o.admin === 'off' ? null : parseHostPort(o.admin, '--admin');
+      if (o.accessLog.trim() === '') throw new SkeinError('SKEIN_E_USAGE', '--access-log: give "stdout", a file path or "off"', { field: '--access-log' });
 
-      const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner, meshRoutes }] = await Promise.all([
+      const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner, meshRoutes }, { openAccessLog }, { Announcer }] = await Promise.all([
         import('pino'),
         import('../control/control-plane.js'),
         import('../proxy/proxy.js'),
         import('../proxy/admin.js'),
         import('../runtime/mesh-runner.js'),
+        import('../proxy/access-log.js'),
+        import('../proxy/announce.js'),
       ]);
+      const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
       const logger = pino({ level: o.logLevel, base: { mesh: mesh.name } }, pino.destination(2));
       const say = (line: string) => process.stdout.write(`[skein] ${line}\n`);
       let runner: InstanceType<typeof MeshRunner> | null = null;
@@ -49,8 +54,10 @@ export function upCommand(): Command {
         logger: logger.child({ component: 'control' }),
         routes: meshRoutes(() => runner),
       });
-      const proxy = new Proxy({ controlUrl: cp.url, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
+      const proxyId = `skein-up-${process.pid}`;
+      const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
+      let announcer: InstanceType<typeof Announcer> | null = null;
       let outboundAt: string | null = null;
       const r = new MeshRunner({ mesh, file, controlUrl: cp.url, proxy, say });
       let stopping: Promise<void> | null = null;
@@ -58,8 +65,10 @@ export function upCommand(): Command {
         stopping ??= (async () => {
           say(`${why}: draining and stopping (Ctrl-C again to kill at once)`);
           await r.stop();
+          await announcer?.stop();
           await proxy.stop(1000);
           await adminServer?.close();
+          await accessLog?.close();
           await cp.close();
           say('stopped');
         })();
@@ -82,6 +91,11 @@ export function upCommand(): Command {
         proxy.start();
         if (outbound !== null) outboundAt = (await proxy.addWorkload({ name: 'local', outbound })).outbound;
         adminServer = admin === null ? null : await startAdmin(proxy, admin);
+        if (adminServer !== null) {
+          announcer = new Announcer({ controlUrl: cp.url, id: proxyId, admin: adminServer.address, workloads: () => proxy.workloadInfo(), everyMs: 5000 });
+          await announcer.announce();
+          announcer.start();
+        }
         say(`mesh "${mesh.name}": control plane at ${cp.url}${cp.dns === null ? '' : `, DNS at ${cp.dns.host}:${cp.dns.port}`}${adminServer === null ? '' : `, proxy admin at http://${adminServer.address}`}${outboundAt === null ? '' : `, outbound proxy at http://${outboundAt}`}`);
         await waitReady(proxy);
         runner = r;
@@ -95,6 +109,7 @@ export function upCommand(): Command {
         print(table(['SERVICE', 'READY', 'REACH IT AT', 'ITS HTTP_PROXY'], rows));
         const first = r.status().at(-1);
         if (outboundAt !== null && first !== undefined) say(`through the mesh by name: curl -x http://${outboundAt} http://${first.name}/`);
+        say(`dashboard: ${cp.url}/dashboard/${adminServer === null ? ' (no golden signals: the proxy admin server is off)' : ''}`);
         say('mesh is up; Ctrl-C stops it');
       }
       await (stopping ?? new Promise<void>((resolve) => {

@@ -17,6 +17,8 @@ import type { FastifyInstance } from 'fastify';
 import { createApiServer } from './server.js';
 import { DnsServer } from './dns/server.js';
 import { VERSION } from '../version.js';
+import { ProxyDirectory, proxyRoutes } from './proxies.js';
+import { tapRoutes } from './tap-relay.js';
 
 export interface ControlPlaneOptions {
   /** Directory of the embedded store; null keeps everything in memory. */
@@ -39,6 +41,8 @@ export interface ControlPlane {
   readonly http: HostPort;
   readonly dns: HostPort | null;
   readonly registry: Registry;
+  /** The proxies that announced themselves. */
+  readonly proxies: ProxyDirectory;
   readonly url: string;
   close(): Promise<void>;
 }
@@ -98,6 +102,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       domain: opts.domain ?? 'skein',
     }),
   });
+  const proxies = new ProxyDirectory(clock);
+  metrics.observeProxies(proxies);
+  proxyRoutes(app, proxies, () => formatHostPort(httpAddr.host, httpAddr.port));
+  tapRoutes(app, { proxies, knownService: (s) => registry.hasService(s) });
   opts.routes?.(app);
   let httpAddr: HostPort = opts.http;
   let closed = false;
@@ -142,5 +150,5 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     void close().finally(() => process.exit(1));
   };
   const url = `http://${formatHostPort(httpAddr.host, httpAddr.port)}`;
-  return { http: httpAddr, dns: dnsAddr, registry, url, close };
+  return { http: httpAddr, dns: dnsAddr, registry, proxies, url, close };
 }

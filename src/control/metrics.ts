@@ -66,6 +66,10 @@ export class ControlMetrics {
     total('skein_watch_resumes_total', 'Watch subscriptions resumed from the history with since=REV.', () => publisher.resumes);
   }
 
+  observeProxies(proxies: { readonly size: number }): void {
+    new Gauge({ name: 'skein_proxies_known', help: 'Proxies that announced themselves and renewed within the TTL.', registers: [this.registry], collect() { this.set(proxies.size); } });
+  }
+
   checkResult(check: HealthCheck, ok: boolean): void {
     this.healthChecks.inc({ type: check.type, result: ok ? 'pass' : 'fail' });
   }

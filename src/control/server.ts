@@ -13,6 +13,7 @@ import type { HealthManager } from './health/manager.js';
 import { wireInstance, type Publisher, type WatchFormat } from './publisher.js';
 import type { ControlMetrics } from './metrics.js';
 import type { Logger } from 'pino';
+import { exposition } from '../telemetry/exposition.js';
 
 export const BODY_LIMIT = 1024 * 1024;
 const MAX_WAIT_MS = 10 * 60_000;
@@ -34,7 +35,7 @@ export interface ApiDeps {
 const labelRe = new RegExp(DNS_LABEL_PATTERN);
 const idRe = new RegExp(INSTANCE_ID_PATTERN);
 
-function serviceParam(v: string): string {
+export function serviceParam(v: string): string {
   if (!labelRe.test(v)) throw new SkeinError('SKEIN_E_VALIDATION', `service name "${v}" is not a DNS label (${DNS_LABEL_PATTERN})`, { field: 'service' });
   return v;
 }
@@ -47,7 +48,7 @@ function idParam(v: string): string {
 type Query = Record<string, string | string[] | undefined>;
 
 /** Validates query parameters: only the allowed names, each at most once. */
-function query(req: FastifyRequest, allowed: string[]): Record<string, string> {
+export function query(req: FastifyRequest, allowed: string[]): Record<string, string> {
   const q = (req.query ?? {}) as Query;
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(q)) {
@@ -175,20 +176,8 @@ export function createApiServer(deps: ApiDeps): FastifyInstance {
     };
   });
   app.get('/metrics', async (req, reply) => {
-    const accept = String(req.headers.accept ?? '');
-    const om = accept.includes('application/openmetrics-text');
-    const contentType = om ? 'application/openmetrics-text; version=1.0.0; charset=utf-8' : 'text/plain; version=0.0.4; charset=utf-8';
-    metrics.registry.setContentType(contentType as never);
-    // prom-client's OpenMetrics rendering strips `_total` from counter names in place; put the
-    // names back, or every later Prometheus-text scrape would expose `skein_heartbeats` etc.
-    const names = metrics.registry.getMetricsAsArray().map((m) => [m, m.name] as const);
-    let body: string;
-    try {
-      body = await metrics.registry.metrics();
-    } finally {
-      for (const [m, name] of names) (m as { name: string }).name = name;
-    }
-    return reply.header('content-type', contentType).send(body);
+    const { contentType, text } = await exposition(metrics.registry, req.headers.accept);
+    return reply.header('content-type', contentType).send(text);
   });
 
   // ---- services ----

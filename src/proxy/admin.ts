@@ -1,18 +1,57 @@
 /**
  * The proxy's admin server: `/live` (the process answers), `/ready` (the proxy can route: it has
- * had its first snapshot from the control plane), `/metrics` (Prometheus) and `/debug/endpoints`
- * (what the proxy currently believes about each service). Not on the request path: node:http.
+ * had its first snapshot from the control plane), `/metrics` (Prometheus text, or OpenMetrics
+ * when asked for), `/stats` (the same counters as JSON, for the control plane's golden signals),
+ * `/tap` (finished requests as they happen, NDJSON) and `/debug/endpoints` (what the proxy
+ * currently believes about each service). Not on the request path: node:http.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { HostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import type { Proxy } from './proxy.js';
 
-function json(res: import('node:http').ServerResponse, status: number, body: unknown): void {
+const SERVICE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function json(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body, null, 2) + '\n';
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+function unknownParam(url: URL, allowed: string[]): string | null {
+  for (const k of url.searchParams.keys()) if (!allowed.includes(k)) return `unknown query parameter "${k}" (allowed: ${allowed.join(', ')})`;
+  return null;
+}
+
+function flag(url: URL, name: string): boolean | null {
+  const v = url.searchParams.get(name);
+  if (v === null || v === '0' || v === 'false') return false;
+  if (v === '1' || v === 'true' || v === '') return true;
+  return null;
+}
+
+/** GET /tap?service=S[&headers=1][&bodies=1]: one JSON line per finished request to or from S, until the client leaves. */
+function tap(proxy: Proxy, url: URL, req: IncomingMessage, res: ServerResponse): void {
+  const bad = unknownParam(url, ['service', 'headers', 'bodies']);
+  const service = url.searchParams.get('service');
+  const headers = flag(url, 'headers');
+  const bodies = flag(url, 'bodies');
+  if (bad !== null || service === null || !SERVICE.test(service) || headers === null || bodies === null) {
+    const field = bad !== null ? undefined : service === null || !SERVICE.test(service) ? 'service' : headers === null ? 'headers' : 'bodies';
+    const message = bad ?? (field === 'service' ? 'service must be a service name (a DNS label)' : `${field} must be 1 or 0`);
+    json(res, 400, { code: 'SKEIN_E_BAD_QUERY', message, field });
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache, no-store' });
+  res.flushHeaders();
+  res.socket?.setNoDelay(true);
+  const stop = proxy.tap.subscribe({ service, headers, bodies }, (r) => {
+    // A tap that cannot keep up misses requests rather than growing the proxy's memory.
+    if (res.writableLength < 1024 * 1024) res.write(JSON.stringify({ ...r, time: new Date(r.time).toISOString(), proxy: proxy.metrics.id }) + '\n');
+  });
+  req.once('close', stop);
+  res.once('close', stop);
 }
 
 export interface AdminServer {
@@ -36,9 +75,9 @@ export async function startAdmin(proxy: Proxy, at: HostPort): Promise<AdminServe
         else json(res, 503, { ready: false, code: 'SKEIN_E_DISCOVERY_UNAVAILABLE', message: 'no snapshot from the control plane yet' });
         return;
       case '/metrics':
-        proxy.metrics.text().then(
-          (text) => {
-            res.writeHead(200, { 'content-type': proxy.metrics.registry.contentType });
+        proxy.metrics.exposition(req.headers.accept).then(
+          ({ contentType, text }) => {
+            res.writeHead(200, { 'content-type': contentType });
             res.end(text);
           },
           (e: unknown) => json(res, 500, { code: 'SKEIN_E_INTERNAL', message: (e as Error).message }),
@@ -47,8 +86,21 @@ export async function startAdmin(proxy: Proxy, at: HostPort): Promise<AdminServe
       case '/debug/endpoints':
         json(res, 200, proxy.debugEndpoints());
         return;
+      case '/stats': {
+        const bad = unknownParam(url, ['since']);
+        const since = url.searchParams.get('since') ?? '0';
+        if (bad !== null || !/^\d{1,15}$/.test(since)) {
+          json(res, 400, { code: 'SKEIN_E_BAD_QUERY', message: bad ?? 'since must be an event sequence number (a whole number)', field: bad === null ? 'since' : undefined });
+          return;
+        }
+        json(res, 200, proxy.metrics.snapshot(Number(since)));
+        return;
+      }
+      case '/tap':
+        tap(proxy, url, req, res);
+        return;
       default:
-        json(res, 404, { code: 'SKEIN_E_NOT_FOUND', message: `no admin endpoint ${url.pathname} (there are /live, /ready, /metrics, /debug/endpoints)` });
+        json(res, 404, { code: 'SKEIN_E_NOT_FOUND', message: `no admin endpoint ${url.pathname} (there are /live, /ready, /metrics, /stats, /tap, /debug/endpoints)` });
     }
   });
   await new Promise<void>((resolve, reject) => {

@@ -1,16 +1,27 @@
 /**
- * The proxy's Prometheus metrics (prom-client, its own registry). Per-request metrics are
- * recorded in plain counters of `RouteStats` objects, one per (workload, direction, service,
- * instance): the request path does no label hashing and no map lookups by string. prom-client
- * reads them when scraped (a metric object of ours registered in its registry) and does the
- * exposition.
+ * The proxy's metrics (prom-client, its own registry). Per-request numbers are kept in plain
+ * counters of `SeriesStats` objects, one per (listener, source, service, route, instance): the
+ * request path adds to numbers in an object found by one map lookup, and prom-client reads them
+ * when scraped (a metric object of ours registered in its registry) and does the exposition, in
+ * the Prometheus text format or OpenMetrics. The same counters are served as JSON (`snapshot`)
+ * for the control plane's golden signals.
+ *
+ * Cardinality is bounded: no paths, no request ids; route names come from configuration,
+ * services and instances from the registry, and the sources one inbound listener keeps apart are
+ * capped (`MAX_SOURCES`, the rest are "other").
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ErrorCode } from '../core/errors.js';
 import type { TrafficEvent, TrafficState } from '../resilience/traffic-state.js';
-import type { Direction, EndpointStats, ForwarderCounters } from './http1/types.js';
+import type { Direction, ForwarderCounters, ListenerMetrics } from './http1/types.js';
+import { exposition } from '../telemetry/exposition.js';
 
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Distinct callers one listener keeps apart; later ones are counted as "other". */
+export const MAX_SOURCES = 100;
+/** Traffic events kept for the control plane to collect. */
+const MAX_EVENTS = 1000;
+const SOURCE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 export interface ProxyGauges {
   connections(): Array<{ workload: string; direction: Direction; open: number }>;
@@ -23,26 +34,98 @@ export interface ProxyGauges {
 
 type Labels = Record<string, string>;
 
-/** Requests to one destination instance from one listener. */
-class RouteStats implements EndpointStats {
-  readonly statuses = new Map<number, number>();
-  readonly buckets = new Float64Array(LATENCY_BUCKETS.length);
+/** The requests of one series: one listener, source, destination service, route and instance. */
+class SeriesStats {
+  /** Responses by status, of the success class and of the failure class. */
+  readonly ok = new Map<number, number>();
+  readonly failed = new Map<number, number>();
+  /** Per bucket (not cumulative); the last is +Inf. */
+  readonly buckets = new Float64Array(LATENCY_BUCKETS.length + 1);
   sum = 0;
   count = 0;
+  failures = 0;
+  requestBytes = 0;
+  responseBytes = 0;
 
-  constructor(readonly labels: Labels) {}
+  constructor(readonly labels: Readonly<{ direction: Direction; workload: string; source: string; service: string; route: string; instance: string }>) {}
 
-  record(status: number, seconds: number): void {
-    this.statuses.set(status, (this.statuses.get(status) ?? 0) + 1);
+  record(status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number): void {
+    const m = failed ? this.failed : this.ok;
+    m.set(status, (m.get(status) ?? 0) + 1);
+    if (failed) this.failures++;
     this.sum += seconds;
     this.count++;
-    for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
-      if (seconds <= LATENCY_BUCKETS[i]!) {
-        this.buckets[i]!++;
-        break;
-      }
-    }
+    this.requestBytes += requestBytes;
+    this.responseBytes += responseBytes;
+    let i = 0;
+    while (i < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[i]!) i++;
+    this.buckets[i]!++;
   }
+}
+
+/** The series of one listener (workload and direction). */
+class ListenerStats implements ListenerMetrics {
+  private readonly byKey = new Map<string, SeriesStats>();
+  private readonly sources = new Set<string>();
+
+  constructor(
+    private readonly all: SeriesStats[],
+    readonly workload: string,
+    readonly direction: Direction,
+  ) {}
+
+  record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number): void {
+    const src = source === null ? 'unknown' : this.source(source);
+    const key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000${instance ?? ''}`;
+    let s = this.byKey.get(key);
+    if (s === undefined) {
+      s = new SeriesStats({ direction: this.direction, workload: this.workload, source: src, service: service ?? '', route: route ?? '', instance: instance ?? '' });
+      this.byKey.set(key, s);
+      this.all.push(s);
+    }
+    s.record(status, failed, seconds, requestBytes, responseBytes);
+  }
+
+  /** A caller's name as a label value: a service name, at most MAX_SOURCES of them. */
+  private source(name: string): string {
+    if (this.sources.has(name)) return name;
+    if (!SOURCE.test(name)) return 'unknown';
+    if (this.sources.size >= MAX_SOURCES) return 'other';
+    this.sources.add(name);
+    return name;
+  }
+}
+
+export interface ProxyEvent {
+  readonly seq: number;
+  readonly time: number;
+  readonly type: 'eject' | 'return' | 'breaker' | 'active-check';
+  readonly service: string;
+  readonly instance: string;
+  readonly detail: string;
+}
+
+/** The JSON the control plane scrapes (GET /stats on the admin server). */
+export interface StatsSnapshot {
+  readonly proxy: { readonly id: string; readonly startedAt: number };
+  readonly at: number;
+  readonly bounds: readonly number[];
+  readonly series: ReadonlyArray<{
+    direction: Direction;
+    workload: string;
+    source: string;
+    service: string;
+    route: string;
+    instance: string;
+    requests: number;
+    failures: number;
+    statuses: Record<string, number>;
+    latency: { counts: number[]; sum: number };
+    requestBytes: number;
+    responseBytes: number;
+  }>;
+  readonly events: readonly ProxyEvent[];
+  readonly eventSeq: number;
 }
 
 interface MetricValue {
@@ -63,10 +146,14 @@ function scrapedMetric(name: string, help: string, type: 'counter' | 'histogram'
   };
 }
 
+
 export class ProxyMetrics implements ForwarderCounters {
   readonly registry = new Registry();
-  private readonly routes: RouteStats[] = [];
-  private readonly byKey = new Map<string, RouteStats>();
+  private readonly series: SeriesStats[] = [];
+  private readonly listeners = new Map<string, ListenerStats>();
+  private readonly events: ProxyEvent[] = [];
+  private eventSeq = 0;
+  private readonly startedAt = Date.now();
   private readonly errors: Counter<'direction' | 'code'>;
   private readonly connects: Counter<'result'>;
   private readonly retries: Counter<'service' | 'reason'>;
@@ -74,33 +161,56 @@ export class ProxyMetrics implements ForwarderCounters {
   private readonly outlierEvents: Counter<'service' | 'event'>;
   private readonly breakerChanges: Counter<'service' | 'to'>;
   private readonly activeChecks: Counter<'service' | 'result'>;
+  private readonly rateLimits: Counter<'direction' | 'service' | 'route'>;
 
-  constructor(gauges: ProxyGauges) {
+  constructor(
+    gauges: ProxyGauges,
+    /** Names this proxy to the control plane. */
+    readonly id: string = `proxy-${process.pid}`,
+  ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
-    const routes = this.routes;
+    const series = this.series;
+    const perSeries = (name: string, read: (s: SeriesStats) => number) => () => series.map((s) => ({ labels: s.labels, value: read(s), metricName: name }));
     this.registry.registerMetric(
-      scrapedMetric('skein_proxy_requests_total', 'Requests the proxy finished, by destination service and instance and response status (0: no response).', 'counter', () =>
-        routes.flatMap((r) => [...r.statuses].sort((a, b) => a[0] - b[0]).map(([status, n]) => ({ labels: { ...r.labels, status: String(status) }, value: n }))),
-      ) as never,
-    );
-    this.registry.registerMetric(
-      scrapedMetric('skein_proxy_request_duration_seconds', 'Time from the complete request head to the end of the response, by destination service and instance.', 'histogram', () =>
-        routes.flatMap((r) => {
-          if (r.count === 0) return [];
+      scrapedMetric('skein_proxy_requests_total', 'Requests the proxy finished, by listener, source and destination service, route, destination instance, response status (0: no response) and class (failure: no response, 5xx, or an answer the proxy made itself).', 'counter', () =>
+        series.flatMap((s) => {
           const out: MetricValue[] = [];
-          let cum = 0;
-          LATENCY_BUCKETS.forEach((le, i) => {
-            cum += r.buckets[i]!;
-            out.push({ labels: { ...r.labels, le: String(le) }, value: cum, metricName: 'skein_proxy_request_duration_seconds_bucket' });
-          });
-          out.push({ labels: { ...r.labels, le: '+Inf' }, value: r.count, metricName: 'skein_proxy_request_duration_seconds_bucket' });
-          out.push({ labels: r.labels, value: r.sum, metricName: 'skein_proxy_request_duration_seconds_sum' });
-          out.push({ labels: r.labels, value: r.count, metricName: 'skein_proxy_request_duration_seconds_count' });
+          for (const [m, cls] of [[s.ok, 'success'], [s.failed, 'failure']] as const) {
+            for (const [status, n] of [...m].sort((a, b) => a[0] - b[0])) out.push({ labels: { ...s.labels, status: String(status), class: cls }, value: n });
+          }
           return out;
         }),
       ) as never,
     );
+    this.registry.registerMetric(
+      scrapedMetric('skein_proxy_request_duration_seconds', 'Time from the complete request head to the end of the response (all attempts and backoff included), by listener, source, destination service, route and instance.', 'histogram', () =>
+        series.flatMap((s) => {
+          const out: MetricValue[] = [];
+          let cum = 0;
+          LATENCY_BUCKETS.forEach((le, i) => {
+            cum += s.buckets[i]!;
+            out.push({ labels: { ...s.labels, le: String(le) }, value: cum, metricName: 'skein_proxy_request_duration_seconds_bucket' });
+          });
+          out.push({ labels: { ...s.labels, le: '+Inf' }, value: s.count, metricName: 'skein_proxy_request_duration_seconds_bucket' });
+          out.push({ labels: s.labels, value: s.sum, metricName: 'skein_proxy_request_duration_seconds_sum' });
+          out.push({ labels: s.labels, value: s.count, metricName: 'skein_proxy_request_duration_seconds_count' });
+          return out;
+        }),
+      ) as never,
+    );
+    this.registry.registerMetric(
+      scrapedMetric('skein_proxy_request_bytes_total', 'Request body bytes received from clients, by the labels of skein_proxy_request_duration_seconds.', 'counter', perSeries('skein_proxy_request_bytes_total', (s) => s.requestBytes)) as never,
+    );
+    this.registry.registerMetric(
+      scrapedMetric('skein_proxy_response_bytes_total', 'Response body bytes forwarded to clients (the proxy\'s own error answers not counted), by the labels of skein_proxy_request_duration_seconds.', 'counter', perSeries('skein_proxy_response_bytes_total', (s) => s.responseBytes)) as never,
+    );
+    this.rateLimits = new Counter({
+      name: 'skein_proxy_rate_limited_total',
+      help: 'Requests refused with 429 by a rate limit, by listener direction, destination service and route.',
+      labelNames: ['direction', 'service', 'route'],
+      registers,
+    });
     this.errors = new Counter({
       name: 'skein_proxy_errors_total',
       help: 'Responses the proxy made itself (x-skein-error), by code.',
@@ -201,17 +311,17 @@ export class ProxyMetrics implements ForwarderCounters {
     });
   }
 
-  /** The counters of one route; call once per (workload, direction, service, instance) and keep. */
-  stats(workload: string, direction: Direction, service: string, instance: string): EndpointStats {
+  /** The series of one listener; call once per listener and keep. */
+  listener(workload: string, direction: Direction): ListenerMetrics {
     // A workload that comes back under the same name (a restarted replica) keeps its series.
-    const key = `${workload}\u0000${direction}\u0000${service}\u0000${instance}`;
-    let r = this.byKey.get(key);
-    if (r === undefined) {
-      r = new RouteStats({ workload, direction, service, instance });
-      this.byKey.set(key, r);
-      this.routes.push(r);
-    }
-    return r;
+    const key = `${workload}\u0000${direction}`;
+    let l = this.listeners.get(key);
+    if (l === undefined) this.listeners.set(key, (l = new ListenerStats(this.series, workload, direction)));
+    return l;
+  }
+
+  rateLimited(direction: Direction, service: string, route: string): void {
+    this.rateLimits.labels(direction, service, route).inc();
   }
 
   proxyError(direction: Direction, code: ErrorCode): void {
@@ -230,11 +340,43 @@ export class ProxyMetrics implements ForwarderCounters {
     this.budgetExhausted.labels(service).inc();
   }
 
-  /** Ejections, returns, breaker and active-check changes. */
+  /** Ejections, returns, breaker and active-check changes: counted, and kept for the control plane. */
   trafficEvent(e: TrafficEvent): void {
-    if (e.type === 'eject' || e.type === 'return') this.outlierEvents.labels(e.service, e.type).inc();
-    else if (e.type === 'breaker') this.breakerChanges.labels(e.service, e.to).inc();
-    else if (e.type === 'active-check') this.activeChecks.labels(e.service, e.healthy ? 'healthy' : 'unhealthy').inc();
+    let detail: string;
+    if (e.type === 'eject' || e.type === 'return') {
+      this.outlierEvents.labels(e.service, e.type).inc();
+      detail = e.reason;
+    } else if (e.type === 'breaker') {
+      this.breakerChanges.labels(e.service, e.to).inc();
+      detail = `${e.to}: ${e.reason}`;
+    } else if (e.type === 'active-check') {
+      this.activeChecks.labels(e.service, e.healthy ? 'healthy' : 'unhealthy').inc();
+      detail = `${e.healthy ? 'healthy' : 'unhealthy'}: ${e.reason}`;
+    } else return;
+    const slash = e.endpoint.indexOf('/');
+    this.events.push({ seq: ++this.eventSeq, time: Date.now(), type: e.type, service: e.service, instance: slash < 0 ? e.endpoint : e.endpoint.slice(slash + 1), detail });
+    if (this.events.length > MAX_EVENTS) this.events.splice(0, this.events.length - MAX_EVENTS);
+  }
+
+  /** Every series' totals since the proxy started, and the traffic events after `sinceSeq`. */
+  snapshot(sinceSeq = 0): StatsSnapshot {
+    return {
+      proxy: { id: this.id, startedAt: this.startedAt },
+      at: Date.now(),
+      bounds: LATENCY_BUCKETS,
+      series: this.series.map((s) => {
+        const statuses: Record<string, number> = {};
+        for (const m of [s.ok, s.failed]) for (const [status, n] of m) statuses[status] = (statuses[status] ?? 0) + n;
+        return { ...s.labels, requests: s.count, failures: s.failures, statuses, latency: { counts: Array.from(s.buckets), sum: s.sum }, requestBytes: s.requestBytes, responseBytes: s.responseBytes };
+      }),
+      events: this.events.filter((e) => e.seq > sinceSeq),
+      eventSeq: this.eventSeq,
+    };
+  }
+
+  /** The Prometheus text format, or OpenMetrics when `accept` asks for it. */
+  exposition(accept?: string): Promise<{ contentType: string; text: string }> {
+    return exposition(this.registry, accept);
   }
 
   text(): Promise<string> {

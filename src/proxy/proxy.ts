@@ -26,7 +26,8 @@ import { makeEndpoint, type Endpoint, type EndpointSet } from '../discovery/endp
 import { WatchClient } from '../discovery/watch-client.js';
 import { coarseNow } from './http1/coarse-clock.js';
 import { Downstream, type ListenerContext } from './http1/forwarder.js';
-import { DEFAULT_LIMITS, type Destination, type Direction, type EndpointStats, type HashInput, type Limits, type RouteError } from './http1/types.js';
+import { DEFAULT_LIMITS, type Destination, type Direction, type HashInput, type Limits, type ListenerMetrics, type RouteError, type Tracer } from './http1/types.js';
+import { TapHub } from './tap.js';
 import { Pools } from './http1/upstream.js';
 import { ProxyMetrics } from './metrics.js';
 import { ActiveChecker } from './active-check.js';
@@ -72,6 +73,12 @@ export interface ProxyOptions {
   readonly logger?: Logger;
   /** One JSON line per finished request (see access-log.ts); null or absent: off. */
   readonly accessLog?: AccessLog | null;
+  /** Per-request metrics (default true); false keeps only the counters that are not per request. */
+  readonly requestMetrics?: boolean;
+  /** Spans per hop and attempt (src/telemetry/trace.ts); null or absent: off. */
+  readonly tracer?: Tracer | null;
+  /** Names the proxy to the control plane (its metrics, `skein tap`). Default: proxy-<pid>. */
+  readonly id?: string;
 }
 
 const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
@@ -159,6 +166,7 @@ class Listener implements ListenerContext {
   readonly conns = new Set<Downstream>();
   draining = false;
   private readonly destinations = new Map<string, Destination>();
+  readonly metrics: ListenerMetrics | null;
 
   constructor(
     readonly proxy: Proxy,
@@ -175,6 +183,14 @@ class Listener implements ListenerContext {
       this.conns.add(new Downstream(socket, this, (d) => this.conns.delete(d)));
     });
     this.server.maxConnections = proxy.limits.maxConnections;
+    this.metrics = proxy.requestMetrics ? proxy.metrics.listener(workload, direction) : null;
+  }
+
+  get tap(): TapHub {
+    return this.proxy.tap;
+  }
+  get tracer(): Tracer | null {
+    return this.proxy.tracer;
   }
 
   get limits(): Limits {
@@ -252,6 +268,9 @@ export class Proxy {
   readonly watch: WatchClient | null;
   readonly domainSuffix: string;
   readonly accessLog: AccessLog | null;
+  readonly tap = new TapHub();
+  readonly tracer: Tracer | null;
+  readonly requestMetrics: boolean;
   private readonly clock: Clock;
   private readonly logger: Logger | undefined;
   private readonly services = new Map<string, ServiceState>();
@@ -269,6 +288,8 @@ export class Proxy {
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger;
     this.accessLog = opts.accessLog ?? null;
+    this.tracer = opts.tracer ?? null;
+    this.requestMetrics = opts.requestMetrics ?? true;
     this.domainSuffix = `.service.${opts.domain ?? 'skein'}`;
     this.metrics = new ProxyMetrics({
       connections: () => [...this.listeners()].map((l) => ({ workload: l.workload, direction: l.direction, open: l.conns.size })),
@@ -276,7 +297,7 @@ export class Proxy {
       endpoints: () => [...this.services.values()].map((s) => ({ service: s.name, count: s.balancer.set.size })),
       watchConnected: () => this.watch?.connected ?? false,
       traffic: () => [...this.services.values()].map((s) => s.traffic),
-    });
+    }, opts.id);
     if (opts.controlUrl === null) {
       this.watch = null;
     } else {
@@ -356,11 +377,11 @@ export class Proxy {
       }
       const listener = l();
       const cached = this.services.get(name);
-      if (cached !== undefined) return listener.destination(name, () => this.outboundDestination(listener, cached));
+      if (cached !== undefined) return listener.destination(name, () => this.outboundDestination(cached));
       if (!this.ready) return { error: 'SKEIN_E_DISCOVERY_UNAVAILABLE', message: 'the proxy has not yet heard from the control plane' };
       const s = this.serviceState(name);
       if (s === null) return { error: 'SKEIN_E_UNKNOWN_SERVICE', message: `no service "${name}" is registered`, status: 503 };
-      return listener.destination(name, () => this.outboundDestination(listener, s));
+      return listener.destination(name, () => this.outboundDestination(s));
     };
   }
 
@@ -374,8 +395,7 @@ export class Proxy {
     else if (e.type === 'active-check') log[e.healthy ? 'info' : 'warn']({ service: e.service, endpoint: e.endpoint, healthy: e.healthy, reason: e.reason }, 'active health check');
   }
 
-  private outboundDestination(l: Listener, s: ServiceState): Destination {
-    const stats = new Map<string, EndpointStats>();
+  private outboundDestination(s: ServiceState): Destination {
     return {
       service: s.name,
       get traffic() {
@@ -384,20 +404,11 @@ export class Proxy {
       whyNone: () => s.traffic.whyNone(s.balancer),
       pick: (req, tried) => s.pick(req, tried),
       start: (e): Completion => s.balancer.start(e),
-      stats: (e) => {
-        let st = stats.get(e.key);
-        if (st === undefined) {
-          st = this.metrics.stats(l.workload, 'outbound', s.name, e.id);
-          stats.set(e.key, st);
-        }
-        return st;
-      },
     };
   }
 
   private inboundDestination(l: Listener, service: string, app: HostPort): Destination {
     const e = makeEndpoint({ service, id: l.workload, address: app.host, port: app.port });
-    const st = this.metrics.stats(l.workload, 'inbound', service, l.workload);
     const traffic = new TrafficState({ service, policy: inboundTraffic(this.watch?.definition(service)?.traffic ?? DEFAULT_TRAFFIC), clock: this.clock });
     let list = this.inbound.get(service);
     if (list === undefined) this.inbound.set(service, (list = []));
@@ -408,7 +419,6 @@ export class Proxy {
       whyNone: () => ({ endpoints: 0, failingActiveChecks: 0, breakersOpen: 0, ejected: 0 }),
       pick: (_req, tried) => (tried === null ? e : null),
       start: () => NOOP_COMPLETION,
-      stats: () => st,
     };
   }
 

@@ -26,9 +26,9 @@ import type { RouteInput } from '../../resilience/routes.js';
 import type { TrafficState } from '../../resilience/traffic-state.js';
 import { pathOnly, type AccessLog } from '../access-log.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
-import { classify, connectionNames, errorResponse, H, HeadCallbacks, MAX_HEADERS, rewriteHead } from './head.js';
+import { classify, connectionNames, errorResponse, H, HeadCallbacks, MAX_HEADERS, rewriteHead, type HeadCollector } from './head.js';
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
-import type { Destination, Direction, EndpointStats, ForwarderCounters, HashInput, Limits, RouteError } from './types.js';
+import { TAP_BODIES, TAP_BODY_BYTES, TAP_HEADERS, type AttemptTrace, type Destination, type Direction, type ForwarderCounters, type HashInput, type HopTrace, type Limits, type ListenerMetrics, type RouteError, type TapSink, type Tracer, type TraceHeaders } from './types.js';
 import { Upstream, type Pool, type Pools, type UpstreamHandler } from './upstream.js';
 
 export interface ListenerContext {
@@ -45,6 +45,46 @@ export interface ListenerContext {
   readonly draining: boolean;
   /** One line per finished request, when the access log is on. */
   readonly accessLog: AccessLog | null;
+  /** Per-request metrics of this listener; null: metrics off. */
+  readonly metrics: ListenerMetrics | null;
+  /** Live request taps (`skein tap`); null: none possible. */
+  readonly tap: TapSink | null;
+  /** A span per hop and attempt; null: tracing off (trace headers pass through untouched). */
+  readonly tracer: Tracer | null;
+}
+
+/** Keeps a trace context header of the request for the hop's span. */
+function traceHeader(t: TraceHeaders, h: H, value: string): void {
+  if (h === H.Traceparent) t.traceparent = value;
+  else if (h === H.Tracestate) t.tracestate = t.tracestate === undefined ? value : `${t.tracestate},${value}`;
+  else if (h === H.B3) t.b3 = value;
+  else if (h === H.XB3TraceId) t.xB3TraceId = value;
+  else if (h === H.XB3SpanId) t.xB3SpanId = value;
+  else if (h === H.XB3ParentSpanId) t.xB3ParentSpanId = value;
+  else if (h === H.XB3Sampled) t.xB3Sampled = value;
+  else if (h === H.XB3Flags) t.xB3Flags = value;
+}
+
+/** Header values a tap never shows. */
+const REDACTED = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie']);
+
+/** The headers of a head, for a tap: names in lower case, secrets redacted. */
+function tapHeaders(buf: Buffer, head: HeadCollector, n: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < n; i++) {
+    const name = head.nameOf(buf, i).toLowerCase();
+    const value = REDACTED.has(name) ? '[redacted]' : head.valueOf(buf, i);
+    out[name] = out[name] === undefined ? value : `${out[name]}, ${value}`;
+  }
+  return out;
+}
+
+/** Appends body bytes to a tap's capture, up to TAP_BODY_BYTES; returns the new length. */
+function capture(into: Buffer[], have: number, data: Buffer): number {
+  if (have >= TAP_BODY_BYTES) return have;
+  const take = data.subarray(0, TAP_BODY_BYTES - have);
+  into.push(Buffer.from(take));
+  return have + take.length;
 }
 
 const enum S {
@@ -146,6 +186,15 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   private headAt = 0;
   /** The current request asked for x-skein-explain (a local answer summarises route and service). */
   private explain = false;
+  /** Request body bytes received of the current request. */
+  private reqBytes = 0;
+  /** What taps want of the current request (TAP_* bits), and what they get of it. */
+  tapWants = 0;
+  private tapReqHeaders: Record<string, string> | null = null;
+  private tapReqBody: Buffer[] | null = null;
+  private tapReqBodyLen = 0;
+  /** The current request's trace span (tracing on). */
+  hop: HopTrace | null = null;
 
   constructor(
     readonly socket: Socket,
@@ -229,6 +278,9 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
         this.method = '';
         this.path = '';
         this.reqService = this.reqRoute = this.reqCaller = this.reqId = null;
+        this.reqBytes = 0;
+        this.tapWants = 0;
+        this.hop = null;
         this.since = coarseNow();
       }
       const ret = this.parser.execute(data);
@@ -256,12 +308,12 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     }
     const ret = this.parser.execute(data);
     if (ret === ERR.OK) {
-      if (data.length > 0) this.exchange?.requestBody(data);
+      if (data.length > 0) this.body(data);
       return;
     }
     if ((ret === ERR.PAUSED || ret === ERR.PAUSED_UPGRADE) && this.msgDone) {
       const off = this.parser.errorOffset;
-      if (off > 0) this.exchange?.requestBody(data.subarray(0, off));
+      if (off > 0) this.body(data.subarray(0, off));
       if (off < data.length) {
         this.pending = data.subarray(off);
         this.socket.pause();
@@ -276,6 +328,13 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     if (ex !== null) ex.abort();
     if (ex === null || !ex.responseStarted) this.reject('SKEIN_E_BAD_REQUEST', `malformed request body: ${reason}`);
     else this.destroy();
+  }
+
+  /** Request body bytes: counted, shown to a tap that asked for bodies, and forwarded. */
+  private body(data: Buffer): void {
+    this.reqBytes += data.length;
+    if ((this.tapWants & TAP_BODIES) !== 0) this.tapReqBodyLen = capture((this.tapReqBody ??= []), this.tapReqBodyLen, data);
+    this.exchange?.requestBody(data);
   }
 
   private onEnd(): void {
@@ -320,10 +379,13 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     let callerAt = -1;
     let explain = false;
     const outbound = this.ctx.direction === 'outbound';
+    const tracing = this.ctx.tracer !== null;
+    let trace: TraceHeaders | null = null;
     for (let i = 0; i < n; i++) {
       const o = i * 4;
       drop[i] = 0;
-      switch (classify(buf, f[o]!, f[o + 1]!)) {
+      const h = classify(buf, f[o]!, f[o + 1]!);
+      switch (h) {
         case H.Host:
           hosts++;
           host = i;
@@ -372,6 +434,20 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
           // Outbound, the proxy names the caller itself; inbound, it is the caller's proxy's word.
           if (outbound) drop[i] = 1;
           else callerAt = i;
+          break;
+        case H.Traceparent:
+        case H.Tracestate:
+        case H.B3:
+        case H.XB3TraceId:
+        case H.XB3SpanId:
+        case H.XB3ParentSpanId:
+        case H.XB3Sampled:
+        case H.XB3Flags:
+          // Tracing on: each attempt sends its own context (see Exchange.requestHead).
+          if (tracing) {
+            drop[i] = 1;
+            traceHeader((trace ??= {}), h, head.valueOf(buf, i));
+          }
           break;
         default:
           break;
@@ -453,8 +529,21 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     }
     const caller = outbound ? this.ctx.workload : callerAt >= 0 ? head.valueOf(buf, callerAt) : this.peer;
     this.reqCaller = outbound ? this.ctx.callerService : callerAt >= 0 ? caller : null;
+    const tap = this.ctx.tap;
+    if (tap !== null) {
+      const wants = tap.wants(this.reqCaller, dest.service);
+      this.tapWants = wants;
+      this.tapReqHeaders = (wants & TAP_HEADERS) !== 0 ? tapHeaders(buf, head, n) : null;
+      this.tapReqBody = null;
+      this.tapReqBodyLen = 0;
+    }
+    const tracer = this.ctx.tracer;
+    if (tracer !== null) {
+      this.hop = tracer.hop(this.ctx.direction, trace ?? {}, { workload: this.ctx.workload, service: dest.service, route: route.name, method: this.method, path: pathOnly(path), ...(this.reqCaller === null ? {} : { caller: this.reqCaller }) });
+    }
     const wait = traffic.rateLimit(route, this.ctx.direction, caller);
     if (wait > 0) {
+      this.ctx.counters.rateLimited(this.ctx.direction, dest.service, route.name);
       const rl = route.rateLimit[this.ctx.direction];
       const per = rl?.perCaller === true ? ` per caller (${caller})` : '';
       this.localError('SKEIN_E_RATE_LIMITED', `route "${route.name}" of "${dest.service}" allows ${rl?.requestsPerSecond ?? 0} requests/s${per} (${this.ctx.direction})`, hasBody, requestId, undefined, {
@@ -491,7 +580,9 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     if (rid < 0) tail += `x-request-id: ${requestId}\r\n`;
     if (outbound) tail += `x-skein-caller: ${this.ctx.callerService}\r\n`;
     if (this.upgrade) tail += 'connection: upgrade\r\n';
-    if (timeoutMs === 0) tail += '\r\n';
+    // Left open for what each attempt adds (its deadline, its trace context).
+    const openHead = timeoutMs > 0 || this.hop !== null;
+    if (!openHead) tail += '\r\n';
     const out = rewriteHead(buf, head, drop, head.lineStart(buf, 0), `${this.method} ${path} HTTP/1.1\r\n`, tail);
 
     const ex = new Exchange(this, dest, out, {
@@ -506,6 +597,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       timeoutMs,
       delayMs,
       explain,
+      openHead,
     });
     this.exchange = ex;
     this.local = false;
@@ -518,9 +610,21 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
 
   // ---- answers ----
 
-  /** A local error answer to a well-formed request; keeps the connection when it can. */
-  /** Writes the access log line of the current request (when the log is on). */
-  access(status: number, error: string | null, upstream: Endpoint | null, attempts: number): void {
+  /**
+   * The current request is over (answered by an app or the proxy, or cut short): its metrics, its
+   * trace span, taps and the access log. `ex`: the exchange, for what a tap wants of the response.
+   */
+  done(status: number, error: string | null, upstream: Endpoint | null, attempts: number, ex: Exchange | null): void {
+    const now = performance.now();
+    const ms = this.headAt === 0 ? 0 : now - this.headAt;
+    const responseBytes = ex === null ? 0 : ex.responseBytes;
+    this.ctx.metrics?.record(this.reqCaller, this.reqService, this.reqRoute, upstream === null ? null : upstream.id, status, status === 0 || status >= 500 || error !== null, ms / 1000, this.reqBytes, responseBytes);
+    const hop = this.hop;
+    if (hop !== null) {
+      this.hop = null;
+      hop.end(status, error);
+    }
+    if (this.tapWants !== 0) this.publishTap(status, error, upstream, ms, ex);
     const log = this.ctx.accessLog;
     if (log === null) return;
     log.write({
@@ -533,7 +637,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       service: this.reqService,
       route: this.reqRoute,
       status,
-      durationMs: this.headAt === 0 ? 0 : Math.round((performance.now() - this.headAt) * 100) / 100,
+      durationMs: Math.round(ms * 100) / 100,
       upstream: upstream === null ? null : `${upstream.id} ${upstream.address}:${upstream.port}`,
       attempts,
       error,
@@ -541,9 +645,34 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     });
   }
 
+  private publishTap(status: number, error: string | null, upstream: Endpoint | null, ms: number, ex: Exchange | null): void {
+    const wants = this.tapWants;
+    this.tapWants = 0;
+    const body = (b: Buffer[] | null) => (b === null ? '' : Buffer.concat(b).toString('utf8'));
+    this.ctx.tap?.publish({
+      time: Date.now(),
+      direction: this.ctx.direction,
+      workload: this.ctx.workload,
+      source: this.reqCaller,
+      destination: this.reqService,
+      route: this.reqRoute,
+      method: this.method,
+      path: pathOnly(this.path),
+      status,
+      latencyMs: Math.round(ms * 1000) / 1000,
+      instance: upstream === null ? null : upstream.id,
+      requestId: this.reqId,
+      error,
+      ...((wants & TAP_HEADERS) !== 0 ? { requestHeaders: this.tapReqHeaders ?? {}, responseHeaders: ex?.tapHeaders ?? {} } : {}),
+      ...((wants & TAP_BODIES) !== 0 ? { requestBody: body(this.tapReqBody), responseBody: body(ex?.tapBody ?? null) } : {}),
+    });
+    this.tapReqHeaders = null;
+    this.tapReqBody = null;
+  }
+
   localError(code: ErrorCode, message: string, hasBody: boolean, requestId: string | undefined, status?: number, extra?: { details?: unknown; headers?: string }): void {
     this.ctx.counters.proxyError(this.ctx.direction, code);
-    this.access(status ?? ERROR_CODES[code].status, code, null, 0);
+    this.done(status ?? ERROR_CODES[code].status, code, null, 0, null);
     const close = hasBody || !this.keepAlive || this.clientEnded || this.ctx.draining;
     let headers = extra?.headers ?? '';
     if (this.explain) headers += `x-skein-explain: route=${this.reqRoute ?? '-'}; service=${this.reqService ?? '-'}; attempts=0; answered by the proxy: ${code}\r\n`;
@@ -560,7 +689,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   reject(code: ErrorCode, message: string, status?: number): void {
     if (this.state === S.Closed) return;
     this.ctx.counters.proxyError(this.ctx.direction, code);
-    this.access(status ?? ERROR_CODES[code].status, code, null, 0);
+    this.done(status ?? ERROR_CODES[code].status, code, null, 0, null);
     this.socket.write(errorResponse(code, message, { close: true, status, origin: this.ctx.direction }), 'latin1');
     this.close();
   }
@@ -641,6 +770,8 @@ interface ExchangeOptions {
   readonly delayMs: number;
   /** The client asked for x-skein-explain. */
   readonly explain: boolean;
+  /** The head has no final CRLF: each attempt adds its deadline and trace context, then ends it. */
+  readonly openHead: boolean;
 }
 
 /** Why no attempt could be made: answered as a proxy error. */
@@ -697,7 +828,14 @@ class Exchange implements UpstreamHandler {
   private endpoint: Endpoint | null = null;
   private staleRetried = false;
   private completion: Completion = NOOP_COMPLETION;
-  private stats: EndpointStats | null = null;
+  /** Response body bytes sent to the client. */
+  responseBytes = 0;
+  /** What a tap gets of the response (when it asked). */
+  tapHeaders: Record<string, string> | null = null;
+  tapBody: Buffer[] | null = null;
+  private tapBodyLen = 0;
+  /** The current attempt's trace span (tracing on). */
+  private attemptTrace: AttemptTrace | null = null;
   private readonly t0 = performance.now();
   private attemptT0 = 0;
   private latencyMs = 0;
@@ -769,7 +907,8 @@ class Exchange implements UpstreamHandler {
     const e = this.dest.pick(this.ds, this.tried);
     if (e === null) return this.noEndpoint();
     this.endpoint = e;
-    this.stats = this.dest.stats(e);
+    const hop = this.ds.hop;
+    if (hop !== null) this.attemptTrace = hop.attempt((this.tried?.length ?? 0) + 1, e);
     this.status = 0;
     this.attemptT0 = performance.now();
     this.armAttemptTimer();
@@ -866,12 +1005,14 @@ class Exchange implements UpstreamHandler {
     this.queued = 0;
   }
 
-  /** The request head for this attempt: with the time left, when there is a deadline. */
+  /** The request head for this attempt: with the time left (a deadline) and its trace context (tracing on). */
   private requestHead(): Buffer {
     const base = this.headBytes;
-    // Without a deadline the head was made complete (see onHead).
-    if (this.deadline === 0) return base;
-    const end = `x-skein-timeout-ms: ${Math.max(1, Math.floor(this.deadline - performance.now()))}\r\n\r\n`;
+    // Without either the head was made complete (see onHead).
+    if (!this.o.openHead) return base;
+    let end = this.deadline === 0 ? '' : `x-skein-timeout-ms: ${Math.max(1, Math.floor(this.deadline - performance.now()))}\r\n`;
+    if (this.attemptTrace !== null) end += this.attemptTrace.headerLines;
+    end += '\r\n';
     const out = Buffer.allocUnsafe(base.length + end.length);
     base.copy(out, 0);
     out.write(end, base.length, 'latin1');
@@ -1002,11 +1143,26 @@ class Exchange implements UpstreamHandler {
   private endAttempt(status: number, outcome: string): void {
     this.completion.end({ latencyMs: performance.now() - this.attemptT0, ok: false });
     this.completion = NOOP_COMPLETION;
+    this.endTrace(status, outcome);
     const e = this.endpoint;
     if (e === null) return;
     this.settle(status);
     (this.tried ??= []).push(e);
     (this.outcomes ??= []).push(outcome);
+  }
+
+  /** Ends the current attempt's trace span (once). */
+  private endTrace(status: number, error: string | null): void {
+    const t = this.attemptTrace;
+    if (t === null) return;
+    this.attemptTrace = null;
+    t.end(status, error);
+  }
+
+  /** The exchange is over: the attempt's span ends, then the request's (Downstream.done). */
+  private done(status: number, error: string | null): void {
+    this.endTrace(status, error);
+    this.ds.done(status, error, this.endpoint, this.attempts(), this);
   }
 
   /** The delay before a retry, or -1 when this failure may not be retried. */
@@ -1138,6 +1294,7 @@ class Exchange implements UpstreamHandler {
     }
     this.clearTimer();
     this.settle(status);
+    if ((ds.tapWants & TAP_HEADERS) !== 0) this.tapHeaders = tapHeaders(head, h, n);
     if (extra !== null) {
       for (let i = 0; i < n; i++) if (extra.includes(h.nameOf(head, i).toLowerCase())) drop[i] = 1;
     }
@@ -1162,6 +1319,8 @@ class Exchange implements UpstreamHandler {
 
   onResponseBody(up: Upstream, data: Buffer): void {
     if (this.discard) return;
+    this.responseBytes += data.length;
+    if ((this.ds.tapWants & TAP_BODIES) !== 0) this.tapBodyLen = capture((this.tapBody ??= []), this.tapBodyLen, data);
     const head = this.pendingHead;
     let out = data;
     if (head !== null) {
@@ -1259,8 +1418,7 @@ class Exchange implements UpstreamHandler {
     this.completion.end({ latencyMs: performance.now() - this.t0, ok: false });
     this.completion = NOOP_COMPLETION;
     this.release();
-    this.stats?.record(this.status, (performance.now() - this.t0) / 1000);
-    this.ds.access(this.status, 'SKEIN_E_UPSTREAM_RESET', this.endpoint, this.attempts());
+    this.done(this.status, 'SKEIN_E_UPSTREAM_RESET');
     this.ds.destroy();
   }
 
@@ -1340,8 +1498,7 @@ class Exchange implements UpstreamHandler {
     const ds = this.ds;
     ds.ctx.counters.proxyError(ds.ctx.direction, code);
     const status = new SkeinError(code, message).status;
-    this.stats?.record(status, (performance.now() - this.t0) / 1000);
-    ds.access(status, code, this.endpoint, this.attempts());
+    this.done(status, code);
     const close = !this.reqDone || !this.o.keepAlive || ds.ctx.draining;
     const headers = this.o.explain ? `x-skein-explain: ${this.explanation()}\r\n` : '';
     ds.socket.write(errorResponse(code, message, { close, requestId: this.o.requestId, head: this.o.isHead, details: this.details(), headers, origin: ds.ctx.direction }), 'latin1');
@@ -1355,8 +1512,7 @@ class Exchange implements UpstreamHandler {
     this.release();
     this.completion.end({ latencyMs: this.latencyMs, ok: this.status < 500 });
     this.completion = NOOP_COMPLETION;
-    this.stats?.record(this.status, (performance.now() - this.t0) / 1000);
-    this.ds.access(this.status, null, this.endpoint, this.attempts());
+    this.done(this.status, null);
     this.ds.exchangeDone(this.closeAfter);
   }
 
@@ -1369,8 +1525,7 @@ class Exchange implements UpstreamHandler {
     this.release();
     this.completion.end({ latencyMs: performance.now() - this.t0, ok: true });
     this.completion = NOOP_COMPLETION;
-    this.stats?.record(this.status, (performance.now() - this.t0) / 1000);
-    this.ds.access(0, null, this.endpoint, this.attempts());
+    this.done(0, null);
     const up = this.up;
     this.up = null;
     if (up !== null) up.close();
@@ -1397,6 +1552,7 @@ class Exchange implements UpstreamHandler {
   }
 
   private tunnelDown(data: Buffer): void {
+    this.responseBytes += data.length;
     const up = this.up;
     if (!this.ds.socket.write(data) && up !== null) this.waitDsDrain(up);
   }
@@ -1408,8 +1564,7 @@ class Exchange implements UpstreamHandler {
     this.release();
     this.completion.end({ latencyMs: this.latencyMs, ok: true });
     this.completion = NOOP_COMPLETION;
-    this.stats?.record(101, (performance.now() - this.t0) / 1000);
-    this.ds.access(101, null, this.endpoint, this.attempts());
+    this.done(101, null);
     this.up?.close();
     this.up = null;
   }

@@ -28,6 +28,15 @@ export const enum H {
   XSkeinExplain,
   XSkeinCaller,
   XSkeinErrorOrigin,
+  /** Trace context (W3C and B3): replaced per attempt while tracing is on. */
+  Traceparent,
+  Tracestate,
+  B3,
+  XB3TraceId,
+  XB3SpanId,
+  XB3ParentSpanId,
+  XB3Sampled,
+  XB3Flags,
 }
 
 const NAMES: ReadonlyArray<readonly [string, H]> = [
@@ -48,6 +57,14 @@ const NAMES: ReadonlyArray<readonly [string, H]> = [
   ['x-skein-explain', H.XSkeinExplain],
   ['x-skein-caller', H.XSkeinCaller],
   ['x-skein-error-origin', H.XSkeinErrorOrigin],
+  ['traceparent', H.Traceparent],
+  ['tracestate', H.Tracestate],
+  ['b3', H.B3],
+  ['x-b3-traceid', H.XB3TraceId],
+  ['x-b3-spanid', H.XB3SpanId],
+  ['x-b3-parentspanid', H.XB3ParentSpanId],
+  ['x-b3-sampled', H.XB3Sampled],
+  ['x-b3-flags', H.XB3Flags],
 ];
 
 /** By length: the names of that length, as byte arrays. */

@@ -9,10 +9,76 @@ import type { NoEndpointReason, TrafficState } from '../../resilience/traffic-st
 
 export type Direction = 'inbound' | 'outbound';
 
-/** Per-endpoint counters, resolved once per (listener, service, endpoint) and cached. */
-export interface EndpointStats {
-  /** A request got a response (status) after `seconds`; status 0: no response. */
-  record(status: number, seconds: number): void;
+/** The metrics of one listener: one call per finished request. */
+export interface ListenerMetrics {
+  /**
+   * `source`: the caller's service (null: unknown); `service`, `route`, `instance`: where it went
+   * (null: not known, e.g. the proxy answered before an endpoint was picked); `status` 0: no
+   * response; `failed`: the failure class (no response, 5xx, or an answer the proxy made itself).
+   */
+  record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number): void;
+}
+
+/** What `skein tap` sees of one finished request. */
+export interface TapRecord {
+  readonly time: number;
+  readonly direction: Direction;
+  readonly workload: string;
+  readonly source: string | null;
+  readonly destination: string | null;
+  readonly route: string | null;
+  readonly method: string;
+  readonly path: string;
+  readonly status: number;
+  readonly latencyMs: number;
+  readonly instance: string | null;
+  readonly requestId: string | null;
+  readonly error: string | null;
+  readonly requestHeaders?: Record<string, string>;
+  readonly responseHeaders?: Record<string, string>;
+  readonly requestBody?: string;
+  readonly responseBody?: string;
+}
+
+/** What taps want of a request: nothing (0), the summary (TAP_ON), headers, bodies. */
+export const TAP_ON = 1;
+export const TAP_HEADERS = 2;
+export const TAP_BODIES = 4;
+/** Body bytes a tap shows at most, per direction. */
+export const TAP_BODY_BYTES = 4096;
+
+export interface TapSink {
+  /** TAP_* bits: what the taps that match this request want (0: none; the common case). */
+  wants(source: string | null, service: string | null): number;
+  publish(r: TapRecord): void;
+}
+
+/** The trace context headers a request came with (tracing on). */
+export interface TraceHeaders {
+  traceparent?: string;
+  tracestate?: string;
+  b3?: string;
+  xB3TraceId?: string;
+  xB3SpanId?: string;
+  xB3ParentSpanId?: string;
+  xB3Sampled?: string;
+  xB3Flags?: string;
+}
+
+/** Makes the spans of requests (src/telemetry/trace.ts). */
+export interface Tracer {
+  hop(direction: Direction, incoming: TraceHeaders, attrs: { workload: string; service: string; route: string; method: string; path: string; caller?: string }): HopTrace;
+}
+
+/** One proxy hop of a trace (see src/telemetry/trace.ts). */
+export interface HopTrace {
+  attempt(n: number, endpoint: { id: string; address: string; port: number }): AttemptTrace;
+  end(status: number, error?: string | null): void;
+}
+export interface AttemptTrace {
+  /** Header lines for the upstream request (each ends with CRLF). */
+  readonly headerLines: string;
+  end(status: number, error?: string | null): void;
 }
 
 /** What a hashing balancer needs of a request. */
@@ -32,7 +98,6 @@ export interface Destination {
    */
   pick(req: HashInput, tried: readonly Endpoint[] | null): Endpoint | null;
   start(e: Endpoint): Completion;
-  stats(e: Endpoint): EndpointStats;
   /** Why `pick` found no endpoint (for the error). */
   whyNone(): NoEndpointReason;
 }
@@ -80,4 +145,6 @@ export interface ForwarderCounters {
   retry(service: string, reason: string): void;
   /** The retry budget refused a retry. */
   retryBudgetExhausted(service: string): void;
+  /** A rate limit refused a request. */
+  rateLimited(direction: Direction, service: string, route: string): void;
 }

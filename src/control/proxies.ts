@@ -1,0 +1,138 @@
+/**
+ * The proxies the control plane knows: each proxy with an admin server announces itself
+ * (`PUT /v1/proxies/{id}`) and renews every few seconds; one that stops renewing is forgotten
+ * after `ttlMs`. The control plane scrapes them for the golden signals, relays `skein tap` to
+ * them, and hands them to Prometheus (`GET /v1/prometheus/targets`, http_sd).
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Clock } from '../core/clock.js';
+import { parseHostPort } from '../core/address.js';
+import { SkeinError } from '../core/errors.js';
+import { query } from './server.js';
+
+import { PROXY_ID } from '../api/names.js';
+const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+/** How long a proxy stays known without renewing (it renews every ANNOUNCE_EVERY_MS). */
+export const PROXY_TTL_MS = 30_000;
+export const ANNOUNCE_EVERY_MS = 10_000;
+const MAX_PROXIES = 10_000;
+const MAX_WORKLOADS = 1000;
+
+export interface ProxyWorkload {
+  readonly name: string;
+  readonly service: string;
+  readonly inbound: string | null;
+  readonly outbound: string | null;
+}
+
+export interface KnownProxy {
+  readonly id: string;
+  /** host:port of its admin server. */
+  readonly admin: string;
+  readonly workloads: readonly ProxyWorkload[];
+  readonly lastSeen: number;
+}
+
+function fail(message: string, field: string): never {
+  throw new SkeinError('SKEIN_E_VALIDATION', message, { field });
+}
+
+function address(v: unknown, field: string): string {
+  if (typeof v !== 'string') fail(`${field} must be a host:port string`, field);
+  let hp;
+  try {
+    hp = parseHostPort(v, field);
+  } catch (e) {
+    fail((e as Error).message, field);
+  }
+  if (hp.port === 0) fail(`${field} must name a port (not 0)`, field);
+  return v;
+}
+
+/** Checks an announcement body; errors name the field. */
+export function parseAnnouncement(body: unknown): { admin: string; workloads: ProxyWorkload[] } {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) fail('the body must be an object {admin, workloads}', 'body');
+  const b = body as Record<string, unknown>;
+  for (const k of Object.keys(b)) if (k !== 'admin' && k !== 'workloads') fail(`${k} is not a known field (admin, workloads)`, k);
+  const admin = address(b['admin'], 'admin');
+  const raw = b['workloads'] ?? [];
+  if (!Array.isArray(raw) || raw.length > MAX_WORKLOADS) fail(`workloads must be an array of at most ${MAX_WORKLOADS}`, 'workloads');
+  const workloads = raw.map((w: unknown, i): ProxyWorkload => {
+    const at = `workloads[${i}]`;
+    if (typeof w !== 'object' || w === null || Array.isArray(w)) fail(`${at} must be an object {name, service, inbound, outbound}`, at);
+    const o = w as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (!['name', 'service', 'inbound', 'outbound'].includes(k)) fail(`${at}.${k} is not a known field`, `${at}.${k}`);
+    if (typeof o['name'] !== 'string' || !NAME.test(o['name'])) fail(`${at}.name must be a DNS label`, `${at}.name`);
+    if (typeof o['service'] !== 'string' || !NAME.test(o['service'])) fail(`${at}.service must be a DNS label`, `${at}.service`);
+    const opt = (k: string) => (o[k] === null || o[k] === undefined ? null : address(o[k], `${at}.${k}`));
+    return { name: o['name'], service: o['service'], inbound: opt('inbound'), outbound: opt('outbound') };
+  });
+  return { admin, workloads };
+}
+
+export class ProxyDirectory {
+  private readonly proxies = new Map<string, KnownProxy>();
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly ttlMs = PROXY_TTL_MS,
+  ) {}
+
+  put(id: string, a: { admin: string; workloads: ProxyWorkload[] }): KnownProxy {
+    if (!PROXY_ID.test(id)) fail(`proxy id "${id.slice(0, 140)}" must match ${PROXY_ID.source}`, 'id');
+    this.expire();
+    if (!this.proxies.has(id) && this.proxies.size >= MAX_PROXIES) throw new SkeinError('SKEIN_E_VALIDATION', `the control plane knows ${MAX_PROXIES} proxies already`, { field: 'id' });
+    const p: KnownProxy = Object.freeze({ id, admin: a.admin, workloads: Object.freeze(a.workloads.map((w) => Object.freeze(w))), lastSeen: this.clock.now() });
+    this.proxies.set(id, p);
+    return p;
+  }
+
+  remove(id: string): boolean {
+    return this.proxies.delete(id);
+  }
+
+  /** The proxies that renewed within the TTL. */
+  list(): KnownProxy[] {
+    this.expire();
+    return [...this.proxies.values()];
+  }
+
+  get size(): number {
+    this.expire();
+    return this.proxies.size;
+  }
+
+  private expire(): void {
+    const oldest = this.clock.now() - this.ttlMs;
+    for (const [id, p] of this.proxies) if (p.lastSeen < oldest) this.proxies.delete(id);
+  }
+}
+
+/** The /v1/proxies routes and the Prometheus http_sd targets. `self`: the control plane's own host:port. */
+export function proxyRoutes(app: FastifyInstance, dir: ProxyDirectory, self: () => string): void {
+  const wire = (p: KnownProxy) => ({ ...p, lastSeen: new Date(p.lastSeen).toISOString() });
+  app.get('/v1/proxies', async (req) => {
+    query(req, []);
+    return { proxies: dir.list().map(wire) };
+  });
+  app.put<{ Params: { id: string } }>('/v1/proxies/:id', async (req) => {
+    query(req, []);
+    return { proxy: wire(dir.put(req.params.id, parseAnnouncement(req.body))), renewEveryMs: ANNOUNCE_EVERY_MS, ttlMs: PROXY_TTL_MS };
+  });
+  app.delete<{ Params: { id: string } }>('/v1/proxies/:id', async (req) => {
+    query(req, []);
+    if (!dir.remove(req.params.id)) throw new SkeinError('SKEIN_E_NOT_FOUND', `no proxy "${req.params.id.slice(0, 140)}" is known`, { field: 'id' });
+    return { removed: req.params.id };
+  });
+  // Prometheus http_sd: https://prometheus.io/docs/prometheus/latest/http_sd/
+  app.get('/v1/prometheus/targets', async (req) => {
+    query(req, []);
+    return [
+      { targets: [self()], labels: { job: 'skein-control' } },
+      ...dir.list().map((p) => ({
+        targets: [p.admin],
+        labels: { job: 'skein-proxy', skein_proxy: p.id },
+      })),
+    ];
+  });
+}

@@ -1,0 +1,96 @@
+/**
+ * `GET /v1/tap?service=S`: the requests to and from a service, live, from every proxy that sees
+ * them. The control plane opens a tap on each proxy it knows (their admin `/tap`, NDJSON), also
+ * on proxies that announce themselves while the tap runs, and relays the lines as they come.
+ * Header values of authorization, proxy-authorization, cookie and set-cookie never leave a proxy.
+ */
+import type { FastifyInstance } from 'fastify';
+import { SkeinError } from '../core/errors.js';
+import type { ProxyDirectory } from './proxies.js';
+import { query, serviceParam } from './server.js';
+
+const MAX_LIMIT = 100_000;
+
+function boolParam(q: Record<string, string>, name: string): boolean {
+  const v = q[name];
+  if (v === undefined || v === '0' || v === 'false') return false;
+  if (v === '' || v === '1' || v === 'true') return true;
+  throw new SkeinError('SKEIN_E_BAD_QUERY', `query parameter "${name}" must be true or false`, { field: name });
+}
+
+export function tapRoutes(app: FastifyInstance, deps: { proxies: ProxyDirectory; knownService: (s: string) => boolean; rescanMs?: number }): void {
+  app.get('/v1/tap', (req, reply) => {
+    const q = query(req, ['service', 'headers', 'bodies', 'limit']);
+    if (q['service'] === undefined) throw new SkeinError('SKEIN_E_BAD_QUERY', 'query parameter "service" is required: the service to tap', { field: 'service' });
+    const service = serviceParam(q['service']);
+    const headers = boolParam(q, 'headers');
+    const bodies = boolParam(q, 'bodies');
+    let limit = Number.POSITIVE_INFINITY;
+    if (q['limit'] !== undefined) {
+      if (!/^\d{1,6}$/.test(q['limit']) || Number(q['limit']) < 1 || Number(q['limit']) > MAX_LIMIT) {
+        throw new SkeinError('SKEIN_E_BAD_QUERY', `query parameter "limit" must be a whole number from 1 to ${MAX_LIMIT}`, { field: 'limit' });
+      }
+      limit = Number(q['limit']);
+    }
+    if (!deps.knownService(service)) throw new SkeinError('SKEIN_E_UNKNOWN_SERVICE', `service "${service}" is not registered and has had no traffic`, { field: 'service' });
+
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache, no-store', 'x-accel-buffering': 'no' });
+    raw.flushHeaders();
+    raw.socket?.setNoDelay(true);
+    const taps = new Map<string, AbortController>();
+    let sent = 0;
+    let over = false;
+    const end = () => {
+      if (over) return;
+      over = true;
+      clearInterval(rescan);
+      for (const ac of taps.values()) ac.abort();
+      taps.clear();
+      raw.end();
+    };
+    const line = (text: string) => {
+      if (over || text.trim() === '') return;
+      // A client that does not read misses lines rather than growing the control plane's memory.
+      if (raw.writableLength < 4 * 1024 * 1024) raw.write(text + '\n');
+      sent++;
+      if (sent >= limit) end();
+    };
+    const params = new URLSearchParams({ service, headers: headers ? '1' : '0', bodies: bodies ? '1' : '0' });
+    const open = (id: string, admin: string) => {
+      const ac = new AbortController();
+      taps.set(id, ac);
+      void (async () => {
+        try {
+          const res = await fetch(`http://${admin}/tap?${params}`, { signal: ac.signal });
+          if (!res.ok || res.body === null) throw new Error(`HTTP ${res.status}`);
+          const reader = res.body.getReader();
+          const dec = new TextDecoder();
+          let buf = '';
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            buf += dec.decode(value, { stream: true });
+            let nl: number;
+            while ((nl = buf.indexOf('\n')) >= 0) {
+              line(buf.slice(0, nl));
+              buf = buf.slice(nl + 1);
+            }
+          }
+        } catch {
+          /* the proxy went away or was stopped: the next rescan opens it again if it is still known */
+        } finally {
+          if (taps.get(id) === ac) taps.delete(id);
+        }
+      })();
+    };
+    const scan = () => {
+      for (const p of deps.proxies.list()) if (!taps.has(p.id)) open(p.id, p.admin);
+    };
+    const rescan = setInterval(scan, deps.rescanMs ?? 2000);
+    rescan.unref();
+    raw.once('close', end);
+    scan();
+  });
+}

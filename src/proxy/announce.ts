@@ -1,0 +1,74 @@
+/**
+ * A proxy with an admin server tells the control plane where it is (`PUT /v1/proxies/{id}`), and
+ * again every `everyMs`, so the control plane can scrape it (golden signals), relay taps to it,
+ * and list it for Prometheus. Best effort: a control plane that is away is tried again next time.
+ */
+import type { Logger } from 'pino';
+import type { WorkloadInfo } from './proxy.js';
+
+export interface AnnouncerOptions {
+  readonly controlUrl: string;
+  readonly id: string;
+  /** host:port of the admin server. */
+  readonly admin: string;
+  readonly workloads: () => readonly WorkloadInfo[];
+  readonly everyMs?: number;
+  readonly logger?: Logger;
+}
+
+export class Announcer {
+  private timer: NodeJS.Timeout | null = null;
+  private inFlight: AbortController | null = null;
+  private failing = false;
+
+  constructor(private readonly o: AnnouncerOptions) {}
+
+  start(): void {
+    void this.announce();
+    this.timer = setInterval(() => void this.announce(), this.o.everyMs ?? 10_000);
+    this.timer.unref();
+  }
+
+  /** Announces now (also what start() does first). */
+  async announce(): Promise<boolean> {
+    this.inFlight?.abort();
+    const ac = new AbortController();
+    this.inFlight = ac;
+    const t = setTimeout(() => ac.abort(), 5000);
+    try {
+      const res = await fetch(`${this.o.controlUrl}/v1/proxies/${encodeURIComponent(this.o.id)}`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          admin: this.o.admin,
+          workloads: this.o.workloads().map((w) => ({ name: w.name, service: w.service, inbound: w.inbound, outbound: w.outbound })),
+        }),
+        signal: ac.signal,
+      });
+      const text = await res.text();
+      if (!res.ok) throw new Error(`${res.status} ${text.slice(0, 300)}`);
+      if (this.failing) this.o.logger?.info({ control: this.o.controlUrl }, 'announced to the control plane again');
+      this.failing = false;
+      return true;
+    } catch (e) {
+      if (!this.failing) this.o.logger?.warn({ control: this.o.controlUrl, err: (e as Error).message }, 'could not announce this proxy to the control plane (its metrics and taps are not collected until it can)');
+      this.failing = true;
+      return false;
+    } finally {
+      clearTimeout(t);
+      if (this.inFlight === ac) this.inFlight = null;
+    }
+  }
+
+  /** Stops renewing and tells the control plane the proxy is gone. */
+  async stop(): Promise<void> {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    this.inFlight?.abort();
+    try {
+      await fetch(`${this.o.controlUrl}/v1/proxies/${encodeURIComponent(this.o.id)}`, { method: 'DELETE', signal: AbortSignal.timeout(1000) });
+    } catch {
+      /* the control plane forgets it after the TTL */
+    }
+  }
+}
