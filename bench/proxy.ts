@@ -1,12 +1,13 @@
 /**
  * Proxy benchmark: the same backend reached directly, through `skein proxy`, through HAProxy and
  * through nginx, side by side in one run; `skein-bare` is the same proxy with the service's
- * retries, timeouts, breakers and outlier detection off, to measure what they cost.
+ * retries, timeouts, breakers and outlier detection off, and `skein-nometrics` with `--metrics off`,
+ * to measure what each costs.
  *
  *   bash scripts/bench-proxy.sh [options]          # installs haproxy/nginx/wrk/hey, builds, runs this
  *   node dist/bench/proxy.js [--duration 10s] [--latency-duration 10s] [--warmup 1s] [--quick] [--rounds 1]
  *                            [--connections 32] [--rps 1000] [--latency-connections 10]
- *                            [--latency-client wrk|hey] [--paths direct,skein,skein-bare,haproxy,nginx]
+ *                            [--latency-client wrk|hey] [--paths direct,skein,skein-bare,skein-nometrics,haproxy,nginx]
  *                            [--pin auto|off] [--latency-cpus same|split] [--proxy-log-level info]
  *                            [--json results.json]
  *
@@ -50,12 +51,13 @@ import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
 import { SKEIN_BIN, ROOT, api, machine, percentile, printResult, round, runMain, startControl, table, tempDir, track, waitUntil, warnIfBusy, type Control } from './lib.js';
 
-const PATHS = ['direct', 'skein', 'skein-bare', 'haproxy', 'nginx'] as const;
+const PATHS = ['direct', 'skein', 'skein-bare', 'skein-nometrics', 'haproxy', 'nginx'] as const;
 type PathName = (typeof PATHS)[number];
 const LABEL: Record<PathName, string> = {
   direct: 'direct (no proxy)',
   skein: 'skein proxy',
   'skein-bare': 'skein proxy, resilience off',
+  'skein-nometrics': 'skein proxy, metrics off',
   haproxy: 'HAProxy',
   nginx: 'nginx',
 };
@@ -66,6 +68,9 @@ const LABEL: Record<PathName, string> = {
 const RESILIENCE_OFF = { retries: { maxRetries: 0 }, timeouts: { request: '0s' }, breaker: { enabled: false }, outlierDetection: { enabled: false } };
 /** Issue "Fault tolerance": with them on, at most 10% more proxy CPU per request. */
 const RESILIENCE_CPU_TARGET = 1.1;
+/** Issue "Monitoring": full per-request metrics on cost at most 10% more proxy CPU per request than off (`--metrics off`). */
+const METRICS_CPU_TARGET = 1.1;
+const isSkein = (n: PathName) => n === 'skein' || n === 'skein-bare' || n === 'skein-nometrics';
 const BODY = 'hello from the backend\n';
 
 /** Targets from the issue. */
@@ -486,7 +491,7 @@ async function stopControl(control: Control): Promise<void> {
   roots.delete(control.pid);
 }
 
-async function startSkein(pin: Pinning, backendPort: number, logLevel: string, policy: object | null): Promise<SkeinStarted> {
+async function startSkein(pin: Pinning, backendPort: number, logLevel: string, policy: object | null, extraArgs: string[] = []): Promise<SkeinStarted> {
   const control = await startControl({ dataDir: 'none' });
   roots.add(control.pid);
   try {
@@ -513,6 +518,7 @@ async function startSkein(pin: Pinning, backendPort: number, logLevel: string, p
     'name=bench-client,outbound=127.0.0.1:0',
     '--log-level',
     logLevel,
+    ...extraArgs,
   ], true);
   const lines: string[] = [];
   const keep = (l: string) => {
@@ -849,7 +855,7 @@ async function main(): Promise<void> {
           started.push(n);
           paths.push({ name, port: n.port, pid: n.child.pid as number });
         } else {
-          const s = await startSkein(pin, backend.port, argv['proxy-log-level'], name === 'skein-bare' ? RESILIENCE_OFF : null);
+          const s = await startSkein(pin, backend.port, argv['proxy-log-level'], name === 'skein-bare' ? RESILIENCE_OFF : null, name === 'skein-nometrics' ? ['--metrics', 'off'] : []);
           started.push(s);
           controls.push(s.control);
           paths.push({ name, port: s.port, pid: s.child.pid as number, controlPid: s.control.pid });
@@ -857,7 +863,7 @@ async function main(): Promise<void> {
         }
       } catch (e) {
         const reason = (e as Error).message;
-        if (name !== 'skein' && name !== 'skein-bare') throw e;
+        if (!isSkein(name)) throw e;
         unavailable.set(name, reason);
         say(`skein proxy: not available (${reason.split('\n')[0]})`);
       }
@@ -875,7 +881,7 @@ async function main(): Promise<void> {
           say(`${Math.round(m.rps)} req/s, p50 ${m.p50Us} µs, p99 ${m.p99Us} µs${m.errors + m.fixedErrors > 0 ? `, ${m.errors + m.fixedErrors} errors` : ''}`);
         } catch (e) {
           say('failed');
-          if (p.name !== 'skein' && p.name !== 'skein-bare') throw e;
+          if (!isSkein(p.name)) throw e;
           unavailable.set(p.name, `failed during the run: ${(e as Error).message.split('\n')[0]}`);
           paths.splice(paths.indexOf(p), 1);
         }
@@ -981,6 +987,8 @@ function report(o: Options, info: ReturnType<typeof machine>, pin: Pinning, all:
     nginxVsHaproxyCpuPerReq: ratio(ng?.proxyCpuUsPerReq, ha?.proxyCpuUsPerReq),
     cpuPerReqResilienceOnVsOff: ratio(sk?.proxyCpuUsPerReq, sums.get('skein-bare')?.proxyCpuUsPerReq),
     cpuPerReqResilienceOnVsOffFixed: ratio(sk?.proxyCpuUsPerReqFixed, sums.get('skein-bare')?.proxyCpuUsPerReqFixed),
+    cpuPerReqMetricsOnVsOff: ratio(sk?.proxyCpuUsPerReq, sums.get('skein-nometrics')?.proxyCpuUsPerReq),
+    cpuPerReqMetricsOnVsOffFixed: ratio(sk?.proxyCpuUsPerReqFixed, sums.get('skein-nometrics')?.proxyCpuUsPerReqFixed),
   };
   const verdict = (ok: boolean | null) => (ok === null ? '-' : ok ? 'met' : 'MISSED');
   const targets = sk === undefined
@@ -1009,6 +1017,16 @@ function report(o: Options, info: ReturnType<typeof machine>, pin: Pinning, all:
       ['proxy CPU µs per request (max load)', dash(sk.proxyCpuUsPerReq), dash(bare.proxyCpuUsPerReq), dash(r, r2), `<= ${RESILIENCE_CPU_TARGET}x`, Number.isFinite(r) ? verdict(r <= RESILIENCE_CPU_TARGET) : '-'],
       [`proxy CPU µs per request (${o.rps} req/s)`, dash(sk.proxyCpuUsPerReqFixed), dash(bare.proxyCpuUsPerReqFixed), dash(ratios.cpuPerReqResilienceOnVsOffFixed, r2), '-', '-'],
       ['requests/s (max load)', dash(sk.rps, r0), dash(bare.rps, r0), dash(ratio(sk.rps, bare.rps), r2), '-', '-'],
+    ]);
+  }
+
+  const noMetrics = sums.get('skein-nometrics');
+  if (sk !== undefined && noMetrics !== undefined) {
+    const r = ratios.cpuPerReqMetricsOnVsOff;
+    table('What the per-request metrics cost (metrics on, the default, vs. --metrics off)', ['measure', 'on', 'off', 'on / off', 'target', 'verdict'], [
+      ['proxy CPU µs per request (max load)', dash(sk.proxyCpuUsPerReq), dash(noMetrics.proxyCpuUsPerReq), dash(r, r2), `<= ${METRICS_CPU_TARGET}x`, Number.isFinite(r) ? verdict(r <= METRICS_CPU_TARGET) : '-'],
+      [`proxy CPU µs per request (${o.rps} req/s)`, dash(sk.proxyCpuUsPerReqFixed), dash(noMetrics.proxyCpuUsPerReqFixed), dash(ratios.cpuPerReqMetricsOnVsOffFixed, r2), '-', '-'],
+      ['requests/s (max load)', dash(sk.rps, r0), dash(noMetrics.rps, r0), dash(ratio(sk.rps, noMetrics.rps), r2), '-', '-'],
     ]);
   }
 

@@ -134,18 +134,21 @@ interface MetricValue {
   metricName?: string;
 }
 
-/** A metric prom-client's registry can expose: ours, read at scrape time. */
+/**
+ * A metric prom-client's registry can expose: ours, read at scrape time. `get` reads the name
+ * from the object, as prom-client renames counters while it writes OpenMetrics.
+ */
 function scrapedMetric(name: string, help: string, type: 'counter' | 'histogram', values: () => MetricValue[]) {
-  return {
+  const m = {
     name,
     help,
     type,
     aggregator: 'sum' as const,
-    get: async () => ({ name, help, type, aggregator: 'sum' as const, values: values() }),
+    get: async () => ({ name: m.name, help, type, aggregator: 'sum' as const, values: values() }),
     reset: () => undefined,
   };
+  return m;
 }
-
 
 export class ProxyMetrics implements ForwarderCounters {
   readonly registry = new Registry();
@@ -171,7 +174,7 @@ export class ProxyMetrics implements ForwarderCounters {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     const series = this.series;
-    const perSeries = (name: string, read: (s: SeriesStats) => number) => () => series.map((s) => ({ labels: s.labels, value: read(s), metricName: name }));
+    const perSeries = (read: (s: SeriesStats) => number) => () => series.map((s) => ({ labels: s.labels, value: read(s) }));
     this.registry.registerMetric(
       scrapedMetric('skein_proxy_requests_total', 'Requests the proxy finished, by listener, source and destination service, route, destination instance, response status (0: no response) and class (failure: no response, 5xx, or an answer the proxy made itself).', 'counter', () =>
         series.flatMap((s) => {
@@ -200,10 +203,10 @@ export class ProxyMetrics implements ForwarderCounters {
       ) as never,
     );
     this.registry.registerMetric(
-      scrapedMetric('skein_proxy_request_bytes_total', 'Request body bytes received from clients, by the labels of skein_proxy_request_duration_seconds.', 'counter', perSeries('skein_proxy_request_bytes_total', (s) => s.requestBytes)) as never,
+      scrapedMetric('skein_proxy_request_bytes_total', 'Request body bytes received from clients (as framed on the wire), by the labels of skein_proxy_request_duration_seconds.', 'counter', perSeries((s) => s.requestBytes)) as never,
     );
     this.registry.registerMetric(
-      scrapedMetric('skein_proxy_response_bytes_total', 'Response body bytes forwarded to clients (the proxy\'s own error answers not counted), by the labels of skein_proxy_request_duration_seconds.', 'counter', perSeries('skein_proxy_response_bytes_total', (s) => s.responseBytes)) as never,
+      scrapedMetric('skein_proxy_response_bytes_total', 'Response body bytes forwarded to clients (as framed on the wire; the proxy\'s own error answers not counted), by the labels of skein_proxy_request_duration_seconds.', 'counter', perSeries((s) => s.responseBytes)) as never,
     );
     this.rateLimits = new Counter({
       name: 'skein_proxy_rate_limited_total',
