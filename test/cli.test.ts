@@ -119,9 +119,12 @@ describe('registry commands', () => {
   test('events', async () => {
     const out = await ok(['events', 'web', ...C]);
     const t = rows(out);
-    assert.deepEqual(t[0], ['TIME', 'SERVICE', 'INSTANCE', 'CHANGE', 'REASON']);
-    assert.ok(t.some((r) => r[2] === 'web-1' && r[3] === 'new -> healthy' && r[4] === 'no health check'));
-    assert.ok(t.some((r) => r[2] === 'web-2' && r[3] === 'healthy -> unhealthy' && r[4] === 'maintenance window'));
+    assert.deepEqual(t[0], ['TIME', 'TYPE', 'SERVICE', 'INSTANCE', 'MESSAGE']);
+    assert.ok(t.some((r) => r[1] === 'health' && r[3] === 'web-1' && r[4] === 'web-1 registered as healthy (no health check)'));
+    assert.ok(t.some((r) => r[1] === 'health' && r[3] === 'web-2' && r[4] === 'web-2 is unhealthy (was healthy): maintenance window'));
+    assert.match(await fails(['events', '--type', 'nope', ...C], 1), /"type" must be a comma-separated list of health, eject, return, breaker, active-check, scale, proxy.*\[SKEIN_E_BAD_QUERY\]$/);
+    assert.match(await fails(['events', 'nosuch', ...C], 1), /service "nosuch" is not registered.*\[SKEIN_E_UNKNOWN_SERVICE\]$/);
+    assert.match(await ok(['events', 'web', '--type', 'scale', ...C]), /^no scale events of web\n$/);
     for (const r of t.slice(1)) assert.match(r[0] as string, /^\d{4}-\d\d-\d\dT/);
     const json = JSON.parse(await ok(['events', '--limit', '1', '-o', 'json', ...C]));
     assert.equal(json.events.length, 1);

@@ -16,8 +16,9 @@ export function controlCommand(): Command {
     .option('--ttl-grace <duration>', 'extra time TTL instances get to heartbeat after a restart', durationFlag('--ttl-grace'), 15_000)
     .option('--history <events>', 'events kept for resuming watches with since=', intFlag('--history', 1, 10_000_000), 10_000)
     .option('--max-queue <messages>', 'messages a watch subscriber may fall behind before its stream is closed', intFlag('--max-queue', 1, 10_000_000), 1000)
+    .option('--scrape-interval <duration>', 'how often the proxies\' /stats are scraped for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), 2000)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; ttlGrace: number; history: number; maxQueue: number; logLevel: string }) => {
+    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string }) => {
       if (!/^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(o.domain)) {
         throw new SkeinError('SKEIN_E_USAGE', `--domain must be a DNS name such as "skein" or "mesh.internal", got "${o.domain}"`, { field: '--domain' });
       }
@@ -35,6 +36,7 @@ export function controlCommand(): Command {
         ttlGraceMs: o.ttlGrace,
         historySize: o.history,
         maxQueue: o.maxQueue,
+        scrapeIntervalMs: o.scrapeInterval,
         logger,
       });
       const httpText = `${cp.http.host.includes(':') ? `[${cp.http.host}]` : cp.http.host}:${cp.http.port}`;

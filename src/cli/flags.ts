@@ -2,10 +2,13 @@
 import { parseDuration } from '../core/duration.js';
 import { SkeinError } from '../core/errors.js';
 
-export function durationFlag(flag: string) {
+export function durationFlag(flag: string, min?: number, max?: number) {
   return (v: string): number => {
     const ms = parseDuration(v);
     if (ms === undefined) throw new SkeinError('SKEIN_E_USAGE', `${flag} must be a duration such as 15s, got "${v}"`, { field: flag });
+    if ((min !== undefined && ms < min) || (max !== undefined && ms > max)) {
+      throw new SkeinError('SKEIN_E_USAGE', `${flag} must be from ${min ?? 0} ms to ${max ?? Infinity} ms, got "${v}"`, { field: flag });
+    }
     return ms;
   };
 }

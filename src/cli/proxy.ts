@@ -125,7 +125,14 @@ export function proxyCommand(): Command {
         ]);
         const logger = pino({ level: o.logLevel, base: { component: 'proxy' } });
         const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
-        const tracer = traceUrl === null ? null : (await import('../telemetry/trace.js')).createProxyTracer({ endpoint: traceUrl, serviceName: 'skein-proxy', sampleRatio: o.traceSample });
+        const tracer = traceUrl === null ? null : (await import('../telemetry/trace.js')).createProxyTracer({
+                endpoint: traceUrl,
+                serviceName: 'skein-proxy',
+                sampleRatio: o.traceSample,
+                exportTimeoutMs: 2000,
+                resource: { 'service.instance.id': id },
+                onExportError: exportWarning(logger, traceUrl),
+              });
         const proxy = new Proxy({
           accessLog,
           id,
@@ -174,4 +181,20 @@ export function proxyCommand(): Command {
         });
       },
     );
+}
+
+/** Export failures as warnings, at most one a minute (a collector that is down fails every batch). */
+function exportWarning(logger: { warn(obj: object, msg: string): void }, endpoint: string): (e: Error) => void {
+  let last = -Infinity;
+  let missed = 0;
+  return (e) => {
+    const now = Date.now();
+    if (now - last < 60_000) {
+      missed++;
+      return;
+    }
+    last = now;
+    logger.warn({ endpoint, err: e.message, failuresSinceLastWarning: missed }, 'trace export failed');
+    missed = 0;
+  };
 }

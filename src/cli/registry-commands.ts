@@ -161,17 +161,29 @@ export function endpointsCommand(): Command {
 
 export function eventsCommand(): Command {
   return new Command('events')
-    .description('recent health events: every status change with its time and reason')
-    .argument('[service]')
-    .option('--limit <n>', 'how many events', '50')
+    .description('recent mesh events, oldest first: health changes, ejections and returns, breakers, active checks, scaling, proxies')
+    .argument('[service]', 'only the events of this service')
+    .option('--limit <n>', 'how many events (the newest)', '50')
+    .option('-t, --type <type>', 'only events of this type: health, eject, return, breaker, active-check, scale, proxy')
     .addOption(controlOption())
     .addOption(outputOption())
-    .action(async (service: string | undefined, o: Common & { limit: string }) => {
+    .action(async (service: string | undefined, o: Common & { limit: string; type?: string }) => {
       const params = new URLSearchParams({ limit: o.limit });
       if (service !== undefined) params.set('service', service);
+      if (o.type !== undefined) params.set('type', o.type);
       const r = await call(o.control, 'GET', `/v1/events?${params}`);
       if (o.output === 'json') return printJson(r);
-      if (r.events.length === 0) return print('no events\n');
-      print(table(['TIME', 'SERVICE', 'INSTANCE', 'CHANGE', 'REASON'], r.events.map((e: any) => [e.time, e.service, e.id, `${e.from} -> ${e.to}`, e.reason])));
+      if (r.events.length === 0) return print(`no ${o.type === undefined ? '' : `${o.type} `}events${service === undefined ? '' : ` of ${service}`}\n`);
+      // A health event without a message (an older control plane) reads "from -> to: reason".
+      const message = (e: any) =>
+        typeof e.message === 'string' && e.message !== '' ? e.message : e.from !== undefined ? `${e.from} -> ${e.to}${e.reason ? `: ${e.reason}` : ''}` : '-';
+      // eslint-disable-next-line no-control-regex
+      const oneLine = (v: unknown) => String(v).replace(/[\u0000-\u001f\u007f]/g, ' ');
+      print(
+        table(
+          ['TIME', 'TYPE', 'SERVICE', 'INSTANCE', 'MESSAGE'],
+          r.events.map((e: any) => [e.time, e.type ?? 'health', e.service ?? '-', e.id ?? '-', oneLine(message(e))]),
+        ),
+      );
     });
 }

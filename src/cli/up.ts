@@ -21,8 +21,9 @@ export function upCommand(): Command {
     .option('--outbound <host:port>', 'an outbound listener for callers outside the mesh (curl -x)', DEFAULT_OUTBOUND)
     .option('--admin <host:port>', 'the proxy admin server ("off" disables it, and with it the golden signals and taps)', DEFAULT_ADMIN)
     .option('--access-log <target>', 'the proxy\'s access log: one JSON line per request to "stdout", a file path (appended to), or "off"', 'off')
+    .option('--scrape-interval <duration>', 'how often the control plane scrapes the proxy for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), 2000)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; logLevel: string }) => {
+    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; scrapeInterval: number; logLevel: string }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -53,13 +54,14 @@ export function upCommand(): Command {
         ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }),
         logger: logger.child({ component: 'control' }),
         routes: meshRoutes(() => runner),
+        scrapeIntervalMs: o.scrapeInterval,
       });
       const proxyId = `skein-up-${process.pid}`;
       const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
       let announcer: InstanceType<typeof Announcer> | null = null;
       let outboundAt: string | null = null;
-      const r = new MeshRunner({ mesh, file, controlUrl: cp.url, proxy, say });
+      const r = new MeshRunner({ mesh, file, controlUrl: cp.url, proxy, say, onMeshEvent: (e) => cp.events.add(e) });
       let stopping: Promise<void> | null = null;
       const shutdown = (why: string): Promise<void> => {
         stopping ??= (async () => {

@@ -19,6 +19,8 @@ import { DnsServer } from './dns/server.js';
 import { VERSION } from '../version.js';
 import { ProxyDirectory, proxyRoutes } from './proxies.js';
 import { tapRoutes } from './tap-relay.js';
+import { createSignals, knownService, meshEventsRoute, type MeshEvents } from './signals/index.js';
+import { dashboardRoutes } from './dashboard.js';
 
 export interface ControlPlaneOptions {
   /** Directory of the embedded store; null keeps everything in memory. */
@@ -35,6 +37,10 @@ export interface ControlPlaneOptions {
   clock?: Clock;
   /** More routes on the HTTP API (what `skein up` adds: the mesh runtime's /v1/mesh). */
   routes?: (app: FastifyInstance) => void;
+  /** How often the proxies' /stats are scraped for the golden signals. Default 2 s. */
+  scrapeIntervalMs?: number;
+  /** The built dashboard (a directory with index.html). Default: dashboard/dist of the package. */
+  dashboardRoot?: string;
 }
 
 export interface ControlPlane {
@@ -43,6 +49,8 @@ export interface ControlPlane {
   readonly registry: Registry;
   /** The proxies that announced themselves. */
   readonly proxies: ProxyDirectory;
+  /** The mesh event feed (GET /v1/events, the dashboard): health, ejections, breakers, scaling. */
+  readonly events: MeshEvents;
   readonly url: string;
   close(): Promise<void>;
 }
@@ -105,13 +113,25 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const proxies = new ProxyDirectory(clock);
   metrics.observeProxies(proxies);
   proxyRoutes(app, proxies, () => formatHostPort(httpAddr.host, httpAddr.port));
-  tapRoutes(app, { proxies, knownService: (s) => registry.hasService(s) });
+  const signals = createSignals({
+    registry,
+    proxies: () => proxies.list(),
+    clock,
+    logger: logger.child({ component: 'signals' }),
+    ...(opts.scrapeIntervalMs === undefined ? {} : { intervalMs: opts.scrapeIntervalMs }),
+  });
+  metrics.observeSignals(signals.scraper, signals.events);
+  signals.routes(app);
+  meshEventsRoute(app, { registry, store: signals.store, events: signals.events });
+  tapRoutes(app, { proxies, knownService: (s) => knownService({ registry, store: signals.store }, s) });
+  dashboardRoutes(app, opts.dashboardRoot === undefined ? {} : { root: opts.dashboardRoot });
   opts.routes?.(app);
   let httpAddr: HostPort = opts.http;
   let closed = false;
   const close = async () => {
     if (closed) return;
     closed = true;
+    signals.stop();
     health.stop();
     publisher.close();
     await app.close();
@@ -145,10 +165,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     }
   }
   health.start();
+  signals.start();
   fatal = (e) => {
     logger.fatal({ err: e }, 'store write failed: stopping (nothing unacknowledged was lost; restart to recover)');
     void close().finally(() => process.exit(1));
   };
   const url = `http://${formatHostPort(httpAddr.host, httpAddr.port)}`;
-  return { http: httpAddr, dns: dnsAddr, registry, proxies, url, close };
+  return { http: httpAddr, dns: dnsAddr, registry, proxies, events: signals.events, url, close };
 }

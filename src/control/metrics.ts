@@ -70,6 +70,32 @@ export class ControlMetrics {
     new Gauge({ name: 'skein_proxies_known', help: 'Proxies that announced themselves and renewed within the TTL.', registers: [this.registry], collect() { this.set(proxies.size); } });
   }
 
+  observeSignals(scraper: { readonly counters: { ok: number; failed: number; rounds: number; skippedRounds: number } }, events: { readonly total: number; readonly subscriberCount: number }): void {
+    new Counter({
+      name: 'skein_signals_scrapes_total',
+      help: 'Scrapes of proxies\' /stats for the golden signals, by result (ok, failed).',
+      labelNames: ['result'],
+      registers: [this.registry],
+      collect() {
+        const c = scraper.counters;
+        this.reset();
+        this.inc({ result: 'ok' }, c.ok);
+        this.inc({ result: 'failed' }, c.failed);
+      },
+    });
+    new Counter({
+      name: 'skein_signals_rounds_skipped_total',
+      help: 'Scrape rounds skipped because the previous round was still running.',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(scraper.counters.skippedRounds);
+      },
+    });
+    new Counter({ name: 'skein_mesh_events_total', help: 'Mesh events added to the event feed (health, ejections, breakers, scaling, proxies).', registers: [this.registry], collect() { this.reset(); this.inc(events.total); } });
+    new Gauge({ name: 'skein_signals_stream_subscribers', help: 'Open event-feed subscriptions (dashboard streams).', registers: [this.registry], collect() { this.set(events.subscriberCount); } });
+  }
+
   checkResult(check: HealthCheck, ok: boolean): void {
     this.healthChecks.inc({ type: check.type, result: ok ? 'pass' : 'fail' });
   }

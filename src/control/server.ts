@@ -316,24 +316,7 @@ export function createApiServer(deps: ApiDeps): FastifyInstance {
     return { instance: wireInstance(rec), ttlRemainingMs: health.ttlRemaining(service, id) ?? null };
   });
 
-  // ---- events ----
-  app.get('/v1/events', async (req) => {
-    const q = query(req, ['service', 'limit']);
-    const service = q['service'] === undefined ? undefined : serviceParam(q['service']);
-    let limit = 100;
-    if (q['limit'] !== undefined) {
-      if (!/^\d{1,5}$/.test(q['limit']) || Number(q['limit']) < 1 || Number(q['limit']) > 1000) {
-        throw new SkeinError('SKEIN_E_BAD_QUERY', 'query parameter "limit" must be an integer from 1 to 1000', { field: 'limit' });
-      }
-      limit = Number(q['limit']);
-    }
-    if (service !== undefined && !registry.hasService(service)) throw new SkeinError('SKEIN_E_UNKNOWN_SERVICE', `service "${service}" is not registered`, { field: 'service' });
-    const opts: { service?: string; limit: number } = { limit };
-    if (service !== undefined) opts.service = service;
-    return {
-      events: registry.recentHealthEvents(opts).map((e) => ({ ...e, time: new Date(e.time).toISOString() })),
-    };
-  });
+  // ---- events: GET /v1/events is the mesh event feed (signals/routes.ts, meshEventsRoute) ----
 
   // ---- watch ----
   app.get('/v1/watch', (req, reply) => {

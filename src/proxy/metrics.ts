@@ -74,7 +74,16 @@ class ListenerStats implements ListenerMetrics {
     readonly direction: Direction,
   ) {}
 
+  /** The series of the last request, and what it was found by (the same strings, usually). */
+  private last: SeriesStats | null = null;
+  private lastBy: [string | null, string | null, string | null, string | null] = [null, null, null, null];
+
   record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number): void {
+    const by = this.lastBy;
+    if (this.last !== null && by[0] === source && by[1] === service && by[2] === route && by[3] === instance) {
+      this.last.record(status, failed, seconds, requestBytes, responseBytes);
+      return;
+    }
     const src = source === null ? 'unknown' : this.source(source);
     const key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000${instance ?? ''}`;
     let s = this.byKey.get(key);
@@ -84,6 +93,8 @@ class ListenerStats implements ListenerMetrics {
       this.all.push(s);
     }
     s.record(status, failed, seconds, requestBytes, responseBytes);
+    this.last = s;
+    this.lastBy = [source, service, route, instance];
   }
 
   /** A caller's name as a label value: a service name, at most MAX_SOURCES of them. */

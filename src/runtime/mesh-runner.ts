@@ -33,6 +33,8 @@ export interface MeshRunnerOptions {
   readonly say?: (line: string) => void;
   /** How long to wait for each service to be ready before starting its dependents. Default: its readiness deadline x 3. */
   readonly startTimeoutMs?: number;
+  /** Scaling and replica lifecycle for the mesh event feed (type "scale"). */
+  readonly onMeshEvent?: (e: { time: number; type: 'scale'; service: string; id: string | null; message: string; [field: string]: unknown }) => void;
 }
 
 export interface ServiceStatus {
@@ -152,7 +154,29 @@ export class MeshRunner {
     sup.start(svc.replicas);
   }
 
+  private meshEvent(service: string, id: string | null, message: string, fields: Record<string, unknown>): void {
+    try {
+      this.o.onMeshEvent?.({ time: Date.now(), type: 'scale', service, id, message, ...fields });
+    } catch {
+      /* the feed's trouble is not the runtime's */
+    }
+  }
+
   private event(e: SupervisorEvent): void {
+    const service = e.service;
+    switch (e.type) {
+      case 'exited':
+        if (!e.expected) this.meshEvent(service, e.id, `${e.id} exited unexpectedly (${e.error ?? (e.signal !== null ? `signal ${e.signal}` : `code ${e.code}`)})`, { change: 'crash' });
+        break;
+      case 'restarting':
+        this.meshEvent(service, e.id, `${e.id} restarting (restart ${e.attempt})`, { change: 'restart', attempt: e.attempt });
+        break;
+      case 'failed':
+        this.meshEvent(service, e.id, `${e.id} gave up after ${e.restarts} restarts`, { change: 'failed', restarts: e.restarts });
+        break;
+      default:
+        break;
+    }
     switch (e.type) {
       case 'ready':
         this.say(`${e.id} ready (pid ${e.pid}, port ${e.port})`);
@@ -203,6 +227,8 @@ export class MeshRunner {
       throw new SkeinError('SKEIN_E_VALIDATION', `replicas must be an integer from 0 to 100, got ${JSON.stringify(replicas)}`, { field: 'replicas' });
     }
     this.say(`scaling ${service} to ${replicas}`);
+    const from = r.sup.list().length;
+    this.meshEvent(service, null, `${service} scaled from ${from} to ${replicas} replicas`, { change: 'replicas', from, to: replicas });
     await r.sup.scale(replicas);
   }
 

@@ -54,10 +54,13 @@ export interface ListenerContext {
 }
 
 /** Keeps a trace context header of the request for the hop's span. */
+/** A second value of a single-valued trace header is joined with ",", which no parser accepts: a request with two traceparents starts a new trace. */
+const join2 = (a: string | undefined, b: string) => (a === undefined ? b : `${a},${b}`);
+
 function traceHeader(t: TraceHeaders, h: H, value: string): void {
-  if (h === H.Traceparent) t.traceparent = value;
-  else if (h === H.Tracestate) t.tracestate = t.tracestate === undefined ? value : `${t.tracestate},${value}`;
-  else if (h === H.B3) t.b3 = value;
+  if (h === H.Traceparent) t.traceparent = join2(t.traceparent, value);
+  else if (h === H.Tracestate) t.tracestate = join2(t.tracestate, value);
+  else if (h === H.B3) t.b3 = join2(t.b3, value);
   else if (h === H.XB3TraceId) t.xB3TraceId = value;
   else if (h === H.XB3SpanId) t.xB3SpanId = value;
   else if (h === H.XB3ParentSpanId) t.xB3ParentSpanId = value;

@@ -1,0 +1,669 @@
+/**
+ * The golden signals' memory: the control plane's scraper hands every proxy's `GET /stats`
+ * snapshot (cumulative counters since the proxy started, contract A) to a SignalStore, which turns
+ * it into the traffic of one scrape interval (the delta from the proxy's previous snapshot) and
+ * adds that to a time slot. The slots form a ring covering 15 minutes, so the windows 10s, 1m, 5m
+ * and 15m are sums over the last few slots, and a chart is one point per slot.
+ *
+ * Aggregates are kept by
+ *   - service  (per direction: a service's own numbers come from its inbound series, falling back
+ *              to the outbound series naming it when it has no inbound traffic in the window),
+ *   - instance (per direction and service),
+ *   - edge     (source -> service: from outbound series; inbound series with a known source are a
+ *              fallback for pairs no outbound series reports, e.g. a proxyless caller; inbound
+ *              series from source "unknown" never make edges),
+ *   - route    (service, route, direction).
+ *
+ * Restarts: a proxy with a new `proxy.startedAt`, or any counter lower than in its previous
+ * snapshot, has restarted, and its whole snapshot counts as new traffic. The first snapshot of a
+ * proxy the store has not seen counts fully only when the proxy started less than one scrape
+ * interval before it (`at - startedAt`, both read on the proxy's clock); otherwise it only sets
+ * the baseline, since we cannot tell when its counters grew.
+ *
+ * Bounds: series keys (one per service, instance, edge and route and direction) with no traffic
+ * for 15 minutes are dropped; at most `maxKeys` of them exist at once (new ones past the cap are
+ * refused and counted); a proxy not heard from for 15 minutes is forgotten.
+ */
+import { systemClock, type Clock } from '../../core/clock.js';
+import { SkeinError } from '../../core/errors.js';
+
+// ---------------------------------------------------------------------------------------------
+// Windows
+// ---------------------------------------------------------------------------------------------
+
+export const WINDOWS = ['10s', '1m', '5m', '15m'] as const;
+export type SignalWindow = (typeof WINDOWS)[number];
+export const WINDOW_MS: Readonly<Record<SignalWindow, number>> = Object.freeze({ '10s': 10_000, '1m': 60_000, '5m': 300_000, '15m': 900_000 });
+export const DEFAULT_WINDOW: SignalWindow = '1m';
+/** How long slots, idle keys and silent proxies are kept: the longest window. */
+export const RETENTION_MS = 15 * 60_000;
+export const DEFAULT_INTERVAL_MS = 2000;
+export const DEFAULT_MAX_KEYS = 10_000;
+
+export function isWindow(v: unknown): v is SignalWindow {
+  return typeof v === 'string' && (WINDOWS as readonly string[]).includes(v);
+}
+
+/** The `window` query parameter: absent means 1m; anything but 10s, 1m, 5m, 15m is a 400 naming them. */
+export function parseWindow(v: string | undefined): SignalWindow {
+  if (v === undefined) return DEFAULT_WINDOW;
+  if (isWindow(v)) return v;
+  throw new SkeinError('SKEIN_E_BAD_QUERY', `query parameter "window" must be one of ${WINDOWS.join(', ')} (got "${v.slice(0, 40)}")`, { field: 'window' });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy's snapshot (contract A)
+// ---------------------------------------------------------------------------------------------
+
+export type Direction = 'inbound' | 'outbound';
+
+export interface StatsSeries {
+  readonly direction: Direction;
+  readonly workload: string;
+  readonly source: string;
+  readonly service: string;
+  readonly route: string;
+  readonly instance: string;
+  readonly requests: number;
+  readonly failures: number;
+  readonly statuses?: Readonly<Record<string, number>>;
+  readonly latency: { readonly counts: readonly number[]; readonly sum: number };
+  readonly requestBytes: number;
+  readonly responseBytes: number;
+}
+
+export interface StatsEvent {
+  readonly seq: number;
+  readonly time: number;
+  readonly type: string;
+  readonly service: string;
+  readonly instance: string;
+  readonly detail: string;
+}
+
+export interface StatsSnapshot {
+  readonly proxy: { readonly id: string; readonly startedAt: number };
+  readonly at: number;
+  /** Upper bounds of the latency buckets in seconds; counts have one more entry (+Inf). */
+  readonly bounds: readonly number[];
+  readonly series: readonly StatsSeries[];
+  readonly events: readonly StatsEvent[];
+  readonly eventSeq: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------------------------
+
+export interface Latency {
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+}
+
+/** The golden signals of one thing over one window. */
+export interface Signals {
+  /** Requests per second over the time the window covers. */
+  rps: number;
+  /** Fraction 0..1 of requests that did not fail; null without requests. */
+  successRate: number | null;
+  /** Milliseconds, interpolated within buckets like PromQL's histogram_quantile; null without requests. */
+  latencyMs: Latency;
+  requests: number;
+  failures: number;
+  requestBytes: number;
+  responseBytes: number;
+}
+
+export interface ServiceWindow extends Signals {
+  service: string;
+  /** Whose series the numbers come from (null: no traffic in the window either way). */
+  via: Direction | null;
+  /** Instances seen in the traffic of `via` (those of inbound series when neither had traffic). */
+  instances: Array<Signals & { id: string }>;
+}
+
+export interface EdgeWindow extends Signals {
+  source: string;
+  destination: string;
+  via: Direction;
+}
+
+export interface RouteWindow extends Signals {
+  service: string;
+  route: string;
+  direction: Direction;
+}
+
+export interface WindowView {
+  window: SignalWindow;
+  /** When the view was computed (the store's clock). */
+  time: number;
+  /** The time the rates are divided by: the window, or less while less data has been kept. */
+  coveredMs: number;
+  services: ServiceWindow[];
+  edges: EdgeWindow[];
+  routes: RouteWindow[];
+  /** Every service's numbers (as chosen for `services`) summed. */
+  mesh: Signals;
+}
+
+export interface SeriesPoint {
+  /** The time of the scrape round that filled the slot (ms since the epoch). */
+  time: number;
+  rps: number;
+  successRate: number | null;
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+}
+
+export interface SeriesView {
+  service: string | null;
+  window: SignalWindow;
+  stepMs: number;
+  points: SeriesPoint[];
+}
+
+export interface IngestResult {
+  /** How the snapshot was taken: first sight of a long-running proxy, a normal delta, or all new (new or restarted proxy). */
+  mode: 'baseline' | 'delta' | 'full';
+  /** A proxy seen before came back with new counters. */
+  restarted: boolean;
+  /** Requests added to the slot. */
+  requests: number;
+}
+
+export interface StoreStats {
+  keys: number;
+  proxies: number;
+  /** Deltas of new keys refused because `maxKeys` keys existed. */
+  droppedKeys: number;
+  /** Requests in those refused deltas. */
+  droppedRequests: number;
+  /** Keys dropped after 15 minutes without traffic. */
+  expiredKeys: number;
+  restarts: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Histogram math
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The q-quantile of a histogram, as PromQL's histogram_quantile: `counts` per bucket (not
+ * cumulative), `bounds` the finite upper bounds (counts has one more entry: +Inf). Linear
+ * interpolation within the bucket the rank falls in; the lowest bucket starts at 0; a rank in the
+ * +Inf bucket returns the highest finite bound. null when there are no observations.
+ */
+export function histogramQuantile(q: number, bounds: readonly number[], counts: readonly number[]): number | null {
+  let total = 0;
+  for (const c of counts) total += c;
+  if (!(total > 0) || bounds.length === 0) return null;
+  const rank = q * total;
+  let cum = 0;
+  for (let i = 0; i < bounds.length; i++) {
+    const c = counts[i] ?? 0;
+    if (cum + c >= rank) {
+      const upper = bounds[i]!;
+      if (i === 0 && upper <= 0) return upper;
+      const lower = i === 0 ? 0 : bounds[i - 1]!;
+      if (c === 0) return lower;
+      return lower + (upper - lower) * ((rank - cum) / c);
+    }
+    cum += c;
+  }
+  return bounds[bounds.length - 1]!;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store
+// ---------------------------------------------------------------------------------------------
+
+interface Agg {
+  requests: number;
+  failures: number;
+  counts: number[];
+  latencySum: number;
+  requestBytes: number;
+  responseBytes: number;
+}
+
+interface Slot {
+  no: number;
+  entries: Map<string, Agg>;
+}
+
+interface Counters {
+  requests: number;
+  failures: number;
+  counts: readonly number[];
+  latencySum: number;
+  requestBytes: number;
+  responseBytes: number;
+}
+
+interface ProxyState {
+  startedAt: number;
+  lastIngest: number;
+  series: Map<string, Counters>;
+}
+
+type Dim = 'svc' | 'inst' | 'edge' | 'route';
+const SEP = '\u0000';
+const key = (dim: Dim, dir: Direction, a: string, b: string) => `${dim}${SEP}${dir}${SEP}${a}${SEP}${b}`;
+function parseKey(k: string): { dim: Dim; dir: Direction; a: string; b: string } {
+  const [dim, dir, a, b] = k.split(SEP) as [Dim, Direction, string, string];
+  return { dim, dir, a, b };
+}
+const seriesKey = (s: StatsSeries) => [s.direction, s.workload, s.source, s.service, s.route, s.instance].join(SEP);
+
+const QUANTILES = [0.5, 0.95, 0.99] as const;
+
+function emptyAgg(buckets: number): Agg {
+  return { requests: 0, failures: 0, counts: new Array<number>(buckets).fill(0), latencySum: 0, requestBytes: 0, responseBytes: 0 };
+}
+
+function addInto(into: Agg, d: Agg): void {
+  into.requests += d.requests;
+  into.failures += d.failures;
+  into.latencySum += d.latencySum;
+  into.requestBytes += d.requestBytes;
+  into.responseBytes += d.responseBytes;
+  for (let i = 0; i < d.counts.length; i++) into.counts[i] = (into.counts[i] ?? 0) + (d.counts[i] ?? 0);
+}
+
+const round3 = (v: number) => Math.round(v * 1000) / 1000;
+
+export interface SignalStoreOptions {
+  clock?: Clock;
+  /** The scrape interval: one slot per interval. Default 2 s. */
+  intervalMs?: number;
+  /** At most this many series keys at once. Default 10,000. */
+  maxKeys?: number;
+}
+
+export class SignalStore {
+  readonly intervalMs: number;
+  private readonly clock: Clock;
+  private readonly maxKeys: number;
+  private readonly ring: Slot[];
+  /** Slot numbers count intervals from `origin`, set half an interval before the first ingest so
+   * scrape rounds land mid-slot and timer jitter does not push two rounds into one slot. */
+  private origin: number | null = null;
+  private firstSlot = 0;
+  private lastSlot = 0;
+  /** Live keys and when each last had traffic. */
+  private readonly keys = new Map<string, number>();
+  /** How many live `svc` keys each service has (the services "seen in the signals"). */
+  private readonly serviceRefs = new Map<string, number>();
+  private readonly proxies = new Map<string, ProxyState>();
+  private bounds: readonly number[] | null = null;
+  private readonly bucketMaps = new Map<string, number[] | null>();
+  private lastMaintain = Number.NEGATIVE_INFINITY;
+  private counters = { droppedKeys: 0, droppedRequests: 0, expiredKeys: 0, restarts: 0 };
+
+  constructor(opts: SignalStoreOptions = {}) {
+    this.clock = opts.clock ?? systemClock;
+    this.intervalMs = Math.max(1, Math.round(opts.intervalMs ?? DEFAULT_INTERVAL_MS));
+    this.maxKeys = Math.max(1, opts.maxKeys ?? DEFAULT_MAX_KEYS);
+    const slots = Math.ceil(RETENTION_MS / this.intervalMs) + 2;
+    this.ring = Array.from({ length: slots }, () => ({ no: Number.NEGATIVE_INFINITY, entries: new Map<string, Agg>() }));
+  }
+
+  get stats(): StoreStats {
+    return { keys: this.keys.size, proxies: this.proxies.size, ...this.counters };
+  }
+
+  /** The latency bucket bounds in use (seconds), from the first snapshot; null before it. */
+  get latencyBounds(): readonly number[] | null {
+    return this.bounds;
+  }
+
+  /** Services with live keys (traffic in the last 15 minutes), sorted. */
+  seenServices(): string[] {
+    this.maintain(this.clock.now());
+    return [...this.serviceRefs.keys()].sort();
+  }
+
+  hasService(name: string): boolean {
+    this.maintain(this.clock.now());
+    return this.serviceRefs.has(name);
+  }
+
+  /** Forgets a proxy's baseline: its next snapshot is treated as the first. */
+  forgetProxy(id: string): boolean {
+    return this.proxies.delete(id);
+  }
+
+  /**
+   * Takes one proxy's snapshot: the traffic since its previous one goes into the slot of `at`
+   * (default now; the scraper passes the start of its round so a round fills one slot).
+   */
+  ingest(snap: StatsSnapshot, at: number = this.clock.now()): IngestResult {
+    if (this.origin === null) {
+      this.origin = at - this.intervalMs / 2;
+      this.firstSlot = this.slotNo(at);
+      this.lastSlot = this.firstSlot;
+    }
+    this.maintain(at);
+    if (this.bounds === null) this.bounds = [...snap.bounds];
+    const map = this.bucketMap(snap.bounds);
+    const id = snap.proxy.id;
+    const prev = this.proxies.get(id);
+    let mode: IngestResult['mode'];
+    let restarted = false;
+    if (prev === undefined) {
+      mode = snap.at - snap.proxy.startedAt < this.intervalMs ? 'full' : 'baseline';
+    } else if (prev.startedAt !== snap.proxy.startedAt || wentDown(prev.series, snap.series)) {
+      mode = 'full';
+      restarted = true;
+      this.counters.restarts++;
+    } else mode = 'delta';
+
+    const series = new Map<string, Counters>();
+    const no = this.slotNo(at);
+    const slot = this.slotFor(no);
+    if (no > this.lastSlot) this.lastSlot = no;
+    let requests = 0;
+    for (const s of snap.series) {
+      const k = seriesKey(s);
+      const cur: Counters = { requests: s.requests, failures: s.failures, counts: s.latency.counts, latencySum: s.latency.sum, requestBytes: s.requestBytes, responseBytes: s.responseBytes };
+      series.set(k, cur);
+      if (mode === 'baseline' || slot === null) continue;
+      const before = mode === 'delta' ? prev?.series.get(k) : undefined;
+      const d = this.delta(cur, before, map);
+      if (d.requests === 0 && d.requestBytes === 0 && d.responseBytes === 0) continue;
+      requests += d.requests;
+      this.record(slot, s, d, at);
+    }
+    this.proxies.set(id, { startedAt: snap.proxy.startedAt, lastIngest: at, series });
+    return { mode, restarted, requests };
+  }
+
+  /** The signals of every service, instance, edge and route over one window. */
+  window(w: SignalWindow): WindowView {
+    const now = this.clock.now();
+    this.maintain(now);
+    const { slots, coveredMs } = this.range(w, now);
+    const sums = new Map<string, Agg>();
+    const nb = this.bucketCount();
+    for (const s of slots) {
+      for (const [k, a] of s.entries) {
+        let into = sums.get(k);
+        if (into === undefined) sums.set(k, (into = emptyAgg(nb)));
+        addInto(into, a);
+      }
+    }
+    const zero = emptyAgg(nb);
+    const all = new Set<string>([...this.keys.keys(), ...sums.keys()]);
+    const svc = new Map<string, { in: Agg; out: Agg }>();
+    const inst = new Map<string, Map<Direction, Map<string, Agg>>>();
+    const edges = new Map<string, { source: string; destination: string; out: Agg | null; in: Agg | null }>();
+    const routes: RouteWindow[] = [];
+    const sig = (a: Agg) => this.signals(a, coveredMs);
+    for (const k of all) {
+      const { dim, dir, a, b } = parseKey(k);
+      const agg = sums.get(k) ?? zero;
+      if (dim === 'svc') {
+        let e = svc.get(a);
+        if (e === undefined) svc.set(a, (e = { in: zero, out: zero }));
+        if (dir === 'inbound') e.in = agg;
+        else e.out = agg;
+      } else if (dim === 'inst') {
+        let byDir = inst.get(a);
+        if (byDir === undefined) inst.set(a, (byDir = new Map()));
+        let m = byDir.get(dir);
+        if (m === undefined) byDir.set(dir, (m = new Map()));
+        m.set(b, agg);
+      } else if (dim === 'edge') {
+        const ek = `${a}${SEP}${b}`;
+        let e = edges.get(ek);
+        if (e === undefined) edges.set(ek, (e = { source: a, destination: b, out: null, in: null }));
+        if (dir === 'outbound') e.out = agg;
+        else e.in = agg;
+      } else {
+        routes.push({ service: a, route: b, direction: dir, ...sig(agg) });
+      }
+    }
+    const mesh = emptyAgg(nb);
+    const services: ServiceWindow[] = [];
+    for (const [name, e] of svc) {
+      const via: Direction | null = e.in.requests > 0 ? 'inbound' : e.out.requests > 0 ? 'outbound' : null;
+      const chosen = via === 'outbound' ? e.out : e.in;
+      addInto(mesh, chosen);
+      const instances = [...(inst.get(name)?.get(via ?? 'inbound') ?? new Map<string, Agg>())]
+        .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))
+        .map(([id, a]) => ({ id, ...sig(a) }));
+      services.push({ service: name, via, ...sig(chosen), instances });
+    }
+    services.sort((x, y) => cmp(x.service, y.service));
+    const edgeList: EdgeWindow[] = [];
+    for (const e of edges.values()) {
+      // The caller's outbound view when there is one; inbound (a known caller without an outbound
+      // series for this pair, e.g. a proxyless client) only when that has traffic and outbound has none.
+      const useIn = e.out === null || (e.out.requests === 0 && e.in !== null && e.in.requests > 0);
+      const a = (useIn ? e.in : e.out) ?? zero;
+      edgeList.push({ source: e.source, destination: e.destination, via: useIn ? 'inbound' : 'outbound', ...sig(a) });
+    }
+    edgeList.sort((x, y) => cmp(x.source, y.source) || cmp(x.destination, y.destination));
+    routes.sort((x, y) => cmp(x.service, y.service) || cmp(x.route, y.route) || cmp(x.direction, y.direction));
+    return { window: w, time: now, coveredMs, services, edges: edgeList, routes, mesh: sig(mesh) };
+  }
+
+  /**
+   * One point per slot of the window (from the first scrape on) for one service, or for the
+   * whole mesh (every service summed) when `service` is null. A service's direction (inbound, or
+   * outbound as the fallback) is chosen once for the window, as in `window()`.
+   */
+  series(w: SignalWindow, service: string | null = null): SeriesView {
+    const now = this.clock.now();
+    this.maintain(now);
+    const { slots, nos } = this.range(w, now);
+    // The direction each service is read from, over the whole window.
+    const inCount = new Map<string, number>();
+    const outCount = new Map<string, number>();
+    for (const s of slots) {
+      for (const [k, a] of s.entries) {
+        if (!k.startsWith(`svc${SEP}`)) continue;
+        const { dir, a: name } = parseKey(k);
+        if (service !== null && name !== service) continue;
+        const m = dir === 'inbound' ? inCount : outCount;
+        m.set(name, (m.get(name) ?? 0) + a.requests);
+      }
+    }
+    const wanted = new Set<string>();
+    for (const [name, n] of inCount) if (n > 0) wanted.add(key('svc', 'inbound', name, ''));
+    for (const [name, n] of outCount) if (n > 0 && !((inCount.get(name) ?? 0) > 0)) wanted.add(key('svc', 'outbound', name, ''));
+    const nb = this.bucketCount();
+    const stepS = this.intervalMs / 1000;
+    const points: SeriesPoint[] = [];
+    const origin = this.origin ?? now;
+    for (let i = 0; i < nos.length; i++) {
+      const no = nos[i]!;
+      const slot = this.ring[this.idx(no)]!;
+      const sum = emptyAgg(nb);
+      if (slot.no === no) for (const k of wanted) {
+        const a = slot.entries.get(k);
+        if (a !== undefined) addInto(sum, a);
+      }
+      const l = this.latency(sum);
+      points.push({
+        time: Math.round(origin + no * this.intervalMs + this.intervalMs / 2),
+        rps: round3(sum.requests / stepS),
+        successRate: sum.requests > 0 ? (sum.requests - sum.failures) / sum.requests : null,
+        p50: l.p50,
+        p95: l.p95,
+        p99: l.p99,
+      });
+    }
+    return { service, window: w, stepMs: this.intervalMs, points };
+  }
+
+  // ---- internals ----
+
+  private slotNo(t: number): number {
+    return Math.floor((t - (this.origin ?? t)) / this.intervalMs);
+  }
+
+  private idx(no: number): number {
+    const n = this.ring.length;
+    return ((no % n) + n) % n;
+  }
+
+  /** The slot for slot number `no`, cleared if it held older data; null if `no` is too old to keep. */
+  private slotFor(no: number): Slot | null {
+    const slot = this.ring[this.idx(no)]!;
+    if (slot.no === no) return slot;
+    if (slot.no > no) return null;
+    slot.no = no;
+    slot.entries.clear();
+    return slot;
+  }
+
+  /**
+   * The slots of a window, ending with the last complete scrape round: the slot of the latest
+   * ingest, or the one before the current slot when scrapes stopped coming (so rates decay).
+   */
+  private range(w: SignalWindow, now: number): { slots: Slot[]; nos: number[]; coveredMs: number } {
+    const k = Math.max(1, Math.ceil(WINDOW_MS[w] / this.intervalMs));
+    if (this.origin === null) return { slots: [], nos: [], coveredMs: k * this.intervalMs };
+    const end = Math.max(this.lastSlot, this.slotNo(now) - 1);
+    const start = Math.max(end - k + 1, this.firstSlot);
+    const slots: Slot[] = [];
+    const nos: number[] = [];
+    for (let no = start; no <= end; no++) {
+      nos.push(no);
+      const s = this.ring[this.idx(no)]!;
+      if (s.no === no) slots.push(s);
+    }
+    // The first slot holds the baselines, so data covers (end - firstSlot) intervals.
+    const covered = Math.max(1, Math.min(k, end - this.firstSlot));
+    return { slots, nos, coveredMs: covered * this.intervalMs };
+  }
+
+  private bucketCount(): number {
+    return (this.bounds?.length ?? 0) + 1;
+  }
+
+  /** Maps a snapshot's bucket index onto ours when its bounds differ (each bucket goes to the first of ours whose bound is at least its own). */
+  private bucketMap(bounds: readonly number[]): number[] | null {
+    const mine = this.bounds as readonly number[];
+    const sig = bounds.join(',');
+    if (this.bucketMaps.has(sig)) return this.bucketMaps.get(sig) ?? null;
+    let map: number[] | null = null;
+    if (sig !== mine.join(',')) {
+      map = [...bounds, Number.POSITIVE_INFINITY].map((ub) => {
+        const j = mine.findIndex((b) => b >= ub);
+        return j < 0 ? mine.length : j;
+      });
+    }
+    if (this.bucketMaps.size < 16) this.bucketMaps.set(sig, map);
+    return map;
+  }
+
+  private delta(cur: Counters, before: Counters | undefined, map: number[] | null): Agg {
+    const d = emptyAgg(this.bucketCount());
+    d.requests = cur.requests - (before?.requests ?? 0);
+    d.failures = cur.failures - (before?.failures ?? 0);
+    d.latencySum = Math.max(0, cur.latencySum - (before?.latencySum ?? 0));
+    d.requestBytes = cur.requestBytes - (before?.requestBytes ?? 0);
+    d.responseBytes = cur.responseBytes - (before?.responseBytes ?? 0);
+    for (let i = 0; i < cur.counts.length; i++) {
+      const v = (cur.counts[i] ?? 0) - (before?.counts[i] ?? 0);
+      if (v === 0) continue;
+      const j = map === null ? i : (map[i] ?? d.counts.length - 1);
+      d.counts[j] = (d.counts[j] ?? 0) + v;
+    }
+    return d;
+  }
+
+  private record(slot: Slot, s: StatsSeries, d: Agg, at: number): void {
+    const dir = s.direction;
+    const keys = [key('svc', dir, s.service, ''), key('route', dir, s.service, s.route)];
+    const instance = dir === 'inbound' ? s.instance || s.workload : s.instance;
+    if (instance !== '') keys.push(key('inst', dir, s.service, instance));
+    if (dir === 'outbound' || (s.source !== 'unknown' && s.source !== '')) keys.push(key('edge', dir, s.source, s.service));
+    for (const k of keys) {
+      if (!this.touch(k, at)) {
+        this.counters.droppedKeys++;
+        this.counters.droppedRequests += d.requests;
+        continue;
+      }
+      let a = slot.entries.get(k);
+      if (a === undefined) slot.entries.set(k, (a = emptyAgg(d.counts.length)));
+      addInto(a, d);
+    }
+  }
+
+  private touch(k: string, at: number): boolean {
+    const last = this.keys.get(k);
+    if (last !== undefined) {
+      if (at > last) this.keys.set(k, at);
+      return true;
+    }
+    if (this.keys.size >= this.maxKeys) return false;
+    this.keys.set(k, at);
+    if (k.startsWith(`svc${SEP}`)) {
+      const name = parseKey(k).a;
+      this.serviceRefs.set(name, (this.serviceRefs.get(name) ?? 0) + 1);
+    }
+    return true;
+  }
+
+  /** Drops keys idle for 15 minutes and proxies silent as long (at most once per interval). */
+  private maintain(now: number): void {
+    if (now - this.lastMaintain < this.intervalMs) return;
+    this.lastMaintain = now;
+    const oldest = now - RETENTION_MS;
+    for (const [k, last] of this.keys) {
+      if (last >= oldest) continue;
+      this.keys.delete(k);
+      this.counters.expiredKeys++;
+      if (k.startsWith(`svc${SEP}`)) {
+        const name = parseKey(k).a;
+        const n = (this.serviceRefs.get(name) ?? 1) - 1;
+        if (n <= 0) this.serviceRefs.delete(name);
+        else this.serviceRefs.set(name, n);
+      }
+    }
+    for (const [id, p] of this.proxies) if (p.lastIngest < oldest) this.proxies.delete(id);
+  }
+
+  private latency(a: Agg): Latency {
+    const bounds = this.bounds;
+    if (bounds === null || a.requests <= 0) return { p50: null, p95: null, p99: null };
+    const [p50, p95, p99] = QUANTILES.map((q) => {
+      const v = histogramQuantile(q, bounds, a.counts);
+      return v === null ? null : round3(v * 1000);
+    }) as [number | null, number | null, number | null];
+    return { p50, p95, p99 };
+  }
+
+  private signals(a: Agg, coveredMs: number): Signals {
+    return {
+      rps: round3(a.requests / (coveredMs / 1000)),
+      successRate: a.requests > 0 ? (a.requests - a.failures) / a.requests : null,
+      latencyMs: this.latency(a),
+      requests: a.requests,
+      failures: a.failures,
+      requestBytes: a.requestBytes,
+      responseBytes: a.responseBytes,
+    };
+  }
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Any counter of any series lower than before: the proxy restarted (or reset its counters). */
+function wentDown(prev: Map<string, Counters>, series: readonly StatsSeries[]): boolean {
+  for (const s of series) {
+    const p = prev.get(seriesKey(s));
+    if (p === undefined) continue;
+    if (s.requests < p.requests || s.failures < p.failures || s.requestBytes < p.requestBytes || s.responseBytes < p.responseBytes) return true;
+    for (let i = 0; i < s.latency.counts.length; i++) if ((s.latency.counts[i] ?? 0) < (p.counts[i] ?? 0)) return true;
+  }
+  return false;
+}
