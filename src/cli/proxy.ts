@@ -10,7 +10,7 @@ import { PROXY_ID } from '../api/names.js';
 import { Announcer } from '../proxy/announce.js';
 
 /** --trace-sample: a number from 0 to 1. */
-function ratioFlag(flag: string): (v: string) => number {
+export function ratioFlag(flag: string): (v: string) => number {
   return (v) => {
     const n = Number(v);
     if (v.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1) throw new SkeinError('SKEIN_E_USAGE', `${flag} must be a number from 0 to 1, got "${v}"`, { field: flag });
@@ -125,14 +125,7 @@ export function proxyCommand(): Command {
         ]);
         const logger = pino({ level: o.logLevel, base: { component: 'proxy' } });
         const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
-        const tracer = traceUrl === null ? null : (await import('../telemetry/trace.js')).createProxyTracer({
-                endpoint: traceUrl,
-                serviceName: 'skein-proxy',
-                sampleRatio: o.traceSample,
-                exportTimeoutMs: 2000,
-                resource: { 'service.instance.id': id },
-                onExportError: exportWarning(logger, traceUrl),
-              });
+        const tracer = traceUrl === null ? null : await startTracer(traceUrl, o.traceSample, id, logger);
         const proxy = new Proxy({
           accessLog,
           id,
@@ -181,6 +174,19 @@ export function proxyCommand(): Command {
         });
       },
     );
+}
+
+/** The proxy's tracer (loaded only when tracing is on): spans per hop and attempt to an OTLP/HTTP collector. */
+export async function startTracer(endpoint: string, sampleRatio: number, id: string, logger: { warn(obj: object, msg: string): void }) {
+  const { createProxyTracer } = await import('../telemetry/trace.js');
+  return createProxyTracer({
+    endpoint,
+    serviceName: 'skein-proxy',
+    sampleRatio,
+    exportTimeoutMs: 2000,
+    resource: { 'service.instance.id': id },
+    onExportError: exportWarning(logger, endpoint),
+  });
 }
 
 /** Export failures as warnings, at most one a minute (a collector that is down fails every batch). */

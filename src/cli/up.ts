@@ -8,7 +8,7 @@ import { Command, Option } from 'commander';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, printJson, readText, table, type OutputFormat } from './common.js';
-import { DEFAULT_ADMIN, DEFAULT_OUTBOUND } from './proxy.js';
+import { DEFAULT_ADMIN, DEFAULT_OUTBOUND, otlpUrl, ratioFlag, startTracer } from './proxy.js';
 import { durationFlag, intFlag } from './flags.js';
 
 export function upCommand(): Command {
@@ -21,9 +21,11 @@ export function upCommand(): Command {
     .option('--outbound <host:port>', 'an outbound listener for callers outside the mesh (curl -x)', DEFAULT_OUTBOUND)
     .option('--admin <host:port>', 'the proxy admin server ("off" disables it, and with it the golden signals and taps)', DEFAULT_ADMIN)
     .option('--access-log <target>', 'the proxy\'s access log: one JSON line per request to "stdout", a file path (appended to), or "off"', 'off')
+    .option('--trace-otlp <url>', 'the proxy exports a span per hop and attempt over OTLP/HTTP to this URL (e.g. http://127.0.0.1:4318/v1/traces); off by default')
+    .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1', ratioFlag('--trace-sample'), 1)
     .option('--scrape-interval <duration>', 'how often the control plane scrapes the proxy for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), 2000)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; scrapeInterval: number; logLevel: string }) => {
+    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -43,6 +45,7 @@ export function upCommand(): Command {
         import('../proxy/access-log.js'),
         import('../proxy/announce.js'),
       ]);
+      const traceUrl = o.traceOtlp === undefined ? null : otlpUrl(o.traceOtlp);
       const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
       const logger = pino({ level: o.logLevel, base: { mesh: mesh.name } }, pino.destination(2));
       const say = (line: string) => process.stdout.write(`[skein] ${line}\n`);
@@ -57,7 +60,8 @@ export function upCommand(): Command {
         scrapeIntervalMs: o.scrapeInterval,
       });
       const proxyId = `skein-up-${process.pid}`;
-      const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
+      const tracer = traceUrl === null ? null : await startTracer(traceUrl, o.traceSample, proxyId, logger);
+      const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, tracer, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
       let announcer: InstanceType<typeof Announcer> | null = null;
       let outboundAt: string | null = null;
@@ -70,6 +74,7 @@ export function upCommand(): Command {
           await announcer?.stop();
           await proxy.stop(1000);
           await adminServer?.close();
+          await tracer?.shutdown();
           await accessLog?.close();
           await cp.close();
           say('stopped');
