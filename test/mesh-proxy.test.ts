@@ -152,8 +152,8 @@ describe('a request crossing two proxies: A outbound -> B inbound -> app', () =>
   let A: ProxyProcess;
   let B: ProxyProcess;
   let aOut: number; // A's outbound port
-  const aLabels = { workload: 'client', direction: 'outbound', service: 'api', instance: 'api-1' };
-  const bLabels = { workload: 'api-1', direction: 'inbound', service: 'api', instance: 'api-1' };
+  const aLabels = { workload: 'client', direction: 'outbound', service: 'api' };
+  const bLabels = { workload: 'api-1', direction: 'inbound', service: 'api' };
 
   before(async () => {
     const dir = await tempDir('skein-mesh-proxy-');

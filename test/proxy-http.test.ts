@@ -1442,7 +1442,7 @@ describe('admin', () => {
   });
 
   test('/metrics counts requests by direction, workload, source, service, route, instance, status and class', async () => {
-    const labels = { workload: 'client', direction: 'outbound', service: 'counted', instance: 'counted-1' };
+    const labels = { workload: 'client', direction: 'outbound', service: 'counted' };
     const errLabels = { direction: 'outbound', code: 'SKEIN_E_UNKNOWN_SERVICE' };
     const m0 = await scrapeMetrics(proxy);
     assert.equal(metricValue(m0, 'skein_proxy_requests_total', labels), undefined, 'service counted has requests before this test');
@@ -1471,7 +1471,7 @@ describe('admin', () => {
     assert.ok((metricValue(m1, 'skein_proxy_request_duration_seconds_sum', labels) ?? 0) > 0);
     assert.equal((metricValue(m1, 'skein_proxy_errors_total', errLabels) ?? 0) - err0, 1);
     assert.match(m1, /^# TYPE skein_proxy_request_duration_seconds histogram$/m);
-    assert.match(m1, /^skein_proxy_requests_total\{direction="outbound",workload="client",source="client",service="counted",route="default",instance="counted-1",status="200",class="success"\} 7$/m);
+    assert.match(m1, /^skein_proxy_requests_total\{direction="outbound",workload="client",source="client",service="counted",route="default",status="200",class="success"\} 7$/m);
     // The request for a service that does not exist: counted with no service, as a failure.
     assert.equal((metricValue(m1, 'skein_proxy_requests_total', noService) ?? 0) - noService0, 1);
     // Request and response body bytes, by the same labels.
@@ -1518,7 +1518,7 @@ describe('admin', () => {
 
 describe('inbound listener', () => {
   test('requests to the inbound port reach the app, with x-forwarded-for', async () => {
-    const labels = { workload: 'app1', direction: 'inbound', service: 'app1', instance: 'app1', status: '200' };
+    const labels = { workload: 'app1', direction: 'inbound', service: 'app1', status: '200' };
     const before = metricValue(await scrapeMetrics(proxy), 'skein_proxy_requests_total', labels) ?? 0;
     const c = await openRaw(inPort);
     try {

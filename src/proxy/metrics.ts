@@ -61,6 +61,17 @@ class SeriesStats {
     while (i < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[i]!) i++;
     this.buckets[i]!++;
   }
+
+  /** Adds another series' counts to this one. */
+  add(o: SeriesStats): void {
+    for (const [m, from] of [[this.ok, o.ok], [this.failed, o.failed]] as const) for (const [status, n] of from) m.set(status, (m.get(status) ?? 0) + n);
+    for (let i = 0; i < this.buckets.length; i++) this.buckets[i]! += o.buckets[i]!;
+    this.sum += o.sum;
+    this.count += o.count;
+    this.failures += o.failures;
+    this.requestBytes += o.requestBytes;
+    this.responseBytes += o.responseBytes;
+  }
 }
 
 /** The series of one listener (workload and direction). */
@@ -161,6 +172,29 @@ function scrapedMetric(name: string, help: string, type: 'counter' | 'histogram'
   return m;
 }
 
+/**
+ * The series as Prometheus sees them: summed over `instance`. Destination instance ids churn with
+ * every deployment and would multiply the series of every caller; only /stats (for the control
+ * plane's per-instance golden signals) keeps them apart.
+ */
+function exposed(series: readonly SeriesStats[]): SeriesStats[] {
+  const byKey = new Map<string, SeriesStats>();
+  for (const s of series) {
+    const l = s.labels;
+    const key = `${l.direction}\u0000${l.workload}\u0000${l.source}\u0000${l.service}\u0000${l.route}`;
+    let a = byKey.get(key);
+    if (a === undefined) byKey.set(key, (a = new SeriesStats({ ...l, instance: '' })));
+    a.add(s);
+  }
+  return [...byKey.values()];
+}
+
+/** Labels of an exposed series: all but `instance`. */
+function promLabels(s: SeriesStats): Record<string, string> {
+  const { instance: _instance, ...labels } = s.labels;
+  return labels;
+}
+
 export class ProxyMetrics implements ForwarderCounters {
   readonly registry = new Registry();
   private readonly series: SeriesStats[] = [];
@@ -185,30 +219,32 @@ export class ProxyMetrics implements ForwarderCounters {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     const series = this.series;
-    const perSeries = (read: (s: SeriesStats) => number) => () => series.map((s) => ({ labels: s.labels, value: read(s) }));
+    const perSeries = (read: (s: SeriesStats) => number) => () => exposed(series).map((s) => ({ labels: promLabels(s), value: read(s) }));
     this.registry.registerMetric(
-      scrapedMetric('skein_proxy_requests_total', 'Requests the proxy finished, by listener, source and destination service, route, destination instance, response status (0: no response) and class (failure: no response, 5xx, or an answer the proxy made itself).', 'counter', () =>
-        series.flatMap((s) => {
+      scrapedMetric('skein_proxy_requests_total', 'Requests the proxy finished, by listener, source and destination service, route, response status (0: no response) and class (failure: no response, 5xx, or an answer the proxy made itself).', 'counter', () =>
+        exposed(series).flatMap((s) => {
           const out: MetricValue[] = [];
+          const labels = promLabels(s);
           for (const [m, cls] of [[s.ok, 'success'], [s.failed, 'failure']] as const) {
-            for (const [status, n] of [...m].sort((a, b) => a[0] - b[0])) out.push({ labels: { ...s.labels, status: String(status), class: cls }, value: n });
+            for (const [status, n] of [...m].sort((a, b) => a[0] - b[0])) out.push({ labels: { ...labels, status: String(status), class: cls }, value: n });
           }
           return out;
         }),
       ) as never,
     );
     this.registry.registerMetric(
-      scrapedMetric('skein_proxy_request_duration_seconds', 'Time from the complete request head to the end of the response (all attempts and backoff included), by listener, source, destination service, route and instance.', 'histogram', () =>
-        series.flatMap((s) => {
+      scrapedMetric('skein_proxy_request_duration_seconds', 'Time from the complete request head to the end of the response (all attempts and backoff included), by listener, source, destination service and route.', 'histogram', () =>
+        exposed(series).flatMap((s) => {
           const out: MetricValue[] = [];
+          const labels = promLabels(s);
           let cum = 0;
           LATENCY_BUCKETS.forEach((le, i) => {
             cum += s.buckets[i]!;
-            out.push({ labels: { ...s.labels, le: String(le) }, value: cum, metricName: 'skein_proxy_request_duration_seconds_bucket' });
+            out.push({ labels: { ...labels, le: String(le) }, value: cum, metricName: 'skein_proxy_request_duration_seconds_bucket' });
           });
-          out.push({ labels: { ...s.labels, le: '+Inf' }, value: s.count, metricName: 'skein_proxy_request_duration_seconds_bucket' });
-          out.push({ labels: s.labels, value: s.sum, metricName: 'skein_proxy_request_duration_seconds_sum' });
-          out.push({ labels: s.labels, value: s.count, metricName: 'skein_proxy_request_duration_seconds_count' });
+          out.push({ labels: { ...labels, le: '+Inf' }, value: s.count, metricName: 'skein_proxy_request_duration_seconds_bucket' });
+          out.push({ labels, value: s.sum, metricName: 'skein_proxy_request_duration_seconds_sum' });
+          out.push({ labels, value: s.count, metricName: 'skein_proxy_request_duration_seconds_count' });
           return out;
         }),
       ) as never,
