@@ -72,7 +72,7 @@ async function readLines(res: Response, n: number, timeoutMs = 10_000): Promise<
 }
 
 before(async () => {
-  cp = await startControl({ dataDir: 'none' });
+  cp = await startControl({ dataDir: 'none', args: ['--scrape-interval', '1s'] });
   app = await startApp();
   const appPort = (app.address() as AddressInfo).port;
   proxy = await startProxy({
@@ -280,6 +280,60 @@ describe('skein tap', () => {
     const proxyBad = await api(proxy.admin, 'GET', '/tap?service=web&headers=maybe');
     assert.equal(proxyBad.status, 400);
     assert.equal(proxyBad.body.field, 'headers');
+  });
+});
+
+describe('golden signals: the control plane scrapes the proxy', () => {
+  /** web's numbers over 15 minutes (longer than this file runs, so they only grow). */
+  const web = async () => (await api(cp.http, 'GET', '/v1/signals?window=15m')).body.services.find((x: any) => x.service === 'web');
+  const scrapes = async () => metricValue(await (await fetch(`${cp.http}/metrics`)).text(), 'skein_signals_scrapes_total', { result: 'ok' }) ?? 0;
+  /** web's numbers once two more scrape rounds have run: everything sent before is in. */
+  const settled = async () => {
+    const n = await scrapes();
+    await waitFor(async () => (await scrapes()) >= n + 2, { what: 'two more scrape rounds', timeoutMs: 15_000 });
+    return (await web()) ?? { requests: 0, failures: 0 };
+  };
+
+  test('requests, failures and latency per service, instance and edge, from real traffic', async () => {
+    const before = await settled();
+    for (let i = 0; i < 20; i++) assert.equal((await call('GET', `/ok/${i}`)).status, 200);
+    for (let i = 0; i < 5; i++) assert.equal((await call('GET', `/fail/${i}`)).status, 500);
+    const after = await waitFor(async () => {
+      const w = await web();
+      return w !== undefined && w.requests >= before.requests + 25 ? w : undefined;
+    }, { what: 'the 25 requests in /v1/signals', timeoutMs: 15_000 });
+    assert.deepEqual([(await settled()).requests, (await settled()).failures], [after.requests, after.failures], 'and no more');
+    assert.equal(after.requests - before.requests, 25, 'each request counted once on the service (its inbound side)');
+    assert.equal(after.failures - before.failures, 5);
+    assert.ok(after.successRate > 0 && after.successRate < 1);
+    assert.ok(after.latencyMs.p50 > 0 && after.latencyMs.p50 <= after.latencyMs.p95 && after.latencyMs.p95 <= after.latencyMs.p99);
+    const inst = after.instances.find((i: any) => i.id === 'web-1');
+    assert.equal(inst.status, 'healthy');
+    assert.equal(inst.address, `127.0.0.1:${proxy.workload('web-1').inbound!.port}`);
+    assert.equal(inst.requests, after.requests, 'one instance served them all');
+
+    const one = await api(cp.http, 'GET', '/v1/signals/services/web?window=15m');
+    assert.equal(one.status, 200);
+    const edge = (one.body.edges as any[]).find((e) => e.source === 'client' && e.destination === 'web');
+    assert.ok(edge && edge.requests >= 25, `the client -> web edge: ${JSON.stringify(one.body.edges)}`);
+    assert.ok((one.body.routes as any[]).some((r) => r.service === 'web' && r.route === 'default' && r.direction === 'inbound' && r.requests >= 25));
+
+    const series = await api(cp.http, 'GET', '/v1/signals/series?service=web&window=1m');
+    assert.equal(series.body.stepMs, 1000, 'one point per scrape (--scrape-interval 1s)');
+    assert.ok((series.body.points as any[]).some((p) => p.rps > 0), 'the chart has the traffic');
+
+  });
+
+  test('unknown windows and services are errors, not empty answers', async () => {
+    const badWindow = await api(cp.http, 'GET', '/v1/signals?window=2m');
+    assert.equal(badWindow.status, 400);
+    assert.equal(badWindow.body.code, 'SKEIN_E_BAD_QUERY');
+    assert.equal(badWindow.body.field, 'window');
+    const unknown = await api(cp.http, 'GET', '/v1/signals/services/nosuch');
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.body.code, 'SKEIN_E_UNKNOWN_SERVICE');
+    const unknownSeries = await api(cp.http, 'GET', '/v1/signals/series?service=nosuch');
+    assert.equal(unknownSeries.status, 404);
   });
 });
 

@@ -55,15 +55,18 @@ export class ControlMetrics {
     new Gauge({ name: 'skein_watch_subscribers', help: 'Open watch streams.', registers: register, collect() { this.set(publisher.subscriberCount); } });
     new Gauge({ name: 'skein_health_ttl_instances', help: 'Instances with a TTL check being tracked.', registers: register, collect() { this.set(health.ttlTracked); } });
     new Gauge({ name: 'skein_health_probed_instances', help: 'Instances with an HTTP or TCP check being probed.', registers: register, collect() { this.set(health.probing); } });
-    // Totals the live objects keep, exposed as counters.
-    const total = (name: string, help: string, read: () => number) =>
-      new Counter({ name, help, registers: register, collect() { this.reset(); this.inc(read()); } });
+    const total = this.total.bind(this);
     total('skein_heartbeats_total', 'TTL heartbeats received since start.', () => health.heartbeats);
     total('skein_store_batches_total', 'Fsynced store batches since start (group commit).', () => store.batches ?? 0);
     total('skein_store_commits_total', 'Store commits since start; commits / batches is the group-commit factor.', () => store.commits ?? 0);
     total('skein_watch_overflows_total', 'Watch streams closed because their subscriber fell too far behind.', () => publisher.overflows);
     total('skein_watch_snapshots_total', 'Watch subscriptions that started with a snapshot.', () => publisher.snapshotsSent);
     total('skein_watch_resumes_total', 'Watch subscriptions resumed from the history with since=REV.', () => publisher.resumes);
+  }
+
+  /** A total a live object keeps, exposed as a counter. */
+  private total(name: string, help: string, read: () => number): void {
+    new Counter({ name, help, registers: [this.registry], collect() { this.reset(); this.inc(read()); } });
   }
 
   observeProxies(proxies: { readonly size: number }): void {
@@ -83,16 +86,8 @@ export class ControlMetrics {
         this.inc({ result: 'failed' }, c.failed);
       },
     });
-    new Counter({
-      name: 'skein_signals_rounds_skipped_total',
-      help: 'Scrape rounds skipped because the previous round was still running.',
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(scraper.counters.skippedRounds);
-      },
-    });
-    new Counter({ name: 'skein_mesh_events_total', help: 'Mesh events added to the event feed (health, ejections, breakers, scaling, proxies).', registers: [this.registry], collect() { this.reset(); this.inc(events.total); } });
+    this.total('skein_signals_rounds_skipped_total', 'Scrape rounds skipped because the previous round was still running.', () => scraper.counters.skippedRounds);
+    this.total('skein_mesh_events_total', 'Mesh events added to the event feed (health, ejections, breakers, scaling, proxies).', () => events.total);
     new Gauge({ name: 'skein_signals_stream_subscribers', help: 'Open event-feed subscriptions (dashboard streams).', registers: [this.registry], collect() { this.set(events.subscriberCount); } });
   }
 
