@@ -14,6 +14,7 @@ import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ErrorCode } from '../core/errors.js';
 import type { TrafficEvent, TrafficState } from '../resilience/traffic-state.js';
 import type { Direction, ForwarderCounters, ListenerMetrics } from './http1/types.js';
+import type { StatsEvent, StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
 
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -118,36 +119,8 @@ class ListenerStats implements ListenerMetrics {
   }
 }
 
-export interface ProxyEvent {
-  readonly seq: number;
-  readonly time: number;
+export interface ProxyEvent extends StatsEvent {
   readonly type: 'eject' | 'return' | 'breaker' | 'active-check';
-  readonly service: string;
-  readonly instance: string;
-  readonly detail: string;
-}
-
-/** The JSON the control plane scrapes (GET /stats on the admin server). */
-export interface StatsSnapshot {
-  readonly proxy: { readonly id: string; readonly startedAt: number };
-  readonly at: number;
-  readonly bounds: readonly number[];
-  readonly series: ReadonlyArray<{
-    direction: Direction;
-    workload: string;
-    source: string;
-    service: string;
-    route: string;
-    instance: string;
-    requests: number;
-    failures: number;
-    statuses: Record<string, number>;
-    latency: { counts: number[]; sum: number };
-    requestBytes: number;
-    responseBytes: number;
-  }>;
-  readonly events: readonly ProxyEvent[];
-  readonly eventSeq: number;
 }
 
 interface MetricValue {

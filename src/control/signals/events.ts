@@ -1,5 +1,5 @@
 /**
- * One feed of what happens in the mesh (contract D): health changes from the registry, what the
+ * One feed of what happens in the mesh (docs/api.md#events): health changes from the registry, what the
  * proxies saw (ejections, returns, breakers, active checks), scaling, proxies restarting or going
  * quiet. Bounded (the newest `capacity` events), kept in time order, newest last; subscribers
  * (the dashboard's stream) hear each event as it is added.
@@ -133,7 +133,7 @@ function stateAndReason(detail: string): [string, string] {
 }
 
 /**
- * A proxy's traffic event (contract A) as a mesh event, with the proxy's id and the raw `detail`;
+ * A proxy's traffic event (src/api/stats.ts) as a mesh event, with the proxy's id and the raw `detail`;
  * null for a type the feed does not know.
  */
 export function proxyEvent(proxy: string, e: StatsEvent): MeshEventInput | null {

@@ -278,7 +278,7 @@ class SseReader {
 const dataOf = (frame: string) => JSON.parse(frame.split('\n').find((l) => l.startsWith('data: '))!.slice(6));
 
 test('GET /v1/signals/stream: signals on connect and after a scrape, mesh events, keep-alives; cleaned up on close', async (t) => {
-  // A proxy admin server answering contract A, its counters growing by 10 per scrape.
+  // A proxy admin server answering the /stats format, its counters growing by 10 per scrape.
   let requests = 0;
   const startedAt = Date.now() - 60_000;
   const proxy = createServer((req, res) => {

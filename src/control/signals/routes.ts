@@ -1,5 +1,5 @@
 /**
- * The golden signals on the control plane API (contract C):
+ * The golden signals on the control plane API (docs/api.md#golden-signals):
  *   GET /v1/signals?window=1m                  every service (registered or seen), edges, routes
  *   GET /v1/signals/services/{service}?window  one service, the edges in and out of it, its routes
  *   GET /v1/signals/series?service=S&window    one point per scrape interval, for charts
@@ -29,7 +29,7 @@ export interface SignalsRouteDeps {
   keepAliveMs?: number;
 }
 
-/** The signals as the API shows them (contract C): no byte counts. */
+/** The signals as the API shows them (docs/api.md#golden-signals): no byte counts. */
 export interface WireSignals {
   rps: number;
   successRate: number | null;
@@ -205,8 +205,8 @@ export function signalsRoutes(app: FastifyInstance, deps: SignalsRouteDeps): voi
 }
 
 /**
- * `GET /v1/events?service=&limit=&type=` served from the mesh event feed (contract D). Not added
- * by `signalsRoutes`: the API server has its own /v1/events today; use this one in its place.
+ * `GET /v1/events?service=&limit=&type=` served from the mesh event feed (docs/api.md#events). The control
+ * plane adds it beside `signalsRoutes`; it replaced the registry-only health event list.
  */
 export function meshEventsRoute(app: FastifyInstance, deps: Pick<SignalsRouteDeps, 'registry' | 'store' | 'events'>): void {
   app.get('/v1/events', async (req) => {

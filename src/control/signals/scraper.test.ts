@@ -258,7 +258,7 @@ test('malformed stats fail the scrape and ingest nothing', async (t) => {
   assert.equal(store.stats.proxies, 0);
 });
 
-test('parseStats accepts contract A and names the first bad field', () => {
+test('parseStats accepts the /stats format and names the first bad field', () => {
   const good = new FakeProxy('x', 'products').snapshot(0);
   assert.deepEqual(parseStats(JSON.parse(JSON.stringify(good))).series[0]!.service, 'products');
   const cases: Array<[unknown, RegExp]> = [

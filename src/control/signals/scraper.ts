@@ -343,7 +343,7 @@ function arr(v: unknown, path: string, max: number): unknown[] {
   return v;
 }
 
-/** Checks a `GET /stats` body (contract A); throws naming the first bad field. */
+/** Checks a `GET /stats` body (src/api/stats.ts); throws naming the first bad field. */
 export function parseStats(body: unknown): StatsSnapshot {
   const b = obj(body, 'body');
   const proxy = obj(b['proxy'], 'proxy');

@@ -1,6 +1,6 @@
 /**
  * The golden signals' memory: the control plane's scraper hands every proxy's `GET /stats`
- * snapshot (cumulative counters since the proxy started, contract A) to a SignalStore, which turns
+ * snapshot (cumulative counters since the proxy started, src/api/stats.ts) to a SignalStore, which turns
  * it into the traffic of one scrape interval (the delta from the proxy's previous snapshot) and
  * adds that to a time slot. The slots form a ring covering 15 minutes, so the windows 10s, 1m, 5m
  * and 15m are sums over the last few slots, and a chart is one point per slot.
@@ -26,6 +26,7 @@
  */
 import { systemClock, type Clock } from '../../core/clock.js';
 import { SkeinError } from '../../core/errors.js';
+import type { Direction, StatsSeries, StatsSnapshot } from '../../api/stats.js';
 
 // ---------------------------------------------------------------------------------------------
 // Windows
@@ -52,44 +53,10 @@ export function parseWindow(v: string | undefined): SignalWindow {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The proxy's snapshot (contract A)
+// The proxy's snapshot (GET /stats, src/api/stats.ts)
 // ---------------------------------------------------------------------------------------------
 
-export type Direction = 'inbound' | 'outbound';
-
-export interface StatsSeries {
-  readonly direction: Direction;
-  readonly workload: string;
-  readonly source: string;
-  readonly service: string;
-  readonly route: string;
-  readonly instance: string;
-  readonly requests: number;
-  readonly failures: number;
-  readonly statuses?: Readonly<Record<string, number>>;
-  readonly latency: { readonly counts: readonly number[]; readonly sum: number };
-  readonly requestBytes: number;
-  readonly responseBytes: number;
-}
-
-export interface StatsEvent {
-  readonly seq: number;
-  readonly time: number;
-  readonly type: string;
-  readonly service: string;
-  readonly instance: string;
-  readonly detail: string;
-}
-
-export interface StatsSnapshot {
-  readonly proxy: { readonly id: string; readonly startedAt: number };
-  readonly at: number;
-  /** Upper bounds of the latency buckets in seconds; counts have one more entry (+Inf). */
-  readonly bounds: readonly number[];
-  readonly series: readonly StatsSeries[];
-  readonly events: readonly StatsEvent[];
-  readonly eventSeq: number;
-}
+export type { Direction, StatsEvent, StatsSeries, StatsSnapshot } from '../../api/stats.js';
 
 // ---------------------------------------------------------------------------------------------
 // Results

@@ -1,0 +1,48 @@
+/**
+ * The proxy's counters as JSON: what `GET /stats` on a proxy's admin server answers and what the
+ * control plane scrapes for its golden signals (docs/proxy.md, docs/api.md#golden-signals).
+ * Counters are totals since the proxy started; the control plane takes differences.
+ */
+
+export type Direction = 'inbound' | 'outbound';
+
+/** One listener's requests of one source, destination service, route and instance. */
+export interface StatsSeries {
+  readonly direction: Direction;
+  /** The proxy's workload whose listener saw the requests. */
+  readonly workload: string;
+  readonly source: string;
+  readonly service: string;
+  readonly route: string;
+  readonly instance: string;
+  readonly requests: number;
+  readonly failures: number;
+  /** Responses by status ("0": no response). */
+  readonly statuses?: Readonly<Record<string, number>>;
+  /** Per bucket, not cumulative: one count per bound of `StatsSnapshot.bounds`, then +Inf. Seconds. */
+  readonly latency: { readonly counts: readonly number[]; readonly sum: number };
+  readonly requestBytes: number;
+  readonly responseBytes: number;
+}
+
+/** Something the proxy saw happen to an endpoint: eject, return, breaker, active-check. */
+export interface StatsEvent {
+  readonly seq: number;
+  readonly time: number;
+  readonly type: string;
+  readonly service: string;
+  /** The endpoint's instance id, "" when the proxy knows none. */
+  readonly instance: string;
+  readonly detail: string;
+}
+
+export interface StatsSnapshot {
+  readonly proxy: { readonly id: string; readonly startedAt: number };
+  readonly at: number;
+  /** Upper bounds of the latency buckets in seconds; counts have one more entry (+Inf). */
+  readonly bounds: readonly number[];
+  readonly series: readonly StatsSeries[];
+  /** Events after `?since=`, oldest first; at most the proxy's last 1000. */
+  readonly events: readonly StatsEvent[];
+  readonly eventSeq: number;
+}
