@@ -1,6 +1,6 @@
 /**
- * The scraper: every `intervalMs` it asks every known proxy for `GET /stats?since=SEQ` (contract
- * A), all at once, each with its own timeout, and hands each answer to the SignalStore as soon as
+ * The scraper: every `intervalMs` it asks every known proxy for `GET /stats?since=SEQ` (src/api/stats.ts),
+ * all at once, each with its own timeout, and hands each answer to the SignalStore as soon as
  * it arrives (a slow or dead proxy delays nobody else). The proxies' traffic events go into the
  * mesh event feed. A round's listeners (`onScrape`) hear of it when every proxy has answered or
  * timed out. Rounds never overlap: a tick that finds the previous round still running is skipped.
