@@ -120,7 +120,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     logger: logger.child({ component: 'signals' }),
     ...(opts.scrapeIntervalMs === undefined ? {} : { intervalMs: opts.scrapeIntervalMs }),
   });
-  metrics.observeSignals(signals.scraper, signals.events);
+  metrics.observeSignals(signals.scraper, signals.events, signals.store);
   signals.routes(app);
   meshEventsRoute(app, { registry, store: signals.store, events: signals.events });
   tapRoutes(app, { proxies, knownService: (s) => knownService({ registry, store: signals.store }, s) });

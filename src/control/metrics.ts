@@ -73,7 +73,15 @@ export class ControlMetrics {
     new Gauge({ name: 'skein_proxies_known', help: 'Proxies that announced themselves and renewed within the TTL.', registers: [this.registry], collect() { this.set(proxies.size); } });
   }
 
-  observeSignals(scraper: { readonly counters: { ok: number; failed: number; rounds: number; skippedRounds: number } }, events: { readonly total: number; readonly subscriberCount: number }): void {
+  observeSignals(
+    scraper: { readonly counters: { ok: number; failed: number; rounds: number; skippedRounds: number } },
+    events: { readonly total: number; readonly subscriberCount: number },
+    store: { readonly stats: { keys: number; droppedKeys: number; droppedRequests: number; expiredKeys: number; restarts: number } },
+  ): void {
+    new Gauge({ name: 'skein_signals_series', help: 'Golden-signal series kept (services, instances, edges and routes by direction; at most 10,000).', registers: [this.registry], collect() { this.set(store.stats.keys); } });
+    this.total('skein_signals_dropped_requests_total', 'Requests left out of the golden signals because their new series were past the series cap.', () => store.stats.droppedRequests);
+    this.total('skein_signals_expired_series_total', 'Golden-signal series dropped after 15 minutes without traffic.', () => store.stats.expiredKeys);
+    this.total('skein_signals_proxy_restarts_total', 'Proxy restarts the scraper noticed (counters that started again).', () => store.stats.restarts);
     new Counter({
       name: 'skein_signals_scrapes_total',
       help: 'Scrapes of proxies\' /stats for the golden signals, by result (ok, failed).',

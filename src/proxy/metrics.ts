@@ -20,6 +20,8 @@ import { exposition } from '../telemetry/exposition.js';
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** Distinct callers one listener keeps apart; later ones are counted as "other". */
 export const MAX_SOURCES = 100;
+/** Series one listener keeps apart; past it, new instances are counted as "other". */
+export const MAX_SERIES = 5000;
 /** Traffic events kept for the control plane to collect. */
 const MAX_EVENTS = 1000;
 const SOURCE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -97,8 +99,14 @@ class ListenerStats implements ListenerMetrics {
       return;
     }
     const src = source === null ? 'unknown' : this.source(source);
-    const key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000${instance ?? ''}`;
+    let key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000${instance ?? ''}`;
     let s = this.byKey.get(key);
+    if (s === undefined && this.byKey.size >= MAX_SERIES && instance !== null) {
+      // Instances churn with deployments: past the cap, new ones share one series per route.
+      instance = 'other';
+      key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000other`;
+      s = this.byKey.get(key);
+    }
     if (s === undefined) {
       s = new SeriesStats({ direction: this.direction, workload: this.workload, source: src, service: service ?? '', route: route ?? '', instance: instance ?? '' });
       this.byKey.set(key, s);

@@ -336,3 +336,18 @@ test('a window of 10s at a 3 s interval covers 4 slots (12 s)', () => {
   assert.equal(v.services[0]!.requests, 120);
   assert.equal(v.services[0]!.rps, 10);
 });
+
+test('requests refused before a service was known belong to no service, edge or route', () => {
+  const { clock, store } = setup();
+  const list = (k: number): SeriesIn[] => [
+    { requests: 10 * k, direction: 'outbound', workload: 'frontend-1', source: 'frontend', instance: 'products-1' },
+    { requests: 3 * k, failures: 3 * k, direction: 'outbound', workload: 'frontend-1', source: 'frontend', service: '', route: '', instance: '' },
+  ];
+  store.ingest(snap(clock, list(0)));
+  clock.advance(2000);
+  store.ingest(snap(clock, list(1)));
+  const v = store.window('1m');
+  assert.deepEqual(v.services.map((s) => [s.service, s.requests, s.failures]), [['products', 10, 0]]);
+  assert.deepEqual(v.edges.map((e) => [e.source, e.destination]), [['frontend', 'products']]);
+  assert.ok(v.routes.every((r) => r.service !== ''));
+});

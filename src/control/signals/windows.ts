@@ -546,6 +546,9 @@ export class SignalStore {
   }
 
   private record(slot: Slot, s: StatsSeries, d: Agg, at: number): void {
+    // Refused before a service was known (no route, unknown name): no service's signals. They are
+    // in the proxy's own metrics (service="", skein_proxy_errors_total).
+    if (s.service === '') return;
     const dir = s.direction;
     const keys = [key('svc', dir, s.service, ''), key('route', dir, s.service, s.route)];
     const instance = dir === 'inbound' ? s.instance || s.workload : s.instance;

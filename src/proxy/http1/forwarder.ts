@@ -502,6 +502,8 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.path = path;
     this.reqId = requestId;
     this.headAt = performance.now();
+    // Known before anything can refuse the request: a refusal is counted against its caller too.
+    this.reqCaller = outbound ? this.ctx.callerService : callerAt >= 0 ? head.valueOf(buf, callerAt) : null;
     if (this.ctx.draining) {
       this.localError('SKEIN_E_PROXY_DRAINING', 'the proxy is shutting down', hasBody, requestId);
       return;
@@ -530,8 +532,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       }
       timeoutMs = timeoutMs === 0 ? left : Math.min(timeoutMs, left);
     }
-    const caller = outbound ? this.ctx.workload : callerAt >= 0 ? head.valueOf(buf, callerAt) : this.peer;
-    this.reqCaller = outbound ? this.ctx.callerService : callerAt >= 0 ? caller : null;
+    const caller = outbound ? this.ctx.workload : callerAt >= 0 ? (this.reqCaller as string) : this.peer;
     const tap = this.ctx.tap;
     if (tap !== null) {
       const wants = tap.wants(this.reqCaller, dest.service);
