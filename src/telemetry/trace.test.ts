@@ -218,6 +218,31 @@ test('resolveIncoming: traceparent first, then b3, then x-b3-*; tracestate only 
   assert.equal(resolveIncoming({ tracestate: 'k=v' }).tracestate, null, 'tracestate without traceparent');
 });
 
+test('resolveIncoming: a traceparent with a B3 form of the same trace in 64 bits (what an earlier hop wrote) keeps B3 at 64 bits', () => {
+  const short = 'a3ce929d0e0e4736';
+  const padded = `${'0'.repeat(16)}${short}`;
+  const tpv = `00-${padded}-${SPAN}-01`;
+  assert.equal(resolveIncoming({ traceparent: tpv, b3: `${short}-${SPAN}-1` }).traceId64, true, 'single b3');
+  assert.equal(resolveIncoming({ traceparent: tpv, xB3TraceId: short, xB3SpanId: SPAN, xB3Sampled: '1' }).traceId64, true, 'x-b3-*');
+  assert.equal(resolveIncoming({ traceparent: tpv, b3: `${padded}-${SPAN}-1` }).traceId64, false, 'b3 with the 128-bit form');
+  assert.equal(resolveIncoming({ traceparent: tpv, b3: `${'b'.repeat(16)}-${SPAN}-1` }).traceId64, false, 'b3 of another trace');
+  assert.equal(resolveIncoming({ traceparent: tpv }).traceId64, false, 'no B3 at all');
+  assert.equal(resolveIncoming({ traceparent: TP, b3: `${short}-${SPAN}-1` }).traceId64, false, 'a traceparent of another trace wins, at 128 bits');
+});
+
+test('tracer: a 64-bit B3 trace id stays 64 bits through two hops (the second sees the first one\'s traceparent and b3)', async () => {
+  await withTracer(async (t) => {
+    const short = 'a3ce929d0e0e4736';
+    const hop1 = t.hop('outbound', { xB3TraceId: short, xB3SpanId: SPAN, xB3Sampled: '1' }, ATTRS);
+    const h1 = lines(hop1.attempt(1, EP).headerLines);
+    assert.equal(h1['x-b3-traceid'], short);
+    const hop2 = t.hop('inbound', { traceparent: h1['traceparent'], xB3TraceId: h1['x-b3-traceid'], xB3SpanId: h1['x-b3-spanid'], xB3ParentSpanId: h1['x-b3-parentspanid'], xB3Sampled: h1['x-b3-sampled'] }, ATTRS);
+    const h2 = lines(hop2.attempt(1, EP).headerLines);
+    assert.equal(h2['x-b3-traceid'], short, 'the second hop writes the 64-bit id too');
+    assert.equal(parseTraceparent(h2['traceparent'])!.traceId, `${'0'.repeat(16)}${short}`);
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // The tracer, against a real OTLP/HTTP collector (a node:http server)
 // ---------------------------------------------------------------------------------------------

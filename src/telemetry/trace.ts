@@ -341,7 +341,10 @@ export function resolveIncoming(h: TraceHeaders): IncomingContext {
   if (h.traceparent === undefined && !b3 && !b3Multi) return NONE;
   const tp = parseTraceparent(h.traceparent);
   if (tp !== null) {
-    return { traceId: tp.traceId, spanId: tp.spanId, sampled: (tp.traceFlags & 1) === 1, debug: false, tracestate: parseTracestate(h.tracestate), b3, b3Multi, traceId64: false };
+    // A B3 form with the same trace id in 64 bits (an earlier hop wrote both from a 64-bit B3 id)
+    // keeps it 64-bit in B3, so that an app that sent a 64-bit id gets it back at every hop.
+    const traceId64 = (b3 || b3Multi) && tp.traceId.startsWith(PAD64) && b3TraceId64(h) === tp.traceId;
+    return { traceId: tp.traceId, spanId: tp.spanId, sampled: (tp.traceFlags & 1) === 1, debug: false, tracestate: parseTracestate(h.tracestate), b3, b3Multi, traceId64 };
   }
   let c = b3 ? parseB3(h.b3) : null;
   if (c === null || c.traceId === null) {
@@ -350,6 +353,15 @@ export function resolveIncoming(h: TraceHeaders): IncomingContext {
   }
   if (c === null) return { traceId: null, spanId: null, sampled: null, debug: false, tracestate: null, b3, b3Multi, traceId64: false };
   return { traceId: c.traceId, spanId: c.spanId, sampled: c.sampled, debug: c.debug, tracestate: null, b3, b3Multi, traceId64: c.traceId !== null && c.traceId64 };
+}
+
+/** The (zero-padded) trace id of a valid 64-bit B3 context among the headers (single first), else null. */
+function b3TraceId64(h: TraceHeaders): string | null {
+  const c = h.b3 === undefined ? null : parseB3(h.b3);
+  if (c !== null && c.traceId !== null) return c.traceId64 ? c.traceId : null;
+  if (h.xB3TraceId === undefined) return null;
+  const m = parseB3Multi({ traceId: h.xB3TraceId, spanId: h.xB3SpanId, parentSpanId: h.xB3ParentSpanId, sampled: h.xB3Sampled, flags: h.xB3Flags });
+  return m !== null && m.traceId64 ? m.traceId : null;
 }
 
 // ---------------------------------------------------------------------------------------------
