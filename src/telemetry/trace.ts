@@ -49,6 +49,7 @@ import {
   ATTR_URL_PATH,
 } from '@opentelemetry/semantic-conventions';
 import { VERSION } from '../version.js';
+import type { TraceHeaders } from '../proxy/http1/types.js';
 
 // ---------------------------------------------------------------------------------------------
 // W3C trace context (https://www.w3.org/TR/trace-context/)
@@ -299,17 +300,8 @@ export function formatB3Multi(c: B3Out): Record<string, string> {
 // The incoming context of a request
 // ---------------------------------------------------------------------------------------------
 
-/** The trace context headers a request came with (lowercase names in camelCase). */
-export interface TraceHeaders {
-  traceparent?: string;
-  tracestate?: string;
-  b3?: string;
-  xB3TraceId?: string;
-  xB3SpanId?: string;
-  xB3ParentSpanId?: string;
-  xB3Sampled?: string;
-  xB3Flags?: string;
-}
+/** The trace context headers a request came with (lowercase names in camelCase): the proxy's type. */
+export type { TraceHeaders };
 
 /**
  * What a hop continues from. `traceId`/`spanId` null: a new trace. `sampled`: the caller's
