@@ -120,10 +120,11 @@ describe('registry commands', () => {
     const out = await ok(['events', 'web', ...C]);
     const t = rows(out);
     assert.deepEqual(t[0], ['TIME', 'TYPE', 'SERVICE', 'INSTANCE', 'MESSAGE']);
-    assert.ok(t.some((r) => r[1] === 'health' && r[3] === 'web-1' && r[4] === 'web-1 registered as healthy (no health check)'));
+    assert.ok(t.some((r) => r[1] === 'health' && r[3] === 'web-1' && r[4] === 'web-1 registered as healthy: no health check'));
     assert.ok(t.some((r) => r[1] === 'health' && r[3] === 'web-2' && r[4] === 'web-2 is unhealthy (was healthy): maintenance window'));
     assert.match(await fails(['events', '--type', 'nope', ...C], 1), /"type" must be a comma-separated list of health, eject, return, breaker, active-check, scale, proxy.*\[SKEIN_E_BAD_QUERY\]$/);
     assert.match(await fails(['events', 'nosuch', ...C], 1), /service "nosuch" is not registered.*\[SKEIN_E_UNKNOWN_SERVICE\]$/);
+    assert.match(await fails(['events', '--limit', 'abc', ...C], 2), /--limit must be an integer from 1 to 1000, got "abc"/);
     assert.match(await ok(['events', 'web', '--type', 'scale', ...C]), /^no scale events of web\n$/);
     for (const r of t.slice(1)) assert.match(r[0] as string, /^\d{4}-\d\d-\d\dT/);
     const json = JSON.parse(await ok(['events', '--limit', '1', '-o', 'json', ...C]));
@@ -314,10 +315,10 @@ port: 70000
 describe('errors and help', () => {
   test('a wrong flag: one clear line and a non-zero exit', async () => {
     const cases: Array<[string[], number, RegExp]> = [
-      [['services', '--bogus', ...C], 1, /^error: unknown option '--bogus'$/],
+      [['services', '--bogus', ...C], 2, /^error: unknown option '--bogus'$/],
       [['register', 'web', 'x', '--address', '10.0.0.1', '--port', 'eighty', ...C], 2, /^skein: --port must be an integer, got "eighty" \[SKEIN_E_USAGE\]$/],
-      [['register', 'web', 'x', '--port', '80', ...C], 1, /required option '--address <ip>' not specified/],
-      [['frobnicate'], 1, /unknown command 'frobnicate'/],
+      [['register', 'web', 'x', '--port', '80', ...C], 2, /required option '--address <ip>' not specified/],
+      [['frobnicate'], 2, /unknown command 'frobnicate'/],
       [['register', 'web', 'x', '--address', '10.0.0.1', '--port', '80', '--ttl', '5s', ...C], 2, /--ttl need --check/],
       [['register', 'web', 'x', '--address', '10.0.0.1', '--port', '0', ...C], 1, /port must be >= 1.*\[SKEIN_E_VALIDATION\]/],
     ];

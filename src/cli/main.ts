@@ -7,6 +7,8 @@ import { proxyCommand } from './proxy.js';
 import { scaleCommand, upCommand } from './up.js';
 import { applyCommand, deregisterCommand, endpointsCommand, eventsCommand, heartbeatCommand, registerCommand, servicesCommand } from './registry-commands.js';
 import { watchCommand } from './watch.js';
+import { dashboardCommand, statCommand, tapCommand, topCommand } from './monitor.js';
+import { prometheusConfigCommand } from './prometheus-config.js';
 import { schemaCommand, validateCommand } from './schema.js';
 
 export function program(): Command {
@@ -28,6 +30,11 @@ export function program(): Command {
     endpointsCommand(),
     watchCommand(),
     eventsCommand(),
+    statCommand(),
+    topCommand(),
+    tapCommand(),
+    dashboardCommand(),
+    prometheusConfigCommand(),
     schemaCommand(),
     validateCommand(),
   ]) {
@@ -49,8 +56,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {
-      // commander has printed its message (or the help); help and version exit 0.
-      return e.exitCode;
+      // commander has printed its message (or the help); help and version exit 0, usage errors 2.
+      return e.exitCode === 0 ? 0 : 2;
     }
     if (e instanceof SkeinError) {
       process.stderr.write(`skein: ${e.message}${e.field !== undefined && !e.message.includes(e.field) ? ` (${e.field})` : ''} [${e.code}]\n`);

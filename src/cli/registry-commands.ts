@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { SkeinError } from '../core/errors.js';
 import { call, controlOption, outputOption, print, printJson, readText, table } from './common.js';
+import { intFlag } from './flags.js';
 
 interface Common {
   control: string;
@@ -163,12 +164,12 @@ export function eventsCommand(): Command {
   return new Command('events')
     .description('recent mesh events, oldest first: health changes, ejections and returns, breakers, active checks, scaling, proxies')
     .argument('[service]', 'only the events of this service')
-    .option('--limit <n>', 'how many events (the newest)', '50')
-    .option('-t, --type <type>', 'only events of this type: health, eject, return, breaker, active-check, scale, proxy')
+    .option('--limit <n>', 'how many events (the newest), 1 to 1000', intFlag('--limit', 1, 1000), 50)
+    .option('-t, --type <types>', 'only events of these types (comma-separated): health, eject, return, breaker, active-check, scale, proxy')
     .addOption(controlOption())
     .addOption(outputOption())
-    .action(async (service: string | undefined, o: Common & { limit: string; type?: string }) => {
-      const params = new URLSearchParams({ limit: o.limit });
+    .action(async (service: string | undefined, o: Common & { limit: number; type?: string }) => {
+      const params = new URLSearchParams({ limit: String(o.limit) });
       if (service !== undefined) params.set('service', service);
       if (o.type !== undefined) params.set('type', o.type);
       const r = await call(o.control, 'GET', `/v1/events?${params}`);

@@ -7,6 +7,7 @@
 import type { FastifyInstance } from 'fastify';
 import { SkeinError } from '../core/errors.js';
 import type { ProxyDirectory } from './proxies.js';
+import { forEachLine } from '../core/lines.js';
 import { query, serviceParam } from './server.js';
 
 const MAX_LIMIT = 100_000;
@@ -65,19 +66,7 @@ export function tapRoutes(app: FastifyInstance, deps: { proxies: ProxyDirectory;
         try {
           const res = await fetch(`http://${admin}/tap?${params}`, { signal: ac.signal });
           if (!res.ok || res.body === null) throw new Error(`HTTP ${res.status}`);
-          const reader = res.body.getReader();
-          const dec = new TextDecoder();
-          let buf = '';
-          for (;;) {
-            const { value, done } = await reader.read();
-            if (done) break;
-            buf += dec.decode(value, { stream: true });
-            let nl: number;
-            while ((nl = buf.indexOf('\n')) >= 0) {
-              line(buf.slice(0, nl));
-              buf = buf.slice(nl + 1);
-            }
-          }
+          await forEachLine(res.body, line);
         } catch {
           /* the proxy went away or was stopped: the next rescan opens it again if it is still known */
         } finally {

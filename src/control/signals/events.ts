@@ -122,7 +122,7 @@ function toMs(t: number | string | Date): number {
 
 /** A registry health event as a mesh event (keeping `from`, `to`, `reason`, `revision`). */
 export function healthEvent(e: HealthEvent): MeshEventInput {
-  const message = e.from === 'new' ? `${e.id} registered as ${e.to} (${e.reason})` : `${e.id} is ${e.to} (was ${e.from}): ${e.reason}`;
+  const message = e.from === 'new' ? `${e.id} registered as ${e.to}: ${e.reason}` : `${e.id} is ${e.to} (was ${e.from}): ${e.reason}`;
   return { time: e.time, type: 'health', service: e.service, id: e.id, message, from: e.from, to: e.to, reason: e.reason, revision: e.revision };
 }
 

@@ -1,0 +1,262 @@
+/**
+ * One service: its numbers now (the stream's 10-second window), charts of the last 5 minutes (one
+ * point per scrape round, from GET /v1/signals/series?service=S: see series.ts), its instances,
+ * its routes and who it calls / who calls it.
+ */
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import type uPlot from 'uplot';
+import { fetchRouteDefinitions, type MeshSignals, type RouteDefinition, type SeriesPoint, type Signals } from './api';
+import { useSeries } from './series';
+import { Chart } from './Chart';
+import { fmtMs, fmtRate, fmtRps, rateClass, statusClass, tickMs, tickRate, tickRps, DASH } from './format';
+import { healthyCount } from './ServicesTable';
+
+interface Props {
+  service: string;
+  signals: MeshSignals | null;
+  /** Bumped on every (re)connection of the stream: re-fetch the history. */
+  epoch: number;
+  onSelect: (service: string) => void;
+}
+
+/** Chart data from series points: [times], then RPS, success rate, and p50/p95/p99. */
+export function seriesData(points: readonly SeriesPoint[]) {
+  const t = points.map((p) => p.time / 1000);
+  return {
+    rps: [t, points.map((p) => p.rps)] as uPlot.AlignedData,
+    success: [t, points.map((p) => p.successRate)] as uPlot.AlignedData,
+    latency: [t, points.map((p) => p.p50), points.map((p) => p.p95), points.map((p) => p.p99)] as uPlot.AlignedData,
+  };
+}
+
+function SignalCells({ s, prefix = '' }: { s: Signals; prefix?: string }) {
+  return (
+    <>
+      <td class="num" data-testid={`${prefix}rps`} data-value={s.rps}>
+        {fmtRps(s.rps)}
+      </td>
+      <td class={`num rate ${rateClass(s.successRate)}`} data-testid={`${prefix}success`}>
+        {fmtRate(s.successRate)}
+      </td>
+      <td class="num">{fmtMs(s.latencyMs.p50)}</td>
+      <td class="num">{fmtMs(s.latencyMs.p95)}</td>
+      <td class="num">{fmtMs(s.latencyMs.p99)}</td>
+    </>
+  );
+}
+
+const SignalHeads = () => (
+  <>
+    <th class="num">RPS</th>
+    <th class="num">Success</th>
+    <th class="num">p50</th>
+    <th class="num">p95</th>
+    <th class="num">p99</th>
+  </>
+);
+
+function matchText(def: RouteDefinition | undefined, name: string): string {
+  if (name === 'default') return 'requests no other route matches';
+  const m = def?.['match'] as { path?: string; pathPrefix?: string; methods?: string[]; headers?: Record<string, string> } | undefined;
+  if (m === undefined) return DASH;
+  const parts: string[] = [];
+  if (m.methods !== undefined && m.methods.length > 0) parts.push(m.methods.join('|'));
+  if (m.path !== undefined) parts.push(m.path);
+  else if (m.pathPrefix !== undefined) parts.push(`${m.pathPrefix}*`);
+  const headers = Object.keys(m.headers ?? {});
+  if (headers.length > 0) parts.push(`headers: ${headers.join(', ')}`);
+  return parts.length === 0 ? 'any request' : parts.join(' ');
+}
+
+export function ServiceDetail({ service, signals, epoch, onSelect }: Props) {
+  const history = useSeries(service, epoch, signals?.time ?? null);
+  const [defs, setDefs] = useState<RouteDefinition[]>([]);
+  const entry = signals?.services.find((s) => s.service === service);
+
+  // The route definitions: on opening the service and again after every reconnection.
+  useEffect(() => {
+    let current = true;
+    fetchRouteDefinitions(service).then(
+      (r) => current && setDefs(r.routes ?? []),
+      () => current && setDefs([]),
+    );
+    return () => {
+      current = false;
+    };
+  }, [service, epoch]);
+
+  const data = useMemo(() => seriesData(history.points), [history.points]);
+
+  const routes = useMemo(() => {
+    const seen = (signals?.routes ?? []).filter((r) => r.service === service);
+    const names = new Set([...seen.map((r) => r.route), ...defs.map((d) => d.name)]);
+    return [...names].sort((a, b) => (a === 'default' ? 1 : b === 'default' ? -1 : a < b ? -1 : 1)).map((name) => ({
+      name,
+      def: defs.find((d) => d.name === name),
+      dirs: seen.filter((r) => r.route === name),
+    }));
+  }, [signals, defs, service]);
+
+  const edges = (signals?.edges ?? []).filter((e) => e.source === service || e.destination === service);
+
+  if (signals !== null && entry === undefined) {
+    return (
+      <section class="panel detail" data-testid="service-detail">
+        <p class="crumbs">
+          <a href="#/">Services</a> / {service}
+        </p>
+        <p class="empty">The control plane does not know a service named “{service}”.</p>
+      </section>
+    );
+  }
+  const hc = entry === undefined ? null : healthyCount(entry);
+  return (
+    <section class="panel detail" data-testid="service-detail" data-service={service}>
+      <p class="crumbs">
+        <a href="#/">Services</a> / <strong>{service}</strong>
+      </p>
+      {entry !== undefined && (
+        <div class="stats" data-testid="detail-stats">
+          <Stat label="RPS" value={fmtRps(entry.rps)} testId="detail-rps" />
+          <Stat label="Success" value={fmtRate(entry.successRate)} cls={rateClass(entry.successRate)} />
+          <Stat label="p50" value={fmtMs(entry.latencyMs.p50)} />
+          <Stat label="p95" value={fmtMs(entry.latencyMs.p95)} />
+          <Stat label="p99" value={fmtMs(entry.latencyMs.p99)} />
+          <Stat label="Healthy" value={hc === null ? DASH : `${hc.healthy}/${hc.total}`} />
+        </div>
+      )}
+
+      <h3 title="one point per scrape of the proxies">Last 5 minutes</h3>
+      <div class="charts">
+        <Chart title="Requests per second" series={[{ label: 'RPS', color: '--c-rps' }]} data={data.rps} format={fmtRps} tick={tickRps} testId="chart-rps" />
+        <Chart title="Success rate" series={[{ label: 'success', color: '--c-ok' }]} data={data.success} format={fmtRate} tick={tickRate} yRange={[0, 1]} testId="chart-success" />
+        <Chart
+          title="Latency"
+          series={[
+            { label: 'p50', color: '--c-p50' },
+            { label: 'p95', color: '--c-p95' },
+            { label: 'p99', color: '--c-p99' },
+          ]}
+          data={data.latency}
+          format={fmtMs}
+          tick={tickMs}
+          testId="chart-latency"
+          wide
+        />
+      </div>
+      {history.error !== null && <p class="note">History unavailable: {history.error}</p>}
+
+      <h3>Instances</h3>
+      {entry === undefined || entry.instances.length === 0 ? (
+        <p class="empty">No instances.</p>
+      ) : (
+        <table class="grid" data-testid="instances">
+          <thead>
+            <tr>
+              <th>Instance</th>
+              <th>Address</th>
+              <th>Status</th>
+              <SignalHeads />
+            </tr>
+          </thead>
+          <tbody>
+            {entry.instances.map((i) => (
+              <tr key={i.id} data-testid={`instance-row-${i.id}`}>
+                <td class="mono">{i.id}</td>
+                <td class="mono">{i.address ?? DASH}</td>
+                <td>
+                  <span class={`pill ${statusClass(i.status)}`} data-testid="status" title={i.status === 'unknown' ? 'seen in traffic, not in the registry' : undefined}>
+                    {i.status}
+                  </span>
+                </td>
+                <SignalCells s={i} />
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+
+      <h3>Routes</h3>
+      {routes.length === 0 ? (
+        <p class="empty">No traffic and no routes defined: every request takes the route “default”.</p>
+      ) : (
+        <table class="grid" data-testid="routes">
+          <thead>
+            <tr>
+              <th>Route</th>
+              <th>Matches</th>
+              <th>Seen by</th>
+              <SignalHeads />
+            </tr>
+          </thead>
+          <tbody>
+            {routes.flatMap((r) =>
+              (r.dirs.length === 0 ? [null] : r.dirs).map((d, k) => (
+                <tr key={`${r.name}-${d?.direction ?? ''}`} data-testid={`route-row-${r.name}`}>
+                  <td class="mono">{k === 0 ? r.name : ''}</td>
+                  <td>{k === 0 ? matchText(r.def, r.name) : ''}</td>
+                  <td>{d === null ? DASH : d.direction === 'inbound' ? 'its instances' : 'its callers'}</td>
+                  {d === null ? (
+                    <td class="num muted" colSpan={5}>
+                      no traffic in the last 10 s
+                    </td>
+                  ) : (
+                    <SignalCells s={d} />
+                  )}
+                </tr>
+              )),
+            )}
+          </tbody>
+        </table>
+      )}
+
+      <h3>Calls</h3>
+      {edges.length === 0 ? (
+        <p class="empty">No calls to or from {service} in the last 10 s.</p>
+      ) : (
+        <table class="grid" data-testid="edges">
+          <thead>
+            <tr>
+              <th>Caller</th>
+              <th>Callee</th>
+              <SignalHeads />
+            </tr>
+          </thead>
+          <tbody>
+            {edges.map((e) => (
+              <tr key={`${e.source}->${e.destination}`}>
+                <td>{e.source === service ? <strong>{e.source}</strong> : <ServiceLink name={e.source} onSelect={onSelect} known={signals} />}</td>
+                <td>{e.destination === service ? <strong>{e.destination}</strong> : <ServiceLink name={e.destination} onSelect={onSelect} known={signals} />}</td>
+                <SignalCells s={e} />
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+function ServiceLink({ name, known, onSelect }: { name: string; known: MeshSignals | null; onSelect: (s: string) => void }) {
+  if (!known?.services.some((s) => s.service === name)) return <span>{name}</span>;
+  return (
+    <a
+      href={`#/services/${encodeURIComponent(name)}`}
+      onClick={(ev) => {
+        ev.preventDefault();
+        onSelect(name);
+      }}
+    >
+      {name}
+    </a>
+  );
+}
+
+function Stat({ label, value, cls, testId }: { label: string; value: string; cls?: string; testId?: string }) {
+  return (
+    <div class={`stat ${cls ?? ''}`} data-testid={testId}>
+      <span class="stat-label">{label}</span>
+      <span class="stat-value">{value}</span>
+    </div>
+  );
+}

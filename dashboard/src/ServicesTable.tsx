@@ -1,0 +1,65 @@
+/** Every service (registered, or seen only in traffic) with its golden signals over the last 10 s. */
+import type { ServiceSignals } from './api';
+import { fmtMs, fmtRate, fmtRps, rateClass } from './format';
+
+interface Props {
+  services: ServiceSignals[];
+  onSelect: (service: string) => void;
+}
+
+export function healthyCount(s: ServiceSignals): { healthy: number; total: number } {
+  const registered = s.instances.filter((i) => i.status !== 'unknown');
+  return { healthy: registered.filter((i) => i.status === 'healthy').length, total: registered.length };
+}
+
+export function ServicesTable({ services, onSelect }: Props) {
+  if (services.length === 0) return <p class="empty">No services registered yet.</p>;
+  return (
+    <table class="grid services" data-testid="services">
+      <thead>
+        <tr>
+          <th>Service</th>
+          <th class="num" title="healthy / registered instances">Instances</th>
+          <th class="num" title="requests per second, last 10 s">RPS</th>
+          <th class="num" title="share of requests that did not fail, last 10 s">Success</th>
+          <th class="num">p50</th>
+          <th class="num">p95</th>
+          <th class="num">p99</th>
+        </tr>
+      </thead>
+      <tbody>
+        {services.map((s) => {
+          const { healthy, total } = healthyCount(s);
+          const idle = s.requests === 0;
+          return (
+            <tr key={s.service} data-testid={`service-row-${s.service}`} class={idle ? 'idle-row' : ''} onClick={() => onSelect(s.service)}>
+              <td>
+                <a href={`#/services/${encodeURIComponent(s.service)}`} data-testid="name" onClick={(ev) => ev.stopPropagation()}>
+                  {s.service}
+                </a>
+              </td>
+              <td class={`num ${total > 0 && healthy < total ? (healthy === 0 ? 'bad' : 'warn') : ''}`} data-testid="instances">
+                {healthy}/{total}
+              </td>
+              <td class="num" data-testid="rps" data-value={s.rps}>
+                {fmtRps(s.rps)}
+              </td>
+              <td class={`num rate ${rateClass(s.successRate)}`} data-testid="success" data-value={s.successRate ?? ''}>
+                {fmtRate(s.successRate)}
+              </td>
+              <td class="num" data-testid="p50" data-value={s.latencyMs.p50 ?? ''}>
+                {fmtMs(s.latencyMs.p50)}
+              </td>
+              <td class="num" data-testid="p95" data-value={s.latencyMs.p95 ?? ''}>
+                {fmtMs(s.latencyMs.p95)}
+              </td>
+              <td class="num" data-testid="p99" data-value={s.latencyMs.p99 ?? ''}>
+                {fmtMs(s.latencyMs.p99)}
+              </td>
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
+  );
+}

@@ -1,0 +1,401 @@
+/**
+ * The web dashboard in a real browser (Debian's Chromium driven by playwright-core, headless):
+ * the demo shop (`skein up examples/shop/shop.yaml`) on the dashboard, first idle and then under
+ * traffic sent through the mesh's outbound listener (services table, instances, topology edges,
+ * charts, events; no console error, no failed request, nothing fetched from another origin), and
+ * a dashboard that outlives a control-plane crash: the indicator goes to "reconnecting" and back
+ * to "live" with fresh data once the control plane is back on the same port. Then the dashboard
+ * routes themselves (fastify inject): the 503 when the UI is not built, the redirects, the
+ * security and cache headers. Screenshots go to test-artifacts/dashboard-*.png.
+ *
+ * Chromium is required: without it every browser test fails, saying to run scripts/setup.sh.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import Fastify from 'fastify';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { DASHBOARD_NOT_BUILT, DEFAULT_DASHBOARD_ROOT, dashboardRoutes } from '../src/control/dashboard.js';
+import { ROOT, SKEIN_BIN, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { httpGet, registerInstance } from './proxy-helpers.js';
+
+const SHOP = join(ROOT, 'examples', 'shop', 'shop.yaml');
+const ARTIFACTS = join(ROOT, 'test-artifacts');
+const CHROMIUM_CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/lib/chromium/chromium'];
+
+/** Debian's Chromium; fails the test, saying what to do, when it is missing. */
+function chromiumPath(): string {
+  const found = CHROMIUM_CANDIDATES.find((p) => existsSync(p));
+  assert.ok(found !== undefined, `Chromium is not installed (looked for ${CHROMIUM_CANDIDATES.join(', ')}): run scripts/setup.sh, which installs Debian's chromium package`);
+  return found;
+}
+
+function assertDashboardBuilt(): void {
+  assert.ok(existsSync(join(DEFAULT_DASHBOARD_ROOT, 'index.html')), `the dashboard is not built (no ${DEFAULT_DASHBOARD_ROOT}/index.html): run npx vite build dashboard (scripts/setup.sh does)`);
+}
+
+async function launch(): Promise<Browser> {
+  return chromium.launch({ executablePath: chromiumPath(), args: ['--no-sandbox'], headless: true });
+}
+
+async function screenshot(page: Page, name: string): Promise<void> {
+  await mkdir(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, `dashboard-${name}.png`), fullPage: true });
+}
+
+/** What a page did wrong: console errors, uncaught exceptions, failed requests, HTTP errors, other origins. */
+interface PageProblems {
+  console: string[];
+  exceptions: string[];
+  failed: string[];
+  httpErrors: string[];
+  foreign: string[];
+  requests: number;
+}
+
+function watchPage(page: Page, origin: string): PageProblems {
+  const p: PageProblems = { console: [], exceptions: [], failed: [], httpErrors: [], foreign: [], requests: 0 };
+  page.on('console', (m) => {
+    if (m.type() === 'error') p.console.push(m.text());
+  });
+  page.on('pageerror', (e) => p.exceptions.push(e.message));
+  page.on('request', (r) => {
+    p.requests++;
+    const url = r.url();
+    if (!url.startsWith(`${origin}/`) && !url.startsWith('data:')) p.foreign.push(url);
+  });
+  page.on('requestfailed', (r) => p.failed.push(`${r.url()}: ${r.failure()?.errorText ?? '?'}`));
+  page.on('response', (r) => {
+    if (r.status() >= 400) p.httpErrors.push(`${r.status()} ${r.url()}`);
+  });
+  return p;
+}
+
+const testId = (id: string) => `[data-testid="${id}"]`;
+
+/** The little of the DOM the checks below use (the tests compile without the DOM's types). */
+interface PageDocument {
+  querySelector(selector: string): { getAttribute(name: string): string | null; textContent: string | null } | null;
+}
+
+/** An attribute of the first element matching `selector` (null when absent). */
+async function attr(page: Page, selector: string, name: string): Promise<string | null> {
+  return page.evaluate(([s, n]) => (globalThis as unknown as { document: PageDocument }).document.querySelector(s!)?.getAttribute(n!) ?? null, [selector, name]);
+}
+
+/** The text of the first element matching `selector` (null when absent). */
+async function text(page: Page, selector: string): Promise<string | null> {
+  return page.evaluate((s) => (globalThis as unknown as { document: PageDocument }).document.querySelector(s)?.textContent ?? null, selector);
+}
+
+/** Waits for the connection indicator to show `state`. */
+async function waitConnection(page: Page, state: 'live' | 'reconnecting', timeoutMs = 15_000): Promise<void> {
+  await waitFor(async () => (await attr(page, testId('connection'), 'data-state')) === state && (await text(page, testId('connection'))) === state, {
+    timeoutMs,
+    intervalMs: 100,
+    what: `the connection indicator to read "${state}" (it reads "${await text(page, testId('connection'))}")`,
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// `skein up` as a child process (like test/up.test.ts)
+// ---------------------------------------------------------------------------------------------
+
+interface UpProcess {
+  child: ChildProcess;
+  control: string;
+  outboundPort: number;
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+async function startUp(file: string, args: string[], timeoutMs = 60_000): Promise<UpProcess> {
+  const child = spawn(process.execPath, [SKEIN_BIN, 'up', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const logs = () => lines.slice(-60).join('\n');
+  let header: string | null = null;
+  let dashboard: string | null = null;
+  const up = new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      lines.push(line);
+      if (header === null && /control plane at /.test(line)) header = line;
+      const d = /dashboard: (http:\/\/\S+)/.exec(line);
+      if (d !== null) dashboard = d[1]!;
+      if (line.includes('mesh is up')) resolve();
+    });
+    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => lines.push(line));
+    void exited.then(() => reject(new Error(`skein up exited before the mesh was up\n${logs()}`)));
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  try {
+    await up;
+  } finally {
+    clearTimeout(timer);
+  }
+  const h = header as string | null;
+  const control = h === null ? undefined : /control plane at (http:\/\/[^,\s]+)/.exec(h)?.[1];
+  const outbound = h === null ? undefined : /outbound proxy at http:\/\/([^,\s]+)/.exec(h)?.[1];
+  assert.ok(control !== undefined && outbound !== undefined, `skein up names the control plane and the outbound listener\n${logs()}`);
+  assert.equal(dashboard, `${control}/dashboard/`, `skein up prints the dashboard's URL\n${logs()}`);
+  return {
+    child,
+    control,
+    outboundPort: Number(outbound.slice(outbound.lastIndexOf(':') + 1)),
+    logs,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGINT');
+      const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Steady, paced traffic to the shop's frontend through the outbound listener (about 20 requests/s). */
+class Traffic {
+  ok = 0;
+  readonly failures: string[] = [];
+  private stopped = false;
+  private readonly loop: Promise<void>;
+
+  constructor(port: number) {
+    this.loop = (async () => {
+      for (let n = 0; !this.stopped; n++) {
+        try {
+          const r = await httpGet(port, `http://frontend/api/page?user_id=${1 + (n % 3)}&product_id=${1 + (n % 5)}`, { headers: { host: 'frontend' }, timeoutMs: 5000 });
+          if (r.status === 200) this.ok++;
+          else this.failures.push(`${r.status} ${r.body.slice(0, 200)}`);
+        } catch (e) {
+          this.failures.push((e as Error).message);
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.loop;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the demo shop
+// ---------------------------------------------------------------------------------------------
+
+describe('the dashboard on the demo shop', () => {
+  test('shows the three services, then the traffic sent through the mesh', async (t) => {
+    // Checked first, so that a machine without Chromium fails here with what to do.
+    chromiumPath();
+    assertDashboardBuilt();
+    let up: UpProcess | undefined = undefined;
+    let browser: Browser | undefined = undefined;
+    let traffic: Traffic | undefined = undefined;
+    t.after(async () => {
+      await traffic?.stop();
+      await browser?.close();
+      await up?.stop();
+    });
+    up = await startUp(SHOP, ['--http', '127.0.0.1:0', '--dns', 'off', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0']);
+    browser = await launch();
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const origin = new URL(up.control).origin;
+    const problems = watchPage(page, origin);
+
+    // GET / redirects to the dashboard.
+    const res = await page.goto(`${up.control}/`);
+    assert.equal(res?.status(), 200);
+    assert.equal(page.url(), `${up.control}/dashboard/`);
+    assert.equal(await page.title(), 'Skein dashboard');
+    await waitConnection(page, 'live');
+
+    // The three services, registered and idle: no traffic yet.
+    for (const s of ['frontend', 'user-service', 'product-service']) {
+      await waitFor(async () => (await text(page, `${testId(`service-row-${s}`)} ${testId('name')}`)) === s, { what: `the row of ${s}`, intervalMs: 100 });
+    }
+    assert.equal(await attr(page, `${testId('service-row-frontend')} ${testId('rps')}`, 'data-value'), '0', 'frontend has no traffic before the test sends some');
+    assert.equal(await text(page, `${testId('service-row-frontend')} ${testId('p50')}`), '\u2013', 'no latency without requests');
+    await waitFor(async () => (await text(page, `${testId('service-row-user-service')} ${testId('instances')}`)) === '2/2', { what: 'user-service 2/2 healthy', intervalMs: 100 });
+    // The registrations are events.
+    await waitFor(async () => (await page.locator(`${testId('event')}[data-type="health"]`).count()) >= 5, { what: 'the health events of the five replicas', intervalMs: 100 });
+
+    traffic = new Traffic(up.outboundPort);
+    await waitFor(async () => traffic!.ok >= 5, { what: 'requests through the mesh', timeoutMs: 15_000 });
+
+    // The numbers move: the table, the topology, the charts.
+    await waitFor(async () => Number(await attr(page, `${testId('service-row-frontend')} ${testId('rps')}`, 'data-value')) > 0, { what: 'frontend RPS > 0', timeoutMs: 15_000, intervalMs: 100 });
+    for (const s of ['user-service', 'product-service']) {
+      await waitFor(async () => Number(await attr(page, `${testId(`service-row-${s}`)} ${testId('rps')}`, 'data-value')) > 0, { what: `${s} RPS > 0`, timeoutMs: 15_000, intervalMs: 100 });
+    }
+    await waitFor(async () => Number(await attr(page, `${testId('service-row-frontend')} ${testId('p99')}`, 'data-value')) > 0, { what: 'frontend p99', intervalMs: 100 });
+    assert.match((await text(page, `${testId('service-row-frontend')} ${testId('success')}`)) ?? '', /^\d+(\.\d+)?%$/);
+    assert.ok(Number(await attr(page, testId('mesh-rps'), 'data-value')) > 0, 'the header shows the mesh RPS');
+
+    for (const callee of ['user-service', 'product-service']) {
+      const edge = testId(`edge-frontend-${callee}`);
+      await waitFor(async () => !((await attr(page, edge, 'class')) ?? 'quiet').includes('quiet'), { what: `an active edge frontend -> ${callee}`, timeoutMs: 15_000, intervalMs: 100 });
+      assert.match((await text(page, `${edge} .edge-label`)) ?? '', /rps/, `the edge frontend -> ${callee} is labelled with its traffic`);
+    }
+    for (const n of ['frontend', 'user-service', 'product-service']) assert.ok((await page.locator(testId(`node-${n}`)).count()) === 1, `the topology shows ${n}`);
+
+    await waitFor(async () => Number(await attr(page, testId('mesh-chart-rps'), 'data-max')) > 0, { what: 'the mesh RPS chart to show traffic', timeoutMs: 15_000, intervalMs: 100 });
+    assert.ok((await page.locator(`${testId('mesh-chart-rps')} canvas`).count()) >= 1, 'the chart is drawn (uPlot canvas)');
+    await screenshot(page, 'overview');
+
+    // One service: its numbers, its instances with their status and their own numbers, its charts.
+    await page.click(`${testId('service-row-frontend')} ${testId('name')}`);
+    await waitFor(async () => (await attr(page, testId('service-detail'), 'data-service')) === 'frontend', { what: 'the detail of frontend', intervalMs: 100 });
+    assert.equal(await page.title(), 'frontend \u00b7 Skein dashboard');
+    const instance = testId('instance-row-frontend-1');
+    await waitFor(async () => (await text(page, `${instance} ${testId('status')}`)) === 'healthy', { what: 'frontend-1 healthy', intervalMs: 100 });
+    await waitFor(async () => Number(await attr(page, `${instance} ${testId('rps')}`, 'data-value')) > 0, { what: 'frontend-1 RPS > 0', intervalMs: 100 });
+    await waitFor(async () => Number(await attr(page, testId('chart-rps'), 'data-max')) > 0, { what: 'the RPS chart of frontend', timeoutMs: 15_000, intervalMs: 100 });
+    assert.ok(Number(await attr(page, testId('chart-latency'), 'data-points')) > 0, 'the latency chart has points');
+    await waitFor(async () => (await page.locator(`${testId('edges')} tbody tr`).count()) >= 2, { what: 'the calls of frontend', intervalMs: 100 });
+    await screenshot(page, 'service');
+
+    // A service with two replicas, each with its own numbers.
+    await page.goto(`${up.control}/dashboard/#/services/user-service`);
+    await waitFor(async () => (await page.locator(`${testId('instances')} tbody tr`).count()) === 2, { what: 'the two instances of user-service', intervalMs: 100 });
+    for (const id of ['user-service-1', 'user-service-2']) {
+      assert.equal(await text(page, `${testId(`instance-row-${id}`)} ${testId('status')}`), 'healthy');
+    }
+    await waitFor(async () => Number(await attr(page, testId('chart-rps'), 'data-max')) > 0, { what: 'the RPS chart of user-service', timeoutMs: 15_000, intervalMs: 100 });
+
+    await traffic.stop();
+    // The mesh answers (a rare failure under a loaded machine is not this test's business).
+    assert.ok(traffic.ok > 0 && traffic.failures.length <= traffic.ok / 10, `requests through the mesh: ${traffic.ok} ok, failures: ${traffic.failures.slice(0, 5).join('; ')}`);
+    assert.ok(problems.requests > 0);
+    assert.deepEqual(problems.exceptions, [], 'no uncaught exception in the page');
+    assert.deepEqual(problems.console, [], 'no console error');
+    assert.deepEqual(problems.failed, [], 'no failed request');
+    assert.deepEqual(problems.httpErrors, [], 'no HTTP error');
+    assert.deepEqual(problems.foreign, [], 'nothing is fetched from another origin (the dashboard works offline)');
+    await page.close();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// reconnection
+// ---------------------------------------------------------------------------------------------
+
+describe('the dashboard when the control plane restarts', () => {
+  test('goes to "reconnecting" while it is down and back to "live", with fresh data, once it is back', async (t) => {
+    chromiumPath();
+    assertDashboardBuilt();
+    let cp: ControlProcess | undefined = undefined;
+    let browser: Browser | undefined = undefined;
+    const dir = await tempDir('skein-dashboard-');
+    t.after(async () => {
+      await browser?.close();
+      await cp?.stop('SIGKILL');
+      await dir.remove();
+    });
+    cp = await startControl({ dataDir: dir.path, args: ['--dns', 'off'] });
+    browser = await launch();
+    await registerInstance(cp.http, 'billing', 'billing-1', 9);
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await page.goto(`${cp.http}/dashboard/`);
+    await waitConnection(page, 'live');
+    await waitFor(async () => (await page.locator(testId('service-row-billing')).count()) === 1, { what: 'the row of billing', intervalMs: 100 });
+    assert.equal(await page.locator(testId('banner')).count(), 0, 'no banner while live');
+
+    // The control plane dies: the indicator says so, the last numbers stay.
+    const port = cp.httpPort;
+    await cp.stop('SIGKILL');
+    await waitConnection(page, 'reconnecting');
+    assert.match((await text(page, testId('banner'))) ?? '', /reconnecting/);
+    assert.equal(await page.locator(testId('service-row-billing')).count(), 1, 'the last numbers seen stay on the page');
+    await screenshot(page, 'reconnecting');
+
+    // Back on the same port (same data directory): live again, and showing what the new process knows.
+    cp = await startControl({ dataDir: dir.path, args: ['--dns', 'off', '--http', `127.0.0.1:${port}`] });
+    assert.equal(cp.httpPort, port);
+    await registerInstance(cp.http, 'shipping', 'shipping-1', 9);
+    await waitConnection(page, 'live', 20_000);
+    await waitFor(async () => (await page.locator(testId('service-row-shipping')).count()) === 1, { what: 'the row of shipping, registered after the restart', intervalMs: 100 });
+    assert.equal(await page.locator(testId('banner')).count(), 0, 'the banner is gone');
+    await screenshot(page, 'reconnected');
+    await page.close();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// the routes
+// ---------------------------------------------------------------------------------------------
+
+describe('the dashboard routes', () => {
+  test('answer 503 with a JSON error saying how to build the UI when it is not built', async (t) => {
+    const empty = await tempDir('skein-dashboard-empty-');
+    t.after(() => empty.remove());
+    const app = Fastify();
+    t.after(() => app.close());
+    dashboardRoutes(app, { root: empty.path });
+    await app.ready();
+    for (const url of ['/dashboard/', '/dashboard/assets/index.js']) {
+      const r = await app.inject({ method: 'GET', url });
+      assert.equal(r.statusCode, 503, url);
+      assert.match(String(r.headers['content-type']), /^application\/json/);
+      const body = r.json() as { code: string; message: string };
+      assert.equal(body.code, 'SKEIN_E_INTERNAL');
+      assert.equal(body.message, DASHBOARD_NOT_BUILT);
+      assert.match(body.message, /npx vite build dashboard/);
+    }
+    const root = await app.inject({ method: 'GET', url: '/' });
+    assert.equal(root.statusCode, 302);
+    assert.equal(root.headers['location'], '/dashboard/');
+  });
+
+  test('serve the built UI with its security and cache headers', async (t) => {
+    const built = await tempDir('skein-dashboard-built-');
+    t.after(() => built.remove());
+    await mkdir(join(built.path, 'assets'));
+    await writeFile(join(built.path, 'index.html'), '<!doctype html><title>Skein dashboard</title><script type="module" src="./assets/index-abc123.js"></script>');
+    await writeFile(join(built.path, 'assets', 'index-abc123.js'), 'console.log("hi");');
+    // As the control plane's server has it (src/control/server.ts): "/dashboard" reaches the page's route.
+    const app = Fastify({ routerOptions: { ignoreTrailingSlash: true } });
+    t.after(() => app.close());
+    dashboardRoutes(app, { root: built.path });
+    await app.ready();
+
+    const page = await app.inject({ method: 'GET', url: '/dashboard/' });
+    assert.equal(page.statusCode, 200);
+    assert.match(String(page.headers['content-type']), /^text\/html/);
+    assert.match(page.body, /Skein dashboard/);
+    assert.equal(page.headers['cache-control'], 'no-cache');
+    const csp = String(page.headers['content-security-policy']);
+    for (const part of ["default-src 'self'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"]) assert.ok(csp.includes(part), `CSP has ${part}: ${csp}`);
+    assert.equal(page.headers['x-content-type-options'], 'nosniff');
+    assert.equal(page.headers['referrer-policy'], 'no-referrer');
+
+    const asset = await app.inject({ method: 'GET', url: '/dashboard/assets/index-abc123.js' });
+    assert.equal(asset.statusCode, 200);
+    assert.match(String(asset.headers['cache-control']), /immutable/);
+    assert.ok(String(asset.headers['content-security-policy']).includes("default-src 'self'"));
+
+    const bare = await app.inject({ method: 'GET', url: '/dashboard' });
+    assert.equal(bare.statusCode, 301);
+    assert.equal(bare.headers['location'], '/dashboard/');
+    assert.equal((await app.inject({ method: 'GET', url: '/dashboard/nope.js' })).statusCode, 404);
+  });
+
+  test('the real build references nothing outside itself', () => {
+    assertDashboardBuilt();
+    const html = readFileSync(join(DEFAULT_DASHBOARD_ROOT, 'index.html'), 'utf8');
+    const refs = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!);
+    assert.ok(refs.some((r) => /^\.\/assets\/.+\.js$/.test(r)), `index.html loads a bundled script: ${refs.join(', ')}`);
+    for (const r of refs) assert.ok(r.startsWith('./') || r.startsWith('data:'), `index.html refers to ${r}: only relative or data: URLs work offline and under a prefix`);
+    const assets = readdirSync(join(DEFAULT_DASHBOARD_ROOT, 'assets'));
+    for (const f of assets.filter((a) => a.endsWith('.css'))) {
+      const css = readFileSync(join(DEFAULT_DASHBOARD_ROOT, 'assets', f), 'utf8');
+      assert.doesNotMatch(css, /url\(\s*['"]?(https?:)?\/\//, `${f} loads nothing from elsewhere`);
+      assert.doesNotMatch(css, /@import/, `${f} imports nothing`);
+    }
+  });
+});
