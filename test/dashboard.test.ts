@@ -343,7 +343,7 @@ describe('the dashboard routes', () => {
       assert.equal(r.statusCode, 503, url);
       assert.match(String(r.headers['content-type']), /^application\/json/);
       const body = r.json() as { code: string; message: string };
-      assert.equal(body.code, 'SKEIN_E_INTERNAL');
+      assert.equal(body.code, 'SKEIN_E_DASHBOARD_NOT_BUILT');
       assert.equal(body.message, DASHBOARD_NOT_BUILT);
       assert.match(body.message, /npx vite build dashboard/);
     }

@@ -35,7 +35,7 @@ export function dashboardRoutes(app: FastifyInstance, opts: DashboardOptions = {
 
   if (!built) {
     const notBuilt = (_req: FastifyRequest, reply: FastifyReply) =>
-      reply.code(503).header('content-type', 'application/json; charset=utf-8').header('cache-control', 'no-store').send({ code: 'SKEIN_E_INTERNAL', message: DASHBOARD_NOT_BUILT });
+      reply.code(503).header('content-type', 'application/json; charset=utf-8').header('cache-control', 'no-store').send({ code: 'SKEIN_E_DASHBOARD_NOT_BUILT', message: DASHBOARD_NOT_BUILT });
     app.get('/dashboard/', notBuilt);
     app.get('/dashboard/*', notBuilt);
     return;

@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   SKEIN_E_NO_TTL_CHECK: { status: 409, text: 'A heartbeat was sent for an instance whose health check is not of type ttl.' },
   SKEIN_E_STORE: { status: 503, text: 'The store could not durably record the change; nothing was acknowledged.' },
   SKEIN_E_SHUTTING_DOWN: { status: 503, text: 'The control plane is shutting down and accepts no new work.' },
+  SKEIN_E_DASHBOARD_NOT_BUILT: { status: 503, text: 'The control plane has no built dashboard to serve.' },
   SKEIN_E_INTERNAL: { status: 500, text: 'An unexpected internal error; the log has details.' },
   SKEIN_E_CONTROL_UNREACHABLE: { status: 503, text: 'The CLI could not reach the control plane at the given address.' },
   SKEIN_E_USAGE: { status: 400, text: 'A command-line flag or argument is missing or malformed.' },
