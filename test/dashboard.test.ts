@@ -12,18 +12,16 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import Fastify from 'fastify';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { DASHBOARD_NOT_BUILT, DEFAULT_DASHBOARD_ROOT, dashboardRoutes } from '../src/control/dashboard.js';
-import { ROOT, SKEIN_BIN, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { ROOT, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { portOf, startShop, type UpProcess } from './mesh-helpers.js';
 import { httpGet, registerInstance } from './proxy-helpers.js';
 
-const SHOP = join(ROOT, 'examples', 'shop', 'shop.yaml');
 const ARTIFACTS = join(ROOT, 'test-artifacts');
 const CHROMIUM_CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/lib/chromium/chromium'];
 
@@ -102,60 +100,8 @@ async function waitConnection(page: Page, state: 'live' | 'reconnecting', timeou
 }
 
 // ---------------------------------------------------------------------------------------------
-// `skein up` as a child process (like test/up.test.ts)
+// traffic through `skein up`'s outbound listener
 // ---------------------------------------------------------------------------------------------
-
-interface UpProcess {
-  child: ChildProcess;
-  control: string;
-  outboundPort: number;
-  logs(): string;
-  stop(): Promise<void>;
-}
-
-async function startUp(file: string, args: string[], timeoutMs = 60_000): Promise<UpProcess> {
-  const child = spawn(process.execPath, [SKEIN_BIN, 'up', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const logs = () => lines.slice(-60).join('\n');
-  let header: string | null = null;
-  let dashboard: string | null = null;
-  const up = new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      lines.push(line);
-      if (header === null && /control plane at /.test(line)) header = line;
-      const d = /dashboard: (http:\/\/\S+)/.exec(line);
-      if (d !== null) dashboard = d[1]!;
-      if (line.includes('mesh is up')) resolve();
-    });
-    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => lines.push(line));
-    void exited.then(() => reject(new Error(`skein up exited before the mesh was up\n${logs()}`)));
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  try {
-    await up;
-  } finally {
-    clearTimeout(timer);
-  }
-  const h = header as string | null;
-  const control = h === null ? undefined : /control plane at (http:\/\/[^,\s]+)/.exec(h)?.[1];
-  const outbound = h === null ? undefined : /outbound proxy at http:\/\/([^,\s]+)/.exec(h)?.[1];
-  assert.ok(control !== undefined && outbound !== undefined, `skein up names the control plane and the outbound listener\n${logs()}`);
-  assert.equal(dashboard, `${control}/dashboard/`, `skein up prints the dashboard's URL\n${logs()}`);
-  return {
-    child,
-    control,
-    outboundPort: Number(outbound.slice(outbound.lastIndexOf(':') + 1)),
-    logs,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGINT');
-      const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      await exited;
-      clearTimeout(t);
-    },
-  };
-}
 
 /** Steady, paced traffic to the shop's frontend through the outbound listener (about 20 requests/s). */
 class Traffic {
@@ -194,7 +140,7 @@ describe('the dashboard on the demo shop', () => {
     // Checked first, so that a machine without Chromium fails here with what to do.
     chromiumPath();
     assertDashboardBuilt();
-    let up: UpProcess | undefined = undefined;
+    let up: (UpProcess & { outbound: string }) | undefined = undefined;
     let browser: Browser | undefined = undefined;
     let traffic: Traffic | undefined = undefined;
     t.after(async () => {
@@ -202,7 +148,8 @@ describe('the dashboard on the demo shop', () => {
       await browser?.close();
       await up?.stop();
     });
-    up = await startUp(SHOP, ['--http', '127.0.0.1:0', '--dns', 'off', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0']);
+    up = await startShop({ expect: ['outbound'] });
+    assert.equal(up.dashboard, `${up.control}/dashboard/`, `skein up prints the dashboard's URL\n${up.logs()}`);
     browser = await launch();
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     const origin = new URL(up.control).origin;
@@ -225,7 +172,7 @@ describe('the dashboard on the demo shop', () => {
     // The registrations are events.
     await waitFor(async () => (await page.locator(`${testId('event')}[data-type="health"]`).count()) >= 5, { what: 'the health events of the five replicas', intervalMs: 100 });
 
-    traffic = new Traffic(up.outboundPort);
+    traffic = new Traffic(portOf(up.outbound));
     await waitFor(async () => traffic!.ok >= 5, { what: 'requests through the mesh', timeoutMs: 15_000 });
 
     // The numbers move: the table, the topology, the charts.

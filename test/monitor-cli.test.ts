@@ -12,8 +12,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { ROOT, SKEIN_BIN, api, closedPort, skein, tempDir, waitFor } from './helpers.js';
+import { SKEIN_BIN, closedPort, skein, tempDir, waitFor } from './helpers.js';
+import { SHOP_PAGE as PAGE, Pacer, getStatus, startShop, type UpProcess } from './mesh-helpers.js';
 import {
   browserOpener,
   busiest,
@@ -30,126 +30,11 @@ import {
   type TapLine,
 } from '../src/cli/monitor.js';
 
-const SHOP = join(ROOT, 'examples', 'shop', 'shop.yaml');
-const PAGE = '/api/page?user_id=1&product_id=2';
 const SHOP_SERVICES = ['frontend', 'product-service', 'user-service'];
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
-
-interface Mesh {
-  child: ChildProcess;
-  control: string;
-  frontendPort: number;
-  pids: Set<number>;
-  logs(): string;
-  stop(): Promise<void>;
-}
-
-/** `skein up examples/shop/shop.yaml` on OS-chosen ports; resolves once "mesh is up" was printed. */
-async function startShop(): Promise<Mesh> {
-  const child = spawn(process.execPath, [SKEIN_BIN, 'up', SHOP, '--http', '127.0.0.1:0', '--dns', 'off', '--outbound', 'off', '--admin', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const out: string[] = [];
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const logs = () => out.slice(-60).join('\n');
-  let control: string | undefined;
-  const up = new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      out.push(line);
-      control ??= /control plane at (http:\/\/[^,\s]+)/.exec(line)?.[1];
-      if (line.includes('mesh is up')) resolve();
-    });
-    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => out.push(line));
-    void exited.then(() => reject(new Error(`skein up exited before the mesh was up\n${logs()}`)));
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  try {
-    await up;
-  } finally {
-    clearTimeout(timer);
-  }
-  assert.ok(control, `skein up printed the control plane's address\n${logs()}`);
-  const pids = new Set<number>();
-  const m = await api(control, 'GET', '/v1/mesh');
-  assert.equal(m.status, 200, `GET /v1/mesh: ${JSON.stringify(m.body)}`);
-  const services = m.body.services as Array<{ name: string; servicePort: string | null; instances: Array<{ pid: number | null }> }>;
-  for (const s of services) for (const i of s.instances) if (i.pid !== null) pids.add(i.pid);
-  const fe = services.find((s) => s.name === 'frontend');
-  assert.ok(fe?.servicePort, `the frontend has a service port: ${JSON.stringify(m.body)}`);
-  return {
-    child,
-    control,
-    frontendPort: Number(fe.servicePort.slice(fe.servicePort.lastIndexOf(':') + 1)),
-    pids,
-    logs,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGINT');
-        const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
-        await exited;
-        clearTimeout(t);
-      }
-      // Only if skein up could not stop them: each replica leads its own process group.
-      for (const pid of pids) {
-        try {
-          process.kill(-pid, 'SIGKILL');
-        } catch {
-          /* gone, as it should be */
-        }
-      }
-    },
-  };
-}
-
-/** GET over a keep-alive agent; resolves with the status (0 when it failed). */
-function get(port: number, path: string, agent: http.Agent, headers: Record<string, string> = {}): Promise<number> {
-  return new Promise((resolve) => {
-    const req = http.request({ host: '127.0.0.1', port, path, headers, agent, timeout: 10_000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-      res.on('error', () => resolve(0));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(0));
-    req.end();
-  });
-}
-
-/** Sends GETs at a steady pace until stopped. */
-class Pacer {
-  sent = 0;
-  ok = 0;
-  private stopped = false;
-  private readonly done: Promise<void>;
-  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
-
-  constructor(port: number, path: string, perSecond: number, headers: Record<string, string> = {}) {
-    this.done = (async () => {
-      const start = Date.now();
-      const inflight = new Set<Promise<void>>();
-      while (!this.stopped) {
-        const p = get(port, path, this.agent, headers).then((s) => {
-          if (s === 200) this.ok++;
-          inflight.delete(p);
-        });
-        inflight.add(p);
-        this.sent++;
-        const next = start + (this.sent * 1000) / perSecond;
-        await new Promise((r) => setTimeout(r, Math.max(0, next - Date.now())));
-      }
-      await Promise.all(inflight);
-    })();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.done;
-    this.agent.destroy();
-  }
-}
 
 /** A CLI run whose output can be read while it runs. */
 interface LiveCli {
@@ -337,15 +222,15 @@ describe('monitoring commands refuse bad input before any request', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('skein stat, top, tap, events and dashboard on the demo shop', () => {
-  let mesh: Mesh;
+  let mesh: UpProcess & { frontendPort: number };
   let load: Pacer | undefined;
   const cli = (args: string[]) => skein([...args, '-c', mesh.control]);
 
   before(async () => {
-    mesh = await startShop();
+    mesh = await startShop({ outbound: false });
     // A steady 10 pages a second through the frontend's service port: each page calls
     // user-service and product-service through the frontend's proxy.
-    load = new Pacer(mesh.frontendPort, PAGE, 10);
+    load = new Pacer(mesh.frontendPort, PAGE, 10, { maxSockets: 8 });
   });
 
   after(async () => {
@@ -541,7 +426,7 @@ describe('skein stat, top, tap, events and dashboard on the demo shop', () => {
         // The tap reaches the proxies a moment after it starts: send until a probe shows.
         await waitFor(
           async () => {
-            await get(mesh.frontendPort, '/health', agent, { authorization: 'Bearer secret', cookie: 'session=secret-cookie', 'x-tap-probe': probe });
+            await getStatus(mesh.frontendPort, '/health', agent, { authorization: 'Bearer secret', cookie: 'session=secret-cookie', 'x-tap-probe': probe });
             return tap.stdout().includes(probe);
           },
           { timeoutMs: 30_000, intervalMs: 100, what: `the probe in the tap output (${format}): ${tap.stdout()} ${tap.stderr()}` },

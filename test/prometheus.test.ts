@@ -14,15 +14,13 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parse as parseYaml } from 'yaml';
-import { ROOT, SKEIN_BIN, api, closedPort, run, skein, tempDir, waitFor } from './helpers.js';
+import { ROOT, api, closedPort, run, skein, tempDir, waitFor } from './helpers.js';
+import { SHOP_PAGE as PAGE, Pacer, startShop, type UpProcess } from './mesh-helpers.js';
 import { checkTargets, prometheusConfig, promDuration } from '../src/cli/prometheus-config.js';
 
-const SHOP = join(ROOT, 'examples', 'shop', 'shop.yaml');
-const PAGE = '/api/page?user_id=1&product_id=2';
 const PROMETHEUS = '/usr/bin/prometheus';
 const PROMTOOL = '/usr/bin/promtool';
 const DASHBOARD = join(ROOT, 'docs', 'grafana', 'skein-dashboard.json');
@@ -36,109 +34,6 @@ const HISTOGRAMS = new Set(['skein_proxy_request_duration_seconds', 'skein_api_r
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
-
-interface Mesh {
-  control: string;
-  frontendPort: number;
-  stop(): Promise<void>;
-}
-
-/** `skein up examples/shop/shop.yaml` on OS-chosen ports; resolves once "mesh is up" was printed. */
-async function startShop(): Promise<Mesh> {
-  const child = spawn(process.execPath, [SKEIN_BIN, 'up', SHOP, '--http', '127.0.0.1:0', '--dns', 'off', '--outbound', 'off', '--admin', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const out: string[] = [];
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  let control: string | undefined;
-  const up = new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      out.push(line);
-      control ??= /control plane at (http:\/\/[^,\s]+)/.exec(line)?.[1];
-      if (line.includes('mesh is up')) resolve();
-    });
-    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => out.push(line));
-    void exited.then(() => reject(new Error(`skein up exited before the mesh was up\n${out.slice(-60).join('\n')}`)));
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  try {
-    await up;
-  } finally {
-    clearTimeout(timer);
-  }
-  assert.ok(control, 'skein up printed the control plane address');
-  const m = await api(control, 'GET', '/v1/mesh');
-  const services = m.body.services as Array<{ name: string; servicePort: string | null; instances: Array<{ pid: number | null }> }>;
-  const pids = services.flatMap((s) => s.instances.map((i) => i.pid)).filter((p): p is number => p !== null);
-  const fe = services.find((s) => s.name === 'frontend');
-  assert.ok(fe?.servicePort, `the frontend has a service port: ${JSON.stringify(m.body)}`);
-  return {
-    control,
-    frontendPort: Number(fe.servicePort.slice(fe.servicePort.lastIndexOf(':') + 1)),
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGINT');
-        const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
-        await exited;
-        clearTimeout(t);
-      }
-      for (const pid of pids) {
-        try {
-          process.kill(-pid, 'SIGKILL'); // only if skein up could not stop its replicas
-        } catch {
-          /* gone, as it should be */
-        }
-      }
-    },
-  };
-}
-
-/** Sends GETs at a fixed pace (fire and forget, keep-alive) until stopped; counts what was sent and answered. */
-class Pacer {
-  sent = 0;
-  ok = 0;
-  /** When each request was sent (ms). */
-  readonly times: number[] = [];
-  readonly startedAt = Date.now();
-  stoppedAt = 0;
-  private stopped = false;
-  private readonly done: Promise<void>;
-  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-
-  constructor(port: number, path: string, perSecond: number) {
-    this.done = (async () => {
-      const inflight = new Set<Promise<void>>();
-      while (!this.stopped) {
-        const p = new Promise<void>((resolve) => {
-          const req = http.request({ host: '127.0.0.1', port, path, agent: this.agent, timeout: 10_000 }, (res) => {
-            res.resume();
-            res.on('end', () => {
-              if (res.statusCode === 200) this.ok++;
-              resolve();
-            });
-            res.on('error', () => resolve());
-          });
-          req.on('timeout', () => req.destroy());
-          req.on('error', () => resolve());
-          req.end();
-        }).then(() => void inflight.delete(p));
-        inflight.add(p);
-        this.sent++;
-        this.times.push(Date.now());
-        const next = this.startedAt + (this.sent * 1000) / perSecond;
-        await new Promise((r) => setTimeout(r, Math.max(0, next - Date.now())));
-      }
-      this.stoppedAt = Date.now();
-      await Promise.all(inflight);
-    })();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.done;
-    this.agent.destroy();
-  }
-}
 
 interface PromProcess {
   base: string;
@@ -331,7 +226,7 @@ describe('skein prometheus-config output', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('the real Prometheus scraping the demo shop', () => {
-  let mesh: Mesh | undefined;
+  let mesh: (UpProcess & { frontendPort: number }) | undefined;
   let prom: PromProcess | undefined;
   let dir: { path: string; remove: () => Promise<void> } | undefined;
   /** The evaluation time (Unix seconds) inside the steady load of the rate test, for the dashboard's queries. */
@@ -343,7 +238,7 @@ describe('the real Prometheus scraping the demo shop', () => {
       if (!existsSync(bin)) throw new Error(`${bin} is not installed: run scripts/setup.sh (it installs Debian's prometheus package, which ships prometheus and promtool)`);
     }
     dir = await tempDir('skein-prometheus-');
-    mesh = await startShop();
+    mesh = await startShop({ outbound: false });
     // The configuration exactly as a user makes it, with a 1 s scrape interval.
     const cfg = await skein(['prometheus-config', '-c', mesh.control, '--interval', '1s']);
     assert.equal(cfg.code, 0, cfg.stderr);

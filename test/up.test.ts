@@ -10,87 +10,18 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { ROOT, SKEIN_BIN, api, closedPort, run, skein, startControl, tempDir, waitFor } from './helpers.js';
+import { api, closedPort, run, skein, startControl, tempDir, waitFor } from './helpers.js';
+import { SHOP_PAGE as PAGE, portOf, startShop, type UpProcess } from './mesh-helpers.js';
 import { httpGet, Load } from './proxy-helpers.js';
-
-const SHOP = join(ROOT, 'examples', 'shop', 'shop.yaml');
-const PAGE = '/api/page?user_id=1&product_id=2';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
-
-interface UpProcess {
-  child: ChildProcess;
-  /** The control plane's base URL, as printed. */
-  control: string;
-  /** host:port of the proxy admin server, as printed. */
-  admin: string;
-  /** host:port of the outbound listener for callers outside the mesh, as printed. */
-  outbound: string;
-  stdout: string[];
-  stderr: string[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  logs(): string;
-  stop(): Promise<void>;
-}
-
-/** Runs `skein up FILE ...` and resolves once it printed "mesh is up" (rejects with its output if it exits first). */
-async function startUp(file: string, args: string[], timeoutMs = 60_000): Promise<UpProcess> {
-  const child = spawn(process.execPath, [SKEIN_BIN, 'up', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const stdout: string[] = [];
-  const stderr: string[] = [];
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  const logs = () => `stdout:\n${stdout.slice(-40).join('\n')}\nstderr:\n${stderr.slice(-40).join('\n')}`;
-  let header: string | null = null;
-  const up = new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      stdout.push(line);
-      if (header === null && /control plane at /.test(line)) header = line;
-      if (line.includes('mesh is up')) resolve();
-    });
-    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => stderr.push(line));
-    void exited.then((e) => reject(new Error(`skein up exited (${e.code ?? e.signal}) before the mesh was up\n${logs()}`)));
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  try {
-    await up;
-  } finally {
-    clearTimeout(timer);
-  }
-  const h = header as string | null;
-  assert.ok(h !== null, `skein up printed no "control plane at" line\n${logs()}`);
-  const control = /control plane at (http:\/\/[^,\s]+)/.exec(h)?.[1];
-  const admin = /proxy admin at http:\/\/([^,\s]+)/.exec(h)?.[1];
-  const outbound = /outbound proxy at http:\/\/([^,\s]+)/.exec(h)?.[1];
-  assert.ok(control && admin && outbound, `the header line names the control plane, the admin server and the outbound listener: ${h}`);
-  return {
-    child,
-    control,
-    admin,
-    outbound,
-    stdout,
-    stderr,
-    exited,
-    logs,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGINT');
-      const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      await exited;
-      clearTimeout(t);
-    },
-  };
-}
-
-const portOf = (hostPort: string) => Number(hostPort.slice(hostPort.lastIndexOf(':') + 1));
 
 /** Whether something accepts TCP connections on 127.0.0.1:port. */
 function listening(port: number): Promise<boolean> {
@@ -154,30 +85,21 @@ const userOfPage = (b: any) => (typeof b?.served_by?.user === 'string' ? (b.serv
 // ---------------------------------------------------------------------------------------------
 
 describe('skein up examples/shop/shop.yaml', () => {
-  let up: UpProcess;
+  let up: UpProcess & { admin: string; outbound: string };
   let frontendPort: number; // the frontend's service port
   const loads: Load[] = [];
 
   before(async () => {
-    up = await startUp(SHOP, ['--http', '127.0.0.1:0', '--dns', 'off', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0']);
-    const m = await meshStatus(up.control);
-    const fe = service(m, 'frontend');
-    assert.ok(fe.servicePort, `frontend has a service port: ${JSON.stringify(fe)}`);
-    frontendPort = portOf(fe.servicePort);
+    const shop = await startShop({ expect: ['admin', 'outbound'] });
+    up = shop;
+    frontendPort = shop.frontendPort;
   });
 
   after(async () => {
     for (const l of loads) await l.stop();
+    // Restarted replicas too: stop() kills the process group of each (only if skein up failed to stop them).
+    for (const pid of replicaPids) up?.pids.add(pid);
     await up?.stop();
-    // Only if skein up failed to stop them: each replica leads its own process group.
-    for (const pid of replicaPids) {
-      if (!alive(pid)) continue;
-      try {
-        process.kill(-pid, 'SIGKILL');
-      } catch {
-        /* gone meanwhile */
-      }
-    }
   });
 
   test('prints the addresses it actually bound for --http, --admin and --outbound (port 0 given)', async () => {
