@@ -7,7 +7,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
-import { fmtClock, DASH } from './format';
+import { fmtClock, fmtMs, fmtRate, fmtRps, tickMs, tickRate, tickRps, DASH } from './format';
 
 export interface ChartSeries {
   label: string;
@@ -188,5 +188,30 @@ export function Chart(props: ChartProps) {
         {points === 0 && <div class="chart-empty">{props.emptyText ?? 'No data yet'}</div>}
       </div>
     </figure>
+  );
+}
+
+/** Requests per second, success rate and p50/p95/p99 latency of one series of points (a service's or the mesh's). */
+export function SignalCharts({ data, testIdPrefix, height }: { data: { rps: uPlot.AlignedData; success: uPlot.AlignedData; latency: uPlot.AlignedData }; testIdPrefix: string; height?: number }) {
+  const h = height === undefined ? {} : { height };
+  return (
+    <div class="charts">
+      <Chart title="Requests per second" series={[{ label: 'RPS', color: '--c-rps' }]} data={data.rps} format={fmtRps} tick={tickRps} testId={`${testIdPrefix}-rps`} {...h} />
+      <Chart title="Success rate" series={[{ label: 'success', color: '--c-ok' }]} data={data.success} format={fmtRate} tick={tickRate} yRange={[0, 1]} testId={`${testIdPrefix}-success`} {...h} />
+      <Chart
+        title="Latency"
+        series={[
+          { label: 'p50', color: '--c-p50' },
+          { label: 'p95', color: '--c-p95' },
+          { label: 'p99', color: '--c-p99' },
+        ]}
+        data={data.latency}
+        format={fmtMs}
+        tick={tickMs}
+        testId={`${testIdPrefix}-latency`}
+        {...h}
+        wide
+      />
+    </div>
   );
 }

@@ -7,8 +7,8 @@ import { useEffect, useMemo, useState } from 'preact/hooks';
 import type uPlot from 'uplot';
 import { fetchRouteDefinitions, type MeshSignals, type RouteDefinition, type SeriesPoint, type Signals } from './api';
 import { useSeries } from './series';
-import { Chart } from './Chart';
-import { fmtMs, fmtRate, fmtRps, rateClass, statusClass, tickMs, tickRate, tickRps, DASH } from './format';
+import { SignalCharts } from './Chart';
+import { fmtMs, fmtRate, fmtRps, rateClass, statusClass, DASH } from './format';
 import { healthyCount } from './ServicesTable';
 
 interface Props {
@@ -127,23 +127,7 @@ export function ServiceDetail({ service, signals, epoch, onSelect }: Props) {
       )}
 
       <h3 title="one point per scrape of the proxies">Last 5 minutes</h3>
-      <div class="charts">
-        <Chart title="Requests per second" series={[{ label: 'RPS', color: '--c-rps' }]} data={data.rps} format={fmtRps} tick={tickRps} testId="chart-rps" />
-        <Chart title="Success rate" series={[{ label: 'success', color: '--c-ok' }]} data={data.success} format={fmtRate} tick={tickRate} yRange={[0, 1]} testId="chart-success" />
-        <Chart
-          title="Latency"
-          series={[
-            { label: 'p50', color: '--c-p50' },
-            { label: 'p95', color: '--c-p95' },
-            { label: 'p99', color: '--c-p99' },
-          ]}
-          data={data.latency}
-          format={fmtMs}
-          tick={tickMs}
-          testId="chart-latency"
-          wide
-        />
-      </div>
+      <SignalCharts data={data} testIdPrefix="chart" />
       {history.error !== null && <p class="note">History unavailable: {history.error}</p>}
 
       <h3>Instances</h3>
