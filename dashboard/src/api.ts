@@ -5,74 +5,18 @@
  * mounts the control plane under a prefix keeps working).
  */
 
-export interface Latency {
-  p50: number | null;
-  p95: number | null;
-  p99: number | null;
-}
+// The golden signals' JSON: the control plane's own definitions (src/api/signals.ts).
+import type { Latency, MeshSignalsBody, SeriesBody, SeriesPoint, WireEdge, WireInstance, WireRoute, WireService, WireSignals } from '../../src/api/signals';
 
-export interface Signals {
-  /** Requests per second over the window. */
-  rps: number;
-  /** 0..1; null when there were no requests. */
-  successRate: number | null;
-  /** Milliseconds; null when there were no requests. */
-  latencyMs: Latency;
-  requests: number;
-  failures: number;
-}
-
-export interface InstanceSignals extends Signals {
-  id: string;
-  /** The registry's status; "unknown" for an instance seen only in traffic. */
-  status: string;
-  address: string | null;
-}
-
-export interface ServiceSignals extends Signals {
-  service: string;
-  instances: InstanceSignals[];
-}
-
-export interface EdgeSignals extends Signals {
-  source: string;
-  destination: string;
-}
-
-export interface RouteSignals extends Signals {
-  service: string;
-  route: string;
-  direction: string;
-}
-
+export type { Latency, SeriesPoint };
+export type Signals = WireSignals;
+export type InstanceSignals = WireInstance;
+export type ServiceSignals = WireService;
+export type EdgeSignals = WireEdge;
+export type RouteSignals = WireRoute;
 /** GET /v1/signals, and the `signals` event of the stream (which adds `mesh`). */
-export interface MeshSignals {
-  window: string;
-  time: string;
-  scrapeIntervalMs: number;
-  services: ServiceSignals[];
-  edges: EdgeSignals[];
-  routes: RouteSignals[];
-  mesh?: { rps: number; successRate: number | null };
-}
-
-export interface SeriesPoint {
-  /** ms since the epoch. */
-  time: number;
-  rps: number;
-  successRate: number | null;
-  p50: number | null;
-  p95: number | null;
-  p99: number | null;
-}
-
-/** GET /v1/signals/series */
-export interface Series {
-  service: string | null;
-  window: string;
-  stepMs: number;
-  points: SeriesPoint[];
-}
+export type MeshSignals = MeshSignalsBody & { mesh?: { rps: number; successRate: number | null } };
+export type Series = SeriesBody;
 
 /** One entry of GET /v1/events and of the stream's `mesh-event`. */
 export interface MeshEvent {

@@ -16,8 +16,7 @@ import { forEachLine } from '../core/lines.js';
 // ---------------------------------------------------------------------------------------------
 
 // The control plane's own definitions: the windows it keeps, and the JSON it answers.
-import { WINDOWS, type SignalWindow } from '../control/signals/windows.js';
-import type { MeshSignalsBody, WireEdge, WireInstance, WireRoute, WireService, WireSignals } from '../control/signals/routes.js';
+import { WINDOWS, type MeshSignalsBody, type SignalWindow, type WireEdge, type WireInstance, type WireRoute, type WireService, type WireSignals } from '../api/signals.js';
 
 export { WINDOWS, type SignalWindow };
 export type Signals = WireSignals;

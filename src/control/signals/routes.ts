@@ -17,6 +17,7 @@ import { query, serviceParam } from '../server.js';
 import { parseWindow, type Signals, type SignalStore, type SignalWindow, type WindowView } from './windows.js';
 import { isMeshEventType, MESH_EVENT_TYPES, type MeshEvent, type MeshEvents, type MeshEventType } from './events.js';
 import type { Scraper } from './scraper.js';
+import type { MeshSignalsBody, StreamSignalsBody, WireInstance, WireService, WireSignals } from '../../api/signals.js';
 
 export interface SignalsRouteDeps {
   store: SignalStore;
@@ -29,45 +30,7 @@ export interface SignalsRouteDeps {
   keepAliveMs?: number;
 }
 
-/** The signals as the API shows them (docs/api.md#golden-signals): no byte counts. */
-export interface WireSignals {
-  rps: number;
-  successRate: number | null;
-  latencyMs: { p50: number | null; p95: number | null; p99: number | null };
-  requests: number;
-  failures: number;
-}
-
-export interface WireInstance extends WireSignals {
-  id: string;
-  status: string;
-  address: string | null;
-}
-
-export interface WireService extends WireSignals {
-  service: string;
-  instances: WireInstance[];
-}
-
-export interface WireEdge extends WireSignals {
-  source: string;
-  destination: string;
-}
-
-export interface WireRoute extends WireSignals {
-  service: string;
-  route: string;
-  direction: string;
-}
-
-export interface MeshSignalsBody {
-  window: SignalWindow;
-  time: string;
-  scrapeIntervalMs: number;
-  services: WireService[];
-  edges: WireEdge[];
-  routes: WireRoute[];
-}
+export type { MeshSignalsBody, WireEdge, WireInstance, WireRoute, WireService, WireSignals } from '../../api/signals.js';
 
 const NO_TRAFFIC: WireSignals = Object.freeze({ rps: 0, successRate: null, latencyMs: Object.freeze({ p50: null, p95: null, p99: null }), requests: 0, failures: 0 });
 
@@ -115,7 +78,7 @@ export function meshSignals(deps: Pick<SignalsRouteDeps, 'registry' | 'store'>, 
 }
 
 /** The body of `GET /v1/signals/stream`'s `signals` event: the 10s signals and the mesh's totals. */
-export function streamSignals(deps: Pick<SignalsRouteDeps, 'registry' | 'store'>): MeshSignalsBody & { mesh: { rps: number; successRate: number | null } } {
+export function streamSignals(deps: Pick<SignalsRouteDeps, 'registry' | 'store'>): StreamSignalsBody {
   const view = deps.store.window('10s');
   return { ...meshSignals(deps, '10s', view), mesh: { rps: view.mesh.rps, successRate: view.mesh.successRate } };
 }

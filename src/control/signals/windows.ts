@@ -27,13 +27,13 @@
 import { systemClock, type Clock } from '../../core/clock.js';
 import { SkeinError } from '../../core/errors.js';
 import type { Direction, StatsSeries, StatsSnapshot } from '../../api/stats.js';
+import { WINDOWS, type Latency, type SeriesPoint, type SignalWindow } from '../../api/signals.js';
 
 // ---------------------------------------------------------------------------------------------
 // Windows
 // ---------------------------------------------------------------------------------------------
 
-export const WINDOWS = ['10s', '1m', '5m', '15m'] as const;
-export type SignalWindow = (typeof WINDOWS)[number];
+export { WINDOWS, type SignalWindow } from '../../api/signals.js';
 export const WINDOW_MS: Readonly<Record<SignalWindow, number>> = Object.freeze({ '10s': 10_000, '1m': 60_000, '5m': 300_000, '15m': 900_000 });
 export const DEFAULT_WINDOW: SignalWindow = '1m';
 /** How long slots, idle keys and silent proxies are kept: the longest window. */
@@ -62,11 +62,7 @@ export type { Direction, StatsEvent, StatsSeries, StatsSnapshot } from '../../ap
 // Results
 // ---------------------------------------------------------------------------------------------
 
-export interface Latency {
-  p50: number | null;
-  p95: number | null;
-  p99: number | null;
-}
+export type { Latency, SeriesPoint } from '../../api/signals.js';
 
 /** The golden signals of one thing over one window. */
 export interface Signals {
@@ -113,16 +109,6 @@ export interface WindowView {
   routes: RouteWindow[];
   /** Every service's numbers (as chosen for `services`) summed. */
   mesh: Signals;
-}
-
-export interface SeriesPoint {
-  /** The time of the scrape round that filled the slot (ms since the epoch). */
-  time: number;
-  rps: number;
-  successRate: number | null;
-  p50: number | null;
-  p95: number | null;
-  p99: number | null;
 }
 
 export interface SeriesView {

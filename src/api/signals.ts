@@ -1,0 +1,85 @@
+/**
+ * The golden signals as the control plane's API answers them (docs/api.md#golden-signals): one
+ * definition for the server (src/control/signals), the CLI (skein stat, top) and the dashboard.
+ * Types and constants only, no imports: the dashboard's bundle reads this file too.
+ */
+
+/** The windows kept; `?window=` takes one of them (default 1m). */
+export const WINDOWS = ['10s', '1m', '5m', '15m'] as const;
+export type SignalWindow = (typeof WINDOWS)[number];
+
+export interface Latency {
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+}
+
+/** The numbers of one thing over one window. */
+export interface WireSignals {
+  /** Requests per second over the window. */
+  rps: number;
+  /** 0..1; null when there were no requests. */
+  successRate: number | null;
+  /** Milliseconds, interpolated within histogram buckets; null when there were no requests. */
+  latencyMs: Latency;
+  requests: number;
+  failures: number;
+}
+
+export interface WireInstance extends WireSignals {
+  id: string;
+  /** The registry's status; "unknown" for an instance seen only in traffic. */
+  status: string;
+  address: string | null;
+}
+
+export interface WireService extends WireSignals {
+  service: string;
+  instances: WireInstance[];
+}
+
+/** Caller -> callee, as the callers' proxies saw it. */
+export interface WireEdge extends WireSignals {
+  source: string;
+  destination: string;
+}
+
+export interface WireRoute extends WireSignals {
+  service: string;
+  route: string;
+  direction: string;
+}
+
+/** GET /v1/signals. */
+export interface MeshSignalsBody {
+  window: SignalWindow;
+  time: string;
+  scrapeIntervalMs: number;
+  services: WireService[];
+  edges: WireEdge[];
+  routes: WireRoute[];
+}
+
+/** The `signals` event of GET /v1/signals/stream: the 10s window and the mesh's totals. */
+export interface StreamSignalsBody extends MeshSignalsBody {
+  mesh: { rps: number; successRate: number | null };
+}
+
+/** One point of GET /v1/signals/series: one scrape interval. */
+export interface SeriesPoint {
+  /** The time of the scrape round that filled the slot (ms since the epoch). */
+  time: number;
+  rps: number;
+  successRate: number | null;
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+}
+
+/** GET /v1/signals/series. */
+export interface SeriesBody {
+  service: string | null;
+  window: SignalWindow;
+  stepMs: number;
+  points: SeriesPoint[];
+}
