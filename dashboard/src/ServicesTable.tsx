@@ -1,16 +1,14 @@
 /** Every service (registered, or seen only in traffic) with its golden signals over the last 10 s. */
 import type { ServiceSignals } from './api';
 import { fmtMs, fmtRate, fmtRps, rateClass } from './format';
+import { healthyCount } from '../../src/api/signals';
 
 interface Props {
   services: ServiceSignals[];
   onSelect: (service: string) => void;
 }
 
-export function healthyCount(s: ServiceSignals): { healthy: number; total: number } {
-  const registered = s.instances.filter((i) => i.status !== 'unknown');
-  return { healthy: registered.filter((i) => i.status === 'healthy').length, total: registered.length };
-}
+export { healthyCount };
 
 export function ServicesTable({ services, onSelect }: Props) {
   if (services.length === 0) return <p class="empty">No services registered yet.</p>;

@@ -1,7 +1,7 @@
 /**
  * The golden signals as the control plane's API answers them (docs/api.md#golden-signals): one
  * definition for the server (src/control/signals), the CLI (skein stat, top) and the dashboard.
- * Types and constants only, no imports: the dashboard's bundle reads this file too.
+ * Types, constants and small functions, no imports: the dashboard's bundle reads this file too.
  */
 
 /** The windows kept; `?window=` takes one of them (default 1m). */
@@ -36,6 +36,12 @@ export interface WireInstance extends WireSignals {
 export interface WireService extends WireSignals {
   service: string;
   instances: WireInstance[];
+}
+
+/** Healthy and registered instances of a service; those seen only in traffic ("unknown": gone since) are not counted. */
+export function healthyCount(s: WireService): { healthy: number; total: number } {
+  const registered = s.instances.filter((i) => i.status !== 'unknown');
+  return { healthy: registered.filter((i) => i.status === 'healthy').length, total: registered.length };
 }
 
 /** Caller -> callee, as the callers' proxies saw it. */

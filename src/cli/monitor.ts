@@ -16,7 +16,7 @@ import { forEachLine } from '../core/lines.js';
 // ---------------------------------------------------------------------------------------------
 
 // The control plane's own definitions: the windows it keeps, and the JSON it answers.
-import { WINDOWS, type MeshSignalsBody, type SignalWindow, type WireEdge, type WireInstance, type WireRoute, type WireService, type WireSignals } from '../api/signals.js';
+import { healthyCount, WINDOWS, type MeshSignalsBody, type SignalWindow, type WireEdge, type WireInstance, type WireRoute, type WireService, type WireSignals } from '../api/signals.js';
 
 export { WINDOWS, type SignalWindow };
 export type Signals = WireSignals;
@@ -71,8 +71,8 @@ const LATENCY_HEADERS = ['P50(ms)', 'P95(ms)', 'P99(ms)'];
 
 /** "healthy/total" of a service's instances. */
 export function instanceCounts(s: ServiceSignals): string {
-  const all = s.instances ?? [];
-  return `${all.filter((i) => i.status === 'healthy').length}/${all.length}`;
+  const { healthy, total } = healthyCount(s);
+  return `${healthy}/${total}`;
 }
 
 /** The `skein stat` table of services. */

@@ -50,6 +50,9 @@ export function upCommand(): Command {
       const logger = pino({ level: o.logLevel, base: { mesh: mesh.name } }, pino.destination(2));
       const say = (line: string) => process.stdout.write(`[skein] ${line}\n`);
       let runner: InstanceType<typeof MeshRunner> | null = null;
+      // The tracer checks its settings (OTEL_BSP_SCHEDULE_DELAY) before anything listens.
+      const proxyId = `skein-up-${process.pid}`;
+      const tracer = traceUrl === null ? null : await startTracer(traceUrl, o.traceSample, proxyId, logger);
       const cp = await startControlPlane({
         dataDir: o.dataDir === 'none' ? null : o.dataDir,
         http,
@@ -59,8 +62,6 @@ export function upCommand(): Command {
         routes: meshRoutes(() => runner),
         scrapeIntervalMs: o.scrapeInterval,
       });
-      const proxyId = `skein-up-${process.pid}`;
-      const tracer = traceUrl === null ? null : await startTracer(traceUrl, o.traceSample, proxyId, logger);
       const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, tracer, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
       let announcer: InstanceType<typeof Announcer> | null = null;
