@@ -78,8 +78,9 @@ export class ControlMetrics {
     events: { readonly total: number; readonly subscriberCount: number },
     store: { readonly stats: { keys: number; droppedKeys: number; droppedRequests: number; expiredKeys: number; restarts: number } },
   ): void {
-    new Gauge({ name: 'skein_signals_series', help: 'Golden-signal series kept (services, instances, edges and routes by direction; at most 10,000).', registers: [this.registry], collect() { this.set(store.stats.keys); } });
-    this.total('skein_signals_dropped_requests_total', 'Requests left out of the golden signals because their new series were past the series cap.', () => store.stats.droppedRequests);
+    new Gauge({ name: 'skein_signals_series', help: 'Golden-signal series kept (services, instances, edges and routes by direction), up to the cap.', registers: [this.registry], collect() { this.set(store.stats.keys); } });
+    this.total('skein_signals_dropped_series_total', 'Updates of new golden-signal series refused because the series cap was reached.', () => store.stats.droppedKeys);
+    this.total('skein_signals_dropped_requests_total', 'Requests left out of their service\'s golden signals because its series was past the cap.', () => store.stats.droppedRequests);
     this.total('skein_signals_expired_series_total', 'Golden-signal series dropped after 15 minutes without traffic.', () => store.stats.expiredKeys);
     this.total('skein_signals_proxy_restarts_total', 'Proxy restarts the scraper noticed (counters that started again).', () => store.stats.restarts);
     new Counter({

@@ -6,7 +6,7 @@
  *   signals.routes(app);
  *   signals.start();            // and signals.stop() on close
  *
- * Registry health events go into the event feed from `start()` on (unless `feedHealthEvents` is
+ * Registry health events go into the event feed from creation on (unless `feedHealthEvents` is
  * false); scaling events are the caller's to `events.add`.
  */
 import type { FastifyInstance } from 'fastify';
@@ -45,9 +45,9 @@ export interface SkeinSignals {
   readonly scraper: Scraper;
   /** Adds GET /v1/signals, /v1/signals/services/:service, /v1/signals/series, /v1/signals/stream. */
   routes(app: FastifyInstance): void;
-  /** Starts scraping (and feeding health events). */
+  /** Starts scraping. */
   start(): void;
-  /** Stops scraping, cancelling fetches in flight. */
+  /** Stops scraping, cancelling fetches in flight, and feeding health events. */
   stop(): void;
 }
 
@@ -65,14 +65,14 @@ export function createSignals(opts: SignalsOptions): SkeinSignals {
     ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
     ...(opts.logger === undefined ? {} : { logger: opts.logger }),
   });
-  let offHealth: (() => void) | null = null;
+  // From creation on, so that nothing registered before the scraper starts is missed.
+  let offHealth: (() => void) | null = opts.feedHealthEvents === false ? null : opts.registry.onHealthEvent((e) => events.add(healthEvent(e)));
   return {
     store,
     events,
     scraper,
     routes: (app) => signalsRoutes(app, { store, events, scraper, registry: opts.registry, clock }),
     start() {
-      if (opts.feedHealthEvents !== false && offHealth === null) offHealth = opts.registry.onHealthEvent((e) => events.add(healthEvent(e)));
       scraper.start();
     },
     stop() {

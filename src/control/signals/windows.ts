@@ -132,7 +132,7 @@ export interface StoreStats {
   proxies: number;
   /** Deltas of new keys refused because `maxKeys` keys existed. */
   droppedKeys: number;
-  /** Requests in those refused deltas. */
+  /** Requests left out of their service's signals because its series was refused. */
   droppedRequests: number;
   /** Keys dropped after 15 minutes without traffic. */
   expiredKeys: number;
@@ -543,7 +543,8 @@ export class SignalStore {
     for (const k of keys) {
       if (!this.touch(k, at)) {
         this.counters.droppedKeys++;
-        this.counters.droppedRequests += d.requests;
+        // The requests are lost to the signals when their service's own series is refused.
+        if (k === keys[0]) this.counters.droppedRequests += d.requests;
         continue;
       }
       let a = slot.entries.get(k);
