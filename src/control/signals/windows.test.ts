@@ -352,3 +352,36 @@ test('requests refused before a service was known belong to no service, edge or 
   assert.deepEqual(v.edges.map((e) => [e.source, e.destination]), [['frontend', 'products']]);
   assert.ok(v.routes.every((r) => r.service !== ''));
 });
+
+test('after missed scrapes the traffic is spread over the slots it spanned, not piled into one', () => {
+  const { clock, store } = setup();
+  let total = 0;
+  store.ingest(snap(clock, [{ requests: total }]));
+  for (let i = 0; i < 5; i++) {
+    clock.advance(2000);
+    total += 200; // 100 rps
+    store.ingest(snap(clock, [{ requests: total }]));
+  }
+  // 14 scrapes missed (28 s), then one answer with everything since.
+  clock.advance(30_000);
+  total += 3000;
+  store.ingest(snap(clock, [{ requests: total }]));
+  const ten = store.window('10s').services[0]!;
+  assert.equal(ten.rps, 100, 'still 100 rps, not the 28 s of traffic in one slot');
+  const points = store.series('1m', 'products').points.filter((p) => p.rps > 0);
+  assert.ok(points.every((p) => p.rps === 100), `every point 100 rps: ${JSON.stringify(points.map((p) => p.rps))}`);
+  assert.equal(store.window('1m').services[0]!.requests, 200 * 5 + 3000, 'nothing lost');
+});
+
+test('a proxy that restarted some time before it was seen again: its traffic spread since its start', () => {
+  const { clock, store } = setup();
+  store.ingest(snap(clock, [{ requests: 500 }]));
+  clock.advance(2000);
+  store.ingest(snap(clock, [{ requests: 600 }]));
+  // Gone for 40 s; restarted 20 s ago and served 2000 requests (100 rps) since.
+  clock.advance(40_000);
+  const r = store.ingest(snap(clock, [{ requests: 2000 }], { startedAt: clock.now() - 20_000 }));
+  assert.equal(r.restarted, true);
+  assert.equal(store.window('10s').services[0]!.rps, 100);
+  assert.equal(store.window('1m').services[0]!.requests, 100 + 2000);
+});

@@ -228,6 +228,30 @@ function addInto(into: Agg, d: Agg): void {
 
 const round3 = (v: number) => Math.round(v * 1000) / 1000;
 
+/** Whole counts shared over `n` slots, oldest first; the remainders go to the newest ones. */
+function share(v: number, n: number): number[] {
+  const base = Math.floor(v / n);
+  const extra = v - base * n;
+  return Array.from({ length: n }, (_, j) => base + (j >= n - extra ? 1 : 0));
+}
+
+/** One delta as `n` consecutive slots' worth, for traffic that spanned them. */
+function split(d: Agg, n: number): Agg[] {
+  const requests = share(d.requests, n);
+  const failures = share(d.failures, n);
+  const requestBytes = share(d.requestBytes, n);
+  const responseBytes = share(d.responseBytes, n);
+  const counts = d.counts.map((c) => share(c, n));
+  return requests.map((r, j) => ({
+    requests: r,
+    failures: failures[j]!,
+    counts: counts.map((c) => c[j]!),
+    latencySum: d.latencySum / n,
+    requestBytes: requestBytes[j]!,
+    responseBytes: responseBytes[j]!,
+  }));
+}
+
 export interface SignalStoreOptions {
   clock?: Clock;
   /** The scrape interval: one slot per interval. Default 2 s. */
@@ -316,19 +340,29 @@ export class SignalStore {
 
     const series = new Map<string, Counters>();
     const no = this.slotNo(at);
-    const slot = this.slotFor(no);
     if (no > this.lastSlot) this.lastSlot = no;
+    // The traffic happened since the previous snapshot (or since the proxy started): after missed
+    // scrapes, or a restart some time ago, it is spread over the slots of that time rather than
+    // piled into this one (which would show as a spike).
+    const since = mode === 'delta' || restarted ? Math.max(prev?.lastIngest ?? at, restarted ? snap.proxy.startedAt : -Infinity) : snap.proxy.startedAt;
+    const span = Math.max(1, Math.min(no - Math.max(this.slotNo(since), this.firstSlot - 1), this.ring.length - 2));
+    const slots: Array<Slot | null> = [];
+    for (let j = span - 1; j >= 0; j--) slots.push(this.slotFor(no - j));
     let requests = 0;
     for (const s of snap.series) {
       const k = seriesKey(s);
       const cur: Counters = { requests: s.requests, failures: s.failures, counts: s.latency.counts, latencySum: s.latency.sum, requestBytes: s.requestBytes, responseBytes: s.responseBytes };
       series.set(k, cur);
-      if (mode === 'baseline' || slot === null) continue;
+      if (mode === 'baseline') continue;
       const before = mode === 'delta' ? prev?.series.get(k) : undefined;
       const d = this.delta(cur, before, map);
       if (d.requests === 0 && d.requestBytes === 0 && d.responseBytes === 0) continue;
       requests += d.requests;
-      this.record(slot, s, d, at);
+      const parts = span === 1 ? [d] : split(d, span);
+      parts.forEach((part, j) => {
+        const slot = slots[j];
+        if (slot !== null && slot !== undefined) this.record(slot, s, part, at);
+      });
     }
     this.proxies.set(id, { startedAt: snap.proxy.startedAt, lastIngest: at, series });
     return { mode, restarted, requests };
