@@ -385,3 +385,26 @@ test('a proxy that restarted some time before it was seen again: its traffic spr
   assert.equal(store.window('10s').services[0]!.rps, 100);
   assert.equal(store.window('1m').services[0]!.requests, 100 + 2000);
 });
+
+test('15m reads 30 s slots: the rate over the last 14.5-15 minutes, and a chart point per 30 s', () => {
+  const { clock, store } = setup();
+  let total = 0;
+  store.ingest(snap(clock, [{ requests: total }]));
+  for (let i = 0; i < 600; i++) {
+    // 20 minutes: 50 rps, then 150 rps for the last 5 minutes
+    clock.advance(2000);
+    total += i < 450 ? 100 : 300;
+    store.ingest(snap(clock, [{ requests: total }]));
+  }
+  const fifteen = store.window('15m').services[0]!;
+  // 10 minutes at 50 rps and 5 at 150 (give or take the 30 s the window may be short).
+  assert.ok(Math.abs(fifteen.rps - (10 * 50 + 5 * 150) / 15) < 2, `15m rps ${fifteen.rps}`);
+  const five = store.window('5m').services[0]!;
+  assert.equal(five.rps, 150);
+  const chart = store.series('15m', 'products');
+  assert.equal(chart.stepMs, 30_000);
+  assert.ok(chart.points.length >= 29 && chart.points.length <= 31, `points: ${chart.points.length}`);
+  assert.deepEqual([...new Set(chart.points.slice(0, -11).map((p) => p.rps))], [50]);
+  assert.deepEqual([...new Set(chart.points.slice(-9).map((p) => p.rps))], [150]);
+  assert.equal(store.series('5m', 'products').stepMs, 2000);
+});

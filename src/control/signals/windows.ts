@@ -2,8 +2,10 @@
  * The golden signals' memory: the control plane's scraper hands every proxy's `GET /stats`
  * snapshot (cumulative counters since the proxy started, src/api/stats.ts) to a SignalStore, which turns
  * it into the traffic of one scrape interval (the delta from the proxy's previous snapshot) and
- * adds that to a time slot. The slots form a ring covering 15 minutes, so the windows 10s, 1m, 5m
- * and 15m are sums over the last few slots, and a chart is one point per slot.
+ * adds that to a time slot. Two rings of slots: one slot per scrape interval for the last 5
+ * minutes (the windows 10s, 1m and 5m, and their charts: a point per interval), and one slot per
+ * 30 s for 15 minutes (the 15m window and its chart), so memory and the cost of a query stay
+ * proportionate: a key costs 150 + 30 slots at most, not 450.
  *
  * Aggregates are kept by
  *   - service  (per direction: a service's own numbers come from its inbound series, falling back
@@ -15,7 +17,8 @@
  *   - route    (service, route, direction).
  *
  * Restarts: a proxy with a new `proxy.startedAt`, or any counter lower than in its previous
- * snapshot, has restarted, and its whole snapshot counts as new traffic. The first snapshot of a
+ * snapshot, has restarted, and its whole snapshot counts as new traffic, spread over the slots
+ * since it started (as the traffic after missed scrapes is spread over the slots it spanned). The first snapshot of a
  * proxy the store has not seen counts fully only when the proxy started less than one scrape
  * interval before it (`at - startedAt`, both read on the proxy's clock); otherwise it only sets
  * the baseline, since we cannot tell when its counters grew.
@@ -38,6 +41,10 @@ export const WINDOW_MS: Readonly<Record<SignalWindow, number>> = Object.freeze({
 export const DEFAULT_WINDOW: SignalWindow = '1m';
 /** How long slots, idle keys and silent proxies are kept: the longest window. */
 export const RETENTION_MS = 15 * 60_000;
+/** Kept at the scrape interval: the windows up to 5m. */
+export const FINE_MS = 5 * 60_000;
+/** The slot of the 15m window and its chart. */
+export const COARSE_MS = 30_000;
 export const DEFAULT_INTERVAL_MS = 2000;
 export const DEFAULT_MAX_KEYS = 10_000;
 
@@ -187,6 +194,38 @@ interface Slot {
   entries: Map<string, Agg>;
 }
 
+/** Slots numbered `no` (each `ratio` scrape intervals long), the newest `length` of them kept. */
+class Ring {
+  private readonly slots: Slot[];
+  constructor(
+    readonly ratio: number,
+    length: number,
+  ) {
+    this.slots = Array.from({ length }, () => ({ no: Number.NEGATIVE_INFINITY, entries: new Map<string, Agg>() }));
+  }
+
+  /** The slot `no` if it holds data of `no`. */
+  at(no: number): Slot | undefined {
+    const s = this.slots[this.index(no)]!;
+    return s.no === no ? s : undefined;
+  }
+
+  /** The slot for `no`, cleared if it held older data; null if `no` is too old to keep. */
+  slotFor(no: number): Slot | null {
+    const slot = this.slots[this.index(no)]!;
+    if (slot.no === no) return slot;
+    if (slot.no > no) return null;
+    slot.no = no;
+    slot.entries.clear();
+    return slot;
+  }
+
+  private index(no: number): number {
+    const n = this.slots.length;
+    return ((no % n) + n) % n;
+  }
+}
+
 interface Counters {
   requests: number;
   failures: number;
@@ -228,6 +267,12 @@ function addInto(into: Agg, d: Agg): void {
 
 const round3 = (v: number) => Math.round(v * 1000) / 1000;
 
+function addTo(slot: Slot, k: string, d: Agg, buckets: number): void {
+  let a = slot.entries.get(k);
+  if (a === undefined) slot.entries.set(k, (a = emptyAgg(buckets)));
+  addInto(a, d);
+}
+
 /** Whole counts shared over `n` slots, oldest first; the remainders go to the newest ones. */
 function share(v: number, n: number): number[] {
   const base = Math.floor(v / n);
@@ -264,7 +309,10 @@ export class SignalStore {
   readonly intervalMs: number;
   private readonly clock: Clock;
   private readonly maxKeys: number;
-  private readonly ring: Slot[];
+  /** One slot per scrape interval, for 5 minutes. Slot numbers count intervals from `origin`. */
+  private readonly fine: Ring;
+  /** One slot per COARSE_MS (whole intervals), for 15 minutes: slot `no` holds intervals `no * ratio ..`. */
+  private readonly coarse: Ring;
   /** Slot numbers count intervals from `origin`, set half an interval before the first ingest so
    * scrape rounds land mid-slot and timer jitter does not push two rounds into one slot. */
   private origin: number | null = null;
@@ -284,8 +332,9 @@ export class SignalStore {
     this.clock = opts.clock ?? systemClock;
     this.intervalMs = Math.max(1, Math.round(opts.intervalMs ?? DEFAULT_INTERVAL_MS));
     this.maxKeys = Math.max(1, opts.maxKeys ?? DEFAULT_MAX_KEYS);
-    const slots = Math.ceil(RETENTION_MS / this.intervalMs) + 2;
-    this.ring = Array.from({ length: slots }, () => ({ no: Number.NEGATIVE_INFINITY, entries: new Map<string, Agg>() }));
+    this.fine = new Ring(1, Math.ceil(FINE_MS / this.intervalMs) + 2);
+    const ratio = Math.max(1, Math.round(COARSE_MS / this.intervalMs));
+    this.coarse = new Ring(ratio, Math.ceil(RETENTION_MS / (ratio * this.intervalMs)) + 2);
   }
 
   get stats(): StoreStats {
@@ -345,9 +394,10 @@ export class SignalStore {
     // scrapes, or a restart some time ago, it is spread over the slots of that time rather than
     // piled into this one (which would show as a spike).
     const since = mode === 'delta' || restarted ? Math.max(prev?.lastIngest ?? at, restarted ? snap.proxy.startedAt : -Infinity) : snap.proxy.startedAt;
-    const span = Math.max(1, Math.min(no - Math.max(this.slotNo(since), this.firstSlot - 1), this.ring.length - 2));
-    const slots: Array<Slot | null> = [];
-    for (let j = span - 1; j >= 0; j--) slots.push(this.slotFor(no - j));
+    const span = Math.max(1, Math.min(no - Math.max(this.slotNo(since), this.firstSlot - 1), Math.ceil(RETENTION_MS / this.intervalMs)));
+    // Per part (oldest first), the fine and coarse slots it goes into (null: older than kept).
+    const slots: Array<Array<Slot | null>> = [];
+    for (let j = span - 1; j >= 0; j--) slots.push([this.fine.slotFor(no - j), this.coarse.slotFor(Math.floor((no - j) / this.coarse.ratio))]);
     let requests = 0;
     for (const s of snap.series) {
       const k = seriesKey(s);
@@ -359,9 +409,9 @@ export class SignalStore {
       if (d.requests === 0 && d.requestBytes === 0 && d.responseBytes === 0) continue;
       requests += d.requests;
       const parts = span === 1 ? [d] : split(d, span);
+      const keys = this.keysOf(s, d, at);
       parts.forEach((part, j) => {
-        const slot = slots[j];
-        if (slot !== null && slot !== undefined) this.record(slot, s, part, at);
+        for (const slot of slots[j]!) if (slot !== null) for (const k of keys) addTo(slot, k, part, d.counts.length);
       });
     }
     this.proxies.set(id, { startedAt: snap.proxy.startedAt, lastIngest: at, series });
@@ -439,14 +489,15 @@ export class SignalStore {
   }
 
   /**
-   * One point per slot of the window (from the first scrape on) for one service, or for the
+   * One point per slot of the window (from the first scrape on: a scrape interval up to 5m, 30 s
+   * for 15m) for one service, or for the
    * whole mesh (every service summed) when `service` is null. A service's direction (inbound, or
    * outbound as the fallback) is chosen once for the window, as in `window()`.
    */
   series(w: SignalWindow, service: string | null = null): SeriesView {
     const now = this.clock.now();
     this.maintain(now);
-    const { slots, nos } = this.range(w, now);
+    const { ring, slots, nos, intervals } = this.range(w, now);
     // The direction each service is read from, over the whole window.
     const inCount = new Map<string, number>();
     const outCount = new Map<string, number>();
@@ -463,28 +514,29 @@ export class SignalStore {
     for (const [name, n] of inCount) if (n > 0) wanted.add(key('svc', 'inbound', name, ''));
     for (const [name, n] of outCount) if (n > 0 && !((inCount.get(name) ?? 0) > 0)) wanted.add(key('svc', 'outbound', name, ''));
     const nb = this.bucketCount();
-    const stepS = this.intervalMs / 1000;
+    const stepMs = ring.ratio * this.intervalMs;
     const points: SeriesPoint[] = [];
     const origin = this.origin ?? now;
     for (let i = 0; i < nos.length; i++) {
       const no = nos[i]!;
-      const slot = this.ring[this.idx(no)]!;
+      const slot = ring.at(no);
       const sum = emptyAgg(nb);
-      if (slot.no === no) for (const k of wanted) {
+      if (slot !== undefined) for (const k of wanted) {
         const a = slot.entries.get(k);
         if (a !== undefined) addInto(sum, a);
       }
       const l = this.latency(sum);
       points.push({
-        time: Math.round(origin + no * this.intervalMs + this.intervalMs / 2),
-        rps: round3(sum.requests / stepS),
+        time: Math.round(origin + no * stepMs + stepMs / 2),
+        // A slot still filling (or the first, after the baseline) is divided by the time it covers.
+        rps: round3(sum.requests / ((Math.max(1, intervals[i]!) * this.intervalMs) / 1000)),
         successRate: sum.requests > 0 ? (sum.requests - sum.failures) / sum.requests : null,
         p50: l.p50,
         p95: l.p95,
         p99: l.p99,
       });
     }
-    return { service, window: w, stepMs: this.intervalMs, points };
+    return { service, window: w, stepMs, points };
   }
 
   // ---- internals ----
@@ -493,40 +545,37 @@ export class SignalStore {
     return Math.floor((t - (this.origin ?? t)) / this.intervalMs);
   }
 
-  private idx(no: number): number {
-    const n = this.ring.length;
-    return ((no % n) + n) % n;
-  }
-
-  /** The slot for slot number `no`, cleared if it held older data; null if `no` is too old to keep. */
-  private slotFor(no: number): Slot | null {
-    const slot = this.ring[this.idx(no)]!;
-    if (slot.no === no) return slot;
-    if (slot.no > no) return null;
-    slot.no = no;
-    slot.entries.clear();
-    return slot;
-  }
-
   /**
    * The slots of a window, ending with the last complete scrape round: the slot of the latest
    * ingest, or the one before the current slot when scrapes stopped coming (so rates decay).
+   * Windows up to 5m read the fine ring; 15m the coarse one (up to 30 s shorter, which
+   * `coveredMs` counts). `nos` are the slot numbers of the ring read,
+   * `intervals` how many scrape intervals of data each covers.
    */
-  private range(w: SignalWindow, now: number): { slots: Slot[]; nos: number[]; coveredMs: number } {
+  private range(w: SignalWindow, now: number): { ring: Ring; slots: Slot[]; nos: number[]; intervals: number[]; coveredMs: number } {
     const k = Math.max(1, Math.ceil(WINDOW_MS[w] / this.intervalMs));
-    if (this.origin === null) return { slots: [], nos: [], coveredMs: k * this.intervalMs };
+    const ring = WINDOW_MS[w] > FINE_MS ? this.coarse : this.fine;
+    if (this.origin === null) return { ring, slots: [], nos: [], intervals: [], coveredMs: k * this.intervalMs };
     const end = Math.max(this.lastSlot, this.slotNo(now) - 1);
-    const start = Math.max(end - k + 1, this.firstSlot);
+    // The first slot holds the baselines: data starts after it.
+    const dataFrom = this.firstSlot + 1;
+    const r = ring.ratio;
+    // From the first slot wholly inside the window (15m reads 14.5 to 15 minutes), or from the
+    // first data when there is less.
+    const start = end - k + 1 > this.firstSlot ? Math.ceil((end - k + 1) / r) : Math.floor(this.firstSlot / r);
     const slots: Slot[] = [];
     const nos: number[] = [];
-    for (let no = start; no <= end; no++) {
+    const intervals: number[] = [];
+    let covered = 0;
+    for (let no = start; no <= Math.floor(end / r); no++) {
       nos.push(no);
-      const s = this.ring[this.idx(no)]!;
-      if (s.no === no) slots.push(s);
+      const n = Math.max(0, Math.min(end, no * r + r - 1) - Math.max(dataFrom, no * r) + 1);
+      intervals.push(n);
+      covered += n;
+      const sl = ring.at(no);
+      if (sl !== undefined) slots.push(sl);
     }
-    // The first slot holds the baselines, so data covers (end - firstSlot) intervals.
-    const covered = Math.max(1, Math.min(k, end - this.firstSlot));
-    return { slots, nos, coveredMs: covered * this.intervalMs };
+    return { ring, slots, nos, intervals, coveredMs: Math.max(1, covered) * this.intervalMs };
   }
 
   private bucketCount(): number {
@@ -565,26 +614,23 @@ export class SignalStore {
     return d;
   }
 
-  private record(slot: Slot, s: StatsSeries, d: Agg, at: number): void {
+  /** The keys a series' traffic counts under that are kept (new ones past the cap are refused and counted). */
+  private keysOf(s: StatsSeries, d: Agg, at: number): string[] {
     // Refused before a service was known (no route, unknown name): no service's signals. They are
     // in the proxy's own metrics (service="", skein_proxy_errors_total).
-    if (s.service === '') return;
+    if (s.service === '') return [];
     const dir = s.direction;
     const keys = [key('svc', dir, s.service, ''), key('route', dir, s.service, s.route)];
     const instance = dir === 'inbound' ? s.instance || s.workload : s.instance;
     if (instance !== '') keys.push(key('inst', dir, s.service, instance));
     if (dir === 'outbound' || (s.source !== 'unknown' && s.source !== '')) keys.push(key('edge', dir, s.source, s.service));
-    for (const k of keys) {
-      if (!this.touch(k, at)) {
-        this.counters.droppedKeys++;
-        // The requests are lost to the signals when their service's own series is refused.
-        if (k === keys[0]) this.counters.droppedRequests += d.requests;
-        continue;
-      }
-      let a = slot.entries.get(k);
-      if (a === undefined) slot.entries.set(k, (a = emptyAgg(d.counts.length)));
-      addInto(a, d);
-    }
+    return keys.filter((k, i) => {
+      if (this.touch(k, at)) return true;
+      this.counters.droppedKeys++;
+      // The requests are lost to the signals when their service's own series is refused.
+      if (i === 0) this.counters.droppedRequests += d.requests;
+      return false;
+    });
   }
 
   private touch(k: string, at: number): boolean {
