@@ -318,3 +318,30 @@ test('the timer drives rounds with an injected clock', async (t) => {
   assert.equal(store.window('10s').services[0]!.requests, 10);
   assert.equal(store.window('10s').services[0]!.rps, 5);
 });
+
+test('rounds keep to the grid of the first one: a late round counts for its grid time; the timer aims at the grid', async () => {
+  const T0 = 1_800_000_000_000;
+  const clock = new ManualClock(T0);
+  const store = new SignalStore({ clock, intervalMs: 2000 });
+  const scraper = new Scraper({ store, events: new MeshEvents(), proxies: () => [], clock, intervalMs: 2000 });
+  const heard: number[] = [];
+  scraper.onScrape((r) => heard.push(r.at - T0));
+  await scraper.scrapeNow();
+  // A round 700 ms late (an event-loop stall) is the round of its grid time, not a new slot's.
+  clock.advance(2700);
+  await scraper.scrapeNow();
+  clock.advance(1300);
+  await scraper.scrapeNow();
+  assert.deepEqual(heard, [0, 2000, 4000]);
+  // The timer: rounds on the grid, and nothing left behind by stop().
+  clock.advance(500);
+  scraper.start();
+  await until('the round at start', () => heard.length === 4);
+  assert.equal(heard[3], 4000, 'started 500 ms after a grid point: that round belongs to it');
+  for (const at of [6000, 8000]) {
+    clock.advance(2000);
+    await until(`the round at ${at}`, () => heard.at(-1) === at);
+  }
+  scraper.stop();
+  assert.equal(clock.pending, 0, 'stop() leaves no timer');
+});

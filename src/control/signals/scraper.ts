@@ -101,6 +101,7 @@ export class Scraper {
   private readonly inflight = new Set<AbortController>();
   private timer: TimerHandle | null = null;
   private running: Promise<ScrapeRound> | null = null;
+  private epoch: number | null = null;
   private readonly count: ScrapeCounters = { ok: 0, failed: 0, rounds: 0, skippedRounds: 0 };
 
   constructor(opts: ScraperOptions) {
@@ -136,11 +137,19 @@ export class Scraper {
     };
   }
 
-  /** Scrapes now and then every interval. */
+  /** Scrapes now and then every interval, on the grid of the first round (timers do not drift). */
   start(): void {
     if (this.timer !== null) return;
-    this.timer = this.clock.setInterval(() => this.tick(), this.intervalMs);
+    const next = () => {
+      const now = this.clock.now();
+      const due = this.gridTime(now) + (this.gridTime(now) <= now ? this.intervalMs : 0);
+      this.timer = this.clock.setTimeout(() => {
+        next();
+        this.tick();
+      }, Math.max(1, due - now));
+    };
     this.tick();
+    next();
   }
 
   /** Stops the timer and cancels the fetches in flight (they are not counted as failed). */
@@ -173,8 +182,18 @@ export class Scraper {
     return p;
   }
 
+  /**
+   * A round's time on a fixed grid (the first round's time plus whole intervals): timers run a
+   * little late each time, and a round's slot must not drift into the next one's.
+   */
+  private gridTime(now: number): number {
+    if (this.epoch === null) this.epoch = now;
+    return this.epoch + Math.round((now - this.epoch) / this.intervalMs) * this.intervalMs;
+  }
+
   private async runRound(): Promise<ScrapeRound> {
-    const at = this.clock.now();
+    const started = this.clock.now();
+    const at = this.gridTime(started);
     const seen = new Set<string>();
     const list: ScrapeTarget[] = [];
     for (const t of this.proxies()) {
@@ -183,12 +202,14 @@ export class Scraper {
       list.push(t);
     }
     const results = await Promise.all(list.map((t) => this.scrapeOne(t, at)));
+    // Windows end at a complete round, not on a slot some proxies have not filled yet.
+    this.store.roundDone(at);
     // Forget what we knew of proxies not listed for 15 minutes.
     for (const [id, st] of this.targets) if (!seen.has(id) && at - st.lastListed > RETENTION_MS) this.targets.delete(id);
     const counted = results.filter((r) => r.error !== 'stopped');
     const round: ScrapeRound = {
       at,
-      durationMs: this.clock.now() - at,
+      durationMs: this.clock.now() - started,
       ok: counted.filter((r) => r.ok).length,
       failed: counted.filter((r) => !r.ok).length,
       results,

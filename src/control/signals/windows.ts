@@ -318,6 +318,8 @@ export class SignalStore {
   private origin: number | null = null;
   private firstSlot = 0;
   private lastSlot = 0;
+  /** The slot of the last complete scrape round, once the scraper reports rounds (`roundDone`). */
+  private doneSlot: number | null = null;
   /** Live keys and when each last had traffic. */
   private readonly keys = new Map<string, number>();
   /** How many live `svc` keys each service has (the services "seen in the signals"). */
@@ -355,6 +357,13 @@ export class SignalStore {
   hasService(name: string): boolean {
     this.maintain(this.clock.now());
     return this.serviceRefs.has(name);
+  }
+
+  /** The scraper's round at `at` is complete: every proxy answered or timed out. */
+  roundDone(at: number): void {
+    if (this.origin === null) return;
+    const no = this.slotNo(at);
+    if (this.doneSlot === null || no > this.doneSlot) this.doneSlot = no;
   }
 
   /** Forgets a proxy's baseline: its next snapshot is treated as the first. */
@@ -546,8 +555,9 @@ export class SignalStore {
   }
 
   /**
-   * The slots of a window, ending with the last complete scrape round: the slot of the latest
-   * ingest, or the one before the current slot when scrapes stopped coming (so rates decay).
+   * The slots of a window, ending with the last complete scrape round (with no scraper reporting
+   * rounds: the slot of the latest ingest), or the one before the current slot when scrapes
+   * stopped coming (so rates decay).
    * Windows up to 5m read the fine ring; 15m the coarse one (up to 30 s shorter, which
    * `coveredMs` counts). `nos` are the slot numbers of the ring read,
    * `intervals` how many scrape intervals of data each covers.
@@ -556,7 +566,7 @@ export class SignalStore {
     const k = Math.max(1, Math.ceil(WINDOW_MS[w] / this.intervalMs));
     const ring = WINDOW_MS[w] > FINE_MS ? this.coarse : this.fine;
     if (this.origin === null) return { ring, slots: [], nos: [], intervals: [], coveredMs: k * this.intervalMs };
-    const end = Math.max(this.lastSlot, this.slotNo(now) - 1);
+    const end = Math.max(this.doneSlot ?? this.lastSlot, this.slotNo(now) - 1);
     // The first slot holds the baselines: data starts after it.
     const dataFrom = this.firstSlot + 1;
     const r = ring.ratio;
