@@ -59,11 +59,29 @@ test(`past ${MAX_SERIES} series a listener counts new instances as "other"`, () 
   assert.equal(series.find((s) => s.instance === 'web-0')?.requests, 2, 'known instances keep their series');
 });
 
-test('/stats?since= returns only newer traffic events', () => {
+test('/stats?since= returns only newer traffic events; Prometheus counts them too', async () => {
   const m = new ProxyMetrics(gauges, 'p1');
-  m.listener('client', 'outbound').record('client', 'web', 'default', 'web-1', 200, false, 0.001, 0, 0);
-  const s0 = m.snapshot();
-  assert.equal(s0.proxy.id, 'p1');
-  assert.equal(s0.series.length, 1);
-  assert.deepEqual(m.snapshot(s0.eventSeq).events, []);
+  m.trafficEvent({ type: 'eject', service: 'web', endpoint: 'web/web-1', reason: 'consecutive-5xx', ejections: 1, untilMs: 30_000 });
+  m.trafficEvent({ type: 'breaker', service: 'web', endpoint: 'web/web-2', from: 'closed', to: 'open', reason: '5 consecutive failures' });
+  const all = m.snapshot();
+  assert.deepEqual(all.events.map((e) => [e.seq, e.type, e.service, e.instance, e.detail]), [
+    [1, 'eject', 'web', 'web-1', 'consecutive-5xx'],
+    [2, 'breaker', 'web', 'web-2', 'open: 5 consecutive failures'],
+  ]);
+  assert.equal(all.eventSeq, 2);
+  assert.deepEqual(m.snapshot(1).events.map((e) => e.seq), [2]);
+  assert.deepEqual(m.snapshot(2).events, []);
+  const { text } = await m.exposition();
+  assert.equal(sample(text, 'skein_proxy_outlier_events_total{service="web",event="eject"}'), 1);
+  assert.equal(sample(text, 'skein_proxy_breaker_transitions_total{service="web",to="open"}'), 1);
+});
+
+test('the Prometheus series follow new requests between scrapes', async () => {
+  const m = new ProxyMetrics(gauges, 'p1');
+  const out = m.listener('client', 'outbound');
+  const line = 'skein_proxy_requests_total{direction="outbound",workload="client",source="client",service="web",route="default",status="200",class="success"}';
+  out.record('client', 'web', 'default', 'web-1', 200, false, 0.001, 0, 0);
+  assert.equal(sample((await m.exposition()).text, line), 1);
+  out.record('client', 'web', 'default', 'web-1', 200, false, 0.001, 0, 0);
+  assert.equal(sample((await m.exposition()).text, line), 2);
 });

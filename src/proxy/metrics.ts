@@ -90,31 +90,37 @@ class ListenerStats implements ListenerMetrics {
 
   /** The series of the last request, and what it was found by (the same strings, usually). */
   private last: SeriesStats | null = null;
-  private lastBy: [string | null, string | null, string | null, string | null] = [null, null, null, null];
+  private lastSource: string | null = null;
+  private lastService: string | null = null;
+  private lastRoute: string | null = null;
+  private lastInstance: string | null = null;
 
   record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number): void {
-    const by = this.lastBy;
-    if (this.last !== null && by[0] === source && by[1] === service && by[2] === route && by[3] === instance) {
+    if (this.last !== null && this.lastSource === source && this.lastService === service && this.lastRoute === route && this.lastInstance === instance) {
       this.last.record(status, failed, seconds, requestBytes, responseBytes);
       return;
     }
     const src = source === null ? 'unknown' : this.source(source);
-    let key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000${instance ?? ''}`;
+    let inst = instance ?? '';
+    let key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000${inst}`;
     let s = this.byKey.get(key);
     if (s === undefined && this.byKey.size >= MAX_SERIES && instance !== null) {
       // Instances churn with deployments: past the cap, new ones share one series per route.
-      instance = 'other';
+      inst = 'other';
       key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000other`;
       s = this.byKey.get(key);
     }
     if (s === undefined) {
-      s = new SeriesStats({ direction: this.direction, workload: this.workload, source: src, service: service ?? '', route: route ?? '', instance: instance ?? '' });
+      s = new SeriesStats({ direction: this.direction, workload: this.workload, source: src, service: service ?? '', route: route ?? '', instance: inst });
       this.byKey.set(key, s);
       this.all.push(s);
     }
     s.record(status, failed, seconds, requestBytes, responseBytes);
     this.last = s;
-    this.lastBy = [source, service, route, instance];
+    this.lastSource = source;
+    this.lastService = service;
+    this.lastRoute = route;
+    this.lastInstance = instance;
   }
 
   /** A caller's name as a label value: a service name, at most MAX_SOURCES of them. */
@@ -200,10 +206,20 @@ export class ProxyMetrics implements ForwarderCounters {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     const series = this.series;
-    const perSeries = (read: (s: SeriesStats) => number) => () => exposed(series).map((s) => ({ labels: promLabels(s), value: read(s) }));
+    // One scrape reads the four per-request metrics one after the other: summed once for all four.
+    // (Every request adds to some series' count, so the same number of series and requests means
+    // nothing changed.)
+    let memo: { series: number; requests: number; list: SeriesStats[] } | null = null;
+    const exposedNow = () => {
+      let requests = 0;
+      for (const s of series) requests += s.count;
+      if (memo === null || memo.series !== series.length || memo.requests !== requests) memo = { series: series.length, requests, list: exposed(series) };
+      return memo.list;
+    };
+    const perSeries = (read: (s: SeriesStats) => number) => () => exposedNow().map((s) => ({ labels: promLabels(s), value: read(s) }));
     this.registry.registerMetric(
       scrapedMetric('skein_proxy_requests_total', 'Requests the proxy finished, by listener, source and destination service, route, response status (0: no response) and class (failure: no response, 5xx, or an answer the proxy made itself).', 'counter', () =>
-        exposed(series).flatMap((s) => {
+        exposedNow().flatMap((s) => {
           const out: MetricValue[] = [];
           const labels = promLabels(s);
           for (const [m, cls] of [[s.ok, 'success'], [s.failed, 'failure']] as const) {
@@ -215,7 +231,7 @@ export class ProxyMetrics implements ForwarderCounters {
     );
     this.registry.registerMetric(
       scrapedMetric('skein_proxy_request_duration_seconds', 'Time from the complete request head to the end of the response (all attempts and backoff included), by listener, source, destination service and route.', 'histogram', () =>
-        exposed(series).flatMap((s) => {
+        exposedNow().flatMap((s) => {
           const out: MetricValue[] = [];
           const labels = promLabels(s);
           let cum = 0;
