@@ -284,44 +284,48 @@ describe('skein tap', () => {
 });
 
 describe('golden signals: the control plane scrapes the proxy', () => {
-  /** web's numbers over 15 minutes (longer than this file runs, so they only grow). */
-  const web = async () => (await api(cp.http, 'GET', '/v1/signals?window=15m')).body.services.find((x: any) => x.service === 'web');
+  /**
+   * web's numbers over 15 minutes (longer than this file runs, so they only grow): the service,
+   * the client -> web edge, its inbound default route, and the requests its 5-minute chart shows.
+   */
+  const web = async () => {
+    const one = (await api(cp.http, 'GET', '/v1/signals/services/web?window=15m')).body;
+    const chart = (await api(cp.http, 'GET', '/v1/signals/series?service=web&window=5m')).body;
+    return {
+      service: one,
+      edge: (one.edges as any[]).find((e) => e.source === 'client' && e.destination === 'web')?.requests ?? 0,
+      route: (one.routes as any[]).find((r) => r.route === 'default' && r.direction === 'inbound')?.requests ?? 0,
+      chart: (chart.points as any[]).reduce((n, p) => n + (p.rps * chart.stepMs) / 1000, 0),
+      stepMs: chart.stepMs,
+    };
+  };
   const scrapes = async () => metricValue(await (await fetch(`${cp.http}/metrics`)).text(), 'skein_signals_scrapes_total', { result: 'ok' }) ?? 0;
   /** web's numbers once two more scrape rounds have run: everything sent before is in. */
   const settled = async () => {
     const n = await scrapes();
     await waitFor(async () => (await scrapes()) >= n + 2, { what: 'two more scrape rounds', timeoutMs: 15_000 });
-    return (await web()) ?? { requests: 0, failures: 0 };
+    return web();
   };
 
-  test('requests, failures and latency per service, instance and edge, from real traffic', async () => {
+  test('requests, failures and latency per service, instance, edge, route and chart, from real traffic', async () => {
     const before = await settled();
     for (let i = 0; i < 20; i++) assert.equal((await call('GET', `/ok/${i}`)).status, 200);
     for (let i = 0; i < 5; i++) assert.equal((await call('GET', `/fail/${i}`)).status, 500);
-    const after = await waitFor(async () => {
-      const w = await web();
-      return w !== undefined && w.requests >= before.requests + 25 ? w : undefined;
-    }, { what: 'the 25 requests in /v1/signals', timeoutMs: 15_000 });
-    assert.deepEqual([(await settled()).requests, (await settled()).failures], [after.requests, after.failures], 'and no more');
-    assert.equal(after.requests - before.requests, 25, 'each request counted once on the service (its inbound side)');
-    assert.equal(after.failures - before.failures, 5);
-    assert.ok(after.successRate > 0 && after.successRate < 1);
-    assert.ok(after.latencyMs.p50 > 0 && after.latencyMs.p50 <= after.latencyMs.p95 && after.latencyMs.p95 <= after.latencyMs.p99);
-    const inst = after.instances.find((i: any) => i.id === 'web-1');
+    await waitFor(async () => (await web()).service.requests >= before.service.requests + 25, { what: 'the 25 requests in /v1/signals', timeoutMs: 15_000 });
+    const after = await settled();
+    const s = after.service;
+    assert.equal(s.requests - before.service.requests, 25, 'each request counted once on the service (its inbound side)');
+    assert.equal(s.failures - before.service.failures, 5);
+    assert.equal(after.edge - before.edge, 25, 'the client -> web edge, as the caller saw it');
+    assert.equal(after.route - before.route, 25, 'the default route, inbound');
+    assert.equal(after.stepMs, 1000, 'one point per scrape (--scrape-interval 1s)');
+    assert.equal(Math.round(after.chart - before.chart), 25, 'the chart has the 25 requests, in its points');
+    assert.ok(s.successRate > 0 && s.successRate < 1);
+    assert.ok(s.latencyMs.p50 > 0 && s.latencyMs.p50 <= s.latencyMs.p95 && s.latencyMs.p95 <= s.latencyMs.p99);
+    const inst = s.instances.find((i: any) => i.id === 'web-1');
     assert.equal(inst.status, 'healthy');
     assert.equal(inst.address, `127.0.0.1:${proxy.workload('web-1').inbound!.port}`);
-    assert.equal(inst.requests, after.requests, 'one instance served them all');
-
-    const one = await api(cp.http, 'GET', '/v1/signals/services/web?window=15m');
-    assert.equal(one.status, 200);
-    const edge = (one.body.edges as any[]).find((e) => e.source === 'client' && e.destination === 'web');
-    assert.ok(edge && edge.requests >= 25, `the client -> web edge: ${JSON.stringify(one.body.edges)}`);
-    assert.ok((one.body.routes as any[]).some((r) => r.service === 'web' && r.route === 'default' && r.direction === 'inbound' && r.requests >= 25));
-
-    const series = await api(cp.http, 'GET', '/v1/signals/series?service=web&window=1m');
-    assert.equal(series.body.stepMs, 1000, 'one point per scrape (--scrape-interval 1s)');
-    assert.ok((series.body.points as any[]).some((p) => p.rps > 0), 'the chart has the traffic');
-
+    assert.equal(inst.requests, s.requests, 'one instance served them all');
   });
 
   test('unknown windows and services are errors, not empty answers', async () => {
