@@ -77,6 +77,10 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** Control characters out of text shown on a terminal (a header, path or message could carry escapes). */
+// eslint-disable-next-line no-control-regex
+export const printable = (s: unknown) => String(s).replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+
 /** A plain text table: columns padded to their widest cell. */
 export function table(headers: string[], rows: Array<Array<string | number>>): string {
   const cells = [headers, ...rows.map((r) => r.map(String))];

@@ -7,9 +7,10 @@
 import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
 import { ERROR_CODES, SkeinError, type ErrorCode } from '../core/errors.js';
-import { call, controlOption, controlUrl, outputOption, print, printJson, table, type OutputFormat } from './common.js';
+import { call, printable, controlOption, controlUrl, outputOption, print, printJson, table, type OutputFormat } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
 import { forEachLine } from '../core/lines.js';
+import { REDACTED, SECRET_HEADERS } from '../proxy/http1/types.js';
 
 // ---------------------------------------------------------------------------------------------
 // The signals API (docs/api.md#golden-signals) as the CLI reads it
@@ -175,9 +176,8 @@ export interface TapLine {
   responseBody?: string;
 }
 
-/** Headers whose values never leave a proxy; the CLI redacts them again, in case. */
-export const SECRET_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie']);
-export const REDACTED = '[redacted]';
+// Headers whose values never leave a proxy; the CLI redacts them again, in case.
+export { REDACTED, SECRET_HEADERS };
 
 function redactHeaders(h: unknown): Record<string, string | string[]> | undefined {
   if (h === null || typeof h !== 'object' || Array.isArray(h)) return undefined;
@@ -205,22 +205,18 @@ export function redactTap(line: TapLine): TapLine {
   return out;
 }
 
-/** Control characters out of text shown on a terminal (a header or path could carry escapes). */
-// eslint-disable-next-line no-control-regex
-const clean = (s: unknown) => String(s).replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-
 /** One tapped request for people: time, direction, source -> destination, method, path, status, latency (+ headers, bodies). */
 export function formatTap(line: TapLine): string {
-  const t = typeof line.time === 'string' && line.time.length >= 23 ? line.time.slice(11, 23) : clean(line.time);
-  const dir = line.direction === 'inbound' ? 'in ' : line.direction === 'outbound' ? 'out' : clean(line.direction);
+  const t = typeof line.time === 'string' && line.time.length >= 23 ? line.time.slice(11, 23) : printable(line.time);
+  const dir = line.direction === 'inbound' ? 'in ' : line.direction === 'outbound' ? 'out' : printable(line.direction);
   const status = line.status === 0 || line.status === undefined ? '---' : String(line.status);
-  const err = line.error ? ` ${clean(line.error)}` : '';
-  const at = line.instance ? ` @${clean(line.instance)}` : '';
+  const err = line.error ? ` ${printable(line.error)}` : '';
+  const at = line.instance ? ` @${printable(line.instance)}` : '';
   const lat = typeof line.latencyMs === 'number' ? `${fmtMs(line.latencyMs)}ms` : DASH;
-  let out = `${t}  ${dir}  ${clean(line.source ?? DASH)} -> ${clean(line.destination ?? DASH)}${at}  ${clean(line.method)} ${clean(line.path)}  ${status}${err}  ${lat}\n`;
+  let out = `${t}  ${dir}  ${printable(line.source ?? DASH)} -> ${printable(line.destination ?? DASH)}${at}  ${printable(line.method)} ${printable(line.path)}  ${status}${err}  ${lat}\n`;
   const headers = (h: Record<string, string | string[]> | undefined, mark: string) => {
     if (h === undefined) return;
-    for (const [k, v] of Object.entries(h)) for (const one of Array.isArray(v) ? v : [v]) out += `    ${mark} ${clean(k)}: ${clean(one)}\n`;
+    for (const [k, v] of Object.entries(h)) for (const one of Array.isArray(v) ? v : [v]) out += `    ${mark} ${printable(k)}: ${printable(one)}\n`;
   };
   const body = (b: string | undefined, mark: string) => {
     if (b === undefined || b === '') return;

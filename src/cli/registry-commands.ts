@@ -1,7 +1,7 @@
 /** CLI commands that talk to the registry: register, deregister, heartbeat, apply, services, endpoints, events. */
 import { Command, Option } from 'commander';
 import { SkeinError } from '../core/errors.js';
-import { call, controlOption, outputOption, print, printJson, readText, table } from './common.js';
+import { call, controlOption, outputOption, print, printable, printJson, readText, table } from './common.js';
 import { intFlag } from './flags.js';
 
 interface Common {
@@ -178,12 +178,10 @@ export function eventsCommand(): Command {
       // A health event without a message (an older control plane) reads "from -> to: reason".
       const message = (e: any) =>
         typeof e.message === 'string' && e.message !== '' ? e.message : e.from !== undefined ? `${e.from} -> ${e.to}${e.reason ? `: ${e.reason}` : ''}` : '-';
-      // eslint-disable-next-line no-control-regex
-      const oneLine = (v: unknown) => String(v).replace(/[\u0000-\u001f\u007f]/g, ' ');
       print(
         table(
           ['TIME', 'TYPE', 'SERVICE', 'INSTANCE', 'MESSAGE'],
-          r.events.map((e: any) => [e.time, e.type ?? 'health', e.service ?? '-', e.id ?? '-', oneLine(message(e))]),
+          r.events.map((e: any) => [e.time, e.type ?? 'health', e.service ?? '-', e.id ?? '-', message(e)].map(printable)),
         ),
       );
     });

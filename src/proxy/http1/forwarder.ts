@@ -28,7 +28,7 @@ import { pathOnly, type AccessLog } from '../access-log.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import { classify, connectionNames, errorResponse, H, HeadCallbacks, MAX_HEADERS, rewriteHead, type HeadCollector } from './head.js';
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
-import { TAP_BODIES, TAP_BODY_BYTES, TAP_HEADERS, type AttemptTrace, type Destination, type Direction, type ForwarderCounters, type HashInput, type HopTrace, type Limits, type ListenerMetrics, type RouteError, type TapSink, type Tracer, type TraceHeaders } from './types.js';
+import { REDACTED, SECRET_HEADERS, TAP_BODIES, TAP_BODY_BYTES, TAP_HEADERS, type AttemptTrace, type Destination, type Direction, type ForwarderCounters, type HashInput, type HopTrace, type Limits, type ListenerMetrics, type RouteError, type TapSink, type Tracer, type TraceHeaders } from './types.js';
 import { Upstream, type Pool, type Pools, type UpstreamHandler } from './upstream.js';
 
 export interface ListenerContext {
@@ -53,10 +53,10 @@ export interface ListenerContext {
   readonly tracer: Tracer | null;
 }
 
-/** Keeps a trace context header of the request for the hop's span. */
 /** A second value of a single-valued trace header is joined with ",", which no parser accepts: a request with two traceparents starts a new trace. */
 const join2 = (a: string | undefined, b: string) => (a === undefined ? b : `${a},${b}`);
 
+/** Keeps a trace context header of the request for the hop's span. */
 function traceHeader(t: TraceHeaders, h: H, value: string): void {
   if (h === H.Traceparent) t.traceparent = join2(t.traceparent, value);
   else if (h === H.Tracestate) t.tracestate = join2(t.tracestate, value);
@@ -68,15 +68,13 @@ function traceHeader(t: TraceHeaders, h: H, value: string): void {
   else if (h === H.XB3Flags) t.xB3Flags = value;
 }
 
-/** Header values a tap never shows. */
-const REDACTED = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie']);
 
 /** The headers of a head, for a tap: names in lower case, secrets redacted. */
 function tapHeaders(buf: Buffer, head: HeadCollector, n: number): Record<string, string> {
   const out: Record<string, string> = {};
   for (let i = 0; i < n; i++) {
     const name = head.nameOf(buf, i).toLowerCase();
-    const value = REDACTED.has(name) ? '[redacted]' : head.valueOf(buf, i);
+    const value = SECRET_HEADERS.has(name) ? REDACTED : head.valueOf(buf, i);
     out[name] = out[name] === undefined ? value : `${out[name]}, ${value}`;
   }
   return out;

@@ -41,6 +41,10 @@ export interface TapRecord {
 }
 
 /** What taps want of a request: nothing (0), the summary (TAP_ON), headers, bodies. */
+/** Headers whose values a tap never shows (the CLI redacts them again, in case). */
+export const SECRET_HEADERS: ReadonlySet<string> = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie']);
+export const REDACTED = '[redacted]';
+
 export const TAP_ON = 1;
 export const TAP_HEADERS = 2;
 export const TAP_BODIES = 4;
