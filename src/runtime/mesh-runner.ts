@@ -165,30 +165,23 @@ export class MeshRunner {
   private event(e: SupervisorEvent): void {
     const service = e.service;
     switch (e.type) {
-      case 'exited':
-        if (!e.expected) this.meshEvent(service, e.id, `${e.id} exited unexpectedly (${e.error ?? (e.signal !== null ? `signal ${e.signal}` : `code ${e.code}`)})`, { change: 'crash' });
-        break;
-      case 'restarting':
-        this.meshEvent(service, e.id, `${e.id} restarting (restart ${e.attempt})`, { change: 'restart', attempt: e.attempt });
-        break;
-      case 'failed':
-        this.meshEvent(service, e.id, `${e.id} gave up after ${e.restarts} restarts`, { change: 'failed', restarts: e.restarts });
-        break;
-      default:
-        break;
-    }
-    switch (e.type) {
       case 'ready':
         this.say(`${e.id} ready (pid ${e.pid}, port ${e.port})`);
         break;
-      case 'exited':
-        if (!e.expected) this.say(`${e.id} exited unexpectedly (${e.error ?? (e.signal !== null ? `signal ${e.signal}` : `code ${e.code}`)}) after ${Math.round(e.uptimeMs)} ms`);
+      case 'exited': {
+        if (e.expected) break;
+        const why = e.error ?? (e.signal !== null ? `signal ${e.signal}` : `code ${e.code}`);
+        this.say(`${e.id} exited unexpectedly (${why}) after ${Math.round(e.uptimeMs)} ms`);
+        this.meshEvent(service, e.id, `${e.id} exited unexpectedly (${why})`, { change: 'crash' });
         break;
+      }
       case 'restarting':
         this.say(`${e.id} restarting in ${Math.round(e.delayMs)} ms (restart ${e.attempt})`);
+        this.meshEvent(service, e.id, `${e.id} restarting (restart ${e.attempt})`, { change: 'restart', attempt: e.attempt });
         break;
       case 'failed':
         this.say(`${e.id} gave up after ${e.restarts} restarts`);
+        this.meshEvent(service, e.id, `${e.id} gave up after ${e.restarts} restarts`, { change: 'failed', restarts: e.restarts });
         break;
       case 'hook-error':
         this.say(`${e.id}: ${e.hook} failed: ${(e.error as Error).message}`);
