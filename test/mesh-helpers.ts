@@ -79,7 +79,13 @@ export async function startUp<K extends UpAddress = never>(file: string, args: s
     createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => stderr.push(line));
     void exited.then((e) => reject(new Error(`skein up exited (${e.code ?? e.signal}) before the mesh was up\n${logs()}`)));
   });
-  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+  // Too slow: Ctrl-C first (skein up stops the replicas it started), SIGKILL only if that hangs.
+  let killer: NodeJS.Timeout | undefined;
+  const timer = setTimeout(() => {
+    child.kill('SIGINT');
+    killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    void exited.then(() => clearTimeout(killer));
+  }, opts.timeoutMs ?? 60_000);
   try {
     await up;
   } finally {

@@ -10,21 +10,20 @@
  * refused, that a collector that is down breaks no request (and is reported in the log), and
  * that `skein up --trace-otlp` traces too.
  *
- * The proxy exports every 5 s (its batch processor's interval; there is no flag for it), so the
- * tests poll the receiver with a deadline.
+ * The proxies export in batches (every 300 ms here, through OTEL_BSP_SCHEDULE_DELAY; 5 s by
+ * default), so the tests poll the receiver with a deadline.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { gunzipSync } from 'node:zlib';
-import { SKEIN_BIN, api, closedPort, skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { api, closedPort, skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { recordingBackend, registerInstance, startProxy, waitForProxyReady, type ProxyProcess, type RecordingBackend } from './proxy-helpers.js';
+import { startUp } from './mesh-helpers.js';
 
 // The proxies started here export every 300 ms instead of every 5 s (the SDKs' own variable).
 process.env['OTEL_BSP_SCHEDULE_DELAY'] = '300';
@@ -311,7 +310,7 @@ after(async () => {
 /** The spans of trace `traceId` exported so far. */
 const spansOf = (traceId: string) => receiver.spans.filter((s) => s.traceId === traceId);
 
-/** Polls the receiver until `pred` holds for the trace's spans (the proxies export every 5 s). */
+/** Polls the receiver until `pred` holds for the trace's spans (the proxies export in batches). */
 async function waitForSpans(traceId: string, pred: (spans: ExportedSpan[]) => boolean, what: string): Promise<ExportedSpan[]> {
   return waitFor<ExportedSpan[] | null>(
     () => {
@@ -661,8 +660,8 @@ describe('7. a collector that is down', () => {
     const port = p.workload('down-client').outbound!.port;
     await waitFor(async () => (await call(port, 'web', '/hello/down-warm')).status === 200, { what: 'web through the proxy whose collector is down' });
     const warned = () => p.logs.filter((l) => l.includes('trace export failed'));
-    // Keep traffic going until the first failed export is reported (the first export is due 5 s
-    // after the first span); every request must succeed meanwhile.
+    // Keep traffic going until the first failed export is reported (the first export is due one
+    // batch delay after the first span); every request must succeed meanwhile.
     const deadline = Date.now() + 30_000;
     let n = 0;
     while (warned().length === 0) {
@@ -736,52 +735,15 @@ services:
     t.after(() => dir.remove());
     await writeFile(join(dir.path, 'echo.mjs'), ECHO);
     await writeFile(join(dir.path, 'mesh.yaml'), mesh(dir.path));
-    const child: ChildProcess = spawn(
-      process.execPath,
-      [SKEIN_BIN, 'up', join(dir.path, 'mesh.yaml'), '--http', '127.0.0.1:0', '--dns', 'off', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--trace-otlp', receiver.url, '--trace-sample', '1'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    const out: string[] = [];
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    let replicaPid = 0;
-    t.after(async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGINT');
-        const k = setTimeout(() => child.kill('SIGKILL'), 20_000);
-        await exited;
-        clearTimeout(k);
-      }
-      // Only if skein up could not stop it: the replica leads its own process group.
-      if (replicaPid > 0) {
-        try {
-          process.kill(-replicaPid, 'SIGKILL');
-        } catch {
-          /* gone, as it should be */
-        }
-      }
-    });
-    const up = new Promise<void>((resolve, reject) => {
-      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (l) => {
-        out.push(l);
-        if (l.includes('mesh is up')) resolve();
-      });
-      createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (l) => out.push(l));
-      void exited.then((code) => reject(new Error(`skein up exited (${code}) before the mesh was up:\n${out.join('\n')}`)));
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    try {
-      await up;
-    } finally {
-      clearTimeout(timer);
-    }
-    const outbound = /outbound proxy at http:\/\/127\.0\.0\.1:(\d+)/.exec(out.join('\n'))?.[1];
-    assert.ok(outbound, `skein up printed its outbound listener:\n${out.join('\n')}`);
+    const up = await startUp(join(dir.path, 'mesh.yaml'), ['--http', '127.0.0.1:0', '--dns', 'off', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--trace-otlp', receiver.url, '--trace-sample', '1'], { expect: ['outbound'] });
+    t.after(() => up.stop());
+    const outbound = up.outbound.split(':').at(-1);
     const traceId = hex(16);
     const parent = hex(8);
     const r = await call(Number(outbound), 'echo', '/x', { traceparent: `00-${traceId}-${parent}-01` });
     assert.equal(r.status, 200, r.text);
     const body = JSON.parse(r.text) as { pid: number; traceparent: string };
-    replicaPid = body.pid;
+    up.pids.add(body.pid); // stopped with skein up (its process group killed only if skein up could not)
     const seen = tp(body.traceparent);
     assert.equal(seen.traceId, traceId, 'the replica sees the trace continued');
     const { outHop, outAttempt, inHop, inAttempt } = await chainOf(traceId);
