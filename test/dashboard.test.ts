@@ -269,6 +269,20 @@ describe('the dashboard when the control plane restarts', () => {
     await waitFor(async () => (await page.locator(testId('service-row-shipping')).count()) === 1, { what: 'the row of shipping, registered after the restart', intervalMs: 100 });
     assert.equal(await page.locator(testId('banner')).count(), 0, 'the banner is gone');
     await screenshot(page, 'reconnected');
+
+    // An HTTP error instead of a stream (as from a proxy in front of a control plane that is
+    // down): the browser gives up on the stream, so the page retries by itself with a backoff,
+    // and its banner names the error the API gave.
+    const down = JSON.stringify({ code: 'SKEIN_E_SHUTTING_DOWN', message: 'the control plane is shutting down' });
+    const isSignals = (url: URL) => url.pathname === '/v1/signals/stream' || url.pathname === '/v1/signals';
+    await page.route(isSignals, (route) => route.fulfill({ status: 503, contentType: 'application/json', body: down }));
+    await cp.stop('SIGKILL');
+    await waitConnection(page, 'reconnecting');
+    await waitFor(async () => ((await text(page, testId('banner'))) ?? '').includes('the control plane is shutting down'), { what: 'the banner naming the API error', intervalMs: 100 });
+    cp = await startControl({ dataDir: dir.path, args: ['--dns', 'off', '--http', `127.0.0.1:${port}`] });
+    await page.unroute(isSignals);
+    await waitConnection(page, 'live', 30_000);
+    assert.equal(await page.locator(testId('banner')).count(), 0, 'the banner is gone again');
     await page.close();
   });
 });
