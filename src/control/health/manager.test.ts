@@ -5,7 +5,7 @@ import { SkeinError, type ErrorCode } from '../../core/errors.js';
 import { parseInstance } from '../../api/parse.js';
 import type { HealthCheck, Instance } from '../../api/types.js';
 import { MemoryStore } from '../store/store.js';
-import { Registry } from '../registry/registry.js';
+import { Registry, type HealthEvent } from '../registry/registry.js';
 import { HealthManager, type HealthManagerOptions } from './manager.js';
 import type { ProbeResult } from '../../discovery/probe.js';
 
@@ -47,6 +47,8 @@ const flush = () => new Promise<void>((r) => setImmediate(r));
 
 async function setup(opts: Partial<HealthManagerOptions> = {}, store = new MemoryStore(), clock = new ManualClock(T0)) {
   const registry = await Registry.open({ clock, store });
+  const healthEvents: HealthEvent[] = [];
+  registry.onHealthEvent((e) => healthEvents.push(e));
   const probe = new ScriptedProbe(clock);
   const errors: unknown[] = [];
   const manager = new HealthManager({ registry, clock, probe: probe.fn, onError: (e) => errors.push(e), ...opts });
@@ -64,7 +66,7 @@ async function setup(opts: Partial<HealthManagerOptions> = {}, store = new Memor
       await flush();
     } while (left > 0);
   };
-  return { registry, manager, probe, clock, store, tick, errors };
+  return { registry, manager, probe, clock, store, tick, errors, healthEvents };
 }
 
 function inst(id: string, check: Record<string, unknown> | null, service = 'web'): Instance {
@@ -94,7 +96,7 @@ test('the first probe runs at once, then one per interval', async (t) => {
 
 test('unhealthyThreshold consecutive failures flip to unhealthy, healthyThreshold passes flip back', async (t) => {
   const results: boolean[] = [];
-  const { registry, manager, probe, tick } = await setup({ onResult: (_c, ok) => results.push(ok) });
+  const { registry, manager, probe, tick, healthEvents } = await setup({ onResult: (_c, ok) => results.push(ok) });
   t.after(() => manager.stop());
   await registry.register(inst('a', { type: 'http', interval: '1s', healthyThreshold: 2, unhealthyThreshold: 3 }));
   const status = () => registry.get('web', 'a')?.status;
@@ -127,7 +129,7 @@ test('unhealthyThreshold consecutive failures flip to unhealthy, healthyThreshol
   await tick(1000);
   assert.equal(status(), 'healthy');
 
-  const events = registry.recentHealthEvents({ service: 'web' });
+  const events = healthEvents.filter((e) => e.service === 'web');
   assert.deepEqual(
     events.map((e) => [e.from, e.to, e.reason, e.time - T0]),
     [
@@ -172,7 +174,7 @@ test('a probe that throws counts as a failure with its message as the reason', a
 });
 
 test('TTL: heartbeats keep it healthy; no heartbeat for ttl expires it; a heartbeat brings it back', async (t) => {
-  const { registry, manager, probe, tick } = await setup();
+  const { registry, manager, probe, tick, healthEvents } = await setup();
   t.after(() => manager.stop());
   await registry.register(inst('a', { type: 'ttl', ttl: '5s' }));
   const rec = () => registry.get('web', 'a');
@@ -205,7 +207,7 @@ test('TTL: heartbeats keep it healthy; no heartbeat for ttl expires it; a heartb
   await manager.heartbeat('web', 'a', { status: 'unhealthy' });
   assert.equal(registry.revision, revision, 'a heartbeat that changes no status writes nothing');
 
-  const events = registry.recentHealthEvents().map((e) => [e.from, e.to]);
+  const events = healthEvents.map((e) => [e.from, e.to]);
   assert.deepEqual(events, [['new', 'healthy'], ['healthy', 'unhealthy'], ['unhealthy', 'healthy'], ['healthy', 'unhealthy']]);
 });
 

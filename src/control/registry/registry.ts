@@ -62,8 +62,6 @@ const instKey = (service: string, id: string) => `inst/${service}/${id}`;
 export interface RegistryOptions {
   clock: Clock;
   store: Store;
-  /** How many health events to keep for `GET /v1/events`. Default 1,000. */
-  healthEventCapacity?: number;
   /** Called when the store fails: the registry cannot go on safely (fail-stop). */
   onFatal?: (e: unknown) => void;
 }
@@ -76,8 +74,6 @@ export class Registry {
   /** The revision loaded at start-up: history (and resumable watches) begins after it. */
   readonly startRevision: Revision;
   private readonly listeners = new Set<Listener>();
-  private readonly healthEvents: HealthEvent[] = [];
-  private readonly healthCapacity: number;
   private readonly clock: Clock;
   private readonly store: Store;
   private readonly onFatal: (e: unknown) => void;
@@ -89,7 +85,6 @@ export class Registry {
   private constructor(opts: RegistryOptions, startRevision: Revision) {
     this.clock = opts.clock;
     this.store = opts.store;
-    this.healthCapacity = opts.healthEventCapacity ?? 1000;
     this.onFatal = opts.onFatal ?? (() => {});
     this.startRevision = startRevision;
     this.rev = startRevision;
@@ -195,12 +190,6 @@ export class Registry {
       throw new SkeinError('SKEIN_E_UNKNOWN_INSTANCE', `instance "${id}" of service "${service}" is not registered`, { field: 'id' });
     }
     return rec;
-  }
-
-  recentHealthEvents(opts: { service?: string; limit?: number } = {}): HealthEvent[] {
-    let list = this.healthEvents;
-    if (opts.service !== undefined) list = list.filter((e) => e.service === opts.service);
-    return list.slice(-(opts.limit ?? list.length));
   }
 
   // ---- writes ----
@@ -332,8 +321,6 @@ export class Registry {
       to: rec.status,
       reason: rec.reason,
     });
-    this.healthEvents.push(e);
-    if (this.healthEvents.length > this.healthCapacity) this.healthEvents.splice(0, this.healthEvents.length - this.healthCapacity);
     for (const l of this.healthListeners) l(e);
   }
 
