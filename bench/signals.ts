@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { ManualClock } from '../src/core/clock.js';
 import { SignalStore, WINDOWS, type StatsSeries } from '../src/control/signals/windows.js';
 import { machine, round, table, warnIfBusy } from './lib.js';
+import { LATENCY_BUCKETS } from '../src/proxy/metrics.js';
 
 const { values: argv } = parseArgs({
   options: { services: { type: 'string', default: '200' }, instances: { type: 'string', default: '5' }, callers: { type: 'string', default: '2' } },
@@ -24,7 +25,7 @@ const callers = Number(argv.callers);
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error('run with node --expose-gc, to measure memory');
 
-const BOUNDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const BOUNDS = LATENCY_BUCKETS; // what the proxy reports
 const info = machine();
 warnIfBusy(info);
 

@@ -12,34 +12,17 @@ import { HealthManager } from '../health/manager.js';
 import { Publisher } from '../publisher.js';
 import { ControlMetrics } from '../metrics.js';
 import { createApiServer } from '../server.js';
-import { SignalStore, type StatsSeries, type StatsSnapshot } from './windows.js';
+import { SignalStore, type StatsSnapshot } from './windows.js';
+import { BOUNDS, statsSeries, type SeriesIn } from './test-fixtures.js';
 import { MeshEvents } from './events.js';
 import { Scraper, type ScrapeTarget } from './scraper.js';
 import { meshEventsRoute, signalsRoutes } from './routes.js';
 import { createSignals } from './index.js';
 
 const T0 = 1_800_000_000_000;
-const BOUNDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const series = (s: SeriesIn) => statsSeries(s, 4); // (5ms, 10ms]
 
-function series(s: Partial<StatsSeries> & { requests: number }): StatsSeries {
-  const counts = new Array<number>(BOUNDS.length + 1).fill(0);
-  counts[4] = s.requests; // (5ms, 10ms]
-  return {
-    direction: 'inbound',
-    workload: 'products-1',
-    source: 'frontend',
-    service: 'products',
-    route: 'default',
-    instance: 'products-1',
-    failures: 0,
-    requestBytes: 0,
-    responseBytes: 0,
-    latency: { counts, sum: 0 },
-    ...s,
-  };
-}
-
-function snapshot(at: number, list: Array<Partial<StatsSeries> & { requests: number }>, id = 'p1'): StatsSnapshot {
+function snapshot(at: number, list: SeriesIn[], id = 'p1'): StatsSnapshot {
   return { proxy: { id, startedAt: T0 - 3_600_000 }, at, bounds: BOUNDS, series: list.map(series), events: [], eventSeq: 0 };
 }
 

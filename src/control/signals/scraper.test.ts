@@ -5,9 +5,10 @@ import type { AddressInfo } from 'node:net';
 import { ManualClock, systemClock } from '../../core/clock.js';
 import { SignalStore, type StatsEvent, type StatsSnapshot } from './windows.js';
 import { MeshEvents } from './events.js';
+import { LATENCY_BUCKETS } from '../../proxy/metrics.js';
 import { parseStats, Scraper, type ScrapeRound, type ScrapeTarget } from './scraper.js';
 
-const BOUNDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const BOUNDS = LATENCY_BUCKETS; // what the proxy reports
 
 /** A fake proxy admin server: its counters grow by `step` requests per scrape. */
 class FakeProxy {

@@ -2,34 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../../core/clock.js';
 import { SkeinError } from '../../core/errors.js';
-import { histogramQuantile, parseWindow, SignalStore, WINDOWS, type StatsSeries, type StatsSnapshot } from './windows.js';
+import { histogramQuantile, parseWindow, SignalStore, WINDOWS, type StatsSnapshot } from './windows.js';
+import { BOUNDS, statsSeries, type SeriesIn } from './test-fixtures.js';
 
 const T0 = 1_700_000_000_000;
-const B = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const B = BOUNDS;
 const HOUR = 3_600_000;
-
-type SeriesIn = Partial<StatsSeries> & { requests: number };
-
-function series(s: SeriesIn): StatsSeries {
-  const counts = s.latency?.counts ?? (() => {
-    const c = new Array<number>(B.length + 1).fill(0);
-    c[2] = s.requests; // all in (1ms, 2.5ms]
-    return c;
-  })();
-  return {
-    direction: 'inbound',
-    workload: 'products-1',
-    source: 'frontend',
-    service: 'products',
-    route: 'default',
-    instance: 'products-1',
-    failures: 0,
-    requestBytes: 0,
-    responseBytes: 0,
-    ...s,
-    latency: { counts, sum: s.latency?.sum ?? 0 },
-  };
-}
+const series = (s: SeriesIn) => statsSeries(s, 2);
 
 function snap(clock: ManualClock, list: SeriesIn[], opts: { id?: string; startedAt?: number; bounds?: number[] } = {}): StatsSnapshot {
   return {

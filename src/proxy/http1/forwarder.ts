@@ -68,7 +68,6 @@ function traceHeader(t: TraceHeaders, h: H, value: string): void {
   else if (h === H.XB3Flags) t.xB3Flags = value;
 }
 
-
 /** The headers of a head, for a tap: names in lower case, secrets redacted. */
 function tapHeaders(buf: Buffer, head: HeadCollector, n: number): Record<string, string> {
   const out: Record<string, string> = {};
