@@ -18,6 +18,8 @@ export const ERROR_CODES = {
   SKEIN_E_STORE: { status: 503, text: 'The store could not durably record the change; nothing was acknowledged.' },
   SKEIN_E_SHUTTING_DOWN: { status: 503, text: 'The control plane is shutting down and accepts no new work.' },
   SKEIN_E_DASHBOARD_NOT_BUILT: { status: 503, text: 'The control plane has no built dashboard to serve.' },
+  SKEIN_E_FOREIGN_HOST: { status: 421, text: 'A server listening on a loopback address (the control plane, a proxy admin port) was asked for a Host that is not a loopback name or address (the DNS-rebinding guard).' },
+  SKEIN_E_TOO_MANY_TAPS: { status: 429, text: 'The proxy, or the control plane relaying taps, already has as many taps open as it allows.' },
   SKEIN_E_INTERNAL: { status: 500, text: 'An unexpected internal error; the log has details.' },
   SKEIN_E_CONTROL_UNREACHABLE: { status: 503, text: 'The CLI could not reach the control plane at the given address.' },
   SKEIN_E_USAGE: { status: 400, text: 'A command-line flag or argument is missing or malformed.' },
