@@ -1,17 +1,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket, { type Answer, type DecodedPacket, type Packet, type RecordType } from 'dns-packet';
+import { DNS_DEFAULTS } from '../../api/dns.js';
 import { parseInstance } from '../../api/parse.js';
-import { systemClock } from '../../core/clock.js';
+import { ManualClock, systemClock, type Clock } from '../../core/clock.js';
 import { Registry } from '../registry/registry.js';
 import { MemoryStore } from '../store/store.js';
 import { Responder, type Transport } from './responder.js';
 import { Zone } from './zone.js';
 
-async function setup(opts: { maxCacheEntries?: number } = {}) {
+async function setup(opts: { maxCacheEntries?: number; maxCacheBytes?: number; answerSample?: number; clock?: Clock } = {}) {
   const registry = await Registry.open({ clock: systemClock, store: new MemoryStore() });
-  const zone = new Zone({ registry, domain: 'skein', ttlSeconds: 5, nsAddress: '127.0.0.1', serial: 1 });
-  const responder = new Responder({ zone, ...opts });
+  const { answerSample = DNS_DEFAULTS.answerSample, ...rest } = opts;
+  const zone = new Zone({ registry, domain: 'skein', ttlSeconds: 5, nsAddress: '127.0.0.1', serial: 1, answerSample });
+  const responder = new Responder({ zone, ...rest });
   registry.onChange((e) => responder.invalidate(e.service));
   const add = (service: string, id: string, address: string, port = 80) => registry.register(parseInstance({ service, id, address, port }));
   return { registry, responder, add };
@@ -33,21 +35,19 @@ const EDNS = (payload: number, version = 0): dnsPacket.OptAnswer => ({
 });
 
 let nextId = 1;
-function ask(s: Setup, name: string, type: RecordType = 'A', opts: { transport?: Transport; edns?: number; packet?: Partial<Packet> } = {}): DecodedPacket {
+function askRaw(s: Setup, name: string, type: RecordType = 'A', opts: { transport?: Transport; edns?: number; dnssecOk?: boolean; packet?: Partial<Packet> } = {}): { res: DecodedPacket; bytes: number } {
   const id = nextId++ & 0xffff;
-  const msg = dnsPacket.encode({
-    type: 'query',
-    id,
-    flags: dnsPacket.RECURSION_DESIRED,
-    questions: [{ type, name }],
-    additionals: opts.edns === undefined ? [] : [EDNS(opts.edns)],
-    ...opts.packet,
-  });
+  const opt = opts.edns === undefined ? [] : [{ ...EDNS(opts.edns), flags: opts.dnssecOk === true ? dnsPacket.DNSSEC_OK : 0, flag_do: opts.dnssecOk === true }];
+  const msg = dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }], additionals: opt, ...opts.packet });
   const out = s.responder.respond(msg, opts.transport ?? 'udp');
   assert.ok(out !== null, 'expected a response');
   const res = dnsPacket.decode(out);
   assert.equal(res.id, id);
-  return res;
+  return { res, bytes: out.length };
+}
+
+function ask(s: Setup, name: string, type: RecordType = 'A', opts: { transport?: Transport; edns?: number; dnssecOk?: boolean; packet?: Partial<Packet> } = {}): DecodedPacket {
+  return askRaw(s, name, type, opts).res;
 }
 
 function rcodeOf(res: DecodedPacket): string {
@@ -86,7 +86,7 @@ test('EDNS: the response carries an OPT record; version 1 gets BADVERS', async (
   const res = ask(s, 'skein', 'SOA', { edns: 1232 });
   const opt = res.additionals?.find((r) => r.type === 'OPT') as dnsPacket.OptAnswer | undefined;
   assert.ok(opt !== undefined);
-  assert.equal(opt.udpPayloadSize, 4096);
+  assert.equal(opt.udpPayloadSize, 1232, 'what we take: DNS Flag Day 2020');
   const bad = ask(s, 'skein', 'SOA', { packet: { additionals: [EDNS(1232, 1)] } });
   const badOpt = bad.additionals?.find((r) => r.type === 'OPT') as dnsPacket.OptAnswer | undefined;
   assert.equal(badOpt?.extendedRcode, 1, 'BADVERS is extended rcode 16 = 1 << 4');
@@ -153,10 +153,121 @@ test('SRV over UDP keeps glue when it fits, drops glue (no TC) before answers, s
   assert.ok(dnsPacket.encode(tc).length <= 512);
   const tcp = ask(s, 'big.service.skein', 'A', { transport: 'tcp' });
   assert.equal(tcp.flag_tc, false);
-  assert.equal(tcp.answers?.length, 100);
-  const edns = ask(s, 'big.service.skein', 'A', { edns: 4096 });
-  assert.equal(edns.flag_tc, false);
-  assert.equal(edns.answers?.length, 100);
+  assert.equal(tcp.answers?.length, DNS_DEFAULTS.answerSample, 'a sample of the 100 instances');
+});
+
+test('UDP answers never exceed 1,232 bytes whatever EDNS size is offered (512 below it), TC beyond', async () => {
+  const s = await setup();
+  for (let i = 1; i <= 100; i++) await s.add('big', `b${i}`, `10.0.2.${i}`);
+  for (const type of ['A', 'SRV'] as const) {
+    for (const edns of [undefined, 1, 511, 512, 1000, 1231, 1232, 1400, 1439, 4096, 65535]) {
+      const { res, bytes } = askRaw(s, 'big.service.skein', type, { edns });
+      const limit = edns !== undefined && edns >= 1232 ? 1232 : 512;
+      assert.ok(bytes <= limit, `${type} with EDNS ${edns}: ${bytes} bytes > ${limit}`);
+      assert.ok(bytes > limit - 100, `${type} with EDNS ${edns}: filled to ${bytes} of ${limit}`);
+      assert.equal(res.flag_tc, true, `${type} with EDNS ${edns}`);
+      assert.ok((res.answers?.length ?? 0) > 0, 'as many answers as fit');
+    }
+  }
+});
+
+test('variants collapse: one name asked with every EDNS size, DO bit and type makes a bounded number of entries', async () => {
+  const s = await setup();
+  for (let i = 1; i <= 200; i++) await s.add('web', `w${i}`, `10.0.${i >> 8}.${i & 255}`);
+  for (let payload = 512; payload <= 4096; payload++) {
+    for (const dnssecOk of [false, true]) ask(s, 'web.service.skein', 'A', { edns: payload, dnssecOk });
+  }
+  ask(s, 'web.service.skein', 'A');
+  // No EDNS; EDNS below 1,232 with DO off and on; 1,232 and above with DO off and on.
+  assert.equal(s.responder.stats().entries, 5);
+  for (let type = 1; type <= 300; type++) {
+    if (type === 41 || type === 251 || type === 252) continue; // OPT, IXFR, AXFR: errors, never cached
+    ask(s, 'web.service.skein', `UNKNOWN_${type}` as RecordType, { edns: 1232 });
+  }
+  // Every type but A, AAAA, SRV, ANY, SOA and NS shares one class: five more at EDNS 1,232 + class 0.
+  assert.equal(s.responder.stats().entries, 5 + 6);
+  assert.equal(s.responder.stats().names, 1);
+});
+
+test('NXDOMAIN and REFUSED bodies are shared by every name: made-up names fill no cache', async () => {
+  const s = await setup();
+  for (let i = 0; i < 2000; i++) {
+    assert.equal(rcodeOf(ask(s, `x${i}.service.skein`, 'A', { edns: 1232 })), 'NXDOMAIN');
+    assert.equal(rcodeOf(ask(s, `x${i}.example.com`)), 'REFUSED');
+  }
+  assert.equal(s.responder.stats().entries, 0);
+  assert.equal(s.responder.stats().names, 0);
+  const nx = ask(s, 'NoPe.service.skein');
+  assert.deepEqual(nx.questions, [{ name: 'NoPe.service.skein', type: 'A', class: 'IN' }]);
+  assert.equal(nx.authorities?.[0]?.type, 'SOA');
+});
+
+test('the cache stays within its entry and byte bounds, dropping the names cached longest', async () => {
+  const s = await setup({ maxCacheEntries: 50, maxCacheBytes: 40_000 });
+  for (let i = 1; i <= 30; i++) await s.add(`svc${i}`, 'a', `10.0.3.${i}`);
+  for (let i = 1; i <= 30; i++) for (let k = 1; k <= 20; k++) await s.add(`svc${i}`, `i${k}`, `10.${i}.0.${k}`);
+  let most = 0;
+  for (let round = 0; round < 3; round++) {
+    for (let i = 1; i <= 30; i++) {
+      for (const type of ['A', 'SRV', 'MX'] as const) {
+        for (const opts of [{}, { edns: 1232 }, { edns: 1232, dnssecOk: true }, { transport: 'tcp' as const }]) {
+          assert.equal(rcodeOf(ask(s, `svc${i}.service.skein`, type, opts)), 'NOERROR');
+          const st = s.responder.stats();
+          assert.ok(st.entries <= 50 && st.bytes <= 40_000, `over the bounds: ${JSON.stringify(st)}`);
+          most = Math.max(most, st.bytes);
+        }
+      }
+    }
+  }
+  assert.ok(most > 30_000, `the byte bound was what held (peak ${most})`);
+  // 40 kB holds TCP SRV answers of 21 instances for a few names only: the newest are still there.
+  const hits = s.responder.stats().hits;
+  ask(s, 'svc30.service.skein', 'MX', { transport: 'tcp' });
+  assert.equal(s.responder.stats().hits, hits + 1);
+  ask(s, 'svc1.service.skein', 'SRV');
+  assert.equal(s.responder.stats().hits, hits + 1, 'the oldest name was dropped');
+  s.responder.clear();
+  assert.deepEqual([s.responder.stats().entries, s.responder.stats().bytes], [0, 0]);
+});
+
+test('sampled answers are drawn again after the TTL; others stay until the service changes', async () => {
+  const clock = new ManualClock();
+  const s = await setup({ answerSample: 4, clock });
+  for (let i = 1; i <= 50; i++) await s.add('big', `b${i}`, `10.0.4.${i}`);
+  await s.add('small', 's1', '10.0.5.1');
+  const sample = () => (ask(s, 'big.service.skein').answers ?? []).map((r) => String(data(r))).sort().join();
+  const first = sample();
+  ask(s, 'small.service.skein');
+  const misses = s.responder.stats().misses;
+  for (let i = 0; i < 20; i++) assert.equal(sample(), first, 'the same sample until the TTL passes');
+  clock.advance(4_999);
+  assert.equal(sample(), first);
+  assert.equal(s.responder.stats().misses, misses);
+  const drawn = new Set([first]);
+  for (let i = 0; i < 10; i++) {
+    clock.advance(5_000);
+    drawn.add(sample());
+  }
+  assert.equal(s.responder.stats().misses, misses + 10);
+  assert.ok(drawn.size > 5, `new samples after each TTL: ${drawn.size}`);
+  ask(s, 'small.service.skein');
+  assert.equal(s.responder.stats().misses, misses + 10, 'an answer that is not a sample does not expire');
+});
+
+test('truncated(): header and question with TC, no records, never longer than the query', async () => {
+  const s = await setup();
+  const msg = dnsPacket.encode({ type: 'query', id: 77, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'SRV', name: 'Web.service.skein' }], additionals: [EDNS(4096)] });
+  const out = s.responder.truncated(msg) as Buffer;
+  assert.ok(out.length <= msg.length);
+  const res = dnsPacket.decode(out);
+  assert.equal(res.id, 77);
+  assert.equal(res.type, 'response');
+  assert.equal(res.flag_tc, true);
+  assert.equal(res.flag_rd, true);
+  assert.equal(rcodeOf(res), 'NOERROR');
+  assert.deepEqual(res.questions, [{ name: 'Web.service.skein', type: 'SRV', class: 'IN' }]);
+  assert.deepEqual([res.answers?.length, res.authorities?.length, res.additionals?.length], [0, 0, 0]);
+  assert.equal(s.responder.truncated(Buffer.alloc(11)), null);
 });
 
 test('answer order rotates across responses from the cache', async () => {
@@ -197,13 +308,14 @@ test('the cache serves hits and forgets a service when it changes (setStatus, re
   assert.equal((ask(s, '_web._tcp.service.skein', 'SRV').answers ?? []).length, 1);
 });
 
-test('the cache is bounded, and names outside the zone are not cached', async () => {
+test('the cache is bounded in entries, and names outside the zone are not cached', async () => {
   const s = await setup({ maxCacheEntries: 10 });
-  for (let i = 0; i < 50; i++) ask(s, `n${i}.service.skein`);
-  assert.equal(s.responder.cacheSize, 10);
+  for (let i = 0; i < 50; i++) ask(s, `0a0000${(i + 16).toString(16)}.addr.skein`);
+  assert.equal(s.responder.stats().entries, 10);
+  assert.equal(s.responder.stats().names, 10);
   s.responder.clear();
   for (let i = 0; i < 50; i++) ask(s, `n${i}.example.com`);
-  assert.equal(s.responder.cacheSize, 0);
+  assert.equal(s.responder.stats().entries, 0);
 });
 
 test('counts responses by transport and rcode', async () => {
@@ -266,7 +378,7 @@ test('fuzz: random, truncated and mutated packets never throw; answers keep the 
       if (out === null) continue;
       answered++;
       assert.equal(out.readUInt16BE(0), msg.readUInt16BE(0), 'same id');
-      assert.ok(out.length <= (transport === 'udp' ? 4096 : 65535));
+      assert.ok(out.length <= (transport === 'udp' ? DNS_DEFAULTS.udpPayload : 65535));
       dnsPacket.decode(out); // every response is well-formed
     }
   }

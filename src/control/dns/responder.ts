@@ -2,19 +2,30 @@
  * Turns one query message into one response message (or none), independent of sockets.
  *
  * The hot path reads the header and question from the raw bytes, looks the encoded response up
- * in a cache keyed by (lower-cased name, type, EDNS, size limit), and splices the query's id and
- * question into a copy. A miss resolves the name in the zone and encodes with dns-packet; the
- * entry holds a few rotations of the answer order, served in turn. Entries of a service's names
- * are dropped when the registry reports a change to that service.
+ * in a cache, and splices the query's id and question into a copy. A miss resolves the name in
+ * the zone and encodes with dns-packet; the entry holds a few rotations of the answer order,
+ * served in turn. Entries of a service's names are dropped when the registry reports a change to
+ * that service.
+ *
+ * What keeps the cache bounded however clients vary their queries:
+ * - a UDP response is at most DNS_DEFAULTS.udpPayload bytes whatever EDNS size is offered (512
+ *   for an offer below it), so sizes collapse to three classes (512, 1,232, TCP);
+ * - types the zone does not tell apart share one class (zone.ts, typeClass);
+ * - NXDOMAIN and REFUSED responses do not depend on the name (the question is spliced in), so
+ *   they are kept once per variant, not once per made-up name;
+ * - entries are counted and their bytes estimated; past either bound the names cached longest are
+ *   dropped first (all their variants at once).
+ * Per name that leaves at most TYPE_CLASS_COUNT x 3 EDNS modes x 3 sizes variants.
  */
 import dnsPacket, { type Answer, type OptAnswer, type Packet } from 'dns-packet';
-import type { Zone, Resolution } from './zone.js';
+import { DNS_DEFAULTS } from '../../api/dns.js';
+import { systemClock, type Clock } from '../../core/clock.js';
+import { TYPE_CLASS_COUNT, typeClass, type Zone, type Resolution } from './zone.js';
 import {
   CLASSIC_UDP_PAYLOAD,
   Flag,
   HEADER_LEN,
   MAX_MESSAGE,
-  MAX_UDP_PAYLOAD,
   QClass,
   QType,
   Rcode,
@@ -24,55 +35,105 @@ import {
   readQuestion,
   readSimpleOpt,
   spliceResponse,
+  truncatedResponse,
   type Edns,
   type RawQuestion,
 } from './wire.js';
 
 export type Transport = 'udp' | 'tcp';
 
-/** How many answer orders an entry keeps (fewer when it has fewer answers). */
-const MAX_ROTATIONS = 8;
 /** Rcodes go up to 4095 with EDNS; we only ever send 0-5 and BADVERS (16). */
 const RCODE_SLOTS = 17;
+/** Variants of one name and type class: EDNS off / on / on with DO, times 512 / udpPayload / TCP. */
+const VARIANTS_PER_TYPE = 9;
+/** Variants of any name: the key space of the shared map, per rcode. */
+const VARIANT_SLOTS = TYPE_CLASS_COUNT * VARIANTS_PER_TYPE;
+/**
+ * What an entry holds besides its encoded bytes (the entry object, its Buffer views, its slot in
+ * the name's map) and what a name holds besides its entries; estimates, measured in bench/dns.ts.
+ */
+const ENTRY_OVERHEAD = 160;
+const BODY_OVERHEAD = 100;
+const NAME_OVERHEAD = 200;
 
 interface Entry {
   readonly bodies: readonly Buffer[];
   readonly rcode: number;
+  /** Bytes charged against the cache bound. */
+  readonly size: number;
+  /** When a sampled answer is drawn again (ms since the epoch); Infinity when never. */
+  readonly expires: number;
   /** The rotation the next response gets. */
   next: number;
 }
 
 export interface ResponderOptions {
   zone: Zone;
-  /** Names (not name-type pairs) the cache holds before it drops the oldest. Default 10,000. */
+  /** Cached responses (variants of all names) before the oldest names are dropped. */
   maxCacheEntries?: number;
+  /** Estimated bytes of the cache before the oldest names are dropped. */
+  maxCacheBytes?: number;
+  /** Time for re-drawing sampled answers. Default the system clock. */
+  clock?: Clock;
+}
+
+export interface DnsCacheStats {
+  /** Names with at least one cached response. */
+  readonly names: number;
+  /** Cached responses (variants), not counting the shared NXDOMAIN and REFUSED ones. */
+  readonly entries: number;
+  /** Estimated bytes of the cached responses (the bound is on this figure). */
+  readonly bytes: number;
+  readonly maxEntries: number;
+  readonly maxBytes: number;
+  /** Responses served from a name's cached entry. */
+  readonly hits: number;
+  /** Queries resolved in the zone. */
+  readonly misses: number;
+  /** Records (answers and glue) that misses built: at most the answer sample (twice, with glue) each. */
+  readonly recordsBuilt: number;
 }
 
 export class Responder {
   /** Responses sent, by transport and rcode (the metrics read these; no work on the hot path). */
   readonly counts: Readonly<Record<Transport, number[]>> = { udp: new Array<number>(RCODE_SLOTS).fill(0), tcp: new Array<number>(RCODE_SLOTS).fill(0) };
   cacheHits = 0;
+  private misses = 0;
+  private recordsBuilt = 0;
   private readonly zone: Zone;
+  private readonly clock: Clock;
   private readonly maxEntries: number;
-  /** Wire-format name -> (type, EDNS, limit) -> entry. */
+  private readonly maxBytes: number;
+  /** Sizes by class: 512, the UDP payload, a whole TCP message. */
+  private readonly limits: readonly number[];
+  /** Wire-format name -> variant -> entry; Map order is the order names were first cached. */
   private readonly cache = new Map<string, Map<number, Entry>>();
+  /** NXDOMAIN and REFUSED responses, by rcode and variant: one body serves every name. */
+  private readonly shared = new Map<number, Entry>();
+  private entries = 0;
+  private bytes = 0;
 
   constructor(opts: ResponderOptions) {
     this.zone = opts.zone;
-    this.maxEntries = opts.maxCacheEntries ?? 10_000;
+    this.clock = opts.clock ?? systemClock;
+    this.maxEntries = opts.maxCacheEntries ?? DNS_DEFAULTS.cache.maxEntries;
+    this.maxBytes = opts.maxCacheBytes ?? DNS_DEFAULTS.cache.maxBytes;
+    this.limits = [CLASSIC_UDP_PAYLOAD, DNS_DEFAULTS.udpPayload, MAX_MESSAGE];
   }
 
-  get cacheSize(): number {
-    return this.cache.size;
+  stats(): DnsCacheStats {
+    return { names: this.cache.size, entries: this.entries, bytes: this.bytes, maxEntries: this.maxEntries, maxBytes: this.maxBytes, hits: this.cacheHits, misses: this.misses, recordsBuilt: this.recordsBuilt };
   }
 
   clear(): void {
     this.cache.clear();
+    this.entries = 0;
+    this.bytes = 0;
   }
 
   /** Drops cached responses that depend on a service's instances. */
   invalidate(service: string): void {
-    for (const key of this.zone.keysOf(service)) this.cache.delete(key);
+    for (const key of this.zone.keysOf(service)) this.drop(key);
   }
 
   /**
@@ -93,25 +154,15 @@ export class Responder {
       return this.fail(msg, transport, Rcode.REFUSED, q, edns);
     }
 
-    const limit = transport === 'tcp' ? MAX_MESSAGE : edns === null ? CLASSIC_UDP_PAYLOAD : Math.min(MAX_UDP_PAYLOAD, Math.max(CLASSIC_UDP_PAYLOAD, edns.payload));
-    const variant = (q.qtype * 4 + (edns === null ? 0 : edns.dnssecOk ? 2 : 1)) * 65536 + limit;
-    let byVariant = q.ascii ? this.cache.get(q.key) : undefined;
-    let entry = byVariant?.get(variant);
-    if (entry !== undefined) {
+    // An EDNS offer below our payload gets the 512 every client takes, not a size of its own.
+    const sizeClass = transport === 'tcp' ? 2 : edns !== null && edns.payload >= DNS_DEFAULTS.udpPayload ? 1 : 0;
+    const variant = (typeClass(q.qtype) * 3 + (edns === null ? 0 : edns.dnssecOk ? 2 : 1)) * 3 + sizeClass;
+    let entry = q.ascii ? this.cache.get(q.key)?.get(variant) : undefined;
+    // The clock is read only for entries that expire (sampled answers).
+    if (entry !== undefined && (entry.expires === Infinity || entry.expires > this.clock.now())) {
       this.cacheHits++;
     } else {
-      const res = this.zone.resolve(keyLabels(q.key), q.qtype);
-      const bodies = encodeBodies(res, edns, limit, q.end - HEADER_LEN);
-      entry = { bodies, rcode: res.rcode, next: Math.floor(Math.random() * bodies.length) };
-      // Names outside the zone are not cached: anyone can make up any number of them.
-      if (q.ascii && res.rcode !== Rcode.REFUSED) {
-        if (byVariant === undefined) {
-          if (this.cache.size >= this.maxEntries) this.cache.delete(this.cache.keys().next().value as string);
-          byVariant = new Map();
-          this.cache.set(q.key, byVariant);
-        }
-        byVariant.set(variant, entry);
-      }
+      entry = this.miss(q, edns, variant, this.limits[sizeClass] as number);
     }
     const body = entry.bodies[entry.next] as Buffer;
     entry.next = (entry.next + 1) % entry.bodies.length;
@@ -119,10 +170,79 @@ export class Responder {
     return spliceResponse(body, msg, q.end);
   }
 
+  /**
+   * What a rate-limited query gets when it is let through ("slipped"): the header and question
+   * with TC set and no records, never larger than the query. Null when it has no readable question.
+   */
+  truncated(msg: Buffer): Buffer | null {
+    if (msg.length < HEADER_LEN || isResponse(msg) || msg.readUInt16BE(4) !== 1) return null;
+    const q = readQuestion(msg);
+    return q === null ? null : truncatedResponse(msg, q.end);
+  }
+
   /** SERVFAIL, for a query `respond` threw on (a bug: bad input gets FORMERR). */
   servfail(msg: Buffer, transport: Transport): Buffer | null {
     if (msg.length < HEADER_LEN || isResponse(msg)) return null;
     return this.fail(msg, transport, Rcode.SERVFAIL, null, null);
+  }
+
+  private miss(q: RawQuestion, edns: Edns | null, variant: number, limit: number): Entry {
+    this.misses++;
+    const res = this.zone.resolve(keyLabels(q.key), q.qtype);
+    this.recordsBuilt += res.answers.length + res.glue.size;
+    if (res.rcode === Rcode.NXDOMAIN || res.rcode === Rcode.REFUSED) {
+      const sharedKey = res.rcode * VARIANT_SLOTS + variant;
+      let entry = this.shared.get(sharedKey);
+      if (entry === undefined) {
+        entry = newEntry(res, encodeBodies(res, edns, limit, q.end - HEADER_LEN), Infinity);
+        this.shared.set(sharedKey, entry);
+      }
+      return entry;
+    }
+    // Sampled answers are drawn again after a TTL (at least a second), so that over time clients
+    // see every instance of a service larger than the sample.
+    const expires = res.sampled ? this.clock.now() + Math.max(1, this.zone.ttl) * 1000 : Infinity;
+    const entry = newEntry(res, encodeBodies(res, edns, limit, q.end - HEADER_LEN), expires, q.key.length);
+    if (q.ascii) this.store(q.key, variant, entry);
+    return entry;
+  }
+
+  /** Caches an entry, first dropping the names cached longest until it fits both bounds. */
+  private store(key: string, variant: number, entry: Entry): void {
+    const previous = this.cache.get(key)?.get(variant);
+    if (previous !== undefined) this.remove(key, variant, previous);
+    const size = entry.size + NAME_OVERHEAD + key.length;
+    if (size > this.maxBytes || this.maxEntries < 1) return;
+    while (this.cache.size > 0 && (this.entries + 1 > this.maxEntries || this.bytes + size > this.maxBytes)) {
+      this.drop(this.cache.keys().next().value as string);
+    }
+    let byVariant = this.cache.get(key);
+    if (byVariant === undefined) {
+      byVariant = new Map();
+      this.cache.set(key, byVariant);
+      this.bytes += NAME_OVERHEAD + key.length;
+    }
+    byVariant.set(variant, entry);
+    this.entries++;
+    this.bytes += entry.size;
+  }
+
+  private remove(key: string, variant: number, entry: Entry): void {
+    const byVariant = this.cache.get(key) as Map<number, Entry>;
+    byVariant.delete(variant);
+    this.entries--;
+    this.bytes -= entry.size;
+    if (byVariant.size === 0) this.drop(key);
+  }
+
+  /** Drops a name and every variant of it. */
+  private drop(key: string): void {
+    const byVariant = this.cache.get(key);
+    if (byVariant === undefined) return;
+    for (const e of byVariant.values()) this.bytes -= e.size;
+    this.entries -= byVariant.size;
+    this.bytes -= NAME_OVERHEAD + key.length;
+    this.cache.delete(key);
   }
 
   /** An error response: header (and the question and OPT record, when they could be read). */
@@ -139,6 +259,25 @@ export class Responder {
     body[2] = (body[2] as number) | ((msg[2] as number) & 0x01); // RD
     return body;
   }
+}
+
+/**
+ * An entry over its bodies, copied into one buffer of its own: pooled small Buffers share 8 kB
+ * slabs, and a cached view would keep a whole slab alive.
+ */
+function newEntry(res: Resolution, bodies: readonly Buffer[], expires: number, keyLength = 0): Entry {
+  let total = 0;
+  for (const b of bodies) total += b.length;
+  const store = Buffer.allocUnsafeSlow(total);
+  const views: Buffer[] = [];
+  let off = 0;
+  for (const b of bodies) {
+    b.copy(store, off);
+    views.push(store.subarray(off, off + b.length));
+    off += b.length;
+  }
+  const size = total + keyLength + ENTRY_OVERHEAD + BODY_OVERHEAD * views.length;
+  return { bodies: views, rcode: res.rcode, size, expires, next: Math.floor(Math.random() * views.length) };
 }
 
 /**
@@ -173,7 +312,7 @@ function optRecord(edns: Edns, rcode: number): OptAnswer {
   return {
     type: 'OPT',
     name: '.',
-    udpPayloadSize: MAX_UDP_PAYLOAD,
+    udpPayloadSize: DNS_DEFAULTS.udpPayload,
     extendedRcode: rcode >> 4,
     ednsVersion: 0,
     flags: edns.dnssecOk ? dnsPacket.DNSSEC_OK : 0,
@@ -185,7 +324,7 @@ function optRecord(edns: Edns, rcode: number): OptAnswer {
 /** One encoded body per rotation of the answers (bodies have an empty question section). */
 function encodeBodies(res: Resolution, edns: Edns | null, limit: number, questionLen: number): Buffer[] {
   const n = res.answers.length;
-  const rotations = res.rotate ? Math.min(n, MAX_ROTATIONS) : 1;
+  const rotations = res.rotate ? Math.min(n, DNS_DEFAULTS.rotations) : 1;
   const step = Math.max(1, Math.floor(n / rotations));
   const bodies: Buffer[] = [];
   for (let r = 0; r < rotations; r++) {

@@ -6,9 +6,10 @@
  */
 
 export const HEADER_LEN = 12;
-/** Largest UDP payload we send, whatever a client's EDNS record offers (RFC 6891 §6.2.5). */
-export const MAX_UDP_PAYLOAD = 4096;
-/** Largest UDP payload for a client without EDNS (RFC 1035 §4.2.1). */
+/**
+ * Largest UDP payload for a client without EDNS (RFC 1035 §4.2.1), and the least an EDNS client
+ * may offer (RFC 6891 §6.2.5). The largest we send is DNS_DEFAULTS.udpPayload (src/api/dns.ts).
+ */
 export const CLASSIC_UDP_PAYLOAD = 512;
 /** Largest DNS message at all (TCP's 2-byte length prefix). */
 export const MAX_MESSAGE = 65535;
@@ -136,5 +137,19 @@ export function spliceResponse(body: Buffer, query: Buffer, questionEnd: number)
   out[5] = 1;
   query.copy(out, HEADER_LEN, HEADER_LEN, questionEnd);
   body.copy(out, questionEnd, HEADER_LEN);
+  return out;
+}
+
+/**
+ * A response of the query's header and question with QR and TC set, no records and rcode
+ * NOERROR: what a rate-limited source gets now and then instead of nothing, so that a real client
+ * retries over TCP. Never longer than the query, so it amplifies nothing.
+ */
+export function truncatedResponse(query: Buffer, questionEnd: number): Buffer {
+  const out = Buffer.allocUnsafe(questionEnd);
+  query.copy(out, 0, 0, questionEnd);
+  out[2] = 0x80 | ((query[2] as number) & 0x79) | (Flag.TC >> 8); // QR, opcode, TC, RD
+  out[3] = (query[3] as number) & 0x10; // CD; RA and rcode clear
+  out.fill(0, 6, HEADER_LEN); // no answer, authority or additional records
   return out;
 }

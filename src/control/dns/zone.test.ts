@@ -1,17 +1,18 @@
 import { test } from 'node:test';
 import type { Answer } from 'dns-packet';
 import assert from 'node:assert/strict';
+import { DNS_DEFAULTS } from '../../api/dns.js';
 import { parseInstance } from '../../api/parse.js';
 import { systemClock } from '../../core/clock.js';
 import { Registry } from '../registry/registry.js';
 import { MemoryStore } from '../store/store.js';
-import { Zone, addressHex, hexAddress } from './zone.js';
+import { TYPE_CLASS_COUNT, Zone, addressHex, hexAddress, typeClass } from './zone.js';
 import { QType, Rcode } from './wire.js';
 
-async function zoneWith(instances: Array<{ service: string; id: string; address: string; port: number; weight?: number }>, nsAddress: string | null = '127.0.0.1') {
+async function zoneWith(instances: Array<{ service: string; id: string; address: string; port: number; weight?: number }>, nsAddress: string | null = '127.0.0.1', answerSample: number = DNS_DEFAULTS.answerSample) {
   const registry = await Registry.open({ clock: systemClock, store: new MemoryStore() });
   for (const i of instances) await registry.register(parseInstance(i));
-  return { registry, zone: new Zone({ registry, domain: 'skein', ttlSeconds: 5, nsAddress, serial: 7 }) };
+  return { registry, zone: new Zone({ registry, domain: 'skein', ttlSeconds: 5, nsAddress, serial: 7, answerSample }) };
 }
 
 const data = (r: Answer | undefined): unknown => (r as { data?: unknown } | undefined)?.data;
@@ -141,9 +142,44 @@ test('addr names: A for 8 hex digits, AAAA for 32, NODATA for the other type', a
 test('a multi-label custom domain', async () => {
   const registry = await Registry.open({ clock: systemClock, store: new MemoryStore() });
   await registry.register(parseInstance({ service: 'web', id: 'w1', address: '10.0.0.1', port: 80 }));
-  const zone = new Zone({ registry, domain: 'mesh.internal', ttlSeconds: 30, nsAddress: null, serial: 1 });
+  const zone = new Zone({ registry, domain: 'mesh.internal', ttlSeconds: 30, nsAddress: null, serial: 1, answerSample: 64 });
   const r = zone.resolve(labels('web.service.mesh.internal'), QType.A);
   assert.deepEqual(r.answers, [{ type: 'A', name: 'web.service.mesh.internal', ttl: 30, data: '10.0.0.1' }]);
   assert.equal(zone.resolve(labels('web.service.skein'), QType.A).rcode, Rcode.REFUSED);
   assert.equal(zone.resolve(labels('internal'), QType.SOA).rcode, Rcode.REFUSED);
+});
+
+test('answers come from a bounded random sample: healthy only, per family, distinct addresses, each instance drawn over many misses', async () => {
+  const instances = [];
+  for (let i = 0; i < 40; i++) instances.push({ service: 'big', id: `v4-${i}`, address: `10.0.0.${i}`, port: 80 });
+  for (let i = 0; i < 40; i++) instances.push({ service: 'big', id: `dup-${i}`, address: `10.0.0.${i}`, port: 81 });
+  for (let i = 0; i < 3; i++) instances.push({ service: 'big', id: `v6-${i}`, address: `2001:db8::${i + 1}`, port: 80 });
+  const { registry, zone } = await zoneWith(instances, null, 8);
+  await registry.setStatus('big', 'v4-0', 'unhealthy', 'test');
+  await registry.setStatus('big', 'dup-0', 'unhealthy', 'test');
+  const seen = new Set<unknown>();
+  for (let round = 0; round < 200; round++) {
+    const a = zone.resolve(labels('big.service.skein'), QType.A);
+    assert.equal(a.answers.length, 8);
+    assert.equal(a.sampled, true);
+    assert.equal(new Set(a.answers.map(data)).size, 8, 'distinct addresses');
+    for (const r of a.answers) seen.add(data(r));
+    const srv = zone.resolve(labels('big.service.skein'), QType.SRV);
+    assert.equal(srv.answers.length, 8);
+    assert.ok(srv.glue.size <= 8);
+  }
+  assert.equal(seen.size, 39, 'every healthy IPv4 address drawn over 200 misses, never the unhealthy one');
+  assert.ok(!seen.has('10.0.0.0'));
+  // Fewer than the sample: all of them, in id order, not marked sampled.
+  const aaaa = zone.resolve(labels('big.service.skein'), QType.AAAA);
+  assert.deepEqual(aaaa.answers.map(data), ['2001:db8::1', '2001:db8::2', '2001:db8::3']);
+  assert.equal(aaaa.sampled, false);
+  assert.equal(zone.resolve(labels('big.service.skein'), QType.ANY).answers.length, 8);
+});
+
+test('typeClass: the types resolve tells apart get classes of their own, every other type class 0', () => {
+  const known = [QType.A, QType.AAAA, QType.SRV, QType.ANY, QType.SOA, QType.NS].map(typeClass);
+  assert.equal(new Set(known).size, TYPE_CLASS_COUNT - 1);
+  assert.ok(known.every((c) => c > 0 && c < TYPE_CLASS_COUNT));
+  for (const other of [15, 16, 99, 65535]) assert.equal(typeClass(other), 0);
 });

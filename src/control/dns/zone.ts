@@ -14,10 +14,15 @@
  * that exists (MX, TXT, ...) are NODATA. ANY gets the name's address records (SOA and NS at the
  * apex), never its SRV records: RFC 8482 lets a server answer ANY with a subset.
  * `<hex>.addr` names answer any well-formed address, registered or not, as Consul's do.
+ *
+ * A service's answer is built from at most `answerSample` healthy instances (for A and AAAA, of
+ * distinct addresses of that family): a uniform random sample when it has more, drawn in one pass
+ * over its instances without sorting them all. Resolutions from a sample say so (`sampled`), so
+ * that the responder draws another one after a TTL.
  */
 import { isIP } from 'node:net';
 import dnsPacket, { type Answer, type SoaAnswer, type SrvAnswer, type StringAnswer } from 'dns-packet';
-import type { Registry } from '../registry/registry.js';
+import type { InstanceRecord, Registry } from '../registry/registry.js';
 import { QType, Rcode, labelsKey } from './wire.js';
 
 export interface Resolution {
@@ -30,6 +35,8 @@ export interface Resolution {
   readonly glue: ReadonlyMap<string, readonly Answer[]>;
   /** Whether answer order should rotate across responses (instance records). */
   readonly rotate: boolean;
+  /** Built from a sample of a service's instances (it had more than the sample size). */
+  readonly sampled: boolean;
 }
 
 export interface ZoneOptions {
@@ -41,16 +48,31 @@ export interface ZoneOptions {
   nsAddress: string | null;
   /** SOA serial. No zone transfers happen, so it only has to be stable while the server runs. */
   serial: number;
+  /** Instances an answer is built from at most (DNS_DEFAULTS.answerSample). */
+  answerSample: number;
+}
+
+/**
+ * The query types `resolve` tells apart. Every other type gets the same answer at any name
+ * (NODATA, or NXDOMAIN for a name that does not exist), so they share one cache class, 0: a
+ * client cycling through 65,536 types makes no more cache entries than one asking MX.
+ */
+const TYPE_CLASSES: ReadonlyMap<number, number> = new Map([QType.A, QType.AAAA, QType.SRV, QType.ANY, QType.SOA, QType.NS].map((t, i) => [t, i + 1]));
+export const TYPE_CLASS_COUNT = TYPE_CLASSES.size + 1;
+
+export function typeClass(qtype: number): number {
+  return TYPE_CLASSES.get(qtype) ?? 0;
 }
 
 const NO_GLUE: ReadonlyMap<string, readonly Answer[]> = new Map();
-const REFUSED: Resolution = Object.freeze({ rcode: Rcode.REFUSED, authoritative: false, answers: [], authorities: [], glue: NO_GLUE, rotate: false });
+const REFUSED: Resolution = Object.freeze({ rcode: Rcode.REFUSED, authoritative: false, answers: [], authorities: [], glue: NO_GLUE, rotate: false, sampled: false });
 
 export class Zone {
   readonly domain: string;
+  readonly ttl: number;
   private readonly domainLabels: readonly string[];
   private readonly registry: Registry;
-  private readonly ttl: number;
+  private readonly sampleSize: number;
   private readonly soa: SoaAnswer;
   private readonly nsName: string;
   private readonly nsGlue: readonly Answer[];
@@ -60,6 +82,7 @@ export class Zone {
     this.domain = opts.domain;
     this.domainLabels = opts.domain.split('.');
     this.ttl = opts.ttlSeconds;
+    this.sampleSize = opts.answerSample;
     this.nsName = `ns.${opts.domain}`;
     this.soa = {
       type: 'SOA',
@@ -111,9 +134,10 @@ export class Zone {
   }
 
   private service(svc: string, name: string, qtype: number, srvOnly: boolean): Resolution {
-    if (!this.registry.hasService(svc)) return this.nxdomain();
-    const records = this.registry.listInstances(svc);
+    const state = this.registry.service(svc);
+    if (state === undefined) return this.nxdomain();
     if (qtype === QType.SRV) {
+      const { records, sampled } = this.sample(state.instances.values(), null);
       const answers: SrvAnswer[] = [];
       const glue = new Map<string, Answer[]>();
       for (const { instance } of records) {
@@ -123,17 +147,43 @@ export class Zone {
         answers.push({ type: 'SRV', name, ttl: this.ttl, data: { priority: 1, weight, port: instance.port, target } });
         if (!glue.has(target)) glue.set(target, [this.addressRecord(target, address)]);
       }
-      return this.found(answers, true, glue);
+      return this.found(answers, true, glue, sampled);
     }
-    if (srvOnly) return this.found([]);
+    const family = qtype === QType.A ? 4 : qtype === QType.AAAA ? 6 : qtype === QType.ANY ? 0 : null;
+    if (srvOnly || family === null) return this.found([]);
     // One record per address: an RRset holds no duplicates (RFC 2181 §5), though instances may
     // share an address on different ports.
-    const byAddress = new Map<string, Answer>();
-    for (const { instance } of records) {
-      const address = plainAddress(instance.address);
-      if (!byAddress.has(address)) byAddress.set(address, this.addressRecord(name, address));
+    const { records, sampled } = this.sample(state.instances.values(), family);
+    return this.found(records.map((r) => this.addressRecord(name, plainAddress(r.instance.address))), true, NO_GLUE, sampled);
+  }
+
+  /**
+   * Up to `sampleSize` healthy instances, sorted by id; a uniform random sample (reservoir
+   * sampling, one pass) when there are more. `family` null takes every instance; 4, 6 or 0 (both)
+   * take one instance per distinct address of that family.
+   */
+  private sample(instances: Iterable<InstanceRecord>, family: 0 | 4 | 6 | null): { records: InstanceRecord[]; sampled: boolean } {
+    const k = this.sampleSize;
+    const out: InstanceRecord[] = [];
+    const seen = family === null ? null : new Set<string>();
+    let n = 0;
+    for (const rec of instances) {
+      if (rec.status !== 'healthy') continue;
+      if (seen !== null) {
+        const address = plainAddress(rec.instance.address);
+        // Addresses were validated at registration: a colon means IPv6.
+        if ((family === 4 && address.includes(':')) || (family === 6 && !address.includes(':')) || seen.has(address)) continue;
+        seen.add(address);
+      }
+      n++;
+      if (out.length < k) out.push(rec);
+      else {
+        const j = Math.floor(Math.random() * n);
+        if (j < k) out[j] = rec;
+      }
     }
-    return this.found(this.pick([...byAddress.values()], qtype), true);
+    out.sort((a, b) => (a.instance.id < b.instance.id ? -1 : 1));
+    return { records: out, sampled: n > k };
   }
 
   private addr(hex: string, name: string, qtype: number): Resolution {
@@ -154,12 +204,12 @@ export class Zone {
   }
 
   /** NOERROR: the answers, or NODATA (the SOA in the authority section) when there are none. */
-  private found(answers: Answer[], rotate = false, glue: ReadonlyMap<string, readonly Answer[]> = NO_GLUE): Resolution {
-    return { rcode: Rcode.NOERROR, authoritative: true, answers, authorities: answers.length === 0 ? [this.soa] : [], glue, rotate: rotate && answers.length > 1 };
+  private found(answers: Answer[], rotate = false, glue: ReadonlyMap<string, readonly Answer[]> = NO_GLUE, sampled = false): Resolution {
+    return { rcode: Rcode.NOERROR, authoritative: true, answers, authorities: answers.length === 0 ? [this.soa] : [], glue, rotate: rotate && answers.length > 1, sampled };
   }
 
   private nxdomain(): Resolution {
-    return { rcode: Rcode.NXDOMAIN, authoritative: true, answers: [], authorities: [this.soa], glue: NO_GLUE, rotate: false };
+    return { rcode: Rcode.NXDOMAIN, authoritative: true, answers: [], authorities: [this.soa], glue: NO_GLUE, rotate: false, sampled: false };
   }
 }
 
