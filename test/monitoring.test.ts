@@ -183,6 +183,47 @@ describe('what the proxy counts', () => {
     assert.match(cpText, /^# TYPE skein_watch_overflows_total counter$/m);
   });
 
+  test('latency is recorded in seconds: 300 ms injected by a route land in the (0.25, 0.5] bucket, the app\'s own time below', async () => {
+    // A route of web that delays every request 300 ms in the caller's proxy (its outbound side).
+    const put = await api(cp.http, 'PUT', '/v1/services/web', { routes: [{ name: 'slow', match: { pathPrefix: '/slow' }, fault: { delay: { duration: '300ms', percent: 100 } } }] });
+    assert.ok(put.status === 200 || put.status === 201, JSON.stringify(put.body));
+    try {
+      await waitFor(async () => {
+        const t0 = Date.now();
+        return (await call('GET', '/slow/warm')).status === 200 && Date.now() - t0 >= 300;
+      }, { what: 'the delay of route "slow" to reach the proxy' });
+      const out = { direction: 'outbound', workload: 'client', service: 'web', route: 'slow' };
+      const inb = { direction: 'inbound', workload: 'web-1', service: 'web' };
+      const read = async () => {
+        const text = await (await fetch(`${proxy.admin}/metrics`)).text();
+        const h = (labels: Record<string, string>) => ({
+          le025: metricValue(text, 'skein_proxy_request_duration_seconds_bucket', { ...labels, le: '0.25' }) ?? 0,
+          le05: metricValue(text, 'skein_proxy_request_duration_seconds_bucket', { ...labels, le: '0.5' }) ?? 0,
+          sum: metricValue(text, 'skein_proxy_request_duration_seconds_sum', labels) ?? 0,
+          count: metricValue(text, 'skein_proxy_request_duration_seconds_count', labels) ?? 0,
+        });
+        return { out: h(out), in: h(inb) };
+      };
+      const before = await read();
+      const N = 4;
+      for (let i = 0; i < N; i++) assert.equal((await call('GET', `/slow/${i}`)).status, 200);
+      const after = await read();
+      const d = (side: 'out' | 'in', k: 'le025' | 'le05' | 'sum' | 'count') => after[side][k] - before[side][k];
+      assert.equal(d('out', 'count'), N, 'outbound: the N delayed requests');
+      assert.equal(d('out', 'le025'), 0, 'outbound: none at or under 0.25 s');
+      assert.equal(d('out', 'le05'), N, 'outbound: all in (0.25, 0.5]');
+      const mean = d('out', 'sum') / N;
+      assert.ok(mean >= 0.3 && mean < 0.5, `outbound: sum/count ${mean} s, about the 0.3 s injected`);
+      // The inbound side (web-1's proxy) never saw the delay: the app answers at once.
+      assert.equal(d('in', 'count'), N, 'inbound: the same N requests');
+      assert.equal(d('in', 'le025'), N, 'inbound: all at or under 0.25 s');
+      assert.ok(d('in', 'sum') / N < 0.25, `inbound: sum/count ${d('in', 'sum') / N} s`);
+    } finally {
+      const reset = await api(cp.http, 'PUT', '/v1/services/web', {});
+      assert.equal(reset.status, 200, JSON.stringify(reset.body));
+    }
+  });
+
   test('rate-limited requests are counted by direction, service and route', async () => {
     const put = await api(cp.http, 'PUT', '/v1/services/web', { rateLimit: { outbound: { requestsPerSecond: 1, burst: 1 } } });
     assert.ok(put.status === 200 || put.status === 201, JSON.stringify(put.body));

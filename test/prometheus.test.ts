@@ -305,9 +305,12 @@ describe('the real Prometheus scraping the demo shop', () => {
       assert.equal(r.length, 1, `${selector}: ${JSON.stringify(r)}`);
       return Number(r[0]!.value[1]);
     };
+    // Every request sent is counted once: over the 10 s window PromQL may differ from what was sent
+    // by the requests that straddle its two edges (sent before an edge, counted as they end after
+    // it), one or two of the 200, not by a share of them.
     const within = (what: string, v: number) => {
       t.diagnostic(`${what}: ${v.toFixed(2)} req/s (sent ${sent.toFixed(2)} req/s)`);
-      assert.ok(Math.abs(v - sent) <= sent * 0.25, `${what}: PromQL says ${v} req/s, not within 25% of the ${sent} req/s sent`);
+      assert.ok(Math.abs(v - sent) * 10 <= 2.5, `${what}: PromQL says ${v} req/s, ${(Math.abs(v - sent) * 10).toFixed(1)} requests off the ${sent} req/s sent over 10 s`);
     };
     // Through the frontend's service port (an outbound listener of the proxy) ...
     within('outbound to frontend', await rate('direction="outbound",service="frontend"'));
@@ -320,7 +323,9 @@ describe('the real Prometheus scraping the demo shop', () => {
     assert.equal(Number(failures[0]?.value[1]), 0, JSON.stringify(failures));
     const p99 = await promQuery(prom!.base, 'histogram_quantile(0.99, sum by (le) (rate(skein_proxy_request_duration_seconds_bucket{direction="inbound",service="frontend"}[10s])))', at);
     const seconds = Number(p99[0]?.value[1]);
-    assert.ok(seconds > 0 && seconds <= 10, `a p99 latency: ${JSON.stringify(p99)}`);
+    t.diagnostic(`frontend p99 (inbound, PromQL): ${(seconds * 1000).toFixed(1)} ms`);
+    // In seconds, and the size of a page of the demo (a few ms; 1000 times that if recorded in ms).
+    assert.ok(seconds > 0 && seconds < 0.25, `the frontend's p99 is under 250 ms: ${JSON.stringify(p99)}`);
   });
 
   test('the Grafana dashboard: valid, every expression runs, and names only metrics and labels that exist', async (t) => {

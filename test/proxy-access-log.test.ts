@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
-import { skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { api, skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { httpGet, registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
 
 let cp: ControlProcess;
@@ -83,6 +83,25 @@ describe('access log', () => {
     const text = await readFile(log, 'utf8');
     assert.ok(!text.includes('s3cr3t'), 'the query string is not logged');
     assert.ok(!text.includes('hunter2'), 'header values are not logged');
+  });
+
+  test('durationMs is in milliseconds: a route\'s injected 300 ms show on the outbound line, not on the inbound one', async () => {
+    const put = await api(cp.http, 'PUT', '/v1/services/api', { routes: [{ name: 'slow', match: { pathPrefix: '/slow' }, fault: { delay: { duration: '300ms', percent: 100 } } }] });
+    assert.equal(put.status, 201, JSON.stringify(put.body));
+    await waitFor(async () => {
+      const t0 = Date.now();
+      return (await httpGet(outPort, '/slow/warm', { headers: { host: 'api' } })).status === 200 && Date.now() - t0 >= 300;
+    }, { timeoutMs: 10_000, what: 'the delay of route "slow" to reach the proxy' });
+    const r = await httpGet(outPort, '/slow/1', { headers: { host: 'api', 'x-request-id': 'rid-slow-1' } });
+    assert.equal(r.status, 200);
+    const mine = async () => (await lines()).filter((l) => l.requestId === 'rid-slow-1');
+    await waitFor(async () => (await mine()).length >= 2, { timeoutMs: 10_000, what: 'both access-log lines of the delayed request' });
+    const all = await mine();
+    const out = all.find((l) => l.direction === 'outbound');
+    const inb = all.find((l) => l.direction === 'inbound');
+    assert.equal(out?.route, 'slow', JSON.stringify(all));
+    assert.ok(out.durationMs >= 300 && out.durationMs < 1000, `outbound durationMs ${out.durationMs}: the 300 ms delay and the app's answer`);
+    assert.ok(inb.durationMs < 300, `inbound durationMs ${inb.durationMs}: the app answers at once, the delay was before`);
   });
 
   test('--access-log to a place that cannot be written: one clear line and exit 1', async () => {
