@@ -6,16 +6,19 @@
  * under a steady load without one failed request (`skein scale`, the real CLI), and stops on
  * Ctrl-C leaving no process and no open port behind. Then the failures people meet first: a bad
  * mesh file (one error line naming the file, the service and the field, nothing started), a
- * missing file, and `skein scale` errors.
+ * missing file, and `skein scale` errors. Last, the shop's Python services on their own: each
+ * response leaves in one write (no Nagle/delayed-ACK stall behind the proxy).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
-import { api, closedPort, run, skein, startControl, tempDir, waitFor } from './helpers.js';
+import { ROOT, api, closedPort, run, skein, startControl, tempDir, waitFor } from './helpers.js';
 import { SHOP_PAGE as PAGE, portOf, startShop, type UpProcess } from './mesh-helpers.js';
 import { httpGet, Load } from './proxy-helpers.js';
 
@@ -496,5 +499,41 @@ describe('skein scale without a mesh', () => {
     assert.equal(r.code, 1, `exit 1: ${r.stdout}${r.stderr}`);
     assert.equal(r.stderr.trimEnd().split('\n').length, 1, `one line:\n${r.stderr}`);
     assert.match(r.stderr, /SKEIN_E_CONTROL_UNREACHABLE/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The shop's Python services on their own
+// ---------------------------------------------------------------------------------------------
+
+describe("the demo shop's Python services", () => {
+  test('answer each request in one write: the head and the body arrive together on a keep-alive connection', async (t) => {
+    // Head and body written apart, on a socket with Nagle's algorithm on, wait on the peer's
+    // delayed ACK (tens of ms per call through the proxy's pooled connections). On loopback one
+    // write of a small response is one segment, read whole; two writes show as a head alone.
+    const port = await closedPort();
+    const child = spawn('python3', [join(ROOT, 'examples', 'shop', 'user_service.py')], { env: { ...process.env, PORT: String(port), SKEIN_INSTANCE_ID: 'user-test' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    t.after(async () => {
+      child.kill('SIGKILL');
+      await exited;
+    });
+    await waitFor(() => listening(port), { what: `user_service.py listening on ${port}` });
+    const socket = createConnection({ host: '127.0.0.1', port });
+    t.after(() => socket.destroy());
+    await once(socket, 'connect');
+    const firstReads: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      socket.write(`GET /user?user_id=${1 + (i % 5)} HTTP/1.1\r\nHost: user-service\r\n\r\n`);
+      const [chunk] = (await once(socket, 'data')) as [Buffer];
+      firstReads.push(chunk.toString('latin1'));
+    }
+    const split = firstReads.filter((r) => {
+      const end = r.indexOf('\r\n\r\n');
+      const length = Number(/\r\ncontent-length: (\d+)\r\n/i.exec(r)?.[1]);
+      return end < 0 || r.length - end - 4 !== length;
+    });
+    assert.ok(firstReads.every((r) => r.startsWith('HTTP/1.1 200 ')), firstReads[0]);
+    assert.deepEqual(split, [], `every response arrives whole in its first read; ${split.length} of 20 did not`);
   });
 });
