@@ -9,7 +9,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import http from 'node:http';
-import { SKEIN_BIN, api, waitFor } from './helpers.js';
+import { SKEIN_BIN, api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { INBOUND_PROXY_LABEL } from '../src/api/names.js';
 
 // ---------------------------------------------------------------------------------------------
 // Starting a proxy
@@ -141,6 +142,99 @@ export async function registerInstance(controlUrl: string, service: string, id: 
   });
   if (r.status !== 200 && r.status !== 201) throw new Error(`registering ${service}/${id} failed: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body;
+}
+
+/**
+ * Two proxies in a row, as two workloads of a mesh talk: A, the caller's proxy (an outbound
+ * listener for workload `client`), and B, the callees' proxy (an inbound listener in front of each
+ * app). Each service of `apps` is registered as instance `<service>-1` at B's inbound listener for
+ * its app (labelled as an inbound listener, as `skein up` does); each alias is one more service
+ * registered at the inbound listener of the service it names; `services` are Service resources
+ * put first (by name). A request to `outbound` goes A -> B -> app; one to `inbound[service]`
+ * goes B -> app.
+ */
+export interface Chain {
+  readonly control: ControlProcess;
+  readonly a: ProxyProcess;
+  readonly b: ProxyProcess;
+  /** A's outbound port. */
+  readonly outbound: number;
+  /** B's inbound port, by service. */
+  readonly inbound: Readonly<Record<string, number>>;
+  stop(): Promise<void>;
+}
+
+export async function startChain(apps: Record<string, number>, opts: { aliases?: Record<string, string>; services?: Record<string, object> } = {}): Promise<Chain> {
+  const aliases = opts.aliases ?? {};
+  const stops: Array<() => Promise<unknown>> = [];
+  const stop = async () => {
+    for (const f of stops.reverse()) await f().catch(() => {});
+  };
+  try {
+    const dir = await tempDir('skein-chain-');
+    stops.push(dir.remove);
+    const control = await startControl({ dataDir: dir.path, args: ['--dns', 'off'] });
+    stops.push(() => control.stop());
+    for (const [name, body] of Object.entries(opts.services ?? {})) {
+      const r = await api(control.http, 'PUT', `/v1/services/${name}`, body);
+      if (r.status !== 200 && r.status !== 201) throw new Error(`PUT /v1/services/${name}: ${r.status} ${JSON.stringify(r.body)}`);
+    }
+    const b = await startProxy({ control: control.http, workloads: Object.entries(apps).map(([svc, port]) => `name=${svc}-1,service=${svc},inbound=127.0.0.1:0,app=127.0.0.1:${port}`) });
+    stops.push(() => b.stop());
+    const inbound: Record<string, number> = {};
+    for (const svc of Object.keys(apps)) inbound[svc] = (b.workload(`${svc}-1`).inbound as HostPort).port;
+    const labels = { [INBOUND_PROXY_LABEL]: 'true' };
+    for (const [svc, port] of Object.entries(inbound)) await registerInstance(control.http, svc, `${svc}-1`, port, { labels });
+    for (const [alias, svc] of Object.entries(aliases)) await registerInstance(control.http, alias, `${alias}-1`, inbound[svc] as number, { labels });
+    const a = await startProxy({ control: control.http, workloads: ['name=client,outbound=127.0.0.1:0'] });
+    stops.push(() => a.stop());
+    await waitForProxyReady(a);
+    const names = [...Object.keys(apps), ...Object.keys(aliases)];
+    await waitFor(
+      async () => {
+        const d = (await api(a.admin, 'GET', '/debug/endpoints')).body as { services?: Record<string, { endpoints: unknown[] }> };
+        return names.every((n) => (d.services?.[n]?.endpoints.length ?? 0) > 0);
+      },
+      { timeoutMs: 15_000, what: `proxy A to know ${names.join(', ')}` },
+    );
+    return { control, a, b, outbound: (a.workload('client').outbound as HostPort).port, inbound, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/**
+ * A backend that answers each request with the raw bytes `script(target)` gives (undefined: a
+ * plain 200 "ok"), after reading the request head (requests in these tests have no body).
+ */
+export async function scriptedBackend(script: (target: string) => string | undefined): Promise<{ port: number; targets: string[]; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const targets: string[] = [];
+  const srv = createServer((sock) => {
+    sockets.add(sock);
+    let pending = '';
+    sock.on('data', (d: Buffer) => {
+      pending += d.toString('latin1');
+      for (let end = pending.indexOf('\r\n\r\n'); end >= 0; end = pending.indexOf('\r\n\r\n')) {
+        const target = pending.slice(0, pending.indexOf('\r\n')).split(' ')[1] ?? '';
+        pending = pending.slice(end + 4);
+        targets.push(target);
+        sock.write(script(target) ?? 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok', 'latin1');
+      }
+    });
+    sock.on('error', () => {});
+    sock.on('close', () => sockets.delete(sock));
+  });
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', () => resolve()));
+  return {
+    port: (srv.address() as { port: number }).port,
+    targets,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => srv.close(() => resolve()));
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -461,8 +555,11 @@ export interface MalformedRequest {
  * part, so a correct proxy forwards nothing of it (except, for 'body' entries, possibly the head).
  * Only requests that are invalid per RFC 9112 / 9110, or that the RFC lets a recipient either
  * reject or repair, are here; in the second case we are strict and `why` says so. Left out as
- * legal: `Transfer-Encoding:<TAB>chunked` (OWS is SP / HTAB), `Chunked` in any case,
- * `HTTP/1.2` (same major version: a 1.1 server treats it as 1.x, RFC 9110 §6.2).
+ * legal: `Transfer-Encoding:<TAB>chunked` (OWS is SP / HTAB), `Chunked` in any case.
+ *
+ * Each of llhttp's leniency flags lets some entry through (checked by turning each on in turn),
+ * except `keep_alive` and `data_after_close`: the proxy closes after a `Connection: close` request
+ * itself, which the framing test checks apart.
  */
 export function malformedRequests(host = 'sink'): MalformedRequest[] {
   const out: MalformedRequest[] = [];
@@ -530,7 +627,25 @@ export function malformedRequests(host = 'sink'): MalformedRequest[] {
   // --- Request line ----------------------------------------------------------------------------
   add('head', 'http09', 'HTTP/0.9 style request line: GET /', 'request-line = method SP request-target SP HTTP-version (RFC 9112 §3); not HTTP/1.x: SHOULD 400 and close (RFC 9112 §2.2)', (p) => `GET ${p}\r\n\r\n`, false);
   add('head', 'version-lowercase', 'HTTP version in lower case: http/1.1', 'HTTP-name = %s"HTTP", case-sensitive (RFC 9112 §2.3)', (p) => `GET ${p} http/1.1\r\nHost: ${host}\r\n\r\n`, false);
+  add('head', 'version-unknown-minor', 'HTTP version 1.9 (strict)', 'RFC 9110 §6.2 lets a server take HTTP/1.9 for the highest 1.x it speaks; no client sends it, so we are strict (as llhttp is) and refuse every version but 1.0 and 1.1', (p) => `GET ${p} HTTP/1.9\r\nHost: ${host}\r\n\r\n`, false);
   add('head', 'version-two-digits', 'HTTP version with a two-digit minor: HTTP/1.10', 'HTTP-version = HTTP-name "/" DIGIT "." DIGIT (RFC 9112 §2.3)', (p) => `GET ${p} HTTP/1.10\r\nHost: ${host}\r\n\r\n`, false);
+
+  add('head', 'two-spaces-method', 'two spaces after the method: "POST  /x"', 'request-line = method SP request-target SP HTTP-version, one SP each (RFC 9112 §3); read leniently, the method becomes "POST " and escapes every rule about POST', (p) => `POST  ${p} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\n\r\n`, false);
+  add('head', 'two-spaces-version', 'two spaces before the version: "GET /x  HTTP/1.1"', 'as above (RFC 9112 §3)', (p) => `GET ${p}  HTTP/1.1\r\nHost: ${host}\r\n\r\n`, false);
+
+  // --- Connection naming the framing (RFC 9110 §7.6.1: a proxy removes what Connection names) ---
+  const connWhy = 'RFC 9110 §7.6.1: a proxy removes the fields Connection names, which would unframe the message after the parser framed it by them; a sender MUST NOT name fields meant for every recipient. We refuse';
+  add('head', 'conn-content-length', 'Connection: content-length, with Content-Length', connWhy, (p, s) => {
+    const body = s.replace('\r\n\r\n', '\r\nx-skein-caller: spoofed\r\n\r\n');
+    return `POST ${p} HTTP/1.1\r\nHost: ${host}\r\nConnection: content-length\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  });
+  add('head', 'conn-content-length-case', 'Connection: keep-alive, Content-Length (a list, any case)', connWhy, (p, s) => `POST ${p} HTTP/1.1\r\nHost: ${host}\r\nConnection: keep-alive, Content-Length\r\nContent-Length: ${s.length}\r\n\r\n${s}`);
+  add('head', 'conn-transfer-encoding', 'Connection: close, Transfer-Encoding, with a chunked body', connWhy, (p, s) => `POST ${p} HTTP/1.1\r\nHost: ${host}\r\nConnection: close, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n${s.length.toString(16)}\r\n${s}\r\n0\r\n\r\n`);
+  add('head', 'conn-te-second-field', 'a second Connection field naming transfer-encoding', connWhy, (p, s) => `POST ${p} HTTP/1.1\r\nHost: ${host}\r\nConnection: keep-alive\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n${s.length.toString(16)}\r\n${s}\r\n0\r\n\r\n`);
+  add('head', 'conn-host', 'Connection: host', `${connWhy}; without Host the next hop would route by its own default`, (p) => `GET ${p} HTTP/1.1\r\nHost: ${host}\r\nConnection: host\r\n\r\n`, false);
+
+  // --- Transfer-Encoding in HTTP/1.0 -------------------------------------------------------------
+  add('head', 'http10-te', 'HTTP/1.0 request with Transfer-Encoding: chunked', 'RFC 9112 §6.1: a server that receives an HTTP/1.0 message with Transfer-Encoding MUST treat its framing as faulty', (p, s) => `POST ${p} HTTP/1.0\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n${s.length.toString(16)}\r\n${s}\r\n0\r\n\r\n`);
 
   // --- Host ------------------------------------------------------------------------------------
   const hostWhy = 'RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, with more than one Host field line, or with an invalid Host value';
@@ -548,6 +663,10 @@ export function malformedRequests(host = 'sink'): MalformedRequest[] {
   // A parser that skips two bytes after the data without looking reads the rest as valid.
   chunked('chunk-missing-crlf', 'chunk data not followed by CRLF', 'chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF (RFC 9112 §7.1)', '5\r\nhelloXX0\r\n\r\n');
   chunked('chunk-bare-lf', 'bare LF after the chunk size', 'chunk lines end with CRLF (RFC 9112 §7.1); the bare-LF allowance of §2.2 covers only the start line and fields', '5\nhello\r\n0\r\n\r\n');
+  // llhttp's lenient_optional_crlf_after_chunk reads "hello" then the next size at once.
+  chunked('chunk-no-crlf-after-data', 'no CRLF at all after the chunk data: 5 hello0', 'chunk = chunk-size CRLF chunk-data CRLF (RFC 9112 §7.1)', '5\r\nhello0\r\n\r\n');
+  chunked('chunk-size-space', 'a space after the chunk size: "5 "', 'chunk-size = 1*HEXDIG, then optional chunk-ext starting with ";" (RFC 9112 §7.1); BWS before ";" is not there', '5 \r\nhello\r\n0\r\n\r\n');
+  chunked('chunk-cr-without-lf', 'a CR not followed by LF after the chunk size', 'chunk lines end with CRLF (RFC 9112 §7.1)', '5\rhello\r\n0\r\n\r\n');
   return out;
 }
 

@@ -26,6 +26,7 @@ import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { api, closedPort, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { metricValue, registerInstance, scrapeMetrics, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
+import { INBOUND_PROXY_LABEL } from '../src/api/names.js';
 
 // ---------------------------------------------------------------------------------------------
 // Backends
@@ -299,9 +300,9 @@ async function putService(name: string, policy: Record<string, unknown>): Promis
  * stream is in revision order, so a proxy that lists the instances has the definition (checked
  * too: the balancer kind it shows is the definition's round-robin).
  */
-async function setupService(name: string, policy: Record<string, unknown>, backends: Array<{ id: string; port: number }>, proxies: ProxyProcess[] = [P]): Promise<void> {
+async function setupService(name: string, policy: Record<string, unknown>, backends: Array<{ id: string; port: number; labels?: Record<string, string> }>, proxies: ProxyProcess[] = [P]): Promise<void> {
   await putService(name, policy);
-  for (const b of backends) await registerInstance(cp.http, name, b.id, b.port);
+  for (const b of backends) await registerInstance(cp.http, name, b.id, b.port, b.labels === undefined ? {} : { labels: b.labels });
   const want = backends.map((b) => b.id).sort().join(',');
   for (const p of proxies) {
     await waitFor(
@@ -664,9 +665,11 @@ describe('2. retries', () => {
       workloads: [`name=${svc}-1,service=${svc},inbound=127.0.0.1:0,app=127.0.0.1:${deadApp}`, `name=${svc}-2,service=${svc},inbound=127.0.0.1:0,app=127.0.0.1:${(live as Backend).port}`],
     });
     onCleanup(() => R.stop());
+    // Registered as inbound listeners (as `skein up` registers its replicas): their refusals are believed.
+    const labels = { [INBOUND_PROXY_LABEL]: 'true' };
     await setupService(svc, { ...QUIET }, [
-      { id: `${svc}-1`, port: (R.workload(`${svc}-1`).inbound as { port: number }).port },
-      { id: `${svc}-2`, port: (R.workload(`${svc}-2`).inbound as { port: number }).port },
+      { id: `${svc}-1`, port: (R.workload(`${svc}-1`).inbound as { port: number }).port, labels },
+      { id: `${svc}-2`, port: (R.workload(`${svc}-2`).inbound as { port: number }).port, labels },
     ]);
     const m0 = await metrics();
     for (let i = 0; i < 4; i++) {
@@ -1306,6 +1309,33 @@ describe('11. regressions', () => {
     const r = await send(OUT, svc, { path: '/stall', timeoutMs: 5000 });
     assertProxyError(r, 504, 'SKEIN_E_UPSTREAM_TIMEOUT', 'a 503 whose body never ends, with a retry pending');
     await waitFor(async () => (await serviceDebug(svc)).traffic.inFlight === 0, { timeoutMs: 5000, what: 'the in-flight count back to 0' });
+  });
+
+  test("an app registered without an inbound proxy cannot pass its answer off as a proxy's refusal: a POST reaches it once", async () => {
+    const svc = 'fake-refusal';
+    let posts = 0;
+    const app = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        if (req.method === 'POST') posts++;
+        res.writeHead(502, { 'content-type': 'application/json', 'x-skein-error': 'SKEIN_E_UPSTREAM_CONNECT', 'x-skein-error-origin': 'inbound' });
+        res.end(JSON.stringify({ code: 'SKEIN_E_UPSTREAM_CONNECT', message: 'not really a proxy' }));
+      });
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
+    onCleanup(() => new Promise<void>((r) => app.close(() => r())));
+    const port = (app.address() as { port: number }).port;
+    // Two instances, so a retry would have somewhere to go; neither is registered as an inbound listener.
+    await setupService(svc, { ...QUIET }, [
+      { id: `${svc}-a`, port },
+      { id: `${svc}-b`, port },
+    ]);
+    const m0 = await metrics();
+    const r = await send(OUT, svc, { method: 'POST', path: '/pay', body: Buffer.from('{"amount":1}'), headers: { 'content-type': 'application/json' } });
+    assert.equal(r.status, 502, show(r));
+    assert.equal(posts, 1, 'the app got the POST exactly once');
+    const m1 = await metrics();
+    assert.equal(mv(m1, 'skein_proxy_retries_total', { service: svc, reason: 'refused-stream' }) - mv(m0, 'skein_proxy_retries_total', { service: svc, reason: 'refused-stream' }), 0, 'no refused-stream retry');
   });
 
   test("an app's relayed SKEIN_E_UPSTREAM_CONNECT is not taken for a peer proxy's refusal: a POST is not sent again", async () => {

@@ -24,6 +24,8 @@ function tone(e: MeshEvent): 'ok' | 'warn' | 'bad' | 'info' {
     }
     case 'active-check':
       return String(e['result'] ?? e['detail'] ?? '').startsWith('unhealthy') ? 'bad' : 'ok';
+    case 'body-stall':
+      return 'warn';
     case 'scale': {
       // A replica that crashed or was given up on is bad news; a restart is a warning.
       const change = String(e['change'] ?? '');

@@ -5,6 +5,7 @@ import { BALANCER_KINDS, DEFAULT_BALANCER_KIND } from '../balance/balancer.js';
 import { SkeinError, type ErrorCode } from '../core/errors.js';
 import { MESH_BALANCER_KINDS, MESH_DEFAULT_BALANCER, meshFileJsonSchema, parseMesh, parseMeshFile, replicaInstance, serviceCwd, startOrder, type MeshFile } from './mesh.js';
 import { parseInstance } from './parse.js';
+import { INBOUND_PROXY_LABEL } from './names.js';
 
 function deepFrozen(v: unknown, path = '(root)'): void {
   if (typeof v !== 'object' || v === null) return;
@@ -271,10 +272,10 @@ test('replicaInstance is a valid instance registration', () => {
   const inst = parseInstance(body);
   assert.deepEqual(
     { ...inst },
-    { id: 'user-service-1', service: 'user-service', address: '127.0.0.1', port: 40001, weight: 5, zone: 'eu-1', version: 'v1', labels: { team: 'accounts' }, check: null },
+    { id: 'user-service-1', service: 'user-service', address: '127.0.0.1', port: 40001, weight: 5, zone: 'eu-1', version: 'v1', labels: { team: 'accounts', [INBOUND_PROXY_LABEL]: 'true' }, check: null },
   );
   const plain = replicaInstance(m.services[2]!, { id: 'frontend-1', address: '127.0.0.1', port: 1 });
-  assert.deepEqual(plain, { id: 'frontend-1', service: 'frontend', address: '127.0.0.1', port: 1, weight: 1 });
+  assert.deepEqual(plain, { id: 'frontend-1', service: 'frontend', address: '127.0.0.1', port: 1, weight: 1, labels: { [INBOUND_PROXY_LABEL]: 'true' } });
 });
 
 test('serviceCwd resolves against the mesh file\'s directory', () => {

@@ -19,6 +19,7 @@ import { DURATION_PATTERN, parseDuration } from '../core/duration.js';
 import { SkeinError } from '../core/errors.js';
 import { API_VERSION, DNS_LABEL_PATTERN, InstanceFields, LABEL_KEY_PATTERN, type RawInstance } from './schema.js';
 import type { FieldProblem } from './parse.js';
+import { INBOUND_PROXY_LABEL } from './names.js';
 
 // ---- schema ----
 
@@ -568,6 +569,7 @@ export function replicaInstance(service: MeshService, replica: { id: string; add
   const inst: RawInstance = { id: replica.id, service: service.name, address: replica.address, port: replica.port, weight: service.weight };
   if (service.zone !== '') inst.zone = service.zone;
   if (service.version !== '') inst.version = service.version;
-  if (Object.keys(service.labels).length > 0) inst.labels = { ...service.labels };
+  // Every replica is registered at the inbound listener in front of it.
+  inst.labels = { ...service.labels, [INBOUND_PROXY_LABEL]: 'true' };
   return inst;
 }

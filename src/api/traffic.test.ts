@@ -120,6 +120,10 @@ test('bad policy values are refused, naming the field', () => {
   fails(svc({ routes: [{ name: 'default' }] }), 'routes[0].name', /reserved|implicit/);
   fails(svc({ routes: [{ name: 'a', match: { path: '/a', pathPrefix: '/b' } }] }), 'routes[0].match.pathPrefix');
   fails(svc({ routes: [{ name: 'a', match: { path: 'a' } }] }), 'routes[0].match.path');
+  fails(svc({ routes: [{ name: 'a', match: { pathPrefix: '/api//v1' } }] }), 'routes[0].match.pathPrefix', /write "\/api\/v1"/);
+  fails(svc({ routes: [{ name: 'a', match: { path: '/x/../admin' } }] }), 'routes[0].match.path', /write "\/admin"/);
+  fails(svc({ routes: [{ name: 'a', match: { path: '/%61dmin' } }] }), 'routes[0].match.path', /write "\/admin"/);
+  fails(svc({ routes: [{ name: 'a', match: { pathPrefix: '/a%zz' } }] }), 'routes[0].match.pathPrefix', /"%zz" at offset 2/);
   fails(svc({ routes: [{ name: 'a', fault: { abort: { status: 503, percent: 120 } } }] }), 'routes[0].fault.abort.percent');
   fails(svc({ routes: [{ name: 'a', retries: { budget: {} } }] }), 'routes[0].retries.budget', /not a known field/);
   fails(svc({ routes: [{ name: 'a', timeouts: { perTry: '20s' } }] }), 'routes[0].timeouts.perTry', /request timeout/);

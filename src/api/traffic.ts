@@ -11,6 +11,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { DURATION_PATTERN, parseDuration } from '../core/duration.js';
 import { deepFreeze } from '../core/freeze.js';
+import { normalizePath } from '../core/path.js';
 import { HTTP_TOKEN_PATTERN } from './balancer.js';
 import { DNS_LABEL_PATTERN } from './names.js';
 
@@ -510,6 +511,14 @@ export function buildTraffic(raw: RawTraffic, push: (field: string, message: str
     return Object.freeze({ outbound: one(r.outbound, base.outbound), inbound: one(r.inbound, base.inbound) });
   }
 
+  /** Requests are matched by their normalized path (src/core/path.ts): a route path must be one. */
+  function normalized(p: string | undefined, field: string): void {
+    if (p === undefined) return;
+    const n = normalizePath(p);
+    if (typeof n !== 'string') push(field, n.error);
+    else if (n !== p) push(field, `requests are matched by their normalized path, which "${p}" never is: write "${n}"`);
+  }
+
   function buildRoute(
     r: RawRoute,
     at: string,
@@ -517,6 +526,8 @@ export function buildTraffic(raw: RawTraffic, push: (field: string, message: str
   ): RoutePolicy {
     const m = r.match ?? {};
     if (m.path !== undefined && m.pathPrefix !== undefined) push(`${at}.match.pathPrefix`, 'cannot be given with match.path');
+    normalized(m.path, `${at}.match.path`);
+    normalized(m.pathPrefix, `${at}.match.pathPrefix`);
     let prefix = m.pathPrefix ?? null;
     if (prefix !== null && prefix.length > 1 && prefix.endsWith('/')) prefix = prefix.slice(0, -1);
     const requestTimeoutMs = dur(r.timeouts?.request, base.requestTimeoutMs, `${at}.timeouts.request`);

@@ -14,6 +14,8 @@ import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ErrorCode } from '../core/errors.js';
 import type { TrafficEvent, TrafficState } from '../resilience/traffic-state.js';
 import type { Direction, ForwarderCounters, ListenerMetrics } from './http1/types.js';
+import type { Endpoint } from '../discovery/endpoint.js';
+import { StallDetector, isStall } from './http1/stall.js';
 import type { StatsEvent, StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
 
@@ -134,7 +136,7 @@ class ListenerStats implements ListenerMetrics {
 }
 
 export interface ProxyEvent extends StatsEvent {
-  readonly type: 'eject' | 'return' | 'breaker' | 'active-check';
+  readonly type: 'eject' | 'return' | 'breaker' | 'active-check' | 'body-stall';
 }
 
 interface MetricValue {
@@ -197,11 +199,15 @@ export class ProxyMetrics implements ForwarderCounters {
   private readonly breakerChanges: Counter<'service' | 'to'>;
   private readonly activeChecks: Counter<'service' | 'result'>;
   private readonly rateLimits: Counter<'direction' | 'service' | 'route'>;
+  private readonly bodyStalls: Counter<'direction' | 'service'>;
+  private readonly stalls = new StallDetector();
 
   constructor(
     gauges: ProxyGauges,
     /** Names this proxy to the control plane. */
     readonly id: string = `proxy-${process.pid}`,
+    /** Told of each event the proxy raises itself (not traffic events): the proxy logs them. */
+    private readonly onEvent: (e: StatsEvent) => void = () => {},
   ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
@@ -256,6 +262,12 @@ export class ProxyMetrics implements ForwarderCounters {
       name: 'skein_proxy_rate_limited_total',
       help: 'Requests refused with 429 by a rate limit, by listener direction, destination service and route.',
       labelNames: ['direction', 'service', 'route'],
+      registers,
+    });
+    this.bodyStalls = new Counter({
+      name: 'skein_proxy_body_stalls_total',
+      help: "Responses whose body came 38-60 ms after their head, in a separate read: the app's Nagle algorithm waiting for the proxy's delayed ACK. By listener direction and destination service.",
+      labelNames: ['direction', 'service'],
       registers,
     });
     this.errors = new Counter({
@@ -371,6 +383,27 @@ export class ProxyMetrics implements ForwarderCounters {
     this.rateLimits.labels(direction, service, route).inc();
   }
 
+  bodyGap(direction: Direction, service: string, endpoint: Endpoint, gapMs: number): void {
+    if (isStall(gapMs)) this.bodyStalls.labels(direction, service).inc();
+    if (!this.stalls.observe(`${direction} ${endpoint.key}`, gapMs, Date.now())) return;
+    const where = direction === 'inbound' ? `the app behind this inbound listener (${endpoint.address}:${endpoint.port})` : `${endpoint.id} (${endpoint.address}:${endpoint.port})`;
+    const e = this.record(
+      'body-stall',
+      service,
+      endpoint.id,
+      `${where} sends its response bodies ~${Math.round(gapMs)} ms after their heads, response after response: it writes head and body separately with Nagle's algorithm on, and each body waits for a delayed ACK. Write each response in one write, or set TCP_NODELAY on its sockets (docs/proxy.md#responses-40-ms-late)`,
+    );
+    this.onEvent(e);
+  }
+
+  /** Adds an event to /stats's feed (the last MAX_EVENTS). */
+  private record(type: ProxyEvent['type'], service: string, instance: string, detail: string): ProxyEvent {
+    const e: ProxyEvent = { seq: ++this.eventSeq, time: Date.now(), type, service, instance, detail };
+    this.events.push(e);
+    if (this.events.length > MAX_EVENTS) this.events.splice(0, this.events.length - MAX_EVENTS);
+    return e;
+  }
+
   proxyError(direction: Direction, code: ErrorCode): void {
     this.errors.labels(direction, code).inc();
   }
@@ -401,8 +434,7 @@ export class ProxyMetrics implements ForwarderCounters {
       detail = `${e.healthy ? 'healthy' : 'unhealthy'}: ${e.reason}`;
     } else return;
     const slash = e.endpoint.indexOf('/');
-    this.events.push({ seq: ++this.eventSeq, time: Date.now(), type: e.type, service: e.service, instance: slash < 0 ? e.endpoint : e.endpoint.slice(slash + 1), detail });
-    if (this.events.length > MAX_EVENTS) this.events.splice(0, this.events.length - MAX_EVENTS);
+    this.record(e.type, e.service, slash < 0 ? e.endpoint : e.endpoint.slice(slash + 1), detail);
   }
 
   /** Every series' totals since the proxy started, and the traffic events after `sinceSeq`. */

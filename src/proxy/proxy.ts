@@ -297,7 +297,7 @@ export class Proxy {
       endpoints: () => [...this.services.values()].map((s) => ({ service: s.name, count: s.balancer.set.size })),
       watchConnected: () => this.watch?.connected ?? false,
       traffic: () => [...this.services.values()].map((s) => s.traffic),
-    }, opts.id);
+    }, opts.id, (e) => this.logger?.warn({ service: e.service, instance: e.instance, type: e.type }, e.detail));
     if (opts.controlUrl === null) {
       this.watch = null;
     } else {

@@ -52,3 +52,15 @@ test('among equally specific routes the first written wins; no match falls to de
   assert.equal(m.match(req('HEAD', '/')).name, 'gets');
   assert.equal(m.match(req('DELETE', '/')).name, 'default');
 });
+
+test('paths match without regard to ASCII case (the driver hands in the normalized path)', () => {
+  const t = table([
+    { name: 'admin', match: { pathPrefix: '/admin' } },
+    { name: 'exact', match: { path: '/Health' } },
+  ]);
+  assert.equal(t.match(req('GET', '/ADMIN')).name, 'admin');
+  assert.equal(t.match(req('GET', '/Admin/users?x=1')).name, 'admin');
+  assert.equal(t.match(req('GET', '/administrator')).name, 'default');
+  assert.equal(t.match(req('GET', '/health')).name, 'exact');
+  assert.equal(t.match(req('GET', '/HEALTH')).name, 'exact');
+});

@@ -7,7 +7,7 @@
 import type { HealthEvent } from '../registry/registry.js';
 import type { StatsEvent } from './windows.js';
 
-export const MESH_EVENT_TYPES = ['health', 'eject', 'return', 'breaker', 'active-check', 'scale', 'proxy'] as const;
+export const MESH_EVENT_TYPES = ['health', 'eject', 'return', 'breaker', 'active-check', 'body-stall', 'scale', 'proxy'] as const;
 export type MeshEventType = (typeof MESH_EVENT_TYPES)[number];
 export const DEFAULT_EVENT_CAPACITY = 1000;
 
@@ -154,6 +154,8 @@ export function proxyEvent(proxy: string, e: StatsEvent): MeshEventInput | null 
       const verb = result === 'healthy' ? 'passes' : result === 'unhealthy' ? 'fails' : `is ${result} in`;
       return { ...base, type: 'active-check', result, message: `${who} ${verb} active health checks${tail(reason)}` };
     }
+    case 'body-stall':
+      return { ...base, type: 'body-stall', message: `${who} of ${e.service}: ${e.detail}` };
     default:
       return null;
   }

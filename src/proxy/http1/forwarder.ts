@@ -20,13 +20,15 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { NOOP_COMPLETION, type Completion } from '../../balance/balancer.js';
 import { ERROR_CODES, SkeinError, type ErrorCode } from '../../core/errors.js';
+import { INBOUND_PROXY_LABEL } from '../../api/names.js';
 import type { RoutePolicy } from '../../api/traffic.js';
 import { retryDelay, type RetryReason } from '../../resilience/retry.js';
 import type { RouteInput } from '../../resilience/routes.js';
 import type { TrafficState } from '../../resilience/traffic-state.js';
 import { pathOnly, type AccessLog } from '../access-log.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
-import { classify, connectionNames, errorResponse, H, HeadCallbacks, MAX_HEADERS, rewriteHead, type HeadCollector } from './head.js';
+import { classify, connectionNames, errorResponse, forbiddenConnectionOption, H, HeadCallbacks, MAX_HEADERS, rewriteHead, upgradeAllowed, type HeadCollector } from './head.js';
+import { normalizeTarget } from '../../core/path.js';
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
 import { REDACTED, SECRET_HEADERS, TAP_BODIES, TAP_BODY_BYTES, TAP_HEADERS, type AttemptTrace, type Destination, type Direction, type ForwarderCounters, type HashInput, type HopTrace, type Limits, type ListenerMetrics, type RouteError, type TapSink, type Tracer, type TraceHeaders } from './types.js';
 import { Upstream, type Pool, type Pools, type UpstreamHandler } from './upstream.js';
@@ -139,6 +141,27 @@ function absoluteTarget(url: string): [string, string] | null {
   let path = url.slice(end);
   if (path === '' || path.charCodeAt(0) !== 0x2f) path = `/${path}`;
   return [authority, path];
+}
+
+/** An x-skein-timeout-ms value in ms (capped at what a timer holds, about 24.8 days), or the text when it is not a number. */
+function deadlineMs(text: string): number | string {
+  return /^\d{1,20}$/.test(text) ? Math.min(Number(text), MAX_TIMER_MS) : text;
+}
+
+/** Where the request line starts: llhttp lets empty lines come before it (RFC 9112 §2.2). */
+function requestLineStart(buf: Buffer): number {
+  let i = 0;
+  while (buf[i] === 0x0d || buf[i] === 0x0a) i++;
+  return i;
+}
+
+/**
+ * llhttp accepts runs of spaces between the parts of the request line; the parts must be split by
+ * exactly one SP (RFC 9112 §3), or "POST  /x" would be read as the method "POST " and pass every
+ * rule about POST.
+ */
+function strictRequestLine(buf: Buffer, methodStart: number, urlStart: number, urlEnd: number): boolean {
+  return urlStart - methodStart >= 2 && buf[urlStart - 1] === 0x20 && buf[urlStart - 2] !== 0x20 && buf[urlEnd] === 0x20 && buf[urlEnd + 1] === 0x48;
 }
 
 function uncork(s: Socket): void {
@@ -374,8 +397,12 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     let rid = -1;
     let xff: string | undefined;
     let hasBody = false;
+    let transferEncoding = false;
     let extra: string[] | null = null;
-    let timeoutAt = -1;
+    let upgradeAt = -1;
+    /** The smallest x-skein-timeout-ms (several: the caller's tightest deadline wins), or its bad text. */
+    let deadlineLeft = -1;
+    let badDeadline: string | null = null;
     let callerAt = -1;
     let explain = false;
     const outbound = this.ctx.direction === 'outbound';
@@ -402,6 +429,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
           break;
         case H.Upgrade:
           if (!this.upgrade) drop[i] = 1;
+          else upgradeAt = i;
           break;
         case H.XForwardedFor:
           drop[i] = 1;
@@ -415,6 +443,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
           break;
         case H.TransferEncoding:
           hasBody = true;
+          transferEncoding = true;
           break;
         case H.ContentLength:
           if (f[o + 3]! - f[o + 2]! !== 1 || buf[f[o + 2]!] !== 0x30) hasBody = true;
@@ -422,7 +451,11 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
         case H.XSkeinTimeout:
           // The caller's remaining deadline: the proxy sends its own (what is left) on.
           drop[i] = 1;
-          timeoutAt = i;
+          if (badDeadline === null) {
+            const left = deadlineMs(head.valueOf(buf, i));
+            if (typeof left === 'string') badDeadline = left;
+            else if (deadlineLeft < 0 || left < deadlineLeft) deadlineLeft = left;
+          }
           break;
         case H.XSkeinExplain:
           if (outbound) {
@@ -454,6 +487,11 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       }
     }
     this.explain = explain;
+    const framing = forbiddenConnectionOption(extra);
+    if (framing !== null) {
+      this.reject('SKEIN_E_BAD_REQUEST', `the Connection header names ${framing}, which is never hop-by-hop (RFC 9110 §7.6.1): removing it would unframe or misroute the request`);
+      return;
+    }
     if (extra !== null) {
       // Headers the client named in Connection are hop-by-hop, even the ones the proxy manages.
       for (let i = 0; i < n; i++) {
@@ -463,7 +501,6 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
         if (h === H.XForwardedFor) xff = undefined;
         else if (h === H.XForwardedProto) xfp = false;
         else if (h === H.XRequestId) rid = -1;
-        else if (h === H.Host && host === i) host = -1;
       }
     }
     if (this.parser.httpMajor !== 1) {
@@ -471,19 +508,39 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       return;
     }
     const http11 = this.parser.httpMinor >= 1;
+    if (!http11 && transferEncoding) {
+      // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+      this.reject('SKEIN_E_BAD_REQUEST', 'an HTTP/1.0 request may not have Transfer-Encoding (RFC 9112 §6.1)');
+      return;
+    }
+    const methodStart = requestLineStart(buf);
+    if (!strictRequestLine(buf, methodStart, head.urlStart, head.urlEnd)) {
+      this.reject('SKEIN_E_BAD_REQUEST', 'the request line must be METHOD SP target SP HTTP/1.x, with single spaces (RFC 9112 §3)');
+      return;
+    }
     const url = buf.toString('latin1', head.urlStart, head.urlEnd);
     const abs = absoluteTarget(url);
     let authority: string | null;
-    let path: string;
+    let target: string;
     if (abs !== null) {
-      [authority, path] = abs;
+      [authority, target] = abs;
       if (host >= 0) drop[host] = 1;
     } else if (url.charCodeAt(0) === 0x2f || url === '*') {
       authority = host >= 0 ? head.valueOf(buf, host) : null;
-      path = url;
+      target = url;
     } else {
       this.reject('SKEIN_E_BAD_REQUEST', `request target "${url.slice(0, 100)}" is neither a path nor an http:// URL`);
       return;
+    }
+    let path = target;
+    if (target !== '*') {
+      // Routes (and the app) see the normalized path: what a policy matched is what the app gets.
+      const n = normalizeTarget(target);
+      if ('error' in n) {
+        this.reject('SKEIN_E_BAD_REQUEST', `request target "${target.slice(0, 100)}": ${n.error}`);
+        return;
+      }
+      path = n.path + n.query;
     }
     if (hosts > 1 || (http11 && hosts === 0)) {
       this.reject('SKEIN_E_BAD_REQUEST', hosts > 1 ? 'more than one Host header' : 'an HTTP/1.1 request must have a Host header');
@@ -494,8 +551,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       return;
     }
     const requestId = rid >= 0 ? head.valueOf(buf, rid) : randomUUID();
-    const methodEnd = head.urlStart - 1;
-    this.method = buf.toString('latin1', 0, methodEnd);
+    this.method = buf.toString('latin1', methodStart, head.urlStart - 1);
     this.path = path;
     this.reqId = requestId;
     this.headAt = performance.now();
@@ -515,19 +571,22 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.reqService = dest.service;
     this.reqRoute = route.name;
     let timeoutMs = outbound ? route.requestTimeoutMs : 0;
-    if (timeoutAt >= 0) {
-      const text = head.valueOf(buf, timeoutAt);
-      // Beyond what a timer holds (about 24.8 days) is as good as no deadline: capped there.
-      const left = /^\d{1,20}$/.test(text) ? Math.min(Number(text), MAX_TIMER_MS) : Number.NaN;
-      if (Number.isNaN(left)) {
-        this.localError('SKEIN_E_BAD_REQUEST', `x-skein-timeout-ms must be a whole number of milliseconds, not "${text.slice(0, 40)}"`, hasBody, requestId);
-        return;
-      }
-      if (left === 0) {
-        this.localError('SKEIN_E_DEADLINE_EXCEEDED', `the request's deadline was spent before it reached the ${this.ctx.direction} proxy of "${dest.service}"`, hasBody, requestId);
-        return;
-      }
-      timeoutMs = timeoutMs === 0 ? left : Math.min(timeoutMs, left);
+    if (badDeadline !== null) {
+      this.localError('SKEIN_E_BAD_REQUEST', `x-skein-timeout-ms must be a whole number of milliseconds, not "${badDeadline.slice(0, 40)}"`, hasBody, requestId);
+      return;
+    }
+    if (deadlineLeft === 0) {
+      this.localError('SKEIN_E_DEADLINE_EXCEEDED', `the request's deadline was spent before it reached the ${this.ctx.direction} proxy of "${dest.service}"`, hasBody, requestId);
+      return;
+    }
+    if (deadlineLeft > 0) timeoutMs = timeoutMs === 0 ? deadlineLeft : Math.min(timeoutMs, deadlineLeft);
+    // An upgrade the mesh does not carry (h2c: a tunnel past every rule) is declined: the request
+    // is served as plain HTTP/1.1 without it (RFC 9110 §7.8), and the connection closes after.
+    let declined = false;
+    if (upgradeAt >= 0 && !upgradeAllowed(head.valueOf(buf, upgradeAt))) {
+      drop[upgradeAt] = 1;
+      this.upgrade = false;
+      declined = true;
     }
     const caller = outbound ? this.ctx.workload : callerAt >= 0 ? (this.reqCaller as string) : this.peer;
     const tap = this.ctx.tap;
@@ -591,7 +650,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       hasBody,
       idempotent: IDEMPOTENT.has(method),
       upgrade: this.upgrade,
-      keepAlive: this.keepAlive && !this.clientEnded,
+      keepAlive: this.keepAlive && !this.clientEnded && !declined,
       http10: !http11,
       requestId,
       route,
@@ -799,12 +858,14 @@ function fireTimer(ex: Exchange): void {
 }
 
 /**
- * Peer-proxy errors that say the request never reached an app: safe to send elsewhere. Only the
- * peer's inbound listener's own answers count (`x-skein-error-origin: inbound`, which an inbound
- * listener removes from its app's responses): an app that relays such an error did see the request.
+ * Peer-proxy errors that say the request never reached an app: safe to send elsewhere. Only a
+ * Skein inbound listener's own answers count: the endpoint must be registered as one
+ * (INBOUND_PROXY_LABEL), and the answer must say it is its own (`x-skein-error-origin: inbound`,
+ * which an inbound listener removes from its app's responses). An app registered without an
+ * inbound proxy, or one that relays such an error, did see the request.
  */
-function refusedByPeer(code: string | undefined, origin: string | undefined): boolean {
-  return origin === 'inbound' && (code === 'SKEIN_E_UPSTREAM_CONNECT' || code === 'SKEIN_E_PROXY_DRAINING');
+function refusedByPeer(e: Endpoint | null, code: string | undefined, origin: string | undefined): boolean {
+  return origin === 'inbound' && (code === 'SKEIN_E_UPSTREAM_CONNECT' || code === 'SKEIN_E_PROXY_DRAINING') && e !== null && e.labels[INBOUND_PROXY_LABEL] === 'true';
 }
 
 /**
@@ -840,6 +901,8 @@ class Exchange implements UpstreamHandler {
   private readonly t0 = performance.now();
   private attemptT0 = 0;
   private latencyMs = 0;
+  /** performance.now() of a response head whose body has not started yet; 0: none expected, or started. */
+  private bodyAwaitedSince = 0;
   private status = 0;
   private closeAfter = false;
   private responseDone = false;
@@ -1239,8 +1302,6 @@ class Exchange implements UpstreamHandler {
       if (!this.o.http10) ds.socket.write(head);
       return;
     }
-    this.status = status;
-    this.latencyMs = performance.now() - this.t0;
     const h = up.head;
     const f = h.fields;
     const n = h.count;
@@ -1280,11 +1341,21 @@ class Exchange implements UpstreamHandler {
           break;
       }
     }
+    const framing = forbiddenConnectionOption(extra);
+    if (framing !== null || (chunked && up.parser.httpMinor === 0)) {
+      // The same rules as for requests (see Downstream.onHead): such a response is not forwarded.
+      const why = framing !== null ? `its Connection header names ${framing}, which is never hop-by-hop (RFC 9110 §7.6.1)` : 'an HTTP/1.0 response may not have Transfer-Encoding (RFC 9112 §6.1)';
+      up.close();
+      this.onUpstreamError(up, 'exchange', new Error(`refused response: ${why}`), 'protocol');
+      return;
+    }
+    this.status = status;
+    this.latencyMs = performance.now() - this.t0;
     if (status >= 500 && this.outbound) {
       // A peer proxy that refused the request (its app is down, it drains): nothing reached an
       // app, so another endpoint may take it whatever the method. Otherwise a retryable status.
       // Only once the whole request is in: its kept body cannot change while the response is dropped.
-      const delay = this.reqDone || !this.o.hasBody ? this.retryDelayFor(refusedByPeer(peerError, peerOrigin) ? 'refused-stream' : 'status', status) : -1;
+      const delay = this.reqDone || !this.o.hasBody ? this.retryDelayFor(refusedByPeer(this.endpoint, peerError, peerOrigin) ? 'refused-stream' : 'status', status) : -1;
       if (delay >= 0) {
         // This response is read to its end and dropped (see onResponseComplete); the attempt's
         // timer keeps running meanwhile.
@@ -1306,6 +1377,7 @@ class Exchange implements UpstreamHandler {
     let tail = status === 101 ? 'connection: upgrade\r\n\r\n' : close ? 'connection: close\r\n\r\n' : this.o.http10 ? 'connection: keep-alive\r\n\r\n' : '\r\n';
     if (this.o.explain) tail = `x-skein-explain: ${this.explanation()}\r\n${tail}`;
     this.responseStarted = true;
+    if (!this.o.isHead && status !== 101 && status !== 204 && status !== 304) this.bodyAwaitedSince = this.t0 + this.latencyMs;
     // Held until the first body bytes (usually in the same chunk): both leave in one write.
     this.pendingHead = rewriteHead(head, h, drop, 0, '', tail);
   }
@@ -1320,6 +1392,7 @@ class Exchange implements UpstreamHandler {
 
   onResponseBody(up: Upstream, data: Buffer): void {
     if (this.discard) return;
+    if (this.bodyAwaitedSince !== 0) this.bodyStarted(up);
     this.responseBytes += data.length;
     if ((this.ds.tapWants & TAP_BODIES) !== 0) this.tapBodyLen = capture((this.tapBody ??= []), this.tapBodyLen, data);
     const head = this.pendingHead;
@@ -1335,6 +1408,13 @@ class Exchange implements UpstreamHandler {
 
   onChunkDone(): void {
     this.flushHead();
+  }
+
+  /** The first body bytes of the response: how long after its head, when they came in a later read (see stall.ts). */
+  private bodyStarted(up: Upstream): void {
+    const gap = performance.now() - this.bodyAwaitedSince;
+    this.bodyAwaitedSince = 0;
+    if (this.pendingHead === null) this.ds.ctx.counters.bodyGap(this.ds.ctx.direction, this.dest.service, up.endpoint, gap);
   }
 
   onResponseComplete(up: Upstream, rest: Buffer): void {
@@ -1394,7 +1474,7 @@ class Exchange implements UpstreamHandler {
       this.pendingHead = null;
       this.responseStarted = false;
     }
-    if (this.status === 0 && up.reused && !this.o.hasBody && this.o.idempotent && !this.staleRetried) {
+    if (code === 'reset' && this.status === 0 && up.reused && !this.o.hasBody && this.o.idempotent && !this.staleRetried) {
       // A pooled connection the server had closed as we sent: the request did not get a byte of
       // answer and has no body, so sending it again on a fresh connection is safe (and is not a
       // failure of the endpoint).

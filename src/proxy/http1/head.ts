@@ -289,6 +289,36 @@ export function connectionNames(buf: Buffer, h: HeadCollector, i: number, into: 
   return out;
 }
 
+/**
+ * Header names a Connection header may not name: RFC 9110 §7.6.1 has a proxy remove the fields a
+ * message's Connection header names, and removing these would take away how the message is framed
+ * (Content-Length, Transfer-Encoding) or where it goes (Host) after the parser framed it by them:
+ * the classic way to smuggle a request, or to swap responses. No legitimate sender names them
+ * (they are meant for every recipient), so such a message is refused rather than repaired.
+ */
+const NEVER_HOP_BY_HOP = new Set(['content-length', 'transfer-encoding', 'host']);
+
+/** The first name in `names` (from `connectionNames`) that a Connection header may not name, or null. */
+export function forbiddenConnectionOption(names: readonly string[] | null): string | null {
+  if (names === null) return null;
+  for (const n of names) if (NEVER_HOP_BY_HOP.has(n)) return n;
+  return null;
+}
+
+/**
+ * Whether the mesh carries an Upgrade request's protocols (the value of its Upgrade header, a list
+ * of protocol[/version]): any but h2c. An h2c tunnel would carry HTTP/2 requests that no rule of
+ * the mesh sees (h2c smuggling); the proxy declines it, serving the request as HTTP/1.1.
+ */
+export function upgradeAllowed(value: string): boolean {
+  for (const part of value.split(',')) {
+    const p = part.trim().toLowerCase();
+    const name = p.split('/', 1)[0] as string;
+    if (name === 'h2c' || name === '') return false;
+  }
+  return true;
+}
+
 /** Lowercase tokens of Connection header values ("close", "keep-alive", "upgrade", header names). */
 export function connectionTokens(value: string): string[] {
   const out: string[] = [];

@@ -151,4 +151,9 @@ export interface ForwarderCounters {
   retryBudgetExhausted(service: string): void;
   /** A rate limit refused a request. */
   rateLimited(direction: Direction, service: string, route: string): void;
+  /**
+   * A response's first body bytes came `gapMs` after its head, in a later read (see stall.ts):
+   * the Nagle / delayed-ACK stall when it is about 40 ms, again and again.
+   */
+  bodyGap(direction: Direction, service: string, endpoint: Endpoint, gapMs: number): void;
 }
