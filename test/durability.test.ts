@@ -1,6 +1,8 @@
 /**
  * Durability of the embedded store and restart behaviour: every acknowledged write survives
- * `kill -9`; TTL instances get a grace period after a restart; a data dir serves one control
+ * `kill -9`, also when the write is held back (an acknowledgement never comes before its write;
+ * that the write is synced is checked by a spy in src/control/store/embedded.test.ts, as kill -9
+ * cannot tell); TTL instances get a grace period after a restart; a data dir serves one control
  * plane at a time.
  */
 import { after, describe, test } from 'node:test';
@@ -12,8 +14,8 @@ after(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => {});
 });
 
-async function control(dataDir: string, args: string[] = []): Promise<ControlProcess> {
-  const cp = await startControl({ dataDir, args });
+async function control(dataDir: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ControlProcess> {
+  const cp = await startControl({ dataDir, args, env });
   cleanups.push(() => cp.stop('SIGKILL'));
   return cp;
 }
@@ -75,6 +77,39 @@ describe('durability', () => {
     const r = await api(cp2.http, 'PUT', '/v1/services/svc-0/instances/after-crash', { address: '10.9.9.9', port: 80 });
     assert.equal(r.status, 201);
     assert.ok(r.body.revision > maxAcked);
+    await cp2.stop();
+  });
+
+  test('an acknowledgement waits for the write: with every write held 300 ms, kill -9 at the first 201 loses nothing acknowledged', async () => {
+    // Without the hold, a write made just after its early acknowledgement would still land before
+    // the kill; with it (SKEIN_TEST_STORE_WRITE_DELAY_MS, test only) an early 201 would be lost.
+    const HOLD_MS = 300;
+    const dir = await dataDir('skein-early-ack-');
+    const cp = await control(dir, [], { SKEIN_TEST_STORE_WRITE_DELAY_MS: String(HOLD_MS) });
+    const ids = Array.from({ length: 20 }, (_, i) => `early-${i}`);
+    const acked: string[] = [];
+    let firstAckMs = -1;
+    const t0 = Date.now();
+    await Promise.allSettled(
+      ids.map(async (id) => {
+        const r = await api(cp.http, 'PUT', `/v1/services/web/instances/${id}`, { address: '10.0.0.1', port: 80 });
+        assert.equal(r.status, 201, `PUT ${id}: ${r.status} ${JSON.stringify(r.body)}`);
+        acked.push(id); // every 201 that arrives, even after the kill, was an acknowledgement
+        if (firstAckMs < 0) {
+          firstAckMs = Date.now() - t0;
+          cp.child.kill('SIGKILL');
+        }
+      }),
+    );
+    await cp.stop();
+    assert.equal(cp.child.signalCode, 'SIGKILL');
+    assert.ok(acked.length >= 1, 'a registration was acknowledged');
+    assert.ok(firstAckMs >= HOLD_MS, `the first 201 came ${firstAckMs} ms after the PUTs began, before the held write (${HOLD_MS} ms)`);
+
+    const cp2 = await control(dir);
+    const stored = await api(cp2.http, 'GET', '/v1/services/web/instances?all=true');
+    const survived = new Set((stored.body?.instances ?? []).map((i: any) => i.id as string));
+    assert.deepEqual(acked.filter((id) => !survived.has(id)), [], `acknowledged before the kill but lost (${acked.length} acknowledged, ${survived.size} stored)`);
     await cp2.stop();
   });
 

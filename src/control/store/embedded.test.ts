@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SkeinError } from '../../core/errors.js';
 import { EmbeddedStore } from './embedded.js';
+import type { StoreOp } from './store.js';
 
 const root = await mkdtemp(join(tmpdir(), 'skein-store-test-'));
 const open: EmbeddedStore[] = [];
@@ -89,6 +90,34 @@ test('commits made while a batch is being written go into a later batch', async 
   assert.equal(store.commits, 3);
   assert.equal(store.batches, 2);
   assert.deepEqual(await store.load(), [['x', '2'], ['y', '2']]);
+});
+
+test('a commit resolves only once a batch holding its ops was written with sync: true (fsync)', async () => {
+  // A spy on the LevelDB handle: kill -9 cannot tell a synced write from one left in the page
+  // cache (the OS writes both), and an early acknowledgement from a quick write.
+  const { store } = await fresh();
+  type Batch = (ops: StoreOp[], opts: { sync?: boolean }) => Promise<void>;
+  const db = (store as unknown as { db: { batch: Batch } }).db;
+  const write = db.batch.bind(db);
+  const writes: Array<{ keys: Set<string>; sync: unknown; written: boolean }> = [];
+  db.batch = async (ops, opts) => {
+    const w = { keys: new Set(ops.map((o) => o.key)), sync: opts?.sync, written: false };
+    writes.push(w);
+    await write(ops, opts);
+    w.written = true;
+  };
+  const early: string[] = [];
+  const commit = (key: string) =>
+    store.commit([{ type: 'put', key, value: 'v' }]).then(() => {
+      const w = writes.find((x) => x.keys.has(key));
+      if (w?.written !== true || w.sync !== true) early.push(`${key}: ${w === undefined ? 'in no batch' : `sync ${String(w.sync)}, written ${w.written}`}`);
+    });
+  await Promise.all(Array.from({ length: 30 }, (_, i) => commit(`a${i}`)));
+  await commit('b'); // alone in its batch
+  await Promise.all([commit('c1'), new Promise((r) => setImmediate(r)).then(() => commit('c2'))]); // two batches
+  assert.deepEqual(early, [], 'acknowledged before its batch was synced');
+  assert.equal(writes.length, store.batches);
+  assert.ok(writes.length >= 3 && writes.length < 33, `${writes.length} batches`);
 });
 
 test('data survives close and reopen', async () => {

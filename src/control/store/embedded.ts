@@ -9,6 +9,17 @@ import { ClassicLevel } from 'classic-level';
 import { SkeinError } from '../../core/errors.js';
 import type { Store, StoreOp } from './store.js';
 
+/**
+ * Test only: `SKEIN_TEST_STORE_WRITE_DELAY_MS` holds every batch that long before it is written, so
+ * that a test can kill the process between a commit and its write and see that nothing was
+ * acknowledged before it was on disk (test/durability.test.ts). Read once per store, when it
+ * opens; unset (0) in normal use, where a batch waits only for the commits of its tick.
+ */
+function testWriteDelayMs(): number {
+  const ms = Number(process.env['SKEIN_TEST_STORE_WRITE_DELAY_MS'] ?? 0);
+  return Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
+
 interface Pending {
   ops: StoreOp[];
   resolve: () => void;
@@ -21,6 +32,7 @@ export class EmbeddedStore implements Store {
   private queue: Pending[] = [];
   private writing = false;
   private closed = false;
+  private readonly writeDelayMs = testWriteDelayMs();
   /** Number of fsynced batches and of commits they carried (for metrics and benchmarks). */
   batches = 0;
   commits = 0;
@@ -63,7 +75,7 @@ export class EmbeddedStore implements Store {
   private flush(): void {
     this.writing = true;
     // Let the commits of the current tick join the batch.
-    setImmediate(() => {
+    const write = () => {
       const batch = this.queue;
       this.queue = [];
       const ops = batch.flatMap((p) => p.ops);
@@ -80,7 +92,9 @@ export class EmbeddedStore implements Store {
           this.next();
         },
       );
-    });
+    };
+    if (this.writeDelayMs > 0) setTimeout(write, this.writeDelayMs);
+    else setImmediate(write);
   }
 
   private next(): void {
