@@ -266,7 +266,7 @@ export class ProxyMetrics implements ForwarderCounters {
     });
     this.bodyStalls = new Counter({
       name: 'skein_proxy_body_stalls_total',
-      help: "Responses whose body came 38-60 ms after their head, in a separate read: the app's Nagle algorithm waiting for the proxy's delayed ACK. By listener direction and destination service.",
+      help: "Responses whose body came 38-80 ms after their head, in a separate read: the app's Nagle algorithm waiting for the proxy's delayed ACK. By listener direction and destination service.",
       labelNames: ['direction', 'service'],
       registers,
     });
