@@ -1,5 +1,6 @@
 /** `skein control`: runs the control plane until SIGINT/SIGTERM. */
 import { Command, Option } from 'commander';
+import { DNS_DEFAULTS } from '../api/dns.js';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { DEFAULT_DNS, DEFAULT_HTTP } from './common.js';
@@ -11,14 +12,19 @@ export function controlCommand(): Command {
     .option('--data-dir <dir>', 'directory of the embedded store ("none" keeps everything in memory)', '.skein/control')
     .option('--http <host:port>', 'HTTP API listen address', DEFAULT_HTTP)
     .option('--dns <host:port>', 'DNS listen address (UDP and TCP); "off" disables DNS', DEFAULT_DNS)
-    .option('--domain <domain>', 'DNS zone served: <service>.service.<domain>', 'skein')
-    .option('--dns-ttl <seconds>', 'TTL of DNS answers', intFlag('--dns-ttl', 0, 3600), 5)
+    .option('--domain <domain>', 'DNS zone served: <service>.service.<domain>', DNS_DEFAULTS.domain)
+    .option('--dns-ttl <seconds>', 'TTL of DNS answers', intFlag('--dns-ttl', 0, 3600), DNS_DEFAULTS.ttlSeconds)
+    .option(
+      '--dns-rate-limit <per-second>',
+      `UDP responses per second to each source network (/24, /56), bursts of twice that; 0 turns it off (default: ${DNS_DEFAULTS.rateLimit.responsesPerSecond}, only when --dns listens beyond loopback)`,
+      intFlag('--dns-rate-limit', 0, 1_000_000),
+    )
     .option('--ttl-grace <duration>', 'extra time TTL instances get to heartbeat after a restart', durationFlag('--ttl-grace'), 15_000)
     .option('--history <events>', 'events kept for resuming watches with since=', intFlag('--history', 1, 10_000_000), 10_000)
     .option('--max-queue <messages>', 'messages a watch subscriber may fall behind before its stream is closed', intFlag('--max-queue', 1, 10_000_000), 1000)
     .option('--scrape-interval <duration>', 'how often the proxies\' /stats are scraped for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), 2000)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string }) => {
+    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string }) => {
       if (!/^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(o.domain)) {
         throw new SkeinError('SKEIN_E_USAGE', `--domain must be a DNS name such as "skein" or "mesh.internal", got "${o.domain}"`, { field: '--domain' });
       }
@@ -33,6 +39,7 @@ export function controlCommand(): Command {
         dns,
         domain: o.domain,
         dnsTtlSeconds: o.dnsTtl,
+        ...(o.dnsRateLimit === undefined ? {} : { dnsRateLimit: o.dnsRateLimit }),
         ttlGraceMs: o.ttlGrace,
         historySize: o.history,
         maxQueue: o.maxQueue,

@@ -16,6 +16,7 @@ import { ControlMetrics } from './metrics.js';
 import type { FastifyInstance } from 'fastify';
 import { createApiServer } from './server.js';
 import { DnsServer } from './dns/server.js';
+import { DNS_DEFAULTS } from '../api/dns.js';
 import { VERSION } from '../version.js';
 import { ProxyDirectory, proxyRoutes } from './proxies.js';
 import { tapRoutes } from './tap-relay.js';
@@ -30,6 +31,11 @@ export interface ControlPlaneOptions {
   dns: HostPort | null;
   domain?: string;
   dnsTtlSeconds?: number;
+  /**
+   * UDP responses per second to each source network, bursts of twice that; 0 turns the limiter
+   * off. Unset: DNS_DEFAULTS.rateLimit, only when DNS listens beyond loopback.
+   */
+  dnsRateLimit?: number;
   ttlGraceMs?: number;
   historySize?: number;
   maxQueue?: number;
@@ -107,7 +113,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       dataDir: opts.dataDir,
       http: formatHostPort(httpAddr.host, httpAddr.port),
       dns: dnsAddr === null ? null : formatHostPort(dnsAddr.host, dnsAddr.port),
-      domain: opts.domain ?? 'skein',
+      domain: opts.domain ?? DNS_DEFAULTS.domain,
     }),
   });
   const proxies = new ProxyDirectory(clock);
@@ -156,6 +162,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     };
     if (opts.domain !== undefined) dnsOpts.domain = opts.domain;
     if (opts.dnsTtlSeconds !== undefined) dnsOpts.ttlSeconds = opts.dnsTtlSeconds;
+    if (opts.dnsRateLimit !== undefined) {
+      dnsOpts.rateLimit = opts.dnsRateLimit === 0 ? { enabled: false } : { enabled: true, responsesPerSecond: opts.dnsRateLimit, burst: 2 * opts.dnsRateLimit };
+    }
     dnsServer = new DnsServer(dnsOpts);
     try {
       dnsAddr = await dnsServer.start();
