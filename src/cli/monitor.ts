@@ -10,7 +10,7 @@ import { ERROR_CODES, SkeinError, type ErrorCode } from '../core/errors.js';
 import { call, printable, controlOption, controlUrl, outputOption, print, printJson, table, type OutputFormat } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
 import { forEachLine } from '../core/lines.js';
-import { REDACTED, SECRET_HEADERS } from '../proxy/http1/types.js';
+import { REDACTED, SECRET_HEADERS, isSecretHeader, parseHeaderNames } from '../api/tap.js';
 
 // ---------------------------------------------------------------------------------------------
 // The signals API (docs/api.md#golden-signals) as the CLI reads it
@@ -179,30 +179,43 @@ export interface TapLine {
 // Headers whose values never leave a proxy; the CLI redacts them again, in case.
 export { REDACTED, SECRET_HEADERS };
 
-function redactHeaders(h: unknown): Record<string, string | string[]> | undefined {
+function redactHeaders(h: unknown, extra?: ReadonlySet<string>): Record<string, string | string[]> | undefined {
   if (h === null || typeof h !== 'object' || Array.isArray(h)) return undefined;
   const out: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(h as Record<string, unknown>)) {
     const value = Array.isArray(v) ? v.map(String) : String(v);
-    out[k] = SECRET_HEADERS.has(k.toLowerCase()) ? (Array.isArray(value) ? value.map(() => REDACTED) : REDACTED) : value;
+    out[k] = isSecretHeader(k.toLowerCase(), extra) ? (Array.isArray(value) ? value.map(() => REDACTED) : REDACTED) : value;
   }
   return out;
 }
 
-/** A tap line with the values of secret headers replaced, whatever the server sent. */
-export function redactTap(line: TapLine): TapLine {
+/** A tap line with the values of secret headers (and of `extra`, lower-case names) replaced, whatever the server sent. */
+export function redactTap(line: TapLine, extra?: ReadonlySet<string>): TapLine {
   const out: TapLine = { ...line };
   if (line.requestHeaders !== undefined) {
-    const h = redactHeaders(line.requestHeaders);
+    const h = redactHeaders(line.requestHeaders, extra);
     if (h === undefined) delete out.requestHeaders;
     else out.requestHeaders = h;
   }
   if (line.responseHeaders !== undefined) {
-    const h = redactHeaders(line.responseHeaders);
+    const h = redactHeaders(line.responseHeaders, extra);
     if (h === undefined) delete out.responseHeaders;
     else out.responseHeaders = h;
   }
   return out;
+}
+
+/** How many requests a `{"missed":N}` line says the tap dropped (it fell behind); null for a request line. */
+export function missedCount(line: unknown): number | null {
+  const n = (line as { missed?: unknown }).missed;
+  return typeof n === 'number' && Number.isSafeInteger(n) && n > 0 ? n : null;
+}
+
+/** The line for people that says requests were not shown. */
+export function formatMissed(n: number, line: unknown): string {
+  const proxy = (line as { proxy?: unknown }).proxy;
+  const where = typeof proxy === 'string' ? `proxy ${printable(proxy)}` : 'the control plane';
+  return `-- ${n} request${n === 1 ? '' : 's'} not shown: ${where} dropped them, this tap fell behind\n`;
 }
 
 /** One tapped request for people: time, direction, source -> destination, method, path, status, latency (+ headers, bodies). */
@@ -403,14 +416,16 @@ export function tapCommand(): Command {
   return new Command('tap')
     .description('watch the requests to and from a service live, as every proxy finishes them (Ctrl-C stops)')
     .argument('<service>')
-    .option('--headers', 'show request and response headers (values of authorization and cookies are redacted)')
+    .option('--headers', 'show request and response headers (values of authorization, cookies, API keys and tokens are redacted)')
+    .option('--redact <names>', 'header names (comma-separated, repeatable) whose values to hide too', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--bodies', 'show the first 4 KiB of request and response bodies')
     .option('-n, --limit <n>', 'stop after this many requests', intFlag('--limit', 1, 100_000))
     .option('--max-time <duration>', 'stop after this long', durationFlag('--max-time'))
     .addOption(controlOption())
     .addOption(outputOption())
-    .action(async (service: string, o: Common & { headers?: boolean; bodies?: boolean; limit?: number; maxTime?: number }) => {
+    .action(async (service: string, o: Common & { headers?: boolean; bodies?: boolean; limit?: number; maxTime?: number; redact: string[] }) => {
       const base = controlUrl(o.control);
+      const extra = new Set(parseHeaderNames(o.redact, '--redact'));
       const params = new URLSearchParams({ service });
       if (o.headers) params.set('headers', '1');
       if (o.bodies) params.set('bodies', '1');
@@ -444,8 +459,13 @@ export function tapCommand(): Command {
           } catch {
             return; // not a request line
           }
-          const safe = redactTap(line);
           if (pipeClosed) return;
+          const missed = missedCount(line);
+          if (missed !== null) {
+            print(o.output === 'json' ? JSON.stringify(line) + '\n' : formatMissed(missed, line));
+            return;
+          }
+          const safe = redactTap(line, extra);
           print(o.output === 'json' ? JSON.stringify(safe) + '\n' : formatTap(safe));
           seen++;
           if (o.limit !== undefined && seen >= o.limit) stop('limit');

@@ -8,6 +8,13 @@ import { durationFlag, intFlag } from './flags.js';
 import { hostname } from 'node:os';
 import { PROXY_ID } from '../api/names.js';
 import { Announcer } from '../proxy/announce.js';
+import { PROXY_TAP_LIMITS, TAP_LIMIT_BOUNDS, parseHeaderNames } from '../api/tap.js';
+
+/** Collects a repeatable flag's values. */
+export const repeat = (v: string, acc: string[]) => [...acc, v];
+
+/** --tap-redact of `skein proxy` and `skein up`. */
+export const TAP_REDACT_HELP = 'header names (comma-separated, repeatable) whose values taps hide, beyond authorization, cookies, API keys and tokens';
 
 /** --trace-sample: a number from 0 to 1. */
 export function ratioFlag(flag: string): (v: string) => number {
@@ -65,7 +72,7 @@ export function proxyCommand(): Command {
     .description('run the proxy: outbound listeners that route by service, inbound listeners in front of local apps')
     .addOption(controlOption())
     .option('--no-control', 'run without a control plane (inbound listeners only)')
-    .option('--workload <spec>', 'a workload: name=N[,outbound=HOST:PORT][,inbound=HOST:PORT,app=HOST:PORT][,service=S] (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--workload <spec>', 'a workload: name=N[,outbound=HOST:PORT][,inbound=HOST:PORT,app=HOST:PORT][,service=S] (repeatable)', repeat, [] as string[])
     .option('--outbound <host:port>', `shorthand for one workload named "default" with this outbound listener (default ${DEFAULT_OUTBOUND} when no --workload is given)`)
     .option('--admin <host:port>', 'admin server: /live /ready /metrics /debug/endpoints ("off" disables it)', DEFAULT_ADMIN)
     .option('--domain <domain>', 'accept <service>.service.<domain> as a Host', 'skein')
@@ -78,6 +85,9 @@ export function proxyCommand(): Command {
     .option('--access-log <target>', 'one JSON line per request: "stdout", a file path (appended to), or "off"', 'off')
     .addOption(new Option('--metrics <on|off>', 'per-request metrics (requests, latency, bytes by source, destination, route and status)').choices(['on', 'off']).default('on'))
     .option('--id <id>', 'names this proxy to the control plane (metrics, tap); default <hostname>-<pid>')
+    .option('--tap-redact <names>', TAP_REDACT_HELP, repeat, [] as string[])
+    .option('--max-taps <n>', 'taps open at once on the admin server (one more: 429 SKEIN_E_TOO_MANY_TAPS)', intFlag('--max-taps', ...TAP_LIMIT_BOUNDS.maxTaps), PROXY_TAP_LIMITS.maxTaps)
+    .option('--tap-stall-timeout <duration>', 'end a tap whose reader took nothing for this long while lines waited', durationFlag('--tap-stall-timeout', ...TAP_LIMIT_BOUNDS.stallTimeoutMs), PROXY_TAP_LIMITS.stallTimeoutMs)
     .option('--trace-otlp <url>', 'export a span per hop and attempt over OTLP/HTTP to this URL (e.g. http://127.0.0.1:4318/v1/traces); off by default')
     .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1 (requests that arrive with a sampled trace context are always followed)', ratioFlag('--trace-sample'), 1)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
@@ -100,6 +110,9 @@ export function proxyCommand(): Command {
         id?: string;
         traceOtlp?: string;
         traceSample: number;
+        tapRedact: string[];
+        maxTaps: number;
+        tapStallTimeout: number;
       }) => {
         const specs = o.workload.map(parseWorkload);
         if (o.outbound !== undefined || specs.length === 0) specs.unshift({ name: 'default', outbound: parseHostPort(o.outbound ?? DEFAULT_OUTBOUND, '--outbound') });
@@ -117,6 +130,7 @@ export function proxyCommand(): Command {
         const id = o.id ?? `${hostname()}-${process.pid}`;
         if (!PROXY_ID.test(id)) throw new SkeinError('SKEIN_E_USAGE', `--id: "${id}" must match ${PROXY_ID.source}`, { field: '--id' });
         const traceUrl = o.traceOtlp === undefined ? null : otlpUrl(o.traceOtlp);
+        const tapRedact = parseHeaderNames(o.tapRedact, '--tap-redact');
         const [{ default: pino }, { Proxy }, { startAdmin }, { openAccessLog }] = await Promise.all([
           import('pino'),
           import('../proxy/proxy.js'),
@@ -146,7 +160,7 @@ export function proxyCommand(): Command {
         let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
         try {
           for (const s of specs) await proxy.addWorkload(s);
-          adminServer = admin === null ? null : await startAdmin(proxy, admin);
+          adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact, tapLimits: { maxTaps: o.maxTaps, stallTimeoutMs: o.tapStallTimeout } });
         } catch (e) {
           await proxy.stop(0);
           await adminServer?.close();

@@ -8,7 +8,8 @@ import { Command, Option } from 'commander';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, printJson, readText, table, type OutputFormat } from './common.js';
-import { DEFAULT_ADMIN, DEFAULT_OUTBOUND, otlpUrl, ratioFlag, startTracer } from './proxy.js';
+import { DEFAULT_ADMIN, DEFAULT_OUTBOUND, TAP_REDACT_HELP, otlpUrl, ratioFlag, repeat, startTracer } from './proxy.js';
+import { parseHeaderNames } from '../api/tap.js';
 import { durationFlag, intFlag } from './flags.js';
 
 export function upCommand(): Command {
@@ -20,12 +21,13 @@ export function upCommand(): Command {
     .option('--data-dir <dir>', 'directory of the embedded store; "none" (default) keeps the registry in memory', 'none')
     .option('--outbound <host:port>', 'an outbound listener for callers outside the mesh (curl -x)', DEFAULT_OUTBOUND)
     .option('--admin <host:port>', 'the proxy admin server ("off" disables it, and with it the golden signals and taps)', DEFAULT_ADMIN)
+    .option('--tap-redact <names>', TAP_REDACT_HELP, repeat, [] as string[])
     .option('--access-log <target>', 'the proxy\'s access log: one JSON line per request to "stdout", a file path (appended to), or "off"', 'off')
     .option('--trace-otlp <url>', 'the proxy exports a span per hop and attempt over OTLP/HTTP to this URL (e.g. http://127.0.0.1:4318/v1/traces); off by default')
     .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1', ratioFlag('--trace-sample'), 1)
     .option('--scrape-interval <duration>', 'how often the control plane scrapes the proxy for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), 2000)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string }) => {
+    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[] }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -35,6 +37,7 @@ export function upCommand(): Command {
       const outbound = o.outbound === 'off' ? null : parseHostPort(o.outbound, '--outbound');
       const admin = o.admin === 'off' ? null : parseHostPort(o.admin, '--admin');
       if (o.accessLog.trim() === '') throw new SkeinError('SKEIN_E_USAGE', '--access-log: give "stdout", a file path or "off"', { field: '--access-log' });
+      const tapRedact = parseHeaderNames(o.tapRedact, '--tap-redact');
 
       const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner, meshRoutes }, { openAccessLog }, { Announcer }] = await Promise.all([
         import('pino'),
@@ -98,7 +101,7 @@ export function upCommand(): Command {
       try {
         proxy.start();
         if (outbound !== null) outboundAt = (await proxy.addWorkload({ name: 'local', outbound })).outbound;
-        adminServer = admin === null ? null : await startAdmin(proxy, admin);
+        adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact });
         if (adminServer !== null) {
           announcer = new Announcer({ controlUrl: cp.url, id: proxyId, admin: adminServer.address, workloads: () => proxy.workloadInfo(), everyMs: 5000 });
           await announcer.announce();

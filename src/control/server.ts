@@ -1,6 +1,7 @@
 /**
  * The control plane's HTTP API, versioned under /v1. Every error is JSON {code, message, field}
- * with the status from the code table; bodies over 1 MiB and unknown fields are refused.
+ * with the status from the code table; bodies over 1 MiB and unknown fields are refused. Bound to
+ * loopback, it answers only loopback `Host`s (src/core/loopback-host.ts), the dashboard included.
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { SkeinError, type ErrorCode } from '../core/errors.js';
@@ -14,6 +15,7 @@ import { wireInstance, type Publisher, type WatchFormat } from './publisher.js';
 import type { ControlMetrics } from './metrics.js';
 import type { Logger } from 'pino';
 import { exposition } from '../telemetry/exposition.js';
+import { foreignHost } from '../core/loopback-host.js';
 
 export const BODY_LIMIT = 1024 * 1024;
 const MAX_WAIT_MS = 10 * 60_000;
@@ -85,8 +87,9 @@ function waitQ(q: Record<string, string>): number {
   return ms;
 }
 
+/** Every error: the code's status, the code in `x-skein-error` (as the proxy's own answers), a JSON body. */
 function sendError(reply: FastifyReply, e: SkeinError): FastifyReply {
-  return reply.code(e.status).header('content-type', 'application/json; charset=utf-8').send(e.toJSON());
+  return reply.code(e.status).header('content-type', 'application/json; charset=utf-8').header('x-skein-error', e.code).send(e.toJSON());
 }
 
 /** Maps fastify's own errors (body parsing, limits) onto the code table. */
@@ -159,6 +162,7 @@ export function createApiServer(deps: ApiDeps): FastifyInstance {
   app.addHook('onRequest', async (_req, reply) => {
     if (closing) return sendError(reply.header('connection', 'close'), new SkeinError('SKEIN_E_SHUTTING_DOWN', 'the control plane is shutting down'));
   });
+  hostGuard(app);
 
   // ---- health and metrics ----
   app.get('/v1/health', async (req) => {
@@ -344,6 +348,20 @@ export function createApiServer(deps: ApiDeps): FastifyInstance {
   });
 
   return app;
+}
+
+/** The DNS-rebinding guard: bound to loopback, only loopback `Host`s (before any route, the dashboard's too). */
+function hostGuard(app: FastifyInstance): void {
+  // The address is known once listening; null until then (inject() in tests: no guard).
+  let bound: string | null = null;
+  app.addHook('onRequest', async (req, reply) => {
+    if (bound === null) {
+      const a = app.server.address();
+      bound = a !== null && typeof a === 'object' ? a.address : null;
+    }
+    const why = foreignHost(bound, req.headers.host);
+    if (why !== null) return sendError(reply, new SkeinError('SKEIN_E_FOREIGN_HOST', why, { field: 'host' }));
+  });
 }
 
 function parseHeartbeat(body: unknown): { status?: 'healthy' | 'unhealthy'; reason?: string } {

@@ -2,14 +2,21 @@
  * The proxy's admin server: `/live` (the process answers), `/ready` (the proxy can route: it has
  * had its first snapshot from the control plane), `/metrics` (Prometheus text, or OpenMetrics
  * when asked for), `/stats` (the same counters as JSON, for the control plane's golden signals),
- * `/tap` (finished requests as they happen, NDJSON) and `/debug/endpoints` (what the proxy
- * currently believes about each service). Not on the request path: node:http.
+ * `/tap` (finished requests as they happen, NDJSON), `/debug/taps` (the open taps and what they
+ * dropped) and `/debug/endpoints` (what the proxy currently believes about each service). Not on
+ * the request path: node:http. Bound to loopback, it answers only loopback `Host`s
+ * (src/core/loopback-host.ts).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { HostPort } from '../core/address.js';
-import { SkeinError } from '../core/errors.js';
+import type { Clock } from '../core/clock.js';
+import { ERROR_CODES, SkeinError, type ErrorCode } from '../core/errors.js';
+import { foreignHost } from '../core/loopback-host.js';
+import { PROXY_TAP_LIMITS, redactHeaders, type TapLimits } from '../api/tap.js';
+import type { TapRecord } from './http1/types.js';
 import type { Proxy } from './proxy.js';
+import { TapStreams } from './tap.js';
 
 const SERVICE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -17,6 +24,12 @@ function json(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body, null, 2) + '\n';
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** An answer the admin server makes itself: the code's status, `x-skein-error`, a JSON body. */
+function refuse(res: ServerResponse, code: ErrorCode, message: string, field?: string): void {
+  res.setHeader('x-skein-error', code);
+  json(res, ERROR_CODES[code].status, { code, message, ...(field === undefined ? {} : { field }) });
 }
 
 function unknownParam(url: URL, allowed: string[]): string | null {
@@ -31,8 +44,22 @@ function flag(url: URL, name: string): boolean | null {
   return null;
 }
 
+/** The admin server's taps: their limits and streams, and the header names redacted beyond the defaults. */
+interface Taps {
+  readonly streams: TapStreams;
+  readonly redact: ReadonlySet<string>;
+}
+
+/** A tap line: ISO time, the proxy's id, and the configured headers redacted too (the forwarder redacted the defaults). */
+function tapLine(r: TapRecord, proxyId: string, redact: ReadonlySet<string>): string {
+  const line = { ...r, time: new Date(r.time).toISOString(), proxy: proxyId };
+  if (r.requestHeaders !== undefined) line.requestHeaders = redactHeaders(r.requestHeaders, redact) as Record<string, string>;
+  if (r.responseHeaders !== undefined) line.responseHeaders = redactHeaders(r.responseHeaders, redact) as Record<string, string>;
+  return JSON.stringify(line);
+}
+
 /** GET /tap?service=S[&headers=1][&bodies=1]: one JSON line per finished request to or from S, until the client leaves. */
-function tap(proxy: Proxy, url: URL, req: IncomingMessage, res: ServerResponse): void {
+function tap(proxy: Proxy, taps: Taps, url: URL, req: IncomingMessage, res: ServerResponse): void {
   const bad = unknownParam(url, ['service', 'headers', 'bodies']);
   const service = url.searchParams.get('service');
   const headers = flag(url, 'headers');
@@ -43,13 +70,21 @@ function tap(proxy: Proxy, url: URL, req: IncomingMessage, res: ServerResponse):
     json(res, 400, { code: 'SKEIN_E_BAD_QUERY', message, field });
     return;
   }
+  const stream = taps.streams.start({ service, headers, bodies }, res);
+  if (stream === null) {
+    refuse(res, 'SKEIN_E_TOO_MANY_TAPS', `this proxy already has ${taps.streams.limits.maxTaps} taps open, the most it allows (--max-taps); GET /debug/taps lists them`);
+    return;
+  }
   res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache, no-store' });
   res.flushHeaders();
   res.socket?.setNoDelay(true);
-  const stop = proxy.tap.subscribe({ service, headers, bodies }, (r) => {
-    // A tap that cannot keep up misses requests rather than growing the proxy's memory.
-    if (res.writableLength < 1024 * 1024) res.write(JSON.stringify({ ...r, time: new Date(r.time).toISOString(), proxy: proxy.metrics.id }) + '\n');
-  });
+  const id = proxy.metrics.id;
+  // A tap that cannot keep up misses requests (and is told how many) rather than growing the proxy's memory.
+  const unsubscribe = proxy.tap.subscribe({ service, headers, bodies }, (r) => stream.write(() => tapLine(r, id, taps.redact)));
+  const stop = () => {
+    unsubscribe();
+    stream.close();
+  };
   req.once('close', stop);
   res.once('close', stop);
 }
@@ -59,9 +94,30 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-export async function startAdmin(proxy: Proxy, at: HostPort): Promise<AdminServer> {
+export interface AdminOptions {
+  /** Bounds of the taps (default PROXY_TAP_LIMITS). */
+  readonly tapLimits?: Partial<TapLimits>;
+  /** Header names (lower case) whose values taps hide, beyond the defaults (`--tap-redact`). */
+  readonly tapRedact?: readonly string[];
+  readonly clock?: Clock;
+}
+
+export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions = {}): Promise<AdminServer> {
+  const id = proxy.metrics.id;
+  const streams = new TapStreams({
+    limits: { ...PROXY_TAP_LIMITS, ...opts.tapLimits },
+    missedLine: (n) => JSON.stringify({ missed: n, proxy: id, time: new Date().toISOString() }),
+    ...(opts.clock === undefined ? {} : { clock: opts.clock }),
+  });
+  const taps: Taps = { streams, redact: new Set(opts.tapRedact ?? []) };
+  let bound: string | null = null;
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
+    const foreign = foreignHost(bound, req.headers.host);
+    if (foreign !== null) {
+      refuse(res, 'SKEIN_E_FOREIGN_HOST', foreign, 'host');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       json(res, 405, { code: 'SKEIN_E_NOT_FOUND', message: `${req.method} is not supported here; the admin endpoints take GET` });
       return;
@@ -97,10 +153,13 @@ export async function startAdmin(proxy: Proxy, at: HostPort): Promise<AdminServe
         return;
       }
       case '/tap':
-        tap(proxy, url, req, res);
+        tap(proxy, taps, url, req, res);
+        return;
+      case '/debug/taps':
+        json(res, 200, streams.stats());
         return;
       default:
-        json(res, 404, { code: 'SKEIN_E_NOT_FOUND', message: `no admin endpoint ${url.pathname} (there are /live, /ready, /metrics, /stats, /tap, /debug/endpoints)` });
+        json(res, 404, { code: 'SKEIN_E_NOT_FOUND', message: `no admin endpoint ${url.pathname} (there are /live, /ready, /metrics, /stats, /tap, /debug/taps, /debug/endpoints)` });
     }
   });
   await new Promise<void>((resolve, reject) => {
@@ -110,6 +169,7 @@ export async function startAdmin(proxy: Proxy, at: HostPort): Promise<AdminServe
     server.listen({ host: at.host, port: at.port }, () => resolve());
   });
   const a = server.address() as AddressInfo;
+  bound = a.address;
   return {
     address: `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`,
     close: () =>

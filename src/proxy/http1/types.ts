@@ -40,11 +40,10 @@ export interface TapRecord {
   readonly responseBody?: string;
 }
 
-/** What taps want of a request: nothing (0), the summary (TAP_ON), headers, bodies. */
-/** Headers whose values a tap never shows (the CLI redacts them again, in case). */
-export const SECRET_HEADERS: ReadonlySet<string> = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie']);
-export const REDACTED = '[redacted]';
+/** Headers whose values a tap never shows, defined with the tap limits in src/api/tap.ts. */
+export { REDACTED, SECRET_HEADERS } from '../../api/tap.js';
 
+/** What taps want of a request: nothing (0), the summary (TAP_ON), headers, bodies. */
 export const TAP_ON = 1;
 export const TAP_HEADERS = 2;
 export const TAP_BODIES = 4;
