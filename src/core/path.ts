@@ -15,9 +15,6 @@
  * ignore ASCII case instead (`pathKey`), since many apps route `/Admin` like `/admin`.
  */
 
-/** A normalized path and query (`?...`, or ''), or why the target cannot be normalized. */
-export type NormalizedTarget = { readonly path: string; readonly query: string } | { readonly error: string };
-
 const HEX = '0123456789ABCDEF';
 
 function hexValue(c: number): number {
@@ -104,14 +101,13 @@ export function normalizePath(path: string): string | { error: string } {
   return resolve(d);
 }
 
-/** Splits an origin-form request target at its query and normalizes the path. */
-export function normalizeTarget(target: string): NormalizedTarget {
+/** An origin-form request target with its path normalized and its query as it came (the same string when nothing changes). */
+export function normalizeTarget(target: string): string | { error: string } {
   const q = target.indexOf('?');
   const path = q < 0 ? target : target.slice(0, q);
-  const query = q < 0 ? '' : target.slice(q);
   const n = normalizePath(path);
-  if (typeof n !== 'string') return n;
-  return { path: n, query };
+  if (typeof n !== 'string' || n === path) return typeof n === 'string' ? target : n;
+  return q < 0 ? n : n + target.slice(q);
 }
 
 /** What normalized paths are compared by: ASCII case folded. */

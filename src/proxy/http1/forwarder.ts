@@ -536,11 +536,11 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     if (target !== '*') {
       // Routes (and the app) see the normalized path: what a policy matched is what the app gets.
       const n = normalizeTarget(target);
-      if ('error' in n) {
+      if (typeof n !== 'string') {
         this.reject('SKEIN_E_BAD_REQUEST', `request target "${target.slice(0, 100)}": ${n.error}`);
         return;
       }
-      path = n.path + n.query;
+      path = n;
     }
     if (hosts > 1 || (http11 && hosts === 0)) {
       this.reject('SKEIN_E_BAD_REQUEST', hosts > 1 ? 'more than one Host header' : 'an HTTP/1.1 request must have a Host header');
