@@ -5,8 +5,12 @@
  * Contract shared by every balancer:
  * - `update(set)` swaps in a new snapshot. State for endpoints that stay (in-flight counts,
  *   latency estimates, round-robin positions) is kept; an endpoint whose address or port changed
- *   under the same key starts afresh (it is a new process). Hash-based tables are rebuilt here and
- *   only here. Calling it again with the same snapshot object does nothing.
+ *   under the same key starts afresh (it is a new process). When `set` is the current snapshot
+ *   with one change applied (`set.changesSince(current)`, how the watch stream delivers them), only
+ *   that change is applied: O(1) or O(log n) per changed endpoint, whatever the service's size.
+ *   Precomputed tables (weighted round robin, ring hash, Maglev) are rebuilt on updates only, and
+ *   for large sets those rebuilds are coalesced (table.ts). Calling it again with the same snapshot
+ *   object does nothing.
  * - `pick(ctx)` returns an endpoint of the current snapshot, or null when there is none to give.
  *   Weight-0 endpoints are never returned. When `ctx.available` is given, no endpoint for which it
  *   returns false is returned; null means no endpoint is available. `pick` allocates nothing on

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AliasTable } from './alias.js';
 import { hashBytes, hashKey, hashString } from './hash.js';
 import { createRng } from './rng.js';
+import { WeightedIndex } from './weighted-index.js';
 
 test('murmur3 x86_32 matches published vectors', () => {
   assert.equal(hashString(''), 0);
@@ -46,16 +46,37 @@ test('createRng is deterministic, in [0, 1), and roughly uniform', () => {
   assert.ok(Math.abs(sum / 10_000 - 0.5) < 0.01);
 });
 
-test('alias tables draw by weight', () => {
+test('weighted indexes draw by weight, and keep doing so as weights change, grow and shrink', () => {
   const rng = createRng(1);
-  const weights = [5, 1, 0.5, 3.5];
-  const t = new AliasTable(weights);
+  const draw = (t: WeightedIndex, want: readonly number[]) => {
+    const counts = want.map(() => 0);
+    for (let i = 0; i < 200_000; i++) counts[t.sample(rng)]!++;
+    const total = want.reduce((a, b) => a + b, 0);
+    want.forEach((w, i) => assert.ok(Math.abs(counts[i]! / 200_000 - w / total) < 0.005, `${i}: ${counts[i]} for weight ${w}`));
+  };
+  const t = new WeightedIndex();
+  for (const w of [5, 1, 1, 3]) t.push(w);
   assert.ok(!t.uniform);
-  const counts = [0, 0, 0, 0];
-  for (let i = 0; i < 200_000; i++) counts[t.sample(rng)]!++;
-  weights.forEach((w, i) => assert.ok(Math.abs(counts[i]! / 200_000 - w / 10) < 0.005, `${i}: ${counts[i]}`));
-  const u = new AliasTable([2, 2, 2]);
+  draw(t, [5, 1, 1, 3]);
+  t.set(1, 0);
+  t.set(3, 4);
+  draw(t, [5, 0, 1, 4]);
+  // Past the first capacity (16): the tree is rebuilt as it grows.
+  for (let i = 0; i < 40; i++) t.push(1 + (i % 3));
+  assert.equal(t.size, 44);
+  draw(t, [5, 0, 1, 4, ...Array.from({ length: 40 }, (_, i) => 1 + (i % 3))]);
+  for (let i = 0; i < 42; i++) t.pop();
+  assert.equal(t.total, 5);
+  draw(t, [5, 0]);
+  const u = new WeightedIndex();
+  for (const w of [2, 2, 2]) u.push(w);
   assert.ok(u.uniform);
   assert.equal(u.sample(() => 0.999999999), 2);
-  assert.equal(new AliasTable([1, 3]).sample(() => 0.9999999999999999), 1);
+  const v = new WeightedIndex();
+  v.push(1);
+  v.push(3);
+  assert.equal(v.sample(() => 0.9999999999999999), 1);
+  v.clear();
+  v.push(7);
+  assert.equal(v.sample(() => 0.5), 0);
 });

@@ -23,6 +23,7 @@ export { RandomBalancer, type RandomOptions } from './random.js';
 export { LeastRequestBalancer, type LeastRequestOptions } from './least-request.js';
 export { PeakEwmaBalancer, PEAK_EWMA_DEFAULTS, type PeakEwmaOptions } from './peak-ewma.js';
 export { RingHashBalancer, RING_HASH_DEFAULTS, type RingHashOptions } from './ring-hash.js';
+export { TABLE_REBUILD } from './table.js';
 export { MaglevBalancer, MAGLEV_DEFAULTS, isPrime, maglevTable, type MaglevOptions } from './maglev.js';
 
 /**
@@ -30,7 +31,7 @@ export { MaglevBalancer, MAGLEV_DEFAULTS, isPrime, maglevTable, type MaglevOptio
  * each kind reads the ones it knows and ignores the rest.
  */
 export interface BalancerOptions {
-  /** peak-ewma. Default: the system clock. */
+  /** peak-ewma (its decay), weighted-round-robin, ring-hash and maglev (paced table rebuilds, table.ts). Default: the system clock. */
   clock?: Clock;
   /** All kinds: first positions, draws, and requests without a hash key. Default Math.random. */
   rng?: Rng;
@@ -61,7 +62,7 @@ export function createBalancer(kind: BalancerKind = DEFAULT_BALANCER_KIND, opts:
     case 'round-robin':
       return new RoundRobinBalancer({ rng: opts.rng });
     case 'weighted-round-robin':
-      return new WeightedRoundRobinBalancer({ rng: opts.rng, maxSchedule: opts.maxSchedule, maxBuildSteps: opts.maxBuildSteps });
+      return new WeightedRoundRobinBalancer({ clock: opts.clock, rng: opts.rng, maxSchedule: opts.maxSchedule, maxBuildSteps: opts.maxBuildSteps });
     case 'random':
       return new RandomBalancer({ rng: opts.rng });
     case 'least-request':
@@ -69,9 +70,9 @@ export function createBalancer(kind: BalancerKind = DEFAULT_BALANCER_KIND, opts:
     case 'peak-ewma':
       return new PeakEwmaBalancer({ clock: opts.clock, rng: opts.rng, decayMs: opts.decayMs, defaultRttMs: opts.defaultRttMs });
     case 'ring-hash':
-      return new RingHashBalancer({ rng: opts.rng, minRingSize: opts.minRingSize, maxRingSize: opts.maxRingSize });
+      return new RingHashBalancer({ clock: opts.clock, rng: opts.rng, minRingSize: opts.minRingSize, maxRingSize: opts.maxRingSize });
     case 'maglev':
-      return new MaglevBalancer({ rng: opts.rng, tableSize: opts.tableSize });
+      return new MaglevBalancer({ clock: opts.clock, rng: opts.rng, tableSize: opts.tableSize });
     default:
       throw new SkeinError('SKEIN_E_VALIDATION', `unknown load balancer "${String(kind)}" (one of ${BALANCER_KINDS.join(', ')})`, { field: 'kind' });
   }

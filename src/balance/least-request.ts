@@ -2,7 +2,8 @@
  * Least request, by the power of two choices: draw two distinct endpoints at random with
  * probability proportional to weight, and send to the one with fewer requests in flight per unit
  * of weight (in-flight / weight); on a tie, the first drawn. With no load every endpoint gets its
- * weight's share; under load, busy endpoints are avoided. O(1) per pick.
+ * weight's share; under load, busy endpoints are avoided. O(1) per pick with equal weights,
+ * O(log n) otherwise (weighted draws from a Fenwick tree); O(1) / O(log n) per changed endpoint.
  *
  * Feedback: `start(e)` counts a request in flight on `e`; `end()` of the returned completion
  * counts it out (latency and outcome are not used). In-flight counts are kept across updates for
@@ -13,10 +14,11 @@
  * two available ones were found the one found is taken, and if none, one O(n) pass takes the
  * least loaded available endpoint (ties drawn by weight).
  */
-import type { Endpoint } from '../discovery/endpoint.js';
+import type { Endpoint, EndpointChanges } from '../discovery/endpoint.js';
 import { NOOP_COMPLETION, type Completion, type Gate, type Outcome, type PickContext, type Rng } from './balancer.js';
-import { AliasTable } from './alias.js';
-import { BaseBalancer, NO_CONTEXT, checkRng, sameTarget } from './common.js';
+import { BaseBalancer, NO_CONTEXT, checkRng } from './common.js';
+import { Slots } from './slots.js';
+import { WeightedIndex } from './weighted-index.js';
 
 export interface LeastRequestOptions {
   /** Default Math.random; tests pass a seeded generator (rng.ts). */
@@ -44,11 +46,8 @@ const MAX_GATED_DRAWS = 6;
 export class LeastRequestBalancer extends BaseBalancer {
   readonly kind = 'least-request' as const;
   private readonly rng: Rng;
-  private alias = new AliasTable([]);
-  /** Load of every endpoint of the set (weight 0 included), by key. */
-  private byKey = new Map<string, Load>();
-  /** Load of `eps[i]`. */
-  private loads: Load[] = [];
+  /** The load of every endpoint (weight 0 included); `states[i]` is that of `eps[i]`. */
+  private readonly slots = new Slots<Load>((e) => new Load(e), new WeightedIndex());
 
   constructor(opts: LeastRequestOptions = {}) {
     super();
@@ -57,57 +56,53 @@ export class LeastRequestBalancer extends BaseBalancer {
 
   /** Requests in flight on the endpoint with this key (0 when unknown). */
   inflight(key: string): number {
-    return this.byKey.get(key)?.inflight ?? 0;
+    return this.slots.byKey.get(key)?.inflight ?? 0;
   }
 
   protected rebuild(): void {
-    const next = new Map<string, Load>();
-    for (const e of this.set.list()) {
-      const old = this.byKey.get(e.key);
-      if (old !== undefined && sameTarget(old.endpoint, e)) {
-        old.endpoint = e;
-        next.set(e.key, old);
-      } else next.set(e.key, new Load(e));
-    }
-    this.byKey = next;
-    this.loads = this.eps.map((e) => next.get(e.key)!);
-    this.alias = new AliasTable(this.eps.map((e) => e.weight));
+    this.slots.rebuild(this.set.list());
+  }
+
+  protected follow(changes: EndpointChanges): void {
+    this.slots.follow(changes);
   }
 
   override start(e: Endpoint): Completion {
-    const load = this.byKey.get(e.key);
+    const load = this.slots.byKey.get(e.key);
     if (load === undefined) return NOOP_COMPLETION;
     load.inflight++;
     return new LoadCompletion(load);
   }
 
   pick(ctx: PickContext = NO_CONTEXT): Endpoint | null {
-    const eps = this.eps;
+    const eps = this.slots.eps;
     const n = eps.length;
     if (n === 0) return null;
     const gate = ctx.available;
     if (n === 1) return gate === undefined || gate(eps[0]!) ? eps[0]! : null;
     if (gate !== undefined) return this.pickGated(gate);
-    const a = this.alias.sample(this.rng);
-    let b = this.alias.sample(this.rng);
-    if (b === a) b = this.alias.sample(this.rng);
+    const weights = this.slots.weights!;
+    const a = weights.sample(this.rng);
+    let b = weights.sample(this.rng);
+    if (b === a) b = weights.sample(this.rng);
     if (b === a) b = (a + 1 + ((this.rng() * (n - 1)) | 0)) % n;
     return eps[this.better(a, b)]!;
   }
 
   /** a unless b has fewer in flight per unit of weight (compared without dividing). */
   private better(a: number, b: number): number {
-    const la = this.loads[a]!;
-    const lb = this.loads[b]!;
+    const la = this.slots.states[a]!;
+    const lb = this.slots.states[b]!;
     return lb.inflight * la.endpoint.weight < la.inflight * lb.endpoint.weight ? b : a;
   }
 
   private pickGated(gate: Gate): Endpoint | null {
-    const eps = this.eps;
+    const eps = this.slots.eps;
+    const weights = this.slots.weights!;
     let a = -1;
     let b = -1;
     for (let d = 0; d < MAX_GATED_DRAWS && b < 0; d++) {
-      const i = this.alias.sample(this.rng);
+      const i = weights.sample(this.rng);
       if (i === a || !gate(eps[i]!)) continue;
       if (a < 0) a = i;
       else b = i;
@@ -117,7 +112,7 @@ export class LeastRequestBalancer extends BaseBalancer {
     // Slow path: the least loaded available endpoint, ties drawn by weight.
     let best: Load | null = null;
     let tieWeight = 0;
-    for (const l of this.loads) {
+    for (const l of this.slots.states) {
       if (!gate(l.endpoint)) continue;
       const w = l.endpoint.weight;
       if (best === null || l.inflight * best.endpoint.weight < best.inflight * w) {

@@ -14,19 +14,25 @@
  * When an endpoint leaves, its slots go to others and a few other slots change hands as well
  * (the paper's trade: better balance and O(1) lookups for slightly more than minimal disruption);
  * with 10 endpoints about 10-11% of keys move. Table size should be well above the number of
- * endpoints (100x or more keeps shares within about 1%). Rebuilt on update, O(M log M).
+ * endpoints (100x or more keeps shares within about 1%). Rebuilt on updates, O(M log M), coalesced
+ * for large sets (table.ts: between rebuilds, the slots of endpoints that left go to the next
+ * slots' owners).
  *
  * - No hash key in the context: a uniformly random slot, i.e. a weighted random pick.
  * - Gate: from the key's slot, the following slots are tried in order until one's owner is
  *   available (the gate is asked at most once per endpoint); null when none is.
  * - Weight 0: no slots.
  */
+import { systemClock, type Clock } from '../core/clock.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { PickContext, Rng } from './balancer.js';
-import { BaseBalancer, GateMemo, NO_CONTEXT, checkNumber, checkRng, optionError } from './common.js';
+import { GateMemo, checkNumber, checkRng, optionError } from './common.js';
+import { TableBalancer } from './table.js';
 import { hashKey, hashString } from './hash.js';
 
 export interface MaglevOptions {
+  /** Paces table rebuilds (table.ts); default the system clock. */
+  clock?: Clock;
   /** For requests without a hash key; default Math.random. */
   rng?: Rng;
   /** Lookup table size: a prime; default 65537. */
@@ -45,7 +51,7 @@ export function isPrime(n: number): boolean {
   return true;
 }
 
-export class MaglevBalancer extends BaseBalancer {
+export class MaglevBalancer extends TableBalancer {
   readonly kind = 'maglev' as const;
   private readonly rng: Rng;
   readonly tableSize: number;
@@ -54,13 +60,13 @@ export class MaglevBalancer extends BaseBalancer {
   private table: Int32Array = new Int32Array(0);
 
   constructor(opts: MaglevOptions = {}) {
-    super();
+    super(opts.clock ?? systemClock);
     this.rng = checkRng(this.kind, opts.rng);
     this.tableSize = checkNumber(this.kind, 'tableSize', opts.tableSize, MAGLEV_DEFAULTS.tableSize, 3, 1 << 24, true);
     if (!isPrime(this.tableSize)) throw optionError(this.kind, 'tableSize', `must be a prime (e.g. 65537, 131071, 655373), not ${this.tableSize}`);
   }
 
-  protected rebuild(): void {
+  protected buildTable(): void {
     const eps = this.eps;
     const n = eps.length;
     this.memo.resize(n);
@@ -71,7 +77,7 @@ export class MaglevBalancer extends BaseBalancer {
     this.table = maglevTable(eps, this.tableSize);
   }
 
-  pick(ctx: PickContext = NO_CONTEXT): Endpoint | null {
+  protected pickTable(ctx: PickContext): Endpoint | null {
     const eps = this.eps;
     const table = this.table;
     const m = table.length;

@@ -23,14 +23,17 @@
  *   uniformly; with equal load and latency the heavier endpoint of a pair wins, so weights shift
  *   traffic strongly rather than proportionally (use least-request or random for proportional).
  * - Ties go to the first endpoint drawn. O(1) per pick: two random numbers, at most one clock read.
+ * - An update costs O(1) per endpoint it changed (slots.ts): the estimates and in-flight counts of
+ *   the others are not touched.
  * - Gate: as least-request (redraws, then an O(n) pass for the cheapest available endpoint).
  * - All time comes from the injected Clock.
  */
 import type { Clock } from '../core/clock.js';
 import { systemClock } from '../core/clock.js';
-import type { Endpoint } from '../discovery/endpoint.js';
+import type { Endpoint, EndpointChanges } from '../discovery/endpoint.js';
 import { NOOP_COMPLETION, type Completion, type Gate, type Outcome, type PickContext, type Rng } from './balancer.js';
-import { BaseBalancer, NO_CONTEXT, checkNumber, checkRng, optionError, sameTarget } from './common.js';
+import { BaseBalancer, NO_CONTEXT, checkNumber, checkRng, optionError } from './common.js';
+import { Slots } from './slots.js';
 
 export interface PeakEwmaOptions {
   clock?: Clock;
@@ -76,8 +79,8 @@ export class PeakEwmaBalancer extends BaseBalancer {
   private readonly rng: Rng;
   private readonly decayMs: number;
   private readonly defaultRttMs: number;
-  private byKey = new Map<string, EwmaState>();
-  private states: EwmaState[] = [];
+  /** The state of every endpoint (weight 0 included); `states[i]` is that of `eps[i]`. */
+  private readonly slots = new Slots<EwmaState>((e) => new EwmaState(e, this.defaultRttMs, this.clock.now()));
 
   constructor(opts: PeakEwmaOptions = {}) {
     super();
@@ -90,31 +93,25 @@ export class PeakEwmaBalancer extends BaseBalancer {
 
   /** The endpoint's latency estimate now, in ms (decayed if idle); undefined when unknown. */
   estimateMs(key: string): number | undefined {
-    const s = this.byKey.get(key);
+    const s = this.slots.byKey.get(key);
     return s === undefined ? undefined : this.estimateAt(s, this.clock.now());
   }
 
   /** Requests in flight on the endpoint with this key (0 when unknown). */
   inflight(key: string): number {
-    return this.byKey.get(key)?.inflight ?? 0;
+    return this.slots.byKey.get(key)?.inflight ?? 0;
   }
 
   protected rebuild(): void {
-    const now = this.clock.now();
-    const next = new Map<string, EwmaState>();
-    for (const e of this.set.list()) {
-      const old = this.byKey.get(e.key);
-      if (old !== undefined && sameTarget(old.endpoint, e)) {
-        old.endpoint = e;
-        next.set(e.key, old);
-      } else next.set(e.key, new EwmaState(e, this.defaultRttMs, now));
-    }
-    this.byKey = next;
-    this.states = this.eps.map((e) => next.get(e.key)!);
+    this.slots.rebuild(this.set.list());
+  }
+
+  protected follow(changes: EndpointChanges): void {
+    this.slots.follow(changes);
   }
 
   override start(e: Endpoint): Completion {
-    const s = this.byKey.get(e.key);
+    const s = this.slots.byKey.get(e.key);
     if (s === undefined) return NOOP_COMPLETION;
     if (s.inflight === 0) {
       // Going busy: the idle decay so far becomes the estimate.
@@ -142,7 +139,7 @@ export class PeakEwmaBalancer extends BaseBalancer {
   }
 
   pick(ctx: PickContext = NO_CONTEXT): Endpoint | null {
-    const eps = this.eps;
+    const eps = this.slots.eps;
     const n = eps.length;
     if (n === 0) return null;
     const gate = ctx.available;
@@ -168,8 +165,8 @@ export class PeakEwmaBalancer extends BaseBalancer {
    * only the difference of their decay times matters: no clock read, one exp.
    */
   private cheaper(a: number, b: number): Endpoint {
-    const sa = this.states[a]!;
-    const sb = this.states[b]!;
+    const sa = this.slots.states[a]!;
+    const sb = this.slots.states[b]!;
     const ka = sa.estimate * (sa.inflight + 1) * sb.endpoint.weight;
     let kb = sb.estimate * (sb.inflight + 1) * sa.endpoint.weight;
     if (sa.inflight > 0 && sb.inflight > 0) return kb < ka ? sb.endpoint : sa.endpoint;
@@ -184,7 +181,7 @@ export class PeakEwmaBalancer extends BaseBalancer {
   }
 
   private pickGated(gate: Gate): Endpoint | null {
-    const eps = this.eps;
+    const eps = this.slots.eps;
     const n = eps.length;
     let a = -1;
     let b = -1;
@@ -200,7 +197,7 @@ export class PeakEwmaBalancer extends BaseBalancer {
     const now = this.clock.now();
     let best: EwmaState | null = null;
     let bestCost = Infinity;
-    for (const s of this.states) {
+    for (const s of this.slots.states) {
       if (!gate(s.endpoint)) continue;
       const c = this.cost(s, now);
       if (best === null || c < bestCost) {

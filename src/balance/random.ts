@@ -1,15 +1,17 @@
 /**
- * Weighted random: each pick is independent, with probability weight / total weight (Walker's
- * alias method: O(1) per pick, O(n) per update). Stateless across picks, so nothing to keep
- * across updates. Use it with many proxies and no need for load awareness, or as a baseline.
+ * Weighted random: each pick is independent, with probability weight / total weight (a Fenwick
+ * tree of the weights: O(log n) per pick, O(1) when all weights are equal; O(log n) per changed
+ * endpoint). Stateless across picks, so nothing to keep across updates. Use it with many proxies
+ * and no need for load awareness, or as a baseline.
  *
  * Gate: up to 4 draws are tried; if none was available, one O(n) pass draws among the
  * available endpoints by weight (null when none is).
  */
-import type { Endpoint } from '../discovery/endpoint.js';
+import type { Endpoint, EndpointChanges } from '../discovery/endpoint.js';
 import type { PickContext, Rng } from './balancer.js';
-import { AliasTable } from './alias.js';
 import { BaseBalancer, NO_CONTEXT, checkRng, weightedScan } from './common.js';
+import { Slots, type SlotState } from './slots.js';
+import { WeightedIndex } from './weighted-index.js';
 
 export interface RandomOptions {
   /** Default Math.random; tests pass a seeded generator (rng.ts). */
@@ -21,7 +23,7 @@ const GATED_DRAWS = 4;
 export class RandomBalancer extends BaseBalancer {
   readonly kind = 'random' as const;
   private readonly rng: Rng;
-  private alias = new AliasTable([]);
+  private readonly slots = new Slots<SlotState>((endpoint) => ({ endpoint }), new WeightedIndex());
 
   constructor(opts: RandomOptions = {}) {
     super();
@@ -29,16 +31,21 @@ export class RandomBalancer extends BaseBalancer {
   }
 
   protected rebuild(): void {
-    this.alias = new AliasTable(this.eps.map((e) => e.weight));
+    this.slots.rebuild(this.set.list());
+  }
+
+  protected follow(changes: EndpointChanges): void {
+    this.slots.follow(changes);
   }
 
   pick(ctx: PickContext = NO_CONTEXT): Endpoint | null {
-    const eps = this.eps;
+    const eps = this.slots.eps;
     if (eps.length === 0) return null;
+    const weights = this.slots.weights!;
     const gate = ctx.available;
-    if (gate === undefined) return eps[this.alias.sample(this.rng)]!;
+    if (gate === undefined) return eps[weights.sample(this.rng)]!;
     for (let t = 0; t < GATED_DRAWS; t++) {
-      const e = eps[this.alias.sample(this.rng)]!;
+      const e = eps[weights.sample(this.rng)]!;
       if (gate(e)) return e;
     }
     return weightedScan(eps, gate, this.rng);

@@ -11,7 +11,9 @@
  * than maxRingSize). Because s is a power of two it rarely changes, so an endpoint leaving or
  * joining leaves every other endpoint's points exactly where they were: no key moves between
  * endpoints that stayed. Points are sorted (a radix sort; ties by key order) into a Uint32Array
- * with a parallel array of endpoint indexes, rebuilt on update only; when the scale is unchanged
+ * with a parallel array of endpoint indexes, rebuilt on updates only (coalesced for large sets:
+ * table.ts; meanwhile the points of endpoints that left are walked past, which is exactly where
+ * the rebuilt ring sends their keys); when the scale is unchanged
  * the new ring is the old one without the points of endpoints that left, merged with the points
  * of those that joined (O(points), no full sort). A pick is a binary search, O(log points),
  * narrowed first by a bucket index (the first point in each of about points/4 equal ranges of the
@@ -23,12 +25,16 @@
  *   the others as if it had left. Null when no endpoint is available.
  * - Weight 0: no points.
  */
+import { systemClock, type Clock } from '../core/clock.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { PickContext, Rng } from './balancer.js';
-import { BaseBalancer, GateMemo, NO_CONTEXT, checkNumber, checkRng, optionError } from './common.js';
+import { GateMemo, checkNumber, checkRng, optionError } from './common.js';
+import { TableBalancer } from './table.js';
 import { hashKey, hashString, mix32 } from './hash.js';
 
 export interface RingHashOptions {
+  /** Paces table rebuilds (table.ts); default the system clock. */
+  clock?: Clock;
   /** For requests without a hash key; default Math.random. */
   rng?: Rng;
   /** Fewest points on the ring; default 4096. */
@@ -95,7 +101,7 @@ export function radixSort(keys: Uint32Array, values: Int32Array): [Uint32Array, 
   return [k1, v1];
 }
 
-export class RingHashBalancer extends BaseBalancer {
+export class RingHashBalancer extends TableBalancer {
   readonly kind = 'ring-hash' as const;
   private readonly rng: Rng;
   private readonly minRingSize: number;
@@ -110,7 +116,7 @@ export class RingHashBalancer extends BaseBalancer {
   private scale = 0;
 
   constructor(opts: RingHashOptions = {}) {
-    super();
+    super(opts.clock ?? systemClock);
     this.rng = checkRng(this.kind, opts.rng);
     this.maxRingSize = checkNumber(this.kind, 'maxRingSize', opts.maxRingSize, RING_HASH_DEFAULTS.maxRingSize, 1, 1 << 26, true);
     this.minRingSize = checkNumber(this.kind, 'minRingSize', opts.minRingSize, RING_HASH_DEFAULTS.minRingSize, 1, 1 << 26, true);
@@ -122,7 +128,7 @@ export class RingHashBalancer extends BaseBalancer {
     return this.points.length;
   }
 
-  protected rebuild(prev: readonly Endpoint[]): void {
+  protected buildTable(prev: readonly Endpoint[]): void {
     const eps = this.eps;
     const n = eps.length;
     this.memo.resize(n);
@@ -229,7 +235,7 @@ export class RingHashBalancer extends BaseBalancer {
     this.shift = shift;
   }
 
-  pick(ctx: PickContext = NO_CONTEXT): Endpoint | null {
+  protected pickTable(ctx: PickContext): Endpoint | null {
     const eps = this.eps;
     const size = this.points.length;
     if (size === 0) return null;

@@ -11,6 +11,8 @@
  * read of the next entry. Otherwise (huge or coprime weights over many endpoints) each pick runs
  * the nginx step live. Both give exactly nginx's sequence.
  *
+ * Rebuilds on updates are coalesced for large sets (table.ts).
+ *
  * Across updates:
  * - cycle mode keeps its place: the position moves to the same fraction of the new cycle, so
  *   frequent updates neither restart the cycle (which would favour its first entries) nor lose
@@ -25,11 +27,15 @@
  * endpoints sit the round out and the total is that of the available ones, as nginx does with
  * failed peers.
  */
+import { systemClock, type Clock } from '../core/clock.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { PickContext, Rng } from './balancer.js';
-import { BaseBalancer, GateMemo, NO_CONTEXT, checkNumber, checkRng, gcd, randomIndex, sameTarget } from './common.js';
+import { GateMemo, checkNumber, checkRng, gcd, randomIndex, sameTarget } from './common.js';
+import { TableBalancer } from './table.js';
 
 export interface WeightedRoundRobinOptions {
+  /** Paces table rebuilds (table.ts); default the system clock. */
+  clock?: Clock;
   /** Chooses the first position; default Math.random. */
   rng?: Rng;
   /** Longest cycle (total weight after GCD reduction) that is precomputed; default 65536. */
@@ -38,7 +44,7 @@ export interface WeightedRoundRobinOptions {
   maxBuildSteps?: number;
 }
 
-export class WeightedRoundRobinBalancer extends BaseBalancer {
+export class WeightedRoundRobinBalancer extends TableBalancer {
   readonly kind = 'weighted-round-robin' as const;
   private readonly rng: Rng;
   private readonly maxSchedule: number;
@@ -53,7 +59,7 @@ export class WeightedRoundRobinBalancer extends BaseBalancer {
   private total = 0;
 
   constructor(opts: WeightedRoundRobinOptions = {}) {
-    super();
+    super(opts.clock ?? systemClock);
     this.rng = checkRng(this.kind, opts.rng);
     this.maxSchedule = checkNumber(this.kind, 'maxSchedule', opts.maxSchedule, 65536, 0, 1 << 24, true);
     this.maxBuildSteps = checkNumber(this.kind, 'maxBuildSteps', opts.maxBuildSteps, 1 << 22, 0, 2 ** 40, true);
@@ -64,7 +70,7 @@ export class WeightedRoundRobinBalancer extends BaseBalancer {
     return this.schedule !== null;
   }
 
-  protected rebuild(prev: readonly Endpoint[]): void {
+  protected buildTable(prev: readonly Endpoint[]): void {
     const eps = this.eps;
     const n = eps.length;
     this.memo.resize(n);
@@ -107,7 +113,7 @@ export class WeightedRoundRobinBalancer extends BaseBalancer {
     this.current = current;
   }
 
-  pick(ctx: PickContext = NO_CONTEXT): Endpoint | null {
+  protected pickTable(ctx: PickContext): Endpoint | null {
     const eps = this.eps;
     if (eps.length === 0) return null;
     const gate = ctx.available;

@@ -138,3 +138,91 @@ test('sameEndpoint compares every field', () => {
   assert.ok(!sameEndpoint(a, makeEndpoint(ep('a', { labels: { k: 'v' }, version: 'v2' }))));
   assert.ok(!sameEndpoint(a, makeEndpoint(ep('a', { labels: { k: 'v' }, address: '10.9.9.9' }))));
 });
+
+test('random adds, replacements and removals match a plain map, and every older snapshot stays as it was', () => {
+  let seed = 7;
+  const rnd = (n: number) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % n;
+  };
+  const model = new Map<string, number>();
+  let s = EndpointSet.empty();
+  const history: Array<[EndpointSet, string]> = [];
+  for (let step = 0; step < 3000; step++) {
+    const id = `i${rnd(400)}`;
+    const r = rnd(10);
+    if (r < 6) {
+      const weight = rnd(3);
+      s = s.apply({ type: 'add', endpoints: [ep(id, { weight })] });
+      model.set(`web/${id}`, weight);
+    } else {
+      s = s.apply({ type: 'remove', keys: [`web/${id}`] });
+      model.delete(`web/${id}`);
+    }
+    if (step % 97 === 0) history.push([s, JSON.stringify(s.list().map((e) => [e.key, e.weight]))]);
+  }
+  const want = [...model].sort(([a], [b]) => (a < b ? -1 : 1));
+  assert.deepEqual(
+    s.list().map((e) => [e.key, e.weight]),
+    want,
+  );
+  assert.equal(s.size, model.size);
+  assert.equal(s.pickable, [...model.values()].filter((w) => w > 0).length);
+  for (const [k, w] of model) assert.equal(s.get(k)?.weight, w);
+  for (const [old, listed] of history) assert.equal(JSON.stringify(old.list().map((e) => [e.key, e.weight])), listed, 'an older snapshot is unchanged');
+});
+
+test('changesSince: what one apply changed, and null across lineages or more than one step', () => {
+  const s1 = EndpointSet.of([ep('a'), ep('b'), ep('c', { weight: 0 })]);
+  const s2 = s1.apply({ type: 'add', endpoints: [ep('d'), ep('a', { weight: 4 }), ep('b')] });
+  const ch = s2.changesSince(s1);
+  assert.deepEqual(
+    ch?.upserted.map((e) => `${e.key}:${e.weight}`),
+    ['web/d:1', 'web/a:4'],
+    'b was given unchanged: not a change',
+  );
+  assert.deepEqual(ch?.removed, []);
+  const s3 = s2.apply({ type: 'remove', keys: ['web/b', 'web/x'] });
+  assert.deepEqual(
+    s3.changesSince(s2)?.removed.map((e) => e.key),
+    ['web/b'],
+  );
+  assert.equal(s3.changesSince(s1), null, 'two steps apart');
+  assert.equal(s1.changesSince(s2), null, 'backwards');
+  assert.equal(EndpointSet.of([ep('a'), ep('b'), ep('c', { weight: 0 })]).changesSince(s1), null, 'another lineage, even with the same content');
+  assert.deepEqual(s1.changesSince(s1), { upserted: [], removed: [] });
+  // A reset reports the difference too.
+  const s4 = s3.apply({ type: 'reset', endpoints: [ep('a', { weight: 4 }), ep('e'), ep('c', { weight: 0, port: 9 })] });
+  const r = s4.changesSince(s3);
+  assert.deepEqual(
+    r?.upserted.map((e) => e.key),
+    ['web/c', 'web/e'],
+  );
+  assert.deepEqual(
+    r?.removed.map((e) => e.key),
+    ['web/d'],
+  );
+  assert.equal(s4.pickable, 2);
+});
+
+test('before: the endpoint with the greatest key below a key', () => {
+  const s = EndpointSet.of([ep('b'), ep('d'), ep('f')]);
+  assert.equal(s.before('web/a'), undefined);
+  assert.equal(s.before('web/b'), undefined);
+  assert.equal(s.before('web/c')?.key, 'web/b');
+  assert.equal(s.before('web/d')?.key, 'web/b');
+  assert.equal(s.before('web/z')?.key, 'web/f');
+});
+
+test('one change to a set of 50,000 copies a path, not the set: the tree stays shallow', () => {
+  const s = EndpointSet.of(Array.from({ length: 50_000 }, (_, i) => ep(`i${i}`)));
+  let t = s;
+  for (let i = 0; i < 2000; i++) t = t.apply({ type: 'add', endpoints: [ep(`n${i}`)] }).apply({ type: 'remove', keys: [`web/i${i}`] });
+  const depth = (n: { left: unknown; right: unknown } | null): number => (n === null ? 0 : 1 + Math.max(depth(n.left as never), depth(n.right as never)));
+  const root = (t as unknown as { root: { left: unknown; right: unknown } }).root;
+  const d = depth(root);
+  assert.ok(d < 60, `depth ${d} for ${t.size} endpoints`);
+  assert.equal(t.size, 50_000);
+  assert.equal(s.get('web/i0')?.id, 'i0', 'the first snapshot still holds what it held');
+  assert.equal(t.get('web/i0'), undefined);
+});

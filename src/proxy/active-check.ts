@@ -8,7 +8,7 @@
 import type { ActiveCheckPolicy } from '../api/traffic.js';
 import type { HealthCheck, Instance } from '../api/types.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
-import type { Endpoint, EndpointSet } from '../discovery/endpoint.js';
+import { EndpointSet, type Endpoint } from '../discovery/endpoint.js';
 import { probeHttp, probeTcp } from '../discovery/probe.js';
 import type { TrafficState } from '../resilience/traffic-state.js';
 
@@ -22,6 +22,8 @@ interface Target {
 
 export class ActiveChecker {
   private readonly targets = new Map<string, Target>();
+  /** The set last given to `update`. */
+  private set = EndpointSet.empty();
   private readonly check: HealthCheck;
   private stopped = false;
 
@@ -46,24 +48,37 @@ export class ActiveChecker {
     };
   }
 
-  /** Follows the endpoint set: new endpoints are probed at once, gone ones forgotten. */
+  /**
+   * Follows the endpoint set: new endpoints (or new addresses) are probed at once, gone ones
+   * forgotten. A set made from the last one by one change costs O(changes) (issue 11 §6).
+   */
   update(set: EndpointSet): void {
     if (this.stopped) return;
-    const now = new Set<string>();
-    for (const e of set.list()) {
-      now.add(e.key);
-      const t = this.targets.get(e.key);
-      if (t !== undefined && t.endpoint.address === e.address && t.endpoint.port === e.port) continue;
-      t?.timer.cancel();
-      const target: Target = { endpoint: e, timer: this.clock.setInterval(() => void this.probe(target), this.policy.intervalMs), passes: 0, fails: 0, running: false };
-      this.targets.set(e.key, target);
-      void this.probe(target);
+    const prev = this.set;
+    this.set = set;
+    const changes = set.changesSince(prev);
+    if (changes !== null) {
+      for (const e of changes.removed) this.forget(e.key);
+      for (const e of changes.upserted) this.follow(e);
+      return;
     }
-    for (const [k, t] of this.targets) {
-      if (now.has(k)) continue;
-      t.timer.cancel();
-      this.targets.delete(k);
-    }
+    for (const e of set.list()) this.follow(e);
+    for (const k of this.targets.keys()) if (!set.has(k)) this.forget(k);
+  }
+
+  /** Probes `e` from now on, unless it is probed already at this address. */
+  private follow(e: Endpoint): void {
+    const t = this.targets.get(e.key);
+    if (t !== undefined && t.endpoint.address === e.address && t.endpoint.port === e.port) return;
+    t?.timer.cancel();
+    const target: Target = { endpoint: e, timer: this.clock.setInterval(() => void this.probe(target), this.policy.intervalMs), passes: 0, fails: 0, running: false };
+    this.targets.set(e.key, target);
+    void this.probe(target);
+  }
+
+  private forget(key: string): void {
+    this.targets.get(key)?.timer.cancel();
+    this.targets.delete(key);
   }
 
   private async probe(t: Target): Promise<void> {

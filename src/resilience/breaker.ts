@@ -25,7 +25,7 @@
  * state of a key: at its first failure, or at its first success when `failureRate` is on, since the
  * window needs the successes too) and set no timers; time comes from `clock.now()`. A key never
  * seen is closed and has no entry. Nothing here touches registry objects: state is by endpoint key,
- * and `retain` drops the state of endpoints that left the service.
+ * and `retain` (or `forget`, one key) drops the state of endpoints that left the service.
  *
  * Contract with the caller (the proxy): call `started(key)` for each request sent, right after the
  * pick that chose it (so `allows` can be asked of several candidates without consuming the probe),
@@ -263,12 +263,16 @@ export class Breakers {
   /** Endpoints no longer in the set: their state is dropped. */
   retain(keys: ReadonlySet<string> | ((key: string) => boolean)): void {
     const keep = typeof keys === 'function' ? keys : (k: string) => keys.has(k);
-    for (const [k, e] of this.entries) {
-      if (keep(k)) continue;
-      if (e.state === 'open') this.openCount--;
-      else if (e.state === 'half-open') this.halfOpenCount--;
-      this.entries.delete(k);
-    }
+    for (const k of this.entries.keys()) if (!keep(k)) this.forget(k);
+  }
+
+  /** One endpoint left the set: its state is dropped, O(1). */
+  forget(key: string): void {
+    const e = this.entries.get(key);
+    if (e === undefined) return;
+    if (e.state === 'open') this.openCount--;
+    else if (e.state === 'half-open') this.halfOpenCount--;
+    this.entries.delete(key);
   }
 
   /**

@@ -34,7 +34,8 @@
  * the endpoints set with `setEndpoints` (one may always be ejected, as Envoy's
  * always_eject_one_host). Expired ejections not yet ended are ended before the cap refuses one.
  *
- * Keys: the detector keeps state only for the keys given to `setEndpoints`; outcomes for other
+ * Keys: the detector keeps state only for the keys given to `setEndpoints` (or `addEndpoint`,
+ * one at a time, and forgotten with `removeEndpoint`); outcomes for other
  * keys (a request to an endpoint that has since left) are ignored and `isEjected` is false for
  * them. Dropping an ejected endpoint emits no event. Outcomes reported while an endpoint is
  * ejected (requests sent before) are ignored.
@@ -212,6 +213,19 @@ export class OutlierDetector {
     for (const k of keys) next.set(k, this.hosts.get(k) ?? new Host());
     for (const [k, h] of this.hosts) if (h.ejected && !next.has(k)) this.active--;
     this.hosts = next;
+  }
+
+  /** One endpoint joined the service (nothing happens for a key already known), O(1). */
+  addEndpoint(key: string): void {
+    if (!this.hosts.has(key)) this.hosts.set(key, new Host());
+  }
+
+  /** One endpoint left the service: its state is forgotten (no event, even if it was ejected), O(1). */
+  removeEndpoint(key: string): void {
+    const h = this.hosts.get(key);
+    if (h === undefined) return;
+    if (h.ejected) this.active--;
+    this.hosts.delete(key);
   }
 
   success(key: string): void {

@@ -4,6 +4,7 @@ import { parseService } from '../api/parse.js';
 import { createBalancer } from '../balance/index.js';
 import { setOf } from '../balance/test-helpers.js';
 import { ManualClock } from '../core/clock.js';
+import { listCalls } from '../discovery/test-helpers.js';
 import { TrafficState, type TrafficEvent } from './traffic-state.js';
 
 function setup(policy: object = {}) {
@@ -124,4 +125,43 @@ test('rate limits: per route and direction, per caller when asked, with the wait
   clock.advance(1000);
   assert.equal(t.rateLimit(dflt, 'inbound', 'x'), 0, 'refilled after a second');
   assert.equal(t.rateLimited, 3);
+});
+
+test('a change of one endpoint leaves the others\u2019 breakers, ejections and active-check results as they were, and reads no whole list', () => {
+  const clock = new ManualClock();
+  const policy = parseService({ name: 'svc', breaker: { consecutiveFailures: 2 }, outlierDetection: { consecutive5xx: 3, maxEjectionPercent: 100 } }).traffic;
+  const t = new TrafficState({ service: 'svc', policy, clock, rng: () => 0.5 });
+  let set = setOf(2000);
+  t.setEndpoints(set);
+  const keys = set.list().map((e) => e.key);
+  const [broken, ejected, down, leaving] = [keys[10]!, keys[20]!, keys[30]!, keys[40]!];
+  t.record(broken, 0);
+  t.record(broken, 0);
+  for (let i = 0; i < 3; i++) t.record(ejected, 503);
+  t.setActiveHealth(down, false, 'probe failed');
+  t.record(leaving, 0);
+  t.record(leaving, 0);
+  for (let i = 0; i < 3; i++) t.record(leaving, 500);
+  t.setActiveHealth(leaving, false, 'probe failed');
+  assert.equal(t.breakers?.state(broken), 'open');
+  assert.equal(t.outlier?.isEjected(ejected), true);
+  const next = [set.apply({ type: 'remove', keys: [leaving] })];
+  next.push(next[0]!.apply({ type: 'add', endpoints: [{ service: 'svc', id: 'new', address: '10.9.9.9', port: 80 }] }));
+  next.push(next[1]!.apply({ type: 'add', endpoints: [{ ...set.get(keys[50]!)!, weight: 3 }] }));
+  const lists = listCalls(() => {
+    for (const s of next) t.setEndpoints((set = s));
+  });
+  assert.equal(lists, 0, 'O(changes): no whole list read');
+  assert.equal(t.breakers?.state(broken), 'open', 'the open breaker stays open');
+  assert.equal(t.outlier?.isEjected(ejected), true, 'the ejection stands');
+  assert.ok(t.down.has(down), 'the failing active check stands');
+  assert.equal(t.breakers?.state(leaving), 'closed', 'the endpoint that left is forgotten');
+  assert.ok(!t.down.has(leaving));
+  assert.equal(t.outlier?.isEjected(leaving), false);
+  assert.equal(t.summary().breakers?.open, 2, 'broken, and ejected (its 503s opened its breaker too)');
+  assert.equal(t.summary().ejected, 1);
+  // The newcomer is tracked: 3 5xx eject it.
+  for (let i = 0; i < 3; i++) t.record('svc/new', 500);
+  assert.equal(t.outlier?.isEjected('svc/new'), true);
+  t.stop();
 });

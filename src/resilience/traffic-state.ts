@@ -10,7 +10,7 @@
  */
 import type { Balancer, Gate, PickContext } from '../balance/balancer.js';
 import type { Clock } from '../core/clock.js';
-import type { Endpoint, EndpointSet } from '../discovery/endpoint.js';
+import { EndpointSet, type Endpoint } from '../discovery/endpoint.js';
 import type { RateLimitPolicy, RoutePolicy, TrafficPolicy } from '../api/traffic.js';
 import { Breakers, type BreakerState } from './breaker.js';
 import { OutlierDetector } from './outlier.js';
@@ -83,7 +83,8 @@ export class TrafficState {
   private excluded: readonly Endpoint[] | null = null;
   private readonly ctx: { hash: string | Buffer | undefined; available: Gate | undefined } = { hash: undefined, available: undefined };
   private readonly gate: Gate;
-  private keys: string[] = [];
+  /** The endpoints last given to `setEndpoints`. */
+  private endpoints = EndpointSet.empty();
 
   constructor(opts: TrafficStateOptions) {
     this.service = opts.service;
@@ -137,7 +138,7 @@ export class TrafficState {
       clock: this.clock,
       onEvent: (e) => this.onEvent?.({ type: e.type, service: this.service, endpoint: e.key, reason: e.reason, ejections: e.ejections, untilMs: e.untilMs }),
     });
-    d.setEndpoints(this.keys);
+    d.setEndpoints(this.endpoints.list().map((e) => e.key));
     return d;
   }
 
@@ -156,13 +157,29 @@ export class TrafficState {
     }
   }
 
-  /** The endpoint set changed: forget state of endpoints that left. */
+  /**
+   * The endpoint set changed: forget the state of endpoints that left. When `set` was made from
+   * the last one by one change (the watch stream's way), only what changed is touched, O(changes):
+   * the others' breakers, ejections and active-check results stay as they are (issue 11 §6).
+   */
   setEndpoints(set: EndpointSet): void {
-    this.keys = set.list().map((e) => e.key);
-    const keep = new Set(this.keys);
-    this.outlier?.setEndpoints(this.keys);
-    this.breakers?.retain(keep);
-    for (const k of this.down) if (!keep.has(k)) this.down.delete(k);
+    const prev = this.endpoints;
+    this.endpoints = set;
+    const changes = set.changesSince(prev);
+    if (changes === null) {
+      const keys = set.list().map((e) => e.key);
+      const keep = new Set(keys);
+      this.outlier?.setEndpoints(keys);
+      this.breakers?.retain(keep);
+      for (const k of this.down) if (!keep.has(k)) this.down.delete(k);
+      return;
+    }
+    for (const e of changes.removed) {
+      this.outlier?.removeEndpoint(e.key);
+      this.breakers?.forget(e.key);
+      this.down.delete(e.key);
+    }
+    for (const e of changes.upserted) this.outlier?.addEndpoint(e.key);
   }
 
   /**
