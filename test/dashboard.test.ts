@@ -2,7 +2,8 @@
  * The web dashboard in a real browser (Debian's Chromium driven by playwright-core, headless):
  * the demo shop (`skein up examples/shop/shop.yaml`) on the dashboard, first idle and then under
  * traffic sent through the mesh's outbound listener (services table, instances, topology edges,
- * charts, events; no console error, no failed request, nothing fetched from another origin), and
+ * charts, events; no console error, no failed request, nothing fetched from another origin; every
+ * number of the overview, as its text reads, is the one GET /v1/signals gives), and
  * a dashboard that outlives a control-plane crash: the indicator goes to "reconnecting" and back
  * to "live" with fresh data once the control plane is back on the same port. Then the dashboard
  * routes themselves (fastify inject): the 503 when the UI is not built, the redirects, the
@@ -18,8 +19,9 @@ import { join } from 'node:path';
 import Fastify from 'fastify';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { DASHBOARD_NOT_BUILT, DEFAULT_DASHBOARD_ROOT, dashboardRoutes } from '../src/control/dashboard.js';
-import { ROOT, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
-import { portOf, startShop, type UpProcess } from './mesh-helpers.js';
+import type { WireInstance, WireService } from '../src/api/signals.js';
+import { ROOT, api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { SHOP_SERVICES, portOf, startShop, type UpProcess } from './mesh-helpers.js';
 import { httpGet, registerInstance } from './proxy-helpers.js';
 
 const ARTIFACTS = join(ROOT, 'test-artifacts');
@@ -99,6 +101,78 @@ async function waitConnection(page: Page, state: 'live' | 'reconnecting', timeou
   });
 }
 
+/** The texts of the first element matching each selector (null when absent), read at one moment. */
+async function texts(page: Page, selectors: string[]): Promise<Array<string | null>> {
+  return page.evaluate((list) => list.map((s) => (globalThis as unknown as { document: PageDocument }).document.querySelector(s)?.textContent ?? null), selectors);
+}
+
+/**
+ * Whether a number as the page shows it ("12.5", "<0.01", "99.50%", "3.41 ms", "1.20 s", "1.2k", or
+ * a dash for none) reads as `expected` (API units: a share for a rate, ms for a latency): the same
+ * to within one unit of the last digit shown, and a rate of exactly 1 as "100%". An explanation
+ * when it does not.
+ */
+function misread(shown: string | null, expected: number | null): string | null {
+  const what = `shows ${JSON.stringify(shown)} for ${String(expected)}`;
+  if (shown === '\u2013' || expected === null) return shown === '\u2013' && expected === null ? null : what;
+  const m = /^(<)?(\d+(?:\.(\d+))?)(%| ms| s|k)?$/.exec(shown ?? '');
+  if (m === null) return `${what}: not a number as the dashboard writes one`;
+  const scale = { '%': 0.01, ' ms': 1, ' s': 1000, k: 1000 }[m[4] ?? ''] ?? 1;
+  const value = Number(m[2]) * scale;
+  if (m[4] === '%' && expected === 1) return shown === '100%' ? null : what;
+  if (m[1] === '<') return expected < value ? null : what;
+  return Math.abs(value - expected) <= 10 ** -(m[3]?.length ?? 0) * scale + 1e-9 ? null : what;
+}
+
+/** A number on the page: what it is, where it is shown, and where the API's answer has it. */
+type Shown = [what: string, selector: string, value: (body: any) => number | null];
+
+/**
+ * Numbers on the page against the API's answer at `path` (for the 10s window, what the page's
+ * stream carries), read between two answers with the same numbers (of one scrape round): the
+ * differences, empty when every number reads as the API says.
+ */
+async function pageAgainstApi(page: Page, control: string, path: string, numbers: Shown[]): Promise<string[]> {
+  const before = await api(control, 'GET', path);
+  const shown = await texts(page, numbers.map(([, selector]) => selector));
+  const after = await api(control, 'GET', path);
+  // `time` is when the API answered; the numbers change with each scrape round only.
+  const numbersOf = (body: any) => JSON.stringify({ ...body, time: null });
+  if (numbersOf(before.body) !== numbersOf(after.body)) return ['a scrape round came while the page was read'];
+  return numbers.flatMap(([what, , value], i) => {
+    const problem = misread(shown[i] ?? null, value(after.body));
+    return problem === null ? [] : [`${what} ${problem}`];
+  });
+}
+
+/** Polls until the page shows what the API says; fails listing the numbers that still differ. */
+async function assertPageShowsApi(page: Page, control: string, path: string, numbers: Shown[]): Promise<void> {
+  let differences: string[] = [];
+  await waitFor(async () => (differences = await pageAgainstApi(page, control, path, numbers)).length === 0, { timeoutMs: 15_000, intervalMs: 200 }).catch(() => undefined);
+  assert.deepEqual(differences, [], `the page shows the numbers of GET ${path}`);
+}
+
+const LATENCIES = ['p50', 'p95', 'p99'] as const;
+
+/** The overview: the header's mesh RPS and success (every service summed) and each service's row. */
+function overviewNumbers(services: readonly string[]): Shown[] {
+  const all = (b: any) => b.services as WireService[];
+  const sum = (b: any, k: 'rps' | 'requests' | 'failures') => all(b).reduce((n, s) => n + s[k], 0);
+  const one = (b: any, name: string) => all(b).find((s) => s.service === name) ?? assert.fail(`GET /v1/signals has no ${name}`);
+  return [
+    ['mesh rps', testId('mesh-rps'), (b) => sum(b, 'rps')],
+    ['mesh success', testId('mesh-success'), (b) => (sum(b, 'requests') === 0 ? null : (sum(b, 'requests') - sum(b, 'failures')) / sum(b, 'requests'))],
+    ...services.flatMap((name): Shown[] => {
+      const row = (cell: string) => `${testId(`service-row-${name}`)} ${testId(cell)}`;
+      return [
+        [`${name} rps`, row('rps'), (b) => one(b, name).rps],
+        [`${name} success`, row('success'), (b) => one(b, name).successRate],
+        ...LATENCIES.map((p): Shown => [`${name} ${p}`, row(p), (b) => one(b, name).latencyMs[p]]),
+      ];
+    }),
+  ];
+}
+
 // ---------------------------------------------------------------------------------------------
 // traffic through `skein up`'s outbound listener
 // ---------------------------------------------------------------------------------------------
@@ -162,12 +236,12 @@ describe('the dashboard on the demo shop', () => {
     assert.equal(await page.title(), 'Skein dashboard');
     await waitConnection(page, 'live');
 
-    // The three services, registered and idle: no traffic yet.
-    for (const s of ['frontend', 'user-service', 'product-service']) {
+    // The three services, registered; no traffic but the control plane's health checks (every 5 s,
+    // through each replica's inbound listener): what the API says, dashes where it has no requests.
+    for (const s of SHOP_SERVICES) {
       await waitFor(async () => (await text(page, `${testId(`service-row-${s}`)} ${testId('name')}`)) === s, { what: `the row of ${s}`, intervalMs: 100 });
     }
-    assert.equal(await attr(page, `${testId('service-row-frontend')} ${testId('rps')}`, 'data-value'), '0', 'frontend has no traffic before the test sends some');
-    assert.equal(await text(page, `${testId('service-row-frontend')} ${testId('p50')}`), '\u2013', 'no latency without requests');
+    await assertPageShowsApi(page, up.control, '/v1/signals?window=10s', overviewNumbers(SHOP_SERVICES));
     await waitFor(async () => (await text(page, `${testId('service-row-user-service')} ${testId('instances')}`)) === '2/2', { what: 'user-service 2/2 healthy', intervalMs: 100 });
     // The registrations are events.
     await waitFor(async () => (await page.locator(`${testId('event')}[data-type="health"]`).count()) >= 5, { what: 'the health events of the five replicas', intervalMs: 100 });
@@ -181,15 +255,16 @@ describe('the dashboard on the demo shop', () => {
       await waitFor(async () => Number(await attr(page, `${testId(`service-row-${s}`)} ${testId('rps')}`, 'data-value')) > 0, { what: `${s} RPS > 0`, timeoutMs: 15_000, intervalMs: 100 });
     }
     await waitFor(async () => Number(await attr(page, `${testId('service-row-frontend')} ${testId('p99')}`, 'data-value')) > 0, { what: 'frontend p99', intervalMs: 100 });
-    assert.match((await text(page, `${testId('service-row-frontend')} ${testId('success')}`)) ?? '', /^\d+(\.\d+)?%$/);
-    assert.ok(Number(await attr(page, testId('mesh-rps'), 'data-value')) > 0, 'the header shows the mesh RPS');
+    // What the user reads is what the API says, number by number (within a scrape round or two:
+    // the page gets each round over its stream).
+    await assertPageShowsApi(page, up.control, '/v1/signals?window=10s', overviewNumbers(SHOP_SERVICES));
 
     for (const callee of ['user-service', 'product-service']) {
       const edge = testId(`edge-frontend-${callee}`);
       await waitFor(async () => !((await attr(page, edge, 'class')) ?? 'quiet').includes('quiet'), { what: `an active edge frontend -> ${callee}`, timeoutMs: 15_000, intervalMs: 100 });
       assert.match((await text(page, `${edge} .edge-label`)) ?? '', /rps/, `the edge frontend -> ${callee} is labelled with its traffic`);
     }
-    for (const n of ['frontend', 'user-service', 'product-service']) assert.ok((await page.locator(testId(`node-${n}`)).count()) === 1, `the topology shows ${n}`);
+    for (const n of SHOP_SERVICES) assert.ok((await page.locator(testId(`node-${n}`)).count()) === 1, `the topology shows ${n}`);
 
     await waitFor(async () => Number(await attr(page, testId('mesh-chart-rps'), 'data-max')) > 0, { what: 'the mesh RPS chart to show traffic', timeoutMs: 15_000, intervalMs: 100 });
     assert.ok((await page.locator(`${testId('mesh-chart-rps')} canvas`).count()) >= 1, 'the chart is drawn (uPlot canvas)');
@@ -202,6 +277,11 @@ describe('the dashboard on the demo shop', () => {
     const instance = testId('instance-row-frontend-1');
     await waitFor(async () => (await text(page, `${instance} ${testId('status')}`)) === 'healthy', { what: 'frontend-1 healthy', intervalMs: 100 });
     await waitFor(async () => Number(await attr(page, `${instance} ${testId('rps')}`, 'data-value')) > 0, { what: 'frontend-1 RPS > 0', intervalMs: 100 });
+    const frontend1 = (b: any) => (b.instances as WireInstance[]).find((i) => i.id === 'frontend-1') ?? assert.fail('GET /v1/signals/services/frontend has no frontend-1');
+    await assertPageShowsApi(page, up.control, '/v1/signals/services/frontend?window=10s', [
+      ['frontend-1 rps', `${instance} ${testId('rps')}`, (b) => frontend1(b).rps],
+      ['frontend-1 success', `${instance} ${testId('success')}`, (b) => frontend1(b).successRate],
+    ]);
     await waitFor(async () => Number(await attr(page, testId('chart-rps'), 'data-max')) > 0, { what: 'the RPS chart of frontend', timeoutMs: 15_000, intervalMs: 100 });
     assert.ok(Number(await attr(page, testId('chart-latency'), 'data-points')) > 0, 'the latency chart has points');
     await waitFor(async () => (await page.locator(`${testId('edges')} tbody tr`).count()) >= 2, { what: 'the calls of frontend', intervalMs: 100 });

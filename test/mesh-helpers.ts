@@ -12,6 +12,8 @@ import { ROOT, SKEIN_BIN, api } from './helpers.js';
 
 /** The demo shop: a Node frontend calling two Python services by name through the mesh. */
 export const SHOP = join(ROOT, 'examples', 'shop', 'shop.yaml');
+/** The shop's services, in the order the API lists them. */
+export const SHOP_SERVICES: readonly string[] = ['frontend', 'product-service', 'user-service'];
 /** A page of the shop's frontend (it calls user-service and product-service). */
 export const SHOP_PAGE = '/api/page?user_id=1&product_id=2';
 

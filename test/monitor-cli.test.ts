@@ -13,7 +13,7 @@ import http from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SKEIN_BIN, api, closedPort, skein, tempDir, waitFor } from './helpers.js';
-import { SHOP_PAGE as PAGE, Pacer, getStatus, startShop, type UpProcess } from './mesh-helpers.js';
+import { SHOP_PAGE as PAGE, SHOP_SERVICES, Pacer, getStatus, startShop, type UpProcess } from './mesh-helpers.js';
 import {
   browserOpener,
   busiest,
@@ -29,8 +29,6 @@ import {
   type MeshSignals,
   type TapLine,
 } from '../src/cli/monitor.js';
-
-const SHOP_SERVICES = ['frontend', 'product-service', 'user-service'];
 
 // ---------------------------------------------------------------------------------------------
 // helpers
