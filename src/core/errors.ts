@@ -38,6 +38,7 @@ export const ERROR_CODES = {
   SKEIN_E_UPSTREAM_TIMEOUT: { status: 504, text: 'No response head arrived within the request timeout (all attempts and backoff included), or the last attempt ran out of its per-try timeout with no retry left.' },
   SKEIN_E_DEADLINE_EXCEEDED: { status: 504, text: 'The request arrived with its deadline (x-skein-timeout-ms) already spent, so it was not sent on.' },
   SKEIN_E_BREAKER_OPEN: { status: 503, text: 'Every instance of the service is behind an open circuit breaker (failure accrual); a probe goes through after the backoff.' },
+  SKEIN_E_CONNECTION_LIMIT: { status: 503, text: "A proxy listener is at its connection cap (limits.maxConnections) with every connection busy with a request, so the new connection was answered with this and closed; idle and half-sent connections are closed first to make room." },
   SKEIN_E_UPSTREAM_OVERFLOW: { status: 503, text: 'A circuit-breaking limit of the service (requests in flight, pending requests or connections) is reached; the request was refused at once.' },
   SKEIN_E_RATE_LIMITED: { status: 429, text: 'A rate limit of the route (outbound or inbound) refused the request; Retry-After says when to try again.' },
   SKEIN_E_FAULT_INJECTED: { status: 503, text: "The route's fault injection aborted the request (with the route's configured status, not necessarily 503)." },

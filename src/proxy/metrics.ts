@@ -200,6 +200,7 @@ export class ProxyMetrics implements ForwarderCounters {
   private readonly activeChecks: Counter<'service' | 'result'>;
   private readonly rateLimits: Counter<'direction' | 'service' | 'route'>;
   private readonly bodyStalls: Counter<'direction' | 'service'>;
+  private readonly evictions: Counter<'workload' | 'direction' | 'state'>;
   private readonly stalls = new StallDetector();
 
   constructor(
@@ -268,6 +269,12 @@ export class ProxyMetrics implements ForwarderCounters {
       name: 'skein_proxy_body_stalls_total',
       help: "Responses whose body came 38-80 ms after their head, in a separate read: the app's Nagle algorithm waiting for the proxy's delayed ACK. By listener direction and destination service.",
       labelNames: ['direction', 'service'],
+      registers,
+    });
+    this.evictions = new Counter({
+      name: 'skein_proxy_connections_evicted_total',
+      help: "Client connections a listener closed at its connection cap (limits.maxConnections) to make room for a new one, by workload, listener direction and what the closed one was doing: idle (between requests) or head (still sending its request head).",
+      labelNames: ['workload', 'direction', 'state'],
       registers,
     });
     this.errors = new Counter({
@@ -402,6 +409,11 @@ export class ProxyMetrics implements ForwarderCounters {
     this.events.push(e);
     if (this.events.length > MAX_EVENTS) this.events.splice(0, this.events.length - MAX_EVENTS);
     return e;
+  }
+
+  /** A listener at its connection cap closed an idle or half-sent connection for a new one. */
+  connectionEvicted(workload: string, direction: Direction, state: 'idle' | 'head'): void {
+    this.evictions.labels(workload, direction, state).inc();
   }
 
   proxyError(direction: Direction, code: ErrorCode): void {

@@ -26,6 +26,8 @@ import { makeEndpoint, type Endpoint, type EndpointSet } from '../discovery/endp
 import { WatchClient } from '../discovery/watch-client.js';
 import { coarseNow } from './http1/coarse-clock.js';
 import { Downstream, type ListenerContext } from './http1/forwarder.js';
+import { errorResponse } from './http1/head.js';
+import { ConnectionCap } from './connection-cap.js';
 import { DEFAULT_LIMITS, type Destination, type Direction, type HashInput, type Limits, type ListenerMetrics, type RouteError, type Tracer } from './http1/types.js';
 import { TapHub } from './tap.js';
 import { Pools } from './http1/upstream.js';
@@ -164,6 +166,7 @@ class ServiceState {
 class Listener implements ListenerContext {
   readonly server: Server;
   readonly conns = new Set<Downstream>();
+  private readonly cap: ConnectionCap<Downstream>;
   draining = false;
   private readonly destinations = new Map<string, Destination>();
   readonly metrics: ListenerMetrics | null;
@@ -175,15 +178,31 @@ class Listener implements ListenerContext {
     readonly direction: Direction,
     readonly resolve: (authority: string | null) => Destination | RouteError,
   ) {
-    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => {
-      if (this.draining) {
-        socket.destroy();
-        return;
-      }
-      this.conns.add(new Downstream(socket, this, (d) => this.conns.delete(d)));
-    });
-    this.server.maxConnections = proxy.limits.maxConnections;
+    this.cap = new ConnectionCap(this.conns, () => proxy.limits.maxConnections, (state) => proxy.metrics.connectionEvicted(workload, direction, state));
+    // No server.maxConnections: Node would drop a new connection at the cap unseen, where an idle
+    // or half-sent one should make room for it (connection-cap.ts).
+    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => this.accept(socket));
     this.metrics = proxy.requestMetrics ? proxy.metrics.listener(workload, direction) : null;
+  }
+
+  private accept(socket: Socket): void {
+    if (this.draining) {
+      socket.destroy();
+      return;
+    }
+    if (!this.cap.admit()) {
+      const max = this.proxy.limits.maxConnections;
+      this.proxy.metrics.proxyError(this.direction, 'SKEIN_E_CONNECTION_LIMIT');
+      const message = `the ${this.direction} listener of ${this.workload} has ${max} connections (limits.maxConnections), every one busy with a request`;
+      this.cap.refuse(socket, errorResponse('SKEIN_E_CONNECTION_LIMIT', message, { close: true, origin: this.direction }));
+      return;
+    }
+    this.conns.add(
+      new Downstream(socket, this, (d) => {
+        this.conns.delete(d);
+        this.cap.closed(d);
+      }),
+    );
   }
 
   get tap(): TapHub {
