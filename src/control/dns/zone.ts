@@ -137,7 +137,7 @@ export class Zone {
     const state = this.registry.service(svc);
     if (state === undefined) return this.nxdomain();
     if (qtype === QType.SRV) {
-      const { records, sampled } = this.sample(state.instances.values(), null);
+      const { records, sampled } = this.sample(state.instances, null);
       const answers: SrvAnswer[] = [];
       const glue = new Map<string, Answer[]>();
       for (const { instance } of records) {
@@ -153,26 +153,44 @@ export class Zone {
     if (srvOnly || family === null) return this.found([]);
     // One record per address: an RRset holds no duplicates (RFC 2181 §5), though instances may
     // share an address on different ports.
-    const { records, sampled } = this.sample(state.instances.values(), family);
+    const { records, sampled } = this.sample(state.instances, family);
     return this.found(records.map((r) => this.addressRecord(name, plainAddress(r.instance.address))), true, NO_GLUE, sampled);
   }
 
   /**
    * Up to `sampleSize` healthy instances, sorted by id; a uniform random sample (reservoir
    * sampling, one pass) when there are more. `family` null takes every instance; 4, 6 or 0 (both)
-   * take one instance per distinct address of that family.
+   * take one instance per distinct address of that family: a sample of instances deduplicated,
+   * or, when that sample holds a shared address, a second pass sampling distinct addresses (a Set
+   * of every address costs several times the first pass, so only then).
    */
-  private sample(instances: Iterable<InstanceRecord>, family: 0 | 4 | 6 | null): { records: InstanceRecord[]; sampled: boolean } {
+  private sample(instances: ReadonlyMap<string, InstanceRecord>, family: 0 | 4 | 6 | null): { records: InstanceRecord[]; sampled: boolean } {
+    const first = this.reservoir(instances, family, null);
+    if (family === null) return first;
+    const byAddress = new Map<string, InstanceRecord>();
+    for (const rec of first.records) {
+      const address = plainAddress(rec.instance.address);
+      if (!byAddress.has(address)) byAddress.set(address, rec);
+    }
+    // Every instance taken (nothing sampled) or no address shared: the deduplicated list is it.
+    if (!first.sampled || byAddress.size === first.records.length) return { records: [...byAddress.values()], sampled: first.sampled };
+    return this.reservoir(instances, family, new Set());
+  }
+
+  /** The sampling pass of `sample`; with `seen`, over distinct addresses of `family` only. */
+  private reservoir(instances: ReadonlyMap<string, InstanceRecord>, family: 0 | 4 | 6 | null, seen: Set<string> | null): { records: InstanceRecord[]; sampled: boolean } {
     const k = this.sampleSize;
     const out: InstanceRecord[] = [];
-    const seen = family === null ? null : new Set<string>();
     let n = 0;
-    for (const rec of instances) {
+    for (const rec of instances.values()) {
       if (rec.status !== 'healthy') continue;
+      if (family === 4 || family === 6) {
+        // Addresses were validated at registration: a colon means IPv6.
+        if (rec.instance.address.includes(':') !== (family === 6)) continue;
+      }
       if (seen !== null) {
         const address = plainAddress(rec.instance.address);
-        // Addresses were validated at registration: a colon means IPv6.
-        if ((family === 4 && address.includes(':')) || (family === 6 && !address.includes(':')) || seen.has(address)) continue;
+        if (seen.has(address)) continue;
         seen.add(address);
       }
       n++;
