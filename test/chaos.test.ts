@@ -17,6 +17,10 @@
  *    stay under 1.2 × the offered load + 10/s (the retry budget's promise; the breakers cut far
  *    more), then the instances heal and the service recovers by itself (no restart, no
  *    re-registration) within 25 s.
+ * d2. the same for 15 s with breakers and outlier detection off, so that the retry budget is what
+ *    limits: retries are made (at least the budget's floor), stay within its bound, and it refuses
+ *    more than it allows (skein_proxy_retry_budget_exhausted_total); a second after the heal every
+ *    request succeeds.
  * e. 5,000 concurrent requests, each on its own connection, against `limits.maxRequests: 1024`
  *    with the instances holding every request: exactly the excess is refused at once with
  *    503 SKEIN_E_UPSTREAM_OVERFLOW while the admitted 1,024 are still held (causality: the
@@ -40,6 +44,7 @@ import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
+import { TRAFFIC_DEFAULTS } from '../src/api/traffic.js';
 import { ROOT, api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { frameResponse, httpGet, metricValue, registerInstance, scrapeMetrics, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
 
@@ -757,6 +762,56 @@ describe('chaos: three instances behind one proxy under a steady load', () => {
       assert.equal(sc.proxy.child.pid, pid);
       assert.equal(sc.proxy.child.exitCode, null, `the proxy exited${logsOf(sc.proxy)}`);
       assert.ok(metric(m, 'skein_proxy_endpoints', { service: sc.service }) === 3, 'the proxy does not list the 3 instances');
+    } finally {
+      await load.stop().catch(() => {});
+      await sc.stop();
+    }
+  });
+
+  test('d2. the same outage with breakers and outlier detection off: the retry budget alone bounds the retries, and refuses most', { timeout: 60_000 }, async (t: TestContext) => {
+    // In d the breakers open within a second and the budget is never asked: this one proves the budget.
+    const t0 = performance.now();
+    const sc = await startScenario('chaos-503-budget', { breaker: { enabled: false }, outlierDetection: { enabled: false } });
+    const load = new PacedLoad(sc.port, sc.service, RATE);
+    try {
+      load.start();
+      await waitServedByAll(load, sc.backends, sc);
+      const counters = (text: string) => ({
+        retries: metric(text, 'skein_proxy_retries_total', { service: sc.service }),
+        refused: metric(text, 'skein_proxy_retry_budget_exhausted_total', { service: sc.service }),
+      });
+      const c0 = counters(await scrapeMetrics(sc.proxy));
+      const p0 = performance.now();
+      await Promise.all(sc.backends.map((b) => b.mode('503')));
+      // 15 s: longer than the budget's 10 s window (a duration of the scenario, not a wait for something).
+      await waitFor(() => performance.now() >= p0 + 15_000, { timeoutMs: 20_000, intervalMs: 100, what: 'the end of the 15 s outage' });
+      const c1 = counters(await scrapeMetrics(sc.proxy));
+      const p1 = performance.now();
+      await Promise.all(sc.backends.map((b) => b.mode('ok')));
+      const tHeal = performance.now();
+      await load.waitDoneSince(tHeal + 1000, RATE);
+      await load.stop();
+
+      const offeredSamples = load.samples.filter((s) => s.start >= p0 && s.start < p1);
+      const period = (p1 - p0) / 1000;
+      const retries = c1.retries - c0.retries;
+      const refused = c1.refused - c0.refused;
+      // The budget's promise (src/resilience/retry-budget.ts), from its creation (after t0):
+      // retries <= ratio x requests + minRetriesPerSecond x elapsed seconds + one window's floor.
+      // Requests: all the load sent before the scrape (the proxy counts them as they end).
+      const { ratio, minRetriesPerSecond, windowMs } = TRAFFIC_DEFAULTS.budget;
+      const sent = load.samples.filter((s) => s.start < p1).length;
+      const bound = ratio * sent + minRetriesPerSecond * ((p1 - t0) / 1000) + (minRetriesPerSecond * windowMs) / 1000;
+      t.diagnostic(
+        `d2: outage ${period.toFixed(2)} s: offered ${offeredSamples.length} requests; retries ${retries} (${c1.retries} in all, bound ${bound.toFixed(0)} for ${sent} requests sent), ` +
+          `budget refusals ${refused}; clients saw ${describeSamples(offeredSamples)}; after the heal: ${describeSamples(load.samples.filter((s) => s.start >= tHeal + 1000))}; scenario ${secs(performance.now() - t0)}`,
+      );
+      assert.ok(offeredSamples.filter((s) => !ok(s)).length > offeredSamples.length / 2, `the outage did not reach the clients: ${describeSamples(offeredSamples)}`);
+      assert.ok(retries >= minRetriesPerSecond * period, `retries were made: ${retries} in ${period.toFixed(1)} s, at least the budget's floor of ${minRetriesPerSecond}/s${logsOf(sc.proxy)}`);
+      assert.ok(c1.retries <= bound, `${c1.retries} retries for ${sent} requests: over the budget's bound of ${bound.toFixed(0)}${logsOf(sc.proxy)}`);
+      assert.ok(refused > retries, `the budget refused ${refused} retries and allowed ${retries}: it is what limited them${logsOf(sc.proxy)}`);
+      const healed = load.samples.filter((s) => s.start >= tHeal + 1000);
+      assert.ok(healed.length >= RATE && healed.every(ok), `failures a second after the heal: ${describeSamples(healed)}${logsOf(sc.proxy)}`);
     } finally {
       await load.stop().catch(() => {});
       await sc.stop();
