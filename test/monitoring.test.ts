@@ -327,7 +327,8 @@ describe('skein tap', () => {
 describe('golden signals: the control plane scrapes the proxy', () => {
   /**
    * web's numbers over 15 minutes (longer than this file runs, so they only grow): the service,
-   * the client -> web edge, its inbound default route, and the requests its 5-minute chart shows.
+   * the client -> web edge, its route "golden" (which only the test below uses) inbound, and the
+   * requests its 5-minute chart shows.
    */
   const web = async () => {
     const one = (await api(cp.http, 'GET', '/v1/signals/services/web?window=15m')).body;
@@ -335,7 +336,7 @@ describe('golden signals: the control plane scrapes the proxy', () => {
     return {
       service: one,
       edge: (one.edges as any[]).find((e) => e.source === 'client' && e.destination === 'web')?.requests ?? 0,
-      route: (one.routes as any[]).find((r) => r.route === 'default' && r.direction === 'inbound')?.requests ?? 0,
+      route: (one.routes as any[]).find((r) => r.route === 'golden' && r.direction === 'inbound') ?? { requests: 0, failures: 0, successRate: null },
       chart: (chart.points as any[]).reduce((n, p) => n + (p.rps * chart.stepMs) / 1000, 0),
       stepMs: chart.stepMs,
     };
@@ -349,24 +350,34 @@ describe('golden signals: the control plane scrapes the proxy', () => {
   };
 
   test('requests, failures and latency per service, instance, edge, route and chart, from real traffic', async () => {
+    // A route of its own (by a header) holds exactly this test's requests: its numbers are known.
+    const golden = { 'x-golden': '1' };
+    const put = await api(cp.http, 'PUT', '/v1/services/web', { routes: [{ name: 'golden', match: { headers: golden } }] });
+    assert.ok(put.status === 200 || put.status === 201, JSON.stringify(put.body));
+    await waitFor(async () => {
+      const r = await api(proxy.admin, 'GET', '/debug/endpoints');
+      return (r.body?.services?.web?.traffic?.policy?.routes ?? []).some((x: any) => x.name === 'golden');
+    }, { what: 'route "golden" in the proxy' });
     const before = await settled();
-    for (let i = 0; i < 20; i++) assert.equal((await call('GET', `/ok/${i}`)).status, 200);
-    for (let i = 0; i < 5; i++) assert.equal((await call('GET', `/fail/${i}`)).status, 500);
+    for (let i = 0; i < 20; i++) assert.equal((await call('GET', `/ok/${i}`, undefined, golden)).status, 200);
+    for (let i = 0; i < 5; i++) assert.equal((await call('GET', `/fail/${i}`, undefined, golden)).status, 500);
     await waitFor(async () => (await web()).service.requests >= before.service.requests + 25, { what: 'the 25 requests in /v1/signals', timeoutMs: 15_000 });
     const after = await settled();
     const s = after.service;
     assert.equal(s.requests - before.service.requests, 25, 'each request counted once on the service (its inbound side)');
     assert.equal(s.failures - before.service.failures, 5);
     assert.equal(after.edge - before.edge, 25, 'the client -> web edge, as the caller saw it');
-    assert.equal(after.route - before.route, 25, 'the default route, inbound');
+    assert.deepEqual([before.route.requests, after.route.requests, after.route.failures], [0, 25, 5], 'route "golden", inbound: exactly these requests');
+    assert.equal(after.route.successRate, 0.8, 'route "golden": 20 of 25 succeeded');
+    assert.equal(s.successRate, (s.requests - s.failures) / s.requests, 'the service: its successes over its requests');
     assert.equal(after.stepMs, 1000, 'one point per scrape (--scrape-interval 1s)');
     assert.equal(Math.round(after.chart - before.chart), 25, 'the chart has the 25 requests, in its points');
-    assert.ok(s.successRate > 0 && s.successRate < 1);
     assert.ok(s.latencyMs.p50 > 0 && s.latencyMs.p50 <= s.latencyMs.p95 && s.latencyMs.p95 <= s.latencyMs.p99);
     const inst = s.instances.find((i: any) => i.id === 'web-1');
     assert.equal(inst.status, 'healthy');
     assert.equal(inst.address, `127.0.0.1:${proxy.workload('web-1').inbound!.port}`);
     assert.equal(inst.requests, s.requests, 'one instance served them all');
+    assert.equal((await api(cp.http, 'PUT', '/v1/services/web', {})).status, 200);
   });
 
   test('unknown windows and services are errors, not empty answers', async () => {
