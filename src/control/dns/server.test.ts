@@ -226,6 +226,18 @@ test('a custom domain, and options are checked', async () => {
   const registry = await Registry.open({ clock: systemClock, store: new MemoryStore() });
   assert.throws(() => new DnsServer({ registry, domain: 'bad domain' }), (e) => e instanceof SkeinError && e.field === 'domain');
   assert.throws(() => new DnsServer({ registry, ttlSeconds: -1 }), (e) => e instanceof SkeinError && e.field === 'ttlSeconds');
+  const bad: Array<[Partial<ConstructorParameters<typeof DnsServer>[0]>, string]> = [
+    [{ answerSample: 0 }, 'answerSample'],
+    [{ maxCacheBytes: -1 }, 'maxCacheBytes'],
+    [{ maxCacheEntries: 1.5 }, 'maxCacheEntries'],
+    [{ tcpIdleTimeoutMs: 0 }, 'tcpIdleTimeoutMs'],
+    [{ maxTcpConnections: 0 }, 'maxTcpConnections'],
+    [{ rateLimit: { enabled: true, slip: 11 } }, 'rateLimit.slip'],
+    [{ rateLimit: { enabled: true, responsesPerSecond: 0 } }, 'rateLimit.responsesPerSecond'],
+  ];
+  for (const [opts, field] of bad) {
+    assert.throws(() => new DnsServer({ registry, ...opts }), (e) => e instanceof SkeinError && e.field === field && e.message.includes(field), field);
+  }
 });
 
 test('a port already taken (TCP side) fails with SKEIN_E_ADDRESS_IN_USE', async () => {
