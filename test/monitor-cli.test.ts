@@ -486,11 +486,14 @@ describe('skein stat, top, tap, events and dashboard on the demo shop', () => {
   });
 
   test('skein events: scaling shows as scale events, next to the health events of the new replica', async (t) => {
-    // One more user-service replica, then back to two (skein scale waits until it is done).
-    for (const n of ['3', '2']) {
-      const r = await cli(['scale', 'user-service', n]);
-      assert.equal(r.code, 0, `skein scale user-service ${n}: ${r.stderr}`);
-    }
+    // One more user-service replica, then back to two (skein scale waits until it is done), once
+    // the new one has served requests: the pages of the load, or the health checks.
+    const served3 = async () => ((await api(mesh.control, 'GET', '/v1/signals/services/user-service?window=15m')).body.instances as any[]).find((i) => i.id === 'user-service-3')?.requests ?? 0;
+    const up3 = await cli(['scale', 'user-service', '3']);
+    assert.equal(up3.code, 0, `skein scale user-service 3: ${up3.stderr}`);
+    const servedBefore = await waitFor(served3, { timeoutMs: 30_000, intervalMs: 250, what: 'user-service-3 to serve requests' });
+    const down2 = await cli(['scale', 'user-service', '2']);
+    assert.equal(down2.code, 0, `skein scale user-service 2: ${down2.stderr}`);
     const scale = await cli(['events', '--type', 'scale']);
     assert.equal(scale.code, 0, scale.stderr);
     t.diagnostic(`\n${scale.stdout}`);
@@ -508,14 +511,16 @@ describe('skein stat, top, tap, events and dashboard on the demo shop', () => {
     // --limit: the newest N, oldest first.
     const last = JSON.parse((await cli(['events', '--limit', '1', '--type', 'scale', '-o', 'json'])).stdout);
     assert.deepEqual(last.events.map((e: any) => e.message), ['user-service scaled from 3 to 2 replicas']);
-    // The replica that went away is not counted among the service's instances (it may still be
-    // listed, as "unknown", with the traffic it served in the window).
+    // The replica that went away is not counted among the service's instances; it is listed, as
+    // "unknown", with the traffic it served in the window.
     const stat = await cli(['stat', '-w', '15m']);
     assert.equal(stat.code, 0, stat.stderr);
     assert.equal(rows(stat.stdout, 'SERVICE').get('user-service')?.[1], '2/2', stat.stdout);
     const one = JSON.parse((await cli(['stat', 'user-service', '-w', '15m', '-o', 'json'])).stdout);
     const gone = one.instances.find((i: any) => i.id === 'user-service-3');
-    assert.ok(gone === undefined || gone.status === 'unknown', JSON.stringify(one.instances));
+    assert.equal(gone?.status, 'unknown', JSON.stringify(one.instances));
+    assert.equal(gone.address, null, 'no longer registered: no address');
+    assert.ok(gone.requests >= servedBefore, `user-service-3 served ${gone.requests} requests in the window, at least the ${servedBefore} seen before it went`);
   });
 
   test('skein dashboard: the URL once the control plane answers; --open says when it cannot open a browser', async () => {

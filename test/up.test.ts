@@ -426,8 +426,8 @@ describe('skein up: bad mesh files', () => {
       assert.equal(lines.length, 1, `one error line, got:\n${r.stderr}`);
       const line = lines[0] as string;
       assert.ok(line.includes(file), `names the file ${file}: ${line}`);
-      assert.ok(line.includes('"bad"') || line.includes('services.bad'), `names the service "bad": ${line}`);
-      assert.ok(line.includes(c.field), `names the field ${c.field}: ${line}`);
+      assert.ok(line.includes('service "bad"'), `names the service "bad": ${line}`);
+      assert.ok(line.includes(`(services.bad.${c.field})`), `names the field by its path services.bad.${c.field}: ${line}`);
       assert.match(line, c.message);
       assert.match(line, /SKEIN_E_VALIDATION/);
       assert.ok(!existsSync(marker), 'the valid service was not started');
