@@ -64,6 +64,7 @@ outcomes.push(await runBench('heartbeat load / event-loop lag', 'heartbeat-lag.j
 for (const [name, file] of [
   ['DNS', 'dns.js'],
   ['balancers', 'balancers.js'],
+  ['endpoint churn', 'endpoint-churn.js'],
 ] as const) {
   if (existsSync(join(ROOT, 'dist', 'bench', file))) outcomes.push(await runBench(name, file));
   else process.stdout.write(`\n=== ${name} ===\ndist/bench/${file} is missing: not run\n`);
@@ -128,6 +129,14 @@ const failed = (o: Outcome | undefined) => o === undefined || o.code !== 0 || o.
 {
   const o = byName.get('balancers');
   if (o !== undefined) rows.push(['balancers', o.code === 0 ? 'see its table above' : `FAILED (exit ${o.code})`, 'measured only', '-']);
+}
+{
+  const o = byName.get('endpoint churn');
+  if (o !== undefined) {
+    const r = (o.result?.['results'] ?? []) as Array<{ size: number; current: { changesPerSecond: number } }>;
+    const figures = r.map((x) => `${x.current.changesPerSecond}/s at ${x.size}`).join(', ');
+    rows.push(['endpoint churn (one proxy)', o.code === 0 ? `${figures} (see its table above)` : `FAILED (exit ${o.code})`, 'O(1) per change', '-']);
+  }
 }
 table('Summary', ['benchmark', 'figures', 'target', 'verdict'], rows);
 table('Runs', ['benchmark', 'exit', 'seconds'], outcomes.map((o) => [o.name, String(o.code), o.seconds]));

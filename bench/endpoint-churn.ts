@@ -9,10 +9,12 @@
  * an upstream on loopback. Once a request has gone through (so the proxy keeps state for the
  * service), the run writes K changes in one go (an instance added, the oldest removed, in turn,
  * so the service stays at N) and times how long the proxy takes to apply the last one (K is sized
- * by a first short burst so this takes about `--seconds`; CPU per change is the process's CPU time
+ * by two short bursts first so this takes about `--seconds`; CPU per change is the process's CPU time
  * over the burst / K). Then it sends `--pace` changes/s (default 1,000, about a quarter of what a
  * bare control plane takes) for `--seconds` while one client sends requests through the proxy back
- * to back: their latency, and how many changes the proxy is behind at the end.
+ * to back: their latency, the pace actually sent (the stand-in shares the proxy's process, so a
+ * proxy that blocks its event loop also slows the sending), and how many changes the proxy is
+ * behind at the end.
  *
  * `--baseline DIR` runs the same children against the build in DIR (a checkout with its own dist/,
  * e.g. a `git worktree` of the commit before a change) and prints both side by side with ratios.
@@ -72,8 +74,9 @@ function instance(i: number, revision: number): Record<string, unknown> {
 }
 
 /** A stand-in control plane: the snapshot, then lines written by `send`. */
-async function fakeControl(size: number, definition: unknown): Promise<{ url: string; send: (lines: string) => void; close: () => void }> {
+async function fakeControl(size: number, definition: unknown): Promise<{ url: string; send: (lines: string) => void; streams: () => number; close: () => void }> {
   let stream: http.ServerResponse | null = null;
+  let streams = 0;
   const server = http.createServer((req, res) => {
     if (!req.url?.startsWith('/v1/watch')) {
       res.writeHead(404).end();
@@ -83,12 +86,15 @@ async function fakeControl(size: number, definition: unknown): Promise<{ url: st
     const instances = Array.from({ length: size }, (_, i) => instance(i, 1));
     res.write(JSON.stringify({ type: 'snapshot', revision: 1, service: null, instances, services: [{ name: SERVICE, definition }] }) + '\n');
     stream = res;
+    streams++;
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const port = (server.address() as AddressInfo).port;
   return {
     url: `http://127.0.0.1:${port}`,
+    /** Watch streams opened: more than one means the proxy lost the stream and came back. */
+    streams: () => streams,
     send: (lines) => {
       if (stream === null) throw new Error('the proxy has not opened the watch stream');
       stream.write(lines);
@@ -130,7 +136,9 @@ async function child(): Promise<void> {
   upstream.listen(0, '127.0.0.1');
   await once(upstream, 'listening');
   upstreamPort = (upstream.address() as AddressInfo).port;
-  const control = await fakeControl(size, parseService({ name: SERVICE, balancer: { kind } }));
+  // The hashing kinds take their key from a header the client varies per request.
+  const hashing = kind === 'ring-hash' || kind === 'maglev';
+  const control = await fakeControl(size, parseService({ name: SERVICE, balancer: hashing ? { kind, hashKey: { type: 'header', name: 'x-user' } } : { kind } }));
   const proxy = new Proxy({ controlUrl: control.url, requestMetrics: true });
   const { outbound } = await proxy.addWorkload({ name: 'bench', outbound: { host: '127.0.0.1', port: 0 } });
   proxy.start();
@@ -140,7 +148,7 @@ async function child(): Promise<void> {
   const call = () =>
     new Promise<number>((resolve, reject) => {
       const t0 = performance.now();
-      const req = http.request({ host, port, path: '/', agent, headers: { host: SERVICE } }, (res) => {
+      const req = http.request({ host, port, path: '/', agent, headers: { host: SERVICE, 'x-user': `u${Math.floor(Math.random() * 1e9)}` } }, (res) => {
         if (res.statusCode !== 200) reject(new Error(`proxied request: HTTP ${res.statusCode}`));
         res.resume();
         res.on('end', () => resolve(performance.now() - t0));
@@ -159,19 +167,31 @@ async function child(): Promise<void> {
     revision = target;
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    await waitUntil(() => proxy.watch.revision === target, 600_000, `revision ${target}`, 2);
+    await waitUntil(() => proxy.watch.revision === target || control.streams() > 1, 600_000, `revision ${target}`, 2);
+    if (control.streams() > 1) throw new Error(`the proxy lost its watch stream (liveness timeout?) before revision ${target}`);
     const cpu = process.cpuUsage(c0);
     return { ms: performance.now() - t0, cpuMicros: cpu.user + cpu.system };
   };
-  const probe = await burst(100);
-  const k = Math.max(100, Math.min(200_000, Math.round(((100 / probe.ms) * 1000 * seconds) / 2) * 2));
+  // A small first burst: a proxy that takes seconds per 100 changes stays under the watch
+  // stream's 45 s liveness timeout (past it, it drops the stream and this stand-in cannot resume).
+  const sized = (k: number, ms: number, s: number) => Math.max(20, Math.min(200_000, Math.round(((k / ms) * 1000 * s) / 2) * 2));
+  const probe = await burst(20);
+  // A second probe of about half a second, past the compiler's warm-up, sizes the measured burst.
+  const k1 = sized(20, probe.ms, 0.5);
+  const warm = await burst(k1);
+  const k = sized(k1, warm.ms, seconds);
   const run = await burst(k);
 
   // Paced: PACE changes/s (in steps of 20 ms) for `seconds`, one client calling back to back.
   const latencies: number[] = [];
   let calling = true;
+  let callStarted = 0;
   const caller = (async () => {
-    while (calling) latencies.push(await call());
+    while (calling) {
+      callStarted = performance.now();
+      latencies.push(await call());
+      callStarted = 0;
+    }
   })();
   const step = Math.max(2, Math.round((PACE / 50) / 2) * 2);
   const t0 = performance.now();
@@ -184,7 +204,9 @@ async function child(): Promise<void> {
   }
   const sentSeconds = (performance.now() - t0) / 1000;
   calling = false;
-  await caller;
+  // A call still waiting counts with what it has waited so far; a proxy far behind is not waited for.
+  if (callStarted !== 0) latencies.push(performance.now() - callStarted);
+  caller.catch(() => undefined);
   const applied = (proxy.watch.revision ?? 0) - from;
   const result: RunResult = {
     size,
@@ -195,7 +217,7 @@ async function child(): Promise<void> {
     cpuMicrosPerChange: round(run.cpuMicros / k),
     paced: { changesPerSecond: round((revision - from) / sentSeconds), behind: revision - from - applied },
     requests: latencies.length,
-    latencyMs: { p50: round(percentile(latencies, 0.5)), p99: round(percentile(latencies, 0.99)), max: round(Math.max(...latencies)) },
+    latencyMs: { p50: round(percentile(latencies, 50)), p99: round(percentile(latencies, 99)), max: round(Math.max(...latencies)) },
   };
   // A proxy far behind would take long to catch up: the process just ends (runMain exits).
   agent.destroy();
@@ -232,10 +254,13 @@ async function main(): Promise<void> {
     for (const size of sizes) {
       // Interleaved: the baseline run right before the current one, on the same machine state.
       const before = baseline === undefined ? null : await runChild(baseline, size, kind);
+      if (before !== null) process.stdout.write(`baseline ${kind} x ${size}: ${JSON.stringify(before)}\n`);
       const now = await runChild(ROOT, size, kind);
+      process.stdout.write(`current  ${kind} x ${size}: ${JSON.stringify(now)}\n`);
       results.push({ size, kind, current: now, baseline: before });
       const ratio = before === null ? '-' : `${round(now.changesPerSecond / before.changesPerSecond, 1)}x`;
-      const lat = (r: RunResult | null) => (r === null ? '-' : `${r.latencyMs.p50} / ${r.latencyMs.p99}`);
+      const lat = (r: RunResult | null) => (r === null ? '-' : `${r.latencyMs.p50} / ${r.latencyMs.p99} / ${r.latencyMs.max}`);
+      const paced = (r: RunResult | null) => (r === null ? '-' : `${r.paced.changesPerSecond} (${r.paced.behind})`);
       rows.push([
         kind,
         size,
@@ -246,14 +271,14 @@ async function main(): Promise<void> {
         before?.cpuMicrosPerChange ?? '-',
         lat(now),
         lat(before),
-        now.paced.behind,
-        before?.paced.behind ?? '-',
+        paced(now),
+        paced(before),
       ]);
     }
   }
   table(
     `Endpoint churn: changes/s one proxy absorbs; proxied latency and backlog at ${PACE} changes/s (on ${info.cpus} x ${info.cpuModel})`,
-    ['balancer', 'instances', 'changes/s', 'baseline', 'ratio', 'CPU us/change', 'baseline', 'proxied ms p50 / p99', 'baseline', 'behind', 'baseline'],
+    ['balancer', 'instances', 'changes/s', 'baseline', 'ratio', 'CPU us/change', 'baseline', 'proxied ms p50 / p99 / max', 'baseline', 'paced: sent/s (behind)', 'baseline'],
     rows,
   );
   printResult('endpoint-churn', { machine: info, baseline: baseline ?? null, results });

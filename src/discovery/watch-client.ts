@@ -451,7 +451,11 @@ export interface WatchClientStats {
 }
 
 export interface WatchClientEvents {
-  /** A service's endpoint set changed (the set is the new immutable snapshot). */
+  /**
+   * A service's endpoint set changed (the set is the new immutable snapshot). Each one is the
+   * previous one with one change applied, so a listener that kept the previous set learns what
+   * changed with `set.changesSince(previous)` instead of comparing whole sets.
+   */
   update: [service: string, set: EndpointSet];
   /** A service's definition changed (null: removed). */
   service: [service: string, definition: Service | null];

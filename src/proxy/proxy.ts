@@ -129,6 +129,10 @@ class ServiceState {
     [this.hashKey, this.hashHeader] = ServiceState.hashing(p);
   }
 
+  /**
+   * The watch stream's next set. Each part applies only what changed since the set it had
+   * (`EndpointSet.changesSince`): O(log n) per changed endpoint, not a rebuild per change.
+   */
   update(set: EndpointSet): void {
     this.balancer.update(set);
     this.traffic.setEndpoints(set);
