@@ -12,7 +12,9 @@ import assert from 'node:assert/strict';
 import http, { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
-import { SKEIN_BIN, api, mapLimit, startControl, waitFor, type ControlProcess } from './helpers.js';
+import { SKEIN_BIN, api, mapLimit, skein, startControl, waitFor, type ControlProcess } from './helpers.js';
+import { SHOP } from './mesh-helpers.js';
+import { formatMissed, missedCount } from '../src/cli/monitor.js';
 import { registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
 import { PROXY_TAP_LIMITS, RELAY_TAP_LIMITS } from '../src/api/tap.js';
 import { forEachLine } from '../src/core/lines.js';
@@ -190,19 +192,7 @@ describe('a tap that never reads', { timeout: 120_000 }, () => {
     await held.closed;
     assert.equal(complete, false, 'cut, not ended as a complete response');
   });
-
-  test('a tap that stays quiet (nothing waiting) is not ended', async () => {
-    const held = await holdTap(`${b.admin}/tap?service=nobody-calls-this`);
-    await waitFor(async () => (await debugTaps(b)).open === 1, { what: 'the quiet tap open' });
-    const stalledBefore = (await debugTaps(b)).stalled;
-    // Three stall timeouts of proxy B pass; the tap's slot stays taken.
-    const until = Date.now() + 3000;
-    await waitFor(() => Date.now() > until, { timeoutMs: 5000, intervalMs: 100 });
-    const stats = await debugTaps(b);
-    assert.equal(stats.open, 1);
-    assert.equal(stats.stalled, stalledBefore);
-    held.res.destroy();
-  });
+  // A quiet tap (nothing waiting) is never ended: src/proxy/tap.test.ts shows it on a manual clock.
 });
 
 describe('caps', { timeout: 60_000 }, () => {
@@ -296,5 +286,31 @@ describe('redaction', { timeout: 60_000 }, () => {
         assert.equal(line.requestHeaders['x-customer-ref'], '[redacted]');
       }
     }
+  });
+});
+
+describe('flags and what the CLI prints', () => {
+  test('bad redaction names and tap limits are usage errors naming the flag, before anything starts', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['proxy', '--control', 'http://127.0.0.1:1', '--admin', 'off', '--outbound', '127.0.0.1:0', '--tap-redact', 'bad name'], /--tap-redact: "bad name" is not a header name/],
+      [['up', SHOP, '--tap-redact', 'x-ok,y z'], /--tap-redact: "y z" is not a header name/],
+      [['tap', 'web', '--redact', 'a:b', '-c', cp.http], /--redact: "a:b" is not a header name/],
+      [['proxy', '--max-taps', '0'], /--max-taps must be an integer from 1 to 1024/],
+      [['proxy', '--tap-stall-timeout', '10ms'], /--tap-stall-timeout must be from 1000 ms/],
+    ];
+    for (const [args, re] of cases) {
+      const r = await skein(args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, re);
+      assert.match(r.stderr, /\[SKEIN_E_USAGE\]/);
+    }
+  });
+
+  test('a {"missed":N} line reads as requests not shown, naming who dropped them', () => {
+    assert.equal(missedCount({ missed: 12, proxy: 'p-1' }), 12);
+    assert.equal(missedCount({ method: 'GET', missed: 'x' }), null, 'a request line');
+    assert.equal(formatMissed(12, { missed: 12, proxy: 'p-1' }), '-- 12 requests not shown: proxy p-1 dropped them, this tap fell behind\n');
+    assert.equal(formatMissed(1, { missed: 1 }), '-- 1 request not shown: the control plane dropped them, this tap fell behind\n');
+    assert.ok(!formatMissed(2, { proxy: 'p\x1b[2J' }).includes('\x1b'), 'a proxy id is printed safely');
   });
 });
