@@ -67,7 +67,7 @@ function tap(proxy: Proxy, taps: Taps, url: URL, req: IncomingMessage, res: Serv
   if (bad !== null || service === null || !SERVICE.test(service) || headers === null || bodies === null) {
     const field = bad !== null ? undefined : service === null || !SERVICE.test(service) ? 'service' : headers === null ? 'headers' : 'bodies';
     const message = bad ?? (field === 'service' ? 'service must be a service name (a DNS label)' : `${field} must be 1 or 0`);
-    json(res, 400, { code: 'SKEIN_E_BAD_QUERY', message, field });
+    refuse(res, 'SKEIN_E_BAD_QUERY', message, field);
     return;
   }
   const stream = taps.streams.start({ service, headers, bodies }, res);
@@ -146,7 +146,7 @@ export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions 
         const bad = unknownParam(url, ['since']);
         const since = url.searchParams.get('since') ?? '0';
         if (bad !== null || !/^\d{1,15}$/.test(since)) {
-          json(res, 400, { code: 'SKEIN_E_BAD_QUERY', message: bad ?? 'since must be an event sequence number (a whole number)', field: bad === null ? 'since' : undefined });
+          refuse(res, 'SKEIN_E_BAD_QUERY', bad ?? 'since must be an event sequence number (a whole number)', bad === null ? 'since' : undefined);
           return;
         }
         json(res, 200, proxy.metrics.snapshot(Number(since)));
