@@ -94,12 +94,13 @@ export class WeightedRoundRobinBalancer extends TableBalancer {
     this.schedule = null;
     const current = new Float64Array(n);
     if (oldSchedule === null && prev.length > 0 && n > 0) {
-      const old = new Map<string, number>();
-      prev.forEach((e, i) => old.set(e.key, i));
+      // Both lists are in key order: walk them side by side.
       let sum = 0;
+      let j = 0;
       for (let i = 0; i < n; i++) {
-        const j = old.get(eps[i]!.key);
-        if (j !== undefined && sameTarget(prev[j]!, eps[i]!)) current[i] = oldCurrent[j] ?? 0;
+        const key = eps[i]!.key;
+        while (j < prev.length && prev[j]!.key < key) j++;
+        if (j < prev.length && prev[j]!.key === key && sameTarget(prev[j]!, eps[i]!)) current[i] = oldCurrent[j] ?? 0;
         sum += current[i]!;
       }
       const mean = sum / n;
