@@ -1186,7 +1186,7 @@ describe('limits', () => {
     }
   });
 
-  test('with --max-connections 3, a 4th connection is closed while 3 are open, and accepted once one closes', async () => {
+  test('with --max-connections 3, a 4th connection is refused with 503 while 3 are busy, and accepted once one closes', async () => {
     const open = { workload: 'limited', direction: 'outbound' };
     await waitFor(async () => metricValue(await scrapeMetrics(limited), 'skein_proxy_connections_open', open) === 0, {
       timeoutMs: 5_000,
@@ -1202,9 +1202,13 @@ describe('limits', () => {
       }
       await waitFor(() => [0, 1, 2].every((i) => web.find(`/hold/lim-${i}`) !== undefined), { timeoutMs: 5_000, what: 'the 3 held requests at the backend' });
 
+      // All 3 have a request in flight, so none makes room (an idle one would: test/connection-cap.test.ts).
       const fourth = await rawExchange(limPort, 'GET /limits/fourth HTTP/1.1\r\nHost: web\r\n\r\n', { timeoutMs: 3_000 });
       assert.ok(fourth.closed, 'a 4th connection was kept open');
-      assert.equal(fourth.response.length, 0, `a 4th connection got an answer: ${show(fourth.response)}`);
+      const refused = parseResponse(fourth.response);
+      assert.equal(refused?.status, 503, `the 4th connection's answer: ${show(fourth.response)}`);
+      assert.equal(refused.headers['x-skein-error'], 'SKEIN_E_CONNECTION_LIMIT');
+      assert.match(refused.headers.connection ?? '', /close/);
       assert.equal(web.find('/limits/fourth'), undefined, 'the 4th connection was forwarded');
 
       web.gates.open('hold:lim-0');
