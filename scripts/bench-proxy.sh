@@ -9,6 +9,7 @@
 # then `node dist/bench/proxy.js` with the arguments given here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/node-env.sh
 
 need=()
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)

@@ -3,6 +3,7 @@
 # missing, via apt-get) and the npm dependencies, then builds. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/node-env.sh
 
 need=()
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
@@ -25,6 +26,12 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 24 ]; then
+  echo "setup: Node $(node --version) is first on PATH; Skein needs 24 or newer (npm ci installs it in node_modules/.bin)" >&2
+  exit 1
+fi
+echo "setup: Node $(node --version)"
 echo "setup: build"
 npx tsc -p tsconfig.json
 echo "setup: dashboard (vite)"

@@ -3,6 +3,7 @@
 # integration tests. This is what `.ci/run` calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/node-env.sh
 bash scripts/setup.sh
 echo "test: lint"
 npx eslint .

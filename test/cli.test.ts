@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { api, closedPort, skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { SKEIN_BIN, api, closedPort, run, skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 
 let cp: ControlProcess;
 let dir: { path: string; remove: () => Promise<void> };
@@ -313,6 +313,23 @@ port: 70000
 });
 
 describe('errors and help', () => {
+  test('an older Node: one line naming the version needed, exit code 1, nothing else loaded', async () => {
+    const NEED = /^skein: needs Node\.js 24 or newer, this is v20\.11\.0\. In a clone of Skein, `npm ci` installs one: run `npx skein \.\.\.`, `npm test` or `npm run demo`\.\n$/;
+    // The version the check reads, as Node 20 reports it (any Node can run this).
+    const fake = `Object.defineProperty(process.versions, 'node', { value: '20.11.0' }); await import(${JSON.stringify(SKEIN_BIN)});`;
+    const r = await run(process.execPath, ['--input-type=module', '-e', fake]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, NEED);
+    assert.equal(r.stdout, '');
+    // A real Node 20, where the machine has one (Debian 12's /usr/bin/node): the same line.
+    const old = await run('/usr/bin/node', ['--version']).catch(() => null);
+    if (old !== null && /^v(1\d|2[0-3])\./.test(old.stdout)) {
+      const real = await run('/usr/bin/node', [SKEIN_BIN, 'services']);
+      assert.equal(real.code, 1);
+      assert.match(real.stderr, new RegExp(`^skein: needs Node\\.js 24 or newer, this is ${old.stdout.trim().replace(/\./g, '\\.')}\\.`));
+    }
+  });
+
   test('a wrong flag: one clear line and a non-zero exit', async () => {
     const cases: Array<[string[], number, RegExp]> = [
       [['services', '--bogus', ...C], 2, /^error: unknown option '--bogus'$/],

@@ -91,8 +91,8 @@ try {
   console.log(`Skein control plane is running with the demo services registered.
 
   API:     curl http://${httpAddr}/v1/services/user-service/instances
-  CLI:     node bin/skein.js endpoints user-service --all
-           node bin/skein.js watch user-service
+  CLI:     npx skein endpoints user-service --all
+           npx skein watch user-service
   DNS:     dig @${dnsHost} -p ${dnsPort} user-service.service.skein +short
            dig @${dnsHost} -p ${dnsPort} user-service.service.skein SRV
   Metrics: curl http://${httpAddr}/metrics
