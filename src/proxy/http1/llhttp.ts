@@ -116,12 +116,23 @@ function dispatchSpan(kind: 0 | 1 | 2 | 3, at: number, len: number): number {
   }
 }
 
+/**
+ * Where the WebAssembly build is: undici's `lib/llhttp/`, which is not a public export of undici,
+ * so package.json pins undici to one exact version and llhttp.test.ts checks that the installed
+ * one is it and that its build exports every function used here. Any other layout stops the
+ * proxy at start-up with a sentence that says so, never later inside a request.
+ */
+export const LLHTTP_DIR = join(dirname(require.resolve('undici')), 'lib', 'llhttp');
+
 function loadModule(): WasmModule {
-  const dir = join(dirname(require.resolve('undici')), 'lib', 'llhttp');
   try {
-    return new WA.Module(require(join(dir, 'llhttp_simd-wasm.js')) as Buffer);
+    return new WA.Module(require(join(LLHTTP_DIR, 'llhttp_simd-wasm.js')) as Buffer);
   } catch {
-    return new WA.Module(require(join(dir, 'llhttp-wasm.js')) as Buffer);
+    try {
+      return new WA.Module(require(join(LLHTTP_DIR, 'llhttp-wasm.js')) as Buffer);
+    } catch (e) {
+      throw new Error(`the proxy's HTTP parser (llhttp, as built by undici) was not found in ${LLHTTP_DIR}: install the exact undici version package.json names (npm ci): ${(e as Error).message}`);
+    }
   }
 }
 
@@ -139,6 +150,14 @@ const instance = new WA.Instance(loadModule(), {
   },
 });
 const ll = instance.exports as unknown as LlhttpExports;
+
+/** The functions of the build that this file calls (llhttp.test.ts checks each is there). */
+export const LLHTTP_FUNCTIONS = [
+  'malloc', 'free', 'llhttp_alloc', 'llhttp_free', 'llhttp_execute', 'llhttp_finish', 'llhttp_resume', 'llhttp_get_error_pos',
+  'llhttp_get_error_reason', 'llhttp_get_method', 'llhttp_get_http_major', 'llhttp_get_http_minor', 'llhttp_should_keep_alive', 'llhttp_message_needs_eof',
+] as const satisfies ReadonlyArray<keyof LlhttpExports>;
+const missing = LLHTTP_FUNCTIONS.filter((f) => typeof (ll as unknown as Record<string, unknown>)[f] !== 'function');
+if (missing.length > 0) throw new Error(`the llhttp build in ${LLHTTP_DIR} lacks ${missing.join(', ')}: install the exact undici version package.json names (npm ci)`);
 
 function cString(ptr: number): string {
   if (ptr === 0) return '';
