@@ -202,6 +202,22 @@ for (const kind of ['weighted-round-robin', 'ring-hash', 'maglev'] as const) {
     assert.equal(b.size, 10);
     assert.ok(b.pick({ hash: 'k' })?.id.startsWith('n'));
   });
+
+  test(`${kind}: an outage (the caller's gate refuses every endpoint) with changes pending costs no rebuild per pick`, () => {
+    const clock = new ManualClock(0);
+    const b = createBalancer(kind, { clock, rng: createRng(13) });
+    let s = setOf(big);
+    b.update(s);
+    b.pick();
+    const none = () => false;
+    const calls = listCalls(() => {
+      for (let i = 0; i < 50; i++) {
+        b.update((s = s.apply({ type: 'add', endpoints: [newcomer(i)] })));
+        assert.equal(b.pick({ hash: KEYS[i], available: none }), null);
+      }
+    });
+    assert.equal(calls, 0, `${calls} rebuilds while every endpoint was refused`);
+  });
 }
 
 test('ring-hash: between rebuilds, the keys of an endpoint that left go exactly where the rebuilt ring sends them', () => {

@@ -14,7 +14,8 @@
  * was drained is skipped as if the gate refused it (for ring hash, exactly where a rebuild would
  * send its keys), one whose address changed is given as it is now, and one that joined (or whose
  * weight changed) gets its share at the rebuild. If the table has nothing left to give while the
- * set has endpoints (all of them replaced within an interval), the pick rebuilds at once.
+ * set has endpoints (all of them replaced within an interval), the pick rebuilds at once; not when
+ * it is the caller's gate that refuses everything (an outage), where a rebuild would not help.
  */
 import type { Clock } from '../core/clock.js';
 import type { Endpoint, EndpointChanges } from '../discovery/endpoint.js';
@@ -81,9 +82,17 @@ export abstract class TableBalancer extends BaseBalancer {
     o.hash = ctx.hash;
     o.available = this.overlayGate;
     const e = this.pickTable(o);
-    this.outerGate = o.available = undefined;
-    if (e !== null) return pending.get(e.key) ?? e;
-    if (this.size === 0) return null;
+    if (e !== null) {
+      this.outerGate = o.available = undefined;
+      return pending.get(e.key) ?? e;
+    }
+    // Nothing passed. When the caller's gate refused what the overlay left (an outage: every
+    // endpoint ejected or behind a breaker), a rebuild would not help: none, or a rebuild per
+    // change would be back on the request path. Only a table the overlay emptied is rebuilt.
+    this.outerGate = undefined;
+    const left = this.pickTable(o);
+    o.available = undefined;
+    if (left !== null || this.size === 0) return null;
     this.build();
     return this.pickTable(ctx);
   }

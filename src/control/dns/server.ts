@@ -9,6 +9,7 @@
  *   do not keep it open), and at the connection cap a new connection closes the one idle longest
  *   rather than being refused, so slow connections cannot lock out a fresh query.
  */
+import { isLoopbackAddress } from '../../core/loopback-host.js';
 import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
 import { createServer, isIP, type Server as TcpServer, type Socket as TcpSocket } from 'node:net';
 import { Counter, Gauge, type Registry as PromRegistry } from 'prom-client';
@@ -210,15 +211,18 @@ export class DnsServer {
     sock.on('close', () => this.forget(sock));
     sock.on('error', () => sock.destroy());
     let buf: Buffer = Buffer.alloc(0);
-    sock.on('data', (chunk: Buffer) => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    let waiting = false;
+    // Answers the complete queries in `buf`, stopping at the first answer the client has not read
+    // room for: the rest waits for 'drain', so what is queued on a socket is one answer, not one
+    // per query a single chunk can hold.
+    const answerAll = (): void => {
       while (buf.length >= 2) {
         const len = buf.readUInt16BE(0);
         if (len > DNS_DEFAULTS.tcp.maxQueryBytes) {
           sock.destroy();
           return;
         }
-        if (buf.length < 2 + len) break;
+        if (buf.length < 2 + len) return;
         const msg = buf.subarray(2, 2 + len);
         buf = buf.subarray(2 + len);
         this.touch(sock);
@@ -226,15 +230,23 @@ export class DnsServer {
         if (out === null) continue;
         const prefix = Buffer.allocUnsafe(2);
         prefix.writeUInt16BE(out.length);
-        // Stop reading while the client does not read its answers; its reading them is activity.
-        if (!sock.write(Buffer.concat([prefix, out])) && !sock.isPaused()) {
+        if (!sock.write(Buffer.concat([prefix, out]))) {
+          // Stop reading while the client does not read its answers; its reading them is activity.
           sock.pause();
+          waiting = true;
           sock.once('drain', () => {
+            waiting = false;
             this.touch(sock);
-            sock.resume();
+            answerAll();
+            if (!waiting && !sock.destroyed) sock.resume();
           });
+          return;
         }
       }
+    };
+    sock.on('data', (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      if (!waiting) answerAll();
     });
   }
 
@@ -350,7 +362,7 @@ function whole(value: number, field: string, min: number, max: number): number {
 }
 
 function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host) || host.startsWith('::ffff:127.');
+  return host === 'localhost' || isLoopbackAddress(host);
 }
 
 /** The rate limiter the options ask for: on beyond loopback unless told otherwise. */

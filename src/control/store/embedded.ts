@@ -17,8 +17,14 @@ import type { Store, StoreOp } from './store.js';
  */
 function testWriteDelayMs(): number {
   const ms = Number(process.env['SKEIN_TEST_STORE_WRITE_DELAY_MS'] ?? 0);
-  return Number.isFinite(ms) && ms > 0 ? ms : 0;
+  if (!Number.isFinite(ms) || ms <= 0) return 0;
+  // A stray variable must not quietly slow every write of a real control plane: said, and capped.
+  const held = Math.min(ms, MAX_TEST_WRITE_DELAY_MS);
+  process.emitWarning(`SKEIN_TEST_STORE_WRITE_DELAY_MS is set: every write to the store is held ${held} ms (a test setting; unset it)`);
+  return held;
 }
+
+const MAX_TEST_WRITE_DELAY_MS = 5_000;
 
 interface Pending {
   ops: StoreOp[];

@@ -29,8 +29,9 @@ import { pathOnly, type AccessLog } from '../access-log.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import { classify, connectionNames, errorResponse, forbiddenConnectionOption, H, HeadCallbacks, MAX_HEADERS, rewriteHead, upgradeAllowed, type HeadCollector } from './head.js';
 import { normalizeTarget } from '../../core/path.js';
+import { isSecretHeader } from '../../api/tap.js';
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
-import { REDACTED, SECRET_HEADERS, TAP_BODIES, TAP_BODY_BYTES, TAP_HEADERS, type AttemptTrace, type Destination, type Direction, type ForwarderCounters, type HashInput, type HopTrace, type Limits, type ListenerMetrics, type RouteError, type TapSink, type Tracer, type TraceHeaders } from './types.js';
+import { REDACTED, TAP_BODIES, TAP_BODY_BYTES, TAP_HEADERS, type AttemptTrace, type Destination, type Direction, type ForwarderCounters, type HashInput, type HopTrace, type Limits, type ListenerMetrics, type RouteError, type TapSink, type Tracer, type TraceHeaders } from './types.js';
 import { Upstream, type Pool, type Pools, type UpstreamHandler } from './upstream.js';
 
 export interface ListenerContext {
@@ -75,7 +76,7 @@ function tapHeaders(buf: Buffer, head: HeadCollector, n: number): Record<string,
   const out: Record<string, string> = {};
   for (let i = 0; i < n; i++) {
     const name = head.nameOf(buf, i).toLowerCase();
-    const value = SECRET_HEADERS.has(name) ? REDACTED : head.valueOf(buf, i);
+    const value = isSecretHeader(name) ? REDACTED : head.valueOf(buf, i);
     out[name] = out[name] === undefined ? value : `${out[name]}, ${value}`;
   }
   return out;
