@@ -58,7 +58,7 @@ export const RetriesSchema = Obj(
       }),
     ),
     statuses: Type.Optional(
-      Type.Array(Type.Integer({ minimum: 500, maximum: 599 }), { uniqueItems: true, maxItems: 100, description: 'Response statuses that are retried. Default [502, 503, 504].' }),
+      Type.Array(Type.Integer({ minimum: 500, maximum: 599 }), { uniqueItems: true, maxItems: 100, description: 'Response statuses that are retried (an app\'s own answers: see docs/traffic.md, "What counts against an instance"). Default [503].' }),
     ),
     nonIdempotent: Type.Optional(
       Type.Boolean({ description: 'Also retry POST, PATCH (methods that are not idempotent) after a reset, timeout or status. Connect failures and refused streams are always retried. Default false.' }),
@@ -118,7 +118,7 @@ export const OutlierSchema = Obj(
   {
     enabled: Type.Optional(Type.Boolean({ description: 'Default true.' })),
     consecutive5xx: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Eject after this many 5xx in a row; 0: off. Default 5.' })),
-    consecutiveGatewayFailure: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Eject after this many 502/503/504 in a row; 0: off. Default 5.' })),
+    consecutiveGatewayFailure: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Eject after this many 502/503/504 in a row; 0: off. Default 0 (off, as in Envoy): consecutive5xx counts them too.' })),
     consecutiveLocalOriginFailure: Type.Optional(
       Type.Integer({ minimum: 0, maximum: 10_000, description: 'Eject after this many failures to reach it in a row (connect refused or timed out, reset, per-try timeout); 0: off. Default 5.' }),
     ),
@@ -232,6 +232,11 @@ export const TrafficFields = {
   activeHealthCheck: Type.Optional(ActiveCheckSchema),
   rateLimit: Type.Optional(RateLimitsSchema),
   routes: Type.Optional(Type.Array(RouteSchema, { maxItems: 256, description: 'Routes, most specific first when they overlap (see docs/traffic.md).' })),
+  panicThreshold: Type.Optional(
+    Percent(
+      "When fewer than this share of the service's instances may take traffic (the others ejected by outlier detection or failing this proxy's active checks), the proxy ignores those two verdicts and spreads requests over every instance (Envoy's healthy_panic_threshold). 0 turns it off. Default 50.",
+    ),
+  ),
 };
 export const TRAFFIC_FIELD_NAMES = Object.keys(TrafficFields) as Array<keyof typeof TrafficFields>;
 
@@ -334,6 +339,8 @@ export interface TrafficPolicy {
   readonly activeHealthCheck: ActiveCheckPolicy | null;
   /** The routes in match order, then the default route (named "default", matching everything). */
   readonly routes: readonly RoutePolicy[];
+  /** Percent 0..100: below this share of instances available, ejections and failed active checks are ignored; 0: never. */
+  readonly panicThreshold: number;
 }
 
 export const TRAFFIC_DEFAULTS = Object.freeze({
@@ -343,7 +350,7 @@ export const TRAFFIC_DEFAULTS = Object.freeze({
   retries: Object.freeze({
     maxRetries: 2,
     on: Object.freeze([...RETRY_CONDITIONS]),
-    statuses: Object.freeze([502, 503, 504]),
+    statuses: Object.freeze([503]),
     nonIdempotent: false,
     maxBodyBytes: 64 * 1024,
     backoffBaseMs: 25,
@@ -355,7 +362,7 @@ export const TRAFFIC_DEFAULTS = Object.freeze({
   failureRate: Object.freeze({ minRequests: 20, windowMs: 10_000 }),
   outlier: Object.freeze({
     consecutive5xx: 5,
-    consecutiveGatewayFailure: 5,
+    consecutiveGatewayFailure: 0,
     consecutiveLocalOriginFailure: 5,
     intervalMs: 10_000,
     baseEjectionMs: 30_000,
@@ -366,6 +373,7 @@ export const TRAFFIC_DEFAULTS = Object.freeze({
   }) satisfies OutlierPolicy,
   successRate: Object.freeze({ minimumHosts: 5, requestVolume: 100, stdevFactor: 1.9 }),
   failurePercentage: Object.freeze({ threshold: 85, minimumHosts: 5, requestVolume: 50 }),
+  panicThreshold: 50,
   activeHealthCheck: Object.freeze({ path: '/health', intervalMs: 5_000, timeoutMs: 1_000, unhealthyThreshold: 2, healthyThreshold: 1 }),
 });
 
@@ -500,6 +508,7 @@ export function buildTraffic(raw: RawTraffic, push: (field: string, message: str
     outlier,
     activeHealthCheck,
     routes: Object.freeze(routes),
+    panicThreshold: raw.panicThreshold ?? D.panicThreshold,
   });
 
   function buildRateLimits(r: RawRateLimits | undefined, base: RateLimits, scope: string): RateLimits {
