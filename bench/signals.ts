@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { ManualClock } from '../src/core/clock.js';
 import { SignalStore, WINDOWS, type StatsSeries } from '../src/control/signals/windows.js';
 import { machine, round, table, warnIfBusy } from './lib.js';
-import { LATENCY_BUCKETS } from '../src/proxy/metrics.js';
+import { LATENCY_BUCKETS } from '../src/api/stats.js';
 
 const { values: argv } = parseArgs({
   options: { services: { type: 'string', default: '200' }, instances: { type: 'string', default: '5' }, callers: { type: 'string', default: '2' } },

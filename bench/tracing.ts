@@ -78,7 +78,7 @@ async function main(): Promise<void> {
       for (let i = 0; i < 100; i++) {
         const hop = tracer.hop('outbound', c.incoming[i % 3]!, ATTRS);
         const a = hop.attempt(1, EP);
-        if (a.headerLines.length === 0) throw new Error('no header lines');
+        if (a.headers.length === 0) throw new Error('no trace headers');
         a.end(200, null);
         hop.end(200, null);
       }

@@ -4,7 +4,16 @@
  * Counters are totals since the proxy started; the control plane takes differences.
  */
 
+/** Which listener of a proxy saw a request: outbound (from its app) or inbound (to its app). */
 export type Direction = 'inbound' | 'outbound';
+
+/**
+ * Upper bounds of the proxy's request latency buckets, in seconds: what every `StatsSnapshot`
+ * carries as `bounds` (and the buckets of the proxy's Prometheus histogram). The control plane
+ * keeps the bounds of the first snapshot it sees and maps other proxies' buckets onto them, so
+ * a mesh whose proxies disagree loses precision: change them here only.
+ */
+export const LATENCY_BUCKETS: readonly number[] = Object.freeze([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
 
 /** One listener's requests of one source, destination service, route and instance. */
 export interface StatsSeries {

@@ -4,6 +4,41 @@
  * definition of each; the proxy, the control plane's relay and the CLI read them from here.
  */
 import { SkeinError } from '../core/errors.js';
+import type { Direction } from './stats.js';
+
+/**
+ * What `skein tap` sees of one finished request: the line a proxy's admin `/tap` writes (as
+ * JSON), the control plane's relay passes on and the CLI prints. Header values are redacted
+ * (see `isSecretHeader`) before a record leaves the driver.
+ */
+export interface TapRecord {
+  /** When the request finished, ms since the epoch. */
+  readonly time: number;
+  readonly direction: Direction;
+  /** The proxy's workload whose listener saw the request. */
+  readonly workload: string;
+  /** The calling service (null: unknown). */
+  readonly source: string | null;
+  /** The destination service (null: the proxy answered before it knew one). */
+  readonly destination: string | null;
+  readonly route: string | null;
+  readonly method: string;
+  readonly path: string;
+  /** The response status (0: none). */
+  readonly status: number;
+  readonly latencyMs: number;
+  /** The endpoint's instance id (null: none was picked). */
+  readonly instance: string | null;
+  readonly requestId: string | null;
+  /** The proxy's error code when it answered itself or the request failed. */
+  readonly error: string | null;
+  /** Lowercase names; a repeated header's values joined with ", " (the tap asked for headers). */
+  readonly requestHeaders?: Record<string, string>;
+  readonly responseHeaders?: Record<string, string>;
+  /** The first TAP_BODY_BYTES (src/engine/observe.ts) bytes of each body as UTF-8 text (the tap asked for bodies). */
+  readonly requestBody?: string;
+  readonly responseBody?: string;
+}
 
 export const REDACTED = '[redacted]';
 

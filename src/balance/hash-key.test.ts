@@ -1,9 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isSkeinError } from '../core/errors.js';
-import { compileHashKey, cookieValue, hashKeyOf, normalizeSourceAddress, type HashKeySource, type HashKeySpec } from './hash-key.js';
+import { compileHashKey, cookieValue, hashInputOf, hashKeyOf, normalizeSourceAddress, type HashKeySpec, type HeaderValue } from './hash-key.js';
 
-const both = (spec: HashKeySpec, req: HashKeySource) => {
+const both = (spec: HashKeySpec, plain: { headers?: Record<string, HeaderValue>; sourceAddress?: string }) => {
+  const req = hashInputOf(plain.headers ?? {}, plain.sourceAddress);
   const v = hashKeyOf(spec, req);
   assert.equal(compileHashKey(spec)(req), v, 'compiled and plain agree');
   return v;

@@ -1,6 +1,6 @@
 /**
  * Extracting a request's hash key for ring-hash and maglev: a header, a cookie or the source
- * address. Pure functions over plain values; `compileHashKey` does the per-spec work once.
+ * address. Pure functions over a request's `HashInput`; `compileHashKey` does the per-spec work once.
  *
  * - header: the header's value (names are matched lowercased, as node gives them); a repeated
  *   header's values are joined with ", " (what it means on the wire). Absent or empty: no key.
@@ -17,20 +17,39 @@ export type HashKeySpec = { readonly type: 'header'; readonly name: string } | {
 
 export type HeaderValue = string | readonly string[] | undefined;
 
-export interface HashKeySource {
-  /** Request headers with lowercase names (node's IncomingHttpHeaders fits). */
-  readonly headers?: Readonly<Record<string, HeaderValue>>;
-  readonly sourceAddress?: string | undefined;
+/**
+ * What a hash key is taken from: the one request type of every driver (the HTTP/1 forwarder's
+ * connection implements it without making strings of headers it is not asked for).
+ */
+export interface HashInput {
+  /**
+   * The value of a request header (lowercase name), a repeated header's values joined with ", "
+   * (a split Cookie header with "; ", as RFC 9113 §8.2.3 rebuilds it); undefined when absent.
+   */
+  header(lowerName: string): string | undefined;
+  /** The client's address (no port), undefined when unknown. */
+  readonly sourceAddress: string | undefined;
 }
 
-export type HashKeyExtractor = (req: HashKeySource) => string | undefined;
+export type HashKeyExtractor = (req: HashInput) => string | undefined;
 
-function headerValue(v: HeaderValue): string | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v === 'string') return v === '' ? undefined : v;
-  if (v.length === 0) return undefined;
-  const joined = v.length === 1 ? v[0]! : v.join(', ');
-  return joined === '' ? undefined : joined;
+/**
+ * A `HashInput` over plain headers (lowercase names, as node's IncomingHttpHeaders): repeated
+ * values joined with ", ", except cookies, joined with "; " (RFC 9113 §8.2.3: HTTP/2 may split
+ * the Cookie header).
+ */
+export function hashInputOf(headers: Readonly<Record<string, HeaderValue>>, sourceAddress?: string): HashInput {
+  return {
+    header: (lowerName) => {
+      const v = headers[lowerName];
+      return v === undefined || typeof v === 'string' ? v : v.join(lowerName === 'cookie' ? '; ' : ', ');
+    },
+    sourceAddress,
+  };
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === '' ? undefined : v;
 }
 
 /** The value of cookie `name` in one Cookie header value, or undefined. */
@@ -72,14 +91,8 @@ export function normalizeSourceAddress(address: string | undefined): string | un
   return address;
 }
 
-function cookieOf(h: HeaderValue, name: string): string | undefined {
-  if (h === undefined) return undefined;
-  if (typeof h === 'string') return cookieValue(h, name);
-  for (const one of h) {
-    const v = cookieValue(one, name);
-    if (v !== undefined) return v;
-  }
-  return undefined;
+function cookieOf(h: string | undefined, name: string): string | undefined {
+  return h === undefined ? undefined : cookieValue(h, name);
 }
 
 function checkSpec(spec: HashKeySpec): void {
@@ -95,16 +108,12 @@ function checkSpec(spec: HashKeySpec): void {
  * The hash key of one request under `spec`, or undefined when the request has none. Pure; the
  * spec is assumed valid (see `compileHashKey`, which checks it once and is what a proxy uses).
  */
-export function hashKeyOf(spec: HashKeySpec, req: HashKeySource): string | undefined {
+export function hashKeyOf(spec: HashKeySpec, req: HashInput): string | undefined {
   switch (spec.type) {
-    case 'header': {
-      const headers = req.headers;
-      if (headers === undefined) return undefined;
-      const v = headers[spec.name];
-      return headerValue(v !== undefined ? v : headers[spec.name.toLowerCase()]);
-    }
+    case 'header':
+      return nonEmpty(req.header(spec.name.toLowerCase()));
     case 'cookie':
-      return cookieOf(req.headers?.['cookie'], spec.name);
+      return cookieOf(req.header('cookie'), spec.name);
     case 'source-address':
       return normalizeSourceAddress(req.sourceAddress);
     default:
@@ -118,11 +127,11 @@ export function compileHashKey(spec: HashKeySpec): HashKeyExtractor {
   switch (spec.type) {
     case 'header': {
       const name = spec.name.toLowerCase();
-      return (req) => headerValue(req.headers?.[name]);
+      return (req) => nonEmpty(req.header(name));
     }
     case 'cookie': {
       const name = spec.name;
-      return (req) => cookieOf(req.headers?.['cookie'], name);
+      return (req) => cookieOf(req.header('cookie'), name);
     }
     default:
       return (req) => normalizeSourceAddress(req.sourceAddress);

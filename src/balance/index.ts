@@ -16,7 +16,7 @@ import { WeightedRoundRobinBalancer } from './weighted-round-robin.js';
 export * from './balancer.js';
 export { createRng } from './rng.js';
 export { hashBytes, hashKey, hashString } from './hash.js';
-export { compileHashKey, cookieValue, hashKeyOf, normalizeSourceAddress, type HashKeyExtractor, type HashKeySource, type HashKeySpec, type HeaderValue } from './hash-key.js';
+export { compileHashKey, cookieValue, hashInputOf, hashKeyOf, normalizeSourceAddress, type HashInput, type HashKeyExtractor, type HashKeySpec, type HeaderValue } from './hash-key.js';
 export { RoundRobinBalancer, type RoundRobinOptions } from './round-robin.js';
 export { WeightedRoundRobinBalancer, nginxCycle, type WeightedRoundRobinOptions } from './weighted-round-robin.js';
 export { RandomBalancer, type RandomOptions } from './random.js';

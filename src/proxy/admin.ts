@@ -13,8 +13,7 @@ import type { HostPort } from '../core/address.js';
 import type { Clock } from '../core/clock.js';
 import { ERROR_CODES, SkeinError, type ErrorCode } from '../core/errors.js';
 import { foreignHost } from '../core/loopback-host.js';
-import { PROXY_TAP_LIMITS, redactHeaders, type TapLimits } from '../api/tap.js';
-import type { TapRecord } from './http1/types.js';
+import { PROXY_TAP_LIMITS, redactHeaders, type TapLimits, type TapRecord } from '../api/tap.js';
 import type { Proxy } from './proxy.js';
 import { TapStreams } from './tap.js';
 

@@ -13,13 +13,12 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ErrorCode } from '../core/errors.js';
 import type { TrafficEvent, TrafficState } from '../resilience/traffic-state.js';
-import type { Direction, ForwarderCounters, ListenerMetrics } from './http1/types.js';
+import type { ForwarderCounters, ListenerMetrics } from './http1/types.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { StallDetector, isStall } from './http1/stall.js';
-import type { StatsEvent, StatsSnapshot } from '../api/stats.js';
+import { LATENCY_BUCKETS, type Direction, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
 
-export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** Distinct callers one listener keeps apart; later ones are counted as "other". */
 export const MAX_SOURCES = 100;
 /** Series one listener keeps apart; past it, new instances are counted as "other". */

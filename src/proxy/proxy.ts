@@ -18,7 +18,8 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { BalancerPolicy } from '../api/balancer.js';
 import { DNS_LABEL_PATTERN } from '../api/names.js';
-import { compileHashKey, createBalancer, DEFAULT_BALANCER_KIND as DEFAULT_BALANCER, NOOP_COMPLETION, type Balancer, type Completion, type HashKeyExtractor } from '../balance/index.js';
+import type { Direction } from '../api/stats.js';
+import { compileHashKey, createBalancer, DEFAULT_BALANCER_KIND as DEFAULT_BALANCER, NOOP_COMPLETION, type Balancer, type Completion, type HashInput, type HashKeyExtractor } from '../balance/index.js';
 import type { HostPort } from '../core/address.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
@@ -28,7 +29,8 @@ import { coarseNow } from './http1/coarse-clock.js';
 import { Downstream, type ListenerContext } from './http1/forwarder.js';
 import { errorResponse } from './http1/head.js';
 import { ConnectionCap } from './connection-cap.js';
-import { DEFAULT_LIMITS, type Destination, type Direction, type HashInput, type Limits, type ListenerMetrics, type RouteError, type Tracer } from './http1/types.js';
+import type { Tracer } from '../engine/observe.js';
+import { DEFAULT_LIMITS, type Destination, type Limits, type ListenerMetrics, type RouteError } from './http1/types.js';
 import { TapHub } from './tap.js';
 import { Pools } from './http1/upstream.js';
 import { ProxyMetrics } from './metrics.js';
@@ -92,7 +94,6 @@ class ServiceState {
   hashKey: HashKeyExtractor | null;
   readonly traffic: TrafficState;
   private checker: ActiveChecker | null = null;
-  private hashHeader: string | null;
 
   constructor(
     readonly name: string,
@@ -104,16 +105,10 @@ class ServiceState {
     this.policy = def?.balancer ?? { kind: DEFAULT_BALANCER, hashKey: null };
     this.balancer = createBalancer(this.policy.kind, { clock });
     this.balancer.update(set);
-    [this.hashKey, this.hashHeader] = ServiceState.hashing(this.policy);
+    this.hashKey = this.policy.hashKey === null ? null : compileHashKey(this.policy.hashKey);
     this.traffic = new TrafficState({ service: name, policy: def?.traffic ?? DEFAULT_TRAFFIC, clock, onEvent });
     this.traffic.setEndpoints(set);
     this.followChecks();
-  }
-
-  private static hashing(p: BalancerPolicy): [HashKeyExtractor | null, string | null] {
-    if (p.hashKey === null) return [null, null];
-    const header = p.hashKey.type === 'header' ? p.hashKey.name.toLowerCase() : p.hashKey.type === 'cookie' ? 'cookie' : null;
-    return [compileHashKey(p.hashKey), header];
   }
 
   /** The Service resource changed (or went away: the defaults apply). */
@@ -126,7 +121,7 @@ class ServiceState {
     this.policy = p;
     this.balancer = createBalancer(p.kind, { clock: this.clock });
     this.balancer.update(set);
-    [this.hashKey, this.hashHeader] = ServiceState.hashing(p);
+    this.hashKey = p.hashKey === null ? null : compileHashKey(p.hashKey);
   }
 
   /**
@@ -152,12 +147,7 @@ class ServiceState {
   }
 
   pick(req: HashInput, tried: readonly Endpoint[] | null): Endpoint | null {
-    let hash: string | undefined;
-    if (this.hashKey !== null) {
-      const h = this.hashHeader;
-      hash = this.hashKey({ headers: h === null ? {} : { [h]: req.header(h) }, sourceAddress: req.sourceAddress });
-    }
-    return this.traffic.pick(this.balancer, hash, tried);
+    return this.traffic.pick(this.balancer, this.hashKey === null ? undefined : this.hashKey(req), tried);
   }
 
   stop(): void {

@@ -9,8 +9,8 @@
  * `stallTimeoutMs` while lines waited is ended and counted, so its slot and its buffer come back.
  */
 import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
-import type { TapLimits } from '../api/tap.js';
-import { TAP_BODIES, TAP_HEADERS, TAP_ON, type TapRecord, type TapSink } from './http1/types.js';
+import type { TapLimits, TapRecord } from '../api/tap.js';
+import { TAP_BODIES, TAP_HEADERS, TAP_ON, type TapSink } from '../engine/observe.js';
 
 export interface TapFilter {
   /** Requests to or from this service. */

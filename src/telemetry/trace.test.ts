@@ -14,7 +14,7 @@ import {
   parseTracestate,
   resolveIncoming,
   TRACESTATE_MAX_MEMBERS,
-  type ProxyTracer,
+  type OtlpTracer,
   type ProxyTracerOptions,
 } from './trace.js';
 
@@ -233,10 +233,10 @@ test('tracer: a 64-bit B3 trace id stays 64 bits through two hops (the second se
   await withTracer(async (t) => {
     const short = 'a3ce929d0e0e4736';
     const hop1 = t.hop('outbound', { xB3TraceId: short, xB3SpanId: SPAN, xB3Sampled: '1' }, ATTRS);
-    const h1 = lines(hop1.attempt(1, EP).headerLines);
+    const h1 = lines(hop1.attempt(1, EP).headers);
     assert.equal(h1['x-b3-traceid'], short);
     const hop2 = t.hop('inbound', { traceparent: h1['traceparent'], xB3TraceId: h1['x-b3-traceid'], xB3SpanId: h1['x-b3-spanid'], xB3ParentSpanId: h1['x-b3-parentspanid'], xB3Sampled: h1['x-b3-sampled'] }, ATTRS);
-    const h2 = lines(hop2.attempt(1, EP).headerLines);
+    const h2 = lines(hop2.attempt(1, EP).headers);
     assert.equal(h2['x-b3-traceid'], short, 'the second hop writes the 64-bit id too');
     assert.equal(parseTraceparent(h2['traceparent'])!.traceId, `${'0'.repeat(16)}${short}`);
   });
@@ -321,19 +321,22 @@ const KIND_CLIENT = 3;
 const STATUS_ERROR = 2;
 
 /** Header lines as a map (lowercase names). */
-function lines(s: string): Record<string, string> {
-  assert.ok(s.endsWith('\r\n'), 'every line ends with CRLF');
+/** An attempt's header pairs as a record; checks each is a lowercase token name with a value a head can carry as it is. */
+function lines(pairs: readonly (readonly [string, string])[]): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const l of s.split('\r\n')) {
-    if (l === '') continue;
-    const i = l.indexOf(': ');
-    assert.ok(i > 0, l);
-    out[l.slice(0, i)] = l.slice(i + 2);
+  for (const [name, value] of pairs) {
+    assert.match(name, /^[a-z0-9-]+$/, 'a lowercase header name');
+    for (let i = 0; i < value.length; i++) {
+      const c = value.charCodeAt(i);
+      assert.ok(c >= 0x20 && c !== 0x7f, `${name}: no CR, LF or other control character in ${JSON.stringify(value)}`);
+    }
+    assert.equal(out[name], undefined, `${name} once`);
+    out[name] = value;
   }
   return out;
 }
 
-async function withTracer(fn: (t: ProxyTracer, c: Collector) => Promise<void>, opts: Partial<ProxyTracerOptions> = {}): Promise<void> {
+async function withTracer(fn: (t: OtlpTracer, c: Collector) => Promise<void>, opts: Partial<ProxyTracerOptions> = {}): Promise<void> {
   const c = new Collector();
   const endpoint = await c.start();
   const t = createProxyTracer({ endpoint, serviceName: 'skein-proxy-test', exportTimeoutMs: 5000, ...opts });
@@ -349,7 +352,7 @@ test('tracer: an inbound hop continues the incoming traceparent; its attempt is 
   await withTracer(async (t, c) => {
     const hop = t.hop('inbound', { traceparent: TP, tracestate: 'congo=t61rcWkgMzE, rojo=00f067aa0ba902b7' }, { ...ATTRS, path: '/cart/42?token=secret', caller: 'web' });
     const a = hop.attempt(1, EP);
-    const h = lines(a.headerLines);
+    const h = lines(a.headers);
     assert.deepEqual(Object.keys(h), ['traceparent', 'tracestate'], 'no b3 unless the request came with it');
     assert.equal(h['tracestate'], 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7');
     const out = parseTraceparent(h['traceparent'])!;
@@ -402,8 +405,8 @@ test('tracer: an outbound hop with no context starts a trace (INTERNAL); retries
     const a2 = hop.attempt(2, { id: 'checkout-8', address: '10.0.0.8', port: 9090 });
     a2.end(503, 'HTTP 503');
     hop.end(503, 'SKEIN_E_NO_HEALTHY_ENDPOINT');
-    const tp1 = parseTraceparent(lines(a1.headerLines)['traceparent'])!;
-    const tp2 = parseTraceparent(lines(a2.headerLines)['traceparent'])!;
+    const tp1 = parseTraceparent(lines(a1.headers)['traceparent'])!;
+    const tp2 = parseTraceparent(lines(a2.headers)['traceparent'])!;
     assert.equal(tp1.traceId, tp2.traceId);
     assert.notEqual(tp1.spanId, tp2.spanId);
     await t.flush();
@@ -453,9 +456,9 @@ test('tracer: garbage in any trace header starts a new, well-formed trace (never
       const h = { traceparent: junk(), tracestate: junk(), b3: junk(), xB3TraceId: junk(), xB3SpanId: junk(), xB3ParentSpanId: junk(), xB3Sampled: junk(), xB3Flags: junk() };
       const hop = t.hop(i % 2 === 0 ? 'inbound' : 'outbound', h, ATTRS);
       const a = hop.attempt(1, EP);
-      const out = lines(a.headerLines);
+      const out = lines(a.headers);
       const tp = parseTraceparent(out['traceparent']);
-      assert.ok(tp !== null, `${JSON.stringify(h)} -> ${a.headerLines}`);
+      assert.ok(tp !== null, `${JSON.stringify(h)} -> ${JSON.stringify(a.headers)}`);
       const inc = resolveIncoming(h);
       if (inc.traceId !== null) assert.equal(tp.traceId, inc.traceId);
       if (out['tracestate'] !== undefined) assert.equal(parseTracestate(out['tracestate']), out['tracestate']);
@@ -490,7 +493,7 @@ test('tracer: b3 in, b3 out (single and multi, 64-bit ids stay 64-bit, debug sta
     const short = 'a3ce929d0e0e4736';
     const hop = t.hop('inbound', { b3: `${short}-${SPAN}-1` }, ATTRS);
     const a = hop.attempt(1, EP);
-    const h = lines(a.headerLines);
+    const h = lines(a.headers);
     assert.deepEqual(Object.keys(h), ['traceparent', 'b3']);
     const b = parseB3(h['b3'])!;
     const tp = parseTraceparent(h['traceparent'])!;
@@ -504,7 +507,7 @@ test('tracer: b3 in, b3 out (single and multi, 64-bit ids stay 64-bit, debug sta
 
     const hop2 = t.hop('outbound', { xB3TraceId: TRACE, xB3SpanId: SPAN, xB3Flags: '1' }, { ...ATTRS, path: '/multi' });
     const a2 = hop2.attempt(1, EP);
-    const h2 = lines(a2.headerLines);
+    const h2 = lines(a2.headers);
     assert.deepEqual(Object.keys(h2), ['traceparent', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-flags']);
     const m = parseB3Multi({ traceId: h2['x-b3-traceid'], spanId: h2['x-b3-spanid'], parentSpanId: h2['x-b3-parentspanid'], flags: h2['x-b3-flags'] })!;
     assert.equal(m.traceId, TRACE);
@@ -530,7 +533,7 @@ test('tracer: an unsampled trace is propagated (same trace id, new span id, flag
   await withTracer(async (t, c) => {
     const hop = t.hop('inbound', { traceparent: `00-${TRACE}-${SPAN}-00`, b3: `${TRACE}-${SPAN}-0`, tracestate: 'k=v' }, ATTRS);
     const a = hop.attempt(1, EP);
-    const h = lines(a.headerLines);
+    const h = lines(a.headers);
     const tp = parseTraceparent(h['traceparent'])!;
     assert.equal(tp.traceId, TRACE);
     assert.notEqual(tp.spanId, SPAN, 'a new span id');
@@ -541,19 +544,19 @@ test('tracer: an unsampled trace is propagated (same trace id, new span id, flag
     // The next hop continues it unsampled too.
     const next = t.hop('inbound', { traceparent: h['traceparent'] }, ATTRS);
     const na = next.attempt(1, EP);
-    assert.equal(parseTraceparent(lines(na.headerLines)['traceparent'])!.traceId, TRACE);
+    assert.equal(parseTraceparent(lines(na.headers)['traceparent'])!.traceId, TRACE);
     na.end(200);
     next.end(200);
     a.end(200);
     hop.end(200);
     // A bare "don't sample" decision, and a deferred B3 decision taken by this proxy (ratio 1: sampled).
     const deny = t.hop('outbound', { xB3Sampled: '0' }, ATTRS);
-    const denied = parseTraceparent(lines(deny.attempt(1, EP).headerLines)['traceparent'])!;
+    const denied = parseTraceparent(lines(deny.attempt(1, EP).headers)['traceparent'])!;
     assert.equal(denied.traceFlags, 0);
     deny.end(200);
     const deferred = t.hop('outbound', { b3: `${'b'.repeat(32)}-${SPAN}` }, { ...ATTRS, path: '/marker' });
     const da = deferred.attempt(1, EP);
-    assert.equal(parseB3(lines(da.headerLines)['b3'])!.sampled, true);
+    assert.equal(parseB3(lines(da.headers)['b3'])!.sampled, true);
     da.end(200);
     deferred.end(200);
     await t.flush();
@@ -571,7 +574,7 @@ test('tracer: sample ratio 0 propagates new traces unsampled; options are valida
   await withTracer(
     async (t, c) => {
       const hop = t.hop('outbound', {}, ATTRS);
-      const tp = parseTraceparent(lines(hop.attempt(1, EP).headerLines)['traceparent'])!;
+      const tp = parseTraceparent(lines(hop.attempt(1, EP).headers)['traceparent'])!;
       assert.equal(tp.traceFlags, 0);
       hop.end(200);
       // A caller's decision still wins over the ratio.
@@ -619,7 +622,7 @@ test('tracer: shutdown flushes what ended, with the configured headers', async (
   await t.shutdown(); // idempotent
   // After shutdown the tracer still answers (spans go nowhere).
   const late = t.hop('inbound', { traceparent: TP }, ATTRS);
-  assert.equal(parseTraceparent(lines(late.attempt(1, EP).headerLines)['traceparent'])!.traceId, TRACE);
+  assert.equal(parseTraceparent(lines(late.attempt(1, EP).headers)['traceparent'])!.traceId, TRACE);
   late.end(200);
   await c.close();
 });

@@ -1,12 +1,12 @@
 /**
  * Distributed tracing for the proxy: W3C trace context and B3 propagation (pure parse/format
- * functions), and a `ProxyTracer` that makes one span per proxy hop and one child span per
- * attempt to an endpoint, exported with the OpenTelemetry SDK (BatchSpanProcessor with a bounded
- * queue, OTLP/HTTP JSON exporter). Off by default: the proxy only calls this module when a trace
+ * functions), and an `OtlpTracer`, the engine's `Tracer` (src/engine/observe.ts): one span per
+ * proxy hop and one child span per attempt to an endpoint, exported with the OpenTelemetry SDK
+ * (BatchSpanProcessor with a bounded queue, OTLP/HTTP JSON exporter). Off by default: the proxy only calls this module when a trace
  * endpoint is configured (`--trace-otlp URL`). See docs/tracing.md.
  *
  * Hot path: `hop` + `attempt` + two `end`s run per request. They allocate the SDK's span objects
- * and a few small ones (a parent context, the header lines), but make no closures of their own.
+ * and a few small ones (a parent context, the header pairs), but make no closures of their own.
  */
 import {
   INVALID_SPAN_CONTEXT,
@@ -48,8 +48,9 @@ import {
   ATTR_SERVICE_NAME,
   ATTR_URL_PATH,
 } from '@opentelemetry/semantic-conventions';
+import type { Direction } from '../api/stats.js';
+import type { AttemptTrace, HeaderPair, HopAttributes, HopTrace, TraceEndpoint, Tracer, TraceHeaders } from '../engine/observe.js';
 import { VERSION } from '../version.js';
-import type { TraceHeaders } from '../proxy/http1/types.js';
 
 // ---------------------------------------------------------------------------------------------
 // W3C trace context (https://www.w3.org/TR/trace-context/)
@@ -300,9 +301,6 @@ export function formatB3Multi(c: B3Out): Record<string, string> {
 // The incoming context of a request
 // ---------------------------------------------------------------------------------------------
 
-/** The trace context headers a request came with (lowercase names in camelCase): the proxy's type. */
-export type { TraceHeaders };
-
 /**
  * What a hop continues from. `traceId`/`spanId` null: a new trace. `sampled`: the caller's
  * decision (null: none, this proxy decides with its sample ratio). `tracestate`: passed on (only
@@ -381,24 +379,8 @@ export interface ProxyTracerOptions {
   readonly onExportError?: (error: Error) => void;
 }
 
-export type TraceDirection = 'inbound' | 'outbound';
-
-export interface HopAttributes {
-  readonly workload: string;
-  readonly service: string;
-  readonly route: string;
-  readonly method: string;
-  readonly path: string;
-  readonly caller?: string;
-}
-
-export interface ProxyTracer {
-  /**
-   * A span for one proxy hop: kind SERVER inbound, INTERNAL outbound (its attempts are the
-   * CLIENT spans). A child of the incoming context when there is a valid one, else the root of
-   * a new trace.
-   */
-  hop(direction: TraceDirection, incoming: TraceHeaders, attrs: HopAttributes): HopSpan;
+/** The engine's tracer, exporting to an OTLP/HTTP collector. */
+export interface OtlpTracer extends Tracer {
   /** Exports what has ended so far (resolves, never rejects). */
   flush(): Promise<void>;
   /**
@@ -406,27 +388,6 @@ export interface ProxyTracer {
    * collector is down. Spans ended afterwards are dropped. Idempotent.
    */
   shutdown(): Promise<void>;
-}
-
-export interface HopSpan {
-  /**
-   * A child span (kind CLIENT) for attempt `n` (1, 2, ...) to an endpoint. Its `headerLines` go
-   * on the upstream request, so that the next hop is its child.
-   */
-  attempt(n: number, endpoint: { readonly id: string; readonly address: string; readonly port: number }): AttemptSpan;
-  /** Ends the hop: `status` the response status (0: none), `error` an error code or message. Once; later calls are ignored. */
-  end(status: number, error?: string | null): void;
-}
-
-export interface AttemptSpan {
-  /**
-   * Header lines for the upstream request, each ending with CRLF: `traceparent` (always),
-   * `tracestate` (when the request had a valid one), `b3` and/or `x-b3-*` (when the request came
-   * with that form).
-   */
-  readonly headerLines: string;
-  /** Ends the attempt, as `HopSpan.end`. */
-  end(status: number, error?: string | null): void;
 }
 
 const FORCE_SAMPLING = createContextKey('skein.trace.force-sampling');
@@ -576,11 +537,11 @@ function finish(span: Span, status: number, error: string | null | undefined): v
   span.end();
 }
 
-class Attempt implements AttemptSpan {
+class Attempt implements AttemptTrace {
   private ended = false;
   constructor(
     private readonly span: Span,
-    readonly headerLines: string,
+    readonly headers: readonly HeaderPair[],
   ) {}
   end(status: number, error?: string | null): void {
     if (this.ended) return;
@@ -589,7 +550,7 @@ class Attempt implements AttemptSpan {
   }
 }
 
-class Hop implements HopSpan {
+class Hop implements HopTrace {
   private ended = false;
   /** The context with this hop's span, for its attempts (made at the first attempt). */
   private context: Context | null = null;
@@ -601,7 +562,7 @@ class Hop implements HopSpan {
     private readonly incoming: IncomingContext,
   ) {}
 
-  attempt(n: number, endpoint: { readonly id: string; readonly address: string; readonly port: number }): AttemptSpan {
+  attempt(n: number, endpoint: TraceEndpoint): AttemptTrace {
     const context = (this.context ??= withSpan(this.span));
     const span = this.tracer.startSpan(`${this.method} ${this.service} attempt`, CLIENT, context);
     if (span.isRecording()) {
@@ -615,15 +576,16 @@ class Hop implements HopSpan {
     const sc = span.spanContext();
     const sampled = (sc.traceFlags & TraceFlags.SAMPLED) !== 0;
     const inc = this.incoming;
-    let lines = `traceparent: 00-${sc.traceId}-${sc.spanId}-${sampled ? '01' : '00'}\r\n`;
-    if (inc.tracestate !== null) lines += `tracestate: ${inc.tracestate}\r\n`;
+    // Values are hex ids and a tracestate that parseTracestate validated: no CR, LF or controls.
+    const headers: HeaderPair[] = [['traceparent', `00-${sc.traceId}-${sc.spanId}-${sampled ? '01' : '00'}`]];
+    if (inc.tracestate !== null) headers.push(['tracestate', inc.tracestate]);
     if (inc.b3 || inc.b3Multi) {
       const t = inc.traceId64 ? sc.traceId.slice(16) : sc.traceId;
       const parent = this.span.spanContext().spanId;
-      if (inc.b3) lines += `b3: ${t}-${sc.spanId}-${inc.debug ? 'd' : sampled ? '1' : '0'}-${parent}\r\n`;
-      if (inc.b3Multi) lines += `x-b3-traceid: ${t}\r\nx-b3-spanid: ${sc.spanId}\r\nx-b3-parentspanid: ${parent}\r\n${inc.debug ? 'x-b3-flags: 1' : sampled ? 'x-b3-sampled: 1' : 'x-b3-sampled: 0'}\r\n`;
+      if (inc.b3) headers.push(['b3', `${t}-${sc.spanId}-${inc.debug ? 'd' : sampled ? '1' : '0'}-${parent}`]);
+      if (inc.b3Multi) headers.push(['x-b3-traceid', t], ['x-b3-spanid', sc.spanId], ['x-b3-parentspanid', parent], inc.debug ? ['x-b3-flags', '1'] : ['x-b3-sampled', sampled ? '1' : '0']);
     }
-    return new Attempt(span, lines);
+    return new Attempt(span, headers);
   }
 
   end(status: number, error?: string | null): void {
@@ -633,7 +595,7 @@ class Hop implements HopSpan {
   }
 }
 
-class Tracer implements ProxyTracer {
+class ExportingTracer implements OtlpTracer {
   private shutdownPromise: Promise<void> | null = null;
   constructor(
     private readonly provider: BasicTracerProvider,
@@ -642,7 +604,7 @@ class Tracer implements ProxyTracer {
     private readonly timeoutMs: number,
   ) {}
 
-  hop(direction: TraceDirection, incoming: TraceHeaders, attrs: HopAttributes): HopSpan {
+  hop(direction: Direction, incoming: TraceHeaders, attrs: HopAttributes): HopTrace {
     const inc = resolveIncoming(incoming);
     let parent: Context = ROOT_CONTEXT;
     if (inc.traceId !== null && inc.spanId !== null) {
@@ -707,7 +669,7 @@ export const TRACE_DEFAULTS = Object.freeze({ sampleRatio: 1, exportTimeoutMs: 1
  * `OTEL_EXPORTER_OTLP_*` environment variables (headers, compression, TLS certificates) still
  * apply to the exporter; the options here take precedence.
  */
-export function createProxyTracer(opts: ProxyTracerOptions): ProxyTracer {
+export function createProxyTracer(opts: ProxyTracerOptions): OtlpTracer {
   let url: URL;
   try {
     url = new URL(opts.endpoint);
@@ -744,7 +706,7 @@ export function createProxyTracer(opts: ProxyTracerOptions): ProxyTracer {
     spanProcessors: [processor],
     forceFlushTimeoutMillis: timeoutMs + 1000,
   });
-  return new Tracer(provider, provider.getTracer('skein-proxy', VERSION), sampler, timeoutMs);
+  return new ExportingTracer(provider, provider.getTracer('skein-proxy', VERSION), sampler, timeoutMs);
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number): number {

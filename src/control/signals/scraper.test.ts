@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { ManualClock, systemClock } from '../../core/clock.js';
 import { SignalStore, type StatsEvent, type StatsSnapshot } from './windows.js';
 import { MeshEvents } from './events.js';
-import { LATENCY_BUCKETS } from '../../proxy/metrics.js';
+import { LATENCY_BUCKETS } from '../../api/stats.js';
 import { parseStats, Scraper, type ScrapeRound, type ScrapeTarget } from './scraper.js';
 
 const BOUNDS = LATENCY_BUCKETS; // what the proxy reports

@@ -3,7 +3,7 @@
  * defaults. Not used by the control plane itself.
  */
 import type { StatsSeries } from '../../api/stats.js';
-import { LATENCY_BUCKETS } from '../../proxy/metrics.js';
+import { LATENCY_BUCKETS } from '../../api/stats.js';
 
 /** The latency bounds a proxy reports (seconds). */
 export const BOUNDS: readonly number[] = LATENCY_BUCKETS;

@@ -29,9 +29,12 @@ import { pathOnly, type AccessLog } from '../access-log.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import { classify, connectionNames, errorResponse, forbiddenConnectionOption, H, HeadCallbacks, MAX_HEADERS, rewriteHead, upgradeAllowed, type HeadCollector } from './head.js';
 import { normalizeTarget } from '../../core/path.js';
-import { isSecretHeader } from '../../api/tap.js';
+import { isSecretHeader, REDACTED } from '../../api/tap.js';
+import type { Direction } from '../../api/stats.js';
+import type { HashInput } from '../../balance/hash-key.js';
+import { TAP_BODIES, TAP_BODY_BYTES, TAP_HEADERS, type AttemptTrace, type HopTrace, type TapSink, type Tracer, type TraceHeaders } from '../../engine/observe.js';
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
-import { REDACTED, TAP_BODIES, TAP_BODY_BYTES, TAP_HEADERS, type AttemptTrace, type Destination, type Direction, type ForwarderCounters, type HashInput, type HopTrace, type Limits, type ListenerMetrics, type RouteError, type TapSink, type Tracer, type TraceHeaders } from './types.js';
+import type { Destination, ForwarderCounters, Limits, ListenerMetrics, RouteError } from './types.js';
 import { Upstream, type Pool, type Pools, type UpstreamHandler } from './upstream.js';
 
 export interface ListenerContext {
@@ -1076,7 +1079,11 @@ class Exchange implements UpstreamHandler {
     // Without either the head was made complete (see onHead).
     if (!this.o.openHead) return base;
     let end = this.deadline === 0 ? '' : `x-skein-timeout-ms: ${Math.max(1, Math.floor(this.deadline - performance.now()))}\r\n`;
-    if (this.attemptTrace !== null) end += this.attemptTrace.headerLines;
+    const trace = this.attemptTrace;
+    if (trace !== null) {
+      const pairs = trace.headers;
+      for (let i = 0; i < pairs.length; i++) end += `${pairs[i]![0]}: ${pairs[i]![1]}\r\n`;
+    }
     end += '\r\n';
     const out = Buffer.allocUnsafe(base.length + end.length);
     base.copy(out, 0);

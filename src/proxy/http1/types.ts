@@ -1,13 +1,16 @@
 /**
  * What the HTTP/1.1 forwarder needs from the rest of the proxy: where a request goes
  * (`Destination`, from the listener's `resolve`), limits, connection pools and metrics.
+ * Contracts that other protocols share live below the proxy: `Direction` in src/api/stats.ts,
+ * tap records in src/api/tap.ts, the tracer and tap sink in src/engine/observe.ts, the hash-key
+ * input in src/balance/hash-key.ts.
  */
+import type { Direction } from '../../api/stats.js';
 import type { Completion } from '../../balance/balancer.js';
+import type { HashInput } from '../../balance/hash-key.js';
 import type { ErrorCode } from '../../core/errors.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import type { NoEndpointReason, TrafficState } from '../../resilience/traffic-state.js';
-
-export type Direction = 'inbound' | 'outbound';
 
 /** The metrics of one listener: one call per finished request. */
 export interface ListenerMetrics {
@@ -17,78 +20,6 @@ export interface ListenerMetrics {
    * response; `failed`: the failure class (no response, 5xx, or an answer the proxy made itself).
    */
   record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number): void;
-}
-
-/** What `skein tap` sees of one finished request. */
-export interface TapRecord {
-  readonly time: number;
-  readonly direction: Direction;
-  readonly workload: string;
-  readonly source: string | null;
-  readonly destination: string | null;
-  readonly route: string | null;
-  readonly method: string;
-  readonly path: string;
-  readonly status: number;
-  readonly latencyMs: number;
-  readonly instance: string | null;
-  readonly requestId: string | null;
-  readonly error: string | null;
-  readonly requestHeaders?: Record<string, string>;
-  readonly responseHeaders?: Record<string, string>;
-  readonly requestBody?: string;
-  readonly responseBody?: string;
-}
-
-/** Headers whose values a tap never shows, defined with the tap limits in src/api/tap.ts. */
-export { REDACTED, SECRET_HEADERS } from '../../api/tap.js';
-
-/** What taps want of a request: nothing (0), the summary (TAP_ON), headers, bodies. */
-export const TAP_ON = 1;
-export const TAP_HEADERS = 2;
-export const TAP_BODIES = 4;
-/** Body bytes a tap shows at most, per direction. */
-export const TAP_BODY_BYTES = 4096;
-
-export interface TapSink {
-  /** TAP_* bits: what the taps that match this request want (0: none; the common case). */
-  wants(source: string | null, service: string | null): number;
-  publish(r: TapRecord): void;
-}
-
-/** The trace context headers a request came with (tracing on). */
-export interface TraceHeaders {
-  traceparent?: string;
-  tracestate?: string;
-  b3?: string;
-  xB3TraceId?: string;
-  xB3SpanId?: string;
-  xB3ParentSpanId?: string;
-  xB3Sampled?: string;
-  xB3Flags?: string;
-}
-
-/** Makes the spans of requests (src/telemetry/trace.ts). */
-export interface Tracer {
-  hop(direction: Direction, incoming: TraceHeaders, attrs: { workload: string; service: string; route: string; method: string; path: string; caller?: string }): HopTrace;
-}
-
-/** One proxy hop of a trace (see src/telemetry/trace.ts). */
-export interface HopTrace {
-  attempt(n: number, endpoint: { id: string; address: string; port: number }): AttemptTrace;
-  end(status: number, error?: string | null): void;
-}
-export interface AttemptTrace {
-  /** Header lines for the upstream request (each ends with CRLF). */
-  readonly headerLines: string;
-  end(status: number, error?: string | null): void;
-}
-
-/** What a hashing balancer needs of a request. */
-export interface HashInput {
-  /** The value of a request header (lowercase name), several joined with ", ". */
-  header(lowerName: string): string | undefined;
-  readonly sourceAddress: string | undefined;
 }
 
 export interface Destination {
