@@ -20,6 +20,7 @@ import { DNS_DEFAULTS } from '../api/dns.js';
 import { VERSION } from '../version.js';
 import { ProxyDirectory, proxyRoutes } from './proxies.js';
 import { tapRoutes } from './tap-relay.js';
+import { CONTROL_DEFAULTS } from '../api/control.js';
 import { createSignals, knownService, meshEventsRoute, type MeshEvents } from './signals/index.js';
 import { dashboardRoutes } from './dashboard.js';
 
@@ -84,11 +85,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const health = new HealthManager({
     registry,
     clock,
-    ttlGraceMs: opts.ttlGraceMs ?? 15_000,
+    ttlGraceMs: opts.ttlGraceMs ?? CONTROL_DEFAULTS.ttlGraceMs,
     onResult: (c, ok) => metrics.checkResult(c, ok),
     onError: (e) => logger.warn({ err: e }, 'health status change failed'),
   });
-  const publisher = new Publisher({ registry, clock, historySize: opts.historySize ?? 10_000, maxQueue: opts.maxQueue ?? 1000 });
+  const publisher = new Publisher({ registry, clock, historySize: opts.historySize, maxQueue: opts.maxQueue });
   metrics.observe({ registry, publisher, health, store });
   registry.onHealthEvent((e) => {
     metrics.healthTransitions.inc({ to: e.to });

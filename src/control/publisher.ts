@@ -9,6 +9,7 @@ import type { Clock, TimerHandle } from '../core/clock.js';
 import type { InstanceRecord, Registry, RegistryEvent, Revision } from './registry/registry.js';
 import type { Service } from '../api/types.js';
 import type { WatchMessage, WireInstance } from '../api/wire.js';
+import { CONTROL_DEFAULTS } from '../api/control.js';
 
 export type { WatchMessage, WireInstance };
 
@@ -145,8 +146,8 @@ export class Publisher {
 
   constructor(opts: PublisherOptions) {
     this.registry = opts.registry;
-    this.historySize = opts.historySize ?? 10_000;
-    this.maxQueue = opts.maxQueue ?? 1000;
+    this.historySize = opts.historySize ?? CONTROL_DEFAULTS.historySize;
+    this.maxQueue = opts.maxQueue ?? CONTROL_DEFAULTS.maxQueue;
     // The history starts empty, so nothing before the current revision can be replayed. After a
     // restart a REV from before it always gets a snapshot: it may even name a change that was
     // emitted but never made durable (see since()).

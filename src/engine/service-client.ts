@@ -9,11 +9,11 @@
  * A `Destination` is what a call needs of a service: a `ServiceClient` outbound, or the one local
  * app behind an inbound listener (`localDestination`).
  */
-import type { BalancerPolicy } from '../api/balancer.js';
+import { DEFAULT_BALANCER_POLICY, type BalancerPolicy } from '../api/balancer.js';
 import type { ActiveCheckPolicy } from '../api/traffic.js';
 import { DEFAULT_TRAFFIC } from '../api/traffic.js';
 import type { Service } from '../api/types.js';
-import { compileHashKey, createBalancer, DEFAULT_BALANCER_KIND, NOOP_COMPLETION, type Balancer, type Completion, type HashKeyExtractor } from '../balance/index.js';
+import { compileHashKey, createBalancer, NOOP_COMPLETION, type Balancer, type Completion, type HashKeyExtractor } from '../balance/index.js';
 import type { HashInput } from '../balance/hash-key.js';
 import type { Clock } from '../core/clock.js';
 import type { ErrorCode } from '../core/errors.js';
@@ -53,8 +53,6 @@ export interface HealthChecker {
 }
 export type HealthCheckerFactory = (traffic: TrafficState, policy: ActiveCheckPolicy, clock: Clock) => HealthChecker;
 
-const DEFAULT_POLICY: BalancerPolicy = Object.freeze({ kind: DEFAULT_BALANCER_KIND, hashKey: null });
-
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 export class ServiceClient implements Destination {
@@ -72,7 +70,7 @@ export class ServiceClient implements Destination {
     onEvent: (e: TrafficEvent) => void,
     private readonly checks: HealthCheckerFactory | null,
   ) {
-    this.policy = def?.balancer ?? DEFAULT_POLICY;
+    this.policy = def?.balancer ?? DEFAULT_BALANCER_POLICY;
     this.balancer = createBalancer(this.policy.kind, { clock });
     this.balancer.update(set);
     this.hashKey = hashing(this.policy);
@@ -85,7 +83,7 @@ export class ServiceClient implements Destination {
   setDefinition(def: Service | null): void {
     this.traffic.setPolicy(def?.traffic ?? DEFAULT_TRAFFIC);
     this.followChecks();
-    const p = def?.balancer ?? DEFAULT_POLICY;
+    const p = def?.balancer ?? DEFAULT_BALANCER_POLICY;
     if (p.kind === this.policy.kind && sameJson(p.hashKey, this.policy.hashKey)) return;
     const set = this.balancer.set;
     this.policy = p;

@@ -18,7 +18,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { DNS_LABEL_PATTERN } from '../api/names.js';
 import type { Direction } from '../api/stats.js';
-import { DEFAULT_BALANCER_KIND as DEFAULT_BALANCER } from '../balance/index.js';
+import { DEFAULT_BALANCER_POLICY } from '../api/balancer.js';
 import type { HostPort } from '../core/address.js';
 import { preciseClock, systemClock, type Clock } from '../core/clock.js';
 import type { Rng } from '../core/backoff.js';
@@ -446,7 +446,7 @@ export class Proxy {
         const state = this.services.get(name);
         const def = w.definition(name);
         services[name] = {
-          balancer: (state?.policy ?? def?.balancer ?? { kind: DEFAULT_BALANCER, hashKey: null }),
+          balancer: state?.policy ?? def?.balancer ?? DEFAULT_BALANCER_POLICY,
           inUse: state !== undefined,
           ...(state === undefined ? {} : { traffic: state.traffic.debug() }),
           endpoints: w.endpoints(name).list().map((e) => ({ id: e.id, address: e.address, port: e.port, weight: e.weight, zone: e.zone, version: e.version })),

@@ -14,6 +14,7 @@ import type { AdmissionCounters } from '../../engine/admission.js';
 import type { CallCounters } from '../../engine/call.js';
 import type { TapSink, Tracer } from '../../engine/observe.js';
 import type { Destination } from '../../engine/service-client.js';
+import type { ProxyLimits as Limits } from '../../api/proxy-limits.js';
 import type { AccessLog } from '../access-log.js';
 import type { Pools } from './upstream.js';
 
@@ -61,32 +62,9 @@ export interface RouteError {
   readonly status?: number;
 }
 
-export interface Limits {
-  /** Largest request (and response) head, in bytes. */
-  readonly maxHeadBytes: number;
-  /** Time a client has to send a complete request head, from its first byte. */
-  readonly headersTimeoutMs: number;
-  /** A client connection with no request in flight is closed after this long. */
-  readonly idleTimeoutMs: number;
-  /** An idle pooled upstream connection is closed after this long. */
-  readonly upstreamIdleTimeoutMs: number;
-  /** Time to establish a connection to the local app (inbound); outbound, the service's `timeouts.connect` applies. */
-  readonly connectTimeoutMs: number;
-  /** Most idle connections kept per endpoint. */
-  readonly maxIdlePerEndpoint: number;
-  /** Most client connections per listener. */
-  readonly maxConnections: number;
-}
-
-export const DEFAULT_LIMITS: Limits = Object.freeze({
-  maxHeadBytes: 64 * 1024,
-  headersTimeoutMs: 10_000,
-  idleTimeoutMs: 60_000,
-  upstreamIdleTimeoutMs: 4_000,
-  connectTimeoutMs: 3_000,
-  maxIdlePerEndpoint: 256,
-  maxConnections: 10_000,
-});
+/** The proxy's own limits and their defaults (flags of `skein proxy`), defined in src/api. */
+export type { ProxyLimits as Limits } from '../../api/proxy-limits.js';
+export { PROXY_LIMITS_DEFAULTS as DEFAULT_LIMITS } from '../../api/proxy-limits.js';
 
 /** Counters of the forwarder that are not per request (with the engine's: retries, budget, rate limits). */
 export interface ForwarderCounters extends CallCounters, AdmissionCounters {
