@@ -35,7 +35,7 @@ import { ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { retryDelay, type RetryReason } from '../resilience/retry.js';
 import type { AttemptTrace, HopTrace } from './observe.js';
-import type { Destination, Refusal } from './service-client.js';
+import { noEndpoint, type Destination, type Refusal } from './service-client.js';
 
 /** Counters a call reports to (the proxy's metrics implement them). */
 export interface CallCounters {
@@ -357,7 +357,7 @@ export class Call {
   private attempt(): void {
     const e = this.dest.pick(this.req.hash, this.tried);
     if (e === null) {
-      this.fail(this.noEndpoint());
+      this.fail(noEndpoint(this.dest));
       return;
     }
     this.st = St.Attempt;
@@ -382,19 +382,6 @@ export class Call {
       this.deposited = true;
       this.dest.traffic.budget.deposit();
     }
-  }
-
-  private noEndpoint(): Refusal {
-    const service = this.dest.service;
-    const w = this.dest.whyNone();
-    if (w.endpoints === 0) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `service "${service}" has no healthy endpoint` };
-    const out: string[] = [];
-    if (w.breakersOpen > 0) out.push(`${w.breakersOpen} behind an open circuit breaker`);
-    if (w.ejected > 0) out.push(`${w.ejected} ejected by outlier detection`);
-    if (w.failingActiveChecks > 0) out.push(`${w.failingActiveChecks} failing this proxy's active health check`);
-    if (out.length === 0) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `no endpoint of "${service}" is left to try` };
-    const message = `none of the ${w.endpoints} instances of "${service}" may take requests now: ${out.join(', ')}`;
-    return { code: w.breakersOpen > 0 ? 'SKEIN_E_BREAKER_OPEN' : 'SKEIN_E_NO_HEALTHY_ENDPOINT', message };
   }
 
   /** Records the current attempt's outcome for the breakers and outlier detection (once). */

@@ -136,6 +136,20 @@ function hashing(p: BalancerPolicy): HashKeyExtractor | null {
   return p.hashKey === null ? null : compileHashKey(p.hashKey);
 }
 
+/** The refusal when `dest` has no endpoint to give: which instances are out, and why. */
+export function noEndpoint(dest: Destination): Refusal {
+  const service = dest.service;
+  const w = dest.whyNone();
+  if (w.endpoints === 0) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `service "${service}" has no healthy endpoint` };
+  const out: string[] = [];
+  if (w.breakersOpen > 0) out.push(`${w.breakersOpen} behind an open circuit breaker`);
+  if (w.ejected > 0) out.push(`${w.ejected} ejected by outlier detection`);
+  if (w.failingActiveChecks > 0) out.push(`${w.failingActiveChecks} failing this proxy's active health check`);
+  if (out.length === 0) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `no endpoint of "${service}" is left to try` };
+  const message = `none of the ${w.endpoints} instances of "${service}" may take requests now: ${out.join(', ')}`;
+  return { code: w.breakersOpen > 0 ? 'SKEIN_E_BREAKER_OPEN' : 'SKEIN_E_NO_HEALTHY_ENDPOINT', message };
+}
+
 const NONE: NoEndpointReason = Object.freeze({ endpoints: 0, failingActiveChecks: 0, breakersOpen: 0, ejected: 0 });
 
 /** The one local app behind an inbound listener: one endpoint, tried once. */
