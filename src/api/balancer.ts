@@ -1,28 +1,30 @@
 /**
  * The load-balancer section of a service (in the Service resource and in mesh files): which
  * algorithm callers use to pick an instance, and, for consistent hashing, the request's hash key.
+ *
+ * BALANCER_KINDS is the one list of kinds: src/balance registers one `{kind, schema, factory}`
+ * per entry (its registry is typed by this list, so a kind without a factory does not compile).
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { Enum } from './fields.js';
+import { HTTP_TOKEN_PATTERN } from './names.js';
 
-/**
- * Load balancer kinds a service may choose. The same list as BALANCER_KINDS in src/balance
- * (api sits below balance, so it is repeated here; a unit test keeps the two equal).
- */
+export { HTTP_TOKEN_PATTERN };
+
+/** Load balancer kinds a service may choose. */
 export const BALANCER_KINDS = ['round-robin', 'weighted-round-robin', 'random', 'least-request', 'peak-ewma', 'ring-hash', 'maglev'] as const;
 export type BalancerKind = (typeof BALANCER_KINDS)[number];
 export const DEFAULT_BALANCER: BalancerKind = 'peak-ewma';
 /** Kinds that pick by a request's hash key, and so need `hashKey`. */
 export const HASHING_BALANCERS: readonly BalancerKind[] = ['ring-hash', 'maglev'];
 
-/** An HTTP token: what header and cookie names are made of. */
-export const HTTP_TOKEN_PATTERN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
-
-const StringEnum = <T extends readonly string[]>(values: T, description: string) =>
-  Type.Unsafe<T[number]>({ type: 'string', enum: [...values], description });
+export function isBalancerKind(kind: unknown): kind is BalancerKind {
+  return typeof kind === 'string' && (BALANCER_KINDS as readonly string[]).includes(kind);
+}
 
 export const HashKeySchema = Type.Object(
   {
-    type: StringEnum(['header', 'cookie', 'source-address'] as const, 'Where the hash key comes from.'),
+    type: Enum(['header', 'cookie', 'source-address'] as const, 'Where the hash key comes from.'),
     name: Type.Optional(Type.String({ pattern: HTTP_TOKEN_PATTERN, maxLength: 256, description: 'The header or cookie name (header and cookie only; required there).' })),
   },
   { additionalProperties: false, description: 'The request hash key of ring-hash and maglev.' },
@@ -30,7 +32,7 @@ export const HashKeySchema = Type.Object(
 
 export const BalancerSchema = Type.Object(
   {
-    kind: Type.Optional(StringEnum(BALANCER_KINDS, `The algorithm callers of this service use to pick an instance. Default ${DEFAULT_BALANCER}.`)),
+    kind: Type.Optional(Enum(BALANCER_KINDS, `The algorithm callers of this service use to pick an instance. Default ${DEFAULT_BALANCER}.`)),
     hashKey: Type.Optional(HashKeySchema),
   },
   { additionalProperties: false, description: 'How callers balance requests over the instances of this service.' },
@@ -46,6 +48,9 @@ export interface BalancerPolicy {
   readonly hashKey: HashKey | null;
 }
 
+/** The policy of a service that sets no balancer. */
+export const DEFAULT_BALANCER_POLICY: BalancerPolicy = Object.freeze({ kind: DEFAULT_BALANCER, hashKey: null });
+
 /**
  * Checks what the schema cannot (a hash key where, and only where, it applies) and returns the
  * frozen policy. `push(field, message)` collects problems; fields are relative to `balancer`.
@@ -55,7 +60,7 @@ export function buildBalancer(raw: RawBalancer | undefined, push: (field: string
   const kind = b.kind ?? DEFAULT_BALANCER;
   const hashing = HASHING_BALANCERS.includes(kind);
   if (hashing && b.hashKey === undefined) push('balancer.hashKey', `is required for the ${kind} balancer`);
-  if (!hashing && b.hashKey !== undefined) push('balancer.hashKey', `applies to the ring-hash and maglev balancers only, not ${kind}`);
+  if (!hashing && b.hashKey !== undefined) push('balancer.hashKey', `applies to the ${HASHING_BALANCERS.join(' and ')} balancers only, not ${kind}`);
   let hashKey: HashKey | null = null;
   const hk = b.hashKey;
   if (hk !== undefined) {

@@ -147,7 +147,7 @@ test('a missing command, a bad service name and top-level mistakes', () => {
   assert.equal(message(JSON.stringify({ kind: 'Service', name: 'm', services: { a: { command: 'x' } } })), 'shop.yaml: kind must be "Mesh"');
   assert.equal(message(JSON.stringify({ apiVersion: 'skein/v2', kind: 'Mesh', name: 'm', services: { a: { command: 'x' } } })), 'shop.yaml: apiVersion must be "skein/v1"');
   assert.equal(message(JSON.stringify({ kind: 'Mesh', services: { a: { command: 'x' } } })), 'shop.yaml: name is required');
-  assert.equal(message(JSON.stringify({ kind: 'Mesh', name: 'm', services: {} })), 'shop.yaml: services must name at least one service');
+  assert.equal(message(JSON.stringify({ kind: 'Mesh', name: 'm', services: {} })), 'shop.yaml: services must have at least 1 entry');
   assert.equal(message(JSON.stringify({ kind: 'Mesh', name: 'm', services: { a: { command: 'x' } }, proxy: {} })), 'shop.yaml: proxy is not a known field');
   assert.equal(message('- a\n- b\n'), 'shop.yaml: (root) must be a mapping (apiVersion, kind: Mesh, name, services)');
 });
@@ -218,7 +218,7 @@ test('env: names are checked; Skein\'s own variables cannot be set', () => {
 });
 
 test('labels keys are checked', () => {
-  assert.match(message(meshWith({ labels: { 'bad key!': 'x' } })), /service "web": labels\.bad key! has a key that is not a label key/);
+  assert.match(message(meshWith({ labels: { 'bad key!': 'x' } })), /service "web": labels\.bad key! is not a label key \(letters, digits/);
 });
 
 test('dependsOn: unknown services, itself and cycles are errors; startOrder respects it', () => {
@@ -227,7 +227,7 @@ test('dependsOn: unknown services, itself and cycles are errors; startOrder resp
   assert.equal(message(two(['c'], [])), 'shop.yaml: service "a": dependsOn[0] names unknown service "c"');
   assert.equal(message(two([], ['b'])), 'shop.yaml: service "b": dependsOn[0] names the service itself');
   assert.equal(message(two(['b'], ['a'])), 'shop.yaml: service "b": dependsOn[0] makes a cycle: a -> b -> a');
-  assert.equal(message(two(['b', 'b'], [])), 'shop.yaml: service "a": dependsOn must not name a service twice');
+  assert.equal(message(two(['b', 'b'], [])), 'shop.yaml: service "a": dependsOn must not list the same value twice (items 0 and 1)');
   const order = (m: MeshFile) => startOrder(m).map((s) => s.name);
   assert.deepEqual(order(parseMeshFile(SHOP, 's.yaml')), ['user-service', 'product-service', 'frontend']);
   assert.deepEqual(order(parseMeshFile(two(['b'], []), 's.yaml')), ['b', 'a']);

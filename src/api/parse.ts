@@ -3,13 +3,12 @@
  * names the path of the first problem and whose `details` list every problem.
  */
 import { isIP } from 'node:net';
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import type { TSchema } from '@sinclair/typebox';
-import { parseAllDocuments } from 'yaml';
 import { buildBalancer } from './balancer.js';
 import { buildTraffic, frozenCopy, pickTraffic } from './traffic.js';
 import { SkeinError } from '../core/errors.js';
-import { parseDuration } from '../core/duration.js';
+import { durationAt } from './duration.js';
+import { check, joinPath, validationError, type FieldProblem } from './validate.js';
+import { yamlDocuments } from './yaml.js';
 import {
   API_VERSION,
   InstanceBodySchema,
@@ -20,124 +19,27 @@ import {
   RouteBodySchema,
   RouteResourceSchema,
   HealthCheckSchema,
-  LABEL_KEY_PATTERN,
   type RawHealthCheck,
   type RawInstance,
   type RawService,
 } from './schema.js';
-import { resourceKey, type HealthCheck, type Instance, type Resource, type Route, type Service, type ServiceDefaults } from './types.js';
+import { HEALTH_CHECK_DEFAULTS, INSTANCE_DEFAULTS, resourceKey, type HealthCheck, type Instance, type Resource, type Route, type Service, type ServiceDefaults } from './types.js';
 
-export interface FieldProblem {
-  field: string;
-  message: string;
-}
-
-const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false });
-const cache = new WeakMap<TSchema, ValidateFunction>();
-function compiled(schema: TSchema): ValidateFunction {
-  let v = cache.get(schema);
-  if (v === undefined) {
-    v = ajv.compile(schema);
-    cache.set(schema, v);
-  }
-  return v;
-}
-
-function joinPath(prefix: string, rest: string): string {
-  if (rest === '') return prefix;
-  if (prefix === '') return rest;
-  return rest.startsWith('[') ? `${prefix}${rest}` : `${prefix}.${rest}`;
-}
-
-function pointerToPath(pointer: string): string {
-  if (pointer === '') return '';
-  return pointer
-    .split('/')
-    .slice(1)
-    .map((seg) => seg.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .reduce((acc, seg) => (/^\d+$/.test(seg) ? `${acc}[${seg}]` : acc === '' ? seg : `${acc}.${seg}`), '');
-}
-
-function ajvProblems(errors: ErrorObject[], prefix: string): FieldProblem[] {
-  const out: FieldProblem[] = [];
-  const seen = new Set<string>();
-  for (const e of errors) {
-    let path = pointerToPath(e.instancePath);
-    let message = e.message ?? 'is invalid';
-    if (e.keyword === 'additionalProperties') {
-      const isLabels = /(^|\.)labels$/.test(path);
-      path = joinPath(path, String((e.params as { additionalProperty: string }).additionalProperty));
-      message = isLabels ? `is not a valid label key (must match ${LABEL_KEY_PATTERN})` : 'is not a known field';
-    } else if (e.keyword === 'required') {
-      path = joinPath(path, String((e.params as { missingProperty: string }).missingProperty));
-      message = 'is required';
-    } else if (e.keyword === 'pattern') {
-      message = `must match ${(e.params as { pattern: string }).pattern}`;
-    } else if (e.keyword === 'const') {
-      message = `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
-    } else if (e.keyword === 'propertyNames') {
-      continue; // reported by the nested pattern error
-    }
-    const field = joinPath(prefix, path);
-    const key = `${field}|${e.keyword}`;
-    // unions report one error per branch: keep one line per field
-    if (e.keyword === 'const' && seen.has(`${field}|anyOf`)) continue;
-    if (e.keyword === 'anyOf') {
-      const allowed = errors
-        .filter((o) => o.instancePath === e.instancePath && o.keyword === 'const')
-        .map((o) => JSON.stringify((o.params as { allowedValue: unknown }).allowedValue));
-      if (allowed.length > 0) message = `must be one of ${allowed.join(', ')}`;
-      for (let i = out.length - 1; i >= 0; i--) if (out[i]?.field === field) out.splice(i, 1);
-    }
-    if (seen.has(key)) continue;
-    seen.add(key);
-    out.push({ field: field === '' ? '(root)' : field, message });
-  }
-  return out;
-}
-
-export function validationError(problems: FieldProblem[], what: string): SkeinError {
-  const first = problems[0] ?? { field: '(root)', message: 'is invalid' };
-  const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
-  return new SkeinError('SKEIN_E_VALIDATION', `${what}: ${first.field} ${first.message}${more}`, {
-    field: first.field,
-    details: problems,
-  });
-}
-
-function check(schema: TSchema, raw: unknown, prefix: string): FieldProblem[] {
-  const v = compiled(schema);
-  if (v(raw)) return [];
-  return ajvProblems(v.errors ?? [], prefix);
-}
+export { validationError, type FieldProblem };
 
 function freezeRecord(r: Record<string, string> | undefined): Readonly<Record<string, string>> {
   return Object.freeze({ ...(r ?? {}) });
 }
 
-function durationAt(text: string | undefined, field: string, problems: FieldProblem[], min = 0): number | undefined {
-  if (text === undefined) return undefined;
-  const ms = parseDuration(text);
-  if (ms === undefined) {
-    problems.push({ field, message: 'is not a duration' });
-    return undefined;
-  }
-  if (ms < min) problems.push({ field, message: `must be at least ${min}ms` });
-  return ms;
-}
-
-const MAX_DURATION_MS = 24 * 3_600_000;
-
 function buildCheck(raw: RawHealthCheck, prefix: string, problems: FieldProblem[]): HealthCheck | null {
   const at = (f: string) => joinPath(prefix, f);
+  const push = (field: string, message: string) => problems.push({ field, message });
+  const H = HEALTH_CHECK_DEFAULTS;
   const isTtl = raw.type === 'ttl';
-  const interval = durationAt(raw.interval, at('interval'), problems, 100) ?? 10_000;
-  const timeout = durationAt(raw.timeout, at('timeout'), problems, 1) ?? 2_000;
-  const ttl = durationAt(raw.ttl, at('ttl'), problems, 1000);
-  const deregisterAfter = durationAt(raw.deregisterAfter, at('deregisterAfter'), problems, 1000);
-  for (const [f, v] of [['interval', interval], ['timeout', timeout], ['ttl', ttl], ['deregisterAfter', deregisterAfter]] as const) {
-    if (v !== undefined && v > MAX_DURATION_MS) problems.push({ field: at(f), message: 'must be at most 24h' });
-  }
+  const interval = durationAt(raw.interval, H.intervalMs, at('interval'), push, { min: 100 });
+  const timeout = durationAt(raw.timeout, H.timeoutMs, at('timeout'), push, { min: 1 });
+  const ttl = durationAt(raw.ttl, undefined, at('ttl'), push, { min: 1000 });
+  const deregisterAfter = durationAt(raw.deregisterAfter, undefined, at('deregisterAfter'), push, { min: 1000 });
   if (isTtl) {
     if (raw.ttl === undefined) problems.push({ field: at('ttl'), message: 'is required for a ttl check' });
     for (const f of ['path', 'method', 'expectedStatus', 'port', 'interval', 'timeout', 'healthyThreshold', 'unhealthyThreshold'] as const) {
@@ -151,8 +53,8 @@ function buildCheck(raw: RawHealthCheck, prefix: string, problems: FieldProblem[
       }
     }
   }
-  let min = 200;
-  let max = 399;
+  let min: number = H.expectedStatus.min;
+  let max: number = H.expectedStatus.max;
   if (raw.expectedStatus !== undefined) {
     const [a, b] = raw.expectedStatus.split('-');
     min = Number(a);
@@ -161,15 +63,15 @@ function buildCheck(raw: RawHealthCheck, prefix: string, problems: FieldProblem[
   }
   return {
     type: raw.type,
-    path: raw.path ?? '/health',
-    method: raw.method ?? 'GET',
+    path: raw.path ?? H.path,
+    method: raw.method ?? H.method,
     expectedStatus: Object.freeze({ min, max }),
     port: raw.port ?? null,
     intervalMs: interval,
     timeoutMs: timeout,
     ttlMs: ttl ?? 0,
-    healthyThreshold: raw.healthyThreshold ?? 1,
-    unhealthyThreshold: isTtl ? 1 : (raw.unhealthyThreshold ?? 3),
+    healthyThreshold: raw.healthyThreshold ?? H.healthyThreshold,
+    unhealthyThreshold: isTtl ? 1 : (raw.unhealthyThreshold ?? H.unhealthyThreshold),
     initialState: raw.initialState ?? (isTtl ? 'healthy' : 'unhealthy'),
     deregisterAfterMs: deregisterAfter ?? null,
   };
@@ -193,7 +95,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 export function parseInstance(raw: unknown, ctx: InstanceContext = {}): Instance {
   const prefix = ctx.prefix ?? '';
   const fromPath = ctx.service !== undefined || ctx.id !== undefined;
-  const problems = check(fromPath ? InstanceBodySchema : InstanceSchema, raw, prefix);
+  const problems: FieldProblem[] = check(fromPath ? InstanceBodySchema : InstanceSchema, raw, prefix);
   if (problems.length > 0) throw validationError(problems, 'invalid instance');
   const body = raw as Partial<RawInstance> & Pick<RawInstance, 'address' | 'port'>;
   for (const f of ['service', 'id'] as const) {
@@ -223,9 +125,9 @@ export function parseInstance(raw: unknown, ctx: InstanceContext = {}): Instance
     service: (body.service ?? ctx.service) as string,
     address: body.address,
     port: body.port,
-    weight: body.weight ?? d.weight ?? 1,
-    zone: body.zone ?? d.zone ?? '',
-    version: body.version ?? d.version ?? '',
+    weight: body.weight ?? d.weight ?? INSTANCE_DEFAULTS.weight,
+    zone: body.zone ?? d.zone ?? INSTANCE_DEFAULTS.zone,
+    version: body.version ?? d.version ?? INSTANCE_DEFAULTS.version,
     labels: freezeRecord({ ...(d.labels ?? {}), ...(body.labels ?? {}) }),
     check: hc === null ? null : Object.freeze(hc),
   };
@@ -234,7 +136,7 @@ export function parseInstance(raw: unknown, ctx: InstanceContext = {}): Instance
 
 export function parseService(raw: unknown, ctx: { name?: string; prefix?: string } = {}): Service {
   const prefix = ctx.prefix ?? '';
-  const problems = check(ctx.name !== undefined ? ServiceBodySchema : ServiceSchema, raw, prefix);
+  const problems: FieldProblem[] = check(ctx.name !== undefined ? ServiceBodySchema : ServiceSchema, raw, prefix);
   if (problems.length > 0) throw validationError(problems, 'invalid service');
   const body = raw as Partial<RawService>;
   if (ctx.name !== undefined && body.name !== undefined && body.name !== ctx.name) {
@@ -287,7 +189,7 @@ export function serviceToRaw(def: Service): RawService {
 export function parseRoute(raw: unknown, ctx: { service?: string; name?: string; prefix?: string } = {}): Route {
   const prefix = ctx.prefix ?? '';
   const fromPath = ctx.service !== undefined || ctx.name !== undefined;
-  const problems = check(fromPath ? RouteBodySchema : RouteResourceSchema, fromPath ? raw : { kind: 'Route', ...(raw as object) }, prefix);
+  const problems: FieldProblem[] = check(fromPath ? RouteBodySchema : RouteResourceSchema, fromPath ? raw : { kind: 'Route', ...(raw as object) }, prefix);
   if (problems.length > 0) throw validationError(problems, 'invalid route');
   const body = { ...(raw as Record<string, unknown>) };
   for (const f of ['service', 'name'] as const) {
@@ -336,15 +238,8 @@ export function parseResourceFile(text: string, fileName: string): Resource[] {
 
 /** Like parseResourceFile, keeping each resource's raw fields (without its envelope) beside it. */
 export function loadResourceFile(text: string, fileName: string): Array<{ resource: Resource; raw: Record<string, unknown> }> {
-  const docs = parseAllDocuments(text, { prettyErrors: true, uniqueKeys: true });
   const items: unknown[] = [];
-  for (const doc of Array.isArray(docs) ? docs : [docs]) {
-    if (doc.errors.length > 0) {
-      const e = doc.errors[0];
-      throw new SkeinError('SKEIN_E_BAD_YAML', `${fileName}: ${e?.message.split('\n')[0] ?? 'malformed YAML'}`, { field: fileName });
-    }
-    const v: unknown = doc.toJS({ maxAliasCount: 100 });
-    if (v === null || v === undefined) continue;
+  for (const v of yamlDocuments(text, fileName)) {
     if (Array.isArray(v)) items.push(...v);
     else items.push(v);
   }

@@ -3,7 +3,7 @@
  * frozen domain objects. Defaults and bounds are documented here and in docs/resources.md.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { DURATION_PATTERN } from '../core/duration.js';
+import { Duration } from './fields.js';
 import { BalancerSchema } from './balancer.js';
 import { RouteSchema, TrafficFields } from './traffic.js';
 
@@ -12,9 +12,6 @@ export const API_VERSION = 'skein/v1';
 import { DNS_LABEL_PATTERN, INSTANCE_ID_PATTERN, LABEL_KEY_PATTERN } from './names.js';
 
 export { DNS_LABEL_PATTERN, INSTANCE_ID_PATTERN, LABEL_KEY_PATTERN };
-
-const Duration = (description: string) =>
-  Type.String({ pattern: DURATION_PATTERN, description: `${description} A duration such as "500ms", "10s", "1m".` });
 
 export const Labels = Type.Record(Type.String({ pattern: LABEL_KEY_PATTERN }), Type.String({ maxLength: 256 }), {
   maxProperties: 64,

@@ -36,7 +36,7 @@ test('a service without traffic fields gets the documented defaults', () => {
   assert.equal(d?.perTryTimeoutMs, 0);
   assert.deepEqual(d?.retries, TRAFFIC_DEFAULTS.retries);
   assert.deepEqual(d?.retries.on, ['connect-failure', 'reset', 'refused-stream', 'per-try-timeout']);
-  assert.deepEqual(d?.retries.statuses, [502, 503, 504]);
+  assert.deepEqual(d?.retries.statuses, [503]);
   assert.equal(d?.retries.maxBodyBytes, 65_536);
   assert.deepEqual(d?.rateLimit, { outbound: null, inbound: null });
   assert.equal(d?.fault, null);
@@ -99,7 +99,7 @@ test('sections can be turned off', () => {
 
 test('bad policy values are refused, naming the field', () => {
   const svc = (extra: object) => () => parseService({ name: 'web', ...extra });
-  fails(svc({ timeouts: { request: '-1s' } }), 'timeouts.request', /must match/);
+  fails(svc({ timeouts: { request: '-1s' } }), 'timeouts.request', /must be a duration such as "500ms", "10s" or "1m30s"/);
   fails(svc({ timeouts: { connect: '0ms' } }), 'timeouts.connect', /at least 1ms/);
   fails(svc({ timeouts: { request: '1s', perTry: '2s' } }), 'timeouts.perTry', /not be longer than timeouts.request/);
   fails(svc({ retries: { budget: { ratio: 1.5 } } }), 'retries.budget.ratio', /<= 1/);

@@ -78,3 +78,17 @@ export type Resource = ({ readonly kind: 'Service' } & Service) | ({ readonly ki
 export function resourceKey(r: Resource): string {
   return r.kind === 'Service' ? `Service/${r.name}` : r.kind === 'Instance' ? `Instance/${r.service}/${r.id}` : `Route/${r.service}/${r.name}`;
 }
+
+/** Defaults of an instance (under the service's `defaults`, which come first). */
+export const INSTANCE_DEFAULTS = Object.freeze({ weight: 1, zone: '', version: '' });
+
+/** Defaults of a health check run by the control plane (http and tcp; ttl checks take only ttl). */
+export const HEALTH_CHECK_DEFAULTS = Object.freeze({
+  path: '/health',
+  method: 'GET' as const,
+  expectedStatus: Object.freeze({ min: 200, max: 399 }),
+  intervalMs: 10_000,
+  timeoutMs: 2_000,
+  healthyThreshold: 1,
+  unhealthyThreshold: 3,
+});

@@ -1,6 +1,7 @@
 /**
  * The Balancer interface: the data plane's policy for choosing one endpoint of a service per
- * request. One file per algorithm sits beside this one; `createBalancer` in index.ts makes them.
+ * request. One file per algorithm sits beside this one and exports its registration
+ * (`{kind, schema, factory}`); `createBalancer` in index.ts makes them by kind.
  *
  * Contract shared by every balancer:
  * - `update(set)` swaps in a new snapshot. State for endpoints that stay (in-flight counts,
@@ -19,11 +20,14 @@
  *   Completion's `end(outcome)` must be called exactly once when the response (or failure) is
  *   known (later calls are ignored). Balancers that do not use load return a shared no-op.
  */
+import { Type, type TObject, type TSchema } from '@sinclair/typebox';
+import type { Clock } from '../core/clock.js';
+import type { Rng } from '../core/backoff.js';
 import type { Endpoint, EndpointSet } from '../discovery/endpoint.js';
+import type { BalancerKind } from '../api/balancer.js';
 
-export const BALANCER_KINDS = ['round-robin', 'weighted-round-robin', 'random', 'least-request', 'peak-ewma', 'ring-hash', 'maglev'] as const;
-export type BalancerKind = (typeof BALANCER_KINDS)[number];
-export const DEFAULT_BALANCER_KIND: BalancerKind = 'peak-ewma';
+// The kinds are listed once, with the resource schema (src/api/balancer.ts).
+export { BALANCER_KINDS, DEFAULT_BALANCER as DEFAULT_BALANCER_KIND, isBalancerKind, type BalancerKind } from '../api/balancer.js';
 
 /**
  * A gate: false for endpoints that must not get this request (open breaker, ejected outlier,
@@ -60,6 +64,29 @@ export interface Balancer {
   update(set: EndpointSet): void;
   pick(ctx?: PickContext): Endpoint | null;
   start(e: Endpoint): Completion;
+}
+
+/** What every balancer may be given besides its own options. */
+export interface BalancerDeps {
+  /** Time for peak-ewma's decay and the paced table rebuilds (table.ts). Default: the system clock. */
+  readonly clock?: Clock | undefined;
+  /** First positions, draws, and requests without a hash key. Default Math.random. */
+  readonly rng?: Rng | undefined;
+}
+
+/**
+ * One balancer algorithm, as each algorithm's file registers it: its kind, the schema of its own
+ * options (unknown options are refused; the constructor checks the values), and the factory.
+ */
+export interface BalancerRegistration<K extends BalancerKind = BalancerKind, O extends object = object> {
+  readonly kind: K;
+  readonly schema: TObject;
+  readonly factory: (options: O, deps: BalancerDeps) => Balancer;
+}
+
+/** The schema of a kind's own options: these fields, nothing else. */
+export function optionsSchema(kind: BalancerKind, props: Record<string, TSchema> = {}): TObject {
+  return Type.Object(props, { additionalProperties: false, description: `Options of the ${kind} balancer.` });
 }
 
 /** The completion of balancers that do not track load. */

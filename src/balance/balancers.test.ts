@@ -5,7 +5,7 @@ import { BALANCER_KINDS as SCHEMA_KINDS, DEFAULT_BALANCER as SCHEMA_DEFAULT } fr
 import { ManualClock } from '../core/clock.js';
 import { isSkeinError } from '../core/errors.js';
 import { EndpointSet, type Endpoint } from '../discovery/endpoint.js';
-import { BALANCER_KINDS, DEFAULT_BALANCER_KIND, NOOP_COMPLETION, createBalancer, createRng, isBalancerKind, type Balancer, type BalancerKind } from './index.js';
+import { BALANCER_KINDS, BALANCERS, DEFAULT_BALANCER_KIND, type MaglevBalancer, NOOP_COMPLETION, createBalancer, createRng, isBalancerKind, type Balancer, type BalancerKind } from './index.js';
 import { countPicks, randomKeys, setOf, shares } from './test-helpers.js';
 
 function make(kind: BalancerKind, seed = 1): Balancer {
@@ -43,12 +43,29 @@ test('unknown kinds and bad options are validation errors naming the field', () 
     assert.fail('no error');
   };
   assert.equal(fieldOf(() => createBalancer('fastest' as BalancerKind)), 'kind');
-  assert.equal(fieldOf(() => createBalancer('maglev', { tableSize: 65536 })), 'tableSize');
-  assert.equal(fieldOf(() => createBalancer('peak-ewma', { decayMs: 0 })), 'decayMs');
-  assert.equal(fieldOf(() => createBalancer('peak-ewma', { defaultRttMs: -1 })), 'defaultRttMs');
-  assert.equal(fieldOf(() => createBalancer('ring-hash', { minRingSize: 10, maxRingSize: 5 })), 'minRingSize');
+  assert.equal(fieldOf(() => createBalancer('maglev', {}, { tableSize: 65536 })), 'tableSize');
+  assert.equal(fieldOf(() => createBalancer('peak-ewma', {}, { decayMs: 0 })), 'decayMs');
+  assert.equal(fieldOf(() => createBalancer('peak-ewma', {}, { defaultRttMs: -1 })), 'defaultRttMs');
+  assert.equal(fieldOf(() => createBalancer('ring-hash', {}, { minRingSize: 10, maxRingSize: 5 })), 'minRingSize');
   assert.equal(fieldOf(() => createBalancer('random', { rng: 3 as unknown as () => number })), 'rng');
-  assert.equal(fieldOf(() => createBalancer('weighted-round-robin', { maxSchedule: -1 })), 'maxSchedule');
+  assert.equal(fieldOf(() => createBalancer('weighted-round-robin', {}, { maxSchedule: -1 })), 'maxSchedule');
+});
+
+test('each kind takes only its own options: another kind\'s option is refused, naming the kind and the option', () => {
+  assert.throws(
+    () => createBalancer('peak-ewma', {}, { tableSize: 65537 }),
+    (e: unknown) => isSkeinError(e) && e.code === 'SKEIN_E_VALIDATION' && e.field === 'tableSize' && e.message === 'peak-ewma balancer: tableSize is not a known field',
+  );
+  assert.throws(() => createBalancer('round-robin', {}, { decayMs: 5 }), (e: unknown) => isSkeinError(e) && e.field === 'decayMs');
+  assert.throws(() => createBalancer('maglev', {}, { tableSize: 'big' }), (e: unknown) => isSkeinError(e) && e.message === 'maglev balancer: tableSize must be an integer');
+  // Its own options reach it.
+  assert.equal((createBalancer('maglev', {}, { tableSize: 7 }) as MaglevBalancer).tableSize, 7);
+  assert.equal((createBalancer('peak-ewma', {}, { decayMs: 500 }) as unknown as { decayMs: number }).decayMs, 500);
+});
+
+test('every kind of BALANCER_KINDS has one registration, under its own name', () => {
+  assert.deepEqual(Object.keys(BALANCERS).sort(), [...BALANCER_KINDS].sort());
+  for (const [kind, reg] of Object.entries(BALANCERS)) assert.equal(reg.kind, kind);
 });
 
 for (const kind of BALANCER_KINDS) {

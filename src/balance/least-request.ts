@@ -15,7 +15,7 @@
  * least loaded available endpoint (ties drawn by weight).
  */
 import type { Endpoint, EndpointChanges } from '../discovery/endpoint.js';
-import { NOOP_COMPLETION, type Completion, type Gate, type Outcome, type PickContext, type Rng } from './balancer.js';
+import { NOOP_COMPLETION, type Completion, type Gate, type Outcome, type PickContext, type Rng, optionsSchema, type BalancerRegistration } from './balancer.js';
 import { BaseBalancer, NO_CONTEXT, checkRng } from './common.js';
 import { Slots } from './slots.js';
 import { WeightedIndex } from './weighted-index.js';
@@ -126,3 +126,10 @@ export class LeastRequestBalancer extends BaseBalancer {
     return best === null ? null : best.endpoint;
   }
 }
+
+/** The least-request balancer, as createBalancer (index.ts) finds it. */
+export const leastRequestBalancer: BalancerRegistration<'least-request', Omit<LeastRequestOptions, 'clock' | 'rng'>> = {
+  kind: 'least-request',
+  schema: optionsSchema('least-request'),
+  factory: (_options, deps) => new LeastRequestBalancer({ rng: deps.rng }),
+};

@@ -25,7 +25,8 @@
  */
 import { systemClock, type Clock } from '../core/clock.js';
 import type { Endpoint } from '../discovery/endpoint.js';
-import type { PickContext, Rng } from './balancer.js';
+import { Type } from '@sinclair/typebox';
+import { type PickContext, type Rng, optionsSchema, type BalancerRegistration } from './balancer.js';
 import { GateMemo, checkNumber, checkRng, optionError } from './common.js';
 import { TableBalancer } from './table.js';
 import { hashKey, hashString } from './hash.js';
@@ -142,3 +143,10 @@ export function maglevTable(eps: readonly Endpoint[], m: number): Int32Array {
   }
   return table;
 }
+
+/** The maglev balancer, as createBalancer (index.ts) finds it. */
+export const maglevBalancer: BalancerRegistration<'maglev', Omit<MaglevOptions, 'clock' | 'rng'>> = {
+  kind: 'maglev',
+  schema: optionsSchema('maglev', { tableSize: Type.Optional(Type.Integer({ description: `Lookup table size, a prime; default ${MAGLEV_DEFAULTS.tableSize}.` })) }),
+  factory: (options, deps) => new MaglevBalancer({ ...options, ...deps }),
+};

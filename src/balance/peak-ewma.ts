@@ -31,7 +31,8 @@
 import type { Clock } from '../core/clock.js';
 import { systemClock } from '../core/clock.js';
 import type { Endpoint, EndpointChanges } from '../discovery/endpoint.js';
-import { NOOP_COMPLETION, type Completion, type Gate, type Outcome, type PickContext, type Rng } from './balancer.js';
+import { Type } from '@sinclair/typebox';
+import { NOOP_COMPLETION, type Completion, type Gate, type Outcome, type PickContext, type Rng, optionsSchema, type BalancerRegistration } from './balancer.js';
 import { BaseBalancer, NO_CONTEXT, checkNumber, checkRng, optionError } from './common.js';
 import { Slots } from './slots.js';
 
@@ -208,3 +209,10 @@ export class PeakEwmaBalancer extends BaseBalancer {
     return best === null ? null : best.endpoint;
   }
 }
+
+/** The peak-ewma balancer, as createBalancer (index.ts) finds it. */
+export const peakEwmaBalancer: BalancerRegistration<'peak-ewma', Omit<PeakEwmaOptions, 'clock' | 'rng'>> = {
+  kind: 'peak-ewma',
+  schema: optionsSchema('peak-ewma', { decayMs: Type.Optional(Type.Number({ description: `Decay time constant, ms; default ${PEAK_EWMA_DEFAULTS.decayMs}.` })), defaultRttMs: Type.Optional(Type.Number({ description: `Estimate of an endpoint without responses yet, ms; default ${PEAK_EWMA_DEFAULTS.defaultRttMs}.` })) }),
+  factory: (options, deps) => new PeakEwmaBalancer({ ...options, ...deps }),
+};

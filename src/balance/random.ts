@@ -8,7 +8,7 @@
  * available endpoints by weight (null when none is).
  */
 import type { Endpoint, EndpointChanges } from '../discovery/endpoint.js';
-import type { PickContext, Rng } from './balancer.js';
+import { type PickContext, type Rng, optionsSchema, type BalancerRegistration } from './balancer.js';
 import { BaseBalancer, NO_CONTEXT, checkRng, weightedScan } from './common.js';
 import { Slots, type SlotState } from './slots.js';
 import { WeightedIndex } from './weighted-index.js';
@@ -51,3 +51,10 @@ export class RandomBalancer extends BaseBalancer {
     return weightedScan(eps, gate, this.rng);
   }
 }
+
+/** The random balancer, as createBalancer (index.ts) finds it. */
+export const randomBalancer: BalancerRegistration<'random', Omit<RandomOptions, 'clock' | 'rng'>> = {
+  kind: 'random',
+  schema: optionsSchema('random'),
+  factory: (_options, deps) => new RandomBalancer({ rng: deps.rng }),
+};

@@ -27,7 +27,8 @@
  */
 import { systemClock, type Clock } from '../core/clock.js';
 import type { Endpoint } from '../discovery/endpoint.js';
-import type { PickContext, Rng } from './balancer.js';
+import { Type } from '@sinclair/typebox';
+import { type PickContext, type Rng, optionsSchema, type BalancerRegistration } from './balancer.js';
 import { GateMemo, checkNumber, checkRng, optionError } from './common.js';
 import { TableBalancer } from './table.js';
 import { hashKey, hashString, mix32 } from './hash.js';
@@ -271,3 +272,10 @@ export class RingHashBalancer extends TableBalancer {
     return null;
   }
 }
+
+/** The ring-hash balancer, as createBalancer (index.ts) finds it. */
+export const ringHashBalancer: BalancerRegistration<'ring-hash', Omit<RingHashOptions, 'clock' | 'rng'>> = {
+  kind: 'ring-hash',
+  schema: optionsSchema('ring-hash', { minRingSize: Type.Optional(Type.Integer({ description: `Fewest points on the ring; default ${RING_HASH_DEFAULTS.minRingSize}.` })), maxRingSize: Type.Optional(Type.Integer({ description: `Most points on the ring; default ${RING_HASH_DEFAULTS.maxRingSize}.` })) }),
+  factory: (options, deps) => new RingHashBalancer({ ...options, ...deps }),
+};

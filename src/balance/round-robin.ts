@@ -13,7 +13,7 @@
  * A pick walks past drained endpoints: O(1) unless many are drained in a row.
  */
 import type { Endpoint, EndpointChanges } from '../discovery/endpoint.js';
-import type { PickContext, Rng } from './balancer.js';
+import { type PickContext, type Rng, optionsSchema, type BalancerRegistration } from './balancer.js';
 import { BaseBalancer, NO_CONTEXT, checkRng, randomIndex } from './common.js';
 
 export interface RoundRobinOptions {
@@ -140,3 +140,10 @@ export class RoundRobinBalancer extends BaseBalancer {
     return l.prev;
   }
 }
+
+/** The round-robin balancer, as createBalancer (index.ts) finds it. */
+export const roundRobinBalancer: BalancerRegistration<'round-robin', Omit<RoundRobinOptions, 'clock' | 'rng'>> = {
+  kind: 'round-robin',
+  schema: optionsSchema('round-robin'),
+  factory: (_options, deps) => new RoundRobinBalancer({ rng: deps.rng }),
+};

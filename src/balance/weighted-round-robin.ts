@@ -29,7 +29,8 @@
  */
 import { systemClock, type Clock } from '../core/clock.js';
 import type { Endpoint } from '../discovery/endpoint.js';
-import type { PickContext, Rng } from './balancer.js';
+import { Type } from '@sinclair/typebox';
+import { type PickContext, type Rng, optionsSchema, type BalancerRegistration } from './balancer.js';
 import { GateMemo, checkNumber, checkRng, gcd, randomIndex, sameTarget } from './common.js';
 import { TableBalancer } from './table.js';
 
@@ -192,3 +193,10 @@ export function nginxCycle(weights: Float64Array, total: number): Int32Array {
   }
   return out;
 }
+
+/** The weighted-round-robin balancer, as createBalancer (index.ts) finds it. */
+export const weightedRoundRobinBalancer: BalancerRegistration<'weighted-round-robin', Omit<WeightedRoundRobinOptions, 'clock' | 'rng'>> = {
+  kind: 'weighted-round-robin',
+  schema: optionsSchema('weighted-round-robin', { maxSchedule: Type.Optional(Type.Integer({ description: 'Longest cycle precomputed; default 65536.' })), maxBuildSteps: Type.Optional(Type.Integer({ description: 'Most work spent precomputing on an update; default 4194304.' })) }),
+  factory: (options, deps) => new WeightedRoundRobinBalancer({ ...options, ...deps }),
+};

@@ -1,6 +1,8 @@
 /** `skein control`: runs the control plane until SIGINT/SIGTERM. */
 import { Command, Option } from 'commander';
+import { CONTROL_DEFAULTS } from '../api/control.js';
 import { DNS_DEFAULTS } from '../api/dns.js';
+import { DOMAIN_PATTERN, patternMessage } from '../api/names.js';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { DEFAULT_DNS, DEFAULT_HTTP } from './common.js';
@@ -19,14 +21,14 @@ export function controlCommand(): Command {
       `UDP responses per second to each source network (/24, /56), bursts of twice that; 0 turns it off (default: ${DNS_DEFAULTS.rateLimit.responsesPerSecond}, only when --dns listens beyond loopback)`,
       intFlag('--dns-rate-limit', 0, 1_000_000),
     )
-    .option('--ttl-grace <duration>', 'extra time TTL instances get to heartbeat after a restart', durationFlag('--ttl-grace'), 15_000)
-    .option('--history <events>', 'events kept for resuming watches with since=', intFlag('--history', 1, 10_000_000), 10_000)
-    .option('--max-queue <messages>', 'messages a watch subscriber may fall behind before its stream is closed', intFlag('--max-queue', 1, 10_000_000), 1000)
-    .option('--scrape-interval <duration>', 'how often the proxies\' /stats are scraped for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), 2000)
+    .option('--ttl-grace <duration>', 'extra time TTL instances get to heartbeat after a restart', durationFlag('--ttl-grace'), CONTROL_DEFAULTS.ttlGraceMs)
+    .option('--history <events>', 'events kept for resuming watches with since=', intFlag('--history', 1, 10_000_000), CONTROL_DEFAULTS.historySize)
+    .option('--max-queue <messages>', 'messages a watch subscriber may fall behind before its stream is closed', intFlag('--max-queue', 1, 10_000_000), CONTROL_DEFAULTS.maxQueue)
+    .option('--scrape-interval <duration>', 'how often the proxies\' /stats are scraped for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string }) => {
-      if (!/^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(o.domain)) {
-        throw new SkeinError('SKEIN_E_USAGE', `--domain must be a DNS name such as "skein" or "mesh.internal", got "${o.domain}"`, { field: '--domain' });
+      if (!new RegExp(DOMAIN_PATTERN).test(o.domain)) {
+        throw new SkeinError('SKEIN_E_USAGE', `--domain ${patternMessage(DOMAIN_PATTERN)}, got "${o.domain}"`, { field: '--domain' });
       }
       const http = parseHostPort(o.http, '--http');
       const dns = o.dns === 'off' ? null : parseHostPort(o.dns, '--dns');

@@ -60,7 +60,10 @@ export async function main(argv: string[]): Promise<number> {
       return e.exitCode === 0 ? 0 : 2;
     }
     if (e instanceof SkeinError) {
-      process.stderr.write(`skein: ${e.message}${e.field !== undefined && !e.message.includes(e.field) ? ` (${e.field})` : ''} [${e.code}]\n`);
+      // The field is added when the message does not name it already (a file's errors name it as
+      // "FILE: resource [i] KIND: FIELD" while the message reads `FILE: resource [i] KIND "name": ... FIELD ...`).
+      const field = e.field?.split(': ').pop();
+      process.stderr.write(`skein: ${e.message}${field !== undefined && !e.message.includes(field) ? ` (${e.field})` : ''} [${e.code}]\n`);
       return e.code === 'SKEIN_E_USAGE' ? 2 : 1;
     }
     process.stderr.write(`skein: ${(e as Error).message}\n`);

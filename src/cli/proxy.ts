@@ -1,4 +1,5 @@
 /** `skein proxy`: runs the data-plane proxy for one or more local workloads until SIGINT/SIGTERM. */
+import { PROXY_LIMITS_DEFAULTS } from '../api/proxy-limits.js';
 import { Command, Option } from 'commander';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
@@ -76,12 +77,12 @@ export function proxyCommand(): Command {
     .option('--outbound <host:port>', `shorthand for one workload named "default" with this outbound listener (default ${DEFAULT_OUTBOUND} when no --workload is given)`)
     .option('--admin <host:port>', 'admin server: /live /ready /metrics /debug/endpoints ("off" disables it)', DEFAULT_ADMIN)
     .option('--domain <domain>', 'accept <service>.service.<domain> as a Host', 'skein')
-    .option('--max-head <bytes>', 'largest request head (431 above)', intFlag('--max-head', 1024, 1024 * 1024), 64 * 1024)
-    .option('--header-timeout <duration>', 'time a client has to send a request head', durationFlag('--header-timeout'), 10_000)
-    .option('--idle-timeout <duration>', 'close client connections idle this long', durationFlag('--idle-timeout'), 60_000)
-    .option('--upstream-idle-timeout <duration>', 'close pooled upstream connections idle this long', durationFlag('--upstream-idle-timeout'), 4_000)
-    .option('--connect-timeout <duration>', 'time to connect to an endpoint', durationFlag('--connect-timeout'), 3_000)
-    .option('--max-connections <n>', 'client connections per listener', intFlag('--max-connections', 1, 1_000_000), 10_000)
+    .option('--max-head <bytes>', 'largest request head (431 above)', intFlag('--max-head', 1024, 1024 * 1024), PROXY_LIMITS_DEFAULTS.maxHeadBytes)
+    .option('--header-timeout <duration>', 'time a client has to send a request head', durationFlag('--header-timeout'), PROXY_LIMITS_DEFAULTS.headersTimeoutMs)
+    .option('--idle-timeout <duration>', 'close client connections idle this long', durationFlag('--idle-timeout'), PROXY_LIMITS_DEFAULTS.idleTimeoutMs)
+    .option('--upstream-idle-timeout <duration>', 'close pooled upstream connections idle this long', durationFlag('--upstream-idle-timeout'), PROXY_LIMITS_DEFAULTS.upstreamIdleTimeoutMs)
+    .option('--connect-timeout <duration>', 'time to connect to an endpoint', durationFlag('--connect-timeout'), PROXY_LIMITS_DEFAULTS.connectTimeoutMs)
+    .option('--max-connections <n>', 'client connections per listener', intFlag('--max-connections', 1, 1_000_000), PROXY_LIMITS_DEFAULTS.maxConnections)
     .option('--access-log <target>', 'one JSON line per request: "stdout", a file path (appended to), or "off"', 'off')
     .addOption(new Option('--metrics <on|off>', 'per-request metrics (requests, latency, bytes by source, destination, route and status)').choices(['on', 'off']).default('on'))
     .option('--id <id>', 'names this proxy to the control plane (metrics, tap); default <hostname>-<pid>')

@@ -5,6 +5,7 @@
  * running mesh (through the control plane's /v1/mesh routes).
  */
 import { Command, Option } from 'commander';
+import { CONTROL_DEFAULTS } from '../api/control.js';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, printJson, readText, table, type OutputFormat } from './common.js';
@@ -25,7 +26,7 @@ export function upCommand(): Command {
     .option('--access-log <target>', 'the proxy\'s access log: one JSON line per request to "stdout", a file path (appended to), or "off"', 'off')
     .option('--trace-otlp <url>', 'the proxy exports a span per hop and attempt over OTLP/HTTP to this URL (e.g. http://127.0.0.1:4318/v1/traces); off by default')
     .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1', ratioFlag('--trace-sample'), 1)
-    .option('--scrape-interval <duration>', 'how often the control plane scrapes the proxy for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), 2000)
+    .option('--scrape-interval <duration>', 'how often the control plane scrapes the proxy for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
     .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[] }) => {
       // Everything is checked before anything starts.

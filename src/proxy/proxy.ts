@@ -16,28 +16,28 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import type { BalancerPolicy } from '../api/balancer.js';
 import { DNS_LABEL_PATTERN } from '../api/names.js';
 import type { Direction } from '../api/stats.js';
-import { compileHashKey, createBalancer, DEFAULT_BALANCER_KIND as DEFAULT_BALANCER, NOOP_COMPLETION, type Balancer, type Completion, type HashInput, type HashKeyExtractor } from '../balance/index.js';
+import { DEFAULT_BALANCER_KIND as DEFAULT_BALANCER } from '../balance/index.js';
 import type { HostPort } from '../core/address.js';
-import { systemClock, type Clock } from '../core/clock.js';
+import { preciseClock, systemClock, type Clock } from '../core/clock.js';
+import type { Rng } from '../core/backoff.js';
 import { SkeinError } from '../core/errors.js';
-import { makeEndpoint, type Endpoint, type EndpointSet } from '../discovery/endpoint.js';
+import { makeEndpoint, type EndpointSet } from '../discovery/endpoint.js';
 import { WatchClient } from '../discovery/watch-client.js';
 import { coarseNow } from './http1/coarse-clock.js';
-import { Downstream, type ListenerContext } from './http1/forwarder.js';
-import { errorResponse } from './http1/head.js';
+import { Downstream } from './http1/downstream.js';
+import { errorResponse } from './http1/local-reply.js';
 import { ConnectionCap } from './connection-cap.js';
 import type { Tracer } from '../engine/observe.js';
-import { DEFAULT_LIMITS, type Destination, type Limits, type ListenerMetrics, type RouteError } from './http1/types.js';
+import { DEFAULT_LIMITS, type Limits, type ListenerContext, type ListenerMetrics, type RouteError } from './http1/types.js';
+import { localDestination, ServiceClient, type Destination } from '../engine/service-client.js';
 import { TapHub } from './tap.js';
 import { Pools } from './http1/upstream.js';
 import { ProxyMetrics } from './metrics.js';
 import { ActiveChecker } from './active-check.js';
 import type { AccessLog } from './access-log.js';
 import { DEFAULT_TRAFFIC, inboundTraffic } from '../api/traffic.js';
-import type { Service } from '../api/types.js';
 import { TrafficState, type TrafficEvent } from '../resilience/traffic-state.js';
 
 export type { HostPort };
@@ -83,78 +83,11 @@ export interface ProxyOptions {
   readonly tracer?: Tracer | null;
   /** Names the proxy to the control plane (its metrics, `skein tap`). Default: proxy-<pid>. */
   readonly id?: string;
+  /** Randomness of calls (backoff jitter, fault injection; uniform in [0, 1)). Default Math.random; tests seed it. */
+  readonly rng?: Rng;
 }
 
 const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
-
-/** What the proxy keeps per destination service: its balancer, fed by the watch stream, and its resilience state. */
-class ServiceState {
-  balancer: Balancer;
-  policy: BalancerPolicy;
-  hashKey: HashKeyExtractor | null;
-  readonly traffic: TrafficState;
-  private checker: ActiveChecker | null = null;
-
-  constructor(
-    readonly name: string,
-    def: Service | null,
-    set: EndpointSet,
-    private readonly clock: Clock,
-    onEvent: (e: TrafficEvent) => void,
-  ) {
-    this.policy = def?.balancer ?? { kind: DEFAULT_BALANCER, hashKey: null };
-    this.balancer = createBalancer(this.policy.kind, { clock });
-    this.balancer.update(set);
-    this.hashKey = this.policy.hashKey === null ? null : compileHashKey(this.policy.hashKey);
-    this.traffic = new TrafficState({ service: name, policy: def?.traffic ?? DEFAULT_TRAFFIC, clock, onEvent });
-    this.traffic.setEndpoints(set);
-    this.followChecks();
-  }
-
-  /** The Service resource changed (or went away: the defaults apply). */
-  setDefinition(def: Service | null): void {
-    this.traffic.setPolicy(def?.traffic ?? DEFAULT_TRAFFIC);
-    this.followChecks();
-    const p = def?.balancer ?? { kind: DEFAULT_BALANCER, hashKey: null };
-    if (p.kind === this.policy.kind && JSON.stringify(p.hashKey) === JSON.stringify(this.policy.hashKey)) return;
-    const set = this.balancer.set;
-    this.policy = p;
-    this.balancer = createBalancer(p.kind, { clock: this.clock });
-    this.balancer.update(set);
-    this.hashKey = p.hashKey === null ? null : compileHashKey(p.hashKey);
-  }
-
-  /**
-   * The watch stream's next set. Each part applies only what changed since the set it had
-   * (`EndpointSet.changesSince`): O(log n) per changed endpoint, not a rebuild per change.
-   */
-  update(set: EndpointSet): void {
-    this.balancer.update(set);
-    this.traffic.setEndpoints(set);
-    this.checker?.update(set);
-  }
-
-  /** Starts, restarts or stops the proxy's own health checks as the policy says. */
-  private followChecks(): void {
-    const p = this.traffic.policy.activeHealthCheck;
-    if (this.checker !== null && JSON.stringify(this.checker.policy) === JSON.stringify(p)) return;
-    this.checker?.stop();
-    this.checker = null;
-    for (const k of [...this.traffic.down]) this.traffic.setActiveHealth(k, true, 'active health check turned off');
-    if (p === null) return;
-    this.checker = new ActiveChecker(this.traffic, p, this.clock);
-    this.checker.update(this.balancer.set);
-  }
-
-  pick(req: HashInput, tried: readonly Endpoint[] | null): Endpoint | null {
-    return this.traffic.pick(this.balancer, this.hashKey === null ? undefined : this.hashKey(req), tried);
-  }
-
-  stop(): void {
-    this.checker?.stop();
-    this.traffic.stop();
-  }
-}
 
 /** A listener: outbound (routes by service) or inbound (to the local app). */
 class Listener implements ListenerContext {
@@ -204,6 +137,12 @@ class Listener implements ListenerContext {
   }
   get tracer(): Tracer | null {
     return this.proxy.tracer;
+  }
+  get clock(): Clock {
+    return preciseClock;
+  }
+  get rng(): Rng {
+    return this.proxy.rng;
   }
 
   get limits(): Limits {
@@ -283,10 +222,12 @@ export class Proxy {
   readonly accessLog: AccessLog | null;
   readonly tap = new TapHub();
   readonly tracer: Tracer | null;
+  /** Randomness of calls: backoff jitter and fault injection. */
+  readonly rng: Rng;
   readonly requestMetrics: boolean;
   private readonly clock: Clock;
   private readonly logger: Logger | undefined;
-  private readonly services = new Map<string, ServiceState>();
+  private readonly services = new Map<string, ServiceClient>();
   /** The inbound listeners' traffic state, by the service they serve (for its inbound rate limits). */
   private readonly inbound = new Map<string, TrafficState[]>();
   /** Authority -> service name (or null), for the few authorities a proxy sees over and over. */
@@ -302,12 +243,13 @@ export class Proxy {
     this.logger = opts.logger;
     this.accessLog = opts.accessLog ?? null;
     this.tracer = opts.tracer ?? null;
+    this.rng = opts.rng ?? Math.random;
     this.requestMetrics = opts.requestMetrics ?? true;
     this.domainSuffix = `.service.${opts.domain ?? 'skein'}`;
     this.metrics = new ProxyMetrics({
       connections: () => [...this.listeners()].map((l) => ({ workload: l.workload, direction: l.direction, open: l.conns.size })),
       idleUpstreams: () => this.pools.idleConnections(),
-      endpoints: () => [...this.services.values()].map((s) => ({ service: s.name, count: s.balancer.set.size })),
+      endpoints: () => [...this.services.values()].map((s) => ({ service: s.service, count: s.balancer.set.size })),
       watchConnected: () => this.watch?.connected ?? false,
       traffic: () => [...this.services.values()].map((s) => s.traffic),
     }, opts.id, (e) => this.logger?.warn({ service: e.service, instance: e.instance, type: e.type }, e.detail));
@@ -370,17 +312,17 @@ export class Proxy {
     return SERVICE_NAME.test(host) ? host : null;
   }
 
-  private serviceState(name: string): ServiceState | null {
+  private serviceState(name: string): ServiceClient | null {
     let s = this.services.get(name);
     if (s !== undefined) return s;
     const w = this.watch;
     if (w === null || !w.knows(name)) return null;
-    s = new ServiceState(name, w.definition(name), w.endpoints(name), this.clock, (e) => this.trafficEvent(e));
+    s = new ServiceClient(name, w.definition(name), w.endpoints(name), this.clock, (e) => this.trafficEvent(e), (traffic, policy, clock) => new ActiveChecker(traffic, policy, clock));
     this.services.set(name, s);
     return s;
   }
 
-  private outboundResolver(l: () => Listener, pin: string | null): (authority: string | null) => Destination | RouteError {
+  private outboundResolver(pin: string | null): (authority: string | null) => Destination | RouteError {
     return (authority) => {
       let name = pin;
       if (name === null) {
@@ -388,13 +330,12 @@ export class Proxy {
         name = this.serviceOf(authority);
         if (name === null) return { error: 'SKEIN_E_NO_ROUTE', message: `"${authority.slice(0, 200)}" is not a service name (use <service> or <service>${this.domainSuffix})` };
       }
-      const listener = l();
       const cached = this.services.get(name);
-      if (cached !== undefined) return listener.destination(name, () => this.outboundDestination(cached));
+      if (cached !== undefined) return cached;
       if (!this.ready) return { error: 'SKEIN_E_DISCOVERY_UNAVAILABLE', message: 'the proxy has not yet heard from the control plane' };
       const s = this.serviceState(name);
       if (s === null) return { error: 'SKEIN_E_UNKNOWN_SERVICE', message: `no service "${name}" is registered`, status: 503 };
-      return listener.destination(name, () => this.outboundDestination(s));
+      return s;
     };
   }
 
@@ -408,31 +349,13 @@ export class Proxy {
     else if (e.type === 'active-check') log[e.healthy ? 'info' : 'warn']({ service: e.service, endpoint: e.endpoint, healthy: e.healthy, reason: e.reason }, 'active health check');
   }
 
-  private outboundDestination(s: ServiceState): Destination {
-    return {
-      service: s.name,
-      get traffic() {
-        return s.traffic;
-      },
-      whyNone: () => s.traffic.whyNone(s.balancer),
-      pick: (req, tried) => s.pick(req, tried),
-      start: (e): Completion => s.balancer.start(e),
-    };
-  }
-
   private inboundDestination(l: Listener, service: string, app: HostPort): Destination {
     const e = makeEndpoint({ service, id: l.workload, address: app.host, port: app.port });
     const traffic = new TrafficState({ service, policy: inboundTraffic(this.watch?.definition(service)?.traffic ?? DEFAULT_TRAFFIC), clock: this.clock });
     let list = this.inbound.get(service);
     if (list === undefined) this.inbound.set(service, (list = []));
     list.push(traffic);
-    return {
-      service,
-      traffic,
-      whyNone: () => ({ endpoints: 0, failingActiveChecks: 0, breakersOpen: 0, ejected: 0 }),
-      pick: (_req, tried) => (tried === null ? e : null),
-      start: () => NOOP_COMPLETION,
-    };
+    return localDestination(service, e, traffic);
   }
 
   // ---- workloads ----
@@ -446,7 +369,7 @@ export class Proxy {
     let inbound: string | null = null;
     try {
       if (spec.outbound != null) {
-        const out: Listener = new Listener(this, spec.name, service, 'outbound', this.outboundResolver(() => out, spec.pin ?? null));
+        const out: Listener = new Listener(this, spec.name, service, 'outbound', this.outboundResolver(spec.pin ?? null));
         listeners.push(out);
         outbound = await out.listen(spec.outbound);
       }

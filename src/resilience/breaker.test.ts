@@ -71,7 +71,7 @@ test('consecutiveFailures 0 disables the trigger', () => {
 });
 
 test('open until the backoff elapses; allows does not consume the probe; started makes it half-open', () => {
-  const { clock, b, changes } = setup({ consecutiveFailures: 1, backoff: { minMs: 1000, maxMs: 10_000 } });
+  const { clock, b, changes } = setup({ consecutiveFailures: 1, backoffMinMs: 1000, backoffMaxMs: 10_000 });
   b.failure('k');
   clock.advance(999);
   assert.equal(b.allows('k'), false);
@@ -101,7 +101,7 @@ test('open until the backoff elapses; allows does not consume the probe; started
 
 test('a failed probe re-opens with a longer backoff; a close starts over', () => {
   // rng 0.5: delay = min + floor(0.5 * (min(max, min * 2^(n+1)) - min))
-  const { clock, b, changes } = setup({ consecutiveFailures: 2, rng: () => 0.5, backoff: { minMs: 1000, maxMs: 6000 } });
+  const { clock, b, changes } = setup({ consecutiveFailures: 2, rng: () => 0.5, backoffMinMs: 1000, backoffMaxMs: 6000 });
   fail(b, 'k', 2);
   const delays: number[] = [];
   for (let i = 0; i < 5; i++) {
@@ -129,7 +129,7 @@ test('backoff stays within [minMs, min(maxMs, minMs * 2^(n+1))) with a seeded rn
     draws.push(r);
     return r;
   };
-  const { clock, b } = setup({ consecutiveFailures: 1, rng, backoff: { minMs: 100, maxMs: 1000 } });
+  const { clock, b } = setup({ consecutiveFailures: 1, rng, backoffMinMs: 100, backoffMaxMs: 1000 });
   const delays: number[] = [];
   for (let round = 0; round < 20; round++) {
     b.failure('k'); // closed -> open
@@ -284,8 +284,8 @@ test('options are validated, naming the field', () => {
     [{ failureRate: { threshold: 1, minRequests: 1, windowMs: 0 } }, 'failureRate.windowMs'],
     [{ failureRate: { threshold: 1, minRequests: 1, windowMs: Infinity } }, 'failureRate.windowMs'],
     [{ failureRate: 5 as never }, 'failureRate'],
-    [{ backoff: { minMs: 0, maxMs: 10 } }, 'backoff.minMs'],
-    [{ backoff: { minMs: 100, maxMs: 99 } }, 'backoff.maxMs'],
+    [{ backoffMinMs: 0, backoffMaxMs: 10 }, 'backoffMinMs'],
+    [{ backoffMinMs: 100, backoffMaxMs: 99 }, 'backoffMaxMs'],
     [{ rng: 0.5 as never }, 'rng'],
     [{ onChange: 'x' as never }, 'onChange'],
     [{ clock: undefined as never }, 'clock'],
@@ -300,6 +300,6 @@ test('options are validated, naming the field', () => {
   }
   assert.throws(() => new Breakers(undefined as never), (e: unknown) => e instanceof SkeinError && e.field === 'clock');
   // the edges that are allowed
-  new Breakers({ clock, consecutiveFailures: 0, failureRate: { threshold: 1, minRequests: 1, windowMs: 1 }, backoff: { minMs: 5, maxMs: 5 } });
+  new Breakers({ clock, consecutiveFailures: 0, failureRate: { threshold: 1, minRequests: 1, windowMs: 1 }, backoffMinMs: 5, backoffMaxMs: 5 });
   new Breakers({ clock, failureRate: null });
 });

@@ -37,28 +37,29 @@
  */
 import type { Clock } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
+import { TRAFFIC_DEFAULTS, type BreakerPolicy } from '../api/traffic.js';
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
-export interface BreakerOptions {
-  /** Open after this many consecutive failures; 0 disables this trigger. Default 7 (Linkerd's). */
-  consecutiveFailures?: number;
-  /** Open when the failure share over the window reaches threshold, given at least minRequests; null: off (default). */
-  failureRate?: { threshold: number /* 0<t<=1 */; minRequests: number /* >=1 */; windowMs: number /* >0 */ } | null;
-  /** Time open before a probe is let through: exponential with full jitter between minMs and maxMs, growing with each re-open without a close in between. Default { minMs: 1000, maxMs: 10_000 }. */
+/**
+ * The breaker's settings are the traffic policy's (`BreakerPolicy`, src/api/traffic): each field
+ * left out takes its default from TRAFFIC_DEFAULTS.breaker (consecutiveFailures 7, Linkerd's;
+ * failureRate off; backoff 1 s to 10 s).
+ */
+export type BreakerOptions = Partial<BreakerPolicy> & {
+  /**
+   * @deprecated The same as backoffMinMs / backoffMaxMs, kept while src/resilience/traffic-state.ts
+   * still passes it; those fields win when both are given.
+   */
   backoff?: { minMs: number; maxMs: number };
   clock: Clock;
   rng?: () => number;
   /** Called on every state change (for events/metrics). */
   onChange?: (key: string, from: BreakerState, to: BreakerState, reason: string) => void;
-}
+};
 
-/** The defaults of `BreakerOptions`. */
-export const DEFAULT_BREAKER = Object.freeze({
-  consecutiveFailures: 7,
-  failureRate: null,
-  backoff: Object.freeze({ minMs: 1000, maxMs: 10_000 }),
-});
+/** The defaults of `BreakerOptions`: the traffic policy's (one place, src/api/traffic). */
+export const DEFAULT_BREAKER: BreakerPolicy = TRAFFIC_DEFAULTS.breaker;
 
 /**
  * The reasons passed to `onChange` (stable strings, fit for a metric label):
@@ -168,14 +169,14 @@ export class Breakers {
       this.slotMs = windowMs / WINDOW_SLOTS;
     }
 
-    const bo = opts.backoff ?? DEFAULT_BREAKER.backoff;
-    if (!isObject(bo)) throw invalid('backoff', 'backoff must be an object { minMs, maxMs }');
-    const { minMs, maxMs } = bo;
+    if (opts.backoff !== undefined && !isObject(opts.backoff)) throw invalid('backoff', 'backoff must be an object { minMs, maxMs }');
+    const minMs = opts.backoffMinMs ?? opts.backoff?.minMs ?? DEFAULT_BREAKER.backoffMinMs;
+    const maxMs = opts.backoffMaxMs ?? opts.backoff?.maxMs ?? Math.max(DEFAULT_BREAKER.backoffMaxMs, typeof minMs === 'number' ? minMs : 0);
     if (typeof minMs !== 'number' || !Number.isFinite(minMs) || minMs <= 0) {
-      throw invalid('backoff.minMs', `backoff.minMs must be a number > 0, not ${String(minMs)}`);
+      throw invalid('backoffMinMs', `backoffMinMs must be a number > 0, not ${String(minMs)}`);
     }
     if (typeof maxMs !== 'number' || !Number.isFinite(maxMs) || maxMs < minMs) {
-      throw invalid('backoff.maxMs', `backoff.maxMs must be a number >= backoff.minMs (${minMs}), not ${String(maxMs)}`);
+      throw invalid('backoffMaxMs', `backoffMaxMs must be a number >= backoffMinMs (${minMs}), not ${String(maxMs)}`);
     }
     this.minMs = minMs;
     this.maxMs = maxMs;

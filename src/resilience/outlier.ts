@@ -46,7 +46,7 @@
  */
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
-import { TRAFFIC_DEFAULTS } from '../api/traffic.js';
+import { TRAFFIC_DEFAULTS, type OutlierPolicy } from '../api/traffic.js';
 
 export type FailureKind = 'upstream-5xx' | 'gateway' | 'local-origin';
 // gateway = 502/503/504 from the upstream; upstream-5xx = any 5xx (a gateway failure is also a 5xx);
@@ -63,31 +63,26 @@ export interface OutlierEvent {
   untilMs: number | null;
 }
 
-export interface OutlierOptions {
-  consecutive5xx?: number; // default 5; 0 disables
-  consecutiveGatewayFailure?: number; // default 5; 0 disables
-  consecutiveLocalOriginFailure?: number; // default 5; 0 disables
-  intervalMs?: number; // default 10_000: how often success rate / failure percentage are evaluated and ejections ended
-  baseEjectionMs?: number; // default 30_000: ejected for base × number of times ejected (capped by maxEjectionMs)
-  maxEjectionMs?: number; // default 300_000
-  maxEjectionPercent?: number; // default 10; at least one endpoint may always be ejected (Envoy's rule)
-  successRate?: { minimumHosts: number; requestVolume: number; stdevFactor: number } | null; // default null (off); Envoy's defaults 5, 100, 1.9
-  failurePercentage?: { threshold: number; minimumHosts: number; requestVolume: number } | null; // default null (off); Envoy's 85, 5, 50
+/**
+ * The detector's settings are the traffic policy's (`OutlierPolicy`, src/api/traffic): each left
+ * out takes its default from TRAFFIC_DEFAULTS.outlier (Envoy's, except that the interval detectors
+ * are off and consecutiveGatewayFailure is 0: consecutive5xx counts gateway failures too).
+ * maxEjectionMs defaults to max(its default, baseEjectionMs); at least one endpoint may always be
+ * ejected (Envoy's rule); 0 turns a consecutive trigger off.
+ */
+export type OutlierOptions = Partial<OutlierPolicy> & {
   clock: Clock;
   onEvent?: (e: OutlierEvent) => void;
-}
+};
 
-/**
- * The defaults of `OutlierOptions`: Envoy's, except that the interval detectors are off. They are
- * the Service resource's documented defaults (src/api/traffic.ts, docs/traffic.md).
- */
-export const DEFAULT_OUTLIER = TRAFFIC_DEFAULTS.outlier;
+/** The defaults of `OutlierOptions`: the traffic policy's (one place, src/api/traffic, docs/traffic.md). */
+export const DEFAULT_OUTLIER: OutlierPolicy = TRAFFIC_DEFAULTS.outlier;
 
 /** Envoy's defaults for success-rate ejection, to turn it on with: `successRate: ENVOY_SUCCESS_RATE`. */
-export const ENVOY_SUCCESS_RATE = Object.freeze({ minimumHosts: 5, requestVolume: 100, stdevFactor: 1.9 });
+export const ENVOY_SUCCESS_RATE = TRAFFIC_DEFAULTS.successRate;
 
 /** Envoy's defaults for failure-percentage ejection. */
-export const ENVOY_FAILURE_PERCENTAGE = Object.freeze({ threshold: 85, minimumHosts: 5, requestVolume: 50 });
+export const ENVOY_FAILURE_PERCENTAGE = TRAFFIC_DEFAULTS.failurePercentage;
 
 /** The reasons of the events (stable strings, fit for a metric label). */
 export type OutlierReason =

@@ -15,24 +15,23 @@
  */
 import type { Clock } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
+import { defaultBurst, TRAFFIC_DEFAULTS, type RateLimitAlgorithmName, type RateLimitPolicy } from '../api/traffic.js';
 
-export type RateLimitAlgorithm = 'token-bucket' | 'gcra';
+export type RateLimitAlgorithm = RateLimitAlgorithmName;
 
-export interface RateLimitOptions {
-  /** Sustained rate, requests per second (> 0; fractions allowed, e.g. 0.5). */
-  requestsPerSecond: number;
-  /** Requests allowed at once above the rate (≥ 1). Default: max(1, ceil(requestsPerSecond)). */
-  burst?: number;
-  algorithm?: RateLimitAlgorithm; // default 'token-bucket'
-  clock: Clock;
-}
+/**
+ * A limiter's settings are the traffic policy's (`RateLimitPolicy`, src/api/traffic): burst
+ * defaults to max(1, ceil(requestsPerSecond)) (`defaultBurst`), the algorithm to token-bucket.
+ */
+export type RateLimitOptions = Pick<RateLimitPolicy, 'requestsPerSecond'> & Partial<Pick<RateLimitPolicy, 'burst' | 'algorithm'>> & { clock: Clock };
 
 export interface RateLimiter {
   /** 0 when the request may go now (and it is counted); otherwise the ms until one would be allowed (≥ 1). */
   take(): number;
 }
 
-export const DEFAULT_MAX_KEYS = 10_000;
+/** The most callers a per-caller limiter keeps a bucket for (the least recently seen goes first). */
+export const DEFAULT_MAX_KEYS = TRAFFIC_DEFAULTS.rateLimitMaxCallers;
 
 /**
  * Slack for floating-point rounding, in ms: a request due within a nanosecond is allowed, so
@@ -55,7 +54,7 @@ function validate(opts: RateLimitOptions): Settings {
   if (typeof rate !== 'number' || !Number.isFinite(rate) || rate <= 0) {
     throw invalid('requestsPerSecond', `requestsPerSecond must be a finite number > 0, not ${String(rate)}`);
   }
-  const burst = opts.burst ?? Math.max(1, Math.ceil(rate));
+  const burst = opts.burst ?? defaultBurst(rate);
   if (typeof burst !== 'number' || !Number.isSafeInteger(burst) || burst < 1) {
     throw invalid('burst', `burst must be a whole number >= 1, not ${String(burst)}`);
   }
@@ -157,7 +156,7 @@ export function createRateLimiter(opts: RateLimitOptions): RateLimiter {
 }
 
 function build(opts: RateLimitOptions): TokenBucket | Gcra {
-  const algorithm = opts.algorithm ?? 'token-bucket';
+  const algorithm = opts.algorithm ?? TRAFFIC_DEFAULTS.rateLimitAlgorithm;
   if (algorithm === 'token-bucket') return new TokenBucket(opts);
   if (algorithm === 'gcra') return new Gcra(opts);
   throw invalid('algorithm', `algorithm must be "token-bucket" or "gcra", not ${JSON.stringify(algorithm)}`);
@@ -192,7 +191,7 @@ export class KeyedRateLimiter {
   private head: Entry | null = null;
   private tail: Entry | null = null;
 
-  constructor(opts: RateLimitOptions & { maxKeys?: number /* default 10_000 */ }) {
+  constructor(opts: RateLimitOptions & { maxKeys?: number /* default DEFAULT_MAX_KEYS */ }) {
     const maxKeys = opts.maxKeys ?? DEFAULT_MAX_KEYS;
     if (typeof maxKeys !== 'number' || !Number.isSafeInteger(maxKeys) || maxKeys < 1) {
       throw invalid('maxKeys', `maxKeys must be a whole number >= 1, not ${String(maxKeys)}`);

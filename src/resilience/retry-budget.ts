@@ -13,18 +13,19 @@
  */
 import type { Clock } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
+import { TRAFFIC_DEFAULTS, type TrafficPolicy } from '../api/traffic.js';
 
-export interface RetryBudgetOptions {
-  /** Share of requests that may be retried, 0..1. Default 0.2. */
-  ratio?: number;
-  /** Retries allowed per second whatever the traffic (a floor for low-traffic services). Default 10. */
-  minRetriesPerSecond?: number;
-  /** The window deposits and withdrawals count in, ms. Default 10_000. */
-  windowMs?: number;
-  clock: Clock;
-}
+type RetryBudgetPolicy = TrafficPolicy['budget'];
 
-export const DEFAULT_RETRY_BUDGET = { ratio: 0.2, minRetriesPerSecond: 10, windowMs: 10_000 } as const;
+/**
+ * The budget's settings are the traffic policy's (`TrafficPolicy['budget']`, src/api/traffic):
+ * each left out takes its default from TRAFFIC_DEFAULTS.budget (ratio 0.2, 10 retries per second,
+ * a 10 s window; Linkerd's).
+ */
+export type RetryBudgetOptions = Partial<RetryBudgetPolicy> & { clock: Clock };
+
+/** The defaults of `RetryBudgetOptions`: the traffic policy's (one place, src/api/traffic). */
+export const DEFAULT_RETRY_BUDGET: RetryBudgetPolicy = TRAFFIC_DEFAULTS.budget;
 
 /** Slots per window; the ring holds one more (the current, partly elapsed slot). */
 const SLOTS_PER_WINDOW = 10;

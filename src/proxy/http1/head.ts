@@ -5,7 +5,6 @@
  * that the proxy does not look at: `classify` tells the few header names that matter by their
  * bytes, and the rewriters copy every other header line through as it came.
  */
-import { SkeinError, type ErrorCode } from '../../core/errors.js';
 import type { ParserCallbacks } from './llhttp.js';
 
 /** Header names the proxy acts on. */
@@ -269,6 +268,32 @@ export abstract class HeadCallbacks implements ParserCallbacks {
   abstract onMessageComplete(): number;
 }
 
+/**
+ * The hop-by-hop rule, one for requests and responses (RFC 9110 §7.6.1, RFC 9112 §9.6): whether a
+ * header line of kind `h` stays on this hop. Connection and what it names (see `dropNamed`),
+ * Keep-Alive, Proxy-Connection, Proxy-Authorization and TE never go on; Upgrade goes on only
+ * with a message that carries the upgrade (a request asking for one the proxy carries, a 101).
+ */
+export function hopByHop(h: H, upgrading: boolean): boolean {
+  switch (h) {
+    case H.Connection:
+    case H.KeepAlive:
+    case H.ProxyConnection:
+    case H.ProxyAuthorization:
+    case H.TE:
+      return true;
+    case H.Upgrade:
+      return !upgrading;
+    default:
+      return false;
+  }
+}
+
+/** Marks in `drop` every header line whose name the Connection header listed (`names`, lower case). */
+export function dropNamed(buf: Buffer, h: HeadCollector, drop: Uint8Array, names: readonly string[]): void {
+  for (let i = 0; i < h.count; i++) if (names.includes(h.nameOf(buf, i).toLowerCase())) drop[i] = 1;
+}
+
 const PLAIN_CONNECTION = ['close', 'keep-alive', 'upgrade'].map((t) => Buffer.from(t, 'latin1'));
 
 /**
@@ -329,43 +354,3 @@ export function connectionTokens(value: string): string[] {
   return out;
 }
 
-const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request',
-  408: 'Request Timeout',
-  429: 'Too Many Requests',
-  431: 'Request Header Fields Too Large',
-  500: 'Internal Server Error',
-  502: 'Bad Gateway',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
-
-/**
- * A response the proxy makes itself: the status of the code (or `status`), `x-skein-error`
- * naming the code, and a small JSON body `{ code, message, requestId?, details? }`. `headers`
- * are extra header lines, each ending in CRLF (Retry-After, x-skein-explain).
- */
-export function errorResponse(
-  code: ErrorCode,
-  message: string,
-  opts: { close: boolean; requestId?: string | undefined; status?: number | undefined; head?: boolean; details?: unknown; headers?: string; origin?: 'inbound' | 'outbound' },
-): string {
-  const status = opts.status ?? new SkeinError(code, message).status;
-  const o: Record<string, unknown> = { code, message };
-  if (opts.requestId !== undefined) o['requestId'] = opts.requestId;
-  if (opts.details !== undefined) o['details'] = opts.details;
-  // Written as latin1: anything beyond ASCII is escaped so that the length is the byte count.
-  const body = JSON.stringify(o).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
-  return (
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
-    `content-type: application/json\r\n` +
-    `content-length: ${body.length}\r\n` +
-    `x-skein-error: ${code}\r\n` +
-    (opts.origin === undefined ? '' : `x-skein-error-origin: ${opts.origin}\r\n`) +
-    (opts.requestId === undefined ? '' : `x-request-id: ${opts.requestId}\r\n`) +
-    (opts.headers ?? '') +
-    (opts.close ? 'connection: close\r\n' : '') +
-    `\r\n` +
-    (opts.head === true ? '' : body)
-  );
-}

@@ -1,16 +1,48 @@
 /**
- * What the HTTP/1.1 forwarder needs from the rest of the proxy: where a request goes
- * (`Destination`, from the listener's `resolve`), limits, connection pools and metrics.
+ * What the HTTP/1.1 forwarder needs from the rest of the proxy: its listener (`ListenerContext`:
+ * where a request goes, limits, connection pools, metrics, taps, tracer, access log).
  * Contracts that other protocols share live below the proxy: `Direction` in src/api/stats.ts,
  * tap records in src/api/tap.ts, the tracer and tap sink in src/engine/observe.ts, the hash-key
  * input in src/balance/hash-key.ts.
  */
 import type { Direction } from '../../api/stats.js';
-import type { Completion } from '../../balance/balancer.js';
-import type { HashInput } from '../../balance/hash-key.js';
+import type { Rng } from '../../core/backoff.js';
+import type { Clock } from '../../core/clock.js';
 import type { ErrorCode } from '../../core/errors.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
-import type { NoEndpointReason, TrafficState } from '../../resilience/traffic-state.js';
+import type { AdmissionCounters } from '../../engine/admission.js';
+import type { CallCounters } from '../../engine/call.js';
+import type { TapSink, Tracer } from '../../engine/observe.js';
+import type { Destination } from '../../engine/service-client.js';
+import type { AccessLog } from '../access-log.js';
+import type { Pools } from './upstream.js';
+
+/** A listener, as its client connections see it. */
+export interface ListenerContext {
+  readonly workload: string;
+  /** The workload's service: sent as x-skein-caller on outbound requests. */
+  readonly callerService: string;
+  readonly direction: Direction;
+  readonly limits: Limits;
+  readonly pools: Pools;
+  readonly counters: ForwarderCounters;
+  /** Where a request for this authority (`host[:port]`, or null when there is none) goes. */
+  resolve(authority: string | null): Destination | RouteError;
+  /** True while the listener drains: responses close their connections. */
+  readonly draining: boolean;
+  /** One line per finished request, when the access log is on. */
+  readonly accessLog: AccessLog | null;
+  /** Per-request metrics of this listener; null: metrics off. */
+  readonly metrics: ListenerMetrics | null;
+  /** Live request taps (`skein tap`); null: none possible. */
+  readonly tap: TapSink | null;
+  /** A span per hop and attempt; null: tracing off (trace headers pass through untouched). */
+  readonly tracer: Tracer | null;
+  /** Time and timers of calls (deadlines, backoff, latencies). */
+  readonly clock: Clock;
+  /** Randomness of calls (backoff jitter, fault injection). */
+  readonly rng: Rng;
+}
 
 /** The metrics of one listener: one call per finished request. */
 export interface ListenerMetrics {
@@ -20,20 +52,6 @@ export interface ListenerMetrics {
    * response; `failed`: the failure class (no response, 5xx, or an answer the proxy made itself).
    */
   record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number): void;
-}
-
-export interface Destination {
-  readonly service: string;
-  /** Routes, retry budget, breakers, outlier detection, limits and rate limits of the service. */
-  readonly traffic: TrafficState;
-  /**
-   * An endpoint for this request, none of `tried` (endpoints that already failed to connect),
-   * or null when none is left.
-   */
-  pick(req: HashInput, tried: readonly Endpoint[] | null): Endpoint | null;
-  start(e: Endpoint): Completion;
-  /** Why `pick` found no endpoint (for the error). */
-  whyNone(): NoEndpointReason;
 }
 
 export interface RouteError {
@@ -70,17 +88,11 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxConnections: 10_000,
 });
 
-/** Counters of the forwarder that are not per request. */
-export interface ForwarderCounters {
+/** Counters of the forwarder that are not per request (with the engine's: retries, budget, rate limits). */
+export interface ForwarderCounters extends CallCounters, AdmissionCounters {
   /** A proxy-made error response (x-skein-error). */
   proxyError(direction: Direction, code: ErrorCode): void;
   upstreamConnect(ok: boolean): void;
-  /** A retry was sent (`reason`: a retry condition or "status"). */
-  retry(service: string, reason: string): void;
-  /** The retry budget refused a retry. */
-  retryBudgetExhausted(service: string): void;
-  /** A rate limit refused a request. */
-  rateLimited(direction: Direction, service: string, route: string): void;
   /**
    * A response's first body bytes came `gapMs` after its head, in a later read (see stall.ts):
    * the Nagle / delayed-ACK stall when it is about 40 ms, again and again.

@@ -1,7 +1,7 @@
 /**
  * Upstream connections and their pools. An `Upstream` is one keep-alive connection to one
  * endpoint with its own response parser; while it carries a request it belongs to that request's
- * `Exchange` (see forwarder.ts), and in between it waits in its endpoint's `Pool` (last in, first
+ * `Exchange` (see exchange.ts), and in between it waits in its endpoint's `Pool` (last in, first
  * out, so the fewest connections stay warm and the rest age out).
  */
 import { connect, type Socket } from 'node:net';

@@ -1,0 +1,74 @@
+/**
+ * The mesh file's domain form (what `skein up` runs: durations in ms, every default filled in)
+ * and its defaults, written once.
+ */
+import type { BalancerPolicy, HashKey } from '../balancer.js';
+import type { RawTraffic } from '../traffic.js';
+import { INSTANCE_DEFAULTS } from '../types.js';
+
+export const MESH_DEFAULTS = Object.freeze({
+  replicas: 1,
+  portEnv: 'PORT',
+  readiness: Object.freeze({ path: '/health', intervalMs: 500, timeoutMs: 1000, initialDelayMs: 0, deadlineMs: 60_000 }),
+  restart: Object.freeze({ baseMs: 1000, capMs: 30_000, resetAfterMs: 30_000 }),
+  stopTimeoutMs: 10_000,
+  weight: INSTANCE_DEFAULTS.weight,
+});
+
+export interface MeshReadiness {
+  readonly type: 'http' | 'tcp';
+  /** http only ("/health" by default; kept for tcp so the shape is one). */
+  readonly path: string;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly initialDelayMs: number;
+  readonly deadlineMs: number;
+}
+
+export type MeshHashKey = HashKey;
+export type MeshBalancer = BalancerPolicy;
+
+export interface MeshRestart {
+  readonly baseMs: number;
+  readonly capMs: number;
+  readonly resetAfterMs: number;
+  /** null: no limit. */
+  readonly maxRestarts: number | null;
+}
+
+export interface MeshService {
+  readonly name: string;
+  readonly command: string;
+  readonly args: readonly string[];
+  /** As written (relative to the mesh file's directory); null: that directory. */
+  readonly cwd: string | null;
+  readonly env: Readonly<Record<string, string>>;
+  readonly replicas: number;
+  readonly port: { readonly env: string };
+  readonly readiness: MeshReadiness;
+  readonly balancer: MeshBalancer;
+  /** Traffic policy fields as written: sent with the Service resource. */
+  readonly traffic: RawTraffic;
+  readonly weight: number;
+  readonly zone: string;
+  readonly version: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly restart: MeshRestart;
+  readonly stopTimeoutMs: number;
+  readonly dependsOn: readonly string[];
+}
+
+export interface MeshControl {
+  /** null: the `skein up` default. */
+  readonly http: string | null;
+  /** null: the `skein up` default; "off" disables DNS. */
+  readonly dns: string | null;
+  readonly domain: string | null;
+}
+
+export interface MeshFile {
+  readonly name: string;
+  readonly control: MeshControl;
+  /** In file order. */
+  readonly services: readonly MeshService[];
+}

@@ -1,0 +1,234 @@
+/**
+ * The traffic policy's raw (file and wire) form: the schema of the traffic fields a Service
+ * resource and a mesh-file service carry. Every field's description states its default; the
+ * values themselves are TRAFFIC_DEFAULTS (policy.ts), and docs/resources.md documents both.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import { Duration, Enum, Obj, Percent } from '../fields.js';
+import { DNS_LABEL_PATTERN, HTTP_TOKEN_PATTERN } from '../names.js';
+
+/** Retry conditions besides status codes. */
+export const RETRY_CONDITIONS = ['connect-failure', 'reset', 'refused-stream', 'per-try-timeout'] as const;
+export type RetryCondition = (typeof RETRY_CONDITIONS)[number];
+export const RATE_LIMIT_ALGORITHMS = ['token-bucket', 'gcra'] as const;
+export type RateLimitAlgorithmName = (typeof RATE_LIMIT_ALGORITHMS)[number];
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
+
+export const TimeoutsSchema = Obj(
+  {
+    connect: Type.Optional(Duration('Time to establish a connection to an instance. Default 3s.')),
+    request: Type.Optional(Duration('Time for the whole request, all attempts and backoff included, until the response head. "0s" turns it off. Default 15s.')),
+    perTry: Type.Optional(Duration('Time each attempt gets until the response head; a try that runs out may be retried. Default: the request timeout.')),
+    idle: Type.Optional(Duration('How long an idle pooled connection to an instance is kept. Default 4s.')),
+  },
+  'Timeouts of calls to this service.',
+);
+
+export const BudgetSchema = Obj(
+  {
+    ratio: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'Share of requests that may be retried, 0..1. Default 0.2.' })),
+    minRetriesPerSecond: Type.Optional(Type.Number({ minimum: 0, maximum: 100_000, description: 'Retries allowed per second whatever the traffic. Default 10.' })),
+    window: Type.Optional(Duration('The window requests and retries are counted in. Default 10s.')),
+  },
+  "The retry budget (Linkerd's defaults): retries never add more than `ratio` of the traffic plus the floor.",
+);
+
+export const RetriesSchema = Obj(
+  {
+    maxRetries: Type.Optional(Type.Integer({ minimum: 0, maximum: 10, description: 'Retries per request after the first attempt; 0 turns retries off. Default 2.' })),
+    on: Type.Optional(
+      Type.Array(Enum(RETRY_CONDITIONS, 'A failure that may be retried.'), {
+        uniqueItems: true,
+        maxItems: RETRY_CONDITIONS.length,
+        description: 'Failures that are retried. Default all four: connect-failure, reset, refused-stream, per-try-timeout.',
+      }),
+    ),
+    statuses: Type.Optional(
+      Type.Array(Type.Integer({ minimum: 500, maximum: 599 }), { uniqueItems: true, maxItems: 100, description: 'Response statuses that are retried (an app\'s own answers: see docs/traffic.md, "What counts against an instance"). Default [503].' }),
+    ),
+    nonIdempotent: Type.Optional(
+      Type.Boolean({ description: 'Also retry POST, PATCH (methods that are not idempotent) after a reset, timeout or status. Connect failures and refused streams are always retried. Default false.' }),
+    ),
+    maxBodyBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: 16 * 1024 * 1024, description: 'A request body is kept for a retry up to this size; larger requests are not retried once sent. Default 65536.' })),
+    backoff: Type.Optional(
+      Obj(
+        {
+          base: Type.Optional(Duration('Ceiling of the first retry delay (full jitter). Default 25ms.')),
+          max: Type.Optional(Duration('Largest ceiling. Default 250ms.')),
+        },
+        'Exponential backoff with full jitter between attempts.',
+      ),
+    ),
+    budget: Type.Optional(BudgetSchema),
+  },
+  'When and how calls to this service are retried.',
+);
+
+export const LimitsSchema = Obj(
+  {
+    maxConnections: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: "Open connections from one proxy to the service's instances. Default 1024." })),
+    maxPendingRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Requests waiting for a connection to be established. Default 1024.' })),
+    maxRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Requests in flight from one proxy to the service. Default 1024.' })),
+  },
+  "Circuit-breaking limits (Envoy's defaults): the excess is refused at once with SKEIN_E_UPSTREAM_OVERFLOW.",
+);
+
+export const BreakerSchema = Obj(
+  {
+    enabled: Type.Optional(Type.Boolean({ description: 'Default true.' })),
+    consecutiveFailures: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Open after this many consecutive failures (5xx or no response); 0: this trigger is off. Default 7.' })),
+    failureRate: Type.Optional(
+      Obj(
+        {
+          threshold: Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Failure share that opens the breaker, 0..1.' }),
+          minRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Requests in the window before the rate counts. Default 20.' })),
+          window: Type.Optional(Duration('Default 10s.')),
+        },
+        'Open when the failure share over a window reaches the threshold. Default off.',
+      ),
+    ),
+    backoff: Type.Optional(
+      Obj(
+        {
+          min: Type.Optional(Duration('Shortest time open before a probe. Default 1s.')),
+          max: Type.Optional(Duration('Longest time open before a probe. Default 10s.')),
+        },
+        'Time open before one probe request is let through (exponential, full jitter).',
+      ),
+    ),
+  },
+  'Failure accrual per instance: open, then a half-open probe after a backoff, then closed.',
+);
+
+export const OutlierSchema = Obj(
+  {
+    enabled: Type.Optional(Type.Boolean({ description: 'Default true.' })),
+    consecutive5xx: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Eject after this many 5xx in a row; 0: off. Default 5.' })),
+    consecutiveGatewayFailure: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Eject after this many 502/503/504 in a row; 0: off. Default 0 (off, as in Envoy): consecutive5xx counts them too.' })),
+    consecutiveLocalOriginFailure: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 10_000, description: 'Eject after this many failures to reach it in a row (connect refused or timed out, reset, per-try timeout); 0: off. Default 5.' }),
+    ),
+    interval: Type.Optional(Duration('How often success rates are evaluated and ejections end. Default 10s.')),
+    baseEjectionTime: Type.Optional(Duration('An instance is ejected for this times the number of its ejections. Default 30s.')),
+    maxEjectionTime: Type.Optional(Duration('Default 300s.')),
+    maxEjectionPercent: Type.Optional(Percent('Most instances ejected at once (one may always be). Default 10.')),
+    successRate: Type.Optional(
+      Obj(
+        {
+          minimumHosts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: 'Default 5.' })),
+          requestVolume: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Default 100.' })),
+          stdevFactor: Type.Optional(Type.Number({ minimum: 0, maximum: 100, description: 'Default 1.9.' })),
+        },
+        'Eject instances whose success rate over an interval is below the mean minus stdevFactor standard deviations. Default off.',
+      ),
+    ),
+    failurePercentage: Type.Optional(
+      Obj(
+        {
+          threshold: Type.Optional(Percent('Default 85.')),
+          minimumHosts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: 'Default 5.' })),
+          requestVolume: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Default 50.' })),
+        },
+        'Eject instances whose failure percentage over an interval reaches the threshold. Default off.',
+      ),
+    ),
+  },
+  "Passive health (Envoy's outlier detection): each caller's proxy ejects instances that fail.",
+);
+
+export const ActiveCheckSchema = Obj(
+  {
+    type: Enum(['http', 'tcp'] as const, 'http: GET a path and expect 200-399; tcp: connect.'),
+    path: Type.Optional(Type.String({ pattern: '^/[\\x21-\\x7e]*$', maxLength: 1024, description: 'Path to GET (http only). Default "/health".' })),
+    interval: Type.Optional(Duration('Default 5s; at least 100ms.')),
+    timeout: Type.Optional(Duration('Default 1s.')),
+    unhealthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Failures in a row before the proxy stops sending to it. Default 2.' })),
+    healthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Passes in a row before it gets traffic again. Default 1.' })),
+  },
+  "Health checks each caller's proxy runs itself against every instance it may send to. Default off.",
+);
+
+export const RateLimitSchema = Obj(
+  {
+    requestsPerSecond: Type.Number({ exclusiveMinimum: 0, maximum: 10_000_000, description: 'Sustained rate.' }),
+    burst: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000_000, description: 'Requests allowed at once above the rate. Default: the rate, rounded up.' })),
+    algorithm: Type.Optional(Enum(RATE_LIMIT_ALGORITHMS, 'Default token-bucket.')),
+    perCaller: Type.Optional(Type.Boolean({ description: 'One bucket per calling workload instead of one for all. Default false.' })),
+  },
+  'A local rate limit; the excess gets 429 with Retry-After.',
+);
+
+export const RateLimitsSchema = Obj(
+  {
+    outbound: Type.Optional(RateLimitSchema),
+    inbound: Type.Optional(RateLimitSchema),
+  },
+  "outbound: applied by each caller's proxy to its calls; inbound: applied by the service's own proxy to the calls it receives.",
+);
+
+export const FaultSchema = Obj(
+  {
+    delay: Type.Optional(Obj({ duration: Duration('The added delay.'), percent: Percent('Share of requests delayed.') }, 'Delay requests before they are sent.')),
+    abort: Type.Optional(
+      Obj(
+        { status: Type.Integer({ minimum: 200, maximum: 599, description: 'Status of the injected answer.' }), percent: Percent('Share of requests aborted.') },
+        'Answer requests with an error instead of sending them.',
+      ),
+    ),
+  },
+  'Fault injection (on the callers\' side), to test how callers cope.',
+);
+
+export const RouteMatchSchema = Obj(
+  {
+    path: Type.Optional(Type.String({ pattern: '^/', maxLength: 1024, description: 'The path (without the query) equals this.' })),
+    pathPrefix: Type.Optional(Type.String({ pattern: '^/', maxLength: 1024, description: 'The path starts with this, at a "/" boundary ("/api" matches "/api" and "/api/x", not "/apix").' })),
+    methods: Type.Optional(Type.Array(Enum(METHODS, 'An HTTP method.'), { uniqueItems: true, minItems: 1, maxItems: METHODS.length })),
+    headers: Type.Optional(
+      Type.Record(Type.String({ pattern: HTTP_TOKEN_PATTERN, maxLength: 256 }), Type.String({ maxLength: 1024 }), {
+        maxProperties: 16,
+        description: 'Headers that must have exactly these values (names are case-insensitive).',
+      }),
+    ),
+  },
+  'What a request must look like for the route to apply; every field given must match. Empty: every request.',
+);
+
+export const RouteSchema = Obj(
+  {
+    name: Type.String({ pattern: DNS_LABEL_PATTERN, description: 'Names the route in metrics, logs and errors (a DNS label).' }),
+    match: Type.Optional(RouteMatchSchema),
+    timeouts: Type.Optional(
+      Obj({ request: Type.Optional(TimeoutsSchema.properties.request), perTry: Type.Optional(TimeoutsSchema.properties.perTry) }, 'Overrides the service timeouts for this route.'),
+    ),
+    retries: Type.Optional(Type.Omit(RetriesSchema, ['budget'], { additionalProperties: false, description: 'Overrides fields of the service retries for this route (the budget is the service\'s).' })),
+    rateLimit: Type.Optional(RateLimitsSchema),
+    fault: Type.Optional(FaultSchema),
+  },
+  'A route: requests that match get its timeouts, retries, rate limits and faults.',
+);
+
+/** Traffic fields of the Service resource (spread into it and into mesh-file services). */
+export const TrafficFields = {
+  timeouts: Type.Optional(TimeoutsSchema),
+  retries: Type.Optional(RetriesSchema),
+  limits: Type.Optional(LimitsSchema),
+  breaker: Type.Optional(BreakerSchema),
+  outlierDetection: Type.Optional(OutlierSchema),
+  activeHealthCheck: Type.Optional(ActiveCheckSchema),
+  rateLimit: Type.Optional(RateLimitsSchema),
+  routes: Type.Optional(Type.Array(RouteSchema, { maxItems: 256, description: 'Routes, most specific first when they overlap (see docs/traffic.md).' })),
+  panicThreshold: Type.Optional(
+    Percent(
+      "When fewer than this share of the service's instances may take traffic (the others ejected by outlier detection or failing this proxy's active checks), the proxy ignores those two verdicts and spreads requests over every instance (Envoy's healthy_panic_threshold). 0 turns it off. Default 50.",
+    ),
+  ),
+};
+export const TRAFFIC_FIELD_NAMES = Object.keys(TrafficFields) as Array<keyof typeof TrafficFields>;
+
+export const TrafficSchema = Type.Object(TrafficFields, { additionalProperties: false });
+export type RawTraffic = Static<typeof TrafficSchema>;
+export type RawRoute = Static<typeof RouteSchema>;
+export type RawRetries = Static<typeof RetriesSchema>;
+export type RawRateLimit = Static<typeof RateLimitSchema>;
+export type RawRateLimits = Static<typeof RateLimitsSchema>;

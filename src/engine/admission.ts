@@ -1,0 +1,86 @@
+/**
+ * Admission: whether a routed request may start at all, before any endpoint is picked. In
+ * order: the route's rate limit (either direction), fault injection (outbound: an abort answers
+ * at once, a delay holds the request before its first attempt), and the service's limit on
+ * requests in flight (outbound). Nothing here does I/O; the randomness of fault injection comes
+ * from the caller (`Rng`), so tests can seed it.
+ */
+import type { Direction } from '../api/stats.js';
+import type { RoutePolicy } from '../api/traffic.js';
+import type { Rng } from '../core/backoff.js';
+import type { TrafficState } from '../resilience/traffic-state.js';
+import type { Refusal } from './service-client.js';
+
+/** Counters admission reports to (the proxy's metrics implement it). */
+export interface AdmissionCounters {
+  rateLimited(direction: Direction, service: string, route: string): void;
+}
+
+export interface Admitted {
+  /** A fault-injection delay before the first attempt, in ms (0: none). */
+  readonly delayMs: number;
+}
+
+const NO_DELAY: Admitted = Object.freeze({ delayMs: 0 });
+
+export function isRefusal(a: Admitted | Refusal): a is Refusal {
+  return (a as Refusal).code !== undefined;
+}
+
+/**
+ * Admits a request of `caller` to `route` of `traffic`'s service, or refuses it. `rng` draws the
+ * fault-injection percentages (uniform in [0, 1)).
+ */
+export function admit(traffic: TrafficState, route: RoutePolicy, direction: Direction, caller: string, rng: Rng, counters: AdmissionCounters): Admitted | Refusal {
+  const service = traffic.service;
+  const wait = traffic.rateLimit(route, direction, caller);
+  if (wait > 0) {
+    counters.rateLimited(direction, service, route.name);
+    const rl = route.rateLimit[direction];
+    const per = rl?.perCaller === true ? ` per caller (${caller})` : '';
+    return {
+      code: 'SKEIN_E_RATE_LIMITED',
+      message: `route "${route.name}" of "${service}" allows ${rl?.requestsPerSecond ?? 0} requests/s${per} (${direction})`,
+      details: { service, route: route.name, direction, requestsPerSecond: rl?.requestsPerSecond, burst: rl?.burst, retryAfterMs: wait },
+      retryAfterMs: wait,
+    };
+  }
+  if (direction !== 'outbound') return NO_DELAY;
+  let delayMs = 0;
+  const fault = route.fault;
+  if (fault !== null) {
+    if (fault.abort !== null && rng() * 100 < fault.abort.percent) {
+      return {
+        code: 'SKEIN_E_FAULT_INJECTED',
+        message: `route "${route.name}" of "${service}" injects an abort (status ${fault.abort.status}) into ${fault.abort.percent}% of requests`,
+        status: fault.abort.status,
+        details: { service, route: route.name },
+      };
+    }
+    if (fault.delay !== null && rng() * 100 < fault.delay.percent) delayMs = fault.delay.ms;
+  }
+  const max = traffic.policy.limits.maxRequests;
+  if (traffic.active >= max) {
+    traffic.overflows++;
+    return {
+      code: 'SKEIN_E_UPSTREAM_OVERFLOW',
+      message: `"${service}" has ${traffic.active} requests in flight (limits.maxRequests ${max})`,
+      details: { service, route: route.name, inFlight: traffic.active, limit: max },
+    };
+  }
+  return delayMs === 0 ? NO_DELAY : { delayMs };
+}
+
+/**
+ * Whether an attempt may open a new connection to the service (outbound): its connection and
+ * pending-request limits. The driver makes room first when it can (an idle connection to another
+ * endpoint of the service), then asks.
+ */
+export function connectionRefusal(traffic: TrafficState): Refusal | null {
+  const l = traffic.policy.limits;
+  const open = traffic.connections.open;
+  if (open < l.maxConnections && traffic.pending < l.maxPendingRequests) return null;
+  traffic.overflows++;
+  const what = open >= l.maxConnections ? `${open} connections (limits.maxConnections ${l.maxConnections})` : `${traffic.pending} requests waiting for a connection (limits.maxPendingRequests ${l.maxPendingRequests})`;
+  return { code: 'SKEIN_E_UPSTREAM_OVERFLOW', message: `"${traffic.service}" has ${what}` };
+}

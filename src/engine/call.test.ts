@@ -1,0 +1,457 @@
+/**
+ * The request engine without sockets: an in-memory driver (`Net`) stands for a protocol. Each
+ * endpoint has a behaviour (answer a status after some ms, refuse the connection, reset, hang,
+ * answer a peer proxy's refusal); the driver turns the call's decisions into those outcomes on a
+ * ManualClock, and the tests check the decisions and what the client ends up with. The HTTP/1
+ * driver's own tests (test/proxy-*.test.ts) then only check that its I/O follows them.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseService } from '../api/parse.js';
+import type { RoutePolicy } from '../api/traffic.js';
+import { setOf } from '../balance/test-helpers.js';
+import { ManualClock } from '../core/clock.js';
+import type { Endpoint } from '../discovery/endpoint.js';
+import { admit, isRefusal } from './admission.js';
+import { Call, type Attempt, type CallDriver, type CallFailure, type CallRequest } from './call.js';
+import { ServiceClient, type Refusal } from './service-client.js';
+
+type Behaviour =
+  | { readonly kind: 'status'; readonly status: number; readonly ms?: number; readonly peerRefused?: boolean }
+  | { readonly kind: 'refuse' | 'hang'; readonly ms?: number }
+  | { readonly kind: 'reset' | 'protocol'; readonly ms?: number; readonly reused?: boolean };
+
+/** What the client got. */
+type Answer = { readonly status: number; readonly from: string } | { readonly failure: CallFailure } | null;
+
+/** An in-memory protocol driver: no sockets, outcomes on the clock. */
+class Net implements CallDriver {
+  readonly log: string[] = [];
+  readonly sent: Attempt[] = [];
+  answer: Answer = null;
+  refuseNext: Refusal | null = null;
+  /** Behaviours per endpoint id, used in order (the last one repeats). */
+  readonly plan = new Map<string, Behaviour[]>();
+  private pending: { cancel(): void } | null = null;
+  call!: Call;
+
+  constructor(private readonly clock: ManualClock) {}
+
+  send(a: Attempt): Refusal | null {
+    this.log.push(`send ${a.endpoint.id}${a.fresh ? ' fresh' : ''}${a.body.length > 0 ? ` body=${a.body.length}` : ''}`);
+    if (this.refuseNext !== null) {
+      const r = this.refuseNext;
+      this.refuseNext = null;
+      return r;
+    }
+    this.sent.push(a);
+    const list = this.plan.get(a.endpoint.id) ?? [{ kind: 'status', status: 200 }];
+    const b = (list.length > 1 ? list.shift() : list[0]) as Behaviour;
+    // Outcomes come after send returns, as from a network.
+    this.pending = this.clock.setTimeout(() => this.outcome(a.endpoint, b), 'ms' in b && b.ms !== undefined ? b.ms : 1);
+    return null;
+  }
+
+  private outcome(e: Endpoint, b: Behaviour): void {
+    this.pending = null;
+    const call = this.call;
+    if (b.kind === 'refuse') return call.connectFailed('ECONNREFUSED');
+    if (b.kind === 'hang') {
+      call.connected();
+      return;
+    }
+    call.connected();
+    if (b.kind !== 'status') {
+      this.log.push(`${b.kind} ${e.id}`);
+      if (call.reset(b.kind, 'socket hang up', 'reused' in b && b.reused === true, false)) this.log.push('cut');
+      return;
+    }
+    const verdict = call.responseHead(b.status, b.peerRefused === true);
+    this.log.push(`${b.status} ${e.id} ${verdict}`);
+    if (verdict === 'discard') {
+      call.discarded();
+      return;
+    }
+    this.answer = { status: b.status, from: e.id };
+    call.responseComplete();
+  }
+
+  abandon(): void {
+    this.log.push('abandon');
+    this.pending?.cancel();
+    this.pending = null;
+  }
+
+  fail(f: CallFailure): void {
+    this.log.push(`fail ${f.code}`);
+    this.answer = { failure: f };
+  }
+}
+
+const counters = () => {
+  const c = { retries: [] as string[], exhausted: 0 };
+  return { c, counters: { retry: (_s: string, r: string) => void c.retries.push(r), retryBudgetExhausted: () => void c.exhausted++ } };
+};
+
+/** A service of `n` endpoints (e0, e1, ...) with the traffic policy of a Service resource. */
+function setup(policy: object = {}, n = 2) {
+  const clock = new ManualClock();
+  const events: string[] = [];
+  const svc = parseService({ name: 'svc', ...policy });
+  const client = new ServiceClient('svc', svc, setOf(n), clock, (e) => events.push(`${e.type} ${'endpoint' in e ? e.endpoint : ''}`), null);
+  const net = new Net(clock);
+  const { c, counters: cs } = counters();
+  const route = client.traffic.routes.match({ method: 'GET', path: '/', header: () => undefined }) as RoutePolicy;
+  const call = (req: Partial<CallRequest> = {}, rng = () => 0.5) => {
+    const r: CallRequest = { direction: 'outbound', route, idempotent: true, hasBody: false, upgrade: false, timeoutMs: route.requestTimeoutMs, delayMs: 0, hash: { header: () => undefined, sourceAddress: '127.0.0.1' }, hop: null, ...req };
+    const k = new Call(client, r, net, clock, cs, rng);
+    net.call = k;
+    return k;
+  };
+  const key = (id: string) => client.balancer.set.list().find((e) => e.id === id)?.key as string;
+  return { clock, client, net, c, call, key, events, traffic: client.traffic };
+}
+
+test('one attempt: the response is delivered, the request counted in the budget once, nothing left in flight', () => {
+  const { clock, net, call, traffic } = setup();
+  const k = call();
+  k.start();
+  assert.equal(traffic.active, 1, 'in flight while the attempt is out');
+  clock.advance(1);
+  assert.deepEqual(net.answer, { status: 200, from: net.sent[0]?.endpoint.id });
+  assert.equal(k.attempts, 1);
+  assert.equal(traffic.active, 0);
+  assert.equal(k.done, true);
+  assert.match(k.explanation(), /^route=default; service=svc; endpoint=e\d \(10\.0\.0\.\d+:8080\); attempts=1; budget=\d+; timeout=15000ms$/);
+});
+
+test('a connect failure is retried on the other endpoint, and the explanation names the failed one', () => {
+  const { clock, net, call, c } = setup();
+  const k = call();
+  net.plan.set('e0', [{ kind: 'refuse' }]);
+  net.plan.set('e1', [{ kind: 'refuse' }]);
+  k.start();
+  const first = net.sent[0]?.endpoint.id as string;
+  const other = first === 'e0' ? 'e1' : 'e0';
+  net.plan.set(other, [{ kind: 'status', status: 200 }]);
+  clock.advance(1000);
+  assert.deepEqual(net.answer, { status: 200, from: other });
+  assert.deepEqual(c.retries, ['connect-failure']);
+  assert.equal(k.attempts, 2);
+  assert.match(k.explanation(), new RegExp(`failed=${first}: connect failed: ECONNREFUSED`));
+});
+
+test('reset before the response on a retry too: after maxRetries the client gets SKEIN_E_UPSTREAM_RESET with every attempt in its details', () => {
+  const { clock, net, call, c } = setup({ retries: { maxRetries: 2 } });
+  net.plan.set('e0', [{ kind: 'reset' }]);
+  net.plan.set('e1', [{ kind: 'reset' }]);
+  const k = call();
+  k.start();
+  clock.advance(5000);
+  assert.equal(net.sent.length, 3, 'the first attempt and two retries');
+  assert.deepEqual(c.retries, ['reset', 'reset']);
+  const a = net.answer as { failure: CallFailure };
+  assert.equal(a.failure.code, 'SKEIN_E_UPSTREAM_RESET');
+  assert.equal(a.failure.status, 502);
+  assert.equal((a.failure.details.tried as unknown[]).length, 3);
+  assert.equal(a.failure.details.retries, 2);
+  assert.equal(k.attempts, 3);
+});
+
+test('budget exhausted mid-request: the failure is answered, the budget refusal is counted and shown', () => {
+  const { clock, net, call, c } = setup({ retries: { budget: { ratio: 0, minRetriesPerSecond: 0 } } });
+  net.plan.set('e0', [{ kind: 'refuse' }]);
+  net.plan.set('e1', [{ kind: 'refuse' }]);
+  const k = call();
+  k.start();
+  clock.advance(10);
+  const a = net.answer as { failure: CallFailure };
+  assert.equal(a.failure.code, 'SKEIN_E_UPSTREAM_CONNECT');
+  assert.equal(net.sent.length, 1, 'no retry without budget');
+  assert.equal(c.exhausted, 1);
+  assert.deepEqual(a.failure.details.budget, { available: 0, refusedARetry: true });
+  assert.match(a.failure.explanation, /budget=0 \(a retry was refused by the budget\)/);
+});
+
+test('a breaker probe the client abandons counts as a failure: the breaker opens again instead of waiting half-open forever', () => {
+  const { clock, net, call, traffic, key } = setup({ outlierDetection: { enabled: false }, breaker: { consecutiveFailures: 1, backoff: { min: '1s', max: '1s' } } }, 1);
+  traffic.record(key('e0'), 0);
+  assert.equal(traffic.breakers?.state(key('e0')), 'open');
+  clock.advance(1000);
+  net.plan.set('e0', [{ kind: 'hang' }]);
+  const k = call({ timeoutMs: 0 });
+  k.start();
+  assert.equal(traffic.breakers?.state(key('e0')), 'half-open', 'the probe is out');
+  clock.advance(5);
+  k.clientGone();
+  assert.equal(traffic.breakers?.state(key('e0')), 'open', 'the abandoned probe failed');
+  assert.equal(traffic.active, 0);
+  // An ordinary request the client abandons says nothing about the endpoint.
+  clock.advance(1000);
+  net.plan.set('e0', [{ kind: 'status', status: 200 }]);
+  call().start();
+  clock.advance(1);
+  assert.equal(traffic.breakers?.state(key('e0')), 'closed');
+  net.plan.set('e0', [{ kind: 'hang' }]);
+  const k3 = call({ timeoutMs: 0 });
+  k3.start();
+  k3.clientGone();
+  assert.equal(traffic.breakers?.state(key('e0')), 'closed');
+});
+
+test('deadline during backoff: a retry whose backoff would end past the deadline is not made; the call fails at once', () => {
+  const { clock, net, call, c } = setup({ timeouts: { request: '100ms' }, retries: { backoff: { base: '1s', max: '1s' } } });
+  net.plan.set('e0', [{ kind: 'refuse', ms: 60 }]);
+  net.plan.set('e1', [{ kind: 'refuse', ms: 60 }]);
+  const k = call({}, () => 0.5); // backoff 500 ms > the 99 ms left
+  k.start();
+  clock.advance(1);
+  assert.equal(net.answer, null);
+  clock.advance(59);
+  const a = net.answer as unknown as { failure: CallFailure };
+  assert.equal(a.failure.code, 'SKEIN_E_UPSTREAM_CONNECT', 'the attempt failure is the answer');
+  assert.deepEqual(c.retries, []);
+  assert.equal(net.sent.length, 1);
+  assert.equal(k.done, true);
+});
+
+test('the overall deadline ends a hanging attempt with SKEIN_E_UPSTREAM_TIMEOUT exactly on time, and the attempt is abandoned', () => {
+  const { clock, net, call } = setup({ timeouts: { request: '250ms' } });
+  net.plan.set('e0', [{ kind: 'hang' }]);
+  net.plan.set('e1', [{ kind: 'hang' }]);
+  const k = call();
+  k.start();
+  clock.advance(249);
+  assert.equal(net.answer, null);
+  clock.advance(1);
+  const a = net.answer as unknown as { failure: CallFailure };
+  assert.equal(a.failure.code, 'SKEIN_E_UPSTREAM_TIMEOUT');
+  assert.match(a.failure.message, /^no response from "svc" within 250 ms \(last: e\d at 10\.0\.0\.\d+:8080\)$/);
+  assert.deepEqual(net.log.slice(-2), ['abandon', 'fail SKEIN_E_UPSTREAM_TIMEOUT']);
+  assert.equal(a.failure.details.timeoutMs, 250);
+});
+
+test('a per-try timeout retries on the other endpoint within the overall deadline', () => {
+  const { clock, net, call, c } = setup({ timeouts: { request: '1s', perTry: '100ms' } });
+  const k = call();
+  net.plan.set('e0', [{ kind: 'hang' }]);
+  net.plan.set('e1', [{ kind: 'hang' }]);
+  k.start();
+  const first = net.sent[0]?.endpoint.id as string;
+  const other = first === 'e0' ? 'e1' : 'e0';
+  net.plan.set(other, [{ kind: 'status', status: 200, ms: 10 }]);
+  clock.advance(100);
+  assert.deepEqual(c.retries, ['per-try-timeout']);
+  clock.advance(500);
+  assert.deepEqual(net.answer, { status: 200, from: other });
+  assert.ok(net.log.includes('abandon'));
+});
+
+test('a stale pooled connection (reset before any byte, GET, no body) is replaced by a fresh one to the same endpoint: no retry, no failure recorded', () => {
+  const { clock, net, call, c, traffic, key } = setup({ breaker: { consecutiveFailures: 1 } }, 1);
+  net.plan.set('e0', [{ kind: 'reset', reused: true }, { kind: 'status', status: 200 }]);
+  const k = call();
+  k.start();
+  clock.advance(10);
+  assert.deepEqual(net.log, ['send e0', 'reset e0', 'send e0 fresh', '200 e0 deliver']);
+  assert.deepEqual(net.answer, { status: 200, from: 'e0' });
+  assert.deepEqual(c.retries, []);
+  assert.equal(traffic.breakers?.state(key('e0')), 'closed');
+  // Once only: a second reset on the fresh connection is a failure of the endpoint.
+  net.plan.set('e0', [{ kind: 'reset', reused: true }, { kind: 'reset', reused: true }]);
+  const k2 = call({ idempotent: true });
+  k2.start();
+  clock.advance(10);
+  assert.equal(traffic.breakers?.state(key('e0')), 'open');
+  void k;
+});
+
+test('a peer proxy refusal is retried whatever the method and counts as a mesh failure, not as the app\'s 5xx', () => {
+  const { clock, net, call, c, traffic, key } = setup({ breaker: { enabled: false } });
+  net.plan.set('e0', [{ kind: 'status', status: 502, peerRefused: true }]);
+  net.plan.set('e1', [{ kind: 'status', status: 502, peerRefused: true }]);
+  const k = call({ idempotent: false, hasBody: false });
+  k.start();
+  const first = net.sent[0]?.endpoint.id as string;
+  const other = first === 'e0' ? 'e1' : 'e0';
+  net.plan.set(other, [{ kind: 'status', status: 201 }]);
+  clock.advance(1000);
+  assert.deepEqual(c.retries, ['refused-stream']);
+  assert.deepEqual(net.answer, { status: 201, from: other });
+  assert.equal(traffic.outlier?.snapshot() !== null, true);
+  // Four more refusals from the first endpoint make five local-origin failures in a row: ejected.
+  for (let i = 0; i < 4; i++) traffic.record(key(first), 0);
+  assert.equal(traffic.outlier?.isEjected(key(first)), true, 'the refusal was recorded as a local-origin failure');
+});
+
+test('an app 5xx that is not in retries.statuses is delivered as it is, not retried', () => {
+  const { clock, net, call, c } = setup();
+  net.plan.set('e0', [{ kind: 'status', status: 502 }]);
+  net.plan.set('e1', [{ kind: 'status', status: 502 }]);
+  const k = call();
+  k.start();
+  clock.advance(5);
+  assert.equal((net.answer as { status: number }).status, 502);
+  assert.deepEqual(c.retries, []);
+  assert.equal(k.attempts, 1);
+});
+
+test('a retryable status is read and dropped, then retried with the kept body; a body too large to keep is never resent', () => {
+  const { clock, net, call, c } = setup({ retries: { maxBodyBytes: 8, nonIdempotent: true } });
+  net.plan.set('e0', [{ kind: 'status', status: 503 }]);
+  net.plan.set('e1', [{ kind: 'status', status: 503 }]);
+  const k = call({ hasBody: true, idempotent: false });
+  k.requestBody(Buffer.from('abc'));
+  k.requestComplete();
+  k.start();
+  const first = net.sent[0]?.endpoint.id as string;
+  const other = first === 'e0' ? 'e1' : 'e0';
+  net.plan.set(other, [{ kind: 'status', status: 200 }]);
+  clock.advance(1000);
+  assert.deepEqual(c.retries, ['status']);
+  assert.equal(Buffer.concat(net.sent[1]?.body as Uint8Array[]).toString(), 'abc');
+  assert.deepEqual(net.answer, { status: 200, from: other });
+
+  const big = call({ hasBody: true, idempotent: false });
+  net.plan.set('e0', [{ kind: 'status', status: 503 }]);
+  net.plan.set('e1', [{ kind: 'status', status: 503 }]);
+  big.requestBody(Buffer.alloc(9));
+  big.requestComplete();
+  big.start();
+  clock.advance(1000);
+  assert.equal((net.answer as { status: number }).status, 503, 'delivered: the body was not kept');
+  assert.deepEqual(c.retries, ['status']);
+});
+
+test('a retryable status before the whole request body is in is delivered (the kept body could still change)', () => {
+  const { clock, net, call, c } = setup();
+  net.plan.set('e0', [{ kind: 'status', status: 503 }]);
+  net.plan.set('e1', [{ kind: 'status', status: 503 }]);
+  const k = call({ hasBody: true, idempotent: true });
+  k.requestBody(Buffer.from('x'));
+  k.start();
+  clock.advance(5);
+  assert.equal((net.answer as { status: number }).status, 503);
+  assert.deepEqual(c.retries, []);
+});
+
+test('a connection limit refuses the attempt: SKEIN_E_UPSTREAM_OVERFLOW, no breaker probe held, no budget deposit', () => {
+  const { net, call, traffic, key } = setup({ breaker: { consecutiveFailures: 1, backoff: { min: '1s', max: '1s' } } }, 1);
+  const before = traffic.budget.available;
+  net.refuseNext = { code: 'SKEIN_E_UPSTREAM_OVERFLOW', message: '"svc" has 1 connections (limits.maxConnections 1)' };
+  const k = call();
+  k.start();
+  const a = net.answer as { failure: CallFailure };
+  assert.equal(a.failure.code, 'SKEIN_E_UPSTREAM_OVERFLOW');
+  assert.equal(a.failure.status, 503);
+  assert.equal(traffic.breakers?.state(key('e0')), 'closed');
+  assert.equal(traffic.budget.available, before, 'nothing deposited');
+  assert.equal(traffic.active, 0);
+});
+
+test('no endpoint left: every one behind an open breaker gives SKEIN_E_BREAKER_OPEN saying so', () => {
+  const { net, call, traffic, key } = setup({ outlierDetection: { enabled: false }, breaker: { consecutiveFailures: 1 } });
+  traffic.record(key('e0'), 0);
+  traffic.record(key('e1'), 0);
+  call().start();
+  const a = net.answer as { failure: CallFailure };
+  assert.equal(a.failure.code, 'SKEIN_E_BREAKER_OPEN');
+  assert.equal(a.failure.message, 'none of the 2 instances of "svc" may take requests now: 2 behind an open circuit breaker');
+  assert.deepEqual(a.failure.details.breakers, { open: 2, halfOpen: 0 });
+  assert.equal(net.sent.length, 0);
+});
+
+test('a malformed response is not retried: SKEIN_E_UPSTREAM_PROTOCOL', () => {
+  const { clock, net, call, c } = setup();
+  net.plan.set('e0', [{ kind: 'protocol' }]);
+  net.plan.set('e1', [{ kind: 'protocol' }]);
+  call().start();
+  clock.advance(5);
+  assert.equal((net.answer as { failure: CallFailure }).failure.code, 'SKEIN_E_UPSTREAM_PROTOCOL');
+  assert.deepEqual(c.retries, []);
+});
+
+test('a response cut after bytes reached the client: the driver is told to cut the client off, nothing is retried', () => {
+  const { clock, net, call, traffic } = setup();
+  net.plan.set('e0', [{ kind: 'hang' }]);
+  net.plan.set('e1', [{ kind: 'hang' }]);
+  const k = call();
+  k.start();
+  clock.advance(1);
+  assert.equal(k.responseHead(200, false), 'deliver');
+  assert.equal(k.reset('reset', 'socket hang up', false, true), true);
+  assert.equal(k.done, true);
+  assert.equal(traffic.active, 0);
+  // Before any byte left, the same cut can still be answered properly (here: retried).
+  const k2 = call();
+  k2.start();
+  clock.advance(1);
+  k2.responseHead(200, false);
+  assert.equal(k2.reset('reset', 'socket hang up', false, false), false);
+  assert.equal(k2.done, false, 'a retry is under way');
+});
+
+test('a fault delay holds the first attempt; the deadline still counts from the start', () => {
+  const { clock, net, call } = setup({ timeouts: { request: '100ms' } });
+  const k = call({ delayMs: 150 });
+  k.start();
+  assert.equal(net.sent.length, 0);
+  clock.advance(150);
+  assert.equal(net.sent.length, 0, 'the deadline passed during the delay');
+  assert.equal((net.answer as { failure: CallFailure }).failure.code, 'SKEIN_E_UPSTREAM_TIMEOUT');
+});
+
+test('inbound: one attempt at the app, never retried, no breaker or budget', () => {
+  const { clock, net, call, c, traffic } = setup();
+  net.plan.set('e0', [{ kind: 'refuse' }]);
+  net.plan.set('e1', [{ kind: 'refuse' }]);
+  const before = traffic.budget.available;
+  call({ direction: 'inbound', timeoutMs: 0 }).start();
+  clock.advance(5);
+  assert.equal((net.answer as { failure: CallFailure }).failure.code, 'SKEIN_E_UPSTREAM_CONNECT');
+  assert.equal(net.sent.length, 1);
+  assert.deepEqual(c.retries, []);
+  assert.equal(traffic.budget.available, before);
+  assert.equal(traffic.active, 0);
+});
+
+test('admission: rate limit, then fault abort and delay from the injected random source, then maxRequests', () => {
+  const { traffic } = setup({
+    limits: { maxRequests: 1 },
+    routes: [{ name: 'r', match: { pathPrefix: '/' }, rateLimit: { outbound: { requestsPerSecond: 1, burst: 1 } }, fault: { abort: { status: 418, percent: 50 }, delay: { duration: '40ms', percent: 50 } } }],
+  });
+  const route = traffic.routes.match({ method: 'GET', path: '/x', header: () => undefined });
+  const rl: string[] = [];
+  const counters = { rateLimited: (d: string, s: string, r: string) => void rl.push(`${d} ${s} ${r}`) };
+  // Below 50: abort.
+  const a = admit(traffic, route, 'outbound', 'web', () => 0.1, counters);
+  assert.ok(isRefusal(a));
+  assert.equal(a.code, 'SKEIN_E_FAULT_INJECTED');
+  assert.equal(a.status, 418);
+  // The rate limit (burst 1) is spent now.
+  const b = admit(traffic, route, 'outbound', 'web', () => 0.9, counters);
+  assert.ok(isRefusal(b));
+  assert.equal(b.code, 'SKEIN_E_RATE_LIMITED');
+  assert.equal(b.retryAfterMs, 1000);
+  assert.deepEqual(rl, ['outbound svc r']);
+});
+
+test('admission: no abort at 0.9, a delay at 0.2 after passing the abort, and maxRequests counts calls in flight', () => {
+  const { traffic, call, clock } = setup({
+    limits: { maxRequests: 1 },
+    routes: [{ name: 'r', match: { pathPrefix: '/' }, fault: { abort: { status: 418, percent: 50 }, delay: { duration: '40ms', percent: 50 } } }],
+  });
+  const route = traffic.routes.match({ method: 'GET', path: '/x', header: () => undefined });
+  const none = { rateLimited: () => undefined };
+  const draws = [0.9, 0.2];
+  const d = admit(traffic, route, 'outbound', 'web', () => draws.shift() as number, none);
+  assert.deepEqual(d, { delayMs: 40 });
+  const k = call({ route });
+  k.start();
+  const o = admit(traffic, route, 'outbound', 'web', () => 0.99, none);
+  assert.ok(isRefusal(o));
+  assert.equal(o.code, 'SKEIN_E_UPSTREAM_OVERFLOW');
+  assert.deepEqual(o.details, { service: 'svc', route: 'r', inFlight: 1, limit: 1 });
+  clock.advance(10);
+  assert.deepEqual(admit(traffic, route, 'outbound', 'web', () => 0.99, none), { delayMs: 0 });
+});

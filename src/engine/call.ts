@@ -1,0 +1,624 @@
+/**
+ * One call: a request's lifecycle from admission to its answer, as decisions, whatever the
+ * protocol. A driver (the HTTP/1 forwarder today; HTTP/2, TCP and the SDK later) moves the bytes;
+ * the call decides:
+ *
+ *   start ──► [fault delay] ──► attempt: pick an endpoint (not one already tried, when another
+ *   is left), arm the attempt's timer (per-try timeout or the overall deadline, whichever is
+ *   first), `driver.send(attempt)` ──► the driver reports what happened:
+ *     connected ........................ the balancer counts the request at the endpoint
+ *     responseHead(status) ............. "deliver" it, or "discard" it (a retryable 5xx: read to
+ *                                        its end and dropped, then `discarded()`)
+ *     connectFailed / reset / timeout .. retry (after a backoff with full jitter, within the
+ *                                        retry budget and the deadline) or `driver.fail(error)`
+ *     responseComplete ................. the call is over
+ *     clientGone ....................... the call is over; an unanswered breaker probe counts
+ *
+ * The call owns what guards each failure case: breaker start/record (and the half-open probe a
+ * client abandons), retry-budget deposits and withdrawals, per-try and overall deadlines, the
+ * in-flight count (limits.maxRequests), the tried endpoints, the body kept for a retry, the
+ * `x-skein-explain` summary and the error details. Every outcome of an attempt is recorded once,
+ * as evidence for the breakers and outlier detection (`TrafficState.record`; see docs/traffic.md,
+ * "What counts against an instance"): a status, or 0 for a mesh failure (no response, or a peer
+ * proxy that refused the request because its app is unreachable).
+ *
+ * Nothing here does I/O: time and timers come from a Clock, randomness from an Rng. Drivers report
+ * outcomes after `send` returns, never from inside it (except `connected`).
+ */
+import type { Direction } from '../api/stats.js';
+import type { RoutePolicy } from '../api/traffic.js';
+import { NOOP_COMPLETION, type Completion } from '../balance/balancer.js';
+import type { HashInput } from '../balance/hash-key.js';
+import type { Rng } from '../core/backoff.js';
+import type { Clock, TimerHandle } from '../core/clock.js';
+import { ERROR_CODES, type ErrorCode } from '../core/errors.js';
+import type { Endpoint } from '../discovery/endpoint.js';
+import { retryDelay, type RetryReason } from '../resilience/retry.js';
+import type { AttemptTrace, HopTrace } from './observe.js';
+import type { Destination, Refusal } from './service-client.js';
+
+/** Counters a call reports to (the proxy's metrics implement them). */
+export interface CallCounters {
+  /** A retry was sent (`reason`: a retry condition or "status"). */
+  retry(service: string, reason: string): void;
+  /** The retry budget refused a retry. */
+  retryBudgetExhausted(service: string): void;
+}
+
+/** What a call needs to know of its request. */
+export interface CallRequest {
+  readonly direction: Direction;
+  readonly route: RoutePolicy;
+  /** GET, HEAD, PUT, DELETE, OPTIONS, TRACE (RFC 9110 §9.2.2): may be sent again. */
+  readonly idempotent: boolean;
+  readonly hasBody: boolean;
+  /** A protocol upgrade (never retried: the tunnel belongs to the first answer). */
+  readonly upgrade: boolean;
+  /** Time until the response head, all attempts and backoff included; 0: none. */
+  readonly timeoutMs: number;
+  /** A fault-injection delay before the first attempt (admission's). */
+  readonly delayMs: number;
+  /** What a hashing balancer reads of the request. */
+  readonly hash: HashInput;
+  /** The request's trace span (tracing on): a child span per attempt. */
+  readonly hop: HopTrace | null;
+}
+
+/** An attempt the driver is to make. */
+export interface Attempt {
+  readonly endpoint: Endpoint;
+  /** 1 for the first attempt. */
+  readonly n: number;
+  /** A pooled connection must not be used (the last one was stale). */
+  readonly fresh: boolean;
+  /** Request body bytes already received, to send before what follows (a retry's kept body). */
+  readonly body: readonly Uint8Array[];
+  /** The attempt's trace span: its context goes with the request. */
+  readonly trace: AttemptTrace | null;
+}
+
+/** A call that ends in a proxy error: the driver answers the client with it. */
+export interface CallFailure {
+  readonly code: ErrorCode;
+  readonly message: string;
+  readonly status: number;
+  /** The JSON error body's details: where it went, what was tried, the resilience state. */
+  readonly details: Record<string, unknown>;
+  /** The x-skein-explain summary. */
+  readonly explanation: string;
+  /** A rate limit's wait (the answer says when to come back). */
+  readonly retryAfterMs?: number;
+}
+
+/** The I/O side of a call. */
+export interface CallDriver {
+  /** Sends the request to `a.endpoint`, or refuses when the service's connection limits say no. */
+  send(a: Attempt): Refusal | null;
+  /** Drops the current attempt's connection (its time ran out; a retry may follow). */
+  abandon(): void;
+  /** Answers the client with a proxy error; nothing of a response has reached it. */
+  fail(f: CallFailure): void;
+}
+
+/** What the driver does with a response head. */
+export type HeadVerdict = 'deliver' | 'discard';
+
+const enum St {
+  Idle,
+  /** A fault-injection delay. */
+  Delay,
+  /** An attempt is out: waiting for a response head. */
+  Attempt,
+  /** A retryable response is being read to its end and dropped. */
+  Discard,
+  /** Waiting before a retry. */
+  Backoff,
+  /** The response head went to the client; its body (or a tunnel) follows. */
+  Responding,
+  Done,
+}
+
+const EMPTY: readonly Uint8Array[] = Object.freeze([]);
+
+/** The longest delay a Node timer takes (2^31 - 1 ms). */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** Only printable ASCII in a header value. */
+const printable = (s: string) => s.replace(/[^\x20-\x7e]/g, '?');
+
+/** The x-skein-explain of a request the proxy answered before any attempt. */
+export function localExplanation(route: string | null, service: string | null, code: ErrorCode): string {
+  return printable(`route=${route ?? '-'}; service=${service ?? '-'}; attempts=0; answered by the proxy: ${code}`);
+}
+
+export class Call {
+  private st = St.Idle;
+  /** The endpoint of the current (or last) attempt. */
+  endpoint: Endpoint | null = null;
+  /** The current attempt's response status; 0: none yet. */
+  status = 0;
+  /** What the current attempt's outcome says about its endpoint: the status, or 0 (see the header). */
+  private evidence = 0;
+  retries = 0;
+  /** ms from the start to the delivered response head. */
+  latencyMs = 0;
+  private tried: Endpoint[] | null = null;
+  private outcomes: string[] | null = null;
+  /** The current attempt went out and its outcome is not recorded yet (a breaker may wait for it). */
+  private owed = false;
+  /** The request was counted in the retry budget (once, when its first attempt left). */
+  private deposited = false;
+  private budgetRefused = false;
+  /** A stale pooled connection was replaced once already. */
+  private staleRetried = false;
+  /** In traffic.active (outbound). */
+  private counted = false;
+  private completion: Completion = NOOP_COMPLETION;
+  private trace: AttemptTrace | null = null;
+  private timer: TimerHandle | null = null;
+  /** The attempt's timer is its per-try timeout (not the overall deadline). */
+  private perTry = false;
+  private readonly t0: number;
+  private attemptT0 = 0;
+  /** clock.now() by which the response head must have come; 0: no deadline. */
+  private deadline = 0;
+  private retryDelayMs = 0;
+  /** The request body so far, kept for a retry while it is small enough; null: not kept. */
+  private kept: Uint8Array[] | null;
+  private keptBytes = 0;
+  private reqDone = false;
+  private readonly outbound: boolean;
+  private readonly fire = () => this.onTimer();
+
+  constructor(
+    private readonly dest: Destination,
+    private readonly req: CallRequest,
+    private readonly driver: CallDriver,
+    private readonly clock: Clock,
+    private readonly counters: CallCounters,
+    private readonly rng: Rng = Math.random,
+  ) {
+    this.outbound = req.direction === 'outbound';
+    this.t0 = clock.now();
+    this.kept = req.hasBody && this.outbound && req.route.retries.maxRetries > 0 ? [] : null;
+  }
+
+  get service(): string {
+    return this.dest.service;
+  }
+
+  /** The response head was delivered (a response, not a proxy error, is under way). */
+  get responding(): boolean {
+    return this.st === St.Responding;
+  }
+
+  get done(): boolean {
+    return this.st === St.Done;
+  }
+
+  /** Attempts made: the failed ones, and the current one if it got an answer. */
+  get attempts(): number {
+    return (this.tried?.length ?? 0) + (this.status > 0 && this.st !== St.Discard ? 1 : 0);
+  }
+
+  /** ms left before the deadline (at least 1), for the request the attempt sends; 0: no deadline. */
+  timeLeftMs(): number {
+    return this.deadline === 0 ? 0 : Math.max(1, Math.floor(this.deadline - this.clock.now()));
+  }
+
+  /** Starts the call: the first attempt, or the fault delay before it. */
+  start(): void {
+    if (this.st !== St.Idle) return;
+    if (this.outbound) {
+      this.dest.traffic.active++;
+      this.counted = true;
+    }
+    if (this.req.timeoutMs > 0) this.deadline = this.t0 + this.req.timeoutMs;
+    if (this.req.delayMs > 0) {
+      this.st = St.Delay;
+      this.setTimer(this.req.delayMs);
+      return;
+    }
+    this.attempt();
+  }
+
+  // ---- what the driver reports ----
+
+  /** The attempt's connection is ready and the request leaves now. False: the call is over (keep the connection). */
+  connected(): boolean {
+    if (this.st !== St.Attempt || this.endpoint === null) return false;
+    this.completion = this.dest.start(this.endpoint);
+    return true;
+  }
+
+  /** Request body bytes arrived (kept for a retry while they fit `retries.maxBodyBytes`). */
+  requestBody(chunk: Uint8Array): void {
+    const k = this.kept;
+    if (k === null) return;
+    this.keptBytes += chunk.length;
+    if (this.keptBytes > this.req.route.retries.maxBodyBytes) this.kept = null;
+    else k.push(chunk);
+  }
+
+  /** The whole request is in. */
+  requestComplete(): void {
+    this.reqDone = true;
+  }
+
+  /**
+   * A final response head (not 1xx other than 101). `peerRefused`: a peer Skein proxy answered
+   * itself that the request never reached its app (see docs/traffic.md).
+   */
+  responseHead(status: number, peerRefused: boolean): HeadVerdict {
+    if (this.st !== St.Attempt) return 'deliver';
+    this.status = status;
+    this.evidence = peerRefused ? 0 : status;
+    this.latencyMs = this.clock.now() - this.t0;
+    // A retry of a status needs the whole request in: its kept body cannot change while the
+    // response is dropped.
+    if (status >= 500 && this.outbound && (this.reqDone || !this.req.hasBody)) {
+      const delay = this.retryDelayFor(peerRefused ? 'refused-stream' : 'status', status);
+      if (delay >= 0) {
+        // The attempt's timer keeps running while the response is read and dropped.
+        this.st = St.Discard;
+        this.retryDelayMs = delay;
+        return 'discard';
+      }
+    }
+    this.clearTimer();
+    this.settle(this.evidence);
+    this.st = St.Responding;
+    return 'deliver';
+  }
+
+  /** A response the call said to discard has been read to its end (or cut): the retry goes ahead. */
+  discarded(): void {
+    if (this.st !== St.Discard) return;
+    this.endAttempt(this.evidence, `HTTP ${this.status}`);
+    this.scheduleRetry(this.retryDelayMs);
+  }
+
+  /** The attempt could not connect. */
+  connectFailed(reason: string): void {
+    if (this.st !== St.Attempt) return;
+    this.endAttempt(0, `connect failed: ${reason}`);
+    if (this.retry('connect-failure', 0)) return;
+    this.fail({ code: 'SKEIN_E_UPSTREAM_CONNECT', message: `could not connect to ${this.triedText()}` });
+  }
+
+  /**
+   * The attempt's connection closed or sent a malformed response. `reused`: it had served an
+   * earlier request (it may have been stale). `answered`: bytes of the response reached the
+   * client. Returns true when the client's response is cut short (the driver must let the client
+   * see it: close its connection).
+   */
+  reset(kind: 'reset' | 'protocol', reason: string, reused: boolean, answered: boolean): boolean {
+    const e = this.endpoint;
+    if ((this.st !== St.Attempt && this.st !== St.Discard && this.st !== St.Responding) || e === null) return false;
+    if (this.st === St.Discard) {
+      // The dropped response was cut short: the retry goes ahead all the same.
+      this.discarded();
+      return false;
+    }
+    if (this.st === St.Responding) {
+      if (answered) {
+        this.st = St.Done;
+        this.completion.end({ latencyMs: this.clock.now() - this.t0, ok: false });
+        this.completion = NOOP_COMPLETION;
+        this.release();
+        this.endTrace(this.status, 'SKEIN_E_UPSTREAM_RESET');
+        return true;
+      }
+      // The head never left: the client can still get a proper answer (a retry, or an error).
+      this.st = St.Attempt;
+    }
+    if (kind === 'reset' && this.status === 0 && reused && !this.req.hasBody && this.req.idempotent && !this.staleRetried) {
+      // A pooled connection the server had closed as we sent: the request got no byte of answer
+      // and has no body, so sending it again on a fresh connection is safe (and is not a failure
+      // of the endpoint).
+      this.completion.end({ latencyMs: this.clock.now() - this.attemptT0, ok: false });
+      this.completion = NOOP_COMPLETION;
+      this.staleRetried = true;
+      const r = this.driver.send({ endpoint: e, n: (this.tried?.length ?? 0) + 1, fresh: true, body: EMPTY, trace: this.trace });
+      if (r !== null) this.fail(r);
+      return false;
+    }
+    this.clearTimer();
+    this.endAttempt(0, kind === 'protocol' ? `malformed response: ${reason}` : `connection closed before a complete response (${reason})`);
+    if (kind !== 'protocol' && this.retry('reset', 0)) return false;
+    if (kind === 'protocol') this.fail({ code: 'SKEIN_E_UPSTREAM_PROTOCOL', message: `${e.key} at ${e.address}:${e.port}: ${reason}` });
+    else this.fail({ code: 'SKEIN_E_UPSTREAM_RESET', message: `${e.key} at ${e.address}:${e.port} closed the connection before a complete response (${reason})` });
+    return false;
+  }
+
+  /** The response (or the tunnel after a 101) is over. */
+  responseComplete(): void {
+    if (this.st !== St.Responding) return;
+    this.st = St.Done;
+    this.release();
+    this.completion.end({ latencyMs: this.latencyMs, ok: this.status < 500 });
+    this.completion = NOOP_COMPLETION;
+    this.endTrace(this.status, null);
+  }
+
+  /** The client went away mid-call. An unanswered breaker probe counts as a failure (its breaker must not wait forever). */
+  clientGone(): void {
+    if (this.st === St.Done) return;
+    this.st = St.Done;
+    this.settleAbandoned();
+    this.release();
+    this.completion.end({ latencyMs: this.clock.now() - this.t0, ok: true });
+    this.completion = NOOP_COMPLETION;
+    this.endTrace(0, null);
+  }
+
+  // ---- attempts ----
+
+  private attempt(): void {
+    const e = this.dest.pick(this.req.hash, this.tried);
+    if (e === null) {
+      this.fail(this.noEndpoint());
+      return;
+    }
+    this.st = St.Attempt;
+    this.endpoint = e;
+    this.status = 0;
+    const n = (this.tried?.length ?? 0) + 1;
+    const hop = this.req.hop;
+    if (hop !== null) this.trace = hop.attempt(n, e);
+    this.attemptT0 = this.clock.now();
+    this.armAttemptTimer();
+    const refused = this.driver.send({ endpoint: e, n, fresh: false, body: this.kept === null || n === 1 ? EMPTY : this.kept.slice(), trace: this.trace });
+    if (refused !== null) {
+      this.fail(refused);
+      return;
+    }
+    // Only an attempt that goes out may be a breaker's probe (a refused one would hold it half-open).
+    if (!this.outbound) return;
+    this.dest.traffic.started(e.key);
+    this.owed = true;
+    if (!this.deposited) {
+      // Only requests that are sent earn retries: refusals (breakers, limits) do not.
+      this.deposited = true;
+      this.dest.traffic.budget.deposit();
+    }
+  }
+
+  private noEndpoint(): Refusal {
+    const service = this.dest.service;
+    const w = this.dest.whyNone();
+    if (w.endpoints === 0) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `service "${service}" has no healthy endpoint` };
+    const out: string[] = [];
+    if (w.breakersOpen > 0) out.push(`${w.breakersOpen} behind an open circuit breaker`);
+    if (w.ejected > 0) out.push(`${w.ejected} ejected by outlier detection`);
+    if (w.failingActiveChecks > 0) out.push(`${w.failingActiveChecks} failing this proxy's active health check`);
+    if (out.length === 0) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `no endpoint of "${service}" is left to try` };
+    const message = `none of the ${w.endpoints} instances of "${service}" may take requests now: ${out.join(', ')}`;
+    return { code: w.breakersOpen > 0 ? 'SKEIN_E_BREAKER_OPEN' : 'SKEIN_E_NO_HEALTHY_ENDPOINT', message };
+  }
+
+  /** Records the current attempt's outcome for the breakers and outlier detection (once). */
+  private settle(evidence: number): void {
+    const e = this.endpoint;
+    if (!this.owed || e === null) return;
+    this.owed = false;
+    this.dest.traffic.record(e.key, evidence);
+  }
+
+  /**
+   * The call ends with its attempt's outcome still owed. A known status is the outcome; with none,
+   * an attempt cut short says nothing about the endpoint, except that a breaker probe got no
+   * answer, and its breaker must not wait for one forever.
+   */
+  private settleAbandoned(): void {
+    const e = this.endpoint;
+    if (!this.owed || e === null) return;
+    if (this.status > 0) this.settle(this.evidence);
+    else if (this.dest.traffic.breakers?.state(e.key) === 'half-open') this.settle(0);
+    this.owed = false;
+  }
+
+  /** An attempt failed (`evidence` 0: no response) or its response is dropped for a retry. */
+  private endAttempt(evidence: number, outcome: string): void {
+    this.completion.end({ latencyMs: this.clock.now() - this.attemptT0, ok: false });
+    this.completion = NOOP_COMPLETION;
+    this.endTrace(this.status, outcome);
+    const e = this.endpoint;
+    if (e === null) return;
+    this.settle(evidence);
+    (this.tried ??= []).push(e);
+    (this.outcomes ??= []).push(outcome);
+  }
+
+  private endTrace(status: number, error: string | null): void {
+    const t = this.trace;
+    if (t === null) return;
+    this.trace = null;
+    t.end(status, error);
+  }
+
+  // ---- retries ----
+
+  /** The delay before a retry, or -1 when this failure may not be retried. */
+  private retryDelayFor(cond: RetryReason, status: number): number {
+    if (!this.outbound || this.req.upgrade) return -1;
+    const traffic = this.dest.traffic;
+    const d = retryDelay(
+      this.req.route.retries,
+      cond,
+      status,
+      {
+        retries: this.retries,
+        idempotent: this.req.idempotent,
+        hasBody: this.req.hasBody,
+        bodyKept: this.kept !== null,
+        timeLeftMs: this.deadline === 0 ? Number.POSITIVE_INFINITY : this.deadline - this.clock.now(),
+      },
+      traffic.budget,
+      this.rng,
+    );
+    if (typeof d === 'string') {
+      if (d === 'budget') {
+        this.budgetRefused = true;
+        this.counters.retryBudgetExhausted(this.dest.service);
+      }
+      return -1;
+    }
+    this.retries++;
+    this.counters.retry(this.dest.service, cond);
+    return d;
+  }
+
+  /** Retries when allowed: true when a retry is under way. */
+  private retry(cond: RetryReason, status: number): boolean {
+    const delay = this.retryDelayFor(cond, status);
+    if (delay < 0) return false;
+    this.scheduleRetry(delay);
+    return true;
+  }
+
+  private scheduleRetry(delay: number): void {
+    this.status = 0;
+    if (this.req.hasBody && this.kept === null) {
+      // Not reachable (a retry is decided only with the whole body kept); never send a partial body.
+      this.fail({ code: 'SKEIN_E_UPSTREAM_RESET', message: `the request to "${this.dest.service}" could not be sent again: its body was not kept` });
+      return;
+    }
+    if (this.deadline > 0 && this.clock.now() + delay >= this.deadline) {
+      this.fail({ code: 'SKEIN_E_UPSTREAM_TIMEOUT', message: `no response from "${this.dest.service}" within ${this.req.timeoutMs} ms` });
+      return;
+    }
+    if (delay > 0) {
+      this.st = St.Backoff;
+      this.setTimer(delay);
+      return;
+    }
+    this.clearTimer();
+    this.attempt();
+  }
+
+  // ---- timers ----
+
+  private setTimer(ms: number): void {
+    this.timer?.cancel();
+    this.timer = this.clock.setTimeout(this.fire, Math.min(Math.max(0, ms), MAX_TIMER_MS));
+  }
+
+  private clearTimer(): void {
+    if (this.timer === null) return;
+    this.timer.cancel();
+    this.timer = null;
+  }
+
+  /** The attempt's timer: its per-try timeout or the overall deadline, whichever is first. */
+  private armAttemptTimer(): void {
+    const now = this.clock.now();
+    let at = this.deadline;
+    const pt = this.outbound ? this.req.route.perTryTimeoutMs : 0;
+    this.perTry = pt > 0 && (at === 0 || now + pt < at);
+    if (this.perTry) at = now + pt;
+    if (at === 0) this.clearTimer();
+    else this.setTimer(at - now);
+  }
+
+  private onTimer(): void {
+    this.timer = null;
+    switch (this.st) {
+      case St.Delay:
+      case St.Backoff:
+        if (this.deadline > 0 && this.clock.now() >= this.deadline) {
+          this.fail({ code: 'SKEIN_E_UPSTREAM_TIMEOUT', message: `no response from "${this.dest.service}" within ${this.req.timeoutMs} ms` });
+          return;
+        }
+        this.attempt();
+        return;
+      case St.Discard:
+        // The dropped response's body did not end in time: give up on it, and retry if time is left.
+        this.driver.abandon();
+        this.endAttempt(this.evidence, `HTTP ${this.status} (its body did not end in time)`);
+        this.scheduleRetry(this.retryDelayMs);
+        return;
+      case St.Attempt: {
+        // No response head in time: give up this attempt.
+        const perTry = this.perTry;
+        this.driver.abandon();
+        const ms = perTry ? this.req.route.perTryTimeoutMs : this.req.timeoutMs;
+        this.endAttempt(0, `no response within ${ms} ms`);
+        if (perTry && this.retry('per-try-timeout', 0)) return;
+        const e = this.endpoint;
+        const at = e === null ? '' : ` (last: ${e.id} at ${e.address}:${e.port})`;
+        this.fail({
+          code: 'SKEIN_E_UPSTREAM_TIMEOUT',
+          message: perTry ? `no response from "${this.dest.service}" within the per-try timeout of ${ms} ms${at}` : `no response from "${this.dest.service}" within ${ms} ms${at}`,
+        });
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  // ---- the end ----
+
+  /** Leaves the service's in-flight count and stops the timer (once). */
+  private release(): void {
+    this.clearTimer();
+    if (this.counted) {
+      this.counted = false;
+      this.dest.traffic.active--;
+    }
+  }
+
+  /** The call ends in a proxy error. */
+  private fail(r: Refusal): void {
+    if (this.st === St.Done) return;
+    this.st = St.Done;
+    this.settleAbandoned();
+    this.release();
+    this.completion.end({ latencyMs: this.clock.now() - this.t0, ok: false });
+    this.completion = NOOP_COMPLETION;
+    const status = r.status ?? ERROR_CODES[r.code].status;
+    this.endTrace(status, r.code);
+    this.driver.fail({
+      code: r.code,
+      message: r.message,
+      status,
+      details: r.details === undefined ? this.details() : { ...this.details(), ...r.details },
+      explanation: this.explanation(),
+      ...(r.retryAfterMs === undefined ? {} : { retryAfterMs: r.retryAfterMs }),
+    });
+  }
+
+  private triedText(): string {
+    const t = this.tried ?? [];
+    return t.map((e, i) => `${e.id} at ${e.address}:${e.port} (${this.outcomes?.[i] ?? ''})`).join(', ');
+  }
+
+  /** What the call decided, for x-skein-explain: route, endpoint, attempts, budget. */
+  explanation(): string {
+    const e = this.endpoint;
+    let s = `route=${this.req.route.name}; service=${this.dest.service}; endpoint=${e === null ? '-' : `${e.id} (${e.address}:${e.port})`}; attempts=${this.attempts}`;
+    if (this.tried !== null) s += `; failed=${this.tried.map((t, i) => `${t.id}: ${this.outcomes?.[i] ?? ''}`).join(', ')}`;
+    if (this.outbound) {
+      s += `; budget=${this.dest.traffic.budget.available}`;
+      if (this.budgetRefused) s += ' (a retry was refused by the budget)';
+    }
+    if (this.deadline > 0) s += `; timeout=${this.req.timeoutMs}ms`;
+    return printable(s);
+  }
+
+  /** The state behind a proxy error, for its JSON body. */
+  private details(): Record<string, unknown> {
+    const sum = this.outbound ? this.dest.traffic.summary() : null;
+    return {
+      service: this.dest.service,
+      route: this.req.route.name,
+      tried: (this.tried ?? []).map((e, i) => ({ endpoint: e.id, address: `${e.address}:${e.port}`, outcome: this.outcomes?.[i] ?? '' })),
+      retries: this.retries,
+      ...(sum === null
+        ? {}
+        : { budget: { available: sum.budget, refusedARetry: this.budgetRefused }, breakers: sum.breakers, ejected: sum.ejected, failingActiveChecks: sum.activeCheckFailing }),
+      ...(this.deadline > 0 ? { timeoutMs: this.req.timeoutMs } : {}),
+    };
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * A service client: what a caller keeps per destination service, whatever the protocol. Its
+ * balancer (fed by the watch stream's endpoint sets), its traffic state (routes, retry budget,
+ * breakers, outlier detection, limits, rate limits), the request hash key of a hashing balancer,
+ * and the caller's own active health checks. The proxy's drivers (HTTP/1 today) and later the SDK
+ * ask it for an endpoint per attempt; nothing here does I/O (the active checker is given by the
+ * caller: it probes over the network).
+ *
+ * A `Destination` is what a call needs of a service: a `ServiceClient` outbound, or the one local
+ * app behind an inbound listener (`localDestination`).
+ */
+import type { BalancerPolicy } from '../api/balancer.js';
+import type { ActiveCheckPolicy } from '../api/traffic.js';
+import { DEFAULT_TRAFFIC } from '../api/traffic.js';
+import type { Service } from '../api/types.js';
+import { compileHashKey, createBalancer, DEFAULT_BALANCER_KIND, NOOP_COMPLETION, type Balancer, type Completion, type HashKeyExtractor } from '../balance/index.js';
+import type { HashInput } from '../balance/hash-key.js';
+import type { Clock } from '../core/clock.js';
+import type { ErrorCode } from '../core/errors.js';
+import type { Endpoint, EndpointSet } from '../discovery/endpoint.js';
+import { TrafficState, type NoEndpointReason, type TrafficEvent } from '../resilience/traffic-state.js';
+
+/** Why a request or an attempt was refused before anything was sent: answered as a proxy error. */
+export interface Refusal {
+  readonly code: ErrorCode;
+  readonly message: string;
+  /** When the code's own status is not the one to answer with. */
+  readonly status?: number;
+  /** For the error body, beside what the call adds. */
+  readonly details?: Record<string, unknown>;
+  /** A rate limit's wait: the answer says when to come back (`retry-after`). */
+  readonly retryAfterMs?: number;
+}
+
+/** Where a call goes. */
+export interface Destination {
+  readonly service: string;
+  /** Routes, retry budget, breakers, outlier detection, limits and rate limits of the service. */
+  readonly traffic: TrafficState;
+  /** An endpoint for this request, none of `tried` when another is available; null when none is left. */
+  pick(req: HashInput, tried: readonly Endpoint[] | null): Endpoint | null;
+  /** A request goes to `e` (load-aware balancers count it); end the Completion once. */
+  start(e: Endpoint): Completion;
+  /** Why `pick` found no endpoint (for the error). */
+  whyNone(): NoEndpointReason;
+}
+
+/** The caller's own health checks of a service's endpoints (they probe: the caller provides them). */
+export interface HealthChecker {
+  readonly policy: ActiveCheckPolicy;
+  update(set: EndpointSet): void;
+  stop(): void;
+}
+export type HealthCheckerFactory = (traffic: TrafficState, policy: ActiveCheckPolicy, clock: Clock) => HealthChecker;
+
+const DEFAULT_POLICY: BalancerPolicy = Object.freeze({ kind: DEFAULT_BALANCER_KIND, hashKey: null });
+
+const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+export class ServiceClient implements Destination {
+  balancer: Balancer;
+  policy: BalancerPolicy;
+  readonly traffic: TrafficState;
+  private hashKey: HashKeyExtractor | null;
+  private checker: HealthChecker | null = null;
+
+  constructor(
+    readonly service: string,
+    def: Service | null,
+    set: EndpointSet,
+    private readonly clock: Clock,
+    onEvent: (e: TrafficEvent) => void,
+    private readonly checks: HealthCheckerFactory | null,
+  ) {
+    this.policy = def?.balancer ?? DEFAULT_POLICY;
+    this.balancer = createBalancer(this.policy.kind, { clock });
+    this.balancer.update(set);
+    this.hashKey = hashing(this.policy);
+    this.traffic = new TrafficState({ service, policy: def?.traffic ?? DEFAULT_TRAFFIC, clock, onEvent });
+    this.traffic.setEndpoints(set);
+    this.followChecks();
+  }
+
+  /** The Service resource changed (or went away: the defaults apply). */
+  setDefinition(def: Service | null): void {
+    this.traffic.setPolicy(def?.traffic ?? DEFAULT_TRAFFIC);
+    this.followChecks();
+    const p = def?.balancer ?? DEFAULT_POLICY;
+    if (p.kind === this.policy.kind && sameJson(p.hashKey, this.policy.hashKey)) return;
+    const set = this.balancer.set;
+    this.policy = p;
+    this.balancer = createBalancer(p.kind, { clock: this.clock });
+    this.balancer.update(set);
+    this.hashKey = hashing(p);
+  }
+
+  /**
+   * The watch stream's next set. Each part applies only what changed since the set it had
+   * (`EndpointSet.changesSince`): O(log n) per changed endpoint, not a rebuild per change.
+   */
+  update(set: EndpointSet): void {
+    this.balancer.update(set);
+    this.traffic.setEndpoints(set);
+    this.checker?.update(set);
+  }
+
+  /** Starts, restarts or stops the caller's own health checks as the policy says. */
+  private followChecks(): void {
+    const p = this.traffic.policy.activeHealthCheck;
+    if (this.checker !== null && sameJson(this.checker.policy, p)) return;
+    this.checker?.stop();
+    this.checker = null;
+    for (const k of [...this.traffic.down]) this.traffic.setActiveHealth(k, true, 'active health check turned off');
+    if (p === null || this.checks === null) return;
+    this.checker = this.checks(this.traffic, p, this.clock);
+    this.checker.update(this.balancer.set);
+  }
+
+  pick(req: HashInput, tried: readonly Endpoint[] | null): Endpoint | null {
+    return this.traffic.pick(this.balancer, this.hashKey === null ? undefined : this.hashKey(req), tried);
+  }
+
+  start(e: Endpoint): Completion {
+    return this.balancer.start(e);
+  }
+
+  whyNone(): NoEndpointReason {
+    return this.traffic.whyNone(this.balancer);
+  }
+
+  stop(): void {
+    this.checker?.stop();
+    this.traffic.stop();
+  }
+}
+
+function hashing(p: BalancerPolicy): HashKeyExtractor | null {
+  return p.hashKey === null ? null : compileHashKey(p.hashKey);
+}
+
+const NONE: NoEndpointReason = Object.freeze({ endpoints: 0, failingActiveChecks: 0, breakersOpen: 0, ejected: 0 });
+
+/** The one local app behind an inbound listener: one endpoint, tried once. */
+export function localDestination(service: string, app: Endpoint, traffic: TrafficState): Destination {
+  return {
+    service,
+    traffic,
+    whyNone: () => NONE,
+    pick: (_req, tried) => (tried === null ? app : null),
+    start: () => NOOP_COMPLETION,
+  };
+}

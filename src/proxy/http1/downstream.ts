@@ -1,0 +1,444 @@
+/**
+ * The downstream connection: one per client connection of a listener. It reads requests with
+ * llhttp (strict), one at a time: pipelined requests wait (the socket is paused) until the
+ * response before them is complete, as HTTP/1.1 requires responses in order. Per request:
+ *
+ *   head (request-head.ts: checked, or 400 and close) -> where it goes (the listener's resolve)
+ *   -> its route -> admission (src/engine/admission.ts: rate limit, fault, maxRequests)
+ *   -> an Exchange (exchange.ts: the I/O) driven by a Call (src/engine/call.ts: the decisions)
+ *
+ * Answers the proxy makes itself (local-reply.ts) go out here, and the request's record
+ * (record.ts) is kept here. The hot path keeps bytes as bytes: the head is rewritten by copying
+ * its header lines through, and body bytes (chunked framing included: llhttp has validated it)
+ * are forwarded as they came.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
+import { admit, isRefusal } from '../../engine/admission.js';
+import { Call, localExplanation } from '../../engine/call.js';
+import type { Destination, Refusal } from '../../engine/service-client.js';
+import type { RouteInput } from '../../resilience/routes.js';
+import type { HashInput } from '../../balance/hash-key.js';
+import type { Endpoint } from '../../discovery/endpoint.js';
+import { pathOnly } from '../access-log.js';
+import { coarseNow } from './coarse-clock.js';
+import { Exchange } from './exchange.js';
+import { HeadCallbacks, MAX_HEADERS, upgradeAllowed } from './head.js';
+import { ERR, HttpParser, METHOD_HEAD, ParserType } from './llhttp.js';
+import { errorResponse } from './local-reply.js';
+import { RequestRecord } from './record.js';
+import { readRequestHead, upstreamHead } from './request-head.js';
+import type { Tunnel } from './tunnel.js';
+import type { ListenerContext, RouteError } from './types.js';
+
+const enum S {
+  Idle,
+  Head,
+  Body,
+  Tunnel,
+  Closed,
+}
+
+const EMPTY = Buffer.alloc(0);
+const lowerBytes = new Map<string, Uint8Array>();
+
+/** llhttp's numbers of DELETE, GET, HEAD, PUT, OPTIONS, TRACE. */
+const IDEMPOTENT = new Set([0, 1, 2, 4, 6, 7]);
+
+function isRouteError(r: Destination | RouteError): r is RouteError {
+  return (r as RouteError).error !== undefined;
+}
+
+function plainAddress(a: string | undefined): string {
+  if (a === undefined) return 'unknown';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+/** How the proxy answers a request itself. */
+export interface ErrorAnswer {
+  readonly status?: number;
+  readonly details?: unknown;
+  /** The x-skein-explain value, sent when the client asked for it. */
+  readonly explanation?: string;
+  /** The request has a body (not read to its end yet: the connection closes). */
+  readonly hasBody: boolean;
+  readonly retryAfterMs?: number;
+  readonly endpoint?: Endpoint | null;
+  readonly attempts?: number;
+}
+
+export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
+  readonly parser = new HttpParser(ParserType.Request, this);
+  readonly peer: string;
+  readonly record: RequestRecord;
+  private state = S.Idle;
+  /** coarseNow() when the current head started, or when the connection went idle. */
+  since: number;
+  private headDone = false;
+  private msgDone = false;
+  private upgrade = false;
+  private keepAlive = true;
+  private headBuf: Buffer = EMPTY;
+  private pending: Buffer | null = null;
+  private exchange: Exchange | null = null;
+  private tunnel: Tunnel | null = null;
+  /** The client half-closed: finish the current response, then close. */
+  private clientEnded = false;
+  /** The request is answered locally; its body (if any) is discarded. */
+  private local = false;
+  /** The current request asked for x-skein-explain. */
+  private explain = false;
+  private requestId: string | undefined;
+  private readonly drop = new Uint8Array(MAX_HEADERS);
+
+  constructor(
+    readonly socket: Socket,
+    readonly ctx: ListenerContext,
+    private readonly onClose: (d: Downstream) => void,
+  ) {
+    super();
+    this.peer = plainAddress(socket.remoteAddress);
+    this.record = new RequestRecord(ctx, this.peer);
+    this.since = coarseNow();
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => this.onSocketClose());
+  }
+
+  // ---- what routes and balancers read of the current request ----
+
+  get method(): string {
+    return this.record.method;
+  }
+  get path(): string {
+    return this.record.path;
+  }
+  get sourceAddress(): string {
+    return this.peer;
+  }
+
+  header(lowerName: string): string | undefined {
+    let bytes = lowerBytes.get(lowerName);
+    if (bytes === undefined) {
+      bytes = Buffer.from(lowerName, 'latin1');
+      lowerBytes.set(lowerName, bytes);
+    }
+    return this.head.find(this.headBuf, bytes);
+  }
+
+  /** A request head has started and is not complete yet (the header timeout runs). */
+  get readingHead(): boolean {
+    return this.state === S.Head;
+  }
+
+  /** Whether the connection is between requests (safe to close while draining). */
+  get idle(): boolean {
+    return this.state === S.Idle && this.pending === null;
+  }
+
+  // ---- parser callbacks (the span ones are HeadCallbacks') ----
+
+  onHeadersComplete(_status: number, upgrade: boolean, keepAlive: boolean): number {
+    this.headDone = true;
+    this.upgrade = upgrade;
+    this.keepAlive = keepAlive;
+    return ERR.PAUSED;
+  }
+  onBody(): number {
+    return 0;
+  }
+  onMessageComplete(): number {
+    this.msgDone = true;
+    return ERR.PAUSED;
+  }
+
+  // ---- input ----
+
+  private onData(chunk: Buffer): void {
+    switch (this.state) {
+      case S.Closed:
+        return;
+      case S.Tunnel:
+        this.tunnel?.fromClient(chunk);
+        return;
+      default:
+        break;
+    }
+    if (this.msgDone || this.pending !== null) {
+      // Pipelined: the next request waits for the current response.
+      this.pending = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
+      this.socket.pause();
+      return;
+    }
+    this.feed(chunk);
+  }
+
+  private feed(data: Buffer): void {
+    if (!this.headDone) {
+      if (this.state === S.Idle) {
+        this.state = S.Head;
+        this.record.reset();
+        this.explain = false;
+        this.requestId = undefined;
+        this.since = coarseNow();
+      }
+      const ret = this.parser.execute(data);
+      if (ret === ERR.OK) {
+        this.head.consumed(data);
+        if (this.head.overflow || this.head.base > this.ctx.limits.maxHeadBytes) this.tooLarge();
+        return;
+      }
+      if (ret !== ERR.PAUSED || !this.headDone) {
+        if (this.head.overflow || this.head.base + this.parser.errorOffset > this.ctx.limits.maxHeadBytes) this.tooLarge();
+        else this.reject('SKEIN_E_BAD_REQUEST', `malformed request: ${this.parser.reason()}`);
+        return;
+      }
+      const end = this.parser.errorOffset;
+      if (this.head.overflow || this.head.base + end > this.ctx.limits.maxHeadBytes) {
+        this.tooLarge();
+        return;
+      }
+      this.headBuf = this.head.complete(data, end);
+      data = data.subarray(end);
+      this.parser.resume();
+      this.state = S.Body;
+      this.onHead();
+      if ((this.state as S) === S.Closed) return;
+    }
+    const ret = this.parser.execute(data);
+    if (ret === ERR.OK) {
+      if (data.length > 0) this.body(data);
+      return;
+    }
+    if ((ret === ERR.PAUSED || ret === ERR.PAUSED_UPGRADE) && this.msgDone) {
+      const off = this.parser.errorOffset;
+      if (off > 0) this.body(data.subarray(0, off));
+      if (off < data.length) {
+        this.pending = data.subarray(off);
+        this.socket.pause();
+      }
+      if (this.exchange !== null) this.exchange.requestDone();
+      else if (this.local) this.next();
+      return;
+    }
+    // Malformed body framing (a bad chunk size, ...): part of the request may be upstream already.
+    const reason = this.parser.reason();
+    const ex = this.exchange;
+    if (ex !== null) ex.abort();
+    if (ex === null || !ex.responseStarted) this.reject('SKEIN_E_BAD_REQUEST', `malformed request body: ${reason}`);
+    else this.destroy();
+  }
+
+  /** Request body bytes: counted, shown to a tap that asked for bodies, and forwarded. */
+  private body(data: Buffer): void {
+    this.record.requestBody(data);
+    this.exchange?.requestBody(data);
+  }
+
+  private onEnd(): void {
+    this.clientEnded = true;
+    if (this.state === S.Tunnel) {
+      this.tunnel?.clientEnded();
+      return;
+    }
+    if (this.exchange === null && !this.msgDone) this.close();
+  }
+
+  private onSocketClose(): void {
+    const ex = this.exchange;
+    this.exchange = null;
+    this.state = S.Closed;
+    if (ex !== null) ex.abort();
+    this.parser.destroy();
+    this.onClose(this);
+  }
+
+  // ---- a request head ----
+
+  private onHead(): void {
+    const ctx = this.ctx;
+    const buf = this.headBuf;
+    const head = this.head;
+    const drop = this.drop;
+    const outbound = ctx.direction === 'outbound';
+    const r = readRequestHead(buf, head, this.parser, this.upgrade, outbound, ctx.tracer !== null, drop);
+    if (typeof r === 'string') {
+      this.reject('SKEIN_E_BAD_REQUEST', r);
+      return;
+    }
+    const rec = this.record;
+    this.explain = r.explain;
+    const requestId = r.requestIdAt >= 0 ? head.valueOf(buf, r.requestIdAt) : randomUUID();
+    this.requestId = requestId;
+    rec.method = r.method;
+    rec.path = r.path;
+    rec.requestId = requestId;
+    rec.headComplete();
+    // Known before anything can refuse the request: a refusal is counted against its caller too.
+    rec.caller = outbound ? ctx.callerService : r.callerAt >= 0 ? head.valueOf(buf, r.callerAt) : null;
+    const hasBody = r.hasBody;
+    if (ctx.draining) {
+      this.answerError('SKEIN_E_PROXY_DRAINING', 'the proxy is shutting down', { hasBody });
+      return;
+    }
+    const dest = ctx.resolve(r.authority);
+    if (isRouteError(dest)) {
+      this.answerError(dest.error, dest.message, { hasBody, status: dest.status });
+      return;
+    }
+    const traffic = dest.traffic;
+    const route = traffic.routes.match(this);
+    rec.service = dest.service;
+    rec.route = route.name;
+    if (r.badDeadline !== null) {
+      this.answerError('SKEIN_E_BAD_REQUEST', `x-skein-timeout-ms must be a whole number of milliseconds, not "${r.badDeadline.slice(0, 40)}"`, { hasBody });
+      return;
+    }
+    if (r.deadlineMs === 0) {
+      this.answerError('SKEIN_E_DEADLINE_EXCEEDED', `the request's deadline was spent before it reached the ${ctx.direction} proxy of "${dest.service}"`, { hasBody });
+      return;
+    }
+    let timeoutMs = outbound ? route.requestTimeoutMs : 0;
+    if (r.deadlineMs > 0) timeoutMs = timeoutMs === 0 ? r.deadlineMs : Math.min(timeoutMs, r.deadlineMs);
+    // An upgrade the mesh does not carry (h2c: a tunnel past every rule) is declined: the request
+    // is served as plain HTTP/1.1 without it (RFC 9110 §7.8), and the connection closes after.
+    let declined = false;
+    if (r.upgradeAt >= 0 && !upgradeAllowed(head.valueOf(buf, r.upgradeAt))) {
+      drop[r.upgradeAt] = 1;
+      this.upgrade = false;
+      declined = true;
+    }
+    const caller = outbound ? ctx.workload : (rec.caller ?? this.peer);
+    rec.tap(buf, head);
+    const tracer = ctx.tracer;
+    if (tracer !== null) {
+      rec.hop = tracer.hop(ctx.direction, r.trace ?? {}, { workload: ctx.workload, service: dest.service, route: route.name, method: r.method, path: pathOnly(r.path), ...(rec.caller === null ? {} : { caller: rec.caller }) });
+    }
+    const admitted = admit(traffic, route, ctx.direction, caller, ctx.rng, ctx.counters);
+    if (isRefusal(admitted)) {
+      this.refused(admitted, hasBody);
+      return;
+    }
+    // Left open for what each attempt adds (its deadline, its trace context).
+    const openHead = timeoutMs > 0 || rec.hop !== null;
+    const out = upstreamHead(buf, head, drop, r, { client: this.peer, requestId, caller: outbound ? ctx.callerService : null, upgrade: this.upgrade, open: openHead });
+    const method = this.parser.method;
+    const ex = new Exchange(this, dest, out, {
+      isHead: method === METHOD_HEAD,
+      hasBody,
+      upgrade: this.upgrade,
+      keepAlive: this.keepAlive && !this.clientEnded && !declined,
+      http10: !r.http11,
+      explain: r.explain,
+      openHead,
+    });
+    const call = new Call(dest, { direction: ctx.direction, route, idempotent: IDEMPOTENT.has(method), hasBody, upgrade: this.upgrade, timeoutMs, delayMs: admitted.delayMs, hash: this, hop: rec.hop }, ex, ctx.clock, ctx.counters, ctx.rng);
+    ex.call = call;
+    this.exchange = ex;
+    this.local = false;
+    call.start();
+  }
+
+  // ---- answers ----
+
+  /** A refusal before any attempt (admission). */
+  private refused(r: Refusal, hasBody: boolean): void {
+    this.answerError(r.code, r.message, { hasBody, status: r.status, details: r.details, ...(r.retryAfterMs === undefined ? {} : { retryAfterMs: r.retryAfterMs }) });
+  }
+
+  /**
+   * The proxy answers the current request itself (nothing of an app's response has gone out):
+   * recorded, then the error response. The connection closes when the rest of the request cannot
+   * be read past (a body not read to its end), or is not to be kept; otherwise the rest of the
+   * request is read and dropped, and the next one follows.
+   */
+  answerError(code: ErrorCode, message: string, a: ErrorAnswer): void {
+    const ctx = this.ctx;
+    const status = a.status ?? ERROR_CODES[code].status;
+    ctx.counters.proxyError(ctx.direction, code);
+    this.record.finish(status, code, a.endpoint ?? null, a.attempts ?? 0);
+    const close = (a.hasBody && !this.msgDone) || !this.keepAlive || this.clientEnded || ctx.draining;
+    let headers = a.retryAfterMs === undefined ? '' : `retry-after: ${Math.ceil(a.retryAfterMs / 1000)}\r\n`;
+    if (this.explain) headers += `x-skein-explain: ${a.explanation ?? localExplanation(this.record.route, this.record.service, code)}\r\n`;
+    this.socket.write(errorResponse(code, message, { close, requestId: this.requestId, status, head: this.parser.method === METHOD_HEAD, details: a.details, headers, origin: ctx.direction }), 'latin1');
+    this.exchange = null;
+    if (close) {
+      this.close();
+      return;
+    }
+    if (this.msgDone) this.next();
+    else this.local = true;
+  }
+
+  /** Refuses the connection's input: an error answer, then close. Nothing is forwarded. */
+  reject(code: ErrorCode, message: string, status?: number): void {
+    if (this.state === S.Closed) return;
+    this.ctx.counters.proxyError(this.ctx.direction, code);
+    this.record.finish(status ?? ERROR_CODES[code].status, code, null, 0);
+    this.socket.write(errorResponse(code, message, { close: true, status, origin: this.ctx.direction }), 'latin1');
+    this.close();
+  }
+
+  private tooLarge(): void {
+    this.reject('SKEIN_E_HEADERS_TOO_LARGE', `the request head is larger than ${this.ctx.limits.maxHeadBytes} bytes or has more than ${MAX_HEADERS} header lines`);
+  }
+
+  /** Header timeout (slowloris): called by the listener's sweep. */
+  headTimeout(): void {
+    this.reject('SKEIN_E_REQUEST_TIMEOUT', `no complete request head within ${this.ctx.limits.headersTimeoutMs} ms`);
+  }
+
+  close(): void {
+    if (this.state === S.Closed) return;
+    this.state = S.Closed;
+    this.socket.end();
+    // A client that never reads must not hold the socket: destroy after a grace period.
+    const t = setTimeout(() => this.socket.destroy(), 5000);
+    t.unref();
+  }
+
+  destroy(): void {
+    this.state = S.Closed;
+    this.socket.destroy();
+  }
+
+  /** The exchange is over: next request, or close. */
+  exchangeDone(close: boolean): void {
+    this.exchange = null;
+    if (close || this.clientEnded || this.ctx.draining) {
+      this.close();
+      return;
+    }
+    this.next();
+  }
+
+  private next(): void {
+    this.state = S.Idle;
+    this.headDone = false;
+    this.msgDone = false;
+    this.local = false;
+    this.headBuf = EMPTY;
+    this.since = coarseNow();
+    this.parser.resume();
+    const p = this.pending;
+    if (p !== null) {
+      this.pending = null;
+      this.socket.resume();
+      this.feed(p);
+    } else if (this.socket.isPaused()) this.socket.resume();
+  }
+
+  /** A 101 response: from now on bytes flow both ways as they are. */
+  startTunnel(t: Tunnel): void {
+    this.state = S.Tunnel;
+    this.tunnel = t;
+    const p = this.pending;
+    this.pending = null;
+    if (p !== null) t.fromClient(p);
+    this.socket.resume();
+    if (this.clientEnded) t.clientEnded();
+  }
+}

@@ -1,0 +1,410 @@
+/**
+ * The exchange: one request's I/O with upstreams over HTTP/1.1, driven by the engine's `Call`
+ * (src/engine/call.ts), which decides every attempt, retry, deadline and error. The exchange
+ * connects (a pooled connection or a new one, within the service's connection limits), sends the
+ * head and the body bytes as they came (a retry sends the body the call kept), forwards the
+ * response head (rewritten: response-head.ts) and body bytes back with back-pressure both ways,
+ * reads and drops a response the call discards, hands a 101 over to a `Tunnel`, and returns the
+ * connection to its pool when both messages are complete.
+ *
+ *   Downstream ──head──► Exchange ◄──decisions── Call (engine)
+ *                         │  ▲
+ *                    send ▼  │ outcomes (connected, head, reset, ...)
+ *                        Upstream (pooled connection, its own llhttp parser)
+ */
+import { performance } from 'node:perf_hooks';
+import { connectionRefusal } from '../../engine/admission.js';
+import type { Attempt, Call, CallDriver, CallFailure } from '../../engine/call.js';
+import type { Destination, Refusal } from '../../engine/service-client.js';
+import type { AttemptTrace } from '../../engine/observe.js';
+import { coarseNow } from './coarse-clock.js';
+import type { Downstream } from './downstream.js';
+import { clientHead, readResponseHead, refusedByPeer } from './response-head.js';
+import { Backpressure, Tunnel } from './tunnel.js';
+import { Upstream, type Pool, type UpstreamHandler } from './upstream.js';
+
+export interface ExchangeOptions {
+  readonly isHead: boolean;
+  readonly hasBody: boolean;
+  readonly upgrade: boolean;
+  /** The client connection may be kept after this exchange. */
+  readonly keepAlive: boolean;
+  readonly http10: boolean;
+  /** The client asked for x-skein-explain. */
+  readonly explain: boolean;
+  /** The head has no final CRLF: each attempt adds its deadline and trace context, then ends it. */
+  readonly openHead: boolean;
+}
+
+const MAX_QUEUED_BODY = 1024 * 1024;
+
+/** The pools a service's connections were opened in, by its connection counter (to evict idle ones at the limit). */
+const servicePools = new WeakMap<object, Set<Pool>>();
+
+/** Header lines of an attempt's trace context. */
+function traceLines(t: AttemptTrace): string {
+  let s = '';
+  for (const [name, value] of t.headers) s += `${name}: ${value}\r\n`;
+  return s;
+}
+
+export class Exchange implements UpstreamHandler, CallDriver {
+  call!: Call;
+  private up: Upstream | null = null;
+  /** A connection being established for this exchange (counted as pending). */
+  private connecting: Upstream | null = null;
+  /** Body bytes waiting for the attempt's connection. */
+  private queue: Buffer[] | null = [];
+  private queued = 0;
+  private reqDone = false;
+  private finished = false;
+  private responseDone = false;
+  private closeAfter = false;
+  /** The current response is read to its end and dropped: the call retries. */
+  private discard = false;
+  /** The final response's status (0: none yet). */
+  private status = 0;
+  /** The rewritten response head, until it is written (with the first body bytes). */
+  private pendingHead: Buffer | null = null;
+  /** performance.now() of a response head whose body has not started yet; 0: none expected, or started. */
+  private bodyAwaitedSince = 0;
+  private trace: AttemptTrace | null = null;
+  private tunnel: Tunnel | null = null;
+  private readonly outbound: boolean;
+  /** The upstream is full: the client is not read until it drains. */
+  private readonly upward: Backpressure;
+  /** The client is full: the upstream is not read until it drains. */
+  private readonly downward: Backpressure;
+
+  constructor(
+    private readonly ds: Downstream,
+    private readonly dest: Destination,
+    /** The request head; without its final CRLF when `openHead`. */
+    private readonly headBytes: Buffer,
+    private readonly o: ExchangeOptions,
+  ) {
+    this.outbound = ds.ctx.direction === 'outbound';
+    this.upward = new Backpressure(() => !this.finished);
+    this.downward = new Backpressure();
+  }
+
+  /** The response head was delivered: a cut from now on is the client's to see. */
+  get responseStarted(): boolean {
+    return this.call.responding;
+  }
+
+  // ---- the call's decisions ----
+
+  send(a: Attempt): Refusal | null {
+    this.up = null;
+    this.trace = a.trace;
+    if (this.upward.holding) {
+      // The old upstream's back-pressure paused the client: the new attempt reads it again.
+      this.upward.cancel();
+      this.ds.socket.resume();
+    }
+    // A retry sends the body the call kept (a fresh connection after a stale one: no body).
+    if (a.n > 1 || a.fresh) {
+      this.queue = [...(a.body as Buffer[])];
+      this.queued = 0;
+    }
+    return this.connect(a, !a.fresh);
+  }
+
+  abandon(): void {
+    this.discard = false;
+    const up = this.up ?? this.connecting;
+    this.doneConnecting();
+    this.up = null;
+    up?.close();
+  }
+
+  fail(f: CallFailure): void {
+    this.finished = true;
+    this.queue = null;
+    this.stopConnecting();
+    this.ds.answerError(f.code, f.message, { status: f.status, details: f.details, explanation: f.explanation, hasBody: this.o.hasBody, endpoint: this.call.endpoint, attempts: this.call.attempts });
+  }
+
+  private connect(a: Attempt, mayReuse: boolean): Refusal | null {
+    const e = a.endpoint;
+    const ctx = this.ds.ctx;
+    const pool = ctx.pools.get(e);
+    const idle = mayReuse ? pool.take(coarseNow()) : null;
+    if (idle !== null) {
+      idle.handler = this;
+      this.onUpstreamReady(idle);
+      return null;
+    }
+    const t = this.dest.traffic;
+    let timeoutMs = ctx.limits.connectTimeoutMs;
+    if (this.outbound) {
+      let used = servicePools.get(t.connections);
+      if (used === undefined) servicePools.set(t.connections, (used = new Set()));
+      used.add(pool);
+      // At the connection limit, an idle connection to another endpoint of the service makes room.
+      if (t.connections.open >= t.policy.limits.maxConnections) {
+        for (const p of used) {
+          if (!ctx.pools.isLive(p)) used.delete(p);
+          else if (p !== pool && p.evictOne()) break;
+        }
+      }
+      const refused = connectionRefusal(t);
+      if (refused !== null) return refused;
+      t.pending++;
+      timeoutMs = t.policy.connectTimeoutMs;
+      pool.idleMs = t.policy.idleTimeoutMs;
+    }
+    this.connecting = new Upstream(e, pool, timeoutMs, this, this.outbound ? t.connections : null);
+    return null;
+  }
+
+  private doneConnecting(): void {
+    if (this.connecting === null) return;
+    this.connecting = null;
+    if (this.outbound) this.dest.traffic.pending--;
+  }
+
+  private stopConnecting(): void {
+    const c = this.connecting;
+    if (c === null) return;
+    this.doneConnecting();
+    c.close();
+  }
+
+  // ---- the request ----
+
+  onUpstreamReady(up: Upstream): void {
+    if (this.connecting === up) this.doneConnecting();
+    if (this.finished || !this.call.connected()) {
+      up.pool.release(up, coarseNow());
+      return;
+    }
+    if (!up.reused) this.ds.ctx.counters.upstreamConnect(true);
+    this.up = up;
+    up.expect(this.o.isHead);
+    const s = up.socket;
+    const q = this.queue;
+    this.queue = null;
+    const head = this.requestHead();
+    if (this.o.hasBody || this.o.upgrade) {
+      // Head and the body bytes that follow in this tick leave in one write.
+      s.cork();
+      process.nextTick(uncork, s);
+      s.write(head);
+      if (q !== null) for (const b of q) s.write(b);
+    } else s.write(head);
+    if (this.queued > MAX_QUEUED_BODY) this.ds.socket.resume();
+    this.queued = 0;
+  }
+
+  /** The request head for this attempt: with the time left (a deadline) and its trace context (tracing on). */
+  private requestHead(): Buffer {
+    const base = this.headBytes;
+    if (!this.o.openHead) return base;
+    const left = this.call.timeLeftMs();
+    let end = left === 0 ? '' : `x-skein-timeout-ms: ${left}\r\n`;
+    if (this.trace !== null) end += traceLines(this.trace);
+    end += '\r\n';
+    const out = Buffer.allocUnsafe(base.length + end.length);
+    base.copy(out, 0);
+    out.write(end, base.length, 'latin1');
+    return out;
+  }
+
+  requestBody(data: Buffer): void {
+    this.call.requestBody(data);
+    const up = this.up;
+    if (up === null) {
+      if (this.queue === null) return;
+      this.queue.push(data);
+      this.queued += data.length;
+      if (this.queued > MAX_QUEUED_BODY) this.ds.socket.pause();
+      return;
+    }
+    this.upward.write(up.socket, this.ds.socket, data);
+  }
+
+  requestDone(): void {
+    this.reqDone = true;
+    this.call.requestComplete();
+    if (this.responseDone) this.finish();
+  }
+
+  // ---- the response ----
+
+  onResponseHead(up: Upstream, head: Buffer, status: number): void {
+    const ds = this.ds;
+    if (status >= 100 && status < 200 && status !== 101) {
+      // Interim responses go to the client as they are (HTTP/1.0 clients do not get them).
+      if (!this.o.http10) ds.socket.write(head);
+      return;
+    }
+    const r = readResponseHead(head, up.head, status, this.outbound, this.o.http10, up.parser.httpMinor === 0);
+    if (typeof r === 'string') {
+      // Not a byte of such a response is forwarded.
+      up.close();
+      this.onUpstreamError(up, 'exchange', new Error(`refused response: ${r}`), 'protocol');
+      return;
+    }
+    this.status = status;
+    if (this.call.responseHead(status, this.outbound && refusedByPeer(this.call.endpoint, r)) === 'discard') {
+      // Read to its end and dropped (see onResponseComplete); the attempt's timer keeps running.
+      this.discard = true;
+      return;
+    }
+    ds.record.responseHead(head, up.head);
+    const decode = this.o.http10 && r.chunked && !this.o.isHead;
+    if (decode) up.decodeBody = true;
+    const close = !this.o.keepAlive || up.needsEof || decode || ds.ctx.draining || (this.o.upgrade && status !== 101);
+    this.closeAfter = close;
+    let tail = status === 101 ? 'connection: upgrade\r\n\r\n' : close ? 'connection: close\r\n\r\n' : this.o.http10 ? 'connection: keep-alive\r\n\r\n' : '\r\n';
+    if (this.o.explain) tail = `x-skein-explain: ${this.call.explanation()}\r\n${tail}`;
+    if (!this.o.isHead && status !== 101 && status !== 204 && status !== 304) this.bodyAwaitedSince = performance.now();
+    // Held until the first body bytes (usually in the same chunk): both leave in one write.
+    this.pendingHead = clientHead(head, up.head, tail);
+  }
+
+  /** Writes the response head if it is still held. */
+  private flushHead(): void {
+    const head = this.pendingHead;
+    if (head === null) return;
+    this.pendingHead = null;
+    this.ds.socket.write(head);
+  }
+
+  onResponseBody(up: Upstream, data: Buffer): void {
+    if (this.discard) return;
+    if (this.bodyAwaitedSince !== 0) this.bodyStarted(up);
+    this.ds.record.responseBody(data);
+    const head = this.pendingHead;
+    let out = data;
+    if (head !== null) {
+      this.pendingHead = null;
+      out = Buffer.allocUnsafe(head.length + data.length);
+      head.copy(out, 0);
+      data.copy(out, head.length);
+    }
+    this.downward.write(this.ds.socket, up.socket, out);
+  }
+
+  onChunkDone(): void {
+    this.flushHead();
+  }
+
+  /** The first body bytes of the response: how long after its head, when they came in a later read (see stall.ts). */
+  private bodyStarted(up: Upstream): void {
+    const gap = performance.now() - this.bodyAwaitedSince;
+    this.bodyAwaitedSince = 0;
+    if (this.pendingHead === null) this.ds.ctx.counters.bodyGap(this.ds.ctx.direction, this.dest.service, up.endpoint, gap);
+  }
+
+  onResponseComplete(up: Upstream, rest: Buffer): void {
+    this.up = null;
+    const reuse = this.reqDone && rest.length === 0 && up.reusable;
+    if (this.discard) {
+      this.discard = false;
+      if (reuse) up.pool.release(up, coarseNow());
+      else up.close();
+      this.call.discarded();
+      return;
+    }
+    this.flushHead();
+    if (this.status === 101) {
+      this.up = up;
+      this.startTunnel(up, rest);
+      return;
+    }
+    this.responseDone = true;
+    if (reuse) up.pool.release(up, coarseNow());
+    else {
+      up.close();
+      if (!this.reqDone) this.closeAfter = true;
+    }
+    this.finish();
+  }
+
+  onUpstreamError(up: Upstream, phase: 'connect' | 'exchange', err: Error, code: 'reset' | 'protocol' | 'timeout' | 'connect'): void {
+    if (this.connecting === up) this.doneConnecting();
+    this.up = null;
+    if (this.finished) return;
+    if (this.tunnel !== null) {
+      this.tunnel.upstreamClosed();
+      return;
+    }
+    if (this.discard) {
+      // The dropped response was cut short: the retry goes ahead all the same.
+      this.discard = false;
+      this.call.discarded();
+      return;
+    }
+    if (phase === 'connect') {
+      this.ds.ctx.counters.upstreamConnect(false);
+      this.call.connectFailed(err.message);
+      return;
+    }
+    // A head still held never left: the client can still get a proper answer.
+    const answered = this.pendingHead === null;
+    this.pendingHead = null;
+    if (!this.call.reset(code === 'protocol' ? 'protocol' : 'reset', err.message, up.reused, answered)) return;
+    // Part of the response went out: the client must see the cut.
+    this.finished = true;
+    this.ds.record.finish(this.status, 'SKEIN_E_UPSTREAM_RESET', this.call.endpoint, this.call.attempts);
+    this.ds.destroy();
+  }
+
+  // ---- the end ----
+
+  private finish(): void {
+    if (this.finished) return;
+    if (!this.reqDone && !this.closeAfter) return;
+    this.finished = true;
+    this.call.responseComplete();
+    this.ds.record.finish(this.status, null, this.call.endpoint, this.call.attempts);
+    this.ds.exchangeDone(this.closeAfter);
+  }
+
+  /** The client went away (or sent garbage) mid-exchange. */
+  abort(): void {
+    if (this.finished) return;
+    if (this.tunnel !== null) {
+      this.tunnel.close();
+      return;
+    }
+    this.finished = true;
+    this.queue = null;
+    this.call.clientGone();
+    this.stopConnecting();
+    this.ds.record.finish(0, null, this.call.endpoint, this.call.attempts);
+    const up = this.up;
+    this.up = null;
+    up?.close();
+  }
+
+  // ---- a tunnel (after 101) ----
+
+  private startTunnel(up: Upstream, rest: Buffer): void {
+    const ds = this.ds;
+    this.tunnel = new Tunnel(ds.socket, up.socket, (n) => (ds.record.responseBytes += n), () => this.tunnelClosed());
+    ds.startTunnel(this.tunnel);
+    if (rest.length > 0) this.tunnel.fromUpstream(rest);
+  }
+
+  onTunnelData(_up: Upstream, data: Buffer): void {
+    this.tunnel?.fromUpstream(data);
+  }
+
+  /** The tunnel is over (either side closed). */
+  private tunnelClosed(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.call.responseComplete();
+    this.ds.record.finish(101, null, this.call.endpoint, this.call.attempts);
+    this.up?.close();
+    this.up = null;
+  }
+}
+
+function uncork(s: { uncork(): void }): void {
+  s.uncork();
+}

@@ -1,0 +1,46 @@
+/**
+ * Answers the proxy makes itself (HTTP/1.1): a proxy error with its JSON body, and the
+ * x-skein-explain line of a request the proxy answered.
+ */
+import { SkeinError, type ErrorCode } from '../../core/errors.js';
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  408: 'Request Timeout',
+  429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/**
+ * A response the proxy makes itself: the status of the code (or `status`), `x-skein-error`
+ * naming the code, and a small JSON body `{ code, message, requestId?, details? }`. `headers`
+ * are extra header lines, each ending in CRLF (Retry-After, x-skein-explain).
+ */
+export function errorResponse(
+  code: ErrorCode,
+  message: string,
+  opts: { close: boolean; requestId?: string | undefined; status?: number | undefined; head?: boolean; details?: unknown; headers?: string; origin?: 'inbound' | 'outbound' },
+): string {
+  const status = opts.status ?? new SkeinError(code, message).status;
+  const o: Record<string, unknown> = { code, message };
+  if (opts.requestId !== undefined) o['requestId'] = opts.requestId;
+  if (opts.details !== undefined) o['details'] = opts.details;
+  // Written as latin1: anything beyond ASCII is escaped so that the length is the byte count.
+  const body = JSON.stringify(o).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
+  return (
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
+    `content-type: application/json\r\n` +
+    `content-length: ${body.length}\r\n` +
+    `x-skein-error: ${code}\r\n` +
+    (opts.origin === undefined ? '' : `x-skein-error-origin: ${opts.origin}\r\n`) +
+    (opts.requestId === undefined ? '' : `x-request-id: ${opts.requestId}\r\n`) +
+    (opts.headers ?? '') +
+    (opts.close ? 'connection: close\r\n' : '') +
+    `\r\n` +
+    (opts.head === true ? '' : body)
+  );
+}

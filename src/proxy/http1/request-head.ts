@@ -1,0 +1,296 @@
+/**
+ * A request head, read and checked, then rewritten for the upstream. This is the request side of
+ * the smuggling defences (docs/proxy.md, "Strict framing"); the response side is
+ * response-head.ts, and the rules both share (hop-by-hop headers, what Connection may name) are in
+ * head.ts. Every refusal here is a 400 before a byte of the request reaches an upstream.
+ *
+ * - The request line must be METHOD SP target SP HTTP/1.x with single spaces (llhttp accepts runs).
+ * - HTTP/1.0 and 1.1 only; an HTTP/1.0 request may not have Transfer-Encoding.
+ * - Connection may not name Content-Length, Transfer-Encoding or Host; what it names is dropped.
+ * - One Host header (exactly one in HTTP/1.1), a valid host[:port]; an absolute-form target's
+ *   authority wins over Host, which is replaced.
+ * - The target is normalized (src/core/path.ts): routes match what the app gets.
+ */
+import { normalizeTarget } from '../../core/path.js';
+import type { TraceHeaders } from '../../engine/observe.js';
+import { classify, connectionNames, dropNamed, forbiddenConnectionOption, H, hopByHop, rewriteHead, type HeadCollector } from './head.js';
+import { METHOD_CONNECT, type HttpParser } from './llhttp.js';
+
+/** What the forwarder needs of a request head, beyond its bytes. */
+export interface RequestHead {
+  readonly method: string;
+  /** The normalized target (path and query), or "*". */
+  readonly path: string;
+  /** host[:port] from an absolute-form target or the Host header; null without either. */
+  readonly authority: string | null;
+  /** The target was absolute-form (http://authority/path): the Host line is replaced. */
+  readonly absolute: boolean;
+  readonly hasBody: boolean;
+  readonly http11: boolean;
+  /** Index of the Upgrade header line of an upgrade request; -1: none. */
+  readonly upgradeAt: number;
+  /** The X-Forwarded-For chain so far (its lines are dropped: the proxy appends the client). */
+  readonly xff: string | undefined;
+  /** The client sent X-Forwarded-Proto. */
+  readonly xfp: boolean;
+  /** Index of the X-Request-Id line; -1: none (the proxy makes one). */
+  readonly requestIdAt: number;
+  /** Index of x-skein-caller (inbound: the calling proxy's word); -1: none. */
+  readonly callerAt: number;
+  /** The client asked for x-skein-explain (outbound). */
+  readonly explain: boolean;
+  /** The smallest x-skein-timeout-ms in ms; -1: none. */
+  readonly deadlineMs: number;
+  /** The text of an x-skein-timeout-ms that is not a number (answered with 400 once routed). */
+  readonly badDeadline: string | null;
+  /** The trace context headers (tracing on; their lines are dropped: each attempt sends its own). */
+  readonly trace: TraceHeaders | null;
+}
+
+/** The longest delay a timer takes (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** RFC 3986 host (reg-name or IP literal) with an optional port; no userinfo. */
+const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$/;
+
+/** Authorities seen valid (a few names over and over: the regular expression runs once each). */
+const validAuthorities = new Set<string>();
+
+function validAuthority(a: string): boolean {
+  if (validAuthorities.has(a)) return true;
+  if (!AUTHORITY.test(a)) return false;
+  if (validAuthorities.size >= 1024) validAuthorities.clear();
+  validAuthorities.add(a);
+  return true;
+}
+
+/** `http://authority/path`: [authority, path], or null when the target is not absolute http. */
+function absoluteTarget(url: string): [string, string] | null {
+  if (url.length < 8 || url.charCodeAt(0) === 0x2f) return null;
+  if (url.slice(0, 7).toLowerCase() !== 'http://') return null;
+  let end = 7;
+  while (end < url.length) {
+    const c = url.charCodeAt(end);
+    if (c === 0x2f || c === 0x3f || c === 0x23) break;
+    end++;
+  }
+  const authority = url.slice(7, end);
+  let path = url.slice(end);
+  if (path === '' || path.charCodeAt(0) !== 0x2f) path = `/${path}`;
+  return [authority, path];
+}
+
+/** An x-skein-timeout-ms value in ms (capped at what a timer holds, about 24.8 days), or the text when it is not a number. */
+function deadlineMs(text: string): number | string {
+  return /^\d{1,20}$/.test(text) ? Math.min(Number(text), MAX_TIMER_MS) : text;
+}
+
+/** Where the request line starts: llhttp lets empty lines come before it (RFC 9112 §2.2). */
+function requestLineStart(buf: Buffer): number {
+  let i = 0;
+  while (buf[i] === 0x0d || buf[i] === 0x0a) i++;
+  return i;
+}
+
+/**
+ * llhttp accepts runs of spaces between the parts of the request line; the parts must be split by
+ * exactly one SP (RFC 9112 §3), or "POST  /x" would be read as the method "POST " and pass every
+ * rule about POST.
+ */
+function strictRequestLine(buf: Buffer, methodStart: number, urlStart: number, urlEnd: number): boolean {
+  return urlStart - methodStart >= 2 && buf[urlStart - 1] === 0x20 && buf[urlStart - 2] !== 0x20 && buf[urlEnd] === 0x20 && buf[urlEnd + 1] === 0x48;
+}
+
+/** A second value of a single-valued trace header is joined with ",", which no parser accepts: a request with two traceparents starts a new trace. */
+const join2 = (a: string | undefined, b: string) => (a === undefined ? b : `${a},${b}`);
+
+function traceHeader(t: TraceHeaders, h: H, value: string): void {
+  if (h === H.Traceparent) t.traceparent = join2(t.traceparent, value);
+  else if (h === H.Tracestate) t.tracestate = join2(t.tracestate, value);
+  else if (h === H.B3) t.b3 = join2(t.b3, value);
+  else if (h === H.XB3TraceId) t.xB3TraceId = value;
+  else if (h === H.XB3SpanId) t.xB3SpanId = value;
+  else if (h === H.XB3ParentSpanId) t.xB3ParentSpanId = value;
+  else if (h === H.XB3Sampled) t.xB3Sampled = value;
+  else if (h === H.XB3Flags) t.xB3Flags = value;
+}
+
+/**
+ * Reads the head in `buf` (`head` holds its header table; `parser` has just completed it) and
+ * marks in `drop` the header lines that do not go upstream. A string is the reason it is refused
+ * (400). `upgrade`: llhttp saw an upgrade request.
+ */
+export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpParser, upgrade: boolean, outbound: boolean, tracing: boolean, drop: Uint8Array): RequestHead | string {
+  if (parser.method === METHOD_CONNECT) return 'CONNECT is not supported: send plain http:// requests (the mesh encrypts between proxies)';
+  const f = head.fields;
+  const n = head.count;
+  let host = -1;
+  let hosts = 0;
+  let xfp = false;
+  let rid = -1;
+  let xff: string | undefined;
+  let hasBody = false;
+  let transferEncoding = false;
+  let named: string[] | null = null;
+  let upgradeAt = -1;
+  let deadline = -1;
+  let badDeadline: string | null = null;
+  let callerAt = -1;
+  let explain = false;
+  let trace: TraceHeaders | null = null;
+  for (let i = 0; i < n; i++) {
+    const o = i * 4;
+    const h = classify(buf, f[o]!, f[o + 1]!);
+    drop[i] = hopByHop(h, upgrade) ? 1 : 0;
+    switch (h) {
+      case H.Host:
+        hosts++;
+        host = i;
+        break;
+      case H.Connection:
+        named = connectionNames(buf, head, i, named);
+        break;
+      case H.Upgrade:
+        if (upgrade) upgradeAt = i;
+        break;
+      case H.XForwardedFor:
+        drop[i] = 1;
+        xff = xff === undefined ? head.valueOf(buf, i) : `${xff}, ${head.valueOf(buf, i)}`;
+        break;
+      case H.XForwardedProto:
+        xfp = true;
+        break;
+      case H.XRequestId:
+        rid = i;
+        break;
+      case H.TransferEncoding:
+        hasBody = true;
+        transferEncoding = true;
+        break;
+      case H.ContentLength:
+        if (f[o + 3]! - f[o + 2]! !== 1 || buf[f[o + 2]!] !== 0x30) hasBody = true;
+        break;
+      case H.XSkeinTimeout:
+        // The caller's remaining deadline: the proxy sends its own (what is left) on.
+        drop[i] = 1;
+        if (badDeadline === null) {
+          const left = deadlineMs(head.valueOf(buf, i));
+          if (typeof left === 'string') badDeadline = left;
+          else if (deadline < 0 || left < deadline) deadline = left;
+        }
+        break;
+      case H.XSkeinExplain:
+        if (outbound) {
+          drop[i] = 1;
+          explain = head.valueOf(buf, i) === '1';
+        }
+        break;
+      case H.XSkeinCaller:
+        // Outbound, the proxy names the caller itself; inbound, it is the caller's proxy's word.
+        if (outbound) drop[i] = 1;
+        else callerAt = i;
+        break;
+      case H.Traceparent:
+      case H.Tracestate:
+      case H.B3:
+      case H.XB3TraceId:
+      case H.XB3SpanId:
+      case H.XB3ParentSpanId:
+      case H.XB3Sampled:
+      case H.XB3Flags:
+        if (tracing) {
+          drop[i] = 1;
+          traceHeader((trace ??= {}), h, head.valueOf(buf, i));
+        }
+        break;
+      default:
+        break;
+    }
+  }
+  const framing = forbiddenConnectionOption(named);
+  if (framing !== null) return `the Connection header names ${framing}, which is never hop-by-hop (RFC 9110 §7.6.1): removing it would unframe or misroute the request`;
+  if (named !== null) {
+    // Headers the client named in Connection are hop-by-hop, even the ones the proxy manages.
+    dropNamed(buf, head, drop, named);
+    if (named.includes('x-forwarded-for')) xff = undefined;
+    if (named.includes('x-forwarded-proto')) xfp = false;
+    if (rid >= 0 && drop[rid] === 1) rid = -1;
+  }
+  if (parser.httpMajor !== 1) return `HTTP/${parser.httpMajor}.${parser.httpMinor} is not supported (HTTP/1.0 and 1.1 are)`;
+  const http11 = parser.httpMinor >= 1;
+  // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+  if (!http11 && transferEncoding) return 'an HTTP/1.0 request may not have Transfer-Encoding (RFC 9112 §6.1)';
+  const methodStart = requestLineStart(buf);
+  if (!strictRequestLine(buf, methodStart, head.urlStart, head.urlEnd)) return 'the request line must be METHOD SP target SP HTTP/1.x, with single spaces (RFC 9112 §3)';
+  const url = buf.toString('latin1', head.urlStart, head.urlEnd);
+  const abs = absoluteTarget(url);
+  let authority: string | null;
+  let target: string;
+  if (abs !== null) {
+    [authority, target] = abs;
+    if (host >= 0) drop[host] = 1;
+  } else if (url.charCodeAt(0) === 0x2f || url === '*') {
+    authority = host >= 0 ? head.valueOf(buf, host) : null;
+    target = url;
+  } else {
+    return `request target "${url.slice(0, 100)}" is neither a path nor an http:// URL`;
+  }
+  let path = target;
+  if (target !== '*') {
+    // Routes (and the app) see the normalized path: what a policy matched is what the app gets.
+    const p = normalizeTarget(target);
+    if (typeof p !== 'string') return `request target "${target.slice(0, 100)}": ${p.error}`;
+    path = p;
+  }
+  if (hosts > 1) return 'more than one Host header';
+  if (http11 && hosts === 0) return 'an HTTP/1.1 request must have a Host header';
+  if (authority !== null && !validAuthority(authority)) return `"${authority.slice(0, 100)}" is not a valid host[:port]`;
+  return {
+    method: buf.toString('latin1', methodStart, head.urlStart - 1),
+    path,
+    authority,
+    absolute: abs !== null,
+    hasBody,
+    http11,
+    upgradeAt,
+    xff,
+    xfp,
+    requestIdAt: rid,
+    callerAt,
+    explain,
+    deadlineMs: deadline,
+    badDeadline,
+    trace,
+  };
+}
+
+/** What the proxy adds to a request head. */
+export interface Forwarding {
+  /** The client's address (appended to X-Forwarded-For). */
+  readonly client: string;
+  readonly requestId: string;
+  /** Outbound: the calling workload's service (x-skein-caller); inbound: null. */
+  readonly caller: string | null;
+  /** The request upgrades (connection: upgrade goes with it). */
+  readonly upgrade: boolean;
+  /**
+   * Leave the head open (no final CRLF): each attempt adds its deadline and trace context, then
+   * ends it (see Exchange.requestHead).
+   */
+  readonly open: boolean;
+}
+
+/**
+ * The head for the upstream: the request line in origin form, the client's header lines minus the
+ * dropped ones (copied as bytes), then what the proxy adds.
+ */
+export function upstreamHead(buf: Buffer, head: HeadCollector, drop: Uint8Array, r: RequestHead, fw: Forwarding): Buffer {
+  let tail = r.absolute ? `host: ${r.authority}\r\n` : '';
+  tail += `x-forwarded-for: ${r.xff === undefined ? fw.client : `${r.xff}, ${fw.client}`}\r\n`;
+  if (!r.xfp) tail += 'x-forwarded-proto: http\r\n';
+  if (r.requestIdAt < 0) tail += `x-request-id: ${fw.requestId}\r\n`;
+  if (fw.caller !== null) tail += `x-skein-caller: ${fw.caller}\r\n`;
+  if (fw.upgrade) tail += 'connection: upgrade\r\n';
+  if (!fw.open) tail += '\r\n';
+  return rewriteHead(buf, head, drop, head.lineStart(buf, 0), `${r.method} ${r.path} HTTP/1.1\r\n`, tail);
+}
