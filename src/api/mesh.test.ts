@@ -1,9 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Ajv } from 'ajv';
-import { BALANCER_KINDS, DEFAULT_BALANCER_KIND } from '../balance/balancer.js';
 import { SkeinError, type ErrorCode } from '../core/errors.js';
-import { MESH_BALANCER_KINDS, MESH_DEFAULT_BALANCER, meshFileJsonSchema, parseMesh, parseMeshFile, replicaInstance, serviceCwd, startOrder, type MeshFile } from './mesh.js';
+import { MESH_BALANCER_KINDS, meshFileJsonSchema, parseMesh, parseMeshFile, replicaInstance, serviceCwd, startOrder, type MeshFile } from './mesh.js';
 import { parseInstance } from './parse.js';
 import { INBOUND_PROXY_LABEL } from './names.js';
 
@@ -204,11 +203,6 @@ test('balancer: kinds, and the hash key ring-hash and maglev need', () => {
   }
   const cookie = parseMesh(JSON.parse(meshWith({ balancer: { kind: 'ring-hash', hashKey: { type: 'cookie', name: 'session' } } })), 'x');
   assert.deepEqual(cookie.services[0]?.balancer.hashKey, { type: 'cookie', name: 'session' });
-});
-
-test('the balancer kinds are the ones src/balance implements', () => {
-  assert.deepEqual([...MESH_BALANCER_KINDS], [...BALANCER_KINDS]);
-  assert.equal(MESH_DEFAULT_BALANCER, DEFAULT_BALANCER_KIND);
 });
 
 test('env: names are checked; Skein\'s own variables cannot be set', () => {
