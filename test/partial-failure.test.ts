@@ -5,11 +5,16 @@
  * frontend, correctly, answers 502 naming it. Runs of those 502s must not take the frontend out:
  * every answer is one the frontend made itself (no x-skein-error, no 503 from the mesh) and every
  * valid page is a 200, with one frontend replica (ejected after five 502s in a row, then served
- * anyway in panic mode: the metrics, /debug/endpoints and the event feed say so) and with two.
+ * anyway in panic mode: the metrics, /debug/endpoints, the event feed and the dashboard, in
+ * Debian's Chromium, say so) and with two.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import http from 'node:http';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { DEFAULT_DASHBOARD_ROOT } from '../src/control/dashboard.js';
 import { api, metricSample, skein, waitFor } from './helpers.js';
 import { portOf, startShop, type UpProcess } from './mesh-helpers.js';
 
@@ -91,6 +96,32 @@ async function panicEvents(up: UpProcess): Promise<Array<Record<string, unknown>
   return r.body.events;
 }
 
+const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/lib/chromium/chromium'].find((p) => existsSync(p));
+
+/** The dashboard in Chromium: until the frontend's row shows `want` panic badges (0 or 1); then, when `note`, the note in its detail. */
+async function dashboardPanic(up: UpProcess, want: number, note: boolean): Promise<void> {
+  assert.ok(CHROMIUM !== undefined, "Chromium is not installed: run scripts/setup.sh, which installs Debian's chromium package");
+  assert.ok(existsSync(join(DEFAULT_DASHBOARD_ROOT, 'index.html')), 'the dashboard is not built: run npx vite build dashboard (scripts/setup.sh does)');
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], headless: true });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${up.control}/dashboard/`);
+    await waitFor(async () => (await page.locator('[data-testid="service-row-frontend"]').count()) === 1, { timeoutMs: 15_000, intervalMs: 100, what: "the frontend's row" });
+    // The panic events are fetched on connection: once the feed shows events, they are in.
+    await waitFor(async () => (await page.locator('[data-testid="event"]').count()) > 0, { timeoutMs: 15_000, intervalMs: 100, what: 'the recent events' });
+    const badge = page.locator('[data-testid="service-row-frontend"] [data-testid="panic"]');
+    await waitFor(async () => (await badge.count()) === want, { timeoutMs: 15_000, intervalMs: 100, what: `${want} panic badge(s) in the frontend's row` });
+    if (want > 0) assert.match((await badge.getAttribute('title')) ?? '', /^frontend is in panic mode in proxy \S+: 0 of 1 instances may take traffic/);
+    if (!note) return;
+    await page.goto(`${up.control}/dashboard/#/services/frontend`);
+    const text = page.locator('[data-testid="panic-note"]');
+    await waitFor(async () => (await text.count()) === 1, { timeoutMs: 15_000, intervalMs: 100, what: "the panic note in the frontend's detail" });
+    assert.match(await text.innerText(), /^In panic mode: .*\n?.*0 of 1 instances may take traffic \(1 ejected, 0 failing active checks\)/s);
+  } finally {
+    await browser.close();
+  }
+}
+
 /** `skein scale frontend N`, then until the proxy's frontend has N endpoints. */
 async function scaleFrontend(up: UpProcess, n: number): Promise<void> {
   const r = await skein(['scale', 'frontend', String(n), '-c', up.control], { timeoutMs: 60_000 });
@@ -101,7 +132,7 @@ async function scaleFrontend(up: UpProcess, n: number): Promise<void> {
 }
 
 describe("a client's bad input does not become an outage (the demo shop, products 1-7)", () => {
-  test('one frontend replica: ejected after five 502s in a row, it still serves every page in panic mode; the metrics, /debug/endpoints and the feed say so; a second replica ends the panic', async (t) => {
+  test('one frontend replica: ejected after five 502s in a row, it still serves every page in panic mode; the metrics, /debug/endpoints, the feed and the dashboard say so; a second replica ends the panic', async (t) => {
     const up = await startShop({ expect: ['admin', 'outbound'] });
     t.after(() => up.stop());
     const t0 = Date.now();
@@ -133,6 +164,7 @@ describe("a client's bad input does not become an outage (the demo shop, product
       { id: null, endpoints: 1, available: 0, ejected: 1, threshold: 50 },
     );
     assert.match(String(entered['message']), /^frontend is in panic mode in proxy \S+: 0 of 1 instances may take traffic \(1 ejected, 0 failing active checks\)/);
+    await dashboardPanic(up, 1, true);
 
     // A second replica: 1 of 2 may take traffic, which is not below 50%: out of panic, and the
     // ejected one gets nothing until its 30 s are over.
@@ -146,6 +178,7 @@ describe("a client's bad input does not become an outage (the demo shop, product
     assert.equal(metricSample(after, 'skein_proxy_panic_total{service="frontend"}'), answers.length - 10, 'no pick in panic since');
     const left = (await waitFor(async () => (await panicEvents(up)).find((e) => e['state'] === 'left') ?? null, { timeoutMs: 15_000, what: 'the end of the panic in the feed' })) as Record<string, unknown>;
     assert.deepEqual({ endpoints: left['endpoints'], available: left['available'] }, { endpoints: 2, available: 1 });
+    await dashboardPanic(up, 0, false);
   });
 
   test('two frontend replicas: every page the frontend made, every valid one a 200, no panic', async (t) => {
