@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { join } from 'node:path';
+import { INBOUND_PROXY_LABEL } from '../src/api/names.js';
 import { api, closedPort, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { Load, registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
 
@@ -372,8 +373,11 @@ describe('a replica whose app is gone behind its inbound listener', () => {
     cleanups.push(() => B.stop());
     const C = await startProxy({ control: cp.http, workloads: [`name=api-2,service=api,inbound=127.0.0.1:0,app=127.0.0.1:${app.port}`] });
     cleanups.push(() => C.stop());
-    await registerInstance(cp.http, 'api', 'api-1', (B.workload('api-1').inbound as { port: number }).port);
-    await registerInstance(cp.http, 'api', 'api-2', (C.workload('api-2').inbound as { port: number }).port);
+    // Registered as inbound listeners (as `skein up` does): their own SKEIN_E_UPSTREAM_CONNECT is a
+    // peer's refusal, retried for any method; an app's 502 is not retried by default.
+    const labels = { [INBOUND_PROXY_LABEL]: 'true' };
+    await registerInstance(cp.http, 'api', 'api-1', (B.workload('api-1').inbound as { port: number }).port, { labels });
+    await registerInstance(cp.http, 'api', 'api-2', (C.workload('api-2').inbound as { port: number }).port, { labels });
     A = await startProxy({ control: cp.http, workloads: ['name=client,outbound=127.0.0.1:0'] });
     cleanups.push(() => A.stop());
     aOut = (A.workload('client').outbound as { port: number }).port;

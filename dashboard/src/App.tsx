@@ -1,5 +1,5 @@
 /** The page: the header (mesh numbers, connection), then the overview or one service, and the event feed. */
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useMemo, useState } from 'preact/hooks';
 import type { LiveData, LiveState } from './live';
 import { fmtClock, fmtRate, fmtRps, rateClass } from './format';
 import { ServicesTable } from './ServicesTable';
@@ -7,6 +7,7 @@ import { ServiceDetail } from './ServiceDetail';
 import { Topology } from './Topology';
 import { Events } from './Events';
 import { MeshTraffic } from './MeshTraffic';
+import { panicking } from './panic';
 
 function useLive(live: LiveData): LiveState {
   const [state, setState] = useState(live.current);
@@ -44,6 +45,7 @@ export function App({ live }: { live: LiveData }) {
   const s = useLive(live);
   const [selected, select] = useSelected();
   const mesh = s.signals?.mesh;
+  const panics = useMemo(() => panicking(s.panicEvents), [s.panicEvents]);
 
   useEffect(() => {
     document.title = selected === null ? 'Skein dashboard' : `${selected} \u00b7 Skein dashboard`;
@@ -99,7 +101,7 @@ export function App({ live }: { live: LiveData }) {
                 <h2 id="services-h">
                   Services <span class="muted small">last 10 s</span>
                 </h2>
-                {s.signals === null ? <p class="empty">Waiting for the first numbers…</p> : <ServicesTable services={s.signals.services} onSelect={select} />}
+                {s.signals === null ? <p class="empty">Waiting for the first numbers…</p> : <ServicesTable services={s.signals.services} panics={panics} onSelect={select} />}
               </section>
               <section class="panel" aria-labelledby="topology-h">
                 <h2 id="topology-h">
@@ -110,7 +112,7 @@ export function App({ live }: { live: LiveData }) {
               <MeshTraffic epoch={s.epoch} tick={s.signals?.time ?? null} />
             </>
           ) : (
-            <ServiceDetail key={selected} service={selected} signals={s.signals} epoch={s.epoch} onSelect={select} />
+            <ServiceDetail key={selected} service={selected} signals={s.signals} panics={panics.get(selected) ?? []} epoch={s.epoch} onSelect={select} />
           )}
         </div>
         <aside class="secondary">

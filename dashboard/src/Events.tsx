@@ -1,4 +1,4 @@
-/** Recent mesh events, newest first: health changes, ejections and returns, breakers, active checks, scaling, proxies. */
+/** Recent mesh events, newest first: health changes, ejections and returns, breakers, active checks, panic mode, scaling, proxies. */
 import type { MeshEvent } from './api';
 import { fmtClock } from './format';
 
@@ -24,6 +24,8 @@ function tone(e: MeshEvent): 'ok' | 'warn' | 'bad' | 'info' {
     }
     case 'active-check':
       return String(e['result'] ?? e['detail'] ?? '').startsWith('unhealthy') ? 'bad' : 'ok';
+    case 'panic':
+      return e['state'] === 'entered' ? 'bad' : 'ok';
     case 'body-stall':
       return 'warn';
     case 'scale': {

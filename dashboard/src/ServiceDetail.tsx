@@ -5,15 +5,17 @@
  */
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import type uPlot from 'uplot';
-import { fetchRouteDefinitions, type MeshSignals, type RouteDefinition, type SeriesPoint, type Signals } from './api';
+import { fetchRouteDefinitions, type MeshEvent, type MeshSignals, type RouteDefinition, type SeriesPoint, type Signals } from './api';
 import { useSeries } from './series';
 import { SignalCharts } from './Chart';
 import { fmtMs, fmtRate, fmtRps, rateClass, statusClass, DASH } from './format';
-import { healthyCount } from './ServicesTable';
+import { healthyCount, PanicBadge } from './ServicesTable';
 
 interface Props {
   service: string;
   signals: MeshSignals | null;
+  /** The proxies' `entered` events while this service is in panic mode (panic.ts); empty otherwise. */
+  panics: readonly MeshEvent[];
   /** Bumped on every (re)connection of the stream: re-fetch the history. */
   epoch: number;
   onSelect: (service: string) => void;
@@ -68,7 +70,7 @@ function matchText(def: RouteDefinition | undefined, name: string): string {
   return parts.length === 0 ? 'any request' : parts.join(' ');
 }
 
-export function ServiceDetail({ service, signals, epoch, onSelect }: Props) {
+export function ServiceDetail({ service, signals, panics, epoch, onSelect }: Props) {
   const history = useSeries(service, epoch, signals?.time ?? null);
   const [defs, setDefs] = useState<RouteDefinition[]>([]);
   const entry = signals?.services.find((s) => s.service === service);
@@ -113,8 +115,19 @@ export function ServiceDetail({ service, signals, epoch, onSelect }: Props) {
   return (
     <section class="panel detail" data-testid="service-detail" data-service={service}>
       <p class="crumbs">
-        <a href="#/">Services</a> / <strong>{service}</strong>
+        <a href="#/">Services</a> / <strong>{service}</strong> <PanicBadge events={panics} />
       </p>
+      {panics.length > 0 && (
+        <div class="panic-note" role="status" data-testid="panic-note">
+          <strong>In panic mode:</strong> too many of its instances look unhealthy to a proxy (ejected by outlier detection or failing its active checks), so that proxy ignores
+          those verdicts and spreads requests over every instance rather than refuse them (docs/traffic.md, “The panic threshold”).
+          <ul>
+            {panics.map((e) => (
+              <li key={`${String(e['proxy'])}-${e.time}`}>{e.message}</li>
+            ))}
+          </ul>
+        </div>
+      )}
       {entry !== undefined && (
         <div class="stats" data-testid="detail-stats">
           <Stat label="RPS" value={fmtRps(entry.rps)} testId="detail-rps" />

@@ -1,16 +1,28 @@
 /** Every service (registered, or seen only in traffic) with its golden signals over the last 10 s. */
-import type { ServiceSignals } from './api';
+import type { MeshEvent, ServiceSignals } from './api';
 import { fmtMs, fmtRate, fmtRps, rateClass } from './format';
 import { healthyCount } from '../../src/api/signals';
 
 interface Props {
   services: ServiceSignals[];
+  /** Services in panic mode: the proxies' `entered` events (panic.ts). */
+  panics: ReadonlyMap<string, readonly MeshEvent[]>;
   onSelect: (service: string) => void;
+}
+
+/** The badge of a service in panic mode; its title says which proxies and why. */
+export function PanicBadge({ events }: { events: readonly MeshEvent[] | undefined }) {
+  if (events === undefined || events.length === 0) return null;
+  return (
+    <span class="pill bad panic" data-testid="panic" title={events.map((e) => e.message).join('\n')}>
+      panic
+    </span>
+  );
 }
 
 export { healthyCount };
 
-export function ServicesTable({ services, onSelect }: Props) {
+export function ServicesTable({ services, panics, onSelect }: Props) {
   if (services.length === 0) return <p class="empty">No services registered yet.</p>;
   return (
     <table class="grid services" data-testid="services">
@@ -34,7 +46,8 @@ export function ServicesTable({ services, onSelect }: Props) {
               <td>
                 <a href={`#/services/${encodeURIComponent(s.service)}`} data-testid="name" onClick={(ev) => ev.stopPropagation()}>
                   {s.service}
-                </a>
+                </a>{' '}
+                <PanicBadge events={panics.get(s.service)} />
               </td>
               <td class={`num ${total > 0 && healthy < total ? (healthy === 0 ? 'bad' : 'warn') : ''}`} data-testid="instances">
                 {healthy}/{total}

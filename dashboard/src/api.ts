@@ -75,7 +75,9 @@ export async function getJson<T>(path: string, signal?: AbortSignal): Promise<T>
   return body as T;
 }
 
-export const fetchEvents = (limit = 50, signal?: AbortSignal) => getJson<{ events: MeshEvent[] }>(`v1/events?limit=${limit}`, signal);
+/** The newest `limit` mesh events (of `types` only, when given). */
+export const fetchEvents = (limit = 50, signal?: AbortSignal, types?: readonly string[]) =>
+  getJson<{ events: MeshEvent[] }>(`v1/events?limit=${limit}${types === undefined ? '' : `&type=${types.join(',')}`}`, signal);
 
 /** The series of one service, or of the whole mesh (service null). */
 export const fetchSeries = (service: string | null, window = '5m', signal?: AbortSignal) =>

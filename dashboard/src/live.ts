@@ -7,6 +7,7 @@
  * tells views to re-fetch their initial data (the control plane may have restarted and lost it).
  */
 import { apiUrl, fetchEvents, fetchSignals, ApiError, type MeshEvent, type MeshSignals } from './api';
+import { PANIC_EVENT_TYPES } from './panic';
 
 export type Connection = 'connecting' | 'live' | 'reconnecting';
 
@@ -18,6 +19,8 @@ export interface LiveState {
   receivedAt: number | null;
   /** Newest last, at most MAX_EVENTS. */
   events: MeshEvent[];
+  /** The `panic` and `proxy` events, kept apart (newest last, at most MAX_PANIC_EVENTS) so that other events do not push out a panic still on. */
+  panicEvents: MeshEvent[];
   /** Bumped on every (re)connection. */
   epoch: number;
   /** Why the stream is down, when we know (an API error message). */
@@ -25,6 +28,8 @@ export interface LiveState {
 }
 
 export const MAX_EVENTS = 200;
+export const MAX_PANIC_EVENTS = 1000;
+const isPanicEvent = (e: MeshEvent) => (PANIC_EVENT_TYPES as readonly string[]).includes(e.type);
 const MIN_STALE_MS = 30_000;
 const MAX_BACKOFF_MS = 15_000;
 
@@ -45,7 +50,7 @@ export function mergeEvents(a: readonly MeshEvent[], b: readonly MeshEvent[], ma
 }
 
 export class LiveData {
-  private state: LiveState = { connection: 'connecting', signals: null, receivedAt: null, events: [], epoch: 0, problem: null };
+  private state: LiveState = { connection: 'connecting', signals: null, receivedAt: null, events: [], panicEvents: [], epoch: 0, problem: null };
   private readonly listeners = new Set<(s: LiveState) => void>();
   private es: EventSource | null = null;
   private everLive = false;
@@ -113,7 +118,7 @@ export class LiveData {
         const e = JSON.parse(m.data) as MeshEvent;
         this.sinceOpen.push(e);
         if (this.sinceOpen.length > MAX_EVENTS) this.sinceOpen.shift();
-        this.set({ events: mergeEvents(this.state.events, [e]) });
+        this.set({ events: mergeEvents(this.state.events, [e]), ...(isPanicEvent(e) ? { panicEvents: mergeEvents(this.state.panicEvents, [e], MAX_PANIC_EVENTS) } : {}) });
       } catch {
         /* ignore a malformed event */
       }
@@ -171,6 +176,15 @@ export class LiveData {
       },
       () => {
         /* the events panel keeps what it has */
+      },
+    );
+    fetchEvents(MAX_PANIC_EVENTS, undefined, PANIC_EVENT_TYPES).then(
+      (r) => {
+        if (mine !== this.eventsFetch) return;
+        this.set({ panicEvents: mergeEvents(r.events ?? [], this.sinceOpen.filter(isPanicEvent), MAX_PANIC_EVENTS) });
+      },
+      () => {
+        /* the panic badges keep what they have */
       },
     );
   }

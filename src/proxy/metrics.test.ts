@@ -1,5 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { parseService } from '../api/parse.js';
+import { createBalancer } from '../balance/index.js';
+import { setOf } from '../balance/test-helpers.js';
+import { ManualClock } from '../core/clock.js';
+import { TrafficState } from '../resilience/traffic-state.js';
 import { MAX_SERIES, MAX_SOURCES, ProxyMetrics, type ProxyGauges } from './metrics.js';
 
 const gauges: ProxyGauges = { connections: () => [], idleUpstreams: () => 0, endpoints: () => [], watchConnected: () => true, traffic: () => [] };
@@ -84,4 +89,45 @@ test('the Prometheus series follow new requests between scrapes', async () => {
   assert.equal(sample((await m.exposition()).text, line), 1);
   out.record('client', 'web', 'default', 'web-1', 200, false, 0.001, 0, 0);
   assert.equal(sample((await m.exposition()).text, line), 2);
+});
+
+test('panic mode: skein_proxy_panicking per service, skein_proxy_panic_total counting picks in panic, transitions, and a /stats event with the counts', async () => {
+  const clock = new ManualClock();
+  const traffic: TrafficState[] = [];
+  const m = new ProxyMetrics({ ...gauges, traffic: () => traffic }, 'p1');
+  const policy = parseService({ name: 'web', breaker: { enabled: false }, outlierDetection: { maxEjectionPercent: 100 } }).traffic;
+  const t = new TrafficState({ service: 'web', policy, clock, onEvent: (e) => m.trafficEvent(e) });
+  const calm = new TrafficState({ service: 'api', policy, clock });
+  traffic.push(t, calm);
+  const set = setOf(2);
+  t.setEndpoints(set);
+  const b = createBalancer('round-robin');
+  b.update(set);
+  const read = async () => {
+    const { text } = await m.exposition();
+    return {
+      panicking: sample(text, 'skein_proxy_panicking{service="web"}'),
+      calm: sample(text, 'skein_proxy_panicking{service="api"}'),
+      picks: sample(text, 'skein_proxy_panic_total{service="web"}'),
+      entered: sample(text, 'skein_proxy_panic_transitions_total{service="web",to="panic"}') ?? 0,
+      left: sample(text, 'skein_proxy_panic_transitions_total{service="web",to="normal"}') ?? 0,
+    };
+  };
+  assert.deepEqual(await read(), { panicking: 0, calm: 0, picks: 0, entered: 0, left: 0 });
+  for (const e of set.list()) for (let i = 0; i < 5; i++) t.record(e.key, 500);
+  for (let i = 0; i < 7; i++) assert.notEqual(t.pick(b, undefined, null), null, 'every instance ejected: panic, and still an answer');
+  assert.deepEqual(await read(), { panicking: 1, calm: 0, picks: 7, entered: 1, left: 0 });
+  clock.advance(30_000);
+  t.pick(b, undefined, null);
+  assert.deepEqual(await read(), { panicking: 0, calm: 0, picks: 7, entered: 1, left: 1 });
+  const panics = m.snapshot().events.filter((e) => e.type === 'panic');
+  assert.deepEqual(
+    panics.map((e) => [e.service, e.instance, e.detail]),
+    [
+      ['web', '', 'entered: 0 of 2 instances may take traffic (2 ejected, 0 failing active checks), below the panic threshold of 50%'],
+      ['web', '', 'left: 2 of 2 instances may take traffic (0 ejected, 0 failing active checks), the panic threshold is 50%'],
+    ],
+  );
+  t.stop();
+  calm.stop();
 });

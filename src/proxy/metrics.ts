@@ -12,7 +12,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ErrorCode } from '../core/errors.js';
-import type { TrafficEvent, TrafficState } from '../resilience/traffic-state.js';
+import { panicDetail, type TrafficEvent, type TrafficState } from '../resilience/traffic-state.js';
 import type { ForwarderCounters, ListenerMetrics } from './http1/types.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { StallDetector, isStall } from './http1/stall.js';
@@ -135,7 +135,7 @@ class ListenerStats implements ListenerMetrics {
 }
 
 export interface ProxyEvent extends StatsEvent {
-  readonly type: 'eject' | 'return' | 'breaker' | 'active-check' | 'body-stall';
+  readonly type: 'eject' | 'return' | 'breaker' | 'active-check' | 'panic' | 'body-stall';
 }
 
 interface MetricValue {
@@ -197,6 +197,7 @@ export class ProxyMetrics implements ForwarderCounters {
   private readonly outlierEvents: Counter<'service' | 'event'>;
   private readonly breakerChanges: Counter<'service' | 'to'>;
   private readonly activeChecks: Counter<'service' | 'result'>;
+  private readonly panicChanges: Counter<'service' | 'to'>;
   private readonly rateLimits: Counter<'direction' | 'service' | 'route'>;
   private readonly bodyStalls: Counter<'direction' | 'service'>;
   private readonly evictions: Counter<'workload' | 'direction' | 'state'>;
@@ -338,6 +339,22 @@ export class ProxyMetrics implements ForwarderCounters {
       return c === undefined ? 0 : c.open + c.halfOpen;
     });
     perService('skein_proxy_active_check_failing_endpoints', "Endpoints failing the proxy's own active health checks now.", (t) => t.down.size);
+    perService(
+      'skein_proxy_panicking',
+      "1 while the service is in panic mode (as of its last pick): fewer than its panicThreshold share of instances may take traffic, so ejections and failing active checks are ignored; 0 otherwise. Summed over services: the services in panic.",
+      (t) => (t.panicking ? 1 : 0),
+    );
+    this.registry.registerMetric(
+      scrapedMetric('skein_proxy_panic_total', 'Requests (attempts) given an instance in panic mode, by destination service.', 'counter', () =>
+        [...gauges.traffic()].map((t) => ({ labels: { service: t.service }, value: t.panicPicks })),
+      ) as never,
+    );
+    this.panicChanges = new Counter({
+      name: 'skein_proxy_panic_transitions_total',
+      help: 'Destination services entering (to="panic") and leaving (to="normal") panic mode.',
+      labelNames: ['service', 'to'],
+      registers,
+    });
     new Gauge({
       name: 'skein_proxy_connections_open',
       help: 'Client connections open, by workload and direction.',
@@ -431,9 +448,14 @@ export class ProxyMetrics implements ForwarderCounters {
     this.budgetExhausted.labels(service).inc();
   }
 
-  /** Ejections, returns, breaker and active-check changes: counted, and kept for the control plane. */
+  /** Ejections, returns, breaker, active-check and panic changes: counted, and kept for the control plane. */
   trafficEvent(e: TrafficEvent): void {
     let detail: string;
+    if (e.type === 'panic') {
+      this.panicChanges.labels(e.service, e.panicking ? 'panic' : 'normal').inc();
+      this.record('panic', e.service, '', panicDetail(e));
+      return;
+    }
     if (e.type === 'eject' || e.type === 'return') {
       this.outlierEvents.labels(e.service, e.type).inc();
       detail = e.reason;

@@ -25,12 +25,12 @@ function succeed(d: OutlierDetector, key: string, n: number): void {
 /** Ten endpoints k0..k9, so the default 10% cap allows one ejection. */
 const TEN = Array.from({ length: 10 }, (_, i) => `svc/k${i}`);
 
-test('the defaults are Envoy\'s, with the interval detectors off', () => {
+test('the defaults are Envoy\'s, with the interval detectors off (and, as in Envoy, consecutive gateway failures not enforced)', () => {
   assert.deepEqual(
     { ...DEFAULT_OUTLIER },
     {
       consecutive5xx: 5,
-      consecutiveGatewayFailure: 5,
+      consecutiveGatewayFailure: 0,
       consecutiveLocalOriginFailure: 5,
       intervalMs: 10_000,
       baseEjectionMs: 30_000,
@@ -441,4 +441,27 @@ test('options are validated, naming the field', () => {
   assert.deepEqual(events, [600_000]);
   d.stop();
   e.stop();
+});
+
+test('ejectedKeys lists the ejected endpoints as they are ejected, return, or leave; ejectedUntil tells when each ejection ends', () => {
+  const { clock, d } = setup(TEN, { maxEjectionPercent: 100, intervalMs: HOUR });
+  assert.deepEqual([...d.ejectedKeys()], []);
+  fail(d, 'svc/k1', 'local-origin', 5);
+  clock.advance(10);
+  fail(d, 'svc/k2', 'upstream-5xx', 5);
+  fail(d, 'svc/k3', 'upstream-5xx', 5);
+  assert.deepEqual([...d.ejectedKeys()], ['svc/k1', 'svc/k2', 'svc/k3']);
+  assert.equal(d.ejectedUntil('svc/k1'), 30_000);
+  assert.equal(d.ejectedUntil('svc/k2'), 30_010);
+  assert.equal(d.ejectedUntil('svc/k4'), null, 'not ejected');
+  assert.equal(d.ejectedUntil('svc/nope'), null, 'unknown');
+  d.removeEndpoint('svc/k2');
+  assert.deepEqual([...d.ejectedKeys()], ['svc/k1', 'svc/k3'], 'an endpoint that left is no longer listed');
+  d.setEndpoints(TEN.filter((k) => k !== 'svc/k3'));
+  assert.deepEqual([...d.ejectedKeys()], ['svc/k1']);
+  clock.advance(29_990);
+  assert.deepEqual([...d.ejectedKeys()], ['svc/k1'], 'over its time but not yet ended: still listed (isEjected ends it)');
+  assert.equal(d.isEjected('svc/k1'), false);
+  assert.deepEqual([...d.ejectedKeys()], []);
+  d.stop();
 });

@@ -159,6 +159,8 @@ export class OutlierDetector {
   private hosts = new Map<string, Host>();
   /** Hosts with `ejected` set (some may be over their time and not yet returned). */
   private active = 0;
+  /** The keys of those hosts: what `ejectedKeys` walks (the panic threshold counts them without a walk over every host). */
+  private readonly ejectedSet = new Set<string>();
   private timer: TimerHandle | null;
 
   constructor(opts: OutlierOptions) {
@@ -206,7 +208,11 @@ export class OutlierDetector {
   setEndpoints(keys: readonly string[]): void {
     const next = new Map<string, Host>();
     for (const k of keys) next.set(k, this.hosts.get(k) ?? new Host());
-    for (const [k, h] of this.hosts) if (h.ejected && !next.has(k)) this.active--;
+    for (const [k, h] of this.hosts)
+      if (h.ejected && !next.has(k)) {
+        this.active--;
+        this.ejectedSet.delete(k);
+      }
     this.hosts = next;
   }
 
@@ -219,7 +225,10 @@ export class OutlierDetector {
   removeEndpoint(key: string): void {
     const h = this.hosts.get(key);
     if (h === undefined) return;
-    if (h.ejected) this.active--;
+    if (h.ejected) {
+      this.active--;
+      this.ejectedSet.delete(key);
+    }
     this.hosts.delete(key);
   }
 
@@ -327,12 +336,26 @@ export class OutlierDetector {
     this.timer = null;
   }
 
-  /** Endpoints ejected now (an ejection over its time but not yet ended is not counted). */
   /** Whether any endpoint may be ejected (ejections whose time is over included): a cheap test before gating a pick. */
   get anyEjected(): boolean {
     return this.active > 0;
   }
 
+  /**
+   * The keys of the endpoints marked ejected, O(1): some may be over their time and not yet
+   * returned (ask `isEjected`, which ends those). Live: ending an ejection while walking it is safe.
+   */
+  ejectedKeys(): ReadonlySet<string> {
+    return this.ejectedSet;
+  }
+
+  /** When `key`'s ejection ends (clock ms); null when it is not ejected. */
+  ejectedUntil(key: string): number | null {
+    const h = this.hosts.get(key);
+    return h === undefined || !h.ejected ? null : h.untilMs;
+  }
+
+  /** Endpoints ejected now (an ejection over its time but not yet ended is not counted). */
   get ejectedCount(): number {
     if (this.active === 0) return 0;
     const now = this.clock.now();
@@ -393,6 +416,7 @@ export class OutlierDetector {
     h.totalEjections++;
     h.resetStreaks();
     this.active++;
+    this.ejectedSet.add(key);
     this.onEvent?.({ type: 'eject', key, reason, ejections: h.ejections, untilMs: h.untilMs });
     return true;
   }
@@ -405,6 +429,7 @@ export class OutlierDetector {
     h.ok = 0;
     h.failed = 0;
     this.active--;
+    this.ejectedSet.delete(key);
     this.onEvent?.({ type: 'return', key, reason: 'ejection-time-over', ejections: h.ejections, untilMs: null });
   }
 

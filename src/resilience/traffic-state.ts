@@ -7,6 +7,21 @@
  *
  * A new policy (the Service resource changed) rebuilds only the parts whose settings changed;
  * the others keep their state.
+ *
+ * What counts against an instance (docs/traffic.md, "What counts against an instance"): the mesh
+ * failing to reach it (status 0: connect failure or timeout, reset, per-try timeout, a peer
+ * proxy's refusal) is a failure for its breaker and a local-origin failure for outlier detection;
+ * an app's 503 (overloaded, unavailable) is a failure for both; an app's other 5xx is a 5xx for
+ * outlier detection only (the breaker takes it as a success: the app answered about its request);
+ * anything else is a success.
+ *
+ * Panic (Envoy's healthy_panic_threshold): when fewer than `policy.panicThreshold` percent of the
+ * service's endpoints (weight > 0) may take traffic, because the others are ejected or failing this
+ * caller's active checks, `pick` ignores those two verdicts and spreads over every endpoint.
+ * Breakers and the tried-endpoint exclusion still apply. The state is recomputed only when
+ * something it depends on changed (an ejection or return, an active-check change, the endpoints,
+ * the policy, an ejection running out while in panic), so a pick with nothing ejected and nothing
+ * down costs what it did before: three field reads.
  */
 import type { Balancer, Gate, PickContext } from '../balance/balancer.js';
 import type { Clock } from '../core/clock.js';
@@ -21,7 +36,47 @@ import { RouteTable } from './routes.js';
 export type TrafficEvent =
   | { type: 'eject' | 'return'; service: string; endpoint: string; reason: string; ejections: number; untilMs: number | null }
   | { type: 'breaker'; service: string; endpoint: string; from: BreakerState; to: BreakerState; reason: string }
-  | { type: 'active-check'; service: string; endpoint: string; healthy: boolean; reason: string };
+  | { type: 'active-check'; service: string; endpoint: string; healthy: boolean; reason: string }
+  | PanicEvent;
+
+/** Entering (`panicking` true) or leaving panic mode, with the counts that decided it. */
+export interface PanicEvent extends PanicCounts {
+  readonly type: 'panic';
+  readonly service: string;
+  readonly panicking: boolean;
+}
+
+/** The numbers behind a panic decision. */
+export interface PanicCounts {
+  /** Endpoints with weight > 0. */
+  readonly endpoints: number;
+  /** Of those, how many may take traffic (neither ejected nor failing active checks). */
+  readonly available: number;
+  readonly ejected: number;
+  readonly failingActiveChecks: number;
+  /** The policy's panicThreshold, percent. */
+  readonly threshold: number;
+}
+
+/**
+ * A panic event as one line of text (the `detail` of a /stats event), and back: the proxy writes
+ * it, the control plane reads the counts out of it for the mesh event.
+ * "entered: 0 of 1 instances may take traffic (1 ejected, 0 failing active checks), below the panic threshold of 50%"
+ */
+export function panicDetail(e: PanicEvent): string {
+  const counts = `${e.available} of ${e.endpoints} instances may take traffic (${e.ejected} ejected, ${e.failingActiveChecks} failing active checks)`;
+  return e.panicking ? `entered: ${counts}, below the panic threshold of ${e.threshold}%` : `left: ${counts}, the panic threshold is ${e.threshold}%`;
+}
+
+const PANIC_DETAIL = /^(entered|left): (\d+) of (\d+) instances may take traffic \((\d+) ejected, (\d+) failing active checks\), [a-z ]+ (\d+)%$/;
+
+/** The fields of a `panicDetail` line; null for another text. */
+export function parsePanicDetail(detail: string): (PanicCounts & { panicking: boolean }) | null {
+  const m = PANIC_DETAIL.exec(detail);
+  if (m === null) return null;
+  const n = (i: number) => Number(m[i]);
+  return { panicking: m[1] === 'entered', available: n(2), endpoints: n(3), ejected: n(4), failingActiveChecks: n(5), threshold: n(6) };
+}
 
 export interface TrafficStateOptions {
   readonly service: string;
@@ -38,6 +93,11 @@ export interface NoEndpointReason {
   readonly failingActiveChecks: number;
   readonly breakersOpen: number;
   readonly ejected: number;
+  /**
+   * True when the service is in panic mode: ejections and active checks were ignored, so every
+   * endpoint is counted behind its breaker first (the only gate left).
+   */
+  readonly panic?: boolean;
 }
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
@@ -74,6 +134,10 @@ export class TrafficState {
   /** Times a request was refused by a limit, by a rate limit. */
   overflows = 0;
   rateLimited = 0;
+  /** Whether the last pick was made in panic mode (ejections and failing active checks ignored). */
+  panicking = false;
+  /** Picks (a request's attempts) made in panic mode since start. */
+  panicPicks = 0;
 
   private readonly clock: Clock;
   private readonly onEvent: ((e: TrafficEvent) => void) | undefined;
@@ -83,6 +147,16 @@ export class TrafficState {
   private excluded: readonly Endpoint[] | null = null;
   private readonly ctx: { hash: string | Buffer | undefined; available: Gate | undefined } = { hash: undefined, available: undefined };
   private readonly gate: Gate;
+  /** The gate in panic mode: only the tried set and breakers. */
+  private readonly panicGate: Gate;
+  /** Something the panic decision depends on changed since it was made. */
+  private panicDirty = true;
+  /** The set the panic decision was made for (a new balancer snapshot means a new decision). */
+  private panicSet: EndpointSet | null = null;
+  /** While panicking: when the first ejection runs out (the decision may change then). */
+  private panicRecheckAt = Infinity;
+  /** The counts of the last decision, for debug(). */
+  private panicCounts: PanicCounts | null = null;
   /** The endpoints last given to `setEndpoints`. */
   private endpoints = EndpointSet.empty();
 
@@ -101,6 +175,11 @@ export class TrafficState {
       if (x !== null) for (let i = 0; i < x.length; i++) if ((x[i] as Endpoint).key === e.key) return false;
       if (this.down.size > 0 && this.down.has(e.key)) return false;
       if (this.outlier !== null && this.outlier.isEjected(e.key)) return false;
+      return this.breakers === null || this.breakers.allows(e.key);
+    };
+    this.panicGate = (e) => {
+      const x = this.excluded;
+      if (x !== null) for (let i = 0; i < x.length; i++) if ((x[i] as Endpoint).key === e.key) return false;
       return this.breakers === null || this.breakers.allows(e.key);
     };
   }
@@ -136,7 +215,10 @@ export class TrafficState {
       successRate: o.successRate,
       failurePercentage: o.failurePercentage,
       clock: this.clock,
-      onEvent: (e) => this.onEvent?.({ type: e.type, service: this.service, endpoint: e.key, reason: e.reason, ejections: e.ejections, untilMs: e.untilMs }),
+      onEvent: (e) => {
+        this.panicDirty = true;
+        this.onEvent?.({ type: e.type, service: this.service, endpoint: e.key, reason: e.reason, ejections: e.ejections, untilMs: e.untilMs });
+      },
     });
     d.setEndpoints(this.endpoints.list().map((e) => e.key));
     return d;
@@ -147,6 +229,7 @@ export class TrafficState {
     const old = this.policy;
     if (same(old, p)) return;
     this.policy = p;
+    this.panicDirty = true;
     this.routes = new RouteTable(p.routes);
     this.limiters.clear();
     if (!same(old.budget, p.budget)) this.budget = this.makeBudget(p);
@@ -165,6 +248,7 @@ export class TrafficState {
   setEndpoints(set: EndpointSet): void {
     const prev = this.endpoints;
     this.endpoints = set;
+    this.panicDirty = true;
     const changes = set.changesSince(prev);
     if (changes === null) {
       const keys = set.list().map((e) => e.key);
@@ -184,15 +268,17 @@ export class TrafficState {
 
   /**
    * An endpoint for a request: none of `tried` when another is available (a retry goes to
-   * another endpoint when there is one), never one behind an open breaker, ejected, or failing
-   * the active checks.
+   * another endpoint when there is one), never one behind an open breaker, and none ejected or
+   * failing the active checks unless the service is in panic mode (see the top of this file).
    */
   pick(balancer: Balancer, hash: string | Buffer | undefined, tried: readonly Endpoint[] | null): Endpoint | null {
+    if (this.panicDirty || balancer.set !== this.panicSet || (this.panicking && this.clock.now() >= this.panicRecheckAt)) this.decidePanic(balancer);
+    const panic = this.panicking;
     const ctx = this.ctx;
     ctx.hash = hash;
     // Nothing gated (the common case): the balancer's fast path, without a call per candidate.
-    const gated = tried !== null || this.down.size > 0 || this.outlier?.anyEjected === true || this.breakers?.anyNotClosed === true;
-    ctx.available = gated ? this.gate : undefined;
+    const gated = tried !== null || this.breakers?.anyNotClosed === true || (!panic && (this.down.size > 0 || this.outlier?.anyEjected === true));
+    ctx.available = gated ? (panic ? this.panicGate : this.gate) : undefined;
     this.excluded = tried;
     let e = balancer.pick(ctx as PickContext);
     if (e === null && tried !== null) {
@@ -200,11 +286,54 @@ export class TrafficState {
       e = balancer.pick(ctx as PickContext);
     }
     this.excluded = null;
+    if (panic && e !== null) this.panicPicks++;
     return e;
+  }
+
+  /**
+   * Whether the service is in panic mode: fewer than panicThreshold percent of its endpoints
+   * (weight > 0) may take traffic. O(ejected + failing active checks); emits a 'panic' event when
+   * the answer changes.
+   */
+  private decidePanic(balancer: Balancer): void {
+    const threshold = this.policy.panicThreshold;
+    const set = balancer.set;
+    const endpoints = balancer.size;
+    const o = this.outlier;
+    let ejected = 0;
+    let failingActiveChecks = 0;
+    let both = 0;
+    let recheckAt = Infinity;
+    if (threshold > 0 && endpoints > 0) {
+      for (const k of this.down) if ((set.get(k)?.weight ?? 0) > 0) failingActiveChecks++;
+      if (o !== null && o.anyEjected) {
+        const now = this.clock.now();
+        // isEjected ends the ejections that ran out (deleting from the set being walked is safe).
+        for (const k of o.ejectedKeys()) {
+          if ((set.get(k)?.weight ?? 0) <= 0 || !o.isEjected(k)) continue;
+          ejected++;
+          if (this.down.has(k)) both++;
+          const until = o.ejectedUntil(k) ?? now;
+          if (until < recheckAt) recheckAt = until;
+        }
+      }
+    }
+    const available = endpoints - failingActiveChecks - ejected + both;
+    const panic = threshold > 0 && endpoints > 0 && available * 100 < threshold * endpoints;
+    this.panicCounts = { endpoints, available, ejected, failingActiveChecks, threshold };
+    this.panicSet = set;
+    this.panicRecheckAt = panic ? recheckAt : Infinity;
+    // Ejections ended above raised events that set the flag: this decision has seen them.
+    this.panicDirty = false;
+    if (panic === this.panicking) return;
+    this.panicking = panic;
+    this.onEvent?.({ type: 'panic', service: this.service, panicking: panic, ...this.panicCounts });
   }
 
   /** Why `pick` found nothing, for the error. */
   whyNone(balancer: Balancer): NoEndpointReason {
+    if (this.panicDirty || balancer.set !== this.panicSet) this.decidePanic(balancer);
+    const panic = this.panicking;
     let endpoints = 0;
     let failingActiveChecks = 0;
     let breakersOpen = 0;
@@ -212,11 +341,14 @@ export class TrafficState {
     for (const e of balancer.set.list()) {
       if (e.weight <= 0) continue;
       endpoints++;
-      if (this.down.has(e.key)) failingActiveChecks++;
-      else if (this.breakers !== null && !this.breakers.allows(e.key)) breakersOpen++;
+      const breakerOpen = this.breakers !== null && !this.breakers.allows(e.key);
+      // In panic mode only the breakers gate, so they come first.
+      if (panic && breakerOpen) breakersOpen++;
+      else if (this.down.has(e.key)) failingActiveChecks++;
+      else if (breakerOpen) breakersOpen++;
       else if (this.outlier?.isEjected(e.key) === true) ejected++;
     }
-    return { endpoints, failingActiveChecks, breakersOpen, ejected };
+    return panic ? { endpoints, failingActiveChecks, breakersOpen, ejected, panic } : { endpoints, failingActiveChecks, breakersOpen, ejected };
   }
 
   /** A request was sent to `key`. */
@@ -225,8 +357,9 @@ export class TrafficState {
   }
 
   /**
-   * How an attempt at `key` went: `status` is the response status, or 0 when there was none
-   * (connect failure, reset, timeout: a local-origin failure).
+   * How an attempt at `key` went: `status` is the response status, or 0 when the mesh failed
+   * (connect failure or timeout, reset or malformed response before the head, per-try timeout, a
+   * peer proxy's own refusal: a local-origin failure). See the table at the top of this file.
    */
   record(key: string, status: number): void {
     const b = this.breakers;
@@ -234,9 +367,15 @@ export class TrafficState {
     if (status === 0) {
       b?.failure(key);
       o?.failure(key, 'local-origin');
-    } else if (status >= 500) {
+    } else if (status === 503) {
+      // The app says it is overloaded or unavailable: evidence against the instance.
       b?.failure(key);
-      o?.failure(key, status >= 502 && status <= 504 ? 'gateway' : 'upstream-5xx');
+      o?.failure(key, 'gateway');
+    } else if (status >= 500 && status <= 599) {
+      // The app answered about its request (a bad input downstream, a bug): the instance is
+      // reachable, so its breaker stays closed; only a streak of these ejects it.
+      b?.success(key);
+      o?.failure(key, status === 502 || status === 504 ? 'gateway' : 'upstream-5xx');
     } else {
       b?.success(key);
       o?.success(key);
@@ -267,17 +406,19 @@ export class TrafficState {
     if (was === healthy) return;
     if (healthy) this.down.delete(key);
     else this.down.add(key);
+    this.panicDirty = true;
     this.onEvent?.({ type: 'active-check', service: this.service, endpoint: key, healthy, reason });
   }
 
   /** For error bodies and the explain header. */
-  summary(): { breakers: { open: number; halfOpen: number } | null; ejected: number; activeCheckFailing: number; budget: number } {
+  summary(): { breakers: { open: number; halfOpen: number } | null; ejected: number; activeCheckFailing: number; budget: number; panic: boolean } {
     const c = this.breakers?.counts();
     return {
       breakers: c === undefined ? null : { open: c.open, halfOpen: c.halfOpen },
       ejected: this.outlier?.ejectedCount ?? 0,
       activeCheckFailing: this.down.size,
       budget: this.budget.available,
+      panic: this.panicking,
     };
   }
 
@@ -294,6 +435,7 @@ export class TrafficState {
       breakers: this.breakers?.counts() ?? null,
       outliers: this.outlier?.snapshot() ?? null,
       activeCheckFailing: [...this.down],
+      panic: { panicking: this.panicking, threshold: this.policy.panicThreshold, picks: this.panicPicks, lastDecision: this.panicCounts },
     };
   }
 

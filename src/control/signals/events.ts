@@ -1,13 +1,14 @@
 /**
  * One feed of what happens in the mesh (docs/api.md#events): health changes from the registry, what the
- * proxies saw (ejections, returns, breakers, active checks), scaling, proxies restarting or going
+ * proxies saw (ejections, returns, breakers, active checks, panic mode), scaling, proxies restarting or going
  * quiet. Bounded (the newest `capacity` events), kept in time order, newest last; subscribers
  * (the dashboard's stream) hear each event as it is added.
  */
 import type { HealthEvent } from '../registry/registry.js';
 import type { StatsEvent } from './windows.js';
+import { parsePanicDetail } from '../../resilience/traffic-state.js';
 
-export const MESH_EVENT_TYPES = ['health', 'eject', 'return', 'breaker', 'active-check', 'body-stall', 'scale', 'proxy'] as const;
+export const MESH_EVENT_TYPES = ['health', 'eject', 'return', 'breaker', 'active-check', 'panic', 'body-stall', 'scale', 'proxy'] as const;
 export type MeshEventType = (typeof MESH_EVENT_TYPES)[number];
 export const DEFAULT_EVENT_CAPACITY = 1000;
 
@@ -153,6 +154,15 @@ export function proxyEvent(proxy: string, e: StatsEvent): MeshEventInput | null 
       const [result, reason] = stateAndReason(e.detail);
       const verb = result === 'healthy' ? 'passes' : result === 'unhealthy' ? 'fails' : `is ${result} in`;
       return { ...base, type: 'active-check', result, message: `${who} ${verb} active health checks${tail(reason)}` };
+    }
+    case 'panic': {
+      // The service as one proxy sees it: no instance.
+      const p = parsePanicDetail(e.detail);
+      const [state, reason] = stateAndReason(e.detail);
+      const verb = state === 'entered' ? 'is in panic mode in' : state === 'left' ? 'left panic mode in' : `panic ${state} in`;
+      const counts = p === null ? {} : { panicking: p.panicking, endpoints: p.endpoints, available: p.available, ejected: p.ejected, failingActiveChecks: p.failingActiveChecks, threshold: p.threshold };
+      const then = p?.panicking === true ? ': requests go to every instance, ejected or failing active checks' : '';
+      return { ...base, id: null, type: 'panic', state, ...counts, message: `${e.service} ${verb} proxy ${proxy}${tail(reason)}${then}` };
     }
     case 'body-stall':
       return { ...base, type: 'body-stall', message: `${who} of ${e.service}: ${e.detail}` };

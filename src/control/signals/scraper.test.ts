@@ -7,6 +7,7 @@ import { SignalStore, type StatsEvent, type StatsSnapshot } from './windows.js';
 import { MeshEvents } from './events.js';
 import { LATENCY_BUCKETS } from '../../api/stats.js';
 import { parseStats, Scraper, type ScrapeRound, type ScrapeTarget } from './scraper.js';
+import { panicDetail } from '../../resilience/traffic-state.js';
 
 const BOUNDS = LATENCY_BUCKETS; // what the proxy reports
 
@@ -194,6 +195,33 @@ test('proxy events reach the feed with a readable message, and `since` moves on'
   await scraper.scrapeNow();
   assert.deepEqual(a.sinces, [0, 7, 8]);
   assert.equal(events.size, 2, 'no event delivered twice');
+});
+
+test('a panic event reaches the feed with its counts, as one proxy saw the service (no instance)', async (t) => {
+  const a = await new FakeProxy('pa', 'frontend').listen();
+  t.after(() => a.close());
+  const counts = { endpoints: 2, available: 0, ejected: 1, failingActiveChecks: 1, threshold: 50 };
+  const now = Date.now();
+  a.events = [
+    { seq: 1, time: now - 2000, type: 'panic', service: 'frontend', instance: '', detail: panicDetail({ type: 'panic', service: 'frontend', panicking: true, ...counts }) },
+    { seq: 2, time: now - 1000, type: 'panic', service: 'frontend', instance: '', detail: panicDetail({ type: 'panic', service: 'frontend', panicking: false, ...counts, available: 1, failingActiveChecks: 0 }) },
+  ];
+  const events = new MeshEvents();
+  const scraper = new Scraper({ store: new SignalStore(), events, proxies: () => [a.target()] });
+  await scraper.scrapeNow();
+  const got = events.recent({ types: ['panic'] });
+  assert.deepEqual(
+    got.map((e) => ({ service: e.service, id: e.id, proxy: e['proxy'], state: e['state'], panicking: e['panicking'], endpoints: e['endpoints'], available: e['available'], ejected: e['ejected'], failing: e['failingActiveChecks'], threshold: e['threshold'] })),
+    [
+      { service: 'frontend', id: null, proxy: 'pa', state: 'entered', panicking: true, endpoints: 2, available: 0, ejected: 1, failing: 1, threshold: 50 },
+      { service: 'frontend', id: null, proxy: 'pa', state: 'left', panicking: false, endpoints: 2, available: 1, ejected: 1, failing: 0, threshold: 50 },
+    ],
+  );
+  assert.equal(
+    got[0]!.message,
+    'frontend is in panic mode in proxy pa: 0 of 2 instances may take traffic (1 ejected, 1 failing active checks), below the panic threshold of 50%: requests go to every instance, ejected or failing active checks',
+  );
+  assert.equal(got[1]!.message, 'frontend left panic mode in proxy pa: 1 of 2 instances may take traffic (1 ejected, 0 failing active checks), the panic threshold is 50%');
 });
 
 test('a restarted proxy: asked again from seq 0, its counters count from zero, and a proxy event says so', async (t) => {
