@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { SkeinError } from '../core/errors.js';
 import { call, controlOption, outputOption, print, printable, printJson, readText, table } from './common.js';
 import { intFlag } from './flags.js';
+import { MESH_EVENT_TYPES } from '../control/signals/events.js';
 
 interface Common {
   control: string;
@@ -162,10 +163,10 @@ export function endpointsCommand(): Command {
 
 export function eventsCommand(): Command {
   return new Command('events')
-    .description('recent mesh events, oldest first: health changes, ejections and returns, breakers, active checks, scaling, proxies')
+    .description('recent mesh events, oldest first: health changes, ejections and returns, breakers, active checks, panic mode, body stalls, scaling, proxies')
     .argument('[service]', 'only the events of this service')
     .option('--limit <n>', 'how many events (the newest), 1 to 1000', intFlag('--limit', 1, 1000), 50)
-    .option('-t, --type <types>', 'only events of these types (comma-separated): health, eject, return, breaker, active-check, scale, proxy')
+    .option('-t, --type <types>', `only events of these types (comma-separated): ${MESH_EVENT_TYPES.join(', ')}`)
     .addOption(controlOption())
     .addOption(outputOption())
     .action(async (service: string | undefined, o: Common & { limit: number; type?: string }) => {

@@ -149,6 +149,8 @@ export class Call {
   /** The request was counted in the retry budget (once, when its first attempt left). */
   private deposited = false;
   private budgetRefused = false;
+  /** An endpoint was picked in panic mode (ejections and failing active checks ignored). */
+  private panicked = false;
   /** A stale pooled connection was replaced once already. */
   private staleRetried = false;
   /** In traffic.active (outbound). */
@@ -356,6 +358,7 @@ export class Call {
 
   private attempt(): void {
     const e = this.dest.pick(this.req.hash, this.tried);
+    if (this.dest.traffic.panicking) this.panicked = true;
     if (e === null) {
       this.fail(noEndpoint(this.dest));
       return;
@@ -589,6 +592,7 @@ export class Call {
     if (this.outbound) {
       s += `; budget=${this.dest.traffic.budget.available}`;
       if (this.budgetRefused) s += ' (a retry was refused by the budget)';
+      if (this.panicked) s += '; panic (fewer instances available than the panic threshold: ejections and failed active checks ignored)';
     }
     if (this.deadline > 0) s += `; timeout=${this.req.timeoutMs}ms`;
     return printable(s);
@@ -604,7 +608,7 @@ export class Call {
       retries: this.retries,
       ...(sum === null
         ? {}
-        : { budget: { available: sum.budget, refusedARetry: this.budgetRefused }, breakers: sum.breakers, ejected: sum.ejected, failingActiveChecks: sum.activeCheckFailing }),
+        : { budget: { available: sum.budget, refusedARetry: this.budgetRefused }, breakers: sum.breakers, ejected: sum.ejected, failingActiveChecks: sum.activeCheckFailing, panic: sum.panic }),
       ...(this.deadline > 0 ? { timeoutMs: this.req.timeoutMs } : {}),
     };
   }

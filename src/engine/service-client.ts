@@ -146,7 +146,8 @@ export function noEndpoint(dest: Destination): Refusal {
   if (w.ejected > 0) out.push(`${w.ejected} ejected by outlier detection`);
   if (w.failingActiveChecks > 0) out.push(`${w.failingActiveChecks} failing this proxy's active health check`);
   if (out.length === 0) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `no endpoint of "${service}" is left to try` };
-  const message = `none of the ${w.endpoints} instances of "${service}" may take requests now: ${out.join(', ')}`;
+  const panic = w.panic === true ? ' (in panic mode: ejections and failing active checks were ignored, breakers were not)' : '';
+  const message = `none of the ${w.endpoints} instances of "${service}" may take requests now: ${out.join(', ')}${panic}`;
   return { code: w.breakersOpen > 0 ? 'SKEIN_E_BREAKER_OPEN' : 'SKEIN_E_NO_HEALTHY_ENDPOINT', message };
 }
 

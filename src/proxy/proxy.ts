@@ -347,6 +347,7 @@ export class Proxy {
     else if (e.type === 'return') log.info({ service: e.service, endpoint: e.endpoint, reason: e.reason }, 'outlier returned');
     else if (e.type === 'breaker') log[e.to === 'closed' ? 'info' : 'warn']({ service: e.service, endpoint: e.endpoint, from: e.from, to: e.to, reason: e.reason }, 'breaker');
     else if (e.type === 'active-check') log[e.healthy ? 'info' : 'warn']({ service: e.service, endpoint: e.endpoint, healthy: e.healthy, reason: e.reason }, 'active health check');
+    else if (e.type === 'panic') log[e.panicking ? 'warn' : 'info']({ service: e.service, endpoints: e.endpoints, available: e.available, ejected: e.ejected, failingActiveChecks: e.failingActiveChecks, threshold: e.threshold }, e.panicking ? 'panic mode entered' : 'panic mode left');
   }
 
   private inboundDestination(l: Listener, service: string, app: HostPort): Destination {

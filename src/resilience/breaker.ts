@@ -47,11 +47,6 @@ export type BreakerState = 'closed' | 'open' | 'half-open';
  * failureRate off; backoff 1 s to 10 s).
  */
 export type BreakerOptions = Partial<BreakerPolicy> & {
-  /**
-   * @deprecated The same as backoffMinMs / backoffMaxMs, kept while src/resilience/traffic-state.ts
-   * still passes it; those fields win when both are given.
-   */
-  backoff?: { minMs: number; maxMs: number };
   clock: Clock;
   rng?: () => number;
   /** Called on every state change (for events/metrics). */
@@ -169,9 +164,8 @@ export class Breakers {
       this.slotMs = windowMs / WINDOW_SLOTS;
     }
 
-    if (opts.backoff !== undefined && !isObject(opts.backoff)) throw invalid('backoff', 'backoff must be an object { minMs, maxMs }');
-    const minMs = opts.backoffMinMs ?? opts.backoff?.minMs ?? DEFAULT_BREAKER.backoffMinMs;
-    const maxMs = opts.backoffMaxMs ?? opts.backoff?.maxMs ?? Math.max(DEFAULT_BREAKER.backoffMaxMs, typeof minMs === 'number' ? minMs : 0);
+    const minMs = opts.backoffMinMs ?? DEFAULT_BREAKER.backoffMinMs;
+    const maxMs = opts.backoffMaxMs ?? Math.max(DEFAULT_BREAKER.backoffMaxMs, typeof minMs === 'number' ? minMs : 0);
     if (typeof minMs !== 'number' || !Number.isFinite(minMs) || minMs <= 0) {
       throw invalid('backoffMinMs', `backoffMinMs must be a number > 0, not ${String(minMs)}`);
     }

@@ -194,7 +194,8 @@ export class TrafficState {
     return new Breakers({
       consecutiveFailures: b.consecutiveFailures,
       failureRate: b.failureRate,
-      backoff: { minMs: b.backoffMinMs, maxMs: b.backoffMaxMs },
+      backoffMinMs: b.backoffMinMs,
+      backoffMaxMs: b.backoffMaxMs,
       clock: this.clock,
       ...(this.rng === undefined ? {} : { rng: this.rng }),
       onChange: (endpoint, from, to, reason) => this.onEvent?.({ type: 'breaker', service: this.service, endpoint, from, to, reason }),

@@ -31,6 +31,7 @@ import { systemClock, type Clock } from '../../core/clock.js';
 import { SkeinError } from '../../core/errors.js';
 import type { Direction, StatsSeries, StatsSnapshot } from '../../api/stats.js';
 import { WINDOWS, type Latency, type SeriesPoint, type SignalWindow } from '../../api/signals.js';
+import { CONTROL_DEFAULTS } from '../../api/control.js';
 
 // ---------------------------------------------------------------------------------------------
 // Windows
@@ -45,7 +46,7 @@ export const RETENTION_MS = 15 * 60_000;
 export const FINE_MS = 5 * 60_000;
 /** The slot of the 15m window and its chart. */
 export const COARSE_MS = 30_000;
-export const DEFAULT_INTERVAL_MS = 2000;
+export const DEFAULT_INTERVAL_MS = CONTROL_DEFAULTS.scrapeIntervalMs;
 export const DEFAULT_MAX_KEYS = 10_000;
 
 export function isWindow(v: unknown): v is SignalWindow {
