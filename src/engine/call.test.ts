@@ -455,3 +455,24 @@ test('admission: no abort at 0.9, a delay at 0.2 after passing the abort, and ma
   clock.advance(10);
   assert.deepEqual(admit(traffic, route, 'outbound', 'web', () => 0.99, none), { delayMs: 0 });
 });
+
+test('panic mode: the only instance, ejected, still gets the request, and the explanation and error details say the proxy panicked', () => {
+  const { clock, net, call, traffic, key } = setup({ breaker: { enabled: false } }, 1);
+  for (let i = 0; i < 5; i++) traffic.record(key('e0'), 0);
+  assert.equal(traffic.outlier?.isEjected(key('e0')), true);
+  const k = call();
+  k.start();
+  clock.advance(1);
+  assert.deepEqual(net.answer, { status: 200, from: 'e0' });
+  assert.match(k.explanation(), /; panic \(fewer instances available than the panic threshold: ejections and failed active checks ignored\)/);
+  // Outside panic (threshold 0), the same state is an outage, and its answer says why.
+  const off = setup({ breaker: { enabled: false }, panicThreshold: 0 }, 1);
+  for (let i = 0; i < 5; i++) off.traffic.record(off.key('e0'), 0);
+  const k2 = off.call();
+  k2.start();
+  const a = off.net.answer as unknown as { failure: CallFailure };
+  assert.equal(a.failure.code, 'SKEIN_E_NO_HEALTHY_ENDPOINT');
+  assert.equal(a.failure.message, 'none of the 1 instances of "svc" may take requests now: 1 ejected by outlier detection');
+  assert.equal(a.failure.details.panic, false);
+  assert.doesNotMatch(k2.explanation(), /panic/);
+});
