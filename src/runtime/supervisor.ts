@@ -20,6 +20,9 @@
  * `sh -c` wrapper's children stop too. A replica counts as stopped when its whole group is gone.
  * The price: if Skein itself is SIGKILLed, its children live on (nothing can catch that);
  * `killAll()` is the synchronous last resort for an exit handler.
+ *
+ * Why one file of ~650 lines: a replica's life (start, ready, restart with backoff, drain, stop,
+ * scale) is one state machine over a child process, and its transitions are read together.
  */
 import { spawn as nodeSpawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';

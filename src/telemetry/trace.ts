@@ -7,6 +7,10 @@
  *
  * Hot path: `hop` + `attempt` + two `end`s run per request. They allocate the SDK's span objects
  * and a few small ones (a parent context, the header pairs), but make no closures of their own.
+ *
+ * Why one file of ~700 lines: the propagation formats (W3C, B3 single and multi) and the tracer
+ * that chooses between them on every hop are one concept; about half of it is the parsers'
+ * strict rules, each with its reference.
  */
 import {
   INVALID_SPAN_CONTEXT,
