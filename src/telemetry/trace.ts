@@ -27,15 +27,15 @@ import {
   type TraceState,
 } from '@opentelemetry/api';
 import {
-  BasicTracerProvider,
   BatchSpanProcessor,
   SamplingDecision,
   TraceIdRatioBasedSampler,
+  TracerProvider,
   type ReadableSpan,
   type Sampler,
   type SamplingResult,
   type SpanExporter,
-} from '@opentelemetry/sdk-trace-base';
+} from '@opentelemetry/sdk-trace';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
 import {
@@ -636,7 +636,7 @@ class Hop implements HopSpan {
 class Tracer implements ProxyTracer {
   private shutdownPromise: Promise<void> | null = null;
   constructor(
-    private readonly provider: BasicTracerProvider,
+    private readonly provider: TracerProvider,
     private readonly tracer: OtelTracer,
     private readonly sampler: HopSampler,
     private readonly timeoutMs: number,
@@ -677,7 +677,7 @@ class Tracer implements ProxyTracer {
 
   async flush(): Promise<void> {
     try {
-      await this.provider.forceFlush();
+      await this.provider.forceFlush({ timeoutMillis: this.timeoutMs + 1000 });
     } catch {
       // a failed export is reported through onExportError
     }
@@ -731,18 +731,18 @@ export function createProxyTracer(opts: ProxyTracerOptions): ProxyTracer {
     concurrencyLimit: Math.ceil(maxQueueSize / batch) + 1,
   });
   if (opts.onExportError !== undefined) exporter = new ReportingExporter(exporter, opts.onExportError);
-  const processor = new BatchSpanProcessor(exporter, {
+  const processor = new BatchSpanProcessor({
+    exporter,
     maxQueueSize,
     maxExportBatchSize: batch,
     scheduledDelayMillis: intervalMs,
     exportTimeoutMillis: timeoutMs,
   });
   const sampler = new HopSampler(ratio);
-  const provider = new BasicTracerProvider({
+  const provider = new TracerProvider({
     resource: defaultResource().merge(resourceFromAttributes({ ...opts.resource, [ATTR_SERVICE_NAME]: opts.serviceName })),
     sampler,
     spanProcessors: [processor],
-    forceFlushTimeoutMillis: timeoutMs + 1000,
   });
   return new Tracer(provider, provider.getTracer('skein-proxy', VERSION), sampler, timeoutMs);
 }
