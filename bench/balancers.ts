@@ -48,7 +48,7 @@ function measure(b: Balancer, mode: Mode, ctxs: readonly PickContext[]): number 
   let ops = 0;
   let i = 0;
   const t0 = performance.now();
-  let elapsed = 0;
+  let elapsed: number;
   do {
     for (let k = 0; k < 10_000; k++) {
       const e = b.pick(ctxs[i]);

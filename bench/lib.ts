@@ -7,7 +7,7 @@
  * Speed is measured and printed, never asserted.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -230,6 +230,39 @@ export function procSample(pid: number): ProcSample {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const m = /VmRSS:\s+(\d+) kB/.exec(status);
   return { at: performance.now(), cpuSeconds, rssBytes: m ? Number(m[1]) * 1024 : NaN };
+}
+
+const SCHEDSTAT = existsSync('/proc/self/schedstat');
+
+/**
+ * CPU seconds a process has used so far: the sum over its threads of the scheduler's run time
+ * (/proc/<pid>/task/<tid>/schedstat, nanoseconds, user + system), which is exact where utime +
+ * stime (/proc/<pid>/stat) are counted in clock ticks (10 ms); those are the fallback. 0 for a
+ * process that is gone.
+ */
+export function processCpuSeconds(pid: number): number {
+  if (!SCHEDSTAT) {
+    try {
+      return procSample(pid).cpuSeconds;
+    } catch {
+      return 0; // exited
+    }
+  }
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return 0; // exited
+  }
+  let total = 0;
+  for (const tid of tids) {
+    try {
+      total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
+    } catch {
+      /* thread exited meanwhile */
+    }
+  }
+  return total;
 }
 
 /** Machine-wide CPU time (all cores, seconds) spent busy so far, from the first line of /proc/stat. */

@@ -42,14 +42,14 @@
  * after a deadline, whole process trees, also on errors and Ctrl-C) and the temp dir removed.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
-import { SKEIN_BIN, ROOT, api, machine, percentile, printResult, round, runMain, startControl, table, tempDir, track, waitUntil, warnIfBusy, type Control } from './lib.js';
+import { SKEIN_BIN, ROOT, api, machine, percentile, processCpuSeconds, printResult, round, runMain, startControl, table, tempDir, track, waitUntil, warnIfBusy, type Control } from './lib.js';
 
 const PATHS = ['direct', 'skein', 'skein-bare', 'skein-nometrics', 'haproxy', 'nginx'] as const;
 type PathName = (typeof PATHS)[number];
@@ -153,35 +153,10 @@ function treePids(root: number, procs = procTable()): number[] {
   return out;
 }
 
-/**
- * CPU seconds used so far by a process tree: the sum over its threads of the scheduler's run time
- * (/proc/<pid>/task/<tid>/schedstat, nanoseconds, user + system), which is exact where utime +
- * stime (/proc/<pid>/stat) are sampled at clock ticks (10 ms); those are the fallback.
- */
-const SCHEDSTAT = existsSync('/proc/self/schedstat');
-
+/** CPU seconds used so far by a process tree (each process as `processCpuSeconds` counts it). */
 function treeCpuSeconds(root: number, procs = procTable()): number {
   let total = 0;
-  for (const pid of treePids(root, procs)) {
-    if (!SCHEDSTAT) {
-      const f = procs.get(pid) as string[];
-      total += (Number(f[11]) + Number(f[12])) / TICK;
-      continue;
-    }
-    let tids: string[] = [];
-    try {
-      tids = readdirSync(`/proc/${pid}/task`);
-    } catch {
-      continue; // exited meanwhile
-    }
-    for (const tid of tids) {
-      try {
-        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
-      } catch {
-        /* thread exited meanwhile */
-      }
-    }
-  }
+  for (const pid of treePids(root, procs)) total += processCpuSeconds(pid);
   return total;
 }
 

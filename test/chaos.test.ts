@@ -885,7 +885,7 @@ describe('chaos: three instances behind one proxy under a steady load', () => {
         });
         sock.on('data', (d: Buffer) => {
           buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
-          let f: ReturnType<typeof frameResponse> = null;
+          let f: ReturnType<typeof frameResponse>;
           try {
             f = frameResponse(buf);
           } catch (e) {

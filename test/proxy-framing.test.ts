@@ -110,7 +110,7 @@ async function send(bytes: Buffer | string, opts: Parameters<typeof rawExchange>
     r = await rawExchange(portOf(listener), bytes, opts);
   } catch (e) {
     await settleProxyExit();
-    throw new Error(`${(e as Error).message}${proxyState()}`);
+    throw new Error(`${(e as Error).message}${proxyState()}`, { cause: e });
   }
   if (r.response.length === 0) await settleProxyExit();
   return r;

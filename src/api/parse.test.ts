@@ -294,9 +294,9 @@ test('a service gets its defaults and is deeply frozen', () => {
 test('service errors name the field', () => {
   fails(() => parseService({ name: 'web', ports: [{ name: 'http', port: 0 }] }), 'SKEIN_E_VALIDATION', 'ports[0].port');
   fails(() => parseService({ name: 'web', ports: [{ name: 'http', port: 80, tls: true }] }), 'SKEIN_E_VALIDATION', 'ports[0].tls');
-  let e = fails(() => parseService({ name: 'web', ports: [{ name: 'a', port: 1 }, { name: 'a', port: 2 }] }), 'SKEIN_E_VALIDATION', 'ports[1].name');
+  const e = fails(() => parseService({ name: 'web', ports: [{ name: 'a', port: 1 }, { name: 'a', port: 2 }] }), 'SKEIN_E_VALIDATION', 'ports[1].name');
   assert.match(e.message, /duplicates port name "a"/);
-  e = fails(() => parseService({ name: 'web', defaults: { check: { type: 'ttl' } } }), 'SKEIN_E_VALIDATION', 'defaults.check.ttl');
+  fails(() => parseService({ name: 'web', defaults: { check: { type: 'ttl' } } }), 'SKEIN_E_VALIDATION', 'defaults.check.ttl');
   fails(() => parseService({ name: 'web', defaults: { check: { type: 'tcp', foo: 1 } } }), 'SKEIN_E_VALIDATION', 'defaults.check.foo');
   fails(() => parseService({ name: 'web', defaults: { address: '1.2.3.4' } }), 'SKEIN_E_VALIDATION', 'defaults.address');
   fails(() => parseService({}), 'SKEIN_E_VALIDATION', 'name');

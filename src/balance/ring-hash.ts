@@ -145,7 +145,7 @@ export class RingHashBalancer extends TableBalancer {
     for (const e of eps) total += e.weight;
     const target = Math.min(this.maxRingSize, Math.max(this.minRingSize, RING_HASH_DEFAULTS.pointsPerEndpoint * n));
     let scale = 2 ** Math.ceil(Math.log2(target / total));
-    let size = 0;
+    let size: number;
     for (;;) {
       size = 0;
       for (const e of eps) size += pointCount(e.weight, scale);

@@ -143,10 +143,10 @@ describe('WatchState', () => {
     assert.deepEqual(keys(s.endpoints('web')), ['web/a', 'web/b']);
     assert.deepEqual(a.sets.map(([n]) => n), ['web']);
     assert.equal(v0.size, 1, 'sets are immutable snapshots');
-    a = s.apply(diff('update', 3, inst('web', 'b', { status: 'unhealthy' })));
+    s.apply(diff('update', 3, inst('web', 'b', { status: 'unhealthy' })));
     assert.deepEqual(keys(s.endpoints('web')), ['web/a']);
     assert.deepEqual(s.services(), ['web']);
-    a = s.apply(diff('update', 4, inst('web', 'b', { status: 'healthy', port: 8081 })));
+    s.apply(diff('update', 4, inst('web', 'b', { status: 'healthy', port: 8081 })));
     assert.equal(s.endpoints('web').get('web/b')?.port, 8081);
     // An update that changes nothing an endpoint carries reports no change and keeps the object.
     const before = s.endpoints('web');

@@ -154,7 +154,7 @@ export class LineSplitter {
 
   push(chunk: string): string[] {
     const out: string[] = [];
-    let start = 0;
+    let start: number;
     let i = chunk.indexOf('\n');
     if (i < 0) {
       this.buf += chunk;

@@ -31,15 +31,15 @@ import {
   type TraceState,
 } from '@opentelemetry/api';
 import {
-  BasicTracerProvider,
   BatchSpanProcessor,
   SamplingDecision,
   TraceIdRatioBasedSampler,
+  TracerProvider,
   type ReadableSpan,
   type Sampler,
   type SamplingResult,
   type SpanExporter,
-} from '@opentelemetry/sdk-trace-base';
+} from '@opentelemetry/sdk-trace';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
 import {
@@ -602,7 +602,7 @@ class Hop implements HopTrace {
 class ExportingTracer implements OtlpTracer {
   private shutdownPromise: Promise<void> | null = null;
   constructor(
-    private readonly provider: BasicTracerProvider,
+    private readonly provider: TracerProvider,
     private readonly tracer: OtelTracer,
     private readonly sampler: HopSampler,
     private readonly timeoutMs: number,
@@ -643,7 +643,7 @@ class ExportingTracer implements OtlpTracer {
 
   async flush(): Promise<void> {
     try {
-      await this.provider.forceFlush();
+      await this.provider.forceFlush({ timeoutMillis: this.timeoutMs + 1000 });
     } catch {
       // a failed export is reported through onExportError
     }
@@ -697,18 +697,18 @@ export function createProxyTracer(opts: ProxyTracerOptions): OtlpTracer {
     concurrencyLimit: Math.ceil(maxQueueSize / batch) + 1,
   });
   if (opts.onExportError !== undefined) exporter = new ReportingExporter(exporter, opts.onExportError);
-  const processor = new BatchSpanProcessor(exporter, {
+  const processor = new BatchSpanProcessor({
+    exporter,
     maxQueueSize,
     maxExportBatchSize: batch,
     scheduledDelayMillis: intervalMs,
     exportTimeoutMillis: timeoutMs,
   });
   const sampler = new HopSampler(ratio);
-  const provider = new BasicTracerProvider({
+  const provider = new TracerProvider({
     resource: defaultResource().merge(resourceFromAttributes({ ...opts.resource, [ATTR_SERVICE_NAME]: opts.serviceName })),
     sampler,
     spanProcessors: [processor],
-    forceFlushTimeoutMillis: timeoutMs + 1000,
   });
   return new ExportingTracer(provider, provider.getTracer('skein-proxy', VERSION), sampler, timeoutMs);
 }

@@ -118,7 +118,7 @@ export class DnsServer {
   async start(): Promise<{ host: string; port: number }> {
     if (this.udp !== null) throw new Error('DnsServer already started');
     const wanted = this.opts.port ?? 8600;
-    let port = 0;
+    let port: number;
     for (let attempt = 1; ; attempt++) {
       const udp = await this.bindUdp(wanted);
       port = udp.address().port;

@@ -312,7 +312,7 @@ async function fetchStats(admin: string, since: number, signal: AbortSignal): Pr
   try {
     body = JSON.parse(text);
   } catch (e) {
-    throw new Error(`stats are not JSON: ${(e as Error).message}`);
+    throw new Error(`stats are not JSON: ${(e as Error).message}`, { cause: e });
   }
   return parseStats(body);
 }

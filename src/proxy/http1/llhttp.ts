@@ -131,7 +131,7 @@ function loadModule(): WasmModule {
     try {
       return new WA.Module(require(join(LLHTTP_DIR, 'llhttp-wasm.js')) as Buffer);
     } catch (e) {
-      throw new Error(`the proxy's HTTP parser (llhttp, as built by undici) was not found in ${LLHTTP_DIR}: install the exact undici version package.json names (npm ci): ${(e as Error).message}`);
+      throw new Error(`the proxy's HTTP parser (llhttp, as built by undici) was not found in ${LLHTTP_DIR}: install the exact undici version package.json names (npm ci): ${(e as Error).message}`, { cause: e });
     }
   }
 }
