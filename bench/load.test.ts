@@ -6,10 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { test } from 'node:test';
-import { closedLoop, openLoop } from './load.js';
+import { closedLoop, openLoop, startOkBackend } from './load.js';
 
 async function listen(s: Server): Promise<number> {
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
@@ -21,12 +19,8 @@ test('requests sent late by a stalled generator still count from their schedule'
   // loop is held for 300 ms, 200 ms into the run. The ~60 requests due meanwhile go out late, all
   // at once, and answer quickly: measured from the send they look fine, measured from the
   // schedule (as they must be) the ~40 due in the first 200 ms of the stall took 100 ms or more.
-  const server = spawn(process.execPath, ['-e', "const s=require('node:http').createServer((q,r)=>r.end('ok'));s.listen(0,'127.0.0.1',()=>console.log(s.address().port))"], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const { child: server, port } = await startOkBackend();
   try {
-    const port = await new Promise<number>((res, rej) => {
-      createInterface({ input: server.stdout as NodeJS.ReadableStream }).once('line', (l) => res(Number(l)));
-      server.once('exit', (c) => rej(new Error(`the test server exited with ${c}`)));
-    });
     setTimeout(() => {
       const until = performance.now() + 300;
       while (performance.now() < until) {

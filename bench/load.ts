@@ -6,7 +6,23 @@
  *   of the server shows in the latency of every request scheduled during it).
  * Requests are `GET /api/v1/items/<i>?q=1` with `Host: app`; a status other than 200 counts as an error.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
+import { createInterface } from 'node:readline';
+
+/**
+ * The backend of the proxy benchmarks: a node:http server answering `ok` on 127.0.0.1, in its own
+ * process (so its work does not share the load generator's event loop). The caller stops it.
+ */
+export async function startOkBackend(): Promise<{ child: ChildProcess; port: number }> {
+  const code = `const s=require('node:http').createServer((q,r)=>r.end('ok'));s.keepAliveTimeout=60000;s.listen(0,'127.0.0.1',()=>console.log(s.address().port));`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((res, rej) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', (l) => res(Number(l)));
+    child.once('exit', (c) => rej(new Error(`the backend exited with ${c}`)));
+  });
+  return { child, port };
+}
 
 /** Connections the open-loop generator may open before requests wait for one. */
 export const MAX_OPEN_LOOP_CONNECTIONS = 256;

@@ -27,16 +27,17 @@
  *   proxy's CPU per request at that rate, and how late the generator itself sent (its own timer
  *   lateness is part of every latency, on both sides alike).
  * With `--gc`, both proxies run with `--trace-gc` and the time V8 paused them for garbage
- * collection is summed per phase. Other processes' CPU use during each phase is printed (the
- * machine may be shared). Prints every round, then medians per side and the ratios new / old with
- * the per-round spread, and one JSON line (`{"bench":"proxy-ab",...}`; `--json FILE` writes it too).
+ * collection is summed over both loops of each round. Other processes' CPU use during each round
+ * is printed (the machine may be shared). Prints every round, then medians per side and the
+ * ratios new / old with the per-round spread, and one JSON line (`{"bench":"proxy-ab",...}`;
+ * `--json FILE` writes it too).
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { closedLoop, openLoop } from './load.js';
+import { closedLoop, openLoop, startOkBackend } from './load.js';
 import { ROOT, machine, otherCpuMeter, percentile, printResult, processCpuSeconds, round, runMain, stopChild, table, track, warnIfBusy } from './lib.js';
 
 const USAGE = `usage: [SKEIN_BENCH_BIN=OLD/bin/skein.js] [SKEIN_BENCH_NODE_OLD=node] [SKEIN_BENCH_NODE_NEW=node]
@@ -133,17 +134,6 @@ interface Proxy {
   readonly gc: GcCounters;
 }
 
-async function startApp(): Promise<{ child: ChildProcess; port: number }> {
-  // The backend is its own process, so its work does not share the load generator's event loop.
-  const code = `const s=require('node:http').createServer((q,r)=>r.end('ok'));s.keepAliveTimeout=60000;s.listen(0,'127.0.0.1',()=>console.log(s.address().port));`;
-  const child = track(spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] }));
-  const port = await new Promise<number>((res, rej) => {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', (l) => res(Number(l)));
-    child.once('exit', (c) => rej(new Error(`the backend exited with ${c}`)));
-  });
-  return { child, port };
-}
-
 async function startProxy(s: Side, appPort: number): Promise<Proxy> {
   const args = [...s.nodeArgs, ...(o.gc ? ['--trace-gc'] : []), s.bin, 'proxy', '--no-control', '--admin', '127.0.0.1:0', '--workload', `name=app-1,service=app,inbound=127.0.0.1:0,app=127.0.0.1:${appPort}`, '--log-level', 'info', '--access-log', 'off'];
   const child = track(spawn(s.node, args, { stdio: ['ignore', 'pipe', 'inherit'] }));
@@ -196,9 +186,9 @@ async function measure(p: Proxy, round: number, bench: number[]): Promise<RoundR
   const pid = p.child.pid as number;
   const other = otherCpuMeter([...bench, pid]);
   const c0 = processCpuSeconds(pid);
+  const gc0 = { ...p.gc };
   const errors0 = await closedLoop(p.port, REQUESTS, CONCURRENCY);
   const c1 = processCpuSeconds(pid);
-  const gc0 = { ...p.gc };
   const ol = await openLoop(p.port, RATE, SECONDS);
   const c2 = processCpuSeconds(pid);
   const n = ol.latency.length;
@@ -217,8 +207,10 @@ async function measure(p: Proxy, round: number, bench: number[]): Promise<RoundR
     achievedRate: n / ol.seconds,
     errors: errors0 + ol.errors,
     connections: ol.connections,
-    gcMsPer1000: o.gc ? ((p.gc.ms - gc0.ms) * 1000) / n : null,
-    scavenges: o.gc ? p.gc.scavenges - gc0.scavenges : null,
+    // Both phases: the proxy's --trace-gc lines reach us a little after the collection, so a
+    // boundary between the phases would misplace some.
+    gcMsPer1000: o.gc ? ((p.gc.ms - gc0.ms) * 1000) / (REQUESTS + n) : null,
+    scavenges: o.gc ? p.gc.scavenges - gc0.scavenges : null, // both loops
     otherCpuPct: other.stop(),
   };
 }
@@ -229,7 +221,8 @@ runMain(async () => {
   const info = machine();
   warnIfBusy(info);
   for (const s of SIDES) process.stdout.write(`${s.name}: ${s.node} (${s.nodeVersion})${s.nodeArgs.length > 0 ? ` ${s.nodeArgs.join(' ')}` : ''} ${s.bin}\n`);
-  const app = await startApp();
+  const app = await startOkBackend();
+  track(app.child);
   const proxies: Proxy[] = [];
   try {
     for (const s of SIDES) proxies.push(await startProxy(s, app.port));
@@ -274,7 +267,7 @@ runMain(async () => {
       p99FromSendUs: 'p99 µs from the send',
       lateP99Us: 'generator lateness p99 µs',
       achievedRate: 'achieved req/s',
-      gcMsPer1000: 'GC pause ms per 1000 req',
+      gcMsPer1000: 'GC pause ms per 1000 req (both loops)',
     };
     table(
       `Medians of ${ROUNDS} round(s): old ${SIDES[0]?.nodeVersion}, new ${SIDES[1]?.nodeVersion}`,
