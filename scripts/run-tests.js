@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Runs the compiled tests with node's test runner.
-//   unit:        dist/src/**/*.test.js   (beside the code)
+//   unit:        dist/src/**/*.test.js   (beside the code), dist/bench/**/*.test.js (the benchmarks' own tools)
 //   integration: dist/test/**/*.test.js  (real processes and sockets)
 //   all:         both
 // Extra arguments are passed to `node --test` (e.g. --test-name-pattern=dns).
@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 
 const which = process.argv[2] ?? 'all';
 const extra = process.argv.slice(3);
-const roots = { unit: ['dist/src'], integration: ['dist/test'], all: ['dist/src', 'dist/test'] }[which];
+const roots = { unit: ['dist/src', 'dist/bench'], integration: ['dist/test'], all: ['dist/src', 'dist/bench', 'dist/test'] }[which];
 if (roots === undefined) {
   console.error(`run-tests: unknown suite "${which}" (unit, integration or all)`);
   process.exit(2);

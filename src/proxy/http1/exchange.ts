@@ -71,10 +71,10 @@ export class Exchange implements UpstreamHandler, CallDriver {
   private trace: AttemptTrace | null = null;
   private tunnel: Tunnel | null = null;
   private readonly outbound: boolean;
-  /** The upstream is full: the client is not read until it drains. */
-  private readonly upward: Backpressure;
-  /** The client is full: the upstream is not read until it drains. */
-  private readonly downward: Backpressure;
+  /** The upstream is full: the client is not read until it drains (made when first needed). */
+  private upward: Backpressure | null = null;
+  /** The client is full: the upstream is not read until it drains (made when first needed). */
+  private downward: Backpressure | null = null;
 
   constructor(
     private readonly ds: Downstream,
@@ -84,8 +84,6 @@ export class Exchange implements UpstreamHandler, CallDriver {
     private readonly o: ExchangeOptions,
   ) {
     this.outbound = ds.ctx.direction === 'outbound';
-    this.upward = new Backpressure(() => !this.finished);
-    this.downward = new Backpressure();
   }
 
   /** The response head was delivered: a cut from now on is the client's to see. */
@@ -98,7 +96,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
   send(a: Attempt): Refusal | null {
     this.up = null;
     this.trace = a.trace;
-    if (this.upward.holding) {
+    if (this.upward?.holding === true) {
       // The old upstream's back-pressure paused the client: the new attempt reads it again.
       this.upward.cancel();
       this.ds.socket.resume();
@@ -222,7 +220,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
       if (this.queued > MAX_QUEUED_BODY) this.ds.socket.pause();
       return;
     }
-    this.upward.write(up.socket, this.ds.socket, data);
+    if (!up.socket.write(data)) (this.upward ??= new Backpressure(() => !this.finished)).hold(up.socket, this.ds.socket);
   }
 
   requestDone(): void {
@@ -285,7 +283,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
       head.copy(out, 0);
       data.copy(out, head.length);
     }
-    this.downward.write(this.ds.socket, up.socket, out);
+    if (!this.ds.socket.write(out)) (this.downward ??= new Backpressure()).hold(this.ds.socket, up.socket);
   }
 
   onChunkDone(): void {
