@@ -84,3 +84,16 @@ export function connectionRefusal(traffic: TrafficState): Refusal | null {
   const what = open >= l.maxConnections ? `${open} connections (limits.maxConnections ${l.maxConnections})` : `${traffic.pending} requests waiting for a connection (limits.maxPendingRequests ${l.maxPendingRequests})`;
   return { code: 'SKEIN_E_UPSTREAM_OVERFLOW', message: `"${traffic.service}" has ${what}` };
 }
+
+/**
+ * A request's deadline, in ms until its response head (0: none): the route's request timeout
+ * (outbound; inbound, the caller's proxy applied it) and what the caller has left of its own
+ * deadline (`callerMs`, x-skein-timeout-ms in HTTP; -1: none), the smaller of the two. A caller
+ * whose deadline is already spent (0) is refused.
+ */
+export function deadlineOf(route: RoutePolicy, direction: Direction, service: string, callerMs: number): number | Refusal {
+  if (callerMs === 0) return { code: 'SKEIN_E_DEADLINE_EXCEEDED', message: `the request's deadline was spent before it reached the ${direction} proxy of "${service}"` };
+  const own = direction === 'outbound' ? route.requestTimeoutMs : 0;
+  if (callerMs < 0) return own;
+  return own === 0 ? callerMs : Math.min(own, callerMs);
+}

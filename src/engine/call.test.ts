@@ -12,7 +12,7 @@ import type { RoutePolicy } from '../api/traffic.js';
 import { setOf } from '../balance/test-helpers.js';
 import { ManualClock } from '../core/clock.js';
 import type { Endpoint } from '../discovery/endpoint.js';
-import { admit, isRefusal } from './admission.js';
+import { admit, deadlineOf, isRefusal } from './admission.js';
 import { Call, type Attempt, type CallDriver, type CallFailure, type CallRequest } from './call.js';
 import { ServiceClient, type Refusal } from './service-client.js';
 
@@ -475,4 +475,19 @@ test('panic mode: the only instance, ejected, still gets the request, and the ex
   assert.equal(a.failure.message, 'none of the 1 instances of "svc" may take requests now: 1 ejected by outlier detection');
   assert.equal(a.failure.details.panic, false);
   assert.doesNotMatch(k2.explanation(), /panic/);
+});
+
+test('the deadline: the route\'s timeout outbound, the caller\'s remaining deadline either way, the smaller; a spent one is refused', () => {
+  const { traffic } = setup({ timeouts: { request: '2s' } });
+  const route = traffic.routes.match({ method: 'GET', path: '/', header: () => undefined });
+  assert.equal(deadlineOf(route, 'outbound', 'svc', -1), 2000);
+  assert.equal(deadlineOf(route, 'outbound', 'svc', 500), 500);
+  assert.equal(deadlineOf(route, 'outbound', 'svc', 5000), 2000);
+  assert.equal(deadlineOf(route, 'inbound', 'svc', -1), 0, 'inbound: no timeout of its own');
+  assert.equal(deadlineOf(route, 'inbound', 'svc', 5000), 5000);
+  assert.deepEqual(deadlineOf(route, 'inbound', 'svc', 0), { code: 'SKEIN_E_DEADLINE_EXCEEDED', message: 'the request\'s deadline was spent before it reached the inbound proxy of "svc"' });
+  const off = setup({ timeouts: { request: '0s' } });
+  const r0 = off.traffic.routes.match({ method: 'GET', path: '/', header: () => undefined });
+  assert.equal(deadlineOf(r0, 'outbound', 'svc', -1), 0, 'request timeout "0s": none');
+  assert.equal(deadlineOf(r0, 'outbound', 'svc', 300), 300);
 });

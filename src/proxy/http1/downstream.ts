@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
-import { admit, isRefusal } from '../../engine/admission.js';
+import { admit, deadlineOf, isRefusal } from '../../engine/admission.js';
 import { Call, localExplanation } from '../../engine/call.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { RouteInput } from '../../resilience/routes.js';
@@ -297,12 +297,11 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       this.answerError('SKEIN_E_BAD_REQUEST', `x-skein-timeout-ms must be a whole number of milliseconds, not "${r.badDeadline.slice(0, 40)}"`, { hasBody });
       return;
     }
-    if (r.deadlineMs === 0) {
-      this.answerError('SKEIN_E_DEADLINE_EXCEEDED', `the request's deadline was spent before it reached the ${ctx.direction} proxy of "${dest.service}"`, { hasBody });
+    const timeoutMs = deadlineOf(route, ctx.direction, dest.service, r.deadlineMs);
+    if (typeof timeoutMs !== 'number') {
+      this.refused(timeoutMs, hasBody);
       return;
     }
-    let timeoutMs = outbound ? route.requestTimeoutMs : 0;
-    if (r.deadlineMs > 0) timeoutMs = timeoutMs === 0 ? r.deadlineMs : Math.min(timeoutMs, r.deadlineMs);
     // An upgrade the mesh does not carry (h2c: a tunnel past every rule) is declined: the request
     // is served as plain HTTP/1.1 without it (RFC 9110 §7.8), and the connection closes after.
     let declined = false;
