@@ -111,10 +111,10 @@ export class Exchange implements UpstreamHandler, CallDriver {
 
   abandon(): void {
     this.discard = false;
-    const up = this.up ?? this.connecting;
-    this.doneConnecting();
+    const up = this.up;
     this.up = null;
     up?.close();
+    this.stopConnecting();
   }
 
   fail(f: CallFailure): void {
