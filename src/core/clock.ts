@@ -1,4 +1,8 @@
 /** Time is injected: everything with a timer takes a Clock, so tests never sleep. */
+
+/** The longest delay a Node timer takes (2^31 - 1 ms); longer ones fire at once. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
 export interface TimerHandle {
   cancel(): void;
 }

@@ -23,6 +23,14 @@ export interface Admitted {
 
 const NO_DELAY: Admitted = Object.freeze({ delayMs: 0 });
 
+/**
+ * Whom a request counts against (a per-caller rate limit): outbound, the calling workload;
+ * inbound, the caller's proxy's word for its service when it gave one, else the client's address.
+ */
+export function callerOf(direction: Direction, workload: string, claimed: string | null, client: string): string {
+  return direction === 'outbound' ? workload : (claimed ?? client);
+}
+
 export function isRefusal(a: Admitted | Refusal): a is Refusal {
   return (a as Refusal).code !== undefined;
 }

@@ -12,7 +12,7 @@ import type { RoutePolicy } from '../api/traffic.js';
 import { setOf } from '../balance/test-helpers.js';
 import { ManualClock } from '../core/clock.js';
 import type { Endpoint } from '../discovery/endpoint.js';
-import { admit, deadlineOf, isRefusal } from './admission.js';
+import { admit, callerOf, deadlineOf, isRefusal } from './admission.js';
 import { Call, type Attempt, type CallDriver, type CallFailure, type CallRequest } from './call.js';
 import { ServiceClient, type Refusal } from './service-client.js';
 
@@ -490,4 +490,10 @@ test('the deadline: the route\'s timeout outbound, the caller\'s remaining deadl
   const r0 = off.traffic.routes.match({ method: 'GET', path: '/', header: () => undefined });
   assert.equal(deadlineOf(r0, 'outbound', 'svc', -1), 0, 'request timeout "0s": none');
   assert.equal(deadlineOf(r0, 'outbound', 'svc', 300), 300);
+});
+
+test('whom a request counts against: the workload outbound; inbound the caller\'s proxy\'s word, else the client address', () => {
+  assert.equal(callerOf('outbound', 'web-1', 'spoofed', '127.0.0.1'), 'web-1');
+  assert.equal(callerOf('inbound', 'api-1', 'web', '127.0.0.1'), 'web');
+  assert.equal(callerOf('inbound', 'api-1', null, '10.0.0.7'), '10.0.0.7');
 });

@@ -34,7 +34,7 @@ import type { RoutePolicy } from '../api/traffic.js';
 import { NOOP_COMPLETION, type Completion } from '../balance/balancer.js';
 import type { HashInput } from '../balance/hash-key.js';
 import type { Rng } from '../core/backoff.js';
-import type { Clock, TimerHandle } from '../core/clock.js';
+import { MAX_TIMER_MS, type Clock, type TimerHandle } from '../core/clock.js';
 import { ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { retryDelay, type RetryReason } from '../resilience/retry.js';
@@ -124,9 +124,6 @@ const enum St {
 
 const EMPTY: readonly Uint8Array[] = Object.freeze([]);
 
-/** The longest delay a Node timer takes (2^31 - 1 ms). */
-export const MAX_TIMER_MS = 2_147_483_647;
-
 /** Only printable ASCII in a header value. */
 const printable = (s: string) => s.replace(/[^\x20-\x7e]/g, '?');
 
@@ -187,10 +184,6 @@ export class Call {
     this.outbound = req.direction === 'outbound';
     this.t0 = clock.now();
     this.kept = req.hasBody && this.outbound && req.route.retries.maxRetries > 0 ? [] : null;
-  }
-
-  get service(): string {
-    return this.dest.service;
   }
 
   /** The response head was delivered (a response, not a proxy error, is under way). */

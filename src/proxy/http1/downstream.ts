@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
-import { admit, deadlineOf, isRefusal } from '../../engine/admission.js';
+import { admit, callerOf, deadlineOf, isRefusal } from '../../engine/admission.js';
 import { Call, localExplanation } from '../../engine/call.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { RouteInput } from '../../resilience/routes.js';
@@ -310,13 +310,12 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       this.upgrade = false;
       declined = true;
     }
-    const caller = outbound ? ctx.workload : (rec.caller ?? this.peer);
     rec.tap(buf, head);
     const tracer = ctx.tracer;
     if (tracer !== null) {
       rec.hop = tracer.hop(ctx.direction, r.trace ?? {}, { workload: ctx.workload, service: dest.service, route: route.name, method: r.method, path: pathOnly(r.path), ...(rec.caller === null ? {} : { caller: rec.caller }) });
     }
-    const admitted = admit(traffic, route, ctx.direction, caller, ctx.rng, ctx.counters);
+    const admitted = admit(traffic, route, ctx.direction, callerOf(ctx.direction, ctx.workload, rec.caller, this.peer), ctx.rng, ctx.counters);
     if (isRefusal(admitted)) {
       this.refused(admitted, hasBody);
       return;

@@ -1,6 +1,7 @@
 /**
- * Answers the proxy makes itself (HTTP/1.1): a proxy error with its JSON body, and the
- * x-skein-explain line of a request the proxy answered.
+ * Answers the proxy makes itself, in HTTP/1.1: a proxy error with its JSON body. What it says (the
+ * code, the message, the details and the x-skein-explain text) comes from the engine or the
+ * request's checks; this only frames it.
  */
 import { SkeinError, type ErrorCode } from '../../core/errors.js';
 

@@ -11,6 +11,7 @@
  *   authority wins over Host, which is replaced.
  * - The target is normalized (src/core/path.ts): routes match what the app gets.
  */
+import { MAX_TIMER_MS } from '../../core/clock.js';
 import { normalizeTarget } from '../../core/path.js';
 import type { TraceHeaders } from '../../engine/observe.js';
 import { classify, connectionNames, dropNamed, forbiddenConnectionOption, H, hopByHop, rewriteHead, type HeadCollector } from './head.js';
@@ -46,9 +47,6 @@ export interface RequestHead {
   /** The trace context headers (tracing on; their lines are dropped: each attempt sends its own). */
   readonly trace: TraceHeaders | null;
 }
-
-/** The longest delay a timer takes (2^31 - 1 ms). */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** RFC 3986 host (reg-name or IP literal) with an optional port; no userinfo. */
 const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$/;
