@@ -19,6 +19,7 @@ const LAYERS = [
   { name: 'discovery', folders: ['discovery'] },
   { name: 'balance', folders: ['balance'] },
   { name: 'resilience', folders: ['resilience'] },
+  { name: 'identity/authz', folders: ['identity', 'authz'] },
   { name: 'engine', folders: ['engine'] },
   { name: 'telemetry', folders: ['telemetry'] },
   { name: 'proxy/sdk', folders: ['proxy', 'sdk'] },
