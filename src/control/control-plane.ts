@@ -23,6 +23,9 @@ import { tapRoutes } from './tap-relay.js';
 import { CONTROL_DEFAULTS } from '../api/control.js';
 import { createSignals, knownService, meshEventsRoute, type MeshEvents } from './signals/index.js';
 import { dashboardRoutes } from './dashboard.js';
+import { isLoopbackAddress } from '../core/loopback-host.js';
+import { TokenStore, newToken } from './auth/tokens.js';
+import { loadOrCreateAdminToken, removeLocalToken, writeLocalToken } from './auth/token-files.js';
 
 export interface ControlPlaneOptions {
   /** Directory of the embedded store; null keeps everything in memory. */
@@ -48,6 +51,11 @@ export interface ControlPlaneOptions {
   scrapeIntervalMs?: number;
   /** The built dashboard (a directory with index.html). Default: dashboard/dist of the package. */
   dashboardRoot?: string;
+  /**
+   * Listen beyond loopback although the API has no TLS (tokens then cross the network in clear).
+   * Without it such an `http` address is refused with SKEIN_E_INSECURE_LISTEN.
+   */
+  insecureListen?: boolean;
 }
 
 export interface ControlPlane {
@@ -59,7 +67,21 @@ export interface ControlPlane {
   /** The mesh event feed (GET /v1/events, the dashboard): health, ejections, breakers, scaling. */
   readonly events: MeshEvents;
   readonly url: string;
+  /** The admin token (docs/security-tokens.md). */
+  readonly adminToken: string;
+  /** `<data-dir>/admin.token`; null with no data dir. */
+  readonly adminTokenFile: string | null;
+  /** This user's local copy of the admin token, found by the CLI by port; null when it could not be written. */
+  readonly localTokenFile: string | null;
+  /** The minted tokens (what `skein up` mints its proxy's token with). */
+  readonly tokens: TokenStore;
   close(): Promise<void>;
+}
+
+/** Null when the API may listen on `host`; otherwise why not. */
+export function insecureListenRefusal(host: string): string | null {
+  if (host === 'localhost' || isLoopbackAddress(host)) return null;
+  return `the HTTP API would listen on ${host}, beyond loopback, without TLS: tokens would cross the network in clear. Listen on 127.0.0.1 (with a TLS-terminating proxy in front for other hosts), or pass --insecure-listen on a network you trust`;
 }
 
 function listenError(e: unknown, what: string, addr: HostPort): SkeinError {
@@ -74,8 +96,21 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const clock = opts.clock ?? systemClock;
   const logger = opts.logger ?? pino({ level: 'info' });
   const startedAt = clock.now();
+  const insecure = insecureListenRefusal(opts.http.host);
+  if (insecure !== null && opts.insecureListen !== true) throw new SkeinError('SKEIN_E_INSECURE_LISTEN', insecure, { field: '--http' });
+  if (insecure !== null) logger.warn({ http: opts.http.host }, 'listening beyond loopback without TLS (--insecure-listen): tokens cross the network in clear');
   const store: Store = opts.dataDir === null ? new MemoryStore() : await EmbeddedStore.open(join(opts.dataDir, 'store'));
   let fatal: ((e: unknown) => void) | null = null;
+  let admin: { token: string; path: string | null; created: boolean };
+  let tokens: TokenStore;
+  try {
+    admin = opts.dataDir === null ? { token: newToken('admin'), path: null, created: true } : await loadOrCreateAdminToken(opts.dataDir);
+    tokens = await TokenStore.open({ store, clock, adminToken: admin.token });
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  if (admin.created && admin.path !== null) logger.info({ file: admin.path }, 'admin token created');
   const registry = await Registry.open({
     clock,
     store,
@@ -116,7 +151,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       dns: dnsAddr === null ? null : formatHostPort(dnsAddr.host, dnsAddr.port),
       domain: opts.domain ?? DNS_DEFAULTS.domain,
     }),
-  });
+  }, { tokens });
   const proxies = new ProxyDirectory(clock);
   metrics.observeProxies(proxies);
   proxyRoutes(app, proxies, () => formatHostPort(httpAddr.host, httpAddr.port));
@@ -135,9 +170,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   opts.routes?.(app);
   let httpAddr: HostPort = opts.http;
   let closed = false;
+  let localTokenFile: string | null = null;
   const close = async () => {
     if (closed) return;
     closed = true;
+    if (localTokenFile !== null) await removeLocalToken(localTokenFile, admin.token);
     signals.stop();
     health.stop();
     publisher.close();
@@ -174,6 +211,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       throw listenError(e, 'the DNS server', opts.dns);
     }
   }
+  try {
+    localTokenFile = await writeLocalToken(httpAddr.port, admin.token);
+  } catch (e) {
+    logger.warn({ err: (e as Error).message }, 'could not write the local copy of the admin token: the CLI on this host needs --token or SKEIN_TOKEN');
+  }
   health.start();
   signals.start();
   fatal = (e) => {
@@ -181,5 +223,5 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     void close().finally(() => process.exit(1));
   };
   const url = `http://${formatHostPort(httpAddr.host, httpAddr.port)}`;
-  return { http: httpAddr, dns: dnsAddr, registry, proxies, events: signals.events, url, close };
+  return { http: httpAddr, dns: dnsAddr, registry, proxies, events: signals.events, url, adminToken: admin.token, adminTokenFile: admin.path, localTokenFile, tokens, close };
 }

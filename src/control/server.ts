@@ -7,6 +7,8 @@
  * metrics, shutdown, the Host guard); each resource is a plugin of its own under api/, like
  * fastify's one-concept-per-file lib/: health.ts, services.ts, routes.ts, instances.ts, watch.ts.
  * GET /v1/events, /v1/mesh, /v1/proxies, /v1/tap and the dashboard are added by control-plane.ts.
+ * Who may call what (tokens and their scopes) is decided before any route, by one hook:
+ * auth/access.ts; /v1/tokens is auth/routes.ts.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import { SkeinError } from '../core/errors.js';
@@ -18,11 +20,20 @@ import { instanceRoutes } from './api/instances.js';
 import { routeRoutes } from './api/routes.js';
 import { serviceRoutes } from './api/services.js';
 import { watchRoutes } from './api/watch.js';
+import { accessControl } from './auth/access.js';
+import { tokenRoutes } from './auth/routes.js';
+import { TokenStore } from './auth/tokens.js';
 
 export { BODY_LIMIT, type ApiDeps };
 export { query, serviceParam } from './api/params.js';
 
-export function createApiServer(deps: ApiDeps): FastifyInstance {
+/** What the API authenticates callers with. */
+export interface ApiAuth {
+  readonly tokens: TokenStore;
+}
+
+/** `auth` left out: no token is known, so every write is refused (what a unit test of reads wants). */
+export function createApiServer(deps: ApiDeps, auth: ApiAuth = { tokens: TokenStore.inMemory(deps.clock) }): FastifyInstance {
   const app = Fastify({
     bodyLimit: BODY_LIMIT,
     logger: false,
@@ -65,6 +76,9 @@ export function createApiServer(deps: ApiDeps): FastifyInstance {
     if (closing) return sendError(reply.header('connection', 'close'), new SkeinError('SKEIN_E_SHUTTING_DOWN', 'the control plane is shutting down'));
   });
   hostGuard(app);
+  // Every route registered anywhere (plugins below, control-plane.ts, skein up's) is behind it.
+  accessControl(app, { tokens: auth.tokens, logger: deps.logger });
+  void app.register(tokenRoutes, { tokens: auth.tokens, logger: deps.logger });
 
   void app.register(healthRoutes, deps);
   void app.register(serviceRoutes, deps);

@@ -42,6 +42,9 @@ export const ERROR_CODES = {
   SKEIN_E_UPSTREAM_OVERFLOW: { status: 503, text: 'A circuit-breaking limit of the service (requests in flight, pending requests or connections) is reached; the request was refused at once.' },
   SKEIN_E_RATE_LIMITED: { status: 429, text: 'A rate limit of the route (outbound or inbound) refused the request; Retry-After says when to try again.' },
   SKEIN_E_FAULT_INJECTED: { status: 503, text: "The route's fault injection aborted the request (with the route's configured status, not necessarily 503)." },
+  SKEIN_E_UNAUTHENTICATED: { status: 401, text: 'The control plane needs a token for this request and got none, or one it does not know (malformed, revoked, expired); the message names the scopes that would do.' },
+  SKEIN_E_FORBIDDEN: { status: 403, text: "The token is valid but its scope does not allow this request (or a proxy token is not bound to the instance's service); the message names the scopes needed." },
+  SKEIN_E_INSECURE_LISTEN: { status: 400, text: 'The control plane was asked to listen beyond loopback without TLS, where tokens would cross the network in clear; refused unless --insecure-listen is given.' },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
