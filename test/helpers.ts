@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { readLocalToken } from '../src/control/auth/token-files.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const SKEIN_BIN = join(ROOT, 'bin', 'skein.js');
@@ -92,9 +93,26 @@ export async function startControl(opts: { dataDir: string; args?: string[]; env
   };
 }
 
-/** Small JSON HTTP client over fetch (undici) for tests. */
+/**
+ * The admin token of the control plane at `base` (a loopback URL): the copy it leaves for this
+ * user (src/control/auth/token-files.ts). Null when there is none.
+ */
+export async function adminTokenOf(base: string): Promise<string | null> {
+  const u = new URL(base);
+  if (!/^(127\.|\[::1\]|localhost)/.test(u.host)) return null;
+  return readLocalToken(Number(u.port));
+}
+
+/**
+ * Small JSON HTTP client over fetch (undici) for tests. A write without an `authorization` header
+ * is sent with the control plane's admin token (found by itself: most tests are not about tokens).
+ */
 export async function api(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any; headers: Headers }> {
   const init: RequestInit = { method, headers: { ...headers } };
+  if (method !== 'GET' && method !== 'HEAD' && !Object.keys(headers).some((k) => k.toLowerCase() === 'authorization')) {
+    const token = await adminTokenOf(base);
+    if (token !== null) (init.headers as Record<string, string>)['authorization'] = `Bearer ${token}`;
+  }
   if (body !== undefined) {
     init.body = typeof body === 'string' ? body : JSON.stringify(body);
     (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
@@ -111,9 +129,9 @@ export async function api(base: string, method: string, path: string, body?: unk
 }
 
 /** Runs a command, returning its exit code and output. */
-export function run(cmd: string, args: string[], opts: { timeoutMs?: number; input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function run(cmd: string, args: string[], opts: { timeoutMs?: number; input?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env }, ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }) });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -132,7 +150,7 @@ export function run(cmd: string, args: string[], opts: { timeoutMs?: number; inp
 }
 
 /** Runs the skein CLI. */
-export function skein(args: string[], opts: { timeoutMs?: number; input?: string; env?: NodeJS.ProcessEnv } = {}) {
+export function skein(args: string[], opts: { timeoutMs?: number; input?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
   return run(process.execPath, [SKEIN_BIN, ...args], opts);
 }
 

@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import http from 'node:http';
-import { SKEIN_BIN, api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { SKEIN_BIN, adminTokenOf, api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { INBOUND_PROXY_LABEL } from '../src/api/names.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -83,7 +83,9 @@ export async function startProxy(opts: {
   const argv = [SKEIN_BIN, 'proxy', '--control', opts.control, '--admin', '127.0.0.1:0'];
   for (const w of opts.workloads) argv.push('--workload', w);
   argv.push('--log-level', 'info', ...(opts.args ?? []));
-  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  // The proxy announces itself with a token: the control plane's admin token unless the test gives one.
+  const token = opts.env?.['SKEIN_TOKEN'] ?? process.env['SKEIN_TOKEN'] ?? (await adminTokenOf(opts.control));
+  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(token === null ? {} : { SKEIN_TOKEN: token }), ...opts.env } });
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const ready = new Promise<NonNullable<ReturnType<typeof parseProxyReady>>>((resolve, reject) => {

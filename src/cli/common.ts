@@ -1,10 +1,16 @@
-/** Shared pieces of the CLI: the control-plane client, output formats, errors as one line. */
+/** Shared pieces of the CLI: the control-plane client (and the token it sends), output formats, errors as one line. */
 import { readFile } from 'node:fs/promises';
-import { Option } from 'commander';
+import { join } from 'node:path';
+import { type Command, Option } from 'commander';
+import { ADMIN_TOKEN_FILE, TOKEN_ENV, TOKEN_PATTERN, scopeList, type TokenScope } from '../api/auth.js';
 import { SkeinError } from '../core/errors.js';
+import { isLoopbackHost } from '../core/loopback-host.js';
+import { readLocalToken } from '../control/auth/token-files.js';
 
 export const DEFAULT_HTTP = '127.0.0.1:7400';
 export const DEFAULT_DNS = '127.0.0.1:7453';
+/** `skein control`'s data dir when none is given (relative to the working directory). */
+export const DEFAULT_DATA_DIR = '.skein/control';
 
 export type OutputFormat = 'table' | 'json';
 
@@ -29,6 +35,84 @@ export function controlUrl(text: string): string {
   return `${u.protocol}//${u.host}`;
 }
 
+/** --token and --data-dir of this run (set by withToken's hook before the action). */
+let tokenFlags: { token?: string; dataDir?: string } = {};
+
+/**
+ * Adds --token (or SKEIN_TOKEN) and --data-dir (where to find the admin token) to a command that
+ * talks to the control plane; `call()` and `authHeaders()` use them.
+ */
+export function withToken(cmd: Command): Command {
+  if (cmd.options.some((o) => o.long === '--token')) return cmd;
+  return cmd
+    .addOption(new Option('--token <token>', 'control-plane token (default: the admin token of the control plane on this host)').env(TOKEN_ENV))
+    .addOption(new Option('--data-dir <dir>', `the control plane's data dir, to read its ${ADMIN_TOKEN_FILE} from (default: the copy it leaves for this user, else ${DEFAULT_DATA_DIR})`))
+    .hook('preAction', (_cmd, action) => {
+      const o = action.opts<{ token?: string; dataDir?: string }>();
+      tokenFlags = { ...(o.token === undefined ? {} : { token: o.token }), ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }) };
+    });
+}
+
+/** A token and where it came from (for messages). */
+export interface FoundToken {
+  readonly token: string;
+  readonly from: string;
+}
+
+async function tokenFile(path: string): Promise<string | null> {
+  try {
+    const t = (await readFile(path, 'utf8')).trim();
+    return TOKEN_PATTERN.test(t) ? t : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The token to send to the control plane at `base`: --token, else SKEIN_TOKEN, else --data-dir's
+ * admin.token; for a control plane on this host (a loopback address) also the copy it leaves for
+ * this user (by port), else ./.skein/control/admin.token. Null: none found.
+ */
+export async function findToken(base: string, flags: { token?: string; dataDir?: string } = tokenFlags, env: NodeJS.ProcessEnv = process.env): Promise<FoundToken | null> {
+  if (flags.token !== undefined && flags.token !== '') return { token: flags.token, from: '--token' };
+  const fromEnv = env[TOKEN_ENV];
+  if (fromEnv !== undefined && fromEnv !== '') return { token: fromEnv, from: TOKEN_ENV };
+  if (flags.dataDir !== undefined) {
+    const path = join(flags.dataDir, ADMIN_TOKEN_FILE);
+    const t = await tokenFile(path);
+    if (t !== null) return { token: t, from: path };
+  }
+  const u = new URL(controlUrl(base));
+  if (!isLoopbackHost(u.host)) return null;
+  const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
+  const local = await readLocalToken(port, env);
+  if (local !== null) return { token: local, from: `the local copy of the control plane on port ${port}` };
+  const path = join(DEFAULT_DATA_DIR, ADMIN_TOKEN_FILE);
+  const t = await tokenFile(path);
+  return t === null ? null : { token: t, from: path };
+}
+
+const found = new Map<string, Promise<FoundToken | null>>();
+const foundFor = (base: string) => {
+  let f = found.get(base);
+  if (f === undefined) found.set(base, (f = findToken(base)));
+  return f;
+};
+
+/** The authorization header for requests to `base` (empty when no token is found). */
+export async function authHeaders(base: string): Promise<Record<string, string>> {
+  const t = await foundFor(base);
+  return t === null ? {} : { authorization: `Bearer ${t.token}` };
+}
+
+/** A 401 or 403 of the control plane as one line that says which token the command needs. */
+export function tokenError(code: 'SKEIN_E_UNAUTHENTICATED' | 'SKEIN_E_FORBIDDEN', message: string, scopes: readonly TokenScope[], sent: FoundToken | null): SkeinError {
+  const need = `this command needs a token with scope ${scopeList(scopes)}`;
+  const how = 'pass --token, set SKEIN_TOKEN or run it on the control plane\'s host';
+  const text = sent === null ? `${need}: ${how}` : `${need}; the token from ${sent.from} was refused: ${message}`;
+  return new SkeinError(code, text, { details: { scopes } });
+}
+
 export interface ApiResult<T = any> {
   status: number;
   body: T;
@@ -37,8 +121,9 @@ export interface ApiResult<T = any> {
 /** Calls the control plane; API errors become SkeinErrors carrying the server's code and field. */
 export async function call<T = any>(base: string, method: string, path: string, body?: unknown, opts: { signal?: AbortSignal } = {}): Promise<T> {
   let res: Response;
+  const auth = await authHeaders(base);
   try {
-    const init: RequestInit = { method, headers: body === undefined ? {} : { 'content-type': 'application/json' } };
+    const init: RequestInit = { method, headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...auth } };
     if (body !== undefined) init.body = JSON.stringify(body);
     if (opts.signal !== undefined) init.signal = opts.signal;
     res = await fetch(controlUrl(base) + path, init);
@@ -54,6 +139,9 @@ export async function call<T = any>(base: string, method: string, path: string, 
     /* not JSON */
   }
   if (!res.ok) {
+    if ((parsed?.code === 'SKEIN_E_UNAUTHENTICATED' || parsed?.code === 'SKEIN_E_FORBIDDEN') && Array.isArray(parsed.details?.scopes)) {
+      throw tokenError(parsed.code, String(parsed.message), parsed.details.scopes, await foundFor(base));
+    }
     if (parsed !== null && typeof parsed.code === 'string' && typeof parsed.message === 'string') {
       const err = new SkeinError(parsed.code, parsed.message, parsed.field === undefined ? {} : { field: parsed.field });
       throw err;

@@ -5,14 +5,15 @@ import { DNS_DEFAULTS } from '../api/dns.js';
 import { DOMAIN_PATTERN, patternMessage } from '../api/names.js';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
-import { DEFAULT_DNS, DEFAULT_HTTP } from './common.js';
+import { DEFAULT_DATA_DIR, DEFAULT_DNS, DEFAULT_HTTP } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
 
 export function controlCommand(): Command {
   return new Command('control')
     .description('run the control plane: registry, health checks, watch stream, HTTP API and DNS server')
-    .option('--data-dir <dir>', 'directory of the embedded store ("none" keeps everything in memory)', '.skein/control')
+    .option('--data-dir <dir>', 'directory of the embedded store and of admin.token ("none" keeps everything in memory)', DEFAULT_DATA_DIR)
     .option('--http <host:port>', 'HTTP API listen address', DEFAULT_HTTP)
+    .option('--insecure-listen', 'allow --http beyond loopback although the API has no TLS (tokens cross the network in clear)')
     .option('--dns <host:port>', 'DNS listen address (UDP and TCP); "off" disables DNS', DEFAULT_DNS)
     .option('--domain <domain>', 'DNS zone served: <service>.service.<domain>', DNS_DEFAULTS.domain)
     .option('--dns-ttl <seconds>', 'TTL of DNS answers', intFlag('--dns-ttl', 0, 3600), DNS_DEFAULTS.ttlSeconds)
@@ -26,7 +27,7 @@ export function controlCommand(): Command {
     .option('--max-queue <messages>', 'messages a watch subscriber may fall behind before its stream is closed', intFlag('--max-queue', 1, 10_000_000), CONTROL_DEFAULTS.maxQueue)
     .option('--scrape-interval <duration>', 'how often the proxies\' /stats are scraped for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string }) => {
+    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string; insecureListen?: boolean }) => {
       if (!new RegExp(DOMAIN_PATTERN).test(o.domain)) {
         throw new SkeinError('SKEIN_E_USAGE', `--domain ${patternMessage(DOMAIN_PATTERN)}, got "${o.domain}"`, { field: '--domain' });
       }
@@ -46,11 +47,13 @@ export function controlCommand(): Command {
         historySize: o.history,
         maxQueue: o.maxQueue,
         scrapeIntervalMs: o.scrapeInterval,
+        insecureListen: o.insecureListen === true,
         logger,
       });
       const httpText = `${cp.http.host.includes(':') ? `[${cp.http.host}]` : cp.http.host}:${cp.http.port}`;
       const dnsText = cp.dns === null ? 'off' : `${cp.dns.host.includes(':') ? `[${cp.dns.host}]` : cp.dns.host}:${cp.dns.port}`;
-      logger.info({ http: httpText, dns: dnsText, dataDir: o.dataDir, revision: cp.registry.revision, instances: cp.registry.instanceCount }, 'control plane ready');
+      // Where the admin token is, once (never the token itself: logs travel).
+      logger.info({ http: httpText, dns: dnsText, dataDir: o.dataDir, revision: cp.registry.revision, instances: cp.registry.instanceCount, adminToken: cp.adminTokenFile, adminTokenLocalCopy: cp.localTokenFile }, 'control plane ready');
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           logger.info({ signal: sig }, 'shutting down');

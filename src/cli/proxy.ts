@@ -10,6 +10,7 @@ import { hostname } from 'node:os';
 import { PROXY_ID } from '../api/names.js';
 import { Announcer } from '../proxy/announce.js';
 import { PROXY_TAP_LIMITS, TAP_LIMIT_BOUNDS, parseHeaderNames } from '../api/tap.js';
+import { TOKEN_ENV } from '../api/auth.js';
 
 /** Collects a repeatable flag's values. */
 export const repeat = (v: string, acc: string[]) => [...acc, v];
@@ -72,6 +73,7 @@ export function proxyCommand(): Command {
   return new Command('proxy')
     .description('run the proxy: outbound listeners that route by service, inbound listeners in front of local apps')
     .addOption(controlOption())
+    .addOption(new Option('--token <token>', 'control-plane token of scope "proxy" (see POST /v1/tokens), sent when the proxy announces itself').env(TOKEN_ENV))
     .option('--no-control', 'run without a control plane (inbound listeners only)')
     .option('--workload <spec>', 'a workload: name=N[,outbound=HOST:PORT][,inbound=HOST:PORT,app=HOST:PORT][,service=S] (repeatable)', repeat, [] as string[])
     .option('--outbound <host:port>', `shorthand for one workload named "default" with this outbound listener (default ${DEFAULT_OUTBOUND} when no --workload is given)`)
@@ -114,6 +116,7 @@ export function proxyCommand(): Command {
         tapRedact: string[];
         maxTaps: number;
         tapStallTimeout: number;
+        token?: string;
       }) => {
         const specs = o.workload.map(parseWorkload);
         if (o.outbound !== undefined || specs.length === 0) specs.unshift({ name: 'default', outbound: parseHostPort(o.outbound ?? DEFAULT_OUTBOUND, '--outbound') });
@@ -168,7 +171,7 @@ export function proxyCommand(): Command {
           throw e;
         }
         proxy.start();
-        const announcer = control === null || adminServer === null ? null : new Announcer({ controlUrl: control, id, admin: adminServer.address, workloads: () => proxy.workloadInfo(), logger });
+        const announcer = control === null || adminServer === null ? null : new Announcer({ controlUrl: control, id, admin: adminServer.address, workloads: () => proxy.workloadInfo(), logger, token: o.token ?? null });
         announcer?.start();
         logger.info({ id, admin: adminServer?.address ?? null, control, workloads: proxy.workloadInfo(), tracing: traceUrl }, 'proxy ready');
         await new Promise<void>((resolve) => {

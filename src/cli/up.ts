@@ -8,7 +8,7 @@ import { Command, Option } from 'commander';
 import { CONTROL_DEFAULTS } from '../api/control.js';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
-import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, printJson, readText, table, type OutputFormat } from './common.js';
+import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, printJson, readText, table, withToken, type OutputFormat } from './common.js';
 import { DEFAULT_ADMIN, DEFAULT_OUTBOUND, TAP_REDACT_HELP, otlpUrl, ratioFlag, repeat, startTracer } from './proxy.js';
 import { parseHeaderNames } from '../api/tap.js';
 import { durationFlag, intFlag } from './flags.js';
@@ -18,6 +18,7 @@ export function upCommand(): Command {
     .description('run a mesh file: control plane, proxy and every service, until Ctrl-C')
     .argument('<file>', 'mesh file (YAML or JSON, kind: Mesh)')
     .option('--http <host:port>', 'control plane HTTP API (overrides the file\'s control.http)')
+    .option('--insecure-listen', 'allow --http beyond loopback although the API has no TLS (tokens cross the network in clear)')
     .option('--dns <host:port>', 'DNS server, or "off" (overrides the file\'s control.dns)')
     .option('--data-dir <dir>', 'directory of the embedded store; "none" (default) keeps the registry in memory', 'none')
     .option('--outbound <host:port>', 'an outbound listener for callers outside the mesh (curl -x)', DEFAULT_OUTBOUND)
@@ -28,7 +29,7 @@ export function upCommand(): Command {
     .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1', ratioFlag('--trace-sample'), 1)
     .option('--scrape-interval <duration>', 'how often the control plane scrapes the proxy for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[] }) => {
+    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -65,12 +66,17 @@ export function upCommand(): Command {
         logger: logger.child({ component: 'control' }),
         routes: meshRoutes(() => runner),
         scrapeIntervalMs: o.scrapeInterval,
+        insecureListen: o.insecureListen === true,
       });
+      // Its own proxy announces itself with a proxy token (the runtime writes with the admin token).
+      const proxyTokenName = 'skein-up-proxy';
+      if (cp.tokens.list().some((t) => t.name === proxyTokenName)) await cp.tokens.revoke(proxyTokenName);
+      const proxyToken = (await cp.tokens.mint({ scope: 'proxy', name: proxyTokenName, services: mesh.services.map((s) => s.name), ttlMs: null })).token;
       const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, tracer, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
       let announcer: InstanceType<typeof Announcer> | null = null;
       let outboundAt: string | null = null;
-      const r = new MeshRunner({ mesh, file, controlUrl: cp.url, proxy, say, onMeshEvent: (e) => cp.events.add(e) });
+      const r = new MeshRunner({ mesh, file, controlUrl: cp.url, token: cp.adminToken, proxy, say, onMeshEvent: (e) => cp.events.add(e) });
       let stopping: Promise<void> | null = null;
       const shutdown = (why: string): Promise<void> => {
         stopping ??= (async () => {
@@ -81,6 +87,7 @@ export function upCommand(): Command {
           await adminServer?.close();
           await tracer?.shutdown();
           await accessLog?.close();
+          await cp.tokens.revoke(proxyTokenName).catch(() => undefined);
           await cp.close();
           say('stopped');
         })();
@@ -104,7 +111,7 @@ export function upCommand(): Command {
         if (outbound !== null) outboundAt = (await proxy.addWorkload({ name: 'local', outbound })).outbound;
         adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact });
         if (adminServer !== null) {
-          announcer = new Announcer({ controlUrl: cp.url, id: proxyId, admin: adminServer.address, workloads: () => proxy.workloadInfo(), everyMs: 5000 });
+          announcer = new Announcer({ controlUrl: cp.url, id: proxyId, admin: adminServer.address, workloads: () => proxy.workloadInfo(), everyMs: 5000, token: proxyToken });
           await announcer.announce();
           announcer.start();
         }
@@ -122,6 +129,7 @@ export function upCommand(): Command {
         const first = r.status().at(-1);
         if (outboundAt !== null && first !== undefined) say(`through the mesh by name: curl -x http://${outboundAt} http://${first.name}/`);
         say(`dashboard: ${cp.url}/dashboard/${adminServer === null ? ' (no golden signals: the proxy admin server is off)' : ''}`);
+        say(`admin token: ${cp.adminTokenFile ?? cp.localTokenFile ?? 'not written (see the log)'} (skein commands on this host find it by themselves)`);
         say('mesh is up; Ctrl-C stops it');
       }
       await (stopping ?? new Promise<void>((resolve) => {
@@ -144,7 +152,7 @@ async function waitReady(proxy: { ready: boolean }): Promise<void> {
 }
 
 export function scaleCommand(): Command {
-  return new Command('scale')
+  return withToken(new Command('scale'))
     .description('change the replicas of a service of a running mesh (skein up)')
     .argument('<service>', 'service name')
     .argument('<replicas>', 'replicas wanted (0..100)', intFlag('<replicas>', 0, 100))

@@ -81,7 +81,7 @@ export interface ControlPlane {
 /** Null when the API may listen on `host`; otherwise why not. */
 export function insecureListenRefusal(host: string): string | null {
   if (host === 'localhost' || isLoopbackAddress(host)) return null;
-  return `the HTTP API would listen on ${host}, beyond loopback, without TLS: tokens would cross the network in clear. Listen on 127.0.0.1 (with a TLS-terminating proxy in front for other hosts), or pass --insecure-listen on a network you trust`;
+  return `the HTTP API (--http) would listen on ${host}, beyond loopback, without TLS: tokens would cross the network in clear. Listen on 127.0.0.1 (with a TLS-terminating proxy in front for other hosts), or pass --insecure-listen on a network you trust`;
 }
 
 function listenError(e: unknown, what: string, addr: HostPort): SkeinError {

@@ -12,6 +12,8 @@ export interface AnnouncerOptions {
   /** host:port of the admin server. */
   readonly admin: string;
   readonly workloads: () => readonly WorkloadInfo[];
+  /** A control-plane token of scope "proxy" (or admin), sent as `authorization: Bearer`; null: none. */
+  readonly token?: string | null;
   readonly everyMs?: number;
   readonly logger?: Logger;
 }
@@ -21,7 +23,11 @@ export class Announcer {
   private inFlight: AbortController | null = null;
   private failing = false;
 
-  constructor(private readonly o: AnnouncerOptions) {}
+  private readonly auth: Record<string, string>;
+
+  constructor(private readonly o: AnnouncerOptions) {
+    this.auth = o.token === undefined || o.token === null ? {} : { authorization: `Bearer ${o.token}` };
+  }
 
   start(): void {
     void this.announce();
@@ -38,7 +44,7 @@ export class Announcer {
     try {
       const res = await fetch(`${this.o.controlUrl}/v1/proxies/${encodeURIComponent(this.o.id)}`, {
         method: 'PUT',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...this.auth },
         body: JSON.stringify({
           admin: this.o.admin,
           workloads: this.o.workloads().map((w) => ({ name: w.name, service: w.service, inbound: w.inbound, outbound: w.outbound })),
@@ -46,6 +52,7 @@ export class Announcer {
         signal: ac.signal,
       });
       const text = await res.text();
+      if (res.status === 401 || res.status === 403) throw new Error(`${res.status} ${text.slice(0, 300)} (give the proxy a token of scope "proxy": --token or SKEIN_TOKEN)`);
       if (!res.ok) throw new Error(`${res.status} ${text.slice(0, 300)}`);
       if (this.failing) this.o.logger?.info({ control: this.o.controlUrl }, 'announced to the control plane again');
       this.failing = false;
@@ -66,7 +73,7 @@ export class Announcer {
     this.timer = null;
     this.inFlight?.abort();
     try {
-      await fetch(`${this.o.controlUrl}/v1/proxies/${encodeURIComponent(this.o.id)}`, { method: 'DELETE', signal: AbortSignal.timeout(1000) });
+      await fetch(`${this.o.controlUrl}/v1/proxies/${encodeURIComponent(this.o.id)}`, { method: 'DELETE', headers: this.auth, signal: AbortSignal.timeout(1000) });
     } catch {
       /* the control plane forgets it after the TTL */
     }

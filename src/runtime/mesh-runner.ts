@@ -25,6 +25,8 @@ export interface MeshRunnerOptions {
   readonly file: string;
   /** The control plane's base URL. */
   readonly controlUrl: string;
+  /** The token the runtime writes with (skein up: the admin token; automation would do). */
+  readonly token?: string;
   readonly proxy: Proxy;
   /** Host of every listener and replica. Default 127.0.0.1. */
   readonly host?: string;
@@ -53,10 +55,11 @@ interface Running {
   readonly servicePort: string;
 }
 
-async function api(base: string, method: string, path: string, body?: unknown): Promise<void> {
-  const init: RequestInit = { method };
+async function api(base: string, token: string | undefined, method: string, path: string, body?: unknown): Promise<void> {
+  const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
+  const init: RequestInit = { method, headers };
   if (body !== undefined) {
-    init.headers = { 'content-type': 'application/json' };
+    headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
   const res = await fetch(base + path, init);
@@ -109,9 +112,9 @@ export class MeshRunner {
   }
 
   private async startService(svc: MeshService): Promise<void> {
-    const { proxy, controlUrl } = this.o;
+    const { proxy, controlUrl, token } = this.o;
     const p = svc.balancer;
-    await api(controlUrl, 'PUT', `/v1/services/${svc.name}`, { balancer: p.hashKey === null ? { kind: p.kind } : { kind: p.kind, hashKey: p.hashKey }, ...svc.traffic });
+    await api(controlUrl, token, 'PUT', `/v1/services/${svc.name}`, { balancer: p.hashKey === null ? { kind: p.kind } : { kind: p.kind, hashKey: p.hashKey }, ...svc.traffic });
     const out = await proxy.addWorkload({ name: svc.name, outbound: { host: this.host, port: 0 } });
     const pinned = await proxy.addWorkload({ name: `${svc.name}-service-port`, outbound: { host: this.host, port: 0 }, pin: svc.name });
     const outbound = out.outbound as string;
@@ -130,14 +133,14 @@ export class MeshRunner {
             ? { type: 'http', path: svc.readiness.path, interval: '5s', initialState: 'healthy' }
             : { type: 'tcp', port: r.port, interval: '5s', initialState: 'healthy' };
         try {
-          await api(controlUrl, 'PUT', `/v1/services/${svc.name}/instances/${r.id}`, { ...inst, check });
+          await api(controlUrl, token, 'PUT', `/v1/services/${svc.name}/instances/${r.id}`, { ...inst, check });
         } catch (e) {
           await proxy.removeWorkload(r.id, 0);
           throw e;
         }
       },
       onStopping: async (r) => {
-        await api(controlUrl, 'DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
+        await api(controlUrl, token, 'DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
         // Callers stop picking it once the proxy has seen the deregistration.
         await proxy.whenEndpointGone(svc.name, endpointKey(svc.name, r.id), 2000);
         await proxy.removeWorkload(r.id, svc.stopTimeoutMs);
@@ -146,7 +149,7 @@ export class MeshRunner {
         // Close its inbound listener first: callers then get a refused connection, which their
         // proxies retry on another replica, instead of a 502 from a listener with no app.
         await proxy.removeWorkload(r.id, 0);
-        await api(controlUrl, 'DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
+        await api(controlUrl, token, 'DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
       },
       onEvent: (e) => this.event(e),
     });
