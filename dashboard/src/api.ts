@@ -46,6 +46,28 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * Beyond loopback the API needs a read token (docs/security-tokens.md): the dashboard is opened
+ * as `.../dashboard/#token=skein_rd_...`. The token is kept in sessionStorage (this tab only),
+ * taken out of the address bar, sent as `authorization` on fetches and as the `skein_token`
+ * cookie, which is what the live stream (an EventSource, which cannot set headers) can send; the
+ * control plane honours the cookie for reads only.
+ */
+const TOKEN_KEY = 'skein.token';
+
+function adoptToken(): string | null {
+  const m = /^#token=([A-Za-z0-9_-]+)$/.exec(location.hash);
+  if (m !== null) {
+    sessionStorage.setItem(TOKEN_KEY, m[1] as string);
+    history.replaceState(null, '', `${location.pathname}${location.search}#/`);
+  }
+  const t = sessionStorage.getItem(TOKEN_KEY);
+  if (t !== null) document.cookie = `skein_token=${t}; path=/; SameSite=Strict`;
+  return t;
+}
+
+const token = typeof window === 'undefined' ? null : adoptToken();
+
 /** The absolute URL of an API path such as "v1/signals". */
 export function apiUrl(path: string): string {
   return new URL(`../${path.replace(/^\//, '')}`, document.baseURI).toString();
@@ -54,7 +76,7 @@ export function apiUrl(path: string): string {
 export async function getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
   let res: Response;
   try {
-    res = await fetch(apiUrl(path), { headers: { accept: 'application/json' }, cache: 'no-store', ...(signal === undefined ? {} : { signal }) });
+    res = await fetch(apiUrl(path), { headers: { accept: 'application/json', ...(token === null ? {} : { authorization: `Bearer ${token}` }) }, cache: 'no-store', ...(signal === undefined ? {} : { signal }) });
   } catch (e) {
     if ((e as Error).name === 'AbortError') throw e;
     throw new ApiError(0, 'NETWORK', 'cannot reach the control plane');
