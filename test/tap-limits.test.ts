@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import http, { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
-import { SKEIN_BIN, api, mapLimit, skein, startControl, waitFor, type ControlProcess } from './helpers.js';
+import { SKEIN_BIN, adminTokenOf, api, mapLimit, skein, startControl, waitFor, type ControlProcess } from './helpers.js';
 import { SHOP } from './mesh-helpers.js';
 import { formatMissed, missedCount } from '../src/cli/monitor.js';
 import { registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
@@ -63,9 +63,11 @@ interface HeldTap {
   closed: Promise<void>;
 }
 
-function holdTap(url: string): Promise<HeldTap> {
+async function holdTap(url: string): Promise<HeldTap> {
+  // A tap with headers or bodies needs a token of scope "tap" (or admin), even on loopback.
+  const token = await adminTokenOf(new URL(url).origin);
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false }, (res) => {
+    const req = http.get(url, { agent: false, headers: token === null ? {} : { authorization: `Bearer ${token}` } }, (res) => {
       res.pause();
       res.on('error', () => undefined); // a tap cut by the server ends without its last chunk
       const closed = new Promise<void>((done) => res.socket.once('close', () => done()));

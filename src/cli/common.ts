@@ -113,6 +113,13 @@ export function tokenError(code: 'SKEIN_E_UNAUTHENTICATED' | 'SKEIN_E_FORBIDDEN'
   return new SkeinError(code, text, { details: { scopes } });
 }
 
+/** A 401/403 error body of the control plane at `base` as tokenError's one line; null for any other body. */
+export async function authRefusal(base: string, body: unknown): Promise<SkeinError | null> {
+  const b = body as { code?: unknown; message?: unknown; details?: { scopes?: unknown } } | null;
+  if ((b?.code !== 'SKEIN_E_UNAUTHENTICATED' && b?.code !== 'SKEIN_E_FORBIDDEN') || !Array.isArray(b.details?.scopes)) return null;
+  return tokenError(b.code, String(b.message), b.details.scopes as TokenScope[], await foundFor(base));
+}
+
 export interface ApiResult<T = any> {
   status: number;
   body: T;
@@ -139,9 +146,8 @@ export async function call<T = any>(base: string, method: string, path: string, 
     /* not JSON */
   }
   if (!res.ok) {
-    if ((parsed?.code === 'SKEIN_E_UNAUTHENTICATED' || parsed?.code === 'SKEIN_E_FORBIDDEN') && Array.isArray(parsed.details?.scopes)) {
-      throw tokenError(parsed.code, String(parsed.message), parsed.details.scopes, await foundFor(base));
-    }
+    const refused = await authRefusal(base, parsed);
+    if (refused !== null) throw refused;
     if (parsed !== null && typeof parsed.code === 'string' && typeof parsed.message === 'string') {
       const err = new SkeinError(parsed.code, parsed.message, parsed.field === undefined ? {} : { field: parsed.field });
       throw err;
