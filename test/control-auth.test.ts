@@ -199,6 +199,14 @@ describe('the admin token file', () => {
   });
 });
 
+test('--data-dir none with nowhere to write the admin token: refused at start (nobody could ever write)', async () => {
+  const notADir = join(dir.path, 'runtime-file');
+  await writeFile(notADir, '');
+  const r = await skein(['control', '--data-dir', 'none', '--http', '127.0.0.1:0', '--dns', 'off'], { env: { XDG_RUNTIME_DIR: notADir } });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^skein: cannot write the admin token's local copy \(.+\); with --data-dir none it is the only copy: give a --data-dir, or set XDG_RUNTIME_DIR to a directory of your own \[SKEIN_E_FILE\]\n$/);
+});
+
 test('listening beyond loopback without TLS is refused unless --insecure-listen', async () => {
   const r = await skein(['control', '--data-dir', 'none', '--http', '0.0.0.0:0', '--dns', 'off']);
   assert.equal(r.code, 1);

@@ -214,7 +214,12 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   try {
     localTokenFile = await writeLocalToken(httpAddr.port, admin.token);
   } catch (e) {
-    logger.warn({ err: (e as Error).message }, 'could not write the local copy of the admin token: the CLI on this host needs --token or SKEIN_TOKEN');
+    if (admin.path === null) {
+      // With no data dir the local copy is the only one: without it nobody could ever write.
+      await close();
+      throw new SkeinError('SKEIN_E_FILE', `cannot write the admin token's local copy (${(e as Error).message}); with --data-dir none it is the only copy: give a --data-dir, or set XDG_RUNTIME_DIR to a directory of your own`);
+    }
+    logger.warn({ err: (e as Error).message }, 'could not write the local copy of the admin token: the CLI on this host needs --token, SKEIN_TOKEN or --data-dir');
   }
   health.start();
   signals.start();
