@@ -42,6 +42,10 @@ export const ERROR_CODES = {
   SKEIN_E_UPSTREAM_OVERFLOW: { status: 503, text: 'A circuit-breaking limit of the service (requests in flight, pending requests or connections) is reached; the request was refused at once.' },
   SKEIN_E_RATE_LIMITED: { status: 429, text: 'A rate limit of the route (outbound or inbound) refused the request; Retry-After says when to try again.' },
   SKEIN_E_FAULT_INJECTED: { status: 503, text: "The route's fault injection aborted the request (with the route's configured status, not necessarily 503)." },
+  // ---- mTLS between proxies (issue 13; docs/security.md) ----
+  SKEIN_E_UPSTREAM_TLS: { status: 502, text: "The mTLS handshake with the peer proxy failed, or the peer's certificate was not the identity the registry gives its endpoint; the message and the proxy log name the reason (expired, unknown issuer, wrong identity, ...)." },
+  SKEIN_E_MTLS_REQUIRED: { status: 403, text: 'A plaintext connection reached an inbound port whose mTLS mode is strict; it was answered with this and closed.' },
+  SKEIN_E_MTLS_REFUSED: { status: 403, text: "An inbound port refused the caller's client certificate (none, expired, from an unknown issuer, without exactly one SPIFFE ID, or from another trust domain); `details.reason` names which." },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
