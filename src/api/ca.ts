@@ -27,6 +27,8 @@ export const CA_DEFAULTS = Object.freeze({
   /** The shortest and longest `ttl` a join token may be given. */
   minTokenTtlMs: 1000,
   maxTokenTtlMs: HOUR,
+  /** How long a spent or expired join token is remembered past its expiry (a replay is told "already used", not "unknown"). */
+  tokenRetainMs: DAY,
   /** Random bits of a join token. */
   tokenBits: 256,
   /** The most services one join token may be bound to. */
@@ -110,3 +112,27 @@ export interface CaInfo {
 
 /** The path of the renewal route on the renewal listener. */
 export const CA_RENEW_PATH = '/v1/ca/renew';
+
+/** What the CA reports through its one security-event hook (the audit log, metrics, the log). */
+export type SecurityEventType = 'certificate-issued' | 'certificate-renewed' | 'certificate-refused' | 'token-minted' | 'token-used' | 'token-refused';
+
+export interface SecurityEvent {
+  type: SecurityEventType;
+  /** ISO 8601, from the control plane's Clock. */
+  time: string;
+  /** The identity issued, renewed or asked for. */
+  identity?: string;
+  proxy?: string;
+  services?: string[];
+  serial?: string;
+  notAfter?: string;
+  /** How a certificate was obtained: with a join token, by renewal, or the control plane's own. */
+  kind?: 'join' | 'renew' | 'serving';
+  /** The first 12 hex digits of a join token's SHA-256 (never the token). */
+  token?: string;
+  /** A refusal's error code and message. */
+  code?: string;
+  reason?: string;
+  /** The caller's address. */
+  source?: string;
+}

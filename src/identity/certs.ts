@@ -108,6 +108,8 @@ function randomSerial(): string {
 }
 
 const iso = (d: Date) => d.toISOString();
+/** PEM text ending in a newline, so that PEMs can be concatenated (a certificate and its chain). */
+const pemOf = (c: { toString(format: 'pem'): string }) => `${c.toString('pem').trimEnd()}\n`;
 
 /** The trust domain named by a CA certificate's `spiffe://<td>` URI SAN, or null. */
 export function caTrustDomain(certPem: string): string | null {
@@ -165,7 +167,7 @@ export async function createRoot(trustDomain: string, opts: Lifetime): Promise<I
     signingAlgorithm: SIGNING,
     extensions: await caExtensions(trustDomain, undefined, keys.publicKey),
   });
-  const certPem = cert.toString('pem');
+  const certPem = pemOf(cert);
   return { certPem, keyPem: pem, chainPem: [], rootPem: certPem, notBefore: cert.notBefore, notAfter: cert.notAfter, serial: cert.serialNumber };
 }
 
@@ -195,7 +197,7 @@ export async function createIntermediate(root: Issuer, opts: Lifetime & { trustD
     extensions: [...(await caExtensions(td, 0, keys.publicKey)), await x509.AuthorityKeyIdentifierExtension.create(rootKeys.publicKey)],
   });
   const chainPem = root.certPem === root.rootPem ? [] : [root.certPem, ...root.chainPem];
-  return { certPem: cert.toString('pem'), keyPem: pem, chainPem, rootPem: root.rootPem, notBefore: cert.notBefore, notAfter: cert.notAfter, serial: cert.serialNumber };
+  return { certPem: pemOf(cert), keyPem: pem, chainPem, rootPem: root.rootPem, notBefore: cert.notBefore, notAfter: cert.notAfter, serial: cert.serialNumber };
 }
 
 function parseCertPem(pem: string, what: string): NodeX509 {
@@ -254,7 +256,7 @@ export async function loadIssuer(certPem: string, keyPem: string, chainPem: stri
 export async function createCsr(keyPemPkcs8: string): Promise<string> {
   const keys = await keysOf(keyPemPkcs8, 'the workload key');
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({ keys, signingAlgorithm: SIGNING });
-  return csr.toString('pem');
+  return pemOf(csr);
 }
 
 /** The CSR parsed and its signature checked (SKEIN_E_BAD_CSR otherwise). */
@@ -333,7 +335,7 @@ export async function issueLeaf(issuer: Issuer, csrPem: string, identity: string
     ],
   });
   const chainPem = issuer.certPem === issuer.rootPem ? [] : [issuer.certPem, ...issuer.chainPem];
-  return { certPem: cert.toString('pem'), chainPem, notBefore: cert.notBefore, notAfter: cert.notAfter, serial: cert.serialNumber, identity: id.uri };
+  return { certPem: pemOf(cert), chainPem, notBefore: cert.notBefore, notAfter: cert.notAfter, serial: cert.serialNumber, identity: id.uri };
 }
 
 /**
