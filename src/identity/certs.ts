@@ -208,6 +208,8 @@ function parseCertPem(pem: string, what: string): NodeX509 {
   }
 }
 
+/** A certificate's subject on one line (node:crypto gives one RDN per line). */
+const subjectOf = (c: NodeX509) => (c.subject ?? '').replace(/\n/g, ', ');
 const selfSigned = (c: NodeX509) => c.checkIssued(c) && c.verify(c.publicKey);
 
 /**
@@ -217,15 +219,15 @@ const selfSigned = (c: NodeX509) => c.checkIssued(c) && c.verify(c.publicKey);
  */
 export async function loadIssuer(certPem: string, keyPem: string, chainPem: string[]): Promise<Issuer> {
   const cert = parseCertPem(certPem, 'the CA certificate');
-  if (!cert.ca) throw new SkeinError('SKEIN_E_BAD_CA', `the CA certificate (subject "${cert.subject}") is not a CA certificate (basicConstraints cA is not true)`);
+  if (!cert.ca) throw new SkeinError('SKEIN_E_BAD_CA', `the CA certificate (subject "${subjectOf(cert)}") is not a CA certificate (basicConstraints cA is not true)`);
   const ku = new x509.X509Certificate(cert.raw).getExtension(x509.KeyUsagesExtension);
   if (ku !== null && (ku.usages & x509.KeyUsageFlags.keyCertSign) === 0) {
-    throw new SkeinError('SKEIN_E_BAD_CA', `the CA certificate (subject "${cert.subject}") may not sign certificates (its key usage lacks keyCertSign)`);
+    throw new SkeinError('SKEIN_E_BAD_CA', `the CA certificate (subject "${subjectOf(cert)}") may not sign certificates (its key usage lacks keyCertSign)`);
   }
   const key = privateKeyObject(keyPem, 'the CA key');
   const keySpki = createPublicKey(key).export({ type: 'spki', format: 'der' });
   const certSpki = cert.publicKey.export({ type: 'spki', format: 'der' });
-  if (!keySpki.equals(certSpki)) throw new SkeinError('SKEIN_E_BAD_CA', `the CA key is not the key of the CA certificate (subject "${cert.subject}"): their public keys differ`);
+  if (!keySpki.equals(certSpki)) throw new SkeinError('SKEIN_E_BAD_CA', `the CA key is not the key of the CA certificate (subject "${subjectOf(cert)}"): their public keys differ`);
   const chain = chainPem.map((p, i) => parseCertPem(p, `certificate ${i + 1} of the CA chain`));
   let rootPem: string;
   let above: string[];
@@ -236,14 +238,14 @@ export async function loadIssuer(certPem: string, keyPem: string, chainPem: stri
     let child = cert;
     for (const [i, c] of chain.entries()) {
       if (!child.checkIssued(c) || !child.verify(c.publicKey)) {
-        throw new SkeinError('SKEIN_E_BAD_CA', `certificate ${i + 1} of the CA chain (subject "${c.subject}") did not sign "${child.subject}": give the chain from the issuer up to the root, in order`);
+        throw new SkeinError('SKEIN_E_BAD_CA', `certificate ${i + 1} of the CA chain (subject "${subjectOf(c)}") did not sign "${subjectOf(child)}": give the chain from the issuer up to the root, in order`);
       }
-      if (!c.ca) throw new SkeinError('SKEIN_E_BAD_CA', `certificate ${i + 1} of the CA chain (subject "${c.subject}") is not a CA certificate`);
+      if (!c.ca) throw new SkeinError('SKEIN_E_BAD_CA', `certificate ${i + 1} of the CA chain (subject "${subjectOf(c)}") is not a CA certificate`);
       child = c;
     }
     const last = chain.at(-1);
     if (last === undefined || !selfSigned(last)) {
-      throw new SkeinError('SKEIN_E_BAD_CA', `the CA chain does not end in a self-signed root (the CA certificate "${cert.subject}" is not self-signed, so its chain up to and including the root is needed)`);
+      throw new SkeinError('SKEIN_E_BAD_CA', `the CA chain does not end in a self-signed root (the CA certificate "${subjectOf(cert)}" is not self-signed, so its chain up to and including the root is needed)`);
     }
     rootPem = last.toString();
     above = chain.slice(0, -1).map((c) => c.toString());
