@@ -102,7 +102,7 @@ export interface RenewRequest {
 export interface CaInfo {
   trustDomain: string;
   roots: string[];
-  /** `https://HOST:PORT` of the renewal listener. */
+  /** `https://HOST:PORT` of the renewal listener; "" when it is not running (the CA has no valid issuer). */
   renewUrl: string;
   /** The control plane's own SPIFFE ID, the URI SAN of the renewal listener's certificate. */
   identity: string;

@@ -65,22 +65,17 @@ export function checkLeafLifetime(ms: number, field = 'leafLifetimeMs'): number 
 }
 
 export class CertificateAuthority {
-  /** null while there is no valid issuer (`issuerProblem` says why): every issue is refused. */
-  private issuer: Issuer | null;
-
   private constructor(
     readonly trustDomain: string,
     readonly leafLifetimeMs: number,
     readonly roots: readonly string[],
-    issuer: Issuer,
+    /** Issues the leaves; when it is not valid now, every issue is refused (SKEIN_E_CA_UNAVAILABLE). */
+    private readonly issuer: Issuer,
     readonly tokens: JoinTokens,
-    readonly generated: boolean,
     private readonly clock: Clock,
     private readonly logger: Logger,
     private readonly hook: ((e: SecurityEvent) => void) | undefined,
-  ) {
-    this.issuer = issuer;
-  }
+  ) {}
 
   static async open(o: CaOptions): Promise<CertificateAuthority> {
     const tdProblem = validTrustDomain(o.trustDomain);
@@ -134,12 +129,12 @@ export class CertificateAuthority {
     }
     const theIssuer = issuer as Issuer;
     const tokens = await JoinTokens.open(o.store, o.clock, entries);
-    return new CertificateAuthority(o.trustDomain, o.leafLifetimeMs, [theIssuer.rootPem], theIssuer, tokens, o.operator === null, o.clock, log, o.onSecurityEvent);
+    return new CertificateAuthority(o.trustDomain, o.leafLifetimeMs, [theIssuer.rootPem], theIssuer, tokens, o.clock, log, o.onSecurityEvent);
   }
 
   /** The issuer's certificate and dates (public). */
   get issuerCert(): Pick<Issuer, 'certPem' | 'notBefore' | 'notAfter' | 'serial'> {
-    const i = this.issuer as Issuer;
+    const i = this.issuer;
     return { certPem: i.certPem, notBefore: i.notBefore, notAfter: i.notAfter, serial: i.serial };
   }
 
@@ -155,7 +150,7 @@ export class CertificateAuthority {
 
   /** Refuses (SKEIN_E_CA_UNAVAILABLE) while the issuer is not valid. */
   assertCanIssue(): void {
-    assertIssuerValid(this.issuer as Issuer, new Date(this.clock.now()));
+    assertIssuerValid(this.issuer, new Date(this.clock.now()));
   }
 
   /** Checks CSRs before anything is issued (so a request is answered in full or not at all). */
@@ -165,7 +160,7 @@ export class CertificateAuthority {
 
   /** A leaf for `identity` over the CSR's key. Reports nothing: the caller reports what it did. */
   async issue(identity: string, csrPem: string, extra: Pick<LeafOptions, 'dnsNames' | 'ipAddresses'> = {}, lifetimeMs = this.leafLifetimeMs): Promise<Leaf> {
-    return issueLeaf(this.issuer as Issuer, csrPem, identity, { now: new Date(this.clock.now()), lifetimeMs, ...extra });
+    return issueLeaf(this.issuer, csrPem, identity, { now: new Date(this.clock.now()), lifetimeMs, ...extra });
   }
 
   /** A leaf as the API answers it. */
@@ -183,7 +178,7 @@ export class CertificateAuthority {
   }
 
   info(renewUrl: string | null): CaInfo {
-    const i = describeCert((this.issuer as Issuer).certPem);
+    const i = describeCert(this.issuer.certPem);
     return {
       trustDomain: this.trustDomain,
       roots: [...this.roots],

@@ -20,6 +20,7 @@ import { formatHostPort, type HostPort } from '../../core/address.js';
 import { SkeinError } from '../../core/errors.js';
 import { createCsr, generateKeyPair, peerIdentity } from '../../identity/certs.js';
 import { renewalDelayMs } from '../../identity/renewal.js';
+import type { SpiffeId } from '../../identity/spiffe.js';
 import { sendError, toSkeinError } from '../api/errors.js';
 import type { CertificateAuthority } from './ca.js';
 
@@ -53,7 +54,7 @@ function parseRenewBody(body: unknown): string {
 }
 
 /** The identity the connection's client certificate proves, or a refusal naming why not. */
-function clientIdentity(socket: TLSSocket, trustDomain: string): string {
+function clientIdentity(socket: TLSSocket, trustDomain: string): SpiffeId {
   const peer = socket.getPeerCertificate();
   if (peer === null || peer === undefined || Object.keys(peer).length === 0) {
     throw new SkeinError('SKEIN_E_CLIENT_CERT_REQUIRED', 'renewal needs the current certificate as the TLS client certificate; none was presented');
@@ -67,7 +68,7 @@ function clientIdentity(socket: TLSSocket, trustDomain: string): string {
   const r = peerIdentity(peer.raw);
   if ('error' in r) throw new SkeinError('SKEIN_E_CLIENT_CERT_REFUSED', r.error);
   if (r.id.trustDomain !== trustDomain) throw new SkeinError('SKEIN_E_CLIENT_CERT_REFUSED', `the client certificate is for trust domain "${r.id.trustDomain}", not "${trustDomain}"`);
-  return r.identity;
+  return r.id;
 }
 
 export async function startRenewServer(o: RenewServerOptions): Promise<RenewServer> {
@@ -94,13 +95,13 @@ export async function startRenewServer(o: RenewServerOptions): Promise<RenewServ
     const source = req.socket.remoteAddress;
     let identity: string | undefined;
     try {
-      identity = clientIdentity(req.socket as TLSSocket, ca.trustDomain);
+      const id = clientIdentity(req.socket as TLSSocket, ca.trustDomain);
+      identity = id.uri;
       const csr = parseRenewBody(req.body);
       ca.assertCanIssue();
       const leaf = await ca.issue(identity, csr);
       ca.securityEvent({ type: 'certificate-renewed', kind: 'renew', identity, serial: leaf.serial, notAfter: leaf.notAfter.toISOString(), ...(source === undefined ? {} : { source }) });
-      const service = identity.split('/').pop();
-      return reply.code(201).send(ca.wire(leaf, service));
+      return reply.code(201).send(ca.wire(leaf, id.service ?? undefined));
     } catch (e) {
       const se = toSkeinError(e);
       ca.refused('certificate-refused', se, { kind: 'renew', ...(identity === undefined ? {} : { identity }), ...(source === undefined ? {} : { source }) });
