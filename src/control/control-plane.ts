@@ -23,6 +23,11 @@ import { tapRoutes } from './tap-relay.js';
 import { CONTROL_DEFAULTS } from '../api/control.js';
 import { createSignals, knownService, meshEventsRoute, type MeshEvents } from './signals/index.js';
 import { dashboardRoutes } from './dashboard.js';
+import { CA_DEFAULTS, type SecurityEvent } from '../api/ca.js';
+import { trustDomainFor } from '../identity/spiffe.js';
+import { CertificateAuthority, type OperatorCa } from './ca/ca.js';
+import { startRenewServer, type RenewServer } from './ca/renew-server.js';
+import { caRoutes, type CaAuthorize } from './api/ca.js';
 
 export interface ControlPlaneOptions {
   /** Directory of the embedded store; null keeps everything in memory. */
@@ -48,6 +53,18 @@ export interface ControlPlaneOptions {
   scrapeIntervalMs?: number;
   /** The built dashboard (a directory with index.html). Default: dashboard/dist of the package. */
   dashboardRoot?: string;
+  /** The mesh's SPIFFE trust domain. Default trustDomainFor('skein'); `skein up` passes its mesh's. */
+  trustDomain?: string;
+  /** Lifetime of workload certificates, ms: 1 minute to 90 days. Default CA_DEFAULTS.leafLifetimeMs (24 h). */
+  leafLifetimeMs?: number;
+  /** An operator-supplied CA root or intermediate (PEMs); unset: generated once and kept in the store. */
+  caIssuer?: OperatorCa;
+  /** The CA's renewal listener (HTTPS, mTLS). Default: the HTTP API's host, a port the OS picks. */
+  caListen?: HostPort;
+  /** Where the CA's security events go besides the log and metrics (the audit log). */
+  onSecurityEvent?: (e: SecurityEvent) => void;
+  /** Who may mint join tokens (default: every caller of the API). */
+  caAuthorize?: CaAuthorize;
 }
 
 export interface ControlPlane {
@@ -58,6 +75,9 @@ export interface ControlPlane {
   readonly proxies: ProxyDirectory;
   /** The mesh event feed (GET /v1/events, the dashboard): health, ejections, breakers, scaling. */
   readonly events: MeshEvents;
+  readonly ca: CertificateAuthority;
+  /** `https://HOST:PORT` of the CA's renewal listener; null when it could not start (no valid issuer). */
+  readonly renewUrl: string | null;
   readonly url: string;
   close(): Promise<void>;
 }
@@ -82,6 +102,23 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     onFatal: (e) => fatal?.(e),
   });
   const metrics = new ControlMetrics();
+  let caMetrics: ((e: SecurityEvent) => void) | null = null;
+  const ca = await CertificateAuthority.open({
+    store,
+    clock,
+    trustDomain: opts.trustDomain ?? trustDomainFor('skein'),
+    leafLifetimeMs: opts.leafLifetimeMs ?? CA_DEFAULTS.leafLifetimeMs,
+    operator: opts.caIssuer ?? null,
+    logger: logger.child({ component: 'ca' }),
+    onSecurityEvent: (e) => {
+      caMetrics?.(e);
+      opts.onSecurityEvent?.(e);
+    },
+  }).catch(async (e: unknown) => {
+    await store.close();
+    throw e;
+  });
+  caMetrics = metrics.observeCa(() => ca.issuerCert.notAfter.getTime());
   const health = new HealthManager({
     registry,
     clock,
@@ -131,6 +168,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   signals.routes(app);
   meshEventsRoute(app, { registry, store: signals.store, events: signals.events });
   tapRoutes(app, { proxies, knownService: (s) => knownService({ registry, store: signals.store }, s) });
+  let renewServer: RenewServer | null = null;
+  caRoutes(app, { ca, renewUrl: () => renewServer?.url ?? null, ...(opts.caAuthorize === undefined ? {} : { authorize: opts.caAuthorize }) });
   dashboardRoutes(app, opts.dashboardRoot === undefined ? {} : { root: opts.dashboardRoot });
   opts.routes?.(app);
   let httpAddr: HostPort = opts.http;
@@ -142,6 +181,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     health.stop();
     publisher.close();
     await app.close();
+    await renewServer?.close();
     await dnsServer?.stop();
     await store.close();
   };
@@ -174,6 +214,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       throw listenError(e, 'the DNS server', opts.dns);
     }
   }
+  const caListen = opts.caListen ?? { host: httpAddr.host, port: 0 };
+  try {
+    renewServer = await startRenewServer({ ca, listen: caListen, clock, logger: logger.child({ component: 'ca' }) });
+  } catch (e) {
+    if ((e as SkeinError).code !== 'SKEIN_E_CA_UNAVAILABLE') {
+      await close();
+      throw listenError(e, 'the CA renewal listener', caListen);
+    }
+    logger.error({ err: e }, 'the CA renewal listener is not started: the CA has no valid issuer');
+  }
   health.start();
   signals.start();
   fatal = (e) => {
@@ -181,5 +231,5 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     void close().finally(() => process.exit(1));
   };
   const url = `http://${formatHostPort(httpAddr.host, httpAddr.port)}`;
-  return { http: httpAddr, dns: dnsAddr, registry, proxies, events: signals.events, url, close };
+  return { http: httpAddr, dns: dnsAddr, registry, proxies, events: signals.events, ca, renewUrl: renewServer?.url ?? null, url, close };
 }

@@ -6,7 +6,8 @@
  * This file builds the fastify instance and what every route shares (body parsing, errors,
  * metrics, shutdown, the Host guard); each resource is a plugin of its own under api/, like
  * fastify's one-concept-per-file lib/: health.ts, services.ts, routes.ts, instances.ts, watch.ts.
- * GET /v1/events, /v1/mesh, /v1/proxies, /v1/tap and the dashboard are added by control-plane.ts.
+ * GET /v1/events, /v1/mesh, /v1/proxies, /v1/tap, /v1/ca (api/ca.ts) and the dashboard are added by
+ * control-plane.ts.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import { SkeinError } from '../core/errors.js';

@@ -46,6 +46,18 @@ export const ERROR_CODES = {
   SKEIN_E_UPSTREAM_TLS: { status: 502, text: "The mTLS handshake with the peer proxy failed, or the peer's certificate was not the identity the registry gives its endpoint; the message and the proxy log name the reason (expired, unknown issuer, wrong identity, ...)." },
   SKEIN_E_MTLS_REQUIRED: { status: 403, text: 'A plaintext connection reached an inbound port whose mTLS mode is strict; it was answered with this and closed.' },
   SKEIN_E_MTLS_REFUSED: { status: 403, text: "An inbound port refused the caller's client certificate (none, expired, from an unknown issuer, without exactly one SPIFFE ID, or from another trust domain); `details.reason` names which." },
+  // Workload identity and the CA (issue 13): docs/security.md.
+  SKEIN_E_BAD_IDENTITY: { status: 400, text: 'A SPIFFE ID is malformed (scheme, trust domain, path segments, length); the message names what is wrong.' },
+  SKEIN_E_BAD_CSR: { status: 400, text: "A certificate signing request cannot be parsed, is not for an ECDSA P-256 key, or its signature does not verify." },
+  SKEIN_E_BAD_CA: { status: 400, text: 'An operator-supplied CA certificate, key or chain is unusable (not a CA, the key does not match, the chain does not reach a root).' },
+  SKEIN_E_CA_UNAVAILABLE: { status: 503, text: "The CA's issuer is not valid now (expired or not yet valid), so no certificate is issued." },
+  SKEIN_E_JOIN_TOKEN_MISSING: { status: 401, text: 'A certificate was asked for without a join token (`authorization: Bearer <token>`).' },
+  SKEIN_E_JOIN_TOKEN_UNKNOWN: { status: 401, text: 'The join token is not one the control plane minted (or it expired long ago and was forgotten).' },
+  SKEIN_E_JOIN_TOKEN_USED: { status: 401, text: 'The join token was already spent: a join token is used once.' },
+  SKEIN_E_JOIN_TOKEN_EXPIRED: { status: 401, text: 'The join token is past its TTL.' },
+  SKEIN_E_JOIN_TOKEN_SERVICE: { status: 403, text: 'The join token is not bound to the service a certificate was asked for.' },
+  SKEIN_E_CLIENT_CERT_REQUIRED: { status: 401, text: 'A renewal was asked for without a client certificate on the mTLS connection.' },
+  SKEIN_E_CLIENT_CERT_REFUSED: { status: 401, text: "The client certificate of a renewal does not chain to the mesh's roots, is expired, or names no valid workload identity." },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
