@@ -42,6 +42,10 @@ export const ERROR_CODES = {
   SKEIN_E_UPSTREAM_OVERFLOW: { status: 503, text: 'A circuit-breaking limit of the service (requests in flight, pending requests or connections) is reached; the request was refused at once.' },
   SKEIN_E_RATE_LIMITED: { status: 429, text: 'A rate limit of the route (outbound or inbound) refused the request; Retry-After says when to try again.' },
   SKEIN_E_FAULT_INJECTED: { status: 503, text: "The route's fault injection aborted the request (with the route's configured status, not necessarily 503)." },
+  // Authorization (issue 13, section 3).
+  SKEIN_E_UNKNOWN_POLICY: { status: 404, text: 'The service has no authorization policy of that name.' },
+  SKEIN_E_AUTHZ_DENIED: { status: 403, text: "The service's authorization policies deny the request; the message and details name the policy and rule (or say that no ALLOW policy matched, or that the default is deny)." },
+  SKEIN_E_BAD_PATH: { status: 400, text: 'The request target cannot be normalized safely (an encoded NUL, a control character, malformed percent-encoding, a form that is not a path), so it is refused before authorization.' },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
