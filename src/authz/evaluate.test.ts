@@ -172,12 +172,27 @@ describe('bypass table: a DENY rule on /admin and /admin/*', () => {
     });
   }
   test('"/admin%00" is refused with 400 before any policy', () => assert.equal(decide('/admin%00').status, 400));
-  test('"/ADMIN" is another path (paths are case-sensitive): not a bypass, the app serves /ADMIN', () => {
-    const r = decide('/ADMIN');
-    assert.equal(r.status, 200);
-    assert.equal(r.path, '/ADMIN');
-  });
+  for (const target of ['/ADMIN', '/Admin/users', '/%41DMIN', 'http://SVC/aDmIn']) {
+    test(`${JSON.stringify(target)}: DENY compares paths without regard to case, so an app routing it like /admin is not reached`, () => {
+      const r = decide(target);
+      assert.equal(r.status, 403, JSON.stringify(r));
+      assert.equal(r.decision?.policy, 'no-admin');
+      assert.equal(r.path?.toLowerCase().startsWith('/admin'), true);
+      assert.notEqual(r.path?.startsWith('/admin'), true, 'the case is kept in the path forwarded');
+    });
+  }
   test('a path that only starts like /admin is not denied', () => assert.equal(decide('/administrator').status, 200));
+  test('ALLOW compares paths exactly: an ALLOW on /user does not let /USER through', () => {
+    const c = compiled([{ name: 'user-reads', action: 'ALLOW', rules: [{ to: { paths: ['/user', '/user/*'] } }] }]);
+    assert.equal(evaluate(c.policies, c.def, req({ path: '/user/7' })).allowed, true);
+    const d = evaluate(c.policies, c.def, req({ path: '/USER/7' }));
+    assert.equal(d.allowed, false);
+    assert.equal(d.reason, 'no ALLOW policy matched (considered: "user-reads")');
+  });
+  test('AUDIT compares paths like DENY (without regard to case)', () => {
+    const c = compiled([{ name: 'watch-admin', action: 'AUDIT', rules: [{ to: { paths: ['/admin/*'] } }] }]);
+    assert.deepEqual(evaluate(c.policies, c.def, req({ path: '/ADMIN/x' })).audited, [{ policy: 'watch-admin', rule: 0 }]);
+  });
 });
 
 test('denialError: 403 SKEIN_E_AUTHZ_DENIED naming the policy and rule; badPathError: 400', () => {

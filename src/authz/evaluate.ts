@@ -4,11 +4,18 @@
  * otherwise only an ALLOW match allows. Dry-run policies are decided and reported but never
  * block; AUDIT policies only report their matches.
  *
+ * Letter case of paths: DENY and AUDIT rules compare paths without regard to ASCII case (as
+ * routes do, src/core/path.ts pathKey: many apps, Express by default, route `/ADMIN` like
+ * `/admin`), ALLOW rules compare them exactly. Both fail closed: `/ADMIN` cannot slip past a
+ * DENY on `/admin`, and an ALLOW on `/public` does not let `/PUBLIC` through to an app that
+ * tells them apart.
+ *
  * Policies are compiled once per definition change (compilePolicies): sets and prefix lists,
  * no regular expressions, so evaluating a request is a few lookups and allocates only its
  * decision (and, on a deny, its reason).
  */
 import { SkeinError } from '../core/errors.js';
+import { pathKey } from '../core/path.js';
 import type { AuthorizationPolicy } from '../api/authz/model.js';
 import type { AuthzAction, AuthzDefault, AuthzMode } from '../api/authz/schema.js';
 
@@ -61,16 +68,19 @@ export interface CompiledPolicy {
   readonly name: string;
   readonly action: AuthzAction;
   readonly mode: AuthzMode;
+  /** DENY and AUDIT compare paths without regard to ASCII case (pathKey); ALLOW exactly. */
+  readonly foldCase: boolean;
   /** @internal */
   readonly rules: readonly CompiledRule[];
 }
 
-function matcher(values: readonly string[] | undefined): Matcher | null {
+function matcher(values: readonly string[] | undefined, fold: (v: string) => string = (v) => v): Matcher | null {
   if (values === undefined) return null;
   const exact = new Set<string>();
   const prefixes: string[] = [];
   let any = false;
-  for (const v of values) {
+  for (const raw of values) {
+    const v = fold(raw);
     if (v === '*') any = true;
     else if (v.endsWith('*')) prefixes.push(v.slice(0, -1));
     else exact.add(v);
@@ -88,41 +98,44 @@ function hits(m: Matcher, v: string | null): boolean {
 /** Compiles a service's policies (parsed and checked by src/api): once per definition change. */
 export function compilePolicies(policies: readonly AuthorizationPolicy[]): readonly CompiledPolicy[] {
   return Object.freeze(
-    policies.map((p) =>
-      Object.freeze({
+    policies.map((p) => {
+      const foldCase = p.action !== 'ALLOW';
+      return Object.freeze({
         name: p.name,
         action: p.action,
         mode: p.mode,
+        foldCase,
         rules: Object.freeze(
           p.rules.map((r) =>
             Object.freeze({
               identities: matcher(r.from?.identities),
               namespaces: matcher(r.from?.namespaces),
               methods: r.to?.methods === undefined ? null : new Set(r.to.methods),
-              paths: matcher(r.to?.paths),
+              paths: matcher(r.to?.paths, foldCase ? pathKey : undefined),
               ports: r.to?.ports === undefined ? null : new Set(r.to.ports),
               when: Object.freeze((r.when ?? []).map((c) => Object.freeze({ header: c.header.toLowerCase(), values: matcher(c.values) as Matcher }))),
             }),
           ),
         ),
-      }),
-    ),
+      });
+    }),
   );
 }
 
-function ruleMatches(r: CompiledRule, req: AuthzRequest): boolean {
+/** `path`: the request's path, case-folded for the policies that fold it. */
+function ruleMatches(r: CompiledRule, req: AuthzRequest, path: string): boolean {
   if (r.identities !== null && !hits(r.identities, req.identity)) return false;
   if (r.namespaces !== null && !hits(r.namespaces, req.namespace)) return false;
   if (r.methods !== null && !r.methods.has(req.method)) return false;
   if (r.ports !== null && !r.ports.has(req.port)) return false;
-  if (r.paths !== null && !hits(r.paths, req.path)) return false;
+  if (r.paths !== null && !hits(r.paths, path)) return false;
   for (const c of r.when) if (!hits(c.values, req.header(c.header))) return false;
   return true;
 }
 
 /** Index of the policy's first matching rule, or -1. */
-function firstMatch(p: CompiledPolicy, req: AuthzRequest): number {
-  for (let i = 0; i < p.rules.length; i++) if (ruleMatches(p.rules[i] as CompiledRule, req)) return i;
+function firstMatch(p: CompiledPolicy, req: AuthzRequest, path: string): number {
+  for (let i = 0; i < p.rules.length; i++) if (ruleMatches(p.rules[i] as CompiledRule, req, path)) return i;
   return -1;
 }
 
@@ -141,16 +154,18 @@ export function evaluate(policies: readonly CompiledPolicy[], def: AuthzDefault,
   let hasDryAllow = false;
   let dryAllowMatched = false;
   let audited = NONE_AUDITED;
+  let folded: string | null = null;
   for (const p of policies) {
+    const path = p.foldCase ? (folded ??= pathKey(req.path)) : req.path;
     if (p.action === 'AUDIT') {
-      const i = firstMatch(p, req);
+      const i = firstMatch(p, req, path);
       if (i >= 0) {
         if (audited === NONE_AUDITED) audited = [];
         audited.push({ policy: p.name, rule: i });
       }
     } else if (p.action === 'DENY') {
       if (p.mode === 'enforce' ? deny !== null : dryDeny !== null) continue;
-      const i = firstMatch(p, req);
+      const i = firstMatch(p, req, path);
       if (i < 0) continue;
       if (p.mode === 'enforce') {
         deny = p;
@@ -159,14 +174,14 @@ export function evaluate(policies: readonly CompiledPolicy[], def: AuthzDefault,
     } else if (p.mode === 'enforce') {
       hasAllow = true;
       if (allow !== null || deny !== null) continue;
-      const i = firstMatch(p, req);
+      const i = firstMatch(p, req, path);
       if (i >= 0) {
         allow = p;
         allowRule = i;
       }
     } else {
       hasDryAllow = true;
-      if (!dryAllowMatched && firstMatch(p, req) >= 0) dryAllowMatched = true;
+      if (!dryAllowMatched && firstMatch(p, req, path) >= 0) dryAllowMatched = true;
     }
   }
   // Dry-run ALLOW policies would only deny what the default lets through now.

@@ -42,13 +42,16 @@ const TABLE: Array<[string, [string, string] | RegExp]> = [
   ['', /empty/],
   ['*', /must be a path starting with "\/"/],
   ['svc:80', /must be a path/],
-  ['/admin%00', /encoded NUL \(%00\) at position 6/],
+  ['/admin%00', /encoded NUL \(%00\) at offset 6/],
   ['/a?x=%00', /encoded NUL/],
-  ['/a\x00b', /control character \(0x00\) at position 2/],
+  ['/a\x00b', /control character \(0x00\) at offset 2/],
   ['/a\tb', /control character \(0x09\)/],
   ['/a\x7f', /control character \(0x7f\)/],
-  ['/a%zz', /malformed percent-encoding "%zz" at position 2/],
-  ['/a%4', /malformed percent-encoding "%4" at position 2/],
+  ['/a%zz', /"%zz" at offset 2 of the path is not a percent-encoded byte/],
+  ['/a%4', /"%4" at offset 2 of the path is not a percent-encoded byte/],
+  ['/a;x%2F..%2Fadmin', ['/admin', '']],
+  ['/a/%2e%2e;v=1/b', ['/b', '']],
+  ['/a%3Bx/b', ['/a%3Bx/b', '']],
 ];
 
 test('normalization table: each raw target -> normalized path and query, or refused with the reason', () => {

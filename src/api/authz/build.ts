@@ -5,6 +5,7 @@
  * IDs, rule paths that are not in normalized form (a request path is normalized before it is
  * matched, so such a rule could never match), duplicate policy names, AUDIT in dry-run.
  */
+import { normalizePath } from '../../core/path.js';
 import { frozenCopy } from '../traffic.js';
 import { DNS_LABEL_PATTERN, HTTP_TOKEN_PATTERN } from '../names.js';
 import type { Push } from '../validate.js';
@@ -12,14 +13,13 @@ import { AUTHZ_DEFAULTS, NO_AUTHORIZATION, type AuthorizationPolicy, type Servic
 import type { RawAuthorizationPolicy, RawAuthzRule, RawServiceAuthorization } from './schema.js';
 
 const EMPTY = 'is empty, which would match no request: leave the field out to match any';
-const UNRESERVED = /^[A-Za-z0-9\-._~]$/;
 const NAMESPACE = new RegExp(DNS_LABEL_PATTERN);
 const TOKEN = new RegExp(HTTP_TOKEN_PATTERN);
 
 /** Problems of one match string (exact, prefix "abc*", or "*"): none, or a message. */
 function matchProblem(v: string): string | null {
   const star = v.indexOf('*');
-  if (star >= 0 && star !== v.length - 1) return `has "*" at position ${star}: "*" may only end a value (a prefix), never stand inside it`;
+  if (star >= 0 && star !== v.length - 1) return `has "*" at offset ${star}: "*" may only end a value (a prefix), never stand inside it`;
   // eslint-disable-next-line no-control-regex
   if (/[\x00-\x1f\x7f]/.test(v)) return 'contains a control character';
   return null;
@@ -40,33 +40,26 @@ function namespaceProblem(v: string): string | null {
 }
 
 /**
- * Why a rule path (without its trailing "*") is not in the form request paths are normalized
- * to (src/authz/normalize.ts), or null. Such a rule could never match, so it is refused.
+ * Why a rule path (without its trailing "*") can never equal a request's normalized path
+ * (src/authz/normalize.ts: src/core/path.ts, then `;` parameters dropped), or null.
  */
 export function rulePathProblem(p: string): string | null {
   if (!p.startsWith('/')) return 'must start with "/"';
   for (let i = 0; i < p.length; i++) {
     const c = p.charCodeAt(i);
-    if (c <= 0x20 || c === 0x7f) return `contains a control character or space at position ${i}`;
+    if (c <= 0x20 || c === 0x7f) return `contains a control character or space at offset ${i}`;
   }
   for (const [ch, why] of [
     ['?', 'a query'],
     ['#', 'a fragment'],
-    ['\\', 'a "\\" (requests have it turned into "/")'],
-    [';', 'a ";" parameter (requests are matched without them)'],
+    [';', 'a ";" parameter (requests are matched, and forwarded, without them)'],
+    ['%00', 'an encoded NUL (requests with one are refused)'],
   ] as const) {
     if (p.includes(ch)) return `contains ${why}: rules match the normalized path only (docs/authorization.md#path-normalization)`;
   }
-  if (p.includes('//')) return 'contains "//" (requests have it merged into "/")';
-  const segs = p.split('/');
-  if (segs.some((s) => s === '.' || s === '..')) return 'contains a "." or ".." segment (requests have them resolved)';
-  for (let i = p.indexOf('%'); i >= 0; i = p.indexOf('%', i + 1)) {
-    const hh = p.slice(i + 1, i + 3);
-    if (!/^[0-9A-F]{2}$/.test(hh)) return `has "%${hh}" at position ${i}: a percent-encoding must be "%" and two uppercase hex digits`;
-    const ch = String.fromCharCode(parseInt(hh, 16));
-    if (UNRESERVED.test(ch) || hh === '2F' || hh === '5C' || hh === '00') return `has "%${hh}" at position ${i}: requests have it decoded (write "${hh === '00' ? 'nothing: %00 is refused' : hh === '5C' ? '/' : ch}")`;
-  }
-  return null;
+  const n = normalizePath(p);
+  if (typeof n !== 'string') return n.error;
+  return n === p ? null : `requests are matched by their normalized path, which "${p}" never is: write "${n}"`;
 }
 
 function list<T>(v: readonly T[] | undefined, field: string, push: Push, each?: (x: T) => string | null): void {

@@ -40,7 +40,7 @@ export const AuthzToSchema = Obj(
       Type.Array(Type.String({ minLength: 1, maxLength: 2048 }), {
         maxItems: 256,
         uniqueItems: true,
-        description: 'Normalized request paths: exact ("/user"), or a prefix ending in "*" ("/admin/*"). Case-sensitive; matched after normalization (docs/authorization.md).',
+        description: 'Normalized request paths: exact ("/user"), or a prefix ending in "*" ("/admin/*"). ALLOW rules compare them exactly, DENY and AUDIT rules without regard to ASCII case (docs/authorization.md).',
       }),
     ),
     ports: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), { maxItems: 64, uniqueItems: true, description: 'Destination ports.' })),
