@@ -16,6 +16,7 @@ import type { ApiDeps } from './api/deps.js';
 import { healthRoutes } from './api/health.js';
 import { hostGuard } from './api/host-guard.js';
 import { instanceRoutes } from './api/instances.js';
+import { policyRoutes } from './api/policies.js';
 import { routeRoutes } from './api/routes.js';
 import { serviceRoutes } from './api/services.js';
 import { watchRoutes } from './api/watch.js';
@@ -70,6 +71,7 @@ export function createApiServer(deps: ApiDeps): FastifyInstance {
   void app.register(healthRoutes, deps);
   void app.register(serviceRoutes, deps);
   void app.register(routeRoutes, deps);
+  void app.register(policyRoutes, deps);
   void app.register(instanceRoutes, deps);
   // GET /v1/events is the mesh event feed (signals/routes.ts, meshEventsRoute).
   void app.register(watchRoutes, deps);

@@ -58,6 +58,10 @@ export const ERROR_CODES = {
   SKEIN_E_JOIN_TOKEN_SERVICE: { status: 403, text: 'The join token is not bound to the service a certificate was asked for.' },
   SKEIN_E_CLIENT_CERT_REQUIRED: { status: 401, text: 'A renewal was asked for without a client certificate on the mTLS connection.' },
   SKEIN_E_CLIENT_CERT_REFUSED: { status: 401, text: "The client certificate of a renewal does not chain to the mesh's roots, is expired, or names no valid workload identity." },
+  // Authorization (issue 13, section 3).
+  SKEIN_E_UNKNOWN_POLICY: { status: 404, text: 'The service has no authorization policy of that name.' },
+  SKEIN_E_AUTHZ_DENIED: { status: 403, text: "The service's authorization policies deny the request; the message and details name the policy and rule (or say that no ALLOW policy matched, or that the default is deny)." },
+  SKEIN_E_BAD_PATH: { status: 400, text: 'The request target cannot be normalized safely (an encoded NUL, a control character, malformed percent-encoding, a form that is not a path), so it is refused before authorization.' },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
