@@ -1308,7 +1308,14 @@ describe('11. regressions', () => {
     const svc = 'stall-503';
     const a = await rawBackend((sock) => sock.write('HTTP/1.1 503 Service Unavailable\r\ncontent-length: 100\r\n\r\npartial'));
     await setupService(svc, { ...QUIET, timeouts: { request: '500ms' } }, [{ id: `${svc}-a`, port: a.port }]);
-    const r = await send(OUT, svc, { path: '/stall', timeoutMs: 5000 });
+    let r: Reply;
+    try {
+      r = await send(OUT, svc, { path: '/stall', timeoutMs: 5000 });
+    } catch (e) {
+      // Once seen in CI (and not reproduced since): say what the proxy was doing.
+      const state = await serviceDebug(svc).catch((x: unknown) => String(x));
+      throw new Error(`${(e as Error).message}; the proxy's view of ${svc}: ${JSON.stringify(state)}; its last log lines:\n${P.logs.slice(-30).join('\n')}`, { cause: e });
+    }
     assertProxyError(r, 504, 'SKEIN_E_UPSTREAM_TIMEOUT', 'a 503 whose body never ends, with a retry pending');
     await waitFor(async () => (await serviceDebug(svc)).traffic.inFlight === 0, { timeoutMs: 5000, what: 'the in-flight count back to 0' });
   });

@@ -28,6 +28,10 @@ function tone(e: MeshEvent): 'ok' | 'warn' | 'bad' | 'info' {
       return e['state'] === 'entered' ? 'bad' : 'ok';
     case 'body-stall':
       return 'warn';
+    case 'certificate':
+      return String(e['detail'] ?? '').includes('failed') ? 'warn' : 'info';
+    case 'mtls-refused':
+      return 'bad';
     case 'scale': {
       // A replica that crashed or was given up on is bad news; a restart is a warning.
       const change = String(e['change'] ?? '');

@@ -5,6 +5,9 @@
 import { isIP } from 'node:net';
 import { buildBalancer } from './balancer.js';
 import { buildTraffic, frozenCopy, pickTraffic } from './traffic.js';
+import { authorizationToRaw, buildAuthorization, buildPolicy } from './authz/build.js';
+import type { AuthorizationPolicyResource } from './authz/model.js';
+import type { RawAuthorizationPolicy } from './authz/schema.js';
 import { SkeinError } from '../core/errors.js';
 import { durationAt } from './duration.js';
 import { check, joinPath, validationError, type FieldProblem } from './validate.js';
@@ -18,6 +21,8 @@ import {
   ServiceSchema,
   RouteBodySchema,
   RouteResourceSchema,
+  AuthorizationPolicyBodySchema,
+  AuthorizationPolicyResourceSchema,
   HealthCheckSchema,
   type RawHealthCheck,
   type RawInstance,
@@ -156,6 +161,7 @@ export function parseService(raw: unknown, ctx: { name?: string; prefix?: string
   const balancer = buildBalancer(body.balancer, push);
   const trafficRaw = pickTraffic(body as Record<string, unknown>);
   const traffic = buildTraffic(trafficRaw, push);
+  const authorization = buildAuthorization(body.authorization, push);
   if (problems.length > 0) throw validationError(problems, 'invalid service');
   return Object.freeze({
     name: (body.name ?? ctx.name) as string,
@@ -165,12 +171,15 @@ export function parseService(raw: unknown, ctx: { name?: string; prefix?: string
     balancer,
     traffic,
     trafficRaw: frozenCopy(trafficRaw),
+    authorization,
   });
 }
 
 /** A Service back in its raw form (what parseService accepts), e.g. to store it. */
 export function serviceToRaw(def: Service): RawService {
   const { kind, hashKey } = def.balancer;
+  // Absent in a definition from before authorization existed.
+  const authorization = def.authorization === undefined ? undefined : authorizationToRaw(def.authorization);
   return {
     name: def.name,
     ports: def.ports.map((p) => ({ ...p })),
@@ -178,6 +187,7 @@ export function serviceToRaw(def: Service): RawService {
     defaults: def.defaults as RawService['defaults'],
     balancer: hashKey === null ? { kind } : { kind, hashKey: { ...hashKey } },
     ...structuredClone(def.trafficRaw),
+    ...(authorization === undefined ? {} : { authorization }),
   };
 }
 
@@ -208,6 +218,34 @@ export function parseRoute(raw: unknown, ctx: { service?: string; name?: string;
   return Object.freeze({ service, name, raw: frozenCopy(body) });
 }
 
+/**
+ * An authorization policy on its own (an AuthorizationPolicy resource, or the body of
+ * `PUT /v1/services/{service}/policies/{name}` when `ctx` names them). It lands in its service's
+ * `authorization.policies`, replacing the policy of the same name.
+ */
+export function parseAuthorizationPolicy(raw: unknown, ctx: { service?: string; name?: string; prefix?: string } = {}): AuthorizationPolicyResource {
+  const prefix = ctx.prefix ?? '';
+  const fromPath = ctx.service !== undefined || ctx.name !== undefined;
+  const what = 'invalid authorization policy';
+  const problems: FieldProblem[] = check(
+    fromPath ? AuthorizationPolicyBodySchema : AuthorizationPolicyResourceSchema,
+    fromPath ? raw : { kind: 'AuthorizationPolicy', ...(raw as object) },
+    prefix,
+  );
+  if (problems.length > 0) throw validationError(problems, what);
+  const body = raw as Partial<RawAuthorizationPolicy> & { service?: string; rules: RawAuthorizationPolicy['rules']; action: RawAuthorizationPolicy['action'] };
+  for (const f of ['service', 'name'] as const) {
+    const expected = ctx[f];
+    if (expected !== undefined && body[f] !== undefined && body[f] !== expected) {
+      throw new SkeinError('SKEIN_E_CONFLICT', `${f} in the body (${String(body[f])}) differs from the path (${expected})`, { field: joinPath(prefix, f) });
+    }
+  }
+  const { service: s, ...fields } = body;
+  const policy = buildPolicy({ ...fields, name: (body.name ?? ctx.name) as string }, '', (field, message) => problems.push({ field: joinPath(prefix, field), message }));
+  if (problems.length > 0) throw validationError(problems, what);
+  return Object.freeze({ service: (s ?? ctx.service) as string, ...policy });
+}
+
 /** A resource with its envelope (`kind`, optional `apiVersion`). */
 export function parseResource(raw: unknown, prefix = ''): Resource {
   if (!isPlainObject(raw)) throw validationError([{ field: prefix || '(root)', message: 'must be an object' }], 'invalid resource');
@@ -225,6 +263,7 @@ export function parseResource(raw: unknown, prefix = ''): Resource {
   const { kind: _k, apiVersion: _v, ...rest } = raw;
   if (kind === 'Service') return Object.freeze({ kind: 'Service' as const, ...parseService(rest, { prefix }) });
   if (kind === 'Route') return Object.freeze({ kind: 'Route' as const, ...parseRoute(rest, { prefix }) });
+  if (kind === 'AuthorizationPolicy') return Object.freeze({ kind: 'AuthorizationPolicy' as const, ...parseAuthorizationPolicy(rest, { prefix }) });
   return Object.freeze({ kind: 'Instance' as const, ...parseInstance(rest, { prefix }) });
 }
 

@@ -6,6 +6,7 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Duration } from './fields.js';
 import { BalancerSchema } from './balancer.js';
 import { RouteSchema, TrafficFields } from './traffic.js';
+import { AuthorizationFields, AuthorizationPolicyFields } from './authz/schema.js';
 
 export const API_VERSION = 'skein/v1';
 
@@ -101,6 +102,7 @@ export const ServiceFields = {
   defaults: Type.Optional(ServiceDefaultsSchema),
   balancer: Type.Optional(BalancerSchema),
   ...TrafficFields,
+  ...AuthorizationFields,
 };
 
 export const ServiceSchema = Type.Object(ServiceFields, { additionalProperties: false, description: 'A named service and the defaults of its instances.' });
@@ -127,10 +129,23 @@ export const RouteBodySchema = Type.Object(
   { additionalProperties: false },
 );
 
+/** An authorization policy of a service, managed on its own (it lands in the service's `authorization.policies`). */
+export const AuthorizationPolicyResourceSchema = Type.Object(
+  { ...envelope('AuthorizationPolicy'), service: Type.String({ pattern: DNS_LABEL_PATTERN, description: 'The service the policy protects; it must exist.' }), ...AuthorizationPolicyFields },
+  { additionalProperties: false, title: 'AuthorizationPolicy' },
+);
+
+/** The body of `PUT /v1/services/{service}/policies/{name}`: service and name come from the path. */
+export const AuthorizationPolicyBodySchema = Type.Object(
+  { ...AuthorizationPolicyFields, name: Type.Optional(AuthorizationPolicyFields.name), service: Type.Optional(Type.String({ pattern: DNS_LABEL_PATTERN })) },
+  { additionalProperties: false },
+);
+
 export const RESOURCE_KINDS: Record<string, TSchema> = {
   Service: ServiceResourceSchema,
   Instance: InstanceResourceSchema,
   Route: RouteResourceSchema,
+  AuthorizationPolicy: AuthorizationPolicyResourceSchema,
 };
 
 export type RawHealthCheck = Static<typeof HealthCheckSchema>;

@@ -1,6 +1,7 @@
 /** Domain objects: validated, defaulted, frozen. Durations are milliseconds. */
 import type { BalancerPolicy } from './balancer.js';
 import type { RawTraffic, TrafficPolicy } from './traffic.js';
+import type { AuthorizationPolicyResource, ServiceAuthorization } from './authz/model.js';
 
 export type Protocol = 'http' | 'http2' | 'grpc' | 'tcp';
 export type CheckType = 'http' | 'tcp' | 'ttl';
@@ -62,6 +63,8 @@ export interface Service {
   readonly traffic: TrafficPolicy;
   /** The traffic fields as they were written (to store the service and show it back). */
   readonly trafficRaw: RawTraffic;
+  /** Who may call it: its authorization policies and default (src/api/authz/model.ts). */
+  readonly authorization: ServiceAuthorization;
 }
 
 /** A Route resource: one route of a service, as written (it is checked with its service when applied). */
@@ -72,11 +75,15 @@ export interface Route {
   readonly raw: Readonly<Record<string, unknown>>;
 }
 
-export type Resource = ({ readonly kind: 'Service' } & Service) | ({ readonly kind: 'Instance' } & Instance) | ({ readonly kind: 'Route' } & Route);
+export type Resource =
+  | ({ readonly kind: 'Service' } & Service)
+  | ({ readonly kind: 'Instance' } & Instance)
+  | ({ readonly kind: 'Route' } & Route)
+  | ({ readonly kind: 'AuthorizationPolicy' } & AuthorizationPolicyResource);
 
-/** "Service/web", "Instance/web/web-1", "Route/web/checkout". */
+/** "Service/web", "Instance/web/web-1", "Route/web/checkout", "AuthorizationPolicy/web/only-frontend". */
 export function resourceKey(r: Resource): string {
-  return r.kind === 'Service' ? `Service/${r.name}` : r.kind === 'Instance' ? `Instance/${r.service}/${r.id}` : `Route/${r.service}/${r.name}`;
+  return r.kind === 'Service' ? `Service/${r.name}` : r.kind === 'Instance' ? `Instance/${r.service}/${r.id}` : `${r.kind}/${r.service}/${r.name}`;
 }
 
 /** Defaults of an instance (under the service's `defaults`, which come first). */

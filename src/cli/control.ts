@@ -7,9 +7,10 @@ import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { DEFAULT_DATA_DIR, DEFAULT_DNS, DEFAULT_HTTP } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
+import { caControlOptions, caControlSettings, type CaFlags } from './ca.js';
 
 export function controlCommand(): Command {
-  return new Command('control')
+  return caControlOptions(new Command('control')
     .description('run the control plane: registry, health checks, watch stream, HTTP API and DNS server')
     .option('--data-dir <dir>', 'directory of the embedded store and of admin.token ("none" keeps everything in memory)', DEFAULT_DATA_DIR)
     .option('--http <host:port>', 'HTTP API listen address', DEFAULT_HTTP)
@@ -27,7 +28,7 @@ export function controlCommand(): Command {
     .option('--max-queue <messages>', 'messages a watch subscriber may fall behind before its stream is closed', intFlag('--max-queue', 1, 10_000_000), CONTROL_DEFAULTS.maxQueue)
     .option('--scrape-interval <duration>', 'how often the proxies\' /stats are scraped for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string; insecureListen?: boolean }) => {
+    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string; insecureListen?: boolean } & CaFlags) => {
       if (!new RegExp(DOMAIN_PATTERN).test(o.domain)) {
         throw new SkeinError('SKEIN_E_USAGE', `--domain ${patternMessage(DOMAIN_PATTERN)}, got "${o.domain}"`, { field: '--domain' });
       }
@@ -49,11 +50,12 @@ export function controlCommand(): Command {
         scrapeIntervalMs: o.scrapeInterval,
         insecureListen: o.insecureListen === true,
         logger,
+        ...(await caControlSettings(o)),
       });
       const httpText = `${cp.http.host.includes(':') ? `[${cp.http.host}]` : cp.http.host}:${cp.http.port}`;
       const dnsText = cp.dns === null ? 'off' : `${cp.dns.host.includes(':') ? `[${cp.dns.host}]` : cp.dns.host}:${cp.dns.port}`;
       // Where the admin token is, once (never the token itself: logs travel).
-      logger.info({ http: httpText, dns: dnsText, dataDir: o.dataDir, revision: cp.registry.revision, instances: cp.registry.instanceCount, adminToken: cp.adminTokenFile, adminTokenLocalCopy: cp.localTokenFile }, 'control plane ready');
+      logger.info({ http: httpText, dns: dnsText, ca: cp.renewUrl, trustDomain: cp.ca.trustDomain, dataDir: o.dataDir, revision: cp.registry.revision, instances: cp.registry.instanceCount, adminToken: cp.adminTokenFile, adminTokenLocalCopy: cp.localTokenFile }, 'control plane ready');
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           logger.info({ signal: sig }, 'shutting down');
@@ -65,5 +67,5 @@ export function controlCommand(): Command {
         process.once('SIGINT', () => stop('SIGINT'));
         process.once('SIGTERM', () => stop('SIGTERM'));
       });
-    });
+    }));
 }

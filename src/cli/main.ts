@@ -10,6 +10,7 @@ import { watchCommand } from './watch.js';
 import { dashboardCommand, statCommand, tapCommand, topCommand } from './monitor.js';
 import { prometheusConfigCommand } from './prometheus-config.js';
 import { schemaCommand, validateCommand } from './schema.js';
+import { caCommand } from './ca.js';
 
 export function program(): Command {
   const p = new Command('skein')
@@ -37,6 +38,7 @@ export function program(): Command {
     prometheusConfigCommand(),
     schemaCommand(),
     validateCommand(),
+    caCommand(),
   ]) {
     p.addCommand(c);
   }

@@ -11,6 +11,7 @@ import { PROXY_ID } from '../api/names.js';
 import { Announcer } from '../proxy/announce.js';
 import { PROXY_TAP_LIMITS, TAP_LIMIT_BOUNDS, parseHeaderNames } from '../api/tap.js';
 import { TOKEN_ENV } from '../api/auth.js';
+import { MTLS_DEFAULT_MODE, MTLS_MODES, type MtlsMode } from '../api/mtls.js';
 
 /** Collects a repeatable flag's values. */
 export const repeat = (v: string, acc: string[]) => [...acc, v];
@@ -93,6 +94,8 @@ export function proxyCommand(): Command {
     .option('--tap-stall-timeout <duration>', 'end a tap whose reader took nothing for this long while lines waited', durationFlag('--tap-stall-timeout', ...TAP_LIMIT_BOUNDS.stallTimeoutMs), PROXY_TAP_LIMITS.stallTimeoutMs)
     .option('--trace-otlp <url>', 'export a span per hop and attempt over OTLP/HTTP to this URL (e.g. http://127.0.0.1:4318/v1/traces); off by default')
     .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1 (requests that arrive with a sampled trace context are always followed)', ratioFlag('--trace-sample'), 1)
+    .addOption(new Option('--mtls <mode>', 'mTLS between proxies (docs/security.md): strict (mTLS only), permissive (mTLS and plaintext), off').choices([...MTLS_MODES]).default(MTLS_DEFAULT_MODE))
+    .option('--join-token <token>', 'a join token from the mesh CA (`skein ca token`), bound to the services of --workload; with --mtls strict or permissive (or SKEIN_JOIN_TOKEN)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(
       async (o: {
@@ -117,6 +120,8 @@ export function proxyCommand(): Command {
         maxTaps: number;
         tapStallTimeout: number;
         token?: string;
+        mtls: MtlsMode;
+        joinToken?: string;
       }) => {
         const specs = o.workload.map(parseWorkload);
         if (o.outbound !== undefined || specs.length === 0) specs.unshift({ name: 'default', outbound: parseHostPort(o.outbound ?? DEFAULT_OUTBOUND, '--outbound') });
@@ -142,6 +147,7 @@ export function proxyCommand(): Command {
           import('../proxy/access-log.js'),
         ]);
         const logger = pino({ level: o.logLevel, base: { component: 'proxy' } });
+        const mtls = o.mtls === 'off' ? null : await meshCa(control, o.joinToken ?? process.env['SKEIN_JOIN_TOKEN'], o.mtls);
         const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
         const tracer = traceUrl === null ? null : await startTracer(traceUrl, o.traceSample, id, logger);
         const proxy = new Proxy({
@@ -152,6 +158,7 @@ export function proxyCommand(): Command {
           controlUrl: control,
           domain: o.domain,
           logger,
+          mtls,
           limits: {
             maxHeadBytes: o.maxHead,
             headersTimeoutMs: o.headerTimeout,
@@ -163,6 +170,8 @@ export function proxyCommand(): Command {
         });
         let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
         try {
+          // One CA request for every workload's identity: a join token is spent by its first use.
+          await proxy.identities?.obtain(specs.map((s) => s.service ?? s.name));
           for (const s of specs) await proxy.addWorkload(s);
           adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact, tapLimits: { maxTaps: o.maxTaps, stallTimeoutMs: o.tapStallTimeout } });
         } catch (e) {
@@ -192,6 +201,31 @@ export function proxyCommand(): Command {
         });
       },
     );
+}
+
+/** `--mtls strict|permissive`: the mesh CA of the control plane, with the proxy's one join token. */
+async function meshCa(control: string | null, token: string | undefined, mode: MtlsMode) {
+  if (control === null) throw new SkeinError('SKEIN_E_USAGE', `--mtls ${mode} needs a control plane (its CA issues the proxy's certificates)`, { field: '--mtls' });
+  if (token === undefined || token.trim() === '') {
+    throw new SkeinError('SKEIN_E_USAGE', `--mtls ${mode} needs a join token: mint one with \`skein ca token --proxy ID --service S\` and pass --join-token (or SKEIN_JOIN_TOKEN)`, { field: '--join-token' });
+  }
+  const { ControlCa } = await import('../proxy/tls/ca-client.js');
+  let spent = false;
+  const source = new ControlCa({
+    controlUrl: control,
+    joinToken: async () => {
+      if (spent) throw new Error('the join token was spent on the first certificates: restart the proxy with a new --join-token to serve a new service');
+      spent = true;
+      return token.trim();
+    },
+  });
+  let info;
+  try {
+    info = await source.info();
+  } catch (e) {
+    throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `--mtls ${mode}: could not read the mesh CA at ${control}/v1/ca: ${(e as Error).message}`, { field: '--control' });
+  }
+  return { source, trustDomain: info.trustDomain, mode };
 }
 
 /** The proxy's tracer (loaded only when tracing is on): spans per hop and attempt to an OTLP/HTTP collector. */

@@ -100,7 +100,7 @@ export function heartbeatCommand(): Command {
 
 export function applyCommand(): Command {
   return new Command('apply')
-    .description('create or update the Services, Routes and Instances of a resource file (YAML or JSON)')
+    .description('create or update the Services, Routes, AuthorizationPolicies and Instances of a resource file (YAML or JSON)')
     .requiredOption('-f, --file <file>', 'resource file ("-" for standard input)')
     .addOption(controlOption())
     .addOption(outputOption())
@@ -110,8 +110,8 @@ export function applyCommand(): Command {
       const { resourceKey } = await import('../api/types.js');
       const items = loadResourceFile(await readText(o.file), o.file);
       const results: Array<{ kind: string; name: string; result: string }> = [];
-      // Services first, so their defaults apply to the instances and their routes follow.
-      const order = ['Service', 'Route', 'Instance'];
+      // Services first, so their defaults apply to the instances and their routes and policies follow.
+      const order = ['Service', 'Route', 'AuthorizationPolicy', 'Instance'];
       const ordered = [...items].sort((a, b) => order.indexOf(a.resource.kind) - order.indexOf(b.resource.kind));
       for (const { resource: r, raw } of ordered) {
         const path =
@@ -119,7 +119,9 @@ export function applyCommand(): Command {
             ? `/v1/services/${r.name}`
             : r.kind === 'Route'
               ? `/v1/services/${r.service}/routes/${r.name}`
-              : `/v1/services/${r.service}/instances/${encodeURIComponent(r.id)}`;
+              : r.kind === 'AuthorizationPolicy'
+                ? `/v1/services/${r.service}/policies/${r.name}`
+                : `/v1/services/${r.service}/instances/${encodeURIComponent(r.id)}`;
         const res = await call(o.control, 'PUT', path, raw);
         results.push({ kind: r.kind, name: resourceKey(r).replace(/^[A-Za-z]+\//, ''), result: res.created ? 'created' : res.changed ? 'updated' : 'unchanged' });
       }

@@ -26,6 +26,11 @@ import { dashboardRoutes } from './dashboard.js';
 import { isLoopbackAddress } from '../core/loopback-host.js';
 import { TokenStore, newToken } from './auth/tokens.js';
 import { loadOrCreateAdminToken, removeLocalToken, writeLocalToken } from './auth/token-files.js';
+import { CA_DEFAULTS, type SecurityEvent } from '../api/ca.js';
+import { trustDomainFor } from '../identity/spiffe.js';
+import { CertificateAuthority, type OperatorCa } from './ca/ca.js';
+import { startRenewServer, type RenewServer } from './ca/renew-server.js';
+import { caRoutes, type CaAuthorize } from './api/ca.js';
 
 export interface ControlPlaneOptions {
   /** Directory of the embedded store; null keeps everything in memory. */
@@ -56,6 +61,18 @@ export interface ControlPlaneOptions {
    * Without it such an `http` address is refused with SKEIN_E_INSECURE_LISTEN.
    */
   insecureListen?: boolean;
+  /** The mesh's SPIFFE trust domain. Default trustDomainFor('skein'); `skein up` passes its mesh's. */
+  trustDomain?: string;
+  /** Lifetime of workload certificates, ms: 1 minute to 90 days. Default CA_DEFAULTS.leafLifetimeMs (24 h). */
+  leafLifetimeMs?: number;
+  /** An operator-supplied CA root or intermediate (PEMs); unset: generated once and kept in the store. */
+  caIssuer?: OperatorCa;
+  /** The CA's renewal listener (HTTPS, mTLS). Default: the HTTP API's host, a port the OS picks. */
+  caListen?: HostPort;
+  /** Where the CA's security events go besides the log and metrics (the audit log). */
+  onSecurityEvent?: (e: SecurityEvent) => void;
+  /** Who may mint join tokens (default: every caller of the API). */
+  caAuthorize?: CaAuthorize;
 }
 
 export interface ControlPlane {
@@ -66,6 +83,9 @@ export interface ControlPlane {
   readonly proxies: ProxyDirectory;
   /** The mesh event feed (GET /v1/events, the dashboard): health, ejections, breakers, scaling. */
   readonly events: MeshEvents;
+  readonly ca: CertificateAuthority;
+  /** `https://HOST:PORT` of the CA's renewal listener; null when it could not start (no valid issuer). */
+  readonly renewUrl: string | null;
   readonly url: string;
   /** The admin token (docs/security-tokens.md). */
   readonly adminToken: string;
@@ -117,6 +137,23 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     onFatal: (e) => fatal?.(e),
   });
   const metrics = new ControlMetrics();
+  let caMetrics: ((e: SecurityEvent) => void) | null = null;
+  const ca = await CertificateAuthority.open({
+    store,
+    clock,
+    trustDomain: opts.trustDomain ?? trustDomainFor('skein'),
+    leafLifetimeMs: opts.leafLifetimeMs ?? CA_DEFAULTS.leafLifetimeMs,
+    operator: opts.caIssuer ?? null,
+    logger: logger.child({ component: 'ca' }),
+    onSecurityEvent: (e) => {
+      caMetrics?.(e);
+      opts.onSecurityEvent?.(e);
+    },
+  }).catch(async (e: unknown) => {
+    await store.close();
+    throw e;
+  });
+  caMetrics = metrics.observeCa(() => ca.issuerCert.notAfter.getTime());
   const health = new HealthManager({
     registry,
     clock,
@@ -166,6 +203,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   signals.routes(app);
   meshEventsRoute(app, { registry, store: signals.store, events: signals.events });
   tapRoutes(app, { proxies, knownService: (s) => knownService({ registry, store: signals.store }, s) });
+  let renewServer: RenewServer | null = null;
+  caRoutes(app, { ca, renewUrl: () => renewServer?.url ?? null, ...(opts.caAuthorize === undefined ? {} : { authorize: opts.caAuthorize }) });
   dashboardRoutes(app, opts.dashboardRoot === undefined ? {} : { root: opts.dashboardRoot });
   opts.routes?.(app);
   let httpAddr: HostPort = opts.http;
@@ -179,6 +218,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     health.stop();
     publisher.close();
     await app.close();
+    await renewServer?.close();
     await dnsServer?.stop();
     await store.close();
   };
@@ -221,6 +261,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     }
     logger.warn({ err: (e as Error).message }, 'could not write the local copy of the admin token: the CLI on this host needs --token, SKEIN_TOKEN or --data-dir');
   }
+  const caListen = opts.caListen ?? { host: httpAddr.host, port: 0 };
+  try {
+    renewServer = await startRenewServer({ ca, listen: caListen, clock, logger: logger.child({ component: 'ca' }) });
+  } catch (e) {
+    if ((e as SkeinError).code !== 'SKEIN_E_CA_UNAVAILABLE') {
+      await close();
+      throw listenError(e, 'the CA renewal listener', caListen);
+    }
+    logger.error({ err: e }, 'the CA renewal listener is not started: the CA has no valid issuer');
+  }
   health.start();
   signals.start();
   fatal = (e) => {
@@ -228,5 +278,5 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     void close().finally(() => process.exit(1));
   };
   const url = `http://${formatHostPort(httpAddr.host, httpAddr.port)}`;
-  return { http: httpAddr, dns: dnsAddr, registry, proxies, events: signals.events, url, adminToken: admin.token, adminTokenFile: admin.path, localTokenFile, tokens, close };
+  return { http: httpAddr, dns: dnsAddr, registry, proxies, events: signals.events, ca, renewUrl: renewServer?.url ?? null, url, adminToken: admin.token, adminTokenFile: admin.path, localTokenFile, tokens, close };
 }

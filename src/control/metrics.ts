@@ -5,6 +5,7 @@ import type { Publisher } from './publisher.js';
 import type { HealthManager } from './health/manager.js';
 import type { Store } from './store/store.js';
 import type { HealthCheck } from '../api/types.js';
+import type { SecurityEvent } from '../api/ca.js';
 
 export class ControlMetrics {
   readonly registry = new PromRegistry();
@@ -98,6 +99,28 @@ export class ControlMetrics {
     this.total('skein_signals_rounds_skipped_total', 'Scrape rounds skipped because the previous round was still running.', () => scraper.counters.skippedRounds);
     this.total('skein_mesh_events_total', 'Mesh events added to the event feed (health, ejections, breakers, scaling, proxies).', () => events.total);
     new Gauge({ name: 'skein_signals_stream_subscribers', help: 'Open event-feed subscriptions (dashboard streams).', registers: [this.registry], collect() { this.set(events.subscriberCount); } });
+  }
+
+  /** The CA's metrics: counted from its security events; the issuer's expiry read at scrape time. */
+  observeCa(issuerNotAfter: () => number): (e: SecurityEvent) => void {
+    const register = [this.registry];
+    const issued = new Counter({
+      name: 'skein_ca_certificates_issued_total',
+      help: 'Certificates the CA issued, by kind (join: with a join token, renew: over mTLS, serving: its own renewal listener).',
+      labelNames: ['kind'],
+      registers: register,
+    });
+    const refusals = new Counter({
+      name: 'skein_ca_refusals_total',
+      help: 'Certificate and join-token requests the CA refused, by reason (the error code).',
+      labelNames: ['reason'],
+      registers: register,
+    });
+    new Gauge({ name: 'skein_ca_issuer_expiry_timestamp_seconds', help: "When the CA's issuer (the intermediate) expires, seconds since the epoch.", registers: register, collect() { this.set(issuerNotAfter() / 1000); } });
+    return (e) => {
+      if ((e.type === 'certificate-issued' || e.type === 'certificate-renewed') && e.kind !== undefined) issued.inc({ kind: e.kind });
+      else if (e.type.endsWith('-refused')) refusals.inc({ reason: e.code ?? 'unknown' });
+    };
   }
 
   checkResult(check: HealthCheck, ok: boolean): void {

@@ -6,9 +6,9 @@
  * This file builds the fastify instance and what every route shares (body parsing, errors,
  * metrics, shutdown, the Host guard); each resource is a plugin of its own under api/, like
  * fastify's one-concept-per-file lib/: health.ts, services.ts, routes.ts, instances.ts, watch.ts.
- * GET /v1/events, /v1/mesh, /v1/proxies, /v1/tap and the dashboard are added by control-plane.ts.
- * Who may call what (tokens and their scopes) is decided before any route, by one hook:
- * auth/access.ts; /v1/tokens is auth/routes.ts.
+ * GET /v1/events, /v1/mesh, /v1/proxies, /v1/tap, /v1/ca (api/ca.ts) and the dashboard are added by
+ * control-plane.ts. Who may call what (tokens and their scopes) is decided before any route, by
+ * one hook: auth/access.ts; /v1/tokens is auth/routes.ts.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import { SkeinError } from '../core/errors.js';
@@ -17,6 +17,7 @@ import type { ApiDeps } from './api/deps.js';
 import { healthRoutes } from './api/health.js';
 import { hostGuard } from './api/host-guard.js';
 import { instanceRoutes } from './api/instances.js';
+import { policyRoutes } from './api/policies.js';
 import { routeRoutes } from './api/routes.js';
 import { serviceRoutes } from './api/services.js';
 import { watchRoutes } from './api/watch.js';
@@ -83,6 +84,7 @@ export function createApiServer(deps: ApiDeps, auth: ApiAuth = { tokens: TokenSt
   void app.register(healthRoutes, deps);
   void app.register(serviceRoutes, deps);
   void app.register(routeRoutes, deps);
+  void app.register(policyRoutes, deps);
   void app.register(instanceRoutes, deps);
   // GET /v1/events is the mesh event feed (signals/routes.ts, meshEventsRoute).
   void app.register(watchRoutes, deps);

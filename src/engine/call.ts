@@ -277,12 +277,17 @@ export class Call {
     this.scheduleRetry(this.retryDelayMs);
   }
 
-  /** The attempt could not connect. */
-  connectFailed(reason: string): void {
+  /**
+   * The attempt could not connect. `secure`: the connection was made but its mTLS handshake
+   * failed or the peer was not who the registry says (retried like a connect failure; the error,
+   * if it is the last, names the TLS reason).
+   */
+  connectFailed(reason: string, secure = false): void {
     if (this.st !== St.Attempt) return;
-    this.endAttempt(0, `connect failed: ${reason}`);
+    this.endAttempt(0, `${secure ? 'mTLS refused' : 'connect failed'}: ${reason}`);
     if (this.retry('connect-failure', 0)) return;
-    this.fail({ code: 'SKEIN_E_UPSTREAM_CONNECT', message: `could not connect to ${this.triedText()}` });
+    if (secure) this.fail({ code: 'SKEIN_E_UPSTREAM_TLS', message: `no mTLS connection to ${this.triedText()}` });
+    else this.fail({ code: 'SKEIN_E_UPSTREAM_CONNECT', message: `could not connect to ${this.triedText()}` });
   }
 
   /**

@@ -7,7 +7,7 @@ import { ManualClock } from '../core/clock.js';
 import { TrafficState } from '../resilience/traffic-state.js';
 import { MAX_SERIES, MAX_SOURCES, ProxyMetrics, type ProxyGauges } from './metrics.js';
 
-const gauges: ProxyGauges = { connections: () => [], idleUpstreams: () => 0, endpoints: () => [], watchConnected: () => true, traffic: () => [] };
+const gauges: ProxyGauges = { connections: () => [], idleUpstreams: () => 0, endpoints: () => [], watchConnected: () => true, traffic: () => [], certificates: () => [] };
 
 /** The value of one sample line of the Prometheus text, by its exact label set. */
 function sample(text: string, line: string): number | undefined {

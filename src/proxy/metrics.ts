@@ -12,6 +12,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ErrorCode } from '../core/errors.js';
+import type { TlsRefusal } from '../api/mtls.js';
 import { panicDetail, type TrafficEvent, type TrafficState } from '../resilience/traffic-state.js';
 import type { ForwarderCounters, ListenerMetrics } from './http1/types.js';
 import type { Endpoint } from '../discovery/endpoint.js';
@@ -34,7 +35,12 @@ export interface ProxyGauges {
   watchConnected(): boolean;
   /** The resilience state of each destination service in use. */
   traffic(): Iterable<TrafficState>;
+  /** The certificates the proxy holds (mTLS on). */
+  certificates(): Array<{ service: string; identity: string; notAfter: number }>;
 }
+
+/** A refused mTLS connection raises an event at most this often per peer and reason. */
+const TLS_EVENT_EVERY_MS = 60_000;
 
 type Labels = Record<string, string>;
 
@@ -135,7 +141,7 @@ class ListenerStats implements ListenerMetrics {
 }
 
 export interface ProxyEvent extends StatsEvent {
-  readonly type: 'eject' | 'return' | 'breaker' | 'active-check' | 'panic' | 'body-stall';
+  readonly type: 'eject' | 'return' | 'breaker' | 'active-check' | 'panic' | 'body-stall' | 'certificate' | 'mtls-refused';
 }
 
 interface MetricValue {
@@ -201,6 +207,11 @@ export class ProxyMetrics implements ForwarderCounters {
   private readonly rateLimits: Counter<'direction' | 'service' | 'route'>;
   private readonly bodyStalls: Counter<'direction' | 'service'>;
   private readonly evictions: Counter<'workload' | 'direction' | 'state'>;
+  private readonly tlsRefusals: Counter<'direction' | 'reason'>;
+  private readonly inboundConnections: Counter<'kind'>;
+  private readonly renewals: Counter<'result'>;
+  /** When each (peer, reason) last raised an mtls-refused event. */
+  private readonly tlsEventAt = new Map<string, number>();
   private readonly stalls = new StallDetector();
 
   constructor(
@@ -276,6 +287,34 @@ export class ProxyMetrics implements ForwarderCounters {
       help: "Client connections a listener closed at its connection cap (limits.maxConnections) to make room for a new one, by workload, listener direction and what the closed one was doing: idle (between requests) or head (still sending its request head).",
       labelNames: ['workload', 'direction', 'state'],
       registers,
+    });
+    this.tlsRefusals = new Counter({
+      name: 'skein_proxy_tls_refusals_total',
+      help: 'mTLS connections between proxies refused, by listener direction (outbound: this proxy refused the peer it called; inbound: a caller) and reason (no-certificate, expired, unknown-issuer, untrusted, bad-identity, trust-domain, wrong-identity, plaintext, no-identity, handshake).',
+      labelNames: ['direction', 'reason'],
+      registers,
+    });
+    this.inboundConnections = new Counter({
+      name: 'skein_proxy_inbound_connections_total',
+      help: 'Connections inbound listeners accepted with mTLS on, by kind: mtls, or plaintext (permissive mode: what is left to migrate).',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.renewals = new Counter({
+      name: 'skein_proxy_certificate_renewals_total',
+      help: 'Certificate renewals, by result (ok, failed: retried with backoff while the old certificate is valid).',
+      labelNames: ['result'],
+      registers,
+    });
+    new Gauge({
+      name: 'skein_proxy_certificate_expiry_timestamp_seconds',
+      help: 'When each certificate the proxy holds expires (Unix seconds), by service and SPIFFE ID.',
+      labelNames: ['service', 'identity'],
+      registers,
+      collect() {
+        this.reset();
+        for (const c of gauges.certificates()) this.labels(c.service, c.identity).set(c.notAfter / 1000);
+      },
     });
     this.errors = new Counter({
       name: 'skein_proxy_errors_total',
@@ -417,6 +456,30 @@ export class ProxyMetrics implements ForwarderCounters {
       `${where} sends its response bodies ~${Math.round(gapMs)} ms after their heads, response after response: it writes head and body separately with Nagle's algorithm on, and each body waits for a delayed ACK. Write each response in one write, or set TCP_NODELAY on its sockets (docs/proxy.md#responses-40-ms-late)`,
     );
     this.onEvent(e);
+  }
+
+  /** An mTLS connection was refused: counted, and an event (at most once a minute per peer and reason). */
+  tlsRefused(direction: Direction, reason: TlsRefusal, detail: string, endpoint: Endpoint | null, peer = ''): void {
+    this.tlsRefusals.labels(direction, reason).inc();
+    const who = endpoint === null ? peer : endpoint.key;
+    const key = `${direction} ${who} ${reason}`;
+    const now = Date.now();
+    const last = this.tlsEventAt.get(key);
+    if (last !== undefined && now - last < TLS_EVENT_EVERY_MS) return;
+    if (this.tlsEventAt.size >= 10_000) this.tlsEventAt.clear();
+    this.tlsEventAt.set(key, now);
+    const what = direction === 'outbound' ? `this proxy refused ${endpoint === null ? 'a peer' : `${endpoint.id} (${endpoint.address}:${endpoint.port})`}` : `an inbound listener refused a caller at ${peer}`;
+    this.onEvent(this.record('mtls-refused', endpoint?.service ?? '', endpoint?.id ?? '', `${what} [${reason}]: ${detail}`));
+  }
+
+  inboundConnection(kind: 'mtls' | 'plaintext'): void {
+    this.inboundConnections.labels(kind).inc();
+  }
+
+  /** A certificate was issued, renewed, or failed to renew (`ok` false). */
+  certificate(service: string, ok: boolean, detail: string, renewal: boolean): void {
+    if (renewal) this.renewals.labels(ok ? 'ok' : 'failed').inc();
+    this.onEvent(this.record('certificate', service, '', detail));
   }
 
   /** Adds an event to /stats's feed (the last MAX_EVENTS). */

@@ -39,6 +39,13 @@ import { ActiveChecker } from './active-check.js';
 import type { AccessLog } from './access-log.js';
 import { DEFAULT_TRAFFIC, inboundTraffic } from '../api/traffic.js';
 import { TrafficState, type TrafficEvent } from '../resilience/traffic-state.js';
+import type { MtlsMode } from '../api/mtls.js';
+import type { Endpoint } from '../discovery/endpoint.js';
+import type { Refusal } from '../engine/service-client.js';
+import { randomBytes } from 'node:crypto';
+import { Identities, type CertificateSource, type IdentityEvent } from './tls/identities.js';
+import { InboundTlsServer, type InboundTls, type PeerIdentity } from './tls/inbound.js';
+import { OutboundTls, type UpstreamTls } from './tls/outbound.js';
 
 export type { HostPort };
 
@@ -85,6 +92,11 @@ export interface ProxyOptions {
   readonly id?: string;
   /** Randomness of calls (backoff jitter, fault injection; uniform in [0, 1)). Default Math.random; tests seed it. */
   readonly rng?: Rng;
+  /**
+   * mTLS between proxies (docs/security.md): where certificates come from (the mesh CA), the
+   * trust domain and the mesh's mode. Absent or null: off.
+   */
+  readonly mtls?: { readonly source: CertificateSource; readonly trustDomain: string; readonly mode: MtlsMode } | null;
 }
 
 const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
@@ -94,6 +106,8 @@ class Listener implements ListenerContext {
   readonly server: Server;
   readonly conns = new Set<Downstream>();
   private readonly cap: ConnectionCap<Downstream>;
+  /** Inbound with mTLS on: how a new connection is taken (null: plaintext as it comes). */
+  private readonly tls: InboundTlsServer | null;
   draining = false;
   private readonly destinations = new Map<string, Destination>();
   readonly metrics: ListenerMetrics | null;
@@ -110,6 +124,8 @@ class Listener implements ListenerContext {
     // or half-sent one should make room for it (connection-cap.ts).
     this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => this.accept(socket));
     this.metrics = proxy.requestMetrics ? proxy.metrics.listener(workload, direction) : null;
+    const tls = direction === 'inbound' ? proxy.inboundTls(callerService) : null;
+    this.tls = tls === null ? null : new InboundTlsServer(tls, (s, peer) => this.serve(s, peer));
   }
 
   private accept(socket: Socket): void {
@@ -124,12 +140,30 @@ class Listener implements ListenerContext {
       this.cap.refuse(socket, errorResponse('SKEIN_E_CONNECTION_LIMIT', message, { close: true, origin: this.direction }));
       return;
     }
+    if (this.tls === null) this.serve(socket, null);
+    else this.tls.accept(socket);
+  }
+
+  private serve(socket: Socket, peer: PeerIdentity | null): void {
+    if (this.draining) {
+      socket.destroy();
+      return;
+    }
     this.conns.add(
-      new Downstream(socket, this, (d) => {
-        this.conns.delete(d);
-        this.cap.closed(d);
-      }),
+      new Downstream(
+        socket,
+        this,
+        (d) => {
+          this.conns.delete(d);
+          this.cap.closed(d);
+        },
+        peer,
+      ),
     );
+  }
+
+  upstreamTls(e: Endpoint): UpstreamTls | Refusal | null {
+    return this.direction === 'outbound' ? this.proxy.upstreamTls(this.callerService, e) : null;
   }
 
   get tap(): TapHub {
@@ -235,6 +269,10 @@ export class Proxy {
   private readonly workloads = new Map<string, Workload>();
   private sweeper: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** mTLS on: the proxy's certificates, and how outbound connections use them. */
+  readonly identities: Identities | null;
+  private readonly mtlsMode: MtlsMode;
+  private readonly outboundTls: OutboundTls | null;
 
   constructor(opts: ProxyOptions) {
     this.limits = Object.freeze({ ...DEFAULT_LIMITS, ...opts.limits });
@@ -252,7 +290,15 @@ export class Proxy {
       endpoints: () => [...this.services.values()].map((s) => ({ service: s.service, count: s.balancer.set.size })),
       watchConnected: () => this.watch?.connected ?? false,
       traffic: () => [...this.services.values()].map((s) => s.traffic),
+      certificates: () => this.identities?.list() ?? [],
     }, opts.id, (e) => this.logger?.warn({ service: e.service, instance: e.instance, type: e.type }, e.detail));
+    const mtls = opts.mtls ?? null;
+    this.mtlsMode = mtls?.mode ?? 'off';
+    this.identities =
+      mtls === null || mtls.mode === 'off'
+        ? null
+        : new Identities({ source: mtls.source, trustDomain: mtls.trustDomain, clock: this.clock, rng: this.rng, ticketKeys: randomBytes(48), onEvent: (e) => this.identityEvent(e) });
+    this.outboundTls = this.identities === null || this.mtlsMode === 'off' ? null : new OutboundTls(this.identities, (service) => this.modeOf(service));
     if (opts.controlUrl === null) {
       this.watch = null;
     } else {
@@ -287,6 +333,39 @@ export class Proxy {
     const now = coarseNow();
     for (const l of this.listeners()) l.sweep(now);
     this.pools.sweep(now, this.limits.upstreamIdleTimeoutMs);
+  }
+
+  // ---- mTLS ----
+
+  /** The mTLS mode of a service: the mesh's. */
+  modeOf(_service: string): MtlsMode {
+    return this.mtlsMode;
+  }
+
+  /** How an inbound listener of `service` takes connections; null: plaintext. */
+  inboundTls(service: string): InboundTls | null {
+    const ids = this.identities;
+    const mode = this.modeOf(service);
+    if (ids === null || mode === 'off') return null;
+    return {
+      mode,
+      service,
+      identities: ids,
+      handshakeTimeoutMs: this.limits.headersTimeoutMs,
+      onRefused: (reason, detail, peer) => this.metrics.tlsRefused('inbound', reason, detail, null, peer),
+      onAccepted: (kind) => this.metrics.inboundConnection(kind),
+    };
+  }
+
+  upstreamTls(caller: string, e: Endpoint): UpstreamTls | Refusal | null {
+    return this.outboundTls?.forEndpoint(caller, e) ?? null;
+  }
+
+  /** What the identities report: metrics, events and the log. */
+  private identityEvent(e: IdentityEvent): void {
+    const metrics = this.metrics;
+    if (e.type === 'renewal-failed') metrics.certificate(e.service, false, `renewing the certificate of ${e.identity} failed (next try in ${Math.round(e.retryInMs / 1000)} s): ${e.error}`, true);
+    else metrics.certificate(e.service, true, `${e.type === 'issued' ? 'got' : 'renewed'} the certificate of ${e.identity} (serial ${e.serial}, valid until ${new Date(e.notAfter).toISOString()})`, e.type === 'renewed');
   }
 
   // ---- routing ----
@@ -365,6 +444,13 @@ export class Proxy {
     if (this.stopped) throw new SkeinError('SKEIN_E_PROXY_DRAINING', 'the proxy is stopping');
     if (this.workloads.has(spec.name)) throw new SkeinError('SKEIN_E_USAGE', `workload "${spec.name}" exists already`, { field: 'name' });
     const service = spec.service ?? spec.name;
+    if (this.identities !== null && this.mtlsMode !== 'off') {
+      try {
+        await this.identities.obtain([service]);
+      } catch (e) {
+        throw new SkeinError('SKEIN_E_USAGE', `workload "${spec.name}": no certificate for service "${service}" from the mesh CA: ${(e as Error).message}`, { field: 'workload', cause: e });
+      }
+    }
     const listeners: Listener[] = [];
     let outbound: string | null = null;
     let inbound: string | null = null;
@@ -471,6 +557,7 @@ export class Proxy {
     await Promise.all([...this.workloads.keys()].map((n) => this.removeWorkload(n, graceMs)));
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.watch?.stop();
+    this.identities?.stop();
     for (const s of this.services.values()) s.stop();
     this.pools.closeAll();
   }

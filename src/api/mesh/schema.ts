@@ -9,6 +9,7 @@ import { Duration, Enum } from '../fields.js';
 import { DNS_LABEL_PATTERN, DOMAIN_PATTERN, ENV_NAME_PATTERN } from '../names.js';
 import { API_VERSION, InstanceFields, Labels } from '../schema.js';
 import { TrafficFields } from '../traffic.js';
+import { AuthorizationFields } from '../authz/schema.js';
 
 export const MAX_REPLICAS = 100;
 export const MAX_SERVICES = 200;
@@ -75,6 +76,7 @@ export const MeshServiceSchema = Type.Object(
     readiness: Type.Optional(ReadinessSchema),
     balancer: Type.Optional(BalancerSchema),
     ...TrafficFields,
+    ...AuthorizationFields,
     weight: Type.Optional(InstanceFields.weight),
     zone: Type.Optional(InstanceFields.zone),
     version: Type.Optional(InstanceFields.version),

@@ -8,7 +8,7 @@ import type { HealthEvent } from '../registry/registry.js';
 import type { StatsEvent } from './windows.js';
 import { parsePanicDetail } from '../../resilience/traffic-state.js';
 
-export const MESH_EVENT_TYPES = ['health', 'eject', 'return', 'breaker', 'active-check', 'panic', 'body-stall', 'scale', 'proxy'] as const;
+export const MESH_EVENT_TYPES = ['health', 'eject', 'return', 'breaker', 'active-check', 'panic', 'body-stall', 'certificate', 'mtls-refused', 'scale', 'proxy'] as const;
 export type MeshEventType = (typeof MESH_EVENT_TYPES)[number];
 export const DEFAULT_EVENT_CAPACITY = 1000;
 
@@ -166,6 +166,10 @@ export function proxyEvent(proxy: string, e: StatsEvent): MeshEventInput | null 
     }
     case 'body-stall':
       return { ...base, type: 'body-stall', message: `${who} of ${e.service}: ${e.detail}` };
+    case 'certificate':
+      return { ...base, id: null, type: 'certificate', message: `proxy ${proxy}: ${e.detail}` };
+    case 'mtls-refused':
+      return { ...base, type: 'mtls-refused', message: `proxy ${proxy}: ${e.detail}` };
     default:
       return null;
   }

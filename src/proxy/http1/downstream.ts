@@ -31,6 +31,7 @@ import { RequestRecord } from './record.js';
 import { readRequestHead, upstreamHead } from './request-head.js';
 import type { Tunnel } from './tunnel.js';
 import type { ListenerContext, RouteError } from './types.js';
+import type { PeerIdentity } from '../tls/inbound.js';
 
 const enum S {
   Idle,
@@ -96,6 +97,8 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     readonly socket: Socket,
     readonly ctx: ListenerContext,
     private readonly onClose: (d: Downstream) => void,
+    /** Inbound over mTLS: the caller's verified identity; null: plaintext (or outbound). */
+    readonly peerId: PeerIdentity | null = null,
   ) {
     super();
     this.peer = plainAddress(socket.remoteAddress);
@@ -278,7 +281,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     rec.requestId = requestId;
     rec.headComplete();
     // Known before anything can refuse the request: a refusal is counted against its caller too.
-    rec.caller = outbound ? ctx.callerService : r.callerAt >= 0 ? head.valueOf(buf, r.callerAt) : null;
+    rec.caller = outbound ? ctx.callerService : (this.peerId?.service ?? null);
     const hasBody = r.hasBody;
     if (ctx.draining) {
       this.answerError('SKEIN_E_PROXY_DRAINING', 'the proxy is shutting down', { hasBody });
@@ -322,7 +325,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     }
     // Left open for what each attempt adds (its deadline, its trace context).
     const openHead = timeoutMs > 0 || rec.hop !== null;
-    const out = upstreamHead(buf, head, drop, r, { client: this.peer, requestId, caller: outbound ? ctx.callerService : null, upgrade: this.upgrade, open: openHead });
+    const out = upstreamHead(buf, head, drop, r, { client: this.peer, requestId, caller: rec.caller, clientId: outbound ? null : (this.peerId?.identity ?? null), upgrade: this.upgrade, open: openHead });
     const method = this.parser.method;
     const ex = new Exchange(this, dest, out, {
       isHead: method === METHOD_HEAD,

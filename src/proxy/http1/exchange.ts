@@ -21,7 +21,7 @@ import { coarseNow } from './coarse-clock.js';
 import type { Downstream } from './downstream.js';
 import { clientHead, readResponseHead, refusedByPeer } from './response-head.js';
 import { Backpressure, Tunnel } from './tunnel.js';
-import { Upstream, type Pool, type UpstreamHandler } from './upstream.js';
+import { TlsRefused, Upstream, type Pool, type UpstreamFailure, type UpstreamHandler } from './upstream.js';
 
 export interface ExchangeOptions {
   readonly isHead: boolean;
@@ -127,7 +127,9 @@ export class Exchange implements UpstreamHandler, CallDriver {
   private connect(a: Attempt, mayReuse: boolean): Refusal | null {
     const e = a.endpoint;
     const ctx = this.ds.ctx;
-    const pool = ctx.pools.get(e);
+    const tls = ctx.upstreamTls(e);
+    if (tls !== null && 'code' in tls) return tls;
+    const pool = ctx.pools.get(e, tls?.poolKey);
     const idle = mayReuse ? pool.take(coarseNow()) : null;
     if (idle !== null) {
       idle.handler = this;
@@ -153,7 +155,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
       timeoutMs = t.policy.connectTimeoutMs;
       pool.idleMs = t.policy.idleTimeoutMs;
     }
-    this.connecting = new Upstream(e, pool, timeoutMs, this, this.outbound ? t.connections : null);
+    this.connecting = new Upstream(e, pool, timeoutMs, this, this.outbound ? t.connections : null, tls);
     return null;
   }
 
@@ -322,7 +324,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
     this.finish();
   }
 
-  onUpstreamError(up: Upstream, phase: 'connect' | 'exchange', err: Error, code: 'reset' | 'protocol' | 'timeout' | 'connect'): void {
+  onUpstreamError(up: Upstream, phase: 'connect' | 'exchange', err: Error, code: UpstreamFailure): void {
     if (this.connecting === up) this.doneConnecting();
     this.up = null;
     if (this.finished) return;
@@ -338,7 +340,8 @@ export class Exchange implements UpstreamHandler, CallDriver {
     }
     if (phase === 'connect') {
       this.ds.ctx.counters.upstreamConnect(false);
-      this.call.connectFailed(err.message);
+      if (err instanceof TlsRefused) this.ds.ctx.counters.tlsRefused('outbound', err.reason, err.message, up.endpoint);
+      this.call.connectFailed(err.message, code === 'tls');
       return;
     }
     // A head still held never left: the client can still get a proper answer.

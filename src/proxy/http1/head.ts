@@ -26,6 +26,7 @@ export const enum H {
   XSkeinTimeout,
   XSkeinExplain,
   XSkeinCaller,
+  XSkeinClientId,
   XSkeinErrorOrigin,
   /** Trace context (W3C and B3): replaced per attempt while tracing is on. */
   Traceparent,
@@ -55,6 +56,7 @@ const NAMES: ReadonlyArray<readonly [string, H]> = [
   ['x-skein-timeout-ms', H.XSkeinTimeout],
   ['x-skein-explain', H.XSkeinExplain],
   ['x-skein-caller', H.XSkeinCaller],
+  ['x-skein-client-id', H.XSkeinClientId],
   ['x-skein-error-origin', H.XSkeinErrorOrigin],
   ['traceparent', H.Traceparent],
   ['tracestate', H.Tracestate],

@@ -11,6 +11,7 @@
  *   authority wins over Host, which is replaced.
  * - The target is normalized (src/core/path.ts): routes match what the app gets.
  */
+import { CLIENT_ID_HEADER } from '../../api/mtls.js';
 import { MAX_TIMER_MS } from '../../core/clock.js';
 import { normalizeTarget } from '../../core/path.js';
 import type { TraceHeaders } from '../../engine/observe.js';
@@ -36,8 +37,6 @@ export interface RequestHead {
   readonly xfp: boolean;
   /** Index of the X-Request-Id line; -1: none (the proxy makes one). */
   readonly requestIdAt: number;
-  /** Index of x-skein-caller (inbound: the calling proxy's word); -1: none. */
-  readonly callerAt: number;
   /** The client asked for x-skein-explain (outbound). */
   readonly explain: boolean;
   /** The smallest x-skein-timeout-ms in ms; -1: none. */
@@ -133,7 +132,6 @@ export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpPa
   let upgradeAt = -1;
   let deadline = -1;
   let badDeadline: string | null = null;
-  let callerAt = -1;
   let explain = false;
   let trace: TraceHeaders | null = null;
   for (let i = 0; i < n; i++) {
@@ -184,9 +182,10 @@ export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpPa
         }
         break;
       case H.XSkeinCaller:
-        // Outbound, the proxy names the caller itself; inbound, it is the caller's proxy's word.
-        if (outbound) drop[i] = 1;
-        else callerAt = i;
+      case H.XSkeinClientId:
+        // Who calls is what the proxies say, never what a request claims: outbound, the proxy
+        // names its workload; inbound, the caller's verified certificate does (mTLS), or nobody.
+        drop[i] = 1;
         break;
       case H.Traceparent:
       case H.Tracestate:
@@ -254,7 +253,6 @@ export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpPa
     xff,
     xfp,
     requestIdAt: rid,
-    callerAt,
     explain,
     deadlineMs: deadline,
     badDeadline,
@@ -267,8 +265,10 @@ export interface Forwarding {
   /** The client's address (appended to X-Forwarded-For). */
   readonly client: string;
   readonly requestId: string;
-  /** Outbound: the calling workload's service (x-skein-caller); inbound: null. */
+  /** The calling service (x-skein-caller): outbound, the workload's; inbound, the verified peer's (null: unknown). */
   readonly caller: string | null;
+  /** Inbound: the caller's verified SPIFFE ID (x-skein-client-id); null: none (plaintext, or outbound). */
+  readonly clientId: string | null;
   /** The request upgrades (connection: upgrade goes with it). */
   readonly upgrade: boolean;
   /**
@@ -288,6 +288,7 @@ export function upstreamHead(buf: Buffer, head: HeadCollector, drop: Uint8Array,
   if (!r.xfp) tail += 'x-forwarded-proto: http\r\n';
   if (r.requestIdAt < 0) tail += `x-request-id: ${fw.requestId}\r\n`;
   if (fw.caller !== null) tail += `x-skein-caller: ${fw.caller}\r\n`;
+  if (fw.clientId !== null) tail += `${CLIENT_ID_HEADER}: ${fw.clientId}\r\n`;
   if (fw.upgrade) tail += 'connection: upgrade\r\n';
   if (!fw.open) tail += '\r\n';
   return rewriteHead(buf, head, drop, head.lineStart(buf, 0), `${r.method} ${r.path} HTTP/1.1\r\n`, tail);

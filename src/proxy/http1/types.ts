@@ -13,7 +13,9 @@ import type { Endpoint } from '../../discovery/endpoint.js';
 import type { AdmissionCounters } from '../../engine/admission.js';
 import type { CallCounters } from '../../engine/call.js';
 import type { TapSink, Tracer } from '../../engine/observe.js';
-import type { Destination } from '../../engine/service-client.js';
+import type { Destination, Refusal } from '../../engine/service-client.js';
+import type { TlsRefusal } from '../../api/mtls.js';
+import type { UpstreamTls } from '../tls/outbound.js';
 import type { ProxyLimits as Limits } from '../../api/proxy-limits.js';
 import type { AccessLog } from '../access-log.js';
 import type { Pools } from './upstream.js';
@@ -43,6 +45,8 @@ export interface ListenerContext {
   readonly clock: Clock;
   /** Randomness of calls (backoff jitter, fault injection). */
   readonly rng: Rng;
+  /** How a connection to `e` is made: mTLS, plaintext (null), or refused (strict mode without a certificate). */
+  upstreamTls(e: Endpoint): UpstreamTls | Refusal | null;
 }
 
 /** The metrics of one listener: one call per finished request. */
@@ -76,4 +80,6 @@ export interface ForwarderCounters extends CallCounters, AdmissionCounters {
    * the Nagle / delayed-ACK stall when it is about 40 ms, again and again.
    */
   bodyGap(direction: Direction, service: string, endpoint: Endpoint, gapMs: number): void;
+  /** An mTLS connection was refused (`endpoint`: the peer, outbound; null inbound). */
+  tlsRefused(direction: Direction, reason: TlsRefusal, detail: string, endpoint: Endpoint | null): void;
 }

@@ -5,7 +5,11 @@
  * out, so the fewest connections stay warm and the rest age out).
  */
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { TlsRefusal } from '../../api/mtls.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
+import { handshakeRefusal } from '../tls/peer.js';
+import type { UpstreamTls } from '../tls/outbound.js';
 import { ERR, HttpParser, ParserType } from './llhttp.js';
 import { HeadCallbacks } from './head.js';
 
@@ -24,10 +28,25 @@ export interface UpstreamHandler {
   onChunkDone(): void;
   /** The final response is complete; `rest` are bytes after it (a tunnel's first bytes after 101). */
   onResponseComplete(up: Upstream, rest: Buffer): void;
-  /** The connection failed: `phase` says whether it ever connected. */
-  onUpstreamError(up: Upstream, phase: 'connect' | 'exchange', err: Error, code: 'reset' | 'protocol' | 'timeout' | 'connect'): void;
+  /**
+   * The connection failed: `phase` says whether it ever connected; `tls`: its mTLS handshake or
+   * the peer's identity was refused (`err` is a TlsRefused).
+   */
+  onUpstreamError(up: Upstream, phase: 'connect' | 'exchange', err: Error, code: UpstreamFailure): void;
   /** Bytes after a 101 Switching Protocols (the tunnel). */
   onTunnelData(up: Upstream, data: Buffer): void;
+}
+
+export type UpstreamFailure = 'reset' | 'protocol' | 'timeout' | 'connect' | 'tls';
+
+/** An mTLS connection the proxy refused: the reason names why (see api/mtls.ts). */
+export class TlsRefused extends Error {
+  constructor(
+    readonly reason: TlsRefusal,
+    detail: string,
+  ) {
+    super(detail);
+  }
 }
 
 export class Upstream extends HeadCallbacks {
@@ -58,32 +77,58 @@ export class Upstream extends HeadCallbacks {
     handler: UpstreamHandler,
     /** Counts this connection while it is open (the service's limits.maxConnections). */
     counter: { open: number } | null = null,
+    /** mTLS to a peer proxy; null: plaintext. */
+    tls: UpstreamTls | null = null,
   ) {
     super();
     this.counter = counter;
     if (counter !== null) counter.open++;
     this.handler = handler;
     this.parser = new HttpParser(ParserType.Response, this);
-    const socket = connect({ host: endpoint.address, port: endpoint.port, noDelay: true });
+    const socket = tls === null ? connect({ host: endpoint.address, port: endpoint.port, noDelay: true }) : tlsConnect({ host: endpoint.address, port: endpoint.port, ...tls.options() });
     this.socket = socket;
     socket.setTimeout(connectTimeoutMs);
-    socket.once('connect', () => {
-      socket.setTimeout(0);
-      this.connected = true;
-      this.handler?.onUpstreamReady(this);
-    });
+    /** TCP is up but the TLS handshake is not done: a failure now is the handshake's. */
+    let handshaking = false;
+    if (tls === null) socket.once('connect', () => this.ready());
+    else {
+      socket.once('connect', () => {
+        handshaking = true;
+        socket.setNoDelay(true);
+      });
+      socket.once('secureConnect', () => {
+        handshaking = false;
+        const check = tls.verify(socket as TLSSocket);
+        if (!check.ok) this.fail('connect', new TlsRefused(check.reason, check.detail), 'tls');
+        else this.ready();
+      });
+      socket.on('session', (s: Buffer) => tls.remember(s));
+    }
     socket.on('timeout', () => {
-      if (!this.connected) this.fail('connect', new Error(`connect timeout after ${connectTimeoutMs} ms`), 'timeout');
+      if (!this.connected) this.fail('connect', new Error(`${handshaking ? 'TLS handshake' : 'connect'} timeout after ${connectTimeoutMs} ms`), 'timeout');
     });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
-    socket.on('error', (err) => this.fail(this.connected ? 'exchange' : 'connect', err, this.connected ? 'reset' : 'connect'));
+    socket.on('error', (err: Error & { code?: string }) => {
+      if (handshaking) {
+        const r = handshakeRefusal(err);
+        if (!r.ok) this.fail('connect', new TlsRefused(r.reason, r.detail), 'tls');
+        return;
+      }
+      this.fail(this.connected ? 'exchange' : 'connect', err, this.connected ? 'reset' : 'connect');
+    });
     socket.on('close', () => {
       this.uncount();
       this.pool.forget(this);
       this.parser.destroy();
       if (!this.closedByUs) this.fail('exchange', new Error('upstream closed the connection'), 'reset');
     });
+  }
+
+  private ready(): void {
+    this.socket.setTimeout(0);
+    this.connected = true;
+    this.handler?.onUpstreamReady(this);
   }
 
   /** Starts listening for a new response (the previous one is done). */
@@ -109,7 +154,7 @@ export class Upstream extends HeadCallbacks {
     this.socket.destroy();
   }
 
-  private fail(phase: 'connect' | 'exchange', err: Error, code: 'reset' | 'protocol' | 'timeout' | 'connect'): void {
+  private fail(phase: 'connect' | 'exchange', err: Error, code: UpstreamFailure): void {
     this.uncount();
     const h = this.handler;
     this.handler = null;
@@ -334,8 +379,9 @@ export class Pools {
 
   constructor(private readonly maxIdle: number) {}
 
-  get(e: Endpoint): Pool {
-    const key = `${e.address}:${e.port}`;
+  /** The pool of `e`'s address, for connections made as `identity` (mTLS) or plaintext (''). */
+  get(e: Endpoint, identity = ''): Pool {
+    const key = identity === '' ? `${e.address}:${e.port}` : `${e.address}:${e.port} ${identity}`;
     let p = this.pools.get(key);
     if (p === undefined) {
       p = new Pool(key, this.maxIdle, this);

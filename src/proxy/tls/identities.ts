@@ -1,0 +1,200 @@
+/**
+ * The proxy's workload identities: one X.509-SVID per service it serves or calls from, each with
+ * its own key pair, which never leaves this process. The proxy makes the key and a CSR; the
+ * control plane's CA stamps the identity it authenticated (a join token first, then the current
+ * certificate over mTLS) and ignores what the CSR asks for.
+ *
+ * Each certificate is renewed at a random point between 50% and 70% of its lifetime (at once past
+ * 90%), with a new key; failed renewals are retried with backoff while the old one is valid. A
+ * renewed certificate gets a new SecureContext: connections made from now on use it, open ones
+ * keep theirs, so nothing is dropped. Every context is built by one function
+ * (`secureContextOptions`) from the whole credential, so no option is ever left out of a swap.
+ */
+import { generateKeyPair } from 'node:crypto';
+import { createSecureContext, type SecureContext } from 'node:tls';
+import { promisify } from 'node:util';
+import { Backoff, type Rng } from '../../core/backoff.js';
+import type { Clock, TimerHandle } from '../../core/clock.js';
+import { createCsr } from '../../identity/certs.js';
+import { renewalDelayMs } from '../../identity/renewal.js';
+import { DEFAULT_NAMESPACE, workloadId } from '../../identity/spiffe.js';
+import { MESH_ALPN } from '../../api/mtls.js';
+import type { IssuedCertificate } from '../../api/ca.js';
+
+const generateKeyPairAsync = promisify(generateKeyPair);
+
+/** How the proxy gets certificates: the control plane's CA, over HTTP(S). */
+export interface CertificateSource {
+  /** First certificates, one per service, proven by the proxy's join token. */
+  issue(requests: ReadonlyArray<{ service: string; csr: string }>): Promise<IssuedCertificate[]>;
+  /** A new certificate for the identity of `current`, proven by `current` itself over mTLS. */
+  renew(current: Credential, csr: string): Promise<IssuedCertificate>;
+}
+
+/** One identity the proxy holds: key, certificate and the TLS context built from them. */
+export interface Credential {
+  readonly service: string;
+  readonly identity: string;
+  readonly keyPem: string;
+  readonly certPem: string;
+  readonly chainPem: readonly string[];
+  readonly roots: readonly string[];
+  /** ms since the epoch. */
+  readonly notBefore: number;
+  readonly notAfter: number;
+  readonly serial: string;
+  readonly context: SecureContext;
+}
+
+export type IdentityEvent =
+  | { readonly type: 'issued' | 'renewed'; readonly service: string; readonly identity: string; readonly serial: string; readonly notAfter: number }
+  | { readonly type: 'renewal-failed'; readonly service: string; readonly identity: string; readonly error: string; readonly retryInMs: number };
+
+export interface IdentitiesOptions {
+  readonly source: CertificateSource;
+  readonly trustDomain: string;
+  readonly clock: Clock;
+  readonly rng?: Rng;
+  /** 48 bytes: the session-ticket keys every context shares (so sessions resume across renewals). */
+  readonly ticketKeys: Buffer;
+  readonly onEvent?: (e: IdentityEvent) => void;
+}
+
+/** The options of every TLS context a proxy builds: all of them, every time (see the file's comment). */
+export function secureContextOptions(c: { keyPem: string; certPem: string; chainPem: readonly string[]; roots: readonly string[] }, ticketKeys: Buffer) {
+  return {
+    key: c.keyPem,
+    cert: pemBundle([c.certPem, ...c.chainPem]),
+    ca: [...c.roots],
+    minVersion: 'TLSv1.3' as const,
+    ticketKeys,
+  };
+}
+
+/** PEM blocks as one bundle, one per line (a PEM as a library writes it may lack its final newline). */
+export function pemBundle(pems: readonly string[]): string {
+  return `${pems.map((p) => p.trim()).join('\n')}\n`;
+}
+
+/** What a TLS socket of the mesh is given besides its context, on both sides. */
+export const MESH_TLS = { ALPNProtocols: [MESH_ALPN], rejectUnauthorized: false } as const;
+
+async function newKey(): Promise<string> {
+  const { privateKey } = await generateKeyPairAsync('ec', {
+    namedCurve: 'prime256v1',
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+  });
+  return privateKey;
+}
+
+export class Identities {
+  private readonly held = new Map<string, Credential>();
+  private readonly timers = new Map<string, TimerHandle>();
+  private readonly backoffs = new Map<string, Backoff>();
+  /** Services asked for and not yet issued: one request at a time per service. */
+  private readonly pending = new Map<string, Promise<void>>();
+  private stopped = false;
+  readonly trustDomain: string;
+  /** The session-ticket keys of every context (servers resume sessions across renewals). */
+  readonly ticketKeys: Buffer;
+
+  constructor(private readonly o: IdentitiesOptions) {
+    this.trustDomain = o.trustDomain;
+    this.ticketKeys = o.ticketKeys;
+  }
+
+  /** The SPIFFE ID the endpoints of `service` present. */
+  identityOf(service: string): string {
+    return workloadId(this.trustDomain, DEFAULT_NAMESPACE, service);
+  }
+
+  credential(service: string): Credential | undefined {
+    return this.held.get(service);
+  }
+
+  list(): Credential[] {
+    return [...this.held.values()];
+  }
+
+  /** Gets certificates for the services not held yet (one CA request for all of them). */
+  async obtain(services: readonly string[]): Promise<void> {
+    const wanted = [...new Set(services)].filter((s) => !this.held.has(s));
+    const waits = wanted.filter((s) => this.pending.has(s)).map((s) => this.pending.get(s) as Promise<void>);
+    const fresh = wanted.filter((s) => !this.pending.has(s));
+    if (fresh.length > 0) {
+      const p = this.issue(fresh);
+      for (const s of fresh) this.pending.set(s, p);
+      waits.push(
+        p.finally(() => {
+          for (const s of fresh) if (this.pending.get(s) === p) this.pending.delete(s);
+        }),
+      );
+    }
+    await Promise.all(waits);
+  }
+
+  private async issue(services: string[]): Promise<void> {
+    const keys = await Promise.all(services.map(() => newKey()));
+    const csrs = await Promise.all(keys.map((k) => createCsr(k)));
+    const issued = await this.o.source.issue(services.map((service, i) => ({ service, csr: csrs[i] as string })));
+    services.forEach((service, i) => {
+      const got = issued[i];
+      if (got === undefined) throw new Error(`the CA answered ${issued.length} certificates for ${services.length} services`);
+      this.install(service, keys[i] as string, got, 'issued');
+    });
+  }
+
+  private install(service: string, keyPem: string, got: IssuedCertificate, type: 'issued' | 'renewed'): void {
+    if (this.stopped) return;
+    const expected = this.identityOf(service);
+    if (got.identity !== expected) throw new Error(`the CA issued ${got.identity} for service "${service}", expected ${expected}`);
+    const parts = { keyPem, certPem: got.certificate, chainPem: [...got.chain], roots: [...got.roots] };
+    const cred: Credential = {
+      service,
+      identity: got.identity,
+      ...parts,
+      notBefore: Date.parse(got.notBefore),
+      notAfter: Date.parse(got.notAfter),
+      serial: got.serial,
+      context: createSecureContext(secureContextOptions(parts, this.o.ticketKeys)),
+    };
+    this.held.set(service, cred);
+    this.backoffs.get(service)?.reset();
+    this.o.onEvent?.({ type, service, identity: cred.identity, serial: cred.serial, notAfter: cred.notAfter });
+    this.schedule(cred, renewalDelayMs(cred.notBefore, cred.notAfter, this.o.clock.now(), this.o.rng ?? Math.random));
+  }
+
+  private schedule(cred: Credential, ms: number): void {
+    this.timers.get(cred.service)?.cancel();
+    if (this.stopped) return;
+    this.timers.set(
+      cred.service,
+      this.o.clock.setTimeout(() => void this.renew(cred.service), Math.max(0, ms)),
+    );
+  }
+
+  /** Renews now (also what the timer does). */
+  async renew(service: string): Promise<void> {
+    const cur = this.held.get(service);
+    if (cur === undefined || this.stopped) return;
+    try {
+      const key = await newKey();
+      const got = await this.o.source.renew(cur, await createCsr(key));
+      this.install(service, key, got, 'renewed');
+    } catch (e) {
+      let b = this.backoffs.get(service);
+      if (b === undefined) this.backoffs.set(service, (b = new Backoff({ baseMs: 1000, capMs: 30_000, ...(this.o.rng === undefined ? {} : { rng: this.o.rng }) })));
+      // Never wait past the certificate's end for the next try.
+      const retryInMs = Math.max(100, Math.min(b.next(), cur.notAfter - this.o.clock.now()));
+      this.o.onEvent?.({ type: 'renewal-failed', service, identity: cur.identity, error: (e as Error).message, retryInMs });
+      this.schedule(cur, retryInMs);
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers.values()) t.cancel();
+    this.timers.clear();
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * What a proxy checks of its peer after a TLS handshake, on either side. Node's own checks are
+ * off (`rejectUnauthorized: false`, no `checkServerIdentity`): they ignore URI SANs and let a
+ * certificate with two of them through, and a refusal they make is a bare reset whose reason is
+ * lost. Instead: the chain must verify against the trusted roots (`socket.authorized`), the
+ * certificate must carry exactly one valid SPIFFE ID of this trust domain, and, where the
+ * registry says who the peer should be, it must be that identity.
+ */
+import type { PeerCertificate, TLSSocket } from 'node:tls';
+import { TLS_REFUSALS, type TlsRefusal } from '../../api/mtls.js';
+import { peerIdentity } from '../../identity/certs.js';
+
+export type PeerCheck =
+  | { readonly ok: true; readonly identity: string; readonly service: string | null }
+  | { readonly ok: false; readonly reason: TlsRefusal; readonly detail: string };
+
+/** OpenSSL's verification codes, by the refusal they are. */
+const VERIFY_ERRORS: Readonly<Record<string, TlsRefusal>> = {
+  CERT_HAS_EXPIRED: 'expired',
+  CERT_NOT_YET_VALID: 'expired',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'unknown-issuer',
+  UNABLE_TO_GET_ISSUER_CERT: 'unknown-issuer',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'unknown-issuer',
+  SELF_SIGNED_CERT_IN_CHAIN: 'unknown-issuer',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'unknown-issuer',
+  // Names a trusted issuer but was not signed by it: another CA's certificate (or a forgery).
+  CERT_SIGNATURE_FAILURE: 'unknown-issuer',
+};
+
+function refused(reason: TlsRefusal, detail: string): PeerCheck {
+  return { ok: false, reason, detail: `${TLS_REFUSALS[reason]}: ${detail}` };
+}
+
+/** Identities of certificates seen lately, by SHA-256 fingerprint: a handshake parses none twice. */
+const seen = new Map<string, ReturnType<typeof peerIdentity>>();
+
+function identityOf(cert: PeerCertificate): ReturnType<typeof peerIdentity> {
+  const key = cert.fingerprint256;
+  let id = seen.get(key);
+  if (id === undefined) {
+    id = peerIdentity(cert.raw);
+    if (seen.size >= 1024) seen.clear();
+    seen.set(key, id);
+  }
+  return id;
+}
+
+/**
+ * Checks the peer of a TLS socket whose handshake is done. `trustDomain`: the only one accepted;
+ * `expected`: the SPIFFE ID the peer must have (null: any identity of the trust domain).
+ */
+export function checkPeer(socket: TLSSocket, trustDomain: string, expected: string | null): PeerCheck {
+  // The plain-object form: Node hands out getPeerX509Certificate() once per socket.
+  const cert = socket.getPeerCertificate();
+  if (cert === null || cert.raw === undefined) return refused('no-certificate', 'none was sent');
+  if (!socket.authorized) {
+    const code = String(socket.authorizationError ?? 'unknown');
+    return refused(VERIFY_ERRORS[code] ?? 'untrusted', code);
+  }
+  const id = identityOf(cert);
+  if ('error' in id) return refused('bad-identity', id.error);
+  if (id.id.trustDomain !== trustDomain) return refused('trust-domain', `${id.identity} is not in ${trustDomain}`);
+  if (expected !== null && id.identity !== expected) return refused('wrong-identity', `${id.identity}, expected ${expected}`);
+  return { ok: true, identity: id.identity, service: id.id.service };
+}
+
+/** The refusal a handshake error is (the error Node gives when the handshake itself fails). */
+export function handshakeRefusal(err: Error & { code?: string }): PeerCheck {
+  const code = err.code ?? '';
+  if (code in VERIFY_ERRORS) return refused(VERIFY_ERRORS[code] as TlsRefusal, code);
+  return refused('handshake', `${code === '' ? '' : `${code}: `}${err.message}`);
+}
