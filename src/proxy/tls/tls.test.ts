@@ -337,6 +337,6 @@ describe('mTLS between proxies (real TLS, real certificates)', () => {
     assert.equal(noCert !== null && 'code' in noCert ? noCert.code : null, 'SKEIN_E_UPSTREAM_TLS');
     assert.equal(new OutboundTls(ids, () => 'permissive').forEndpoint('nobody', endpoint('users', 1)), null, 'permissive falls back to plaintext');
     const l = strict.forEndpoint('web', endpoint('users', 1)) as UpstreamTls;
-    assert.equal(l.poolKey, id('web'), 'pools are kept apart per caller identity');
+    assert.equal(l.poolKey, `${id('web')} ${id('users')}`, 'pools are kept apart per caller identity and peer identity');
   });
 });
