@@ -154,7 +154,7 @@ describe('mTLS between two skein proxy processes', () => {
     assert.notEqual(again.code, 0);
     assert.match(again.stderr, /SKEIN_E_TOKEN_USED|already used|spent/i, again.stderr);
     const none = await run(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'skein.js'), 'proxy', '--control', cp.http, '--admin', 'off', '--mtls', 'strict'], { timeoutMs: 15_000 });
-    assert.equal(none.code, 1);
+    assert.equal(none.code, 2, 'a usage error');
     assert.match(none.stderr, /--mtls strict needs a join token/);
   });
 });

@@ -97,7 +97,7 @@ describe('routes match the normalized path', () => {
     test(`a path with a broken escape is refused with 400 (${listener})`, async () => {
       const res = await get(listener, '/a%zz/b', '', true);
       assert.equal(res.status, 400);
-      assert.equal(res.headers['x-skein-error'], 'SKEIN_E_BAD_REQUEST');
+      assert.equal(res.headers['x-skein-error'], 'SKEIN_E_BAD_PATH');
       assert.match(message(res.body), /"%zz" at offset 2 of the path/);
       assert.ok(res.closed, 'and the connection is closed');
       assert.deepEqual(backend.requests, []);

@@ -14,7 +14,6 @@
  * no regular expressions, so evaluating a request is a few lookups and allocates only its
  * decision (and, on a deny, its reason).
  */
-import { SkeinError } from '../core/errors.js';
 import { pathKey } from '../core/path.js';
 import type { AuthorizationPolicy } from '../api/authz/model.js';
 import type { AuthzAction, AuthzDefault, AuthzMode } from '../api/authz/schema.js';
@@ -206,14 +205,4 @@ export function evaluate(policies: readonly CompiledPolicy[], def: AuthzDefault,
     dryRunDenied: dryDeny,
     audited,
   };
-}
-
-/** The 403 a denied request gets: SKEIN_E_AUTHZ_DENIED, the reason, and the policy and rule in `details`. */
-export function denialError(service: string, d: AuthzDecision): SkeinError {
-  return new SkeinError('SKEIN_E_AUTHZ_DENIED', `RBAC: access to "${service}" denied: ${d.reason}`, { details: { service, policy: d.policy, rule: d.rule } });
-}
-
-/** The 400 a target normalizePath refused gets. */
-export function badPathError(error: string): SkeinError {
-  return new SkeinError('SKEIN_E_BAD_PATH', error, { field: 'path' });
 }

@@ -34,8 +34,7 @@ const PARAMS = /;[^/]*/g;
 
 /**
  * The normalized path and the query of a request target (the second word of the request line,
- * or `:path`), or why it is refused: the caller answers 400 (SKEIN_E_BAD_PATH, badPathError in
- * evaluate.ts) and forwards nothing.
+ * or `:path`), or why it is refused: the proxy answers 400 SKEIN_E_BAD_PATH and forwards nothing.
  */
 export function normalizePath(raw: string): NormalizedTarget | { error: string } {
   if (raw.length === 0) return { error: 'the request target is empty' };

@@ -12,6 +12,8 @@ import { Announcer } from '../proxy/announce.js';
 import { PROXY_TAP_LIMITS, TAP_LIMIT_BOUNDS, parseHeaderNames } from '../api/tap.js';
 import { TOKEN_ENV } from '../api/auth.js';
 import { MTLS_DEFAULT_MODE, MTLS_MODES, type MtlsMode } from '../api/mtls.js';
+import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
+import { AUTHZ_DEFAULT_VALUES, type AuthzDefault } from '../api/authz/schema.js';
 
 /** Collects a repeatable flag's values. */
 export const repeat = (v: string, acc: string[]) => [...acc, v];
@@ -95,6 +97,7 @@ export function proxyCommand(): Command {
     .option('--trace-otlp <url>', 'export a span per hop and attempt over OTLP/HTTP to this URL (e.g. http://127.0.0.1:4318/v1/traces); off by default')
     .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1 (requests that arrive with a sampled trace context are always followed)', ratioFlag('--trace-sample'), 1)
     .addOption(new Option('--mtls <mode>', 'mTLS between proxies (docs/security.md): strict (mTLS only), permissive (mTLS and plaintext), off').choices([...MTLS_MODES]).default(MTLS_DEFAULT_MODE))
+    .addOption(new Option('--authz-default <allow|deny>', 'what inbound listeners decide for a service with no ALLOW policy and no default of its own (docs/authorization.md); deny is the production recommendation').choices([...AUTHZ_DEFAULT_VALUES]).default(AUTHZ_DEFAULTS.meshDefault))
     .option('--join-token <token>', 'a join token from the mesh CA (`skein ca token`), bound to the services of --workload; with --mtls strict or permissive (or SKEIN_JOIN_TOKEN)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(
@@ -122,6 +125,7 @@ export function proxyCommand(): Command {
         token?: string;
         mtls: MtlsMode;
         joinToken?: string;
+        authzDefault: AuthzDefault;
       }) => {
         const specs = o.workload.map(parseWorkload);
         if (o.outbound !== undefined || specs.length === 0) specs.unshift({ name: 'default', outbound: parseHostPort(o.outbound ?? DEFAULT_OUTBOUND, '--outbound') });
@@ -159,6 +163,7 @@ export function proxyCommand(): Command {
           domain: o.domain,
           logger,
           mtls,
+          authzDefault: o.authzDefault,
           limits: {
             maxHeadBytes: o.maxHead,
             headersTimeoutMs: o.headerTimeout,

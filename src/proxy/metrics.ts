@@ -13,6 +13,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ErrorCode } from '../core/errors.js';
 import type { TlsRefusal } from '../api/mtls.js';
+import type { AuthzDecision } from '../engine/authorization.js';
 import { panicDetail, type TrafficEvent, type TrafficState } from '../resilience/traffic-state.js';
 import type { ForwarderCounters, ListenerMetrics } from './http1/types.js';
 import type { Endpoint } from '../discovery/endpoint.js';
@@ -210,6 +211,7 @@ export class ProxyMetrics implements ForwarderCounters {
   private readonly tlsRefusals: Counter<'direction' | 'reason'>;
   private readonly inboundConnections: Counter<'kind'>;
   private readonly renewals: Counter<'result'>;
+  private readonly authzDecisions: Counter<'service' | 'outcome' | 'policy'>;
   /** When each (peer, reason) last raised an mtls-refused event. */
   private readonly tlsEventAt = new Map<string, number>();
   private readonly stalls = new StallDetector();
@@ -298,6 +300,12 @@ export class ProxyMetrics implements ForwarderCounters {
       name: 'skein_proxy_inbound_connections_total',
       help: 'Connections inbound listeners accepted with mTLS on, by kind: mtls, or plaintext (permissive mode: what is left to migrate).',
       labelNames: ['kind'],
+      registers,
+    });
+    this.authzDecisions = new Counter({
+      name: 'skein_proxy_authz_decisions_total',
+      help: "Authorization decisions of inbound listeners (services with policies or a deny default), by service, outcome (allow, deny, dry-run-deny: a dry-run policy would have denied, audit: an AUDIT policy matched) and the policy that decided or matched ('' for the default).",
+      labelNames: ['service', 'outcome', 'policy'],
       registers,
     });
     this.renewals = new Counter({
@@ -470,6 +478,12 @@ export class ProxyMetrics implements ForwarderCounters {
     this.tlsEventAt.set(key, now);
     const what = direction === 'outbound' ? `this proxy refused ${endpoint === null ? 'a peer' : `${endpoint.id} (${endpoint.address}:${endpoint.port})`}` : `an inbound listener refused a caller at ${peer}`;
     this.onEvent(this.record('mtls-refused', endpoint?.service ?? '', endpoint?.id ?? '', `${what} [${reason}]: ${detail}`));
+  }
+
+  authz(service: string, d: AuthzDecision): void {
+    this.authzDecisions.labels(service, d.allowed ? 'allow' : 'deny', d.policy ?? '').inc();
+    if (d.dryRunDenied !== null) this.authzDecisions.labels(service, 'dry-run-deny', d.dryRunDenied.policy).inc();
+    for (const a of d.audited) this.authzDecisions.labels(service, 'audit', a.policy).inc();
   }
 
   inboundConnection(kind: 'mtls' | 'plaintext'): void {

@@ -40,6 +40,9 @@ import type { AccessLog } from './access-log.js';
 import { DEFAULT_TRAFFIC, inboundTraffic } from '../api/traffic.js';
 import { TrafficState, type TrafficEvent } from '../resilience/traffic-state.js';
 import type { MtlsMode } from '../api/mtls.js';
+import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
+import type { AuthzDefault } from '../api/authz/schema.js';
+import { ServiceAuthz } from '../engine/authorization.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { Refusal } from '../engine/service-client.js';
 import { randomBytes } from 'node:crypto';
@@ -97,6 +100,8 @@ export interface ProxyOptions {
    * trust domain and the mesh's mode. Absent or null: off.
    */
   readonly mtls?: { readonly source: CertificateSource; readonly trustDomain: string; readonly mode: MtlsMode } | null;
+  /** What inbound listeners decide for a service without ALLOW policies or a default of its own. Default AUTHZ_DEFAULTS.meshDefault (allow). */
+  readonly authzDefault?: AuthzDefault;
 }
 
 const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
@@ -108,6 +113,7 @@ class Listener implements ListenerContext {
   private readonly cap: ConnectionCap<Downstream>;
   /** Inbound with mTLS on: how a new connection is taken (null: plaintext as it comes). */
   private readonly tls: InboundTlsServer | null;
+  readonly authz: ServiceAuthz | null;
   draining = false;
   private readonly destinations = new Map<string, Destination>();
   readonly metrics: ListenerMetrics | null;
@@ -124,6 +130,7 @@ class Listener implements ListenerContext {
     // or half-sent one should make room for it (connection-cap.ts).
     this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => this.accept(socket));
     this.metrics = proxy.requestMetrics ? proxy.metrics.listener(workload, direction) : null;
+    this.authz = direction === 'inbound' ? proxy.authzOf(callerService) : null;
     const tls = direction === 'inbound' ? proxy.inboundTls(callerService) : null;
     this.tls = tls === null ? null : new InboundTlsServer(tls, (s, peer) => this.serve(s, peer));
   }
@@ -262,6 +269,9 @@ export class Proxy {
   private readonly clock: Clock;
   private readonly logger: Logger | undefined;
   private readonly services = new Map<string, ServiceClient>();
+  /** The inbound listeners' authorization, by the service they serve. */
+  private readonly authzs = new Map<string, ServiceAuthz>();
+  private readonly authzDefault: AuthzDefault;
   /** The inbound listeners' traffic state, by the service they serve (for its inbound rate limits). */
   private readonly inbound = new Map<string, TrafficState[]>();
   /** Authority -> service name (or null), for the few authorities a proxy sees over and over. */
@@ -292,6 +302,7 @@ export class Proxy {
       traffic: () => [...this.services.values()].map((s) => s.traffic),
       certificates: () => this.identities?.list() ?? [],
     }, opts.id, (e) => this.logger?.warn({ service: e.service, instance: e.instance, type: e.type }, e.detail));
+    this.authzDefault = opts.authzDefault ?? AUTHZ_DEFAULTS.meshDefault;
     const mtls = opts.mtls ?? null;
     this.mtlsMode = mtls?.mode ?? 'off';
     this.identities =
@@ -308,6 +319,7 @@ export class Proxy {
       this.watch.on('service', (service, def) => {
         this.services.get(service)?.setDefinition(def);
         for (const t of this.inbound.get(service) ?? []) t.setPolicy(inboundTraffic(def?.traffic ?? DEFAULT_TRAFFIC));
+        this.authzs.get(service)?.update(def?.authorization);
       });
       this.watch.on('connected', () => log?.info({ control: opts.controlUrl }, 'watching the control plane'));
       this.watch.on('disconnected', (err) => log?.warn({ control: opts.controlUrl, err: err.message }, 'lost the control plane; serving from the last state seen'));
@@ -333,6 +345,19 @@ export class Proxy {
     const now = coarseNow();
     for (const l of this.listeners()) l.sweep(now);
     this.pools.sweep(now, this.limits.upstreamIdleTimeoutMs);
+  }
+
+  // ---- authorization ----
+
+  /** The authorization of `service`'s inbound listeners (one per service, kept while the proxy runs). */
+  authzOf(service: string): ServiceAuthz {
+    let a = this.authzs.get(service);
+    if (a === undefined) {
+      a = new ServiceAuthz(service, this.authzDefault);
+      a.update(this.watch?.definition(service)?.authorization);
+      this.authzs.set(service, a);
+    }
+    return a;
   }
 
   // ---- mTLS ----

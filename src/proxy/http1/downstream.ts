@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
 import { admit, callerOf, deadlineOf, isRefusal } from '../../engine/admission.js';
+import { denied } from '../../engine/authorization.js';
 import { Call, localExplanation } from '../../engine/call.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { RouteInput } from '../../resilience/routes.js';
@@ -272,6 +273,10 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       this.reject('SKEIN_E_BAD_REQUEST', r);
       return;
     }
+    if ('pathError' in r) {
+      this.reject('SKEIN_E_BAD_PATH', r.pathError);
+      return;
+    }
     const rec = this.record;
     this.explain = r.explain;
     const requestId = r.requestIdAt >= 0 ? head.valueOf(buf, r.requestIdAt) : randomUUID();
@@ -296,6 +301,16 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     const route = traffic.routes.match(this);
     rec.service = dest.service;
     rec.route = route.name;
+    const authz = ctx.authz;
+    if (authz !== null && authz.active) {
+      const peer = this.peerId;
+      const d = authz.decide({ identity: peer?.identity ?? null, namespace: peer?.namespace ?? null, sourceAddress: this.peer, method: r.method, path: r.pathOnly, port: this.socket.localPort ?? 0, header: (n) => this.header(n) ?? null });
+      ctx.counters.authz(dest.service, d);
+      if (!d.allowed) {
+        this.refused(denied(dest.service, d), hasBody);
+        return;
+      }
+    }
     if (r.badDeadline !== null) {
       this.answerError('SKEIN_E_BAD_REQUEST', `x-skein-timeout-ms must be a whole number of milliseconds, not "${r.badDeadline.slice(0, 40)}"`, { hasBody });
       return;

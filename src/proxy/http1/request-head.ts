@@ -13,16 +13,23 @@
  */
 import { CLIENT_ID_HEADER } from '../../api/mtls.js';
 import { MAX_TIMER_MS } from '../../core/clock.js';
-import { normalizeTarget } from '../../core/path.js';
+import { normalizePath } from '../../authz/normalize.js';
 import type { TraceHeaders } from '../../engine/observe.js';
 import { classify, connectionNames, dropNamed, forbiddenConnectionOption, H, hopByHop, rewriteHead, type HeadCollector } from './head.js';
 import { METHOD_CONNECT, type HttpParser } from './llhttp.js';
 
 /** What the forwarder needs of a request head, beyond its bytes. */
+/** A target whose path cannot be normalized safely (SKEIN_E_BAD_PATH): nothing is forwarded. */
+export interface PathRefusal {
+  readonly pathError: string;
+}
+
 export interface RequestHead {
   readonly method: string;
   /** The normalized target (path and query), or "*". */
   readonly path: string;
+  /** The normalized path without the query: what authorization policies match. */
+  readonly pathOnly: string;
   /** host[:port] from an absolute-form target or the Host header; null without either. */
   readonly authority: string | null;
   /** The target was absolute-form (http://authority/path): the Host line is replaced. */
@@ -117,7 +124,7 @@ function traceHeader(t: TraceHeaders, h: H, value: string): void {
  * marks in `drop` the header lines that do not go upstream. A string is the reason it is refused
  * (400). `upgrade`: llhttp saw an upgrade request.
  */
-export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpParser, upgrade: boolean, outbound: boolean, tracing: boolean, drop: Uint8Array): RequestHead | string {
+export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpParser, upgrade: boolean, outbound: boolean, tracing: boolean, drop: Uint8Array): RequestHead | PathRefusal | string {
   if (parser.method === METHOD_CONNECT) return 'CONNECT is not supported: send plain http:// requests (the mesh encrypts between proxies)';
   const f = head.fields;
   const n = head.count;
@@ -233,11 +240,13 @@ export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpPa
     return `request target "${url.slice(0, 100)}" is neither a path nor an http:// URL`;
   }
   let path = target;
+  let pathOnly = target;
   if (target !== '*') {
-    // Routes (and the app) see the normalized path: what a policy matched is what the app gets.
-    const p = normalizeTarget(target);
-    if (typeof p !== 'string') return `request target "${target.slice(0, 100)}": ${p.error}`;
-    path = p;
+    // Routes, policies and the app see the normalized path: what a policy matched is what the app gets.
+    const p = normalizePath(target);
+    if ('error' in p) return { pathError: `request target "${target.slice(0, 100)}": ${p.error}` };
+    pathOnly = p.path;
+    path = p.query === '' ? p.path : p.path + p.query;
   }
   if (hosts > 1) return 'more than one Host header';
   if (http11 && hosts === 0) return 'an HTTP/1.1 request must have a Host header';
@@ -245,6 +254,7 @@ export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpPa
   return {
     method: buf.toString('latin1', methodStart, head.urlStart - 1),
     path,
+    pathOnly,
     authority,
     absolute: abs !== null,
     hasBody,

@@ -15,6 +15,7 @@ import type { CallCounters } from '../../engine/call.js';
 import type { TapSink, Tracer } from '../../engine/observe.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { TlsRefusal } from '../../api/mtls.js';
+import type { AuthzDecision, ServiceAuthz } from '../../engine/authorization.js';
 import type { UpstreamTls } from '../tls/outbound.js';
 import type { ProxyLimits as Limits } from '../../api/proxy-limits.js';
 import type { AccessLog } from '../access-log.js';
@@ -45,6 +46,8 @@ export interface ListenerContext {
   readonly clock: Clock;
   /** Randomness of calls (backoff jitter, fault injection). */
   readonly rng: Rng;
+  /** Inbound: the served service's authorization (null: outbound). */
+  readonly authz: ServiceAuthz | null;
   /** How a connection to `e` is made: mTLS, plaintext (null), or refused (strict mode without a certificate). */
   upstreamTls(e: Endpoint): UpstreamTls | Refusal | null;
 }
@@ -80,6 +83,8 @@ export interface ForwarderCounters extends CallCounters, AdmissionCounters {
    * the Nagle / delayed-ACK stall when it is about 40 ms, again and again.
    */
   bodyGap(direction: Direction, service: string, endpoint: Endpoint, gapMs: number): void;
+  /** An inbound authorization decision that was evaluated (a service with policies or a deny default). */
+  authz(service: string, d: AuthzDecision): void;
   /** An mTLS connection was refused (`endpoint`: the peer, outbound; null inbound). */
   tlsRefused(direction: Direction, reason: TlsRefusal, detail: string, endpoint: Endpoint | null): void;
 }

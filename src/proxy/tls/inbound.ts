@@ -17,7 +17,8 @@ import { MESH_TLS, secureContextOptions, type Identities } from './identities.js
 export interface PeerIdentity {
   /** The caller's verified SPIFFE ID. */
   readonly identity: string;
-  /** Its service (from the ID's `/ns/<ns>/sa/<service>`), or null for another shape of ID. */
+  /** Its namespace and service (from the ID's `/ns/<ns>/sa/<service>`), or null for another shape of ID. */
+  readonly namespace: string | null;
   readonly service: string | null;
 }
 
@@ -114,6 +115,6 @@ export class InboundTlsServer {
       return;
     }
     tls.onAccepted('mtls');
-    this.serve(t, { identity: check.identity, service: check.service });
+    this.serve(t, { identity: check.identity, namespace: check.namespace, service: check.service });
   }
 }

@@ -19,7 +19,7 @@ import { MESH_TLS, type Identities } from './identities.js';
 
 /** What an upstream connection needs to be mTLS. */
 export interface UpstreamTls {
-  /** Keeps pools apart: connections made with different identities are never shared. */
+  /** Keeps pools apart: connections made as different callers, or to different peer identities, are never shared. */
   readonly poolKey: string;
   /** The options for `tls.connect` now (the current certificate, a session to resume). */
   options(): ConnectionOptions;
@@ -40,7 +40,9 @@ class Link implements UpstreamTls {
     private readonly caller: string,
     private readonly expected: string,
   ) {
-    this.poolKey = ids.identityOf(caller);
+    // Apart per caller identity, and per identity the peer must prove: a connection checked as
+    // one service's proxy never carries a request for another registered at the same address.
+    this.poolKey = `${ids.identityOf(caller)} ${expected}`;
   }
 
   options(): ConnectionOptions {

@@ -11,7 +11,7 @@ import { TLS_REFUSALS, type TlsRefusal } from '../../api/mtls.js';
 import { peerIdentity } from '../../identity/certs.js';
 
 export type PeerCheck =
-  | { readonly ok: true; readonly identity: string; readonly service: string | null }
+  | { readonly ok: true; readonly identity: string; readonly namespace: string | null; readonly service: string | null }
   | { readonly ok: false; readonly reason: TlsRefusal; readonly detail: string };
 
 /** OpenSSL's verification codes, by the refusal they are. */
@@ -61,7 +61,7 @@ export function checkPeer(socket: TLSSocket, trustDomain: string, expected: stri
   if ('error' in id) return refused('bad-identity', id.error);
   if (id.id.trustDomain !== trustDomain) return refused('trust-domain', `${id.identity} is not in ${trustDomain}`);
   if (expected !== null && id.identity !== expected) return refused('wrong-identity', `${id.identity}, expected ${expected}`);
-  return { ok: true, identity: id.identity, service: id.id.service };
+  return { ok: true, identity: id.identity, namespace: id.id.namespace, service: id.id.service };
 }
 
 /** The refusal a handshake error is (the error Node gives when the handshake itself fails). */

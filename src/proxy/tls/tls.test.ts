@@ -165,9 +165,9 @@ describe('mTLS between proxies (real TLS, real certificates)', () => {
     const link = new OutboundTls(client, () => 'strict').forEndpoint('web', endpoint('users', ib.port)) as UpstreamTls;
     const r = await call(ib.port, link.options(), link);
     assert.match(r.text, /^HTTP\/1\.1 200 OK/, r.text);
-    assert.deepEqual(ib.served.at(-1)?.peer, { identity: id('web'), service: 'web' });
+    assert.deepEqual(ib.served.at(-1)?.peer, { identity: id('web'), namespace: 'default', service: 'web' });
     assert.deepEqual(ib.accepted, ['mtls']);
-    assert.deepEqual(r.check, { ok: true, identity: id('users'), service: 'users' }, 'the server is who the registry says');
+    assert.deepEqual(r.check, { ok: true, identity: id('users'), namespace: 'default', service: 'users' }, 'the server is who the registry says');
   });
 
   test('the caller refuses a server that is not the identity its endpoint has (wrong-identity)', async () => {
@@ -303,7 +303,7 @@ describe('mTLS between proxies (real TLS, real certificates)', () => {
     const r = await call(ib.port, link.options(), link);
     assert.match(r.text, /^HTTP\/1\.1 200 OK/);
     assert.equal(r.resumed, true, 'the session was resumed');
-    assert.deepEqual(r.check, { ok: true, identity: id('users'), service: 'users' }, 'a resumed session is the peer its first handshake proved');
+    assert.deepEqual(r.check, { ok: true, identity: id('users'), namespace: 'default', service: 'users' }, 'a resumed session is the peer its first handshake proved');
     // Without the session: a full handshake, and the renewed certificate.
     const fresh = await call(ib.port, { ...link.options(), session: undefined }, link);
     assert.equal(fresh.resumed, false);
@@ -337,6 +337,6 @@ describe('mTLS between proxies (real TLS, real certificates)', () => {
     assert.equal(noCert !== null && 'code' in noCert ? noCert.code : null, 'SKEIN_E_UPSTREAM_TLS');
     assert.equal(new OutboundTls(ids, () => 'permissive').forEndpoint('nobody', endpoint('users', 1)), null, 'permissive falls back to plaintext');
     const l = strict.forEndpoint('web', endpoint('users', 1)) as UpstreamTls;
-    assert.equal(l.poolKey, id('web'), 'pools are kept apart per caller identity');
+    assert.equal(l.poolKey, `${id('web')} ${id('users')}`, 'pools are kept apart per caller identity and peer identity');
   });
 });
