@@ -114,6 +114,7 @@ class Listener implements ListenerContext {
   /** Inbound with mTLS on: how a new connection is taken (null: plaintext as it comes). */
   private readonly tls: InboundTlsServer | null;
   readonly authz: ServiceAuthz | null;
+  readonly claimedCallers: boolean;
   draining = false;
   private readonly destinations = new Map<string, Destination>();
   readonly metrics: ListenerMetrics | null;
@@ -133,6 +134,7 @@ class Listener implements ListenerContext {
     this.authz = direction === 'inbound' ? proxy.authzOf(callerService) : null;
     const tls = direction === 'inbound' ? proxy.inboundTls(callerService) : null;
     this.tls = tls === null ? null : new InboundTlsServer(tls, (s, peer) => this.serve(s, peer));
+    this.claimedCallers = direction === 'inbound' && tls === null;
   }
 
   private accept(socket: Socket): void {

@@ -268,7 +268,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     const head = this.head;
     const drop = this.drop;
     const outbound = ctx.direction === 'outbound';
-    const r = readRequestHead(buf, head, this.parser, this.upgrade, outbound, ctx.tracer !== null, drop);
+    const r = readRequestHead(buf, head, this.parser, this.upgrade, outbound, ctx.tracer !== null, drop, ctx.claimedCallers);
     if (typeof r === 'string') {
       this.reject('SKEIN_E_BAD_REQUEST', r);
       return;
@@ -286,7 +286,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     rec.requestId = requestId;
     rec.headComplete();
     // Known before anything can refuse the request: a refusal is counted against its caller too.
-    rec.caller = outbound ? ctx.callerService : (this.peerId?.service ?? null);
+    rec.caller = outbound ? ctx.callerService : (this.peerId?.service ?? (r.callerAt >= 0 ? head.valueOf(buf, r.callerAt) : null));
     const hasBody = r.hasBody;
     if (ctx.draining) {
       this.answerError('SKEIN_E_PROXY_DRAINING', 'the proxy is shutting down', { hasBody });

@@ -28,6 +28,8 @@ export interface RequestHead {
   readonly method: string;
   /** The normalized target (path and query), or "*". */
   readonly path: string;
+  /** Index of x-skein-caller when the listener takes the caller's proxy's word for it (mTLS off); -1: none. */
+  readonly callerAt: number;
   /** The normalized path without the query: what authorization policies match. */
   readonly pathOnly: string;
   /** host[:port] from an absolute-form target or the Host header; null without either. */
@@ -124,7 +126,17 @@ function traceHeader(t: TraceHeaders, h: H, value: string): void {
  * marks in `drop` the header lines that do not go upstream. A string is the reason it is refused
  * (400). `upgrade`: llhttp saw an upgrade request.
  */
-export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpParser, upgrade: boolean, outbound: boolean, tracing: boolean, drop: Uint8Array): RequestHead | PathRefusal | string {
+export function readRequestHead(
+  buf: Buffer,
+  head: HeadCollector,
+  parser: HttpParser,
+  upgrade: boolean,
+  outbound: boolean,
+  tracing: boolean,
+  drop: Uint8Array,
+  /** Inbound in mTLS mode off: the x-skein-caller the caller's proxy sent names the caller (see callerAt). */
+  claims = false,
+): RequestHead | PathRefusal | string {
   if (parser.method === METHOD_CONNECT) return 'CONNECT is not supported: send plain http:// requests (the mesh encrypts between proxies)';
   const f = head.fields;
   const n = head.count;
@@ -140,6 +152,7 @@ export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpPa
   let deadline = -1;
   let badDeadline: string | null = null;
   let explain = false;
+  let callerAt = -1;
   let trace: TraceHeaders | null = null;
   for (let i = 0; i < n; i++) {
     const o = i * 4;
@@ -189,9 +202,13 @@ export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpPa
         }
         break;
       case H.XSkeinCaller:
-      case H.XSkeinClientId:
         // Who calls is what the proxies say, never what a request claims: outbound, the proxy
-        // names its workload; inbound, the caller's verified certificate does (mTLS), or nobody.
+        // names its workload; inbound with mTLS, the caller's verified certificate does. Only a
+        // mesh without mTLS (mode off) takes the caller's proxy's word, for its metrics and logs.
+        drop[i] = 1;
+        if (claims) callerAt = i;
+        break;
+      case H.XSkeinClientId:
         drop[i] = 1;
         break;
       case H.Traceparent:
@@ -264,6 +281,7 @@ export function readRequestHead(buf: Buffer, head: HeadCollector, parser: HttpPa
     xfp,
     requestIdAt: rid,
     explain,
+    callerAt,
     deadlineMs: deadline,
     badDeadline,
     trace,

@@ -46,6 +46,12 @@ export interface ListenerContext {
   readonly clock: Clock;
   /** Randomness of calls (backoff jitter, fault injection). */
   readonly rng: Rng;
+  /**
+   * Inbound in mTLS mode off: the caller's proxy's x-skein-caller names the caller in metrics,
+   * logs and traces (a claim, never used for authorization). False with mTLS on: only a verified
+   * certificate names the caller.
+   */
+  readonly claimedCallers: boolean;
   /** Inbound: the served service's authorization (null: outbound). */
   readonly authz: ServiceAuthz | null;
   /** How a connection to `e` is made: mTLS, plaintext (null), or refused (strict mode without a certificate). */
