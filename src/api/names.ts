@@ -50,3 +50,10 @@ export const INBOUND_PROXY_LABEL = 'skein.io/inbound-proxy';
 
 /** A proxy's id (`skein proxy --id`): how the control plane names it. */
 export const PROXY_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/**
+ * The service name, and so the identity, of callers from outside the mesh in `skein up`: its
+ * outbound listener for curl -x and each service port (browsers). Policies name it like any
+ * caller: `spiffe://<mesh>/ns/default/sa/local`.
+ */
+export const OUTSIDE_CALLER = 'local';

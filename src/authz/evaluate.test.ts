@@ -20,6 +20,7 @@ function req(over: Partial<Omit<AuthzRequest, 'header'>> & { headers?: Record<st
   return {
     identity: over.identity === undefined ? FRONTEND : over.identity,
     namespace: over.namespace === undefined ? 'default' : over.namespace,
+    service: over.service === undefined ? (over.identity === undefined ? 'frontend' : (over.identity?.split('/sa/')[1] ?? null)) : over.service,
     sourceAddress: '127.0.0.1',
     method: over.method ?? 'GET',
     path: over.path ?? '/user',
@@ -93,6 +94,12 @@ describe('evaluation order', () => {
 });
 
 describe('rule matching', () => {
+  test('from.services matches the service of the verified identity; no identity matches none', () => {
+    const c = compiled([{ name: 'only-frontend', action: 'ALLOW', rules: [{ from: { services: ['frontend'] } }] }]);
+    assert.equal(evaluate(c.policies, c.def, req()).allowed, true);
+    assert.equal(evaluate(c.policies, c.def, req({ identity: 'spiffe://shop.skein/ns/default/sa/batch' })).allowed, false);
+    assert.equal(evaluate(c.policies, c.def, req({ identity: null, service: null })).allowed, false);
+  });
   const { policies, def } = compiled([
     {
       name: 'p',

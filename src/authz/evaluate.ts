@@ -22,8 +22,9 @@ import type { AuthzAction, AuthzDefault, AuthzMode } from '../api/authz/schema.j
 export interface AuthzRequest {
   /** The SPIFFE ID mTLS proved, or null (plaintext, permissive mode). */
   identity: string | null;
-  /** The namespace of that identity, or null. */
+  /** The namespace and service of that identity (`/ns/<ns>/sa/<service>`), or null. */
   namespace: string | null;
+  service: string | null;
   sourceAddress: string;
   method: string;
   /** Normalized: what normalizePath returned (without the query). */
@@ -57,6 +58,7 @@ interface Matcher {
 interface CompiledRule {
   readonly identities: Matcher | null;
   readonly namespaces: Matcher | null;
+  readonly services: Matcher | null;
   readonly methods: ReadonlySet<string> | null;
   readonly paths: Matcher | null;
   readonly ports: ReadonlySet<number> | null;
@@ -109,6 +111,7 @@ export function compilePolicies(policies: readonly AuthorizationPolicy[]): reado
             Object.freeze({
               identities: matcher(r.from?.identities),
               namespaces: matcher(r.from?.namespaces),
+              services: matcher(r.from?.services),
               methods: r.to?.methods === undefined ? null : new Set(r.to.methods),
               paths: matcher(r.to?.paths, foldCase ? pathKey : undefined),
               ports: r.to?.ports === undefined ? null : new Set(r.to.ports),
@@ -125,6 +128,7 @@ export function compilePolicies(policies: readonly AuthorizationPolicy[]): reado
 function ruleMatches(r: CompiledRule, req: AuthzRequest, path: string): boolean {
   if (r.identities !== null && !hits(r.identities, req.identity)) return false;
   if (r.namespaces !== null && !hits(r.namespaces, req.namespace)) return false;
+  if (r.services !== null && !hits(r.services, req.service)) return false;
   if (r.methods !== null && !r.methods.has(req.method)) return false;
   if (r.ports !== null && !r.ports.has(req.port)) return false;
   if (r.paths !== null && !hits(r.paths, path)) return false;

@@ -1,5 +1,6 @@
 /** The `skein` CLI: one file per command; errors are one line and a non-zero exit code. */
 import { Command, CommanderError } from 'commander';
+import { withToken } from './common.js';
 import { SkeinError } from '../core/errors.js';
 import { VERSION } from '../version.js';
 import { controlCommand } from './control.js';
@@ -43,6 +44,8 @@ export function program(): Command {
     p.addCommand(c);
   }
   const strict = (c: Command) => {
+    // Every command that talks to a control plane takes --token and --data-dir (common.ts: withToken).
+    if (c.options.some((x) => x.long === '--control')) withToken(c);
     c.exitOverride();
     c.allowExcessArguments(false);
     c.commands.forEach(strict);

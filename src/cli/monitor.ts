@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
 import { ERROR_CODES, SkeinError, type ErrorCode } from '../core/errors.js';
-import { call, printable, controlOption, controlUrl, outputOption, print, printJson, table, type OutputFormat } from './common.js';
+import { authHeaders, authRefusal, call, printable, controlOption, controlUrl, outputOption, print, printJson, table, type OutputFormat } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
 import { forEachLine } from '../core/lines.js';
 import { REDACTED, SECRET_HEADERS, isSecretHeader, parseHeaderNames } from '../api/tap.js';
@@ -389,8 +389,9 @@ async function runScreen(body: (draw: (frame: string) => void, stopped: () => bo
 /** Opens a streaming GET on the control plane; API errors (answered before the stream) become SkeinErrors. */
 async function openStream(base: string, path: string, signal: AbortSignal): Promise<ReadableStream<Uint8Array>> {
   let res: Response;
+  const headers = await authHeaders(base);
   try {
-    res = await fetch(base + path, { signal });
+    res = await fetch(base + path, { signal, headers });
   } catch (e) {
     if (signal.aborted) throw e;
     const cause = (e as { cause?: { code?: string; message?: string } }).cause;
@@ -404,6 +405,8 @@ async function openStream(base: string, path: string, signal: AbortSignal): Prom
     } catch {
       /* not JSON */
     }
+    const refused = await authRefusal(base, b);
+    if (refused !== null) throw refused;
     if (typeof b.code === 'string' && typeof b.message === 'string' && Object.hasOwn(ERROR_CODES, b.code)) {
       throw new SkeinError(b.code as ErrorCode, b.message, typeof b.field === 'string' ? { field: b.field } : {});
     }

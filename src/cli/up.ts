@@ -11,6 +11,9 @@ import { SkeinError } from '../core/errors.js';
 import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, printJson, readText, table, withToken, type OutputFormat } from './common.js';
 import { DEFAULT_ADMIN, DEFAULT_OUTBOUND, TAP_REDACT_HELP, otlpUrl, ratioFlag, repeat, startTracer } from './proxy.js';
 import { parseHeaderNames } from '../api/tap.js';
+import { MTLS_MODES, MTLS_UP_MODE, type MtlsMode } from '../api/mtls.js';
+import { OUTSIDE_CALLER } from '../api/names.js';
+import { trustDomainFor, validTrustDomain } from '../identity/spiffe.js';
 import { durationFlag, intFlag } from './flags.js';
 
 export function upCommand(): Command {
@@ -27,9 +30,11 @@ export function upCommand(): Command {
     .option('--access-log <target>', 'the proxy\'s access log: one JSON line per request to "stdout", a file path (appended to), or "off"', 'off')
     .option('--trace-otlp <url>', 'the proxy exports a span per hop and attempt over OTLP/HTTP to this URL (e.g. http://127.0.0.1:4318/v1/traces); off by default')
     .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1', ratioFlag('--trace-sample'), 1)
+    .addOption(new Option('--mtls <mode>', 'mTLS between the mesh\'s proxies (docs/security.md): strict, permissive or off').choices([...MTLS_MODES]).default(MTLS_UP_MODE))
+    .option('--trust-domain <domain>', "SPIFFE trust domain of the mesh's identities (default: the mesh name)")
     .option('--scrape-interval <duration>', 'how often the control plane scrapes the proxy for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean }) => {
+    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; mtls: MtlsMode; trustDomain?: string }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -38,10 +43,13 @@ export function upCommand(): Command {
       const dns = dnsText === 'off' ? null : parseHostPort(dnsText, '--dns');
       const outbound = o.outbound === 'off' ? null : parseHostPort(o.outbound, '--outbound');
       const admin = o.admin === 'off' ? null : parseHostPort(o.admin, '--admin');
+      const trustDomain = o.trustDomain ?? trustDomainFor(mesh.name);
+      const tdProblem = validTrustDomain(trustDomain);
+      if (tdProblem !== null) throw new SkeinError('SKEIN_E_USAGE', `${o.trustDomain === undefined ? `the mesh name "${mesh.name}" makes no trust domain` : '--trust-domain'}: ${tdProblem}`, { field: '--trust-domain' });
       if (o.accessLog.trim() === '') throw new SkeinError('SKEIN_E_USAGE', '--access-log: give "stdout", a file path or "off"', { field: '--access-log' });
       const tapRedact = parseHeaderNames(o.tapRedact, '--tap-redact');
 
-      const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner, meshRoutes }, { openAccessLog }, { Announcer }] = await Promise.all([
+      const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner, meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }] = await Promise.all([
         import('pino'),
         import('../control/control-plane.js'),
         import('../proxy/proxy.js'),
@@ -49,6 +57,7 @@ export function upCommand(): Command {
         import('../runtime/mesh-runner.js'),
         import('../proxy/access-log.js'),
         import('../proxy/announce.js'),
+        import('../proxy/tls/ca-client.js'),
       ]);
       const traceUrl = o.traceOtlp === undefined ? null : otlpUrl(o.traceOtlp);
       const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
@@ -67,12 +76,23 @@ export function upCommand(): Command {
         routes: meshRoutes(() => runner),
         scrapeIntervalMs: o.scrapeInterval,
         insecureListen: o.insecureListen === true,
+        trustDomain,
       });
       // Its own proxy announces itself with a proxy token (the runtime writes with the admin token).
       const proxyTokenName = 'skein-up-proxy';
       if (cp.tokens.list().some((t) => t.name === proxyTokenName)) await cp.tokens.revoke(proxyTokenName);
       const proxyToken = (await cp.tokens.mint({ scope: 'proxy', name: proxyTokenName, services: mesh.services.map((s) => s.name), ttlMs: null })).token;
-      const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, tracer, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
+      // mTLS (on by default): the mesh's own proxy gets its certificates from the embedded CA, with a
+      // join token minted for each request (the services of the workloads it adds as replicas start).
+      const mtls =
+        o.mtls === 'off'
+          ? null
+          : {
+              mode: o.mtls,
+              trustDomain: cp.ca.trustDomain,
+              source: new ControlCa({ controlUrl: cp.url, joinToken: async (services) => (await cp.ca.tokens.mint(proxyId, services)).token }),
+            };
+      const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, tracer, mtls, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
       let announcer: InstanceType<typeof Announcer> | null = null;
       let outboundAt: string | null = null;
@@ -108,7 +128,7 @@ export function upCommand(): Command {
 
       try {
         proxy.start();
-        if (outbound !== null) outboundAt = (await proxy.addWorkload({ name: 'local', outbound })).outbound;
+        if (outbound !== null) outboundAt = (await proxy.addWorkload({ name: 'local', service: OUTSIDE_CALLER, outbound })).outbound;
         adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact });
         if (adminServer !== null) {
           announcer = new Announcer({ controlUrl: cp.url, id: proxyId, admin: adminServer.address, workloads: () => proxy.workloadInfo(), everyMs: 5000, token: proxyToken });

@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { SkeinError } from '../core/errors.js';
-import { controlOption, controlUrl, outputOption, print } from './common.js';
+import { authHeaders, controlOption, controlUrl, outputOption, print } from './common.js';
 
 export function watchCommand(): Command {
   return new Command('watch')
@@ -24,7 +24,7 @@ export function watchCommand(): Command {
       const base = controlUrl(o.control);
       let res: Response;
       try {
-        res = await fetch(`${base}/v1/watch?${params}`);
+        res = await fetch(`${base}/v1/watch?${params}`, { headers: await authHeaders(base) });
       } catch (e) {
         const cause = (e as { cause?: { code?: string } }).cause;
         throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `cannot reach the control plane at ${base}: ${cause?.code ?? (e as Error).message}`);

@@ -15,6 +15,7 @@
 import type { FastifyInstance } from 'fastify';
 import { type MeshFile, type MeshService, replicaInstance, serviceCwd, startOrder } from '../api/mesh.js';
 import { SkeinError } from '../core/errors.js';
+import { OUTSIDE_CALLER } from '../api/names.js';
 import { endpointKey } from '../discovery/endpoint.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { type OutputSink, Supervisor, type SupervisorEvent } from './supervisor.js';
@@ -114,9 +115,15 @@ export class MeshRunner {
   private async startService(svc: MeshService): Promise<void> {
     const { proxy, controlUrl, token } = this.o;
     const p = svc.balancer;
-    await api(controlUrl, token, 'PUT', `/v1/services/${svc.name}`, { balancer: p.hashKey === null ? { kind: p.kind } : { kind: p.kind, hashKey: p.hashKey }, ...svc.traffic });
+    await api(controlUrl, token, 'PUT', `/v1/services/${svc.name}`, {
+      balancer: p.hashKey === null ? { kind: p.kind } : { kind: p.kind, hashKey: p.hashKey },
+      ...svc.traffic,
+      ...(svc.authorization === null ? {} : { authorization: svc.authorization }),
+    });
     const out = await proxy.addWorkload({ name: svc.name, outbound: { host: this.host, port: 0 } });
-    const pinned = await proxy.addWorkload({ name: `${svc.name}-service-port`, outbound: { host: this.host, port: 0 }, pin: svc.name });
+    // The service port is for callers from outside the mesh (a browser, curl): they call as
+    // OUTSIDE_CALLER, like the mesh's own outbound listener, never as the service itself.
+    const pinned = await proxy.addWorkload({ name: `${svc.name}-service-port`, service: OUTSIDE_CALLER, outbound: { host: this.host, port: 0 }, pin: svc.name });
     const outbound = out.outbound as string;
     const sup = new Supervisor({
       service: svc,

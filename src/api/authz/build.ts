@@ -32,10 +32,11 @@ function identityProblem(v: string): string | null {
   return null;
 }
 
-function namespaceProblem(v: string): string | null {
+/** A namespace or service name in a rule: a DNS label, a prefix of one ending in "*", or "*". */
+function labelProblem(v: string, what: 'namespace' | 'service'): string | null {
   if (v === '*') return null;
   const stem = v.endsWith('*') ? v.slice(0, -1) : v;
-  if (v.endsWith('*') ? !/^[a-z0-9-]*$/.test(stem) : !NAMESPACE.test(stem)) return 'must be a namespace (a DNS label), a prefix of one ending in "*", or "*"';
+  if (v.endsWith('*') ? !/^[a-z0-9-]*$/.test(stem) : !NAMESPACE.test(stem)) return `must be a ${what} (a DNS label), a prefix of one ending in "*", or "*"`;
   return null;
 }
 
@@ -75,7 +76,8 @@ function list<T>(v: readonly T[] | undefined, field: string, push: Push, each?: 
 function checkRule(r: RawAuthzRule, at: string, push: Push): void {
   const f = `${at}.from`;
   list(r.from?.identities, `${f}.identities`, push, (v) => matchProblem(v) ?? identityProblem(v));
-  list(r.from?.namespaces, `${f}.namespaces`, push, (v) => matchProblem(v) ?? namespaceProblem(v));
+  list(r.from?.namespaces, `${f}.namespaces`, push, (v) => matchProblem(v) ?? labelProblem(v, 'namespace'));
+  list(r.from?.services, `${f}.services`, push, (v) => matchProblem(v) ?? labelProblem(v, 'service'));
   const t = `${at}.to`;
   list(r.to?.methods, `${t}.methods`, push, (m) => (TOKEN.test(m) ? null : 'must be an HTTP method (a token such as GET; methods are case-sensitive)'));
   list(r.to?.ports, `${t}.ports`, push);

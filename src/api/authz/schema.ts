@@ -27,6 +27,7 @@ export const AuthzFromSchema = Obj(
   {
     identities: Type.Optional(Matches('Source SPIFFE identities ("spiffe://<trust-domain>/ns/<ns>/sa/<service>")', 256)),
     namespaces: Type.Optional(Matches('Source namespaces (of the identity)', 256)),
+    services: Type.Optional(Matches('Source services: the `<service>` of an identity `spiffe://<trust-domain>/ns/<ns>/sa/<service>` of this mesh (what `skein up` names each service\'s callers by)', 256)),
   },
   'Who sends the request (the identity mTLS proved). A request without an identity matches no `from` that names identities or namespaces.',
 );

@@ -4,6 +4,7 @@
  */
 import type { BalancerPolicy, HashKey } from '../balancer.js';
 import type { RawTraffic } from '../traffic.js';
+import type { RawServiceAuthorization } from '../authz/schema.js';
 import { INSTANCE_DEFAULTS } from '../types.js';
 
 export const MESH_DEFAULTS = Object.freeze({
@@ -49,6 +50,8 @@ export interface MeshService {
   readonly balancer: MeshBalancer;
   /** Traffic policy fields as written: sent with the Service resource. */
   readonly traffic: RawTraffic;
+  /** Who may call the service (docs/authorization.md): its default and policies, as written; null: none given. */
+  readonly authorization: RawServiceAuthorization | null;
   readonly weight: number;
   readonly zone: string;
   readonly version: string;

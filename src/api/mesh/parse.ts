@@ -8,6 +8,7 @@ import { parseHostPort } from '../../core/address.js';
 import { formatDuration } from '../../core/duration.js';
 import { SkeinError } from '../../core/errors.js';
 import { buildBalancer } from '../balancer.js';
+import { buildAuthorization } from '../authz/build.js';
 import { durationAt, MAX_DURATION_MS } from '../duration.js';
 import { DNS_LABEL_PATTERN, ENV_NAME_PATTERN } from '../names.js';
 import { buildTraffic, frozenCopy, pickTraffic } from '../traffic.js';
@@ -93,6 +94,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
   }
 
   const balancer = buildBalancer(raw.balancer, push);
+  if (raw.authorization !== undefined) buildAuthorization(raw.authorization, push);
   const traffic = pickTraffic(raw as Record<string, unknown>);
   buildTraffic(traffic, push);
 
@@ -119,6 +121,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     readiness,
     balancer,
     traffic: frozenCopy(traffic),
+    authorization: raw.authorization === undefined ? null : frozenCopy(raw.authorization),
     weight: raw.weight ?? MESH_DEFAULTS.weight,
     zone: raw.zone ?? '',
     version: raw.version ?? '',

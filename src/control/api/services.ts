@@ -1,6 +1,7 @@
 /** The Service resource: GET /v1/services (blocking with ?index), GET, PUT and DELETE /v1/services/{service}. */
 import type { FastifyPluginAsync } from 'fastify';
 import { parseService } from '../../api/parse.js';
+import { authorizationToRaw } from '../../api/authz/build.js';
 import { SkeinError } from '../../core/errors.js';
 import type { ApiDeps } from './deps.js';
 import { query, revQ, serviceParam, waitQ } from './params.js';
@@ -37,9 +38,15 @@ export const serviceRoutes: FastifyPluginAsync<ApiDeps> = async (app, { registry
     query(req, []);
     const name = serviceParam(req.params.service);
     let body: unknown = req.body ?? {};
-    // A Service put without `routes` keeps the routes it has (managed as Route resources, say).
-    const prevRoutes = registry.service(name)?.definition?.trafficRaw.routes;
-    if (prevRoutes !== undefined && typeof body === 'object' && body !== null && !Array.isArray(body) && !('routes' in body)) body = { ...body, routes: prevRoutes };
+    // A Service put without `routes` or `authorization` keeps the ones it has (managed as Route
+    // and AuthorizationPolicy resources, say).
+    const prev = registry.service(name)?.definition;
+    if (prev != null && typeof body === 'object' && body !== null && !Array.isArray(body)) {
+      const prevRoutes = prev.trafficRaw.routes;
+      if (prevRoutes !== undefined && !('routes' in body)) body = { ...body, routes: prevRoutes };
+      const prevAuthz = authorizationToRaw(prev.authorization);
+      if (prevAuthz !== undefined && !('authorization' in (body as object))) body = { ...(body as object), authorization: prevAuthz };
+    }
     const def = parseService(body, { name });
     const r = await registry.putService(def);
     return reply.code(r.created ? 201 : 200).send({ service: def, created: r.created, changed: r.changed, revision: registry.revision });

@@ -304,7 +304,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     const authz = ctx.authz;
     if (authz !== null && authz.active) {
       const peer = this.peerId;
-      const d = authz.decide({ identity: peer?.identity ?? null, namespace: peer?.namespace ?? null, sourceAddress: this.peer, method: r.method, path: r.pathOnly, port: this.socket.localPort ?? 0, header: (n) => this.header(n) ?? null });
+      const d = authz.decide({ identity: peer?.identity ?? null, namespace: peer?.namespace ?? null, service: peer?.service ?? null, sourceAddress: this.peer, method: r.method, path: r.pathOnly, port: this.socket.localPort ?? 0, header: (n) => this.header(n) ?? null });
       ctx.counters.authz(dest.service, d);
       if (!d.allowed) {
         this.refused(denied(dest.service, d), hasBody);
