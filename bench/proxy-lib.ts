@@ -469,6 +469,11 @@ export function requireTools(tools: string[]): void {
   if (!(process.env['PATH'] ?? '').split(':').includes('/usr/sbin')) process.env['PATH'] = `${process.env['PATH'] ?? ''}:/usr/sbin`;
 }
 
+/** The app behind the proxies: one nginx worker answering 200 with BODY to every request. */
+export function startApp(dir: string, cpu: number | null, what = 'backend nginx'): Promise<Started> {
+  return startNginx(dir, cpu, (port) => `  server {\n    listen 127.0.0.1:${port} backlog=4096;\n    location / { return 200 "${BODY.replace('\n', '\\n')}"; }\n  }`, what);
+}
+
 // ---------------------------------------------------------------- load generators
 
 export interface WrkOut {
@@ -586,6 +591,39 @@ export interface LoadOptions {
   latencyClient: 'wrk' | 'hey';
   /** Where the fixed-rate run runs: every process on the load generator's CPU, or as pinned for throughput. */
   latencyCpus: 'same' | 'split';
+}
+
+/** The command-line options every proxy benchmark takes (for node:util parseArgs). */
+export const LOAD_ARGS = {
+  duration: { type: 'string', default: '10s' },
+  warmup: { type: 'string', default: '1s' },
+  'latency-duration': { type: 'string' },
+  quick: { type: 'boolean', default: false },
+  rounds: { type: 'string', default: '1' },
+  connections: { type: 'string', default: '32' },
+  rps: { type: 'string', default: '1000' },
+  'latency-connections': { type: 'string', default: '10' },
+  pin: { type: 'string', default: 'auto' },
+  'latency-cpus': { type: 'string', default: 'same' },
+  'proxy-log-level': { type: 'string', default: 'info' },
+  json: { type: 'string' },
+} as const;
+
+/** LOAD_ARGS as parsed, checked (`--quick`: 3 s runs). */
+export function loadOptions(v: { duration: string; warmup: string; 'latency-duration'?: string | undefined; quick: boolean; rounds: string; connections: string; rps: string; 'latency-connections': string; 'latency-cpus': string }, latencyClient: 'wrk' | 'hey'): LoadOptions & { rounds: number } {
+  const latencyCpus = v['latency-cpus'];
+  if (latencyCpus !== 'same' && latencyCpus !== 'split') throw new Error(`--latency-cpus must be same or split, got "${latencyCpus}"`);
+  return {
+    duration: v.quick ? 3 : seconds(v.duration, '--duration'),
+    warmup: seconds(v.warmup, '--warmup'),
+    latencyDuration: v.quick ? 3 : seconds(v['latency-duration'] ?? v.duration, '--latency-duration'),
+    rounds: posInt(v.rounds, '--rounds'),
+    connections: posInt(v.connections, '--connections'),
+    rps: posInt(v.rps, '--rps'),
+    latencyConnections: posInt(v['latency-connections'], '--latency-connections'),
+    latencyClient,
+    latencyCpus,
+  };
 }
 
 export interface WrkScripts {
@@ -739,4 +777,13 @@ export function summarize(list: Measure[], direct: Measure[] | undefined): Summa
       50,
     );
   return { ...s, addedP50Us: added((m) => m.p50Us), addedP99Us: added((m) => m.p99Us), addedClosedP50Us: added((m) => m.closedP50Us), addedClosedP99Us: added((m) => m.closedP99Us) };
+}
+
+/** Every path's summary, from all rounds' measurements (`direct` is the baseline of added latency). */
+export function summarizeAll<N extends string>(all: Array<Measure<N>>): Map<N, Summary> {
+  const by = new Map<N, Array<Measure<N>>>();
+  for (const m of all) by.set(m.path, [...(by.get(m.path) ?? []), m]);
+  const sums = new Map<N, Summary>();
+  for (const [name, list] of by) sums.set(name, summarize(list, by.get('direct' as N)));
+  return sums;
 }

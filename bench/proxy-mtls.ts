@@ -47,6 +47,8 @@ import { api, machine, printResult, runMain, startControl, table, tempDir, warnI
 import {
   BODY,
   dash,
+  LOAD_ARGS,
+  loadOptions,
   measure,
   pinning,
   portOf,
@@ -56,14 +58,13 @@ import {
   r2,
   requireTools,
   roots,
-  seconds,
   signed,
+  startApp,
   startHaproxy,
-  startNginx,
   startSkeinProxy,
   stopControl,
   stopTree,
-  summarize,
+  summarizeAll,
   thousands,
   treeCpuSeconds,
   waitServing,
@@ -88,23 +89,7 @@ const LABEL: Record<PathName, string> = {
 /** Issue 13: mTLS adds at most 30% CPU per request to Skein's plaintext figure. */
 const MTLS_CPU_TARGET = 1.3;
 
-const { values: argv } = parseArgs({
-  options: {
-    duration: { type: 'string', default: '10s' },
-    warmup: { type: 'string', default: '1s' },
-    'latency-duration': { type: 'string' },
-    quick: { type: 'boolean', default: false },
-    rounds: { type: 'string', default: '1' },
-    connections: { type: 'string', default: '32' },
-    rps: { type: 'string', default: '1000' },
-    'latency-connections': { type: 'string', default: '10' },
-    handshakes: { type: 'string', default: '500' },
-    pin: { type: 'string', default: 'auto' },
-    'latency-cpus': { type: 'string', default: 'same' },
-    'proxy-log-level': { type: 'string', default: 'info' },
-    json: { type: 'string' },
-  },
-});
+const { values: argv } = parseArgs({ options: { ...LOAD_ARGS, handshakes: { type: 'string', default: '500' } } });
 
 interface Options extends LoadOptions {
   rounds: number;
@@ -112,20 +97,8 @@ interface Options extends LoadOptions {
 }
 
 function options(): Options {
-  const latencyCpus = argv['latency-cpus'];
-  if (latencyCpus !== 'same' && latencyCpus !== 'split') throw new Error(`--latency-cpus must be same or split, got "${latencyCpus}"`);
-  return {
-    duration: argv.quick ? 3 : seconds(argv.duration, '--duration'),
-    warmup: seconds(argv.warmup, '--warmup'),
-    latencyDuration: argv.quick ? 3 : seconds(argv['latency-duration'] ?? argv.duration, '--latency-duration'),
-    rounds: posInt(argv.rounds, '--rounds'),
-    connections: posInt(argv.connections, '--connections'),
-    rps: posInt(argv.rps, '--rps'),
-    latencyConnections: posInt(argv['latency-connections'], '--latency-connections'),
-    latencyClient: 'wrk',
-    latencyCpus,
-    handshakes: argv.quick ? Math.min(200, posInt(argv.handshakes, '--handshakes')) : posInt(argv.handshakes, '--handshakes'),
-  };
+  const handshakes = posInt(argv.handshakes, '--handshakes');
+  return { ...loadOptions(argv, 'wrk'), handshakes: argv.quick ? Math.min(200, handshakes) : handshakes };
 }
 
 // ---------------------------------------------------------------- certificates of the mesh CA
@@ -332,7 +305,7 @@ async function main(): Promise<void> {
 
   const started = { children: [] as ChildProcess[], controls: [] as Control[] };
   try {
-    const app = await startNginx(join(dir.path, 'app'), pin.backend, (port) => `  server {\n    listen 127.0.0.1:${port} backlog=4096;\n    location / { return 200 "${BODY.replace('\n', '\\n')}"; }\n  }`, 'app nginx');
+    const app = await startApp(join(dir.path, 'app'), pin.backend, 'app nginx');
     started.children.push(app.child);
 
     const plain = await startSkeinPair(false, pin, app.port, argv['proxy-log-level'], started);
@@ -402,10 +375,7 @@ async function main(): Promise<void> {
 // ---------------------------------------------------------------- reporting
 
 function report(o: Options, info: ReturnType<typeof machine>, pin: Pinning, all: Array<Measure<PathName>>, runs: HandshakeRun[]): void {
-  const by = new Map<PathName, Array<Measure<PathName>>>();
-  for (const m of all) by.set(m.path, [...(by.get(m.path) ?? []), m]);
-  const sums = new Map<PathName, Summary>();
-  for (const [name, list] of by) sums.set(name, summarize(list, by.get('direct')));
+  const sums = summarizeAll(all);
   const d = (name: PathName, v: string | number) => (name === 'direct' ? '-' : v);
   table(
     `Two hops (client -> A -> B -> app): wrk -t1 -c${o.connections} -d${o.duration}s (throughput, CPU of A + B, closed-loop latency), wrk at ${o.rps} req/s x ${o.latencyDuration}s (fixed rate); ${o.rounds > 1 ? `medians of ${o.rounds} rounds; ` : ''}${info.cpus} cores (${info.cpuModel}); ${pin.text}`,

@@ -47,25 +47,25 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { api, machine, printResult, runMain, startControl, table, tempDir, warnIfBusy, type Control } from './lib.js';
 import {
-  BODY,
   dash,
+  LOAD_ARGS,
+  loadOptions,
   measure,
   pinning,
   portOf,
-  posInt,
   r0,
   r1,
   r2,
   requireTools,
   roots,
-  seconds,
   signed,
+  startApp,
   startHaproxy,
   startNginx,
   startSkeinProxy,
   stopControl,
   stopTree,
-  summarize,
+  summarizeAll,
   thousands,
   waitServing,
   writeWrkScripts,
@@ -74,7 +74,6 @@ import {
   type Measure,
   type Pinning,
   type Started,
-  type Summary,
 } from './proxy-lib.js';
 
 const PATHS = ['direct', 'skein', 'skein-bare', 'skein-nometrics', 'haproxy', 'nginx'] as const;
@@ -103,20 +102,9 @@ const TARGET = { cpuRatioVsHaproxy: 1.5, addedP50Us: 300, addedP99Us: 600, rssMB
 
 const { values: argv } = parseArgs({
   options: {
-    duration: { type: 'string', default: '10s' },
-    warmup: { type: 'string', default: '1s' },
-    'latency-duration': { type: 'string' },
-    quick: { type: 'boolean', default: false },
-    rounds: { type: 'string', default: '1' },
-    connections: { type: 'string', default: '32' },
-    rps: { type: 'string', default: '1000' },
-    'latency-connections': { type: 'string', default: '10' },
+    ...LOAD_ARGS,
     'latency-client': { type: 'string', default: 'wrk' },
     paths: { type: 'string', default: PATHS.join(',') },
-    pin: { type: 'string', default: 'auto' },
-    'latency-cpus': { type: 'string', default: 'same' },
-    'proxy-log-level': { type: 'string', default: 'info' },
-    json: { type: 'string' },
   },
 });
 
@@ -170,27 +158,12 @@ interface Options extends LoadOptions {
 }
 
 function options(): Options {
-  const duration = argv.quick ? 3 : seconds(argv.duration, '--duration');
-  const latencyDuration = argv.quick ? 3 : seconds(argv['latency-duration'] ?? argv.duration, '--latency-duration');
   const paths = argv.paths.split(',').map((s) => s.trim());
   for (const name of paths) if (!(PATHS as readonly string[]).includes(name)) throw new Error(`--paths: unknown path "${name}" (known: ${PATHS.join(', ')})`);
   if (!paths.includes('direct')) paths.unshift('direct'); // the baseline of "added latency"
-  const latencyCpus = argv['latency-cpus'];
-  if (latencyCpus !== 'same' && latencyCpus !== 'split') throw new Error(`--latency-cpus must be same or split, got "${latencyCpus}"`);
   const client = argv['latency-client'];
   if (client !== 'wrk' && client !== 'hey') throw new Error(`--latency-client must be wrk or hey, got "${client}"`);
-  const o: Options = {
-    duration,
-    warmup: seconds(argv.warmup, '--warmup'),
-    latencyDuration,
-    rounds: posInt(argv.rounds, '--rounds'),
-    connections: posInt(argv.connections, '--connections'),
-    rps: posInt(argv.rps, '--rps'),
-    latencyConnections: posInt(argv['latency-connections'], '--latency-connections'),
-    latencyClient: client,
-    paths: PATHS.filter((x) => paths.includes(x)),
-    latencyCpus,
-  };
+  const o: Options = { ...loadOptions(argv, client), paths: PATHS.filter((x) => paths.includes(x)) };
   if (o.rps % o.latencyConnections !== 0 && o.latencyClient === 'hey') throw new Error('--rps must be a multiple of --latency-connections with hey (its -q is per worker)');
   return o;
 }
@@ -213,7 +186,7 @@ async function main(): Promise<void> {
   const controls: Control[] = [];
   const unavailable = new Map<PathName, string>();
   try {
-    const backend = await startNginx(join(dir.path, 'backend'), pin.backend, (port) => `  server {\n    listen 127.0.0.1:${port} backlog=4096;\n    location / { return 200 "${BODY.replace('\n', '\\n')}"; }\n  }`, 'backend nginx');
+    const backend = await startApp(join(dir.path, 'backend'), pin.backend);
     started.push(backend);
     const paths: Array<LoadPath<PathName>> = [{ name: 'direct', port: backend.port, pids: [] }];
 
@@ -298,10 +271,7 @@ backend backend
 // ---------------------------------------------------------------- reporting
 
 function report(o: Options, info: ReturnType<typeof machine>, pin: Pinning, all: Array<Measure<PathName>>, unavailable: Map<PathName, string>): void {
-  const by = new Map<PathName, Array<Measure<PathName>>>();
-  for (const m of all) by.set(m.path, [...(by.get(m.path) ?? []), m]);
-  const sums = new Map<PathName, Summary>();
-  for (const [name, list] of by) sums.set(name, summarize(list, by.get('direct')));
+  const sums = summarizeAll(all);
   const rows = o.paths.map((name): Array<string | number> => {
     const s = sums.get(name);
     if (s === undefined) return [LABEL[name], 'n/a', '', '', '', '', '', '', '', '', ''];
