@@ -153,11 +153,11 @@ export async function startControl(opts: StartControlOptions): Promise<Control> 
 
 // ---------------------------------------------------------------- HTTP and metrics
 
-/** A small JSON request (one connection from undici's global dispatcher). */
-export async function api(base: string, method: 'GET' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<{ status: number; body: any }> {
+/** A small JSON request (one connection from undici's global dispatcher); `headers` such as an authorization. */
+export async function api(base: string, method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
   const res = await request(base + path, {
     method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
     body: body === undefined ? null : JSON.stringify(body),
   });
   const text = await res.body.text();
