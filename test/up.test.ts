@@ -156,17 +156,21 @@ describe('skein up examples/shop/shop.yaml', () => {
     assert.deepEqual([...seen.keys()].sort(), ['user-service-1', 'user-service-2'], `both user-service replicas served: ${JSON.stringify(Object.fromEntries(seen))}`);
   });
 
-  test('curl -x http://<outbound> http://user-service/user?user_id=1 (the real curl)', async () => {
-    const r = await run('curl', ['-sS', '--max-time', '10', '-x', `http://${up.outbound}`, '-w', '\n%{http_code}', 'http://user-service/user?user_id=1']);
+  test('curl -x http://<outbound>: the frontend by name (the real curl); user-service only to the frontend (403 naming the policy)', async () => {
+    const r = await run('curl', ['-sS', '--max-time', '10', '-x', `http://${up.outbound}`, '-w', '\n%{http_code}', `http://frontend${PAGE}`]);
     assert.equal(r.code, 0, `curl exited ${r.code}: ${r.stderr}`);
     const lines = r.stdout.trimEnd().split('\n');
     const status = lines.pop();
     assert.equal(status, '200', `curl got ${status}: ${r.stdout}`);
     const b = JSON.parse(lines.join('\n')) as any;
-    assert.deepEqual(b.user, { id: 1, name: 'Ada Lovelace', email: 'ada@example.com' });
-    assert.match(String(b.served_by), /^user-service-[12]$/);
+    assert.match(String(userOfPage(b)), /^user-service-[12]$/);
+    // The demo's policy: only the frontend may call user-service. curl -x calls as "local".
+    const denied = await run('curl', ['-sS', '--max-time', '10', '-x', `http://${up.outbound}`, '-D', '-', 'http://user-service/user?user_id=1']);
+    assert.match(denied.stdout, /^HTTP\/1\.1 403/);
+    assert.match(denied.stdout, /x-skein-error: SKEIN_E_AUTHZ_DENIED/i);
+    assert.match(denied.stdout, /RBAC: access to \\"user-service\\" denied: no ALLOW policy matched \(considered: \\"only-frontend\\"\)/);
     // By the DNS name too, and an unknown service is the proxy's own error, never a bare 503.
-    const dnsName = await run('curl', ['-sS', '--max-time', '10', '-x', `http://${up.outbound}`, '-o', '/dev/null', '-w', '%{http_code}', 'http://user-service.service.skein/user?user_id=2']);
+    const dnsName = await run('curl', ['-sS', '--max-time', '10', '-x', `http://${up.outbound}`, '-o', '/dev/null', '-w', '%{http_code}', `http://frontend.service.skein${PAGE}`]);
     assert.equal(dnsName.stdout, '200', `by DNS name: ${dnsName.stdout} ${dnsName.stderr}`);
     const unknown = await run('curl', ['-sS', '--max-time', '10', '-x', `http://${up.outbound}`, '-D', '-', '-o', '/dev/null', 'http://no-such-service/']);
     assert.match(unknown.stdout, /^HTTP\/1\.1 503/);
@@ -179,11 +183,11 @@ describe('skein up examples/shop/shop.yaml', () => {
     assert.ok(victim && victim.pid !== null && victim.state === 'ready', `user-service-1 runs: ${JSON.stringify(before)}`);
     assert.equal(victim.restarts, 0);
     const oldPid = victim.pid;
-    // Two loads: pages through the frontend (frontend -> its outbound -> user-service inbound),
-    // and user-service directly through the outbound listener of skein up.
+    // Two loads: pages through the frontend's service port (frontend -> its outbound ->
+    // user-service inbound), and pages through the outbound listener of skein up (curl -x's).
     const loadsHere = {
       page: new Load(frontendPort, PAGE, 4, userOfPage),
-      direct: new Load(portOf(up.outbound), '/user?user_id=1', 4, (b: any) => (typeof b?.served_by === 'string' ? (b.served_by as string) : undefined), { host: 'user-service' }),
+      direct: new Load(portOf(up.outbound), PAGE, 4, userOfPage, { host: 'frontend' }),
     };
     loads.push(loadsHere.page, loadsHere.direct);
     await Promise.all([loadsHere.page.more(40), loadsHere.direct.more(40)]);

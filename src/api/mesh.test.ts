@@ -94,6 +94,7 @@ test('a full mesh file parses into frozen objects, in file order', () => {
     restart: { baseMs: 200, capMs: 10_000, resetAfterMs: 60_000, maxRestarts: 5 },
     stopTimeoutMs: 5000,
     traffic: {},
+    authorization: null,
     dependsOn: [],
   });
   assert.deepEqual(product?.port, { env: 'LISTEN_PORT' });
@@ -122,6 +123,7 @@ test('a minimal service gets every default', () => {
     restart: { baseMs: 1000, capMs: 30_000, resetAfterMs: 30_000, maxRestarts: null },
     stopTimeoutMs: 10_000,
     traffic: {},
+    authorization: null,
     dependsOn: [],
   });
 });
