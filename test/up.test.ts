@@ -20,6 +20,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { ROOT, api, closedPort, run, skein, startControl, tempDir, waitFor } from './helpers.js';
 import { SHOP_PAGE as PAGE, portOf, startShop, type UpProcess } from './mesh-helpers.js';
+import { metricValue } from './proxy-helpers.js';
 import { httpGet, Load } from './proxy-helpers.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -327,6 +328,16 @@ describe('skein up examples/shop/shop.yaml', () => {
     // Nothing changed.
     const s = service(await meshStatus(up.control), 'user-service');
     assert.equal(s.replicas, 2);
+  });
+
+  test('every replica stays healthy with mTLS strict: no proxy refused a plaintext connection (health checks go to the apps)', async () => {
+    const m = (await api(`http://${up.admin}`, 'GET', '/metrics')).body as string;
+    assert.equal(metricValue(m, 'skein_proxy_tls_refusals_total', { direction: 'inbound', reason: 'plaintext' }) ?? 0, 0, 'plaintext refused by an inbound listener');
+    for (const s of ['user-service', 'product-service', 'frontend']) {
+      const r = await api(up.control, 'GET', `/v1/services/${s}/instances?all=true`);
+      const bad = (r.body.instances as Array<{ id: string; status: string; reason: string }>).filter((i) => i.status !== 'healthy');
+      assert.deepEqual(bad, [], `${s}: every instance healthy`);
+    }
   });
 
   test('Ctrl-C: skein up exits 0, no process of the mesh remains, its ports are closed', async () => {

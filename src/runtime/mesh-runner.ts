@@ -135,9 +135,11 @@ export class MeshRunner {
         const inb = await proxy.addWorkload({ name: r.id, service: svc.name, inbound: { host: this.host, port: 0 }, app: { host: r.address, port: r.port } });
         const inboundPort = Number((inb.inbound as string).split(':').pop());
         const inst = replicaInstance(svc, { id: r.id, address: this.host, port: inboundPort });
+        // The control plane checks the app itself, on its own port: the inbound listener in front of
+        // it takes only its mesh peers' mTLS (Linkerd's kubelet probes go to the app port too).
         const check =
           svc.readiness.type === 'http'
-            ? { type: 'http', path: svc.readiness.path, interval: '5s', initialState: 'healthy' }
+            ? { type: 'http', path: svc.readiness.path, port: r.port, interval: '5s', initialState: 'healthy' }
             : { type: 'tcp', port: r.port, interval: '5s', initialState: 'healthy' };
         try {
           await api(controlUrl, token, 'PUT', `/v1/services/${svc.name}/instances/${r.id}`, { ...inst, check });
