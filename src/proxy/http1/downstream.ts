@@ -104,6 +104,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     super();
     this.peer = plainAddress(socket.remoteAddress);
     this.record = new RequestRecord(ctx, this.peer);
+    this.record.connectionMtls = peerId !== null;
     this.since = coarseNow();
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));

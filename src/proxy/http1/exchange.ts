@@ -182,6 +182,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
     }
     if (!up.reused) this.ds.ctx.counters.upstreamConnect(true);
     this.up = up;
+    this.ds.record.mtls = up.secure;
     up.expect(this.o.isHead);
     const s = up.socket;
     const q = this.queue;

@@ -51,6 +51,10 @@ export class RequestRecord {
   private headAt = 0;
   requestBytes = 0;
   responseBytes = 0;
+  /** The hop between proxies was mTLS: inbound, the client's connection; outbound, the attempt's upstream connection. */
+  mtls = false;
+  /** Inbound over mTLS: every request of the connection is (set once by the driver). */
+  connectionMtls = false;
   /** The hop's trace span (tracing on). */
   hop: HopTrace | null = null;
   /** What taps want of this request (TAP_* bits), and what they get of it. */
@@ -80,6 +84,7 @@ export class RequestRecord {
 
   headComplete(): void {
     this.headAt = performance.now();
+    this.mtls = this.connectionMtls;
   }
 
   /** Asks the taps whether they want this request, and keeps its headers if they do. */

@@ -62,6 +62,8 @@ export class Upstream extends HeadCallbacks {
   /** Raw forwarding of body bytes is off; onBody decodes chunked framing instead (HTTP/1.0 clients). */
   decodeBody = false;
   tunnel = false;
+  /** An mTLS connection to a peer proxy. */
+  readonly secure: boolean;
   private headDone = false;
   private msgDone = false;
   private status = 0;
@@ -85,6 +87,7 @@ export class Upstream extends HeadCallbacks {
     if (counter !== null) counter.open++;
     this.handler = handler;
     this.parser = new HttpParser(ParserType.Response, this);
+    this.secure = tls !== null;
     const socket = tls === null ? connect({ host: endpoint.address, port: endpoint.port, noDelay: true }) : tlsConnect({ host: endpoint.address, port: endpoint.port, ...tls.options() });
     this.socket = socket;
     socket.setTimeout(connectTimeoutMs);
