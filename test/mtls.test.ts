@@ -145,6 +145,34 @@ describe('mTLS between two skein proxy processes', () => {
     );
   });
 
+  test("active health checks reach a peer over mTLS, and its probe path is open to mesh identities under default deny", async () => {
+    const { port } = await echoApp();
+    const probes: string[] = [];
+    const probed = http.createServer((req, res) => {
+      probes.push(`${req.method} ${req.url} ${String(req.headers['x-skein-client-id'])}`);
+      res.end('ok');
+    });
+    await new Promise<void>((r) => probed.listen(0, '127.0.0.1', () => r()));
+    cleanups.push(() => new Promise<void>((r) => probed.close(() => r())));
+    void port;
+    const ledger = await meshProxy('proxy-ledger', ['ledger'], [`name=ledger-1,service=ledger,inbound=127.0.0.1:0,app=127.0.0.1:${(probed.address() as { port: number }).port}`]);
+    const put = await api(cp.http, 'PUT', '/v1/services/ledger', { activeHealthCheck: { type: 'http', path: '/health', interval: '200ms', unhealthyThreshold: 1 }, authorization: { default: 'deny' } });
+    assert.ok([200, 201].includes(put.status), JSON.stringify(put.body));
+    await registerInstance(cp.http, 'ledger', 'ledger-1', ledger.workload('ledger-1').inbound!.port, { labels: { 'skein.io/inbound-proxy': 'true' } });
+    await knows(A, 'ledger');
+    // A request makes A use the service (and start probing it): denied by the default.
+    const r = await get(outPort, 'ledger', {}, '/books');
+    assert.equal(r.status, 403, r.body);
+    assert.equal(r.headers['x-skein-error'], 'SKEIN_E_AUTHZ_DENIED');
+    await waitFor(() => probes.length >= 3, { timeoutMs: 10_000, what: 'three active checks through the mTLS inbound' }).catch(async (e: Error) => {
+      throw new Error(`${e.message}; the caller's view: ${JSON.stringify((await api(A.admin, 'GET', '/debug/endpoints')).body.services.ledger)}; probes: ${JSON.stringify(probes)}`);
+    });
+    assert.match(probes[0] as string, new RegExp(`^GET /health spiffe://${td}/ns/default/sa/web$`));
+    const debug = (await api(A.admin, 'GET', '/debug/endpoints')).body.services.ledger.traffic;
+    assert.equal(debug.summary?.activeCheckFailing ?? debug.failingActiveChecks ?? 0, 0, `no endpoint failing its active check: ${JSON.stringify(debug)}`);
+    assert.equal((await get(outPort, 'ledger', {}, '/health')).status, 200, 'web may GET the probe path itself');
+  });
+
   test('a join token works once: a second proxy with the same token does not start, and says why', async () => {
     const token = await mint('proxy-c', ['web']);
     const c = await startProxy({ control: cp.http, workloads: ['name=web-2,service=web,outbound=127.0.0.1:0'], args: ['--mtls', 'strict', '--join-token', token, '--id', 'proxy-c'] });

@@ -1,6 +1,8 @@
 /** The probes behind HTTP and TCP health checks (the control plane's, and a proxy's own active checks): one attempt each, bounded by the check's timeout. */
 import { request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
+import type { ConnectionOptions, TLSSocket } from 'node:tls';
 import type { HealthCheck, Instance } from '../api/types.js';
 
 export interface ProbeResult {
@@ -14,7 +16,13 @@ export type Probe = (instance: Instance, check: HealthCheck) => Promise<ProbeRes
 export const probe: Probe = (instance, check) =>
   check.type === 'http' ? probeHttp(instance, check) : probeTcp(instance, check);
 
-export function probeHttp(instance: Instance, check: HealthCheck): Promise<ProbeResult> {
+/** A probe over TLS (a proxy's active check of a peer proxy): the connection's options, and its check of the peer (null: accepted, else why not). */
+export interface ProbeTls {
+  readonly options: ConnectionOptions;
+  verify(socket: TLSSocket): string | null;
+}
+
+export function probeHttp(instance: Instance, check: HealthCheck, tls: ProbeTls | null = null): Promise<ProbeResult> {
   const port = check.port ?? instance.port;
   return new Promise((resolve) => {
     let settled = false;
@@ -25,13 +33,14 @@ export function probeHttp(instance: Instance, check: HealthCheck): Promise<Probe
       req.destroy();
       resolve(r);
     };
-    const req = request(
+    const req = (tls === null ? request : httpsRequest)(
       {
         host: instance.address,
         port,
         method: check.method,
         path: check.path,
         agent: false,
+        ...(tls === null ? {} : tls.options),
         headers: { 'user-agent': 'skein-health-check', connection: 'close' },
       },
       (res) => {
@@ -43,6 +52,14 @@ export function probeHttp(instance: Instance, check: HealthCheck): Promise<Probe
     );
     const timer = setTimeout(() => done({ ok: false, reason: `${check.method} ${check.path} timed out after ${check.timeoutMs}ms` }), check.timeoutMs);
     req.on('error', (e: NodeJS.ErrnoException) => done({ ok: false, reason: `${check.method} ${check.path}: ${e.code ?? e.message}` }));
+    if (tls !== null) {
+      req.once('socket', (s) => {
+        (s as TLSSocket).once('secureConnect', () => {
+          const refused = tls.verify(s as TLSSocket);
+          if (refused !== null) done({ ok: false, reason: `${check.method} ${check.path}: mTLS refused: ${refused}` });
+        });
+      });
+    }
     req.end();
   });
 }

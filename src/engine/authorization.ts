@@ -18,6 +18,12 @@ export class ServiceAuthz {
   private def: AuthzDefault;
   /** Some policy exists or the default denies: requests are evaluated (otherwise all are allowed at no cost). */
   active = false;
+  /**
+   * The path of the service's own active health check (http), or null: callers' proxies probe it,
+   * so any identity of the mesh may GET it unless a DENY names it (Linkerd authorizes probes the
+   * same way; a default of deny must not fail every active check).
+   */
+  private probePath: string | null = null;
 
   constructor(
     readonly service: string,
@@ -27,15 +33,20 @@ export class ServiceAuthz {
     this.active = this.def === 'deny';
   }
 
-  /** The service's definition changed (null: it has none). */
-  update(a: ServiceAuthorization | null | undefined): void {
+  /** The service's definition changed (null: it has none). `probePath`: its active health check's path, if http. */
+  update(a: ServiceAuthorization | null | undefined, probePath: string | null = null): void {
+    this.probePath = probePath;
     this.policies = compilePolicies(a?.policies ?? []);
     this.def = effectiveDefault(a, this.meshDefault);
     this.active = this.policies.length > 0 || this.def === 'deny';
   }
 
   decide(req: AuthzRequest): AuthzDecision {
-    return evaluate(this.policies, this.def, req);
+    const d = evaluate(this.policies, this.def, req);
+    // Denied by no ALLOW match or by the default (not by a DENY rule: `rule` is null): a mesh
+    // identity's GET of the probe path goes through.
+    if (d.allowed || d.rule !== null || req.identity === null || req.method !== 'GET' || req.path !== this.probePath) return d;
+    return { ...d, allowed: true, policy: null, reason: `${this.probePath} is the service's active health check path, open to every identity of the mesh` };
   }
 }
 

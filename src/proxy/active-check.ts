@@ -9,7 +9,9 @@ import type { ActiveCheckPolicy } from '../api/traffic.js';
 import type { HealthCheck, Instance } from '../api/types.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { EndpointSet, type Endpoint } from '../discovery/endpoint.js';
-import { probeHttp, probeTcp } from '../discovery/probe.js';
+import { probeHttp, probeTcp, type ProbeResult } from '../discovery/probe.js';
+import type { Refusal } from '../engine/service-client.js';
+import type { UpstreamTls } from './tls/outbound.js';
 import type { TrafficState } from '../resilience/traffic-state.js';
 
 interface Target {
@@ -31,6 +33,8 @@ export class ActiveChecker {
     private readonly traffic: TrafficState,
     readonly policy: ActiveCheckPolicy,
     private readonly clock: Clock,
+    /** How the proxy connects to an endpoint: a peer proxy's inbound takes mTLS only (null: plain TCP). */
+    private readonly tls: ((e: Endpoint) => UpstreamTls | Refusal | null) | null = null,
   ) {
     this.check = {
       type: policy.type,
@@ -85,7 +89,7 @@ export class ActiveChecker {
     if (t.running || this.stopped) return;
     t.running = true;
     const inst = { address: t.endpoint.address, port: t.endpoint.port } as Instance;
-    const r = this.policy.type === 'http' ? await probeHttp(inst, this.check) : await probeTcp(inst, this.check);
+    const r = this.policy.type === 'http' ? await this.probeHttp(t.endpoint, inst) : await probeTcp(inst, this.check);
     t.running = false;
     if (this.stopped || this.targets.get(t.endpoint.key) !== t) return;
     if (r.ok) {
@@ -97,6 +101,20 @@ export class ActiveChecker {
       t.fails++;
       if (t.fails >= this.policy.unhealthyThreshold) this.traffic.setActiveHealth(t.endpoint.key, false, r.reason);
     }
+  }
+
+  /** An HTTP probe, over mTLS to a peer proxy (the caller's identity, the peer's checked like a request's). */
+  private probeHttp(e: Endpoint, inst: Instance): Promise<ProbeResult> {
+    const link = this.tls?.(e) ?? null;
+    if (link === null) return probeHttp(inst, this.check);
+    if ('code' in link) return Promise.resolve({ ok: false, reason: link.message });
+    return probeHttp(inst, this.check, {
+      options: link.options(),
+      verify: (s) => {
+        const c = link.verify(s);
+        return c.ok ? null : c.detail;
+      },
+    });
   }
 
   stop(): void {

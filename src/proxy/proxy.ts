@@ -40,6 +40,7 @@ import type { AccessLog } from './access-log.js';
 import { DEFAULT_TRAFFIC, inboundTraffic } from '../api/traffic.js';
 import { TrafficState, type TrafficEvent } from '../resilience/traffic-state.js';
 import type { MtlsMode } from '../api/mtls.js';
+import type { Service } from '../api/types.js';
 import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
 import type { AuthzDefault } from '../api/authz/schema.js';
 import { ServiceAuthz } from '../engine/authorization.js';
@@ -105,6 +106,12 @@ export interface ProxyOptions {
 }
 
 const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
+
+/** The path callers' proxies probe a service on (its http active health check), or null. */
+function probePathOf(def: Service | null | undefined): string | null {
+  const c = def?.traffic.activeHealthCheck;
+  return c != null && c.type === 'http' ? c.path : null;
+}
 
 /** A listener: outbound (routes by service) or inbound (to the local app). */
 class Listener implements ListenerContext {
@@ -303,7 +310,11 @@ export class Proxy {
       watchConnected: () => this.watch?.connected ?? false,
       traffic: () => [...this.services.values()].map((s) => s.traffic),
       certificates: () => this.identities?.list() ?? [],
-    }, opts.id, (e) => this.logger?.warn({ service: e.service, instance: e.instance, type: e.type }, e.detail));
+    }, opts.id, (e) => {
+      // A certificate issued or renewed is routine; everything else the proxy raises is a warning.
+      const routine = e.type === 'certificate' && !e.detail.startsWith('renewing');
+      this.logger?.[routine ? 'info' : 'warn']({ service: e.service, instance: e.instance, type: e.type }, e.detail);
+    });
     this.authzDefault = opts.authzDefault ?? AUTHZ_DEFAULTS.meshDefault;
     const mtls = opts.mtls ?? null;
     this.mtlsMode = mtls?.mode ?? 'off';
@@ -321,7 +332,7 @@ export class Proxy {
       this.watch.on('service', (service, def) => {
         this.services.get(service)?.setDefinition(def);
         for (const t of this.inbound.get(service) ?? []) t.setPolicy(inboundTraffic(def?.traffic ?? DEFAULT_TRAFFIC));
-        this.authzs.get(service)?.update(def?.authorization);
+        this.authzs.get(service)?.update(def?.authorization, probePathOf(def));
       });
       this.watch.on('connected', () => log?.info({ control: opts.controlUrl }, 'watching the control plane'));
       this.watch.on('disconnected', (err) => log?.warn({ control: opts.controlUrl, err: err.message }, 'lost the control plane; serving from the last state seen'));
@@ -356,7 +367,8 @@ export class Proxy {
     let a = this.authzs.get(service);
     if (a === undefined) {
       a = new ServiceAuthz(service, this.authzDefault);
-      a.update(this.watch?.definition(service)?.authorization);
+      const def = this.watch?.definition(service);
+      a.update(def?.authorization, probePathOf(def));
       this.authzs.set(service, a);
     }
     return a;
@@ -382,6 +394,15 @@ export class Proxy {
       onRefused: (reason, detail, peer) => this.metrics.tlsRefused('inbound', reason, detail, null, peer),
       onAccepted: (kind) => this.metrics.inboundConnection(kind),
     };
+  }
+
+  /**
+   * How an active check reaches `e`: over mTLS as any identity the proxy holds (the callee's
+   * proxy lets any mesh identity GET its service's probe path: see ServiceAuthz).
+   */
+  private probeTls(e: Endpoint): UpstreamTls | Refusal | null {
+    const any = this.identities?.list()[0];
+    return any === undefined ? null : this.upstreamTls(any.service, e);
   }
 
   upstreamTls(caller: string, e: Endpoint): UpstreamTls | Refusal | null {
@@ -423,7 +444,7 @@ export class Proxy {
     if (s !== undefined) return s;
     const w = this.watch;
     if (w === null || !w.knows(name)) return null;
-    s = new ServiceClient(name, w.definition(name), w.endpoints(name), this.clock, (e) => this.trafficEvent(e), (traffic, policy, clock) => new ActiveChecker(traffic, policy, clock));
+    s = new ServiceClient(name, w.definition(name), w.endpoints(name), this.clock, (e) => this.trafficEvent(e), (traffic, policy, clock) => new ActiveChecker(traffic, policy, clock, this.outboundTls === null ? null : (e) => this.probeTls(e)));
     this.services.set(name, s);
     return s;
   }
