@@ -11,7 +11,7 @@ import http from 'node:http';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
-import { metricValue, registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
+import { metricValue, registerInstance, startMeshProxy, type ProxyProcess } from './proxy-helpers.js';
 
 const cleanups: Array<() => unknown> = [];
 after(async () => {
@@ -38,11 +38,8 @@ async function app(service: string): Promise<number> {
 }
 
 async function meshProxy(id: string, services: string[], workloads: string[]): Promise<ProxyProcess> {
-  const t = await api(cp.http, 'POST', '/v1/ca/tokens', { proxy: id, services });
-  assert.equal(t.status, 201, JSON.stringify(t.body));
-  const p = await startProxy({ control: cp.http, workloads, args: ['--mtls', 'strict', '--join-token', t.body.token, '--id', id] });
+  const p = await startMeshProxy(cp.http, id, services, workloads);
   cleanups.push(() => p.stop());
-  await waitForProxyReady(p);
   return p;
 }
 

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import http from 'node:http';
 import { join } from 'node:path';
 import { api, run, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
-import { metricValue, registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
+import { metricValue, mintJoinToken, registerInstance, startMeshProxy, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
 
 const cleanups: Array<() => unknown> = [];
 after(async () => {
@@ -25,11 +25,7 @@ let B: ProxyProcess;
 let outPort: number;
 let inPort: number;
 
-async function mint(proxy: string, services: string[], control = cp): Promise<string> {
-  const r = await api(control.http, 'POST', '/v1/ca/tokens', { proxy, services });
-  assert.equal(r.status, 201, JSON.stringify(r.body));
-  return r.body.token as string;
-}
+const mint = (proxy: string, services: string[]) => mintJoinToken(cp.http, proxy, services);
 
 /** An app that answers with the headers it got. */
 async function echoApp(): Promise<{ server: http.Server; port: number }> {
@@ -64,10 +60,8 @@ const idOf = (service: string) => `spiffe://${td}/ns/default/sa/${service}`;
 
 /** Starts a proxy with --mtls strict and a fresh join token for its workloads' services. */
 async function meshProxy(id: string, services: string[], workloads: string[], control = cp): Promise<ProxyProcess> {
-  const token = await mint(id, services, control);
-  const p = await startProxy({ control: control.http, workloads, args: ['--mtls', 'strict', '--join-token', token, '--id', id] });
+  const p = await startMeshProxy(control.http, id, services, workloads);
   cleanups.push(() => p.stop());
-  await waitForProxyReady(p);
   return p;
 }
 

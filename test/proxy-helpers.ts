@@ -1011,3 +1011,26 @@ export function assertErrorBody(body: Buffer, code: string): void {
   assert.equal(parsed.code, code);
   assert.equal(typeof parsed.message, 'string');
 }
+
+/** A join token of the control plane's CA for proxy `id` and its services (POST /v1/ca/tokens). */
+export async function mintJoinToken(controlUrl: string, id: string, services: string[]): Promise<string> {
+  const r = await api(controlUrl, 'POST', '/v1/ca/tokens', { proxy: id, services });
+  if (r.status !== 201) throw new Error(`minting a join token for ${id} failed: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body.token as string;
+}
+
+/**
+ * A `skein proxy --mtls strict` with a fresh join token for the services of its workloads, ready
+ * (its first snapshot in). The caller stops it.
+ */
+export async function startMeshProxy(controlUrl: string, id: string, services: string[], workloads: string[]): Promise<ProxyProcess> {
+  const token = await mintJoinToken(controlUrl, id, services);
+  const p = await startProxy({ control: controlUrl, workloads, args: ['--mtls', 'strict', '--join-token', token, '--id', id] });
+  try {
+    await waitForProxyReady(p);
+  } catch (e) {
+    await p.stop();
+    throw e;
+  }
+  return p;
+}
