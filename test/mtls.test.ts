@@ -167,6 +167,23 @@ describe('mTLS between two skein proxy processes', () => {
     assert.equal((await get(outPort, 'ledger', {}, '/health')).status, 200, 'web may GET the probe path itself');
   });
 
+  test("a service's own mode over the mesh's: permissive takes plaintext (counted), back to strict refuses it", async () => {
+    const setMode = async (mode: string) => assert.ok([200, 201].includes((await api(cp.http, 'PUT', '/v1/services/users', { mtls: { mode } })).status));
+    await setMode('permissive');
+    try {
+      const m0 = await metrics(B);
+      await waitFor(async () => (await get(inPort, 'users')).status === 200, { timeoutMs: 10_000, what: 'plaintext served once users is permissive' });
+      const m1 = await metrics(B);
+      assert.ok((metricValue(m1, 'skein_proxy_inbound_connections_total', { kind: 'plaintext' }) ?? 0) > (metricValue(m0, 'skein_proxy_inbound_connections_total', { kind: 'plaintext' }) ?? 0), 'plaintext connections counted');
+      // Callers through their proxy still use mTLS in permissive mode.
+      const r = await get(outPort, 'users');
+      assert.equal(JSON.parse(r.body).headers['x-skein-client-id'], idOf('web'));
+    } finally {
+      await setMode('strict');
+    }
+    await waitFor(async () => (await get(inPort, 'users')).status === 403, { timeoutMs: 10_000, what: 'plaintext refused again once users is strict' });
+  });
+
   test('a join token works once: a second proxy with the same token does not start, and says why', async () => {
     const token = await mint('proxy-c', ['web']);
     const c = await startProxy({ control: cp.http, workloads: ['name=web-2,service=web,outbound=127.0.0.1:0'], args: ['--mtls', 'strict', '--join-token', token, '--id', 'proxy-c'] });

@@ -95,6 +95,7 @@ test('a full mesh file parses into frozen objects, in file order', () => {
     stopTimeoutMs: 5000,
     traffic: {},
     authorization: null,
+    mtlsMode: null,
     dependsOn: [],
   });
   assert.deepEqual(product?.port, { env: 'LISTEN_PORT' });
@@ -124,6 +125,7 @@ test('a minimal service gets every default', () => {
     stopTimeoutMs: 10_000,
     traffic: {},
     authorization: null,
+    mtlsMode: null,
     dependsOn: [],
   });
 });

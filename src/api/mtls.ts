@@ -4,9 +4,19 @@
  * fields and error messages use these words). See docs/security.md.
  */
 
+import { Enum, Obj } from './fields.js';
+
 /** `strict`: mTLS only; `permissive`: mTLS and plaintext (counted, for migration); `off`: plaintext. */
 export const MTLS_MODES = ['strict', 'permissive', 'off'] as const;
 export type MtlsMode = (typeof MTLS_MODES)[number];
+
+/** A service's own mode (a Service's and a mesh-file service's `mtls`), over the mesh's. */
+export const MtlsFields = {
+  mtls: Obj(
+    { mode: Enum(MTLS_MODES, 'strict: its inbound takes mTLS only; permissive: mTLS and plaintext (counted), for migrating; off: plaintext. Unset: the mesh\'s mode (skein proxy/up --mtls).') },
+    "How the service's callers reach it: its own mTLS mode, over the mesh's (docs/security.md#mtls-modes).",
+  ),
+};
 
 /**
  * The mode of a mesh that says nothing: `off` for a bare `skein proxy` without a CA, which has no

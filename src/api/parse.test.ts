@@ -276,7 +276,7 @@ test('a prefix is prepended to field paths', () => {
 
 test('a service gets its defaults and is deeply frozen', () => {
   const s = parseService({ name: 'web' });
-  assert.deepEqual(s, { name: 'web', ports: [], labels: {}, defaults: {}, balancer: { kind: 'peak-ewma', hashKey: null }, traffic: DEFAULT_TRAFFIC, trafficRaw: {}, authorization: { default: null, policies: [] } });
+  assert.deepEqual(s, { name: 'web', ports: [], labels: {}, defaults: {}, balancer: { kind: 'peak-ewma', hashKey: null }, traffic: DEFAULT_TRAFFIC, trafficRaw: {}, authorization: { default: null, policies: [] }, mtlsMode: null });
   const full = parseService({
     name: 'web',
     ports: [{ name: 'http', port: 80 }, { name: 'grpc', port: 81, protocol: 'grpc' }],

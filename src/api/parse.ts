@@ -172,6 +172,7 @@ export function parseService(raw: unknown, ctx: { name?: string; prefix?: string
     traffic,
     trafficRaw: frozenCopy(trafficRaw),
     authorization,
+    mtlsMode: body.mtls?.mode ?? null,
   });
 }
 
@@ -188,6 +189,7 @@ export function serviceToRaw(def: Service): RawService {
     balancer: hashKey === null ? { kind } : { kind, hashKey: { ...hashKey } },
     ...structuredClone(def.trafficRaw),
     ...(authorization === undefined ? {} : { authorization }),
+    ...(def.mtlsMode == null ? {} : { mtls: { mode: def.mtlsMode } }),
   };
 }
 

@@ -7,6 +7,7 @@ import { Duration } from './fields.js';
 import { BalancerSchema } from './balancer.js';
 import { RouteSchema, TrafficFields } from './traffic.js';
 import { AuthorizationFields, AuthorizationPolicyFields } from './authz/schema.js';
+import { MtlsFields } from './mtls.js';
 
 export const API_VERSION = 'skein/v1';
 
@@ -103,6 +104,7 @@ export const ServiceFields = {
   balancer: Type.Optional(BalancerSchema),
   ...TrafficFields,
   ...AuthorizationFields,
+  mtls: Type.Optional(MtlsFields.mtls),
 };
 
 export const ServiceSchema = Type.Object(ServiceFields, { additionalProperties: false, description: 'A named service and the defaults of its instances.' });

@@ -2,6 +2,7 @@
 import type { BalancerPolicy } from './balancer.js';
 import type { RawTraffic, TrafficPolicy } from './traffic.js';
 import type { AuthorizationPolicyResource, ServiceAuthorization } from './authz/model.js';
+import type { MtlsMode } from './mtls.js';
 
 export type Protocol = 'http' | 'http2' | 'grpc' | 'tcp';
 export type CheckType = 'http' | 'tcp' | 'ttl';
@@ -65,6 +66,8 @@ export interface Service {
   readonly trafficRaw: RawTraffic;
   /** Who may call it: its authorization policies and default (src/api/authz/model.ts). */
   readonly authorization: ServiceAuthorization;
+  /** Its own mTLS mode, over the mesh's (null: the mesh's). */
+  readonly mtlsMode: MtlsMode | null;
 }
 
 /** A Route resource: one route of a service, as written (it is checked with its service when applied). */

@@ -376,18 +376,21 @@ export class Proxy {
 
   // ---- mTLS ----
 
-  /** The mTLS mode of a service: the mesh's. */
-  modeOf(_service: string): MtlsMode {
-    return this.mtlsMode;
+  /**
+   * The mTLS mode of a service: its own, over the mesh's. A proxy without identities (mesh mode
+   * off) has none to present: off whatever the service says.
+   */
+  modeOf(service: string): MtlsMode {
+    if (this.identities === null) return 'off';
+    return this.watch?.definition(service)?.mtlsMode ?? this.mtlsMode;
   }
 
   /** How an inbound listener of `service` takes connections; null: plaintext. */
   inboundTls(service: string): InboundTls | null {
     const ids = this.identities;
-    const mode = this.modeOf(service);
-    if (ids === null || mode === 'off') return null;
+    if (ids === null) return null;
     return {
-      mode,
+      mode: () => this.modeOf(service),
       service,
       identities: ids,
       handshakeTimeoutMs: this.limits.headersTimeoutMs,

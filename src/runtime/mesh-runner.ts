@@ -119,6 +119,7 @@ export class MeshRunner {
       balancer: p.hashKey === null ? { kind: p.kind } : { kind: p.kind, hashKey: p.hashKey },
       ...svc.traffic,
       ...(svc.authorization === null ? {} : { authorization: svc.authorization }),
+      ...(svc.mtlsMode === null ? {} : { mtls: { mode: svc.mtlsMode } }),
     });
     const out = await proxy.addWorkload({ name: svc.name, outbound: { host: this.host, port: 0 } });
     // The service port is for callers from outside the mesh (a browser, curl): they call as

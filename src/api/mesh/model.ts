@@ -5,6 +5,7 @@
 import type { BalancerPolicy, HashKey } from '../balancer.js';
 import type { RawTraffic } from '../traffic.js';
 import type { RawServiceAuthorization } from '../authz/schema.js';
+import type { MtlsMode } from '../mtls.js';
 import { INSTANCE_DEFAULTS } from '../types.js';
 
 export const MESH_DEFAULTS = Object.freeze({
@@ -52,6 +53,8 @@ export interface MeshService {
   readonly traffic: RawTraffic;
   /** Who may call the service (docs/authorization.md): its default and policies, as written; null: none given. */
   readonly authorization: RawServiceAuthorization | null;
+  /** Its own mTLS mode, over the mesh's (null: the mesh's). */
+  readonly mtlsMode: MtlsMode | null;
   readonly weight: number;
   readonly zone: string;
   readonly version: string;

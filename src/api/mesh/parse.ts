@@ -122,6 +122,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     balancer,
     traffic: frozenCopy(traffic),
     authorization: raw.authorization === undefined ? null : frozenCopy(raw.authorization),
+    mtlsMode: raw.mtls?.mode ?? null,
     weight: raw.weight ?? MESH_DEFAULTS.weight,
     zone: raw.zone ?? '',
     version: raw.version ?? '',

@@ -10,6 +10,7 @@ import { DNS_LABEL_PATTERN, DOMAIN_PATTERN, ENV_NAME_PATTERN } from '../names.js
 import { API_VERSION, InstanceFields, Labels } from '../schema.js';
 import { TrafficFields } from '../traffic.js';
 import { AuthorizationFields } from '../authz/schema.js';
+import { MtlsFields } from '../mtls.js';
 
 export const MAX_REPLICAS = 100;
 export const MAX_SERVICES = 200;
@@ -77,6 +78,7 @@ export const MeshServiceSchema = Type.Object(
     balancer: Type.Optional(BalancerSchema),
     ...TrafficFields,
     ...AuthorizationFields,
+    mtls: Type.Optional(MtlsFields.mtls),
     weight: Type.Optional(InstanceFields.weight),
     zone: Type.Optional(InstanceFields.zone),
     version: Type.Optional(InstanceFields.version),

@@ -23,7 +23,8 @@ export interface PeerIdentity {
 }
 
 export interface InboundTls {
-  readonly mode: MtlsMode;
+  /** The service's mode now (its definition may change it while the listener runs). */
+  readonly mode: () => MtlsMode;
   readonly service: string;
   readonly identities: Identities;
   /** Bounds the first byte and the handshake (the listener's header timeout). */
@@ -66,7 +67,8 @@ export class InboundTlsServer {
   /** Takes a new connection through the mode's rules. */
   accept(socket: Socket): void {
     const tls = this.tls;
-    if (tls.mode === 'off') {
+    const mode = tls.mode();
+    if (mode === 'off') {
       this.serve(socket, null);
       return;
     }
@@ -77,7 +79,7 @@ export class InboundTlsServer {
       socket.pause();
       socket.unshift(first);
       if (first[0] !== TLS_HANDSHAKE) {
-        if (tls.mode === 'permissive') {
+        if (mode === 'permissive') {
           socket.setTimeout(0);
           tls.onAccepted('plaintext');
           this.serve(socket, null);

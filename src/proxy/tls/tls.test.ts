@@ -103,7 +103,7 @@ async function inbound(mode: MtlsMode, ids: Identities): Promise<{ port: number;
   const refused: Array<{ reason: TlsRefusal; detail: string }> = [];
   const accepted: string[] = [];
   const tls = new InboundTlsServer(
-    { mode, service: 'users', identities: ids, handshakeTimeoutMs: 5000, onRefused: (reason, detail) => refused.push({ reason, detail }), onAccepted: (k) => accepted.push(k) },
+    { mode: () => mode, service: 'users', identities: ids, handshakeTimeoutMs: 5000, onRefused: (reason, detail) => refused.push({ reason, detail }), onAccepted: (k) => accepted.push(k) },
     (s: Socket, peer) => {
       served.push({ peer });
       s.on('error', () => {});
