@@ -19,8 +19,8 @@ import { join } from 'node:path';
 import Fastify from 'fastify';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { DASHBOARD_NOT_BUILT, DEFAULT_DASHBOARD_ROOT, dashboardRoutes } from '../src/control/dashboard.js';
-import type { WireInstance, WireService } from '../src/api/signals.js';
-import { ROOT, api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import type { WireEdge, WireInstance, WireService } from '../src/api/signals.js';
+import { ROOT, api, run, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { SHOP_SERVICES, portOf, startShop, type UpProcess } from './mesh-helpers.js';
 import { httpGet, registerInstance } from './proxy-helpers.js';
 
@@ -265,6 +265,17 @@ describe('the dashboard on the demo shop', () => {
       assert.match((await text(page, `${edge} .edge-label`)) ?? '', /rps/, `the edge frontend -> ${callee} is labelled with its traffic`);
     }
     for (const n of SHOP_SERVICES) assert.ok((await page.locator(testId(`node-${n}`)).count()) === 1, `the topology shows ${n}`);
+    // mTLS strict between the proxies: the API says every request of frontend -> user-service was
+    // mTLS, and the edge carries a closed lock whose text alternative says so.
+    const edgeOf = (b: any, source: string, destination: string): WireEdge => (b.edges as WireEdge[]).find((e) => e.source === source && e.destination === destination) ?? assert.fail(`GET /v1/signals has no edge ${source} -> ${destination}: ${JSON.stringify(b.edges)}`);
+    await waitFor(async () => edgeOf((await api(up!.control, 'GET', '/v1/signals?window=10s')).body, 'frontend', 'user-service').requests > 0, { what: 'requests on frontend -> user-service', intervalMs: 200 });
+    const apiEdge = edgeOf((await api(up.control, 'GET', '/v1/signals?window=10s')).body, 'frontend', 'user-service');
+    assert.equal(apiEdge.mtls, 'all', `frontend -> user-service is mTLS: ${JSON.stringify(apiEdge)}`);
+    assert.equal(apiEdge.mtlsRequests, apiEdge.requests);
+    const lock = testId('edge-mtls-frontend-user-service');
+    await waitFor(async () => (await attr(page, lock, 'data-mtls')) === 'all', { what: `the lock of frontend -> user-service to read mTLS (data-mtls: ${await attr(page, lock, 'data-mtls')})`, timeoutMs: 15_000, intervalMs: 100 });
+    assert.match((await attr(page, lock, 'aria-label')) ?? '', /^mTLS: all \d+ requests \(last 10 s\) between the proxies were mutual TLS$/);
+    assert.equal(await text(page, `${lock} title`), await attr(page, lock, 'aria-label'), 'the lock has the same text as its title (a tooltip)');
 
     await waitFor(async () => Number(await attr(page, testId('mesh-chart-rps'), 'data-max')) > 0, { what: 'the mesh RPS chart to show traffic', timeoutMs: 15_000, intervalMs: 100 });
     assert.ok((await page.locator(`${testId('mesh-chart-rps')} canvas`).count()) >= 1, 'the chart is drawn (uPlot canvas)');
@@ -285,6 +296,11 @@ describe('the dashboard on the demo shop', () => {
     await waitFor(async () => Number(await attr(page, testId('chart-rps'), 'data-max')) > 0, { what: 'the RPS chart of frontend', timeoutMs: 15_000, intervalMs: 100 });
     assert.ok(Number(await attr(page, testId('chart-latency'), 'data-points')) > 0, 'the latency chart has points');
     await waitFor(async () => (await page.locator(`${testId('edges')} tbody tr`).count()) >= 2, { what: 'the calls of frontend', intervalMs: 100 });
+    // The calls table says in words (beside the lock) that frontend -> user-service is mTLS.
+    const callRow = testId('edge-row-frontend-user-service');
+    await waitFor(async () => (await text(page, `${callRow} ${testId('mtls')}`)) === 'mTLS', { what: `the call frontend -> user-service to read mTLS (reads ${JSON.stringify(await text(page, `${callRow} ${testId('mtls')}`))})`, intervalMs: 100 });
+    assert.equal(await attr(page, `${callRow} ${testId('mtls')}`, 'data-mtls'), 'all');
+    assert.equal(await page.locator(`${callRow} ${testId('mtls')} svg.lock`).count(), 1, 'a lock beside the word');
     await screenshot(page, 'service');
 
     // A service with two replicas, each with its own numbers.
@@ -294,6 +310,26 @@ describe('the dashboard on the demo shop', () => {
       assert.equal(await text(page, `${testId(`instance-row-${id}`)} ${testId('status')}`), 'healthy');
     }
     await waitFor(async () => Number(await attr(page, testId('chart-rps'), 'data-max')) > 0, { what: 'the RPS chart of user-service', timeoutMs: 15_000, intervalMs: 100 });
+
+    // Its policy "only-frontend": the frontend's calls are allowed; one request from outside the mesh
+    // (curl -x through skein up's outbound listener calls as "local") is denied, and the page says so.
+    const stat = (id: string) => `${testId(id)} .stat-value`;
+    await waitFor(async () => Number(await text(page, stat('decisions-allowed'))) > 0, { what: 'allowed decisions on user-service', timeoutMs: 15_000, intervalMs: 100 });
+    assert.equal(await text(page, stat('decisions-denied')), '0', 'nothing denied before the request from outside');
+    const denied = await run('curl', ['-sS', '--max-time', '10', '-x', `http://${up.outbound}`, '-o', '/dev/null', '-w', '%{http_code}', 'http://user-service/user?user_id=1']);
+    assert.equal(denied.stdout, '403', `curl -x to user-service: ${denied.stdout} ${denied.stderr}`);
+    await waitFor(async () => (await text(page, stat('decisions-denied'))) === '1', { what: `user-service's page to show 1 denied request (shows ${JSON.stringify(await text(page, stat('decisions-denied')))})`, timeoutMs: 15_000, intervalMs: 100 });
+    const denyRow = testId('decision-row-deny-only-frontend');
+    assert.deepEqual([await text(page, `${denyRow} ${testId('policy')}`), await text(page, `${denyRow} ${testId('outcome')}`), await text(page, `${denyRow} ${testId('requests')}`)], ['only-frontend', 'denied', '1']);
+    assert.equal(await text(page, stat('decisions-dry-run-denied')), '0');
+    const decisions = (await api(up.control, 'GET', '/v1/signals/services/user-service?window=5m')).body.authz;
+    assert.equal(decisions.denied, 1, `GET /v1/signals/services/user-service?window=5m: ${JSON.stringify(decisions)}`);
+    assert.deepEqual(decisions.byPolicy.filter((p: any) => p.outcome === 'deny'), [{ policy: 'only-frontend', outcome: 'deny', requests: 1 }]);
+    await assertPageShowsApi(page, up.control, '/v1/signals/services/user-service?window=5m', [
+      ['user-service allowed', stat('decisions-allowed'), (b) => b.authz.allowed],
+      ['user-service denied', stat('decisions-denied'), (b) => b.authz.denied],
+    ]);
+    await screenshot(page, 'decisions');
 
     await traffic.stop();
     // The mesh answers (a rare failure under a loaded machine is not this test's business).

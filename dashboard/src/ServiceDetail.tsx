@@ -1,15 +1,18 @@
 /**
  * One service: its numbers now (the stream's 10-second window), charts of the last 5 minutes (one
- * point per scrape round, from GET /v1/signals/series?service=S: see series.ts), its instances,
- * its routes and who it calls / who calls it.
+ * point per scrape round, from GET /v1/signals/series?service=S: see series.ts), its policy
+ * decisions of the last 5 minutes (decisions.ts), its instances, its routes and who it calls / who
+ * calls it (with whether those calls went over mTLS).
  */
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import type uPlot from 'uplot';
-import { fetchRouteDefinitions, type MeshEvent, type MeshSignals, type RouteDefinition, type SeriesPoint, type Signals } from './api';
+import { fetchRouteDefinitions, type AuthzDecisions, type MeshEvent, type MeshSignals, type RouteDefinition, type SeriesPoint, type Signals } from './api';
 import { useSeries } from './series';
 import { SignalCharts } from './Chart';
 import { fmtMs, fmtRate, fmtRps, rateClass, statusClass, DASH } from './format';
 import { healthyCount, PanicBadge } from './ServicesTable';
+import { useDecisions } from './decisions';
+import { MtlsCell } from './Mtls';
 
 interface Props {
   service: string;
@@ -72,6 +75,7 @@ function matchText(def: RouteDefinition | undefined, name: string): string {
 
 export function ServiceDetail({ service, signals, panics, epoch, onSelect }: Props) {
   const history = useSeries(service, epoch, signals?.time ?? null);
+  const decisions = useDecisions(service, epoch, signals?.time ?? null);
   const [defs, setDefs] = useState<RouteDefinition[]>([]);
   const entry = signals?.services.find((s) => s.service === service);
 
@@ -142,6 +146,12 @@ export function ServiceDetail({ service, signals, panics, epoch, onSelect }: Pro
       <h3 title="one point per scrape of the proxies">Last 5 minutes</h3>
       <SignalCharts data={data} testIdPrefix="chart" />
       {history.error !== null && <p class="note">History unavailable: {history.error}</p>}
+
+      <h3>
+        Policy decisions <span class="muted small">last 5 minutes</span>
+      </h3>
+      <Decisions d={decisions.decisions} />
+      {decisions.error !== null && <p class="note">Decisions unavailable: {decisions.error}</p>}
 
       <h3>Instances</h3>
       {entry === undefined || entry.instances.length === 0 ? (
@@ -216,14 +226,18 @@ export function ServiceDetail({ service, signals, panics, epoch, onSelect }: Pro
             <tr>
               <th>Caller</th>
               <th>Callee</th>
+              <th title="whether the calls went over mutual TLS between the proxies">mTLS</th>
               <SignalHeads />
             </tr>
           </thead>
           <tbody>
             {edges.map((e) => (
-              <tr key={`${e.source}->${e.destination}`}>
+              <tr key={`${e.source}->${e.destination}`} data-testid={`edge-row-${e.source}-${e.destination}`}>
                 <td>{e.source === service ? <strong>{e.source}</strong> : <ServiceLink name={e.source} onSelect={onSelect} known={signals} />}</td>
                 <td>{e.destination === service ? <strong>{e.destination}</strong> : <ServiceLink name={e.destination} onSelect={onSelect} known={signals} />}</td>
+                <td>
+                  <MtlsCell edge={e} />
+                </td>
                 <SignalCells s={e} />
               </tr>
             ))}
@@ -231,6 +245,53 @@ export function ServiceDetail({ service, signals, panics, epoch, onSelect }: Pro
         </table>
       )}
     </section>
+  );
+}
+
+const OUTCOME_TEXT = { allow: 'allowed', deny: 'denied', 'dry-run-deny': 'dry-run denied', audit: 'audited' } as const;
+
+/** The counts by outcome, then a row per policy and outcome; the default (no policy matched) named as such. */
+function Decisions({ d }: { d: AuthzDecisions | null }) {
+  if (d === null) return <p class="empty">Waiting for the decisions…</p>;
+  return (
+    <>
+      <div class="stats" data-testid="decisions">
+        <Stat label="Allowed" value={String(d.allowed)} testId="decisions-allowed" />
+        <Stat label="Denied" value={String(d.denied)} cls={d.denied > 0 ? 'bad' : ''} testId="decisions-denied" />
+        <Stat label="Dry-run denied" value={String(d.dryRunDenied)} cls={d.dryRunDenied > 0 ? 'warn' : ''} testId="decisions-dry-run-denied" />
+        <Stat label="Audited" value={String(d.audited)} testId="decisions-audited" />
+      </div>
+      {d.byPolicy.length === 0 ? (
+        <p class="empty">No authorization decisions in the last 5 minutes: no policy applies to this service (and the mesh default allows), or nobody called it.</p>
+      ) : (
+        <table class="grid" data-testid="decisions-by-policy">
+          <thead>
+            <tr>
+              <th>Policy</th>
+              <th>Decision</th>
+              <th class="num">Requests</th>
+            </tr>
+          </thead>
+          <tbody>
+            {d.byPolicy.map((p) => (
+              <tr key={`${p.outcome}-${p.policy}`} data-testid={`decision-row-${p.outcome}-${p.policy === '' ? 'default' : p.policy}`}>
+                <td class={p.policy === '' ? 'muted' : 'mono'} data-testid="policy">
+                  {p.policy === '' ? 'the default (no policy matched)' : p.policy}
+                </td>
+                <td>
+                  <span class={`pill ${p.outcome === 'deny' ? 'bad' : p.outcome === 'dry-run-deny' ? 'warn' : p.outcome === 'allow' ? 'ok' : 'idle'}`} data-testid="outcome">
+                    {OUTCOME_TEXT[p.outcome]}
+                  </span>
+                </td>
+                <td class="num" data-testid="requests">
+                  {p.requests}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </>
   );
 }
 

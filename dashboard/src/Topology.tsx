@@ -2,12 +2,15 @@
  * Who calls whom: services as boxes in columns by call depth, an arrow per caller -> callee pair
  * labelled with the pair's RPS and success rate over the last 10 s (from the caller's outbound
  * view). Failing edges are amber (< 99 %) or red (< 95 %). A pair seen earlier in this session but
- * quiet now stays drawn, dashed, so the graph does not jump around as traffic comes and goes.
+ * quiet now stays drawn, dashed, so the graph does not jump around as traffic comes and goes. An
+ * edge with traffic has a lock beside its label: closed when its requests went over mTLS between
+ * the proxies, open when plaintext (Mtls.tsx).
  */
 import { useMemo, useRef } from 'preact/hooks';
 import type { EdgeSignals, MeshSignals } from './api';
 import { fmtRate, fmtRps, rateClass } from './format';
 import { layoutGraph } from './layout';
+import { EdgeLock, edgeHasLock, LOCK_ROOM } from './Mtls';
 
 interface Props {
   signals: MeshSignals | null;
@@ -54,13 +57,17 @@ export function Topology({ signals, selected, onSelect }: Props) {
           const e = live.get(`${p.source} -> ${p.destination}`);
           const active = e !== undefined && e.requests > 0;
           const c = active ? rateClass(e.successRate) : 'idle';
+          const label = active ? `${fmtRps(e.rps)} rps \u00b7 ${fmtRate(e.successRate)}` : 'idle';
+          const lock = edgeHasLock(e);
+          const shift = lock ? (p.anchor === 'end' ? -LOCK_ROOM : p.anchor === 'start' ? LOCK_ROOM : 0) : 0;
           return (
             <g key={`${p.source}->${p.destination}`} class={`edge ${c}${active ? '' : ' quiet'}`} data-testid={`edge-${p.source}-${p.destination}`}>
               <title>{`${p.source} \u2192 ${p.destination}`}</title>
               <path d={p.d} marker-end={`url(#arrow-${c})`} style={{ strokeWidth: active ? Math.min(5, 1.5 + Math.log10(1 + e.rps)) : 1.2 }} />
-              <text x={p.lx} y={p.ly} text-anchor={p.anchor} class="edge-label">
-                {active ? `${fmtRps(e.rps)} rps \u00b7 ${fmtRate(e.successRate)}` : 'idle'}
+              <text x={p.lx + shift} y={p.ly} text-anchor={p.anchor} class="edge-label">
+                {label}
               </text>
+              {lock && <EdgeLock edge={e} id={`${p.source}-${p.destination}`} x={p.lx} y={p.ly} anchor={p.anchor} labelChars={label.length} />}
             </g>
           );
         })}

@@ -6,9 +6,10 @@
  */
 
 // The golden signals' JSON: the control plane's own definitions (src/api/signals.ts).
-import type { Latency, MeshSignalsBody, SeriesBody, SeriesPoint, WireEdge, WireInstance, WireRoute, WireService, WireSignals } from '../../src/api/signals';
+import type { Latency, MeshSignalsBody, SeriesBody, SeriesPoint, WireAuthz, WireEdge, WireInstance, WireRoute, WireService, WireSignals } from '../../src/api/signals';
 
 export type { Latency, SeriesPoint };
+export type AuthzDecisions = WireAuthz;
 export type Signals = WireSignals;
 export type InstanceSignals = WireInstance;
 export type ServiceSignals = WireService;
@@ -107,5 +108,9 @@ export const fetchSeries = (service: string | null, window = '5m', signal?: Abor
 
 export const fetchRouteDefinitions = (service: string, signal?: AbortSignal) =>
   getJson<{ routes: RouteDefinition[] }>(`v1/services/${encodeURIComponent(service)}/routes`, signal);
+
+/** One service over a window: its entry (with its authorization decisions) and the edges in and out of it. */
+export const fetchServiceSignals = (service: string, window: string, signal?: AbortSignal) =>
+  getJson<ServiceSignals & { window: string; edges: EdgeSignals[] }>(`v1/signals/services/${encodeURIComponent(service)}?window=${window}`, signal);
 
 export const fetchSignals = (window = '10s', signal?: AbortSignal) => getJson<MeshSignals>(`v1/signals?window=${window}`, signal);

@@ -1,8 +1,12 @@
 /**
  * The golden signals as the control plane's API answers them (docs/api.md#golden-signals): one
  * definition for the server (src/control/signals), the CLI (skein stat, top) and the dashboard.
- * Types, constants and small functions, no imports: the dashboard's bundle reads this file too.
+ * Types, constants and small functions, no imports but types (erased): the dashboard's bundle
+ * reads this file too.
  */
+import type { AuthzOutcome } from './stats.js';
+
+export type { AuthzOutcome } from './stats.js';
 
 /** The windows kept; `?window=` takes one of them (default 1m). */
 export const WINDOWS = ['10s', '1m', '5m', '15m'] as const;
@@ -33,9 +37,39 @@ export interface WireInstance extends WireSignals {
   address: string | null;
 }
 
+/** One policy's decisions of one outcome over the window ("" names the default: no policy matched). */
+export interface WireAuthzPolicy {
+  policy: string;
+  outcome: AuthzOutcome;
+  requests: number;
+}
+
+/**
+ * A service's authorization decisions over the window, as its inbound proxies counted them
+ * (services with policies or a deny default only; zeros otherwise). A request can count twice:
+ * allowed and dry-run denied, or denied and audited.
+ */
+export interface WireAuthz {
+  allowed: number;
+  denied: number;
+  /** A dry-run policy would have denied (the request went on). */
+  dryRunDenied: number;
+  /** An AUDIT policy matched. */
+  audited: number;
+  /** By policy and outcome: outcomes in the order allow, deny, dry-run-deny, audit, then by policy. */
+  byPolicy: WireAuthzPolicy[];
+}
+
+/** A service's decisions when none were counted. */
+export function noAuthzDecisions(): WireAuthz {
+  return { allowed: 0, denied: 0, dryRunDenied: 0, audited: 0, byPolicy: [] };
+}
+
 export interface WireService extends WireSignals {
   service: string;
   instances: WireInstance[];
+  /** Absent from control planes older than this field. */
+  authz?: WireAuthz;
 }
 
 /** Healthy and registered instances of a service; those seen only in traffic ("unknown": gone since) are not counted. */
@@ -44,10 +78,26 @@ export function healthyCount(s: WireService): { healthy: number; total: number }
   return { healthy: registered.filter((i) => i.status === 'healthy').length, total: registered.length };
 }
 
+/** How many of an edge's requests went over mTLS between the proxies. */
+export type MtlsShare = 'all' | 'some' | 'none';
+
+/** The share of `requests` that `mtls` (of them) is; null without requests (nothing to tell). */
+export function mtlsShare(mtls: number, requests: number): MtlsShare | null {
+  if (requests <= 0) return null;
+  return mtls >= requests ? 'all' : mtls > 0 ? 'some' : 'none';
+}
+
 /** Caller -> callee, as the callers' proxies saw it. */
 export interface WireEdge extends WireSignals {
   source: string;
   destination: string;
+  /**
+   * Whether the hop between the proxies was mTLS, over the window's requests; null: no requests.
+   * This and `mtlsRequests` are absent from control planes older than them.
+   */
+  mtls?: MtlsShare | null;
+  /** Of `requests`, those over mTLS. */
+  mtlsRequests?: number;
 }
 
 export interface WireRoute extends WireSignals {

@@ -32,6 +32,29 @@ export interface StatsSeries {
   readonly latency: { readonly counts: readonly number[]; readonly sum: number };
   readonly requestBytes: number;
   readonly responseBytes: number;
+  /**
+   * Of `requests`, those whose hop between proxies was mTLS (inbound: the caller's connection;
+   * outbound: the attempt's connection to the peer's inbound listener). Absent from proxies older
+   * than this field: read as 0.
+   */
+  readonly mtls?: number;
+}
+
+/**
+ * What an inbound listener's authorization decided (src/authz): allowed, denied, a dry-run policy
+ * would have denied (the request went on), an AUDIT policy matched. One request can count under
+ * several: `allow` and `dry-run-deny`, or `deny` and `audit`.
+ */
+export const AUTHZ_OUTCOMES = ['allow', 'deny', 'dry-run-deny', 'audit'] as const;
+export type AuthzOutcome = (typeof AUTHZ_OUTCOMES)[number];
+
+/** Authorization decisions of one service, outcome and policy, since the proxy started. */
+export interface StatsAuthz {
+  readonly service: string;
+  readonly outcome: AuthzOutcome;
+  /** The policy that decided or matched; "" for the default (no policy matched). */
+  readonly policy: string;
+  readonly count: number;
 }
 
 /** Something the proxy saw happen to an endpoint: eject, return, breaker, active-check. */
@@ -51,6 +74,8 @@ export interface StatsSnapshot {
   /** Upper bounds of the latency buckets in seconds; counts have one more entry (+Inf). */
   readonly bounds: readonly number[];
   readonly series: readonly StatsSeries[];
+  /** Services with policies or a deny default only; absent from proxies older than this field. */
+  readonly authz?: readonly StatsAuthz[];
   /** Events after `?since=`, oldest first; at most the proxy's last 1000. */
   readonly events: readonly StatsEvent[];
   readonly eventSeq: number;

@@ -131,3 +131,30 @@ test('panic mode: skein_proxy_panicking per service, skein_proxy_panic_total cou
   t.stop();
   calm.stop();
 });
+
+test('mTLS requests per series and authorization decisions by outcome and policy: in /stats and in Prometheus', async () => {
+  const m = new ProxyMetrics(gauges, 'p1');
+  const inb = m.listener('web-1', 'inbound');
+  inb.record('api', 'web', 'default', 'web-1', 200, false, 0.001, 0, 0, true);
+  inb.record('api', 'web', 'default', 'web-1', 200, false, 0.001, 0, 0, true);
+  inb.record('api', 'web', 'default', 'web-1', 200, false, 0.001, 0, 0, false);
+  inb.record('local', 'web', 'default', 'web-1', 403, false, 0.001, 0, 0, false);
+  const allow = { allowed: true, policy: 'only-api', rule: 0, reason: 'allowed', dryRunDenied: null, audited: [] };
+  m.authz('web', allow);
+  m.authz('web', { ...allow, dryRunDenied: { policy: 'strict-paths', rule: null }, audited: [{ policy: 'watch', rule: 1 }] });
+  m.authz('web', { allowed: false, policy: 'only-api', rule: null, reason: 'no ALLOW policy matched', dryRunDenied: null, audited: [] });
+  const snap = m.snapshot();
+  assert.deepEqual(
+    snap.series.map((s) => [s.source, s.requests, s.mtls]).sort(),
+    [['api', 3, 2], ['local', 1, 0]],
+  );
+  assert.deepEqual(
+    snap.authz?.map((a) => [a.service, a.outcome, a.policy, a.count]).sort(),
+    [['web', 'allow', 'only-api', 2], ['web', 'audit', 'watch', 1], ['web', 'deny', 'only-api', 1], ['web', 'dry-run-deny', 'strict-paths', 1]],
+  );
+  const { text } = await m.exposition();
+  assert.equal(sample(text, 'skein_proxy_mtls_requests_total{direction="inbound",workload="web-1",source="api",service="web",route="default"}'), 2);
+  assert.equal(sample(text, 'skein_proxy_mtls_requests_total{direction="inbound",workload="web-1",source="local",service="web",route="default"}'), 0);
+  assert.equal(sample(text, 'skein_proxy_authz_decisions_total{service="web",outcome="allow",policy="only-api"}'), 2);
+  assert.equal(sample(text, 'skein_proxy_authz_decisions_total{service="web",outcome="dry-run-deny",policy="strict-paths"}'), 1);
+});

@@ -18,7 +18,7 @@ import { panicDetail, type TrafficEvent, type TrafficState } from '../resilience
 import type { ForwarderCounters, ListenerMetrics } from './http1/types.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { StallDetector, isStall } from './http1/stall.js';
-import { LATENCY_BUCKETS, type Direction, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
+import { LATENCY_BUCKETS, type AuthzOutcome, type Direction, type StatsAuthz, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
 
 /** Distinct callers one listener keeps apart; later ones are counted as "other". */
@@ -57,13 +57,16 @@ class SeriesStats {
   failures = 0;
   requestBytes = 0;
   responseBytes = 0;
+  /** Requests whose hop between proxies was mTLS. */
+  mtls = 0;
 
   constructor(readonly labels: Readonly<{ direction: Direction; workload: string; source: string; service: string; route: string; instance: string }>) {}
 
-  record(status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number): void {
+  record(status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number, mtls: boolean): void {
     const m = failed ? this.failed : this.ok;
     m.set(status, (m.get(status) ?? 0) + 1);
     if (failed) this.failures++;
+    if (mtls) this.mtls++;
     this.sum += seconds;
     this.count++;
     this.requestBytes += requestBytes;
@@ -82,6 +85,18 @@ class SeriesStats {
     this.failures += o.failures;
     this.requestBytes += o.requestBytes;
     this.responseBytes += o.responseBytes;
+    this.mtls += o.mtls;
+  }
+}
+
+/*
+ * `mtls` (the request's hop between proxies was mTLS, RequestRecord.mtls) as the last parameter of
+ * ListenerMetrics.record. Declared here until src/proxy/http1/types.ts's ListenerMetrics.record
+ * takes it itself (`..., responseBytes: number, mtls: boolean): void`); then this block goes.
+ */
+declare module './http1/types.js' {
+  interface ListenerMetrics {
+    record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number, mtls: boolean): void;
   }
 }
 
@@ -103,9 +118,9 @@ class ListenerStats implements ListenerMetrics {
   private lastRoute: string | null = null;
   private lastInstance: string | null = null;
 
-  record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number): void {
+  record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number, mtls = false): void {
     if (this.last !== null && this.lastSource === source && this.lastService === service && this.lastRoute === route && this.lastInstance === instance) {
-      this.last.record(status, failed, seconds, requestBytes, responseBytes);
+      this.last.record(status, failed, seconds, requestBytes, responseBytes, mtls);
       return;
     }
     const src = source === null ? 'unknown' : this.source(source);
@@ -123,7 +138,7 @@ class ListenerStats implements ListenerMetrics {
       this.byKey.set(key, s);
       this.all.push(s);
     }
-    s.record(status, failed, seconds, requestBytes, responseBytes);
+    s.record(status, failed, seconds, requestBytes, responseBytes, mtls);
     this.last = s;
     this.lastSource = source;
     this.lastService = service;
@@ -212,6 +227,8 @@ export class ProxyMetrics implements ForwarderCounters {
   private readonly inboundConnections: Counter<'kind'>;
   private readonly renewals: Counter<'result'>;
   private readonly authzDecisions: Counter<'service' | 'outcome' | 'policy'>;
+  /** The same counts for /stats: by service, outcome and policy. */
+  private readonly authzCounts = new Map<string, { service: string; outcome: AuthzOutcome; policy: string; count: number }>();
   /** When each (peer, reason) last raised an mtls-refused event. */
   private readonly tlsEventAt = new Map<string, number>();
   private readonly stalls = new StallDetector();
@@ -271,6 +288,9 @@ export class ProxyMetrics implements ForwarderCounters {
     );
     this.registry.registerMetric(
       scrapedMetric('skein_proxy_response_bytes_total', 'Response body bytes forwarded to clients (as framed on the wire; the proxy\'s own error answers not counted), by the labels of skein_proxy_request_duration_seconds.', 'counter', perSeries((s) => s.responseBytes)) as never,
+    );
+    this.registry.registerMetric(
+      scrapedMetric('skein_proxy_mtls_requests_total', 'Requests the proxy finished whose hop between proxies was mTLS (inbound: the caller\'s connection; outbound: the connection to the peer\'s inbound listener), by the labels of skein_proxy_request_duration_seconds: divided by its _count, the share that was mTLS.', 'counter', perSeries((s) => s.mtls)) as never,
     );
     this.rateLimits = new Counter({
       name: 'skein_proxy_rate_limited_total',
@@ -481,9 +501,17 @@ export class ProxyMetrics implements ForwarderCounters {
   }
 
   authz(service: string, d: AuthzDecision): void {
-    this.authzDecisions.labels(service, d.allowed ? 'allow' : 'deny', d.policy ?? '').inc();
-    if (d.dryRunDenied !== null) this.authzDecisions.labels(service, 'dry-run-deny', d.dryRunDenied.policy).inc();
-    for (const a of d.audited) this.authzDecisions.labels(service, 'audit', a.policy).inc();
+    this.countAuthz(service, d.allowed ? 'allow' : 'deny', d.policy ?? '');
+    if (d.dryRunDenied !== null) this.countAuthz(service, 'dry-run-deny', d.dryRunDenied.policy);
+    for (const a of d.audited) this.countAuthz(service, 'audit', a.policy);
+  }
+
+  private countAuthz(service: string, outcome: AuthzOutcome, policy: string): void {
+    this.authzDecisions.labels(service, outcome, policy).inc();
+    const k = `${service}\u0000${outcome}\u0000${policy}`;
+    const c = this.authzCounts.get(k);
+    if (c === undefined) this.authzCounts.set(k, { service, outcome, policy, count: 1 });
+    else c.count++;
   }
 
   inboundConnection(kind: 'mtls' | 'plaintext'): void {
@@ -556,8 +584,9 @@ export class ProxyMetrics implements ForwarderCounters {
       series: this.series.map((s) => {
         const statuses: Record<string, number> = {};
         for (const m of [s.ok, s.failed]) for (const [status, n] of m) statuses[status] = (statuses[status] ?? 0) + n;
-        return { ...s.labels, requests: s.count, failures: s.failures, statuses, latency: { counts: Array.from(s.buckets), sum: s.sum }, requestBytes: s.requestBytes, responseBytes: s.responseBytes };
+        return { ...s.labels, requests: s.count, failures: s.failures, statuses, latency: { counts: Array.from(s.buckets), sum: s.sum }, requestBytes: s.requestBytes, responseBytes: s.responseBytes, mtls: s.mtls };
       }),
+      authz: [...this.authzCounts.values()].map((c): StatsAuthz => ({ ...c })),
       events: this.events.filter((e) => e.seq > sinceSeq),
       eventSeq: this.eventSeq,
     };

@@ -22,8 +22,8 @@ import { createSignals } from './index.js';
 const T0 = 1_800_000_000_000;
 const series = (s: SeriesIn) => statsSeries(s, 4); // (5ms, 10ms]
 
-function snapshot(at: number, list: SeriesIn[], id = 'p1'): StatsSnapshot {
-  return { proxy: { id, startedAt: T0 - 3_600_000 }, at, bounds: BOUNDS, series: list.map(series), events: [], eventSeq: 0 };
+function snapshot(at: number, list: SeriesIn[], id = 'p1', authz: StatsSnapshot['authz'] = []): StatsSnapshot {
+  return { proxy: { id, startedAt: T0 - 3_600_000 }, at, bounds: BOUNDS, series: list.map(series), authz, events: [], eventSeq: 0 };
 }
 
 async function setup(opts: { targets?: () => ScrapeTarget[] } = {}) {
@@ -54,17 +54,25 @@ async function setup(opts: { targets?: () => ScrapeTarget[] } = {}) {
   return { clock, registry, app, store, events, scraper, publisher };
 }
 
-/** Two scrape rounds of traffic: products (inbound, two instances, one unregistered), frontend -> products, payments via outbound only. */
+/**
+ * Two scrape rounds of traffic: products (inbound, two instances, one unregistered; its policy
+ * allowed 36 requests and denied 4), frontend -> products (all mTLS), payments via outbound only
+ * (3 of 8 over mTLS).
+ */
 function traffic(store: SignalStore, clock: ManualClock): void {
   const list = (k: number) => [
-    { requests: 30 * k, failures: 3 * k },
-    { requests: 10 * k, instance: 'products-2', workload: 'products-2' },
-    { requests: 40 * k, direction: 'outbound' as const, workload: 'frontend-1', instance: 'products-1' },
-    { requests: 8 * k, direction: 'outbound' as const, workload: 'frontend-1', service: 'payments', instance: 'pay-1' },
+    { requests: 30 * k, failures: 3 * k, mtls: 30 * k },
+    { requests: 10 * k, instance: 'products-2', workload: 'products-2', mtls: 10 * k },
+    { requests: 40 * k, direction: 'outbound' as const, workload: 'frontend-1', instance: 'products-1', mtls: 40 * k },
+    { requests: 8 * k, direction: 'outbound' as const, workload: 'frontend-1', service: 'payments', instance: 'pay-1', mtls: 3 * k },
   ];
-  store.ingest(snapshot(clock.now(), list(0)));
+  const authz = (k: number) => [
+    { service: 'products', outcome: 'allow' as const, policy: 'only-frontend', count: 36 * k },
+    { service: 'products', outcome: 'deny' as const, policy: 'only-frontend', count: 4 * k },
+  ];
+  store.ingest(snapshot(clock.now(), list(0), 'p1', authz(0)));
   clock.advance(2000);
-  store.ingest(snapshot(clock.now(), list(1)));
+  store.ingest(snapshot(clock.now(), list(1), 'p1', authz(1)));
 }
 
 async function json(app: FastifyInstance, url: string): Promise<{ status: number; body: any }> {
@@ -86,7 +94,8 @@ test('GET /v1/signals: registered and seen services, registry status and address
   assert.equal(body.scrapeIntervalMs, 2000);
   assert.deepEqual(body.services.map((s: any) => s.service), ['idle', 'payments', 'products']);
   const idle = body.services[0];
-  assert.deepEqual(idle, { service: 'idle', rps: 0, successRate: null, latencyMs: { p50: null, p95: null, p99: null }, requests: 0, failures: 0, instances: [] });
+  const noDecisions = { allowed: 0, denied: 0, dryRunDenied: 0, audited: 0, byPolicy: [] };
+  assert.deepEqual(idle, { service: 'idle', rps: 0, successRate: null, latencyMs: { p50: null, p95: null, p99: null }, requests: 0, failures: 0, instances: [], authz: noDecisions });
   const products = body.services[2];
   assert.equal(products.requests, 40, 'inbound only: 30 + 10');
   assert.equal(products.failures, 3);
@@ -103,15 +112,26 @@ test('GET /v1/signals: registered and seen services, registry status and address
   );
   assert.deepEqual(Object.keys(products.instances[0]), ['id', 'status', 'address', 'rps', 'successRate', 'latencyMs', 'requests', 'failures']);
   assert.equal(products.instances[2].successRate, null);
+  assert.deepEqual(products.authz, {
+    allowed: 36,
+    denied: 4,
+    dryRunDenied: 0,
+    audited: 0,
+    byPolicy: [
+      { policy: 'only-frontend', outcome: 'allow', requests: 36 },
+      { policy: 'only-frontend', outcome: 'deny', requests: 4 },
+    ],
+  });
   assert.equal(body.services[1].requests, 8, 'payments from the outbound view');
+  assert.deepEqual(body.services[1].authz, noDecisions, 'payments has no inbound proxy deciding');
   assert.deepEqual(
-    body.edges.map((e: any) => [e.source, e.destination, e.requests]),
+    body.edges.map((e: any) => [e.source, e.destination, e.requests, e.mtls, e.mtlsRequests]),
     [
-      ['frontend', 'payments', 8],
-      ['frontend', 'products', 40],
+      ['frontend', 'payments', 8, 'some', 3],
+      ['frontend', 'products', 40, 'all', 40],
     ],
   );
-  assert.deepEqual(Object.keys(body.edges[0]), ['source', 'destination', 'rps', 'successRate', 'latencyMs', 'requests', 'failures']);
+  assert.deepEqual(Object.keys(body.edges[0]), ['source', 'destination', 'rps', 'successRate', 'latencyMs', 'requests', 'failures', 'mtls', 'mtlsRequests']);
   assert.deepEqual(
     body.routes.map((r: any) => [r.service, r.route, r.direction, r.requests]),
     [
@@ -180,6 +200,14 @@ test('GET /v1/signals/services/:service: the entry, the edges in and out of it, 
   const idle = await json(app, '/v1/signals/services/idle');
   assert.equal(idle.status, 200);
   assert.deepEqual([idle.body.requests, idle.body.edges, idle.body.routes], [0, [], []]);
+  const products = await json(app, '/v1/signals/services/products?window=10s');
+  assert.deepEqual([products.body.authz.allowed, products.body.authz.denied], [36, 4]);
+  assert.deepEqual(products.body.edges.map((e: any) => [e.source, e.mtls]), [['frontend', 'all']]);
+  // 12 s later, out of the 10s window: the edge is still known, with no requests to tell mTLS by.
+  clock.advance(12_000);
+  const later = await json(app, '/v1/signals/services/products?window=10s');
+  assert.deepEqual(later.body.edges.map((e: any) => [e.source, e.requests, e.mtls, e.mtlsRequests]), [['frontend', 0, null, 0]]);
+  assert.equal(later.body.authz.denied, 0);
 });
 
 test('GET /v1/signals/series: per service and for the whole mesh', async (t) => {

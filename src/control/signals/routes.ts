@@ -14,10 +14,10 @@ import { systemClock, type Clock } from '../../core/clock.js';
 import { formatHostPort } from '../../core/address.js';
 import type { Registry } from '../registry/registry.js';
 import { query, serviceParam } from '../server.js';
-import { parseWindow, type Signals, type SignalStore, type SignalWindow, type WindowView } from './windows.js';
+import { parseWindow, type EdgeWindow, type Signals, type SignalStore, type SignalWindow, type WindowView } from './windows.js';
 import { isMeshEventType, MESH_EVENT_TYPES, type MeshEvent, type MeshEvents, type MeshEventType } from './events.js';
 import type { Scraper } from './scraper.js';
-import type { MeshSignalsBody, StreamSignalsBody, WireInstance, WireService, WireSignals } from '../../api/signals.js';
+import { mtlsShare, noAuthzDecisions, type MeshSignalsBody, type StreamSignalsBody, type WireEdge, type WireInstance, type WireService, type WireSignals } from '../../api/signals.js';
 
 export interface SignalsRouteDeps {
   store: SignalStore;
@@ -30,12 +30,16 @@ export interface SignalsRouteDeps {
   keepAliveMs?: number;
 }
 
-export type { MeshSignalsBody, WireEdge, WireInstance, WireRoute, WireService, WireSignals } from '../../api/signals.js';
+export type { MeshSignalsBody, WireAuthz, WireEdge, WireInstance, WireRoute, WireService, WireSignals } from '../../api/signals.js';
 
 const NO_TRAFFIC: WireSignals = Object.freeze({ rps: 0, successRate: null, latencyMs: Object.freeze({ p50: null, p95: null, p99: null }), requests: 0, failures: 0 });
 
 function wire(s: Signals): WireSignals {
   return { rps: s.rps, successRate: s.successRate, latencyMs: { ...s.latencyMs }, requests: s.requests, failures: s.failures };
+}
+
+function wireEdge(e: EdgeWindow): WireEdge {
+  return { source: e.source, destination: e.destination, ...wire(e), mtls: mtlsShare(e.mtls, e.requests), mtlsRequests: e.mtls };
 }
 
 function zero(): WireSignals {
@@ -61,7 +65,7 @@ function serviceEntry(registry: Registry, view: WindowView, name: string): WireS
   }
   for (const t of traffic.values()) instances.push({ id: t.id, status: 'unknown', address: null, ...wire(t) });
   instances.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return { service: name, ...(v === undefined ? zero() : wire(v)), instances };
+  return { service: name, ...(v === undefined ? zero() : wire(v)), instances, authz: v?.authz ?? noAuthzDecisions() };
 }
 
 /** The body of `GET /v1/signals?window=W`. */
@@ -72,7 +76,7 @@ export function meshSignals(deps: Pick<SignalsRouteDeps, 'registry' | 'store'>, 
     time: new Date(view.time).toISOString(),
     scrapeIntervalMs: deps.store.intervalMs,
     services: [...names].sort().map((n) => serviceEntry(deps.registry, view, n)),
-    edges: view.edges.map((e) => ({ source: e.source, destination: e.destination, ...wire(e) })),
+    edges: view.edges.map(wireEdge),
     routes: view.routes.map((r) => ({ service: r.service, route: r.route, direction: r.direction, ...wire(r) })),
   };
 }
@@ -117,7 +121,7 @@ export function signalsRoutes(app: FastifyInstance, deps: SignalsRouteDeps): voi
       time: new Date(view.time).toISOString(),
       scrapeIntervalMs: store.intervalMs,
       ...serviceEntry(deps.registry, view, name),
-      edges: view.edges.filter((e) => e.source === name || e.destination === name).map((e) => ({ source: e.source, destination: e.destination, ...wire(e) })),
+      edges: view.edges.filter((e) => e.source === name || e.destination === name).map(wireEdge),
       routes: view.routes.filter((r) => r.service === name).map((r) => ({ service: r.service, route: r.route, direction: r.direction, ...wire(r) })),
     };
   });

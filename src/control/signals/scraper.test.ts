@@ -297,8 +297,18 @@ test('parseStats accepts the /stats format and names the first bad field', () =>
     [{ ...good, series: [{ ...good.series[0], requests: -1 }] }, /series\[0\]\.requests/],
     [{ ...good, series: [{ ...good.series[0], latency: { counts: [1, 2], sum: 0 } }] }, /series\[0\]\.latency\.counts must have 15 entries/],
     [{ ...good, events: [{ seq: 'one' }] }, /events\[0\]\.seq/],
+    [{ ...good, series: [{ ...good.series[0], requests: 2, mtls: 3 }] }, /series\[0\]\.mtls must be at most requests \(2\)/],
+    [{ ...good, authz: [{ service: 'products', outcome: 'maybe', policy: 'p', count: 1 }] }, /authz\[0\]\.outcome must be one of allow, deny, dry-run-deny, audit/],
+    [{ ...good, authz: [{ service: 'products', outcome: 'deny', policy: 'p', count: -1 }] }, /authz\[0\]\.count/],
   ];
   for (const [body, re] of cases) assert.throws(() => parseStats(body), re);
+  // The mTLS count and the authorization decisions are kept; a proxy without them gives 0 and none.
+  const withSecurity = parseStats({ ...good, series: [{ ...good.series[0], requests: 5, mtls: 4 }], authz: [{ service: 'products', outcome: 'dry-run-deny', policy: 'strict', count: 2 }] });
+  assert.equal(withSecurity.series[0]!.mtls, 4);
+  assert.deepEqual(withSecurity.authz, [{ service: 'products', outcome: 'dry-run-deny', policy: 'strict', count: 2 }]);
+  const { authz: _a, ...older } = good as typeof good & { authz?: unknown };
+  const parsedOlder = parseStats({ ...older, series: good.series.map(({ mtls: _m, ...rest }) => rest) });
+  assert.deepEqual([parsedOlder.series[0]!.mtls, parsedOlder.authz], [0, []]);
 });
 
 test('start() scrapes at once and every interval; stop() cancels the timer and the fetches in flight', async (t) => {

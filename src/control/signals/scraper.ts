@@ -8,6 +8,7 @@
 import { systemClock, type Clock, type TimerHandle } from '../../core/clock.js';
 import { RETENTION_MS, DEFAULT_INTERVAL_MS, type SignalStore, type StatsEvent, type StatsSeries, type StatsSnapshot } from './windows.js';
 import { proxyEvent, type MeshEvents } from './events.js';
+import { AUTHZ_OUTCOMES, type AuthzOutcome, type StatsAuthz } from '../../api/stats.js';
 
 /** A proxy to scrape: its id and admin host:port (ProxyDirectory's entries fit). */
 export interface ScrapeTarget {
@@ -385,6 +386,8 @@ export function parseStats(body: unknown): StatsSnapshot {
     if (counts.length !== bounds.length + 1) bad(`${p}.latency.counts`, `must have ${bounds.length + 1} entries (one per bound and +Inf)`);
     const requests = num(s['requests'], `${p}.requests`);
     const failures = num(s['failures'], `${p}.failures`);
+    const mtls = num(s['mtls'] ?? 0, `${p}.mtls`);
+    if (mtls > requests) bad(`${p}.mtls`, `must be at most requests (${requests})`);
     return {
       direction,
       workload: str(s['workload'], `${p}.workload`),
@@ -397,7 +400,15 @@ export function parseStats(body: unknown): StatsSnapshot {
       latency: { counts, sum: num(latency['sum'] ?? 0, `${p}.latency.sum`) },
       requestBytes: num(s['requestBytes'] ?? 0, `${p}.requestBytes`),
       responseBytes: num(s['responseBytes'] ?? 0, `${p}.responseBytes`),
+      mtls,
     };
+  });
+  const authz = arr(b['authz'] ?? [], 'authz', 10_000).map((raw, i): StatsAuthz => {
+    const p = `authz[${i}]`;
+    const a = obj(raw, p);
+    const outcome = a['outcome'];
+    if (!(AUTHZ_OUTCOMES as readonly unknown[]).includes(outcome)) bad(`${p}.outcome`, `must be one of ${AUTHZ_OUTCOMES.join(', ')}`);
+    return { service: str(a['service'], `${p}.service`), outcome: outcome as AuthzOutcome, policy: str(a['policy'], `${p}.policy`), count: num(a['count'], `${p}.count`) };
   });
   const events = arr(b['events'] ?? [], 'events', 100_000).map((raw, i): StatsEvent => {
     const p = `events[${i}]`;
@@ -412,5 +423,5 @@ export function parseStats(body: unknown): StatsSnapshot {
     };
   });
   const eventSeq = num(b['eventSeq'] ?? 0, 'eventSeq');
-  return { proxy: { id, startedAt }, at, bounds, series, events, eventSeq };
+  return { proxy: { id, startedAt }, at, bounds, series, authz, events, eventSeq };
 }

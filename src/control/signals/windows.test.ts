@@ -4,18 +4,20 @@ import { ManualClock } from '../../core/clock.js';
 import { SkeinError } from '../../core/errors.js';
 import { histogramQuantile, parseWindow, SignalStore, WINDOWS, type StatsSnapshot } from './windows.js';
 import { BOUNDS, statsSeries, type SeriesIn } from './test-fixtures.js';
+import type { StatsAuthz } from '../../api/stats.js';
 
 const T0 = 1_700_000_000_000;
 const B = BOUNDS;
 const HOUR = 3_600_000;
 const series = (s: SeriesIn) => statsSeries(s, 2);
 
-function snap(clock: ManualClock, list: SeriesIn[], opts: { id?: string; startedAt?: number; bounds?: number[] } = {}): StatsSnapshot {
+function snap(clock: ManualClock, list: SeriesIn[], opts: { id?: string; startedAt?: number; bounds?: number[]; authz?: StatsAuthz[] } = {}): StatsSnapshot {
   return {
     proxy: { id: opts.id ?? 'p1', startedAt: opts.startedAt ?? T0 - HOUR },
     at: clock.now(),
     bounds: opts.bounds ?? B,
     series: list.map(series),
+    ...(opts.authz === undefined ? {} : { authz: opts.authz }),
     events: [],
     eventSeq: 0,
   };
@@ -386,4 +388,74 @@ test('15m reads 30 s slots: the rate over the last 14.5-15 minutes, and a chart 
   assert.deepEqual([...new Set(chart.points.slice(0, -11).map((p) => p.rps))], [50]);
   assert.deepEqual([...new Set(chart.points.slice(-9).map((p) => p.rps))], [150]);
   assert.equal(store.series('5m', 'products').stepMs, 2000);
+});
+
+test("edges count their mTLS requests from the view they come from; a proxy without the field counts none", () => {
+  const { clock, store } = setup();
+  const out = (n: number, mtls: number | undefined, service: string) => ({ requests: n, direction: 'outbound' as const, workload: 'frontend-1', source: 'frontend', service, instance: `${service}-1`, ...(mtls === undefined ? {} : { mtls }) });
+  const list = (k: number): SeriesIn[] => [
+    out(20 * k, 20 * k, 'users'), // every request over mTLS
+    out(10 * k, 4 * k, 'products'), // some
+    { requests: 9 * k, mtls: 9 * k, service: 'products', instance: 'products-1', workload: 'products-1' }, // products' inbound view: not the edge's
+    out(6 * k, undefined, 'legacy'), // an older proxy: no mtls field
+    { requests: 5 * k, mtls: 5 * k, source: 'sdk-app' }, // inbound only: the edge from the inbound view
+  ];
+  store.ingest(snap(clock, list(1)));
+  clock.advance(2000);
+  store.ingest(snap(clock, list(3)));
+  assert.deepEqual(
+    store.window('1m').edges.map((e) => [e.source, e.destination, e.via, e.requests, e.mtls]),
+    [
+      ['frontend', 'legacy', 'outbound', 12, 0],
+      ['frontend', 'products', 'outbound', 20, 8],
+      ['frontend', 'users', 'outbound', 40, 40],
+      ['sdk-app', 'products', 'inbound', 10, 10],
+    ],
+  );
+  // An mTLS count lower than before is a restart: the new counters are the traffic.
+  clock.advance(2000);
+  const r = store.ingest(snap(clock, [out(60, 1, 'users')]));
+  assert.equal(r.restarted, true);
+  const users = store.window('10s').edges.find((e) => e.destination === 'users')!;
+  assert.deepEqual([users.requests, users.mtls], [40 + 60, 40 + 1]);
+});
+
+test('authorization decisions: per service, outcome and policy over the window, from the deltas of every proxy', () => {
+  const { clock, store } = setup();
+  const a = (service: string, outcome: StatsAuthz['outcome'], policy: string, count: number): StatsAuthz => ({ service, outcome, policy, count });
+  const inbound = (n: number, id: string): SeriesIn => ({ requests: n, instance: id, workload: id });
+  // Two proxies of products; the first snapshots are baselines (decisions before them are not in any window).
+  store.ingest(snap(clock, [inbound(100, 'products-1')], { id: 'p1', authz: [a('products', 'allow', 'only-frontend', 90), a('products', 'deny', 'only-frontend', 10)] }));
+  store.ingest(snap(clock, [inbound(0, 'products-2')], { id: 'p2', authz: [] }));
+  clock.advance(2000);
+  store.ingest(
+    snap(clock, [inbound(107, 'products-1')], {
+      id: 'p1',
+      authz: [a('products', 'allow', 'only-frontend', 94), a('products', 'deny', 'only-frontend', 13), a('products', 'dry-run-deny', 'no-admin', 2), a('products', 'audit', 'watch', 1)],
+    }),
+  );
+  store.ingest(snap(clock, [inbound(5, 'products-2')], { id: 'p2', authz: [a('products', 'allow', 'only-frontend', 3), a('products', 'deny', '', 2)] }));
+  const v = store.window('1m');
+  assert.deepEqual(v.services.find((s) => s.service === 'products')!.authz, {
+    allowed: 4 + 3,
+    denied: 3 + 2,
+    dryRunDenied: 2,
+    audited: 1,
+    byPolicy: [
+      { policy: 'only-frontend', outcome: 'allow', requests: 7 },
+      { policy: '', outcome: 'deny', requests: 2 },
+      { policy: 'only-frontend', outcome: 'deny', requests: 3 },
+      { policy: 'no-admin', outcome: 'dry-run-deny', requests: 2 },
+      { policy: 'watch', outcome: 'audit', requests: 1 },
+    ],
+  });
+  // 12 s later with no new decisions: zeros over the 10s window, the service still listed.
+  clock.advance(12_000);
+  const same = [a('products', 'allow', 'only-frontend', 94), a('products', 'deny', 'only-frontend', 13), a('products', 'dry-run-deny', 'no-admin', 2), a('products', 'audit', 'watch', 1)];
+  store.ingest(snap(clock, [inbound(107, 'products-1')], { id: 'p1', authz: same }));
+  assert.deepEqual(store.window('10s').services.find((s) => s.service === 'products')!.authz, { allowed: 0, denied: 0, dryRunDenied: 0, audited: 0, byPolicy: [] });
+  // A decision count lower than before is a restart: its counts are the traffic.
+  const r = store.ingest(snap(clock, [inbound(5, 'products-2')], { id: 'p2', authz: [a('products', 'allow', 'only-frontend', 1)] }));
+  assert.equal(r.restarted, true);
+  assert.deepEqual(store.window('10s').services.find((s) => s.service === 'products')!.authz.byPolicy, [{ policy: 'only-frontend', outcome: 'allow', requests: 1 }]);
 });

@@ -14,7 +14,11 @@
  *   - edge     (source -> service: from outbound series; inbound series with a known source are a
  *              fallback for pairs no outbound series reports, e.g. a proxyless caller; inbound
  *              series from source "unknown" never make edges),
- *   - route    (service, route, direction).
+ *   - route    (service, route, direction),
+ *   - authz    (service, outcome, policy: the authorization decisions of the proxies' inbound
+ *              listeners, from the snapshot's `authz` counts).
+ * Each aggregate also counts its requests whose hop between proxies was mTLS (`mtls`); an edge
+ * reports it as the share of its requests that were mTLS.
  *
  * Restarts: a proxy with a new `proxy.startedAt`, or any counter lower than in its previous
  * snapshot, has restarted, and its whole snapshot counts as new traffic, spread over the slots
@@ -33,7 +37,8 @@
 import { systemClock, type Clock } from '../../core/clock.js';
 import { SkeinError } from '../../core/errors.js';
 import type { Direction, StatsSeries, StatsSnapshot } from '../../api/stats.js';
-import { WINDOWS, type Latency, type SeriesPoint, type SignalWindow } from '../../api/signals.js';
+import { AUTHZ_OUTCOMES, type AuthzOutcome, type StatsAuthz } from '../../api/stats.js';
+import { noAuthzDecisions, WINDOWS, type Latency, type SeriesPoint, type SignalWindow, type WireAuthz } from '../../api/signals.js';
 import { CONTROL_DEFAULTS } from '../../api/control.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -73,7 +78,7 @@ export type { Direction, StatsEvent, StatsSeries, StatsSnapshot } from '../../ap
 // Results
 // ---------------------------------------------------------------------------------------------
 
-export type { Latency, SeriesPoint } from '../../api/signals.js';
+export type { Latency, SeriesPoint, WireAuthz } from '../../api/signals.js';
 
 /** The golden signals of one thing over one window. */
 export interface Signals {
@@ -95,12 +100,16 @@ export interface ServiceWindow extends Signals {
   via: Direction | null;
   /** Instances seen in the traffic of `via` (those of inbound series when neither had traffic). */
   instances: Array<Signals & { id: string }>;
+  /** Its inbound proxies' authorization decisions over the window (zeros: none counted). */
+  authz: WireAuthz;
 }
 
 export interface EdgeWindow extends Signals {
   source: string;
   destination: string;
   via: Direction;
+  /** Of `requests`, those whose hop between proxies was mTLS (as `via`'s proxies saw it). */
+  mtls: number;
 }
 
 export interface RouteWindow extends Signals {
@@ -191,6 +200,8 @@ interface Agg {
   latencySum: number;
   requestBytes: number;
   responseBytes: number;
+  /** Of `requests`, those whose hop between proxies was mTLS. */
+  mtls: number;
 }
 
 interface Slot {
@@ -237,15 +248,19 @@ interface Counters {
   latencySum: number;
   requestBytes: number;
   responseBytes: number;
+  mtls: number;
 }
 
 interface ProxyState {
   startedAt: number;
   lastIngest: number;
   series: Map<string, Counters>;
+  /** Authorization decisions by `authzKey`. */
+  authz: Map<string, number>;
 }
 
-type Dim = 'svc' | 'inst' | 'edge' | 'route';
+/** `authz` keys: the service, then outcome and policy in `b`, apart by AUTHZ_SEP. */
+type Dim = 'svc' | 'inst' | 'edge' | 'route' | 'authz';
 const SEP = '\u0000';
 const key = (dim: Dim, dir: Direction, a: string, b: string) => `${dim}${SEP}${dir}${SEP}${a}${SEP}${b}`;
 function parseKey(k: string): { dim: Dim; dir: Direction; a: string; b: string } {
@@ -253,11 +268,13 @@ function parseKey(k: string): { dim: Dim; dir: Direction; a: string; b: string }
   return { dim, dir, a, b };
 }
 const seriesKey = (s: StatsSeries) => [s.direction, s.workload, s.source, s.service, s.route, s.instance].join(SEP);
+const AUTHZ_SEP = '\u0001';
+const authzKey = (a: StatsAuthz) => [a.service, a.outcome, a.policy].join(SEP);
 
 const QUANTILES = [0.5, 0.95, 0.99] as const;
 
 function emptyAgg(buckets: number): Agg {
-  return { requests: 0, failures: 0, counts: new Array<number>(buckets).fill(0), latencySum: 0, requestBytes: 0, responseBytes: 0 };
+  return { requests: 0, failures: 0, counts: new Array<number>(buckets).fill(0), latencySum: 0, requestBytes: 0, responseBytes: 0, mtls: 0 };
 }
 
 function addInto(into: Agg, d: Agg): void {
@@ -266,6 +283,7 @@ function addInto(into: Agg, d: Agg): void {
   into.latencySum += d.latencySum;
   into.requestBytes += d.requestBytes;
   into.responseBytes += d.responseBytes;
+  into.mtls += d.mtls;
   for (let i = 0; i < d.counts.length; i++) into.counts[i] = (into.counts[i] ?? 0) + (d.counts[i] ?? 0);
 }
 
@@ -290,6 +308,7 @@ function split(d: Agg, n: number): Agg[] {
   const failures = share(d.failures, n);
   const requestBytes = share(d.requestBytes, n);
   const responseBytes = share(d.responseBytes, n);
+  const mtls = share(d.mtls, n);
   const counts = d.counts.map((c) => share(c, n));
   return requests.map((r, j) => ({
     requests: r,
@@ -298,6 +317,7 @@ function split(d: Agg, n: number): Agg[] {
     latencySum: d.latencySum / n,
     requestBytes: requestBytes[j]!,
     responseBytes: responseBytes[j]!,
+    mtls: mtls[j]!,
   }));
 }
 
@@ -394,7 +414,7 @@ export class SignalStore {
     let restarted = false;
     if (prev === undefined) {
       mode = snap.at - snap.proxy.startedAt < this.intervalMs ? 'full' : 'baseline';
-    } else if (prev.startedAt !== snap.proxy.startedAt || wentDown(prev.series, snap.series)) {
+    } else if (prev.startedAt !== snap.proxy.startedAt || wentDown(prev.series, snap.series) || authzWentDown(prev.authz, snap.authz ?? [])) {
       mode = 'full';
       restarted = true;
       this.counters.restarts++;
@@ -414,7 +434,7 @@ export class SignalStore {
     let requests = 0;
     for (const s of snap.series) {
       const k = seriesKey(s);
-      const cur: Counters = { requests: s.requests, failures: s.failures, counts: s.latency.counts, latencySum: s.latency.sum, requestBytes: s.requestBytes, responseBytes: s.responseBytes };
+      const cur: Counters = { requests: s.requests, failures: s.failures, counts: s.latency.counts, latencySum: s.latency.sum, requestBytes: s.requestBytes, responseBytes: s.responseBytes, mtls: s.mtls ?? 0 };
       series.set(k, cur);
       if (mode === 'baseline') continue;
       const before = mode === 'delta' ? prev?.series.get(k) : undefined;
@@ -427,7 +447,27 @@ export class SignalStore {
         for (const slot of slots[j]!) if (slot !== null) for (const k of keys) addTo(slot, k, part, d.counts.length);
       });
     }
-    this.proxies.set(id, { startedAt: snap.proxy.startedAt, lastIngest: at, series });
+    // Authorization decisions: counted per service, outcome and policy, spread like the requests.
+    const authz = new Map<string, number>();
+    for (const a of snap.authz ?? []) {
+      const k = authzKey(a);
+      authz.set(k, a.count);
+      if (mode === 'baseline') continue;
+      const n = a.count - (mode === 'delta' ? (prev?.authz.get(k) ?? 0) : 0);
+      if (n <= 0) continue;
+      const d = emptyAgg(this.bucketCount());
+      d.requests = n;
+      const sk = key('authz', 'inbound', a.service, `${a.outcome}${AUTHZ_SEP}${a.policy}`);
+      if (!this.touch(sk, at)) {
+        this.counters.droppedKeys++;
+        continue;
+      }
+      const parts = span === 1 ? [d] : split(d, span);
+      parts.forEach((part, j) => {
+        for (const slot of slots[j]!) if (slot !== null) addTo(slot, sk, part, d.counts.length);
+      });
+    }
+    this.proxies.set(id, { startedAt: snap.proxy.startedAt, lastIngest: at, series, authz });
     return { mode, restarted, requests };
   }
 
@@ -451,6 +491,7 @@ export class SignalStore {
     const inst = new Map<string, Map<Direction, Map<string, Agg>>>();
     const edges = new Map<string, { source: string; destination: string; out: Agg | null; in: Agg | null }>();
     const routes: RouteWindow[] = [];
+    const authz = new Map<string, WireAuthz>();
     const sig = (a: Agg) => this.signals(a, coveredMs);
     for (const k of all) {
       const { dim, dir, a, b } = parseKey(k);
@@ -472,10 +513,19 @@ export class SignalStore {
         if (e === undefined) edges.set(ek, (e = { source: a, destination: b, out: null, in: null }));
         if (dir === 'outbound') e.out = agg;
         else e.in = agg;
+      } else if (dim === 'authz') {
+        let z = authz.get(a);
+        if (z === undefined) authz.set(a, (z = noAuthzDecisions()));
+        if (agg.requests === 0) continue;
+        const at = b.indexOf(AUTHZ_SEP);
+        const outcome = b.slice(0, at) as AuthzOutcome;
+        z.byPolicy.push({ policy: b.slice(at + 1), outcome, requests: agg.requests });
+        z[AUTHZ_FIELD[outcome]] += agg.requests;
       } else {
         routes.push({ service: a, route: b, direction: dir, ...sig(agg) });
       }
     }
+    for (const z of authz.values()) z.byPolicy.sort((x, y) => AUTHZ_OUTCOMES.indexOf(x.outcome) - AUTHZ_OUTCOMES.indexOf(y.outcome) || cmp(x.policy, y.policy));
     const mesh = emptyAgg(nb);
     const services: ServiceWindow[] = [];
     for (const [name, e] of svc) {
@@ -485,7 +535,7 @@ export class SignalStore {
       const instances = [...(inst.get(name)?.get(via ?? 'inbound') ?? new Map<string, Agg>())]
         .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))
         .map(([id, a]) => ({ id, ...sig(a) }));
-      services.push({ service: name, via, ...sig(chosen), instances });
+      services.push({ service: name, via, ...sig(chosen), instances, authz: authz.get(name) ?? noAuthzDecisions() });
     }
     services.sort((x, y) => cmp(x.service, y.service));
     const edgeList: EdgeWindow[] = [];
@@ -494,7 +544,7 @@ export class SignalStore {
       // series for this pair, e.g. a proxyless client) only when that has traffic and outbound has none.
       const useIn = e.out === null || (e.out.requests === 0 && e.in !== null && e.in.requests > 0);
       const a = (useIn ? e.in : e.out) ?? zero;
-      edgeList.push({ source: e.source, destination: e.destination, via: useIn ? 'inbound' : 'outbound', ...sig(a) });
+      edgeList.push({ source: e.source, destination: e.destination, via: useIn ? 'inbound' : 'outbound', ...sig(a), mtls: a.mtls });
     }
     edgeList.sort((x, y) => cmp(x.source, y.source) || cmp(x.destination, y.destination));
     routes.sort((x, y) => cmp(x.service, y.service) || cmp(x.route, y.route) || cmp(x.direction, y.direction));
@@ -619,6 +669,7 @@ export class SignalStore {
     d.latencySum = Math.max(0, cur.latencySum - (before?.latencySum ?? 0));
     d.requestBytes = cur.requestBytes - (before?.requestBytes ?? 0);
     d.responseBytes = cur.responseBytes - (before?.responseBytes ?? 0);
+    d.mtls = cur.mtls - (before?.mtls ?? 0);
     for (let i = 0; i < cur.counts.length; i++) {
       const v = (cur.counts[i] ?? 0) - (before?.counts[i] ?? 0);
       if (v === 0) continue;
@@ -704,6 +755,14 @@ export class SignalStore {
   }
 }
 
+/** Which count of WireAuthz each outcome adds to. */
+const AUTHZ_FIELD: Readonly<Record<AuthzOutcome, 'allowed' | 'denied' | 'dryRunDenied' | 'audited'>> = Object.freeze({ allow: 'allowed', deny: 'denied', 'dry-run-deny': 'dryRunDenied', audit: 'audited' });
+
+/** Any authorization count lower than before: the proxy restarted. */
+function authzWentDown(prev: Map<string, number>, authz: readonly StatsAuthz[]): boolean {
+  return authz.some((a) => a.count < (prev.get(authzKey(a)) ?? 0));
+}
+
 function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -713,7 +772,7 @@ function wentDown(prev: Map<string, Counters>, series: readonly StatsSeries[]): 
   for (const s of series) {
     const p = prev.get(seriesKey(s));
     if (p === undefined) continue;
-    if (s.requests < p.requests || s.failures < p.failures || s.requestBytes < p.requestBytes || s.responseBytes < p.responseBytes) return true;
+    if (s.requests < p.requests || s.failures < p.failures || s.requestBytes < p.requestBytes || s.responseBytes < p.responseBytes || (s.mtls ?? 0) < p.mtls) return true;
     for (let i = 0; i < s.latency.counts.length; i++) if ((s.latency.counts[i] ?? 0) < (p.counts[i] ?? 0)) return true;
   }
   return false;
