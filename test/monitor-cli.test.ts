@@ -110,7 +110,7 @@ describe('monitoring output, formatted', () => {
       routes: [{ service: 'web', route: 'default', direction: 'inbound', rps: 1, successRate: null, latencyMs: none, requests: 0, failures: 0 }],
     });
     assert.deepEqual(rows(text, 'INSTANCE').get('web-1'), ['web-1', 'healthy', '127.0.0.1:5000', '1.00', '100.00%', '1.0', '2.0', '3.0']);
-    assert.deepEqual(rows(text, 'FROM').get('web'), ['web', 'db', '2.00', '50.00%', '1.0', '2.0', '3.0']);
+    assert.deepEqual(rows(text, 'FROM').get('web'), ['web', 'db', '-', '2.00', '50.00%', '1.0', '2.0', '3.0']);
     assert.deepEqual(rows(text, 'ROUTE').get('default'), ['default', 'inbound', '1.00', '-', '-', '-', '-']);
   });
 
@@ -119,7 +119,7 @@ describe('monitoring output, formatted', () => {
     const sig: MeshSignals = {
       window: '10s', time: '2026-11-25T05:00:00.000Z', scrapeIntervalMs: 2000, services: [],
       routes: [{ service: 'a', route: 'r1', direction: 'inbound', ...s(1) }, { service: 'b', route: 'r2', direction: 'inbound', ...s(5) }, { service: 'c', route: 'r3', direction: 'outbound', ...s(0) }],
-      edges: [{ source: 'a', destination: 'b', ...s(3) }, { source: 'b', destination: 'c', ...s(7) }],
+      edges: [{ source: 'a', destination: 'b', ...s(3) }, { source: 'b', destination: 'c', mtls: 'all', mtlsRequests: 70, ...s(7) }],
     };
     const b = busiest(sig, 10);
     assert.deepEqual(b.routes.map((r) => r.route), ['r2', 'r1']);
@@ -127,7 +127,7 @@ describe('monitoring output, formatted', () => {
     assert.deepEqual(busiest(sig, 1).edges.map((e) => e.source), ['b']);
     const frame = topFrame(sig, { limit: 10, control: 'http://127.0.0.1:7400' });
     assert.match(frame, /window 10s/);
-    assert.deepEqual(rows(frame, 'FROM').get('b'), ['b', 'c', '7.00', '100.00%', '1.0', '2.0', '3.0', '70']);
+    assert.deepEqual(rows(frame, 'FROM').get('b'), ['b', 'c', 'all', '7.00', '100.00%', '1.0', '2.0', '3.0', '70']);
     assert.match(topFrame({ ...sig, routes: [], edges: [] }, { limit: 5, control: 'x' }), /no traffic in the last 10s/);
   });
 
@@ -282,7 +282,7 @@ describe('skein stat, top, tap, events and dashboard on the demo shop', () => {
         const r = await cli(['stat', 'frontend', '--window', '10s']);
         if (r.code !== 0) throw new Error(r.stderr);
         const edges = r.stdout.includes('FROM') ? tableRows(r.stdout, 'FROM') : [];
-        return edges.filter((e) => e[0] === 'frontend' && Number(e[2]) > 0).length >= 2 ? r.stdout : null;
+        return edges.filter((e) => e[0] === 'frontend' && Number(e[3]) > 0).length >= 2 ? r.stdout : null;
       },
       { timeoutMs: 30_000, intervalMs: 500, what: 'skein stat frontend to show its edges' },
     )) as string;
@@ -292,8 +292,9 @@ describe('skein stat, top, tap, events and dashboard on the demo shop', () => {
     const inst = rows(text, 'INSTANCE').get('frontend-1');
     assert.ok(inst, `the instance frontend-1:\n${text}`);
     assert.equal(inst[1], 'healthy');
-    const to = new Set([...text.matchAll(/^frontend\s+(\S+)\s+\d/gm)].map((m) => m[1]));
+    const to = new Map([...text.matchAll(/^frontend\s+(\S+)\s+(all|some|none|-)\s+\d/gm)].map((m) => [m[1], m[2]]));
     assert.ok(to.has('user-service') && to.has('product-service'), `edges frontend -> user-service and -> product-service:\n${text}`);
+    assert.equal(to.get('user-service'), 'all', `every call from the frontend to user-service was mTLS (the MTLS column):\n${text}`);
     const j = JSON.parse((await cli(['stat', 'frontend', '--window', '10s', '-o', 'json'])).stdout);
     assert.equal(j.service, 'frontend');
     assert.ok(Array.isArray(j.instances) && Array.isArray(j.edges) && Array.isArray(j.routes), JSON.stringify(j));

@@ -102,8 +102,8 @@ export function statServiceText(s: OneServiceSignals): string {
     edges.length === 0
       ? 'no edges: no calls to or from other services in the window\n'
       : table(
-          ['FROM', 'TO', 'RPS', 'SUCCESS', ...LATENCY_HEADERS],
-          edges.map((e) => [e.source, e.destination, fmtRps(e.rps), fmtSuccess(e.successRate), ...latencyCells(e.latencyMs)]),
+          ['FROM', 'TO', 'MTLS', 'RPS', 'SUCCESS', ...LATENCY_HEADERS],
+          edges.map((e) => [e.source, e.destination, e.mtls ?? '-', fmtRps(e.rps), fmtSuccess(e.successRate), ...latencyCells(e.latencyMs)]),
         );
   const routes = s.routes ?? [];
   if (routes.length > 0) {
@@ -146,8 +146,8 @@ export function topFrame(sig: MeshSignals, o: { limit: number; control: string; 
     edges.length === 0
       ? `no calls between services in the last ${sig.window}\n`
       : table(
-          ['FROM', 'TO', 'RPS', 'SUCCESS', ...LATENCY_HEADERS, 'REQUESTS'],
-          edges.map((e) => [e.source, e.destination, fmtRps(e.rps), fmtSuccess(e.successRate), ...latencyCells(e.latencyMs), e.requests ?? 0]),
+          ['FROM', 'TO', 'MTLS', 'RPS', 'SUCCESS', ...LATENCY_HEADERS, 'REQUESTS'],
+          edges.map((e) => [e.source, e.destination, e.mtls ?? '-', fmtRps(e.rps), fmtSuccess(e.successRate), ...latencyCells(e.latencyMs), e.requests ?? 0]),
         );
   return out;
 }
