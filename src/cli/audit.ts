@@ -115,7 +115,7 @@ async function readFile(file: string, take: (line: string) => void, caughtUp: ((
   try {
     fh = await open(file, 'r');
   } catch (e) {
-    throw new SkeinError('SKEIN_E_FILE', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { field: 'file' });
+    throw new SkeinError('SKEIN_E_FILE', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   try {
     const buf = Buffer.alloc(64 * 1024);
