@@ -13,6 +13,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
+import { WRITE_ACCESS } from '../src/control/auth/access.js';
+import { readLocalToken } from '../src/control/auth/token-files.js';
 
 /** Repository root (this file runs as dist/bench/lib.js). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -154,10 +156,31 @@ export async function startControl(opts: StartControlOptions): Promise<Control> 
 // ---------------------------------------------------------------- HTTP and metrics
 
 /** A small JSON request (one connection from undici's global dispatcher); `headers` such as an authorization. */
+/**
+ * The admin token of the control plane at `base` (a loopback URL): the copy it leaves for this
+ * user (src/control/auth/token-files.ts). Null when there is none.
+ */
+export async function adminTokenOf(base: string): Promise<string | null> {
+  const u = new URL(base);
+  if (!/^(127\.|\[::1\]|localhost)/.test(u.host)) return null;
+  return readLocalToken(Number(u.port));
+}
+
+/**
+ * A JSON call to the control plane. A write without an `authorization` header is sent with the
+ * admin token (writes need one), except to a route that checks its own credentials (the CA's
+ * join tokens).
+ */
 export async function api(base: string, method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+  const h: Record<string, string> = { ...headers };
+  const ownAuth = WRITE_ACCESS.some((w) => w.byRoute !== undefined && w.method === method && w.route === path.split('?')[0]);
+  if (method !== 'GET' && !ownAuth && !Object.keys(h).some((k) => k.toLowerCase() === 'authorization')) {
+    const token = await adminTokenOf(base);
+    if (token !== null) h['authorization'] = `Bearer ${token}`;
+  }
   const res = await request(base + path, {
     method,
-    headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
+    headers: body === undefined ? h : { ...h, 'content-type': 'application/json' },
     body: body === undefined ? null : JSON.stringify(body),
   });
   const text = await res.body.text();

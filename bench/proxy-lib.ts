@@ -14,7 +14,7 @@ import { connect, createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { SKEIN_BIN, ROOT, machineBusySeconds, percentile, processCpuSeconds, round, track, waitUntil, type Control } from './lib.js';
+import { SKEIN_BIN, ROOT, adminTokenOf, machineBusySeconds, percentile, processCpuSeconds, round, track, waitUntil, type Control } from './lib.js';
 
 /** What the backend nginx of the proxy benchmarks answers to every request. */
 export const BODY = 'hello from the backend\n';
@@ -202,9 +202,9 @@ export function pinning(mode: string): Pinning {
  * spawn(), under `taskset -c cpu` when pinned (taskset execs: the pid is the command's). A server
  * gets a process group of its own (`detached`), so that its whole tree can be killed at once.
  */
-export function spawnPinned(cpu: number | null, cmd: string, args: string[], server = false): ChildProcess {
+export function spawnPinned(cpu: number | null, cmd: string, args: string[], server = false, env: NodeJS.ProcessEnv = {}): ChildProcess {
   const [c, a] = cpu === null ? [cmd, args] : ['taskset', ['-c', String(cpu), cmd, ...args]];
-  const child = track(spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, detached: server }));
+  const child = track(spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, detached: server, env: { ...process.env, ...env } }));
   if (server && child.pid !== undefined) roots.add(child.pid);
   return child;
 }
@@ -409,7 +409,10 @@ export interface SkeinProxy {
  * prints none within 30 s (and stops what it started).
  */
 export async function startSkeinProxy(cpu: number | null, args: string[], logLevel: string): Promise<SkeinProxy> {
-  const child = spawnPinned(cpu, process.execPath, [SKEIN_BIN, 'proxy', '--admin', '127.0.0.1:0', '--log-level', logLevel, ...args], true);
+  // The proxy announces itself to the control plane (a write): with its admin token, unless SKEIN_TOKEN says otherwise.
+  const at = args.indexOf('--control');
+  const token = process.env['SKEIN_TOKEN'] ?? (at < 0 || args[at + 1] === undefined ? null : await adminTokenOf(args[at + 1] as string));
+  const child = spawnPinned(cpu, process.execPath, [SKEIN_BIN, 'proxy', '--admin', '127.0.0.1:0', '--log-level', logLevel, ...args], true, token === null ? {} : { SKEIN_TOKEN: token });
   const lines: string[] = [];
   const keep = (l: string) => {
     lines.push(l);

@@ -48,7 +48,7 @@ export class ApiError extends Error {
 }
 
 /**
- * Beyond loopback the API needs a read token (docs/security-tokens.md): the dashboard is opened
+ * Beyond loopback the API needs a read token (docs/security.md#control-plane-tokens): the dashboard is opened
  * as `.../dashboard/#token=skein_rd_...`. The token is kept in sessionStorage (this tab only),
  * taken out of the address bar, sent as `authorization` on fetches and as the `skein_token`
  * cookie, which is what the live stream (an EventSource, which cannot set headers) can send; the

@@ -27,16 +27,18 @@ export function controlCommand(): Command {
     .option('--history <events>', 'events kept for resuming watches with since=', intFlag('--history', 1, 10_000_000), CONTROL_DEFAULTS.historySize)
     .option('--max-queue <messages>', 'messages a watch subscriber may fall behind before its stream is closed', intFlag('--max-queue', 1, 10_000_000), CONTROL_DEFAULTS.maxQueue)
     .option('--scrape-interval <duration>', 'how often the proxies\' /stats are scraped for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
+    .option('--audit-log <target>', 'the audit log (docs/security.md#audit-log): one JSON line per CA event, token refused, minted or revoked, policy change and accepted write: "stdout", a file path (appended to), or "off"', 'off')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string; insecureListen?: boolean } & CaFlags) => {
+    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string; insecureListen?: boolean; auditLog: string } & CaFlags) => {
       if (!new RegExp(DOMAIN_PATTERN).test(o.domain)) {
         throw new SkeinError('SKEIN_E_USAGE', `--domain ${patternMessage(DOMAIN_PATTERN)}, got "${o.domain}"`, { field: '--domain' });
       }
       const http = parseHostPort(o.http, '--http');
       const dns = o.dns === 'off' ? null : parseHostPort(o.dns, '--dns');
       // Loaded here, so that the other commands (and --help) do not pay for the server's modules.
-      const [{ default: pino }, { startControlPlane }] = await Promise.all([import('pino'), import('../control/control-plane.js')]);
+      const [{ default: pino }, { startControlPlane }, { openAuditLog }] = await Promise.all([import('pino'), import('../control/control-plane.js'), import('../telemetry/audit-log.js')]);
       const logger = pino({ level: o.logLevel, base: { component: 'control' } });
+      const audit = o.auditLog === 'off' ? null : openAuditLog(o.auditLog);
       const cp = await startControlPlane({
         dataDir: o.dataDir === 'none' ? null : o.dataDir,
         http,
@@ -50,6 +52,7 @@ export function controlCommand(): Command {
         scrapeIntervalMs: o.scrapeInterval,
         insecureListen: o.insecureListen === true,
         logger,
+        audit,
         ...(await caControlSettings(o)),
       });
       const httpText = `${cp.http.host.includes(':') ? `[${cp.http.host}]` : cp.http.host}:${cp.http.port}`;
@@ -59,10 +62,12 @@ export function controlCommand(): Command {
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           logger.info({ signal: sig }, 'shutting down');
-          cp.close().then(resolve, (e: unknown) => {
-            logger.error({ err: e }, 'shutdown failed');
-            resolve();
-          });
+          cp.close()
+            .then(() => audit?.close())
+            .then(resolve, (e: unknown) => {
+              logger.error({ err: e }, 'shutdown failed');
+              resolve();
+            });
         };
         process.once('SIGINT', () => stop('SIGINT'));
         process.once('SIGTERM', () => stop('SIGTERM'));

@@ -12,6 +12,7 @@ import { dashboardCommand, statCommand, tapCommand, topCommand } from './monitor
 import { prometheusConfigCommand } from './prometheus-config.js';
 import { schemaCommand, validateCommand } from './schema.js';
 import { caCommand } from './ca.js';
+import { auditCommand } from './audit.js';
 
 export function program(): Command {
   const p = new Command('skein')
@@ -40,6 +41,7 @@ export function program(): Command {
     schemaCommand(),
     validateCommand(),
     caCommand(),
+    auditCommand(),
   ]) {
     p.addCommand(c);
   }

@@ -89,6 +89,7 @@ export function proxyCommand(): Command {
     .option('--connect-timeout <duration>', 'time to connect to an endpoint', durationFlag('--connect-timeout'), PROXY_LIMITS_DEFAULTS.connectTimeoutMs)
     .option('--max-connections <n>', 'client connections per listener', intFlag('--max-connections', 1, 1_000_000), PROXY_LIMITS_DEFAULTS.maxConnections)
     .option('--access-log <target>', 'one JSON line per request: "stdout", a file path (appended to), or "off"', 'off')
+    .option('--audit-log <target>', 'the audit log (docs/security.md#audit-log): one JSON line per authorization deny, dry-run deny and audit match, and per refused mTLS handshake: "stdout", a file path (appended to), or "off"', 'off')
     .addOption(new Option('--metrics <on|off>', 'per-request metrics (requests, latency, bytes by source, destination, route and status)').choices(['on', 'off']).default('on'))
     .option('--id <id>', 'names this proxy to the control plane (metrics, tap); default <hostname>-<pid>')
     .option('--tap-redact <names>', TAP_REDACT_HELP, repeat, [] as string[])
@@ -114,6 +115,7 @@ export function proxyCommand(): Command {
         connectTimeout: number;
         maxConnections: number;
         accessLog: string;
+        auditLog: string;
         logLevel: string;
         metrics: 'on' | 'off';
         id?: string;
@@ -144,18 +146,21 @@ export function proxyCommand(): Command {
         if (!PROXY_ID.test(id)) throw new SkeinError('SKEIN_E_USAGE', `--id: "${id}" must match ${PROXY_ID.source}`, { field: '--id' });
         const traceUrl = o.traceOtlp === undefined ? null : otlpUrl(o.traceOtlp);
         const tapRedact = parseHeaderNames(o.tapRedact, '--tap-redact');
-        const [{ default: pino }, { Proxy }, { startAdmin }, { openAccessLog }] = await Promise.all([
+        const [{ default: pino }, { Proxy }, { startAdmin }, { openAccessLog }, { openAuditLog }] = await Promise.all([
           import('pino'),
           import('../proxy/proxy.js'),
           import('../proxy/admin.js'),
           import('../proxy/access-log.js'),
+          import('../telemetry/audit-log.js'),
         ]);
         const logger = pino({ level: o.logLevel, base: { component: 'proxy' } });
         const mtls = o.mtls === 'off' ? null : await meshCa(control, o.joinToken ?? process.env['SKEIN_JOIN_TOKEN'], o.mtls);
         const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
+        const audit = o.auditLog === 'off' ? null : openAuditLog(o.auditLog);
         const tracer = traceUrl === null ? null : await startTracer(traceUrl, o.traceSample, id, logger);
         const proxy = new Proxy({
           accessLog,
+          audit,
           id,
           tracer,
           requestMetrics: o.metrics === 'on',
@@ -196,6 +201,7 @@ export function proxyCommand(): Command {
               .then(() => adminServer?.close())
               .then(() => tracer?.shutdown())
               .then(() => accessLog?.close())
+              .then(() => audit?.close())
               .then(resolve, (e: unknown) => {
                 logger.error({ err: e }, 'shutdown failed');
                 resolve();

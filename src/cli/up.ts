@@ -28,13 +28,14 @@ export function upCommand(): Command {
     .option('--admin <host:port>', 'the proxy admin server ("off" disables it, and with it the golden signals and taps)', DEFAULT_ADMIN)
     .option('--tap-redact <names>', TAP_REDACT_HELP, repeat, [] as string[])
     .option('--access-log <target>', 'the proxy\'s access log: one JSON line per request to "stdout", a file path (appended to), or "off"', 'off')
+    .option('--audit-log <target>', 'the audit log of the control plane and the proxy (docs/security.md#audit-log): "stdout", a file path (appended to), or "off"', 'off')
     .option('--trace-otlp <url>', 'the proxy exports a span per hop and attempt over OTLP/HTTP to this URL (e.g. http://127.0.0.1:4318/v1/traces); off by default')
     .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1', ratioFlag('--trace-sample'), 1)
     .addOption(new Option('--mtls <mode>', 'mTLS between the mesh\'s proxies (docs/security.md): strict, permissive or off').choices([...MTLS_MODES]).default(MTLS_UP_MODE))
     .option('--trust-domain <domain>', "SPIFFE trust domain of the mesh's identities (default: the mesh name)")
     .option('--scrape-interval <duration>', 'how often the control plane scrapes the proxy for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; mtls: MtlsMode; trustDomain?: string }) => {
+    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; mtls: MtlsMode; trustDomain?: string }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -49,7 +50,7 @@ export function upCommand(): Command {
       if (o.accessLog.trim() === '') throw new SkeinError('SKEIN_E_USAGE', '--access-log: give "stdout", a file path or "off"', { field: '--access-log' });
       const tapRedact = parseHeaderNames(o.tapRedact, '--tap-redact');
 
-      const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner, meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }] = await Promise.all([
+      const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner, meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }] = await Promise.all([
         import('pino'),
         import('../control/control-plane.js'),
         import('../proxy/proxy.js'),
@@ -58,9 +59,12 @@ export function upCommand(): Command {
         import('../proxy/access-log.js'),
         import('../proxy/announce.js'),
         import('../proxy/tls/ca-client.js'),
+        import('../telemetry/audit-log.js'),
       ]);
       const traceUrl = o.traceOtlp === undefined ? null : otlpUrl(o.traceOtlp);
       const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
+      // One audit log for the control plane and the proxy: one writer, lines in order.
+      const audit = o.auditLog === 'off' ? null : openAuditLog(o.auditLog);
       const logger = pino({ level: o.logLevel, base: { mesh: mesh.name } }, pino.destination(2));
       const say = (line: string) => process.stdout.write(`[skein] ${line}\n`);
       let runner: InstanceType<typeof MeshRunner> | null = null;
@@ -77,6 +81,7 @@ export function upCommand(): Command {
         scrapeIntervalMs: o.scrapeInterval,
         insecureListen: o.insecureListen === true,
         trustDomain,
+        audit,
       });
       // Its own proxy announces itself with a proxy token (the runtime writes with the admin token).
       const proxyTokenName = 'skein-up-proxy';
@@ -92,7 +97,7 @@ export function upCommand(): Command {
               trustDomain: cp.ca.trustDomain,
               source: new ControlCa({ controlUrl: cp.url, joinToken: async (services) => (await cp.ca.tokens.mint(proxyId, services)).token }),
             };
-      const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, tracer, mtls, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
+      const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, audit, tracer, mtls, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
       let announcer: InstanceType<typeof Announcer> | null = null;
       let outboundAt: string | null = null;
@@ -109,6 +114,7 @@ export function upCommand(): Command {
           await accessLog?.close();
           await cp.tokens.revoke(proxyTokenName).catch(() => undefined);
           await cp.close();
+          await audit?.close();
           say('stopped');
         })();
         return stopping;

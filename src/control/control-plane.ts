@@ -31,6 +31,8 @@ import { trustDomainFor } from '../identity/spiffe.js';
 import { CertificateAuthority, type OperatorCa } from './ca/ca.js';
 import { startRenewServer, type RenewServer } from './ca/renew-server.js';
 import { caRoutes, type CaAuthorize } from './api/ca.js';
+import { caAuditRecord, type AuditSink } from '../api/audit.js';
+import { accessAuditRecords, observeAccess } from './auth/access.js';
 
 export interface ControlPlaneOptions {
   /** Directory of the embedded store; null keeps everything in memory. */
@@ -69,8 +71,13 @@ export interface ControlPlaneOptions {
   caIssuer?: OperatorCa;
   /** The CA's renewal listener (HTTPS, mTLS). Default: the HTTP API's host, a port the OS picks. */
   caListen?: HostPort;
-  /** Where the CA's security events go besides the log and metrics (the audit log). */
+  /** Where the CA's security events go besides the log, metrics and the audit log. */
   onSecurityEvent?: (e: SecurityEvent) => void;
+  /**
+   * The audit log (docs/security.md#audit-log): the CA's events, API tokens refused, minted and
+   * revoked, policy changes and every other accepted write with its token. Null or absent: off.
+   */
+  audit?: AuditSink | null;
   /** Who may mint join tokens (default: every caller of the API). */
   caAuthorize?: CaAuthorize;
 }
@@ -87,7 +94,7 @@ export interface ControlPlane {
   /** `https://HOST:PORT` of the CA's renewal listener; null when it could not start (no valid issuer). */
   readonly renewUrl: string | null;
   readonly url: string;
-  /** The admin token (docs/security-tokens.md). */
+  /** The admin token (docs/security.md#control-plane-tokens). */
   readonly adminToken: string;
   /** `<data-dir>/admin.token`; null with no data dir. */
   readonly adminTokenFile: string | null;
@@ -138,6 +145,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   });
   const metrics = new ControlMetrics();
   let caMetrics: ((e: SecurityEvent) => void) | null = null;
+  const audit = opts.audit ?? null;
   const ca = await CertificateAuthority.open({
     store,
     clock,
@@ -147,6 +155,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     logger: logger.child({ component: 'ca' }),
     onSecurityEvent: (e) => {
       caMetrics?.(e);
+      audit?.write(caAuditRecord(e));
       opts.onSecurityEvent?.(e);
     },
   }).catch(async (e: unknown) => {
@@ -189,6 +198,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       domain: opts.domain ?? DNS_DEFAULTS.domain,
     }),
   }, { tokens });
+  if (audit !== null) {
+    observeAccess(app, (e) => {
+      for (const r of accessAuditRecords(e, clock.now(), registry.revision)) audit.write(r);
+    });
+  }
   const proxies = new ProxyDirectory(clock);
   metrics.observeProxies(proxies);
   proxyRoutes(app, proxies, () => formatHostPort(httpAddr.host, httpAddr.port));

@@ -1,15 +1,14 @@
 /**
  * The proxy's access log: one JSON line per request a listener finished (answered by an app, by
- * the proxy itself, or cut short by the client), written by pino through an asynchronous
- * destination (sonic-boom), so the request path only builds a small object. Off by default
- * (`skein proxy --access-log stdout|FILE`).
+ * the proxy itself, or cut short by the client), written by pino through the asynchronous
+ * destination of src/telemetry/line-writer.ts, so the request path only builds a small object.
+ * Off by default (`skein proxy --access-log stdout|FILE`).
  *
  * What a line holds is bounded and safe to keep: the path without its query string (queries
  * carry tokens), no header values, no bodies.
  */
-import { closeSync, openSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
-import { SkeinError } from '../core/errors.js';
+import { openLineWriter } from '../telemetry/line-writer.js';
 
 export interface AccessEntry {
   readonly workload: string;
@@ -42,31 +41,20 @@ export interface AccessLog {
 
 /** `stdout` or a file path (appended to; created if missing). Throws SKEIN_E_FILE naming the path when it cannot be written. */
 export function openAccessLog(target: string): AccessLog {
-  if (target !== 'stdout') {
-    try {
-      closeSync(openSync(target, 'a'));
-    } catch (e) {
-      throw new SkeinError('SKEIN_E_FILE', `--access-log: cannot write ${target}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { field: '--access-log' });
-    }
-  }
-  const dest = pino.destination({ dest: target === 'stdout' ? 1 : target, sync: false });
+  const out = openLineWriter(target, '--access-log');
   const log: Logger = pino(
     {
       base: null,
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: () => ({ msg: 'access' }) },
     },
-    dest,
+    out.destination,
   );
   return {
     write(e) {
       log.info(e);
     },
-    close() {
-      return new Promise((resolve) => {
-        dest.flush(() => resolve());
-      });
-    },
+    close: () => out.flush(),
   };
 }
 

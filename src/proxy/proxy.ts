@@ -37,6 +37,8 @@ import { Pools } from './http1/upstream.js';
 import { ProxyMetrics } from './metrics.js';
 import { ActiveChecker } from './active-check.js';
 import type { AccessLog } from './access-log.js';
+import type { AuditSink } from '../api/audit.js';
+import { ProxyAudit } from '../telemetry/audit-log.js';
 import { DEFAULT_TRAFFIC, inboundTraffic } from '../api/traffic.js';
 import { TrafficState, type TrafficEvent } from '../resilience/traffic-state.js';
 import type { MtlsMode } from '../api/mtls.js';
@@ -88,6 +90,8 @@ export interface ProxyOptions {
   readonly logger?: Logger;
   /** One JSON line per finished request (see access-log.ts); null or absent: off. */
   readonly accessLog?: AccessLog | null;
+  /** The audit log (src/telemetry/audit-log.ts): authorization denies, dry-run denies, audit matches, refused mTLS handshakes. Null or absent: off. */
+  readonly audit?: AuditSink | null;
   /** Per-request metrics (default true); false keeps only the counters that are not per request. */
   readonly requestMetrics?: boolean;
   /** Spans per hop and attempt (src/telemetry/trace.ts); null or absent: off. */
@@ -207,6 +211,9 @@ class Listener implements ListenerContext {
   get accessLog(): AccessLog | null {
     return this.proxy.accessLog;
   }
+  get audit(): ProxyAudit | null {
+    return this.proxy.audit;
+  }
 
   destination(service: string, make: () => Destination): Destination {
     let d = this.destinations.get(service);
@@ -270,6 +277,7 @@ export class Proxy {
   readonly watch: WatchClient | null;
   readonly domainSuffix: string;
   readonly accessLog: AccessLog | null;
+  readonly audit: ProxyAudit | null;
   readonly tap = new TapHub();
   readonly tracer: Tracer | null;
   /** Randomness of calls: backoff jitter and fault injection. */
@@ -316,6 +324,7 @@ export class Proxy {
       this.logger?.[routine ? 'info' : 'warn']({ service: e.service, instance: e.instance, type: e.type }, e.detail);
     });
     this.authzDefault = opts.authzDefault ?? AUTHZ_DEFAULTS.meshDefault;
+    this.audit = opts.audit == null ? null : new ProxyAudit(opts.audit, this.clock, () => this.watch?.revision ?? null, (service) => this.identities?.identityOf(service) ?? null);
     const mtls = opts.mtls ?? null;
     this.mtlsMode = mtls?.mode ?? 'off';
     this.identities =
@@ -394,7 +403,10 @@ export class Proxy {
       service,
       identities: ids,
       handshakeTimeoutMs: this.limits.headersTimeoutMs,
-      onRefused: (reason, detail, peer) => this.metrics.tlsRefused('inbound', reason, detail, null, peer),
+      onRefused: (reason, detail, peer) => {
+        this.metrics.tlsRefused('inbound', reason, detail, null, peer);
+        this.audit?.tlsRefused('inbound', reason, detail, peer, service);
+      },
       onAccepted: (kind) => this.metrics.inboundConnection(kind),
     };
   }

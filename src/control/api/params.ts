@@ -4,6 +4,7 @@ import { BLOCKING_QUERY } from '../../api/control.js';
 import { DNS_LABEL_PATTERN, INSTANCE_ID_PATTERN, patternMessage } from '../../api/names.js';
 import { formatDuration, parseDuration } from '../../core/duration.js';
 import { SkeinError } from '../../core/errors.js';
+import type { Registry } from '../registry/registry.js';
 
 const labelRe = new RegExp(DNS_LABEL_PATTERN);
 const idRe = new RegExp(INSTANCE_ID_PATTERN);
@@ -18,9 +19,23 @@ export function idParam(v: string): string {
   return v;
 }
 
-export function routeParam(v: string): string {
-  if (!labelRe.test(v)) throw new SkeinError('SKEIN_E_VALIDATION', `route name "${v.slice(0, 80)}" ${patternMessage(DNS_LABEL_PATTERN)}`, { field: 'name' });
+/** The name of a resource kept in its service's definition (`what`: "route", "policy"), a DNS label. */
+function memberParam(v: string, what: string): string {
+  if (!labelRe.test(v)) throw new SkeinError('SKEIN_E_VALIDATION', `${what} name "${v.slice(0, 80)}" ${patternMessage(DNS_LABEL_PATTERN)}`, { field: 'name' });
   return v;
+}
+
+export const routeParam = (v: string): string => memberParam(v, 'route');
+export const policyParam = (v: string): string => memberParam(v, 'policy');
+
+/**
+ * The definition of service `name`, which holds its routes and policies (`what`: "routes",
+ * "policies"): SKEIN_E_UNKNOWN_SERVICE when it has none.
+ */
+export function definitionOf(registry: Registry, name: string, what: string) {
+  const def = registry.service(name)?.definition ?? null;
+  if (def === null) throw new SkeinError('SKEIN_E_UNKNOWN_SERVICE', `service "${name}" has no definition: create the Service before its ${what}`, { field: 'service' });
+  return def;
 }
 
 type Query = Record<string, string | string[] | undefined>;

@@ -5,32 +5,17 @@
  * watch stream.
  */
 import type { FastifyPluginAsync } from 'fastify';
-import { DNS_LABEL_PATTERN, patternMessage } from '../../api/names.js';
 import { policyToRaw } from '../../api/authz/build.js';
 import { parseAuthorizationPolicy, parseService, serviceToRaw } from '../../api/parse.js';
 import { SkeinError } from '../../core/errors.js';
-import type { Registry } from '../registry/registry.js';
 import type { ApiDeps } from './deps.js';
-import { query, serviceParam } from './params.js';
-
-const labelRe = new RegExp(DNS_LABEL_PATTERN);
-
-function policyParam(v: string): string {
-  if (!labelRe.test(v)) throw new SkeinError('SKEIN_E_VALIDATION', `policy name "${v.slice(0, 80)}" ${patternMessage(DNS_LABEL_PATTERN)}`, { field: 'name' });
-  return v;
-}
-
-function definitionOf(registry: Registry, name: string) {
-  const def = registry.service(name)?.definition ?? null;
-  if (def === null) throw new SkeinError('SKEIN_E_UNKNOWN_SERVICE', `service "${name}" has no definition: create the Service before its policies`, { field: 'service' });
-  return def;
-}
+import { definitionOf, policyParam, query, serviceParam } from './params.js';
 
 export const policyRoutes: FastifyPluginAsync<ApiDeps> = async (app, { registry }) => {
   app.get<{ Params: { service: string } }>('/v1/services/:service/policies', async (req) => {
     query(req, []);
     const name = serviceParam(req.params.service);
-    const a = definitionOf(registry, name).authorization;
+    const a = definitionOf(registry, name, 'policies').authorization;
     return { service: name, default: a.default, policies: a.policies, revision: registry.revision };
   });
 
@@ -39,7 +24,7 @@ export const policyRoutes: FastifyPluginAsync<ApiDeps> = async (app, { registry 
     const service = serviceParam(req.params.service);
     const policyName = policyParam(req.params.policy);
     const policy = policyToRaw(parseAuthorizationPolicy(req.body ?? {}, { service, name: policyName }));
-    const raw = serviceToRaw(definitionOf(registry, service));
+    const raw = serviceToRaw(definitionOf(registry, service, 'policies'));
     const policies = [...(raw.authorization?.policies ?? [])];
     const at = policies.findIndex((p) => p.name === policyName);
     const created = at < 0;
@@ -53,7 +38,7 @@ export const policyRoutes: FastifyPluginAsync<ApiDeps> = async (app, { registry 
     query(req, []);
     const service = serviceParam(req.params.service);
     const policyName = policyParam(req.params.policy);
-    const raw = serviceToRaw(definitionOf(registry, service));
+    const raw = serviceToRaw(definitionOf(registry, service, 'policies'));
     const policies = raw.authorization?.policies ?? [];
     if (!policies.some((p) => p.name === policyName)) throw new SkeinError('SKEIN_E_UNKNOWN_POLICY', `service "${service}" has no authorization policy "${policyName}"`, { field: 'name' });
     await registry.putService(parseService({ ...raw, authorization: { ...raw.authorization, policies: policies.filter((p) => p.name !== policyName) } }, { name: service }));

@@ -2,21 +2,14 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { parseRoute, parseService, serviceToRaw } from '../../api/parse.js';
 import { SkeinError } from '../../core/errors.js';
-import type { Registry } from '../registry/registry.js';
 import type { ApiDeps } from './deps.js';
-import { query, routeParam, serviceParam } from './params.js';
-
-function definitionOf(registry: Registry, name: string) {
-  const def = registry.service(name)?.definition ?? null;
-  if (def === null) throw new SkeinError('SKEIN_E_UNKNOWN_SERVICE', `service "${name}" has no definition: create the Service before its routes`, { field: 'service' });
-  return def;
-}
+import { definitionOf, query, routeParam, serviceParam } from './params.js';
 
 export const routeRoutes: FastifyPluginAsync<ApiDeps> = async (app, { registry }) => {
   app.get<{ Params: { service: string } }>('/v1/services/:service/routes', async (req) => {
     query(req, []);
     const name = serviceParam(req.params.service);
-    return { service: name, routes: definitionOf(registry, name).trafficRaw.routes ?? [], revision: registry.revision };
+    return { service: name, routes: definitionOf(registry, name, 'routes').trafficRaw.routes ?? [], revision: registry.revision };
   });
 
   app.put<{ Params: { service: string; route: string } }>('/v1/services/:service/routes/:route', async (req, reply) => {
@@ -24,7 +17,7 @@ export const routeRoutes: FastifyPluginAsync<ApiDeps> = async (app, { registry }
     const service = serviceParam(req.params.service);
     const routeName = routeParam(req.params.route);
     const route = parseRoute(req.body ?? {}, { service, name: routeName });
-    const raw = serviceToRaw(definitionOf(registry, service));
+    const raw = serviceToRaw(definitionOf(registry, service, 'routes'));
     const routes = [...(raw.routes ?? [])];
     const at = routes.findIndex((r) => r.name === routeName);
     const created = at < 0;
@@ -39,7 +32,7 @@ export const routeRoutes: FastifyPluginAsync<ApiDeps> = async (app, { registry }
     query(req, []);
     const service = serviceParam(req.params.service);
     const routeName = routeParam(req.params.route);
-    const raw = serviceToRaw(definitionOf(registry, service));
+    const raw = serviceToRaw(definitionOf(registry, service, 'routes'));
     const routes = raw.routes ?? [];
     if (!routes.some((r) => r.name === routeName)) throw new SkeinError('SKEIN_E_UNKNOWN_ROUTE', `service "${service}" has no route "${routeName}"`, { field: 'name' });
     await registry.putService(parseService({ ...raw, routes: routes.filter((r) => r.name !== routeName) }, { name: service }));

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { accessFor, presentedToken, refusal, type Access } from './access.js';
+import { accessAuditRecords, accessFor, presentedToken, refusal, type Access, type AccessEvent } from './access.js';
 
 const tokenNeed = (a: Access) => {
   assert.equal(a.kind, 'token');
@@ -67,4 +67,25 @@ test('the token presented: bearer header, or the cookie for reads only', () => {
   assert.equal(presentedToken({ method: 'GET', headers: { cookie: `a=b; skein_token=${t}` } }), t);
   assert.equal(presentedToken({ method: 'PUT', headers: { cookie: `skein_token=${t}` } }), null);
   assert.equal(presentedToken({ method: 'GET', headers: {} }), null);
+});
+
+const event = (e: Partial<AccessEvent> & Pick<AccessEvent, 'outcome'>): AccessEvent => ({ method: 'PUT', path: '/v1/x', route: undefined, params: {}, body: undefined, from: '127.0.0.1', status: 200, requestId: 'req-1', ...e });
+const admin = { name: 'admin', scope: 'admin' as const, services: null };
+
+test('audit lines of the access hook: a refusal names the token refused, a write its maker, a policy change and a token minted besides', () => {
+  const [refused, ...rest] = accessAuditRecords(event({ outcome: { kind: 'refused', code: 'SKEIN_E_FORBIDDEN', reason: 'no', token: { name: 'dash', scope: 'read', services: null } }, status: 403 }), 0, 9);
+  assert.deepEqual(rest, []);
+  assert.deepEqual(
+    { event: refused?.event, actor: refused?.actor, scope: refused?.scope, code: refused?.code, reason: refused?.reason, revision: refused?.revision, requestId: refused?.requestId, details: refused?.details },
+    { event: 'api-token-refused', actor: 'dash', scope: 'read', code: 'SKEIN_E_FORBIDDEN', reason: 'no', revision: 9, requestId: 'req-1', details: { status: 403 } },
+  );
+  const put = accessAuditRecords(event({ outcome: { kind: 'write', token: admin }, route: '/v1/services/:service/policies/:policy', params: { service: 'users', policy: 'p' }, path: '/v1/services/users/policies/p', status: 201 }), 0, 10);
+  assert.deepEqual(put.map((r) => [r.event, r.actor, r.service, r.policy]), [['control-write', 'admin', 'users', null], ['policy-changed', 'admin', 'users', 'p']]);
+  const failed = accessAuditRecords(event({ outcome: { kind: 'write', token: admin }, method: 'DELETE', route: '/v1/services/:service/policies/:policy', params: { service: 'users', policy: 'p' }, status: 404 }), 0, 10);
+  assert.deepEqual(failed.map((r) => [r.event, r.details]), [['control-write', { status: 404 }]], 'a write that failed changed nothing');
+  const minted = accessAuditRecords(event({ outcome: { kind: 'write', token: admin }, method: 'POST', route: '/v1/tokens', body: { name: 'ci', scope: 'automation' }, status: 201 }), 0, 10);
+  assert.deepEqual(minted.map((r) => r.event), ['control-write', 'api-token-minted']);
+  assert.deepEqual(minted[1]?.details, { token: 'ci', tokenScope: 'automation' });
+  const revoked = accessAuditRecords(event({ outcome: { kind: 'write', token: admin }, method: 'DELETE', route: '/v1/tokens/:name', params: { name: 'ci' }, status: 200 }), 0, 10);
+  assert.deepEqual(revoked.map((r) => [r.event, r.reason]), [['control-write', null], ['api-token-revoked', 'token "ci" revoked by "admin"']]);
 });

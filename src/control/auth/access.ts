@@ -12,10 +12,14 @@
  * The token comes in `authorization: Bearer <token>`; for reads also in the dashboard's cookie
  * (a browser's EventSource cannot set headers; a cookie never authorizes a write, so a page of
  * another site cannot make the browser write with it).
+ *
+ * What the hook decided is also what the audit log gets (observeAccess): each refusal, and each
+ * accepted write with the token that made it, once its response is sent (so with its status).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { ADMIN_TOKEN_NAME, TOKEN_COOKIE, scopeList, type TokenScope } from '../../api/auth.js';
+import { auditRecord, type AuditRecord } from '../../api/audit.js';
 import { SkeinError } from '../../core/errors.js';
 import { isLoopbackAddress } from '../../core/loopback-host.js';
 import type { Principal, TokenStore } from './tokens.js';
@@ -65,6 +69,13 @@ const shape = (route: string) => route.replace(/:[^/]+/g, ':').replace(/(.)\/+$/
 
 const truthy = (v: unknown) => v !== undefined && v !== '0' && v !== 'false';
 
+/** Writes that repeat every few seconds to say nothing changed: logged at debug, not audited. */
+function routine(method: string, route: string | undefined): boolean {
+  if (route === undefined) return false;
+  const r = shape(route);
+  return (method === 'PUT' && r === '/v1/services/:/instances/:/heartbeat') || (method === 'PUT' && r === '/v1/proxies/:');
+}
+
 /**
  * What a request needs: `route` is the fastify route it matched (undefined: none), `params` its
  * parameters, `query` its query, `loopback` whether it comes from a loopback address.
@@ -111,6 +122,81 @@ export function presentedToken(req: Pick<FastifyRequest, 'headers' | 'method'>):
   return null;
 }
 
+/** What the hook decided about one request, as observeAccess reports it. */
+export type AccessOutcome =
+  /** 401 or 403: `token` is the presented token's principal when it was valid (a wrong scope). */
+  | { readonly kind: 'refused'; readonly code: 'SKEIN_E_UNAUTHENTICATED' | 'SKEIN_E_FORBIDDEN'; readonly reason: string; readonly token: Principal | null }
+  /** A write the token may make (its response may still be an error: `status` says). */
+  | { readonly kind: 'write'; readonly token: Principal };
+
+/** One request the hook refused, or one write it let through, once answered. */
+export interface AccessEvent {
+  readonly outcome: AccessOutcome;
+  readonly method: string;
+  /** Without the query string. */
+  readonly path: string;
+  /** The fastify route pattern (undefined: none matched). */
+  readonly route: string | undefined;
+  readonly params: Readonly<Record<string, string>>;
+  readonly body: unknown;
+  /** The caller's address. */
+  readonly from: string | null;
+  /** The response's status. */
+  readonly status: number;
+  readonly requestId: string;
+}
+
+const outcomes = new WeakMap<FastifyRequest, AccessOutcome>();
+
+/**
+ * Reports, after each response, what the access hook decided: refusals, and writes other than
+ * the routine ones (heartbeats, proxy announcements). The control plane writes them to its audit log.
+ */
+export function observeAccess(app: FastifyInstance, on: (e: AccessEvent) => void): void {
+  app.addHook('onResponse', async (req, reply) => {
+    const outcome = outcomes.get(req);
+    if (outcome === undefined) return;
+    on({
+      outcome,
+      method: req.method,
+      path: req.url.split('?')[0] as string,
+      route: req.routeOptions.url,
+      params: (req.params ?? {}) as Record<string, string>,
+      body: req.body,
+      from: req.socket.remoteAddress ?? null,
+      status: reply.statusCode,
+      requestId: req.id,
+    });
+  });
+}
+
+const param = (e: AccessEvent, name: string): string | null => e.params[name] ?? null;
+
+/**
+ * The audit lines of an access event: `api-token-refused` for a refusal; for an accepted write
+ * `control-write` naming the token, and besides, once it succeeded, `policy-changed` (PUT or
+ * DELETE of an AuthorizationPolicy), `api-token-minted` or `api-token-revoked`.
+ * `revision`: the registry's, after the write.
+ */
+export function accessAuditRecords(e: AccessEvent, now: number, revision: number): AuditRecord[] {
+  const o = e.outcome;
+  const common = { sourceAddress: e.from, method: e.method, rawPath: e.path, requestId: e.requestId, revision, actor: o.token?.name ?? null, scope: o.token?.scope ?? null };
+  if (o.kind === 'refused') return [auditRecord('security', now, { ...common, event: 'api-token-refused', reason: o.reason, code: o.code, details: { status: e.status } })];
+  const out = [auditRecord('security', now, { ...common, event: 'control-write', service: param(e, 'service'), details: { status: e.status } })];
+  if (e.status >= 300) return out;
+  const r = e.route === undefined ? '' : shape(e.route);
+  if (r === '/v1/services/:/policies/:') {
+    const what = e.method === 'DELETE' ? 'deleted' : 'put';
+    out.push(auditRecord('security', now, { ...common, event: 'policy-changed', service: param(e, 'service'), policy: param(e, 'policy'), reason: `AuthorizationPolicy ${what} by "${o.token.name}"`, details: { status: e.status } }));
+  } else if (r === '/v1/tokens' && e.method === 'POST') {
+    const b = (e.body ?? {}) as { name?: unknown; scope?: unknown };
+    out.push(auditRecord('security', now, { ...common, event: 'api-token-minted', reason: `token "${String(b.name)}" (scope ${String(b.scope)}) minted by "${o.token.name}"`, details: { token: b.name ?? null, tokenScope: b.scope ?? null } }));
+  } else if (r === '/v1/tokens/:' && e.method === 'DELETE') {
+    out.push(auditRecord('security', now, { ...common, event: 'api-token-revoked', reason: `token "${param(e, 'name') ?? ''}" revoked by "${o.token.name}"`, details: { token: param(e, 'name') } }));
+  }
+  return out;
+}
+
 export interface AccessControlOptions {
   readonly tokens: TokenStore;
   readonly logger: Logger;
@@ -129,21 +215,27 @@ export function accessControl(app: FastifyInstance, o: AccessControlOptions): vo
       reply.header('www-authenticate', `Bearer realm="skein", scope="${scopes.join(' ')}"`);
       o.logger.warn({ method: req.method, path, from: req.socket.remoteAddress, needs: scopes }, 'request refused: no token');
       const sent = token === '' ? 'the authorization header is not "Bearer <token>"' : 'none was sent';
-      throw new SkeinError('SKEIN_E_UNAUTHENTICATED', `${a.what} needs a token with scope ${scopeList(scopes)}: ${sent}`, { details });
+      const message = `${a.what} needs a token with scope ${scopeList(scopes)}: ${sent}`;
+      outcomes.set(req, { kind: 'refused', code: 'SKEIN_E_UNAUTHENTICATED', reason: message, token: null });
+      throw new SkeinError('SKEIN_E_UNAUTHENTICATED', message, { details });
     }
     const v = o.tokens.verify(token);
     if (!v.ok) {
       reply.header('www-authenticate', `Bearer realm="skein", error="invalid_token", scope="${scopes.join(' ')}"`);
       o.logger.warn({ method: req.method, path, from: req.socket.remoteAddress, needs: scopes, reason: v.reason }, 'request refused: bad token');
-      throw new SkeinError('SKEIN_E_UNAUTHENTICATED', `${a.what} needs a token with scope ${scopeList(scopes)}: ${v.reason}`, { details });
+      const message = `${a.what} needs a token with scope ${scopeList(scopes)}: ${v.reason}`;
+      outcomes.set(req, { kind: 'refused', code: 'SKEIN_E_UNAUTHENTICATED', reason: message, token: null });
+      throw new SkeinError('SKEIN_E_UNAUTHENTICATED', message, { details });
     }
     const why = refusal(v.principal, a);
     if (why !== null) {
       o.logger.warn({ method: req.method, path, from: req.socket.remoteAddress, token: v.principal.name, scope: v.principal.scope }, `request refused: ${why}`);
+      outcomes.set(req, { kind: 'refused', code: 'SKEIN_E_FORBIDDEN', reason: why, token: v.principal });
       throw new SkeinError('SKEIN_E_FORBIDDEN', why, { details });
     }
     if (!READ_METHODS.has(req.method)) {
-      // Who changed what (heartbeats are routine: debug).
+      // Who changed what (heartbeats are routine: debug; they and announcements are not audited).
+      if (!routine(req.method, req.routeOptions.url)) outcomes.set(req, { kind: 'write', token: v.principal });
       const level = path?.endsWith('/heartbeat') === true ? 'debug' : 'info';
       o.logger[level]({ method: req.method, path, from: req.socket.remoteAddress, token: v.principal.name, scope: v.principal.scope, admin: v.principal.name === ADMIN_TOKEN_NAME }, 'control-plane write');
     }

@@ -307,6 +307,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       const peer = this.peerId;
       const d = authz.decide({ identity: peer?.identity ?? null, namespace: peer?.namespace ?? null, service: peer?.service ?? null, sourceAddress: this.peer, method: r.method, path: r.pathOnly, port: this.socket.localPort ?? 0, header: (n) => this.header(n) ?? null });
       ctx.counters.authz(dest.service, d);
+      ctx.audit?.authz(d, () => ({ service: dest.service, sourceIdentity: peer?.identity ?? null, sourceAddress: this.peer, tls: peer === null ? 'plaintext' : 'mtls', port: this.socket.localPort ?? 0, method: r.method, rawPath: this.rawPath(), path: r.pathOnly, requestId }));
       if (!d.allowed) {
         this.refused(denied(dest.service, d), hasBody);
         return;
@@ -357,6 +358,14 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.exchange = ex;
     this.local = false;
     call.start();
+  }
+
+  /** The current request's target as it came, without its query (for the audit log). */
+  private rawPath(): string {
+    const head = this.head;
+    const target = this.headBuf.toString('latin1', head.urlStart, head.urlEnd);
+    const q = target.indexOf('?');
+    return q < 0 ? target : target.slice(0, q);
   }
 
   // ---- answers ----

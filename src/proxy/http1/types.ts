@@ -1,6 +1,6 @@
 /**
  * What the HTTP/1.1 forwarder needs from the rest of the proxy: its listener (`ListenerContext`:
- * where a request goes, limits, connection pools, metrics, taps, tracer, access log).
+ * where a request goes, limits, connection pools, metrics, taps, tracer, access and audit logs).
  * Contracts that other protocols share live below the proxy: `Direction` in src/api/stats.ts,
  * tap records in src/api/tap.ts, the tracer and tap sink in src/engine/observe.ts, the hash-key
  * input in src/balance/hash-key.ts.
@@ -19,6 +19,7 @@ import type { AuthzDecision, ServiceAuthz } from '../../engine/authorization.js'
 import type { UpstreamTls } from '../tls/outbound.js';
 import type { ProxyLimits as Limits } from '../../api/proxy-limits.js';
 import type { AccessLog } from '../access-log.js';
+import type { ProxyAudit } from '../../telemetry/audit-log.js';
 import type { Pools } from './upstream.js';
 
 /** A listener, as its client connections see it. */
@@ -36,6 +37,8 @@ export interface ListenerContext {
   readonly draining: boolean;
   /** One line per finished request, when the access log is on. */
   readonly accessLog: AccessLog | null;
+  /** Authorization decisions that are not plain allows, when the audit log is on. */
+  readonly audit: ProxyAudit | null;
   /** Per-request metrics of this listener; null: metrics off. */
   readonly metrics: ListenerMetrics | null;
   /** Live request taps (`skein tap`); null: none possible. */
