@@ -45,7 +45,7 @@ let tokenFlags: { token?: string; dataDir?: string } = {};
 export function withToken(cmd: Command): Command {
   if (cmd.options.some((o) => o.long === '--token')) return cmd;
   return cmd
-    .addOption(new Option('--token <token>', 'control-plane token (default: the admin token of the control plane on this host)').env(TOKEN_ENV))
+    .addOption(new Option('--token <token>', `control-plane token (default: ${TOKEN_ENV}, else the admin token of the control plane on this host)`))
     .addOption(new Option('--data-dir <dir>', `the control plane's data dir, to read its ${ADMIN_TOKEN_FILE} from (default: the copy it leaves for this user, else ${DEFAULT_DATA_DIR})`))
     .hook('preAction', (_cmd, action) => {
       const o = action.opts<{ token?: string; dataDir?: string }>();

@@ -89,17 +89,6 @@ class SeriesStats {
   }
 }
 
-/*
- * `mtls` (the request's hop between proxies was mTLS, RequestRecord.mtls) as the last parameter of
- * ListenerMetrics.record. Declared here until src/proxy/http1/types.ts's ListenerMetrics.record
- * takes it itself (`..., responseBytes: number, mtls: boolean): void`); then this block goes.
- */
-declare module './http1/types.js' {
-  interface ListenerMetrics {
-    record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number, mtls: boolean): void;
-  }
-}
-
 /** The series of one listener (workload and direction). */
 class ListenerStats implements ListenerMetrics {
   private readonly byKey = new Map<string, SeriesStats>();

@@ -341,7 +341,11 @@ export class Exchange implements UpstreamHandler, CallDriver {
     }
     if (phase === 'connect') {
       this.ds.ctx.counters.upstreamConnect(false);
-      if (err instanceof TlsRefused) this.ds.ctx.counters.tlsRefused('outbound', err.reason, err.message, up.endpoint);
+      if (err instanceof TlsRefused) {
+        const e = up.endpoint;
+        this.ds.ctx.counters.tlsRefused('outbound', err.reason, err.message, e);
+        this.ds.ctx.audit?.tlsRefused('outbound', err.reason, err.message, `${e.address}:${e.port}`, e.service, e.port);
+      }
       this.call.connectFailed(err.message, code === 'tls');
       return;
     }

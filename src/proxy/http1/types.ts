@@ -66,9 +66,10 @@ export interface ListenerMetrics {
   /**
    * `source`: the caller's service (null: unknown); `service`, `route`, `instance`: where it went
    * (null: not known, e.g. the proxy answered before an endpoint was picked); `status` 0: no
-   * response; `failed`: the failure class (no response, 5xx, or an answer the proxy made itself).
+   * response; `failed`: the failure class (no response, 5xx, or an answer the proxy made itself);
+   * `mtls`: the hop between proxies was mTLS (RequestRecord.mtls).
    */
-  record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number): void;
+  record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number, mtls?: boolean): void;
 }
 
 export interface RouteError {
