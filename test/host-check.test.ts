@@ -38,7 +38,7 @@ before(async () => {
   cp = await startControl({ dataDir: 'none', args: ['--dns', 'off'] });
   proxy = await startProxy({ control: cp.http, workloads: ['name=client,outbound=127.0.0.1:0'], args: ['--id', 'host-check-proxy'] });
   // The same flag given twice: the last one wins (the helper passes --admin 127.0.0.1:0 first).
-  open = await startProxy({ control: cp.http, workloads: ['name=client-2,outbound=127.0.0.1:0'], args: ['--id', 'host-check-open', '--admin', '0.0.0.0:0'] });
+  open = await startProxy({ control: cp.http, workloads: ['name=client-2,outbound=127.0.0.1:0'], args: ['--id', 'host-check-open', '--admin', '0.0.0.0:0', '--insecure-admin'] });
 });
 
 after(async () => {
@@ -95,7 +95,13 @@ describe('bound to loopback: only loopback Hosts', () => {
 });
 
 describe('bound to every address', () => {
-  test('an admin server on 0.0.0.0 accepts any Host (it is meant to be reached by other names)', async () => {
+  test('an admin server beyond loopback is refused unless forced: its taps show headers and bodies', async () => {
+    const r = await skein(['proxy', '--control', cp.http, '--admin', '0.0.0.0:0', '--outbound', '127.0.0.1:0']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^skein: the admin server \(--admin\) would listen on 0\.0\.0\.0, beyond loopback, without TLS: its taps show request headers and bodies .*pass --insecure-admin on a network you trust \[SKEIN_E_INSECURE_LISTEN\]\n$/);
+  });
+
+  test('an admin server on 0.0.0.0 (--insecure-admin) accepts any Host (it is meant to be reached by other names)', async () => {
     for (const host of [...FOREIGN, `127.0.0.1:${open.adminPort}`]) {
       const r = await get(open.adminPort, '/live', host);
       assert.equal(r.status, 200, `Host ${host}`);

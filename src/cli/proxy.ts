@@ -2,6 +2,7 @@
 import { PROXY_LIMITS_DEFAULTS } from '../api/proxy-limits.js';
 import { Command, Option } from 'commander';
 import { parseHostPort } from '../core/address.js';
+import { beyondLoopback } from '../core/loopback-host.js';
 import { SkeinError } from '../core/errors.js';
 import type { WorkloadSpec } from '../proxy/proxy.js';
 import { controlOption, controlUrl } from './common.js';
@@ -81,6 +82,7 @@ export function proxyCommand(): Command {
     .option('--workload <spec>', 'a workload: name=N[,outbound=HOST:PORT][,inbound=HOST:PORT,app=HOST:PORT][,service=S] (repeatable)', repeat, [] as string[])
     .option('--outbound <host:port>', `shorthand for one workload named "default" with this outbound listener (default ${DEFAULT_OUTBOUND} when no --workload is given)`)
     .option('--admin <host:port>', 'admin server: /live /ready /metrics /debug/endpoints ("off" disables it)', DEFAULT_ADMIN)
+    .option('--insecure-admin', 'allow --admin beyond loopback although it has no TLS and no tokens (taps show headers and bodies)')
     .option('--domain <domain>', 'accept <service>.service.<domain> as a Host', 'skein')
     .option('--max-head <bytes>', 'largest request head (431 above)', intFlag('--max-head', 1024, 1024 * 1024), PROXY_LIMITS_DEFAULTS.maxHeadBytes)
     .option('--header-timeout <duration>', 'time a client has to send a request head', durationFlag('--header-timeout'), PROXY_LIMITS_DEFAULTS.headersTimeoutMs)
@@ -127,6 +129,7 @@ export function proxyCommand(): Command {
         token?: string;
         mtls: MtlsMode;
         joinToken?: string;
+        insecureAdmin?: boolean;
         authzDefault: AuthzDefault;
       }) => {
         const specs = o.workload.map(parseWorkload);
@@ -136,7 +139,7 @@ export function proxyCommand(): Command {
           if (names.has(s.name)) throw new SkeinError('SKEIN_E_USAGE', `--workload: the name "${s.name}" is used twice`, { field: '--workload' });
           names.add(s.name);
         }
-        const admin = o.admin === 'off' ? null : parseHostPort(o.admin, '--admin');
+        const admin = adminAddress(o.admin, o.insecureAdmin === true);
         const control = o.control === false ? null : controlUrl(o.control);
         if (control === null && specs.some((s) => s.outbound != null)) {
           throw new SkeinError('SKEIN_E_USAGE', '--no-control: outbound listeners need a control plane to route by service', { field: '--no-control' });
@@ -212,6 +215,15 @@ export function proxyCommand(): Command {
         });
       },
     );
+}
+
+/** --admin: an address on loopback, unless --insecure-admin forces another (its taps carry headers and bodies); null: off. */
+export function adminAddress(text: string, insecure: boolean) {
+  if (text === 'off') return null;
+  const at = parseHostPort(text, '--admin');
+  const refused = insecure ? null : beyondLoopback(at.host, 'the admin server (--admin)', '--insecure-admin', 'its taps show request headers and bodies and its /debug endpoints the whole mesh to anyone who can reach it');
+  if (refused !== null) throw new SkeinError('SKEIN_E_INSECURE_LISTEN', refused, { field: '--admin' });
+  return at;
 }
 
 /** `--mtls strict|permissive`: the mesh CA of the control plane, with the proxy's one join token. */

@@ -9,7 +9,7 @@ import { CONTROL_DEFAULTS } from '../api/control.js';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, printJson, readText, table, withToken, type OutputFormat } from './common.js';
-import { DEFAULT_ADMIN, DEFAULT_OUTBOUND, TAP_REDACT_HELP, otlpUrl, ratioFlag, repeat, startTracer } from './proxy.js';
+import { adminAddress, DEFAULT_ADMIN, DEFAULT_OUTBOUND, TAP_REDACT_HELP, otlpUrl, ratioFlag, repeat, startTracer } from './proxy.js';
 import { parseHeaderNames } from '../api/tap.js';
 import { MTLS_MODES, MTLS_UP_MODE, type MtlsMode } from '../api/mtls.js';
 import { OUTSIDE_CALLER } from '../api/names.js';
@@ -26,6 +26,7 @@ export function upCommand(): Command {
     .option('--data-dir <dir>', 'directory of the embedded store; "none" (default) keeps the registry in memory', 'none')
     .option('--outbound <host:port>', 'an outbound listener for callers outside the mesh (curl -x)', DEFAULT_OUTBOUND)
     .option('--admin <host:port>', 'the proxy admin server ("off" disables it, and with it the golden signals and taps)', DEFAULT_ADMIN)
+    .option('--insecure-admin', 'allow --admin beyond loopback although it has no TLS and no tokens (taps show headers and bodies)')
     .option('--tap-redact <names>', TAP_REDACT_HELP, repeat, [] as string[])
     .option('--access-log <target>', 'the proxy\'s access log: one JSON line per request to "stdout", a file path (appended to), or "off"', 'off')
     .option('--audit-log <target>', 'the audit log of the control plane and the proxy (docs/security.md#audit-log): "stdout", a file path (appended to), or "off"', 'off')
@@ -35,7 +36,7 @@ export function upCommand(): Command {
     .option('--trust-domain <domain>', "SPIFFE trust domain of the mesh's identities (default: the mesh name)")
     .option('--scrape-interval <duration>', 'how often the control plane scrapes the proxy for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; mtls: MtlsMode; trustDomain?: string }) => {
+    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; insecureAdmin?: boolean; mtls: MtlsMode; trustDomain?: string }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -43,7 +44,7 @@ export function upCommand(): Command {
       const dnsText = o.dns ?? mesh.control.dns ?? DEFAULT_DNS;
       const dns = dnsText === 'off' ? null : parseHostPort(dnsText, '--dns');
       const outbound = o.outbound === 'off' ? null : parseHostPort(o.outbound, '--outbound');
-      const admin = o.admin === 'off' ? null : parseHostPort(o.admin, '--admin');
+      const admin = adminAddress(o.admin, o.insecureAdmin === true);
       const trustDomain = o.trustDomain ?? trustDomainFor(mesh.name);
       const tdProblem = validTrustDomain(trustDomain);
       if (tdProblem !== null) throw new SkeinError('SKEIN_E_USAGE', `${o.trustDomain === undefined ? `the mesh name "${mesh.name}" makes no trust domain` : '--trust-domain'}: ${tdProblem}`, { field: '--trust-domain' });

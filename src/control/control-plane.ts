@@ -23,7 +23,7 @@ import { tapRoutes } from './tap-relay.js';
 import { CONTROL_DEFAULTS } from '../api/control.js';
 import { createSignals, knownService, meshEventsRoute, type MeshEvents } from './signals/index.js';
 import { dashboardRoutes } from './dashboard.js';
-import { isLoopbackAddress } from '../core/loopback-host.js';
+import { beyondLoopback } from '../core/loopback-host.js';
 import { TokenStore, newToken } from './auth/tokens.js';
 import { loadOrCreateAdminToken, removeLocalToken, writeLocalToken } from './auth/token-files.js';
 import { CA_DEFAULTS, type SecurityEvent } from '../api/ca.js';
@@ -107,8 +107,7 @@ export interface ControlPlane {
 
 /** Null when the API may listen on `host`; otherwise why not. */
 export function insecureListenRefusal(host: string): string | null {
-  if (host === 'localhost' || isLoopbackAddress(host)) return null;
-  return `the HTTP API (--http) would listen on ${host}, beyond loopback, without TLS: tokens would cross the network in clear. Listen on 127.0.0.1 (with a TLS-terminating proxy in front for other hosts), or pass --insecure-listen on a network you trust`;
+  return beyondLoopback(host, 'the HTTP API (--http)', '--insecure-listen', 'tokens would cross the network in clear');
 }
 
 function listenError(e: unknown, what: string, addr: HostPort): SkeinError {

@@ -28,6 +28,15 @@ function hostOf(value: string): string | null {
 }
 
 /** Whether a `Host` value names this machine by a loopback name or address. */
+/**
+ * Why a server without TLS must not listen on `host` (beyond loopback), or null when it may:
+ * `what` names it, `flag` is the option that forces it.
+ */
+export function beyondLoopback(host: string, what: string, flag: string, risk: string): string | null {
+  if (host === 'localhost' || isLoopbackAddress(host)) return null;
+  return `${what} would listen on ${host}, beyond loopback, without TLS: ${risk}. Listen on 127.0.0.1 (with a TLS-terminating proxy in front for other hosts), or pass ${flag} on a network you trust`;
+}
+
 export function isLoopbackHost(value: string): boolean {
   const host = hostOf(value);
   if (host === null) return false;
