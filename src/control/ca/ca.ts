@@ -254,7 +254,7 @@ export class CertificateAuthority {
     const source = o.source === undefined ? {} : { source: o.source };
     const force = o.force === true;
     /** Whether `force` overrode the proxies' condition. */
-    let forced = false;
+    let forced: boolean;
     try {
       if (this.operatorCa) {
         throw new SkeinError('SKEIN_E_CA_ROTATION', 'this control plane takes its CA from --ca-cert/--ca-key at each start, so it cannot rotate it: start it without them (a CA kept in the data dir), or replace the files and restart', { field: 'step' });

@@ -56,6 +56,12 @@ export interface Credential {
   /** The serial of the leaf's issuer, and the fingerprint of the root the leaf chains to. */
   readonly issuerSerial: string;
   readonly leafRoot: string;
+  /**
+   * The roots every context of this credential trusts: those of the answer that installed it. A new
+   * bundle rebuilds the context (`roots`) at once, but an inbound listener swaps its context only
+   * when the leaf changes, so what is announced waits for the renewal that follows.
+   */
+  readonly trustedRoots: readonly string[];
   readonly context: SecureContext;
 }
 
@@ -152,7 +158,7 @@ export class Identities {
   report(service: string): WorkloadTls | null {
     const c = this.held.get(service);
     if (c === undefined) return null;
-    return { roots: c.roots.map(certFingerprint), leafRoot: c.leafRoot, leafIssuer: c.issuerSerial };
+    return { roots: c.trustedRoots.map(certFingerprint), leafRoot: c.leafRoot, leafIssuer: c.issuerSerial };
   }
 
   /** Asks the CA for the bundle and issuer now, then every `pollMs` it says (needs `source.info`). */
@@ -262,6 +268,7 @@ export class Identities {
       serial: got.serial,
       issuerSerial: describeCert(got.chain[0] ?? got.certificate).serial,
       leafRoot: issuingRoot(got.chain.at(-1) ?? got.certificate, got.roots),
+      trustedRoots: parts.roots,
       context: createSecureContext(secureContextOptions(parts, this.keys)),
     };
     this.held.set(service, cred);
