@@ -81,7 +81,8 @@ function rotationText(r: RotationStatus): string {
       ? [[p.proxy, '-', '-', '-', '-', '-']]
       : p.workloads.map((w) => [p.proxy, w.name, w.roots.map(fp).join(','), fp(w.leafRoot), yesNo(r.phase === 'none' ? null : w.roots.includes(newRootOf(r))), yesNo(r.phase === 'none' ? null : w.leafRoot === newRootOf(r))]),
   );
-  return `${lines.join('\n')}\n\n${table(['PROXY', 'WORKLOAD', 'TRUSTS ROOTS', 'LEAF ROOT', 'TRUSTS NEW', 'ON NEW'], rows)}`;
+  const proxies = rows.length === 0 ? 'no proxy with mTLS has announced itself\n' : table(['PROXY', 'WORKLOAD', 'TRUSTS ROOTS', 'LEAF ROOT', 'TRUSTS NEW', 'ON NEW'], rows);
+  return `${lines.join('\n')}\n\n${proxies}`;
 }
 
 const newRootOf = (r: RotationStatus) => r.roots.find((x) => x.role === 'new')?.fingerprint ?? '';
@@ -103,8 +104,8 @@ export function caCommand(): Command {
             `renew URL       ${info.renewUrl === '' ? '(none: the CA has no valid issuer)' : info.renewUrl}\n` +
             `issuer          ${info.issuer.subject}  serial ${info.issuer.serial}  root ${fp(info.issuer.root)}  valid ${day(new Date(info.issuer.notBefore))} to ${day(new Date(info.issuer.notAfter))}\n\n` +
             table(
-              ['ROOT', 'FINGERPRINT', 'ROLE', 'SERIAL', 'NOT AFTER'],
-              rotation.roots.map((r) => [r.subject, fp(r.fingerprint), r.role, r.serial, day(new Date(r.notAfter))]),
+              ['ROOT', 'SERIAL', 'NOT AFTER', 'FINGERPRINT', 'ROLE'],
+              rotation.roots.map((r) => [r.subject, r.serial, day(new Date(r.notAfter)), fp(r.fingerprint), r.role]),
             ) +
             '\n' +
             rotationText(rotation),
