@@ -36,6 +36,8 @@ export const AUDIT_EVENTS = [
   'policy-changed',
   'control-write',
   'mtls-refused',
+  'ca-rotation',
+  'ca-rotation-refused',
 ] as const;
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
 
@@ -137,6 +139,8 @@ const CA_EVENTS: Readonly<Record<SecurityEventType, AuditEvent>> = Object.freeze
   'token-minted': 'join-token-minted',
   'token-used': 'join-token-used',
   'token-refused': 'join-token-refused',
+  'ca-rotation': 'ca-rotation',
+  'ca-rotation-refused': 'ca-rotation-refused',
 });
 
 /** The line of one of the CA's security events (its `time` is the CA's Clock's). */
@@ -148,6 +152,9 @@ export function caAuditRecord(e: SecurityEvent): AuditRecord {
   if (e.notAfter !== undefined) details['notAfter'] = e.notAfter;
   if (e.kind !== undefined) details['via'] = e.kind;
   if (e.token !== undefined) details['token'] = e.token;
+  if (e.step !== undefined) details['step'] = e.step;
+  if (e.forced !== undefined) details['forced'] = e.forced;
+  if (e.roots !== undefined) details['roots'] = e.roots;
   return auditRecord('security', e.time, {
     event: CA_EVENTS[e.type],
     reason: e.reason ?? null,

@@ -3,6 +3,7 @@
  * /v1/ca/renew on its mTLS listener), shared by the control plane, the proxy and the CLI.
  * docs/security.md describes them.
  */
+import { X509Certificate } from 'node:crypto';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -40,7 +41,78 @@ export const CA_DEFAULTS = Object.freeze({
   renewFromFraction: 0.5,
   renewToFraction: 0.7,
   renewNowFraction: 0.9,
+  /** How often a proxy asks GET /v1/ca for the trust bundle and the current issuer (root rotation). */
+  trustPollMs: 10_000,
+  /** ... or this fraction of the leaf lifetime when that is shorter (a 1-minute leaf: every 5 s). */
+  trustPollLeafFraction: 1 / 12,
 });
+
+/** The steps of a root rotation, in order (docs/security.md#rotation). */
+export const ROTATION_STEPS = ['add', 'switch', 'remove'] as const;
+export type RotationStep = (typeof ROTATION_STEPS)[number];
+
+/**
+ * Where a rotation stands: `none` (one root), `added` (the bundle is [old, new], issuing on the
+ * old), `switched` (the bundle is [old, new], issuing on the new).
+ */
+export type RotationPhase = 'none' | 'added' | 'switched';
+
+/** The SHA-256 fingerprint of a certificate (PEM), lowercase hex without separators: how roots are named on the wire. */
+export function certFingerprint(pem: string): string {
+  return new X509Certificate(pem).fingerprint256.replace(/:/g, '').toLowerCase();
+}
+
+/** POST /v1/ca/rotate */
+export interface RotateRequest {
+  step: RotationStep;
+  /** Do the step although its precondition does not hold (`switch`, `remove`). */
+  force?: boolean;
+  /** `add` only: the new root or intermediate (PEM) and its key, instead of a generated root. */
+  caCert?: string;
+  caKey?: string;
+  /** With an intermediate `caCert`: from its issuer up to and including the root. */
+  caChain?: string[];
+}
+
+/** What a proxy reports of one workload's certificate in its announcement (PUT /v1/proxies/{id}). */
+export interface WorkloadTls {
+  /** Fingerprints (certFingerprint) of the roots the workload's TLS contexts trust. */
+  roots: string[];
+  /** Fingerprint of the root the workload's leaf chains to. */
+  leafRoot: string;
+  /** Serial of the leaf's issuer (the intermediate). */
+  leafIssuer: string;
+}
+
+/** One proxy as the rotation sees it (GET /v1/ca/rotation). */
+export interface ProxyTrust {
+  proxy: string;
+  /** ISO 8601: its last announcement. */
+  lastSeen: string;
+  /** The workloads with a certificate and what they trust and hold. */
+  workloads: Array<{ name: string; service: string } & WorkloadTls>;
+  /** Every workload trusts the new root / every leaf chains to it (null: no rotation under way). */
+  trustsNew: boolean | null;
+  onNew: boolean | null;
+}
+
+/** GET /v1/ca/rotation: the rotation step, roots, issuers and every announced proxy. */
+export interface RotationStatus {
+  phase: RotationPhase;
+  /** The step that may come next (null: none, e.g. no rotation under way: `add` starts one). */
+  next: RotationStep | null;
+  /** Why `next` would be refused now (null: it would be done). */
+  blocked: string | null;
+  /** The bundle, in order: old first. */
+  roots: Array<{ fingerprint: string; subject: string; serial: string; notAfter: string; role: 'current' | 'old' | 'new' }>;
+  issuer: { serial: string; root: string; notAfter: string };
+  /** ISO 8601 of each step done in this rotation. */
+  addedAt: string | null;
+  switchedAt: string | null;
+  /** When every leaf of the old root will have expired (switchedAt + the leaf lifetime): null before the switch. */
+  oldLeavesExpireAt: string | null;
+  proxies: ProxyTrust[];
+}
 
 /** POST /v1/ca/tokens */
 export interface MintTokenRequest {
@@ -107,14 +179,19 @@ export interface CaInfo {
   /** The control plane's own SPIFFE ID, the URI SAN of the renewal listener's certificate. */
   identity: string;
   leafLifetimeMs: number;
-  issuer: { subject: string; notBefore: string; notAfter: string; serial: string };
+  /** `root`: the fingerprint of the root the issuer chains to. A proxy whose leaf has another issuer renews at once. */
+  issuer: { subject: string; notBefore: string; notAfter: string; serial: string; root: string };
+  /** Where a root rotation stands. */
+  rotation: RotationPhase;
+  /** How often a proxy should ask again (ms). */
+  pollMs: number;
 }
 
 /** The path of the renewal route on the renewal listener. */
 export const CA_RENEW_PATH = '/v1/ca/renew';
 
 /** What the CA reports through its one security-event hook (the audit log, metrics, the log). */
-export type SecurityEventType = 'certificate-issued' | 'certificate-renewed' | 'certificate-refused' | 'token-minted' | 'token-used' | 'token-refused';
+export type SecurityEventType = 'certificate-issued' | 'certificate-renewed' | 'certificate-refused' | 'token-minted' | 'token-used' | 'token-refused' | 'ca-rotation' | 'ca-rotation-refused';
 
 export interface SecurityEvent {
   type: SecurityEventType;
@@ -135,4 +212,8 @@ export interface SecurityEvent {
   reason?: string;
   /** The caller's address. */
   source?: string;
+  /** A root rotation step (done or refused), whether it was forced, and the roots (fingerprints) trusted after it. */
+  step?: RotationStep;
+  forced?: boolean;
+  roots?: string[];
 }

@@ -1,9 +1,9 @@
 /**
- * The CA from the command line: `skein ca status`, `skein ca token`, and the CA flags of
- * `skein control` (--trust-domain, --leaf-lifetime, --ca-cert/--ca-key/--ca-chain, --ca-listen).
+ * The CA from the command line: `skein ca status`, `skein ca token`, `skein ca rotate`, and the CA
+ * flags of `skein control` (--trust-domain, --leaf-lifetime, --ca-cert/--ca-key/--ca-chain, --ca-listen).
  */
 import { Command, Option } from 'commander';
-import { CA_DEFAULTS, type CaInfo, type MintTokenResponse } from '../api/ca.js';
+import { CA_DEFAULTS, ROTATION_STEPS, type CaInfo, type MintTokenResponse, type RotateRequest, type RotationStatus } from '../api/ca.js';
 import { parseHostPort, type HostPort } from '../core/address.js';
 import { formatDuration } from '../core/duration.js';
 import { SkeinError } from '../core/errors.js';
@@ -66,6 +66,26 @@ function serviceList(v: string, prev: string[] = []): string[] {
 }
 
 const day = (d: Date) => d.toISOString().replace('.000Z', 'Z');
+const fp = (f: string) => f.slice(0, 16);
+const yesNo = (v: boolean | null) => (v === null ? '-' : v ? 'yes' : 'NO');
+
+/** The rotation part of `skein ca status`: the step, and per proxy workload what it trusts and holds. */
+function rotationText(r: RotationStatus): string {
+  const phase = r.phase === 'none' ? 'none (one root; `skein ca rotate --step add` starts one)' : `${r.phase} (next: --step ${r.next})`;
+  const lines = [`rotation        ${phase}`];
+  if (r.addedAt !== null) lines.push(`added           ${r.addedAt}`);
+  if (r.switchedAt !== null) lines.push(`switched        ${r.switchedAt} (leaves of the old root all expired by ${r.oldLeavesExpireAt})`);
+  if (r.phase !== 'none') lines.push(`next step       ${r.blocked === null ? 'ready' : `blocked: ${r.blocked}`}`);
+  const rows = r.proxies.flatMap((p) =>
+    p.workloads.length === 0
+      ? [[p.proxy, '-', '-', '-', '-', '-']]
+      : p.workloads.map((w) => [p.proxy, w.name, w.roots.map(fp).join(','), fp(w.leafRoot), yesNo(r.phase === 'none' ? null : w.roots.includes(newRootOf(r))), yesNo(r.phase === 'none' ? null : w.leafRoot === newRootOf(r))]),
+  );
+  const proxies = rows.length === 0 ? 'no proxy with mTLS has announced itself\n' : table(['PROXY', 'WORKLOAD', 'TRUSTS ROOTS', 'LEAF ROOT', 'TRUSTS NEW', 'ON NEW'], rows);
+  return `${lines.join('\n')}\n\n${proxies}`;
+}
+
+const newRootOf = (r: RotationStatus) => r.roots.find((x) => x.role === 'new')?.fingerprint ?? '';
 
 export function caCommand(): Command {
   const ca = new Command('ca').description("the mesh's certificate authority: status and join tokens");
@@ -75,21 +95,20 @@ export function caCommand(): Command {
       .addOption(controlOption())
       .addOption(outputOption())
       .action(async (o: { control: string; output: 'table' | 'json' }) => {
-        const info = await call<CaInfo>(o.control, 'GET', '/v1/ca');
-        if (o.output === 'json') return printJson(info);
-        // Loaded here: the X.509 library is not paid for by the other commands.
-        const { describeCert } = await import('../identity/certs.js');
-        const roots = info.roots.map((p) => describeCert(p));
+        const [info, rotation] = await Promise.all([call<CaInfo>(o.control, 'GET', '/v1/ca'), call<RotationStatus>(o.control, 'GET', '/v1/ca/rotation')]);
+        if (o.output === 'json') return printJson({ ...info, rotation });
         print(
           `trust domain    ${info.trustDomain}\n` +
             `control plane   ${info.identity}\n` +
             `leaf lifetime   ${formatDuration(info.leafLifetimeMs)}\n` +
             `renew URL       ${info.renewUrl === '' ? '(none: the CA has no valid issuer)' : info.renewUrl}\n` +
-            `issuer          ${info.issuer.subject}  serial ${info.issuer.serial}  valid ${day(new Date(info.issuer.notBefore))} to ${day(new Date(info.issuer.notAfter))}\n\n` +
+            `issuer          ${info.issuer.subject}  serial ${info.issuer.serial}  root ${fp(info.issuer.root)}  valid ${day(new Date(info.issuer.notBefore))} to ${day(new Date(info.issuer.notAfter))}\n\n` +
             table(
-              ['ROOT', 'SERIAL', 'NOT AFTER'],
-              roots.map((r) => [r.subject, r.serial, day(r.notAfter)]),
-            ),
+              ['ROOT', 'SERIAL', 'NOT AFTER', 'FINGERPRINT', 'ROLE'],
+              rotation.roots.map((r) => [r.subject, r.serial, day(new Date(r.notAfter)), fp(r.fingerprint), r.role]),
+            ) +
+            '\n' +
+            rotationText(rotation),
         );
       }),
   );
@@ -106,6 +125,30 @@ export function caCommand(): Command {
         if (o.output === 'json') return printJson(r);
         print(`${r.token}\n`);
         process.stderr.write(`join token for proxy ${r.proxy} (${r.services.join(', ')}), single use, expires ${r.expiresAt}; it is not shown again\n`);
+      }),
+  );
+  ca.addCommand(
+    new Command('rotate')
+      .description('take one step of a root rotation: add (trust a new root), switch (issue from it), remove (drop the old root)')
+      .addOption(new Option('--step <step>', 'the step').choices([...ROTATION_STEPS]).makeOptionMandatory())
+      .option('--force', 'take the step although an announced proxy is not ready for it (switch, remove)', false)
+      .option('--ca-cert <file>', 'with --step add: PEM certificate of the new root or intermediate (default: a generated root)')
+      .option('--ca-key <file>', 'PEM private key (ECDSA P-256) of --ca-cert')
+      .option('--ca-chain <file>', "PEM certificates from --ca-cert's issuer up to and including the root (for an intermediate)")
+      .addOption(controlOption())
+      .addOption(outputOption())
+      .action(async (o: { step: RotateRequest['step']; force: boolean; caCert?: string; caKey?: string; caChain?: string; control: string; output: 'table' | 'json' }) => {
+        const body: RotateRequest = { step: o.step, ...(o.force ? { force: true } : {}) };
+        if (o.caCert !== undefined || o.caKey !== undefined || o.caChain !== undefined) {
+          if (o.step !== 'add') throw new SkeinError('SKEIN_E_USAGE', `--ca-cert, --ca-key and --ca-chain go with --step add, not ${o.step}`, { field: '--ca-cert' });
+          const given = await caControlSettings({ leafLifetime: CA_DEFAULTS.leafLifetimeMs, ...(o.caCert === undefined ? {} : { caCert: o.caCert }), ...(o.caKey === undefined ? {} : { caKey: o.caKey }), ...(o.caChain === undefined ? {} : { caChain: o.caChain }) });
+          const ca = given.caIssuer as OperatorCa;
+          Object.assign(body, { caCert: ca.certPem, caKey: ca.keyPem, ...(ca.chainPem.length === 0 ? {} : { caChain: ca.chainPem }) });
+        }
+        const r = await call<RotationStatus>(o.control, 'POST', '/v1/ca/rotate', body);
+        if (o.output === 'json') return printJson(r);
+        const done = o.step === 'add' ? 'new root added to the trust bundle; issuing stays on the old root' : o.step === 'switch' ? `issuing switched to the new intermediate (serial ${r.issuer.serial}); proxies renew onto it` : 'old root removed from the trust bundle';
+        print(`${done}${o.force ? ' (forced)' : ''}\n\n${rotationText(r)}`);
       }),
   );
   return ca;

@@ -28,7 +28,7 @@ import { TokenStore, newToken } from './auth/tokens.js';
 import { loadOrCreateAdminToken, removeLocalToken, writeLocalToken } from './auth/token-files.js';
 import { CA_DEFAULTS, type SecurityEvent } from '../api/ca.js';
 import { trustDomainFor } from '../identity/spiffe.js';
-import { CertificateAuthority, type OperatorCa } from './ca/ca.js';
+import { CertificateAuthority, rotationMeshEvent, type OperatorCa } from './ca/ca.js';
 import { startRenewServer, type RenewServer } from './ca/renew-server.js';
 import { caRoutes, type CaAuthorize } from './api/ca.js';
 import { caAuditRecord, type AuditSink } from '../api/audit.js';
@@ -213,11 +213,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     ...(opts.scrapeIntervalMs === undefined ? {} : { intervalMs: opts.scrapeIntervalMs }),
   });
   metrics.observeSignals(signals.scraper, signals.events, signals.store);
+  // Each root rotation step is a mesh event (skein events, the dashboard).
+  const unsubscribeCa = ca.subscribe((c) => signals.events.add(rotationMeshEvent(c)));
   signals.routes(app);
   meshEventsRoute(app, { registry, store: signals.store, events: signals.events });
   tapRoutes(app, { proxies, knownService: (s) => knownService({ registry, store: signals.store }, s) });
   let renewServer: RenewServer | null = null;
-  caRoutes(app, { ca, renewUrl: () => renewServer?.url ?? null, ...(opts.caAuthorize === undefined ? {} : { authorize: opts.caAuthorize }) });
+  caRoutes(app, { ca, renewUrl: () => renewServer?.url ?? null, proxies: () => proxies.list(), ...(opts.caAuthorize === undefined ? {} : { authorize: opts.caAuthorize }) });
   dashboardRoutes(app, opts.dashboardRoot === undefined ? {} : { root: opts.dashboardRoot });
   opts.routes?.(app);
   let httpAddr: HostPort = opts.http;
@@ -227,6 +229,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     if (closed) return;
     closed = true;
     if (localTokenFile !== null) await removeLocalToken(localTokenFile, admin.token);
+    unsubscribeCa();
     signals.stop();
     health.stop();
     publisher.close();

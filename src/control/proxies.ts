@@ -11,6 +11,10 @@ import { SkeinError } from '../core/errors.js';
 import { query } from './server.js';
 
 import { PROXY_ID } from '../api/names.js';
+import type { WorkloadTls } from '../api/ca.js';
+const FINGERPRINT = /^[0-9a-f]{64}$/;
+const SERIAL = /^[0-9a-f]{1,64}$/i;
+const MAX_ROOTS = 16;
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** How long a proxy stays known without renewing (it renews every ANNOUNCE_EVERY_MS). */
 export const PROXY_TTL_MS = 30_000;
@@ -23,6 +27,8 @@ export interface ProxyWorkload {
   readonly service: string;
   readonly inbound: string | null;
   readonly outbound: string | null;
+  /** Its certificate: the roots it trusts and the root its leaf chains to (null: no mTLS). For root rotation. */
+  readonly tls: WorkloadTls | null;
 }
 
 export interface KnownProxy {
@@ -49,6 +55,22 @@ function address(v: unknown, field: string): string {
   return v;
 }
 
+/** Checks a workload's `tls` report: {roots: [fingerprint], leafRoot: fingerprint, leafIssuer: serial}. */
+function workloadTls(v: unknown, at: string): WorkloadTls {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(`${at} must be an object {roots, leafRoot, leafIssuer}`, at);
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!['roots', 'leafRoot', 'leafIssuer'].includes(k)) fail(`${at}.${k} is not a known field (roots, leafRoot, leafIssuer)`, `${at}.${k}`);
+  const fp = (x: unknown, f: string) => {
+    if (typeof x !== 'string' || !FINGERPRINT.test(x)) fail(`${f} must be a certificate's SHA-256 fingerprint (64 lowercase hex digits), got ${JSON.stringify(x)?.slice(0, 80)}`, f);
+    return x;
+  };
+  const roots = o['roots'];
+  if (!Array.isArray(roots) || roots.length === 0 || roots.length > MAX_ROOTS) fail(`${at}.roots must be a list of 1 to ${MAX_ROOTS} root fingerprints`, `${at}.roots`);
+  const leafIssuer = o['leafIssuer'];
+  if (typeof leafIssuer !== 'string' || !SERIAL.test(leafIssuer)) fail(`${at}.leafIssuer must be a certificate serial (hex), got ${JSON.stringify(leafIssuer)?.slice(0, 80)}`, `${at}.leafIssuer`);
+  return { roots: roots.map((r, i) => fp(r, `${at}.roots[${i}]`)), leafRoot: fp(o['leafRoot'], `${at}.leafRoot`), leafIssuer };
+}
+
 /** Checks an announcement body; errors name the field. */
 export function parseAnnouncement(body: unknown): { admin: string; workloads: ProxyWorkload[] } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) fail('the body must be an object {admin, workloads}', 'body');
@@ -61,11 +83,11 @@ export function parseAnnouncement(body: unknown): { admin: string; workloads: Pr
     const at = `workloads[${i}]`;
     if (typeof w !== 'object' || w === null || Array.isArray(w)) fail(`${at} must be an object {name, service, inbound, outbound}`, at);
     const o = w as Record<string, unknown>;
-    for (const k of Object.keys(o)) if (!['name', 'service', 'inbound', 'outbound'].includes(k)) fail(`${at}.${k} is not a known field`, `${at}.${k}`);
+    for (const k of Object.keys(o)) if (!['name', 'service', 'inbound', 'outbound', 'tls'].includes(k)) fail(`${at}.${k} is not a known field`, `${at}.${k}`);
     if (typeof o['name'] !== 'string' || !NAME.test(o['name'])) fail(`${at}.name must be a DNS label`, `${at}.name`);
     if (typeof o['service'] !== 'string' || !NAME.test(o['service'])) fail(`${at}.service must be a DNS label`, `${at}.service`);
     const opt = (k: string) => (o[k] === null || o[k] === undefined ? null : address(o[k], `${at}.${k}`));
-    return { name: o['name'], service: o['service'], inbound: opt('inbound'), outbound: opt('outbound') };
+    return { name: o['name'], service: o['service'], inbound: opt('inbound'), outbound: opt('outbound'), tls: o['tls'] === undefined || o['tls'] === null ? null : workloadTls(o['tls'], `${at}.tls`) };
   });
   return { admin, workloads };
 }
@@ -108,8 +130,17 @@ export class ProxyDirectory {
   }
 }
 
+const PROXY_DIRECTORY = 'skeinProxyDirectory';
+
+/** The directory `proxyRoutes` registered on `app` (null: none). */
+export function proxyDirectoryOf(app: FastifyInstance): ProxyDirectory | null {
+  return ((app as unknown as Record<string, unknown>)[PROXY_DIRECTORY] as ProxyDirectory | undefined) ?? null;
+}
+
 /** The /v1/proxies routes and the Prometheus http_sd targets. `self`: the control plane's own host:port. */
 export function proxyRoutes(app: FastifyInstance, dir: ProxyDirectory, self: () => string): void {
+  // Other plugins that need the announced proxies (the CA's rotation preconditions) find them here.
+  app.decorate(PROXY_DIRECTORY, dir);
   const wire = (p: KnownProxy) => ({ ...p, lastSeen: new Date(p.lastSeen).toISOString() });
   app.get('/v1/proxies', async (req) => {
     query(req, []);

@@ -2,6 +2,9 @@
  * A proxy with an admin server tells the control plane where it is (`PUT /v1/proxies/{id}`), and
  * again every `everyMs`, so the control plane can scrape it (golden signals), relay taps to it,
  * and list it for Prometheus. Best effort: a control plane that is away is tried again next time.
+ * With mTLS each workload's `tls` (the roots it trusts, the root its leaf chains to) goes along,
+ * and a change of it is announced within a second, not at the next interval: root rotation's
+ * steps wait on it.
  */
 import type { Logger } from 'pino';
 import type { WorkloadInfo } from './proxy.js';
@@ -20,6 +23,9 @@ export interface AnnouncerOptions {
 
 export class Announcer {
   private timer: NodeJS.Timeout | null = null;
+  private watcher: NodeJS.Timeout | null = null;
+  /** The workloads' `tls` as last announced (JSON). */
+  private lastTls = '';
   private inFlight: AbortController | null = null;
   private failing = false;
 
@@ -33,6 +39,14 @@ export class Announcer {
     void this.announce();
     this.timer = setInterval(() => void this.announce(), this.o.everyMs ?? 10_000);
     this.timer.unref();
+    this.watcher = setInterval(() => {
+      if (this.tlsOf(this.o.workloads()) !== this.lastTls) void this.announce();
+    }, 1000);
+    this.watcher.unref();
+  }
+
+  private tlsOf(ws: readonly WorkloadInfo[]): string {
+    return JSON.stringify(ws.map((w) => w.tls ?? null));
   }
 
   /** Announces now (also what start() does first). */
@@ -41,13 +55,15 @@ export class Announcer {
     const ac = new AbortController();
     this.inFlight = ac;
     const t = setTimeout(() => ac.abort(), 5000);
+    const workloads = this.o.workloads();
+    const tls = this.tlsOf(workloads);
     try {
       const res = await fetch(`${this.o.controlUrl}/v1/proxies/${encodeURIComponent(this.o.id)}`, {
         method: 'PUT',
         headers: { 'content-type': 'application/json', ...this.auth },
         body: JSON.stringify({
           admin: this.o.admin,
-          workloads: this.o.workloads().map((w) => ({ name: w.name, service: w.service, inbound: w.inbound, outbound: w.outbound })),
+          workloads: workloads.map((w) => ({ name: w.name, service: w.service, inbound: w.inbound, outbound: w.outbound, ...(w.tls == null ? {} : { tls: w.tls }) })),
         }),
         signal: ac.signal,
       });
@@ -56,6 +72,7 @@ export class Announcer {
       if (!res.ok) throw new Error(`${res.status} ${text.slice(0, 300)}`);
       if (this.failing) this.o.logger?.info({ control: this.o.controlUrl }, 'announced to the control plane again');
       this.failing = false;
+      this.lastTls = tls;
       return true;
     } catch (e) {
       if (!this.failing) this.o.logger?.warn({ control: this.o.controlUrl, err: (e as Error).message }, 'could not announce this proxy to the control plane (its metrics and taps are not collected until it can)');
@@ -70,7 +87,9 @@ export class Announcer {
   /** Stops renewing and tells the control plane the proxy is gone. */
   async stop(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer);
+    if (this.watcher !== null) clearInterval(this.watcher);
     this.timer = null;
+    this.watcher = null;
     this.inFlight?.abort();
     try {
       await fetch(`${this.o.controlUrl}/v1/proxies/${encodeURIComponent(this.o.id)}`, { method: 'DELETE', headers: this.auth, signal: AbortSignal.timeout(1000) });

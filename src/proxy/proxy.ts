@@ -43,6 +43,7 @@ import { DEFAULT_TRAFFIC, inboundTraffic } from '../api/traffic.js';
 import { TrafficState, type TrafficEvent } from '../resilience/traffic-state.js';
 import type { MtlsMode } from '../api/mtls.js';
 import type { Service } from '../api/types.js';
+import type { WorkloadTls } from '../api/ca.js';
 import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
 import type { AuthzDefault } from '../api/authz/schema.js';
 import { ServiceAuthz } from '../engine/authorization.js';
@@ -78,6 +79,8 @@ export interface WorkloadInfo {
   readonly inbound: string | null;
   readonly app: string | null;
   readonly pin: string | null;
+  /** With mTLS: what the workload's certificate trusts and chains to (announced, for root rotation). */
+  readonly tls?: WorkloadTls | null;
 }
 
 export interface ProxyOptions {
@@ -350,6 +353,7 @@ export class Proxy {
 
   start(): void {
     this.watch?.start();
+    this.identities?.startTrustPolling();
     this.sweeper = setInterval(() => this.sweep(), 1000);
     this.sweeper.unref();
   }
@@ -427,6 +431,16 @@ export class Proxy {
   /** What the identities report: metrics, events and the log. */
   private identityEvent(e: IdentityEvent): void {
     const metrics = this.metrics;
+    if (e.type === 'trust-poll-failed') {
+      this.logger?.warn({ err: e.error }, 'could not ask the mesh CA for its trust bundle (asking again later)');
+      return;
+    }
+    if (e.type === 'trust') {
+      const detail = `trust bundle changed: trusts roots ${e.roots.map((r) => r.slice(0, 16)).join(', ')}${e.removed.length === 0 ? '' : `; removed ${e.removed.map((r) => r.slice(0, 16)).join(', ')} (TLS ticket keys rotated, sessions forgotten)`}`;
+      for (const c of this.identities?.list() ?? []) metrics.certificate(c.service, true, detail, false);
+      this.logger?.info({ roots: e.roots, removed: e.removed }, 'trust bundle changed');
+      return;
+    }
     if (e.type === 'renewal-failed') metrics.certificate(e.service, false, `renewing the certificate of ${e.identity} failed (next try in ${Math.round(e.retryInMs / 1000)} s): ${e.error}`, true);
     else metrics.certificate(e.service, true, `${e.type === 'issued' ? 'got' : 'renewed'} the certificate of ${e.identity} (serial ${e.serial}, valid until ${new Date(e.notAfter).toISOString()})`, e.type === 'renewed');
   }
@@ -557,7 +571,8 @@ export class Proxy {
   }
 
   workloadInfo(): WorkloadInfo[] {
-    return [...this.workloads.values()].map((w) => w.info);
+    const ids = this.identities;
+    return [...this.workloads.values()].map((w) => (ids === null ? w.info : { ...w.info, tls: ids.report(w.info.service) }));
   }
 
   /** Whether the proxy's view of `service` includes an endpoint with this key. */

@@ -1,20 +1,22 @@
 /**
  * The CA on the HTTP API: GET /v1/ca (public: trust domain, roots, renew URL), POST
  * /v1/ca/tokens (mint a join token; a write: `authorize` decides), POST /v1/ca/certificates
- * (leaves for a proxy's services, with a join token). Renewal is on the CA's own mTLS listener
+ * (leaves for a proxy's services, with a join token), GET /v1/ca/rotation and POST
+ * /v1/ca/rotate (root rotation steps; a write: admin, and `authorize`). Renewal is on the CA's own mTLS listener
  * (control/ca/renew-server.ts). docs/security.md describes the routes.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { CA_DEFAULTS, type CertificateRequest, type IssuedCertificate, type MintTokenResponse } from '../../api/ca.js';
+import { CA_DEFAULTS, ROTATION_STEPS, type CertificateRequest, type IssuedCertificate, type MintTokenResponse, type RotationStep } from '../../api/ca.js';
 import { DNS_LABEL_PATTERN, PROXY_ID, patternMessage } from '../../api/names.js';
 import { formatDuration, parseDuration } from '../../core/duration.js';
 import { SkeinError, isSkeinError } from '../../core/errors.js';
-import type { CertificateAuthority } from '../ca/ca.js';
+import type { CertificateAuthority, OperatorCa } from '../ca/ca.js';
+import { proxyDirectoryOf, type KnownProxy } from '../proxies.js';
 import type { TokenClaim } from '../ca/tokens.js';
 import { query } from './params.js';
 
 /** What a CA write route does, for `authorize`. */
-export type CaAction = 'ca.token.create';
+export type CaAction = 'ca.token.create' | 'ca.rotate';
 
 /**
  * Decides whether the caller may do `action`; throws a SkeinError to refuse. Every CA route that
@@ -28,6 +30,8 @@ export interface CaRoutesOptions {
   /** The renewal listener's URL, once it listens (null: none, e.g. while the issuer is invalid). */
   renewUrl: () => string | null;
   authorize?: CaAuthorize;
+  /** The announced proxies (rotation preconditions). Default: the directory `proxyRoutes` registered on the app. */
+  proxies?: () => readonly KnownProxy[];
 }
 
 const labelRe = new RegExp(DNS_LABEL_PATTERN);
@@ -88,6 +92,26 @@ export function parseIssueRequest(body: unknown): { many: boolean; requests: Cer
   return { many: false, requests: [one(b, '')] };
 }
 
+const PEM_CERT = /^\s*-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\s*$/;
+
+/** Checks a POST /v1/ca/rotate body. */
+export function parseRotateRequest(body: unknown): { step: RotationStep; force: boolean; operator: OperatorCa | null } {
+  const b = objectBody(body, ['step', 'force', 'caCert', 'caKey', 'caChain']);
+  const step = b['step'];
+  if (typeof step !== 'string' || !(ROTATION_STEPS as readonly string[]).includes(step)) fail(`step must be one of ${ROTATION_STEPS.join(', ')}, got ${JSON.stringify(step)}`, 'step');
+  if (b['force'] !== undefined && typeof b['force'] !== 'boolean') fail('force must be true or false', 'force');
+  const cert = b['caCert'];
+  const key = b['caKey'];
+  if ((cert === undefined) !== (key === undefined)) fail('caCert and caKey go together (the new CA certificate and its key)', cert === undefined ? 'caCert' : 'caKey');
+  if (cert !== undefined && (typeof cert !== 'string' || !PEM_CERT.test(cert))) fail('caCert must be one PEM certificate', 'caCert');
+  if (key !== undefined && (typeof key !== 'string' || !key.includes('-----BEGIN'))) fail('caKey must be a PEM private key', 'caKey');
+  const chain = b['caChain'] ?? [];
+  if (!Array.isArray(chain) || chain.some((c) => typeof c !== 'string' || !PEM_CERT.test(c))) fail('caChain must be a list of PEM certificates', 'caChain');
+  if (cert === undefined && chain.length > 0) fail('caChain needs caCert and caKey', 'caChain');
+  const operator = cert === undefined ? null : { certPem: cert as string, keyPem: key as string, chainPem: chain as string[] };
+  return { step: step as RotationStep, force: b['force'] === true, operator };
+}
+
 /** The join token of `authorization: Bearer <token>`. */
 function bearer(req: FastifyRequest): string {
   const h = req.headers.authorization;
@@ -101,10 +125,23 @@ function bearer(req: FastifyRequest): string {
 export function caRoutes(app: FastifyInstance, o: CaRoutesOptions): void {
   const { ca } = o;
   const authorize: CaAuthorize = o.authorize ?? (() => {});
+  const proxies = o.proxies ?? (() => proxyDirectoryOf(app)?.list() ?? []);
 
   app.get('/v1/ca', async (req) => {
     query(req, []);
     return ca.info(o.renewUrl());
+  });
+
+  app.get('/v1/ca/rotation', async (req) => {
+    query(req, []);
+    return ca.rotationStatus(proxies());
+  });
+
+  app.post('/v1/ca/rotate', async (req) => {
+    query(req, []);
+    await authorize(req, 'ca.rotate');
+    const { step, force, operator } = parseRotateRequest(req.body);
+    return ca.rotate(step, { force, operator, proxies: proxies(), source: req.ip });
   });
 
   app.post('/v1/ca/tokens', async (req, reply) => {

@@ -9,7 +9,9 @@
  *
  * The listener's own certificate is a leaf of the intermediate for the control plane's identity
  * (`spiffe://<td>/ns/skein-system/sa/control`, plus IP 127.0.0.1 and DNS localhost), renewed on the
- * renewal schedule (renewal.ts) and swapped in with setSecureContext.
+ * renewal schedule (renewal.ts) and swapped in with setSecureContext. A rotation step swaps the
+ * context too: the roots it trusts follow the bundle, and at `switch` its certificate is issued
+ * again by the new intermediate.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TLSSocket } from 'node:tls';
@@ -135,11 +137,29 @@ export async function startRenewServer(o: RenewServerOptions): Promise<RenewServ
     }, delay);
   };
   schedule();
+  const swap = () => (app.server as unknown as { setSecureContext(o: object): void }).setSecureContext(tlsOptions());
+  const unsubscribe = ca.subscribe((c) => {
+    if (c.step !== 'switch') {
+      swap();
+      return;
+    }
+    servingCredentials(ca)
+      .then((next) => {
+        creds = next;
+        swap();
+        logger.info({ notAfter: new Date(next.notAfter).toISOString() }, 'renewal listener certificate issued by the new intermediate');
+      })
+      .catch((e: unknown) => {
+        swap();
+        logger.error({ err: e }, 'renewal listener certificate could not be issued by the new intermediate; it keeps the old one');
+      });
+  });
   return {
     address,
     url: `https://${formatHostPort(address.host, address.port)}`,
     close: async () => {
       closed = true;
+      unsubscribe();
       timer?.cancel();
       await app.close();
     },

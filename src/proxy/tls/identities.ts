@@ -9,17 +9,25 @@
  * renewed certificate gets a new SecureContext: connections made from now on use it, open ones
  * keep theirs, so nothing is dropped. Every context is built by one function
  * (`secureContextOptions`) from the whole credential, so no option is ever left out of a swap.
+ *
+ * Root rotation (docs/security.md#rotation): the proxy asks the CA (`CertificateSource.info`)
+ * every `pollMs` for the trust bundle and the current issuer, and at once when a renewal's answer
+ * carries other roots. A new bundle rebuilds every context and renews every leaf at once (a new
+ * leaf is what makes an inbound listener swap its context); a root that left the bundle also
+ * rotates the session-ticket keys and starts a new session epoch (outbound links forget their
+ * tickets), so no session made before the removal resumes. A leaf whose issuer is not the CA's
+ * current one is renewed at once (the switch step).
  */
-import { generateKeyPair } from 'node:crypto';
+import { generateKeyPair, randomBytes, X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { promisify } from 'node:util';
 import { Backoff, type Rng } from '../../core/backoff.js';
 import type { Clock, TimerHandle } from '../../core/clock.js';
-import { createCsr } from '../../identity/certs.js';
+import { createCsr, describeCert } from '../../identity/certs.js';
 import { renewalDelayMs } from '../../identity/renewal.js';
 import { DEFAULT_NAMESPACE, workloadId } from '../../identity/spiffe.js';
 import { MESH_ALPN } from '../../api/mtls.js';
-import type { IssuedCertificate } from '../../api/ca.js';
+import { certFingerprint, type CaInfo, type IssuedCertificate, type WorkloadTls } from '../../api/ca.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -29,6 +37,8 @@ export interface CertificateSource {
   issue(requests: ReadonlyArray<{ service: string; csr: string }>): Promise<IssuedCertificate[]>;
   /** A new certificate for the identity of `current`, proven by `current` itself over mTLS. */
   renew(current: Credential, csr: string): Promise<IssuedCertificate>;
+  /** GET /v1/ca, asked again (the trust bundle and the current issuer); absent: no trust polling. */
+  info?(fresh: boolean): Promise<CaInfo>;
 }
 
 /** One identity the proxy holds: key, certificate and the TLS context built from them. */
@@ -43,12 +53,24 @@ export interface Credential {
   readonly notBefore: number;
   readonly notAfter: number;
   readonly serial: string;
+  /** The serial of the leaf's issuer, and the fingerprint of the root the leaf chains to. */
+  readonly issuerSerial: string;
+  readonly leafRoot: string;
+  /**
+   * The roots every context of this credential trusts: those of the answer that installed it. A new
+   * bundle rebuilds the context (`roots`) at once, but an inbound listener swaps its context only
+   * when the leaf changes, so what is announced waits for the renewal that follows.
+   */
+  readonly trustedRoots: readonly string[];
   readonly context: SecureContext;
 }
 
 export type IdentityEvent =
   | { readonly type: 'issued' | 'renewed'; readonly service: string; readonly identity: string; readonly serial: string; readonly notAfter: number }
-  | { readonly type: 'renewal-failed'; readonly service: string; readonly identity: string; readonly error: string; readonly retryInMs: number };
+  | { readonly type: 'renewal-failed'; readonly service: string; readonly identity: string; readonly error: string; readonly retryInMs: number }
+  /** A new trust bundle was applied (fingerprints, old first); `removed`: roots that left it (ticket keys rotated, sessions forgotten). */
+  | { readonly type: 'trust'; readonly roots: readonly string[]; readonly removed: readonly string[] }
+  | { readonly type: 'trust-poll-failed'; readonly error: string };
 
 export interface IdentitiesOptions {
   readonly source: CertificateSource;
@@ -59,6 +81,18 @@ export interface IdentitiesOptions {
   readonly ticketKeys: Buffer;
   readonly onEvent?: (e: IdentityEvent) => void;
 }
+
+/** The fingerprint of the root in `roots` that `top` (the last certificate of a chain) was issued by ('' for none). */
+function issuingRoot(topPem: string, roots: readonly string[]): string {
+  const top = new X509Certificate(topPem);
+  for (const r of roots) {
+    const root = new X509Certificate(r);
+    if (top.checkIssued(root) && top.verify(root.publicKey)) return certFingerprint(r);
+  }
+  return '';
+}
+
+const sameRoots = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x.trim() === b[i]?.trim());
 
 /** The options of every TLS context a proxy builds: all of them, every time (see the file's comment). */
 export function secureContextOptions(c: { keyPem: string; certPem: string; chainPem: readonly string[]; roots: readonly string[] }, ticketKeys: Buffer) {
@@ -94,14 +128,89 @@ export class Identities {
   private readonly backoffs = new Map<string, Backoff>();
   /** Services asked for and not yet issued: one request at a time per service. */
   private readonly pending = new Map<string, Promise<void>>();
+  /** Renewals under way, so that a timer, a new bundle and a new issuer do not renew one service twice at once. */
+  private readonly renewing = new Set<string>();
   private stopped = false;
   readonly trustDomain: string;
-  /** The session-ticket keys of every context (servers resume sessions across renewals). */
-  readonly ticketKeys: Buffer;
+  private keys: Buffer;
+  /** The trust bundle (PEMs, old first): from the first answer, then from the CA's polls. */
+  private bundle: readonly string[] | null = null;
+  private poll: TimerHandle | null = null;
+  private polling = false;
+  private epoch = 0;
 
   constructor(private readonly o: IdentitiesOptions) {
     this.trustDomain = o.trustDomain;
-    this.ticketKeys = o.ticketKeys;
+    this.keys = o.ticketKeys;
+  }
+
+  /** The session-ticket keys of every context (servers resume sessions across renewals, not across a root removal). */
+  get ticketKeys(): Buffer {
+    return this.keys;
+  }
+
+  /** Goes up when a root leaves the bundle: a session ticket kept from an earlier epoch is not used again. */
+  get sessionEpoch(): number {
+    return this.epoch;
+  }
+
+  /** What the announcement says of `service`'s certificate (null: none held). */
+  report(service: string): WorkloadTls | null {
+    const c = this.held.get(service);
+    if (c === undefined) return null;
+    return { roots: c.trustedRoots.map(certFingerprint), leafRoot: c.leafRoot, leafIssuer: c.issuerSerial };
+  }
+
+  /** Asks the CA for the bundle and issuer now, then every `pollMs` it says (needs `source.info`). */
+  startTrustPolling(): void {
+    if (this.o.source.info === undefined || this.stopped) return;
+    this.pollNow();
+  }
+
+  private pollNow(): void {
+    this.poll?.cancel();
+    this.poll = null;
+    if (this.polling || this.stopped) return;
+    this.polling = true;
+    let next = 10_000;
+    (this.o.source.info as (fresh: boolean) => Promise<CaInfo>)(true)
+      .then((info) => {
+        next = info.pollMs;
+        this.trust(info);
+      })
+      .catch((e: unknown) => this.o.onEvent?.({ type: 'trust-poll-failed', error: (e as Error).message }))
+      .finally(() => {
+        this.polling = false;
+        if (!this.stopped && this.poll === null) this.poll = this.o.clock.setTimeout(() => this.pollNow(), next);
+      });
+  }
+
+  /**
+   * Applies what the CA says: a new bundle rebuilds every context and renews every leaf (a root
+   * that left also rotates the ticket keys and the session epoch); a leaf of another issuer than
+   * the current one is renewed.
+   */
+  trust(info: Pick<CaInfo, 'roots' | 'issuer'>): void {
+    if (this.stopped || info.roots.length === 0) return;
+    const before = this.bundle;
+    if (before === null || !sameRoots(before, info.roots)) {
+      const removed = before === null ? [] : before.filter((r) => !info.roots.some((n) => n.trim() === r.trim()));
+      this.bundle = [...info.roots];
+      if (removed.length > 0) {
+        this.keys = randomBytes(48);
+        this.epoch++;
+      }
+      for (const c of this.held.values()) {
+        const parts = { keyPem: c.keyPem, certPem: c.certPem, chainPem: c.chainPem, roots: [...info.roots] };
+        this.held.set(c.service, { ...c, roots: parts.roots, context: createSecureContext(secureContextOptions(parts, this.keys)) });
+      }
+      if (before !== null) {
+        this.o.onEvent?.({ type: 'trust', roots: info.roots.map(certFingerprint), removed: removed.map(certFingerprint) });
+        for (const s of this.held.keys()) void this.renew(s);
+        return;
+      }
+    }
+    for (const c of this.held.values()) if (c.issuerSerial.toLowerCase() !== info.issuer.serial.toLowerCase()) void this.renew(c.service);
   }
 
   /** The SPIFFE ID the endpoints of `service` present. */
@@ -157,9 +266,15 @@ export class Identities {
       notBefore: Date.parse(got.notBefore),
       notAfter: Date.parse(got.notAfter),
       serial: got.serial,
-      context: createSecureContext(secureContextOptions(parts, this.o.ticketKeys)),
+      issuerSerial: describeCert(got.chain[0] ?? got.certificate).serial,
+      leafRoot: issuingRoot(got.chain.at(-1) ?? got.certificate, got.roots),
+      trustedRoots: parts.roots,
+      context: createSecureContext(secureContextOptions(parts, this.keys)),
     };
     this.held.set(service, cred);
+    if (this.bundle === null) this.bundle = [...got.roots];
+    // The answer carries the CA's bundle: another one means a rotation step; ask for it now.
+    else if (!sameRoots(this.bundle, got.roots)) this.pollNow();
     this.backoffs.get(service)?.reset();
     this.o.onEvent?.({ type, service, identity: cred.identity, serial: cred.serial, notAfter: cred.notAfter });
     this.schedule(cred, renewalDelayMs(cred.notBefore, cred.notAfter, this.o.clock.now(), this.o.rng ?? Math.random));
@@ -177,7 +292,8 @@ export class Identities {
   /** Renews now (also what the timer does). */
   async renew(service: string): Promise<void> {
     const cur = this.held.get(service);
-    if (cur === undefined || this.stopped) return;
+    if (cur === undefined || this.stopped || this.renewing.has(service)) return;
+    this.renewing.add(service);
     try {
       const key = await newKey();
       const got = await this.o.source.renew(cur, await createCsr(key));
@@ -189,11 +305,14 @@ export class Identities {
       const retryInMs = Math.max(100, Math.min(b.next(), cur.notAfter - this.o.clock.now()));
       this.o.onEvent?.({ type: 'renewal-failed', service, identity: cur.identity, error: (e as Error).message, retryInMs });
       this.schedule(cur, retryInMs);
+    } finally {
+      this.renewing.delete(service);
     }
   }
 
   stop(): void {
     this.stopped = true;
+    this.poll?.cancel();
     for (const t of this.timers.values()) t.cancel();
     this.timers.clear();
   }

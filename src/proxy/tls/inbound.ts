@@ -7,7 +7,7 @@
  * HTTP 403 over the TLS connection that names the reason, not a bare reset.
  */
 import type { Socket } from 'node:net';
-import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { createServer, type SecureContext, type Server, type TLSSocket } from 'node:tls';
 import { MESH_ALPN, type MtlsMode, type TlsRefusal } from '../../api/mtls.js';
 import { errorResponse } from '../http1/local-reply.js';
 import { checkPeer, handshakeRefusal, type PeerCheck } from './peer.js';
@@ -49,7 +49,8 @@ function refuse(socket: Socket, check: Extract<PeerCheck, { ok: false }>, code: 
  */
 export class InboundTlsServer {
   private readonly server: Server;
-  private serial = '';
+  /** The credential context the server's context was last built from. */
+  private context: SecureContext | null = null;
 
   constructor(
     private readonly tls: InboundTls,
@@ -97,9 +98,10 @@ export class InboundTlsServer {
         socket.destroy();
         return;
       }
-      if (cred.serial !== this.serial) {
+      if (cred.context !== this.context) {
+        // A renewed leaf, or a new trust bundle (rotation): every option again.
         this.server.setSecureContext(secureContextOptions(cred, tls.identities.ticketKeys));
-        this.serial = cred.serial;
+        this.context = cred.context;
       }
       this.server.emit('connection', socket);
     });

@@ -7,7 +7,8 @@
  * the workload whose outbound listener took the request; the peer must present the identity the
  * registry gives the endpoint's service (`spiffe://<td>/ns/default/sa/<service>`). Connections are
  * pooled apart per caller identity (a connection made as one workload never carries another's
- * request), and each (caller, endpoint) keeps its last TLS session ticket to resume with.
+ * request), and each (caller, endpoint) keeps its last TLS session ticket to resume with, until a
+ * root leaves the trust bundle (a new session epoch of the identities).
  */
 import type { ConnectionOptions, TLSSocket } from 'node:tls';
 import { INBOUND_PROXY_LABEL } from '../../api/names.js';
@@ -33,6 +34,8 @@ class Link implements UpstreamTls {
   private session: Buffer | undefined;
   /** What the last full handshake of this link proved about the peer. */
   private verified: PeerCheck | null = null;
+  /** The identities' session epoch the ticket belongs to. */
+  private epoch: number;
   readonly poolKey: string;
 
   constructor(
@@ -43,9 +46,16 @@ class Link implements UpstreamTls {
     // Apart per caller identity, and per identity the peer must prove: a connection checked as
     // one service's proxy never carries a request for another registered at the same address.
     this.poolKey = `${ids.identityOf(caller)} ${expected}`;
+    this.epoch = ids.sessionEpoch;
   }
 
   options(): ConnectionOptions {
+    // A root left the bundle since the ticket was kept: it is not used again (nor what it proved).
+    if (this.epoch !== this.ids.sessionEpoch) {
+      this.epoch = this.ids.sessionEpoch;
+      this.session = undefined;
+      this.verified = null;
+    }
     const cred = this.ids.credential(this.caller);
     return { secureContext: cred?.context, ...MESH_TLS, checkServerIdentity: () => undefined, ...(this.session === undefined ? {} : { session: this.session }) };
   }
