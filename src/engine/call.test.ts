@@ -17,7 +17,7 @@ import { Call, type Attempt, type CallDriver, type CallFailure, type CallRequest
 import { ServiceClient, type Refusal } from './service-client.js';
 
 type Behaviour =
-  | { readonly kind: 'status'; readonly status: number; readonly ms?: number; readonly peerRefused?: boolean }
+  | { readonly kind: 'status'; readonly status: number; readonly ms?: number; readonly peerRefused?: boolean; readonly connectMs?: number }
   | { readonly kind: 'refuse' | 'hang'; readonly ms?: number }
   | { readonly kind: 'reset' | 'protocol'; readonly ms?: number; readonly reused?: boolean };
 
@@ -48,11 +48,20 @@ class Net implements CallDriver {
     const list = this.plan.get(a.endpoint.id) ?? [{ kind: 'status', status: 200 }];
     const b = (list.length > 1 ? list.shift() : list[0]) as Behaviour;
     // Outcomes come after send returns, as from a network.
-    this.pending = this.clock.setTimeout(() => this.outcome(a.endpoint, b), 'ms' in b && b.ms !== undefined ? b.ms : 1);
+    const ms = 'ms' in b && b.ms !== undefined ? b.ms : 1;
+    if (b.kind === 'status' && b.connectMs !== undefined) {
+      // Connected (a handshake) after connectMs, then answered `ms` later.
+      this.pending = this.clock.setTimeout(() => {
+        this.call.connected();
+        this.pending = this.clock.setTimeout(() => this.outcome(a.endpoint, b, true), ms);
+      }, b.connectMs);
+      return null;
+    }
+    this.pending = this.clock.setTimeout(() => this.outcome(a.endpoint, b), ms);
     return null;
   }
 
-  private outcome(e: Endpoint, b: Behaviour): void {
+  private outcome(e: Endpoint, b: Behaviour, connected = false): void {
     this.pending = null;
     const call = this.call;
     if (b.kind === 'refuse') return call.connectFailed('ECONNREFUSED');
@@ -60,7 +69,7 @@ class Net implements CallDriver {
       call.connected();
       return;
     }
-    call.connected();
+    if (!connected) call.connected();
     if (b.kind !== 'status') {
       this.log.push(`${b.kind} ${e.id}`);
       if (call.reset(b.kind, 'socket hang up', 'reused' in b && b.reused === true, false)) this.log.push('cut');
@@ -123,6 +132,35 @@ test('one attempt: the response is delivered, the request counted in the budget 
   assert.equal(traffic.active, 0);
   assert.equal(k.done, true);
   assert.match(k.explanation(), /^route=default; service=svc; endpoint=e\d \(10\.0\.0\.\d+:8080\); attempts=1; budget=\d+; timeout=15000ms$/);
+});
+
+test("the balancer's latency sample runs from the request leaving to its response head: not the connection's set-up, nor an earlier attempt", () => {
+  const { clock, net, call, client } = setup({ balancer: { kind: 'round-robin' } });
+  const samples: number[] = [];
+  const start = client.start.bind(client);
+  client.start = (e) => {
+    const c = start(e);
+    return { end: (o) => (samples.push(o.latencyMs), c.end(o)) };
+  };
+  // A slow handshake (40 ms), then an answer 3 ms later.
+  net.plan.set('e0', [{ kind: 'status', status: 200, connectMs: 40, ms: 3 }]);
+  net.plan.set('e1', [{ kind: 'status', status: 200, connectMs: 40, ms: 3 }]);
+  const k = call();
+  k.start();
+  clock.advance(43);
+  assert.equal(k.done, true);
+  assert.deepEqual(samples, [3]);
+  assert.equal(k.latencyMs, 3);
+  // A reset after 10 ms, retried: the second endpoint's sample is its own 3 ms.
+  net.plan.set('e0', [{ kind: 'reset', ms: 10 }]);
+  net.plan.set('e1', [{ kind: 'reset', ms: 10 }]);
+  const first = call();
+  first.start();
+  const id = net.sent.at(-1)?.endpoint.id as string;
+  net.plan.set(id === 'e0' ? 'e1' : 'e0', [{ kind: 'status', status: 200, connectMs: 5, ms: 3 }]);
+  clock.advance(200);
+  assert.equal(first.done, true);
+  assert.equal(samples.at(-1), 3, `samples: ${JSON.stringify(samples)}`);
 });
 
 test('a connect failure is retried on the other endpoint, and the explanation names the failed one', () => {

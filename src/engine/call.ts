@@ -141,8 +141,15 @@ export class Call {
   /** What the current attempt's outcome says about its endpoint: the status, or 0 (see the header). */
   private evidence = 0;
   retries = 0;
-  /** ms from the start to the delivered response head. */
+  /**
+   * ms from the request leaving on its connection to its response head: the balancer's latency
+   * sample. Connection set-up and the TLS handshake, earlier attempts and backoff are not the
+   * endpoint's latency (a first request on a new mTLS connection would otherwise make a fast
+   * endpoint look slow to peak-EWMA for tens of seconds).
+   */
   latencyMs = 0;
+  /** When the current attempt's request left (connected). */
+  private sentAt = 0;
   private tried: Endpoint[] | null = null;
   private outcomes: string[] | null = null;
   /** The current attempt went out and its outcome is not recorded yet (a breaker may wait for it). */
@@ -162,7 +169,6 @@ export class Call {
   /** The attempt's timer is its per-try timeout (not the overall deadline). */
   private perTry = false;
   private readonly t0: number;
-  private attemptT0 = 0;
   /** clock.now() by which the response head must have come; 0: no deadline. */
   private deadline = 0;
   private retryDelayMs = 0;
@@ -227,6 +233,7 @@ export class Call {
   connected(): boolean {
     if (this.st !== St.Attempt || this.endpoint === null) return false;
     this.completion = this.dest.start(this.endpoint);
+    this.sentAt = this.clock.now();
     return true;
   }
 
@@ -252,7 +259,7 @@ export class Call {
     if (this.st !== St.Attempt) return 'deliver';
     this.status = status;
     this.evidence = peerRefused ? 0 : status;
-    this.latencyMs = this.clock.now() - this.t0;
+    this.latencyMs = this.clock.now() - this.sentAt;
     // A retry of a status needs the whole request in: its kept body cannot change while the
     // response is dropped.
     if (status >= 500 && this.outbound && (this.reqDone || !this.req.hasBody)) {
@@ -307,7 +314,7 @@ export class Call {
     if (this.st === St.Responding) {
       if (answered) {
         this.st = St.Done;
-        this.completion.end({ latencyMs: this.clock.now() - this.t0, ok: false });
+        this.completion.end({ latencyMs: this.clock.now() - this.sentAt, ok: false });
         this.completion = NOOP_COMPLETION;
         this.release();
         this.endTrace(this.status, 'SKEIN_E_UPSTREAM_RESET');
@@ -320,7 +327,7 @@ export class Call {
       // A pooled connection the server had closed as we sent: the request got no byte of answer
       // and has no body, so sending it again on a fresh connection is safe (and is not a failure
       // of the endpoint).
-      this.completion.end({ latencyMs: this.clock.now() - this.attemptT0, ok: false });
+      this.completion.end({ latencyMs: this.clock.now() - this.sentAt, ok: false });
       this.completion = NOOP_COMPLETION;
       this.staleRetried = true;
       const r = this.driver.send({ endpoint: e, n: (this.tried?.length ?? 0) + 1, fresh: true, body: EMPTY, trace: this.trace });
@@ -351,7 +358,7 @@ export class Call {
     this.st = St.Done;
     this.settleAbandoned();
     this.release();
-    this.completion.end({ latencyMs: this.clock.now() - this.t0, ok: true });
+    this.completion.end({ latencyMs: this.clock.now() - this.sentAt, ok: true });
     this.completion = NOOP_COMPLETION;
     this.endTrace(0, null);
   }
@@ -371,7 +378,6 @@ export class Call {
     const n = (this.tried?.length ?? 0) + 1;
     const hop = this.req.hop;
     if (hop !== null) this.trace = hop.attempt(n, e);
-    this.attemptT0 = this.clock.now();
     this.armAttemptTimer();
     const refused = this.driver.send({ endpoint: e, n, fresh: false, body: this.kept === null || n === 1 ? EMPTY : this.kept.slice(), trace: this.trace });
     if (refused !== null) {
@@ -412,7 +418,7 @@ export class Call {
 
   /** An attempt failed (`evidence` 0: no response) or its response is dropped for a retry. */
   private endAttempt(evidence: number, outcome: string): void {
-    this.completion.end({ latencyMs: this.clock.now() - this.attemptT0, ok: false });
+    this.completion.end({ latencyMs: this.clock.now() - this.sentAt, ok: false });
     this.completion = NOOP_COMPLETION;
     this.endTrace(this.status, outcome);
     const e = this.endpoint;
@@ -567,7 +573,7 @@ export class Call {
     this.st = St.Done;
     this.settleAbandoned();
     this.release();
-    this.completion.end({ latencyMs: this.clock.now() - this.t0, ok: false });
+    this.completion.end({ latencyMs: this.clock.now() - this.sentAt, ok: false });
     this.completion = NOOP_COMPLETION;
     const status = r.status ?? ERROR_CODES[r.code].status;
     this.endTrace(status, r.code);
