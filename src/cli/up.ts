@@ -12,6 +12,8 @@ import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, pr
 import { adminAddress, DEFAULT_ADMIN, DEFAULT_OUTBOUND, TAP_REDACT_HELP, otlpUrl, ratioFlag, repeat, startTracer } from './proxy.js';
 import { parseHeaderNames } from '../api/tap.js';
 import { MTLS_MODES, MTLS_UP_MODE, type MtlsMode } from '../api/mtls.js';
+import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
+import { AUTHZ_DEFAULT_VALUES, type AuthzDefault } from '../api/authz/schema.js';
 import { OUTSIDE_CALLER } from '../api/names.js';
 import { trustDomainFor, validTrustDomain } from '../identity/spiffe.js';
 import { durationFlag, intFlag } from './flags.js';
@@ -33,10 +35,11 @@ export function upCommand(): Command {
     .option('--trace-otlp <url>', 'the proxy exports a span per hop and attempt over OTLP/HTTP to this URL (e.g. http://127.0.0.1:4318/v1/traces); off by default')
     .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1', ratioFlag('--trace-sample'), 1)
     .addOption(new Option('--mtls <mode>', 'mTLS between the mesh\'s proxies (docs/security.md): strict, permissive or off').choices([...MTLS_MODES]).default(MTLS_UP_MODE))
+    .addOption(new Option('--authz-default <allow|deny>', "what a service's inbound decides when it has no ALLOW policy and no default of its own (docs/authorization.md): allow for a dev mesh, deny in production").choices([...AUTHZ_DEFAULT_VALUES]).default(AUTHZ_DEFAULTS.meshDefault))
     .option('--trust-domain <domain>', "SPIFFE trust domain of the mesh's identities (default: the mesh name)")
     .option('--scrape-interval <duration>', 'how often the control plane scrapes the proxy for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; insecureAdmin?: boolean; mtls: MtlsMode; trustDomain?: string }) => {
+    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; insecureAdmin?: boolean; mtls: MtlsMode; trustDomain?: string; authzDefault: AuthzDefault }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -98,7 +101,7 @@ export function upCommand(): Command {
               trustDomain: cp.ca.trustDomain,
               source: new ControlCa({ controlUrl: cp.url, joinToken: async (services) => (await cp.ca.tokens.mint(proxyId, services)).token }),
             };
-      const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, audit, tracer, mtls, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
+      const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, audit, tracer, mtls, authzDefault: o.authzDefault, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
       let announcer: InstanceType<typeof Announcer> | null = null;
       let outboundAt: string | null = null;
