@@ -224,7 +224,7 @@ describe('certificates of 60 s renewed under steady load', () => {
       if (r.status === 200) ok++;
       else failures.push(`${r.status} ${r.body.slice(0, 200)}`);
       if (bothAt === 0 && ok % 20 === 0 && (await renewed(a)) >= 1 && (await renewed(b)) >= 1) bothAt = Date.now();
-      assert.ok(Date.now() - started < 120_000, 'both proxies renewed within 2 minutes');
+      if (bothAt === 0) assert.ok(Date.now() - started < 120_000, 'both proxies renewed within 2 minutes');
     }
     assert.deepEqual(failures, [], `${ok} ok`);
     if (SOAK_MS > 0) console.log(`renewal soak: ${ok} requests in ${Math.round((Date.now() - started) / 1000)} s, 0 failed; renewals: ${await renewed(a)} + ${await renewed(b)}`);
