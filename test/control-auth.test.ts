@@ -168,6 +168,30 @@ describe('the CLI', () => {
   });
 });
 
+describe('skein token', () => {
+  test('create prints the token once (stdout alone), list shows it without the secret, revoke makes it refused', async () => {
+    const c = await skein(['token', 'create', '--scope', 'proxy', '--name', 'cli-proxy', '--service', 'web,api', '--control', cp.http]);
+    assert.equal(c.code, 0, c.stderr);
+    const token = c.stdout.trim();
+    assert.match(token, /^skein_prx_[A-Za-z0-9_-]{43}$/);
+    assert.equal(c.stderr, 'token "cli-proxy" (scope proxy: api, web), valid until revoked; it is not shown again\n');
+    const reg = await api(cp.http, 'PUT', '/v1/services/web/instances/web-tok', { address: '127.0.0.1', port: 8090 }, { authorization: `Bearer ${token}` });
+    assert.equal(reg.status, 201, JSON.stringify(reg.body));
+    const l = await skein(['token', 'list', '--control', cp.http]);
+    assert.equal(l.code, 0, l.stderr);
+    assert.match(l.stdout, /^cli-proxy\s+proxy\s+api,web\s+\S+\s+never$/m);
+    assert.ok(!l.stdout.includes(token), 'no secret in the list');
+    const rv = await skein(['token', 'revoke', 'cli-proxy', '--control', cp.http]);
+    assert.equal(rv.code, 0, rv.stderr);
+    assert.equal(rv.stdout, 'revoked cli-proxy (scope proxy)\n');
+    const after = await api(cp.http, 'PUT', '/v1/services/web/instances/web-tok', { address: '127.0.0.1', port: 8090 }, { authorization: `Bearer ${token}` });
+    assert.equal(after.status, 401, JSON.stringify(after.body));
+    const bad = await skein(['token', 'create', '--scope', 'admin', '--name', 'x', '--control', cp.http]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /argument 'admin' is invalid/);
+  });
+});
+
 describe('the admin token file', () => {
   test('is mode 0600 (and its local copy too), and survives a restart with the minted tokens', async () => {
     const file = join(dir.path, 'data', 'admin.token');

@@ -10,7 +10,7 @@ import { SkeinError } from '../core/errors.js';
 import { trustDomainFor, validTrustDomain } from '../identity/spiffe.js';
 import type { OperatorCa } from '../control/ca/ca.js';
 import { call, controlOption, outputOption, print, printJson, readText, table } from './common.js';
-import { durationFlag } from './flags.js';
+import { durationFlag, listFlag } from './flags.js';
 
 export interface CaFlags {
   trustDomain?: string;
@@ -59,10 +59,6 @@ export async function caControlSettings(o: CaFlags): Promise<{ trustDomain?: str
   }
   if (o.caListen !== undefined) out.caListen = parseHostPort(o.caListen, '--ca-listen');
   return out;
-}
-
-function serviceList(v: string, prev: string[] = []): string[] {
-  return [...prev, ...v.split(',').map((s) => s.trim()).filter((s) => s !== '')];
 }
 
 const day = (d: Date) => d.toISOString().replace('.000Z', 'Z');
@@ -116,7 +112,7 @@ export function caCommand(): Command {
     new Command('token')
       .description('mint a join token for a proxy and the services it serves (shown once)')
       .requiredOption('--proxy <id>', 'the proxy id the token is for')
-      .requiredOption('--service <names>', 'services the token may get certificates for (comma-separated, repeatable)', serviceList)
+      .requiredOption('--service <names>', 'services the token may get certificates for (comma-separated, repeatable)', listFlag)
       .addOption(new Option('--ttl <duration>', `how long the token may be used (${formatDuration(CA_DEFAULTS.minTokenTtlMs)} to ${formatDuration(CA_DEFAULTS.maxTokenTtlMs)})`).default(formatDuration(CA_DEFAULTS.tokenTtlMs)))
       .addOption(controlOption())
       .addOption(outputOption())

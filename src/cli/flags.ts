@@ -20,3 +20,8 @@ export function intFlag(flag: string, min: number, max: number) {
     return n;
   };
 }
+
+/** A repeatable flag of comma-separated values (`--service a,b --service c`): all of them, in order. */
+export function listFlag(v: string, prev: string[] = []): string[] {
+  return [...prev, ...v.split(',').map((s) => s.trim()).filter((s) => s !== '')];
+}

@@ -9,6 +9,7 @@ import { scaleCommand, upCommand } from './up.js';
 import { applyCommand, deregisterCommand, endpointsCommand, eventsCommand, heartbeatCommand, registerCommand, servicesCommand } from './registry-commands.js';
 import { watchCommand } from './watch.js';
 import { dashboardCommand, statCommand, tapCommand, topCommand } from './monitor.js';
+import { tokenCommand } from './tokens.js';
 import { prometheusConfigCommand } from './prometheus-config.js';
 import { schemaCommand, validateCommand } from './schema.js';
 import { caCommand } from './ca.js';
@@ -41,6 +42,7 @@ export function program(): Command {
     schemaCommand(),
     validateCommand(),
     caCommand(),
+    tokenCommand(),
     auditCommand(),
   ]) {
     p.addCommand(c);
