@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseService } from '../api/parse.js';
-import { denied, ServiceAuthz, type AuthzRequest } from './authorization.js';
+import { authorize, denied, ServiceAuthz, type AuthzRequest } from './authorization.js';
 
 const ID = 'spiffe://shop/ns/default/sa/frontend';
 
@@ -46,4 +46,20 @@ test('denied(): 403 SKEIN_E_AUTHZ_DENIED naming the service, the policy and the 
   assert.equal(r.code, 'SKEIN_E_AUTHZ_DENIED');
   assert.equal(r.message, 'RBAC: access to "ledger" denied: denied by DENY policy "no-admin" rule 1');
   assert.deepEqual(r.details, { service: 'ledger', policy: 'no-admin', rule: 1 });
+});
+
+test('authorize(): an inactive service is not evaluated (the request facts are not even built); a denial is reported once and answered 403', () => {
+  const none = new ServiceAuthz('ledger');
+  none.update(null);
+  const seen: string[] = [];
+  const observer = { authz: (s: string, d: { allowed: boolean }) => seen.push(`${s} ${d.allowed}`) };
+  assert.equal(authorize(none, 'ledger', () => assert.fail('facts built for a service with nothing to decide'), observer, null), null);
+  assert.deepEqual(seen, []);
+  const a = authz({ authorization: { default: 'deny' } });
+  const audited: boolean[] = [];
+  const r = authorize(a, 'ledger', () => req({ path: '/books' }), observer, (d) => audited.push(d.allowed));
+  assert.equal(r?.code, 'SKEIN_E_AUTHZ_DENIED');
+  assert.deepEqual(seen, ['ledger false']);
+  assert.deepEqual(audited, [false]);
+  assert.equal(authorize(a, 'ledger', () => req(), observer, null), null, 'the probe path goes on');
 });

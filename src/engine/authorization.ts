@@ -50,6 +50,24 @@ export class ServiceAuthz {
   }
 }
 
+/** Who hears of each decision: the metrics, and the audit log (which asks the driver for the request's facts only when it writes a line). */
+export interface AuthzObserver {
+  authz(service: string, d: AuthzDecision): void;
+}
+
+/**
+ * The inbound authorization step of every driver: decide, report, and say what to do: null to
+ * go on, or the refusal (403) to answer with. A service without policies and an allow default
+ * costs one property read.
+ */
+export function authorize(a: ServiceAuthz, service: string, req: () => AuthzRequest, observer: AuthzObserver, audit: ((d: AuthzDecision) => void) | null): Refusal | null {
+  if (!a.active) return null;
+  const d = a.decide(req());
+  observer.authz(service, d);
+  audit?.(d);
+  return d.allowed ? null : denied(service, d);
+}
+
 /** The 403 a denied request gets: names the service, the policy and the rule (never a bare "RBAC: access denied"). */
 export function denied(service: string, d: AuthzDecision): Refusal {
   return { code: 'SKEIN_E_AUTHZ_DENIED', message: `RBAC: access to "${service}" denied: ${d.reason}`, details: { service, policy: d.policy, rule: d.rule } };

@@ -16,7 +16,7 @@ import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
 import { admit, callerOf, deadlineOf, isRefusal } from '../../engine/admission.js';
-import { denied } from '../../engine/authorization.js';
+import { authorize } from '../../engine/authorization.js';
 import { Call, localExplanation } from '../../engine/call.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { RouteInput } from '../../resilience/routes.js';
@@ -302,14 +302,20 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     const route = traffic.routes.match(this);
     rec.service = dest.service;
     rec.route = route.name;
-    const authz = ctx.authz;
-    if (authz !== null && authz.active) {
+    if (ctx.authz !== null) {
       const peer = this.peerId;
-      const d = authz.decide({ identity: peer?.identity ?? null, namespace: peer?.namespace ?? null, service: peer?.service ?? null, sourceAddress: this.peer, method: r.method, path: r.pathOnly, port: this.socket.localPort ?? 0, header: (n) => this.header(n) ?? null });
-      ctx.counters.authz(dest.service, d);
-      ctx.audit?.authz(d, () => ({ service: dest.service, sourceIdentity: peer?.identity ?? null, sourceAddress: this.peer, tls: peer === null ? 'plaintext' : 'mtls', port: this.socket.localPort ?? 0, method: r.method, rawPath: this.rawPath(), path: r.pathOnly, requestId }));
-      if (!d.allowed) {
-        this.refused(denied(dest.service, d), hasBody);
+      const audit = ctx.audit;
+      const refusal = authorize(
+        ctx.authz,
+        dest.service,
+        () => ({ identity: peer?.identity ?? null, namespace: peer?.namespace ?? null, service: peer?.service ?? null, sourceAddress: this.peer, method: r.method, path: r.pathOnly, port: this.socket.localPort ?? 0, header: (n) => this.header(n) ?? null }),
+        ctx.counters,
+        audit === null
+          ? null
+          : (d) => audit.authz(d, () => ({ service: dest.service, sourceIdentity: peer?.identity ?? null, sourceAddress: this.peer, tls: peer === null ? 'plaintext' : 'mtls', port: this.socket.localPort ?? 0, method: r.method, rawPath: this.rawPath(), path: r.pathOnly, requestId })),
+      );
+      if (refusal !== null) {
+        this.refused(refusal, hasBody);
         return;
       }
     }

@@ -15,7 +15,7 @@ import type { CallCounters } from '../../engine/call.js';
 import type { TapSink, Tracer } from '../../engine/observe.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { TlsRefusal } from '../../api/mtls.js';
-import type { AuthzDecision, ServiceAuthz } from '../../engine/authorization.js';
+import type { AuthzObserver, ServiceAuthz } from '../../engine/authorization.js';
 import type { UpstreamTls } from '../tls/outbound.js';
 import type { ProxyLimits as Limits } from '../../api/proxy-limits.js';
 import type { AccessLog } from '../access-log.js';
@@ -84,7 +84,7 @@ export type { ProxyLimits as Limits } from '../../api/proxy-limits.js';
 export { PROXY_LIMITS_DEFAULTS as DEFAULT_LIMITS } from '../../api/proxy-limits.js';
 
 /** Counters of the forwarder that are not per request (with the engine's: retries, budget, rate limits). */
-export interface ForwarderCounters extends CallCounters, AdmissionCounters {
+export interface ForwarderCounters extends CallCounters, AdmissionCounters, AuthzObserver {
   /** A proxy-made error response (x-skein-error). */
   proxyError(direction: Direction, code: ErrorCode): void;
   upstreamConnect(ok: boolean): void;
@@ -93,8 +93,6 @@ export interface ForwarderCounters extends CallCounters, AdmissionCounters {
    * the Nagle / delayed-ACK stall when it is about 40 ms, again and again.
    */
   bodyGap(direction: Direction, service: string, endpoint: Endpoint, gapMs: number): void;
-  /** An inbound authorization decision that was evaluated (a service with policies or a deny default). */
-  authz(service: string, d: AuthzDecision): void;
   /** An mTLS connection was refused (`endpoint`: the peer, outbound; null inbound). */
   tlsRefused(direction: Direction, reason: TlsRefusal, detail: string, endpoint: Endpoint | null): void;
 }

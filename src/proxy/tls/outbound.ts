@@ -75,7 +75,8 @@ class Link implements UpstreamTls {
 }
 
 export class OutboundTls {
-  private readonly links = new Map<string, Link>();
+  /** By caller, then by endpoint (Endpoint objects are immutable: a changed endpoint is a new one). */
+  private readonly links = new Map<string, WeakMap<Endpoint, Link>>();
 
   constructor(
     readonly identities: Identities,
@@ -95,12 +96,12 @@ export class OutboundTls {
       if (mode === 'permissive') return null;
       return { code: 'SKEIN_E_UPSTREAM_TLS', message: `this proxy holds no certificate for "${caller}" to present to "${e.service}" (mtls mode strict); see its log for why it has none` };
     }
-    const key = `${caller}\n${e.key}`;
-    let l = this.links.get(key);
+    let byEndpoint = this.links.get(caller);
+    if (byEndpoint === undefined) this.links.set(caller, (byEndpoint = new WeakMap()));
+    let l = byEndpoint.get(e);
     if (l === undefined) {
-      if (this.links.size >= 10_000) this.links.clear();
       l = new Link(this.identities, caller, this.identities.identityOf(e.service));
-      this.links.set(key, l);
+      byEndpoint.set(e, l);
     }
     return l;
   }
