@@ -40,9 +40,16 @@ export class ManualClock implements Clock {
   private t: number;
   private seq = 0;
   private timers = new Map<number, ManualTimer>();
+  private readonly earlyMs: number;
 
-  constructor(start = 1_700_000_000_000) {
+  /**
+   * `earlyMs`: timers fire that much before `now()` reaches their time, and wait at least 1 ms, as
+   * Node's do against the precise clock (libuv counts whole ms from the start of the loop's turn;
+   * a delay under 1 ms becomes 1 ms). 0 (the default): exactly on time.
+   */
+  constructor(start = 1_700_000_000_000, { earlyMs = 0 }: { readonly earlyMs?: number } = {}) {
     this.t = start;
+    this.earlyMs = earlyMs;
   }
 
   now(): number {
@@ -80,7 +87,8 @@ export class ManualClock implements Clock {
 
   private add(fn: () => void, ms: number, every: number | null): TimerHandle {
     const id = ++this.seq;
-    this.timers.set(id, { id, at: this.t + Math.max(0, ms), every, fn });
+    const delay = this.earlyMs > 0 ? Math.max(1, ms) - this.earlyMs : Math.max(0, ms);
+    this.timers.set(id, { id, at: this.t + delay, every, fn });
     return { cancel: () => this.timers.delete(id) };
   }
 }

@@ -17,7 +17,7 @@ import { Call, type Attempt, type CallDriver, type CallFailure, type CallRequest
 import { ServiceClient, type Refusal } from './service-client.js';
 
 type Behaviour =
-  | { readonly kind: 'status'; readonly status: number; readonly ms?: number; readonly peerRefused?: boolean; readonly connectMs?: number }
+  | { readonly kind: 'status'; readonly status: number; readonly ms?: number; readonly peerRefused?: boolean; readonly connectMs?: number; readonly bodyStalls?: boolean }
   | { readonly kind: 'refuse' | 'hang'; readonly ms?: number }
   | { readonly kind: 'reset' | 'protocol'; readonly ms?: number; readonly reused?: boolean };
 
@@ -78,11 +78,11 @@ class Net implements CallDriver {
     const verdict = call.responseHead(b.status, b.peerRefused === true);
     this.log.push(`${b.status} ${e.id} ${verdict}`);
     if (verdict === 'discard') {
-      call.discarded();
+      if (b.bodyStalls !== true) call.discarded();
       return;
     }
     this.answer = { status: b.status, from: e.id };
-    call.responseComplete();
+    if (b.bodyStalls !== true) call.responseComplete();
   }
 
   abandon(): void {
@@ -103,8 +103,7 @@ const counters = () => {
 };
 
 /** A service of `n` endpoints (e0, e1, ...) with the traffic policy of a Service resource. */
-function setup(policy: object = {}, n = 2) {
-  const clock = new ManualClock();
+function setup(policy: object = {}, n = 2, clock = new ManualClock()) {
   const events: string[] = [];
   const svc = parseService({ name: 'svc', ...policy });
   const client = new ServiceClient('svc', svc, setOf(n), clock, (e) => events.push(`${e.type} ${'endpoint' in e ? e.endpoint : ''}`), null);
@@ -267,6 +266,25 @@ test('the overall deadline ends a hanging attempt with SKEIN_E_UPSTREAM_TIMEOUT 
   assert.match(a.failure.message, /^no response from "svc" within 250 ms \(last: e\d at 10\.0\.0\.\d+:8080\)$/);
   assert.deepEqual(net.log.slice(-2), ['abandon', 'fail SKEIN_E_UPSTREAM_TIMEOUT']);
   assert.equal(a.failure.details.timeoutMs, 250);
+});
+
+test("a dropped 503 whose body stalls ends at the deadline's timer even when it fires before the clock reaches the deadline: no retry squeezed into the last ms", () => {
+  // Node's timers fire up to a ms early against the precise clock; a backoff of 0.25 ms "fits".
+  const clock = new ManualClock(1_700_000_000_000, { earlyMs: 0.5 });
+  const { net, call, c } = setup({ timeouts: { request: '500ms' }, retries: { statuses: [503], backoff: { base: '25ms', max: '250ms' } } }, 1, clock);
+  net.plan.set('e0', [{ kind: 'status', status: 503, bodyStalls: true, ms: 1 }, { kind: 'status', status: 503, bodyStalls: true, ms: 0.1 }]);
+  const k = call({}, () => 0.01);
+  k.start();
+  clock.advance(1);
+  assert.deepEqual(net.log, ['send e0', '503 e0 discard']);
+  clock.advance(499);
+  const a = net.answer as unknown as { failure: CallFailure };
+  assert.ok(a !== null && 'failure' in a, `the client gets the proxy's timeout, not a 503 whose body never ends (log: ${net.log.join(' | ')})`);
+  assert.equal(a.failure.code, 'SKEIN_E_UPSTREAM_TIMEOUT');
+  assert.equal(a.failure.message, 'no response from "svc" within 500 ms');
+  assert.equal(net.sent.length, 1, 'no second attempt');
+  assert.deepEqual(c.retries, ['status'], 'the retry was decided when the 503 came, then given up at the deadline');
+  assert.equal(k.done, true);
 });
 
 test('a per-try timeout retries on the other endpoint within the overall deadline', () => {

@@ -483,7 +483,7 @@ export class Call {
       return;
     }
     if (this.deadline > 0 && this.clock.now() + delay >= this.deadline) {
-      this.fail({ code: 'SKEIN_E_UPSTREAM_TIMEOUT', message: `no response from "${this.dest.service}" within ${this.req.timeoutMs} ms` });
+      this.timedOut();
       return;
     }
     if (delay > 0) {
@@ -525,7 +525,7 @@ export class Call {
       case St.Delay:
       case St.Backoff:
         if (this.deadline > 0 && this.clock.now() >= this.deadline) {
-          this.fail({ code: 'SKEIN_E_UPSTREAM_TIMEOUT', message: `no response from "${this.dest.service}" within ${this.req.timeoutMs} ms` });
+          this.timedOut();
           return;
         }
         this.attempt();
@@ -534,7 +534,11 @@ export class Call {
         // The dropped response's body did not end in time: give up on it, and retry if time is left.
         this.driver.abandon();
         this.endAttempt(this.evidence, `HTTP ${this.status} (its body did not end in time)`);
-        this.scheduleRetry(this.retryDelayMs);
+        // The overall deadline's timer is the deadline, whatever now() says: a Node timer may fire
+        // up to a ms before the precise clock reaches its time, and a retry squeezed into that ms
+        // would have its response head come after the deadline (delivered, body and all).
+        if (!this.perTry) this.timedOut();
+        else this.scheduleRetry(this.retryDelayMs);
         return;
       case St.Attempt: {
         // No response head in time: give up this attempt.
@@ -557,6 +561,11 @@ export class Call {
   }
 
   // ---- the end ----
+
+  /** The overall deadline passed with no response head to deliver. */
+  private timedOut(): void {
+    this.fail({ code: 'SKEIN_E_UPSTREAM_TIMEOUT', message: `no response from "${this.dest.service}" within ${this.req.timeoutMs} ms` });
+  }
 
   /** Leaves the service's in-flight count and stops the timer (once). */
   private release(): void {
