@@ -295,7 +295,7 @@ test('an operator intermediate that has expired: the control plane starts, and i
   const r = await issue(cp, token, { service: 'web', csr: (await csrFor()).csr });
   assert.deepEqual([r.status, r.headers.get('x-skein-error')], [503, 'SKEIN_E_CA_UNAVAILABLE']);
   assert.match(r.body.message, /expired at/);
-  assert.ok(cp.logs.some((l) => l.includes('the CA renewal listener is not started')));
+  assert.ok(cp.logs.some((l) => l.includes('the mTLS listener is not started')));
 
   // Bad CA files are refused at start with a sentence naming what is wrong.
   const wrongKey = await skein(['control', '--data-dir', 'none', '--http', '127.0.0.1:0', '--dns', 'off', '--ca-cert', join(d.path, 'inter.pem'), '--ca-key', join(d.path, 'inter.pem')]);

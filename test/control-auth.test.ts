@@ -301,7 +301,7 @@ describe('from another host (a network namespace)', { skip: canNetns ? false : '
     assert.equal(JSON.parse(write.body).message, 'PUT /v1/services/:service needs a token with scope "automation" or "admin": none was sent');
     const read = await fromNs('GET', `${far.http}/v1/services`);
     assert.equal(read.status, 401);
-    assert.equal(JSON.parse(read.body).message, 'GET /v1/services from beyond loopback needs a token with scope "read", "tap", "proxy", "automation" or "admin": none was sent');
+    assert.equal(JSON.parse(read.body).message, 'GET /v1/services from beyond loopback needs a token with scope "read", "tap", "proxy", "automation" or "admin", or a mesh certificate on the control plane\'s mTLS listener: none was sent');
     const mint = await api(far.http, 'POST', '/v1/tokens', { scope: 'read', name: 'dash' }, bearer(farAdmin));
     assert.equal(mint.status, 201);
     assert.equal((await fromNs('GET', `${far.http}/v1/services`, bearer(mint.body.token))).status, 200);

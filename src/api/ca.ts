@@ -21,7 +21,7 @@ export const CA_DEFAULTS = Object.freeze({
   maxLeafLifetimeMs: 90 * DAY,
   /** A leaf's NotBefore is this far before the moment it is issued (clock skew between hosts). */
   backdateMs: 20_000,
-  /** The control plane's serving certificate on the renewal listener, ms (capped at the issuer's expiry). */
+  /** The control plane's serving certificate on the mTLS listener, ms (capped at the issuer's expiry). */
   servingLifetimeMs: 30 * DAY,
   /** A join token's lifetime unless the request says `ttl`. */
   tokenTtlMs: 10 * 60_000,
@@ -165,7 +165,7 @@ export interface IssueManyResponse {
   certificates: IssuedCertificate[];
 }
 
-/** POST /v1/ca/renew on the renewal listener, authenticated by the current leaf over mTLS. */
+/** POST /v1/ca/renew on the mTLS listener, authenticated by the current leaf over mTLS. */
 export interface RenewRequest {
   csr: string;
 }
@@ -174,9 +174,9 @@ export interface RenewRequest {
 export interface CaInfo {
   trustDomain: string;
   roots: string[];
-  /** `https://HOST:PORT` of the renewal listener; "" when it is not running (the CA has no valid issuer). */
+  /** `https://HOST:PORT` of the mTLS listener; "" when it is not running (the CA has no valid issuer). */
   renewUrl: string;
-  /** The control plane's own SPIFFE ID, the URI SAN of the renewal listener's certificate. */
+  /** The control plane's own SPIFFE ID, the URI SAN of the mTLS listener's certificate. */
   identity: string;
   leafLifetimeMs: number;
   /** `root`: the fingerprint of the root the issuer chains to. A proxy whose leaf has another issuer renews at once. */
@@ -187,7 +187,7 @@ export interface CaInfo {
   pollMs: number;
 }
 
-/** The path of the renewal route on the renewal listener. */
+/** The path of the renewal route on the mTLS listener. */
 export const CA_RENEW_PATH = '/v1/ca/renew';
 
 /** What the CA reports through its one security-event hook (the audit log, metrics, the log). */

@@ -34,7 +34,7 @@ export function caControlOptions(cmd: Command): Command {
     .option('--ca-cert <file>', 'PEM certificate of an operator-supplied CA root or intermediate (default: a root generated once and kept in the data dir)')
     .option('--ca-key <file>', 'PEM private key (ECDSA P-256) of --ca-cert')
     .option('--ca-chain <file>', "PEM certificates from --ca-cert's issuer up to and including the root (for an intermediate)")
-    .option('--ca-listen <host:port>', 'listen address of the CA renewal listener (HTTPS, mTLS; default: the --http host, a port the OS picks)');
+    .option('--ca-listen <host:port>', 'listen address of the mTLS listener (HTTPS: renewal, and the API for proxies with their certificates; default: the --http host, a port the OS picks)');
 }
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g;

@@ -77,7 +77,7 @@ export function proxyCommand(): Command {
   return new Command('proxy')
     .description('run the proxy: outbound listeners that route by service, inbound listeners in front of local apps')
     .addOption(controlOption())
-    .addOption(new Option('--token <token>', 'control-plane token of scope "proxy" (see POST /v1/tokens), sent when the proxy announces itself').env(TOKEN_ENV))
+    .addOption(new Option('--token <token>', 'control-plane token of scope "proxy" (skein token create), sent when the proxy announces itself; not needed with --mtls strict or permissive: the proxy announces with its certificate').env(TOKEN_ENV))
     .option('--no-control', 'run without a control plane (inbound listeners only)')
     .option('--workload <spec>', 'a workload: name=N[,outbound=HOST:PORT][,inbound=HOST:PORT,app=HOST:PORT][,service=S] (repeatable)', repeat, [] as string[])
     .option('--outbound <host:port>', `shorthand for one workload named "default" with this outbound listener (default ${DEFAULT_OUTBOUND} when no --workload is given)`)
@@ -193,7 +193,7 @@ export function proxyCommand(): Command {
           throw e;
         }
         proxy.start();
-        const announcer = control === null || adminServer === null ? null : new Announcer({ controlUrl: control, id, admin: adminServer.address, workloads: () => proxy.workloadInfo(), logger, token: o.token ?? null });
+        const announcer = control === null || adminServer === null ? null : new Announcer({ controlUrl: control, id, admin: adminServer.address, workloads: () => proxy.workloadInfo(), logger, token: o.token ?? null, viaCertificate: () => proxy.controlCall() });
         announcer?.start();
         logger.info({ id, admin: adminServer?.address ?? null, control, workloads: proxy.workloadInfo(), tracing: traceUrl }, 'proxy ready');
         await new Promise<void>((resolve) => {

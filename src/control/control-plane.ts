@@ -29,7 +29,7 @@ import { loadOrCreateAdminToken, removeLocalToken, writeLocalToken } from './aut
 import { CA_DEFAULTS, type SecurityEvent } from '../api/ca.js';
 import { trustDomainFor } from '../identity/spiffe.js';
 import { CertificateAuthority, rotationMeshEvent, type OperatorCa } from './ca/ca.js';
-import { startRenewServer, type RenewServer } from './ca/renew-server.js';
+import { startMtlsListener, type MtlsListener } from './ca/mtls-listener.js';
 import { caRoutes, type CaAuthorize } from './api/ca.js';
 import { caAuditRecord, type AuditSink } from '../api/audit.js';
 import { accessAuditRecords, observeAccess } from './auth/access.js';
@@ -69,7 +69,7 @@ export interface ControlPlaneOptions {
   leafLifetimeMs?: number;
   /** An operator-supplied CA root or intermediate (PEMs); unset: generated once and kept in the store. */
   caIssuer?: OperatorCa;
-  /** The CA's renewal listener (HTTPS, mTLS). Default: the HTTP API's host, a port the OS picks. */
+  /** The mTLS listener (HTTPS; the API for certificate holders: renewal, proxies' announcements). Default: the HTTP API's host, a port the OS picks. */
   caListen?: HostPort;
   /** Where the CA's security events go besides the log, metrics and the audit log. */
   onSecurityEvent?: (e: SecurityEvent) => void;
@@ -91,7 +91,7 @@ export interface ControlPlane {
   /** The mesh event feed (GET /v1/events, the dashboard): health, ejections, breakers, scaling. */
   readonly events: MeshEvents;
   readonly ca: CertificateAuthority;
-  /** `https://HOST:PORT` of the CA's renewal listener; null when it could not start (no valid issuer). */
+  /** `https://HOST:PORT` of the mTLS listener; null when it could not start (no valid issuer). */
   readonly renewUrl: string | null;
   readonly url: string;
   /** The admin token (docs/security.md#control-plane-tokens). */
@@ -196,7 +196,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       dns: dnsAddr === null ? null : formatHostPort(dnsAddr.host, dnsAddr.port),
       domain: opts.domain ?? DNS_DEFAULTS.domain,
     }),
-  }, { tokens });
+  }, { tokens, trustDomain: ca.trustDomain });
   if (audit !== null) {
     observeAccess(app, (e) => {
       for (const r of accessAuditRecords(e, clock.now(), registry.revision)) audit.write(r);
@@ -218,8 +218,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   signals.routes(app);
   meshEventsRoute(app, { registry, store: signals.store, events: signals.events });
   tapRoutes(app, { proxies, knownService: (s) => knownService({ registry, store: signals.store }, s) });
-  let renewServer: RenewServer | null = null;
-  caRoutes(app, { ca, renewUrl: () => renewServer?.url ?? null, proxies: () => proxies.list(), ...(opts.caAuthorize === undefined ? {} : { authorize: opts.caAuthorize }) });
+  let mtlsListener: MtlsListener | null = null;
+  caRoutes(app, { ca, renewUrl: () => mtlsListener?.url ?? null, proxies: () => proxies.list(), ...(opts.caAuthorize === undefined ? {} : { authorize: opts.caAuthorize }) });
   dashboardRoutes(app, opts.dashboardRoot === undefined ? {} : { root: opts.dashboardRoot });
   opts.routes?.(app);
   let httpAddr: HostPort = opts.http;
@@ -234,7 +234,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     health.stop();
     publisher.close();
     await app.close();
-    await renewServer?.close();
+    await mtlsListener?.close();
     await dnsServer?.stop();
     await store.close();
   };
@@ -279,13 +279,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   }
   const caListen = opts.caListen ?? { host: httpAddr.host, port: 0 };
   try {
-    renewServer = await startRenewServer({ ca, listen: caListen, clock, logger: logger.child({ component: 'ca' }) });
+    mtlsListener = await startMtlsListener({ ca, listen: caListen, clock, logger: logger.child({ component: 'ca' }), handler: (req, res) => app.routing(req, res) });
   } catch (e) {
     if ((e as SkeinError).code !== 'SKEIN_E_CA_UNAVAILABLE') {
       await close();
-      throw listenError(e, 'the CA renewal listener', caListen);
+      throw listenError(e, 'the mTLS listener', caListen);
     }
-    logger.error({ err: e }, 'the CA renewal listener is not started: the CA has no valid issuer');
+    logger.error({ err: e }, 'the mTLS listener is not started: the CA has no valid issuer (proxies cannot renew, nor authenticate with their certificates)');
   }
   health.start();
   signals.start();
@@ -294,5 +294,5 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     void close().finally(() => process.exit(1));
   };
   const url = `http://${formatHostPort(httpAddr.host, httpAddr.port)}`;
-  return { http: httpAddr, dns: dnsAddr, registry, proxies, events: signals.events, ca, renewUrl: renewServer?.url ?? null, url, adminToken: admin.token, adminTokenFile: admin.path, localTokenFile, tokens, close };
+  return { http: httpAddr, dns: dnsAddr, registry, proxies, events: signals.events, ca, renewUrl: mtlsListener?.url ?? null, url, adminToken: admin.token, adminTokenFile: admin.path, localTokenFile, tokens, close };
 }

@@ -9,6 +9,7 @@ import type { Clock } from '../core/clock.js';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { query } from './server.js';
+import { principalOf } from './auth/access.js';
 
 import { PROXY_ID } from '../api/names.js';
 import type { WorkloadTls } from '../api/ca.js';
@@ -37,6 +38,11 @@ export interface KnownProxy {
   readonly admin: string;
   readonly workloads: readonly ProxyWorkload[];
   readonly lastSeen: number;
+  /**
+   * The credential of its last announcement: a token's name, or the SPIFFE ID of the mesh
+   * certificate it announced with (on the mTLS listener); null when nothing was asked.
+   */
+  readonly announcedBy: string | null;
 }
 
 function fail(message: string, field: string): never {
@@ -100,11 +106,11 @@ export class ProxyDirectory {
     private readonly ttlMs = PROXY_TTL_MS,
   ) {}
 
-  put(id: string, a: { admin: string; workloads: ProxyWorkload[] }): KnownProxy {
+  put(id: string, a: { admin: string; workloads: ProxyWorkload[] }, announcedBy: string | null = null): KnownProxy {
     if (!PROXY_ID.test(id)) fail(`proxy id "${id.slice(0, 140)}" must match ${PROXY_ID.source}`, 'id');
     this.expire();
     if (!this.proxies.has(id) && this.proxies.size >= MAX_PROXIES) throw new SkeinError('SKEIN_E_VALIDATION', `the control plane knows ${MAX_PROXIES} proxies already`, { field: 'id' });
-    const p: KnownProxy = Object.freeze({ id, admin: a.admin, workloads: Object.freeze(a.workloads.map((w) => Object.freeze(w))), lastSeen: this.clock.now() });
+    const p: KnownProxy = Object.freeze({ id, admin: a.admin, workloads: Object.freeze(a.workloads.map((w) => Object.freeze(w))), lastSeen: this.clock.now(), announcedBy });
     this.proxies.set(id, p);
     return p;
   }
@@ -148,7 +154,7 @@ export function proxyRoutes(app: FastifyInstance, dir: ProxyDirectory, self: () 
   });
   app.put<{ Params: { id: string } }>('/v1/proxies/:id', async (req) => {
     query(req, []);
-    return { proxy: wire(dir.put(req.params.id, parseAnnouncement(req.body))), renewEveryMs: ANNOUNCE_EVERY_MS, ttlMs: PROXY_TTL_MS };
+    return { proxy: wire(dir.put(req.params.id, parseAnnouncement(req.body), principalOf(req)?.name ?? null)), renewEveryMs: ANNOUNCE_EVERY_MS, ttlMs: PROXY_TTL_MS };
   });
   app.delete<{ Params: { id: string } }>('/v1/proxies/:id', async (req) => {
     query(req, []);

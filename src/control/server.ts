@@ -31,6 +31,8 @@ export { query, serviceParam } from './api/params.js';
 /** What the API authenticates callers with. */
 export interface ApiAuth {
   readonly tokens: TokenStore;
+  /** The mesh's trust domain: its certificates are credentials on the mTLS listener (access.ts). */
+  readonly trustDomain?: string;
 }
 
 /** `auth` left out: no token is known, so every write is refused (what a unit test of reads wants). */
@@ -78,7 +80,7 @@ export function createApiServer(deps: ApiDeps, auth: ApiAuth = { tokens: TokenSt
   });
   hostGuard(app);
   // Every route registered anywhere (plugins below, control-plane.ts, skein up's) is behind it.
-  accessControl(app, { tokens: auth.tokens, logger: deps.logger });
+  accessControl(app, { tokens: auth.tokens, logger: deps.logger, ...(auth.trustDomain === undefined ? {} : { trustDomain: auth.trustDomain }) });
   void app.register(tokenRoutes, { tokens: auth.tokens, logger: deps.logger });
 
   void app.register(healthRoutes, deps);

@@ -56,7 +56,7 @@ export const ERROR_CODES = {
   SKEIN_E_JOIN_TOKEN_USED: { status: 401, text: 'The join token was already spent: a join token is used once.' },
   SKEIN_E_JOIN_TOKEN_EXPIRED: { status: 401, text: 'The join token is past its TTL.' },
   SKEIN_E_JOIN_TOKEN_SERVICE: { status: 403, text: 'The join token is not bound to the service a certificate was asked for.' },
-  SKEIN_E_CLIENT_CERT_REQUIRED: { status: 401, text: 'A renewal was asked for without a client certificate on the mTLS connection.' },
+  SKEIN_E_CLIENT_CERT_REQUIRED: { status: 401, text: "A renewal was asked for without a client certificate, or not on the control plane's mTLS listener." },
   SKEIN_E_CLIENT_CERT_REFUSED: { status: 401, text: "The client certificate of a renewal does not chain to the mesh's roots, is expired, or names no valid workload identity." },
   // Authorization (issue 13, section 3).
   SKEIN_E_UNKNOWN_POLICY: { status: 404, text: 'The service has no authorization policy of that name.' },

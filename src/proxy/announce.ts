@@ -5,9 +5,13 @@
  * With mTLS each workload's `tls` (the roots it trusts, the root its leaf chains to) goes along,
  * and a change of it is announced within a second, not at the next interval: root rotation's
  * steps wait on it.
+ *
+ * Once the proxy holds a mesh certificate, it announces with it, over the control plane's mTLS
+ * listener (`viaCertificate`); before that (or with mTLS off) over the HTTP API with its token.
  */
 import type { Logger } from 'pino';
 import type { WorkloadInfo } from './proxy.js';
+import type { ControlAnswer, ControlCall } from './tls/identities.js';
 
 export interface AnnouncerOptions {
   readonly controlUrl: string;
@@ -17,6 +21,8 @@ export interface AnnouncerOptions {
   readonly workloads: () => readonly WorkloadInfo[];
   /** A control-plane token of scope "proxy" (or admin), sent as `authorization: Bearer`; null: none. */
   readonly token?: string | null;
+  /** The API over the mTLS listener with a certificate the proxy holds; null while it holds none. */
+  readonly viaCertificate?: () => ControlCall | null;
   readonly everyMs?: number;
   readonly logger?: Logger;
 }
@@ -30,9 +36,23 @@ export class Announcer {
   private failing = false;
 
   private readonly auth: Record<string, string>;
+  private readonly path: string;
+  /** How the last announcement that went through was authenticated. */
+  via: 'token' | 'certificate' | null = null;
 
   constructor(private readonly o: AnnouncerOptions) {
-    this.auth = o.token === undefined || o.token === null ? {} : { authorization: `Bearer ${o.token}` };
+    this.auth = o.token === undefined || o.token === null || o.token === '' ? {} : { authorization: `Bearer ${o.token}` };
+    this.path = `/v1/proxies/${encodeURIComponent(o.id)}`;
+  }
+
+  private async overHttp(method: string, body: unknown, signal: AbortSignal): Promise<ControlAnswer> {
+    const res = await fetch(`${this.o.controlUrl}${this.path}`, {
+      method,
+      headers: body === undefined ? this.auth : { 'content-type': 'application/json', ...this.auth },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal,
+    });
+    return { status: res.status, text: await res.text() };
   }
 
   start(): void {
@@ -57,20 +77,20 @@ export class Announcer {
     const t = setTimeout(() => ac.abort(), 5000);
     const workloads = this.o.workloads();
     const tls = this.tlsOf(workloads);
+    const body = {
+      admin: this.o.admin,
+      workloads: workloads.map((w) => ({ name: w.name, service: w.service, inbound: w.inbound, outbound: w.outbound, ...(w.tls == null ? {} : { tls: w.tls }) })),
+    };
     try {
-      const res = await fetch(`${this.o.controlUrl}/v1/proxies/${encodeURIComponent(this.o.id)}`, {
-        method: 'PUT',
-        headers: { 'content-type': 'application/json', ...this.auth },
-        body: JSON.stringify({
-          admin: this.o.admin,
-          workloads: workloads.map((w) => ({ name: w.name, service: w.service, inbound: w.inbound, outbound: w.outbound, ...(w.tls == null ? {} : { tls: w.tls }) })),
-        }),
-        signal: ac.signal,
-      });
-      const text = await res.text();
-      if (res.status === 401 || res.status === 403) throw new Error(`${res.status} ${text.slice(0, 300)} (give the proxy a token of scope "proxy": --token or SKEIN_TOKEN)`);
-      if (!res.ok) throw new Error(`${res.status} ${text.slice(0, 300)}`);
-      if (this.failing) this.o.logger?.info({ control: this.o.controlUrl }, 'announced to the control plane again');
+      const cert = this.o.viaCertificate?.() ?? null;
+      const res = cert === null ? await this.overHttp('PUT', body, ac.signal) : await cert('PUT', this.path, body);
+      if (res.status === 401 || res.status === 403) {
+        const hint = cert === null ? ' (give the proxy a token of scope "proxy": --token or SKEIN_TOKEN; or mTLS and a join token, and it announces with its certificate)' : ' (with its mesh certificate)';
+        throw new Error(`${res.status} ${res.text.slice(0, 300)}${hint}`);
+      }
+      if (res.status < 200 || res.status > 299) throw new Error(`${res.status} ${res.text.slice(0, 300)}`);
+      this.via = cert === null ? 'token' : 'certificate';
+      if (this.failing) this.o.logger?.info({ control: this.o.controlUrl, via: this.via }, 'announced to the control plane again');
       this.failing = false;
       this.lastTls = tls;
       return true;
@@ -92,7 +112,9 @@ export class Announcer {
     this.watcher = null;
     this.inFlight?.abort();
     try {
-      await fetch(`${this.o.controlUrl}/v1/proxies/${encodeURIComponent(this.o.id)}`, { method: 'DELETE', headers: this.auth, signal: AbortSignal.timeout(1000) });
+      const cert = this.o.viaCertificate?.() ?? null;
+      const gone = cert === null ? this.overHttp('DELETE', undefined, AbortSignal.timeout(1000)) : cert('DELETE', this.path);
+      await Promise.race([gone, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
     } catch {
       /* the control plane forgets it after the TTL */
     }

@@ -50,7 +50,7 @@ import { ServiceAuthz } from '../engine/authorization.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { Refusal } from '../engine/service-client.js';
 import { randomBytes } from 'node:crypto';
-import { Identities, type CertificateSource, type IdentityEvent } from './tls/identities.js';
+import { Identities, type CertificateSource, type ControlCall, type IdentityEvent } from './tls/identities.js';
 import { InboundTlsServer, type InboundTls, type PeerIdentity } from './tls/inbound.js';
 import { OutboundTls, type UpstreamTls } from './tls/outbound.js';
 
@@ -413,6 +413,18 @@ export class Proxy {
       },
       onAccepted: (kind) => this.metrics.inboundConnection(kind),
     };
+  }
+
+  /**
+   * The control plane's API authenticated by a certificate the proxy holds (over its mTLS
+   * listener), for the proxy's own calls (its announcements); null while it holds none.
+   */
+  controlCall(): ControlCall | null {
+    const ids = this.identities;
+    const source = ids?.source;
+    const current = ids?.list()[0];
+    if (source?.request === undefined || current === undefined) return null;
+    return (method, path, body) => (source.request as NonNullable<CertificateSource['request']>)(current, method, path, body);
   }
 
   /**

@@ -2,15 +2,17 @@
  * The CA on the HTTP API: GET /v1/ca (public: trust domain, roots, renew URL), POST
  * /v1/ca/tokens (mint a join token; a write: `authorize` decides), POST /v1/ca/certificates
  * (leaves for a proxy's services, with a join token), GET /v1/ca/rotation and POST
- * /v1/ca/rotate (root rotation steps; a write: admin, and `authorize`). Renewal is on the CA's own mTLS listener
- * (control/ca/renew-server.ts). docs/security.md describes the routes.
+ * /v1/ca/rotate (root rotation steps; a write: admin, and `authorize`), POST /v1/ca/renew (a new
+ * leaf for the identity of the client certificate: only on the mTLS listener,
+ * control/ca/mtls-listener.ts). docs/security.md describes the routes.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { CA_DEFAULTS, ROTATION_STEPS, type CertificateRequest, type IssuedCertificate, type MintTokenResponse, type RotationStep } from '../../api/ca.js';
+import { CA_DEFAULTS, CA_RENEW_PATH, ROTATION_STEPS, type CertificateRequest, type IssuedCertificate, type MintTokenResponse, type RotationStep } from '../../api/ca.js';
 import { DNS_LABEL_PATTERN, PROXY_ID, patternMessage } from '../../api/names.js';
 import { formatDuration, parseDuration } from '../../core/duration.js';
 import { SkeinError, isSkeinError } from '../../core/errors.js';
 import type { CertificateAuthority, OperatorCa } from '../ca/ca.js';
+import { clientIdentity } from '../ca/client-cert.js';
 import { proxyDirectoryOf, type KnownProxy } from '../proxies.js';
 import type { TokenClaim } from '../ca/tokens.js';
 import { query } from './params.js';
@@ -27,7 +29,7 @@ export type CaAuthorize = (req: FastifyRequest, action: CaAction) => void | Prom
 
 export interface CaRoutesOptions {
   ca: CertificateAuthority;
-  /** The renewal listener's URL, once it listens (null: none, e.g. while the issuer is invalid). */
+  /** The mTLS listener's URL, once it listens (null: none, e.g. while the issuer is invalid). */
   renewUrl: () => string | null;
   authorize?: CaAuthorize;
   /** The announced proxies (rotation preconditions). Default: the directory `proxyRoutes` registered on the app. */
@@ -112,6 +114,13 @@ export function parseRotateRequest(body: unknown): { step: RotationStep; force: 
   return { step: step as RotationStep, force: b['force'] === true, operator };
 }
 
+/** Checks a POST /v1/ca/renew body. */
+function parseRenewBody(body: unknown): string {
+  const b = objectBody(body, ['csr']);
+  if (typeof b['csr'] !== 'string') fail('csr must be a PEM certificate request (a string)', 'csr');
+  return b['csr'];
+}
+
 /** The join token of `authorization: Bearer <token>`. */
 function bearer(req: FastifyRequest): string {
   const h = req.headers.authorization;
@@ -182,6 +191,24 @@ export function caRoutes(app: FastifyInstance, o: CaRoutesOptions): void {
         const proxy = claim?.record.proxy;
         ca.refused(stage === 'token' ? 'token-refused' : 'certificate-refused', e, { kind: 'join', source: req.ip, ...(proxy === undefined ? {} : { proxy }), ...(claim === null ? {} : { token: claim.id }) });
       }
+      throw e;
+    }
+  });
+
+  app.post(CA_RENEW_PATH, async (req, reply) => {
+    query(req, []);
+    const source = req.ip;
+    let identity: string | undefined;
+    try {
+      const id = clientIdentity(req.raw.socket, ca.trustDomain, 'renewal');
+      identity = id.uri;
+      const csr = parseRenewBody(req.body);
+      ca.assertCanIssue();
+      const leaf = await ca.issue(identity, csr);
+      ca.securityEvent({ type: 'certificate-renewed', kind: 'renew', identity, serial: leaf.serial, notAfter: leaf.notAfter.toISOString(), source });
+      return reply.code(201).header('cache-control', 'no-store').send(ca.wire(leaf, id.service ?? undefined));
+    } catch (e) {
+      if (isSkeinError(e)) ca.refused('certificate-refused', e, { kind: 'renew', ...(identity === undefined ? {} : { identity }), source });
       throw e;
     }
   });

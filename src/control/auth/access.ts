@@ -11,7 +11,10 @@
  *
  * The token comes in `authorization: Bearer <token>`; for reads also in the dashboard's cookie
  * (a browser's EventSource cannot set headers; a cookie never authorizes a write, so a page of
- * another site cannot make the browser write with it).
+ * another site cannot make the browser write with it). On the mTLS listener a request without a
+ * token may present a mesh certificate instead: a verified leaf of the mesh is a principal of
+ * scope "proxy" bound to its workload's service (certificatePrincipal), so a proxy that holds a
+ * certificate needs no API token to announce itself or register its service's instances.
  *
  * What the hook decided is also what the audit log gets (observeAccess): each refusal, and each
  * accepted write with the token that made it, once its response is sent (so with its status).
@@ -22,6 +25,8 @@ import { ADMIN_TOKEN_NAME, TOKEN_COOKIE, scopeList, type TokenScope } from '../.
 import { auditRecord, type AuditRecord } from '../../api/audit.js';
 import { SkeinError } from '../../core/errors.js';
 import { isLoopbackAddress } from '../../core/loopback-host.js';
+import type { SpiffeId } from '../../identity/spiffe.js';
+import { clientIdentity, presentedCertificate } from '../ca/client-cert.js';
 import type { Principal, TokenStore } from './tokens.js';
 
 /** What a request needs. */
@@ -58,7 +63,13 @@ export const WRITE_ACCESS: readonly WriteRule[] = Object.freeze([
   { method: 'PUT', route: '/v1/proxies/:', scopes: ['proxy'] },
   { method: 'DELETE', route: '/v1/proxies/:', scopes: ['proxy'] },
   { method: 'POST', route: '/v1/ca/certificates', byRoute: 'a join token, checked by the CA' },
+  { method: 'POST', route: '/v1/ca/renew', byRoute: 'the client certificate being renewed, checked by the CA' },
 ]);
+
+/** The principal a verified mesh certificate is: scope "proxy", bound to its workload's service. */
+export function certificatePrincipal(id: SpiffeId): Principal {
+  return { name: id.uri, scope: 'proxy', services: id.service === null ? [] : [id.service] };
+}
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
 /** Every scope may read; "read" is named first as the one to mint for it. */
@@ -95,12 +106,17 @@ export function accessFor(method: string, route: string | undefined, params: Rec
   return { kind: 'token', scopes: rule.scopes ?? [], what, ...(service === undefined ? {} : { service }) };
 }
 
+/** `the token "ci"`, or `the mesh certificate of spiffe://...` (a token's name is a DNS label: never a SPIFFE ID). */
+function credentialOf(p: Principal, kind = ''): string {
+  return p.name.startsWith('spiffe://') ? `the mesh certificate of ${p.name}` : `the ${kind}token "${p.name}"`;
+}
+
 /** Null when `p` may do what `a` needs; otherwise why not. */
 export function refusal(p: Principal, a: Access & { kind: 'token' }): string | null {
   if (p.scope === 'admin') return null;
-  if (!a.scopes.includes(p.scope)) return `the token "${p.name}" has scope "${p.scope}"; ${a.what} needs a token with scope ${scopeList([...a.scopes, 'admin'])}`;
+  if (!a.scopes.includes(p.scope)) return `${credentialOf(p)} has scope "${p.scope}"; ${a.what} needs a token with scope ${scopeList([...a.scopes, 'admin'])}`;
   if (p.scope === 'proxy' && a.service !== undefined && !(p.services ?? []).includes(a.service)) {
-    return `the proxy token "${p.name}" may change instances of ${(p.services ?? []).map((s) => `"${s}"`).join(', ')} only, not of "${a.service}"`;
+    return `${credentialOf(p, 'proxy ')} may change instances of ${(p.services ?? []).map((s) => `"${s}"`).join(', ')} only, not of "${a.service}"`;
   }
   return null;
 }
@@ -147,6 +163,12 @@ export interface AccessEvent {
 }
 
 const outcomes = new WeakMap<FastifyRequest, AccessOutcome>();
+const principals = new WeakMap<FastifyRequest, Principal>();
+
+/** Who the access hook found behind a request that needed a credential (null: none was needed, or no hook). */
+export function principalOf(req: FastifyRequest): Principal | null {
+  return principals.get(req) ?? null;
+}
 
 /**
  * Reports, after each response, what the access hook decided: refusals, and writes other than
@@ -200,6 +222,22 @@ export function accessAuditRecords(e: AccessEvent, now: number, revision: number
 export interface AccessControlOptions {
   readonly tokens: TokenStore;
   readonly logger: Logger;
+  /** The mesh's trust domain: a certificate of it on the mTLS listener is a credential. Undefined: certificates are not. */
+  readonly trustDomain?: string;
+}
+
+type Verified = { readonly ok: true; readonly principal: Principal } | { readonly ok: false; readonly reason: string };
+
+/** The credential a request presents: its bearer token, else (on the mTLS listener) its mesh certificate; null: none. */
+function credential(req: FastifyRequest, o: AccessControlOptions, what: string): Verified | null | '' {
+  const token = presentedToken(req);
+  if (token !== null) return token === '' ? '' : o.tokens.verify(token);
+  if (o.trustDomain === undefined || !presentedCertificate(req.raw.socket)) return null;
+  try {
+    return { ok: true, principal: certificatePrincipal(clientIdentity(req.raw.socket, o.trustDomain, what)) };
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message };
+  }
 }
 
 /** Adds the hook. Refusals: 401 SKEIN_E_UNAUTHENTICATED (no or unknown token), 403 SKEIN_E_FORBIDDEN (wrong scope). */
@@ -209,21 +247,22 @@ export function accessControl(app: FastifyInstance, o: AccessControlOptions): vo
     if (a.kind !== 'token') return;
     const scopes = [...a.scopes, 'admin'] as TokenScope[];
     const details = { scopes };
-    const token = presentedToken(req);
+    const v = credential(req, o, a.what);
     const path = req.url.split('?')[0];
-    if (token === null || token === '') {
+    // A proxy's certificate stands for a proxy token (on the mTLS listener): say so where it would do.
+    const orCert = o.trustDomain !== undefined && a.scopes.includes('proxy') ? ", or a mesh certificate on the control plane's mTLS listener" : '';
+    if (v === null || v === '') {
       reply.header('www-authenticate', `Bearer realm="skein", scope="${scopes.join(' ')}"`);
       o.logger.warn({ method: req.method, path, from: req.socket.remoteAddress, needs: scopes }, 'request refused: no token');
-      const sent = token === '' ? 'the authorization header is not "Bearer <token>"' : 'none was sent';
-      const message = `${a.what} needs a token with scope ${scopeList(scopes)}: ${sent}`;
+      const sent = v === '' ? 'the authorization header is not "Bearer <token>"' : 'none was sent';
+      const message = `${a.what} needs a token with scope ${scopeList(scopes)}${orCert}: ${sent}`;
       outcomes.set(req, { kind: 'refused', code: 'SKEIN_E_UNAUTHENTICATED', reason: message, token: null });
       throw new SkeinError('SKEIN_E_UNAUTHENTICATED', message, { details });
     }
-    const v = o.tokens.verify(token);
     if (!v.ok) {
       reply.header('www-authenticate', `Bearer realm="skein", error="invalid_token", scope="${scopes.join(' ')}"`);
       o.logger.warn({ method: req.method, path, from: req.socket.remoteAddress, needs: scopes, reason: v.reason }, 'request refused: bad token');
-      const message = `${a.what} needs a token with scope ${scopeList(scopes)}: ${v.reason}`;
+      const message = `${a.what} needs a token with scope ${scopeList(scopes)}${orCert}: ${v.reason}`;
       outcomes.set(req, { kind: 'refused', code: 'SKEIN_E_UNAUTHENTICATED', reason: message, token: null });
       throw new SkeinError('SKEIN_E_UNAUTHENTICATED', message, { details });
     }
@@ -233,6 +272,7 @@ export function accessControl(app: FastifyInstance, o: AccessControlOptions): vo
       outcomes.set(req, { kind: 'refused', code: 'SKEIN_E_FORBIDDEN', reason: why, token: v.principal });
       throw new SkeinError('SKEIN_E_FORBIDDEN', why, { details });
     }
+    principals.set(req, v.principal);
     if (!READ_METHODS.has(req.method)) {
       // Who changed what (heartbeats are routine: debug; they and announcements are not audited).
       if (!routine(req.method, req.routeOptions.url)) outcomes.set(req, { kind: 'write', token: v.principal });

@@ -11,7 +11,7 @@
  * Root rotation (rotation.ts) changes the trust bundle and the issuer while the CA runs: `add`
  * keeps the new authority under `ca/rotation`, `switch` moves it to `ca/root` and `ca/issuer`
  * (keeping the old root in the bundle), `remove` drops the old root; each in one store commit, so
- * a restart mid-rotation continues where it was. Subscribers (`subscribe`: the renewal listener,
+ * a restart mid-rotation continues where it was. Subscribers (`subscribe`: the mTLS listener,
  * the mesh event feed) hear each change.
  *
  * Every certificate issued, renewed or refused, every join token minted, used or refused, and
@@ -353,7 +353,7 @@ export class CertificateAuthority {
     return workloadId(this.trustDomain, DEFAULT_NAMESPACE, service);
   }
 
-  /** The control plane's own SPIFFE ID (its renewal listener's certificate). */
+  /** The control plane's own SPIFFE ID (its mTLS listener's certificate). */
   get controlIdentity(): string {
     return workloadId(this.trustDomain, CA_DEFAULTS.controlNamespace, CA_DEFAULTS.controlService);
   }

@@ -1,15 +1,16 @@
 /**
  * The proxy's side of the mesh CA (the control plane's /v1/ca API, docs/security.md): first
- * certificates with a join token over the control plane's HTTP API, renewals over mTLS on the
- * CA's renewal listener, authenticated by the certificate being renewed. The renewal listener
- * must present the control plane's own SPIFFE ID, checked like any peer (peer.ts).
+ * certificates with a join token over the control plane's HTTP API; then, over the control
+ * plane's mTLS listener with a certificate the proxy holds as its credential, renewals (of that
+ * certificate) and any other API call (`request`: the proxy's announcements). The listener must
+ * present the control plane's own SPIFFE ID, checked like any peer (peer.ts).
  */
 import { request } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { CA_RENEW_PATH, type CaInfo, type IssuedCertificate, type IssueManyResponse } from '../../api/ca.js';
 import { parseSpiffeId } from '../../identity/spiffe.js';
 import { checkPeer } from './peer.js';
-import { pemBundle, type CertificateSource, type Credential } from './identities.js';
+import { pemBundle, type CertificateSource, type ControlAnswer, type Credential } from './identities.js';
 
 export interface ControlCaOptions {
   readonly controlUrl: string;
@@ -62,15 +63,31 @@ export class ControlCa implements CertificateSource {
   }
 
   async renew(current: Credential, csr: string): Promise<IssuedCertificate> {
+    const res = await this.request(current, 'POST', CA_RENEW_PATH, { csr });
+    if (res.status !== 201) throw new Error(`the mesh CA refused the renewal: HTTP ${res.status}: ${res.text.slice(0, 400)}`);
+    try {
+      return JSON.parse(res.text) as IssuedCertificate;
+    } catch (e) {
+      throw new Error(`the mesh CA's renewal answer is not JSON: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /**
+   * A call to the control plane's API over its mTLS listener, authenticated by `current` (the
+   * client certificate). Rejects when the listener is not there, is not the mesh's control plane,
+   * or does not answer in time; an HTTP error is an answer (its status and text).
+   */
+  async request(current: Credential, method: string, path: string, body?: unknown): Promise<ControlAnswer> {
     const info = await this.info();
-    const url = new URL(CA_RENEW_PATH, info.renewUrl);
-    const body = JSON.stringify({ csr });
+    if (info.renewUrl === '') throw new Error("the control plane's mTLS listener is not running (its CA has no valid issuer)");
+    const url = new URL(path, info.renewUrl);
+    const payload = body === undefined ? null : JSON.stringify(body);
     const trustDomain = parseSpiffeId(info.identity).trustDomain;
-    return await new Promise<IssuedCertificate>((resolve, reject) => {
+    return await new Promise((resolve, reject) => {
       const req = request(
         url,
         {
-          method: 'POST',
+          method,
           key: current.keyPem,
           cert: pemBundle([current.certPem, ...current.chainPem]),
           ca: [...current.roots],
@@ -79,36 +96,25 @@ export class ControlCa implements CertificateSource {
           checkServerIdentity: () => undefined,
           agent: false,
           timeout: this.timeoutMs,
-          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+          headers: payload === null ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
         },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('error', reject);
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            if (res.statusCode !== 200 && res.statusCode !== 201) {
-              reject(new Error(`the mesh CA refused the renewal: HTTP ${res.statusCode}: ${text.slice(0, 400)}`));
-              return;
-            }
-            try {
-              resolve(JSON.parse(text) as IssuedCertificate);
-            } catch (e) {
-              reject(new Error(`the mesh CA's renewal answer is not JSON: ${(e as Error).message}`));
-            }
-          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
         },
       );
       req.on('socket', (s) => {
         (s as TLSSocket).once('secureConnect', () => {
-          // The CA must be the control plane of this trust domain, or its answer is not taken.
+          // The listener must be the control plane of this trust domain, or its answer is not taken.
           const check = checkPeer(s as TLSSocket, trustDomain, info.identity);
-          if (!check.ok) req.destroy(new Error(`the renewal listener at ${url.host} is not the mesh CA: ${check.detail}`));
+          if (!check.ok) req.destroy(new Error(`the mTLS listener at ${url.host} is not the mesh's control plane: ${check.detail}`));
         });
       });
-      req.on('timeout', () => req.destroy(new Error(`no answer from the mesh CA at ${url.host} within ${this.timeoutMs} ms`)));
+      req.on('timeout', () => req.destroy(new Error(`no answer from the control plane's mTLS listener at ${url.host} within ${this.timeoutMs} ms`)));
       req.on('error', reject);
-      req.end(body);
+      req.end(payload ?? undefined);
     });
   }
 }

@@ -39,7 +39,18 @@ export interface CertificateSource {
   renew(current: Credential, csr: string): Promise<IssuedCertificate>;
   /** GET /v1/ca, asked again (the trust bundle and the current issuer); absent: no trust polling. */
   info?(fresh: boolean): Promise<CaInfo>;
+  /** A call to the control plane's API authenticated by `current` (its mTLS listener); absent: none. */
+  request?(current: Credential, method: string, path: string, body?: unknown): Promise<ControlAnswer>;
 }
+
+/** The control plane's answer to a call: its status and text. */
+export interface ControlAnswer {
+  readonly status: number;
+  readonly text: string;
+}
+
+/** A call to the control plane's API (method, path, JSON body); rejects when there is no answer. */
+export type ControlCall = (method: string, path: string, body?: unknown) => Promise<ControlAnswer>;
 
 /** One identity the proxy holds: key, certificate and the TLS context built from them. */
 export interface Credential {
@@ -145,6 +156,11 @@ export class Identities {
   }
 
   /** The session-ticket keys of every context (servers resume sessions across renewals, not across a root removal). */
+  /** Where certificates come from (the control plane's CA). */
+  get source(): CertificateSource {
+    return this.o.source;
+  }
+
   get ticketKeys(): Buffer {
     return this.keys;
   }
