@@ -7,6 +7,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { request } from 'node:https';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -32,12 +33,14 @@ interface Reply {
 }
 
 /** A call on the mTLS listener, presenting `client` (or no certificate). */
-function overMtls(method: string, path: string, client: { key: string; cert: string } | null, body?: unknown): Promise<Reply> {
+function overMtls(method: string, path: string, client: { key: string; cert: string } | null, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> {
   const u = new URL(info.renewUrl);
   const payload = body === undefined ? null : JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: u.hostname, port: u.port, path, method, ca: info.roots, ...(client ?? {}), agent: false, headers: payload === null ? {} : { 'content-type': 'application/json' } },
+      { host: u.hostname, port: u.port, path, method, ca: info.roots, ...(client ?? {}), agent: false,
+        // The Host of another name: the server's certificate is still checked against the roots.
+        ...(headers['host'] === undefined ? {} : { servername: 'localhost' }), headers: { ...headers, ...(payload === null ? {} : { 'content-type': 'application/json' }) } },
       (res) => {
         let text = '';
         res.setEncoding('utf8');
@@ -130,6 +133,23 @@ describe("the control plane's mTLS listener: a mesh certificate is a proxy's cre
     const read = await overMtls('GET', '/v1/ca', null);
     assert.equal(read.status, 200);
     assert.equal(read.body.renewUrl, info.renewUrl);
+    // A proxy of another host names the listener by its address: no DNS-rebinding guard over TLS
+    // (a rebound page cannot complete a handshake with the mesh's certificate); the HTTP API keeps it.
+    const byName = await overMtls('GET', '/v1/ca', null, undefined, { host: 'control.example:7401' });
+    assert.equal(byName.status, 200, JSON.stringify(byName.body));
+    const plain = await new Promise<Reply>((resolve, reject) => {
+      const u = new URL(cp.http);
+      const req = httpRequest({ host: u.hostname, port: u.port, path: '/v1/ca', headers: { host: 'control.example:7400' }, agent: false }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(plain.status, 421, JSON.stringify(plain.body));
+    assert.equal(plain.body.code, 'SKEIN_E_FOREIGN_HOST');
   });
 
   test('renewal is only on the mTLS listener: the HTTP API answers SKEIN_E_CLIENT_CERT_REQUIRED naming where', async () => {
