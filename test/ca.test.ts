@@ -223,7 +223,7 @@ test('the CA: join tokens, CSRs, renewal over mTLS, and every refusal with its c
   const status = await skein(['ca', 'status', '--control', cp.http]);
   assert.equal(status.code, 0, status.stderr);
   assert.match(status.stdout, /^trust domain {4}skein$/m);
-  assert.match(status.stdout, new RegExp(`^renew URL {7}${info.renewUrl.replace(/\./g, '\\.')}$`, 'm'));
+  assert.match(status.stdout, new RegExp(`^mTLS listener {3}${info.renewUrl.replace(/\./g, '\\.')}$`, 'm'));
   assert.match(status.stdout, /^leaf lifetime {3}24h$/m);
   assert.match(status.stdout, /^CN=Skein root CA skein, O=skein {2}[0-9a-f]+ {2}20\d\d-/m);
   const minted = await skein(['ca', 'token', '--control', cp.http, '--proxy', 'p9', '--service', 'web,api']);

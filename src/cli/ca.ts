@@ -97,7 +97,7 @@ export function caCommand(): Command {
           `trust domain    ${info.trustDomain}\n` +
             `control plane   ${info.identity}\n` +
             `leaf lifetime   ${formatDuration(info.leafLifetimeMs)}\n` +
-            `renew URL       ${info.renewUrl === '' ? '(none: the CA has no valid issuer)' : info.renewUrl}\n` +
+            `mTLS listener   ${info.renewUrl === '' ? '(none: the CA has no valid issuer)' : info.renewUrl}\n` +
             `issuer          ${info.issuer.subject}  serial ${info.issuer.serial}  root ${fp(info.issuer.root)}  valid ${day(new Date(info.issuer.notBefore))} to ${day(new Date(info.issuer.notAfter))}\n\n` +
             table(
               ['ROOT', 'SERIAL', 'NOT AFTER', 'FINGERPRINT', 'ROLE'],
