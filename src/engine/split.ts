@@ -77,7 +77,7 @@ export class Subset {
   }
 
   has(e: Endpoint): boolean {
-    return this.set.get(e.key) === e;
+    return this.set.get(e.key) !== undefined;
   }
 
   /** The service's endpoint set changed: the subset follows, in O(changes) when `next` is one step from the last. */
