@@ -216,3 +216,21 @@ test('a PUT to 50/50 under keep-alive load: no request fails, no client connecti
   assertNear(seen.v1, afterCount, 50, 'v1 after the change');
   assertNear(seen.v2, afterCount, 50, 'v2 after the change');
 });
+
+test('a bad split is refused with the field named, and the split in force keeps serving', async () => {
+  const bad = await api(control.http, 'PUT', '/v1/services/shop', { ...service(50, 50), backends: [{ subset: { version: 'v1' }, weight: 110 }, { subset: { version: 'v2' }, weight: -10 }] });
+  assert.equal(bad.status, 400, JSON.stringify(bad.body));
+  assert.equal(bad.body.code, 'SKEIN_E_VALIDATION');
+  assert.equal(bad.body.field, 'backends[0].weight');
+  const sum = await api(control.http, 'PUT', '/v1/services/shop', { ...service(50, 50), backends: [{ subset: { version: 'v1' }, weight: 60 }, { subset: { version: 'v2' }, weight: 60 }] });
+  assert.equal(sum.status, 400);
+  assert.equal(sum.body.field, 'backends');
+  assert.match(sum.body.message, /weights must sum to 100, not 120/);
+  const stored = await api(control.http, 'GET', '/v1/services/shop');
+  assert.deepEqual(stored.body.definition.trafficRaw.backends.map((b: { weight: number }) => b.weight), [50, 50]);
+  const before = { v1: v1.hits, v2: v2.hits };
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  await mapLimit(Array.from({ length: 200 }), 4, () => get(outbound, { agent }));
+  agent.destroy();
+  assert.deepEqual({ v1: v1.hits - before.v1, v2: v2.hits - before.v2 }, { v1: 100, v2: 100 });
+});
