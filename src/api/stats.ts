@@ -24,6 +24,8 @@ export interface StatsSeries {
   readonly service: string;
   readonly route: string;
   readonly instance: string;
+  /** The version of the destination instance (its registry `version`, "" when none). Absent from proxies older than this field: read as "". */
+  readonly version?: string;
   readonly requests: number;
   readonly failures: number;
   /** Responses by status ("0": no response). */

@@ -40,6 +40,7 @@ import type { Endpoint } from '../discovery/endpoint.js';
 import { retryDelay, type RetryReason } from '../resilience/retry.js';
 import type { AttemptTrace, HopTrace } from './observe.js';
 import { noEndpoint, type Destination, type Refusal } from './service-client.js';
+import { choiceDetails, choiceText, type BackendChoice } from './split.js';
 
 /** Counters a call reports to (the proxy's metrics implement them). */
 export interface CallCounters {
@@ -151,6 +152,8 @@ export class Call {
   /** When the current attempt's request left (connected). */
   private sentAt = 0;
   private tried: Endpoint[] | null = null;
+  /** The backend of the route's split the request went to (its retries stay in it while they can); null: no split. */
+  private backend: BackendChoice | null = null;
   private outcomes: string[] | null = null;
   /** The current attempt went out and its outcome is not recorded yet (a breaker may wait for it). */
   private owed = false;
@@ -366,7 +369,8 @@ export class Call {
   // ---- attempts ----
 
   private attempt(): void {
-    const e = this.dest.pick(this.req.hash, this.tried);
+    const e = this.dest.pick(this.req.hash, this.tried, this.req.route, this.backend);
+    if (e !== null) this.backend = this.dest.chosen ?? null;
     if (this.dest.traffic.panicking) this.panicked = true;
     if (e === null) {
       this.fail(noEndpoint(this.dest));
@@ -604,7 +608,9 @@ export class Call {
   /** What the call decided, for x-skein-explain: route, endpoint, attempts, budget. */
   explanation(): string {
     const e = this.endpoint;
-    let s = `route=${this.req.route.name}; service=${this.dest.service}; endpoint=${e === null ? '-' : `${e.id} (${e.address}:${e.port})`}; attempts=${this.attempts}`;
+    let s = `route=${this.req.route.name}; service=${this.dest.service}; `;
+    if (this.backend !== null) s += `backend=${choiceText(this.backend)}; `;
+    s += `endpoint=${e === null ? '-' : `${e.id} (${e.address}:${e.port})`}; attempts=${this.attempts}`;
     if (this.tried !== null) s += `; failed=${this.tried.map((t, i) => `${t.id}: ${this.outcomes?.[i] ?? ''}`).join(', ')}`;
     if (this.outbound) {
       s += `; budget=${this.dest.traffic.budget.available}`;
@@ -621,6 +627,7 @@ export class Call {
     return {
       service: this.dest.service,
       route: this.req.route.name,
+      ...(this.backend === null ? {} : { backend: choiceDetails(this.backend) }),
       tried: (this.tried ?? []).map((e, i) => ({ endpoint: e.id, address: `${e.address}:${e.port}`, outcome: this.outcomes?.[i] ?? '' })),
       retries: this.retries,
       ...(sum === null

@@ -10,7 +10,7 @@
  * app behind an inbound listener (`localDestination`).
  */
 import { DEFAULT_BALANCER_POLICY, type BalancerPolicy } from '../api/balancer.js';
-import type { ActiveCheckPolicy } from '../api/traffic.js';
+import type { ActiveCheckPolicy, RoutePolicy } from '../api/traffic.js';
 import { DEFAULT_TRAFFIC } from '../api/traffic.js';
 import type { Service } from '../api/types.js';
 import { compileHashKey, createBalancer, NOOP_COMPLETION, type Balancer, type Completion, type HashKeyExtractor } from '../balance/index.js';
@@ -19,6 +19,7 @@ import type { Clock } from '../core/clock.js';
 import type { ErrorCode } from '../core/errors.js';
 import type { Endpoint, EndpointSet } from '../discovery/endpoint.js';
 import { TrafficState, type NoEndpointReason, type TrafficEvent } from '../resilience/traffic-state.js';
+import { Splitter, type BackendChoice, type Split, type SplitDebug } from './split.js';
 
 /** Why a request or an attempt was refused before anything was sent: answered as a proxy error. */
 export interface Refusal {
@@ -37,8 +38,16 @@ export interface Destination {
   readonly service: string;
   /** Routes, retry budget, breakers, outlier detection, limits and rate limits of the service. */
   readonly traffic: TrafficState;
-  /** An endpoint for this request, none of `tried` when another is available; null when none is left. */
-  pick(req: HashInput, tried: readonly Endpoint[] | null): Endpoint | null;
+  /**
+   * An endpoint for this request, none of `tried` when another is available; null when none is
+   * left. `route`: the request's route (its `backends` split the service: see split.ts); `prior`:
+   * the backend of the request's earlier attempts, which a retry stays in while it can.
+   */
+  pick(req: HashInput, tried: readonly Endpoint[] | null, route?: RoutePolicy, prior?: BackendChoice | null): Endpoint | null;
+  /** The backend of the last `pick` (read right after it); null or absent: the route splits nothing. */
+  readonly chosen?: BackendChoice | null;
+  /** After a `pick` that found nothing in a split: the split (for the error). */
+  emptySplit?(): Split | null;
   /** A request goes to `e` (load-aware balancers count it); end the Completion once. */
   start(e: Endpoint): Completion;
   /** Why `pick` found no endpoint (for the error). */
@@ -59,6 +68,8 @@ export class ServiceClient implements Destination {
   balancer: Balancer;
   policy: BalancerPolicy;
   readonly traffic: TrafficState;
+  /** The splits of the service's routes and their subsets (split.ts). */
+  readonly splitter: Splitter;
   private hashKey: HashKeyExtractor | null;
   private checker: HealthChecker | null = null;
 
@@ -76,12 +87,19 @@ export class ServiceClient implements Destination {
     this.hashKey = hashing(this.policy);
     this.traffic = new TrafficState({ service, policy: def?.traffic ?? DEFAULT_TRAFFIC, clock, onEvent });
     this.traffic.setEndpoints(set);
+    this.splitter = new Splitter(
+      () => createBalancer(this.policy.kind, { clock }),
+      () => this.balancer,
+    );
+    this.splitter.update(set);
+    this.splitter.setRoutes(this.traffic.policy.routes);
     this.followChecks();
   }
 
   /** The Service resource changed (or went away: the defaults apply). */
   setDefinition(def: Service | null): void {
     this.traffic.setPolicy(def?.traffic ?? DEFAULT_TRAFFIC);
+    this.splitter.setRoutes(this.traffic.policy.routes);
     this.followChecks();
     const p = def?.balancer ?? DEFAULT_BALANCER_POLICY;
     if (p.kind === this.policy.kind && sameJson(p.hashKey, this.policy.hashKey)) return;
@@ -90,6 +108,7 @@ export class ServiceClient implements Destination {
     this.balancer = createBalancer(p.kind, { clock: this.clock });
     this.balancer.update(set);
     this.hashKey = hashing(p);
+    this.splitter.rebalance();
   }
 
   /**
@@ -99,6 +118,7 @@ export class ServiceClient implements Destination {
   update(set: EndpointSet): void {
     this.balancer.update(set);
     this.traffic.setEndpoints(set);
+    this.splitter.update(set);
     this.checker?.update(set);
   }
 
@@ -114,12 +134,33 @@ export class ServiceClient implements Destination {
     this.checker.update(this.balancer.set);
   }
 
-  pick(req: HashInput, tried: readonly Endpoint[] | null): Endpoint | null {
-    return this.traffic.pick(this.balancer, this.hashKey === null ? undefined : this.hashKey(req), tried);
+  pick(req: HashInput, tried: readonly Endpoint[] | null, route?: RoutePolicy, prior: BackendChoice | null = null): Endpoint | null {
+    const hash = this.hashKey === null ? undefined : this.hashKey(req);
+    const split = route === undefined ? null : this.splitter.splitOf(route);
+    if (split === null) {
+      this.splitter.chosen = null;
+      this.splitter.lastEmpty = null;
+      return this.traffic.pick(this.balancer, hash, tried);
+    }
+    return this.splitter.pick(split, this.traffic, hash, tried, prior);
+  }
+
+  get chosen(): BackendChoice | null {
+    return this.splitter.chosen;
+  }
+
+  emptySplit(): Split | null {
+    return this.splitter.lastEmpty;
   }
 
   start(e: Endpoint): Completion {
-    return this.balancer.start(e);
+    const c = this.balancer.start(e);
+    return this.splitter.active ? this.splitter.starts(e, c) : c;
+  }
+
+  /** The splits of the service's routes, for /debug/endpoints: a subset no instance is in is `unknown`. */
+  debugSplits(): SplitDebug[] {
+    return this.splitter.debug();
   }
 
   whyNone(): NoEndpointReason {
@@ -138,6 +179,17 @@ function hashing(p: BalancerPolicy): HashKeyExtractor | null {
 
 /** The refusal when `dest` has no endpoint to give: which instances are out, and why. */
 export function noEndpoint(dest: Destination): Refusal {
+  const r = serviceNoEndpoint(dest);
+  const split = dest.emptySplit?.() ?? null;
+  if (split === null) return r;
+  const backends = split.backends.map((b, i) => ({ subset: Object.fromEntries(b.subset), weight: b.weight, endpoints: split.subsets[i]?.set.size ?? 0 }));
+  const text = split.backends.map((b, i) => `${b.name} (weight ${b.weight}, ${backends[i]?.endpoints ?? 0} instances)`).join(', ');
+  const unknown = backends.every((b) => b.endpoints === 0);
+  const message = unknown ? `no instance of "${dest.service}" is in the route's backends: ${text}` : `${r.message}; the route's backends: ${text}`;
+  return { ...r, code: unknown ? 'SKEIN_E_NO_HEALTHY_ENDPOINT' : r.code, message, details: { ...r.details, backends } };
+}
+
+function serviceNoEndpoint(dest: Destination): Refusal {
   const service = dest.service;
   const w = dest.whyNone();
   if (w.endpoints === 0) return { code: 'SKEIN_E_NO_HEALTHY_ENDPOINT', message: `service "${service}" has no healthy endpoint` };

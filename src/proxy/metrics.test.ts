@@ -40,6 +40,35 @@ test('Prometheus series are summed over the destination instance; /stats keeps i
   assert.equal(snap.bounds.length + 1, snap.series[0]!.latency.counts.length);
 });
 
+test('outbound series carry the version of the endpoint that answered ("" when none): Prometheus by version, /stats by instance and version', async () => {
+  const m = new ProxyMetrics(gauges, 'p1');
+  const out = m.listener('client', 'outbound');
+  for (let i = 0; i < 9; i++) out.record('client', 'web', 'default', 'web-1', 200, false, 0.002, 0, 0, false, 'v1');
+  out.record('client', 'web', 'default', 'web-2', 503, true, 0.002, 0, 0, false, 'v2');
+  out.record('client', 'web', 'default', 'web-2', 200, false, 0.002, 0, 0, false, 'v2');
+  // An instance redeployed under the same id with another version: a series of its own.
+  out.record('client', 'web', 'default', 'web-2', 200, false, 0.002, 0, 0, false, 'v3');
+  // Answered by the proxy before an endpoint was picked: no version.
+  out.record('client', 'web', 'default', null, 503, true, 0, 0, 0, false, null);
+  const { text } = await m.exposition();
+  const base = 'direction="outbound",workload="client",source="client",service="web",route="default"';
+  assert.equal(sample(text, `skein_proxy_requests_total{${base},version="v1",status="200",class="success"}`), 9);
+  assert.equal(sample(text, `skein_proxy_requests_total{${base},version="v2",status="503",class="failure"}`), 1);
+  assert.equal(sample(text, `skein_proxy_requests_total{${base},version="v2",status="200",class="success"}`), 1);
+  assert.equal(sample(text, `skein_proxy_requests_total{${base},version="v3",status="200",class="success"}`), 1);
+  assert.equal(sample(text, `skein_proxy_requests_total{${base},status="503",class="failure"}`), 1, 'no version label when there is none (to Prometheus, the same as version="")');
+  assert.equal(sample(text, `skein_proxy_request_duration_seconds_count{${base},version="v2"}`), 2);
+  assert.deepEqual(
+    m.snapshot().series.map((s) => [s.instance, s.version, s.requests, s.failures]),
+    [
+      ['web-1', 'v1', 9, 0],
+      ['web-2', 'v2', 2, 1],
+      ['web-2', 'v3', 1, 0],
+      ['', '', 1, 1],
+    ],
+  );
+});
+
 test('callers past the first 100 of an inbound listener are "other"; bad names "unknown"', async () => {
   const m = new ProxyMetrics(gauges, 'p1');
   const inb = m.listener('web-1', 'inbound');

@@ -7,8 +7,10 @@
  * for the control plane's golden signals.
  *
  * Cardinality is bounded: no paths, no request ids; route names come from configuration,
- * services and instances from the registry, and the sources one inbound listener keeps apart are
- * capped (`MAX_SOURCES`, the rest are "other").
+ * services, instances and versions from the registry, and the sources one inbound listener keeps
+ * apart are capped (`MAX_SOURCES`, the rest are "other"). The `version` of the endpoint that
+ * answered (outbound) adds no series to /stats (an instance has one version) and multiplies the
+ * Prometheus series only by the versions of a service running at once (two during a canary).
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ErrorCode } from '../core/errors.js';
@@ -45,7 +47,7 @@ const TLS_EVENT_EVERY_MS = 60_000;
 
 type Labels = Record<string, string>;
 
-/** The requests of one series: one listener, source, destination service, route and instance. */
+/** The requests of one series: one listener, source, destination service, route, instance and version. */
 class SeriesStats {
   /** Responses by status, of the success class and of the failure class. */
   readonly ok = new Map<number, number>();
@@ -60,7 +62,7 @@ class SeriesStats {
   /** Requests whose hop between proxies was mTLS. */
   mtls = 0;
 
-  constructor(readonly labels: Readonly<{ direction: Direction; workload: string; source: string; service: string; route: string; instance: string }>) {}
+  constructor(readonly labels: Readonly<{ direction: Direction; workload: string; source: string; service: string; route: string; instance: string; version: string }>) {}
 
   record(status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number, mtls: boolean): void {
     const m = failed ? this.failed : this.ok;
@@ -106,24 +108,38 @@ class ListenerStats implements ListenerMetrics {
   private lastService: string | null = null;
   private lastRoute: string | null = null;
   private lastInstance: string | null = null;
+  private lastVersion: string | null = null;
 
-  record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number, mtls = false): void {
-    if (this.last !== null && this.lastSource === source && this.lastService === service && this.lastRoute === route && this.lastInstance === instance) {
+  record(
+    source: string | null,
+    service: string | null,
+    route: string | null,
+    instance: string | null,
+    status: number,
+    failed: boolean,
+    seconds: number,
+    requestBytes: number,
+    responseBytes: number,
+    mtls = false,
+    version: string | null = null,
+  ): void {
+    if (this.last !== null && this.lastSource === source && this.lastService === service && this.lastRoute === route && this.lastInstance === instance && this.lastVersion === version) {
       this.last.record(status, failed, seconds, requestBytes, responseBytes, mtls);
       return;
     }
     const src = source === null ? 'unknown' : this.source(source);
     let inst = instance ?? '';
-    let key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000${inst}`;
+    const ver = version ?? '';
+    let key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000${inst}\u0000${ver}`;
     let s = this.byKey.get(key);
     if (s === undefined && this.byKey.size >= MAX_SERIES && instance !== null) {
-      // Instances churn with deployments: past the cap, new ones share one series per route.
+      // Instances churn with deployments: past the cap, new ones share one series per route and version.
       inst = 'other';
-      key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000other`;
+      key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000other\u0000${ver}`;
       s = this.byKey.get(key);
     }
     if (s === undefined) {
-      s = new SeriesStats({ direction: this.direction, workload: this.workload, source: src, service: service ?? '', route: route ?? '', instance: inst });
+      s = new SeriesStats({ direction: this.direction, workload: this.workload, source: src, service: service ?? '', route: route ?? '', instance: inst, version: ver });
       this.byKey.set(key, s);
       this.all.push(s);
     }
@@ -133,6 +149,7 @@ class ListenerStats implements ListenerMetrics {
     this.lastService = service;
     this.lastRoute = route;
     this.lastInstance = instance;
+    this.lastVersion = version;
   }
 
   /** A caller's name as a label value: a service name, at most MAX_SOURCES of them. */
@@ -180,7 +197,7 @@ function exposed(series: readonly SeriesStats[]): SeriesStats[] {
   const byKey = new Map<string, SeriesStats>();
   for (const s of series) {
     const l = s.labels;
-    const key = `${l.direction}\u0000${l.workload}\u0000${l.source}\u0000${l.service}\u0000${l.route}`;
+    const key = `${l.direction}\u0000${l.workload}\u0000${l.source}\u0000${l.service}\u0000${l.route}\u0000${l.version}`;
     let a = byKey.get(key);
     if (a === undefined) byKey.set(key, (a = new SeriesStats({ ...l, instance: '' })));
     a.add(s);
@@ -188,10 +205,13 @@ function exposed(series: readonly SeriesStats[]): SeriesStats[] {
   return [...byKey.values()];
 }
 
-/** Labels of an exposed series: all but `instance`. */
+/**
+ * Labels of an exposed series: all but `instance`. `version` (per-version golden signals) only
+ * when there is one: to Prometheus an empty label is no label, and most series have none.
+ */
 function promLabels(s: SeriesStats): Record<string, string> {
-  const { instance: _instance, ...labels } = s.labels;
-  return labels;
+  const { instance: _instance, version, ...labels } = s.labels;
+  return version === '' ? labels : { ...labels, version };
 }
 
 export class ProxyMetrics implements ForwarderCounters {
@@ -244,7 +264,7 @@ export class ProxyMetrics implements ForwarderCounters {
     };
     const perSeries = (read: (s: SeriesStats) => number) => () => exposedNow().map((s) => ({ labels: promLabels(s), value: read(s) }));
     this.registry.registerMetric(
-      scrapedMetric('skein_proxy_requests_total', 'Requests the proxy finished, by listener, source and destination service, route, response status (0: no response) and class (failure: no response, 5xx, or an answer the proxy made itself).', 'counter', () =>
+      scrapedMetric('skein_proxy_requests_total', 'Requests the proxy finished, by listener, source and destination service, route, version of the endpoint that answered ("" when none), response status (0: no response) and class (failure: no response, 5xx, or an answer the proxy made itself).', 'counter', () =>
         exposedNow().flatMap((s) => {
           const out: MetricValue[] = [];
           const labels = promLabels(s);
@@ -256,7 +276,7 @@ export class ProxyMetrics implements ForwarderCounters {
       ) as never,
     );
     this.registry.registerMetric(
-      scrapedMetric('skein_proxy_request_duration_seconds', 'Time from the complete request head to the end of the response (all attempts and backoff included), by listener, source, destination service and route.', 'histogram', () =>
+      scrapedMetric('skein_proxy_request_duration_seconds', 'Time from the complete request head to the end of the response (all attempts and backoff included), by listener, source, destination service, route and version.', 'histogram', () =>
         exposedNow().flatMap((s) => {
           const out: MetricValue[] = [];
           const labels = promLabels(s);

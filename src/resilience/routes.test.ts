@@ -64,3 +64,22 @@ test('paths match without regard to ASCII case (the driver hands in the normaliz
   assert.equal(t.match(req('GET', '/health')).name, 'exact');
   assert.equal(t.match(req('GET', '/HEALTH')).name, 'exact');
 });
+
+test('a header pin: it wins over the routes of its own path or less, not over a route with a longer path (path before headers)', () => {
+  const pin = { subset: { version: 'v2' } };
+  const t = table([
+    { name: 'api', match: { pathPrefix: '/api' }, timeouts: { request: '30s' } },
+    { name: 'canary', match: { headers: { 'x-canary': '1' } }, backends: [pin] },
+    { name: 'api-canary', match: { pathPrefix: '/api', headers: { 'x-canary': '1' } }, backends: [pin] },
+  ]);
+  assert.equal(t.match(req('GET', '/', { 'x-canary': '1' })).name, 'canary');
+  assert.equal(t.match(req('GET', '/', { 'x-canary': '2' })).name, 'default', 'exact values only');
+  assert.equal(t.match(req('GET', '/api/x', { 'x-canary': '1' })).name, 'api-canary', 'the pin repeated with the path wins');
+  assert.equal(t.match(req('GET', '/api/x')).name, 'api');
+  const bare = table([
+    { name: 'api', match: { pathPrefix: '/api' } },
+    { name: 'canary', match: { headers: { 'x-canary': '1' } }, backends: [pin] },
+  ]);
+  assert.equal(bare.match(req('GET', '/api/x', { 'x-canary': '1' })).name, 'api', 'a pin without a path loses to a route with one');
+  assert.deepEqual(bare.match(req('GET', '/other', { 'x-canary': '1' })).backends.map((b) => b.name), ['version=v2']);
+});

@@ -12,6 +12,7 @@ import {
   defaultBurst,
   TRAFFIC_DEFAULTS as D,
   type ActiveCheckPolicy,
+  type BackendPolicy,
   type BreakerPolicy,
   type OutlierPolicy,
   type RateLimitPolicy,
@@ -20,7 +21,7 @@ import {
   type RoutePolicy,
   type TrafficPolicy,
 } from './policy.js';
-import { TRAFFIC_FIELD_NAMES, type RawRateLimit, type RawRateLimits, type RawRetries, type RawRoute, type RawTraffic } from './schema.js';
+import { TRAFFIC_FIELD_NAMES, type RawBackend, type RawRateLimit, type RawRateLimits, type RawRetries, type RawRoute, type RawTraffic } from './schema.js';
 
 /** A duration checker bound to one `push`: `dur(text, default, field, min)` (at most 24h). */
 type Dur = (text: string | undefined, dflt: number, field: string, min?: number) => number;
@@ -35,6 +36,7 @@ interface RouteBase {
   readonly perTryTimeoutMs: number;
   readonly retries: RetryPolicy;
   readonly rateLimit: RateLimits;
+  readonly backends: readonly BackendPolicy[];
 }
 
 const NO_RATE_LIMITS: RateLimits = Object.freeze({ outbound: null, inbound: null });
@@ -55,7 +57,13 @@ export function buildTraffic(raw: RawTraffic, push: Push): TrafficPolicy {
   const breaker = buildBreaker(raw.breaker, dur, push);
   const outlier = buildOutlier(raw.outlierDetection, dur, push);
   const activeHealthCheck = buildActiveCheck(raw.activeHealthCheck, dur, push);
-  const base: RouteBase = { requestTimeoutMs, perTryTimeoutMs, retries, rateLimit: buildRateLimits(raw.rateLimit, NO_RATE_LIMITS, 'service') };
+  const base: RouteBase = {
+    requestTimeoutMs,
+    perTryTimeoutMs,
+    retries,
+    rateLimit: buildRateLimits(raw.rateLimit, NO_RATE_LIMITS, 'service'),
+    backends: buildBackends(raw.backends, 'backends', push),
+  };
   const routes = buildRoutes(raw.routes ?? [], base, dur, push);
   return Object.freeze({
     connectTimeoutMs: dur(t.connect, D.connectTimeoutMs, 'timeouts.connect', 1),
@@ -205,6 +213,7 @@ function buildRoute(r: RawRoute, at: string, base: RouteBase, dur: Dur, push: Pu
     perTryTimeoutMs,
     retries: buildRetries(r.retries, base.retries, `${at}.retries`, dur, push),
     rateLimit: buildRateLimits(r.rateLimit, base.rateLimit, `route:${r.name}`),
+    backends: r.backends === undefined ? base.backends : buildBackends(r.backends, `${at}.backends`, push),
     fault:
       f === undefined
         ? null
@@ -213,6 +222,75 @@ function buildRoute(r: RawRoute, at: string, base: RouteBase, dur: Dur, push: Pu
             abort: f.abort === undefined ? null : Object.freeze({ status: f.abort.status, percent: f.abort.percent }),
           }),
   });
+}
+
+const NO_BACKENDS: readonly BackendPolicy[] = Object.freeze([]);
+
+/**
+ * A split's backends: each subset sorted by key, named, and told apart from the others; a single
+ * backend takes 100, two or more give every weight and sum to 100 (a weight of 0 is allowed: the
+ * backend takes requests only when the others have no instance to take them).
+ */
+function buildBackends(raw: readonly RawBackend[] | undefined, at: string, push: Push): readonly BackendPolicy[] {
+  if (raw === undefined) return NO_BACKENDS;
+  const seen = new Map<string, number>();
+  let sum = 0;
+  let missing = false;
+  const out = raw.map((b, i) => {
+    const subset = Object.freeze(
+      Object.entries(b.subset)
+        .sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))
+        .map(([k, v]) => Object.freeze([k, v] as const)),
+    );
+    const name = subsetName(subset);
+    const same = JSON.stringify(subset);
+    const prev = seen.get(same);
+    if (prev !== undefined) push(`${at}[${i}].subset`, `duplicates the subset of ${at}[${prev}] (${name}): give each subset once`);
+    seen.set(same, i);
+    if (b.weight === undefined && raw.length > 1) {
+      push(`${at}[${i}].weight`, `is required when there are ${raw.length} backends (their weights sum to 100)`);
+      missing = true;
+    }
+    const weight = b.weight ?? 100;
+    sum += weight;
+    return Object.freeze({ subset, weight, name });
+  });
+  if (!missing && sum !== 100) push(at, `weights must sum to 100, not ${sum} (${out.map((b) => `${b.name}: ${b.weight}`).join(', ')})`);
+  return Object.freeze(out);
+}
+
+/** "tier=gold,version=v2": a subset as text. */
+export function subsetName(subset: ReadonlyArray<readonly [string, string]>): string {
+  return subset.map(([k, v]) => `${k}=${v}`).join(',');
+}
+
+/** What a subset is matched against: an instance's version and labels (an Endpoint has both). */
+export interface SubsetFacts {
+  readonly version: string;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+/** Whether an instance is in a subset: every label has the value given ("version" is the instance's version). */
+export function inSubset(subset: ReadonlyArray<readonly [string, string]>, x: SubsetFacts): boolean {
+  for (const [k, v] of subset) if ((k === 'version' ? x.version : x.labels[k]) !== v) return false;
+  return true;
+}
+
+/**
+ * Where the instances are known (a mesh file: each service's version and labels), a split that
+ * names a subset none of them is in can only be a mistake: pushes `backends[i].subset` (or
+ * `routes[j].backends[i].subset`) naming the subset and what the instances have. The API accepts
+ * such a split (the version may start later); /debug/endpoints and x-skein-explain show it.
+ */
+export function checkSubsetsKnown(raw: RawTraffic, instances: readonly SubsetFacts[], push: Push): void {
+  const versions = [...new Set(instances.map((x) => JSON.stringify(x.version)))].join(', ') || 'none';
+  const check = (backends: readonly RawBackend[] | undefined, at: string) =>
+    backends?.forEach((b, i) => {
+      const subset = Object.entries(b.subset);
+      if (!instances.some((x) => inSubset(subset, x))) push(`${at}[${i}].subset`, `no instance of the service is in ${subsetName(subset)} (their versions: ${versions})`);
+    });
+  check(raw.backends, 'backends');
+  raw.routes?.forEach((r, j) => check(r.backends, `routes[${j}].backends`));
 }
 
 function buildRetries(r: Omit<RawRetries, 'budget'> | undefined, base: RetryPolicy, at: string, dur: Dur, push: Push): RetryPolicy {

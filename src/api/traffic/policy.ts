@@ -43,6 +43,16 @@ export interface RouteMatch {
   readonly headers: ReadonlyArray<readonly [string, string]>;
 }
 
+/** One backend of a split: a subset of the service's instances and its share of the requests. */
+export interface BackendPolicy {
+  /** The labels an instance must have, sorted by key; "version" is the instance's version. */
+  readonly subset: ReadonlyArray<readonly [string, string]>;
+  /** Percent of the requests, 0..100 (the backends of a route sum to 100). */
+  readonly weight: number;
+  /** The subset as text, "version=v2" or "tier=gold,version=v2": in explanations, errors and /debug/endpoints. */
+  readonly name: string;
+}
+
 export interface RoutePolicy {
   readonly name: string;
   readonly match: RouteMatch;
@@ -53,6 +63,8 @@ export interface RoutePolicy {
   readonly retries: RetryPolicy;
   readonly rateLimit: RateLimits;
   readonly fault: FaultPolicy | null;
+  /** The split of the route's requests between subsets (the service's when the route sets none); empty: every instance. */
+  readonly backends: readonly BackendPolicy[];
 }
 
 export interface BreakerPolicy {

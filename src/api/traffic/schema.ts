@@ -5,7 +5,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { Duration, Enum, Obj, Percent } from '../fields.js';
-import { DNS_LABEL_PATTERN, HTTP_TOKEN_PATTERN } from '../names.js';
+import { DNS_LABEL_PATTERN, HTTP_TOKEN_PATTERN, LABEL_KEY_PATTERN } from '../names.js';
 
 /** Retry conditions besides status codes. */
 export const RETRY_CONDITIONS = ['connect-failure', 'reset', 'refused-stream', 'per-try-timeout'] as const;
@@ -194,6 +194,31 @@ export const RouteMatchSchema = Obj(
   'What a request must look like for the route to apply; every field given must match. Empty: every request.',
 );
 
+/** The largest number of backends a split may name (a bit each in the splitter's masks). */
+export const MAX_BACKENDS = 16;
+
+export const BackendSchema = Obj(
+  {
+    subset: Type.Record(Type.String({ pattern: LABEL_KEY_PATTERN }), Type.String({ maxLength: 256 }), {
+      minProperties: 1,
+      maxProperties: 8,
+      additionalProperties: false,
+      description: 'The instances of this backend: those whose labels have all these values. The key "version" is the instance\'s version (an instance without one has version "").',
+    }),
+    weight: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 100, description: 'Percent of the requests, 0..100; the weights of a split sum to 100. Required when there are two backends or more; a single backend takes 100.' }),
+    ),
+  },
+  'A subset of the service\'s instances and its share of the requests.',
+);
+
+export const BackendsSchema = Type.Array(BackendSchema, {
+  minItems: 1,
+  maxItems: MAX_BACKENDS,
+  description:
+    'Split the requests between subsets of the service\'s instances by weight (weights sum to 100), each subset balanced on its own. When the subset chosen has no instance that may take a request, the others take it, by their weights. Default: no split (every instance).',
+});
+
 export const RouteSchema = Obj(
   {
     name: Type.String({ pattern: DNS_LABEL_PATTERN, description: 'Names the route in metrics, logs and errors (a DNS label).' }),
@@ -204,8 +229,9 @@ export const RouteSchema = Obj(
     retries: Type.Optional(Type.Omit(RetriesSchema, ['budget'], { additionalProperties: false, description: 'Overrides fields of the service retries for this route (the budget is the service\'s).' })),
     rateLimit: Type.Optional(RateLimitsSchema),
     fault: Type.Optional(FaultSchema),
+    backends: Type.Optional(BackendsSchema),
   },
-  'A route: requests that match get its timeouts, retries, rate limits and faults.',
+  'A route: requests that match get its timeouts, retries, rate limits, faults and backends (a split; the service\'s when it sets none).',
 );
 
 /** Traffic fields of the Service resource (spread into it and into mesh-file services). */
@@ -217,6 +243,7 @@ export const TrafficFields = {
   outlierDetection: Type.Optional(OutlierSchema),
   activeHealthCheck: Type.Optional(ActiveCheckSchema),
   rateLimit: Type.Optional(RateLimitsSchema),
+  backends: Type.Optional(BackendsSchema),
   routes: Type.Optional(Type.Array(RouteSchema, { maxItems: 256, description: 'Routes, most specific first when they overlap (see docs/traffic.md).' })),
   panicThreshold: Type.Optional(
     Percent(
@@ -230,5 +257,6 @@ export const TrafficSchema = Type.Object(TrafficFields, { additionalProperties: 
 export type RawTraffic = Static<typeof TrafficSchema>;
 export type RawRoute = Static<typeof RouteSchema>;
 export type RawRetries = Static<typeof RetriesSchema>;
+export type RawBackend = Static<typeof BackendSchema>;
 export type RawRateLimit = Static<typeof RateLimitSchema>;
 export type RawRateLimits = Static<typeof RateLimitsSchema>;

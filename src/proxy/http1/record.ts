@@ -117,7 +117,7 @@ export class RequestRecord {
   finish(status: number, error: string | null, upstream: Endpoint | null, attempts: number): void {
     const ctx = this.ctx;
     const ms = this.headAt === 0 ? 0 : performance.now() - this.headAt;
-    ctx.metrics?.record(this.caller, this.service, this.route, upstream === null ? null : upstream.id, status, status === 0 || status >= 500 || error !== null, ms / 1000, this.requestBytes, this.responseBytes, this.mtls);
+    ctx.metrics?.record(this.caller, this.service, this.route, upstream === null ? null : upstream.id, status, status === 0 || status >= 500 || error !== null, ms / 1000, this.requestBytes, this.responseBytes, this.mtls, upstream === null ? null : upstream.version);
     const hop = this.hop;
     if (hop !== null) {
       this.hop = null;

@@ -67,9 +67,10 @@ export interface ListenerMetrics {
    * `source`: the caller's service (null: unknown); `service`, `route`, `instance`: where it went
    * (null: not known, e.g. the proxy answered before an endpoint was picked); `status` 0: no
    * response; `failed`: the failure class (no response, 5xx, or an answer the proxy made itself);
-   * `mtls`: the hop between proxies was mTLS (RequestRecord.mtls).
+   * `mtls`: the hop between proxies was mTLS (RequestRecord.mtls); `version`: the version of the
+   * endpoint that answered (null or "": none).
    */
-  record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number, mtls?: boolean): void;
+  record(source: string | null, service: string | null, route: string | null, instance: string | null, status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number, mtls?: boolean, version?: string | null): void;
 }
 
 export interface RouteError {
