@@ -291,3 +291,10 @@ test('the JSON schema compiles and accepts the example', async () => {
   assert.ok(validate(parse(SHOP)), JSON.stringify(validate.errors));
   assert.ok(!validate({ kind: 'Mesh', name: 'm', services: { a: { command: 'x', replicas: 101 } } }));
 });
+
+test('a split in a mesh file may only name versions the file runs', () => {
+  const split = { backends: [{ subset: { version: 'v1' }, weight: 90 }, { subset: { version: 'v2' }, weight: 10 }] };
+  assert.equal(message(meshWith({ version: 'v1', ...split })), 'shop.yaml: service "web": backends[1].subset names version=v2, which no instance of the service is in (their versions: "v1")');
+  const ok = parseMeshFile(meshWith({ version: 'v1', backends: [{ subset: { version: 'v1' } }] }), 'shop.yaml');
+  assert.equal(ok.services[0]?.name, 'web');
+});

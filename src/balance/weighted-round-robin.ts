@@ -150,47 +150,40 @@ export class WeightedRoundRobinBalancer extends TableBalancer {
   /** One nginx step over the endpoints the gate lets through; -1 when none does. */
   private liveStep(gate: PickContext['available']): number {
     const eps = this.eps;
-    const w = this.weights;
-    const cur = this.current;
-    let best = -1;
-    let total = 0;
-    if (gate === undefined) {
-      for (let i = 0; i < w.length; i++) {
-        const c = (cur[i] = cur[i]! + w[i]!);
-        if (best < 0 || c > cur[best]!) best = i;
-      }
-      total = this.total;
-    } else {
-      for (let i = 0; i < w.length; i++) {
-        if (!gate(eps[i]!)) continue;
-        const c = (cur[i] = cur[i]! + w[i]!);
-        total += w[i]!;
-        if (best < 0 || c > cur[best]!) best = i;
-      }
-    }
-    if (best >= 0) cur[best] = cur[best]! - total;
-    return best;
+    return nginxStep(this.weights, this.current, gate === undefined ? undefined : (i) => !gate(eps[i]!));
   }
+}
+
+/**
+ * One step of nginx's smooth weighted round robin: every index that takes part (weight > 0, not
+ * skipped) grows its current weight by its weight, the largest current weight wins (the first on
+ * ties) and drops by the total weight of those that took part. Returns the winner; -1 when none
+ * took part. The balancer above and the traffic split between a route's backends
+ * (engine/split.ts) both step with it.
+ */
+export function nginxStep(weights: ArrayLike<number>, cur: Float64Array, skip?: (i: number) => boolean): number {
+  let best = -1;
+  let bestC = -Infinity;
+  let total = 0;
+  for (let i = 0; i < weights.length; i++) {
+    const w = weights[i]!;
+    if (w === 0 || (skip !== undefined && skip(i))) continue;
+    const c = (cur[i] = cur[i]! + w);
+    total += w;
+    if (c > bestC) {
+      bestC = c;
+      best = i;
+    }
+  }
+  if (best >= 0) cur[best] = bestC - total;
+  return best;
 }
 
 /** One full nginx cycle from all-zero current weights (it ends where it began). */
 export function nginxCycle(weights: Float64Array, total: number): Int32Array {
-  const n = weights.length;
-  const cur = new Float64Array(n);
+  const cur = new Float64Array(weights.length);
   const out = new Int32Array(total);
-  for (let t = 0; t < total; t++) {
-    let best = 0;
-    let bestC = -Infinity;
-    for (let i = 0; i < n; i++) {
-      const c = (cur[i] = cur[i]! + weights[i]!);
-      if (c > bestC) {
-        bestC = c;
-        best = i;
-      }
-    }
-    cur[best] = bestC - total;
-    out[t] = best;
-  }
+  for (let t = 0; t < total; t++) out[t] = nginxStep(weights, cur);
   return out;
 }
 

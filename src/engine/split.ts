@@ -26,6 +26,7 @@
 import type { BackendPolicy, RoutePolicy } from '../api/traffic.js';
 import { inSubset } from '../api/traffic.js';
 import type { Balancer, BalancerKind, Completion, PickContext } from '../balance/balancer.js';
+import { nginxStep } from '../balance/weighted-round-robin.js';
 import { EndpointSet, type Endpoint } from '../discovery/endpoint.js';
 import type { TrafficState } from '../resilience/traffic-state.js';
 
@@ -117,33 +118,24 @@ export class Subset {
  */
 export class WeightedChoice {
   private readonly current: Float64Array;
+  /** Every weight 1: the turn weight-0 backends take when no weighted one is left. */
+  private readonly ones: Float64Array;
+  /** The mask of the pick under way (read by `masked`, made once). */
+  private mask = 0;
+  private readonly masked = (i: number) => (this.mask & (1 << i)) !== 0;
 
   constructor(readonly weights: readonly number[]) {
     this.current = new Float64Array(weights.length);
+    this.ones = new Float64Array(weights.length).fill(1);
   }
 
   /** The next backend's index, none of `mask`; -1 when every backend is masked. */
   next(mask = 0): number {
+    this.mask = mask;
     const w = this.weights;
-    const cur = this.current;
     let weighted = false;
     for (let i = 0; i < w.length; i++) if ((mask & (1 << i)) === 0 && (w[i] as number) > 0) weighted = true;
-    let total = 0;
-    let best = -1;
-    let bestC = -Infinity;
-    for (let i = 0; i < w.length; i++) {
-      if ((mask & (1 << i)) !== 0) continue;
-      const wi = weighted ? (w[i] as number) : 1;
-      if (wi === 0) continue;
-      const c = (cur[i] = (cur[i] as number) + wi);
-      total += wi;
-      if (c > bestC) {
-        bestC = c;
-        best = i;
-      }
-    }
-    if (best >= 0) cur[best] = bestC - total;
-    return best;
+    return nginxStep(weighted ? w : this.ones, this.current, this.masked);
   }
 }
 

@@ -625,7 +625,7 @@ export class Proxy {
         services[name] = {
           balancer: state?.policy ?? def?.balancer ?? DEFAULT_BALANCER_POLICY,
           inUse: state !== undefined,
-          ...(state === undefined ? {} : { traffic: state.traffic.debug() }),
+          ...(state === undefined ? {} : { traffic: state.traffic.debug(), splits: state.debugSplits() }),
           endpoints: w.endpoints(name).list().map((e) => ({ id: e.id, address: e.address, port: e.port, weight: e.weight, zone: e.zone, version: e.version })),
         };
       }

@@ -11,7 +11,7 @@ import { buildBalancer } from '../balancer.js';
 import { buildAuthorization } from '../authz/build.js';
 import { durationAt, MAX_DURATION_MS } from '../duration.js';
 import { DNS_LABEL_PATTERN, ENV_NAME_PATTERN } from '../names.js';
-import { buildTraffic, frozenCopy, pickTraffic } from '../traffic.js';
+import { buildTraffic, checkSubsetsKnown, frozenCopy, pickTraffic } from '../traffic.js';
 import { check, fieldPath, patternMessage, type FieldProblem, type SchemaProblem } from '../validate.js';
 import { yamlDocuments } from '../yaml.js';
 import { MESH_DEFAULTS, type MeshFile, type MeshReadiness, type MeshRestart, type MeshService } from './model.js';
@@ -97,6 +97,8 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
   if (raw.authorization !== undefined) buildAuthorization(raw.authorization, push);
   const traffic = pickTraffic(raw as Record<string, unknown>);
   buildTraffic(traffic, push);
+  // A split names versions the mesh file runs (a canary's revisions will add theirs).
+  checkSubsetsKnown(traffic, [{ version: raw.version ?? '', labels: raw.labels ?? {} }], push);
 
   const rs = raw.restart ?? {};
   const RD = MESH_DEFAULTS.restart;

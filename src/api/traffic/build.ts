@@ -287,7 +287,7 @@ export function checkSubsetsKnown(raw: RawTraffic, instances: readonly SubsetFac
   const check = (backends: readonly RawBackend[] | undefined, at: string) =>
     backends?.forEach((b, i) => {
       const subset = Object.entries(b.subset);
-      if (!instances.some((x) => inSubset(subset, x))) push(`${at}[${i}].subset`, `no instance of the service is in ${subsetName(subset)} (their versions: ${versions})`);
+      if (!instances.some((x) => inSubset(subset, x))) push(`${at}[${i}].subset`, `names ${subsetName(subset)}, which no instance of the service is in (their versions: ${versions})`);
     });
   check(raw.backends, 'backends');
   raw.routes?.forEach((r, j) => check(r.backends, `routes[${j}].backends`));

@@ -81,8 +81,8 @@ test('where the instances are known (a mesh file), a subset none of them is in i
   const raw = { backends: [v('v1', 90), v('v2', 10)], routes: [{ name: 'pin', backends: [{ subset: { version: 'v1', tier: 'gold' } }] }] };
   checkSubsetsKnown(raw, [{ version: 'v1', labels: { tier: 'plain' } }], (field, message) => problems.push({ field, message }));
   assert.deepEqual(problems, [
-    { field: 'backends[1].subset', message: 'no instance of the service is in version=v2 (their versions: "v1")' },
-    { field: 'routes[0].backends[0].subset', message: 'no instance of the service is in version=v1,tier=gold (their versions: "v1")' },
+    { field: 'backends[1].subset', message: 'names version=v2, which no instance of the service is in (their versions: "v1")' },
+    { field: 'routes[0].backends[0].subset', message: 'names version=v1,tier=gold, which no instance of the service is in (their versions: "v1")' },
   ]);
   const none: string[] = [];
   checkSubsetsKnown(raw, [{ version: 'v1', labels: { tier: 'gold' } }, { version: 'v2', labels: {} }], (f) => none.push(f));
