@@ -368,3 +368,29 @@ test('createSignals wires store, feed, scraper and routes; registry health event
   await registry.setStatus('web', 'web-1', 'unhealthy', 'missed');
   assert.equal(s.events.recent({ service: 'web' }).length, 2, 'stop() unsubscribes from the registry');
 });
+
+test('GET /v1/signals/services/{s}/versions: per version over the last intervals; bad `last` and unknown services named', async () => {
+  const { clock, app, store } = await setup();
+  const out = (version: string, k: number, failures: number) => ({ requests: 10 * k, failures: failures * k, direction: 'outbound' as const, workload: 'frontend-1', instance: `products-${version}`, version });
+  store.ingest(snapshot(clock.now(), [out('v1', 0, 0), out('v2', 0, 0)]));
+  for (let k = 1; k <= 2; k++) {
+    clock.advance(2000);
+    store.ingest(snapshot(clock.now(), [out('v1', 9 * k, 0), out('v2', k, 1)]));
+  }
+  clock.advance(2000);
+  const r = await app.inject({ method: 'GET', url: '/v1/signals/services/products/versions?last=4s' });
+  assert.equal(r.statusCode, 200, r.body);
+  const body = r.json() as { lastMs: number; scrapeIntervalMs: number; versions: Array<{ version: string; requests: number; failures: number; successRate: number; latencyMs: { p99: number } }> };
+  assert.equal(body.lastMs, 4000);
+  assert.equal(body.scrapeIntervalMs, 2000);
+  assert.deepEqual(body.versions.map((v) => [v.version, v.requests, v.failures, v.successRate]), [['v1', 180, 0, 1], ['v2', 20, 2, 0.9]]);
+  assert.ok(body.versions[1]!.latencyMs.p99 > 5 && body.versions[1]!.latencyMs.p99 <= 10, `p99 in ms: ${body.versions[1]!.latencyMs.p99}`);
+  for (const [last, why] of [['1s', 'below the scrape interval'], ['6m', 'beyond 5 minutes'], ['soon', 'not a duration']]) {
+    const bad = await app.inject({ method: 'GET', url: `/v1/signals/services/products/versions?last=${last}` });
+    assert.equal(bad.statusCode, 400, why);
+    assert.equal(bad.json().code, 'SKEIN_E_BAD_QUERY');
+    assert.equal(bad.json().message, `last must be a duration from the scrape interval (2s) to 5m, got "${last}"`);
+  }
+  const unknown = await app.inject({ method: 'GET', url: '/v1/signals/services/nope/versions' });
+  assert.equal(unknown.statusCode, 404);
+});

@@ -3,6 +3,9 @@
  *   GET /v1/signals?window=1m                  every service (registered or seen), edges, routes
  *   GET /v1/signals/services/{service}?window  one service, the edges in and out of it, its routes
  *   GET /v1/signals/series?service=S&window    one point per scrape interval, for charts
+ *   GET /v1/signals/services/{service}/versions?last=30s
+ *                                              per version of the instances that answered (a
+ *                                              canary's analysis), over the last scrape intervals
  *   GET /v1/signals/stream                     SSE: `signals` on connect and after every scrape
  *                                              round, `mesh-event` for every new mesh event
  * Instances' status and address come from the registry; instances seen only in traffic are
@@ -12,9 +15,10 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { SkeinError } from '../../core/errors.js';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { formatHostPort } from '../../core/address.js';
+import { formatDuration, parseDuration } from '../../core/duration.js';
 import type { Registry } from '../registry/registry.js';
 import { query, serviceParam } from '../server.js';
-import { parseWindow, type EdgeWindow, type Signals, type SignalStore, type SignalWindow, type WindowView } from './windows.js';
+import { FINE_MS, parseWindow, WINDOW_MS, type EdgeWindow, type Signals, type SignalStore, type SignalWindow, type WindowView } from './windows.js';
 import { isMeshEventType, MESH_EVENT_TYPES, type MeshEvent, type MeshEvents, type MeshEventType } from './events.js';
 import type { Scraper } from './scraper.js';
 import { mtlsShare, noAuthzDecisions, type MeshSignalsBody, type StreamSignalsBody, type WireEdge, type WireInstance, type WireService, type WireSignals } from '../../api/signals.js';
@@ -123,6 +127,23 @@ export function signalsRoutes(app: FastifyInstance, deps: SignalsRouteDeps): voi
       ...serviceEntry(deps.registry, view, name),
       edges: view.edges.filter((e) => e.source === name || e.destination === name).map(wireEdge),
       routes: view.routes.filter((r) => r.service === name).map((r) => ({ service: r.service, route: r.route, direction: r.direction, ...wire(r) })),
+    };
+  });
+
+  app.get<{ Params: { service: string } }>('/v1/signals/services/:service/versions', async (req) => {
+    const q = query(req, ['last']);
+    const name = serviceParam(req.params.service);
+    if (!knownService(deps, name)) throw unknownService(name);
+    const lastMs = q['last'] === undefined ? WINDOW_MS['1m'] : parseDuration(q['last']);
+    if (lastMs === undefined || lastMs < store.intervalMs || lastMs > FINE_MS) {
+      throw new SkeinError('SKEIN_E_BAD_QUERY', `last must be a duration from the scrape interval (${formatDuration(store.intervalMs)}) to ${formatDuration(FINE_MS)}, got ${JSON.stringify(q['last'])}`, { field: 'last' });
+    }
+    return {
+      service: name,
+      lastMs,
+      time: new Date(clock.now()).toISOString(),
+      scrapeIntervalMs: store.intervalMs,
+      versions: store.versions(name, lastMs).map((v) => ({ version: v.version, ...wire(v) })),
     };
   });
 

@@ -395,6 +395,7 @@ export function parseStats(body: unknown): StatsSnapshot {
       service: str(s['service'], `${p}.service`),
       route: str(s['route'], `${p}.route`),
       instance: str(s['instance'], `${p}.instance`),
+      ...(s['version'] === undefined ? {} : { version: str(s['version'], `${p}.version`) }),
       requests,
       failures,
       latency: { counts, sum: num(latency['sum'] ?? 0, `${p}.latency.sum`) },

@@ -459,3 +459,36 @@ test('authorization decisions: per service, outcome and policy over the window, 
   assert.equal(r.restarted, true);
   assert.deepEqual(store.window('10s').services.find((s) => s.service === 'products')!.authz.byPolicy, [{ policy: 'only-frontend', outcome: 'allow', requests: 1 }]);
 });
+
+test("versions(): a service's outbound traffic per version of the instance that answered, over the last interval asked", () => {
+  const { clock, store } = setup(1000);
+  const out = (version: string | undefined, requests: number, failures: number, bucket: number) => ({
+    direction: 'outbound' as const,
+    workload: 'frontend',
+    source: 'frontend',
+    instance: `products-${version ?? 'none'}`,
+    ...(version === undefined ? {} : { version }),
+    requests,
+    failures,
+    latency: { counts: counts({ [bucket]: requests }), sum: 0 },
+  });
+  store.ingest(snap(clock, [out('v1', 0, 0, 2), out('v2', 0, 0, 2)], { startedAt: T0 - HOUR }));
+  // Three intervals: v1 healthy and fast; v2 failing half its requests and slow (5-10 ms).
+  for (let i = 1; i <= 3; i++) {
+    clock.advance(1000);
+    store.ingest(snap(clock, [out('v1', 90 * i, 0, 2), out('v2', 10 * i, 5 * i, 4), out(undefined, 4 * i, 0, 2)]));
+  }
+  clock.advance(1000);
+  const all = store.versions('products', 3000);
+  assert.deepEqual(all.map((v) => [v.version, v.requests, v.failures]), [['', 12, 0], ['v1', 270, 0], ['v2', 30, 15]]);
+  const v2 = all.find((v) => v.version === 'v2')!;
+  close(v2.successRate, 0.5);
+  assert.ok(v2.latencyMs.p99 !== null && v2.latencyMs.p99 > 5 && v2.latencyMs.p99 <= 10, `v2's p99 is in the 5-10 ms bucket: ${v2.latencyMs.p99}`);
+  close(all.find((v) => v.version === 'v1')!.successRate, 1);
+  // The last interval only: one scrape's traffic.
+  assert.deepEqual(store.versions('products', 1000).map((v) => [v.version, v.requests]), [['', 4], ['v1', 90], ['v2', 10]]);
+  // Another service, or inbound-only traffic, has no versions.
+  assert.deepEqual(store.versions('users', 3000), []);
+  // The version aggregate does not leak into the window's routes.
+  assert.deepEqual(store.window('10s').routes.map((r) => [r.service, r.route, r.direction, r.requests]), [['products', 'default', 'outbound', 312]]);
+});

@@ -16,7 +16,9 @@
  *              series from source "unknown" never make edges),
  *   - route    (service, route, direction),
  *   - authz    (service, outcome, policy: the authorization decisions of the proxies' inbound
- *              listeners, from the snapshot's `authz` counts).
+ *              listeners, from the snapshot's `authz` counts),
+ *   - version  (service, version: from outbound series, which carry the version of the endpoint
+ *              that answered; what a canary's analysis reads, `versions()`).
  * Each aggregate also counts its requests whose hop between proxies was mTLS (`mtls`); an edge
  * reports it as the share of its requests that were mTLS.
  *
@@ -260,14 +262,14 @@ interface ProxyState {
 }
 
 /** `authz` keys: the service, then outcome and policy in `b`, apart by AUTHZ_SEP. */
-type Dim = 'svc' | 'inst' | 'edge' | 'route' | 'authz';
+type Dim = 'svc' | 'inst' | 'edge' | 'route' | 'authz' | 'ver';
 const SEP = '\u0000';
 const key = (dim: Dim, dir: Direction, a: string, b: string) => `${dim}${SEP}${dir}${SEP}${a}${SEP}${b}`;
 function parseKey(k: string): { dim: Dim; dir: Direction; a: string; b: string } {
   const [dim, dir, a, b] = k.split(SEP) as [Dim, Direction, string, string];
   return { dim, dir, a, b };
 }
-const seriesKey = (s: StatsSeries) => [s.direction, s.workload, s.source, s.service, s.route, s.instance].join(SEP);
+const seriesKey = (s: StatsSeries) => [s.direction, s.workload, s.source, s.service, s.route, s.instance, s.version ?? ''].join(SEP);
 const AUTHZ_SEP = '\u0001';
 const authzKey = (a: StatsAuthz) => [a.service, a.outcome, a.policy].join(SEP);
 
@@ -475,7 +477,7 @@ export class SignalStore {
   window(w: SignalWindow): WindowView {
     const now = this.clock.now();
     this.maintain(now);
-    const { slots, coveredMs } = this.range(w, now);
+    const { slots, coveredMs } = this.range(WINDOW_MS[w], now);
     const sums = new Map<string, Agg>();
     const nb = this.bucketCount();
     for (const s of slots) {
@@ -521,7 +523,7 @@ export class SignalStore {
         const outcome = b.slice(0, at) as AuthzOutcome;
         z.byPolicy.push({ policy: b.slice(at + 1), outcome, requests: agg.requests });
         z[AUTHZ_FIELD[outcome]] += agg.requests;
-      } else {
+      } else if (dim === 'route') {
         routes.push({ service: a, route: b, direction: dir, ...sig(agg) });
       }
     }
@@ -552,6 +554,34 @@ export class SignalStore {
   }
 
   /**
+   * A service's signals per version of the instances that answered, over the last `lastMs` (whole
+   * scrape intervals, at least one; at most the 5 minutes kept per interval), from its callers'
+   * outbound series: what a canary's analysis compares. Versions without requests in the time are
+   * left out; "" is the instances without a version.
+   */
+  versions(service: string, lastMs: number): Array<Signals & { version: string }> {
+    const now = this.clock.now();
+    this.maintain(now);
+    const { slots, coveredMs } = this.range(Math.min(Math.max(lastMs, this.intervalMs), FINE_MS), now);
+    const prefix = key('ver', 'outbound', service, '');
+    const sums = new Map<string, Agg>();
+    const nb = this.bucketCount();
+    for (const s of slots) {
+      for (const [k, a] of s.entries) {
+        if (!k.startsWith(prefix)) continue;
+        const version = k.slice(prefix.length);
+        let into = sums.get(version);
+        if (into === undefined) sums.set(version, (into = emptyAgg(nb)));
+        addInto(into, a);
+      }
+    }
+    return [...sums]
+      .filter(([, a]) => a.requests > 0)
+      .sort(([x], [y]) => cmp(x, y))
+      .map(([version, a]) => ({ version, ...this.signals(a, coveredMs) }));
+  }
+
+  /**
    * One point per slot of the window (from the first scrape on: a scrape interval up to 5m, 30 s
    * for 15m) for one service, or for the
    * whole mesh (every service summed) when `service` is null. A service's direction (inbound, or
@@ -560,7 +590,7 @@ export class SignalStore {
   series(w: SignalWindow, service: string | null = null): SeriesView {
     const now = this.clock.now();
     this.maintain(now);
-    const { ring, slots, nos, intervals } = this.range(w, now);
+    const { ring, slots, nos, intervals } = this.range(WINDOW_MS[w], now);
     // The direction each service is read from, over the whole window.
     const inCount = new Map<string, number>();
     const outCount = new Map<string, number>();
@@ -616,9 +646,9 @@ export class SignalStore {
    * `coveredMs` counts). `nos` are the slot numbers of the ring read,
    * `intervals` how many scrape intervals of data each covers.
    */
-  private range(w: SignalWindow, now: number): { ring: Ring; slots: Slot[]; nos: number[]; intervals: number[]; coveredMs: number } {
-    const k = Math.max(1, Math.ceil(WINDOW_MS[w] / this.intervalMs));
-    const ring = WINDOW_MS[w] > FINE_MS ? this.coarse : this.fine;
+  private range(windowMs: number, now: number): { ring: Ring; slots: Slot[]; nos: number[]; intervals: number[]; coveredMs: number } {
+    const k = Math.max(1, Math.ceil(windowMs / this.intervalMs));
+    const ring = windowMs > FINE_MS ? this.coarse : this.fine;
     if (this.origin === null) return { ring, slots: [], nos: [], intervals: [], coveredMs: k * this.intervalMs };
     const end = Math.max(this.doneSlot ?? this.lastSlot, this.slotNo(now) - 1);
     // The first slot holds the baselines: data starts after it.
@@ -689,6 +719,7 @@ export class SignalStore {
     const instance = dir === 'inbound' ? s.instance || s.workload : s.instance;
     if (instance !== '') keys.push(key('inst', dir, s.service, instance));
     if (dir === 'outbound' || (s.source !== 'unknown' && s.source !== '')) keys.push(key('edge', dir, s.source, s.service));
+    if (dir === 'outbound') keys.push(key('ver', dir, s.service, s.version ?? ''));
     return keys.filter((k, i) => {
       if (this.touch(k, at)) return true;
       this.counters.droppedKeys++;
