@@ -17,3 +17,5 @@ export * from './mesh/schema.js';
 export * from './mesh/model.js';
 export * from './mesh/parse.js';
 export * from './mesh/run.js';
+export * from './mesh/rollout.js';
+export * from './mesh/revision.js';

@@ -6,6 +6,7 @@ import { VERSION } from '../version.js';
 import { controlCommand } from './control.js';
 import { proxyCommand } from './proxy.js';
 import { scaleCommand, upCommand } from './up.js';
+import { rolloutCommand } from './rollout.js';
 import { applyCommand, deregisterCommand, endpointsCommand, eventsCommand, heartbeatCommand, registerCommand, servicesCommand } from './registry-commands.js';
 import { watchCommand } from './watch.js';
 import { dashboardCommand, statCommand, tapCommand, topCommand } from './monitor.js';
@@ -26,6 +27,7 @@ export function program(): Command {
     proxyCommand(),
     upCommand(),
     scaleCommand(),
+    rolloutCommand(),
     registerCommand(),
     deregisterCommand(),
     heartbeatCommand(),

@@ -54,12 +54,13 @@ export function upCommand(): Command {
       if (o.accessLog.trim() === '') throw new SkeinError('SKEIN_E_USAGE', '--access-log: give "stdout", a file path or "off"', { field: '--access-log' });
       const tapRedact = parseHeaderNames(o.tapRedact, '--tap-redact');
 
-      const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner, meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }] = await Promise.all([
+      const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }] = await Promise.all([
         import('pino'),
         import('../control/control-plane.js'),
         import('../proxy/proxy.js'),
         import('../proxy/admin.js'),
         import('../runtime/mesh-runner.js'),
+        import('../runtime/mesh-routes.js'),
         import('../proxy/access-log.js'),
         import('../proxy/announce.js'),
         import('../proxy/tls/ca-client.js'),

@@ -8,16 +8,24 @@
  * in the control plane as the instance's address. So a call from one service to another crosses
  * two proxy listeners: the caller's outbound and the callee's inbound.
  *
- * Stopping a replica (scale down, Ctrl-C): deregister it, wait until the proxy no longer routes
- * to it, drain its inbound listener (requests in flight finish), then SIGTERM. A replica that
- * crashed is deregistered and restarted with backoff by its supervisor.
+ * Stopping a replica (scale down, a rollout, Ctrl-C): deregister it, wait until every proxy the
+ * control plane knows (and the runtime's own) no longer picks it (proxy-ack.ts, capped), drain its
+ * inbound listener (requests in flight finish, idle keep-alive connections close), then SIGTERM,
+ * SIGKILL after its stopTimeout. A replica that crashed is deregistered and restarted with backoff
+ * by its supervisor.
+ *
+ * Which revision runs how many replicas is each service's ServiceRuntime (service-runtime.ts);
+ * `apply` takes a changed mesh file and hands each service its new spec. The API routes are in
+ * mesh-routes.ts.
  */
-import type { FastifyInstance } from 'fastify';
 import { type MeshFile, type MeshService, replicaInstance, serviceCwd, startOrder } from '../api/mesh.js';
+import { systemClock, type Clock } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
 import { OUTSIDE_CALLER } from '../api/names.js';
 import { endpointKey } from '../discovery/endpoint.js';
 import type { Proxy } from '../proxy/proxy.js';
+import { awaitProxyAck } from './proxy-ack.js';
+import { ServiceRuntime, type ApplyResult, type InstanceStatus } from './service-runtime.js';
 import { type OutputSink, Supervisor, type SupervisorEvent } from './supervisor.js';
 
 export interface MeshRunnerOptions {
@@ -36,22 +44,30 @@ export interface MeshRunnerOptions {
   readonly say?: (line: string) => void;
   /** How long to wait for each service to be ready before starting its dependents. Default: its readiness deadline x 3. */
   readonly startTimeoutMs?: number;
-  /** Scaling and replica lifecycle for the mesh event feed (type "scale"). */
+  /** Timers of rollouts (minReady, progress deadlines) and of the drain. Default the system clock. */
+  readonly clock?: Clock;
+  /** Scaling, rollouts and replica lifecycle for the mesh event feed (type "scale"). */
   readonly onMeshEvent?: (e: { time: number; type: 'scale'; service: string; id: string | null; message: string; [field: string]: unknown }) => void;
 }
 
 export interface ServiceStatus {
   readonly name: string;
+  /** Replicas asked for, across revisions (not those draining). */
   readonly replicas: number;
   readonly ready: number;
+  /** The service's replicas setting. */
+  readonly desired: number;
+  /** Its latest revision's number, and whether a rollout is moving to it. */
+  readonly revision: number;
+  readonly rollout: string | null;
   readonly outbound: string | null;
   readonly servicePort: string | null;
-  readonly instances: ReadonlyArray<{ id: string; state: string; pid: number | null; appPort: number | null; restarts: number }>;
+  /** Every live replica: of every revision, draining ones included. */
+  readonly instances: readonly InstanceStatus[];
 }
 
 interface Running {
-  readonly svc: MeshService;
-  readonly sup: Supervisor;
+  readonly rt: ServiceRuntime;
   readonly outbound: string;
   readonly servicePort: string;
 }
@@ -81,19 +97,28 @@ export class MeshRunner {
   private readonly host: string;
   private readonly say: (line: string) => void;
   private stopping: Promise<void> | null = null;
+  private mesh: MeshFile;
+  private readonly clock: Clock;
 
   constructor(private readonly o: MeshRunnerOptions) {
     this.host = o.host ?? '127.0.0.1';
     this.say = o.say ?? (() => undefined);
+    this.mesh = o.mesh;
+    this.clock = o.clock ?? systemClock;
   }
 
   get name(): string {
-    return this.o.mesh.name;
+    return this.mesh.name;
+  }
+
+  /** The mesh as it runs now (the last file applied). */
+  get current(): MeshFile {
+    return this.mesh;
   }
 
   /** Starts every service, each after the ones it depends on are ready. */
   async start(): Promise<void> {
-    for (const svc of startOrder(this.o.mesh)) {
+    for (const svc of startOrder(this.mesh)) {
       if (this.stopping !== null) return;
       await this.startService(svc);
       const timeout = this.o.startTimeoutMs ?? svc.readiness.deadlineMs * 3;
@@ -101,7 +126,7 @@ export class MeshRunner {
       let timer: NodeJS.Timeout | undefined;
       try {
         await Promise.race([
-          r.sup.whenAllReady(),
+          r.rt.whenAllReady(),
           new Promise<never>((_, reject) => {
             timer = setTimeout(() => reject(new SkeinError('SKEIN_E_INTERNAL', `service "${svc.name}" was not ready within ${timeout} ms`)), timeout);
           }),
@@ -112,22 +137,41 @@ export class MeshRunner {
     }
   }
 
-  private async startService(svc: MeshService): Promise<void> {
-    const { proxy, controlUrl, token } = this.o;
+  /** The Service resource of `svc` (its balancer, traffic, authorization and mTLS policy). */
+  private async putService(svc: MeshService): Promise<void> {
     const p = svc.balancer;
-    await api(controlUrl, token, 'PUT', `/v1/services/${svc.name}`, {
+    await api(this.o.controlUrl, this.o.token, 'PUT', `/v1/services/${svc.name}`, {
       balancer: p.hashKey === null ? { kind: p.kind } : { kind: p.kind, hashKey: p.hashKey },
       ...svc.traffic,
       ...(svc.authorization === null ? {} : { authorization: svc.authorization }),
       ...(svc.mtlsMode === null ? {} : { mtls: { mode: svc.mtlsMode } }),
     });
+  }
+
+  private async startService(svc: MeshService): Promise<void> {
+    const { proxy } = this.o;
+    await this.putService(svc);
     const out = await proxy.addWorkload({ name: svc.name, outbound: { host: this.host, port: 0 } });
     // The service port is for callers from outside the mesh (a browser, curl): they call as
     // OUTSIDE_CALLER, like the mesh's own outbound listener, never as the service itself.
     const pinned = await proxy.addWorkload({ name: `${svc.name}-service-port`, service: OUTSIDE_CALLER, outbound: { host: this.host, port: 0 }, pin: svc.name });
     const outbound = out.outbound as string;
-    const sup = new Supervisor({
+    const rt = new ServiceRuntime({
       service: svc,
+      clock: this.clock,
+      makeSupervisor: (rev, idPrefix) => this.supervisor(rev, idPrefix, outbound),
+      event: (message, fields) => this.meshEvent(svc.name, null, message, fields),
+    });
+    this.running.set(svc.name, { rt, outbound, servicePort: pinned.outbound as string });
+    rt.start();
+  }
+
+  /** A supervisor of one revision of a service, wired into the mesh: register when ready, drain before stopping. */
+  private supervisor(svc: MeshService, idPrefix: string, outbound: string): Supervisor {
+    const { proxy, controlUrl, token } = this.o;
+    return new Supervisor({
+      service: svc,
+      idPrefix,
       cwd: serviceCwd(this.o.file, svc),
       host: this.host,
       extraEnv: { HTTP_PROXY: `http://${outbound}`, http_proxy: `http://${outbound}`, SKEIN_OUTBOUND: outbound, SKEIN_CONTROL: controlUrl },
@@ -135,6 +179,7 @@ export class MeshRunner {
       onReady: async (r) => {
         const inb = await proxy.addWorkload({ name: r.id, service: svc.name, inbound: { host: this.host, port: 0 }, app: { host: r.address, port: r.port } });
         const inboundPort = Number((inb.inbound as string).split(':').pop());
+        // The replica is registered with its revision's version and labels: proxies report per version.
         const inst = replicaInstance(svc, { id: r.id, address: this.host, port: inboundPort });
         // The control plane checks the app itself, on its own port: the inbound listener in front of
         // it takes only its mesh peers' mTLS (Linkerd's kubelet probes go to the app port too).
@@ -151,8 +196,22 @@ export class MeshRunner {
       },
       onStopping: async (r) => {
         await api(controlUrl, token, 'DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
-        // Callers stop picking it once the proxy has seen the deregistration.
-        await proxy.whenEndpointGone(svc.name, endpointKey(svc.name, r.id), 2000);
+        // Every proxy must stop picking it before it is drained (capped: one that cannot answer is named).
+        const key = endpointKey(svc.name, r.id);
+        const ack = await awaitProxyAck({
+          controlUrl,
+          token,
+          service: svc.name,
+          id: r.id,
+          clock: this.clock,
+          local: { id: proxy.metrics.id, whenGone: (ms) => proxy.whenEndpointGone(svc.name, key, ms) },
+        });
+        if (ack.missing.length > 0) {
+          const who = ack.missing.map((m) => `${m.proxy} (${m.reason})`).join(', ');
+          this.say(`${r.id}: drained without the acknowledgement of ${who}`);
+          this.meshEvent(svc.name, r.id, `${r.id} drained without the acknowledgement of ${who}`, { change: 'drain-unacknowledged', proxies: ack.missing });
+        }
+        // Requests in flight finish, idle keep-alive connections close; then the supervisor sends SIGTERM.
         await proxy.removeWorkload(r.id, svc.stopTimeoutMs);
       },
       onExit: async (r) => {
@@ -163,8 +222,6 @@ export class MeshRunner {
       },
       onEvent: (e) => this.event(e),
     });
-    this.running.set(svc.name, { svc, sup, outbound, servicePort: pinned.outbound as string });
-    sup.start(svc.replicas);
   }
 
   private meshEvent(service: string, id: string | null, message: string, fields: Record<string, unknown>): void {
@@ -208,43 +265,88 @@ export class MeshRunner {
   }
 
   status(): ServiceStatus[] {
-    return this.o.mesh.services.map((svc) => {
+    return this.mesh.services.map((svc) => {
       const r = this.running.get(svc.name);
-      const list = r?.sup.list() ?? [];
+      const reps = r?.rt.replicaStatus() ?? { replicas: 0, ready: 0, instances: [] };
+      const ro = r?.rt.rolloutStatus();
       return {
         name: svc.name,
-        replicas: list.length,
-        ready: r?.sup.readyCount ?? 0,
+        replicas: reps.replicas,
+        ready: reps.ready,
+        desired: r?.rt.desired() ?? svc.replicas,
+        revision: ro?.revision ?? 1,
+        rollout: ro?.rollout?.phase ?? null,
         outbound: r?.outbound ?? null,
         servicePort: r?.servicePort ?? null,
-        instances: list.map((x) => ({ id: x.id, state: x.state, pid: x.pid, appPort: x.port, restarts: x.restarts })),
+        instances: reps.instances,
       };
     });
   }
 
-  /** Changes a service's replicas; resolves when the surplus ones are gone (new ones start at once). */
-  async scale(service: string, replicas: number): Promise<void> {
+  /** The runtime of a running service; a clear error naming `service` otherwise. */
+  service(service: string): ServiceRuntime {
     const r = this.running.get(service);
     if (r === undefined) {
-      const known = this.o.mesh.services.some((s) => s.name === service);
+      const known = this.mesh.services.some((s) => s.name === service);
       throw new SkeinError(known ? 'SKEIN_E_SHUTTING_DOWN' : 'SKEIN_E_UNKNOWN_SERVICE', known ? `service "${service}" is not running` : `mesh "${this.name}" has no service "${service}"`, { field: 'service' });
     }
+    return r.rt;
+  }
+
+  /** Changes a service's replicas; resolves when the surplus ones are gone (new ones start at once). */
+  async scale(service: string, replicas: number): Promise<void> {
+    const rt = this.service(service);
     if (!Number.isInteger(replicas) || replicas < 0 || replicas > 100) {
       throw new SkeinError('SKEIN_E_VALIDATION', `replicas must be an integer from 0 to 100, got ${JSON.stringify(replicas)}`, { field: 'replicas' });
     }
     this.say(`scaling ${service} to ${replicas}`);
-    const from = r.sup.list().length;
+    const from = rt.desired();
     this.meshEvent(service, null, `${service} scaled from ${from} to ${replicas} replicas`, { change: 'replicas', from, to: replicas });
-    await r.sup.scale(replicas);
+    await rt.scale(replicas);
+  }
+
+  /**
+   * Applies a changed mesh file: each service whose revision fields changed is rolled out, one
+   * whose replicas changed is scaled, one whose policy changed gets its Service resource again;
+   * nothing else is touched. Everything is checked first: a file that names another mesh, other
+   * services or another control section changes nothing.
+   */
+  async apply(next: MeshFile): Promise<ApplyResult[]> {
+    if (this.stopping !== null) throw new SkeinError('SKEIN_E_SHUTTING_DOWN', 'the mesh is stopping');
+    if (next.name !== this.mesh.name) throw new SkeinError('SKEIN_E_VALIDATION', `name: the file is mesh "${next.name}", this is mesh "${this.mesh.name}"`, { field: 'name' });
+    if (JSON.stringify(next.control) !== JSON.stringify(this.mesh.control)) {
+      throw new SkeinError('SKEIN_E_VALIDATION', 'control: the control plane\'s addresses cannot change while the mesh runs (restart skein up)', { field: 'control' });
+    }
+    const names = new Set(this.mesh.services.map((s) => s.name));
+    for (const s of next.services) {
+      if (!names.has(s.name)) throw new SkeinError('SKEIN_E_UNKNOWN_SERVICE', `services.${s.name}: mesh "${this.name}" runs no service "${s.name}" (adding a service needs a restart of skein up)`, { field: `services.${s.name}` });
+    }
+    for (const name of names) {
+      if (!next.services.some((s) => s.name === name)) {
+        throw new SkeinError('SKEIN_E_VALIDATION', `services.${name}: the file leaves out service "${name}", which runs (removing a service needs a restart of skein up)`, { field: `services.${name}` });
+      }
+    }
+    for (const s of next.services) this.service(s.name);
+    const policy = (s: MeshService) => JSON.stringify([s.balancer, s.traffic, s.authorization, s.mtlsMode]);
+    const results: ApplyResult[] = [];
+    for (const svc of next.services) {
+      const rt = this.service(svc.name);
+      if (policy(svc) !== policy(rt.spec)) await this.putService(svc);
+      const r = rt.apply(svc);
+      if (r.replicas !== null) this.meshEvent(svc.name, null, `${svc.name} scaled from ${r.replicas.from} to ${r.replicas.to} replicas (apply)`, { change: 'replicas', from: r.replicas.from, to: r.replicas.to });
+      results.push(r);
+    }
+    this.mesh = next;
+    return results;
   }
 
   /** Stops services in the reverse of the start order, each drained before its dependencies. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      for (const svc of startOrder(this.o.mesh).reverse()) {
+      for (const svc of startOrder(this.mesh).reverse()) {
         const r = this.running.get(svc.name);
         if (r === undefined) continue;
-        await r.sup.stop();
+        await r.rt.stop();
         await this.o.proxy.removeWorkload(`${svc.name}-service-port`, 1000);
         await this.o.proxy.removeWorkload(svc.name, 1000);
         this.running.delete(svc.name);
@@ -255,35 +357,6 @@ export class MeshRunner {
 
   /** Synchronous last resort: SIGKILL every replica. */
   killAll(): void {
-    for (const r of this.running.values()) r.sup.killAll();
+    for (const r of this.running.values()) r.rt.killAll();
   }
-}
-
-/** The runtime's routes on the control plane API: GET /v1/mesh, PUT /v1/mesh/services/:service/replicas. */
-export function meshRoutes(runner: () => MeshRunner | null): (app: FastifyInstance) => void {
-  return (app) => {
-    const need = (): MeshRunner => {
-      const r = runner();
-      if (r === null) throw new SkeinError('SKEIN_E_SHUTTING_DOWN', 'the mesh is still starting');
-      return r;
-    };
-    app.get('/v1/mesh', async () => {
-      const r = need();
-      return { name: r.name, services: r.status() };
-    });
-    app.put<{ Params: { service: string } }>('/v1/mesh/services/:service/replicas', async (req, reply) => {
-      const r = need();
-      const body = req.body as { replicas?: unknown } | null;
-      if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new SkeinError('SKEIN_E_VALIDATION', 'body must be {"replicas": N}', { field: 'body' });
-      const extra = Object.keys(body).filter((k) => k !== 'replicas');
-      if (extra.length > 0) throw new SkeinError('SKEIN_E_VALIDATION', `${extra[0]} is not a known field (the body is {"replicas": N})`, { field: extra[0] as string });
-      if (typeof body.replicas !== 'number') throw new SkeinError('SKEIN_E_VALIDATION', 'replicas is required and must be an integer from 0 to 100', { field: 'replicas' });
-      // Validates and starts at once; the surplus replicas drain in the background.
-      const done = r.scale(req.params.service, body.replicas);
-      await Promise.race([done, new Promise((res) => setImmediate(res))]);
-      done.catch(() => undefined);
-      reply.code(202);
-      return { service: req.params.service, replicas: body.replicas, services: r.status().filter((s) => s.name === req.params.service) };
-    });
-  };
 }

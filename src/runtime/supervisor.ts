@@ -76,6 +76,8 @@ export interface ReplicaStatus {
   readonly pid: number | null;
   readonly port: number | null;
   readonly restarts: number;
+  /** When (clock ms) it last became ready; null while it is not ready. */
+  readonly readySince: number | null;
 }
 
 interface EventBase {
@@ -143,6 +145,8 @@ type Hook<A extends unknown[]> = (...args: A) => void | Promise<void>;
 
 export interface SupervisorOptions {
   service: SupervisedService;
+  /** Replica ids are `<idPrefix>-<index>`. Default the service name (a rollout gives each revision its own). */
+  idPrefix?: string;
   /** Working directory of the children (resolved by the caller). Default: this process's. */
   cwd?: string;
   /** The environment the children start from. Default process.env. */
@@ -187,6 +191,7 @@ interface Ctx {
   readonly ports: PortAllocator;
   readonly probe: ReadinessProbe;
   readonly output: OutputSink;
+  readonly idPrefix: string;
   emit(e: SupervisorEvent): void;
   changed(): void;
 }
@@ -206,6 +211,7 @@ class Replica {
   pid: number | null = null;
   port: number | null = null;
   restarts = 0;
+  readySince: number | null = null;
   done: Promise<void> = Promise.resolve();
   private consecutive = 0;
   private readonly backoff: Backoff;
@@ -216,7 +222,7 @@ class Replica {
     private readonly ctx: Ctx,
     readonly index: number,
   ) {
-    this.id = `${ctx.svc.name}-${index}`;
+    this.id = `${ctx.idPrefix}-${index}`;
     const r = ctx.svc.restart;
     this.backoff = new Backoff({ baseMs: Math.max(1, r.baseMs), capMs: Math.max(1, r.baseMs, r.capMs), rng: ctx.opts.rng });
   }
@@ -226,7 +232,7 @@ class Replica {
   }
 
   status(): ReplicaStatus {
-    return { id: this.id, index: this.index, state: this.state, pid: this.pid, port: this.port, restarts: this.restarts };
+    return { id: this.id, index: this.index, state: this.state, pid: this.pid, port: this.port, restarts: this.restarts, readySince: this.readySince };
   }
 
   /** Starts the loop once `after` (the previous holder of this index stopping) has settled. */
@@ -258,6 +264,8 @@ class Replica {
   }
 
   private set(state: ReplicaState): void {
+    if (state === 'ready' && this.state !== 'ready') this.readySince = this.ctx.clock.now();
+    else if (state !== 'ready') this.readySince = null;
     this.state = state;
     this.ctx.changed();
   }
@@ -516,6 +524,7 @@ export class Supervisor {
       ports: opts.ports ?? assignPort,
       probe: opts.probe ?? probeOnce,
       output: opts.output ?? defaultSink,
+      idPrefix: opts.idPrefix ?? svc.name,
       emit: (e) => {
         for (const l of this.listeners) {
           try {
@@ -552,6 +561,11 @@ export class Supervisor {
     return [...this.replicas.values()].sort((a, b) => a.index - b.index).map((r) => r.status());
   }
 
+  /** The replicas being scaled away whose process has not exited yet (draining or stopping), by index. */
+  leavingList(): ReplicaStatus[] {
+    return [...this.live].filter((r) => ![...this.replicas.values()].includes(r)).sort((a, b) => a.index - b.index).map((r) => r.status());
+  }
+
   /** Starts `replicas` replicas. Returns once they are launched; see whenAllReady(). */
   start(replicas: number): void {
     if (this.started) throw new SkeinError('SKEIN_E_CONFLICT', `supervisor of "${this.service}" was already started`);
@@ -559,10 +573,11 @@ export class Supervisor {
   }
 
   /**
-   * Changes the number of replicas. New ones start at once (ids fill up from `<service>-1`);
-   * surplus ones, the highest-numbered first, are drained and stopped; replicas that were given
-   * up (maxRestarts) start afresh. Resolves when the surplus replicas are gone (not when the new
-   * ones are ready).
+   * Changes the number of replicas. New ones start at once, each with the lowest free index
+   * (ids fill up from `<service>-1`); surplus ones are drained and stopped, those not ready first
+   * (as a Kubernetes ReplicaSet does), then the highest-numbered; replicas that were given up
+   * (maxRestarts) start afresh. Resolves when the surplus replicas are gone (not when the new ones
+   * are ready).
    */
   async scale(n: number): Promise<void> {
     const removed = this.apply(n);
@@ -587,12 +602,12 @@ export class Supervisor {
       });
       this.leaving.set(index, gone);
     };
-    // Surplus replicas, highest-numbered first; and replicas given up (maxRestarts), which a
-    // scale command starts afresh.
-    for (const index of [...this.replicas.keys()].sort((a, b) => b - a)) {
-      if (index > n || this.replicas.get(index)?.state === 'failed') retire(index);
-    }
-    for (let index = 1; index <= n; index++) {
+    // Replicas given up (maxRestarts), which a scale command starts afresh; then the surplus,
+    // those not ready first (a rollout counts on the ready ones staying), highest-numbered first.
+    for (const [index, r] of [...this.replicas]) if (r.state === 'failed') retire(index);
+    const surplus = [...this.replicas.values()].sort((a, b) => Number(a.state === 'ready') - Number(b.state === 'ready') || b.index - a.index);
+    for (const r of surplus.slice(0, Math.max(0, this.replicas.size - n))) retire(r.index);
+    for (let index = 1; this.replicas.size < n; index++) {
       if (this.replicas.has(index)) continue;
       const r = new Replica(this.ctx, index);
       this.replicas.set(index, r);

@@ -7,6 +7,7 @@ import type { RawTraffic } from '../traffic.js';
 import type { RawServiceAuthorization } from '../authz/schema.js';
 import type { MtlsMode } from '../mtls.js';
 import { INSTANCE_DEFAULTS } from '../types.js';
+import type { MeshRollout } from './rollout.js';
 
 export const MESH_DEFAULTS = Object.freeze({
   replicas: 1,
@@ -61,6 +62,8 @@ export interface MeshService {
   readonly labels: Readonly<Record<string, string>>;
   readonly restart: MeshRestart;
   readonly stopTimeoutMs: number;
+  /** How a change of its revision is rolled out (rollout.ts). */
+  readonly rollout: MeshRollout;
   readonly dependsOn: readonly string[];
 }
 

@@ -15,6 +15,7 @@ import { buildTraffic, checkSubsetsKnown, frozenCopy, pickTraffic } from '../tra
 import { check, fieldPath, patternMessage, type FieldProblem, type SchemaProblem } from '../validate.js';
 import { yamlDocuments } from '../yaml.js';
 import { MESH_DEFAULTS, type MeshFile, type MeshReadiness, type MeshRestart, type MeshService } from './model.js';
+import { buildRollout } from './rollout.js';
 import { MeshFileSchema, RESERVED_ENV, type RawMeshFile, type RawMeshService } from './schema.js';
 
 /** A problem in the file: `service` is set when it lies inside one service. */
@@ -131,6 +132,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     labels: Object.freeze({ ...(raw.labels ?? {}) }),
     restart,
     stopTimeoutMs: dur(raw.stopTimeout, MESH_DEFAULTS.stopTimeoutMs, 0, 10 * 60_000, 'stopTimeout'),
+    rollout: buildRollout(raw.rollout, push),
     dependsOn: Object.freeze([...(raw.dependsOn ?? [])]),
   });
 }

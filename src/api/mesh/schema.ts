@@ -11,6 +11,7 @@ import { API_VERSION, InstanceFields, Labels } from '../schema.js';
 import { TrafficFields } from '../traffic.js';
 import { AuthorizationFields } from '../authz/schema.js';
 import { MtlsFields } from '../mtls.js';
+import { RolloutSchema } from './rollout.js';
 
 export const MAX_REPLICAS = 100;
 export const MAX_SERVICES = 200;
@@ -85,6 +86,7 @@ export const MeshServiceSchema = Type.Object(
     labels: Type.Optional(Labels),
     restart: Type.Optional(RestartSchema),
     stopTimeout: Type.Optional(Duration('Time a replica gets between SIGTERM and SIGKILL. Default 10s; at most 10m.')),
+    rollout: Type.Optional(RolloutSchema),
     dependsOn: Type.Optional(
       Type.Array(Type.String({ maxLength: 63 }), {
         maxItems: MAX_SERVICES,
