@@ -122,9 +122,10 @@ describe('skein rollout against skein up (4 replicas)', () => {
     for (const i of s.instances) if (i.pid !== null) up.pids.add(i.pid);
     return s;
   };
-  const apply = async (text: string) => {
+  /** `skein rollout apply -f`, or `skein apply -f` (which sends a kind: Mesh file to the same place). */
+  const apply = async (text: string, via: 'rollout' | 'apply' = 'rollout') => {
     await writeFile(file, text);
-    return skein(['rollout', 'apply', '-f', file, ...C], { timeoutMs: 30_000 });
+    return skein([...(via === 'rollout' ? ['rollout'] : []), 'apply', '-f', file, ...C], { timeoutMs: 30_000 });
   };
   const waitComplete = async (revision: number, what: string): Promise<WebStatus> =>
     waitFor<WebStatus | null>(
@@ -195,7 +196,7 @@ describe('skein rollout against skein up (4 replicas)', () => {
     const st = await skein(['rollout', 'status', 'web', ...C]);
     assert.equal(st.code, 0, st.stderr);
     assert.match(st.stdout, /web: revision 2 complete: revision 2 is rolled out: 4 of 4 replicas available/);
-    const ev = await api(up.control, 'GET', '/v1/events?service=web&type=scale&limit=200');
+    const ev = await api(up.control, 'GET', '/v1/events?service=web&type=rollout&limit=200');
     const changes = (ev.body.events as Array<{ change?: string }>).map((e) => e.change);
     for (const c of ['rollout-started', 'rollout-step', 'rollout-complete']) assert.ok(changes.includes(c), `an event ${c}: ${changes.join(',')}`);
   });
@@ -230,7 +231,7 @@ describe('skein rollout against skein up (4 replicas)', () => {
     assert.deepEqual(s.instances.map((i) => i.version), ['v1', 'v1', 'v1', 'v1']);
     // The old replicas that were kept served all along; the rollback started at most one again.
     assert.ok(s.instances.filter((i) => keep.has(i.id)).length >= 3, `the v1 replicas kept: ${JSON.stringify(s.instances)}`);
-    const ev = await api(up.control, 'GET', '/v1/events?service=web&type=scale&limit=200');
+    const ev = await api(up.control, 'GET', '/v1/events?service=web&type=rollout&limit=200');
     const deadline = (ev.body.events as Array<{ change?: string; message: string }>).find((e) => e.change === 'rollout-deadline');
     assert.ok(deadline, 'an event says the deadline passed');
     assert.match(deadline.message, /web: revision 4 made no progress for 4s \(progressDeadline\): 0 of \d new replicas available; rolling back/);
@@ -244,8 +245,10 @@ describe('skein rollout against skein up (4 replicas)', () => {
   test('pause holds a rollout where it is; resume finishes it', async () => {
     const p = await skein(['rollout', 'pause', 'web', ...C]);
     assert.equal(p.code, 0, p.stderr);
-    const r = await apply(meshFile({ version: 'v6' }));
+    // `skein apply -f` of a mesh file does what `skein rollout apply -f` does.
+    const r = await apply(meshFile({ version: 'v6' }), 'apply');
     assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^web +6 +rolling out \(env, version changed\)$/m);
     const st = await api(up.control, 'GET', '/v1/mesh/services/web/rollout');
     assert.equal(st.body.paused, true);
     assert.equal(st.body.revision, 6);
@@ -273,9 +276,11 @@ describe('skein rollout against skein up (4 replicas)', () => {
       ['another mesh', meshFile({ version: 'v7' }).replace('name: rollout-test', 'name: other'), /name: the file is mesh "other", this is mesh "rollout-test"/],
     ];
     for (const [what, text, want] of cases) {
-      const r = await apply(text);
-      assert.equal(r.code, 1, `${what}: ${r.stdout}${r.stderr}`);
-      assert.match(r.stderr, want, what);
+      for (const via of ['rollout', 'apply'] as const) {
+        const r = await apply(text, via);
+        assert.equal(r.code, 1, `${what} (skein ${via}): ${r.stdout}${r.stderr}`);
+        assert.match(r.stderr, want, `${what} (skein ${via})`);
+      }
     }
     // Through the API too: the field is named.
     const bad = await api(up.control, 'PUT', '/v1/mesh', { kind: 'Mesh', name: 'rollout-test', services: { web: { command: 'node', replicas: -1 } } });

@@ -37,6 +37,14 @@ function tone(e: MeshEvent): 'ok' | 'warn' | 'bad' | 'info' {
       const change = String(e['change'] ?? '');
       return change === 'crash' || change === 'failed' ? 'bad' : change === 'restart' ? 'warn' : 'info';
     }
+    case 'rollout': {
+      const change = String(e['change'] ?? '');
+      return change === 'rollout-failed' || change === 'rollout-deadline' ? 'bad' : 'info';
+    }
+    case 'canary': {
+      const change = String(e['change'] ?? '');
+      return change === 'rolled-back' ? 'bad' : change === 'failed-check' ? 'warn' : 'info';
+    }
     case 'proxy':
       return 'info';
     default:

@@ -100,15 +100,21 @@ export function heartbeatCommand(): Command {
 
 export function applyCommand(): Command {
   return new Command('apply')
-    .description('create or update the Services, Routes, AuthorizationPolicies and Instances of a resource file (YAML or JSON)')
+    .description('create or update the Services, Routes, AuthorizationPolicies and Instances of a resource file (YAML or JSON); a mesh file (kind: Mesh) goes to the skein up running it, which rolls out what changed')
     .requiredOption('-f, --file <file>', 'resource file ("-" for standard input)')
     .addOption(controlOption())
     .addOption(outputOption())
     .action(async (o: Common & { file: string }) => {
+      const text = await readText(o.file);
+      // A mesh file goes to the skein up that runs it: a rollout of what changed (docs/deployments.md).
+      if (/^kind:[ \t]*["']?Mesh["']?[ \t]*(#.*)?$/m.test(text)) {
+        const { applyMeshFile } = await import('./rollout.js');
+        return applyMeshFile(o, text, o.file);
+      }
       // Validate the whole file before the first write: a bad file changes nothing.
       const { loadResourceFile } = await import('../api/parse.js');
       const { resourceKey } = await import('../api/types.js');
-      const items = loadResourceFile(await readText(o.file), o.file);
+      const items = loadResourceFile(text, o.file);
       const results: Array<{ kind: string; name: string; result: string }> = [];
       // Services first, so their defaults apply to the instances and their routes and policies follow.
       const order = ['Service', 'Route', 'AuthorizationPolicy', 'Instance'];

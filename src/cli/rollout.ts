@@ -57,27 +57,33 @@ function printStatus(s: RolloutView): void {
 
 const FINAL = new Set(['complete', 'deadline-exceeded', 'superseded']);
 
+/**
+ * Sends a changed mesh file to the `skein up` it runs under (PUT /v1/mesh): the services whose
+ * revision changed roll out, those whose replicas changed scale. `skein rollout apply -f` and
+ * `skein apply -f` of a `kind: Mesh` file.
+ */
+export async function applyMeshFile(o: Opts, text: string, file: string): Promise<void> {
+  const [{ parseMeshFile }, { yamlDocuments }] = await Promise.all([import('../api/mesh.js'), import('../api/yaml.js')]);
+  // Checked here first, so that errors name the file; the runtime checks again.
+  parseMeshFile(text, file);
+  const raw = yamlDocuments(text, file)[0];
+  const res = await mesh<{ services: Array<{ service: string; revisionFields: string[]; revision: number; replicas: { from: number; to: number } | null }> }>(o, 'PUT', '/v1/mesh', raw);
+  if (o.output === 'json') return printJson(res);
+  const rows = res.services.map((s) => [
+    s.service,
+    s.revision,
+    s.revisionFields.length > 0 ? `rolling out (${s.revisionFields.join(', ')} changed)` : s.replicas !== null ? `scaled ${s.replicas.from} -> ${s.replicas.to}` : 'unchanged',
+  ]);
+  print(table(['SERVICE', 'REVISION', 'CHANGE'], rows));
+}
+
 export function rolloutCommand(): Command {
   const cmd = new Command('rollout').description('revisions and rolling updates of a mesh started by skein up (docs/deployments.md)');
   const sub = (name: string, description: string) => withToken(cmd.command(name).description(description)).addOption(controlOption()).addOption(outputOption());
 
   sub('apply', 'apply a changed mesh file: roll out the services whose revision changed, scale those whose replicas did')
     .requiredOption('-f, --file <file>', 'the mesh file (the one skein up runs, changed)')
-    .action(async (o: Opts & { file: string }) => {
-      const [{ parseMeshFile }, { yamlDocuments }] = await Promise.all([import('../api/mesh.js'), import('../api/yaml.js')]);
-      const text = await readText(o.file);
-      // Checked here first, so that errors name the file; the runtime checks again.
-      parseMeshFile(text, o.file);
-      const raw = yamlDocuments(text, o.file)[0];
-      const res = await mesh<{ services: Array<{ service: string; revisionFields: string[]; revision: number; replicas: { from: number; to: number } | null }> }>(o, 'PUT', '/v1/mesh', raw);
-      if (o.output === 'json') return printJson(res);
-      const rows = res.services.map((s) => [
-        s.service,
-        s.revision,
-        s.revisionFields.length > 0 ? `rolling out (${s.revisionFields.join(', ')} changed)` : s.replicas !== null ? `scaled ${s.replicas.from} -> ${s.replicas.to}` : 'unchanged',
-      ]);
-      print(table(['SERVICE', 'REVISION', 'CHANGE'], rows));
-    });
+    .action(async (o: Opts & { file: string }) => applyMeshFile(o, await readText(o.file), o.file));
 
   sub('status', 'the rollout of a service: its phase, replicas per revision, why it stopped')
     .argument('<service>', 'service name')

@@ -47,7 +47,7 @@ export interface MeshRunnerOptions {
   /** Timers of rollouts (minReady, progress deadlines) and of the drain. Default the system clock. */
   readonly clock?: Clock;
   /** Scaling, rollouts and replica lifecycle for the mesh event feed (type "scale"). */
-  readonly onMeshEvent?: (e: { time: number; type: 'scale'; service: string; id: string | null; message: string; [field: string]: unknown }) => void;
+  readonly onMeshEvent?: (e: { time: number; type: 'scale' | 'rollout'; service: string; id: string | null; message: string; [field: string]: unknown }) => void;
 }
 
 export interface ServiceStatus {
@@ -226,7 +226,9 @@ export class MeshRunner {
 
   private meshEvent(service: string, id: string | null, message: string, fields: Record<string, unknown>): void {
     try {
-      this.o.onMeshEvent?.({ time: Date.now(), type: 'scale', service, id, message, ...fields });
+      // A rollout's steps (change rollout-*) are rollout events; replicas coming and going are scale events.
+      const type = typeof fields['change'] === 'string' && fields['change'].startsWith('rollout') ? 'rollout' : 'scale';
+      this.o.onMeshEvent?.({ time: Date.now(), type, service, id, message, ...fields });
     } catch {
       /* the feed's trouble is not the runtime's */
     }
