@@ -106,7 +106,7 @@ export function upCommand(): Command {
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
       let announcer: InstanceType<typeof Announcer> | null = null;
       let outboundAt: string | null = null;
-      const r = new MeshRunner({ mesh, file, controlUrl: cp.url, token: cp.adminToken, proxy, say, onMeshEvent: (e) => cp.events.add(e) });
+      const r = new MeshRunner({ mesh, file, controlUrl: cp.url, token: cp.adminToken, proxy, say, scrapeIntervalMs: o.scrapeInterval, onMeshEvent: (e) => cp.events.add(e) });
       let stopping: Promise<void> | null = null;
       const shutdown = (why: string): Promise<void> => {
         stopping ??= (async () => {

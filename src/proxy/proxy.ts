@@ -65,6 +65,8 @@ export interface WorkloadSpec {
   readonly inbound?: HostPort | null;
   /** The local app behind the inbound listener (required with inbound). */
   readonly app?: HostPort | null;
+  /** The app's version: its inbound requests are counted under it (per-version golden signals, a canary's analysis). */
+  readonly version?: string;
   /**
    * Pins the outbound listener to one service: every request goes to it whatever its Host
    * (a stable local port for a service, for browsers and other clients that cannot set Host).
@@ -518,8 +520,8 @@ export class Proxy {
     else if (e.type === 'panic') log[e.panicking ? 'warn' : 'info']({ service: e.service, endpoints: e.endpoints, available: e.available, ejected: e.ejected, failingActiveChecks: e.failingActiveChecks, threshold: e.threshold }, e.panicking ? 'panic mode entered' : 'panic mode left');
   }
 
-  private inboundDestination(l: Listener, service: string, app: HostPort): Destination {
-    const e = makeEndpoint({ service, id: l.workload, address: app.host, port: app.port });
+  private inboundDestination(l: Listener, service: string, app: HostPort, version: string): Destination {
+    const e = makeEndpoint({ service, id: l.workload, address: app.host, port: app.port, version });
     const traffic = new TrafficState({ service, policy: inboundTraffic(this.watch?.definition(service)?.traffic ?? DEFAULT_TRAFFIC), clock: this.clock });
     let list = this.inbound.get(service);
     if (list === undefined) this.inbound.set(service, (list = []));
@@ -552,7 +554,7 @@ export class Proxy {
       if (spec.inbound != null) {
         const app = spec.app;
         if (app == null) throw new SkeinError('SKEIN_E_USAGE', `workload "${spec.name}": an inbound listener needs the app's address (app=HOST:PORT)`, { field: 'app' });
-        const inb: Listener = new Listener(this, spec.name, service, 'inbound', () => inb.destination(service, () => this.inboundDestination(inb, service, app)));
+        const inb: Listener = new Listener(this, spec.name, service, 'inbound', () => inb.destination(service, () => this.inboundDestination(inb, service, app, spec.version ?? '')));
         listeners.push(inb);
         inbound = await inb.listen(spec.inbound);
       }

@@ -26,6 +26,10 @@ import { endpointKey } from '../discovery/endpoint.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { awaitProxyAck } from './proxy-ack.js';
 import { ServiceRuntime, type ApplyResult, type InstanceStatus } from './service-runtime.js';
+import type { CanaryIo, CanarySplit } from './canary.js';
+import type { WebhookOutcome } from './canary-analysis.js';
+import type { Webhook } from '../api/canary.js';
+import { CONTROL_DEFAULTS } from '../api/control.js';
 import { type OutputSink, Supervisor, type SupervisorEvent } from './supervisor.js';
 
 export interface MeshRunnerOptions {
@@ -46,8 +50,10 @@ export interface MeshRunnerOptions {
   readonly startTimeoutMs?: number;
   /** Timers of rollouts (minReady, progress deadlines) and of the drain. Default the system clock. */
   readonly clock?: Clock;
+  /** The control plane's scrape interval: the shortest time a canary's signals are asked over. */
+  readonly scrapeIntervalMs?: number;
   /** Scaling, rollouts and replica lifecycle for the mesh event feed (type "scale"). */
-  readonly onMeshEvent?: (e: { time: number; type: 'scale' | 'rollout'; service: string; id: string | null; message: string; [field: string]: unknown }) => void;
+  readonly onMeshEvent?: (e: { time: number; type: 'scale' | 'rollout' | 'canary'; service: string; id: string | null; message: string; [field: string]: unknown }) => void;
 }
 
 export interface ServiceStatus {
@@ -72,7 +78,8 @@ interface Running {
   readonly servicePort: string;
 }
 
-async function api(base: string, token: string | undefined, method: string, path: string, body?: unknown): Promise<void> {
+/** A call to the control plane's API; its JSON answer (an error answer is thrown with its message). */
+async function apiJson<T>(base: string, token: string | undefined, method: string, path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
   const init: RequestInit = { method, headers };
   if (body !== undefined) {
@@ -89,6 +96,25 @@ async function api(base: string, token: string | undefined, method: string, path
       /* not JSON */
     }
     throw new SkeinError('SKEIN_E_INTERNAL', `${method} ${path}: ${res.status} ${msg}`);
+  }
+  return (text === '' ? undefined : JSON.parse(text)) as T;
+}
+
+async function api(base: string, token: string | undefined, method: string, path: string, body?: unknown): Promise<void> {
+  await apiJson<unknown>(base, token, method, path, body);
+}
+
+/** A canary's webhook: POST its JSON body; 2xx within its timeout passes (Flagger's rule). */
+async function callWebhook(w: Webhook, body: Record<string, unknown>): Promise<WebhookOutcome> {
+  const started = performance.now();
+  try {
+    const res = await fetch(w.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(w.timeoutMs) });
+    await res.arrayBuffer();
+    return { name: w.name, type: w.type, ok: res.status >= 200 && res.status < 300, detail: `HTTP ${res.status} in ${Math.round(performance.now() - started)} ms` };
+  } catch (e) {
+    const err = e as Error & { cause?: { code?: string } };
+    const detail = err.name === 'TimeoutError' ? `no answer within ${w.timeoutMs} ms` : (err.cause?.code ?? err.message);
+    return { name: w.name, type: w.type, ok: false, detail };
   }
 }
 
@@ -137,15 +163,41 @@ export class MeshRunner {
     }
   }
 
-  /** The Service resource of `svc` (its balancer, traffic, authorization and mTLS policy). */
-  private async putService(svc: MeshService): Promise<void> {
+  /**
+   * The Service resource of `svc` (its balancer, traffic, authorization and mTLS policy); with a
+   * canary's `split`, its backends share the traffic between the stable and canary versions.
+   */
+  private async putService(svc: MeshService, split: CanarySplit | null = null): Promise<void> {
     const p = svc.balancer;
     await api(this.o.controlUrl, this.o.token, 'PUT', `/v1/services/${svc.name}`, {
       balancer: p.hashKey === null ? { kind: p.kind } : { kind: p.kind, hashKey: p.hashKey },
       ...svc.traffic,
+      ...(split === null
+        ? {}
+        : {
+            backends: [
+              { subset: { version: split.stable }, weight: 100 - split.canaryWeight },
+              { subset: { version: split.canary }, weight: split.canaryWeight },
+            ],
+          }),
       ...(svc.authorization === null ? {} : { authorization: svc.authorization }),
       ...(svc.mtlsMode === null ? {} : { mtls: { mode: svc.mtlsMode } }),
     });
+  }
+
+  /** The mesh side of a service's canaries: its split, the canary's signals, webhooks. */
+  private canaryIo(name: string): CanaryIo {
+    const { controlUrl, token } = this.o;
+    return {
+      setSplit: async (split) => this.putService((this.running.get(name)?.rt.spec ?? this.mesh.services.find((s) => s.name === name)) as MeshService, split),
+      signals: async (version, ms) => {
+        const last = Math.max(ms, this.o.scrapeIntervalMs ?? CONTROL_DEFAULTS.scrapeIntervalMs);
+        const r = await apiJson<{ versions: Array<{ version: string; requests: number; failures: number; latencyMs: { p99: number | null } }> }>(controlUrl, token, 'GET', `/v1/signals/services/${name}/versions?last=${last}ms`);
+        const v = r.versions.find((x) => x.version === version);
+        return v === undefined ? null : { requests: v.requests, failures: v.failures, p99Ms: v.latencyMs.p99 };
+      },
+      webhook: callWebhook,
+    };
   }
 
   private async startService(svc: MeshService): Promise<void> {
@@ -161,6 +213,7 @@ export class MeshRunner {
       clock: this.clock,
       makeSupervisor: (rev, idPrefix) => this.supervisor(rev, idPrefix, outbound),
       event: (message, fields) => this.meshEvent(svc.name, null, message, fields),
+      canary: this.canaryIo(svc.name),
     });
     this.running.set(svc.name, { rt, outbound, servicePort: pinned.outbound as string });
     rt.start();
@@ -177,7 +230,7 @@ export class MeshRunner {
       extraEnv: { HTTP_PROXY: `http://${outbound}`, http_proxy: `http://${outbound}`, SKEIN_OUTBOUND: outbound, SKEIN_CONTROL: controlUrl },
       ...(this.o.output === undefined ? {} : { output: this.o.output }),
       onReady: async (r) => {
-        const inb = await proxy.addWorkload({ name: r.id, service: svc.name, inbound: { host: this.host, port: 0 }, app: { host: r.address, port: r.port } });
+        const inb = await proxy.addWorkload({ name: r.id, service: svc.name, inbound: { host: this.host, port: 0 }, app: { host: r.address, port: r.port }, version: svc.version });
         const inboundPort = Number((inb.inbound as string).split(':').pop());
         // The replica is registered with its revision's version and labels: proxies report per version.
         const inst = replicaInstance(svc, { id: r.id, address: this.host, port: inboundPort });
@@ -226,8 +279,10 @@ export class MeshRunner {
 
   private meshEvent(service: string, id: string | null, message: string, fields: Record<string, unknown>): void {
     try {
-      // A rollout's steps (change rollout-*) are rollout events; replicas coming and going are scale events.
-      const type = typeof fields['change'] === 'string' && fields['change'].startsWith('rollout') ? 'rollout' : 'scale';
+      // A rollout's steps (change rollout-*) are rollout events, a canary's (canary-*) canary events;
+      // replicas coming and going are scale events.
+      const change = typeof fields['change'] === 'string' ? fields['change'] : '';
+      const type = change.startsWith('rollout') ? 'rollout' : change.startsWith('canary') ? 'canary' : 'scale';
       this.o.onMeshEvent?.({ time: Date.now(), type, service, id, message, ...fields });
     } catch {
       /* the feed's trouble is not the runtime's */

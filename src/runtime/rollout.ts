@@ -20,6 +20,12 @@ export interface RolloutStrategy {
   readonly kind: string;
   plan(input: RolloutInput): RolloutStep;
   done(input: RolloutInput): boolean;
+  /** An analysis owns the timeline now (a canary's): the progress deadline does not run. */
+  analysing?(): boolean;
+  /** The rollout ended (complete, superseded, stopped): the strategy's own timers stop. */
+  stop?(): void;
+  /** What the strategy adds to the rollout's status (a canary's weight and checks: `canary`). */
+  status?(): Record<string, unknown>;
 }
 
 export const rollingUpdate: RolloutStrategy = { kind: 'RollingUpdate', plan: planStep, done: rolloutDone };
@@ -71,6 +77,8 @@ export interface RolloutStatus {
   readonly maxUnavailable: number;
   readonly replicas: { desired: number; updated: number; updatedAvailable: number; old: number; available: number; leaving: number };
   readonly message: string;
+  /** A canary's analysis: its weight, failed checks, the last steps with their checks. */
+  readonly canary?: Record<string, unknown>;
 }
 
 export const ROLLOUT_TICK_MS = 200;
@@ -142,6 +150,7 @@ export class Rollout {
   stop(): void {
     this.timer?.cancel();
     this.timer = null;
+    this.strategy.stop?.();
   }
 
   private bounds(): { surge: number; unavailable: number } {
@@ -185,7 +194,7 @@ export class Rollout {
     const input = this.input(now);
     const others = host.sets().filter((s) => s !== target);
     const sig = `${input.next.replicas}/${input.next.available}/${input.old.map((o) => o.replicas).join(',')}`;
-    if (sig !== this.signature) {
+    if (sig !== this.signature || this.strategy.analysing?.() === true) {
       this.signature = sig;
       this.lastProgressAt = now;
     }
@@ -263,6 +272,7 @@ export class Rollout {
         leaving: input.leaving,
       },
       message: this.message,
+      ...(this.strategy.status === undefined ? {} : { canary: this.strategy.status() }),
     };
   }
 }

@@ -11,7 +11,8 @@ import { revisionChanges, type MeshService, type RevisionField } from '../api/me
 import type { Clock } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
 import { RevisionHistory, withRevision, type Revision } from './revisions.js';
-import { Rollout, type ReplicaSetView, type RolloutHost, type RolloutStatus } from './rollout.js';
+import { Rollout, type ReplicaSetView, type RolloutHost, type RolloutStatus, type RolloutStrategy } from './rollout.js';
+import { CanaryStrategy, type CanaryIo } from './canary.js';
 import type { ReplicaStatus, Supervisor } from './supervisor.js';
 
 export interface ServiceRuntimeOptions {
@@ -19,8 +20,10 @@ export interface ServiceRuntimeOptions {
   readonly clock: Clock;
   /** A supervisor for `svc` (a revision of the service) with replica ids `<idPrefix>-<index>`, not started. */
   makeSupervisor(svc: MeshService, idPrefix: string): Supervisor;
-  /** A mesh event about this service (type "scale"). */
+  /** A mesh event about this service (its type follows `fields.change`: see MeshRunner). */
   event(message: string, fields: Record<string, unknown>): void;
+  /** The mesh side of canaries (the service's split, signals, webhooks); absent: canaries roll out as rolling updates. */
+  readonly canary?: CanaryIo;
 }
 
 class ReplicaSet implements ReplicaSetView {
@@ -149,8 +152,40 @@ export class ServiceRuntime implements RolloutHost {
       this.all = [...this.all.filter((s) => s !== set), set];
     }
     this.rollout?.supersede();
-    this.rollout = new Rollout({ host: this, target: set, clock: this.o.clock, cause, rollback });
+    const canary = rollback ? null : this.canaryFor(set);
+    this.rollout = new Rollout({ host: this, target: set, clock: this.o.clock, cause, rollback, ...(canary === null ? {} : { strategy: canary }) });
     this.rollout.start();
+    canary?.start();
+  }
+
+  /**
+   * The canary strategy for a rollout to `target`, when the service has one and it applies: one
+   * stable set with replicas, and a new version to tell the canary's traffic and signals apart.
+   * Otherwise null (a rolling update), with an event saying why when a canary was asked for.
+   */
+  private canaryFor(target: ReplicaSet): (RolloutStrategy & { start(): void }) | null {
+    const policy = target.svc.canary;
+    if (policy === null || this.o.canary === undefined) return null;
+    const live = this.all.filter((s) => s !== target && s.replicas() > 0);
+    const stable = live[0];
+    let why: string | null = null;
+    if (live.length !== 1 || stable === undefined) why = `${live.length} older revisions run replicas (a canary needs exactly one stable revision)`;
+    else if (target.svc.version === '' || target.svc.version === stable.svc.version) why = `the new revision's version "${target.svc.version}" is not a new version (a canary's traffic and signals are told apart by version)`;
+    if (why !== null || stable === undefined) {
+      this.o.event(`${this.svc.name}: no canary for revision ${target.revision()}: ${why}; a rolling update instead`, { change: 'canary-skipped', revision: target.revision(), reason: why });
+      return null;
+    }
+    return new CanaryStrategy({
+      policy,
+      host: this,
+      target,
+      stable,
+      stableVersion: stable.svc.version,
+      canaryVersion: target.svc.version,
+      io: this.o.canary,
+      clock: this.o.clock,
+      onError: (e) => this.o.event(`${this.svc.name}: canary step failed, tried again next interval: ${(e as Error).message}`, { change: 'canary-error', revision: target.revision() }),
+    });
   }
 
   /** A new spec from `skein rollout apply`: a rollout when its revision changed, a scale when replicas did. */

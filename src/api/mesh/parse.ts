@@ -16,6 +16,7 @@ import { check, fieldPath, patternMessage, type FieldProblem, type SchemaProblem
 import { yamlDocuments } from '../yaml.js';
 import { MESH_DEFAULTS, type MeshFile, type MeshReadiness, type MeshRestart, type MeshService } from './model.js';
 import { buildRollout } from './rollout.js';
+import { buildCanary } from '../canary.js';
 import { MeshFileSchema, RESERVED_ENV, type RawMeshFile, type RawMeshService } from './schema.js';
 
 /** A problem in the file: `service` is set when it lies inside one service. */
@@ -133,6 +134,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     restart,
     stopTimeoutMs: dur(raw.stopTimeout, MESH_DEFAULTS.stopTimeoutMs, 0, 10 * 60_000, 'stopTimeout'),
     rollout: buildRollout(raw.rollout, push),
+    canary: raw.canary === undefined ? null : buildCanary(raw.canary, push),
     dependsOn: Object.freeze([...(raw.dependsOn ?? [])]),
   });
 }

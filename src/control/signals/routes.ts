@@ -143,7 +143,7 @@ export function signalsRoutes(app: FastifyInstance, deps: SignalsRouteDeps): voi
       lastMs,
       time: new Date(clock.now()).toISOString(),
       scrapeIntervalMs: store.intervalMs,
-      versions: store.versions(name, lastMs).map((v) => ({ version: v.version, ...wire(v) })),
+      versions: store.versions(name, lastMs).map((v) => ({ version: v.version, via: v.via, ...wire(v) })),
     };
   });
 

@@ -480,7 +480,7 @@ test("versions(): a service's outbound traffic per version of the instance that 
   }
   clock.advance(1000);
   const all = store.versions('products', 3000);
-  assert.deepEqual(all.map((v) => [v.version, v.requests, v.failures]), [['', 12, 0], ['v1', 270, 0], ['v2', 30, 15]]);
+  assert.deepEqual(all.map((v) => [v.version, v.via, v.requests, v.failures]), [['', 'outbound', 12, 0], ['v1', 'outbound', 270, 0], ['v2', 'outbound', 30, 15]]);
   const v2 = all.find((v) => v.version === 'v2')!;
   close(v2.successRate, 0.5);
   assert.ok(v2.latencyMs.p99 !== null && v2.latencyMs.p99 > 5 && v2.latencyMs.p99 <= 10, `v2's p99 is in the 5-10 ms bucket: ${v2.latencyMs.p99}`);
@@ -489,6 +489,13 @@ test("versions(): a service's outbound traffic per version of the instance that 
   assert.deepEqual(store.versions('products', 1000).map((v) => [v.version, v.requests]), [['', 4], ['v1', 90], ['v2', 10]]);
   // Another service, or inbound-only traffic, has no versions.
   assert.deepEqual(store.versions('users', 3000), []);
+  // v2's own inbound listeners saw every attempt (retries that succeeded elsewhere included): their view wins.
+  const inb = { direction: 'inbound' as const, workload: 'products-v2', source: 'frontend', instance: 'products-v2', version: 'v2', latency: { counts: counts({ 4: 0 }), sum: 0 } };
+  store.ingest(snap(clock, [{ ...inb, requests: 0, failures: 0 }], { id: 'p2' }));
+  clock.advance(1000);
+  store.ingest(snap(clock, [{ ...inb, requests: 14, failures: 9, latency: { counts: counts({ 4: 14 }), sum: 0 } }], { id: 'p2' }));
+  clock.advance(1000);
+  assert.deepEqual(store.versions('products', 1000).filter((v) => v.version === 'v2').map((v) => [v.via, v.requests, v.failures]), [['inbound', 14, 9]]);
   // The version aggregate does not leak into the window's routes.
-  assert.deepEqual(store.window('10s').routes.map((r) => [r.service, r.route, r.direction, r.requests]), [['products', 'default', 'outbound', 312]]);
+  assert.deepEqual(store.window('10s').routes.map((r) => [r.service, r.route, r.direction, r.requests]), [['products', 'default', 'inbound', 14], ['products', 'default', 'outbound', 312]]);
 });

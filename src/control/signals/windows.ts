@@ -17,8 +17,9 @@
  *   - route    (service, route, direction),
  *   - authz    (service, outcome, policy: the authorization decisions of the proxies' inbound
  *              listeners, from the snapshot's `authz` counts),
- *   - version  (service, version: from outbound series, which carry the version of the endpoint
- *              that answered; what a canary's analysis reads, `versions()`).
+ *   - version  (service, version, direction: outbound series carry the version of the endpoint
+ *              that answered, inbound series the version of the app behind the listener; what a
+ *              canary's analysis reads, `versions()`).
  * Each aggregate also counts its requests whose hop between proxies was mTLS (`mtls`); an edge
  * reports it as the share of its requests that were mTLS.
  *
@@ -554,31 +555,42 @@ export class SignalStore {
   }
 
   /**
-   * A service's signals per version of the instances that answered, over the last `lastMs` (whole
-   * scrape intervals, at least one; at most the 5 minutes kept per interval), from its callers'
-   * outbound series: what a canary's analysis compares. Versions without requests in the time are
-   * left out; "" is the instances without a version.
+   * A service's signals per version, over the last `lastMs` (whole scrape intervals, at least one;
+   * at most the 5 minutes kept per interval): what a canary's analysis compares. A version's
+   * numbers come from its instances' inbound listeners when they had traffic (every attempt, as
+   * the instances saw it: a failed attempt that a retry turned into a success elsewhere still
+   * counts against the version that failed), else from its callers' outbound series (the version
+   * of the endpoint that gave each request its answer). Versions without requests are left out;
+   * "" is instances without a version.
    */
-  versions(service: string, lastMs: number): Array<Signals & { version: string }> {
+  versions(service: string, lastMs: number): Array<Signals & { version: string; via: Direction }> {
     const now = this.clock.now();
     this.maintain(now);
     const { slots, coveredMs } = this.range(Math.min(Math.max(lastMs, this.intervalMs), FINE_MS), now);
-    const prefix = key('ver', 'outbound', service, '');
-    const sums = new Map<string, Agg>();
     const nb = this.bucketCount();
-    for (const s of slots) {
-      for (const [k, a] of s.entries) {
-        if (!k.startsWith(prefix)) continue;
-        const version = k.slice(prefix.length);
-        let into = sums.get(version);
-        if (into === undefined) sums.set(version, (into = emptyAgg(nb)));
-        addInto(into, a);
+    const sums = { inbound: new Map<string, Agg>(), outbound: new Map<string, Agg>() };
+    for (const dir of ['inbound', 'outbound'] as const) {
+      const prefix = key('ver', dir, service, '');
+      const into = sums[dir];
+      for (const s of slots) {
+        for (const [k, a] of s.entries) {
+          if (!k.startsWith(prefix)) continue;
+          const version = k.slice(prefix.length);
+          let agg = into.get(version);
+          if (agg === undefined) into.set(version, (agg = emptyAgg(nb)));
+          addInto(agg, a);
+        }
       }
     }
-    return [...sums]
-      .filter(([, a]) => a.requests > 0)
-      .sort(([x], [y]) => cmp(x, y))
-      .map(([version, a]) => ({ version, ...this.signals(a, coveredMs) }));
+    const out: Array<Signals & { version: string; via: Direction }> = [];
+    for (const version of new Set([...sums.inbound.keys(), ...sums.outbound.keys()])) {
+      const inb = sums.inbound.get(version);
+      const via: Direction = inb !== undefined && inb.requests > 0 ? 'inbound' : 'outbound';
+      const a = via === 'inbound' ? inb : sums.outbound.get(version);
+      if (a === undefined || a.requests === 0) continue;
+      out.push({ version, via, ...this.signals(a, coveredMs) });
+    }
+    return out.sort((x, y) => cmp(x.version, y.version));
   }
 
   /**
@@ -719,7 +731,7 @@ export class SignalStore {
     const instance = dir === 'inbound' ? s.instance || s.workload : s.instance;
     if (instance !== '') keys.push(key('inst', dir, s.service, instance));
     if (dir === 'outbound' || (s.source !== 'unknown' && s.source !== '')) keys.push(key('edge', dir, s.source, s.service));
-    if (dir === 'outbound') keys.push(key('ver', dir, s.service, s.version ?? ''));
+    keys.push(key('ver', dir, s.service, s.version ?? ''));
     return keys.filter((k, i) => {
       if (this.touch(k, at)) return true;
       this.counters.droppedKeys++;
