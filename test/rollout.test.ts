@@ -12,7 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
 import { ROOT, api, skein, tempDir, waitFor } from './helpers.js';
-import { portOf, startUp, type UpProcess } from './mesh-helpers.js';
+import { Load, portOf, startUp, type UpProcess } from './mesh-helpers.js';
 
 const APP = join(ROOT, 'test', 'fixtures', 'rollout-app.mjs');
 
@@ -48,64 +48,6 @@ interface WebStatus {
   revision: number;
   rollout: string | null;
   instances: Instance[];
-}
-
-/** Steady keep-alive GETs at `perSecond`: statuses, connection errors and the versions that answered. */
-class Load {
-  sent = 0;
-  ok = 0;
-  readonly bad: string[] = [];
-  readonly versions = new Map<string, number>();
-  private stopped = false;
-  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
-  private readonly done: Promise<void>;
-
-  constructor(port: number, perSecond: number) {
-    const start = Date.now();
-    this.done = (async () => {
-      const inflight = new Set<Promise<void>>();
-      while (!this.stopped) {
-        const p = this.one(port).finally(() => inflight.delete(p));
-        inflight.add(p);
-        this.sent++;
-        await new Promise((r) => setTimeout(r, Math.max(0, start + (this.sent * 1000) / perSecond - Date.now())));
-      }
-      await Promise.all(inflight);
-    })();
-  }
-
-  private one(port: number): Promise<void> {
-    return new Promise((resolve) => {
-      const req = http.get({ host: '127.0.0.1', port, path: '/', agent: this.agent, timeout: 10_000 }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => {
-          if (res.statusCode === 200) {
-            this.ok++;
-            const v = (JSON.parse(body) as { version: string }).version;
-            this.versions.set(v, (this.versions.get(v) ?? 0) + 1);
-          } else this.bad.push(`HTTP ${res.statusCode} ${res.headers['x-skein-error'] ?? ''} ${body.slice(0, 200)}`);
-          resolve();
-        });
-        res.on('error', (e) => {
-          this.bad.push(`response error ${e.message}`);
-          resolve();
-        });
-      });
-      req.on('timeout', () => req.destroy(new Error('timeout')));
-      req.on('error', (e) => {
-        this.bad.push(`connection error ${e.message}`);
-        resolve();
-      });
-    });
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.done;
-    this.agent.destroy();
-  }
 }
 
 describe('skein rollout against skein up (4 replicas)', () => {
