@@ -8,6 +8,7 @@ import type { RawServiceAuthorization } from '../authz/schema.js';
 import type { MtlsMode } from '../mtls.js';
 import { INSTANCE_DEFAULTS } from '../types.js';
 import type { MeshRollout } from './rollout.js';
+import type { MeshAutoscale } from './autoscale.js';
 
 export const MESH_DEFAULTS = Object.freeze({
   replicas: 1,
@@ -64,6 +65,8 @@ export interface MeshService {
   readonly stopTimeoutMs: number;
   /** How a change of its revision is rolled out (rollout.ts). */
   readonly rollout: MeshRollout;
+  /** Replicas follow its golden signals (autoscale.ts); absent: `replicas` is fixed. */
+  readonly autoscale?: MeshAutoscale;
   readonly dependsOn: readonly string[];
 }
 

@@ -12,6 +12,7 @@ import { TrafficFields } from '../traffic.js';
 import { AuthorizationFields } from '../authz/schema.js';
 import { MtlsFields } from '../mtls.js';
 import { RolloutSchema } from './rollout.js';
+import { autoscaleSchema } from './autoscale.js';
 
 export const MAX_REPLICAS = 100;
 export const MAX_SERVICES = 200;
@@ -87,6 +88,7 @@ export const MeshServiceSchema = Type.Object(
     restart: Type.Optional(RestartSchema),
     stopTimeout: Type.Optional(Duration('Time a replica gets between SIGTERM and SIGKILL. Default 10s; at most 10m.')),
     rollout: Type.Optional(RolloutSchema),
+    autoscale: Type.Optional(autoscaleSchema(MAX_REPLICAS)),
     dependsOn: Type.Optional(
       Type.Array(Type.String({ maxLength: 63 }), {
         maxItems: MAX_SERVICES,
