@@ -142,13 +142,7 @@ describe('the autoscaler under skein up (target rps 100 per replica, min 1, max 
     const held = (await events()).filter((e) => e.change === 'autoscale-held' && e.reason === 'stabilization' && Date.parse(e.time) >= dropAt);
     assert.equal(held.length, 1, `one held-back event for the window, not one per decision: ${JSON.stringify(held.map((e) => `${e.time} ${e.message}`))}`);
     assert.match(held[0]!.message, /^web stays at 5 replicas \(wants [1-4]\): rps [\d.]+ per replica, target rps 100 per replica, 5 ready; held by the scale-down stabilization window$/);
-    s = await waitFor(
-      async () => {
-        const w = await web();
-        return w.desired === 1 ? w : null;
-      },
-      { timeoutMs: 15_000, intervalMs: 200, what: 'the scale-down after the window' },
-    ) as WebStatus;
+    await waitFor(async () => (await web()).desired === 1, { timeoutMs: 15_000, intervalMs: 200, what: 'the scale-down after the window' });
     // Down as the recommendations of the decaying window leave it (5, then 4, 3, ... as HPA does), none before it ended.
     const down = (await events()).filter((e) => e.change === 'autoscale' && e.desired < e.current);
     assert.ok(down.length >= 1, JSON.stringify(down));
