@@ -9,7 +9,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import { join } from 'node:path';
 import { ROOT, api, skein, tempDir, waitFor } from './helpers.js';
 import { Load, portOf, startUp, type UpProcess } from './mesh-helpers.js';

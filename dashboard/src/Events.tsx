@@ -45,6 +45,9 @@ function tone(e: MeshEvent): 'ok' | 'warn' | 'bad' | 'info' {
       const change = String(e['change'] ?? '');
       return change === 'rolled-back' ? 'bad' : change === 'failed-check' ? 'warn' : 'info';
     }
+    case 'autoscale':
+      // A change is news; a decision held back (at max, rate-limited, frozen, no metric) a warning.
+      return e['change'] === 'autoscale-held' ? 'warn' : 'info';
     case 'proxy':
       return 'info';
     default:

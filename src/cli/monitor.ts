@@ -17,6 +17,8 @@ import { REDACTED, SECRET_HEADERS, isSecretHeader, parseHeaderNames } from '../a
 // ---------------------------------------------------------------------------------------------
 
 // The control plane's own definitions: the windows it keeps, and the JSON it answers.
+import { formatTarget } from '../api/mesh/autoscale.js';
+import type { AutoscaleView } from '../runtime/autoscale.js';
 import { healthyCount, WINDOWS, type MeshSignalsBody, type SignalWindow, type WireEdge, type WireInstance, type WireRoute, type WireService, type WireSignals } from '../api/signals.js';
 
 export { WINDOWS, type SignalWindow };
@@ -114,6 +116,22 @@ export function statServiceText(s: OneServiceSignals): string {
     );
   }
   return out;
+}
+
+/** `skein stat SERVICE`'s autoscaler lines: its policy, whether a rollout freezes it, and its last decision. */
+export function autoscaleText(a: AutoscaleView): string {
+  const head = `autoscale: ${a.min}..${a.max} replicas, target ${formatTarget(a)}${a.frozen ? ' (frozen: a rollout is in progress)' : ''}\n`;
+  return head + (a.last === null ? 'last decision: none yet\n' : `last decision (${a.last.time}): ${a.last.message}\n`);
+}
+
+/** A service's autoscaler as `skein up` reports it (GET /v1/mesh); null when it is not autoscaled or no skein up serves the control plane. */
+async function autoscaleOf(control: string, service: string): Promise<AutoscaleView | null> {
+  try {
+    const m = await call<{ services?: Array<{ name: string; autoscale?: AutoscaleView | null }> }>(control, 'GET', '/v1/mesh');
+    return m.services?.find((s) => s.name === service)?.autoscale ?? null;
+  } catch {
+    return null;
+  }
 }
 
 const byRps = <T extends Signals>(a: T, b: T) => (b.rps ?? 0) - (a.rps ?? 0) || (b.requests ?? 0) - (a.requests ?? 0);
@@ -254,7 +272,7 @@ interface Common {
 export function statCommand(): Command {
   return new Command('stat')
     .description('golden signals of every service (or one, with its instances and edges): request rate, success rate, latency percentiles')
-    .argument('[service]', 'one service: with its instances, the calls in and out of it, and its routes')
+    .argument('[service]', 'one service: with its instances, the calls in and out of it, its routes, and (under skein up) its autoscaler')
     .addOption(windowOption('1m'))
     .addOption(controlOption())
     .addOption(outputOption())
@@ -262,8 +280,9 @@ export function statCommand(): Command {
       const q = `window=${encodeURIComponent(o.window)}`;
       if (service !== undefined) {
         const r = await call<OneServiceSignals>(o.control, 'GET', `/v1/signals/services/${encodeURIComponent(service)}?${q}`);
-        if (o.output === 'json') return printJson(r);
-        return print(statServiceText(r));
+        const autoscale = await autoscaleOf(o.control, service);
+        if (o.output === 'json') return printJson(autoscale === null ? r : { ...r, autoscale });
+        return print(statServiceText(r) + (autoscale === null ? '' : `\n${autoscaleText(autoscale)}`));
       }
       const r = await call<MeshSignals>(o.control, 'GET', `/v1/signals?${q}`);
       if (o.output === 'json') return printJson(r);

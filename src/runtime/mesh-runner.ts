@@ -25,6 +25,8 @@ import { OUTSIDE_CALLER } from '../api/names.js';
 import { endpointKey } from '../discovery/endpoint.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { awaitProxyAck } from './proxy-ack.js';
+import { Autoscaler, type AutoscaleSignals, type AutoscaleView } from './autoscale.js';
+import { HttpAutoscaleSignals, inFlightIn } from './autoscale-signals.js';
 import { ServiceRuntime, type ApplyResult, type InstanceStatus } from './service-runtime.js';
 import type { CanaryIo, CanarySplit } from './canary.js';
 import type { WebhookOutcome } from './canary-analysis.js';
@@ -53,7 +55,9 @@ export interface MeshRunnerOptions {
   /** The control plane's scrape interval: the shortest time a canary's signals are asked over. */
   readonly scrapeIntervalMs?: number;
   /** Scaling, rollouts and replica lifecycle for the mesh event feed (type "scale"). */
-  readonly onMeshEvent?: (e: { time: number; type: 'scale' | 'rollout' | 'canary'; service: string; id: string | null; message: string; [field: string]: unknown }) => void;
+  /** Where autoscalers read the signals. Default: the control plane's API and the runtime's proxy (autoscale-signals.ts). */
+  readonly autoscaleSignals?: AutoscaleSignals;
+  readonly onMeshEvent?: (e: { time: number; type: 'scale' | 'rollout' | 'canary' | 'autoscale'; service: string; id: string | null; message: string; [field: string]: unknown }) => void;
 }
 
 export interface ServiceStatus {
@@ -70,10 +74,13 @@ export interface ServiceStatus {
   readonly servicePort: string | null;
   /** Every live replica: of every revision, draining ones included. */
   readonly instances: readonly InstanceStatus[];
+  /** Its autoscaler's policy and last decision; null: not autoscaled. */
+  readonly autoscale: AutoscaleView | null;
 }
 
 interface Running {
   readonly rt: ServiceRuntime;
+  readonly autoscaler: Autoscaler;
   readonly outbound: string;
   readonly servicePort: string;
 }
@@ -125,12 +132,15 @@ export class MeshRunner {
   private stopping: Promise<void> | null = null;
   private mesh: MeshFile;
   private readonly clock: Clock;
+  private readonly autoscaleSignals: AutoscaleSignals;
 
   constructor(private readonly o: MeshRunnerOptions) {
     this.host = o.host ?? '127.0.0.1';
     this.say = o.say ?? (() => undefined);
     this.mesh = o.mesh;
     this.clock = o.clock ?? systemClock;
+    this.autoscaleSignals =
+      o.autoscaleSignals ?? new HttpAutoscaleSignals({ controlUrl: o.controlUrl, token: o.token, clock: this.clock, inFlight: (s) => inFlightIn(o.proxy.debugEndpoints(), s) });
   }
 
   get name(): string {
@@ -215,8 +225,10 @@ export class MeshRunner {
       event: (message, fields) => this.meshEvent(svc.name, null, message, fields),
       canary: this.canaryIo(svc.name),
     });
-    this.running.set(svc.name, { rt, outbound, servicePort: pinned.outbound as string });
+    const autoscaler = new Autoscaler({ host: rt, signals: this.autoscaleSignals, clock: this.clock, event: (message, fields) => this.meshEvent(svc.name, null, message, fields) });
+    this.running.set(svc.name, { rt, autoscaler, outbound, servicePort: pinned.outbound as string });
     rt.start();
+    autoscaler.start();
   }
 
   /** A supervisor of one revision of a service, wired into the mesh: register when ready, drain before stopping. */
@@ -279,10 +291,10 @@ export class MeshRunner {
 
   private meshEvent(service: string, id: string | null, message: string, fields: Record<string, unknown>): void {
     try {
-      // A rollout's steps (change rollout-*) are rollout events, a canary's (canary-*) canary events;
-      // replicas coming and going are scale events.
+      // A rollout's steps (change rollout-*) are rollout events, a canary's (canary-*) canary events,
+      // the autoscaler's decisions (autoscale*) autoscale events; replicas coming and going are scale events.
       const change = typeof fields['change'] === 'string' ? fields['change'] : '';
-      const type = change.startsWith('rollout') ? 'rollout' : change.startsWith('canary') ? 'canary' : 'scale';
+      const type = change.startsWith('rollout') ? 'rollout' : change.startsWith('canary') ? 'canary' : change.startsWith('autoscale') ? 'autoscale' : 'scale';
       this.o.onMeshEvent?.({ time: Date.now(), type, service, id, message, ...fields });
     } catch {
       /* the feed's trouble is not the runtime's */
@@ -336,6 +348,7 @@ export class MeshRunner {
         outbound: r?.outbound ?? null,
         servicePort: r?.servicePort ?? null,
         instances: reps.instances,
+        autoscale: r?.autoscaler.view() ?? null,
       };
     });
   }
@@ -400,6 +413,7 @@ export class MeshRunner {
   /** Stops services in the reverse of the start order, each drained before its dependencies. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      for (const r of this.running.values()) r.autoscaler.stop();
       for (const svc of startOrder(this.mesh).reverse()) {
         const r = this.running.get(svc.name);
         if (r === undefined) continue;

@@ -189,7 +189,10 @@ export class ServiceRuntime implements RolloutHost {
   }
 
   /** A new spec from `skein rollout apply`: a rollout when its revision changed, a scale when replicas did. */
-  apply(next: MeshService): ApplyResult {
+  apply(given: MeshService): ApplyResult {
+    // Autoscaled: the autoscaler owns the replicas (kept, within the new min..max), not the file.
+    const a = given.autoscale;
+    const next = a === undefined ? given : Object.freeze({ ...given, replicas: Math.min(a.max, Math.max(a.min, this.svc.replicas)) });
     const fields = revisionChanges(this.history.latest.spec, next);
     const from = this.svc.replicas;
     this.svc = next;
@@ -297,6 +300,23 @@ export class ServiceRuntime implements RolloutHost {
       for (const r of set.sup.leavingList()) instances.push(row(set, r));
     }
     return { replicas, ready, instances };
+  }
+
+  // ---- for the autoscaler (autoscale.ts) ----
+
+  /** The autoscaling policy now (it follows `skein apply`); undefined: replicas are fixed. */
+  autoscale(): MeshService['autoscale'] {
+    return this.svc.autoscale;
+  }
+
+  /** Ready replicas of the latest revision: the ones the autoscaler counts. */
+  currentReady(): number {
+    return this.all.find((s) => s.hash === this.history.latest.hash)?.sup.readyCount ?? 0;
+  }
+
+  /** A rollout is moving the service (progressing, paused or past its deadline): the autoscaler holds. */
+  rolloutActive(): boolean {
+    return this.rollout?.active === true;
   }
 
   async stop(): Promise<void> {

@@ -9,6 +9,7 @@ import type { MtlsMode } from '../mtls.js';
 import { INSTANCE_DEFAULTS } from '../types.js';
 import type { MeshRollout } from './rollout.js';
 import type { CanaryPolicy } from '../canary.js';
+import type { MeshAutoscale } from './autoscale.js';
 
 export const MESH_DEFAULTS = Object.freeze({
   replicas: 1,
@@ -67,6 +68,8 @@ export interface MeshService {
   readonly rollout: MeshRollout;
   /** A new version rolls out as a canary (src/api/canary.ts, docs/deployments.md); null: a rolling update. */
   readonly canary: CanaryPolicy | null;
+  /** Replicas follow its golden signals (autoscale.ts); absent: `replicas` is fixed. */
+  readonly autoscale?: MeshAutoscale;
   readonly dependsOn: readonly string[];
 }
 

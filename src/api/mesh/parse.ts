@@ -17,7 +17,8 @@ import { yamlDocuments } from '../yaml.js';
 import { MESH_DEFAULTS, type MeshFile, type MeshReadiness, type MeshRestart, type MeshService } from './model.js';
 import { buildRollout } from './rollout.js';
 import { buildCanary } from '../canary.js';
-import { MeshFileSchema, RESERVED_ENV, type RawMeshFile, type RawMeshService } from './schema.js';
+import { buildAutoscale } from './autoscale.js';
+import { MAX_REPLICAS, MeshFileSchema, RESERVED_ENV, type RawMeshFile, type RawMeshService } from './schema.js';
 
 /** A problem in the file: `service` is set when it lies inside one service. */
 export interface MeshProblem extends FieldProblem {
@@ -114,13 +115,19 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     maxRestarts: rs.maxRestarts ?? null,
   });
 
+  // Autoscaled: replicas is where it starts (default min), within min..max.
+  const autoscale = buildAutoscale(raw.autoscale, push, MAX_REPLICAS);
+  if (autoscale !== null && raw.replicas !== undefined && (raw.replicas < autoscale.min || raw.replicas > autoscale.max)) {
+    push('replicas', `must be within autoscale.min..autoscale.max (${autoscale.min}..${autoscale.max}) when the service autoscales, not ${raw.replicas}`);
+  }
+
   return Object.freeze({
     name,
     command: raw.command,
     args: Object.freeze([...(raw.args ?? [])]),
     cwd: raw.cwd ?? null,
     env: Object.freeze(env),
-    replicas: raw.replicas ?? MESH_DEFAULTS.replicas,
+    replicas: raw.replicas ?? autoscale?.min ?? MESH_DEFAULTS.replicas,
     port: Object.freeze({ env: portEnv }),
     readiness,
     balancer,
@@ -135,6 +142,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     stopTimeoutMs: dur(raw.stopTimeout, MESH_DEFAULTS.stopTimeoutMs, 0, 10 * 60_000, 'stopTimeout'),
     rollout: buildRollout(raw.rollout, push),
     canary: raw.canary === undefined ? null : buildCanary(raw.canary, push),
+    ...(autoscale === null ? {} : { autoscale }),
     dependsOn: Object.freeze([...(raw.dependsOn ?? [])]),
   });
 }

@@ -13,6 +13,7 @@ import { AuthorizationFields } from '../authz/schema.js';
 import { MtlsFields } from '../mtls.js';
 import { RolloutSchema } from './rollout.js';
 import { CanarySchema } from '../canary.js';
+import { autoscaleSchema } from './autoscale.js';
 
 export const MAX_REPLICAS = 100;
 export const MAX_SERVICES = 200;
@@ -89,6 +90,7 @@ export const MeshServiceSchema = Type.Object(
     stopTimeout: Type.Optional(Duration('Time a replica gets between SIGTERM and SIGKILL. Default 10s; at most 10m.')),
     rollout: Type.Optional(RolloutSchema),
     canary: Type.Optional(CanarySchema),
+    autoscale: Type.Optional(autoscaleSchema(MAX_REPLICAS)),
     dependsOn: Type.Optional(
       Type.Array(Type.String({ maxLength: 63 }), {
         maxItems: MAX_SERVICES,

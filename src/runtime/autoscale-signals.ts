@@ -1,0 +1,74 @@
+/**
+ * Where `skein up`'s autoscalers read a service's metric:
+ *
+ *   rps, p99  the control plane's golden signals over the last `window`
+ *             (GET /v1/signals/services/{s}/versions?last=W: whole scrape intervals, from the
+ *             callers' proxies, every version summed; p99 is the highest of the versions').
+ *   inFlight  the proxies report no in-flight gauge in /stats, but every caller of a `skein up`
+ *             mesh (its services' outbound listeners and the service ports) is the runtime's own
+ *             proxy: its requests in flight to the service, sampled at each decision and averaged
+ *             over the samples of the window.
+ *
+ * A failed or refused read is a missing metric (which never scales down), with the reason.
+ */
+import type { AutoscaleMetric } from '../api/mesh/autoscale.js';
+import type { Clock } from '../core/clock.js';
+import type { AutoscaleSignals, MetricReading } from './autoscale.js';
+
+export interface HttpAutoscaleSignalsOptions {
+  readonly controlUrl: string;
+  readonly token?: string | undefined;
+  readonly clock: Clock;
+  /** Requests in flight to `service` now (the runtime's proxy), null when it has no state for it. */
+  inFlight(service: string): number | null;
+  /** Per read. Default 2 s. */
+  readonly timeoutMs?: number;
+}
+
+interface VersionsBody {
+  versions?: Array<{ rps?: number; requests?: number; latencyMs?: { p99?: number | null } }>;
+  message?: string;
+}
+
+/** The requests in flight to `service` in a proxy's GET /debug/endpoints answer (Proxy.debugEndpoints()); null when it has none. */
+export function inFlightIn(debug: unknown, service: string): number | null {
+  const svc = (debug as { services?: Record<string, { traffic?: { inFlight?: unknown } }> } | null)?.services?.[service];
+  const n = svc?.traffic?.inFlight;
+  return typeof n === 'number' ? n : svc === undefined ? null : 0;
+}
+
+export class HttpAutoscaleSignals implements AutoscaleSignals {
+  private readonly samples = new Map<string, Array<{ time: number; value: number }>>();
+
+  constructor(private readonly o: HttpAutoscaleSignalsOptions) {}
+
+  async read(service: string, metric: AutoscaleMetric, windowMs: number): Promise<MetricReading> {
+    if (metric === 'inFlight') return this.inFlight(service, windowMs);
+    const path = `/v1/signals/services/${encodeURIComponent(service)}/versions?last=${windowMs}ms`;
+    let body: VersionsBody;
+    try {
+      const res = await fetch(this.o.controlUrl + path, {
+        headers: this.o.token === undefined ? {} : { authorization: `Bearer ${this.o.token}` },
+        signal: AbortSignal.timeout(this.o.timeoutMs ?? 2000),
+      });
+      body = (await res.json()) as VersionsBody;
+      if (!res.ok) return { value: null, why: `GET ${path}: ${res.status} ${body.message ?? ''}`.trim() };
+    } catch (e) {
+      return { value: null, why: `GET ${path}: ${(e as Error).message}` };
+    }
+    const versions = body.versions ?? [];
+    if (metric === 'rps') return { value: versions.reduce((a, v) => a + (v.rps ?? 0), 0) };
+    const p99s = versions.map((v) => v.latencyMs?.p99).filter((x): x is number => typeof x === 'number');
+    return p99s.length === 0 ? { value: null, why: 'no requests in the window, so no p99' } : { value: Math.max(...p99s) };
+  }
+
+  private inFlight(service: string, windowMs: number): MetricReading {
+    const now = this.o.clock.now();
+    const n = this.o.inFlight(service);
+    const kept = (this.samples.get(service) ?? []).filter((s) => s.time > now - windowMs);
+    if (n !== null) kept.push({ time: now, value: n });
+    this.samples.set(service, kept);
+    if (kept.length === 0) return { value: null, why: 'the proxy has no traffic state for the service yet' };
+    return { value: kept.reduce((a, s) => a + s.value, 0) / kept.length };
+  }
+}
