@@ -105,6 +105,12 @@ describe('canaries against skein up (2 replicas, keep-alive load)', () => {
     await waitFor(() => load.ok >= 100, { timeoutMs: 20_000, what: 'the load to run' });
     const since = Date.now();
     await apply(meshFile({ version: 'v2', canary: '{ interval: 2s, stepWeight: 20, maxWeight: 40, threshold: 3, minRequests: 5 }' }));
+    // While it runs, `skein rollout status` shows the canary's weight and its steps.
+    await waitFor(async () => (await events(since)).some((e) => e.change === 'canary-weight'), { timeoutMs: 30_000, intervalMs: 100, what: 'the first canary step' });
+    const status = await skein(['rollout', 'status', 'web', ...C]);
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /^ {2}canary: version v2 beside v1, progressing, weight (20|40)%, failed checks 0 of 3; last: set-weight /m);
+    assert.match(status.stdout, /^ {4}step 1 at 0%: no checks -> set-weight$/m);
     await settled(since, 'canary-promoted', 'v2');
     await load.stop();
     assert.deepEqual(load.bad, [], 'no request failed');

@@ -25,6 +25,16 @@ interface RolloutView {
     maxUnavailable: number;
     replicas: { desired: number; updated: number; updatedAvailable: number; old: number; available: number; leaving: number };
     message: string;
+    canary?: {
+      phase: string;
+      weight: number;
+      failedChecks: number;
+      threshold: number;
+      stable: string;
+      version: string;
+      lastDecision: { action: string; reason: string } | null;
+      steps: Array<{ n: number; weight: number; checks: Array<{ ok: boolean; text: string }>; decision: { action: string; reason: string } }>;
+    };
   };
   instances: Array<{ id: string; revision: number; version: string; state: string; pid: number | null }>;
 }
@@ -46,11 +56,16 @@ const svcPath = (service: string, rest: string) => `/v1/mesh/services/${encodeUR
 function printStatus(s: RolloutView): void {
   const r = s.rollout;
   const head = r === null ? `${s.service}: revision ${s.revision}, no rollout since skein up` : `${s.service}: revision ${r.revision} ${r.phase}${r.rollback ? ' (a rollback)' : ''}: ${r.message}`;
-  print(`${head}${s.paused ? ' [paused]' : ''}`);
+  print(`${head}${s.paused ? ' [paused]' : ''}\n`);
   if (r !== null) {
     const x = r.replicas;
-    print(`  replicas ${x.desired}: ${x.updated} updated (${x.updatedAvailable} available), ${x.old} old, ${x.available} available, ${x.leaving} draining; maxSurge ${r.maxSurge}, maxUnavailable ${r.maxUnavailable}${r.deadlineAt === null ? '' : `; progress deadline ${r.deadlineAt}`}`);
-    print(`  cause: ${r.cause}`);
+    print(`  replicas ${x.desired}: ${x.updated} updated (${x.updatedAvailable} available), ${x.old} old, ${x.available} available, ${x.leaving} draining; maxSurge ${r.maxSurge}, maxUnavailable ${r.maxUnavailable}${r.deadlineAt === null ? '' : `; progress deadline ${r.deadlineAt}`}\n`);
+    print(`  cause: ${r.cause}\n`);
+    const c = r.canary;
+    if (c !== undefined) {
+      print(`  canary: version ${c.version} beside ${c.stable}, ${c.phase}, weight ${c.weight}%, failed checks ${c.failedChecks} of ${c.threshold}${c.lastDecision === null ? '' : `; last: ${c.lastDecision.action} (${c.lastDecision.reason})`}\n`);
+      for (const st of c.steps.slice(-5)) print(`    step ${st.n} at ${st.weight}%: ${st.checks.map((k) => `${k.ok ? 'ok' : 'FAILED'} ${k.text}`).join('; ') || 'no checks'} -> ${st.decision.action}\n`);
+    }
   }
   print(table(['INSTANCE', 'REVISION', 'VERSION', 'STATE', 'PID'], s.instances.map((i) => [i.id, i.revision, i.version, i.state, i.pid ?? ''])));
 }
@@ -118,7 +133,7 @@ export function rolloutCommand(): Command {
     .action(async (service: string, o: Opts & { toRevision?: number }) => {
       const s = await mesh<RolloutView & { cause: string }>(o, 'POST', svcPath(service, 'rollout/undo'), o.toRevision === undefined ? {} : { toRevision: o.toRevision });
       if (o.output === 'json') return printJson(s);
-      print(`${service}: rolling out revision ${s.revision} (${s.cause})`);
+      print(`${service}: rolling out revision ${s.revision} (${s.cause})\n`);
     });
 
   for (const op of ['pause', 'resume'] as const) {
@@ -127,7 +142,7 @@ export function rolloutCommand(): Command {
       .action(async (service: string, o: Opts) => {
         const s = await mesh<RolloutView>(o, 'POST', svcPath(service, `rollout/${op}`), {});
         if (o.output === 'json') return printJson(s);
-        print(`${service}: rollouts ${op === 'pause' ? 'paused' : 'resumed'} (revision ${s.revision}${s.rollout === null ? '' : `, rollout ${s.rollout.phase}`})`);
+        print(`${service}: rollouts ${op === 'pause' ? 'paused' : 'resumed'} (revision ${s.revision}${s.rollout === null ? '' : `, rollout ${s.rollout.phase}`})\n`);
       });
   }
   return cmd;
