@@ -2,12 +2,15 @@
 
 A service is a name and a table of routes: path -> handler(query) -> (status, JSON body).
 `serve()` listens on 127.0.0.1:$PORT with HTTP/1.1 keep-alive, stamps every JSON answer and
-the `x-served-by` header with $SKEIN_INSTANCE_ID, answers GET /health, logs one line per
-request to stderr and stops promptly on SIGTERM or SIGINT.
+the `x-served-by` header with $SKEIN_INSTANCE_ID (and `x-version` with $SKEIN_VERSION), answers
+GET /health, logs one line per request to stderr and stops promptly on SIGTERM or SIGINT.
+With SHOP_FAIL_RATE=0.5 half of the answers (not /health) are 500s: a broken version to roll
+out as a canary and watch roll back (README.md, "Canary walk-through").
 """
 
 import json
 import os
+import random
 import re
 import signal
 import sys
@@ -17,6 +20,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 INSTANCE_ID = os.environ.get("SKEIN_INSTANCE_ID") or "local"
+VERSION = os.environ.get("SKEIN_VERSION") or ""
+
+
+def _fail_rate():
+    raw = os.environ.get("SHOP_FAIL_RATE", "0")
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        sys.stderr.write(f"SHOP_FAIL_RATE must be a number from 0 to 1, not {raw!r}\n")
+        sys.exit(2)
+    return rate
+
+
+FAIL_RATE = _fail_rate()
 MAX_DISCARD_BYTES = 1 << 20  # a request body larger than this closes the connection instead
 _POSITIVE_INT = re.compile(r"[0-9]{1,18}")
 
@@ -89,6 +108,9 @@ def _make_handler(service, routes):
             if route is None:
                 self._send(404, {"error": f"no route for {url.path}"}, head=head)
                 return
+            if FAIL_RATE > 0 and url.path != "/health" and random.random() < FAIL_RATE:
+                self._send(500, {"error": "injected failure (SHOP_FAIL_RATE)"}, head=head)
+                return
             try:
                 status, body = route(parse_qs(url.query, keep_blank_values=True))
             except HttpError as e:
@@ -115,6 +137,8 @@ def _make_handler(service, routes):
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("x-served-by", INSTANCE_ID)
+            if VERSION:
+                self.send_header("x-version", VERSION)
             for name, value in (extra_headers or {}).items():
                 self.send_header(name, value)
             if self.close_connection:

@@ -5,7 +5,7 @@
  *
  * One replica's life:
  *
- *   assign a port -> spawn (env: SKEIN_SERVICE, SKEIN_INSTANCE_ID, PORT) -> probe readiness
+ *   assign a port -> spawn (env: SKEIN_SERVICE, SKEIN_INSTANCE_ID, SKEIN_VERSION, PORT) -> probe readiness
  *     -> onReady (register) -> running
  *     -> planned stop (scale down, stop()):  onStopping (deregister, awaited) -> SIGTERM
  *                                             -> SIGKILL after stopTimeout -> gone
@@ -38,6 +38,8 @@ export interface SupervisedService {
   readonly command: string;
   readonly args: readonly string[];
   readonly env: Readonly<Record<string, string>>;
+  /** Given to each replica as SKEIN_VERSION ("" or absent: none). */
+  readonly version?: string;
   readonly port: { readonly env: string };
   readonly readiness: ReadinessTiming & { readonly type: 'http' | 'tcp'; readonly path: string };
   readonly restart: { readonly baseMs: number; readonly capMs: number; readonly resetAfterMs: number; readonly maxRestarts: number | null };
@@ -326,6 +328,7 @@ class Replica {
         ...svc.env,
         SKEIN_SERVICE: svc.name,
         SKEIN_INSTANCE_ID: this.id,
+        SKEIN_VERSION: svc.version ?? '',
         [svc.port.env]: String(port),
       };
       const startedAt = clock.now();

@@ -74,7 +74,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
   const envRe = new RegExp(ENV_NAME_PATTERN);
   for (const [k, v] of Object.entries(raw.env ?? {})) {
     if (!envRe.test(k)) push(`env.${k}`, patternMessage(ENV_NAME_PATTERN));
-    else if ((RESERVED_ENV as readonly string[]).includes(k)) push(`env.${k}`, 'is set by Skein (the service name or the instance id) and cannot be set here');
+    else if ((RESERVED_ENV as readonly string[]).includes(k)) push(`env.${k}`, 'is set by Skein (the service name, the instance id or the version) and cannot be set here');
     else if (k === portEnv) push(`env.${k}`, `is set by Skein to the assigned port (see port.env) and cannot be set here`);
     env[k] = v;
   }

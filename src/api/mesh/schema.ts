@@ -18,7 +18,7 @@ import { autoscaleSchema } from './autoscale.js';
 export const MAX_REPLICAS = 100;
 export const MAX_SERVICES = 200;
 /** Variables Skein sets in every replica; a service's `env` may not set them. */
-export const RESERVED_ENV = ['SKEIN_SERVICE', 'SKEIN_INSTANCE_ID'] as const;
+export const RESERVED_ENV = ['SKEIN_SERVICE', 'SKEIN_INSTANCE_ID', 'SKEIN_VERSION'] as const;
 
 /** A string in the file (numbers and booleans must be quoted in YAML: `"8080"`, `"true"`). */
 const Str = (description: string, maxLength = 4096) => Type.String({ maxLength, description });
