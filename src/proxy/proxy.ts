@@ -617,6 +617,11 @@ export class Proxy {
   }
 
   /** What the proxy believes about each service (the admin's /debug/endpoints). */
+  /** Requests in flight from this proxy's outbound listeners to `service`; null when it has no client for it. */
+  inFlight(service: string): number | null {
+    return this.services.get(service)?.traffic.active ?? null;
+  }
+
   debugEndpoints(): object {
     const w = this.watch;
     const services: Record<string, object> = {};

@@ -2,8 +2,9 @@
  * Where `skein up`'s autoscalers read a service's metric:
  *
  *   rps, p99  the control plane's golden signals over the last `window`
- *             (GET /v1/signals/services/{s}/versions?last=W: whole scrape intervals, from the
- *             callers' proxies, every version summed; p99 is the highest of the versions').
+ *             (GET /v1/signals/services/{s}/versions?last=W: whole scrape intervals, each version
+ *             as its instances' inbound listeners saw it, every version summed; p99 is the
+ *             highest of the versions').
  *   inFlight  the proxies report no in-flight gauge in /stats, but every caller of a `skein up`
  *             mesh (its services' outbound listeners and the service ports) is the runtime's own
  *             proxy: its requests in flight to the service, sampled at each decision and averaged
@@ -28,13 +29,6 @@ export interface HttpAutoscaleSignalsOptions {
 interface VersionsBody {
   versions?: Array<{ rps?: number; requests?: number; latencyMs?: { p99?: number | null } }>;
   message?: string;
-}
-
-/** The requests in flight to `service` in a proxy's GET /debug/endpoints answer (Proxy.debugEndpoints()); null when it has none. */
-export function inFlightIn(debug: unknown, service: string): number | null {
-  const svc = (debug as { services?: Record<string, { traffic?: { inFlight?: unknown } }> } | null)?.services?.[service];
-  const n = svc?.traffic?.inFlight;
-  return typeof n === 'number' ? n : svc === undefined ? null : 0;
 }
 
 export class HttpAutoscaleSignals implements AutoscaleSignals {

@@ -26,7 +26,7 @@ import { endpointKey } from '../discovery/endpoint.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { awaitProxyAck } from './proxy-ack.js';
 import { Autoscaler, type AutoscaleSignals, type AutoscaleView } from './autoscale.js';
-import { HttpAutoscaleSignals, inFlightIn } from './autoscale-signals.js';
+import { HttpAutoscaleSignals } from './autoscale-signals.js';
 import { ServiceRuntime, type ApplyResult, type InstanceStatus } from './service-runtime.js';
 import type { CanaryIo, CanarySplit } from './canary.js';
 import type { WebhookOutcome } from './canary-analysis.js';
@@ -140,7 +140,7 @@ export class MeshRunner {
     this.mesh = o.mesh;
     this.clock = o.clock ?? systemClock;
     this.autoscaleSignals =
-      o.autoscaleSignals ?? new HttpAutoscaleSignals({ controlUrl: o.controlUrl, token: o.token, clock: this.clock, inFlight: (s) => inFlightIn(o.proxy.debugEndpoints(), s) });
+      o.autoscaleSignals ?? new HttpAutoscaleSignals({ controlUrl: o.controlUrl, token: o.token, clock: this.clock, inFlight: (s) => o.proxy.inFlight(s) });
   }
 
   get name(): string {
