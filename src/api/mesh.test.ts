@@ -302,3 +302,13 @@ test('a split in a mesh file may only name versions the file runs', () => {
   const ok = parseMeshFile(meshWith({ version: 'v1', backends: [{ subset: { version: 'v1' } }] }), 'shop.yaml');
   assert.equal(ok.services[0]?.name, 'web');
 });
+
+test('a canary spec out of bounds is refused with the field named', () => {
+  assert.equal(message(meshWith({ version: 'v1', canary: { maxWeight: 120 } })), 'shop.yaml: service "web": canary.maxWeight must be <= 100');
+  assert.equal(message(meshWith({ version: 'v1', canary: { stepWeight: 0 } })), 'shop.yaml: service "web": canary.stepWeight must be >= 1');
+  assert.equal(message(meshWith({ version: 'v1', canary: { stepWeight: 30, maxWeight: 20 } })), 'shop.yaml: service "web": canary.stepWeight must be at most maxWeight (20)');
+  assert.equal(message(meshWith({ version: 'v1', canary: { interval: '100ms' } })), 'shop.yaml: service "web": canary.interval must be at least 1s');
+  assert.equal(message(meshWith({ version: 'v1', canary: { webhooks: [{ name: 'x', type: 'later', url: 'http://127.0.0.1/' }] } })).startsWith('shop.yaml: service "web": canary.webhooks[0].type must be one of'), true);
+  const ok = parseMeshFile(meshWith({ version: 'v1', canary: { interval: '2s', stepWeight: 25 } }), 'shop.yaml');
+  assert.deepEqual([ok.services[0]?.canary?.intervalMs, ok.services[0]?.canary?.stepWeight, ok.services[0]?.canary?.maxWeight], [2000, 25, 50]);
+});
