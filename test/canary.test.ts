@@ -3,7 +3,8 @@
  * test/fixtures/rollout-app.mjs under steady keep-alive load: a good canary promoted step by step
  * with no failed request; a canary answering 100% 500s rolled back by itself, its failures bounded
  * in time and under 1% of the run, the stable replicas untouched; a slow canary rolled back
- * naming p99. The analysis reads the canary's own signals from the proxies (per version).
+ * naming p99; a canary that never becomes ready rolled back by its progress deadline. The
+ * analysis reads the canary's own signals from the proxies (per version).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +16,7 @@ import { Load, portOf, startUp, type UpProcess } from './mesh-helpers.js';
 const APP = join(ROOT, 'test', 'fixtures', 'rollout-app.mjs');
 const INTERVAL_MS = 2000;
 
-function meshFile(o: { version: string; env?: string; canary: string }): string {
+function meshFile(o: { version: string; env?: string; canary: string; rollout?: string }): string {
   return [
     'kind: Mesh',
     'name: canary-test',
@@ -28,6 +29,7 @@ function meshFile(o: { version: string; env?: string; canary: string }): string 
     '    replicas: 2',
     '    readiness: { type: http, path: /health, interval: 100ms, deadline: 2s }',
     `    canary: ${o.canary}`,
+    ...(o.rollout === undefined ? [] : [`    rollout: ${o.rollout}`]),
     '',
   ].join('\n');
 }
@@ -171,5 +173,28 @@ describe('canaries against skein up (2 replicas, keep-alive load)', () => {
     assert.match(rolledBack?.reason ?? '', /^2 failed checks \(threshold 2\); the last: p99 \d+\.\d ms > 60 ms$/);
     const failed = (await events(since)).filter((e) => e.change === 'canary-failed-check');
     assert.ok(failed.length >= 1 && failed.every((e) => /p99 \d+\.\d ms > 60 ms/.test(e.reason ?? '')), failed.map((e) => e.reason).join(' | '));
+  });
+
+  test('a canary that never becomes ready is rolled back by its progress deadline, before any traffic goes to it', async () => {
+    const stable = (await web()).instances.filter((i) => i.state === 'ready').map((i) => [i.id, i.pid]);
+    const since = Date.now();
+    await apply(meshFile({ version: 'v5', env: 'READY: never', canary: '{ interval: 2s }', rollout: '{ progressDeadline: 4s }' }));
+    await waitFor(
+      async () => ((await api(up.control, 'GET', '/v1/events?service=web&type=rollout&limit=1000')).body.events as CanaryEvent[]).some((e) => Date.parse(e.time) >= since && e.change === 'rollout-deadline'),
+      { timeoutMs: 30_000, intervalMs: 200, what: 'the progress deadline to roll the canary back' },
+    );
+    const evs = await events(since);
+    assert.deepEqual(evs.map((e) => e.change), ['canary-started'], 'no weight was ever given to it');
+    const back = await waitFor(
+      async () => {
+        const w = await web();
+        return w.rollout === 'complete' && w.instances.filter((i) => i.state !== 'stopped').length === 2 ? w : null;
+      },
+      { timeoutMs: 30_000, intervalMs: 200, what: 'web back on v2' },
+    );
+    assert.ok(back !== null);
+    assert.deepEqual(back.instances.filter((i) => i.state === 'ready').map((i) => [i.id, i.pid]), stable, 'the stable replicas kept running');
+    const svc = await api(up.control, 'GET', '/v1/services/web');
+    assert.equal(svc.body.backends, undefined, 'no split was left behind');
   });
 });

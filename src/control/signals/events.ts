@@ -8,7 +8,7 @@ import type { HealthEvent } from '../registry/registry.js';
 import type { StatsEvent } from './windows.js';
 import { parsePanicDetail } from '../../resilience/traffic-state.js';
 
-export const MESH_EVENT_TYPES = ['health', 'eject', 'return', 'breaker', 'active-check', 'panic', 'body-stall', 'certificate', 'mtls-refused', 'scale', 'rollout', 'canary', 'proxy', 'autoscale'] as const;
+export const MESH_EVENT_TYPES = ['health', 'eject', 'return', 'breaker', 'active-check', 'panic', 'body-stall', 'certificate', 'mtls-refused', 'scale', 'rollout', 'canary', 'autoscale', 'proxy'] as const;
 export type MeshEventType = (typeof MESH_EVENT_TYPES)[number];
 export const DEFAULT_EVENT_CAPACITY = 1000;
 
