@@ -12,8 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ROOT, api, skein, tempDir, waitFor } from './helpers.js';
-import { Pacer, portOf, startUp, type UpProcess } from './mesh-helpers.js';
+import { ROOT, api, skein, waitFor } from './helpers.js';
+import { Pacer, upFromText, type MeshUnderTest, type UpProcess } from './mesh-helpers.js';
 
 const APP = join(ROOT, 'test', 'fixtures', 'rollout-app.mjs');
 const STABILIZATION_MS = 15_000;
@@ -55,19 +55,13 @@ interface AutoscaleEvent {
 }
 
 describe('the autoscaler under skein up (target rps 100 per replica, min 1, max 6)', () => {
-  let dir: { path: string; remove: () => Promise<void> };
+  let mesh: MeshUnderTest;
   let file: string;
   let up: UpProcess;
   let port: number;
   let load: Pacer | null = null;
 
-  const web = async (): Promise<WebStatus> => {
-    const m = await api(up.control, 'GET', '/v1/mesh');
-    assert.equal(m.status, 200, JSON.stringify(m.body));
-    const s = (m.body.services as Array<WebStatus & { name: string }>).find((x) => x.name === 'web') as WebStatus;
-    for (const i of s.instances) if (i.pid !== null) up.pids.add(i.pid);
-    return s;
-  };
+  const web = () => mesh.service<WebStatus>('web');
   const events = async (): Promise<AutoscaleEvent[]> => {
     const ev = await api(up.control, 'GET', '/v1/events?service=web&type=autoscale&limit=500');
     assert.equal(ev.status, 200);
@@ -79,19 +73,14 @@ describe('the autoscaler under skein up (target rps 100 per replica, min 1, max 
   };
 
   before(async () => {
-    dir = await tempDir('skein-autoscale-');
-    file = join(dir.path, 'mesh.yaml');
-    await writeFile(file, meshFile('v1'));
-    up = await startUp(file, ['--http', '127.0.0.1:0', '--dns', 'off', '--outbound', 'off', '--admin', '127.0.0.1:0', '--scrape-interval', '1s']);
-    const m = await api(up.control, 'GET', '/v1/mesh');
-    port = portOf((m.body.services as Array<{ servicePort: string }>)[0]?.servicePort as string);
+    mesh = await upFromText('skein-autoscale-', meshFile('v1'), ['--scrape-interval', '1s']);
+    ({ up, file, port } = mesh);
     await web();
   });
 
   after(async () => {
     await load?.stop();
-    await up?.stop();
-    await dir?.remove();
+    await mesh?.stop();
   });
 
   test('50 -> 500 req/s: 5 ready within 20 s; back to 50: no scale-down before the stabilization window ends', async (t) => {

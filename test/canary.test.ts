@@ -10,9 +10,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ROOT, api, skein, tempDir, waitFor } from './helpers.js';
-import { Load, portOf, startUp, type UpProcess } from './mesh-helpers.js';
+import { ROOT, api, skein, waitFor } from './helpers.js';
+import { Pacer, upFromText, type MeshUnderTest, type UpProcess } from './mesh-helpers.js';
 
+/** Keep-alive at up to 32 connections; the 200s counted by the version that answered. */
+const VERSIONS = { maxSockets: 32, tallyOf: (b: { version?: string }) => b.version };
 const APP = join(ROOT, 'test', 'fixtures', 'rollout-app.mjs');
 const INTERVAL_MS = 2000;
 
@@ -51,19 +53,13 @@ interface Instance {
 }
 
 describe('canaries against skein up (2 replicas, keep-alive load)', () => {
-  let dir: { path: string; remove: () => Promise<void> };
+  let mesh: MeshUnderTest;
   let file: string;
   let up: UpProcess;
   let port: number;
   let C: string[];
 
-  const web = async (): Promise<{ revision: number; rollout: string | null; instances: Instance[] }> => {
-    const m = await api(up.control, 'GET', '/v1/mesh');
-    const s = (m.body.services as Array<{ name: string; revision: number; rollout: string | null; instances: Instance[] }>).find((x) => x.name === 'web');
-    assert.ok(s !== undefined);
-    for (const i of s.instances) if (i.pid !== null) up.pids.add(i.pid);
-    return s;
-  };
+  const web = () => mesh.service<{ revision: number; rollout: string | null; instances: Instance[] }>('web');
   const events = async (since: number): Promise<CanaryEvent[]> =>
     ((await api(up.control, 'GET', '/v1/events?service=web&type=canary&limit=1000')).body.events as CanaryEvent[]).filter((e) => Date.parse(e.time) >= since);
   const apply = async (text: string) => {
@@ -87,23 +83,18 @@ describe('canaries against skein up (2 replicas, keep-alive load)', () => {
   };
 
   before(async () => {
-    dir = await tempDir('skein-canary-');
-    file = join(dir.path, 'mesh.yaml');
-    await writeFile(file, meshFile({ version: 'v1', canary: '{ interval: 2s }' }));
-    up = await startUp(file, ['--http', '127.0.0.1:0', '--dns', 'off', '--outbound', 'off', '--admin', '127.0.0.1:0', '--scrape-interval', '1s']);
+    mesh = await upFromText('skein-canary-', meshFile({ version: 'v1', canary: '{ interval: 2s }' }), ['--scrape-interval', '1s']);
+    ({ up, file, port } = mesh);
     C = ['-c', up.control];
-    const m = await api(up.control, 'GET', '/v1/mesh');
-    port = portOf((m.body.services as Array<{ servicePort: string }>)[0]?.servicePort as string);
     await web();
   });
 
   after(async () => {
-    await up?.stop();
-    await dir?.remove();
+    await mesh?.stop();
   });
 
   test('a good canary: 20%, 40%, then promoted; every request answered 200; all replicas on the new version', async (t) => {
-    const load = new Load(port, 100);
+    const load = new Pacer(port, '/', 100, VERSIONS);
     await waitFor(() => load.ok >= 100, { timeoutMs: 20_000, what: 'the load to run' });
     const since = Date.now();
     await apply(meshFile({ version: 'v2', canary: '{ interval: 2s, stepWeight: 20, maxWeight: 40, threshold: 3, minRequests: 5 }' }));
@@ -124,9 +115,9 @@ describe('canaries against skein up (2 replicas, keep-alive load)', () => {
     );
     const promoted = evs.find((e) => e.change === 'canary-promoted');
     assert.deepEqual(promoted?.checks?.map((c) => [c.check, c.ok]), [['requests', true], ['success-rate', true], ['p99', true]]);
-    t.diagnostic(`${load.sent} requests, ${JSON.stringify([...load.versions])}; promoted after ${Date.parse(promoted?.time ?? '') - since} ms: ${promoted?.checks?.map((c) => c.text).join(', ')}`);
+    t.diagnostic(`${load.sent} requests, ${JSON.stringify([...load.tallies])}; promoted after ${Date.parse(promoted?.time ?? '') - since} ms: ${promoted?.checks?.map((c) => c.text).join(', ')}`);
     assert.ok((promoted?.checks?.[0]?.value ?? 0) >= 5, `the canary was judged on its own requests: ${promoted?.checks?.[0]?.text}`);
-    assert.ok((load.versions.get('v2') ?? 0) > 0 && (load.versions.get('v1') ?? 0) > 0, `both versions answered: ${JSON.stringify([...load.versions])}`);
+    assert.ok((load.tallies.get('v2') ?? 0) > 0 && (load.tallies.get('v1') ?? 0) > 0, `both versions answered: ${JSON.stringify([...load.tallies])}`);
     // The split is gone once promoted: the Service has no backends left.
     const svc = await api(up.control, 'GET', '/v1/services/web');
     assert.equal(svc.body.backends, undefined, JSON.stringify(svc.body));
@@ -134,7 +125,7 @@ describe('canaries against skein up (2 replicas, keep-alive load)', () => {
 
   test('a canary answering 100% 500s is rolled back by itself: its failures end within interval x threshold + interval and stay under 1% of the run; the stable replicas are untouched', async (t) => {
     const stable = (await web()).instances.filter((i) => i.state === 'ready').map((i) => [i.id, i.pid]);
-    const load = new Load(port, 200);
+    const load = new Pacer(port, '/', 200, VERSIONS);
     await waitFor(() => load.ok >= 200, { timeoutMs: 20_000, what: 'the load to run' });
     const since = Date.now();
     await apply(meshFile({ version: 'v3', env: 'FAIL_STATUS: "500"', canary: '{ interval: 2s, stepWeight: 5, maxWeight: 50, threshold: 3, minRequests: 5 }' }));
@@ -162,7 +153,7 @@ describe('canaries against skein up (2 replicas, keep-alive load)', () => {
   });
 
   test('a slow canary is rolled back, and the event says p99 was the reason', async () => {
-    const load = new Load(port, 100);
+    const load = new Pacer(port, '/', 100, VERSIONS);
     await waitFor(() => load.ok >= 100, { timeoutMs: 20_000, what: 'the load to run' });
     const since = Date.now();
     await apply(meshFile({ version: 'v4', env: 'DELAY_MS: "120"', canary: '{ interval: 2s, stepWeight: 20, maxWeight: 40, threshold: 2, minRequests: 5, p99: 60ms }' }));

@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ROOT, SKEIN_BIN, api } from './helpers.js';
+import { ROOT, SKEIN_BIN, api, tempDir } from './helpers.js';
 
 /** The demo shop: a Node frontend calling two Python services by name through the mesh. */
 export const SHOP = join(ROOT, 'examples', 'shop', 'shop.yaml');
@@ -175,31 +176,73 @@ export function getStatus(port: number, path: string, agent: http.Agent, headers
   });
 }
 
+/** What a paced GET got: its status (0: no answer), its body, and its x-skein-error. */
+interface Answer {
+  readonly status: number;
+  readonly body: string;
+  readonly error: string;
+}
+
+function getAnswer(port: number, path: string, agent: http.Agent, headers: Record<string, string>): Promise<Answer> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path, headers, agent, timeout: 10_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, error: String(res.headers['x-skein-error'] ?? '') }));
+      res.on('error', (e) => resolve({ status: 0, body: `response error ${e.message}`, error: '' }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (e) => resolve({ status: 0, body: `connection error ${e.message}`, error: '' }));
+    req.end();
+  });
+}
+
 /**
  * Sends GETs to 127.0.0.1:port + path at a fixed pace (fire and forget, keep-alive) until stopped;
- * counts what was sent and answered 200, and when each request was sent. A pacer that fell behind
- * (a busy machine) catches up.
+ * counts what was sent and answered 200, and when each request was sent; keeps every other answer
+ * (`bad`, when in `badAt`), and with `tallyOf` counts a field of the 200s' JSON bodies (the version
+ * that answered, say). A pacer that fell behind (a busy machine) catches up.
  */
 export class Pacer {
   sent = 0;
   ok = 0;
   /** When each request was sent (ms). */
   readonly times: number[] = [];
+  /** Every answer that was not a 200: `HTTP 500 <x-skein-error> <body>`, or the connection's error. */
+  readonly bad: string[] = [];
+  /** When each bad answer came (ms). */
+  readonly badAt: number[] = [];
+  /** The 200s by `tallyOf` of their JSON body. */
+  readonly tallies = new Map<string, number>();
   readonly startedAt = Date.now();
   stoppedAt = 0;
   private stopped = false;
   private readonly done: Promise<void>;
   private readonly agent: http.Agent;
 
-  constructor(port: number, path: string, perSecond: number, opts: { headers?: Record<string, string>; maxSockets?: number } = {}) {
+  constructor(port: number, path: string, perSecond: number, opts: { headers?: Record<string, string>; maxSockets?: number; tallyOf?: (body: any) => string | undefined } = {}) {
     const agent = new http.Agent({ keepAlive: true, maxSockets: opts.maxSockets ?? 16 });
     this.agent = agent;
     this.done = (async () => {
       const inflight = new Set<Promise<void>>();
       while (!this.stopped) {
-        const p: Promise<void> = getStatus(port, path, agent, opts.headers).then((s) => {
-          if (s === 200) this.ok++;
+        const p: Promise<void> = getAnswer(port, path, agent, opts.headers ?? {}).then((a) => {
           inflight.delete(p);
+          if (a.status !== 200) {
+            this.bad.push(a.status === 0 ? a.body : `HTTP ${a.status} ${a.error} ${a.body.slice(0, 200)}`);
+            this.badAt.push(Date.now());
+            return;
+          }
+          this.ok++;
+          if (opts.tallyOf === undefined) return;
+          let key: string | undefined;
+          try {
+            key = opts.tallyOf(JSON.parse(a.body));
+          } catch {
+            key = undefined;
+          }
+          if (key !== undefined) this.tallies.set(key, (this.tallies.get(key) ?? 0) + 1);
         });
         inflight.add(p);
         this.sent++;
@@ -219,67 +262,42 @@ export class Pacer {
   }
 }
 
-/** Steady keep-alive GETs at `perSecond`: statuses, connection errors and the versions that answered. */
-export class Load {
-  sent = 0;
-  ok = 0;
-  readonly bad: string[] = [];
-  /** When each bad answer came (Date.now()). */
-  readonly badAt: number[] = [];
-  readonly versions = new Map<string, number>();
-  private stopped = false;
-  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
-  private readonly done: Promise<void>;
+/** A `skein up` of a mesh file written to a temp dir (the tests that change it while it runs). */
+export interface MeshUnderTest {
+  readonly up: UpProcess;
+  /** The mesh file `skein up` runs; write a changed one here and `skein apply -f` it. */
+  readonly file: string;
+  /** The service port of the mesh's first service. */
+  readonly port: number;
+  /** GET /v1/mesh's entry of `service` (its replicas' pids are stopped with skein up, whatever happens). */
+  service<T extends { instances: ReadonlyArray<{ pid: number | null }> }>(service: string): Promise<T>;
+  /** Stops skein up and removes the temp dir. */
+  stop(): Promise<void>;
+}
 
-  constructor(port: number, perSecond: number) {
-    const start = Date.now();
-    this.done = (async () => {
-      const inflight = new Set<Promise<void>>();
-      while (!this.stopped) {
-        const p = this.one(port).finally(() => inflight.delete(p));
-        inflight.add(p);
-        this.sent++;
-        await new Promise((r) => setTimeout(r, Math.max(0, start + (this.sent * 1000) / perSecond - Date.now())));
-      }
-      await Promise.all(inflight);
-    })();
-  }
-
-  private one(port: number): Promise<void> {
-    return new Promise((resolve) => {
-      const req = http.get({ host: '127.0.0.1', port, path: '/', agent: this.agent, timeout: 10_000 }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => {
-          if (res.statusCode === 200) {
-            this.ok++;
-            const v = (JSON.parse(body) as { version: string }).version;
-            this.versions.set(v, (this.versions.get(v) ?? 0) + 1);
-          } else {
-            this.bad.push(`HTTP ${res.statusCode} ${res.headers['x-skein-error'] ?? ''} ${body.slice(0, 200)}`);
-            this.badAt.push(Date.now());
-          }
-          resolve();
-        });
-        res.on('error', (e) => {
-          this.bad.push(`response error ${e.message}`);
-          this.badAt.push(Date.now());
-          resolve();
-        });
-      });
-      req.on('timeout', () => req.destroy(new Error('timeout')));
-      req.on('error', (e) => {
-        this.bad.push(`connection error ${e.message}`);
-        this.badAt.push(Date.now());
-        resolve();
-      });
-    });
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.done;
-    this.agent.destroy();
-  }
+/** Writes `text` to a temp dir and runs `skein up` on it (loopback, ports from the OS, no DNS, no outbound listener). */
+export async function upFromText(prefix: string, text: string, args: string[] = []): Promise<MeshUnderTest> {
+  const dir = await tempDir(prefix);
+  const file = join(dir.path, 'mesh.yaml');
+  await writeFile(file, text);
+  const up = await startUp(file, ['--http', '127.0.0.1:0', '--dns', 'off', '--outbound', 'off', '--admin', '127.0.0.1:0', ...args]);
+  const m = await api(up.control, 'GET', '/v1/mesh');
+  const port = portOf((m.body.services as Array<{ servicePort: string }>)[0]?.servicePort as string);
+  return {
+    up,
+    file,
+    port,
+    service: async <T extends { instances: ReadonlyArray<{ pid: number | null }> }>(name: string): Promise<T> => {
+      const r = await api(up.control, 'GET', '/v1/mesh');
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      const s = (r.body.services as Array<T & { name: string }>).find((x) => x.name === name);
+      assert.ok(s !== undefined, `the mesh runs no service "${name}"`);
+      for (const i of s.instances) if (i.pid !== null) up.pids.add(i.pid);
+      return s;
+    },
+    stop: async () => {
+      await up.stop();
+      await dir.remove();
+    },
+  };
 }

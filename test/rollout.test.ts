@@ -10,9 +10,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ROOT, api, skein, tempDir, waitFor } from './helpers.js';
-import { Load, portOf, startUp, type UpProcess } from './mesh-helpers.js';
+import { ROOT, api, skein, waitFor } from './helpers.js';
+import { Pacer, upFromText, type MeshUnderTest, type UpProcess } from './mesh-helpers.js';
 
+/** Keep-alive at up to 32 connections; the 200s counted by the version that answered. */
+const VERSIONS = { maxSockets: 32, tallyOf: (b: { version?: string }) => b.version };
 const APP = join(ROOT, 'test', 'fixtures', 'rollout-app.mjs');
 
 function meshFile(o: { version: string; ready?: 'never'; replicas?: number; extra?: string }): string {
@@ -50,19 +52,13 @@ interface WebStatus {
 }
 
 describe('skein rollout against skein up (4 replicas)', () => {
-  let dir: { path: string; remove: () => Promise<void> };
+  let mesh: MeshUnderTest;
   let file: string;
   let up: UpProcess;
   let port: number;
   let C: string[];
 
-  const web = async (): Promise<WebStatus> => {
-    const m = await api(up.control, 'GET', '/v1/mesh');
-    assert.equal(m.status, 200, JSON.stringify(m.body));
-    const s = (m.body.services as Array<WebStatus & { name: string }>).find((x) => x.name === 'web') as WebStatus;
-    for (const i of s.instances) if (i.pid !== null) up.pids.add(i.pid);
-    return s;
-  };
+  const web = () => mesh.service<WebStatus>('web');
   /** `skein rollout apply -f`, or `skein apply -f` (which sends a kind: Mesh file to the same place). */
   const apply = async (text: string, via: 'rollout' | 'apply' = 'rollout') => {
     await writeFile(file, text);
@@ -78,23 +74,18 @@ describe('skein rollout against skein up (4 replicas)', () => {
     ) as Promise<WebStatus>;
 
   before(async () => {
-    dir = await tempDir('skein-rollout-');
-    file = join(dir.path, 'mesh.yaml');
-    await writeFile(file, meshFile({ version: 'v1' }));
-    up = await startUp(file, ['--http', '127.0.0.1:0', '--dns', 'off', '--outbound', 'off', '--admin', '127.0.0.1:0']);
+    mesh = await upFromText('skein-rollout-', meshFile({ version: 'v1' }));
+    ({ up, file, port } = mesh);
     C = ['-c', up.control];
-    const m = await api(up.control, 'GET', '/v1/mesh');
-    port = portOf((m.body.services as Array<{ servicePort: string }>)[0]?.servicePort as string);
     await web();
   });
 
   after(async () => {
-    await up?.stop();
-    await dir?.remove();
+    await mesh?.stop();
   });
 
   test('v1 -> v2 under ~300 req/s keep-alive load: 0 non-2xx, 0 connection errors, 3..5 replicas with >= 3 ready all along', async (t) => {
-    const load = new Load(port, 300);
+    const load = new Pacer(port, '/', 300, VERSIONS);
     await waitFor(() => load.ok >= 150, { timeoutMs: 20_000, what: 'the load to run' });
     const samples: Array<{ live: number; ready: number }> = [];
     let sampling = true;
@@ -111,17 +102,17 @@ describe('skein rollout against skein up (4 replicas)', () => {
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.match(r.stdout, /web\s+2\s+rolling out \(env, version changed\)/);
       await waitComplete(2, 'revision 2 rolled out');
-      const v2At = load.versions.get('v2') ?? 0;
-      await waitFor(() => (load.versions.get('v2') ?? 0) > v2At + 300, { timeoutMs: 20_000, what: 'more load on v2' });
+      const v2At = load.tallies.get('v2') ?? 0;
+      await waitFor(() => (load.tallies.get('v2') ?? 0) > v2At + 300, { timeoutMs: 20_000, what: 'more load on v2' });
     } finally {
       sampling = false;
       await sampler;
       await load.stop();
     }
-    t.diagnostic(`sent ${load.sent}, ok ${load.ok}, versions ${JSON.stringify([...load.versions])}, ${samples.length} samples`);
+    t.diagnostic(`sent ${load.sent}, ok ${load.ok}, versions ${JSON.stringify([...load.tallies])}, ${samples.length} samples`);
     assert.deepEqual(load.bad, [], 'no failed request');
     assert.equal(load.ok, load.sent);
-    assert.ok((load.versions.get('v1') ?? 0) > 0 && (load.versions.get('v2') ?? 0) > 300, 'both versions served');
+    assert.ok((load.tallies.get('v1') ?? 0) > 0 && (load.tallies.get('v2') ?? 0) > 300, 'both versions served');
     assert.ok(samples.length > 20, `sampled often enough: ${samples.length}`);
     const live = samples.map((s) => s.live);
     const ready = samples.map((s) => s.ready);

@@ -6,7 +6,13 @@ import { Pools, type Upstream } from './upstream.js';
 /** What Pool.release and take touch of an Upstream. */
 function fakeUpstream(): Upstream & { closed: boolean } {
   const up = {
-    socket: { destroyed: false },
+    socket: {
+      destroyed: false,
+      paused: false,
+      resume() {
+        this.paused = false;
+      },
+    },
     handler: null,
     reused: false,
     idleSince: 0,
@@ -63,4 +69,16 @@ test('after closeAll, a released connection is closed instead of pooled; evictOn
   pool.release(c, 3);
   assert.equal(c.closed, true);
   assert.equal(pool.evictOne(), false, 'nothing idle left');
+});
+
+test("a connection paused by a slow client's back-pressure reads again once pooled (that client's drain may never come)", () => {
+  const pools = new Pools(8);
+  const pool = pools.get(e);
+  const up = fakeUpstream();
+  up.pool = pool;
+  const socket = up.socket as unknown as { paused: boolean };
+  socket.paused = true;
+  pool.release(up, 1);
+  assert.equal(socket.paused, false);
+  assert.equal(pool.take(2), up);
 });

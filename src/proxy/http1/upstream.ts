@@ -350,6 +350,11 @@ export class Pool {
     up.handler = null;
     up.reused = true;
     up.idleSince = now;
+    // The last response is complete, but the back-pressure of a slow client may have paused the
+    // socket on the read that completed it, and that client's 'drain' may never come (it went
+    // away): an idle connection reads, so that the next request on it gets its answer and a
+    // server's close is seen.
+    up.socket.resume();
     this.idle.push(up);
   }
 
