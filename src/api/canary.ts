@@ -121,8 +121,3 @@ export function buildCanary(raw: RawCanary, push: Push): CanaryPolicy {
     webhooks: Object.freeze(webhooks),
   });
 }
-
-/** interval × threshold: the longest a failing canary keeps its traffic, after its first step (docs/deployments.md). */
-export function rollbackWithinMs(p: CanaryPolicy): number {
-  return p.intervalMs * p.threshold;
-}

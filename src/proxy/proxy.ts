@@ -422,11 +422,11 @@ export class Proxy {
    * listener), for the proxy's own calls (its announcements); null while it holds none.
    */
   controlCall(): ControlCall | null {
-    const ids = this.identities;
-    const source = ids?.source;
-    const current = ids?.list()[0];
-    if (source?.request === undefined || current === undefined) return null;
-    return (method, path, body) => (source.request as NonNullable<CertificateSource['request']>)(current, method, path, body);
+    const source = this.identities?.source;
+    const current = this.identities?.list()[0];
+    const request = source?.request?.bind(source);
+    if (request === undefined || current === undefined) return null;
+    return (method, path, body) => request(current, method, path, body);
   }
 
   /**

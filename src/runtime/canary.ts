@@ -105,7 +105,8 @@ export class CanaryStrategy implements RolloutStrategy {
     this.timer = null;
     // Superseded (a newer apply, an undo) or the mesh stops: never leave the service split
     // between versions a later rollout does not run.
-    if (this.mode !== 'ended' && this.splitSet) void this.split(null);
+    // A failed write is reported, never an unhandled rejection (the control plane may be going away too).
+    if (this.mode !== 'ended' && this.splitSet) this.split(null).catch((e: unknown) => this.o.onError?.(e));
     this.mode = 'ended';
   }
 
