@@ -122,7 +122,7 @@ describe('registry commands', () => {
     assert.deepEqual(t[0], ['TIME', 'TYPE', 'SERVICE', 'INSTANCE', 'MESSAGE']);
     assert.ok(t.some((r) => r[1] === 'health' && r[3] === 'web-1' && r[4] === 'web-1 registered as healthy: no health check'));
     assert.ok(t.some((r) => r[1] === 'health' && r[3] === 'web-2' && r[4] === 'web-2 is unhealthy (was healthy): maintenance window'));
-    assert.match(await fails(['events', '--type', 'nope', ...C], 1), /"type" must be a comma-separated list of health, eject, return, breaker, active-check, panic, body-stall, certificate, mtls-refused, scale, rollout, canary, autoscale, proxy.*\[SKEIN_E_BAD_QUERY\]$/);
+    assert.match(await fails(['events', '--type', 'nope', ...C], 1), /"type" must be a comma-separated list of health, eject, return, breaker, active-check, panic, body-stall, certificate, mtls-refused, cold-start, scale, rollout, canary, autoscale, proxy.*\[SKEIN_E_BAD_QUERY\]$/);
     assert.match(await fails(['events', 'nosuch', ...C], 1), /service "nosuch" is not registered.*\[SKEIN_E_UNKNOWN_SERVICE\]$/);
     assert.match(await fails(['events', '--limit', 'abc', ...C], 2), /--limit must be an integer from 1 to 1000, got "abc"/);
     assert.match(await ok(['events', 'web', '--type', 'scale', ...C]), /^no scale events of web\n$/);

@@ -9,7 +9,7 @@ import { controlOption, controlUrl } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
 import { hostname } from 'node:os';
 import { PROXY_ID } from '../api/names.js';
-import { Announcer } from '../proxy/announce.js';
+import { Announcer, proxyControlCall } from '../proxy/announce.js';
 import { PROXY_TAP_LIMITS, TAP_LIMIT_BOUNDS, parseHeaderNames } from '../api/tap.js';
 import { TOKEN_ENV } from '../api/auth.js';
 import { MTLS_DEFAULT_MODE, MTLS_MODES, type MtlsMode } from '../api/mtls.js';
@@ -172,6 +172,17 @@ export function proxyCommand(): Command {
           logger,
           mtls,
           authzDefault: o.authzDefault,
+          // A request held for a service scaled to zero: ask the control plane (skein up's runtime) to wake it.
+          onColdStart:
+            control === null
+              ? undefined
+              : (service) => {
+                  proxyControlCall({ controlUrl: control, token: o.token ?? null, viaCertificate: () => proxy.controlCall() }, 'POST', `/v1/mesh/services/${encodeURIComponent(service)}/wake`, {}, AbortSignal.timeout(5000))
+                    .then((r) => {
+                      if (r.status >= 300) logger.warn({ service, status: r.status, answer: r.text.slice(0, 300) }, 'the control plane did not wake the service');
+                    })
+                    .catch((e: unknown) => logger.warn({ service, err: (e as Error).message }, 'could not ask the control plane to wake the service'));
+                },
           limits: {
             maxHeadBytes: o.maxHead,
             headersTimeoutMs: o.headerTimeout,

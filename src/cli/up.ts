@@ -102,11 +102,31 @@ export function upCommand(): Command {
               trustDomain: cp.ca.trustDomain,
               source: new ControlCa({ controlUrl: cp.url, joinToken: async (services) => (await cp.ca.tokens.mint(proxyId, services)).token }),
             };
-      const proxy = new Proxy({ controlUrl: cp.url, id: proxyId, accessLog, audit, tracer, mtls, authzDefault: o.authzDefault, logger: logger.child({ component: 'proxy' }), ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }) });
+      // A request held for a service scaled to zero wakes it through the runtime (in-process).
+      let wake: (service: string) => void = () => undefined;
+      const proxy = new Proxy({
+        controlUrl: cp.url,
+        id: proxyId,
+        accessLog,
+        audit,
+        tracer,
+        mtls,
+        authzDefault: o.authzDefault,
+        logger: logger.child({ component: 'proxy' }),
+        onColdStart: (service) => wake(service),
+        ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }),
+      });
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
       let announcer: InstanceType<typeof Announcer> | null = null;
       let outboundAt: string | null = null;
       const r = new MeshRunner({ mesh, file, controlUrl: cp.url, token: cp.adminToken, proxy, say, scrapeIntervalMs: o.scrapeInterval, onMeshEvent: (e) => cp.events.add(e) });
+      wake = (service) => {
+        try {
+          r.wake(service);
+        } catch (e) {
+          logger.warn({ service, err: (e as Error).message }, 'could not wake the service');
+        }
+      };
       let stopping: Promise<void> | null = null;
       const shutdown = (why: string): Promise<void> => {
         stopping ??= (async () => {

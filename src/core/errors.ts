@@ -41,6 +41,8 @@ export const ERROR_CODES = {
   SKEIN_E_CONNECTION_LIMIT: { status: 503, text: "A proxy listener is at its connection cap (limits.maxConnections) with every connection busy with a request, so the new connection was answered with this and closed; idle and half-sent connections are closed first to make room." },
   SKEIN_E_UPSTREAM_OVERFLOW: { status: 503, text: 'A circuit-breaking limit of the service (requests in flight, pending requests or connections) is reached; the request was refused at once.' },
   SKEIN_E_RATE_LIMITED: { status: 429, text: 'A rate limit of the route (outbound or inbound) refused the request; Retry-After says when to try again.' },
+  SKEIN_E_COLD_START_TIMEOUT: { status: 503, text: 'The service is scaled to zero and no instance of it became ready while the request was held (coldStart.timeout).' },
+  SKEIN_E_COLD_START_QUEUE_FULL: { status: 503, text: 'The service is scaled to zero and this proxy already holds as many of its requests as coldStart.queue allows.' },
   SKEIN_E_FAULT_INJECTED: { status: 503, text: "The route's fault injection aborted the request (with the route's configured status, not necessarily 503)." },
   // ---- mTLS between proxies (issue 13; docs/security.md) ----
   SKEIN_E_UPSTREAM_TLS: { status: 502, text: "The mTLS handshake with the peer proxy failed, or the peer's certificate was not the identity the registry gives its endpoint; the message and the proxy log name the reason (expired, unknown issuer, wrong identity, ...)." },

@@ -553,3 +553,77 @@ test('whom a request counts against: the workload outbound; inbound the caller\'
   assert.equal(callerOf('inbound', 'api-1', 'web', '127.0.0.1'), 'web');
   assert.equal(callerOf('inbound', 'api-1', null, '10.0.0.7'), '10.0.0.7');
 });
+
+test('cold start: a service with no instance and a coldStart policy holds the call, asks once to be woken, and sends it when an instance arrives', () => {
+  const { clock, client, net, call, events, traffic } = setup({ coldStart: { queue: 2, timeout: '5s' } }, 0);
+  const k = call();
+  k.start();
+  assert.equal(net.answer, null, 'held, not failed');
+  assert.equal(client.held, 1);
+  assert.equal(traffic.active, 1, 'a held call is in flight (the autoscaler sees it)');
+  const k2 = call();
+  k2.start();
+  assert.deepEqual(events, ['cold-start '], 'one wake for both (asked again only after WAKE_AGAIN_MS)');
+  // The queue holds two: the third is refused at once, with the numbers.
+  const third = call();
+  third.start();
+  const full = net.answer as unknown as { failure: CallFailure };
+  assert.equal(full.failure.code, 'SKEIN_E_COLD_START_QUEUE_FULL');
+  assert.equal(full.failure.status, 503);
+  assert.deepEqual(full.failure.details.coldStart, { queue: 2, waiting: 2 });
+  net.answer = null;
+  clock.advance(1200);
+  client.update(setOf(1));
+  assert.equal(client.held, 0);
+  assert.deepEqual(net.log.slice(-2), ['send e0', 'send e0'], 'both go out');
+  assert.equal(net.sent.length, 2);
+  assert.match(k.explanation(), /endpoint=e0 .*; held=1200ms \(the service was scaled to zero: waited for an instance to start\)$/);
+  assert.match(k2.explanation(), /endpoint=e0 .*; held=1200ms/);
+});
+
+test('cold start: a held call times out with its own error, or with the request deadline when that is first; a client that leaves frees its place', () => {
+  const a = setup({ coldStart: { timeout: '2s' }, timeouts: { request: '10s' } }, 0);
+  const k = a.call();
+  k.start();
+  a.clock.advance(1999);
+  assert.equal(a.net.answer, null);
+  a.clock.advance(1);
+  const f = (a.net.answer as unknown as { failure: CallFailure }).failure;
+  assert.equal(f.code, 'SKEIN_E_COLD_START_TIMEOUT');
+  assert.equal(f.message, 'service "svc" is scaled to zero and no instance of it became ready within 2000 ms (coldStart.timeout) while the request was held');
+  assert.deepEqual(f.details.coldStart, { heldMs: 2000 });
+  assert.equal(a.client.held, 0);
+  assert.equal(a.traffic.active, 0);
+
+  const b = setup({ coldStart: { timeout: '30s' }, timeouts: { request: '1s' } }, 0);
+  b.call().start();
+  b.clock.advance(1000);
+  const g = (b.net.answer as unknown as { failure: CallFailure }).failure;
+  assert.equal(g.code, 'SKEIN_E_UPSTREAM_TIMEOUT');
+  assert.match(g.message, /within 1000 ms \(it is scaled to zero: the request waited for an instance to start, and none became ready in time\)$/);
+
+  const c = setup({ coldStart: { queue: 1 } }, 0);
+  const gone = c.call();
+  gone.start();
+  gone.clientGone();
+  assert.equal(c.client.held, 0, 'its place is free');
+  c.call().start();
+  assert.equal(c.client.held, 1);
+  assert.equal(c.net.answer, null);
+});
+
+test('cold start: without the policy, or with instances that are only unavailable, nothing is held', () => {
+  const off = setup({}, 0);
+  off.call().start();
+  assert.equal((off.net.answer as unknown as { failure: CallFailure }).failure.code, 'SKEIN_E_NO_HEALTHY_ENDPOINT');
+  const ejected = setup({ coldStart: {}, breaker: { enabled: false }, panicThreshold: 0 }, 1);
+  for (let i = 0; i < 5; i++) ejected.traffic.record(ejected.key('e0'), 0);
+  ejected.call().start();
+  assert.equal((ejected.net.answer as unknown as { failure: CallFailure }).failure.code, 'SKEIN_E_NO_HEALTHY_ENDPOINT');
+  assert.equal(ejected.client.held, 0);
+  // The policy removed while calls are held: they go ahead and fail at once, without waiting out their timeout.
+  const held = setup({ coldStart: {} }, 0);
+  held.call().start();
+  held.client.setDefinition(parseService({ name: 'svc' }));
+  assert.equal((held.net.answer as unknown as { failure: CallFailure }).failure.code, 'SKEIN_E_NO_HEALTHY_ENDPOINT');
+});

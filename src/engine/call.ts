@@ -39,6 +39,7 @@ import { ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { retryDelay, type RetryReason } from '../resilience/retry.js';
 import type { AttemptTrace, HopTrace } from './observe.js';
+import type { Hold } from './cold-start.js';
 import { noEndpoint, type Destination, type Refusal } from './service-client.js';
 import { choiceDetails, choiceText, type BackendChoice } from './split.js';
 
@@ -118,6 +119,8 @@ const enum St {
   Discard,
   /** Waiting before a retry. */
   Backoff,
+  /** No instance yet: held while the service wakes from zero (cold-start.ts). */
+  Hold,
   /** The response head went to the client; its body (or a tunnel) follows. */
   Responding,
   Done,
@@ -169,6 +172,11 @@ export class Call {
   private completion: Completion = NOOP_COMPLETION;
   private trace: AttemptTrace | null = null;
   private timer: TimerHandle | null = null;
+  /** Held for a cold start now; `held`: it was (once at most), `heldMs` for how long. */
+  private hold: Hold | null = null;
+  private held = false;
+  private heldAt = 0;
+  private heldMs = 0;
   /** The attempt's timer is its per-try timeout (not the overall deadline). */
   private perTry = false;
   private readonly t0: number;
@@ -373,7 +381,11 @@ export class Call {
     if (e !== null) this.backend = this.dest.chosen ?? null;
     if (this.dest.traffic.panicking) this.panicked = true;
     if (e === null) {
-      this.fail(noEndpoint(this.dest));
+      // A service scaled to zero: the first attempt waits for an instance (once).
+      const held = this.tried === null && !this.held ? (this.dest.hold?.(this.resume) ?? null) : null;
+      if (held === null) this.fail(noEndpoint(this.dest));
+      else if ('code' in held) this.fail(held);
+      else this.holdFor(held);
       return;
     }
     this.st = St.Attempt;
@@ -397,6 +409,32 @@ export class Call {
       this.deposited = true;
       this.dest.traffic.budget.deposit();
     }
+  }
+
+  private holdFor(h: Hold): void {
+    this.st = St.Hold;
+    this.hold = h;
+    this.held = true;
+    this.heldAt = this.clock.now();
+    const now = this.heldAt;
+    const until = this.deadline > 0 ? Math.min(this.deadline, now + h.timeoutMs) : now + h.timeoutMs;
+    this.setTimer(until - now);
+  }
+
+  /** Instances arrived while the call was held: its first attempt goes ahead. */
+  private readonly resume = (): void => {
+    if (this.st !== St.Hold) return;
+    this.unhold();
+    this.clearTimer();
+    this.attempt();
+  };
+
+  private unhold(): void {
+    const h = this.hold;
+    if (h === null) return;
+    this.hold = null;
+    h.cancel();
+    this.heldMs = this.clock.now() - this.heldAt;
   }
 
   /** Records the current attempt's outcome for the breakers and outlier detection (once). */
@@ -534,6 +572,20 @@ export class Call {
         }
         this.attempt();
         return;
+      case St.Hold: {
+        const timeoutMs = this.hold?.timeoutMs ?? 0;
+        this.unhold();
+        // The deadline's timer is the deadline (see St.Discard).
+        if (this.deadline > 0 && this.heldAt + timeoutMs >= this.deadline) {
+          this.timedOut();
+          return;
+        }
+        this.fail({
+          code: 'SKEIN_E_COLD_START_TIMEOUT',
+          message: `service "${this.dest.service}" is scaled to zero and no instance of it became ready within ${timeoutMs} ms (coldStart.timeout) while the request was held`,
+        });
+        return;
+      }
       case St.Discard:
         // The dropped response's body did not end in time: give up on it, and retry if time is left.
         this.driver.abandon();
@@ -568,12 +620,14 @@ export class Call {
 
   /** The overall deadline passed with no response head to deliver. */
   private timedOut(): void {
-    this.fail({ code: 'SKEIN_E_UPSTREAM_TIMEOUT', message: `no response from "${this.dest.service}" within ${this.req.timeoutMs} ms` });
+    const why = this.st === St.Hold ? ` (it is scaled to zero: the request waited for an instance to start, and none became ready in time)` : '';
+    this.fail({ code: 'SKEIN_E_UPSTREAM_TIMEOUT', message: `no response from "${this.dest.service}" within ${this.req.timeoutMs} ms${why}` });
   }
 
   /** Leaves the service's in-flight count and stops the timer (once). */
   private release(): void {
     this.clearTimer();
+    this.unhold();
     if (this.counted) {
       this.counted = false;
       this.dest.traffic.active--;
@@ -618,6 +672,7 @@ export class Call {
       if (this.panicked) s += '; panic (fewer instances available than the panic threshold: ejections and failed active checks ignored)';
     }
     if (this.deadline > 0) s += `; timeout=${this.req.timeoutMs}ms`;
+    if (this.held) s += `; held=${Math.round(this.heldMs)}ms (the service was scaled to zero: waited for an instance to start)`;
     return printable(s);
   }
 
@@ -634,6 +689,7 @@ export class Call {
         ? {}
         : { budget: { available: sum.budget, refusedARetry: this.budgetRefused }, breakers: sum.breakers, ejected: sum.ejected, failingActiveChecks: sum.activeCheckFailing, panic: sum.panic }),
       ...(this.deadline > 0 ? { timeoutMs: this.req.timeoutMs } : {}),
+      ...(this.held ? { coldStart: { heldMs: Math.round(this.heldMs) } } : {}),
     };
   }
 }

@@ -20,6 +20,7 @@ import type { ErrorCode } from '../core/errors.js';
 import type { Endpoint, EndpointSet } from '../discovery/endpoint.js';
 import { TrafficState, type NoEndpointReason, type TrafficEvent } from '../resilience/traffic-state.js';
 import { Splitter, type BackendChoice, type Split, type SplitDebug } from './split.js';
+import { ColdStartQueue, type Hold } from './cold-start.js';
 
 /** Why a request or an attempt was refused before anything was sent: answered as a proxy error. */
 export interface Refusal {
@@ -52,6 +53,12 @@ export interface Destination {
   start(e: Endpoint): Completion;
   /** Why `pick` found no endpoint (for the error). */
   whyNone(): NoEndpointReason;
+  /**
+   * A call that found no endpoint waits for the service to wake (cold-start.ts): a Hold until
+   * `resume` runs, a refusal (the queue is full), or null: the service does not hold (no
+   * `coldStart` policy, or it has instances, just none to pick).
+   */
+  hold?(resume: () => void): Hold | Refusal | null;
 }
 
 /** The caller's own health checks of a service's endpoints (they probe: the caller provides them). */
@@ -72,6 +79,7 @@ export class ServiceClient implements Destination {
   readonly splitter: Splitter;
   private hashKey: HashKeyExtractor | null;
   private checker: HealthChecker | null = null;
+  private readonly coldStart: ColdStartQueue;
 
   constructor(
     readonly service: string,
@@ -93,6 +101,7 @@ export class ServiceClient implements Destination {
     );
     this.splitter.update(set);
     this.splitter.setRoutes(this.traffic.policy.routes);
+    this.coldStart = new ColdStartQueue(service, clock, (waiting) => onEvent({ type: 'cold-start', service, waiting }));
     this.followChecks();
   }
 
@@ -101,6 +110,8 @@ export class ServiceClient implements Destination {
     this.traffic.setPolicy(def?.traffic ?? DEFAULT_TRAFFIC);
     this.splitter.setRoutes(this.traffic.policy.routes);
     this.followChecks();
+    // Held calls do not outlive the policy that held them: they go ahead (and fail without an instance).
+    if (this.traffic.policy.coldStart === null) this.coldStart.release();
     const p = def?.balancer ?? DEFAULT_BALANCER_POLICY;
     if (p.kind === this.policy.kind && sameJson(p.hashKey, this.policy.hashKey)) return;
     const set = this.balancer.set;
@@ -120,6 +131,18 @@ export class ServiceClient implements Destination {
     this.traffic.setEndpoints(set);
     this.splitter.update(set);
     this.checker?.update(set);
+    if (set.pickable > 0) this.coldStart.release();
+  }
+
+  hold(resume: () => void): Hold | Refusal | null {
+    const p = this.traffic.policy.coldStart;
+    if (p === null || this.balancer.set.pickable > 0) return null;
+    return this.coldStart.hold(p, resume);
+  }
+
+  /** Calls held for a cold start now. */
+  get held(): number {
+    return this.coldStart.size;
   }
 
   /** Starts, restarts or stops the caller's own health checks as the policy says. */

@@ -27,6 +27,23 @@ export interface AnnouncerOptions {
   readonly logger?: Logger;
 }
 
+/** How a proxy reaches the control plane's API. */
+export type ControlAccess = Pick<AnnouncerOptions, 'controlUrl' | 'token' | 'viaCertificate'>;
+
+/** One call to the control plane as a proxy: with its mesh certificate once it holds one, else with its token. */
+export async function proxyControlCall(o: ControlAccess, method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<ControlAnswer & { via: 'token' | 'certificate' }> {
+  const cert = o.viaCertificate?.() ?? null;
+  if (cert !== null) return { ...(await cert(method, path, body)), via: 'certificate' };
+  const auth: Record<string, string> = o.token === undefined || o.token === null || o.token === '' ? {} : { authorization: `Bearer ${o.token}` };
+  const res = await fetch(`${o.controlUrl}${path}`, {
+    method,
+    headers: body === undefined ? auth : { 'content-type': 'application/json', ...auth },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    ...(signal === undefined ? {} : { signal }),
+  });
+  return { status: res.status, text: await res.text(), via: 'token' };
+}
+
 export class Announcer {
   private timer: NodeJS.Timeout | null = null;
   private watcher: NodeJS.Timeout | null = null;
@@ -35,24 +52,12 @@ export class Announcer {
   private inFlight: AbortController | null = null;
   private failing = false;
 
-  private readonly auth: Record<string, string>;
   private readonly path: string;
   /** How the last announcement that went through was authenticated. */
   via: 'token' | 'certificate' | null = null;
 
   constructor(private readonly o: AnnouncerOptions) {
-    this.auth = o.token === undefined || o.token === null || o.token === '' ? {} : { authorization: `Bearer ${o.token}` };
     this.path = `/v1/proxies/${encodeURIComponent(o.id)}`;
-  }
-
-  private async overHttp(method: string, body: unknown, signal: AbortSignal): Promise<ControlAnswer> {
-    const res = await fetch(`${this.o.controlUrl}${this.path}`, {
-      method,
-      headers: body === undefined ? this.auth : { 'content-type': 'application/json', ...this.auth },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal,
-    });
-    return { status: res.status, text: await res.text() };
   }
 
   start(): void {
@@ -82,14 +87,13 @@ export class Announcer {
       workloads: workloads.map((w) => ({ name: w.name, service: w.service, inbound: w.inbound, outbound: w.outbound, ...(w.tls == null ? {} : { tls: w.tls }) })),
     };
     try {
-      const cert = this.o.viaCertificate?.() ?? null;
-      const res = cert === null ? await this.overHttp('PUT', body, ac.signal) : await cert('PUT', this.path, body);
+      const res = await proxyControlCall(this.o, 'PUT', this.path, body, ac.signal);
       if (res.status === 401 || res.status === 403) {
-        const hint = cert === null ? ' (give the proxy a token of scope "proxy": --token or SKEIN_TOKEN; or mTLS and a join token, and it announces with its certificate)' : ' (with its mesh certificate)';
+        const hint = res.via === 'token' ? ' (give the proxy a token of scope "proxy": --token or SKEIN_TOKEN; or mTLS and a join token, and it announces with its certificate)' : ' (with its mesh certificate)';
         throw new Error(`${res.status} ${res.text.slice(0, 300)}${hint}`);
       }
       if (res.status < 200 || res.status > 299) throw new Error(`${res.status} ${res.text.slice(0, 300)}`);
-      this.via = cert === null ? 'token' : 'certificate';
+      this.via = res.via;
       if (this.failing) this.o.logger?.info({ control: this.o.controlUrl, via: this.via }, 'announced to the control plane again');
       this.failing = false;
       this.lastTls = tls;
@@ -112,8 +116,7 @@ export class Announcer {
     this.watcher = null;
     this.inFlight?.abort();
     try {
-      const cert = this.o.viaCertificate?.() ?? null;
-      const gone = cert === null ? this.overHttp('DELETE', undefined, AbortSignal.timeout(1000)) : cert('DELETE', this.path);
+      const gone = proxyControlCall(this.o, 'DELETE', this.path, undefined, AbortSignal.timeout(1000));
       await Promise.race([gone, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
     } catch {
       /* the control plane forgets it after the TTL */

@@ -163,7 +163,7 @@ class ListenerStats implements ListenerMetrics {
 }
 
 export interface ProxyEvent extends StatsEvent {
-  readonly type: 'eject' | 'return' | 'breaker' | 'active-check' | 'panic' | 'body-stall' | 'certificate' | 'mtls-refused';
+  readonly type: 'eject' | 'return' | 'breaker' | 'active-check' | 'panic' | 'body-stall' | 'certificate' | 'mtls-refused' | 'cold-start';
 }
 
 interface MetricValue {
@@ -229,6 +229,7 @@ export class ProxyMetrics implements ForwarderCounters {
   private readonly breakerChanges: Counter<'service' | 'to'>;
   private readonly activeChecks: Counter<'service' | 'result'>;
   private readonly panicChanges: Counter<'service' | 'to'>;
+  private readonly coldStarts: Counter<'service'>;
   private readonly rateLimits: Counter<'direction' | 'service' | 'route'>;
   private readonly bodyStalls: Counter<'direction' | 'service'>;
   private readonly evictions: Counter<'workload' | 'direction' | 'state'>;
@@ -425,6 +426,12 @@ export class ProxyMetrics implements ForwarderCounters {
         [...gauges.traffic()].map((t) => ({ labels: { service: t.service }, value: t.panicPicks })),
       ) as never,
     );
+    this.coldStarts = new Counter({
+      name: 'skein_proxy_cold_start_wakes_total',
+      help: 'Times the proxy held requests for a service scaled to zero and asked for it to be woken.',
+      labelNames: ['service'],
+      registers,
+    });
     this.panicChanges = new Counter({
       name: 'skein_proxy_panic_transitions_total',
       help: 'Destination services entering (to="panic") and leaving (to="normal") panic mode.',
@@ -568,6 +575,11 @@ export class ProxyMetrics implements ForwarderCounters {
     if (e.type === 'panic') {
       this.panicChanges.labels(e.service, e.panicking ? 'panic' : 'normal').inc();
       this.record('panic', e.service, '', panicDetail(e));
+      return;
+    }
+    if (e.type === 'cold-start') {
+      this.coldStarts.labels(e.service).inc();
+      this.record('cold-start', e.service, '', `scaled to zero: holding ${e.waiting} request${e.waiting === 1 ? '' : 's'}, asked for it to be woken`);
       return;
     }
     if (e.type === 'eject' || e.type === 'return') {

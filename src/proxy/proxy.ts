@@ -112,6 +112,12 @@ export interface ProxyOptions {
   readonly mtls?: { readonly source: CertificateSource; readonly trustDomain: string; readonly mode: MtlsMode } | null;
   /** What inbound listeners decide for a service without ALLOW policies or a default of its own. Default AUTHZ_DEFAULTS.meshDefault (allow). */
   readonly authzDefault?: AuthzDefault;
+  /**
+   * A service scaled to zero got a request (its policy's `coldStart`): the proxy holds it and
+   * calls this to have the service woken (skein up: its runtime; skein proxy: the control plane's
+   * POST /v1/mesh/services/{service}/wake). At most once a second per service while requests wait.
+   */
+  readonly onColdStart?: (service: string) => void;
 }
 
 const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
@@ -305,8 +311,10 @@ export class Proxy {
   readonly identities: Identities | null;
   private readonly mtlsMode: MtlsMode;
   private readonly outboundTls: OutboundTls | null;
+  private readonly onColdStart: ((service: string) => void) | null;
 
   constructor(opts: ProxyOptions) {
+    this.onColdStart = opts.onColdStart ?? null;
     this.limits = Object.freeze({ ...DEFAULT_LIMITS, ...opts.limits });
     this.pools = new Pools(this.limits.maxIdlePerEndpoint);
     this.clock = opts.clock ?? systemClock;
@@ -325,7 +333,7 @@ export class Proxy {
       certificates: () => this.identities?.list() ?? [],
     }, opts.id, (e) => {
       // A certificate issued or renewed is routine; everything else the proxy raises is a warning.
-      const routine = e.type === 'certificate' && !e.detail.startsWith('renewing');
+      const routine = (e.type === 'certificate' && !e.detail.startsWith('renewing')) || e.type === 'cold-start';
       this.logger?.[routine ? 'info' : 'warn']({ service: e.service, instance: e.instance, type: e.type }, e.detail);
     });
     this.authzDefault = opts.authzDefault ?? AUTHZ_DEFAULTS.meshDefault;
@@ -511,6 +519,14 @@ export class Proxy {
 
   private trafficEvent(e: TrafficEvent): void {
     this.metrics.trafficEvent(e);
+    if (e.type === 'cold-start') {
+      try {
+        this.onColdStart?.(e.service);
+      } catch (err) {
+        this.logger?.warn({ service: e.service, err }, 'could not ask for the service to be woken');
+      }
+      return;
+    }
     const log = this.logger;
     if (log === undefined) return;
     if (e.type === 'eject') log.warn({ service: e.service, endpoint: e.endpoint, reason: e.reason, ejections: e.ejections, until: e.untilMs === null ? null : new Date(e.untilMs).toISOString() }, 'outlier ejected');
@@ -632,7 +648,7 @@ export class Proxy {
         services[name] = {
           balancer: state?.policy ?? def?.balancer ?? DEFAULT_BALANCER_POLICY,
           inUse: state !== undefined,
-          ...(state === undefined ? {} : { traffic: state.traffic.debug(), splits: state.debugSplits() }),
+          ...(state === undefined ? {} : { traffic: state.traffic.debug(), splits: state.debugSplits(), held: state.held }),
           endpoints: w.endpoints(name).list().map((e) => ({ id: e.id, address: e.address, port: e.port, weight: e.weight, zone: e.zone, version: e.version })),
         };
       }

@@ -37,6 +37,8 @@ export type TrafficEvent =
   | { type: 'eject' | 'return'; service: string; endpoint: string; reason: string; ejections: number; untilMs: number | null }
   | { type: 'breaker'; service: string; endpoint: string; from: BreakerState; to: BreakerState; reason: string }
   | { type: 'active-check'; service: string; endpoint: string; healthy: boolean; reason: string }
+  /** A service scaled to zero got a request: the proxy holds it (with `waiting` others) and asks for the service to be woken. */
+  | { type: 'cold-start'; service: string; waiting: number }
   | PanicEvent;
 
 /** Entering (`panicking` true) or leaving panic mode, with the counts that decided it. */

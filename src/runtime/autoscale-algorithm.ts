@@ -20,7 +20,9 @@
  *      scale-down before the window has seen only lower recommendations.
  *   5. The scale-up rate: at most max(pods, replicas x percent%) added per period, counting the
  *      replicas added within the period (HPA's default: max(4, 100%) per 15 s).
- *   6. Clamped to [min, max].
+ *   6. Clamped to [min, max], and never below 1 while the service runs: scale to zero (min 0)
+ *      is not a recommendation but its own rule (no request at all for the cool-down:
+ *      autoscale.ts), and waking from zero is a held request's (cold-start.ts).
  */
 import type { MeshAutoscale } from '../api/mesh/autoscale.js';
 
@@ -64,7 +66,9 @@ export interface AutoscaleDecision {
   readonly state: AutoscaleState;
 }
 
-const clamp = (n: number, p: MeshAutoscale) => Math.min(p.max, Math.max(p.min, n));
+/** The fewest replicas a recommendation may give: min, and 1 with min 0 (zero is the cool-down's rule). */
+const floorOf = (p: MeshAutoscale) => Math.max(1, p.min);
+const clamp = (n: number, p: MeshAutoscale) => Math.min(p.max, Math.max(floorOf(p), n));
 /** Float noise taken off: 220 / 200 is 1.1, inside a 10% tolerance; 500 / 100 x 1 is 5, not a hair over. */
 const EPS = 1e-9;
 
@@ -95,7 +99,7 @@ export function decideReplicas(input: AutoscaleInput, state: AutoscaleState): Au
     return { desired, value: null, recommendation: null, limitedBy: null, ...more, state: { recommendations, scaleUps: [...scaleUps, ...added] } };
   };
 
-  if (replicas < p.min || replicas > p.max) return next(clamp(replicas, p), { limitedBy: replicas < p.min ? 'min' : 'max' });
+  if (replicas < p.min || replicas > p.max) return next(Math.min(p.max, Math.max(p.min, replicas)), { limitedBy: replicas < p.min ? 'min' : 'max' });
   if (metric === null) return next(replicas, { limitedBy: 'no-metric' });
   if (ready <= 0) return next(replicas, { limitedBy: 'no-ready' });
 
@@ -122,7 +126,7 @@ export function decideReplicas(input: AutoscaleInput, state: AutoscaleState): Au
     }
   }
   if (desired > p.max) limitedBy = 'max';
-  else if (desired < p.min) limitedBy = 'min';
+  else if (desired < floorOf(p)) limitedBy = 'min';
   desired = clamp(desired, p);
   return next(desired, { value: r.value, recommendation: r.replicas, limitedBy: desired === r.replicas ? null : limitedBy });
 }

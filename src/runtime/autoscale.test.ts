@@ -158,3 +158,59 @@ test('at max: the held-back event names max; an apply that removes autoscale sto
   assert.equal(events.length, 1);
   a.stop();
 });
+
+test('scale to zero: only after coolDown with no request at all (never on a missing reading), then asleep until a wake starts one replica', async () => {
+  const p = policy({ min: 0, interval: '1s', window: '2s', coolDown: '10s', scaleDown: { stabilization: '2s' } });
+  const { rt, a, set, reads, events, run } = setup(p, 2);
+  a.start();
+  // Quiet traffic, under one replica's worth: the HPA goes down to 1, never to 0.
+  set({ value: 5 });
+  await run(9000, 1000);
+  assert.deepEqual(rt.scaled, [1], 'the HPA floor is 1 with min 0');
+  assert.equal(reads.some((r) => r.windowMs === 10_000), false, 'no idle check before coolDown has passed since the start');
+  // No request at all, but the reading is missing: no scale to zero.
+  set({ value: null, why: 'fetch failed' });
+  await run(3000, 1000);
+  assert.deepEqual(rt.scaled, [1]);
+  set({ value: 0 });
+  await run(1000, 1000);
+  assert.deepEqual(rt.scaled, [1, 0]);
+  assert.deepEqual(
+    reads.slice(-2).map((r) => [r.metric, r.windowMs]),
+    [
+      ['rps', 10_000],
+      ['inFlight', 10_000],
+    ],
+    'idle means no request over the whole cool-down',
+  );
+  const z = events.at(-1)!;
+  assert.equal(z.message, 'web scaled to zero from 1 replicas: no request for 10s (autoscale.coolDown); the next request wakes it');
+  assert.deepEqual([z['change'], z['reason'], z['desired']], ['autoscale', 'idle', 0]);
+  // Asleep: ticks read nothing and say nothing.
+  const n = reads.length;
+  const e = events.length;
+  await run(5000, 1000);
+  assert.equal(reads.length, n);
+  assert.equal(events.length, e);
+  // A held request wakes it: one replica at once, and not put back to sleep before another cool-down.
+  assert.equal(a.wake(), true);
+  assert.equal(a.wake(), false, 'already awake');
+  assert.deepEqual(rt.scaled, [1, 0, 1]);
+  assert.equal(events.at(-1)!.message, "web woken from zero to 1 replica: a caller's proxy holds requests for it");
+  assert.equal(events.at(-1)!['reason'], 'wake');
+  await run(9000, 1000);
+  assert.deepEqual(rt.scaled, [1, 0, 1], 'no scale to zero within coolDown of the wake');
+  await run(1000, 1000);
+  assert.deepEqual(rt.scaled, [1, 0, 1, 0]);
+  a.stop();
+});
+
+test('wake does nothing for a service that is not scaled to zero, or has min 1', () => {
+  const one = setup(policy({ min: 1 }), 0);
+  assert.equal(one.a.wake(), false);
+  const up = setup(policy({ min: 0 }), 2);
+  assert.equal(up.a.wake(), false);
+  const none = setup(undefined, 0);
+  assert.equal(none.a.wake(), false);
+  assert.deepEqual([one.rt.scaled, up.rt.scaled, none.rt.scaled], [[], [], []]);
+});

@@ -10,6 +10,13 @@
  * decision held back (frozen, stabilization, rate limit, max, no metric) is one too
  * (`change: "autoscale-held"`), at most once per reason per quiet window
  * (max(scaleDown.stabilization, scaleUp.period)), so a steady hold does not flood the feed.
+ *
+ * Scale to zero (min 0; docs/deployments.md#scale-to-zero): when the service had no request at
+ * all over `coolDown` (the control plane's signals: every caller's requests, as its inbound
+ * listeners saw them), none is in flight through the runtime's proxy, and `coolDown` has passed
+ * since it started or last woke, its replicas go to zero. A missing reading never does it. While
+ * at zero the autoscaler waits: callers' proxies hold the service's requests (cold-start.ts) and
+ * ask for it to be woken (`wake`), which starts one replica at once; the HPA takes over from there.
  */
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { formatDuration } from '../core/duration.js';
@@ -100,8 +107,12 @@ export class Autoscaler {
   private readonly heldAt = new Map<AutoscaleReason, number>();
   private busy = false;
   private stopped = false;
+  /** Clock ms the service last started or woke: no scale to zero within coolDown of it. */
+  private awakeSince: number;
 
-  constructor(private readonly o: AutoscalerOptions) {}
+  constructor(private readonly o: AutoscalerOptions) {
+    this.awakeSince = o.clock.now();
+  }
 
   /** Starts ticking at the policy's interval (nothing happens while the service is not autoscaled). */
   start(): void {
@@ -157,6 +168,16 @@ export class Autoscaler {
       this.record(p, { value: null, recommendation: null, desired: host.desired(), limitedBy: 'frozen' }, undefined);
       return;
     }
+    if (p.min === 0) {
+      // Asleep: a held request wakes it (wake), not a metric.
+      if (host.desired() === 0) return;
+      if (clock.now() - this.awakeSince >= p.coolDownMs && (await this.idle(p))) {
+        if (this.stopped || host.rolloutActive() || host.desired() === 0) return;
+        this.toZero(p);
+        return;
+      }
+      if (this.stopped || host.rolloutActive()) return;
+    }
     const reading = await this.o.signals.read(host.service, p.metric, p.windowMs);
     if (this.stopped) return;
     // The rollout may have started while the signals were read.
@@ -168,6 +189,47 @@ export class Autoscaler {
     const detail = reading.value === null ? reading.why : undefined;
     this.record(p, { value: d.value, recommendation: d.recommendation, desired: d.desired, limitedBy: d.limitedBy }, detail);
     if (d.desired !== replicas) host.scale(d.desired).catch(() => undefined);
+  }
+
+  /** No request over the cool-down (a reading, not a missing one), and none in flight through the runtime's proxy. */
+  private async idle(p: MeshAutoscale): Promise<boolean> {
+    const [rps, inFlight] = await Promise.all([
+      this.o.signals.read(this.o.host.service, 'rps', p.coolDownMs),
+      this.o.signals.read(this.o.host.service, 'inFlight', p.coolDownMs),
+    ]);
+    // No in-flight state: the runtime's proxy never called the service (other callers count in rps).
+    return rps.value === 0 && (inFlight.value ?? 0) === 0;
+  }
+
+  private toZero(p: MeshAutoscale): void {
+    const { host, clock } = this.o;
+    const current = host.desired();
+    const message = `${host.service} scaled to zero from ${current} replicas: no request for ${formatDuration(p.coolDownMs)} (autoscale.coolDown); the next request wakes it`;
+    this.last = { time: new Date(clock.now()).toISOString(), metric: p.metric, value: 0, target: p.target, current, ready: host.currentReady(), recommendation: 0, desired: 0, limitedBy: null, message };
+    this.heldAt.clear();
+    this.o.event(message, { change: 'autoscale', metric: p.metric, value: 0, target: p.target, current, ready: host.currentReady(), recommendation: 0, desired: 0, limitedBy: null, reason: 'idle', coolDownMs: p.coolDownMs });
+    host.scale(0).catch(() => undefined);
+  }
+
+  /**
+   * A caller's proxy holds requests for the service: from zero to one replica at once (no
+   * stabilization or rate limit applies to the first). False when there is nothing to wake: not
+   * scaled to zero, or a rollout moves it.
+   */
+  wake(): boolean {
+    const { host, clock } = this.o;
+    const p = host.autoscale();
+    if (this.stopped || p === undefined || p.min !== 0 || host.desired() !== 0 || host.rolloutActive()) return false;
+    const now = clock.now();
+    this.awakeSince = now;
+    // The scale-down window starts again from here: the first replica is not cut while requests arrive.
+    this.state = seedAutoscaleState(now, 1);
+    const message = `${host.service} woken from zero to 1 replica: a caller's proxy holds requests for it`;
+    this.last = { time: new Date(now).toISOString(), metric: p.metric, value: null, target: p.target, current: 0, ready: 0, recommendation: 1, desired: 1, limitedBy: null, message };
+    this.heldAt.clear();
+    this.o.event(message, { change: 'autoscale', metric: p.metric, value: null, target: p.target, current: 0, ready: 0, recommendation: 1, desired: 1, limitedBy: null, reason: 'wake' });
+    host.scale(1).catch(() => undefined);
+    return true;
   }
 
   private record(

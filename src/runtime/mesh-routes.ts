@@ -10,6 +10,7 @@
  *   POST /v1/mesh/services/:service/rollout/undo      {toRevision?}
  *   POST /v1/mesh/services/:service/rollout/pause
  *   POST /v1/mesh/services/:service/rollout/resume
+ *   POST /v1/mesh/services/:service/wake               a proxy holds requests: wake it from zero
  */
 import type { FastifyInstance } from 'fastify';
 import { parseMesh } from '../api/mesh.js';
@@ -75,6 +76,13 @@ export function meshRoutes(runner: () => MeshRunner | null): (app: FastifyInstan
       const rev = rt.undo(to as number | undefined);
       reply.code(202);
       return { service: req.params.service, cause: rev.cause, ...rt.rolloutStatus() };
+    });
+    app.post<P>('/v1/mesh/services/:service/wake', async (req, reply) => {
+      const r = need();
+      objectBody(req.body, 'empty', []);
+      const woken = r.wake(req.params.service);
+      reply.code(woken ? 202 : 200);
+      return { service: req.params.service, woken };
     });
     for (const op of ['pause', 'resume'] as const) {
       app.post<P>(`/v1/mesh/services/:service/rollout/${op}`, async (req) => {

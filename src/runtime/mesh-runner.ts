@@ -181,6 +181,8 @@ export class MeshRunner {
     const p = svc.balancer;
     await api(this.o.controlUrl, this.o.token, 'PUT', `/v1/services/${svc.name}`, {
       balancer: p.hashKey === null ? { kind: p.kind } : { kind: p.kind, hashKey: p.hashKey },
+      // Scaled to zero, callers' proxies hold its requests while it wakes (its own coldStart, if it has one, wins).
+      ...(svc.autoscale?.min === 0 ? { coldStart: {} } : {}),
       ...svc.traffic,
       ...(split === null
         ? {}
@@ -363,6 +365,15 @@ export class MeshRunner {
     return r.rt;
   }
 
+  /**
+   * A caller's proxy holds requests for `service` (cold-start.ts): its autoscaler starts a replica
+   * if the service is scaled to zero. False when there was nothing to wake.
+   */
+  wake(service: string): boolean {
+    this.service(service);
+    return this.running.get(service)?.autoscaler.wake() ?? false;
+  }
+
   /** Changes a service's replicas; resolves when the surplus ones are gone (new ones start at once). */
   async scale(service: string, replicas: number): Promise<void> {
     const rt = this.service(service);
@@ -397,7 +408,7 @@ export class MeshRunner {
       }
     }
     for (const s of next.services) this.service(s.name);
-    const policy = (s: MeshService) => JSON.stringify([s.balancer, s.traffic, s.authorization, s.mtlsMode]);
+    const policy = (s: MeshService) => JSON.stringify([s.balancer, s.traffic, s.authorization, s.mtlsMode, s.autoscale?.min === 0]);
     const results: ApplyResult[] = [];
     for (const svc of next.services) {
       const rt = this.service(svc.name);

@@ -31,6 +31,7 @@ test('autoscale: every default filled in, replicas start at min', () => {
     windowMs: 15_000,
     scaleUp: { pods: 4, percent: 100, periodMs: 15_000, stabilizationMs: 0 },
     scaleDown: { stabilizationMs: 300_000 },
+    coolDownMs: 300_000,
   });
   const p99 = parseMeshFile(file('{ max: 3, target: { p99: 250ms }, interval: 1s, scaleDown: { stabilization: 5s } }'), 'mesh.yaml').services[0]!;
   assert.equal(p99.replicas, 1);
@@ -50,6 +51,9 @@ test('autoscale: bad input refused with the field named', () => {
     ['replicas outside min..max', file('{ min: 2, max: 3, target: { rps: 10 } }', '    replicas: 5\n'), 'services.web.replicas', /within autoscale.min..autoscale.max \(2..3\)/],
     ['a 0 p99', file('{ max: 3, target: { p99: 0s } }'), 'services.web.autoscale.target.p99', /at least 1ms/],
     ['a tolerance over 50%', file('{ max: 3, target: { rps: 1 }, tolerance: 60 }'), 'services.web.autoscale.tolerance', /0 to 50/],
+    ['a cool-down without scale to zero', file('{ min: 1, max: 3, target: { rps: 1 }, coolDown: 30s }'), 'services.web.autoscale.coolDown', /applies to scale to zero only \(autoscale.min 0\), and min is 1/],
+    ['a cool-down beyond the signals', file('{ min: 0, max: 3, target: { rps: 1 }, coolDown: 10m }'), 'services.web.autoscale.coolDown', /at most 5m/],
+    ['a negative min', file('{ min: -1, max: 3, target: { rps: 1 } }'), 'services.web.autoscale.min', /from 0 to 100, not -1/],
     ['an interval under 100ms', file('{ max: 3, target: { rps: 1 }, interval: 10ms }'), 'services.web.autoscale.interval', /at least 100ms/],
   ];
   for (const [what, text, field, message] of rows) {
@@ -58,4 +62,14 @@ test('autoscale: bad input refused with the field named', () => {
     assert.match(r.message, message, what);
     assert.match(r.message, /^mesh\.yaml: service "web": /, what);
   }
+});
+
+test('autoscale: min 0 scales to zero after the cool-down; the service still starts with one replica unless replicas says 0', () => {
+  const web = parseMeshFile(file('{ min: 0, max: 3, target: { rps: 10 }, coolDown: 20s }'), 'mesh.yaml').services[0]!;
+  assert.equal(web.replicas, 1);
+  assert.equal(web.autoscale?.min, 0);
+  assert.equal(web.autoscale?.coolDownMs, 20_000);
+  const asleep = parseMeshFile(file('{ min: 0, max: 3, target: { rps: 10 } }', '    replicas: 0\n'), 'mesh.yaml').services[0]!;
+  assert.equal(asleep.replicas, 0);
+  assert.equal(asleep.autoscale?.coolDownMs, AUTOSCALE_DEFAULTS.coolDownMs);
 });

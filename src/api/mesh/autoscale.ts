@@ -39,6 +39,8 @@ export interface MeshAutoscale {
     /** The highest recommendation over this window is taken: no scale-down before it passed. */
     readonly stabilizationMs: number;
   };
+  /** With min 0: no request at all for this long (and none since the service last woke), and it goes to zero replicas. */
+  readonly coolDownMs: number;
 }
 
 /** Every default (min, the tolerance, the HPA's behavior) and the bounds, once. */
@@ -49,6 +51,8 @@ export const AUTOSCALE_DEFAULTS = Object.freeze({
   windowMs: 15_000,
   scaleUp: Object.freeze({ pods: 4, percent: 100, periodMs: 15_000, stabilizationMs: 0 }),
   scaleDown: Object.freeze({ stabilizationMs: 300_000 }),
+  /** Scale to zero (min 0) after this long without a request (Knative scales to zero after ~60-90 s; the signals keep 5 minutes). */
+  coolDownMs: 300_000,
 });
 
 /** min and max run from 1 to the mesh file's replicas bound (MAX_REPLICAS, schema.ts, which passes it in). */
@@ -62,6 +66,8 @@ export const AUTOSCALE_BOUNDS = Object.freeze({
   windowMs: Object.freeze({ min: 1_000, max: 300_000 }),
   periodMs: Object.freeze({ min: 100, max: 3_600_000 }),
   stabilizationMs: Object.freeze({ max: 3_600_000 }),
+  /** Read over the signals' 5 minutes, like windowMs. */
+  coolDownMs: Object.freeze({ min: 1_000, max: 300_000 }),
 });
 
 const B = AUTOSCALE_BOUNDS;
@@ -69,10 +75,10 @@ const D = AUTOSCALE_DEFAULTS;
 
 /** The schema of `autoscale:`, replicas bounded by `maxReplicas` (schema.ts's MAX_REPLICAS). */
 export function autoscaleSchema(maxReplicas: number) {
-  const Replicas = (description: string) => Type.Integer({ description: `${description} 1..${maxReplicas}.` });
+  const Replicas = (description: string, from = 1) => Type.Integer({ description: `${description} ${from}..${maxReplicas}.` });
   return Type.Object(
   {
-    min: Type.Optional(Replicas(`Fewest replicas. Default ${D.min};`)),
+    min: Type.Optional(Replicas(`Fewest replicas; 0 scales the service to zero after coolDown without a request (callers' proxies hold requests while one starts). Default ${D.min};`, 0)),
     max: Replicas('Most replicas (required);'),
     target: Type.Object(
       {
@@ -96,6 +102,9 @@ export function autoscaleSchema(maxReplicas: number) {
         { additionalProperties: false, description: 'How fast replicas are added (HPA behavior.scaleUp).' },
       ),
     ),
+    coolDown: Type.Optional(
+      Duration(`With min 0: time without a request before the last replica stops. Default ${formatDuration(D.coolDownMs)}; ${formatDuration(B.coolDownMs.min)}..${formatDuration(B.coolDownMs.max)}.`),
+    ),
     scaleDown: Type.Optional(
       Type.Object(
         { stabilization: Type.Optional(Duration(`The highest recommendation over this window is taken. Default ${formatDuration(D.scaleDown.stabilizationMs)}; at most 1h.`)) },
@@ -116,6 +125,7 @@ export interface RawAutoscale {
   window?: string;
   scaleUp?: { pods?: number; percent?: number; period?: string; stabilization?: string };
   scaleDown?: { stabilization?: string };
+  coolDown?: string;
 }
 
 function intAt(raw: number | undefined, dflt: number, field: string, lo: number, hi: number, push: Push): number {
@@ -140,11 +150,12 @@ function targetOf(t: RawAutoscale['target'], push: Push): { metric: AutoscaleMet
   return { metric, target: v };
 }
 
-/** The raw `autoscale:` of a service -> MeshAutoscale with every default (null when absent); problems pushed at `autoscale.<field>`; min and max within 1..maxReplicas. */
+/** The raw `autoscale:` of a service -> MeshAutoscale with every default (null when absent); problems pushed at `autoscale.<field>`; min within 0..maxReplicas, max within 1..maxReplicas. */
 export function buildAutoscale(raw: RawAutoscale | undefined, push: Push, maxReplicas: number): MeshAutoscale | null {
   if (raw === undefined) return null;
   const R = { min: 1, max: maxReplicas };
-  const min = intAt(raw.min, D.min, 'autoscale.min', R.min, R.max, push);
+  const min = intAt(raw.min, D.min, 'autoscale.min', 0, R.max, push);
+  if (raw.coolDown !== undefined && min !== 0) push('autoscale.coolDown', `applies to scale to zero only (autoscale.min 0), and min is ${min}`);
   const max = intAt(raw.max, R.max, 'autoscale.max', R.min, R.max, push);
   if (min > max && min <= R.max) push('autoscale.min', `must be at most autoscale.max (${max}), not ${min}`);
   const { metric, target } = targetOf(raw.target, push);
@@ -167,6 +178,7 @@ export function buildAutoscale(raw: RawAutoscale | undefined, push: Push, maxRep
       stabilizationMs: stab(up.stabilization, D.scaleUp.stabilizationMs, 'autoscale.scaleUp.stabilization'),
     }),
     scaleDown: Object.freeze({ stabilizationMs: stab(raw.scaleDown?.stabilization, D.scaleDown.stabilizationMs, 'autoscale.scaleDown.stabilization') }),
+    coolDownMs: durationAt(raw.coolDown, D.coolDownMs, 'autoscale.coolDown', push, B.coolDownMs),
   });
 }
 

@@ -115,7 +115,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     maxRestarts: rs.maxRestarts ?? null,
   });
 
-  // Autoscaled: replicas is where it starts (default min), within min..max.
+  // Autoscaled: replicas is where it starts (default min, and 1 with min 0, as Knative's initial scale), within min..max.
   const autoscale = buildAutoscale(raw.autoscale, push, MAX_REPLICAS);
   if (autoscale !== null && raw.replicas !== undefined && (raw.replicas < autoscale.min || raw.replicas > autoscale.max)) {
     push('replicas', `must be within autoscale.min..autoscale.max (${autoscale.min}..${autoscale.max}) when the service autoscales, not ${raw.replicas}`);
@@ -127,7 +127,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     args: Object.freeze([...(raw.args ?? [])]),
     cwd: raw.cwd ?? null,
     env: Object.freeze(env),
-    replicas: raw.replicas ?? autoscale?.min ?? MESH_DEFAULTS.replicas,
+    replicas: raw.replicas ?? (autoscale == null ? MESH_DEFAULTS.replicas : Math.max(1, autoscale.min)),
     port: Object.freeze({ env: portEnv }),
     readiness,
     balancer,

@@ -14,6 +14,7 @@ import {
   type ActiveCheckPolicy,
   type BackendPolicy,
   type BreakerPolicy,
+  type ColdStartPolicy,
   type OutlierPolicy,
   type RateLimitPolicy,
   type RateLimits,
@@ -73,6 +74,7 @@ export function buildTraffic(raw: RawTraffic, push: Push): TrafficPolicy {
     breaker,
     outlier,
     activeHealthCheck,
+    coldStart: buildColdStart(raw.coldStart, dur),
     routes,
     panicThreshold: raw.panicThreshold ?? D.panicThreshold,
   });
@@ -131,6 +133,11 @@ function buildOutlier(od: RawTraffic['outlierDetection'], dur: Dur, push: Push):
     successRate: sr === undefined ? null : Object.freeze({ ...D.successRate, ...sr }),
     failurePercentage: fp === undefined ? null : Object.freeze({ ...D.failurePercentage, ...fp }),
   });
+}
+
+function buildColdStart(c: RawTraffic['coldStart'], dur: Dur): ColdStartPolicy | null {
+  if (c === undefined || c.enabled === false) return null;
+  return Object.freeze({ queue: c.queue ?? D.coldStart.queue, timeoutMs: dur(c.timeout, D.coldStart.timeoutMs, 'coldStart.timeout', 1) });
 }
 
 function buildActiveCheck(ac: RawTraffic['activeHealthCheck'], dur: Dur, push: Push): ActiveCheckPolicy | null {
@@ -328,5 +335,5 @@ export const DEFAULT_TRAFFIC: TrafficPolicy = buildTraffic({}, (field, message) 
 
 /** What a service's own (inbound) proxy applies of its policy: routes and rate limits only. */
 export function inboundTraffic(p: TrafficPolicy): TrafficPolicy {
-  return Object.freeze({ ...p, breaker: null, outlier: null, activeHealthCheck: null });
+  return Object.freeze({ ...p, breaker: null, outlier: null, activeHealthCheck: null, coldStart: null });
 }

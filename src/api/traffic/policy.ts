@@ -95,6 +95,14 @@ export interface ActiveCheckPolicy {
   readonly healthyThreshold: number;
 }
 
+/** A service scaled to zero: its callers hold requests while an instance starts (src/engine/cold-start.ts). */
+export interface ColdStartPolicy {
+  /** Requests held per proxy at once. */
+  readonly queue: number;
+  /** How long one is held. */
+  readonly timeoutMs: number;
+}
+
 export interface TrafficPolicy {
   readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;
@@ -106,6 +114,8 @@ export interface TrafficPolicy {
   readonly outlier: OutlierPolicy | null;
   /** null: off. */
   readonly activeHealthCheck: ActiveCheckPolicy | null;
+  /** Holding requests while a service scaled to zero wakes; null: off (no instance answers SKEIN_E_NO_HEALTHY_ENDPOINT at once). */
+  readonly coldStart: ColdStartPolicy | null;
   /** The routes in match order, then the default route (named "default", matching everything). */
   readonly routes: readonly RoutePolicy[];
   /** Percent 0..100: below this share of instances available, ejections and failed active checks are ignored; 0: never. */
@@ -146,6 +156,7 @@ export const TRAFFIC_DEFAULTS = Object.freeze({
   rateLimitAlgorithm: 'token-bucket' as RateLimitAlgorithmName,
   /** Callers a perCaller rate limit keeps a bucket for, per proxy (the least recently seen goes first). */
   rateLimitMaxCallers: 10_000,
+  coldStart: Object.freeze({ queue: 100, timeoutMs: 30_000 }) satisfies ColdStartPolicy,
   activeHealthCheck: Object.freeze({ path: '/health', intervalMs: 5_000, timeoutMs: 1_000, unhealthyThreshold: 2, healthyThreshold: 1 }),
 });
 

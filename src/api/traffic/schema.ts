@@ -148,6 +148,15 @@ export const ActiveCheckSchema = Obj(
   "Health checks each caller's proxy runs itself against every instance it may send to. Default off.",
 );
 
+export const ColdStartSchema = Obj(
+  {
+    enabled: Type.Optional(Type.Boolean({ description: 'Default true when the field is given (a mesh-file service with autoscale.min 0 gets it on by itself).' })),
+    queue: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, description: 'Requests one proxy holds for the service at once; the next gets 503 SKEIN_E_COLD_START_QUEUE_FULL. Default 100.' })),
+    timeout: Type.Optional(Duration('How long a request is held for an instance to start; then 503 SKEIN_E_COLD_START_TIMEOUT (the request timeout, when shorter, ends it first). Default 30s.')),
+  },
+  'When the service has no instance at all (scaled to zero), callers\' proxies hold its requests while one starts, and ask the control plane to wake it (docs/deployments.md#scale-to-zero). Default off.',
+);
+
 export const RateLimitSchema = Obj(
   {
     requestsPerSecond: Type.Number({ exclusiveMinimum: 0, maximum: 10_000_000, description: 'Sustained rate.' }),
@@ -242,6 +251,7 @@ export const TrafficFields = {
   breaker: Type.Optional(BreakerSchema),
   outlierDetection: Type.Optional(OutlierSchema),
   activeHealthCheck: Type.Optional(ActiveCheckSchema),
+  coldStart: Type.Optional(ColdStartSchema),
   rateLimit: Type.Optional(RateLimitsSchema),
   backends: Type.Optional(BackendsSchema),
   routes: Type.Optional(Type.Array(RouteSchema, { maxItems: 256, description: 'Routes, most specific first when they overlap (see docs/traffic.md).' })),

@@ -8,7 +8,7 @@ import type { HealthEvent } from '../registry/registry.js';
 import type { StatsEvent } from './windows.js';
 import { parsePanicDetail } from '../../resilience/traffic-state.js';
 
-export const MESH_EVENT_TYPES = ['health', 'eject', 'return', 'breaker', 'active-check', 'panic', 'body-stall', 'certificate', 'mtls-refused', 'scale', 'rollout', 'canary', 'autoscale', 'proxy'] as const;
+export const MESH_EVENT_TYPES = ['health', 'eject', 'return', 'breaker', 'active-check', 'panic', 'body-stall', 'certificate', 'mtls-refused', 'cold-start', 'scale', 'rollout', 'canary', 'autoscale', 'proxy'] as const;
 export type MeshEventType = (typeof MESH_EVENT_TYPES)[number];
 export const DEFAULT_EVENT_CAPACITY = 1000;
 
@@ -170,6 +170,8 @@ export function proxyEvent(proxy: string, e: StatsEvent): MeshEventInput | null 
       return { ...base, id: null, type: 'certificate', message: `proxy ${proxy}: ${e.detail}` };
     case 'mtls-refused':
       return { ...base, type: 'mtls-refused', message: `proxy ${proxy}: ${e.detail}` };
+    case 'cold-start':
+      return { ...base, id: null, type: 'cold-start', message: `${e.service} ${e.detail} (proxy ${proxy})` };
     default:
       return null;
   }
