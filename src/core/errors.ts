@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   SKEIN_E_UNKNOWN_ROUTE: { status: 404, text: 'The service has no route of that name.' },
   SKEIN_E_UNKNOWN_INSTANCE: { status: 404, text: 'The named instance is not registered (a heartbeat or deregistration for it is refused).' },
   SKEIN_E_NO_TTL_CHECK: { status: 409, text: 'A heartbeat was sent for an instance whose health check is not of type ttl.' },
+  SKEIN_E_CONCURRENT_CHANGE: { status: 409, text: 'Another control-plane replica changed the same resource at the same moment (etcd store); read it again and retry.' },
   SKEIN_E_STORE: { status: 503, text: 'The store could not durably record the change; nothing was acknowledged.' },
   SKEIN_E_SHUTTING_DOWN: { status: 503, text: 'The control plane is shutting down and accepts no new work.' },
   SKEIN_E_DASHBOARD_NOT_BUILT: { status: 503, text: 'The control plane has no built dashboard to serve.' },

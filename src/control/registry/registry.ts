@@ -1,8 +1,16 @@
 /**
- * The registry: the source of truth for services and instances. Every change bumps one global
- * revision and is emitted as an event (the publisher, DNS cache and long-polls listen). Changes
- * are applied in memory, emitted, then made durable; the promise a caller awaits resolves only
- * once the change is on disk, so nothing acknowledged is lost.
+ * The registry: services and instances in memory, every change with a revision and emitted as an
+ * event (the publisher, DNS cache and long-polls listen). Two ways to keep it:
+ *
+ * - Local (the embedded store, or memory): this process is the source of truth. Every change
+ *   bumps one global revision; it is applied in memory, emitted, then made durable; the promise a
+ *   caller awaits resolves only once it is on disk, so nothing acknowledged is lost.
+ * - Replicated (the etcd store: several control-plane replicas, docs/operations.md): etcd is the
+ *   source of truth and its revision is the registry's. A write is a transaction in etcd, guarded
+ *   by the revision of what it read (optimistic concurrency between replicas: a lost race is
+ *   SKEIN_E_CONCURRENT_CHANGE, or retried where the write is the registry's own); every replica,
+ *   the writer included, applies the change when its watch delivers it (`applyChanges`), and a
+ *   write resolves once this replica has applied its revision, so a client reads its own writes.
  */
 import { SkeinError } from '../../core/errors.js';
 import type { Clock } from '../../core/clock.js';
@@ -49,6 +57,8 @@ export interface ServiceSummary {
 
 interface ServiceState {
   definition: Service | null;
+  /** Revision of the definition's last write (0: none): what a replicated write of it is guarded by. */
+  definitionRevision: Revision;
   instances: Map<string, InstanceRecord>;
   /** Revision of the last change to this service. */
   revision: Revision;
@@ -58,6 +68,34 @@ interface ServiceState {
 const REV_KEY = 'meta/revision';
 const svcKey = (name: string) => `svc/${name}`;
 const instKey = (service: string, id: string) => `inst/${service}/${id}`;
+
+/** A write of a replicated registry holds only if `key` is still at `modRevision` (0: absent). */
+export interface Guard {
+  readonly key: string;
+  readonly modRevision: Revision;
+}
+
+/**
+ * Where a replicated registry writes (the etcd store). `fenced`: the write holds only while this
+ * replica is the elected leader (health status and reaping); otherwise it is refused with
+ * SKEIN_E_STORE. Resolves with whether every guard held, and the store's revision after it.
+ */
+export interface RegistryLog {
+  write(ops: StoreOp[], guards: readonly Guard[], fenced?: boolean): Promise<{ ok: boolean; revision: Revision }>;
+}
+
+/** A key of the replicated store as the registry sees it (keys relative to the mesh's prefix). */
+export type StoredChange =
+  | { readonly type: 'put'; readonly key: string; readonly value: string; readonly createRevision: Revision; readonly modRevision: Revision }
+  | { readonly type: 'del'; readonly key: string; readonly modRevision: Revision };
+
+/** What an instance record is in the replicated store: its revisions are the key's. */
+type StoredRecord = Omit<InstanceRecord, 'createRevision' | 'modRevision'>;
+
+/** How long a replicated write waits for this replica's watch to deliver it. */
+const APPLY_WAIT_MS = 10_000;
+/** Retries of the registry's own writes (register, status) when another replica raced them. */
+const RACE_RETRIES = 5;
 
 export interface RegistryOptions {
   clock: Clock;
@@ -81,10 +119,15 @@ export class Registry {
   private healthyTotal = 0;
   private failed: unknown = null;
   private healthListeners = new Set<(e: HealthEvent) => void>();
+  /** Replicated: where writes go (null: local). */
+  private readonly log: RegistryLog | null;
+  /** Replicated writes waiting for their revision to be applied. */
+  private waiters: Array<{ revision: Revision; resolve: () => void }> = [];
 
-  private constructor(opts: RegistryOptions, startRevision: Revision) {
+  private constructor(opts: RegistryOptions, startRevision: Revision, log: RegistryLog | null = null) {
     this.clock = opts.clock;
     this.store = opts.store;
+    this.log = log;
     this.onFatal = opts.onFatal ?? (() => {});
     this.startRevision = startRevision;
     this.rev = startRevision;
@@ -105,18 +148,50 @@ export class Registry {
       }
     }
     const r = new Registry(opts, revision);
-    for (const s of services) r.state(s.name).definition = s;
+    r.fill(services.map((s) => [s, 0]), records);
+    return r;
+  }
+
+  /**
+   * A replicated registry (the etcd store): its state is `entries`, read at `revision`; writes go
+   * to `log`; the owner feeds it every later change with `applyChanges` (and `reset` after a
+   * compaction), from a watch that starts at revision + 1.
+   */
+  static replicated(opts: Omit<RegistryOptions, 'store'> & { log: RegistryLog }, entries: readonly StoredChange[], revision: Revision): Registry {
+    const r = new Registry({ ...opts, store: new NoStore() }, revision, opts.log);
+    const services: Array<[Service, Revision]> = [];
+    const records: InstanceRecord[] = [];
+    for (const e of entries) {
+      if (e.type !== 'put') continue;
+      if (e.key.startsWith('svc/')) services.push([parseService(JSON.parse(e.value)), e.modRevision]);
+      else if (e.key.startsWith('inst/')) records.push(storedRecord(e));
+    }
+    r.fill(services, records);
+    return r;
+  }
+
+  private fill(services: ReadonlyArray<[Service, Revision]>, records: readonly InstanceRecord[]): void {
+    for (const [s, rev] of services) {
+      const st = this.state(s.name);
+      st.definition = s;
+      st.definitionRevision = rev;
+      st.revision = Math.max(st.revision, rev);
+    }
     for (const rec of records) {
-      const st = r.state(rec.instance.service);
+      const st = this.state(rec.instance.service);
       st.instances.set(rec.instance.id, rec);
       st.revision = Math.max(st.revision, rec.modRevision);
-      r.total++;
+      this.total++;
       if (rec.status === 'healthy') {
         st.healthy++;
-        r.healthyTotal++;
+        this.healthyTotal++;
       }
     }
-    return r;
+  }
+
+  /** Replicated: the registry keeps its state in another store, and these are its changes. */
+  get replicated(): boolean {
+    return this.log !== null;
   }
 
   get revision(): Revision {
@@ -197,22 +272,13 @@ export class Registry {
   /** Registers or replaces an instance. Re-registering an identical instance changes nothing. */
   async register(instance: Instance): Promise<{ record: InstanceRecord; created: boolean; changed: boolean }> {
     this.assertWritable();
+    if (this.log !== null) return this.replicatedRegister(instance);
     const st = this.state(instance.service);
     const prev = st.instances.get(instance.id);
     if (prev !== undefined && sameJson(prev.instance, instance)) return { record: prev, created: false, changed: false };
-    const now = this.clock.now();
     const rev = ++this.rev;
+    const record: InstanceRecord = Object.freeze({ ...this.registration(instance, prev), createRevision: prev?.createRevision ?? rev, modRevision: rev });
     const keepStatus = prev !== undefined && sameJson(prev.instance.check, instance.check);
-    const status: HealthStatus = keepStatus ? prev.status : (instance.check?.initialState ?? 'healthy');
-    const record: InstanceRecord = Object.freeze({
-      instance,
-      status,
-      reason: keepStatus ? prev.reason : instance.check === null ? 'no health check' : `initial state (${instance.check.type} check)`,
-      since: keepStatus ? prev.since : now,
-      registeredAt: prev?.registeredAt ?? now,
-      createRevision: prev?.createRevision ?? rev,
-      modRevision: rev,
-    });
     this.putRecord(st, prev, record);
     this.emit({ type: prev === undefined ? 'add' : 'update', revision: rev, service: instance.service, record });
     if (!keepStatus) this.recordHealth(record, prev?.status ?? 'new');
@@ -223,6 +289,11 @@ export class Registry {
   async deregister(service: string, id: string): Promise<InstanceRecord> {
     this.assertWritable();
     const rec = this.mustGet(service, id);
+    if (this.log !== null) {
+      // Reaping (deregisterAfter) is the leader's; a client's deregistration is anyone's.
+      await this.replicate([{ type: 'del', key: instKey(service, id) }], []);
+      return rec;
+    }
     const st = this.services.get(service) as ServiceState;
     const rev = ++this.rev;
     st.instances.delete(id);
@@ -242,6 +313,7 @@ export class Registry {
   /** Changes an instance's health status (from a check result or a heartbeat). */
   async setStatus(service: string, id: string, status: HealthStatus, reason: string): Promise<InstanceRecord> {
     this.assertWritable();
+    if (this.log !== null) return this.replicatedStatus(service, id, status, reason);
     const prev = this.mustGet(service, id);
     if (prev.status === status) return prev;
     const st = this.services.get(service) as ServiceState;
@@ -256,11 +328,18 @@ export class Registry {
 
   async putService(def: Service): Promise<{ created: boolean; changed: boolean }> {
     this.assertWritable();
-    const st = this.state(def.name);
-    const prev = st.definition;
+    const current = this.services.get(def.name);
+    const prev = current?.definition ?? null;
     if (prev !== null && sameJson(prev, def)) return { created: false, changed: false };
+    if (this.log !== null) {
+      // Guarded by the definition the caller read (routes and policies are read-modify-write).
+      await this.replicateGuarded([{ type: 'put', key: svcKey(def.name), value: JSON.stringify(serviceToRaw(def)) }], current?.definitionRevision ?? 0, `service "${def.name}"`);
+      return { created: prev === null, changed: true };
+    }
+    const st = this.state(def.name);
     const rev = ++this.rev;
     st.definition = def;
+    st.definitionRevision = rev;
     st.revision = rev;
     this.emit({ type: 'service', revision: rev, service: def.name, definition: def });
     await this.persist([{ type: 'put', key: svcKey(def.name), value: JSON.stringify(serviceToRaw(def)) }]);
@@ -274,8 +353,13 @@ export class Registry {
     if (st === undefined || st.definition === null) {
       throw new SkeinError('SKEIN_E_UNKNOWN_SERVICE', `service "${name}" has no definition`, { field: 'service' });
     }
+    if (this.log !== null) {
+      await this.replicateGuarded([{ type: 'del', key: svcKey(name) }], st.definitionRevision, `service "${name}"`);
+      return;
+    }
     const rev = ++this.rev;
     st.definition = null;
+    st.definitionRevision = 0;
     st.revision = rev;
     this.emit({ type: 'service', revision: rev, service: name, definition: null });
     if (st.instances.size === 0) this.services.delete(name);
@@ -289,10 +373,163 @@ export class Registry {
 
   // ---- internals ----
 
+  /** An instance's record as (re-)registering it makes it, but its revisions: a changed check starts its status over. */
+  private registration(instance: Instance, prev: InstanceRecord | undefined): StoredRecord {
+    const now = this.clock.now();
+    const keepStatus = prev !== undefined && sameJson(prev.instance.check, instance.check);
+    return {
+      instance,
+      status: keepStatus ? prev.status : (instance.check?.initialState ?? 'healthy'),
+      reason: keepStatus ? prev.reason : instance.check === null ? 'no health check' : `initial state (${instance.check.type} check)`,
+      since: keepStatus ? prev.since : now,
+      registeredAt: prev?.registeredAt ?? now,
+    };
+  }
+
+  // ---- replicated (the etcd store) ----
+
+  private async replicatedRegister(instance: Instance): Promise<{ record: InstanceRecord; created: boolean; changed: boolean }> {
+    const key = instKey(instance.service, instance.id);
+    for (let i = 0; ; i++) {
+      const prev = this.get(instance.service, instance.id);
+      if (prev !== undefined && sameJson(prev.instance, instance)) return { record: prev, created: false, changed: false };
+      const r = await this.replicate([{ type: 'put', key, value: JSON.stringify(this.registration(instance, prev)) }], [{ key, modRevision: prev?.modRevision ?? 0 }]);
+      if (r.ok) return { record: this.get(instance.service, instance.id) ?? this.mustGet(instance.service, instance.id), created: prev === undefined, changed: true };
+      if (i >= RACE_RETRIES) throw raced(`instance "${instance.id}" of service "${instance.service}"`);
+    }
+  }
+
+  private async replicatedStatus(service: string, id: string, status: HealthStatus, reason: string): Promise<InstanceRecord> {
+    const key = instKey(service, id);
+    for (let i = 0; ; i++) {
+      const prev = this.mustGet(service, id);
+      if (prev.status === status) return prev;
+      const next: StoredRecord = { instance: prev.instance, status, reason, since: this.clock.now(), registeredAt: prev.registeredAt };
+      // A status is the leader's word (its health checks): fenced on its election.
+      const r = await this.replicate([{ type: 'put', key, value: JSON.stringify(next) }], [{ key, modRevision: prev.modRevision }], true);
+      if (r.ok) return this.mustGet(service, id);
+      if (i >= RACE_RETRIES) throw raced(`instance "${id}" of service "${service}"`);
+    }
+  }
+
+  /** A write that fails when another replica changed the key first: SKEIN_E_CONCURRENT_CHANGE. */
+  private async replicateGuarded(ops: StoreOp[], modRevision: Revision, what: string): Promise<void> {
+    const key = (ops[0] as StoreOp).key;
+    const r = await this.replicate(ops, [{ key, modRevision }]);
+    if (!r.ok) throw raced(what);
+  }
+
+  /** Writes to the log, then waits until this replica has applied the store's revision after it (read your writes). */
+  private async replicate(ops: StoreOp[], guards: readonly Guard[], fenced = false): Promise<{ ok: boolean; revision: Revision }> {
+    const r = await (this.log as RegistryLog).write(ops, guards, fenced);
+    await this.applied(r.revision);
+    return r;
+  }
+
+  /** Resolves once the watch has delivered `revision` (rejects after APPLY_WAIT_MS: the write is in the store, this replica is behind). */
+  applied(revision: Revision): Promise<void> {
+    if (this.rev >= revision) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const w = { revision, resolve: () => (timer.cancel(), resolve()) };
+      const timer = this.clock.setTimeout(() => {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        reject(new SkeinError('SKEIN_E_STORE', `the change was stored at revision ${revision}, but this control-plane replica has not seen it within ${APPLY_WAIT_MS} ms (its watch on the store is behind); read it again later`));
+      }, APPLY_WAIT_MS);
+      this.waiters.push(w);
+    });
+  }
+
+  /**
+   * Changes from the replicated store's watch, in revision order, then the store's revision after
+   * them (which may be past the last change: a progress notification, or keys that are not the
+   * registry's). Emits what they change, as a local write does.
+   */
+  applyChanges(changes: readonly StoredChange[], revision: Revision): void {
+    for (const c of changes) {
+      if (c.modRevision > this.rev) this.rev = c.modRevision;
+      this.applyChange(c);
+    }
+    this.advance(revision);
+  }
+
+  /**
+   * After a compaction the watch could not resume: `entries` is the whole store at `revision`.
+   * The registry becomes it, emitting the difference (as changes at `revision`).
+   */
+  reset(entries: readonly StoredChange[], revision: Revision): void {
+    const seen = new Set<string>();
+    const changes: StoredChange[] = [];
+    for (const e of entries) {
+      if (e.type !== 'put' || !(e.key.startsWith('svc/') || e.key.startsWith('inst/'))) continue;
+      seen.add(e.key);
+      changes.push(e);
+    }
+    for (const [name, st] of [...this.services]) {
+      if (st.definition !== null && !seen.has(svcKey(name))) changes.push({ type: 'del', key: svcKey(name), modRevision: revision });
+      for (const id of st.instances.keys()) if (!seen.has(instKey(name, id))) changes.push({ type: 'del', key: instKey(name, id), modRevision: revision });
+    }
+    const unchanged = (c: StoredChange) => {
+      if (c.type !== 'put') return false;
+      if (c.key.startsWith('svc/')) return this.services.get(c.key.slice(4))?.definitionRevision === c.modRevision;
+      const [service, id] = splitInstKey(c.key);
+      return this.get(service, id)?.modRevision === c.modRevision;
+    };
+    for (const c of changes) {
+      if (unchanged(c)) continue;
+      this.rev = Math.max(this.rev, c.modRevision);
+      this.applyChange(c);
+    }
+    this.advance(revision);
+  }
+
+  private advance(revision: Revision): void {
+    if (revision > this.rev) this.rev = revision;
+    if (this.waiters.length === 0) return;
+    const ready = this.waiters.filter((w) => w.revision <= this.rev);
+    this.waiters = this.waiters.filter((w) => w.revision > this.rev);
+    for (const w of ready) w.resolve();
+  }
+
+  private applyChange(c: StoredChange): void {
+    if (c.key.startsWith('svc/')) {
+      const name = c.key.slice(4);
+      const definition = c.type === 'put' ? parseService(JSON.parse(c.value)) : null;
+      const st = this.state(name);
+      if (definition === null && st.definition === null) return;
+      st.definition = definition;
+      st.definitionRevision = c.type === 'put' ? c.modRevision : 0;
+      st.revision = c.modRevision;
+      this.emit({ type: 'service', revision: c.modRevision, service: name, definition });
+      if (definition === null && st.instances.size === 0) this.services.delete(name);
+      return;
+    }
+    if (!c.key.startsWith('inst/')) return;
+    const [service, id] = splitInstKey(c.key);
+    const prev = this.get(service, id);
+    if (c.type === 'del') {
+      if (prev === undefined) return;
+      const st = this.services.get(service) as ServiceState;
+      st.instances.delete(id);
+      st.revision = c.modRevision;
+      this.total--;
+      if (prev.status === 'healthy') {
+        st.healthy--;
+        this.healthyTotal--;
+      }
+      this.emit({ type: 'remove', revision: c.modRevision, service, record: prev });
+      if (st.instances.size === 0 && st.definition === null) this.services.delete(service);
+      return;
+    }
+    const record = storedRecord(c);
+    this.putRecord(this.state(service), prev, record);
+    this.emit({ type: prev === undefined ? 'add' : 'update', revision: c.modRevision, service, record });
+    if (prev === undefined || prev.status !== record.status || !sameJson(prev.instance.check, record.instance.check)) this.recordHealth(record, prev?.status ?? 'new');
+  }
+
   private state(name: string): ServiceState {
     let s = this.services.get(name);
     if (s === undefined) {
-      s = { definition: null, instances: new Map(), revision: 0, healthy: 0 };
+      s = { definition: null, definitionRevision: 0, instances: new Map(), revision: 0, healthy: 0 };
       this.services.set(name, s);
     }
     return s;
@@ -345,5 +582,34 @@ export class Registry {
 
 function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** `inst/<service>/<id>` -> [service, id] (service names have no "/"). */
+function splitInstKey(key: string): [string, string] {
+  const rest = key.slice(5);
+  const slash = rest.indexOf('/');
+  return [rest.slice(0, slash), rest.slice(slash + 1)];
+}
+
+/** An instance record of the replicated store: the value, with the key's revisions. */
+function storedRecord(c: Extract<StoredChange, { type: 'put' }>): InstanceRecord {
+  const raw = JSON.parse(c.value) as StoredRecord;
+  return Object.freeze({ ...raw, instance: deepFreeze(raw.instance), createRevision: c.createRevision, modRevision: c.modRevision });
+}
+
+function raced(what: string): SkeinError {
+  return new SkeinError('SKEIN_E_CONCURRENT_CHANGE', `${what} was changed by another control-plane replica at the same time; read it again and retry`);
+}
+
+/** The local store of a replicated registry: it never writes there. */
+class NoStore implements Store {
+  readonly kind = 'replicated';
+  async load(): Promise<Array<[string, string]>> {
+    return [];
+  }
+  async commit(): Promise<void> {
+    throw new SkeinError('SKEIN_E_INTERNAL', 'a replicated registry wrote to its local store');
+  }
+  async close(): Promise<void> {}
 }
 
