@@ -112,7 +112,7 @@ export function App({ live }: { live: LiveData }) {
               <MeshTraffic epoch={s.epoch} tick={s.signals?.time ?? null} />
             </>
           ) : (
-            <ServiceDetail key={selected} service={selected} signals={s.signals} panics={panics.get(selected) ?? []} epoch={s.epoch} onSelect={select} />
+            <ServiceDetail key={selected} service={selected} signals={s.signals} panics={panics.get(selected) ?? []} epoch={s.epoch} events={s.events} onSelect={select} />
           )}
         </div>
         <aside class="secondary">
