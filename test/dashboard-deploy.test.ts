@@ -2,8 +2,9 @@
  * The dashboard's Deployment panel in a real browser (Debian's Chromium, headless, as in
  * test/dashboard.test.ts) against a real `skein up` running two services of
  * test/fixtures/rollout-app.mjs under paced load: `web` with a canary strategy (interval 1s) and
- * `api` with an autoscaler. A good canary shows the weight the API reports ("canary 20%") and
- * both versions' numbers side by side, then the promoted revision; a canary answering 500s shows
+ * `api` with an autoscaler. A good canary shows the weight the API reports ("canary 20%"), on
+ * the service's page and as a badge in the services table, and both versions' numbers side by
+ * side, then the promoted revision; a canary answering 500s shows
  * "rolled back" with the failed success-rate check, its value against its threshold, as the
  * event says; the autoscaled service shows its policy and the API's last decision. A bare
  * `skein control` (no mesh: GET /v1/mesh is 404) shows a service without the panel.
@@ -132,6 +133,14 @@ describe('the Deployment panel against skein up (a canary, an autoscaler)', () =
     // v1's own numbers once the load shows.
     await waitFor(async () => /^\d/.test((await textOf(page, `${testId('version-row-v1')} ${testId('version-rps')}`)) ?? ''), { what: 'the RPS of v1', timeoutMs: 15_000, intervalMs: 100 });
 
+    // The overview beside it: no badge while nothing moves.
+    const overview = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const overviewProblems = watchPage(overview);
+    await overview.goto(`${up.control}/dashboard/`);
+    await waitFor(async () => (await textOf(overview, `${testId('service-row-web')} ${testId('name')}`)) === 'web', { what: 'the row of web', intervalMs: 100 });
+    const badge = () => textOf(overview, `${testId('service-row-web')} ${testId('rollout-badge')}`);
+    assert.equal(await badge(), null, 'no rollout badge before the rollout');
+
     // A good v2: the page shows the weight the API reports, read between two answers that agree.
     await apply(meshFile({ version: 'v2' }));
     let seen = '';
@@ -146,6 +155,18 @@ describe('the Deployment panel against skein up (a canary, an autoscaler)', () =
       { what: 'the page to show the canary weight the API reports', timeoutMs: 30_000, intervalMs: 50 },
     ).catch(() => assert.fail(`the canary's weight as the API says: ${seen}`));
     t.diagnostic(`canary weight shown: ${seen}`);
+    // The services table's badge says the same.
+    await waitFor(
+      async () => {
+        const a = (await rolloutOf()).rollout?.canary?.weight;
+        const shown = await badge();
+        const b = (await rolloutOf()).rollout?.canary?.weight;
+        seen = `badge ${JSON.stringify(shown)}, API ${a} then ${b}`;
+        return a !== undefined && a > 0 && a === b && shown === `canary ${a}%`;
+      },
+      { what: 'the badge to show the canary weight the API reports', timeoutMs: 15_000, intervalMs: 50 },
+    ).catch(() => assert.fail(`the badge of web as the API says: ${seen}`));
+    await screenshot(overview, 'badge');
     const split = await page.locator(`${testId('canary-split')} [role="img"]`).getAttribute('aria-label');
     assert.match(split ?? '', /^stable v1 (80|60|40)%, canary v2 (20|40|60)%$/, 'the bar has the split in words');
     // Both versions side by side, with their roles.
@@ -160,6 +181,9 @@ describe('the Deployment panel against skein up (a canary, an autoscaler)', () =
     // Promoted, then rolled out: revision 2 on v2.
     await waitFor(async () => (await stat('deploy-version')) === 'v2' && (await stat('deploy-phase')) === 'complete', { what: 'revision 2 complete on v2', timeoutMs: 30_000, intervalMs: 100 });
     assert.equal(await stat('deploy-revision'), '2');
+    await waitFor(async () => (await badge()) === null, { what: 'the badge to go once the rollout is complete', intervalMs: 100 });
+    assert.deepEqual([overviewProblems.exceptions, overviewProblems.console, overviewProblems.httpErrors], [[], [], []], 'the overview had no error');
+    await overview.close();
     assert.equal(await textOf(page, testId('canary-phase')), 'promoted');
     const passed = await rows(page, `${testId('canary-steps')} tbody tr`);
     assert.ok(

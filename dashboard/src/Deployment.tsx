@@ -55,7 +55,7 @@ const Result = ({ ok }: { ok: boolean }) => (
 function CheckCells({ c }: { c: Check }) {
   return (
     <>
-      <td data-testid="check-metric" title={c.text}>
+      <td class="nowrap" data-testid="check-metric" title={c.text}>
         {c.check === 'webhook' ? `webhook ${c.name ?? ''}` : CHECK_NAME[c.check]}
       </td>
       <td class="num" data-testid="check-value">

@@ -16,7 +16,7 @@ import { useDecisions } from './decisions';
 import { MtlsCell } from './Mtls';
 import { Stat } from './Stat';
 import { DeploymentPanel } from './Deployment';
-import { deploymentTrigger, useDeployment } from './deployment';
+import { useDeployment, type MeshState } from './deployment';
 
 interface Props {
   service: string;
@@ -25,8 +25,8 @@ interface Props {
   panics: readonly MeshEvent[];
   /** Bumped on every (re)connection of the stream: re-fetch the history. */
   epoch: number;
-  /** The mesh events (newest last): a rollout, canary, autoscale or scale event of this service refreshes its Deployment panel. */
-  events: readonly MeshEvent[];
+  /** What `skein up` says of the mesh (deployment.ts): the Deployment panel's source, refreshed with it. */
+  mesh: MeshState;
   onSelect: (service: string) => void;
 }
 
@@ -79,10 +79,10 @@ function matchText(def: RouteDefinition | undefined, name: string): string {
   return parts.length === 0 ? 'any request' : parts.join(' ');
 }
 
-export function ServiceDetail({ service, signals, panics, epoch, events, onSelect }: Props) {
+export function ServiceDetail({ service, signals, panics, epoch, mesh, onSelect }: Props) {
   const history = useSeries(service, epoch, signals?.time ?? null);
   const decisions = useDecisions(service, epoch, signals?.time ?? null);
-  const deployment = useDeployment(service, epoch, signals?.time ?? null, deploymentTrigger(events, service), signals?.scrapeIntervalMs ?? 0);
+  const deployment = useDeployment(service, mesh, signals?.scrapeIntervalMs ?? 0);
   const [defs, setDefs] = useState<RouteDefinition[]>([]);
   const entry = signals?.services.find((s) => s.service === service);
 

@@ -1,14 +1,21 @@
 /**
- * A service's deployment as `skein up` runs it: its entry of GET /v1/mesh (replicas, autoscaler),
- * its rollout (GET /v1/mesh/services/S/rollout, a canary's analysis included), its revisions, its
- * golden signals per version (GET /v1/signals/services/S/versions) and its latest canary events
- * (the outcome of a canary that is over: the rollout that follows a rollback has no canary).
+ * Deployments as `skein up` runs them, for the services table's badges and a service's
+ * Deployment panel (Deployment.tsx):
  *
- * Fetched when the view opens, after every scrape round (`tick`), after every `rollout`, `canary`,
- * `autoscale` or `scale` event of the service (`trigger`) and after every reconnection (`epoch`).
- * A control plane without a mesh (a bare `skein control`) answers GET /v1/mesh with 404: the state
- * is then `none` and nothing more is fetched until the next reconnection. Requests are never
- * aborted; an answer older than the newest one asked for is ignored.
+ *   useMesh        GET /v1/mesh (every service's replicas, revision, rollout phase, autoscaler),
+ *                  and the rollout (GET /v1/mesh/services/S/rollout) of every service whose rollout
+ *                  is under way (its canary's weight, for the badge)
+ *   useDeployment  one service: its rollout (a canary's analysis included), its revisions, its
+ *                  golden signals per version (GET /v1/signals/services/S/versions) and its latest
+ *                  canary events (the outcome of a canary that is over: the rollout that follows a
+ *                  rollback has no canary), fetched again whenever the mesh is
+ *
+ * The mesh is fetched when the page connects (`epoch`), after every scrape round (`tick`) and
+ * after every `rollout`, `canary`, `autoscale` or `scale` event (`trigger`). A control plane
+ * without a mesh (a bare `skein control`) answers GET /v1/mesh with 404: asked once per
+ * connection (never twice at a time), the state is then `none` and nothing more is fetched until
+ * the next reconnection. Requests are never aborted; an answer older than the newest one asked
+ * for is ignored.
  */
 import { useEffect, useRef, useState } from 'preact/hooks';
 import {
@@ -22,14 +29,26 @@ import {
   type MeshEvent,
   type RevisionView,
   type RolloutBody,
+  type RolloutView,
   type VersionSignals,
 } from './api';
 
-/** The mesh events that change what the panel shows. */
+/** The mesh events that change what a deployment looks like. */
 export const DEPLOYMENT_EVENT_TYPES = ['rollout', 'canary', 'autoscale', 'scale'] as const;
 
 /** The window of the per-version numbers: the stream's 10 s, or one scrape interval if longer. */
 export const VERSIONS_WINDOW_MS = 10_000;
+
+/** Rollout phases under way: the service's replicas or traffic are moving. */
+const UNDER_WAY: ReadonlySet<string> = new Set(['progressing', 'paused', 'deadline-exceeded']);
+
+export type MeshState =
+  | { kind: 'loading' }
+  /** No mesh: a bare control plane. */
+  | { kind: 'none' }
+  | { kind: 'error'; message: string }
+  /** `rollouts`: the rollouts under way, by service. */
+  | { kind: 'ready'; mesh: MeshBody; rollouts: ReadonlyMap<string, RolloutView> };
 
 export interface Deployment {
   mesh: MeshBody['services'][number];
@@ -53,17 +72,35 @@ export type DeploymentState =
 
 const message = (e: unknown) => (e instanceof ApiError ? e.message : String(e));
 
-/** The key of the newest deployment event of `service` in `events` (newest last): it changes when one arrives. */
-export function deploymentTrigger(events: readonly MeshEvent[], service: string): string {
+/** The key of the newest deployment event in `events` (newest last): it changes when one arrives. */
+export function deploymentTrigger(events: readonly MeshEvent[]): string {
   for (let i = events.length - 1; i >= 0; i--) {
     const e = events[i] as MeshEvent;
-    if (e.service === service && (DEPLOYMENT_EVENT_TYPES as readonly string[]).includes(e.type)) return `${e.time}\u0000${e.message}`;
+    if ((DEPLOYMENT_EVENT_TYPES as readonly string[]).includes(e.type)) return `${e.time}\u0000${e.service ?? ''}\u0000${e.message}`;
   }
   return '';
 }
 
-export function useDeployment(service: string, epoch: number, tick: string | null, trigger: string, scrapeIntervalMs: number): DeploymentState {
-  const [state, setState] = useState<DeploymentState>({ kind: 'loading' });
+/** The badge of a service in the services table: `canary 20%`, `canary promoted` (rolling out to every replica), `rolling`, `paused`, `stalled`; null when nothing moves. */
+export function rolloutBadge(r: RolloutView | undefined): string | null {
+  if (r === undefined || !UNDER_WAY.has(r.phase)) return null;
+  if (r.phase === 'paused') return 'paused';
+  if (r.phase === 'deadline-exceeded') return 'stalled';
+  if (r.canary === undefined) return r.rollback ? 'rolling back' : 'rolling';
+  switch (r.canary.phase) {
+    case 'progressing':
+      return `canary ${r.canary.weight}%`;
+    case 'promoted':
+      return 'canary promoted';
+    case 'rolled-back':
+      return 'canary rolled back';
+    default:
+      return 'canary starting';
+  }
+}
+
+export function useMesh(epoch: number, tick: string | null, trigger: string): MeshState {
+  const [state, setState] = useState<MeshState>({ kind: 'loading' });
   /** Whether this connection's control plane runs a mesh: asked once (one request at a time), known after its first answer. */
   const runsMesh = useRef<{ epoch: number; answer: 'asking' | 'yes' | 'no' } | null>(null);
   const asked = useRef(0);
@@ -92,32 +129,59 @@ export function useDeployment(service: string, epoch: number, tick: string | nul
         else setState((s) => (s.kind === 'ready' ? s : { kind: 'error', message: message(e) }));
         return;
       }
-      const entry = mesh.services.find((s) => s.name === service);
-      if (entry === undefined) {
-        if (current()) setState({ kind: 'none' });
-        return;
-      }
-      const lastMs = Math.max(VERSIONS_WINDOW_MS, scrapeIntervalMs);
-      try {
-        const [rollout, revisions, versions, canaryEvents] = await Promise.all([
-          fetchRollout(service),
-          fetchRevisions(service),
-          fetchVersionSignals(service, lastMs).then(
-            (r) => ({ list: r.versions, error: null, ms: r.lastMs }),
-            (e: unknown) => ({ list: null, error: message(e), ms: lastMs }),
-          ),
-          fetchServiceEvents(service, ['canary'], 50).then(
-            (r) => r.events ?? [],
-            () => [] as MeshEvent[],
-          ),
-        ]);
-        if (!current()) return;
-        setState({ kind: 'ready', d: { mesh: entry, rollout, revisions: revisions.revisions, versions: versions.list, versionsError: versions.error, versionsWindowMs: versions.ms, canaryEvents } });
-      } catch (e) {
-        if (current()) setState((s) => (s.kind === 'ready' ? s : { kind: 'error', message: message(e) }));
-      }
+      // The rollouts under way (a failed one is left out: its badge waits for the next round).
+      const moving = mesh.services.filter((s) => s.rollout !== null && UNDER_WAY.has(s.rollout));
+      const answers = await Promise.all(moving.map((s) => fetchRollout(s.name).then((r) => r.rollout, () => null)));
+      if (!current()) return;
+      const rollouts = new Map<string, RolloutView>();
+      moving.forEach((s, i) => {
+        const r = answers[i];
+        if (r !== null && r !== undefined) rollouts.set(s.name, r);
+      });
+      setState({ kind: 'ready', mesh, rollouts });
     })();
-  }, [service, epoch, tick, trigger, scrapeIntervalMs]);
+  }, [epoch, tick, trigger]);
+
+  return state;
+}
+
+export function useDeployment(service: string, mesh: MeshState, scrapeIntervalMs: number): DeploymentState {
+  const [state, setState] = useState<DeploymentState>({ kind: 'loading' });
+  const asked = useRef(0);
+  const entry = mesh.kind === 'ready' ? mesh.mesh.services.find((s) => s.name === service) : undefined;
+
+  useEffect(() => {
+    const mine = ++asked.current;
+    const current = () => mine === asked.current;
+    if (mesh.kind === 'loading') return;
+    if (mesh.kind === 'error') {
+      setState((s) => (s.kind === 'ready' ? s : { kind: 'error', message: mesh.message }));
+      return;
+    }
+    if (entry === undefined) {
+      setState({ kind: 'none' });
+      return;
+    }
+    const lastMs = Math.max(VERSIONS_WINDOW_MS, scrapeIntervalMs);
+    void Promise.all([
+      fetchRollout(service),
+      fetchRevisions(service),
+      fetchVersionSignals(service, lastMs).then(
+        (r) => ({ list: r.versions, error: null, ms: r.lastMs }),
+        (e: unknown) => ({ list: null, error: message(e), ms: lastMs }),
+      ),
+      fetchServiceEvents(service, ['canary'], 50).then(
+        (r) => r.events ?? [],
+        () => [] as MeshEvent[],
+      ),
+    ]).then(
+      ([rollout, revisions, versions, canaryEvents]) => {
+        if (current()) setState({ kind: 'ready', d: { mesh: entry, rollout, revisions: revisions.revisions, versions: versions.list, versionsError: versions.error, versionsWindowMs: versions.ms, canaryEvents } });
+      },
+      // Keep what is shown; a first failure says why.
+      (e: unknown) => current() && setState((s) => (s.kind === 'ready' ? s : { kind: 'error', message: message(e) })),
+    );
+  }, [service, mesh, scrapeIntervalMs]);
 
   return state;
 }
