@@ -8,6 +8,10 @@ import { Topology } from './Topology';
 import { Events } from './Events';
 import { MeshTraffic } from './MeshTraffic';
 import { panicking } from './panic';
+import { deploymentTrigger, useMesh } from './deployment';
+import type { RolloutView } from './api';
+
+const NO_ROLLOUTS: ReadonlyMap<string, RolloutView> = new Map();
 
 function useLive(live: LiveData): LiveState {
   const [state, setState] = useState(live.current);
@@ -46,6 +50,7 @@ export function App({ live }: { live: LiveData }) {
   const [selected, select] = useSelected();
   const mesh = s.signals?.mesh;
   const panics = useMemo(() => panicking(s.panicEvents), [s.panicEvents]);
+  const deploys = useMesh(s.epoch, s.signals?.time ?? null, deploymentTrigger(s.events));
 
   useEffect(() => {
     document.title = selected === null ? 'Skein dashboard' : `${selected} \u00b7 Skein dashboard`;
@@ -101,7 +106,7 @@ export function App({ live }: { live: LiveData }) {
                 <h2 id="services-h">
                   Services <span class="muted small">last 10 s</span>
                 </h2>
-                {s.signals === null ? <p class="empty">Waiting for the first numbers…</p> : <ServicesTable services={s.signals.services} panics={panics} onSelect={select} />}
+                {s.signals === null ? <p class="empty">Waiting for the first numbers…</p> : <ServicesTable services={s.signals.services} panics={panics} rollouts={deploys.kind === 'ready' ? deploys.rollouts : NO_ROLLOUTS} onSelect={select} />}
               </section>
               <section class="panel" aria-labelledby="topology-h">
                 <h2 id="topology-h">
@@ -112,7 +117,7 @@ export function App({ live }: { live: LiveData }) {
               <MeshTraffic epoch={s.epoch} tick={s.signals?.time ?? null} />
             </>
           ) : (
-            <ServiceDetail key={selected} service={selected} signals={s.signals} panics={panics.get(selected) ?? []} epoch={s.epoch} onSelect={select} />
+            <ServiceDetail key={selected} service={selected} signals={s.signals} panics={panics.get(selected) ?? []} epoch={s.epoch} mesh={deploys} onSelect={select} />
           )}
         </div>
         <aside class="secondary">

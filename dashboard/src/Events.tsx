@@ -43,7 +43,7 @@ function tone(e: MeshEvent): 'ok' | 'warn' | 'bad' | 'info' {
     }
     case 'canary': {
       const change = String(e['change'] ?? '');
-      return change === 'rolled-back' ? 'bad' : change === 'failed-check' ? 'warn' : 'info';
+      return change === 'canary-rolled-back' ? 'bad' : change === 'canary-failed-check' || change === 'canary-error' ? 'warn' : change === 'canary-promoted' ? 'ok' : 'info';
     }
     case 'autoscale':
       // A change is news; a decision held back (at max, rate-limited, frozen, no metric) a warning.

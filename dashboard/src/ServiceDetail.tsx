@@ -2,7 +2,8 @@
  * One service: its numbers now (the stream's 10-second window), charts of the last 5 minutes (one
  * point per scrape round, from GET /v1/signals/series?service=S: see series.ts), its policy
  * decisions of the last 5 minutes (decisions.ts), its instances, its routes and who it calls / who
- * calls it (with whether those calls went over mTLS).
+ * calls it (with whether those calls went over mTLS); for a service `skein up` runs, its
+ * Deployment panel (Deployment.tsx: revision, rollout, canary, versions, autoscaler).
  */
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import type uPlot from 'uplot';
@@ -13,6 +14,9 @@ import { fmtMs, fmtRate, fmtRps, rateClass, statusClass, DASH } from './format';
 import { healthyCount, PanicBadge } from './ServicesTable';
 import { useDecisions } from './decisions';
 import { MtlsCell } from './Mtls';
+import { Stat } from './Stat';
+import { DeploymentPanel } from './Deployment';
+import { useDeployment, type MeshState } from './deployment';
 
 interface Props {
   service: string;
@@ -21,6 +25,8 @@ interface Props {
   panics: readonly MeshEvent[];
   /** Bumped on every (re)connection of the stream: re-fetch the history. */
   epoch: number;
+  /** What `skein up` says of the mesh (deployment.ts): the Deployment panel's source, refreshed with it. */
+  mesh: MeshState;
   onSelect: (service: string) => void;
 }
 
@@ -73,9 +79,10 @@ function matchText(def: RouteDefinition | undefined, name: string): string {
   return parts.length === 0 ? 'any request' : parts.join(' ');
 }
 
-export function ServiceDetail({ service, signals, panics, epoch, onSelect }: Props) {
+export function ServiceDetail({ service, signals, panics, epoch, mesh, onSelect }: Props) {
   const history = useSeries(service, epoch, signals?.time ?? null);
   const decisions = useDecisions(service, epoch, signals?.time ?? null);
+  const deployment = useDeployment(service, mesh, signals?.scrapeIntervalMs ?? 0);
   const [defs, setDefs] = useState<RouteDefinition[]>([]);
   const entry = signals?.services.find((s) => s.service === service);
 
@@ -142,6 +149,8 @@ export function ServiceDetail({ service, signals, panics, epoch, onSelect }: Pro
           <Stat label="Healthy" value={hc === null ? DASH : `${hc.healthy}/${hc.total}`} />
         </div>
       )}
+
+      <DeploymentPanel state={deployment} />
 
       <h3 title="one point per scrape of the proxies">Last 5 minutes</h3>
       <SignalCharts data={data} testIdPrefix="chart" />
@@ -307,14 +316,5 @@ function ServiceLink({ name, known, onSelect }: { name: string; known: MeshSigna
     >
       {name}
     </a>
-  );
-}
-
-function Stat({ label, value, cls, testId }: { label: string; value: string; cls?: string; testId?: string }) {
-  return (
-    <div class={`stat ${cls ?? ''}`} data-testid={testId}>
-      <span class="stat-label">{label}</span>
-      <span class="stat-value">{value}</span>
-    </div>
   );
 }

@@ -1,5 +1,6 @@
-/** Every service (registered, or seen only in traffic) with its golden signals over the last 10 s. */
-import type { MeshEvent, ServiceSignals } from './api';
+/** Every service (registered, or seen only in traffic) with its golden signals over the last 10 s, and a badge while its rollout is under way. */
+import type { MeshEvent, RolloutView, ServiceSignals } from './api';
+import { rolloutBadge } from './deployment';
 import { fmtMs, fmtRate, fmtRps, rateClass } from './format';
 import { healthyCount } from '../../src/api/signals';
 
@@ -7,6 +8,8 @@ interface Props {
   services: ServiceSignals[];
   /** Services in panic mode: the proxies' `entered` events (panic.ts). */
   panics: ReadonlyMap<string, readonly MeshEvent[]>;
+  /** The rollouts under way (skein up only): a badge beside the name. */
+  rollouts: ReadonlyMap<string, RolloutView>;
   onSelect: (service: string) => void;
 }
 
@@ -22,7 +25,19 @@ export function PanicBadge({ events }: { events: readonly MeshEvent[] | undefine
 
 export { healthyCount };
 
-export function ServicesTable({ services, panics, onSelect }: Props) {
+/** The badge of a service whose rollout is under way: `canary 20%`, `rolling`, `paused`, ... */
+function RolloutBadge({ rollout }: { rollout: RolloutView | undefined }) {
+  const text = rolloutBadge(rollout);
+  if (text === null || rollout === undefined) return null;
+  const cls = rollout.phase === 'deadline-exceeded' || rollout.canary?.phase === 'rolled-back' ? 'bad' : rollout.phase === 'paused' ? 'warn' : 'idle';
+  return (
+    <span class={`pill ${cls} rollout-badge`} data-testid="rollout-badge" title={`rollout of revision ${rollout.revision}: ${rollout.message}`}>
+      {text}
+    </span>
+  );
+}
+
+export function ServicesTable({ services, panics, rollouts, onSelect }: Props) {
   if (services.length === 0) return <p class="empty">No services registered yet.</p>;
   return (
     <table class="grid services" data-testid="services">
@@ -47,7 +62,7 @@ export function ServicesTable({ services, panics, onSelect }: Props) {
                 <a href={`#/services/${encodeURIComponent(s.service)}`} data-testid="name" onClick={(ev) => ev.stopPropagation()}>
                   {s.service}
                 </a>{' '}
-                <PanicBadge events={panics.get(s.service)} />
+                <PanicBadge events={panics.get(s.service)} /> <RolloutBadge rollout={rollouts.get(s.service)} />
               </td>
               <td class={`num ${total > 0 && healthy < total ? (healthy === 0 ? 'bad' : 'warn') : ''}`} data-testid="instances">
                 {healthy}/{total}

@@ -7,6 +7,11 @@
 
 // The golden signals' JSON: the control plane's own definitions (src/api/signals.ts).
 import type { Latency, MeshSignalsBody, SeriesBody, SeriesPoint, WireAuthz, WireEdge, WireInstance, WireRoute, WireService, WireSignals } from '../../src/api/signals';
+// The deployment routes' JSON: the runtime's own definitions (type-only: nothing of the runtime is bundled).
+import type { AutoscaleView } from '../../src/runtime/autoscale';
+import type { CanaryStatus } from '../../src/runtime/canary';
+import type { RolloutStatus } from '../../src/runtime/rollout';
+import type { ServiceRuntime } from '../../src/runtime/service-runtime';
 
 export type { Latency, SeriesPoint };
 export type AuthzDecisions = WireAuthz;
@@ -114,3 +119,39 @@ export const fetchServiceSignals = (service: string, window: string, signal?: Ab
   getJson<ServiceSignals & { window: string; edges: EdgeSignals[] }>(`v1/signals/services/${encodeURIComponent(service)}?window=${window}`, signal);
 
 export const fetchSignals = (window = '10s', signal?: AbortSignal) => getJson<MeshSignals>(`v1/signals?window=${window}`, signal);
+
+// ---- deployments: the routes `skein up` adds (docs/deployments.md); a bare `skein control` answers 404 ----
+
+/** GET /v1/mesh: the services `skein up` runs (the fields the dashboard reads). */
+export interface MeshBody {
+  name: string;
+  services: Array<{ name: string; desired: number; replicas: number; ready: number; revision: number; rollout: string | null; autoscale: AutoscaleView | null }>;
+}
+
+/** A rollout's status with its canary's typed (src/runtime/canary.ts). */
+export type RolloutView = Omit<RolloutStatus, 'canary'> & { canary?: CanaryStatus };
+
+/** GET /v1/mesh/services/{s}/rollout: the revision, its rollout, the replicas of every revision. */
+export type RolloutBody = { service: string; rollout: RolloutView | null } & Omit<ReturnType<ServiceRuntime['rolloutStatus']>, 'rollout'> & ReturnType<ServiceRuntime['replicaStatus']>;
+
+/** GET /v1/mesh/services/{s}/revisions. */
+export type RevisionView = ReturnType<ServiceRuntime['revisions']>[number];
+
+/** One version's numbers of GET /v1/signals/services/{s}/versions (src/control/signals/routes.ts). */
+export type VersionSignals = WireSignals & { version: string; via: 'inbound' | 'outbound' };
+
+export type { AutoscaleView, CanaryStatus };
+
+export const fetchMesh = (signal?: AbortSignal) => getJson<MeshBody>('v1/mesh', signal);
+
+export const fetchRollout = (service: string) => getJson<RolloutBody>(`v1/mesh/services/${encodeURIComponent(service)}/rollout`);
+
+export const fetchRevisions = (service: string) => getJson<{ revisions: RevisionView[] }>(`v1/mesh/services/${encodeURIComponent(service)}/revisions`);
+
+/** A service's numbers per version over the last `lastMs` (at least a scrape interval). */
+export const fetchVersionSignals = (service: string, lastMs: number) =>
+  getJson<{ lastMs: number; versions: VersionSignals[] }>(`v1/signals/services/${encodeURIComponent(service)}/versions?last=${lastMs}ms`);
+
+/** The newest `limit` events of one service, of `types`. */
+export const fetchServiceEvents = (service: string, types: readonly string[], limit: number) =>
+  getJson<{ events: MeshEvent[] }>(`v1/events?service=${encodeURIComponent(service)}&type=${types.join(',')}&limit=${limit}`);

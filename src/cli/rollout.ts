@@ -3,6 +3,7 @@
  * started by `skein up`, through the runtime's routes on its control plane (docs/deployments.md).
  */
 import { Command } from 'commander';
+import type { CanaryStatus } from '../runtime/canary.js';
 import { SkeinError } from '../core/errors.js';
 import { call, controlOption, outputOption, print, printJson, readText, table, withToken, type OutputFormat } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
@@ -25,16 +26,7 @@ interface RolloutView {
     maxUnavailable: number;
     replicas: { desired: number; updated: number; updatedAvailable: number; old: number; available: number; leaving: number };
     message: string;
-    canary?: {
-      phase: string;
-      weight: number;
-      failedChecks: number;
-      threshold: number;
-      stable: string;
-      version: string;
-      lastDecision: { action: string; reason: string } | null;
-      steps: Array<{ n: number; weight: number; checks: Array<{ ok: boolean; text: string }>; decision: { action: string; reason: string } }>;
-    };
+    canary?: CanaryStatus;
   };
   instances: Array<{ id: string; revision: number; version: string; state: string; pid: number | null }>;
 }

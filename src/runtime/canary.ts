@@ -18,7 +18,7 @@
  */
 import type { CanaryPolicy, Webhook, WebhookType } from '../api/canary.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
-import { CanaryAnalysis, type Decision, type IntervalSignals, type WebhookOutcome } from './canary-analysis.js';
+import { CanaryAnalysis, type AnalysisStep, type CanaryPhase, type Decision, type IntervalSignals, type WebhookOutcome } from './canary-analysis.js';
 import { planStep, rolloutDone, type RolloutInput, type RolloutStep } from './rollout-plan.js';
 import type { ReplicaSetView, RolloutHost, RolloutStrategy } from './rollout.js';
 
@@ -38,6 +38,28 @@ export interface CanaryIo {
   /** Calls a webhook; never rejects (a failure is an outcome). */
   webhook(w: Webhook, body: Record<string, unknown>): Promise<WebhookOutcome>;
 }
+
+/**
+ * A canary's status on the wire: the `canary` of a rollout's status (GET
+ * /v1/mesh/services/{s}/rollout, `skein rollout status`, the dashboard's Deployment panel).
+ * Each step's checks carry the metric (`check`), the value measured and its threshold in one
+ * unit (requests; a rate 0..1; ms), whether it passed (`ok`) and a sentence (`text`).
+ */
+export type CanaryStatus = {
+  /** The analysis' phase, or 'waiting for its replicas' before the analysis starts. */
+  readonly phase: CanaryPhase | 'waiting for its replicas';
+  /** The canary's share of the traffic now, percent (the stable version has the rest). */
+  readonly weight: number;
+  /** Failed checks so far (cumulative); at `threshold` the canary is rolled back. */
+  readonly failedChecks: number;
+  readonly threshold: number;
+  /** The stable version and the canary's. */
+  readonly stable: string;
+  readonly version: string;
+  readonly lastDecision: Decision | null;
+  /** The last 10 steps, oldest first; a step's `time` is ms since the epoch. */
+  readonly steps: readonly AnalysisStep[];
+};
 
 type Mode = 'starting' | 'analysis' | 'promoting' | 'rolling-back' | 'ended';
 
@@ -110,7 +132,7 @@ export class CanaryStrategy implements RolloutStrategy {
     this.mode = 'ended';
   }
 
-  status(): Record<string, unknown> {
+  status(): CanaryStatus {
     return {
       phase: this.mode === 'starting' ? 'waiting for its replicas' : this.analysis.phase,
       weight: this.analysis.weight,
