@@ -12,25 +12,16 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { DEFAULT_DASHBOARD_ROOT } from '../src/control/dashboard.js';
+import type { Browser, Page } from 'playwright-core';
+import { launch, screenshot as shot, watchPage } from './browser-helpers.js';
 import { ROOT, api, skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { Pacer, portOf, upFromText, type MeshUnderTest } from './mesh-helpers.js';
 import { registerInstance } from './proxy-helpers.js';
 
 const APP = join(ROOT, 'test', 'fixtures', 'rollout-app.mjs');
-const ARTIFACTS = join(ROOT, 'test-artifacts');
-const CHROMIUM_CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/lib/chromium/chromium'];
 
-function chromiumPath(): string {
-  const found = CHROMIUM_CANDIDATES.find((p) => existsSync(p));
-  assert.ok(found !== undefined, `Chromium is not installed (looked for ${CHROMIUM_CANDIDATES.join(', ')}): run scripts/setup.sh, which installs Debian's chromium package`);
-  assert.ok(existsSync(join(DEFAULT_DASHBOARD_ROOT, 'index.html')), `the dashboard is not built (no ${DEFAULT_DASHBOARD_ROOT}/index.html): run npx vite build dashboard`);
-  return found;
-}
 
 /** A canary judged every second; 500s fail the success-rate check rather than abort at once (abortErrorRate 100%). */
 const CANARY = '{ interval: 1s, stepWeight: 20, maxWeight: 60, threshold: 2, minRequests: 3, abortErrorRate: 100 }';
@@ -71,24 +62,7 @@ interface CanaryStatusBody {
   rollout: null | { phase: string; revision: number; canary?: { weight: number; phase: string } };
 }
 
-/** What a page did wrong (console errors, uncaught exceptions, HTTP errors), and the paths it got answers for. */
-function watchPage(page: Page): { console: string[]; exceptions: string[]; httpErrors: string[]; responses: string[] } {
-  const p = { console: [] as string[], exceptions: [] as string[], httpErrors: [] as string[], responses: [] as string[] };
-  page.on('console', (m) => {
-    if (m.type() === 'error') p.console.push(m.text());
-  });
-  page.on('pageerror', (e) => p.exceptions.push(e.message));
-  page.on('response', (r) => {
-    p.responses.push(new URL(r.url()).pathname);
-    if (r.status() >= 400) p.httpErrors.push(`${r.status()} ${new URL(r.url()).pathname}`);
-  });
-  return p;
-}
 
-async function screenshot(page: Page, name: string): Promise<void> {
-  await mkdir(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: join(ARTIFACTS, `dashboard-deploy-${name}.png`), fullPage: true });
-}
 
 describe('the Deployment panel against skein up (a canary, an autoscaler)', () => {
   let mesh: MeshUnderTest;
@@ -97,9 +71,8 @@ describe('the Deployment panel against skein up (a canary, an autoscaler)', () =
   let apiLoad: Pacer | null = null;
 
   before(async () => {
-    chromiumPath();
     mesh = await upFromText('skein-deploy-dash-', meshFile({ version: 'v1' }), ['--scrape-interval', '1s']);
-    browser = await chromium.launch({ executablePath: chromiumPath(), args: ['--no-sandbox'], headless: true });
+    browser = await launch();
   });
 
   after(async () => {
@@ -166,7 +139,7 @@ describe('the Deployment panel against skein up (a canary, an autoscaler)', () =
       },
       { what: 'the badge to show the canary weight the API reports', timeoutMs: 15_000, intervalMs: 50 },
     ).catch(() => assert.fail(`the badge of web as the API says: ${seen}`));
-    await screenshot(overview, 'badge');
+    await shot(overview, 'dashboard-deploy-badge');
     const split = await page.locator(`${testId('canary-split')} [role="img"]`).getAttribute('aria-label');
     assert.match(split ?? '', /^stable v1 (80|60|40)%, canary v2 (20|40|60)%$/, 'the bar has the split in words');
     // Both versions side by side, with their roles.
@@ -177,7 +150,7 @@ describe('the Deployment panel against skein up (a canary, an autoscaler)', () =
       },
       { what: 'v1 (stable) and v2 (canary, with traffic) side by side', timeoutMs: 15_000, intervalMs: 100 },
     );
-    await screenshot(page, 'canary');
+    await shot(page, 'dashboard-deploy-canary');
     // Promoted, then rolled out: revision 2 on v2.
     await waitFor(async () => (await stat('deploy-version')) === 'v2' && (await stat('deploy-phase')) === 'complete', { what: 'revision 2 complete on v2', timeoutMs: 30_000, intervalMs: 100 });
     assert.equal(await stat('deploy-revision'), '2');
@@ -208,7 +181,7 @@ describe('the Deployment panel against skein up (a canary, an autoscaler)', () =
     );
     // The service is back on v2 (the rollback is a rollout of its own).
     await waitFor(async () => (await stat('deploy-version')) === 'v2' && (await stat('deploy-phase')) === 'complete (a rollback)', { what: 'web back on v2', timeoutMs: 30_000, intervalMs: 100 });
-    await screenshot(page, 'rolled-back');
+    await shot(page, 'dashboard-deploy-rolled-back');
 
     // The autoscaled service: its policy and the API's last decision with its inputs.
     await page.goto(`${up.control}/dashboard/#/services/api`);
@@ -227,7 +200,7 @@ describe('the Deployment panel against skein up (a canary, an autoscaler)', () =
     ).catch(() => assert.fail(`the autoscaler's last decision as the API says: ${last}`));
     t.diagnostic(`autoscaler: ${last}`);
     assert.match((await textOf(page, testId('autoscale-value'))) ?? '', /^\d+(\.\d+)? req\/s per replica$/);
-    await screenshot(page, 'autoscale');
+    await shot(page, 'dashboard-deploy-autoscale');
 
     assert.deepEqual(problems.exceptions, [], 'no uncaught exception in the page');
     assert.deepEqual(problems.console, [], 'no console error');
@@ -238,7 +211,6 @@ describe('the Deployment panel against skein up (a canary, an autoscaler)', () =
 
 describe('the Deployment panel without a mesh', () => {
   test('a bare skein control (GET /v1/mesh answers 404): the service shows, without the panel and without an error', async (t) => {
-    chromiumPath();
     let cp: ControlProcess | undefined = undefined;
     let browser: Browser | undefined = undefined;
     const dir = await tempDir('skein-deploy-dash-');
@@ -249,7 +221,7 @@ describe('the Deployment panel without a mesh', () => {
     });
     cp = await startControl({ dataDir: dir.path, args: ['--dns', 'off'] });
     await registerInstance(cp.http, 'billing', 'billing-1', 9);
-    browser = await chromium.launch({ executablePath: chromiumPath(), args: ['--no-sandbox'], headless: true });
+    browser = await launch();
     const page = await browser.newPage();
     const problems = watchPage(page);
     await page.goto(`${cp.http}/dashboard/#/services/billing`);

@@ -13,67 +13,17 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Fastify from 'fastify';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { assertDashboardBuilt, chromiumPath, launch, screenshot as shot, watchPage } from './browser-helpers.js';
 import { DASHBOARD_NOT_BUILT, DEFAULT_DASHBOARD_ROOT, dashboardRoutes } from '../src/control/dashboard.js';
 import type { WireEdge, WireInstance, WireService } from '../src/api/signals.js';
-import { ROOT, api, run, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { api, run, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { SHOP_SERVICES, portOf, startShop, type UpProcess } from './mesh-helpers.js';
 import { httpGet, registerInstance } from './proxy-helpers.js';
-
-const ARTIFACTS = join(ROOT, 'test-artifacts');
-const CHROMIUM_CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/lib/chromium/chromium'];
-
-/** Debian's Chromium; fails the test, saying what to do, when it is missing. */
-function chromiumPath(): string {
-  const found = CHROMIUM_CANDIDATES.find((p) => existsSync(p));
-  assert.ok(found !== undefined, `Chromium is not installed (looked for ${CHROMIUM_CANDIDATES.join(', ')}): run scripts/setup.sh, which installs Debian's chromium package`);
-  return found;
-}
-
-function assertDashboardBuilt(): void {
-  assert.ok(existsSync(join(DEFAULT_DASHBOARD_ROOT, 'index.html')), `the dashboard is not built (no ${DEFAULT_DASHBOARD_ROOT}/index.html): run npx vite build dashboard (scripts/setup.sh does)`);
-}
-
-async function launch(): Promise<Browser> {
-  return chromium.launch({ executablePath: chromiumPath(), args: ['--no-sandbox'], headless: true });
-}
-
-async function screenshot(page: Page, name: string): Promise<void> {
-  await mkdir(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: join(ARTIFACTS, `dashboard-${name}.png`), fullPage: true });
-}
-
-/** What a page did wrong: console errors, uncaught exceptions, failed requests, HTTP errors, other origins. */
-interface PageProblems {
-  console: string[];
-  exceptions: string[];
-  failed: string[];
-  httpErrors: string[];
-  foreign: string[];
-  requests: number;
-}
-
-function watchPage(page: Page, origin: string): PageProblems {
-  const p: PageProblems = { console: [], exceptions: [], failed: [], httpErrors: [], foreign: [], requests: 0 };
-  page.on('console', (m) => {
-    if (m.type() === 'error') p.console.push(m.text());
-  });
-  page.on('pageerror', (e) => p.exceptions.push(e.message));
-  page.on('request', (r) => {
-    p.requests++;
-    const url = r.url();
-    if (!url.startsWith(`${origin}/`) && !url.startsWith('data:')) p.foreign.push(url);
-  });
-  page.on('requestfailed', (r) => p.failed.push(`${r.url()}: ${r.failure()?.errorText ?? '?'}`));
-  page.on('response', (r) => {
-    if (r.status() >= 400) p.httpErrors.push(`${r.status()} ${r.url()}`);
-  });
-  return p;
-}
 
 const testId = (id: string) => `[data-testid="${id}"]`;
 
@@ -279,7 +229,7 @@ describe('the dashboard on the demo shop', () => {
 
     await waitFor(async () => Number(await attr(page, testId('mesh-chart-rps'), 'data-max')) > 0, { what: 'the mesh RPS chart to show traffic', timeoutMs: 15_000, intervalMs: 100 });
     assert.ok((await page.locator(`${testId('mesh-chart-rps')} canvas`).count()) >= 1, 'the chart is drawn (uPlot canvas)');
-    await screenshot(page, 'overview');
+    await shot(page, 'dashboard-overview');
 
     // One service: its numbers, its instances with their status and their own numbers, its charts.
     await page.click(`${testId('service-row-frontend')} ${testId('name')}`);
@@ -301,7 +251,7 @@ describe('the dashboard on the demo shop', () => {
     await waitFor(async () => (await text(page, `${callRow} ${testId('mtls')}`)) === 'mTLS', { what: `the call frontend -> user-service to read mTLS (reads ${JSON.stringify(await text(page, `${callRow} ${testId('mtls')}`))})`, intervalMs: 100 });
     assert.equal(await attr(page, `${callRow} ${testId('mtls')}`, 'data-mtls'), 'all');
     assert.equal(await page.locator(`${callRow} ${testId('mtls')} svg.lock`).count(), 1, 'a lock beside the word');
-    await screenshot(page, 'service');
+    await shot(page, 'dashboard-service');
 
     // A service with two replicas, each with its own numbers.
     await page.goto(`${up.control}/dashboard/#/services/user-service`);
@@ -329,7 +279,7 @@ describe('the dashboard on the demo shop', () => {
       ['user-service allowed', stat('decisions-allowed'), (b) => b.authz.allowed],
       ['user-service denied', stat('decisions-denied'), (b) => b.authz.denied],
     ]);
-    await screenshot(page, 'decisions');
+    await shot(page, 'dashboard-decisions');
 
     await traffic.stop();
     // The mesh answers (a rare failure under a loaded machine is not this test's business).
@@ -375,7 +325,7 @@ describe('the dashboard when the control plane restarts', () => {
     await waitConnection(page, 'reconnecting');
     assert.match((await text(page, testId('banner'))) ?? '', /reconnecting/);
     assert.equal(await page.locator(testId('service-row-billing')).count(), 1, 'the last numbers seen stay on the page');
-    await screenshot(page, 'reconnecting');
+    await shot(page, 'dashboard-reconnecting');
 
     // Back on the same port (same data directory): live again, and showing what the new process knows.
     cp = await startControl({ dataDir: dir.path, args: ['--dns', 'off', '--http', `127.0.0.1:${port}`] });
@@ -384,7 +334,7 @@ describe('the dashboard when the control plane restarts', () => {
     await waitConnection(page, 'live', 20_000);
     await waitFor(async () => (await page.locator(testId('service-row-shipping')).count()) === 1, { what: 'the row of shipping, registered after the restart', intervalMs: 100 });
     assert.equal(await page.locator(testId('banner')).count(), 0, 'the banner is gone');
-    await screenshot(page, 'reconnected');
+    await shot(page, 'dashboard-reconnected');
 
     // An HTTP error instead of a stream (as from a proxy in front of a control plane that is
     // down): the browser gives up on the stream, so the page retries by itself with a backoff,

@@ -129,7 +129,7 @@ export interface MeshBody {
 }
 
 /** A rollout's status with its canary's typed (src/runtime/canary.ts). */
-export type RolloutView = Omit<RolloutStatus, 'canary'> & { canary?: CanaryStatus };
+export type RolloutView = RolloutStatus;
 
 /** GET /v1/mesh/services/{s}/rollout: the revision, its rollout, the replicas of every revision. */
 export type RolloutBody = { service: string; rollout: RolloutView | null } & Omit<ReturnType<ServiceRuntime['rolloutStatus']>, 'rollout'> & ReturnType<ServiceRuntime['replicaStatus']>;

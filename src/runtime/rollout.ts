@@ -9,6 +9,7 @@
  * It reconciles when a replica changes state (the host calls `poke`) and on a Clock tick (for
  * minReady and the deadline), so tests drive it with a ManualClock.
  */
+import type { CanaryStatus } from './canary.js';
 import { formatDuration } from '../core/duration.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import type { MeshRollout } from '../api/mesh.js';
@@ -25,7 +26,7 @@ export interface RolloutStrategy {
   /** The rollout ended (complete, superseded, stopped): the strategy's own timers stop. */
   stop?(): void;
   /** What the strategy adds to the rollout's status (a canary's weight and checks: `canary`). */
-  status?(): Record<string, unknown>;
+  status?(): CanaryStatus;
 }
 
 export const rollingUpdate: RolloutStrategy = { kind: 'RollingUpdate', plan: planStep, done: rolloutDone };
@@ -78,7 +79,7 @@ export interface RolloutStatus {
   readonly replicas: { desired: number; updated: number; updatedAvailable: number; old: number; available: number; leaving: number };
   readonly message: string;
   /** A canary's analysis: its weight, failed checks, the last steps with their checks. */
-  readonly canary?: Record<string, unknown>;
+  readonly canary?: CanaryStatus;
 }
 
 export const ROLLOUT_TICK_MS = 200;
