@@ -364,3 +364,45 @@ test('re-registering with a changed check (same ttl) restarts the deadline', asy
   await tick(4000);
   assert.equal(registry.get('web', 'a')?.status, 'healthy', 'the new check counts from its registration');
 });
+
+test('replicated: a heartbeat goes to the store, not to this replica\'s deadlines; the leader applies what the store says', async (t) => {
+  const beats: string[] = [];
+  const alive = new Set<string>();
+  const { registry, manager, tick } = await setup({
+    heartbeats: {
+      beat: async (service, id, ttlMs, report) => void beats.push(`${service}/${id} ttl=${ttlMs} ${report.status ?? 'healthy'}`),
+      alive: () => alive,
+    },
+  });
+  t.after(() => manager.stop());
+  await registry.register(inst('a', { type: 'ttl', ttl: '5s' }));
+  const rec = () => registry.get('web', 'a');
+  const r = await manager.heartbeat('web', 'a', { status: 'unhealthy', reason: 'db down' });
+  assert.deepEqual(beats, ['web/a ttl=5000 unhealthy']);
+  assert.equal(r.status, 'healthy', 'the status is the leader\'s to change, when the store says so');
+  // The leader sees the heartbeat key written: its lease is the TTL now, no local deadline.
+  manager.beatSeen('web', 'a', { status: 'unhealthy', reason: 'db down' });
+  await tick(10);
+  assert.equal(rec()?.status, 'unhealthy');
+  assert.equal(rec()?.reason, 'db down');
+  assert.equal(manager.ttlRemaining('web', 'a'), undefined);
+  manager.beatSeen('web', 'a', {});
+  await tick(20_000);
+  assert.equal(rec()?.status, 'healthy', 'no local deadline expires it: etcd\'s lease does');
+  manager.beatExpired('web', 'a');
+  await tick(10);
+  assert.equal(rec()?.status, 'unhealthy');
+  assert.equal(rec()?.reason, 'TTL expired: no heartbeat within 5000ms');
+});
+
+test('replicated: a newly elected leader gives instances without a live heartbeat key ttl + grace, and none to those with one', async (t) => {
+  const clock = new ManualClock(T0);
+  const registry = await Registry.open({ clock, store: new MemoryStore() });
+  await registry.register(inst('live', { type: 'ttl', ttl: '5s' }));
+  await registry.register(inst('silent', { type: 'ttl', ttl: '5s' }));
+  const manager = new HealthManager({ registry, clock, ttlGraceMs: 15_000, heartbeats: { beat: async () => undefined, alive: () => new Set(['web\u0000live']) } });
+  manager.start();
+  t.after(() => manager.stop());
+  assert.equal(manager.ttlRemaining('web', 'live'), undefined);
+  assert.equal(manager.ttlRemaining('web', 'silent'), 20_000);
+});

@@ -6,6 +6,14 @@
  *
  * After a restart every TTL instance gets `ttl + ttlGrace` to heartbeat again, so a control
  * plane restart does not mark the whole fleet unhealthy at once.
+ *
+ * Replicated (the etcd store, several control-plane replicas): only the elected leader runs a
+ * HealthManager (started when elected, stopped when deposed). A heartbeat may reach any replica:
+ * it goes to the store (`Heartbeats.beat`: a key bound to an etcd lease of the check's TTL, kept
+ * alive by later heartbeats), and the leader hears of it through the watch: `beatSeen` when the
+ * key is written (the first heartbeat of a lease, or a reported status), `beatExpired` when
+ * etcd deletes it (the lease ran out: no heartbeat within the TTL). The TTL is then etcd's timer,
+ * not the leader's, and a new leader does not lose it.
  */
 import { SkeinError } from '../../core/errors.js';
 import type { Clock, TimerHandle } from '../../core/clock.js';
@@ -23,6 +31,21 @@ export interface HealthManagerOptions {
   sweepIntervalMs?: number;
   onResult?: (check: HealthCheck, ok: boolean) => void;
   onError?: (e: unknown) => void;
+  /** Replicated: where a heartbeat goes (the leader applies it: beatSeen, beatExpired). Absent: applied here. */
+  heartbeats?: Heartbeats;
+}
+
+/** A heartbeat's report: its status (default healthy) and why. */
+export interface HeartbeatReport {
+  status?: HealthStatus;
+  reason?: string;
+}
+
+/** Heartbeats kept in a replicated store, for the leader to apply. */
+export interface Heartbeats {
+  beat(service: string, id: string, ttlMs: number, report: HeartbeatReport): Promise<void>;
+  /** Instances (keyOf) with a live heartbeat key in the store, when this replica is elected. */
+  alive(): Iterable<string>;
 }
 
 interface ProbeState {
@@ -37,7 +60,7 @@ interface ProbeState {
   stopped: boolean;
 }
 
-const keyOf = (service: string, id: string) => `${service}\u0000${id}`;
+export const keyOf = (service: string, id: string) => `${service}\u0000${id}`;
 
 export class HealthManager {
   private readonly registry: Registry;
@@ -54,6 +77,9 @@ export class HealthManager {
   private readonly reapable = new Set<string>();
   private sweepTimer: TimerHandle | null = null;
   private unsubscribe: (() => void) | null = null;
+  private readonly replicated: Heartbeats | null;
+  /** Replicated: instances whose heartbeat key lives in the store (their lease is their TTL). */
+  private readonly beating = new Set<string>();
   heartbeats = 0;
 
   constructor(opts: HealthManagerOptions) {
@@ -64,10 +90,13 @@ export class HealthManager {
     this.sweepIntervalMs = opts.sweepIntervalMs ?? 1000;
     this.onResult = opts.onResult ?? (() => {});
     this.onError = opts.onError ?? (() => {});
+    this.replicated = opts.heartbeats ?? null;
   }
 
   start(): void {
     const now = this.clock.now();
+    // Replicated: an instance whose heartbeat key lives needs no deadline (etcd's lease is its TTL).
+    for (const k of this.replicated?.alive() ?? []) this.beating.add(k);
     for (const rec of this.registry.allInstances()) this.track(rec, now + this.ttlGraceMs);
     this.unsubscribe = this.registry.onChange((e) => this.onChange(e));
     this.sweepTimer = this.clock.setInterval(() => this.sweep(), this.sweepIntervalMs);
@@ -80,6 +109,7 @@ export class HealthManager {
     this.probes.clear();
     this.deadlines.clear();
     this.reapable.clear();
+    this.beating.clear();
   }
 
   get probing(): number {
@@ -94,14 +124,42 @@ export class HealthManager {
    * A TTL heartbeat: refreshes the deadline, and marks the instance healthy (or unhealthy,
    * when the instance reports itself failing) if that changes its status.
    */
-  async heartbeat(service: string, id: string, report: { status?: HealthStatus; reason?: string } = {}): Promise<InstanceRecord> {
+  async heartbeat(service: string, id: string, report: HeartbeatReport = {}): Promise<InstanceRecord> {
     const rec = this.registry.mustGet(service, id);
     const check = rec.instance.check;
     if (check === null || check.type !== 'ttl') {
       throw new SkeinError('SKEIN_E_NO_TTL_CHECK', `instance "${id}" of service "${service}" has ${check === null ? 'no health check' : `a ${check.type} check`}, not a ttl check`, { field: 'id' });
     }
     this.heartbeats++;
+    if (this.replicated !== null) {
+      // The leader applies it (any replica takes heartbeats; this one may not be the leader).
+      await this.replicated.beat(service, id, check.ttlMs, report);
+      return rec;
+    }
     this.deadlines.set(keyOf(service, id), { at: this.clock.now() + check.ttlMs, check });
+    return this.applyBeat(rec, report);
+  }
+
+  /** The leader, replicated: a heartbeat key was written (a new lease, or a reported status). */
+  beatSeen(service: string, id: string, report: HeartbeatReport): void {
+    const rec = this.registry.get(service, id);
+    if (rec === undefined || rec.instance.check?.type !== 'ttl') return;
+    // Its lease keeps the TTL from now on: no deadline here.
+    this.beating.add(keyOf(service, id));
+    this.deadlines.delete(keyOf(service, id));
+    this.applyBeat(rec, report).catch((e: unknown) => this.onError(e));
+  }
+
+  /** The leader, replicated: a heartbeat key's lease ran out (etcd deleted it). */
+  beatExpired(service: string, id: string): void {
+    this.beating.delete(keyOf(service, id));
+    const rec = this.registry.get(service, id);
+    if (rec === undefined || rec.instance.check?.type !== 'ttl' || rec.status !== 'healthy') return;
+    this.set(service, id, 'unhealthy', `TTL expired: no heartbeat within ${rec.instance.check.ttlMs}ms`);
+  }
+
+  private async applyBeat(rec: InstanceRecord, report: HeartbeatReport): Promise<InstanceRecord> {
+    const { service, id } = rec.instance;
     const status = report.status ?? 'healthy';
     const reason = report.reason ?? (status === 'healthy' ? 'heartbeat received' : 'instance reported itself unhealthy');
     if (rec.status === status) return rec;
@@ -123,6 +181,7 @@ export class HealthManager {
       this.probes.delete(key);
       this.deadlines.delete(key);
       this.reapable.delete(key);
+      this.beating.delete(key);
       return;
     }
     this.track(e.record, this.clock.now());
@@ -142,7 +201,7 @@ export class HealthManager {
       }
       // A new instance, or a changed check, starts counting now; a status change keeps the deadline.
       const d = this.deadlines.get(key);
-      if (check === null) this.deadlines.delete(key);
+      if (check === null || this.beating.has(key)) this.deadlines.delete(key);
       else if (d === undefined || rec.createRevision === rec.modRevision || (d.check !== check && JSON.stringify(d.check) !== JSON.stringify(check))) {
         this.deadlines.set(key, { at: ttlStart + check.ttlMs, check });
       }
