@@ -14,6 +14,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # The dashboard test drives Debian's Chromium; the Prometheus test runs a real Prometheus.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# The etcd store's tests run a real 3-member etcd cluster (etcdctl comes with etcd-client).
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server etcd-client)
 if [ "${SKEIN_SKIP_APT:-}" != "1" ] && [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
   SUDO=""
