@@ -8,11 +8,16 @@ import { SkeinError } from '../core/errors.js';
 import { DEFAULT_DATA_DIR, DEFAULT_DNS, DEFAULT_HTTP } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
 import { caControlOptions, caControlSettings, type CaFlags } from './ca.js';
+import { ETCD_DEFAULTS, parseEtcdEndpoints } from '../api/etcd.js';
 
 export function controlCommand(): Command {
   return caControlOptions(new Command('control')
     .description('run the control plane: registry, health checks, watch stream, HTTP API and DNS server')
-    .option('--data-dir <dir>', 'directory of the embedded store and of admin.token ("none" keeps everything in memory)', DEFAULT_DATA_DIR)
+    .option('--data-dir <dir>', 'directory of the embedded store and of admin.token ("none" keeps everything in memory); with --store etcd, of admin.token only', DEFAULT_DATA_DIR)
+    .addOption(new Option('--store <kind>', 'where the registry, policies, tokens and the CA are kept: the embedded store (one machine) or an etcd cluster shared by several control-plane replicas (docs/operations.md)').choices(['embedded', 'etcd']).default('embedded'))
+    .option('--etcd <urls>', 'with --store etcd: the client URLs of the etcd members, comma-separated (http://10.0.0.1:2379,...)')
+    .option('--etcd-prefix <prefix>', 'with --store etcd: the key prefix of this mesh in etcd (several meshes may share a cluster)', ETCD_DEFAULTS.prefix)
+    .option('--replica <name>', 'with --store etcd: this replica\'s name in the leader election (who runs the health checks); default control-<pid>')
     .option('--http <host:port>', 'HTTP API listen address', DEFAULT_HTTP)
     .option('--insecure-listen', 'allow --http beyond loopback although the API has no TLS (tokens cross the network in clear)')
     .option('--dns <host:port>', 'DNS listen address (UDP and TCP); "off" disables DNS', DEFAULT_DNS)
@@ -29,11 +34,14 @@ export function controlCommand(): Command {
     .option('--scrape-interval <duration>', 'how often the proxies\' /stats are scraped for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
     .option('--audit-log <target>', 'the audit log (docs/security.md#audit-log): one JSON line per CA event, token refused, minted or revoked, policy change and accepted write: "stdout", a file path (appended to), or "off"', 'off')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .action(async (o: { dataDir: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string; insecureListen?: boolean; auditLog: string } & CaFlags) => {
+    .action(async (o: { dataDir: string; store: 'embedded' | 'etcd'; etcd?: string; etcdPrefix: string; replica?: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string; insecureListen?: boolean; auditLog: string } & CaFlags) => {
       if (!new RegExp(DOMAIN_PATTERN).test(o.domain)) {
         throw new SkeinError('SKEIN_E_USAGE', `--domain ${patternMessage(DOMAIN_PATTERN)}, got "${o.domain}"`, { field: '--domain' });
       }
       const http = parseHostPort(o.http, '--http');
+      if (o.store === 'etcd' && o.etcd === undefined) throw new SkeinError('SKEIN_E_USAGE', '--store etcd needs --etcd URL[,URL...]: the client URLs of the etcd members', { field: '--etcd' });
+      if (o.store !== 'etcd' && o.etcd !== undefined) throw new SkeinError('SKEIN_E_USAGE', '--etcd applies with --store etcd only', { field: '--etcd' });
+      const etcd = o.store === 'etcd' ? { endpoints: parseEtcdEndpoints(o.etcd ?? ''), prefix: o.etcdPrefix, ...(o.replica === undefined ? {} : { replica: o.replica }) } : null;
       const dns = o.dns === 'off' ? null : parseHostPort(o.dns, '--dns');
       // Loaded here, so that the other commands (and --help) do not pay for the server's modules.
       const [{ default: pino }, { startControlPlane }, { openAuditLog }] = await Promise.all([import('pino'), import('../control/control-plane.js'), import('../telemetry/audit-log.js')]);
@@ -41,6 +49,7 @@ export function controlCommand(): Command {
       const audit = o.auditLog === 'off' ? null : openAuditLog(o.auditLog);
       const cp = await startControlPlane({
         dataDir: o.dataDir === 'none' ? null : o.dataDir,
+        etcd,
         http,
         dns,
         domain: o.domain,
@@ -58,7 +67,7 @@ export function controlCommand(): Command {
       const httpText = `${cp.http.host.includes(':') ? `[${cp.http.host}]` : cp.http.host}:${cp.http.port}`;
       const dnsText = cp.dns === null ? 'off' : `${cp.dns.host.includes(':') ? `[${cp.dns.host}]` : cp.dns.host}:${cp.dns.port}`;
       // Where the admin token is, once (never the token itself: logs travel).
-      logger.info({ http: httpText, dns: dnsText, ca: cp.renewUrl, trustDomain: cp.ca.trustDomain, dataDir: o.dataDir, revision: cp.registry.revision, instances: cp.registry.instanceCount, adminToken: cp.adminTokenFile, adminTokenLocalCopy: cp.localTokenFile }, 'control plane ready');
+      logger.info({ http: httpText, dns: dnsText, ca: cp.renewUrl, trustDomain: cp.ca.trustDomain, store: o.store, etcd: etcd?.endpoints ?? null, dataDir: o.dataDir, revision: cp.registry.revision, instances: cp.registry.instanceCount, adminToken: cp.adminTokenFile, adminTokenLocalCopy: cp.localTokenFile }, 'control plane ready');
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           logger.info({ signal: sig }, 'shutting down');

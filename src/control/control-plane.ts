@@ -10,6 +10,7 @@ import { formatHostPort, type HostPort } from '../core/address.js';
 import { Registry } from './registry/registry.js';
 import { EmbeddedStore } from './store/embedded.js';
 import { MemoryStore, type Store } from './store/store.js';
+import { EtcdStore } from './store/etcd-store.js';
 import { HealthManager } from './health/manager.js';
 import { Publisher } from './publisher.js';
 import { ControlMetrics } from './metrics.js';
@@ -35,8 +36,13 @@ import { caAuditRecord, type AuditSink } from '../api/audit.js';
 import { accessAuditRecords, observeAccess } from './auth/access.js';
 
 export interface ControlPlaneOptions {
-  /** Directory of the embedded store; null keeps everything in memory. */
+  /** Directory of the embedded store (and of admin.token); null keeps everything in memory. */
   dataDir: string | null;
+  /**
+   * The etcd store instead of the embedded one (docs/operations.md): several replicas share it.
+   * `dataDir` then keeps only admin.token (give every replica the same one).
+   */
+  etcd?: { endpoints: readonly string[]; prefix?: string; replica?: string; electionTtlSeconds?: number; compactEveryMs?: number; watchIdleMs?: number } | null;
   http: HostPort;
   /** null: no DNS server. */
   dns: HostPort | null;
@@ -105,6 +111,11 @@ export interface ControlPlane {
   close(): Promise<void>;
 }
 
+/** `s` whose close also runs `more` (the etcd store's kv view closes the store). */
+function withClose(s: Store, more: () => Promise<void>): Store {
+  return { kind: s.kind, load: () => s.load(), commit: (ops) => s.commit(ops), close: async () => (await s.close(), await more()) };
+}
+
 /** Null when the API may listen on `host`; otherwise why not. */
 export function insecureListenRefusal(host: string): string | null {
   return beyondLoopback(host, 'the HTTP API (--http)', '--insecure-listen', 'tokens would cross the network in clear');
@@ -125,7 +136,21 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const insecure = insecureListenRefusal(opts.http.host);
   if (insecure !== null && opts.insecureListen !== true) throw new SkeinError('SKEIN_E_INSECURE_LISTEN', insecure, { field: '--http' });
   if (insecure !== null) logger.warn({ http: opts.http.host }, 'listening beyond loopback without TLS (--insecure-listen): tokens cross the network in clear');
-  const store: Store = opts.dataDir === null ? new MemoryStore() : await EmbeddedStore.open(join(opts.dataDir, 'store'));
+  const etcd =
+    opts.etcd == null
+      ? null
+      : await EtcdStore.open({
+          endpoints: opts.etcd.endpoints,
+          replica: opts.etcd.replica ?? `control-${process.pid}`,
+          clock,
+          logger: logger.child({ component: 'store' }),
+          ...(opts.etcd.prefix === undefined ? {} : { prefix: opts.etcd.prefix }),
+          ...(opts.etcd.electionTtlSeconds === undefined ? {} : { electionTtlSeconds: opts.etcd.electionTtlSeconds }),
+          ...(opts.etcd.compactEveryMs === undefined ? {} : { compactEveryMs: opts.etcd.compactEveryMs }),
+          ...(opts.etcd.watchIdleMs === undefined ? {} : { watchIdleMs: opts.etcd.watchIdleMs }),
+        });
+  // Tokens and the CA keep their keys in the same store as the registry.
+  const store: Store = etcd !== null ? withClose(etcd.store.kv(), () => etcd.store.close()) : opts.dataDir === null ? new MemoryStore() : await EmbeddedStore.open(join(opts.dataDir, 'store'));
   let fatal: ((e: unknown) => void) | null = null;
   let admin: { token: string; path: string | null; created: boolean };
   let tokens: TokenStore;
@@ -137,11 +162,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     throw e;
   }
   if (admin.created && admin.path !== null) logger.info({ file: admin.path }, 'admin token created');
-  const registry = await Registry.open({
-    clock,
-    store,
-    onFatal: (e) => fatal?.(e),
-  });
+  const registry =
+    etcd === null
+      ? await Registry.open({ clock, store, onFatal: (e) => fatal?.(e) })
+      : Registry.replicated({ clock, log: etcd.store.registryLog() }, etcd.entries, etcd.revision);
   const metrics = new ControlMetrics();
   let caMetrics: ((e: SecurityEvent) => void) | null = null;
   const audit = opts.audit ?? null;
@@ -168,7 +192,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     ttlGraceMs: opts.ttlGraceMs ?? CONTROL_DEFAULTS.ttlGraceMs,
     onResult: (c, ok) => metrics.checkResult(c, ok),
     onError: (e) => logger.warn({ err: e }, 'health status change failed'),
+    ...(etcd === null ? {} : { heartbeats: etcd.store.heartbeats() }),
   });
+  // Replicated: every replica follows the store; only the elected one runs the health checks.
+  let leading = etcd === null;
+  etcd?.store.follow(etcd.revision, { registry, health: () => (leading ? health : null), token: (key, value) => tokens.applyStored(key, value) });
   const publisher = new Publisher({ registry, clock, historySize: opts.historySize, maxQueue: opts.maxQueue });
   metrics.observe({ registry, publisher, health, store });
   registry.onHealthEvent((e) => {
@@ -191,6 +219,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     startedAt,
     info: () => ({
       store: store.kind,
+      ...(etcd === null ? {} : { etcd: { endpoints: opts.etcd?.endpoints ?? [], prefix: etcd.store.prefix, leader: leading } }),
       dataDir: opts.dataDir,
       http: formatHostPort(httpAddr.host, httpAddr.port),
       dns: dnsAddr === null ? null : formatHostPort(dnsAddr.host, dnsAddr.port),
@@ -287,7 +316,14 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     }
     logger.error({ err: e }, 'the mTLS listener is not started: the CA has no valid issuer (proxies cannot renew, nor authenticate with their certificates)');
   }
-  health.start();
+  if (etcd === null) health.start();
+  else {
+    etcd.store.lead((elected) => {
+      leading = elected;
+      if (elected) health.start();
+      else health.stop();
+    });
+  }
   signals.start();
   fatal = (e) => {
     logger.fatal({ err: e }, 'store write failed: stopping (nothing unacknowledged was lost; restart to recover)');

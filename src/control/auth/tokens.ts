@@ -68,6 +68,17 @@ export class TokenStore {
     return new TokenStore(new MemoryStore(), clock, newToken('admin'));
   }
 
+  /** Another control-plane replica minted (`value`) or revoked (null) the token of `key` (the etcd store's watch). */
+  applyStored(key: string, value: string | null): void {
+    if (!key.startsWith(KEY_PREFIX)) return;
+    const old = this.byName.get(key.slice(KEY_PREFIX.length));
+    if (old !== undefined) {
+      this.byName.delete(old.name);
+      this.byHash.delete(old.hash);
+    }
+    if (value !== null) this.add(JSON.parse(value) as TokenRecord);
+  }
+
   private add(r: TokenRecord): void {
     this.byName.set(r.name, r);
     this.byHash.set(r.hash, r);

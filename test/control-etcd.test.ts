@@ -1,0 +1,139 @@
+/**
+ * Two `skein control --store etcd` replicas on a real 3-member etcd cluster (loopback, ports from
+ * the OS): what one accepts, the other lists, watches and resolves by DNS, at etcd's revisions;
+ * tokens minted on one work on the other; one replica is elected and runs the health checks, and
+ * when it is killed the other takes them over; TTL heartbeats reach the leader through either
+ * replica and expire by etcd's lease; bad flags are refused with the flag named.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { api, closedPort, run, skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { startEtcdCluster, type EtcdCluster } from './etcd-cluster.js';
+import { openWatch } from './helpers.js';
+
+interface Health {
+  revision: number;
+  store: string;
+  etcd?: { leader: boolean; prefix: string };
+}
+
+const health = async (cp: ControlProcess): Promise<Health> => (await api(cp.http, 'GET', '/v1/health')).body as Health;
+
+describe('skein control on etcd: two replicas, one store', () => {
+  let cluster: EtcdCluster;
+  let dir: { path: string; remove: () => Promise<void> };
+  let a: ControlProcess;
+  let b: ControlProcess;
+  const args = () => ['--store', 'etcd', '--etcd', cluster.endpoints.join(','), '--dns', '127.0.0.1:0'];
+
+  before(async () => {
+    cluster = await startEtcdCluster({ members: 3 });
+    dir = await tempDir('skein-control-etcd-');
+    a = await startControl({ dataDir: join(dir.path, 'a'), args: [...args(), '--replica', 'a'] });
+    // One admin token for the mesh: the second replica gets a copy of the first's.
+    await mkdir(join(dir.path, 'b'), { recursive: true });
+    await copyFile(join(dir.path, 'a', 'admin.token'), join(dir.path, 'b', 'admin.token'));
+    b = await startControl({ dataDir: join(dir.path, 'b'), args: [...args(), '--replica', 'b'] });
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+    await cluster?.close();
+    await dir?.remove();
+  });
+
+  test('a registration on one replica is listed, watched and resolved by DNS on the other, at etcd\'s revision', async () => {
+    assert.equal((await health(a)).store, 'etcd');
+    const watch = await openWatch(b.http, '/v1/watch?service=web');
+    try {
+      const put = await api(a.http, 'PUT', '/v1/services/web/instances/w1', { address: '127.0.0.2', port: 8080 });
+      assert.equal(put.status, 201, JSON.stringify(put.body));
+      const rev = put.body.revision as number;
+      const seen = await watch.next((m: { type: string }) => m.type === 'add');
+      assert.equal(seen.instance.id, 'w1');
+      assert.equal(seen.revision, rev, 'the watch on the other replica carries the same (etcd) revision');
+      const listed = await api(b.http, 'GET', '/v1/services/web/instances');
+      assert.deepEqual(
+        listed.body.instances.map((i: { id: string; address: string; revision: number }) => [i.id, i.address, i.revision]),
+        [['w1', '127.0.0.2', rev]],
+      );
+      const dig = await run('dig', ['+short', '-p', String(b.dnsPort), '@127.0.0.1', 'web.service.skein', 'A']);
+      assert.equal(dig.stdout.trim(), '127.0.0.2');
+      // A write on b is read back at once on b (read your writes), and seen by a.
+      const del = await api(b.http, 'DELETE', '/v1/services/web/instances/w1');
+      assert.equal(del.status, 200);
+      assert.equal((await api(b.http, 'GET', '/v1/services/web/instances')).body.instances.length, 0);
+      await waitFor(async () => (await api(a.http, 'GET', '/v1/services/web/instances')).body.instances.length === 0, { what: 'the deregistration on a' });
+    } finally {
+      watch.close();
+    }
+  });
+
+  test('a token minted on one replica is accepted by the other; revoked there, refused on both', async () => {
+    const minted = await api(a.http, 'POST', '/v1/tokens', { scope: 'automation', name: 'ci' });
+    assert.equal(minted.status, 201);
+    const auth = { authorization: `Bearer ${minted.body.token as string}` };
+    await waitFor(async () => (await api(b.http, 'PUT', '/v1/services/api', {}, auth)).status === 201 || false, { what: 'the token accepted by b' });
+    assert.equal((await api(b.http, 'DELETE', '/v1/tokens/ci')).status, 200);
+    await waitFor(async () => (await api(a.http, 'PUT', '/v1/services/api', { labels: { x: '1' } }, auth)).status === 401, { what: 'the revoked token refused by a' });
+  });
+
+  test('one replica leads and probes; a TTL heartbeat through either replica keeps an instance healthy; the lease expires it', async () => {
+    const [ha, hb] = await Promise.all([health(a), health(b)]);
+    assert.equal([ha.etcd?.leader, hb.etcd?.leader].filter(Boolean).length, 1, 'exactly one leader');
+    const dead = await closedPort();
+    await api(a.http, 'PUT', '/v1/services/probed/instances/p1', { address: '127.0.0.1', port: dead, check: { type: 'tcp', interval: '200ms', unhealthyThreshold: 1 } });
+    await waitFor(async () => (await api(b.http, 'GET', '/v1/services/probed/instances?all=true')).body.instances[0]?.status === 'unhealthy', { what: 'p1 unhealthy' });
+    const probes = async (cp: ControlProcess) => {
+      const text = await (await fetch(`${cp.http}/metrics`)).text();
+      return Number(/skein_health_checks_total\{[^}]*result="failure"[^}]*\} (\d+)/.exec(text)?.[1] ?? 0);
+    };
+    const [pa, pb] = await Promise.all([probes(a), probes(b)]);
+    assert.equal((pa > 0) !== (pb > 0), true, `only the leader probes (a: ${pa}, b: ${pb})`);
+
+    await api(a.http, 'PUT', '/v1/services/beat/instances/t1', { address: '127.0.0.1', port: 9, check: { type: 'ttl', ttl: '2s' } });
+    for (let i = 0; i < 4; i++) {
+      const cp = i % 2 === 0 ? a : b;
+      const r = await api(cp.http, 'PUT', '/v1/services/beat/instances/t1/heartbeat', {});
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      await new Promise((r) => setTimeout(r, 700));
+      const st = (await api(b.http, 'GET', '/v1/services/beat/instances?all=true')).body.instances[0];
+      assert.equal(st.status, 'healthy', `after heartbeat ${i + 1}: ${st.reason}`);
+    }
+    // No more heartbeats: etcd expires the lease; the leader marks it unhealthy, every replica sees it.
+    await waitFor(async () => (await api(a.http, 'GET', '/v1/services/beat/instances?all=true')).body.instances[0]?.status === 'unhealthy', { timeoutMs: 10_000, what: 't1 expired' });
+    const t1 = (await api(b.http, 'GET', '/v1/services/beat/instances?all=true')).body.instances[0];
+    assert.equal(t1.reason, 'TTL expired: no heartbeat within 2000ms');
+  });
+
+  test('kill -9 the leading replica: the other is elected and probes; reads and writes go on through it', async () => {
+    const leaderIsA = (await health(a)).etcd?.leader === true;
+    const [gone, stays] = leaderIsA ? [a, b] : [b, a];
+    await gone.stop('SIGKILL');
+    await waitFor(async () => (await health(stays)).etcd?.leader === true, { timeoutMs: 15_000, what: 'the other replica elected' });
+    const r = await api(stays.http, 'PUT', '/v1/services/after/instances/x1', { address: '127.0.0.1', port: await closedPort(), check: { type: 'tcp', interval: '200ms', unhealthyThreshold: 1 } });
+    assert.equal(r.status, 201);
+    await waitFor(async () => (await api(stays.http, 'GET', '/v1/services/after/instances?all=true')).body.instances[0]?.status === 'unhealthy', { what: 'x1 probed by the new leader' });
+  });
+});
+
+test('bad flags: --store etcd without --etcd, a bad URL, --etcd without the etcd store', async () => {
+  const dir = await tempDir('skein-etcd-flags-');
+  try {
+    const cases: Array<[string[], RegExp]> = [
+      [['--store', 'etcd'], /--store etcd needs --etcd URL\[,URL\.\.\.\]/],
+      [['--store', 'etcd', '--etcd', 'localhost:2379'], /--etcd: "localhost:2379" must be http:\/\/HOST:PORT or https:\/\/HOST:PORT/],
+      [['--etcd', 'http://127.0.0.1:2379'], /--etcd applies with --store etcd only/],
+      [['--store', 'etcd', '--etcd', `http://127.0.0.1:${await closedPort()}`], /cannot read the store from etcd at http:\/\/127\.0\.0\.1:\d+/],
+    ];
+    for (const [flags, message] of cases) {
+      const r = await skein(['control', '--data-dir', dir.path, '--http', '127.0.0.1:0', '--dns', 'off', ...flags], { timeoutMs: 20_000 });
+      assert.equal(r.code, 1, `${flags.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+    }
+  } finally {
+    await dir.remove();
+  }
+});
