@@ -10,7 +10,8 @@ import { SkeinError } from '../src/core/errors.js';
 import { EtcdClient, type KeyValue, type WatchEvent } from '../src/control/store/etcd/client.js';
 import { Election } from '../src/control/store/etcd/election.js';
 import { KeptLease, type LeaseClient } from '../src/control/store/etcd/lease.js';
-import { startEtcdCluster, type EtcdCluster } from './etcd-cluster.js';
+import { createServer, type Socket } from 'node:net';
+import { freePorts, startEtcdCluster, type EtcdCluster } from './etcd-cluster.js';
 import { waitFor } from './helpers.js';
 
 /** Records what a watch reports. */
@@ -94,6 +95,55 @@ describe('etcd client on one cluster', () => {
     assert.throws(() => new EtcdClient({ endpoints: ['127.0.0.1:2379'] }), (e: unknown) => e instanceof SkeinError && e.field === 'endpoints[0]');
     const { revision } = await client.range('k');
     await assert.rejects(client.range('k', { revision: revision + 1000 }), (e: unknown) => isStoreError(/future revision/)(e) && (e as SkeinError & { details: { grpcCode: number } }).details.grpcCode === 11);
+  });
+
+  test('status: each member names itself, the leader, the raft term and the revision', async () => {
+    const leader = await cluster.leader();
+    const all = await Promise.all(cluster.endpoints.map((ep) => client.status(ep)));
+    assert.deepEqual(all.map((s) => s.endpoint), cluster.endpoints);
+    assert.equal(new Set(all.map((s) => s.memberId)).size, 3);
+    assert.deepEqual(new Set(all.map((s) => s.leader)), new Set([all[leader]!.memberId]));
+    for (const s of all) {
+      assert.match(s.memberId, /^[1-9][0-9]*$/);
+      assert.ok(s.raftTerm >= 2 && s.revision >= 1 && s.dbSize > 0, JSON.stringify(s));
+    }
+  });
+
+  test('fail-over: a refused connection moves on (even for a write); a write cut off after sending is not sent again (outcome unknown), a read is', async () => {
+    const [closedPort] = await freePorts(1);
+    const viaDead = new EtcdClient({ endpoints: [`http://127.0.0.1:${closedPort}`, ...cluster.endpoints] });
+    try {
+      assert.ok((await viaDead.put('failover/refused', 'went to the next member')).revision > 0);
+    } finally {
+      await viaDead.close();
+    }
+    // A "member" that reads the request and drops the connection: the write may have been applied.
+    const sockets = new Set<Socket>();
+    let requests = 0;
+    const dropper = createServer((sock) => {
+      sockets.add(sock);
+      sock.once('data', () => {
+        requests++;
+        sock.destroy();
+      });
+    });
+    await new Promise<void>((r) => dropper.listen(0, '127.0.0.1', r));
+    const viaDropper = new EtcdClient({ endpoints: [`http://127.0.0.1:${(dropper.address() as { port: number }).port}`, ...cluster.endpoints] });
+    try {
+      await assert.rejects(viaDropper.put('failover/unknown', 'x'), (e: unknown) => {
+        assert.ok(isStoreError(/^etcd: the outcome of \/v3\/kv\/put is unknown \(it may or may not have been applied; read back to know\)/)(e), String(e));
+        assert.equal((e as SkeinError).details && (e as SkeinError & { details: { outcome: string } }).details.outcome, 'unknown');
+        return true;
+      });
+      assert.equal((await client.range('failover/unknown')).count, 0, 'not sent to another member');
+      const r = await viaDropper.range('failover/refused');
+      assert.equal(r.kvs[0]?.value, 'went to the next member', 'a read moves on to the next member');
+      assert.equal(requests, 2);
+    } finally {
+      await viaDropper.close();
+      for (const sock of sockets) sock.destroy();
+      await new Promise((r) => dropper.close(r));
+    }
   });
 
   test('txn: create-revision and mod-revision compares, both branches, results per op', async () => {
@@ -212,6 +262,16 @@ describe('etcd client on one cluster', () => {
     assert.equal(deposedA.length, 1, `deposed once (${deposedA.join(' | ')})`);
     assert.equal((await b.fenced([{ type: 'put', key: 'elect/state', value: 'by B' }])).succeeded, true);
     assert.equal((await client.range('elect/state')).kvs[0]?.value, 'by B');
+
+    // A third candidate waits for B's key; resigning abandons its campaign.
+    const c = new Election({ client, key: 'elect/leader', value: 'replica-C', ttlSeconds: 2 });
+    const waiting = c.campaign();
+    waiting.catch(() => {}); // checked below, after resigning
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(c.leader, false);
+    await c.resign();
+    await assert.rejects(waiting, (e: unknown) => e instanceof SkeinError && e.code === 'SKEIN_E_SHUTTING_DOWN' && /campaign was abandoned/.test(e.message));
+    assert.equal(b.leader, true);
 
     await b.resign();
     assert.equal(b.leader, false);

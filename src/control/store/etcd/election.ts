@@ -113,7 +113,13 @@ export class Election extends EventEmitter<{ elected: [token: number]; deposed: 
 
   private async run(): Promise<void> {
     for (;;) {
-      if (this.resigned) throw new SkeinError('SKEIN_E_SHUTTING_DOWN', `election ${this.key}: the campaign was abandoned (resigned)`);
+      if (this.resigned) {
+        // A lease granted while resign() ran would be kept alive for nothing.
+        const lease = this.lease;
+        this.lease = null;
+        await lease?.close();
+        throw new SkeinError('SKEIN_E_SHUTTING_DOWN', `election ${this.key}: the campaign was abandoned (resigned)`);
+      }
       const lease = await this.ensureLease();
       let t: TxnResult;
       try {
