@@ -9,9 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { api, closedPort, run, skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { api, closedPort, openWatch, run, skein, startControl, tempDir, waitFor, type ControlProcess, type StreamMessage } from './helpers.js';
 import { startEtcdCluster, type EtcdCluster } from './etcd-cluster.js';
-import { openWatch } from './helpers.js';
 
 interface Health {
   revision: number;
@@ -51,7 +50,7 @@ describe('skein control on etcd: two replicas, one store', () => {
       const put = await api(a.http, 'PUT', '/v1/services/web/instances/w1', { address: '127.0.0.2', port: 8080 });
       assert.equal(put.status, 201, JSON.stringify(put.body));
       const rev = put.body.revision as number;
-      const seen = await watch.next((m: { type: string }) => m.type === 'add');
+      const seen = (await waitFor(() => watch.messages.find((m) => m.type === 'add') ?? null, { what: 'the add on the other replica\'s watch' })) as StreamMessage;
       assert.equal(seen.instance.id, 'w1');
       assert.equal(seen.revision, rev, 'the watch on the other replica carries the same (etcd) revision');
       const listed = await api(b.http, 'GET', '/v1/services/web/instances');
@@ -64,8 +63,9 @@ describe('skein control on etcd: two replicas, one store', () => {
       // A write on b is read back at once on b (read your writes), and seen by a.
       const del = await api(b.http, 'DELETE', '/v1/services/web/instances/w1');
       assert.equal(del.status, 200);
-      assert.equal((await api(b.http, 'GET', '/v1/services/web/instances')).body.instances.length, 0);
-      await waitFor(async () => (await api(a.http, 'GET', '/v1/services/web/instances')).body.instances.length === 0, { what: 'the deregistration on a' });
+      // The service had only that instance: it is gone (404) at once on b, and soon on a.
+      assert.equal((await api(b.http, 'GET', '/v1/services/web/instances')).status, 404);
+      await waitFor(async () => (await api(a.http, 'GET', '/v1/services/web/instances')).status === 404, { what: 'the deregistration on a' });
     } finally {
       watch.close();
     }
@@ -88,7 +88,7 @@ describe('skein control on etcd: two replicas, one store', () => {
     await waitFor(async () => (await api(b.http, 'GET', '/v1/services/probed/instances?all=true')).body.instances[0]?.status === 'unhealthy', { what: 'p1 unhealthy' });
     const probes = async (cp: ControlProcess) => {
       const text = await (await fetch(`${cp.http}/metrics`)).text();
-      return Number(/skein_health_checks_total\{[^}]*result="failure"[^}]*\} (\d+)/.exec(text)?.[1] ?? 0);
+      return Number(/skein_health_checks_total\{[^}]*result="fail"[^}]*\} (\d+)/.exec(text)?.[1] ?? 0);
     };
     const [pa, pb] = await Promise.all([probes(a), probes(b)]);
     assert.equal((pa > 0) !== (pb > 0), true, `only the leader probes (a: ${pa}, b: ${pb})`);
@@ -122,15 +122,15 @@ describe('skein control on etcd: two replicas, one store', () => {
 test('bad flags: --store etcd without --etcd, a bad URL, --etcd without the etcd store', async () => {
   const dir = await tempDir('skein-etcd-flags-');
   try {
-    const cases: Array<[string[], RegExp]> = [
-      [['--store', 'etcd'], /--store etcd needs --etcd URL\[,URL\.\.\.\]/],
-      [['--store', 'etcd', '--etcd', 'localhost:2379'], /--etcd: "localhost:2379" must be http:\/\/HOST:PORT or https:\/\/HOST:PORT/],
-      [['--etcd', 'http://127.0.0.1:2379'], /--etcd applies with --store etcd only/],
-      [['--store', 'etcd', '--etcd', `http://127.0.0.1:${await closedPort()}`], /cannot read the store from etcd at http:\/\/127\.0\.0\.1:\d+/],
+    const cases: Array<[string[], number, RegExp]> = [
+      [['--store', 'etcd'], 2, /--store etcd needs --etcd URL\[,URL\.\.\.\]/],
+      [['--store', 'etcd', '--etcd', 'localhost:2379'], 2, /--etcd: "localhost:2379" must be http:\/\/HOST:PORT or https:\/\/HOST:PORT/],
+      [['--etcd', 'http://127.0.0.1:2379'], 2, /--etcd applies with --store etcd only/],
+      [['--store', 'etcd', '--etcd', `http://127.0.0.1:${await closedPort()}`], 1, /cannot read the store from etcd at http:\/\/127\.0\.0\.1:\d+/],
     ];
-    for (const [flags, message] of cases) {
+    for (const [flags, code, message] of cases) {
       const r = await skein(['control', '--data-dir', dir.path, '--http', '127.0.0.1:0', '--dns', 'off', ...flags], { timeoutMs: 20_000 });
-      assert.equal(r.code, 1, `${flags.join(' ')}: ${r.stderr}`);
+      assert.equal(r.code, code, `${flags.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message);
     }
   } finally {
