@@ -137,3 +137,48 @@ test('bad flags: --store etcd without --etcd, a bad URL, --etcd without the etcd
     await dir.remove();
   }
 });
+
+test('a replica that slept through a compaction of what it missed reads the store again, and its view equals the store', async () => {
+  const cluster = await startEtcdCluster({ members: 3 });
+  const dir = await tempDir('skein-etcd-compact-');
+  let a: ControlProcess | null = null;
+  let b: ControlProcess | null = null;
+  try {
+    const endpoints = cluster.endpoints.join(',');
+    a = await startControl({ dataDir: join(dir.path, 'a'), args: ['--store', 'etcd', '--etcd', [...cluster.endpoints].reverse().join(','), '--dns', 'off'] });
+    await mkdir(join(dir.path, 'b'), { recursive: true });
+    await copyFile(join(dir.path, 'a', 'admin.token'), join(dir.path, 'b', 'admin.token'));
+    // b watches through the first member (its preferred one).
+    b = await startControl({ dataDir: join(dir.path, 'b'), args: ['--store', 'etcd', '--etcd', endpoints, '--dns', 'off'] });
+    await api(a.http, 'PUT', '/v1/services/web/instances/old', { address: '127.0.0.1', port: 1 });
+    await api(a.http, 'PUT', '/v1/services/web/instances/kept', { address: '127.0.0.1', port: 2 });
+    await waitFor(async () => (await api(b!.http, 'GET', '/v1/services/web/instances')).body.instances?.length === 2, { what: 'b has both' });
+    const bRev = (await health(b)).revision;
+
+    b.child.kill('SIGSTOP');
+    // b's member goes first (nothing more reaches b's stream): its watch must resume elsewhere,
+    // from a revision that will no longer exist.
+    await cluster.members[0]!.kill();
+    await api(a.http, 'PUT', '/v1/services/web/instances/new', { address: '127.0.0.1', port: 3 });
+    await api(a.http, 'DELETE', '/v1/services/web/instances/old');
+    await api(a.http, 'PUT', '/v1/services/web', { labels: { v: '2' } });
+    const compacted = await cluster.compact();
+    assert.ok(compacted > bRev + 1, 'what b missed is compacted away');
+    b.child.kill('SIGCONT');
+
+    const view = async (cp: ControlProcess) => {
+      const inst = (await api(cp.http, 'GET', '/v1/services/web/instances')).body.instances as Array<{ id: string; revision: number }>;
+      const svc = (await api(cp.http, 'GET', '/v1/services/web')).body;
+      return JSON.stringify({ inst: inst.map((i) => [i.id, i.revision]), labels: svc.labels ?? svc.service?.labels });
+    };
+    const want = await view(a);
+    await waitFor(async () => (await view(b!)) === want, { timeoutMs: 20_000, what: `b's view to equal the store's: ${want}` });
+    assert.ok(b.logs.some((l) => l.includes("the store was compacted past this replica's watch")), 'b says it read the store again');
+  } finally {
+    b?.child.kill('SIGCONT');
+    await b?.stop();
+    await a?.stop();
+    await cluster.close();
+    await dir.remove();
+  }
+});

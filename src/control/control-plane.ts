@@ -196,7 +196,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   });
   // Replicated: every replica follows the store; only the elected one runs the health checks.
   let leading = etcd === null;
-  etcd?.store.follow(etcd.revision, { registry, health: () => (leading ? health : null), token: (key, value) => tokens.applyStored(key, value) });
+  etcd?.store.follow(etcd.revision, { registry, health: () => (leading ? health : null), kv: (key, value) => {
+      tokens.applyStored(key, value);
+      ca.tokens.applyStored(key, value);
+    } });
   const publisher = new Publisher({ registry, clock, historySize: opts.historySize, maxQueue: opts.maxQueue });
   metrics.observe({ registry, publisher, health, store });
   registry.onHealthEvent((e) => {

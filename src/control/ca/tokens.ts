@@ -108,7 +108,11 @@ export class JoinTokens {
         const spent: TokenRecord = { ...record, usedAt: this.clock.now() };
         this.byHash.set(hash, spent);
         try {
-          await this.store.commit([{ type: 'put', key: TOKEN_PREFIX + hash, value: JSON.stringify(spent) }]);
+          // Only while it is unspent in the store: another replica may spend it at the same time.
+          await this.store.commit([{ type: 'put', key: TOKEN_PREFIX + hash, value: JSON.stringify(spent), expect: JSON.stringify(record) }]);
+        } catch (e) {
+          if ((e as SkeinError).code !== 'SKEIN_E_CONCURRENT_CHANGE') throw e;
+          throw new SkeinError('SKEIN_E_JOIN_TOKEN_USED', 'the join token was used at the same moment through another control-plane replica: a join token is used once', { details: { token: id, proxy: record.proxy } });
         } finally {
           this.held.delete(hash);
         }
@@ -119,6 +123,14 @@ export class JoinTokens {
         this.held.delete(hash);
       },
     };
+  }
+
+  /** Another control-plane replica minted, spent (`value`) or forgot (null) the join token of `key` (the etcd store's watch). */
+  applyStored(key: string, value: string | null): void {
+    if (!key.startsWith(TOKEN_PREFIX)) return;
+    const hash = key.slice(TOKEN_PREFIX.length);
+    if (value === null) this.byHash.delete(hash);
+    else this.byHash.set(hash, JSON.parse(value) as TokenRecord);
   }
 
   /** The token's record by its hash (tests and status). */

@@ -51,8 +51,8 @@ export interface EtcdFollowers {
   readonly registry: Registry;
   /** The leader's health manager (null while this replica does not lead). */
   health(): HealthManager | null;
-  /** A token key changed (`tok/<name>`): its value, or null when deleted. */
-  token?(key: string, value: string | null): void;
+  /** A key of the tokens or the CA changed (`tok/`, `ca/`): its value, or null when deleted. */
+  kv?(key: string, value: string | null): void;
 }
 
 const HB = 'hb/';
@@ -139,10 +139,13 @@ export class EtcdStore {
       kind: 'etcd',
       load: async () => {
         const r = await this.client.range(this.prefix, { prefix: true });
-        return r.kvs.map((kv) => [kv.key.slice(this.prefix.length), kv.value] as [string, string]).filter(([k]) => !k.startsWith('svc/') && !k.startsWith('inst/') && !k.startsWith(HB));
+        return r.kvs.map((kv) => [kv.key.slice(this.prefix.length), kv.value] as [string, string]).filter(([k]) => !isRegistryKey(k) && !k.startsWith(HB));
       },
       commit: async (ops) => {
-        await this.client.txn({ compare: [], success: ops.map((op) => this.op(op)) });
+        const compare: Compare[] = [];
+        for (const op of ops) if (op.type === 'put' && op.expect !== undefined) compare.push({ key: this.prefix + op.key, target: 'value', op: '=', value: op.expect });
+        const t = await this.client.txn({ compare, success: ops.map((op) => this.op(op)) });
+        if (!t.succeeded) throw new SkeinError('SKEIN_E_CONCURRENT_CHANGE', `${ops.map((o) => o.key).join(', ')} changed through another control-plane replica at the same time`);
       },
       close: async () => undefined,
     };
@@ -181,7 +184,7 @@ export class EtcdStore {
         f.registry.reset(entries, rev);
         const health = f.health();
         for (const k of was) if (!this.beating.has(k)) health?.beatExpired(...splitName(k));
-        for (const e of entries) if (e.key.startsWith('tok/')) f.token?.(e.key, e.value);
+        for (const e of entries) if (!isRegistryKey(e.key) && !e.key.startsWith(HB)) f.kv?.(e.key, e.value);
         this.logger?.warn({ revision: rev }, 'the store was compacted past this replica\'s watch: read it again');
       },
       onProgress: (rev) => f.registry.applyChanges([], rev),
@@ -194,15 +197,15 @@ export class EtcdStore {
     const beats: Array<[string, HeartbeatReport | null]> = [];
     for (const e of events) {
       const key = (e.type === 'put' ? e.kv.key : e.key).slice(this.prefix.length);
-      if (key.startsWith('svc/') || key.startsWith('inst/')) {
+      if (isRegistryKey(key)) {
         changes.push(e.type === 'put' ? this.stored(e.kv) : { type: 'del', key, modRevision: e.modRevision });
       } else if (key.startsWith(HB)) {
         const name = hbName(key);
         if (e.type === 'put') this.beating.add(name);
         else this.beating.delete(name);
         beats.push([name, e.type === 'put' ? parseReport(e.kv.value) : null]);
-      } else if (key.startsWith('tok/')) {
-        f.token?.(key, e.type === 'put' ? e.kv.value : null);
+      } else {
+        f.kv?.(key, e.type === 'put' ? e.kv.value : null);
       }
     }
     f.registry.applyChanges(changes, revision);
@@ -272,6 +275,8 @@ export class EtcdStore {
     await this.client.close();
   }
 }
+
+const isRegistryKey = (key: string) => key.startsWith('svc/') || key.startsWith('inst/');
 
 /** `hb/<service>/<id>` -> keyOf(service, id). */
 function hbName(key: string): string {

@@ -2,7 +2,15 @@
  * The Store persists the registry. The registry keeps everything in memory; the store only has
  * to make changes durable before they are acknowledged, and give them back at start-up.
  */
-export type StoreOp = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
+export type StoreOp =
+  /**
+   * `expect`: the write holds only while the key still has this value (a one-use token spent by
+   * two control-plane replicas at once: only one wins). Local stores have one writer, this process,
+   * which checks before it writes; the etcd store compares in its transaction and rejects with
+   * SKEIN_E_CONCURRENT_CHANGE.
+   */
+  | { type: 'put'; key: string; value: string; expect?: string }
+  | { type: 'del'; key: string };
 
 export interface Store {
   /** Every stored key/value, in key order. */
