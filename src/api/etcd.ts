@@ -12,13 +12,16 @@ export const ETCD_DEFAULTS = Object.freeze({
   compactEveryMs: 5 * 60_000,
 });
 
-/** `--etcd` URLs: http(s)://host:port, at least one; the error names the flag. */
-export function parseEtcdEndpoints(text: string, flag = '--etcd'): string[] {
+/**
+ * A flag's comma-separated base URLs (etcd members for --etcd, control-plane replicas for --join
+ * and --control): http(s)://HOST:PORT, at least one; `what` names them in the errors.
+ */
+export function parseBaseUrls(text: string, flag: string, what: string, example: string): string[] {
   const urls = text
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
-  if (urls.length === 0) throw new SkeinError('SKEIN_E_USAGE', `${flag} needs the client URLs of the etcd members, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379`, { field: flag });
+  if (urls.length === 0) throw new SkeinError('SKEIN_E_USAGE', `${flag} needs ${what}, e.g. ${example}`, { field: flag });
   for (const u of urls) {
     let url: URL;
     try {
@@ -27,9 +30,13 @@ export function parseEtcdEndpoints(text: string, flag = '--etcd'): string[] {
       throw new SkeinError('SKEIN_E_USAGE', `${flag}: "${u}" is not a URL (http://HOST:PORT)`, { field: flag });
     }
     if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.port === '' || url.pathname !== '/' || url.search !== '') {
-      throw new SkeinError('SKEIN_E_USAGE', `${flag}: "${u}" must be http://HOST:PORT or https://HOST:PORT (an etcd member's client URL, no path)`, { field: flag });
+      throw new SkeinError('SKEIN_E_USAGE', `${flag}: "${u}" must be http://HOST:PORT or https://HOST:PORT (no path)`, { field: flag });
     }
   }
   return urls.map((u) => u.replace(/\/$/, ''));
 }
 
+/** `--etcd` URLs: the client URLs of the etcd members. */
+export function parseEtcdEndpoints(text: string, flag = '--etcd'): string[] {
+  return parseBaseUrls(text, flag, 'the client URLs of the etcd members', 'http://10.0.0.1:2379,http://10.0.0.2:2379');
+}

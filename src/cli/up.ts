@@ -3,6 +3,11 @@
  * store), one proxy for every workload, and the services of the mesh file as supervised child
  * processes. Ctrl-C drains and stops everything. `skein scale SERVICE N` changes replicas of a
  * running mesh (through the control plane's /v1/mesh routes).
+ *
+ * `skein up FILE --join URL[,URL...]` runs the file's services on this host under a shared control
+ * plane instead (docs/operations.md#a-mesh-across-hosts): no embedded control plane; inbound
+ * listeners on the host's `--advertise` address, instances registered with it, and checked on
+ * this host with TTL heartbeats.
  */
 import { Command, Option } from 'commander';
 import { CONTROL_DEFAULTS } from '../api/control.js';
@@ -17,6 +22,16 @@ import { AUTHZ_DEFAULT_VALUES, type AuthzDefault } from '../api/authz/schema.js'
 import { OUTSIDE_CALLER } from '../api/names.js';
 import { trustDomainFor, validTrustDomain } from '../identity/spiffe.js';
 import { durationFlag, intFlag } from './flags.js';
+import { isIP } from 'node:net';
+import type { Logger } from 'pino';
+import type { HostPort } from '../core/address.js';
+import type { MeshFile } from '../api/mesh.js';
+import type { AuditSink } from '../api/audit.js';
+import type { MeshRunnerOptions } from '../runtime/mesh-runner.js';
+import type { CertificateSource } from '../proxy/tls/identities.js';
+import { parseBaseUrls } from '../api/etcd.js';
+import { TOKEN_ENV } from '../api/auth.js';
+import { isLoopbackHost } from '../core/loopback-host.js';
 
 export function upCommand(): Command {
   return new Command('up')
@@ -38,8 +53,12 @@ export function upCommand(): Command {
     .addOption(new Option('--authz-default <allow|deny>', "what a service's inbound decides when it has no ALLOW policy and no default of its own (docs/authorization.md): allow for a dev mesh, deny in production").choices([...AUTHZ_DEFAULT_VALUES]).default(AUTHZ_DEFAULTS.meshDefault))
     .option('--trust-domain <domain>', "SPIFFE trust domain of the mesh's identities (default: the mesh name)")
     .option('--scrape-interval <duration>', 'how often the control plane scrapes the proxy for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
+    .option('--join <urls>', 'run the services on this host under a shared control plane (its replicas\' URLs, comma-separated) instead of an embedded one')
+    .addOption(new Option('--token <token>', `with --join: a control-plane token of scope "admin" (it mints this host's join token for the mesh CA; "automation" with --mtls off) (default: ${TOKEN_ENV})`).env(TOKEN_ENV))
+    .option('--advertise <host>', 'with --join: the address other hosts reach this host at (inbound listeners bind it; instances are registered with it); default 127.0.0.1 when the control plane is on loopback')
+    .option('--heartbeat-ttl <duration>', 'with --join: the TTL of this host\'s instances: replicas are checked here and reported every ttl/3; a host that stops reporting (a partition) loses its instances after it', durationFlag('--heartbeat-ttl', 2000, 600_000), UP_DEFAULTS.heartbeatTtlMs)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; insecureAdmin?: boolean; mtls: MtlsMode; trustDomain?: string; authzDefault: AuthzDefault }) => {
+    .action(async (file: string, o: { join?: string; token?: string; advertise?: string; heartbeatTtl: number; http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; insecureAdmin?: boolean; mtls: MtlsMode; trustDomain?: string; authzDefault: AuthzDefault }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -53,6 +72,7 @@ export function upCommand(): Command {
       if (tdProblem !== null) throw new SkeinError('SKEIN_E_USAGE', `${o.trustDomain === undefined ? `the mesh name "${mesh.name}" makes no trust domain` : '--trust-domain'}: ${tdProblem}`, { field: '--trust-domain' });
       if (o.accessLog.trim() === '') throw new SkeinError('SKEIN_E_USAGE', '--access-log: give "stdout", a file path or "off"', { field: '--access-log' });
       const tapRedact = parseHeaderNames(o.tapRedact, '--tap-redact');
+      const join = o.join === undefined ? null : joinSettings(o);
 
       const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }] = await Promise.all([
         import('pino'),
@@ -76,36 +96,15 @@ export function upCommand(): Command {
       // The tracer checks its settings (OTEL_BSP_SCHEDULE_DELAY) before anything listens.
       const proxyId = `skein-up-${process.pid}`;
       const tracer = traceUrl === null ? null : await startTracer(traceUrl, o.traceSample, proxyId, logger);
-      const cp = await startControlPlane({
-        dataDir: o.dataDir === 'none' ? null : o.dataDir,
-        http,
-        dns,
-        ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }),
-        logger: logger.child({ component: 'control' }),
-        routes: meshRoutes(() => runner),
-        scrapeIntervalMs: o.scrapeInterval,
-        insecureListen: o.insecureListen === true,
-        trustDomain,
-        audit,
-      });
-      // Its own proxy announces itself with a proxy token (the runtime writes with the admin token).
-      const proxyTokenName = 'skein-up-proxy';
-      if (cp.tokens.list().some((t) => t.name === proxyTokenName)) await cp.tokens.revoke(proxyTokenName);
-      const proxyToken = (await cp.tokens.mint({ scope: 'proxy', name: proxyTokenName, services: mesh.services.map((s) => s.name), ttlMs: null })).token;
-      // mTLS (on by default): the mesh's own proxy gets its certificates from the embedded CA, with a
-      // join token minted for each request (the services of the workloads it adds as replicas start).
-      const mtls =
-        o.mtls === 'off'
-          ? null
-          : {
-              mode: o.mtls,
-              trustDomain: cp.ca.trustDomain,
-              source: new ControlCa({ controlUrl: cp.url, joinToken: async (services) => (await cp.ca.tokens.mint(proxyId, services)).token }),
-            };
+      const control: MeshControl =
+        join === null
+          ? await embeddedControl({ startControlPlane, ControlCa, meshRoutes, runner: () => runner, mesh, http, dns, dataDir: o.dataDir, logger, scrapeIntervalMs: o.scrapeInterval, insecureListen: o.insecureListen === true, trustDomain, audit, proxyId })
+          : await joinedControl({ ControlCa, join, proxyId, mtls: o.mtls !== 'off' });
+      const mtls = o.mtls === 'off' ? null : { mode: o.mtls, trustDomain: control.trustDomain, source: control.ca };
       // A request held for a service scaled to zero wakes it through the runtime (in-process).
       let wake: (service: string) => void = () => undefined;
       const proxy = new Proxy({
-        controlUrl: cp.url,
+        controlUrl: control.url,
         id: proxyId,
         accessLog,
         audit,
@@ -119,7 +118,17 @@ export function upCommand(): Command {
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
       let announcer: InstanceType<typeof Announcer> | null = null;
       let outboundAt: string | null = null;
-      const r = new MeshRunner({ mesh, file, controlUrl: cp.url, token: cp.adminToken, proxy, say, scrapeIntervalMs: o.scrapeInterval, onMeshEvent: (e) => cp.events.add(e) });
+      const r = new MeshRunner({
+        mesh,
+        file,
+        controlUrl: control.url,
+        token: control.token,
+        proxy,
+        say,
+        scrapeIntervalMs: o.scrapeInterval,
+        onMeshEvent: (e) => control.event(e),
+        ...(join === null ? {} : { advertise: join.advertise, heartbeatTtlMs: o.heartbeatTtl }),
+      });
       wake = (service) => {
         try {
           r.wake(service);
@@ -137,8 +146,7 @@ export function upCommand(): Command {
           await adminServer?.close();
           await tracer?.shutdown();
           await accessLog?.close();
-          await cp.tokens.revoke(proxyTokenName).catch(() => undefined);
-          await cp.close();
+          await control.close();
           await audit?.close();
           say('stopped');
         })();
@@ -162,11 +170,11 @@ export function upCommand(): Command {
         if (outbound !== null) outboundAt = (await proxy.addWorkload({ name: 'local', service: OUTSIDE_CALLER, outbound })).outbound;
         adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact });
         if (adminServer !== null) {
-          announcer = new Announcer({ controlUrl: cp.url, id: proxyId, admin: adminServer.address, workloads: () => proxy.workloadInfo(), everyMs: 5000, token: proxyToken, viaCertificate: () => proxy.controlCall() });
+          announcer = new Announcer({ controlUrl: control.url, id: proxyId, admin: adminServer.address, workloads: () => proxy.workloadInfo(), everyMs: 5000, token: control.proxyToken, viaCertificate: () => proxy.controlCall() });
           await announcer.announce();
           announcer.start();
         }
-        say(`mesh "${mesh.name}": control plane at ${cp.url}${cp.dns === null ? '' : `, DNS at ${cp.dns.host}:${cp.dns.port}`}${adminServer === null ? '' : `, proxy admin at http://${adminServer.address}`}${outboundAt === null ? '' : `, outbound proxy at http://${outboundAt}`}`);
+        say(`mesh "${mesh.name}": ${control.where}${adminServer === null ? '' : `, proxy admin at http://${adminServer.address}`}${outboundAt === null ? '' : `, outbound proxy at http://${outboundAt}`}`);
         await waitReady(proxy);
         runner = r;
         await r.start();
@@ -179,8 +187,8 @@ export function upCommand(): Command {
         print(table(['SERVICE', 'READY', 'REACH IT AT', 'ITS HTTP_PROXY'], rows));
         const first = r.status().at(-1);
         if (outboundAt !== null && first !== undefined) say(`through the mesh by name: curl -x http://${outboundAt} http://${first.name}/`);
-        say(`dashboard: ${cp.url}/dashboard/${adminServer === null ? ' (no golden signals: the proxy admin server is off)' : ''}`);
-        say(`admin token: ${cp.adminTokenFile ?? cp.localTokenFile ?? 'not written (see the log)'} (skein commands on this host find it by themselves)`);
+        say(`dashboard: ${control.url}/dashboard/${adminServer === null ? ' (no golden signals: the proxy admin server is off)' : ''}`);
+        if (control.tokenLine !== null) say(control.tokenLine);
         say('mesh is up; Ctrl-C stops it');
       }
       await (stopping ?? new Promise<void>((resolve) => {
@@ -233,4 +241,133 @@ export function scaleCommand(): Command {
       if (o.output === 'json') printJson(svc);
       else if (svc !== undefined) print(table(['INSTANCE', 'STATE', 'PID', 'APP PORT'], svc.instances.map((i) => [i.id, i.state, i.pid ?? '', i.appPort ?? ''])));
     });
+}
+
+export const UP_DEFAULTS = Object.freeze({
+  /** --join: instances expire this long after their host's last heartbeat (a partition). */
+  heartbeatTtlMs: 6_000,
+});
+
+/** Where the mesh's control plane is: embedded in this process, or shared (joined). */
+interface MeshControl {
+  readonly url: string;
+  /** What the runtime writes with. */
+  readonly token: string | undefined;
+  /** What the proxy announces itself with (before it holds a certificate). */
+  readonly proxyToken: string | undefined;
+  readonly trustDomain: string;
+  /** The mesh CA, for the proxy's certificates. */
+  readonly ca: CertificateSource;
+  /** "control plane at ..., DNS at ...". */
+  readonly where: string;
+  /** Where the admin token is, for the start-up lines; null: nothing to say. */
+  readonly tokenLine: string | null;
+  event(e: Parameters<NonNullable<MeshRunnerOptions['onMeshEvent']>>[0]): void;
+  close(): Promise<void>;
+}
+
+interface JoinSettings {
+  readonly urls: readonly string[];
+  readonly token: string;
+  readonly advertise: string;
+}
+
+/** --join and the flags that go with it; the flags of an embedded control plane are refused with it. */
+function joinSettings(o: { join?: string; token?: string; advertise?: string; http?: string; dns?: string; dataDir: string; trustDomain?: string }): JoinSettings {
+  const urls = parseBaseUrls(o.join ?? '', '--join', "the control plane's URLs (its replicas)", 'http://10.0.0.1:7400,http://10.0.0.2:7400');
+  for (const [flag, given] of [['--http', o.http], ['--dns', o.dns], ['--trust-domain', o.trustDomain], ['--data-dir', o.dataDir === 'none' ? undefined : o.dataDir]] as const) {
+    if (given !== undefined) throw new SkeinError('SKEIN_E_USAGE', `${flag} configures an embedded control plane; with --join the mesh's control plane is the shared one`, { field: flag });
+  }
+  const token = o.token?.trim() ?? '';
+  if (token === '') throw new SkeinError('SKEIN_E_USAGE', `--join needs a control-plane token: --token or ${TOKEN_ENV} (scope "admin": it mints this host's join token for the mesh CA)`, { field: '--token' });
+  const loopback = urls.every((u) => isLoopbackHost(new URL(u).hostname));
+  const advertise = o.advertise ?? (loopback ? '127.0.0.1' : null);
+  if (advertise === null) throw new SkeinError('SKEIN_E_USAGE', '--join to a control plane on another host needs --advertise HOST: the address the other hosts reach this one at', { field: '--advertise' });
+  if (!isIP(advertise)) throw new SkeinError('SKEIN_E_USAGE', `--advertise must be an IP address of this host, got "${advertise}"`, { field: '--advertise' });
+  return { urls, token, advertise };
+}
+
+async function embeddedControl(d: {
+  startControlPlane: typeof import('../control/control-plane.js').startControlPlane;
+  ControlCa: typeof import('../proxy/tls/ca-client.js').ControlCa;
+  meshRoutes: typeof import('../runtime/mesh-routes.js').meshRoutes;
+  runner: () => import('../runtime/mesh-runner.js').MeshRunner | null;
+  mesh: MeshFile;
+  http: HostPort;
+  dns: HostPort | null;
+  dataDir: string;
+  logger: Logger;
+  scrapeIntervalMs: number;
+  insecureListen: boolean;
+  trustDomain: string;
+  audit: AuditSink | null;
+  proxyId: string;
+}): Promise<MeshControl> {
+  const cp = await d.startControlPlane({
+    dataDir: d.dataDir === 'none' ? null : d.dataDir,
+    http: d.http,
+    dns: d.dns,
+    ...(d.mesh.control.domain === null ? {} : { domain: d.mesh.control.domain }),
+    logger: d.logger.child({ component: 'control' }),
+    routes: d.meshRoutes(d.runner),
+    scrapeIntervalMs: d.scrapeIntervalMs,
+    insecureListen: d.insecureListen,
+    trustDomain: d.trustDomain,
+    audit: d.audit,
+  });
+  // Its own proxy announces itself with a proxy token (the runtime writes with the admin token).
+  const proxyTokenName = 'skein-up-proxy';
+  if (cp.tokens.list().some((t) => t.name === proxyTokenName)) await cp.tokens.revoke(proxyTokenName);
+  const proxyToken = (await cp.tokens.mint({ scope: 'proxy', name: proxyTokenName, services: d.mesh.services.map((s) => s.name), ttlMs: null })).token;
+  return {
+    url: cp.url,
+    token: cp.adminToken,
+    proxyToken,
+    trustDomain: cp.ca.trustDomain,
+    // mTLS (on by default): the mesh's own proxy gets its certificates from the embedded CA, with a
+    // join token minted for each request (the services of the workloads it adds as replicas start).
+    ca: new d.ControlCa({ controlUrl: cp.url, joinToken: async (services) => (await cp.ca.tokens.mint(d.proxyId, services)).token }),
+    where: `control plane at ${cp.url}${cp.dns === null ? '' : `, DNS at ${cp.dns.host}:${cp.dns.port}`}`,
+    tokenLine: `admin token: ${cp.adminTokenFile ?? cp.localTokenFile ?? 'not written (see the log)'} (skein commands on this host find it by themselves)`,
+    event: (e) => cp.events.add(e),
+    close: async () => {
+      await cp.tokens.revoke(proxyTokenName).catch(() => undefined);
+      await cp.close();
+    },
+  };
+}
+
+async function joinedControl(d: { ControlCa: typeof import('../proxy/tls/ca-client.js').ControlCa; join: JoinSettings; proxyId: string; mtls: boolean }): Promise<MeshControl> {
+  const url = d.join.urls[0] as string;
+  const auth = { authorization: `Bearer ${d.join.token}` };
+  const ca = new d.ControlCa({
+    controlUrl: url,
+    // This host's proxy asks the shared CA for its services' certificates with a join token it mints.
+    joinToken: async (services) => {
+      const res = await fetch(`${url}/v1/ca/tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ proxy: d.proxyId, services }) });
+      const body = (await res.json()) as { token?: string; message?: string };
+      if (!res.ok || body.token === undefined) throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `the shared control plane did not mint a join token for ${services.join(', ')}: ${res.status} ${body.message ?? ''}`);
+      return body.token;
+    },
+  });
+  let trustDomain = '';
+  try {
+    const health = await fetch(`${url}/v1/health`, { signal: AbortSignal.timeout(5000) });
+    if (!health.ok) throw new Error(`GET /v1/health: ${health.status}`);
+    if (d.mtls) trustDomain = (await ca.info()).trustDomain;
+  } catch (e) {
+    throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `--join: the control plane at ${url} does not answer: ${(e as Error).message}`, { field: '--join' });
+  }
+  return {
+    url,
+    token: d.join.token,
+    proxyToken: d.join.token,
+    trustDomain,
+    ca,
+    where: `joined the control plane at ${d.join.urls.join(', ')}`,
+    tokenLine: null,
+    // The shared control plane keeps its own event feed; this host's runtime says its steps on stdout.
+    event: () => undefined,
+    close: async () => undefined,
+  };
 }

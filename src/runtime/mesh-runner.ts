@@ -19,7 +19,8 @@
  * mesh-routes.ts.
  */
 import { type MeshFile, type MeshService, replicaInstance, serviceCwd, startOrder } from '../api/mesh.js';
-import { systemClock, type Clock } from '../core/clock.js';
+import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
+import { probeOnce, type ProbeTarget } from './readiness.js';
 import { SkeinError } from '../core/errors.js';
 import { OUTSIDE_CALLER } from '../api/names.js';
 import { endpointKey } from '../discovery/endpoint.js';
@@ -45,6 +46,18 @@ export interface MeshRunnerOptions {
   readonly proxy: Proxy;
   /** Host of every listener and replica. Default 127.0.0.1. */
   readonly host?: string;
+  /**
+   * Joined to a shared control plane (`skein up --join`): the address other hosts reach this
+   * host's inbound listeners at. They bind it, and instances are registered with it. Default: host.
+   */
+  readonly advertise?: string;
+  /**
+   * Joined: the control plane may not reach the apps (they listen on loopback), so the runtime
+   * checks each ready replica itself (its readiness probe) and reports it with TTL heartbeats
+   * every ttl/3: a host cut off from the control plane stops heartbeating and its instances
+   * expire. Null or absent: the control plane checks the apps itself.
+   */
+  readonly heartbeatTtlMs?: number | null;
   readonly output?: OutputSink;
   /** One line per lifecycle event, for people. */
   readonly say?: (line: string) => void;
@@ -133,9 +146,13 @@ export class MeshRunner {
   private mesh: MeshFile;
   private readonly clock: Clock;
   private readonly autoscaleSignals: AutoscaleSignals;
+  private readonly advertise: string;
+  /** Joined: the heartbeat timer of each registered replica. */
+  private readonly beats = new Map<string, TimerHandle>();
 
   constructor(private readonly o: MeshRunnerOptions) {
     this.host = o.host ?? '127.0.0.1';
+    this.advertise = o.advertise ?? this.host;
     this.say = o.say ?? (() => undefined);
     this.mesh = o.mesh;
     this.clock = o.clock ?? systemClock;
@@ -244,24 +261,30 @@ export class MeshRunner {
       extraEnv: { HTTP_PROXY: `http://${outbound}`, http_proxy: `http://${outbound}`, SKEIN_OUTBOUND: outbound, SKEIN_CONTROL: controlUrl },
       ...(this.o.output === undefined ? {} : { output: this.o.output }),
       onReady: async (r) => {
-        const inb = await proxy.addWorkload({ name: r.id, service: svc.name, inbound: { host: this.host, port: 0 }, app: { host: r.address, port: r.port }, version: svc.version });
+        const inb = await proxy.addWorkload({ name: r.id, service: svc.name, inbound: { host: this.advertise, port: 0 }, app: { host: r.address, port: r.port }, version: svc.version });
         const inboundPort = Number((inb.inbound as string).split(':').pop());
         // The replica is registered with its revision's version and labels: proxies report per version.
-        const inst = replicaInstance(svc, { id: r.id, address: this.host, port: inboundPort });
+        const inst = replicaInstance(svc, { id: r.id, address: this.advertise, port: inboundPort });
+        const ttl = this.o.heartbeatTtlMs ?? null;
         // The control plane checks the app itself, on its own port: the inbound listener in front of
         // it takes only its mesh peers' mTLS (Linkerd's kubelet probes go to the app port too).
+        // Joined to a control plane elsewhere, the runtime checks it and sends heartbeats instead.
         const check =
-          svc.readiness.type === 'http'
-            ? { type: 'http', path: svc.readiness.path, port: r.port, interval: '5s', initialState: 'healthy' }
-            : { type: 'tcp', port: r.port, interval: '5s', initialState: 'healthy' };
+          ttl !== null
+            ? { type: 'ttl', ttl: `${ttl}ms`, initialState: 'healthy' }
+            : svc.readiness.type === 'http'
+              ? { type: 'http', path: svc.readiness.path, port: r.port, interval: '5s', initialState: 'healthy' }
+              : { type: 'tcp', port: r.port, interval: '5s', initialState: 'healthy' };
         try {
           await api(controlUrl, token, 'PUT', `/v1/services/${svc.name}/instances/${r.id}`, { ...inst, check });
         } catch (e) {
           await proxy.removeWorkload(r.id, 0);
           throw e;
         }
+        if (ttl !== null) this.heartbeat(svc, r.id, { type: svc.readiness.type, host: r.address, port: r.port, path: svc.readiness.path }, ttl);
       },
       onStopping: async (r) => {
+        this.stopHeartbeat(r.id);
         await api(controlUrl, token, 'DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
         // Every proxy must stop picking it before it is drained (capped: one that cannot answer is named).
         const key = endpointKey(svc.name, r.id);
@@ -282,6 +305,7 @@ export class MeshRunner {
         await proxy.removeWorkload(r.id, svc.stopTimeoutMs);
       },
       onExit: async (r) => {
+        this.stopHeartbeat(r.id);
         // Close its inbound listener first: callers then get a refused connection, which their
         // proxies retry on another replica, instead of a 502 from a listener with no app.
         await proxy.removeWorkload(r.id, 0);
@@ -289,6 +313,35 @@ export class MeshRunner {
       },
       onEvent: (e) => this.event(e),
     });
+  }
+
+  /**
+   * Joined: every ttl/3 the replica's readiness probe runs, and its result goes to the control
+   * plane as a heartbeat (healthy, or unhealthy with the probe's reason). A heartbeat that cannot
+   * be sent (the control plane is away, a partition) is not retried: the next one is.
+   */
+  private heartbeat(svc: MeshService, id: string, target: ProbeTarget, ttlMs: number): void {
+    const { controlUrl, token } = this.o;
+    let busy = false;
+    const beat = async () => {
+      if (busy) return;
+      busy = true;
+      try {
+        const p = await probeOnce(target, svc.readiness.timeoutMs, this.clock);
+        if (!this.beats.has(id)) return;
+        await api(controlUrl, token, 'PUT', `/v1/services/${svc.name}/instances/${id}/heartbeat`, p.ok ? {} : { status: 'unhealthy', reason: `readiness probe on this host: ${p.reason}` });
+      } catch {
+        /* the next beat tries again */
+      } finally {
+        busy = false;
+      }
+    };
+    this.beats.set(id, this.clock.setInterval(() => void beat(), Math.max(100, Math.floor(ttlMs / 3))));
+  }
+
+  private stopHeartbeat(id: string): void {
+    this.beats.get(id)?.cancel();
+    this.beats.delete(id);
   }
 
   private meshEvent(service: string, id: string | null, message: string, fields: Record<string, unknown>): void {
