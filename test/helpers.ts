@@ -148,6 +148,8 @@ export function run(cmd: string, args: string[], opts: { timeoutMs?: number; inp
       clearTimeout(t);
       resolve({ code, stdout, stderr });
     });
+    // A child that exits before reading its input (ip, dig) must not fail the test with EPIPE.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }

@@ -43,7 +43,7 @@
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import type { TestContext } from 'node:test';
 import { SkeinError } from '../src/core/errors.js';
-import { waitFor } from './helpers.js';
+import { run, waitFor } from './helpers.js';
 
 /** A MAC address no interface has (locally administered): the target of a cut's neighbour entries. */
 const NOWHERE_MAC = '02:00:00:00:00:00';
@@ -70,31 +70,6 @@ interface Host {
 }
 
 type IpResult = { code: number | null; stdout: string; stderr: string };
-
-/**
- * Runs a command to completion. Not helpers.run: that one writes to the child's stdin, and `ip`
- * exits before reading it often enough to surface an EPIPE nobody listens for.
- */
-function run(cmd: string, args: readonly string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<IpResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.stdin?.on('error', () => undefined); // the child may exit without reading it all
-    child.stdin?.end(opts.input);
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 async function ip(...args: string[]): Promise<string> {
   const r: IpResult = await run('ip', args, { timeoutMs: 10_000 });
