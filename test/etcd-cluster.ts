@@ -11,7 +11,7 @@
  * Stopping: members are stopped one after the other (SIGTERM to all at once takes 7 s: the leader
  * hands over to a member that is itself stopping). `kill()` (SIGKILL) is fine at the end of a test.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
@@ -51,6 +51,12 @@ export interface EtcdClusterOptions {
   progressNotifyMs?: number;
   /** Where the temp data dir is made. Default the OS temp dir. */
   dir?: string;
+  /**
+   * Members on simulated hosts (test/netns.ts): member i listens on `address(i)`, ports 2379 and
+   * 2380 (each host has its own port space), and is started by `spawn(i, ...)`. Default: every
+   * member on 127.0.0.1, ports from the OS.
+   */
+  placement?: { address(i: number): string; spawn(i: number, cmd: string, args: string[], opts: SpawnOptions): ChildProcess };
 }
 
 /** The etcd binary, or a loud failure naming how to get it. */
@@ -99,11 +105,13 @@ export async function startEtcdCluster(o: EtcdClusterOptions = {}): Promise<Etcd
 async function startOnce(etcd: string, o: EtcdClusterOptions): Promise<EtcdCluster> {
   const n = o.members ?? 3;
   const dir = await mkdtemp(join(o.dir ?? tmpdir(), 'skein-etcd-'));
-  const ports = await freePorts(2 * n);
+  const placed = o.placement;
+  const ports = placed === undefined ? await freePorts(2 * n) : Array.from({ length: 2 * n }, (_, k) => (k % 2 === 0 ? 2379 : 2380));
+  const addr = (i: number) => placed?.address(i) ?? '127.0.0.1';
   const specs = Array.from({ length: n }, (_, i) => ({
     name: `m${i}`,
-    client: `http://127.0.0.1:${ports[2 * i]}`,
-    peer: `http://127.0.0.1:${ports[2 * i + 1]}`,
+    client: `http://${addr(i)}:${ports[2 * i]}`,
+    peer: `http://${addr(i)}:${ports[2 * i + 1]}`,
     log: join(dir, `m${i}.log`),
   }));
   const initialCluster = specs.map((s) => `${s.name}=${s.peer}`).join(',');
@@ -123,7 +131,7 @@ async function startOnce(etcd: string, o: EtcdClusterOptions): Promise<EtcdClust
       '--heartbeat-interval=100', '--election-timeout=1000',
       `--experimental-watch-progress-notify-interval=${o.progressNotifyMs ?? 1000}ms`,
     ];
-    const proc = spawn(etcd, args, { stdio: ['ignore', fd, fd] });
+    const proc = placed === undefined ? spawn(etcd, args, { stdio: ['ignore', fd, fd] }) : placed.spawn(i, etcd, args, { stdio: ['ignore', fd, fd] });
     closeSync(fd);
     live.add(proc);
     const entry = { proc, running: true, exited: new Promise<void>((resolve) => proc.once('exit', () => resolve())) };

@@ -352,7 +352,7 @@ async function joinedControl(d: { ControlCa: typeof import('../proxy/tls/ca-clie
   });
   let trustDomain = '';
   try {
-    const health = await fetch(`${url}/v1/health`, { signal: AbortSignal.timeout(5000) });
+    const health = await fetch(`${url}/v1/health`, { headers: auth, signal: AbortSignal.timeout(5000) });
     if (!health.ok) throw new Error(`GET /v1/health: ${health.status}`);
     if (d.mtls) trustDomain = (await ca.info()).trustDomain;
   } catch (e) {

@@ -1,0 +1,227 @@
+/**
+ * A mesh across hosts (issue 15 §3), on one machine: network namespaces joined by a bridge
+ * (test/netns.ts). Hosts cp1..cp3 each run an etcd member and a `skein control --store etcd`
+ * replica; w1 runs the shop's frontend and user-service, w2 its product-service, each with
+ * `skein up FILE --join` (no control plane of their own). The test process is the operator and the
+ * load generator, on the bridge: it calls the frontend through w1's outbound listener, and every
+ * page calls product-service on w2 through both hosts' proxies (mTLS between them).
+ *
+ * Under steady paced load:
+ * - kill -9 the etcd leader: writes to the control plane resume (the figure is logged), and no
+ *   page fails;
+ * - partition w2: its instances leave the endpoint sets within the heartbeat TTL + 2 s (w1's
+ *   frontend then gets SKEIN_E_NO_HEALTHY_ENDPOINT for product calls, passed on in its 502);
+ *   when the link returns they come back without a restart.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { ChildProcess } from 'node:child_process';
+import { ROOT, SKEIN_BIN, tempDir, waitFor } from './helpers.js';
+import { Topology } from './netns.js';
+import { startEtcdCluster, type EtcdCluster } from './etcd-cluster.js';
+
+const SHOP = join(ROOT, 'examples', 'shop');
+const TTL_MS = 3000;
+const PAGE = '/api/page?user_id=1&product_id=2';
+
+/** A skein process inside a host: its logs, ready once `ready(line)` says so. */
+interface HostProcess {
+  readonly child: ChildProcess;
+  readonly logs: string[];
+}
+
+async function startIn(net: Topology, host: string, args: string[], ready: (line: string) => boolean, env: NodeJS.ProcessEnv = {}): Promise<HostProcess> {
+  const child = net.spawn(host, process.execPath, [SKEIN_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const logs: string[] = [];
+  await new Promise<void>((resolve, reject) => {
+    const onLine = (line: string) => {
+      logs.push(line);
+      if (ready(line)) resolve();
+    };
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', onLine);
+    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (l) => logs.push(l));
+    child.once('exit', (code) => reject(new Error(`skein ${args[0]} in ${host} exited with ${code} before it was ready:\n${logs.slice(-30).join('\n')}`)));
+    setTimeout(() => reject(new Error(`skein ${args[0]} in ${host} not ready within 60 s:\n${logs.slice(-30).join('\n')}`)), 60_000).unref();
+  });
+  return { child, logs };
+}
+
+/** GET `path` of `service` through an outbound proxy at host:port; the status and the body. */
+function viaProxy(host: string, port: number, service: string, path: string, agent: http.Agent): Promise<{ status: number; body: string; error: string | null }> {
+  return new Promise((resolve) => {
+    const req = http.request({ host, port, method: 'GET', path: `http://${service}${path}`, agent, timeout: 10_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, error: typeof res.headers['x-skein-error'] === 'string' ? res.headers['x-skein-error'] : null }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (e) => resolve({ status: 0, body: e.message, error: 'connection' }));
+    req.end();
+  });
+}
+
+/** Paced pages through w1's outbound listener, every result kept. */
+class Load {
+  readonly results: Array<{ at: number; status: number; error: string | null }> = [];
+  private stopped = false;
+  private readonly done: Promise<void>;
+  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+
+  constructor(host: string, port: number, perSecond: number) {
+    const gap = 1000 / perSecond;
+    this.done = (async () => {
+      const inflight = new Set<Promise<void>>();
+      let next = performance.now();
+      while (!this.stopped) {
+        const p = viaProxy(host, port, 'frontend', PAGE, this.agent).then((r) => {
+          this.results.push({ at: performance.now(), status: r.status, error: r.error });
+          inflight.delete(p);
+        });
+        inflight.add(p);
+        next += gap;
+        await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
+      }
+      await Promise.all(inflight);
+    })();
+  }
+
+  failures(from = 0): Array<{ status: number; error: string | null }> {
+    return this.results.filter((r) => r.at >= from && r.status !== 200);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.done;
+    this.agent.destroy();
+  }
+}
+
+const meshFile = (services: string[]) =>
+  [
+    'kind: Mesh',
+    'name: shop',
+    'services:',
+    ...services.flatMap((s) => {
+      const [cmd, script] = s === 'frontend' ? ['node', 'frontend.mjs'] : ['python3', `${s.replace('-', '_')}.py`];
+      return [
+        `  ${s}:`,
+        `    command: ${cmd}`,
+        `    args: [${JSON.stringify(join(SHOP, script as string))}]`,
+        `    cwd: ${JSON.stringify(SHOP)}`,
+        '    env: { PYTHONUNBUFFERED: "1" }',
+        '    replicas: 1',
+        '    readiness: { type: http, path: /health, interval: 100ms }',
+      ];
+    }),
+    '',
+  ].join('\n');
+
+describe('a mesh across hosts: etcd and the control plane on cp1..cp3, the shop on w1 and w2', { concurrency: false }, () => {
+  let net: Topology;
+  let dir: { path: string; remove: () => Promise<void> };
+  let etcd: EtcdCluster;
+  const controls: HostProcess[] = [];
+  let load: Load | null = null;
+  const cps = ['cp1', 'cp2', 'cp3'];
+  const control = (i: number) => `http://${net.address(cps[i] as string)}:7400`;
+  const controlUrls = () => cps.map((_, i) => control(i)).join(',');
+  let admin = '';
+  let outbound = { host: '', port: 0 };
+
+  before(async () => {
+    // Each test says why it does not run (Topology.usable); without namespaces there is nothing to set up.
+    if (Topology.available() !== null) return;
+    net = await Topology.create({ hosts: [...cps, 'w1', 'w2'] });
+    dir = await tempDir('skein-multihost-');
+    etcd = await startEtcdCluster({ members: 3, dir: dir.path, placement: { address: (i) => net.address(cps[i] as string), spawn: (i, cmd, args, opts) => net.spawn(cps[i] as string, cmd, args, opts) } });
+    const controlArgs = (i: number) => ['control', '--store', 'etcd', '--etcd', etcd.endpoints.join(','), '--replica', cps[i] as string, '--data-dir', join(dir.path, cps[i] as string), '--http', `${net.address(cps[i] as string)}:7400`, '--insecure-listen', '--dns', `${net.address(cps[i] as string)}:8600`];
+    const readyLine = (l: string) => l.includes('"control plane ready"');
+    // The first replica makes the mesh's CA and admin token; the others get a copy of the token.
+    controls.push(await startIn(net, 'cp1', controlArgs(0), readyLine));
+    for (const i of [1, 2]) {
+      await mkdir(join(dir.path, cps[i] as string), { recursive: true });
+      await copyFile(join(dir.path, 'cp1', 'admin.token'), join(dir.path, cps[i] as string, 'admin.token'));
+      controls.push(await startIn(net, cps[i] as string, controlArgs(i), readyLine));
+    }
+    admin = (await import('node:fs/promises').then((f) => f.readFile(join(dir.path, 'cp1', 'admin.token'), 'utf8'))).trim();
+    const up = async (host: string, services: string[]) => {
+      const file = join(dir.path, `${host}.yaml`);
+      await writeFile(file, meshFile(services));
+      const addr = net.address(host);
+      return startIn(net, host, ['up', file, '--join', controlUrls(), '--advertise', addr, '--outbound', `${addr}:4140`, '--heartbeat-ttl', `${TTL_MS}ms`, '--log-level', 'warn'], (l) => l.includes('mesh is up'), { SKEIN_TOKEN: admin });
+    };
+    await up('w2', ['product-service']);
+    await up('w1', ['user-service', 'frontend']);
+    outbound = { host: net.address('w1'), port: 4140 };
+  });
+
+  after(async () => {
+    await load?.stop();
+    await net?.close();
+    await etcd?.close();
+    await dir?.remove();
+  });
+
+  test('a page on w1 is answered with product-service on w2, through both hosts\' proxies', async (t) => {
+    if (!Topology.usable(t)) return;
+    const agent = new http.Agent();
+    const r = await waitFor(async () => {
+      const x = await viaProxy(outbound.host, outbound.port, 'frontend', PAGE, agent);
+      return x.status === 200 ? x : null;
+    }, { timeoutMs: 20_000, what: 'a page through w1' });
+    const page = JSON.parse((r as { body: string }).body) as { served_by: { frontend: string; user: string; product: string } };
+    assert.deepEqual(page.served_by, { frontend: 'frontend-1', user: 'user-service-1', product: 'product-service-1' });
+    // The registry says where product-service runs: w2's address.
+    const inst = await (await fetch(`${control(1)}/v1/services/product-service/instances`)).json() as { instances: Array<{ address: string; status: string }> };
+    assert.deepEqual(inst.instances.map((i) => [i.address, i.status]), [[net.address('w2'), 'healthy']]);
+    agent.destroy();
+  });
+
+  test('kill -9 the etcd leader under load: writes resume, no page fails', async (t) => {
+    if (!Topology.usable(t)) return;
+    load = new Load(outbound.host, outbound.port, 20);
+    await waitFor(() => load!.results.length >= 20, { what: '20 pages' });
+    const leader = await etcd.leader();
+    const killedAt = performance.now();
+    await etcd.members[leader]!.kill();
+    // A write through a control plane whose etcd member is alive.
+    const other = cps.findIndex((_, i) => i !== leader);
+    let resumedMs = -1;
+    await waitFor(async () => {
+      const res = await fetch(`${control(other)}/v1/services/probe-writes`, { method: 'PUT', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: '{}' }).catch(() => null);
+      if (res?.ok !== true) return false;
+      resumedMs = performance.now() - killedAt;
+      return true;
+    }, { timeoutMs: 15_000, intervalMs: 50, what: 'a write after the etcd leader died' });
+    t.diagnostic(`writes resumed ${Math.round(resumedMs)} ms after kill -9 of the etcd leader`);
+    const count = load.results.length;
+    await waitFor(() => load!.results.length >= count + 40, { what: '40 more pages' });
+    await load.stop();
+    const failed = load.failures();
+    load = null;
+    assert.deepEqual(failed, [], `${failed.length} pages failed`);
+  });
+
+  test('partition w2: its instance leaves the endpoint sets within TTL + 2 s; healed, it comes back without a restart', async (t) => {
+    if (!Topology.usable(t)) return;
+    const agent = new http.Agent();
+    const healthy = async (i: number) => ((await (await fetch(`${control(i)}/v1/services/product-service/instances`)).json()) as { instances?: unknown[] }).instances?.length ?? 0;
+    const cutAt = performance.now();
+    await net.partition('w2');
+    // w1's frontend asks product-service through w1's proxy: it is out of its set within TTL + 2 s.
+    await waitFor(async () => (await viaProxy(outbound.host, outbound.port, 'frontend', PAGE, agent)).error === 'SKEIN_E_NO_HEALTHY_ENDPOINT', { timeoutMs: TTL_MS + 2000 + 3000, intervalMs: 100, what: 'product-service gone from w1\'s proxy' });
+    const goneMs = performance.now() - cutAt;
+    t.diagnostic(`w2's instance left w1's endpoint set ${Math.round(goneMs)} ms after the partition (TTL ${TTL_MS} ms)`);
+    assert.ok(goneMs <= TTL_MS + 2000 + 1000, `gone after ${Math.round(goneMs)} ms: more than TTL + 2 s (with 1 s for the poll)`);
+    assert.equal(await healthy(0), 0);
+    await net.heal('w2');
+    await waitFor(async () => (await viaProxy(outbound.host, outbound.port, 'frontend', PAGE, agent)).status === 200, { timeoutMs: 15_000, intervalMs: 200, what: 'pages again after the heal' });
+    assert.equal(await healthy(2), 1);
+    agent.destroy();
+  });
+});
