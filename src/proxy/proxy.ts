@@ -456,7 +456,8 @@ export class Proxy {
   private restore(state: ProxyStateFile): void {
     this.stateTimer = null;
     const w = this.watch;
-    if (w === null || w.revision !== null || this.stopped) return;
+    // A replica that answered already (its snapshot on the way) is worth more than the file.
+    if (w === null || w.revision !== null || w.connected || this.stopped) return;
     this.staleSavedAt = state.savedAt;
     if (!w.restore(state.watch)) {
       this.staleSavedAt = null;
