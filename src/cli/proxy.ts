@@ -8,6 +8,7 @@ import type { WorkloadSpec } from '../proxy/proxy.js';
 import { controlOption, controlUrl } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
 import { hostname } from 'node:os';
+import { systemClock } from '../core/clock.js';
 import { PROXY_ID } from '../api/names.js';
 import { Announcer, proxyControlCall } from '../proxy/announce.js';
 import { PROXY_TAP_LIMITS, TAP_LIMIT_BOUNDS, parseHeaderNames } from '../api/tap.js';
@@ -15,6 +16,9 @@ import { TOKEN_ENV } from '../api/auth.js';
 import { MTLS_DEFAULT_MODE, MTLS_MODES, type MtlsMode } from '../api/mtls.js';
 import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
 import { AUTHZ_DEFAULT_VALUES, type AuthzDefault } from '../api/authz/schema.js';
+import { PROXY_STATE_DEFAULTS, type ProxyStateFile } from '../api/proxy-state.js';
+import type { ControlReplicas } from '../discovery/control-replicas.js';
+import { formatDuration } from '../core/duration.js';
 
 /** Collects a repeatable flag's values. */
 export const repeat = (v: string, acc: string[]) => [...acc, v];
@@ -73,10 +77,21 @@ export function parseWorkload(text: string): WorkloadSpec {
   return spec;
 }
 
+/** --control URL[,URL...]: the control-plane replicas, in the order to try them. */
+export function controlUrls(text: string): string[] {
+  const urls = text.split(',').map((u) => u.trim()).filter((u) => u !== '').map(controlUrl);
+  if (urls.length === 0) throw new SkeinError('SKEIN_E_USAGE', '--control: give at least one URL, e.g. http://10.0.0.1:7400,http://10.0.0.2:7400', { field: '--control' });
+  const dup = urls.find((u, i) => urls.indexOf(u) !== i);
+  if (dup !== undefined) throw new SkeinError('SKEIN_E_USAGE', `--control: ${dup} is given twice`, { field: '--control' });
+  return urls;
+}
+
 export function proxyCommand(): Command {
+  const control = controlOption();
+  control.description = 'control plane HTTP address, or its replicas\' comma-separated (the proxy fails over between them)';
   return new Command('proxy')
     .description('run the proxy: outbound listeners that route by service, inbound listeners in front of local apps')
-    .addOption(controlOption())
+    .addOption(control)
     .addOption(new Option('--token <token>', 'control-plane token of scope "proxy" (skein token create), sent when the proxy announces itself; not needed with --mtls strict or permissive: the proxy announces with its certificate').env(TOKEN_ENV))
     .option('--no-control', 'run without a control plane (inbound listeners only)')
     .option('--workload <spec>', 'a workload: name=N[,outbound=HOST:PORT][,inbound=HOST:PORT,app=HOST:PORT][,service=S] (repeatable)', repeat, [] as string[])
@@ -101,6 +116,8 @@ export function proxyCommand(): Command {
     .option('--trace-sample <ratio>', 'share of new traces sampled, 0..1 (requests that arrive with a sampled trace context are always followed)', ratioFlag('--trace-sample'), 1)
     .addOption(new Option('--mtls <mode>', 'mTLS between proxies (docs/security.md): strict (mTLS only), permissive (mTLS and plaintext), off').choices([...MTLS_MODES]).default(MTLS_DEFAULT_MODE))
     .addOption(new Option('--authz-default <allow|deny>', 'what inbound listeners decide for a service with no ALLOW policy and no default of its own (docs/authorization.md); deny is the production recommendation').choices([...AUTHZ_DEFAULT_VALUES]).default(AUTHZ_DEFAULTS.meshDefault))
+    .option('--state-dir <dir>', 'persist the last-known state (endpoints, service definitions and policies; certificates with mTLS) here, and serve from it when no control plane answers at start (static stability; e.g. /var/lib/skein/proxy); off by default')
+    .option('--state-max-age <duration>', 'a persisted state older than this is not served', durationFlag('--state-max-age', 1000), PROXY_STATE_DEFAULTS.maxAgeMs)
     .option('--join-token <token>', 'a join token from the mesh CA (`skein ca token`), bound to the services of --workload; with --mtls strict or permissive (or SKEIN_JOIN_TOKEN)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(
@@ -131,6 +148,8 @@ export function proxyCommand(): Command {
         joinToken?: string;
         insecureAdmin?: boolean;
         authzDefault: AuthzDefault;
+        stateDir?: string;
+        stateMaxAge: number;
       }) => {
         const specs = o.workload.map(parseWorkload);
         if (o.outbound !== undefined || specs.length === 0) specs.unshift({ name: 'default', outbound: parseHostPort(o.outbound ?? DEFAULT_OUTBOUND, '--outbound') });
@@ -140,7 +159,10 @@ export function proxyCommand(): Command {
           names.add(s.name);
         }
         const admin = adminAddress(o.admin, o.insecureAdmin === true);
-        const control = o.control === false ? null : controlUrl(o.control);
+        const control = o.control === false ? null : controlUrls(o.control);
+        if (o.stateDir !== undefined && (control === null || o.stateDir.trim() === '')) {
+          throw new SkeinError('SKEIN_E_USAGE', control === null ? '--state-dir: without a control plane there is no state to keep' : '--state-dir: give a directory', { field: '--state-dir' });
+        }
         if (control === null && specs.some((s) => s.outbound != null)) {
           throw new SkeinError('SKEIN_E_USAGE', '--no-control: outbound listeners need a control plane to route by service', { field: '--no-control' });
         }
@@ -157,7 +179,17 @@ export function proxyCommand(): Command {
           import('../telemetry/audit-log.js'),
         ]);
         const logger = pino({ level: o.logLevel, base: { component: 'proxy' } });
-        const mtls = o.mtls === 'off' ? null : await meshCa(control, o.joinToken ?? process.env['SKEIN_JOIN_TOKEN'], o.mtls);
+        const [{ ControlReplicas }, { readState }] = await Promise.all([import('../discovery/control-replicas.js'), import('../proxy/state-file.js')]);
+        const replicas = control === null ? null : new ControlReplicas(control, systemClock);
+        // The persisted state, checked now (corrupt, another mesh, too old: refused, said once).
+        let loaded: ProxyStateFile | null = null;
+        if (o.stateDir !== undefined && control !== null) {
+          const r = await readState(o.stateDir, { control, now: Date.now(), maxAgeMs: o.stateMaxAge });
+          if (r.kind === 'refused') logger.error({ code: 'SKEIN_E_PROXY_STATE', stateDir: o.stateDir }, `${r.reason}; not using it`);
+          if (r.kind === 'ok') loaded = r.state;
+          logger.info({ stateDir: o.stateDir, found: r.kind, savedAt: loaded?.savedAt ?? null, maxAge: formatDuration(o.stateMaxAge) }, 'static stability: proxy state');
+        }
+        const mtls = o.mtls === 'off' ? null : await meshCa(replicas, o.joinToken ?? process.env['SKEIN_JOIN_TOKEN'], o.mtls, loaded, logger);
         const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
         const audit = o.auditLog === 'off' ? null : openAuditLog(o.auditLog);
         const tracer = traceUrl === null ? null : await startTracer(traceUrl, o.traceSample, id, logger);
@@ -168,6 +200,8 @@ export function proxyCommand(): Command {
           tracer,
           requestMetrics: o.metrics === 'on',
           controlUrl: control,
+          control: replicas,
+          state: o.stateDir === undefined ? null : { dir: o.stateDir, loaded },
           domain: o.domain,
           logger,
           mtls,
@@ -177,7 +211,7 @@ export function proxyCommand(): Command {
             control === null
               ? undefined
               : (service) => {
-                  proxyControlCall({ controlUrl: control, token: o.token ?? null, viaCertificate: () => proxy.controlCall() }, 'POST', `/v1/mesh/services/${encodeURIComponent(service)}/wake`, {}, AbortSignal.timeout(5000))
+                  proxyControlCall({ control: replicas ?? undefined, token: o.token ?? null, viaCertificate: () => proxy.controlCall() }, 'POST', `/v1/mesh/services/${encodeURIComponent(service)}/wake`, {}, AbortSignal.timeout(5000))
                     .then((r) => {
                       if (r.status >= 300) logger.warn({ service, status: r.status, answer: r.text.slice(0, 300) }, 'the control plane did not wake the service');
                     })
@@ -194,7 +228,10 @@ export function proxyCommand(): Command {
         });
         let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
         try {
-          // One CA request for every workload's identity: a join token is spent by its first use.
+          // The certificates kept in the state first (no CA may answer); then one CA request for
+          // every identity still missing: a join token is spent by its first use.
+          const kept = loaded?.tls === null || loaded?.tls === undefined ? [] : (proxy.identities?.restore(loaded.tls.credentials) ?? []);
+          if (kept.length > 0) logger.info({ services: kept }, 'certificates restored from the proxy state (renewed when the CA answers)');
           await proxy.identities?.obtain(specs.map((s) => s.service ?? s.name));
           for (const s of specs) await proxy.addWorkload(s);
           adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact, tapLimits: { maxTaps: o.maxTaps, stallTimeoutMs: o.tapStallTimeout } });
@@ -204,7 +241,7 @@ export function proxyCommand(): Command {
           throw e;
         }
         proxy.start();
-        const announcer = control === null || adminServer === null ? null : new Announcer({ controlUrl: control, id, admin: adminServer.address, workloads: () => proxy.workloadInfo(), logger, token: o.token ?? null, viaCertificate: () => proxy.controlCall() });
+        const announcer = replicas === null || adminServer === null ? null : new Announcer({ control: replicas, id, admin: adminServer.address, workloads: () => proxy.workloadInfo(), logger, token: o.token ?? null, viaCertificate: () => proxy.controlCall() });
         announcer?.start();
         logger.info({ id, admin: adminServer?.address ?? null, control, workloads: proxy.workloadInfo(), tracing: traceUrl }, 'proxy ready');
         await new Promise<void>((resolve) => {
@@ -237,8 +274,11 @@ export function adminAddress(text: string, insecure: boolean) {
   return at;
 }
 
-/** `--mtls strict|permissive`: the mesh CA of the control plane, with the proxy's one join token. */
-async function meshCa(control: string | null, token: string | undefined, mode: MtlsMode) {
+/**
+ * `--mtls strict|permissive`: the mesh CA of the control plane, with the proxy's one join token.
+ * No replica answers and the persisted state has the CA's answer and certificates: those, until one does.
+ */
+async function meshCa(control: ControlReplicas | null, token: string | undefined, mode: MtlsMode, loaded: ProxyStateFile | null, logger: { warn(obj: object, msg: string): void }) {
   if (control === null) throw new SkeinError('SKEIN_E_USAGE', `--mtls ${mode} needs a control plane (its CA issues the proxy's certificates)`, { field: '--mtls' });
   if (token === undefined || token.trim() === '') {
     throw new SkeinError('SKEIN_E_USAGE', `--mtls ${mode} needs a join token: mint one with \`skein ca token --proxy ID --service S\` and pass --join-token (or SKEIN_JOIN_TOKEN)`, { field: '--join-token' });
@@ -246,7 +286,7 @@ async function meshCa(control: string | null, token: string | undefined, mode: M
   const { ControlCa } = await import('../proxy/tls/ca-client.js');
   let spent = false;
   const source = new ControlCa({
-    controlUrl: control,
+    control,
     joinToken: async () => {
       if (spent) throw new Error('the join token was spent on the first certificates: restart the proxy with a new --join-token to serve a new service');
       spent = true;
@@ -257,9 +297,13 @@ async function meshCa(control: string | null, token: string | undefined, mode: M
   try {
     info = await source.info();
   } catch (e) {
-    throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `--mtls ${mode}: could not read the mesh CA at ${control}/v1/ca: ${(e as Error).message}`, { field: '--control' });
+    const kept = loaded?.tls ?? null;
+    if (kept === null) throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `--mtls ${mode}: could not read the mesh CA at ${control.urls.map((u) => `${u}/v1/ca`).join(', ')}: ${(e as Error).message}`, { field: '--control' });
+    logger.warn({ err: (e as Error).message, trustDomain: kept.ca.trustDomain }, 'no mesh CA answers: using the one of the persisted state until one does');
+    source.remember(control.current, kept.ca);
+    info = kept.ca;
   }
-  return { source, trustDomain: info.trustDomain, mode };
+  return { source, trustDomain: info.trustDomain, mode, info };
 }
 
 /** The proxy's tracer (loaded only when tracing is on): spans per hop and attempt to an OTLP/HTTP collector. */

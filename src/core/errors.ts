@@ -69,6 +69,7 @@ export const ERROR_CODES = {
   SKEIN_E_FORBIDDEN: { status: 403, text: "The token is valid but its scope does not allow this request (or a proxy token is not bound to the instance's service); the message names the scopes needed." },
   SKEIN_E_INSECURE_LISTEN: { status: 400, text: "A server without TLS was asked to listen beyond loopback: the control plane's API (tokens would cross the network in clear; --insecure-listen forces it) or a proxy's admin server (taps show headers and bodies; --insecure-admin forces it)." },
   SKEIN_E_CA_ROTATION: { status: 409, text: 'A root rotation step was refused: out of order, or an announced proxy is not ready for it (the message names them); --force overrides the latter.' },
+  SKEIN_E_PROXY_STATE: { status: 500, text: "The proxy's persisted state (--state-dir) is unusable: corrupt, of another mesh or too old; the proxy does not serve from it (the message says why)." },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

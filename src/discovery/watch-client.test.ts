@@ -7,6 +7,7 @@ import { ManualClock, systemClock } from '../core/clock.js';
 import { Backoff } from '../core/backoff.js';
 import { SkeinError } from '../core/errors.js';
 import { EndpointSet } from './endpoint.js';
+import { ControlReplicas } from './control-replicas.js';
 import {
   LineSplitter,
   WatchClient,
@@ -582,6 +583,101 @@ describe('WatchClient (scripted transport, manual clock)', () => {
 });
 
 // ---- the real node:http transport against a scripted server ----
+
+describe('WatchClient on several control-plane replicas', () => {
+  const A = 'http://a.test:7400';
+  const B = 'http://b.test:7400';
+  function setupHa(opts: { connectTimeoutMs?: number } = {}) {
+    const clock = new ManualClock(0);
+    const ft = new FakeTransport();
+    const control = new ControlReplicas([A, B], clock);
+    const client = new WatchClient({ control, clock, rng: () => 0.5, transport: ft.transport, backoff: { baseMs: 1000, capMs: 8000 }, ...opts });
+    const changed: number[] = [];
+    client.on('changed', (rev) => changed.push(rev));
+    return { clock, ft, control, client, changed };
+  }
+
+  test('a lost stream moves to the next replica at once and resumes there with since=; the first replica is then tried after the backoff', () => {
+    const { clock, ft, control, client } = setupHa();
+    client.start();
+    assert.equal(ft.last.url.href, `${A}/v1/watch`);
+    ft.last.open().send(snapshot(40, [inst('web', 'a'), inst('web', 'b')]));
+    clock.advance(5000);
+    ft.last.end(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+    assert.equal(client.controlUrl, B);
+    assert.equal(control.current, B);
+    assert.equal(ft.conns.length, 1, 'not yet: the reconnection is a timer of 0 ms');
+    clock.advance(0);
+    assert.equal(ft.conns.length, 2);
+    assert.equal(ft.last.url.href, `${B}/v1/watch?since=40`);
+    assert.deepEqual(keys(client.endpoints('web')), ['web/a', 'web/b'], 'kept while moving');
+    // B refuses too: back to A, after the backoff this time (one round of replicas was tried at once).
+    ft.last.end(refused());
+    assert.equal(control.current, A);
+    clock.advance(499);
+    assert.equal(ft.conns.length, 2);
+    clock.advance(1);
+    assert.equal(ft.conns.length, 3);
+    assert.equal(ft.last.url.href, `${A}/v1/watch?since=40`);
+  });
+
+  test('a replica that does not answer within the connect timeout is left for the next', () => {
+    const { clock, ft, client } = setupHa({ connectTimeoutMs: 2000 });
+    const errors: string[] = [];
+    client.on('disconnected', () => errors.push('disconnected'));
+    client.start();
+    clock.advance(1999);
+    assert.equal(ft.conns.length, 1);
+    clock.advance(1);
+    assert.equal(ft.conns[0]?.closed, true);
+    assert.equal(client.controlUrl, B);
+    clock.advance(0);
+    assert.equal(ft.last.url.href, `${B}/v1/watch`);
+    ft.last.open().send({ type: 'ping', revision: 3 });
+    // Connected: the (longer) liveness timeout applies, not the connect timeout.
+    clock.advance(30_000);
+    assert.equal(client.connected, true);
+  });
+
+  test('a snapshot after a failover replaces the view without touching endpoints that are still there (no flap)', () => {
+    const { clock, ft, client } = setupHa();
+    const updates: Array<[string, string[], string[]]> = [];
+    client.start();
+    ft.last.open().send(snapshot(10, [inst('web', 'a'), inst('web', 'b')]));
+    const first = client.endpoints('web');
+    client.on('update', (service, set) => {
+      const c = set.changesSince(first);
+      updates.push([service, (c?.upserted ?? []).map((e) => e.key), (c?.removed ?? []).map((e) => e.key)]);
+    });
+    ft.last.end(null);
+    clock.advance(0);
+    // B does not hold revision 10 in its history: a fresh snapshot, where b left and c joined.
+    ft.last.open().send(snapshot(12, [inst('web', 'a'), inst('web', 'c')]));
+    assert.deepEqual(updates, [['web', ['web/c'], ['web/b']]]);
+    assert.deepEqual(keys(client.endpoints('web')), ['web/a', 'web/c']);
+  });
+
+  test('restore() serves a persisted snapshot until the stream answers, and only before the first message', () => {
+    const { clock, ft, client, changed } = setupHa();
+    const persisted = snapshot(33, [inst('web', 'a'), inst('web', 'down', { status: 'unhealthy' })], null, ['web']);
+    assert.equal(client.restore(persisted as Extract<WatchMessage, { type: 'snapshot' }>), true);
+    assert.deepEqual(keys(client.endpoints('web')), ['web/a']);
+    assert.equal(client.knows('web'), true);
+    assert.deepEqual(changed, [33]);
+    // What the client would persist gives the same state back.
+    const again = new WatchState();
+    again.apply(client.snapshot());
+    assert.deepEqual(keys(again.endpoints('web')), ['web/a']);
+    assert.deepEqual(client.snapshot().instances.map((i) => i.id), ['a', 'down'], 'unhealthy instances are kept');
+    assert.notEqual(again.definition('web'), null);
+    client.start();
+    assert.equal(ft.last.url.href, `${A}/v1/watch?since=33`, 'the stream resumes from the persisted revision');
+    ft.last.open().send(snapshot(50, [inst('web', 'a')]));
+    assert.equal(client.restore(persisted as Extract<WatchMessage, { type: 'snapshot' }>), false, 'a live state is never replaced by a persisted one');
+    assert.equal(client.revision, 50);
+    clock.advance(1);
+  });
+});
 
 describe('WatchClient over node:http (scripted server)', () => {
   async function server(handler: (res: ServerResponse, url: URL, n: number) => void) {

@@ -11,7 +11,10 @@
  *   exponential backoff (full jitter) and `since=<revision>`, so the control plane replays only
  *   what was missed (or sends a fresh snapshot when its history does not reach back, e.g. after
  *   a restart), declares the stream dead when nothing (pings included) arrives for the liveness
- *   timeout, and keeps the last endpoint sets while the control plane is away.
+ *   timeout, and keeps the last endpoint sets while the control plane is away. With several
+ *   control-plane replicas (`ControlReplicas`) a lost stream, or a replica that does not answer
+ *   within the connect timeout, moves to the next replica at once (once round them, then with the
+ *   backoff); `restore` seeds the state from a persisted snapshot (static stability).
  *
  * Dependency arrows point down (discovery -> api -> core): the wire shapes are declared here
  * rather than imported from control/; a type test checks the publisher's messages still fit.
@@ -28,6 +31,7 @@ import { Backoff, type BackoffOptions, type BackoffPolicy, type Rng } from '../c
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
 import type { Revision, WireInstance, WatchMessage } from '../api/wire.js';
+import { ControlReplicas } from './control-replicas.js';
 import { EndpointSet, endpointKey, makeEndpoint, type Endpoint } from './endpoint.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -190,8 +194,8 @@ export class LineSplitter {
 interface ServiceState {
   /** The healthy, usable instances. */
   set: EndpointSet;
-  /** Ids of every instance the stream reported (any status): the service exists while non-empty. */
-  members: Set<string>;
+  /** Every instance the stream reported (any status), by id: the service exists while non-empty. */
+  members: Map<string, WireInstance>;
   definition: Service | null;
 }
 
@@ -244,6 +248,22 @@ export class WatchState {
     return out.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   }
 
+  /**
+   * The whole state as one snapshot message (every instance as last reported, in any status, and
+   * every definition), at the current revision: applied to a new WatchState it gives this one
+   * back. What the proxy persists for static stability (src/proxy/state-file.ts).
+   */
+  toSnapshot(): Extract<WatchMessage, { type: 'snapshot' }> {
+    const instances: WireInstance[] = [];
+    const services: Array<{ name: string; definition: Service | null }> = [];
+    for (const name of [...this.byService.keys()].sort()) {
+      const s = this.byService.get(name) as ServiceState;
+      instances.push(...s.members.values());
+      if (s.definition !== null) services.push({ name, definition: s.definition });
+    }
+    return { type: 'snapshot', revision: this.rev ?? 0, service: null, instances, services };
+  }
+
   apply(msg: WatchMessage): Applied {
     const applied: Applied = { kind: msg.type, sets: [], definitions: [], invalid: [] };
     switch (msg.type) {
@@ -276,7 +296,7 @@ export class WatchState {
 
   private get(service: string): ServiceState {
     let s = this.byService.get(service);
-    if (s === undefined) this.byService.set(service, (s = { set: EndpointSet.empty(), members: new Set(), definition: null }));
+    if (s === undefined) this.byService.set(service, (s = { set: EndpointSet.empty(), members: new Map(), definition: null }));
     return s;
   }
 
@@ -305,7 +325,7 @@ export class WatchState {
       this.setTo(i.service, s, s.set.apply({ type: 'remove', keys: [key] }), applied);
       return;
     }
-    s.members.add(i.id);
+    s.members.set(i.id, i);
     const e = this.endpointOf(i, applied);
     const next = e === null ? s.set.apply({ type: 'remove', keys: [key] }) : s.set.apply({ type: 'add', endpoints: [e] });
     this.setTo(i.service, s, next, applied);
@@ -313,15 +333,15 @@ export class WatchState {
 
   private applySnapshot(msg: Extract<WatchMessage, { type: 'snapshot' }>, applied: Applied): void {
     const healthy = new Map<string, Endpoint[]>();
-    const members = new Map<string, Set<string>>();
+    const members = new Map<string, Map<string, WireInstance>>();
     const definitions = new Map<string, Service | null>();
     for (const d of msg.services) definitions.set(d.name, d.definition);
     for (const i of msg.instances) {
       // A one-service snapshot holds only that service; anything else is not ours to apply.
       if (msg.service !== null && i.service !== msg.service) continue;
       let m = members.get(i.service);
-      if (m === undefined) members.set(i.service, (m = new Set()));
-      m.add(i.id);
+      if (m === undefined) members.set(i.service, (m = new Map()));
+      m.set(i.id, i);
       const e = this.endpointOf(i, applied);
       if (e === null) continue;
       let list = healthy.get(i.service);
@@ -339,7 +359,7 @@ export class WatchState {
     }
     for (const name of scope) {
       const s = this.get(name);
-      s.members = members.get(name) ?? new Set();
+      s.members = members.get(name) ?? new Map();
       const def = definitions.get(name) ?? null;
       if (def !== s.definition) {
         // Compared by reference: a definition that came again in a snapshot is reported again.
@@ -413,8 +433,13 @@ export interface WatchLogger {
 }
 
 export interface WatchClientOptions {
-  /** The control plane's base URL, e.g. `http://127.0.0.1:7400`. */
-  controlUrl: string;
+  /** The control plane's base URL, e.g. `http://127.0.0.1:7400` (one replica; or `control`). */
+  controlUrl?: string;
+  /**
+   * The control-plane replicas, shared with the proxy's other callers: the stream is opened on the
+   * current one, and a lost stream moves to the next (control-replicas.ts). Overrides `controlUrl`.
+   */
+  control?: ControlReplicas;
   /** One service, or null / absent for all services. */
   service?: string | null;
   clock: Clock;
@@ -424,6 +449,8 @@ export interface WatchClientOptions {
   rng?: Rng;
   /** The stream is dead when nothing arrives for this long. Default 45 s (3 server pings). */
   livenessTimeoutMs?: number;
+  /** A replica that has not answered a new stream's request (its status line) in this long is left for the next. Default 5 s. */
+  connectTimeoutMs?: number;
   /** The longest line accepted, in characters (a snapshot is one line). Default 256 Mi. */
   maxLineLength?: number;
   /** Called each time the stream is lost, before the reconnection is scheduled. */
@@ -469,9 +496,14 @@ export interface WatchClientEvents {
   connected: [];
   /** An open stream was lost; the sets stay as they were. */
   disconnected: [err: WatchStreamError];
+  /** A message changed the state (a snapshot, or a diff that was not stale), or `restore` did: persist it. */
+  changed: [revision: Revision];
 }
 
 const DEFAULT_LIVENESS_MS = 45_000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+/** A stream that lived this long counts as a success: the next failure may hop to another replica at once again. */
+const HOP_RESET_MS = 1_000;
 
 function isPolicy(b: BackoffPolicy | BackoffOptions): b is BackoffPolicy {
   return typeof (b as BackoffPolicy).next === 'function' && typeof (b as BackoffPolicy).reset === 'function';
@@ -479,12 +511,14 @@ function isPolicy(b: BackoffPolicy | BackoffOptions): b is BackoffPolicy {
 
 export class WatchClient extends EventEmitter<WatchClientEvents> {
   readonly service: string | null;
-  readonly controlUrl: string;
+  /** The replicas the stream is opened on (the proxy shares them with its other callers). */
+  readonly replicas: ControlReplicas;
   readonly stats: WatchClientStats = { attempts: 0, connects: 0, disconnects: 0, snapshots: 0, messages: 0, malformed: 0, livenessTimeouts: 0, invalidInstances: 0 };
 
   private readonly clock: Clock;
   private readonly backoff: BackoffPolicy;
   private readonly livenessMs: number;
+  private readonly connectTimeoutMs: number;
   private readonly maxLineLength: number;
   private readonly onError: ((err: WatchStreamError) => void) | undefined;
   private readonly logger: WatchLogger | undefined;
@@ -500,18 +534,16 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
   private lastActivity = 0;
   private contact: number | null = null;
   private failuresInARow = 0;
+  /** Reconnections made at once to another replica since the last backoff (at most one round). */
+  private hops = 0;
+  /** The replica and the time of the current connection. */
+  private connUrl = '';
+  private connAt = 0;
 
   constructor(opts: WatchClientOptions) {
     super();
-    let url: URL;
-    try {
-      url = new URL(opts.controlUrl);
-    } catch {
-      throw new SkeinError('SKEIN_E_VALIDATION', `watch client: controlUrl "${opts.controlUrl}" is not a URL`, { field: 'controlUrl' });
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      throw new SkeinError('SKEIN_E_VALIDATION', `watch client: controlUrl must be http: or https:, not ${url.protocol}`, { field: 'controlUrl' });
-    }
+    if (opts.control === undefined && typeof opts.controlUrl !== 'string') throw new SkeinError('SKEIN_E_VALIDATION', 'watch client: give controlUrl or control', { field: 'controlUrl' });
+    this.replicas = opts.control ?? new ControlReplicas([opts.controlUrl as string], opts.clock);
     const service = opts.service ?? null;
     if (service !== null && (typeof service !== 'string' || service === '')) {
       throw new SkeinError('SKEIN_E_VALIDATION', 'watch client: service must be a non-empty string or null', { field: 'service' });
@@ -520,7 +552,11 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
     if (!(Number.isFinite(liveness) && liveness > 0)) {
       throw new SkeinError('SKEIN_E_VALIDATION', `watch client: livenessTimeoutMs must be a positive number, not ${String(liveness)}`, { field: 'livenessTimeoutMs' });
     }
-    this.controlUrl = opts.controlUrl.replace(/\/+$/, '');
+    const connectTimeout = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    if (!(Number.isFinite(connectTimeout) && connectTimeout > 0)) {
+      throw new SkeinError('SKEIN_E_VALIDATION', `watch client: connectTimeoutMs must be a positive number, not ${String(connectTimeout)}`, { field: 'connectTimeoutMs' });
+    }
+    this.connectTimeoutMs = connectTimeout;
     this.service = service;
     this.clock = opts.clock;
     const b = opts.backoff;
@@ -530,6 +566,11 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
     this.onError = opts.onError;
     this.logger = opts.logger;
     this.transport = opts.transport ?? httpTransport;
+  }
+
+  /** The replica the stream is (or will next be) opened on. */
+  get controlUrl(): string {
+    return this.replicas.current;
   }
 
   // ---- the view ----
@@ -573,6 +614,23 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
     return this.contact;
   }
 
+  /**
+   * Serves from a persisted snapshot (static stability, src/proxy/state-file.ts) until the control
+   * plane answers: applied like a snapshot from the stream (every listener hears of it), and the
+   * next connection resumes from its revision. Only before the first message: returns false (and
+   * applies nothing) once the client has a state of its own.
+   */
+  restore(snapshot: Extract<WatchMessage, { type: 'snapshot' }>): boolean {
+    if (this.state.revision !== null) return false;
+    this.applyMessage(snapshot);
+    return true;
+  }
+
+  /** The whole state as one snapshot message (what the proxy persists). */
+  snapshot(): Extract<WatchMessage, { type: 'snapshot' }> {
+    return this.state.toSnapshot();
+  }
+
   /** The URL the next connection will open. */
   url(): URL {
     const params = new URLSearchParams();
@@ -580,7 +638,7 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
     const rev = this.state.revision;
     if (rev !== null) params.set('since', String(rev));
     const q = params.toString();
-    return new URL(`${this.controlUrl}/v1/watch${q === '' ? '' : `?${q}`}`);
+    return new URL(`${this.replicas.current}/v1/watch${q === '' ? '' : `?${q}`}`);
   }
 
   // ---- lifecycle ----
@@ -618,10 +676,13 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
     this.stats.attempts++;
     this.lastActivity = this.clock.now();
     const url = this.url();
+    const base = this.replicas.current;
+    this.connUrl = base;
+    this.connAt = this.clock.now();
     const lines = new LineSplitter(this.maxLineLength);
     let status = 0;
     let errorBody = '';
-    this.armLiveness(gen, this.livenessMs);
+    this.armLiveness(gen, Math.min(this.connectTimeoutMs, this.livenessMs));
     this.logger?.debug({ url: url.href }, 'watch connecting');
     let conn: { close(): void };
     try {
@@ -635,6 +696,7 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
           this.stats.connects++;
           this.logger?.info({ url: url.href, since: url.searchParams.get('since'), failures: this.failuresInARow }, 'watch connected');
           this.failuresInARow = 0;
+          this.replicas.ok(base);
           this.emitSafely('connected');
         },
         data: (chunk) => {
@@ -670,7 +732,7 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
             this.fail(gen, new WatchStreamError('http', `watch refused with HTTP ${status}${detail === '' ? '' : ` (${detail})`}`, { status }));
           } else if (err !== null && status === 0) {
             const code = (err as NodeJS.ErrnoException).code;
-            this.fail(gen, new WatchStreamError('network', `cannot reach the control plane at ${this.controlUrl}: ${code ?? err.message}`, { cause: err }));
+            this.fail(gen, new WatchStreamError('network', `cannot reach the control plane at ${base}: ${code ?? err.message}`, { cause: err }));
           } else if (err !== null) {
             this.fail(gen, new WatchStreamError('network', `watch stream broke: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
           } else {
@@ -700,6 +762,11 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
     this.contact = this.clock.now();
     this.backoff.reset();
     if (msg === null) return; // a type this client does not know
+    this.applyMessage(msg);
+  }
+
+  /** Applies a message (from the stream, or a restored snapshot) and tells the listeners. */
+  private applyMessage(msg: WatchMessage): void {
     const applied = this.state.apply(msg);
     for (const { key, error } of applied.invalid) {
       this.stats.invalidInstances++;
@@ -714,6 +781,7 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
     for (const [service, def] of applied.definitions) this.emitSafely('service', service, def);
     for (const [service, set] of applied.sets) this.emitSafely('update', service, set);
     if (msg.type === 'snapshot') this.emitSafely('snapshot', msg.revision);
+    if (applied.kind !== 'ping' && applied.kind !== 'stale') this.emitSafely('changed', msg.revision);
   }
 
   /** Emits without letting a listener's exception break the stream. */
@@ -730,14 +798,18 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
     this.liveTimer = this.clock.setTimeout(() => {
       this.liveTimer = null;
       if (gen !== this.gen) return;
-      // One timer per connection, re-armed for what is left, instead of one per message.
+      // One timer per connection, re-armed for what is left, instead of one per message. Until the
+      // status line came, the (shorter) connect timeout applies: a replica that does not answer
+      // is left for the next one soon.
       const idle = this.clock.now() - this.lastActivity;
-      if (idle < this.livenessMs) {
-        this.armLiveness(gen, this.livenessMs - idle);
+      const limit = this.st === 'connecting' ? Math.min(this.connectTimeoutMs, this.livenessMs) : this.livenessMs;
+      if (idle < limit) {
+        this.armLiveness(gen, limit - idle);
         return;
       }
       this.stats.livenessTimeouts++;
-      this.fail(gen, new WatchStreamError('liveness', `nothing received from the control plane for ${idle} ms (liveness timeout ${this.livenessMs} ms)`));
+      const what = this.st === 'connecting' ? `no answer from the control plane at ${this.connUrl} within ${idle} ms (connect timeout ${limit} ms)` : `nothing received from the control plane for ${idle} ms (liveness timeout ${limit} ms)`;
+      this.fail(gen, new WatchStreamError('liveness', what));
     }, ms);
   }
 
@@ -756,13 +828,25 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
     this.teardown();
     this.stats.disconnects++;
     this.failuresInARow++;
-    const delay = this.backoff.next();
+    // Another replica is tried at once (one round of them at most), then with the backoff. A
+    // dropConnection() is not the replica's fault: it stays current.
+    const from = this.connUrl;
+    if (wasConnected && this.clock.now() - this.connAt >= HOP_RESET_MS) this.hops = 0;
+    const to = err.kind === 'dropped' ? from : this.replicas.failed(from, err.message);
+    let delay: number;
+    if (to !== from && this.hops < this.replicas.urls.length - 1) {
+      this.hops++;
+      delay = 0;
+    } else {
+      this.hops = 0;
+      delay = this.backoff.next();
+    }
     this.st = 'waiting';
     this.retryTimer = this.clock.setTimeout(() => {
       this.retryTimer = null;
       if (this.st === 'waiting') this.connect();
     }, delay);
-    const fields = { kind: err.kind, err: err.message, revision: this.state.revision, retryInMs: delay, failures: this.failuresInARow };
+    const fields = { kind: err.kind, err: err.message, control: from, next: to, revision: this.state.revision, retryInMs: delay, failures: this.failuresInARow };
     if (wasConnected || this.failuresInARow === 1) this.logger?.warn(fields, 'watch stream lost; serving the last known endpoints');
     else this.logger?.debug(fields, 'watch reconnect failed');
     try {

@@ -126,7 +126,8 @@ export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions 
         json(res, 200, { live: true });
         return;
       case '/ready':
-        if (proxy.ready) json(res, 200, { ready: true });
+        if (proxy.ready && proxy.viewSource === 'stale') json(res, 200, { ready: true, source: 'stale', stateSavedAt: proxy.stateSavedAt, message: 'no control plane answers: serving the persisted state (--state-dir)' });
+        else if (proxy.ready) json(res, 200, { ready: true });
         else json(res, 503, { ready: false, code: 'SKEIN_E_DISCOVERY_UNAVAILABLE', message: 'no snapshot from the control plane yet' });
         return;
       case '/metrics':

@@ -10,11 +10,14 @@
  * listener (`viaCertificate`); before that (or with mTLS off) over the HTTP API with its token.
  */
 import type { Logger } from 'pino';
+import type { ControlReplicas } from '../discovery/control-replicas.js';
 import type { WorkloadInfo } from './proxy.js';
 import type { ControlAnswer, ControlCall } from './tls/identities.js';
 
 export interface AnnouncerOptions {
-  readonly controlUrl: string;
+  /** One control plane; or `control`, several replicas (the proxy's, shared with its watch). */
+  readonly controlUrl?: string;
+  readonly control?: ControlReplicas;
   readonly id: string;
   /** host:port of the admin server. */
   readonly admin: string;
@@ -28,20 +31,39 @@ export interface AnnouncerOptions {
 }
 
 /** How a proxy reaches the control plane's API. */
-export type ControlAccess = Pick<AnnouncerOptions, 'controlUrl' | 'token' | 'viaCertificate'>;
+export type ControlAccess = Pick<AnnouncerOptions, 'controlUrl' | 'control' | 'token' | 'viaCertificate'>;
 
-/** One call to the control plane as a proxy: with its mesh certificate once it holds one, else with its token. */
-export async function proxyControlCall(o: ControlAccess, method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<ControlAnswer & { via: 'token' | 'certificate' }> {
+/** A replica answering this is up but cannot serve now (its store is away, say): another one is tried. */
+const UNAVAILABLE = new Set([502, 503, 504]);
+
+/** Where a proxy's calls go now (for logs). */
+export const controlOf = (o: ControlAccess): string => o.control?.current ?? o.controlUrl ?? '';
+
+/**
+ * One call to the control plane as a proxy: with its mesh certificate once it holds one, else with
+ * its token. With several replicas (`control`), a replica that refuses, breaks, does not answer
+ * within `attemptTimeoutMs` or answers 502/503/504 is left for the next (control-replicas.ts); the
+ * certificate's way fails over in ControlCa.request.
+ */
+export async function proxyControlCall(o: ControlAccess, method: string, path: string, body?: unknown, signal?: AbortSignal, attemptTimeoutMs = 5000): Promise<ControlAnswer & { via: 'token' | 'certificate' }> {
   const cert = o.viaCertificate?.() ?? null;
   if (cert !== null) return { ...(await cert(method, path, body)), via: 'certificate' };
   const auth: Record<string, string> = o.token === undefined || o.token === null || o.token === '' ? {} : { authorization: `Bearer ${o.token}` };
-  const res = await fetch(`${o.controlUrl}${path}`, {
-    method,
-    headers: body === undefined ? auth : { 'content-type': 'application/json', ...auth },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    ...(signal === undefined ? {} : { signal }),
-  });
-  return { status: res.status, text: await res.text(), via: 'token' };
+  const once = async (base: string): Promise<ControlAnswer> => {
+    const timeout = AbortSignal.timeout(attemptTimeoutMs);
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: body === undefined ? auth : { 'content-type': 'application/json', ...auth },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
+    });
+    return { status: res.status, text: await res.text() };
+  };
+  const answer =
+    o.control === undefined
+      ? await once(o.controlUrl ?? '')
+      : await o.control.call(once, { unavailable: (r) => (UNAVAILABLE.has(r.status) ? `HTTP ${r.status}` : null), ...(signal === undefined ? {} : { signal }) });
+  return { ...answer, via: 'token' };
 }
 
 export class Announcer {
@@ -94,12 +116,12 @@ export class Announcer {
       }
       if (res.status < 200 || res.status > 299) throw new Error(`${res.status} ${res.text.slice(0, 300)}`);
       this.via = res.via;
-      if (this.failing) this.o.logger?.info({ control: this.o.controlUrl, via: this.via }, 'announced to the control plane again');
+      if (this.failing) this.o.logger?.info({ control: controlOf(this.o), via: this.via }, 'announced to the control plane again');
       this.failing = false;
       this.lastTls = tls;
       return true;
     } catch (e) {
-      if (!this.failing) this.o.logger?.warn({ control: this.o.controlUrl, err: (e as Error).message }, 'could not announce this proxy to the control plane (its metrics and taps are not collected until it can)');
+      if (!this.failing) this.o.logger?.warn({ control: controlOf(this.o), err: (e as Error).message }, 'could not announce this proxy to the control plane (its metrics and taps are not collected until it can)');
       this.failing = true;
       return false;
     } finally {

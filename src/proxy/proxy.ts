@@ -25,6 +25,10 @@ import type { Rng } from '../core/backoff.js';
 import { SkeinError } from '../core/errors.js';
 import { makeEndpoint, type EndpointSet } from '../discovery/endpoint.js';
 import { WatchClient } from '../discovery/watch-client.js';
+import { ControlReplicas } from '../discovery/control-replicas.js';
+import { PROXY_STATE_DEFAULTS, PROXY_STATE_FORMAT, type PersistedCredential, type ProxyStateFile } from '../api/proxy-state.js';
+import { StateWriter } from './state-file.js';
+import type { TimerHandle } from '../core/clock.js';
 import { coarseNow } from './http1/coarse-clock.js';
 import { Downstream } from './http1/downstream.js';
 import { errorResponse } from './http1/local-reply.js';
@@ -43,7 +47,7 @@ import { DEFAULT_TRAFFIC, inboundTraffic } from '../api/traffic.js';
 import { TrafficState, type TrafficEvent } from '../resilience/traffic-state.js';
 import type { MtlsMode } from '../api/mtls.js';
 import type { Service } from '../api/types.js';
-import type { WorkloadTls } from '../api/ca.js';
+import type { CaInfo, WorkloadTls } from '../api/ca.js';
 import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
 import type { AuthzDefault } from '../api/authz/schema.js';
 import { ServiceAuthz } from '../engine/authorization.js';
@@ -85,9 +89,31 @@ export interface WorkloadInfo {
   readonly tls?: WorkloadTls | null;
 }
 
+/** Static stability (docs/proxy.md#static-stability): where the state is kept, and what was read there at start. */
+export interface ProxyStateOptions {
+  /** --state-dir: written after every change once the proxy is live. */
+  readonly dir: string;
+  /** The state read at start (checked: src/proxy/state-file.ts), served if no control plane answers within `waitMs`; null: none. */
+  readonly loaded: ProxyStateFile | null;
+  /** Default PROXY_STATE_DEFAULTS.waitMs. */
+  readonly waitMs?: number;
+  /** Default PROXY_STATE_DEFAULTS.debounceMs. */
+  readonly debounceMs?: number;
+}
+
+/** Where the proxy's view of the mesh comes from (`/ready`, `/debug/endpoints`). */
+export type ViewSource = 'live' | 'stale' | 'none';
+
 export interface ProxyOptions {
-  /** The control plane's base URL; null: no discovery (inbound only). */
-  readonly controlUrl: string | null;
+  /**
+   * The control plane's base URL, or its replicas' (the proxy fails over between them:
+   * src/discovery/control-replicas.ts); null: no discovery (inbound only).
+   */
+  readonly controlUrl: string | readonly string[] | null;
+  /** The replicas to use (shared with the CLI's ControlCa and Announcer); absent: made from `controlUrl`. */
+  readonly control?: ControlReplicas | null;
+  /** --state-dir: persist the last-known state, and serve from it when no control plane answers at start. Null or absent: off. */
+  readonly state?: ProxyStateOptions | null;
   /** DNS zone of service names: `<service>.service.<domain>` is accepted as a Host. Default "skein". */
   readonly domain?: string;
   readonly limits?: Partial<Limits>;
@@ -109,7 +135,7 @@ export interface ProxyOptions {
    * mTLS between proxies (docs/security.md): where certificates come from (the mesh CA), the
    * trust domain and the mesh's mode. Absent or null: off.
    */
-  readonly mtls?: { readonly source: CertificateSource; readonly trustDomain: string; readonly mode: MtlsMode } | null;
+  readonly mtls?: { readonly source: CertificateSource; readonly trustDomain: string; readonly mode: MtlsMode; readonly info?: CaInfo } | null;
   /** What inbound listeners decide for a service without ALLOW policies or a default of its own. Default AUTHZ_DEFAULTS.meshDefault (allow). */
   readonly authzDefault?: AuthzDefault;
   /**
@@ -286,6 +312,8 @@ export class Proxy {
   readonly pools: Pools;
   readonly metrics: ProxyMetrics;
   readonly watch: WatchClient | null;
+  /** The control-plane replicas every call of the proxy goes to (null: no control plane). */
+  readonly control: ControlReplicas | null;
   readonly domainSuffix: string;
   readonly accessLog: AccessLog | null;
   readonly audit: ProxyAudit | null;
@@ -312,6 +340,13 @@ export class Proxy {
   private readonly mtlsMode: MtlsMode;
   private readonly outboundTls: OutboundTls | null;
   private readonly onColdStart: ((service: string) => void) | null;
+  private readonly stateOpts: ProxyStateOptions | null;
+  private readonly stateWriter: StateWriter | null;
+  /** While serving from the persisted state: when it was saved (ISO); null when live or never restored. */
+  private staleSavedAt: string | null = null;
+  private stateTimer: TimerHandle | null = null;
+  /** With mTLS: GET /v1/ca as the proxy last saw it (persisted with the certificates). */
+  private caInfo: CaInfo | null = null;
 
   constructor(opts: ProxyOptions) {
     this.onColdStart = opts.onColdStart ?? null;
@@ -340,37 +375,120 @@ export class Proxy {
     this.audit = opts.audit == null ? null : new ProxyAudit(opts.audit, this.clock, () => this.watch?.revision ?? null, (service) => this.identities?.identityOf(service) ?? null);
     const mtls = opts.mtls ?? null;
     this.mtlsMode = mtls?.mode ?? 'off';
+    this.caInfo = mtls?.info ?? null;
     this.identities =
       mtls === null || mtls.mode === 'off'
         ? null
         : new Identities({ source: mtls.source, trustDomain: mtls.trustDomain, clock: this.clock, rng: this.rng, ticketKeys: randomBytes(48), onEvent: (e) => this.identityEvent(e) });
     this.outboundTls = this.identities === null || this.mtlsMode === 'off' ? null : new OutboundTls(this.identities, (service) => this.modeOf(service));
+    this.stateOpts = opts.state ?? null;
     if (opts.controlUrl === null) {
       this.watch = null;
+      this.control = null;
+      this.stateWriter = null;
     } else {
       const log = this.logger;
-      this.watch = new WatchClient({ controlUrl: opts.controlUrl, clock: this.clock, ...(log === undefined ? {} : { logger: log }) });
+      const control = opts.control ?? new ControlReplicas(typeof opts.controlUrl === 'string' ? [opts.controlUrl] : opts.controlUrl, this.clock);
+      this.control = control;
+      control.on('switch', (from, to, reason) => log?.warn({ from, to, reason }, 'control plane replica failed; moving to the next'));
+      this.watch = new WatchClient({ control, clock: this.clock, ...(log === undefined ? {} : { logger: log }) });
+      const so = this.stateOpts;
+      this.stateWriter =
+        so === null
+          ? null
+          : new StateWriter({
+              dir: so.dir,
+              clock: this.clock,
+              debounceMs: so.debounceMs ?? PROXY_STATE_DEFAULTS.debounceMs,
+              collect: () => this.collectState(),
+              onError: (e) => log?.warn({ dir: so.dir, err: e.message }, 'could not write the proxy state (static stability)'),
+            });
+      // Only a live state is written: the persisted one keeps the time it was saved.
+      this.watch.on('changed', () => {
+        if (this.staleSavedAt === null) this.stateWriter?.changed();
+      });
       this.watch.on('update', (service, set) => this.services.get(service)?.update(set));
       this.watch.on('service', (service, def) => {
         this.services.get(service)?.setDefinition(def);
         for (const t of this.inbound.get(service) ?? []) t.setPolicy(inboundTraffic(def?.traffic ?? DEFAULT_TRAFFIC));
         this.authzs.get(service)?.update(def?.authorization, probePathOf(def));
       });
-      this.watch.on('connected', () => log?.info({ control: opts.controlUrl }, 'watching the control plane'));
-      this.watch.on('disconnected', (err) => log?.warn({ control: opts.controlUrl, err: err.message }, 'lost the control plane; serving from the last state seen'));
+      this.watch.on('connected', () => {
+        log?.info({ control: control.current }, 'watching the control plane');
+        if (this.staleSavedAt !== null) {
+          log?.info({ control: control.current, stateSavedAt: this.staleSavedAt }, 'a control plane answers: live again (no longer serving the persisted state)');
+          this.staleSavedAt = null;
+          this.stateWriter?.changed();
+        }
+      });
+      this.watch.on('disconnected', (err) => log?.warn({ control: control.current, err: err.message }, 'lost the control plane; serving from the last state seen'));
     }
   }
 
   start(): void {
     this.watch?.start();
+    const loaded = this.stateOpts?.loaded ?? null;
+    if (loaded !== null && this.watch !== null) {
+      this.stateTimer = this.clock.setTimeout(() => this.restore(loaded), this.stateOpts?.waitMs ?? PROXY_STATE_DEFAULTS.waitMs);
+    }
     this.identities?.startTrustPolling();
     this.sweeper = setInterval(() => this.sweep(), 1000);
     this.sweeper.unref();
   }
 
-  /** True once the proxy can route: it has had a snapshot (or needs none). */
+  /** True once the proxy can route: it has had a snapshot, or serves the persisted state (or needs none). */
   get ready(): boolean {
     return this.watch === null || this.watch.revision !== null;
+  }
+
+  /** Where the view comes from: the control plane (live), the persisted state (stale), or nowhere yet. */
+  get viewSource(): ViewSource {
+    if (this.watch === null || this.watch.revision === null) return this.watch === null ? 'live' : 'none';
+    return this.staleSavedAt === null ? 'live' : 'stale';
+  }
+
+  /** While stale: when the state served was saved (ISO). */
+  get stateSavedAt(): string | null {
+    return this.staleSavedAt;
+  }
+
+  /** No control plane answered in time: serve the persisted state until one does. */
+  private restore(state: ProxyStateFile): void {
+    this.stateTimer = null;
+    const w = this.watch;
+    // A replica that answered already (its snapshot on the way) is worth more than the file.
+    if (w === null || w.revision !== null || w.connected || this.stopped) return;
+    this.staleSavedAt = state.savedAt;
+    if (!w.restore(state.watch)) {
+      this.staleSavedAt = null;
+      return;
+    }
+    this.logger?.warn(
+      { stateSavedAt: state.savedAt, revision: state.watch.revision, services: w.services().length, control: this.control?.urls },
+      'no control plane answered: serving the persisted state (stale) until one does',
+    );
+  }
+
+  /** The state to persist (null before the first snapshot). */
+  private collectState(): ProxyStateFile | null {
+    const w = this.watch;
+    if (w === null || w.revision === null || this.control === null) return null;
+    return {
+      format: PROXY_STATE_FORMAT,
+      savedAt: new Date(this.clock.now()).toISOString(),
+      control: this.control.urls,
+      watch: w.snapshot(),
+      tls: this.tlsState(),
+    };
+  }
+
+  /** With mTLS: the certificates held (keys included: the file is 0600) and what the CA said. */
+  private tlsState(): ProxyStateFile['tls'] {
+    const ids = this.identities;
+    const info = this.caInfo;
+    if (ids === null || info === null) return null;
+    const credentials: PersistedCredential[] = ids.list().map((c) => ({ service: c.service, keyPem: c.keyPem, certPem: c.certPem, chainPem: c.chainPem, roots: c.roots }));
+    return { ca: info, credentials };
   }
 
   private *listeners(): Iterable<Listener> {
@@ -453,6 +571,7 @@ export class Proxy {
   /** What the identities report: metrics, events and the log. */
   private identityEvent(e: IdentityEvent): void {
     const metrics = this.metrics;
+    if (e.type !== 'trust-poll-failed' && e.type !== 'renewal-failed' && this.staleSavedAt === null) this.stateWriter?.changed();
     if (e.type === 'trust-poll-failed') {
       this.logger?.warn({ err: e.error }, 'could not ask the mesh CA for its trust bundle (asking again later)');
       return;
@@ -656,9 +775,17 @@ export class Proxy {
     return {
       ready: this.ready,
       control:
-        w === null
+        w === null || this.control === null
           ? null
-          : { url: w.controlUrl, connected: w.connected, status: w.status, revision: w.revision, lastContact: w.lastContact === null ? null : new Date(w.lastContact).toISOString() },
+          : {
+              url: w.controlUrl,
+              urls: this.control.report(),
+              connected: w.connected,
+              status: this.staleSavedAt === null ? w.status : 'stale',
+              stateSavedAt: this.staleSavedAt,
+              revision: w.revision,
+              lastContact: w.lastContact === null ? null : new Date(w.lastContact).toISOString(),
+            },
       workloads: this.workloadInfo(),
       services,
     };
@@ -669,7 +796,9 @@ export class Proxy {
     this.stopped = true;
     await Promise.all([...this.workloads.keys()].map((n) => this.removeWorkload(n, graceMs)));
     if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.stateTimer?.cancel();
     this.watch?.stop();
+    await this.stateWriter?.stop();
     this.identities?.stop();
     for (const s of this.services.values()) s.stop();
     this.pools.closeAll();

@@ -6,6 +6,8 @@
  * present the control plane's own SPIFFE ID, checked like any peer (peer.ts).
  */
 import { request } from 'node:https';
+import { systemClock } from '../../core/clock.js';
+import { ControlReplicas } from '../../discovery/control-replicas.js';
 import type { TLSSocket } from 'node:tls';
 import { CA_RENEW_PATH, type CaInfo, type IssuedCertificate, type IssueManyResponse } from '../../api/ca.js';
 import { parseSpiffeId } from '../../identity/spiffe.js';
@@ -13,7 +15,9 @@ import { checkPeer } from './peer.js';
 import { pemBundle, type CertificateSource, type ControlAnswer, type Credential } from './identities.js';
 
 export interface ControlCaOptions {
-  readonly controlUrl: string;
+  /** One control plane; or `control`, several replicas (the proxy's, shared with its watch): each call fails over between them. */
+  readonly controlUrl?: string;
+  readonly control?: ControlReplicas;
   /** A join token bound to the services asked for (`skein up` mints one per request; `skein proxy` has the one it was given). */
   readonly joinToken: (services: readonly string[]) => Promise<string>;
   /** Bounds each call to the CA. Default 10 s. */
@@ -34,30 +38,50 @@ async function failure(res: Response, what: string): Promise<Error> {
 }
 
 export class ControlCa implements CertificateSource {
-  private cached: CaInfo | null = null;
+  /** GET /v1/ca of each replica (each has its own mTLS listener, named in `renewUrl`). */
+  private readonly infos = new Map<string, CaInfo>();
   private readonly timeoutMs: number;
+  readonly replicas: ControlReplicas;
 
   constructor(private readonly o: ControlCaOptions) {
     this.timeoutMs = o.timeoutMs ?? 10_000;
+    this.replicas = o.control ?? new ControlReplicas([o.controlUrl ?? ''], systemClock);
   }
 
-  /** GET /v1/ca: the trust domain, roots and renewal address (fetched again with `fresh`). */
+  /** GET /v1/ca: the trust domain, roots and renewal address (fetched again with `fresh`), from the current replica or the next that answers. */
   async info(fresh = false): Promise<CaInfo> {
-    if (this.cached !== null && !fresh) return this.cached;
-    const res = await fetch(`${this.o.controlUrl}/v1/ca`, { signal: AbortSignal.timeout(this.timeoutMs) });
-    if (!res.ok) throw await failure(res, `GET ${this.o.controlUrl}/v1/ca`);
-    this.cached = (await res.json()) as CaInfo;
-    return this.cached;
+    return await this.replicas.call((url) => this.infoAt(url, fresh));
+  }
+
+  /** What a replica's GET /v1/ca said, kept until asked `fresh` (a state restored at start gives it too: `remember`). */
+  private async infoAt(url: string, fresh: boolean): Promise<CaInfo> {
+    const cached = this.infos.get(url);
+    if (cached !== undefined && !fresh) return cached;
+    const res = await fetch(`${url}/v1/ca`, { signal: AbortSignal.timeout(this.timeoutMs) });
+    if (!res.ok) throw await failure(res, `GET ${url}/v1/ca`);
+    const info = (await res.json()) as CaInfo;
+    this.infos.set(url, info);
+    return info;
+  }
+
+  /** A GET /v1/ca answer from before (the persisted state), used until a replica answers. */
+  remember(url: string, info: CaInfo): void {
+    if (!this.infos.has(url)) this.infos.set(url, info);
   }
 
   async issue(requests: ReadonlyArray<{ service: string; csr: string }>): Promise<IssuedCertificate[]> {
+    // Asked for once: `skein proxy`'s join token is spent by its first use.
     const token = await this.o.joinToken(requests.map((r) => r.service));
-    const res = await fetch(`${this.o.controlUrl}/v1/ca/certificates`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ requests }),
-      signal: AbortSignal.timeout(this.timeoutMs),
-    });
+    const res = await this.replicas.call(
+      (url) =>
+        fetch(`${url}/v1/ca/certificates`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          body: JSON.stringify({ requests }),
+          signal: AbortSignal.timeout(this.timeoutMs),
+        }),
+      { unavailable: (r) => (r.status === 502 || r.status === 503 || r.status === 504 ? `HTTP ${r.status}` : null) },
+    );
     if (!res.ok) throw await failure(res, 'the mesh CA refused the certificates');
     return ((await res.json()) as IssueManyResponse).certificates;
   }
@@ -78,7 +102,10 @@ export class ControlCa implements CertificateSource {
    * or does not answer in time; an HTTP error is an answer (its status and text).
    */
   async request(current: Credential, method: string, path: string, body?: unknown): Promise<ControlAnswer> {
-    const info = await this.info();
+    return await this.replicas.call(async (base) => this.requestVia(await this.infoAt(base, false), current, method, path, body));
+  }
+
+  private async requestVia(info: CaInfo, current: Credential, method: string, path: string, body?: unknown): Promise<ControlAnswer> {
     if (info.renewUrl === '') throw new Error("the control plane's mTLS listener is not running (its CA has no valid issuer)");
     const url = new URL(path, info.renewUrl);
     const payload = body === undefined ? null : JSON.stringify(body);

@@ -122,3 +122,39 @@ test('a new bundle, a new issuer, a removed root: what the proxy rebuilds, renew
   await until(() => ca.infos === polls + 1, 'a poll right after the renewal');
   ids.stop();
 });
+
+test('restore(): certificates kept in the proxy state are held again without the CA; expired ones and other identities are left out; renewal goes on when the CA answers', async () => {
+  const { ca, source } = fakeCa(await authority());
+  const clock = new ManualClock(Date.now());
+  const first = new Identities({ source, trustDomain: TD, clock, ticketKeys: Buffer.alloc(48, 1) });
+  await first.obtain(['web', 'api']);
+  const kept = first.list().map((c) => ({ service: c.service, keyPem: c.keyPem, certPem: c.certPem, chainPem: c.chainPem, roots: c.roots }));
+  first.stop();
+  const web = kept.find((c) => c.service === 'web');
+  assert.ok(web !== undefined);
+  // The CA is away: issuing and renewing fail.
+  let away = true;
+  const offline: CertificateSource = {
+    issue: async (r) => (away ? Promise.reject(new Error('connect ECONNREFUSED')) : source.issue(r)),
+    renew: async (cur, csr) => (away ? Promise.reject(new Error('connect ECONNREFUSED')) : source.renew(cur, csr)),
+  };
+  const events: IdentityEvent[] = [];
+  const ids = new Identities({ source: offline, trustDomain: TD, clock, ticketKeys: Buffer.alloc(48, 2), onEvent: (e) => events.push(e) });
+  const restored = ids.restore([...kept, { ...web, service: 'db' }]);
+  assert.deepEqual(restored.sort(), ['api', 'web'], 'a certificate of another service\'s identity is left out');
+  assert.equal(ids.credential('web')?.certPem, web.certPem);
+  await ids.obtain(['web', 'api']); // held: the CA is not asked
+  assert.equal(ca.renewals, 0);
+  // Past its renewal point (at most 70% of a day): the renewal fails while the CA is away, then works.
+  clock.advance(0.71 * DAY);
+  await until(() => events.some((e) => e.type === 'renewal-failed'), 'a failed renewal');
+  assert.equal(ids.credential('web')?.certPem, web.certPem, 'the kept certificate is used meanwhile');
+  away = false;
+  clock.advance(30_000);
+  await until(() => ids.credential('web')?.certPem !== web.certPem && ids.credential('api')?.certPem !== kept.find((c) => c.service === 'api')?.certPem, 'renewed once the CA answers');
+  ids.stop();
+  // Expired: not restored.
+  const later = new Identities({ source: offline, trustDomain: TD, clock: new ManualClock(Date.now() + 2 * DAY), ticketKeys: Buffer.alloc(48, 3) });
+  assert.deepEqual(later.restore(kept), []);
+  later.stop();
+});

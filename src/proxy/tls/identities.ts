@@ -242,6 +242,30 @@ export class Identities {
     return [...this.held.values()];
   }
 
+  /**
+   * Installs certificates kept from before (the proxy's persisted state, static stability), as if
+   * just issued: renewed on the usual schedule (or at once when past their renewal point), with
+   * backoff while no CA answers. A certificate that has expired, or is not this trust domain's
+   * identity of its service, is left out. Returns the services installed.
+   */
+  restore(creds: ReadonlyArray<{ service: string; keyPem: string; certPem: string; chainPem: readonly string[]; roots: readonly string[] }>): string[] {
+    const out: string[] = [];
+    for (const c of creds) {
+      if (this.held.has(c.service)) continue;
+      try {
+        const d = describeCert(c.certPem);
+        const identity = d.uris[0] ?? '';
+        if (identity !== this.identityOf(c.service) || d.notAfter.getTime() <= this.o.clock.now()) continue;
+        const got: IssuedCertificate = { certificate: c.certPem, chain: [...c.chainPem], roots: [...c.roots], identity, notBefore: d.notBefore.toISOString(), notAfter: d.notAfter.toISOString(), serial: d.serial };
+        this.install(c.service, c.keyPem, got, 'issued');
+        out.push(c.service);
+      } catch {
+        /* unreadable: left out, the CA issues a new one when it answers */
+      }
+    }
+    return out;
+  }
+
   /** Gets certificates for the services not held yet (one CA request for all of them). */
   async obtain(services: readonly string[]): Promise<void> {
     const wanted = [...new Set(services)].filter((s) => !this.held.has(s));
