@@ -177,7 +177,7 @@ describe('a mesh across hosts: etcd and the control plane on cp1..cp3, the shop 
     const page = JSON.parse((r as { body: string }).body) as { served_by: { frontend: string; user: string; product: string } };
     assert.deepEqual(page.served_by, { frontend: 'frontend-1', user: 'user-service-1', product: 'product-service-1' });
     // The registry says where product-service runs: w2's address.
-    const inst = await (await fetch(`${control(1)}/v1/services/product-service/instances`)).json() as { instances: Array<{ address: string; status: string }> };
+    const inst = await (await fetch(`${control(1)}/v1/services/product-service/instances`, { headers: { authorization: `Bearer ${admin}` } })).json() as { instances: Array<{ address: string; status: string }> };
     assert.deepEqual(inst.instances.map((i) => [i.address, i.status]), [[net.address('w2'), 'healthy']]);
     agent.destroy();
   });
@@ -210,7 +210,7 @@ describe('a mesh across hosts: etcd and the control plane on cp1..cp3, the shop 
   test('partition w2: its instance leaves the endpoint sets within TTL + 2 s; healed, it comes back without a restart', async (t) => {
     if (!Topology.usable(t)) return;
     const agent = new http.Agent();
-    const healthy = async (i: number) => ((await (await fetch(`${control(i)}/v1/services/product-service/instances`)).json()) as { instances?: unknown[] }).instances?.length ?? 0;
+    const healthy = async (i: number) => ((await (await fetch(`${control(i)}/v1/services/product-service/instances`, { headers: { authorization: `Bearer ${admin}` } })).json()) as { instances?: unknown[] }).instances?.length ?? 0;
     const cutAt = performance.now();
     await net.partition('w2');
     // w1's frontend asks product-service through w1's proxy: it is out of its set within TTL + 2 s.

@@ -10,6 +10,12 @@ export const ETCD_DEFAULTS = Object.freeze({
   electionTtlSeconds: 5,
   /** etcd's history is compacted to the revision seen one period earlier. */
   compactEveryMs: 5 * 60_000,
+  /**
+   * One call to one member. A write forwarded to a leader that just died hangs until this runs
+   * out (etcd itself waits much longer), then its outcome is unknown and a guarded write is sent
+   * again: it bounds how long writes stall when etcd loses its leader (a new one takes ~1.5 s).
+   */
+  requestTimeoutMs: 2_000,
 });
 
 /**

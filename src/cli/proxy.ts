@@ -180,7 +180,7 @@ export function proxyCommand(): Command {
         ]);
         const logger = pino({ level: o.logLevel, base: { component: 'proxy' } });
         const [{ ControlReplicas }, { readState }] = await Promise.all([import('../discovery/control-replicas.js'), import('../proxy/state-file.js')]);
-        const replicas = control === null ? null : new ControlReplicas(control, systemClock);
+        const replicas = control === null ? null : new ControlReplicas(control, systemClock, { token: o.token ?? null });
         // The persisted state, checked now (corrupt, another mesh, too old: refused, said once).
         let loaded: ProxyStateFile | null = null;
         if (o.stateDir !== undefined && control !== null) {

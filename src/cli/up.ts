@@ -32,6 +32,8 @@ import type { CertificateSource } from '../proxy/tls/identities.js';
 import { parseBaseUrls } from '../api/etcd.js';
 import { TOKEN_ENV } from '../api/auth.js';
 import { isLoopbackHost } from '../core/loopback-host.js';
+import { ControlReplicas } from '../discovery/control-replicas.js';
+import { systemClock } from '../core/clock.js';
 
 export function upCommand(): Command {
   return new Command('up')
@@ -104,7 +106,8 @@ export function upCommand(): Command {
       // A request held for a service scaled to zero wakes it through the runtime (in-process).
       let wake: (service: string) => void = () => undefined;
       const proxy = new Proxy({
-        controlUrl: control.url,
+        controlUrl: control.replicas?.urls ?? control.url,
+        control: control.replicas,
         id: proxyId,
         accessLog,
         audit,
@@ -122,6 +125,7 @@ export function upCommand(): Command {
         mesh,
         file,
         controlUrl: control.url,
+        ...(control.replicas === null ? {} : { control: control.replicas }),
         token: control.token,
         proxy,
         say,
@@ -170,7 +174,7 @@ export function upCommand(): Command {
         if (outbound !== null) outboundAt = (await proxy.addWorkload({ name: 'local', service: OUTSIDE_CALLER, outbound })).outbound;
         adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact });
         if (adminServer !== null) {
-          announcer = new Announcer({ controlUrl: control.url, id: proxyId, admin: adminServer.address, workloads: () => proxy.workloadInfo(), everyMs: 5000, token: control.proxyToken, viaCertificate: () => proxy.controlCall() });
+          announcer = new Announcer({ ...(control.replicas === null ? { controlUrl: control.url } : { control: control.replicas }), id: proxyId, admin: adminServer.address, workloads: () => proxy.workloadInfo(), everyMs: 5000, token: control.proxyToken, viaCertificate: () => proxy.controlCall() });
           await announcer.announce();
           announcer.start();
         }
@@ -251,6 +255,8 @@ export const UP_DEFAULTS = Object.freeze({
 /** Where the mesh's control plane is: embedded in this process, or shared (joined). */
 interface MeshControl {
   readonly url: string;
+  /** Joined: the shared control plane's replicas (the proxy, its CA client, the announcer and the runtime fail over between them). */
+  readonly replicas: ControlReplicas | null;
   /** What the runtime writes with. */
   readonly token: string | undefined;
   /** What the proxy announces itself with (before it holds a certificate). */
@@ -321,6 +327,7 @@ async function embeddedControl(d: {
   const proxyToken = (await cp.tokens.mint({ scope: 'proxy', name: proxyTokenName, services: d.mesh.services.map((s) => s.name), ttlMs: null })).token;
   return {
     url: cp.url,
+    replicas: null,
     token: cp.adminToken,
     proxyToken,
     trustDomain: cp.ca.trustDomain,
@@ -339,12 +346,14 @@ async function embeddedControl(d: {
 
 async function joinedControl(d: { ControlCa: typeof import('../proxy/tls/ca-client.js').ControlCa; join: JoinSettings; proxyId: string; mtls: boolean }): Promise<MeshControl> {
   const url = d.join.urls[0] as string;
-  const auth = { authorization: `Bearer ${d.join.token}` };
+  const replicas = new ControlReplicas(d.join.urls, systemClock, { token: d.join.token });
+  const auth = replicas.headers;
+  const unavailable = (r: Response) => (r.status >= 502 && r.status <= 504 ? `HTTP ${r.status}` : null);
   const ca = new d.ControlCa({
-    controlUrl: url,
+    control: replicas,
     // This host's proxy asks the shared CA for its services' certificates with a join token it mints.
     joinToken: async (services) => {
-      const res = await fetch(`${url}/v1/ca/tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ proxy: d.proxyId, services }) });
+      const res = await replicas.call((base) => fetch(`${base}/v1/ca/tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ proxy: d.proxyId, services }), signal: AbortSignal.timeout(5000) }), { unavailable });
       const body = (await res.json()) as { token?: string; message?: string };
       if (!res.ok || body.token === undefined) throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `the shared control plane did not mint a join token for ${services.join(', ')}: ${res.status} ${body.message ?? ''}`);
       return body.token;
@@ -352,14 +361,15 @@ async function joinedControl(d: { ControlCa: typeof import('../proxy/tls/ca-clie
   });
   let trustDomain = '';
   try {
-    const health = await fetch(`${url}/v1/health`, { headers: auth, signal: AbortSignal.timeout(5000) });
-    if (!health.ok) throw new Error(`GET /v1/health: ${health.status}`);
+    const health = await replicas.call((base) => fetch(`${base}/v1/health`, { headers: auth, signal: AbortSignal.timeout(5000) }), { unavailable });
+    if (!health.ok) throw new Error(`GET /v1/health: ${health.status} ${(await health.text()).slice(0, 200)}`);
     if (d.mtls) trustDomain = (await ca.info()).trustDomain;
   } catch (e) {
-    throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `--join: the control plane at ${url} does not answer: ${(e as Error).message}`, { field: '--join' });
+    throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `--join: no replica of the control plane at ${d.join.urls.join(', ')} answers: ${(e as Error).message}`, { field: '--join' });
   }
   return {
     url,
+    replicas,
     token: d.join.token,
     proxyToken: d.join.token,
     trustDomain,

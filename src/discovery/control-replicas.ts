@@ -56,12 +56,22 @@ export class ControlReplicas extends EventEmitter<ControlReplicasEvents> {
   readonly urls: readonly string[];
   private index = 0;
   private readonly states: ReplicaState[];
+  /**
+   * What every call sends besides its own headers: the proxy's token, when it has one. Reads from
+   * beyond loopback need a token of any scope (docs/security.md): a proxy on another host than the
+   * control plane presents it on its watch and CA reads too.
+   */
+  readonly headers: Readonly<Record<string, string>>;
 
   constructor(
     urls: readonly string[],
     private readonly clock: Clock,
+    opts: { token?: string | null } = {},
   ) {
     super();
+    const token = opts.token?.trim() ?? '';
+    const headers: Record<string, string> = token === '' ? {} : { authorization: `Bearer ${token}` };
+    this.headers = Object.freeze(headers);
     if (urls.length === 0) throw new SkeinError('SKEIN_E_VALIDATION', 'control replicas: give at least one control-plane URL', { field: 'controlUrl' });
     const normalized = urls.map((u) => normalizeControlUrl(u));
     const dup = normalized.find((u, i) => normalized.indexOf(u) !== i);

@@ -384,11 +384,11 @@ export interface WatchTransportHandlers {
   end(error: Error | null): void;
 }
 
-/** Opens `GET url`; nothing is delivered after `close()`. */
-export type WatchTransport = (url: URL, handlers: WatchTransportHandlers) => { close(): void };
+/** Opens `GET url` with `headers` besides the transport's own; nothing is delivered after `close()`. */
+export type WatchTransport = (url: URL, handlers: WatchTransportHandlers, headers?: Readonly<Record<string, string>>) => { close(): void };
 
 /** The default transport: one node:http(s) request on its own connection (no pool). */
-export const httpTransport: WatchTransport = (url, h) => {
+export const httpTransport: WatchTransport = (url, h, headers = {}) => {
   let done = false;
   const finish = (err: Error | null) => {
     if (done) return;
@@ -396,7 +396,7 @@ export const httpTransport: WatchTransport = (url, h) => {
     h.end(err);
   };
   const mod = url.protocol === 'https:' ? https : http;
-  const req = mod.get(url, { agent: false, headers: { accept: 'application/x-ndjson' } }, (res) => {
+  const req = mod.get(url, { agent: false, headers: { ...headers, accept: 'application/x-ndjson' } }, (res) => {
     if (done) {
       res.destroy();
       return;
@@ -739,7 +739,7 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
             this.fail(gen, new WatchStreamError('ended', 'the control plane closed the watch stream'));
           }
         },
-      });
+      }, this.replicas.headers);
     } catch (e) {
       this.fail(gen, new WatchStreamError('network', `cannot open the watch stream: ${(e as Error).message}`, { cause: e }));
       return;

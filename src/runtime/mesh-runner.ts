@@ -21,6 +21,7 @@
 import { type MeshFile, type MeshService, replicaInstance, serviceCwd, startOrder } from '../api/mesh.js';
 import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
 import { probeOnce, type ProbeTarget } from './readiness.js';
+import { ControlReplicas } from '../discovery/control-replicas.js';
 import { SkeinError } from '../core/errors.js';
 import { OUTSIDE_CALLER } from '../api/names.js';
 import { endpointKey } from '../discovery/endpoint.js';
@@ -39,8 +40,10 @@ export interface MeshRunnerOptions {
   readonly mesh: MeshFile;
   /** Path of the mesh file (relative `cwd`s start from its directory). */
   readonly file: string;
-  /** The control plane's base URL. */
+  /** The control plane's base URL (the first replica's, with `control`). */
   readonly controlUrl: string;
+  /** Several control-plane replicas (skein up --join): every call fails over between them. Absent: controlUrl alone. */
+  readonly control?: ControlReplicas;
   /** The token the runtime writes with (skein up: the admin token; automation would do). */
   readonly token?: string;
   readonly proxy: Proxy;
@@ -98,30 +101,30 @@ interface Running {
   readonly servicePort: string;
 }
 
-/** A call to the control plane's API; its JSON answer (an error answer is thrown with its message). */
-async function apiJson<T>(base: string, token: string | undefined, method: string, path: string, body?: unknown): Promise<T> {
+/** One exchange with one control-plane replica: its status and body (never thrown for an HTTP status). */
+async function send(base: string, token: string | undefined, method: string, path: string, body?: unknown): Promise<{ status: number; text: string }> {
   const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
-  const init: RequestInit = { method, headers };
+  const init: RequestInit = { method, headers, signal: AbortSignal.timeout(10_000) };
   if (body !== undefined) {
     headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
   const res = await fetch(base + path, init);
-  const text = await res.text();
-  if (!res.ok && !(method === 'DELETE' && res.status === 404)) {
-    let msg = text;
+  return { status: res.status, text: await res.text() };
+}
+
+/** The JSON of an answer; an error answer is thrown with its message (a DELETE of what is gone is not one). */
+function answerOf<T>(a: { status: number; text: string }, method: string, path: string): T {
+  if ((a.status < 200 || a.status > 299) && !(method === 'DELETE' && a.status === 404)) {
+    let msg = a.text;
     try {
-      msg = (JSON.parse(text) as { message?: string }).message ?? text;
+      msg = (JSON.parse(a.text) as { message?: string }).message ?? a.text;
     } catch {
       /* not JSON */
     }
-    throw new SkeinError('SKEIN_E_INTERNAL', `${method} ${path}: ${res.status} ${msg}`);
+    throw new SkeinError('SKEIN_E_INTERNAL', `${method} ${path}: ${a.status} ${msg}`);
   }
-  return (text === '' ? undefined : JSON.parse(text)) as T;
-}
-
-async function api(base: string, token: string | undefined, method: string, path: string, body?: unknown): Promise<void> {
-  await apiJson<unknown>(base, token, method, path, body);
+  return (a.text === '' ? undefined : JSON.parse(a.text)) as T;
 }
 
 /** A canary's webhook: POST its JSON body; 2xx within its timeout passes (Flagger's rule). */
@@ -149,10 +152,12 @@ export class MeshRunner {
   private readonly advertise: string;
   /** Joined: the heartbeat timer of each registered replica. */
   private readonly beats = new Map<string, TimerHandle>();
+  private readonly replicas: ControlReplicas;
 
   constructor(private readonly o: MeshRunnerOptions) {
     this.host = o.host ?? '127.0.0.1';
     this.advertise = o.advertise ?? this.host;
+    this.replicas = o.control ?? new ControlReplicas([o.controlUrl], o.clock ?? systemClock);
     this.say = o.say ?? (() => undefined);
     this.mesh = o.mesh;
     this.clock = o.clock ?? systemClock;
@@ -162,6 +167,12 @@ export class MeshRunner {
 
   get name(): string {
     return this.mesh.name;
+  }
+
+  /** A call to the control plane (the replica in use, or the next that answers); its JSON answer, an error answer thrown with its message. */
+  private async api<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
+    const a = await this.replicas.call((url) => send(url, this.o.token, method, path, body), { unavailable: (r) => (r.status >= 502 && r.status <= 504 ? `HTTP ${r.status}` : null) });
+    return answerOf<T>(a, method, path);
   }
 
   /** The mesh as it runs now (the last file applied). */
@@ -196,7 +207,7 @@ export class MeshRunner {
    */
   private async putService(svc: MeshService, split: CanarySplit | null = null): Promise<void> {
     const p = svc.balancer;
-    await api(this.o.controlUrl, this.o.token, 'PUT', `/v1/services/${svc.name}`, {
+    await this.api('PUT', `/v1/services/${svc.name}`, {
       balancer: p.hashKey === null ? { kind: p.kind } : { kind: p.kind, hashKey: p.hashKey },
       // Scaled to zero, callers' proxies hold its requests while it wakes (its own coldStart, if it has one, wins).
       ...(svc.autoscale?.min === 0 ? { coldStart: {} } : {}),
@@ -216,12 +227,11 @@ export class MeshRunner {
 
   /** The mesh side of a service's canaries: its split, the canary's signals, webhooks. */
   private canaryIo(name: string): CanaryIo {
-    const { controlUrl, token } = this.o;
     return {
       setSplit: async (split) => this.putService((this.running.get(name)?.rt.spec ?? this.mesh.services.find((s) => s.name === name)) as MeshService, split),
       signals: async (version, ms) => {
         const last = Math.max(ms, this.o.scrapeIntervalMs ?? CONTROL_DEFAULTS.scrapeIntervalMs);
-        const r = await apiJson<{ versions: Array<{ version: string; requests: number; failures: number; latencyMs: { p99: number | null } }> }>(controlUrl, token, 'GET', `/v1/signals/services/${name}/versions?last=${last}ms`);
+        const r = await this.api<{ versions: Array<{ version: string; requests: number; failures: number; latencyMs: { p99: number | null } }> }>('GET', `/v1/signals/services/${name}/versions?last=${last}ms`);
         const v = r.versions.find((x) => x.version === version);
         return v === undefined ? null : { requests: v.requests, failures: v.failures, p99Ms: v.latencyMs.p99 };
       },
@@ -276,7 +286,7 @@ export class MeshRunner {
               ? { type: 'http', path: svc.readiness.path, port: r.port, interval: '5s', initialState: 'healthy' }
               : { type: 'tcp', port: r.port, interval: '5s', initialState: 'healthy' };
         try {
-          await api(controlUrl, token, 'PUT', `/v1/services/${svc.name}/instances/${r.id}`, { ...inst, check });
+          await this.api('PUT', `/v1/services/${svc.name}/instances/${r.id}`, { ...inst, check });
         } catch (e) {
           await proxy.removeWorkload(r.id, 0);
           throw e;
@@ -285,7 +295,7 @@ export class MeshRunner {
       },
       onStopping: async (r) => {
         this.stopHeartbeat(r.id);
-        await api(controlUrl, token, 'DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
+        await this.api('DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
         // Every proxy must stop picking it before it is drained (capped: one that cannot answer is named).
         const key = endpointKey(svc.name, r.id);
         const ack = await awaitProxyAck({
@@ -309,7 +319,7 @@ export class MeshRunner {
         // Close its inbound listener first: callers then get a refused connection, which their
         // proxies retry on another replica, instead of a 502 from a listener with no app.
         await proxy.removeWorkload(r.id, 0);
-        await api(controlUrl, token, 'DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
+        await this.api('DELETE', `/v1/services/${svc.name}/instances/${r.id}`);
       },
       onEvent: (e) => this.event(e),
     });
@@ -321,7 +331,6 @@ export class MeshRunner {
    * be sent (the control plane is away, a partition) is not retried: the next one is.
    */
   private heartbeat(svc: MeshService, id: string, target: ProbeTarget, ttlMs: number): void {
-    const { controlUrl, token } = this.o;
     let busy = false;
     const beat = async () => {
       if (busy) return;
@@ -329,7 +338,7 @@ export class MeshRunner {
       try {
         const p = await probeOnce(target, svc.readiness.timeoutMs, this.clock);
         if (!this.beats.has(id)) return;
-        await api(controlUrl, token, 'PUT', `/v1/services/${svc.name}/instances/${id}/heartbeat`, p.ok ? {} : { status: 'unhealthy', reason: `readiness probe on this host: ${p.reason}` });
+        await this.api('PUT', `/v1/services/${svc.name}/instances/${id}/heartbeat`, p.ok ? {} : { status: 'unhealthy', reason: `readiness probe on this host: ${p.reason}` });
       } catch {
         /* the next beat tries again */
       } finally {

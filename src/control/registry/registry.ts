@@ -96,6 +96,8 @@ type StoredRecord = Omit<InstanceRecord, 'createRevision' | 'modRevision'>;
 const APPLY_WAIT_MS = 10_000;
 /** Retries of the registry's own writes (register, status) when another replica raced them. */
 const RACE_RETRIES = 5;
+/** Sends of one write whose outcome was unknown (the store lost its leader as it went out). */
+const UNKNOWN_OUTCOME_RETRIES = 3;
 
 export interface RegistryOptions {
   clock: Clock;
@@ -414,16 +416,37 @@ export class Registry {
 
   /** A write that fails when another replica changed the key first: SKEIN_E_CONCURRENT_CHANGE. */
   private async replicateGuarded(ops: StoreOp[], modRevision: Revision, what: string): Promise<void> {
-    const key = (ops[0] as StoreOp).key;
-    const r = await this.replicate(ops, [{ key, modRevision }]);
-    if (!r.ok) throw raced(what);
+    const op = ops[0] as StoreOp;
+    const r = await this.replicate(ops, [{ key: op.key, modRevision }]);
+    // Not applied, unless the write itself was (sent again after an unknown outcome): the key holds what it wrote.
+    if (!r.ok && !this.holds(op)) throw raced(what);
   }
 
-  /** Writes to the log, then waits until this replica has applied the store's revision after it (read your writes). */
+  /** The registry's own view of `op`'s key is what `op` writes (a service definition). */
+  private holds(op: StoreOp): boolean {
+    if (!op.key.startsWith('svc/')) return false;
+    const def = this.services.get(op.key.slice(4))?.definition ?? null;
+    return op.type === 'del' ? def === null : def !== null && JSON.stringify(serviceToRaw(def)) === op.value;
+  }
+
+  /**
+   * Writes to the log, then waits until this replica has applied the store's revision after it
+   * (read your writes). A write whose outcome is unknown (the store's leader died as it went out)
+   * is sent again when that is safe: a guarded write (if the first was applied, the guard now fails
+   * and the caller reads the new state) or deletes only.
+   */
   private async replicate(ops: StoreOp[], guards: readonly Guard[], fenced = false): Promise<{ ok: boolean; revision: Revision }> {
-    const r = await (this.log as RegistryLog).write(ops, guards, fenced);
-    await this.applied(r.revision);
-    return r;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const r = await (this.log as RegistryLog).write(ops, guards, fenced);
+        await this.applied(r.revision);
+        return r;
+      } catch (e) {
+        const unknown = e instanceof SkeinError && (e.details as { outcome?: string } | undefined)?.outcome === 'unknown';
+        const safe = guards.length > 0 || ops.every((op) => op.type === 'del');
+        if (!unknown || !safe || attempt >= UNKNOWN_OUTCOME_RETRIES) throw e;
+      }
+    }
   }
 
   /** Resolves once the watch has delivered `revision` (rejects after APPLY_WAIT_MS: the write is in the store, this replica is behind). */

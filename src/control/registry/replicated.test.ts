@@ -173,3 +173,26 @@ test('a write whose revision this replica never sees fails after a wait, saying 
   clock.advance(10_000);
   await assert.rejects(p, /stored at revision 1, but this control-plane replica has not seen it within 10000 ms/);
 });
+
+test('a write whose outcome was unknown (applied, then the store\'s leader died) is sent again safely: no duplicate, no false conflict', async () => {
+  const log = new Log();
+  const a = log.replica();
+  const unknown = () => new SkeinError('SKEIN_E_STORE', 'the outcome of /v3/kv/txn is unknown', { details: { outcome: 'unknown' } });
+  // Wrap the log: the first write is applied but its answer is lost.
+  const inner = (a.registry as unknown as { log: RegistryLog }).log;
+  let lose = 1;
+  (a.registry as unknown as { log: RegistryLog }).log = {
+    write: async (ops, guards, fenced) => {
+      const r = await inner.write(ops, guards, fenced);
+      if (lose-- > 0) throw unknown();
+      return r;
+    },
+  };
+  const reg = await a.registry.register(inst('w1'));
+  assert.equal(reg.record.modRevision, 1, 'the first send was the one applied');
+  assert.equal(log.rev, 1, 'the second send wrote nothing (its guard failed)');
+  lose = 1;
+  await a.registry.putService(parseService({ name: 'web', labels: { v: '1' } }));
+  assert.deepEqual(a.registry.service('web')?.definition?.labels, { v: '1' }, 'no false SKEIN_E_CONCURRENT_CHANGE');
+  assert.equal(log.rev, 2);
+});

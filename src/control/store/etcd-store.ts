@@ -79,6 +79,7 @@ export class EtcdStore {
     this.logger = o.logger;
     this.client = new EtcdClient({
       endpoints: [...o.endpoints],
+      requestTimeoutMs: ETCD_DEFAULTS.requestTimeoutMs,
       clock: o.clock,
       ...(o.logger === undefined ? {} : { logger: o.logger }),
       ...(o.watchIdleMs === undefined ? {} : { watchIdleMs: o.watchIdleMs }),

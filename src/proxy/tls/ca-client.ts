@@ -57,7 +57,7 @@ export class ControlCa implements CertificateSource {
   private async infoAt(url: string, fresh: boolean): Promise<CaInfo> {
     const cached = this.infos.get(url);
     if (cached !== undefined && !fresh) return cached;
-    const res = await fetch(`${url}/v1/ca`, { signal: AbortSignal.timeout(this.timeoutMs) });
+    const res = await fetch(`${url}/v1/ca`, { headers: this.replicas.headers, signal: AbortSignal.timeout(this.timeoutMs) });
     if (!res.ok) throw await failure(res, `GET ${url}/v1/ca`);
     const info = (await res.json()) as CaInfo;
     this.infos.set(url, info);
