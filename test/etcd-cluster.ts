@@ -31,6 +31,8 @@ export interface EtcdMember {
   pause(): void;
   /** SIGCONT. */
   resume(): void;
+  /** Starts a stopped or killed member again on its data dir, and waits until it is healthy. */
+  start(): Promise<void>;
   readonly running: boolean;
 }
 
@@ -170,6 +172,11 @@ async function startOnce(etcd: string, o: EtcdClusterOptions): Promise<EtcdClust
     kill: () => signal(i, 'SIGKILL'),
     pause: () => void procs[i]!.proc.kill('SIGSTOP'),
     resume: () => void procs[i]!.proc.kill('SIGCONT'),
+    start: async () => {
+      if (procs[i]!.running) return;
+      launch(i);
+      await waitHealthy(s.client, 20_000);
+    },
   }));
 
   const cluster: EtcdCluster = {
