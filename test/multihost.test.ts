@@ -275,8 +275,9 @@ describe('a mesh across hosts: etcd on e1..e3, the control plane on cp1..cp3, th
   test('kill -9 the replica the hosts use: they move on; no page fails, instances stay healthy past their TTL', async (t) => {
     if (!Topology.usable(t)) return;
     await killControl(0);
-    // Longer than the TTL: the hosts' heartbeats went to another replica.
-    await new Promise((r) => setTimeout(r, TTL_MS * 2));
+    // Longer than a new leader's election (the lease of the election key, 5 s) and two TTLs: the
+    // hosts' heartbeats went to another replica, or their instances would have expired by now.
+    await new Promise((r) => setTimeout(r, 5000 + TTL_MS * 2));
     assert.equal(await healthy(1, 'product-service'), 1);
     assert.equal(await healthy(2, 'frontend'), 1);
     await startControlIn(0);

@@ -96,8 +96,11 @@ export class HealthManager {
   start(): void {
     const now = this.clock.now();
     // Replicated: an instance whose heartbeat key lives needs no deadline (etcd's lease is its TTL).
+    // One without gets a TTL from now and no grace: heartbeats never stopped being taken (any
+    // replica takes them), so its lease ran out, or it never sent one.
     for (const k of this.replicated?.alive() ?? []) this.beating.add(k);
-    for (const rec of this.registry.allInstances()) this.track(rec, now + this.ttlGraceMs);
+    const grace = this.replicated === null ? this.ttlGraceMs : 0;
+    for (const rec of this.registry.allInstances()) this.track(rec, now + grace);
     this.unsubscribe = this.registry.onChange((e) => this.onChange(e));
     this.sweepTimer = this.clock.setInterval(() => this.sweep(), this.sweepIntervalMs);
   }
