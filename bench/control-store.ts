@@ -1,0 +1,297 @@
+/**
+ * The control plane on etcd against the embedded store, side by side in one run (issue 15 §4;
+ * docs/scaling.md). For each store, a real `skein control` process (with `--store etcd`, on a
+ * real 3-member etcd cluster started on 127.0.0.1 with ports from the OS, test/etcd-cluster.ts):
+ *
+ *  1. start on an empty store (time to ready);
+ *  2. register a fleet of S services x I instances with N concurrent clients (instances/s,
+ *     latency, the control plane's and etcd's CPU, RSS; etcd's database size);
+ *  3. open W full watch streams (`GET /v1/watch`, what each proxy opens), 100 waiting for their
+ *     snapshot at a time (snapshot bytes, time, RSS);
+ *  4. E writes one after the other, each a new instance: time from sending the PUT to each
+ *     watcher and to the last of the W having its event;
+ *  5. kill -9 the control plane, start it again on the same store (time to ready with the fleet),
+ *     and reconnect all W watchers at once with `since=` their last revision, as proxies do: the
+ *     time until every one has its new snapshot, and the control plane's RSS peak meanwhile.
+ *
+ * The watchers live in this process (one socket each); the issue's shape is 10,000 services x 10
+ * instances and 1,000 proxies: `--services 10000`. The default is 1,000 services, which a 2-core
+ * machine runs in a few minutes for both stores. Speed is printed, never asserted.
+ *
+ *   node dist/bench/control-store.js [--services 1000] [--per-service 10] [--watchers 1000]
+ *        [--clients 64] [--events 100] [--herd 1000] [--stores embedded,etcd] [--timeout 300]
+ */
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+import { startEtcdCluster, type EtcdCluster } from '../test/etcd-cluster.js';
+import { adminTokenOf, api, machine, max, otherCpuMeter, percentile, printResult, processCpuSeconds, procSample, round, runMain, startControl, table, tempDir, warnIfBusy, type Control } from './lib.js';
+import { openWatchers, registerFleet, rssSampler, type Watcher, type WatchLine } from './control-store-lib.js';
+
+const { values: argv } = parseArgs({
+  options: {
+    services: { type: 'string', default: '1000' },
+    'per-service': { type: 'string', default: '10' },
+    watchers: { type: 'string', default: '1000' },
+    clients: { type: 'string', default: '64' },
+    events: { type: 'string', default: '100' },
+    herd: { type: 'string', default: '' },
+    stores: { type: 'string', default: 'embedded,etcd' },
+    timeout: { type: 'string', default: '300' },
+  },
+});
+const positiveInt = (name: string, v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${v}"`);
+  return n;
+};
+const SERVICES = positiveInt('services', argv.services);
+const PER_SERVICE = positiveInt('per-service', argv['per-service']);
+const WATCHERS = positiveInt('watchers', argv.watchers);
+const CLIENTS = positiveInt('clients', argv.clients);
+const EVENTS = positiveInt('events', argv.events);
+const HERD = argv.herd === '' ? WATCHERS : positiveInt('herd', argv.herd);
+const TIMEOUT_MS = positiveInt('timeout', argv.timeout) * 1000;
+const STORES = argv.stores.split(',').map((s) => {
+  if (s !== 'embedded' && s !== 'etcd') throw new Error(`--stores: "${s}" is not embedded or etcd`);
+  return s;
+});
+const FLEET = SERVICES * PER_SERVICE;
+const EVENT_TIMEOUT_MS = 10_000;
+const MiB = 2 ** 20;
+
+interface StoreResult {
+  store: 'embedded' | 'etcd';
+  readyEmptyMs: number;
+  register: { instances: number; errors: number; perSecond: number; p50Ms: number; p99Ms: number; controlCpuPercent: number; etcdCpuPercent: number | null; otherCpuPercent: number };
+  rssMiB: { empty: number; registered: number; watchersPeak: number; watchers: number; restartedReady: number; herdPeak: number; herdAfter: number };
+  etcd: { dbSizeMiB: number; dbInUseMiB: number; membersRssMiB: number } | null;
+  snapshot: { bytes: number; bytesPerInstance: number; openAllMs: number };
+  writeToWatchers: { events: number; timeouts: number; lastP50Ms: number; lastP99Ms: number; lastMaxMs: number; eachP50Ms: number; eachP99Ms: number; putP50Ms: number; putP99Ms: number; outOfOrder: number };
+  restart: { readyMs: number; herdMs: number; herdSnapshotMiB: number; wrongRevision: number };
+}
+
+/** etcd's own account of its database (one member's). */
+async function etcdStatus(endpoint: string): Promise<{ dbSize: number; dbSizeInUse: number }> {
+  const r = await fetch(`${endpoint}/v3/maintenance/status`, { method: 'POST', body: '{}' });
+  const j = (await r.json()) as { dbSize?: string; dbSizeInUse?: string };
+  return { dbSize: Number(j.dbSize ?? NaN), dbSizeInUse: Number(j.dbSizeInUse ?? NaN) };
+}
+
+const mib = (bytes: number) => round(bytes / MiB);
+
+async function startTimed(dataDir: string, args: string[]): Promise<{ cp: Control; ms: number }> {
+  const t0 = performance.now();
+  const cp = await startControl({ dataDir, args, timeoutMs: TIMEOUT_MS });
+  return { cp, ms: performance.now() - t0 };
+}
+
+/** The round of step 4 the watchers report to. */
+interface Round {
+  sentAt: number;
+  delays: Float64Array;
+  got: number;
+  revision: number | null;
+  done: () => void;
+}
+
+async function runStore(store: 'embedded' | 'etcd'): Promise<StoreResult> {
+  process.stdout.write(`\n--- ${store} store ---\n`);
+  let cluster: EtcdCluster | null = null;
+  const dir = tempDir(`skein-bench-store-${store}-`);
+  const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
+  const watchers: Watcher[] = [];
+  let cp: Control | null = null;
+  try {
+    if (store === 'etcd') {
+      cluster = await startEtcdCluster({ members: 3, dir: dir.path });
+      process.stdout.write(`etcd: 3 members at ${cluster.endpoints.join(', ')}\n`);
+    }
+    const args = cluster === null ? [] : ['--store', 'etcd', '--etcd', cluster.endpoints.join(','), '--replica', 'bench'];
+    const dataDir = `${dir.path}/control`;
+    const first = await startTimed(dataDir, args);
+    cp = first.cp;
+    const rssEmpty = procSample(cp.pid).rssBytes;
+    const token = await adminTokenOf(cp.url);
+    const etcdPids = () => cluster?.members.map((m) => m.pid) ?? [];
+
+    // 2. The fleet.
+    process.stdout.write(`registering ${FLEET.toLocaleString('en-US')} instances (${SERVICES} services x ${PER_SERVICE}) with ${CLIENTS} clients...\n`);
+    const cpu0 = processCpuSeconds(cp.pid);
+    const etcd0 = etcdPids().reduce((n, p) => n + processCpuSeconds(p), 0);
+    const others = otherCpuMeter([cp.pid, process.pid, ...etcdPids()]);
+    const reg = await registerFleet({ base: cp.url, token, count: FLEET, perService: PER_SERVICE, clients: CLIENTS });
+    const otherCpuPercent = others.stop();
+    const controlCpuPercent = ((processCpuSeconds(cp.pid) - cpu0) / reg.seconds) * 100;
+    const etcdCpuPercent = cluster === null ? null : ((etcdPids().reduce((n, p) => n + processCpuSeconds(p), 0) - etcd0) / reg.seconds) * 100;
+    if (reg.errors > 0) throw new Error(`${reg.errors} registrations failed; the first: ${reg.firstError}`);
+    const rssRegistered = procSample(cp.pid).rssBytes;
+    let etcd: StoreResult['etcd'] = null;
+    if (cluster !== null) {
+      const s = await etcdStatus(cluster.endpoints[0] as string);
+      etcd = { dbSizeMiB: mib(s.dbSize), dbInUseMiB: mib(s.dbSizeInUse), membersRssMiB: mib(cluster.members.reduce((n, m) => n + procSample(m.pid).rssBytes, 0)) };
+    }
+    process.stdout.write(`registered in ${round(reg.seconds)} s (${round(reg.instances / reg.seconds)}/s)\n`);
+
+    // 3. The watchers, 100 waiting for their snapshot at a time.
+    let current: Round | null = null;
+    let outOfOrder = 0;
+    const lastSeen = new Map<number, number>();
+    const onLine = (w: Watcher, line: WatchLine, now: number) => {
+      if (line.type === 'ping') return;
+      const prev = lastSeen.get(w.index) ?? 0;
+      if (line.revision <= prev) outOfOrder++;
+      lastSeen.set(w.index, line.revision);
+      const r = current;
+      if (r === null || line.type !== 'add') return;
+      if (r.revision === null) r.revision = line.revision;
+      if (line.revision !== r.revision || !Number.isNaN(r.delays[w.index] as number)) return;
+      r.delays[w.index] = now - r.sentAt;
+      if (++r.got === r.delays.length) r.done();
+    };
+    const open1 = rssSampler(cp.pid);
+    const opened = await openWatchers({ base: cp.url, n: WATCHERS, concurrency: 100, timeoutMs: TIMEOUT_MS, agent, onLine }, watchers);
+    const rssWatchersPeak = open1.stop();
+    const snapshotBytes = max(watchers.map((w) => w.snapshotBytes));
+    process.stdout.write(`${WATCHERS} watchers have their snapshot (${mib(snapshotBytes)} MiB each) after ${round(opened.ms)} ms\n`);
+    const rssWatchers = procSample(cp.pid).rssBytes;
+
+    // 4. Writes one at a time: PUT sent -> each watcher, and the last, has the event.
+    const last: number[] = [];
+    const each: number[] = [];
+    const putMs: number[] = [];
+    let timeouts = 0;
+    let revision = 0;
+    for (let k = 0; k < EVENTS; k++) {
+      let done!: () => void;
+      const arrived = new Promise<void>((r) => (done = r));
+      const rd: Round = { sentAt: performance.now(), delays: new Float64Array(WATCHERS).fill(NaN), got: 0, revision: null, done };
+      current = rd;
+      const service = `svc-${(k * 7919) % SERVICES}`;
+      const res = await api(cp.url, 'PUT', `/v1/services/${service}/instances/ev-${k}`, { address: `10.200.${k >> 8}.${k & 255}`, port: 8080 });
+      putMs.push(performance.now() - rd.sentAt);
+      if (res.status !== 201) throw new Error(`register ${service}/ev-${k}: ${res.status} ${JSON.stringify(res.body)}`);
+      revision = res.body.revision as number;
+      if (rd.revision !== null && rd.revision !== revision) throw new Error(`the watchers' event has revision ${rd.revision}, the PUT ${revision}`);
+      let timer: NodeJS.Timeout | undefined;
+      const ok = await Promise.race([arrived.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), EVENT_TIMEOUT_MS)))]);
+      clearTimeout(timer);
+      current = null;
+      if (!ok) {
+        timeouts++;
+        const closed = watchers.filter((w) => w.closed).length;
+        process.stdout.write(`event ${k}: ${rd.got}/${WATCHERS} watchers had it after ${EVENT_TIMEOUT_MS} ms (${closed} streams closed)\n`);
+        if (closed > 0) break;
+        continue;
+      }
+      last.push(max(rd.delays));
+      for (const d of rd.delays) each.push(d);
+    }
+
+    // 5. kill -9, start again on the same store, every watcher reconnects at once with since=.
+    const gone = cp.child;
+    const exited = new Promise((r) => gone.once('exit', r));
+    gone.kill('SIGKILL');
+    await exited;
+    for (const w of watchers) w.close();
+    watchers.length = 0;
+    const again = await startTimed(dataDir, args);
+    cp = again.cp;
+    const rssReady = procSample(cp.pid).rssBytes;
+    const herdRss = rssSampler(cp.pid);
+    const herd = await openWatchers({ base: cp.url, n: WATCHERS, concurrency: HERD, since: revision, timeoutMs: TIMEOUT_MS, agent }, watchers);
+    const herdPeak = herdRss.stop();
+    const wrongRevision = watchers.filter((w) => w.snapshotRevision !== revision).length;
+    const herdBytes = watchers.reduce((n, w) => n + w.snapshotBytes, 0);
+    process.stdout.write(`restarted: ready after ${round(again.ms)} ms; ${WATCHERS} watchers re-snapshotted after ${round(herd.ms)} ms\n`);
+    const rssAfter = procSample(cp.pid).rssBytes;
+
+    return {
+      store,
+      readyEmptyMs: round(first.ms),
+      register: {
+        instances: reg.instances,
+        errors: reg.errors,
+        perSecond: round(reg.instances / reg.seconds),
+        p50Ms: round(percentile(reg.latencies, 50)),
+        p99Ms: round(percentile(reg.latencies, 99)),
+        controlCpuPercent: round(controlCpuPercent),
+        etcdCpuPercent: etcdCpuPercent === null ? null : round(etcdCpuPercent),
+        otherCpuPercent: round(otherCpuPercent),
+      },
+      rssMiB: { empty: mib(rssEmpty), registered: mib(rssRegistered), watchersPeak: mib(rssWatchersPeak), watchers: mib(rssWatchers), restartedReady: mib(rssReady), herdPeak: mib(herdPeak), herdAfter: mib(rssAfter) },
+      etcd,
+      snapshot: { bytes: snapshotBytes, bytesPerInstance: round(snapshotBytes / FLEET), openAllMs: round(opened.ms) },
+      writeToWatchers: {
+        events: last.length,
+        timeouts,
+        lastP50Ms: round(percentile(last, 50)),
+        lastP99Ms: round(percentile(last, 99)),
+        lastMaxMs: round(percentile(last, 100)),
+        eachP50Ms: round(percentile(each, 50)),
+        eachP99Ms: round(percentile(each, 99)),
+        putP50Ms: round(percentile(putMs, 50)),
+        putP99Ms: round(percentile(putMs, 99)),
+        outOfOrder,
+      },
+      restart: { readyMs: round(again.ms), herdMs: round(herd.ms), herdSnapshotMiB: mib(herdBytes), wrongRevision },
+    };
+  } finally {
+    for (const w of watchers) w.close();
+    agent.destroy();
+    if (cp !== null) await cp.stop();
+    await cluster?.close();
+    dir.remove();
+  }
+}
+
+runMain(async () => {
+  const info = machine();
+  warnIfBusy(info);
+  process.stdout.write(
+    `control-store: ${SERVICES.toLocaleString('en-US')} services x ${PER_SERVICE} instances, ${WATCHERS} full watch streams, ${CLIENTS} registering clients, ${EVENTS} writes to the watchers; stores: ${STORES.join(', ')}\n`,
+  );
+  const results: StoreResult[] = [];
+  for (const s of STORES) results.push(await runStore(s));
+  const e = results.find((r) => r.store === 'embedded');
+  const d = results.find((r) => r.store === 'etcd');
+  const cols = results.map((r) => r.store);
+  const ratio = (f: (r: StoreResult) => number | null) => {
+    const [a, b] = e !== undefined && d !== undefined ? [f(d), f(e)] : [null, null];
+    return a === null || b === null ? '-' : round(a / b, 2);
+  };
+  const row = (name: string, f: (r: StoreResult) => number | null): Array<string | number> => [name, ...results.map((r) => f(r) ?? '-'), ...(e && d ? [ratio(f)] : [])];
+  table(
+    `The control plane on each store: ${FLEET.toLocaleString('en-US')} instances, ${WATCHERS} watchers, same run`,
+    ['measure', ...cols, ...(e && d ? ['etcd / embedded'] : [])],
+    [
+      row('ready, empty store (ms)', (r) => r.readyEmptyMs),
+      row(`registrations/s (${CLIENTS} clients)`, (r) => r.register.perSecond),
+      row('registration p50 (ms)', (r) => r.register.p50Ms),
+      row('registration p99 (ms)', (r) => r.register.p99Ms),
+      row('control CPU while registering (%)', (r) => r.register.controlCpuPercent),
+      row('etcd CPU while registering (%, 3 members)', (r) => r.register.etcdCpuPercent),
+      row('RSS empty (MiB)', (r) => r.rssMiB.empty),
+      row('RSS with the fleet (MiB)', (r) => r.rssMiB.registered),
+      row(`RSS with ${WATCHERS} watchers (MiB)`, (r) => r.rssMiB.watchers),
+      row('RSS peak while they opened (MiB)', (r) => r.rssMiB.watchersPeak),
+      row('snapshot (bytes)', (r) => r.snapshot.bytes),
+      row(`${WATCHERS} snapshots, 100 at a time (ms)`, (r) => r.snapshot.openAllMs),
+      row('PUT -> last watcher p50 (ms)', (r) => r.writeToWatchers.lastP50Ms),
+      row('PUT -> last watcher p99 (ms)', (r) => r.writeToWatchers.lastP99Ms),
+      row('PUT -> each watcher p99 (ms)', (r) => r.writeToWatchers.eachP99Ms),
+      row('PUT acknowledged p50 (ms)', (r) => r.writeToWatchers.putP50Ms),
+      row('restart: ready with the fleet (ms)', (r) => r.restart.readyMs),
+      row(`restart: ${WATCHERS} re-snapshots, ${HERD} at once (ms)`, (r) => r.restart.herdMs),
+      row('restart: RSS ready (MiB)', (r) => r.rssMiB.restartedReady),
+      row('restart: RSS peak in the herd (MiB)', (r) => r.rssMiB.herdPeak),
+    ],
+  );
+  if (d?.etcd) process.stdout.write(`etcd: database ${d.etcd.dbSizeMiB} MiB (${d.etcd.dbInUseMiB} MiB in use) for ${FLEET.toLocaleString('en-US')} instances; members' RSS ${d.etcd.membersRssMiB} MiB in all\n`);
+  for (const r of results) {
+    const w = r.writeToWatchers;
+    if (w.timeouts > 0 || w.outOfOrder > 0 || r.restart.wrongRevision > 0) {
+      process.stdout.write(`${r.store}: ${w.timeouts} writes not seen by every watcher in ${EVENT_TIMEOUT_MS} ms, ${w.outOfOrder} events out of order, ${r.restart.wrongRevision} re-snapshots at the wrong revision\n`);
+    }
+  }
+  printResult('control-store', { machine: info, services: SERVICES, perService: PER_SERVICE, instances: FLEET, watchers: WATCHERS, clients: CLIENTS, events: EVENTS, herd: HERD, results });
+});
