@@ -15,10 +15,13 @@
  *     time until every one has its new snapshot, and the control plane's RSS peak meanwhile.
  *
  * The watchers live in this process (one socket each); the issue's shape is 10,000 services x 10
- * instances and 1,000 proxies: `--services 10000`. The default is 1,000 services, which a 2-core
- * machine runs in a few minutes for both stores. Speed is printed, never asserted.
+ * instances and 1,000 proxies: `--services 10000`. The default is 200 services (2,000 instances)
+ * and 1,000 watchers, which a 2-core machine runs in about two minutes for both stores: what a
+ * restart costs grows with instances x watchers (every watcher gets the whole mesh again), and
+ * at 10,000 instances the 2 x 1,000 snapshots alone take minutes (docs/scaling.md). Speed is
+ * printed, never asserted.
  *
- *   node dist/bench/control-store.js [--services 1000] [--per-service 10] [--watchers 1000]
+ *   node dist/bench/control-store.js [--services 200] [--per-service 10] [--watchers 1000]
  *        [--clients 64] [--events 100] [--herd 1000] [--stores embedded,etcd] [--timeout 300]
  */
 import http from 'node:http';
@@ -29,7 +32,7 @@ import { openWatchers, registerFleet, rssSampler, type Watcher, type WatchLine }
 
 const { values: argv } = parseArgs({
   options: {
-    services: { type: 'string', default: '1000' },
+    services: { type: 'string', default: '200' },
     'per-service': { type: 'string', default: '10' },
     watchers: { type: 'string', default: '1000' },
     clients: { type: 'string', default: '64' },
@@ -65,9 +68,14 @@ interface StoreResult {
   register: { instances: number; errors: number; perSecond: number; p50Ms: number; p99Ms: number; controlCpuPercent: number; etcdCpuPercent: number | null; otherCpuPercent: number };
   rssMiB: { empty: number; registered: number; watchersPeak: number; watchers: number; restartedReady: number; herdPeak: number; herdAfter: number };
   etcd: { dbSizeMiB: number; dbInUseMiB: number; membersRssMiB: number } | null;
-  snapshot: { bytes: number; bytesPerInstance: number; openAllMs: number };
+  /** CPU ms per snapshot: the control plane's (building, encoding, writing) and this process's (reading). */
+  snapshot: { bytes: number; bytesPerInstance: number; openAllMs: number; controlCpuMsEach: number; readerCpuMsEach: number };
   writeToWatchers: { events: number; timeouts: number; lastP50Ms: number; lastP99Ms: number; lastMaxMs: number; eachP50Ms: number; eachP99Ms: number; putP50Ms: number; putP99Ms: number; outOfOrder: number };
-  restart: { readyMs: number; herdMs: number; herdSnapshotMiB: number; wrongRevision: number };
+  restart: { readyMs: number; herdMs: number; herdSnapshotMiB: number; controlCpuMsEach: number;
+    /** Re-snapshots older than the last acknowledged write (none expected), and how far past it the newest was (etcd: the election's keys move its revision too). */
+    staleSnapshots: number;
+    revisionsPastLastWrite: number;
+  };
 }
 
 /** etcd's own account of its database (one member's). */
@@ -78,6 +86,35 @@ async function etcdStatus(endpoint: string): Promise<{ dbSize: number; dbSizeInU
 }
 
 const mib = (bytes: number) => round(bytes / MiB);
+
+/** CPU ms used since now by the process `pid` and by this one. */
+function cpuSince(pid: number): () => { control: number; self: number } {
+  const c0 = processCpuSeconds(pid);
+  const s0 = process.cpuUsage();
+  return () => {
+    const s = process.cpuUsage(s0);
+    return { control: (processCpuSeconds(pid) - c0) * 1000, self: (s.user + s.system) / 1000 };
+  };
+}
+
+const rssNow = (pid: number): number | string => {
+  try {
+    return mib(procSample(pid).rssBytes);
+  } catch {
+    return '-';
+  }
+};
+
+/** A failure while `cp` serves says whether it is still running, and its last lines. */
+async function withControl<T>(cp: Control, p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    await new Promise((r) => setTimeout(r, 500)); // its last words
+    const state = cp.child.exitCode !== null || cp.child.signalCode !== null ? `exited (${cp.child.exitCode ?? cp.child.signalCode})` : 'still running';
+    throw new Error(`${(e as Error).message}; the control plane ${state}, RSS ${rssNow(cp.pid)} MiB; its last lines:\n${cp.tail()}`, { cause: e });
+  }
+}
 
 async function startTimed(dataDir: string, args: string[]): Promise<{ cp: Control; ms: number }> {
   const t0 = performance.now();
@@ -149,8 +186,10 @@ async function runStore(store: 'embedded' | 'etcd'): Promise<StoreResult> {
       if (++r.got === r.delays.length) r.done();
     };
     const open1 = rssSampler(cp.pid);
-    const opened = await openWatchers({ base: cp.url, n: WATCHERS, concurrency: 100, timeoutMs: TIMEOUT_MS, agent, onLine }, watchers);
+    const openCpu = cpuSince(cp.pid);
+    const opened = await withControl(cp, openWatchers({ base: cp.url, n: WATCHERS, concurrency: 100, timeoutMs: TIMEOUT_MS, agent, onLine }, watchers));
     const rssWatchersPeak = open1.stop();
+    const openCost = openCpu();
     const snapshotBytes = max(watchers.map((w) => w.snapshotBytes));
     process.stdout.write(`${WATCHERS} watchers have their snapshot (${mib(snapshotBytes)} MiB each) after ${round(opened.ms)} ms\n`);
     const rssWatchers = procSample(cp.pid).rssBytes;
@@ -198,9 +237,12 @@ async function runStore(store: 'embedded' | 'etcd'): Promise<StoreResult> {
     cp = again.cp;
     const rssReady = procSample(cp.pid).rssBytes;
     const herdRss = rssSampler(cp.pid);
-    const herd = await openWatchers({ base: cp.url, n: WATCHERS, concurrency: HERD, since: revision, timeoutMs: TIMEOUT_MS, agent }, watchers);
+    const herdCpu = cpuSince(cp.pid);
+    const herd = await withControl(cp, openWatchers({ base: cp.url, n: WATCHERS, concurrency: HERD, since: revision, timeoutMs: TIMEOUT_MS, agent }, watchers));
     const herdPeak = herdRss.stop();
-    const wrongRevision = watchers.filter((w) => w.snapshotRevision !== revision).length;
+    const herdCost = herdCpu();
+    const staleSnapshots = watchers.filter((w) => (w.snapshotRevision ?? 0) < revision).length;
+    const revisionsPastLastWrite = max(watchers.map((w) => (w.snapshotRevision ?? 0) - revision));
     const herdBytes = watchers.reduce((n, w) => n + w.snapshotBytes, 0);
     process.stdout.write(`restarted: ready after ${round(again.ms)} ms; ${WATCHERS} watchers re-snapshotted after ${round(herd.ms)} ms\n`);
     const rssAfter = procSample(cp.pid).rssBytes;
@@ -220,7 +262,7 @@ async function runStore(store: 'embedded' | 'etcd'): Promise<StoreResult> {
       },
       rssMiB: { empty: mib(rssEmpty), registered: mib(rssRegistered), watchersPeak: mib(rssWatchersPeak), watchers: mib(rssWatchers), restartedReady: mib(rssReady), herdPeak: mib(herdPeak), herdAfter: mib(rssAfter) },
       etcd,
-      snapshot: { bytes: snapshotBytes, bytesPerInstance: round(snapshotBytes / FLEET), openAllMs: round(opened.ms) },
+      snapshot: { bytes: snapshotBytes, bytesPerInstance: round(snapshotBytes / FLEET), openAllMs: round(opened.ms), controlCpuMsEach: round(openCost.control / WATCHERS), readerCpuMsEach: round(openCost.self / WATCHERS) },
       writeToWatchers: {
         events: last.length,
         timeouts,
@@ -233,7 +275,7 @@ async function runStore(store: 'embedded' | 'etcd'): Promise<StoreResult> {
         putP99Ms: round(percentile(putMs, 99)),
         outOfOrder,
       },
-      restart: { readyMs: round(again.ms), herdMs: round(herd.ms), herdSnapshotMiB: mib(herdBytes), wrongRevision },
+      restart: { readyMs: round(again.ms), herdMs: round(herd.ms), herdSnapshotMiB: mib(herdBytes), controlCpuMsEach: round(herdCost.control / WATCHERS), staleSnapshots, revisionsPastLastWrite },
     };
   } finally {
     for (const w of watchers) w.close();
@@ -276,12 +318,15 @@ runMain(async () => {
       row('RSS peak while they opened (MiB)', (r) => r.rssMiB.watchersPeak),
       row('snapshot (bytes)', (r) => r.snapshot.bytes),
       row(`${WATCHERS} snapshots, 100 at a time (ms)`, (r) => r.snapshot.openAllMs),
+      row('  control CPU per snapshot (ms)', (r) => r.snapshot.controlCpuMsEach),
+      row('  reader CPU per snapshot (ms, this process)', (r) => r.snapshot.readerCpuMsEach),
       row('PUT -> last watcher p50 (ms)', (r) => r.writeToWatchers.lastP50Ms),
       row('PUT -> last watcher p99 (ms)', (r) => r.writeToWatchers.lastP99Ms),
       row('PUT -> each watcher p99 (ms)', (r) => r.writeToWatchers.eachP99Ms),
       row('PUT acknowledged p50 (ms)', (r) => r.writeToWatchers.putP50Ms),
       row('restart: ready with the fleet (ms)', (r) => r.restart.readyMs),
       row(`restart: ${WATCHERS} re-snapshots, ${HERD} at once (ms)`, (r) => r.restart.herdMs),
+      row('  control CPU per re-snapshot (ms)', (r) => r.restart.controlCpuMsEach),
       row('restart: RSS ready (MiB)', (r) => r.rssMiB.restartedReady),
       row('restart: RSS peak in the herd (MiB)', (r) => r.rssMiB.herdPeak),
     ],
@@ -289,8 +334,8 @@ runMain(async () => {
   if (d?.etcd) process.stdout.write(`etcd: database ${d.etcd.dbSizeMiB} MiB (${d.etcd.dbInUseMiB} MiB in use) for ${FLEET.toLocaleString('en-US')} instances; members' RSS ${d.etcd.membersRssMiB} MiB in all\n`);
   for (const r of results) {
     const w = r.writeToWatchers;
-    if (w.timeouts > 0 || w.outOfOrder > 0 || r.restart.wrongRevision > 0) {
-      process.stdout.write(`${r.store}: ${w.timeouts} writes not seen by every watcher in ${EVENT_TIMEOUT_MS} ms, ${w.outOfOrder} events out of order, ${r.restart.wrongRevision} re-snapshots at the wrong revision\n`);
+    if (w.timeouts > 0 || w.outOfOrder > 0 || r.restart.staleSnapshots > 0) {
+      process.stdout.write(`${r.store}: ${w.timeouts} writes not seen by every watcher in ${EVENT_TIMEOUT_MS} ms, ${w.outOfOrder} events out of order, ${r.restart.staleSnapshots} re-snapshots older than the last acknowledged write\n`);
     }
   }
   printResult('control-store', { machine: info, services: SERVICES, perService: PER_SERVICE, instances: FLEET, watchers: WATCHERS, clients: CLIENTS, events: EVENTS, herd: HERD, results });
