@@ -222,3 +222,62 @@ export async function registerFleet(o: { base: string; token: string | null; fro
   await pool.close();
   return { instances: latencies.length, errors, firstError, seconds, latencies };
 }
+
+/**
+ * Times writes to the watchers, one at a time: `line` is every watcher's onLine; `round(write)`
+ * sends one write and resolves once every watcher has its `add` event, or after `timeoutMs`.
+ * Also counts events out of revision order on any stream.
+ */
+export class WriteRounds {
+  /** Per write: from sending it to the last watcher having its event, ms. */
+  readonly last: number[] = [];
+  /** Per write and watcher, ms. */
+  readonly each: number[] = [];
+  /** Per write: until the write itself was acknowledged, ms. */
+  readonly writeMs: number[] = [];
+  timeouts = 0;
+  outOfOrder = 0;
+  private current: { sentAt: number; delays: Float64Array; got: number; revision: number | null; done: () => void } | null = null;
+  private readonly lastSeen = new Map<number, number>();
+
+  constructor(
+    private readonly watchers: number,
+    private readonly timeoutMs: number,
+  ) {}
+
+  readonly line = (w: Watcher, line: WatchLine, now: number): void => {
+    if (line.type === 'ping') return;
+    if (line.revision <= (this.lastSeen.get(w.index) ?? 0)) this.outOfOrder++;
+    this.lastSeen.set(w.index, line.revision);
+    const r = this.current;
+    if (r === null || line.type !== 'add') return;
+    r.revision ??= line.revision;
+    if (line.revision !== r.revision || !Number.isNaN(r.delays[w.index] as number)) return;
+    r.delays[w.index] = now - r.sentAt;
+    if (++r.got === r.delays.length) r.done();
+  };
+
+  /** One write (`write` resolves with the revision it was stored at). `ok` false: not every watcher had it in time. */
+  async round(write: () => Promise<number>): Promise<{ ok: boolean; got: number; revision: number }> {
+    let done!: () => void;
+    const arrived = new Promise<void>((resolve) => (done = resolve));
+    const r = { sentAt: performance.now(), delays: new Float64Array(this.watchers).fill(NaN), got: 0, revision: null as number | null, done };
+    this.current = r;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const revision = await write();
+      this.writeMs.push(performance.now() - r.sentAt);
+      if (r.revision !== null && r.revision !== revision) throw new Error(`the watchers' event has revision ${r.revision}, the write ${revision}`);
+      const ok = await Promise.race([arrived.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.timeoutMs)))]);
+      if (!ok) this.timeouts++;
+      else {
+        this.last.push(Math.max(...r.delays));
+        for (const d of r.delays) this.each.push(d);
+      }
+      return { ok, got: r.got, revision };
+    } finally {
+      clearTimeout(timer);
+      this.current = null;
+    }
+  }
+}

@@ -2,13 +2,14 @@
  * The tools of bench/control-store.ts against real sockets on 127.0.0.1: the watcher counts a
  * snapshot's bytes exactly however the stream is cut, and reads each later line's type and
  * revision; the pool opens at most `concurrency` at a time and names a watcher that fails; the
- * registration load sends each instance of the fleet once and counts refusals.
+ * registration load sends each instance of the fleet once and counts refusals; a round of writes
+ * waits for the last watcher, and says when one did not get the write in time.
  * Run: node --test dist/bench/control-store.test.js (the suite runs src/ and test/ only).
  */
 import assert from 'node:assert/strict';
 import http, { createServer, type Server, type ServerResponse } from 'node:http';
 import { test } from 'node:test';
-import { fleetInstance, openWatchers, registerFleet, Watcher, type WatchLine } from './control-store-lib.js';
+import { fleetInstance, openWatchers, registerFleet, Watcher, WriteRounds, type WatchLine } from './control-store-lib.js';
 
 async function listen(s: Server): Promise<string> {
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
@@ -179,5 +180,53 @@ test('fleet instances: service by index, distinct addresses', () => {
       ['svc-1', 'i-10', '10.0.0.10'],
       ['svc-6579', 'i-65793', '10.1.1.1'],
     ],
+  );
+});
+
+test('a round of writes ends when the last watcher has the add, and times each watcher from the send', async () => {
+  const rounds = new WriteRounds(3, 5_000);
+  const ws = [0, 1, 2].map((i) => new Watcher(i));
+  const add = (i: number, revision: number, at: number) => rounds.line(ws[i] as Watcher, { type: 'add', revision }, at);
+  let sent = 0;
+  const r = await rounds.round(async () => {
+    sent = performance.now();
+    add(0, 7, sent + 2); // before the write is acknowledged
+    setTimeout(() => {
+      add(1, 7, sent + 5);
+      rounds.line(ws[1] as Watcher, { type: 'ping', revision: 7 }, sent + 6);
+      add(2, 7, sent + 9);
+    }, 20);
+    return 7;
+  });
+  assert.deepEqual(r, { ok: true, got: 3, revision: 7 });
+  assert.equal(rounds.last.length, 1);
+  assert.ok(Math.abs((rounds.last[0] as number) - 9) < 1, `last ${rounds.last[0]} ms, expected ~9`);
+  assert.deepEqual(
+    rounds.each.map((d) => Math.round(d)),
+    [2, 5, 9],
+  );
+  assert.equal(rounds.timeouts, 0);
+  assert.equal(rounds.outOfOrder, 0);
+  // An event at an older revision on a stream is out of order.
+  add(2, 6, sent + 20);
+  assert.equal(rounds.outOfOrder, 1);
+});
+
+test('a round times out when a watcher never has the write, and an event at another revision is an error', async () => {
+  const rounds = new WriteRounds(2, 50);
+  const ws = [new Watcher(0), new Watcher(1)];
+  const r = await rounds.round(async () => {
+    rounds.line(ws[0] as Watcher, { type: 'add', revision: 3 }, performance.now());
+    return 3;
+  });
+  assert.deepEqual(r, { ok: false, got: 1, revision: 3 });
+  assert.equal(rounds.timeouts, 1);
+  assert.equal(rounds.last.length, 0, 'a round that timed out is not a latency');
+  await assert.rejects(
+    rounds.round(async () => {
+      rounds.line(ws[0] as Watcher, { type: 'add', revision: 10 }, performance.now());
+      return 11;
+    }),
+    /the watchers' event has revision 10, the write 11/,
   );
 });

@@ -28,7 +28,7 @@ import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { startEtcdCluster, type EtcdCluster } from '../test/etcd-cluster.js';
 import { adminTokenOf, api, machine, max, otherCpuMeter, percentile, printResult, processCpuSeconds, procSample, round, runMain, startControl, table, tempDir, warnIfBusy, type Control } from './lib.js';
-import { openWatchers, registerFleet, rssSampler, type Watcher, type WatchLine } from './control-store-lib.js';
+import { openWatchers, registerFleet, rssSampler, WriteRounds, type Watcher } from './control-store-lib.js';
 
 const { values: argv } = parseArgs({
   options: {
@@ -122,13 +122,129 @@ async function startTimed(dataDir: string, args: string[]): Promise<{ cp: Contro
   return { cp, ms: performance.now() - t0 };
 }
 
-/** The round of step 4 the watchers report to. */
-interface Round {
-  sentAt: number;
-  delays: Float64Array;
-  got: number;
-  revision: number | null;
-  done: () => void;
+/** What the phases share for one store. */
+interface Run {
+  store: 'embedded' | 'etcd';
+  cluster: EtcdCluster | null;
+  dataDir: string;
+  args: string[];
+  cp: Control;
+  agent: http.Agent;
+  watchers: Watcher[];
+}
+
+/** 2. The fleet, registered by CLIENTS clients. */
+async function registerPhase(run: Run): Promise<Pick<StoreResult, 'register' | 'etcd'> & { rssRegistered: number }> {
+  const { cp, cluster } = run;
+  process.stdout.write(`registering ${FLEET.toLocaleString('en-US')} instances (${SERVICES} services x ${PER_SERVICE}) with ${CLIENTS} clients...\n`);
+  const etcdPids = cluster?.members.map((m) => m.pid) ?? [];
+  const etcdCpu = () => etcdPids.reduce((n, p) => n + processCpuSeconds(p), 0);
+  const cpu0 = processCpuSeconds(cp.pid);
+  const etcd0 = etcdCpu();
+  const others = otherCpuMeter([cp.pid, process.pid, ...etcdPids]);
+  const reg = await registerFleet({ base: cp.url, token: await adminTokenOf(cp.url), count: FLEET, perService: PER_SERVICE, clients: CLIENTS });
+  const otherCpuPercent = others.stop();
+  const controlCpuPercent = ((processCpuSeconds(cp.pid) - cpu0) / reg.seconds) * 100;
+  const etcdCpuPercent = cluster === null ? null : round(((etcdCpu() - etcd0) / reg.seconds) * 100);
+  if (reg.errors > 0) throw new Error(`${reg.errors} registrations failed; the first: ${reg.firstError}`);
+  const rssRegistered = procSample(cp.pid).rssBytes;
+  let etcd: StoreResult['etcd'] = null;
+  if (cluster !== null) {
+    const s = await etcdStatus(cluster.endpoints[0] as string);
+    etcd = { dbSizeMiB: mib(s.dbSize), dbInUseMiB: mib(s.dbSizeInUse), membersRssMiB: mib(cluster.members.reduce((n, m) => n + procSample(m.pid).rssBytes, 0)) };
+  }
+  process.stdout.write(`registered in ${round(reg.seconds)} s (${round(reg.instances / reg.seconds)}/s)\n`);
+  const register = {
+    instances: reg.instances,
+    errors: reg.errors,
+    perSecond: round(reg.instances / reg.seconds),
+    p50Ms: round(percentile(reg.latencies, 50)),
+    p99Ms: round(percentile(reg.latencies, 99)),
+    controlCpuPercent: round(controlCpuPercent),
+    etcdCpuPercent,
+    otherCpuPercent: round(otherCpuPercent),
+  };
+  return { register, etcd, rssRegistered };
+}
+
+/** 3. The watchers, 100 waiting for their snapshot at a time; then 4. the writes, one at a time. */
+async function watchPhase(run: Run): Promise<Pick<StoreResult, 'snapshot' | 'writeToWatchers'> & { rssPeak: number; rss: number; revision: number }> {
+  const { cp } = run;
+  const rounds = new WriteRounds(WATCHERS, EVENT_TIMEOUT_MS);
+  const rss = rssSampler(cp.pid);
+  const cpu = cpuSince(cp.pid);
+  const opened = await withControl(cp, openWatchers({ base: cp.url, n: WATCHERS, concurrency: 100, timeoutMs: TIMEOUT_MS, agent: run.agent, onLine: rounds.line }, run.watchers));
+  const rssPeak = rss.stop();
+  const cost = cpu();
+  const bytes = max(run.watchers.map((w) => w.snapshotBytes));
+  process.stdout.write(`${WATCHERS} watchers have their snapshot (${mib(bytes)} MiB each) after ${round(opened.ms)} ms\n`);
+  const rssNowBytes = procSample(cp.pid).rssBytes;
+
+  let revision = 0;
+  for (let k = 0; k < EVENTS; k++) {
+    const service = `svc-${(k * 7919) % SERVICES}`;
+    const r = await rounds.round(async () => {
+      const res = await api(cp.url, 'PUT', `/v1/services/${service}/instances/ev-${k}`, { address: `10.200.${k >> 8}.${k & 255}`, port: 8080 });
+      if (res.status !== 201) throw new Error(`register ${service}/ev-${k}: ${res.status} ${JSON.stringify(res.body)}`);
+      return res.body.revision as number;
+    });
+    revision = r.revision;
+    if (!r.ok) {
+      const closed = run.watchers.filter((w) => w.closed).length;
+      process.stdout.write(`event ${k}: ${r.got}/${WATCHERS} watchers had it after ${EVENT_TIMEOUT_MS} ms (${closed} streams closed)\n`);
+      if (closed > 0) break;
+    }
+  }
+  return {
+    snapshot: { bytes, bytesPerInstance: round(bytes / FLEET), openAllMs: round(opened.ms), controlCpuMsEach: round(cost.control / WATCHERS), readerCpuMsEach: round(cost.self / WATCHERS) },
+    writeToWatchers: {
+      events: rounds.last.length,
+      timeouts: rounds.timeouts,
+      lastP50Ms: round(percentile(rounds.last, 50)),
+      lastP99Ms: round(percentile(rounds.last, 99)),
+      lastMaxMs: round(percentile(rounds.last, 100)),
+      eachP50Ms: round(percentile(rounds.each, 50)),
+      eachP99Ms: round(percentile(rounds.each, 99)),
+      putP50Ms: round(percentile(rounds.writeMs, 50)),
+      putP99Ms: round(percentile(rounds.writeMs, 99)),
+      outOfOrder: rounds.outOfOrder,
+    },
+    rssPeak,
+    rss: rssNowBytes,
+    revision,
+  };
+}
+
+/** 5. kill -9, start again on the same store, every watcher reconnects at once with since=. */
+async function restartPhase(run: Run, revision: number): Promise<Pick<StoreResult, 'restart'> & { rssReady: number; rssPeak: number; rssAfter: number }> {
+  const gone = run.cp.child;
+  const exited = new Promise((r) => gone.once('exit', r));
+  gone.kill('SIGKILL');
+  await exited;
+  for (const w of run.watchers) w.close();
+  run.watchers.length = 0;
+  const again = await startTimed(run.dataDir, run.args);
+  const cp = (run.cp = again.cp);
+  const rssReady = procSample(cp.pid).rssBytes;
+  const rss = rssSampler(cp.pid);
+  const cpu = cpuSince(cp.pid);
+  const herd = await withControl(cp, openWatchers({ base: cp.url, n: WATCHERS, concurrency: HERD, since: revision, timeoutMs: TIMEOUT_MS, agent: run.agent }, run.watchers));
+  const rssPeak = rss.stop();
+  const cost = cpu();
+  process.stdout.write(`restarted: ready after ${round(again.ms)} ms; ${WATCHERS} watchers re-snapshotted after ${round(herd.ms)} ms\n`);
+  return {
+    restart: {
+      readyMs: round(again.ms),
+      herdMs: round(herd.ms),
+      herdSnapshotMiB: mib(run.watchers.reduce((n, w) => n + w.snapshotBytes, 0)),
+      controlCpuMsEach: round(cost.control / WATCHERS),
+      staleSnapshots: run.watchers.filter((w) => (w.snapshotRevision ?? 0) < revision).length,
+      revisionsPastLastWrite: max(run.watchers.map((w) => (w.snapshotRevision ?? 0) - revision)),
+    },
+    rssReady,
+    rssPeak,
+    rssAfter: procSample(cp.pid).rssBytes,
+  };
 }
 
 async function runStore(store: 'embedded' | 'etcd'): Promise<StoreResult> {
@@ -137,7 +253,7 @@ async function runStore(store: 'embedded' | 'etcd'): Promise<StoreResult> {
   const dir = tempDir(`skein-bench-store-${store}-`);
   const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
   const watchers: Watcher[] = [];
-  let cp: Control | null = null;
+  let run: Run | null = null;
   try {
     if (store === 'etcd') {
       cluster = await startEtcdCluster({ members: 3, dir: dir.path });
@@ -146,141 +262,25 @@ async function runStore(store: 'embedded' | 'etcd'): Promise<StoreResult> {
     const args = cluster === null ? [] : ['--store', 'etcd', '--etcd', cluster.endpoints.join(','), '--replica', 'bench'];
     const dataDir = `${dir.path}/control`;
     const first = await startTimed(dataDir, args);
-    cp = first.cp;
-    const rssEmpty = procSample(cp.pid).rssBytes;
-    const token = await adminTokenOf(cp.url);
-    const etcdPids = () => cluster?.members.map((m) => m.pid) ?? [];
-
-    // 2. The fleet.
-    process.stdout.write(`registering ${FLEET.toLocaleString('en-US')} instances (${SERVICES} services x ${PER_SERVICE}) with ${CLIENTS} clients...\n`);
-    const cpu0 = processCpuSeconds(cp.pid);
-    const etcd0 = etcdPids().reduce((n, p) => n + processCpuSeconds(p), 0);
-    const others = otherCpuMeter([cp.pid, process.pid, ...etcdPids()]);
-    const reg = await registerFleet({ base: cp.url, token, count: FLEET, perService: PER_SERVICE, clients: CLIENTS });
-    const otherCpuPercent = others.stop();
-    const controlCpuPercent = ((processCpuSeconds(cp.pid) - cpu0) / reg.seconds) * 100;
-    const etcdCpuPercent = cluster === null ? null : ((etcdPids().reduce((n, p) => n + processCpuSeconds(p), 0) - etcd0) / reg.seconds) * 100;
-    if (reg.errors > 0) throw new Error(`${reg.errors} registrations failed; the first: ${reg.firstError}`);
-    const rssRegistered = procSample(cp.pid).rssBytes;
-    let etcd: StoreResult['etcd'] = null;
-    if (cluster !== null) {
-      const s = await etcdStatus(cluster.endpoints[0] as string);
-      etcd = { dbSizeMiB: mib(s.dbSize), dbInUseMiB: mib(s.dbSizeInUse), membersRssMiB: mib(cluster.members.reduce((n, m) => n + procSample(m.pid).rssBytes, 0)) };
-    }
-    process.stdout.write(`registered in ${round(reg.seconds)} s (${round(reg.instances / reg.seconds)}/s)\n`);
-
-    // 3. The watchers, 100 waiting for their snapshot at a time.
-    let current: Round | null = null;
-    let outOfOrder = 0;
-    const lastSeen = new Map<number, number>();
-    const onLine = (w: Watcher, line: WatchLine, now: number) => {
-      if (line.type === 'ping') return;
-      const prev = lastSeen.get(w.index) ?? 0;
-      if (line.revision <= prev) outOfOrder++;
-      lastSeen.set(w.index, line.revision);
-      const r = current;
-      if (r === null || line.type !== 'add') return;
-      if (r.revision === null) r.revision = line.revision;
-      if (line.revision !== r.revision || !Number.isNaN(r.delays[w.index] as number)) return;
-      r.delays[w.index] = now - r.sentAt;
-      if (++r.got === r.delays.length) r.done();
-    };
-    const open1 = rssSampler(cp.pid);
-    const openCpu = cpuSince(cp.pid);
-    const opened = await withControl(cp, openWatchers({ base: cp.url, n: WATCHERS, concurrency: 100, timeoutMs: TIMEOUT_MS, agent, onLine }, watchers));
-    const rssWatchersPeak = open1.stop();
-    const openCost = openCpu();
-    const snapshotBytes = max(watchers.map((w) => w.snapshotBytes));
-    process.stdout.write(`${WATCHERS} watchers have their snapshot (${mib(snapshotBytes)} MiB each) after ${round(opened.ms)} ms\n`);
-    const rssWatchers = procSample(cp.pid).rssBytes;
-
-    // 4. Writes one at a time: PUT sent -> each watcher, and the last, has the event.
-    const last: number[] = [];
-    const each: number[] = [];
-    const putMs: number[] = [];
-    let timeouts = 0;
-    let revision = 0;
-    for (let k = 0; k < EVENTS; k++) {
-      let done!: () => void;
-      const arrived = new Promise<void>((r) => (done = r));
-      const rd: Round = { sentAt: performance.now(), delays: new Float64Array(WATCHERS).fill(NaN), got: 0, revision: null, done };
-      current = rd;
-      const service = `svc-${(k * 7919) % SERVICES}`;
-      const res = await api(cp.url, 'PUT', `/v1/services/${service}/instances/ev-${k}`, { address: `10.200.${k >> 8}.${k & 255}`, port: 8080 });
-      putMs.push(performance.now() - rd.sentAt);
-      if (res.status !== 201) throw new Error(`register ${service}/ev-${k}: ${res.status} ${JSON.stringify(res.body)}`);
-      revision = res.body.revision as number;
-      if (rd.revision !== null && rd.revision !== revision) throw new Error(`the watchers' event has revision ${rd.revision}, the PUT ${revision}`);
-      let timer: NodeJS.Timeout | undefined;
-      const ok = await Promise.race([arrived.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), EVENT_TIMEOUT_MS)))]);
-      clearTimeout(timer);
-      current = null;
-      if (!ok) {
-        timeouts++;
-        const closed = watchers.filter((w) => w.closed).length;
-        process.stdout.write(`event ${k}: ${rd.got}/${WATCHERS} watchers had it after ${EVENT_TIMEOUT_MS} ms (${closed} streams closed)\n`);
-        if (closed > 0) break;
-        continue;
-      }
-      last.push(max(rd.delays));
-      for (const d of rd.delays) each.push(d);
-    }
-
-    // 5. kill -9, start again on the same store, every watcher reconnects at once with since=.
-    const gone = cp.child;
-    const exited = new Promise((r) => gone.once('exit', r));
-    gone.kill('SIGKILL');
-    await exited;
-    for (const w of watchers) w.close();
-    watchers.length = 0;
-    const again = await startTimed(dataDir, args);
-    cp = again.cp;
-    const rssReady = procSample(cp.pid).rssBytes;
-    const herdRss = rssSampler(cp.pid);
-    const herdCpu = cpuSince(cp.pid);
-    const herd = await withControl(cp, openWatchers({ base: cp.url, n: WATCHERS, concurrency: HERD, since: revision, timeoutMs: TIMEOUT_MS, agent }, watchers));
-    const herdPeak = herdRss.stop();
-    const herdCost = herdCpu();
-    const staleSnapshots = watchers.filter((w) => (w.snapshotRevision ?? 0) < revision).length;
-    const revisionsPastLastWrite = max(watchers.map((w) => (w.snapshotRevision ?? 0) - revision));
-    const herdBytes = watchers.reduce((n, w) => n + w.snapshotBytes, 0);
-    process.stdout.write(`restarted: ready after ${round(again.ms)} ms; ${WATCHERS} watchers re-snapshotted after ${round(herd.ms)} ms\n`);
-    const rssAfter = procSample(cp.pid).rssBytes;
-
+    run = { store, cluster, dataDir, args, cp: first.cp, agent, watchers };
+    const rssEmpty = procSample(run.cp.pid).rssBytes;
+    const reg = await registerPhase(run);
+    const watch = await watchPhase(run);
+    const restart = await restartPhase(run, watch.revision);
     return {
       store,
       readyEmptyMs: round(first.ms),
-      register: {
-        instances: reg.instances,
-        errors: reg.errors,
-        perSecond: round(reg.instances / reg.seconds),
-        p50Ms: round(percentile(reg.latencies, 50)),
-        p99Ms: round(percentile(reg.latencies, 99)),
-        controlCpuPercent: round(controlCpuPercent),
-        etcdCpuPercent: etcdCpuPercent === null ? null : round(etcdCpuPercent),
-        otherCpuPercent: round(otherCpuPercent),
-      },
-      rssMiB: { empty: mib(rssEmpty), registered: mib(rssRegistered), watchersPeak: mib(rssWatchersPeak), watchers: mib(rssWatchers), restartedReady: mib(rssReady), herdPeak: mib(herdPeak), herdAfter: mib(rssAfter) },
-      etcd,
-      snapshot: { bytes: snapshotBytes, bytesPerInstance: round(snapshotBytes / FLEET), openAllMs: round(opened.ms), controlCpuMsEach: round(openCost.control / WATCHERS), readerCpuMsEach: round(openCost.self / WATCHERS) },
-      writeToWatchers: {
-        events: last.length,
-        timeouts,
-        lastP50Ms: round(percentile(last, 50)),
-        lastP99Ms: round(percentile(last, 99)),
-        lastMaxMs: round(percentile(last, 100)),
-        eachP50Ms: round(percentile(each, 50)),
-        eachP99Ms: round(percentile(each, 99)),
-        putP50Ms: round(percentile(putMs, 50)),
-        putP99Ms: round(percentile(putMs, 99)),
-        outOfOrder,
-      },
-      restart: { readyMs: round(again.ms), herdMs: round(herd.ms), herdSnapshotMiB: mib(herdBytes), controlCpuMsEach: round(herdCost.control / WATCHERS), staleSnapshots, revisionsPastLastWrite },
+      register: reg.register,
+      rssMiB: { empty: mib(rssEmpty), registered: mib(reg.rssRegistered), watchersPeak: mib(watch.rssPeak), watchers: mib(watch.rss), restartedReady: mib(restart.rssReady), herdPeak: mib(restart.rssPeak), herdAfter: mib(restart.rssAfter) },
+      etcd: reg.etcd,
+      snapshot: watch.snapshot,
+      writeToWatchers: watch.writeToWatchers,
+      restart: restart.restart,
     };
   } finally {
     for (const w of watchers) w.close();
     agent.destroy();
-    if (cp !== null) await cp.stop();
+    if (run !== null) await run.cp.stop();
     await cluster?.close();
     dir.remove();
   }
