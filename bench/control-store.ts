@@ -67,7 +67,8 @@ interface StoreResult {
   readyEmptyMs: number;
   register: { instances: number; errors: number; perSecond: number; p50Ms: number; p99Ms: number; controlCpuPercent: number; etcdCpuPercent: number | null; otherCpuPercent: number };
   rssMiB: { empty: number; registered: number; watchersPeak: number; watchers: number; restartedReady: number; herdPeak: number; herdAfter: number };
-  etcd: { dbSizeMiB: number; dbInUseMiB: number; membersRssMiB: number } | null;
+  /** etcd's account, and one read of the mesh's whole prefix (what a replica does at start-up) through the gateway. */
+  etcd: { dbSizeMiB: number; dbInUseMiB: number; membersRssMiB: number; prefixReadMs: number; prefixReadMiB: number } | null;
   /** CPU ms per snapshot: the control plane's (building, encoding, writing) and this process's (reading). */
   snapshot: { bytes: number; bytesPerInstance: number; openAllMs: number; controlCpuMsEach: number; readerCpuMsEach: number };
   writeToWatchers: { events: number; timeouts: number; lastP50Ms: number; lastP99Ms: number; lastMaxMs: number; eachP50Ms: number; eachP99Ms: number; putP50Ms: number; putP99Ms: number; outOfOrder: number };
@@ -86,6 +87,16 @@ async function etcdStatus(endpoint: string): Promise<{ dbSize: number; dbSizeInU
 }
 
 const mib = (bytes: number) => round(bytes / MiB);
+
+/** One range of everything under `prefix` through etcd's JSON gateway: its time and its size. */
+async function readPrefix(endpoint: string, prefix: string): Promise<{ ms: number; bytes: number }> {
+  const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+  const t0 = performance.now();
+  const r = await fetch(`${endpoint}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: Buffer.from(prefix).toString('base64'), range_end: Buffer.from(end).toString('base64') }) });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`reading ${prefix} from ${endpoint}: HTTP ${r.status} ${text.slice(0, 300)}`);
+  return { ms: performance.now() - t0, bytes: Buffer.byteLength(text) };
+}
 
 /** CPU ms used since now by the process `pid` and by this one. */
 function cpuSince(pid: number): () => { control: number; self: number } {
@@ -151,7 +162,8 @@ async function registerPhase(run: Run): Promise<Pick<StoreResult, 'register' | '
   let etcd: StoreResult['etcd'] = null;
   if (cluster !== null) {
     const s = await etcdStatus(cluster.endpoints[0] as string);
-    etcd = { dbSizeMiB: mib(s.dbSize), dbInUseMiB: mib(s.dbSizeInUse), membersRssMiB: mib(cluster.members.reduce((n, m) => n + procSample(m.pid).rssBytes, 0)) };
+    const read = await readPrefix(cluster.endpoints[0] as string, 'skein/');
+    etcd = { dbSizeMiB: mib(s.dbSize), dbInUseMiB: mib(s.dbSizeInUse), membersRssMiB: mib(cluster.members.reduce((n, m) => n + procSample(m.pid).rssBytes, 0)), prefixReadMs: round(read.ms), prefixReadMiB: mib(read.bytes) };
   }
   process.stdout.write(`registered in ${round(reg.seconds)} s (${round(reg.instances / reg.seconds)}/s)\n`);
   const register = {
@@ -331,7 +343,11 @@ runMain(async () => {
       row('restart: RSS peak in the herd (MiB)', (r) => r.rssMiB.herdPeak),
     ],
   );
-  if (d?.etcd) process.stdout.write(`etcd: database ${d.etcd.dbSizeMiB} MiB (${d.etcd.dbInUseMiB} MiB in use) for ${FLEET.toLocaleString('en-US')} instances; members' RSS ${d.etcd.membersRssMiB} MiB in all\n`);
+  if (d?.etcd) {
+    process.stdout.write(
+      `etcd: database ${d.etcd.dbSizeMiB} MiB (${d.etcd.dbInUseMiB} MiB in use) for ${FLEET.toLocaleString('en-US')} instances; members' RSS ${d.etcd.membersRssMiB} MiB in all; one read of the whole prefix: ${d.etcd.prefixReadMiB} MiB of JSON in ${d.etcd.prefixReadMs} ms\n`,
+    );
+  }
   for (const r of results) {
     const w = r.writeToWatchers;
     if (w.timeouts > 0 || w.outOfOrder > 0 || r.restart.staleSnapshots > 0) {
