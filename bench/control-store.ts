@@ -5,7 +5,8 @@
  *
  *  1. start on an empty store (time to ready);
  *  2. register a fleet of S services x I instances with N concurrent clients (instances/s,
- *     latency, the control plane's and etcd's CPU, RSS; etcd's database size);
+ *     latency, the control plane's and etcd's CPU, RSS; etcd's database size, and one read of
+ *     the whole prefix through the gateway, what a replica does at start-up);
  *  3. open W full watch streams (`GET /v1/watch`, what each proxy opens), 100 waiting for their
  *     snapshot at a time (snapshot bytes, time, RSS);
  *  4. E writes one after the other, each a new instance: time from sending the PUT to each
@@ -16,9 +17,10 @@
  *
  * The watchers live in this process (one socket each); the issue's shape is 10,000 services x 10
  * instances and 1,000 proxies: `--services 10000`. The default is 200 services (2,000 instances)
- * and 1,000 watchers, which a 2-core machine runs in about two minutes for both stores: what a
- * restart costs grows with instances x watchers (every watcher gets the whole mesh again), and
- * at 10,000 instances the 2 x 1,000 snapshots alone take minutes (docs/scaling.md). Speed is
+ * and 1,000 watchers, which a 2-core machine runs in about two minutes for both stores: the
+ * snapshots cost instances x watchers (every watcher gets the whole mesh, twice: at first and
+ * after the restart), ~80 s per store at 10,000 instances, and at 100,000 ~16 minutes of CPU and
+ * 50 GB per store with 1,000 watchers, so that shape ran here with 50 (docs/scaling.md). Speed is
  * printed, never asserted.
  *
  *   node dist/bench/control-store.js [--services 200] [--per-service 10] [--watchers 1000]
