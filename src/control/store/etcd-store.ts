@@ -138,9 +138,10 @@ export class EtcdStore {
   kv(): Store {
     return {
       kind: 'etcd',
+      // Only the tokens' and the CA's keys (the registry's were read once by open: a fleet is large).
       load: async () => {
-        const r = await this.client.range(this.prefix, { prefix: true });
-        return r.kvs.map((kv) => [kv.key.slice(this.prefix.length), kv.value] as [string, string]).filter(([k]) => !isRegistryKey(k) && !k.startsWith(HB));
+        const parts = await Promise.all(KV_PREFIXES.map((p) => this.client.range(this.prefix + p, { prefix: true })));
+        return parts.flatMap((r) => r.kvs.map((kv) => [kv.key.slice(this.prefix.length), kv.value] as [string, string])).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
       },
       commit: async (ops) => {
         const compare: Compare[] = [];
@@ -278,6 +279,8 @@ export class EtcdStore {
 }
 
 const isRegistryKey = (key: string) => key.startsWith('svc/') || key.startsWith('inst/');
+/** The keys of the tokens and the CA: what `kv()` holds. */
+const KV_PREFIXES = ['tok/', 'ca/'] as const;
 
 /** `hb/<service>/<id>` -> keyOf(service, id). */
 function hbName(key: string): string {
