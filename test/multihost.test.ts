@@ -5,7 +5,7 @@
  * product-service, each with `skein up FILE --join` (no control plane of their own). The test
  * process is the operator and the load generator, on the bridge: it calls the frontend through
  * w1's outbound listener, and every page calls product-service on w2 through both hosts' proxies
- * (mTLS between them). A ledger writer registers an instance every 100 ms through the replicas in
+ * (mTLS between them); DNS of any replica answers with the host's address. A ledger writer registers an instance every 100 ms through the replicas in
  * turn, the whole time, and keeps the acknowledged ones.
  *
  * Under steady paced load, in order:
@@ -27,7 +27,7 @@ import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
-import { ROOT, SKEIN_BIN, tempDir, waitFor } from './helpers.js';
+import { ROOT, SKEIN_BIN, run, tempDir, waitFor } from './helpers.js';
 import { Topology } from './netns.js';
 import { startEtcdCluster, type EtcdCluster } from './etcd-cluster.js';
 
@@ -145,7 +145,7 @@ describe('a mesh across hosts: etcd on e1..e3, the control plane on cp1..cp3, th
   // cp<i> reaches its own member first (its watch lives there).
   const controlArgs = (i: number) => {
     const order = [i, ...[0, 1, 2].filter((j) => j !== i)].map((j) => etcd.endpoints[j]);
-    return ['control', '--store', 'etcd', '--etcd', order.join(','), '--replica', cps[i] as string, '--data-dir', join(dir.path, cps[i] as string), '--http', `${net.address(cps[i] as string)}:7400`, '--insecure-listen', '--dns', 'off'];
+    return ['control', '--store', 'etcd', '--etcd', order.join(','), '--replica', cps[i] as string, '--data-dir', join(dir.path, cps[i] as string), '--http', `${net.address(cps[i] as string)}:7400`, '--insecure-listen', '--dns', `${net.address(cps[i] as string)}:8600`];
   };
   const startControlIn = async (i: number) => {
     controls[i] = await startIn(net, cps[i] as string, controlArgs(i), readyLine);
@@ -223,6 +223,9 @@ describe('a mesh across hosts: etcd on e1..e3, the control plane on cp1..cp3, th
     // The registry says where product-service runs: w2's address.
     const inst = (await get(1, '/v1/services/product-service/instances')) as { instances: Array<{ address: string; status: string }> };
     assert.deepEqual(inst.instances.map((i) => [i.address, i.status]), [[net.address('w2'), 'healthy']]);
+    // DNS of any replica answers with the host's address.
+    const dig = await run('dig', ['+short', '+time=2', '-p', '8600', `@${net.address('cp3')}`, 'product-service.service.skein', 'A']);
+    assert.equal(dig.stdout.trim(), net.address('w2'));
     agent.destroy();
     load = new Load(outbound.host, outbound.port, 20);
   });

@@ -287,7 +287,7 @@ export class HealthManager {
       }
       if (rec.status === 'unhealthy' && now - rec.since >= after) {
         this.reapable.delete(key);
-        this.registry.deregister(service, id).catch((e: unknown) => this.onError(e));
+        this.registry.deregister(service, id, { reaped: true }).catch((e: unknown) => this.onError(e));
       }
     }
   }

@@ -288,12 +288,15 @@ export class Registry {
     return { record, created: prev === undefined, changed: true };
   }
 
-  async deregister(service: string, id: string): Promise<InstanceRecord> {
+  /** `reaped`: the health manager removes an instance unhealthy past its deregisterAfter (replicated: the leader's write, fenced, and only of the record it judged). */
+  async deregister(service: string, id: string, opts: { reaped?: boolean } = {}): Promise<InstanceRecord> {
     this.assertWritable();
     const rec = this.mustGet(service, id);
     if (this.log !== null) {
-      // Reaping (deregisterAfter) is the leader's; a client's deregistration is anyone's.
-      await this.replicate([{ type: 'del', key: instKey(service, id) }], []);
+      const key = instKey(service, id);
+      // A client's deregistration is anyone's; reaping is the leader's, of the record it saw unhealthy.
+      if (opts.reaped === true) await this.replicate([{ type: 'del', key }], [{ key, modRevision: rec.modRevision }], true);
+      else await this.replicate([{ type: 'del', key }], []);
       return rec;
     }
     const st = this.services.get(service) as ServiceState;

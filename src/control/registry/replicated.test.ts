@@ -196,3 +196,18 @@ test('a write whose outcome was unknown (applied, then the store\'s leader died)
   assert.deepEqual(a.registry.service('web')?.definition?.labels, { v: '1' }, 'no false SKEIN_E_CONCURRENT_CHANGE');
   assert.equal(log.rev, 2);
 });
+
+test('reaping is the leader\'s: a deposed replica\'s reaping is fenced off; a client\'s deregistration is anyone\'s', async () => {
+  const log = new Log();
+  const a = log.replica();
+  const b = log.replica();
+  await a.registry.register(inst('w1'));
+  await a.registry.register(inst('w2'));
+  await assert.rejects(a.registry.deregister('web', 'w1', { reaped: true }), /fenced: no longer the leader/);
+  assert.notEqual(b.registry.get('web', 'w1'), undefined, 'not reaped by a replica that does not lead');
+  log.leader = a.registry;
+  await a.registry.deregister('web', 'w1', { reaped: true });
+  assert.equal(b.registry.get('web', 'w1'), undefined);
+  await b.registry.deregister('web', 'w2');
+  assert.equal(a.registry.get('web', 'w2'), undefined);
+});
