@@ -85,6 +85,16 @@ describe('etcd client on one cluster', () => {
     assert.ok(a.revision > 1);
   });
 
+  test('list: every key under a prefix, read in pages, in key order, at the revision of its first page', async () => {
+    for (let i = 0; i < 25; i++) await client.put(`page/k${String(i).padStart(2, '0')}`, String(i));
+    await client.put('pagez', 'not under the prefix');
+    const all = await client.list('page/', 10);
+    assert.deepEqual(all.kvs.map((kv) => kv.key), Array.from({ length: 25 }, (_, i) => `page/k${String(i).padStart(2, '0')}`));
+    const one = await client.range('page/', { prefix: true });
+    assert.equal(all.revision, one.revision, 'nothing was written in between: the same revision');
+    assert.deepEqual(all.kvs, one.kvs);
+  });
+
   test('bad input is refused before anything is sent, naming the field; etcd refusals carry the gRPC code', async () => {
     await assert.rejects(client.put('', 'v'), (e: unknown) => e instanceof SkeinError && e.code === 'SKEIN_E_VALIDATION' && e.field === 'key');
     await assert.rejects(client.put('k', 'v', { lease: '12.5' }), (e: unknown) => e instanceof SkeinError && e.field === 'lease');

@@ -100,7 +100,7 @@ export class EtcdStore {
     if (prefix === '' || !prefix.endsWith('/')) throw new SkeinError('SKEIN_E_USAGE', `--etcd-prefix must end with "/", got "${prefix}"`, { field: '--etcd-prefix' });
     const store = new EtcdStore(o);
     try {
-      const r = await store.client.range(prefix, { prefix: true });
+      const r = await store.client.list(prefix);
       const entries = r.kvs.map((kv) => store.stored(kv));
       for (const e of entries) if (e.key.startsWith(HB)) store.beating.add(hbName(e.key));
       return { store, entries, revision: r.revision };

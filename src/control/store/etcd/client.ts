@@ -74,6 +74,8 @@ export interface EtcdErrorDetails {
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
 export const DEFAULT_WATCH_IDLE_MS = 10_000;
+/** Keys per page of `list`: ~250 bytes an instance makes pages of ~250 KB, far under etcd's limits. */
+export const DEFAULT_PAGE_SIZE = 1000;
 
 /** Connection errors raised before a request could be sent: safe to send it to another member. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
@@ -138,6 +140,36 @@ export class EtcdClient {
     if (o.keysOnly) body.keys_only = true;
     const j = (await this.call({ path: '/v3/kv/range', body, write: false })) as { header?: WireHeader; kvs?: WireKv[]; more?: boolean; count?: string };
     return { kvs: (j.kvs ?? []).map(parseKv), revision: headerRevision(j.header), more: j.more === true, count: int(j.count, 'count') };
+  }
+
+  /**
+   * Every key under `prefix` at one revision, read in pages of `pageSize` keys: a fleet's listing
+   * is more than one answer should carry (the per-call timeout covers the whole body; etcd's
+   * answers have size limits). Pages after the first are read at the first one's revision, so the
+   * listing is one consistent snapshot; if that revision is compacted away meanwhile, it starts over.
+   */
+  async list(prefix: string, pageSize = DEFAULT_PAGE_SIZE): Promise<{ kvs: KeyValue[]; revision: number }> {
+    const end = prefixEnd(checkKey(prefix));
+    for (let attempt = 1; ; attempt++) {
+      const kvs: KeyValue[] = [];
+      let revision = 0;
+      let from = prefix;
+      try {
+        for (;;) {
+          const body: Record<string, unknown> = { key: encode(from), range_end: end, limit: String(checkRevision(pageSize, 'pageSize', 1)) };
+          if (revision !== 0) body.revision = String(revision);
+          const j = (await this.call({ path: '/v3/kv/range', body, write: false })) as { header?: WireHeader; kvs?: WireKv[]; more?: boolean };
+          const page = (j.kvs ?? []).map(parseKv);
+          if (revision === 0) revision = headerRevision(j.header);
+          kvs.push(...page);
+          if (j.more !== true || page.length === 0) return { kvs, revision };
+          from = `${(page[page.length - 1] as KeyValue).key}\u0000`;
+        }
+      } catch (e) {
+        const compacted = (e as SkeinError).details !== undefined && ((e as SkeinError).details as EtcdErrorDetails).grpcCode === 11;
+        if (!compacted || attempt >= 3) throw e;
+      }
+    }
   }
 
   async put(key: string, value: string, o: { lease?: string; prevKv?: boolean } = {}): Promise<{ revision: number; prevKv: KeyValue | null }> {
@@ -230,7 +262,7 @@ export class EtcdClient {
         endpoints: this.endpoints,
         preferred: () => this.current,
         open: (endpoint, body, signal) => this.open(endpoint, '/v3/watch', body, signal, true),
-        list: (p) => this.range(p, { prefix: true }),
+        list: (p) => this.list(p),
         clock: this.clock,
         idleMs: this.watchIdleMs,
         logger: this.logger,
