@@ -438,3 +438,22 @@ test('keep-alive pings on the clock, in each format', async (t) => {
   assert.equal(off.clock.pending, 0);
   off.publisher.close();
 });
+
+test('subscribers at one revision share one built snapshot per format and service; a change builds a fresh one', async (t) => {
+  const { registry, publisher } = await setup();
+  t.after(() => publisher.close());
+  await registry.register(inst('w1'));
+  const herd = Array.from({ length: 5 }, () => subscribe(publisher, null));
+  subscribe(publisher, null, null, 'sse');
+  subscribe(publisher, 'web');
+  assert.equal(publisher.snapshotsSent, 7);
+  assert.equal(publisher.snapshotsBuilt, 3, 'everything as NDJSON, everything as SSE, web as NDJSON');
+  const texts = herd.map((s) => JSON.stringify(s.messages()[0]));
+  assert.equal(new Set(texts).size, 1);
+  await registry.register(inst('w2'));
+  const late = subscribe(publisher, null);
+  assert.equal(publisher.snapshotsBuilt, 4);
+  const snap = late.messages()[0];
+  assert.ok(snap?.type === 'snapshot');
+  assert.deepEqual(snap.instances.map((i) => i.id).sort(), ['w1', 'w2'], 'not the stale cached one');
+});
