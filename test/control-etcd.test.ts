@@ -80,6 +80,15 @@ describe('skein control on etcd: two replicas, one store', () => {
     await waitFor(async () => (await api(a.http, 'PUT', '/v1/services/api', { labels: { x: '1' } }, auth)).status === 401, { what: 'the revoked token refused by a' });
   });
 
+  test('a proxy announced to one replica is known to the other; withdrawn there, gone from both', async () => {
+    const body = { admin: '127.0.0.1:4191', workloads: [{ name: 'web-1', service: 'web', inbound: '127.0.0.1:4143', outbound: null }] };
+    const put = await api(a.http, 'PUT', '/v1/proxies/edge-1', body);
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    await waitFor(async () => ((await api(b.http, 'GET', '/v1/proxies')).body.proxies as Array<{ id: string; admin: string }>).some((p) => p.id === 'edge-1' && p.admin === '127.0.0.1:4191'), { what: 'edge-1 listed by b' });
+    assert.equal((await api(b.http, 'DELETE', '/v1/proxies/edge-1')).status, 200);
+    await waitFor(async () => !((await api(a.http, 'GET', '/v1/proxies')).body.proxies as Array<{ id: string }>).some((p) => p.id === 'edge-1'), { what: 'edge-1 gone from a' });
+  });
+
   test('one replica leads and probes; a TTL heartbeat through either replica keeps an instance healthy; the lease expires it', async () => {
     const [ha, hb] = await Promise.all([health(a), health(b)]);
     assert.equal([ha.etcd?.leader, hb.etcd?.leader].filter(Boolean).length, 1, 'exactly one leader');

@@ -19,7 +19,7 @@ import { createApiServer } from './server.js';
 import { DnsServer } from './dns/server.js';
 import { DNS_DEFAULTS } from '../api/dns.js';
 import { VERSION } from '../version.js';
-import { ProxyDirectory, proxyRoutes } from './proxies.js';
+import { PROXY_TTL_MS, ProxyDirectory, proxyRoutes } from './proxies.js';
 import { tapRoutes } from './tap-relay.js';
 import { CONTROL_DEFAULTS } from '../api/control.js';
 import { createSignals, knownService, meshEventsRoute, type MeshEvents } from './signals/index.js';
@@ -196,10 +196,6 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   });
   // Replicated: every replica follows the store; only the elected one runs the health checks.
   let leading = etcd === null;
-  etcd?.store.follow(etcd.revision, { registry, health: () => (leading ? health : null), kv: (key, value) => {
-      tokens.applyStored(key, value);
-      ca.tokens.applyStored(key, value);
-    } });
   const publisher = new Publisher({ registry, clock, historySize: opts.historySize, maxQueue: opts.maxQueue });
   metrics.observe({ registry, publisher, health, store });
   registry.onHealthEvent((e) => {
@@ -234,7 +230,20 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       for (const r of accessAuditRecords(e, clock.now(), registry.revision)) audit.write(r);
     });
   }
-  const proxies = new ProxyDirectory(clock);
+  const proxies = new ProxyDirectory(clock, PROXY_TTL_MS, etcd?.store.proxyDirectory() ?? null);
+  if (etcd !== null) proxies.resetStored(EtcdStore.proxiesIn(etcd.entries));
+  // Replicated: every replica follows the store from the revision it read.
+  etcd?.store.follow(etcd.revision, {
+    registry,
+    health: () => (leading ? health : null),
+    proxy: (id, value) => proxies.applyStored(id, value),
+    proxiesReset: (present) => proxies.resetStored(present),
+    kv: (key, value) => {
+      tokens.applyStored(key, value);
+      ca.tokens.applyStored(key, value);
+    },
+  });
+
   metrics.observeProxies(proxies);
   proxyRoutes(app, proxies, () => formatHostPort(httpAddr.host, httpAddr.port));
   const signals = createSignals({

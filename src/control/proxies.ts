@@ -98,25 +98,72 @@ export function parseAnnouncement(body: unknown): { admin: string; workloads: Pr
   return { admin, workloads };
 }
 
+/**
+ * Where several control-plane replicas share the directory (the etcd store: each announcement a
+ * key bound to a lease of the TTL, kept alive by the next one; etcd-store.ts).
+ */
+export interface SharedDirectory {
+  announce(id: string, value: string, ttlMs: number): Promise<void>;
+  withdraw(id: string): Promise<void>;
+}
+
+/**
+ * The proxies that announced themselves. Alone, a control plane keeps them in memory and forgets
+ * one after `ttlMs` without an announcement. With a `shared` directory (replicas on etcd) every
+ * announcement goes to the store and every replica learns of it (`applyStored`): a proxy that
+ * announces to one replica is known to all (scraped, tapped, counted in a root rotation), and
+ * it is forgotten when its lease runs out in etcd, not by a replica's clock.
+ */
 export class ProxyDirectory {
   private readonly proxies = new Map<string, KnownProxy>();
 
   constructor(
     private readonly clock: Clock,
     private readonly ttlMs = PROXY_TTL_MS,
+    private readonly shared: SharedDirectory | null = null,
   ) {}
 
-  put(id: string, a: { admin: string; workloads: ProxyWorkload[] }, announcedBy: string | null = null): KnownProxy {
+  /** Known at once alone; shared, once the store has it. */
+  put(id: string, a: { admin: string; workloads: ProxyWorkload[] }, announcedBy: string | null = null): Promise<KnownProxy> {
     if (!PROXY_ID.test(id)) fail(`proxy id "${id.slice(0, 140)}" must match ${PROXY_ID.source}`, 'id');
     this.expire();
     if (!this.proxies.has(id) && this.proxies.size >= MAX_PROXIES) throw new SkeinError('SKEIN_E_VALIDATION', `the control plane knows ${MAX_PROXIES} proxies already`, { field: 'id' });
     const p: KnownProxy = Object.freeze({ id, admin: a.admin, workloads: Object.freeze(a.workloads.map((w) => Object.freeze(w))), lastSeen: this.clock.now(), announcedBy });
-    this.proxies.set(id, p);
-    return p;
+    if (this.shared === null) {
+      this.proxies.set(id, p);
+      return Promise.resolve(p);
+    }
+    return this.shared.announce(id, JSON.stringify({ admin: p.admin, workloads: p.workloads, announcedBy }), this.ttlMs).then(() => {
+      this.proxies.set(id, p);
+      return p;
+    });
   }
 
-  remove(id: string): boolean {
-    return this.proxies.delete(id);
+  remove(id: string): Promise<boolean> {
+    const known = this.proxies.delete(id);
+    return known && this.shared !== null ? this.shared.withdraw(id).then(() => true) : Promise.resolve(known);
+  }
+
+  /** Shared: another replica (or this one) stored `id`'s announcement, or etcd dropped it (null). */
+  applyStored(id: string, value: string | null): void {
+    if (value === null) {
+      this.proxies.delete(id);
+      return;
+    }
+    try {
+      const v = JSON.parse(value) as { admin: string; workloads: ProxyWorkload[]; announcedBy: string | null };
+      const prev = this.proxies.get(id);
+      this.proxies.set(id, Object.freeze({ id, admin: v.admin, workloads: Object.freeze(v.workloads.map((w) => Object.freeze(w))), lastSeen: Math.max(prev?.lastSeen ?? 0, this.clock.now()), announcedBy: v.announcedBy }));
+    } catch {
+      /* not an announcement this version wrote: ignored */
+    }
+  }
+
+  /** Shared, after a compaction: the store's announcements are all there is. */
+  resetStored(present: ReadonlyArray<[string, string]>): void {
+    const ids = new Set(present.map(([id]) => id));
+    for (const id of [...this.proxies.keys()]) if (!ids.has(id)) this.proxies.delete(id);
+    for (const [id, value] of present) this.applyStored(id, value);
   }
 
   /** The proxies that renewed within the TTL. */
@@ -131,6 +178,8 @@ export class ProxyDirectory {
   }
 
   private expire(): void {
+    // Shared: etcd's leases decide (an announcement kept alive on another replica writes nothing here).
+    if (this.shared !== null) return;
     const oldest = this.clock.now() - this.ttlMs;
     for (const [id, p] of this.proxies) if (p.lastSeen < oldest) this.proxies.delete(id);
   }
@@ -154,11 +203,11 @@ export function proxyRoutes(app: FastifyInstance, dir: ProxyDirectory, self: () 
   });
   app.put<{ Params: { id: string } }>('/v1/proxies/:id', async (req) => {
     query(req, []);
-    return { proxy: wire(dir.put(req.params.id, parseAnnouncement(req.body), principalOf(req)?.name ?? null)), renewEveryMs: ANNOUNCE_EVERY_MS, ttlMs: PROXY_TTL_MS };
+    return { proxy: wire(await dir.put(req.params.id, parseAnnouncement(req.body), principalOf(req)?.name ?? null)), renewEveryMs: ANNOUNCE_EVERY_MS, ttlMs: PROXY_TTL_MS };
   });
   app.delete<{ Params: { id: string } }>('/v1/proxies/:id', async (req) => {
     query(req, []);
-    if (!dir.remove(req.params.id)) throw new SkeinError('SKEIN_E_NOT_FOUND', `no proxy "${req.params.id.slice(0, 140)}" is known`, { field: 'id' });
+    if (!(await dir.remove(req.params.id))) throw new SkeinError('SKEIN_E_NOT_FOUND', `no proxy "${req.params.id.slice(0, 140)}" is known`, { field: 'id' });
     return { removed: req.params.id };
   });
   // Prometheus http_sd: https://prometheus.io/docs/prometheus/latest/http_sd/

@@ -7,6 +7,7 @@
  *   svc/<service>          a Service resource (the registry's)
  *   inst/<service>/<id>    an instance record; its revisions are the key's (the registry's)
  *   hb/<service>/<id>      a TTL instance's heartbeat, bound to an etcd lease of its TTL
+ *   proxies/<id>           a proxy's announcement, bound to a lease of the directory's TTL
  *   tok/<name>             a minted API token (its hash)
  *   ca/...                 the CA's root, issuer, rotation and join tokens
  *   leader                 the election key of the replica that runs the once-only duties
@@ -53,9 +54,20 @@ export interface EtcdFollowers {
   health(): HealthManager | null;
   /** A key of the tokens or the CA changed (`tok/`, `ca/`): its value, or null when deleted. */
   kv?(key: string, value: string | null): void;
+  /** A proxy announced itself (its announcement), or its lease ran out (null). */
+  proxy?(id: string, value: string | null): void;
+  /** After a compaction: every proxy the store holds now (the others are gone). */
+  proxiesReset?(present: ReadonlyArray<[string, string]>): void;
 }
 
 const HB = 'hb/';
+const PROXIES = 'proxies/';
+
+/** Where a shared proxy directory keeps the announcements (src/control/proxies.ts). */
+export interface SharedProxies {
+  announce(id: string, value: string, ttlMs: number): Promise<void>;
+  withdraw(id: string): Promise<void>;
+}
 const hbKey = (service: string, id: string) => `${HB}${service}/${id}`;
 
 export class EtcdStore {
@@ -68,8 +80,8 @@ export class EtcdStore {
   private watch: { close(): void } | null = null;
   /** Heartbeat keys that live in etcd (keyOf form). */
   private readonly beating = new Set<string>();
-  /** The lease this replica holds per heartbeat key, and what it said (a new report is a new put). */
-  private readonly leases = new Map<string, { lease: string; status: HealthStatus; reason: string | null }>();
+  /** The lease this replica holds per leased key (heartbeats, proxies), and the value it wrote (a new value is a new put). */
+  private readonly leases = new Map<string, { lease: string; value: string }>();
   private compactTimer: TimerHandle | null = null;
   private closed = false;
 
@@ -108,6 +120,11 @@ export class EtcdStore {
       await store.client.close();
       throw new SkeinError('SKEIN_E_STORE', `cannot read the store from etcd at ${o.endpoints.join(', ')}: ${(e as Error).message}`, { cause: e });
     }
+  }
+
+  /** The proxies' announcements in a listing: [id, announcement]. */
+  static proxiesIn(entries: readonly StoredChange[]): Array<[string, string]> {
+    return entries.flatMap((e) => (e.type === 'put' && e.key.startsWith(PROXIES) ? [[e.key.slice(PROXIES.length), e.value] as [string, string]] : []));
   }
 
   private stored(kv: KeyValue): Extract<StoredChange, { type: 'put' }> {
@@ -162,16 +179,31 @@ export class EtcdStore {
   }
 
   private async beat(service: string, id: string, ttlMs: number, report: HeartbeatReport): Promise<void> {
-    const key = hbKey(service, id);
-    const status = report.status ?? 'healthy';
-    const reason = report.reason ?? null;
+    await this.leased(hbKey(service, id), JSON.stringify({ status: report.status ?? 'healthy', reason: report.reason ?? null }), ttlMs);
+  }
+
+  /**
+   * A key that lives while it is renewed (a heartbeat, a proxy's announcement), bound to an etcd
+   * lease of `ttlMs`: the same value again only keeps the lease alive (no write, no revision); a
+   * new value, or a lease that expired, is written with a new lease, and every replica hears of it.
+   */
+  private async leased(key: string, value: string, ttlMs: number): Promise<void> {
     const held = this.leases.get(key);
-    // The same report again: keep its lease alive (no write, no revision).
-    if (held !== undefined && held.status === status && held.reason === reason && (await this.client.leaseKeepAliveOnce(held.lease)) > 0) return;
-    // A new lease (the first heartbeat here, an expired one, or a new report): the key is written, and the leader hears of it.
+    if (held !== undefined && held.value === value && (await this.client.leaseKeepAliveOnce(held.lease)) > 0) return;
     const g = await this.client.leaseGrant(Math.max(1, Math.ceil(ttlMs / 1000)));
-    await this.client.put(this.prefix + key, JSON.stringify({ status, reason }), { lease: g.id });
-    this.leases.set(key, { lease: g.id, status, reason });
+    await this.client.put(this.prefix + key, value, { lease: g.id });
+    this.leases.set(key, { lease: g.id, value });
+  }
+
+  /** The proxies' announcements as leased keys (`proxies/<id>`): every replica knows every proxy. */
+  proxyDirectory(): SharedProxies {
+    return {
+      announce: (id, value, ttlMs) => this.leased(`${PROXIES}${id}`, value, ttlMs),
+      withdraw: async (id) => {
+        this.leases.delete(`${PROXIES}${id}`);
+        await this.client.delete(`${this.prefix}${PROXIES}${id}`);
+      },
+    };
   }
 
   /** Follows every change after `revision`, from every replica, into `f`. */
@@ -186,7 +218,8 @@ export class EtcdStore {
         f.registry.reset(entries, rev);
         const health = f.health();
         for (const k of was) if (!this.beating.has(k)) health?.beatExpired(...splitName(k));
-        for (const e of entries) if (!isRegistryKey(e.key) && !e.key.startsWith(HB)) f.kv?.(e.key, e.value);
+        f.proxiesReset?.(entries.filter((e) => e.key.startsWith(PROXIES)).map((e) => [e.key.slice(PROXIES.length), e.value]));
+        for (const e of entries) if (!isRegistryKey(e.key) && !e.key.startsWith(HB) && !e.key.startsWith(PROXIES)) f.kv?.(e.key, e.value);
         this.logger?.warn({ revision: rev }, 'the store was compacted past this replica\'s watch: read it again');
       },
       onProgress: (rev) => f.registry.applyChanges([], rev),
@@ -201,6 +234,8 @@ export class EtcdStore {
       const key = (e.type === 'put' ? e.kv.key : e.key).slice(this.prefix.length);
       if (isRegistryKey(key)) {
         changes.push(e.type === 'put' ? this.stored(e.kv) : { type: 'del', key, modRevision: e.modRevision });
+      } else if (key.startsWith(PROXIES)) {
+        f.proxy?.(key.slice(PROXIES.length), e.type === 'put' ? e.kv.value : null);
       } else if (key.startsWith(HB)) {
         const name = hbName(key);
         if (e.type === 'put') this.beating.add(name);
