@@ -74,6 +74,8 @@ export interface EtcdErrorDetails {
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
 export const DEFAULT_WATCH_IDLE_MS = 10_000;
+/** One lease renewal on one member: ~3 ms when the member has a leader. */
+export const KEEPALIVE_TIMEOUT_MS = 500;
 /** Keys per page of `list`: ~250 bytes an instance makes pages of ~250 KB, far under etcd's limits. */
 export const DEFAULT_PAGE_SIZE = 1000;
 
@@ -103,6 +105,8 @@ interface Call {
   hasLeader?: boolean;
   /** Only this member (no fail-over). */
   endpoint?: string;
+  /** This call's time on one member (default the request timeout). */
+  timeoutMs?: number;
   /** The body of a 200 answer to the value (or a failure, for a stream's error line). */
   parse?: (text: string, endpoint: string) => unknown;
 }
@@ -229,11 +233,15 @@ export class EtcdClient {
 
   /** One renewal; resolves with the TTL left (seconds), 0 when the lease is gone (expired or revoked). */
   async leaseKeepAliveOnce(leaseId: string): Promise<number> {
-    // A bidi stream in gRPC; over the gateway one POST with one request is one renewal.
+    // A bidi stream in gRPC; over the gateway one POST with one request is one renewal. Renewing
+    // again is harmless, so a member that does not answer soon (cut off from its leader, which it
+    // does not know yet: hasleader cannot tell) is left for the next at once: a lease's TTL may be
+    // a few seconds, and a renewal stuck for the whole request timeout would let it run out.
     const j = (await this.call({
       path: '/v3/lease/keepalive',
       body: { ID: checkLeaseId(leaseId) },
       write: false,
+      timeoutMs: Math.min(KEEPALIVE_TIMEOUT_MS, this.requestTimeoutMs),
       parse: (text, endpoint) => {
         const line = JSON.parse(text.split('\n')[0] ?? '{}') as { result?: { TTL?: string }; error?: { message?: string; grpc_code?: number; http_code?: number } };
         if (line.error) return classify(endpoint, line.error.http_code ?? 0, line.error.grpc_code, line.error.message ?? JSON.stringify(line.error));
@@ -329,10 +337,11 @@ export class EtcdClient {
   private async attempt(endpoint: string, c: Call): Promise<Outcome<unknown>> {
     const ac = new AbortController();
     let timedOut = false;
+    const timeoutMs = c.timeoutMs ?? this.requestTimeoutMs;
     const timer = this.clock.setTimeout(() => {
       timedOut = true;
       ac.abort();
-    }, this.requestTimeoutMs);
+    }, timeoutMs);
     try {
       const r = await this.open(endpoint, c.path, JSON.stringify(c.body), ac.signal, c.hasLeader !== false);
       const text = await r.body.text();
@@ -351,7 +360,7 @@ export class EtcdClient {
     } catch (e) {
       const err = e as Error & { code?: string; cause?: { code?: string } };
       const code = err.code ?? err.cause?.code;
-      if (timedOut) return { ok: false, kind: 'after-send', why: `${endpoint}: no answer within ${this.requestTimeoutMs} ms` };
+      if (timedOut) return { ok: false, kind: 'after-send', why: `${endpoint}: no answer within ${timeoutMs} ms` };
       if (code !== undefined && NOT_SENT.has(code)) return { ok: false, kind: 'not-sent', why: `${endpoint}: ${code} ${err.message}` };
       if (e instanceof SyntaxError) return { ok: false, kind: 'final', why: `${endpoint}: etcd's answer is not JSON: ${err.message}` };
       return { ok: false, kind: 'after-send', why: `${endpoint}: ${code ? `${code} ` : ''}${err.message}` };
