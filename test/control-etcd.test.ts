@@ -191,3 +191,24 @@ test('a replica that slept through a compaction of what it missed reads the stor
     await dir.remove();
   }
 });
+
+test('two replicas started at the same moment on an empty store make one mesh CA (one root, one issuer) and one token of a name', async () => {
+  const cluster = await startEtcdCluster({ members: 3 });
+  const dir = await tempDir('skein-etcd-first-');
+  let pair: ControlProcess[] = [];
+  try {
+    const args = ['--store', 'etcd', '--etcd', cluster.endpoints.join(','), '--dns', 'off'];
+    pair = await Promise.all(['a', 'b'].map((n) => startControl({ dataDir: join(dir.path, n), args: [...args, '--replica', n] })));
+    const [ca, cb] = await Promise.all(pair.map(async (cp) => (await api(cp.http, 'GET', '/v1/ca')).body as { roots: string[]; issuer: { serial: string } }));
+    assert.equal(ca!.roots.length, 1);
+    assert.deepEqual(ca!.roots, cb!.roots, 'one root for the mesh');
+    assert.equal(ca!.issuer.serial, cb!.issuer.serial, 'one issuer');
+    // The same token name minted through both at once: one of them is told it exists.
+    const minted = await Promise.all(pair.map((cp) => api(cp.http, 'POST', '/v1/tokens', { scope: 'read', name: 'twice' })));
+    assert.deepEqual(minted.map((m) => m.status).sort(), [201, 409], JSON.stringify(minted.map((m) => m.body)));
+  } finally {
+    for (const cp of pair) await cp.stop();
+    await cluster.close();
+    await dir.remove();
+  }
+});

@@ -7,7 +7,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { ADMIN_TOKEN_NAME, TOKEN_LIMITS, TOKEN_PATTERN, TOKEN_PREFIX, TOKEN_SECRET_BYTES, type TokenRequest, type TokenScope, type WireToken } from '../../api/auth.js';
 import type { Clock } from '../../core/clock.js';
-import { SkeinError } from '../../core/errors.js';
+import { SkeinError, isSkeinError } from '../../core/errors.js';
 import { MemoryStore, type Store } from '../store/store.js';
 
 const KEY_PREFIX = 'tok/';
@@ -91,7 +91,13 @@ export class TokenStore {
     const token = newToken(req.scope);
     const now = this.clock.now();
     const r: TokenRecord = { name: req.name, scope: req.scope, services: req.services, hash: hashToken(token), createdAt: now, expiresAt: req.ttlMs === null ? null : now + req.ttlMs };
-    await this.store.commit([{ type: 'put', key: KEY_PREFIX + r.name, value: JSON.stringify(r) }]);
+    try {
+      // Only if no other control-plane replica minted one of that name meanwhile (the etcd store).
+      await this.store.commit([{ type: 'put', key: KEY_PREFIX + r.name, value: JSON.stringify(r), expect: null }]);
+    } catch (e) {
+      if (!isSkeinError(e) || e.code !== 'SKEIN_E_CONCURRENT_CHANGE') throw e;
+      throw new SkeinError('SKEIN_E_CONFLICT', `a token named "${req.name}" was just minted through another control-plane replica: revoke it first or pick another name`, { field: 'name' });
+    }
     this.add(r);
     return { token, record: wire(r) };
   }

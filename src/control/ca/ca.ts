@@ -179,8 +179,14 @@ export class CertificateAuthority {
         }
       } else {
         root = await createRoot(o.trustDomain, { now, lifetimeMs: CA_DEFAULTS.rootLifetimeMs });
-        await o.store.commit([{ type: 'put', key: ROOT_KEY, value: JSON.stringify({ certPem: root.certPem, keyPem: root.keyPem }) }]);
-        log.info({ trustDomain: o.trustDomain, serial: root.serial, notAfter: root.notAfter.toISOString() }, 'CA root generated');
+        try {
+          // Only if no other control-plane replica stored one meanwhile (the etcd store): one mesh, one root.
+          await o.store.commit([{ type: 'put', key: ROOT_KEY, value: JSON.stringify({ certPem: root.certPem, keyPem: root.keyPem }), expect: null }]);
+          log.info({ trustDomain: o.trustDomain, serial: root.serial, notAfter: root.notAfter.toISOString() }, 'CA root generated');
+        } catch (e) {
+          if (!isSkeinError(e) || e.code !== 'SKEIN_E_CONCURRENT_CHANGE') throw e;
+          return CertificateAuthority.open(o);
+        }
       }
     }
     if (issuer === null && root !== null) {
@@ -196,9 +202,11 @@ export class CertificateAuthority {
       } else {
         try {
           issuer = await createIntermediate(root, { now, lifetimeMs: CA_DEFAULTS.intermediateLifetimeMs, trustDomain: o.trustDomain });
-          await o.store.commit([{ type: 'put', key: ISSUER_KEY, value: stored(issuer) }]);
+          // Only over the one read (another replica may have replaced it meanwhile: then take that one).
+          await o.store.commit([{ type: 'put', key: ISSUER_KEY, value: stored(issuer), expect: s ?? null }]);
           log.info({ serial: issuer.serial, notAfter: issuer.notAfter.toISOString(), replaced: old?.serial ?? null }, 'CA intermediate generated');
         } catch (e) {
+          if (isSkeinError(e) && e.code === 'SKEIN_E_CONCURRENT_CHANGE') return CertificateAuthority.open(o);
           if (!isSkeinError(e) || e.code !== 'SKEIN_E_CA_UNAVAILABLE') throw e;
           log.error({ err: e }, 'the CA root is not valid: no certificate can be issued');
           issuer = old ?? root;

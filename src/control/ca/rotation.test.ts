@@ -172,3 +172,13 @@ test('an announcement with a malformed tls report is refused naming the field', 
   assert.throws(bad({ roots: ['a'.repeat(64)], leafRoot: 'a'.repeat(64), leafIssuer: 'ab', extra: 1 }), /workloads\[0\]\.tls\.extra is not a known field/);
   assert.equal(parseAnnouncement({ admin: '127.0.0.1:9000', workloads: [{ name: 'web-1', service: 'web' }] }).workloads[0]?.tls, null);
 });
+
+test('two control planes opening one empty store at once make one mesh CA: the second to store its root takes the first one\'s', async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const open = () => CertificateAuthority.open({ store, clock, trustDomain: 'shop', leafLifetimeMs: 60_000, operator: null, logger: pino({ level: 'silent' }), onSecurityEvent: () => undefined });
+  const [a, b] = await Promise.all([open(), open()]);
+  assert.deepEqual(a.info(null).roots, b.info(null).roots);
+  assert.equal(a.info(null).issuer.serial, b.info(null).issuer.serial);
+  assert.equal((await store.load()).filter(([k]) => k === 'ca/root').length, 1);
+});

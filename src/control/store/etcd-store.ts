@@ -162,7 +162,10 @@ export class EtcdStore {
       },
       commit: async (ops) => {
         const compare: Compare[] = [];
-        for (const op of ops) if (op.type === 'put' && op.expect !== undefined) compare.push({ key: this.prefix + op.key, target: 'value', op: '=', value: op.expect });
+        for (const op of ops) {
+          if (op.type !== 'put' || op.expect === undefined) continue;
+          compare.push(op.expect === null ? { key: this.prefix + op.key, target: 'create', op: '=', value: 0 } : { key: this.prefix + op.key, target: 'value', op: '=', value: op.expect });
+        }
         const t = await this.client.txn({ compare, success: ops.map((op) => this.op(op)) });
         if (!t.succeeded) throw new SkeinError('SKEIN_E_CONCURRENT_CHANGE', `${ops.map((o) => o.key).join(', ')} changed through another control-plane replica at the same time`);
       },

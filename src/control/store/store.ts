@@ -2,14 +2,17 @@
  * The Store persists the registry. The registry keeps everything in memory; the store only has
  * to make changes durable before they are acknowledged, and give them back at start-up.
  */
+import { SkeinError } from '../../core/errors.js';
+
 export type StoreOp =
   /**
-   * `expect`: the write holds only while the key still has this value (a one-use token spent by
-   * two control-plane replicas at once: only one wins). Local stores have one writer, this process,
-   * which checks before it writes; the etcd store compares in its transaction and rejects with
-   * SKEIN_E_CONCURRENT_CHANGE.
+   * `expect`: the write holds only while the key still has this value, or, null, does not exist
+   * (a one-use token spent, or a mesh CA created, by two control-plane replicas at once: only one
+   * wins). The etcd store compares in its transaction, the memory store before it writes; both
+   * reject with SKEIN_E_CONCURRENT_CHANGE. The embedded store has one writer, this process, whose
+   * callers check before they write.
    */
-  | { type: 'put'; key: string; value: string; expect?: string }
+  | { type: 'put'; key: string; value: string; expect?: string | null }
   | { type: 'del'; key: string };
 
 export interface Store {
@@ -31,6 +34,11 @@ export class MemoryStore implements Store {
   }
 
   async commit(ops: StoreOp[]): Promise<void> {
+    for (const op of ops) {
+      if (op.type !== 'put' || op.expect === undefined) continue;
+      const now = this.data.get(op.key);
+      if (op.expect === null ? now !== undefined : now !== op.expect) throw new SkeinError('SKEIN_E_CONCURRENT_CHANGE', `${op.key} changed since it was read`);
+    }
     for (const op of ops) {
       if (op.type === 'put') this.data.set(op.key, op.value);
       else this.data.delete(op.key);
