@@ -90,8 +90,8 @@ describe('skein control on etcd: two replicas, one store', () => {
   });
 
   test('one replica leads and probes; a TTL heartbeat through either replica keeps an instance healthy; the lease expires it', async () => {
-    const [ha, hb] = await Promise.all([health(a), health(b)]);
-    assert.equal([ha.etcd?.leader, hb.etcd?.leader].filter(Boolean).length, 1, 'exactly one leader');
+    // Exactly one leader (polled: a term may be changing hands as the test starts).
+    await waitFor(async () => (await Promise.all([health(a), health(b)])).filter((h) => h.etcd?.leader === true).length === 1, { what: 'exactly one leader' });
     const dead = await closedPort();
     await api(a.http, 'PUT', '/v1/services/probed/instances/p1', { address: '127.0.0.1', port: dead, check: { type: 'tcp', interval: '200ms', unhealthyThreshold: 1 } });
     await waitFor(async () => (await api(b.http, 'GET', '/v1/services/probed/instances?all=true')).body.instances[0]?.status === 'unhealthy', { what: 'p1 unhealthy' });

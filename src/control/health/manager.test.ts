@@ -380,7 +380,8 @@ test('replicated: a heartbeat goes to the store, not to this replica\'s deadline
   const r = await manager.heartbeat('web', 'a', { status: 'unhealthy', reason: 'db down' });
   assert.deepEqual(beats, ['web/a ttl=5000 unhealthy']);
   assert.equal(r.status, 'healthy', 'the status is the leader\'s to change, when the store says so');
-  // The leader sees the heartbeat key written: its lease is the TTL now, no local deadline.
+  // The leader sees the heartbeat key written (the store's view first, as its watch does): its lease is the TTL now, no local deadline.
+  alive.add('web\u0000a');
   manager.beatSeen('web', 'a', { status: 'unhealthy', reason: 'db down' });
   await tick(10);
   assert.equal(rec()?.status, 'unhealthy');
@@ -389,6 +390,7 @@ test('replicated: a heartbeat goes to the store, not to this replica\'s deadline
   manager.beatSeen('web', 'a', {});
   await tick(20_000);
   assert.equal(rec()?.status, 'healthy', 'no local deadline expires it: etcd\'s lease does');
+  alive.delete('web\u0000a');
   manager.beatExpired('web', 'a');
   await tick(10);
   assert.equal(rec()?.status, 'unhealthy');

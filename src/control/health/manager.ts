@@ -44,8 +44,8 @@ export interface HeartbeatReport {
 /** Heartbeats kept in a replicated store, for the leader to apply. */
 export interface Heartbeats {
   beat(service: string, id: string, ttlMs: number, report: HeartbeatReport): Promise<void>;
-  /** Instances (keyOf) with a live heartbeat key in the store, when this replica is elected. */
-  alive(): Iterable<string>;
+  /** Instances (keyOf) whose heartbeat key lives in the store now (a live view, kept by the store's watch before it calls beatSeen / beatExpired). */
+  alive(): ReadonlySet<string>;
 }
 
 interface ProbeState {
@@ -78,8 +78,6 @@ export class HealthManager {
   private sweepTimer: TimerHandle | null = null;
   private unsubscribe: (() => void) | null = null;
   private readonly replicated: Heartbeats | null;
-  /** Replicated: instances whose heartbeat key lives in the store (their lease is their TTL). */
-  private readonly beating = new Set<string>();
   heartbeats = 0;
 
   constructor(opts: HealthManagerOptions) {
@@ -98,7 +96,6 @@ export class HealthManager {
     // Replicated: an instance whose heartbeat key lives needs no deadline (etcd's lease is its TTL).
     // One without gets a TTL from now and no grace: heartbeats never stopped being taken (any
     // replica takes them), so its lease ran out, or it never sent one.
-    for (const k of this.replicated?.alive() ?? []) this.beating.add(k);
     const grace = this.replicated === null ? this.ttlGraceMs : 0;
     for (const rec of this.registry.allInstances()) this.track(rec, now + grace);
     this.unsubscribe = this.registry.onChange((e) => this.onChange(e));
@@ -112,7 +109,6 @@ export class HealthManager {
     this.probes.clear();
     this.deadlines.clear();
     this.reapable.clear();
-    this.beating.clear();
   }
 
   get probing(): number {
@@ -148,14 +144,12 @@ export class HealthManager {
     const rec = this.registry.get(service, id);
     if (rec === undefined || rec.instance.check?.type !== 'ttl') return;
     // Its lease keeps the TTL from now on: no deadline here.
-    this.beating.add(keyOf(service, id));
     this.deadlines.delete(keyOf(service, id));
     this.applyBeat(rec, report).catch((e: unknown) => this.onError(e));
   }
 
   /** The leader, replicated: a heartbeat key's lease ran out (etcd deleted it). */
   beatExpired(service: string, id: string): void {
-    this.beating.delete(keyOf(service, id));
     const rec = this.registry.get(service, id);
     if (rec === undefined || rec.instance.check?.type !== 'ttl' || rec.status !== 'healthy') return;
     this.set(service, id, 'unhealthy', `TTL expired: no heartbeat within ${rec.instance.check.ttlMs}ms`);
@@ -184,7 +178,6 @@ export class HealthManager {
       this.probes.delete(key);
       this.deadlines.delete(key);
       this.reapable.delete(key);
-      this.beating.delete(key);
       return;
     }
     this.track(e.record, this.clock.now());
@@ -204,7 +197,7 @@ export class HealthManager {
       }
       // A new instance, or a changed check, starts counting now; a status change keeps the deadline.
       const d = this.deadlines.get(key);
-      if (check === null || this.beating.has(key)) this.deadlines.delete(key);
+      if (check === null || this.replicated?.alive().has(key) === true) this.deadlines.delete(key);
       else if (d === undefined || rec.createRevision === rec.modRevision || (d.check !== check && JSON.stringify(d.check) !== JSON.stringify(check))) {
         this.deadlines.set(key, { at: ttlStart + check.ttlMs, check });
       }
