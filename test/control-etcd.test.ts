@@ -9,13 +9,16 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { api, closedPort, openWatch, run, skein, startControl, tempDir, waitFor, type ControlProcess, type StreamMessage } from './helpers.js';
+import http, { type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { adminTokenOf, api, closedPort, openWatch, run, skein, startControl, tempDir, waitFor, type ControlProcess, type StreamMessage } from './helpers.js';
+import { httpGet, metricValue, registerInstance, startProxy, waitForProxyReady } from './proxy-helpers.js';
 import { startEtcdCluster, type EtcdCluster } from './etcd-cluster.js';
 
 interface Health {
   revision: number;
   store: string;
-  etcd?: { leader: boolean; prefix: string };
+  etcd?: { leader: boolean; prefix: string; replica: string; leaderReplica: string | null; leaderUrl: string | null };
 }
 
 const health = async (cp: ControlProcess): Promise<Health> => (await api(cp.http, 'GET', '/v1/health')).body as Health;
@@ -117,11 +120,80 @@ describe('skein control on etcd: two replicas, one store', () => {
     assert.equal(t1.reason, 'TTL expired: no heartbeat within 2000ms');
   });
 
+  test('only the leader scrapes the proxies; the other replica forwards reads of the golden signals and the events to it', async () => {
+    await waitFor(async () => (await Promise.all([health(a), health(b)])).filter((h) => h.etcd?.leader === true).length === 1, { what: 'exactly one leader' });
+    const [leader, follower] = (await health(a)).etcd?.leader === true ? [a, b] : [b, a];
+    const leaderName = leader === a ? 'a' : 'b';
+    const token = await adminTokenOf(a.http);
+    const fh = await health(follower);
+    assert.equal(fh.etcd?.leaderReplica, leaderName);
+    assert.equal(fh.etcd?.leaderUrl, leader.http, 'the leader says where it is reached');
+    // A real proxy with one workload, announced to the follower (the directory is shared).
+    const app: Server = http.createServer((_req, res) => res.end('ok'));
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    const proxy = await startProxy({
+      control: follower.http,
+      workloads: ['name=client,outbound=127.0.0.1:0', `name=sig-1,service=sig,inbound=127.0.0.1:0,app=127.0.0.1:${(app.address() as AddressInfo).port}`],
+      args: ['--id', 'etcd-signals-proxy'],
+    });
+    try {
+      await registerInstance(follower.http, 'sig', 'sig-1', proxy.workload('sig-1').inbound!.port);
+      await waitForProxyReady(proxy);
+      const out = proxy.workload('client').outbound!.port;
+      await waitFor(async () => (await httpGet(out, 'http://sig/warm')).status === 200, { what: 'sig through the proxy' });
+      const signals = async (cp: ControlProcess) => {
+        const r = await fetch(`${cp.http}/v1/signals/services/sig?window=15m`, { headers: { authorization: `Bearer ${token}` } });
+        return { status: r.status, servedBy: r.headers.get('x-skein-served-by'), body: (await r.json()) as { service: string; requests?: number } };
+      };
+      // The warm-up counts too: 1 + 12 requests, each counted once, whoever is asked.
+      for (let i = 0; i < 12; i++) assert.equal((await httpGet(out, `http://sig/r/${i}`)).status, 200);
+      await waitFor(async () => (await signals(follower)).body.requests === 13, { timeoutMs: 20_000, what: 'the 13 requests in the signals read through the follower' });
+      const [viaFollower, fromLeader] = await Promise.all([signals(follower), signals(leader)]);
+      assert.deepEqual([viaFollower.status, viaFollower.servedBy], [200, leaderName], 'the follower forwarded the read to the leader');
+      assert.deepEqual([fromLeader.servedBy, fromLeader.body.requests], [leaderName, 13]);
+      // Only the leader scraped: the follower's scraper never ran.
+      const scrapes = async (cp: ControlProcess) => metricValue(await (await fetch(`${cp.http}/metrics`)).text(), 'skein_signals_scrapes_total', { result: 'ok' }) ?? 0;
+      const [ls, fs] = await Promise.all([scrapes(leader), scrapes(follower)]);
+      assert.ok(ls >= 1, `the leader scraped (${ls} scrapes)`);
+      assert.equal(fs, 0, 'the follower scraped nothing');
+      // The event feed and the event stream go to the leader too.
+      const ev = await fetch(`${follower.http}/v1/events?service=sig`, { headers: { authorization: `Bearer ${token}` } });
+      assert.deepEqual([ev.status, ev.headers.get('x-skein-served-by')], [200, leaderName]);
+      assert.ok(((await ev.json()) as { events: Array<{ type: string; service: string }> }).events.some((e) => e.type === 'health' && e.service === 'sig'), 'sig-1 became healthy: in the feed');
+      const ac = new AbortController();
+      const stream = await fetch(`${follower.http}/v1/signals/stream`, { headers: { authorization: `Bearer ${token}` }, signal: ac.signal });
+      assert.deepEqual([stream.status, stream.headers.get('content-type'), stream.headers.get('x-skein-served-by')], [200, 'text/event-stream; charset=utf-8', leaderName]);
+      const reader = (stream.body as ReadableStream<Uint8Array>).getReader();
+      let text = '';
+      while (!text.includes('event: signals')) text += new TextDecoder().decode((await reader.read()).value);
+      ac.abort();
+      assert.match(text, /^retry: 1000\n\n/);
+      // Bad input is the leader's answer, passed back as it is.
+      const bad = await fetch(`${follower.http}/v1/signals?window=2m`, { headers: { authorization: `Bearer ${token}` } });
+      assert.deepEqual([bad.status, bad.headers.get('x-skein-error')], [400, 'SKEIN_E_BAD_QUERY']);
+      // A read the follower allows (from loopback, no token) is forwarded with the follower's own credentials.
+      const anon = await fetch(`${follower.http}/v1/signals`);
+      assert.deepEqual([anon.status, anon.headers.get('x-skein-served-by')], [200, leaderName]);
+    } finally {
+      await proxy.stop();
+      await new Promise((r) => app.close(r));
+    }
+  });
+
   test('kill -9 the leading replica: the other is elected and probes; reads and writes go on through it', async () => {
     const leaderIsA = (await health(a)).etcd?.leader === true;
     const [gone, stays] = leaderIsA ? [a, b] : [b, a];
+    const token = await adminTokenOf(stays.http);
     await gone.stop('SIGKILL');
+    // Until its election key's lease runs out, the dead replica is still the leader on record: a
+    // read the survivor cannot forward is a clear 503, not a hang.
+    const orphan = await fetch(`${stays.http}/v1/signals`, { headers: { authorization: `Bearer ${token}` } });
+    const orphanBody = (await orphan.json()) as { code: string; message: string };
+    assert.deepEqual([orphan.status, orphanBody.code], [503, 'SKEIN_E_NO_LEADER']);
+    assert.match(orphanBody.message, new RegExp(`^/v1/signals is answered by the elected control-plane replica .*: the leader, ${leaderIsA ? 'a' : 'b'} at ${gone.http.replace(/[.]/g, '\\.')}, did not answer: `));
     await waitFor(async () => (await health(stays)).etcd?.leader === true, { timeoutMs: 15_000, what: 'the other replica elected' });
+    const own = await fetch(`${stays.http}/v1/signals`, { headers: { authorization: `Bearer ${token}` } });
+    assert.deepEqual([own.status, own.headers.get('x-skein-served-by')], [200, leaderIsA ? 'b' : 'a'], 'the new leader answers itself');
     const r = await api(stays.http, 'PUT', '/v1/services/after/instances/x1', { address: '127.0.0.1', port: await closedPort(), check: { type: 'tcp', interval: '200ms', unhealthyThreshold: 1 } });
     assert.equal(r.status, 201);
     await waitFor(async () => (await api(stays.http, 'GET', '/v1/services/after/instances?all=true')).body.instances[0]?.status === 'unhealthy', { what: 'x1 probed by the new leader' });

@@ -19,6 +19,7 @@ export function controlCommand(): Command {
     .option('--etcd-prefix <prefix>', 'with --store etcd: the key prefix of this mesh in etcd (several meshes may share a cluster)', ETCD_DEFAULTS.prefix)
     .option('--replica <name>', 'with --store etcd: this replica\'s name in the leader election (who runs the health checks); default control-<pid>')
     .option('--http <host:port>', 'HTTP API listen address', DEFAULT_HTTP)
+    .option('--advertise <host>', 'with --store etcd: the address the other replicas reach this one\'s API at, on the --http port (they forward reads of the golden signals to the leader); default the --http host, needed when that is 0.0.0.0 or ::')
     .option('--insecure-listen', 'allow --http beyond loopback although the API has no TLS (tokens cross the network in clear)')
     .option('--dns <host:port>', 'DNS listen address (UDP and TCP); "off" disables DNS', DEFAULT_DNS)
     .option('--domain <domain>', 'DNS zone served: <service>.service.<domain>', DNS_DEFAULTS.domain)
@@ -34,12 +35,14 @@ export function controlCommand(): Command {
     .option('--scrape-interval <duration>', 'how often the proxies\' /stats are scraped for the golden signals (1s to 1m)', durationFlag('--scrape-interval', 1000, 60_000), CONTROL_DEFAULTS.scrapeIntervalMs)
     .option('--audit-log <target>', 'the audit log (docs/security.md#audit-log): one JSON line per CA event, token refused, minted or revoked, policy change and accepted write: "stdout", a file path (appended to), or "off"', 'off')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .action(async (o: { dataDir: string; store: 'embedded' | 'etcd'; etcd?: string; etcdPrefix: string; replica?: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string; insecureListen?: boolean; auditLog: string } & CaFlags) => {
+    .action(async (o: { dataDir: string; store: 'embedded' | 'etcd'; etcd?: string; etcdPrefix: string; replica?: string; advertise?: string; http: string; dns: string; domain: string; dnsTtl: number; dnsRateLimit?: number; ttlGrace: number; history: number; maxQueue: number; scrapeInterval: number; logLevel: string; insecureListen?: boolean; auditLog: string } & CaFlags) => {
       if (!new RegExp(DOMAIN_PATTERN).test(o.domain)) {
         throw new SkeinError('SKEIN_E_USAGE', `--domain ${patternMessage(DOMAIN_PATTERN)}, got "${o.domain}"`, { field: '--domain' });
       }
       const http = parseHostPort(o.http, '--http');
       if (o.store === 'etcd' && o.etcd === undefined) throw new SkeinError('SKEIN_E_USAGE', '--store etcd needs --etcd URL[,URL...]: the client URLs of the etcd members', { field: '--etcd' });
+      if (o.store !== 'etcd' && o.advertise !== undefined) throw new SkeinError('SKEIN_E_USAGE', '--advertise applies with --store etcd only (one replica forwards nothing)', { field: '--advertise' });
+      if (o.advertise !== undefined && !/^[A-Za-z0-9.:-]{1,253}$/.test(o.advertise)) throw new SkeinError('SKEIN_E_USAGE', `--advertise must be a host name or an IP address (no scheme, no port), got "${o.advertise}"`, { field: '--advertise' });
       if (o.store !== 'etcd' && o.etcd !== undefined) throw new SkeinError('SKEIN_E_USAGE', '--etcd applies with --store etcd only', { field: '--etcd' });
       const etcd = o.store === 'etcd' ? { endpoints: parseEtcdEndpoints(o.etcd ?? ''), prefix: o.etcdPrefix, ...(o.replica === undefined ? {} : { replica: o.replica }) } : null;
       const dns = o.dns === 'off' ? null : parseHostPort(o.dns, '--dns');
@@ -50,6 +53,7 @@ export function controlCommand(): Command {
       const cp = await startControlPlane({
         dataDir: o.dataDir === 'none' ? null : o.dataDir,
         etcd,
+        ...(o.advertise === undefined ? {} : { advertise: o.advertise }),
         http,
         dns,
         domain: o.domain,

@@ -2,7 +2,6 @@
 import { PROXY_LIMITS_DEFAULTS } from '../api/proxy-limits.js';
 import { Command, Option } from 'commander';
 import { parseHostPort } from '../core/address.js';
-import { beyondLoopback } from '../core/loopback-host.js';
 import { SkeinError } from '../core/errors.js';
 import type { WorkloadSpec } from '../proxy/proxy.js';
 import { controlOption, controlUrl } from './common.js';
@@ -97,7 +96,7 @@ export function proxyCommand(): Command {
     .option('--workload <spec>', 'a workload: name=N[,outbound=HOST:PORT][,inbound=HOST:PORT,app=HOST:PORT][,service=S] (repeatable)', repeat, [] as string[])
     .option('--outbound <host:port>', `shorthand for one workload named "default" with this outbound listener (default ${DEFAULT_OUTBOUND} when no --workload is given)`)
     .option('--admin <host:port>', 'admin server: /live /ready /metrics /debug/endpoints ("off" disables it)', DEFAULT_ADMIN)
-    .option('--insecure-admin', 'allow --admin beyond loopback although it has no TLS and no tokens (taps show headers and bodies)')
+    .option('--insecure-admin', 'with --admin beyond loopback: answer taps and /debug to other hosts too (no TLS, no tokens; taps show headers and bodies); without it other hosts get /live /ready /metrics /stats only')
     .option('--domain <domain>', 'accept <service>.service.<domain> as a Host', 'skein')
     .option('--max-head <bytes>', 'largest request head (431 above)', intFlag('--max-head', 1024, 1024 * 1024), PROXY_LIMITS_DEFAULTS.maxHeadBytes)
     .option('--header-timeout <duration>', 'time a client has to send a request head', durationFlag('--header-timeout'), PROXY_LIMITS_DEFAULTS.headersTimeoutMs)
@@ -158,7 +157,7 @@ export function proxyCommand(): Command {
           if (names.has(s.name)) throw new SkeinError('SKEIN_E_USAGE', `--workload: the name "${s.name}" is used twice`, { field: '--workload' });
           names.add(s.name);
         }
-        const admin = adminAddress(o.admin, o.insecureAdmin === true);
+        const admin = adminAddress(o.admin);
         const control = o.control === false ? null : controlUrls(o.control);
         if (o.stateDir !== undefined && (control === null || o.stateDir.trim() === '')) {
           throw new SkeinError('SKEIN_E_USAGE', control === null ? '--state-dir: without a control plane there is no state to keep' : '--state-dir: give a directory', { field: '--state-dir' });
@@ -234,7 +233,7 @@ export function proxyCommand(): Command {
           if (kept.length > 0) logger.info({ services: kept }, 'certificates restored from the proxy state (renewed when the CA answers)');
           await proxy.identities?.obtain(specs.map((s) => s.service ?? s.name));
           for (const s of specs) await proxy.addWorkload(s);
-          adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact, tapLimits: { maxTaps: o.maxTaps, stallTimeoutMs: o.tapStallTimeout } });
+          adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact, tapLimits: { maxTaps: o.maxTaps, stallTimeoutMs: o.tapStallTimeout }, insecure: o.insecureAdmin === true });
         } catch (e) {
           await proxy.stop(0);
           await adminServer?.close();
@@ -265,13 +264,12 @@ export function proxyCommand(): Command {
     );
 }
 
-/** --admin: an address on loopback, unless --insecure-admin forces another (its taps carry headers and bodies); null: off. */
-export function adminAddress(text: string, insecure: boolean) {
-  if (text === 'off') return null;
-  const at = parseHostPort(text, '--admin');
-  const refused = insecure ? null : beyondLoopback(at.host, 'the admin server (--admin)', '--insecure-admin', 'its taps show request headers and bodies and its /debug endpoints the whole mesh to anyone who can reach it');
-  if (refused !== null) throw new SkeinError('SKEIN_E_INSECURE_LISTEN', refused, { field: '--admin' });
-  return at;
+/**
+ * --admin: where the admin server listens (null: off). Beyond loopback it serves other hosts
+ * /live, /ready, /metrics and /stats only, unless --insecure-admin (admin.ts).
+ */
+export function adminAddress(text: string) {
+  return text === 'off' ? null : parseHostPort(text, '--admin');
 }
 
 /**

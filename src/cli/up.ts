@@ -45,7 +45,7 @@ export function upCommand(): Command {
     .option('--data-dir <dir>', 'directory of the embedded store; "none" (default) keeps the registry in memory', 'none')
     .option('--outbound <host:port>', 'an outbound listener for callers outside the mesh (curl -x)', DEFAULT_OUTBOUND)
     .option('--admin <host:port>', 'the proxy admin server ("off" disables it, and with it the golden signals and taps)', DEFAULT_ADMIN)
-    .option('--insecure-admin', 'allow --admin beyond loopback although it has no TLS and no tokens (taps show headers and bodies)')
+    .option('--insecure-admin', 'with --admin beyond loopback: answer taps and /debug to other hosts too (no TLS, no tokens; taps show headers and bodies); without it other hosts get /live /ready /metrics /stats only')
     .option('--tap-redact <names>', TAP_REDACT_HELP, repeat, [] as string[])
     .option('--access-log <target>', 'the proxy\'s access log: one JSON line per request to "stdout", a file path (appended to), or "off"', 'off')
     .option('--audit-log <target>', 'the audit log of the control plane and the proxy (docs/security.md#audit-log): "stdout", a file path (appended to), or "off"', 'off')
@@ -68,7 +68,7 @@ export function upCommand(): Command {
       const dnsText = o.dns ?? mesh.control.dns ?? DEFAULT_DNS;
       const dns = dnsText === 'off' ? null : parseHostPort(dnsText, '--dns');
       const outbound = o.outbound === 'off' ? null : parseHostPort(o.outbound, '--outbound');
-      const admin = adminAddress(o.admin, o.insecureAdmin === true);
+      const admin = adminAddress(o.admin);
       const trustDomain = o.trustDomain ?? trustDomainFor(mesh.name);
       const tdProblem = validTrustDomain(trustDomain);
       if (tdProblem !== null) throw new SkeinError('SKEIN_E_USAGE', `${o.trustDomain === undefined ? `the mesh name "${mesh.name}" makes no trust domain` : '--trust-domain'}: ${tdProblem}`, { field: '--trust-domain' });
@@ -172,7 +172,7 @@ export function upCommand(): Command {
       try {
         proxy.start();
         if (outbound !== null) outboundAt = (await proxy.addWorkload({ name: 'local', service: OUTSIDE_CALLER, outbound })).outbound;
-        adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact });
+        adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact, insecure: o.insecureAdmin === true });
         if (adminServer !== null) {
           announcer = new Announcer({ ...(control.replicas === null ? { controlUrl: control.url } : { control: control.replicas }), id: proxyId, admin: adminServer.address, workloads: () => proxy.workloadInfo(), everyMs: 5000, token: control.proxyToken, viaCertificate: () => proxy.controlCall() });
           await announcer.announce();

@@ -34,6 +34,9 @@ import { startMtlsListener, type MtlsListener } from './ca/mtls-listener.js';
 import { caRoutes, type CaAuthorize } from './api/ca.js';
 import { caAuditRecord, type AuditSink } from '../api/audit.js';
 import { accessAuditRecords, observeAccess } from './auth/access.js';
+import { forwardLeaderReads } from './leader-reads.js';
+
+const isWildcard = (host: string) => host === '0.0.0.0' || host === '::' || host === '[::]';
 
 export interface ControlPlaneOptions {
   /** Directory of the embedded store (and of admin.token); null keeps everything in memory. */
@@ -43,6 +46,12 @@ export interface ControlPlaneOptions {
    * `dataDir` then keeps only admin.token (give every replica the same one).
    */
   etcd?: { endpoints: readonly string[]; prefix?: string; replica?: string; electionTtlSeconds?: number; compactEveryMs?: number; watchIdleMs?: number } | null;
+  /**
+   * With etcd: the host (address or name) the other replicas reach this one's API at, on its
+   * port (they forward the leader's reads to it: leader-reads.ts). Default: the `http` host,
+   * which a wildcard address cannot be.
+   */
+  advertise?: string;
   http: HostPort;
   /** null: no DNS server. */
   dns: HostPort | null;
@@ -136,12 +145,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const insecure = insecureListenRefusal(opts.http.host);
   if (insecure !== null && opts.insecureListen !== true) throw new SkeinError('SKEIN_E_INSECURE_LISTEN', insecure, { field: '--http' });
   if (insecure !== null) logger.warn({ http: opts.http.host }, 'listening beyond loopback without TLS (--insecure-listen): tokens cross the network in clear');
+  if (opts.etcd != null && opts.advertise === undefined && isWildcard(opts.http.host)) {
+    throw new SkeinError('SKEIN_E_USAGE', `--http ${opts.http.host} listens on every address: with --store etcd give --advertise HOST, the address the other replicas reach this one at (they forward the golden signals' reads to the leader)`, { field: '--advertise' });
+  }
+  const replica = opts.etcd?.replica ?? `control-${process.pid}`;
   const etcd =
     opts.etcd == null
       ? null
       : await EtcdStore.open({
           endpoints: opts.etcd.endpoints,
-          replica: opts.etcd.replica ?? `control-${process.pid}`,
+          replica,
           clock,
           logger: logger.child({ component: 'store' }),
           ...(opts.etcd.prefix === undefined ? {} : { prefix: opts.etcd.prefix }),
@@ -218,13 +231,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     startedAt,
     info: () => ({
       store: store.kind,
-      ...(etcd === null ? {} : { etcd: { endpoints: opts.etcd?.endpoints ?? [], prefix: etcd.store.prefix, leader: leading } }),
+      ...(etcd === null ? {} : { etcd: { endpoints: opts.etcd?.endpoints ?? [], prefix: etcd.store.prefix, replica, leader: leading, leaderReplica: etcd.store.leader?.replica ?? null, leaderUrl: etcd.store.leader?.url ?? null } }),
       dataDir: opts.dataDir,
       http: formatHostPort(httpAddr.host, httpAddr.port),
       dns: dnsAddr === null ? null : formatHostPort(dnsAddr.host, dnsAddr.port),
       domain: opts.domain ?? DNS_DEFAULTS.domain,
     }),
   }, { tokens, trustDomain: ca.trustDomain });
+  // Replicated: the golden signals and the event feed are the leader's; the others forward their reads.
+  if (etcd !== null) forwardLeaderReads(app, { replica, credential: admin.token, leading: () => leading, leader: () => etcd.store.leader });
   if (audit !== null) {
     observeAccess(app, (e) => {
       for (const r of accessAuditRecords(e, clock.now(), registry.revision)) audit.write(r);
@@ -328,15 +343,20 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     }
     logger.error({ err: e }, 'the mTLS listener is not started: the CA has no valid issuer (proxies cannot renew, nor authenticate with their certificates)');
   }
-  if (etcd === null) health.start();
-  else {
-    etcd.store.lead((elected) => {
+  if (etcd === null) {
+    health.start();
+    signals.start();
+  } else {
+    const advertised = opts.advertise === undefined ? `http://${formatHostPort(httpAddr.host, httpAddr.port)}` : `http://${formatHostPort(opts.advertise, httpAddr.port)}`;
+    etcd.store.lead(advertised, (elected) => {
       leading = elected;
       if (elected) health.start();
       else health.stop();
+      // Scraping the proxies is a duty that runs once (the other replicas forward reads here).
+      if (elected) signals.start();
+      else signals.pause();
     });
   }
-  signals.start();
   fatal = (e) => {
     logger.fatal({ err: e }, 'store write failed: stopping (nothing unacknowledged was lost; restart to recover)');
     void close().finally(() => process.exit(1));

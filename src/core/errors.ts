@@ -67,9 +67,11 @@ export const ERROR_CODES = {
   SKEIN_E_BAD_PATH: { status: 400, text: 'The request target cannot be normalized safely (an encoded NUL, a control character, malformed percent-encoding, a form that is not a path), so it is refused before authorization.' },
   SKEIN_E_UNAUTHENTICATED: { status: 401, text: 'The control plane needs a token for this request and got none, or one it does not know (malformed, revoked, expired); the message names the scopes that would do.' },
   SKEIN_E_FORBIDDEN: { status: 403, text: "The token is valid but its scope does not allow this request (or a proxy token is not bound to the instance's service); the message names the scopes needed." },
-  SKEIN_E_INSECURE_LISTEN: { status: 400, text: "A server without TLS was asked to listen beyond loopback: the control plane's API (tokens would cross the network in clear; --insecure-listen forces it) or a proxy's admin server (taps show headers and bodies; --insecure-admin forces it)." },
+  SKEIN_E_INSECURE_LISTEN: { status: 400, text: "A server without TLS was asked to listen beyond loopback: the control plane's API (tokens would cross the network in clear; --insecure-listen forces it) (a proxy's admin server beyond loopback is not refused: it serves other hosts its metrics only, SKEIN_E_ADMIN_LOCAL_ONLY)." },
   SKEIN_E_CA_ROTATION: { status: 409, text: 'A root rotation step was refused: out of order, or an announced proxy is not ready for it (the message names them); --force overrides the latter.' },
   SKEIN_E_PROXY_STATE: { status: 500, text: "The proxy's persisted state (--state-dir) is unusable: corrupt, of another mesh or too old; the proxy does not serve from it (the message says why)." },
+  SKEIN_E_ADMIN_LOCAL_ONLY: { status: 403, text: "A proxy admin server listening beyond loopback was asked by another host for a tap or a /debug endpoint: those answer this host only (--insecure-admin opens them); /live, /ready, /metrics and /stats answer everyone." },
+  SKEIN_E_NO_LEADER: { status: 503, text: 'A read of what only the elected control-plane replica keeps (the golden signals, the mesh event feed) found no leader to forward it to: an election is under way, or the leader does not answer.' },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -5,14 +5,19 @@
  * `/tap` (finished requests as they happen, NDJSON), `/debug/taps` (the open taps and what they
  * dropped) and `/debug/endpoints` (what the proxy currently believes about each service). Not on
  * the request path: node:http. Bound to loopback, it answers only loopback `Host`s
- * (src/core/loopback-host.ts).
+ * (src/core/loopback-host.ts). Bound beyond loopback (a host of a mesh across hosts, where the
+ * control plane's leader scrapes it), it answers `/live`, `/ready`, `/metrics` and `/stats` to
+ * anyone who reaches it, like Linkerd's and Envoy's metrics ports, and its taps and `/debug`
+ * endpoints only to this host (the peer is a loopback address, or the address it listens on),
+ * unless `insecure` (`--insecure-admin`) opens them too: no TLS, no tokens, and taps show headers
+ * and bodies.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { HostPort } from '../core/address.js';
 import type { Clock } from '../core/clock.js';
 import { ERROR_CODES, SkeinError, type ErrorCode } from '../core/errors.js';
-import { foreignHost } from '../core/loopback-host.js';
+import { foreignHost, isLoopbackAddress } from '../core/loopback-host.js';
 import { PROXY_TAP_LIMITS, redactHeaders, type TapLimits, type TapRecord } from '../api/tap.js';
 import type { Proxy } from './proxy.js';
 import { TapStreams } from './tap.js';
@@ -99,6 +104,17 @@ export interface AdminOptions {
   /** Header names (lower case) whose values taps hide, beyond the defaults (`--tap-redact`). */
   readonly tapRedact?: readonly string[];
   readonly clock?: Clock;
+  /** Beyond loopback, answer taps and /debug to other hosts too (`--insecure-admin`). Default false. */
+  readonly insecure?: boolean;
+}
+
+/** What the admin server answers other hosts when it listens beyond loopback (without `insecure`). */
+export const ADMIN_OPEN_PATHS: readonly string[] = ['/live', '/ready', '/metrics', '/stats'];
+
+/** Whether a peer is this host: a loopback address, or the very address the server listens on. */
+function fromThisHost(req: IncomingMessage): boolean {
+  const peer = req.socket.remoteAddress ?? '';
+  return isLoopbackAddress(peer) || peer === req.socket.localAddress;
 }
 
 export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions = {}): Promise<AdminServer> {
@@ -110,11 +126,16 @@ export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions 
   });
   const taps: Taps = { streams, redact: new Set(opts.tapRedact ?? []) };
   let bound: string | null = null;
+  let localOnly = false;
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
     const foreign = foreignHost(bound, req.headers.host);
     if (foreign !== null) {
       refuse(res, 'SKEIN_E_FOREIGN_HOST', foreign, 'host');
+      return;
+    }
+    if (localOnly && !ADMIN_OPEN_PATHS.includes(url.pathname) && !fromThisHost(req)) {
+      refuse(res, 'SKEIN_E_ADMIN_LOCAL_ONLY', `${url.pathname} is answered only on this host: the admin server listens beyond loopback for ${ADMIN_OPEN_PATHS.join(', ')}; its taps and /debug endpoints show headers, bodies and the mesh (--insecure-admin opens them to other hosts)`);
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -170,6 +191,7 @@ export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions 
   });
   const a = server.address() as AddressInfo;
   bound = a.address;
+  localOnly = opts.insecure !== true && !isLoopbackAddress(a.address);
   return {
     address: `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`,
     close: () =>

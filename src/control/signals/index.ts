@@ -45,8 +45,10 @@ export interface SkeinSignals {
   readonly scraper: Scraper;
   /** Adds GET /v1/signals, /v1/signals/services/:service, /v1/signals/series, /v1/signals/stream. */
   routes(app: FastifyInstance): void;
-  /** Starts scraping. */
+  /** Starts scraping (again, after `pause`). */
   start(): void;
+  /** Stops scraping, keeping what was scraped and the event feed (a replica no longer elected). */
+  pause(): void;
   /** Stops scraping, cancelling fetches in flight, and feeding health events. */
   stop(): void;
 }
@@ -74,6 +76,9 @@ export function createSignals(opts: SignalsOptions): SkeinSignals {
     routes: (app) => signalsRoutes(app, { store, events, scraper, registry: opts.registry, clock }),
     start() {
       scraper.start();
+    },
+    pause() {
+      scraper.stop();
     },
     stop() {
       offHealth?.();

@@ -62,6 +62,25 @@ export interface EtcdFollowers {
 
 const HB = 'hb/';
 const PROXIES = 'proxies/';
+/** The election key (relative to the prefix): it holds the leader's `ElectionHolder`. */
+const LEADER = 'leader';
+
+/** What the election key holds: who leads, and where the other replicas reach it (null: unknown). */
+export interface ElectionHolder {
+  readonly replica: string;
+  readonly url: string | null;
+}
+
+/** The election key's value; a bare name (what replicas before this format wrote) has no URL. */
+export function parseHolder(value: string): ElectionHolder {
+  try {
+    const v = JSON.parse(value) as Partial<ElectionHolder>;
+    if (typeof v === 'object' && v !== null && typeof v.replica === 'string') return { replica: v.replica, url: typeof v.url === 'string' ? v.url : null };
+  } catch {
+    // a bare name
+  }
+  return { replica: value, url: null };
+}
 
 /** Where a shared proxy directory keeps the announcements (src/control/proxies.ts). */
 export interface SharedProxies {
@@ -84,6 +103,8 @@ export class EtcdStore {
   private readonly leases = new Map<string, { lease: string; value: string }>();
   private compactTimer: TimerHandle | null = null;
   private closed = false;
+  /** Who holds the election key, as this replica last read it (null: nobody). */
+  private holder: ElectionHolder | null = null;
 
   private constructor(private readonly o: EtcdStoreOptions) {
     this.prefix = o.prefix ?? ETCD_DEFAULTS.prefix;
@@ -115,6 +136,7 @@ export class EtcdStore {
       const r = await store.client.list(prefix);
       const entries = r.kvs.map((kv) => store.stored(kv));
       for (const e of entries) if (e.key.startsWith(HB)) store.beating.add(hbName(e.key));
+      store.holder = heldBy(entries);
       return { store, entries, revision: r.revision };
     } catch (e) {
       await store.client.close();
@@ -218,11 +240,12 @@ export class EtcdStore {
         const was = new Set(this.beating);
         this.beating.clear();
         for (const e of entries) if (e.key.startsWith(HB)) this.beating.add(hbName(e.key));
+        this.holder = heldBy(entries);
         f.registry.reset(entries, rev);
         const health = f.health();
         for (const k of was) if (!this.beating.has(k)) health?.beatExpired(...splitName(k));
         f.proxiesReset?.(entries.filter((e) => e.key.startsWith(PROXIES)).map((e) => [e.key.slice(PROXIES.length), e.value]));
-        for (const e of entries) if (!isRegistryKey(e.key) && !e.key.startsWith(HB) && !e.key.startsWith(PROXIES)) f.kv?.(e.key, e.value);
+        for (const e of entries) if (!isRegistryKey(e.key) && !e.key.startsWith(HB) && !e.key.startsWith(PROXIES) && e.key !== LEADER) f.kv?.(e.key, e.value);
         this.logger?.warn({ revision: rev }, 'the store was compacted past this replica\'s watch: read it again');
       },
       onProgress: (rev) => f.registry.applyChanges([], rev),
@@ -237,6 +260,8 @@ export class EtcdStore {
       const key = (e.type === 'put' ? e.kv.key : e.key).slice(this.prefix.length);
       if (isRegistryKey(key)) {
         changes.push(e.type === 'put' ? this.stored(e.kv) : { type: 'del', key, modRevision: e.modRevision });
+      } else if (key === LEADER) {
+        this.holder = e.type === 'put' ? parseHolder(e.kv.value) : null;
       } else if (key.startsWith(PROXIES)) {
         f.proxy?.(key.slice(PROXIES.length), e.type === 'put' ? e.kv.value : null);
       } else if (key.startsWith(HB)) {
@@ -258,11 +283,18 @@ export class EtcdStore {
     }
   }
 
+  /** Who leads, as the watch last said (null: nobody holds the election key now). */
+  get leader(): ElectionHolder | null {
+    return this.holder;
+  }
+
   /**
    * Campaigns for the duties; `lead(true)` when elected, `lead(false)` when deposed (then it
-   * campaigns again). Compaction runs while it leads.
+   * campaigns again). Compaction runs while it leads. `url`: where the other replicas reach this
+   * one (what they forward the leader's reads to), kept in the election key.
    */
-  lead(onChange: (leading: boolean) => void): void {
+  lead(url: string | null, onChange: (leading: boolean) => void): void {
+    this.election.describe(JSON.stringify({ replica: this.o.replica, url } satisfies ElectionHolder));
     this.election.on('elected', (token) => {
       this.logger?.info({ token }, 'elected: this replica runs the health checks, TTL expiry and compaction');
       this.startCompaction();
@@ -314,6 +346,11 @@ export class EtcdStore {
     await this.election.resign().catch(() => undefined);
     await this.client.close();
   }
+}
+
+function heldBy(entries: readonly StoredChange[]): ElectionHolder | null {
+  const e = entries.find((x) => x.key === LEADER);
+  return e?.type === 'put' ? parseHolder(e.value) : null;
 }
 
 const isRegistryKey = (key: string) => key.startsWith('svc/') || key.startsWith('inst/');

@@ -24,7 +24,7 @@ export interface ElectionOptions {
   client: EtcdClient;
   /** The election key, e.g. `skein/leader/duties`. */
   key: string;
-  /** What the key holds while we lead (who we are, for humans and `holder`). */
+  /** What the key holds while we lead (who we are and where: see `describe`). */
   value: string;
   /** The lease TTL: how long a dead leader keeps the key. */
   ttlSeconds: number;
@@ -35,7 +35,7 @@ export interface ElectionOptions {
 export class Election extends EventEmitter<{ elected: [token: number]; deposed: [why: string] }> {
   private readonly client: EtcdClient;
   readonly key: string;
-  private readonly value: string;
+  private value: string;
   private readonly ttlSeconds: number;
   private readonly clock: Clock;
   private readonly logger: Logger | undefined;
@@ -58,6 +58,11 @@ export class Election extends EventEmitter<{ elected: [token: number]; deposed: 
     this.ttlSeconds = o.ttlSeconds;
     this.clock = o.clock ?? systemClock;
     this.logger = o.logger;
+  }
+
+  /** What the key will hold from the next campaign on (e.g. once this replica knows its URL). */
+  describe(value: string): void {
+    this.value = value;
   }
 
   /** True while we hold the key (as far as we know: fence every write). */
