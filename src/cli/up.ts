@@ -7,11 +7,13 @@
  * `skein up FILE --join URL[,URL...]` runs the file's services on this host under a shared control
  * plane instead (docs/operations.md#a-mesh-across-hosts): no embedded control plane; inbound
  * listeners on the host's `--advertise` address, instances registered with it, and checked on
- * this host with TTL heartbeats.
+ * this host with TTL heartbeats. The runtime's own API (`/v1/mesh`: `skein scale`, `skein rollout`,
+ * autoscaler status, wake) is then served on a small API of this host (`--http`, startHostApi below),
+ * which takes only the token this host joined with.
  */
 import { Command, Option } from 'commander';
 import { CONTROL_DEFAULTS } from '../api/control.js';
-import { parseHostPort } from '../core/address.js';
+import { formatHostPort, parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, printJson, readText, table, withToken, type OutputFormat } from './common.js';
 import { adminAddress, DEFAULT_ADMIN, DEFAULT_OUTBOUND, TAP_REDACT_HELP, otlpUrl, ratioFlag, repeat, startTracer } from './proxy.js';
@@ -22,7 +24,8 @@ import { AUTHZ_DEFAULT_VALUES, type AuthzDefault } from '../api/authz/schema.js'
 import { OUTSIDE_CALLER } from '../api/names.js';
 import { trustDomainFor, validTrustDomain } from '../identity/spiffe.js';
 import { durationFlag, intFlag } from './flags.js';
-import { isIP } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
+import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { HostPort } from '../core/address.js';
 import type { MeshFile } from '../api/mesh.js';
@@ -30,16 +33,17 @@ import type { AuditSink } from '../api/audit.js';
 import type { MeshRunnerOptions } from '../runtime/mesh-runner.js';
 import type { CertificateSource } from '../proxy/tls/identities.js';
 import { parseBaseUrls } from '../api/etcd.js';
-import { TOKEN_ENV } from '../api/auth.js';
+import { TOKEN_ENV, TOKEN_PREFIX, type TokenScope } from '../api/auth.js';
 import { isLoopbackHost } from '../core/loopback-host.js';
 import { ControlReplicas } from '../discovery/control-replicas.js';
+import { controlUnavailable } from '../runtime/autoscale-signals.js';
 import { systemClock } from '../core/clock.js';
 
 export function upCommand(): Command {
   return new Command('up')
     .description('run a mesh file: control plane, proxy and every service, until Ctrl-C')
     .argument('<file>', 'mesh file (YAML or JSON, kind: Mesh)')
-    .option('--http <host:port>', 'control plane HTTP API (overrides the file\'s control.http)')
+    .option('--http <host:port>', 'control plane HTTP API (overrides the file\'s control.http); with --join: this host\'s mesh API (skein scale, skein rollout)')
     .option('--insecure-listen', 'allow --http beyond loopback although the API has no TLS (tokens cross the network in clear)')
     .option('--dns <host:port>', 'DNS server, or "off" (overrides the file\'s control.dns)')
     .option('--data-dir <dir>', 'directory of the embedded store; "none" (default) keeps the registry in memory', 'none')
@@ -76,7 +80,7 @@ export function upCommand(): Command {
       const tapRedact = parseHeaderNames(o.tapRedact, '--tap-redact');
       const join = o.join === undefined ? null : joinSettings(o);
 
-      const [{ default: pino }, { startControlPlane }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }] = await Promise.all([
+      const [{ default: pino }, { startControlPlane, insecureListenRefusal }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }, { HttpAutoscaleSignals }] = await Promise.all([
         import('pino'),
         import('../control/control-plane.js'),
         import('../proxy/proxy.js'),
@@ -87,7 +91,11 @@ export function upCommand(): Command {
         import('../proxy/announce.js'),
         import('../proxy/tls/ca-client.js'),
         import('../telemetry/audit-log.js'),
+        import('../runtime/autoscale-signals.js'),
       ]);
+      // Joined, --http is this host's mesh API: beyond loopback only as the control plane's would be.
+      const insecure = join === null || o.insecureListen === true ? null : insecureListenRefusal(http.host);
+      if (insecure !== null) throw new SkeinError('SKEIN_E_INSECURE_LISTEN', insecure, { field: '--http' });
       const traceUrl = o.traceOtlp === undefined ? null : otlpUrl(o.traceOtlp);
       const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
       // One audit log for the control plane and the proxy: one writer, lines in order.
@@ -101,7 +109,7 @@ export function upCommand(): Command {
       const control: MeshControl =
         join === null
           ? await embeddedControl({ startControlPlane, ControlCa, meshRoutes, runner: () => runner, mesh, http, dns, dataDir: o.dataDir, logger, scrapeIntervalMs: o.scrapeInterval, insecureListen: o.insecureListen === true, trustDomain, audit, proxyId })
-          : await joinedControl({ ControlCa, join, proxyId, mtls: o.mtls !== 'off' });
+          : await joinedControl({ ControlCa, meshRoutes, runner: () => runner, meshName: mesh.name, join, http, proxyId, mtls: o.mtls !== 'off', logger });
       const mtls = o.mtls === 'off' ? null : { mode: o.mtls, trustDomain: control.trustDomain, source: control.ca };
       // A request held for a service scaled to zero wakes it through the runtime (in-process).
       let wake: (service: string) => void = () => undefined;
@@ -132,6 +140,8 @@ export function upCommand(): Command {
         scrapeIntervalMs: o.scrapeInterval,
         onMeshEvent: (e) => control.event(e),
         ...(join === null ? {} : { advertise: join.advertise, heartbeatTtlMs: o.heartbeatTtl }),
+        // Joined: the autoscalers read the golden signals from whichever replica answers.
+        ...(control.replicas === null ? {} : { autoscaleSignals: new HttpAutoscaleSignals({ controlUrl: control.url, control: control.replicas, token: control.token, clock: systemClock, inFlight: (s) => proxy.inFlight(s) }) }),
       });
       wake = (service) => {
         try {
@@ -278,10 +288,10 @@ interface JoinSettings {
   readonly advertise: string;
 }
 
-/** --join and the flags that go with it; the flags of an embedded control plane are refused with it. */
-function joinSettings(o: { join?: string; token?: string; advertise?: string; http?: string; dns?: string; dataDir: string; trustDomain?: string }): JoinSettings {
+/** --join and the flags that go with it; the flags of an embedded control plane are refused with it (--http is this host's mesh API). */
+function joinSettings(o: { join?: string; token?: string; advertise?: string; dns?: string; dataDir: string; trustDomain?: string }): JoinSettings {
   const urls = parseBaseUrls(o.join ?? '', '--join', "the control plane's URLs (its replicas)", 'http://10.0.0.1:7400,http://10.0.0.2:7400');
-  for (const [flag, given] of [['--http', o.http], ['--dns', o.dns], ['--trust-domain', o.trustDomain], ['--data-dir', o.dataDir === 'none' ? undefined : o.dataDir]] as const) {
+  for (const [flag, given] of [['--dns', o.dns], ['--trust-domain', o.trustDomain], ['--data-dir', o.dataDir === 'none' ? undefined : o.dataDir]] as const) {
     if (given !== undefined) throw new SkeinError('SKEIN_E_USAGE', `${flag} configures an embedded control plane; with --join the mesh's control plane is the shared one`, { field: flag });
   }
   const token = o.token?.trim() ?? '';
@@ -344,16 +354,25 @@ async function embeddedControl(d: {
   };
 }
 
-async function joinedControl(d: { ControlCa: typeof import('../proxy/tls/ca-client.js').ControlCa; join: JoinSettings; proxyId: string; mtls: boolean }): Promise<MeshControl> {
+async function joinedControl(d: {
+  ControlCa: typeof import('../proxy/tls/ca-client.js').ControlCa;
+  meshRoutes: typeof import('../runtime/mesh-routes.js').meshRoutes;
+  runner: () => import('../runtime/mesh-runner.js').MeshRunner | null;
+  meshName: string;
+  join: JoinSettings;
+  http: HostPort;
+  proxyId: string;
+  mtls: boolean;
+  logger: Logger;
+}): Promise<MeshControl> {
   const url = d.join.urls[0] as string;
   const replicas = new ControlReplicas(d.join.urls, systemClock, { token: d.join.token });
   const auth = replicas.headers;
-  const unavailable = (r: Response) => (r.status >= 502 && r.status <= 504 ? `HTTP ${r.status}` : null);
   const ca = new d.ControlCa({
     control: replicas,
     // This host's proxy asks the shared CA for its services' certificates with a join token it mints.
     joinToken: async (services) => {
-      const res = await replicas.call((base) => fetch(`${base}/v1/ca/tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ proxy: d.proxyId, services }), signal: AbortSignal.timeout(5000) }), { unavailable });
+      const res = await replicas.call((base) => fetch(`${base}/v1/ca/tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ proxy: d.proxyId, services }), signal: AbortSignal.timeout(5000) }), { unavailable: controlUnavailable });
       const body = (await res.json()) as { token?: string; message?: string };
       if (!res.ok || body.token === undefined) throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `the shared control plane did not mint a join token for ${services.join(', ')}: ${res.status} ${body.message ?? ''}`);
       return body.token;
@@ -361,12 +380,14 @@ async function joinedControl(d: { ControlCa: typeof import('../proxy/tls/ca-clie
   });
   let trustDomain = '';
   try {
-    const health = await replicas.call((base) => fetch(`${base}/v1/health`, { headers: auth, signal: AbortSignal.timeout(5000) }), { unavailable });
+    const health = await replicas.call((base) => fetch(`${base}/v1/health`, { headers: auth, signal: AbortSignal.timeout(5000) }), { unavailable: controlUnavailable });
     if (!health.ok) throw new Error(`GET /v1/health: ${health.status} ${(await health.text()).slice(0, 200)}`);
     if (d.mtls) trustDomain = (await ca.info()).trustDomain;
   } catch (e) {
     throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `--join: no replica of the control plane at ${d.join.urls.join(', ')} answers: ${(e as Error).message}`, { field: '--join' });
   }
+  const api = await startHostApi({ http: d.http, token: d.join.token, routes: d.meshRoutes(d.runner), meshName: d.meshName, started: () => d.runner() !== null, replicas, logger: d.logger.child({ component: 'host-api' }) });
+  const events = d.logger.child({ component: 'runtime' });
   return {
     url,
     replicas,
@@ -374,10 +395,88 @@ async function joinedControl(d: { ControlCa: typeof import('../proxy/tls/ca-clie
     proxyToken: d.join.token,
     trustDomain,
     ca,
-    where: `joined the control plane at ${d.join.urls.join(', ')}`,
-    tokenLine: null,
-    // The shared control plane keeps its own event feed; this host's runtime says its steps on stdout.
-    event: () => undefined,
-    close: async () => undefined,
+    where: `joined the control plane at ${d.join.urls.join(', ')}, this host's mesh API at ${api.url}`,
+    tokenLine: `this host's mesh API (${api.url}) takes the token it joined with${api.localTokenFile === null ? '' : ' (skein commands on this host find it by themselves)'}`,
+    // The shared control plane has no write API for its event feed (GET /v1/events only): this
+    // host's runtime says its steps on stdout, and its mesh events go to its log.
+    event: (e) => events.info({ event: e }, 'mesh event'),
+    close: () => api.close(),
+  };
+}
+
+/**
+ * A joined host's own API (`skein up --join --http`): the runtime's routes (`/v1/mesh`, the same
+ * meshRoutes as on an embedded control plane) and `GET /v1/health`, with the control plane's
+ * error answers and DNS-rebinding guard. Every route but the health check, reads included (the
+ * mesh's status shows commands and env), needs `Authorization: Bearer` with the token this host
+ * joined with: 401 SKEIN_E_UNAUTHENTICATED otherwise, with the scope in `details` as the control
+ * plane's refusals carry it (the CLI turns it into one line). On loopback, the token is left
+ * where the CLI finds a control plane's (by port), so `skein scale -c URL` needs no --token.
+ */
+async function startHostApi(d: {
+  http: HostPort;
+  token: string;
+  routes: (app: import('fastify').FastifyInstance) => void;
+  meshName: string;
+  started: () => boolean;
+  replicas: ControlReplicas;
+  logger: Logger;
+}): Promise<{ url: string; localTokenFile: string | null; close(): Promise<void> }> {
+  const [{ default: Fastify }, { BODY_LIMIT, sendError, toSkeinError }, { hostGuard }, { presentedToken }, { hashToken }, { writeLocalToken, removeLocalToken }, { VERSION }] = await Promise.all([
+    import('fastify'),
+    import('../control/api/errors.js'),
+    import('../control/api/host-guard.js'),
+    import('../control/auth/access.js'),
+    import('../control/auth/tokens.js'),
+    import('../control/auth/token-files.js'),
+    import('../version.js'),
+  ]);
+  const app = Fastify({ bodyLimit: BODY_LIMIT, logger: false, forceCloseConnections: true, return503OnClosing: false, onProtoPoisoning: 'error', onConstructorPoisoning: 'error', routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 } });
+  app.removeContentTypeParser('text/plain');
+  app.setErrorHandler((e, req, reply) => {
+    const se = toSkeinError(e);
+    if (se.code === 'SKEIN_E_INTERNAL') d.logger.error({ err: e, url: req.url }, 'internal error');
+    void sendError(reply, se);
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void sendError(reply, new SkeinError('SKEIN_E_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
+  });
+  hostGuard(app);
+  const scope = (Object.keys(TOKEN_PREFIX) as TokenScope[]).find((s) => d.token.startsWith(TOKEN_PREFIX[s])) ?? 'admin';
+  const expected = Buffer.from(hashToken(d.token), 'hex');
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.method === 'GET' && req.routeOptions.url === '/v1/health') return;
+    const presented = presentedToken(req);
+    if (presented !== null && presented !== '' && timingSafeEqual(Buffer.from(hashToken(presented), 'hex'), expected)) return;
+    const sent = presented === null ? 'none was sent' : presented === '' ? 'the authorization header is not "Bearer <token>"' : 'the token is not the one this host joined with';
+    reply.header('www-authenticate', `Bearer realm="skein", scope="${scope}"`);
+    d.logger.warn({ method: req.method, path: req.url.split('?')[0], from: req.socket.remoteAddress }, `request refused: ${sent}`);
+    throw new SkeinError('SKEIN_E_UNAUTHENTICATED', `${req.method} ${req.routeOptions.url ?? 'this path'} on this host's mesh API needs the token this host joined with (skein up --join --token, or ${TOKEN_ENV}): ${sent}`, { details: { scopes: [scope] } });
+  });
+  app.get('/v1/health', async () => ({ status: 'ok', version: VERSION, mesh: d.meshName, started: d.started(), control: d.replicas.current }));
+  d.routes(app);
+  try {
+    await app.listen({ host: d.http.host, port: d.http.port });
+  } catch (e) {
+    await app.close();
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new SkeinError('SKEIN_E_ADDRESS_IN_USE', `this host's mesh API (--http) cannot listen on ${formatHostPort(d.http.host, d.http.port)}: ${code}${code === 'EADDRINUSE' ? ' (a control plane on this host? give --http another address)' : ''}`, { field: '--http', cause: e });
+  }
+  const port = (app.server.address() as AddressInfo).port;
+  let localTokenFile: string | null = null;
+  if (isLoopbackHost(d.http.host)) {
+    try {
+      localTokenFile = await writeLocalToken(port, d.token);
+    } catch (e) {
+      d.logger.warn({ err: (e as Error).message }, "could not write the local copy of this host's token: the CLI on this host needs --token or SKEIN_TOKEN");
+    }
+  }
+  return {
+    url: `http://${formatHostPort(d.http.host, port)}`,
+    localTokenFile,
+    close: async () => {
+      if (localTokenFile !== null) await removeLocalToken(localTokenFile, d.token);
+      await app.close();
+    },
   };
 }

@@ -10,14 +10,22 @@
  *             proxy: its requests in flight to the service, sampled at each decision and averaged
  *             over the samples of the window.
  *
- * A failed or refused read is a missing metric (which never scales down), with the reason.
+ * A failed or refused read is a missing metric (which never scales down), with the reason. Joined
+ * to a shared control plane (`skein up --join`), the read goes to the replica in use and, when it
+ * fails or answers 502-504, to the next one (ControlReplicas).
  */
 import type { AutoscaleMetric } from '../api/mesh/autoscale.js';
 import type { Clock } from '../core/clock.js';
+import type { ControlReplicas } from '../discovery/control-replicas.js';
 import type { AutoscaleSignals, MetricReading } from './autoscale.js';
+
+/** An answer of a control-plane replica that means "try another" (a gateway in front of it without a live one): for ControlReplicas.call. */
+export const controlUnavailable = (r: { status: number }): string | null => (r.status >= 502 && r.status <= 504 ? `HTTP ${r.status}` : null);
 
 export interface HttpAutoscaleSignalsOptions {
   readonly controlUrl: string;
+  /** The control plane's replicas (skein up --join): reads fail over between them; `controlUrl` is then unused. */
+  readonly control?: ControlReplicas | undefined;
   readonly token?: string | undefined;
   readonly clock: Clock;
   /** Requests in flight to `service` now (the runtime's proxy), null when it has no state for it. */
@@ -41,10 +49,12 @@ export class HttpAutoscaleSignals implements AutoscaleSignals {
     const path = `/v1/signals/services/${encodeURIComponent(service)}/versions?last=${windowMs}ms`;
     let body: VersionsBody;
     try {
-      const res = await fetch(this.o.controlUrl + path, {
-        headers: this.o.token === undefined ? {} : { authorization: `Bearer ${this.o.token}` },
-        signal: AbortSignal.timeout(this.o.timeoutMs ?? 2000),
-      });
+      const get = (base: string) =>
+        fetch(base + path, {
+          headers: this.o.token === undefined ? {} : { authorization: `Bearer ${this.o.token}` },
+          signal: AbortSignal.timeout(this.o.timeoutMs ?? 2000),
+        });
+      const res = this.o.control === undefined ? await get(this.o.controlUrl) : await this.o.control.call(get, { unavailable: controlUnavailable });
       body = (await res.json()) as VersionsBody;
       if (!res.ok) return { value: null, why: `GET ${path}: ${res.status} ${body.message ?? ''}`.trim() };
     } catch (e) {

@@ -1,6 +1,7 @@
 /**
- * The runtime's routes on the control plane's API, registered by `skein up` (docs/api.md,
- * docs/deployments.md):
+ * The runtime's routes, registered by `skein up` on its embedded control plane's API, or with
+ * `--join` on the host's own mesh API (src/cli/up.ts startHostApi; docs/api.md,
+ * docs/deployments.md, docs/operations.md#managing-a-joined-hosts-services):
  *
  *   GET  /v1/mesh                                     the services, their replicas and revisions
  *   PUT  /v1/mesh                                     apply a mesh file (JSON): roll out what changed
