@@ -171,6 +171,11 @@ describe('skein control on etcd: two replicas, one store', () => {
       // Bad input is the leader's answer, passed back as it is.
       const bad = await fetch(`${follower.http}/v1/signals?window=2m`, { headers: { authorization: `Bearer ${token}` } });
       assert.deepEqual([bad.status, bad.headers.get('x-skein-error')], [400, 'SKEIN_E_BAD_QUERY']);
+      // An event a runtime elsewhere posts through the follower lands in the leader's feed.
+      const posted = await fetch(`${follower.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'scale', service: 'sig', message: 'sig scaled from 1 to 2 replicas (posted)' }) });
+      assert.deepEqual([posted.status, posted.headers.get('x-skein-served-by')], [201, leaderName]);
+      const feed = (await api(leader.http, 'GET', '/v1/events?service=sig&type=scale')).body.events as Array<{ message: string }>;
+      assert.deepEqual(feed.map((e) => e.message), ['sig scaled from 1 to 2 replicas (posted)']);
       // A read the follower allows (from loopback, no token) is forwarded with the follower's own credentials.
       const anon = await fetch(`${follower.http}/v1/signals`);
       assert.deepEqual([anon.status, anon.headers.get('x-skein-served-by')], [200, leaderName]);

@@ -97,6 +97,36 @@ describe('skein up --join serves its runtime on --http', () => {
     assert.deepEqual(reg.map((i) => [i.address, i.version]), [['127.0.0.1', 'v1'], ['127.0.0.1', 'v1']]);
   });
 
+  test('the joined host\'s runtime reports its events to the shared control plane\'s feed; a bad event is refused naming the field', async () => {
+    // The scale-up of the test before: its event, posted by the host, in the shared feed.
+    const scaled = await waitFor(async () => {
+      const evs = (await api(control.http, 'GET', '/v1/events?service=web&type=scale', undefined, auth())).body.events as Array<{ type: string; service: string; message: string; change?: string }>;
+      return evs.find((e) => /scaled from 1 to 2 replicas/.test(e.message)) ?? null;
+    }, { what: 'the host\'s scale event in the shared feed', timeoutMs: 10_000 }) as { type: string; service: string };
+    assert.deepEqual([scaled.type, scaled.service], ['scale', 'web']);
+    const post = (body: unknown, headers = auth()) => api(control.http, 'POST', '/v1/events', body, headers);
+    const cases: Array<[unknown, string, RegExp]> = [
+      [{ type: 'health', service: 'web', message: 'm' }, 'type', /^type must be one of scale, rollout, canary, autoscale/],
+      [{ type: 'scale', service: 'Not A Service', message: 'm' }, 'service', /service/],
+      [{ type: 'scale', service: 'web', message: '' }, 'message', /^message must be a text of 1 to 1000 characters$/],
+      [{ type: 'scale', service: 'web', message: 'm', time: '2020-01-01T00:00:00Z' }, 'time', /^time is set by the control plane/],
+      [{ type: 'scale', service: 'web', message: 'm', blob: 'x'.repeat(20_000) }, 'body', /^an event is at most 16384 bytes of JSON, got 2\d{4}$/],
+      [['scale'], 'body', /must be a JSON object/],
+    ];
+    for (const [body, field, message] of cases) {
+      const r = await post(body);
+      assert.deepEqual([r.status, r.body.code, r.body.field], [400, 'SKEIN_E_VALIDATION', field], JSON.stringify(body).slice(0, 80));
+      assert.match(r.body.message as string, message);
+    }
+    // A read token may not post.
+    const reader = await api(control.http, 'POST', '/v1/tokens', { name: 'events-reader', scope: 'read' }, auth());
+    const refused = await post({ type: 'scale', service: 'web', message: 'm' }, { authorization: `Bearer ${reader.body.token as string}` });
+    assert.deepEqual([refused.status, refused.body.code], [403, 'SKEIN_E_FORBIDDEN']);
+    const ok = await post({ type: 'rollout', service: 'web', id: null, message: 'by hand', change: 'rollout-note' });
+    assert.equal(ok.status, 201);
+    assert.deepEqual([ok.body.event.type, ok.body.event.service, ok.body.event.message, ok.body.event.change], ['rollout', 'web', 'by hand', 'rollout-note']);
+  });
+
   test('skein rollout of web completes on the joined host; the registry follows', async () => {
     await writeFile(file, meshFile('v2', 2));
     const applied = await skein(['rollout', 'apply', '-f', file, '-c', hostApi, '--token', token], { timeoutMs: 30_000 });

@@ -48,7 +48,7 @@ export function upCommand(): Command {
     .option('--dns <host:port>', 'DNS server, or "off" (overrides the file\'s control.dns)')
     .option('--data-dir <dir>', 'directory of the embedded store; "none" (default) keeps the registry in memory', 'none')
     .option('--outbound <host:port>', 'an outbound listener for callers outside the mesh (curl -x)', DEFAULT_OUTBOUND)
-    .option('--admin <host:port>', 'the proxy admin server ("off" disables it, and with it the golden signals and taps)', DEFAULT_ADMIN)
+    .option('--admin <host:port>', `the proxy admin server ("off" disables it, and with it the golden signals and taps) (default: ${DEFAULT_ADMIN}; with --join, the --advertise address on its port, where the control plane scrapes it)`)
     .option('--insecure-admin', 'with --admin beyond loopback: answer taps and /debug to other hosts too (no TLS, no tokens; taps show headers and bodies); without it other hosts get /live /ready /metrics /stats only')
     .option('--tap-redact <names>', TAP_REDACT_HELP, repeat, [] as string[])
     .option('--access-log <target>', 'the proxy\'s access log: one JSON line per request to "stdout", a file path (appended to), or "off"', 'off')
@@ -64,7 +64,7 @@ export function upCommand(): Command {
     .option('--advertise <host>', 'with --join: the address other hosts reach this host at (inbound listeners bind it; instances are registered with it); default 127.0.0.1 when the control plane is on loopback')
     .option('--heartbeat-ttl <duration>', 'with --join: the TTL of this host\'s instances: replicas are checked here and reported every ttl/3; a host that stops reporting (a partition) loses its instances after it', durationFlag('--heartbeat-ttl', 2000, 600_000), UP_DEFAULTS.heartbeatTtlMs)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { join?: string; token?: string; advertise?: string; heartbeatTtl: number; http?: string; dns?: string; dataDir: string; outbound: string; admin: string; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; insecureAdmin?: boolean; mtls: MtlsMode; trustDomain?: string; authzDefault: AuthzDefault }) => {
+    .action(async (file: string, o: { join?: string; token?: string; advertise?: string; heartbeatTtl: number; http?: string; dns?: string; dataDir: string; outbound: string; admin?: string; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; insecureAdmin?: boolean; mtls: MtlsMode; trustDomain?: string; authzDefault: AuthzDefault }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -72,13 +72,15 @@ export function upCommand(): Command {
       const dnsText = o.dns ?? mesh.control.dns ?? DEFAULT_DNS;
       const dns = dnsText === 'off' ? null : parseHostPort(dnsText, '--dns');
       const outbound = o.outbound === 'off' ? null : parseHostPort(o.outbound, '--outbound');
-      const admin = adminAddress(o.admin);
       const trustDomain = o.trustDomain ?? trustDomainFor(mesh.name);
       const tdProblem = validTrustDomain(trustDomain);
       if (tdProblem !== null) throw new SkeinError('SKEIN_E_USAGE', `${o.trustDomain === undefined ? `the mesh name "${mesh.name}" makes no trust domain` : '--trust-domain'}: ${tdProblem}`, { field: '--trust-domain' });
       if (o.accessLog.trim() === '') throw new SkeinError('SKEIN_E_USAGE', '--access-log: give "stdout", a file path or "off"', { field: '--access-log' });
       const tapRedact = parseHeaderNames(o.tapRedact, '--tap-redact');
       const join = o.join === undefined ? null : joinSettings(o);
+      // Joined, the control plane's leader scrapes this host's proxy from another host: its admin
+      // server listens on the host's address (serving other hosts its metrics only: admin.ts).
+      const admin = adminAddress(o.admin ?? (join === null || isLoopbackHost(join.advertise) ? DEFAULT_ADMIN : formatHostPort(join.advertise, parseHostPort(DEFAULT_ADMIN, '--admin').port)));
 
       const [{ default: pino }, { startControlPlane, insecureListenRefusal }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }, { HttpAutoscaleSignals }] = await Promise.all([
         import('pino'),
@@ -397,9 +399,18 @@ async function joinedControl(d: {
     ca,
     where: `joined the control plane at ${d.join.urls.join(', ')}, this host's mesh API at ${api.url}`,
     tokenLine: `this host's mesh API (${api.url}) takes the token it joined with${api.localTokenFile === null ? '' : ' (skein commands on this host find it by themselves)'}`,
-    // The shared control plane has no write API for its event feed (GET /v1/events only): this
-    // host's runtime says its steps on stdout, and its mesh events go to its log.
-    event: (e) => events.info({ event: e }, 'mesh event'),
+    // This host's runtime's events go to the shared control plane's feed (POST /v1/events: the
+    // leader's, which every replica shows) and to this host's log.
+    event: (e) => {
+      events.info({ event: e }, 'mesh event');
+      const { time: _time, ...posted } = e;
+      replicas
+        .call((base) => fetch(`${base}/v1/events`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(posted), signal: AbortSignal.timeout(5000) }), { unavailable: controlUnavailable })
+        .then(async (r) => {
+          if (!r.ok) events.warn({ status: r.status, answer: (await r.text()).slice(0, 300), event: e.message }, 'the control plane refused a mesh event');
+        })
+        .catch((err: unknown) => events.warn({ err: (err as Error).message, event: e.message }, 'no control-plane replica took a mesh event'));
+    },
     close: () => api.close(),
   };
 }
@@ -422,25 +433,15 @@ async function startHostApi(d: {
   replicas: ControlReplicas;
   logger: Logger;
 }): Promise<{ url: string; localTokenFile: string | null; close(): Promise<void> }> {
-  const [{ default: Fastify }, { BODY_LIMIT, sendError, toSkeinError }, { hostGuard }, { presentedToken }, { hashToken }, { writeLocalToken, removeLocalToken }, { VERSION }] = await Promise.all([
-    import('fastify'),
-    import('../control/api/errors.js'),
+  const [{ createBaseApp }, { hostGuard }, { presentedToken }, { hashToken }, { writeLocalToken, removeLocalToken }, { VERSION }] = await Promise.all([
+    import('../control/server.js'),
     import('../control/api/host-guard.js'),
     import('../control/auth/access.js'),
     import('../control/auth/tokens.js'),
     import('../control/auth/token-files.js'),
     import('../version.js'),
   ]);
-  const app = Fastify({ bodyLimit: BODY_LIMIT, logger: false, forceCloseConnections: true, return503OnClosing: false, onProtoPoisoning: 'error', onConstructorPoisoning: 'error', routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 } });
-  app.removeContentTypeParser('text/plain');
-  app.setErrorHandler((e, req, reply) => {
-    const se = toSkeinError(e);
-    if (se.code === 'SKEIN_E_INTERNAL') d.logger.error({ err: e, url: req.url }, 'internal error');
-    void sendError(reply, se);
-  });
-  app.setNotFoundHandler((req, reply) => {
-    void sendError(reply, new SkeinError('SKEIN_E_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
-  });
+  const app = createBaseApp(d.logger);
   hostGuard(app);
   const scope = (Object.keys(TOKEN_PREFIX) as TokenScope[]).find((s) => d.token.startsWith(TOKEN_PREFIX[s])) ?? 'admin';
   const expected = Buffer.from(hashToken(d.token), 'hex');

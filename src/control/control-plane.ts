@@ -272,7 +272,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   // Each root rotation step is a mesh event (skein events, the dashboard).
   const unsubscribeCa = ca.subscribe((c) => signals.events.add(rotationMeshEvent(c)));
   signals.routes(app);
-  meshEventsRoute(app, { registry, store: signals.store, events: signals.events });
+  meshEventsRoute(app, { registry, store: signals.store, events: signals.events, clock });
   tapRoutes(app, { proxies, knownService: (s) => knownService({ registry, store: signals.store }, s) });
   let mtlsListener: MtlsListener | null = null;
   caRoutes(app, { ca, renewUrl: () => mtlsListener?.url ?? null, proxies: () => proxies.list(), ...(opts.caAuthorize === undefined ? {} : { authorize: opts.caAuthorize }) });

@@ -6,6 +6,8 @@
  * whatever the caller authenticated with (a token, the dashboard's cookie, a loopback read), the
  * way Consul's followers forward consistent reads to their leader.
  *
+ * - So is `POST /v1/events`, a runtime elsewhere (`skein up --join`) reporting its events: the
+ *   leader's feed is the one every replica shows.
  * - The leader's URL is in the election key (`ElectionHolder`, kept current by the store's watch).
  * - A read is forwarded once: one that arrives forwarded (`x-skein-forwarded-by`) at a replica
  *   that does not lead (the leadership moved meanwhile) is answered 503, never forwarded again.
@@ -18,8 +20,9 @@ import { SkeinError } from '../core/errors.js';
 import { sendError } from './api/errors.js';
 import type { ElectionHolder } from './store/etcd-store.js';
 
-/** The reads only the leader can answer (path prefixes). */
+/** What only the leader can answer: reads (path prefixes), and the events a runtime elsewhere posts. */
 export const LEADER_READS = ['/v1/signals', '/v1/events'] as const;
+export const LEADER_WRITES = ['/v1/events'] as const;
 export const FORWARDED_BY = 'x-skein-forwarded-by';
 export const SERVED_BY = 'x-skein-served-by';
 /** Headers of the leader's answer passed back as they are. */
@@ -37,12 +40,13 @@ export interface LeaderReadsOptions {
 }
 
 const isLeaderRead = (path: string) => LEADER_READS.some((p) => path === p || path.startsWith(`${p}/`));
+const forLeader = (method: string, path: string) => (method === 'GET' ? isLeaderRead(path) : method === 'POST' && (LEADER_WRITES as readonly string[]).includes(path));
 
 export function forwardLeaderReads(app: FastifyInstance, o: LeaderReadsOptions): void {
   const timeoutMs = o.timeoutMs ?? 5000;
   // Registered after the access check (server.ts): what is not allowed here is not forwarded.
   app.addHook('onRequest', async (req, reply) => {
-    if (req.method !== 'GET' || !isLeaderRead(req.url.split('?')[0] as string)) return;
+    if (!forLeader(req.method, req.url.split('?')[0] as string)) return;
     if (o.leading()) {
       // On the raw response: the event stream writes its head itself.
       reply.raw.setHeader(SERVED_BY, o.replica);
@@ -57,13 +61,14 @@ export function forwardLeaderReads(app: FastifyInstance, o: LeaderReadsOptions):
     const ac = new AbortController();
     reply.raw.once('close', () => ac.abort());
     const headers: Record<string, string> = { [FORWARDED_BY]: o.replica, authorization: `Bearer ${o.credential}` };
-    for (const h of ['accept', 'last-event-id']) {
+    for (const h of ['accept', 'last-event-id', 'content-type', 'content-length']) {
       const v = req.headers[h];
       if (typeof v === 'string') headers[h] = v;
     }
     let up: Awaited<ReturnType<typeof request>>;
     try {
-      up = await request(`${holder.url}${req.url}`, { method: 'GET', headers, signal: ac.signal, headersTimeout: timeoutMs, bodyTimeout: 0 });
+      // A posted event's body is not read here yet (this hook runs before parsing): it flows on as it is.
+      up = await request(`${holder.url}${req.url}`, { method: req.method as 'GET' | 'POST', headers, signal: ac.signal, headersTimeout: timeoutMs, bodyTimeout: 0, ...(req.method === 'POST' ? { body: req.raw } : {}) });
     } catch (e) {
       return noLeader(`the leader, ${holder.replica} at ${holder.url}, did not answer: ${(e as Error).message}`);
     }

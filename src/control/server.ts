@@ -11,6 +11,7 @@
  * one hook: auth/access.ts; /v1/tokens is auth/routes.ts.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import { SkeinError } from '../core/errors.js';
 import { BODY_LIMIT, sendError, toSkeinError } from './api/errors.js';
 import type { ApiDeps } from './api/deps.js';
@@ -35,8 +36,12 @@ export interface ApiAuth {
   readonly trustDomain?: string;
 }
 
-/** `auth` left out: no token is known, so every write is refused (what a unit test of reads wants). */
-export function createApiServer(deps: ApiDeps, auth: ApiAuth = { tokens: TokenStore.inMemory(deps.clock) }): FastifyInstance {
+/**
+ * A fastify instance answering as the control plane's API does: JSON bodies only (an empty one is
+ * no body), errors as SkeinErrors with the code table's status, unknown routes 404
+ * SKEIN_E_NOT_FOUND. What `skein up --join`'s own API is built on too.
+ */
+export function createBaseApp(logger: Pick<Logger, 'error'>): FastifyInstance {
   const app = Fastify({
     bodyLimit: BODY_LIMIT,
     logger: false,
@@ -57,19 +62,24 @@ export function createApiServer(deps: ApiDeps, auth: ApiAuth = { tokens: TokenSt
     if (text.trim() === '') return done(null, undefined);
     jsonParser(req, text, done);
   });
-
-  app.addHook('onResponse', (req, reply, done) => {
-    const route = req.routeOptions.url ?? 'unmatched';
-    deps.metrics.apiDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
-    done();
-  });
   app.setErrorHandler((e, req, reply) => {
     const se = toSkeinError(e);
-    if (se.code === 'SKEIN_E_INTERNAL') deps.logger.error({ err: e, url: req.url }, 'internal error');
+    if (se.code === 'SKEIN_E_INTERNAL') logger.error({ err: e, url: req.url }, 'internal error');
     void sendError(reply, se);
   });
   app.setNotFoundHandler((req, reply) => {
     void sendError(reply, new SkeinError('SKEIN_E_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
+  });
+  return app;
+}
+
+/** `auth` left out: no token is known, so every write is refused (what a unit test of reads wants). */
+export function createApiServer(deps: ApiDeps, auth: ApiAuth = { tokens: TokenStore.inMemory(deps.clock) }): FastifyInstance {
+  const app = createBaseApp(deps.logger);
+  app.addHook('onResponse', (req, reply, done) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    deps.metrics.apiDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    done();
   });
   let closing = false;
   app.addHook('preClose', async () => {

@@ -66,6 +66,8 @@ export const WRITE_ACCESS: readonly WriteRule[] = Object.freeze([
   { method: 'POST', route: '/v1/mesh/services/:/rollout/resume', scopes: ['automation'] },
   // Any proxy may wake any service: its callers hold requests for it (docs/deployments.md#scale-to-zero).
   { method: 'POST', route: '/v1/mesh/services/:/wake', scopes: ['automation', 'proxy'] },
+  // A joined host's runtime reports its rollouts, scaling and autoscaler decisions to the event feed.
+  { method: 'POST', route: '/v1/events', scopes: ['automation'] },
   { method: 'PUT', route: '/v1/proxies/:', scopes: ['proxy'] },
   { method: 'DELETE', route: '/v1/proxies/:', scopes: ['proxy'] },
   { method: 'POST', route: '/v1/ca/certificates', byRoute: 'a join token, checked by the CA' },

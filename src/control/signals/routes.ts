@@ -8,6 +8,7 @@
  *                                              canary's analysis), over the last scrape intervals
  *   GET /v1/signals/stream                     SSE: `signals` on connect and after every scrape
  *                                              round, `mesh-event` for every new mesh event
+ *   POST /v1/events                            a runtime elsewhere (skein up --join) reports an event
  * Instances' status and address come from the registry; instances seen only in traffic are
  * "unknown". Errors are thrown as SkeinError and answered by the API's error handler.
  */
@@ -196,7 +197,7 @@ export function signalsRoutes(app: FastifyInstance, deps: SignalsRouteDeps): voi
  * `GET /v1/events?service=&limit=&type=` served from the mesh event feed (docs/api.md#events). The control
  * plane adds it beside `signalsRoutes`; it replaced the registry-only health event list.
  */
-export function meshEventsRoute(app: FastifyInstance, deps: Pick<SignalsRouteDeps, 'registry' | 'store' | 'events'>): void {
+export function meshEventsRoute(app: FastifyInstance, deps: Pick<SignalsRouteDeps, 'registry' | 'store' | 'events' | 'clock'>): void {
   app.get('/v1/events', async (req) => {
     const q = query(req, ['service', 'limit', 'type']);
     const service = q['service'] === undefined || q['service'] === '' ? undefined : serviceParam(q['service']);
@@ -220,4 +221,36 @@ export function meshEventsRoute(app: FastifyInstance, deps: Pick<SignalsRouteDep
     if (types !== undefined) opts.types = types;
     return { events: deps.events.recent(opts) };
   });
+
+  // A runtime that is not in this process (`skein up --join` on another host) reports its events.
+  app.post('/v1/events', async (req, reply) => {
+    const e = postedEvent(req.body);
+    const event = deps.events.add({ ...e.fields, time: (deps.clock ?? systemClock).now(), type: e.type, service: e.service, id: e.id, message: e.message });
+    return reply.code(201).send({ event });
+  });
+}
+
+/** The mesh events a runtime elsewhere may post (what `MeshRunner` emits). */
+export const POSTED_EVENT_TYPES = ['scale', 'rollout', 'canary', 'autoscale'] as const satisfies readonly MeshEventType[];
+const RESERVED = ['time', 'type', 'service', 'id', 'message'];
+const MAX_POSTED_BYTES = 16 * 1024;
+
+/** Checks a posted event {type, service, id?, message, ...fields}; errors name the field. */
+export function postedEvent(body: unknown): { type: MeshEventType; service: string; id: string | null; message: string; fields: Record<string, unknown> } {
+  const bad = (message: string, field: string) => new SkeinError('SKEIN_E_VALIDATION', message, { field });
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw bad('the body must be a JSON object {type, service, id, message, ...fields}', 'body');
+  const o = body as Record<string, unknown>;
+  const size = Buffer.byteLength(JSON.stringify(o));
+  if (size > MAX_POSTED_BYTES) throw bad(`an event is at most ${MAX_POSTED_BYTES} bytes of JSON, got ${size}`, 'body');
+  const type = o['type'];
+  if (typeof type !== 'string' || !(POSTED_EVENT_TYPES as readonly string[]).includes(type)) throw bad(`type must be one of ${POSTED_EVENT_TYPES.join(', ')} (the runtime's events), got ${JSON.stringify(type)?.slice(0, 40)}`, 'type');
+  if (typeof o['service'] !== 'string') throw bad('service must be a service name', 'service');
+  const service = serviceParam(o['service']);
+  const id = o['id'] ?? null;
+  if (id !== null && (typeof id !== 'string' || id === '' || id.length > 256)) throw bad('id must be an instance id (1 to 256 characters) or null', 'id');
+  const message = o['message'];
+  if (typeof message !== 'string' || message.trim() === '' || message.length > 1000) throw bad('message must be a text of 1 to 1000 characters', 'message');
+  if (o['time'] !== undefined) throw bad('time is set by the control plane when it takes the event: leave it out', 'time');
+  const fields = Object.fromEntries(Object.entries(o).filter(([k]) => !RESERVED.includes(k)));
+  return { type: type as MeshEventType, service, id, message, fields };
 }
