@@ -241,6 +241,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     kv: (key, value) => {
       tokens.applyStored(key, value);
       ca.tokens.applyStored(key, value);
+      ca.applyStored(key, value);
     },
   });
 
@@ -273,6 +274,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     unsubscribeCa();
     signals.stop();
     health.stop();
+    ca.stopIssuerRenewal();
     publisher.close();
     await app.close();
     await mtlsListener?.close();
@@ -328,12 +330,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     }
     logger.error({ err: e }, 'the mTLS listener is not started: the CA has no valid issuer (proxies cannot renew, nor authenticate with their certificates)');
   }
+  // The CA's issuing key rotation runs once: here, or on the elected replica.
+  if (etcd === null) ca.startIssuerRenewal();
   if (etcd === null) health.start();
   else {
     etcd.store.lead((elected) => {
       leading = elected;
       if (elected) health.start();
       else health.stop();
+      if (elected) ca.startIssuerRenewal();
+      else ca.stopIssuerRenewal();
     });
   }
   signals.start();
