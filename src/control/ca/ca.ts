@@ -3,7 +3,8 @@
  *
  * - generated: an ECDSA P-256 root (10 years) and an intermediate (1 year) are made once and
  *   kept in the store under `ca/root` and `ca/issuer`, so a restart on the same data dir keeps
- *   the same root; an intermediate that expired or is past 90% of its life is replaced at start;
+ *   the same root; an intermediate that expired or is past 90% of its life is replaced at start
+ *   and by the issuer renewal duty;
  * - operator-supplied (`skein control --ca-cert --ca-key [--ca-chain]`): a self-signed root signs
  *   an intermediate kept in the store (the root key stays in the operator's file); an
  *   intermediate is used as the issuer as it is, its chain leading to the root.
@@ -20,6 +21,11 @@
  * the subscribers (`remote: true`), without writing anything. The issuing key's rotation is a duty
  * of one replica (`startIssuerRenewal`: the elected one): it replaces a worn intermediate with a
  * write that holds only over the value it read, so two replicas never both replace it.
+ *
+ * One file past 600 lines: the issuer, the rotation and the keys held change in three ways (a step
+ * taken here, a change heard from the store, the renewal duty), which must see one another (one
+ * at a time: `busy`; the echo of a write under way: `writing`). The decisions without I/O are in
+ * rotation.ts.
  *
  * Every certificate issued, renewed or refused, every join token minted, used or refused, and
  * every rotation step goes through `securityEvent` (the one hook the audit log, metrics and the
