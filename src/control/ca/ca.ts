@@ -419,7 +419,11 @@ export class CertificateAuthority {
     }
     if (value === null) this.held.delete(key);
     else this.held.set(key, value);
-    this.reconcile();
+    try {
+      this.reconcile();
+    } catch (err) {
+      this.logger.error({ err, key }, 'the CA keys in the store cannot be taken together: the CA keeps what it holds');
+    }
   }
 
   /** Takes what `held` says once its keys agree; tells the subscribers what changed. */

@@ -164,6 +164,7 @@ test('a bad value from the store is logged naming the key and ignored; it never 
     ['ca/rotation', JSON.stringify({ phase: 'sideways', addedAt: 1 }), /^ca\/rotation in the store: /],
     ['ca/issuer', JSON.stringify({ certPem: 'x', keyPem: 'y', chainPem: [], rootPem: 'z' }), /^ca\/issuer in the store holds a certificate that cannot be read/],
     ['ca/issuer', JSON.stringify({ certPem: 'x' }), /^ca\/issuer in the store: /],
+    ['ca/rotation', JSON.stringify({ phase: 'switched', oldRootPem: 'not a certificate', addedAt: 1, switchedAt: 2 }), /^ca\/rotation in the store holds a certificate that cannot be read/],
     ['ca/root', null, /^ca\/root was deleted from the store$/],
   ];
   const other = await createRoot('bank', { now: new Date(clock.now()), lifetimeMs: DAY });

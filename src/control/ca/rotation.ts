@@ -64,8 +64,16 @@ export function parseStored<S extends TSchema>(key: string, schema: S, raw: stri
   return v as Static<S>;
 }
 
-/** Parses a stored `ca/rotation`. */
-export const parseStoredRotation = (raw: string): StoredRotation => parseStored('ca/rotation', StoredRotationSchema, raw);
+/** Parses a stored `ca/rotation`, and reads the certificates it holds. */
+export function parseStoredRotation(raw: string): StoredRotation {
+  const r = parseStored('ca/rotation', StoredRotationSchema, raw);
+  try {
+    for (const pem of r.phase === 'added' ? [r.next.certPem, r.next.rootPem] : [r.oldRootPem]) certFingerprint(pem);
+  } catch (e) {
+    throw new SkeinError('SKEIN_E_BAD_CA', `ca/rotation in the store holds a certificate that cannot be read: ${(e as Error).message}`, { field: 'ca/rotation', cause: e });
+  }
+  return r;
+}
 
 /** A change of the trust bundle or the issuer: a rotation step, or the intermediate replaced under the same root (`renew-issuer`). */
 export type CaChangeStep = RotationStep | 'renew-issuer';
