@@ -239,6 +239,11 @@ test('a replica that slept through a compaction of what it missed reads the stor
     await api(a.http, 'PUT', '/v1/services/web/instances/old', { address: '127.0.0.1', port: 1 });
     await api(a.http, 'PUT', '/v1/services/web/instances/kept', { address: '127.0.0.1', port: 2 });
     await waitFor(async () => (await api(b!.http, 'GET', '/v1/services/web/instances')).body.instances?.length === 2, { what: 'b has both' });
+    // A token b knows, revoked while b sleeps: gone from the store by the time b reads it again.
+    const minted = await api(a.http, 'POST', '/v1/tokens', { name: 'revoked-while-away', scope: 'automation' });
+    assert.equal(minted.status, 201, JSON.stringify(minted.body));
+    const revokedAuth = { authorization: `Bearer ${minted.body.token as string}` };
+    await waitFor(async () => (await api(b!.http, 'PUT', '/v1/services/probe-token', {}, revokedAuth)).status === 201, { what: 'the token accepted by b' });
     const bRev = (await health(b)).revision;
 
     b.child.kill('SIGSTOP');
@@ -248,6 +253,7 @@ test('a replica that slept through a compaction of what it missed reads the stor
     await api(a.http, 'PUT', '/v1/services/web/instances/new', { address: '127.0.0.1', port: 3 });
     await api(a.http, 'DELETE', '/v1/services/web/instances/old');
     await api(a.http, 'PUT', '/v1/services/web', { labels: { v: '2' } });
+    assert.equal((await api(a.http, 'DELETE', '/v1/tokens/revoked-while-away')).status, 200);
     const compacted = await cluster.compact();
     assert.ok(compacted > bRev + 1, 'what b missed is compacted away');
     b.child.kill('SIGCONT');
@@ -260,6 +266,9 @@ test('a replica that slept through a compaction of what it missed reads the stor
     const want = await view(a);
     await waitFor(async () => (await view(b!)) === want, { timeoutMs: 20_000, what: `b's view to equal the store's: ${want}` });
     assert.ok(b.logs.some((l) => l.includes("the store was compacted past this replica's watch")), 'b says it read the store again');
+    // What went from the store while b was away is gone from b too: the revoked token is refused.
+    const refused = await api(b.http, 'PUT', '/v1/services/probe-token', {}, revokedAuth);
+    assert.deepEqual([refused.status, refused.body.code], [401, 'SKEIN_E_UNAUTHENTICATED']);
   } finally {
     b?.child.kill('SIGCONT');
     await b?.stop();

@@ -45,6 +45,13 @@ export const CA_DEFAULTS = Object.freeze({
   trustPollMs: 10_000,
   /** ... or this fraction of the leaf lifetime when that is shorter (a 1-minute leaf: every 5 s). */
   trustPollLeafFraction: 1 / 12,
+  /**
+   * How often the issuer renewal duty (one replica: the elected one with etcd) checks whether the
+   * intermediate is worn (past `renewNowFraction` of its life) and replaces it under the same root...
+   */
+  issuerCheckMs: HOUR,
+  /** ... or this fraction of the intermediate's lifetime when that is shorter (never under a second). */
+  issuerCheckLifetimeFraction: 1 / 100,
 });
 
 /** The steps of a root rotation, in order (docs/security.md#rotation). */
@@ -203,8 +210,11 @@ export interface SecurityEvent {
   services?: string[];
   serial?: string;
   notAfter?: string;
-  /** How a certificate was obtained: with a join token, by renewal, or the control plane's own. */
-  kind?: 'join' | 'renew' | 'serving';
+  /**
+   * How a certificate was obtained: with a join token, by renewal, the control plane's own
+   * (`serving`), or the CA's intermediate replaced by the issuer renewal duty (`intermediate`).
+   */
+  kind?: 'join' | 'renew' | 'serving' | 'intermediate';
   /** The first 12 hex digits of a join token's SHA-256 (never the token). */
   token?: string;
   /** A refusal's error code and message. */

@@ -256,6 +256,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     kv: (key, value) => {
       tokens.applyStored(key, value);
       ca.tokens.applyStored(key, value);
+      ca.applyStored(key, value);
     },
   });
 
@@ -288,6 +289,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     unsubscribeCa();
     signals.stop();
     health.stop();
+    ca.stopIssuerRenewal();
     publisher.close();
     await app.close();
     await mtlsListener?.close();
@@ -343,18 +345,25 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     }
     logger.error({ err: e }, 'the mTLS listener is not started: the CA has no valid issuer (proxies cannot renew, nor authenticate with their certificates)');
   }
+  // Duties that run once: here (one replica), or on the elected one.
   if (etcd === null) {
     health.start();
     signals.start();
+    ca.startIssuerRenewal();
   } else {
     const advertised = opts.advertise === undefined ? `http://${formatHostPort(httpAddr.host, httpAddr.port)}` : `http://${formatHostPort(opts.advertise, httpAddr.port)}`;
     etcd.store.lead(advertised, (elected) => {
       leading = elected;
-      if (elected) health.start();
-      else health.stop();
-      // Scraping the proxies is a duty that runs once (the other replicas forward reads here).
-      if (elected) signals.start();
-      else signals.pause();
+      if (elected) {
+        health.start();
+        // Scraping the proxies (the other replicas forward reads here) and the CA's issuing key rotation.
+        signals.start();
+        ca.startIssuerRenewal();
+      } else {
+        health.stop();
+        signals.pause();
+        ca.stopIssuerRenewal();
+      }
     });
   }
   fatal = (e) => {

@@ -106,7 +106,7 @@ export class ControlMetrics {
     const register = [this.registry];
     const issued = new Counter({
       name: 'skein_ca_certificates_issued_total',
-      help: 'Certificates the CA issued, by kind (join: with a join token, renew: over mTLS, serving: its own mTLS listener).',
+      help: 'Certificates the CA issued, by kind (join: with a join token, renew: over mTLS, serving: its own mTLS listener, intermediate: a worn issuing certificate replaced).',
       labelNames: ['kind'],
       registers: register,
     });

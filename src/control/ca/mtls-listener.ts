@@ -95,7 +95,8 @@ export async function startMtlsListener(o: MtlsListenerOptions): Promise<MtlsLis
   schedule();
   const swap = () => server.setSecureContext(tlsOptions());
   const unsubscribe = ca.subscribe((c) => {
-    if (c.step !== 'switch') {
+    // A new issuer (a rotation's switch, a worn intermediate replaced): a serving certificate under it.
+    if (c.step !== 'switch' && c.step !== 'renew-issuer') {
       swap();
       return;
     }

@@ -12,25 +12,106 @@
  *   the old root leaves the bundle.
  *
  * `force` skips the proxies' condition (never the order of the steps). docs/security.md#rotation.
+ *
+ * With several control-plane replicas, a step taken through one reaches the others as changed
+ * `ca/` keys (the store's watch): `caChangeBetween` names the step a replica sees in them.
  */
-import type { ProxyTrust, RotationPhase, RotationStep, WorkloadTls } from '../../api/ca.js';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { certFingerprint, type ProxyTrust, type RotationPhase, type RotationStep, type WorkloadTls } from '../../api/ca.js';
+import { SkeinError } from '../../core/errors.js';
+import { check } from '../../api/validate.js';
 import type { KnownProxy } from '../proxies.js';
 
-/** What the store keeps of a rotation under way (JSON under `ca/rotation`). */
-export type StoredRotation =
-  | {
-      phase: 'added';
+/** A PEM field of a stored CA record. */
+export const StoredPem = Type.String({ minLength: 1 });
+const Pem = StoredPem;
+const Ms = Type.Number({ minimum: 0 });
+const StoredRotationSchema = Type.Union([
+  Type.Object(
+    {
+      phase: Type.Literal('added'),
       /** The new authority: its issuer (with `rootPem`, the new root) and the root's key when the CA holds it ('' otherwise). */
-      next: { certPem: string; keyPem: string; chainPem: string[]; rootPem: string; rootKeyPem: string };
-      addedAt: number;
-    }
-  | {
-      phase: 'switched';
+      next: Type.Object({ certPem: Pem, keyPem: Pem, chainPem: Type.Array(Pem), rootPem: Pem, rootKeyPem: Type.String() }, { additionalProperties: false }),
+      addedAt: Ms,
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    {
+      phase: Type.Literal('switched'),
       /** The old root, still in the bundle until `remove`. */
-      oldRootPem: string;
-      addedAt: number;
-      switchedAt: number;
-    };
+      oldRootPem: Pem,
+      addedAt: Ms,
+      switchedAt: Ms,
+    },
+    { additionalProperties: false },
+  ),
+]);
+
+/** What the store keeps of a rotation under way (JSON under `ca/rotation`). */
+export type StoredRotation = Static<typeof StoredRotationSchema>;
+
+/** Parses the JSON of a CA record stored under `key` (`ca/root`, ...) against `schema`; SKEIN_E_BAD_CA naming the key and what is wrong. */
+export function parseStored<S extends TSchema>(key: string, schema: S, raw: string): Static<S> {
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch (e) {
+    throw new SkeinError('SKEIN_E_BAD_CA', `${key} in the store is not JSON: ${(e as Error).message}`, { field: key });
+  }
+  const first = check(schema, v)[0];
+  if (first !== undefined) throw new SkeinError('SKEIN_E_BAD_CA', `${key} in the store: ${first.field} ${first.message}`, { field: key });
+  return v as Static<S>;
+}
+
+/** Parses a stored `ca/rotation`, and reads the certificates it holds. */
+export function parseStoredRotation(raw: string): StoredRotation {
+  const r = parseStored('ca/rotation', StoredRotationSchema, raw);
+  try {
+    for (const pem of r.phase === 'added' ? [r.next.certPem, r.next.rootPem] : [r.oldRootPem]) certFingerprint(pem);
+  } catch (e) {
+    throw new SkeinError('SKEIN_E_BAD_CA', `ca/rotation in the store holds a certificate that cannot be read: ${(e as Error).message}`, { field: 'ca/rotation', cause: e });
+  }
+  return r;
+}
+
+/** A change of the trust bundle or the issuer: a rotation step, or the intermediate replaced under the same root (`renew-issuer`). */
+export type CaChangeStep = RotationStep | 'renew-issuer';
+
+/** What a change is judged by: the issuer (its serial, the PEM of its root) and the rotation as stored. */
+export interface CaState {
+  readonly issuerSerial: string;
+  readonly issuerRootPem: string;
+  readonly rotation: StoredRotation | null;
+}
+
+const sameCert = (a: string, b: string) => a.trim() === b.trim() || certFingerprint(a) === certFingerprint(b);
+
+/**
+ * Whether a state read from the store can be what the CA holds: its rotation agrees with its
+ * issuer (after `add` the new root is not the issuer's, after `switch` the old one is not). A step
+ * that writes several keys reaches another replica key by key; in between the keys disagree.
+ */
+export function consistentState(s: CaState): boolean {
+  const r = s.rotation;
+  if (r === null) return true;
+  return r.phase === 'added' ? !sameCert(r.next.rootPem, s.issuerRootPem) : !sameCert(r.oldRootPem, s.issuerRootPem);
+}
+
+/**
+ * The step that leads from `before` to `after` (null: nothing a subscriber would see changed).
+ * Issuing under another root is `switch` whatever else changed (a replica that missed steps): the
+ * mTLS listener's certificate must then be issued again.
+ */
+export function caChangeBetween(before: CaState, after: CaState): CaChangeStep | null {
+  if (!sameCert(before.issuerRootPem, after.issuerRootPem)) return 'switch';
+  const b = before.rotation;
+  const a = after.rotation;
+  if (a === null) return b === null ? (before.issuerSerial === after.issuerSerial ? null : 'renew-issuer') : 'remove';
+  if (a.phase === 'added') return b?.phase === 'added' && sameCert(b.next.rootPem, a.next.rootPem) ? (before.issuerSerial === after.issuerSerial ? null : 'renew-issuer') : 'add';
+  if (b?.phase === 'switched' && sameCert(b.oldRootPem, a.oldRootPem)) return before.issuerSerial === after.issuerSerial ? null : 'renew-issuer';
+  return 'switch';
+}
 
 /** The step that follows a phase. */
 export function nextStep(phase: RotationPhase): RotationStep {

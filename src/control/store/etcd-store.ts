@@ -103,6 +103,8 @@ export class EtcdStore {
   private readonly leases = new Map<string, { lease: string; value: string }>();
   private compactTimer: TimerHandle | null = null;
   private closed = false;
+  /** The other keys (tokens, the CA) as this replica last read them: after a compaction, those gone are deletes. */
+  private readonly kvKeys = new Set<string>();
   /** Who holds the election key, as this replica last read it (null: nobody). */
   private holder: ElectionHolder | null = null;
 
@@ -137,6 +139,7 @@ export class EtcdStore {
       const entries = r.kvs.map((kv) => store.stored(kv));
       for (const e of entries) if (e.key.startsWith(HB)) store.beating.add(hbName(e.key));
       store.holder = heldBy(entries);
+      for (const e of entries) if (isKvKey(e.key)) store.kvKeys.add(e.key);
       return { store, entries, revision: r.revision };
     } catch (e) {
       await store.client.close();
@@ -245,7 +248,16 @@ export class EtcdStore {
         const health = f.health();
         for (const k of was) if (!this.beating.has(k)) health?.beatExpired(...splitName(k));
         f.proxiesReset?.(entries.filter((e) => e.key.startsWith(PROXIES)).map((e) => [e.key.slice(PROXIES.length), e.value]));
-        for (const e of entries) if (!isRegistryKey(e.key) && !e.key.startsWith(HB) && !e.key.startsWith(PROXIES) && e.key !== LEADER) f.kv?.(e.key, e.value);
+        // Tokens and CA keys: what is there now, and a delete for each one that went meanwhile (a revoked token, a rotation's end).
+        const gone = new Set(this.kvKeys);
+        this.kvKeys.clear();
+        for (const e of entries) {
+          if (!isKvKey(e.key)) continue;
+          this.kvKeys.add(e.key);
+          gone.delete(e.key);
+          f.kv?.(e.key, e.value);
+        }
+        for (const key of gone) f.kv?.(key, null);
         this.logger?.warn({ revision: rev }, 'the store was compacted past this replica\'s watch: read it again');
       },
       onProgress: (rev) => f.registry.applyChanges([], rev),
@@ -270,6 +282,8 @@ export class EtcdStore {
         else this.beating.delete(name);
         beats.push([name, e.type === 'put' ? parseReport(e.kv.value) : null]);
       } else {
+        if (e.type === 'put') this.kvKeys.add(key);
+        else this.kvKeys.delete(key);
         f.kv?.(key, e.type === 'put' ? e.kv.value : null);
       }
     }
@@ -352,6 +366,9 @@ function heldBy(entries: readonly StoredChange[]): ElectionHolder | null {
   const e = entries.find((x) => x.key === LEADER);
   return e?.type === 'put' ? parseHolder(e.value) : null;
 }
+
+/** A key of the tokens or the CA (what `EtcdFollowers.kv` hears of): none of the others. */
+const isKvKey = (key: string) => !isRegistryKey(key) && !key.startsWith(HB) && !key.startsWith(PROXIES) && key !== LEADER;
 
 const isRegistryKey = (key: string) => key.startsWith('svc/') || key.startsWith('inst/');
 /** The keys of the tokens and the CA: what `kv()` holds. */
