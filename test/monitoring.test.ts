@@ -103,6 +103,19 @@ describe('the proxy announces itself', () => {
     assert.ok(Date.parse(listed.lastSeen) > Date.now() - 60_000);
   });
 
+  test('GET /picks says whether the proxy still routes to an endpoint (what a drain waits on); bad queries name the parameter', async () => {
+    assert.deepEqual((await api(proxy.admin, 'GET', '/picks?service=web&id=web-1')).body, { service: 'web', id: 'web-1', picks: true });
+    assert.deepEqual((await api(proxy.admin, 'GET', '/picks?service=web&id=web-9')).body, { service: 'web', id: 'web-9', picks: false });
+    for (const [q, field, message] of [
+      ['service=web', 'id', 'id must be an instance id (1 to 256 characters)'],
+      ['id=web-1&service=Web', 'service', 'service must be a service name'],
+      ['service=web&id=web-1&x=1', undefined, 'unknown query parameter "x" (allowed: service, id)'],
+    ] as const) {
+      const r = await api(proxy.admin, 'GET', `/picks?${q}`);
+      assert.deepEqual([r.status, r.body.code, r.body.field, r.body.message], [400, 'SKEIN_E_BAD_QUERY', field, message], q);
+    }
+  });
+
   test('GET /v1/prometheus/targets is Prometheus http_sd: the control plane and every proxy', async () => {
     const r = await api(cp.http, 'GET', '/v1/prometheus/targets');
     assert.equal(r.status, 200);

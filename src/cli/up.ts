@@ -82,7 +82,7 @@ export function upCommand(): Command {
       // server listens on the host's address (serving other hosts its metrics only: admin.ts).
       const admin = adminAddress(o.admin ?? (join === null || isLoopbackHost(join.advertise) ? DEFAULT_ADMIN : formatHostPort(join.advertise, parseHostPort(DEFAULT_ADMIN, '--admin').port)));
 
-      const [{ default: pino }, { startControlPlane, insecureListenRefusal }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }, { HttpAutoscaleSignals }] = await Promise.all([
+      const [{ default: pino }, { startControlPlane, insecureListenRefusal }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }] = await Promise.all([
         import('pino'),
         import('../control/control-plane.js'),
         import('../proxy/proxy.js'),
@@ -93,7 +93,6 @@ export function upCommand(): Command {
         import('../proxy/announce.js'),
         import('../proxy/tls/ca-client.js'),
         import('../telemetry/audit-log.js'),
-        import('../runtime/autoscale-signals.js'),
       ]);
       // Joined, --http is this host's mesh API: beyond loopback only as the control plane's would be.
       const insecure = join === null || o.insecureListen === true ? null : insecureListenRefusal(http.host);
@@ -142,8 +141,6 @@ export function upCommand(): Command {
         scrapeIntervalMs: o.scrapeInterval,
         onMeshEvent: (e) => control.event(e),
         ...(join === null ? {} : { advertise: join.advertise, heartbeatTtlMs: o.heartbeatTtl }),
-        // Joined: the autoscalers read the golden signals from whichever replica answers.
-        ...(control.replicas === null ? {} : { autoscaleSignals: new HttpAutoscaleSignals({ controlUrl: control.url, control: control.replicas, token: control.token, clock: systemClock, inFlight: (s) => proxy.inFlight(s) }) }),
       });
       wake = (service) => {
         try {

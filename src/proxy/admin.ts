@@ -2,6 +2,7 @@
  * The proxy's admin server: `/live` (the process answers), `/ready` (the proxy can route: it has
  * had its first snapshot from the control plane), `/metrics` (Prometheus text, or OpenMetrics
  * when asked for), `/stats` (the same counters as JSON, for the control plane's golden signals),
+ * `/picks?service=S&id=ID` (whether it still picks that endpoint: a drain waits on it),
  * `/tap` (finished requests as they happen, NDJSON), `/debug/taps` (the open taps and what they
  * dropped) and `/debug/endpoints` (what the proxy currently believes about each service). Not on
  * the request path: node:http. Bound to loopback, it answers only loopback `Host`s
@@ -21,6 +22,7 @@ import { foreignHost, isLoopbackAddress } from '../core/loopback-host.js';
 import { PROXY_TAP_LIMITS, redactHeaders, type TapLimits, type TapRecord } from '../api/tap.js';
 import type { Proxy } from './proxy.js';
 import { TapStreams } from './tap.js';
+import { endpointKey } from '../discovery/endpoint.js';
 
 const SERVICE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -109,7 +111,7 @@ export interface AdminOptions {
 }
 
 /** What the admin server answers other hosts when it listens beyond loopback (without `insecure`). */
-export const ADMIN_OPEN_PATHS: readonly string[] = ['/live', '/ready', '/metrics', '/stats'];
+export const ADMIN_OPEN_PATHS: readonly string[] = ['/live', '/ready', '/metrics', '/stats', '/picks'];
 
 /** Whether a peer is this host: a loopback address, or the very address the server listens on. */
 function fromThisHost(req: IncomingMessage): boolean {
@@ -173,6 +175,18 @@ export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions 
         json(res, 200, proxy.metrics.snapshot(Number(since)));
         return;
       }
+      case '/picks': {
+        // Whether this proxy still picks one endpoint: what a runtime draining it waits on (src/runtime/proxy-ack.ts).
+        const service = url.searchParams.get('service') ?? '';
+        const id = url.searchParams.get('id') ?? '';
+        const bad = unknownParam(url, ['service', 'id']) ?? (!SERVICE.test(service) ? 'service must be a service name' : id === '' || id.length > 256 ? 'id must be an instance id (1 to 256 characters)' : null);
+        if (bad !== null) {
+          refuse(res, 'SKEIN_E_BAD_QUERY', bad, bad.startsWith('unknown') ? undefined : bad.split(' ')[0]);
+          return;
+        }
+        json(res, 200, { service, id, picks: proxy.hasEndpoint(service, endpointKey(service, id)) });
+        return;
+      }
       case '/tap':
         tap(proxy, taps, url, req, res);
         return;
@@ -180,7 +194,7 @@ export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions 
         json(res, 200, streams.stats());
         return;
       default:
-        json(res, 404, { code: 'SKEIN_E_NOT_FOUND', message: `no admin endpoint ${url.pathname} (there are /live, /ready, /metrics, /stats, /tap, /debug/taps, /debug/endpoints)` });
+        json(res, 404, { code: 'SKEIN_E_NOT_FOUND', message: `no admin endpoint ${url.pathname} (there are /live, /ready, /metrics, /stats, /picks, /tap, /debug/taps, /debug/endpoints)` });
     }
   });
   await new Promise<void>((resolve, reject) => {

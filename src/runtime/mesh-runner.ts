@@ -28,7 +28,7 @@ import { endpointKey } from '../discovery/endpoint.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { awaitProxyAck } from './proxy-ack.js';
 import { Autoscaler, type AutoscaleSignals, type AutoscaleView } from './autoscale.js';
-import { HttpAutoscaleSignals } from './autoscale-signals.js';
+import { controlUnavailable, HttpAutoscaleSignals } from './autoscale-signals.js';
 import { ServiceRuntime, type ApplyResult, type InstanceStatus } from './service-runtime.js';
 import type { CanaryIo, CanarySplit } from './canary.js';
 import type { WebhookOutcome } from './canary-analysis.js';
@@ -162,7 +162,7 @@ export class MeshRunner {
     this.mesh = o.mesh;
     this.clock = o.clock ?? systemClock;
     this.autoscaleSignals =
-      o.autoscaleSignals ?? new HttpAutoscaleSignals({ controlUrl: o.controlUrl, token: o.token, clock: this.clock, inFlight: (s) => o.proxy.inFlight(s) });
+      o.autoscaleSignals ?? new HttpAutoscaleSignals({ controlUrl: o.controlUrl, control: this.replicas, token: o.token, clock: this.clock, inFlight: (s) => o.proxy.inFlight(s) });
   }
 
   get name(): string {
@@ -171,7 +171,7 @@ export class MeshRunner {
 
   /** A call to the control plane (the replica in use, or the next that answers); its JSON answer, an error answer thrown with its message. */
   private async api<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
-    const a = await this.replicas.call((url) => send(url, this.o.token, method, path, body), { unavailable: (r) => (r.status >= 502 && r.status <= 504 ? `HTTP ${r.status}` : null) });
+    const a = await this.replicas.call((url) => send(url, this.o.token, method, path, body), { unavailable: controlUnavailable });
     return answerOf<T>(a, method, path);
   }
 
@@ -262,7 +262,7 @@ export class MeshRunner {
 
   /** A supervisor of one revision of a service, wired into the mesh: register when ready, drain before stopping. */
   private supervisor(svc: MeshService, idPrefix: string, outbound: string): Supervisor {
-    const { proxy, controlUrl, token } = this.o;
+    const { proxy, controlUrl } = this.o;
     return new Supervisor({
       service: svc,
       idPrefix,
@@ -299,8 +299,7 @@ export class MeshRunner {
         // Every proxy must stop picking it before it is drained (capped: one that cannot answer is named).
         const key = endpointKey(svc.name, r.id);
         const ack = await awaitProxyAck({
-          controlUrl,
-          token,
+          proxies: async () => (await this.api<{ proxies?: Array<{ id: string; admin: string }> }>('GET', '/v1/proxies')).proxies ?? [],
           service: svc.name,
           id: r.id,
           clock: this.clock,

@@ -1,7 +1,8 @@
 /**
  * Before a replica gets SIGTERM, every proxy that could send it a request must have stopped
  * picking it: the control plane's announced proxies (GET /v1/proxies) are asked through their
- * admin server's /debug/endpoints until the replica is gone from their view of the service, and
+ * admin server's /picks (open to other hosts: a mesh across hosts drains the same way) until the
+ * replica is gone from their view of the service, and
  * the runtime's own proxy is watched in-process. Each has PROXY_ACK_CAP_MS to acknowledge; one
  * that does not (unreachable, cut off from the control plane) is named and the drain goes on.
  */
@@ -13,8 +14,8 @@ export const PROXY_ACK_CAP_MS = 10_000;
 const POLL_MS = 50;
 
 export interface ProxyAckOptions {
-  readonly controlUrl: string;
-  readonly token?: string | undefined;
+  /** The announced proxies (the control plane's GET /v1/proxies, through whichever replica answers). */
+  proxies(): Promise<Array<{ id: string; admin: string }>>;
   readonly service: string;
   /** The replica's instance id. */
   readonly id: string;
@@ -32,16 +33,12 @@ export interface ProxyAck {
   readonly waitedMs: number;
 }
 
-async function getJson(url: string, token: string | undefined, signal: AbortSignal): Promise<unknown> {
-  const res = await fetch(url, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` }, signal });
+/** Whether the proxy whose admin server is at `admin` still picks endpoint `id` of `service`. */
+async function stillPicks(admin: string, service: string, id: string, signal: AbortSignal): Promise<boolean> {
+  const url = `http://${admin}/picks?service=${encodeURIComponent(service)}&id=${encodeURIComponent(id)}`;
+  const res = await fetch(url, { signal });
   if (!res.ok) throw new Error(`${res.status} from ${url}`);
-  return res.json();
-}
-
-/** Whether a proxy's /debug/endpoints still lists endpoint `id` of `service`. */
-function stillRoutes(debug: unknown, service: string, id: string): boolean {
-  const services = (debug as { services?: Record<string, { endpoints?: Array<{ id?: string }> }> }).services ?? {};
-  return (services[service]?.endpoints ?? []).some((e) => e.id === id);
+  return ((await res.json()) as { picks?: boolean }).picks !== false;
 }
 
 /** Waits until every known proxy stopped picking the replica, or the cap. */
@@ -56,8 +53,7 @@ export async function awaitProxyAck(o: ProxyAckOptions): Promise<ProxyAck> {
   try {
     let others: Array<{ id: string; admin: string }> = [];
     try {
-      const list = (await getJson(`${o.controlUrl}/v1/proxies`, o.token, ctl.signal)) as { proxies?: Array<{ id: string; admin: string }> };
-      others = (list.proxies ?? []).filter((p) => p.id !== o.local.id);
+      others = (await o.proxies()).filter((p) => p.id !== o.local.id);
     } catch (e) {
       missing.push({ proxy: '(the control plane\'s list)', reason: `GET /v1/proxies failed: ${(e as Error).message}` });
     }
@@ -65,7 +61,7 @@ export async function awaitProxyAck(o: ProxyAckOptions): Promise<ProxyAck> {
       let last = 'no answer yet';
       while (!ctl.signal.aborted) {
         try {
-          if (!stillRoutes(await getJson(`http://${p.admin}/debug/endpoints`, undefined, ctl.signal), o.service, o.id)) {
+          if (!(await stillPicks(p.admin, o.service, o.id, ctl.signal))) {
             acknowledged.push(p.id);
             return;
           }
