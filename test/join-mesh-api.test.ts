@@ -118,6 +118,8 @@ describe('skein up --join serves its runtime on --http', () => {
       assert.deepEqual([r.status, r.body.code, r.body.field], [400, 'SKEIN_E_VALIDATION', field], JSON.stringify(body).slice(0, 80));
       assert.match(r.body.message as string, message);
     }
+    const unknown = await post({ type: 'scale', service: 'nosuch', message: 'm' });
+    assert.deepEqual([unknown.status, unknown.body.code, unknown.body.field], [404, 'SKEIN_E_UNKNOWN_SERVICE', 'service']);
     // A read token may not post.
     const reader = await api(control.http, 'POST', '/v1/tokens', { name: 'events-reader', scope: 'read' }, auth());
     const refused = await post({ type: 'scale', service: 'web', message: 'm' }, { authorization: `Bearer ${reader.body.token as string}` });

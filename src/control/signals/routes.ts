@@ -225,6 +225,8 @@ export function meshEventsRoute(app: FastifyInstance, deps: Pick<SignalsRouteDep
   // A runtime that is not in this process (`skein up --join` on another host) reports its events.
   app.post('/v1/events', async (req, reply) => {
     const e = postedEvent(req.body);
+    // A runtime reports on services it runs, which are registered (a typo is not a new service).
+    if (!knownService(deps, e.service)) throw unknownService(e.service);
     const event = deps.events.add({ ...e.fields, time: (deps.clock ?? systemClock).now(), type: e.type, service: e.service, id: e.id, message: e.message });
     return reply.code(201).send({ event });
   });
