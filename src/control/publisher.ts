@@ -143,7 +143,10 @@ export class Publisher {
   private readonly waiters = new Map<string, Set<() => void>>();
   private readonly pingTimer: TimerHandle | null;
   private readonly unsubscribe: () => void;
+  private readonly unsubscribeReset: () => void;
   overflows = 0;
+  /** Times every subscriber got a fresh snapshot because the registry was read again (a reset). */
+  resyncs = 0;
   snapshotsSent = 0;
   /** Snapshots built and encoded (fewer than sent: subscribers at one revision share one). */
   snapshotsBuilt = 0;
@@ -164,6 +167,7 @@ export class Publisher {
     // emitted but never made durable (see since()).
     this.floor = opts.registry.revision + 1;
     this.unsubscribe = opts.registry.onChange((e) => this.publish(e));
+    this.unsubscribeReset = opts.registry.onReset((rev) => this.resync(rev));
     const ping = opts.pingIntervalMs ?? 15_000;
     this.pingTimer = ping > 0 ? opts.clock.setInterval(() => this.ping(), ping) : null;
   }
@@ -177,6 +181,7 @@ export class Publisher {
   close(): void {
     this.pingTimer?.cancel();
     this.unsubscribe();
+    this.unsubscribeReset();
     for (const s of this.allSubs()) s.closed = true;
     for (const set of this.waiters.values()) for (const w of set) w();
     this.waiters.clear();
@@ -273,6 +278,8 @@ export class Publisher {
   }
 
   private publish(e: RegistryEvent): void {
+    // A reset's differences come out of revision order, which a client would drop as stale: it gets a snapshot at its end (resync).
+    if (this.registry.resetting) return;
     const message: WatchMessage =
       e.type === 'service'
         ? { type: 'service', revision: e.revision, service: e.service, definition: e.definition }
@@ -292,6 +299,23 @@ export class Publisher {
       const w = this.waiters.get(key);
       if (w !== undefined) for (const fn of [...w]) fn();
     }
+  }
+
+  /**
+   * The registry was read again (after a compaction): the history no longer tells how to get from
+   * an older revision to this one, so resuming from it gets a snapshot, and every subscriber gets
+   * a fresh snapshot of what it watches now (subscribers at one scope share one encoding).
+   */
+  private resync(revision: Revision): void {
+    this.resyncs++;
+    this.history.length = 0;
+    this.head = 0;
+    this.floor = revision + 1;
+    for (const s of this.allSubs()) {
+      this.snapshotsSent++;
+      s.push(this.encodedSnapshot(s.service, s.format));
+    }
+    for (const set of [...this.waiters.values()]) for (const fn of [...set]) fn();
   }
 
   private ping(): void {

@@ -114,6 +114,8 @@ export class Registry {
   /** The revision loaded at start-up: history (and resumable watches) begins after it. */
   readonly startRevision: Revision;
   private readonly listeners = new Set<Listener>();
+  private readonly resetListeners = new Set<(revision: Revision) => void>();
+  private inReset = false;
   private readonly clock: Clock;
   private readonly store: Store;
   private readonly onFatal: (e: unknown) => void;
@@ -215,6 +217,22 @@ export class Registry {
   onChange(l: Listener): () => void {
     this.listeners.add(l);
     return () => this.listeners.delete(l);
+  }
+
+  /**
+   * Hears a `reset` (the store read again after a compaction) once it is applied, with the
+   * revision it is at. Its differences reach `onChange` listeners too, while `resetting` is true,
+   * but with each key's own revision and not in revision order: a watch stream sends a fresh
+   * snapshot instead (publisher.ts).
+   */
+  onReset(l: (revision: Revision) => void): () => void {
+    this.resetListeners.add(l);
+    return () => this.resetListeners.delete(l);
+  }
+
+  /** True while a `reset`'s differences are being emitted. */
+  get resetting(): boolean {
+    return this.inReset;
   }
 
   onHealthEvent(l: (e: HealthEvent) => void): () => void {
@@ -500,12 +518,18 @@ export class Registry {
       const [service, id] = splitInstKey(c.key);
       return this.get(service, id)?.modRevision === c.modRevision;
     };
-    for (const c of changes) {
-      if (unchanged(c)) continue;
-      this.rev = Math.max(this.rev, c.modRevision);
-      this.applyChange(c);
+    this.inReset = true;
+    try {
+      for (const c of changes) {
+        if (unchanged(c)) continue;
+        this.rev = Math.max(this.rev, c.modRevision);
+        this.applyChange(c);
+      }
+    } finally {
+      this.inReset = false;
     }
     this.advance(revision);
+    for (const l of this.resetListeners) l(this.rev);
   }
 
   private advance(revision: Revision): void {

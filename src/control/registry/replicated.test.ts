@@ -13,6 +13,8 @@ import { SkeinError } from '../../core/errors.js';
 import { parseInstance, parseService } from '../../api/parse.js';
 import type { StoreOp } from '../store/store.js';
 import { Registry, type Guard, type RegistryEvent, type RegistryLog, type StoredChange } from './registry.js';
+import { EventEmitter } from 'node:events';
+import { Publisher } from '../publisher.js';
 
 class Log {
   rev = 0;
@@ -161,6 +163,34 @@ test('a replica whose watch fell behind a compaction is reset to the store: only
   assert.deepEqual(diff.sort(), ['add new', 'remove gone', 'service {"v":"2"}']);
   assert.equal(b.registry.revision, log.rev);
   assert.deepEqual(b.registry.listInstances('web').map((x) => x.instance.id), ['keep', 'new']);
+});
+
+test('after a reset, every watch stream gets one fresh snapshot of the store, not the difference out of revision order', async () => {
+  const log = new Log();
+  const a = log.replica();
+  const b = log.replica();
+  await a.registry.register(inst('keep'));
+  await a.registry.register(inst('gone'));
+  const publisher = new Publisher({ registry: b.registry, clock: new ManualClock(), pingIntervalMs: 0 });
+  const sink = Object.assign(new EventEmitter(), { chunks: [] as string[], write(c: string) { this.chunks.push(c); return true; }, end() {}, destroy() {} });
+  publisher.subscribe({ service: 'web', since: null, format: 'ndjson', sink });
+  const subscribedAt = b.registry.revision;
+  log.held.add(b.registry);
+  // Written in an order whose keys sort otherwise: the re-read lists 'aaa' (newest) before 'zzz'.
+  await a.registry.register(inst('zzz'));
+  await a.registry.register(inst('aaa'));
+  await a.registry.deregister('web', 'gone');
+  sink.chunks.length = 0;
+  b.registry.reset(log.entries(), log.rev);
+  const got = sink.chunks.map((c) => JSON.parse(c) as { type: string; revision: number; instances?: Array<{ id: string }> });
+  assert.deepEqual(got.map((m) => [m.type, m.revision]), [['snapshot', log.rev]]);
+  assert.deepEqual(got[0]!.instances!.map((i) => i.id).sort(), ['aaa', 'keep', 'zzz']);
+  assert.equal(publisher.resyncs, 1);
+  // Resuming from before the reset gets a snapshot too (the history cannot tell the way).
+  const late = Object.assign(new EventEmitter(), { chunks: [] as string[], write(c: string) { this.chunks.push(c); return true; }, end() {}, destroy() {} });
+  publisher.subscribe({ service: 'web', since: subscribedAt, format: 'ndjson', sink: late });
+  assert.deepEqual(late.chunks.map((c) => (JSON.parse(c) as { type: string }).type), ['snapshot']);
+  publisher.close();
 });
 
 test('a write whose revision this replica never sees fails after a wait, saying it was stored', async () => {
