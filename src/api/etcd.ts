@@ -16,6 +16,13 @@ export const ETCD_DEFAULTS = Object.freeze({
    * again: it bounds how long writes stall when etcd loses its leader (a new one takes ~1.5 s).
    */
   requestTimeoutMs: 2_000,
+  /**
+   * A replica whose watch on etcd has been down this long (cut off from the members, or from
+   * their majority) ends its watch streams and refuses new ones (503): its proxies move to a
+   * replica that still follows the store instead of being held on a stale view. Longer than an
+   * etcd leader election (~1.5 s) and a watch's resumption on another member.
+   */
+  cutOffAfterMs: 5_000,
 });
 
 /**

@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { systemClock, type Clock } from '../core/clock.js';
+import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
 import { formatHostPort, type HostPort } from '../core/address.js';
 import { Registry } from './registry/registry.js';
@@ -35,6 +35,7 @@ import { caRoutes, type CaAuthorize } from './api/ca.js';
 import { caAuditRecord, type AuditSink } from '../api/audit.js';
 import { accessAuditRecords, observeAccess } from './auth/access.js';
 import { forwardLeaderReads } from './leader-reads.js';
+import { ETCD_DEFAULTS } from '../api/etcd.js';
 
 const isWildcard = (host: string) => host === '0.0.0.0' || host === '::' || host === '[::]';
 
@@ -218,6 +219,27 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     logger[level]({ service: e.service, id: e.id, from: e.from, to: e.to, reason: e.reason, revision: e.revision }, 'instance status changed');
   });
 
+  // A replica that cannot follow etcd for ETCD_DEFAULTS.cutOffAfterMs ends its watch streams and
+  // refuses new ones, so proxies move to a replica that follows the store (reads stay answered).
+  let cutOff: string | null = null;
+  let cutOffTimer: TimerHandle | null = null;
+  const storeConnection = (broken: string | null) => {
+    if (broken === null) {
+      cutOffTimer?.cancel();
+      cutOffTimer = null;
+      if (cutOff !== null) logger.info('following etcd again: watches are served again');
+      cutOff = null;
+      return;
+    }
+    if (cutOff !== null || cutOffTimer !== null) return;
+    cutOffTimer = clock.setTimeout(() => {
+      cutOffTimer = null;
+      cutOff = `this control-plane replica has not followed etcd for ${ETCD_DEFAULTS.cutOffAfterMs} ms (${broken}): its view may be stale`;
+      logger.warn({ why: broken }, 'cut off from etcd: ending the watch streams (proxies move to another replica); reads answer from the last view');
+      publisher.endAll();
+    }, ETCD_DEFAULTS.cutOffAfterMs);
+  };
+
   let dnsServer: DnsServer | null = null;
   let dnsAddr: HostPort | null = null;
   const app = createApiServer({
@@ -229,9 +251,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     logger,
     version: VERSION,
     startedAt,
+    stale: () => cutOff,
     info: () => ({
       store: store.kind,
-      ...(etcd === null ? {} : { etcd: { endpoints: opts.etcd?.endpoints ?? [], prefix: etcd.store.prefix, replica, leader: leading, leaderReplica: etcd.store.leader?.replica ?? null, leaderUrl: etcd.store.leader?.url ?? null } }),
+      ...(etcd === null ? {} : { etcd: { endpoints: opts.etcd?.endpoints ?? [], prefix: etcd.store.prefix, replica, leader: leading, leaderReplica: etcd.store.leader?.replica ?? null, leaderUrl: etcd.store.leader?.url ?? null, following: cutOff === null, stale: cutOff } }),
       dataDir: opts.dataDir,
       http: formatHostPort(httpAddr.host, httpAddr.port),
       dns: dnsAddr === null ? null : formatHostPort(dnsAddr.host, dnsAddr.port),
@@ -258,6 +281,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       ca.tokens.applyStored(key, value);
       ca.applyStored(key, value);
     },
+    connection: storeConnection,
   });
 
   metrics.observeProxies(proxies);
@@ -287,6 +311,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     closed = true;
     if (localTokenFile !== null) await removeLocalToken(localTokenFile, admin.token);
     unsubscribeCa();
+    cutOffTimer?.cancel();
     signals.stop();
     health.stop();
     ca.stopIssuerRenewal();

@@ -95,6 +95,13 @@ export class Subscription {
     private readonly onOverflow: (s: Subscription) => void,
   ) {}
 
+  /** Ends the stream once what is queued is written. */
+  end(): void {
+    this.closed = true;
+    if (this.queue.length === 0) this.sink.end();
+    else this.sink.destroy();
+  }
+
   push(chunk: string): void {
     if (this.closed) return;
     if (this.blocked) {
@@ -298,6 +305,14 @@ export class Publisher {
     for (const key of [e.service, '*']) {
       const w = this.waiters.get(key);
       if (w !== undefined) for (const fn of [...w]) fn();
+    }
+  }
+
+  /** Ends every open stream (its client reconnects, to another replica if this one refuses). */
+  endAll(): void {
+    for (const s of [...this.allSubs()]) {
+      this.remove(s);
+      s.end();
     }
   }
 

@@ -568,9 +568,13 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
     this.transport = opts.transport ?? httpTransport;
   }
 
-  /** The replica the stream is (or will next be) opened on. */
+  /**
+   * The replica the stream is on while connected; otherwise the one it will next be opened on.
+   * (Calls of the proxy's other parts, heartbeats and announcements, may have moved the replica
+   * list on meanwhile: an open stream stays where it is until it ends.)
+   */
   get controlUrl(): string {
-    return this.replicas.current;
+    return this.st === 'connected' && this.connUrl !== '' ? this.connUrl : this.replicas.current;
   }
 
   // ---- the view ----

@@ -17,4 +17,6 @@ export interface ApiDeps {
   startedAt: number;
   /** Extra facts for GET /v1/health (listen addresses, store kind). */
   info: () => Record<string, unknown>;
+  /** Why this replica's view may be stale (it cannot follow its store), or null: watches are refused meanwhile. */
+  stale?: () => string | null;
 }

@@ -8,7 +8,7 @@ import type { WatchFormat } from '../publisher.js';
 import type { ApiDeps } from './deps.js';
 import { query, revQ, serviceParam } from './params.js';
 
-export const watchRoutes: FastifyPluginAsync<ApiDeps> = async (app, { registry, publisher }) => {
+export const watchRoutes: FastifyPluginAsync<ApiDeps> = async (app, { registry, publisher, stale }) => {
   const sinks = new Set<FastifyReply['raw']>();
   app.addHook('preClose', async () => {
     for (const raw of sinks) raw.destroy();
@@ -23,6 +23,9 @@ export const watchRoutes: FastifyPluginAsync<ApiDeps> = async (app, { registry, 
     const fmt = q['format'] ?? (String(req.headers.accept ?? '').includes('text/event-stream') ? 'sse' : 'ndjson');
     if (fmt !== 'ndjson' && fmt !== 'sse') throw new SkeinError('SKEIN_E_BAD_QUERY', 'query parameter "format" must be ndjson or sse', { field: 'format' });
     const format = fmt as WatchFormat;
+    // A replica cut off from its store would hold a watcher on a stale view: send it to another.
+    const why = stale?.() ?? null;
+    if (why !== null) throw new SkeinError('SKEIN_E_STORE', `${why}; watch through another control-plane replica`);
     reply.hijack();
     const raw = reply.raw;
     raw.writeHead(200, {

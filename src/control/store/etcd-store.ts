@@ -58,6 +58,8 @@ export interface EtcdFollowers {
   proxy?(id: string, value: string | null): void;
   /** After a compaction: every proxy the store holds now (the others are gone). */
   proxiesReset?(present: ReadonlyArray<[string, string]>): void;
+  /** The watch broke (`why`; it is being resumed) or is watching again (null). */
+  connection?(broken: string | null): void;
 }
 
 const HB = 'hb/';
@@ -261,7 +263,11 @@ export class EtcdStore {
         this.logger?.warn({ revision: rev }, 'the store was compacted past this replica\'s watch: read it again');
       },
       onProgress: (rev) => f.registry.applyChanges([], rev),
-      onDisconnect: (why) => this.logger?.warn({ why }, 'the watch on etcd broke: resuming on another member'),
+      onDisconnect: (why) => {
+        this.logger?.warn({ why }, 'the watch on etcd broke: resuming on another member');
+        f.connection?.(why);
+      },
+      onConnect: () => f.connection?.(null),
     });
   }
 
