@@ -2,8 +2,11 @@
  * Which control-plane replica a proxy talks to (`skein proxy --control URL[,URL...]`). Every caller
  * that reaches the control plane (the watch stream, announcements, the CA, the cold-start wake)
  * asks this one object for the current replica and tells it when that replica failed; it is the
- * only place that decides to move on, so the watch and the announcer never disagree for long about
- * which replica is in use, and two callers that saw the same failure move once, not twice.
+ * only place that decides to move on, so two callers that saw the same failure move once, not
+ * twice. The watch asks only when it (re)connects: an open stream stays on its replica while that
+ * replica answers its pings, even after another caller's failure moved `current` on (measured in
+ * test/multihost.test.ts: a replica cut off from etcd answers heartbeats and announcements with
+ * 503, and keeps every watch stream).
  *
  * The rule: stay on the current replica while it answers; when it fails, move to the next URL in
  * the order given (round robin). Replicas on etcd share revisions, so a watch resumed on another
