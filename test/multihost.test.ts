@@ -25,10 +25,11 @@
  * - a compaction during a watch outage: cp3 cut off from every etcd member (every proxy's watch
  *   stream is on it; a second proxy on w3 is given cp3 alone); instances of a probe service
  *   registered, changed and deregistered through cp1, etcd compacted past them; cp3 meanwhile
- *   answers reads from its last view and writes with 503; healed, cp3 re-reads the store. Then
- *   every proxy's view (w1's, w2's and w3's two /debug/endpoints) against the store's: the probe
- *   service and the shop exactly, every ledger instance up to the compaction. That last step is a
- *   todo: it fails today (COMPACTION_VIEW_TODO says why);
+ *   answers reads from its last view and writes with 503, and once cut off for 5 s ends its watch
+ *   streams and refuses new ones (the proxies move on; the pinned one keeps its last view);
+ *   healed, cp3 re-reads the store and its watchers get a fresh snapshot. Then every proxy's view
+ *   (w1's, w2's and w3's two /debug/endpoints) against the store's: the probe service and the
+ *   shop exactly, every ledger instance up to the compaction;
  * - partition w2: its instances leave the endpoint sets once the heartbeats' lease runs out (the time
  *   is reported: the issue's bound is TTL + 2 s; w1's
  *   frontend then gets SKEIN_E_NO_HEALTHY_ENDPOINT for product calls, passed on in its 502);
@@ -66,7 +67,6 @@ const PROBE = 'compaction-probe';
  * even those whose replica list moved on). Remove this once the publisher sends its subscribers a
  * snapshot after a reset.
  */
-const COMPACTION_VIEW_TODO = 'known failure: proxies on a replica that re-read the store after a compaction miss changes (Registry.reset emits diffs out of revision order)';
 
 /** A skein process inside a host: its logs, ready once `ready(line)` says so. */
 interface HostProcess {
@@ -346,6 +346,38 @@ describe('a mesh across hosts: etcd on e1..e3, the control plane on cp1..cp3, th
     loadW3 = new Load(net.address('w3'), 4140, 10);
   });
 
+  test('the elected replica scrapes every host\'s proxy; any replica answers the golden signals; other hosts get an admin server\'s metrics, not its taps', async (t) => {
+    if (!Topology.usable(t)) return;
+    const leaders = await Promise.all([0, 1, 2].map(async (i) => ((await get(i, '/v1/health')).etcd as { leader: boolean }).leader));
+    assert.equal(leaders.filter(Boolean).length, 1, `one leader: ${JSON.stringify(leaders)}`);
+    const leader = leaders.indexOf(true);
+    const follower = (leader + 1) % 3;
+    // product-service (on w2) as w2's proxy saw it, and the frontend -> product-service edge as w1's saw it.
+    type Sig = { requests?: number; instances?: Array<{ id: string; address: string; requests: number }>; edges?: Array<{ source: string; destination: string; requests: number }> };
+    let servedBy: string | null = null;
+    const sig = (await waitFor(async () => {
+      const r = await fetch(`${control(follower)}/v1/signals/services/product-service?window=15m`, { headers: auth(), signal: AbortSignal.timeout(5000) });
+      servedBy = r.headers.get('x-skein-served-by');
+      const body = (await r.json()) as Sig;
+      const edge = body.edges?.find((e) => e.source === 'frontend' && e.destination === 'product-service');
+      return r.status === 200 && (body.requests ?? 0) >= 20 && (edge?.requests ?? 0) >= 20 ? body : null;
+    }, { timeoutMs: 20_000, intervalMs: 250, what: 'product-service\'s signals (w2\'s inbound, w1\'s edge) through a follower' })) as Sig;
+    assert.equal(servedBy, cps[leader], 'the follower forwarded the read to the leader');
+    assert.deepEqual(sig.instances?.map((i) => [i.id, i.address.split(':')[0]]), [['product-service-1', net.address('w2')]]);
+    t.diagnostic(`through ${cps[follower]}, served by ${cps[leader]}: product-service ${sig.requests} requests, the frontend edge ${sig.edges?.find((e) => e.source === 'frontend')?.requests}`);
+    // The operator's host is another host: w1's admin server answers its metrics and /picks, not its /debug or taps.
+    const w1Admin = `http://${net.address('w1')}:4191`;
+    const metrics = await fetch(`${w1Admin}/metrics`, { signal: AbortSignal.timeout(5000) });
+    assert.equal(metrics.status, 200);
+    assert.match(await metrics.text(), /^skein_proxy_requests_total\{direction="outbound",workload="frontend-1",.*service="product-service".*\} \d+$/m);
+    const picks = (await (await fetch(`${w1Admin}/picks?service=product-service&id=product-service-1`, { signal: AbortSignal.timeout(5000) })).json()) as { picks: boolean };
+    assert.equal(picks.picks, true);
+    for (const path of ['/debug/endpoints', '/tap?service=frontend']) {
+      const r = await fetch(`${w1Admin}${path}`, { signal: AbortSignal.timeout(5000) });
+      assert.deepEqual([r.status, r.headers.get('x-skein-error')], [403, 'SKEIN_E_ADMIN_LOCAL_ONLY'], path);
+    }
+  });
+
   test('kill -9 the etcd leader under load: writes resume (how soon is reported), no page fails', async (t) => {
     if (!Topology.usable(t)) return;
     await waitFor(() => load!.results.length >= 20, { what: '20 pages' });
@@ -501,8 +533,7 @@ describe('a mesh across hosts: etcd on e1..e3, the control plane on cp1..cp3, th
     await instance(0, 'PUT', 'p0', 7000);
     await instance(0, 'PUT', 'p1', 7001);
     for (const p of proxies) await waitFor(async () => (await proxyView(p)).length === 2, { intervalMs: 100, what: `${p.name}'s proxy to see ${PROBE} p0 and p1` });
-    // control.url of /debug/endpoints is the replica the proxy's calls go to first (its replica
-    // list), not necessarily the one its watch stream is on: cp3's subscriber count says how many watch it.
+    // control.url of /debug/endpoints is the replica the proxy's watch stream is on (while connected).
     const before = await Promise.all(proxies.map(replicaOf));
     assert.equal(before[3], 'cp3', 'the pinned proxy watches cp3');
     const subscribersBefore = (await get(2, '/v1/health')).watchSubscribers as number;
@@ -538,6 +569,14 @@ describe('a mesh across hosts: etcd on e1..e3, the control plane on cp1..cp3, th
       t.diagnostic(`a write through cp3 meanwhile: HTTP ${write.status} ${write.headers.get('x-skein-error') ?? ''} after ${Math.round(performance.now() - writeAt)} ms`);
       assert.equal(write.status, 503, 'a write through cp3 is refused while it reaches no etcd member');
       assert.equal(write.headers.get('x-skein-error'), 'SKEIN_E_STORE');
+      // Cut off for 5 s (ETCD_DEFAULTS.cutOffAfterMs), cp3 ends its watch streams and refuses new
+      // ones: the proxies move to a replica that follows the store; the pinned one keeps its view.
+      await waitFor(async () => (await get(2, '/v1/health')).etcd?.following === false, { timeoutMs: 15_000, intervalMs: 100, what: 'cp3 to say it no longer follows etcd' });
+      const refused = await fetch(`${control(2)}/v1/watch`, { headers: auth(), signal: AbortSignal.timeout(5000) });
+      assert.deepEqual([refused.status, refused.headers.get('x-skein-error')], [503, 'SKEIN_E_STORE'], 'cp3 refuses a watch while cut off');
+      assert.match(((await refused.json()) as { message: string }).message, /^this control-plane replica has not followed etcd for 5000 ms \(.*\): its view may be stale; watch through another control-plane replica$/);
+      await waitFor(async () => ((await get(2, '/v1/health')).watchSubscribers as number) === 0, { timeoutMs: 10_000, intervalMs: 100, what: 'no watch stream left on cp3' });
+      for (const p of proxies.slice(0, 3)) await waitFor(async () => (await replicaOf(p)) !== 'cp3', { timeoutMs: 15_000, intervalMs: 100, what: `${p.name}'s proxy to watch another replica than cp3` });
       await instance(0, 'PUT', 'p4', 7104);
       compactedAt = await etcd.compact();
       t.diagnostic(`etcd compacted at revision ${compactedAt}`);
@@ -570,7 +609,7 @@ describe('a mesh across hosts: etcd on e1..e3, the control plane on cp1..cp3, th
     noPageFailed();
   });
 
-  test('after the compaction every proxy\'s view equals the store\'s: the probe service and the shop exactly, every ledger instance up to the compaction', { todo: COMPACTION_VIEW_TODO }, async (t) => {
+  test('after the compaction every proxy\'s view equals the store\'s: the probe service and the shop exactly, every ledger instance up to the compaction', async (t) => {
     if (!Topology.usable(t)) return;
     assert.ok(compaction !== null, 'the compaction step ran');
     const { revision, proxies } = compaction;
