@@ -369,7 +369,7 @@ describe('a mesh across hosts: etcd on e1..e3, the control plane on cp1..cp3, th
     const w1Admin = `http://${net.address('w1')}:4191`;
     const metrics = await fetch(`${w1Admin}/metrics`, { signal: AbortSignal.timeout(5000) });
     assert.equal(metrics.status, 200);
-    assert.match(await metrics.text(), /^skein_proxy_requests_total\{direction="outbound",workload="frontend-1",.*service="product-service".*\} \d+$/m);
+    assert.match(await metrics.text(), /^skein_proxy_requests_total\{direction="outbound",workload="frontend",.*service="product-service".*\} \d+$/m);
     const picks = (await (await fetch(`${w1Admin}/picks?service=product-service&id=product-service-1`, { signal: AbortSignal.timeout(5000) })).json()) as { picks: boolean };
     assert.equal(picks.picks, true);
     for (const path of ['/debug/endpoints', '/tap?service=frontend']) {
