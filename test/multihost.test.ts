@@ -593,7 +593,7 @@ describe('a mesh across hosts: etcd on e1..e3, the control plane on cp1..cp3, th
     t.diagnostic(`replicas that re-read the store after the compaction: ${cps.filter((_, i) => (rereadsAfter[i] ?? 0) > (rereadsBefore[i] ?? 0)).join(', ')}`);
     // Which proxies left cp3 during the cut, and why (a write of theirs got cp3's 503: heartbeats, announcements).
     const after_ = await Promise.all(proxies.map(replicaOf));
-    t.diagnostic(`watch streams on cp3: ${subscribersBefore} before the cut, ${(await get(2, '/v1/health')).watchSubscribers as number} after the heal (a stream stays while cp3 answers its pings)`);
+    t.diagnostic(`watch streams on cp3: ${subscribersBefore} before the cut, ${(await get(2, '/v1/health')).watchSubscribers as number} after the heal (cut off, it ended them and refused new ones until it followed etcd again)`);
     proxies.forEach((p, i) => {
       const why = moves(p.logs)
         .slice(movesBefore[i])
