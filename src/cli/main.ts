@@ -3,52 +3,51 @@ import { Command, CommanderError } from 'commander';
 import { withToken } from './common.js';
 import { SkeinError } from '../core/errors.js';
 import { VERSION } from '../version.js';
-import { controlCommand } from './control.js';
-import { proxyCommand } from './proxy.js';
-import { scaleCommand, upCommand } from './up.js';
-import { rolloutCommand } from './rollout.js';
-import { applyCommand, deregisterCommand, endpointsCommand, eventsCommand, heartbeatCommand, registerCommand, servicesCommand } from './registry-commands.js';
-import { watchCommand } from './watch.js';
-import { dashboardCommand, statCommand, tapCommand, topCommand } from './monitor.js';
-import { tokenCommand } from './tokens.js';
-import { prometheusConfigCommand } from './prometheus-config.js';
-import { schemaCommand, validateCommand } from './schema.js';
-import { caCommand } from './ca.js';
-import { auditCommand } from './audit.js';
 
-export function program(): Command {
+/**
+ * Every command, by name, with the module that defines it: a command's module (and what it
+ * imports: the proxy's, the control plane's, YAML, schemas...) is loaded only when that command
+ * runs, or for the help that lists them all. `skein proxy` then loads the proxy's modules alone
+ * (its memory: docs/benchmarks.md).
+ */
+const COMMANDS: ReadonlyArray<readonly [string, () => Promise<Command>]> = [
+  ['control', async () => (await import('./control.js')).controlCommand()],
+  ['proxy', async () => (await import('./proxy.js')).proxyCommand()],
+  ['up', async () => (await import('./up.js')).upCommand()],
+  ['scale', async () => (await import('./up.js')).scaleCommand()],
+  ['rollout', async () => (await import('./rollout.js')).rolloutCommand()],
+  ['register', async () => (await import('./registry-commands.js')).registerCommand()],
+  ['deregister', async () => (await import('./registry-commands.js')).deregisterCommand()],
+  ['heartbeat', async () => (await import('./registry-commands.js')).heartbeatCommand()],
+  ['apply', async () => (await import('./registry-commands.js')).applyCommand()],
+  ['services', async () => (await import('./registry-commands.js')).servicesCommand()],
+  ['endpoints', async () => (await import('./registry-commands.js')).endpointsCommand()],
+  ['watch', async () => (await import('./watch.js')).watchCommand()],
+  ['events', async () => (await import('./registry-commands.js')).eventsCommand()],
+  ['stat', async () => (await import('./monitor.js')).statCommand()],
+  ['top', async () => (await import('./monitor.js')).topCommand()],
+  ['tap', async () => (await import('./monitor.js')).tapCommand()],
+  ['dashboard', async () => (await import('./monitor.js')).dashboardCommand()],
+  ['prometheus-config', async () => (await import('./prometheus-config.js')).prometheusConfigCommand()],
+  ['schema', async () => (await import('./schema.js')).schemaCommand()],
+  ['validate', async () => (await import('./schema.js')).validateCommand()],
+  ['ca', async () => (await import('./ca.js')).caCommand()],
+  ['token', async () => (await import('./tokens.js')).tokenCommand()],
+  ['audit', async () => (await import('./audit.js')).auditCommand()],
+];
+
+/**
+ * The CLI for `argv`: only the command it names when it names one (its aliases and options are
+ * its module's), every command otherwise (help, a typo: commander then suggests the nearest).
+ */
+export async function program(argv: readonly string[] = []): Promise<Command> {
   const p = new Command('skein')
     .description('Skein: a lightweight service mesh. Discovery, DNS, health checks and more, from one binary.')
     .version(VERSION, '-V, --version')
     .showSuggestionAfterError(true)
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const c of [
-    controlCommand(),
-    proxyCommand(),
-    upCommand(),
-    scaleCommand(),
-    rolloutCommand(),
-    registerCommand(),
-    deregisterCommand(),
-    heartbeatCommand(),
-    applyCommand(),
-    servicesCommand(),
-    endpointsCommand(),
-    watchCommand(),
-    eventsCommand(),
-    statCommand(),
-    topCommand(),
-    tapCommand(),
-    dashboardCommand(),
-    prometheusConfigCommand(),
-    schemaCommand(),
-    validateCommand(),
-    caCommand(),
-    tokenCommand(),
-    auditCommand(),
-  ]) {
-    p.addCommand(c);
-  }
+  const named = COMMANDS.find(([name]) => name === argv[2]);
+  for (const c of await Promise.all((named === undefined ? COMMANDS : [named]).map(([, load]) => load()))) p.addCommand(c);
   const strict = (c: Command) => {
     // Every command that talks to a control plane takes --token and --data-dir (common.ts: withToken).
     if (c.options.some((x) => x.long === '--control')) withToken(c);
@@ -63,7 +62,7 @@ export function program(): Command {
 /** Runs the CLI; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
   try {
-    await program().parseAsync(argv);
+    await (await program(argv)).parseAsync(argv);
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {
