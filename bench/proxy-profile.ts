@@ -33,14 +33,13 @@ import { SourceMap } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { ROOT, api, machine, printResult, runMain, startControl, table, tempDir, track, waitUntil, warnIfBusy, type Control } from './lib.js';
+import { ROOT, machine, printResult, runMain, table, tempDir, track, waitUntil, warnIfBusy, type Control } from './lib.js';
 import {
   DONE_LUA,
   LOAD_ARGS,
   loadOptions,
   measure,
   pinning,
-  portOf,
   posInt,
   r1,
   r2,
@@ -50,7 +49,7 @@ import {
   spawnPinned,
   startApp,
   startHaproxy,
-  startSkeinProxy,
+  startSkeinService,
   stopControl,
   stopTree,
   wrk,
@@ -61,7 +60,6 @@ import {
   type Started,
   type WrkOut,
   type WrkScripts,
-  waitServing,
 } from './proxy-lib.js';
 
 const PATHS = ['skein', 'haproxy'] as const;
@@ -503,51 +501,6 @@ async function probeWindow(c: LoadCtx, fixed: boolean, n: number, profileDir: st
 
 // ---------------------------------------------------------------- starting the paths
 
-/**
- * Runs `fn` with `vars` added to this process's environment: `skein proxy` is started through
- * bench/proxy-lib.ts's startSkeinProxy, whose child inherits it (NODE_OPTIONS loads the probe).
- */
-async function withEnv<T>(vars: Record<string, string>, fn: () => Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]] as const));
-  Object.assign(process.env, vars);
-  try {
-    return await fn();
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
-
-/** bench/proxy.ts's skein path: a control plane with the backend as service `bench`, and the proxy with the probe loaded. */
-async function startSkein(pin: Pinning, backendPort: number, logLevel: string, profileDir: string, intervalUs: number): Promise<Started & { control: Control }> {
-  const control = await startControl({ dataDir: 'none' });
-  roots.add(control.pid);
-  try {
-    if (pin.backend !== null) execFileSync('taskset', ['-a', '-pc', String(pin.backend), String(control.pid)], { stdio: 'ignore' });
-    const reg = await api(control.url, 'PUT', '/v1/services/bench/instances/backend-1', { address: '127.0.0.1', port: backendPort });
-    if (reg.status !== 201 && reg.status !== 200) throw new Error(`registering the backend: HTTP ${reg.status} ${JSON.stringify(reg.body)}`);
-    const probe = join(DIST, 'bench', 'proxy-profile-probe.js');
-    const proxy = await withEnv({ NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} --import=${probe}`.trim(), SKEIN_PROFILE_DIR: profileDir, SKEIN_PROFILE_INTERVAL_US: String(intervalUs) }, () =>
-      startSkeinProxy(pin.proxy, ['--control', control.url, '--workload', 'name=bench-client,outbound=127.0.0.1:0'], logLevel),
-    );
-    const outbound = proxy.workloads.find((w) => w.name === 'bench-client')?.outbound;
-    try {
-      if (outbound == null) throw new Error(`the proxy reported no outbound listener for bench-client:\n${proxy.tail()}`);
-      const port = portOf(outbound);
-      await waitServing(port, proxy.child, 'skein proxy (route to service bench)', proxy.tail, 30_000);
-      return { child: proxy.child, port, tail: proxy.tail, control };
-    } catch (e) {
-      await stopTree(proxy.child);
-      throw e;
-    }
-  } catch (e) {
-    await stopControl(control);
-    throw e;
-  }
-}
-
 // ---------------------------------------------------------------- main
 
 interface PathResult {
@@ -583,7 +536,13 @@ async function main(): Promise<void> {
       const profileDir = join(dir.path, `probe-${name}`);
       if (name === 'skein') {
         execFileSync('mkdir', ['-p', profileDir]);
-        const sk = await startSkein(pin, backend.port, argv['proxy-log-level'], profileDir, o.intervalUs);
+        // The probe is loaded into the proxy (not the control plane) through NODE_OPTIONS.
+        const probe = join(DIST, 'bench', 'proxy-profile-probe.js');
+        const sk = await startSkeinService(pin, backend.port, argv['proxy-log-level'], null, [], {
+          NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} --import=${probe}`.trim(),
+          SKEIN_PROFILE_DIR: profileDir,
+          SKEIN_PROFILE_INTERVAL_US: String(o.intervalUs),
+        });
         controls.push(sk.control);
         s = sk;
       } else {
