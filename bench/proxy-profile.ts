@@ -12,9 +12,10 @@
  *      (our JS by layer, Node's JS by module, llhttp in WebAssembly, GC, native) with the top 25
  *      functions by self time at their TypeScript file:line (through the source maps); and the
  *      bytes allocated per request (every GC's heap before and after, v8.GCProfiler);
- *   4. `perf record -e cpu-clock` at full load (when perf is installed): the share of the
+ *   4. `perf record -g -e cpu-clock` at full load (when perf is installed): the share of the
  *      proxy's CPU in the kernel, in the proxy's binary (node: V8, Node's C++, libuv), in libc
- *      and in JIT-compiled code (JS and WebAssembly), and the top native symbols;
+ *      and in JIT-compiled code (JS and WebAssembly), the kernel's time by path (sends, the
+ *      loopback receive they run, waking the reader, reads, epoll, page faults), the top symbols;
  *   5. syscalls per request: `strace -c -f -p PID` over a fixed number of requests (wrk stops
  *      itself after N responses), the counts divided by N, HAProxy's beside skein's.
  *
@@ -292,14 +293,32 @@ export interface PerfSummary {
   eventsPerRequest: Record<string, number>;
   /** Share of the proxy's CPU samples by binary (kernel, node, libc, JIT code...), percent. */
   byObject: Array<{ object: string; percent: number }>;
+  /** Kernel paths (call graphs: the share of samples with the function on the stack), percent. */
+  kernel: Record<string, number>;
   /** Top native symbols (object, symbol, percent). */
   top: Array<{ object: string; symbol: string; percent: number }>;
 }
 
-/** `perf record -e cpu-clock` on every thread of `pid` during `secs` of full load. */
+/**
+ * Kernel functions whose call-graph share is reported, by what they stand for. A loopback send
+ * runs the receiving side too (softirq: TCP receive, waking the reader) in the sender's context.
+ */
+const KERNEL_PATHS: Record<string, string> = {
+  do_syscall_64: 'all syscalls',
+  ksys_write: 'write / sendto',
+  __sys_sendto: 'write / sendto',
+  ksys_read: 'read / recvfrom',
+  __sys_recvfrom: 'read / recvfrom',
+  net_rx_action: '  of the sends: loopback receive (softirq)',
+  sock_def_readable: '  of which: waking the reader',
+  do_epoll_wait: 'epoll_wait',
+  asm_exc_page_fault: 'page faults',
+};
+
+/** `perf record -g -e cpu-clock` on every thread of `pid` during `secs` of full load. */
 async function perfWindow(c: LoadCtx, secs: number): Promise<PerfSummary> {
   const data = join(c.dir, `perf-${c.pid}.data`);
-  const rec = track(spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', '2999', '-p', String(c.pid), '-o', data, '--', 'sleep', String(secs)], { stdio: ['ignore', 'ignore', 'pipe'] }));
+  const rec = track(spawn('perf', ['record', '-q', '-g', '-e', 'cpu-clock', '-F', '2999', '-p', String(c.pid), '-o', data, '--', 'sleep', String(secs)], { stdio: ['ignore', 'ignore', 'pipe'] }));
   let err = '';
   rec.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   const done = new Promise<number | null>((r) => rec.once('exit', (code) => r(code)));
@@ -316,7 +335,7 @@ async function perfWindow(c: LoadCtx, secs: number): Promise<PerfSummary> {
       if (f.length > 3 && /^\d+$/.test(f[0] as string)) eventsPerRequest[f[2] as string] = Number(f[0]) / requests;
     }
   }
-  const report = (sort: string) => execFileSync('perf', ['report', '-i', data, '--stdio', '--sort', sort, '--percent-limit', '0.3'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
+  const report = (sort: string) => execFileSync('perf', ['report', '-i', data, '--stdio', '--no-children', '-g', 'none', '--sort', sort, '--percent-limit', '0.3'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
   const byDso = report('dso');
   // perf rounds the header ("# Samples: 12K of event 'cpu-clock'"): the figure is approximate.
   const sm = /# Samples: (\d+)([KM]?)/.exec(byDso);
@@ -331,7 +350,16 @@ async function perfWindow(c: LoadCtx, secs: number): Promise<PerfSummary> {
     const m = /^\s+([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.+?)\s*$/.exec(line);
     if (m !== null && top.length < 15) top.push({ object: objectName(m[2] as string), symbol: (m[4] as string).slice(0, 70), percent: Number(m[1]) });
   }
-  return { samples, eventsPerRequest, byObject, top };
+  // The kernel's work by path: "children" shares (samples with the function anywhere on the stack).
+  const kernel: Record<string, number> = {};
+  const children = execFileSync('perf', ['report', '-i', data, '--stdio', '--children', '--sort', 'sym', '-g', 'none', '--percent-limit', '0'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
+  for (const line of children.split('\n')) {
+    const m = /^\s+([\d.]+)%\s+[\d.]+%\s+\[k\]\s+(\S+)\s*$/.exec(line);
+    if (m === null) continue;
+    const path = KERNEL_PATHS[m[2] as string];
+    if (path !== undefined) kernel[path] = Math.max(kernel[path] ?? 0, Number(m[1]));
+  }
+  return { samples, eventsPerRequest, byObject, kernel, top };
 }
 
 /** perf's name of a mapping, with JIT code (no symbol map: [unknown] or an anonymous mapping) named as such. */
@@ -682,6 +710,13 @@ function report(o: Options, info: ReturnType<typeof machine>, results: PathResul
       r.perf.byObject.slice(0, 8).map((b) => [b.object, n2(b.percent)]),
       `${LABEL[r.path]}: perf record -e cpu-clock at full load, share of its CPU by object (${r.perf.samples} samples)`,
       ['object', '%'],
+    );
+    const cpu = r.clean.proxyCpuUsPerReq;
+    const paths = [...new Set(Object.values(KERNEL_PATHS))];
+    both(
+      paths.map((k) => [k, n2(r.perf?.kernel[k] ?? 0), n2(((r.perf?.kernel[k] ?? 0) / 100) * cpu)]),
+      `${LABEL[r.path]}: the kernel's work by path (perf call graphs: share of samples with it on the stack; µs/req = share x ${n2(cpu)} µs)`,
+      ['path', '%', 'µs/req'],
     );
     both(
       r.perf.top.map((t) => [t.object, `\`${t.symbol}\``, n2(t.percent)]),
