@@ -15,6 +15,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { SKEIN_BIN, ROOT, adminTokenOf, machineBusySeconds, percentile, processCpuSeconds, round, track, waitUntil, type Control } from './lib.js';
+import { api, startControl } from './lib.js';
 
 /** What the backend nginx of the proxy benchmarks answers to every request. */
 export const BODY = 'hello from the backend\n';
@@ -789,4 +790,63 @@ export function summarizeAll<N extends string>(all: Array<Measure<N>>): Map<N, S
   const sums = new Map<N, Summary>();
   for (const [name, list] of by) sums.set(name, summarize(list, by.get('direct' as N)));
   return sums;
+}
+
+// ---------------------------------------------------------------- the skein path of the proxy benchmarks
+
+export interface SkeinStarted extends Started {
+  control: Control;
+  admin: string;
+}
+
+/**
+ * The skein path of bench/proxy.ts and bench/proxy-profile.ts: a control plane (in-memory store)
+ * with the backend registered as instance `backend-1` of service `bench` (after `policy`, the
+ * service's definition, when given), then `skein proxy` with an outbound listener for workload
+ * `bench-client` and `extraArgs`, polled until `Host: bench` reaches the backend. `proxyEnv` is
+ * added to the proxy's environment only (e.g. NODE_OPTIONS). Throws the reason it is not available.
+ */
+export async function startSkeinService(pin: Pinning, backendPort: number, logLevel: string, policy: object | null = null, extraArgs: string[] = [], proxyEnv: Record<string, string> = {}): Promise<SkeinStarted> {
+  const control = await startControl({ dataDir: 'none' });
+  roots.add(control.pid);
+  try {
+    if (pin.backend !== null) execFileSync('taskset', ['-a', '-pc', String(pin.backend), String(control.pid)], { stdio: 'ignore' });
+    if (policy !== null) {
+      const def = await api(control.url, 'PUT', '/v1/services/bench', policy);
+      if (def.status !== 201 && def.status !== 200) throw new Error(`setting the service policy: HTTP ${def.status} ${JSON.stringify(def.body)}`);
+    }
+    const reg = await api(control.url, 'PUT', '/v1/services/bench/instances/backend-1', { address: '127.0.0.1', port: backendPort });
+    if (reg.status !== 201 && reg.status !== 200) throw new Error(`registering the backend: HTTP ${reg.status} ${JSON.stringify(reg.body)}`);
+  } catch (e) {
+    await stopControl(control);
+    throw e;
+  }
+  try {
+    // startSkeinProxy spawns with this process's environment: proxyEnv is in it for that moment only.
+    const saved = Object.fromEntries(Object.keys(proxyEnv).map((k) => [k, process.env[k]] as const));
+    Object.assign(process.env, proxyEnv);
+    let proxy: SkeinProxy;
+    try {
+      proxy = await startSkeinProxy(pin.proxy, ['--control', control.url, '--workload', 'name=bench-client,outbound=127.0.0.1:0', ...extraArgs], logLevel);
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+    const outbound = proxy.workloads.find((w) => w.name === 'bench-client')?.outbound;
+    try {
+      if (outbound == null) throw new Error(`the proxy reported no outbound listener for bench-client:\n${proxy.tail()}`);
+      const port = portOf(outbound);
+      // The proxy learns the endpoint from the control plane's watch stream: poll until it routes.
+      await waitServing(port, proxy.child, 'skein proxy (route to service bench)', proxy.tail, 30_000);
+      return { child: proxy.child, port, tail: proxy.tail, control, admin: proxy.admin };
+    } catch (e) {
+      await stopTree(proxy.child);
+      throw e;
+    }
+  } catch (e) {
+    await stopControl(control);
+    throw e;
+  }
 }
