@@ -11,6 +11,7 @@ command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || need+=(bind9)
 command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 # The dashboard test drives Debian's Chromium; the Prometheus test runs a real Prometheus.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
