@@ -7,8 +7,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
-import { api, skein, startControl, waitFor, type ControlProcess } from './helpers.js';
-import { httpGet, metricValue, registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
+import { join } from 'node:path';
+import { api, skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { httpGet, metricValue, mintJoinToken, registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
 
 let cp: ControlProcess;
 let app: http.Server;
@@ -177,9 +178,9 @@ describe('skein proxy --workers 2', () => {
 });
 
 describe('--workers flag values', () => {
-  for (const [value, extra] of [['0', []], ['x', []], ['65', []], ['2', ['--mtls', 'strict']]] as const) {
+  for (const [value, extra] of [['0', []], ['x', []], ['65', []], ['2', ['--state-dir', '/tmp/skein-workers-state']]] as const) {
     test(`--workers ${value} ${extra.join(' ')}: refused naming the flag`, async () => {
-      const r = await skein(['proxy', '--admin', 'off', '--no-control', '--workload', 'name=a,inbound=127.0.0.1:0,app=127.0.0.1:9', '--workers', value, ...extra], { timeoutMs: 15_000 });
+      const r = await skein(['proxy', '--admin', 'off', '--control', 'http://127.0.0.1:9', '--workload', 'name=a,inbound=127.0.0.1:0,app=127.0.0.1:9', '--workers', value, ...extra], { timeoutMs: 15_000 });
       assert.equal(r.code, 2, `a usage error: ${r.stderr}`);
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, r.stderr);
@@ -188,4 +189,49 @@ describe('--workers flag values', () => {
       if (extra.length === 0) assert.match(lines[0]!, new RegExp(`"auto" or a whole number from 1 to 64, got "${value}"`));
     });
   }
+});
+
+describe('--workers 2 with --mtls strict', () => {
+  test('both proxies with two workers: every worker gets its certificate through its main thread (one join token each), requests cross mTLS on every worker', async () => {
+    const dir = await tempDir('skein-workers-mtls-');
+    const cleanups: Array<() => unknown> = [dir.remove];
+    try {
+      const ca = await startControl({ dataDir: join(dir.path, 'data'), args: ['--dns', 'off'] });
+      cleanups.unshift(() => ca.stop());
+      const echo = http.createServer((req, res) => res.end(JSON.stringify({ caller: req.headers['x-skein-caller'] ?? null })));
+      await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
+      cleanups.unshift(() => new Promise<void>((r) => echo.close(() => r())));
+      const start = async (id: string, service: string, workload: string) => {
+        const token = await mintJoinToken(ca.http, id, [service]);
+        const p = await startProxy({ control: ca.http, workloads: [workload], args: ['--workers', '2', '--mtls', 'strict', '--join-token', token, '--id', id] });
+        cleanups.unshift(() => p.stop());
+        await waitForProxyReady(p);
+        return p;
+      };
+      const b = await start('proxy-b', 'users', `name=users-1,service=users,inbound=127.0.0.1:0,app=127.0.0.1:${(echo.address() as AddressInfo).port}`);
+      const a = await start('proxy-a', 'web', 'name=web-1,service=web,outbound=127.0.0.1:0');
+      await registerInstance(ca.http, 'users', 'users-1', b.workload('users-1').inbound!.port, { labels: { 'skein.io/inbound-proxy': 'true' } });
+      await waitFor(async () => {
+        const rows = (await api(a.admin, 'GET', '/debug/endpoints')).body;
+        return (rows?.services?.users?.endpoints?.length ?? 0) === 1;
+      }, { what: 'proxy-a to know users' });
+      const outPort = a.workload('web-1').outbound!.port;
+      // 40 clients at once, each on its own connection: both of A's workers call, both of B's answer.
+      const answers = await Promise.all(
+        Array.from({ length: 40 }, () => httpGet(outPort, '/who', { agent: new http.Agent({ keepAlive: false }), headers: { host: 'users' } })),
+      );
+      assert.deepEqual([...new Set(answers.map((r) => r.status))], [200], answers.find((r) => r.status !== 200)?.body);
+      assert.deepEqual([...new Set(answers.map((r) => JSON.parse(r.body).caller))], ['web'], 'the caller proven by its certificate');
+      for (const p of [a, b]) {
+        const rows = (await api(p.admin, 'GET', '/debug/endpoints')).body.workers as WorkerRow[];
+        assert.ok(rows.every((w) => w.requests > 0), `${p.admin}: every worker served mTLS requests: ${JSON.stringify(rows.map((w) => w.requests))}`);
+      }
+      const text = await (await fetch(`${b.admin}/metrics`)).text();
+      assert.equal(metricValue(text, 'skein_proxy_requests_total', { service: 'users', direction: 'inbound' }), 40);
+      assert.equal(metricValue(text, 'skein_proxy_inbound_connections_total', { kind: 'mtls' }), 40, 'the 40 connections over mTLS, summed over B\'s workers');
+      assert.ok((metricValue(text, 'skein_proxy_tls_refusals_total') ?? 0) === 0, 'no handshake refused');
+    } finally {
+      for (const c of cleanups) await Promise.resolve(c()).catch(() => {});
+    }
+  });
 });

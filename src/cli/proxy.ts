@@ -7,6 +7,7 @@ import type { WorkloadSpec } from '../proxy/proxy.js';
 import { controlOption, controlUrl } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
 import { availableParallelism, hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { systemClock } from '../core/clock.js';
 import { PROXY_ID } from '../api/names.js';
 import { Announcer, proxyControlCall } from '../proxy/announce.js';
@@ -188,8 +189,7 @@ export function proxyCommand(): Command {
         const traceUrl = o.traceOtlp === undefined ? null : otlpUrl(o.traceOtlp);
         const tapRedact = parseHeaderNames(o.tapRedact, '--tap-redact');
         if (o.workers > 1) {
-          // Not yet with workers: each would spend the join token / write the same state file.
-          if (o.mtls !== 'off') throw new SkeinError('SKEIN_E_USAGE', `--workers ${o.workers}: not yet with --mtls ${o.mtls} (one join token cannot get every worker its certificates); use --workers 1`, { field: '--workers' });
+          // Not yet with workers: every worker would write the same state file.
           if (o.stateDir !== undefined) throw new SkeinError('SKEIN_E_USAGE', `--workers ${o.workers}: not yet with --state-dir (every worker would write the same state); use --workers 1`, { field: '--workers' });
         }
         const [{ default: pino }, { Proxy }, { startAdmin }, { openAccessLog }, { openAuditLog }] = await Promise.all([
@@ -204,7 +204,22 @@ export function proxyCommand(): Command {
         const replicas = control === null ? null : new ControlReplicas(control, systemClock, { token: o.token ?? null });
         const adminOpts = { tapRedact, tapLimits: { maxTaps: o.maxTaps, stallTimeoutMs: o.tapStallTimeout }, insecure: o.insecureAdmin === true };
         if (o.workers > 1) {
-          const { ProxyWorkers } = await import('../proxy/workers.js');
+          const [{ ProxyWorkers }, { Identities }, { controlCallOf }] = await Promise.all([import('../proxy/workers.js'), import('../proxy/tls/identities.js'), import('../proxy/workers/ca.js')]);
+          // mTLS: the main thread spends the join token on certificates of its own, which prove the workers' (src/proxy/workers/ca.ts).
+          const mtls = o.mtls === 'off' ? null : await meshCa(replicas, o.joinToken ?? process.env['SKEIN_JOIN_TOKEN'], o.mtls, null, logger);
+          const ids =
+            mtls === null
+              ? null
+              : new Identities({
+                  source: mtls.source,
+                  trustDomain: mtls.trustDomain,
+                  clock: systemClock,
+                  ticketKeys: randomBytes(48),
+                  onEvent: (e) => logger[e.type === 'renewal-failed' || e.type === 'trust-poll-failed' ? 'warn' : 'info']({ event: e }, 'main thread certificate (proves the workers\' certificates)'),
+                });
+          await ids?.obtain(specs.map((s) => s.service ?? s.name));
+          ids?.startTrustPolling();
+          const viaCertificate = () => controlCallOf(ids);
           let failed: ((why: string) => void) | null = null;
           const workers = await ProxyWorkers.start({
             count: o.workers,
@@ -223,21 +238,28 @@ export function proxyCommand(): Command {
               accessLog: o.accessLog === 'off' ? null : o.accessLog,
               auditLog: o.auditLog === 'off' ? null : o.auditLog,
               trace: traceUrl === null ? null : { url: traceUrl, sampleRatio: o.traceSample },
+              mtls: mtls === null ? null : { trustDomain: mtls.trustDomain, mode: mtls.mode, info: mtls.info },
             },
-            onColdStart: control === null ? undefined : wake(replicas, o.token ?? null, () => null, logger),
+            ca: mtls === null || ids === null ? null : { source: mtls.source, identities: ids },
+            onColdStart: control === null ? undefined : wake(replicas, o.token ?? null, viaCertificate, logger),
             onExit: (worker, code) => failed?.(`proxy worker ${worker} exited with ${code}`),
+          }).catch((e: unknown) => {
+            ids?.stop();
+            throw e;
           });
           let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
           try {
             adminServer = admin === null ? null : await startAdmin(workers, admin, adminOpts);
           } catch (e) {
             await workers.stop(0);
+            ids?.stop();
             throw e;
           }
-          const announcer = replicas === null || adminServer === null ? null : new Announcer({ control: replicas, id, admin: adminServer.address, workloads: () => workers.workloadInfo(), logger, token: o.token ?? null });
+          const workloads = () => workers.workloadInfo().map((w) => (ids === null ? w : { ...w, tls: ids.report(w.service) }));
+          const announcer = replicas === null || adminServer === null ? null : new Announcer({ control: replicas, id, admin: adminServer.address, workloads, logger, token: o.token ?? null, viaCertificate });
           announcer?.start();
           logger.info({ id, admin: adminServer?.address ?? null, control, workers: workers.workers, workloads: workers.workloadInfo(), tracing: traceUrl }, 'proxy ready');
-          await untilStopped(logger, [() => announcer?.stop(), () => workers.stop(5000), () => adminServer?.close()], (stop) => {
+          await untilStopped(logger, [() => announcer?.stop(), () => workers.stop(5000), () => adminServer?.close(), () => ids?.stop()], (stop) => {
             failed = (why) => {
               logger.error({ err: why }, 'a proxy worker failed: stopping the proxy');
               process.exitCode = 1;

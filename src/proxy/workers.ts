@@ -27,6 +27,8 @@ import { exposition } from '../telemetry/exposition.js';
 import type { AdminView, Readiness } from './admin.js';
 import type { WorkloadInfo, WorkloadSpec } from './proxy.js';
 import type { TapFilter } from './tap.js';
+import { answerCa } from './workers/ca.js';
+import type { CertificateSource, Identities } from './tls/identities.js';
 import type { MainMessage, WorkerAnswer, WorkerFacts, WorkerInit, WorkerMessage, WorkerQuestion } from './workers/protocol.js';
 
 import { WORKERS_BOUNDS } from './workers/protocol.js';
@@ -129,6 +131,8 @@ export interface ProxyWorkersOptions {
   readonly logger?: Logger;
   /** A worker held a request for a service scaled to zero. */
   readonly onColdStart?: (service: string) => void;
+  /** mTLS on: the mesh CA and the main thread's identities, which answer the workers' certificate requests (workers/ca.ts). */
+  readonly ca?: { readonly source: CertificateSource; readonly identities: Identities } | null;
   /** A worker exited while the proxy was not stopping (its code). */
   readonly onExit?: (worker: number, code: number) => void;
   /** How long a worker has to answer the admin server's question. Default 5000 ms. */
@@ -250,6 +254,14 @@ export class ProxyWorkers implements AdminView {
         if (m.type === 'reply') t.answered(m);
         else if (m.type === 'tap-record') this.taps.get(m.tap)?.(m.record);
         else if (m.type === 'cold-start') this.o.onColdStart?.(m.service);
+        else if (m.type === 'ca') {
+          const ca = this.o.ca;
+          const answer = ca == null ? Promise.reject(new Error('mTLS is off in the main thread')) : answerCa(ca.source, ca.identities, m.question);
+          answer.then(
+            (value) => t.post({ type: 'ca-reply', id: m.id, ok: true, value }),
+            (e: unknown) => t.post({ type: 'ca-reply', id: m.id, ok: false, error: (e as Error).message }),
+          );
+        }
         else if (m.type === 'ready') {
           started = true;
           resolve(m.workloads);

@@ -9,6 +9,9 @@ import type { Limits } from '../http1/types.js';
 import type { ListenerConnections, WorkloadInfo, WorkloadSpec } from '../proxy.js';
 import type { TapFilter } from '../tap.js';
 import type { Readiness } from '../admin.js';
+import type { CaInfo } from '../../api/ca.js';
+import type { MtlsMode } from '../../api/mtls.js';
+import type { CaAnswer, CaQuestion } from './ca.js';
 
 /** `--workers`: from 1 (one proxy on the main thread, no worker threads) to 64. */
 export const WORKERS_BOUNDS = { min: 1, max: 64 } as const;
@@ -32,6 +35,8 @@ export interface WorkerInit {
   readonly accessLog: string | null;
   readonly auditLog: string | null;
   readonly trace: { readonly url: string; readonly sampleRatio: number } | null;
+  /** mTLS on: the mesh's trust domain and mode; certificates come through the main thread (ca.ts). Null: off. */
+  readonly mtls: { readonly trustDomain: string; readonly mode: MtlsMode; readonly info: CaInfo } | null;
 }
 
 /** Questions the main thread asks a worker; each gets one `reply` with the same id. */
@@ -44,7 +49,9 @@ export type WorkerQuestion =
 export type MainMessage =
   | WorkerQuestion
   | { readonly type: 'tap'; readonly tap: number; readonly filter: TapFilter }
-  | { readonly type: 'untap'; readonly tap: number };
+  | { readonly type: 'untap'; readonly tap: number }
+  | { readonly type: 'ca-reply'; readonly id: number; readonly ok: true; readonly value: CaAnswer }
+  | { readonly type: 'ca-reply'; readonly id: number; readonly ok: false; readonly error: string };
 
 /** A worker's own facts for /debug/endpoints: its connections and requests. */
 export interface WorkerFacts {
@@ -61,4 +68,5 @@ export type WorkerMessage =
   | { readonly type: 'reply'; readonly id: number; readonly ok: true; readonly value: WorkerAnswer }
   | { readonly type: 'reply'; readonly id: number; readonly ok: false; readonly error: string }
   | { readonly type: 'tap-record'; readonly tap: number; readonly record: TapRecord }
-  | { readonly type: 'cold-start'; readonly service: string };
+  | { readonly type: 'cold-start'; readonly service: string }
+  | { readonly type: 'ca'; readonly id: number; readonly question: CaQuestion };

@@ -9,6 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { systemClock } from '../../core/clock.js';
 import { isSkeinError } from '../../core/errors.js';
 import { ControlReplicas } from '../../discovery/control-replicas.js';
+import { MainThreadCa, type CaAnswer, type CaQuestion } from './ca.js';
 import type { MainMessage, WorkerAnswer, WorkerFacts, WorkerInit, WorkerMessage, WorkerQuestion } from './protocol.js';
 
 const init = workerData as WorkerInit;
@@ -28,6 +29,23 @@ async function main(): Promise<void> {
   const control = init.control === null ? null : new ControlReplicas(init.control, systemClock, { token: init.token });
   const accessLog = init.accessLog === null ? null : openAccessLog(init.accessLog);
   const audit = init.auditLog === null ? null : openAuditLog(init.auditLog);
+  // mTLS: the certificates through the main thread, which holds the join token (ca.ts).
+  let nextCa = 0;
+  const caPending = new Map<number, { resolve: (a: CaAnswer) => void; reject: (e: Error) => void }>();
+  const askCa = (question: CaQuestion) =>
+    new Promise<CaAnswer>((resolve, reject) => {
+      const id = ++nextCa;
+      caPending.set(id, { resolve, reject });
+      post({ type: 'ca', id, question });
+    });
+  port.on('message', (m: MainMessage) => {
+    if (m.type !== 'ca-reply') return;
+    const p = caPending.get(m.id);
+    caPending.delete(m.id);
+    if (m.ok) p?.resolve(m.value);
+    else p?.reject(new Error(m.error));
+  });
+  const mtls = init.mtls === null ? null : { ...init.mtls, source: new MainThreadCa(askCa) };
   const tracer = init.trace === null ? null : await startTracer(init.trace.url, init.trace.sampleRatio, init.id, logger);
   const proxy = new Proxy({
     accessLog,
@@ -41,6 +59,7 @@ async function main(): Promise<void> {
     logger,
     authzDefault: init.authzDefault,
     limits: init.limits,
+    mtls,
     reusePort: true,
     // The main thread asks the control plane to wake the service (once for all workers' requests).
     onColdStart: (service) => post({ type: 'cold-start', service }),
@@ -86,6 +105,7 @@ async function main(): Promise<void> {
   };
 
   port.on('message', (m: MainMessage) => {
+    if (m.type === 'ca-reply') return;
     if (m.type === 'tap') {
       taps.set(m.tap, proxy.tap.subscribe(m.filter, (record) => post({ type: 'tap-record', tap: m.tap, record })));
       return;
