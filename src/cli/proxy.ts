@@ -6,7 +6,8 @@ import { SkeinError } from '../core/errors.js';
 import type { WorkloadSpec } from '../proxy/proxy.js';
 import { controlOption, controlUrl } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { systemClock } from '../core/clock.js';
 import { PROXY_ID } from '../api/names.js';
 import { Announcer, proxyControlCall } from '../proxy/announce.js';
@@ -17,7 +18,13 @@ import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
 import { AUTHZ_DEFAULT_VALUES, type AuthzDefault } from '../api/authz/schema.js';
 import { PROXY_STATE_DEFAULTS, type ProxyStateFile } from '../api/proxy-state.js';
 import type { ControlReplicas } from '../discovery/control-replicas.js';
+import type { ControlCall } from '../proxy/tls/identities.js';
 import { formatDuration } from '../core/duration.js';
+import { startTracer } from '../proxy/workers/tracer.js';
+import { WORKERS_BOUNDS } from '../proxy/workers/protocol.js';
+import type { Logger } from 'pino';
+
+export { startTracer };
 
 /** Collects a repeatable flag's values. */
 export const repeat = (v: string, acc: string[]) => [...acc, v];
@@ -44,6 +51,15 @@ export function otlpUrl(v: string): string {
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new SkeinError('SKEIN_E_USAGE', `--trace-otlp must use http or https, got "${u.protocol}"`, { field: '--trace-otlp' });
   return u.href;
+}
+
+/** --workers N|auto: worker threads sharing the listeners (auto: one per core the process may use). */
+export function workersFlag(v: string): number {
+  const bounds = `${WORKERS_BOUNDS.min} to ${WORKERS_BOUNDS.max}`;
+  if (v === 'auto') return Math.min(WORKERS_BOUNDS.max, Math.max(WORKERS_BOUNDS.min, availableParallelism()));
+  const n = Number(v);
+  if (!/^\d{1,3}$/.test(v) || n < WORKERS_BOUNDS.min || n > WORKERS_BOUNDS.max) throw new SkeinError('SKEIN_E_USAGE', `--workers must be "auto" or a whole number from ${bounds}, got "${v.slice(0, 40)}"`, { field: '--workers' });
+  return n;
 }
 
 export const DEFAULT_ADMIN = '127.0.0.1:4191';
@@ -118,6 +134,7 @@ export function proxyCommand(): Command {
     .option('--state-dir <dir>', 'persist the last-known state (endpoints, service definitions and policies; certificates with mTLS) here, and serve from it when no control plane answers at start (static stability; e.g. /var/lib/skein/proxy); off by default')
     .option('--state-max-age <duration>', 'a persisted state older than this is not served', durationFlag('--state-max-age', 1000), PROXY_STATE_DEFAULTS.maxAgeMs)
     .option('--join-token <token>', 'a join token from the mesh CA (`skein ca token`), bound to the services of --workload; with --mtls strict or permissive (or SKEIN_JOIN_TOKEN)')
+    .option('--workers <n|auto>', `worker threads, each a proxy on the same listeners (SO_REUSEPORT: the kernel spreads connections), ${WORKERS_BOUNDS.min} to ${WORKERS_BOUNDS.max}, or auto (one per core); one admin server reports their sum (docs/proxy.md#workers)`, workersFlag, 1)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(
       async (o: {
@@ -149,6 +166,7 @@ export function proxyCommand(): Command {
         authzDefault: AuthzDefault;
         stateDir?: string;
         stateMaxAge: number;
+        workers: number;
       }) => {
         const specs = o.workload.map(parseWorkload);
         if (o.outbound !== undefined || specs.length === 0) specs.unshift({ name: 'default', outbound: parseHostPort(o.outbound ?? DEFAULT_OUTBOUND, '--outbound') });
@@ -170,6 +188,10 @@ export function proxyCommand(): Command {
         if (!PROXY_ID.test(id)) throw new SkeinError('SKEIN_E_USAGE', `--id: "${id}" must match ${PROXY_ID.source}`, { field: '--id' });
         const traceUrl = o.traceOtlp === undefined ? null : otlpUrl(o.traceOtlp);
         const tapRedact = parseHeaderNames(o.tapRedact, '--tap-redact');
+        if (o.workers > 1) {
+          // Not yet with workers: every worker would write the same state file.
+          if (o.stateDir !== undefined) throw new SkeinError('SKEIN_E_USAGE', `--workers ${o.workers}: not yet with --state-dir (every worker would write the same state); use --workers 1`, { field: '--workers' });
+        }
         const [{ default: pino }, { Proxy }, { startAdmin }, { openAccessLog }, { openAuditLog }] = await Promise.all([
           import('pino'),
           import('../proxy/proxy.js'),
@@ -180,6 +202,72 @@ export function proxyCommand(): Command {
         const logger = pino({ level: o.logLevel, base: { component: 'proxy' } });
         const [{ ControlReplicas }, { readState }] = await Promise.all([import('../discovery/control-replicas.js'), import('../proxy/state-file.js')]);
         const replicas = control === null ? null : new ControlReplicas(control, systemClock, { token: o.token ?? null });
+        const adminOpts = { tapRedact, tapLimits: { maxTaps: o.maxTaps, stallTimeoutMs: o.tapStallTimeout }, insecure: o.insecureAdmin === true };
+        if (o.workers > 1) {
+          const [{ ProxyWorkers }, { Identities }, { controlCallOf }] = await Promise.all([import('../proxy/workers.js'), import('../proxy/tls/identities.js'), import('../proxy/workers/ca.js')]);
+          // mTLS: the main thread spends the join token on certificates of its own, which prove the workers' (src/proxy/workers/ca.ts).
+          const mtls = o.mtls === 'off' ? null : await meshCa(replicas, o.joinToken ?? process.env['SKEIN_JOIN_TOKEN'], o.mtls, null, logger);
+          const ids =
+            mtls === null
+              ? null
+              : new Identities({
+                  source: mtls.source,
+                  trustDomain: mtls.trustDomain,
+                  clock: systemClock,
+                  ticketKeys: randomBytes(48),
+                  onEvent: (e) => logger[e.type === 'renewal-failed' || e.type === 'trust-poll-failed' ? 'warn' : 'info']({ event: e }, 'main thread certificate (proves the workers\' certificates)'),
+                });
+          await ids?.obtain(specs.map((s) => s.service ?? s.name));
+          ids?.startTrustPolling();
+          const viaCertificate = () => controlCallOf(ids);
+          let failed: ((why: string) => void) | null = null;
+          const workers = await ProxyWorkers.start({
+            count: o.workers,
+            clock: systemClock,
+            logger,
+            init: {
+              id,
+              logLevel: o.logLevel,
+              workloads: specs,
+              control,
+              token: o.token ?? null,
+              domain: o.domain,
+              requestMetrics: o.metrics === 'on',
+              authzDefault: o.authzDefault,
+              limits: { maxHeadBytes: o.maxHead, headersTimeoutMs: o.headerTimeout, idleTimeoutMs: o.idleTimeout, upstreamIdleTimeoutMs: o.upstreamIdleTimeout, connectTimeoutMs: o.connectTimeout, maxConnections: o.maxConnections },
+              accessLog: o.accessLog === 'off' ? null : o.accessLog,
+              auditLog: o.auditLog === 'off' ? null : o.auditLog,
+              trace: traceUrl === null ? null : { url: traceUrl, sampleRatio: o.traceSample },
+              mtls: mtls === null ? null : { trustDomain: mtls.trustDomain, mode: mtls.mode, info: mtls.info },
+            },
+            ca: mtls === null || ids === null ? null : { source: mtls.source, identities: ids },
+            onColdStart: control === null ? undefined : wake(replicas, o.token ?? null, viaCertificate, logger),
+            onExit: (worker, code) => failed?.(`proxy worker ${worker} exited with ${code}`),
+          }).catch((e: unknown) => {
+            ids?.stop();
+            throw e;
+          });
+          let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
+          try {
+            adminServer = admin === null ? null : await startAdmin(workers, admin, adminOpts);
+          } catch (e) {
+            await workers.stop(0);
+            ids?.stop();
+            throw e;
+          }
+          const workloads = () => workers.workloadInfo().map((w) => (ids === null ? w : { ...w, tls: ids.report(w.service) }));
+          const announcer = replicas === null || adminServer === null ? null : new Announcer({ control: replicas, id, admin: adminServer.address, workloads, logger, token: o.token ?? null, viaCertificate });
+          announcer?.start();
+          logger.info({ id, admin: adminServer?.address ?? null, control, workers: workers.workers, workloads: workers.workloadInfo(), tracing: traceUrl }, 'proxy ready');
+          await untilStopped(logger, [() => announcer?.stop(), () => workers.stop(5000), () => adminServer?.close(), () => ids?.stop()], (stop) => {
+            failed = (why) => {
+              logger.error({ err: why }, 'a proxy worker failed: stopping the proxy');
+              process.exitCode = 1;
+              stop('worker-exit');
+            };
+          });
+          return;
+        }
         // The persisted state, checked now (corrupt, another mesh, too old: refused, said once).
         let loaded: ProxyStateFile | null = null;
         if (o.stateDir !== undefined && control !== null) {
@@ -206,16 +294,7 @@ export function proxyCommand(): Command {
           mtls,
           authzDefault: o.authzDefault,
           // A request held for a service scaled to zero: ask the control plane (skein up's runtime) to wake it.
-          onColdStart:
-            control === null
-              ? undefined
-              : (service) => {
-                  proxyControlCall({ control: replicas ?? undefined, token: o.token ?? null, viaCertificate: () => proxy.controlCall() }, 'POST', `/v1/mesh/services/${encodeURIComponent(service)}/wake`, {}, AbortSignal.timeout(5000))
-                    .then((r) => {
-                      if (r.status >= 300) logger.warn({ service, status: r.status, answer: r.text.slice(0, 300) }, 'the control plane did not wake the service');
-                    })
-                    .catch((e: unknown) => logger.warn({ service, err: (e as Error).message }, 'could not ask the control plane to wake the service'));
-                },
+          onColdStart: control === null ? undefined : wake(replicas, o.token ?? null, (): ControlCall | null => proxy.controlCall(), logger),
           limits: {
             maxHeadBytes: o.maxHead,
             headersTimeoutMs: o.headerTimeout,
@@ -233,7 +312,7 @@ export function proxyCommand(): Command {
           if (kept.length > 0) logger.info({ services: kept }, 'certificates restored from the proxy state (renewed when the CA answers)');
           await proxy.identities?.obtain(specs.map((s) => s.service ?? s.name));
           for (const s of specs) await proxy.addWorkload(s);
-          adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact, tapLimits: { maxTaps: o.maxTaps, stallTimeoutMs: o.tapStallTimeout }, insecure: o.insecureAdmin === true });
+          adminServer = admin === null ? null : await startAdmin(proxy, admin, adminOpts);
         } catch (e) {
           await proxy.stop(0);
           await adminServer?.close();
@@ -243,25 +322,47 @@ export function proxyCommand(): Command {
         const announcer = replicas === null || adminServer === null ? null : new Announcer({ control: replicas, id, admin: adminServer.address, workloads: () => proxy.workloadInfo(), logger, token: o.token ?? null, viaCertificate: () => proxy.controlCall() });
         announcer?.start();
         logger.info({ id, admin: adminServer?.address ?? null, control, workloads: proxy.workloadInfo(), tracing: traceUrl }, 'proxy ready');
-        await new Promise<void>((resolve) => {
-          const stop = (sig: string) => {
-            logger.info({ signal: sig }, 'draining');
-            Promise.resolve(announcer?.stop())
-              .then(() => proxy.stop(5000))
-              .then(() => adminServer?.close())
-              .then(() => tracer?.shutdown())
-              .then(() => accessLog?.close())
-              .then(() => audit?.close())
-              .then(resolve, (e: unknown) => {
-                logger.error({ err: e }, 'shutdown failed');
-                resolve();
-              });
-          };
-          process.once('SIGINT', () => stop('SIGINT'));
-          process.once('SIGTERM', () => stop('SIGTERM'));
-        });
+        await untilStopped(logger, [() => announcer?.stop(), () => proxy.stop(5000), () => adminServer?.close(), () => tracer?.shutdown(), () => accessLog?.close(), () => audit?.close()]);
       },
     );
+}
+
+/** A request held for a service scaled to zero: ask the control plane (skein up's runtime) to wake it. */
+function wake(replicas: ControlReplicas | null, token: string | null, viaCertificate: () => ControlCall | null, logger: Logger): (service: string) => void {
+  return (service) => {
+    proxyControlCall({ control: replicas ?? undefined, token, viaCertificate }, 'POST', `/v1/mesh/services/${encodeURIComponent(service)}/wake`, {}, AbortSignal.timeout(5000))
+      .then((r) => {
+        if (r.status >= 300) logger.warn({ service, status: r.status, answer: r.text.slice(0, 300) }, 'the control plane did not wake the service');
+      })
+      .catch((e: unknown) => logger.warn({ service, err: (e as Error).message }, 'could not ask the control plane to wake the service'));
+  };
+}
+
+/**
+ * Runs until SIGINT or SIGTERM (or `onStop`'s stop is called), then the shutdown steps in order.
+ * A step that fails is logged, and the rest are skipped.
+ */
+function untilStopped(logger: Logger, steps: ReadonlyArray<() => unknown>, onStop?: (stop: (why: string) => void) => void): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (why: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal: why }, 'draining');
+      steps
+        .reduce<Promise<unknown>>((p, step) => p.then(() => step()), Promise.resolve())
+        .then(
+          () => resolve(),
+          (e: unknown) => {
+            logger.error({ err: e }, 'shutdown failed');
+            resolve();
+          },
+        );
+    };
+    onStop?.(stop);
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
 }
 
 /**
@@ -302,39 +403,4 @@ async function meshCa(control: ControlReplicas | null, token: string | undefined
     info = kept.ca;
   }
   return { source, trustDomain: info.trustDomain, mode, info };
-}
-
-/** The proxy's tracer (loaded only when tracing is on): spans per hop and attempt to an OTLP/HTTP collector. */
-export async function startTracer(endpoint: string, sampleRatio: number, id: string, logger: { warn(obj: object, msg: string): void }) {
-  const { createProxyTracer } = await import('../telemetry/trace.js');
-  // The OpenTelemetry SDKs' variable for the batch delay, honoured here too.
-  const delay = process.env['OTEL_BSP_SCHEDULE_DELAY'];
-  if (delay !== undefined && !(/^\d{1,6}$/.test(delay) && Number(delay) >= 1)) {
-    throw new SkeinError('SKEIN_E_USAGE', `OTEL_BSP_SCHEDULE_DELAY must be a whole number of milliseconds from 1 to 999999, got "${delay.slice(0, 40)}"`, { field: 'OTEL_BSP_SCHEDULE_DELAY' });
-  }
-  return createProxyTracer({
-    ...(delay === undefined ? {} : { exportIntervalMs: Number(delay) }),
-    endpoint,
-    serviceName: 'skein-proxy',
-    sampleRatio,
-    exportTimeoutMs: 2000,
-    resource: { 'service.instance.id': id },
-    onExportError: exportWarning(logger, endpoint),
-  });
-}
-
-/** Export failures as warnings, at most one a minute (a collector that is down fails every batch). */
-function exportWarning(logger: { warn(obj: object, msg: string): void }, endpoint: string): (e: Error) => void {
-  let last = -Infinity;
-  let missed = 0;
-  return (e) => {
-    const now = Date.now();
-    if (now - last < 60_000) {
-      missed++;
-      return;
-    }
-    last = now;
-    logger.warn({ endpoint, err: e.message, failuresSinceLastWarning: missed }, 'trace export failed');
-    missed = 0;
-  };
 }

@@ -12,6 +12,9 @@
  * endpoints only to this host (the peer is a loopback address, or the address it listens on),
  * unless `insecure` (`--insecure-admin`) opens them too: no TLS, no tokens, and taps show headers
  * and bodies.
+ *
+ * It answers from an `AdminView`: one Proxy's (`proxyView`), or, with `skein proxy --workers N`,
+ * the sum of the worker threads' proxies (src/proxy/workers.ts): the routes are written once, here.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -20,9 +23,50 @@ import type { Clock } from '../core/clock.js';
 import { ERROR_CODES, SkeinError, type ErrorCode } from '../core/errors.js';
 import { foreignHost, isLoopbackAddress } from '../core/loopback-host.js';
 import { PROXY_TAP_LIMITS, redactHeaders, type TapLimits, type TapRecord } from '../api/tap.js';
-import type { Proxy } from './proxy.js';
-import { TapStreams } from './tap.js';
+import type { Proxy, ViewSource } from './proxy.js';
+import { TapStreams, type TapFilter } from './tap.js';
 import { endpointKey } from '../discovery/endpoint.js';
+import type { StatsSnapshot } from '../api/stats.js';
+
+/** /ready's facts: whether the proxy can route, and where its view comes from. */
+export interface Readiness {
+  readonly ready: boolean;
+  readonly source: ViewSource;
+  /** While stale: when the persisted state served was saved (ISO). */
+  readonly stateSavedAt: string | null;
+}
+
+/**
+ * What the admin server answers from: one Proxy (`proxyView`), or the sum of the proxies of a
+ * proxy's worker threads (src/proxy/workers.ts).
+ */
+export interface AdminView {
+  /** The proxy's id (tap lines, /stats). */
+  readonly id: string;
+  readiness(): Promise<Readiness>;
+  /** /metrics: the Prometheus text format, or OpenMetrics when `accept` asks for it. */
+  exposition(accept: string | undefined): Promise<{ contentType: string; text: string }>;
+  /** /stats: every series' totals, and the events after `since`. */
+  stats(since: number): Promise<StatsSnapshot>;
+  debugEndpoints(): Promise<object>;
+  /** /picks: whether the proxy still routes `service` to the endpoint `key`. */
+  picks(service: string, key: string): Promise<boolean>;
+  /** A tap: `send` gets every finished request `filter` selects until the returned function is called. */
+  tap(filter: TapFilter, send: (r: TapRecord) => void): () => void;
+}
+
+/** The admin view of one Proxy. */
+export function proxyView(proxy: Proxy): AdminView {
+  return {
+    id: proxy.metrics.id,
+    readiness: () => Promise.resolve({ ready: proxy.ready, source: proxy.viewSource, stateSavedAt: proxy.stateSavedAt }),
+    exposition: (accept) => proxy.metrics.exposition(accept),
+    stats: (since) => Promise.resolve(proxy.metrics.snapshot(since)),
+    debugEndpoints: () => Promise.resolve(proxy.debugEndpoints()),
+    picks: (service, key) => Promise.resolve(proxy.hasEndpoint(service, key)),
+    tap: (filter, send) => proxy.tap.subscribe(filter, send),
+  };
+}
 
 const SERVICE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -65,7 +109,7 @@ function tapLine(r: TapRecord, proxyId: string, redact: ReadonlySet<string>): st
 }
 
 /** GET /tap?service=S[&headers=1][&bodies=1]: one JSON line per finished request to or from S, until the client leaves. */
-function tap(proxy: Proxy, taps: Taps, url: URL, req: IncomingMessage, res: ServerResponse): void {
+function tap(view: AdminView, taps: Taps, url: URL, req: IncomingMessage, res: ServerResponse): void {
   const bad = unknownParam(url, ['service', 'headers', 'bodies']);
   const service = url.searchParams.get('service');
   const headers = flag(url, 'headers');
@@ -84,9 +128,9 @@ function tap(proxy: Proxy, taps: Taps, url: URL, req: IncomingMessage, res: Serv
   res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache, no-store' });
   res.flushHeaders();
   res.socket?.setNoDelay(true);
-  const id = proxy.metrics.id;
+  const id = view.id;
   // A tap that cannot keep up misses requests (and is told how many) rather than growing the proxy's memory.
-  const unsubscribe = proxy.tap.subscribe({ service, headers, bodies }, (r) => stream.write(() => tapLine(r, id, taps.redact)));
+  const unsubscribe = view.tap({ service, headers, bodies }, (r) => stream.write(() => tapLine(r, id, taps.redact)));
   const stop = () => {
     unsubscribe();
     stream.close();
@@ -119,8 +163,17 @@ function fromThisHost(req: IncomingMessage): boolean {
   return isLoopbackAddress(peer) || peer === req.socket.localAddress;
 }
 
-export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions = {}): Promise<AdminServer> {
-  const id = proxy.metrics.id;
+/** An answer that failed: 500 SKEIN_E_INTERNAL naming why (a worker thread that did not answer, say). */
+function failed(res: ServerResponse): (e: unknown) => void {
+  return (e) => {
+    if (!res.headersSent) json(res, 500, { code: 'SKEIN_E_INTERNAL', message: (e as Error).message });
+    else res.destroy();
+  };
+}
+
+export async function startAdmin(source: Proxy | AdminView, at: HostPort, opts: AdminOptions = {}): Promise<AdminServer> {
+  const view: AdminView = 'readiness' in source ? source : proxyView(source);
+  const id = view.id;
   const streams = new TapStreams({
     limits: { ...PROXY_TAP_LIMITS, ...opts.tapLimits },
     missedLine: (n) => JSON.stringify({ missed: n, proxy: id, time: new Date().toISOString() }),
@@ -149,21 +202,20 @@ export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions 
         json(res, 200, { live: true });
         return;
       case '/ready':
-        if (proxy.ready && proxy.viewSource === 'stale') json(res, 200, { ready: true, source: 'stale', stateSavedAt: proxy.stateSavedAt, message: 'no control plane answers: serving the persisted state (--state-dir)' });
-        else if (proxy.ready) json(res, 200, { ready: true });
-        else json(res, 503, { ready: false, code: 'SKEIN_E_DISCOVERY_UNAVAILABLE', message: 'no snapshot from the control plane yet' });
+        view.readiness().then((r) => {
+          if (r.ready && r.source === 'stale') json(res, 200, { ready: true, source: 'stale', stateSavedAt: r.stateSavedAt, message: 'no control plane answers: serving the persisted state (--state-dir)' });
+          else if (r.ready) json(res, 200, { ready: true });
+          else json(res, 503, { ready: false, code: 'SKEIN_E_DISCOVERY_UNAVAILABLE', message: 'no snapshot from the control plane yet' });
+        }, failed(res));
         return;
       case '/metrics':
-        proxy.metrics.exposition(req.headers.accept).then(
-          ({ contentType, text }) => {
-            res.writeHead(200, { 'content-type': contentType });
-            res.end(text);
-          },
-          (e: unknown) => json(res, 500, { code: 'SKEIN_E_INTERNAL', message: (e as Error).message }),
-        );
+        view.exposition(req.headers.accept).then(({ contentType, text }) => {
+          res.writeHead(200, { 'content-type': contentType });
+          res.end(text);
+        }, failed(res));
         return;
       case '/debug/endpoints':
-        json(res, 200, proxy.debugEndpoints());
+        view.debugEndpoints().then((d) => json(res, 200, d), failed(res));
         return;
       case '/stats': {
         const bad = unknownParam(url, ['since']);
@@ -172,7 +224,7 @@ export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions 
           refuse(res, 'SKEIN_E_BAD_QUERY', bad ?? 'since must be an event sequence number (a whole number)', bad === null ? 'since' : undefined);
           return;
         }
-        json(res, 200, proxy.metrics.snapshot(Number(since)));
+        view.stats(Number(since)).then((s) => json(res, 200, s), failed(res));
         return;
       }
       case '/picks': {
@@ -184,11 +236,11 @@ export async function startAdmin(proxy: Proxy, at: HostPort, opts: AdminOptions 
           refuse(res, 'SKEIN_E_BAD_QUERY', bad, bad.startsWith('unknown') ? undefined : bad.split(' ')[0]);
           return;
         }
-        json(res, 200, { service, id, picks: proxy.hasEndpoint(service, endpointKey(service, id)) });
+        view.picks(service, endpointKey(service, id)).then((picks) => json(res, 200, { service, id, picks }), failed(res));
         return;
       }
       case '/tap':
-        tap(proxy, taps, url, req, res);
+        tap(view, taps, url, req, res);
         return;
       case '/debug/taps':
         json(res, 200, streams.stats());

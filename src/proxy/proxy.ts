@@ -144,6 +144,19 @@ export interface ProxyOptions {
    * POST /v1/mesh/services/{service}/wake). At most once a second per service while requests wait.
    */
   readonly onColdStart?: (service: string) => void;
+  /**
+   * Listen with SO_REUSEPORT (`skein proxy --workers N`: one Proxy per worker thread on the same
+   * ports, the kernel spreading new connections among them; src/proxy/workers.ts). Default false.
+   */
+  readonly reusePort?: boolean;
+}
+
+/** One listener's connections: open now, and accepted since it started (a worker's share: /debug/endpoints). */
+export interface ListenerConnections {
+  readonly workload: string;
+  readonly direction: Direction;
+  readonly open: number;
+  readonly accepted: number;
 }
 
 const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
@@ -164,6 +177,8 @@ class Listener implements ListenerContext {
   readonly authz: ServiceAuthz | null;
   readonly claimedCallers: boolean;
   draining = false;
+  /** Connections accepted since the listener started (refused ones too). */
+  accepted = 0;
   private readonly destinations = new Map<string, Destination>();
   readonly metrics: ListenerMetrics | null;
 
@@ -186,6 +201,7 @@ class Listener implements ListenerContext {
   }
 
   private accept(socket: Socket): void {
+    this.accepted++;
     if (this.draining) {
       socket.destroy();
       return;
@@ -270,7 +286,7 @@ class Listener implements ListenerContext {
       const onError = (e: NodeJS.ErrnoException) =>
         reject(new SkeinError('SKEIN_E_ADDRESS_IN_USE', `${this.workload} ${this.direction} listener: cannot listen on ${at.host}:${at.port}: ${e.code ?? e.message}`, { field: this.direction }));
       this.server.once('error', onError);
-      this.server.listen({ host: at.host, port: at.port }, () => {
+      this.server.listen({ host: at.host, port: at.port, reusePort: this.proxy.reusePort }, () => {
         this.server.off('error', onError);
         const a = this.server.address() as AddressInfo;
         resolve(`${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`);
@@ -322,6 +338,8 @@ export class Proxy {
   /** Randomness of calls: backoff jitter and fault injection. */
   readonly rng: Rng;
   readonly requestMetrics: boolean;
+  /** Listeners bind with SO_REUSEPORT (ProxyOptions.reusePort). */
+  readonly reusePort: boolean;
   private readonly clock: Clock;
   private readonly logger: Logger | undefined;
   private readonly services = new Map<string, ServiceClient>();
@@ -358,6 +376,7 @@ export class Proxy {
     this.tracer = opts.tracer ?? null;
     this.rng = opts.rng ?? Math.random;
     this.requestMetrics = opts.requestMetrics ?? true;
+    this.reusePort = opts.reusePort ?? false;
     this.domainSuffix = `.service.${opts.domain ?? 'skein'}`;
     this.metrics = new ProxyMetrics({
       connections: () => [...this.listeners()].map((l) => ({ workload: l.workload, direction: l.direction, open: l.conns.size })),
@@ -751,12 +770,17 @@ export class Proxy {
     });
   }
 
-  /** What the proxy believes about each service (the admin's /debug/endpoints). */
+  /** Each listener's connections: open now and accepted so far. */
+  connections(): ListenerConnections[] {
+    return [...this.listeners()].map((l) => ({ workload: l.workload, direction: l.direction, open: l.conns.size, accepted: l.accepted }));
+  }
+
   /** Requests in flight from this proxy's outbound listeners to `service`; null when it has no client for it. */
   inFlight(service: string): number | null {
     return this.services.get(service)?.traffic.active ?? null;
   }
 
+  /** What the proxy believes about each service (the admin's /debug/endpoints). */
   debugEndpoints(): object {
     const w = this.watch;
     const services: Record<string, object> = {};

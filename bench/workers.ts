@@ -1,0 +1,193 @@
+/**
+ * `skein proxy --workers 1` against `--workers 2` (issue 16, "every core"), side by side in one
+ * run, in alternating rounds, in front of the same node:http app, with bench/load.ts's closed loop:
+ *
+ *   node dist/bench/workers.js [--rounds 3] [--requests 30000] [--concurrency 32] [--fresh 1000] [--workers 2]
+ *
+ * Each round and layout: a fresh proxy (`--no-control`, one inbound listener), a warm-up, then
+ * - a closed loop of --requests over --concurrency keep-alive connections: requests/s and the
+ *   proxy's CPU per request (all its threads: /proc/PID/task/* /schedstat, bench/lib.ts), and
+ *   the connections per worker (GET /debug/endpoints);
+ * - --fresh requests on fresh connections (one request each, 16 at a time): the connections per
+ *   worker again, enough of them for the kernel's spread to show.
+ * Prints each round, then the medians as a table and a JSON line. No assertions: the figures
+ * and the machine go to docs/benchmarks.md ("Workers (issue 16)").
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { closedLoop, startOkBackend } from './load.js';
+import { ROOT, machine, otherCpuMeter, printResult, processCpuSeconds, round, runMain, stopChild, table, track, warnIfBusy } from './lib.js';
+
+const { values: o } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' },
+    requests: { type: 'string', default: '30000' },
+    concurrency: { type: 'string', default: '32' },
+    fresh: { type: 'string', default: '1000' },
+    workers: { type: 'string', default: '2' },
+  },
+  strict: true,
+});
+function int(v: string, flag: string, min = 1): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    process.stderr.write(`workers: ${flag} must be an integer of at least ${min}, got "${v}"\n`);
+    process.exit(2);
+  }
+  return n;
+}
+const ROUNDS = int(o.rounds, '--rounds');
+const REQUESTS = int(o.requests, '--requests');
+const CONCURRENCY = int(o.concurrency, '--concurrency');
+const FRESH = int(o.fresh, '--fresh');
+const WORKERS = int(o.workers, '--workers', 2);
+
+interface Started {
+  child: ChildProcess;
+  admin: string;
+  port: number;
+}
+
+async function startProxy(workers: number, appPort: number): Promise<Started> {
+  const child = track(
+    spawn(process.execPath, [join(ROOT, 'bin', 'skein.js'), 'proxy', '--no-control', '--workers', String(workers), '--admin', '127.0.0.1:0', '--workload', `name=app-1,service=app,inbound=127.0.0.1:0,app=127.0.0.1:${appPort}`, '--log-level', 'info', '--access-log', 'off'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }),
+  );
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (l) => {
+      if (!l.includes('"proxy ready"')) return;
+      const j = JSON.parse(l) as { admin: string; workloads: Array<{ inbound: string }> };
+      resolve({ child, admin: j.admin, port: Number(j.workloads[0]?.inbound.split(':').pop()) });
+    });
+    child.once('exit', (c) => reject(new Error(`the proxy exited with ${c}`)));
+  });
+}
+
+/** Connections each worker accepted so far ([] for a proxy without worker threads: it took them all). */
+async function acceptedPerWorker(admin: string): Promise<number[]> {
+  const d = (await (await fetch(`http://${admin}/debug/endpoints`)).json()) as { workers?: Array<{ connectionsAccepted: number }> };
+  return d.workers?.map((w) => w.connectionsAccepted) ?? [];
+}
+
+/** `n` requests, each on a fresh connection (`agent: false`), `lanes` at a time; the errors. */
+async function freshConnections(port: number, n: number, lanes = 16): Promise<number> {
+  let next = 0;
+  let errors = 0;
+  const one = () =>
+    new Promise<void>((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port, path: '/fresh', agent: false, headers: { host: 'app' } }, (res) => {
+        if (res.statusCode !== 200) errors++;
+        res.resume();
+        res.once('end', resolve);
+      });
+      req.once('error', () => {
+        errors++;
+        resolve();
+      });
+    });
+  await Promise.all(
+    Array.from({ length: lanes }, async () => {
+      while (next++ < n) await one();
+    }),
+  );
+  return errors;
+}
+
+interface Row {
+  workers: number;
+  reqPerSec: number;
+  cpuUs: number;
+  /** Keep-alive connections of the closed loop per worker. */
+  loopSplit: number[];
+  /** Fresh connections per worker. */
+  freshSplit: number[];
+  otherCpuPct: number;
+}
+
+const split = (xs: number[]) => {
+  const total = xs.reduce((a, b) => a + b, 0);
+  return xs.map((x) => Math.round((x / total) * 1000) / 10);
+};
+/** The largest deviation of a worker's share from an even one, in % of the even share. */
+const spreadPct = (xs: number[]) => {
+  const total = xs.reduce((a, b) => a + b, 0);
+  const even = total / xs.length;
+  return Math.round(Math.max(...xs.map((x) => Math.abs(x - even) / even)) * 1000) / 10;
+};
+
+runMain(async () => {
+  const info = machine();
+  warnIfBusy(info);
+  const backend = await startOkBackend();
+  const app = track(backend.child);
+  const layouts = [1, WORKERS];
+  const rows: Row[] = [];
+  try {
+    const run = async (workers: number): Promise<Row> => {
+      const p = await startProxy(workers, backend.port);
+      try {
+        await closedLoop(p.port, 4000, CONCURRENCY); // warm-up (JIT, pools)
+        const pid = p.child.pid as number;
+        const other = otherCpuMeter([process.pid, app.pid as number, pid]);
+        const a0 = await acceptedPerWorker(p.admin);
+        const c0 = processCpuSeconds(pid);
+        const t0 = performance.now();
+        const errors = await closedLoop(p.port, REQUESTS, CONCURRENCY);
+        const secs = (performance.now() - t0) / 1000;
+        const c1 = processCpuSeconds(pid);
+        const a1 = await acceptedPerWorker(p.admin);
+        const freshErrors = await freshConnections(p.port, FRESH);
+        const f1 = await acceptedPerWorker(p.admin);
+        const otherCpuPct = other.stop();
+        if (errors + freshErrors > 0) process.stdout.write(`WARNING: ${errors + freshErrors} requests failed (--workers ${workers})\n`);
+        return {
+          workers,
+          reqPerSec: REQUESTS / secs,
+          cpuUs: ((c1 - c0) * 1e6) / REQUESTS,
+          loopSplit: workers === 1 ? [CONCURRENCY] : a1.map((x, i) => x - (a0[i] as number)),
+          freshSplit: workers === 1 ? [FRESH] : f1.map((x, i) => x - (a1[i] as number)),
+          otherCpuPct,
+        };
+      } finally {
+        await stopChild(p.child, 10_000);
+      }
+    };
+    for (let r = 1; r <= ROUNDS; r++) {
+      for (const workers of r % 2 === 1 ? layouts : [...layouts].reverse()) {
+        const x = await run(workers);
+        rows.push(x);
+        process.stdout.write(
+          `round ${r} --workers ${workers}: ${round(x.reqPerSec)} req/s, ${round(x.cpuUs)} µs CPU/req; connections per worker: keep-alive ${x.loopSplit.join('/')}, fresh ${x.freshSplit.join('/')} (${split(x.freshSplit).join('/')}%); other procs ${round(x.otherCpuPct)}% of a core\n`,
+        );
+      }
+    }
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+    const summary = layouts.map((workers) => {
+      const rs = rows.filter((x) => x.workers === workers);
+      const fresh = rs[0]!.freshSplit.map((_, i) => rs.reduce((n, x) => n + (x.freshSplit[i] ?? 0), 0));
+      return {
+        workers,
+        reqPerSec: round(med(rs.map((x) => x.reqPerSec))),
+        cpuUs: round(med(rs.map((x) => x.cpuUs))),
+        freshSplitPct: split(fresh),
+        freshSpreadPct: spreadPct(fresh),
+        loopSpreadPct: round(med(rs.map((x) => spreadPct(x.loopSplit)))),
+      };
+    });
+    const [one, many] = summary as [(typeof summary)[number], (typeof summary)[number]];
+    const ratios = { cpuPerRequest: round(many.cpuUs / one.cpuUs, 3), reqPerSec: round(many.reqPerSec / one.reqPerSec, 3) };
+    table(
+      `Medians of ${ROUNDS} round(s), ${REQUESTS} requests over ${CONCURRENCY} keep-alive connections, ${FRESH} fresh connections, ${info.cpus} CPUs, Node ${process.version}`,
+      ['layout', 'req/s', 'CPU µs/req', 'fresh conns per worker', 'spread (fresh)', 'spread (keep-alive)'],
+      summary.map((s) => [`--workers ${s.workers}`, s.reqPerSec, s.cpuUs, s.freshSplitPct.map((p) => `${p}%`).join(' / '), `±${s.freshSpreadPct}%`, `±${s.loopSpreadPct}%`]),
+    );
+    process.stdout.write(`--workers ${WORKERS} / --workers 1: CPU per request ${ratios.cpuPerRequest}x, requests/s ${ratios.reqPerSec}x\n`);
+    printResult('workers', { machine: info, options: { rounds: ROUNDS, requests: REQUESTS, concurrency: CONCURRENCY, fresh: FRESH, workers: WORKERS }, summary, ratios, rounds: rows });
+  } finally {
+    await stopChild(app, 5000);
+  }
+});

@@ -1,0 +1,368 @@
+/**
+ * `skein proxy --workers N`: one proxy on every core. The main thread keeps what there is one of
+ * per proxy (the admin server, the announcer, the control-plane replicas it announces to) and
+ * starts N worker threads (workers/worker.ts), each a full Proxy with the same workloads, whose
+ * listeners bind with SO_REUSEPORT on the same ports: the kernel spreads new connections among
+ * them. A port 0 is resolved by worker 0, which binds first; the others bind the port it got.
+ * Each worker watches the control plane itself (N watch streams per host).
+ *
+ * `ProxyWorkers` is the admin server's view of them all (admin.ts's `AdminView`): `/metrics` is
+ * prom-client's `AggregatorRegistry.aggregate` over every worker's registry (counters and
+ * histograms summed, gauges by their aggregator: summed unless it says otherwise; `process_*`
+ * taken from one worker, as every thread reads the same process); `/stats` sums the series by key
+ * and merges the workers' events under one sequence this thread assigns, so a scraper's
+ * `since=` keeps working; taps get every worker's lines; `/ready` is every worker ready,
+ * `/picks` any worker picks; `/debug/endpoints` is worker 0's view plus each worker's connections
+ * and requests. A worker that exits on its own is reported (`onExit`): the proxy stops.
+ */
+import { Worker } from 'node:worker_threads';
+import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
+import type { Logger } from 'pino';
+import { parseHostPort } from '../core/address.js';
+import type { Clock } from '../core/clock.js';
+import { SkeinError, ERROR_CODES, type ErrorCode } from '../core/errors.js';
+import type { StatsAuthz, StatsEvent, StatsSeries, StatsSnapshot } from '../api/stats.js';
+import type { TapRecord } from '../api/tap.js';
+import { exposition } from '../telemetry/exposition.js';
+import type { AdminView, Readiness } from './admin.js';
+import type { WorkloadInfo, WorkloadSpec } from './proxy.js';
+import type { TapFilter } from './tap.js';
+import { answerCa } from './workers/ca.js';
+import type { CertificateSource, Identities } from './tls/identities.js';
+import type { MainMessage, WorkerAnswer, WorkerFacts, WorkerInit, WorkerMessage, WorkerQuestion } from './workers/protocol.js';
+
+import { WORKERS_BOUNDS } from './workers/protocol.js';
+
+export { WORKERS_BOUNDS, type WorkerInit } from './workers/protocol.js';
+
+/** Events kept for the scraper (as a single proxy keeps them). */
+const MAX_EVENTS = 1000;
+
+// ---- summing (pure) ----
+
+type MutableSeries = { -readonly [K in keyof StatsSeries]: StatsSeries[K] } & { statuses: Record<string, number>; latency: { counts: number[]; sum: number } };
+
+const seriesKey = (s: StatsSeries) => `${s.direction}\u0000${s.workload}\u0000${s.source}\u0000${s.service}\u0000${s.route}\u0000${s.instance}\u0000${s.version ?? ''}`;
+
+/** The workers' series summed by key (listener, source, destination, route, instance, version): what one proxy would have counted. */
+export function sumSeries(snapshots: readonly Pick<StatsSnapshot, 'series'>[]): StatsSeries[] {
+  const byKey = new Map<string, MutableSeries>();
+  for (const snap of snapshots) {
+    for (const s of snap.series) {
+      const k = seriesKey(s);
+      const a = byKey.get(k);
+      if (a === undefined) {
+        byKey.set(k, { ...s, version: s.version ?? '', statuses: { ...s.statuses }, latency: { counts: [...s.latency.counts], sum: s.latency.sum }, mtls: s.mtls ?? 0 });
+        continue;
+      }
+      a.requests += s.requests;
+      a.failures += s.failures;
+      for (const [status, n] of Object.entries(s.statuses ?? {})) a.statuses[status] = (a.statuses[status] ?? 0) + n;
+      s.latency.counts.forEach((n, i) => (a.latency.counts[i] = (a.latency.counts[i] ?? 0) + n));
+      a.latency.sum += s.latency.sum;
+      a.requestBytes += s.requestBytes;
+      a.responseBytes += s.responseBytes;
+      a.mtls = (a.mtls ?? 0) + (s.mtls ?? 0);
+    }
+  }
+  return [...byKey.values()];
+}
+
+/** The workers' authorization counts summed by service, outcome and policy. */
+export function sumAuthz(snapshots: readonly Pick<StatsSnapshot, 'authz'>[]): StatsAuthz[] {
+  const byKey = new Map<string, StatsAuthz & { count: number }>();
+  for (const snap of snapshots) {
+    for (const c of snap.authz ?? []) {
+      const k = `${c.service}\u0000${c.outcome}\u0000${c.policy}`;
+      const a = byKey.get(k);
+      if (a === undefined) byKey.set(k, { ...c });
+      else a.count += c.count;
+    }
+  }
+  return [...byKey.values()];
+}
+
+/**
+ * The workers' events under one sequence: each worker's are taken once (after the last of its
+ * sequence seen) and numbered here, so `GET /stats?since=SEQ` means the same for every worker.
+ */
+export class EventFeed {
+  private readonly events: StatsEvent[] = [];
+  private readonly seen: number[] = [];
+  seq = 0;
+
+  /** The worker's own sequence up to which its events were taken (what to ask it `since`). */
+  after(worker: number): number {
+    return this.seen[worker] ?? 0;
+  }
+
+  /** Takes a worker's events newer than those taken before; `upTo`: its eventSeq. */
+  take(worker: number, events: readonly StatsEvent[], upTo: number): void {
+    const after = this.after(worker);
+    for (const e of events) if (e.seq > after) this.events.push({ ...e, seq: ++this.seq });
+    if (this.events.length > MAX_EVENTS) this.events.splice(0, this.events.length - MAX_EVENTS);
+    this.seen[worker] = Math.max(after, upTo);
+  }
+
+  since(seq: number): StatsEvent[] {
+    return this.events.filter((e) => e.seq > seq);
+  }
+}
+
+interface MetricJson {
+  name: string;
+  aggregator?: string;
+}
+
+/** One registry summing the workers' (`getMetricsAsJSON()` each): process-wide `process_*` metrics from the first. */
+export function aggregateMetrics(perWorker: readonly MetricJson[][]): Registry<PrometheusContentType> {
+  const marked = perWorker.map((list) => list.map((m) => (m.name.startsWith('process_') ? { ...m, aggregator: 'first' } : m)));
+  return AggregatorRegistry.aggregate<PrometheusContentType>(marked);
+}
+
+// ---- the worker threads ----
+
+export interface ProxyWorkersOptions {
+  /** Worker threads to start (2 to WORKERS_BOUNDS.max; 1 is a plain Proxy on the main thread). */
+  readonly count: number;
+  /** What each worker's Proxy is built from; `index` is set per worker. */
+  readonly init: Omit<WorkerInit, 'index'>;
+  readonly clock: Clock;
+  readonly logger?: Logger;
+  /** A worker held a request for a service scaled to zero. */
+  readonly onColdStart?: (service: string) => void;
+  /** mTLS on: the mesh CA and the main thread's identities, which answer the workers' certificate requests (workers/ca.ts). */
+  readonly ca?: { readonly source: CertificateSource; readonly identities: Identities } | null;
+  /** A worker exited while the proxy was not stopping (its code). */
+  readonly onExit?: (worker: number, code: number) => void;
+  /** How long a worker has to answer the admin server's question. Default 5000 ms. */
+  readonly askTimeoutMs?: number;
+  /** The worker script (tests); default workers/worker.js beside this file. */
+  readonly entry?: URL;
+}
+
+/** One worker thread and the questions waiting for its answers. */
+class WorkerThread {
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve: (v: WorkerAnswer) => void; reject: (e: Error) => void }>();
+  readonly exited: Promise<number>;
+
+  constructor(
+    readonly index: number,
+    readonly worker: Worker,
+    private readonly clock: Clock,
+    private readonly timeoutMs: number,
+  ) {
+    this.exited = new Promise((resolve) => worker.once('exit', resolve));
+    void this.exited.then(() => {
+      for (const p of this.pending.values()) p.reject(new Error(`proxy worker ${index} exited`));
+      this.pending.clear();
+    });
+  }
+
+  answered(m: Extract<WorkerMessage, { type: 'reply' }>): void {
+    const p = this.pending.get(m.id);
+    this.pending.delete(m.id);
+    if (m.ok) p?.resolve(m.value);
+    else p?.reject(new Error(`proxy worker ${this.index}: ${m.error}`));
+  }
+
+  ask<T extends WorkerAnswer>(q: WorkerQuestion extends infer Q ? (Q extends WorkerQuestion ? Omit<Q, 'id' | 'type'> : never) : never, timeoutMs = this.timeoutMs): Promise<T> {
+    const id = ++this.nextId;
+    return new Promise<T>((resolve, reject) => {
+      const timer = this.clock.setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`proxy worker ${this.index} did not answer "${q.what}" within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, {
+        resolve: (v) => {
+          timer.cancel();
+          resolve(v as T);
+        },
+        reject: (e) => {
+          timer.cancel();
+          reject(e);
+        },
+      });
+      this.post({ ...q, type: 'ask', id } as MainMessage);
+    });
+  }
+
+  post(m: MainMessage): void {
+    this.worker.postMessage(m);
+  }
+}
+
+/** The specs with the addresses worker 0 bound (ports 0 resolved), for the other workers. */
+function boundSpecs(specs: readonly WorkloadSpec[], infos: readonly WorkloadInfo[]): WorkloadSpec[] {
+  return specs.map((s) => {
+    const info = infos.find((i) => i.name === s.name);
+    if (info === undefined) throw new SkeinError('SKEIN_E_INTERNAL', `proxy worker 0 did not report workload "${s.name}"`);
+    return {
+      ...s,
+      outbound: info.outbound === null ? null : parseHostPort(info.outbound, `${s.name} outbound`),
+      inbound: info.inbound === null ? null : parseHostPort(info.inbound, `${s.name} inbound`),
+    };
+  });
+}
+
+/** The proxy's worker threads, seen by the admin server as one proxy. */
+export class ProxyWorkers implements AdminView {
+  readonly id: string;
+  private readonly startedAt: number;
+  private readonly feed = new EventFeed();
+  private readonly taps = new Map<number, (r: TapRecord) => void>();
+  private nextTap = 0;
+  private statsChain: Promise<unknown> = Promise.resolve();
+  private stopping = false;
+  private readonly threads: WorkerThread[] = [];
+  private infos: readonly WorkloadInfo[] = [];
+
+  private constructor(private readonly o: ProxyWorkersOptions) {
+    this.id = o.init.id;
+    this.startedAt = o.clock.now();
+  }
+
+  /** Starts worker 0, then the others on the ports it bound; rejects (every worker stopped) if one cannot start. */
+  static async start(o: ProxyWorkersOptions): Promise<ProxyWorkers> {
+    if (!Number.isInteger(o.count) || o.count < 2 || o.count > WORKERS_BOUNDS.max) {
+      throw new SkeinError('SKEIN_E_USAGE', `--workers: worker threads are 2 to ${WORKERS_BOUNDS.max}, got ${o.count}`, { field: '--workers' });
+    }
+    const pool = new ProxyWorkers(o);
+    try {
+      pool.infos = await pool.spawn(0, o.init.workloads);
+      const specs = boundSpecs(o.init.workloads, pool.infos);
+      const rest = await Promise.allSettled(Array.from({ length: o.count - 1 }, (_, i) => pool.spawn(i + 1, specs)));
+      const failed = rest.find((r) => r.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+    } catch (e) {
+      await pool.stop(0);
+      throw e;
+    }
+    return pool;
+  }
+
+  /** Starts worker `index` and resolves with its workloads once it listens (rejects with its error). */
+  private spawn(index: number, workloads: readonly WorkloadSpec[]): Promise<readonly WorkloadInfo[]> {
+    const init: WorkerInit = { ...this.o.init, index, workloads };
+    const worker = new Worker(this.o.entry ?? new URL('./workers/worker.js', import.meta.url), { workerData: init, stdout: false, stderr: false });
+    const t = new WorkerThread(index, worker, this.o.clock, this.o.askTimeoutMs ?? 5000);
+    this.threads.push(t);
+    return new Promise((resolve, reject) => {
+      let started = false;
+      worker.on('message', (m: WorkerMessage) => {
+        if (m.type === 'reply') t.answered(m);
+        else if (m.type === 'tap-record') this.taps.get(m.tap)?.(m.record);
+        else if (m.type === 'cold-start') this.o.onColdStart?.(m.service);
+        else if (m.type === 'ca') {
+          const ca = this.o.ca;
+          const answer = ca == null ? Promise.reject(new Error('mTLS is off in the main thread')) : answerCa(ca.source, ca.identities, m.question);
+          answer.then(
+            (value) => t.post({ type: 'ca-reply', id: m.id, ok: true, value }),
+            (e: unknown) => t.post({ type: 'ca-reply', id: m.id, ok: false, error: (e as Error).message }),
+          );
+        }
+        else if (m.type === 'ready') {
+          started = true;
+          resolve(m.workloads);
+        } else if (m.type === 'failed') {
+          const code: ErrorCode = m.code in ERROR_CODES ? (m.code as ErrorCode) : 'SKEIN_E_INTERNAL';
+          reject(new SkeinError(code, m.message, m.field === null ? {} : { field: m.field }));
+        }
+      });
+      worker.on('error', (e) => {
+        this.o.logger?.error({ worker: index, err: e }, 'proxy worker failed');
+        if (!started) reject(e);
+      });
+      void t.exited.then((code) => {
+        if (!started) reject(new SkeinError('SKEIN_E_INTERNAL', `proxy worker ${index} exited with ${code} before it listened`));
+        else if (!this.stopping) this.o.onExit?.(index, code);
+      });
+    });
+  }
+
+  /** The workloads as worker 0 bound them (every worker listens on the same addresses). */
+  workloadInfo(): WorkloadInfo[] {
+    return [...this.infos];
+  }
+
+  get workers(): number {
+    return this.threads.length;
+  }
+
+  private askAll<T extends WorkerAnswer>(q: Parameters<WorkerThread['ask']>[0]): Promise<T[]> {
+    return Promise.all(this.threads.map((t) => t.ask<T>(q)));
+  }
+
+  async readiness(): Promise<Readiness> {
+    const all = await this.askAll<Readiness>({ what: 'readiness' });
+    const source = all.some((r) => r.source === 'none') ? 'none' : all.some((r) => r.source === 'stale') ? 'stale' : 'live';
+    return { ready: all.every((r) => r.ready), source, stateSavedAt: all.find((r) => r.stateSavedAt !== null)?.stateSavedAt ?? null };
+  }
+
+  async exposition(accept: string | undefined): Promise<{ contentType: string; text: string }> {
+    const all = await this.askAll<MetricJson[]>({ what: 'metrics' });
+    return exposition(aggregateMetrics(all), accept);
+  }
+
+  /** One at a time: each takes the workers' new events once. */
+  stats(since: number): Promise<StatsSnapshot> {
+    const run = () => this.collectStats(since);
+    const next = this.statsChain.then(run, run);
+    this.statsChain = next.catch(() => undefined);
+    return next;
+  }
+
+  private async collectStats(since: number): Promise<StatsSnapshot> {
+    const snaps = await Promise.all(this.threads.map((t) => t.ask<StatsSnapshot>({ what: 'stats', since: this.feed.after(t.index) })));
+    snaps.forEach((s, i) => this.feed.take(i, s.events, s.eventSeq));
+    return {
+      proxy: { id: this.id, startedAt: this.startedAt },
+      at: this.o.clock.now(),
+      bounds: snaps[0]?.bounds ?? [],
+      series: sumSeries(snaps),
+      authz: sumAuthz(snaps),
+      events: this.feed.since(since),
+      eventSeq: this.feed.seq,
+    };
+  }
+
+  async debugEndpoints(): Promise<object> {
+    const [view, facts] = await Promise.all([this.threads[0]?.ask<object>({ what: 'debug' }) ?? {}, this.askAll<WorkerFacts>({ what: 'facts' })]);
+    return {
+      ...view,
+      workers: facts.map((f, i) => ({
+        worker: i,
+        connectionsAccepted: f.connections.reduce((n, c) => n + c.accepted, 0),
+        connectionsOpen: f.connections.reduce((n, c) => n + c.open, 0),
+        requests: f.requests,
+        listeners: f.connections,
+      })),
+    };
+  }
+
+  async picks(service: string, key: string): Promise<boolean> {
+    return (await this.askAll<boolean>({ what: 'picks', service, key })).some((p) => p);
+  }
+
+  tap(filter: TapFilter, send: (r: TapRecord) => void): () => void {
+    const id = ++this.nextTap;
+    this.taps.set(id, send);
+    for (const t of this.threads) t.post({ type: 'tap', tap: id, filter });
+    return () => {
+      if (!this.taps.delete(id)) return;
+      for (const t of this.threads) t.post({ type: 'untap', tap: id });
+    };
+  }
+
+  /** Every worker drains (up to `graceMs`) and ends. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.stopping = true;
+    await Promise.all(
+      this.threads.map(async (t) => {
+        await t.ask({ what: 'stop', graceMs }, graceMs + 5000).catch((e: unknown) => this.o.logger?.warn({ worker: t.index, err: (e as Error).message }, 'proxy worker did not stop cleanly'));
+        await t.worker.terminate();
+      }),
+    );
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * One worker thread of `skein proxy --workers N` (src/proxy/workers.ts): a full Proxy with every
+ * workload, its listeners bound with SO_REUSEPORT on the same ports as the other workers' (the
+ * kernel spreads new connections among them), its own watch stream to the control plane, access
+ * log, audit log and tracer. It answers the main thread's questions (the admin server's: metrics,
+ * /stats, /ready, /picks, /debug/endpoints, taps) over its MessagePort (protocol.ts).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { systemClock } from '../../core/clock.js';
+import { isSkeinError } from '../../core/errors.js';
+import { ControlReplicas } from '../../discovery/control-replicas.js';
+import { MainThreadCa, type CaAnswer, type CaQuestion } from './ca.js';
+import type { MainMessage, WorkerAnswer, WorkerFacts, WorkerInit, WorkerMessage, WorkerQuestion } from './protocol.js';
+
+const init = workerData as WorkerInit;
+if (parentPort === null) throw new Error('src/proxy/workers/worker.ts runs as a worker thread (src/proxy/workers.ts starts it)');
+const port = parentPort;
+const post = (m: WorkerMessage) => port.postMessage(m);
+
+async function main(): Promise<void> {
+  const [{ default: pino }, { Proxy }, { openAccessLog }, { openAuditLog }, { startTracer }] = await Promise.all([
+    import('pino'),
+    import('../proxy.js'),
+    import('../access-log.js'),
+    import('../../telemetry/audit-log.js'),
+    import('./tracer.js'),
+  ]);
+  const logger = pino({ level: init.logLevel, base: { component: 'proxy', worker: init.index } });
+  const control = init.control === null ? null : new ControlReplicas(init.control, systemClock, { token: init.token });
+  const accessLog = init.accessLog === null ? null : openAccessLog(init.accessLog);
+  const audit = init.auditLog === null ? null : openAuditLog(init.auditLog);
+  // mTLS: the certificates through the main thread, which holds the join token (ca.ts).
+  let nextCa = 0;
+  const caPending = new Map<number, { resolve: (a: CaAnswer) => void; reject: (e: Error) => void }>();
+  const askCa = (question: CaQuestion) =>
+    new Promise<CaAnswer>((resolve, reject) => {
+      const id = ++nextCa;
+      caPending.set(id, { resolve, reject });
+      post({ type: 'ca', id, question });
+    });
+  port.on('message', (m: MainMessage) => {
+    if (m.type !== 'ca-reply') return;
+    const p = caPending.get(m.id);
+    caPending.delete(m.id);
+    if (m.ok) p?.resolve(m.value);
+    else p?.reject(new Error(m.error));
+  });
+  const mtls = init.mtls === null ? null : { ...init.mtls, source: new MainThreadCa(askCa) };
+  const tracer = init.trace === null ? null : await startTracer(init.trace.url, init.trace.sampleRatio, init.id, logger);
+  const proxy = new Proxy({
+    accessLog,
+    audit,
+    id: init.id,
+    tracer,
+    requestMetrics: init.requestMetrics,
+    controlUrl: init.control,
+    control,
+    domain: init.domain,
+    logger,
+    authzDefault: init.authzDefault,
+    limits: init.limits,
+    mtls,
+    reusePort: true,
+    // The main thread asks the control plane to wake the service (once for all workers' requests).
+    onColdStart: (service) => post({ type: 'cold-start', service }),
+  });
+  try {
+    for (const s of init.workloads) await proxy.addWorkload(s);
+  } catch (e) {
+    await proxy.stop(0);
+    post({ type: 'failed', code: isSkeinError(e) ? e.code : 'SKEIN_E_INTERNAL', message: (e as Error).message, field: isSkeinError(e) ? (e.field ?? null) : null });
+    port.close();
+    return;
+  }
+  proxy.start();
+  const taps = new Map<number, () => void>();
+
+  const answer = async (q: WorkerQuestion): Promise<WorkerAnswer> => {
+    switch (q.what) {
+      case 'readiness':
+        return { ready: proxy.ready, source: proxy.viewSource, stateSavedAt: proxy.stateSavedAt };
+      case 'metrics':
+        return proxy.metrics.registry.getMetricsAsJSON();
+      case 'stats':
+        return proxy.metrics.snapshot(q.since);
+      case 'debug':
+        return proxy.debugEndpoints();
+      case 'picks':
+        return proxy.hasEndpoint(q.service, q.key);
+      case 'facts': {
+        let requests = 0;
+        for (const s of proxy.metrics.snapshot(Number.MAX_SAFE_INTEGER).series) requests += s.requests;
+        const facts: WorkerFacts = { connections: proxy.connections(), requests };
+        return facts;
+      }
+      case 'stop':
+        for (const off of taps.values()) off();
+        taps.clear();
+        await proxy.stop(q.graceMs);
+        await tracer?.shutdown();
+        await accessLog?.close();
+        await audit?.close();
+        return null;
+    }
+  };
+
+  port.on('message', (m: MainMessage) => {
+    if (m.type === 'ca-reply') return;
+    if (m.type === 'tap') {
+      taps.set(m.tap, proxy.tap.subscribe(m.filter, (record) => post({ type: 'tap-record', tap: m.tap, record })));
+      return;
+    }
+    if (m.type === 'untap') {
+      taps.get(m.tap)?.();
+      taps.delete(m.tap);
+      return;
+    }
+    answer(m).then(
+      (value) => {
+        post({ type: 'reply', id: m.id, ok: true, value });
+        if (m.what === 'stop') port.close();
+      },
+      (e: unknown) => post({ type: 'reply', id: m.id, ok: false, error: (e as Error).message }),
+    );
+  });
+  post({ type: 'ready', workloads: proxy.workloadInfo() });
+}
+
+main().catch((e: unknown) => {
+  post({ type: 'failed', code: isSkeinError(e) ? e.code : 'SKEIN_E_INTERNAL', message: (e as Error).message, field: isSkeinError(e) ? (e.field ?? null) : null });
+  port.close();
+});
