@@ -100,6 +100,9 @@ describe('mTLS between two skein proxy processes', () => {
     const m1 = await metrics(B);
     const d = (metricValue(m1, 'skein_proxy_inbound_connections_total', { kind: 'mtls' }) ?? 0) - (metricValue(m0, 'skein_proxy_inbound_connections_total', { kind: 'mtls' }) ?? 0);
     assert.ok(d >= 1, `B counted the connection as mTLS (${d})`);
+    // Its request too, on both sides: the caller's outbound hop and the callee's inbound one (the hop to the app is local).
+    const mtlsRequests = (m: string, direction: string) => metricValue(m, 'skein_proxy_mtls_requests_total', { direction, service: 'users' }) ?? 0;
+    assert.equal(mtlsRequests(m1, 'inbound') - mtlsRequests(m0, 'inbound'), 1, 'B: the inbound request was mTLS');
     // Each proxy holds a 24 h certificate for its service.
     const exp = metricValue(await metrics(A), 'skein_proxy_certificate_expiry_timestamp_seconds', { service: 'web', identity: idOf('web') }) ?? 0;
     const hours = (exp * 1000 - Date.now()) / 3_600_000;

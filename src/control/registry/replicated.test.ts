@@ -165,6 +165,9 @@ test('a replica whose watch fell behind a compaction is reset to the store: only
   assert.deepEqual(b.registry.listInstances('web').map((x) => x.instance.id), ['keep', 'new']);
 });
 
+/** A watch stream's sink that keeps what it is sent. */
+const collector = () => Object.assign(new EventEmitter(), { chunks: [] as string[], write(c: string) { this.chunks.push(c); return true; }, end() {}, destroy() {} });
+
 test('after a reset, every watch stream gets one fresh snapshot of the store, not the difference out of revision order', async () => {
   const log = new Log();
   const a = log.replica();
@@ -172,7 +175,7 @@ test('after a reset, every watch stream gets one fresh snapshot of the store, no
   await a.registry.register(inst('keep'));
   await a.registry.register(inst('gone'));
   const publisher = new Publisher({ registry: b.registry, clock: new ManualClock(), pingIntervalMs: 0 });
-  const sink = Object.assign(new EventEmitter(), { chunks: [] as string[], write(c: string) { this.chunks.push(c); return true; }, end() {}, destroy() {} });
+  const sink = collector();
   publisher.subscribe({ service: 'web', since: null, format: 'ndjson', sink });
   const subscribedAt = b.registry.revision;
   log.held.add(b.registry);
@@ -187,7 +190,7 @@ test('after a reset, every watch stream gets one fresh snapshot of the store, no
   assert.deepEqual(got[0]!.instances!.map((i) => i.id).sort(), ['aaa', 'keep', 'zzz']);
   assert.equal(publisher.resyncs, 1);
   // Resuming from before the reset gets a snapshot too (the history cannot tell the way).
-  const late = Object.assign(new EventEmitter(), { chunks: [] as string[], write(c: string) { this.chunks.push(c); return true; }, end() {}, destroy() {} });
+  const late = collector();
   publisher.subscribe({ service: 'web', since: subscribedAt, format: 'ndjson', sink: late });
   assert.deepEqual(late.chunks.map((c) => (JSON.parse(c) as { type: string }).type), ['snapshot']);
   publisher.close();

@@ -182,7 +182,8 @@ export class Exchange implements UpstreamHandler, CallDriver {
     }
     if (!up.reused) this.ds.ctx.counters.upstreamConnect(true);
     this.up = up;
-    this.ds.record.mtls = up.secure;
+    // Outbound, the hop between proxies is this connection; inbound it is the caller's (the hop to the app is local).
+    if (this.ds.ctx.direction === 'outbound') this.ds.record.mtls = up.secure;
     up.expect(this.o.isHead);
     const s = up.socket;
     const q = this.queue;
