@@ -145,14 +145,17 @@ describe('skein control on etcd: two replicas, one store', () => {
         const r = await fetch(`${cp.http}/v1/signals/services/sig?window=15m`, { headers: { authorization: `Bearer ${token}` } });
         return { status: r.status, servedBy: r.headers.get('x-skein-served-by'), body: (await r.json()) as { service: string; requests?: number } };
       };
-      // The warm-up counts too: 1 + 12 requests, each counted once, whoever is asked.
+      // The leader has scraped the proxy twice: what it counts from now on is every request (a
+      // proxy first scraped some seconds after it started is taken as a baseline, busy machines).
+      const scrapes = async (cp: ControlProcess) => metricValue(await (await fetch(`${cp.http}/metrics`)).text(), 'skein_signals_scrapes_total', { result: 'ok' }) ?? 0;
+      await waitFor(async () => (await scrapes(leader)) >= 2, { timeoutMs: 20_000, what: 'two scrapes of the proxy by the leader' });
+      const before = (await signals(follower)).body.requests ?? 0;
       for (let i = 0; i < 12; i++) assert.equal((await httpGet(out, `http://sig/r/${i}`)).status, 200);
-      await waitFor(async () => (await signals(follower)).body.requests === 13, { timeoutMs: 20_000, what: 'the 13 requests in the signals read through the follower' });
+      await waitFor(async () => (await signals(follower)).body.requests === before + 12, { timeoutMs: 20_000, what: `the 12 requests (on top of ${before}) in the signals read through the follower` });
       const [viaFollower, fromLeader] = await Promise.all([signals(follower), signals(leader)]);
       assert.deepEqual([viaFollower.status, viaFollower.servedBy], [200, leaderName], 'the follower forwarded the read to the leader');
-      assert.deepEqual([fromLeader.servedBy, fromLeader.body.requests], [leaderName, 13]);
+      assert.deepEqual([fromLeader.servedBy, fromLeader.body.requests], [leaderName, before + 12]);
       // Only the leader scraped: the follower's scraper never ran.
-      const scrapes = async (cp: ControlProcess) => metricValue(await (await fetch(`${cp.http}/metrics`)).text(), 'skein_signals_scrapes_total', { result: 'ok' }) ?? 0;
       const [ls, fs] = await Promise.all([scrapes(leader), scrapes(follower)]);
       assert.ok(ls >= 1, `the leader scraped (${ls} scrapes)`);
       assert.equal(fs, 0, 'the follower scraped nothing');
