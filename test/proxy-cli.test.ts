@@ -68,3 +68,45 @@ test('--no-control: an inbound listener forwards to its app without any control 
   const ready = await fetch(`${p.admin}/ready`);
   assert.equal(ready.status, 200, 'ready without a control plane: it needs no snapshot');
 });
+
+test('skein proxy starts itself with 4 MB semi-spaces, in the same process; a size the user gives wins', async () => {
+  const { spawn } = await import('node:child_process');
+  const { readFile } = await import('node:fs/promises');
+  const { createInterface } = await import('node:readline');
+  const { SKEIN_BIN } = await import('./helpers.js');
+  const { parseProxyReady } = await import('./proxy-helpers.js');
+  const app = http.createServer((_req, res) => res.end('ok'));
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+  const appPort = (app.address() as AddressInfo).port;
+  const run = async (env: NodeJS.ProcessEnv) => {
+    const child = spawn(process.execPath, [SKEIN_BIN, 'proxy', '--no-control', '--admin', '127.0.0.1:0', '--workload', `name=a,service=a,inbound=127.0.0.1:0,app=127.0.0.1:${appPort}`, '--log-level', 'info', '--access-log', 'off'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    try {
+      const ready = await new Promise<NonNullable<ReturnType<typeof parseProxyReady>>>((resolve, reject) => {
+        createInterface({ input: child.stdout }).on('line', (l) => {
+          const r = parseProxyReady(l);
+          if (r !== null) resolve(r);
+        });
+        child.once('exit', (code) => reject(new Error(`skein proxy exited with ${code}`)));
+      });
+      const inbound = ready.workloads[0]!.inbound!.port;
+      for (let i = 0; i < 300; i++) assert.equal((await httpGet(inbound, `/r${i}`)).status, 200);
+      const metrics = (await httpGet(ready.admin.port, '/metrics')).body;
+      const newSpace = Number(/^nodejs_heap_space_size_total_bytes\{space="new"\} (\d+)$/m.exec(metrics)?.[1]);
+      // The process spawned is the proxy (execve keeps the PID): its command line says how it runs.
+      const cmdline = (await readFile(`/proc/${child.pid}/cmdline`, 'utf8')).split('\0');
+      return { newSpace, cmdline };
+    } finally {
+      child.kill('SIGKILL');
+    }
+  };
+  try {
+    const ours = await run({});
+    assert.deepEqual(ours.cmdline.slice(0, 3), [process.execPath, '--max-semi-space-size=4', SKEIN_BIN]);
+    assert.equal(ours.newSpace, 8 * 1024 * 1024, 'two 4 MB semi-spaces');
+    const theirs = await run({ NODE_OPTIONS: '--max-semi-space-size=2' });
+    assert.ok(!theirs.cmdline.includes('--max-semi-space-size=4'), theirs.cmdline.join(' '));
+    assert.equal(theirs.newSpace, 4 * 1024 * 1024, 'the two 2 MB semi-spaces NODE_OPTIONS asked for');
+  } finally {
+    await new Promise((r) => app.close(r));
+  }
+});
