@@ -228,7 +228,12 @@ describe('--workers 2 with --mtls strict', () => {
       }
       const text = await (await fetch(`${b.admin}/metrics`)).text();
       assert.equal(metricValue(text, 'skein_proxy_requests_total', { service: 'users', direction: 'inbound' }), 40);
-      assert.equal(metricValue(text, 'skein_proxy_inbound_connections_total', { kind: 'mtls' }), 40, 'the 40 connections over mTLS, summed over B\'s workers');
+      // A's workers pool their connections to B (a request that finds an idle one reuses it): every
+      // connection B's workers accepted was mTLS, summed over them, and none was plaintext.
+      const accepted = ((await api(b.admin, 'GET', '/debug/endpoints')).body.workers as WorkerRow[]).reduce((n, w) => n + w.connectionsAccepted, 0);
+      assert.ok(accepted >= 2 && accepted <= 40, `B's workers accepted ${accepted} connections`);
+      assert.equal(metricValue(text, 'skein_proxy_inbound_connections_total', { kind: 'mtls' }), accepted, 'every connection B accepted was mTLS, summed over its workers');
+      assert.equal(metricValue(text, 'skein_proxy_inbound_connections_total', { kind: 'plaintext' }) ?? 0, 0);
       assert.ok((metricValue(text, 'skein_proxy_tls_refusals_total') ?? 0) === 0, 'no handshake refused');
     } finally {
       for (const c of cleanups) await Promise.resolve(c()).catch(() => {});
