@@ -60,6 +60,16 @@ export interface StatsAuthz {
 }
 
 /** Something the proxy saw happen to an endpoint: eject, return, breaker, active-check. */
+/** What makes a series one series (its labels): the key a scraper and a proxy's workers sum and diff by. */
+export function statsSeriesKey(s: StatsSeries): string {
+  return [s.direction, s.workload, s.source, s.service, s.route, s.instance, s.version ?? ''].join('\u0000');
+}
+
+/** What makes authorization counts one count: service, outcome and policy. */
+export function statsAuthzKey(a: StatsAuthz): string {
+  return [a.service, a.outcome, a.policy].join('\u0000');
+}
+
 export interface StatsEvent {
   readonly seq: number;
   readonly time: number;

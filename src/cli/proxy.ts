@@ -203,8 +203,9 @@ export function proxyCommand(): Command {
         const [{ ControlReplicas }, { readState }] = await Promise.all([import('../discovery/control-replicas.js'), import('../proxy/state-file.js')]);
         const replicas = control === null ? null : new ControlReplicas(control, systemClock, { token: o.token ?? null });
         const adminOpts = { tapRedact, tapLimits: { maxTaps: o.maxTaps, stallTimeoutMs: o.tapStallTimeout }, insecure: o.insecureAdmin === true };
+        const limits = { maxHeadBytes: o.maxHead, headersTimeoutMs: o.headerTimeout, idleTimeoutMs: o.idleTimeout, upstreamIdleTimeoutMs: o.upstreamIdleTimeout, connectTimeoutMs: o.connectTimeout, maxConnections: o.maxConnections };
         if (o.workers > 1) {
-          const [{ ProxyWorkers }, { Identities }, { controlCallOf }] = await Promise.all([import('../proxy/workers.js'), import('../proxy/tls/identities.js'), import('../proxy/workers/ca.js')]);
+          const [{ ProxyWorkers }, { Identities }] = await Promise.all([import('../proxy/workers.js'), import('../proxy/tls/identities.js')]);
           // mTLS: the main thread spends the join token on certificates of its own, which prove the workers' (src/proxy/workers/ca.ts).
           const mtls = o.mtls === 'off' ? null : await meshCa(replicas, o.joinToken ?? process.env['SKEIN_JOIN_TOKEN'], o.mtls, null, logger);
           const ids =
@@ -219,7 +220,7 @@ export function proxyCommand(): Command {
                 });
           await ids?.obtain(specs.map((s) => s.service ?? s.name));
           ids?.startTrustPolling();
-          const viaCertificate = () => controlCallOf(ids);
+          const viaCertificate = () => ids?.controlCall() ?? null;
           let failed: ((why: string) => void) | null = null;
           const workers = await ProxyWorkers.start({
             count: o.workers,
@@ -234,7 +235,7 @@ export function proxyCommand(): Command {
               domain: o.domain,
               requestMetrics: o.metrics === 'on',
               authzDefault: o.authzDefault,
-              limits: { maxHeadBytes: o.maxHead, headersTimeoutMs: o.headerTimeout, idleTimeoutMs: o.idleTimeout, upstreamIdleTimeoutMs: o.upstreamIdleTimeout, connectTimeoutMs: o.connectTimeout, maxConnections: o.maxConnections },
+              limits,
               accessLog: o.accessLog === 'off' ? null : o.accessLog,
               auditLog: o.auditLog === 'off' ? null : o.auditLog,
               trace: traceUrl === null ? null : { url: traceUrl, sampleRatio: o.traceSample },
@@ -295,14 +296,7 @@ export function proxyCommand(): Command {
           authzDefault: o.authzDefault,
           // A request held for a service scaled to zero: ask the control plane (skein up's runtime) to wake it.
           onColdStart: control === null ? undefined : wake(replicas, o.token ?? null, (): ControlCall | null => proxy.controlCall(), logger),
-          limits: {
-            maxHeadBytes: o.maxHead,
-            headersTimeoutMs: o.headerTimeout,
-            idleTimeoutMs: o.idleTimeout,
-            upstreamIdleTimeoutMs: o.upstreamIdleTimeout,
-            connectTimeoutMs: o.connectTimeout,
-            maxConnections: o.maxConnections,
-          },
+          limits,
         });
         let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
         try {

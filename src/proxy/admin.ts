@@ -231,9 +231,11 @@ export async function startAdmin(source: Proxy | AdminView, at: HostPort, opts: 
         // Whether this proxy still picks one endpoint: what a runtime draining it waits on (src/runtime/proxy-ack.ts).
         const service = url.searchParams.get('service') ?? '';
         const id = url.searchParams.get('id') ?? '';
-        const bad = unknownParam(url, ['service', 'id']) ?? (!SERVICE.test(service) ? 'service must be a service name' : id === '' || id.length > 256 ? 'id must be an instance id (1 to 256 characters)' : null);
+        const unknown = unknownParam(url, ['service', 'id']);
+        const [bad, field] =
+          unknown !== null ? [unknown, undefined] : !SERVICE.test(service) ? ['service must be a service name', 'service'] : id === '' || id.length > 256 ? ['id must be an instance id (1 to 256 characters)', 'id'] : [null, undefined];
         if (bad !== null) {
-          refuse(res, 'SKEIN_E_BAD_QUERY', bad, bad.startsWith('unknown') ? undefined : bad.split(' ')[0]);
+          refuse(res, 'SKEIN_E_BAD_QUERY', bad, field);
           return;
         }
         view.picks(service, endpointKey(service, id)).then((picks) => json(res, 200, { service, id, picks }), failed(res));

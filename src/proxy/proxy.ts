@@ -379,7 +379,7 @@ export class Proxy {
     this.reusePort = opts.reusePort ?? false;
     this.domainSuffix = `.service.${opts.domain ?? 'skein'}`;
     this.metrics = new ProxyMetrics({
-      connections: () => [...this.listeners()].map((l) => ({ workload: l.workload, direction: l.direction, open: l.conns.size })),
+      connections: () => this.connections(),
       idleUpstreams: () => this.pools.idleConnections(),
       endpoints: () => [...this.services.values()].map((s) => ({ service: s.service, count: s.balancer.set.size })),
       watchConnected: () => this.watch?.connected ?? false,
@@ -567,11 +567,7 @@ export class Proxy {
    * listener), for the proxy's own calls (its announcements); null while it holds none.
    */
   controlCall(): ControlCall | null {
-    const source = this.identities?.source;
-    const current = this.identities?.list()[0];
-    const request = source?.request?.bind(source);
-    if (request === undefined || current === undefined) return null;
-    return (method, path, body) => request(current, method, path, body);
+    return this.identities?.controlCall() ?? null;
   }
 
   /**

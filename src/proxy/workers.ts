@@ -21,7 +21,7 @@ import type { Logger } from 'pino';
 import { parseHostPort } from '../core/address.js';
 import type { Clock } from '../core/clock.js';
 import { SkeinError, ERROR_CODES, type ErrorCode } from '../core/errors.js';
-import type { StatsAuthz, StatsEvent, StatsSeries, StatsSnapshot } from '../api/stats.js';
+import { statsAuthzKey, statsSeriesKey, type StatsAuthz, type StatsEvent, type StatsSeries, type StatsSnapshot } from '../api/stats.js';
 import type { TapRecord } from '../api/tap.js';
 import { exposition } from '../telemetry/exposition.js';
 import type { AdminView, Readiness } from './admin.js';
@@ -29,9 +29,7 @@ import type { WorkloadInfo, WorkloadSpec } from './proxy.js';
 import type { TapFilter } from './tap.js';
 import { answerCa } from './workers/ca.js';
 import type { CertificateSource, Identities } from './tls/identities.js';
-import type { MainMessage, WorkerAnswer, WorkerFacts, WorkerInit, WorkerMessage, WorkerQuestion } from './workers/protocol.js';
-
-import { WORKERS_BOUNDS } from './workers/protocol.js';
+import { Pending, WORKERS_BOUNDS, type MainMessage, type WorkerAnswer, type WorkerFacts, type WorkerInit, type WorkerMessage, type WorkerQuestion } from './workers/protocol.js';
 
 export { WORKERS_BOUNDS, type WorkerInit } from './workers/protocol.js';
 
@@ -42,14 +40,12 @@ const MAX_EVENTS = 1000;
 
 type MutableSeries = { -readonly [K in keyof StatsSeries]: StatsSeries[K] } & { statuses: Record<string, number>; latency: { counts: number[]; sum: number } };
 
-const seriesKey = (s: StatsSeries) => `${s.direction}\u0000${s.workload}\u0000${s.source}\u0000${s.service}\u0000${s.route}\u0000${s.instance}\u0000${s.version ?? ''}`;
-
 /** The workers' series summed by key (listener, source, destination, route, instance, version): what one proxy would have counted. */
 export function sumSeries(snapshots: readonly Pick<StatsSnapshot, 'series'>[]): StatsSeries[] {
   const byKey = new Map<string, MutableSeries>();
   for (const snap of snapshots) {
     for (const s of snap.series) {
-      const k = seriesKey(s);
+      const k = statsSeriesKey(s);
       const a = byKey.get(k);
       if (a === undefined) {
         byKey.set(k, { ...s, version: s.version ?? '', statuses: { ...s.statuses }, latency: { counts: [...s.latency.counts], sum: s.latency.sum }, mtls: s.mtls ?? 0 });
@@ -73,7 +69,7 @@ export function sumAuthz(snapshots: readonly Pick<StatsSnapshot, 'authz'>[]): St
   const byKey = new Map<string, StatsAuthz & { count: number }>();
   for (const snap of snapshots) {
     for (const c of snap.authz ?? []) {
-      const k = `${c.service}\u0000${c.outcome}\u0000${c.policy}`;
+      const k = statsAuthzKey(c);
       const a = byKey.get(k);
       if (a === undefined) byKey.set(k, { ...c });
       else a.count += c.count;
@@ -143,8 +139,7 @@ export interface ProxyWorkersOptions {
 
 /** One worker thread and the questions waiting for its answers. */
 class WorkerThread {
-  private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (v: WorkerAnswer) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Pending<WorkerAnswer>();
   readonly exited: Promise<number>;
 
   constructor(
@@ -154,38 +149,18 @@ class WorkerThread {
     private readonly timeoutMs: number,
   ) {
     this.exited = new Promise((resolve) => worker.once('exit', resolve));
-    void this.exited.then(() => {
-      for (const p of this.pending.values()) p.reject(new Error(`proxy worker ${index} exited`));
-      this.pending.clear();
-    });
+    void this.exited.then(() => this.pending.failAll(`proxy worker ${index} exited`));
   }
 
   answered(m: Extract<WorkerMessage, { type: 'reply' }>): void {
-    const p = this.pending.get(m.id);
-    this.pending.delete(m.id);
-    if (m.ok) p?.resolve(m.value);
-    else p?.reject(new Error(`proxy worker ${this.index}: ${m.error}`));
+    this.pending.settle(m.id, m.ok ? m : { ok: false, error: `proxy worker ${this.index}: ${m.error}` });
   }
 
   ask<T extends WorkerAnswer>(q: WorkerQuestion extends infer Q ? (Q extends WorkerQuestion ? Omit<Q, 'id' | 'type'> : never) : never, timeoutMs = this.timeoutMs): Promise<T> {
-    const id = ++this.nextId;
-    return new Promise<T>((resolve, reject) => {
-      const timer = this.clock.setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`proxy worker ${this.index} did not answer "${q.what}" within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, {
-        resolve: (v) => {
-          timer.cancel();
-          resolve(v as T);
-        },
-        reject: (e) => {
-          timer.cancel();
-          reject(e);
-        },
-      });
-      this.post({ ...q, type: 'ask', id } as MainMessage);
-    });
+    const { id, answer } = this.pending.add();
+    const timer = this.clock.setTimeout(() => this.pending.settle(id, { ok: false, error: `proxy worker ${this.index} did not answer "${q.what}" within ${timeoutMs} ms` }), timeoutMs);
+    this.post({ ...q, type: 'ask', id } as MainMessage);
+    return answer.finally(() => timer.cancel()) as Promise<T>;
   }
 
   post(m: MainMessage): void {

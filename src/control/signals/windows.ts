@@ -40,7 +40,7 @@
 import { systemClock, type Clock } from '../../core/clock.js';
 import { SkeinError } from '../../core/errors.js';
 import type { Direction, StatsSeries, StatsSnapshot } from '../../api/stats.js';
-import { AUTHZ_OUTCOMES, type AuthzOutcome, type StatsAuthz } from '../../api/stats.js';
+import { AUTHZ_OUTCOMES, statsAuthzKey, statsSeriesKey, type AuthzOutcome, type StatsAuthz } from '../../api/stats.js';
 import { noAuthzDecisions, WINDOWS, type Latency, type SeriesPoint, type SignalWindow, type WireAuthz } from '../../api/signals.js';
 import { CONTROL_DEFAULTS } from '../../api/control.js';
 
@@ -258,7 +258,7 @@ interface ProxyState {
   startedAt: number;
   lastIngest: number;
   series: Map<string, Counters>;
-  /** Authorization decisions by `authzKey`. */
+  /** Authorization decisions by `statsAuthzKey`. */
   authz: Map<string, number>;
 }
 
@@ -270,9 +270,7 @@ function parseKey(k: string): { dim: Dim; dir: Direction; a: string; b: string }
   const [dim, dir, a, b] = k.split(SEP) as [Dim, Direction, string, string];
   return { dim, dir, a, b };
 }
-const seriesKey = (s: StatsSeries) => [s.direction, s.workload, s.source, s.service, s.route, s.instance, s.version ?? ''].join(SEP);
 const AUTHZ_SEP = '\u0001';
-const authzKey = (a: StatsAuthz) => [a.service, a.outcome, a.policy].join(SEP);
 
 const QUANTILES = [0.5, 0.95, 0.99] as const;
 
@@ -436,7 +434,7 @@ export class SignalStore {
     for (let j = span - 1; j >= 0; j--) slots.push([this.fine.slotFor(no - j), this.coarse.slotFor(Math.floor((no - j) / this.coarse.ratio))]);
     let requests = 0;
     for (const s of snap.series) {
-      const k = seriesKey(s);
+      const k = statsSeriesKey(s);
       const cur: Counters = { requests: s.requests, failures: s.failures, counts: s.latency.counts, latencySum: s.latency.sum, requestBytes: s.requestBytes, responseBytes: s.responseBytes, mtls: s.mtls ?? 0 };
       series.set(k, cur);
       if (mode === 'baseline') continue;
@@ -453,7 +451,7 @@ export class SignalStore {
     // Authorization decisions: counted per service, outcome and policy, spread like the requests.
     const authz = new Map<string, number>();
     for (const a of snap.authz ?? []) {
-      const k = authzKey(a);
+      const k = statsAuthzKey(a);
       authz.set(k, a.count);
       if (mode === 'baseline') continue;
       const n = a.count - (mode === 'delta' ? (prev?.authz.get(k) ?? 0) : 0);
@@ -803,7 +801,7 @@ const AUTHZ_FIELD: Readonly<Record<AuthzOutcome, 'allowed' | 'denied' | 'dryRunD
 
 /** Any authorization count lower than before: the proxy restarted. */
 function authzWentDown(prev: Map<string, number>, authz: readonly StatsAuthz[]): boolean {
-  return authz.some((a) => a.count < (prev.get(authzKey(a)) ?? 0));
+  return authz.some((a) => a.count < (prev.get(statsAuthzKey(a)) ?? 0));
 }
 
 function cmp(a: string, b: string): number {
@@ -813,7 +811,7 @@ function cmp(a: string, b: string): number {
 /** Any counter of any series lower than before: the proxy restarted (or reset its counters). */
 function wentDown(prev: Map<string, Counters>, series: readonly StatsSeries[]): boolean {
   for (const s of series) {
-    const p = prev.get(seriesKey(s));
+    const p = prev.get(statsSeriesKey(s));
     if (p === undefined) continue;
     if (s.requests < p.requests || s.failures < p.failures || s.requestBytes < p.requestBytes || s.responseBytes < p.responseBytes || (s.mtls ?? 0) < p.mtls) return true;
     for (let i = 0; i < s.latency.counts.length; i++) if ((s.latency.counts[i] ?? 0) < (p.counts[i] ?? 0)) return true;

@@ -238,6 +238,17 @@ export class Identities {
     return this.held.get(service);
   }
 
+  /**
+   * The control plane's API authenticated by the first certificate held (over its mTLS listener),
+   * for the proxy's own calls (its announcements); null while none is held.
+   */
+  controlCall(): ControlCall | null {
+    const request = this.o.source.request?.bind(this.o.source);
+    const current = this.list()[0];
+    if (request === undefined || current === undefined) return null;
+    return (method, path, body) => request(current, method, path, body);
+  }
+
   list(): Credential[] {
     return [...this.held.values()];
   }

@@ -60,12 +60,3 @@ export async function answerCa(source: CertificateSource, identities: Identities
       return source.request(proof(q.service), q.method, q.path, q.body);
   }
 }
-
-/** The control plane's API authenticated by the main thread's first certificate (the announcer's way); null while it holds none. */
-export function controlCallOf(identities: Identities | null): ((method: string, path: string, body?: unknown) => Promise<ControlAnswer>) | null {
-  const source = identities?.source;
-  const current = identities?.list()[0];
-  const request = source?.request?.bind(source);
-  if (request === undefined || current === undefined) return null;
-  return (method, path, body) => request(current, method, path, body);
-}

@@ -70,3 +70,33 @@ export type WorkerMessage =
   | { readonly type: 'tap-record'; readonly tap: number; readonly record: TapRecord }
   | { readonly type: 'cold-start'; readonly service: string }
   | { readonly type: 'ca'; readonly id: number; readonly question: CaQuestion };
+
+/**
+ * Questions sent over a MessagePort (either way: the admin server's to a worker, a worker's to the
+ * main thread's CA), each waiting for the reply that carries its id.
+ */
+export class Pending<T> {
+  private next = 0;
+  private readonly waiting = new Map<number, { resolve: (v: T) => void; reject: (e: Error) => void }>();
+
+  /** A new question: its id (send it along) and the promise of its answer. */
+  add(): { id: number; answer: Promise<T> } {
+    const id = ++this.next;
+    const answer = new Promise<T>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+    return { id, answer };
+  }
+
+  /** The reply to question `id` (a value, or an error's message); one for no question is ignored. */
+  settle(id: number, reply: { ok: true; value: T } | { ok: false; error: string }): void {
+    const w = this.waiting.get(id);
+    this.waiting.delete(id);
+    if (reply.ok) w?.resolve(reply.value);
+    else w?.reject(new Error(reply.error));
+  }
+
+  /** Every question still waiting fails with `why` (the other side is gone). */
+  failAll(why: string): void {
+    for (const w of this.waiting.values()) w.reject(new Error(why));
+    this.waiting.clear();
+  }
+}

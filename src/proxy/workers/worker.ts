@@ -10,7 +10,7 @@ import { systemClock } from '../../core/clock.js';
 import { isSkeinError } from '../../core/errors.js';
 import { ControlReplicas } from '../../discovery/control-replicas.js';
 import { MainThreadCa, type CaAnswer, type CaQuestion } from './ca.js';
-import type { MainMessage, WorkerAnswer, WorkerFacts, WorkerInit, WorkerMessage, WorkerQuestion } from './protocol.js';
+import { Pending, type MainMessage, type WorkerAnswer, type WorkerFacts, type WorkerInit, type WorkerMessage, type WorkerQuestion } from './protocol.js';
 
 const init = workerData as WorkerInit;
 if (parentPort === null) throw new Error('src/proxy/workers/worker.ts runs as a worker thread (src/proxy/workers.ts starts it)');
@@ -18,9 +18,10 @@ const port = parentPort;
 const post = (m: WorkerMessage) => port.postMessage(m);
 
 async function main(): Promise<void> {
-  const [{ default: pino }, { Proxy }, { openAccessLog }, { openAuditLog }, { startTracer }] = await Promise.all([
+  const [{ default: pino }, { Proxy }, { proxyView }, { openAccessLog }, { openAuditLog }, { startTracer }] = await Promise.all([
     import('pino'),
     import('../proxy.js'),
+    import('../admin.js'),
     import('../access-log.js'),
     import('../../telemetry/audit-log.js'),
     import('./tracer.js'),
@@ -30,20 +31,14 @@ async function main(): Promise<void> {
   const accessLog = init.accessLog === null ? null : openAccessLog(init.accessLog);
   const audit = init.auditLog === null ? null : openAuditLog(init.auditLog);
   // mTLS: the certificates through the main thread, which holds the join token (ca.ts).
-  let nextCa = 0;
-  const caPending = new Map<number, { resolve: (a: CaAnswer) => void; reject: (e: Error) => void }>();
-  const askCa = (question: CaQuestion) =>
-    new Promise<CaAnswer>((resolve, reject) => {
-      const id = ++nextCa;
-      caPending.set(id, { resolve, reject });
-      post({ type: 'ca', id, question });
-    });
+  const caPending = new Pending<CaAnswer>();
+  const askCa = (question: CaQuestion) => {
+    const { id, answer } = caPending.add();
+    post({ type: 'ca', id, question });
+    return answer;
+  };
   port.on('message', (m: MainMessage) => {
-    if (m.type !== 'ca-reply') return;
-    const p = caPending.get(m.id);
-    caPending.delete(m.id);
-    if (m.ok) p?.resolve(m.value);
-    else p?.reject(new Error(m.error));
+    if (m.type === 'ca-reply') caPending.settle(m.id, m);
   });
   const mtls = init.mtls === null ? null : { ...init.mtls, source: new MainThreadCa(askCa) };
   const tracer = init.trace === null ? null : await startTracer(init.trace.url, init.trace.sampleRatio, init.id, logger);
@@ -73,20 +68,21 @@ async function main(): Promise<void> {
     return;
   }
   proxy.start();
+  const view = proxyView(proxy);
   const taps = new Map<number, () => void>();
 
   const answer = async (q: WorkerQuestion): Promise<WorkerAnswer> => {
     switch (q.what) {
       case 'readiness':
-        return { ready: proxy.ready, source: proxy.viewSource, stateSavedAt: proxy.stateSavedAt };
+        return view.readiness();
       case 'metrics':
         return proxy.metrics.registry.getMetricsAsJSON();
       case 'stats':
-        return proxy.metrics.snapshot(q.since);
+        return view.stats(q.since);
       case 'debug':
-        return proxy.debugEndpoints();
+        return view.debugEndpoints();
       case 'picks':
-        return proxy.hasEndpoint(q.service, q.key);
+        return view.picks(q.service, q.key);
       case 'facts': {
         let requests = 0;
         for (const s of proxy.metrics.snapshot(Number.MAX_SAFE_INTEGER).series) requests += s.requests;
@@ -107,7 +103,7 @@ async function main(): Promise<void> {
   port.on('message', (m: MainMessage) => {
     if (m.type === 'ca-reply') return;
     if (m.type === 'tap') {
-      taps.set(m.tap, proxy.tap.subscribe(m.filter, (record) => post({ type: 'tap-record', tap: m.tap, record })));
+      taps.set(m.tap, view.tap(m.filter, (record) => post({ type: 'tap-record', tap: m.tap, record })));
       return;
     }
     if (m.type === 'untap') {
