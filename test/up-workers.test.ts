@@ -206,3 +206,17 @@ function meshRequest(port: number, client: { key: string; cert: string; ca: stri
     });
   });
 }
+
+describe('skein up --workers values', () => {
+  for (const value of ['0', 'x', '65']) {
+    test(`--workers ${value}: refused before anything starts, naming the flag (the parser of skein proxy --workers)`, async () => {
+      const r = await skein(['up', join(ROOT, 'examples', 'shop', 'shop.yaml'), '--http', '127.0.0.1:0', '--dns', 'off', '--workers', value], { timeoutMs: 15_000 });
+      assert.equal(r.code, 2, `a usage error: ${r.stderr}`);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0]!, /SKEIN_E_USAGE/);
+      assert.match(lines[0]!, new RegExp(`--workers must be "auto" or a whole number from 1 to 64, got "${value}"`));
+      assert.equal(r.stdout, '', 'nothing started');
+    });
+  }
+});
