@@ -145,7 +145,7 @@ export function upCommand(): Command {
         proxy = { mesh: p, admin: p, ready: async () => p.ready, workloads: () => p.workloadInfo(), controlCall: () => p.controlCall(), stop: (ms) => p.stop(ms) };
       } else {
         try {
-          proxy = await workersProxy({ Identities, count: workers, proxyId, control, mtls, join, domain: mesh.control.domain, o, logger, wake: (service) => wake(service), onExit: (why) => onWorkerExit(why) });
+          proxy = await workersProxy({ Identities, count: workers, proxyId, control, mtls, join, domain: mesh.control.domain, trace: traceUrl === null ? null : { url: traceUrl, sampleRatio: o.traceSample }, o, logger, wake: (service) => wake(service), onExit: (why) => onWorkerExit(why) });
         } catch (e) {
           await control.close();
           await audit?.close();
@@ -316,7 +316,8 @@ async function workersProxy(d: {
   mtls: { readonly mode: MtlsMode; readonly trustDomain: string; readonly source: CertificateSource } | null;
   join: JoinSettings | null;
   domain: string | null;
-  o: { logLevel: string; authzDefault: AuthzDefault; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number };
+  trace: { readonly url: string; readonly sampleRatio: number } | null;
+  o: { logLevel: string; authzDefault: AuthzDefault; accessLog: string; auditLog: string };
   logger: Logger;
   wake: (service: string) => void;
   onExit: (why: string) => void;
@@ -359,7 +360,7 @@ async function workersProxy(d: {
         limits: {},
         accessLog: d.o.accessLog === 'off' ? null : d.o.accessLog,
         auditLog: d.o.auditLog === 'off' ? null : d.o.auditLog,
-        trace: d.o.traceOtlp === undefined ? null : { url: otlpUrl(d.o.traceOtlp), sampleRatio: d.o.traceSample },
+        trace: d.trace,
         mtls: mtls === null || info === null ? null : { trustDomain: mtls.trustDomain, mode: mtls.mode, info },
       },
       ca: mtls === null || ids === null ? null : { source: mtls.source, identities: ids },
