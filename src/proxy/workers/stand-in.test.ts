@@ -1,9 +1,15 @@
 /**
- * TLS session-ticket keys with `--workers N`: every worker starts with the main thread's keys, a
- * shared-keys Identities makes none of its own when a root leaves the bundle (it takes the main
- * thread's: setTicketKeys builds every context again), and a rotation reaches every worker before
- * the trust poll's answer that told one of them about it. Real worker threads (a stand-in script
- * that reports what it receives over the real protocol), real certificates and Identities.
+ * ProxyWorkers over real worker threads running stand-in scripts that speak the real protocol
+ * (workers/protocol.ts), with real certificates and Identities:
+ *
+ * - as skein up's proxy (MeshProxy): a workload goes to worker 0 first and to the others on the
+ *   port it bound; a worker that cannot add it makes every worker remove it, and the caller gets
+ *   that worker's SkeinError (code and field kept across the thread); in-flight counts are
+ *   summed; an endpoint is gone when it is gone from every worker;
+ * - TLS session-ticket keys: every worker starts with the main thread's keys, a shared-keys
+ *   Identities makes none of its own when a root leaves the bundle (it takes the main thread's:
+ *   setTicketKeys builds every context again), and a rotation reaches every worker before the
+ *   trust poll's answer that told one of them about it.
  */
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
@@ -15,6 +21,10 @@ import type { CaInfo, IssuedCertificate } from '../../api/ca.js';
 import { systemClock } from '../../core/clock.js';
 import { Identities, type CertificateSource } from '../tls/identities.js';
 import { ProxyWorkers } from '../workers.js';
+import { isSkeinError } from '../../core/errors.js';
+
+/** What a stand-in worker is started with (it reads only its index and keys). */
+const INIT = { id: '', logLevel: 'silent', workloads: [], control: null, token: null, domain: 'skein', requestMetrics: true, authzDefault: 'allow', limits: {}, accessLog: null, auditLog: null, trace: null, mtls: null } as const;
 
 const TD = 'keys.skein';
 
@@ -92,7 +102,7 @@ describe('Identities: own and shared session-ticket keys', () => {
 });
 
 /** A stand-in worker: reports (as cold-start messages) its initial keys and every message it receives; on a tap, worker 0 asks for the trust bundle. */
-const FAKE_WORKER = `
+const KEYS_WORKER = `
 import { parentPort, workerData } from 'node:worker_threads';
 const hex = (u) => Buffer.from(u).toString('hex');
 const say = (what) => parentPort.postMessage({ type: 'cold-start', service: JSON.stringify({ worker: workerData.index, ...what }) });
@@ -116,8 +126,8 @@ describe('ProxyWorkers: the main thread\'s ticket keys', () => {
     const pool = await ProxyWorkers.start({
       count: 2,
       clock: systemClock,
-      entry: new URL(`data:text/javascript,${encodeURIComponent(FAKE_WORKER)}`),
-      init: { id: 'keys-test', logLevel: 'silent', workloads: [], control: null, token: null, domain: 'skein', requestMetrics: true, authzDefault: 'allow', limits: {}, accessLog: null, auditLog: null, trace: null, mtls: null },
+      entry: new URL(`data:text/javascript,${encodeURIComponent(KEYS_WORKER)}`),
+      init: { ...INIT, id: 'keys-test' },
       ca: { source: src, identities: ids },
       onColdStart: (line) => heard.push(JSON.parse(line)),
     });
@@ -144,6 +154,88 @@ describe('ProxyWorkers: the main thread\'s ticket keys', () => {
     } finally {
       await pool.stop(0);
       ids.stop();
+    }
+  });
+});
+
+/**
+ * Worker 0 binds port 0 as 4321; worker 1 refuses workloads named "bad" (address in use) and has
+ * 2 requests in flight to "web" (worker 0: 3); "gone" answers false on worker 1. Every question is
+ * reported as a cold-start line.
+ */
+const MESH_WORKER = `
+import { parentPort, workerData } from 'node:worker_threads';
+const i = workerData.index;
+const say = (what) => parentPort.postMessage({ type: 'cold-start', service: JSON.stringify({ worker: i, ...what }) });
+const reply = (id, value) => parentPort.postMessage({ type: 'reply', id, ok: true, value });
+parentPort.on('message', (m) => {
+  if (m.type !== 'ask') return;
+  if (m.what === 'add') {
+    say({ add: m.spec.name, port: m.spec.inbound.port });
+    if (i === 1 && m.spec.name === 'bad') return parentPort.postMessage({ type: 'reply', id: m.id, ok: false, error: 'bad inbound listener: cannot listen on 127.0.0.1:4321: EADDRINUSE', code: 'SKEIN_E_ADDRESS_IN_USE', field: 'inbound' });
+    return reply(m.id, { name: m.spec.name, service: m.spec.name, outbound: null, inbound: '127.0.0.1:' + (m.spec.inbound.port || 4321), app: '127.0.0.1:9', pin: null });
+  }
+  if (m.what === 'remove') { say({ remove: m.name, graceMs: m.graceMs }); return reply(m.id, null); }
+  if (m.what === 'in-flight') return reply(m.id, m.service === 'web' ? (i === 0 ? 3 : 2) : null);
+  if (m.what === 'gone') return reply(m.id, i === 0 || m.key !== 'web/web-2');
+  if (m.what === 'stop') { reply(m.id, null); parentPort.close(); }
+});
+parentPort.postMessage({ type: 'ready', workloads: [] });
+`;
+
+async function pool(heard: Array<Record<string, unknown>>): Promise<ProxyWorkers> {
+  return ProxyWorkers.start({
+    count: 2,
+    clock: systemClock,
+    entry: new URL(`data:text/javascript,${encodeURIComponent(MESH_WORKER)}`),
+    init: { ...INIT, id: 'mesh-test' },
+    onColdStart: (line) => heard.push(JSON.parse(line)),
+  });
+}
+
+describe('ProxyWorkers as skein up\'s proxy', () => {
+  test('a workload: worker 0 first (port 0 resolved), the others on its port; one that fails in a worker is removed from all, with that worker\'s error', async () => {
+    const heard: Array<Record<string, unknown>> = [];
+    const p = await pool(heard);
+    try {
+      const info = await p.addWorkload({ name: 'good', inbound: { host: '127.0.0.1', port: 0 }, app: { host: '127.0.0.1', port: 9 } });
+      assert.equal(info.inbound, '127.0.0.1:4321');
+      await waitFor(() => heard.filter((h) => h['add'] === 'good').length === 2, { what: 'both adds reported' });
+      assert.deepEqual(heard.filter((h) => h['add'] === 'good').map((h) => [h['worker'], h['port']]), [[0, 0], [1, 4321]], 'worker 0 bound port 0 first; worker 1 the port it got');
+      assert.deepEqual(p.workloadInfo().map((w) => w.name), ['good']);
+
+      const err = await p.addWorkload({ name: 'bad', inbound: { host: '127.0.0.1', port: 0 }, app: { host: '127.0.0.1', port: 9 } }).then(
+        () => assert.fail('adding "bad" resolved'),
+        (e: unknown) => e,
+      );
+      assert.ok(isSkeinError(err), String(err));
+      assert.equal(err.code, 'SKEIN_E_ADDRESS_IN_USE');
+      assert.equal(err.field, 'inbound');
+      assert.match(err.message, /^proxy worker 1: bad inbound listener: cannot listen on 127\.0\.0\.1:4321: EADDRINUSE$/);
+      await waitFor(() => heard.filter((h) => h['remove'] === 'bad').length === 2, { what: 'both removes reported' });
+      assert.deepEqual(heard.filter((h) => h['remove'] === 'bad').map((h) => [h['worker'], h['graceMs']]).sort(), [[0, 0], [1, 0]], 'every worker removed it at once');
+      assert.deepEqual(p.workloadInfo().map((w) => w.name), ['good'], 'the failed workload is not listed');
+
+      await p.removeWorkload('good', 250);
+      assert.deepEqual(heard.filter((h) => h['remove'] === 'good').map((h) => [h['worker'], h['graceMs']]).sort(), [[0, 250], [1, 250]]);
+      assert.deepEqual(p.workloadInfo(), []);
+    } finally {
+      await p.stop(0);
+    }
+  });
+
+  test('in flight: the workers\' sum as last reported (null when no worker has a client); an endpoint is gone only when gone from every worker', async () => {
+    const p = await pool([]);
+    try {
+      assert.equal(p.inFlight('web'), null, 'nothing reported before the first read');
+      await waitFor(() => p.inFlight('web') === 5, { what: 'the sum 3 + 2' });
+      p.inFlight('other');
+      await waitFor(() => p.inFlight('web') === 5 && p.inFlight('other') === null, { what: 'the reads of "other" (every worker: null)' });
+      assert.equal(await p.whenEndpointGone('web', 'web/web-1', 100), true);
+      assert.equal(await p.whenEndpointGone('web', 'web/web-2', 100), false, 'worker 1 still routes to web-2');
+      assert.equal(p.metrics.id, 'mesh-test');
+    } finally {
+      await p.stop(0);
     }
   });
 });
