@@ -16,7 +16,14 @@ import { CONTROL_DEFAULTS } from '../api/control.js';
 import { formatHostPort, parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { call, controlOption, DEFAULT_DNS, DEFAULT_HTTP, outputOption, print, printJson, readText, table, withToken, type OutputFormat } from './common.js';
-import { adminAddress, DEFAULT_ADMIN, DEFAULT_OUTBOUND, TAP_REDACT_HELP, otlpUrl, ratioFlag, repeat, startTracer } from './proxy.js';
+import { adminAddress, DEFAULT_ADMIN, DEFAULT_OUTBOUND, TAP_REDACT_HELP, otlpUrl, ratioFlag, repeat, startTracer, workersFlag } from './proxy.js';
+import { WORKERS_BOUNDS } from '../proxy/workers/protocol.js';
+import { DNS_DEFAULTS } from '../api/dns.js';
+import type { MeshProxy } from '../proxy/mesh-proxy.js';
+import type { WorkloadInfo } from '../proxy/proxy.js';
+import type { AdminView } from '../proxy/admin.js';
+import type { ControlCall } from '../proxy/tls/identities.js';
+import { randomBytes } from 'node:crypto';
 import { parseHeaderNames } from '../api/tap.js';
 import { MTLS_MODES, MTLS_UP_MODE, type MtlsMode } from '../api/mtls.js';
 import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
@@ -63,8 +70,9 @@ export function upCommand(): Command {
     .addOption(new Option('--token <token>', `with --join: a control-plane token of scope "admin" (it mints this host's join token for the mesh CA; "automation" with --mtls off) (default: ${TOKEN_ENV})`).env(TOKEN_ENV))
     .option('--advertise <host>', 'with --join: the address other hosts reach this host at (inbound listeners bind it; instances are registered with it); default 127.0.0.1 when the control plane is on loopback')
     .option('--heartbeat-ttl <duration>', 'with --join: the TTL of this host\'s instances: replicas are checked here and reported every ttl/3; a host that stops reporting (a partition) loses its instances after it', durationFlag('--heartbeat-ttl', 2000, 600_000), UP_DEFAULTS.heartbeatTtlMs)
+    .option('--workers <n|auto>', `the proxy's worker threads, each a proxy on the same listeners (SO_REUSEPORT), ${WORKERS_BOUNDS.min} to ${WORKERS_BOUNDS.max}, or auto (one per core), as skein proxy --workers (docs/proxy.md#workers)`, workersFlag, 1)
     .addOption(new Option('--log-level <level>', 'log level of the control plane and proxy (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'))
-    .action(async (file: string, o: { join?: string; token?: string; advertise?: string; heartbeatTtl: number; http?: string; dns?: string; dataDir: string; outbound: string; admin?: string; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; insecureAdmin?: boolean; mtls: MtlsMode; trustDomain?: string; authzDefault: AuthzDefault }) => {
+    .action(async (file: string, o: { join?: string; token?: string; advertise?: string; heartbeatTtl: number; http?: string; dns?: string; dataDir: string; outbound: string; admin?: string; accessLog: string; auditLog: string; traceOtlp?: string; traceSample: number; scrapeInterval: number; logLevel: string; tapRedact: string[]; insecureListen?: boolean; insecureAdmin?: boolean; mtls: MtlsMode; trustDomain?: string; authzDefault: AuthzDefault; workers: number }) => {
       // Everything is checked before anything starts.
       const { parseMeshFile } = await import('../api/mesh.js');
       const mesh = parseMeshFile(await readText(file), file);
@@ -82,7 +90,7 @@ export function upCommand(): Command {
       // server listens on the host's address (serving other hosts its metrics only: admin.ts).
       const admin = adminAddress(o.admin ?? (join === null || isLoopbackHost(join.advertise) ? DEFAULT_ADMIN : formatHostPort(join.advertise, parseHostPort(DEFAULT_ADMIN, '--admin').port)));
 
-      const [{ default: pino }, { startControlPlane, insecureListenRefusal }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }] = await Promise.all([
+      const [{ default: pino }, { startControlPlane, insecureListenRefusal }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }, { Identities }] = await Promise.all([
         import('pino'),
         import('../control/control-plane.js'),
         import('../proxy/proxy.js'),
@@ -93,12 +101,15 @@ export function upCommand(): Command {
         import('../proxy/announce.js'),
         import('../proxy/tls/ca-client.js'),
         import('../telemetry/audit-log.js'),
+        import('../proxy/tls/identities.js'),
       ]);
       // Joined, --http is this host's mesh API: beyond loopback only as the control plane's would be.
       const insecure = join === null || o.insecureListen === true ? null : insecureListenRefusal(http.host);
       if (insecure !== null) throw new SkeinError('SKEIN_E_INSECURE_LISTEN', insecure, { field: '--http' });
       const traceUrl = o.traceOtlp === undefined ? null : otlpUrl(o.traceOtlp);
-      const accessLog = o.accessLog === 'off' ? null : openAccessLog(o.accessLog);
+      // With workers, each worker opens the access log (and the tracer) itself.
+      const workers = o.workers > 1 ? o.workers : null;
+      const accessLog = o.accessLog === 'off' || workers !== null ? null : openAccessLog(o.accessLog);
       // One audit log for the control plane and the proxy: one writer, lines in order.
       const audit = o.auditLog === 'off' ? null : openAuditLog(o.auditLog);
       const logger = pino({ level: o.logLevel, base: { mesh: mesh.name } }, pino.destination(2));
@@ -106,7 +117,7 @@ export function upCommand(): Command {
       let runner: InstanceType<typeof MeshRunner> | null = null;
       // The tracer checks its settings (OTEL_BSP_SCHEDULE_DELAY) before anything listens.
       const proxyId = `skein-up-${process.pid}`;
-      const tracer = traceUrl === null ? null : await startTracer(traceUrl, o.traceSample, proxyId, logger);
+      const tracer = traceUrl === null || workers !== null ? null : await startTracer(traceUrl, o.traceSample, proxyId, logger);
       const control: MeshControl =
         join === null
           ? await embeddedControl({ startControlPlane, ControlCa, meshRoutes, runner: () => runner, mesh, http, dns, dataDir: o.dataDir, logger, scrapeIntervalMs: o.scrapeInterval, insecureListen: o.insecureListen === true, trustDomain, audit, proxyId })
@@ -114,19 +125,33 @@ export function upCommand(): Command {
       const mtls = o.mtls === 'off' ? null : { mode: o.mtls, trustDomain: control.trustDomain, source: control.ca };
       // A request held for a service scaled to zero wakes it through the runtime (in-process).
       let wake: (service: string) => void = () => undefined;
-      const proxy = new Proxy({
-        controlUrl: control.replicas?.urls ?? control.url,
-        control: control.replicas,
-        id: proxyId,
-        accessLog,
-        audit,
-        tracer,
-        mtls,
-        authzDefault: o.authzDefault,
-        logger: logger.child({ component: 'proxy' }),
-        onColdStart: (service) => wake(service),
-        ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }),
-      });
+      let onWorkerExit: (why: string) => void = () => undefined;
+      let proxy: UpProxy;
+      if (workers === null) {
+        const p = new Proxy({
+          controlUrl: control.replicas?.urls ?? control.url,
+          control: control.replicas,
+          id: proxyId,
+          accessLog,
+          audit,
+          tracer,
+          mtls,
+          authzDefault: o.authzDefault,
+          logger: logger.child({ component: 'proxy' }),
+          onColdStart: (service) => wake(service),
+          ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }),
+        });
+        p.start();
+        proxy = { mesh: p, admin: p, ready: async () => p.ready, workloads: () => p.workloadInfo(), controlCall: () => p.controlCall(), stop: (ms) => p.stop(ms) };
+      } else {
+        try {
+          proxy = await workersProxy({ Identities, count: workers, proxyId, control, mtls, join, domain: mesh.control.domain, trace: traceUrl === null ? null : { url: traceUrl, sampleRatio: o.traceSample }, o, logger, wake: (service) => wake(service), onExit: (why) => onWorkerExit(why) });
+        } catch (e) {
+          await control.close();
+          await audit?.close();
+          throw e;
+        }
+      }
       let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
       let announcer: InstanceType<typeof Announcer> | null = null;
       let outboundAt: string | null = null;
@@ -136,7 +161,7 @@ export function upCommand(): Command {
         controlUrl: control.url,
         ...(control.replicas === null ? {} : { control: control.replicas }),
         token: control.token,
-        proxy,
+        proxy: proxy.mesh,
         say,
         scrapeIntervalMs: o.scrapeInterval,
         onMeshEvent: (e) => control.event(e),
@@ -156,6 +181,7 @@ export function upCommand(): Command {
           await r.stop();
           await announcer?.stop();
           await proxy.stop(1000);
+          onWorkerExit = () => undefined;
           await adminServer?.close();
           await tracer?.shutdown();
           await accessLog?.close();
@@ -177,16 +203,21 @@ export function upCommand(): Command {
       process.on('SIGINT', () => onSignal('SIGINT'));
       process.on('SIGTERM', () => onSignal('SIGTERM'));
       process.on('exit', () => r.killAll());
+      onWorkerExit = (why) => {
+        logger.error({ err: why }, 'a proxy worker failed: stopping the mesh');
+        process.exitCode = 1;
+        void shutdown(why);
+      };
 
       try {
-        proxy.start();
-        if (outbound !== null) outboundAt = (await proxy.addWorkload({ name: 'local', service: OUTSIDE_CALLER, outbound })).outbound;
-        adminServer = admin === null ? null : await startAdmin(proxy, admin, { tapRedact, insecure: o.insecureAdmin === true });
+        if (outbound !== null) outboundAt = (await proxy.mesh.addWorkload({ name: 'local', service: OUTSIDE_CALLER, outbound })).outbound;
+        adminServer = admin === null ? null : await startAdmin(proxy.admin, admin, { tapRedact, insecure: o.insecureAdmin === true });
         if (adminServer !== null) {
-          announcer = new Announcer({ ...(control.replicas === null ? { controlUrl: control.url } : { control: control.replicas }), id: proxyId, admin: adminServer.address, workloads: () => proxy.workloadInfo(), everyMs: 5000, token: control.proxyToken, viaCertificate: () => proxy.controlCall() });
+          announcer = new Announcer({ ...(control.replicas === null ? { controlUrl: control.url } : { control: control.replicas }), id: proxyId, admin: adminServer.address, workloads: () => proxy.workloads(), everyMs: 5000, token: control.proxyToken, viaCertificate: () => proxy.controlCall() });
           await announcer.announce();
           announcer.start();
         }
+        if (workers !== null) say(`proxy: ${workers} worker threads on the same listeners`);
         say(`mesh "${mesh.name}": ${control.where}${adminServer === null ? '' : `, proxy admin at http://${adminServer.address}`}${outboundAt === null ? '' : `, outbound proxy at http://${outboundAt}`}`);
         await waitReady(proxy);
         runner = r;
@@ -215,9 +246,9 @@ export function upCommand(): Command {
     });
 }
 
-async function waitReady(proxy: { ready: boolean }): Promise<void> {
+async function waitReady(proxy: { ready(): Promise<boolean> }): Promise<void> {
   const deadline = Date.now() + 10_000;
-  while (!proxy.ready) {
+  while (!(await proxy.ready())) {
     if (Date.now() > deadline) throw new SkeinError('SKEIN_E_INTERNAL', 'the proxy got no snapshot from the embedded control plane within 10 s');
     await new Promise((r) => setTimeout(r, 10));
   }
@@ -254,6 +285,105 @@ export function scaleCommand(): Command {
       if (o.output === 'json') printJson(svc);
       else if (svc !== undefined) print(table(['INSTANCE', 'STATE', 'PID', 'APP PORT'], svc.instances.map((i) => [i.id, i.state, i.pid ?? '', i.appPort ?? ''])));
     });
+}
+
+/** skein up's proxy, on the main thread or as `--workers N` threads: what the command does with it. */
+interface UpProxy {
+  /** What the runtime adds workloads to. */
+  readonly mesh: MeshProxy;
+  /** What the admin server answers from. */
+  readonly admin: import('../proxy/proxy.js').Proxy | AdminView;
+  /** It has had the control plane's snapshot (every worker has). */
+  ready(): Promise<boolean>;
+  /** What the announcer says (with mTLS, each workload's certificate report). */
+  workloads(): WorkloadInfo[];
+  /** The control plane's API with a certificate the proxy holds (its announcements); null while none. */
+  controlCall(): ControlCall | null;
+  stop(graceMs: number): Promise<void>;
+}
+
+/**
+ * `--workers N`: N worker threads on the same listeners (src/proxy/workers.ts), none to start
+ * with (the runtime adds them). With mTLS, the main thread's identities get a certificate of each
+ * workload's service from the mesh CA (control.ca) and prove the workers' with it (workers/ca.ts);
+ * their session-ticket keys are every worker's, and a rotation reaches them all.
+ */
+async function workersProxy(d: {
+  Identities: typeof import('../proxy/tls/identities.js').Identities;
+  count: number;
+  proxyId: string;
+  control: MeshControl;
+  mtls: { readonly mode: MtlsMode; readonly trustDomain: string; readonly source: CertificateSource } | null;
+  join: JoinSettings | null;
+  domain: string | null;
+  trace: { readonly url: string; readonly sampleRatio: number } | null;
+  o: { logLevel: string; authzDefault: AuthzDefault; accessLog: string; auditLog: string };
+  logger: Logger;
+  wake: (service: string) => void;
+  onExit: (why: string) => void;
+}): Promise<UpProxy> {
+  const { ProxyWorkers } = await import('../proxy/workers.js');
+  const { control, mtls, logger } = d;
+  let pool: import('../proxy/workers.js').ProxyWorkers | null = null;
+  const ids =
+    mtls === null
+      ? null
+      : new d.Identities({
+          source: mtls.source,
+          trustDomain: mtls.trustDomain,
+          clock: systemClock,
+          ticketKeys: randomBytes(48),
+          onEvent: (e) => {
+            logger[e.type === 'renewal-failed' || e.type === 'trust-poll-failed' ? 'warn' : 'info']({ component: 'proxy', event: e }, "main thread certificate (proves the workers')");
+            if (e.type === 'trust') pool?.shareTicketKeys();
+          },
+        });
+  let info = null;
+  if (mtls !== null) {
+    if (mtls.source.info === undefined) throw new SkeinError('SKEIN_E_INTERNAL', 'the mesh CA answers no GET /v1/ca');
+    info = await mtls.source.info(false);
+  }
+  try {
+    pool = await ProxyWorkers.start({
+      count: d.count,
+      clock: systemClock,
+      logger: logger.child({ component: 'proxy' }),
+      init: {
+        id: d.proxyId,
+        logLevel: d.o.logLevel,
+        workloads: [],
+        control: control.replicas?.urls ?? [control.url],
+        token: d.join?.token ?? null,
+        domain: d.domain ?? DNS_DEFAULTS.domain,
+        requestMetrics: true,
+        authzDefault: d.o.authzDefault,
+        limits: {},
+        accessLog: d.o.accessLog === 'off' ? null : d.o.accessLog,
+        auditLog: d.o.auditLog === 'off' ? null : d.o.auditLog,
+        trace: d.trace,
+        mtls: mtls === null || info === null ? null : { trustDomain: mtls.trustDomain, mode: mtls.mode, info },
+      },
+      ca: mtls === null || ids === null ? null : { source: mtls.source, identities: ids },
+      onColdStart: d.wake,
+      onExit: (worker, code) => d.onExit(`proxy worker ${worker} exited with ${code}`),
+    });
+  } catch (e) {
+    ids?.stop();
+    throw e;
+  }
+  ids?.startTrustPolling();
+  const workers = pool;
+  return {
+    mesh: workers,
+    admin: workers,
+    ready: async () => (await workers.readiness()).ready,
+    workloads: () => workers.workloadInfo().map((w) => (ids === null ? w : { ...w, tls: ids.report(w.service) })),
+    controlCall: () => ids?.controlCall() ?? null,
+    stop: async (ms) => {
+      await workers.stop(ms);
+      ids?.stop();
+    },
+  };
 }
 
 export const UP_DEFAULTS = Object.freeze({

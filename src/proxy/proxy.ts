@@ -149,6 +149,12 @@ export interface ProxyOptions {
    * ports, the kernel spreading new connections among them; src/proxy/workers.ts). Default false.
    */
   readonly reusePort?: boolean;
+  /**
+   * mTLS: TLS session-ticket keys (48 bytes) shared with the other proxies on the same ports (a
+   * worker of `--workers N`: its main thread's), replaced only by `identities.setTicketKeys`.
+   * Absent: the proxy's own, new ones when a root leaves the trust bundle.
+   */
+  readonly ticketKeys?: Buffer;
 }
 
 /** One listener's connections: open now, and accepted since it started (a worker's share: /debug/endpoints). */
@@ -398,7 +404,7 @@ export class Proxy {
     this.identities =
       mtls === null || mtls.mode === 'off'
         ? null
-        : new Identities({ source: mtls.source, trustDomain: mtls.trustDomain, clock: this.clock, rng: this.rng, ticketKeys: randomBytes(48), onEvent: (e) => this.identityEvent(e) });
+        : new Identities({ source: mtls.source, trustDomain: mtls.trustDomain, clock: this.clock, rng: this.rng, ticketKeys: opts.ticketKeys ?? randomBytes(48), ticketKeysShared: opts.ticketKeys !== undefined, onEvent: (e) => this.identityEvent(e) });
     this.outboundTls = this.identities === null || this.mtlsMode === 'off' ? null : new OutboundTls(this.identities, (service) => this.modeOf(service));
     this.stateOpts = opts.state ?? null;
     if (opts.controlUrl === null) {

@@ -14,6 +14,11 @@
  * `since=` keeps working; taps get every worker's lines; `/ready` is every worker ready,
  * `/picks` any worker picks; `/debug/endpoints` is worker 0's view plus each worker's connections
  * and requests. A worker that exits on its own is reported (`onExit`): the proxy stops.
+ *
+ * It is also `skein up --workers N`'s proxy (mesh-proxy.ts's `MeshProxy`): the runtime adds and
+ * removes workloads as services start, scale and stop, each in every worker (worker 0 first, for a
+ * port 0). With mTLS every worker shares the main thread's TLS session-ticket keys, so a client
+ * resumes its session whichever worker the kernel hands its next connection to (workers/ca.ts).
  */
 import { Worker } from 'node:worker_threads';
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
@@ -29,6 +34,7 @@ import type { WorkloadInfo, WorkloadSpec } from './proxy.js';
 import type { TapFilter } from './tap.js';
 import { answerCa } from './workers/ca.js';
 import type { CertificateSource, Identities } from './tls/identities.js';
+import type { MeshProxy } from './mesh-proxy.js';
 import { Pending, WORKERS_BOUNDS, type MainMessage, type WorkerAnswer, type WorkerFacts, type WorkerInit, type WorkerMessage, type WorkerQuestion } from './workers/protocol.js';
 
 export { WORKERS_BOUNDS, type WorkerInit } from './workers/protocol.js';
@@ -121,13 +127,16 @@ export function aggregateMetrics(perWorker: readonly MetricJson[][]): Registry<P
 export interface ProxyWorkersOptions {
   /** Worker threads to start (2 to WORKERS_BOUNDS.max; 1 is a plain Proxy on the main thread). */
   readonly count: number;
-  /** What each worker's Proxy is built from; `index` is set per worker. */
-  readonly init: Omit<WorkerInit, 'index'>;
+  /** What each worker's Proxy is built from; `index` (and, with mTLS, the ticket keys: the main thread's identities') is set per worker. */
+  readonly init: Omit<WorkerInit, 'index' | 'ticketKeys'>;
   readonly clock: Clock;
   readonly logger?: Logger;
   /** A worker held a request for a service scaled to zero. */
   readonly onColdStart?: (service: string) => void;
-  /** mTLS on: the mesh CA and the main thread's identities, which answer the workers' certificate requests (workers/ca.ts). */
+  /**
+   * mTLS on: the mesh CA and the main thread's identities, which answer the workers' certificate
+   * requests (workers/ca.ts) and whose session-ticket keys every worker shares (`shareTicketKeys`).
+   */
   readonly ca?: { readonly source: CertificateSource; readonly identities: Identities } | null;
   /** A worker exited while the proxy was not stopping (its code). */
   readonly onExit?: (worker: number, code: number) => void;
@@ -153,7 +162,7 @@ class WorkerThread {
   }
 
   answered(m: Extract<WorkerMessage, { type: 'reply' }>): void {
-    this.pending.settle(m.id, m.ok ? m : { ok: false, error: `proxy worker ${this.index}: ${m.error}` });
+    this.pending.settle(m.id, m.ok ? m : { ...m, error: `proxy worker ${this.index}: ${m.error}` });
   }
 
   ask<T extends WorkerAnswer>(q: WorkerQuestion extends infer Q ? (Q extends WorkerQuestion ? Omit<Q, 'id' | 'type'> : never) : never, timeoutMs = this.timeoutMs): Promise<T> {
@@ -181,9 +190,18 @@ function boundSpecs(specs: readonly WorkloadSpec[], infos: readonly WorkloadInfo
   });
 }
 
-/** The proxy's worker threads, seen by the admin server as one proxy. */
-export class ProxyWorkers implements AdminView {
+/** How long a worker has to add a workload (with mTLS: a certificate from the CA through the main thread first). */
+const ADD_TIMEOUT_MS = 30_000;
+
+/** The proxy's worker threads, seen by the admin server and by skein up's runtime as one proxy. */
+export class ProxyWorkers implements AdminView, MeshProxy {
   readonly id: string;
+  readonly metrics: { readonly id: string };
+  /** The ticket keys the workers were last sent (the main thread's identities'). */
+  private sentKeys: Buffer | null = null;
+  /** inFlight: each service's sum as the workers last reported it, and the questions under way. */
+  private readonly inFlightSums = new Map<string, number | null>();
+  private readonly inFlightAsked = new Set<string>();
   private readonly startedAt: number;
   private readonly feed = new EventFeed();
   private readonly taps = new Map<number, (r: TapRecord) => void>();
@@ -195,6 +213,8 @@ export class ProxyWorkers implements AdminView {
 
   private constructor(private readonly o: ProxyWorkersOptions) {
     this.id = o.init.id;
+    this.metrics = { id: this.id };
+    this.sentKeys = o.ca?.identities.ticketKeys ?? null;
     this.startedAt = o.clock.now();
   }
 
@@ -219,7 +239,8 @@ export class ProxyWorkers implements AdminView {
 
   /** Starts worker `index` and resolves with its workloads once it listens (rejects with its error). */
   private spawn(index: number, workloads: readonly WorkloadSpec[]): Promise<readonly WorkloadInfo[]> {
-    const init: WorkerInit = { ...this.o.init, index, workloads };
+    const keys = this.o.ca?.identities.ticketKeys ?? null;
+    const init: WorkerInit = { ...this.o.init, index, workloads, ticketKeys: keys === null ? null : new Uint8Array(keys) };
     const worker = new Worker(this.o.entry ?? new URL('./workers/worker.js', import.meta.url), { workerData: init, stdout: false, stderr: false });
     const t = new WorkerThread(index, worker, this.o.clock, this.o.askTimeoutMs ?? 5000);
     this.threads.push(t);
@@ -232,9 +253,17 @@ export class ProxyWorkers implements AdminView {
         else if (m.type === 'ca') {
           const ca = this.o.ca;
           const answer = ca == null ? Promise.reject(new Error('mTLS is off in the main thread')) : answerCa(ca.source, ca.identities, m.question);
+          // Keys first: a worker learns of a root's removal only from an answer of this thread,
+          // which applied it (and rotated the keys) before: no worker is left on the old keys.
           answer.then(
-            (value) => t.post({ type: 'ca-reply', id: m.id, ok: true, value }),
-            (e: unknown) => t.post({ type: 'ca-reply', id: m.id, ok: false, error: (e as Error).message }),
+            (value) => {
+              this.shareTicketKeys();
+              t.post({ type: 'ca-reply', id: m.id, ok: true, value });
+            },
+            (e: unknown) => {
+              this.shareTicketKeys();
+              t.post({ type: 'ca-reply', id: m.id, ok: false, error: (e as Error).message });
+            },
           );
         }
         else if (m.type === 'ready') {
@@ -256,6 +285,68 @@ export class ProxyWorkers implements AdminView {
     });
   }
 
+  /**
+   * Sends every worker the main thread's session-ticket keys if they changed since they were last
+   * sent (a root left the trust bundle: Identities rotated them). Called before every answer to
+   * a worker's CA question, and by whoever sees the main thread's identities rotate (skein up).
+   */
+  shareTicketKeys(): void {
+    const keys = this.o.ca?.identities.ticketKeys ?? null;
+    if (keys === null || (this.sentKeys !== null && keys.equals(this.sentKeys))) return;
+    this.sentKeys = keys;
+    for (const t of this.threads) t.post({ type: 'ticket-keys', keys: new Uint8Array(keys) });
+  }
+
+  // ---- skein up's runtime (MeshProxy) ----
+
+  /**
+   * Adds a workload to every worker: worker 0 first (a port 0 is resolved), then the others on the
+   * addresses it bound. A failure in any worker removes it from the others and rejects with the
+   * first error. With mTLS, the main thread gets its certificate of the service first (it proves
+   * the workers').
+   */
+  async addWorkload(spec: WorkloadSpec): Promise<WorkloadInfo> {
+    if (this.stopping) throw new SkeinError('SKEIN_E_PROXY_DRAINING', 'the proxy is stopping');
+    const [first, ...others] = this.threads;
+    if (first === undefined) throw new SkeinError('SKEIN_E_INTERNAL', 'the proxy has no workers');
+    await this.o.ca?.identities.obtain([spec.service ?? spec.name]);
+    const info = await first.ask<WorkloadInfo>({ what: 'add', spec }, ADD_TIMEOUT_MS);
+    const bound = boundSpecs([spec], [info])[0] as WorkloadSpec;
+    const rest = await Promise.allSettled(others.map((t) => t.ask<WorkloadInfo>({ what: 'add', spec: bound }, ADD_TIMEOUT_MS)));
+    const failed = rest.find((r) => r.status === 'rejected');
+    if (failed !== undefined) {
+      await Promise.all(this.threads.map((t) => t.ask({ what: 'remove', name: spec.name, graceMs: 0 }).catch(() => undefined)));
+      throw failed.reason;
+    }
+    this.infos = [...this.infos.filter((i) => i.name !== spec.name), info];
+    return info;
+  }
+
+  /** Removes a workload from every worker (each drains its connections for up to `graceMs`). */
+  async removeWorkload(name: string, graceMs = 5000): Promise<void> {
+    this.infos = this.infos.filter((i) => i.name !== name);
+    await this.askAll({ what: 'remove', name, graceMs }, graceMs + 5000);
+  }
+
+  /** The workers' requests in flight to `service` as last reported; asks them again (MeshProxy.inFlight). */
+  inFlight(service: string): number | null {
+    if (!this.inFlightAsked.has(service) && !this.stopping) {
+      this.inFlightAsked.add(service);
+      this.askAll<number | null>({ what: 'in-flight', service })
+        .then(
+          (all) => this.inFlightSums.set(service, all.every((n) => n === null) ? null : all.reduce<number>((a, n) => a + (n ?? 0), 0)),
+          (e: unknown) => this.o.logger?.warn({ service, err: (e as Error).message }, 'could not read the workers\' requests in flight'),
+        )
+        .finally(() => this.inFlightAsked.delete(service));
+    }
+    return this.inFlightSums.get(service) ?? null;
+  }
+
+  /** Resolves once no worker routes `service` to `key` (true), or after `timeoutMs` (false). */
+  async whenEndpointGone(service: string, key: string, timeoutMs: number): Promise<boolean> {
+    return (await this.askAll<boolean>({ what: 'gone', service, key, timeoutMs }, timeoutMs + 5000)).every((g) => g);
+  }
+
   /** The workloads as worker 0 bound them (every worker listens on the same addresses). */
   workloadInfo(): WorkloadInfo[] {
     return [...this.infos];
@@ -265,8 +356,8 @@ export class ProxyWorkers implements AdminView {
     return this.threads.length;
   }
 
-  private askAll<T extends WorkerAnswer>(q: Parameters<WorkerThread['ask']>[0]): Promise<T[]> {
-    return Promise.all(this.threads.map((t) => t.ask<T>(q)));
+  private askAll<T extends WorkerAnswer>(q: Parameters<WorkerThread['ask']>[0], timeoutMs?: number): Promise<T[]> {
+    return Promise.all(this.threads.map((t) => t.ask<T>(q, timeoutMs)));
   }
 
   async readiness(): Promise<Readiness> {

@@ -25,7 +25,7 @@ import { ControlReplicas } from '../discovery/control-replicas.js';
 import { SkeinError } from '../core/errors.js';
 import { OUTSIDE_CALLER } from '../api/names.js';
 import { endpointKey } from '../discovery/endpoint.js';
-import type { Proxy } from '../proxy/proxy.js';
+import type { MeshProxy } from '../proxy/mesh-proxy.js';
 import { awaitProxyAck } from './proxy-ack.js';
 import { Autoscaler, type AutoscaleSignals, type AutoscaleView } from './autoscale.js';
 import { controlUnavailable, HttpAutoscaleSignals } from './autoscale-signals.js';
@@ -46,7 +46,8 @@ export interface MeshRunnerOptions {
   readonly control?: ControlReplicas;
   /** The token the runtime writes with (skein up: the admin token; automation would do). */
   readonly token?: string;
-  readonly proxy: Proxy;
+  /** The mesh's proxy: a Proxy, or `--workers N`'s ProxyWorkers (every worker gets each workload). */
+  readonly proxy: MeshProxy;
   /** Host of every listener and replica. Default 127.0.0.1. */
   readonly host?: string;
   /**

@@ -90,6 +90,12 @@ export interface IdentitiesOptions {
   readonly rng?: Rng;
   /** 48 bytes: the session-ticket keys every context shares (so sessions resume across renewals). */
   readonly ticketKeys: Buffer;
+  /**
+   * The keys are shared with other proxies on the same ports (the workers of `--workers N`) and
+   * change only by `setTicketKeys` (their main thread rotates them): a root that leaves the bundle
+   * starts a new session epoch here but makes no keys. Default false: new random keys then.
+   */
+  readonly ticketKeysShared?: boolean;
   readonly onEvent?: (e: IdentityEvent) => void;
 }
 
@@ -165,6 +171,14 @@ export class Identities {
     return this.keys;
   }
 
+  /** Shared keys (`ticketKeysShared`) replaced: every context is built again with them (an inbound listener swaps at its next connection). */
+  setTicketKeys(keys: Buffer): void {
+    if (keys.length !== 48) throw new Error(`TLS session-ticket keys are 48 bytes, got ${keys.length}`);
+    if (keys.equals(this.keys)) return;
+    this.keys = keys;
+    for (const c of this.held.values()) this.held.set(c.service, { ...c, context: createSecureContext(secureContextOptions(c, keys)) });
+  }
+
   /** Goes up when a root leaves the bundle: a session ticket kept from an earlier epoch is not used again. */
   get sessionEpoch(): number {
     return this.epoch;
@@ -213,7 +227,7 @@ export class Identities {
       const removed = before === null ? [] : before.filter((r) => !info.roots.some((n) => n.trim() === r.trim()));
       this.bundle = [...info.roots];
       if (removed.length > 0) {
-        this.keys = randomBytes(48);
+        if (this.o.ticketKeysShared !== true) this.keys = randomBytes(48);
         this.epoch++;
       }
       for (const c of this.held.values()) {

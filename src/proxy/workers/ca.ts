@@ -6,6 +6,11 @@
  * certificate of the service: every worker holds its own key (made in its thread, never sent),
  * the join token is spent once, and renewals, trust polls and the workers' calls to the control
  * plane's API go through the main thread. The CA issues N + 1 certificates per service.
+ *
+ * TLS session tickets: every worker's contexts use the main thread's ticket keys (WorkerInit), so
+ * a session made with one worker resumes on another. Only the main thread rotates them: a trust
+ * poll's answer is applied to its identities before it goes to the worker, so a worker that sees
+ * a root leave the bundle already holds the keys made after it.
  */
 import type { IssuedCertificate, CaInfo } from '../../api/ca.js';
 import type { CertificateSource, ControlAnswer, Credential, Identities } from '../tls/identities.js';
@@ -52,9 +57,14 @@ export async function answerCa(source: CertificateSource, identities: Identities
       return Promise.all(q.requests.map((r) => source.renew(proof(r.service), r.csr)));
     case 'renew':
       return source.renew(proof(q.service), q.csr);
-    case 'info':
+    case 'info': {
       if (source.info === undefined) throw new Error('the mesh CA answers no trust polls');
-      return source.info(q.fresh);
+      const info = await source.info(q.fresh);
+      // Applied here first: a root that left rotates the main thread's session-ticket keys, which
+      // reach every worker before this answer does (ProxyWorkers.shareTicketKeys).
+      identities.trust(info);
+      return info;
+    }
     case 'request':
       if (source.request === undefined) throw new Error('the mesh CA takes no calls with a certificate');
       return source.request(proof(q.service), q.method, q.path, q.body);

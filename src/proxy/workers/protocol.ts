@@ -2,6 +2,7 @@
  * The messages between `skein proxy --workers N`'s main thread (src/proxy/workers.ts) and each of
  * its worker threads (worker.ts): plain data, structured-cloned over the worker's MessagePort.
  */
+import { ERROR_CODES, isSkeinError, SkeinError, type ErrorCode } from '../../core/errors.js';
 import type { AuthzDefault } from '../../api/authz/schema.js';
 import type { StatsSnapshot } from '../../api/stats.js';
 import type { TapRecord } from '../../api/tap.js';
@@ -37,6 +38,11 @@ export interface WorkerInit {
   readonly trace: { readonly url: string; readonly sampleRatio: number } | null;
   /** mTLS on: the mesh's trust domain and mode; certificates come through the main thread (ca.ts). Null: off. */
   readonly mtls: { readonly trustDomain: string; readonly mode: MtlsMode; readonly info: CaInfo } | null;
+  /**
+   * mTLS on: the main thread's TLS session-ticket keys (48 bytes), so a session one worker made
+   * resumes on another; rotated only by the main thread (`ticket-keys`). Null: mTLS off.
+   */
+  readonly ticketKeys: Uint8Array | null;
 }
 
 /** Questions the main thread asks a worker; each gets one `reply` with the same id. */
@@ -44,12 +50,19 @@ export type WorkerQuestion =
   | { readonly type: 'ask'; readonly id: number; readonly what: 'readiness' | 'metrics' | 'debug' | 'facts' }
   | { readonly type: 'ask'; readonly id: number; readonly what: 'stats'; readonly since: number }
   | { readonly type: 'ask'; readonly id: number; readonly what: 'picks'; readonly service: string; readonly key: string }
-  | { readonly type: 'ask'; readonly id: number; readonly what: 'stop'; readonly graceMs: number };
+  | { readonly type: 'ask'; readonly id: number; readonly what: 'stop'; readonly graceMs: number }
+  // skein up's runtime (src/proxy/mesh-proxy.ts): workloads come and go while the proxy runs.
+  | { readonly type: 'ask'; readonly id: number; readonly what: 'add'; readonly spec: WorkloadSpec }
+  | { readonly type: 'ask'; readonly id: number; readonly what: 'remove'; readonly name: string; readonly graceMs: number }
+  | { readonly type: 'ask'; readonly id: number; readonly what: 'in-flight'; readonly service: string }
+  | { readonly type: 'ask'; readonly id: number; readonly what: 'gone'; readonly service: string; readonly key: string; readonly timeoutMs: number };
 
 export type MainMessage =
   | WorkerQuestion
   | { readonly type: 'tap'; readonly tap: number; readonly filter: TapFilter }
   | { readonly type: 'untap'; readonly tap: number }
+  /** The main thread's session-ticket keys changed (a root left the trust bundle): every worker takes them. */
+  | { readonly type: 'ticket-keys'; readonly keys: Uint8Array }
   | { readonly type: 'ca-reply'; readonly id: number; readonly ok: true; readonly value: CaAnswer }
   | { readonly type: 'ca-reply'; readonly id: number; readonly ok: false; readonly error: string };
 
@@ -60,16 +73,36 @@ export interface WorkerFacts {
   readonly requests: number;
 }
 
-export type WorkerAnswer = Readiness | StatsSnapshot | object | boolean | WorkerFacts | null;
+export type WorkerAnswer = Readiness | StatsSnapshot | object | boolean | WorkerFacts | WorkloadInfo | number | null;
+
+/** A question that failed: its message, and the SkeinError's code and field when it was one. */
+export interface FailedReply {
+  readonly ok: false;
+  readonly error: string;
+  readonly code?: string;
+  readonly field?: string | null;
+}
 
 export type WorkerMessage =
   | { readonly type: 'ready'; readonly workloads: readonly WorkloadInfo[] }
   | { readonly type: 'failed'; readonly code: string; readonly message: string; readonly field: string | null }
   | { readonly type: 'reply'; readonly id: number; readonly ok: true; readonly value: WorkerAnswer }
-  | { readonly type: 'reply'; readonly id: number; readonly ok: false; readonly error: string }
+  | ({ readonly type: 'reply'; readonly id: number } & FailedReply)
   | { readonly type: 'tap-record'; readonly tap: number; readonly record: TapRecord }
   | { readonly type: 'cold-start'; readonly service: string }
   | { readonly type: 'ca'; readonly id: number; readonly question: CaQuestion };
+
+/** An error as it crosses a MessagePort (a SkeinError keeps its code and field). */
+export function failedReply(e: unknown): FailedReply {
+  return isSkeinError(e) ? { ok: false, error: e.message, code: e.code, field: e.field ?? null } : { ok: false, error: (e as Error).message };
+}
+
+/** The error a FailedReply stands for: a SkeinError with its code and field, or an Error. */
+export function replyError(r: FailedReply): Error {
+  if (r.code === undefined) return new Error(r.error);
+  const code: ErrorCode = r.code in ERROR_CODES ? (r.code as ErrorCode) : 'SKEIN_E_INTERNAL';
+  return new SkeinError(code, r.error, r.field == null ? {} : { field: r.field });
+}
 
 /**
  * Questions sent over a MessagePort (either way: the admin server's to a worker, a worker's to the
@@ -86,12 +119,12 @@ export class Pending<T> {
     return { id, answer };
   }
 
-  /** The reply to question `id` (a value, or an error's message); one for no question is ignored. */
-  settle(id: number, reply: { ok: true; value: T } | { ok: false; error: string }): void {
+  /** The reply to question `id` (a value, or an error: a SkeinError again when it was one); one for no question is ignored. */
+  settle(id: number, reply: { ok: true; value: T } | FailedReply): void {
     const w = this.waiting.get(id);
     this.waiting.delete(id);
     if (reply.ok) w?.resolve(reply.value);
-    else w?.reject(new Error(reply.error));
+    else w?.reject(replyError(reply));
   }
 
   /** Every question still waiting fails with `why` (the other side is gone). */

@@ -3,14 +3,15 @@
  * workload, its listeners bound with SO_REUSEPORT on the same ports as the other workers' (the
  * kernel spreads new connections among them), its own watch stream to the control plane, access
  * log, audit log and tracer. It answers the main thread's questions (the admin server's: metrics,
- * /stats, /ready, /picks, /debug/endpoints, taps) over its MessagePort (protocol.ts).
+ * /stats, /ready, /picks, /debug/endpoints, taps; skein up's runtime's: workloads added and
+ * removed, requests in flight, an endpoint gone) over its MessagePort (protocol.ts).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { systemClock } from '../../core/clock.js';
 import { isSkeinError } from '../../core/errors.js';
 import { ControlReplicas } from '../../discovery/control-replicas.js';
 import { MainThreadCa, type CaAnswer, type CaQuestion } from './ca.js';
-import { Pending, type MainMessage, type WorkerAnswer, type WorkerFacts, type WorkerInit, type WorkerMessage, type WorkerQuestion } from './protocol.js';
+import { failedReply, Pending, type MainMessage, type WorkerAnswer, type WorkerFacts, type WorkerInit, type WorkerMessage, type WorkerQuestion } from './protocol.js';
 
 const init = workerData as WorkerInit;
 if (parentPort === null) throw new Error('src/proxy/workers/worker.ts runs as a worker thread (src/proxy/workers.ts starts it)');
@@ -37,8 +38,15 @@ async function main(): Promise<void> {
     post({ type: 'ca', id, question });
     return answer;
   };
+  // mTLS: the main thread's session-ticket keys, from the start and at every rotation (ca.ts).
+  let ticketKeys = init.ticketKeys === null ? undefined : Buffer.from(init.ticketKeys);
+  let built: { identities: { setTicketKeys(keys: Buffer): void } | null } | null = null;
   port.on('message', (m: MainMessage) => {
     if (m.type === 'ca-reply') caPending.settle(m.id, m);
+    else if (m.type === 'ticket-keys') {
+      ticketKeys = Buffer.from(m.keys);
+      built?.identities?.setTicketKeys(ticketKeys);
+    }
   });
   const mtls = init.mtls === null ? null : { ...init.mtls, source: new MainThreadCa(askCa) };
   const tracer = init.trace === null ? null : await startTracer(init.trace.url, init.trace.sampleRatio, init.id, logger);
@@ -55,10 +63,12 @@ async function main(): Promise<void> {
     authzDefault: init.authzDefault,
     limits: init.limits,
     mtls,
+    ...(ticketKeys === undefined ? {} : { ticketKeys }),
     reusePort: true,
     // The main thread asks the control plane to wake the service (once for all workers' requests).
     onColdStart: (service) => post({ type: 'cold-start', service }),
   });
+  built = proxy;
   try {
     for (const s of init.workloads) await proxy.addWorkload(s);
   } catch (e) {
@@ -89,6 +99,15 @@ async function main(): Promise<void> {
         const facts: WorkerFacts = { connections: proxy.connections(), requests };
         return facts;
       }
+      case 'add':
+        return proxy.addWorkload(q.spec);
+      case 'remove':
+        await proxy.removeWorkload(q.name, q.graceMs);
+        return null;
+      case 'in-flight':
+        return proxy.inFlight(q.service);
+      case 'gone':
+        return proxy.whenEndpointGone(q.service, q.key, q.timeoutMs);
       case 'stop':
         for (const off of taps.values()) off();
         taps.clear();
@@ -101,7 +120,7 @@ async function main(): Promise<void> {
   };
 
   port.on('message', (m: MainMessage) => {
-    if (m.type === 'ca-reply') return;
+    if (m.type === 'ca-reply' || m.type === 'ticket-keys') return;
     if (m.type === 'tap') {
       taps.set(m.tap, view.tap(m.filter, (record) => post({ type: 'tap-record', tap: m.tap, record })));
       return;
@@ -116,7 +135,7 @@ async function main(): Promise<void> {
         post({ type: 'reply', id: m.id, ok: true, value });
         if (m.what === 'stop') port.close();
       },
-      (e: unknown) => post({ type: 'reply', id: m.id, ok: false, error: (e as Error).message }),
+      (e: unknown) => post({ type: 'reply', id: m.id, ...failedReply(e) }),
     );
   });
   post({ type: 'ready', workloads: proxy.workloadInfo() });
