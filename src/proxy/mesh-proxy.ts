@@ -18,10 +18,9 @@ export interface MeshProxy {
   removeWorkload(name: string, graceMs?: number): Promise<void>;
   /**
    * Requests in flight from the proxy's outbound listeners to `service` (the autoscaler's inFlight
-   * metric); null when the proxy has no client for it. With workers: their sum as last reported
-   * (each read asks them again, so a reading is at most one read old).
+   * metric); null when the proxy has no client for it. With workers: their sum, asked of each.
    */
-  inFlight(service: string): number | null;
+  inFlight(service: string): number | null | Promise<number | null>;
   /**
    * Resolves once the proxy no longer routes `service` to the endpoint `key` (with workers: none of
    * them), or after `timeoutMs`; true when it is gone.

@@ -199,9 +199,6 @@ export class ProxyWorkers implements AdminView, MeshProxy {
   readonly metrics: { readonly id: string };
   /** The ticket keys the workers were last sent (the main thread's identities'). */
   private sentKeys: Buffer | null = null;
-  /** inFlight: each service's sum as the workers last reported it, and the questions under way. */
-  private readonly inFlightSums = new Map<string, number | null>();
-  private readonly inFlightAsked = new Set<string>();
   private readonly startedAt: number;
   private readonly feed = new EventFeed();
   private readonly taps = new Map<number, (r: TapRecord) => void>();
@@ -328,18 +325,10 @@ export class ProxyWorkers implements AdminView, MeshProxy {
     await this.askAll({ what: 'remove', name, graceMs }, graceMs + 5000);
   }
 
-  /** The workers' requests in flight to `service` as last reported; asks them again (MeshProxy.inFlight). */
-  inFlight(service: string): number | null {
-    if (!this.inFlightAsked.has(service) && !this.stopping) {
-      this.inFlightAsked.add(service);
-      this.askAll<number | null>({ what: 'in-flight', service })
-        .then(
-          (all) => this.inFlightSums.set(service, all.every((n) => n === null) ? null : all.reduce<number>((a, n) => a + (n ?? 0), 0)),
-          (e: unknown) => this.o.logger?.warn({ service, err: (e as Error).message }, 'could not read the workers\' requests in flight'),
-        )
-        .finally(() => this.inFlightAsked.delete(service));
-    }
-    return this.inFlightSums.get(service) ?? null;
+  /** The workers' requests in flight to `service`, summed (MeshProxy.inFlight); null when no worker has a client for it. */
+  async inFlight(service: string): Promise<number | null> {
+    const all = await this.askAll<number | null>({ what: 'in-flight', service });
+    return all.every((n) => n === null) ? null : all.reduce<number>((a, n) => a + (n ?? 0), 0);
   }
 
   /** Resolves once no worker routes `service` to `key` (true), or after `timeoutMs` (false). */

@@ -29,7 +29,7 @@ export interface HttpAutoscaleSignalsOptions {
   readonly token?: string | undefined;
   readonly clock: Clock;
   /** Requests in flight to `service` now (the runtime's proxy), null when it has no state for it. */
-  inFlight(service: string): number | null;
+  inFlight(service: string): number | null | Promise<number | null>;
   /** Per read. Default 2 s. */
   readonly timeoutMs?: number;
 }
@@ -66,9 +66,14 @@ export class HttpAutoscaleSignals implements AutoscaleSignals {
     return p99s.length === 0 ? { value: null, why: 'no requests in the window, so no p99' } : { value: Math.max(...p99s) };
   }
 
-  private inFlight(service: string, windowMs: number): MetricReading {
+  private async inFlight(service: string, windowMs: number): Promise<MetricReading> {
+    let n: number | null;
+    try {
+      n = await this.o.inFlight(service);
+    } catch (e) {
+      return { value: null, why: `the proxy's requests in flight: ${(e as Error).message}` };
+    }
     const now = this.o.clock.now();
-    const n = this.o.inFlight(service);
     const kept = (this.samples.get(service) ?? []).filter((s) => s.time > now - windowMs);
     if (n !== null) kept.push({ time: now, value: n });
     this.samples.set(service, kept);
