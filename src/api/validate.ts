@@ -4,7 +4,8 @@
  * same wherever it is made. Messages are written for people editing YAML or JSON by hand: a
  * pattern is named by what it means ("must be a DNS label (...)"), not by its regular expression.
  */
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { createRequire } from 'node:module';
+import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
 import type { TSchema } from '@sinclair/typebox';
 import { SkeinError } from '../core/errors.js';
 import { patternMessage, patternNoun } from './names.js';
@@ -25,14 +26,27 @@ export interface SchemaProblem extends FieldProblem {
   readonly path: readonly string[];
 }
 
-const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false, verbose: true });
+/**
+ * The one Ajv, made by the first validation: Ajv is ~60 modules and a few MB of memory that a
+ * process which validates nothing (a proxy serving only inbound workloads) does without
+ * (docs/benchmarks.md, "Memory after (issue 16)"). Ajv is CommonJS, so it is required
+ * synchronously where it is first needed and `compiled` stays synchronous.
+ */
+let ajv: Ajv | null = null;
+function theAjv(): Ajv {
+  if (ajv === null) {
+    const { Ajv: AjvClass } = createRequire(import.meta.url)('ajv') as typeof import('ajv');
+    ajv = new AjvClass({ allErrors: true, strict: true, strictRequired: false, verbose: true });
+  }
+  return ajv;
+}
 const cache = new WeakMap<TSchema, ValidateFunction>();
 
 /** The compiled validator of a schema (compiled once). */
 export function compiled(schema: TSchema): ValidateFunction {
   let v = cache.get(schema);
   if (v === undefined) {
-    v = ajv.compile(schema);
+    v = theAjv().compile(schema);
     cache.set(schema, v);
   }
   return v;

@@ -205,13 +205,14 @@ export function proxyCommand(): Command {
         const adminOpts = { tapRedact, tapLimits: { maxTaps: o.maxTaps, stallTimeoutMs: o.tapStallTimeout }, insecure: o.insecureAdmin === true };
         const limits = { maxHeadBytes: o.maxHead, headersTimeoutMs: o.headerTimeout, idleTimeoutMs: o.idleTimeout, upstreamIdleTimeoutMs: o.upstreamIdleTimeout, connectTimeoutMs: o.connectTimeout, maxConnections: o.maxConnections };
         if (o.workers > 1) {
-          const [{ ProxyWorkers }, { Identities }] = await Promise.all([import('../proxy/workers.js'), import('../proxy/tls/identities.js')]);
+          const { ProxyWorkers } = await import('../proxy/workers.js');
           // mTLS: the main thread spends the join token on certificates of its own, which prove the workers' (src/proxy/workers/ca.ts).
           const mtls = o.mtls === 'off' ? null : await meshCa(replicas, o.joinToken ?? process.env['SKEIN_JOIN_TOKEN'], o.mtls, null, logger);
+          // The certificate modules (@peculiar/x509) only with mTLS on: a plaintext proxy does without them.
           const ids =
             mtls === null
               ? null
-              : new Identities({
+              : new (await import('../proxy/tls/identities.js')).Identities({
                   source: mtls.source,
                   trustDomain: mtls.trustDomain,
                   clock: systemClock,
@@ -302,9 +303,10 @@ export function proxyCommand(): Command {
         try {
           // The certificates kept in the state first (no CA may answer); then one CA request for
           // every identity still missing: a join token is spent by its first use.
-          const kept = loaded?.tls === null || loaded?.tls === undefined ? [] : (proxy.identities?.restore(loaded.tls.credentials) ?? []);
+          const ids = await proxy.tlsReady();
+          const kept = loaded?.tls === null || loaded?.tls === undefined ? [] : (ids?.restore(loaded.tls.credentials) ?? []);
           if (kept.length > 0) logger.info({ services: kept }, 'certificates restored from the proxy state (renewed when the CA answers)');
-          await proxy.identities?.obtain(specs.map((s) => s.service ?? s.name));
+          await ids?.obtain(specs.map((s) => s.service ?? s.name));
           for (const s of specs) await proxy.addWorkload(s);
           adminServer = admin === null ? null : await startAdmin(proxy, admin, adminOpts);
         } catch (e) {

@@ -54,9 +54,9 @@ import { ServiceAuthz } from '../engine/authorization.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { Refusal } from '../engine/service-client.js';
 import { randomBytes } from 'node:crypto';
-import { Identities, type CertificateSource, type ControlCall, type IdentityEvent } from './tls/identities.js';
-import { InboundTlsServer, type InboundTls, type PeerIdentity } from './tls/inbound.js';
-import { OutboundTls, type UpstreamTls } from './tls/outbound.js';
+import type { CertificateSource, ControlCall, Identities, IdentityEvent } from './tls/identities.js';
+import type { InboundTls, InboundTlsServer, PeerIdentity } from './tls/inbound.js';
+import type { OutboundTls, UpstreamTls } from './tls/outbound.js';
 
 export type { HostPort };
 
@@ -167,6 +167,17 @@ export interface ListenerConnections {
 
 const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
 
+/**
+ * The mTLS modules: certificates, CSRs and their parsing (@peculiar/x509 and its ASN.1 schemas,
+ * ~200 modules and ~10 MB of RSS), loaded only by a proxy with mTLS on (docs/benchmarks.md,
+ * "Memory after (issue 16)"). The constructor starts loading them; `addWorkload` waits for them.
+ */
+async function loadTls() {
+  const [{ Identities }, { InboundTlsServer }, { OutboundTls }] = await Promise.all([import('./tls/identities.js'), import('./tls/inbound.js'), import('./tls/outbound.js')]);
+  return { Identities, InboundTlsServer, OutboundTls };
+}
+type TlsModules = Awaited<ReturnType<typeof loadTls>>;
+
 /** The path callers' proxies probe a service on (its http active health check), or null. */
 function probePathOf(def: Service | null | undefined): string | null {
   const c = def?.traffic.activeHealthCheck;
@@ -201,9 +212,8 @@ class Listener implements ListenerContext {
     this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => this.accept(socket));
     this.metrics = proxy.requestMetrics ? proxy.metrics.listener(workload, direction) : null;
     this.authz = direction === 'inbound' ? proxy.authzOf(callerService) : null;
-    const tls = direction === 'inbound' ? proxy.inboundTls(callerService) : null;
-    this.tls = tls === null ? null : new InboundTlsServer(tls, (s, peer) => this.serve(s, peer));
-    this.claimedCallers = direction === 'inbound' && tls === null;
+    this.tls = direction === 'inbound' ? proxy.inboundTlsServer(callerService, (s, peer) => this.serve(s, peer)) : null;
+    this.claimedCallers = direction === 'inbound' && this.tls === null;
   }
 
   private accept(socket: Socket): void {
@@ -359,10 +369,15 @@ export class Proxy {
   private readonly workloads = new Map<string, Workload>();
   private sweeper: NodeJS.Timeout | null = null;
   private stopped = false;
-  /** mTLS on: the proxy's certificates, and how outbound connections use them. */
-  readonly identities: Identities | null;
+  /** mTLS on: the proxy's certificates (null until the mTLS modules are loaded: `tlsReady`), and how outbound connections use them. */
+  private ids: Identities | null = null;
   private readonly mtlsMode: MtlsMode;
-  private readonly outboundTls: OutboundTls | null;
+  private outboundTls: OutboundTls | null = null;
+  /** The mTLS modules once loaded (null: mTLS off, or not loaded yet). */
+  private tlsModules: TlsModules | null = null;
+  /** Settles once the mTLS modules are loaded and the identities made (at once with mTLS off). */
+  private readonly tlsLoaded: Promise<void>;
+  private started = false;
   private readonly onColdStart: ((service: string) => void) | null;
   private readonly stateOpts: ProxyStateOptions | null;
   private readonly stateWriter: StateWriter | null;
@@ -401,11 +416,17 @@ export class Proxy {
     const mtls = opts.mtls ?? null;
     this.mtlsMode = mtls?.mode ?? 'off';
     this.caInfo = mtls?.info ?? null;
-    this.identities =
-      mtls === null || mtls.mode === 'off'
-        ? null
-        : new Identities({ source: mtls.source, trustDomain: mtls.trustDomain, clock: this.clock, rng: this.rng, ticketKeys: opts.ticketKeys ?? randomBytes(48), ticketKeysShared: opts.ticketKeys !== undefined, onEvent: (e) => this.identityEvent(e) });
-    this.outboundTls = this.identities === null || this.mtlsMode === 'off' ? null : new OutboundTls(this.identities, (service) => this.modeOf(service));
+    if (mtls === null || mtls.mode === 'off') this.tlsLoaded = Promise.resolve();
+    else {
+      this.tlsLoaded = loadTls().then((m) => {
+        this.tlsModules = m;
+        this.ids = new m.Identities({ source: mtls.source, trustDomain: mtls.trustDomain, clock: this.clock, rng: this.rng, ticketKeys: opts.ticketKeys ?? randomBytes(48), ticketKeysShared: opts.ticketKeys !== undefined, onEvent: (e) => this.identityEvent(e) });
+        this.outboundTls = new m.OutboundTls(this.ids, (service) => this.modeOf(service));
+        if (this.started && !this.stopped) this.ids.startTrustPolling();
+      });
+      // Awaited by addWorkload and tlsReady; not a crash before either is called.
+      this.tlsLoaded.catch(() => undefined);
+    }
     this.stateOpts = opts.state ?? null;
     if (opts.controlUrl === null) {
       this.watch = null;
@@ -456,9 +477,24 @@ export class Proxy {
     if (loaded !== null && this.watch !== null) {
       this.stateTimer = this.clock.setTimeout(() => this.restore(loaded), this.stateOpts?.waitMs ?? PROXY_STATE_DEFAULTS.waitMs);
     }
-    this.identities?.startTrustPolling();
+    this.started = true;
+    this.ids?.startTrustPolling();
     this.sweeper = setInterval(() => this.sweep(), 1000);
     this.sweeper.unref();
+  }
+
+  /** mTLS on: the proxy's certificates (null while the mTLS modules load: see `tlsReady`); null with mTLS off. */
+  get identities(): Identities | null {
+    return this.ids;
+  }
+
+  /**
+   * The proxy's certificates once the mTLS modules are loaded (null: mTLS off). `addWorkload`
+   * waits for them itself; a caller that restores or obtains certificates first awaits this.
+   */
+  async tlsReady(): Promise<Identities | null> {
+    await this.tlsLoaded;
+    return this.ids;
   }
 
   /** True once the proxy can route: it has had a snapshot, or serves the persisted state (or needs none). */
@@ -551,8 +587,15 @@ export class Proxy {
     return this.watch?.definition(service)?.mtlsMode ?? this.mtlsMode;
   }
 
-  /** How an inbound listener of `service` takes connections; null: plaintext. */
-  inboundTls(service: string): InboundTls | null {
+  /** How an inbound listener of `service` takes connections, calling `serve` with each connection ready for HTTP; null: plaintext. */
+  inboundTlsServer(service: string, serve: (socket: Socket, peer: PeerIdentity | null) => void): InboundTlsServer | null {
+    const tls = this.inboundTls(service);
+    const m = this.tlsModules;
+    return tls === null || m === null ? null : new m.InboundTlsServer(tls, serve);
+  }
+
+  /** What an inbound listener of `service` needs of the proxy for mTLS; null: plaintext. */
+  private inboundTls(service: string): InboundTls | null {
     const ids = this.identities;
     if (ids === null) return null;
     return {
@@ -691,6 +734,7 @@ export class Proxy {
     if (this.stopped) throw new SkeinError('SKEIN_E_PROXY_DRAINING', 'the proxy is stopping');
     if (this.workloads.has(spec.name)) throw new SkeinError('SKEIN_E_USAGE', `workload "${spec.name}" exists already`, { field: 'name' });
     const service = spec.service ?? spec.name;
+    await this.tlsLoaded;
     if (this.identities !== null && this.mtlsMode !== 'off') {
       try {
         await this.identities.obtain([service]);

@@ -8,7 +8,7 @@ import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { TlsRefusal } from '../../api/mtls.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
-import { handshakeRefusal } from '../tls/peer.js';
+import { handshakeRefusal } from '../tls/refusal.js';
 import type { UpstreamTls } from '../tls/outbound.js';
 import { ERR, HttpParser, ParserType } from './llhttp.js';
 import { HeadCallbacks } from './head.js';

@@ -7,29 +7,10 @@
  * registry says who the peer should be, it must be that identity.
  */
 import type { PeerCertificate, TLSSocket } from 'node:tls';
-import { TLS_REFUSALS, type TlsRefusal } from '../../api/mtls.js';
 import { peerIdentity } from '../../identity/certs.js';
+import { refused, VERIFY_ERRORS, type PeerCheck } from './refusal.js';
 
-export type PeerCheck =
-  | { readonly ok: true; readonly identity: string; readonly namespace: string | null; readonly service: string | null }
-  | { readonly ok: false; readonly reason: TlsRefusal; readonly detail: string };
-
-/** OpenSSL's verification codes, by the refusal they are. */
-const VERIFY_ERRORS: Readonly<Record<string, TlsRefusal>> = {
-  CERT_HAS_EXPIRED: 'expired',
-  CERT_NOT_YET_VALID: 'expired',
-  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'unknown-issuer',
-  UNABLE_TO_GET_ISSUER_CERT: 'unknown-issuer',
-  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'unknown-issuer',
-  SELF_SIGNED_CERT_IN_CHAIN: 'unknown-issuer',
-  DEPTH_ZERO_SELF_SIGNED_CERT: 'unknown-issuer',
-  // Names a trusted issuer but was not signed by it: another CA's certificate (or a forgery).
-  CERT_SIGNATURE_FAILURE: 'unknown-issuer',
-};
-
-function refused(reason: TlsRefusal, detail: string): PeerCheck {
-  return { ok: false, reason, detail: `${TLS_REFUSALS[reason]}: ${detail}` };
-}
+export type { PeerCheck };
 
 /** Identities of certificates seen lately, by SHA-256 fingerprint: a handshake parses none twice. */
 const seen = new Map<string, ReturnType<typeof peerIdentity>>();
@@ -62,11 +43,4 @@ export function checkPeer(socket: TLSSocket, trustDomain: string, expected: stri
   if (id.id.trustDomain !== trustDomain) return refused('trust-domain', `${id.identity} is not in ${trustDomain}`);
   if (expected !== null && id.identity !== expected) return refused('wrong-identity', `${id.identity}, expected ${expected}`);
   return { ok: true, identity: id.identity, namespace: id.id.namespace, service: id.id.service };
-}
-
-/** The refusal a handshake error is (the error Node gives when the handshake itself fails). */
-export function handshakeRefusal(err: Error & { code?: string }): PeerCheck {
-  const code = err.code ?? '';
-  if (code in VERIFY_ERRORS) return refused(VERIFY_ERRORS[code] as TlsRefusal, code);
-  return refused('handshake', `${code === '' ? '' : `${code}: `}${err.message}`);
 }

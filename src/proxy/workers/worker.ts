@@ -69,6 +69,10 @@ async function main(): Promise<void> {
     onColdStart: (service) => post({ type: 'cold-start', service }),
   });
   built = proxy;
+  // The identities are made once the mTLS modules are loaded: keys rotated meanwhile reach them then.
+  void proxy.tlsReady().then((ids) => {
+    if (ids !== null && ticketKeys !== undefined) ids.setTicketKeys(ticketKeys);
+  }, () => undefined);
   try {
     for (const s of init.workloads) await proxy.addWorkload(s);
   } catch (e) {
