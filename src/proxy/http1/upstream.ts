@@ -306,6 +306,8 @@ export class Upstream extends HeadCallbacks {
 export class Pool {
   private readonly idle: Upstream[] = [];
   lastUsed = 0;
+  /** Kept in its Pools' table (false once swept away, until put back). */
+  live = true;
   /** How long an idle connection is kept; 0: the proxy's default. */
   idleMs = 0;
 
@@ -313,6 +315,8 @@ export class Pool {
     readonly key: string,
     readonly maxIdle: number,
     private readonly owner: Pools | null = null,
+    /** The mTLS identities it is for ('' plaintext): part of the key (see Pools.get). */
+    readonly identity = '',
   ) {}
 
   get idleCount(): number {
@@ -381,40 +385,55 @@ export class Pool {
   }
 }
 
-/** Pools by endpoint address. */
+/**
+ * Pools by endpoint address. The table is keyed by `${address}:${port}` (and the mTLS identities),
+ * so an endpoint replaced by another object with the same address (a re-registration, a new
+ * snapshot) finds the same pool and its warm connections. That string is made once per endpoint
+ * object, not per request: the pool an Endpoint object last got is kept beside it (`byEndpoint`,
+ * weakly, as endpoints are frozen and come and go) and used while it is still in the table.
+ */
 export class Pools {
   private readonly pools = new Map<string, Pool>();
+  private readonly byEndpoint = new WeakMap<Endpoint, Pool>();
 
   constructor(private readonly maxIdle: number) {}
 
   /** The pool of `e`'s address, for connections made as `identity` (mTLS) or plaintext (''). */
   get(e: Endpoint, identity = ''): Pool {
+    const known = this.byEndpoint.get(e);
+    if (known !== undefined && known.live && known.identity === identity) return known;
     const key = identity === '' ? `${e.address}:${e.port}` : `${e.address}:${e.port} ${identity}`;
     let p = this.pools.get(key);
     if (p === undefined) {
-      p = new Pool(key, this.maxIdle, this);
+      p = new Pool(key, this.maxIdle, this, identity);
       this.pools.set(key, p);
     }
+    this.byEndpoint.set(e, p);
     return p;
   }
 
   /** Whether `p` is the pool kept for its address (not swept away). */
   isLive(p: Pool): boolean {
-    return this.pools.get(p.key) === p;
+    return p.live;
   }
 
   /** The pool kept for `p`'s address: `p` itself (put back if it was swept away) or a newer one. */
   home(p: Pool): Pool {
+    if (p.live) return p;
     const cur = this.pools.get(p.key);
     if (cur !== undefined) return cur;
     this.pools.set(p.key, p);
+    p.live = true;
     return p;
   }
 
   sweep(now: number, maxIdleMs: number): void {
     for (const [key, p] of this.pools) {
       const idle = p.idleMs > 0 ? p.idleMs : maxIdleMs;
-      if (p.sweep(now, idle) === 0 && now - p.lastUsed > idle) this.pools.delete(key);
+      if (p.sweep(now, idle) === 0 && now - p.lastUsed > idle) {
+        this.pools.delete(key);
+        p.live = false;
+      }
     }
   }
 
@@ -429,7 +448,10 @@ export class Pools {
 
   closeAll(): void {
     this.closed = true;
-    for (const p of this.pools.values()) p.sweep(Number.POSITIVE_INFINITY, 0);
+    for (const p of this.pools.values()) {
+      p.sweep(Number.POSITIVE_INFINITY, 0);
+      p.live = false;
+    }
     this.pools.clear();
   }
 }
