@@ -38,6 +38,8 @@ interface Side {
   completed: Buffer | null;
   /** Bytes llhttp went through (up to where it stopped). */
   executed: number;
+  /** Bytes handed to llhttp (copied into its memory). */
+  handed: number;
   expect(skipBody: boolean): void;
   feed(data: Buffer): void;
   eof(): void;
@@ -49,12 +51,14 @@ class Shortcut extends ResponseReader implements Side {
   stopped = false;
   completed: Buffer | null = null;
   executed = 0;
+  handed = 0;
 
   constructor() {
     super();
     const execute = this.parser.execute.bind(this.parser);
     this.parser.execute = (chunk: Buffer): number => {
       const ret = execute(chunk);
+      this.handed += chunk.length;
       this.executed += ret === ERR.OK ? chunk.length : this.parser.errorOffset;
       return ret;
     };
@@ -94,6 +98,7 @@ class Plain extends HeadCallbacks implements Side {
   stopped = false;
   completed: Buffer | null = null;
   executed = 0;
+  handed = 0;
   readonly parser = new HttpParser(ParserType.Response, this);
   private skipBody = false;
   private headDone = false;
@@ -120,6 +125,7 @@ class Plain extends HeadCallbacks implements Side {
   }
   private execute(data: Buffer): number {
     const ret = this.parser.execute(data);
+    this.handed += data.length;
     this.executed += ret === ERR.OK ? data.length : this.parser.errorOffset;
     return ret;
   }
@@ -267,7 +273,7 @@ function response(r: Rnd): { text: string; head: boolean } {
   const framing = r();
   if (framing < 0.55) {
     // Content-Length, right or not.
-    const n = r() < 0.15 ? 0 : r() < 0.85 ? int(r, 1, 40) : int(r, 200, 3000);
+    const n = r() < 0.15 ? 0 : r() < 0.85 ? int(r, 1, 40) : r() < 0.7 ? int(r, 200, 3000) : int(r, 4000, 9000);
     body = bytes(r, n);
     const kind = r();
     let value = String(n);
@@ -386,14 +392,18 @@ const ADVERSARIAL: ReadonlyArray<readonly [string, readonly boolean[]]> = [
   ['HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Bad : v\r\n\r\nhello', [false]],
   ['HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxgarbage', [false, false]],
   ['HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok', [true]],
+  [`\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4100\r\n\r\n${'b'.repeat(4100)}HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1004\r\n${'c'.repeat(4100)}\r\n0\r\n\r\n`, [false, false]],
 ];
 
-test('adversarial streams, split in two at every offset and fed byte by byte, with and without the end of the stream', () => {
+test('adversarial streams, split in two at every offset (of a long one, every offset near its heads) and fed byte by byte, with and without the end of the stream', () => {
   for (const [text, skips] of ADVERSARIAL) {
     const data = Buffer.from(text, 'latin1');
+    // Of a long stream, every offset near a head (and its ends), every 97th elsewhere.
+    const heads = [...text.matchAll(/HTTP\/1\.1/g)].map((m) => m.index);
+    const near = (k: number): boolean => data.length <= 1000 || k % 97 === 0 || k > data.length - 100 || heads.some((h) => k >= h - 10 && k <= h + 120);
     for (const eof of [false, true]) {
-      for (let k = 0; k <= data.length; k++) compare([data.subarray(0, k), data.subarray(k)], skips, eof, `split at ${k}`);
-      compare(Array.from(data, (b) => Buffer.from([b])), skips, eof, 'byte by byte');
+      for (let k = 0; k <= data.length; k++) if (near(k)) compare([data.subarray(0, k), data.subarray(k)], skips, eof, `split at ${k}`);
+      if (data.length <= 1000) compare(Array.from(data, (b) => Buffer.from([b])), skips, eof, 'byte by byte');
     }
   }
 });
@@ -409,6 +419,23 @@ test('a Content-Length body never reaches llhttp, and the parser takes the next 
   );
   assert.equal(fast.log.filter((e) => e.startsWith('H 200')).length, 2);
   fast.parser.destroy();
+});
+
+test('of a long read, llhttp is handed the head only (the body that came with it is never copied into its memory)', () => {
+  const fast = new Shortcut();
+  const head = 'HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 65000\r\n\r\n';
+  drive(fast, [Buffer.from(head + 'x'.repeat(65000), 'latin1')], [false], false);
+  assert.equal(fast.handed, head.length);
+  assert.deepEqual(fast.log.slice(1).map((e) => e.slice(0, 4)), ['B "x', 'C ""']);
+  fast.parser.destroy();
+  // Empty lines before the head: what follows them is parsed too.
+  const late = new Shortcut();
+  const text = `\r\n\r\n${head}${'y'.repeat(65000)}`;
+  drive(late, [Buffer.from(text, 'latin1')], [false], false);
+  assert.equal(late.handed, head.length + 4 + 65000, 'the first empty line was not the head\'s end: the rest of the read went to llhttp');
+  assert.equal(late.executed, head.length + 4);
+  assert.ok(late.log[0]?.startsWith('H 200'));
+  late.parser.destroy();
 });
 
 test('more header lines than the table holds: refused as too large, whether the head came in one read or several', () => {

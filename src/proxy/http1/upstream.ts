@@ -51,6 +51,9 @@ export class TlsRefused extends Error {
 }
 
 const EMPTY = Buffer.alloc(0);
+const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
+/** A read longer than this has its head found before llhttp parses it (see ResponseReader.feed). */
+const HEAD_PROBE_BYTES = 4096;
 
 /**
  * The response side of a connection: llhttp frames every response, with two shortcuts (issue 16;
@@ -130,11 +133,23 @@ export abstract class ResponseReader extends HeadCallbacks {
         return;
       }
       if (!this.headDone) {
-        const ret = this.parser.execute(data);
+        // llhttp gets a copy of what it parses: of a long read, only up to the first empty line
+        // (the end of a well-formed head; a read that starts with empty lines, which llhttp skips
+        // before a message, is given whole), so that a body that came with its head is not copied.
+        // Where llhttp stops is what counts: a shorter input is the same as a read split there.
+        let input = data;
+        if (data.length > HEAD_PROBE_BYTES && data[0] !== 13 && data[0] !== 10) {
+          const blank = data.indexOf(CRLFCRLF);
+          if (blank >= 0) input = data.subarray(0, blank + 4);
+        }
+        const ret = this.parser.execute(input);
         if (ret === ERR.OK) {
-          this.head.consumed(data);
+          this.head.consumed(input);
           if (this.head.base > 64 * 1024) this.malformed('upstream response head too large');
-          return;
+          if (input === data) return;
+          // The head goes on (a read that began inside it): the rest of the read.
+          data = data.subarray(input.length);
+          continue;
         }
         if ((ret !== ERR.PAUSED && ret !== ERR.PAUSED_UPGRADE) || !this.headDone) {
           this.malformed(`malformed response: ${this.parser.reason()}`);
