@@ -133,51 +133,10 @@ export abstract class ResponseReader extends HeadCallbacks {
         return;
       }
       if (!this.headDone) {
-        // llhttp gets a copy of what it parses: of a long read, only up to the first empty line
-        // (the end of a well-formed head; a read that starts with empty lines, which llhttp skips
-        // before a message, is given whole), so that a body that came with its head is not copied.
-        // Where llhttp stops is what counts: a shorter input is the same as a read split there.
-        let input = data;
-        if (data.length > HEAD_PROBE_BYTES && data[0] !== 13 && data[0] !== 10) {
-          const blank = data.indexOf(CRLFCRLF);
-          if (blank >= 0) input = data.subarray(0, blank + 4);
-        }
-        const ret = this.parser.execute(input);
-        if (ret === ERR.OK) {
-          this.head.consumed(input);
-          if (this.head.base > 64 * 1024) this.malformed('upstream response head too large');
-          if (input === data) return;
-          // The head goes on (a read that began inside it): the rest of the read.
-          data = data.subarray(input.length);
-          continue;
-        }
-        if ((ret !== ERR.PAUSED && ret !== ERR.PAUSED_UPGRADE) || !this.headDone) {
-          this.malformed(`malformed response: ${this.parser.reason()}`);
-          return;
-        }
-        const end = this.parser.errorOffset;
-        const head = this.head.complete(data, end);
-        const length = scanResponseHead(head, this.head);
-        if (this.head.overflow) {
-          this.malformed('upstream response head too large');
-          return;
-        }
-        const status = this.status;
-        // A body llhttp would frame by this length: counted here (see the class's comment).
-        if (length >= 0 && !this.msgDone && status >= 200 && status !== 204 && status !== 304) {
-          this.left = length;
-          this.counted = true;
-        }
-        this.gotHead(head, status);
-        data = end === data.length ? EMPTY : data.subarray(end);
-        if (this.msgDone) {
-          // No body (HEAD): the message ended with its head.
-          this.finishMessage(data);
-          return;
-        }
+        const rest = this.readHead(data);
+        if (rest === null) return;
+        data = rest;
         if (this.left >= 0) continue;
-        this.parser.resume();
-        if (!this.listening()) return;
       }
       this.cur = data;
       const ret = this.parser.execute(data);
@@ -205,6 +164,60 @@ export abstract class ResponseReader extends HeadCallbacks {
       }
       this.malformed(`malformed response: ${this.parser.reason()}`);
       return;
+    }
+  }
+
+  /**
+   * The head part of `feed`: the bytes after the head, with the parser resumed unless the body is
+   * counted here; null when this read is done with (the head goes on in the next one, the response
+   * ended with its head, or it was refused).
+   */
+  private readHead(data: Buffer): Buffer | null {
+    for (;;) {
+      // llhttp gets a copy of what it parses: of a long read, only up to the first empty line
+      // (the end of a well-formed head; a read that starts with empty lines, which llhttp skips
+      // before a message, is given whole), so that a body that came with its head is not copied.
+      // Where llhttp stops is what counts: a shorter input is the same as a read split there.
+      let input = data;
+      if (data.length > HEAD_PROBE_BYTES && data[0] !== 13 && data[0] !== 10) {
+        const blank = data.indexOf(CRLFCRLF);
+        if (blank >= 0) input = data.subarray(0, blank + 4);
+      }
+      const ret = this.parser.execute(input);
+      if (ret === ERR.OK) {
+        this.head.consumed(input);
+        if (this.head.base > 64 * 1024) this.malformed('upstream response head too large');
+        if (input === data || !this.listening()) return null;
+        // The head goes on (a read that began inside it): the rest of the read.
+        data = data.subarray(input.length);
+        continue;
+      }
+      if ((ret !== ERR.PAUSED && ret !== ERR.PAUSED_UPGRADE) || !this.headDone) {
+        this.malformed(`malformed response: ${this.parser.reason()}`);
+        return null;
+      }
+      const end = this.parser.errorOffset;
+      const head = this.head.complete(data, end);
+      const length = scanResponseHead(head, this.head);
+      if (this.head.overflow) {
+        this.malformed('upstream response head too large');
+        return null;
+      }
+      const status = this.status;
+      // A body llhttp would frame by this length: counted here (see the class's comment).
+      if (length >= 0 && !this.msgDone && status >= 200 && status !== 204 && status !== 304) {
+        this.left = length;
+        this.counted = true;
+      }
+      this.gotHead(head, status);
+      const rest = end === data.length ? EMPTY : data.subarray(end);
+      if (this.msgDone) {
+        // No body (HEAD): the message ended with its head.
+        this.finishMessage(rest);
+        return null;
+      }
+      if (this.left < 0) this.parser.resume();
+      return this.listening() ? rest : null;
     }
   }
 
