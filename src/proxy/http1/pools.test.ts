@@ -82,3 +82,34 @@ test("a connection paused by a slow client's back-pressure reads again once pool
   assert.equal(socket.paused, false);
   assert.equal(pool.take(2), up);
 });
+
+test('the pool is found by the Endpoint object; an endpoint replaced by one with the same address shares it; swept pools are not handed out', () => {
+  const pools = new Pools(8);
+  const pool = pools.get(e);
+  assert.equal(pools.get(e), pool, 'the same object: the same pool');
+  assert.equal(pool.key, '127.0.0.1:9');
+  // A new snapshot of the instance: another (frozen) object with the same address.
+  const again = makeEndpoint({ service: 'svc', id: 'a', address: '127.0.0.1', port: 9, weight: 5 });
+  assert.notEqual(again, e);
+  assert.equal(pools.get(again), pool, 'the warm connections stay reachable');
+  const moved = makeEndpoint({ service: 'svc', id: 'a', address: '127.0.0.1', port: 10 });
+  assert.notEqual(pools.get(moved), pool, 'another port is another pool');
+  assert.equal(pools.get(moved).key, '127.0.0.1:10');
+  // mTLS: pools apart per identities, for the same Endpoint object.
+  const secure = pools.get(e, 'spiffe://a spiffe://b');
+  assert.notEqual(secure, pool);
+  assert.equal(secure.key, '127.0.0.1:9 spiffe://a spiffe://b');
+  assert.equal(pools.get(e, 'spiffe://a spiffe://b'), secure);
+  assert.equal(pools.get(e), pool, 'and back to plaintext');
+  // A sweep drops the unused pools: the object's remembered pool is not handed out again.
+  assert.equal(pools.isLive(pool), true);
+  pools.sweep(10_000, 1000);
+  assert.equal(pools.isLive(pool), false);
+  const fresh = pools.get(e);
+  assert.notEqual(fresh, pool);
+  assert.equal(pools.isLive(fresh), true);
+  assert.equal(pools.get(again), fresh, 'the other object finds the new pool by its address');
+  pools.closeAll();
+  assert.equal(pools.isLive(fresh), false);
+  assert.notEqual(pools.get(e), fresh);
+});
