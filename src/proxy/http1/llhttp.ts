@@ -12,11 +12,7 @@
  * One WebAssembly instance serves every parser of the process: execution is synchronous, so a
  * module-level "current parser" routes the callbacks, and one input buffer inside the wasm
  * memory is reused for every chunk.
- *
- * A parser made with `spans: false` reports no URL, status, header name or header value spans:
- * llhttp still checks every byte of the head, and the caller scans the head it validated once in
- * JS (response-head.ts `scanResponseHead`) instead of taking a call from WebAssembly per name and
- * per value (see `leanSettings`).
+
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -83,12 +79,9 @@ export interface ParserCallbacks {
 
 interface LlhttpExports {
   memory: WasmMemory;
-  __indirect_function_table: { get(i: number): { name: string } | null; readonly length: number };
   malloc(n: number): number;
   free(p: number): void;
   llhttp_alloc(type: number): number;
-  llhttp_init(p: number, type: number, settings: number): void;
-  llhttp_settings_init(settings: number): void;
   llhttp_reset(p: number): void;
   llhttp_free(p: number): void;
   llhttp_execute(p: number, data: number, len: number): number;
@@ -133,13 +126,6 @@ function dispatchSpan(kind: 0 | 1 | 2 | 3, at: number, len: number): number {
  */
 export const LLHTTP_DIR = join(dirname(require.resolve('undici')), 'lib', 'llhttp');
 
-interface WasmImport {
-  readonly module: string;
-  readonly name: string;
-  readonly kind: string;
-}
-const WAImports = (globalThis as unknown as { WebAssembly: { Module: { imports(m: WasmModule): WasmImport[] } } }).WebAssembly.Module;
-
 function loadModule(): WasmModule {
   try {
     return new WA.Module(require(join(LLHTTP_DIR, 'llhttp_simd-wasm.js')) as Buffer);
@@ -152,8 +138,7 @@ function loadModule(): WasmModule {
   }
 }
 
-const wasmModule = loadModule();
-const instance = new WA.Instance(wasmModule, {
+const instance = new WA.Instance(loadModule(), {
   env: {
     wasm_on_message_begin: () => (current === null ? 0 : current.callbacks.onMessageBegin()),
     wasm_on_url: (_p: number, at: number, len: number) => dispatchSpan(0, at, len),
@@ -170,73 +155,12 @@ const ll = instance.exports as unknown as LlhttpExports;
 
 /** The functions of the build that this file calls (llhttp.test.ts checks each is there). */
 export const LLHTTP_FUNCTIONS = [
-  'malloc', 'free', 'llhttp_alloc', 'llhttp_init', 'llhttp_settings_init', 'llhttp_reset', 'llhttp_free', 'llhttp_execute', 'llhttp_finish', 'llhttp_resume', 'llhttp_get_error_pos',
+  'malloc', 'free', 'llhttp_alloc', 'llhttp_reset', 'llhttp_free', 'llhttp_execute', 'llhttp_finish', 'llhttp_resume', 'llhttp_get_error_pos',
   'llhttp_get_error_reason', 'llhttp_get_method', 'llhttp_get_http_major', 'llhttp_get_http_minor', 'llhttp_should_keep_alive', 'llhttp_message_needs_eof',
 ] as const satisfies ReadonlyArray<keyof LlhttpExports>;
 const missing = LLHTTP_FUNCTIONS.filter((f) => typeof (ll as unknown as Record<string, unknown>)[f] !== 'function');
 if (missing.length > 0) throw new Error(`the llhttp build in ${LLHTTP_DIR} lacks ${missing.join(', ')}: install the exact undici version package.json names (npm ci)`);
 
-/** The span callbacks a parser made with `spans: false` goes without. */
-const SPAN_IMPORTS = ['wasm_on_url', 'wasm_on_status', 'wasm_on_header_field', 'wasm_on_header_value'];
-
-/**
- * llhttp reads its callbacks from a settings struct (a table of function pointers) that each
- * parser points to; undici's build points every parser at one struct with all of its callbacks.
- * Parsers without spans point at a copy of it without the span callbacks (llhttp skips a callback
- * that is null). Nothing of the layout is assumed: where the pointer sits in a parser is found by
- * `llhttp_init` with a marker, the struct's length by what `llhttp_settings_init` clears, and which
- * entries are the span callbacks by the functions they point to (a table entry's `name` is its
- * function's index, and the first indices are the imports, in order). Null when any of that is
- * not as expected: parsers then keep their spans (correct, only slower); llhttp.test.ts checks
- * that undici's pinned build gives the copy.
- */
-function leanSettings(): { readonly at: number; readonly ptr: number } | null {
-  try {
-    const MARK = 0x5ce1_7a6b;
-    const scratch = ll.malloc(256);
-    new Uint8Array(ll.memory.buffer).fill(0, scratch, scratch + 256);
-    ll.llhttp_init(scratch, ParserType.Response, MARK);
-    let at = -1;
-    for (let o = 0; o < 256; o += 4) if (new DataView(ll.memory.buffer).getUint32(scratch + o, true) === MARK) at = o;
-    new Uint8Array(ll.memory.buffer).fill(0xff, scratch, scratch + 256);
-    ll.llhttp_settings_init(scratch);
-    let size = 0;
-    const mem = new Uint8Array(ll.memory.buffer);
-    while (size < 256 && mem[scratch + size] === 0) size++;
-    ll.free(scratch);
-    if (at < 0 || size === 0 || size % 4 !== 0 || size === 256) return null;
-    const probe = ll.llhttp_alloc(ParserType.Response);
-    const full = new DataView(ll.memory.buffer).getUint32(probe + at, true);
-    ll.llhttp_free(probe);
-    const imports = WAImports.imports(wasmModule).filter((i) => i.kind === 'function');
-    const ptr = ll.malloc(size);
-    new Uint8Array(ll.memory.buffer).copyWithin(ptr, full, full + size);
-    const view = new DataView(ll.memory.buffer);
-    let dropped = 0;
-    for (let o = 0; o < size; o += 4) {
-      const idx = view.getUint32(ptr + o, true);
-      if (idx === 0) continue;
-      const fn = ll.__indirect_function_table.get(idx);
-      const imported = fn === null ? undefined : imports[Number(fn.name)];
-      if (imported !== undefined && SPAN_IMPORTS.includes(imported.name)) {
-        view.setUint32(ptr + o, 0, true);
-        dropped++;
-      }
-    }
-    if (dropped !== SPAN_IMPORTS.length) {
-      ll.free(ptr);
-      return null;
-    }
-    return { at, ptr };
-  } catch {
-    return null;
-  }
-}
-
-const LEAN = leanSettings();
-
-/** Whether parsers made with `spans: false` really go without span callbacks (llhttp.test.ts). */
-export const LEAN_PARSERS: boolean = LEAN !== null;
 
 function cString(ptr: number): string {
   if (ptr === 0) return '';
@@ -258,11 +182,8 @@ export class HttpParser {
   constructor(
     readonly type: ParserType,
     readonly callbacks: ParserCallbacks,
-    /** false: no URL, status, header name or value spans (see the top of this file). */
-    spans = true,
   ) {
     this.ptr = ll.llhttp_alloc(type);
-    if (!spans && LEAN !== null) new DataView(ll.memory.buffer).setUint32(this.ptr + LEAN.at, LEAN.ptr, true);
   }
 
   /**

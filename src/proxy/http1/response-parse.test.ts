@@ -19,7 +19,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ERR, HttpParser, LEAN_PARSERS, ParserType } from './llhttp.js';
+import { ERR, HttpParser, ParserType } from './llhttp.js';
 import { HeadCallbacks, type HeadCollector } from './head.js';
 import { ResponseReader } from './upstream.js';
 
@@ -447,8 +447,4 @@ test('more header lines than the table holds: refused as too large, whether the 
     assert.deepEqual(fast.log, ['E upstream response head too large']);
     fast.parser.destroy();
   }
-});
-
-test('the pinned llhttp build gives parsers without span callbacks', () => {
-  assert.equal(LEAN_PARSERS, true, 'leanSettings() found the settings layout of undici\'s llhttp build');
 });

@@ -58,8 +58,8 @@ const HEAD_PROBE_BYTES = 4096;
 /**
  * The response side of a connection: llhttp frames every response, with two shortcuts (issue 16;
  * docs/benchmarks.md, "Upstream parsing and pools"):
- * - its parser reports no header spans: once llhttp has validated a head, `scanResponseHead`
- *   fills the header table in one pass;
+ * - llhttp's header spans are ignored: once it has validated a head, `scanResponseHead` fills the
+ *   header table in one pass, which also finds the Content-Length;
  * - a body framed by Content-Length is counted here instead of passing through llhttp: the parser
  *   stops at the end of the head and is reset for the next message once the body's last byte has
  *   come. llhttp still decides every head (and so whether the length is valid); chunked bodies,
@@ -70,7 +70,7 @@ const HEAD_PROBE_BYTES = 4096;
  * the exchange.
  */
 export abstract class ResponseReader extends HeadCallbacks {
-  readonly parser: HttpParser = new HttpParser(ParserType.Response, this, false);
+  readonly parser: HttpParser = new HttpParser(ParserType.Response, this);
   /** Response to a HEAD request: tell the parser there is no body. */
   skipBody = false;
   /** Raw forwarding of body bytes is off; onBody decodes chunked framing instead (HTTP/1.0 clients). */
@@ -78,6 +78,14 @@ export abstract class ResponseReader extends HeadCallbacks {
   tunnel = false;
   protected headDone = false;
   protected msgDone = false;
+
+  // The header spans: the head's table is filled by scanResponseHead once llhttp has validated it.
+  override onHeaderField(): number {
+    return 0;
+  }
+  override onHeaderValue(): number {
+    return 0;
+  }
   private status = 0;
   private cur: Buffer | null = null;
   /** Bytes still to come of a body counted here (Content-Length); -1: llhttp frames the body, if any. */
