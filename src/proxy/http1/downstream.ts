@@ -12,7 +12,6 @@
  * its header lines through, and body bytes (chunked framing included: llhttp has validated it)
  * are forwarded as they came.
  */
-import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
 import { admit, callerOf, deadlineOf, isRefusal } from '../../engine/admission.js';
@@ -29,7 +28,7 @@ import { HeadCallbacks, MAX_HEADERS, upgradeAllowed } from './head.js';
 import { ERR, HttpParser, METHOD_HEAD, ParserType } from './llhttp.js';
 import { errorResponse } from './local-reply.js';
 import { RequestRecord } from './record.js';
-import { readRequestHead, upstreamHead } from './request-head.js';
+import { readRequestHead, RequestIds, upstreamHead } from './request-head.js';
 import type { Tunnel } from './tunnel.js';
 import type { ListenerContext, RouteError } from './types.js';
 import type { PeerIdentity } from '../tls/inbound.js';
@@ -44,6 +43,9 @@ const enum S {
 
 const EMPTY = Buffer.alloc(0);
 const lowerBytes = new Map<string, Uint8Array>();
+
+/** The ids of requests that come without x-request-id (one sequence per process). */
+const requestIds = new RequestIds();
 
 /** llhttp's numbers of DELETE, GET, HEAD, PUT, OPTIONS, TRACE. */
 const IDEMPOTENT = new Set([0, 1, 2, 4, 6, 7]);
@@ -280,7 +282,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     }
     const rec = this.record;
     this.explain = r.explain;
-    const requestId = r.requestIdAt >= 0 ? head.valueOf(buf, r.requestIdAt) : randomUUID();
+    const requestId = r.requestIdAt >= 0 ? head.valueOf(buf, r.requestIdAt) : requestIds.next();
     this.requestId = requestId;
     rec.method = r.method;
     rec.path = r.path;

@@ -11,6 +11,7 @@
  *   authority wins over Host, which is replaced.
  * - The target is normalized (src/core/path.ts): routes match what the app gets.
  */
+import { randomBytes } from 'node:crypto';
 import { CLIENT_ID_HEADER } from '../../api/mtls.js';
 import { MAX_TIMER_MS } from '../../core/clock.js';
 import { normalizePath } from '../../authz/normalize.js';
@@ -286,6 +287,56 @@ export function readRequestHead(
     badDeadline,
     trace,
   };
+}
+
+const HEX = '0123456789abcdef';
+/** Where the counter's 12 hex digits start in an id. */
+const COUNTER_AT = 24;
+const ID_LENGTH = 36;
+
+/**
+ * The x-request-id of a request that came without one. Ids are UUID-formatted, version 8 (RFC 9562
+ * §5.8: a layout of the maker's own): 74 random bits drawn once per process (`random`, 10 bytes),
+ * then a 48-bit counter in the last 12 hex digits,
+ *
+ *   rrrrrrrr-rrrr-8rrr-Vrrr-cccccccccccc    (V: 8, 9, a or b, the RFC 9562 variant)
+ *
+ * so ids are unique across proxies and restarts (the random part) and within a process (the
+ * counter), and making one costs a counter step and a 36-byte string instead of a random UUID.
+ * The ids of one process share their first 24 characters: an id says nothing secret and is not
+ * meant to be unguessable.
+ */
+export class RequestIds {
+  private readonly bytes = Buffer.alloc(ID_LENGTH);
+
+  constructor(random: Uint8Array = randomBytes(10)) {
+    if (random.length < 10) throw new RangeError(`RequestIds needs 10 random bytes, got ${random.length}`);
+    let hex = '';
+    for (let i = 0; i < 10; i++) hex += HEX[random[i]! >> 4]! + HEX[random[i]! & 15]!;
+    const variant = HEX[8 | (parseInt(hex[15]!, 16) & 3)]!;
+    const prefix = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-8${hex.slice(12, 15)}-${variant}${hex.slice(16, 19)}-`;
+    this.bytes.write(prefix, 0, 'latin1');
+    this.bytes.fill(0x30, COUNTER_AT);
+  }
+
+  /** The next id (the counter wraps after 2^48 ids). */
+  next(): string {
+    const b = this.bytes;
+    // Increment the hex counter in place: usually only its last digit changes.
+    for (let i = ID_LENGTH - 1; i >= COUNTER_AT; i--) {
+      const c = b[i]!;
+      if (c === 0x39) {
+        b[i] = 0x61;
+        break;
+      }
+      if (c !== 0x66) {
+        b[i] = c + 1;
+        break;
+      }
+      b[i] = 0x30;
+    }
+    return b.toString('latin1');
+  }
 }
 
 /** What the proxy adds to a request head. */
