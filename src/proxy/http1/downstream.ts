@@ -86,6 +86,8 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   private headBuf: Buffer = EMPTY;
   private pending: Buffer | null = null;
   private exchange: Exchange | null = null;
+  /** The last exchange, ended cleanly: the next request's (see Exchange.reusable). */
+  private spare: Exchange | null = null;
   private tunnel: Tunnel | null = null;
   /** The client half-closed: finish the current response, then close. */
   private clientEnded = false;
@@ -258,7 +260,12 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     const ex = this.exchange;
     this.exchange = null;
     this.state = S.Closed;
-    if (ex !== null) ex.abort();
+    if (ex !== null) {
+      ex.abort();
+      ex.dispose();
+    }
+    this.spare?.dispose();
+    this.spare = null;
     this.parser.destroy();
     this.onClose(this);
   }
@@ -352,20 +359,39 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     const openHead = timeoutMs > 0 || rec.hop !== null;
     const out = upstreamHead(buf, head, drop, r, { client: this.peer, requestId, caller: rec.caller, clientId: outbound ? null : (this.peerId?.identity ?? null), upgrade: this.upgrade, open: openHead });
     const method = this.parser.method;
-    const ex = new Exchange(this, dest, out, {
-      isHead: method === METHOD_HEAD,
-      hasBody,
-      upgrade: this.upgrade,
-      keepAlive: this.keepAlive && !this.clientEnded && !declined,
-      http10: !r.http11,
-      explain: r.explain,
-      openHead,
-    });
-    const call = new Call(dest, { direction: ctx.direction, route, idempotent: IDEMPOTENT.has(method), hasBody, upgrade: this.upgrade, timeoutMs, delayMs: admitted.delayMs, hash: this, hop: rec.hop }, ex, ctx.clock, ctx.counters, ctx.rng);
-    ex.call = call;
+    let ex = this.spare;
+    this.spare = null;
+    ex ??= new Exchange(this);
+    const o = ex.o;
+    o.isHead = method === METHOD_HEAD;
+    o.hasBody = hasBody;
+    o.upgrade = this.upgrade;
+    o.keepAlive = this.keepAlive && !this.clientEnded && !declined;
+    o.http10 = !r.http11;
+    o.explain = r.explain;
+    o.openHead = openHead;
+    ex.begin(dest, out);
+    const req = (ex.callRequest ??= { direction: ctx.direction, route, idempotent: false, hasBody: false, upgrade: false, timeoutMs: 0, delayMs: 0, hash: this, hop: null });
+    req.route = route;
+    req.idempotent = IDEMPOTENT.has(method);
+    req.hasBody = hasBody;
+    req.upgrade = this.upgrade;
+    req.timeoutMs = timeoutMs;
+    req.delayMs = admitted.delayMs;
+    req.hop = rec.hop;
+    if (ex.call === undefined || !ex.call.reuse(dest, req)) ex.call = new Call(dest, req, ex, ctx.clock, ctx.counters, ctx.rng);
     this.exchange = ex;
     this.local = false;
-    call.start();
+    ex.call.start();
+  }
+
+  /** Drops the current exchange: kept for the next request when it ended cleanly, else disposed. */
+  private dropExchange(): void {
+    const ex = this.exchange;
+    if (ex === null) return;
+    this.exchange = null;
+    if (ex.reusable && this.spare === null && this.state !== S.Closed) this.spare = ex;
+    else ex.dispose();
   }
 
   /** The current request's target as it came, without its query (for the audit log). */
@@ -398,7 +424,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     let headers = a.retryAfterMs === undefined ? '' : `retry-after: ${Math.ceil(a.retryAfterMs / 1000)}\r\n`;
     if (this.explain) headers += `x-skein-explain: ${a.explanation ?? localExplanation(this.record.route, this.record.service, code)}\r\n`;
     this.socket.write(errorResponse(code, message, { close, requestId: this.requestId, status, head: this.parser.method === METHOD_HEAD, details: a.details, headers, origin: ctx.direction }), 'latin1');
-    this.exchange = null;
+    this.dropExchange();
     if (close) {
       this.close();
       return;
@@ -441,11 +467,12 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
 
   /** The exchange is over: next request, or close. */
   exchangeDone(close: boolean): void {
-    this.exchange = null;
     if (close || this.clientEnded || this.ctx.draining) {
       this.close();
+      this.dropExchange();
       return;
     }
+    this.dropExchange();
     this.next();
   }
 

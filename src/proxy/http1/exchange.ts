@@ -14,7 +14,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { connectionRefusal } from '../../engine/admission.js';
-import type { Attempt, Call, CallDriver, CallFailure } from '../../engine/call.js';
+import type { Attempt, Call, CallDriver, CallFailure, CallRequest } from '../../engine/call.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { AttemptTrace } from '../../engine/observe.js';
 import { coarseNow } from './coarse-clock.js';
@@ -23,20 +23,25 @@ import { clientHead, readResponseHead, refusedByPeer } from './response-head.js'
 import { Backpressure, Tunnel } from './tunnel.js';
 import { TlsRefused, Upstream, type Pool, type UpstreamFailure, type UpstreamHandler } from './upstream.js';
 
-export interface ExchangeOptions {
-  readonly isHead: boolean;
-  readonly hasBody: boolean;
-  readonly upgrade: boolean;
+/** What an exchange knows of its request: one object per Exchange, filled in for each request it serves. */
+export class ExchangeRequest {
+  isHead = false;
+  hasBody = false;
+  upgrade = false;
   /** The client connection may be kept after this exchange. */
-  readonly keepAlive: boolean;
-  readonly http10: boolean;
+  keepAlive = true;
+  http10 = false;
   /** The client asked for x-skein-explain. */
-  readonly explain: boolean;
+  explain = false;
   /** The head has no final CRLF: each attempt adds its deadline and trace context, then ends it. */
-  readonly openHead: boolean;
+  openHead = false;
 }
 
+/** A CallRequest the driver fills in for each request (one per Exchange, like its Call). */
+export type MutableCallRequest = { -readonly [K in keyof CallRequest]: CallRequest[K] };
+
 const MAX_QUEUED_BODY = 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 /** The pools a service's connections were opened in, by its connection counter (to evict idle ones at the limit). */
 const servicePools = new WeakMap<object, Set<Pool>>();
@@ -48,13 +53,28 @@ function traceLines(t: AttemptTrace): string {
   return s;
 }
 
+/**
+ * One request's exchange. A client connection keeps the exchange of a request that ended cleanly
+ * and uses it again, with its Call, for its next request (`begin`): a request on a kept-alive
+ * connection allocates neither.
+ */
 export class Exchange implements UpstreamHandler, CallDriver {
+  /** The request's call: set by the driver before `begin` returns to it (undefined until its first request). */
   call!: Call;
+  /** What this exchange's request is; the driver fills it in before `begin`. */
+  readonly o = new ExchangeRequest();
+  /** The Call's request, kept with the exchange for the next request (made at the first). */
+  callRequest: MutableCallRequest | null = null;
+  private dest!: Destination;
+  /** The request head; without its final CRLF when `o.openHead`. */
+  private headBytes: Buffer = EMPTY;
   private up: Upstream | null = null;
   /** A connection being established for this exchange (counted as pending). */
   private connecting: Upstream | null = null;
   /** Body bytes waiting for the attempt's connection. */
-  private queue: Buffer[] | null = [];
+  private queue: Buffer[] | null = null;
+  /** The array `queue` starts as, kept for the next request. */
+  private readonly firstQueue: Buffer[] = [];
   private queued = 0;
   private reqDone = false;
   private finished = false;
@@ -76,14 +96,39 @@ export class Exchange implements UpstreamHandler, CallDriver {
   /** The client is full: the upstream is not read until it drains (made when first needed). */
   private downward: Backpressure | null = null;
 
-  constructor(
-    private readonly ds: Downstream,
-    private readonly dest: Destination,
-    /** The request head; without its final CRLF when `openHead`. */
-    private readonly headBytes: Buffer,
-    private readonly o: ExchangeOptions,
-  ) {
+  constructor(private readonly ds: Downstream) {
     this.outbound = ds.ctx.direction === 'outbound';
+  }
+
+  /** Starts serving a request (`o` filled in): a new exchange, or one that `reusable` said may serve another. */
+  begin(dest: Destination, headBytes: Buffer): void {
+    this.dest = dest;
+    this.headBytes = headBytes;
+    this.firstQueue.length = 0;
+    this.queue = this.firstQueue;
+    this.queued = 0;
+    this.reqDone = false;
+    this.finished = false;
+    this.responseDone = false;
+    this.closeAfter = false;
+    this.discard = false;
+    this.status = 0;
+    this.pendingHead = null;
+    this.bodyAwaitedSince = 0;
+    this.trace = null;
+  }
+
+  /**
+   * The exchange ended cleanly and holds nothing (no connection, tunnel or back-pressure wait
+   * that could still call it back): it may serve the connection's next request.
+   */
+  get reusable(): boolean {
+    return this.finished && this.up === null && this.connecting === null && this.tunnel === null && this.upward?.holding !== true && this.downward?.holding !== true;
+  }
+
+  /** The exchange will not be used again: its call's timer is cancelled. */
+  dispose(): void {
+    this.call?.dispose(); // undefined before its first request
   }
 
   /** The response head was delivered: a cut from now on is the client's to see. */
