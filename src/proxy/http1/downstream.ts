@@ -24,11 +24,11 @@ import type { Endpoint } from '../../discovery/endpoint.js';
 import { pathOnly } from '../access-log.js';
 import { coarseNow } from './coarse-clock.js';
 import { Exchange } from './exchange.js';
-import { HeadCallbacks, MAX_HEADERS, upgradeAllowed } from './head.js';
+import { HeadCallbacks, HeadWriter, MAX_HEADERS, upgradeAllowed } from './head.js';
 import { ERR, HttpParser, METHOD_HEAD, ParserType } from './llhttp.js';
 import { errorResponse } from './local-reply.js';
 import { RequestRecord } from './record.js';
-import { readRequestHead, RequestIds, upstreamHead } from './request-head.js';
+import { readRequestHead, RequestIds, upstreamHead, type Forwarding } from './request-head.js';
 import type { Tunnel } from './tunnel.js';
 import type { ListenerContext, RouteError } from './types.js';
 import type { PeerIdentity } from '../tls/inbound.js';
@@ -97,6 +97,10 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   private explain = false;
   private requestId: string | undefined;
   private readonly drop = new Uint8Array(MAX_HEADERS);
+  /** Where the heads this connection's requests send upstream are written (see HeadWriter). */
+  readonly writer = new HeadWriter();
+  /** What the proxy adds to each request head (filled in per request). */
+  private readonly forwarding: Forwarding;
 
   constructor(
     readonly socket: Socket,
@@ -109,6 +113,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.peer = plainAddress(socket.remoteAddress);
     this.record = new RequestRecord(ctx, this.peer);
     this.record.connectionMtls = peerId !== null;
+    this.forwarding = { client: this.peer, requestId: '', caller: null, clientId: ctx.direction === 'outbound' ? null : (peerId?.identity ?? null), upgrade: false, open: false };
     this.since = coarseNow();
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -357,7 +362,12 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     }
     // Left open for what each attempt adds (its deadline, its trace context).
     const openHead = timeoutMs > 0 || rec.hop !== null;
-    const out = upstreamHead(buf, head, drop, r, { client: this.peer, requestId, caller: rec.caller, clientId: outbound ? null : (this.peerId?.identity ?? null), upgrade: this.upgrade, open: openHead });
+    const fw = this.forwarding;
+    fw.requestId = requestId;
+    fw.caller = rec.caller;
+    fw.upgrade = this.upgrade;
+    fw.open = openHead;
+    const out = upstreamHead(buf, head, drop, r, fw, this.writer);
     const method = this.parser.method;
     let ex = this.spare;
     this.spare = null;

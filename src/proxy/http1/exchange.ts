@@ -42,6 +42,9 @@ export type MutableCallRequest = { -readonly [K in keyof CallRequest]: CallReque
 
 const MAX_QUEUED_BODY = 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
+const TIMEOUT = Buffer.from('x-skein-timeout-ms: ', 'latin1');
+const COLON = Buffer.from(': ', 'latin1');
+const CRLF = Buffer.from('\r\n', 'latin1');
 
 /** The pools a service's connections were opened in, by its connection counter (to evict idle ones at the limit). */
 const servicePools = new WeakMap<object, Set<Pool>>();
@@ -239,19 +242,56 @@ export class Exchange implements UpstreamHandler, CallDriver {
       s.cork();
       process.nextTick(uncork, s);
       s.write(head);
+      this.lent(head);
       if (q !== null) for (const b of q) s.write(b);
-    } else s.write(head);
+    } else {
+      s.write(head);
+      // Sent at once (nothing queued): the bytes are the kernel's, the buffer is ours again.
+      if (s.writableLength !== 0) this.lent(head);
+    }
     if (this.queued > MAX_QUEUED_BODY) this.ds.socket.resume();
     this.queued = 0;
   }
 
-  /** The request head for this attempt: with the time left (a deadline) and its trace context (tracing on). */
+  /** A socket keeps `head` (queued, not sent yet): the connection's head writer lets its buffer go. */
+  private lent(head: Buffer): void {
+    const w = this.ds.writer;
+    if (w.owns(head)) w.handOff();
+  }
+
+  /**
+   * The request head for this attempt: with the time left (a deadline) and its trace context
+   * (tracing on), written after the head in the connection's head writer while it still holds it
+   * and there is room, else into a new buffer.
+   */
   private requestHead(): Buffer {
     const base = this.headBytes;
     if (!this.o.openHead) return base;
     const left = this.call.timeLeftMs();
+    const t = this.trace;
+    const w = this.ds.writer;
+    let need = TIMEOUT.length + 16 + CRLF.length * 2;
+    if (t !== null) for (const [name, value] of t.headers) need += name.length + value.length + 4;
+    if (w.owns(base) && base.byteOffset === 0 && base.length + need <= w.buf.length) {
+      w.pos = base.length;
+      if (left !== 0) {
+        w.bytes(TIMEOUT);
+        w.decimal(left);
+        w.bytes(CRLF);
+      }
+      if (t !== null) {
+        for (const [name, value] of t.headers) {
+          w.text(name);
+          w.bytes(COLON);
+          w.text(value);
+          w.bytes(CRLF);
+        }
+      }
+      w.bytes(CRLF);
+      return w.buf.subarray(0, w.pos);
+    }
     let end = left === 0 ? '' : `x-skein-timeout-ms: ${left}\r\n`;
-    if (this.trace !== null) end += traceLines(this.trace);
+    if (t !== null) end += traceLines(t);
     end += '\r\n';
     const out = Buffer.allocUnsafe(base.length + end.length);
     base.copy(out, 0);

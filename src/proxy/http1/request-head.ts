@@ -16,7 +16,7 @@ import { CLIENT_ID_HEADER } from '../../api/mtls.js';
 import { MAX_TIMER_MS } from '../../core/clock.js';
 import { normalizePath } from '../../authz/normalize.js';
 import type { TraceHeaders } from '../../engine/observe.js';
-import { classify, connectionNames, dropNamed, forbiddenConnectionOption, H, hopByHop, rewriteHead, type HeadCollector } from './head.js';
+import { classify, connectionNames, dropNamed, forbiddenConnectionOption, H, hopByHop, type HeadCollector, type HeadWriter } from './head.js';
 import { METHOD_CONNECT, type HttpParser } from './llhttp.js';
 
 /** What the forwarder needs of a request head, beyond its bytes. */
@@ -339,36 +339,86 @@ export class RequestIds {
   }
 }
 
-/** What the proxy adds to a request head. */
+/** What the proxy adds to a request head (a client connection keeps one, filled in for each request). */
 export interface Forwarding {
   /** The client's address (appended to X-Forwarded-For). */
-  readonly client: string;
-  readonly requestId: string;
+  client: string;
+  requestId: string;
   /** The calling service (x-skein-caller): outbound, the workload's; inbound, the verified peer's (null: unknown). */
-  readonly caller: string | null;
+  caller: string | null;
   /** Inbound: the caller's verified SPIFFE ID (x-skein-client-id); null: none (plaintext, or outbound). */
-  readonly clientId: string | null;
+  clientId: string | null;
   /** The request upgrades (connection: upgrade goes with it). */
-  readonly upgrade: boolean;
+  upgrade: boolean;
   /**
    * Leave the head open (no final CRLF): each attempt adds its deadline and trace context, then
    * ends it (see Exchange.requestHead).
    */
-  readonly open: boolean;
+  open: boolean;
 }
 
+const latin1 = (s: string) => Buffer.from(s, 'latin1');
+const HTTP11 = latin1(' HTTP/1.1\r\n');
+const HOST = latin1('host: ');
+const XFF = latin1('x-forwarded-for: ');
+const LIST = latin1(', ');
+const CRLF = latin1('\r\n');
+const XFP = latin1('x-forwarded-proto: http\r\n');
+const RID = latin1('x-request-id: ');
+const CALLER = latin1('x-skein-caller: ');
+const CLIENT_ID = latin1(`${CLIENT_ID_HEADER}: `);
+const CONNECTION_UPGRADE = latin1('connection: upgrade\r\n');
+
 /**
- * The head for the upstream: the request line in origin form, the client's header lines minus the
- * dropped ones (copied as bytes), then what the proxy adds.
+ * The head for the upstream, written into `w` (a view of its buffer is returned): the request line
+ * in origin form, the client's header lines minus the dropped ones (copied as bytes), then what
+ * the proxy adds, piece by piece (no string is made).
  */
-export function upstreamHead(buf: Buffer, head: HeadCollector, drop: Uint8Array, r: RequestHead, fw: Forwarding): Buffer {
-  let tail = r.absolute ? `host: ${r.authority}\r\n` : '';
-  tail += `x-forwarded-for: ${r.xff === undefined ? fw.client : `${r.xff}, ${fw.client}`}\r\n`;
-  if (!r.xfp) tail += 'x-forwarded-proto: http\r\n';
-  if (r.requestIdAt < 0) tail += `x-request-id: ${fw.requestId}\r\n`;
-  if (fw.caller !== null) tail += `x-skein-caller: ${fw.caller}\r\n`;
-  if (fw.clientId !== null) tail += `${CLIENT_ID_HEADER}: ${fw.clientId}\r\n`;
-  if (fw.upgrade) tail += 'connection: upgrade\r\n';
-  if (!fw.open) tail += '\r\n';
-  return rewriteHead(buf, head, drop, head.lineStart(buf, 0), `${r.method} ${r.path} HTTP/1.1\r\n`, tail);
+export function upstreamHead(buf: Buffer, head: HeadCollector, drop: Uint8Array, r: RequestHead, fw: Forwarding, w: HeadWriter): Buffer {
+  // An upper bound of the head's length (latin1: a byte per character), for the writer's buffer.
+  let max = r.method.length + 1 + r.path.length + HTTP11.length + w.plan(buf, head, drop, head.lineStart(buf, 0)) + CRLF.length;
+  if (r.absolute) max += HOST.length + (r.authority?.length ?? 0) + CRLF.length;
+  max += XFF.length + (r.xff === undefined ? 0 : r.xff.length + LIST.length) + fw.client.length + CRLF.length;
+  if (!r.xfp) max += XFP.length;
+  if (r.requestIdAt < 0) max += RID.length + fw.requestId.length + CRLF.length;
+  if (fw.caller !== null) max += CALLER.length + fw.caller.length + CRLF.length;
+  if (fw.clientId !== null) max += CLIENT_ID.length + fw.clientId.length + CRLF.length;
+  if (fw.upgrade) max += CONNECTION_UPGRADE.length;
+  w.start(max);
+  w.text(r.method);
+  w.byte(0x20);
+  w.text(r.path);
+  w.bytes(HTTP11);
+  w.copyPlanned(buf);
+  if (r.absolute) {
+    w.bytes(HOST);
+    w.text(r.authority ?? '');
+    w.bytes(CRLF);
+  }
+  w.bytes(XFF);
+  if (r.xff !== undefined) {
+    w.text(r.xff);
+    w.bytes(LIST);
+  }
+  w.text(fw.client);
+  w.bytes(CRLF);
+  if (!r.xfp) w.bytes(XFP);
+  if (r.requestIdAt < 0) {
+    w.bytes(RID);
+    w.text(fw.requestId);
+    w.bytes(CRLF);
+  }
+  if (fw.caller !== null) {
+    w.bytes(CALLER);
+    w.text(fw.caller);
+    w.bytes(CRLF);
+  }
+  if (fw.clientId !== null) {
+    w.bytes(CLIENT_ID);
+    w.text(fw.clientId);
+    w.bytes(CRLF);
+  }
+  if (fw.upgrade) w.bytes(CONNECTION_UPGRADE);
+  if (!fw.open) w.bytes(CRLF);
+  return w.buf.subarray(0, w.pos);
 }
