@@ -15,7 +15,7 @@
 import type { Socket } from 'node:net';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
 import { admit, callerOf, deadlineOf, isRefusal } from '../../engine/admission.js';
-import { authorize } from '../../engine/authorization.js';
+import { authorize, type ServiceAuthz } from '../../engine/authorization.js';
 import { Call, localExplanation } from '../../engine/call.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { RouteInput } from '../../resilience/routes.js';
@@ -28,7 +28,7 @@ import { HeadCallbacks, HeadWriter, MAX_HEADERS, upgradeAllowed } from './head.j
 import { ERR, HttpParser, METHOD_HEAD, ParserType } from './llhttp.js';
 import { errorResponse } from './local-reply.js';
 import { RequestRecord } from './record.js';
-import { readRequestHead, RequestIds, upstreamHead, type Forwarding } from './request-head.js';
+import { readRequestHead, RequestHeadState, RequestIds, upstreamHead, type Forwarding, type RequestHead } from './request-head.js';
 import type { Tunnel } from './tunnel.js';
 import type { ListenerContext, RouteError } from './types.js';
 import type { PeerIdentity } from '../tls/inbound.js';
@@ -99,6 +99,8 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   private readonly drop = new Uint8Array(MAX_HEADERS);
   /** Where the heads this connection's requests send upstream are written (see HeadWriter). */
   readonly writer = new HeadWriter();
+  /** The current request's head, read (filled in per request). */
+  private readonly requestHead = new RequestHeadState();
   /** What the proxy adds to each request head (filled in per request). */
   private readonly forwarding: Forwarding;
 
@@ -283,7 +285,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     const head = this.head;
     const drop = this.drop;
     const outbound = ctx.direction === 'outbound';
-    const r = readRequestHead(buf, head, this.parser, this.upgrade, outbound, ctx.tracer !== null, drop, ctx.claimedCallers);
+    const r = readRequestHead(buf, head, this.parser, this.upgrade, outbound, ctx.tracer !== null, drop, ctx.claimedCallers, this.requestHead);
     if (typeof r === 'string') {
       this.reject('SKEIN_E_BAD_REQUEST', r);
       return;
@@ -317,17 +319,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     rec.service = dest.service;
     rec.route = route.name;
     if (ctx.authz !== null) {
-      const peer = this.peerId;
-      const audit = ctx.audit;
-      const refusal = authorize(
-        ctx.authz,
-        dest.service,
-        () => ({ identity: peer?.identity ?? null, namespace: peer?.namespace ?? null, service: peer?.service ?? null, sourceAddress: this.peer, method: r.method, path: r.pathOnly, port: this.socket.localPort ?? 0, header: (n) => this.header(n) ?? null }),
-        ctx.counters,
-        audit === null
-          ? null
-          : (d) => audit.authz(d, () => ({ service: dest.service, sourceIdentity: peer?.identity ?? null, sourceAddress: this.peer, tls: peer === null ? 'plaintext' : 'mtls', port: this.socket.localPort ?? 0, method: r.method, rawPath: this.rawPath(), path: r.pathOnly, requestId })),
-      );
+      const refusal = this.authorize(ctx.authz, dest.service, r, requestId);
       if (refusal !== null) {
         this.refused(refusal, hasBody);
         return;
@@ -402,6 +394,25 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.exchange = null;
     if (ex.reusable && this.spare === null && this.state !== S.Closed) this.spare = ex;
     else ex.dispose();
+  }
+
+  /**
+   * The served service's authorization of the current request (inbound). A method of its own: the
+   * closures it passes would otherwise make every request allocate their context in onHead.
+   */
+  private authorize(authz: ServiceAuthz, service: string, r: RequestHead, requestId: string): Refusal | null {
+    const ctx = this.ctx;
+    const peer = this.peerId;
+    const audit = ctx.audit;
+    return authorize(
+      authz,
+      service,
+      () => ({ identity: peer?.identity ?? null, namespace: peer?.namespace ?? null, service: peer?.service ?? null, sourceAddress: this.peer, method: r.method, path: r.pathOnly, port: this.socket.localPort ?? 0, header: (n) => this.header(n) ?? null }),
+      ctx.counters,
+      audit === null
+        ? null
+        : (d) => audit.authz(d, () => ({ service, sourceIdentity: peer?.identity ?? null, sourceAddress: this.peer, tls: peer === null ? 'plaintext' : 'mtls', port: this.socket.localPort ?? 0, method: r.method, rawPath: this.rawPath(), path: r.pathOnly, requestId })),
+    );
   }
 
   /** The current request's target as it came, without its query (for the audit log). */

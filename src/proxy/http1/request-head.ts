@@ -57,6 +57,44 @@ export interface RequestHead {
   readonly trace: TraceHeaders | null;
 }
 
+/**
+ * A RequestHead whose fields are filled in for each request (a client connection keeps one): every
+ * field set, always in the same order, so that the object keeps one shape.
+ */
+export class RequestHeadState implements RequestHead {
+  method = '';
+  path = '';
+  callerAt = -1;
+  pathOnly = '';
+  authority: string | null = null;
+  absolute = false;
+  hasBody = false;
+  http11 = true;
+  upgradeAt = -1;
+  xff: string | undefined = undefined;
+  xfp = false;
+  requestIdAt = -1;
+  explain = false;
+  deadlineMs = -1;
+  badDeadline: string | null = null;
+  trace: TraceHeaders | null = null;
+}
+
+/** The usual methods by llhttp's number, as constant strings (a request's method bytes are checked against them). */
+const METHOD_NAMES: ReadonlyArray<readonly [string, Uint8Array]> = ['DELETE', 'GET', 'HEAD', 'POST', 'PUT', 'CONNECT', 'OPTIONS', 'TRACE'].map((m) => [m, Buffer.from(m, 'latin1')] as const);
+
+/** The method of the request line at `start` (its bytes, as llhttp checked them, end at `end`). */
+function methodOf(buf: Buffer, start: number, end: number, n: number): string {
+  const known = METHOD_NAMES[n];
+  if (known !== undefined) {
+    const bytes = known[1];
+    let same = end - start === bytes.length;
+    for (let i = 0; same && i < bytes.length; i++) same = buf[start + i] === bytes[i];
+    if (same) return known[0];
+  }
+  return buf.toString('latin1', start, end);
+}
+
 /** RFC 3986 host (reg-name or IP literal) with an optional port; no userinfo. */
 const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$/;
 
@@ -137,6 +175,8 @@ export function readRequestHead(
   drop: Uint8Array,
   /** Inbound in mTLS mode off: the x-skein-caller the caller's proxy sent names the caller (see callerAt). */
   claims = false,
+  /** Where the result goes (a connection's, reused); a new one by default. */
+  into: RequestHeadState = new RequestHeadState(),
 ): RequestHead | PathRefusal | string {
   if (parser.method === METHOD_CONNECT) return 'CONNECT is not supported: send plain http:// requests (the mesh encrypts between proxies)';
   const f = head.fields;
@@ -269,24 +309,24 @@ export function readRequestHead(
   if (hosts > 1) return 'more than one Host header';
   if (http11 && hosts === 0) return 'an HTTP/1.1 request must have a Host header';
   if (authority !== null && !validAuthority(authority)) return `"${authority.slice(0, 100)}" is not a valid host[:port]`;
-  return {
-    method: buf.toString('latin1', methodStart, head.urlStart - 1),
-    path,
-    pathOnly,
-    authority,
-    absolute: abs !== null,
-    hasBody,
-    http11,
-    upgradeAt,
-    xff,
-    xfp,
-    requestIdAt: rid,
-    explain,
-    callerAt,
-    deadlineMs: deadline,
-    badDeadline,
-    trace,
-  };
+  const r = into;
+  r.method = methodOf(buf, methodStart, head.urlStart - 1, parser.method);
+  r.path = path;
+  r.callerAt = callerAt;
+  r.pathOnly = pathOnly;
+  r.authority = authority;
+  r.absolute = abs !== null;
+  r.hasBody = hasBody;
+  r.http11 = http11;
+  r.upgradeAt = upgradeAt;
+  r.xff = xff;
+  r.xfp = xfp;
+  r.requestIdAt = rid;
+  r.explain = explain;
+  r.deadlineMs = deadline;
+  r.badDeadline = badDeadline;
+  r.trace = trace;
+  return r;
 }
 
 const HEX = '0123456789abcdef';
