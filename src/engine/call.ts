@@ -154,6 +154,8 @@ export class Call {
   latencyMs = 0;
   /** When the current attempt's request left (connected). */
   private sentAt = 0;
+  /** clock.now() when the last response head came (`responseHead`): a driver times what follows from it. */
+  respondedAt = 0;
   private tried: Endpoint[] | null = null;
   /** The backend of the route's split the request went to (its retries stay in it while they can); null: no split. */
   private backend: BackendChoice | null = null;
@@ -228,6 +230,7 @@ export class Call {
     this.retries = 0;
     this.latencyMs = 0;
     this.sentAt = 0;
+    this.respondedAt = 0;
     this.tried = null;
     this.backend = null;
     this.outcomes = null;
@@ -328,10 +331,12 @@ export class Call {
    * itself that the request never reached its app (see docs/traffic.md).
    */
   responseHead(status: number, peerRefused: boolean): HeadVerdict {
+    const now = this.clock.now();
+    this.respondedAt = now;
     if (this.st !== St.Attempt) return 'deliver';
     this.status = status;
     this.evidence = peerRefused ? 0 : status;
-    this.latencyMs = this.clock.now() - this.sentAt;
+    this.latencyMs = now - this.sentAt;
     // A retry of a status needs the whole request in: its kept body cannot change while the
     // response is dropped.
     if (status >= 500 && this.outbound && (this.reqDone || !this.req.hasBody)) {

@@ -12,7 +12,6 @@
  *                    send ▼  │ outcomes (connected, head, reset, ...)
  *                        Upstream (pooled connection, its own llhttp parser)
  */
-import { performance } from 'node:perf_hooks';
 import { connectionRefusal } from '../../engine/admission.js';
 import type { Attempt, Call, CallDriver, CallFailure, CallRequest } from '../../engine/call.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
@@ -89,8 +88,8 @@ export class Exchange implements UpstreamHandler, CallDriver {
   private status = 0;
   /** The rewritten response head, until it is written (with the first body bytes). */
   private pendingHead: Buffer | null = null;
-  /** performance.now() of a response head whose body has not started yet; 0: none expected, or started. */
-  private bodyAwaitedSince = 0;
+  /** A response head's body has not started yet (its head came at call.respondedAt). */
+  private bodyAwaited = false;
   private trace: AttemptTrace | null = null;
   private tunnel: Tunnel | null = null;
   private readonly outbound: boolean;
@@ -117,7 +116,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
     this.discard = false;
     this.status = 0;
     this.pendingHead = null;
-    this.bodyAwaitedSince = 0;
+    this.bodyAwaited = false;
     this.trace = null;
   }
 
@@ -347,7 +346,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
     this.closeAfter = close;
     let tail = status === 101 ? 'connection: upgrade\r\n\r\n' : close ? 'connection: close\r\n\r\n' : this.o.http10 ? 'connection: keep-alive\r\n\r\n' : '\r\n';
     if (this.o.explain) tail = `x-skein-explain: ${this.call.explanation()}\r\n${tail}`;
-    if (!this.o.isHead && status !== 101 && status !== 204 && status !== 304) this.bodyAwaitedSince = performance.now();
+    if (!this.o.isHead && status !== 101 && status !== 204 && status !== 304) this.bodyAwaited = true;
     // Held until the first body bytes (usually in the same chunk): both leave in one write.
     this.pendingHead = clientHead(head, up.head, tail);
   }
@@ -362,7 +361,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
 
   onResponseBody(up: Upstream, data: Buffer): void {
     if (this.discard) return;
-    if (this.bodyAwaitedSince !== 0) this.bodyStarted(up);
+    if (this.bodyAwaited) this.bodyStarted(up);
     this.ds.record.responseBody(data);
     const head = this.pendingHead;
     let out = data;
@@ -379,11 +378,15 @@ export class Exchange implements UpstreamHandler, CallDriver {
     this.flushHead();
   }
 
-  /** The first body bytes of the response: how long after its head, when they came in a later read (see stall.ts). */
+  /**
+   * The first body bytes of the response: how long after its head, when they came in a later read
+   * (see stall.ts). In the same read as the head (still held) there is no gap, and no clock read.
+   */
   private bodyStarted(up: Upstream): void {
-    const gap = performance.now() - this.bodyAwaitedSince;
-    this.bodyAwaitedSince = 0;
-    if (this.pendingHead === null) this.ds.ctx.counters.bodyGap(this.ds.ctx.direction, this.dest.service, up.endpoint, gap);
+    this.bodyAwaited = false;
+    if (this.pendingHead !== null) return;
+    const ctx = this.ds.ctx;
+    ctx.counters.bodyGap(ctx.direction, this.dest.service, up.endpoint, ctx.clock.now() - this.call.respondedAt);
   }
 
   onResponseComplete(up: Upstream, rest: Buffer): void {
