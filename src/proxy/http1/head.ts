@@ -275,9 +275,17 @@ export class HeadWriter {
   buf: Buffer = EMPTY_BUFFER;
   pos = 0;
 
-  /** Starts a head of at most `max` bytes (plus HEAD_SLACK of room after it). */
+  /**
+   * Starts a head of at most `max` bytes (plus HEAD_SLACK of room after it). The buffer is the
+   * next power of two from 1 KiB that fits: a connection keeps ~1 KiB for the usual heads.
+   */
   start(max: number): void {
-    if (this.buf.length < max + HEAD_SLACK) this.buf = Buffer.allocUnsafeSlow(Math.max(2048, max + HEAD_SLACK));
+    const need = max + HEAD_SLACK;
+    if (this.buf.length < need) {
+      let size = 1024;
+      while (size < need) size *= 2;
+      this.buf = Buffer.allocUnsafeSlow(size);
+    }
     this.pos = 0;
   }
 
