@@ -627,3 +627,61 @@ test('cold start: without the policy, or with instances that are only unavailabl
   held.client.setDefinition(parseService({ name: 'svc' }));
   assert.equal((held.net.answer as unknown as { failure: CallFailure }).failure.code, 'SKEIN_E_NO_HEALTHY_ENDPOINT');
 });
+
+test('a call reused for the next request arms no clock timer while the new deadline is later: the armed one fires, is armed again for the rest, and the deadline holds to the ms', () => {
+  const { clock, net, call, client } = setup({ timeouts: { request: '250ms' } });
+  const others = clock.pending; // the service's own timers
+  const k = call();
+  k.start();
+  clock.advance(1);
+  assert.deepEqual(net.answer, { status: 200, from: net.sent[0]?.endpoint.id });
+  assert.equal(clock.pending - others, 1, 'the first deadline timer stays armed after the call (lazy), for t0 + 250');
+  clock.advance(99);
+  net.answer = null;
+  net.plan.set('e0', [{ kind: 'hang' }]);
+  net.plan.set('e1', [{ kind: 'hang' }]);
+  const route = client.traffic.routes.match({ method: 'GET', path: '/', header: () => undefined }) as RoutePolicy;
+  const req: CallRequest = { direction: 'outbound', route, idempotent: true, hasBody: false, upgrade: false, timeoutMs: 250, delayMs: 0, hash: { header: () => undefined, sourceAddress: '127.0.0.1' }, hop: null };
+  assert.equal(k.reuse(client, req), true);
+  assert.equal(k.done, false);
+  k.start();
+  clock.advance(1); // the hanging endpoint connects
+  assert.equal(clock.pending - others, 1, 'no second clock timer: the one armed for t0 + 250 covers the new deadline (t0 + 350) until it fires');
+  clock.advance(248);
+  assert.equal(net.answer, null, 'the old timer fired at t0 + 250 and was armed again for the new deadline');
+  assert.equal(clock.pending - others, 1);
+  clock.advance(1);
+  const a = net.answer as unknown as { failure: CallFailure };
+  assert.equal(a.failure.code, 'SKEIN_E_UPSTREAM_TIMEOUT', 'the second request times out at exactly its own deadline');
+  assert.match(a.failure.message, /^no response from "svc" within 250 ms/);
+  assert.equal(k.attempts, 1, 'the reused call counts its own attempts only');
+});
+
+test('a reused call whose deadline is earlier than the armed timer re-arms it; reuse is refused until the call is done; dispose cancels the timer', () => {
+  const { clock, net, call, client } = setup({ timeouts: { request: '1s' } });
+  const others = clock.pending; // the service's own timers
+  const k = call();
+  net.plan.set('e0', [{ kind: 'hang' }]);
+  net.plan.set('e1', [{ kind: 'hang' }]);
+  k.start();
+  const route = client.traffic.routes.match({ method: 'GET', path: '/', header: () => undefined }) as RoutePolicy;
+  const req: CallRequest = { direction: 'outbound', route, idempotent: true, hasBody: false, upgrade: false, timeoutMs: 100, delayMs: 0, hash: { header: () => undefined, sourceAddress: '127.0.0.1' }, hop: null };
+  assert.equal(k.reuse(client, req), false, 'a call in progress is not reused');
+  clock.advance(1000);
+  assert.equal((net.answer as unknown as { failure: CallFailure }).failure.code, 'SKEIN_E_UPSTREAM_TIMEOUT');
+  net.answer = null;
+  assert.equal(k.reuse(client, req), true);
+  k.start();
+  clock.advance(100);
+  const a = net.answer as unknown as { failure: CallFailure };
+  assert.equal(a.failure.message.startsWith('no response from "svc" within 100 ms'), true, a.failure.message);
+  // Done with a timer armed? The 100 ms one fired; start a third request and dispose mid-way.
+  assert.equal(k.reuse(client, { ...req, timeoutMs: 5000 }), true);
+  net.plan.set('e0', [{ kind: 'status', status: 200 }]);
+  net.plan.set('e1', [{ kind: 'status', status: 200 }]);
+  k.start();
+  clock.advance(1);
+  assert.equal(clock.pending - others, 1, 'the 5 s deadline timer, lazily left armed after the response');
+  k.dispose();
+  assert.equal(clock.pending - others, 0, 'dispose cancels it (the connection is gone)');
+});

@@ -154,6 +154,8 @@ export class Call {
   latencyMs = 0;
   /** When the current attempt's request left (connected). */
   private sentAt = 0;
+  /** clock.now() when the last response head came (`responseHead`): a driver times what follows from it. */
+  respondedAt = 0;
   private tried: Endpoint[] | null = null;
   /** The backend of the route's split the request went to (its retries stay in it while they can); null: no split. */
   private backend: BackendChoice | null = null;
@@ -171,7 +173,16 @@ export class Call {
   private counted = false;
   private completion: Completion = NOOP_COMPLETION;
   private trace: AttemptTrace | null = null;
+  /** clock.now() at which the call's timer (a delay, backoff, hold or attempt timeout) is due; 0: none. */
+  private due = 0;
+  /**
+   * The clock's timer, armed for `armedFor`. It is lazy: a timer cleared, or set to a later time,
+   * stays armed, and when it fires for a time that is not due yet it is armed again for the rest
+   * (see `setTimer`). A call reused for the next request of its connection (`reuse`) thus sets
+   * no clock timer per request while each request's deadline is later than the last one's.
+   */
   private timer: TimerHandle | null = null;
+  private armedFor = 0;
   /** Held for a cold start now; `held`: it was (once at most), `heldMs` for how long. */
   private hold: Hold | null = null;
   private held = false;
@@ -179,7 +190,7 @@ export class Call {
   private heldMs = 0;
   /** The attempt's timer is its per-try timeout (not the overall deadline). */
   private perTry = false;
-  private readonly t0: number;
+  private t0: number;
   /** clock.now() by which the response head must have come; 0: no deadline. */
   private deadline = 0;
   private retryDelayMs = 0;
@@ -187,12 +198,12 @@ export class Call {
   private kept: Uint8Array[] | null;
   private keptBytes = 0;
   private reqDone = false;
-  private readonly outbound: boolean;
-  private readonly fire = () => this.onTimer();
+  private outbound: boolean;
+  private readonly fire = () => this.timerFired();
 
   constructor(
-    private readonly dest: Destination,
-    private readonly req: CallRequest,
+    private dest: Destination,
+    private req: CallRequest,
     private readonly driver: CallDriver,
     private readonly clock: Clock,
     private readonly counters: CallCounters,
@@ -201,6 +212,59 @@ export class Call {
     this.outbound = req.direction === 'outbound';
     this.t0 = clock.now();
     this.kept = req.hasBody && this.outbound && req.route.retries.maxRetries > 0 ? [] : null;
+  }
+
+  /**
+   * The same call object for another request (a driver keeps one per connection, so that a request
+   * allocates no call): only once this call is done. `req` may be the object the last request
+   * used, changed for this one. Returns false (nothing changed) when the call is not done.
+   */
+  reuse(dest: Destination, req: CallRequest): boolean {
+    if (this.st !== St.Done) return false;
+    this.dest = dest;
+    this.req = req;
+    this.st = St.Idle;
+    this.endpoint = null;
+    this.status = 0;
+    this.evidence = 0;
+    this.retries = 0;
+    this.latencyMs = 0;
+    this.sentAt = 0;
+    this.respondedAt = 0;
+    this.tried = null;
+    this.backend = null;
+    this.outcomes = null;
+    this.owed = false;
+    this.deposited = false;
+    this.budgetRefused = false;
+    this.panicked = false;
+    this.staleRetried = false;
+    this.counted = false;
+    this.completion = NOOP_COMPLETION;
+    this.trace = null;
+    this.due = 0;
+    this.hold = null;
+    this.held = false;
+    this.heldAt = 0;
+    this.heldMs = 0;
+    this.perTry = false;
+    this.deadline = 0;
+    this.retryDelayMs = 0;
+    this.keptBytes = 0;
+    this.reqDone = false;
+    this.outbound = req.direction === 'outbound';
+    this.t0 = this.clock.now();
+    this.kept = req.hasBody && this.outbound && req.route.retries.maxRetries > 0 ? [] : null;
+    return true;
+  }
+
+  /** The call will not be used again: its clock timer (lazy, see `timer`) is cancelled now. */
+  dispose(): void {
+    this.due = 0;
+    const t = this.timer;
+    if (t === null) return;
+    this.timer = null;
+    t.cancel();
   }
 
   /** The response head was delivered (a response, not a proxy error, is under way). */
@@ -267,10 +331,12 @@ export class Call {
    * itself that the request never reached its app (see docs/traffic.md).
    */
   responseHead(status: number, peerRefused: boolean): HeadVerdict {
+    const now = this.clock.now();
+    this.respondedAt = now;
     if (this.st !== St.Attempt) return 'deliver';
     this.status = status;
     this.evidence = peerRefused ? 0 : status;
-    this.latencyMs = this.clock.now() - this.sentAt;
+    this.latencyMs = now - this.sentAt;
     // A retry of a status needs the whole request in: its kept body cannot change while the
     // response is dropped.
     if (status >= 500 && this.outbound && (this.reqDone || !this.req.hasBody)) {
@@ -539,15 +605,38 @@ export class Call {
 
   // ---- timers ----
 
-  private setTimer(ms: number): void {
-    this.timer?.cancel();
-    this.timer = this.clock.setTimeout(this.fire, Math.min(Math.max(0, ms), MAX_TIMER_MS));
+  /** The call's timer is due in `ms` (replacing any other time it was due). */
+  private setTimer(ms: number, now = this.clock.now()): void {
+    const due = now + Math.min(Math.max(0, ms), MAX_TIMER_MS);
+    this.due = due;
+    if (this.timer !== null) {
+      // Armed for this time or earlier: it fires first, and is armed again for the rest.
+      if (this.armedFor <= due) return;
+      this.timer.cancel();
+    }
+    this.armedFor = due;
+    this.timer = this.clock.setTimeout(this.fire, due - now);
   }
 
   private clearTimer(): void {
-    if (this.timer === null) return;
-    this.timer.cancel();
+    this.due = 0;
+  }
+
+  private timerFired(): void {
     this.timer = null;
+    const due = this.due;
+    if (due === 0) return;
+    if (due > this.armedFor) {
+      // Set to a later time since it was armed: wait for the rest.
+      const now = this.clock.now();
+      this.armedFor = due;
+      this.timer = this.clock.setTimeout(this.fire, Math.max(0, due - now));
+      return;
+    }
+    // Fired for the time it was armed for: that time has come, whatever now() says (a Node timer
+    // may fire up to a ms before the precise clock reaches it; see St.Discard in onTimer).
+    this.due = 0;
+    this.onTimer();
   }
 
   /** The attempt's timer: its per-try timeout or the overall deadline, whichever is first. */
@@ -558,11 +647,10 @@ export class Call {
     this.perTry = pt > 0 && (at === 0 || now + pt < at);
     if (this.perTry) at = now + pt;
     if (at === 0) this.clearTimer();
-    else this.setTimer(at - now);
+    else this.setTimer(at - now, now);
   }
 
   private onTimer(): void {
-    this.timer = null;
     switch (this.st) {
       case St.Delay:
       case St.Backoff:

@@ -12,11 +12,10 @@
  * its header lines through, and body bytes (chunked framing included: llhttp has validated it)
  * are forwarded as they came.
  */
-import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
 import { admit, callerOf, deadlineOf, isRefusal } from '../../engine/admission.js';
-import { authorize } from '../../engine/authorization.js';
+import { authorize, type ServiceAuthz } from '../../engine/authorization.js';
 import { Call, localExplanation } from '../../engine/call.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { RouteInput } from '../../resilience/routes.js';
@@ -25,11 +24,11 @@ import type { Endpoint } from '../../discovery/endpoint.js';
 import { pathOnly } from '../access-log.js';
 import { coarseNow } from './coarse-clock.js';
 import { Exchange } from './exchange.js';
-import { HeadCallbacks, MAX_HEADERS, upgradeAllowed } from './head.js';
+import { HeadCallbacks, HeadWriter, MAX_HEADERS, upgradeAllowed } from './head.js';
 import { ERR, HttpParser, METHOD_HEAD, ParserType } from './llhttp.js';
 import { errorResponse } from './local-reply.js';
 import { RequestRecord } from './record.js';
-import { readRequestHead, upstreamHead } from './request-head.js';
+import { readRequestHead, RequestHeadState, RequestIds, upstreamHead, type Forwarding, type RequestHead } from './request-head.js';
 import type { Tunnel } from './tunnel.js';
 import type { ListenerContext, RouteError } from './types.js';
 import type { PeerIdentity } from '../tls/inbound.js';
@@ -44,6 +43,9 @@ const enum S {
 
 const EMPTY = Buffer.alloc(0);
 const lowerBytes = new Map<string, Uint8Array>();
+
+/** The ids of requests that come without x-request-id (one sequence per process). */
+const requestIds = new RequestIds();
 
 /** llhttp's numbers of DELETE, GET, HEAD, PUT, OPTIONS, TRACE. */
 const IDEMPOTENT = new Set([0, 1, 2, 4, 6, 7]);
@@ -84,6 +86,8 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   private headBuf: Buffer = EMPTY;
   private pending: Buffer | null = null;
   private exchange: Exchange | null = null;
+  /** The last exchange, ended cleanly: the next request's (see Exchange.reusable). */
+  private spare: Exchange | null = null;
   private tunnel: Tunnel | null = null;
   /** The client half-closed: finish the current response, then close. */
   private clientEnded = false;
@@ -93,6 +97,12 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   private explain = false;
   private requestId: string | undefined;
   private readonly drop = new Uint8Array(MAX_HEADERS);
+  /** Where the heads this connection's requests send upstream are written (see HeadWriter). */
+  readonly writer = new HeadWriter();
+  /** The current request's head, read (filled in per request). */
+  private readonly requestHead = new RequestHeadState();
+  /** What the proxy adds to each request head (filled in per request). */
+  private readonly forwarding: Forwarding;
 
   constructor(
     readonly socket: Socket,
@@ -105,6 +115,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.peer = plainAddress(socket.remoteAddress);
     this.record = new RequestRecord(ctx, this.peer);
     this.record.connectionMtls = peerId !== null;
+    this.forwarding = { client: this.peer, requestId: '', caller: null, clientId: ctx.direction === 'outbound' ? null : (peerId?.identity ?? null), upgrade: false, open: false };
     this.since = coarseNow();
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -256,7 +267,12 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     const ex = this.exchange;
     this.exchange = null;
     this.state = S.Closed;
-    if (ex !== null) ex.abort();
+    if (ex !== null) {
+      ex.abort();
+      ex.dispose();
+    }
+    this.spare?.dispose();
+    this.spare = null;
     this.parser.destroy();
     this.onClose(this);
   }
@@ -269,7 +285,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     const head = this.head;
     const drop = this.drop;
     const outbound = ctx.direction === 'outbound';
-    const r = readRequestHead(buf, head, this.parser, this.upgrade, outbound, ctx.tracer !== null, drop, ctx.claimedCallers);
+    const r = readRequestHead(buf, head, this.parser, this.upgrade, outbound, ctx.tracer !== null, drop, ctx.claimedCallers, this.requestHead);
     if (typeof r === 'string') {
       this.reject('SKEIN_E_BAD_REQUEST', r);
       return;
@@ -280,7 +296,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     }
     const rec = this.record;
     this.explain = r.explain;
-    const requestId = r.requestIdAt >= 0 ? head.valueOf(buf, r.requestIdAt) : randomUUID();
+    const requestId = r.requestIdAt >= 0 ? head.valueOf(buf, r.requestIdAt) : requestIds.next();
     this.requestId = requestId;
     rec.method = r.method;
     rec.path = r.path;
@@ -303,17 +319,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     rec.service = dest.service;
     rec.route = route.name;
     if (ctx.authz !== null) {
-      const peer = this.peerId;
-      const audit = ctx.audit;
-      const refusal = authorize(
-        ctx.authz,
-        dest.service,
-        () => ({ identity: peer?.identity ?? null, namespace: peer?.namespace ?? null, service: peer?.service ?? null, sourceAddress: this.peer, method: r.method, path: r.pathOnly, port: this.socket.localPort ?? 0, header: (n) => this.header(n) ?? null }),
-        ctx.counters,
-        audit === null
-          ? null
-          : (d) => audit.authz(d, () => ({ service: dest.service, sourceIdentity: peer?.identity ?? null, sourceAddress: this.peer, tls: peer === null ? 'plaintext' : 'mtls', port: this.socket.localPort ?? 0, method: r.method, rawPath: this.rawPath(), path: r.pathOnly, requestId })),
-      );
+      const refusal = this.authorize(ctx.authz, dest.service, r, requestId);
       if (refusal !== null) {
         this.refused(refusal, hasBody);
         return;
@@ -348,22 +354,65 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     }
     // Left open for what each attempt adds (its deadline, its trace context).
     const openHead = timeoutMs > 0 || rec.hop !== null;
-    const out = upstreamHead(buf, head, drop, r, { client: this.peer, requestId, caller: rec.caller, clientId: outbound ? null : (this.peerId?.identity ?? null), upgrade: this.upgrade, open: openHead });
+    const fw = this.forwarding;
+    fw.requestId = requestId;
+    fw.caller = rec.caller;
+    fw.upgrade = this.upgrade;
+    fw.open = openHead;
+    const out = upstreamHead(buf, head, drop, r, fw, this.writer);
     const method = this.parser.method;
-    const ex = new Exchange(this, dest, out, {
-      isHead: method === METHOD_HEAD,
-      hasBody,
-      upgrade: this.upgrade,
-      keepAlive: this.keepAlive && !this.clientEnded && !declined,
-      http10: !r.http11,
-      explain: r.explain,
-      openHead,
-    });
-    const call = new Call(dest, { direction: ctx.direction, route, idempotent: IDEMPOTENT.has(method), hasBody, upgrade: this.upgrade, timeoutMs, delayMs: admitted.delayMs, hash: this, hop: rec.hop }, ex, ctx.clock, ctx.counters, ctx.rng);
-    ex.call = call;
+    let ex = this.spare;
+    this.spare = null;
+    ex ??= new Exchange(this);
+    const o = ex.o;
+    o.isHead = method === METHOD_HEAD;
+    o.hasBody = hasBody;
+    o.upgrade = this.upgrade;
+    o.keepAlive = this.keepAlive && !this.clientEnded && !declined;
+    o.http10 = !r.http11;
+    o.explain = r.explain;
+    o.openHead = openHead;
+    ex.begin(dest, out);
+    const req = (ex.callRequest ??= { direction: ctx.direction, route, idempotent: false, hasBody: false, upgrade: false, timeoutMs: 0, delayMs: 0, hash: this, hop: null });
+    req.route = route;
+    req.idempotent = IDEMPOTENT.has(method);
+    req.hasBody = hasBody;
+    req.upgrade = this.upgrade;
+    req.timeoutMs = timeoutMs;
+    req.delayMs = admitted.delayMs;
+    req.hop = rec.hop;
+    if (ex.call === undefined || !ex.call.reuse(dest, req)) ex.call = new Call(dest, req, ex, ctx.clock, ctx.counters, ctx.rng);
     this.exchange = ex;
     this.local = false;
-    call.start();
+    ex.call.start();
+  }
+
+  /** Drops the current exchange: kept for the next request when it ended cleanly, else disposed. */
+  private dropExchange(): void {
+    const ex = this.exchange;
+    if (ex === null) return;
+    this.exchange = null;
+    if (ex.reusable && this.spare === null && this.state !== S.Closed) this.spare = ex;
+    else ex.dispose();
+  }
+
+  /**
+   * The served service's authorization of the current request (inbound). A method of its own: the
+   * closures it passes would otherwise make every request allocate their context in onHead.
+   */
+  private authorize(authz: ServiceAuthz, service: string, r: RequestHead, requestId: string): Refusal | null {
+    const ctx = this.ctx;
+    const peer = this.peerId;
+    const audit = ctx.audit;
+    return authorize(
+      authz,
+      service,
+      () => ({ identity: peer?.identity ?? null, namespace: peer?.namespace ?? null, service: peer?.service ?? null, sourceAddress: this.peer, method: r.method, path: r.pathOnly, port: this.socket.localPort ?? 0, header: (n) => this.header(n) ?? null }),
+      ctx.counters,
+      audit === null
+        ? null
+        : (d) => audit.authz(d, () => ({ service, sourceIdentity: peer?.identity ?? null, sourceAddress: this.peer, tls: peer === null ? 'plaintext' : 'mtls', port: this.socket.localPort ?? 0, method: r.method, rawPath: this.rawPath(), path: r.pathOnly, requestId })),
+    );
   }
 
   /** The current request's target as it came, without its query (for the audit log). */
@@ -396,7 +445,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     let headers = a.retryAfterMs === undefined ? '' : `retry-after: ${Math.ceil(a.retryAfterMs / 1000)}\r\n`;
     if (this.explain) headers += `x-skein-explain: ${a.explanation ?? localExplanation(this.record.route, this.record.service, code)}\r\n`;
     this.socket.write(errorResponse(code, message, { close, requestId: this.requestId, status, head: this.parser.method === METHOD_HEAD, details: a.details, headers, origin: ctx.direction }), 'latin1');
-    this.exchange = null;
+    this.dropExchange();
     if (close) {
       this.close();
       return;
@@ -439,11 +488,12 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
 
   /** The exchange is over: next request, or close. */
   exchangeDone(close: boolean): void {
-    this.exchange = null;
     if (close || this.clientEnded || this.ctx.draining) {
       this.close();
+      this.dropExchange();
       return;
     }
+    this.dropExchange();
     this.next();
   }
 

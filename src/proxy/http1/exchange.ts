@@ -12,9 +12,8 @@
  *                    send ▼  │ outcomes (connected, head, reset, ...)
  *                        Upstream (pooled connection, its own llhttp parser)
  */
-import { performance } from 'node:perf_hooks';
 import { connectionRefusal } from '../../engine/admission.js';
-import type { Attempt, Call, CallDriver, CallFailure } from '../../engine/call.js';
+import type { Attempt, Call, CallDriver, CallFailure, CallRequest } from '../../engine/call.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { AttemptTrace } from '../../engine/observe.js';
 import { coarseNow } from './coarse-clock.js';
@@ -23,20 +22,28 @@ import { clientHead, readResponseHead, refusedByPeer } from './response-head.js'
 import { Backpressure, Tunnel } from './tunnel.js';
 import { TlsRefused, Upstream, type Pool, type UpstreamFailure, type UpstreamHandler } from './upstream.js';
 
-export interface ExchangeOptions {
-  readonly isHead: boolean;
-  readonly hasBody: boolean;
-  readonly upgrade: boolean;
+/** What an exchange knows of its request: one object per Exchange, filled in for each request it serves. */
+export class ExchangeRequest {
+  isHead = false;
+  hasBody = false;
+  upgrade = false;
   /** The client connection may be kept after this exchange. */
-  readonly keepAlive: boolean;
-  readonly http10: boolean;
+  keepAlive = true;
+  http10 = false;
   /** The client asked for x-skein-explain. */
-  readonly explain: boolean;
+  explain = false;
   /** The head has no final CRLF: each attempt adds its deadline and trace context, then ends it. */
-  readonly openHead: boolean;
+  openHead = false;
 }
 
+/** A CallRequest the driver fills in for each request (one per Exchange, like its Call). */
+export type MutableCallRequest = { -readonly [K in keyof CallRequest]: CallRequest[K] };
+
 const MAX_QUEUED_BODY = 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
+const TIMEOUT = Buffer.from('x-skein-timeout-ms: ', 'latin1');
+const COLON = Buffer.from(': ', 'latin1');
+const CRLF = Buffer.from('\r\n', 'latin1');
 
 /** The pools a service's connections were opened in, by its connection counter (to evict idle ones at the limit). */
 const servicePools = new WeakMap<object, Set<Pool>>();
@@ -48,13 +55,28 @@ function traceLines(t: AttemptTrace): string {
   return s;
 }
 
+/**
+ * One request's exchange. A client connection keeps the exchange of a request that ended cleanly
+ * and uses it again, with its Call, for its next request (`begin`): a request on a kept-alive
+ * connection allocates neither.
+ */
 export class Exchange implements UpstreamHandler, CallDriver {
+  /** The request's call: set by the driver before `begin` returns to it (undefined until its first request). */
   call!: Call;
+  /** What this exchange's request is; the driver fills it in before `begin`. */
+  readonly o = new ExchangeRequest();
+  /** The Call's request, kept with the exchange for the next request (made at the first). */
+  callRequest: MutableCallRequest | null = null;
+  private dest!: Destination;
+  /** The request head; without its final CRLF when `o.openHead`. */
+  private headBytes: Buffer = EMPTY;
   private up: Upstream | null = null;
   /** A connection being established for this exchange (counted as pending). */
   private connecting: Upstream | null = null;
   /** Body bytes waiting for the attempt's connection. */
-  private queue: Buffer[] | null = [];
+  private queue: Buffer[] | null = null;
+  /** The array `queue` starts as, kept for the next request. */
+  private readonly firstQueue: Buffer[] = [];
   private queued = 0;
   private reqDone = false;
   private finished = false;
@@ -66,8 +88,8 @@ export class Exchange implements UpstreamHandler, CallDriver {
   private status = 0;
   /** The rewritten response head, until it is written (with the first body bytes). */
   private pendingHead: Buffer | null = null;
-  /** performance.now() of a response head whose body has not started yet; 0: none expected, or started. */
-  private bodyAwaitedSince = 0;
+  /** A response head's body has not started yet (its head came at call.respondedAt). */
+  private bodyAwaited = false;
   private trace: AttemptTrace | null = null;
   private tunnel: Tunnel | null = null;
   private readonly outbound: boolean;
@@ -76,14 +98,39 @@ export class Exchange implements UpstreamHandler, CallDriver {
   /** The client is full: the upstream is not read until it drains (made when first needed). */
   private downward: Backpressure | null = null;
 
-  constructor(
-    private readonly ds: Downstream,
-    private readonly dest: Destination,
-    /** The request head; without its final CRLF when `openHead`. */
-    private readonly headBytes: Buffer,
-    private readonly o: ExchangeOptions,
-  ) {
+  constructor(private readonly ds: Downstream) {
     this.outbound = ds.ctx.direction === 'outbound';
+  }
+
+  /** Starts serving a request (`o` filled in): a new exchange, or one that `reusable` said may serve another. */
+  begin(dest: Destination, headBytes: Buffer): void {
+    this.dest = dest;
+    this.headBytes = headBytes;
+    this.firstQueue.length = 0;
+    this.queue = this.firstQueue;
+    this.queued = 0;
+    this.reqDone = false;
+    this.finished = false;
+    this.responseDone = false;
+    this.closeAfter = false;
+    this.discard = false;
+    this.status = 0;
+    this.pendingHead = null;
+    this.bodyAwaited = false;
+    this.trace = null;
+  }
+
+  /**
+   * The exchange ended cleanly and holds nothing (no connection, tunnel or back-pressure wait
+   * that could still call it back): it may serve the connection's next request.
+   */
+  get reusable(): boolean {
+    return this.finished && this.up === null && this.connecting === null && this.tunnel === null && this.upward?.holding !== true && this.downward?.holding !== true;
+  }
+
+  /** The exchange will not be used again: its call's timer is cancelled. */
+  dispose(): void {
+    this.call?.dispose(); // undefined before its first request
   }
 
   /** The response head was delivered: a cut from now on is the client's to see. */
@@ -194,19 +241,56 @@ export class Exchange implements UpstreamHandler, CallDriver {
       s.cork();
       process.nextTick(uncork, s);
       s.write(head);
+      this.lent(head);
       if (q !== null) for (const b of q) s.write(b);
-    } else s.write(head);
+    } else {
+      s.write(head);
+      // Sent at once (nothing queued): the bytes are the kernel's, the buffer is ours again.
+      if (s.writableLength !== 0) this.lent(head);
+    }
     if (this.queued > MAX_QUEUED_BODY) this.ds.socket.resume();
     this.queued = 0;
   }
 
-  /** The request head for this attempt: with the time left (a deadline) and its trace context (tracing on). */
+  /** A socket keeps `head` (queued, not sent yet): the connection's head writer lets its buffer go. */
+  private lent(head: Buffer): void {
+    const w = this.ds.writer;
+    if (w.owns(head)) w.handOff();
+  }
+
+  /**
+   * The request head for this attempt: with the time left (a deadline) and its trace context
+   * (tracing on), written after the head in the connection's head writer while it still holds it
+   * and there is room, else into a new buffer.
+   */
   private requestHead(): Buffer {
     const base = this.headBytes;
     if (!this.o.openHead) return base;
     const left = this.call.timeLeftMs();
+    const t = this.trace;
+    const w = this.ds.writer;
+    let need = TIMEOUT.length + 16 + CRLF.length * 2;
+    if (t !== null) for (const [name, value] of t.headers) need += name.length + value.length + 4;
+    if (w.owns(base) && base.byteOffset === 0 && base.length + need <= w.buf.length) {
+      w.pos = base.length;
+      if (left !== 0) {
+        w.bytes(TIMEOUT);
+        w.decimal(left);
+        w.bytes(CRLF);
+      }
+      if (t !== null) {
+        for (const [name, value] of t.headers) {
+          w.text(name);
+          w.bytes(COLON);
+          w.text(value);
+          w.bytes(CRLF);
+        }
+      }
+      w.bytes(CRLF);
+      return w.buf.subarray(0, w.pos);
+    }
     let end = left === 0 ? '' : `x-skein-timeout-ms: ${left}\r\n`;
-    if (this.trace !== null) end += traceLines(this.trace);
+    if (t !== null) end += traceLines(t);
     end += '\r\n';
     const out = Buffer.allocUnsafe(base.length + end.length);
     base.copy(out, 0);
@@ -262,7 +346,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
     this.closeAfter = close;
     let tail = status === 101 ? 'connection: upgrade\r\n\r\n' : close ? 'connection: close\r\n\r\n' : this.o.http10 ? 'connection: keep-alive\r\n\r\n' : '\r\n';
     if (this.o.explain) tail = `x-skein-explain: ${this.call.explanation()}\r\n${tail}`;
-    if (!this.o.isHead && status !== 101 && status !== 204 && status !== 304) this.bodyAwaitedSince = performance.now();
+    if (!this.o.isHead && status !== 101 && status !== 204 && status !== 304) this.bodyAwaited = true;
     // Held until the first body bytes (usually in the same chunk): both leave in one write.
     this.pendingHead = clientHead(head, up.head, tail);
   }
@@ -277,7 +361,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
 
   onResponseBody(up: Upstream, data: Buffer): void {
     if (this.discard) return;
-    if (this.bodyAwaitedSince !== 0) this.bodyStarted(up);
+    if (this.bodyAwaited) this.bodyStarted(up);
     this.ds.record.responseBody(data);
     const head = this.pendingHead;
     let out = data;
@@ -294,11 +378,15 @@ export class Exchange implements UpstreamHandler, CallDriver {
     this.flushHead();
   }
 
-  /** The first body bytes of the response: how long after its head, when they came in a later read (see stall.ts). */
+  /**
+   * The first body bytes of the response: how long after its head, when they came in a later read
+   * (see stall.ts). In the same read as the head (still held) there is no gap, and no clock read.
+   */
   private bodyStarted(up: Upstream): void {
-    const gap = performance.now() - this.bodyAwaitedSince;
-    this.bodyAwaitedSince = 0;
-    if (this.pendingHead === null) this.ds.ctx.counters.bodyGap(this.ds.ctx.direction, this.dest.service, up.endpoint, gap);
+    this.bodyAwaited = false;
+    if (this.pendingHead !== null) return;
+    const ctx = this.ds.ctx;
+    ctx.counters.bodyGap(ctx.direction, this.dest.service, up.endpoint, ctx.clock.now() - this.call.respondedAt);
   }
 
   onResponseComplete(up: Upstream, rest: Buffer): void {

@@ -210,17 +210,18 @@ export class HeadCollector {
 
 const runStart = new Int32Array(MAX_HEADERS + 1);
 const runEnd = new Int32Array(MAX_HEADERS + 1);
+let runCount = 0;
 
 /**
- * A rewritten head as bytes: `prefix` (text), then the bytes of `src` from `from` on, minus the
- * header lines marked in `drop` (copied in runs, as they came), then `tail` (text that ends with
- * the blank line). No strings are made of the copied bytes.
+ * Finds the runs of header lines of `src` from `from` on that are not marked in `drop` (up to the
+ * blank line, excluded), for `copyRuns`; returns their length in bytes. Synchronous scratch: the
+ * runs hold until the next call.
  */
-export function rewriteHead(src: Buffer, h: HeadCollector, drop: Uint8Array, from: number, prefix: string, tail: string): Buffer {
+function planRuns(src: Buffer, h: HeadCollector, drop: Uint8Array, from: number): number {
   const f = h.fields;
   let runs = 0;
   let run = from;
-  let len = prefix.length + tail.length;
+  let len = 0;
   for (let i = 0; i < h.count; i++) {
     const start = f[i * 4]!;
     if (drop[i] === 1) {
@@ -238,12 +239,109 @@ export function rewriteHead(src: Buffer, h: HeadCollector, drop: Uint8Array, fro
     runEnd[runs++] = end;
     len += end - run;
   }
-  const out = Buffer.allocUnsafe(len);
-  let pos = prefix.length > 0 ? out.write(prefix, 0, 'latin1') : 0;
-  for (let r = 0; r < runs; r++) pos += src.copy(out, pos, runStart[r], runEnd[r]);
+  runCount = runs;
+  return len;
+}
+
+/** Copies the runs `planRuns` found into `out` at `pos`; returns the position after them. */
+function copyRuns(src: Buffer, out: Buffer, pos: number): number {
+  for (let r = 0; r < runCount; r++) pos += src.copy(out, pos, runStart[r], runEnd[r]);
+  return pos;
+}
+
+/**
+ * A rewritten head as bytes: `prefix` (text), then the bytes of `src` from `from` on, minus the
+ * header lines marked in `drop` (copied in runs, as they came), then `tail` (text that ends with
+ * the blank line). No strings are made of the copied bytes.
+ */
+export function rewriteHead(src: Buffer, h: HeadCollector, drop: Uint8Array, from: number, prefix: string, tail: string): Buffer {
+  const out = Buffer.allocUnsafe(prefix.length + planRuns(src, h, drop, from) + tail.length);
+  const pos = copyRuns(src, out, prefix.length > 0 ? out.write(prefix, 0, 'latin1') : 0);
   out.write(tail, pos, 'latin1');
   return out;
 }
+
+/** Room a HeadWriter's buffer keeps after a head, for what each attempt adds (its deadline, trace context). */
+export const HEAD_SLACK = 512;
+
+/**
+ * Writes heads into one buffer, reused from head to head (a client connection keeps one for the
+ * heads it sends upstream), so that a head costs no string concatenation and no new buffer. The
+ * buffer is lent: a view of it may be written to a socket, and when the socket keeps that view
+ * (it could not send it at once) the writer must let the buffer go (`handOff`) and take a new one
+ * for the next head.
+ */
+export class HeadWriter {
+  buf: Buffer = EMPTY_BUFFER;
+  pos = 0;
+
+  /**
+   * Starts a head of at most `max` bytes (plus HEAD_SLACK of room after it). The buffer is the
+   * next power of two from 1 KiB that fits: a connection keeps ~1 KiB for the usual heads.
+   */
+  start(max: number): void {
+    const need = max + HEAD_SLACK;
+    if (this.buf.length < need) {
+      let size = 1024;
+      while (size < need) size *= 2;
+      this.buf = Buffer.allocUnsafeSlow(size);
+    }
+    this.pos = 0;
+  }
+
+  byte(c: number): void {
+    this.buf[this.pos++] = c;
+  }
+
+  bytes(b: Uint8Array): void {
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  /** A whole number >= 0 in decimal (no string made). */
+  decimal(n: number): void {
+    let digits = 1;
+    for (let v = n; v >= 10; v = Math.floor(v / 10)) digits++;
+    let i = this.pos + digits;
+    this.pos = i;
+    let v = n;
+    do {
+      this.buf[--i] = 0x30 + (v % 10);
+      v = Math.floor(v / 10);
+    } while (v > 0);
+  }
+
+  /** Text as latin1 (header bytes): one byte per character. */
+  text(s: string): void {
+    this.pos += this.buf.write(s, this.pos, 'latin1');
+  }
+
+  /**
+   * Finds the header lines of `src` that `drop` does not mark, from `from` on (as rewriteHead
+   * copies them), and returns their length (for `start`); `copyPlanned` then writes them. Nothing
+   * else may plan in between (module scratch: both are synchronous).
+   */
+  plan(src: Buffer, h: HeadCollector, drop: Uint8Array, from: number): number {
+    return planRuns(src, h, drop, from);
+  }
+
+  copyPlanned(src: Buffer): void {
+    this.pos = copyRuns(src, this.buf, this.pos);
+  }
+
+  /** Whether `view` is a view of the current buffer (still this writer's to write into). */
+  owns(view: Uint8Array): boolean {
+    return this.buf.length > 0 && view.buffer === this.buf.buffer;
+  }
+
+  /** The buffer now belongs to a socket that queued a view of it: the next head gets a new one. */
+  handOff(): void {
+    this.buf = EMPTY_BUFFER;
+    this.pos = 0;
+  }
+}
+
+const EMPTY_BUFFER = Buffer.alloc(0);
 
 /** The span callbacks of a parser, collected into `head`; the rest is the subclass's. */
 export abstract class HeadCallbacks implements ParserCallbacks {

@@ -11,11 +11,12 @@
  *   authority wins over Host, which is replaced.
  * - The target is normalized (src/core/path.ts): routes match what the app gets.
  */
+import { randomBytes } from 'node:crypto';
 import { CLIENT_ID_HEADER } from '../../api/mtls.js';
 import { MAX_TIMER_MS } from '../../core/clock.js';
 import { normalizePath } from '../../authz/normalize.js';
 import type { TraceHeaders } from '../../engine/observe.js';
-import { classify, connectionNames, dropNamed, forbiddenConnectionOption, H, hopByHop, rewriteHead, type HeadCollector } from './head.js';
+import { classify, connectionNames, dropNamed, forbiddenConnectionOption, H, hopByHop, type HeadCollector, type HeadWriter } from './head.js';
 import { METHOD_CONNECT, type HttpParser } from './llhttp.js';
 
 /** What the forwarder needs of a request head, beyond its bytes. */
@@ -54,6 +55,44 @@ export interface RequestHead {
   readonly badDeadline: string | null;
   /** The trace context headers (tracing on; their lines are dropped: each attempt sends its own). */
   readonly trace: TraceHeaders | null;
+}
+
+/**
+ * A RequestHead whose fields are filled in for each request (a client connection keeps one): every
+ * field set, always in the same order, so that the object keeps one shape.
+ */
+export class RequestHeadState implements RequestHead {
+  method = '';
+  path = '';
+  callerAt = -1;
+  pathOnly = '';
+  authority: string | null = null;
+  absolute = false;
+  hasBody = false;
+  http11 = true;
+  upgradeAt = -1;
+  xff: string | undefined = undefined;
+  xfp = false;
+  requestIdAt = -1;
+  explain = false;
+  deadlineMs = -1;
+  badDeadline: string | null = null;
+  trace: TraceHeaders | null = null;
+}
+
+/** The usual methods by llhttp's number, as constant strings (a request's method bytes are checked against them). */
+const METHOD_NAMES: ReadonlyArray<readonly [string, Uint8Array]> = ['DELETE', 'GET', 'HEAD', 'POST', 'PUT', 'CONNECT', 'OPTIONS', 'TRACE'].map((m) => [m, Buffer.from(m, 'latin1')] as const);
+
+/** The method of the request line at `start` (its bytes, as llhttp checked them, end at `end`). */
+function methodOf(buf: Buffer, start: number, end: number, n: number): string {
+  const known = METHOD_NAMES[n];
+  if (known !== undefined) {
+    const bytes = known[1];
+    let same = end - start === bytes.length;
+    for (let i = 0; same && i < bytes.length; i++) same = buf[start + i] === bytes[i];
+    if (same) return known[0];
+  }
+  return buf.toString('latin1', start, end);
 }
 
 /** RFC 3986 host (reg-name or IP literal) with an optional port; no userinfo. */
@@ -136,6 +175,8 @@ export function readRequestHead(
   drop: Uint8Array,
   /** Inbound in mTLS mode off: the x-skein-caller the caller's proxy sent names the caller (see callerAt). */
   claims = false,
+  /** Where the result goes (a connection's, reused); a new one by default. */
+  into: RequestHeadState = new RequestHeadState(),
 ): RequestHead | PathRefusal | string {
   if (parser.method === METHOD_CONNECT) return 'CONNECT is not supported: send plain http:// requests (the mesh encrypts between proxies)';
   const f = head.fields;
@@ -268,56 +309,156 @@ export function readRequestHead(
   if (hosts > 1) return 'more than one Host header';
   if (http11 && hosts === 0) return 'an HTTP/1.1 request must have a Host header';
   if (authority !== null && !validAuthority(authority)) return `"${authority.slice(0, 100)}" is not a valid host[:port]`;
-  return {
-    method: buf.toString('latin1', methodStart, head.urlStart - 1),
-    path,
-    pathOnly,
-    authority,
-    absolute: abs !== null,
-    hasBody,
-    http11,
-    upgradeAt,
-    xff,
-    xfp,
-    requestIdAt: rid,
-    explain,
-    callerAt,
-    deadlineMs: deadline,
-    badDeadline,
-    trace,
-  };
+  const r = into;
+  r.method = methodOf(buf, methodStart, head.urlStart - 1, parser.method);
+  r.path = path;
+  r.callerAt = callerAt;
+  r.pathOnly = pathOnly;
+  r.authority = authority;
+  r.absolute = abs !== null;
+  r.hasBody = hasBody;
+  r.http11 = http11;
+  r.upgradeAt = upgradeAt;
+  r.xff = xff;
+  r.xfp = xfp;
+  r.requestIdAt = rid;
+  r.explain = explain;
+  r.deadlineMs = deadline;
+  r.badDeadline = badDeadline;
+  r.trace = trace;
+  return r;
 }
 
-/** What the proxy adds to a request head. */
+const HEX = '0123456789abcdef';
+/** Where the counter's 12 hex digits start in an id. */
+const COUNTER_AT = 24;
+const ID_LENGTH = 36;
+
+/**
+ * The x-request-id of a request that came without one. Ids are UUID-formatted, version 8 (RFC 9562
+ * §5.8: a layout of the maker's own): 74 random bits drawn once per process (`random`, 10 bytes),
+ * then a 48-bit counter in the last 12 hex digits,
+ *
+ *   rrrrrrrr-rrrr-8rrr-Vrrr-cccccccccccc    (V: 8, 9, a or b, the RFC 9562 variant)
+ *
+ * so ids are unique across proxies and restarts (the random part) and within a process (the
+ * counter), and making one costs a counter step and a 36-byte string instead of a random UUID.
+ * The ids of one process share their first 24 characters: an id says nothing secret and is not
+ * meant to be unguessable.
+ */
+export class RequestIds {
+  private readonly bytes = Buffer.alloc(ID_LENGTH);
+
+  constructor(random: Uint8Array = randomBytes(10)) {
+    if (random.length < 10) throw new RangeError(`RequestIds needs 10 random bytes, got ${random.length}`);
+    let hex = '';
+    for (let i = 0; i < 10; i++) hex += HEX[random[i]! >> 4]! + HEX[random[i]! & 15]!;
+    const variant = HEX[8 | (parseInt(hex[15]!, 16) & 3)]!;
+    const prefix = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-8${hex.slice(12, 15)}-${variant}${hex.slice(16, 19)}-`;
+    this.bytes.write(prefix, 0, 'latin1');
+    this.bytes.fill(0x30, COUNTER_AT);
+  }
+
+  /** The next id (the counter wraps after 2^48 ids). */
+  next(): string {
+    const b = this.bytes;
+    // Increment the hex counter in place: usually only its last digit changes.
+    for (let i = ID_LENGTH - 1; i >= COUNTER_AT; i--) {
+      const c = b[i]!;
+      if (c === 0x39) {
+        b[i] = 0x61;
+        break;
+      }
+      if (c !== 0x66) {
+        b[i] = c + 1;
+        break;
+      }
+      b[i] = 0x30;
+    }
+    return b.toString('latin1');
+  }
+}
+
+/** What the proxy adds to a request head (a client connection keeps one, filled in for each request). */
 export interface Forwarding {
   /** The client's address (appended to X-Forwarded-For). */
-  readonly client: string;
-  readonly requestId: string;
+  client: string;
+  requestId: string;
   /** The calling service (x-skein-caller): outbound, the workload's; inbound, the verified peer's (null: unknown). */
-  readonly caller: string | null;
+  caller: string | null;
   /** Inbound: the caller's verified SPIFFE ID (x-skein-client-id); null: none (plaintext, or outbound). */
-  readonly clientId: string | null;
+  clientId: string | null;
   /** The request upgrades (connection: upgrade goes with it). */
-  readonly upgrade: boolean;
+  upgrade: boolean;
   /**
    * Leave the head open (no final CRLF): each attempt adds its deadline and trace context, then
    * ends it (see Exchange.requestHead).
    */
-  readonly open: boolean;
+  open: boolean;
 }
 
+const latin1 = (s: string) => Buffer.from(s, 'latin1');
+const HTTP11 = latin1(' HTTP/1.1\r\n');
+const HOST = latin1('host: ');
+const XFF = latin1('x-forwarded-for: ');
+const LIST = latin1(', ');
+const CRLF = latin1('\r\n');
+const XFP = latin1('x-forwarded-proto: http\r\n');
+const RID = latin1('x-request-id: ');
+const CALLER = latin1('x-skein-caller: ');
+const CLIENT_ID = latin1(`${CLIENT_ID_HEADER}: `);
+const CONNECTION_UPGRADE = latin1('connection: upgrade\r\n');
+
 /**
- * The head for the upstream: the request line in origin form, the client's header lines minus the
- * dropped ones (copied as bytes), then what the proxy adds.
+ * The head for the upstream, written into `w` (a view of its buffer is returned): the request line
+ * in origin form, the client's header lines minus the dropped ones (copied as bytes), then what
+ * the proxy adds, piece by piece (no string is made).
  */
-export function upstreamHead(buf: Buffer, head: HeadCollector, drop: Uint8Array, r: RequestHead, fw: Forwarding): Buffer {
-  let tail = r.absolute ? `host: ${r.authority}\r\n` : '';
-  tail += `x-forwarded-for: ${r.xff === undefined ? fw.client : `${r.xff}, ${fw.client}`}\r\n`;
-  if (!r.xfp) tail += 'x-forwarded-proto: http\r\n';
-  if (r.requestIdAt < 0) tail += `x-request-id: ${fw.requestId}\r\n`;
-  if (fw.caller !== null) tail += `x-skein-caller: ${fw.caller}\r\n`;
-  if (fw.clientId !== null) tail += `${CLIENT_ID_HEADER}: ${fw.clientId}\r\n`;
-  if (fw.upgrade) tail += 'connection: upgrade\r\n';
-  if (!fw.open) tail += '\r\n';
-  return rewriteHead(buf, head, drop, head.lineStart(buf, 0), `${r.method} ${r.path} HTTP/1.1\r\n`, tail);
+export function upstreamHead(buf: Buffer, head: HeadCollector, drop: Uint8Array, r: RequestHead, fw: Forwarding, w: HeadWriter): Buffer {
+  // An upper bound of the head's length (latin1: a byte per character), for the writer's buffer.
+  let max = r.method.length + 1 + r.path.length + HTTP11.length + w.plan(buf, head, drop, head.lineStart(buf, 0)) + CRLF.length;
+  if (r.absolute) max += HOST.length + (r.authority?.length ?? 0) + CRLF.length;
+  max += XFF.length + (r.xff === undefined ? 0 : r.xff.length + LIST.length) + fw.client.length + CRLF.length;
+  if (!r.xfp) max += XFP.length;
+  if (r.requestIdAt < 0) max += RID.length + fw.requestId.length + CRLF.length;
+  if (fw.caller !== null) max += CALLER.length + fw.caller.length + CRLF.length;
+  if (fw.clientId !== null) max += CLIENT_ID.length + fw.clientId.length + CRLF.length;
+  if (fw.upgrade) max += CONNECTION_UPGRADE.length;
+  w.start(max);
+  w.text(r.method);
+  w.byte(0x20);
+  w.text(r.path);
+  w.bytes(HTTP11);
+  w.copyPlanned(buf);
+  if (r.absolute) {
+    w.bytes(HOST);
+    w.text(r.authority ?? '');
+    w.bytes(CRLF);
+  }
+  w.bytes(XFF);
+  if (r.xff !== undefined) {
+    w.text(r.xff);
+    w.bytes(LIST);
+  }
+  w.text(fw.client);
+  w.bytes(CRLF);
+  if (!r.xfp) w.bytes(XFP);
+  if (r.requestIdAt < 0) {
+    w.bytes(RID);
+    w.text(fw.requestId);
+    w.bytes(CRLF);
+  }
+  if (fw.caller !== null) {
+    w.bytes(CALLER);
+    w.text(fw.caller);
+    w.bytes(CRLF);
+  }
+  if (fw.clientId !== null) {
+    w.bytes(CLIENT_ID);
+    w.text(fw.clientId);
+    w.bytes(CRLF);
+  }
+  if (fw.upgrade) w.bytes(CONNECTION_UPGRADE);
+  if (!fw.open) w.bytes(CRLF);
+  return w.buf.subarray(0, w.pos);
 }
