@@ -93,11 +93,12 @@ export class ManualClock implements Clock {
   }
 }
 
+const TIME_ORIGIN = performance.timeOrigin;
+
 /**
  * The system clock with sub-millisecond `now()` (performance.now() on the epoch's origin): for
  * latencies that feed load-aware balancing, where a loopback call takes a fraction of a ms.
  */
-const TIME_ORIGIN = performance.timeOrigin;
 export const preciseClock: Clock = {
   // timeOrigin read once: its getter allocates, and the proxy reads this clock per request.
   now: () => TIME_ORIGIN + performance.now(),
