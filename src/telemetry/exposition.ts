@@ -32,48 +32,50 @@ export function formatValue(v: number): string {
   return String(v);
 }
 
-/** `{a="x",b="y"}` (labels with a null value left out; `extra` appended, already written), or "". */
-function labelSet(names: readonly string[], values: readonly (string | null)[], extra = ''): string {
+/** `a="x",b="y"` (labels with a null value left out), or "". */
+function labelPairs(names: readonly string[], values: readonly (string | null)[]): string {
   let s = '';
   for (let i = 0; i < names.length; i++) {
     const v = values[i];
     if (v === null || v === undefined) continue;
     s += `${s === '' ? '' : ','}${names[i]}="${escapeLabelValue(v)}"`;
   }
-  if (extra !== '') s += s === '' ? extra : `,${extra}`;
-  return s === '' ? '' : `{${s}}`;
+  return s;
 }
 
-function histogramLines(f: Family, s: Sample, lines: string[]): void {
+/** The lines of one histogram series: each label set written once, `le` appended to it. */
+function histogramLines(f: Family, s: Sample, pairs: string): string {
   const bounds = f.buckets ?? [];
   const counts = s.counts ?? [];
+  const open = `${f.name}_bucket{${pairs === '' ? '' : `${pairs},`}le="`;
+  let out = '';
   let cum = 0;
   for (let i = 0; i < bounds.length; i++) {
     cum += counts[i] ?? 0;
-    lines.push(`${f.name}_bucket${labelSet(f.labelNames, s.labels, `le="${formatValue(bounds[i]!)}"`)} ${formatValue(cum)}`);
+    out += `${open}${formatValue(bounds[i]!)}"} ${formatValue(cum)}\n`;
   }
   cum += counts[bounds.length] ?? 0;
-  lines.push(`${f.name}_bucket${labelSet(f.labelNames, s.labels, 'le="+Inf"')} ${formatValue(cum)}`);
-  const plain = labelSet(f.labelNames, s.labels);
-  lines.push(`${f.name}_sum${plain} ${formatValue(s.value)}`);
-  lines.push(`${f.name}_count${plain} ${formatValue(cum)}`);
+  const set = pairs === '' ? '' : `{${pairs}}`;
+  return `${out}${open}+Inf"} ${formatValue(cum)}\n${f.name}_sum${set} ${formatValue(s.value)}\n${f.name}_count${set} ${formatValue(cum)}\n`;
 }
 
 /** The families in the text format or OpenMetrics. */
 export function render(families: readonly Family[], format: ExpositionFormat): string {
   const om = format === 'openmetrics';
-  const blocks: string[] = [];
-  for (const f of families) {
+  let out = '';
+  for (let i = 0; i < families.length; i++) {
+    const f = families[i]!;
     // OpenMetrics: a counter family is named without _total, its samples with it.
     const family = om && f.type === 'counter' ? f.name.slice(0, -'_total'.length) : f.name;
-    const lines = [`# HELP ${family} ${om ? escapeLabelValue(f.help) : escapeHelp(f.help)}`, `# TYPE ${family} ${f.type}`];
+    if (i > 0 && !om) out += '\n';
+    out += `# HELP ${family} ${om ? escapeLabelValue(f.help) : escapeHelp(f.help)}\n# TYPE ${family} ${f.type}\n`;
     for (const s of f.samples) {
-      if (f.type === 'histogram') histogramLines(f, s, lines);
-      else lines.push(`${f.name}${labelSet(f.labelNames, s.labels)} ${formatValue(s.value)}`);
+      const pairs = labelPairs(f.labelNames, s.labels);
+      if (f.type === 'histogram') out += histogramLines(f, s, pairs);
+      else out += `${f.name}${pairs === '' ? '' : `{${pairs}}`} ${formatValue(s.value)}\n`;
     }
-    blocks.push(lines.join('\n'));
   }
-  return om ? `${blocks.join('\n')}\n# EOF\n` : `${blocks.join('\n\n')}\n`;
+  return om ? `${out}# EOF\n` : out;
 }
 
 /** The format a scraper's Accept header asks for: OpenMetrics when it names it, else the text format. */
