@@ -7,9 +7,9 @@
  * It reports how long registering took, the heartbeat rate achieved, and the control plane's
  * event-loop lag, CPU and RSS, per phase: idle and empty, registering, heartbeats, idle and full.
  *
- * Method for the lag: the control plane exports prom-client's default metrics, whose
+ * Method for the lag: the control plane exports the process metrics (src/telemetry/process-metrics.ts), whose
  * `nodejs_eventloop_lag_{p50,p90,p99,max,mean}_seconds` come from a
- * `monitorEventLoopDelay({resolution: 10})` histogram that prom-client RESETS at every scrape.
+ * `monitorEventLoopDelay({resolution: 10})` histogram that is RESET at every scrape (as prom-client did).
  * This benchmark is the only client scraping; it scrapes exactly at the phase boundaries, so the
  * scrape that ends a phase returns the distribution of every sample of that phase (an exact p99
  * over the whole 60 s, not an average of averages). With `--windows` it also scrapes every

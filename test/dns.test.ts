@@ -14,7 +14,7 @@ import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
-import { Registry as PromRegistry } from 'prom-client';
+import { Registry as PromRegistry } from '../src/telemetry/prom.js';
 import { DNS_DEFAULTS } from '../src/api/dns.js';
 import { parseInstance } from '../src/api/parse.js';
 import { systemClock } from '../src/core/clock.js';

@@ -72,6 +72,8 @@ export const ERROR_CODES = {
   SKEIN_E_PROXY_STATE: { status: 500, text: "The proxy's persisted state (--state-dir) is unusable: corrupt, of another mesh or too old; the proxy does not serve from it (the message says why)." },
   SKEIN_E_ADMIN_LOCAL_ONLY: { status: 403, text: "A proxy admin server listening beyond loopback was asked by another host for a tap or a /debug endpoint: those answer this host only (--insecure-admin opens them); /live, /ready, /metrics and /stats answer everyone." },
   SKEIN_E_NO_LEADER: { status: 503, text: 'A read of what only the elected control-plane replica keeps (the golden signals, the mesh event feed) found no leader to forward it to: an election is under way, or the leader does not answer.' },
+  // Metrics (issue 16: src/telemetry/prom.ts).
+  SKEIN_E_BAD_METRIC: { status: 500, text: 'A metric was defined or used against the rules of Prometheus or its own definition (a malformed or duplicate name, a reserved or repeated label, the wrong number of label values, a counter decreased): a bug in Skein; the message names the metric and what was wrong.' },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,10 +1,10 @@
 /**
- * The proxy's metrics (prom-client, its own registry). Per-request numbers are kept in plain
- * counters of `SeriesStats` objects, one per (listener, source, service, route, instance): the
- * request path adds to numbers in an object found by one map lookup, and prom-client reads them
- * when scraped (a metric object of ours registered in its registry) and does the exposition, in
- * the Prometheus text format or OpenMetrics. The same counters are served as JSON (`snapshot`)
- * for the control plane's golden signals.
+ * The proxy's metrics (src/telemetry/prom.ts, its own registry). Per-request numbers are kept in
+ * plain counters of `SeriesStats` objects, one per (listener, source, service, route, instance):
+ * the request path adds to numbers in an object found by one map lookup (its latency buckets a
+ * preallocated Float64Array), and the registry reads them when scraped; exposition.ts writes the
+ * Prometheus text format or OpenMetrics. The same counters are served as JSON (`snapshot`) for
+ * the control plane's golden signals.
  *
  * Cardinality is bounded: no paths, no request ids; route names come from configuration,
  * services, instances and versions from the registry, and the sources one inbound listener keeps
@@ -12,7 +12,6 @@
  * answered (outbound) adds no series to /stats (an instance has one version) and multiplies the
  * Prometheus series only by the versions of a service running at once (two during a canary).
  */
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ErrorCode } from '../core/errors.js';
 import type { TlsRefusal } from '../api/mtls.js';
 import type { AuthzDecision } from '../engine/authorization.js';
@@ -22,6 +21,8 @@ import type { Endpoint } from '../discovery/endpoint.js';
 import { StallDetector, isStall } from './http1/stall.js';
 import { LATENCY_BUCKETS, type AuthzOutcome, type Direction, type StatsAuthz, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
+import { Registry, type Counter, type Sample } from '../telemetry/prom.js';
+import { processMetrics } from '../telemetry/process-metrics.js';
 
 /** Distinct callers one listener keeps apart; later ones are counted as "other". */
 export const MAX_SOURCES = 100;
@@ -44,8 +45,6 @@ export interface ProxyGauges {
 
 /** A refused mTLS connection raises an event at most this often per peer and reason. */
 const TLS_EVENT_EVERY_MS = 60_000;
-
-type Labels = Record<string, string>;
 
 /** The requests of one series: one listener, source, destination service, route, instance and version. */
 class SeriesStats {
@@ -166,28 +165,6 @@ export interface ProxyEvent extends StatsEvent {
   readonly type: 'eject' | 'return' | 'breaker' | 'active-check' | 'panic' | 'body-stall' | 'certificate' | 'mtls-refused' | 'cold-start';
 }
 
-interface MetricValue {
-  labels: Labels;
-  value: number;
-  metricName?: string;
-}
-
-/**
- * A metric prom-client's registry can expose: ours, read at scrape time. `get` reads the name
- * from the object, as prom-client renames counters while it writes OpenMetrics.
- */
-function scrapedMetric(name: string, help: string, type: 'counter' | 'histogram', values: () => MetricValue[]) {
-  const m = {
-    name,
-    help,
-    type,
-    aggregator: 'sum' as const,
-    get: async () => ({ name: m.name, help, type, aggregator: 'sum' as const, values: values() }),
-    reset: () => undefined,
-  };
-  return m;
-}
-
 /**
  * The series as Prometheus sees them: summed over `instance`. Destination instance ids churn with
  * every deployment and would multiply the series of every caller; only /stats (for the control
@@ -205,13 +182,24 @@ function exposed(series: readonly SeriesStats[]): SeriesStats[] {
   return [...byKey.values()];
 }
 
+/** Samples with one series each: of two with the same labels, the last (as a gauge set twice keeps). */
+function lastBySeries(samples: Sample[]): Sample[] {
+  if (samples.length < 2) return samples;
+  const byKey = new Map<string, Sample>();
+  for (const s of samples) byKey.set(s.labels.join('\u0000'), s);
+  return byKey.size === samples.length ? samples : [...byKey.values()];
+}
+
+/** The labels of an exposed series, all but `instance`, in this order. */
+const SERIES_LABELS = ['direction', 'workload', 'source', 'service', 'route', 'version'] as const;
+
 /**
- * Labels of an exposed series: all but `instance`. `version` (per-version golden signals) only
- * when there is one: to Prometheus an empty label is no label, and most series have none.
+ * The label values of an exposed series (SERIES_LABELS). `version` (per-version golden signals)
+ * only when there is one: to Prometheus an empty label is no label, and most series have none.
  */
-function promLabels(s: SeriesStats): Record<string, string> {
-  const { instance: _instance, version, ...labels } = s.labels;
-  return version === '' ? labels : { ...labels, version };
+function promLabels(s: SeriesStats): (string | null)[] {
+  const l = s.labels;
+  return [l.direction, l.workload, l.source, l.service, l.route, l.version === '' ? null : l.version];
 }
 
 export class ProxyMetrics implements ForwarderCounters {
@@ -250,8 +238,8 @@ export class ProxyMetrics implements ForwarderCounters {
     /** Told of each event the proxy raises itself (not traffic events): the proxy logs them. */
     private readonly onEvent: (e: StatsEvent) => void = () => {},
   ) {
-    const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
+    const r = this.registry;
+    processMetrics(r);
     const series = this.series;
     // One scrape reads the four per-request metrics one after the other: summed once for all four.
     // (Every request adds to some series' count, so the same number of series and requests means
@@ -263,150 +251,114 @@ export class ProxyMetrics implements ForwarderCounters {
       if (memo === null || memo.series !== series.length || memo.requests !== requests) memo = { series: series.length, requests, list: exposed(series) };
       return memo.list;
     };
-    const perSeries = (read: (s: SeriesStats) => number) => () => exposedNow().map((s) => ({ labels: promLabels(s), value: read(s) }));
-    this.registry.registerMetric(
-      scrapedMetric('skein_proxy_requests_total', 'Requests the proxy finished, by listener, source and destination service, route, version of the endpoint that answered ("" when none), response status (0: no response) and class (failure: no response, 5xx, or an answer the proxy made itself).', 'counter', () =>
+    const perSeries = (read: (s: SeriesStats) => number) => () => exposedNow().map((s): Sample => ({ labels: promLabels(s), value: read(s) }));
+    const labelNames = SERIES_LABELS;
+    r.scraped<(typeof SERIES_LABELS)[number] | 'status' | 'class'>(
+      'counter',
+      {
+        name: 'skein_proxy_requests_total',
+        help: 'Requests the proxy finished, by listener, source and destination service, route, version of the endpoint that answered ("" when none), response status (0: no response) and class (failure: no response, 5xx, or an answer the proxy made itself).',
+        labelNames: [...labelNames, 'status', 'class'],
+      },
+      () =>
         exposedNow().flatMap((s) => {
-          const out: MetricValue[] = [];
+          const out: Sample[] = [];
           const labels = promLabels(s);
           for (const [m, cls] of [[s.ok, 'success'], [s.failed, 'failure']] as const) {
-            for (const [status, n] of [...m].sort((a, b) => a[0] - b[0])) out.push({ labels: { ...labels, status: String(status), class: cls }, value: n });
+            for (const [status, n] of [...m].sort((a, b) => a[0] - b[0])) out.push({ labels: [...labels, String(status), cls], value: n });
           }
           return out;
         }),
-      ) as never,
     );
-    this.registry.registerMetric(
-      scrapedMetric('skein_proxy_request_duration_seconds', 'Time from the complete request head to the end of the response (all attempts and backoff included), by listener, source, destination service, route and version.', 'histogram', () =>
-        exposedNow().flatMap((s) => {
-          const out: MetricValue[] = [];
-          const labels = promLabels(s);
-          let cum = 0;
-          LATENCY_BUCKETS.forEach((le, i) => {
-            cum += s.buckets[i]!;
-            out.push({ labels: { ...labels, le: String(le) }, value: cum, metricName: 'skein_proxy_request_duration_seconds_bucket' });
-          });
-          out.push({ labels: { ...labels, le: '+Inf' }, value: s.count, metricName: 'skein_proxy_request_duration_seconds_bucket' });
-          out.push({ labels, value: s.sum, metricName: 'skein_proxy_request_duration_seconds_sum' });
-          out.push({ labels, value: s.count, metricName: 'skein_proxy_request_duration_seconds_count' });
-          return out;
-        }),
-      ) as never,
+    r.scraped(
+      'histogram',
+      { name: 'skein_proxy_request_duration_seconds', help: 'Time from the complete request head to the end of the response (all attempts and backoff included), by listener, source, destination service, route and version.', labelNames, buckets: LATENCY_BUCKETS },
+      () => exposedNow().map((s): Sample => ({ labels: promLabels(s), value: s.sum, counts: s.buckets })),
     );
-    this.registry.registerMetric(
-      scrapedMetric('skein_proxy_request_bytes_total', 'Request body bytes received from clients (as framed on the wire), by the labels of skein_proxy_request_duration_seconds.', 'counter', perSeries((s) => s.requestBytes)) as never,
+    r.scraped('counter', { name: 'skein_proxy_request_bytes_total', help: 'Request body bytes received from clients (as framed on the wire), by the labels of skein_proxy_request_duration_seconds.', labelNames }, perSeries((s) => s.requestBytes));
+    r.scraped('counter', { name: 'skein_proxy_response_bytes_total', help: "Response body bytes forwarded to clients (as framed on the wire; the proxy's own error answers not counted), by the labels of skein_proxy_request_duration_seconds.", labelNames }, perSeries((s) => s.responseBytes));
+    r.scraped(
+      'counter',
+      { name: 'skein_proxy_mtls_requests_total', help: "Requests the proxy finished whose hop between proxies was mTLS (inbound: the caller's connection; outbound: the connection to the peer's inbound listener), by the labels of skein_proxy_request_duration_seconds: divided by its _count, the share that was mTLS.", labelNames },
+      perSeries((s) => s.mtls),
     );
-    this.registry.registerMetric(
-      scrapedMetric('skein_proxy_response_bytes_total', 'Response body bytes forwarded to clients (as framed on the wire; the proxy\'s own error answers not counted), by the labels of skein_proxy_request_duration_seconds.', 'counter', perSeries((s) => s.responseBytes)) as never,
-    );
-    this.registry.registerMetric(
-      scrapedMetric('skein_proxy_mtls_requests_total', 'Requests the proxy finished whose hop between proxies was mTLS (inbound: the caller\'s connection; outbound: the connection to the peer\'s inbound listener), by the labels of skein_proxy_request_duration_seconds: divided by its _count, the share that was mTLS.', 'counter', perSeries((s) => s.mtls)) as never,
-    );
-    this.rateLimits = new Counter({
+    this.rateLimits = r.counter({
       name: 'skein_proxy_rate_limited_total',
       help: 'Requests refused with 429 by a rate limit, by listener direction, destination service and route.',
       labelNames: ['direction', 'service', 'route'],
-      registers,
     });
-    this.bodyStalls = new Counter({
+    this.bodyStalls = r.counter({
       name: 'skein_proxy_body_stalls_total',
       help: "Responses whose body came 38-80 ms after their head, in a separate read: the app's Nagle algorithm waiting for the proxy's delayed ACK. By listener direction and destination service.",
       labelNames: ['direction', 'service'],
-      registers,
     });
-    this.evictions = new Counter({
+    this.evictions = r.counter({
       name: 'skein_proxy_connections_evicted_total',
       help: "Client connections a listener closed at its connection cap (limits.maxConnections) to make room for a new one, by workload, listener direction and what the closed one was doing: idle (between requests) or head (still sending its request head).",
       labelNames: ['workload', 'direction', 'state'],
-      registers,
     });
-    this.tlsRefusals = new Counter({
+    this.tlsRefusals = r.counter({
       name: 'skein_proxy_tls_refusals_total',
       help: 'mTLS connections between proxies refused, by listener direction (outbound: this proxy refused the peer it called; inbound: a caller) and reason (no-certificate, expired, unknown-issuer, untrusted, bad-identity, trust-domain, wrong-identity, plaintext, no-identity, handshake).',
       labelNames: ['direction', 'reason'],
-      registers,
     });
-    this.inboundConnections = new Counter({
+    this.inboundConnections = r.counter({
       name: 'skein_proxy_inbound_connections_total',
       help: 'Connections inbound listeners accepted with mTLS on, by kind: mtls, or plaintext (permissive mode: what is left to migrate).',
       labelNames: ['kind'],
-      registers,
     });
-    this.authzDecisions = new Counter({
+    this.authzDecisions = r.counter({
       name: 'skein_proxy_authz_decisions_total',
       help: "Authorization decisions of inbound listeners (services with policies or a deny default), by service, outcome (allow, deny, dry-run-deny: a dry-run policy would have denied, audit: an AUDIT policy matched) and the policy that decided or matched ('' for the default).",
       labelNames: ['service', 'outcome', 'policy'],
-      registers,
     });
-    this.renewals = new Counter({
+    this.renewals = r.counter({
       name: 'skein_proxy_certificate_renewals_total',
       help: 'Certificate renewals, by result (ok, failed: retried with backoff while the old certificate is valid).',
       labelNames: ['result'],
-      registers,
     });
-    new Gauge({
-      name: 'skein_proxy_certificate_expiry_timestamp_seconds',
-      help: 'When each certificate the proxy holds expires (Unix seconds), by service and SPIFFE ID.',
-      labelNames: ['service', 'identity'],
-      registers,
-      collect() {
-        this.reset();
-        for (const c of gauges.certificates()) this.labels(c.service, c.identity).set(c.notAfter / 1000);
-      },
-    });
-    this.errors = new Counter({
+    r.scraped<'service' | 'identity'>(
+      'gauge',
+      { name: 'skein_proxy_certificate_expiry_timestamp_seconds', help: 'When each certificate the proxy holds expires (Unix seconds), by service and SPIFFE ID.', labelNames: ['service', 'identity'] },
+      () => lastBySeries(gauges.certificates().map((c) => ({ labels: [c.service, c.identity], value: c.notAfter / 1000 }))),
+    );
+    this.errors = r.counter({
       name: 'skein_proxy_errors_total',
       help: 'Responses the proxy made itself (x-skein-error), by code.',
       labelNames: ['direction', 'code'],
-      registers,
     });
-    this.connects = new Counter({
+    this.connects = r.counter({
       name: 'skein_proxy_upstream_connects_total',
       help: 'New upstream connections, by result (ok, failed).',
       labelNames: ['result'],
-      registers,
     });
-    this.retries = new Counter({
+    this.retries = r.counter({
       name: 'skein_proxy_retries_total',
       help: 'Retries sent, by destination service and reason (connect-failure, reset, refused-stream, per-try-timeout, status).',
       labelNames: ['service', 'reason'],
-      registers,
     });
-    this.budgetExhausted = new Counter({
+    this.budgetExhausted = r.counter({
       name: 'skein_proxy_retry_budget_exhausted_total',
       help: 'Retries the retry budget refused, by destination service.',
       labelNames: ['service'],
-      registers,
     });
-    this.outlierEvents = new Counter({
+    this.outlierEvents = r.counter({
       name: 'skein_proxy_outlier_events_total',
       help: 'Outlier detection ejections and returns of endpoints, by destination service and event (eject, return).',
       labelNames: ['service', 'event'],
-      registers,
     });
-    this.breakerChanges = new Counter({
+    this.breakerChanges = r.counter({
       name: 'skein_proxy_breaker_transitions_total',
       help: 'Circuit breaker state changes of endpoints, by destination service and new state (open, half-open, closed).',
       labelNames: ['service', 'to'],
-      registers,
     });
-    this.activeChecks = new Counter({
+    this.activeChecks = r.counter({
       name: 'skein_proxy_active_check_transitions_total',
       help: "Endpoints turning healthy or unhealthy in the proxy's own active health checks, by destination service.",
       labelNames: ['service', 'result'],
-      registers,
     });
     const perService = (name: string, help: string, read: (t: TrafficState) => number) =>
-      new Gauge({
-        name,
-        help,
-        labelNames: ['service'],
-        registers,
-        collect() {
-          this.reset();
-          for (const t of gauges.traffic()) this.set({ service: t.service }, read(t));
-        },
-      });
+      r.scraped<'service'>('gauge', { name, help, labelNames: ['service'] }, () => lastBySeries([...gauges.traffic()].map((t) => ({ labels: [t.service], value: read(t) }))));
     perService('skein_proxy_requests_in_flight', 'Requests in flight to the destination service (limits.maxRequests counts these).', (t) => t.active);
     perService('skein_proxy_upstream_connections', "Open connections to the service's endpoints (limits.maxConnections counts these).", (t) => t.connections.open);
     perService('skein_proxy_retry_budget_available', 'Retries the retry budget would allow now.', (t) => t.budget.available);
@@ -421,59 +373,27 @@ export class ProxyMetrics implements ForwarderCounters {
       "1 while the service is in panic mode (as of its last pick): fewer than its panicThreshold share of instances may take traffic, so ejections and failing active checks are ignored; 0 otherwise. Summed over services: the services in panic.",
       (t) => (t.panicking ? 1 : 0),
     );
-    this.registry.registerMetric(
-      scrapedMetric('skein_proxy_panic_total', 'Requests (attempts) given an instance in panic mode, by destination service.', 'counter', () =>
-        [...gauges.traffic()].map((t) => ({ labels: { service: t.service }, value: t.panicPicks })),
-      ) as never,
+    r.scraped<'service'>('counter', { name: 'skein_proxy_panic_total', help: 'Requests (attempts) given an instance in panic mode, by destination service.', labelNames: ['service'] }, () =>
+      lastBySeries([...gauges.traffic()].map((t) => ({ labels: [t.service], value: t.panicPicks }))),
     );
-    this.coldStarts = new Counter({
+    this.coldStarts = r.counter({
       name: 'skein_proxy_cold_start_wakes_total',
       help: 'Times the proxy held requests for a service scaled to zero and asked for it to be woken.',
       labelNames: ['service'],
-      registers,
     });
-    this.panicChanges = new Counter({
+    this.panicChanges = r.counter({
       name: 'skein_proxy_panic_transitions_total',
       help: 'Destination services entering (to="panic") and leaving (to="normal") panic mode.',
       labelNames: ['service', 'to'],
-      registers,
     });
-    new Gauge({
-      name: 'skein_proxy_connections_open',
-      help: 'Client connections open, by workload and direction.',
-      labelNames: ['workload', 'direction'],
-      registers,
-      collect() {
-        this.reset();
-        for (const c of gauges.connections()) this.set({ workload: c.workload, direction: c.direction }, c.open);
-      },
-    });
-    new Gauge({
-      name: 'skein_proxy_upstream_idle_connections',
-      help: 'Pooled upstream connections waiting for a request.',
-      registers,
-      collect() {
-        this.set(gauges.idleUpstreams());
-      },
-    });
-    new Gauge({
-      name: 'skein_proxy_endpoints',
-      help: 'Healthy endpoints the proxy knows, by service.',
-      labelNames: ['service'],
-      registers,
-      collect() {
-        this.reset();
-        for (const e of gauges.endpoints()) this.set({ service: e.service }, e.count);
-      },
-    });
-    new Gauge({
-      name: 'skein_proxy_control_connected',
-      help: '1 while the watch stream to the control plane is open.',
-      registers,
-      collect() {
-        this.set(gauges.watchConnected() ? 1 : 0);
-      },
-    });
+    r.scraped<'workload' | 'direction'>('gauge', { name: 'skein_proxy_connections_open', help: 'Client connections open, by workload and direction.', labelNames: ['workload', 'direction'] }, () =>
+      lastBySeries(gauges.connections().map((c) => ({ labels: [c.workload, c.direction], value: c.open }))),
+    );
+    r.scraped('gauge', { name: 'skein_proxy_upstream_idle_connections', help: 'Pooled upstream connections waiting for a request.' }, () => [{ labels: [], value: gauges.idleUpstreams() }]);
+    r.scraped<'service'>('gauge', { name: 'skein_proxy_endpoints', help: 'Healthy endpoints the proxy knows, by service.', labelNames: ['service'] }, () =>
+      lastBySeries(gauges.endpoints().map((e) => ({ labels: [e.service], value: e.count }))),
+    );
+    r.scraped('gauge', { name: 'skein_proxy_control_connected', help: '1 while the watch stream to the control plane is open.' }, () => [{ labels: [], value: gauges.watchConnected() ? 1 : 0 }]);
   }
 
   /** The series of one listener; call once per listener and keep. */
@@ -618,6 +538,7 @@ export class ProxyMetrics implements ForwarderCounters {
     return exposition(this.registry, accept);
   }
 
+  /** The Prometheus text format. */
   text(): Promise<string> {
     return this.registry.metrics();
   }

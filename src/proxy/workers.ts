@@ -7,9 +7,9 @@
  * Each worker watches the control plane itself (N watch streams per host).
  *
  * `ProxyWorkers` is the admin server's view of them all (admin.ts's `AdminView`): `/metrics` is
- * prom-client's `AggregatorRegistry.aggregate` over every worker's registry (counters and
- * histograms summed, gauges by their aggregator: summed unless it says otherwise; `process_*`
- * taken from one worker, as every thread reads the same process); `/stats` sums the series by key
+ * every worker's registry summed (telemetry/prom.ts `aggregate`: counters, gauges and histograms
+ * summed unless their aggregator says otherwise; `process_*` taken from one worker, as every
+ * thread reads the same process); `/stats` sums the series by key
  * and merges the workers' events under one sequence this thread assigns, so a scraper's
  * `since=` keeps working; taps get every worker's lines; `/ready` is every worker ready,
  * `/picks` any worker picks; `/debug/endpoints` is worker 0's view plus each worker's connections
@@ -21,7 +21,6 @@
  * resumes its session whichever worker the kernel hands its next connection to (workers/ca.ts).
  */
 import { Worker } from 'node:worker_threads';
-import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { parseHostPort } from '../core/address.js';
 import type { Clock } from '../core/clock.js';
@@ -29,6 +28,7 @@ import { SkeinError, ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import { statsAuthzKey, statsSeriesKey, type StatsAuthz, type StatsEvent, type StatsSeries, type StatsSnapshot } from '../api/stats.js';
 import type { TapRecord } from '../api/tap.js';
 import { exposition } from '../telemetry/exposition.js';
+import { aggregate, type Family } from '../telemetry/prom.js';
 import type { AdminView, Readiness } from './admin.js';
 import type { WorkloadInfo, WorkloadSpec } from './proxy.js';
 import type { TapFilter } from './tap.js';
@@ -109,17 +109,6 @@ export class EventFeed {
   since(seq: number): StatsEvent[] {
     return this.events.filter((e) => e.seq > seq);
   }
-}
-
-interface MetricJson {
-  name: string;
-  aggregator?: string;
-}
-
-/** One registry summing the workers' (`getMetricsAsJSON()` each): process-wide `process_*` metrics from the first. */
-export function aggregateMetrics(perWorker: readonly MetricJson[][]): Registry<PrometheusContentType> {
-  const marked = perWorker.map((list) => list.map((m) => (m.name.startsWith('process_') ? { ...m, aggregator: 'first' } : m)));
-  return AggregatorRegistry.aggregate<PrometheusContentType>(marked);
 }
 
 // ---- the worker threads ----
@@ -356,8 +345,9 @@ export class ProxyWorkers implements AdminView, MeshProxy {
   }
 
   async exposition(accept: string | undefined): Promise<{ contentType: string; text: string }> {
-    const all = await this.askAll<MetricJson[]>({ what: 'metrics' });
-    return exposition(aggregateMetrics(all), accept);
+    // Each family by its aggregator: process_* (telemetry/process-metrics.ts) from the first worker.
+    const all = await this.askAll<Family[]>({ what: 'metrics' });
+    return exposition(aggregate(all), accept);
   }
 
   /** One at a time: each takes the workers' new events once. */

@@ -4,7 +4,7 @@ import { createSocket } from 'node:dgram';
 import { connect, createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import dnsPacket, { type Answer, type DecodedPacket, type RecordType } from 'dns-packet';
-import { Registry as PromRegistry } from 'prom-client';
+import { Registry as PromRegistry } from '../../telemetry/prom.js';
 import { DNS_DEFAULTS } from '../../api/dns.js';
 import { parseInstance } from '../../api/parse.js';
 import { systemClock } from '../../core/clock.js';

@@ -12,7 +12,7 @@
 import { isLoopbackAddress } from '../../core/loopback-host.js';
 import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
 import { createServer, isIP, type Server as TcpServer, type Socket as TcpSocket } from 'node:net';
-import { Counter, Gauge, type Registry as PromRegistry } from 'prom-client';
+import type { Registry as PromRegistry, Sample } from '../../telemetry/prom.js';
 import { DNS_DEFAULTS, type DnsRateLimitSettings } from '../../api/dns.js';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { SkeinError } from '../../core/errors.js';
@@ -32,7 +32,7 @@ export interface DnsServerOptions {
   port?: number;
   /** TTL of every record, and the negative-caching TTL. Default 5. */
   ttlSeconds?: number;
-  /** Where the skein_dns_* metrics go (registered once: one DnsServer per prom-client registry). */
+  /** Where the skein_dns_* metrics go (registered once: one DnsServer per metrics registry). */
   metrics?: PromRegistry;
   logger?: { warn(obj: object, msg: string): void };
   /** A TCP connection that completes no query (and drains no answer) this long is closed. Default 10 s. */
@@ -285,70 +285,27 @@ export class DnsServer {
   /** Counters and gauges read from plain counts at scrape time: nothing on the hot path. */
   private registerMetrics(registry: PromRegistry): void {
     const responder = this.responder;
-    new Counter({
-      name: 'skein_dns_queries_total',
-      help: 'DNS queries answered, by transport and response code.',
-      labelNames: ['transport', 'rcode'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const transport of ['udp', 'tcp'] as const) {
-          responder.counts[transport].forEach((n, rcode) => {
-            if (n > 0) this.inc({ transport, rcode: RCODE_NAMES[rcode] ?? String(rcode) }, n);
-          });
-        }
-      },
+    registry.scraped<'transport' | 'rcode'>('counter', { name: 'skein_dns_queries_total', help: 'DNS queries answered, by transport and response code.', labelNames: ['transport', 'rcode'] }, () => {
+      const out: Sample[] = [];
+      for (const transport of ['udp', 'tcp'] as const) {
+        responder.counts[transport].forEach((n, rcode) => {
+          if (n > 0) out.push({ labels: [transport, RCODE_NAMES[rcode] ?? String(rcode)], value: n });
+        });
+      }
+      return out;
     });
     const stats = () => this.stats();
-    new Counter({
-      name: 'skein_dns_cache_hits_total',
-      help: 'DNS queries answered from the encoded-response cache.',
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(stats().cache.hits);
-      },
+    const one = (value: number): Sample[] => [{ labels: [], value }];
+    registry.scraped('counter', { name: 'skein_dns_cache_hits_total', help: 'DNS queries answered from the encoded-response cache.' }, () => one(stats().cache.hits));
+    registry.scraped('gauge', { name: 'skein_dns_cache_entries', help: "Encoded DNS responses cached (bounded by the cache's maximum entries)." }, () => one(stats().cache.entries));
+    registry.scraped('gauge', { name: 'skein_dns_cache_bytes', help: "Estimated bytes of the cached DNS responses (bounded by the cache's maximum bytes)." }, () => one(stats().cache.bytes));
+    registry.scraped<'action'>('counter', { name: 'skein_dns_rate_limited_total', help: "UDP responses over a source's rate: dropped, or sent truncated instead (slip).", labelNames: ['action'] }, () => {
+      const rrl = stats().rateLimit;
+      return rrl === null ? [] : [{ labels: ['drop'], value: rrl.dropped }, { labels: ['slip'], value: rrl.slipped }];
     });
-    new Gauge({
-      name: 'skein_dns_cache_entries',
-      help: 'Encoded DNS responses cached (bounded by the cache\'s maximum entries).',
-      registers: [registry],
-      collect() {
-        this.set(stats().cache.entries);
-      },
-    });
-    new Gauge({
-      name: 'skein_dns_cache_bytes',
-      help: 'Estimated bytes of the cached DNS responses (bounded by the cache\'s maximum bytes).',
-      registers: [registry],
-      collect() {
-        this.set(stats().cache.bytes);
-      },
-    });
-    new Counter({
-      name: 'skein_dns_rate_limited_total',
-      help: 'UDP responses over a source\'s rate: dropped, or sent truncated instead (slip).',
-      labelNames: ['action'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        const rrl = stats().rateLimit;
-        if (rrl === null) return;
-        this.inc({ action: 'drop' }, rrl.dropped);
-        this.inc({ action: 'slip' }, rrl.slipped);
-      },
-    });
-    new Counter({
-      name: 'skein_dns_tcp_closed_total',
-      help: 'TCP connections the DNS server closed: idle past the timeout, or the idlest at the connection cap.',
-      labelNames: ['reason'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        const tcp = stats().tcp;
-        this.inc({ reason: 'idle' }, tcp.idleClosed);
-        this.inc({ reason: 'cap' }, tcp.evicted);
-      },
+    registry.scraped<'reason'>('counter', { name: 'skein_dns_tcp_closed_total', help: 'TCP connections the DNS server closed: idle past the timeout, or the idlest at the connection cap.', labelNames: ['reason'] }, () => {
+      const tcp = stats().tcp;
+      return [{ labels: ['idle'], value: tcp.idleClosed }, { labels: ['cap'], value: tcp.evicted }];
     });
   }
 }

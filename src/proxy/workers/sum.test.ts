@@ -1,9 +1,11 @@
 /** The sums of `skein proxy --workers N`'s admin server (src/proxy/workers.ts), without threads. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Registry, aggregate } from '../../telemetry/prom.js';
+import { render } from '../../telemetry/exposition.js';
 import type { StatsSeries } from '../../api/stats.js';
-import { EventFeed, aggregateMetrics, sumAuthz, sumSeries } from '../workers.js';
+import { EventFeed, sumAuthz, sumSeries } from '../workers.js';
+import { ProxyMetrics, type ProxyGauges } from '../metrics.js';
 
 const series = (over: Partial<StatsSeries>): StatsSeries => ({
   direction: 'inbound',
@@ -80,16 +82,43 @@ test('EventFeed numbers every worker\'s events once, in one sequence, so since= 
   assert.deepEqual(feed.since(4), []);
 });
 
-test('aggregateMetrics sums counters and gauges over the workers, and takes process_* from the first', async () => {
-  const worker = async (requests: number, open: number, cpu: number) => {
+test('the workers\' /metrics: counters, gauges and histograms summed by series, process_* from the first worker', async () => {
+  const worker = async (requests: number, open: number, latencies: number[], cpu: number) => {
     const r = new Registry();
-    new Counter({ name: 'skein_proxy_requests_total', help: 'h', labelNames: ['service'], registers: [r] }).labels('web').inc(requests);
-    new Gauge({ name: 'skein_proxy_connections_open', help: 'h', registers: [r] }).set(open);
-    new Counter({ name: 'process_cpu_seconds_total', help: 'h', registers: [r] }).inc(cpu);
-    return r.getMetricsAsJSON();
+    r.counter({ name: 'skein_proxy_requests_total', help: 'h', labelNames: ['service'] }).labels('web').inc(requests);
+    r.gauge({ name: 'skein_proxy_connections_open', help: 'h' }).set(open);
+    const h = r.histogram({ name: 'skein_proxy_request_duration_seconds', help: 'h', labelNames: ['service'], buckets: [0.1, 1] });
+    for (const l of latencies) h.labels('web').observe(l);
+    r.scraped('counter', { name: 'process_cpu_seconds_total', help: 'h', aggregator: 'first' }, () => [{ labels: [], value: cpu }]);
+    // Posted to the main thread: what arrives is a structured clone.
+    return structuredClone(await r.getMetricsAsJSON());
   };
-  const text = await aggregateMetrics([await worker(300, 2, 1.5), await worker(100, 3, 1.5)]).metrics();
+  const text = render(aggregate([await worker(300, 2, [0.05, 2], 1.5), await worker(100, 3, [0.5], 1.5)]), 'prometheus');
   assert.match(text, /^skein_proxy_requests_total\{service="web"\} 400$/m);
   assert.match(text, /^skein_proxy_connections_open 5$/m);
+  assert.match(text, /^skein_proxy_request_duration_seconds_bucket\{service="web",le="0\.1"\} 1$/m);
+  assert.match(text, /^skein_proxy_request_duration_seconds_bucket\{service="web",le="1"\} 2$/m);
+  assert.match(text, /^skein_proxy_request_duration_seconds_bucket\{service="web",le="\+Inf"\} 3$/m);
+  assert.match(text, /^skein_proxy_request_duration_seconds_sum\{service="web"\} 2\.55$/m);
+  assert.match(text, /^skein_proxy_request_duration_seconds_count\{service="web"\} 3$/m);
   assert.match(text, /^process_cpu_seconds_total 1\.5$/m, 'every thread reads the same process: not doubled');
+});
+
+test('two proxies\' registries summed: the process metrics as one process, the heap of both threads, no family twice', async () => {
+  const gauges: ProxyGauges = { connections: () => [], idleUpstreams: () => 0, endpoints: () => [], watchConnected: () => false, traffic: () => [], certificates: () => [] };
+  const workers = [new ProxyMetrics(gauges, 'a'), new ProxyMetrics(gauges, 'b')];
+  workers[0]!.listener('w', 'inbound').record('api', 'web', 'default', 'web-1', 200, false, 0.003, 10, 20);
+  workers[1]!.listener('w', 'inbound').record('api', 'web', 'default', 'web-1', 200, false, 0.003, 1, 2);
+  const per = await Promise.all(workers.map(async (w) => structuredClone(await w.registry.getMetricsAsJSON())));
+  const sum = aggregate(per);
+  assert.deepEqual(sum.map((f) => f.name), per[0]!.map((f) => f.name), 'the same families, in the same order');
+  const value = (families: typeof sum, name: string) => families.find((f) => f.name === name)?.samples[0]?.value;
+  assert.equal(value(sum, 'process_resident_memory_bytes'), value(per[0]!, 'process_resident_memory_bytes'));
+  assert.equal(value(sum, 'process_start_time_seconds'), value(per[0]!, 'process_start_time_seconds'));
+  assert.equal(value(sum, 'nodejs_heap_size_used_bytes'), value(per[0]!, 'nodejs_heap_size_used_bytes')! + value(per[1]!, 'nodejs_heap_size_used_bytes')!);
+  const text = render(sum, 'prometheus');
+  const base = 'direction="inbound",workload="w",source="api",service="web",route="default"';
+  assert.match(text, new RegExp(`^skein_proxy_requests_total\\{${base},status="200",class="success"\\} 2$`, 'm'));
+  assert.match(text, new RegExp(`^skein_proxy_request_bytes_total\\{${base}\\} 11$`, 'm'));
+  assert.match(text, new RegExp(`^skein_proxy_request_duration_seconds_bucket\\{${base},le="0.005"\\} 2$`, 'm'));
 });
