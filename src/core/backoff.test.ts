@@ -2,22 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Backoff, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_CAP_MS } from './backoff.js';
 import { SkeinError } from './errors.js';
+import { seededRandom } from './seeded-random.js';
 
 /** An rng that always returns `v` (just under 1 gives each ceiling's top). */
 const fixed = (v: number) => () => v;
 const TOP = 1 - 2 ** -32;
 
-/** A seeded generator (mulberry32) for repeatable sequences. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('defaults: base 100 ms, cap 10 s; the ceiling doubles from base to cap', () => {
   const b = new Backoff({ rng: fixed(TOP) });
@@ -54,7 +44,7 @@ test('reset() starts from the base ceiling again', () => {
 
 test('seeded rng: every delay lies in [0, ceiling) and the sequence repeats with the seed', () => {
   const run = (seed: number) => {
-    const b = new Backoff({ baseMs: 100, capMs: 10_000, rng: seeded(seed) });
+    const b = new Backoff({ baseMs: 100, capMs: 10_000, rng: seededRandom(seed) });
     const out: Array<[number, number]> = [];
     for (let i = 0; i < 200; i++) {
       const c = b.ceiling;

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
+import { seededRandom } from '../core/seeded-random.js';
 import {
   createProxyTracer,
   formatB3,
@@ -434,15 +435,7 @@ test('tracer: an outbound hop with no context starts a trace (INTERNAL); retries
 });
 
 test('tracer: garbage in any trace header starts a new, well-formed trace (never an exception)', async () => {
-  // A seeded generator (mulberry32) for repeatable garbage.
-  let seed = 42;
-  const rnd = () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let x = seed;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
+  const rnd = seededRandom(42); // repeatable garbage
   const alphabet = '0123456789abcdefABCDEF-_ ,=@\t0d1';
   const junk = (): string | undefined => {
     if (rnd() < 0.3) return undefined;

@@ -8,6 +8,7 @@ import { Registry } from '../registry/registry.js';
 import { MemoryStore } from '../store/store.js';
 import { Responder, type Transport } from './responder.js';
 import { Zone } from './zone.js';
+import { seededRandom } from '../../core/seeded-random.js';
 
 async function setup(opts: { maxCacheEntries?: number; maxCacheBytes?: number; answerSample?: number; clock?: Clock } = {}) {
   const registry = await Registry.open({ clock: systemClock, store: new MemoryStore() });
@@ -330,21 +331,11 @@ test('counts responses by transport and rcode', async () => {
   assert.equal(s.responder.counts.udp[5], 1);
 });
 
-/** A small deterministic PRNG, so a failing fuzz case can be replayed. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x100000000;
-  };
-}
 
 test('fuzz: random, truncated and mutated packets never throw; answers keep the id; valid queries still work', async () => {
   const s = await setup();
   for (let i = 1; i <= 20; i++) await s.add('web', `w${i}`, i % 2 === 0 ? `10.0.0.${i}` : `2001:db8::${i}`);
-  const rand = prng(20240611);
+  const rand = seededRandom(20240611);
   const int = (n: number) => Math.floor(rand() * n);
   const seeds = [
     dnsPacket.encode({ type: 'query', id: 1, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'SRV', name: 'web.service.skein' }], additionals: [EDNS(1232)] }),

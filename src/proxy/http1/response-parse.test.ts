@@ -22,6 +22,7 @@ import assert from 'node:assert/strict';
 import { ERR, HttpParser, ParserType } from './llhttp.js';
 import { HeadCallbacks, type HeadCollector } from './head.js';
 import { ResponseReader } from './upstream.js';
+import { seededRandom } from '../../core/seeded-random.js';
 
 const EMPTY = Buffer.alloc(0);
 const q = (b: Buffer): string => JSON.stringify(b.toString('latin1'));
@@ -231,17 +232,6 @@ function drive(side: Side, chunks: readonly Buffer[], skips: readonly boolean[],
   return side.log;
 }
 
-/** mulberry32: small, seedable, good enough to pick test inputs. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Rnd = () => number;
 const pick = <T>(r: Rnd, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)] as T;
@@ -350,7 +340,7 @@ const SEED = process.env['SKEIN_FUZZ_SEED'] !== undefined ? Number(process.env['
 const CASES = 6000;
 
 test(`random response streams, split at random: the reader agrees with plain llhttp (${CASES} cases, seed ${SEED})`, () => {
-  const r = prng(SEED);
+  const r = seededRandom(SEED);
   let counted = 0;
   let framed = 0;
   for (let i = 0; i < CASES; i++) {
