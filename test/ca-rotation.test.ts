@@ -7,13 +7,11 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import http from 'node:http';
-import { connect, type TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { api, skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
-import { metricValue, registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
+import { meshTlsRequest, metricValue, registerInstance, startProxy, waitForProxyReady, type MeshTlsExchange, type ProxyProcess } from './proxy-helpers.js';
 import { createCsr, generateKeyPair } from '../src/identity/certs.js';
 import { certFingerprint, type RotationStatus } from '../src/api/ca.js';
-import { MESH_ALPN } from '../src/api/mtls.js';
 
 const cleanups: Array<() => unknown> = [];
 after(async () => {
@@ -61,43 +59,9 @@ async function leaf(): Promise<{ key: string; cert: string; roots: string[] }> {
   return { key: kp.privateKeyPem, cert: [r.body.certificate, ...r.body.chain].join(''), roots: r.body.roots };
 }
 
-interface Exchange {
-  reused: boolean;
-  status: number;
-  error: string | undefined;
-  reason: string | undefined;
-  session: Buffer | undefined;
-}
-
 /** One request to B's inbound listener as a meshed peer presenting `client` (resuming `session` if given). */
-function meshRequest(client: { key: string; cert: string; roots: string[] }, session?: Buffer): Promise<Exchange> {
-  return new Promise((resolve, reject) => {
-    let ticket: Buffer | undefined;
-    let reused = false;
-    const s: TLSSocket = connect({ host: '127.0.0.1', port: inPort, key: client.key, cert: client.cert, ca: client.roots, ALPNProtocols: [MESH_ALPN], rejectUnauthorized: false, checkServerIdentity: () => undefined, ...(session === undefined ? {} : { session }) });
-    const chunks: Buffer[] = [];
-    s.on('session', (t: Buffer) => (ticket = t));
-    s.once('secureConnect', () => {
-      reused = s.isSessionReused();
-      s.write('GET / HTTP/1.1\r\nhost: users\r\nconnection: close\r\n\r\n');
-    });
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.setTimeout(10_000, () => s.destroy(new Error('no answer within 10 s')));
-    s.on('error', reject);
-    s.on('close', () => {
-      const text = Buffer.concat(chunks).toString('latin1');
-      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
-      const error = /\r\nx-skein-error: ([^\r]+)/i.exec(text)?.[1];
-      const body = text.slice(text.indexOf('\r\n\r\n') + 4);
-      let reason: string | undefined;
-      try {
-        reason = (JSON.parse(body) as { details?: { reason?: string } }).details?.reason;
-      } catch {
-        /* the app's answer */
-      }
-      resolve({ reused, status, error, reason, session: ticket });
-    });
-  });
+function meshRequest(client: { key: string; cert: string; roots: string[] }, session?: Buffer): Promise<MeshTlsExchange> {
+  return meshTlsRequest(inPort, client, { host: 'users', session });
 }
 
 const rotation = async () => (await api(cp.http, 'GET', '/v1/ca/rotation')).body as RotationStatus;

@@ -9,8 +9,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import http from 'node:http';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { SKEIN_BIN, adminTokenOf, api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { INBOUND_PROXY_LABEL } from '../src/api/names.js';
+import { MESH_ALPN } from '../src/api/mtls.js';
 
 // ---------------------------------------------------------------------------------------------
 // Starting a proxy
@@ -1033,4 +1035,46 @@ export async function startMeshProxy(controlUrl: string, id: string, services: s
     throw e;
   }
   return p;
+}
+
+/** What `meshTlsRequest` saw: whether the session was resumed, the status, the proxy's error code and reason, the session to resume. */
+export interface MeshTlsExchange {
+  reused: boolean;
+  status: number;
+  error: string | undefined;
+  reason: string | undefined;
+  session: Buffer | undefined;
+}
+
+/**
+ * One request (`GET path`, `Host: host`, connection: close) to an inbound listener on `port` as a
+ * meshed peer presenting `client` over mTLS (the mesh's ALPN), resuming `session` if given.
+ */
+export function meshTlsRequest(port: number, client: { key: string; cert: string; roots: string[] }, o: { host: string; path?: string; session?: Buffer | undefined }): Promise<MeshTlsExchange> {
+  return new Promise((resolve, reject) => {
+    let ticket: Buffer | undefined;
+    let reused = false;
+    const s: TLSSocket = tlsConnect({ host: '127.0.0.1', port, key: client.key, cert: client.cert, ca: client.roots, ALPNProtocols: [MESH_ALPN], rejectUnauthorized: false, checkServerIdentity: () => undefined, ...(o.session === undefined ? {} : { session: o.session }) });
+    const chunks: Buffer[] = [];
+    s.on('session', (t: Buffer) => (ticket = t));
+    s.once('secureConnect', () => {
+      reused = s.isSessionReused();
+      s.write(`GET ${o.path ?? '/'} HTTP/1.1\r\nhost: ${o.host}\r\nconnection: close\r\n\r\n`);
+    });
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.setTimeout(10_000, () => s.destroy(new Error('no answer within 10 s')));
+    s.on('error', reject);
+    s.on('close', () => {
+      const text = Buffer.concat(chunks).toString('latin1');
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
+      const error = /\r\nx-skein-error: ([^\r]+)/i.exec(text)?.[1];
+      let reason: string | undefined;
+      try {
+        reason = (JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as { details?: { reason?: string } }).details?.reason;
+      } catch {
+        /* the app's answer */
+      }
+      resolve({ reused, status, error, reason, session: ticket });
+    });
+  });
 }

@@ -12,13 +12,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { connect as netConnect } from 'node:net';
-import { connect, type TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { ROOT, api, skein, waitFor } from './helpers.js';
 import { upFromText, portOf, type MeshUnderTest } from './mesh-helpers.js';
-import { httpGet, Load, metricValue, mintJoinToken } from './proxy-helpers.js';
+import { httpGet, Load, meshTlsRequest, metricValue, mintJoinToken, type MeshTlsExchange } from './proxy-helpers.js';
 import { createCsr, generateKeyPair } from '../src/identity/certs.js';
-import { MESH_ALPN } from '../src/api/mtls.js';
 
 const APP = join(ROOT, 'test', 'fixtures', 'rollout-app.mjs');
 const MESH = [
@@ -131,15 +129,15 @@ describe('skein up --workers 2', () => {
     const token = await mintJoinToken(mesh.up.control, 'resumption-test', ['web']);
     const issued = await api(mesh.up.control, 'POST', '/v1/ca/certificates', { service: 'web', csr: await createCsr(kp.privateKeyPem) }, { authorization: `Bearer ${token}` });
     assert.equal(issued.status, 201, JSON.stringify(issued.body));
-    const client = { key: kp.privateKeyPem, cert: [issued.body.certificate, ...issued.body.chain].join(''), ca: issued.body.roots as string[] };
+    const client = { key: kp.privateKeyPem, cert: [issued.body.certificate, ...issued.body.chain].join(''), roots: issued.body.roots as string[] };
 
     const before = acceptedOn(await workers(), 'web-1', 'inbound') as number[];
-    const first = await meshRequest(port, client);
+    const first = await meshTlsRequest(port, client, { host: 'web', path: '/resume' });
     assert.equal(first.status, 200);
     assert.equal(first.reused, false);
     assert.ok(first.session !== undefined, 'the server sent a session ticket');
-    const again: Exchange[] = [];
-    for (let i = 0; i < 24; i++) again.push(await meshRequest(port, client, first.session));
+    const again: MeshTlsExchange[] = [];
+    for (let i = 0; i < 24; i++) again.push(await meshTlsRequest(port, client, { host: 'web', path: '/resume', session: first.session }));
     const took = (acceptedOn(await workers(), 'web-1', 'inbound') as number[]).map((n, i) => n - before[i]!);
     assert.equal(took[0]! + took[1]!, 25, `the replica's inbound connections per worker: ${took.join(' / ')}`);
     assert.ok(took[0]! > 0 && took[1]! > 0, `the kernel gave both workers some of the 25 connections: ${took.join(' / ')}`);
@@ -179,33 +177,6 @@ describe('skein up --workers 2', () => {
   });
 });
 
-interface Exchange {
-  reused: boolean;
-  status: number;
-  session: Buffer | undefined;
-}
-
-/** One request to an inbound listener as a meshed peer presenting `client` (resuming `session` if given). */
-function meshRequest(port: number, client: { key: string; cert: string; ca: string[] }, session?: Buffer): Promise<Exchange> {
-  return new Promise((resolve, reject) => {
-    let ticket: Buffer | undefined;
-    let reused = false;
-    const s: TLSSocket = connect({ host: '127.0.0.1', port, ...client, ALPNProtocols: [MESH_ALPN], rejectUnauthorized: false, checkServerIdentity: () => undefined, ...(session === undefined ? {} : { session }) });
-    const chunks: Buffer[] = [];
-    s.on('session', (t: Buffer) => (ticket = t));
-    s.once('secureConnect', () => {
-      reused = s.isSessionReused();
-      s.write('GET /resume HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n');
-    });
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.setTimeout(10_000, () => s.destroy(new Error('no answer within 10 s')));
-    s.on('error', reject);
-    s.on('close', () => {
-      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(Buffer.concat(chunks).toString('latin1'))?.[1] ?? 0);
-      resolve({ reused, status, session: ticket });
-    });
-  });
-}
 
 describe('skein up --workers values', () => {
   for (const value of ['0', 'x', '65']) {
