@@ -13,7 +13,7 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { ROOT, api, waitFor } from './helpers.js';
 import { portOf, upFromText, type MeshUnderTest } from './mesh-helpers.js';
-import { startProxy, type ProxyProcess } from './proxy-helpers.js';
+import { startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
 
 const APP = join(ROOT, 'test', 'fixtures', 'rollout-app.mjs');
 
@@ -147,6 +147,8 @@ describe('scale to zero under skein up', () => {
     const minted = await api(mesh.up.control, 'POST', '/v1/tokens', { scope: 'proxy', name: 'edge', services: ['edge'] });
     assert.equal(minted.status, 201, JSON.stringify(minted.body));
     edge = await startProxy({ control: mesh.up.control, workloads: ['name=edge,outbound=127.0.0.1:0'], args: ['--mtls', 'off'], env: { SKEIN_TOKEN: minted.body.token } });
+    // Its first snapshot (/ready): before it, a request is refused with SKEIN_E_DISCOVERY_UNAVAILABLE.
+    await waitForProxyReady(edge);
     const out = edge.workload('edge').outbound;
     assert.ok(out !== null);
     const answer = await new Promise<Answer>((resolve, reject) => {
