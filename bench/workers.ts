@@ -3,13 +3,18 @@
  * run, in alternating rounds, in front of the same node:http app, with bench/load.ts's closed loop:
  *
  *   node dist/bench/workers.js [--rounds 3] [--requests 30000] [--concurrency 32] [--fresh 1000] [--workers 2]
+ *                              [--rate 2000] [--seconds 5]
  *
  * Each round and layout: a fresh proxy (`--no-control`, one inbound listener), a warm-up, then
  * - a closed loop of --requests over --concurrency keep-alive connections: requests/s and the
  *   proxy's CPU per request (all its threads: /proc/PID/task/* /schedstat, bench/lib.ts), and
  *   the connections per worker (GET /debug/endpoints);
  * - --fresh requests on fresh connections (one request each, 16 at a time): the connections per
- *   worker again, enough of them for the kernel's spread to show.
+ *   worker again, enough of them for the kernel's spread to show;
+ * - an open loop at --rate requests/s for --seconds (bench/load.ts `openLoop`): the proxy's CPU
+ *   per request where the machine has room to spare, which a closed loop on a machine without a
+ *   free core cannot show (the second event loop only takes turns with the first there), and the
+ *   p99 latency.
  * Prints each round, then the medians as a table and a JSON line. No assertions: the figures
  * and the machine go to docs/benchmarks.md ("Workers (issue 16)").
  */
@@ -18,7 +23,7 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { closedLoop, startOkBackend } from './load.js';
+import { closedLoop, openLoop, startOkBackend } from './load.js';
 import { ROOT, machine, otherCpuMeter, printResult, processCpuSeconds, round, runMain, stopChild, table, track, warnIfBusy } from './lib.js';
 
 const { values: o } = parseArgs({
@@ -28,6 +33,8 @@ const { values: o } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     fresh: { type: 'string', default: '1000' },
     workers: { type: 'string', default: '2' },
+    rate: { type: 'string', default: '2000' },
+    seconds: { type: 'string', default: '5' },
   },
   strict: true,
 });
@@ -44,6 +51,8 @@ const REQUESTS = int(o.requests, '--requests');
 const CONCURRENCY = int(o.concurrency, '--concurrency');
 const FRESH = int(o.fresh, '--fresh');
 const WORKERS = int(o.workers, '--workers', 2);
+const RATE = int(o.rate, '--rate');
+const SECONDS = int(o.seconds, '--seconds');
 
 interface Started {
   child: ChildProcess;
@@ -105,6 +114,9 @@ interface Row {
   loopSplit: number[];
   /** Fresh connections per worker. */
   freshSplit: number[];
+  /** The open loop at --rate: the proxy's CPU per request and the p99 latency (from each request's due time). */
+  pacedCpuUs: number;
+  pacedP99Ms: number;
   otherCpuPct: number;
 }
 
@@ -142,14 +154,20 @@ runMain(async () => {
         const a1 = await acceptedPerWorker(p.admin);
         const freshErrors = await freshConnections(p.port, FRESH);
         const f1 = await acceptedPerWorker(p.admin);
+        const c2 = processCpuSeconds(pid);
+        const paced = await openLoop(p.port, RATE, SECONDS);
+        const c3 = processCpuSeconds(pid);
         const otherCpuPct = other.stop();
-        if (errors + freshErrors > 0) process.stdout.write(`WARNING: ${errors + freshErrors} requests failed (--workers ${workers})\n`);
+        const sorted = [...paced.latency].sort((a, b) => a - b);
+        if (errors + freshErrors + paced.errors > 0) process.stdout.write(`WARNING: ${errors + freshErrors + paced.errors} requests failed (--workers ${workers})\n`);
         return {
           workers,
           reqPerSec: REQUESTS / secs,
           cpuUs: ((c1 - c0) * 1e6) / REQUESTS,
           loopSplit: workers === 1 ? [CONCURRENCY] : a1.map((x, i) => x - (a0[i] as number)),
           freshSplit: workers === 1 ? [FRESH] : f1.map((x, i) => x - (a1[i] as number)),
+          pacedCpuUs: ((c3 - c2) * 1e6) / (RATE * SECONDS),
+          pacedP99Ms: sorted[Math.floor(sorted.length * 0.99)] ?? NaN,
           otherCpuPct,
         };
       } finally {
@@ -161,7 +179,7 @@ runMain(async () => {
         const x = await run(workers);
         rows.push(x);
         process.stdout.write(
-          `round ${r} --workers ${workers}: ${round(x.reqPerSec)} req/s, ${round(x.cpuUs)} µs CPU/req; connections per worker: keep-alive ${x.loopSplit.join('/')}, fresh ${x.freshSplit.join('/')} (${split(x.freshSplit).join('/')}%); other procs ${round(x.otherCpuPct)}% of a core\n`,
+          `round ${r} --workers ${workers}: ${round(x.reqPerSec)} req/s, ${round(x.cpuUs)} µs CPU/req; connections per worker: keep-alive ${x.loopSplit.join('/')}, fresh ${x.freshSplit.join('/')} (${split(x.freshSplit).join('/')}%); at ${RATE}/s ${round(x.pacedCpuUs)} µs CPU/req, p99 ${round(x.pacedP99Ms)} ms; other procs ${round(x.otherCpuPct)}% of a core\n`,
         );
       }
     }
@@ -173,20 +191,22 @@ runMain(async () => {
         workers,
         reqPerSec: round(med(rs.map((x) => x.reqPerSec))),
         cpuUs: round(med(rs.map((x) => x.cpuUs))),
+        pacedCpuUs: round(med(rs.map((x) => x.pacedCpuUs))),
+        pacedP99Ms: round(med(rs.map((x) => x.pacedP99Ms))),
         freshSplitPct: split(fresh),
         freshSpreadPct: spreadPct(fresh),
         loopSpreadPct: round(med(rs.map((x) => spreadPct(x.loopSplit)))),
       };
     });
     const [one, many] = summary as [(typeof summary)[number], (typeof summary)[number]];
-    const ratios = { cpuPerRequest: round(many.cpuUs / one.cpuUs, 3), reqPerSec: round(many.reqPerSec / one.reqPerSec, 3) };
+    const ratios = { cpuPerRequest: round(many.cpuUs / one.cpuUs, 3), reqPerSec: round(many.reqPerSec / one.reqPerSec, 3), cpuPerRequestPaced: round(many.pacedCpuUs / one.pacedCpuUs, 3) };
     table(
       `Medians of ${ROUNDS} round(s), ${REQUESTS} requests over ${CONCURRENCY} keep-alive connections, ${FRESH} fresh connections, ${info.cpus} CPUs, Node ${process.version}`,
-      ['layout', 'req/s', 'CPU µs/req', 'fresh conns per worker', 'spread (fresh)', 'spread (keep-alive)'],
-      summary.map((s) => [`--workers ${s.workers}`, s.reqPerSec, s.cpuUs, s.freshSplitPct.map((p) => `${p}%`).join(' / '), `±${s.freshSpreadPct}%`, `±${s.loopSpreadPct}%`]),
+      ['layout', 'req/s', 'CPU µs/req', `CPU µs/req at ${RATE}/s`, `p99 ms at ${RATE}/s`, 'fresh conns per worker', 'spread (fresh)', 'spread (keep-alive)'],
+      summary.map((s) => [`--workers ${s.workers}`, s.reqPerSec, s.cpuUs, s.pacedCpuUs, s.pacedP99Ms, s.freshSplitPct.map((p) => `${p}%`).join(' / '), `±${s.freshSpreadPct}%`, `±${s.loopSpreadPct}%`]),
     );
-    process.stdout.write(`--workers ${WORKERS} / --workers 1: CPU per request ${ratios.cpuPerRequest}x, requests/s ${ratios.reqPerSec}x\n`);
-    printResult('workers', { machine: info, options: { rounds: ROUNDS, requests: REQUESTS, concurrency: CONCURRENCY, fresh: FRESH, workers: WORKERS }, summary, ratios, rounds: rows });
+    process.stdout.write(`--workers ${WORKERS} / --workers 1: CPU per request ${ratios.cpuPerRequest}x (closed loop), ${ratios.cpuPerRequestPaced}x at ${RATE}/s (target: within 10%), requests/s ${ratios.reqPerSec}x\n`);
+    printResult('workers', { machine: info, options: { rounds: ROUNDS, requests: REQUESTS, concurrency: CONCURRENCY, fresh: FRESH, workers: WORKERS, rate: RATE, seconds: SECONDS }, summary, ratios, rounds: rows });
   } finally {
     await stopChild(app, 5000);
   }
