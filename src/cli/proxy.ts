@@ -260,8 +260,8 @@ export function proxyCommand(): Command {
           const workloads = () => workers.workloadInfo().map((w) => (ids === null ? w : { ...w, tls: ids.report(w.service) }));
           const announcer = replicas === null || adminServer === null ? null : new Announcer({ control: replicas, id, admin: adminServer.address, workloads, logger, token: o.token ?? null, viaCertificate });
           announcer?.start();
-          logger.info({ id, admin: adminServer?.address ?? null, control, workers: workers.workers, workloads: workers.workloadInfo(), tracing: traceUrl }, 'proxy ready');
-          await untilStopped(logger, [() => announcer?.stop(), () => workers.stop(5000), () => adminServer?.close(), () => ids?.stop()], (stop) => {
+          const ready = () => logger.info({ id, admin: adminServer?.address ?? null, control, workers: workers.workers, workloads: workers.workloadInfo(), tracing: traceUrl }, 'proxy ready');
+          await untilStopped(logger, ready, [() => announcer?.stop(), () => workers.stop(5000), () => adminServer?.close(), () => ids?.stop()], (stop) => {
             failed = (why) => {
               logger.error({ err: why }, 'a proxy worker failed: stopping the proxy');
               process.exitCode = 1;
@@ -317,8 +317,8 @@ export function proxyCommand(): Command {
         proxy.start();
         const announcer = replicas === null || adminServer === null ? null : new Announcer({ control: replicas, id, admin: adminServer.address, workloads: () => proxy.workloadInfo(), logger, token: o.token ?? null, viaCertificate: () => proxy.controlCall() });
         announcer?.start();
-        logger.info({ id, admin: adminServer?.address ?? null, control, workloads: proxy.workloadInfo(), tracing: traceUrl }, 'proxy ready');
-        await untilStopped(logger, [() => announcer?.stop(), () => proxy.stop(5000), () => adminServer?.close(), () => tracer?.shutdown(), () => accessLog?.close(), () => audit?.close()]);
+        const ready = () => logger.info({ id, admin: adminServer?.address ?? null, control, workloads: proxy.workloadInfo(), tracing: traceUrl }, 'proxy ready');
+        await untilStopped(logger, ready, [() => announcer?.stop(), () => proxy.stop(5000), () => adminServer?.close(), () => tracer?.shutdown(), () => accessLog?.close(), () => audit?.close()]);
       },
     );
 }
@@ -336,9 +336,11 @@ function wake(replicas: ControlReplicas | null, token: string | null, viaCertifi
 
 /**
  * Runs until SIGINT or SIGTERM (or `onStop`'s stop is called), then the shutdown steps in order.
- * A step that fails is logged, and the rest are skipped.
+ * A step that fails is logged, and the rest are skipped. `ready` (the "proxy ready" line) is said
+ * once the signal handlers are in place: a supervisor that stops the proxy as soon as it reads that
+ * line gets a drain, not a process ended by the signal's default action.
  */
-function untilStopped(logger: Logger, steps: ReadonlyArray<() => unknown>, onStop?: (stop: (why: string) => void) => void): Promise<void> {
+function untilStopped(logger: Logger, ready: () => void, steps: ReadonlyArray<() => unknown>, onStop?: (stop: (why: string) => void) => void): Promise<void> {
   return new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (why: string) => {
@@ -358,6 +360,7 @@ function untilStopped(logger: Logger, steps: ReadonlyArray<() => unknown>, onSto
     onStop?.(stop);
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
+    ready();
   });
 }
 
