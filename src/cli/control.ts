@@ -70,8 +70,6 @@ export function controlCommand(): Command {
       });
       const httpText = `${cp.http.host.includes(':') ? `[${cp.http.host}]` : cp.http.host}:${cp.http.port}`;
       const dnsText = cp.dns === null ? 'off' : `${cp.dns.host.includes(':') ? `[${cp.dns.host}]` : cp.dns.host}:${cp.dns.port}`;
-      // Where the admin token is, once (never the token itself: logs travel).
-      logger.info({ http: httpText, dns: dnsText, ca: cp.renewUrl, trustDomain: cp.ca.trustDomain, store: o.store, etcd: etcd?.endpoints ?? null, dataDir: o.dataDir, revision: cp.registry.revision, instances: cp.registry.instanceCount, adminToken: cp.adminTokenFile, adminTokenLocalCopy: cp.localTokenFile }, 'control plane ready');
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           logger.info({ signal: sig }, 'shutting down');
@@ -84,6 +82,9 @@ export function controlCommand(): Command {
         };
         process.once('SIGINT', () => stop('SIGINT'));
         process.once('SIGTERM', () => stop('SIGTERM'));
+        // Said once the handlers are in place (a SIGTERM sent on reading it drains), with where the
+        // admin token is (never the token itself: logs travel).
+        logger.info({ http: httpText, dns: dnsText, ca: cp.renewUrl, trustDomain: cp.ca.trustDomain, store: o.store, etcd: etcd?.endpoints ?? null, dataDir: o.dataDir, revision: cp.registry.revision, instances: cp.registry.instanceCount, adminToken: cp.adminTokenFile, adminTokenLocalCopy: cp.localTokenFile }, 'control plane ready');
       });
     }));
 }
