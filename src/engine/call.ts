@@ -190,15 +190,15 @@ export class Call {
   private heldMs = 0;
   /** The attempt's timer is its per-try timeout (not the overall deadline). */
   private perTry = false;
-  private t0: number;
+  private t0!: number;
   /** clock.now() by which the response head must have come; 0: no deadline. */
   private deadline = 0;
   private retryDelayMs = 0;
   /** The request body so far, kept for a retry while it is small enough; null: not kept. */
-  private kept: Uint8Array[] | null;
+  private kept: Uint8Array[] | null = null;
   private keptBytes = 0;
   private reqDone = false;
-  private outbound: boolean;
+  private outbound!: boolean;
   private readonly fire = () => this.timerFired();
 
   constructor(
@@ -209,8 +209,14 @@ export class Call {
     private readonly counters: CallCounters,
     private readonly rng: Rng = Math.random,
   ) {
+    this.takeRequest(req);
+  }
+
+  /** What the call derives from its request when it starts serving it (new, or reused). */
+  private takeRequest(req: CallRequest): void {
+    this.req = req;
     this.outbound = req.direction === 'outbound';
-    this.t0 = clock.now();
+    this.t0 = this.clock.now();
     this.kept = req.hasBody && this.outbound && req.route.retries.maxRetries > 0 ? [] : null;
   }
 
@@ -222,7 +228,6 @@ export class Call {
   reuse(dest: Destination, req: CallRequest): boolean {
     if (this.st !== St.Done) return false;
     this.dest = dest;
-    this.req = req;
     this.st = St.Idle;
     this.endpoint = null;
     this.status = 0;
@@ -252,9 +257,7 @@ export class Call {
     this.retryDelayMs = 0;
     this.keptBytes = 0;
     this.reqDone = false;
-    this.outbound = req.direction === 'outbound';
-    this.t0 = this.clock.now();
-    this.kept = req.hasBody && this.outbound && req.route.retries.maxRetries > 0 ? [] : null;
+    this.takeRequest(req);
     return true;
   }
 

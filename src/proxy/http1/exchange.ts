@@ -230,7 +230,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
     if (!up.reused) this.ds.ctx.counters.upstreamConnect(true);
     this.up = up;
     // Outbound, the hop between proxies is this connection; inbound it is the caller's (the hop to the app is local).
-    if (this.ds.ctx.direction === 'outbound') this.ds.record.mtls = up.secure;
+    if (this.outbound) this.ds.record.mtls = up.secure;
     up.expect(this.o.isHead);
     const s = up.socket;
     const q = this.queue;
