@@ -78,14 +78,6 @@ export abstract class ResponseReader extends HeadCallbacks {
   tunnel = false;
   protected headDone = false;
   protected msgDone = false;
-
-  // The header spans: the head's table is filled by scanResponseHead once llhttp has validated it.
-  override onHeaderField(): number {
-    return 0;
-  }
-  override onHeaderValue(): number {
-    return 0;
-  }
   private status = 0;
   private cur: Buffer | null = null;
   /** Bytes still to come of a body counted here (Content-Length); -1: llhttp frames the body, if any. */
@@ -114,7 +106,15 @@ export abstract class ResponseReader extends HeadCallbacks {
     this.counted = false;
   }
 
-  // ---- parser callbacks (the span ones are HeadCallbacks', and this parser makes none) ----
+  // ---- parser callbacks ----
+
+  // The header spans are ignored: scanResponseHead fills the head's table once llhttp has validated it.
+  override onHeaderField(): number {
+    return 0;
+  }
+  override onHeaderValue(): number {
+    return 0;
+  }
 
   onHeadersComplete(status: number, _upgrade: boolean, keepAlive: boolean): number {
     this.headDone = true;
