@@ -21,7 +21,7 @@ import type { Endpoint } from '../discovery/endpoint.js';
 import { StallDetector, isStall } from './http1/stall.js';
 import { LATENCY_BUCKETS, type AuthzOutcome, type Direction, type StatsAuthz, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
-import { Registry, type Counter, type Sample } from '../telemetry/prom.js';
+import { Registry, type Aggregator, type Counter, type Sample } from '../telemetry/prom.js';
 import { processMetrics } from '../telemetry/process-metrics.js';
 
 /** Distinct callers one listener keeps apart; later ones are counted as "other". */
@@ -224,7 +224,6 @@ export class ProxyMetrics implements ForwarderCounters {
   private readonly tlsRefusals: Counter<'direction' | 'reason'>;
   private readonly inboundConnections: Counter<'kind'>;
   private readonly renewals: Counter<'result'>;
-  private readonly authzDecisions: Counter<'service' | 'outcome' | 'policy'>;
   /** The same counts for /stats: by service, outcome and policy. */
   private readonly authzCounts = new Map<string, { service: string; outcome: AuthzOutcome; policy: string; count: number }>();
   /** When each (peer, reason) last raised an mtls-refused event. */
@@ -307,11 +306,16 @@ export class ProxyMetrics implements ForwarderCounters {
       help: 'Connections inbound listeners accepted with mTLS on, by kind: mtls, or plaintext (permissive mode: what is left to migrate).',
       labelNames: ['kind'],
     });
-    this.authzDecisions = r.counter({
-      name: 'skein_proxy_authz_decisions_total',
-      help: "Authorization decisions of inbound listeners (services with policies or a deny default), by service, outcome (allow, deny, dry-run-deny: a dry-run policy would have denied, audit: an AUDIT policy matched) and the policy that decided or matched ('' for the default).",
-      labelNames: ['service', 'outcome', 'policy'],
-    });
+    // The counts /stats serves too: one copy, read at scrape time.
+    r.scraped<'service' | 'outcome' | 'policy'>(
+      'counter',
+      {
+        name: 'skein_proxy_authz_decisions_total',
+        help: "Authorization decisions of inbound listeners (services with policies or a deny default), by service, outcome (allow, deny, dry-run-deny: a dry-run policy would have denied, audit: an AUDIT policy matched) and the policy that decided or matched ('' for the default).",
+        labelNames: ['service', 'outcome', 'policy'],
+      },
+      () => [...this.authzCounts.values()].map((c) => ({ labels: [c.service, c.outcome, c.policy], value: c.count })),
+    );
     this.renewals = r.counter({
       name: 'skein_proxy_certificate_renewals_total',
       help: 'Certificate renewals, by result (ok, failed: retried with backoff while the old certificate is valid).',
@@ -319,7 +323,8 @@ export class ProxyMetrics implements ForwarderCounters {
     });
     r.scraped<'service' | 'identity'>(
       'gauge',
-      { name: 'skein_proxy_certificate_expiry_timestamp_seconds', help: 'When each certificate the proxy holds expires (Unix seconds), by service and SPIFFE ID.', labelNames: ['service', 'identity'] },
+      // With workers, each holds its own certificate of the service: the first to expire.
+      { name: 'skein_proxy_certificate_expiry_timestamp_seconds', help: 'When each certificate the proxy holds expires (Unix seconds), by service and SPIFFE ID.', labelNames: ['service', 'identity'], aggregator: 'min' },
       () => lastBySeries(gauges.certificates().map((c) => ({ labels: [c.service, c.identity], value: c.notAfter / 1000 }))),
     );
     this.errors = r.counter({
@@ -357,21 +362,30 @@ export class ProxyMetrics implements ForwarderCounters {
       help: "Endpoints turning healthy or unhealthy in the proxy's own active health checks, by destination service.",
       labelNames: ['service', 'result'],
     });
-    const perService = (name: string, help: string, read: (t: TrafficState) => number) =>
-      r.scraped<'service'>('gauge', { name, help, labelNames: ['service'] }, () => lastBySeries([...gauges.traffic()].map((t) => ({ labels: [t.service], value: read(t) }))));
+    // With workers: amounts summed (each worker's requests and connections are its own), the state
+    // of endpoints each worker judges itself ('max': the worst worker's view; a sum would count an
+    // endpoint once per worker).
+    const perService = (name: string, help: string, read: (t: TrafficState) => number, aggregator: Aggregator = 'sum') =>
+      r.scraped<'service'>('gauge', { name, help, labelNames: ['service'], aggregator }, () => lastBySeries([...gauges.traffic()].map((t) => ({ labels: [t.service], value: read(t) }))));
     perService('skein_proxy_requests_in_flight', 'Requests in flight to the destination service (limits.maxRequests counts these).', (t) => t.active);
     perService('skein_proxy_upstream_connections', "Open connections to the service's endpoints (limits.maxConnections counts these).", (t) => t.connections.open);
     perService('skein_proxy_retry_budget_available', 'Retries the retry budget would allow now.', (t) => t.budget.available);
-    perService('skein_proxy_ejected_endpoints', 'Endpoints ejected by outlier detection now.', (t) => t.outlier?.ejectedCount ?? 0);
-    perService('skein_proxy_open_breakers', 'Endpoints whose circuit breaker is open or half-open now.', (t) => {
-      const c = t.breakers?.counts();
-      return c === undefined ? 0 : c.open + c.halfOpen;
-    });
-    perService('skein_proxy_active_check_failing_endpoints', "Endpoints failing the proxy's own active health checks now.", (t) => t.down.size);
+    perService('skein_proxy_ejected_endpoints', 'Endpoints ejected by outlier detection now.', (t) => t.outlier?.ejectedCount ?? 0, 'max');
+    perService(
+      'skein_proxy_open_breakers',
+      'Endpoints whose circuit breaker is open or half-open now.',
+      (t) => {
+        const c = t.breakers?.counts();
+        return c === undefined ? 0 : c.open + c.halfOpen;
+      },
+      'max',
+    );
+    perService('skein_proxy_active_check_failing_endpoints', "Endpoints failing the proxy's own active health checks now.", (t) => t.down.size, 'max');
     perService(
       'skein_proxy_panicking',
       "1 while the service is in panic mode (as of its last pick): fewer than its panicThreshold share of instances may take traffic, so ejections and failing active checks are ignored; 0 otherwise. Summed over services: the services in panic.",
       (t) => (t.panicking ? 1 : 0),
+      'max',
     );
     r.scraped<'service'>('counter', { name: 'skein_proxy_panic_total', help: 'Requests (attempts) given an instance in panic mode, by destination service.', labelNames: ['service'] }, () =>
       lastBySeries([...gauges.traffic()].map((t) => ({ labels: [t.service], value: t.panicPicks }))),
@@ -390,10 +404,10 @@ export class ProxyMetrics implements ForwarderCounters {
       lastBySeries(gauges.connections().map((c) => ({ labels: [c.workload, c.direction], value: c.open }))),
     );
     r.scraped('gauge', { name: 'skein_proxy_upstream_idle_connections', help: 'Pooled upstream connections waiting for a request.' }, () => [{ labels: [], value: gauges.idleUpstreams() }]);
-    r.scraped<'service'>('gauge', { name: 'skein_proxy_endpoints', help: 'Healthy endpoints the proxy knows, by service.', labelNames: ['service'] }, () =>
+    r.scraped<'service'>('gauge', { name: 'skein_proxy_endpoints', help: 'Healthy endpoints the proxy knows, by service.', labelNames: ['service'], aggregator: 'max' }, () =>
       lastBySeries(gauges.endpoints().map((e) => ({ labels: [e.service], value: e.count }))),
     );
-    r.scraped('gauge', { name: 'skein_proxy_control_connected', help: '1 while the watch stream to the control plane is open.' }, () => [{ labels: [], value: gauges.watchConnected() ? 1 : 0 }]);
+    r.scraped('gauge', { name: 'skein_proxy_control_connected', help: '1 while the watch stream to the control plane is open (with workers: every worker\'s).', aggregator: 'min' }, () => [{ labels: [], value: gauges.watchConnected() ? 1 : 0 }]);
   }
 
   /** The series of one listener; call once per listener and keep. */
@@ -443,7 +457,6 @@ export class ProxyMetrics implements ForwarderCounters {
   }
 
   private countAuthz(service: string, outcome: AuthzOutcome, policy: string): void {
-    this.authzDecisions.labels(service, outcome, policy).inc();
     const k = `${service}\u0000${outcome}\u0000${policy}`;
     const c = this.authzCounts.get(k);
     if (c === undefined) this.authzCounts.set(k, { service, outcome, policy, count: 1 });

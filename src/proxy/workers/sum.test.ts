@@ -6,6 +6,7 @@ import { render } from '../../telemetry/exposition.js';
 import type { StatsSeries } from '../../api/stats.js';
 import { EventFeed, sumAuthz, sumSeries } from '../workers.js';
 import { ProxyMetrics, type ProxyGauges } from '../metrics.js';
+import type { TrafficState } from '../../resilience/traffic-state.js';
 
 const series = (over: Partial<StatsSeries>): StatsSeries => ({
   direction: 'inbound',
@@ -121,4 +122,26 @@ test('two proxies\' registries summed: the process metrics as one process, the h
   assert.match(text, new RegExp(`^skein_proxy_requests_total\\{${base},status="200",class="success"\\} 2$`, 'm'));
   assert.match(text, new RegExp(`^skein_proxy_request_bytes_total\\{${base}\\} 11$`, 'm'));
   assert.match(text, new RegExp(`^skein_proxy_request_duration_seconds_bucket\\{${base},le="0.005"\\} 2$`, 'm'));
+});
+
+test('gauges every worker reads alike keep their meaning in the sum: the first certificate to expire, connected only when all are, the worst view of an endpoint\'s state', async () => {
+  const notAfter = Date.UTC(2027, 0, 2);
+  const traffic = (panicking: boolean, ejected: number, active: number) =>
+    ({ service: 'web', active, connections: { open: 1 }, budget: { available: 10 }, outlier: { ejectedCount: ejected }, breakers: null, down: new Set(), panicking, panicPicks: 0 }) as unknown as TrafficState;
+  const gauges = (connected: boolean, expires: number, t: TrafficState): ProxyGauges => ({
+    connections: () => [],
+    idleUpstreams: () => 0,
+    endpoints: () => [{ service: 'web', count: 3 }],
+    watchConnected: () => connected,
+    traffic: () => [t],
+    certificates: () => [{ service: 'web', identity: 'spiffe://mesh/web', notAfter: expires }],
+  });
+  const workers = [new ProxyMetrics(gauges(true, notAfter, traffic(false, 0, 2)), 'a'), new ProxyMetrics(gauges(false, notAfter + 3_600_000, traffic(true, 1, 5)), 'b')];
+  const text = render(aggregate(await Promise.all(workers.map(async (w) => structuredClone(await w.registry.getMetricsAsJSON())))), 'prometheus');
+  assert.match(text, new RegExp(`^skein_proxy_certificate_expiry_timestamp_seconds\\{service="web",identity="spiffe://mesh/web"\\} ${notAfter / 1000}$`, 'm'), 'the earlier of the two, not their sum');
+  assert.match(text, /^skein_proxy_control_connected 0$/m, 'one worker is cut off');
+  assert.match(text, /^skein_proxy_endpoints\{service="web"\} 3$/m, 'both know the same 3');
+  assert.match(text, /^skein_proxy_panicking\{service="web"\} 1$/m);
+  assert.match(text, /^skein_proxy_ejected_endpoints\{service="web"\} 1$/m);
+  assert.match(text, /^skein_proxy_requests_in_flight\{service="web"\} 7$/m, 'amounts are still summed');
 });
