@@ -88,7 +88,10 @@ export interface StatsSnapshot {
   readonly series: readonly StatsSeries[];
   /** Services with policies or a deny default only; absent from proxies older than this field. */
   readonly authz?: readonly StatsAuthz[];
-  /** Events after `?since=`, oldest first; at most the proxy's last 1000. */
+  /** Events after `?since=`, oldest first; at most the proxy's last STATS_MAX_EVENTS. */
   readonly events: readonly StatsEvent[];
   readonly eventSeq: number;
 }
+
+/** Traffic events a proxy keeps for the control plane to collect (`/stats?since=`). */
+export const STATS_MAX_EVENTS = 1000;

@@ -206,6 +206,7 @@ export function proxyCommand(): Command {
         const limits = { maxHeadBytes: o.maxHead, headersTimeoutMs: o.headerTimeout, idleTimeoutMs: o.idleTimeout, upstreamIdleTimeoutMs: o.upstreamIdleTimeout, connectTimeoutMs: o.connectTimeout, maxConnections: o.maxConnections };
         if (o.workers > 1) {
           const { ProxyWorkers } = await import('../proxy/workers.js');
+          let pool: import('../proxy/workers.js').ProxyWorkers | null = null;
           // mTLS: the main thread spends the join token on certificates of its own, which prove the workers' (src/proxy/workers/ca.ts).
           const mtls = o.mtls === 'off' ? null : await meshCa(replicas, o.joinToken ?? process.env['SKEIN_JOIN_TOKEN'], o.mtls, null, logger);
           // The certificate modules (@peculiar/x509) only with mTLS on: a plaintext proxy does without them.
@@ -217,13 +218,17 @@ export function proxyCommand(): Command {
                   trustDomain: mtls.trustDomain,
                   clock: systemClock,
                   ticketKeys: randomBytes(48),
-                  onEvent: (e) => logger[e.type === 'renewal-failed' || e.type === 'trust-poll-failed' ? 'warn' : 'info']({ event: e }, 'main thread certificate (proves the workers\' certificates)'),
+                  onEvent: (e) => {
+                    logger[e.type === 'renewal-failed' || e.type === 'trust-poll-failed' ? 'warn' : 'info']({ event: e }, 'main thread certificate (proves the workers\' certificates)');
+                    // Its own trust poll rotated the ticket keys: every worker gets them now (as skein up's do).
+                    if (e.type === 'trust') pool?.shareTicketKeys();
+                  },
                 });
           await ids?.obtain(specs.map((s) => s.service ?? s.name));
           ids?.startTrustPolling();
           const viaCertificate = () => ids?.controlCall() ?? null;
           let failed: ((why: string) => void) | null = null;
-          const workers = await ProxyWorkers.start({
+          const workers = (pool = await ProxyWorkers.start({
             count: o.workers,
             clock: systemClock,
             logger,
@@ -248,7 +253,7 @@ export function proxyCommand(): Command {
           }).catch((e: unknown) => {
             ids?.stop();
             throw e;
-          });
+          }));
           let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
           try {
             adminServer = admin === null ? null : await startAdmin(workers, admin, adminOpts);

@@ -181,7 +181,6 @@ export function upCommand(): Command {
           await r.stop();
           await announcer?.stop();
           await proxy.stop(1000);
-          onWorkerExit = () => undefined;
           await adminServer?.close();
           await tracer?.shutdown();
           await accessLog?.close();

@@ -19,7 +19,7 @@ import { panicDetail, type TrafficEvent, type TrafficState } from '../resilience
 import type { ForwarderCounters, ListenerMetrics } from './http1/types.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { StallDetector, isStall } from './http1/stall.js';
-import { LATENCY_BUCKETS, type AuthzOutcome, type Direction, type StatsAuthz, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
+import { LATENCY_BUCKETS, STATS_MAX_EVENTS, type AuthzOutcome, type Direction, type StatsAuthz, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
 import { Registry, type Aggregator, type Counter, type Sample } from '../telemetry/prom.js';
 import { processMetrics } from '../telemetry/process-metrics.js';
@@ -28,8 +28,6 @@ import { processMetrics } from '../telemetry/process-metrics.js';
 export const MAX_SOURCES = 100;
 /** Series one listener keeps apart; past it, new instances are counted as "other". */
 export const MAX_SERIES = 5000;
-/** Traffic events kept for the control plane to collect. */
-const MAX_EVENTS = 1000;
 const SOURCE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 export interface ProxyGauges {
@@ -473,11 +471,11 @@ export class ProxyMetrics implements ForwarderCounters {
     this.onEvent(this.record('certificate', service, '', detail));
   }
 
-  /** Adds an event to /stats's feed (the last MAX_EVENTS). */
+  /** Adds an event to /stats's feed (the last STATS_MAX_EVENTS). */
   private record(type: ProxyEvent['type'], service: string, instance: string, detail: string): ProxyEvent {
     const e: ProxyEvent = { seq: ++this.eventSeq, time: Date.now(), type, service, instance, detail };
     this.events.push(e);
-    if (this.events.length > MAX_EVENTS) this.events.splice(0, this.events.length - MAX_EVENTS);
+    if (this.events.length > STATS_MAX_EVENTS) this.events.splice(0, this.events.length - STATS_MAX_EVENTS);
     return e;
   }
 

@@ -25,7 +25,7 @@ import type { Logger } from 'pino';
 import { parseHostPort } from '../core/address.js';
 import type { Clock } from '../core/clock.js';
 import { SkeinError, ERROR_CODES, type ErrorCode } from '../core/errors.js';
-import { statsAuthzKey, statsSeriesKey, type StatsAuthz, type StatsEvent, type StatsSeries, type StatsSnapshot } from '../api/stats.js';
+import { STATS_MAX_EVENTS, statsAuthzKey, statsSeriesKey, type StatsAuthz, type StatsEvent, type StatsSeries, type StatsSnapshot } from '../api/stats.js';
 import type { TapRecord } from '../api/tap.js';
 import { exposition } from '../telemetry/exposition.js';
 import { aggregate, type Family } from '../telemetry/prom.js';
@@ -37,10 +37,7 @@ import type { CertificateSource, Identities } from './tls/identities.js';
 import type { MeshProxy } from './mesh-proxy.js';
 import { Pending, WORKERS_BOUNDS, type MainMessage, type WorkerAnswer, type WorkerFacts, type WorkerInit, type WorkerMessage, type WorkerQuestion } from './workers/protocol.js';
 
-export { WORKERS_BOUNDS, type WorkerInit } from './workers/protocol.js';
 
-/** Events kept for the scraper (as a single proxy keeps them). */
-const MAX_EVENTS = 1000;
 
 // ---- summing (pure) ----
 
@@ -102,7 +99,7 @@ export class EventFeed {
   take(worker: number, events: readonly StatsEvent[], upTo: number): void {
     const after = this.after(worker);
     for (const e of events) if (e.seq > after) this.events.push({ ...e, seq: ++this.seq });
-    if (this.events.length > MAX_EVENTS) this.events.splice(0, this.events.length - MAX_EVENTS);
+    if (this.events.length > STATS_MAX_EVENTS) this.events.splice(0, this.events.length - STATS_MAX_EVENTS);
     this.seen[worker] = Math.max(after, upTo);
   }
 

@@ -65,7 +65,7 @@ async function main(): Promise<void> {
     mtls,
     ...(ticketKeys === undefined ? {} : { ticketKeys }),
     reusePort: true,
-    // The main thread asks the control plane to wake the service (once for all workers' requests).
+    // The main thread asks the control plane to wake the service (each worker's engine paces its own wakes: up to N per WAKE_AGAIN_MS).
     onColdStart: (service) => post({ type: 'cold-start', service }),
   });
   built = proxy;
