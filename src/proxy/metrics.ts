@@ -548,9 +548,4 @@ export class ProxyMetrics implements ForwarderCounters {
   exposition(accept?: string): Promise<{ contentType: string; text: string }> {
     return exposition(this.registry, accept);
   }
-
-  /** The Prometheus text format. */
-  text(): Promise<string> {
-    return this.registry.metrics();
-  }
 }

@@ -15,7 +15,7 @@ export const OPENMETRICS_CONTENT_TYPE = 'application/openmetrics-text; version=1
 export type ExpositionFormat = 'prometheus' | 'openmetrics';
 
 /** A label value (and OpenMetrics HELP) escaped: backslash, double quote, newline. */
-export function escapeLabelValue(v: string): string {
+function escapeLabelValue(v: string): string {
   return /[\\"\n]/.test(v) ? v.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`)) : v;
 }
 
@@ -25,7 +25,7 @@ function escapeHelp(v: string): string {
 }
 
 /** A sample value as both formats write it. */
-export function formatValue(v: number): string {
+function formatValue(v: number): string {
   if (Number.isNaN(v)) return 'NaN';
   if (v === Infinity) return '+Inf';
   if (v === -Infinity) return '-Inf';
@@ -79,7 +79,7 @@ export function render(families: readonly Family[], format: ExpositionFormat): s
 }
 
 /** The format a scraper's Accept header asks for: OpenMetrics when it names it, else the text format. */
-export function negotiate(accept: string | undefined): ExpositionFormat {
+function negotiate(accept: string | undefined): ExpositionFormat {
   return accept !== undefined && accept.includes('application/openmetrics-text') ? 'openmetrics' : 'prometheus';
 }
 

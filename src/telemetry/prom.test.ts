@@ -125,14 +125,13 @@ test('bad definitions and uses are SKEIN_E_BAD_METRIC errors naming the metric a
 
 const fam = (over: Partial<Family> & Pick<Family, 'name' | 'samples'>): Family => ({ help: 'h', type: 'gauge', labelNames: ['k'], aggregator: 'sum', ...over });
 
-test('aggregate: each family by its aggregator; series by labels (absent apart from ""); omit drops the family', () => {
+test('aggregate: each family by its aggregator; series by labels (absent apart from "")', () => {
   const w1 = [
     fam({ name: 's', samples: [{ labels: ['a'], value: 1 }, { labels: [''], value: 10 }] }),
     fam({ name: 'f', aggregator: 'first', samples: [{ labels: ['a'], value: 5 }] }),
     fam({ name: 'mn', aggregator: 'min', samples: [{ labels: ['a'], value: 5 }] }),
     fam({ name: 'mx', aggregator: 'max', samples: [{ labels: ['a'], value: 5 }] }),
     fam({ name: 'av', aggregator: 'average', samples: [{ labels: ['a'], value: 5 }] }),
-    fam({ name: 'o', aggregator: 'omit', samples: [{ labels: ['a'], value: 5 }] }),
     fam({ name: 'h', type: 'histogram', buckets: [1], samples: [{ labels: ['a'], value: 0.5, counts: [1, 0] }] }),
   ];
   const w2 = [
@@ -141,7 +140,6 @@ test('aggregate: each family by its aggregator; series by labels (absent apart f
     fam({ name: 'mn', aggregator: 'min', samples: [{ labels: ['a'], value: 3 }] }),
     fam({ name: 'mx', aggregator: 'max', samples: [{ labels: ['a'], value: 3 }] }),
     fam({ name: 'av', aggregator: 'average', samples: [{ labels: ['a'], value: 3 }] }),
-    fam({ name: 'o', aggregator: 'omit', samples: [{ labels: ['a'], value: 3 }] }),
     fam({ name: 'h', type: 'histogram', buckets: [1], samples: [{ labels: ['a'], value: 4, counts: new Float64Array([0, 2]) }] }),
   ];
   const sum = aggregate([w1, w2]);

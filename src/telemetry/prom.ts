@@ -18,9 +18,9 @@ export type MetricType = 'counter' | 'gauge' | 'histogram';
 /**
  * How the series of several worker threads combine into one (`aggregate`): summed, the first
  * worker's (a number of the whole process, which every thread reads alike), their minimum,
- * maximum or mean, or left out.
+ * maximum or mean. A histogram is always summed.
  */
-export type Aggregator = 'sum' | 'first' | 'min' | 'max' | 'average' | 'omit';
+export type Aggregator = 'sum' | 'first' | 'min' | 'max' | 'average';
 
 /** One series of a family: its label values in the order of `labelNames` (`null`: the label is left out). */
 export interface Sample {
@@ -116,12 +116,6 @@ abstract class Metric<L extends string, C extends { readonly labels: readonly st
     let c = this.cells.get(k);
     if (c === undefined) this.cells.set(k, (c = this.cell(values)));
     return c;
-  }
-
-  /** Forgets every series. */
-  reset(): void {
-    this.cells.clear();
-    this.unlabelled = this.definition.labelNames.length === 0 ? this.cell([]) : null;
   }
 
   protected abstract cell(values: readonly string[]): C;
@@ -319,16 +313,14 @@ export function aggregate(perRegistry: readonly (readonly Family[])[]): Family[]
   }
   const out: Family[] = [];
   for (const { family, series } of byName.values()) {
-    if (family.aggregator === 'omit') continue;
     const samples: Sample[] = [];
     for (const { labels, values, counts } of series.values()) {
       if (family.type === 'histogram') {
         const n = (family.buckets ?? []).length + 1;
         const sum = new Array<number>(n).fill(0);
-        // A histogram's buckets are always summed: the count of a 'first' histogram is the first's.
-        const taken = family.aggregator === 'first' ? counts.slice(0, 1) : counts;
-        for (const c of taken) for (let i = 0; i < n; i++) sum[i]! += c[i] ?? 0;
-        samples.push({ labels, value: family.aggregator === 'first' ? values[0]! : values.reduce((a, b) => a + b, 0), counts: sum });
+        // A histogram is always summed: its buckets, its sum.
+        for (const c of counts) for (let i = 0; i < n; i++) sum[i]! += c[i] ?? 0;
+        samples.push({ labels, value: values.reduce((a, b) => a + b, 0), counts: sum });
         continue;
       }
       samples.push({ labels, value: combine(family.aggregator, values) });
@@ -338,7 +330,7 @@ export function aggregate(perRegistry: readonly (readonly Family[])[]): Family[]
   return out;
 }
 
-function combine(aggregator: Exclude<Aggregator, 'omit'>, values: readonly number[]): number {
+function combine(aggregator: Aggregator, values: readonly number[]): number {
   switch (aggregator) {
     case 'sum':
       return values.reduce((a, b) => a + b, 0);
