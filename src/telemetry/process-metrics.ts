@@ -81,6 +81,10 @@ export function processMetrics(registry: Registry, o: ProcessMetricsOptions = {}
   let memory = process.memoryUsage();
   let loopLag = 0;
   let delay = { min: 0, max: 0, mean: 0, stddev: 0, p50: 0, p90: 0, p99: 0 };
+  let spaces = getHeapSpaceStatistics();
+  const internal = process as Internal;
+  const names = (list: object[] | undefined) => (list ?? []).map((h) => h.constructor.name);
+  let active = { resources: byType([]), handles: byType([]), requests: byType([]) };
   const maxFiles = maxFds();
   registry.beforeCollect(async () => {
     const t0 = process.hrtime.bigint();
@@ -92,6 +96,8 @@ export function processMetrics(registry: Registry, o: ProcessMetricsOptions = {}
     const s = (ns: number) => (Number.isFinite(ns) ? ns / 1e9 : 0);
     delay = { min: s(lag.min), max: s(lag.max), mean: s(lag.mean), stddev: s(lag.stddev), p50: s(lag.percentile(50)), p90: s(lag.percentile(90)), p99: s(lag.percentile(99)) };
     lag.reset();
+    spaces = getHeapSpaceStatistics();
+    active = { resources: byType(process.getActiveResourcesInfo()), handles: byType(names(internal._getActiveHandles?.())), requests: byType(names(internal._getActiveRequests?.())) };
   });
 
   const whole = { aggregator: 'first' } as const;
@@ -115,25 +121,21 @@ export function processMetrics(registry: Registry, o: ProcessMetricsOptions = {}
   delayGauge('p90', 'nodejs_eventloop_lag_p90_seconds', 'The 90th percentile of the recorded event loop delays.', 'average');
   delayGauge('p99', 'nodejs_eventloop_lag_p99_seconds', 'The 99th percentile of the recorded event loop delays.', 'average');
 
-  const internal = process as Internal;
-  const typed = (name: string, help: string, list: () => Iterable<string>) => {
-    let last = { samples: [] as Sample[], total: 0 };
-    registry.scraped<'type'>('gauge', { name, help, labelNames: ['type'] }, () => (last = byType(list())).samples);
-    registry.scraped('gauge', { name: `${name}_total`, help: `Total number of active ${name.slice('nodejs_active_'.length)}.` }, () => one(last.total));
+  const typed = (kind: keyof typeof active, help: string) => {
+    const name = `nodejs_active_${kind}`;
+    registry.scraped<'type'>('gauge', { name, help, labelNames: ['type'] }, () => active[kind].samples);
+    registry.scraped('gauge', { name: `${name}_total`, help: `Total number of active ${kind}.` }, () => one(active[kind].total));
   };
-  typed('nodejs_active_resources', 'Number of active resources that are currently keeping the event loop alive, grouped by async resource type.', () => process.getActiveResourcesInfo());
-  const constructors = (list: () => object[]) => () => list().map((h) => h.constructor.name);
-  typed('nodejs_active_handles', 'Number of active libuv handles grouped by handle type. Every handle type is C++ class name.', constructors(() => internal._getActiveHandles?.() ?? []));
-  typed('nodejs_active_requests', 'Number of active libuv requests grouped by request type. Every request type is C++ class name.', constructors(() => internal._getActiveRequests?.() ?? []));
+  typed('resources', 'Number of active resources that are currently keeping the event loop alive, grouped by async resource type.');
+  typed('handles', 'Number of active libuv handles grouped by handle type. Every handle type is C++ class name.');
+  typed('requests', 'Number of active libuv requests grouped by request type. Every request type is C++ class name.');
   registry.scraped('gauge', { name: 'nodejs_heap_size_total_bytes', help: 'Process heap size from Node.js in bytes.' }, () => one(memory.heapTotal));
   registry.scraped('gauge', { name: 'nodejs_heap_size_used_bytes', help: 'Process heap size used from Node.js in bytes.' }, () => one(memory.heapUsed));
   registry.scraped('gauge', { name: 'nodejs_external_memory_bytes', help: 'Node.js external memory size in bytes.' }, () => one(memory.external));
-  let spaces = getHeapSpaceStatistics();
   const space = (field: 'space_size' | 'space_used_size' | 'space_available_size', kind: string) =>
-    registry.scraped<'space'>('gauge', { name: `nodejs_heap_space_size_${kind}_bytes`, help: `Process heap space size ${kind} from Node.js in bytes.`, labelNames: ['space'] }, () => {
-      if (kind === 'total') spaces = getHeapSpaceStatistics();
-      return spaces.map((s) => ({ labels: [s.space_name.replace(/_space$/, '')], value: s[field] }));
-    });
+    registry.scraped<'space'>('gauge', { name: `nodejs_heap_space_size_${kind}_bytes`, help: `Process heap space size ${kind} from Node.js in bytes.`, labelNames: ['space'] }, () =>
+      spaces.map((s) => ({ labels: [s.space_name.replace(/_space$/, '')], value: s[field] })),
+    );
   space('space_size', 'total');
   space('space_used_size', 'used');
   space('space_available_size', 'available');

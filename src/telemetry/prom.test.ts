@@ -214,3 +214,20 @@ test('the process metrics: the series docs/metrics.md lists, with their types, l
   // Every family whose number is the whole process's is taken from one worker, not summed.
   for (const f of families) assert.equal(f.aggregator === 'first', f.name.startsWith('process_') || f.name === 'nodejs_version_info', f.name);
 });
+
+test('the process metrics observe GC pauses (nodejs_gc_duration_seconds fills as the heap is collected)', async () => {
+  const r = new Registry();
+  processMetrics(r);
+  // Garbage until a collection shows a GC pause (the observer reports asynchronously).
+  const deadline = Date.now() + 10_000;
+  let keep: unknown[] = [];
+  for (;;) {
+    for (let i = 0; i < 10_000; i++) keep.push({ i, s: `x${i}` });
+    keep = [];
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const gc = (await r.getMetricsAsJSON()).find((f) => f.name === 'nodejs_gc_duration_seconds');
+    const count = gc?.samples.reduce((n, s) => n + Array.from(s.counts ?? []).reduce((a, b) => a + b, 0), 0) ?? 0;
+    if (count > 0) break;
+    assert.ok(Date.now() < deadline, 'no GC pause observed within 10 s of allocating');
+  }
+});
