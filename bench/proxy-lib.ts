@@ -26,9 +26,9 @@ export function seconds(v: string, flag: string): number {
   return Number(m[1]);
 }
 
-export function posInt(v: string, flag: string): number {
+export function posInt(v: string, flag: string, min = 1): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer, got "${v}"`);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${flag} must be an integer of at least ${min}, got "${v}"`);
   return n;
 }
 

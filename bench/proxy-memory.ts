@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { api, machine, printResult, round, runMain, sleep, startControl, table, tempDir, waitUntil, warnIfBusy, type Control } from './lib.js';
-import { BODY, DONE_LUA, portOf, requireTools, roots, run, seconds, startApp, startSkeinProxy, stopControl, stopTree, type SkeinProxy, type WrkOut } from './proxy-lib.js';
+import { BODY, DONE_LUA, portOf, posInt, requireTools, roots, run, seconds, startApp, startSkeinProxy, stopControl, stopTree, type SkeinProxy, type WrkOut } from './proxy-lib.js';
 
 /** Issue 16's memory targets. */
 export const MEMORY_TARGETS = { peakOneWorkloadMb: 70, perWorkloadMb: 2 } as const;
@@ -257,11 +257,6 @@ async function main(): Promise<void> {
   const paths = v.paths.split(',').map((s) => s.trim());
   const badPath = paths.find((p) => !(MEMORY_PATHS as readonly string[]).includes(p));
   if (badPath !== undefined) throw new Error(`--paths: "${badPath}" is not one of ${MEMORY_PATHS.join(', ')}`);
-  const int = (s: string, flag: string) => {
-    const x = Number(s);
-    if (!Number.isInteger(x) || x < 1) throw new Error(`${flag} must be a whole number of at least 1, got "${s}"`);
-    return x;
-  };
   requireTools(['nginx', 'wrk']);
   const info = machine();
   warnIfBusy(info);
@@ -270,7 +265,7 @@ async function main(): Promise<void> {
   roots.add(app.child.pid as number);
   const script = join(dir.path, 'done.lua');
   writeFileSync(script, DONE_LUA);
-  const o: Options = { secs: seconds(v.duration, '--duration'), connections: int(v.connections, '--connections'), concurrent: int(v.concurrent, '--concurrent'), appPort: app.port, script };
+  const o: Options = { secs: seconds(v.duration, '--duration'), connections: posInt(v.connections, '--connections'), concurrent: posInt(v.concurrent, '--concurrent'), appPort: app.port, script };
   const rows: MemoryRow[] = [];
   try {
     for (const path of paths as MemoryPath[]) {

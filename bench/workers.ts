@@ -18,13 +18,11 @@
  * Prints each round, then the medians as a table and a JSON line. No assertions: the figures
  * and the machine go to docs/benchmarks.md ("Workers (issue 16)").
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { closedLoop, openLoop, startOkBackend } from './load.js';
-import { ROOT, machine, otherCpuMeter, printResult, processCpuSeconds, round, runMain, stopChild, table, track, warnIfBusy } from './lib.js';
+import { portOf, posInt, startSkeinProxy, stopTree, type SkeinProxy } from './proxy-lib.js';
+import { machine, otherCpuMeter, printResult, processCpuSeconds, round, runMain, stopChild, table, track, warnIfBusy } from './lib.js';
 
 const { values: o } = parseArgs({
   options: {
@@ -38,42 +36,27 @@ const { values: o } = parseArgs({
   },
   strict: true,
 });
-function int(v: string, flag: string, min = 1): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    process.stderr.write(`workers: ${flag} must be an integer of at least ${min}, got "${v}"\n`);
+/** A flag's value, or one line saying what was wrong and exit 2. */
+function flag(v: string, name: string, min = 1): number {
+  try {
+    return posInt(v, name, min);
+  } catch (e) {
+    process.stderr.write(`workers: ${(e as Error).message}\n`);
     process.exit(2);
   }
-  return n;
 }
-const ROUNDS = int(o.rounds, '--rounds');
-const REQUESTS = int(o.requests, '--requests');
-const CONCURRENCY = int(o.concurrency, '--concurrency');
-const FRESH = int(o.fresh, '--fresh');
-const WORKERS = int(o.workers, '--workers', 2);
-const RATE = int(o.rate, '--rate');
-const SECONDS = int(o.seconds, '--seconds');
+const ROUNDS = flag(o.rounds, '--rounds');
+const REQUESTS = flag(o.requests, '--requests');
+const CONCURRENCY = flag(o.concurrency, '--concurrency');
+const FRESH = flag(o.fresh, '--fresh');
+const WORKERS = flag(o.workers, '--workers', 2);
+const RATE = flag(o.rate, '--rate');
+const SECONDS = flag(o.seconds, '--seconds');
 
-interface Started {
-  child: ChildProcess;
-  admin: string;
-  port: number;
-}
-
-async function startProxy(workers: number, appPort: number): Promise<Started> {
-  const child = track(
-    spawn(process.execPath, [join(ROOT, 'bin', 'skein.js'), 'proxy', '--no-control', '--workers', String(workers), '--admin', '127.0.0.1:0', '--workload', `name=app-1,service=app,inbound=127.0.0.1:0,app=127.0.0.1:${appPort}`, '--log-level', 'info', '--access-log', 'off'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    }),
-  );
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (l) => {
-      if (!l.includes('"proxy ready"')) return;
-      const j = JSON.parse(l) as { admin: string; workloads: Array<{ inbound: string }> };
-      resolve({ child, admin: j.admin, port: Number(j.workloads[0]?.inbound.split(':').pop()) });
-    });
-    child.once('exit', (c) => reject(new Error(`the proxy exited with ${c}`)));
-  });
+/** `skein proxy --no-control --workers N` with one inbound listener in front of the app. */
+async function startProxy(workers: number, appPort: number): Promise<SkeinProxy & { port: number }> {
+  const p = await startSkeinProxy(null, ['--no-control', '--workers', String(workers), '--workload', `name=app-1,service=app,inbound=127.0.0.1:0,app=127.0.0.1:${appPort}`, '--access-log', 'off'], 'info');
+  return { ...p, port: portOf(p.workloads[0]?.inbound ?? '') };
 }
 
 /** Connections each worker accepted so far ([] for a proxy without worker threads: it took them all). */
@@ -171,7 +154,7 @@ runMain(async () => {
           otherCpuPct,
         };
       } finally {
-        await stopChild(p.child, 10_000);
+        await stopTree(p.child, 10_000);
       }
     };
     for (let r = 1; r <= ROUNDS; r++) {
