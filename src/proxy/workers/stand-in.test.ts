@@ -160,8 +160,8 @@ describe('ProxyWorkers: the main thread\'s ticket keys', () => {
 
 /**
  * Worker 0 binds port 0 as 4321; worker 1 refuses workloads named "bad" (address in use) and has
- * 2 requests in flight to "web" (worker 0: 3); "gone" answers false on worker 1. Every question is
- * reported as a cold-start line.
+ * 2 requests in flight to "web" (worker 0: 3); "gone" answers false on worker 1; only worker 1 still
+ * picks web-2, and only worker 1 is not ready. Every question is reported as a cold-start line.
  */
 const MESH_WORKER = `
 import { parentPort, workerData } from 'node:worker_threads';
@@ -178,6 +178,8 @@ parentPort.on('message', (m) => {
   if (m.what === 'remove') { say({ remove: m.name, graceMs: m.graceMs }); return reply(m.id, null); }
   if (m.what === 'in-flight') return reply(m.id, m.service === 'web' ? (i === 0 ? 3 : 2) : null);
   if (m.what === 'gone') return reply(m.id, i === 0 || m.key !== 'web/web-2');
+  if (m.what === 'picks') return reply(m.id, i === 1 && m.key === 'web-2');
+  if (m.what === 'readiness') return reply(m.id, { ready: i === 0, source: 'live', stateSavedAt: null });
   if (m.what === 'stop') { reply(m.id, null); parentPort.close(); }
 });
 parentPort.postMessage({ type: 'ready', workloads: [] });
@@ -232,6 +234,9 @@ describe('ProxyWorkers as skein up\'s proxy', () => {
       assert.equal(await p.whenEndpointGone('web', 'web/web-1', 100), true);
       assert.equal(await p.whenEndpointGone('web', 'web/web-2', 100), false, 'worker 1 still routes to web-2');
       assert.equal(p.metrics.id, 'mesh-test');
+      assert.equal(await p.picks('web', 'web-2'), true, 'one worker still routing to web-2 is enough (drains wait for all)');
+      assert.equal(await p.picks('web', 'web-1'), false);
+      assert.equal((await p.readiness()).ready, false, 'ready only when every worker is');
     } finally {
       await p.stop(0);
     }
