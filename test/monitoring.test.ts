@@ -9,7 +9,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { api, startControl, waitFor, type ControlProcess } from './helpers.js';
+import { adminTokenOf, api, startControl, waitFor, type ControlProcess } from './helpers.js';
+import { Announcer } from '../src/proxy/announce.js';
+import type { WorkloadInfo } from '../src/proxy/proxy.js';
 import { httpGet, registerInstance, startProxy, waitForProxyReady, metricValue, type ProxyProcess } from './proxy-helpers.js';
 
 let cp: ControlProcess;
@@ -101,6 +103,23 @@ describe('the proxy announces itself', () => {
     assert.equal(listed.admin, `127.0.0.1:${proxy.adminPort}`);
     assert.deepEqual(listed.workloads.map((w: any) => `${w.name}/${w.service}`).sort(), ['client/client', 'web-1/web']);
     assert.ok(Date.parse(listed.lastSeen) > Date.now() - 60_000);
+  });
+
+  test('a workload added or removed is announced within a second or so, not at the next renewal', async () => {
+    const ws: WorkloadInfo[] = [{ name: 'a', service: 'a', inbound: null, outbound: '127.0.0.1:1', app: null, pin: null }];
+    const announcer = new Announcer({ controlUrl: cp.http, id: 'changing-proxy', admin: '127.0.0.1:2', workloads: () => ws, everyMs: 60_000, token: await adminTokenOf(cp.http) });
+    const names = async () => ((await api(cp.http, 'GET', '/v1/proxies')).body.proxies as any[]).find((p) => p.id === 'changing-proxy')?.workloads.map((w: any) => w.name).join(',');
+    try {
+      announcer.start();
+      await waitFor(async () => (await names()) === 'a', { what: 'the first announcement' });
+      ws.push({ name: 'b', service: 'b', inbound: '127.0.0.1:3', outbound: null, app: '127.0.0.1:4', pin: null });
+      await waitFor(async () => (await names()) === 'a,b', { what: 'the added workload announced (the renewal is 60 s away)', timeoutMs: 3000 });
+      ws.shift();
+      await waitFor(async () => (await names()) === 'b', { what: 'the removed workload announced', timeoutMs: 3000 });
+    } finally {
+      await announcer.stop();
+    }
+    assert.equal(await names(), undefined, 'stop() took it off the list');
   });
 
   test('GET /picks says whether the proxy still routes to an endpoint (what a drain waits on); bad queries name the parameter', async () => {

@@ -77,6 +77,24 @@ async function inboundPorts(): Promise<Map<string, number>> {
   return new Map(ws.filter((w) => w.service === 'web' && w.inbound !== null).map((w) => [w.name, portOf(w.inbound as string)]));
 }
 
+/**
+ * The control plane's announced proxies once the one proxy announces exactly `names` (sorted). A
+ * change of workloads is announced within a second, not at the 10 s renewal: 4 s is allowed.
+ */
+type Announced = Array<{ id: string; admin: string; workloads: Array<{ name: string }> }>;
+async function announced(names: string[]): Promise<Announced> {
+  let last: unknown;
+  const found = await waitFor(
+    async () => {
+      const proxies = (await api(mesh.up.control, 'GET', '/v1/proxies')).body.proxies as Announced;
+      last = proxies.map((p) => ({ id: p.id, workloads: p.workloads.map((w) => w.name).sort() }));
+      return proxies.length === 1 && JSON.stringify(proxies[0]!.workloads.map((w) => w.name).sort()) === JSON.stringify(names) ? proxies : null;
+    },
+    { timeoutMs: 4000, what: `the proxy to announce ${names.join(', ')}` },
+  ).catch((e: Error) => assert.fail(`${e.message}; announced: ${JSON.stringify(last)}`));
+  return found as Announced;
+}
+
 const refused = (port: number) =>
   new Promise<string>((resolve) => {
     const s = netConnect(port, '127.0.0.1');
@@ -116,10 +134,9 @@ describe('skein up --workers 2', () => {
     assert.equal(series[0]!.mtls, 40, 'every inbound request came over mTLS');
     assert.deepEqual(series[0]!.statuses, { '200': 40 });
 
-    const proxies = (await api(mesh.up.control, 'GET', '/v1/proxies')).body.proxies as Array<{ id: string; admin: string; workloads: Array<{ name: string }> }>;
+    const proxies = await announced(['local', 'web', 'web-1', 'web-service-port']);
     assert.equal(proxies.length, 1, `one announced proxy: ${JSON.stringify(proxies.map((p) => p.id))}`);
     assert.equal(proxies[0]!.admin, mesh.up.admin);
-    assert.deepEqual(proxies[0]!.workloads.map((w) => w.name).sort(), ['local', 'web', 'web-1', 'web-service-port']);
   });
 
   test('a TLS session made with one worker resumes on the other (shared session-ticket keys)', async () => {
@@ -157,6 +174,7 @@ describe('skein up --workers 2', () => {
       }
       const ports = await inboundPorts();
       assert.equal(ports.size, 3);
+      await announced(['local', 'web', 'web-1', 'web-2', 'web-3', 'web-service-port']);
       await waitFor(() => (load.servedBy.get('web-3') ?? 0) > 0 && (load.servedBy.get('web-2') ?? 0) > 0, { what: `the new replicas to serve: ${load.report()}`, timeoutMs: 20_000 });
 
       const down = await skein(['scale', 'web', '1', '-c', mesh.up.control], { timeoutMs: 60_000 });

@@ -2,9 +2,10 @@
  * A proxy with an admin server tells the control plane where it is (`PUT /v1/proxies/{id}`), and
  * again every `everyMs`, so the control plane can scrape it (golden signals), relay taps to it,
  * and list it for Prometheus. Best effort: a control plane that is away is tried again next time.
- * With mTLS each workload's `tls` (the roots it trusts, the root its leaf chains to) goes along,
- * and a change of it is announced within a second, not at the next interval: root rotation's
- * steps wait on it.
+ * With mTLS each workload's `tls` (the roots it trusts, the root its leaf chains to) goes along.
+ * A change of what is announced (a workload added or removed, a `tls` that changed) is announced
+ * within a second, not at the next interval: root rotation's steps and `skein up`'s callers wait
+ * on it.
  *
  * Once the proxy holds a mesh certificate, it announces with it, over the control plane's mTLS
  * listener (`viaCertificate`); before that (or with mTLS off) over the HTTP API with its token.
@@ -69,8 +70,8 @@ export async function proxyControlCall(o: ControlAccess, method: string, path: s
 export class Announcer {
   private timer: NodeJS.Timeout | null = null;
   private watcher: NodeJS.Timeout | null = null;
-  /** The workloads' `tls` as last announced (JSON). */
-  private lastTls = '';
+  /** The body last announced (JSON). */
+  private lastBody = '';
   private inFlight: AbortController | null = null;
   private failing = false;
 
@@ -87,13 +88,16 @@ export class Announcer {
     this.timer = setInterval(() => void this.announce(), this.o.everyMs ?? 10_000);
     this.timer.unref();
     this.watcher = setInterval(() => {
-      if (this.tlsOf(this.o.workloads()) !== this.lastTls) void this.announce();
+      if (JSON.stringify(this.body()) !== this.lastBody) void this.announce();
     }, 1000);
     this.watcher.unref();
   }
 
-  private tlsOf(ws: readonly WorkloadInfo[]): string {
-    return JSON.stringify(ws.map((w) => w.tls ?? null));
+  private body(): { admin: string; workloads: unknown[] } {
+    return {
+      admin: this.o.admin,
+      workloads: this.o.workloads().map((w) => ({ name: w.name, service: w.service, inbound: w.inbound, outbound: w.outbound, ...(w.tls == null ? {} : { tls: w.tls }) })),
+    };
   }
 
   /** Announces now (also what start() does first). */
@@ -102,12 +106,7 @@ export class Announcer {
     const ac = new AbortController();
     this.inFlight = ac;
     const t = setTimeout(() => ac.abort(), 5000);
-    const workloads = this.o.workloads();
-    const tls = this.tlsOf(workloads);
-    const body = {
-      admin: this.o.admin,
-      workloads: workloads.map((w) => ({ name: w.name, service: w.service, inbound: w.inbound, outbound: w.outbound, ...(w.tls == null ? {} : { tls: w.tls }) })),
-    };
+    const body = this.body();
     try {
       const res = await proxyControlCall(this.o, 'PUT', this.path, body, ac.signal);
       if (res.status === 401 || res.status === 403) {
@@ -118,7 +117,7 @@ export class Announcer {
       this.via = res.via;
       if (this.failing) this.o.logger?.info({ control: controlOf(this.o), via: this.via }, 'announced to the control plane again');
       this.failing = false;
-      this.lastTls = tls;
+      this.lastBody = JSON.stringify(body);
       return true;
     } catch (e) {
       if (!this.failing) this.o.logger?.warn({ control: controlOf(this.o), err: (e as Error).message }, 'could not announce this proxy to the control plane (its metrics and taps are not collected until it can)');
