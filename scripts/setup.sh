@@ -17,6 +17,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 # The etcd store's tests run a real 3-member etcd cluster (etcdctl comes with etcd-client).
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server etcd-client)
+# The HTTP/2 tests and benchmarks drive h2load (and curl --http2-prior-knowledge).
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 if [ "${SKEIN_SKIP_APT:-}" != "1" ] && [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
   SUDO=""
