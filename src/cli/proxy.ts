@@ -7,7 +7,6 @@ import type { WorkloadSpec } from '../proxy/proxy.js';
 import { controlOption, controlUrl } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
 import { availableParallelism, hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import { systemClock } from '../core/clock.js';
 import { PROXY_ID } from '../api/names.js';
 import { Announcer, proxyControlCall } from '../proxy/announce.js';
@@ -206,29 +205,10 @@ export function proxyCommand(): Command {
         const limits = { maxHeadBytes: o.maxHead, headersTimeoutMs: o.headerTimeout, idleTimeoutMs: o.idleTimeout, upstreamIdleTimeoutMs: o.upstreamIdleTimeout, connectTimeoutMs: o.connectTimeout, maxConnections: o.maxConnections };
         if (o.workers > 1) {
           const { ProxyWorkers } = await import('../proxy/workers.js');
-          let pool: import('../proxy/workers.js').ProxyWorkers | null = null;
           // mTLS: the main thread spends the join token on certificates of its own, which prove the workers' (src/proxy/workers/ca.ts).
           const mtls = o.mtls === 'off' ? null : await meshCa(replicas, o.joinToken ?? process.env['SKEIN_JOIN_TOKEN'], o.mtls, null, logger);
-          // The certificate modules (@peculiar/x509) only with mTLS on: a plaintext proxy does without them.
-          const ids =
-            mtls === null
-              ? null
-              : new (await import('../proxy/tls/identities.js')).Identities({
-                  source: mtls.source,
-                  trustDomain: mtls.trustDomain,
-                  clock: systemClock,
-                  ticketKeys: randomBytes(48),
-                  onEvent: (e) => {
-                    logger[e.type === 'renewal-failed' || e.type === 'trust-poll-failed' ? 'warn' : 'info']({ event: e }, 'main thread certificate (proves the workers\' certificates)');
-                    // Its own trust poll rotated the ticket keys: every worker gets them now (as skein up's do).
-                    if (e.type === 'trust') pool?.shareTicketKeys();
-                  },
-                });
-          await ids?.obtain(specs.map((s) => s.service ?? s.name));
-          ids?.startTrustPolling();
-          const viaCertificate = () => ids?.controlCall() ?? null;
           let failed: ((why: string) => void) | null = null;
-          const workers = (pool = await ProxyWorkers.start({
+          const workers = await ProxyWorkers.start({
             count: o.workers,
             clock: systemClock,
             logger,
@@ -247,26 +227,21 @@ export function proxyCommand(): Command {
               trace: traceUrl === null ? null : { url: traceUrl, sampleRatio: o.traceSample },
               mtls: mtls === null ? null : { trustDomain: mtls.trustDomain, mode: mtls.mode, info: mtls.info },
             },
-            ca: mtls === null || ids === null ? null : { source: mtls.source, identities: ids },
-            onColdStart: control === null ? undefined : wake(replicas, o.token ?? null, viaCertificate, logger),
+            ca: mtls === null ? null : { source: mtls.source, trustDomain: mtls.trustDomain },
+            onColdStart: control === null ? undefined : wake(replicas, o.token ?? null, () => workers.controlCall(), logger),
             onExit: (worker, code) => failed?.(`proxy worker ${worker} exited with ${code}`),
-          }).catch((e: unknown) => {
-            ids?.stop();
-            throw e;
-          }));
+          });
           let adminServer: Awaited<ReturnType<typeof startAdmin>> | null = null;
           try {
             adminServer = admin === null ? null : await startAdmin(workers, admin, adminOpts);
           } catch (e) {
             await workers.stop(0);
-            ids?.stop();
             throw e;
           }
-          const workloads = () => workers.workloadInfo().map((w) => (ids === null ? w : { ...w, tls: ids.report(w.service) }));
-          const announcer = replicas === null || adminServer === null ? null : new Announcer({ control: replicas, id, admin: adminServer.address, workloads, logger, token: o.token ?? null, viaCertificate });
+          const announcer = replicas === null || adminServer === null ? null : new Announcer({ control: replicas, id, admin: adminServer.address, workloads: () => workers.workloadInfo(), logger, token: o.token ?? null, viaCertificate: () => workers.controlCall() });
           announcer?.start();
           const ready = () => logger.info({ id, admin: adminServer?.address ?? null, control, workers: workers.workers, workloads: workers.workloadInfo(), tracing: traceUrl }, 'proxy ready');
-          await untilStopped(logger, ready, [() => announcer?.stop(), () => workers.stop(5000), () => adminServer?.close(), () => ids?.stop()], (stop) => {
+          await untilStopped(logger, ready, [() => announcer?.stop(), () => workers.stop(5000), () => adminServer?.close()], (stop) => {
             failed = (why) => {
               logger.error({ err: why }, 'a proxy worker failed: stopping the proxy');
               process.exitCode = 1;

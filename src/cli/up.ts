@@ -23,7 +23,6 @@ import type { MeshProxy } from '../proxy/mesh-proxy.js';
 import type { WorkloadInfo } from '../proxy/proxy.js';
 import type { AdminView } from '../proxy/admin.js';
 import type { ControlCall } from '../proxy/tls/identities.js';
-import { randomBytes } from 'node:crypto';
 import { parseHeaderNames } from '../api/tap.js';
 import { MTLS_MODES, MTLS_UP_MODE, type MtlsMode } from '../api/mtls.js';
 import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
@@ -90,7 +89,7 @@ export function upCommand(): Command {
       // server listens on the host's address (serving other hosts its metrics only: admin.ts).
       const admin = adminAddress(o.admin ?? (join === null || isLoopbackHost(join.advertise) ? DEFAULT_ADMIN : formatHostPort(join.advertise, parseHostPort(DEFAULT_ADMIN, '--admin').port)));
 
-      const [{ default: pino }, { startControlPlane, insecureListenRefusal }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }, { Identities }] = await Promise.all([
+      const [{ default: pino }, { startControlPlane, insecureListenRefusal }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }] = await Promise.all([
         import('pino'),
         import('../control/control-plane.js'),
         import('../proxy/proxy.js'),
@@ -101,7 +100,6 @@ export function upCommand(): Command {
         import('../proxy/announce.js'),
         import('../proxy/tls/ca-client.js'),
         import('../telemetry/audit-log.js'),
-        import('../proxy/tls/identities.js'),
       ]);
       // Joined, --http is this host's mesh API: beyond loopback only as the control plane's would be.
       const insecure = join === null || o.insecureListen === true ? null : insecureListenRefusal(http.host);
@@ -145,7 +143,7 @@ export function upCommand(): Command {
         proxy = { mesh: p, admin: p, ready: async () => p.ready, workloads: () => p.workloadInfo(), controlCall: () => p.controlCall(), stop: (ms) => p.stop(ms) };
       } else {
         try {
-          proxy = await workersProxy({ Identities, count: workers, proxyId, control, mtls, join, domain: mesh.control.domain, trace: traceUrl === null ? null : { url: traceUrl, sampleRatio: o.traceSample }, o, logger, wake: (service) => wake(service), onExit: (why) => onWorkerExit(why) });
+          proxy = await workersProxy({ count: workers, proxyId, control, mtls, join, domain: mesh.control.domain, trace: traceUrl === null ? null : { url: traceUrl, sampleRatio: o.traceSample }, o, logger, wake: (service) => wake(service), onExit: (why) => onWorkerExit(why) });
         } catch (e) {
           await control.close();
           await audit?.close();
@@ -308,7 +306,6 @@ interface UpProxy {
  * their session-ticket keys are every worker's, and a rotation reaches them all.
  */
 async function workersProxy(d: {
-  Identities: typeof import('../proxy/tls/identities.js').Identities;
   count: number;
   proxyId: string;
   control: MeshControl;
@@ -323,27 +320,12 @@ async function workersProxy(d: {
 }): Promise<UpProxy> {
   const { ProxyWorkers } = await import('../proxy/workers.js');
   const { control, mtls, logger } = d;
-  let pool: import('../proxy/workers.js').ProxyWorkers | null = null;
-  const ids =
-    mtls === null
-      ? null
-      : new d.Identities({
-          source: mtls.source,
-          trustDomain: mtls.trustDomain,
-          clock: systemClock,
-          ticketKeys: randomBytes(48),
-          onEvent: (e) => {
-            logger[e.type === 'renewal-failed' || e.type === 'trust-poll-failed' ? 'warn' : 'info']({ component: 'proxy', event: e }, "main thread certificate (proves the workers')");
-            if (e.type === 'trust') pool?.shareTicketKeys();
-          },
-        });
   let info = null;
   if (mtls !== null) {
     if (mtls.source.info === undefined) throw new SkeinError('SKEIN_E_INTERNAL', 'the mesh CA answers no GET /v1/ca');
     info = await mtls.source.info(false);
   }
-  try {
-    pool = await ProxyWorkers.start({
+  const workers = await ProxyWorkers.start({
       count: d.count,
       clock: systemClock,
       logger: logger.child({ component: 'proxy' }),
@@ -362,27 +344,11 @@ async function workersProxy(d: {
         trace: d.trace,
         mtls: mtls === null || info === null ? null : { trustDomain: mtls.trustDomain, mode: mtls.mode, info },
       },
-      ca: mtls === null || ids === null ? null : { source: mtls.source, identities: ids },
+      ca: mtls === null ? null : { source: mtls.source, trustDomain: mtls.trustDomain },
       onColdStart: d.wake,
       onExit: (worker, code) => d.onExit(`proxy worker ${worker} exited with ${code}`),
     });
-  } catch (e) {
-    ids?.stop();
-    throw e;
-  }
-  ids?.startTrustPolling();
-  const workers = pool;
-  return {
-    mesh: workers,
-    admin: workers,
-    ready: async () => (await workers.readiness()).ready,
-    workloads: () => workers.workloadInfo().map((w) => (ids === null ? w : { ...w, tls: ids.report(w.service) })),
-    controlCall: () => ids?.controlCall() ?? null,
-    stop: async (ms) => {
-      await workers.stop(ms);
-      ids?.stop();
-    },
-  };
+  return { mesh: workers, admin: workers, ready: async () => (await workers.readiness()).ready, workloads: () => workers.workloadInfo(), controlCall: () => workers.controlCall(), stop: (ms) => workers.stop(ms) };
 }
 
 export const UP_DEFAULTS = Object.freeze({

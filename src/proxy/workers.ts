@@ -20,6 +20,7 @@
  * port 0). With mTLS every worker shares the main thread's TLS session-ticket keys, so a client
  * resumes its session whichever worker the kernel hands its next connection to (workers/ca.ts).
  */
+import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { parseHostPort } from '../core/address.js';
@@ -33,7 +34,7 @@ import type { AdminView, Readiness } from './admin.js';
 import type { WorkloadInfo, WorkloadSpec } from './proxy.js';
 import type { TapFilter } from './tap.js';
 import { answerCa } from './workers/ca.js';
-import type { CertificateSource, Identities } from './tls/identities.js';
+import type { CertificateSource, ControlCall, Identities } from './tls/identities.js';
 import type { MeshProxy } from './mesh-proxy.js';
 import { Pending, WORKERS_BOUNDS, type MainMessage, type WorkerAnswer, type WorkerFacts, type WorkerInit, type WorkerMessage, type WorkerQuestion } from './workers/protocol.js';
 
@@ -120,10 +121,11 @@ export interface ProxyWorkersOptions {
   /** A worker held a request for a service scaled to zero. */
   readonly onColdStart?: (service: string) => void;
   /**
-   * mTLS on: the mesh CA and the main thread's identities, which answer the workers' certificate
-   * requests (workers/ca.ts) and whose session-ticket keys every worker shares (`shareTicketKeys`).
+   * mTLS on: the mesh CA. The main thread holds identities of its own (a certificate of each
+   * workload's service, renewed, with a trust poll), which answer the workers' certificate
+   * requests (workers/ca.ts) and whose session-ticket keys every worker shares.
    */
-  readonly ca?: { readonly source: CertificateSource; readonly identities: Identities } | null;
+  readonly ca?: { readonly source: CertificateSource; readonly trustDomain: string } | null;
   /** A worker exited while the proxy was not stopping (its code). */
   readonly onExit?: (worker: number, code: number) => void;
   /** How long a worker has to answer the admin server's question. Default 5000 ms. */
@@ -185,6 +187,8 @@ export class ProxyWorkers implements AdminView, MeshProxy {
   readonly metrics: { readonly id: string };
   /** The ticket keys the workers were last sent (the main thread's identities'). */
   private sentKeys: Buffer | null = null;
+  /** mTLS on: the main thread's identities (they prove the workers' certificates); null: off. */
+  private ids: Identities | null = null;
   private readonly startedAt: number;
   private readonly feed = new EventFeed();
   private readonly taps = new Map<number, (r: TapRecord) => void>();
@@ -197,8 +201,31 @@ export class ProxyWorkers implements AdminView, MeshProxy {
   private constructor(private readonly o: ProxyWorkersOptions) {
     this.id = o.init.id;
     this.metrics = { id: this.id };
-    this.sentKeys = o.ca?.identities.ticketKeys ?? null;
     this.startedAt = o.clock.now();
+  }
+
+  /**
+   * mTLS on: the main thread's identities, with a certificate of each of `services` (the
+   * certificate modules load only here: a plaintext proxy does without them). Its own trust poll
+   * rotating the ticket keys reaches every worker at once.
+   */
+  private async identities(services: readonly string[]): Promise<void> {
+    const ca = this.o.ca;
+    if (ca == null) return;
+    const { Identities } = await import('./tls/identities.js');
+    const ids = new Identities({
+      source: ca.source,
+      trustDomain: ca.trustDomain,
+      clock: this.o.clock,
+      ticketKeys: randomBytes(48),
+      onEvent: (e) => {
+        this.o.logger?.[e.type === 'renewal-failed' || e.type === 'trust-poll-failed' ? 'warn' : 'info']({ event: e }, "main thread certificate (proves the workers')");
+        if (e.type === 'trust') this.shareTicketKeys();
+      },
+    });
+    this.ids = ids;
+    this.sentKeys = ids.ticketKeys;
+    await ids.obtain(services);
   }
 
   /** Starts worker 0, then the others on the ports it bound; rejects (every worker stopped) if one cannot start. */
@@ -208,6 +235,7 @@ export class ProxyWorkers implements AdminView, MeshProxy {
     }
     const pool = new ProxyWorkers(o);
     try {
+      await pool.identities(o.init.workloads.map((w) => w.service ?? w.name));
       pool.infos = await pool.spawn(0, o.init.workloads);
       const specs = boundSpecs(o.init.workloads, pool.infos);
       const rest = await Promise.allSettled(Array.from({ length: o.count - 1 }, (_, i) => pool.spawn(i + 1, specs)));
@@ -217,12 +245,13 @@ export class ProxyWorkers implements AdminView, MeshProxy {
       await pool.stop(0);
       throw e;
     }
+    pool.ids?.startTrustPolling();
     return pool;
   }
 
   /** Starts worker `index` and resolves with its workloads once it listens (rejects with its error). */
   private spawn(index: number, workloads: readonly WorkloadSpec[]): Promise<readonly WorkloadInfo[]> {
-    const keys = this.o.ca?.identities.ticketKeys ?? null;
+    const keys = this.ids?.ticketKeys ?? null;
     const init: WorkerInit = { ...this.o.init, index, workloads, ticketKeys: keys === null ? null : new Uint8Array(keys) };
     const worker = new Worker(this.o.entry ?? new URL('./workers/worker.js', import.meta.url), { workerData: init, stdout: false, stderr: false });
     const t = new WorkerThread(index, worker, this.o.clock, this.o.askTimeoutMs ?? 5000);
@@ -235,7 +264,7 @@ export class ProxyWorkers implements AdminView, MeshProxy {
         else if (m.type === 'cold-start') this.o.onColdStart?.(m.service);
         else if (m.type === 'ca') {
           const ca = this.o.ca;
-          const answer = ca == null ? Promise.reject(new Error('mTLS is off in the main thread')) : answerCa(ca.source, ca.identities, m.question);
+          const answer = ca == null || this.ids === null ? Promise.reject(new Error('mTLS is off in the main thread')) : answerCa(ca.source, this.ids, m.question);
           // Keys first: a worker learns of a root's removal only from an answer of this thread,
           // which applied it (and rotated the keys) before: no worker is left on the old keys.
           answer.then(
@@ -271,10 +300,10 @@ export class ProxyWorkers implements AdminView, MeshProxy {
   /**
    * Sends every worker the main thread's session-ticket keys if they changed since they were last
    * sent (a root left the trust bundle: Identities rotated them). Called before every answer to
-   * a worker's CA question, and by whoever sees the main thread's identities rotate (skein up).
+   * a worker's CA question, and when the main thread's own trust poll rotates them.
    */
-  shareTicketKeys(): void {
-    const keys = this.o.ca?.identities.ticketKeys ?? null;
+  private shareTicketKeys(): void {
+    const keys = this.ids?.ticketKeys ?? null;
     if (keys === null || (this.sentKeys !== null && keys.equals(this.sentKeys))) return;
     this.sentKeys = keys;
     for (const t of this.threads) t.post({ type: 'ticket-keys', keys: new Uint8Array(keys) });
@@ -292,7 +321,7 @@ export class ProxyWorkers implements AdminView, MeshProxy {
     if (this.stopping) throw new SkeinError('SKEIN_E_PROXY_DRAINING', 'the proxy is stopping');
     const [first, ...others] = this.threads;
     if (first === undefined) throw new SkeinError('SKEIN_E_INTERNAL', 'the proxy has no workers');
-    await this.o.ca?.identities.obtain([spec.service ?? spec.name]);
+    await this.ids?.obtain([spec.service ?? spec.name]);
     const info = await first.ask<WorkloadInfo>({ what: 'add', spec }, ADD_TIMEOUT_MS);
     const bound = boundSpecs([spec], [info])[0] as WorkloadSpec;
     const rest = await Promise.allSettled(others.map((t) => t.ask<WorkloadInfo>({ what: 'add', spec: bound }, ADD_TIMEOUT_MS)));
@@ -322,9 +351,15 @@ export class ProxyWorkers implements AdminView, MeshProxy {
     return (await this.askAll<boolean>({ what: 'gone', service, key, timeoutMs }, timeoutMs + 5000)).every((g) => g);
   }
 
-  /** The workloads as worker 0 bound them (every worker listens on the same addresses). */
+  /** The workloads as worker 0 bound them (every worker listens on the same addresses); with mTLS, each one's certificate report. */
   workloadInfo(): WorkloadInfo[] {
-    return [...this.infos];
+    const ids = this.ids;
+    return this.infos.map((w) => (ids === null ? w : { ...w, tls: ids.report(w.service) }));
+  }
+
+  /** The control plane's API with the main thread's certificate (announcements, wakes); null while it holds none (or mTLS is off). */
+  controlCall(): ControlCall | null {
+    return this.ids?.controlCall() ?? null;
   }
 
   get workers(): number {
@@ -406,5 +441,6 @@ export class ProxyWorkers implements AdminView, MeshProxy {
         await t.worker.terminate();
       }),
     );
+    this.ids?.stop();
   }
 }

@@ -120,40 +120,42 @@ describe('ProxyWorkers: the main thread\'s ticket keys', () => {
   test('every worker starts with them; a rotation reaches every worker, before the answer that tells one of them a root left', async () => {
     const bundle = { now: info([rootA, rootB]) };
     const src = source(bundle);
-    const ids = new Identities({ source: src, trustDomain: TD, clock: systemClock, ticketKeys: randomBytes(48) });
-    await ids.obtain(['web']);
     const heard: Array<{ worker: number; init?: string | null; got?: string; keys?: string; roots?: number }> = [];
     const pool = await ProxyWorkers.start({
       count: 2,
       clock: systemClock,
       entry: new URL(`data:text/javascript,${encodeURIComponent(KEYS_WORKER)}`),
       init: { ...INIT, id: 'keys-test' },
-      ca: { source: src, identities: ids },
+      ca: { source: src, trustDomain: TD },
       onColdStart: (line) => heard.push(JSON.parse(line)),
     });
     try {
-      const first = ids.ticketKeys.toString('hex');
       await waitFor(() => heard.filter((h) => 'init' in h).length === 2, { what: 'both workers to report their keys' });
-      assert.deepEqual(heard.filter((h) => 'init' in h).map((h) => [h.worker, h.init]).sort(), [[0, first], [1, first]], 'WorkerInit carries the main thread\'s keys');
+      const inits = heard.filter((h) => 'init' in h).map((h) => h.init);
+      const first = inits[0] as string;
+      assert.match(first, /^[0-9a-f]{96}$/, 'WorkerInit carries 48 bytes of ticket keys');
+      assert.deepEqual(inits, [first, first], 'both workers start with the main thread\'s keys');
 
       // Root B leaves the bundle; worker 0's trust poll goes through the main thread.
       bundle.now = info([rootA]);
-      const untap = pool.tap({} as never, () => undefined);
+      let untap = pool.tap({} as never, () => undefined);
       await waitFor(() => heard.some((h) => h.got === 'ca-reply') && heard.filter((h) => h.got === 'ticket-keys').length === 2, { what: `the answer and the keys: ${JSON.stringify(heard)}` });
       untap();
-      const rotated = ids.ticketKeys.toString('hex');
+      const sent = heard.filter((h) => h.got === 'ticket-keys');
+      const rotated = sent[0]?.keys as string;
       assert.notEqual(rotated, first, 'the main thread rotated its keys (root B left)');
       const w0 = heard.filter((h) => h.worker === 0 && h.got !== undefined).map((h) => h.got);
       assert.deepEqual(w0, ['ticket-keys', 'ca-reply'], 'worker 0 got the new keys before the answer naming the new bundle');
-      assert.deepEqual(heard.filter((h) => h.got === 'ticket-keys').map((h) => [h.worker, h.keys]).sort(), [[0, rotated], [1, rotated]], 'every worker got the new keys');
+      assert.deepEqual(sent.map((h) => [h.worker, h.keys]).sort(), [[0, rotated], [1, rotated]], 'every worker got the new keys');
       assert.equal(heard.find((h) => h.got === 'ca-reply')?.roots, 1);
 
-      // Nothing changed since: no keys are sent again.
-      pool.shareTicketKeys();
+      // Nothing changed since: the next answer sends no keys again.
+      untap = pool.tap({} as never, () => undefined);
+      await waitFor(() => heard.filter((h) => h.got === 'ca-reply').length === 2, { what: 'the second answer' });
+      untap();
       assert.equal(heard.filter((h) => h.got === 'ticket-keys').length, 2);
     } finally {
       await pool.stop(0);
-      ids.stop();
     }
   });
 });
