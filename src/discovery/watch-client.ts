@@ -19,7 +19,7 @@
  * Dependency arrows point down (discovery -> api -> core): the wire shapes are declared here
  * rather than imported from control/; a type test checks the publisher's messages still fit.
  *
- * Why one file of ~770 lines: the pure watch state and the resumable stream client that feeds
+ * Why one file of ~860 lines: the pure watch state and the resumable stream client that feeds
  * it (reconnects, resume by revision, liveness) are tested and read together; the state alone
  * is a third of it.
  */

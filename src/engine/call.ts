@@ -25,7 +25,7 @@
  * Nothing here does I/O: time and timers come from a Clock, randomness from an Rng. Drivers report
  * outcomes after `send` returns, never from inside it (except `connected`).
  *
- * Why one file of ~600 lines: it is one state machine, and every guard in it (who records an
+ * Why one file of ~800 lines: it is one state machine, and every guard in it (who records an
  * attempt, who releases the in-flight count, which timer runs) is only right together with the
  * others; split, the transitions could no longer be read in one place.
  */

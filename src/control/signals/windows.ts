@@ -34,7 +34,7 @@
  * for 15 minutes are dropped; at most `maxKeys` of them exist at once (new ones past the cap are
  * refused and counted); a proxy not heard from for 15 minutes is forgotten.
  *
- * Why one file of ~700 lines: the slot rings, the deltas from cumulative snapshots and the
+ * Why one file of ~820 lines: the slot rings, the deltas from cumulative snapshots and the
  * window queries share one memory layout, and each part is only right against the others'.
  */
 import { systemClock, type Clock } from '../../core/clock.js';

@@ -2,7 +2,8 @@
  * Upstream connections and their pools. An `Upstream` is one keep-alive connection to one
  * endpoint with its own response parser; while it carries a request it belongs to that request's
  * `Exchange` (see exchange.ts), and in between it waits in its endpoint's `Pool` (last in, first
- * out, so the fewest connections stay warm and the rest age out).
+ * out, so the fewest connections stay warm and the rest age out). One file (~600 lines): the
+ * connection, its parser's callbacks and the pool that hands it out share its states.
  */
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
