@@ -25,7 +25,7 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { parseHostPort } from '../core/address.js';
 import type { Clock } from '../core/clock.js';
-import { SkeinError, ERROR_CODES, type ErrorCode } from '../core/errors.js';
+import { SkeinError } from '../core/errors.js';
 import { STATS_MAX_EVENTS, statsAuthzKey, statsSeriesKey, type StatsAuthz, type StatsEvent, type StatsSeries, type StatsSnapshot } from '../api/stats.js';
 import type { TapRecord } from '../api/tap.js';
 import { exposition } from '../telemetry/exposition.js';
@@ -36,7 +36,7 @@ import type { TapFilter } from './tap.js';
 import { answerCa } from './workers/ca.js';
 import type { CertificateSource, ControlCall, Identities } from './tls/identities.js';
 import type { MeshProxy } from './mesh-proxy.js';
-import { Pending, WORKERS_BOUNDS, type MainMessage, type WorkerAnswer, type WorkerFacts, type WorkerInit, type WorkerMessage, type WorkerQuestion } from './workers/protocol.js';
+import { failedReply, Pending, replyError, WORKERS_BOUNDS, type MainMessage, type WorkerAnswer, type WorkerFacts, type WorkerInit, type WorkerMessage, type WorkerQuestion } from './workers/protocol.js';
 
 
 
@@ -274,17 +274,14 @@ export class ProxyWorkers implements AdminView, MeshProxy {
             },
             (e: unknown) => {
               this.shareTicketKeys();
-              t.post({ type: 'ca-reply', id: m.id, ok: false, error: (e as Error).message });
+              t.post({ type: 'ca-reply', id: m.id, ...failedReply(e) });
             },
           );
         }
         else if (m.type === 'ready') {
           started = true;
           resolve(m.workloads);
-        } else if (m.type === 'failed') {
-          const code: ErrorCode = m.code in ERROR_CODES ? (m.code as ErrorCode) : 'SKEIN_E_INTERNAL';
-          reject(new SkeinError(code, m.message, m.field === null ? {} : { field: m.field }));
-        }
+        } else if (m.type === 'failed') reject(replyError(m));
       });
       worker.on('error', (e) => {
         this.o.logger?.error({ worker: index, err: e }, 'proxy worker failed');

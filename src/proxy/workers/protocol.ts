@@ -64,7 +64,7 @@ export type MainMessage =
   /** The main thread's session-ticket keys changed (a root left the trust bundle): every worker takes them. */
   | { readonly type: 'ticket-keys'; readonly keys: Uint8Array }
   | { readonly type: 'ca-reply'; readonly id: number; readonly ok: true; readonly value: CaAnswer }
-  | { readonly type: 'ca-reply'; readonly id: number; readonly ok: false; readonly error: string };
+  | ({ readonly type: 'ca-reply'; readonly id: number } & FailedReply);
 
 /** A worker's own facts for /debug/endpoints: its connections and requests. */
 export interface WorkerFacts {
@@ -85,7 +85,8 @@ export interface FailedReply {
 
 export type WorkerMessage =
   | { readonly type: 'ready'; readonly workloads: readonly WorkloadInfo[] }
-  | { readonly type: 'failed'; readonly code: string; readonly message: string; readonly field: string | null }
+  /** The worker could not start (its error, a SkeinError again on the main thread: `replyError`). */
+  | ({ readonly type: 'failed' } & FailedReply)
   | { readonly type: 'reply'; readonly id: number; readonly ok: true; readonly value: WorkerAnswer }
   | ({ readonly type: 'reply'; readonly id: number } & FailedReply)
   | { readonly type: 'tap-record'; readonly tap: number; readonly record: TapRecord }

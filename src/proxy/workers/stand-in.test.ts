@@ -244,3 +244,20 @@ describe('ProxyWorkers as skein up\'s proxy', () => {
     }
   });
 });
+
+describe('ProxyWorkers: a worker that cannot start', () => {
+  test('start() rejects with the worker\'s SkeinError (its code and field kept across the port), and no worker is left running', async () => {
+    const FAILING = `
+import { parentPort, workerData } from 'node:worker_threads';
+if (workerData.index === 1) parentPort.postMessage({ type: 'failed', ok: false, error: 'web-1 inbound listener: cannot listen on 127.0.0.1:9: EACCES', code: 'SKEIN_E_ADDRESS_IN_USE', field: 'inbound' });
+else parentPort.postMessage({ type: 'ready', workloads: [] });
+parentPort.on('message', (m) => { if (m.type === 'ask' && m.what === 'stop') { parentPort.postMessage({ type: 'reply', id: m.id, ok: true, value: null }); parentPort.close(); } });
+`;
+    const err = await ProxyWorkers.start({ count: 2, clock: systemClock, entry: new URL(`data:text/javascript,${encodeURIComponent(FAILING)}`), init: { ...INIT, id: 'failing' } }).then(
+      () => assert.fail('start() resolved'),
+      (e: unknown) => e,
+    );
+    assert.ok(isSkeinError(err), `a SkeinError: ${String(err)}`);
+    assert.deepEqual([err.code, err.field, err.message], ['SKEIN_E_ADDRESS_IN_USE', 'inbound', 'web-1 inbound listener: cannot listen on 127.0.0.1:9: EACCES']);
+  });
+});

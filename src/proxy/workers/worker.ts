@@ -8,7 +8,6 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { systemClock } from '../../core/clock.js';
-import { isSkeinError } from '../../core/errors.js';
 import { ControlReplicas } from '../../discovery/control-replicas.js';
 import { MainThreadCa, type CaAnswer, type CaQuestion } from './ca.js';
 import { failedReply, Pending, type MainMessage, type WorkerAnswer, type WorkerFacts, type WorkerInit, type WorkerMessage, type WorkerQuestion } from './protocol.js';
@@ -77,7 +76,7 @@ async function main(): Promise<void> {
     for (const s of init.workloads) await proxy.addWorkload(s);
   } catch (e) {
     await proxy.stop(0);
-    post({ type: 'failed', code: isSkeinError(e) ? e.code : 'SKEIN_E_INTERNAL', message: (e as Error).message, field: isSkeinError(e) ? (e.field ?? null) : null });
+    post({ type: 'failed', ...failedReply(e) });
     port.close();
     return;
   }
@@ -146,6 +145,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  post({ type: 'failed', code: isSkeinError(e) ? e.code : 'SKEIN_E_INTERNAL', message: (e as Error).message, field: isSkeinError(e) ? (e.field ?? null) : null });
+  post({ type: 'failed', ...failedReply(e) });
   port.close();
 });
