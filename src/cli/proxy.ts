@@ -191,7 +191,7 @@ export function proxyCommand(): Command {
           // Not yet with workers: every worker would write the same state file.
           if (o.stateDir !== undefined) throw new SkeinError('SKEIN_E_USAGE', `--workers ${o.workers}: not yet with --state-dir (every worker would write the same state); use --workers 1`, { field: '--workers' });
         }
-        const [{ default: pino }, { Proxy }, { startAdmin }, { openAccessLog }, { openAuditLog }] = await Promise.all([
+        const [{ default: pino }, { Proxy }, { startAdmin, proxyView }, { openAccessLog }, { openAuditLog }] = await Promise.all([
           import('pino'),
           import('../proxy/proxy.js'),
           import('../proxy/admin.js'),
@@ -288,7 +288,7 @@ export function proxyCommand(): Command {
           if (kept.length > 0) logger.info({ services: kept }, 'certificates restored from the proxy state (renewed when the CA answers)');
           await ids?.obtain(specs.map((s) => s.service ?? s.name));
           for (const s of specs) await proxy.addWorkload(s);
-          adminServer = admin === null ? null : await startAdmin(proxy, admin, adminOpts);
+          adminServer = admin === null ? null : await startAdmin(proxyView(proxy), admin, adminOpts);
         } catch (e) {
           await proxy.stop(0);
           await adminServer?.close();

@@ -89,7 +89,7 @@ export function upCommand(): Command {
       // server listens on the host's address (serving other hosts its metrics only: admin.ts).
       const admin = adminAddress(o.admin ?? (join === null || isLoopbackHost(join.advertise) ? DEFAULT_ADMIN : formatHostPort(join.advertise, parseHostPort(DEFAULT_ADMIN, '--admin').port)));
 
-      const [{ default: pino }, { startControlPlane, insecureListenRefusal }, { Proxy }, { startAdmin }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }] = await Promise.all([
+      const [{ default: pino }, { startControlPlane, insecureListenRefusal }, { Proxy }, { startAdmin, proxyView }, { MeshRunner }, { meshRoutes }, { openAccessLog }, { Announcer }, { ControlCa }, { openAuditLog }] = await Promise.all([
         import('pino'),
         import('../control/control-plane.js'),
         import('../proxy/proxy.js'),
@@ -140,7 +140,7 @@ export function upCommand(): Command {
           ...(mesh.control.domain === null ? {} : { domain: mesh.control.domain }),
         });
         p.start();
-        proxy = { mesh: p, admin: p, ready: async () => p.ready, workloads: () => p.workloadInfo(), controlCall: () => p.controlCall(), stop: (ms) => p.stop(ms) };
+        proxy = { mesh: p, admin: proxyView(p), ready: async () => p.ready, workloads: () => p.workloadInfo(), controlCall: () => p.controlCall(), stop: (ms) => p.stop(ms) };
       } else {
         try {
           proxy = await workersProxy({ count: workers, proxyId, control, mtls, join, domain: mesh.control.domain, trace: traceUrl === null ? null : { url: traceUrl, sampleRatio: o.traceSample }, o, logger, wake: (service) => wake(service), onExit: (why) => onWorkerExit(why) });
@@ -289,7 +289,7 @@ interface UpProxy {
   /** What the runtime adds workloads to. */
   readonly mesh: MeshProxy;
   /** What the admin server answers from. */
-  readonly admin: import('../proxy/proxy.js').Proxy | AdminView;
+  readonly admin: AdminView;
   /** It has had the control plane's snapshot (every worker has). */
   ready(): Promise<boolean>;
   /** What the announcer says (with mTLS, each workload's certificate report). */

@@ -171,8 +171,7 @@ function failed(res: ServerResponse): (e: unknown) => void {
   };
 }
 
-export async function startAdmin(source: Proxy | AdminView, at: HostPort, opts: AdminOptions = {}): Promise<AdminServer> {
-  const view: AdminView = 'readiness' in source ? source : proxyView(source);
+export async function startAdmin(view: AdminView, at: HostPort, opts: AdminOptions = {}): Promise<AdminServer> {
   const id = view.id;
   const streams = new TapStreams({
     limits: { ...PROXY_TAP_LIMITS, ...opts.tapLimits },
