@@ -409,11 +409,11 @@ export interface SkeinProxy {
  * of its own) and waits for its "proxy ready" line; throws the reason when it exits first or
  * prints none within 30 s (and stops what it started).
  */
-export async function startSkeinProxy(cpu: number | null, args: string[], logLevel: string): Promise<SkeinProxy> {
+export async function startSkeinProxy(cpu: number | null, args: string[], logLevel: string, env: Record<string, string> = {}): Promise<SkeinProxy> {
   // The proxy announces itself to the control plane (a write): with its admin token, unless SKEIN_TOKEN says otherwise.
   const at = args.indexOf('--control');
   const token = process.env['SKEIN_TOKEN'] ?? (at < 0 || args[at + 1] === undefined ? null : await adminTokenOf(args[at + 1] as string));
-  const child = spawnPinned(cpu, process.execPath, [SKEIN_BIN, 'proxy', '--admin', '127.0.0.1:0', '--log-level', logLevel, ...args], true, token === null ? {} : { SKEIN_TOKEN: token });
+  const child = spawnPinned(cpu, process.execPath, [SKEIN_BIN, 'proxy', '--admin', '127.0.0.1:0', '--log-level', logLevel, ...args], true, token === null ? env : { SKEIN_TOKEN: token, ...env });
   const lines: string[] = [];
   const keep = (l: string) => {
     lines.push(l);
@@ -822,18 +822,7 @@ export async function startSkeinService(pin: Pinning, backendPort: number, logLe
     throw e;
   }
   try {
-    // startSkeinProxy spawns with this process's environment: proxyEnv is in it for that moment only.
-    const saved = Object.fromEntries(Object.keys(proxyEnv).map((k) => [k, process.env[k]] as const));
-    Object.assign(process.env, proxyEnv);
-    let proxy: SkeinProxy;
-    try {
-      proxy = await startSkeinProxy(pin.proxy, ['--control', control.url, '--workload', 'name=bench-client,outbound=127.0.0.1:0', ...extraArgs], logLevel);
-    } finally {
-      for (const [k, v] of Object.entries(saved)) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
+    const proxy = await startSkeinProxy(pin.proxy, ['--control', control.url, '--workload', 'name=bench-client,outbound=127.0.0.1:0', ...extraArgs], logLevel, proxyEnv);
     const outbound = proxy.workloads.find((w) => w.name === 'bench-client')?.outbound;
     try {
       if (outbound == null) throw new Error(`the proxy reported no outbound listener for bench-client:\n${proxy.tail()}`);

@@ -213,7 +213,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const publisher = new Publisher({ registry, clock, historySize: opts.historySize, maxQueue: opts.maxQueue });
   metrics.observe({ registry, publisher, health, store });
   registry.onHealthEvent((e) => {
-    metrics.healthTransitions.inc({ to: e.to });
+    metrics.healthTransition(e.to);
     // A registration's initial status is routine (100k registrations would be 100k lines): debug.
     const level = e.from === 'new' ? 'debug' : 'info';
     logger[level]({ service: e.service, id: e.id, from: e.from, to: e.to, reason: e.reason, revision: e.revision }, 'instance status changed');

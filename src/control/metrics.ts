@@ -13,10 +13,6 @@ export class ControlMetrics {
   private readonly apiHistogram: Histogram<'method' | 'route' | 'status'>;
   private readonly healthChecks: Counter<'type' | 'result'>;
   private readonly healthTransitionCounter: Counter<'to'>;
-  /** One API request's latency, by method, route pattern and status. */
-  readonly apiDuration = { observe: (l: { method: string; route: string; status: string }, seconds: number) => this.apiHistogram.labels(l.method, l.route, l.status).observe(seconds) };
-  /** An instance's status changed (or was set at registration). */
-  readonly healthTransitions = { inc: (l: { to: string }) => this.healthTransitionCounter.labels(l.to).inc() };
 
   constructor() {
     processMetrics(this.registry, { eventLoopResolutionMs: 10 });
@@ -36,6 +32,16 @@ export class ControlMetrics {
       help: 'Instance status changes (including the initial status at registration), by new status.',
       labelNames: ['to'],
     });
+  }
+
+  /** One API request's latency, by method, route pattern and status. */
+  apiRequest(method: string, route: string, status: number, seconds: number): void {
+    this.apiHistogram.labels(method, route, String(status)).observe(seconds);
+  }
+
+  /** An instance's status changed (or was set at registration). */
+  healthTransition(to: string): void {
+    this.healthTransitionCounter.labels(to).inc();
   }
 
   /** Gauges read at scrape time from the live objects. */

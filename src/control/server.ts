@@ -78,7 +78,7 @@ export function createApiServer(deps: ApiDeps, auth: ApiAuth = { tokens: TokenSt
   const app = createBaseApp(deps.logger);
   app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
-    deps.metrics.apiDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    deps.metrics.apiRequest(req.method, route, reply.statusCode, reply.elapsedTime / 1000);
     done();
   });
   let closing = false;
