@@ -35,7 +35,7 @@ export interface AccessEntry {
 
 export interface AccessLog {
   write(e: AccessEntry): void;
-  /** Flushes what is buffered. */
+  /** Resolves once every entry written before is written (later ones are dropped). */
   close(): Promise<void>;
 }
 
@@ -52,9 +52,9 @@ export function openAccessLog(target: string): AccessLog {
   );
   return {
     write(e) {
-      log.info(e);
+      if (out.open) log.info(e);
     },
-    close: () => out.flush(),
+    close: () => out.close(),
   };
 }
 

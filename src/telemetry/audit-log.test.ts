@@ -87,6 +87,17 @@ test('openAuditLog appends JSON lines to a file; a path it cannot write is SKEIN
     assert.equal(lines.length, 3);
     assert.deepEqual(JSON.parse(lines[0]!), r);
     assert.equal(lines[2], '');
+    // Close waits for every line, also the ones still being written (5,000 lines, ~2 MB: several
+    // writes in flight); a line written after close is dropped, not thrown at the request path.
+    const big = join(dir, 'big.log');
+    const many = openAuditLog(big);
+    for (let i = 0; i < 5000; i++) many.write(r!);
+    const closing = many.close();
+    many.write(r!);
+    await closing;
+    const written = (await readFile(big, 'utf8')).split('\n');
+    assert.equal(written.length, 5001, 'every line before close, none after');
+    assert.deepEqual(JSON.parse(written[4999]!), r);
     const bad = join(dir, 'no-such-dir', 'audit.log');
     assert.throws(() => openAuditLog(bad), (e: unknown) => e instanceof SkeinError && e.code === 'SKEIN_E_FILE' && e.message === `--audit-log: cannot write ${bad}: ENOENT`);
     assert.throws(() => openAuditLog(' '), (e: unknown) => e instanceof SkeinError && e.code === 'SKEIN_E_USAGE' && e.message === '--audit-log: give "stdout", a file path or "off"');

@@ -11,7 +11,7 @@ import type { AuthzDecision } from '../engine/authorization.js';
 import { openLineWriter } from './line-writer.js';
 
 export interface AuditLog extends AuditSink {
-  /** Resolves once what is buffered is written. */
+  /** Resolves once every line written before is written (later lines are dropped). */
   close(): Promise<void>;
 }
 
@@ -20,7 +20,7 @@ export function openAuditLog(target: string, flag = '--audit-log'): AuditLog {
   const out = openLineWriter(target, flag);
   return {
     write: (r) => out.write(auditLine(r)),
-    close: () => out.flush(),
+    close: () => out.close(),
   };
 }
 

@@ -11,12 +11,18 @@ import { SkeinError } from '../core/errors.js';
 export type LineDestination = ReturnType<typeof pino.destination>;
 
 export interface LineWriter {
-  /** What a pino logger writes to. */
+  /** What a pino logger writes to (write through `open` guards: nothing after close). */
   readonly destination: LineDestination;
+  /** False once closing: a line written then is dropped (a request that finishes during shutdown). */
+  readonly open: boolean;
   /** Appends one line (with its newline). */
   write(line: string): void;
-  /** Resolves once what is buffered is written. */
-  flush(): Promise<void>;
+  /**
+   * Resolves once every line written before is on its way to the disk (the file is fsynced and
+   * closed; stdout stays open). sonic-boom's own `flush(cb)` calls back before a write in flight
+   * has finished, so it cannot be what a close waits on.
+   */
+  close(): Promise<void>;
 }
 
 /**
@@ -34,15 +40,23 @@ export function openLineWriter(target: string, flag: string): LineWriter {
     }
   }
   const destination = pino.destination({ dest: target === 'stdout' ? 1 : target, sync: false });
+  let closed: Promise<void> | null = null;
   return {
     destination,
-    write(line) {
-      destination.write(line);
+    get open() {
+      return closed === null;
     },
-    flush() {
-      return new Promise((resolve) => {
-        destination.flush(() => resolve());
+    write(line) {
+      if (closed === null) destination.write(line);
+    },
+    close() {
+      closed ??= new Promise((resolve) => {
+        destination.once('close', () => resolve());
+        // A failed fsync or close: nothing more can be done with the lines; the caller is stopping.
+        destination.once('error', () => resolve());
+        destination.end();
       });
+      return closed;
     },
   };
 }
