@@ -102,10 +102,13 @@ test('skein proxy starts itself with 4 MB semi-spaces, in the same process; a si
   try {
     const ours = await run({});
     assert.deepEqual(ours.cmdline.slice(0, 3), [process.execPath, '--max-semi-space-size=4', SKEIN_BIN]);
-    assert.equal(ours.newSpace, 8 * 1024 * 1024, 'two 4 MB semi-spaces');
+    // V8 grows the new space up to twice the semi-space as objects survive: after 300 requests it
+    // is at the cap (8 MB) on Node 24 and at 7.25 MB on Node 26; beyond what 2 MB semi-spaces hold.
+    const MB = 1024 * 1024;
+    assert.ok(ours.newSpace > 4 * MB && ours.newSpace <= 8 * MB, `new space within two 4 MB semi-spaces and beyond two 2 MB ones: ${ours.newSpace / MB} MB`);
     const theirs = await run({ NODE_OPTIONS: '--max-semi-space-size=2' });
     assert.ok(!theirs.cmdline.includes('--max-semi-space-size=4'), theirs.cmdline.join(' '));
-    assert.equal(theirs.newSpace, 4 * 1024 * 1024, 'the two 2 MB semi-spaces NODE_OPTIONS asked for');
+    assert.ok(theirs.newSpace <= 4 * MB, `within the two 2 MB semi-spaces NODE_OPTIONS asked for: ${theirs.newSpace / MB} MB`);
   } finally {
     await new Promise((r) => app.close(r));
   }
