@@ -5,6 +5,7 @@
  * live here; the analysis itself is src/runtime/canary-analysis.ts.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { formatDuration } from '../core/duration.js';
 import { Duration, Enum, Obj, Percent } from './fields.js';
 import { durationAt } from './duration.js';
 import type { Push } from './validate.js';
@@ -38,7 +39,7 @@ const WebhookSchema = Obj(
     name: Type.String({ minLength: 1, maxLength: 63, pattern: '^[a-z0-9]([a-z0-9-]*[a-z0-9])?$', description: 'Names the webhook in events and `skein rollout status`.' }),
     type: Enum(WEBHOOK_TYPES, 'When it is called (docs/deployments.md, "Webhooks").'),
     url: Type.String({ minLength: 1, maxLength: 2048, description: 'An http:// or https:// URL; the analysis POSTs a JSON body to it.' }),
-    timeout: Type.Optional(Duration(`How long the webhook may take; longer is a failure. Default ${CANARY_DEFAULTS.webhookTimeoutMs / 1000}s.`)),
+    timeout: Type.Optional(Duration(`How long the webhook may take; longer is a failure. Default ${formatDuration(CANARY_DEFAULTS.webhookTimeoutMs)}.`)),
     metadata: Type.Optional(Type.Record(Type.String({ maxLength: 63 }), Type.String({ maxLength: 1024 }), { description: 'Sent as `metadata` in the body.' })),
   },
   'An HTTP hook the analysis calls: 2xx passes.',
@@ -46,12 +47,12 @@ const WebhookSchema = Obj(
 
 export const CanarySchema = Obj(
   {
-    interval: Type.Optional(Duration(`Time between analysis steps. Default 1m; at least 1s.`)),
+    interval: Type.Optional(Duration(`Time between analysis steps. Default ${formatDuration(CANARY_DEFAULTS.intervalMs)}; at least ${formatDuration(CANARY_DEFAULTS.minIntervalMs)}.`)),
     stepWeight: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: `Weight added to the canary at each passed step, percent. Default ${CANARY_DEFAULTS.stepWeight}.` })),
     maxWeight: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: `Weight after which the canary is promoted, percent. Default ${CANARY_DEFAULTS.maxWeight}.` })),
     threshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: `Failed checks (cumulative) at which the canary is rolled back. Default ${CANARY_DEFAULTS.threshold}.` })),
     successRate: Type.Optional(Percent(`The canary's success rate over an interval must be at least this. Default ${CANARY_DEFAULTS.minSuccessRate}.`)),
-    p99: Type.Optional(Duration(`The canary's p99 latency over an interval must be at most this. Default ${CANARY_DEFAULTS.maxP99Ms}ms.`)),
+    p99: Type.Optional(Duration(`The canary's p99 latency over an interval must be at most this. Default ${formatDuration(CANARY_DEFAULTS.maxP99Ms)}.`)),
     minRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: `Requests the canary needs in an interval to be judged; fewer is a failed check. Default ${CANARY_DEFAULTS.minRequests}.` })),
     abortErrorRate: Type.Optional(Percent(`An interval with more errors than this (percent of the canary's requests) rolls it back at once. Default ${CANARY_DEFAULTS.abortErrorRate}.`)),
     webhooks: Type.Optional(Type.Array(WebhookSchema, { maxItems: CANARY_DEFAULTS.maxWebhooks, description: 'HTTP hooks of the analysis.' })),

@@ -18,6 +18,9 @@ export interface DnsRateLimitSettings {
 }
 
 export const DNS_DEFAULTS = Object.freeze({
+  /** Where the server listens (UDP and TCP): `skein control --dns`, `skein up`, a DnsServer given no host or port. */
+  host: '127.0.0.1',
+  port: 7453,
   domain: 'skein',
   ttlSeconds: 5,
   /**

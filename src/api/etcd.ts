@@ -17,6 +17,14 @@ export const ETCD_DEFAULTS = Object.freeze({
    */
   requestTimeoutMs: 2_000,
   /**
+   * A watch that hears nothing (events or progress notifications) for this long is given up and
+   * resumed on another member. Keep etcd's --experimental-watch-progress-notify-interval at a
+   * third of it or less (docs/operations.md).
+   */
+  watchIdleMs: 10_000,
+  /** Keys per page of a listing: ~250 bytes an instance makes pages of ~250 KB, far under etcd's limits. */
+  pageSize: 1000,
+  /**
    * A replica whose watch on etcd has been down this long (cut off from the members, or from
    * their majority) ends its watch streams and refuses new ones (503): its proxies move to a
    * replica that still follows the store instead of being held on a stale view. Longer than an

@@ -4,9 +4,10 @@
  */
 import { Type, type TSchema } from '@sinclair/typebox';
 import { DURATION_PATTERN } from '../core/duration.js';
+import { DURATION_EXAMPLES } from './duration.js';
 
-/** A duration: a string such as "500ms", "10s", "1m30s" (durationAt turns it into ms). */
-export const Duration = (description: string) => Type.String({ pattern: DURATION_PATTERN, description: `${description} A duration such as "500ms", "10s", "1m".` });
+/** A duration: a string such as DURATION_EXAMPLES (durationAt turns it into ms). */
+export const Duration = (description: string) => Type.String({ pattern: DURATION_PATTERN, description: `${description} A duration such as ${DURATION_EXAMPLES}.` });
 
 /** One of a list of strings. */
 export const Enum = <T extends readonly string[]>(values: T, description: string) => Type.Unsafe<T[number]>({ type: 'string', enum: [...values], description });

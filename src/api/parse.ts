@@ -77,7 +77,7 @@ function buildCheck(raw: RawHealthCheck, prefix: string, problems: FieldProblem[
     ttlMs: ttl ?? 0,
     healthyThreshold: raw.healthyThreshold ?? H.healthyThreshold,
     unhealthyThreshold: isTtl ? 1 : (raw.unhealthyThreshold ?? H.unhealthyThreshold),
-    initialState: raw.initialState ?? (isTtl ? 'healthy' : 'unhealthy'),
+    initialState: raw.initialState ?? (isTtl ? H.initialState.ttl : H.initialState.probe),
     deregisterAfterMs: deregisterAfter ?? null,
   };
 }

@@ -3,7 +3,9 @@
  * frozen domain objects. Defaults and bounds are documented here and in docs/resources.md.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { formatDuration as ms } from '../core/duration.js';
 import { Duration } from './fields.js';
+import { HEALTH_CHECK_DEFAULTS as H, INSTANCE_DEFAULTS } from './types.js';
 import { BalancerSchema } from './balancer.js';
 import { RouteSchema, TrafficFields } from './traffic.js';
 import { AuthorizationFields, AuthorizationPolicyFields } from './authz/schema.js';
@@ -26,20 +28,20 @@ export const HealthCheckSchema = Type.Object(
     type: Type.Union([Type.Literal('http'), Type.Literal('tcp'), Type.Literal('ttl')], {
       description: 'http: GET a path and expect a status range; tcp: open a connection; ttl: the instance heartbeats.',
     }),
-    path: Type.Optional(Type.String({ pattern: '^/[\\x21-\\x7e]*$', maxLength: 1024, description: 'HTTP path to GET (http only). Default "/health".' })),
-    method: Type.Optional(Type.Union([Type.Literal('GET'), Type.Literal('HEAD')], { description: 'HTTP method (http only). Default GET.' })),
+    path: Type.Optional(Type.String({ pattern: '^/[\\x21-\\x7e]*$', maxLength: 1024, description: `HTTP path to GET (http only). Default ${JSON.stringify(H.path)}.` })),
+    method: Type.Optional(Type.Union([Type.Literal('GET'), Type.Literal('HEAD')], { description: `HTTP method (http only). Default ${H.method}.` })),
     expectedStatus: Type.Optional(
-      Type.String({ pattern: '^[1-5]\\d\\d(-[1-5]\\d\\d)?$', description: 'Status or inclusive range counted as passing (http only). Default "200-399".' }),
+      Type.String({ pattern: '^[1-5]\\d\\d(-[1-5]\\d\\d)?$', description: `Status or inclusive range counted as passing (http only). Default "${H.expectedStatus.min}-${H.expectedStatus.max}".` }),
     ),
     port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'Port to check; default the instance port (http, tcp).' })),
-    interval: Type.Optional(Duration('Time between checks (http, tcp). Default 10s; at least 100ms.')),
-    timeout: Type.Optional(Duration('Time a single check may take (http, tcp). Default 2s.')),
+    interval: Type.Optional(Duration(`Time between checks (http, tcp). Default ${ms(H.intervalMs)}; at least 100ms.`)),
+    timeout: Type.Optional(Duration(`Time a single check may take (http, tcp). Default ${ms(H.timeoutMs)}.`)),
     ttl: Type.Optional(Duration('How long a heartbeat keeps the instance healthy (ttl only; required there).')),
-    healthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Consecutive passes before unhealthy becomes healthy. Default 1.' })),
-    unhealthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Consecutive failures before healthy becomes unhealthy. Default 3 (http, tcp).' })),
+    healthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: `Consecutive passes before unhealthy becomes healthy. Default ${H.healthyThreshold}.` })),
+    unhealthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: `Consecutive failures before healthy becomes unhealthy. Default ${H.unhealthyThreshold} (http, tcp).` })),
     initialState: Type.Optional(
       Type.Union([Type.Literal('healthy'), Type.Literal('unhealthy')], {
-        description: 'Status at registration, before the first result. Default unhealthy for http/tcp (the first check runs at once), healthy for ttl (registering counts as a heartbeat).',
+        description: `Status at registration, before the first result. Default ${H.initialState.probe} for http/tcp (the first check runs at once), ${H.initialState.ttl} for ttl (registering counts as a heartbeat).`,
       }),
     ),
     deregisterAfter: Type.Optional(Duration('Deregister the instance once it has been unhealthy this long. Default: never.')),
@@ -52,7 +54,7 @@ export const InstanceFields = {
   service: Type.String({ pattern: DNS_LABEL_PATTERN, description: 'Name of the service (a DNS label).' }),
   address: Type.String({ minLength: 1, maxLength: 64, description: 'IPv4 or IPv6 address the instance listens on.' }),
   port: Type.Integer({ minimum: 1, maximum: 65535 }),
-  weight: Type.Optional(Type.Integer({ minimum: 0, maximum: 10000, description: 'Relative share of traffic; 0 drains. Default 1 (or the service default).' })),
+  weight: Type.Optional(Type.Integer({ minimum: 0, maximum: 10000, description: `Relative share of traffic; 0 drains. Default ${INSTANCE_DEFAULTS.weight} (or the service default).` })),
   zone: Type.Optional(Type.String({ maxLength: 128, description: 'Failure domain, e.g. "eu-west-1a".' })),
   version: Type.Optional(Type.String({ maxLength: 128, description: 'Version of the workload, e.g. "v2" or a git sha.' })),
   labels: Type.Optional(Labels),

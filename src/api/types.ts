@@ -101,4 +101,6 @@ export const HEALTH_CHECK_DEFAULTS = Object.freeze({
   timeoutMs: 2_000,
   healthyThreshold: 1,
   unhealthyThreshold: 3,
+  /** Status at registration: an http or tcp check runs at once; registering a ttl instance counts as a heartbeat. */
+  initialState: Object.freeze({ probe: 'unhealthy' as HealthStatus, ttl: 'healthy' as HealthStatus }),
 });

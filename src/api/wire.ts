@@ -3,6 +3,16 @@ import type { Service } from './types.js';
 
 export type Revision = number;
 
+const WATCH_PING_INTERVAL_MS = 15_000;
+
+/** The watch stream's timing, one idea on both ends: the control plane's keep-alive and its clients' patience. */
+export const WATCH_DEFAULTS = Object.freeze({
+  /** The control plane sends every subscriber a ping (with the revision) this often, however quiet. */
+  pingIntervalMs: WATCH_PING_INTERVAL_MS,
+  /** A client declares its stream dead when nothing (pings included) arrives for this long: three pings missed. */
+  livenessMs: 3 * WATCH_PING_INTERVAL_MS,
+});
+
 /** An instance as the API and the watch stream send it. */
 export interface WireInstance {
   id: string;

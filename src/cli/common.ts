@@ -3,12 +3,14 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { ADMIN_TOKEN_FILE, TOKEN_ENV, TOKEN_PATTERN, scopeList, type TokenScope } from '../api/auth.js';
+import { DNS_DEFAULTS } from '../api/dns.js';
+import { formatHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import { isLoopbackHost } from '../core/loopback-host.js';
 import { readLocalToken } from '../control/auth/token-files.js';
 
 export const DEFAULT_HTTP = '127.0.0.1:7400';
-export const DEFAULT_DNS = '127.0.0.1:7453';
+export const DEFAULT_DNS = formatHostPort(DNS_DEFAULTS.host, DNS_DEFAULTS.port);
 /** `skein control`'s data dir when none is given (relative to the working directory). */
 export const DEFAULT_DATA_DIR = '.skein/control';
 

@@ -4,6 +4,7 @@ import { EventEmitter } from 'node:events';
 import { ManualClock } from '../core/clock.js';
 import { parseInstance, parseService } from '../api/parse.js';
 import type { Instance } from '../api/types.js';
+import { WATCH_DEFAULTS } from '../api/wire.js';
 import { MemoryStore } from './store/store.js';
 import { Registry } from './registry/registry.js';
 import { Publisher, type PublisherOptions, type Sink, type WatchFormat, type WatchMessage } from './publisher.js';
@@ -456,4 +457,15 @@ test('subscribers at one revision share one built snapshot per format and servic
   const snap = late.messages()[0];
   assert.ok(snap?.type === 'snapshot');
   assert.deepEqual(snap.instances.map((i) => i.id).sort(), ['w1', 'w2'], 'not the stale cached one');
+});
+
+test('without pingIntervalMs, subscribers are pinged every WATCH_DEFAULTS.pingIntervalMs', async (t) => {
+  const { publisher, clock } = await setup({ pingIntervalMs: undefined });
+  t.after(() => publisher.close());
+  const nd = subscribe(publisher, null);
+  clock.advance(WATCH_DEFAULTS.pingIntervalMs - 1);
+  assert.equal(nd.chunks.length, 1, 'only the snapshot');
+  clock.advance(1);
+  assert.equal(nd.chunks.length, 2);
+  assert.match(nd.chunks[1] ?? '', /^\{"type":"ping"/);
 });

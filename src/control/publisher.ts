@@ -8,7 +8,7 @@
 import type { Clock, TimerHandle } from '../core/clock.js';
 import type { InstanceRecord, Registry, RegistryEvent, Revision } from './registry/registry.js';
 import type { Service } from '../api/types.js';
-import type { WatchMessage, WireInstance } from '../api/wire.js';
+import { WATCH_DEFAULTS, type WatchMessage, type WireInstance } from '../api/wire.js';
 import { CONTROL_DEFAULTS } from '../api/control.js';
 
 export type { WatchMessage, WireInstance };
@@ -71,7 +71,7 @@ export interface PublisherOptions {
   historySize?: number;
   /** Messages a subscriber may have queued (unwritten) before it is closed. Default 1,000. */
   maxQueue?: number;
-  /** Interval of keep-alive pings. Default 15 s; 0 turns them off. */
+  /** Interval of keep-alive pings. Default WATCH_DEFAULTS.pingIntervalMs (15 s); 0 turns them off. */
   pingIntervalMs?: number;
 }
 
@@ -175,7 +175,7 @@ export class Publisher {
     this.floor = opts.registry.revision + 1;
     this.unsubscribe = opts.registry.onChange((e) => this.publish(e));
     this.unsubscribeReset = opts.registry.onReset((rev) => this.resync(rev));
-    const ping = opts.pingIntervalMs ?? 15_000;
+    const ping = opts.pingIntervalMs ?? WATCH_DEFAULTS.pingIntervalMs;
     this.pingTimer = ping > 0 ? opts.clock.setInterval(() => this.ping(), ping) : null;
   }
 

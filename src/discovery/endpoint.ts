@@ -19,6 +19,7 @@
  * traffic state, active checks) applies one change in O(1) or O(log n), not O(n) (issue 11 §6:
  * a proxy fell to ~100 changes/s at 25,000 instances when every change rebuilt everything).
  */
+import { INSTANCE_DEFAULTS } from '../api/types.js';
 import { SkeinError } from '../core/errors.js';
 
 export interface Endpoint {
@@ -84,7 +85,7 @@ export function makeEndpoint(input: EndpointInput | Endpoint): Endpoint {
   if (typeof id !== 'string' || id === '') throw invalid('id', 'id must be a non-empty string');
   if (typeof address !== 'string' || address === '') throw invalid('address', 'address must be a non-empty string');
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid('port', `port must be an integer in 1..65535, not ${String(port)}`);
-  const weight = input.weight ?? 1;
+  const weight = input.weight ?? INSTANCE_DEFAULTS.weight;
   if (!Number.isInteger(weight) || weight < 0 || weight > MAX_ENDPOINT_WEIGHT) {
     throw invalid('weight', `weight must be an integer in 0..${MAX_ENDPOINT_WEIGHT}, not ${String(weight)}`);
   }

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
+import { WATCH_DEFAULTS } from '../api/wire.js';
 import { ManualClock, systemClock } from '../core/clock.js';
 import { Backoff } from '../core/backoff.js';
 import { SkeinError } from '../core/errors.js';
@@ -459,6 +460,23 @@ describe('WatchClient (scripted transport, manual clock)', () => {
     assert.equal(errors[0]?.kind, 'liveness');
     assert.equal(client.stats.livenessTimeouts, 1);
     assert.ok(ft.conns[0]?.closed);
+    client.stop();
+  });
+
+  test('liveness by default: WATCH_DEFAULTS.livenessMs, so a stream pinged every WATCH_DEFAULTS.pingIntervalMs lives and one that misses its pings dies', () => {
+    const { clock, ft, client, errors } = setup();
+    client.start();
+    ft.last.open().send(snapshot(1, []));
+    for (let i = 0; i < 10; i++) {
+      clock.advance(WATCH_DEFAULTS.pingIntervalMs);
+      ft.last.send({ type: 'ping', revision: 1 });
+    }
+    assert.ok(WATCH_DEFAULTS.livenessMs >= 2 * WATCH_DEFAULTS.pingIntervalMs, 'one late or lost ping is not a dead stream');
+    clock.advance(WATCH_DEFAULTS.livenessMs - 1);
+    assert.equal(client.connected, true);
+    clock.advance(1);
+    assert.equal(client.connected, false);
+    assert.equal(errors[0]?.kind, 'liveness');
     client.stop();
   });
 

@@ -30,7 +30,7 @@ import type { Service } from '../api/types.js';
 import { Backoff, type BackoffOptions, type BackoffPolicy, type Rng } from '../core/backoff.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { SkeinError } from '../core/errors.js';
-import type { Revision, WireInstance, WatchMessage } from '../api/wire.js';
+import { WATCH_DEFAULTS, type Revision, type WireInstance, type WatchMessage } from '../api/wire.js';
 import { ControlReplicas } from './control-replicas.js';
 import { EndpointSet, endpointKey, makeEndpoint, type Endpoint } from './endpoint.js';
 
@@ -447,7 +447,7 @@ export interface WatchClientOptions {
   backoff?: BackoffPolicy | BackoffOptions;
   /** Randomness for the default backoff's jitter (ignored when `backoff` is a policy). */
   rng?: Rng;
-  /** The stream is dead when nothing arrives for this long. Default 45 s (3 server pings). */
+  /** The stream is dead when nothing arrives for this long. Default WATCH_DEFAULTS.livenessMs (45 s, 3 server pings). */
   livenessTimeoutMs?: number;
   /** A replica that has not answered a new stream's request (its status line) in this long is left for the next. Default 5 s. */
   connectTimeoutMs?: number;
@@ -500,7 +500,6 @@ export interface WatchClientEvents {
   changed: [revision: Revision];
 }
 
-const DEFAULT_LIVENESS_MS = 45_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 /** A stream that lived this long counts as a success: the next failure may hop to another replica at once again. */
 const HOP_RESET_MS = 1_000;
@@ -548,7 +547,7 @@ export class WatchClient extends EventEmitter<WatchClientEvents> {
     if (service !== null && (typeof service !== 'string' || service === '')) {
       throw new SkeinError('SKEIN_E_VALIDATION', 'watch client: service must be a non-empty string or null', { field: 'service' });
     }
-    const liveness = opts.livenessTimeoutMs ?? DEFAULT_LIVENESS_MS;
+    const liveness = opts.livenessTimeoutMs ?? WATCH_DEFAULTS.livenessMs;
     if (!(Number.isFinite(liveness) && liveness > 0)) {
       throw new SkeinError('SKEIN_E_VALIDATION', `watch client: livenessTimeoutMs must be a positive number, not ${String(liveness)}`, { field: 'livenessTimeoutMs' });
     }

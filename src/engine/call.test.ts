@@ -685,3 +685,41 @@ test('a reused call whose deadline is earlier than the armed timer re-arms it; r
   k.dispose();
   assert.equal(clock.pending - others, 0, 'dispose cancels it (the connection is gone)');
 });
+
+test('the request is deposited in the retry budget once, however many attempts it takes', () => {
+  // ratio 1: each deposit adds a whole retry; the floor (1/s over 10 s) makes 10 to start with.
+  const { clock, net, call, c, traffic } = setup({ retries: { maxRetries: 2, budget: { ratio: 1, minRetriesPerSecond: 1, window: '10s' } } });
+  net.plan.set('e0', [{ kind: 'reset' }]);
+  net.plan.set('e1', [{ kind: 'reset' }]);
+  const before = traffic.budget.available;
+  assert.equal(before, 10);
+  const k = call();
+  k.start();
+  clock.advance(2000);
+  assert.equal(k.attempts, 3, 'the first attempt and two retries');
+  assert.deepEqual(c.retries, ['reset', 'reset']);
+  // One deposit (+1), two withdrawals (-2): a deposit per attempt would leave 11.
+  assert.equal(traffic.budget.available, before + 1 - 2);
+});
+
+test('budget exhausted mid-request: a budget of exactly one retry lets the first through and refuses the second, and the failure says so', () => {
+  // No ratio, a floor of 0.1 retry/s over 10 s: exactly one retry in the window.
+  const { clock, net, call, c, traffic } = setup({ retries: { maxRetries: 2, budget: { ratio: 0, minRetriesPerSecond: 0.1, window: '10s' } } });
+  assert.equal(traffic.budget.available, 1);
+  net.plan.set('e0', [{ kind: 'refuse' }]);
+  net.plan.set('e1', [{ kind: 'refuse' }]);
+  const k = call();
+  k.start();
+  clock.advance(1000);
+  assert.equal(net.sent.length, 2, 'the first attempt and the one retry the budget had');
+  assert.deepEqual(c.retries, ['connect-failure'], 'one retry made');
+  assert.equal(c.exhausted, 1, 'the second retry was refused by the budget');
+  const a = net.answer as { failure: CallFailure };
+  assert.equal(a.failure.code, 'SKEIN_E_UPSTREAM_CONNECT');
+  assert.equal(a.failure.status, 502);
+  assert.equal(a.failure.details.retries, 1);
+  assert.equal((a.failure.details.tried as unknown[]).length, 2);
+  assert.deepEqual(a.failure.details.budget, { available: 0, refusedARetry: true });
+  assert.match(a.failure.explanation, /; attempts=2; failed=e\d: connect failed: ECONNREFUSED, e\d: connect failed: ECONNREFUSED; budget=0 \(a retry was refused by the budget\);/);
+  assert.equal(traffic.budget.exhausted, 1);
+});

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { buildAutoscale, type MeshAutoscale, type RawAutoscale } from '../api/mesh/autoscale.js';
+import { AUTOSCALE_DEFAULTS, buildAutoscale, type MeshAutoscale, type RawAutoscale } from '../api/mesh/autoscale.js';
 import { MAX_REPLICAS } from '../api/mesh/schema.js';
 import { ManualClock } from '../core/clock.js';
 import { Autoscaler, type AutoscaleHost, type MetricReading } from './autoscale.js';
@@ -213,4 +213,18 @@ test('wake does nothing for a service that is not scaled to zero, or has min 1',
   const none = setup(undefined, 0);
   assert.equal(none.a.wake(), false);
   assert.deepEqual([one.rt.scaled, up.rt.scaled, none.rt.scaled], [[], [], []]);
+});
+
+test('a service not autoscaled is looked at every AUTOSCALE_DEFAULTS.intervalMs: autoscaling turned on by an apply starts on the next look', async () => {
+  const { rt, a, set, reads, run } = setup(undefined, 1);
+  a.start();
+  set({ value: 500 });
+  await run(AUTOSCALE_DEFAULTS.intervalMs, 100);
+  assert.equal(reads.length, 0, 'nothing to read while not autoscaled');
+  rt.policy = policy({ interval: '1s', window: '3s' });
+  await run(AUTOSCALE_DEFAULTS.intervalMs - 100, 100);
+  assert.equal(reads.length, 0, 'the next look is one default interval after the last');
+  await run(100, 100);
+  assert.equal(reads.length, 1, 'read at the default interval');
+  a.stop();
 });

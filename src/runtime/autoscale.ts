@@ -20,7 +20,7 @@
  */
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { formatDuration } from '../core/duration.js';
-import { formatTarget, type AutoscaleMetric, type MeshAutoscale } from '../api/mesh/autoscale.js';
+import { AUTOSCALE_DEFAULTS, formatTarget, type AutoscaleMetric, type MeshAutoscale } from '../api/mesh/autoscale.js';
 import { decideReplicas, seedAutoscaleState, type AutoscaleLimit, type AutoscaleState } from './autoscale-algorithm.js';
 
 /** A metric's value now: the number, or null and why it is missing. */
@@ -129,7 +129,7 @@ export class Autoscaler {
   /** Re-arms the timer when the interval changed (an apply). */
   private arm(): void {
     const p = this.o.host.autoscale();
-    const ms = p?.intervalMs ?? 5000;
+    const ms = p?.intervalMs ?? AUTOSCALE_DEFAULTS.intervalMs;
     if (this.timer !== null && ms === this.intervalMs) return;
     this.timer?.cancel();
     this.intervalMs = ms;

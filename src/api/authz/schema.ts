@@ -7,6 +7,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { Enum, Obj } from '../fields.js';
 import { DNS_LABEL_PATTERN, HTTP_TOKEN_PATTERN } from '../names.js';
+import { AUTHZ_DEFAULTS } from './model.js';
 
 export const AUTHZ_ACTIONS = ['ALLOW', 'DENY', 'AUDIT'] as const;
 export type AuthzAction = (typeof AUTHZ_ACTIONS)[number];
@@ -70,7 +71,7 @@ export const AuthzRuleSchema = Obj(
 export const AuthorizationPolicyFields = {
   name: Type.String({ pattern: DNS_LABEL_PATTERN, description: 'Name of the policy, unique in its service (a DNS label).' }),
   action: Enum(AUTHZ_ACTIONS, 'ALLOW: requests matching a rule are allowed (and, once a service has one, only they are); DENY: requests matching a rule are denied; AUDIT: matches are only logged.'),
-  mode: Type.Optional(Enum(AUTHZ_MODES, 'enforce: the decision applies; dry-run: decided and reported, never blocks. Default enforce. AUDIT policies never block either way.')),
+  mode: Type.Optional(Enum(AUTHZ_MODES, `enforce: the decision applies; dry-run: decided and reported, never blocks. Default ${AUTHZ_DEFAULTS.mode}. AUDIT policies never block either way.`)),
   rules: Type.Array(AuthzRuleSchema, { maxItems: 256, description: 'The policy matches a request if any rule matches. At least one rule (`[{}]` matches everything).' }),
 };
 

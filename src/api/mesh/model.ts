@@ -14,7 +14,7 @@ import type { MeshAutoscale } from './autoscale.js';
 export const MESH_DEFAULTS = Object.freeze({
   replicas: 1,
   portEnv: 'PORT',
-  readiness: Object.freeze({ path: '/health', intervalMs: 500, timeoutMs: 1000, initialDelayMs: 0, deadlineMs: 60_000 }),
+  readiness: Object.freeze({ type: 'tcp' as const, path: '/health', intervalMs: 500, timeoutMs: 1000, initialDelayMs: 0, deadlineMs: 60_000 }),
   restart: Object.freeze({ baseMs: 1000, capMs: 30_000, resetAfterMs: 30_000 }),
   stopTimeoutMs: 10_000,
   weight: INSTANCE_DEFAULTS.weight,

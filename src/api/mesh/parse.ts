@@ -82,7 +82,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
 
   const r = raw.readiness ?? {};
   const D = MESH_DEFAULTS.readiness;
-  const type = r.type ?? 'tcp';
+  const type = r.type ?? MESH_DEFAULTS.readiness.type;
   if (type === 'tcp' && r.path !== undefined) push('readiness.path', 'applies to http readiness only');
   const readiness: MeshReadiness = Object.freeze({
     type,

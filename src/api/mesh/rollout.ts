@@ -35,6 +35,11 @@ export const REVISION_HISTORY_LIMIT = 10;
 const MAX_MIN_READY_MS = 3_600_000;
 const AMOUNT = /^(\d{1,3})%$/;
 
+/** An amount as a mesh file writes it: 3, or "25%" (quoted: YAML needs it). */
+function amountText(a: RolloutAmount): string {
+  return 'percent' in a ? JSON.stringify(`${a.percent}%`) : String(a.count);
+}
+
 const Amount = (description: string) =>
   Type.Union([Type.Integer({ minimum: 0, maximum: 100 }), Type.String({ maxLength: 8 })], {
     description: `${description} A number of replicas (0..100) or a percentage of the replicas ("25%").`,
@@ -42,10 +47,10 @@ const Amount = (description: string) =>
 
 export const RolloutSchema = Type.Object(
   {
-    maxSurge: Type.Optional(Amount('Replicas above `replicas` a rolling update may start (rounded up). Default "25%".')),
-    maxUnavailable: Type.Optional(Amount('Replicas below `replicas` that may be unavailable during a rolling update (rounded down; when both are 0 it is 1). Default "25%".')),
-    minReady: Type.Optional(Duration('Time a new replica stays ready before it counts as available. Default 0s; at most 1h.')),
-    progressDeadline: Type.Optional(Duration('Time a rolling update may go without progress before Skein rolls it back. Default 600s; 1s..24h, longer than minReady.')),
+    maxSurge: Type.Optional(Amount(`Replicas above \`replicas\` a rolling update may start (rounded up). Default ${amountText(ROLLOUT_DEFAULTS.maxSurge)}.`)),
+    maxUnavailable: Type.Optional(Amount(`Replicas below \`replicas\` that may be unavailable during a rolling update (rounded down; when both are 0 it is 1). Default ${amountText(ROLLOUT_DEFAULTS.maxUnavailable)}.`)),
+    minReady: Type.Optional(Duration(`Time a new replica stays ready before it counts as available. Default ${formatDuration(ROLLOUT_DEFAULTS.minReadyMs)}; at most ${formatDuration(MAX_MIN_READY_MS)}.`)),
+    progressDeadline: Type.Optional(Duration(`Time a rolling update may go without progress before Skein rolls it back. Default ${formatDuration(ROLLOUT_DEFAULTS.progressDeadlineMs)}; 1s..24h, longer than minReady.`)),
   },
   { additionalProperties: false, description: 'How a changed service is rolled out (docs/deployments.md).' },
 );

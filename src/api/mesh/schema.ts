@@ -14,6 +14,9 @@ import { MtlsFields } from '../mtls.js';
 import { RolloutSchema } from './rollout.js';
 import { CanarySchema } from '../canary.js';
 import { autoscaleSchema } from './autoscale.js';
+import { formatDuration as ms } from '../../core/duration.js';
+import { DNS_DEFAULTS } from '../dns.js';
+import { MESH_DEFAULTS as M } from './model.js';
 
 export const MAX_REPLICAS = 100;
 export const MAX_SERVICES = 200;
@@ -25,13 +28,13 @@ const Str = (description: string, maxLength = 4096) => Type.String({ maxLength, 
 
 export const ReadinessSchema = Type.Object(
   {
-    type: Type.Optional(Enum(['http', 'tcp'] as const, 'http: GET `path` and expect 2xx or 3xx; tcp: open a connection to the port. Default tcp.')),
-    path: Type.Optional(Type.String({ pattern: '^/[\\x21-\\x7e]*$', maxLength: 1024, description: 'Path to GET (http only). Default "/health".' })),
-    interval: Type.Optional(Duration('Time between probes until the first success. Default 500ms; 100ms..1h.')),
-    timeout: Type.Optional(Duration('Time one probe may take. Default 1s; 1ms..1h.')),
-    initialDelay: Type.Optional(Duration('Time after the start before the first probe. Default 0s; at most 1h.')),
+    type: Type.Optional(Enum(['http', 'tcp'] as const, `http: GET \`path\` and expect 2xx or 3xx; tcp: open a connection to the port. Default ${M.readiness.type}.`)),
+    path: Type.Optional(Type.String({ pattern: '^/[\\x21-\\x7e]*$', maxLength: 1024, description: `Path to GET (http only). Default ${JSON.stringify(M.readiness.path)}.` })),
+    interval: Type.Optional(Duration(`Time between probes until the first success. Default ${ms(M.readiness.intervalMs)}; 100ms..1h.`)),
+    timeout: Type.Optional(Duration(`Time one probe may take. Default ${ms(M.readiness.timeoutMs)}; 1ms..1h.`)),
+    initialDelay: Type.Optional(Duration(`Time after the start before the first probe. Default ${ms(M.readiness.initialDelayMs)}; at most 1h.`)),
     deadline: Type.Optional(
-      Duration('Time from the start within which a probe must succeed; after it the replica is stopped and restarted (with backoff). Default 60s; 1s..24h.'),
+      Duration(`Time from the start within which a probe must succeed; after it the replica is stopped and restarted (with backoff). Default ${ms(M.readiness.deadlineMs)}; 1s..24h.`),
     ),
   },
   {
@@ -45,13 +48,13 @@ export const RestartSchema = Type.Object(
     backoff: Type.Optional(
       Type.Object(
         {
-          base: Type.Optional(Duration('Ceiling of the first restart delay. Default 1s; 10ms..1h.')),
-          cap: Type.Optional(Duration('Largest ceiling of a restart delay. Default 30s; at least base, at most 24h.')),
+          base: Type.Optional(Duration(`Ceiling of the first restart delay. Default ${ms(M.restart.baseMs)}; 10ms..1h.`)),
+          cap: Type.Optional(Duration(`Largest ceiling of a restart delay. Default ${ms(M.restart.capMs)}; at least base, at most 24h.`)),
         },
         { additionalProperties: false, description: 'Exponential backoff with full jitter: the n-th delay is uniform in [0, min(cap, base * 2^n)).' },
       ),
     ),
-    resetAfter: Type.Optional(Duration('A replica that stayed up this long starts its backoff (and its restart count) over. Default 30s; 1s..24h.')),
+    resetAfter: Type.Optional(Duration(`A replica that stayed up this long starts its backoff (and its restart count) over. Default ${ms(M.restart.resetAfterMs)}; 1s..24h.`)),
     maxRestarts: Type.Optional(
       Type.Integer({ minimum: 0, maximum: 1_000_000, description: 'Consecutive restarts (without staying up `resetAfter`) before the replica is given up. Default: no limit. 0: never restart.' }),
     ),
@@ -70,10 +73,10 @@ export const MeshServiceSchema = Type.Object(
         description: 'Extra environment variables (on top of the environment of `skein up` and the variables Skein sets). Values are strings.',
       }),
     ),
-    replicas: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_REPLICAS, description: `How many copies run. Default 1; 0..${MAX_REPLICAS}.` })),
+    replicas: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_REPLICAS, description: `How many copies run. Default ${M.replicas}; 0..${MAX_REPLICAS}.` })),
     port: Type.Optional(
       Type.Object(
-        { env: Type.Optional(Type.String({ pattern: ENV_NAME_PATTERN, maxLength: 256, description: 'Name of the variable that carries the assigned port. Default PORT.' })) },
+        { env: Type.Optional(Type.String({ pattern: ENV_NAME_PATTERN, maxLength: 256, description: `Name of the variable that carries the assigned port. Default ${M.portEnv}.` })) },
         { additionalProperties: false, description: 'How a replica learns the port Skein assigned it.' },
       ),
     ),
@@ -87,7 +90,7 @@ export const MeshServiceSchema = Type.Object(
     version: Type.Optional(InstanceFields.version),
     labels: Type.Optional(Labels),
     restart: Type.Optional(RestartSchema),
-    stopTimeout: Type.Optional(Duration('Time a replica gets between SIGTERM and SIGKILL. Default 10s; at most 10m.')),
+    stopTimeout: Type.Optional(Duration(`Time a replica gets between SIGTERM and SIGKILL. Default ${ms(M.stopTimeoutMs)}; at most 10m.`)),
     rollout: Type.Optional(RolloutSchema),
     canary: Type.Optional(CanarySchema),
     autoscale: Type.Optional(autoscaleSchema(MAX_REPLICAS)),
@@ -106,7 +109,7 @@ export const MeshControlSchema = Type.Object(
   {
     http: Type.Optional(Type.String({ maxLength: 300, description: 'HOST:PORT of the control plane API. Default: the `skein up` default.' })),
     dns: Type.Optional(Type.String({ maxLength: 300, description: 'HOST:PORT of the DNS server, or "off". Default: the `skein up` default.' })),
-    domain: Type.Optional(Type.String({ pattern: DOMAIN_PATTERN, description: 'DNS zone served: <service>.service.<domain>. Default "skein".' })),
+    domain: Type.Optional(Type.String({ pattern: DOMAIN_PATTERN, description: `DNS zone served: <service>.service.<domain>. Default ${JSON.stringify(DNS_DEFAULTS.domain)}.` })),
   },
   { additionalProperties: false, description: 'The embedded control plane.' },
 );

@@ -162,7 +162,7 @@ function buildRateLimits(r: RawRateLimits | undefined, base: RateLimits, scope: 
   const one = (x: RawRateLimit | undefined, dflt: RateLimitPolicy | null): RateLimitPolicy | null =>
     x === undefined
       ? dflt
-      : Object.freeze({ scope, requestsPerSecond: x.requestsPerSecond, burst: x.burst ?? defaultBurst(x.requestsPerSecond), algorithm: x.algorithm ?? D.rateLimitAlgorithm, perCaller: x.perCaller ?? false });
+      : Object.freeze({ scope, requestsPerSecond: x.requestsPerSecond, burst: x.burst ?? defaultBurst(x.requestsPerSecond), algorithm: x.algorithm ?? D.rateLimitAlgorithm, perCaller: x.perCaller ?? D.rateLimitPerCaller });
   return Object.freeze({ outbound: one(r.outbound, base.outbound), inbound: one(r.inbound, base.inbound) });
 }
 

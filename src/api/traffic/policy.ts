@@ -4,7 +4,7 @@
  * default of the traffic fields lives, and the resilience classes (src/resilience) take theirs
  * from it.
  */
-import { RETRY_CONDITIONS, type RateLimitAlgorithmName, type RetryCondition } from './schema.js';
+import { RETRY_CONDITIONS, type RateLimitAlgorithmName, type RetryCondition } from './conditions.js';
 
 export interface RetryPolicy {
   readonly maxRetries: number;
@@ -154,6 +154,8 @@ export const TRAFFIC_DEFAULTS = Object.freeze({
   failurePercentage: Object.freeze({ threshold: 85, minimumHosts: 5, requestVolume: 50 }),
   panicThreshold: 50,
   rateLimitAlgorithm: 'token-bucket' as RateLimitAlgorithmName,
+  /** One bucket per calling workload (true) or one for all. */
+  rateLimitPerCaller: false,
   /** Callers a perCaller rate limit keeps a bucket for, per proxy (the least recently seen goes first). */
   rateLimitMaxCallers: 10_000,
   coldStart: Object.freeze({ queue: 100, timeoutMs: 30_000 }) satisfies ColdStartPolicy,

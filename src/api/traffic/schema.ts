@@ -4,38 +4,39 @@
  * values themselves are TRAFFIC_DEFAULTS (policy.ts), and docs/resources.md documents both.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { formatDuration as ms } from '../../core/duration.js';
 import { Duration, Enum, Obj, Percent } from '../fields.js';
 import { DNS_LABEL_PATTERN, HTTP_TOKEN_PATTERN, LABEL_KEY_PATTERN } from '../names.js';
 
-/** Retry conditions besides status codes. */
-export const RETRY_CONDITIONS = ['connect-failure', 'reset', 'refused-stream', 'per-try-timeout'] as const;
-export type RetryCondition = (typeof RETRY_CONDITIONS)[number];
-export const RATE_LIMIT_ALGORITHMS = ['token-bucket', 'gcra'] as const;
-export type RateLimitAlgorithmName = (typeof RATE_LIMIT_ALGORITHMS)[number];
+import { RATE_LIMIT_ALGORITHMS, RETRY_CONDITIONS } from './conditions.js';
+import { TRAFFIC_DEFAULTS } from './policy.js';
+
+export { RATE_LIMIT_ALGORITHMS, RETRY_CONDITIONS, type RateLimitAlgorithmName, type RetryCondition } from './conditions.js';
+const D = TRAFFIC_DEFAULTS;
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
 
 export const TimeoutsSchema = Obj(
   {
-    connect: Type.Optional(Duration('Time to establish a connection to an instance. Default 3s.')),
-    request: Type.Optional(Duration('Time for the whole request, all attempts and backoff included, until the response head. "0s" turns it off. Default 15s.')),
+    connect: Type.Optional(Duration(`Time to establish a connection to an instance. Default ${ms(D.connectTimeoutMs)}.`)),
+    request: Type.Optional(Duration(`Time for the whole request, all attempts and backoff included, until the response head. "0s" turns it off. Default ${ms(D.requestTimeoutMs)}.`)),
     perTry: Type.Optional(Duration('Time each attempt gets until the response head; a try that runs out may be retried. Default: the request timeout.')),
-    idle: Type.Optional(Duration('How long an idle pooled connection to an instance is kept. Default 4s.')),
+    idle: Type.Optional(Duration(`How long an idle pooled connection to an instance is kept. Default ${ms(D.idleTimeoutMs)}.`)),
   },
   'Timeouts of calls to this service.',
 );
 
 export const BudgetSchema = Obj(
   {
-    ratio: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'Share of requests that may be retried, 0..1. Default 0.2.' })),
-    minRetriesPerSecond: Type.Optional(Type.Number({ minimum: 0, maximum: 100_000, description: 'Retries allowed per second whatever the traffic. Default 10.' })),
-    window: Type.Optional(Duration('The window requests and retries are counted in. Default 10s.')),
+    ratio: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: `Share of requests that may be retried, 0..1. Default ${D.budget.ratio}.` })),
+    minRetriesPerSecond: Type.Optional(Type.Number({ minimum: 0, maximum: 100_000, description: `Retries allowed per second whatever the traffic. Default ${D.budget.minRetriesPerSecond}.` })),
+    window: Type.Optional(Duration(`The window requests and retries are counted in. Default ${ms(D.budget.windowMs)}.`)),
   },
   "The retry budget (Linkerd's defaults): retries never add more than `ratio` of the traffic plus the floor.",
 );
 
 export const RetriesSchema = Obj(
   {
-    maxRetries: Type.Optional(Type.Integer({ minimum: 0, maximum: 10, description: 'Retries per request after the first attempt; 0 turns retries off. Default 2.' })),
+    maxRetries: Type.Optional(Type.Integer({ minimum: 0, maximum: 10, description: `Retries per request after the first attempt; 0 turns retries off. Default ${D.retries.maxRetries}.` })),
     on: Type.Optional(
       Type.Array(Enum(RETRY_CONDITIONS, 'A failure that may be retried.'), {
         uniqueItems: true,
@@ -44,17 +45,17 @@ export const RetriesSchema = Obj(
       }),
     ),
     statuses: Type.Optional(
-      Type.Array(Type.Integer({ minimum: 500, maximum: 599 }), { uniqueItems: true, maxItems: 100, description: 'Response statuses that are retried (an app\'s own answers: see docs/traffic.md, "What counts against an instance"). Default [503].' }),
+      Type.Array(Type.Integer({ minimum: 500, maximum: 599 }), { uniqueItems: true, maxItems: 100, description: `Response statuses that are retried (an app's own answers: see docs/traffic.md, "What counts against an instance"). Default ${JSON.stringify(D.retries.statuses)}.` }),
     ),
     nonIdempotent: Type.Optional(
-      Type.Boolean({ description: 'Also retry POST, PATCH (methods that are not idempotent) after a reset, timeout or status. Connect failures and refused streams are always retried. Default false.' }),
+      Type.Boolean({ description: `Also retry POST, PATCH (methods that are not idempotent) after a reset, timeout or status. Connect failures and refused streams are always retried. Default ${D.retries.nonIdempotent}.` }),
     ),
-    maxBodyBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: 16 * 1024 * 1024, description: 'A request body is kept for a retry up to this size; larger requests are not retried once sent. Default 65536.' })),
+    maxBodyBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: 16 * 1024 * 1024, description: `A request body is kept for a retry up to this size; larger requests are not retried once sent. Default ${D.retries.maxBodyBytes}.` })),
     backoff: Type.Optional(
       Obj(
         {
-          base: Type.Optional(Duration('Ceiling of the first retry delay (full jitter). Default 25ms.')),
-          max: Type.Optional(Duration('Largest ceiling. Default 250ms.')),
+          base: Type.Optional(Duration(`Ceiling of the first retry delay (full jitter). Default ${ms(D.retries.backoffBaseMs)}.`)),
+          max: Type.Optional(Duration(`Largest ceiling. Default ${ms(D.retries.backoffMaxMs)}.`)),
         },
         'Exponential backoff with full jitter between attempts.',
       ),
@@ -66,23 +67,23 @@ export const RetriesSchema = Obj(
 
 export const LimitsSchema = Obj(
   {
-    maxConnections: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: "Open connections from one proxy to the service's instances. Default 1024." })),
-    maxPendingRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Requests waiting for a connection to be established. Default 1024.' })),
-    maxRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Requests in flight from one proxy to the service. Default 1024.' })),
+    maxConnections: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: `Open connections from one proxy to the service's instances. Default ${D.limits.maxConnections}.` })),
+    maxPendingRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: `Requests waiting for a connection to be established. Default ${D.limits.maxPendingRequests}.` })),
+    maxRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: `Requests in flight from one proxy to the service. Default ${D.limits.maxRequests}.` })),
   },
   "Circuit-breaking limits (Envoy's defaults): the excess is refused at once with SKEIN_E_UPSTREAM_OVERFLOW.",
 );
 
 export const BreakerSchema = Obj(
   {
-    enabled: Type.Optional(Type.Boolean({ description: 'Default true.' })),
-    consecutiveFailures: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Open after this many consecutive failures (5xx or no response); 0: this trigger is off. Default 7.' })),
+    enabled: Type.Optional(Type.Boolean({ description: `Default ${D.breaker !== null}.` })),
+    consecutiveFailures: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: `Open after this many consecutive failures (5xx or no response); 0: this trigger is off. Default ${D.breaker.consecutiveFailures}.` })),
     failureRate: Type.Optional(
       Obj(
         {
           threshold: Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Failure share that opens the breaker, 0..1.' }),
-          minRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Requests in the window before the rate counts. Default 20.' })),
-          window: Type.Optional(Duration('Default 10s.')),
+          minRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: `Requests in the window before the rate counts. Default ${D.failureRate.minRequests}.` })),
+          window: Type.Optional(Duration(`Default ${ms(D.failureRate.windowMs)}.`)),
         },
         'Open when the failure share over a window reaches the threshold. Default off.',
       ),
@@ -90,8 +91,8 @@ export const BreakerSchema = Obj(
     backoff: Type.Optional(
       Obj(
         {
-          min: Type.Optional(Duration('Shortest time open before a probe. Default 1s.')),
-          max: Type.Optional(Duration('Longest time open before a probe. Default 10s.')),
+          min: Type.Optional(Duration(`Shortest time open before a probe. Default ${ms(D.breaker.backoffMinMs)}.`)),
+          max: Type.Optional(Duration(`Longest time open before a probe. Default ${ms(D.breaker.backoffMaxMs)}.`)),
         },
         'Time open before one probe request is let through (exponential, full jitter).',
       ),
@@ -102,22 +103,22 @@ export const BreakerSchema = Obj(
 
 export const OutlierSchema = Obj(
   {
-    enabled: Type.Optional(Type.Boolean({ description: 'Default true.' })),
-    consecutive5xx: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Eject after this many 5xx in a row; 0: off. Default 5.' })),
-    consecutiveGatewayFailure: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Eject after this many 502/503/504 in a row; 0: off. Default 0 (off, as in Envoy): consecutive5xx counts them too.' })),
+    enabled: Type.Optional(Type.Boolean({ description: `Default ${D.outlier !== null}.` })),
+    consecutive5xx: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: `Eject after this many 5xx in a row; 0: off. Default ${D.outlier.consecutive5xx}.` })),
+    consecutiveGatewayFailure: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: `Eject after this many 502/503/504 in a row; 0: off. Default ${D.outlier.consecutiveGatewayFailure} (off, as in Envoy): consecutive5xx counts them too.` })),
     consecutiveLocalOriginFailure: Type.Optional(
-      Type.Integer({ minimum: 0, maximum: 10_000, description: 'Eject after this many failures to reach it in a row (connect refused or timed out, reset, per-try timeout); 0: off. Default 5.' }),
+      Type.Integer({ minimum: 0, maximum: 10_000, description: `Eject after this many failures to reach it in a row (connect refused or timed out, reset, per-try timeout); 0: off. Default ${D.outlier.consecutiveLocalOriginFailure}.` }),
     ),
-    interval: Type.Optional(Duration('How often success rates are evaluated and ejections end. Default 10s.')),
-    baseEjectionTime: Type.Optional(Duration('An instance is ejected for this times the number of its ejections. Default 30s.')),
-    maxEjectionTime: Type.Optional(Duration('Default 300s.')),
-    maxEjectionPercent: Type.Optional(Percent('Most instances ejected at once (one may always be). Default 10.')),
+    interval: Type.Optional(Duration(`How often success rates are evaluated and ejections end. Default ${ms(D.outlier.intervalMs)}.`)),
+    baseEjectionTime: Type.Optional(Duration(`An instance is ejected for this times the number of its ejections. Default ${ms(D.outlier.baseEjectionMs)}.`)),
+    maxEjectionTime: Type.Optional(Duration(`Default ${ms(D.outlier.maxEjectionMs)}.`)),
+    maxEjectionPercent: Type.Optional(Percent(`Most instances ejected at once (one may always be). Default ${D.outlier.maxEjectionPercent}.`)),
     successRate: Type.Optional(
       Obj(
         {
-          minimumHosts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: 'Default 5.' })),
-          requestVolume: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Default 100.' })),
-          stdevFactor: Type.Optional(Type.Number({ minimum: 0, maximum: 100, description: 'Default 1.9.' })),
+          minimumHosts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: `Default ${D.successRate.minimumHosts}.` })),
+          requestVolume: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: `Default ${D.successRate.requestVolume}.` })),
+          stdevFactor: Type.Optional(Type.Number({ minimum: 0, maximum: 100, description: `Default ${D.successRate.stdevFactor}.` })),
         },
         'Eject instances whose success rate over an interval is below the mean minus stdevFactor standard deviations. Default off.',
       ),
@@ -125,9 +126,9 @@ export const OutlierSchema = Obj(
     failurePercentage: Type.Optional(
       Obj(
         {
-          threshold: Type.Optional(Percent('Default 85.')),
-          minimumHosts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: 'Default 5.' })),
-          requestVolume: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Default 50.' })),
+          threshold: Type.Optional(Percent(`Default ${D.failurePercentage.threshold}.`)),
+          minimumHosts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: `Default ${D.failurePercentage.minimumHosts}.` })),
+          requestVolume: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: `Default ${D.failurePercentage.requestVolume}.` })),
         },
         'Eject instances whose failure percentage over an interval reaches the threshold. Default off.',
       ),
@@ -139,20 +140,20 @@ export const OutlierSchema = Obj(
 export const ActiveCheckSchema = Obj(
   {
     type: Enum(['http', 'tcp'] as const, 'http: GET a path and expect 200-399; tcp: connect.'),
-    path: Type.Optional(Type.String({ pattern: '^/[\\x21-\\x7e]*$', maxLength: 1024, description: 'Path to GET (http only). Default "/health".' })),
-    interval: Type.Optional(Duration('Default 5s; at least 100ms.')),
-    timeout: Type.Optional(Duration('Default 1s.')),
-    unhealthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Failures in a row before the proxy stops sending to it. Default 2.' })),
-    healthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Passes in a row before it gets traffic again. Default 1.' })),
+    path: Type.Optional(Type.String({ pattern: '^/[\\x21-\\x7e]*$', maxLength: 1024, description: `Path to GET (http only). Default ${JSON.stringify(D.activeHealthCheck.path)}.` })),
+    interval: Type.Optional(Duration(`Default ${ms(D.activeHealthCheck.intervalMs)}; at least 100ms.`)),
+    timeout: Type.Optional(Duration(`Default ${ms(D.activeHealthCheck.timeoutMs)}.`)),
+    unhealthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: `Failures in a row before the proxy stops sending to it. Default ${D.activeHealthCheck.unhealthyThreshold}.` })),
+    healthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: `Passes in a row before it gets traffic again. Default ${D.activeHealthCheck.healthyThreshold}.` })),
   },
   "Health checks each caller's proxy runs itself against every instance it may send to. Default off.",
 );
 
 export const ColdStartSchema = Obj(
   {
-    enabled: Type.Optional(Type.Boolean({ description: 'Default true when the field is given (a mesh-file service with autoscale.min 0 gets it on by itself).' })),
-    queue: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, description: 'Requests one proxy holds for the service at once; the next gets 503 SKEIN_E_COLD_START_QUEUE_FULL. Default 100.' })),
-    timeout: Type.Optional(Duration('How long a request is held for an instance to start; then 503 SKEIN_E_COLD_START_TIMEOUT (the request timeout, when shorter, ends it first). Default 30s.')),
+    enabled: Type.Optional(Type.Boolean({ description: 'false turns it off; giving the field turns it on (a mesh-file service with autoscale.min 0 gets it on by itself).' })),
+    queue: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, description: `Requests one proxy holds for the service at once; the next gets 503 SKEIN_E_COLD_START_QUEUE_FULL. Default ${D.coldStart.queue}.` })),
+    timeout: Type.Optional(Duration(`How long a request is held for an instance to start; then 503 SKEIN_E_COLD_START_TIMEOUT (the request timeout, when shorter, ends it first). Default ${ms(D.coldStart.timeoutMs)}.`)),
   },
   'When the service has no instance at all (scaled to zero), callers\' proxies hold its requests while one starts, and ask the control plane to wake it (docs/deployments.md#scale-to-zero). Default off.',
 );
@@ -161,8 +162,8 @@ export const RateLimitSchema = Obj(
   {
     requestsPerSecond: Type.Number({ exclusiveMinimum: 0, maximum: 10_000_000, description: 'Sustained rate.' }),
     burst: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000_000, description: 'Requests allowed at once above the rate. Default: the rate, rounded up.' })),
-    algorithm: Type.Optional(Enum(RATE_LIMIT_ALGORITHMS, 'Default token-bucket.')),
-    perCaller: Type.Optional(Type.Boolean({ description: 'One bucket per calling workload instead of one for all. Default false.' })),
+    algorithm: Type.Optional(Enum(RATE_LIMIT_ALGORITHMS, `Default ${D.rateLimitAlgorithm}.`)),
+    perCaller: Type.Optional(Type.Boolean({ description: `One bucket per calling workload instead of one for all. Default ${D.rateLimitPerCaller}.` })),
   },
   'A local rate limit; the excess gets 429 with Retry-After.',
 );
@@ -257,7 +258,7 @@ export const TrafficFields = {
   routes: Type.Optional(Type.Array(RouteSchema, { maxItems: 256, description: 'Routes, most specific first when they overlap (see docs/traffic.md).' })),
   panicThreshold: Type.Optional(
     Percent(
-      "When fewer than this share of the service's instances may take traffic (the others ejected by outlier detection or failing this proxy's active checks), the proxy ignores those two verdicts and spreads requests over every instance (Envoy's healthy_panic_threshold). 0 turns it off. Default 50.",
+      `When fewer than this share of the service's instances may take traffic (the others ejected by outlier detection or failing this proxy's active checks), the proxy ignores those two verdicts and spreads requests over every instance (Envoy's healthy_panic_threshold). 0 turns it off. Default ${D.panicThreshold}.`,
     ),
   ),
 };

@@ -253,3 +253,25 @@ test('a port already taken (TCP side) fails with SKEIN_E_ADDRESS_IN_USE', async 
     blocker.close();
   }
 });
+
+test('a server given no host or port listens on DNS_DEFAULTS.host:DNS_DEFAULTS.port (the CLI default)', async () => {
+  // Hold the default port's TCP side (or find it held already): start() must then name that address.
+  const blocker = createServer();
+  const held = await new Promise<boolean>((resolve) => {
+    blocker.once('error', () => resolve(false));
+    blocker.listen(DNS_DEFAULTS.port, DNS_DEFAULTS.host, () => resolve(true));
+  });
+  try {
+    const registry = await Registry.open({ clock: systemClock, store: new MemoryStore() });
+    const server = new DnsServer({ registry });
+    const outcome = await server.start().then(
+      (where) => where,
+      (e: unknown) => e,
+    );
+    await server.stop();
+    assert.ok(outcome instanceof SkeinError && outcome.code === 'SKEIN_E_ADDRESS_IN_USE', `it listened on ${JSON.stringify(outcome)}, not on the default port`);
+    assert.match(outcome.message, new RegExp(`^DNS server cannot listen on ${DNS_DEFAULTS.host.replaceAll('.', '\\.')}:${DNS_DEFAULTS.port}: `));
+  } finally {
+    if (held) await new Promise((r) => blocker.close(r));
+  }
+});

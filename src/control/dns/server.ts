@@ -26,9 +26,9 @@ export interface DnsServerOptions {
   registry: Registry;
   /** The zone, e.g. `skein` or `mesh.internal`. Default `skein` (DNS_DEFAULTS). */
   domain?: string;
-  /** Default 127.0.0.1. */
+  /** Default DNS_DEFAULTS.host (127.0.0.1). */
   host?: string;
-  /** UDP and TCP both; 0 lets the OS pick (one port for both). Default 8600. */
+  /** UDP and TCP both; 0 lets the OS pick (one port for both). Default DNS_DEFAULTS.port (7453). */
   port?: number;
   /** TTL of every record, and the negative-caching TTL. Default 5. */
   ttlSeconds?: number;
@@ -89,7 +89,7 @@ export class DnsServer {
     if (this.domain.length > 200 || !this.domain.split('.').every((l) => DOMAIN_LABEL.test(l))) {
       throw new SkeinError('SKEIN_E_VALIDATION', `DNS domain "${opts.domain}" is not a valid domain name`, { field: 'domain' });
     }
-    this.host = opts.host ?? '127.0.0.1';
+    this.host = opts.host ?? DNS_DEFAULTS.host;
     this.ttl = opts.ttlSeconds ?? DNS_DEFAULTS.ttlSeconds;
     if (!Number.isInteger(this.ttl) || this.ttl < 0 || this.ttl > 86400) {
       throw new SkeinError('SKEIN_E_VALIDATION', `DNS TTL must be a whole number of seconds from 0 to 86400, not ${this.ttl}`, { field: 'ttlSeconds' });
@@ -117,7 +117,7 @@ export class DnsServer {
   /** Binds UDP and TCP on the same port; resolves with where they listen. */
   async start(): Promise<{ host: string; port: number }> {
     if (this.udp !== null) throw new Error('DnsServer already started');
-    const wanted = this.opts.port ?? 8600;
+    const wanted = this.opts.port ?? DNS_DEFAULTS.port;
     let port: number;
     for (let attempt = 1; ; attempt++) {
       const udp = await this.bindUdp(wanted);

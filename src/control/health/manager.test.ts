@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { CONTROL_DEFAULTS } from '../../api/control.js';
 import { ManualClock } from '../../core/clock.js';
 import { SkeinError, type ErrorCode } from '../../core/errors.js';
 import { parseInstance } from '../../api/parse.js';
@@ -241,6 +242,15 @@ test('after a restart, TTL instances get ttl + ttlGraceMs before they expire', a
   assert.equal(registry.get('web', 'a')?.status, 'unhealthy');
   assert.match(registry.get('web', 'a')?.reason ?? '', /TTL expired/);
   assert.ok(probe.count('h') >= 15, 'loaded http instances are probed again');
+});
+
+test('without ttlGraceMs, a restart gives TTL instances CONTROL_DEFAULTS.ttlGraceMs', async (t) => {
+  const store = new MemoryStore();
+  const clock = new ManualClock(T0);
+  await (await Registry.open({ clock, store })).register(inst('a', { type: 'ttl', ttl: '5s' }));
+  const { manager } = await setup({}, store, clock);
+  t.after(() => manager.stop());
+  assert.equal(manager.ttlRemaining('web', 'a'), 5000 + CONTROL_DEFAULTS.ttlGraceMs);
 });
 
 test('a heartbeat during the restart grace refreshes the deadline to ttl', async (t) => {

@@ -17,6 +17,7 @@
  */
 import { SkeinError } from '../../core/errors.js';
 import type { Clock, TimerHandle } from '../../core/clock.js';
+import { CONTROL_DEFAULTS } from '../../api/control.js';
 import type { HealthCheck, HealthStatus } from '../../api/types.js';
 import type { InstanceRecord, Registry, RegistryEvent } from '../registry/registry.js';
 import { probe as realProbe, type Probe, type ProbeResult } from '../../discovery/probe.js';
@@ -84,7 +85,7 @@ export class HealthManager {
     this.registry = opts.registry;
     this.clock = opts.clock;
     this.probe = opts.probe ?? realProbe;
-    this.ttlGraceMs = opts.ttlGraceMs ?? 15_000;
+    this.ttlGraceMs = opts.ttlGraceMs ?? CONTROL_DEFAULTS.ttlGraceMs;
     this.sweepIntervalMs = opts.sweepIntervalMs ?? 1000;
     this.onResult = opts.onResult ?? (() => {});
     this.onError = opts.onError ?? (() => {});

@@ -15,6 +15,7 @@
 import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
 import type { Dispatcher } from 'undici';
+import { ETCD_DEFAULTS } from '../../../api/etcd.js';
 import { systemClock, type Clock } from '../../../core/clock.js';
 import { SkeinError } from '../../../core/errors.js';
 import { PrefixWatch, gatewayMessage, type WatchHandlers } from './watch.js';
@@ -48,13 +49,9 @@ export interface TxnResult {
 export interface EtcdClientOptions {
   /** Client URLs of the members, e.g. http://10.0.0.1:2379. */
   endpoints: string[];
-  /** One call on one member, answer included. Default 5,000 ms. */
+  /** One call on one member, answer included. Default ETCD_DEFAULTS.requestTimeoutMs. */
   requestTimeoutMs?: number;
-  /**
-   * A watch that hears nothing (events or progress notifications) for this long is given up and
-   * resumed on another member. Keep etcd's --experimental-watch-progress-notify-interval at a
-   * third of it or less. Default 10,000 ms.
-   */
+  /** A watch that hears nothing for this long is resumed on another member. Default ETCD_DEFAULTS.watchIdleMs. */
   watchIdleMs?: number;
   logger?: Logger;
   clock?: Clock;
@@ -72,12 +69,8 @@ export interface EtcdErrorDetails {
   tried?: string[];
 }
 
-export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
-export const DEFAULT_WATCH_IDLE_MS = 10_000;
 /** One lease renewal on one member: ~3 ms when the member has a leader. */
 export const KEEPALIVE_TIMEOUT_MS = 500;
-/** Keys per page of `list`: ~250 bytes an instance makes pages of ~250 KB, far under etcd's limits. */
-export const DEFAULT_PAGE_SIZE = 1000;
 
 /** Connection errors raised before a request could be sent: safe to send it to another member. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
@@ -127,8 +120,8 @@ export class EtcdClient {
       throw new SkeinError('SKEIN_E_VALIDATION', 'etcd: endpoints: give at least one member URL (http://HOST:PORT)', { field: 'endpoints' });
     }
     this.endpoints = o.endpoints.map((e, i) => checkEndpoint(e, `endpoints[${i}]`));
-    this.requestTimeoutMs = positive(o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, 'requestTimeoutMs');
-    this.watchIdleMs = positive(o.watchIdleMs ?? DEFAULT_WATCH_IDLE_MS, 'watchIdleMs');
+    this.requestTimeoutMs = positive(o.requestTimeoutMs ?? ETCD_DEFAULTS.requestTimeoutMs, 'requestTimeoutMs');
+    this.watchIdleMs = positive(o.watchIdleMs ?? ETCD_DEFAULTS.watchIdleMs, 'watchIdleMs');
     this.logger = o.logger;
     this.clock = o.clock ?? systemClock;
     // A connect that times out sent nothing, so it may go to another member: keep it well inside
@@ -152,7 +145,7 @@ export class EtcdClient {
    * answers have size limits). Pages after the first are read at the first one's revision, so the
    * listing is one consistent snapshot; if that revision is compacted away meanwhile, it starts over.
    */
-  async list(prefix: string, pageSize = DEFAULT_PAGE_SIZE): Promise<{ kvs: KeyValue[]; revision: number }> {
+  async list(prefix: string, pageSize: number = ETCD_DEFAULTS.pageSize): Promise<{ kvs: KeyValue[]; revision: number }> {
     const end = prefixEnd(checkKey(prefix));
     for (let attempt = 1; ; attempt++) {
       const kvs: KeyValue[] = [];

@@ -1,0 +1,43 @@
+/** connectionRefusal: the connection and pending-request limits an outbound attempt must pass before it opens a connection. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseService } from '../api/parse.js';
+import { setOf } from '../balance/test-helpers.js';
+import { ManualClock } from '../core/clock.js';
+import { connectionRefusal } from './admission.js';
+import { ServiceClient } from './service-client.js';
+
+function traffic(limits: object) {
+  const client = new ServiceClient('svc', parseService({ name: 'svc', limits }), setOf(2), new ManualClock(), () => {}, null);
+  return client.traffic;
+}
+
+test('under both limits a new connection may open', () => {
+  const t = traffic({ maxConnections: 2, maxPendingRequests: 2 });
+  t.connections.open = 1;
+  t.pending = 1;
+  assert.equal(connectionRefusal(t), null);
+  assert.equal(t.overflows, 0);
+});
+
+test('at maxConnections: SKEIN_E_UPSTREAM_OVERFLOW naming the open connections and the limit, counted as an overflow', () => {
+  const t = traffic({ maxConnections: 2, maxPendingRequests: 5 });
+  t.connections.open = 2;
+  assert.deepEqual(connectionRefusal(t), { code: 'SKEIN_E_UPSTREAM_OVERFLOW', message: '"svc" has 2 connections (limits.maxConnections 2)' });
+  assert.equal(t.overflows, 1);
+});
+
+test('at maxPendingRequests: SKEIN_E_UPSTREAM_OVERFLOW naming the requests waiting for a connection and the limit', () => {
+  const t = traffic({ maxConnections: 5, maxPendingRequests: 3 });
+  t.connections.open = 4;
+  t.pending = 3;
+  assert.deepEqual(connectionRefusal(t), { code: 'SKEIN_E_UPSTREAM_OVERFLOW', message: '"svc" has 3 requests waiting for a connection (limits.maxPendingRequests 3)' });
+  assert.equal(t.overflows, 1);
+});
+
+test('both at their limit: the connections are named (the limit a new connection would break)', () => {
+  const t = traffic({ maxConnections: 1, maxPendingRequests: 1 });
+  t.connections.open = 1;
+  t.pending = 1;
+  assert.equal(connectionRefusal(t)?.message, '"svc" has 1 connections (limits.maxConnections 1)');
+});
