@@ -16,9 +16,9 @@ import { performance } from 'node:perf_hooks';
 // ---------------------------------------------------------------------------------------------
 
 /**
- * A backend: answers by path. `/ok` 200; `/status/N` N; `/fail-first` 503 to the first attempt of
+ * A backend: answers by path (with the request's body, or its id when there is none). `/ok` 200; `/status/N` N; `/fail-first` 503 to the first attempt of
  * a request (by x-request-id, over all backends), 200 after; `/hang` never; `/slow/MS` 200 after MS;
- * `/deadline` 200 with the x-skein-timeout-ms it got. `down` makes every answer a 503. Each answer
+ * `/deadline` 200 with the x-skein-timeout-ms it got; `/headers` its request headers as JSON. `down` makes every answer a 503. Each answer
  * says who gave it (`x-backend`) and which attempt of its request it was (`x-attempt`).
  */
 export interface Backend {
@@ -41,13 +41,19 @@ export async function startBackend(id: string): Promise<Backend> {
     attempts.set(rid, n);
     res.setHeader('x-backend', id);
     res.setHeader('x-attempt', String(n));
-    req.resume();
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
     const path = (req.url ?? '/').split('?')[0] ?? '/';
-    const answer = (status: number, body = `${id}\n`) => req.on('end', () => res.writeHead(status, { 'content-type': 'text/plain' }).end(body));
+    const answer = (status: number, body?: string) =>
+      req.on('end', () => {
+        const got = Buffer.concat(chunks).toString();
+        res.writeHead(status, { 'content-type': 'text/plain' }).end(body ?? (got === '' ? `${id}\n` : got));
+      });
     if (b.down) return answer(503);
     if (path === '/ok') return answer(200);
     if (path.startsWith('/status/')) return answer(Number(path.slice(8)));
     if (path === '/fail-first') return answer(n === 1 ? 503 : 200);
+    if (path === '/headers') return answer(200, JSON.stringify(req.headers));
     if (path === '/deadline') return answer(200, String(req.headers['x-skein-timeout-ms'] ?? ''));
     if (path.startsWith('/slow/')) {
       setTimeout(() => res.writeHead(200).end(`${id}\n`), Number(path.slice(6)));

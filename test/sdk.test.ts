@@ -1,0 +1,129 @@
+/**
+ * The SDK as an app uses it: `setGlobalDispatcher(createMeshDispatcher(...))`, then the global
+ * `fetch('http://<service>/...')`, against a real `skein control` and real HTTP servers registered
+ * as instances. What the engine decides is the conformance suite's (test/conformance.test.ts);
+ * here: fetch's bodies (kept for a retry, streamed), what the callee gets, errors as responses,
+ * aborts, and origins outside the mesh going to undici's Agent unchanged.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { getGlobalDispatcher, request, setGlobalDispatcher, type Dispatcher } from 'undici';
+import { api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { registerInstance } from './proxy-helpers.js';
+import { startBackend, type Backend } from './conformance.js';
+import { createMeshDispatcher, type MeshDispatcher } from '../src/sdk/index.js';
+
+describe('the SDK under fetch (setGlobalDispatcher)', () => {
+  let control: ControlProcess;
+  let dir: { remove(): Promise<void> };
+  let sdk: MeshDispatcher;
+  let previous: Dispatcher;
+  const backends: Backend[] = [];
+
+  before(async () => {
+    dir = await tempDir('skein-sdk-');
+    control = await startControl({ dataDir: (dir as { path: string } & typeof dir).path, args: ['--dns', 'off'] });
+    const r = await api(control.http, 'PUT', '/v1/services/user-service', { balancer: { kind: 'round-robin' }, breaker: { enabled: false }, outlierDetection: { enabled: false }, retries: { maxRetries: 1, nonIdempotent: true } });
+    assert.ok(r.status === 200 || r.status === 201, JSON.stringify(r.body));
+    for (const id of ['user-1', 'user-2']) {
+      const b = await startBackend(id);
+      backends.push(b);
+      await registerInstance(control.http, 'user-service', id, b.port);
+    }
+    previous = getGlobalDispatcher();
+    sdk = createMeshDispatcher({ control: control.http, service: 'web' });
+    setGlobalDispatcher(sdk);
+    await waitFor(() => sdk.mesh.endpoints('user-service').size === 2 && sdk.mesh.watch.definition('user-service') !== null, { timeoutMs: 10_000, what: 'the SDK to see user-service' });
+  });
+
+  after(async () => {
+    setGlobalDispatcher(previous);
+    await sdk?.close();
+    await control?.stop();
+    for (const b of backends) await b.close();
+    await dir?.remove();
+  });
+
+  test("fetch('http://user-service/ok') goes to the mesh: round-robin over both instances", async () => {
+    const seen: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const res = await fetch('http://user-service/ok');
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('x-skein-error'), null);
+      seen.push(String(res.headers.get('x-backend')));
+      assert.equal(await res.text(), `${seen[i]}\n`);
+    }
+    assert.notEqual(seen[0], seen[1]);
+    assert.deepEqual([seen[2], seen[3]], [seen[0], seen[1]], `alternates: ${seen.join(', ')}`);
+  });
+
+  test('the callee gets x-request-id, x-skein-caller (the SDK\'s service) and the service as Host', async () => {
+    const res = await fetch('http://user-service/headers', { headers: { 'x-skein-caller': 'forged', 'x-skein-explain': '1' } });
+    const h = (await res.json()) as Record<string, string>;
+    assert.equal(h['x-skein-caller'], 'web');
+    assert.match(h['x-request-id'] ?? '', /^[0-9a-f-]{36}$/);
+    assert.equal(h['host'], 'user-service');
+    assert.equal(h['x-skein-explain'], undefined, 'x-skein-explain is the mesh\'s, not sent on');
+    assert.match(res.headers.get('x-skein-explain') ?? '', /^route=default; service=user-service; endpoint=user-\d \(127\.0\.0\.1:\d+\); attempts=1/);
+  });
+
+  test('a PUT body is kept and sent again by the retry of a 503', async () => {
+    const res = await fetch('http://user-service/fail-first', { method: 'PUT', body: 'payload-1' });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('x-attempt'), '2');
+    assert.equal(await res.text(), 'payload-1');
+    // undici's own API passes a string body as it is (not a stream): kept all the same.
+    const r2 = await request('http://user-service/fail-first', { dispatcher: sdk, method: 'PUT', body: 'payload-2' });
+    assert.equal(r2.statusCode, 200);
+    assert.equal(r2.headers['x-attempt'], '2');
+    assert.equal(await r2.body.text(), 'payload-2');
+  });
+
+  test('a streamed POST body (nonIdempotent retries) is kept and sent again', async () => {
+    const enc = new TextEncoder();
+    const stream = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(enc.encode('part-1;'));
+        c.enqueue(enc.encode('part-2'));
+        c.close();
+      },
+    });
+    const res = await fetch('http://user-service/fail-first', { method: 'POST', body: stream, duplex: 'half' } as RequestInit);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('x-attempt'), '2');
+    assert.equal(await res.text(), 'part-1;part-2');
+  });
+
+  test("the mesh's own answers reach fetch as responses: status, x-skein-error, the JSON body", async () => {
+    const res = await fetch('http://user-service/hang', { headers: { 'x-skein-timeout-ms': '100' } });
+    assert.equal(res.status, 504);
+    assert.equal(res.headers.get('x-skein-error'), 'SKEIN_E_UPSTREAM_TIMEOUT');
+    assert.equal(res.headers.get('x-skein-error-origin'), 'outbound');
+    const body = (await res.json()) as { code: string; message: string; requestId: string; details: { service: string; timeoutMs: number } };
+    assert.equal(body.code, 'SKEIN_E_UPSTREAM_TIMEOUT');
+    assert.match(body.message, /^no response from "user-service" within 100 ms/);
+    assert.equal(body.details.timeoutMs, 100);
+    assert.equal(res.headers.get('x-request-id'), body.requestId);
+    const unknown = await fetch('http://nobody/x');
+    assert.equal(unknown.status, 503);
+    assert.equal(unknown.headers.get('x-skein-error'), 'SKEIN_E_UNKNOWN_SERVICE');
+  });
+
+  test('an aborted fetch rejects with its reason and leaves nothing in flight', async () => {
+    const ac = new AbortController();
+    const t = setTimeout(() => ac.abort(), 100);
+    await assert.rejects(fetch('http://user-service/hang', { signal: ac.signal }), (e: Error) => e.name === 'AbortError');
+    clearTimeout(t);
+    assert.equal(sdk.mesh.services.get('user-service')?.traffic.active, 0);
+  });
+
+  test('origins outside the mesh go to the network unchanged', async () => {
+    const b = backends[0] as Backend;
+    const res = await fetch(`http://127.0.0.1:${b.port}/headers`);
+    const h = (await res.json()) as Record<string, string>;
+    assert.equal(h['x-skein-caller'], undefined);
+    assert.equal(h['x-request-id'], undefined);
+    assert.equal(res.headers.get('x-backend'), 'user-1');
+    await assert.rejects(fetch('http://localhost:1/x'), (e: Error) => e instanceof TypeError);
+  });
+});
