@@ -8,8 +8,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getGlobalDispatcher, request, setGlobalDispatcher, type Dispatcher } from 'undici';
-import { api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
-import { registerInstance } from './proxy-helpers.js';
+import { adminTokenOf, api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { metricValue, registerInstance } from './proxy-helpers.js';
+import { LATENCY_BUCKETS } from '../src/api/stats.js';
 import { startBackend, type Backend } from './conformance.js';
 import { createMeshDispatcher, type MeshDispatcher } from '../src/sdk/index.js';
 
@@ -22,7 +23,7 @@ describe('the SDK under fetch (setGlobalDispatcher)', () => {
 
   before(async () => {
     dir = await tempDir('skein-sdk-');
-    control = await startControl({ dataDir: (dir as { path: string } & typeof dir).path, args: ['--dns', 'off'] });
+    control = await startControl({ dataDir: (dir as { path: string } & typeof dir).path, args: ['--dns', 'off', '--scrape-interval', '1s'] });
     const r = await api(control.http, 'PUT', '/v1/services/user-service', { balancer: { kind: 'round-robin' }, breaker: { enabled: false }, outlierDetection: { enabled: false }, retries: { maxRetries: 1, nonIdempotent: true } });
     assert.ok(r.status === 200 || r.status === 201, JSON.stringify(r.body));
     for (const id of ['user-1', 'user-2']) {
@@ -31,7 +32,7 @@ describe('the SDK under fetch (setGlobalDispatcher)', () => {
       await registerInstance(control.http, 'user-service', id, b.port);
     }
     previous = getGlobalDispatcher();
-    sdk = createMeshDispatcher({ control: control.http, service: 'web' });
+    sdk = createMeshDispatcher({ control: control.http, service: 'web', metrics: { listen: '127.0.0.1:0' }, token: (await adminTokenOf(control.http)) ?? '' });
     setGlobalDispatcher(sdk);
     await waitFor(() => sdk.mesh.endpoints('user-service').size === 2 && sdk.mesh.watch.definition('user-service') !== null, { timeoutMs: 10_000, what: 'the SDK to see user-service' });
   });
@@ -125,5 +126,35 @@ describe('the SDK under fetch (setGlobalDispatcher)', () => {
     assert.equal(h['x-request-id'], undefined);
     assert.equal(res.headers.get('x-backend'), 'user-1');
     await assert.rejects(fetch('http://localhost:1/x'), (e: Error) => e instanceof TypeError);
+  });
+
+  test('metrics: the proxy\'s families with plane="sdk", served, announced, and in the control plane\'s golden signals', async () => {
+    const addr = await sdk.metricsAddress();
+    assert.ok(addr !== null);
+    const count = async () => metricValue(await (await fetch(`http://${addr}/metrics`)).text(), 'skein_proxy_requests_total', { plane: 'sdk', direction: 'outbound', source: 'web', service: 'user-service', route: 'default', status: '200', class: 'success' }) ?? 0;
+    const before = await count();
+    for (let i = 0; i < 5; i++) assert.equal((await fetch('http://user-service/ok')).status, 200);
+    const fail = await fetch('http://user-service/status/500');
+    assert.equal(fail.status, 500);
+    await fail.text();
+    assert.equal((await count()) - before, 5);
+    const text = await (await fetch(`http://${addr}/metrics`)).text();
+    assert.equal(metricValue(text, 'skein_proxy_requests_total', { plane: 'sdk', service: 'user-service', status: '500', class: 'failure' }), 1);
+    const les = [...text.matchAll(/^skein_proxy_request_duration_seconds_bucket\{[^}]*service="user-service"[^}]*le="([^"]+)"/gm)].map((m) => m[1]);
+    assert.deepEqual([...new Set(les)], [...LATENCY_BUCKETS.map(String), '+Inf'], 'the proxy\'s buckets');
+    const proxies = (await api(control.http, 'GET', '/v1/proxies')).body as { proxies?: Array<{ id: string; admin: string }> } | Array<{ id: string; admin: string }>;
+    const list = Array.isArray(proxies) ? proxies : (proxies.proxies ?? []);
+    await waitFor(async () => {
+      const b = (await api(control.http, 'GET', '/v1/proxies')).body as { proxies?: Array<{ id: string; admin: string }> } | Array<{ id: string; admin: string }>;
+      const l = Array.isArray(b) ? b : (b.proxies ?? []);
+      return l.some((p) => p.id === `sdk-web-${process.pid}` && p.admin === addr);
+    }, { timeoutMs: 5000, what: `the SDK announced (proxies: ${JSON.stringify(list)})` });
+    await waitFor(
+      async () => {
+        const one = (await api(control.http, 'GET', '/v1/signals/services/user-service?window=15m')).body as { edges?: Array<{ source: string; destination: string; requests: number }> };
+        return (one.edges ?? []).find((e) => e.source === 'web' && e.destination === 'user-service')?.requests ?? 0;
+      },
+      { timeoutMs: 15_000, what: 'the edge web -> user-service in /v1/signals' },
+    );
   });
 });

@@ -13,7 +13,11 @@
  * away); each request is a MeshRequest (request.ts) driving an engine Call over an undici Pool per
  * endpoint (the Pools are this file's).
  */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Agent, Dispatcher, Pool } from 'undici';
+import { formatHostPort, parseHostPort, type HostPort } from '../core/address.js';
+import { Announcer } from '../telemetry/announce.js';
 import { preciseClock, systemClock, type Clock } from '../core/clock.js';
 import type { Rng } from '../core/backoff.js';
 import { SkeinError } from '../core/errors.js';
@@ -49,6 +53,18 @@ export interface MeshDispatcherOptions {
   readonly logger?: WatchLogger;
   /** Told of ejections, breaker changes and panic mode (as the proxy logs them). */
   readonly onEvent?: (e: TrafficEvent) => void;
+  /**
+   * Metrics (metrics.ts): `listen` ("host:port", port 0 for any) starts a server for /metrics,
+   * /stats and /live; `advertise` ("host:port") is where the control plane reaches them (default:
+   * the listen address; give it when the app mounts `metricsHandler()` itself). With either, the
+   * SDK announces itself to the control plane like a proxy (PUT /v1/proxies/{id}), so the golden
+   * signals and `skein stat` count its requests. Default: neither (metrics kept, not served).
+   */
+  readonly metrics?: { readonly listen?: string; readonly advertise?: string };
+  /** Names the SDK to the control plane. Default `sdk-<workload>-<pid>`. */
+  readonly id?: string;
+  /** A control-plane token of scope "proxy" for announcing. Default SKEIN_TOKEN. */
+  readonly token?: string;
 }
 
 interface PoolEntry {
@@ -65,6 +81,9 @@ export class MeshDispatcher extends Dispatcher {
   private readonly pools = new Map<string, PoolEntry>();
   private readonly ctx: RequestContext;
   private closed = false;
+  private server: Server | null = null;
+  private serving: Promise<string> | null = null;
+  private announcer: Announcer | null = null;
 
   constructor(private readonly o: MeshDispatcherOptions) {
     super();
@@ -73,7 +92,7 @@ export class MeshDispatcher extends Dispatcher {
     }
     const clock = o.clock ?? systemClock;
     const workload = o.workload ?? o.service ?? `sdk-${process.pid}`;
-    this.metrics = new SdkMetrics(workload, () => this.mesh);
+    this.metrics = new SdkMetrics(o.id ?? `sdk-${workload}-${process.pid}`, workload, o.service ?? null);
     this.mesh = new MeshView({
       control: o.control,
       domain: o.domain ?? 'skein',
@@ -105,6 +124,54 @@ export class MeshDispatcher extends Dispatcher {
       finished: (r: FinishedRequest) => metrics.finished(r),
     };
     this.mesh.start();
+    const m = o.metrics;
+    if (m?.listen !== undefined) {
+      const at = parseHostPort(m.listen, 'metrics.listen');
+      this.serving = this.serveMetrics(at);
+      // Seen by metricsAddress(); not a crash of the app.
+      this.serving.catch(() => undefined);
+    }
+    else if (m?.advertise !== undefined) this.announce(m.advertise);
+  }
+
+  /** Where the metrics server listens ("host:port"), once it does; null: none started. */
+  async metricsAddress(): Promise<string | null> {
+    return this.serving;
+  }
+
+  /** /metrics, /stats and /live, for an app that serves them itself (see `metrics.advertise`). */
+  metricsHandler(): (req: IncomingMessage, res: ServerResponse) => void {
+    return this.metrics.handler();
+  }
+
+  private async serveMetrics(at: HostPort): Promise<string> {
+    const listen = formatHostPort(at.host, at.port);
+    const server = createServer(this.metrics.handler());
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e) => reject(new SkeinError('SKEIN_E_ADDRESS_IN_USE', `the SDK's metrics server cannot listen on ${listen}: ${(e as NodeJS.ErrnoException).code ?? e.message}`, { field: 'metrics.listen' })));
+      server.listen(at.port, at.host, resolve);
+    });
+    server.unref();
+    const a = server.address() as AddressInfo;
+    const addr = formatHostPort(a.address, a.port);
+    this.announce(this.o.metrics?.advertise ?? addr);
+    return addr;
+  }
+
+  /** Tells the control plane where the metrics are (as a proxy announces its admin server). */
+  private announce(admin: string): void {
+    if (this.closed) return;
+    const token = this.o.token ?? process.env['SKEIN_TOKEN'] ?? null;
+    const service = this.o.service ?? null;
+    this.announcer = new Announcer({
+      control: this.mesh.control,
+      id: this.metrics.id,
+      admin,
+      token,
+      workloads: () => (service === null ? [] : [{ name: this.ctx.workload, service, inbound: null, outbound: null }]),
+    });
+    this.announcer.start();
   }
 
   /** Resolves once the first snapshot came (at once if it did), or rejects after `timeoutMs`. */
@@ -177,6 +244,10 @@ export class MeshDispatcher extends Dispatcher {
   private async shutdown(destroy: boolean): Promise<void> {
     this.closed = true;
     this.mesh.stop();
+    await this.serving?.catch(() => null);
+    await this.announcer?.stop();
+    const server = this.server;
+    if (server !== null) await new Promise<void>((r) => server.close(() => r()));
     const pools = [...this.pools.values()].map((p) => (destroy ? p.pool.destroy() : p.pool.close()));
     this.pools.clear();
     await Promise.all(pools);
