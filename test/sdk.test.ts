@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getGlobalDispatcher, request, setGlobalDispatcher, type Dispatcher } from 'undici';
-import { adminTokenOf, api, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { adminTokenOf, api, closedPort, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { metricValue, registerInstance } from './proxy-helpers.js';
 import { LATENCY_BUCKETS } from '../src/api/stats.js';
 import { startBackend, type Backend } from './conformance.js';
@@ -156,5 +156,39 @@ describe('the SDK under fetch (setGlobalDispatcher)', () => {
       },
       { timeoutMs: 15_000, what: 'the edge web -> user-service in /v1/signals' },
     );
+  });
+});
+
+describe('createMeshDispatcher: bad options are refused before anything starts', () => {
+  test('no control plane URL: SKEIN_E_USAGE naming "control"', () => {
+    assert.throws(
+      () => createMeshDispatcher({} as Parameters<typeof createMeshDispatcher>[0]),
+      (e: Error & { code?: string; field?: string }) => e.code === 'SKEIN_E_USAGE' && e.field === 'control' && /"control" must be the control plane's URL/.test(e.message),
+    );
+    assert.throws(() => createMeshDispatcher({ control: [] }), (e: Error & { code?: string }) => e.code === 'SKEIN_E_USAGE');
+  });
+
+  test('a metrics address that is not HOST:PORT: SKEIN_E_USAGE naming metrics.listen or metrics.advertise', () => {
+    assert.throws(
+      () => createMeshDispatcher({ control: 'http://127.0.0.1:1', metrics: { listen: 'everywhere' } }),
+      (e: Error & { code?: string; field?: string }) => e.code === 'SKEIN_E_USAGE' && e.field === 'metrics.listen' && /metrics\.listen must be HOST:PORT .*got "everywhere"/.test(e.message),
+    );
+    assert.throws(
+      () => createMeshDispatcher({ control: 'http://127.0.0.1:1', metrics: { advertise: '127.0.0.1' } }),
+      (e: Error & { code?: string; field?: string }) => e.code === 'SKEIN_E_USAGE' && e.field === 'metrics.advertise',
+    );
+  });
+
+  test('before the first snapshot: SKEIN_E_DISCOVERY_UNAVAILABLE as a response, as the proxy answers', async () => {
+    const d = createMeshDispatcher({ control: `http://127.0.0.1:${await closedPort()}` });
+    try {
+      const res = await request('http://user-service/x', { dispatcher: d });
+      assert.equal(res.statusCode, 503);
+      assert.equal(res.headers['x-skein-error'], 'SKEIN_E_DISCOVERY_UNAVAILABLE');
+      const body = (await res.body.json()) as { code: string; message: string };
+      assert.equal(body.message, 'the SDK has not yet heard from the control plane');
+    } finally {
+      await d.close();
+    }
   });
 });

@@ -90,6 +90,9 @@ export class MeshDispatcher extends Dispatcher {
     if (o.control === undefined || (typeof o.control !== 'string' && !Array.isArray(o.control)) || o.control.length === 0) {
       throw new SkeinError('SKEIN_E_USAGE', 'createMeshDispatcher: "control" must be the control plane\'s URL (or a list of its replicas\' URLs)', { field: 'control' });
     }
+    // Checked before anything starts: a bad option throws and leaves nothing running.
+    const listenAt = o.metrics?.listen === undefined ? null : parseHostPort(o.metrics.listen, 'metrics.listen');
+    if (o.metrics?.advertise !== undefined) parseHostPort(o.metrics.advertise, 'metrics.advertise');
     const clock = o.clock ?? systemClock;
     const workload = o.workload ?? o.service ?? `sdk-${process.pid}`;
     this.metrics = new SdkMetrics(o.id ?? `sdk-${workload}-${process.pid}`, workload, o.service ?? null);
@@ -125,9 +128,8 @@ export class MeshDispatcher extends Dispatcher {
     };
     this.mesh.start();
     const m = o.metrics;
-    if (m?.listen !== undefined) {
-      const at = parseHostPort(m.listen, 'metrics.listen');
-      this.serving = this.serveMetrics(at);
+    if (listenAt !== null) {
+      this.serving = this.serveMetrics(listenAt);
       // Seen by metricsAddress(); not a crash of the app.
       this.serving.catch(() => undefined);
     }
