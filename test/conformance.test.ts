@@ -135,6 +135,7 @@ describe('conformance: the proxy and the SDK answer alike', () => {
       for (const plane of planes) {
         for (const b of bs) {
           b.down = false;
+          b.hang = false;
           b.hits = 0;
         }
         if (s.last !== true) {

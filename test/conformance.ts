@@ -25,6 +25,8 @@ export interface Backend {
   readonly id: string;
   readonly port: number;
   down: boolean;
+  /** Never answers (until closed). */
+  hang: boolean;
   hits: number;
   close(): Promise<void>;
 }
@@ -33,7 +35,7 @@ const attempts = new Map<string, number>();
 
 export async function startBackend(id: string): Promise<Backend> {
   const hanging = new Set<http.ServerResponse>();
-  const b = { id, port: 0, down: false, hits: 0, close: async () => {} } as Backend;
+  const b = { id, port: 0, down: false, hang: false, hits: 0, close: async () => {} } as Backend;
   const server = http.createServer((req, res) => {
     b.hits++;
     const rid = String(req.headers['x-request-id'] ?? '');
@@ -50,6 +52,10 @@ export async function startBackend(id: string): Promise<Backend> {
         res.writeHead(status, { 'content-type': 'text/plain' }).end(body ?? (got === '' ? `${id}\n` : got));
       });
     if (b.down) return answer(503);
+    if (b.hang) {
+      hanging.add(res);
+      return;
+    }
     if (path === '/ok') return answer(200);
     if (path.startsWith('/status/')) return answer(Number(path.slice(8)));
     if (path === '/fail-first') return answer(n === 1 ? 503 : 200);
@@ -251,6 +257,18 @@ export const SCENARIOS: readonly Scenario[] = [
       spent: { status: 504, error: 'SKEIN_E_DEADLINE_EXCEEDED' },
       bad: { status: 400, error: 'SKEIN_E_BAD_REQUEST' },
     },
+  },
+  {
+    name: 'a per-try timeout gives up on a hung replica and retries on the other',
+    backends: ['hung', 'a'],
+    policy: { ...RR, breaker: { enabled: false }, outlierDetection: { enabled: false }, retries: { maxRetries: 1 }, timeouts: { perTry: '200ms' } },
+    run: async (r) => {
+      (r.backends[0] as Backend).hang = true;
+      const rs = await times(4, () => r.plane.send(r.service, '/ok'));
+      for (const x of rs) if (x.attempt === 2) assert.ok(x.ms >= 195, `a retried request took ${x.ms} ms (per-try 200 ms)`);
+      return rs.map((x) => ({ ...pick(x), backend: x.backend }));
+    },
+    expect: [1, 2, 3, 4].map(() => ({ status: 200, error: null, backend: 'a' })),
   },
   {
     name: 'limits.maxRequests: a second request in flight is refused (SKEIN_E_UPSTREAM_OVERFLOW)',
