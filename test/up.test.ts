@@ -130,6 +130,7 @@ describe('skein up examples/shop/shop.yaml', () => {
         ['user-service', 2],
         ['product-service', 2],
         ['frontend', 1],
+        ['frontend-sdk', 1],
       ],
     );
   });
@@ -358,7 +359,7 @@ describe('skein up examples/shop/shop.yaml', () => {
       const r = await api(up.control, 'GET', `/v1/services/${s.name}/instances`);
       for (const i of r.body.instances as Array<{ id: string; port: number }>) ports.push([`${i.id} inbound`, i.port]);
     }
-    assert.equal(pids.length, 5, `five replicas: ${JSON.stringify(pids)}`);
+    assert.equal(pids.length, 6, `six replicas: ${JSON.stringify(pids)}`);
     for (const [id, pid] of pids) assert.ok(alive(pid), `${id} (pid ${pid}) runs before Ctrl-C`);
     const upPid = up.child.pid as number;
 

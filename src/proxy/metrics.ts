@@ -22,13 +22,11 @@ import { StallDetector, isStall } from './http1/stall.js';
 import { LATENCY_BUCKETS, STATS_MAX_EVENTS, type AuthzOutcome, type Direction, type StatsAuthz, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
 import { Registry, type Aggregator, type Counter, type Sample } from '../telemetry/prom.js';
-import { processMetrics } from '../telemetry/process-metrics.js';
+import { ENGINE_COUNTERS, ListenerStats, requestFamilies, statsSeries, type SeriesStats } from '../telemetry/request-metrics.js';
 
-/** Distinct callers one listener keeps apart; later ones are counted as "other". */
-export const MAX_SOURCES = 100;
-/** Series one listener keeps apart; past it, new instances are counted as "other". */
-export const MAX_SERIES = 5000;
-const SOURCE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+/** Defined with the per-request metrics the SDK shares (src/telemetry/request-metrics.ts). */
+export { MAX_SERIES, MAX_SOURCES } from '../telemetry/request-metrics.js';
+import { processMetrics } from '../telemetry/process-metrics.js';
 
 export interface ProxyGauges {
   connections(): Array<{ workload: string; direction: Direction; open: number }>;
@@ -44,140 +42,8 @@ export interface ProxyGauges {
 /** A refused mTLS connection raises an event at most this often per peer and reason. */
 const TLS_EVENT_EVERY_MS = 60_000;
 
-/** The requests of one series: one listener, source, destination service, route, instance and version. */
-class SeriesStats {
-  /** Responses by status, of the success class and of the failure class. */
-  readonly ok = new Map<number, number>();
-  readonly failed = new Map<number, number>();
-  /** Per bucket (not cumulative); the last is +Inf. */
-  readonly buckets = new Float64Array(LATENCY_BUCKETS.length + 1);
-  sum = 0;
-  count = 0;
-  failures = 0;
-  requestBytes = 0;
-  responseBytes = 0;
-  /** Requests whose hop between proxies was mTLS. */
-  mtls = 0;
-
-  constructor(readonly labels: Readonly<{ direction: Direction; workload: string; source: string; service: string; route: string; instance: string; version: string }>) {}
-
-  record(status: number, failed: boolean, seconds: number, requestBytes: number, responseBytes: number, mtls: boolean): void {
-    const m = failed ? this.failed : this.ok;
-    m.set(status, (m.get(status) ?? 0) + 1);
-    if (failed) this.failures++;
-    if (mtls) this.mtls++;
-    this.sum += seconds;
-    this.count++;
-    this.requestBytes += requestBytes;
-    this.responseBytes += responseBytes;
-    let i = 0;
-    while (i < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[i]!) i++;
-    this.buckets[i]!++;
-  }
-
-  /** Adds another series' counts to this one. */
-  add(o: SeriesStats): void {
-    for (const [m, from] of [[this.ok, o.ok], [this.failed, o.failed]] as const) for (const [status, n] of from) m.set(status, (m.get(status) ?? 0) + n);
-    for (let i = 0; i < this.buckets.length; i++) this.buckets[i]! += o.buckets[i]!;
-    this.sum += o.sum;
-    this.count += o.count;
-    this.failures += o.failures;
-    this.requestBytes += o.requestBytes;
-    this.responseBytes += o.responseBytes;
-    this.mtls += o.mtls;
-  }
-}
-
-/** The series of one listener (workload and direction). */
-class ListenerStats implements ListenerMetrics {
-  private readonly byKey = new Map<string, SeriesStats>();
-  private readonly sources = new Set<string>();
-
-  constructor(
-    private readonly all: SeriesStats[],
-    readonly workload: string,
-    readonly direction: Direction,
-  ) {}
-
-  /** The series of the last request, and what it was found by (the same strings, usually). */
-  private last: SeriesStats | null = null;
-  private lastSource: string | null = null;
-  private lastService: string | null = null;
-  private lastRoute: string | null = null;
-  private lastInstance: string | null = null;
-  private lastVersion: string | null = null;
-
-  record(
-    source: string | null,
-    service: string | null,
-    route: string | null,
-    instance: string | null,
-    status: number,
-    failed: boolean,
-    seconds: number,
-    requestBytes: number,
-    responseBytes: number,
-    mtls = false,
-    version: string | null = null,
-  ): void {
-    if (this.last !== null && this.lastSource === source && this.lastService === service && this.lastRoute === route && this.lastInstance === instance && this.lastVersion === version) {
-      this.last.record(status, failed, seconds, requestBytes, responseBytes, mtls);
-      return;
-    }
-    const src = source === null ? 'unknown' : this.source(source);
-    let inst = instance ?? '';
-    const ver = version ?? '';
-    let key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000${inst}\u0000${ver}`;
-    let s = this.byKey.get(key);
-    if (s === undefined && this.byKey.size >= MAX_SERIES && instance !== null) {
-      // Instances churn with deployments: past the cap, new ones share one series per route and version.
-      inst = 'other';
-      key = `${src}\u0000${service ?? ''}\u0000${route ?? ''}\u0000other\u0000${ver}`;
-      s = this.byKey.get(key);
-    }
-    if (s === undefined) {
-      s = new SeriesStats({ direction: this.direction, workload: this.workload, source: src, service: service ?? '', route: route ?? '', instance: inst, version: ver });
-      this.byKey.set(key, s);
-      this.all.push(s);
-    }
-    s.record(status, failed, seconds, requestBytes, responseBytes, mtls);
-    this.last = s;
-    this.lastSource = source;
-    this.lastService = service;
-    this.lastRoute = route;
-    this.lastInstance = instance;
-    this.lastVersion = version;
-  }
-
-  /** A caller's name as a label value: a service name, at most MAX_SOURCES of them. */
-  private source(name: string): string {
-    if (this.sources.has(name)) return name;
-    if (!SOURCE.test(name)) return 'unknown';
-    if (this.sources.size >= MAX_SOURCES) return 'other';
-    this.sources.add(name);
-    return name;
-  }
-}
-
 export interface ProxyEvent extends StatsEvent {
   readonly type: 'eject' | 'return' | 'breaker' | 'active-check' | 'panic' | 'body-stall' | 'certificate' | 'mtls-refused' | 'cold-start';
-}
-
-/**
- * The series as Prometheus sees them: summed over `instance`. Destination instance ids churn with
- * every deployment and would multiply the series of every caller; only /stats (for the control
- * plane's per-instance golden signals) keeps them apart.
- */
-function exposed(series: readonly SeriesStats[]): SeriesStats[] {
-  const byKey = new Map<string, SeriesStats>();
-  for (const s of series) {
-    const l = s.labels;
-    const key = `${l.direction}\u0000${l.workload}\u0000${l.source}\u0000${l.service}\u0000${l.route}\u0000${l.version}`;
-    let a = byKey.get(key);
-    if (a === undefined) byKey.set(key, (a = new SeriesStats({ ...l, instance: '' })));
-    a.add(s);
-  }
-  return [...byKey.values()];
 }
 
 /** Samples with one series each: of two with the same labels, the last (as a gauge set twice keeps). */
@@ -186,18 +52,6 @@ function lastBySeries(samples: Sample[]): Sample[] {
   const byKey = new Map<string, Sample>();
   for (const s of samples) byKey.set(s.labels.join('\u0000'), s);
   return byKey.size === samples.length ? samples : [...byKey.values()];
-}
-
-/** The labels of an exposed series, all but `instance`, in this order. */
-const SERIES_LABELS = ['direction', 'workload', 'source', 'service', 'route', 'version'] as const;
-
-/**
- * The label values of an exposed series (SERIES_LABELS). `version` (per-version golden signals)
- * only when there is one: to Prometheus an empty label is no label, and most series have none.
- */
-function promLabels(s: SeriesStats): (string | null)[] {
-  const l = s.labels;
-  return [l.direction, l.workload, l.source, l.service, l.route, l.version === '' ? null : l.version];
 }
 
 export class ProxyMetrics implements ForwarderCounters {
@@ -238,52 +92,8 @@ export class ProxyMetrics implements ForwarderCounters {
     const r = this.registry;
     processMetrics(r);
     const series = this.series;
-    // One scrape reads the four per-request metrics one after the other: summed once for all four.
-    // (Every request adds to some series' count, so the same number of series and requests means
-    // nothing changed.)
-    let memo: { series: number; requests: number; list: SeriesStats[] } | null = null;
-    const exposedNow = () => {
-      let requests = 0;
-      for (const s of series) requests += s.count;
-      if (memo === null || memo.series !== series.length || memo.requests !== requests) memo = { series: series.length, requests, list: exposed(series) };
-      return memo.list;
-    };
-    const perSeries = (read: (s: SeriesStats) => number) => () => exposedNow().map((s): Sample => ({ labels: promLabels(s), value: read(s) }));
-    const labelNames = SERIES_LABELS;
-    r.scraped<(typeof SERIES_LABELS)[number] | 'status' | 'class'>(
-      'counter',
-      {
-        name: 'skein_proxy_requests_total',
-        help: 'Requests the proxy finished, by listener, source and destination service, route, version of the endpoint that answered ("" when none), response status (0: no response) and class (failure: no response, 5xx, or an answer the proxy made itself).',
-        labelNames: [...labelNames, 'status', 'class'],
-      },
-      () =>
-        exposedNow().flatMap((s) => {
-          const out: Sample[] = [];
-          const labels = promLabels(s);
-          for (const [m, cls] of [[s.ok, 'success'], [s.failed, 'failure']] as const) {
-            for (const [status, n] of [...m].sort((a, b) => a[0] - b[0])) out.push({ labels: [...labels, String(status), cls], value: n });
-          }
-          return out;
-        }),
-    );
-    r.scraped(
-      'histogram',
-      { name: 'skein_proxy_request_duration_seconds', help: 'Time from the complete request head to the end of the response (all attempts and backoff included), by listener, source, destination service, route and version.', labelNames, buckets: LATENCY_BUCKETS },
-      () => exposedNow().map((s): Sample => ({ labels: promLabels(s), value: s.sum, counts: s.buckets })),
-    );
-    r.scraped('counter', { name: 'skein_proxy_request_bytes_total', help: 'Request body bytes received from clients (as framed on the wire), by the labels of skein_proxy_request_duration_seconds.', labelNames }, perSeries((s) => s.requestBytes));
-    r.scraped('counter', { name: 'skein_proxy_response_bytes_total', help: "Response body bytes forwarded to clients (as framed on the wire; the proxy's own error answers not counted), by the labels of skein_proxy_request_duration_seconds.", labelNames }, perSeries((s) => s.responseBytes));
-    r.scraped(
-      'counter',
-      { name: 'skein_proxy_mtls_requests_total', help: "Requests the proxy finished whose hop between proxies was mTLS (inbound: the caller's connection; outbound: the connection to the peer's inbound listener), by the labels of skein_proxy_request_duration_seconds: divided by its _count, the share that was mTLS.", labelNames },
-      perSeries((s) => s.mtls),
-    );
-    this.rateLimits = r.counter({
-      name: 'skein_proxy_rate_limited_total',
-      help: 'Requests refused with 429 by a rate limit, by listener direction, destination service and route.',
-      labelNames: ['direction', 'service', 'route'],
-    });
+    requestFamilies(r, series, null);
+    this.rateLimits = r.counter(ENGINE_COUNTERS.rateLimits);
     this.bodyStalls = r.counter({
       name: 'skein_proxy_body_stalls_total',
       help: "Responses whose body came 38-80 ms after their head, in a separate read: the app's Nagle algorithm waiting for the proxy's delayed ACK. By listener direction and destination service.",
@@ -325,36 +135,12 @@ export class ProxyMetrics implements ForwarderCounters {
       { name: 'skein_proxy_certificate_expiry_timestamp_seconds', help: 'When each certificate the proxy holds expires (Unix seconds), by service and SPIFFE ID.', labelNames: ['service', 'identity'], aggregator: 'min' },
       () => lastBySeries(gauges.certificates().map((c) => ({ labels: [c.service, c.identity], value: c.notAfter / 1000 }))),
     );
-    this.errors = r.counter({
-      name: 'skein_proxy_errors_total',
-      help: 'Responses the proxy made itself (x-skein-error), by code.',
-      labelNames: ['direction', 'code'],
-    });
-    this.connects = r.counter({
-      name: 'skein_proxy_upstream_connects_total',
-      help: 'New upstream connections, by result (ok, failed).',
-      labelNames: ['result'],
-    });
-    this.retries = r.counter({
-      name: 'skein_proxy_retries_total',
-      help: 'Retries sent, by destination service and reason (connect-failure, reset, refused-stream, per-try-timeout, status).',
-      labelNames: ['service', 'reason'],
-    });
-    this.budgetExhausted = r.counter({
-      name: 'skein_proxy_retry_budget_exhausted_total',
-      help: 'Retries the retry budget refused, by destination service.',
-      labelNames: ['service'],
-    });
-    this.outlierEvents = r.counter({
-      name: 'skein_proxy_outlier_events_total',
-      help: 'Outlier detection ejections and returns of endpoints, by destination service and event (eject, return).',
-      labelNames: ['service', 'event'],
-    });
-    this.breakerChanges = r.counter({
-      name: 'skein_proxy_breaker_transitions_total',
-      help: 'Circuit breaker state changes of endpoints, by destination service and new state (open, half-open, closed).',
-      labelNames: ['service', 'to'],
-    });
+    this.errors = r.counter(ENGINE_COUNTERS.errors);
+    this.connects = r.counter(ENGINE_COUNTERS.connects);
+    this.retries = r.counter(ENGINE_COUNTERS.retries);
+    this.budgetExhausted = r.counter(ENGINE_COUNTERS.budgetExhausted);
+    this.outlierEvents = r.counter(ENGINE_COUNTERS.outlierEvents);
+    this.breakerChanges = r.counter(ENGINE_COUNTERS.breakerChanges);
     this.activeChecks = r.counter({
       name: 'skein_proxy_active_check_transitions_total',
       help: "Endpoints turning healthy or unhealthy in the proxy's own active health checks, by destination service.",
@@ -393,11 +179,7 @@ export class ProxyMetrics implements ForwarderCounters {
       help: 'Times the proxy held requests for a service scaled to zero and asked for it to be woken.',
       labelNames: ['service'],
     });
-    this.panicChanges = r.counter({
-      name: 'skein_proxy_panic_transitions_total',
-      help: 'Destination services entering (to="panic") and leaving (to="normal") panic mode.',
-      labelNames: ['service', 'to'],
-    });
+    this.panicChanges = r.counter(ENGINE_COUNTERS.panicChanges);
     r.scraped<'workload' | 'direction'>('gauge', { name: 'skein_proxy_connections_open', help: 'Client connections open, by workload and direction.', labelNames: ['workload', 'direction'] }, () =>
       lastBySeries(gauges.connections().map((c) => ({ labels: [c.workload, c.direction], value: c.open }))),
     );
@@ -533,11 +315,7 @@ export class ProxyMetrics implements ForwarderCounters {
       proxy: { id: this.id, startedAt: this.startedAt },
       at: Date.now(),
       bounds: LATENCY_BUCKETS,
-      series: this.series.map((s) => {
-        const statuses: Record<string, number> = {};
-        for (const m of [s.ok, s.failed]) for (const [status, n] of m) statuses[status] = (statuses[status] ?? 0) + n;
-        return { ...s.labels, requests: s.count, failures: s.failures, statuses, latency: { counts: Array.from(s.buckets), sum: s.sum }, requestBytes: s.requestBytes, responseBytes: s.responseBytes, mtls: s.mtls };
-      }),
+      series: statsSeries(this.series),
       authz: [...this.authzCounts.values()].map((c): StatsAuthz => ({ ...c })),
       events: this.events.filter((e) => e.seq > sinceSeq),
       eventSeq: this.eventSeq,

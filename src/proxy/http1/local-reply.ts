@@ -4,6 +4,7 @@
  * request's checks; this only frames it.
  */
 import { SkeinError, type ErrorCode } from '../../core/errors.js';
+import { errorBody } from '../../engine/answer.js';
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
@@ -27,11 +28,8 @@ export function errorResponse(
   opts: { close: boolean; requestId?: string | undefined; status?: number | undefined; head?: boolean; details?: unknown; headers?: string; origin?: 'inbound' | 'outbound' },
 ): string {
   const status = opts.status ?? new SkeinError(code, message).status;
-  const o: Record<string, unknown> = { code, message };
-  if (opts.requestId !== undefined) o['requestId'] = opts.requestId;
-  if (opts.details !== undefined) o['details'] = opts.details;
-  // Written as latin1: anything beyond ASCII is escaped so that the length is the byte count.
-  const body = JSON.stringify(o).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
+  // Written as latin1: errorBody escapes anything beyond ASCII, so the length is the byte count.
+  const body = errorBody(code, message, opts.requestId, opts.details);
   return (
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
     `content-type: application/json\r\n` +

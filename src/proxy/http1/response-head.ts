@@ -13,7 +13,7 @@
  * The header table of a response head is not collected from llhttp's callbacks but scanned here,
  * once, from the head llhttp validated (`scanResponseHead`).
  */
-import { INBOUND_PROXY_LABEL } from '../../api/names.js';
+import { refusedByPeer as peerRefused } from '../../engine/answer.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import { classify, connectionNames, dropNamed, forbiddenConnectionOption, H, hopByHop, rewriteHead, type HeadCollector, MAX_HEADERS, nameEquals } from './head.js';
 
@@ -155,14 +155,7 @@ export function clientHead(buf: Buffer, h: HeadCollector, tail: string): Buffer 
   return rewriteHead(buf, h, drop, 0, '', tail);
 }
 
-/**
- * Peer-proxy errors that say the request never reached an app: safe to send elsewhere, and
- * evidence against the endpoint rather than an app's answer. Only a Skein inbound listener's own
- * answers count: the endpoint must be registered as one (INBOUND_PROXY_LABEL), and the answer
- * must say it is its own (`x-skein-error-origin: inbound`, which an inbound listener removes from
- * its app's responses). An app registered without an inbound proxy, or one that relays such an
- * error, did see the request.
- */
+/** Peer-proxy errors that say the request never reached an app (the decision: src/engine/answer.ts). */
 export function refusedByPeer(e: Endpoint | null, r: ResponseHead): boolean {
-  return r.peerOrigin === 'inbound' && (r.peerError === 'SKEIN_E_UPSTREAM_CONNECT' || r.peerError === 'SKEIN_E_PROXY_DRAINING') && e !== null && e.labels[INBOUND_PROXY_LABEL] === 'true';
+  return peerRefused(e, r.peerOrigin, r.peerError);
 }

@@ -18,6 +18,7 @@
  * tickets), so no session made before the removal resumes. A leaf whose issuer is not the CA's
  * current one is renewed at once (the switch step).
  */
+import type { ControlAnswer, ControlCall } from '../../telemetry/announce.js';
 import { generateKeyPair, randomBytes, X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { promisify } from 'node:util';
@@ -43,14 +44,8 @@ export interface CertificateSource {
   request?(current: Credential, method: string, path: string, body?: unknown): Promise<ControlAnswer>;
 }
 
-/** The control plane's answer to a call: its status and text. */
-export interface ControlAnswer {
-  readonly status: number;
-  readonly text: string;
-}
-
-/** A call to the control plane's API (method, path, JSON body); rejects when there is no answer. */
-export type ControlCall = (method: string, path: string, body?: unknown) => Promise<ControlAnswer>;
+/** A call to the control plane's API and its answer (defined with the announcer: src/telemetry/announce.ts). */
+export type { ControlAnswer, ControlCall };
 
 /** One identity the proxy holds: key, certificate and the TLS context built from them. */
 export interface Credential {

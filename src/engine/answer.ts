@@ -1,0 +1,31 @@
+/**
+ * What every driver says the same way when the mesh answers a request itself (the proxy's
+ * listeners, the SDK's dispatcher): the JSON body of a proxy error, and which answers of a peer's
+ * inbound proxy mean the request never reached its app. Framing (HTTP/1 bytes, an undici
+ * response, gRPC trailers) is the driver's; the words are here.
+ */
+import { INBOUND_PROXY_LABEL } from '../api/names.js';
+import type { ErrorCode } from '../core/errors.js';
+import type { Endpoint } from '../discovery/endpoint.js';
+
+/**
+ * The body of a proxy error: `{ code, message, requestId?, details? }` and a newline, anything
+ * beyond ASCII escaped (so that its length in latin1 is its byte count).
+ */
+export function errorBody(code: ErrorCode, message: string, requestId?: string, details?: unknown): string {
+  const o: Record<string, unknown> = { code, message };
+  if (requestId !== undefined) o['requestId'] = requestId;
+  if (details !== undefined) o['details'] = details;
+  return JSON.stringify(o).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
+}
+
+/**
+ * A peer's inbound proxy answered itself that the request never reached its app (its
+ * `x-skein-error` and `x-skein-error-origin: inbound`): the evidence against the endpoint is a
+ * mesh failure (0), not the status (see docs/traffic.md). Only such an endpoint's answers count:
+ * it must be registered as an inbound proxy (INBOUND_PROXY_LABEL); an app registered without one,
+ * or one that relays such an error, did see the request.
+ */
+export function refusedByPeer(e: Endpoint | null, peerOrigin: string | undefined, peerError: string | undefined): boolean {
+  return peerOrigin === 'inbound' && (peerError === 'SKEIN_E_UPSTREAM_CONNECT' || peerError === 'SKEIN_E_PROXY_DRAINING') && e !== null && e.labels[INBOUND_PROXY_LABEL] === 'true';
+}

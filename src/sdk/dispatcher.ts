@@ -1,0 +1,287 @@
+/**
+ * The proxyless client: an undici Dispatcher that sends requests for `http://<service>` origins
+ * through the mesh in-process, with the proxy's engine (route match, admission, deadlines,
+ * retries and the budget, breakers, outlier detection, panic threshold, the same errors), and
+ * every other origin to undici's Agent unchanged.
+ *
+ *   import { setGlobalDispatcher } from 'undici';
+ *   import { createMeshDispatcher } from 'skein/sdk';
+ *   setGlobalDispatcher(createMeshDispatcher({ control: 'http://127.0.0.1:7400', service: 'web' }));
+ *   const res = await fetch('http://user-service/users/1');
+ *
+ * Its view of the mesh is the proxy's (mesh.ts: the watch stream, kept while the control plane is
+ * away); each request is a MeshRequest (request.ts) driving an engine Call over an undici Pool per
+ * endpoint (the Pools are this file's).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Agent, Dispatcher, Pool } from 'undici';
+import { formatHostPort, parseHostPort, type HostPort } from '../core/address.js';
+import { Announcer } from '../telemetry/announce.js';
+import { preciseClock, systemClock, type Clock } from '../core/clock.js';
+import type { Rng } from '../core/backoff.js';
+import { SkeinError } from '../core/errors.js';
+import type { Endpoint } from '../discovery/endpoint.js';
+import type { WatchLogger } from '../discovery/watch-client.js';
+import type { TrafficEvent } from '../resilience/traffic-state.js';
+import { MeshView } from './mesh.js';
+import { MeshRequest, type FinishedRequest, type RequestContext } from './request.js';
+import { SdkMetrics } from './metrics.js';
+
+export interface MeshDispatcherOptions {
+  /** The control plane's base URL (e.g. `http://127.0.0.1:7400`), or its replicas'. */
+  readonly control: string | readonly string[];
+  /**
+   * The calling service: sent as `x-skein-caller` (the callee's metrics name it), the source of
+   * the SDK's metrics. Default: none.
+   */
+  readonly service?: string;
+  /** Names the calling workload (per-caller rate limits, metrics). Default: the service, else `sdk-<pid>`. */
+  readonly workload?: string;
+  /** The DNS zone of service names (`<service>.service.<domain>`). Default "skein". */
+  readonly domain?: string;
+  /** Where requests for other origins go. Default: a new undici Agent. */
+  readonly fallback?: Dispatcher;
+  /** Options of the Pool per endpoint (connections, keep-alive, ...). */
+  readonly pool?: Pool.Options;
+  /** Randomness of calls (backoff jitter, fault injection): tests seed it. Default Math.random. */
+  readonly rng?: Rng;
+  /** Time of the watch stream and the resilience state. Default the system clock. */
+  readonly clock?: Clock;
+  /** Time and timers of calls (deadlines, backoff). Default the precise clock. */
+  readonly callClock?: Clock;
+  readonly logger?: WatchLogger;
+  /** Told of ejections, breaker changes and panic mode (as the proxy logs them). */
+  readonly onEvent?: (e: TrafficEvent) => void;
+  /**
+   * Metrics (metrics.ts): `listen` ("host:port", port 0 for any) starts a server for /metrics,
+   * /stats and /live; `advertise` ("host:port") is where the control plane reaches them (default:
+   * the listen address; give it when the app mounts `metricsHandler()` itself). With either, the
+   * SDK announces itself to the control plane like a proxy (PUT /v1/proxies/{id}), so the golden
+   * signals and `skein stat` count its requests. Default: neither (metrics kept, not served).
+   */
+  readonly metrics?: { readonly listen?: string; readonly advertise?: string };
+  /** Names the SDK to the control plane. Default `sdk-<workload>-<pid>`. */
+  readonly id?: string;
+  /** A control-plane token of scope "proxy" for announcing. Default SKEIN_TOKEN. */
+  readonly token?: string;
+}
+
+interface PoolEntry {
+  readonly pool: Pool;
+  readonly service: string;
+  readonly key: string;
+}
+
+export class MeshDispatcher extends Dispatcher {
+  readonly mesh: MeshView;
+  readonly metrics: SdkMetrics;
+  private readonly fallback: Dispatcher;
+  private readonly ownFallback: boolean;
+  private readonly pools = new Map<string, PoolEntry>();
+  private readonly ctx: RequestContext;
+  private closed = false;
+  private server: Server | null = null;
+  private serving: Promise<string> | null = null;
+  private announcer: Announcer | null = null;
+
+  constructor(private readonly o: MeshDispatcherOptions) {
+    super();
+    if (o.control === undefined || (typeof o.control !== 'string' && !Array.isArray(o.control)) || o.control.length === 0) {
+      throw new SkeinError('SKEIN_E_USAGE', 'createMeshDispatcher: "control" must be the control plane\'s URL (or a list of its replicas\' URLs)', { field: 'control' });
+    }
+    // Checked before anything starts: a bad option throws and leaves nothing running.
+    const listenAt = o.metrics?.listen === undefined ? null : parseHostPort(o.metrics.listen, 'metrics.listen');
+    if (o.metrics?.advertise !== undefined) parseHostPort(o.metrics.advertise, 'metrics.advertise');
+    const clock = o.clock ?? systemClock;
+    const workload = o.workload ?? o.service ?? `sdk-${process.pid}`;
+    this.metrics = new SdkMetrics(o.id ?? `sdk-${workload}-${process.pid}`, workload, o.service ?? null);
+    this.mesh = new MeshView({
+      control: o.control,
+      domain: o.domain ?? 'skein',
+      clock,
+      logger: o.logger,
+      onEvent: (e) => {
+        this.metrics.trafficEvent(e);
+        o.onEvent?.(e);
+      },
+    });
+    this.mesh.watch.on('update', (service, set) => {
+      for (const p of this.pools.values()) {
+        if (p.service === service && !set.has(p.key)) {
+          this.pools.delete(`${p.service}\u0000${p.key}`);
+          void p.pool.close();
+        }
+      }
+    });
+    this.ownFallback = o.fallback === undefined;
+    this.fallback = o.fallback ?? new Agent();
+    const metrics = this.metrics;
+    this.ctx = {
+      workload,
+      service: o.service ?? null,
+      clock: o.callClock ?? preciseClock,
+      rng: o.rng ?? Math.random,
+      counters: metrics,
+      pool: (e) => this.poolOf(e),
+      finished: (r: FinishedRequest) => metrics.finished(r),
+    };
+    this.mesh.start();
+    const m = o.metrics;
+    if (listenAt !== null) {
+      this.serving = this.serveMetrics(listenAt);
+      // Seen by metricsAddress(); not a crash of the app.
+      this.serving.catch(() => undefined);
+    }
+    else if (m?.advertise !== undefined) this.announce(m.advertise);
+  }
+
+  /** Where the metrics server listens ("host:port"), once it does; null: none started. */
+  async metricsAddress(): Promise<string | null> {
+    return this.serving;
+  }
+
+  /** /metrics, /stats and /live, for an app that serves them itself (see `metrics.advertise`). */
+  metricsHandler(): (req: IncomingMessage, res: ServerResponse) => void {
+    return this.metrics.handler();
+  }
+
+  private async serveMetrics(at: HostPort): Promise<string> {
+    const listen = formatHostPort(at.host, at.port);
+    const server = createServer(this.metrics.handler());
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e) => reject(new SkeinError('SKEIN_E_ADDRESS_IN_USE', `the SDK's metrics server cannot listen on ${listen}: ${(e as NodeJS.ErrnoException).code ?? e.message}`, { field: 'metrics.listen' })));
+      server.listen(at.port, at.host, resolve);
+    });
+    server.unref();
+    const a = server.address() as AddressInfo;
+    const addr = formatHostPort(a.address, a.port);
+    this.announce(this.o.metrics?.advertise ?? addr);
+    return addr;
+  }
+
+  /** Tells the control plane where the metrics are (as a proxy announces its admin server). */
+  private announce(admin: string): void {
+    if (this.closed) return;
+    const token = this.o.token ?? process.env['SKEIN_TOKEN'] ?? null;
+    const service = this.o.service ?? null;
+    this.announcer = new Announcer({
+      control: this.mesh.control,
+      id: this.metrics.id,
+      admin,
+      token,
+      workloads: () => (service === null ? [] : [{ name: this.ctx.workload, service, inbound: null, outbound: null }]),
+    });
+    this.announcer.start();
+  }
+
+  /** Resolves once the first snapshot came (at once if it did), or rejects after `timeoutMs`. */
+  ready(timeoutMs = 10_000): Promise<void> {
+    if (this.mesh.ready) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.mesh.watch.off('snapshot', ok);
+        reject(new SkeinError('SKEIN_E_DISCOVERY_UNAVAILABLE', `no snapshot from the control plane (${this.mesh.control.current}) within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const ok = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      this.mesh.watch.once('snapshot', ok);
+    });
+  }
+
+  override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const origin = opts.origin;
+    let url: URL | null = null;
+    if (origin !== undefined) {
+      try {
+        url = typeof origin === 'string' ? new URL(origin) : origin;
+      } catch {
+        url = null;
+      }
+    }
+    const service = url !== null && url.protocol === 'http:' && !this.closed ? this.mesh.serviceOf(url.hostname) : null;
+    if (service === null || url === null) return this.fallback.dispatch(opts, handler);
+    if (opts.upgrade != null && opts.upgrade !== false) {
+      handler.onResponseError?.(noController(), new SkeinError('SKEIN_E_SDK_UNSUPPORTED', `the SDK does not carry protocol upgrades (${String(opts.upgrade)}) to "${service}" yet: call it through the proxy`));
+      return true;
+    }
+    const r = new MeshRequest(this.ctx, service, this.mesh.resolve(service), url.host, opts, handler);
+    r.start();
+    return true;
+  }
+
+  private poolOf(e: Endpoint): Pool {
+    const k = `${e.service}\u0000${e.key}`;
+    let p = this.pools.get(k);
+    if (p === undefined) {
+      const host = e.address.includes(':') ? `[${e.address}]` : e.address;
+      const pool = new Pool(`http://${host}:${e.port}`, { ...this.o.pool });
+      const traffic = () => this.mesh.services.get(e.service)?.traffic;
+      pool.on('connect', () => {
+        const t = traffic();
+        if (t !== undefined) t.connections.open++;
+        this.metrics.upstreamConnect(true);
+      });
+      pool.on('disconnect', () => {
+        const t = traffic();
+        if (t !== undefined) t.connections.open = Math.max(0, t.connections.open - 1);
+      });
+      pool.on('connectionError', () => this.metrics.upstreamConnect(false));
+      p = { pool, service: e.service, key: e.key };
+      this.pools.set(k, p);
+    }
+    return p.pool;
+  }
+
+  /** Pooled connections waiting for a request. */
+  idleConnections(): number {
+    let n = 0;
+    for (const p of this.pools.values()) n += p.pool.stats.free;
+    return n;
+  }
+
+  private async shutdown(destroy: boolean): Promise<void> {
+    this.closed = true;
+    this.mesh.stop();
+    await this.serving?.catch(() => null);
+    await this.announcer?.stop();
+    const server = this.server;
+    if (server !== null) await new Promise<void>((r) => server.close(() => r()));
+    const pools = [...this.pools.values()].map((p) => (destroy ? p.pool.destroy() : p.pool.close()));
+    this.pools.clear();
+    await Promise.all(pools);
+    if (this.ownFallback) await (destroy ? this.fallback.destroy() : this.fallback.close());
+  }
+
+  override close(): Promise<void>;
+  override close(callback: () => void): void;
+  override close(callback?: () => void): Promise<void> | void {
+    const p = this.shutdown(false);
+    if (callback === undefined) return p;
+    void p.then(callback);
+  }
+
+  override destroy(): Promise<void>;
+  override destroy(err: Error | null): Promise<void>;
+  override destroy(callback: () => void): void;
+  override destroy(err: Error | null, callback: () => void): void;
+  override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    const cb = typeof a === 'function' ? a : b;
+    const p = this.shutdown(true);
+    if (cb === undefined) return p;
+    void p.then(cb);
+  }
+}
+
+/** A controller for an answer given before anything started. */
+function noController(): Dispatcher.DispatchController {
+  return { aborted: false, paused: false, reason: null, abort: () => {}, pause: () => {}, resume: () => {} };
+}
+
+/** A dispatcher for `setGlobalDispatcher` (or a client's `dispatcher` option): see MeshDispatcher. */
+export function createMeshDispatcher(o: MeshDispatcherOptions): MeshDispatcher {
+  return new MeshDispatcher(o);
+}

@@ -1,0 +1,194 @@
+/**
+ * The SDK as an app uses it: `setGlobalDispatcher(createMeshDispatcher(...))`, then the global
+ * `fetch('http://<service>/...')`, against a real `skein control` and real HTTP servers registered
+ * as instances. What the engine decides is the conformance suite's (test/conformance.test.ts);
+ * here: fetch's bodies (kept for a retry, streamed), what the callee gets, errors as responses,
+ * aborts, and origins outside the mesh going to undici's Agent unchanged.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { getGlobalDispatcher, request, setGlobalDispatcher, type Dispatcher } from 'undici';
+import { adminTokenOf, api, closedPort, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { metricValue, registerInstance } from './proxy-helpers.js';
+import { LATENCY_BUCKETS } from '../src/api/stats.js';
+import { startBackend, type Backend } from './conformance.js';
+import { createMeshDispatcher, type MeshDispatcher } from '../src/sdk/index.js';
+
+describe('the SDK under fetch (setGlobalDispatcher)', () => {
+  let control: ControlProcess;
+  let dir: { remove(): Promise<void> };
+  let sdk: MeshDispatcher;
+  let previous: Dispatcher;
+  const backends: Backend[] = [];
+
+  before(async () => {
+    dir = await tempDir('skein-sdk-');
+    control = await startControl({ dataDir: (dir as { path: string } & typeof dir).path, args: ['--dns', 'off', '--scrape-interval', '1s'] });
+    const r = await api(control.http, 'PUT', '/v1/services/user-service', { balancer: { kind: 'round-robin' }, breaker: { enabled: false }, outlierDetection: { enabled: false }, retries: { maxRetries: 1, nonIdempotent: true } });
+    assert.ok(r.status === 200 || r.status === 201, JSON.stringify(r.body));
+    for (const id of ['user-1', 'user-2']) {
+      const b = await startBackend(id);
+      backends.push(b);
+      await registerInstance(control.http, 'user-service', id, b.port);
+    }
+    previous = getGlobalDispatcher();
+    sdk = createMeshDispatcher({ control: control.http, service: 'web', metrics: { listen: '127.0.0.1:0' }, token: (await adminTokenOf(control.http)) ?? '' });
+    setGlobalDispatcher(sdk);
+    await waitFor(() => sdk.mesh.endpoints('user-service').size === 2 && sdk.mesh.watch.definition('user-service') !== null, { timeoutMs: 10_000, what: 'the SDK to see user-service' });
+  });
+
+  after(async () => {
+    setGlobalDispatcher(previous);
+    await sdk?.close();
+    await control?.stop();
+    for (const b of backends) await b.close();
+    await dir?.remove();
+  });
+
+  test("fetch('http://user-service/ok') goes to the mesh: round-robin over both instances", async () => {
+    const seen: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const res = await fetch('http://user-service/ok');
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('x-skein-error'), null);
+      seen.push(String(res.headers.get('x-backend')));
+      assert.equal(await res.text(), `${seen[i]}\n`);
+    }
+    assert.notEqual(seen[0], seen[1]);
+    assert.deepEqual([seen[2], seen[3]], [seen[0], seen[1]], `alternates: ${seen.join(', ')}`);
+  });
+
+  test('the callee gets x-request-id, x-skein-caller (the SDK\'s service) and the service as Host', async () => {
+    const res = await fetch('http://user-service/headers', { headers: { 'x-skein-caller': 'forged', 'x-skein-explain': '1' } });
+    const h = (await res.json()) as Record<string, string>;
+    assert.equal(h['x-skein-caller'], 'web');
+    assert.match(h['x-request-id'] ?? '', /^[0-9a-f-]{36}$/);
+    assert.equal(h['host'], 'user-service');
+    assert.equal(h['x-skein-explain'], undefined, 'x-skein-explain is the mesh\'s, not sent on');
+    assert.match(res.headers.get('x-skein-explain') ?? '', /^route=default; service=user-service; endpoint=user-\d \(127\.0\.0\.1:\d+\); attempts=1/);
+  });
+
+  test('a PUT body is kept and sent again by the retry of a 503', async () => {
+    const res = await fetch('http://user-service/fail-first', { method: 'PUT', body: 'payload-1' });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('x-attempt'), '2');
+    assert.equal(await res.text(), 'payload-1');
+    // undici's own API passes a string body as it is (not a stream): kept all the same.
+    const r2 = await request('http://user-service/fail-first', { dispatcher: sdk, method: 'PUT', body: 'payload-2' });
+    assert.equal(r2.statusCode, 200);
+    assert.equal(r2.headers['x-attempt'], '2');
+    assert.equal(await r2.body.text(), 'payload-2');
+  });
+
+  test('a streamed POST body (nonIdempotent retries) is kept and sent again', async () => {
+    const enc = new TextEncoder();
+    const stream = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(enc.encode('part-1;'));
+        c.enqueue(enc.encode('part-2'));
+        c.close();
+      },
+    });
+    const res = await fetch('http://user-service/fail-first', { method: 'POST', body: stream, duplex: 'half' } as RequestInit);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('x-attempt'), '2');
+    assert.equal(await res.text(), 'part-1;part-2');
+  });
+
+  test("the mesh's own answers reach fetch as responses: status, x-skein-error, the JSON body", async () => {
+    const res = await fetch('http://user-service/hang', { headers: { 'x-skein-timeout-ms': '100' } });
+    assert.equal(res.status, 504);
+    assert.equal(res.headers.get('x-skein-error'), 'SKEIN_E_UPSTREAM_TIMEOUT');
+    assert.equal(res.headers.get('x-skein-error-origin'), 'outbound');
+    const body = (await res.json()) as { code: string; message: string; requestId: string; details: { service: string; timeoutMs: number } };
+    assert.equal(body.code, 'SKEIN_E_UPSTREAM_TIMEOUT');
+    assert.match(body.message, /^no response from "user-service" within 100 ms/);
+    assert.equal(body.details.timeoutMs, 100);
+    assert.equal(res.headers.get('x-request-id'), body.requestId);
+    const unknown = await fetch('http://nobody/x');
+    assert.equal(unknown.status, 503);
+    assert.equal(unknown.headers.get('x-skein-error'), 'SKEIN_E_UNKNOWN_SERVICE');
+  });
+
+  test('an aborted fetch rejects with its reason and leaves nothing in flight', async () => {
+    const ac = new AbortController();
+    const t = setTimeout(() => ac.abort(), 100);
+    await assert.rejects(fetch('http://user-service/hang', { signal: ac.signal }), (e: Error) => e.name === 'AbortError');
+    clearTimeout(t);
+    assert.equal(sdk.mesh.services.get('user-service')?.traffic.active, 0);
+  });
+
+  test('origins outside the mesh go to the network unchanged', async () => {
+    const b = backends[0] as Backend;
+    const res = await fetch(`http://127.0.0.1:${b.port}/headers`);
+    const h = (await res.json()) as Record<string, string>;
+    assert.equal(h['x-skein-caller'], undefined);
+    assert.equal(h['x-request-id'], undefined);
+    assert.equal(res.headers.get('x-backend'), 'user-1');
+    await assert.rejects(fetch('http://localhost:1/x'), (e: Error) => e instanceof TypeError);
+  });
+
+  test('metrics: the proxy\'s families with plane="sdk", served, announced, and in the control plane\'s golden signals', async () => {
+    const addr = await sdk.metricsAddress();
+    assert.ok(addr !== null);
+    const count = async () => metricValue(await (await fetch(`http://${addr}/metrics`)).text(), 'skein_proxy_requests_total', { plane: 'sdk', direction: 'outbound', source: 'web', service: 'user-service', route: 'default', status: '200', class: 'success' }) ?? 0;
+    const before = await count();
+    for (let i = 0; i < 5; i++) assert.equal((await fetch('http://user-service/ok')).status, 200);
+    const fail = await fetch('http://user-service/status/500');
+    assert.equal(fail.status, 500);
+    await fail.text();
+    assert.equal((await count()) - before, 5);
+    const text = await (await fetch(`http://${addr}/metrics`)).text();
+    assert.equal(metricValue(text, 'skein_proxy_requests_total', { plane: 'sdk', service: 'user-service', status: '500', class: 'failure' }), 1);
+    const les = [...text.matchAll(/^skein_proxy_request_duration_seconds_bucket\{[^}]*service="user-service"[^}]*le="([^"]+)"/gm)].map((m) => m[1]);
+    assert.deepEqual([...new Set(les)], [...LATENCY_BUCKETS.map(String), '+Inf'], 'the proxy\'s buckets');
+    const proxies = (await api(control.http, 'GET', '/v1/proxies')).body as { proxies?: Array<{ id: string; admin: string }> } | Array<{ id: string; admin: string }>;
+    const list = Array.isArray(proxies) ? proxies : (proxies.proxies ?? []);
+    await waitFor(async () => {
+      const b = (await api(control.http, 'GET', '/v1/proxies')).body as { proxies?: Array<{ id: string; admin: string }> } | Array<{ id: string; admin: string }>;
+      const l = Array.isArray(b) ? b : (b.proxies ?? []);
+      return l.some((p) => p.id === `sdk-web-${process.pid}` && p.admin === addr);
+    }, { timeoutMs: 5000, what: `the SDK announced (proxies: ${JSON.stringify(list)})` });
+    await waitFor(
+      async () => {
+        const one = (await api(control.http, 'GET', '/v1/signals/services/user-service?window=15m')).body as { edges?: Array<{ source: string; destination: string; requests: number }> };
+        return (one.edges ?? []).find((e) => e.source === 'web' && e.destination === 'user-service')?.requests ?? 0;
+      },
+      { timeoutMs: 15_000, what: 'the edge web -> user-service in /v1/signals' },
+    );
+  });
+});
+
+describe('createMeshDispatcher: bad options are refused before anything starts', () => {
+  test('no control plane URL: SKEIN_E_USAGE naming "control"', () => {
+    assert.throws(
+      () => createMeshDispatcher({} as Parameters<typeof createMeshDispatcher>[0]),
+      (e: Error & { code?: string; field?: string }) => e.code === 'SKEIN_E_USAGE' && e.field === 'control' && /"control" must be the control plane's URL/.test(e.message),
+    );
+    assert.throws(() => createMeshDispatcher({ control: [] }), (e: Error & { code?: string }) => e.code === 'SKEIN_E_USAGE');
+  });
+
+  test('a metrics address that is not HOST:PORT: SKEIN_E_USAGE naming metrics.listen or metrics.advertise', () => {
+    assert.throws(
+      () => createMeshDispatcher({ control: 'http://127.0.0.1:1', metrics: { listen: 'everywhere' } }),
+      (e: Error & { code?: string; field?: string }) => e.code === 'SKEIN_E_USAGE' && e.field === 'metrics.listen' && /metrics\.listen must be HOST:PORT .*got "everywhere"/.test(e.message),
+    );
+    assert.throws(
+      () => createMeshDispatcher({ control: 'http://127.0.0.1:1', metrics: { advertise: '127.0.0.1' } }),
+      (e: Error & { code?: string; field?: string }) => e.code === 'SKEIN_E_USAGE' && e.field === 'metrics.advertise',
+    );
+  });
+
+  test('before the first snapshot: SKEIN_E_DISCOVERY_UNAVAILABLE as a response, as the proxy answers', async () => {
+    const d = createMeshDispatcher({ control: `http://127.0.0.1:${await closedPort()}` });
+    try {
+      const res = await request('http://user-service/x', { dispatcher: d });
+      assert.equal(res.statusCode, 503);
+      assert.equal(res.headers['x-skein-error'], 'SKEIN_E_DISCOVERY_UNAVAILABLE');
+      const body = (await res.body.json()) as { code: string; message: string };
+      assert.equal(body.message, 'the SDK has not yet heard from the control plane');
+    } finally {
+      await d.close();
+    }
+  });
+});
