@@ -13,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { api, closedPort, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { metricValue, registerInstance, scrapeMetrics, startMeshProxy, type ProxyProcess } from './proxy-helpers.js';
+import { upFromText } from './mesh-helpers.js';
 
 const cleanups: Array<() => unknown> = [];
 after(async () => {
@@ -365,5 +366,43 @@ describe('raw TCP through two proxies with mTLS', () => {
     const growth = peak.map((p, i) => p - (base[i] as number));
     // RSS includes garbage not yet collected (the 64 MiB passed through in Buffers): bounded below the stream.
     for (const g of growth) assert.ok(g < BIG, `RSS grew ${mib(g)} MiB (caller, callee: ${growth.map(mib).join(', ')})`);
+  });
+});
+
+describe('skein up: a service of protocol tcp', () => {
+  test("its service port carries streams to its replicas over the mesh proxy's mTLS: a greeting first, then an echo, per-connection balancing", async () => {
+    const app = "require('node:net').createServer((s) => { s.write(process.env.SKEIN_INSTANCE_ID + ' ready\\n'); s.pipe(s); }).listen(Number(process.env.PORT), '127.0.0.1')";
+    const mesh = await upFromText('skein-up-tcp-', `kind: Mesh\nname: tcp\nservices:\n  db:\n    command: ${JSON.stringify(process.execPath)}\n    args: ["-e", ${JSON.stringify(app)}]\n    replicas: 2\n    protocol: tcp\n    balancer: { kind: round-robin }\n`);
+    cleanups.push(() => mesh.stop());
+    const def = await api(mesh.up.control, 'GET', '/v1/services/db');
+    assert.equal(def.body.definition.protocol, 'tcp', 'the runtime put the Service resource with its protocol');
+    const ids = new Set<string>();
+    await waitFor(async () => (await api(mesh.up.control, 'GET', '/v1/services/db')).body.healthy === 2, { timeoutMs: 20_000, what: 'both replicas registered' });
+    // Until the proxy routes to them (its view follows the registry within moments).
+    await waitFor(async () => (await client(mesh.port, { until: (d) => d.toString().endsWith(' ready\n'), timeoutMs: 2000 })).error === null, { timeoutMs: 20_000, what: 'the service port to greet' });
+    for (let i = 0; i < 4; i++) {
+      const greeting = await new Promise<string>((resolve, reject) => {
+        const s = createConnection({ host: '127.0.0.1', port: mesh.port });
+        let got = '';
+        s.on('data', (d: Buffer) => {
+          got += d.toString();
+          // Nothing was sent: the greeting came first; then an echo of what follows it.
+          if (got.endsWith(' ready\n')) s.write('ping');
+          if (got.endsWith('ping')) {
+            s.destroy();
+            resolve(got);
+          }
+        });
+        s.on('error', reject);
+        s.setTimeout(5000, () => reject(new Error(`no answer (got ${JSON.stringify(got)})`)));
+      });
+      const m = /^(db-\S+) ready\nping$/.exec(greeting);
+      assert.ok(m !== null, greeting);
+      ids.add(m[1] as string);
+    }
+    assert.equal(ids.size, 2, `both replicas took connections: ${[...ids].join(', ')}`);
+    const text = await (await fetch(`http://${mesh.up.admin}/metrics`)).text();
+    assert.ok((metricValue(text, 'skein_proxy_inbound_connections_total', { kind: 'mtls' }) ?? 0) >= 4, 'the hop to each replica was mTLS (skein up: strict)');
+    assert.equal(metricValue(text, 'skein_proxy_tcp_connections_total', { workload: 'db-service-port', direction: 'outbound', service: 'db', result: 'SKEIN_E_UPSTREAM_CONNECT' }), undefined);
   });
 });

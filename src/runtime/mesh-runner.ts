@@ -476,7 +476,7 @@ export class MeshRunner {
       }
     }
     for (const s of next.services) this.service(s.name);
-    const policy = (s: MeshService) => JSON.stringify([s.balancer, s.traffic, s.authorization, s.mtlsMode, s.autoscale?.min === 0]);
+    const policy = (s: MeshService) => JSON.stringify([s.balancer, s.traffic, s.authorization, s.mtlsMode, s.autoscale?.min === 0, s.protocol]);
     const results: ApplyResult[] = [];
     for (const svc of next.services) {
       const rt = this.service(svc.name);
