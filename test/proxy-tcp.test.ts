@@ -189,7 +189,7 @@ before(async () => {
   }
 });
 
-describe('raw TCP through two proxies with mTLS', () => {
+describe('raw TCP through two proxies with mTLS', { timeout: 120_000 }, () => {
   test('an echo: bytes both ways, per-connection balancing over the replicas, the hop between proxies is mTLS', async () => {
     const mtlsBefore = metricValue(await metrics(callee), 'skein_proxy_inbound_connections_total', { kind: 'mtls' }) ?? 0;
     const before = { one: accepted['db-1']!, two: accepted['db-2']! };
@@ -369,7 +369,7 @@ describe('raw TCP through two proxies with mTLS', () => {
   });
 });
 
-describe('skein up: a service of protocol tcp', () => {
+describe('skein up: a service of protocol tcp', { timeout: 60_000 }, () => {
   test("its service port carries streams to its replicas over the mesh proxy's mTLS: a greeting first, then an echo, per-connection balancing", async () => {
     const app = "require('node:net').createServer((s) => { s.write(process.env.SKEIN_INSTANCE_ID + ' ready\\n'); s.pipe(s); }).listen(Number(process.env.PORT), '127.0.0.1')";
     const mesh = await upFromText('skein-up-tcp-', `kind: Mesh\nname: tcp\nservices:\n  db:\n    command: ${JSON.stringify(process.execPath)}\n    args: ["-e", ${JSON.stringify(app)}]\n    replicas: 2\n    protocol: tcp\n    balancer: { kind: round-robin }\n`);
