@@ -26,6 +26,10 @@ const refused: Array<[string, string[], RegExp]> = [
   ['outbound without a control plane', ['--no-control', '--workload', 'name=a,outbound=127.0.0.1:0'], /--no-control: outbound listeners need a control plane/],
   ['a malformed duration', ['--header-timeout', 'soon'], /--header-timeout must be a duration/],
   ['a limit out of range', ['--max-head', '10'], /--max-head must be an integer from 1024/],
+  ['an unknown protocol', ['--workload', 'name=a,outbound=127.0.0.1:0,pin=db,protocol=udp'], /protocol must be one of http, http2, grpc, tcp, got "udp"/],
+  ['a tcp outbound listener that is not pinned', ['--workload', 'name=a,outbound=127.0.0.1:0,protocol=tcp'], /an outbound listener of protocol tcp carries streams to one service: give pin=SERVICE/],
+  ['pin without an outbound listener', ['--workload', 'name=a,inbound=127.0.0.1:0,app=127.0.0.1:1,pin=db'], /pin= pins an outbound listener: give outbound= too/],
+  ['a pin that is not a service name', ['--workload', 'name=a,outbound=127.0.0.1:0,pin=Db_1'], /pin must be a service name/],
 ];
 
 for (const [name, args, message] of refused) {

@@ -98,6 +98,7 @@ test('a full mesh file parses into frozen objects, in file order', () => {
     traffic: {},
     authorization: null,
     mtlsMode: null,
+    protocol: 'http',
     dependsOn: [],
   });
   assert.deepEqual(product?.port, { env: 'LISTEN_PORT' });
@@ -130,6 +131,7 @@ test('a minimal service gets every default', () => {
     traffic: {},
     authorization: null,
     mtlsMode: null,
+    protocol: 'http',
     dependsOn: [],
   });
 });

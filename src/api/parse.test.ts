@@ -276,7 +276,7 @@ test('a prefix is prepended to field paths', () => {
 
 test('a service gets its defaults and is deeply frozen', () => {
   const s = parseService({ name: 'web' });
-  assert.deepEqual(s, { name: 'web', ports: [], labels: {}, defaults: {}, balancer: { kind: 'peak-ewma', hashKey: null }, traffic: DEFAULT_TRAFFIC, trafficRaw: {}, authorization: { default: null, policies: [] }, mtlsMode: null });
+  assert.deepEqual(s, { name: 'web', ports: [], labels: {}, defaults: {}, balancer: { kind: 'peak-ewma', hashKey: null }, traffic: DEFAULT_TRAFFIC, trafficRaw: {}, authorization: { default: null, policies: [] }, mtlsMode: null, protocol: 'http' });
   const full = parseService({
     name: 'web',
     ports: [{ name: 'http', port: 80 }, { name: 'grpc', port: 81, protocol: 'grpc' }],
@@ -479,4 +479,16 @@ test('serviceToRaw round-trips through parseService', () => {
   assert.deepEqual(parseService(serviceToRaw(def)), def);
   const plain = parseService({ name: 'api' });
   assert.deepEqual(parseService(serviceToRaw(plain)), plain);
+});
+
+test("a service's protocol: its own field, else its ports' when they all agree, else http; written back only when not http", () => {
+  assert.equal(parseService({ name: 'db', protocol: 'tcp' }).protocol, 'tcp');
+  assert.equal(parseService({ name: 'db', ports: [{ name: 'mysql', port: 3306, protocol: 'tcp' }] }).protocol, 'tcp');
+  assert.equal(parseService({ name: 'db', ports: [{ name: 'mysql', port: 3306, protocol: 'tcp' }, { name: 'admin', port: 8080 }] }).protocol, 'http');
+  assert.equal(parseService({ name: 'db', protocol: 'http', ports: [{ name: 'mysql', port: 3306, protocol: 'tcp' }] }).protocol, 'http');
+  assert.equal(serviceToRaw(parseService({ name: 'db', protocol: 'tcp' })).protocol, 'tcp');
+  assert.equal('protocol' in serviceToRaw(parseService({ name: 'web' })), false);
+  assert.throws(() => parseService({ name: 'db', protocol: 'udp' }), (e: SkeinError) => e.code === 'SKEIN_E_VALIDATION' && JSON.stringify(e.details).includes('protocol'));
+  assert.equal(parseService({ name: 'db', timeouts: { tcpIdle: '90s' } }).traffic.tcpIdleTimeoutMs, 90_000);
+  assert.equal(parseService({ name: 'db' }).traffic.tcpIdleTimeoutMs, 3_600_000);
 });

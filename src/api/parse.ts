@@ -28,7 +28,7 @@ import {
   type RawInstance,
   type RawService,
 } from './schema.js';
-import { HEALTH_CHECK_DEFAULTS, INSTANCE_DEFAULTS, resourceKey, type HealthCheck, type Instance, type Resource, type Route, type Service, type ServiceDefaults } from './types.js';
+import { HEALTH_CHECK_DEFAULTS, INSTANCE_DEFAULTS, resourceKey, DEFAULT_PROTOCOL, type HealthCheck, type Instance, type Protocol, type Resource, type Route, type Service, type ServiceDefaults } from './types.js';
 
 export { validationError, type FieldProblem };
 
@@ -165,7 +165,7 @@ export function parseService(raw: unknown, ctx: { name?: string; prefix?: string
   if (problems.length > 0) throw validationError(problems, 'invalid service');
   return Object.freeze({
     name: (body.name ?? ctx.name) as string,
-    ports: Object.freeze(ports.map((p) => Object.freeze({ name: p.name, port: p.port, protocol: p.protocol ?? 'http' }))),
+    ports: Object.freeze(ports.map((p) => Object.freeze({ name: p.name, port: p.port, protocol: p.protocol ?? DEFAULT_PROTOCOL }))),
     labels: freezeRecord(body.labels),
     defaults: Object.freeze({ ...defaults }) as ServiceDefaults,
     balancer,
@@ -173,7 +173,21 @@ export function parseService(raw: unknown, ctx: { name?: string; prefix?: string
     trafficRaw: frozenCopy(trafficRaw),
     authorization,
     mtlsMode: body.mtls?.mode ?? null,
+    protocol: body.protocol ?? portsProtocol(ports) ?? DEFAULT_PROTOCOL,
   });
+}
+
+/** The protocol every one of `ports` declares (http when one declares none), or undefined: none, or they differ. */
+function portsProtocol(ports: ReadonlyArray<{ readonly protocol?: Protocol }>): Protocol | undefined {
+  const first = ports[0];
+  if (first === undefined) return undefined;
+  const p = first.protocol ?? DEFAULT_PROTOCOL;
+  return ports.every((x) => (x.protocol ?? DEFAULT_PROTOCOL) === p) ? p : undefined;
+}
+
+/** What a service's instances speak (its definition's `protocol`; http without a definition or before the field existed). */
+export function serviceProtocol(def: Service | null | undefined): Protocol {
+  return def?.protocol ?? DEFAULT_PROTOCOL;
 }
 
 /** A Service back in its raw form (what parseService accepts), e.g. to store it. */
@@ -190,6 +204,7 @@ export function serviceToRaw(def: Service): RawService {
     ...structuredClone(def.trafficRaw),
     ...(authorization === undefined ? {} : { authorization }),
     ...(def.mtlsMode == null ? {} : { mtls: { mode: def.mtlsMode } }),
+    ...(def.protocol === undefined || def.protocol === DEFAULT_PROTOCOL ? {} : { protocol: def.protocol }),
   };
 }
 

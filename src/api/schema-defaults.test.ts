@@ -19,7 +19,7 @@ import { ROLLOUT_DEFAULTS, type RolloutAmount } from './mesh/rollout.js';
 import { MeshFileSchema } from './mesh/schema.js';
 import { RESOURCE_KINDS } from './schema.js';
 import { TRAFFIC_DEFAULTS } from './traffic.js';
-import { HEALTH_CHECK_DEFAULTS, INSTANCE_DEFAULTS } from './types.js';
+import { DEFAULT_PROTOCOL, HEALTH_CHECK_DEFAULTS, INSTANCE_DEFAULTS } from './types.js';
 
 const ms = formatDuration;
 const T = TRAFFIC_DEFAULTS;
@@ -38,6 +38,7 @@ const EXPECTED: Readonly<Record<string, string>> = {
   'timeouts.connect': ms(T.connectTimeoutMs),
   'timeouts.request': ms(T.requestTimeoutMs),
   'timeouts.idle': ms(T.idleTimeoutMs),
+  'timeouts.tcpIdle': ms(T.tcpIdleTimeoutMs),
   'budget.ratio': String(T.budget.ratio),
   'budget.minRetriesPerSecond': String(T.budget.minRetriesPerSecond),
   'budget.window': ms(T.budget.windowMs),
@@ -93,8 +94,7 @@ const EXPECTED: Readonly<Record<string, string>> = {
   'check.healthyThreshold': String(H.healthyThreshold),
   'check.unhealthyThreshold': String(H.unhealthyThreshold),
   'check.initialState': H.initialState.probe,
-  // Not a constant yet: src/api/parse.ts writes `p.protocol ?? 'http'` (issue 17's protocol work adds one).
-  'ports.protocol': 'http',
+  'ports.protocol': DEFAULT_PROTOCOL,
   // authorization policies
   mode: AUTHZ_DEFAULTS.mode,
   // mesh files

@@ -4,8 +4,8 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { formatDuration as ms } from '../core/duration.js';
-import { Duration } from './fields.js';
-import { HEALTH_CHECK_DEFAULTS as H, INSTANCE_DEFAULTS } from './types.js';
+import { Duration, Enum } from './fields.js';
+import { DEFAULT_PROTOCOL, HEALTH_CHECK_DEFAULTS as H, INSTANCE_DEFAULTS, PROTOCOLS } from './types.js';
 import { BalancerSchema } from './balancer.js';
 import { RouteSchema, TrafficFields } from './traffic.js';
 import { AuthorizationFields, AuthorizationPolicyFields } from './authz/schema.js';
@@ -76,13 +76,14 @@ export const InstanceBodySchema = Type.Object(
   { additionalProperties: false },
 );
 
+/** What a service's instances speak (docs/protocols.md). */
+const ProtocolField = (description: string) => Enum(PROTOCOLS, description);
+
 export const ServicePortSchema = Type.Object(
   {
     name: Type.String({ pattern: DNS_LABEL_PATTERN }),
     port: Type.Integer({ minimum: 1, maximum: 65535 }),
-    protocol: Type.Optional(
-      Type.Union([Type.Literal('http'), Type.Literal('http2'), Type.Literal('grpc'), Type.Literal('tcp')], { description: 'Default http.' }),
-    ),
+    protocol: Type.Optional(ProtocolField(`Default ${DEFAULT_PROTOCOL}.`)),
   },
   { additionalProperties: false },
 );
@@ -101,6 +102,11 @@ export const ServiceDefaultsSchema = Type.Object(
 export const ServiceFields = {
   name: Type.String({ pattern: DNS_LABEL_PATTERN, description: 'Name of the service (a DNS label).' }),
   ports: Type.Optional(Type.Array(ServicePortSchema, { maxItems: 32 })),
+  protocol: Type.Optional(
+    ProtocolField(
+      'What its instances speak on the port they register (the one port of an instance; skein up assigns it): tcp makes proxies carry opaque streams, never reading a byte to detect a protocol. Default: the protocol of its `ports` when they all declare the same one, else http.',
+    ),
+  ),
   labels: Type.Optional(Labels),
   defaults: Type.Optional(ServiceDefaultsSchema),
   balancer: Type.Optional(BalancerSchema),

@@ -4,7 +4,11 @@ import type { RawTraffic, TrafficPolicy } from './traffic.js';
 import type { AuthorizationPolicyResource, ServiceAuthorization } from './authz/model.js';
 import type { MtlsMode } from './mtls.js';
 
-export type Protocol = 'http' | 'http2' | 'grpc' | 'tcp';
+/** What a service's instances can speak (docs/protocols.md). */
+export const PROTOCOLS = ['http', 'http2', 'grpc', 'tcp'] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
+/** What a service (or one of its ports) speaks when it does not say. */
+export const DEFAULT_PROTOCOL: Protocol = 'http';
 export type CheckType = 'http' | 'tcp' | 'ttl';
 export type HealthStatus = 'healthy' | 'unhealthy';
 
@@ -68,6 +72,11 @@ export interface Service {
   readonly authorization: ServiceAuthorization;
   /** Its own mTLS mode, over the mesh's (null: the mesh's). */
   readonly mtlsMode: MtlsMode | null;
+  /**
+   * What its instances speak on the port they register: `protocol`, or its ports' when they all
+   * declare the same one, or http (`serviceProtocol`). Absent in a definition from before it existed.
+   */
+  readonly protocol?: Protocol;
 }
 
 /** A Route resource: one route of a service, as written (it is checked with its service when applied). */

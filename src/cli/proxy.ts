@@ -4,6 +4,7 @@ import { Command, Option } from 'commander';
 import { parseHostPort } from '../core/address.js';
 import { SkeinError } from '../core/errors.js';
 import type { WorkloadSpec } from '../proxy/proxy.js';
+import { PROTOCOLS, type Protocol } from '../api/types.js';
 import { controlOption, controlUrl } from './common.js';
 import { durationFlag, intFlag } from './flags.js';
 import { availableParallelism, hostname } from 'node:os';
@@ -65,15 +66,18 @@ export const DEFAULT_ADMIN = '127.0.0.1:4191';
 export const DEFAULT_OUTBOUND = '127.0.0.1:4140';
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
-/** `name=web,outbound=127.0.0.1:4140,inbound=127.0.0.1:4143,app=127.0.0.1:8080[,service=web]`. */
+const WORKLOAD_KEYS = ['name', 'service', 'outbound', 'inbound', 'app', 'pin', 'protocol'] as const;
+
+/** `name=web,outbound=127.0.0.1:4140,inbound=127.0.0.1:4143,app=127.0.0.1:8080[,service=web][,pin=db][,protocol=tcp]`. */
 export function parseWorkload(text: string): WorkloadSpec {
   const flag = '--workload';
   const kv = new Map<string, string>();
+  const keys = WORKLOAD_KEYS.join(', ');
   for (const part of text.split(',')) {
     const eq = part.indexOf('=');
-    if (eq <= 0) throw new SkeinError('SKEIN_E_USAGE', `${flag}: "${part}" is not KEY=VALUE (keys: name, service, outbound, inbound, app)`, { field: flag });
+    if (eq <= 0) throw new SkeinError('SKEIN_E_USAGE', `${flag}: "${part}" is not KEY=VALUE (keys: ${keys})`, { field: flag });
     const k = part.slice(0, eq).trim();
-    if (!['name', 'service', 'outbound', 'inbound', 'app'].includes(k)) throw new SkeinError('SKEIN_E_USAGE', `${flag}: unknown key "${k}" (keys: name, service, outbound, inbound, app)`, { field: flag });
+    if (!(WORKLOAD_KEYS as readonly string[]).includes(k)) throw new SkeinError('SKEIN_E_USAGE', `${flag}: unknown key "${k}" (keys: ${keys})`, { field: flag });
     if (kv.has(k)) throw new SkeinError('SKEIN_E_USAGE', `${flag}: "${k}" given twice`, { field: flag });
     kv.set(k, part.slice(eq + 1).trim());
   }
@@ -85,7 +89,21 @@ export function parseWorkload(text: string): WorkloadSpec {
     const v = kv.get(k);
     return v === undefined ? null : parseHostPort(v, `${flag} ${k}`);
   };
-  const spec = { name, ...(service === undefined ? {} : { service }), outbound: addr('outbound'), inbound: addr('inbound'), app: addr('app') };
+  const pin = kv.get('pin');
+  if (pin !== undefined && !NAME.test(pin)) throw new SkeinError('SKEIN_E_USAGE', `${flag}: pin must be a service name (a DNS label), got "${pin.slice(0, 80)}"`, { field: flag });
+  const protocol = kv.get('protocol');
+  if (protocol !== undefined && !(PROTOCOLS as readonly string[]).includes(protocol)) throw new SkeinError('SKEIN_E_USAGE', `${flag}: protocol must be one of ${PROTOCOLS.join(', ')}, got "${protocol.slice(0, 40)}"`, { field: flag });
+  const spec = {
+    name,
+    ...(service === undefined ? {} : { service }),
+    outbound: addr('outbound'),
+    inbound: addr('inbound'),
+    app: addr('app'),
+    ...(pin === undefined ? {} : { pin }),
+    ...(protocol === undefined ? {} : { protocol: protocol as Protocol }),
+  };
+  if (pin !== undefined && spec.outbound === null) throw new SkeinError('SKEIN_E_USAGE', `${flag} ${name}: pin= pins an outbound listener: give outbound= too`, { field: flag });
+  if (protocol === 'tcp' && spec.outbound !== null && pin === undefined) throw new SkeinError('SKEIN_E_USAGE', `${flag} ${name}: an outbound listener of protocol tcp carries streams to one service: give pin=SERVICE`, { field: flag });
   if ((spec.inbound === null) !== (spec.app === null)) throw new SkeinError('SKEIN_E_USAGE', `${flag} ${name}: inbound= and app= go together (the inbound listener forwards to the app)`, { field: flag });
   if (spec.inbound === null && spec.outbound === null) throw new SkeinError('SKEIN_E_USAGE', `${flag} ${name}: give outbound=, or inbound= and app=`, { field: flag });
   return spec;

@@ -224,7 +224,7 @@ export function upCommand(): Command {
         throw e;
       }
       if (stopping === null) {
-        const rows = r.status().map((s) => [s.name, `${s.ready}/${s.replicas}`, s.servicePort === null ? '' : `http://${s.servicePort}/`, s.outbound ?? '']);
+        const rows = r.status().map((s) => [s.name, `${s.ready}/${s.replicas}`, s.servicePort === null ? '' : s.protocol === 'tcp' ? `tcp://${s.servicePort}` : `http://${s.servicePort}/`, s.outbound ?? '']);
         print(table(['SERVICE', 'READY', 'REACH IT AT', 'ITS HTTP_PROXY'], rows));
         const first = r.status().at(-1);
         if (outboundAt !== null && first !== undefined) say(`through the mesh by name: curl -x http://${outboundAt} http://${first.name}/`);

@@ -723,3 +723,73 @@ test('budget exhausted mid-request: a budget of exactly one retry lets the first
   assert.match(a.failure.explanation, /; attempts=2; failed=e\d: connect failed: ECONNREFUSED, e\d: connect failed: ECONNREFUSED; budget=0 \(a retry was refused by the budget\);/);
   assert.equal(traffic.budget.exhausted, 1);
 });
+
+/** An opaque stream's driver (TCP): attempt by attempt, refuse the connect, hang, or connect after `ms`. */
+class StreamNet implements CallDriver {
+  readonly log: string[] = [];
+  call!: Call;
+  private pending: { cancel(): void } | null = null;
+  constructor(
+    private readonly clock: ManualClock,
+    private readonly plan: Array<'refuse' | 'hang' | number>,
+  ) {}
+  send(a: Attempt): Refusal | null {
+    this.log.push(`connect ${a.endpoint.id}`);
+    const p = this.plan.shift() ?? 1;
+    if (p === 'hang') return null;
+    this.pending = this.clock.setTimeout(() => {
+      this.pending = null;
+      if (p === 'refuse') return this.call.connectFailed('ECONNREFUSED');
+      this.call.connected();
+      this.log.push(`established ${a.endpoint.id} ${this.call.established()}`);
+    }, p === 'refuse' ? 1 : p);
+    return null;
+  }
+  abandon(): void {
+    this.log.push('abandon');
+    this.pending?.cancel();
+  }
+  fail(f: CallFailure): void {
+    this.log.push(`fail ${f.code}`);
+  }
+}
+
+test('an opaque stream: a refused connect is retried on the other endpoint; the established connection is the answer, a success for its endpoint, and nothing after it retries', () => {
+  const { clock, client, key, traffic } = setup({ breaker: { consecutiveFailures: 1 }, timeouts: { perTry: '50ms' } });
+  const net = new StreamNet(clock, ['refuse', 7]);
+  const k = new Call(client, { direction: 'outbound', route: client.traffic.routes.fallback, idempotent: true, hasBody: false, upgrade: false, timeoutMs: 0, delayMs: 0, hash: { header: () => undefined, sourceAddress: '127.0.0.1' }, hop: null }, net, clock, { retry: () => undefined, retryBudgetExhausted: () => undefined }, () => 0);
+  net.call = k;
+  k.start();
+  clock.advance(8);
+  const [first, second] = net.log.map((l) => l.split(' ')[1] as string);
+  assert.notEqual(first, second);
+  assert.deepEqual(net.log, [`connect ${first}`, `connect ${second}`, `established ${second} true`]);
+  assert.equal(traffic.breakers?.state(key(first as string)), 'open', 'the refused connect is evidence against its endpoint');
+  assert.equal(traffic.breakers?.state(key(second as string)), 'closed', 'the established stream counts as a success');
+  assert.equal(k.responding, true);
+  assert.equal(k.latencyMs, 7, "the balancer's sample is the time to connect");
+  assert.equal(k.status, 200);
+  // The per-try timeout (50 ms) was the connect's: it no longer runs once the stream is up.
+  clock.advance(1000);
+  assert.equal(net.log.includes('abandon'), false);
+  k.connectFailed('late');
+  assert.equal(k.responding, true, 'a failure reported after the stream is up is not a retry');
+  assert.equal(traffic.active, 1, 'the stream is in flight until it closes');
+  k.responseComplete();
+  assert.equal(k.done, true);
+  assert.equal(traffic.active, 0);
+});
+
+test('an opaque stream whose connect hangs: the per-try timeout abandons it and the other endpoint gets the connection; established() after the call is over says false', () => {
+  const { clock, client } = setup({ timeouts: { perTry: '50ms' }, retries: { maxRetries: 1 } });
+  const net = new StreamNet(clock, ['hang', 'hang']);
+  const k = new Call(client, { direction: 'outbound', route: client.traffic.routes.fallback, idempotent: true, hasBody: false, upgrade: false, timeoutMs: 0, delayMs: 0, hash: { header: () => undefined, sourceAddress: '127.0.0.1' }, hop: null }, net, clock, { retry: () => undefined, retryBudgetExhausted: () => undefined }, () => 0);
+  net.call = k;
+  k.start();
+  clock.advance(50);
+  assert.deepEqual(net.log.slice(0, 3), [net.log[0], 'abandon', net.log[2]]);
+  assert.notEqual(net.log[0], net.log[2], 'the retry goes to the other endpoint');
+  clock.advance(50);
+  assert.equal(net.log.at(-1), 'fail SKEIN_E_UPSTREAM_TIMEOUT');
+  assert.equal(k.established(), false);
+});

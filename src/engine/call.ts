@@ -7,6 +7,8 @@
  *   is left), arm the attempt's timer (per-try timeout or the overall deadline, whichever is
  *   first), `driver.send(attempt)` ──► the driver reports what happened:
  *     connected ........................ the balancer counts the request at the endpoint
+ *     established ...................... an opaque stream (TCP) is up: it is the answer (a success
+ *                                        for the endpoint), nothing is retried from now on
  *     responseHead(status) ............. "deliver" it, or "discard" it (a retryable 5xx: read to
  *                                        its end and dropped, then `discarded()`)
  *     connectFailed / reset / timeout .. retry (after a backoff with full jitter, within the
@@ -128,6 +130,12 @@ const enum St {
 
 const EMPTY: readonly Uint8Array[] = Object.freeze([]);
 
+/**
+ * What an established opaque stream (TCP) counts as: the endpoint took the connection, a success
+ * for its breaker and outlier detection (TrafficState.record's 2xx row), and its call's status.
+ */
+export const STREAM_ESTABLISHED = 200;
+
 /** Only printable ASCII in a header value. */
 const printable = (s: string) => s.replace(/[^\x20-\x7e]/g, '?');
 
@@ -154,6 +162,8 @@ export class Call {
   latencyMs = 0;
   /** When the current attempt's request left (connected). */
   private sentAt = 0;
+  /** When the current attempt was sent (its connection asked for): an opaque stream's latency sample runs from it. */
+  private attemptAt = 0;
   /** clock.now() when the last response head came (`responseHead`): a driver times what follows from it. */
   respondedAt = 0;
   private tried: Endpoint[] | null = null;
@@ -235,6 +245,7 @@ export class Call {
     this.retries = 0;
     this.latencyMs = 0;
     this.sentAt = 0;
+    this.attemptAt = 0;
     this.respondedAt = 0;
     this.tried = null;
     this.backend = null;
@@ -312,6 +323,26 @@ export class Call {
     if (this.st !== St.Attempt || this.endpoint === null) return false;
     this.completion = this.dest.start(this.endpoint);
     this.sentAt = this.clock.now();
+    return true;
+  }
+
+  /**
+   * An opaque stream's connection is up (the TCP driver; after `connected()`): the stream is the
+   * answer. The endpoint took the connection (STREAM_ESTABLISHED: a success for its breaker and
+   * outlier detection), the attempt's timer stops, and nothing is retried from now on: bytes may
+   * flow. The balancer's latency sample is the time to connect (a stream has no response head).
+   * `responseComplete` ends the call when the stream closes. False: the call is over (close it).
+   */
+  established(): boolean {
+    if (this.st !== St.Attempt || this.endpoint === null) return false;
+    const now = this.clock.now();
+    this.respondedAt = now;
+    this.status = STREAM_ESTABLISHED;
+    this.evidence = STREAM_ESTABLISHED;
+    this.latencyMs = now - this.attemptAt;
+    this.clearTimer();
+    this.settle(this.evidence);
+    this.st = St.Responding;
     return true;
   }
 
@@ -463,6 +494,7 @@ export class Call {
     const n = (this.tried?.length ?? 0) + 1;
     const hop = this.req.hop;
     if (hop !== null) this.trace = hop.attempt(n, e);
+    this.attemptAt = this.clock.now();
     this.armAttemptTimer();
     const refused = this.driver.send({ endpoint: e, n, fresh: false, body: this.kept === null || n === 1 ? EMPTY : this.kept.slice(), trace: this.trace });
     if (refused !== null) {

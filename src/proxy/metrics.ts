@@ -21,8 +21,9 @@ import type { Endpoint } from '../discovery/endpoint.js';
 import { StallDetector, isStall } from './http1/stall.js';
 import { LATENCY_BUCKETS, STATS_MAX_EVENTS, type AuthzOutcome, type Direction, type StatsAuthz, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
-import { Registry, type Aggregator, type Counter, type Sample } from '../telemetry/prom.js';
+import { Registry, type Aggregator, type Counter, type Gauge, type Histogram, type Sample } from '../telemetry/prom.js';
 import { ENGINE_COUNTERS, ListenerStats, requestFamilies, statsSeries, type SeriesStats } from '../telemetry/request-metrics.js';
+import type { TcpCounters, TcpSeries } from './tcp/types.js';
 
 /** Defined with the per-request metrics the SDK shares (src/telemetry/request-metrics.ts). */
 export { MAX_SERIES, MAX_SOURCES } from '../telemetry/request-metrics.js';
@@ -54,7 +55,9 @@ function lastBySeries(samples: Sample[]): Sample[] {
   return byKey.size === samples.length ? samples : [...byKey.values()];
 }
 
-export class ProxyMetrics implements ForwarderCounters {
+export class ProxyMetrics implements ForwarderCounters, TcpCounters {
+  /** Opaque TCP streams (src/proxy/tcp): their families, at the end of this file. */
+  private readonly tcp: TcpMetrics;
   readonly registry = new Registry();
   private readonly series: SeriesStats[] = [];
   private readonly listeners = new Map<string, ListenerStats>();
@@ -188,6 +191,7 @@ export class ProxyMetrics implements ForwarderCounters {
       lastBySeries(gauges.endpoints().map((e) => ({ labels: [e.service], value: e.count }))),
     );
     r.scraped('gauge', { name: 'skein_proxy_control_connected', help: '1 while the watch stream to the control plane is open (with workers: every worker\'s).', aggregator: 'min' }, () => [{ labels: [], value: gauges.watchConnected() ? 1 : 0 }]);
+    this.tcp = new TcpMetrics(r);
   }
 
   /** The series of one listener; call once per listener and keep. */
@@ -325,5 +329,55 @@ export class ProxyMetrics implements ForwarderCounters {
   /** The Prometheus text format, or OpenMetrics when `accept` asks for it. */
   exposition(accept?: string): Promise<{ contentType: string; text: string }> {
     return exposition(this.registry, accept);
+  }
+
+  // ---- opaque TCP streams (issue 17) ----
+
+  tcpOpened(workload: string, direction: Direction, service: string): TcpSeries {
+    return this.tcp.opened(workload, direction, service);
+  }
+}
+
+/** Durations of TCP streams, in seconds: from a quick exchange to a long-lived database connection. */
+export const TCP_DURATION_BUCKETS: readonly number[] = Object.freeze([0.01, 0.1, 1, 10, 60, 300, 1800, 3600, 21_600, 86_400]);
+
+/** The families of opaque TCP streams (src/proxy/tcp/stream.ts), by workload, listener direction and service. */
+class TcpMetrics {
+  private readonly connections: Counter<'workload' | 'direction' | 'service' | 'result'>;
+  private readonly open: Gauge<'workload' | 'direction' | 'service'>;
+  private readonly received: Counter<'workload' | 'direction' | 'service'>;
+  private readonly sent: Counter<'workload' | 'direction' | 'service'>;
+  private readonly duration: Histogram<'workload' | 'direction' | 'service'>;
+
+  constructor(r: Registry) {
+    const labelNames = ['workload', 'direction', 'service'] as const;
+    this.connections = r.counter({
+      name: 'skein_proxy_tcp_connections_total',
+      help: 'TCP streams (services with protocol tcp) closed, by workload, listener direction, service (outbound: the destination; inbound: the one served) and result: established (it reached an endpoint), or the SKEIN_E_* code it failed with (there is no response to carry it: the client was reset and the proxy logged it).',
+      labelNames: [...labelNames, 'result'],
+    });
+    this.open = r.gauge({ name: 'skein_proxy_tcp_connections_open', help: 'TCP streams open now (connecting or established), by workload, listener direction and service.', labelNames: [...labelNames] });
+    this.received = r.counter({ name: 'skein_proxy_tcp_received_bytes_total', help: 'Bytes TCP streams received from their clients (and sent on to the endpoint), by workload, listener direction and service.', labelNames: [...labelNames] });
+    this.sent = r.counter({ name: 'skein_proxy_tcp_sent_bytes_total', help: "Bytes TCP streams sent to their clients (the endpoint's), by workload, listener direction and service.", labelNames: [...labelNames] });
+    this.duration = r.histogram({ name: 'skein_proxy_tcp_connection_duration_seconds', help: 'Life of TCP streams, from accept to close (failed ones too), by workload, listener direction and service.', labelNames: [...labelNames], buckets: TCP_DURATION_BUCKETS });
+  }
+
+  opened(workload: string, direction: Direction, service: string): TcpSeries {
+    const open = this.open.labels(workload, direction, service);
+    const received = this.received.labels(workload, direction, service);
+    const sent = this.sent.labels(workload, direction, service);
+    open.inc();
+    let closed = false;
+    return {
+      received: (n) => received.inc(n),
+      sent: (n) => sent.inc(n),
+      closed: (result, seconds) => {
+        if (closed) return;
+        closed = true;
+        open.dec();
+        this.connections.labels(workload, direction, service, result).inc();
+        this.duration.labels(workload, direction, service).observe(seconds);
+      },
+    };
   }
 }

@@ -46,7 +46,10 @@ import { ProxyAudit } from '../telemetry/audit-log.js';
 import { DEFAULT_TRAFFIC, inboundTraffic } from '../api/traffic.js';
 import { TrafficState, type TrafficEvent } from '../resilience/traffic-state.js';
 import type { MtlsMode } from '../api/mtls.js';
-import type { Service } from '../api/types.js';
+import type { Protocol, Service } from '../api/types.js';
+import { serviceProtocol } from '../api/parse.js';
+import { TcpStream } from './tcp/stream.js';
+import type { TcpContext, TcpCounters } from './tcp/types.js';
 import type { CaInfo, WorkloadTls } from '../api/ca.js';
 import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
 import type { AuthzDefault } from '../api/authz/schema.js';
@@ -76,6 +79,13 @@ export interface WorkloadSpec {
    * (a stable local port for a service, for browsers and other clients that cannot set Host).
    */
   readonly pin?: string | null;
+  /**
+   * What the workload's listeners carry: `tcp`, opaque streams (the inbound one to its app, a
+   * pinned outbound one to its service; src/proxy/tcp); anything else, HTTP. Absent: what the
+   * service's definition declares (the served service inbound, the pinned one outbound), looked up
+   * at each new connection; an outbound listener that is not pinned always speaks HTTP.
+   */
+  readonly protocol?: Protocol;
 }
 
 export interface WorkloadInfo {
@@ -85,6 +95,8 @@ export interface WorkloadInfo {
   readonly inbound: string | null;
   readonly app: string | null;
   readonly pin: string | null;
+  /** The protocol the workload was given (absent: its service's, looked up per connection). */
+  readonly protocol?: Protocol;
   /** With mTLS: what the workload's certificate trusts and chains to (announced, for root rotation). */
   readonly tls?: WorkloadTls | null;
 }
@@ -184,11 +196,11 @@ function probePathOf(def: Service | null | undefined): string | null {
   return c != null && c.type === 'http' ? c.path : null;
 }
 
-/** A listener: outbound (routes by service) or inbound (to the local app). */
-class Listener implements ListenerContext {
+/** A listener: outbound (routes by service) or inbound (to the local app); HTTP, or opaque TCP streams (`tcp`). */
+class Listener implements ListenerContext, TcpContext {
   readonly server: Server;
-  readonly conns = new Set<Downstream>();
-  private readonly cap: ConnectionCap<Downstream>;
+  readonly conns = new Set<Downstream | TcpStream>();
+  private readonly cap: ConnectionCap<Downstream | TcpStream>;
   /** Inbound with mTLS on: how a new connection is taken (null: plaintext as it comes). */
   private readonly tls: InboundTlsServer | null;
   readonly authz: ServiceAuthz | null;
@@ -205,6 +217,8 @@ class Listener implements ListenerContext {
     readonly callerService: string,
     readonly direction: Direction,
     readonly resolve: (authority: string | null) => Destination | RouteError,
+    /** Whether a new connection is an opaque TCP stream (asked at accept: never by reading its bytes). */
+    private readonly tcpNow: () => boolean = () => false,
   ) {
     this.cap = new ConnectionCap(this.conns, () => proxy.limits.maxConnections, (state) => proxy.metrics.connectionEvicted(workload, direction, state));
     // No server.maxConnections: Node would drop a new connection at the cap unseen, where an idle
@@ -226,6 +240,12 @@ class Listener implements ListenerContext {
       const max = this.proxy.limits.maxConnections;
       this.proxy.metrics.proxyError(this.direction, 'SKEIN_E_CONNECTION_LIMIT');
       const message = `the ${this.direction} listener of ${this.workload} has ${max} connections (limits.maxConnections), every one busy with a request`;
+      if (this.tcpNow()) {
+        // A stream has no response to carry the error: logged, and the client reset.
+        this.proxy.logger?.warn({ workload: this.workload, direction: this.direction, code: 'SKEIN_E_CONNECTION_LIMIT' }, message);
+        socket.resetAndDestroy();
+        return;
+      }
       this.cap.refuse(socket, errorResponse('SKEIN_E_CONNECTION_LIMIT', message, { close: true, origin: this.direction }));
       return;
     }
@@ -236,6 +256,15 @@ class Listener implements ListenerContext {
   private serve(socket: Socket, peer: PeerIdentity | null): void {
     if (this.draining) {
       socket.destroy();
+      return;
+    }
+    if (this.tcpNow()) {
+      this.conns.add(
+        new TcpStream(socket, this, this.resolve(null), peer, (s) => {
+          this.conns.delete(s);
+          this.cap.closed(s);
+        }),
+      );
       return;
     }
     this.conns.add(
@@ -266,6 +295,12 @@ class Listener implements ListenerContext {
   }
   get rng(): Rng {
     return this.proxy.rng;
+  }
+  get tcp(): TcpCounters {
+    return this.proxy.metrics;
+  }
+  get logger(): Logger | undefined {
+    return this.proxy.logger;
   }
 
   get limits(): Limits {
@@ -357,7 +392,7 @@ export class Proxy {
   /** Listeners bind with SO_REUSEPORT (ProxyOptions.reusePort). */
   readonly reusePort: boolean;
   private readonly clock: Clock;
-  private readonly logger: Logger | undefined;
+  readonly logger: Logger | undefined;
   private readonly services = new Map<string, ServiceClient>();
   /** The inbound listeners' authorization, by the service they serve. */
   private readonly authzs = new Map<string, ServiceAuthz>();
@@ -747,14 +782,16 @@ export class Proxy {
     let inbound: string | null = null;
     try {
       if (spec.outbound != null) {
-        const out: Listener = new Listener(this, spec.name, service, 'outbound', this.outboundResolver(spec.pin ?? null));
+        const pin = spec.pin ?? null;
+        if (spec.protocol === 'tcp' && pin === null) throw new SkeinError('SKEIN_E_USAGE', `workload "${spec.name}": an outbound listener of protocol tcp carries streams to one service: pin it (pin=SERVICE)`, { field: 'pin' });
+        const out: Listener = new Listener(this, spec.name, service, 'outbound', this.outboundResolver(pin), pin === null ? () => false : this.tcpOf(spec, pin));
         listeners.push(out);
         outbound = await out.listen(spec.outbound);
       }
       if (spec.inbound != null) {
         const app = spec.app;
         if (app == null) throw new SkeinError('SKEIN_E_USAGE', `workload "${spec.name}": an inbound listener needs the app's address (app=HOST:PORT)`, { field: 'app' });
-        const inb: Listener = new Listener(this, spec.name, service, 'inbound', () => inb.destination(service, () => this.inboundDestination(inb, service, app, spec.version ?? '')));
+        const inb: Listener = new Listener(this, spec.name, service, 'inbound', () => inb.destination(service, () => this.inboundDestination(inb, service, app, spec.version ?? '')), this.tcpOf(spec, service));
         listeners.push(inb);
         inbound = await inb.listen(spec.inbound);
       }
@@ -762,9 +799,18 @@ export class Proxy {
       for (const l of listeners) await l.drain(0);
       throw e;
     }
-    const info: WorkloadInfo = { name: spec.name, service, outbound, inbound, app: spec.app == null ? null : `${spec.app.host}:${spec.app.port}`, pin: spec.pin ?? null };
+    const info: WorkloadInfo = { name: spec.name, service, outbound, inbound, app: spec.app == null ? null : `${spec.app.host}:${spec.app.port}`, pin: spec.pin ?? null, ...(spec.protocol === undefined ? {} : { protocol: spec.protocol }) };
     this.workloads.set(spec.name, { spec, info, listeners });
     return info;
+  }
+
+  /** Whether a new connection of `spec`'s listener for `service` is a TCP stream: as the spec says, else as the service's definition declares. */
+  private tcpOf(spec: WorkloadSpec, service: string): () => boolean {
+    if (spec.protocol !== undefined) {
+      const tcp = spec.protocol === 'tcp';
+      return () => tcp;
+    }
+    return () => serviceProtocol(this.watch?.definition(service)) === 'tcp';
   }
 
   /** Stops a workload's listeners, letting requests in flight finish for up to `graceMs`. */

@@ -24,6 +24,7 @@ import { probeOnce, type ProbeTarget } from './readiness.js';
 import { ControlReplicas } from '../discovery/control-replicas.js';
 import { SkeinError } from '../core/errors.js';
 import { OUTSIDE_CALLER } from '../api/names.js';
+import type { Protocol } from '../api/types.js';
 import { endpointKey } from '../discovery/endpoint.js';
 import type { MeshProxy } from '../proxy/mesh-proxy.js';
 import { awaitProxyAck } from './proxy-ack.js';
@@ -89,6 +90,8 @@ export interface ServiceStatus {
   readonly rollout: string | null;
   readonly outbound: string | null;
   readonly servicePort: string | null;
+  /** What the service speaks (its service port carries opaque TCP streams when tcp). */
+  readonly protocol: Protocol;
   /** Every live replica: of every revision, draining ones included. */
   readonly instances: readonly InstanceStatus[];
   /** Its autoscaler's policy and last decision; null: not autoscaled. */
@@ -223,6 +226,7 @@ export class MeshRunner {
           }),
       ...(svc.authorization === null ? {} : { authorization: svc.authorization }),
       ...(svc.mtlsMode === null ? {} : { mtls: { mode: svc.mtlsMode } }),
+      protocol: svc.protocol,
     });
   }
 
@@ -246,7 +250,8 @@ export class MeshRunner {
     const out = await proxy.addWorkload({ name: svc.name, outbound: { host: this.host, port: 0 } });
     // The service port is for callers from outside the mesh (a browser, curl): they call as
     // OUTSIDE_CALLER, like the mesh's own outbound listener, never as the service itself.
-    const pinned = await proxy.addWorkload({ name: `${svc.name}-service-port`, service: OUTSIDE_CALLER, outbound: { host: this.host, port: 0 }, pin: svc.name });
+    // A tcp service's port carries opaque streams to it (docs/protocols.md, "Raw TCP").
+    const pinned = await proxy.addWorkload({ name: `${svc.name}-service-port`, service: OUTSIDE_CALLER, outbound: { host: this.host, port: 0 }, pin: svc.name, protocol: svc.protocol });
     const outbound = out.outbound as string;
     const rt = new ServiceRuntime({
       service: svc,
@@ -272,7 +277,7 @@ export class MeshRunner {
       extraEnv: { HTTP_PROXY: `http://${outbound}`, http_proxy: `http://${outbound}`, SKEIN_OUTBOUND: outbound, SKEIN_CONTROL: controlUrl },
       ...(this.o.output === undefined ? {} : { output: this.o.output }),
       onReady: async (r) => {
-        const inb = await proxy.addWorkload({ name: r.id, service: svc.name, inbound: { host: this.advertise, port: 0 }, app: { host: r.address, port: r.port }, version: svc.version });
+        const inb = await proxy.addWorkload({ name: r.id, service: svc.name, inbound: { host: this.advertise, port: 0 }, app: { host: r.address, port: r.port }, version: svc.version, protocol: svc.protocol });
         const inboundPort = Number((inb.inbound as string).split(':').pop());
         // The replica is registered with its revision's version and labels: proxies report per version.
         const inst = replicaInstance(svc, { id: r.id, address: this.advertise, port: inboundPort });
@@ -411,6 +416,7 @@ export class MeshRunner {
         rollout: ro?.rollout?.phase ?? null,
         outbound: r?.outbound ?? null,
         servicePort: r?.servicePort ?? null,
+        protocol: svc.protocol,
         instances: reps.instances,
         autoscale: r?.autoscaler.view() ?? null,
       };
@@ -470,7 +476,7 @@ export class MeshRunner {
       }
     }
     for (const s of next.services) this.service(s.name);
-    const policy = (s: MeshService) => JSON.stringify([s.balancer, s.traffic, s.authorization, s.mtlsMode, s.autoscale?.min === 0]);
+    const policy = (s: MeshService) => JSON.stringify([s.balancer, s.traffic, s.authorization, s.mtlsMode, s.autoscale?.min === 0, s.protocol]);
     const results: ApplyResult[] = [];
     for (const svc of next.services) {
       const rt = this.service(svc.name);

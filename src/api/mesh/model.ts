@@ -6,7 +6,7 @@ import type { BalancerPolicy, HashKey } from '../balancer.js';
 import type { RawTraffic } from '../traffic.js';
 import type { RawServiceAuthorization } from '../authz/schema.js';
 import type { MtlsMode } from '../mtls.js';
-import { INSTANCE_DEFAULTS } from '../types.js';
+import { DEFAULT_PROTOCOL, INSTANCE_DEFAULTS, type Protocol } from '../types.js';
 import type { MeshRollout } from './rollout.js';
 import type { CanaryPolicy } from '../canary.js';
 import type { MeshAutoscale } from './autoscale.js';
@@ -18,6 +18,7 @@ export const MESH_DEFAULTS = Object.freeze({
   restart: Object.freeze({ baseMs: 1000, capMs: 30_000, resetAfterMs: 30_000 }),
   stopTimeoutMs: 10_000,
   weight: INSTANCE_DEFAULTS.weight,
+  protocol: DEFAULT_PROTOCOL,
 });
 
 export interface MeshReadiness {
@@ -51,6 +52,8 @@ export interface MeshService {
   readonly replicas: number;
   readonly port: { readonly env: string };
   readonly readiness: MeshReadiness;
+  /** What its replicas speak on their port (the Service resource's `protocol`): tcp makes the proxies carry opaque streams. */
+  readonly protocol: Protocol;
   readonly balancer: MeshBalancer;
   /** Traffic policy fields as written: sent with the Service resource. */
   readonly traffic: RawTraffic;

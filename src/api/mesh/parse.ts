@@ -130,6 +130,7 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
     replicas: raw.replicas ?? (autoscale == null ? MESH_DEFAULTS.replicas : Math.max(1, autoscale.min)),
     port: Object.freeze({ env: portEnv }),
     readiness,
+    protocol: raw.protocol ?? MESH_DEFAULTS.protocol,
     balancer,
     traffic: frozenCopy(traffic),
     authorization: raw.authorization === undefined ? null : frozenCopy(raw.authorization),

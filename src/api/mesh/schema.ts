@@ -7,7 +7,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { BalancerSchema } from '../balancer.js';
 import { Duration, Enum } from '../fields.js';
 import { DNS_LABEL_PATTERN, DOMAIN_PATTERN, ENV_NAME_PATTERN } from '../names.js';
-import { API_VERSION, InstanceFields, Labels } from '../schema.js';
+import { API_VERSION, InstanceFields, Labels, ServiceFields } from '../schema.js';
 import { TrafficFields } from '../traffic.js';
 import { AuthorizationFields } from '../authz/schema.js';
 import { MtlsFields } from '../mtls.js';
@@ -81,6 +81,7 @@ export const MeshServiceSchema = Type.Object(
       ),
     ),
     readiness: Type.Optional(ReadinessSchema),
+    protocol: ServiceFields.protocol,
     balancer: Type.Optional(BalancerSchema),
     ...TrafficFields,
     ...AuthorizationFields,

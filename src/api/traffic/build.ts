@@ -69,6 +69,7 @@ export function buildTraffic(raw: RawTraffic, push: Push): TrafficPolicy {
   return Object.freeze({
     connectTimeoutMs: dur(t.connect, D.connectTimeoutMs, 'timeouts.connect', 1),
     idleTimeoutMs: dur(t.idle, D.idleTimeoutMs, 'timeouts.idle', 1),
+    tcpIdleTimeoutMs: dur(t.tcpIdle, D.tcpIdleTimeoutMs, 'timeouts.tcpIdle', 1),
     budget,
     limits,
     breaker,

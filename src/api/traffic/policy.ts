@@ -106,6 +106,8 @@ export interface ColdStartPolicy {
 export interface TrafficPolicy {
   readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;
+  /** An opaque stream (protocol tcp) with no byte either way for this long is closed. */
+  readonly tcpIdleTimeoutMs: number;
   readonly budget: { readonly ratio: number; readonly minRetriesPerSecond: number; readonly windowMs: number };
   readonly limits: { readonly maxConnections: number; readonly maxPendingRequests: number; readonly maxRequests: number };
   /** null: off. */
@@ -126,6 +128,7 @@ export const TRAFFIC_DEFAULTS = Object.freeze({
   connectTimeoutMs: 3_000,
   requestTimeoutMs: 15_000,
   idleTimeoutMs: 4_000,
+  tcpIdleTimeoutMs: 3_600_000,
   retries: Object.freeze({
     maxRetries: 2,
     on: Object.freeze([...RETRY_CONDITIONS]),

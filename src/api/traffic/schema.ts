@@ -21,6 +21,7 @@ export const TimeoutsSchema = Obj(
     request: Type.Optional(Duration(`Time for the whole request, all attempts and backoff included, until the response head. "0s" turns it off. Default ${ms(D.requestTimeoutMs)}.`)),
     perTry: Type.Optional(Duration('Time each attempt gets until the response head; a try that runs out may be retried. Default: the request timeout.')),
     idle: Type.Optional(Duration(`How long an idle pooled connection to an instance is kept. Default ${ms(D.idleTimeoutMs)}.`)),
+    tcpIdle: Type.Optional(Duration(`A connection of a service with protocol tcp (an opaque stream) with no byte either way for this long is closed, by the caller's proxy and by the service's own. Default ${ms(D.tcpIdleTimeoutMs)}.`)),
   },
   'Timeouts of calls to this service.',
 );

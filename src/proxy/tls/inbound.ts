@@ -57,7 +57,9 @@ export class InboundTlsServer {
     private readonly tls: InboundTls,
     private readonly serve: (s: Socket, peer: PeerIdentity | null) => void,
   ) {
-    this.server = createServer({ requestCert: true, ...MESH_TLS });
+    // allowHalfOpen: a caller's FIN leaves the answer's direction open (a TCP stream's half-close;
+    // the HTTP/1 driver closes a half-closed connection itself, as on a plaintext listener).
+    this.server = createServer({ requestCert: true, allowHalfOpen: true, ...MESH_TLS });
     this.server.on('secureConnection', (t: TLSSocket) => this.secured(t));
     this.server.on('tlsClientError', (e: Error & { code?: string }, t: TLSSocket) => {
       const check = handshakeRefusal(e) as Extract<PeerCheck, { ok: false }>;

@@ -1,0 +1,370 @@
+/**
+ * The TCP driver: one client connection of a tcp service's listener, carried to one endpoint as an
+ * opaque stream. Nothing is read to detect a protocol: the client's socket stays paused until the
+ * upstream connection is up, so a server that speaks first (MySQL, SMTP, Redis' replies to
+ * nothing) reaches its client at once, and the client's early bytes wait in the kernel.
+ *
+ * The engine decides, one `Call` per connection (src/engine/call.ts):
+ *
+ *   accept -> [inbound: authorization by the caller's verified identity and port]
+ *          -> admission (rate limit, fault abort or delay, limits.maxRequests: streams in flight)
+ *          -> attempt: pick an endpoint, connect (the service's connection limits, its connect
+ *             timeout; mTLS to a peer proxy's inbound listener as HTTP does)
+ *             connect failed / timed out / mTLS refused -> the call retries on another endpoint
+ *             (the failure is evidence for breakers and outlier detection), or fails
+ *          -> established (`Call.established`): no retry from now on; bytes flow both ways with
+ *             `pipe` (back-pressure each way), a FIN forwarded as a FIN (half-close), the service's
+ *             `timeouts.tcpIdle` closing a stream with no byte either way
+ *          -> closed: `responseComplete`, the stream's metrics.
+ *
+ * A failure has no response to carry it: its SKEIN_E_* code is logged and counted
+ * (skein_proxy_tcp_connections_total, skein_proxy_errors_total), and the client's connection is
+ * reset (an RST, so that a client never mistakes a refusal for a server that closed cleanly).
+ */
+import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import type { HashInput } from '../../balance/hash-key.js';
+import type { ErrorCode } from '../../core/errors.js';
+import { admit, callerOf, connectionRefusal, isRefusal } from '../../engine/admission.js';
+import { authorize } from '../../engine/authorization.js';
+import { Call, type Attempt, type CallDriver, type CallFailure } from '../../engine/call.js';
+import type { Destination, Refusal } from '../../engine/service-client.js';
+import { coarseNow } from '../http1/coarse-clock.js';
+import type { RouteError } from '../http1/types.js';
+import type { PeerIdentity } from '../tls/inbound.js';
+import type { UpstreamTls } from '../tls/outbound.js';
+import { handshakeRefusal } from '../tls/refusal.js';
+import type { TcpContext, TcpSeries } from './types.js';
+
+/** A client that does not close its side after the upstream closed is destroyed this long after. */
+const LINGER_MS = 5000;
+
+function plainAddress(a: string | undefined): string {
+  if (a === undefined) return 'unknown';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+/** Resets a connection (an RST), or destroys it where the handle cannot reset (a TLS socket). */
+function reset(s: Socket): void {
+  if (s.destroyed) return;
+  try {
+    s.resetAndDestroy();
+  } catch {
+    s.destroy();
+  }
+}
+
+function isRouteError(d: Destination | RouteError): d is RouteError {
+  return (d as RouteError).error !== undefined;
+}
+
+/** One opaque stream: a client connection and, once established, its upstream connection. */
+export class TcpStream implements CallDriver, HashInput {
+  /** For the listener's connection cap and sweep (connection-cap.ts): a stream is never idle between requests. */
+  readonly idle = false;
+  readonly readingHead = false;
+  readonly since = coarseNow();
+  readonly sourceAddress: string;
+  private readonly t0: number;
+  private call: Call | null = null;
+  private dest: Destination | null = null;
+  /** The upstream connection being made (counted in the service's pending connections outbound). */
+  private connecting: Socket | null = null;
+  private up: Socket | null = null;
+  /** The service's open-connection count, while `up` or `connecting` holds a place in it. */
+  private counter: { open: number } | null = null;
+  private series: TcpSeries | null = null;
+  /** The stream's end: "established", or the code it failed with. */
+  private result: 'established' | ErrorCode | null = null;
+  private finished = false;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly ctx: TcpContext,
+    target: Destination | RouteError,
+    private readonly peer: PeerIdentity | null,
+    private readonly onClose: (s: TcpStream) => void,
+  ) {
+    this.t0 = ctx.clock.now();
+    this.sourceAddress = plainAddress(socket.remoteAddress);
+    // Not a byte is read until the upstream is up (see the top of the file).
+    socket.pause();
+    socket.setNoDelay(true);
+    socket.on('error', () => this.clientFailed());
+    socket.on('close', () => this.clientClosed());
+    if (isRouteError(target)) {
+      this.refuse({ code: target.error, message: target.message }, null);
+      return;
+    }
+    this.start(target);
+  }
+
+  header(): string | undefined {
+    return undefined;
+  }
+
+  private start(dest: Destination): void {
+    const ctx = this.ctx;
+    this.dest = dest;
+    this.series = ctx.tcp.tcpOpened(ctx.workload, ctx.direction, dest.service);
+    if (ctx.draining) {
+      this.refuse({ code: 'SKEIN_E_PROXY_DRAINING', message: 'the proxy is shutting down' }, dest);
+      return;
+    }
+    const traffic = dest.traffic;
+    // A stream has no method, path or headers: the service's default route applies.
+    const route = traffic.routes.fallback;
+    const peer = this.peer;
+    if (ctx.authz !== null) {
+      const port = this.socket.localPort ?? 0;
+      const facts = { identity: peer?.identity ?? null, namespace: peer?.namespace ?? null, service: peer?.service ?? null, sourceAddress: this.sourceAddress, method: '', path: '', port, header: () => null };
+      const audit = ctx.audit;
+      const denied = authorize(
+        ctx.authz,
+        dest.service,
+        () => facts,
+        ctx.counters,
+        audit === null
+          ? null
+          : (d) => audit.authz(d, () => ({ service: dest.service, sourceIdentity: peer?.identity ?? null, sourceAddress: this.sourceAddress, tls: peer === null ? 'plaintext' : 'mtls', port, method: '', rawPath: '', path: '', requestId: null })),
+      );
+      if (denied !== null) {
+        this.refuse(denied, dest);
+        return;
+      }
+    }
+    const admitted = admit(traffic, route, ctx.direction, callerOf(ctx.direction, ctx.workload, peer?.service ?? null, this.sourceAddress), ctx.rng, ctx.counters);
+    if (isRefusal(admitted)) {
+      this.refuse(admitted, dest);
+      return;
+    }
+    this.call = new Call(dest, { direction: ctx.direction, route, idempotent: true, hasBody: false, upgrade: false, timeoutMs: 0, delayMs: admitted.delayMs, hash: this, hop: null }, this, ctx.clock, ctx.counters, ctx.rng);
+    this.call.start();
+  }
+
+  // ---- the call's decisions ----
+
+  send(a: Attempt): Refusal | null {
+    const ctx = this.ctx;
+    const e = a.endpoint;
+    const tls = ctx.upstreamTls(e);
+    if (tls !== null && 'code' in tls) return tls;
+    const traffic = (this.dest as Destination).traffic;
+    const outbound = ctx.direction === 'outbound';
+    let timeoutMs = ctx.limits.connectTimeoutMs;
+    if (outbound) {
+      const refused = connectionRefusal(traffic);
+      if (refused !== null) return refused;
+      traffic.pending++;
+      traffic.connections.open++;
+      this.counter = traffic.connections;
+      timeoutMs = traffic.policy.connectTimeoutMs;
+    }
+    // allowHalfOpen: a FIN from the endpoint leaves the other direction open (tls.connect passes it on; its types omit it).
+    const s = tls === null ? connect({ host: e.address, port: e.port, noDelay: true, allowHalfOpen: true }) : tlsConnect({ host: e.address, port: e.port, ...tls.options(), allowHalfOpen: true } as ConnectionOptions);
+    this.connecting = s;
+    this.watchConnect(s, tls, timeoutMs);
+    return null;
+  }
+
+  /** The connect (and mTLS handshake) of `s`, within `timeoutMs`. */
+  private watchConnect(s: Socket, tls: UpstreamTls | null, timeoutMs: number): void {
+    let handshaking = false;
+    s.setTimeout(timeoutMs);
+    s.on('timeout', () => {
+      if (this.connecting === s) this.connectFailed(s, `${handshaking ? 'TLS handshake' : 'connect'} timeout after ${timeoutMs} ms`, false);
+    });
+    s.on('error', (err: Error & { code?: string }) => {
+      if (this.connecting !== s) return;
+      if (handshaking) {
+        const r = handshakeRefusal(err);
+        this.connectFailed(s, r.ok ? err.message : r.detail, true, r.ok ? undefined : r.reason);
+        return;
+      }
+      this.connectFailed(s, err.message, false);
+    });
+    if (tls === null) {
+      s.once('connect', () => this.ready(s));
+      return;
+    }
+    s.once('connect', () => {
+      handshaking = true;
+      s.setNoDelay(true);
+    });
+    s.once('secureConnect', () => {
+      handshaking = false;
+      const check = tls.verify(s as TLSSocket);
+      if (!check.ok) this.connectFailed(s, check.detail, true, check.reason);
+      else this.ready(s);
+    });
+    s.on('session', (t: Buffer) => tls.remember(t));
+  }
+
+  private connectFailed(s: Socket, reason: string, secure: boolean, tlsReason?: Parameters<TcpContext['counters']['tlsRefused']>[1]): void {
+    const ctx = this.ctx;
+    this.stopConnecting();
+    s.destroy();
+    ctx.counters.upstreamConnect(false);
+    const call = this.call;
+    if (call === null) return;
+    const e = call.endpoint;
+    if (tlsReason !== undefined && e !== null) {
+      ctx.counters.tlsRefused('outbound', tlsReason, reason, e);
+      ctx.audit?.tlsRefused('outbound', tlsReason, reason, `${e.address}:${e.port}`, e.service, e.port);
+    }
+    call.connectFailed(reason, secure);
+  }
+
+  /** The upstream connection is up (and its peer verified): the stream is established. */
+  private ready(s: Socket): void {
+    if (this.connecting !== s) return;
+    this.doneConnecting();
+    s.setTimeout(0);
+    this.ctx.counters.upstreamConnect(true);
+    const call = this.call;
+    if (this.finished || call === null || !call.connected() || !call.established()) {
+      this.uncount();
+      s.destroy();
+      return;
+    }
+    this.up = s;
+    this.result = 'established';
+    this.pipe(s);
+  }
+
+  abandon(): void {
+    const s = this.connecting;
+    this.stopConnecting();
+    s?.destroy();
+  }
+
+  fail(f: CallFailure): void {
+    this.failWith(f.code, f.message, f.details);
+  }
+
+  // ---- the stream ----
+
+  private pipe(up: Socket): void {
+    const client = this.socket;
+    const series = this.series as TcpSeries;
+    client.on('data', (b: Buffer) => series.received(b.length));
+    up.on('data', (b: Buffer) => series.sent(b.length));
+    // `pipe` pauses the reader while the writer's buffer is full, and ends the writer when the
+    // reader ends: a FIN either way is forwarded, the other direction goes on (allowHalfOpen).
+    client.pipe(up);
+    up.pipe(client);
+    up.on('error', () => {
+      // A reset from the upstream is passed on as a reset.
+      reset(client);
+    });
+    up.on('close', () => this.upstreamClosed());
+    const idleMs = (this.dest as Destination).traffic.policy.tcpIdleTimeoutMs;
+    // A socket's timeout counts reads and writes: the client's sees both directions of the stream.
+    client.setTimeout(idleMs);
+    client.on('timeout', () => {
+      this.ctx.logger?.info({ workload: this.ctx.workload, direction: this.ctx.direction, service: this.dest?.service, idleMs }, 'tcp stream closed: no byte either way within timeouts.tcpIdle');
+      up.destroy();
+      client.destroy();
+    });
+    client.resume();
+  }
+
+  private upstreamClosed(): void {
+    this.uncount();
+    const client = this.socket;
+    if (client.destroyed) return;
+    // The app closed: the client gets the rest and a FIN; what it still sends goes nowhere.
+    client.unpipe();
+    client.end();
+    client.on('data', () => undefined);
+    const t = setTimeout(() => client.destroy(), LINGER_MS);
+    t.unref();
+  }
+
+  // ---- the client ----
+
+  private clientFailed(): void {
+    // A client's reset: the upstream gets one too.
+    const up = this.up;
+    if (up !== null) reset(up);
+    this.socket.destroy();
+  }
+
+  private clientClosed(): void {
+    if (this.finished) return;
+    this.finished = true;
+    const up = this.up;
+    if (up !== null && !up.destroyed) up.destroy();
+    this.abandon();
+    const call = this.call;
+    if (call !== null) {
+      if (this.result === 'established') call.responseComplete();
+      else call.clientGone();
+      call.dispose();
+    }
+    this.series?.closed(this.result ?? 'established', (this.ctx.clock.now() - this.t0) / 1000);
+    this.onClose(this);
+  }
+
+  /** Refused before any attempt (routing, authorization, admission). */
+  private refuse(r: Refusal, dest: Destination | null): void {
+    this.failWith(r.code, r.message, { ...(dest === null ? {} : { service: dest.service }), ...r.details });
+  }
+
+  /** The stream fails: logged, counted, and the client reset. */
+  private failWith(code: ErrorCode, message: string, details: Record<string, unknown> | undefined): void {
+    const ctx = this.ctx;
+    this.result = code;
+    ctx.counters.proxyError(ctx.direction, code);
+    ctx.logger?.warn({ workload: ctx.workload, direction: ctx.direction, client: this.sourceAddress, code, ...details }, message);
+    this.abandon();
+    reset(this.socket);
+  }
+
+  // ---- connection bookkeeping ----
+
+  private doneConnecting(): void {
+    if (this.connecting === null) return;
+    this.connecting = null;
+    if (this.ctx.direction === 'outbound') (this.dest as Destination).traffic.pending--;
+  }
+
+  private stopConnecting(): void {
+    if (this.connecting === null) return;
+    this.doneConnecting();
+    this.uncount();
+  }
+
+  private uncount(): void {
+    const c = this.counter;
+    if (c === null) return;
+    this.counter = null;
+    c.open--;
+  }
+
+  // ---- what the listener does to its connections ----
+
+  /** Draining: a stream has no request boundary to close at; it is destroyed when the grace ends. */
+  close(): void {
+    this.destroy();
+  }
+
+  destroy(): void {
+    this.up?.destroy();
+    this.socket.destroy();
+  }
+
+  headTimeout(): void {
+    // Never reading a head.
+  }
+}
+
+/**
+ * Hands a client connection over to the TCP driver (CONNECT to a tcp service in the HTTP/1
+ * driver): `socket` is connected, its CONNECT answered (`200`), `early` the bytes that came after
+ * the CONNECT request (sent upstream first). Returns the stream; `onClose` runs when it is over.
+ */
+export function handOff(socket: Socket, ctx: TcpContext, target: Destination | RouteError, early: Buffer | null, onClose: (s: TcpStream) => void = () => undefined): TcpStream {
+  if (early !== null && early.length > 0) socket.unshift(early);
+  return new TcpStream(socket, ctx, target, null, onClose);
+}
