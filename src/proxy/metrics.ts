@@ -12,17 +12,16 @@
  * answered (outbound) adds no series to /stats (an instance has one version) and multiplies the
  * Prometheus series only by the versions of a service running at once (two during a canary).
  */
-import type { ErrorCode } from '../core/errors.js';
 import type { TlsRefusal } from '../api/mtls.js';
 import type { AuthzDecision } from '../engine/authorization.js';
-import { panicDetail, type TrafficEvent, type TrafficState } from '../resilience/traffic-state.js';
+import type { TrafficEvent, TrafficState } from '../resilience/traffic-state.js';
 import type { ForwarderCounters, ListenerMetrics } from './http1/types.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { StallDetector, isStall } from './http1/stall.js';
-import { LATENCY_BUCKETS, STATS_MAX_EVENTS, type AuthzOutcome, type Direction, type StatsAuthz, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
+import { LATENCY_BUCKETS, type AuthzOutcome, type Direction, type StatsAuthz, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
 import { Registry, type Aggregator, type Counter, type Gauge, type Histogram, type Sample } from '../telemetry/prom.js';
-import { ENGINE_COUNTERS, ListenerStats, requestFamilies, statsSeries, type SeriesStats } from '../telemetry/request-metrics.js';
+import { EngineCounters, ListenerStats, requestFamilies, StatsEventFeed, statsSeries, type SeriesStats } from '../telemetry/request-metrics.js';
 import type { TcpCounters, TcpSeries } from './tcp/types.js';
 
 /** Defined with the per-request metrics the SDK shares (src/telemetry/request-metrics.ts). */
@@ -55,25 +54,20 @@ function lastBySeries(samples: Sample[]): Sample[] {
   return byKey.size === samples.length ? samples : [...byKey.values()];
 }
 
-export class ProxyMetrics implements ForwarderCounters, TcpCounters {
+/**
+ * The proxy's metrics: the engine's counters and traffic events (EngineCounters, shared with the
+ * SDK), the per-request families, and what only a proxy has (connections, TLS, authorization,
+ * stalls, active checks, cold starts, TCP streams).
+ */
+export class ProxyMetrics extends EngineCounters implements ForwarderCounters, TcpCounters {
   /** Opaque TCP streams (src/proxy/tcp): their families, at the end of this file. */
   private readonly tcp: TcpMetrics;
-  readonly registry = new Registry();
+  readonly registry: Registry;
   private readonly series: SeriesStats[] = [];
   private readonly listeners = new Map<string, ListenerStats>();
-  private readonly events: ProxyEvent[] = [];
-  private eventSeq = 0;
   private readonly startedAt = Date.now();
-  private readonly errors: Counter<'direction' | 'code'>;
-  private readonly connects: Counter<'result'>;
-  private readonly retries: Counter<'service' | 'reason'>;
-  private readonly budgetExhausted: Counter<'service'>;
-  private readonly outlierEvents: Counter<'service' | 'event'>;
-  private readonly breakerChanges: Counter<'service' | 'to'>;
   private readonly activeChecks: Counter<'service' | 'result'>;
-  private readonly panicChanges: Counter<'service' | 'to'>;
   private readonly coldStarts: Counter<'service'>;
-  private readonly rateLimits: Counter<'direction' | 'service' | 'route'>;
   private readonly bodyStalls: Counter<'direction' | 'service'>;
   private readonly evictions: Counter<'workload' | 'direction' | 'state'>;
   private readonly tlsRefusals: Counter<'direction' | 'reason'>;
@@ -91,12 +85,14 @@ export class ProxyMetrics implements ForwarderCounters, TcpCounters {
     readonly id: string = `proxy-${process.pid}`,
     /** Told of each event the proxy raises itself (not traffic events): the proxy logs them. */
     private readonly onEvent: (e: StatsEvent) => void = () => {},
+    r = new Registry(),
+    feed = new StatsEventFeed(),
   ) {
-    const r = this.registry;
+    super(r, feed);
+    this.registry = r;
     processMetrics(r);
     const series = this.series;
     requestFamilies(r, series, null);
-    this.rateLimits = r.counter(ENGINE_COUNTERS.rateLimits);
     this.bodyStalls = r.counter({
       name: 'skein_proxy_body_stalls_total',
       help: "Responses whose body came 38-80 ms after their head, in a separate read: the app's Nagle algorithm waiting for the proxy's delayed ACK. By listener direction and destination service.",
@@ -138,12 +134,6 @@ export class ProxyMetrics implements ForwarderCounters, TcpCounters {
       { name: 'skein_proxy_certificate_expiry_timestamp_seconds', help: 'When each certificate the proxy holds expires (Unix seconds), by service and SPIFFE ID.', labelNames: ['service', 'identity'], aggregator: 'min' },
       () => lastBySeries(gauges.certificates().map((c) => ({ labels: [c.service, c.identity], value: c.notAfter / 1000 }))),
     );
-    this.errors = r.counter(ENGINE_COUNTERS.errors);
-    this.connects = r.counter(ENGINE_COUNTERS.connects);
-    this.retries = r.counter(ENGINE_COUNTERS.retries);
-    this.budgetExhausted = r.counter(ENGINE_COUNTERS.budgetExhausted);
-    this.outlierEvents = r.counter(ENGINE_COUNTERS.outlierEvents);
-    this.breakerChanges = r.counter(ENGINE_COUNTERS.breakerChanges);
     this.activeChecks = r.counter({
       name: 'skein_proxy_active_check_transitions_total',
       help: "Endpoints turning healthy or unhealthy in the proxy's own active health checks, by destination service.",
@@ -182,7 +172,6 @@ export class ProxyMetrics implements ForwarderCounters, TcpCounters {
       help: 'Times the proxy held requests for a service scaled to zero and asked for it to be woken.',
       labelNames: ['service'],
     });
-    this.panicChanges = r.counter(ENGINE_COUNTERS.panicChanges);
     r.scraped<'workload' | 'direction'>('gauge', { name: 'skein_proxy_connections_open', help: 'Client connections open, by workload and direction.', labelNames: ['workload', 'direction'] }, () =>
       lastBySeries(gauges.connections().map((c) => ({ labels: [c.workload, c.direction], value: c.open }))),
     );
@@ -201,10 +190,6 @@ export class ProxyMetrics implements ForwarderCounters, TcpCounters {
     let l = this.listeners.get(key);
     if (l === undefined) this.listeners.set(key, (l = new ListenerStats(this.series, workload, direction)));
     return l;
-  }
-
-  rateLimited(direction: Direction, service: string, route: string): void {
-    this.rateLimits.labels(direction, service, route).inc();
   }
 
   bodyGap(direction: Direction, service: string, endpoint: Endpoint, gapMs: number): void {
@@ -258,11 +243,8 @@ export class ProxyMetrics implements ForwarderCounters, TcpCounters {
   }
 
   /** Adds an event to /stats's feed (the last STATS_MAX_EVENTS). */
-  private record(type: ProxyEvent['type'], service: string, instance: string, detail: string): ProxyEvent {
-    const e: ProxyEvent = { seq: ++this.eventSeq, time: Date.now(), type, service, instance, detail };
-    this.events.push(e);
-    if (this.events.length > STATS_MAX_EVENTS) this.events.splice(0, this.events.length - STATS_MAX_EVENTS);
-    return e;
+  private record(type: ProxyEvent['type'], service: string, instance: string, detail: string): StatsEvent {
+    return this.feed.add(type, service, instance, detail);
   }
 
   /** A listener at its connection cap closed an idle or half-sent connection for a new one. */
@@ -270,48 +252,20 @@ export class ProxyMetrics implements ForwarderCounters, TcpCounters {
     this.evictions.labels(workload, direction, state).inc();
   }
 
-  proxyError(direction: Direction, code: ErrorCode): void {
-    this.errors.labels(direction, code).inc();
-  }
-
-  upstreamConnect(ok: boolean): void {
-    this.connects.labels(ok ? 'ok' : 'failed').inc();
-  }
-
-  retry(service: string, reason: string): void {
-    this.retries.labels(service, reason).inc();
-  }
-
-  retryBudgetExhausted(service: string): void {
-    this.budgetExhausted.labels(service).inc();
-  }
-
   /** Ejections, returns, breaker, active-check and panic changes: counted, and kept for the control plane. */
-  trafficEvent(e: TrafficEvent): void {
-    let detail: string;
-    if (e.type === 'panic') {
-      this.panicChanges.labels(e.service, e.panicking ? 'panic' : 'normal').inc();
-      this.record('panic', e.service, '', panicDetail(e));
-      return;
-    }
+  override trafficEvent(e: TrafficEvent): boolean {
+    if (super.trafficEvent(e)) return true;
     if (e.type === 'cold-start') {
       this.coldStarts.labels(e.service).inc();
       this.record('cold-start', e.service, '', `scaled to zero: holding ${e.waiting} request${e.waiting === 1 ? '' : 's'}, asked for it to be woken`);
-      return;
-    }
-    if (e.type === 'eject' || e.type === 'return') {
-      this.outlierEvents.labels(e.service, e.type).inc();
-      detail = e.reason;
-    } else if (e.type === 'breaker') {
-      this.breakerChanges.labels(e.service, e.to).inc();
-      detail = `${e.to}: ${e.reason}`;
     } else if (e.type === 'active-check') {
       this.activeChecks.labels(e.service, e.healthy ? 'healthy' : 'unhealthy').inc();
-      detail = `${e.healthy ? 'healthy' : 'unhealthy'}: ${e.reason}`;
-    } else return;
-    const slash = e.endpoint.indexOf('/');
-    this.record(e.type, e.service, slash < 0 ? e.endpoint : e.endpoint.slice(slash + 1), detail);
+      const slash = e.endpoint.indexOf('/');
+      this.record('active-check', e.service, slash < 0 ? e.endpoint : e.endpoint.slice(slash + 1), `${e.healthy ? 'healthy' : 'unhealthy'}: ${e.reason}`);
+    } else return false;
+    return true;
   }
+
 
   /** Every series' totals since the proxy started, and the traffic events after `sinceSeq`. */
   snapshot(sinceSeq = 0): StatsSnapshot {
@@ -321,8 +275,8 @@ export class ProxyMetrics implements ForwarderCounters, TcpCounters {
       bounds: LATENCY_BUCKETS,
       series: statsSeries(this.series),
       authz: [...this.authzCounts.values()].map((c): StatsAuthz => ({ ...c })),
-      events: this.events.filter((e) => e.seq > sinceSeq),
-      eventSeq: this.eventSeq,
+      events: this.feed.since(sinceSeq),
+      eventSeq: this.feed.seq,
     };
   }
 

@@ -102,7 +102,7 @@ export class MeshDispatcher extends Dispatcher {
       clock,
       logger: o.logger,
       onEvent: (e) => {
-        this.metrics.trafficEvent(e);
+        this.metrics.engine.trafficEvent(e);
         o.onEvent?.(e);
       },
     });
@@ -122,7 +122,7 @@ export class MeshDispatcher extends Dispatcher {
       service: o.service ?? null,
       clock: o.callClock ?? preciseClock,
       rng: o.rng ?? Math.random,
-      counters: metrics,
+      counters: metrics.engine,
       pool: (e) => this.poolOf(e),
       finished: (r: FinishedRequest) => metrics.finished(r),
     };
@@ -223,13 +223,13 @@ export class MeshDispatcher extends Dispatcher {
       pool.on('connect', () => {
         const t = traffic();
         if (t !== undefined) t.connections.open++;
-        this.metrics.upstreamConnect(true);
+        this.metrics.engine.upstreamConnect(true);
       });
       pool.on('disconnect', () => {
         const t = traffic();
         if (t !== undefined) t.connections.open = Math.max(0, t.connections.open - 1);
       });
-      pool.on('connectionError', () => this.metrics.upstreamConnect(false));
+      pool.on('connectionError', () => this.metrics.engine.upstreamConnect(false));
       p = { pool, service: e.service, key: e.key };
       this.pools.set(k, p);
     }

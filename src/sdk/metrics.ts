@@ -7,12 +7,10 @@
  * the app mounts (`metricsHandler()`).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { LATENCY_BUCKETS, STATS_MAX_EVENTS, type Direction, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
-import type { ErrorCode } from '../core/errors.js';
-import { panicDetail, type TrafficEvent } from '../resilience/traffic-state.js';
+import { LATENCY_BUCKETS, type StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
-import { Registry, type Counter } from '../telemetry/prom.js';
-import { ENGINE_COUNTERS, ListenerStats, requestFamilies, statsSeries, type SeriesStats } from '../telemetry/request-metrics.js';
+import { Registry } from '../telemetry/prom.js';
+import { EngineCounters, ListenerStats, requestFamilies, StatsEventFeed, statsSeries, type SeriesStats } from '../telemetry/request-metrics.js';
 import type { FinishedRequest } from './request.js';
 
 export class SdkMetrics {
@@ -20,16 +18,9 @@ export class SdkMetrics {
   private readonly series: SeriesStats[] = [];
   private readonly listener: ListenerStats;
   private readonly startedAt = Date.now();
-  private readonly events: StatsEvent[] = [];
-  private eventSeq = 0;
-  private readonly errors: Counter<'direction' | 'code'>;
-  private readonly connects: Counter<'result'>;
-  private readonly retries: Counter<'service' | 'reason'>;
-  private readonly budgetExhausted: Counter<'service'>;
-  private readonly rateLimits: Counter<'direction' | 'service' | 'route'>;
-  private readonly outlierEvents: Counter<'service' | 'event'>;
-  private readonly breakerChanges: Counter<'service' | 'to'>;
-  private readonly panicChanges: Counter<'service' | 'to'>;
+  private readonly feed = new StatsEventFeed();
+  /** The engine's counters and traffic events (the proxy's families). */
+  readonly engine: EngineCounters;
 
   constructor(
     /** Names the SDK to the control plane (its /stats, `skein stat`). */
@@ -41,59 +32,16 @@ export class SdkMetrics {
     const r = this.registry;
     this.listener = new ListenerStats(this.series, workload, 'outbound');
     requestFamilies(r, this.series, 'sdk');
-    this.errors = r.counter(ENGINE_COUNTERS.errors);
-    this.connects = r.counter(ENGINE_COUNTERS.connects);
-    this.retries = r.counter(ENGINE_COUNTERS.retries);
-    this.budgetExhausted = r.counter(ENGINE_COUNTERS.budgetExhausted);
-    this.rateLimits = r.counter(ENGINE_COUNTERS.rateLimits);
-    this.outlierEvents = r.counter(ENGINE_COUNTERS.outlierEvents);
-    this.breakerChanges = r.counter(ENGINE_COUNTERS.breakerChanges);
-    this.panicChanges = r.counter(ENGINE_COUNTERS.panicChanges);
+    this.engine = new EngineCounters(r, this.feed);
   }
 
   // ---- what requests and the engine report ----
 
   finished(f: FinishedRequest): void {
-    if (f.code !== null) this.errors.labels('outbound', f.code).inc();
+    if (f.code !== null) this.engine.proxyError('outbound', f.code);
     const e = f.endpoint;
     const failed = f.status === 0 || f.status >= 500 || f.code !== null;
     this.listener.record(this.source, f.service, f.route, e?.id ?? null, f.status, failed, f.seconds, f.requestBytes, f.responseBytes, false, e?.version ?? null);
-  }
-
-  proxyError(direction: Direction, code: ErrorCode): void {
-    this.errors.labels(direction, code).inc();
-  }
-  upstreamConnect(ok: boolean): void {
-    this.connects.labels(ok ? 'ok' : 'failed').inc();
-  }
-  retry(service: string, reason: string): void {
-    this.retries.labels(service, reason).inc();
-  }
-  retryBudgetExhausted(service: string): void {
-    this.budgetExhausted.labels(service).inc();
-  }
-  rateLimited(direction: Direction, service: string, route: string): void {
-    this.rateLimits.labels(direction, service, route).inc();
-  }
-
-  /** Ejections, returns, breaker and panic changes: counted, and in /stats's events. */
-  trafficEvent(e: TrafficEvent): void {
-    if (e.type === 'panic') {
-      this.panicChanges.labels(e.service, e.panicking ? 'panic' : 'normal').inc();
-      this.event('panic', e.service, '', panicDetail(e));
-    } else if (e.type === 'eject' || e.type === 'return') {
-      this.outlierEvents.labels(e.service, e.type).inc();
-      this.event(e.type, e.service, e.endpoint, e.reason);
-    } else if (e.type === 'breaker') {
-      this.breakerChanges.labels(e.service, e.to).inc();
-      this.event('breaker', e.service, e.endpoint, `${e.to}: ${e.reason}`);
-    }
-  }
-
-  private event(type: string, service: string, endpoint: string, detail: string): void {
-    const slash = endpoint.indexOf('/');
-    this.events.push({ seq: ++this.eventSeq, time: Date.now(), type, service, instance: slash < 0 ? endpoint : endpoint.slice(slash + 1), detail });
-    if (this.events.length > STATS_MAX_EVENTS) this.events.splice(0, this.events.length - STATS_MAX_EVENTS);
   }
 
   // ---- what is served ----
@@ -105,8 +53,8 @@ export class SdkMetrics {
       at: Date.now(),
       bounds: LATENCY_BUCKETS,
       series: statsSeries(this.series),
-      events: this.events.filter((e) => e.seq > sinceSeq),
-      eventSeq: this.eventSeq,
+      events: this.feed.since(sinceSeq),
+      eventSeq: this.feed.seq,
     };
   }
 

@@ -11,8 +11,10 @@
  * services, instances and versions from the registry, and the sources one listener keeps apart
  * are capped (`MAX_SOURCES`, the rest are "other").
  */
-import { LATENCY_BUCKETS, type Direction, type StatsSnapshot } from '../api/stats.js';
-import type { Registry, Sample } from './prom.js';
+import { LATENCY_BUCKETS, STATS_MAX_EVENTS, type Direction, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
+import type { ErrorCode } from '../core/errors.js';
+import { panicDetail, type TrafficEvent } from '../resilience/traffic-state.js';
+import type { Counter, Registry, Sample } from './prom.js';
 
 /** Distinct callers one listener keeps apart; later ones are counted as "other". */
 export const MAX_SOURCES = 100;
@@ -234,4 +236,90 @@ export function statsSeries(series: readonly SeriesStats[]): StatsSnapshot['seri
     for (const m of [s.ok, s.failed]) for (const [status, n] of m) statuses[status] = (statuses[status] ?? 0) + n;
     return { ...s.labels, requests: s.count, failures: s.failures, statuses, latency: { counts: Array.from(s.buckets), sum: s.sum }, requestBytes: s.requestBytes, responseBytes: s.responseBytes, mtls: s.mtls };
   });
+}
+
+/** The events /stats serves (after `since`): numbered in order, the last STATS_MAX_EVENTS kept. */
+export class StatsEventFeed {
+  private readonly events: StatsEvent[] = [];
+  /** The number of the last event. */
+  seq = 0;
+
+  add(type: string, service: string, instance: string, detail: string): StatsEvent {
+    const e: StatsEvent = { seq: ++this.seq, time: Date.now(), type, service, instance, detail };
+    this.events.push(e);
+    if (this.events.length > STATS_MAX_EVENTS) this.events.splice(0, this.events.length - STATS_MAX_EVENTS);
+    return e;
+  }
+
+  since(seq: number): StatsEvent[] {
+    return this.events.filter((e) => e.seq > seq);
+  }
+}
+
+/** The instance id of an endpoint key (`service/instance`). */
+const instanceOf = (endpoint: string): string => {
+  const slash = endpoint.indexOf('/');
+  return slash < 0 ? endpoint : endpoint.slice(slash + 1);
+};
+
+/**
+ * What the engine reports (its counters: CallCounters, AdmissionCounters, the drivers' errors and
+ * connects) and the traffic events it raises (ejections, returns, breaker and panic changes),
+ * counted and added to the /stats feed: the proxy's and the SDK's alike.
+ */
+export class EngineCounters {
+  private readonly errors: Counter<'direction' | 'code'>;
+  private readonly connects: Counter<'result'>;
+  private readonly retries: Counter<'service' | 'reason'>;
+  private readonly budgetExhausted: Counter<'service'>;
+  private readonly rateLimits: Counter<'direction' | 'service' | 'route'>;
+  private readonly outlierEvents: Counter<'service' | 'event'>;
+  private readonly breakerChanges: Counter<'service' | 'to'>;
+  private readonly panicChanges: Counter<'service' | 'to'>;
+
+  constructor(
+    r: Registry,
+    /** Where the traffic events go (/stats). */
+    protected readonly feed: StatsEventFeed,
+  ) {
+    this.rateLimits = r.counter(ENGINE_COUNTERS.rateLimits);
+    this.errors = r.counter(ENGINE_COUNTERS.errors);
+    this.connects = r.counter(ENGINE_COUNTERS.connects);
+    this.retries = r.counter(ENGINE_COUNTERS.retries);
+    this.budgetExhausted = r.counter(ENGINE_COUNTERS.budgetExhausted);
+    this.outlierEvents = r.counter(ENGINE_COUNTERS.outlierEvents);
+    this.breakerChanges = r.counter(ENGINE_COUNTERS.breakerChanges);
+    this.panicChanges = r.counter(ENGINE_COUNTERS.panicChanges);
+  }
+
+  proxyError(direction: Direction, code: ErrorCode): void {
+    this.errors.labels(direction, code).inc();
+  }
+  upstreamConnect(ok: boolean): void {
+    this.connects.labels(ok ? 'ok' : 'failed').inc();
+  }
+  retry(service: string, reason: string): void {
+    this.retries.labels(service, reason).inc();
+  }
+  retryBudgetExhausted(service: string): void {
+    this.budgetExhausted.labels(service).inc();
+  }
+  rateLimited(direction: Direction, service: string, route: string): void {
+    this.rateLimits.labels(direction, service, route).inc();
+  }
+
+  /** Counts an ejection, return, breaker or panic change and feeds it to /stats (true); false: another kind, the caller's. */
+  trafficEvent(e: TrafficEvent): boolean {
+    if (e.type === 'panic') {
+      this.panicChanges.labels(e.service, e.panicking ? 'panic' : 'normal').inc();
+      this.feed.add('panic', e.service, '', panicDetail(e));
+    } else if (e.type === 'eject' || e.type === 'return') {
+      this.outlierEvents.labels(e.service, e.type).inc();
+      this.feed.add(e.type, e.service, instanceOf(e.endpoint), e.reason);
+    } else if (e.type === 'breaker') {
+      this.breakerChanges.labels(e.service, e.to).inc();
+      this.feed.add('breaker', e.service, instanceOf(e.endpoint), `${e.to}: ${e.reason}`);
+    } else return false;
+    return true;
+  }
 }
