@@ -74,6 +74,8 @@ export const ERROR_CODES = {
   SKEIN_E_NO_LEADER: { status: 503, text: 'A read of what only the elected control-plane replica keeps (the golden signals, the mesh event feed) found no leader to forward it to: an election is under way, or the leader does not answer.' },
   // Metrics (issue 16: src/telemetry/prom.ts).
   SKEIN_E_BAD_METRIC: { status: 500, text: 'A metric was defined or used against the rules of Prometheus or its own definition (a malformed or duplicate name, a reserved or repeated label, the wrong number of label values, a counter decreased): a bug in Skein; the message names the metric and what was wrong.' },
+  // HTTP/2 and gRPC (issue 17: src/proxy/http2).
+  SKEIN_E_H2_RAPID_RESET: { status: 429, text: 'An HTTP/2 client reset more streams than the proxy allows in a short window (rapid reset, CVE-2023-44487): its connection got GOAWAY (ENHANCE_YOUR_CALM) and was closed.' },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -8,8 +8,12 @@ import { Duration, Enum, Obj, Percent } from '../fields.js';
 import { DNS_LABEL_PATTERN, HTTP_TOKEN_PATTERN, LABEL_KEY_PATTERN } from '../names.js';
 
 /** Retry conditions besides status codes. */
-export const RETRY_CONDITIONS = ['connect-failure', 'reset', 'refused-stream', 'per-try-timeout'] as const;
+export const RETRY_CONDITIONS = ['connect-failure', 'reset', 'refused-stream', 'per-try-timeout', 'cancelled', 'deadline-exceeded', 'internal', 'resource-exhausted', 'unavailable'] as const;
 export type RetryCondition = (typeof RETRY_CONDITIONS)[number];
+/** The retry conditions of gRPC responses (their grpc-status, src/engine/grpc.ts); the rest are the transport's. */
+export const GRPC_RETRY_CONDITIONS = ['cancelled', 'deadline-exceeded', 'internal', 'resource-exhausted', 'unavailable'] as const satisfies readonly RetryCondition[];
+/** The conditions retried when a policy names none: every transport failure, and gRPC's UNAVAILABLE. */
+export const DEFAULT_RETRY_CONDITIONS: readonly RetryCondition[] = Object.freeze(['connect-failure', 'reset', 'refused-stream', 'per-try-timeout', 'unavailable']);
 export const RATE_LIMIT_ALGORITHMS = ['token-bucket', 'gcra'] as const;
 export type RateLimitAlgorithmName = (typeof RATE_LIMIT_ALGORITHMS)[number];
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
@@ -40,7 +44,7 @@ export const RetriesSchema = Obj(
       Type.Array(Enum(RETRY_CONDITIONS, 'A failure that may be retried.'), {
         uniqueItems: true,
         maxItems: RETRY_CONDITIONS.length,
-        description: 'Failures that are retried. Default all four: connect-failure, reset, refused-stream, per-try-timeout.',
+        description: 'Failures that are retried. Default: connect-failure, reset, refused-stream, per-try-timeout and unavailable (gRPC). The gRPC ones (cancelled, deadline-exceeded, internal, resource-exhausted, unavailable) match a grpc-status in a Trailers-Only response, whatever the method.',
       }),
     ),
     statuses: Type.Optional(

@@ -110,6 +110,11 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     private readonly onClose: (d: Downstream) => void,
     /** Inbound over mTLS: the caller's verified identity; null: plaintext (or outbound). */
     readonly peerId: PeerIdentity | null = null,
+    /**
+     * Sees the connection's first chunk before it is read as HTTP/1; true: it took the connection
+     * (another protocol: it calls `release`) and the chunk is its own. Null: HTTP/1 only.
+     */
+    sniff: ((d: Downstream, first: Buffer) => boolean) | null = null,
   ) {
     super();
     this.peer = plainAddress(socket.remoteAddress);
@@ -118,7 +123,14 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.forwarding = { client: this.peer, requestId: '', caller: null, clientId: ctx.direction === 'outbound' ? null : (peerId?.identity ?? null), upgrade: false, open: false };
     this.since = coarseNow();
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (sniff === null) socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    else {
+      socket.once('data', (first: Buffer) => {
+        if (sniff(this, first)) return;
+        socket.on('data', (chunk: Buffer) => this.onData(chunk));
+        this.onData(first);
+      });
+    }
     socket.on('end', () => this.onEnd());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.onSocketClose());
@@ -484,6 +496,11 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   destroy(): void {
     this.state = S.Closed;
     this.socket.destroy();
+  }
+
+  /** The connection is not HTTP/1 (`sniff` took it): this lets go of it without closing it. */
+  release(): void {
+    this.state = S.Closed;
   }
 
   /** The exchange is over: next request, or close. */

@@ -17,6 +17,18 @@ const STATUS_TEXT: Record<number, string> = {
 };
 
 /**
+ * The JSON body of a proxy error, `{ code, message, requestId?, details? }` and a newline, in
+ * ASCII (anything beyond is escaped, so that its length is its byte count): HTTP/1 and HTTP/2
+ * answers alike.
+ */
+export function errorBody(code: ErrorCode, message: string, requestId?: string, details?: unknown): string {
+  const o: Record<string, unknown> = { code, message };
+  if (requestId !== undefined) o['requestId'] = requestId;
+  if (details !== undefined) o['details'] = details;
+  return JSON.stringify(o).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
+}
+
+/**
  * A response the proxy makes itself: the status of the code (or `status`), `x-skein-error`
  * naming the code, and a small JSON body `{ code, message, requestId?, details? }`. `headers`
  * are extra header lines, each ending in CRLF (Retry-After, x-skein-explain).
@@ -27,11 +39,7 @@ export function errorResponse(
   opts: { close: boolean; requestId?: string | undefined; status?: number | undefined; head?: boolean; details?: unknown; headers?: string; origin?: 'inbound' | 'outbound' },
 ): string {
   const status = opts.status ?? new SkeinError(code, message).status;
-  const o: Record<string, unknown> = { code, message };
-  if (opts.requestId !== undefined) o['requestId'] = opts.requestId;
-  if (opts.details !== undefined) o['details'] = opts.details;
-  // Written as latin1: anything beyond ASCII is escaped so that the length is the byte count.
-  const body = JSON.stringify(o).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
+  const body = errorBody(code, message, opts.requestId, opts.details);
   return (
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
     `content-type: application/json\r\n` +
