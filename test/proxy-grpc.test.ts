@@ -179,6 +179,7 @@ describe('gRPC through the outbound listener (grpc-js client and server)', () =>
       req.on('trailers', () => (trailers = true));
       req.on('error', reject);
       req.on('close', () => resolve({ flags, headers, data, trailers }));
+      req.setTimeout(5000, () => reject(new Error('the response did not end within 5 s')));
       req.end(frame);
     });
     assert.equal(got.headers[':status'], 200);
