@@ -10,8 +10,9 @@
  * - closed loop: h2load -n REQUESTS -c 4 -m 10: the proxy's CPU per request (user + system);
  * - open loop: h2load --rps at RATE over 4 connections for SECONDS: p50 and p99 latency (from
  *   h2load's per-request log) and the proxy's CPU per request at that rate;
- * - memory (Skein and HAProxy): the proxy's peak RSS with 100 concurrent streams of 1 MiB each,
- *   and with one 256 MiB response read by one client (flow control must bound it).
+ * - memory (Skein and HAProxy), first, on the fresh process: its RSS idle, its peak RSS while one
+ *   client reads one 256 MiB response (flow control must bound it), then with 100 concurrent
+ *   streams of 1 MiB each (RSS is a high-water mark: each figure includes the one before).
  * Prints a table and one JSON line (`{"bench":"http2",...}`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -94,6 +95,23 @@ interface Side {
 async function measure(s: Side, dir: string) {
   const cpu = () => (s.pid === null ? 0 : treeCpuSeconds(s.pid));
   const url = (p: string) => `http://127.0.0.1:${s.port}${p}`;
+  // Memory first, on a fresh process: RSS is a high-water mark.
+  let rss100 = 0;
+  let rssBig = 0;
+  const rssIdle = s.pid === null ? 0 : Math.round(treeMemory(s.pid).rss / 1024 / 1024);
+  if (s.pid !== null) {
+    const pid = s.pid;
+    const peak = async (work: Promise<unknown>) => {
+      let max = 0;
+      const t = setInterval(() => (max = Math.max(max, treeMemory(pid).rss)), 20);
+      await work;
+      clearInterval(t);
+      return Math.max(max, treeMemory(pid).rss) / 1024 / 1024;
+    };
+    // The one big stream first: RSS is a high-water mark (freed memory is kept by the process).
+    rssBig = await peak(run('curl', ['-sS', '--http2-prior-knowledge', '-o', '/dev/null', url('/big')]));
+    rss100 = await peak(run('h2load', ['-n', '1000', '-c', '1', '-m', '100', url('/mb')]));
+  }
   // Warm-up.
   succeeded(await run('h2load', ['-n', '2000', '-c', '4', '-m', '10', url('/')]), 2000, s.name);
   let c0 = cpu();
@@ -110,21 +128,7 @@ async function measure(s: Side, dir: string) {
     .split('\n')
     .map((l) => Number(l.split('\t')[2]) / 1000)
     .sort((a, b) => a - b);
-  let rss100 = 0;
-  let rssBig = 0;
-  if (s.pid !== null) {
-    const pid = s.pid;
-    const peak = async (work: Promise<unknown>) => {
-      let max = 0;
-      const t = setInterval(() => (max = Math.max(max, treeMemory(pid).rss)), 20);
-      await work;
-      clearInterval(t);
-      return Math.max(max, treeMemory(pid).rss) / 1024 / 1024;
-    };
-    rss100 = await peak(run('h2load', ['-n', '1000', '-c', '1', '-m', '100', url('/mb')]));
-    rssBig = await peak(run('curl', ['-sS', '--http2-prior-knowledge', '-o', '/dev/null', url('/big')]));
-  }
-  return { side: s.name, cpuClosedUs: Math.round(cpuClosedUs), cpuOpenUs: Math.round(cpuOpenUs), p50ms: +pct(lat, 50).toFixed(2), p99ms: +pct(lat, 99).toFixed(2), rss100MB: Math.round(rss100), rssBig256MB: Math.round(rssBig) };
+  return { side: s.name, cpuClosedUs: Math.round(cpuClosedUs), cpuOpenUs: Math.round(cpuOpenUs), p50ms: +pct(lat, 50).toFixed(2), p99ms: +pct(lat, 99).toFixed(2), rssIdleMB: rssIdle, rss100MB: Math.round(rss100), rssBig256MB: Math.round(rssBig) };
 }
 
 async function main(): Promise<void> {
@@ -135,7 +139,7 @@ async function main(): Promise<void> {
     const backend = spawn(process.execPath, ['--input-type=module', '-e', BACKEND], { stdio: ['pipe', 'pipe', 'inherit'] });
     stops.push(() => stopTree(backend));
     const bport = await firstJsonLine(backend, (j) => (typeof j['port'] === 'number' ? j['port'] : null));
-    const proxy = spawn(process.execPath, [SKEIN_BIN, 'proxy', '--no-control', '--admin', '127.0.0.1:0', '--workload', `name=app-1,service=app,inbound=127.0.0.1:0,app=127.0.0.1:${bport}`, '--log-level', 'warn', '--access-log', 'off'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const proxy = spawn(process.execPath, [SKEIN_BIN, 'proxy', '--no-control', '--admin', '127.0.0.1:0', '--workload', `name=app-1,service=app,inbound=127.0.0.1:0,app=127.0.0.1:${bport}`, '--log-level', 'info', '--access-log', 'off'], { stdio: ['ignore', 'pipe', 'inherit'] });
     stops.push(() => stopTree(proxy));
     const sport = await firstJsonLine(proxy, (j) => (j['msg'] === 'proxy ready' ? Number(String((j['workloads'] as Array<{ inbound: string }>)[0]?.inbound).split(':').pop()) : null));
     const ha = await startHaproxy(dir, 'h2', null, (port) => `frontend f\n  bind 127.0.0.1:${port} proto h2\n  default_backend b\n\nbackend b\n  server s1 127.0.0.1:${bport} proto h2\n`, 'listening');
@@ -148,8 +152,8 @@ async function main(): Promise<void> {
     const rows = [];
     for (const s of sides) rows.push(await measure(s, dir));
     console.log(`load ${readFileSync('/proc/loadavg', 'utf8').trim()}`);
-    console.log('side      cpu/req closed  cpu/req open  p50 ms  p99 ms  rss 100x1MiB  rss 256MiB');
-    for (const r of rows) console.log(`${r.side.padEnd(9)} ${String(r.cpuClosedUs).padStart(10)} us ${String(r.cpuOpenUs).padStart(10)} us ${String(r.p50ms).padStart(7)} ${String(r.p99ms).padStart(7)} ${String(r.rss100MB).padStart(10)} MB ${String(r.rssBig256MB).padStart(8)} MB`);
+    console.log('side      cpu/req closed  cpu/req open  p50 ms  p99 ms  rss idle  rss 256MiB  rss 100x1MiB');
+    for (const r of rows) console.log(`${r.side.padEnd(9)} ${String(r.cpuClosedUs).padStart(10)} us ${String(r.cpuOpenUs).padStart(10)} us ${String(r.p50ms).padStart(7)} ${String(r.p99ms).padStart(7)} ${String(r.rssIdleMB).padStart(6)} MB ${String(r.rssBig256MB).padStart(8)} MB ${String(r.rss100MB).padStart(10)} MB`);
     console.log(JSON.stringify({ bench: 'http2', options: { requests: REQUESTS, rate: RATE, seconds: SECONDS }, rows }));
   } finally {
     for (const s of stops.reverse()) await s().catch(() => undefined);
