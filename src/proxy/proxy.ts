@@ -298,6 +298,27 @@ class Listener implements H2Context {
     socket.on('data', onData);
   }
 
+  /**
+   * Outbound: a CONNECT tunnel to a mesh service (grpc-js and other clients behind HTTP_PROXY)
+   * is served like a new connection of the listener: HTTP/1 or HTTP/2 by its first bytes, each
+   * request routed by its own authority. The one hand-off for tunnels: a tcp service's tunnel can
+   * be routed to another driver here.
+   */
+  get tunnel(): ((socket: Socket, peer: PeerIdentity | null, rest: Buffer) => void) | null {
+    return this.direction === 'outbound' ? this.serveTunnel : null;
+  }
+
+  private readonly serveTunnel = (socket: Socket, peer: PeerIdentity | null, rest: Buffer): void => {
+    if (rest.length === 0) {
+      this.serve(socket, peer);
+      return;
+    }
+    socket.pause();
+    socket.unshift(rest);
+    this.serve(socket, peer);
+    socket.resume();
+  };
+
   get h2(): Http2Settings {
     return this.proxy.http2;
   }

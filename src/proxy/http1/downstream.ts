@@ -25,7 +25,7 @@ import { pathOnly } from '../access-log.js';
 import { coarseNow } from './coarse-clock.js';
 import { Exchange } from './exchange.js';
 import { HeadCallbacks, HeadWriter, MAX_HEADERS, upgradeAllowed } from './head.js';
-import { ERR, HttpParser, METHOD_HEAD, ParserType } from './llhttp.js';
+import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
 import { errorResponse } from './local-reply.js';
 import { RequestRecord } from './record.js';
 import { readRequestHead, RequestHeadState, RequestIds, upstreamHead, type Forwarding, type RequestHead } from './request-head.js';
@@ -233,6 +233,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       data = data.subarray(end);
       this.parser.resume();
       this.state = S.Body;
+      if (this.parser.method === METHOD_CONNECT && this.ctx.tunnel !== null && this.connect(this.ctx.tunnel, data)) return;
       this.onHead();
       if ((this.state as S) === S.Closed) return;
     }
@@ -397,6 +398,23 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.exchange = ex;
     this.local = false;
     ex.call.start();
+  }
+
+  /**
+   * CONNECT host:port to a mesh service (outbound): answered 200, then the connection is the
+   * tunnel's, served again from its next bytes by `tunnel` (HTTP/1 or HTTP/2, as a new connection).
+   * False: not a mesh authority (the request is refused as any CONNECT is).
+   */
+  private connect(tunnel: (socket: Socket, peer: PeerIdentity | null, rest: Buffer) => void, rest: Buffer): boolean {
+    const target = this.headBuf.toString('latin1', this.head.urlStart, this.head.urlEnd);
+    const dest = this.ctx.resolve(target);
+    if ((dest as RouteError).error !== undefined) return false;
+    this.state = S.Closed;
+    // The listener counts the tunnel's connection, not this one.
+    this.onClose(this);
+    this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n', 'latin1');
+    tunnel(this.socket, this.peerId, rest);
+    return true;
   }
 
   /** Drops the current exchange: kept for the next request when it ended cleanly, else disposed. */
