@@ -27,6 +27,7 @@
  */
 import http2, { type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { CLIENT_ID_HEADER } from '../../api/mtls.js';
+import { isSecretHeader, REDACTED } from '../../api/tap.js';
 import type { HashInput } from '../../balance/hash-key.js';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
 import { normalizePath } from '../../authz/normalize.js';
@@ -76,12 +77,12 @@ function isRouteError(r: Destination | RouteError): r is RouteError {
   return (r as RouteError).error !== undefined;
 }
 
-/** Headers as a tap shows them (secrets are redacted by the record's caller... here: by name). */
+/** Headers as a tap shows them: pseudo-headers too, secrets redacted (as the HTTP/1 record does). */
 function plainHeaders(h: IncomingHttpHeaders | OutgoingHttpHeaders): Record<string, string> {
   const out: Record<string, string> = {};
   for (const k of Object.keys(h)) {
     const v = h[k];
-    if (v !== undefined) out[k] = Array.isArray(v) ? v.join(', ') : String(v);
+    if (v !== undefined) out[k] = isSecretHeader(k) ? REDACTED : Array.isArray(v) ? v.join(', ') : String(v);
   }
   return out;
 }
