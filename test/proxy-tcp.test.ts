@@ -174,7 +174,11 @@ before(async () => {
     cp.http,
     'caller',
     ['web'],
-    Object.keys(services).map((s) => `name=${s}-port,service=web,outbound=127.0.0.1:0,pin=${s}${s === 'greet' ? '' : ',protocol=tcp'}`),
+    [
+      ...Object.keys(services).map((s) => `name=${s}-port,service=web,outbound=127.0.0.1:0,pin=${s}${s === 'greet' ? '' : ',protocol=tcp'}`),
+      // The caller's HTTP_PROXY: CONNECT to a tcp service carries an opaque stream.
+      'name=web-out,service=web,outbound=127.0.0.1:0',
+    ],
   );
   cleanups.push(() => caller.stop());
   for (const id of Object.keys(apps)) await registerInstance(cp.http, id.split('-')[0] as string, id, callee.workload(id).inbound!.port, LABEL);
@@ -219,6 +223,18 @@ describe('raw TCP through two proxies with mTLS', { timeout: 120_000 }, () => {
       assert.match(r.data.toString(), /^db-[12]:ping$/);
     }
     assert.ok((await retries()) - r0 >= 1, 'a connect failure was retried');
+  });
+
+  test('CONNECT to a tcp service through the HTTP outbound listener: answered 200, then one opaque stream (bytes sent with the CONNECT head included; a server that speaks first is heard)', async () => {
+    const ok = 'HTTP/1.1 200 Connection Established\r\n\r\n';
+    const greet = await client(port('web-out'), { send: 'CONNECT greet:3306 HTTP/1.1\r\nHost: greet:3306\r\n\r\n', until: (d) => d.toString().endsWith('ready\r\n'), timeoutMs: 5000 });
+    assert.equal(greet.error, null);
+    assert.equal(greet.data.toString(), `${ok}220 greet ready\r\n`);
+    const before = accepted['db-1']! + accepted['db-2']!;
+    const db = await client(port('web-out'), { send: 'CONNECT db.service.skein:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\nping', until: (d) => d.toString().endsWith('ping'), timeoutMs: 5000 });
+    assert.equal(db.error, null);
+    assert.match(db.data.toString(), new RegExp(`^${ok.replace(/\r\n/g, '\\r\\n')}db-[12]:ping$`));
+    assert.equal(accepted['db-1']! + accepted['db-2']! - before, 1, 'one stream to one replica');
   });
 
   test('a server that speaks first: its greeting reaches the client with nothing sent (no protocol detection waits for bytes)', async () => {

@@ -35,7 +35,7 @@ test('a service without traffic fields gets the documented defaults', () => {
   assert.equal(d?.requestTimeoutMs, 15_000);
   assert.equal(d?.perTryTimeoutMs, 0);
   assert.deepEqual(d?.retries, TRAFFIC_DEFAULTS.retries);
-  assert.deepEqual(d?.retries.on, ['connect-failure', 'reset', 'refused-stream', 'per-try-timeout']);
+  assert.deepEqual(d?.retries.on, ['connect-failure', 'reset', 'refused-stream', 'per-try-timeout', 'unavailable']);
   assert.deepEqual(d?.retries.statuses, [503]);
   assert.equal(d?.retries.maxBodyBytes, 65_536);
   assert.deepEqual(d?.rateLimit, { outbound: null, inbound: null });

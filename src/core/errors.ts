@@ -76,6 +76,8 @@ export const ERROR_CODES = {
   SKEIN_E_BAD_METRIC: { status: 500, text: 'A metric was defined or used against the rules of Prometheus or its own definition (a malformed or duplicate name, a reserved or repeated label, the wrong number of label values, a counter decreased): a bug in Skein; the message names the metric and what was wrong.' },
   // The proxyless SDK (issue 17)
   SKEIN_E_SDK_UNSUPPORTED: { status: 501, text: 'The SDK was asked for something it does not carry to a mesh service (a protocol upgrade, a FormData body): thrown to the app; call the service through the proxy.' },
+  // HTTP/2 and gRPC (issue 17: src/proxy/http2).
+  SKEIN_E_H2_RAPID_RESET: { status: 429, text: 'An HTTP/2 client reset more streams than the proxy allows in a short window (rapid reset, CVE-2023-44487): its connection got GOAWAY (ENHANCE_YOUR_CALM) and was closed.' },
 } as const satisfies Record<string, { status: number; text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -40,6 +40,7 @@ import { MAX_TIMER_MS, type Clock, type TimerHandle } from '../core/clock.js';
 import { ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { retryDelay, type RetryReason } from '../resilience/retry.js';
+import { grpcAsHttp, grpcRetryCondition } from './grpc.js';
 import type { AttemptTrace, HopTrace } from './observe.js';
 import type { Hold } from './cold-start.js';
 import { noEndpoint, type Destination, type Refusal } from './service-client.js';
@@ -70,6 +71,11 @@ export interface CallRequest {
   readonly hash: HashInput;
   /** The request's trace span (tracing on): a child span per attempt. */
   readonly hop: HopTrace | null;
+  /**
+   * A gRPC request: its outcome is its grpc-status (src/engine/grpc.ts), in the response head
+   * (Trailers-Only) or in the trailers (`responseComplete`). Absent: false.
+   */
+  readonly grpc?: boolean;
 }
 
 /** An attempt the driver is to make. */
@@ -152,6 +158,8 @@ export class Call {
   status = 0;
   /** What the current attempt's outcome says about its endpoint: the status, or 0 (see the header). */
   private evidence = 0;
+  /** A gRPC response was delivered without its grpc-status: its outcome waits for the trailers. */
+  private grpcPending = false;
   retries = 0;
   /**
    * ms from the request leaving on its connection to its response head: the balancer's latency
@@ -242,6 +250,7 @@ export class Call {
     this.endpoint = null;
     this.status = 0;
     this.evidence = 0;
+    this.grpcPending = false;
     this.retries = 0;
     this.latencyMs = 0;
     this.sentAt = 0;
@@ -364,17 +373,19 @@ export class Call {
    * A final response head (not 1xx other than 101). `peerRefused`: a peer Skein proxy answered
    * itself that the request never reached its app (see docs/traffic.md).
    */
-  responseHead(status: number, peerRefused: boolean): HeadVerdict {
+  responseHead(status: number, peerRefused: boolean, grpcStatus = -1): HeadVerdict {
     const now = this.clock.now();
     this.respondedAt = now;
     if (this.st !== St.Attempt) return 'deliver';
     this.status = status;
-    this.evidence = peerRefused ? 0 : status;
+    const grpc = grpcStatus >= 0 && status < 300;
+    this.evidence = peerRefused ? 0 : grpc ? grpcAsHttp(grpcStatus) : status;
     this.latencyMs = now - this.sentAt;
     // A retry of a status needs the whole request in: its kept body cannot change while the
     // response is dropped.
-    if (status >= 500 && this.outbound && (this.reqDone || !this.req.hasBody)) {
-      const delay = this.retryDelayFor(peerRefused ? 'refused-stream' : 'status', status);
+    const cond: RetryReason | null = status >= 500 ? (peerRefused ? 'refused-stream' : 'status') : grpc ? grpcRetryCondition(grpcStatus) : null;
+    if (cond !== null && this.outbound && (this.reqDone || !this.req.hasBody)) {
+      const delay = this.retryDelayFor(cond, status);
       if (delay >= 0) {
         // The attempt's timer keeps running while the response is read and dropped.
         this.st = St.Discard;
@@ -383,9 +394,20 @@ export class Call {
       }
     }
     this.clearTimer();
-    this.settle(this.evidence);
+    // A gRPC response that is not Trailers-Only says how the call went in its trailers.
+    if (this.req.grpc === true && !grpc && !peerRefused && status < 300) this.grpcPending = true;
+    else this.settle(this.evidence);
     this.st = St.Responding;
     return 'deliver';
+  }
+
+  /**
+   * The status the outcome of the call counts as (for metrics and the access log's failure
+   * class): the response's, a gRPC status as the HTTP status it stands for (src/engine/grpc.ts),
+   * 0 before any response.
+   */
+  get outcomeStatus(): number {
+    return this.evidence === 0 ? this.status : this.evidence;
   }
 
   /** A response the call said to discard has been read to its end (or cut): the retry goes ahead. */
@@ -453,12 +475,20 @@ export class Call {
     return false;
   }
 
-  /** The response (or the tunnel after a 101) is over. */
-  responseComplete(): void {
+  /**
+   * The response (or the tunnel after a 101) is over. `grpcStatus`: a gRPC response's, from its
+   * trailers (-1: it had none, a malformed answer).
+   */
+  responseComplete(grpcStatus?: number): void {
     if (this.st !== St.Responding) return;
     this.st = St.Done;
     this.release();
-    this.completion.end({ latencyMs: this.latencyMs, ok: this.status < 500 });
+    if (this.grpcPending) {
+      this.grpcPending = false;
+      this.evidence = grpcAsHttp(grpcStatus ?? -1);
+      this.settle(this.evidence);
+    }
+    this.completion.end({ latencyMs: this.latencyMs, ok: (this.evidence === 0 ? this.status : this.evidence) < 500 });
     this.completion = NOOP_COMPLETION;
     this.endTrace(this.status, null);
   }

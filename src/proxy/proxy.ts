@@ -32,7 +32,11 @@ import type { TimerHandle } from '../core/clock.js';
 import { coarseNow } from './http1/coarse-clock.js';
 import { Downstream } from './http1/downstream.js';
 import { errorResponse } from './http1/local-reply.js';
-import { ConnectionCap } from './connection-cap.js';
+import { ConnectionCap, type CappedConnection } from './connection-cap.js';
+import { H2Downstream, type H2Context } from './http2/session.js';
+import { H2Pools } from './http2/pool.js';
+import { PREFACE_FIRST, sniff } from './http2/preface.js';
+import { parseHttp2, type Http2Settings, type RawHttp2 } from '../api/http2.js';
 import type { Tracer } from '../engine/observe.js';
 import { DEFAULT_LIMITS, type Limits, type ListenerContext, type ListenerMetrics, type RouteError } from './http1/types.js';
 import { localDestination, ServiceClient, type Destination } from '../engine/service-client.js';
@@ -48,7 +52,7 @@ import { TrafficState, type TrafficEvent } from '../resilience/traffic-state.js'
 import type { MtlsMode } from '../api/mtls.js';
 import type { Protocol, Service } from '../api/types.js';
 import { serviceProtocol } from '../api/parse.js';
-import { TcpStream } from './tcp/stream.js';
+import { handOff, TcpStream } from './tcp/stream.js';
 import type { TcpContext, TcpCounters } from './tcp/types.js';
 import type { CaInfo, WorkloadTls } from '../api/ca.js';
 import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
@@ -129,6 +133,8 @@ export interface ProxyOptions {
   /** DNS zone of service names: `<service>.service.<domain>` is accepted as a Host. Default "skein". */
   readonly domain?: string;
   readonly limits?: Partial<Limits>;
+  /** HTTP/2 settings (src/api/http2.ts: defaults and bounds); absent: the defaults. */
+  readonly http2?: RawHttp2;
   readonly clock?: Clock;
   readonly logger?: Logger;
   /** One JSON line per finished request (see access-log.ts); null or absent: off. */
@@ -196,11 +202,17 @@ function probePathOf(def: Service | null | undefined): string | null {
   return c != null && c.type === 'http' ? c.path : null;
 }
 
+/** A client connection of a listener, whatever its protocol (HTTP/1 Downstream, HTTP/2 H2Downstream, a TCP stream). */
+interface ClientConnection extends CappedConnection {
+  close(): void;
+  headTimeout(): void;
+}
+
 /** A listener: outbound (routes by service) or inbound (to the local app); HTTP, or opaque TCP streams (`tcp`). */
-class Listener implements ListenerContext, TcpContext {
+class Listener implements H2Context, TcpContext {
   readonly server: Server;
-  readonly conns = new Set<Downstream | TcpStream>();
-  private readonly cap: ConnectionCap<Downstream | TcpStream>;
+  readonly conns = new Set<ClientConnection>();
+  private readonly cap: ConnectionCap<ClientConnection>;
   /** Inbound with mTLS on: how a new connection is taken (null: plaintext as it comes). */
   private readonly tls: InboundTlsServer | null;
   readonly authz: ServiceAuthz | null;
@@ -253,31 +265,94 @@ class Listener implements ListenerContext, TcpContext {
     else this.tls.accept(socket);
   }
 
-  private serve(socket: Socket, peer: PeerIdentity | null): void {
+  /**
+   * Serves a connection ready for HTTP (plaintext, or after the mTLS handshake; later a CONNECT
+   * tunnel): HTTP/1 (Downstream), or HTTP/2 when its first bytes are the client preface.
+   */
+  serve(socket: Socket, peer: PeerIdentity | null): void {
     if (this.draining) {
       socket.destroy();
       return;
     }
     if (this.tcpNow()) {
-      this.conns.add(
-        new TcpStream(socket, this, this.resolve(null), peer, (s) => {
-          this.conns.delete(s);
-          this.cap.closed(s);
-        }),
-      );
+      this.conns.add(new TcpStream(socket, this, this.resolve(null), peer, this.closed));
       return;
     }
-    this.conns.add(
-      new Downstream(
-        socket,
-        this,
-        (d) => {
-          this.conns.delete(d);
-          this.cap.closed(d);
-        },
-        peer,
-      ),
-    );
+    this.conns.add(new Downstream(socket, this, this.closed, peer, this.sniffH2));
+  }
+
+  private readonly closed = (c: ClientConnection): void => {
+    this.conns.delete(c);
+    this.cap.closed(c);
+  };
+
+  /** The first chunk of a connection: one byte compared, the rest only when it is 'P'; true when HTTP/2 took it. */
+  private readonly sniffH2 = (d: Downstream, first: Buffer): boolean => {
+    if (first[0] !== PREFACE_FIRST) return false;
+    const kind = sniff(first);
+    if (kind === 'http1') return false;
+    d.release();
+    this.closed(d);
+    if (kind === 'h2') this.serveH2(d.socket, d.peerId, first);
+    else this.awaitPreface(d.socket, d.peerId, first);
+    return true;
+  };
+
+  private serveH2(socket: Socket, peer: PeerIdentity | null, first: Buffer): void {
+    this.conns.add(new H2Downstream(socket, this, this.closed, peer, first));
+  }
+
+  /** The first bytes were a part of the preface: the rest decides (rare: a preface split over reads). */
+  private awaitPreface(socket: Socket, peer: PeerIdentity | null, first: Buffer): void {
+    let got = first;
+    const onData = (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk]);
+      const kind = sniff(got);
+      if (kind === 'more') return;
+      socket.off('data', onData);
+      if (kind === 'h2') {
+        this.serveH2(socket, peer, got);
+        return;
+      }
+      socket.pause();
+      socket.unshift(got);
+      this.conns.add(new Downstream(socket, this, this.closed, peer, null));
+      socket.resume();
+    };
+    socket.on('data', onData);
+  }
+
+  /**
+   * Outbound: a CONNECT tunnel to a mesh service (grpc-js and other clients behind HTTP_PROXY)
+   * is served like a new connection of the listener: HTTP/1 or HTTP/2 by its first bytes, each
+   * request routed by its own authority. The one hand-off for tunnels: a tcp service's tunnel can
+   * be routed to another driver here.
+   */
+  get tunnel(): ListenerContext['tunnel'] {
+    return this.direction === 'outbound' ? this.serveTunnel : null;
+  }
+
+  private readonly serveTunnel = (socket: Socket, peer: PeerIdentity | null, rest: Buffer, dest: Destination): void => {
+    // A tcp service's tunnel is one opaque stream to it (never read to detect a protocol).
+    if (this.proxy.isTcpService(dest.service)) {
+      this.conns.add(handOff(socket, this, dest, rest, this.closed));
+      return;
+    }
+    if (rest.length === 0) {
+      this.serve(socket, peer);
+      return;
+    }
+    socket.pause();
+    socket.unshift(rest);
+    this.serve(socket, peer);
+    socket.resume();
+  };
+
+  get h2(): Http2Settings {
+    return this.proxy.http2;
+  }
+  get h2Pools(): H2Pools {
+    return this.proxy.h2Pools;
   }
 
   upstreamTls(e: Endpoint): UpstreamTls | Refusal | null {
@@ -377,6 +452,9 @@ interface Workload {
 export class Proxy {
   readonly limits: Limits;
   readonly pools: Pools;
+  /** HTTP/2 settings (src/api/http2.ts) and the upstream HTTP/2 sessions. */
+  readonly http2: Http2Settings;
+  readonly h2Pools: H2Pools;
   readonly metrics: ProxyMetrics;
   readonly watch: WatchClient | null;
   /** The control-plane replicas every call of the proxy goes to (null: no control plane). */
@@ -426,6 +504,8 @@ export class Proxy {
     this.onColdStart = opts.onColdStart ?? null;
     this.limits = Object.freeze({ ...DEFAULT_LIMITS, ...opts.limits });
     this.pools = new Pools(this.limits.maxIdlePerEndpoint);
+    this.http2 = parseHttp2(opts.http2 ?? {});
+    this.h2Pools = new H2Pools(this.http2);
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger;
     this.accessLog = opts.accessLog ?? null;
@@ -810,7 +890,12 @@ export class Proxy {
       const tcp = spec.protocol === 'tcp';
       return () => tcp;
     }
-    return () => serviceProtocol(this.watch?.definition(service)) === 'tcp';
+    return () => this.isTcpService(service);
+  }
+
+  /** Whether `service`'s definition declares protocol tcp (as the watch last said). */
+  isTcpService(service: string): boolean {
+    return serviceProtocol(this.watch?.definition(service)) === 'tcp';
   }
 
   /** Stops a workload's listeners, letting requests in flight finish for up to `graceMs`. */
@@ -918,5 +1003,6 @@ export class Proxy {
     this.identities?.stop();
     for (const s of this.services.values()) s.stop();
     this.pools.closeAll();
+    this.h2Pools.closeAll();
   }
 }

@@ -4,12 +4,20 @@
  *
  * A retry needs all of: a failure the policy retries (a condition in `on`, or a status in
  * `statuses`); a method that may be sent again (idempotent, or `nonIdempotent` set; a connect
- * failure or a peer's refusal never reached an app, so any method); the body kept, if there is
+ * failure or a peer's refusal never reached an app, and a gRPC status is the route's own opt-in,
+ * so any method); the body kept, if there is
  * one; fewer than `maxRetries` retries so far; time before the deadline for the backoff; and a
  * retry from the budget, which is taken last so that a refusal for another reason costs none.
  * The backoff is exponential with full jitter: uniform in [0, min(max, base * 2^n)).
  */
-import type { RetryCondition, RetryPolicy } from '../api/traffic.js';
+import { GRPC_RETRY_CONDITIONS, type RetryCondition, type RetryPolicy } from '../api/traffic.js';
+
+/**
+ * Conditions retried whatever the method: the request never reached an app (a connect failure, a
+ * peer's refusal), or a gRPC status the route opted into (gRPC has one method, POST; its own
+ * retry policy, retryableStatusCodes, does not look at idempotency either).
+ */
+const ANY_METHOD: ReadonlySet<RetryReason> = new Set<RetryReason>(['connect-failure', 'refused-stream', ...GRPC_RETRY_CONDITIONS]);
 import type { RetryBudget } from './retry-budget.js';
 
 export type RetryReason = RetryCondition | 'status';
@@ -34,7 +42,7 @@ export type NoRetry = 'not-retried' | 'method' | 'body' | 'max-retries' | 'deadl
  */
 export function retryDelay(p: RetryPolicy, reason: RetryReason, status: number, a: RetryAttempt, budget: RetryBudget, rng: () => number = Math.random): number | NoRetry {
   if (reason === 'status' ? !p.statuses.includes(status) : !p.on.includes(reason)) return 'not-retried';
-  if (reason !== 'connect-failure' && reason !== 'refused-stream' && !a.idempotent && !p.nonIdempotent) return 'method';
+  if (!ANY_METHOD.has(reason) && !a.idempotent && !p.nonIdempotent) return 'method';
   if (a.hasBody && !a.bodyKept) return 'body';
   if (a.retries >= p.maxRetries) return 'max-retries';
   let r = rng();

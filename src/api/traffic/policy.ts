@@ -4,7 +4,7 @@
  * default of the traffic fields lives, and the resilience classes (src/resilience) take theirs
  * from it.
  */
-import { RETRY_CONDITIONS, type RateLimitAlgorithmName, type RetryCondition } from './conditions.js';
+import { DEFAULT_RETRY_CONDITIONS, type RateLimitAlgorithmName, type RetryCondition } from './conditions.js';
 
 export interface RetryPolicy {
   readonly maxRetries: number;
@@ -131,7 +131,7 @@ export const TRAFFIC_DEFAULTS = Object.freeze({
   tcpIdleTimeoutMs: 3_600_000,
   retries: Object.freeze({
     maxRetries: 2,
-    on: Object.freeze([...RETRY_CONDITIONS]),
+    on: DEFAULT_RETRY_CONDITIONS,
     statuses: Object.freeze([503]),
     nonIdempotent: false,
     maxBodyBytes: 64 * 1024,

@@ -11,7 +11,7 @@ import { DNS_LABEL_PATTERN, HTTP_TOKEN_PATTERN, LABEL_KEY_PATTERN } from '../nam
 import { RATE_LIMIT_ALGORITHMS, RETRY_CONDITIONS } from './conditions.js';
 import { TRAFFIC_DEFAULTS } from './policy.js';
 
-export { RATE_LIMIT_ALGORITHMS, RETRY_CONDITIONS, type RateLimitAlgorithmName, type RetryCondition } from './conditions.js';
+export { DEFAULT_RETRY_CONDITIONS, GRPC_RETRY_CONDITIONS, RATE_LIMIT_ALGORITHMS, RETRY_CONDITIONS, type RateLimitAlgorithmName, type RetryCondition } from './conditions.js';
 const D = TRAFFIC_DEFAULTS;
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
 
@@ -42,7 +42,7 @@ export const RetriesSchema = Obj(
       Type.Array(Enum(RETRY_CONDITIONS, 'A failure that may be retried.'), {
         uniqueItems: true,
         maxItems: RETRY_CONDITIONS.length,
-        description: 'Failures that are retried. Default all four: connect-failure, reset, refused-stream, per-try-timeout.',
+        description: 'Failures that are retried. Default: connect-failure, reset, refused-stream, per-try-timeout and unavailable (gRPC). The gRPC ones (cancelled, deadline-exceeded, internal, resource-exhausted, unavailable) match a grpc-status in a Trailers-Only response, whatever the method.',
       }),
     ),
     statuses: Type.Optional(

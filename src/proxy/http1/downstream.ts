@@ -25,7 +25,7 @@ import { pathOnly } from '../access-log.js';
 import { coarseNow } from './coarse-clock.js';
 import { Exchange } from './exchange.js';
 import { HeadCallbacks, HeadWriter, MAX_HEADERS, upgradeAllowed } from './head.js';
-import { ERR, HttpParser, METHOD_HEAD, ParserType } from './llhttp.js';
+import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
 import { errorResponse } from './local-reply.js';
 import { RequestRecord } from './record.js';
 import { readRequestHead, RequestHeadState, RequestIds, upstreamHead, type Forwarding, type RequestHead } from './request-head.js';
@@ -110,6 +110,11 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     private readonly onClose: (d: Downstream) => void,
     /** Inbound over mTLS: the caller's verified identity; null: plaintext (or outbound). */
     readonly peerId: PeerIdentity | null = null,
+    /**
+     * Sees the connection's first chunk before it is read as HTTP/1; true: it took the connection
+     * (another protocol: it calls `release`) and the chunk is its own. Null: HTTP/1 only.
+     */
+    sniff: ((d: Downstream, first: Buffer) => boolean) | null = null,
   ) {
     super();
     this.peer = plainAddress(socket.remoteAddress);
@@ -118,7 +123,14 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.forwarding = { client: this.peer, requestId: '', caller: null, clientId: ctx.direction === 'outbound' ? null : (peerId?.identity ?? null), upgrade: false, open: false };
     this.since = coarseNow();
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (sniff === null) socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    else {
+      socket.once('data', (first: Buffer) => {
+        if (sniff(this, first)) return;
+        socket.on('data', (chunk: Buffer) => this.onData(chunk));
+        this.onData(first);
+      });
+    }
     socket.on('end', () => this.onEnd());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.onSocketClose());
@@ -221,6 +233,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       data = data.subarray(end);
       this.parser.resume();
       this.state = S.Body;
+      if (this.parser.method === METHOD_CONNECT && this.ctx.tunnel !== null && this.connect(this.ctx.tunnel, data)) return;
       this.onHead();
       if ((this.state as S) === S.Closed) return;
     }
@@ -387,6 +400,23 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     ex.call.start();
   }
 
+  /**
+   * CONNECT host:port to a mesh service (outbound): answered 200, then the connection is the
+   * tunnel's, served again from its next bytes by `tunnel` (HTTP/1 or HTTP/2, as a new connection).
+   * False: not a mesh authority (the request is refused as any CONNECT is).
+   */
+  private connect(tunnel: NonNullable<ListenerContext['tunnel']>, rest: Buffer): boolean {
+    const target = this.headBuf.toString('latin1', this.head.urlStart, this.head.urlEnd);
+    const dest = this.ctx.resolve(target);
+    if (isRouteError(dest)) return false;
+    this.state = S.Closed;
+    // The listener counts the tunnel's connection, not this one.
+    this.onClose(this);
+    this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n', 'latin1');
+    tunnel(this.socket, this.peerId, rest, dest);
+    return true;
+  }
+
   /** Drops the current exchange: kept for the next request when it ended cleanly, else disposed. */
   private dropExchange(): void {
     const ex = this.exchange;
@@ -484,6 +514,11 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   destroy(): void {
     this.state = S.Closed;
     this.socket.destroy();
+  }
+
+  /** The connection is not HTTP/1 (`sniff` took it): this lets go of it without closing it. */
+  release(): void {
+    this.state = S.Closed;
   }
 
   /** The exchange is over: next request, or close. */

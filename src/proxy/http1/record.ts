@@ -96,6 +96,20 @@ export class RequestRecord {
     if ((wants & TAP_HEADERS) !== 0) this.reqHeaders = tapHeaders(buf, head);
   }
 
+  /** As `tap`, for a protocol whose headers come as an object (HTTP/2): `headers` is read only when a tap wants them. */
+  tapHeaders(headers: () => Record<string, string>): void {
+    const sink = this.ctx.tap;
+    if (sink === null) return;
+    const wants = sink.wants(this.caller, this.service);
+    this.tapWants = wants;
+    if ((wants & TAP_HEADERS) !== 0) this.reqHeaders = headers();
+  }
+
+  /** As `responseHead`, with the headers as an object (HTTP/2). */
+  responseHeaders(headers: () => Record<string, string>): void {
+    if ((this.tapWants & TAP_HEADERS) !== 0) this.resHeaders = headers();
+  }
+
   requestBody(data: Buffer): void {
     this.requestBytes += data.length;
     if ((this.tapWants & TAP_BODIES) !== 0) (this.reqBody ??= new Capture()).add(data);
@@ -112,12 +126,14 @@ export class RequestRecord {
 
   /**
    * The request is over (answered by an app or the proxy, or cut short): metrics, trace span,
-   * taps and access log, once. `status` 0: no response; `error`: the proxy's error code.
+   * taps and access log, once. `status` 0: no response; `error`: the proxy's error code;
+   * `outcome`: the status the outcome counts as when it is not `status` (a gRPC status: the
+   * engine's Call.outcomeStatus), for the failure class.
    */
-  finish(status: number, error: string | null, upstream: Endpoint | null, attempts: number): void {
+  finish(status: number, error: string | null, upstream: Endpoint | null, attempts: number, outcome = status): void {
     const ctx = this.ctx;
     const ms = this.headAt === 0 ? 0 : performance.now() - this.headAt;
-    ctx.metrics?.record(this.caller, this.service, this.route, upstream === null ? null : upstream.id, status, status === 0 || status >= 500 || error !== null, ms / 1000, this.requestBytes, this.responseBytes, this.mtls, upstream === null ? null : upstream.version);
+    ctx.metrics?.record(this.caller, this.service, this.route, upstream === null ? null : upstream.id, status, outcome === 0 || outcome >= 500 || error !== null, ms / 1000, this.requestBytes, this.responseBytes, this.mtls, upstream === null ? null : upstream.version);
     const hop = this.hop;
     if (hop !== null) {
       this.hop = null;

@@ -126,7 +126,7 @@ function absoluteTarget(url: string): [string, string] | null {
 }
 
 /** An x-skein-timeout-ms value in ms (capped at what a timer holds, about 24.8 days), or the text when it is not a number. */
-function deadlineMs(text: string): number | string {
+export function deadlineMs(text: string): number | string {
   return /^\d{1,20}$/.test(text) ? Math.min(Number(text), MAX_TIMER_MS) : text;
 }
 

@@ -21,6 +21,8 @@ import type { ProxyLimits as Limits } from '../../api/proxy-limits.js';
 import type { AccessLog } from '../access-log.js';
 import type { ProxyAudit } from '../../telemetry/audit-log.js';
 import type { Pools } from './upstream.js';
+import type { Socket } from 'node:net';
+import type { PeerIdentity } from '../tls/inbound.js';
 
 /** A listener, as its client connections see it. */
 export interface ListenerContext {
@@ -59,6 +61,11 @@ export interface ListenerContext {
   readonly authz: ServiceAuthz | null;
   /** How a connection to `e` is made: mTLS, plaintext (null), or refused (strict mode without a certificate). */
   upstreamTls(e: Endpoint): UpstreamTls | Refusal | null;
+  /**
+   * Outbound: what serves a CONNECT tunnel to the mesh service `dest` once it is answered 200
+   * (`rest`: the bytes that came after the CONNECT head); null: CONNECT is refused.
+   */
+  readonly tunnel: ((socket: Socket, peer: PeerIdentity | null, rest: Buffer, dest: Destination) => void) | null;
 }
 
 /** The metrics of one listener: one call per finished request. */

@@ -365,6 +365,8 @@ export class TcpStream implements CallDriver, HashInput {
  * the CONNECT request (sent upstream first). Returns the stream; `onClose` runs when it is over.
  */
 export function handOff(socket: Socket, ctx: TcpContext, target: Destination | RouteError, early: Buffer | null, onClose: (s: TcpStream) => void = () => undefined): TcpStream {
+  // Paused first: bytes put back on a flowing socket are emitted at once, to its old listeners.
+  socket.pause();
   if (early !== null && early.length > 0) socket.unshift(early);
   return new TcpStream(socket, ctx, target, null, onClose);
 }

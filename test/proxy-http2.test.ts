@@ -1,0 +1,352 @@
+/**
+ * HTTP/2 through the proxy, end to end: a real control plane, `skein proxy` processes, h2c
+ * backends (Node's http2), and real clients (curl --http2-prior-knowledge, h2load, Node's http2
+ * client). h2c with prior knowledge on the same listener as HTTP/1; per-stream balancing (one
+ * client connection over three replicas); errors answered on the stream, never a session kill;
+ * trailers; upstream sessions reused and replaced after GOAWAY; two proxies in a row (the
+ * inbound one speaks h2c to its app); rapid reset (CVE-2023-44487) ends in GOAWAY with the
+ * proxy's CPU bounded.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type Http2Server } from 'node:http2';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import { createConnection } from 'node:net';
+import { api, closedPort, run, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { httpGet, metricValue, registerInstance, startProxy, waitForProxyReady, type ProxyProcess } from './proxy-helpers.js';
+import { INBOUND_PROXY_LABEL } from '../src/api/names.js';
+
+const cleanups: Array<() => unknown> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+interface H2Backend {
+  server: Http2Server;
+  port: number;
+  id: string;
+  /** Sessions the backend accepted. */
+  sessions: number;
+  /** Headers of the requests it got. */
+  seen: IncomingHttpHeaders[];
+}
+
+/**
+ * An h2c backend: GET answers its id (x-backend) and the path; POST /echo echoes the body;
+ * /trailers answers with trailers; /goaway answers, then sends GOAWAY on its session.
+ */
+async function h2Backend(id: string): Promise<H2Backend> {
+  const server = http2.createServer({ settings: { maxConcurrentStreams: 256 } });
+  const b: H2Backend = { server, port: 0, id, sessions: 0, seen: [] };
+  server.on('session', () => b.sessions++);
+  server.on('stream', (stream, headers) => {
+    b.seen.push(headers);
+    stream.on('error', () => undefined);
+    const path = headers[':path'] ?? '';
+    if (path === '/echo') {
+      const parts: Buffer[] = [];
+      stream.on('data', (d: Buffer) => parts.push(d));
+      stream.on('end', () => {
+        const body = Buffer.concat(parts);
+        stream.respond({ ':status': 200, 'x-backend': id, 'content-length': body.length });
+        stream.end(body);
+      });
+      return;
+    }
+    if (path === '/trailers') {
+      stream.respond({ ':status': 200, 'x-backend': id }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'abc123' }));
+      stream.end('with trailers');
+      return;
+    }
+    if (path === '/goaway') {
+      stream.respond({ ':status': 200, 'x-backend': id });
+      stream.end('bye', () => stream.session?.goaway());
+      return;
+    }
+    stream.respond({ ':status': 200, 'x-backend': id, 'content-type': 'text/plain' });
+    stream.end(`${id} ${path}`);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  b.port = (server.address() as { port: number }).port;
+  cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+  return b;
+}
+
+interface H2Response {
+  status: number;
+  headers: IncomingHttpHeaders;
+  trailers: IncomingHttpHeaders | null;
+  body: Buffer;
+}
+
+function h2Request(c: ClientHttp2Session, headers: Record<string, string>, body?: Buffer): Promise<H2Response> {
+  return new Promise((resolve, reject) => {
+    const req = c.request(headers, { endStream: body === undefined });
+    const parts: Buffer[] = [];
+    let head: IncomingHttpHeaders = {};
+    let trailers: IncomingHttpHeaders | null = null;
+    req.on('response', (h) => (head = h));
+    req.on('trailers', (t) => (trailers = t));
+    req.on('data', (d: Buffer) => parts.push(d));
+    req.on('end', () => resolve({ status: Number(head[':status']), headers: head, trailers, body: Buffer.concat(parts) }));
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.close(http2.constants.NGHTTP2_CANCEL));
+    if (body !== undefined) req.end(body);
+  });
+}
+
+function connect(port: number): ClientHttp2Session {
+  const c = http2.connect(`http://127.0.0.1:${port}`);
+  c.on('error', () => undefined);
+  cleanups.push(() => c.destroy());
+  return c;
+}
+
+const metrics = async (p: ProxyProcess) => (await api(p.admin, 'GET', '/metrics')).body as string;
+
+let cp: ControlProcess;
+let A: ProxyProcess;
+let outPort: number;
+let backends: H2Backend[];
+
+before(async () => {
+  const dir = await tempDir('skein-h2-');
+  cleanups.push(dir.remove);
+  cp = await startControl({ dataDir: dir.path, args: ['--dns', 'off'] });
+  cleanups.push(() => cp.stop());
+  backends = await Promise.all(['h2-1', 'h2-2', 'h2-3'].map((id) => h2Backend(id)));
+  for (const b of backends) await registerInstance(cp.http, 'grid', b.id, b.port);
+  await registerInstance(cp.http, 'down', 'down-1', await closedPort());
+  // An HTTP/1 app: the HTTP/1 path is unchanged on the same listener.
+  const plain = http.createServer((_req, res) => res.end('plain'));
+  await new Promise<void>((r) => plain.listen(0, '127.0.0.1', () => r()));
+  cleanups.push(() => new Promise<void>((r) => plain.close(() => r())));
+  await registerInstance(cp.http, 'plain', 'plain-1', (plain.address() as { port: number }).port);
+  A = await startProxy({ control: cp.http, workloads: ['name=web-1,service=web,outbound=127.0.0.1:0'] });
+  cleanups.push(() => A.stop());
+  await waitForProxyReady(A);
+  outPort = A.workload('web-1').outbound!.port;
+  await waitFor(async () => ((await api(A.admin, 'GET', '/debug/endpoints')).body?.services?.grid?.endpoints?.length ?? 0) === 3, { what: 'the proxy to know 3 instances of grid' });
+});
+
+describe('HTTP/2 (h2c with prior knowledge) through the outbound listener', () => {
+  test('curl --http2-prior-knowledge gets an answer from an instance, routed by :authority; HTTP/1 on the same port still works', async () => {
+    const r = await run('curl', ['-sS', '--http2-prior-knowledge', '-o', '-', '-w', '\n%{http_version} %{http_code}', '-H', 'x-request-id: rid-1', `http://grid/hello`, '--connect-to', `grid:80:127.0.0.1:${outPort}`], { timeoutMs: 15_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const [body, last] = r.stdout.split('\n');
+    assert.equal(last, '2 200');
+    assert.match(body!, /^h2-\d \/hello$/);
+    const seen = backends.flatMap((b) => b.seen).find((h) => h['x-request-id'] === 'rid-1');
+    assert.ok(seen, 'a backend got the request with its x-request-id');
+    assert.equal(seen[':authority'], 'grid');
+    assert.equal(seen['x-skein-caller'], 'web');
+    assert.equal(seen['x-forwarded-for'], '127.0.0.1');
+    const h1 = await run('curl', ['-sS', '--http1.1', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', '-H', 'host: plain', `http://127.0.0.1:${outPort}/x`], { timeoutMs: 15_000 });
+    assert.equal(h1.code, 0, h1.stderr);
+    assert.equal(h1.stdout, '1.1 200');
+  });
+
+  test('one client connection spreads its streams over all three replicas (per-stream balancing)', async () => {
+    // Round robin: every stream is one pick, so 60 streams of one connection are 20 per replica.
+    assert.ok([200, 201].includes((await api(cp.http, 'PUT', '/v1/services/grid', { balancer: { kind: 'round-robin' } })).status));
+    await waitFor(async () => (await api(A.admin, 'GET', '/debug/endpoints')).body?.services?.grid?.balancer?.kind === 'round-robin', { what: 'A to use round robin for grid' });
+    const c = connect(outPort);
+    const byBackend = new Map<string, number>();
+    const rs = await Promise.all(Array.from({ length: 60 }, (_, i) => h2Request(c, { ':path': `/n/${i}`, ':authority': 'grid', 'x-skein-explain': '1' })));
+    for (const r of rs) {
+      assert.equal(r.status, 200);
+      const id = String(r.headers['x-backend']);
+      byBackend.set(id, (byBackend.get(id) ?? 0) + 1);
+    }
+    assert.deepEqual(Object.fromEntries([...byBackend].sort()), { 'h2-1': 20, 'h2-2': 20, 'h2-3': 20 });
+    c.close();
+  });
+
+  test('errors are answered on the stream with x-skein-error and the JSON body; the session serves on', async () => {
+    const c = connect(outPort);
+    const unknown = await h2Request(c, { ':path': '/', ':authority': 'nosuch' });
+    assert.equal(unknown.status, 503);
+    assert.equal(unknown.headers['x-skein-error'], 'SKEIN_E_UNKNOWN_SERVICE');
+    assert.equal(unknown.headers['content-type'], 'application/json');
+    const j = JSON.parse(unknown.body.toString());
+    assert.equal(j.code, 'SKEIN_E_UNKNOWN_SERVICE');
+    assert.match(j.message, /no service "nosuch"/);
+    const down = await h2Request(c, { ':path': '/', ':authority': 'down', 'x-skein-explain': '1' });
+    assert.equal(down.status, 502);
+    assert.equal(down.headers['x-skein-error'], 'SKEIN_E_UPSTREAM_CONNECT');
+    assert.match(String(down.headers['x-skein-explain']), /service=down; .*attempts=/);
+    assert.equal(JSON.parse(down.body.toString()).details.service, 'down');
+    const ok = await h2Request(c, { ':path': '/after', ':authority': 'grid' });
+    assert.equal(ok.status, 200, 'the same session still serves');
+    assert.equal(c.destroyed || c.closed, false);
+    c.close();
+  });
+
+  test('request bodies and trailers pass both ways; a 1 MiB body arrives whole', async () => {
+    const c = connect(outPort);
+    const body = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff;
+    const echo = await h2Request(c, { ':path': '/echo', ':method': 'POST', ':authority': 'grid' }, body);
+    assert.equal(echo.status, 200);
+    assert.equal(Buffer.compare(echo.body, body), 0, 'the echoed body is the body sent');
+    const t = await h2Request(c, { ':path': '/trailers', ':authority': 'grid', te: 'trailers', 'x-mark': 'te-test' });
+    assert.equal(t.body.toString(), 'with trailers');
+    assert.equal(t.trailers?.['x-checksum'], 'abc123');
+    const seen = backends.flatMap((b) => b.seen).find((h) => h['x-mark'] === 'te-test');
+    assert.equal(seen?.te, 'trailers', 'te: trailers passes (gRPC needs it, although TE is hop-by-hop in HTTP/1)');
+    c.close();
+  });
+
+  test('h2load: every request succeeds over 4 connections of 10 streams; upstream sessions are reused', async () => {
+    const before = backends.reduce((n, b) => n + b.sessions, 0);
+    const r = await run('h2load', ['-n', '3000', '-c', '4', '-m', '10', '-H', ':authority: grid', `http://127.0.0.1:${outPort}/load`], { timeoutMs: 60_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const m = /requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(r.stdout);
+    assert.ok(m, r.stdout);
+    assert.equal(Number(m[3]), 3000, r.stdout);
+    assert.equal(Number(m[4]), 0);
+    const opened = backends.reduce((n, b) => n + b.sessions, 0) - before;
+    assert.ok(opened <= 6, `3000 requests opened ${opened} new upstream sessions (pooled: at most a few)`);
+    const text = await metrics(A);
+    assert.ok((metricValue(text, 'skein_proxy_requests_total', { direction: 'outbound', service: 'grid' }) ?? 0) >= 3000);
+  });
+
+  test('a session the upstream sends GOAWAY on is replaced: the next requests succeed', async () => {
+    const c = connect(outPort);
+    for (let i = 0; i < 6; i++) {
+      const r = await h2Request(c, { ':path': '/goaway', ':authority': 'grid' });
+      assert.equal(r.status, 200, `request ${i} after GOAWAYs`);
+    }
+    const r = await h2Request(c, { ':path': '/after-goaway', ':authority': 'grid' });
+    assert.equal(r.status, 200);
+    c.close();
+  });
+});
+
+describe('HTTP/2 through two proxies', () => {
+  test("A's outbound -> B's inbound (h2c) -> the app over h2c: the app sees HTTP/2 and the caller", async () => {
+    const app = await h2Backend('app-1');
+    const B = await startProxy({ control: cp.http, workloads: [`name=users-1,service=users,inbound=127.0.0.1:0,app=127.0.0.1:${app.port}`] });
+    cleanups.push(() => B.stop());
+    await registerInstance(cp.http, 'users', 'users-1', B.workload('users-1').inbound!.port, { labels: { [INBOUND_PROXY_LABEL]: 'true' } });
+    await waitFor(async () => ((await api(A.admin, 'GET', '/debug/endpoints')).body?.services?.users?.endpoints?.length ?? 0) === 1, { what: 'A to know users' });
+    const c = connect(outPort);
+    const r = await h2Request(c, { ':path': '/two-hops', ':authority': 'users' });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), 'app-1 /two-hops');
+    const seen = app.seen.at(-1)!;
+    assert.equal(seen['x-skein-caller'], 'web');
+    assert.match(String(seen['x-skein-timeout-ms']), /^\d+$/, 'the deadline left travels with the request');
+    const echo = await h2Request(c, { ':path': '/trailers', ':authority': 'users' });
+    assert.equal(echo.trailers?.['x-checksum'], 'abc123');
+    const mb = await metrics(B);
+    assert.equal(metricValue(mb, 'skein_proxy_requests_total', { direction: 'inbound', service: 'users' }), 2);
+    c.close();
+  });
+});
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) / 100;
+}
+
+/** A frame: 9-byte header (length, type, flags, stream id) and its payload. */
+function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(payload.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(stream, 5);
+  return Buffer.concat([h, payload]);
+}
+
+/**
+ * A raw HTTP/2 client doing what the rapid-reset attack does: HEADERS then RST_STREAM (CANCEL) for
+ * stream after stream, both frames in one write, 50 streams per round trip. Resolves with
+ * the first GOAWAY's error code (-1: none), the streams the client wrote, and the streams the
+ * server processed (the GOAWAY's last stream id).
+ */
+function rapidReset(port: number, max: number): Promise<{ goaway: number; opened: number; processed: number }> {
+  // GET http://grid/ : :method GET (static 2), :scheme http (6), :path / (4), :authority "grid" (literal, name 1, not indexed).
+  const block = Buffer.from([0x82, 0x86, 0x84, 0x01, 0x04, ...Buffer.from('grid')]);
+  const rst = Buffer.alloc(4);
+  rst.writeUInt32BE(http2.constants.NGHTTP2_CANCEL);
+  return new Promise((resolve) => {
+    const sock = createConnection({ host: '127.0.0.1', port });
+    let opened = 0;
+    let goaway = -1;
+    let lastStream = 0;
+    let buf = Buffer.alloc(0);
+    let over = false;
+    const finish = () => {
+      if (over) return;
+      over = true;
+      sock.destroy();
+      resolve({ goaway, opened, processed: (lastStream + 1) / 2 });
+    };
+    sock.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 9) {
+        const len = buf.readUIntBE(0, 3);
+        if (buf.length < 9 + len) break;
+        const type = buf[3]!;
+        const flags = buf[4]!;
+        if (type === 4 && (flags & 1) === 0) sock.write(frame(4, 1, 0, Buffer.alloc(0)));
+        if (type === 6 && (flags & 1) === 1) setImmediate(burst);
+        if (type === 7 && goaway < 0) {
+          lastStream = buf.readUInt32BE(9) & 0x7fffffff;
+          goaway = buf.readUInt32BE(9 + 4);
+        }
+        buf = buf.subarray(9 + len);
+      }
+    });
+    // 50 streams opened and reset, then a PING: the next 50 leave when its ACK comes back, so the
+    // server has read everything when it closes (unread bytes would make its close a TCP reset,
+    // which can drop the GOAWAY on its way).
+    const burst = () => {
+      if (over || goaway >= 0) return;
+      if (opened >= max) {
+        setTimeout(finish, 2000);
+        return;
+      }
+      const parts: Buffer[] = [];
+      for (let i = 0; i < 50 && opened < max; i++) {
+        const id = 2 * opened + 1;
+        opened++;
+        parts.push(frame(1, 0x5, id, block), frame(3, 0, id, rst));
+      }
+      parts.push(frame(6, 0, 0, Buffer.alloc(8)));
+      sock.write(Buffer.concat(parts));
+    };
+    sock.on('close', finish);
+    sock.on('error', finish);
+    sock.on('connect', () => {
+      sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), frame(4, 0, 0, Buffer.alloc(0))]));
+      burst();
+    });
+  });
+}
+
+describe('rapid reset (CVE-2023-44487)', () => {
+  test('a client that opens and resets streams in a loop gets GOAWAY within 1,000 resets, with the CPU bounded', async () => {
+    const pid = A.child.pid!;
+    const cpu0 = cpuSeconds(pid);
+    const { goaway, opened, processed } = await rapidReset(outPort, 5000);
+    const used = cpuSeconds(pid) - cpu0;
+    // Two guards, whichever the timing trips first: the driver's count of resets (ENHANCE_YOUR_CALM,
+    // SKEIN_E_H2_RAPID_RESET), or Node's limit on streams its JS side has not closed yet, which
+    // refuses them and then ends the session (INTERNAL_ERROR).
+    const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_INTERNAL_ERROR } = http2.constants;
+    assert.ok(goaway === NGHTTP2_ENHANCE_YOUR_CALM || goaway === NGHTTP2_INTERNAL_ERROR, `GOAWAY (got code ${goaway} after ${opened} streams written)`);
+    assert.ok(processed > 0 && processed <= 1000, `GOAWAY after ${processed} streams reset (the client had written ${opened})`);
+    assert.ok(used < 2, `the proxy used ${used.toFixed(2)} s of CPU on the attack`);
+    // Other clients are served.
+    const ok = await httpGet(outPort, '/after-attack', { headers: { host: 'plain' } });
+    assert.equal(ok.status, 200);
+    if (goaway === NGHTTP2_ENHANCE_YOUR_CALM) assert.equal(metricValue(await metrics(A), 'skein_proxy_errors_total', { code: 'SKEIN_E_H2_RAPID_RESET' }), 1);
+  });
+});
