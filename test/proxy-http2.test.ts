@@ -350,3 +350,57 @@ describe('rapid reset (CVE-2023-44487)', () => {
     if (goaway === NGHTTP2_ENHANCE_YOUR_CALM) assert.equal(metricValue(await metrics(A), 'skein_proxy_errors_total', { code: 'SKEIN_E_H2_RAPID_RESET' }), 1);
   });
 });
+
+describe('a preface split over reads', () => {
+  test('a client that sends part of the HTTP/2 preface and stops is closed at the head timeout; one that sends the rest is served', async () => {
+    const P = await startProxy({ control: cp.http, workloads: ['name=web-2,service=web,outbound=127.0.0.1:0'], args: ['--header-timeout', '400ms'] });
+    cleanups.push(() => P.stop());
+    await waitForProxyReady(P);
+    const port = P.workload('web-2').outbound!.port;
+    // "PRI" and nothing more: neither HTTP/1 nor HTTP/2 yet.
+    const closedAfter = await new Promise<string>((resolve) => {
+      const s = createConnection({ host: '127.0.0.1', port }, () => s.write('PRI'));
+      const t0 = performance.now();
+      const guard = setTimeout(() => {
+        s.destroy();
+        resolve('still open after 10 s');
+      }, 10_000);
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        clearTimeout(guard);
+        resolve(performance.now() - t0 >= 350 ? 'closed at the head timeout' : 'closed before the head timeout');
+      });
+    });
+    assert.equal(closedAfter, 'closed at the head timeout');
+    // The preface in two writes: HTTP/2 all the same.
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const session = http2.connect(`http://127.0.0.1:${port}`, {
+        createConnection: () => {
+          const s = createConnection({ host: '127.0.0.1', port });
+          const write = s.write.bind(s) as (b: Buffer | string) => boolean;
+          let first = true;
+          (s as unknown as { write: (b: Buffer | string) => boolean }).write = (b: Buffer | string) => {
+            if (!first) return write(b);
+            first = false;
+            const buf = Buffer.isBuffer(b) ? b : Buffer.from(b);
+            write(buf.subarray(0, 5));
+            return write(buf.subarray(5));
+          };
+          return s;
+        },
+      });
+      session.on('error', reject);
+      const req = session.request({ ':path': '/split', ':authority': 'grid' });
+      let status = 0;
+      const chunks: Buffer[] = [];
+      req.on('response', (h) => (status = Number(h[':status'])));
+      req.on('data', (d: Buffer) => chunks.push(d));
+      req.on('end', () => {
+        session.close();
+        resolve({ status, body: Buffer.concat(chunks).toString() });
+      });
+      req.on('error', reject);
+    });
+    assert.equal(answer.status, 200, answer.body);
+  });
+});

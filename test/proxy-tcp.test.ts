@@ -411,7 +411,13 @@ describe('skein up: a service of protocol tcp', { timeout: 60_000 }, () => {
           }
         });
         s.on('error', reject);
-        s.setTimeout(5000, () => reject(new Error(`no answer (got ${JSON.stringify(got)})`)));
+        // Closed before the echo (a replica whose app was not listening yet: the callee's proxy
+        // closes the stream it had accepted): rejected, so waitFor tries again.
+        s.on('close', () => reject(new Error(`closed before the echo (got ${JSON.stringify(got)})`)));
+        s.setTimeout(5000, () => {
+          s.destroy();
+          reject(new Error(`no answer (got ${JSON.stringify(got)})`));
+        });
       });
       const m = /^(db-\S+) ready\nping$/.exec(greeting);
       assert.ok(m !== null, greeting);

@@ -21,21 +21,6 @@ import { Obj } from './fields.js';
 import { PROXY_LIMITS_DEFAULTS } from './proxy-limits.js';
 import { check, validationError } from './validate.js';
 
-export const Http2Schema = Obj(
-  {
-    maxConcurrentStreams: Type.Optional(Type.Integer({ minimum: 100, maximum: 256, description: 'Streams a client (or an upstream session) may have open at once. Default 128.' })),
-    maxHeaderListBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1024 * 1024, description: "Largest header list of a request or response (RFC 9113 SETTINGS_MAX_HEADER_LIST_SIZE). Default: the HTTP/1 listener's maxHeadBytes, 65536." })),
-    maxSessionMemoryMb: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024, description: 'Memory one session may use (Node maxSessionMemory), in MB. Default 32.' })),
-    streamWindowBytes: Type.Optional(Type.Integer({ minimum: 65_535, maximum: 2 ** 31 - 1, description: 'Flow-control window of each stream (SETTINGS_INITIAL_WINDOW_SIZE). Default 1048576 (1 MiB).' })),
-    sessionWindowBytes: Type.Optional(Type.Integer({ minimum: 65_535, maximum: 2 ** 31 - 1, description: 'Flow-control window of a whole session (the connection). Default 8388608 (8 MiB).' })),
-    maxResets: Type.Optional(Type.Integer({ minimum: 10, maximum: 1000, description: 'Streams a client may reset within resetWindowMs before it gets GOAWAY (rapid reset). Default 200.' })),
-    resetWindowMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 60_000, description: 'The window resets are counted in, in ms. Default 1000.' })),
-    enablePush: Type.Optional(Type.Literal(false, { description: 'Server push; always off. Default false.' })),
-  },
-  "The proxy's HTTP/2 settings (client sessions and upstream sessions alike).",
-);
-export type RawHttp2 = Static<typeof Http2Schema>;
-
 export interface Http2Settings {
   readonly maxConcurrentStreams: number;
   readonly maxHeaderListBytes: number;
@@ -57,6 +42,24 @@ export const HTTP2_DEFAULTS: Http2Settings = Object.freeze({
   resetWindowMs: 1000,
   enablePush: false,
 });
+
+const D = HTTP2_DEFAULTS;
+
+export const Http2Schema = Obj(
+  {
+    maxConcurrentStreams: Type.Optional(Type.Integer({ minimum: 100, maximum: 256, description: `Streams a client (or an upstream session) may have open at once. Default ${D.maxConcurrentStreams}.` })),
+    maxHeaderListBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1024 * 1024, description: `Largest header list of a request or response (RFC 9113 SETTINGS_MAX_HEADER_LIST_SIZE). Default: the HTTP/1 listener's maxHeadBytes, ${D.maxHeaderListBytes}.` })),
+    maxSessionMemoryMb: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024, description: `Memory one session may use (Node maxSessionMemory), in MB. Default ${D.maxSessionMemoryMb}.` })),
+    streamWindowBytes: Type.Optional(Type.Integer({ minimum: 65_535, maximum: 2 ** 31 - 1, description: `Flow-control window of each stream (SETTINGS_INITIAL_WINDOW_SIZE). Default ${D.streamWindowBytes}.` })),
+    sessionWindowBytes: Type.Optional(Type.Integer({ minimum: 65_535, maximum: 2 ** 31 - 1, description: `Flow-control window of a whole session (the connection). Default ${D.sessionWindowBytes}.` })),
+    maxResets: Type.Optional(Type.Integer({ minimum: 10, maximum: 1000, description: `Streams a client may reset within resetWindowMs before it gets GOAWAY (rapid reset). Default ${D.maxResets}.` })),
+    resetWindowMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 60_000, description: `The window resets are counted in, in ms. Default ${D.resetWindowMs}.` })),
+    enablePush: Type.Optional(Type.Literal(false, { description: 'Server push; always off. Default false.' })),
+  },
+  "The proxy's HTTP/2 settings (client sessions and upstream sessions alike).",
+);
+export type RawHttp2 = Static<typeof Http2Schema>;
+
 
 /** The settings from their raw form (every default filled in); SKEIN_E_VALIDATION names a field out of bounds. */
 export function parseHttp2(raw: unknown = {}, prefix = 'http2'): Http2Settings {

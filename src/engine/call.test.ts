@@ -379,6 +379,24 @@ test('a retryable status is read and dropped, then retried with the kept body; a
   assert.deepEqual(c.retries, ['status']);
 });
 
+test('a body that outgrows retries.maxBodyBytes during a retry\'s backoff is never sent in part: the call fails, naming the limit', () => {
+  const { clock, net, call, c } = setup({ retries: { maxBodyBytes: 8, backoff: { base: '100ms', max: '100ms' } } });
+  net.plan.set('e0', [{ kind: 'refuse' }]);
+  net.plan.set('e1', [{ kind: 'refuse' }]);
+  const k = call({ hasBody: true, idempotent: true });
+  k.requestBody(Buffer.from('abc'));
+  k.start();
+  // Backoff is 0..100 ms (full jitter, rng 0.5): the connect failure is at 1 ms, the retry later.
+  clock.advance(1);
+  assert.deepEqual(c.retries, ['connect-failure'], 'a retry is scheduled with the 3 bytes kept');
+  k.requestBody(Buffer.alloc(6));
+  clock.advance(200);
+  assert.equal(net.sent.length, 1, 'no second attempt with a partial body');
+  const a = net.answer as { failure: CallFailure };
+  assert.equal(a.failure.code, 'SKEIN_E_UPSTREAM_RESET');
+  assert.match(a.failure.message, /could not be sent again: its body was not kept \(more than retries.maxBodyBytes, 8 bytes\)/);
+});
+
 test('a retryable status before the whole request body is in is delivered (the kept body could still change)', () => {
   const { clock, net, call, c } = setup();
   net.plan.set('e0', [{ kind: 'status', status: 503 }]);

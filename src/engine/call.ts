@@ -447,6 +447,12 @@ export class Call {
     if (this.st === St.Responding) {
       if (answered) {
         this.st = St.Done;
+        if (this.grpcPending) {
+          // The gRPC outcome was to come in the trailers: a response cut before them is a failure.
+          this.grpcPending = false;
+          this.evidence = 0;
+          this.settle(0);
+        }
         this.completion.end({ latencyMs: this.clock.now() - this.sentAt, ok: false });
         this.completion = NOOP_COMPLETION;
         this.release();
@@ -518,10 +524,15 @@ export class Call {
       else this.holdFor(held);
       return;
     }
+    const n = (this.tried?.length ?? 0) + 1;
+    if (n > 1 && this.req.hasBody && this.kept === null) {
+      // The body outgrew retries.maxBodyBytes during the backoff: never send a partial body.
+      this.bodyNotKept();
+      return;
+    }
     this.st = St.Attempt;
     this.endpoint = e;
     this.status = 0;
-    const n = (this.tried?.length ?? 0) + 1;
     const hop = this.req.hop;
     if (hop !== null) this.trace = hop.attempt(n, e);
     this.attemptAt = this.clock.now();
@@ -648,11 +659,15 @@ export class Call {
     return true;
   }
 
+  private bodyNotKept(): void {
+    this.fail({ code: 'SKEIN_E_UPSTREAM_RESET', message: `the request to "${this.dest.service}" could not be sent again: its body was not kept (more than retries.maxBodyBytes, ${this.req.route.retries.maxBodyBytes} bytes)` });
+  }
+
   private scheduleRetry(delay: number): void {
     this.status = 0;
     if (this.req.hasBody && this.kept === null) {
-      // Not reachable (a retry is decided only with the whole body kept); never send a partial body.
-      this.fail({ code: 'SKEIN_E_UPSTREAM_RESET', message: `the request to "${this.dest.service}" could not be sent again: its body was not kept` });
+      // A retry is decided only with the body kept so far; never send a partial body.
+      this.bodyNotKept();
       return;
     }
     if (this.deadline > 0 && this.clock.now() + delay >= this.deadline) {

@@ -15,7 +15,7 @@ import { GRPC, grpcAsHttp, grpcRetryCondition } from './grpc.js';
 import { ServiceClient } from './service-client.js';
 
 /** What each endpoint answers: a Trailers-Only grpc-status, or a 200 head and the status in its trailers. */
-type Answer = { readonly only: number } | { readonly trailers: number };
+type Answer = { readonly only: number } | { readonly trailers: number } | { readonly cut: true };
 
 class Grpc implements CallDriver {
   readonly log: string[] = [];
@@ -32,8 +32,9 @@ class Grpc implements CallDriver {
       const call = this.call;
       call.connected();
       const v = call.responseHead(200, false, 'only' in ans ? ans.only : -1);
-      this.log.push(`${a.endpoint.id} ${'only' in ans ? `only ${ans.only}` : `trailers ${ans.trailers}`} ${v}`);
+      this.log.push(`${a.endpoint.id} ${'only' in ans ? `only ${ans.only}` : 'trailers' in ans ? `trailers ${ans.trailers}` : 'cut'} ${v}`);
       if (v === 'discard') call.discarded();
+      else if ('cut' in ans) call.reset('reset', 'the upstream stream closed', false, true);
       else call.responseComplete('only' in ans ? ans.only : ans.trailers);
     }, 1);
     return null;
@@ -133,6 +134,20 @@ test('a status in the trailers is the outcome of a delivered response: the break
   k.start();
   assert.equal(net.failure?.code, 'SKEIN_E_BREAKER_OPEN');
   assert.equal(k.done, true);
+});
+
+test('a response cut after its head, before the trailers with its status: a failure of the instance (its breaker counts it; a half-open probe is not left waiting)', () => {
+  const { clock, net, plan, call, client, key, retries } = setup({ outlierDetection: { enabled: false }, breaker: { consecutiveFailures: 2 } }, 1);
+  plan.set('e0', [{ cut: true }]);
+  for (let i = 0; i < 2; i++) {
+    const k = call();
+    k.start();
+    clock.advance(1);
+    assert.equal(k.done, true);
+  }
+  assert.deepEqual(net.log, ['e0 cut deliver', 'e0 cut deliver']);
+  assert.deepEqual(retries, [], 'the response was under way: no retry');
+  assert.equal(client.traffic.breakers?.state(key('e0')), 'open', 'two cut responses in a row opened the breaker');
 });
 
 test('an OK in the trailers keeps the breaker closed', () => {

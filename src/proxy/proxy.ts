@@ -36,7 +36,7 @@ import { ConnectionCap, type CappedConnection } from './connection-cap.js';
 import { H2Downstream, type H2Context } from './http2/session.js';
 import { H2Pools } from './http2/pool.js';
 import { PREFACE_FIRST, sniff } from './http2/preface.js';
-import { parseHttp2, type Http2Settings, type RawHttp2 } from '../api/http2.js';
+import { HTTP2_DEFAULTS, parseHttp2, type Http2Settings, type RawHttp2 } from '../api/http2.js';
 import type { Tracer } from '../engine/observe.js';
 import { DEFAULT_LIMITS, type Limits, type ListenerContext, type ListenerMetrics, type RouteError } from './http1/types.js';
 import { localDestination, ServiceClient, type Destination } from '../engine/service-client.js';
@@ -212,6 +212,8 @@ interface ClientConnection extends CappedConnection {
 class Listener implements H2Context, TcpContext {
   readonly server: Server;
   readonly conns = new Set<ClientConnection>();
+  /** Connections whose first bytes were part of the HTTP/2 preface, waiting for the rest (rare). */
+  private readonly sniffing = new Set<Socket>();
   private readonly cap: ConnectionCap<ClientConnection>;
   /** Inbound with mTLS on: how a new connection is taken (null: plaintext as it comes). */
   private readonly tls: InboundTlsServer | null;
@@ -231,6 +233,8 @@ class Listener implements H2Context, TcpContext {
     readonly resolve: (authority: string | null) => Destination | RouteError,
     /** Whether a new connection is an opaque TCP stream (asked at accept: never by reading its bytes). */
     private readonly tcpNow: () => boolean = () => false,
+    /** Outbound to one service whatever the request names (a service port): it takes no CONNECT. */
+    private readonly pinned = false,
   ) {
     this.cap = new ConnectionCap(this.conns, () => proxy.limits.maxConnections, (state) => proxy.metrics.connectionEvicted(workload, direction, state));
     // No server.maxConnections: Node would drop a new connection at the cap unseen, where an idle
@@ -305,11 +309,24 @@ class Listener implements H2Context, TcpContext {
   /** The first bytes were a part of the preface: the rest decides (rare: a preface split over reads). */
   private awaitPreface(socket: Socket, peer: PeerIdentity | null, first: Buffer): void {
     let got = first;
+    // Not a connection of the set until it is one: the head timeout and a drain end the wait.
+    this.sniffing.add(socket);
+    const timer = setTimeout(() => socket.destroy(), this.proxy.limits.headersTimeoutMs);
+    const settle = () => {
+      clearTimeout(timer);
+      this.sniffing.delete(socket);
+      socket.off('data', onData);
+      socket.off('close', settle);
+    };
     const onData = (chunk: Buffer) => {
       got = Buffer.concat([got, chunk]);
       const kind = sniff(got);
       if (kind === 'more') return;
-      socket.off('data', onData);
+      settle();
+      if (this.draining) {
+        socket.destroy();
+        return;
+      }
       if (kind === 'h2') {
         this.serveH2(socket, peer, got);
         return;
@@ -320,6 +337,7 @@ class Listener implements H2Context, TcpContext {
       socket.resume();
     };
     socket.on('data', onData);
+    socket.on('close', settle);
   }
 
   /**
@@ -329,7 +347,7 @@ class Listener implements H2Context, TcpContext {
    * be routed to another driver here.
    */
   get tunnel(): ListenerContext['tunnel'] {
-    return this.direction === 'outbound' ? this.serveTunnel : null;
+    return this.direction === 'outbound' && !this.pinned ? this.serveTunnel : null;
   }
 
   private readonly serveTunnel = (socket: Socket, peer: PeerIdentity | null, rest: Buffer, dest: Destination): void => {
@@ -424,6 +442,7 @@ class Listener implements H2Context, TcpContext {
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
     const closed = new Promise<void>((r) => this.server.close(() => r()));
+    for (const s of this.sniffing) s.destroy();
     for (const c of this.conns) if (c.idle) c.close();
     const deadline = performance.now() + graceMs;
     while (this.conns.size > 0 && performance.now() < deadline) {
@@ -504,7 +523,8 @@ export class Proxy {
     this.onColdStart = opts.onColdStart ?? null;
     this.limits = Object.freeze({ ...DEFAULT_LIMITS, ...opts.limits });
     this.pools = new Pools(this.limits.maxIdlePerEndpoint);
-    this.http2 = parseHttp2(opts.http2 ?? {});
+    // Validated only when given: the schema checker (Ajv) loads only when something is checked.
+    this.http2 = opts.http2 === undefined ? HTTP2_DEFAULTS : parseHttp2(opts.http2);
     this.h2Pools = new H2Pools(this.http2);
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger;
@@ -864,7 +884,7 @@ export class Proxy {
       if (spec.outbound != null) {
         const pin = spec.pin ?? null;
         if (spec.protocol === 'tcp' && pin === null) throw new SkeinError('SKEIN_E_USAGE', `workload "${spec.name}": an outbound listener of protocol tcp carries streams to one service: pin it (pin=SERVICE)`, { field: 'pin' });
-        const out: Listener = new Listener(this, spec.name, service, 'outbound', this.outboundResolver(pin), pin === null ? () => false : this.tcpOf(spec, pin));
+        const out: Listener = new Listener(this, spec.name, service, 'outbound', this.outboundResolver(pin), pin === null ? () => false : this.tcpOf(spec, pin), pin !== null);
         listeners.push(out);
         outbound = await out.listen(spec.outbound);
       }

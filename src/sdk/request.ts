@@ -544,6 +544,8 @@ export class MeshRequest implements CallDriver {
   private finish(status: number, code: ErrorCode | null): void {
     if (this.done) return;
     this.done = true;
+    // The call's deadline timer is re-armed lazily: cancelled here, or it would hold the request until it fires.
+    this.call?.dispose();
     this.ctx.finished({
       service: this.service,
       route: this.route?.name ?? null,

@@ -233,7 +233,8 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       data = data.subarray(end);
       this.parser.resume();
       this.state = S.Body;
-      if (this.parser.method === METHOD_CONNECT && this.ctx.tunnel !== null && this.connect(this.ctx.tunnel, data)) return;
+      // CONNECT's 'C' seven bytes before the target: a JS compare, the parser asked only then.
+      if (this.head.urlStart >= 8 && this.headBuf[this.head.urlStart - 8] === 0x43 && this.ctx.tunnel !== null && this.parser.method === METHOD_CONNECT && this.connect(this.ctx.tunnel, data)) return;
       this.onHead();
       if ((this.state as S) === S.Closed) return;
     }

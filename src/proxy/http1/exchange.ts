@@ -39,7 +39,8 @@ export class ExchangeRequest {
 /** A CallRequest the driver fills in for each request (one per Exchange, like its Call). */
 export type MutableCallRequest = { -readonly [K in keyof CallRequest]: CallRequest[K] };
 
-const MAX_QUEUED_BODY = 1024 * 1024;
+/** Request body bytes held while no attempt takes them (connecting, a fault delay, a hold), before the client waits; HTTP/2's too. */
+export const MAX_QUEUED_BODY = 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
 const TIMEOUT = Buffer.from('x-skein-timeout-ms: ', 'latin1');
 const COLON = Buffer.from(': ', 'latin1');

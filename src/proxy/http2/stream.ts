@@ -25,6 +25,7 @@
  * Why one file of ~500 lines: the request side, the response side and the call's decisions of one
  * stream share its state (the attempt, what was delivered, the trailers), as in http1/exchange.ts.
  */
+import { MAX_QUEUED_BODY } from '../http1/exchange.js';
 import http2, { type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { CLIENT_ID_HEADER } from '../../api/mtls.js';
 import { isSecretHeader, REDACTED } from '../../api/tap.js';
@@ -106,6 +107,8 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
   private trace: AttemptTrace | null = null;
   /** Request body bytes that came before the attempt's stream was open. */
   private queue: Buffer[] | null = [];
+  /** Bytes in `queue`. */
+  private queued = 0;
   private reqDone = false;
   private reqTrailers: OutgoingHttpHeaders | null = null;
   private resTrailers: OutgoingHttpHeaders | null = null;
@@ -137,8 +140,12 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     stream.on('wantTrailers', () => stream.sendTrailers(this.resTrailers ?? {}));
     stream.on('error', () => undefined);
     // Emitted as the client's RST_STREAM is read (the 'close' that follows may come a read later):
-    // the rapid-reset count sees every reset of a read before nghttp2's own limit does.
-    stream.on('aborted', () => ds.clientReset(stream.rstCode ?? http2.constants.NGHTTP2_CANCEL));
+    // the rapid-reset count sees every reset of a read before nghttp2's own limit does. Not the
+    // proxy's own reset of a stream it finished (an upstream cut mid-response): Node emits
+    // 'aborted' for that too, and a dying instance would get its healthy callers GOAWAY.
+    stream.on('aborted', () => {
+      if (!this.finished) ds.clientReset(stream.rstCode ?? http2.constants.NGHTTP2_CANCEL);
+    });
     stream.on('close', () => this.streamClosed());
   }
 
@@ -307,7 +314,14 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     this.call?.requestBody(d);
     const up = this.up;
     if (up === null || this.queue !== null) {
-      this.queue?.push(d);
+      const q = this.queue;
+      if (q !== null) {
+        q.push(d);
+        this.queued += d.length;
+        // Until an attempt takes it (a session connecting, a fault delay, a cold-start hold): at
+        // most MAX_QUEUED_BODY, then the client's stream waits (its flow-control window closes).
+        if (this.queued > MAX_QUEUED_BODY) this.stream.pause();
+      }
       return;
     }
     if (!up.write(d)) {
@@ -347,7 +361,10 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     );
     if (s === null) return refusal;
     // A retry sends the body the call kept.
-    if (a.n > 1 || a.fresh) this.queue = [...(a.body as Buffer[])];
+    if (a.n > 1 || a.fresh) {
+      this.queue = [...(a.body as Buffer[])];
+      this.queued = this.queue.reduce((n, b) => n + b.length, 0);
+    }
     this.upSession = s;
     s.active++;
     const gen = this.gen;
@@ -427,10 +444,13 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
       if (gen === this.gen) this.onUpstreamClosed(up, reused);
     });
     this.queue = null;
+    this.queued = 0;
     if (!endStream) {
       for (const b of q) up.write(b);
       if (this.reqDone) up.end();
     }
+    // Paused for a full queue, or for the drain of an attempt since let go: this attempt reads on.
+    if (this.stream.isPaused()) this.stream.resume();
   }
 
   abandon(): void {
@@ -552,7 +572,7 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     }
     call.responseComplete(this.grpc ? gs : undefined);
     this.record.finish(this.status, null, call.endpoint, call.attempts, call.outcomeStatus);
-    this.ds.streamDone();
+    this.over();
   }
 
   /** The attempt's upstream stream closed: before its response ended, a reset. */
@@ -580,6 +600,12 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     this.finished = true;
     this.record.finish(this.status, 'SKEIN_E_UPSTREAM_RESET', call.endpoint, call.attempts);
     if (!this.stream.closed) this.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    this.over();
+  }
+
+  /** The stream is over for the proxy: the call's lazily re-armed deadline timer is cancelled (it would hold the stream's state until it fires). */
+  private over(): void {
+    this.call?.dispose();
     this.ds.streamDone();
   }
 
@@ -594,7 +620,7 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
       call.clientGone();
       this.record.finish(0, null, call.endpoint, call.attempts);
     } else this.record.finish(0, null, null, 0);
-    this.ds.streamDone();
+    this.over();
   }
 
   // ---- the proxy's own answers ----
@@ -617,7 +643,7 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     this.record.finish(status, code, call?.endpoint ?? null, call?.attempts ?? 0);
     const s = this.stream;
     if (s.closed || s.destroyed) {
-      this.ds.streamDone();
+      this.over();
       return;
     }
     const h: OutgoingHttpHeaders = { 'x-skein-error': code, 'x-skein-error-origin': ctx.direction, 'x-request-id': this.requestId };
@@ -639,6 +665,6 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     }
     // The rest of the request body is not wanted.
     if (!this.reqDone) s.resume();
-    this.ds.streamDone();
+    this.over();
   }
 }
