@@ -161,10 +161,18 @@ export class MeshDispatcher extends Dispatcher {
     return addr;
   }
 
-  /** Tells the control plane where the metrics are (as a proxy announces its admin server). */
+  /**
+   * Tells the control plane where the metrics are (as a proxy announces its admin server), with a
+   * token of scope "proxy"; without one nothing is announced (the control plane would refuse it:
+   * the SDK holds no mesh certificate to announce with yet), and the metrics are only served.
+   */
   private announce(admin: string): void {
     if (this.closed) return;
     const token = this.o.token ?? process.env['SKEIN_TOKEN'] ?? null;
+    if (token === null || token === '') {
+      this.o.logger?.info({ metrics: admin }, 'SDK metrics served, not announced: no token of scope "proxy" (token or SKEIN_TOKEN)');
+      return;
+    }
     const service = this.o.service ?? null;
     this.announcer = new Announcer({
       control: this.mesh.control,
