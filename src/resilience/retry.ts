@@ -4,13 +4,15 @@
  *
  * A retry needs all of: a failure the policy retries (a condition in `on`, or a status in
  * `statuses`); a method that may be sent again (idempotent, or `nonIdempotent` set; a connect
- * failure or a peer's refusal never reached an app, and a gRPC status is the route's own opt-in,
- * so any method); the body kept, if there is
+ * failure or a peer's refusal never reached an app, and a gRPC status condition is retried for
+ * any method: UNAVAILABLE is in the default `on`, as Istio's default retry policy has it, since
+ * gRPC's UNAVAILABLE says the server did not act on the call); the body kept, if there is
  * one; fewer than `maxRetries` retries so far; time before the deadline for the backoff; and a
  * retry from the budget, which is taken last so that a refusal for another reason costs none.
  * The backoff is exponential with full jitter: uniform in [0, min(max, base * 2^n)).
  */
 import { GRPC_RETRY_CONDITIONS, type RetryCondition, type RetryPolicy } from '../api/traffic.js';
+import type { RetryBudget } from './retry-budget.js';
 
 /**
  * Conditions retried whatever the method: the request never reached an app (a connect failure, a
@@ -18,7 +20,9 @@ import { GRPC_RETRY_CONDITIONS, type RetryCondition, type RetryPolicy } from '..
  * retry policy, retryableStatusCodes, does not look at idempotency either).
  */
 const ANY_METHOD: ReadonlySet<RetryReason> = new Set<RetryReason>(['connect-failure', 'refused-stream', ...GRPC_RETRY_CONDITIONS]);
-import type { RetryBudget } from './retry-budget.js';
+
+/** Methods that may be sent again (RFC 9110 §9.2.2), by name: the HTTP/2 driver's and the SDK's. */
+export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'TRACE']);
 
 export type RetryReason = RetryCondition | 'status';
 

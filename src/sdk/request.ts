@@ -14,6 +14,7 @@
  * `x-skein-explain` when asked), as a response: never a thrown error, except when the app itself
  * aborted or the response was cut after its head (as a proxy would cut the connection).
  */
+import { IDEMPOTENT_METHODS } from '../resilience/retry.js';
 import { Buffer } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -64,7 +65,6 @@ export interface FinishedRequest {
 }
 
 /** GET, HEAD, PUT, DELETE, OPTIONS, TRACE (RFC 9110 §9.2.2). */
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'TRACE']);
 /** Headers the mesh owns: what the app sent of them is read, never forwarded. */
 const OWN = new Set(['x-skein-timeout-ms', 'x-skein-explain', 'x-skein-caller', 'x-skein-client-id', 'host']);
 const EMPTY: readonly Buffer[] = [];
@@ -306,7 +306,7 @@ export class MeshRequest implements CallDriver {
     const req: CallRequest = {
       direction: 'outbound',
       route,
-      idempotent: IDEMPOTENT.has(this.method),
+      idempotent: IDEMPOTENT_METHODS.has(this.method),
       hasBody: body !== null && !(Buffer.isBuffer(body) && body.length === 0),
       upgrade: false,
       timeoutMs,
@@ -375,7 +375,7 @@ export class MeshRequest implements CallDriver {
         method: o.method,
         headers,
         body: body as Dispatcher.DispatchOptions['body'],
-        idempotent: IDEMPOTENT.has(this.method),
+        idempotent: IDEMPOTENT_METHODS.has(this.method),
         // Deadlines are the Call's: undici's own timers only guard against a peer that never answers.
         headersTimeout: 0,
         ...(o.bodyTimeout === undefined ? {} : { bodyTimeout: o.bodyTimeout }),

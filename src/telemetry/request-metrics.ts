@@ -11,6 +11,7 @@
  * services, instances and versions from the registry, and the sources one listener keeps apart
  * are capped (`MAX_SOURCES`, the rest are "other").
  */
+import { RETRY_CONDITIONS } from '../api/traffic/conditions.js';
 import { LATENCY_BUCKETS, STATS_MAX_EVENTS, type Direction, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
 import type { ErrorCode } from '../core/errors.js';
 import { panicDetail, type TrafficEvent } from '../resilience/traffic-state.js';
@@ -222,7 +223,7 @@ export const ENGINE_COUNTERS = {
   rateLimits: { name: 'skein_proxy_rate_limited_total', help: 'Requests refused with 429 by a rate limit, by listener direction, destination service and route.', labelNames: ['direction', 'service', 'route'] as const },
   errors: { name: 'skein_proxy_errors_total', help: 'Responses the proxy made itself (x-skein-error), by code.', labelNames: ['direction', 'code'] as const },
   connects: { name: 'skein_proxy_upstream_connects_total', help: 'New upstream connections, by result (ok, failed).', labelNames: ['result'] as const },
-  retries: { name: 'skein_proxy_retries_total', help: 'Retries sent, by destination service and reason (connect-failure, reset, refused-stream, per-try-timeout, status).', labelNames: ['service', 'reason'] as const },
+  retries: { name: 'skein_proxy_retries_total', help: `Retries sent, by destination service and reason (${[...RETRY_CONDITIONS, 'status'].join(', ')}).`, labelNames: ['service', 'reason'] as const },
   budgetExhausted: { name: 'skein_proxy_retry_budget_exhausted_total', help: 'Retries the retry budget refused, by destination service.', labelNames: ['service'] as const },
   outlierEvents: { name: 'skein_proxy_outlier_events_total', help: 'Outlier detection ejections and returns of endpoints, by destination service and event (eject, return).', labelNames: ['service', 'event'] as const },
   breakerChanges: { name: 'skein_proxy_breaker_transitions_total', help: 'Circuit breaker state changes of endpoints, by destination service and new state (open, half-open, closed).', labelNames: ['service', 'to'] as const },

@@ -47,7 +47,7 @@ const lowerBytes = new Map<string, Uint8Array>();
 /** The ids of requests that come without x-request-id (one sequence per process). */
 const requestIds = new RequestIds();
 
-/** llhttp's numbers of DELETE, GET, HEAD, PUT, OPTIONS, TRACE. */
+/** llhttp's numbers of DELETE, GET, HEAD, PUT, OPTIONS, TRACE: IDEMPOTENT_METHODS (src/resilience/retry.ts) as the parser reports them. */
 const IDEMPOTENT = new Set([0, 1, 2, 4, 6, 7]);
 
 function isRouteError(r: Destination | RouteError): r is RouteError {

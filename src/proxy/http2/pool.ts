@@ -15,6 +15,7 @@ import http2, { type ClientHttp2Session } from 'node:http2';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Http2Settings } from '../../api/http2.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
+import { MAX_HEADERS } from '../http1/head.js';
 import { TlsRefused } from '../http1/upstream.js';
 import type { UpstreamTls } from '../tls/outbound.js';
 
@@ -23,7 +24,8 @@ export function sessionOptions(s: Http2Settings) {
   return {
     settings: { maxConcurrentStreams: s.maxConcurrentStreams, initialWindowSize: s.streamWindowBytes, maxHeaderListSize: s.maxHeaderListBytes, enablePush: false },
     maxSessionMemory: s.maxSessionMemoryMb,
-    maxHeaderListPairs: 256,
+    // The HTTP/1 listener's header count limit, for HTTP/2's header lists too.
+    maxHeaderListPairs: MAX_HEADERS,
     // Node's own rapid-reset guard (nghttp2's: GOAWAY INTERNAL_ERROR) is the last line behind the
     // driver's count, which names the error (ENHANCE_YOUR_CALM, SKEIN_E_H2_RAPID_RESET): 1,000
     // resets, five times as lenient at the default.

@@ -25,6 +25,7 @@
  * Why one file of ~500 lines: the request side, the response side and the call's decisions of one
  * stream share its state (the attempt, what was delivered, the trailers), as in http1/exchange.ts.
  */
+import { IDEMPOTENT_METHODS } from '../../resilience/retry.js';
 import { MAX_QUEUED_BODY } from '../http1/exchange.js';
 import http2, { type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { CLIENT_ID_HEADER } from '../../api/mtls.js';
@@ -42,7 +43,7 @@ import { pathOnly } from '../access-log.js';
 import { errorBody } from '../../engine/answer.js';
 import { RequestRecord } from '../http1/record.js';
 import { deadlineMs, RequestIds } from '../http1/request-head.js';
-import { refusedByPeer } from '../http1/response-head.js';
+import { refusedByPeer } from '../../engine/answer.js';
 import { TlsRefused } from '../http1/upstream.js';
 import type { RouteError } from '../http1/types.js';
 import { formatGrpcTimeout, grpcMessage, grpcStatusOf, isGrpc, parseGrpcTimeout } from './grpc.js';
@@ -70,7 +71,6 @@ const TRACE = new Map<string, keyof TraceHeaders>([
   ['x-b3-sampled', 'xB3Sampled'],
   ['x-b3-flags', 'xB3Flags'],
 ]);
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'TRACE']);
 
 const one = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v.join(', ') : v);
 
@@ -259,7 +259,7 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     const req: CallRequest = {
       direction: ctx.direction,
       route,
-      idempotent: IDEMPOTENT.has(this.method),
+      idempotent: IDEMPOTENT_METHODS.has(this.method),
       hasBody: this.hasBody,
       upgrade: false,
       timeoutMs,
@@ -489,7 +489,7 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     const gs = one(h['grpc-status']);
     // Trailers-Only: the status is in the HEADERS frame that ends the stream.
     const grpcStatus = this.grpc && endStream && gs !== undefined && /^\d{1,2}$/.test(gs) ? Number(gs) : -1;
-    const peerRefused = this.outbound && refusedByPeer(call.endpoint, { chunked: false, named: null, peerError: one(h['x-skein-error']), peerOrigin: one(h['x-skein-error-origin']) });
+    const peerRefused = this.outbound && refusedByPeer(call.endpoint, one(h['x-skein-error-origin']), one(h['x-skein-error']));
     if (call.responseHead(status, peerRefused, grpcStatus) === 'discard') {
       this.discard = true;
       if (endStream) this.discarded();
