@@ -213,7 +213,12 @@ describe('HTTP/2 (h2c with prior knowledge) through the outbound listener', () =
     assert.ok((metricValue(text, 'skein_proxy_requests_total', { direction: 'outbound', service: 'grid' }) ?? 0) >= 3000);
   });
 
-  test('a session the upstream sends GOAWAY on is replaced: the next requests succeed', async () => {
+  test('a session the upstream sends GOAWAY on is replaced: the next requests succeed, none of them through a retry or a failed connect', async () => {
+    const counts = async () => {
+      const text = await metrics(A);
+      return { retries: metricValue(text, 'skein_proxy_retries_total', { service: 'grid', reason: 'connect-failure' }) ?? 0, failedConnects: metricValue(text, 'skein_proxy_upstream_connects_total', { result: 'failed' }) ?? 0 };
+    };
+    const before = await counts();
     const c = connect(outPort);
     for (let i = 0; i < 6; i++) {
       const r = await h2Request(c, { ':path': '/goaway', ':authority': 'grid' });
@@ -222,6 +227,8 @@ describe('HTTP/2 (h2c with prior knowledge) through the outbound listener', () =
     const r = await h2Request(c, { ':path': '/after-goaway', ':authority': 'grid' });
     assert.equal(r.status, 200);
     c.close();
+    // A GOAWAY'd session is retired before a request is put on it: no request met a closing session.
+    assert.deepEqual(await counts(), before);
   });
 });
 
