@@ -393,9 +393,15 @@ describe('skein up: a service of protocol tcp', { timeout: 60_000 }, () => {
     const def = await api(mesh.up.control, 'GET', '/v1/services/db');
     assert.equal(def.body.definition.protocol, 'tcp', 'the runtime put the Service resource with its protocol');
     const ids = new Set<string>();
-    await waitFor(async () => (await api(mesh.up.control, 'GET', '/v1/services/db')).body.healthy === 2, { timeoutMs: 20_000, what: 'both replicas registered' });
+    let seen: unknown = null;
+    await waitFor(async () => (seen = (await api(mesh.up.control, 'GET', '/v1/services/db')).body).healthy === 2, { timeoutMs: 20_000, what: 'both replicas registered' }).catch((e: Error) =>
+      assert.fail(`${e.message}: ${JSON.stringify(seen)}\n${mesh.up.logs()}`),
+    );
     // Until the proxy routes to them (its view follows the registry within moments).
-    await waitFor(async () => (await client(mesh.port, { until: (d) => d.toString().endsWith(' ready\n'), timeoutMs: 2000 })).error === null, { timeoutMs: 20_000, what: 'the service port to greet' });
+    let last: Seen | null = null;
+    await waitFor(async () => (last = await client(mesh.port, { until: (d) => d.toString().endsWith(' ready\n'), timeoutMs: 2000 })).error === null && last.data.length > 0, { timeoutMs: 20_000, what: 'the service port to greet' }).catch((e: Error) =>
+      assert.fail(`${e.message}: last ${JSON.stringify(last === null ? null : { ...last, data: (last as Seen).data.toString() })}\n${mesh.up.logs()}`),
+    );
     /** One connection: the greeting comes with nothing sent, then the echo of what follows; the replica that answered. */
     const greet = async (): Promise<string> => {
       const greeting = await new Promise<string>((resolve, reject) => {
