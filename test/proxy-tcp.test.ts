@@ -387,7 +387,9 @@ describe('raw TCP through two proxies with mTLS', { timeout: 120_000 }, () => {
 
 describe('skein up: a service of protocol tcp', { timeout: 60_000 }, () => {
   test("its service port carries streams to its replicas over the mesh proxy's mTLS: a greeting first, then an echo, per-connection balancing", async () => {
-    const app = "require('node:net').createServer((s) => { s.write(process.env.SKEIN_INSTANCE_ID + ' ready\\n'); s.pipe(s); }).listen(Number(process.env.PORT), '127.0.0.1')";
+    // It handles its sockets' errors, as a server must: the readiness probe (a TCP connect) closes
+    // with the greeting unread, which resets the connection.
+    const app = "require('node:net').createServer((s) => { s.on('error', () => s.destroy()); s.write(process.env.SKEIN_INSTANCE_ID + ' ready\\n'); s.pipe(s); }).listen(Number(process.env.PORT), '127.0.0.1')";
     const mesh = await upFromText('skein-up-tcp-', `kind: Mesh\nname: tcp\nservices:\n  db:\n    command: ${JSON.stringify(process.execPath)}\n    args: ["-e", ${JSON.stringify(app)}]\n    replicas: 2\n    protocol: tcp\n    balancer: { kind: round-robin }\n`);
     cleanups.push(() => mesh.stop());
     const def = await api(mesh.up.control, 'GET', '/v1/services/db');
