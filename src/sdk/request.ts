@@ -530,6 +530,8 @@ export class MeshRequest implements CallDriver {
     this.finish(status, code);
     const h = this.handler;
     const c = this.ctrl;
+    // fetch in undici 8 (Node 26's own) reads the controller's raw headers, not the object: both.
+    c.rawHeaders = Object.entries(headers).flatMap(([k, v]) => [Buffer.from(k, 'latin1'), Buffer.from(v, 'latin1')]);
     h.onResponseStart?.(c, status, headers, '');
     if (this.method !== 'HEAD' && !c.aborted) h.onResponseData?.(c, body);
     if (!c.aborted) h.onResponseEnd?.(c, {});
