@@ -18,10 +18,10 @@ import type { TrafficEvent, TrafficState } from '../resilience/traffic-state.js'
 import type { ForwarderCounters, ListenerMetrics } from './http1/types.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { StallDetector, isStall } from './http1/stall.js';
-import { LATENCY_BUCKETS, type AuthzOutcome, type Direction, type StatsAuthz, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
+import type { AuthzOutcome, Direction, StatsAuthz, StatsEvent, StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
 import { Registry, type Aggregator, type Counter, type Gauge, type Histogram, type Sample } from '../telemetry/prom.js';
-import { EngineCounters, ListenerStats, requestFamilies, StatsEventFeed, statsSeries, type SeriesStats } from '../telemetry/request-metrics.js';
+import { EngineCounters, ListenerStats, requestFamilies, instanceOf, StatsEventFeed, statsSnapshot, type SeriesStats } from '../telemetry/request-metrics.js';
 import type { TcpCounters, TcpSeries } from './tcp/types.js';
 
 /** Defined with the per-request metrics the SDK shares (src/telemetry/request-metrics.ts). */
@@ -260,8 +260,7 @@ export class ProxyMetrics extends EngineCounters implements ForwarderCounters, T
       this.record('cold-start', e.service, '', `scaled to zero: holding ${e.waiting} request${e.waiting === 1 ? '' : 's'}, asked for it to be woken`);
     } else if (e.type === 'active-check') {
       this.activeChecks.labels(e.service, e.healthy ? 'healthy' : 'unhealthy').inc();
-      const slash = e.endpoint.indexOf('/');
-      this.record('active-check', e.service, slash < 0 ? e.endpoint : e.endpoint.slice(slash + 1), `${e.healthy ? 'healthy' : 'unhealthy'}: ${e.reason}`);
+      this.record('active-check', e.service, instanceOf(e.endpoint), `${e.healthy ? 'healthy' : 'unhealthy'}: ${e.reason}`);
     } else return false;
     return true;
   }
@@ -269,15 +268,7 @@ export class ProxyMetrics extends EngineCounters implements ForwarderCounters, T
 
   /** Every series' totals since the proxy started, and the traffic events after `sinceSeq`. */
   snapshot(sinceSeq = 0): StatsSnapshot {
-    return {
-      proxy: { id: this.id, startedAt: this.startedAt },
-      at: Date.now(),
-      bounds: LATENCY_BUCKETS,
-      series: statsSeries(this.series),
-      authz: [...this.authzCounts.values()].map((c): StatsAuthz => ({ ...c })),
-      events: this.feed.since(sinceSeq),
-      eventSeq: this.feed.seq,
-    };
+    return statsSnapshot(this.id, this.startedAt, this.series, this.feed, sinceSeq, [...this.authzCounts.values()].map((c): StatsAuthz => ({ ...c })));
   }
 
   /** The Prometheus text format, or OpenMetrics when `accept` asks for it. */

@@ -7,10 +7,10 @@
  * the app mounts (`metricsHandler()`).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { LATENCY_BUCKETS, type StatsSnapshot } from '../api/stats.js';
+import type { StatsSnapshot } from '../api/stats.js';
 import { exposition } from '../telemetry/exposition.js';
 import { Registry } from '../telemetry/prom.js';
-import { EngineCounters, ListenerStats, requestFamilies, StatsEventFeed, statsSeries, type SeriesStats } from '../telemetry/request-metrics.js';
+import { EngineCounters, ListenerStats, requestFamilies, StatsEventFeed, statsSnapshot, type SeriesStats } from '../telemetry/request-metrics.js';
 import type { FinishedRequest } from './request.js';
 
 export class SdkMetrics {
@@ -48,14 +48,7 @@ export class SdkMetrics {
 
   /** Every series' totals since the SDK started, and the events after `sinceSeq` (the proxy's /stats). */
   snapshot(sinceSeq = 0): StatsSnapshot {
-    return {
-      proxy: { id: this.id, startedAt: this.startedAt },
-      at: Date.now(),
-      bounds: LATENCY_BUCKETS,
-      series: statsSeries(this.series),
-      events: this.feed.since(sinceSeq),
-      eventSeq: this.feed.seq,
-    };
+    return statsSnapshot(this.id, this.startedAt, this.series, this.feed, sinceSeq);
   }
 
   exposition(accept?: string): Promise<{ contentType: string; text: string }> {

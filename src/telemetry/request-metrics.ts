@@ -258,7 +258,7 @@ export class StatsEventFeed {
 }
 
 /** The instance id of an endpoint key (`service/instance`). */
-const instanceOf = (endpoint: string): string => {
+export const instanceOf = (endpoint: string): string => {
   const slash = endpoint.indexOf('/');
   return slash < 0 ? endpoint : endpoint.slice(slash + 1);
 };
@@ -323,4 +323,17 @@ export class EngineCounters {
     } else return false;
     return true;
   }
+}
+
+/** A /stats snapshot (src/api/stats.ts) of a data plane: the proxy's and the SDK's. */
+export function statsSnapshot(id: string, startedAt: number, series: readonly SeriesStats[], feed: StatsEventFeed, sinceSeq: number, authz?: StatsSnapshot['authz']): StatsSnapshot {
+  return {
+    proxy: { id, startedAt },
+    at: Date.now(),
+    bounds: LATENCY_BUCKETS,
+    series: statsSeries(series),
+    ...(authz === undefined ? {} : { authz }),
+    events: feed.since(sinceSeq),
+    eventSeq: feed.seq,
+  };
 }
