@@ -10,7 +10,7 @@
  * app behind an inbound listener (`localDestination`).
  */
 import { DEFAULT_BALANCER_POLICY, type BalancerPolicy } from '../api/balancer.js';
-import type { ActiveCheckPolicy, RoutePolicy } from '../api/traffic.js';
+import type { ActiveCheckPolicy, BackendPolicy, RoutePolicy } from '../api/traffic.js';
 import { DEFAULT_TRAFFIC } from '../api/traffic.js';
 import type { Service } from '../api/types.js';
 import { compileHashKey, createBalancer, NOOP_COMPLETION, type Balancer, type Completion, type HashKeyExtractor } from '../balance/index.js';
@@ -45,6 +45,8 @@ export interface Destination {
    * the backend of the request's earlier attempts, which a retry stays in while it can.
    */
   pick(req: HashInput, tried: readonly Endpoint[] | null, route?: RoutePolicy, prior?: BackendChoice | null): Endpoint | null;
+  /** An endpoint of the subset `b` of the service (a mirror's: src/engine/mirror.ts); null when none is left; absent: no subsets. */
+  pickIn?(b: BackendPolicy, req: HashInput): Endpoint | null;
   /** The backend of the last `pick` (read right after it); null or absent: the route splits nothing. */
   readonly chosen?: BackendChoice | null;
   /** After a `pick` that found nothing in a split: the split (for the error). */
@@ -166,6 +168,10 @@ export class ServiceClient implements Destination {
       return this.traffic.pick(this.balancer, hash, tried);
     }
     return this.splitter.pick(split, this.traffic, hash, tried, prior);
+  }
+
+  pickIn(b: BackendPolicy, req: HashInput): Endpoint | null {
+    return this.splitter.pickIn(b, this.traffic, this.hashKey === null ? undefined : this.hashKey(req));
   }
 
   get chosen(): BackendChoice | null {

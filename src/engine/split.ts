@@ -319,6 +319,15 @@ export class Splitter {
     return this.none(split);
   }
 
+  /**
+   * An endpoint of the subset `b` outside any split (a mirror's): the subset is made on first use
+   * and follows the endpoints like a split's; a policy change that names it in no route drops it,
+   * and the next pick makes it again.
+   */
+  pickIn(b: BackendPolicy, traffic: TrafficState, hash: string | Buffer | undefined): Endpoint | null {
+    return traffic.pick(this.subset(b).view, hash, null);
+  }
+
   private none(split: Split): null {
     this.chosen = null;
     this.lastEmpty = split;

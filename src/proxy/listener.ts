@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { Direction } from '../api/stats.js';
 import type { HostPort } from '../core/address.js';
 import { preciseClock, type Clock } from '../core/clock.js';
+import type { Mirrors } from '../engine/mirror.js';
 import type { Rng } from '../core/backoff.js';
 import { SkeinError } from '../core/errors.js';
 import { Downstream } from './http1/downstream.js';
@@ -216,6 +217,9 @@ export class Listener implements H2Context, TcpContext {
   }
   get tracer(): Tracer | null {
     return this.proxy.tracer;
+  }
+  get mirrors(): Mirrors {
+    return this.proxy.mirrors;
   }
   get clock(): Clock {
     return preciseClock;

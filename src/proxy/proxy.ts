@@ -23,7 +23,7 @@ import { DNS_LABEL_PATTERN } from '../api/names.js';
 import type { Direction } from '../api/stats.js';
 import { DEFAULT_BALANCER_POLICY } from '../api/balancer.js';
 import type { HostPort } from '../core/address.js';
-import { systemClock, type Clock } from '../core/clock.js';
+import { preciseClock, systemClock, type Clock } from '../core/clock.js';
 import type { Rng } from '../core/backoff.js';
 import { SkeinError } from '../core/errors.js';
 import { makeEndpoint, type EndpointSet } from '../discovery/endpoint.js';
@@ -34,6 +34,7 @@ import { Listener } from './listener.js';
 import { StateWriter } from './state-file.js';
 import type { TimerHandle } from '../core/clock.js';
 import { coarseNow } from './http1/coarse-clock.js';
+import { Mirrors } from '../engine/mirror.js';
 import { H2Pools } from './http2/pool.js';
 import { HTTP2_DEFAULTS, parseHttp2, type Http2Settings, type RawHttp2 } from '../api/http2.js';
 import type { Tracer } from '../engine/observe.js';
@@ -212,6 +213,8 @@ export class Proxy {
   readonly http2: Http2Settings;
   readonly h2Pools: H2Pools;
   readonly metrics: ProxyMetrics;
+  /** Copies of requests to their routes' mirrors, for every outbound listener (src/engine/mirror.ts). */
+  readonly mirrors: Mirrors;
   readonly watch: WatchClient | null;
   /** The control-plane replicas every call of the proxy goes to (null: no control plane). */
   readonly control: ControlReplicas | null;
@@ -282,6 +285,11 @@ export class Proxy {
       // A certificate issued or renewed is routine; everything else the proxy raises is a warning.
       const routine = (e.type === 'certificate' && !e.detail.startsWith('renewing')) || e.type === 'cold-start';
       this.logger?.[routine ? 'info' : 'warn']({ service: e.service, instance: e.instance, type: e.type }, e.detail);
+    });
+    const byName = this.outboundResolver(null);
+    this.mirrors = new Mirrors(this.metrics, preciseClock, this.rng, (service) => {
+      const d = byName(service);
+      return 'error' in d ? null : d;
     });
     this.authzDefault = opts.authzDefault ?? AUTHZ_DEFAULTS.meshDefault;
     this.audit = opts.audit == null ? null : new ProxyAudit(opts.audit, this.clock, () => this.watch?.revision ?? null, (service) => this.identities?.identityOf(service) ?? null);

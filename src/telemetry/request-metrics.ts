@@ -15,7 +15,8 @@ import { RETRY_CONDITIONS } from '../api/traffic/conditions.js';
 import { LATENCY_BUCKETS, STATS_MAX_EVENTS, type Direction, type StatsEvent, type StatsSnapshot } from '../api/stats.js';
 import type { ErrorCode } from '../core/errors.js';
 import { panicDetail, type TrafficEvent } from '../resilience/traffic-state.js';
-import type { Counter, Registry, Sample } from './prom.js';
+import { MIRROR_DROP_REASONS, type MirrorDropReason } from '../engine/mirror.js';
+import type { Counter, Histogram, Registry, Sample } from './prom.js';
 
 /** Distinct callers one listener keeps apart; later ones are counted as "other". */
 export const MAX_SOURCES = 100;
@@ -228,7 +229,25 @@ export const ENGINE_COUNTERS = {
   outlierEvents: { name: 'skein_proxy_outlier_events_total', help: 'Outlier detection ejections and returns of endpoints, by destination service and event (eject, return).', labelNames: ['service', 'event'] as const },
   breakerChanges: { name: 'skein_proxy_breaker_transitions_total', help: 'Circuit breaker state changes of endpoints, by destination service and new state (open, half-open, closed).', labelNames: ['service', 'to'] as const },
   panicChanges: { name: 'skein_proxy_panic_transitions_total', help: 'Destination services entering (to="panic") and leaving (to="normal") panic mode.', labelNames: ['service', 'to'] as const },
+  mirrorRequests: {
+    name: 'skein_proxy_mirror_requests_total',
+    help: "Mirrored copies of requests that were sent, by the primary's service, the mirror service and subset (\"\" for every instance), the copy's response status (0: none: a connect failure, reset or its timeout) and class (failure: no response or 5xx). Kept out of skein_proxy_requests_total and the golden signals.",
+    labelNames: ['service', 'mirror', 'subset', 'status', 'class'] as const,
+  },
+  mirrorDropped: {
+    name: 'skein_proxy_mirror_dropped_total',
+    help: `Requests a mirror was to copy but did not, by the primary's service, the mirror service and subset, and reason (${MIRROR_DROP_REASONS.join(', ')}).`,
+    labelNames: ['service', 'mirror', 'subset', 'reason'] as const,
+  },
 } as const;
+
+/** The duration histogram of mirrored copies. */
+export const MIRROR_DURATION = {
+  name: 'skein_proxy_mirror_request_duration_seconds',
+  help: "Time from sending a mirrored copy to the end of its response (or its failure), by the primary's service, the mirror service and subset.",
+  labelNames: ['service', 'mirror', 'subset'] as const,
+  buckets: LATENCY_BUCKETS,
+};
 
 /** The series as /stats serves them (src/api/stats.ts), for the control plane's golden signals. */
 export function statsSeries(series: readonly SeriesStats[]): StatsSnapshot['series'] {
@@ -277,6 +296,9 @@ export class EngineCounters {
   private readonly outlierEvents: Counter<'service' | 'event'>;
   private readonly breakerChanges: Counter<'service' | 'to'>;
   private readonly panicChanges: Counter<'service' | 'to'>;
+  private readonly mirrorRequests: Counter<'service' | 'mirror' | 'subset' | 'status' | 'class'>;
+  private readonly mirrorDurations: Histogram<'service' | 'mirror' | 'subset'>;
+  private readonly mirrorDrops: Counter<'service' | 'mirror' | 'subset' | 'reason'>;
 
   constructor(
     r: Registry,
@@ -291,6 +313,9 @@ export class EngineCounters {
     this.outlierEvents = r.counter(ENGINE_COUNTERS.outlierEvents);
     this.breakerChanges = r.counter(ENGINE_COUNTERS.breakerChanges);
     this.panicChanges = r.counter(ENGINE_COUNTERS.panicChanges);
+    this.mirrorRequests = r.counter(ENGINE_COUNTERS.mirrorRequests);
+    this.mirrorDurations = r.histogram(MIRROR_DURATION);
+    this.mirrorDrops = r.counter(ENGINE_COUNTERS.mirrorDropped);
   }
 
   proxyError(direction: Direction, code: ErrorCode): void {
@@ -307,6 +332,14 @@ export class EngineCounters {
   }
   rateLimited(direction: Direction, service: string, route: string): void {
     this.rateLimits.labels(direction, service, route).inc();
+  }
+
+  mirrored(service: string, mirror: string, subset: string, status: number, seconds: number): void {
+    this.mirrorRequests.labels(service, mirror, subset, String(status), status === 0 || status >= 500 ? 'failure' : 'success').inc();
+    this.mirrorDurations.labels(service, mirror, subset).observe(seconds);
+  }
+  mirrorDropped(service: string, mirror: string, subset: string, reason: MirrorDropReason): void {
+    this.mirrorDrops.labels(service, mirror, subset, reason).inc();
   }
 
   /** Counts an ejection, return, breaker or panic change and feeds it to /stats (true); false: another kind, the caller's. */

@@ -15,6 +15,7 @@ import {
   type BackendPolicy,
   type BreakerPolicy,
   type ColdStartPolicy,
+  type MirrorPolicy,
   type OutlierPolicy,
   type RateLimitPolicy,
   type RateLimits,
@@ -22,7 +23,7 @@ import {
   type RoutePolicy,
   type TrafficPolicy,
 } from './policy.js';
-import { TRAFFIC_FIELD_NAMES, type RawBackend, type RawRateLimit, type RawRateLimits, type RawRetries, type RawRoute, type RawTraffic } from './schema.js';
+import { TRAFFIC_FIELD_NAMES, type RawBackend, type RawMirror, type RawRateLimit, type RawRateLimits, type RawRetries, type RawRoute, type RawTraffic } from './schema.js';
 
 /** A duration checker bound to one `push`: `dur(text, default, field, min)` (at most 24h). */
 type Dur = (text: string | undefined, dflt: number, field: string, min?: number) => number;
@@ -38,6 +39,7 @@ interface RouteBase {
   readonly retries: RetryPolicy;
   readonly rateLimit: RateLimits;
   readonly backends: readonly BackendPolicy[];
+  readonly mirror: MirrorPolicy | null;
 }
 
 const NO_RATE_LIMITS: RateLimits = Object.freeze({ outbound: null, inbound: null });
@@ -64,6 +66,7 @@ export function buildTraffic(raw: RawTraffic, push: Push): TrafficPolicy {
     retries,
     rateLimit: buildRateLimits(raw.rateLimit, NO_RATE_LIMITS, 'service'),
     backends: buildBackends(raw.backends, 'backends', push),
+    mirror: buildMirror(raw.mirror, 'mirror', requestTimeoutMs, dur, push),
   };
   const routes = buildRoutes(raw.routes ?? [], base, dur, push);
   return Object.freeze({
@@ -222,6 +225,7 @@ function buildRoute(r: RawRoute, at: string, base: RouteBase, dur: Dur, push: Pu
     retries: buildRetries(r.retries, base.retries, `${at}.retries`, dur, push),
     rateLimit: buildRateLimits(r.rateLimit, base.rateLimit, `route:${r.name}`),
     backends: r.backends === undefined ? base.backends : buildBackends(r.backends, `${at}.backends`, push),
+    mirror: r.mirror === undefined ? base.mirror : buildMirror(r.mirror, `${at}.mirror`, requestTimeoutMs, dur, push),
     fault:
       f === undefined
         ? null
@@ -229,6 +233,23 @@ function buildRoute(r: RawRoute, at: string, base: RouteBase, dur: Dur, push: Pu
             delay: f.delay === undefined ? null : Object.freeze({ ms: dur(f.delay.duration, 0, `${at}.fault.delay.duration`), percent: f.delay.percent }),
             abort: f.abort === undefined ? null : Object.freeze({ status: f.abort.status, percent: f.abort.percent }),
           }),
+  });
+}
+
+/** A mirror (`at`: where it is, for errors); `requestTimeoutMs`: its route's, the default of its timeout. */
+function buildMirror(m: RawMirror | undefined, at: string, requestTimeoutMs: number, dur: Dur, push: Push): MirrorPolicy | null {
+  if (m === undefined) return null;
+  const M = D.mirror;
+  if (m.service === undefined && m.subset === undefined) push(at, "names neither a service nor a subset: the copies would go to the instances the requests go to; give `service` (another service) or `subset` (another version of this one)");
+  const subset = m.subset === undefined ? null : (buildBackends([{ subset: m.subset }], `${at}.subset`, push)[0] ?? null);
+  return Object.freeze({
+    service: m.service ?? null,
+    subset,
+    percent: m.percent ?? M.percent,
+    hostSuffix: m.hostSuffix ?? M.hostSuffix,
+    nonIdempotent: m.nonIdempotent ?? M.nonIdempotent,
+    maxInFlight: m.maxInFlight ?? M.maxInFlight,
+    timeoutMs: dur(m.timeout, requestTimeoutMs > 0 ? requestTimeoutMs : D.requestTimeoutMs, `${at}.timeout`, 1),
   });
 }
 

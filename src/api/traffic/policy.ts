@@ -53,6 +53,27 @@ export interface BackendPolicy {
   readonly name: string;
 }
 
+/**
+ * A route's traffic mirroring (shadowing): a share of its requests copied, fire-and-forget, to
+ * another service or another version of its own (src/engine/mirror.ts).
+ */
+export interface MirrorPolicy {
+  /** The service the copies go to; null: the route's own service (then `subset` is another version of it). */
+  readonly service: string | null;
+  /** The instances of that service the copies go to; null: every instance. */
+  readonly subset: BackendPolicy | null;
+  /** Percent of the route's requests copied, 0..100. */
+  readonly percent: number;
+  /** Appended to the copy's Host (before its port): "users" -> "users-shadow". */
+  readonly hostSuffix: string;
+  /** Copy requests of any method; false: idempotent ones only (GET, HEAD, PUT, DELETE, OPTIONS, TRACE). */
+  readonly nonIdempotent: boolean;
+  /** Copies in flight at once (per route and caller); more are dropped and counted. */
+  readonly maxInFlight: number;
+  /** Time a copy gets, to the end of its response; then it is abandoned. */
+  readonly timeoutMs: number;
+}
+
 export interface RoutePolicy {
   readonly name: string;
   readonly match: RouteMatch;
@@ -65,6 +86,8 @@ export interface RoutePolicy {
   readonly fault: FaultPolicy | null;
   /** The split of the route's requests between subsets (the service's when the route sets none); empty: every instance. */
   readonly backends: readonly BackendPolicy[];
+  /** Copies of a share of the route's requests (the service's when the route sets none); null: none. */
+  readonly mirror: MirrorPolicy | null;
 }
 
 export interface BreakerPolicy {
@@ -162,6 +185,8 @@ export const TRAFFIC_DEFAULTS = Object.freeze({
   /** Callers a perCaller rate limit keeps a bucket for, per proxy (the least recently seen goes first). */
   rateLimitMaxCallers: 10_000,
   coldStart: Object.freeze({ queue: 100, timeoutMs: 30_000 }) satisfies ColdStartPolicy,
+  /** A mirror's defaults (its timeout: the route's request timeout, or requestTimeoutMs when the route has none). */
+  mirror: Object.freeze({ percent: 100, hostSuffix: '-shadow', nonIdempotent: false, maxInFlight: 100 }),
   activeHealthCheck: Object.freeze({ path: '/health', intervalMs: 5_000, timeoutMs: 1_000, unhealthyThreshold: 2, healthyThreshold: 1 }),
 });
 

@@ -230,6 +230,23 @@ export const BackendsSchema = Type.Array(BackendSchema, {
     'Split the requests between subsets of the service\'s instances by weight (weights sum to 100), each subset balanced on its own. When the subset chosen has no instance that may take a request, the others take it, by their weights. Default: no split (every instance).',
 });
 
+const M = D.mirror;
+
+export const MirrorSchema = Obj(
+  {
+    service: Type.Optional(Type.String({ pattern: DNS_LABEL_PATTERN, description: "The service the copies go to. Default: the route's own service, and then `subset` is required (another version of it)." })),
+    subset: Type.Optional(BackendSchema.properties.subset),
+    percent: Type.Optional(Percent(`Share of the route's requests copied. Default ${M.percent}.`)),
+    hostSuffix: Type.Optional(
+      Type.String({ pattern: '^[A-Za-z0-9._-]{0,63}$', description: `Appended to the copy's Host, before its port ("users:8080" -> "users${M.hostSuffix}:8080"), so the shadow can tell copies apart. Default "${M.hostSuffix}"; "" keeps the Host.` }),
+    ),
+    nonIdempotent: Type.Optional(Type.Boolean({ description: `Copy requests of every method; false copies GET, HEAD, PUT, DELETE, OPTIONS and TRACE only (a copied POST would do its work twice). Default ${M.nonIdempotent}.` })),
+    maxInFlight: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, description: `Copies in flight at once, per route and caller proxy; a request that would exceed it is not copied (counted in skein_proxy_mirror_dropped_total{reason="limit"}). Default ${M.maxInFlight}.` })),
+    timeout: Type.Optional(Duration(`Time a copy gets to the end of its response; then it is abandoned. Default: the route's request timeout (${ms(D.requestTimeoutMs)} when it has none).`)),
+  },
+  "Mirroring (shadowing): copies of a share of the route's requests go to another service or version, fire-and-forget: the copies' answers are read and dropped, never retried, and kept out of the primary's breakers, outlier detection, retry budget and golden signals (they have their own series, skein_proxy_mirror_*). A request body is copied only when it fits retries.maxBodyBytes. Upgrades (WebSocket) are never copied.",
+);
+
 export const RouteSchema = Obj(
   {
     name: Type.String({ pattern: DNS_LABEL_PATTERN, description: 'Names the route in metrics, logs and errors (a DNS label).' }),
@@ -241,8 +258,9 @@ export const RouteSchema = Obj(
     rateLimit: Type.Optional(RateLimitsSchema),
     fault: Type.Optional(FaultSchema),
     backends: Type.Optional(BackendsSchema),
+    mirror: Type.Optional(MirrorSchema),
   },
-  'A route: requests that match get its timeouts, retries, rate limits, faults and backends (a split; the service\'s when it sets none).',
+  'A route: requests that match get its timeouts, retries, rate limits, faults, backends (a split) and mirror (the service\'s, when it sets none).',
 );
 
 /** Traffic fields of the Service resource (spread into it and into mesh-file services). */
@@ -256,6 +274,7 @@ export const TrafficFields = {
   coldStart: Type.Optional(ColdStartSchema),
   rateLimit: Type.Optional(RateLimitsSchema),
   backends: Type.Optional(BackendsSchema),
+  mirror: Type.Optional(MirrorSchema),
   routes: Type.Optional(Type.Array(RouteSchema, { maxItems: 256, description: 'Routes, most specific first when they overlap (see docs/traffic.md).' })),
   panicThreshold: Type.Optional(
     Percent(
@@ -270,5 +289,6 @@ export type RawTraffic = Static<typeof TrafficSchema>;
 export type RawRoute = Static<typeof RouteSchema>;
 export type RawRetries = Static<typeof RetriesSchema>;
 export type RawBackend = Static<typeof BackendSchema>;
+export type RawMirror = Static<typeof MirrorSchema>;
 export type RawRateLimit = Static<typeof RateLimitSchema>;
 export type RawRateLimits = Static<typeof RateLimitsSchema>;

@@ -24,6 +24,8 @@ import type { Endpoint } from '../../discovery/endpoint.js';
 import { pathOnly } from '../access-log.js';
 import { coarseNow } from './coarse-clock.js';
 import { Exchange } from './exchange.js';
+import type { Shadow } from '../../engine/mirror.js';
+import { ShadowExchange, shadowHead } from './shadow.js';
 import { HeadCallbacks, HeadWriter, MAX_HEADERS, upgradeAllowed } from './head.js';
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
 import { errorResponse } from './local-reply.js';
@@ -101,6 +103,9 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   readonly writer = new HeadWriter();
   /** The current request's head, read (filled in per request). */
   private readonly requestHead = new RequestHeadState();
+  /** The current request's copy for a mirror, while its body comes in. */
+  private shadow: Shadow | null = null;
+  private shadowDriver: ShadowExchange | null = null;
   /** What the proxy adds to each request head (filled in per request). */
   private readonly forwarding: Forwarding;
 
@@ -250,11 +255,13 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
         this.pending = data.subarray(off);
         this.socket.pause();
       }
+      if (this.shadow !== null) this.shadowSend();
       if (this.exchange !== null) this.exchange.requestDone();
       else if (this.local) this.next();
       return;
     }
     // Malformed body framing (a bad chunk size, ...): part of the request may be upstream already.
+    this.shadowCancel();
     const reason = this.parser.reason();
     const ex = this.exchange;
     if (ex !== null) ex.abort();
@@ -265,6 +272,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   /** Request body bytes: counted, shown to a tap that asked for bodies, and forwarded. */
   private body(data: Buffer): void {
     this.record.requestBody(data);
+    this.shadow?.requestBody(data);
     this.exchange?.requestBody(data);
   }
 
@@ -278,6 +286,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
   }
 
   private onSocketClose(): void {
+    this.shadowCancel();
     const ex = this.exchange;
     this.exchange = null;
     this.state = S.Closed;
@@ -375,6 +384,8 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     fw.open = openHead;
     const out = upstreamHead(buf, head, drop, r, fw, this.writer);
     const method = this.parser.method;
+    const shadow = ctx.mirrors.shadow(ctx.direction, dest, route, IDEMPOTENT.has(method), this.upgrade);
+    if (shadow !== null) this.mirror(shadow, out, openHead, method === METHOD_HEAD, hasBody);
     let ex = this.spare;
     this.spare = null;
     ex ??= new Exchange(this);
@@ -399,6 +410,33 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.exchange = ex;
     this.local = false;
     ex.call.start();
+  }
+
+  /** A copy of the request for its route's mirror: sent now, or when its body is in (`shadowBody`, `shadowSend`). */
+  private mirror(shadow: Shadow, out: Buffer, open: boolean, isHead: boolean, hasBody: boolean): void {
+    const driver = new ShadowExchange(this.ctx, shadowHead(out, open, shadow), isHead);
+    if (!hasBody) {
+      shadow.send(driver, this);
+      return;
+    }
+    this.shadow = shadow;
+    this.shadowDriver = driver;
+  }
+
+  /** The request is complete: its copy (if any) goes. */
+  private shadowSend(): void {
+    const s = this.shadow;
+    if (s === null) return;
+    this.shadow = null;
+    s.send(this.shadowDriver as ShadowExchange, this);
+    this.shadowDriver = null;
+  }
+
+  /** The request will not be complete: its copy (if any) is not sent. */
+  private shadowCancel(): void {
+    this.shadow?.cancel();
+    this.shadow = null;
+    this.shadowDriver = null;
   }
 
   /**

@@ -12,6 +12,7 @@ import type { ErrorCode } from '../../core/errors.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import type { AdmissionCounters } from '../../engine/admission.js';
 import type { CallCounters } from '../../engine/call.js';
+import type { Mirrors } from '../../engine/mirror.js';
 import type { TapSink, Tracer } from '../../engine/observe.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { TlsRefusal } from '../../api/mtls.js';
@@ -47,6 +48,8 @@ export interface ListenerContext {
   readonly tap: TapSink | null;
   /** A span per hop and attempt; null: tracing off (trace headers pass through untouched). */
   readonly tracer: Tracer | null;
+  /** Copies of requests to their routes' mirrors (src/engine/mirror.ts). */
+  readonly mirrors: Mirrors;
   /** Time and timers of calls (deadlines, backoff, latencies). */
   readonly clock: Clock;
   /** Randomness of calls (backoff jitter, fault injection). */
