@@ -83,6 +83,10 @@ const EXPECTED: Readonly<Record<string, string>> = {
   'rateLimit.outbound.perCaller': String(T.rateLimitPerCaller),
   'rateLimit.inbound.perCaller': String(T.rateLimitPerCaller),
   panicThreshold: String(T.panicThreshold),
+  'mirror.percent': String(T.mirror.percent),
+  'mirror.hostSuffix': JSON.stringify(T.mirror.hostSuffix),
+  'mirror.nonIdempotent': String(T.mirror.nonIdempotent),
+  'mirror.maxInFlight': String(T.mirror.maxInFlight),
   'balancer.kind': DEFAULT_BALANCER,
   // instances and the control plane's health checks
   weight: String(INSTANCE_DEFAULTS.weight),
