@@ -314,3 +314,16 @@ test('a canary spec out of bounds is refused with the field named', () => {
   const ok = parseMeshFile(meshWith({ version: 'v1', canary: { interval: '2s', stepWeight: 25 } }), 'shop.yaml');
   assert.deepEqual([ok.services[0]?.canary?.intervalMs, ok.services[0]?.canary?.stepWeight, ok.services[0]?.canary?.maxWeight], [2000, 25, 50]);
 });
+
+test('a mirror names a service of the file, and names a service or a subset', () => {
+  assert.equal(
+    message(meshWith({ mirror: { service: 'web-next' } })),
+    'shop.yaml: service "web": mirror.service names unknown service "web-next" (the file\'s: web)',
+  );
+  assert.equal(
+    message(meshWith({ routes: [{ name: 'api', mirror: { service: 'nope', percent: 5 } }] })),
+    'shop.yaml: service "web": routes[0].mirror.service names unknown service "nope" (the file\'s: web)',
+  );
+  assert.match(message(meshWith({ mirror: { percent: 5 } })), /^shop\.yaml: service "web": mirror names neither a service nor a subset/);
+  assert.equal(message(meshWith({ mirror: { service: 'web', percent: 101 } })), 'shop.yaml: service "web": mirror.percent must be <= 100');
+});

@@ -11,7 +11,7 @@ import { buildBalancer } from '../balancer.js';
 import { buildAuthorization } from '../authz/build.js';
 import { durationAt, MAX_DURATION_MS } from '../duration.js';
 import { DNS_LABEL_PATTERN, ENV_NAME_PATTERN } from '../names.js';
-import { buildTraffic, checkSubsetsKnown, frozenCopy, pickTraffic } from '../traffic.js';
+import { buildTraffic, checkSubsetsKnown, frozenCopy, pickTraffic, type RawMirror } from '../traffic.js';
 import { check, fieldPath, patternMessage, type FieldProblem, type SchemaProblem } from '../validate.js';
 import { yamlDocuments } from '../yaml.js';
 import { MESH_DEFAULTS, type MeshFile, type MeshReadiness, type MeshRestart, type MeshService } from './model.js';
@@ -148,6 +148,19 @@ function buildService(name: string, raw: RawMeshService, problems: MeshProblem[]
   });
 }
 
+/** A mirror names a service of the file (all of them are known here: another is a typo). */
+function checkMirrors(services: readonly MeshService[], problems: MeshProblem[]): void {
+  const names = new Set(services.map((s) => s.name));
+  for (const s of services) {
+    const t = s.traffic;
+    const check = (m: RawMirror | undefined, at: string) => {
+      if (m?.service !== undefined && !names.has(m.service)) problems.push({ service: s.name, field: `${at}.service`, message: `names unknown service "${m.service}" (the file's: ${[...names].join(', ')})` });
+    };
+    check(t.mirror, 'mirror');
+    t.routes?.forEach((r, i) => check(r.mirror, `routes[${i}].mirror`));
+  }
+}
+
 function checkDependencies(services: readonly MeshService[], problems: MeshProblem[]): void {
   const names = new Set(services.map((s) => s.name));
   for (const s of services) {
@@ -210,6 +223,7 @@ export function parseMesh(raw: unknown, fileName: string): MeshFile {
     services.push(buildService(name, svc, problems));
   }
   if (problems.length === 0) checkDependencies(services, problems);
+  if (problems.length === 0) checkMirrors(services, problems);
   if (problems.length > 0) throw meshError(fileName, problems);
 
   return Object.freeze({
