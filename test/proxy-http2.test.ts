@@ -110,6 +110,8 @@ let cp: ControlProcess;
 let A: ProxyProcess;
 let outPort: number;
 let backends: H2Backend[];
+/** Headers of the requests the HTTP/1 app got. */
+const plainSeen: http.IncomingHttpHeaders[] = [];
 
 before(async () => {
   const dir = await tempDir('skein-h2-');
@@ -120,7 +122,10 @@ before(async () => {
   for (const b of backends) await registerInstance(cp.http, 'grid', b.id, b.port);
   await registerInstance(cp.http, 'down', 'down-1', await closedPort());
   // An HTTP/1 app: the HTTP/1 path is unchanged on the same listener.
-  const plain = http.createServer((_req, res) => res.end('plain'));
+  const plain = http.createServer((req, res) => {
+    plainSeen.push(req.headers);
+    res.end('plain');
+  });
   await new Promise<void>((r) => plain.listen(0, '127.0.0.1', () => r()));
   cleanups.push(() => new Promise<void>((r) => plain.close(() => r())));
   await registerInstance(cp.http, 'plain', 'plain-1', (plain.address() as { port: number }).port);
@@ -229,6 +234,29 @@ describe('HTTP/2 (h2c with prior knowledge) through the outbound listener', () =
     c.close();
     // A GOAWAY'd session is retired before a request is put on it: no request met a closing session.
     assert.deepEqual(await counts(), before);
+  });
+});
+
+describe('request ids', () => {
+  test('requests without x-request-id get ids of one sequence, whichever protocol they came in (HTTP/1, HTTP/2, HTTP/1)', async () => {
+    const h1 = async (path: string) => {
+      const r = await httpGet(outPort, path, { headers: { host: 'plain' } });
+      assert.equal(r.status, 200);
+      return String(plainSeen.at(-1)?.['x-request-id']);
+    };
+    const first = await h1('/id-1');
+    const c = connect(outPort);
+    const r = await h2Request(c, { ':path': '/id-2', ':authority': 'grid' });
+    assert.equal(r.status, 200);
+    c.close();
+    const second = String(backends.flatMap((b) => b.seen).find((h) => h[':path'] === '/id-2')?.['x-request-id']);
+    const third = await h1('/id-3');
+    const ids = [first, second, third];
+    for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, `a proxy-made id: ${ids.join(' ')}`);
+    // One sequence: the process's random prefix, and a counter that goes on from one protocol to the other.
+    assert.equal(new Set(ids.map((id) => id.slice(0, 24))).size, 1, `one prefix: ${ids.join(' ')}`);
+    const counter = ids.map((id) => parseInt(id.slice(24), 16));
+    assert.deepEqual([counter[1]! - counter[0]!, counter[2]! - counter[1]!], [1, 1], `consecutive: ${ids.join(' ')}`);
   });
 });
 

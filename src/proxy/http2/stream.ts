@@ -42,7 +42,7 @@ import type { RouteInput } from '../../resilience/routes.js';
 import { pathOnly } from '../access-log.js';
 import { errorBody } from '../../engine/answer.js';
 import { RequestRecord } from '../http1/record.js';
-import { deadlineMs, RequestIds } from '../http1/request-head.js';
+import { deadlineMs, requestIds } from '../http1/request-head.js';
 import { refusedByPeer } from '../../engine/answer.js';
 import { TlsRefused } from '../http1/upstream.js';
 import type { RouteError } from '../http1/types.js';
@@ -53,9 +53,6 @@ import type { H2Downstream } from './session.js';
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR } = http2.constants;
 /** The END_STREAM flag of a HEADERS frame. */
 const END_STREAM = 0x1;
-
-/** The ids of requests that come without x-request-id. */
-const requestIds = new RequestIds();
 
 /** Never forwarded: connection-specific (RFC 9113 §8.2.2) or the proxy's own. */
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host']);
