@@ -3,7 +3,7 @@
  * backends (Node's http2), and real clients (curl --http2-prior-knowledge, h2load, Node's http2
  * client). h2c with prior knowledge on the same listener as HTTP/1; per-stream balancing (one
  * client connection over three replicas); errors answered on the stream, never a session kill;
- * trailers; upstream sessions reused and replaced after GOAWAY; two proxies in a row (the
+ * trailers; interim responses (103, 100); upstream sessions reused and replaced after GOAWAY; two proxies in a row (the
  * inbound one speaks h2c to its app); rapid reset (CVE-2023-44487) ends in the proxy's own GOAWAY
  * (ENHANCE_YOUR_CALM) with its CPU bounded; one request-id sequence for HTTP/1 and HTTP/2.
  */
@@ -35,7 +35,8 @@ interface H2Backend {
 
 /**
  * An h2c backend: GET answers its id (x-backend) and the path; POST /echo echoes the body;
- * /trailers answers with trailers; /goaway answers, then sends GOAWAY on its session.
+ * /trailers answers with trailers; /early-hints sends a 103 first; /continue a 100 to
+ * `expect: 100-continue`; /goaway answers, then sends GOAWAY on its session.
  */
 async function h2Backend(id: string): Promise<H2Backend> {
   const server = http2.createServer({ settings: { maxConcurrentStreams: 256 } });
@@ -59,6 +60,23 @@ async function h2Backend(id: string): Promise<H2Backend> {
       stream.respond({ ':status': 200, 'x-backend': id }, { waitForTrailers: true });
       stream.on('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'abc123' }));
       stream.end('with trailers');
+      return;
+    }
+    if (path === '/early-hints') {
+      stream.additionalHeaders({ ':status': 103, link: '</style.css>; rel=preload; as=style' });
+      stream.respond({ ':status': 200, 'x-backend': id });
+      stream.end('after the hints');
+      return;
+    }
+    if (path === '/continue') {
+      // Answers 100 to expect: 100-continue (nothing else here would), then the body's size.
+      if (headers.expect === '100-continue') stream.additionalHeaders({ ':status': 100 });
+      let size = 0;
+      stream.on('data', (d: Buffer) => (size += d.length));
+      stream.on('end', () => {
+        stream.respond({ ':status': 200, 'x-backend': id });
+        stream.end(`got ${size} bytes`);
+      });
       return;
     }
     if (path === '/goaway') {
@@ -202,6 +220,39 @@ describe('HTTP/2 (h2c with prior knowledge) through the outbound listener', () =
     assert.equal(t.trailers?.['x-checksum'], 'abc123');
     const seen = backends.flatMap((b) => b.seen).find((h) => h['x-mark'] === 'te-test');
     assert.equal(seen?.te, 'trailers', 'te: trailers passes (gRPC needs it, although TE is hop-by-hop in HTTP/1)');
+    c.close();
+  });
+
+  test('interim responses reach the client: 103 Early Hints (curl --http2-prior-knowledge), 100 Continue (a Node client that waits for it before its body)', async () => {
+    const r = await run('curl', ['-sS', '--http2-prior-knowledge', '-D', '-', `http://grid/early-hints`, '--connect-to', `grid:80:127.0.0.1:${outPort}`], { timeoutMs: 15_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const heads = r.stdout.split('\r\n\r\n');
+    assert.match(heads[0]!, /^HTTP\/2 103 ?\r\nlink: <\/style\.css>; rel=preload; as=style$/, r.stdout);
+    assert.match(heads[1]!, /^HTTP\/2 200 ?\r\n/, r.stdout);
+    assert.match(heads[1]!, /\r\nx-backend: h2-\d/);
+    assert.equal(heads[2], 'after the hints');
+    const c = connect(outPort);
+    const req = c.request({ ':method': 'POST', ':path': '/continue', ':authority': 'grid', expect: '100-continue' }, { endStream: false });
+    const interim: number[] = [];
+    req.on('headers', (h) => interim.push(Number(h[':status'])));
+    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      let status = 0;
+      let body = '';
+      req.on('response', (h) => (status = Number(h[':status'])));
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => resolve({ status, body }));
+      req.on('error', reject);
+    });
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('no 100 Continue within 5 s')), 5000);
+      req.once('continue', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+    req.end(Buffer.alloc(1000));
+    assert.deepEqual(await answer, { status: 200, body: 'got 1000 bytes' });
+    assert.deepEqual(interim, [100]);
     c.close();
   });
 
