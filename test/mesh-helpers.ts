@@ -11,11 +11,11 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ROOT, SKEIN_BIN, api, tempDir } from './helpers.js';
 
-/** The demo shop: a Node frontend calling two Python services by name through the mesh. */
+/** The demo shop: a Node frontend calling two Python services and a gRPC service (reviews) by name through the mesh. */
 export const SHOP = join(ROOT, 'examples', 'shop', 'shop.yaml');
 /** The shop's services, in the order the API lists them. */
 export const SHOP_SERVICES: readonly string[] = ['frontend', 'product-service', 'user-service'];
-/** A page of the shop's frontend (it calls user-service and product-service). */
+/** A page of the shop's frontend (it calls user-service, product-service and reviews). */
 export const SHOP_PAGE = '/api/page?user_id=1&product_id=2';
 
 /** The port of "host:port" (or of "http://host:port"). */

@@ -4,8 +4,9 @@
  * as gRPC errors that carry x-skein-error, deadlines (the shorter of the route's and grpc-timeout,
  * the header rewritten with the time left; the proxy's answers DEADLINE_EXCEEDED, not a 504),
  * Trailers-Only answers kept Trailers-Only (the END_STREAM flag of the HEADERS frame), UNAVAILABLE
- * retried on another instance, grpc-status in the failure class of the metrics, and two proxies
- * with mTLS between them.
+ * retried on another instance, grpc-status in the failure class of the metrics, a status in the
+ * trailers after streamed messages (a failure, never retried), and two proxies with mTLS between
+ * them.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -216,6 +217,39 @@ describe('gRPC through the outbound listener (grpc-js client and server)', () =>
     const failures = (m: string) => metricValue(m, 'skein_proxy_requests_total', { direction: 'outbound', service: 'echo', status: '200', class: 'failure' }) ?? 0;
     const m1 = await metrics(A);
     assert.equal(failures(m1) - failures(m0), 1);
+  });
+});
+
+describe('a status in the trailers after streamed messages', () => {
+  test('the client gets the messages, then the status and its message; the metrics count a failure by grpc-status; no retry (bytes reached the client)', async () => {
+    const m0 = await metrics(A);
+    const counts0 = [e1, e2].map((e) => e.calls.filter((c) => c.method === 'Count').length);
+    // UNAVAILABLE is in the default retries.on: in a Trailers-Only answer it would be retried.
+    const got: { messages: string[]; error: any } = await new Promise((resolve) => {
+      const messages: string[] = [];
+      const s = client(outPort, 'echo').Count({ text: 'part', n: 3, code: grpc.status.UNAVAILABLE });
+      s.on('data', (m: any) => messages.push(`${m.text} from ${m.from}`));
+      s.on('error', (error: any) => resolve({ messages, error }));
+      s.on('end', () => resolve({ messages, error: null }));
+    });
+    const from = /from (e[12])$/.exec(got.messages[0] ?? '')?.[1];
+    assert.ok(from !== undefined, JSON.stringify(got.messages));
+    assert.deepEqual(got.messages, [`part 0 from ${from}`, `part 1 from ${from}`, `part 2 from ${from}`]);
+    assert.equal(got.error?.code, grpc.status.UNAVAILABLE);
+    assert.equal(got.error?.details, `${from} fails with 14`);
+    assert.deepEqual(got.error.metadata.get('x-skein-error'), [], 'the status is the app\'s, not the proxy\'s');
+    const m1 = await metrics(A);
+    const delta = (name: string, labels: Record<string, string>) => (metricValue(m1, name, labels) ?? 0) - (metricValue(m0, name, labels) ?? 0);
+    assert.deepEqual(
+      {
+        failure: delta('skein_proxy_requests_total', { direction: 'outbound', service: 'echo', status: '200', class: 'failure' }),
+        success: delta('skein_proxy_requests_total', { direction: 'outbound', service: 'echo', class: 'success' }),
+        retries: delta('skein_proxy_retries_total', { service: 'echo' }),
+      },
+      { failure: 1, success: 0, retries: 0 },
+    );
+    const counts1 = [e1, e2].map((e) => e.calls.filter((c) => c.method === 'Count').length);
+    assert.equal(counts1[0]! + counts1[1]! - counts0[0]! - counts0[1]!, 1, 'one call reached an app: not sent again');
   });
 });
 

@@ -1,7 +1,9 @@
 /**
  * `skein up FILE` end to end, as a child process: the demo shop (examples/shop/shop.yaml: a Node
- * frontend calling two Python services by name through the mesh) comes up, answers through the
- * frontend's service port and through the outbound listener (the real curl), survives a
+ * frontend calling two Python services and a gRPC service by name through the mesh) comes up,
+ * answers through the frontend's service port and through the outbound listener (the real curl),
+ * shows reviews that came over gRPC (grpc-js tunnelling through HTTP_PROXY, counted by their
+ * grpc-status in the metrics and in `skein stat`), survives a
  * SIGKILLed replica (the supervisor restarts it and it is registered again), scales up and down
  * under a steady load without one failed request (`skein scale`, the real CLI), and stops on
  * Ctrl-C leaving no process and no open port behind. Then the failures people meet first: a bad
@@ -129,6 +131,7 @@ describe('skein up examples/shop/shop.yaml', () => {
       [
         ['user-service', 2],
         ['product-service', 2],
+        ['reviews', 2],
         ['frontend', 1],
         ['frontend-sdk', 1],
       ],
@@ -156,6 +159,87 @@ describe('skein up examples/shop/shop.yaml', () => {
       agent.destroy();
     }
     assert.deepEqual([...seen.keys()].sort(), ['user-service-1', 'user-service-2'], `both user-service replicas served: ${JSON.stringify(Object.fromEntries(seen))}`);
+  });
+
+  test('gRPC through the mesh: the page shows reviews from both reviews replicas; a failed call leaves the page up, and counts as a failure by its grpc-status in the metrics and in skein stat', async (t) => {
+    // The frontend's grpc-js channel is `new Reviews('reviews:50051', insecure)`, nothing else: it
+    // tunnels through http_proxy (skein up's) with CONNECT, and the proxy balances every call.
+    const outbound = async () => {
+      const m = (await api(`http://${up.admin}`, 'GET', '/metrics')).body as string;
+      const of = (labels: Record<string, string>) => metricValue(m, 'skein_proxy_requests_total', { direction: 'outbound', source: 'frontend', service: 'reviews', ...labels }) ?? 0;
+      return { success: of({ class: 'success' }), failure: of({ class: 'failure' }), all: of({}), status200: of({ status: '200' }) };
+    };
+    const m0 = await outbound();
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const servedBy = new Map<string, number>();
+    try {
+      for (let i = 0; i < 40; i++) {
+        const r = await httpGet(frontendPort, PAGE, { agent });
+        assert.equal(r.status, 200, `page ${i}: ${r.body}`);
+        const b = JSON.parse(r.body) as any;
+        assert.deepEqual(b.reviews, {
+          average_stars: 4.5,
+          items: [
+            { author: 'Ada', stars: 5, text: 'Light and warm in the hand.' },
+            { author: 'Alan', stars: 4, text: 'Good needles, the tips could be sharper.' },
+          ],
+        });
+        assert.equal(b.reviews_error, null);
+        const by = String(b.served_by?.reviews);
+        assert.match(by, /^reviews-[12]$/);
+        servedBy.set(by, (servedBy.get(by) ?? 0) + 1);
+      }
+      // Product 4's reviews fail on purpose (REVIEWS_FAIL_PRODUCTS in shop.yaml): the page still
+      // renders with the user and the product, and says what failed.
+      for (let i = 0; i < 3; i++) {
+        const r = await httpGet(frontendPort, '/api/page?user_id=2&product_id=4', { agent });
+        assert.equal(r.status, 200, r.body);
+        const b = JSON.parse(r.body) as any;
+        assert.equal(b.user?.name, 'Alan Turing');
+        assert.equal(b.product?.name, 'Pattern book: socks');
+        assert.equal(b.reviews, null);
+        assert.deepEqual(b.reviews_error, {
+          error: 'reviews failed: INTERNAL: the review store of product 4 cannot be read (REVIEWS_FAIL_PRODUCTS)',
+          service: 'reviews',
+          grpc_status: 13,
+          grpc_code: 'INTERNAL',
+          skein_error: null,
+        });
+        assert.equal(b.served_by?.reviews, null);
+      }
+    } finally {
+      agent.destroy();
+    }
+    // Per-call balancing (round robin in shop.yaml) over the frontend's one gRPC connection.
+    assert.deepEqual(Object.fromEntries([...servedBy].sort()), { 'reviews-1': 20, 'reviews-2': 20 }, 'the calls of one channel took turns on both replicas');
+    // Every call went through the frontend's proxy; the failures came in HTTP 200s, counted by grpc-status.
+    const m1 = await outbound();
+    assert.deepEqual(
+      { success: m1.success - m0.success, failure: m1.failure - m0.failure, all: m1.all - m0.all, status200: m1.status200 - m0.status200 },
+      { success: 40, failure: 3, all: 43, status200: 43 },
+      'skein_proxy_requests_total{direction="outbound",source="frontend",service="reviews"}: 40 successes, 3 failures, all with HTTP status 200',
+    );
+    // skein stat (the control plane's golden signals, scraped every 2 s): the three failures, and
+    // only those (nothing else of this run fails a reviews call).
+    type Stat = { requests: number; failures: number; successRate: number; edges: Array<{ source: string; destination: string; failures: number; mtls: string }> };
+    const stat = (await waitFor(
+      async () => {
+        const r = await skein(['stat', 'reviews', '--window', '1m', '-o', 'json', '-c', up.control]);
+        assert.equal(r.code, 0, r.stderr);
+        const j = JSON.parse(r.stdout) as Stat;
+        return j.failures >= 3 && j.requests >= 43 ? j : null;
+      },
+      { timeoutMs: 20_000, intervalMs: 500, what: 'skein stat reviews to show the 43 calls' },
+    )) as Stat;
+    assert.equal(stat.failures, 3, JSON.stringify(stat));
+    assert.ok(stat.successRate < 1 && stat.successRate > 0.9, `success rate ${stat.successRate}`);
+    const edge = stat.edges.find((e) => e.source === 'frontend' && e.destination === 'reviews');
+    assert.ok(edge, `an edge frontend -> reviews: ${JSON.stringify(stat.edges)}`);
+    assert.equal(edge.failures, 3);
+    assert.equal(edge.mtls, 'all', 'every gRPC call went over mTLS between the proxies');
+    const table = await skein(['stat', '--window', '1m', '-c', up.control]);
+    t.diagnostic(`\n${table.stdout}`);
+    assert.match(table.stdout, /^reviews\s+2\/2\s+\S+\s+(9\d\.\d\d)%\s/m, `skein stat lists reviews, 2/2 instances, a success rate under 100%:\n${table.stdout}`);
   });
 
   test('curl -x http://<outbound>: the frontend by name (the real curl); user-service only to the frontend (403 naming the policy)', async () => {
@@ -334,7 +418,7 @@ describe('skein up examples/shop/shop.yaml', () => {
   test('every replica stays healthy with mTLS strict: no proxy refused a plaintext connection (health checks go to the apps)', async () => {
     const m = (await api(`http://${up.admin}`, 'GET', '/metrics')).body as string;
     assert.equal(metricValue(m, 'skein_proxy_tls_refusals_total', { direction: 'inbound', reason: 'plaintext' }) ?? 0, 0, 'plaintext refused by an inbound listener');
-    for (const s of ['user-service', 'product-service', 'frontend']) {
+    for (const s of ['user-service', 'product-service', 'reviews', 'frontend']) {
       const r = await api(up.control, 'GET', `/v1/services/${s}/instances?all=true`);
       const bad = (r.body.instances as Array<{ id: string; status: string; reason: string }>).filter((i) => i.status !== 'healthy');
       assert.deepEqual(bad, [], `${s}: every instance healthy`);
@@ -359,7 +443,7 @@ describe('skein up examples/shop/shop.yaml', () => {
       const r = await api(up.control, 'GET', `/v1/services/${s.name}/instances`);
       for (const i of r.body.instances as Array<{ id: string; port: number }>) ports.push([`${i.id} inbound`, i.port]);
     }
-    assert.equal(pids.length, 6, `six replicas: ${JSON.stringify(pids)}`);
+    assert.equal(pids.length, 8, `eight replicas: ${JSON.stringify(pids)}`);
     for (const [id, pid] of pids) assert.ok(alive(pid), `${id} (pid ${pid}) runs before Ctrl-C`);
     const upPid = up.child.pid as number;
 

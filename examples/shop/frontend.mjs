@@ -1,10 +1,16 @@
-// frontend of the Skein demo shop (Node 20, node: built-ins only). Serves a small HTML page and
-// GET /api/page?user_id=N&product_id=M, which asks user-service and product-service in parallel
-// and joins their answers. It calls them by name THROUGH THE MESH: every call goes to Skein's
-// outbound proxy ($HTTP_PROXY) as an absolute-form request (`GET http://user-service/user?...`).
+// frontend of the Skein demo shop (Node, node: built-ins and @grpc/grpc-js). Serves a small HTML
+// page and GET /api/page?user_id=N&product_id=M, which asks user-service, product-service (HTTP)
+// and reviews (gRPC) in parallel and joins their answers. It calls them by name THROUGH THE MESH:
+// every HTTP call goes to Skein's outbound proxy ($HTTP_PROXY) as an absolute-form request
+// (`GET http://user-service/user?...`); the gRPC channel to `reviews:50051` is configured with
+// nothing at all: grpc-js reads http_proxy (which skein up sets with HTTP_PROXY) and tunnels
+// through the same proxy with `CONNECT reviews:50051`, and the proxy balances every call inside.
+// When reviews fails, the page is served without them and says what failed.
 //
-// Env: PORT (required), HTTP_PROXY (required, http://HOST:PORT), SKEIN_INSTANCE_ID (default "local").
+// Env: PORT (required), HTTP_PROXY and http_proxy (required, http://HOST:PORT), SKEIN_INSTANCE_ID
+// (default "local").
 import http from 'node:http';
+import { grpc, shopPackage } from './reviews-proto.mjs';
 
 const INSTANCE_ID = process.env.SKEIN_INSTANCE_ID || 'local';
 const CALL_TIMEOUT_MS = 5000;
@@ -33,6 +39,13 @@ function parseProxy(text) {
 
 // One pool of keep-alive connections to the proxy, shared by every call.
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+// One gRPC channel to reviews, shared by every call. grpc-js takes its proxy from grpc_proxy,
+// then https_proxy, then http_proxy: say so when one of the first two would take the calls
+// somewhere else than the mesh. The port is not used: the mesh routes by the service's name.
+const grpcProxy = process.env.grpc_proxy || process.env.https_proxy || process.env.http_proxy;
+if (grpcProxy !== process.env.HTTP_PROXY) process.stderr.write(`frontend: warning: gRPC calls go through ${JSON.stringify(grpcProxy ?? 'no proxy')} (grpc_proxy, https_proxy, http_proxy), not the mesh's ${process.env.HTTP_PROXY}\n`);
+const reviewsClient = new (shopPackage().Reviews)('reviews:50051', grpc.credentials.createInsecure());
 
 /** An error answer of the frontend: `status` and a JSON body; `headers` go with it. */
 class HttpError extends Error {
@@ -92,6 +105,32 @@ function callService(service, path, requestId) {
   });
 }
 
+/**
+ * shop.Reviews/ListReviews through the mesh (gRPC); resolves to the reply. Rejects with the gRPC
+ * error: its `code` (a grpc-status), `details` and `metadata` (with x-skein-error when the mesh
+ * itself failed the call).
+ */
+function callReviews(productId, requestId) {
+  const metadata = new grpc.Metadata();
+  if (requestId !== undefined) metadata.set('x-request-id', requestId);
+  return new Promise((resolve, reject) => {
+    reviewsClient.ListReviews({ product_id: productId }, metadata, { deadline: Date.now() + CALL_TIMEOUT_MS }, (err, reply) => (err ? reject(err) : resolve(reply)));
+  });
+}
+
+/** The page's `reviews_error` for a failed reviews call: what failed, its gRPC status, and the mesh's error if it made the answer. */
+function reviewsError(err) {
+  const code = typeof err?.code === 'number' ? err.code : grpc.status.UNKNOWN;
+  const skeinError = err?.metadata?.get?.('x-skein-error')?.[0];
+  return {
+    error: `reviews failed: ${grpc.status[code] ?? code}: ${err?.details || err?.message || 'no details'}`,
+    service: 'reviews',
+    grpc_status: code,
+    grpc_code: grpc.status[code] ?? null,
+    skein_error: typeof skeinError === 'string' ? skeinError : null,
+  };
+}
+
 /** What a failed answer says: the `error` of its JSON body, else that body, else its text. */
 function upstreamError(body, text) {
   if (body?.error !== undefined) return body.error;
@@ -109,19 +148,25 @@ function positiveInt(query, field) {
 async function page(query, requestId) {
   const userId = positiveInt(query, 'user_id');
   const productId = positiveInt(query, 'product_id');
-  // Both calls run in parallel; when both fail, the user-service failure is reported.
-  const [user, product] = await Promise.allSettled([
+  // The calls run in parallel; when both HTTP calls fail, the user-service failure is reported.
+  // Reviews are optional: when that call fails, the page comes without them and says why.
+  const [user, product, reviews] = await Promise.allSettled([
     callService('user-service', `/user?user_id=${userId}`, requestId),
     callService('product-service', `/product?product_id=${productId}`, requestId),
+    callReviews(productId, requestId),
   ]);
   for (const r of [user, product]) if (r.status === 'rejected') throw r.reason;
+  const gotReviews = reviews.status === 'fulfilled';
   return {
     user: user.value.body.user,
     product: product.value.body.product,
+    reviews: gotReviews ? { average_stars: reviews.value.average_stars, items: reviews.value.reviews } : null,
+    reviews_error: gotReviews ? null : reviewsError(reviews.reason),
     served_by: {
       frontend: INSTANCE_ID,
       user: user.value.body.served_by ?? user.value.servedBy ?? null,
       product: product.value.body.served_by ?? product.value.servedBy ?? null,
+      reviews: gotReviews ? reviews.value.served_by : null,
     },
   };
 }
@@ -135,13 +180,16 @@ const INDEX_HTML = `<!doctype html>
 </head>
 <body>
 <h1>Skein demo shop</h1>
-<p>Three services run in this mesh: this <b>frontend</b> (Node), <b>user-service</b> and
-<b>product-service</b> (Python, standard library only, two replicas each). The frontend calls
-the others by name, <code>http://user-service/user?user_id=1</code>, through Skein's outbound
-proxy, which picks a healthy replica. Every answer says which replica served it.</p>
+<p>Four services run in this mesh: this <b>frontend</b> (Node), <b>user-service</b> and
+<b>product-service</b> (Python, standard library only, two replicas each), and <b>reviews</b>
+(Node, gRPC, two replicas). The frontend calls the others by name,
+<code>http://user-service/user?user_id=1</code> and the gRPC method
+<code>shop.Reviews/ListReviews</code> of <code>reviews</code>, through Skein's outbound proxy,
+which picks a healthy replica for every call. Every answer says which replica served it.</p>
 <ul>
 <li><a href="/api/page?user_id=1&amp;product_id=2">/api/page?user_id=1&amp;product_id=2</a>: a user and a product, fetched in parallel</li>
 <li><a href="/api/page?user_id=3&amp;product_id=5">/api/page?user_id=3&amp;product_id=5</a></li>
+<li><a href="/api/page?user_id=2&amp;product_id=4">/api/page?user_id=2&amp;product_id=4</a>: the reviews call fails (gRPC INTERNAL, on purpose): the page comes without reviews and says so</li>
 <li><a href="/api/page?user_id=42&amp;product_id=1">/api/page?user_id=42&amp;product_id=1</a>: an unknown user (502 naming user-service and its 404)</li>
 <li><a href="/api/page?user_id=abc&amp;product_id=1">/api/page?user_id=abc&amp;product_id=1</a>: bad input (400)</li>
 <li><a href="/health">/health</a></li>

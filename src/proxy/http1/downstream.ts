@@ -30,7 +30,7 @@ import { HeadCallbacks, HeadWriter, MAX_HEADERS, upgradeAllowed } from './head.j
 import { ERR, HttpParser, METHOD_CONNECT, METHOD_HEAD, ParserType } from './llhttp.js';
 import { errorResponse } from './local-reply.js';
 import { RequestRecord } from './record.js';
-import { readRequestHead, RequestHeadState, RequestIds, upstreamHead, type Forwarding, type RequestHead } from './request-head.js';
+import { readRequestHead, RequestHeadState, requestIds, upstreamHead, type Forwarding, type RequestHead } from './request-head.js';
 import type { Tunnel } from './tunnel.js';
 import type { ListenerContext, RouteError } from './types.js';
 import type { PeerIdentity } from '../tls/inbound.js';
@@ -45,9 +45,6 @@ const enum S {
 
 const EMPTY = Buffer.alloc(0);
 const lowerBytes = new Map<string, Uint8Array>();
-
-/** The ids of requests that come without x-request-id (one sequence per process). */
-const requestIds = new RequestIds();
 
 /** llhttp's numbers of DELETE, GET, HEAD, PUT, OPTIONS, TRACE: IDEMPOTENT_METHODS (src/resilience/retry.ts) as the parser reports them. */
 const IDEMPOTENT = new Set([0, 1, 2, 4, 6, 7]);

@@ -379,6 +379,9 @@ export class RequestIds {
   }
 }
 
+/** The process's ids of requests that come without x-request-id: one sequence, every driver's (HTTP/1 and HTTP/2). */
+export const requestIds = new RequestIds();
+
 /** What the proxy adds to a request head (a client connection keeps one, filled in for each request). */
 export interface Forwarding {
   /** The client's address (appended to X-Forwarded-For). */

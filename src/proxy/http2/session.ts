@@ -6,10 +6,11 @@
  *
  * The session guards itself against rapid reset (CVE-2023-44487): a client that resets more than
  * `maxResets` streams within `resetWindowMs` gets GOAWAY (ENHANCE_YOUR_CALM) and the connection
- * closes. Behind it stand Node's own guards: streams its JS side has not closed yet count against
- * maxConcurrentStreams, the excess is refused, and after 100 refusals the session ends (GOAWAY
- * INTERNAL_ERROR); and nghttp2's reset rate limit (pool.ts sessionOptions). Whichever trips first,
- * the connection ends within a few hundred resets.
+ * closes. This is the guard that trips (test/proxy-http2.test.ts asserts its GOAWAY code): Node's
+ * behind it are a last line, both GOAWAY INTERNAL_ERROR: nghttp2's reset rate limit, five times
+ * as lenient (pool.ts sessionOptions), and the refusal of streams beyond maxConcurrentStreams
+ * that the JS side has not closed yet (the session ends after 100 refusals), which only an event
+ * loop more than maxConcurrentStreams streams behind reaches first.
  * Errors of one request are answered on its stream: nothing else closes the session.
  */
 import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';

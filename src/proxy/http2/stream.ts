@@ -15,6 +15,8 @@
  * - A response whose HEADERS frame ends the stream (a gRPC Trailers-Only answer, a 204) is
  *   answered the same way: the END_STREAM flag of the frame decides, not `endAfterHeaders`.
  * - `te: trailers` passes (Node refuses any other te value in HTTP/2).
+ * - Interim responses (100 Continue, 103 Early Hints) of the upstream reach the client before the
+ *   final one (`additionalHeaders`).
  * - A gRPC request's grpc-status goes to the call (Trailers-Only: with the head, where it can be
  *   retried; otherwise with the trailers), and its deadline is the shorter of the route's and
  *   `grpc-timeout`, which each attempt sends again with the time left (and x-skein-timeout-ms).
@@ -42,7 +44,7 @@ import type { RouteInput } from '../../resilience/routes.js';
 import { pathOnly } from '../access-log.js';
 import { errorBody } from '../../engine/answer.js';
 import { RequestRecord } from '../http1/record.js';
-import { deadlineMs, RequestIds } from '../http1/request-head.js';
+import { deadlineMs, requestIds } from '../http1/request-head.js';
 import { refusedByPeer } from '../../engine/answer.js';
 import { TlsRefused } from '../http1/upstream.js';
 import type { RouteError } from '../http1/types.js';
@@ -53,9 +55,6 @@ import type { H2Downstream } from './session.js';
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR } = http2.constants;
 /** The END_STREAM flag of a HEADERS frame. */
 const END_STREAM = 0x1;
-
-/** The ids of requests that come without x-request-id. */
-const requestIds = new RequestIds();
 
 /** Never forwarded: connection-specific (RFC 9113 §8.2.2) or the proxy's own. */
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host']);
@@ -428,6 +427,10 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     up.on('response', (h: IncomingHttpHeaders, flags: number) => {
       if (gen === this.gen) this.onResponse(h, flags);
     });
+    // Interim responses (100 Continue, 103 Early Hints): Node emits each 1xx block as 'headers'.
+    up.on('headers', (h: IncomingHttpHeaders) => {
+      if (gen === this.gen) this.onInterim(h);
+    });
     up.on('data', (d: Buffer) => {
       if (gen === this.gen) this.onResponseBody(up, d);
     });
@@ -505,6 +508,22 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     if (this.stream.closed || this.stream.destroyed) return;
     this.stream.respond(out, endStream ? { endStream: true } : { waitForTrailers: true });
     if (endStream) this.responseOver();
+  }
+
+  /**
+   * An interim (1xx) response of the attempt goes to the client as it comes, before the final one
+   * (RFC 9113 §8.1: one or more 1xx HEADERS frames, then the response): a 100 lets a client that
+   * sent `expect: 100-continue` send its body, a 103 lets it fetch the hinted links early.
+   */
+  private onInterim(h: IncomingHttpHeaders): void {
+    const status = Number(h[':status']);
+    // 101 has no place in HTTP/2 (RFC 9113 §8.6); after the final response nothing is interim.
+    if (!(status >= 100 && status < 200) || status === 101 || this.delivered || this.finished) return;
+    const s = this.stream;
+    if (s.closed || s.destroyed || s.headersSent) return;
+    const out = this.responseHeadersOut(h);
+    out[':status'] = status;
+    s.additionalHeaders(out);
   }
 
   private responseHeadersOut(h: IncomingHttpHeaders): OutgoingHttpHeaders {
