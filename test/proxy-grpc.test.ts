@@ -78,6 +78,19 @@ before(async () => {
   await registerInstance(cp.http, 'echo', 'e1', e1.port);
   await registerInstance(cp.http, 'echo', 'e2', e2.port);
   await registerInstance(cp.http, 'slow', 'slow-1', e1.port);
+  // An h2c server that takes streams and never answers: a deadline only the proxy can enforce (a
+  // grpc-js server would answer DEADLINE_EXCEEDED itself from the grpc-timeout the proxy sends, in
+  // a race with the proxy's own timer).
+  const hung = http2.createServer();
+  const held: http2.ServerHttp2Stream[] = [];
+  hung.on('stream', (st) => held.push(st));
+  await new Promise<void>((r) => hung.listen(0, '127.0.0.1', r));
+  cleanups.push(() => {
+    for (const st of held) st.destroy();
+    return new Promise((r) => hung.close(r));
+  });
+  await putService('hung', { timeouts: { request: '300ms' } });
+  await registerInstance(cp.http, 'hung', 'hung-1', (hung.address() as { port: number }).port);
   await registerInstance(cp.http, 'flaky', 'sick-1', sick.port);
   await registerInstance(cp.http, 'flaky', 'ok-1', e2.port);
   A = await startProxy({ control: cp.http, workloads: ['name=web-1,service=web,outbound=127.0.0.1:0'] });
@@ -87,7 +100,7 @@ before(async () => {
   await waitFor(
     async () => {
       const s = (await api(A.admin, 'GET', '/debug/endpoints')).body?.services ?? {};
-      return s.echo?.endpoints?.length === 2 && s.flaky?.endpoints?.length === 2 && s.slow?.endpoints?.length === 1 && s.echo?.balancer?.kind === 'round-robin';
+      return s.echo?.endpoints?.length === 2 && s.flaky?.endpoints?.length === 2 && s.slow?.endpoints?.length === 1 && s.hung?.endpoints?.length === 1 && s.echo?.balancer?.kind === 'round-robin';
     },
     { what: 'the proxy to know echo, flaky and slow' },
   );
@@ -153,7 +166,7 @@ describe('gRPC through the outbound listener (grpc-js client and server)', () =>
     const quick = await unary(c, { text: 'q' }, { deadlineMs: 10_000 });
     assert.equal(quick.error, undefined);
     assert.ok(quick.value.deadlineLeftMs > 0 && quick.value.deadlineLeftMs <= 300, `the app's deadline is the route's 300 ms, not the client's 10 s (${quick.value.deadlineLeftMs} ms left)`);
-    const late = await unary(c, { text: 'late', delayMs: 3000 }, { deadlineMs: 10_000 });
+    const late = await unary(client(outPort, 'hung'), { text: 'late' }, { deadlineMs: 10_000 });
     assert.equal(late.error?.code, grpc.status.DEADLINE_EXCEEDED, late.error?.message);
     assert.deepEqual(late.error.metadata.get('x-skein-error'), ['SKEIN_E_UPSTREAM_TIMEOUT']);
     assert.ok(late.ms < 2000, `answered at the route's deadline (${Math.round(late.ms)} ms)`);
