@@ -233,6 +233,43 @@ describe('gRPC through the outbound listener (grpc-js client and server)', () =>
   });
 });
 
+describe('mirroring gRPC calls (HTTP/2 copies)', () => {
+  test('each call is copied to the mirror service with its own deadline; a failing mirror counts by grpc-status in its own series and fails no call', async () => {
+    const next = await echoServer('next');
+    await putService('echo-next', {});
+    await registerInstance(cp.http, 'echo-next', 'next-1', next.port);
+    await putService('sick-next', {});
+    await registerInstance(cp.http, 'sick-next', 'sick-next-1', sick.port);
+    // gRPC calls are POSTs: a mirror copies them only with nonIdempotent.
+    await putService('mirrored', { mirror: { service: 'echo-next', nonIdempotent: true, timeout: '2s' } });
+    await registerInstance(cp.http, 'mirrored', 'm-1', e2.port);
+    const c = client(outPort, 'mirrored');
+    await waitFor(async () => (await unary(c, { text: 'warm' })).value?.from === 'e2' && next.calls.length > 0, { what: 'a first call copied to echo-next' });
+    const n0 = next.calls.length;
+    for (let i = 0; i < 10; i++) {
+      const r = await unary(c, { text: `m${i}` });
+      assert.equal(r.value?.from, 'e2', 'the primary answers');
+    }
+    await waitFor(() => next.calls.length - n0 === 10, { what: '10 copies at echo-next' });
+    const copy = next.calls.at(-1) as { method: string; metadata: Record<string, unknown> };
+    assert.equal(copy.method, 'Say');
+    assert.equal(copy.metadata['x-skein-timeout-ms'], '2000', "the copy's own deadline, the mirror's timeout");
+    assert.equal(copy.metadata['x-skein-caller'], 'web');
+
+    await putService('mirrored', { mirror: { service: 'sick-next', nonIdempotent: true } });
+    const failed = async () => metricValue(await metrics(A), 'skein_proxy_mirror_requests_total', { service: 'mirrored', mirror: 'sick-next', status: '503', class: 'failure' }) ?? 0;
+    await waitFor(async () => (await unary(c, { text: 'probe' })).value?.from === 'e2' && (await failed()) > 0, { what: 'a copy to the sick mirror' });
+    const f0 = await failed();
+    for (let i = 0; i < 10; i++) assert.equal((await unary(c, { text: `s${i}` })).error, undefined);
+    // UNAVAILABLE in an HTTP 200 counts as the 503 it stands for, in the mirror's series only.
+    await waitFor(async () => (await failed()) - f0 === 10, { what: '10 failed copies counted as 503' });
+    const text = await metrics(A);
+    assert.equal(metricValue(text, 'skein_proxy_requests_total', { service: 'mirrored', class: 'failure' }), undefined);
+    assert.equal(metricValue(text, 'skein_proxy_requests_total', { service: 'sick-next' }), undefined);
+    assert.equal(metricValue(text, 'skein_proxy_retries_total', { service: 'sick-next' }), undefined, 'a copy is never retried');
+  });
+});
+
 describe('a status in the trailers after streamed messages', () => {
   test('the client gets the messages, then the status and its message; the metrics count a failure by grpc-status; no retry (bytes reached the client)', async () => {
     const m0 = await metrics(A);

@@ -22,6 +22,7 @@ import type { HashInput } from '../balance/hash-key.js';
 import type { Rng } from '../core/backoff.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import type { Endpoint } from '../discovery/endpoint.js';
+import { grpcAsHttp } from './grpc.js';
 import type { Destination, Refusal } from './service-client.js';
 
 /** Why a request that was to be copied was not: the `reason` label of skein_proxy_mirror_dropped_total. */
@@ -202,9 +203,12 @@ export class Shadow {
     if (this.st === St.Sent) this.timer = clock.setTimeout(() => this.expire(), this.policy.timeoutMs);
   }
 
-  /** The copy's response ended with `status`. */
-  answered(status: number): void {
-    this.finish(status);
+  /**
+   * The copy's response ended with `status`; a gRPC call's `grpcStatus` (-1: none came) counts as
+   * the HTTP status it stands for (grpc.ts), as the primary's does.
+   */
+  answered(status: number, grpcStatus?: number): void {
+    this.finish(grpcStatus === undefined || status !== 200 ? status : grpcAsHttp(grpcStatus));
   }
 
   /** The copy got no response (connect failure, reset, protocol error). */

@@ -51,6 +51,8 @@ import type { RouteError } from '../http1/types.js';
 import { formatGrpcTimeout, grpcMessage, grpcStatusOf, isGrpc, parseGrpcTimeout } from './grpc.js';
 import type { UpSession } from './pool.js';
 import type { H2Downstream } from './session.js';
+import type { Shadow } from '../../engine/mirror.js';
+import { H2Shadow } from './shadow.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR } = http2.constants;
 /** The END_STREAM flag of a HEADERS frame. */
@@ -89,6 +91,9 @@ function plainHeaders(h: IncomingHttpHeaders | OutgoingHttpHeaders): Record<stri
 
 export class H2Exchange implements CallDriver, RouteInput, HashInput {
   private call: Call | null = null;
+  /** The request's copy for a mirror, while its body comes in. */
+  private shadow: Shadow | null = null;
+  private shadowDriver: H2Shadow | null = null;
   private dest: Destination | null = null;
   readonly record: RequestRecord;
   readonly method: string;
@@ -255,6 +260,8 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
       return;
     }
     this.upHeaders = this.requestHeaders(rid === undefined, trace !== null);
+    const shadow = ctx.mirrors.shadow(ctx.direction, dest, route, IDEMPOTENT_METHODS.has(this.method), false);
+    if (shadow !== null) this.mirror(shadow);
     const req: CallRequest = {
       direction: ctx.direction,
       route,
@@ -270,6 +277,21 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     this.call = new Call(dest, req, this, ctx.clock, ctx.counters, ctx.rng);
     if (this.reqDone) this.call.requestComplete();
     this.call.start();
+  }
+
+  /** A copy of the request for its route's mirror: sent now, or when its body is in (`requestBody`, `requestDone`). */
+  private mirror(shadow: Shadow): void {
+    this.shadowDriver = new H2Shadow(this.ds.ctx, this.upHeaders, this.grpc);
+    this.shadow = shadow;
+    if (this.reqDone) this.shadowSend();
+  }
+
+  private shadowSend(): void {
+    const s = this.shadow;
+    if (s === null) return;
+    this.shadow = null;
+    s.send(this.shadowDriver as H2Shadow, this);
+    this.shadowDriver = null;
   }
 
   /** The request headers for the upstream: the client's minus the hop's and the proxy's own, plus the proxy's. */
@@ -310,6 +332,7 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
 
   private requestBody(d: Buffer): void {
     this.record.requestBody(d);
+    this.shadow?.requestBody(d);
     this.call?.requestBody(d);
     const up = this.up;
     if (up === null || this.queue !== null) {
@@ -332,6 +355,7 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
   private requestDone(): void {
     if (this.reqDone) return;
     this.reqDone = true;
+    if (this.shadow !== null) this.shadowSend();
     this.call?.requestComplete();
     const up = this.up;
     if (up !== null && this.queue === null) up.end();
@@ -630,6 +654,9 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
 
   /** The client's stream closed: over (ended cleanly) or reset by the client. */
   private streamClosed(): void {
+    // A copy still waiting for the body will not get it.
+    this.shadow?.cancel();
+    this.shadow = null;
     if (this.finished) return;
     this.finished = true;
     const call = this.call;
