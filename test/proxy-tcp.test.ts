@@ -390,6 +390,63 @@ describe('raw TCP through two proxies with mTLS', { timeout: 120_000 }, () => {
     assert.equal(metricValue(await metrics(caller), 'skein_proxy_tcp_connections_total', { workload: 'nope-port', result: 'SKEIN_E_UPSTREAM_CONNECT' }), 1);
   });
 
+  test("observability: a stream ends in one access-log line and one tap record, and counts in the golden signals as a request whose answer is its connection to the app", async () => {
+    type Series = { workload: string; instance: string; route: string; source: string; requests: number; failures: number; statuses: Record<string, number>; mtls: number; latency: { counts: number[]; sum: number } };
+    const series = async (workload: string) => ((await api(caller.admin, 'GET', '/stats')).body as { series: Series[] }).series.filter((x) => x.workload === workload);
+    const [before] = await series('obs-port');
+    const n0 = before?.requests ?? 0;
+    const tapped = await fetch(`${caller.admin}/tap?service=obs`);
+    assert.equal(tapped.status, 200);
+    const reader = (tapped.body as ReadableStream<Uint8Array>).getReader();
+    await waitFor(async () => ((await api(caller.admin, 'GET', '/debug/taps')).body as { open: number }).open === 1, { what: 'the tap open' });
+    const r = await client(port('obs-port'), { send: 'hello', end: true });
+    assert.equal(r.data.toString(), 'obs-1:hello');
+    // The tap: one record when the stream closed.
+    let text = '';
+    while (!text.includes('\n')) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += Buffer.from(value).toString();
+    }
+    await reader.cancel();
+    const t = JSON.parse(text.slice(0, text.indexOf('\n'))) as Record<string, unknown>;
+    const obsPort = callee.workload('obs-1').inbound!.port;
+    assert.deepEqual(
+      { ...t, time: typeof t['time'], latencyMs: typeof t['latencyMs'], durationMs: typeof t['durationMs'], proxy: typeof t['proxy'] },
+      { time: 'string', direction: 'outbound', workload: 'obs-port', source: 'web', destination: 'obs', route: 'default', method: 'TCP', path: '', status: 200, latencyMs: 'number', instance: 'obs-1', requestId: null, error: null, durationMs: 'number', receivedBytes: 5, sentBytes: 11, proxy: 'string' },
+    );
+    assert.ok((t['latencyMs'] as number) <= (t['durationMs'] as number), 'the time to connect is part of the stream\'s life');
+    // The access log: one line, the request's fields that apply and the stream's own.
+    const line = (await waitFor(
+      () => {
+        const lines = readFileSync(accessLogPath, 'utf8').split('\n').filter((l) => l.includes('"workload":"obs-port"') && l.includes('"receivedBytes":5,'));
+        return lines.length === 1 ? (JSON.parse(lines[0] as string) as Record<string, unknown>) : null;
+      },
+      { what: 'the access-log line of the stream' },
+    )) as Record<string, unknown>;
+    assert.deepEqual(
+      { ...line, time: typeof line['time'], durationMs: typeof line['durationMs'], connectMs: typeof line['connectMs'] },
+      { msg: 'access', time: 'string', workload: 'obs-port', direction: 'outbound', client: '127.0.0.1', caller: 'web', method: 'TCP', path: '', service: 'obs', route: 'default', status: 200, durationMs: 'number', connectMs: 'number', upstream: `obs-1 127.0.0.1:${obsPort}`, attempts: 1, error: null, receivedBytes: 5, sentBytes: 11 },
+    );
+    assert.ok((line['connectMs'] as number) <= (line['durationMs'] as number));
+    // The golden signals (/stats, what skein stat and the dashboard read): one more request, a 200 over mTLS.
+    const [after] = await series('obs-port');
+    assert.ok(after !== undefined);
+    assert.deepEqual({ instance: after.instance, route: after.route, source: after.source, failures: after.failures }, { instance: 'obs-1', route: 'default', source: 'web', failures: 0 });
+    assert.equal(after.requests - n0, 1);
+    assert.deepEqual(after.statuses, { 200: after.requests });
+    assert.equal(after.mtls, after.requests);
+    assert.equal(after.latency.counts.reduce((a, b) => a + b, 0), after.requests);
+    // A stream that failed (the test before: nope's only app is down) is a failed request with its code's status.
+    const nope = await series('nope-port');
+    assert.deepEqual(nope.map((x) => [x.instance, x.requests, x.failures, x.statuses]), [['nope-1', 1, 1, { 502: 1 }]]);
+    const failed = readFileSync(accessLogPath, 'utf8').split('\n').filter((l) => l.includes('"workload":"nope-port"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(
+      failed.map((l) => [l['status'], l['error'], l['connectMs'], l['attempts'], l['receivedBytes'], l['sentBytes']]),
+      [[502, 'SKEIN_E_UPSTREAM_CONNECT', null, 1, 0, 0]],
+    );
+  });
+
   test("back-pressure: 64 MiB to a slow reader go through, neither proxy reading ahead of it by more than socket buffers", async () => {
     const pids = [caller.child.pid as number, callee.child.pid as number];
     const base = pids.map(rssOf);
