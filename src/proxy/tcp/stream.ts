@@ -33,7 +33,7 @@ import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'n
 import type { HashInput } from '../../balance/hash-key.js';
 import type { ErrorCode } from '../../core/errors.js';
 import { ERROR_CODES } from '../../core/errors.js';
-import { admit, callerOf, connectionRefusal, isRefusal } from '../../engine/admission.js';
+import { admit, callerOf, connectSettled, isRefusal, joinConnections, leaveConnections, reserveConnection, type ConnectionCount } from '../../engine/admission.js';
 import { refusedByPeer } from '../../engine/answer.js';
 import { authorize } from '../../engine/authorization.js';
 import { Call, STREAM_ESTABLISHED, type Attempt, type CallDriver, type CallFailure } from '../../engine/call.js';
@@ -85,7 +85,7 @@ export class TcpStream implements CallDriver, HashInput {
   private connecting: Socket | null = null;
   private up: Socket | null = null;
   /** The service's open-connection count, while `up` or `connecting` holds a place in it. */
-  private counter: { open: number } | null = null;
+  private counter: ConnectionCount = null;
   private series: TcpSeries | null = null;
   /** The stream's end: "established", or the code it failed with. */
   private result: 'established' | ErrorCode | null = null;
@@ -181,11 +181,9 @@ export class TcpStream implements CallDriver, HashInput {
     const outbound = ctx.direction === 'outbound';
     let timeoutMs = ctx.limits.connectTimeoutMs;
     if (outbound) {
-      const refused = connectionRefusal(traffic);
+      const refused = reserveConnection(traffic);
       if (refused !== null) return refused;
-      traffic.pending++;
-      traffic.connections.open++;
-      this.counter = traffic.connections;
+      this.counter = joinConnections(traffic.connections);
       timeoutMs = traffic.policy.connectTimeoutMs;
     }
     // allowHalfOpen: a FIN from the endpoint leaves the other direction open (tls.connect passes it on; its types omit it).
@@ -507,7 +505,7 @@ export class TcpStream implements CallDriver, HashInput {
   private doneConnecting(): void {
     if (this.connecting === null) return;
     this.connecting = null;
-    if (this.ctx.direction === 'outbound') (this.dest as Destination).traffic.pending--;
+    if (this.ctx.direction === 'outbound') connectSettled((this.dest as Destination).traffic);
   }
 
   private stopConnecting(): void {
@@ -517,10 +515,7 @@ export class TcpStream implements CallDriver, HashInput {
   }
 
   private uncount(): void {
-    const c = this.counter;
-    if (c === null) return;
-    this.counter = null;
-    c.open--;
+    this.counter = leaveConnections(this.counter);
   }
 
   // ---- what the listener does to its connections ----
