@@ -151,6 +151,8 @@ describe('monitoring output, formatted', () => {
     assert.match(text, /^ {4}> Authorization: \[redacted\]$/m);
     assert.match(text, /^ {4}< body: "\{\\"ok\\":true\}\\n"$/m);
     assert.match(formatTap({ ...line, status: 0, error: 'SKEIN_E_UPSTREAM_TIMEOUT', requestHeaders: undefined, responseHeaders: undefined, requestBody: undefined, responseBody: undefined } as TapLine), / {2}--- SKEIN_E_UPSTREAM_TIMEOUT {2}3\.1ms\n$/);
+    const stream: TapLine = { time: '2026-11-25T05:00:00.123Z', direction: 'outbound', source: 'web', destination: 'db', method: 'TCP', path: '', status: 200, latencyMs: 1.84, instance: 'db-1', error: null, durationMs: 5230.5, receivedBytes: 512, sentBytes: 20480 };
+    assert.equal(formatTap(stream), '05:00:00.123  out  web -> db @db-1  TCP   200  1.8ms  lived 5231ms, 512 B in, 20480 B out\n');
   });
 
   test('dashboard --open: xdg-open only with a graphical session', () => {

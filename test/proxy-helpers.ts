@@ -1025,9 +1025,9 @@ export async function mintJoinToken(controlUrl: string, id: string, services: st
  * A `skein proxy --mtls strict` with a fresh join token for the services of its workloads, ready
  * (its first snapshot in). The caller stops it.
  */
-export async function startMeshProxy(controlUrl: string, id: string, services: string[], workloads: string[]): Promise<ProxyProcess> {
+export async function startMeshProxy(controlUrl: string, id: string, services: string[], workloads: string[], args: string[] = []): Promise<ProxyProcess> {
   const token = await mintJoinToken(controlUrl, id, services);
-  const p = await startProxy({ control: controlUrl, workloads, args: ['--mtls', 'strict', '--join-token', token, '--id', id] });
+  const p = await startProxy({ control: controlUrl, workloads, args: ['--mtls', 'strict', '--join-token', token, '--id', id, ...args] });
   try {
     await waitForProxyReady(p);
   } catch (e) {

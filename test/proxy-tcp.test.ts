@@ -23,6 +23,8 @@ after(async () => {
 let cp: ControlProcess;
 let caller: ProxyProcess;
 let callee: ProxyProcess;
+/** The caller's access log (--access-log). */
+let accessLogPath: string;
 /** Connections each app accepted, by app name. */
 const accepted: Record<string, number> = {};
 
@@ -146,7 +148,11 @@ before(async () => {
     'meter-1': await listen('meter-1', echo('meter-1')),
     'stuck-1': await listen('stuck-1', echo('stuck-1')),
     'vault-1': await listen('vault-1', echo('vault-1')),
+    'down-1': await listen('down-1', echo('down-1')),
+    'obs-1': await listen('obs-1', echo('obs-1')),
   };
+  // Live inbound listeners whose apps are down (nothing listens on their app ports).
+  const appsDown = ['down-2', 'nope-1'];
   // Takes connections and never answers: a TLS handshake with it never completes.
   const silent = await listen('silent', () => undefined);
 
@@ -161,6 +167,10 @@ before(async () => {
     stuck: { balancer: { kind: 'round-robin' }, timeouts: { connect: '300ms' }, breaker: { enabled: false }, outlierDetection: { enabled: false } },
     void: { timeouts: { connect: '300ms' }, retries: { maxRetries: 0 } },
     vault: {},
+    // Two replicas, one whose app is down behind a live proxy: ejected after 3 refusals in a row.
+    down: { balancer: { kind: 'round-robin' }, outlierDetection: { consecutiveLocalOriginFailure: 3 }, breaker: { enabled: false }, panicThreshold: 0 },
+    obs: {},
+    nope: { retries: { maxRetries: 0 } },
   };
   for (const [name, def] of Object.entries(services)) {
     const r = await api(cp.http, 'PUT', `/v1/services/${name}`, { protocol: 'tcp', ...def });
@@ -168,7 +178,8 @@ before(async () => {
   }
   // greet's listeners are not told their protocol: they take it from the service's definition.
   const inbound = Object.entries(apps).map(([id, a]) => `name=${id},service=${id.split('-')[0]},inbound=127.0.0.1:0,app=127.0.0.1:${a.port}${id === 'greet-1' ? '' : ',protocol=tcp'}`);
-  callee = await startMeshProxy(cp.http, 'callee', [...new Set(Object.keys(apps).map((id) => id.split('-')[0] as string))], inbound);
+  for (const id of appsDown) inbound.push(`name=${id},service=${id.split('-')[0]},inbound=127.0.0.1:0,app=127.0.0.1:${await closedPort()},protocol=tcp`);
+  callee = await startMeshProxy(cp.http, 'callee', [...new Set([...Object.keys(apps), ...appsDown].map((id) => id.split('-')[0] as string))], inbound);
   cleanups.push(() => callee.stop());
   caller = await startMeshProxy(
     cp.http,
@@ -179,16 +190,18 @@ before(async () => {
       // The caller's HTTP_PROXY: CONNECT to a tcp service carries an opaque stream.
       'name=web-out,service=web,outbound=127.0.0.1:0',
     ],
+    ['--access-log', (accessLogPath = join(dir.path, 'caller-access.log'))],
   );
   cleanups.push(() => caller.stop());
-  for (const id of Object.keys(apps)) await registerInstance(cp.http, id.split('-')[0] as string, id, callee.workload(id).inbound!.port, LABEL);
+  // The apps-down replicas first: once a later one is routed to, the caller knows them too.
+  for (const id of [...appsDown, ...Object.keys(apps)]) await registerInstance(cp.http, id.split('-')[0] as string, id, callee.workload(id).inbound!.port, LABEL);
   // A replica whose inbound listener is gone (its host died), and one that never finishes a handshake.
   await registerInstance(cp.http, 'db', 'db-3', await closedPort(), LABEL);
   await registerInstance(cp.http, 'stuck', 'stuck-2', silent.port, LABEL);
   await registerInstance(cp.http, 'void', 'void-1', silent.port, LABEL);
   await api(cp.http, 'PUT', '/v1/services/vault/policies/no-web', { action: 'DENY', rules: [{ from: { services: ['web'] } }] });
   // Until the caller routes to every service.
-  for (const s of ['db', 'greet', 'meter']) {
+  for (const s of ['db', 'greet', 'meter', 'obs']) {
     await waitFor(async () => (await client(port(`${s}-port`), { send: 'x', until: (d) => d.toString().endsWith('x') || d.toString().includes('ready'), timeoutMs: 2000 })).error === null, { timeoutMs: 15_000, what: `${s} through the caller` });
   }
 });
@@ -334,6 +347,104 @@ describe('raw TCP through two proxies with mTLS', { timeout: 120_000 }, () => {
     const ib = { workload: 'meter-1', direction: 'inbound', service: 'meter' };
     await waitFor(async () => metricValue(await metrics(callee), 'skein_proxy_tcp_connections_total', { ...ib, result: 'established' }) === streams, { what: 'the callee counted as many streams' });
     assert.equal(metricValue(inText, 'skein_proxy_tcp_received_bytes_total', ib), 600 + probes);
+  });
+
+  test("an endpoint whose app is down behind a live proxy: the peer's refusal fails the attempt, which is retried on the other replica; every connection lands on the live one, and the down one is ejected", async () => {
+    const m0 = await metrics(caller);
+    const retried0 = metricValue(m0, 'skein_proxy_retries_total', { service: 'down', reason: 'refused-stream' }) ?? 0;
+    const established0 = metricValue(m0, 'skein_proxy_tcp_connections_total', { workload: 'down-port', result: 'established' }) ?? 0;
+    const before = accepted['down-1']!;
+    for (let i = 0; i < 12; i++) {
+      const r = await client(port('down-port'), { send: `ping ${i}`, end: true });
+      assert.equal(r.error, null);
+      assert.equal(r.data.toString(), `down-1:ping ${i}`, 'not a byte of the refusal reaches the client');
+      assert.equal(r.ended, true);
+    }
+    assert.equal(accepted['down-1']! - before, 12, 'every connection reached the live app');
+    await waitFor(async () => metricValue(await metrics(caller), 'skein_proxy_tcp_connections_total', { workload: 'down-port', result: 'established' }) === established0 + 12, { what: 'the 12 streams counted as established' });
+    const text = await metrics(caller);
+    // Round robin sends down-2 a connection every other one or so: refused by its inbound proxy
+    // (its app is down) and retried on down-1, three times in a row, and then it is ejected.
+    assert.equal((metricValue(text, 'skein_proxy_retries_total', { service: 'down', reason: 'refused-stream' }) ?? 0) - retried0, 3);
+    assert.equal(metricValue(text, 'skein_proxy_outlier_events_total', { service: 'down', event: 'eject' }), 1);
+    const stats = (await api(caller.admin, 'GET', '/stats')).body as { events: Array<{ type: string; service: string; instance: string }>; series: Array<{ workload: string; instance: string; requests: number; failures: number }> };
+    assert.deepEqual(
+      stats.events.filter((e) => e.service === 'down').map((e) => [e.type, e.instance]),
+      [['eject', 'down-2']],
+    );
+    // The callee's inbound listener of down-2 refused each of them itself.
+    const inText = await metrics(callee);
+    assert.equal(metricValue(inText, 'skein_proxy_tcp_connections_total', { workload: 'down-2', direction: 'inbound', service: 'down', result: 'SKEIN_E_UPSTREAM_CONNECT' }), 3);
+    // The caller's golden signals: 12 streams to down-1, all of them successes (the refusals were retried).
+    const s1 = stats.series.filter((x) => x.workload === 'down-port');
+    assert.deepEqual(s1.map((x) => [x.instance, x.requests, x.failures]), [['down-1', 12, 0]]);
+  });
+
+  test('a stream whose only endpoint has its app down: the client is reset, and the error names the peer proxy and its reason', async () => {
+    const r = await client(port('nope-port'), { send: 'hello' });
+    assert.equal(r.data.length, 0);
+    assert.equal(r.error, 'ECONNRESET');
+    await waitFor(() => caller.logs.some((l) => l.includes('"code":"SKEIN_E_UPSTREAM_CONNECT"') && l.includes('nope-1')), { what: "the caller's log line" });
+    const line = caller.logs.find((l) => l.includes('"code":"SKEIN_E_UPSTREAM_CONNECT"') && l.includes('nope-1')) as string;
+    assert.match(line, /the inbound proxy of nope-1 at 127\.0\.0\.1:\d+ refused the stream: could not connect to nope-1/);
+    assert.equal(metricValue(await metrics(caller), 'skein_proxy_tcp_connections_total', { workload: 'nope-port', result: 'SKEIN_E_UPSTREAM_CONNECT' }), 1);
+  });
+
+  test("observability: a stream ends in one access-log line and one tap record, and counts in the golden signals as a request whose answer is its connection to the app", async () => {
+    type Series = { workload: string; instance: string; route: string; source: string; requests: number; failures: number; statuses: Record<string, number>; mtls: number; latency: { counts: number[]; sum: number } };
+    const series = async (workload: string) => ((await api(caller.admin, 'GET', '/stats')).body as { series: Series[] }).series.filter((x) => x.workload === workload);
+    const [before] = await series('obs-port');
+    const n0 = before?.requests ?? 0;
+    const tapped = await fetch(`${caller.admin}/tap?service=obs`);
+    assert.equal(tapped.status, 200);
+    const reader = (tapped.body as ReadableStream<Uint8Array>).getReader();
+    await waitFor(async () => ((await api(caller.admin, 'GET', '/debug/taps')).body as { open: number }).open === 1, { what: 'the tap open' });
+    const r = await client(port('obs-port'), { send: 'hello', end: true });
+    assert.equal(r.data.toString(), 'obs-1:hello');
+    // The tap: one record when the stream closed.
+    let text = '';
+    while (!text.includes('\n')) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += Buffer.from(value).toString();
+    }
+    await reader.cancel();
+    const t = JSON.parse(text.slice(0, text.indexOf('\n'))) as Record<string, unknown>;
+    const obsPort = callee.workload('obs-1').inbound!.port;
+    assert.deepEqual(
+      { ...t, time: typeof t['time'], latencyMs: typeof t['latencyMs'], durationMs: typeof t['durationMs'], proxy: typeof t['proxy'] },
+      { time: 'string', direction: 'outbound', workload: 'obs-port', source: 'web', destination: 'obs', route: 'default', method: 'TCP', path: '', status: 200, latencyMs: 'number', instance: 'obs-1', requestId: null, error: null, durationMs: 'number', receivedBytes: 5, sentBytes: 11, proxy: 'string' },
+    );
+    assert.ok((t['latencyMs'] as number) <= (t['durationMs'] as number), 'the time to connect is part of the stream\'s life');
+    // The access log: one line, the request's fields that apply and the stream's own.
+    const line = (await waitFor(
+      () => {
+        const lines = readFileSync(accessLogPath, 'utf8').split('\n').filter((l) => l.includes('"workload":"obs-port"') && l.includes('"receivedBytes":5,'));
+        return lines.length === 1 ? (JSON.parse(lines[0] as string) as Record<string, unknown>) : null;
+      },
+      { what: 'the access-log line of the stream' },
+    )) as Record<string, unknown>;
+    assert.deepEqual(
+      { ...line, time: typeof line['time'], durationMs: typeof line['durationMs'], connectMs: typeof line['connectMs'] },
+      { msg: 'access', time: 'string', workload: 'obs-port', direction: 'outbound', client: '127.0.0.1', caller: 'web', method: 'TCP', path: '', service: 'obs', route: 'default', status: 200, durationMs: 'number', connectMs: 'number', upstream: `obs-1 127.0.0.1:${obsPort}`, attempts: 1, error: null, receivedBytes: 5, sentBytes: 11 },
+    );
+    assert.ok((line['connectMs'] as number) <= (line['durationMs'] as number));
+    // The golden signals (/stats, what skein stat and the dashboard read): one more request, a 200 over mTLS.
+    const [after] = await series('obs-port');
+    assert.ok(after !== undefined);
+    assert.deepEqual({ instance: after.instance, route: after.route, source: after.source, failures: after.failures }, { instance: 'obs-1', route: 'default', source: 'web', failures: 0 });
+    assert.equal(after.requests - n0, 1);
+    assert.deepEqual(after.statuses, { 200: after.requests });
+    assert.equal(after.mtls, after.requests);
+    assert.equal(after.latency.counts.reduce((a, b) => a + b, 0), after.requests);
+    // A stream that failed (the test before: nope's only app is down) is a failed request with its code's status.
+    const nope = await series('nope-port');
+    assert.deepEqual(nope.map((x) => [x.instance, x.requests, x.failures, x.statuses]), [['nope-1', 1, 1, { 502: 1 }]]);
+    const failed = readFileSync(accessLogPath, 'utf8').split('\n').filter((l) => l.includes('"workload":"nope-port"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(
+      failed.map((l) => [l['status'], l['error'], l['connectMs'], l['attempts'], l['receivedBytes'], l['sentBytes']]),
+      [[502, 'SKEIN_E_UPSTREAM_CONNECT', null, 1, 0, 0]],
+    );
   });
 
   test("back-pressure: 64 MiB to a slow reader go through, neither proxy reading ahead of it by more than socket buffers", async () => {

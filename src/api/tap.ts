@@ -32,6 +32,13 @@ export interface TapRecord {
   readonly requestId: string | null;
   /** The proxy's error code when it answered itself or the request failed. */
   readonly error: string | null;
+  /**
+   * An opaque TCP stream (`method` "TCP", `path` "", `latencyMs` its time to reach the app):
+   * its life from accept to close, and the bytes received from and sent to its client.
+   */
+  readonly durationMs?: number;
+  readonly receivedBytes?: number;
+  readonly sentBytes?: number;
   /** Lowercase names; a repeated header's values joined with ", " (the tap asked for headers). */
   readonly requestHeaders?: Record<string, string>;
   readonly responseHeaders?: Record<string, string>;

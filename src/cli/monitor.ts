@@ -188,6 +188,10 @@ export interface TapLine {
   instance?: string | null;
   requestId?: string | null;
   error?: string | null;
+  /** A TCP stream's (method "TCP"): its life and bytes from and to its client. */
+  durationMs?: number;
+  receivedBytes?: number;
+  sentBytes?: number;
   requestHeaders?: Record<string, string | string[]>;
   responseHeaders?: Record<string, string | string[]>;
   requestBody?: string;
@@ -244,7 +248,9 @@ export function formatTap(line: TapLine): string {
   const err = line.error ? ` ${printable(line.error)}` : '';
   const at = line.instance ? ` @${printable(line.instance)}` : '';
   const lat = typeof line.latencyMs === 'number' ? `${fmtMs(line.latencyMs)}ms` : DASH;
-  let out = `${t}  ${dir}  ${printable(line.source ?? DASH)} -> ${printable(line.destination ?? DASH)}${at}  ${printable(line.method)} ${printable(line.path)}  ${status}${err}  ${lat}\n`;
+  // A TCP stream: its latency is its time to connect; then how long it lived and what it carried.
+  const stream = typeof line.durationMs === 'number' ? `  lived ${fmtMs(line.durationMs)}ms, ${Number(line.receivedBytes)} B in, ${Number(line.sentBytes)} B out` : '';
+  let out = `${t}  ${dir}  ${printable(line.source ?? DASH)} -> ${printable(line.destination ?? DASH)}${at}  ${printable(line.method)} ${printable(line.path)}  ${status}${err}  ${lat}${stream}\n`;
   const headers = (h: Record<string, string | string[]> | undefined, mark: string) => {
     if (h === undefined) return;
     for (const [k, v] of Object.entries(h)) for (const one of Array.isArray(v) ? v : [v]) out += `    ${mark} ${printable(k)}: ${printable(one)}\n`;

@@ -1,10 +1,14 @@
-/** connectionRefusal: the connection and pending-request limits an outbound attempt must pass before it opens a connection. */
+/**
+ * connectionRefusal: the connection and pending-request limits an outbound attempt must pass before
+ * it opens a connection; and a new connection's bookkeeping that every driver shares (reserve,
+ * settle, join, leave).
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseService } from '../api/parse.js';
 import { setOf } from '../balance/test-helpers.js';
 import { ManualClock } from '../core/clock.js';
-import { connectionRefusal } from './admission.js';
+import { atConnectionLimit, connectionRefusal, connectSettled, joinConnections, leaveConnections, reserveConnection } from './admission.js';
 import { ServiceClient } from './service-client.js';
 
 function traffic(limits: object) {
@@ -40,4 +44,26 @@ test('both at their limit: the connections are named (the limit a new connection
   t.connections.open = 1;
   t.pending = 1;
   assert.equal(connectionRefusal(t)?.message, '"svc" has 1 connections (limits.maxConnections 1)');
+});
+
+test('a connection reserved, made, settled and closed: pending and open counts go up and back down once each; a refusal counts nothing', () => {
+  const t = traffic({ maxConnections: 2, maxPendingRequests: 5 });
+  assert.equal(reserveConnection(t), null);
+  assert.equal(t.pending, 1);
+  let place = joinConnections(t.connections);
+  assert.equal(t.connections.open, 1);
+  assert.equal(atConnectionLimit(t), false);
+  assert.equal(reserveConnection(t), null);
+  joinConnections(t.connections);
+  assert.equal(atConnectionLimit(t), true, 'two open of maxConnections 2: a driver may evict an idle one');
+  assert.equal(reserveConnection(t)?.code, 'SKEIN_E_UPSTREAM_OVERFLOW');
+  assert.deepEqual([t.pending, t.connections.open, t.overflows], [2, 2, 1], 'the refused reservation is not pending');
+  connectSettled(t);
+  connectSettled(t);
+  assert.equal(t.pending, 0);
+  place = leaveConnections(place);
+  assert.equal(place, null);
+  assert.equal(leaveConnections(place), null, 'leaving twice leaves once');
+  assert.equal(t.connections.open, 1);
+  assert.equal(joinConnections(null), null, 'an inbound connection is counted nowhere');
 });

@@ -82,7 +82,7 @@ export function admit(traffic: TrafficState, route: RoutePolicy, direction: Dire
 /**
  * Whether an attempt may open a new connection to the service (outbound): its connection and
  * pending-request limits. The driver makes room first when it can (an idle connection to another
- * endpoint of the service), then asks.
+ * endpoint of the service, when `atConnectionLimit`), then asks.
  */
 export function connectionRefusal(traffic: TrafficState): Refusal | null {
   const l = traffic.policy.limits;
@@ -91,6 +91,47 @@ export function connectionRefusal(traffic: TrafficState): Refusal | null {
   traffic.overflows++;
   const what = open >= l.maxConnections ? `${open} connections (limits.maxConnections ${l.maxConnections})` : `${traffic.pending} requests waiting for a connection (limits.maxPendingRequests ${l.maxPendingRequests})`;
   return { code: 'SKEIN_E_UPSTREAM_OVERFLOW', message: `"${traffic.service}" has ${what}` };
+}
+
+/*
+ * A new connection's bookkeeping, the same for every driver that makes its own (outbound): the
+ * attempt reserves it (`reserveConnection`: refused at the limits, else pending), the connection
+ * takes a place in the service's open count when it is made (`joinConnections`), stops being
+ * pending once it is up, failed or given up (`connectSettled`, once per reservation), and leaves
+ * the open count when it closes (`leaveConnections`, once). Nothing here allocates: a driver calls
+ * these per new connection, never per request on a pooled one.
+ */
+
+/** The service has `limits.maxConnections` open: a driver that keeps idle connections may close one to make room. */
+export function atConnectionLimit(traffic: TrafficState): boolean {
+  return traffic.connections.open >= traffic.policy.limits.maxConnections;
+}
+
+/** Reserves a new connection to the service: its refusal at the limits, or null (then pending until `connectSettled`). */
+export function reserveConnection(traffic: TrafficState): Refusal | null {
+  const refused = connectionRefusal(traffic);
+  if (refused === null) traffic.pending++;
+  return refused;
+}
+
+/** A reserved connection is up, failed, or given up: no longer pending. */
+export function connectSettled(traffic: TrafficState): void {
+  traffic.pending--;
+}
+
+/** A service's open connections (TrafficState.connections), or null for a connection counted nowhere (inbound). */
+export type ConnectionCount = { open: number } | null;
+
+/** A new connection takes its place in `c`: returns `c`, for the connection to leave once. */
+export function joinConnections(c: ConnectionCount): ConnectionCount {
+  if (c !== null) c.open++;
+  return c;
+}
+
+/** A connection leaves its place in `c` (null: it has none, or left already): returns null, its place now. */
+export function leaveConnections(c: ConnectionCount): null {
+  if (c !== null) c.open--;
+  return null;
 }
 
 /**

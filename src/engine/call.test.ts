@@ -742,14 +742,17 @@ test('budget exhausted mid-request: a budget of exactly one retry lets the first
   assert.equal(traffic.budget.exhausted, 1);
 });
 
-/** An opaque stream's driver (TCP): attempt by attempt, refuse the connect, hang, or connect after `ms`. */
+/**
+ * An opaque stream's driver (TCP): attempt by attempt, refuse the connect, hang, connect after `ms`,
+ * or connect to a peer proxy that refuses the stream (its app down: `peer-down`; its policy: `denied`).
+ */
 class StreamNet implements CallDriver {
   readonly log: string[] = [];
   call!: Call;
   private pending: { cancel(): void } | null = null;
   constructor(
     private readonly clock: ManualClock,
-    private readonly plan: Array<'refuse' | 'hang' | number>,
+    private readonly plan: Array<'refuse' | 'hang' | 'peer-down' | 'denied' | number>,
   ) {}
   send(a: Attempt): Refusal | null {
     this.log.push(`connect ${a.endpoint.id}`);
@@ -759,8 +762,10 @@ class StreamNet implements CallDriver {
       this.pending = null;
       if (p === 'refuse') return this.call.connectFailed('ECONNREFUSED');
       this.call.connected();
+      if (p === 'peer-down') return this.call.streamRefused('SKEIN_E_UPSTREAM_CONNECT', 'its app is down', true);
+      if (p === 'denied') return this.call.streamRefused('SKEIN_E_AUTHZ_DENIED', 'policy no-web denies it', false);
       this.log.push(`established ${a.endpoint.id} ${this.call.established()}`);
-    }, p === 'refuse' ? 1 : p);
+    }, typeof p === 'number' ? p : 1);
     return null;
   }
   abandon(): void {
@@ -796,6 +801,33 @@ test('an opaque stream: a refused connect is retried on the other endpoint; the 
   k.responseComplete();
   assert.equal(k.done, true);
   assert.equal(traffic.active, 0);
+});
+
+test("an opaque stream refused by its peer proxy: an app that is down is a mesh failure retried on the other endpoint (refused-stream); a policy's refusal is the answer, not retried", () => {
+  const { clock, client, key, traffic } = setup({ breaker: { consecutiveFailures: 1 } });
+  const retries: string[] = [];
+  const req = { direction: 'outbound', route: client.traffic.routes.fallback, idempotent: true, hasBody: false, upgrade: false, timeoutMs: 0, delayMs: 0, hash: { header: () => undefined, sourceAddress: '127.0.0.1' }, hop: null } as const;
+  const counters = { retry: (_s: string, reason: string) => void retries.push(reason), retryBudgetExhausted: () => undefined };
+  const net = new StreamNet(clock, ['peer-down', 4]);
+  const k = new Call(client, req, net, clock, counters, () => 0);
+  net.call = k;
+  k.start();
+  clock.advance(10);
+  const [first, second] = net.log.map((l) => l.split(' ')[1] as string);
+  assert.deepEqual(net.log, [`connect ${first}`, `connect ${second}`, `established ${second} true`]);
+  assert.deepEqual(retries, ['refused-stream']);
+  assert.equal(traffic.breakers?.state(key(first as string)), 'open', "the peer's refusal is evidence against its endpoint");
+  k.responseComplete();
+
+  const denied = new StreamNet(clock, ['denied']);
+  const d = new Call(client, req, denied, clock, counters, () => 0);
+  denied.call = d;
+  d.start();
+  clock.advance(2);
+  const [only] = denied.log.map((l) => l.split(' ')[1] as string);
+  assert.deepEqual(denied.log, [`connect ${only}`, 'fail SKEIN_E_AUTHZ_DENIED']);
+  assert.deepEqual(retries, ['refused-stream'], 'not retried');
+  assert.equal(traffic.breakers?.state(key(only as string)), 'closed', "a policy's answer is not a failure of the endpoint");
 });
 
 test('an opaque stream whose connect hangs: the per-try timeout abandons it and the other endpoint gets the connection; established() after the call is over says false', () => {

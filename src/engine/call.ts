@@ -431,6 +431,20 @@ export class Call {
   }
 
   /**
+   * An opaque stream's peer inbound proxy refused it with its own error `code` before any byte
+   * (the TCP driver reads the peer's status: src/proxy/tcp/peer-status.ts). `meshFailure`
+   * (`refusedByPeer`: its app unreachable, or it is draining): no app saw the stream, a mesh
+   * failure (evidence 0) retried as `refused-stream`, as in HTTP; any other refusal (authorization,
+   * a rate limit) is the peer's answer: its status is the evidence, and the call fails with it.
+   */
+  streamRefused(code: ErrorCode, message: string, meshFailure: boolean): void {
+    if (this.st !== St.Attempt) return;
+    this.endAttempt(meshFailure ? 0 : ERROR_CODES[code].status, `refused by its inbound proxy: ${code}`);
+    if (meshFailure && this.retry('refused-stream', 0)) return;
+    this.fail({ code, message });
+  }
+
+  /**
    * The attempt's connection closed or sent a malformed response. `reused`: it had served an
    * earlier request (it may have been stale). `answered`: bytes of the response reached the
    * client. Returns true when the client's response is cut short (the driver must let the client

@@ -33,8 +33,25 @@ export interface AccessEntry {
   readonly requestId: string | null;
 }
 
+/**
+ * The line of an opaque TCP stream (src/proxy/tcp), written when it closes: the fields of a
+ * request's line that apply (`method` "TCP", `path` ""; `status` 200 once it reached the app, else
+ * the status of its `error`'s code, 0 when the client left first; `durationMs` its life from accept
+ * to close), and what only a stream has: the time it took to reach the app and the bytes each way.
+ */
+export interface StreamAccessEntry extends Omit<AccessEntry, 'method' | 'path' | 'requestId'> {
+  readonly method: 'TCP';
+  readonly path: '';
+  /** ms from accept to the app's connection (null: it never got one). */
+  readonly connectMs: number | null;
+  /** Bytes received from the client (sent on to the upstream). */
+  readonly receivedBytes: number;
+  /** Bytes sent to the client (from the upstream). */
+  readonly sentBytes: number;
+}
+
 export interface AccessLog {
-  write(e: AccessEntry): void;
+  write(e: AccessEntry | StreamAccessEntry): void;
   /** Resolves once every entry written before is written (later ones are dropped). */
   close(): Promise<void>;
 }

@@ -12,7 +12,7 @@
  *                    send ▼  │ outcomes (connected, head, reset, ...)
  *                        Upstream (pooled connection, its own llhttp parser)
  */
-import { connectionRefusal } from '../../engine/admission.js';
+import { atConnectionLimit, connectSettled, reserveConnection } from '../../engine/admission.js';
 import type { Attempt, Call, CallDriver, CallFailure, CallRequest } from '../../engine/call.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { AttemptTrace } from '../../engine/observe.js';
@@ -191,15 +191,14 @@ export class Exchange implements UpstreamHandler, CallDriver {
       if (used === undefined) servicePools.set(t.connections, (used = new Set()));
       used.add(pool);
       // At the connection limit, an idle connection to another endpoint of the service makes room.
-      if (t.connections.open >= t.policy.limits.maxConnections) {
+      if (atConnectionLimit(t)) {
         for (const p of used) {
           if (!ctx.pools.isLive(p)) used.delete(p);
           else if (p !== pool && p.evictOne()) break;
         }
       }
-      const refused = connectionRefusal(t);
+      const refused = reserveConnection(t);
       if (refused !== null) return refused;
-      t.pending++;
       timeoutMs = t.policy.connectTimeoutMs;
       pool.idleMs = t.policy.idleTimeoutMs;
     }
@@ -210,7 +209,7 @@ export class Exchange implements UpstreamHandler, CallDriver {
   private doneConnecting(): void {
     if (this.connecting === null) return;
     this.connecting = null;
-    if (this.outbound) this.dest.traffic.pending--;
+    if (this.outbound) connectSettled(this.dest.traffic);
   }
 
   private stopConnecting(): void {

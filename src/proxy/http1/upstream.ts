@@ -9,6 +9,7 @@ import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { TlsRefusal } from '../../api/mtls.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
+import { joinConnections, leaveConnections } from '../../engine/admission.js';
 import { handshakeRefusal } from '../tls/refusal.js';
 import type { UpstreamTls } from '../tls/outbound.js';
 import { ERR, HttpParser, ParserType } from './llhttp.js';
@@ -314,8 +315,7 @@ export class Upstream extends ResponseReader {
     tls: UpstreamTls | null = null,
   ) {
     super();
-    this.counter = counter;
-    if (counter !== null) counter.open++;
+    this.counter = joinConnections(counter);
     this.handler = handler;
     this.secure = tls !== null;
     const socket = tls === null ? connect({ host: endpoint.address, port: endpoint.port, noDelay: true }) : tlsConnect({ host: endpoint.address, port: endpoint.port, ...tls.options() });
@@ -366,10 +366,7 @@ export class Upstream extends ResponseReader {
 
   /** Leaves its service's connection count (once: when closed by us, or when the socket closes). */
   private uncount(): void {
-    const c = this.counter;
-    if (c === null) return;
-    this.counter = null;
-    c.open--;
+    this.counter = leaveConnections(this.counter);
   }
 
   close(): void {

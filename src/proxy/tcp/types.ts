@@ -13,7 +13,9 @@ import type { Endpoint } from '../../discovery/endpoint.js';
 import type { ServiceAuthz } from '../../engine/authorization.js';
 import type { Refusal } from '../../engine/service-client.js';
 import type { ProxyAudit } from '../../telemetry/audit-log.js';
-import type { ForwarderCounters, Limits } from '../http1/types.js';
+import type { TapSink } from '../../engine/observe.js';
+import type { AccessLog } from '../access-log.js';
+import type { ForwarderCounters, Limits, ListenerMetrics } from '../http1/types.js';
 import type { UpstreamTls } from '../tls/outbound.js';
 
 /** The numbers of one stream's series (workload, direction, service): added to as bytes flow. */
@@ -48,6 +50,12 @@ export interface TcpContext {
   /** Inbound: the served service's authorization (null: outbound). */
   readonly authz: ServiceAuthz | null;
   readonly audit: ProxyAudit | null;
+  /** The listener's golden-signal series (a stream counts as a request: see stream.ts); null: off. */
+  readonly metrics: ListenerMetrics | null;
+  /** Taps (`skein tap`): a stream is published when it closes. */
+  readonly tap: TapSink | null;
+  /** One line per stream, when it closes. */
+  readonly accessLog: AccessLog | null;
   /** Where a failed stream is logged (there is no response to carry its error). */
   readonly logger: Logger | undefined;
   /** How a connection to `e` is made: mTLS, plaintext (null), or refused (strict mode without a certificate). */
