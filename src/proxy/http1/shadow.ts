@@ -4,10 +4,11 @@
  * x-skein-timeout-ms, then its body as it came (chunked framing included); its response is
  * parsed to its end and dropped, and the connection goes back to the mirror endpoint's pool.
  */
-import { connectionRefusal } from '../../engine/admission.js';
+import { connectSettled, reserveConnection } from '../../engine/admission.js';
 import type { Shadow, ShadowDriver } from '../../engine/mirror.js';
 import type { Refusal } from '../../engine/service-client.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
+import type { TrafficState } from '../../resilience/traffic-state.js';
 import { coarseNow } from './coarse-clock.js';
 import type { ListenerContext } from './types.js';
 import { Upstream, type UpstreamHandler } from './upstream.js';
@@ -36,7 +37,8 @@ export function shadowHead(upstream: Buffer, open: boolean, s: Shadow): Buffer {
 /** One copy in flight over HTTP/1.1. */
 export class ShadowExchange implements ShadowDriver, UpstreamHandler {
   private up: Upstream | null = null;
-  private pending: { pending: number } | null = null;
+  /** The service whose new connection this copy reserved (pending until it settles). */
+  private pending: TrafficState | null = null;
   private shadow: Shadow | null = null;
   /** The final response's status. */
   private status = 0;
@@ -60,9 +62,8 @@ export class ShadowExchange implements ShadowDriver, UpstreamHandler {
       return null;
     }
     const t = s.dest.traffic;
-    const refused = connectionRefusal(t);
+    const refused = reserveConnection(t);
     if (refused !== null) return refused;
-    t.pending++;
     this.pending = t;
     pool.idleMs = t.policy.idleTimeoutMs;
     this.up = new Upstream(e, pool, t.policy.connectTimeoutMs, this, t.connections, tls);
@@ -79,7 +80,7 @@ export class ShadowExchange implements ShadowDriver, UpstreamHandler {
 
   /** Leaves the service's pending count (once). */
   private connected(): void {
-    if (this.pending !== null) this.pending.pending--;
+    if (this.pending !== null) connectSettled(this.pending);
     this.pending = null;
   }
 
