@@ -100,7 +100,7 @@ interface H2Response {
   body: Buffer;
 }
 
-function h2Request(c: ClientHttp2Session, headers: Record<string, string>, body?: Buffer): Promise<H2Response> {
+function h2Request(c: ClientHttp2Session, headers: Record<string, string | string[]>, body?: Buffer): Promise<H2Response> {
   return new Promise((resolve, reject) => {
     const req = c.request(headers, { endStream: body === undefined });
     const parts: Buffer[] = [];
@@ -309,6 +309,22 @@ describe('request ids', () => {
     assert.equal(new Set(ids.map((id) => id.slice(0, 24))).size, 1, `one prefix: ${ids.join(' ')}`);
     const counter = ids.map((id) => parseInt(id.slice(24), 16));
     assert.deepEqual([counter[1]! - counter[0]!, counter[2]! - counter[1]!], [1, 1], `consecutive: ${ids.join(' ')}`);
+  });
+});
+
+describe('the caller\'s deadline over HTTP/2', () => {
+  test('a repeated x-skein-timeout-ms is its smallest (as over HTTP/1 and the SDK); one that is not whole ms is a 400 with the one message', async () => {
+    const c = connect(outPort);
+    const r = await h2Request(c, { ':path': '/deadline-twice', ':authority': 'grid', 'x-skein-timeout-ms': ['5000', '700'] });
+    assert.equal(r.status, 200);
+    const seen = backends.flatMap((b) => b.seen).find((h) => h[':path'] === '/deadline-twice');
+    const left = Number(seen?.['x-skein-timeout-ms']);
+    assert.ok(left > 0 && left <= 700, `the app is given what is left of the smaller, 700 ms (${left})`);
+    const bad = await h2Request(c, { ':path': '/deadline-bad', ':authority': 'grid', 'x-skein-timeout-ms': 'soon' });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.headers['x-skein-error'], 'SKEIN_E_BAD_REQUEST');
+    assert.match(bad.body.toString(), /x-skein-timeout-ms must be a whole number of milliseconds, not \\"soon\\"/);
+    c.close();
   });
 });
 

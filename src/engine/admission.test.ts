@@ -7,8 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseService } from '../api/parse.js';
 import { setOf } from '../balance/test-helpers.js';
-import { ManualClock } from '../core/clock.js';
-import { atConnectionLimit, connectionRefusal, connectSettled, joinConnections, leaveConnections, reserveConnection } from './admission.js';
+import { ManualClock, MAX_TIMER_MS } from '../core/clock.js';
+import { atConnectionLimit, badDeadline, connectionRefusal, connectSettled, deadlineMs, joinConnections, leaveConnections, reserveConnection } from './admission.js';
 import { ServiceClient } from './service-client.js';
 
 function traffic(limits: object) {
@@ -66,4 +66,16 @@ test('a connection reserved, made, settled and closed: pending and open counts g
   assert.equal(leaveConnections(place), null, 'leaving twice leaves once');
   assert.equal(t.connections.open, 1);
   assert.equal(joinConnections(null), null, 'an inbound connection is counted nowhere');
+});
+
+test('x-skein-timeout-ms: whole ms, capped at what a timer holds; a repeat (a list) is its smallest; anything else is the text, refused with one message', () => {
+  assert.equal(deadlineMs('250'), 250);
+  assert.equal(deadlineMs('0'), 0);
+  assert.equal(deadlineMs('300, 200'), 200);
+  assert.equal(deadlineMs('300,200,900'), 200);
+  assert.equal(deadlineMs('99999999999999999999'), MAX_TIMER_MS);
+  assert.equal(deadlineMs('1.5'), '1.5');
+  assert.equal(deadlineMs('300, soon'), '300, soon');
+  assert.equal(deadlineMs(''), '');
+  assert.deepEqual(badDeadline('soon'), { code: 'SKEIN_E_BAD_REQUEST', message: 'x-skein-timeout-ms must be a whole number of milliseconds, not "soon"' });
 });

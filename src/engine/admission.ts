@@ -8,6 +8,7 @@
 import type { Direction } from '../api/stats.js';
 import type { RoutePolicy } from '../api/traffic.js';
 import type { Rng } from '../core/backoff.js';
+import { MAX_TIMER_MS } from '../core/clock.js';
 import type { TrafficState } from '../resilience/traffic-state.js';
 import type { Refusal } from './service-client.js';
 
@@ -132,6 +133,30 @@ export function joinConnections(c: ConnectionCount): ConnectionCount {
 export function leaveConnections(c: ConnectionCount): null {
   if (c !== null) c.open--;
   return null;
+}
+
+/**
+ * The caller's deadline in an `x-skein-timeout-ms` value: ms (capped at what a timer holds, about
+ * 24.8 days), or the text when it is not whole milliseconds. A list ("300, 200": the header
+ * repeated, as HTTP/2 and fetch join it) is its smallest: every protocol reads a repeat the same.
+ */
+export function deadlineMs(text: string): number | string {
+  if (WHOLE_MS.test(text)) return Math.min(Number(text), MAX_TIMER_MS);
+  if (!text.includes(',')) return text;
+  let min = -1;
+  for (const part of text.split(',')) {
+    const v = part.trim();
+    if (!WHOLE_MS.test(v)) return text;
+    const ms = Math.min(Number(v), MAX_TIMER_MS);
+    if (min < 0 || ms < min) min = ms;
+  }
+  return min;
+}
+const WHOLE_MS = /^\d{1,20}$/;
+
+/** The refusal of a request whose x-skein-timeout-ms (`text`) is not whole milliseconds. */
+export function badDeadline(text: string): Refusal {
+  return { code: 'SKEIN_E_BAD_REQUEST', message: `x-skein-timeout-ms must be a whole number of milliseconds, not "${text.slice(0, 40)}"` };
 }
 
 /**

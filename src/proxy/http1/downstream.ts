@@ -14,7 +14,7 @@
  */
 import type { Socket } from 'node:net';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
-import { admit, callerOf, deadlineOf, isRefusal } from '../../engine/admission.js';
+import { admit, badDeadline, callerOf, deadlineOf, isRefusal } from '../../engine/admission.js';
 import { authorize, type ServiceAuthz } from '../../engine/authorization.js';
 import { Call, localExplanation } from '../../engine/call.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
@@ -346,7 +346,7 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
       }
     }
     if (r.badDeadline !== null) {
-      this.answerError('SKEIN_E_BAD_REQUEST', `x-skein-timeout-ms must be a whole number of milliseconds, not "${r.badDeadline.slice(0, 40)}"`, { hasBody });
+      this.refused(badDeadline(r.badDeadline), hasBody);
       return;
     }
     const timeoutMs = deadlineOf(route, ctx.direction, dest.service, r.deadlineMs);

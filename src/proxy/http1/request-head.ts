@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { CLIENT_ID_HEADER } from '../../api/mtls.js';
-import { MAX_TIMER_MS } from '../../core/clock.js';
+import { deadlineMs } from '../../engine/admission.js';
 import { normalizePath } from '../../authz/normalize.js';
 import type { TraceHeaders } from '../../engine/observe.js';
 import { classify, connectionNames, dropNamed, forbiddenConnectionOption, H, hopByHop, type HeadCollector, type HeadWriter } from './head.js';
@@ -123,11 +123,6 @@ function absoluteTarget(url: string): [string, string] | null {
   let path = url.slice(end);
   if (path === '' || path.charCodeAt(0) !== 0x2f) path = `/${path}`;
   return [authority, path];
-}
-
-/** An x-skein-timeout-ms value in ms (capped at what a timer holds, about 24.8 days), or the text when it is not a number. */
-export function deadlineMs(text: string): number | string {
-  return /^\d{1,20}$/.test(text) ? Math.min(Number(text), MAX_TIMER_MS) : text;
 }
 
 /** Where the request line starts: llhttp lets empty lines come before it (RFC 9112 §2.2). */

@@ -35,7 +35,7 @@ import { isSecretHeader, REDACTED } from '../../api/tap.js';
 import type { HashInput } from '../../balance/hash-key.js';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
 import { normalizePath } from '../../authz/normalize.js';
-import { admit, callerOf, connectionRefusal, deadlineOf, isRefusal } from '../../engine/admission.js';
+import { admit, badDeadline, callerOf, connectionRefusal, deadlineMs, deadlineOf, isRefusal } from '../../engine/admission.js';
 import { authorize } from '../../engine/authorization.js';
 import { Call, localExplanation, type Attempt, type CallDriver, type CallFailure, type CallRequest } from '../../engine/call.js';
 import type { AttemptTrace, TraceHeaders } from '../../engine/observe.js';
@@ -44,7 +44,7 @@ import type { RouteInput } from '../../resilience/routes.js';
 import { pathOnly } from '../access-log.js';
 import { errorBody } from '../../engine/answer.js';
 import { RequestRecord } from '../http1/record.js';
-import { deadlineMs, requestIds } from '../http1/request-head.js';
+import { requestIds } from '../http1/request-head.js';
 import { refusedByPeer } from '../../engine/answer.js';
 import { TlsRefused } from '../http1/upstream.js';
 import type { RouteError } from '../http1/types.js';
@@ -225,7 +225,7 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     if (xt !== undefined) {
       const ms = deadlineMs(xt);
       if (typeof ms === 'string') {
-        this.answer('SKEIN_E_BAD_REQUEST', `x-skein-timeout-ms must be a whole number of milliseconds, not "${ms.slice(0, 40)}"`);
+        this.refused(badDeadline(ms));
         return;
       }
       callerMs = ms;
