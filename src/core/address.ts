@@ -21,3 +21,9 @@ export function parseHostPort(text: string, flag: string): HostPort {
 export function formatHostPort(host: string, port: number): string {
   return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/** A socket's peer address as people write it: an IPv4-mapped IPv6 address ("::ffff:10.0.0.1") as its IPv4; "unknown" when there is none (the socket closed). */
+export function plainAddress(a: string | undefined): string {
+  if (a === undefined) return 'unknown';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}

@@ -3,6 +3,7 @@
  * the asynchronous line writer: never blocking a request) and what the proxy writes to it: the
  * authorization decisions that are not plain allows, and refused mTLS handshakes.
  */
+import { plainAddress } from '../core/address.js';
 import { auditLine, auditRecord, type AuditRecord, type AuditSink } from '../api/audit.js';
 import { TLS_REFUSALS, type TlsRefusal } from '../api/mtls.js';
 import type { Direction } from '../api/stats.js';
@@ -106,7 +107,7 @@ export class ProxyAudit {
         event: 'mtls-refused',
         reason: `${TLS_REFUSALS[reason]}: ${detail}`,
         code: reason,
-        sourceAddress: direction === 'inbound' ? plainAddress(peer) : null,
+        sourceAddress: direction === 'inbound' ? peerAddress(peer) : null,
         tls: reason === 'plaintext' ? 'plaintext' : 'mtls',
         tlsError: reason,
         destinationIdentity: identity,
@@ -119,7 +120,7 @@ export class ProxyAudit {
   }
 }
 
-function plainAddress(a: string): string | null {
-  if (a === '') return null;
-  return a.startsWith('::ffff:') ? a.slice(7) : a;
+/** A peer address for the log: null when there is none. */
+function peerAddress(a: string): string | null {
+  return a === '' ? null : plainAddress(a);
 }

@@ -12,6 +12,7 @@
  * its header lines through, and body bytes (chunked framing included: llhttp has validated it)
  * are forwarded as they came.
  */
+import { plainAddress } from '../../core/address.js';
 import type { Socket } from 'node:net';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
 import { admit, badDeadline, callerOf, deadlineOf, isRefusal } from '../../engine/admission.js';
@@ -53,10 +54,6 @@ function isRouteError(r: Destination | RouteError): r is RouteError {
   return (r as RouteError).error !== undefined;
 }
 
-function plainAddress(a: string | undefined): string {
-  if (a === undefined) return 'unknown';
-  return a.startsWith('::ffff:') ? a.slice(7) : a;
-}
 
 /** How the proxy answers a request itself. */
 export interface ErrorAnswer {

@@ -13,6 +13,7 @@
  * loop more than maxConcurrentStreams streams behind reaches first.
  * Errors of one request are answered on its stream: nothing else closes the session.
  */
+import { plainAddress } from '../../core/address.js';
 import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Http2Settings } from '../../api/http2.js';
@@ -30,10 +31,6 @@ export interface H2Context extends ListenerContext {
 
 const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 
-function plainAddress(a: string | undefined): string {
-  if (a === undefined) return 'unknown';
-  return a.startsWith('::ffff:') ? a.slice(7) : a;
-}
 
 export class H2Downstream {
   readonly session: ServerHttp2Session;

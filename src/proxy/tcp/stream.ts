@@ -28,6 +28,7 @@
  * when that is known (established: status 200; failed: its code's status, a failure; the client
  * left first: 0), its latency the time from accept to the app's connection.
  */
+import { plainAddress } from '../../core/address.js';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import type { HashInput } from '../../balance/hash-key.js';
@@ -49,10 +50,6 @@ import type { TcpContext, TcpSeries } from './types.js';
 /** A client that does not close its side after the upstream closed is destroyed this long after. */
 const LINGER_MS = 5000;
 
-function plainAddress(a: string | undefined): string {
-  if (a === undefined) return 'unknown';
-  return a.startsWith('::ffff:') ? a.slice(7) : a;
-}
 
 /** Resets a connection (an RST), or destroys it where the handle cannot reset (a TLS socket). */
 function reset(s: Socket): void {
