@@ -505,9 +505,8 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     ctx.counters.proxyError(ctx.direction, code);
     this.record.finish(status, code, a.endpoint ?? null, a.attempts ?? 0);
     const close = (a.hasBody && !this.msgDone) || !this.keepAlive || this.clientEnded || ctx.draining;
-    let headers = a.retryAfterMs === undefined ? '' : `retry-after: ${Math.ceil(a.retryAfterMs / 1000)}\r\n`;
-    if (this.explain) headers += `x-skein-explain: ${a.explanation ?? localExplanation(this.record.route, this.record.service, code)}\r\n`;
-    this.socket.write(errorResponse(code, message, { close, requestId: this.requestId, status, head: this.parser.method === METHOD_HEAD, details: a.details, headers, origin: ctx.direction }), 'latin1');
+    const explanation = this.explain ? (a.explanation ?? localExplanation(this.record.route, this.record.service, code)) : null;
+    this.socket.write(errorResponse(code, message, { close, requestId: this.requestId, status, head: this.parser.method === METHOD_HEAD, details: a.details, retryAfterMs: a.retryAfterMs, explanation, origin: ctx.direction }), 'latin1');
     this.dropExchange();
     if (close) {
       this.close();

@@ -3,8 +3,8 @@
  * code, the message, the details and the x-skein-explain text) comes from the engine or the
  * request's checks; this only frames it.
  */
-import { SkeinError, type ErrorCode } from '../../core/errors.js';
-import { errorBody } from '../../engine/answer.js';
+import type { ErrorCode } from '../../core/errors.js';
+import { errorBody, errorHead } from '../../engine/answer.js';
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
@@ -18,28 +18,29 @@ const STATUS_TEXT: Record<number, string> = {
 };
 
 /**
- * A response the proxy makes itself: the status of the code (or `status`), `x-skein-error`
- * naming the code, and a small JSON body `{ code, message, requestId?, details? }`. `headers`
- * are extra header lines, each ending in CRLF (Retry-After, x-skein-explain).
+ * A response the proxy makes itself: the status and headers of the engine's `errorHead` (the
+ * code's status or `status`, `x-skein-error`, its origin, the request id, Retry-After,
+ * x-skein-explain) and a small JSON body `{ code, message, requestId?, details? }`.
  */
 export function errorResponse(
   code: ErrorCode,
   message: string,
-  opts: { close: boolean; requestId?: string | undefined; status?: number | undefined; head?: boolean; details?: unknown; headers?: string; origin?: 'inbound' | 'outbound' },
+  opts: {
+    close: boolean;
+    requestId?: string | undefined;
+    status?: number | undefined;
+    head?: boolean;
+    details?: unknown;
+    origin?: 'inbound' | 'outbound';
+    retryAfterMs?: number | undefined;
+    explanation?: string | null;
+  },
 ): string {
-  const status = opts.status ?? new SkeinError(code, message).status;
+  const h = errorHead(code, opts.origin ?? null, opts);
   // Written as latin1: errorBody escapes anything beyond ASCII, so the length is the byte count.
   const body = errorBody(code, message, opts.requestId, opts.details);
-  return (
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
-    `content-type: application/json\r\n` +
-    `content-length: ${body.length}\r\n` +
-    `x-skein-error: ${code}\r\n` +
-    (opts.origin === undefined ? '' : `x-skein-error-origin: ${opts.origin}\r\n`) +
-    (opts.requestId === undefined ? '' : `x-request-id: ${opts.requestId}\r\n`) +
-    (opts.headers ?? '') +
-    (opts.close ? 'connection: close\r\n' : '') +
-    `\r\n` +
-    (opts.head === true ? '' : body)
-  );
+  let out = `HTTP/1.1 ${h.status} ${STATUS_TEXT[h.status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n`;
+  for (const [name, value] of h.headers) out += `${name}: ${value}\r\n`;
+  if (opts.close) out += 'connection: close\r\n';
+  return `${out}\r\n${opts.head === true ? '' : body}`;
 }

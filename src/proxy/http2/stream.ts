@@ -42,7 +42,7 @@ import type { AttemptTrace, TraceHeaders } from '../../engine/observe.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { RouteInput } from '../../resilience/routes.js';
 import { pathOnly } from '../access-log.js';
-import { errorBody } from '../../engine/answer.js';
+import { errorBody, errorHead } from '../../engine/answer.js';
 import { RequestRecord } from '../http1/record.js';
 import { requestIds } from '../http1/request-head.js';
 import { refusedByPeer } from '../../engine/answer.js';
@@ -692,9 +692,9 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
       this.over();
       return;
     }
-    const h: OutgoingHttpHeaders = { 'x-skein-error': code, 'x-skein-error-origin': ctx.direction, 'x-request-id': this.requestId };
-    if (a.retryAfterMs !== undefined) h['retry-after'] = String(Math.ceil(a.retryAfterMs / 1000));
-    if (this.explain) h['x-skein-explain'] = a.explanation ?? localExplanation(this.record.route, this.record.service, code);
+    const head = errorHead(code, ctx.direction, { status, requestId: this.requestId, retryAfterMs: a.retryAfterMs, explanation: this.explain ? (a.explanation ?? localExplanation(this.record.route, this.record.service, code)) : null });
+    const h: OutgoingHttpHeaders = {};
+    for (const [name, value] of head.headers) h[name] = value;
     if (this.grpc) {
       h[':status'] = 200;
       h['content-type'] = 'application/grpc';
