@@ -9,7 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getGlobalDispatcher, request, setGlobalDispatcher, type Dispatcher } from 'undici';
 import { adminTokenOf, api, closedPort, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
-import { metricValue, registerInstance } from './proxy-helpers.js';
+import { metricValue, mintJoinToken, registerInstance, startMeshProxy } from './proxy-helpers.js';
+import { INBOUND_PROXY_LABEL } from '../src/api/names.js';
 import { LATENCY_BUCKETS } from '../src/api/stats.js';
 import { startBackend, type Backend } from './conformance.js';
 import { createMeshDispatcher, type MeshDispatcher } from '../src/sdk/index.js';
@@ -189,6 +190,108 @@ describe('createMeshDispatcher: bad options are refused before anything starts',
       assert.equal(body.message, 'the SDK has not yet heard from the control plane');
     } finally {
       await d.close();
+    }
+  });
+});
+
+describe('the SDK with mTLS: real `skein proxy --mtls strict` inbound sides', () => {
+  let control: ControlProcess;
+  let dir: { path: string; remove(): Promise<void> };
+  let td: string;
+  let sdk: MeshDispatcher;
+  const stops: Array<() => Promise<unknown>> = [];
+  const idOf = (service: string) => `spiffe://${td}/ns/default/sa/${service}`;
+  const label = { labels: { [INBOUND_PROXY_LABEL]: 'true' } };
+
+  before(async () => {
+    dir = await tempDir('skein-sdk-mtls-');
+    // 1-minute certificates: the SDK renews its own within the test (at 50-70% of the lifetime).
+    control = await startControl({ dataDir: dir.path, args: ['--dns', 'off', '--leaf-lifetime', '1m'] });
+    td = (await api(control.http, 'GET', '/v1/ca')).body.trustDomain as string;
+    for (const service of ['users', 'orders']) {
+      const app = await startBackend(`${service}-app`);
+      stops.push(() => app.close());
+      const p = await startMeshProxy(control.http, `proxy-${service}`, [service], [`name=${service}-1,service=${service},inbound=127.0.0.1:0,app=127.0.0.1:${app.port}`]);
+      stops.push(() => p.stop());
+      await registerInstance(control.http, service, `${service}-1`, p.workload(`${service}-1`).inbound!.port, label);
+      // The registry says users' inbound listener is also "billing": the proxy there proves it is users'.
+      if (service === 'users') await registerInstance(control.http, 'billing', 'billing-1', p.workload('users-1').inbound!.port, label);
+    }
+    sdk = createMeshDispatcher({ control: control.http, service: 'web', metrics: { listen: '127.0.0.1:0' }, mtls: { mode: 'strict', joinToken: await mintJoinToken(control.http, 'sdk-web', ['web']) } });
+    await sdk.ready();
+    await waitFor(() => ['users', 'orders', 'billing'].every((s) => sdk.mesh.endpoints(s).size === 1), { timeoutMs: 10_000, what: 'the SDK to see users, orders and billing' });
+  });
+
+  after(async () => {
+    await sdk?.close();
+    for (const s of stops.reverse()) await s();
+    await control?.stop();
+    await dir?.remove();
+  });
+
+  test('the SDK holds its workload certificate and calls two strict services over mTLS: each app sees the verified identity', async () => {
+    const cert = sdk.certificate();
+    assert.equal(cert?.identity, idOf('web'));
+    for (const service of ['users', 'orders']) {
+      const res = await request(`http://${service}/headers`, { dispatcher: sdk, headers: { 'x-skein-client-id': idOf('admin') } });
+      assert.equal(res.statusCode, 200);
+      assert.equal(res.headers['x-backend'], `${service}-app`);
+      const h = (await res.body.json()) as Record<string, string>;
+      assert.equal(h['x-skein-client-id'], idOf('web'), `${service}: the caller's certificate, not the header the app sent`);
+      assert.equal(h['x-skein-caller'], 'web');
+    }
+  });
+
+  test('announced with its certificate (no token): GET /v1/proxies names its SPIFFE ID', async () => {
+    const addr = await sdk.metricsAddress();
+    await waitFor(
+      async () => {
+        const b = (await api(control.http, 'GET', '/v1/proxies')).body as { proxies: Array<{ id: string; admin: string; announcedBy: string | null }> };
+        return b.proxies.find((p) => p.id === `sdk-web-${process.pid}` && p.admin === addr && p.announcedBy === idOf('web')) ?? null;
+      },
+      { timeoutMs: 10_000, what: 'the SDK announced with its certificate' },
+    );
+  });
+
+  test("an endpoint whose proxy is not the identity the registry gives it: 502 SKEIN_E_UPSTREAM_TLS naming why, as the proxy answers", async () => {
+    const res = await request('http://billing/headers', { dispatcher: sdk });
+    assert.equal(res.statusCode, 502);
+    assert.equal(res.headers['x-skein-error'], 'SKEIN_E_UPSTREAM_TLS');
+    const body = (await res.body.json()) as { message: string; details: { tried: Array<{ endpoint: string; outcome: string }> } };
+    assert.match(body.message, /^no mTLS connection to /);
+    assert.equal(body.details.tried[0]?.endpoint, 'billing-1');
+    assert.equal(body.details.tried[0]?.outcome, `mTLS refused: the peer is not the identity the registry says the endpoint has: ${idOf('users')}, expected ${idOf('billing')}`);
+  });
+
+  test('an SDK with mTLS off is refused by the strict peer: 403 SKEIN_E_MTLS_REQUIRED from its inbound side', async () => {
+    const plain = createMeshDispatcher({ control: control.http, service: 'web', mtls: { mode: 'off' } });
+    try {
+      await plain.ready();
+      await waitFor(() => plain.mesh.endpoints('users').size === 1, { timeoutMs: 10_000, what: 'the plaintext SDK to see users' });
+      const res = await request('http://users/headers', { dispatcher: plain });
+      assert.equal(res.statusCode, 403);
+      assert.equal(res.headers['x-skein-error'], 'SKEIN_E_MTLS_REQUIRED');
+      assert.match(((await res.body.json()) as { message: string }).message, /takes mutual TLS only/);
+    } finally {
+      await plain.close();
+    }
+  });
+
+  test('the SDK renews its certificate by itself, and new connections present the renewed one', { timeout: 120_000 }, async () => {
+    const first = sdk.certificate();
+    assert.ok(first !== null);
+    const renewed = await waitFor(() => {
+      const c = sdk.certificate();
+      return c !== null && c.serial !== first.serial ? c : null;
+    }, { timeoutMs: 60_000, what: 'the SDK to renew its 1-minute certificate' });
+    assert.ok(renewed !== null);
+    assert.equal(renewed.identity, idOf('web'));
+    assert.ok(renewed.notAfter.getTime() > first.notAfter.getTime(), 'the renewed certificate ends later');
+    // The connection open across the renewal goes on; closed (reset), the next one is made with the renewed certificate.
+    for (const reset of [true, false]) {
+      const res = await request('http://users/headers', { dispatcher: sdk, reset });
+      assert.equal(res.statusCode, 200);
+      assert.equal(((await res.body.json()) as Record<string, string>)['x-skein-client-id'], idOf('web'));
     }
   });
 });

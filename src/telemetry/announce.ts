@@ -14,6 +14,7 @@
 import type { Logger } from 'pino';
 import type { ControlReplicas } from '../discovery/control-replicas.js';
 import type { WorkloadTls } from '../api/ca.js';
+import type { ControlAnswer, ControlCall } from '../identity/mtls/identities.js';
 
 /** What a data plane announces of one workload (the proxy's WorkloadInfo fits it; the SDK's caller too). */
 export interface AnnouncedWorkload {
@@ -24,14 +25,8 @@ export interface AnnouncedWorkload {
   readonly tls?: WorkloadTls | null;
 }
 
-/** An answer of the control plane's API (the proxy's mTLS way: src/proxy/tls/identities.ts). */
-export interface ControlAnswer {
-  readonly status: number;
-  readonly text: string;
-}
-
-/** A call to the control plane's API with a certificate the caller holds. */
-export type ControlCall = (method: string, path: string, body?: unknown) => Promise<ControlAnswer>;
+/** An answer of the control plane's API, and a call with a certificate the caller holds (defined with the identities: src/identity/mtls/identities.ts). */
+export type { ControlAnswer, ControlCall } from '../identity/mtls/identities.js';
 
 export interface AnnouncerOptions {
   /** One control plane; or `control`, several replicas (the proxy's, shared with its watch). */
