@@ -11,6 +11,10 @@ import { getGlobalDispatcher, request, setGlobalDispatcher, type Dispatcher } fr
 import { adminTokenOf, api, closedPort, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
 import { metricValue, mintJoinToken, registerInstance, startMeshProxy } from './proxy-helpers.js';
 import { INBOUND_PROXY_LABEL } from '../src/api/names.js';
+import { generateKeyPairSync } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createCsr } from '../src/identity/certs.js';
+import { SHOP_PAGE, portOf, startShop } from './mesh-helpers.js';
 import { LATENCY_BUCKETS } from '../src/api/stats.js';
 import { startBackend, type Backend } from './conformance.js';
 import { createMeshDispatcher, type MeshDispatcher } from '../src/sdk/index.js';
@@ -293,5 +297,61 @@ describe('the SDK with mTLS: real `skein proxy --mtls strict` inbound sides', ()
       assert.equal(res.statusCode, 200);
       assert.equal(((await res.body.json()) as Record<string, string>)['x-skein-client-id'], idOf('web'));
     }
+  });
+});
+
+describe('skein up gives its services what the SDK needs: the demo\'s frontend-sdk, with the frontend strict', () => {
+  let up: Awaited<ReturnType<typeof startShop>>;
+
+  before(async () => {
+    up = await startShop();
+  });
+
+  after(async () => {
+    await up?.stop();
+  });
+
+  test('frontend-sdk holds its certificate, is announced with it (GET /v1/proxies), and calls the strict frontend over mTLS', async () => {
+    const td = (await api(up.control, 'GET', '/v1/ca')).body.trustDomain as string;
+    const frontend = (await api(up.control, 'GET', '/v1/services/frontend')).body as { mtls?: { mode: string } };
+    assert.equal(frontend.mtls, undefined, "the frontend has no mode of its own: the mesh's, strict");
+    const proxies = await waitFor(
+      async () => {
+        const b = (await api(up.control, 'GET', '/v1/proxies')).body as { proxies: Array<{ id: string; announcedBy: string | null; workloads: Array<{ service: string }> }> };
+        const sdk = b.proxies.find((p) => p.id.startsWith('sdk-frontend-sdk-'));
+        return sdk === undefined ? null : sdk;
+      },
+      { timeoutMs: 15_000, what: 'frontend-sdk announced to the control plane' },
+    );
+    assert.ok(proxies !== null);
+    assert.equal(proxies.announcedBy, `spiffe://${td}/ns/default/sa/frontend-sdk`, 'announced with its own certificate');
+    assert.deepEqual(proxies.workloads.map((w) => w.service), ['frontend-sdk']);
+    const m = (await api(up.control, 'GET', '/v1/mesh')).body as { services: Array<{ name: string; servicePort: string }> };
+    const port = portOf(m.services.find((s) => s.name === 'frontend-sdk')?.servicePort ?? '');
+    const res = await request(`http://127.0.0.1:${port}${SHOP_PAGE}`);
+    const body = (await res.body.json()) as { via: string; served_by: Record<string, string>; mesh: { explain: string; error: string | null } };
+    assert.equal(res.statusCode, 200, JSON.stringify(body));
+    assert.equal(body.via, 'sdk');
+    assert.equal(body.served_by['frontend_sdk'], 'frontend-sdk-1');
+    assert.equal(body.served_by['frontend'], 'frontend-1');
+    assert.equal(body.mesh.error, null);
+    assert.match(body.mesh.explain, /^route=default; service=frontend; endpoint=frontend-1 /);
+  });
+
+  test("a replica's credentials: the mesh's mode and a join token for its own certificate (spent by the SDK), no control-plane token", async () => {
+    const r = await api(up.control, 'GET', '/v1/mesh');
+    const inst = (r.body as { services: Array<{ name: string; instances: Array<{ id: string; pid: number | null }> }> }).services.find((s) => s.name === 'frontend-sdk')?.instances[0];
+    assert.ok(inst?.pid != null);
+    const env = (await readFile(`/proc/${inst.pid}/environ`, 'utf8')).split('\0');
+    const get = (k: string) => env.find((l) => l.startsWith(`${k}=`))?.slice(k.length + 1);
+    assert.equal(get('SKEIN_MTLS'), 'strict');
+    assert.equal(get('SKEIN_TOKEN'), undefined, 'no control-plane token: with mTLS the certificate is its credential');
+    const token = get('SKEIN_JOIN_TOKEN');
+    assert.match(token ?? '', /^[A-Za-z0-9_-]{43}$/);
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1', privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+    const again = await api(up.control, 'POST', '/v1/ca/certificates', { service: 'frontend-sdk', csr: await createCsr(privateKey) }, { authorization: `Bearer ${token}` });
+    assert.equal(again.status, 401);
+    assert.equal(again.body.code, 'SKEIN_E_JOIN_TOKEN_USED', 'the SDK spent it on its certificate');
+    assert.equal(again.body.details.proxy, 'frontend-sdk-1', 'minted for this replica');
   });
 });
