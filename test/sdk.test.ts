@@ -162,6 +162,23 @@ describe('the SDK under fetch (setGlobalDispatcher)', () => {
       { timeoutMs: 15_000, what: 'the edge web -> user-service in /v1/signals' },
     );
   });
+
+  test('/stats checks its query as the proxy\'s admin does: a bad since or an unknown parameter is 400 SKEIN_E_BAD_QUERY naming it', async () => {
+    const addr = await sdk.metricsAddress();
+    const bad = await fetch(`http://${addr}/stats?since=abc`);
+    assert.equal(bad.status, 400);
+    assert.equal(bad.headers.get('x-skein-error'), 'SKEIN_E_BAD_QUERY');
+    assert.deepEqual(await bad.json(), { code: 'SKEIN_E_BAD_QUERY', message: 'since must be an event sequence number (a whole number), got "abc"', field: 'since' });
+    const negative = await fetch(`http://${addr}/stats?since=-1`);
+    assert.equal(negative.status, 400);
+    await negative.arrayBuffer();
+    const unknown = await fetch(`http://${addr}/stats?sinec=3`);
+    assert.equal(unknown.status, 400);
+    assert.equal(((await unknown.json()) as { message: string }).message, 'unknown query parameter "sinec" (allowed: since)');
+    const ok = await fetch(`http://${addr}/stats?since=2`);
+    assert.equal(ok.status, 200);
+    assert.equal(((await ok.json()) as { proxy: { id: string } }).proxy.id, `sdk-web-${process.pid}`);
+  });
 });
 
 describe('createMeshDispatcher: bad options are refused before anything starts', () => {
