@@ -14,7 +14,9 @@ import { INBOUND_PROXY_LABEL } from '../src/api/names.js';
 import { generateKeyPairSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createCsr } from '../src/identity/certs.js';
-import { SHOP_PAGE, portOf, startShop } from './mesh-helpers.js';
+import { SHOP_PAGE, portOf, startShop, upFromText, type MeshUnderTest } from './mesh-helpers.js';
+import { join } from 'node:path';
+import { ROOT } from './helpers.js';
 import { LATENCY_BUCKETS } from '../src/api/stats.js';
 import { startBackend, type Backend } from './conformance.js';
 import { createMeshDispatcher, type MeshDispatcher } from '../src/sdk/index.js';
@@ -201,6 +203,23 @@ describe('createMeshDispatcher: bad options are refused before anything starts',
     );
   });
 
+  test('mTLS options: a mode that is not one, or strict without a join token: SKEIN_E_USAGE naming the option', () => {
+    assert.throws(
+      () => createMeshDispatcher({ control: 'http://127.0.0.1:1', mtls: { mode: 'strickt' as 'strict' } }),
+      (e: Error & { code?: string; field?: string }) => e.code === 'SKEIN_E_USAGE' && e.field === 'mtls.mode' && e.message === 'createMeshDispatcher: mtls.mode must be one of strict, permissive, off, got "strickt"',
+    );
+    const saved = process.env['SKEIN_JOIN_TOKEN'];
+    delete process.env['SKEIN_JOIN_TOKEN'];
+    try {
+      assert.throws(
+        () => createMeshDispatcher({ control: 'http://127.0.0.1:1', mtls: { mode: 'strict' } }),
+        (e: Error & { code?: string; field?: string }) => e.code === 'SKEIN_E_USAGE' && e.field === 'mtls.joinToken' && /^createMeshDispatcher: mtls mode strict needs a join token for the SDK's certificate: mint one with `skein ca token --proxy ID --service S` and pass mtls\.joinToken \(or SKEIN_JOIN_TOKEN\)$/.test(e.message),
+      );
+    } finally {
+      if (saved !== undefined) process.env['SKEIN_JOIN_TOKEN'] = saved;
+    }
+  });
+
   test('before the first snapshot: SKEIN_E_DISCOVERY_UNAVAILABLE as a response, as the proxy answers', async () => {
     const d = createMeshDispatcher({ control: `http://127.0.0.1:${await closedPort()}` });
     try {
@@ -370,5 +389,47 @@ describe('skein up gives its services what the SDK needs: the demo\'s frontend-s
     assert.equal(again.status, 401);
     assert.equal(again.body.code, 'SKEIN_E_JOIN_TOKEN_USED', 'the SDK spent it on its certificate');
     assert.equal(again.body.details.proxy, 'frontend-sdk-1', 'minted for this replica');
+  });
+});
+
+describe('the SDK wakes a service scaled to zero under skein up (asking with its certificate), as the proxy does', () => {
+  let mesh: MeshUnderTest;
+  let sdk: MeshDispatcher;
+  const MESH = [
+    'kind: Mesh',
+    'name: sdk-zero',
+    'services:',
+    '  sleepy:',
+    '    command: node',
+    `    args: [${JSON.stringify(join(ROOT, 'test', 'fixtures', 'rollout-app.mjs'))}]`,
+    '    env: { APP_VERSION: v7 }',
+    '    replicas: 0',
+    '    readiness: { type: http, path: /health, interval: 100ms, deadline: 20s }',
+    '    autoscale: { min: 0, max: 1, target: { rps: 100 }, interval: 500ms, coolDown: 30s }',
+    '    coldStart: { queue: 4, timeout: 20s }',
+    '',
+  ].join('\n');
+
+  before(async () => {
+    mesh = await upFromText('skein-sdk-zero-', MESH);
+    sdk = createMeshDispatcher({ control: mesh.up.control, service: 'tester', mtls: { mode: 'strict', joinToken: await mintJoinToken(mesh.up.control, 'sdk-tester', ['tester']) } });
+    await sdk.ready();
+    await waitFor(() => sdk.mesh.watch.knows('sleepy'), { timeoutMs: 10_000, what: 'the SDK to know sleepy' });
+  });
+
+  after(async () => {
+    await sdk?.close();
+    await mesh?.stop();
+  });
+
+  test('a request to sleepy (0 replicas) is held, the SDK asks for a wake, and the replica that starts answers it over mTLS', { timeout: 60_000 }, async () => {
+    assert.equal(sdk.mesh.endpoints('sleepy').size, 0);
+    const res = await request('http://sleepy/hello', { dispatcher: sdk, headers: { 'x-skein-explain': '1', 'x-skein-timeout-ms': '20000' } });
+    const body = await res.body.text();
+    assert.equal(res.statusCode, 200, body);
+    assert.deepEqual(JSON.parse(body), { version: 'v7', id: 'sleepy-1' });
+    assert.match(String(res.headers['x-skein-explain']), /; held=\d+ms \(the service was scaled to zero: waited for an instance to start\)/);
+    const events = (await api(mesh.up.control, 'GET', '/v1/events?service=sleepy&limit=100')).body.events as Array<{ message: string }>;
+    assert.ok(events.some((e) => /^sleepy woken from zero to 1 replica/.test(e.message)), `a wake in the mesh events: ${JSON.stringify(events.map((e) => e.message))}`);
   });
 });

@@ -17,7 +17,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { Agent, Dispatcher, Pool } from 'undici';
 import { formatHostPort, parseHostPort, type HostPort } from '../core/address.js';
-import { Announcer } from '../telemetry/announce.js';
+import { Announcer, wakeService } from '../telemetry/announce.js';
 import { preciseClock, systemClock, type Clock } from '../core/clock.js';
 import type { Rng } from '../core/backoff.js';
 import { SkeinError } from '../core/errors.js';
@@ -25,6 +25,7 @@ import type { Endpoint } from '../discovery/endpoint.js';
 import type { WatchLogger } from '../discovery/watch-client.js';
 import type { TrafficEvent } from '../resilience/traffic-state.js';
 import { MeshView } from './mesh.js';
+import { ActiveChecker } from '../engine/active-check.js';
 import { MeshRequest, type FinishedRequest, type RequestContext } from './request.js';
 import { SdkMetrics } from './metrics.js';
 import type { meshConnector, SdkTls } from './tls.js';
@@ -141,8 +142,12 @@ export class MeshDispatcher extends Dispatcher {
       logger: o.logger,
       onEvent: (e) => {
         this.metrics.engine.trafficEvent(e);
+        // A request held for a service scaled to zero: ask the control plane to wake it, as the proxy does.
+        if (e.type === 'cold-start') wakeService({ control: this.mesh.control, token: this.token(), viaCertificate: () => this.tls?.controlCall() ?? null }, e.service, o.logger);
         o.onEvent?.(e);
       },
+      // A peer proxy's inbound side is probed over the SDK's mTLS link, as the proxy probes it.
+      checks: (traffic, policy, checkClock) => new ActiveChecker(traffic, policy, checkClock, (e) => this.tls?.forEndpoint(e) ?? null),
     });
     this.mesh.watch.on('update', (service, set) => {
       for (const p of this.pools.values()) {
@@ -217,14 +222,14 @@ export class MeshDispatcher extends Dispatcher {
   }
 
   /**
-   * Tells the control plane where the metrics are (as a proxy announces its admin server), with a
-   * token of scope "proxy"; without one nothing is announced (the control plane would refuse it:
-   * the SDK holds no mesh certificate to announce with yet), and the metrics are only served.
+   * Tells the control plane where the metrics are (as a proxy announces its admin server), with
+   * its mesh certificate (mTLS) or a token of scope "proxy"; without either nothing is announced
+   * (the control plane would refuse it), and the metrics are only served.
    */
   private announce(admin: string): void {
     if (this.closed) return;
-    const token = this.o.token ?? process.env[TOKEN_ENV] ?? null;
-    if ((token === null || token === '') && this.mtlsMode === 'off') {
+    const token = this.token();
+    if (token === null && this.mtlsMode === 'off') {
       this.o.logger?.info({ metrics: admin }, 'SDK metrics served, not announced: no token of scope "proxy" (token or SKEIN_TOKEN)');
       return;
     }
@@ -239,6 +244,12 @@ export class MeshDispatcher extends Dispatcher {
       viaCertificate: () => this.tls?.controlCall() ?? null,
     });
     this.announcer.start();
+  }
+
+  /** The control-plane token of scope "proxy" (announcements, wakes; with mTLS the certificate does instead); null: none. */
+  private token(): string | null {
+    const t = this.o.token ?? process.env[TOKEN_ENV] ?? '';
+    return t === '' ? null : t;
   }
 
   /**

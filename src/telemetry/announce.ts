@@ -80,6 +80,18 @@ export async function proxyControlCall(o: ControlAccess, method: string, path: s
   return { ...answer, via: 'token' };
 }
 
+/**
+ * A request is held for a service scaled to zero: asks the control plane (`skein up`'s runtime) to
+ * wake it (`POST /v1/mesh/services/{s}/wake`), as a proxy or the SDK: best effort, a refusal logged.
+ */
+export function wakeService(o: ControlAccess, service: string, logger?: { warn(obj: object, msg: string): void }): void {
+  proxyControlCall(o, 'POST', `/v1/mesh/services/${encodeURIComponent(service)}/wake`, {}, AbortSignal.timeout(5000))
+    .then((r) => {
+      if (r.status >= 300) logger?.warn({ service, status: r.status, answer: r.text.slice(0, 300) }, 'the control plane did not wake the service');
+    })
+    .catch((e: unknown) => logger?.warn({ service, err: (e as Error).message }, 'could not ask the control plane to wake the service'));
+}
+
 export class Announcer {
   private timer: NodeJS.Timeout | null = null;
   private watcher: NodeJS.Timeout | null = null;
