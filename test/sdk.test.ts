@@ -433,3 +433,43 @@ describe('the SDK wakes a service scaled to zero under skein up (asking with its
     assert.ok(events.some((e) => /^sleepy woken from zero to 1 replica/.test(e.message)), `a wake in the mesh events: ${JSON.stringify(events.map((e) => e.message))}`);
   });
 });
+
+describe('skein up --mtls off gives each service a token of scope "proxy" for itself alone', () => {
+  let mesh: MeshUnderTest;
+  const app = JSON.stringify(join(ROOT, 'test', 'fixtures', 'rollout-app.mjs'));
+  const MESH = ['kind: Mesh', 'name: sdk-plain', 'services:', ...['alpha', 'beta'].flatMap((n) => [`  ${n}:`, '    command: node', `    args: [${app}]`, '    readiness: { type: http, path: /health, interval: 100ms }']), ''].join('\n');
+
+  before(async () => {
+    mesh = await upFromText('skein-sdk-plain-', MESH, ['--mtls', 'off']);
+  });
+
+  after(async () => {
+    await mesh?.stop();
+  });
+
+  test('SKEIN_TOKEN of an alpha replica: registers alpha\'s instances, not beta\'s nor a Service; listed as skein-up-alpha', async () => {
+    const alpha = await mesh.service<{ instances: Array<{ pid: number | null }> }>('alpha');
+    const pid = alpha.instances[0]?.pid;
+    assert.ok(pid != null);
+    const env = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
+    const get = (k: string) => env.find((l) => l.startsWith(`${k}=`))?.slice(k.length + 1);
+    assert.equal(get('SKEIN_MTLS'), undefined);
+    assert.equal(get('SKEIN_JOIN_TOKEN'), undefined);
+    const token = get('SKEIN_TOKEN') ?? '';
+    assert.match(token, /^skein_prx_/);
+    const auth = { authorization: `Bearer ${token}` };
+    const own = await api(mesh.up.control, 'PUT', '/v1/services/alpha/instances/alpha-extra', { address: '127.0.0.1', port: await closedPort() }, auth);
+    assert.ok(own.status === 200 || own.status === 201, JSON.stringify(own.body));
+    assert.equal((await api(mesh.up.control, 'DELETE', '/v1/services/alpha/instances/alpha-extra', undefined, auth)).status < 300, true);
+    const other = await api(mesh.up.control, 'PUT', '/v1/services/beta/instances/beta-extra', { address: '127.0.0.1', port: await closedPort() }, auth);
+    assert.equal(other.status, 403);
+    assert.equal(other.body.code, 'SKEIN_E_FORBIDDEN');
+    const service = await api(mesh.up.control, 'PUT', '/v1/services/alpha', {}, auth);
+    assert.equal(service.status, 403);
+    const tokens = (await api(mesh.up.control, 'GET', '/v1/tokens', undefined, { authorization: `Bearer ${await adminTokenOf(mesh.up.control)}` })).body.tokens as Array<{ name: string; scope: string; services: string[] | null }>;
+    assert.deepEqual(tokens.filter((t) => t.name.startsWith('skein-up-') && t.name !== 'skein-up-proxy').map((t) => [t.name, t.scope, t.services]).sort(), [
+      ['skein-up-alpha', 'proxy', ['alpha']],
+      ['skein-up-beta', 'proxy', ['beta']],
+    ]);
+  });
+});
