@@ -115,6 +115,17 @@ describe('conformance: the proxy and the SDK answer alike', () => {
         assert.ok(r.status === 200 || r.status === 201, `PUT /v1/services/${service}: ${r.status} ${JSON.stringify(r.body)}`);
       };
       await define(s.policy);
+      const version = (id: string) => /^(v\d+)-/.exec(id)?.[1];
+      const register = async (id: string) => {
+        const b = bs.find((x) => x.id === id);
+        assert.ok(b !== undefined, `no backend ${id}`);
+        const v = version(id);
+        await registerInstance(control.http, service, id, b.port, v === undefined ? {} : { version: v });
+      };
+      const deregister = async (id: string) => {
+        const r = await api(control.http, 'DELETE', `/v1/services/${service}/instances/${id}`);
+        assert.ok(r.status === 200 || r.status === 204, `DELETE instance ${id}: ${r.status} ${JSON.stringify(r.body)}`);
+      };
       for (const id of s.backends) {
         if (id === 'closed') {
           await registerInstance(control.http, service, id, await closedPort());
@@ -123,7 +134,7 @@ describe('conformance: the proxy and the SDK answer alike', () => {
         const b = await startBackend(id);
         bs.push(b);
         backends.push(b);
-        await registerInstance(control.http, service, id, b.port);
+        if (s.registered !== false) await register(id);
       }
       const outcomes: Record<string, unknown> = {};
       const stopControl = async () => {
@@ -131,18 +142,20 @@ describe('conformance: the proxy and the SDK answer alike', () => {
         controlStopped = true;
         await control.stop();
       };
-      if (s.last === true) for (const p of planes) await p.sees(service, s.backends.length, kind);
+      const registered = s.registered === false ? 0 : s.backends.length;
+      if (s.last === true) for (const p of planes) await p.sees(service, registered, kind);
       for (const plane of planes) {
         for (const b of bs) {
           b.down = false;
           b.hang = false;
+          b.unhealthy = false;
           b.hits = 0;
         }
         if (s.last !== true) {
           await define(s.policy);
-          await plane.sees(service, s.backends.length, kind);
+          await plane.sees(service, registered, kind);
         }
-        outcomes[plane.name] = await s.run({ plane, service, backends: bs, define, stopControl });
+        outcomes[plane.name] = await s.run({ plane, service, backends: bs, define, register, deregister, stopControl });
       }
       assert.deepEqual(outcomes['sdk'], outcomes['proxy'], `the SDK and the proxy differ:\nproxy: ${JSON.stringify(outcomes['proxy'])}\nsdk:   ${JSON.stringify(outcomes['sdk'])}`);
       if (s.expect !== undefined) assert.deepEqual(outcomes['proxy'], s.expect, `both planes, not what the scenario expects: ${JSON.stringify(outcomes['proxy'])}`);

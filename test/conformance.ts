@@ -18,7 +18,8 @@ import { performance } from 'node:perf_hooks';
 /**
  * A backend: answers by path (with the request's body, or its id when there is none). `/ok` 200; `/status/N` N; `/fail-first` 503 to the first attempt of
  * a request (by x-request-id, over all backends), 200 after; `/hang` never; `/slow/MS` 200 after MS;
- * `/deadline` 200 with the x-skein-timeout-ms it got; `/headers` its request headers as JSON. `down` makes every answer a 503. Each answer
+ * `/deadline` 200 with the x-skein-timeout-ms it got; `/headers` its request headers as JSON; `/health` 200, 503 while
+ * `unhealthy` (its other answers go on). `down` makes every answer a 503. Each answer
  * says who gave it (`x-backend`) and which attempt of its request it was (`x-attempt`).
  */
 export interface Backend {
@@ -27,6 +28,9 @@ export interface Backend {
   down: boolean;
   /** Never answers (until closed). */
   hang: boolean;
+  /** Fails its health checks (GET /health: 503) and answers everything else. */
+  unhealthy: boolean;
+  /** Requests other than health checks. */
   hits: number;
   close(): Promise<void>;
 }
@@ -35,8 +39,12 @@ const attempts = new Map<string, number>();
 
 export async function startBackend(id: string): Promise<Backend> {
   const hanging = new Set<http.ServerResponse>();
-  const b = { id, port: 0, down: false, hang: false, hits: 0, close: async () => {} } as Backend;
+  const b = { id, port: 0, down: false, hang: false, unhealthy: false, hits: 0, close: async () => {} } as Backend;
   const server = http.createServer((req, res) => {
+    if (req.url === '/health') {
+      res.writeHead(b.unhealthy || b.down ? 503 : 200).end();
+      return;
+    }
     b.hits++;
     const rid = String(req.headers['x-request-id'] ?? '');
     const n = (attempts.get(rid) ?? 0) + 1;
@@ -121,14 +129,23 @@ export interface Run {
   readonly backends: readonly Backend[];
   /** PUT the service's definition again (a policy change). */
   define(policy: object): Promise<void>;
+  /** Registers a backend of the scenario as an instance (a scenario with `registered: false` starts with none). */
+  register(id: string): Promise<void>;
+  /** Deregisters an instance. */
+  deregister(id: string): Promise<void>;
   /** The control plane: stopped once by the last scenario. */
   stopControl(): Promise<void>;
 }
 
 export interface Scenario {
   readonly name: string;
-  /** Backends (their ids are the instance ids); "closed" registers an instance at a closed port. */
+  /**
+   * Backends (their ids are the instance ids); "closed" registers an instance at a closed port;
+   * `v1-a` is registered with version `v1` (a name with a dash after a `v<N>` prefix).
+   */
   readonly backends: readonly string[];
+  /** false: the backends start, but none is registered (a service scaled to zero); each plane's run leaves none registered. */
+  readonly registered?: boolean;
   readonly policy: object;
   /** Sends requests and reduces the replies to an outcome; checks of its own may assert. */
   run(r: Run): Promise<unknown>;
@@ -146,6 +163,14 @@ async function times(n: number, f: (i: number) => Promise<Reply>): Promise<Reply
   const out: Reply[] = [];
   for (let i = 0; i < n; i++) out.push(await f(i));
   return out;
+}
+/** `f`'s first value other than null, asked again until `ms` have passed (then null). */
+async function until<T>(ms: number, f: () => Promise<T | null>): Promise<T | null> {
+  const end = performance.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== null || performance.now() > end) return v;
+  }
 }
 /** A sequence of backends as letters in order of first appearance: "ABAB". */
 function pattern(rs: readonly Reply[]): string {
@@ -364,6 +389,64 @@ export const SCENARIOS: readonly Scenario[] = [
       return { before: pick(before), after: pick(after), back: pick(back) };
     },
     expect: { before: { status: 200, error: null }, after: { status: 503, error: 'SKEIN_E_FAULT_INJECTED' }, back: { status: 200, error: null } },
+  },
+  {
+    name: 'splits: 75/25 by version, each subset balanced on its own: the same sequence and counts on both planes',
+    backends: ['v1-a', 'v1-b', 'v2-a'],
+    policy: { ...RR, ...QUIET, backends: [{ subset: { version: 'v1' }, weight: 75 }, { subset: { version: 'v2' }, weight: 25 }] },
+    run: async (r) => {
+      const rs = await times(20, () => r.plane.send(r.service, '/ok'));
+      const versions = rs.map((x) => (x.backend ?? '-').split('-')[0]).join('');
+      const v1 = rs.filter((x) => x.backend?.startsWith('v1-')).map((x) => x.backend);
+      return { versions, counts: { v1: v1.length, v2: rs.length - v1.length }, v1Replicas: new Set(v1).size, statuses: [...new Set(rs.map((x) => x.status))] };
+    },
+    expect: { versions: 'v1v1v2v1'.repeat(5), counts: { v1: 15, v2: 5 }, v1Replicas: 2, statuses: [200] },
+  },
+  {
+    name: 'active health checks: a replica failing its checks gets no traffic, then takes it again once it passes',
+    backends: ['sick', 'well'],
+    policy: { ...RR, ...QUIET, activeHealthCheck: { type: 'http', path: '/health', interval: '100ms', unhealthyThreshold: 1, healthyThreshold: 1 } },
+    run: async (r) => {
+      const [sick, well] = r.backends as [Backend, Backend];
+      // The first request makes the plane use the service (and start checking it).
+      const first = await r.plane.send(r.service, '/ok');
+      sick.unhealthy = true;
+      // Until six requests in a row went to the healthy replica (the check's next round), within 3 s.
+      const ejected = await until(3000, async () => {
+        const rs = await times(6, () => r.plane.send(r.service, '/ok'));
+        return rs.every((x) => x.backend === 'well') ? rs : null;
+      });
+      const sickHits = sick.hits;
+      sick.unhealthy = false;
+      const back = await until(3000, async () => {
+        const rs = await times(4, () => r.plane.send(r.service, '/ok'));
+        return rs.some((x) => x.backend === 'sick') ? rs : null;
+      });
+      return { first: pick(first), ejected: ejected?.map((x) => x.backend) ?? 'never', sickHitsWhileFailing: sick.hits - sickHits - (back?.filter((x) => x.backend === 'sick').length ?? 0), back: back === null ? 'never' : 'both', wellHits: well.hits > 0 };
+    },
+    expect: { first: { status: 200, error: null }, ejected: ['well', 'well', 'well', 'well', 'well', 'well'], sickHitsWhileFailing: 0, back: 'both', wellHits: true },
+  },
+  {
+    name: 'cold start: a request to a service scaled to zero is held, then served by the instance that starts; none in time: SKEIN_E_COLD_START_TIMEOUT',
+    backends: ['a'],
+    registered: false,
+    policy: { ...RR, ...QUIET, coldStart: { queue: 4, timeout: '1s' } },
+    run: async (r) => {
+      const held = r.plane.send(r.service, '/ok', { headers: { 'x-skein-explain': '1' } });
+      await new Promise((res) => setTimeout(res, 300));
+      await r.register('a');
+      const served = await held;
+      assert.ok(served.ms >= 290, `the held request took ${served.ms} ms`);
+      await r.deregister('a');
+      // The plane may still list the instance for a moment after its deregistration.
+      const none = await until(3000, async () => {
+        const x = await r.plane.send(r.service, '/ok');
+        return x.status === 200 ? null : x;
+      });
+      assert.ok(none !== null && none.ms >= 990, `no instance: answered after ${none?.ms} ms (coldStart.timeout 1 s)`);
+      return { served: { ...pick(served), backend: served.backend, held: /; held=\d+ms \(the service was scaled to zero/.test(served.explain ?? '') }, none: pick(none) };
+    },
+    expect: { served: { status: 200, error: null, backend: 'a', held: true }, none: { status: 503, error: 'SKEIN_E_COLD_START_TIMEOUT' } },
   },
   {
     name: 'the control plane away: requests are served from the last state seen',

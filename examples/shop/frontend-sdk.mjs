@@ -5,12 +5,15 @@
 // frontend service for the same page (the frontend then calls the Python services through its
 // proxy), and says which replicas served it.
 //
-// Why it calls the frontend and not the Python services: those admit only the frontend, proved by
-// its mTLS certificate, and the SDK holds no certificate yet (docs/sdk.md, "Not yet in the SDK");
-// the frontend's mTLS mode is permissive so that it takes the SDK's plaintext calls.
+// It calls the frontend over mTLS, as a proxy would: the SDK holds the certificate of its workload
+// (spiffe://shop/ns/default/sa/frontend-sdk), got from the mesh CA with the join token `skein up`
+// gives it and renewed by itself, and checks that the frontend's proxy is the frontend's identity.
+// It calls the frontend and not the Python services because those admit only the frontend.
 //
 // Env: PORT (required), SKEIN_CONTROL (required: the control plane, which `skein up` passes),
-// SKEIN_INSTANCE_ID (default "local"), SKEIN_TOKEN (optional: the SDK announces its metrics).
+// SKEIN_MTLS and SKEIN_JOIN_TOKEN (`skein up` passes them: the mesh's mTLS mode and a join token
+// for the SDK's certificate, with which it also announces its metrics), SKEIN_INSTANCE_ID
+// (default "local").
 import http from 'node:http';
 import { setGlobalDispatcher } from 'undici';
 import { createMeshDispatcher } from 'skein/sdk';
@@ -67,9 +70,15 @@ const server = http.createServer(async (req, res) => {
   }
 });
 
-server.listen(port, '127.0.0.1', async () => {
-  process.stderr.write(`frontend-sdk (${INSTANCE_ID}) listening on 127.0.0.1:${port}, calling the mesh in-process (SDK, control plane ${control}; metrics on ${await mesh.metricsAddress()})\n`);
-});
+// Ready (listening) once the SDK has the mesh's state and its certificate.
+mesh.ready(30_000).then(
+  () =>
+    server.listen(port, '127.0.0.1', async () => {
+      const cert = mesh.certificate();
+      process.stderr.write(`frontend-sdk (${INSTANCE_ID}) listening on 127.0.0.1:${port}, calling the mesh in-process (SDK, control plane ${control}; ${cert === null ? 'mTLS off' : `mTLS as ${cert.identity}`}; metrics on ${await mesh.metricsAddress()})\n`);
+    }),
+  (e) => fail(`the SDK is not ready: ${e.message}`),
+);
 server.on('error', (err) => fail(`cannot listen on 127.0.0.1:${port}: ${err.message}`));
 
 function stop() {

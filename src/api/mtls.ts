@@ -26,6 +26,10 @@ export const MTLS_DEFAULT_MODE: MtlsMode = 'off';
 /** What `skein up` runs its mesh with unless told otherwise. */
 export const MTLS_UP_MODE: MtlsMode = 'strict';
 
+/** The environment variables of a workload's mTLS: the mesh's mode (`skein up` sets it for its services) and its join token. */
+export const MTLS_ENV = 'SKEIN_MTLS';
+export const JOIN_TOKEN_ENV = 'SKEIN_JOIN_TOKEN';
+
 /**
  * The ALPN protocol a meshed proxy offers and an inbound listener requires: it tells a peer proxy
  * from a stray TLS client (Istio's `istio-peer-exchange`, Linkerd's `transport.l5d.io/v1`).

@@ -95,3 +95,15 @@ export interface StatsSnapshot {
 
 /** Traffic events a proxy keeps for the control plane to collect (`/stats?since=`). */
 export const STATS_MAX_EVENTS = 1000;
+
+/**
+ * The query of `GET /stats` (a proxy's admin server, the SDK's metrics endpoint): `since`, the
+ * sequence number of the last event the caller has (default 0); or what is wrong with it, and
+ * the parameter (answered 400 SKEIN_E_BAD_QUERY).
+ */
+export function parseStatsQuery(params: URLSearchParams): { readonly since: number } | { readonly error: string; readonly field?: string } {
+  for (const k of params.keys()) if (k !== 'since') return { error: `unknown query parameter "${k}" (allowed: since)` };
+  const since = params.get('since') ?? '0';
+  if (!/^\d{1,15}$/.test(since)) return { error: `since must be an event sequence number (a whole number), got "${since.slice(0, 40)}"`, field: 'since' };
+  return { since: Number(since) };
+}

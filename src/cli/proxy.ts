@@ -10,7 +10,7 @@ import { durationFlag, intFlag } from './flags.js';
 import { availableParallelism, hostname } from 'node:os';
 import { systemClock } from '../core/clock.js';
 import { PROXY_ID } from '../api/names.js';
-import { Announcer, proxyControlCall } from '../proxy/announce.js';
+import { Announcer, wakeService } from '../proxy/announce.js';
 import { PROXY_TAP_LIMITS, TAP_LIMIT_BOUNDS, parseHeaderNames } from '../api/tap.js';
 import { TOKEN_ENV } from '../api/auth.js';
 import { MTLS_DEFAULT_MODE, MTLS_MODES, type MtlsMode } from '../api/mtls.js';
@@ -323,13 +323,7 @@ export function proxyCommand(): Command {
 
 /** A request held for a service scaled to zero: ask the control plane (skein up's runtime) to wake it. */
 function wake(replicas: ControlReplicas | null, token: string | null, viaCertificate: () => ControlCall | null, logger: Logger): (service: string) => void {
-  return (service) => {
-    proxyControlCall({ control: replicas ?? undefined, token, viaCertificate }, 'POST', `/v1/mesh/services/${encodeURIComponent(service)}/wake`, {}, AbortSignal.timeout(5000))
-      .then((r) => {
-        if (r.status >= 300) logger.warn({ service, status: r.status, answer: r.text.slice(0, 300) }, 'the control plane did not wake the service');
-      })
-      .catch((e: unknown) => logger.warn({ service, err: (e as Error).message }, 'could not ask the control plane to wake the service'));
-  };
+  return (service) => wakeService({ control: replicas ?? undefined, token, viaCertificate }, service, logger);
 }
 
 /**

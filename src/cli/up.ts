@@ -24,14 +24,14 @@ import type { WorkloadInfo } from '../proxy/proxy.js';
 import type { AdminView } from '../proxy/admin.js';
 import type { ControlCall } from '../proxy/tls/identities.js';
 import { parseHeaderNames } from '../api/tap.js';
-import { MTLS_MODES, MTLS_UP_MODE, type MtlsMode } from '../api/mtls.js';
+import { JOIN_TOKEN_ENV, MTLS_ENV, MTLS_MODES, MTLS_UP_MODE, type MtlsMode } from '../api/mtls.js';
 import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
 import { AUTHZ_DEFAULT_VALUES, type AuthzDefault } from '../api/authz/schema.js';
 import { OUTSIDE_CALLER } from '../api/names.js';
 import { trustDomainFor, validTrustDomain } from '../identity/spiffe.js';
 import { durationFlag, intFlag } from './flags.js';
 import { isIP, type AddressInfo } from 'node:net';
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { HostPort } from '../core/address.js';
 import type { MeshFile } from '../api/mesh.js';
@@ -159,6 +159,7 @@ export function upCommand(): Command {
         controlUrl: control.url,
         ...(control.replicas === null ? {} : { control: control.replicas }),
         token: control.token,
+        credentials: sdkCredentials(control, o.mtls),
         proxy: proxy.mesh,
         say,
         scrapeIntervalMs: o.scrapeInterval,
@@ -351,6 +352,20 @@ async function workersProxy(d: {
   return { mesh: workers, admin: workers, ready: async () => (await workers.readiness()).ready, workloads: () => workers.workloadInfo(), controlCall: () => workers.controlCall(), stop: (ms) => workers.stop(ms) };
 }
 
+/**
+ * What each replica `skein up` starts gets to join the mesh without a proxy (the SDK, docs/sdk.md#skein-up),
+ * no more than a proxy of its workload holds: with mTLS, the mesh's mode and a join token bound to
+ * its service, minted for each start (spent by the SDK's first certificate, which it then renews and
+ * announces with); with mTLS off, a token of scope "proxy" bound to its service.
+ */
+function sdkCredentials(control: MeshControl, mode: MtlsMode): NonNullable<MeshRunnerOptions['credentials']> {
+  return async (service, replica): Promise<Record<string, string>> => {
+    if (mode !== 'off') return { [MTLS_ENV]: mode, [JOIN_TOKEN_ENV]: await control.mintJoinToken(replica, [service]) };
+    const token = await control.serviceToken(service);
+    return token === null ? {} : { [TOKEN_ENV]: token };
+  };
+}
+
 export const UP_DEFAULTS = Object.freeze({
   /** --join: instances expire this long after their host's last heartbeat (a partition). */
   heartbeatTtlMs: 6_000,
@@ -368,6 +383,10 @@ interface MeshControl {
   readonly trustDomain: string;
   /** The mesh CA, for the proxy's certificates. */
   readonly ca: CertificateSource;
+  /** A join token of the mesh CA for `proxy`, bound to `services` (single use). */
+  mintJoinToken(proxy: string, services: readonly string[]): Promise<string>;
+  /** A control-plane token of scope "proxy" bound to `service` alone (mTLS off); null: none to give. */
+  serviceToken(service: string): Promise<string | null>;
   /** "control plane at ..., DNS at ...". */
   readonly where: string;
   /** Where the admin token is, for the start-up lines; null: nothing to say. */
@@ -429,6 +448,10 @@ async function embeddedControl(d: {
   const proxyTokenName = 'skein-up-proxy';
   if (cp.tokens.list().some((t) => t.name === proxyTokenName)) await cp.tokens.revoke(proxyTokenName);
   const proxyToken = (await cp.tokens.mint({ scope: 'proxy', name: proxyTokenName, services: d.mesh.services.map((s) => s.name), ttlMs: null })).token;
+  // mTLS off: each service's replicas get a proxy token of their service alone (one per service, revoked at the end).
+  const serviceTokens = new Map<string, Promise<string>>();
+  const serviceTokenName = (service: string) => (`skein-up-${service}`.length <= 63 ? `skein-up-${service}` : `skein-up-${createHash('sha256').update(service).digest('hex').slice(0, 16)}`);
+  const mintJoinToken = async (proxy: string, services: readonly string[]) => (await cp.ca.tokens.mint(proxy, services)).token;
   return {
     url: cp.url,
     replicas: null,
@@ -437,12 +460,27 @@ async function embeddedControl(d: {
     trustDomain: cp.ca.trustDomain,
     // mTLS (on by default): the mesh's own proxy gets its certificates from the embedded CA, with a
     // join token minted for each request (the services of the workloads it adds as replicas start).
-    ca: new d.ControlCa({ controlUrl: cp.url, joinToken: async (services) => (await cp.ca.tokens.mint(d.proxyId, services)).token }),
+    ca: new d.ControlCa({ controlUrl: cp.url, joinToken: (services) => mintJoinToken(d.proxyId, services) }),
+    mintJoinToken,
+    serviceToken: (service) => {
+      let t = serviceTokens.get(service);
+      if (t === undefined) {
+        const name = serviceTokenName(service);
+        t = (async () => {
+          if (cp.tokens.list().some((x) => x.name === name)) await cp.tokens.revoke(name);
+          return (await cp.tokens.mint({ scope: 'proxy', name, services: [service], ttlMs: null })).token;
+        })();
+        serviceTokens.set(service, t);
+        t.catch(() => serviceTokens.delete(service));
+      }
+      return t;
+    },
     where: `control plane at ${cp.url}${cp.dns === null ? '' : `, DNS at ${cp.dns.host}:${cp.dns.port}`}`,
     tokenLine: `admin token: ${cp.adminTokenFile ?? cp.localTokenFile ?? 'not written (see the log)'} (skein commands on this host find it by themselves)`,
     event: (e) => cp.events.add(e),
     close: async () => {
       await cp.tokens.revoke(proxyTokenName).catch(() => undefined);
+      for (const s of serviceTokens.keys()) await cp.tokens.revoke(serviceTokenName(s)).catch(() => undefined);
       await cp.close();
     },
   };
@@ -462,16 +500,14 @@ async function joinedControl(d: {
   const url = d.join.urls[0] as string;
   const replicas = new ControlReplicas(d.join.urls, systemClock, { token: d.join.token });
   const auth = replicas.headers;
-  const ca = new d.ControlCa({
-    control: replicas,
-    // This host's proxy asks the shared CA for its services' certificates with a join token it mints.
-    joinToken: async (services) => {
-      const res = await replicas.call((base) => fetch(`${base}/v1/ca/tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ proxy: d.proxyId, services }), signal: AbortSignal.timeout(5000) }), { unavailable: controlUnavailable });
-      const body = (await res.json()) as { token?: string; message?: string };
-      if (!res.ok || body.token === undefined) throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `the shared control plane did not mint a join token for ${services.join(', ')}: ${res.status} ${body.message ?? ''}`);
-      return body.token;
-    },
-  });
+  const mintJoinToken = async (proxy: string, services: readonly string[]) => {
+    const res = await replicas.call((base) => fetch(`${base}/v1/ca/tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ proxy, services }), signal: AbortSignal.timeout(5000) }), { unavailable: controlUnavailable });
+    const body = (await res.json()) as { token?: string; message?: string };
+    if (!res.ok || body.token === undefined) throw new SkeinError('SKEIN_E_CONTROL_UNREACHABLE', `the shared control plane did not mint a join token for ${services.join(', ')}: ${res.status} ${body.message ?? ''}`);
+    return body.token;
+  };
+  // This host's proxy asks the shared CA for its services' certificates with a join token it mints.
+  const ca = new d.ControlCa({ control: replicas, joinToken: (services) => mintJoinToken(d.proxyId, services) });
   let trustDomain = '';
   try {
     const health = await replicas.call((base) => fetch(`${base}/v1/health`, { headers: auth, signal: AbortSignal.timeout(5000) }), { unavailable: controlUnavailable });
@@ -489,6 +525,9 @@ async function joinedControl(d: {
     proxyToken: d.join.token,
     trustDomain,
     ca,
+    mintJoinToken,
+    // Minting one would need a name unique across the hosts that joined: with mTLS off, SDK apps of a joined host get no token.
+    serviceToken: async () => null,
     where: `joined the control plane at ${d.join.urls.join(', ')}, this host's mesh API at ${api.url}`,
     tokenLine: `this host's mesh API (${api.url}) takes the token it joined with${api.localTokenFile === null ? '' : ' (skein commands on this host find it by themselves)'}`,
     // This host's runtime's events go to the shared control plane's feed (POST /v1/events: the

@@ -26,7 +26,7 @@ import { PROXY_TAP_LIMITS, redactHeaders, type TapLimits, type TapRecord } from 
 import type { Proxy, ViewSource } from './proxy.js';
 import { TapStreams, type TapFilter } from './tap.js';
 import { endpointKey } from '../discovery/endpoint.js';
-import type { StatsSnapshot } from '../api/stats.js';
+import { parseStatsQuery, type StatsSnapshot } from '../api/stats.js';
 
 /** /ready's facts: whether the proxy can route, and where its view comes from. */
 export interface Readiness {
@@ -217,13 +217,12 @@ export async function startAdmin(view: AdminView, at: HostPort, opts: AdminOptio
         view.debugEndpoints().then((d) => json(res, 200, d), failed(res));
         return;
       case '/stats': {
-        const bad = unknownParam(url, ['since']);
-        const since = url.searchParams.get('since') ?? '0';
-        if (bad !== null || !/^\d{1,15}$/.test(since)) {
-          refuse(res, 'SKEIN_E_BAD_QUERY', bad ?? 'since must be an event sequence number (a whole number)', bad === null ? 'since' : undefined);
+        const q = parseStatsQuery(url.searchParams);
+        if ('error' in q) {
+          refuse(res, 'SKEIN_E_BAD_QUERY', q.error, q.field);
           return;
         }
-        view.stats(Number(since)).then((s) => json(res, 200, s), failed(res));
+        view.stats(q.since).then((s) => json(res, 200, s), failed(res));
         return;
       }
       case '/picks': {

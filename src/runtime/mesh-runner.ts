@@ -47,6 +47,12 @@ export interface MeshRunnerOptions {
   readonly control?: ControlReplicas;
   /** The token the runtime writes with (skein up: the admin token; automation would do). */
   readonly token?: string;
+  /**
+   * What a replica of `service` needs to join the mesh without a proxy (the SDK, docs/sdk.md):
+   * its credentials, made for each start (a join token is spent by its first use), given to it as
+   * environment variables beside HTTP_PROXY. Absent: none.
+   */
+  readonly credentials?: (service: string, replica: string) => Promise<Readonly<Record<string, string>>>;
   /** The mesh's proxy: a Proxy, or `--workers N`'s ProxyWorkers (every worker gets each workload). */
   readonly proxy: MeshProxy;
   /** Host of every listener and replica. Default 127.0.0.1. */
@@ -275,6 +281,7 @@ export class MeshRunner {
       cwd: serviceCwd(this.o.file, svc),
       host: this.host,
       extraEnv: { HTTP_PROXY: `http://${outbound}`, http_proxy: `http://${outbound}`, SKEIN_OUTBOUND: outbound, SKEIN_CONTROL: controlUrl },
+      ...(this.o.credentials === undefined ? {} : { startEnv: (replica: string) => (this.o.credentials as NonNullable<MeshRunnerOptions['credentials']>)(svc.name, replica) }),
       ...(this.o.output === undefined ? {} : { output: this.o.output }),
       onReady: async (r) => {
         const inb = await proxy.addWorkload({ name: r.id, service: svc.name, inbound: { host: this.advertise, port: 0 }, app: { host: r.address, port: r.port }, version: svc.version, protocol: svc.protocol });

@@ -155,6 +155,11 @@ export interface SupervisorOptions {
   baseEnv?: NodeJS.ProcessEnv;
   /** Mesh-provided variables (HTTP_PROXY, the control plane address, ...): over baseEnv, under the service's own env. */
   extraEnv?: Readonly<Record<string, string>>;
+  /**
+   * Variables made anew for each start of a replica (its credentials: a join token is spent by its
+   * first use), over extraEnv. A failure is a failed start (retried with backoff).
+   */
+  startEnv?: (replica: string) => Promise<Readonly<Record<string, string>>>;
   /** Address the children listen on and are probed at. Default 127.0.0.1. */
   host?: string;
   clock?: Clock;
@@ -320,11 +325,20 @@ class Replica {
     }
     try {
       if (this.stopRequested) return { kind: 'stopped' };
+      let startEnv: Readonly<Record<string, string>> = {};
+      try {
+        startEnv = (await opts.startEnv?.(this.id)) ?? {};
+      } catch (error) {
+        this.ctx.emit({ type: 'error', service: svc.name, id: this.id, error });
+        return { kind: 'crashed', wasReady: false, uptimeMs: 0 };
+      }
+      if (this.stopRequested) return { kind: 'stopped' };
       const port = lease.port;
       this.port = port;
       const env: NodeJS.ProcessEnv = {
         ...(opts.baseEnv ?? process.env),
         ...(opts.extraEnv ?? {}),
+        ...startEnv,
         ...svc.env,
         SKEIN_SERVICE: svc.name,
         SKEIN_INSTANCE_ID: this.id,

@@ -17,7 +17,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { Agent, Dispatcher, Pool } from 'undici';
 import { formatHostPort, parseHostPort, type HostPort } from '../core/address.js';
-import { Announcer } from '../telemetry/announce.js';
+import { Announcer, wakeService } from '../telemetry/announce.js';
 import { preciseClock, systemClock, type Clock } from '../core/clock.js';
 import type { Rng } from '../core/backoff.js';
 import { SkeinError } from '../core/errors.js';
@@ -25,8 +25,14 @@ import type { Endpoint } from '../discovery/endpoint.js';
 import type { WatchLogger } from '../discovery/watch-client.js';
 import type { TrafficEvent } from '../resilience/traffic-state.js';
 import { MeshView } from './mesh.js';
+import { ActiveChecker } from '../engine/active-check.js';
 import { MeshRequest, type FinishedRequest, type RequestContext } from './request.js';
 import { SdkMetrics } from './metrics.js';
+import type { meshConnector, SdkTls } from './tls.js';
+import { JOIN_TOKEN_ENV, MTLS_DEFAULT_MODE, MTLS_ENV, MTLS_MODES, type MtlsMode } from '../api/mtls.js';
+import { TOKEN_ENV } from '../api/auth.js';
+import { TRAFFIC_DEFAULTS } from '../api/traffic.js';
+import type { Refusal } from '../engine/service-client.js';
 
 export interface MeshDispatcherOptions {
   /** The control plane's base URL (e.g. `http://127.0.0.1:7400`), or its replicas'. */
@@ -65,12 +71,34 @@ export interface MeshDispatcherOptions {
   readonly id?: string;
   /** A control-plane token of scope "proxy" for announcing. Default SKEIN_TOKEN. */
   readonly token?: string;
+  /**
+   * mTLS to the peers' inbound proxies (docs/sdk.md#mtls): `mode` is the mesh's (a destination
+   * service's own `mtls.mode` wins), default SKEIN_MTLS, else "off"; with "strict" or
+   * "permissive", `joinToken` (default SKEIN_JOIN_TOKEN) buys the certificate of the SDK's
+   * identity (its service's, else its workload's) from the control plane's CA, as
+   * `skein proxy --join-token` does; the SDK renews it and announces with it.
+   */
+  readonly mtls?: { readonly mode?: MtlsMode; readonly joinToken?: string };
+}
+
+/** The SDK's mTLS settings, checked: the mesh's mode and the join token (null with mode "off"). */
+function mtlsOf(o: MeshDispatcherOptions): { mode: MtlsMode; joinToken: string | null } {
+  const envMode = process.env[MTLS_ENV];
+  const mode = o.mtls?.mode ?? (envMode === undefined || envMode === '' ? MTLS_DEFAULT_MODE : envMode);
+  const field = o.mtls?.mode === undefined && envMode !== undefined && envMode !== '' ? MTLS_ENV : 'mtls.mode';
+  if (!(MTLS_MODES as readonly string[]).includes(mode)) throw new SkeinError('SKEIN_E_USAGE', `createMeshDispatcher: ${field} must be one of ${MTLS_MODES.join(', ')}, got "${String(mode).slice(0, 40)}"`, { field });
+  if (mode === 'off') return { mode, joinToken: null };
+  const token = (o.mtls?.joinToken ?? process.env[JOIN_TOKEN_ENV] ?? '').trim();
+  if (token === '') throw new SkeinError('SKEIN_E_USAGE', `createMeshDispatcher: mtls mode ${mode} needs a join token for the SDK's certificate: mint one with \`skein ca token --proxy ID --service S\` and pass mtls.joinToken (or ${JOIN_TOKEN_ENV})`, { field: 'mtls.joinToken' });
+  return { mode: mode as MtlsMode, joinToken: token };
 }
 
 interface PoolEntry {
   readonly pool: Pool;
   readonly service: string;
   readonly key: string;
+  /** Its key in the pools: endpoint, and the TLS link's (connections as another identity, or plaintext, are apart). */
+  readonly mapKey: string;
 }
 
 export class MeshDispatcher extends Dispatcher {
@@ -84,6 +112,14 @@ export class MeshDispatcher extends Dispatcher {
   private server: Server | null = null;
   private serving: Promise<string> | null = null;
   private announcer: Announcer | null = null;
+  /** The mesh's mTLS mode for the SDK (a service's own wins: modeOf). */
+  private readonly mtlsMode: MtlsMode;
+  /** mTLS on: the SDK's certificate and links (null: off, or its modules still loading: `tlsLoading`). */
+  private tls: SdkTls | null = null;
+  private tlsLoading: Promise<void> | null = null;
+  private tlsConnector: typeof meshConnector | null = null;
+  /** The identity the SDK holds with mTLS: its service's, else its workload's. */
+  private readonly identity: string;
 
   constructor(private readonly o: MeshDispatcherOptions) {
     super();
@@ -95,6 +131,9 @@ export class MeshDispatcher extends Dispatcher {
     if (o.metrics?.advertise !== undefined) parseHostPort(o.metrics.advertise, 'metrics.advertise');
     const clock = o.clock ?? systemClock;
     const workload = o.workload ?? o.service ?? `sdk-${process.pid}`;
+    const mtls = mtlsOf(o);
+    this.mtlsMode = mtls.mode;
+    this.identity = o.service ?? workload;
     this.metrics = new SdkMetrics(o.id ?? `sdk-${workload}-${process.pid}`, workload, o.service ?? null);
     this.mesh = new MeshView({
       control: o.control,
@@ -103,13 +142,17 @@ export class MeshDispatcher extends Dispatcher {
       logger: o.logger,
       onEvent: (e) => {
         this.metrics.engine.trafficEvent(e);
+        // A request held for a service scaled to zero: ask the control plane to wake it, as the proxy does.
+        if (e.type === 'cold-start') wakeService({ control: this.mesh.control, token: this.token(), viaCertificate: () => this.tls?.controlCall() ?? null }, e.service, o.logger);
         o.onEvent?.(e);
       },
+      // A peer proxy's inbound side is probed over the SDK's mTLS link, as the proxy probes it.
+      checks: (traffic, policy, checkClock) => new ActiveChecker(traffic, policy, checkClock, (e) => this.tls?.forEndpoint(e) ?? null),
     });
     this.mesh.watch.on('update', (service, set) => {
       for (const p of this.pools.values()) {
         if (p.service === service && !set.has(p.key)) {
-          this.pools.delete(`${p.service}\u0000${p.key}`);
+          this.pools.delete(p.mapKey);
           void p.pool.close();
         }
       }
@@ -124,9 +167,26 @@ export class MeshDispatcher extends Dispatcher {
       rng: o.rng ?? Math.random,
       counters: metrics.engine,
       pool: (e) => this.poolOf(e),
+      tlsRefused: (e, err) => o.logger?.warn({ service: e.service, instance: e.id, address: `${e.address}:${e.port}`, reason: err.reason }, `the SDK refused ${e.id} [${err.reason}]: ${err.message}`),
       finished: (r: FinishedRequest) => metrics.finished(r),
     };
     this.mesh.start();
+    if (mtls.joinToken !== null) {
+      const joinToken = mtls.joinToken;
+      // The mTLS modules (certificate parsing) load only with mTLS on; requests wait for them (not for the certificate).
+      this.tlsLoading = import('./tls.js').then(
+        ({ SdkTls, meshConnector }) => {
+          this.tlsLoading = null;
+          if (this.closed) return;
+          this.tlsConnector = meshConnector;
+          this.tls = new SdkTls({ control: this.mesh.control, service: this.identity, joinToken, modeOf: (s) => this.modeOf(s), clock, rng: o.rng ?? Math.random, logger: o.logger });
+        },
+        (e: unknown) => {
+          this.tlsLoading = null;
+          o.logger?.error({ err: (e as Error).message }, 'the SDK could not load its mTLS modules');
+        },
+      );
+    }
     const m = o.metrics;
     if (listenAt !== null) {
       this.serving = this.serveMetrics(listenAt);
@@ -162,14 +222,14 @@ export class MeshDispatcher extends Dispatcher {
   }
 
   /**
-   * Tells the control plane where the metrics are (as a proxy announces its admin server), with a
-   * token of scope "proxy"; without one nothing is announced (the control plane would refuse it:
-   * the SDK holds no mesh certificate to announce with yet), and the metrics are only served.
+   * Tells the control plane where the metrics are (as a proxy announces its admin server), with
+   * its mesh certificate (mTLS) or a token of scope "proxy"; without either nothing is announced
+   * (the control plane would refuse it), and the metrics are only served.
    */
   private announce(admin: string): void {
     if (this.closed) return;
-    const token = this.o.token ?? process.env['SKEIN_TOKEN'] ?? null;
-    if (token === null || token === '') {
+    const token = this.token();
+    if (token === null && this.mtlsMode === 'off') {
       this.o.logger?.info({ metrics: admin }, 'SDK metrics served, not announced: no token of scope "proxy" (token or SKEIN_TOKEN)');
       return;
     }
@@ -179,25 +239,64 @@ export class MeshDispatcher extends Dispatcher {
       id: this.metrics.id,
       admin,
       token,
-      workloads: () => (service === null ? [] : [{ name: this.ctx.workload, service, inbound: null, outbound: null }]),
+      workloads: () => (service === null ? [] : [{ name: this.ctx.workload, service, inbound: null, outbound: null, tls: this.tls?.report() ?? null }]),
+      // Once it holds its certificate, the SDK announces with it (as a proxy does): no token needed.
+      viaCertificate: () => this.tls?.controlCall() ?? null,
     });
     this.announcer.start();
   }
 
-  /** Resolves once the first snapshot came (at once if it did), or rejects after `timeoutMs`. */
-  ready(timeoutMs = 10_000): Promise<void> {
-    if (this.mesh.ready) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => {
-        this.mesh.watch.off('snapshot', ok);
-        reject(new SkeinError('SKEIN_E_DISCOVERY_UNAVAILABLE', `no snapshot from the control plane (${this.mesh.control.current}) within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const ok = () => {
-        clearTimeout(t);
-        resolve();
-      };
-      this.mesh.watch.once('snapshot', ok);
-    });
+  /** The control-plane token of scope "proxy" (announcements, wakes; with mTLS the certificate does instead); null: none. */
+  private token(): string | null {
+    const t = this.o.token ?? process.env[TOKEN_ENV] ?? '';
+    return t === '' ? null : t;
+  }
+
+  /**
+   * Resolves once the first snapshot came and, with mTLS, the SDK holds its certificate (at once
+   * if both are so), or rejects after `timeoutMs` naming what is missing.
+   */
+  async ready(timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    if (!this.mesh.ready) {
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => {
+          this.mesh.watch.off('snapshot', ok);
+          reject(new SkeinError('SKEIN_E_DISCOVERY_UNAVAILABLE', `no snapshot from the control plane (${this.mesh.control.current}) within ${timeoutMs} ms`));
+        }, timeoutMs);
+        const ok = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        this.mesh.watch.once('snapshot', ok);
+      });
+    }
+    await this.tlsLoading;
+    const tls = this.tls;
+    if (tls === null) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        tls.held,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new SkeinError('SKEIN_E_CA_UNAVAILABLE', `the SDK got no mesh certificate for "${this.identity}" from the control plane's CA (${this.mesh.control.current}) within ${timeoutMs} ms: see its log for why`)), Math.max(0, deadline - Date.now()));
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The mesh certificate the SDK holds (mTLS on): its identity, serial and end; null: none (yet). */
+  certificate(): { identity: string; serial: string; notAfter: Date } | null {
+    const c = this.tls?.identities.credential(this.identity);
+    return c === undefined ? null : { identity: c.identity, serial: c.serial, notAfter: new Date(c.notAfter) };
+  }
+
+  /** The mTLS mode of calls to `service`: its own, over the mesh's (off when the SDK holds no identity, as a proxy without mTLS). */
+  modeOf(service: string): MtlsMode {
+    if (this.mtlsMode === 'off') return 'off';
+    return this.mesh.watch.definition(service)?.mtlsMode ?? this.mtlsMode;
   }
 
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
@@ -216,17 +315,24 @@ export class MeshDispatcher extends Dispatcher {
       handler.onResponseError?.(noController(), new SkeinError('SKEIN_E_SDK_UNSUPPORTED', `the SDK does not carry protocol upgrades (${String(opts.upgrade)}) to "${service}" yet: call it through the proxy`));
       return true;
     }
-    const r = new MeshRequest(this.ctx, service, this.mesh.resolve(service), url.host, opts, handler);
-    r.start();
+    const loading = this.tlsLoading;
+    if (loading === null) new MeshRequest(this.ctx, service, this.mesh.resolve(service), url.host, opts, handler).start();
+    else void loading.then(() => new MeshRequest(this.ctx, service, this.mesh.resolve(service), url.host, opts, handler).start());
     return true;
   }
 
-  private poolOf(e: Endpoint): Pool {
-    const k = `${e.service}\u0000${e.key}`;
+  /** The pool of connections to `e` (mTLS when its service's mode says so), or why there is none. */
+  private poolOf(e: Endpoint): Pool | Refusal {
+    const link = this.tls?.forEndpoint(e) ?? null;
+    if (link !== null && 'code' in link) return link;
+    const k = `${e.service}\u0000${e.key}\u0000${link?.poolKey ?? ''}`;
     let p = this.pools.get(k);
     if (p === undefined) {
       const host = e.address.includes(':') ? `[${e.address}]` : e.address;
-      const pool = new Pool(`http://${host}:${e.port}`, { ...this.o.pool });
+      // The service's connect timeout, as the proxy's outbound connections have it.
+      const connectTimeout = this.o.pool?.connectTimeout ?? this.mesh.services.get(e.service)?.traffic.policy.connectTimeoutMs ?? TRAFFIC_DEFAULTS.connectTimeoutMs;
+      const tls = this.tlsConnector;
+      const pool = new Pool(`http://${host}:${e.port}`, { connectTimeout, ...this.o.pool, ...(link === null || tls === null ? {} : { connect: tls(e, link, connectTimeout) }) });
       const traffic = () => this.mesh.services.get(e.service)?.traffic;
       pool.on('connect', () => {
         const t = traffic();
@@ -238,7 +344,7 @@ export class MeshDispatcher extends Dispatcher {
         if (t !== undefined) t.connections.open = Math.max(0, t.connections.open - 1);
       });
       pool.on('connectionError', () => this.metrics.engine.upstreamConnect(false));
-      p = { pool, service: e.service, key: e.key };
+      p = { pool, service: e.service, key: e.key, mapKey: k };
       this.pools.set(k, p);
     }
     return p.pool;
@@ -254,6 +360,7 @@ export class MeshDispatcher extends Dispatcher {
   private async shutdown(destroy: boolean): Promise<void> {
     this.closed = true;
     this.mesh.stop();
+    this.tls?.stop();
     await this.serving?.catch(() => null);
     await this.announcer?.stop();
     const server = this.server;

@@ -11,7 +11,7 @@ import type { ErrorCode } from '../core/errors.js';
 import { ControlReplicas } from '../discovery/control-replicas.js';
 import type { EndpointSet } from '../discovery/endpoint.js';
 import { WatchClient, type WatchLogger } from '../discovery/watch-client.js';
-import { ServiceClient } from '../engine/service-client.js';
+import { ServiceClient, type HealthCheckerFactory } from '../engine/service-client.js';
 import type { TrafficEvent } from '../resilience/traffic-state.js';
 
 const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
@@ -31,6 +31,8 @@ export interface MeshViewOptions {
   readonly clock: Clock;
   readonly logger?: WatchLogger | undefined;
   readonly onEvent: (e: TrafficEvent) => void;
+  /** The SDK's own active health checks of a service's endpoints (its `activeHealthCheck`), as the proxy runs them. */
+  readonly checks: HealthCheckerFactory;
 }
 
 export class MeshView {
@@ -79,7 +81,7 @@ export class MeshView {
     const w = this.watch;
     if (!this.ready) return { error: 'SKEIN_E_DISCOVERY_UNAVAILABLE', message: 'the SDK has not yet heard from the control plane' };
     if (!w.knows(name)) return { error: 'SKEIN_E_UNKNOWN_SERVICE', message: `no service "${name}" is registered`, status: 503 };
-    const s = new ServiceClient(name, w.definition(name), w.endpoints(name), this.o.clock, this.o.onEvent, null);
+    const s = new ServiceClient(name, w.definition(name), w.endpoints(name), this.o.clock, this.o.onEvent, this.o.checks);
     this.services.set(name, s);
     return s;
   }

@@ -7,7 +7,8 @@
  * the app mounts (`metricsHandler()`).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { StatsSnapshot } from '../api/stats.js';
+import { parseStatsQuery, type StatsSnapshot } from '../api/stats.js';
+import { ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import { exposition } from '../telemetry/exposition.js';
 import { Registry } from '../telemetry/prom.js';
 import { EngineCounters, ListenerStats, requestFamilies, StatsEventFeed, statsSnapshot, type SeriesStats } from '../telemetry/request-metrics.js';
@@ -71,8 +72,14 @@ export class SdkMetrics {
         return;
       }
       if (url.pathname === '/stats') {
-        const since = Number(url.searchParams.get('since') ?? 0);
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.snapshot(Number.isSafeInteger(since) && since > 0 ? since : 0)));
+        // Checked as the proxy's admin server checks it.
+        const q = parseStatsQuery(url.searchParams);
+        if ('error' in q) {
+          const code: ErrorCode = 'SKEIN_E_BAD_QUERY';
+          res.writeHead(ERROR_CODES[code].status, { 'content-type': 'application/json', 'x-skein-error': code }).end(JSON.stringify({ code, message: q.error, ...(q.field === undefined ? {} : { field: q.field }) }));
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.snapshot(q.since)));
         return;
       }
       if (url.pathname === '/live') {

@@ -31,6 +31,7 @@ import { Call, localExplanation, type Attempt, type CallCounters, type CallDrive
 import type { Refusal, ServiceClient } from '../engine/service-client.js';
 import type { NotRouted } from './mesh.js';
 import type { RoutePolicy } from '../api/traffic.js';
+import type { TlsRefusal } from '../api/mtls.js';
 
 type Handler = Dispatcher.DispatchHandler;
 type Controller = Dispatcher.DispatchController;
@@ -45,8 +46,10 @@ export interface RequestContext {
   readonly clock: Clock;
   readonly rng: Rng;
   readonly counters: CallCounters & AdmissionCounters;
-  /** The pool of connections to `e`. */
-  pool(e: Endpoint): Dispatcher & { readonly stats: { readonly free: number } };
+  /** The pool of connections to `e`, or why there is none (mTLS strict and no certificate to present). */
+  pool(e: Endpoint): (Dispatcher & { readonly stats: { readonly free: number } }) | Refusal;
+  /** A connection to `e` the mTLS check refused (counted, logged). */
+  tlsRefused?(e: Endpoint, err: SdkTlsRefused): void;
   /** One call per finished request (metrics). */
   finished(r: FinishedRequest): void;
 }
@@ -64,7 +67,20 @@ export interface FinishedRequest {
   readonly responseBytes: number;
 }
 
-/** GET, HEAD, PUT, DELETE, OPTIONS, TRACE (RFC 9110 §9.2.2). */
+/**
+ * A connection the mTLS check refused, with the proxy's reason (TLS_REFUSALS): what the SDK's
+ * connector (tls.ts) fails a connect with. Here, not in tls.ts, so that telling it apart does not
+ * load the mTLS modules.
+ */
+export class SdkTlsRefused extends Error {
+  constructor(
+    readonly reason: TlsRefusal,
+    detail: string,
+  ) {
+    super(detail);
+  }
+}
+
 /** Headers the mesh owns: what the app sent of them is read, never forwarded. */
 const OWN = new Set(['x-skein-timeout-ms', 'x-skein-explain', 'x-skein-caller', 'x-skein-client-id', 'host']);
 const EMPTY: readonly Buffer[] = [];
@@ -349,6 +365,7 @@ export class MeshRequest implements CallDriver {
 
   send(a: Attempt): Refusal | null {
     const pool = this.ctx.pool(a.endpoint);
+    if ('code' in pool) return pool;
     const t = this.dest.traffic;
     const h = new AttemptHandler(this, a.n);
     if (pool.stats.free === 0) {
@@ -477,7 +494,9 @@ export class MeshRequest implements CallDriver {
       return;
     }
     if (!h.started) {
-      call.connectFailed(err.message);
+      const tls = err instanceof SdkTlsRefused;
+      if (tls && call.endpoint !== null) this.ctx.tlsRefused?.(call.endpoint, err);
+      call.connectFailed(err.message, tls);
       return;
     }
     const answered = this.status > 0;

@@ -14,6 +14,7 @@
 import type { Logger } from 'pino';
 import type { ControlReplicas } from '../discovery/control-replicas.js';
 import type { WorkloadTls } from '../api/ca.js';
+import type { ControlAnswer, ControlCall } from '../identity/mtls/identities.js';
 
 /** What a data plane announces of one workload (the proxy's WorkloadInfo fits it; the SDK's caller too). */
 export interface AnnouncedWorkload {
@@ -24,14 +25,8 @@ export interface AnnouncedWorkload {
   readonly tls?: WorkloadTls | null;
 }
 
-/** An answer of the control plane's API (the proxy's mTLS way: src/proxy/tls/identities.ts). */
-export interface ControlAnswer {
-  readonly status: number;
-  readonly text: string;
-}
-
-/** A call to the control plane's API with a certificate the caller holds. */
-export type ControlCall = (method: string, path: string, body?: unknown) => Promise<ControlAnswer>;
+/** An answer of the control plane's API, and a call with a certificate the caller holds (defined with the identities: src/identity/mtls/identities.ts). */
+export type { ControlAnswer, ControlCall } from '../identity/mtls/identities.js';
 
 export interface AnnouncerOptions {
   /** One control plane; or `control`, several replicas (the proxy's, shared with its watch). */
@@ -83,6 +78,18 @@ export async function proxyControlCall(o: ControlAccess, method: string, path: s
       ? await once(o.controlUrl ?? '')
       : await o.control.call(once, { unavailable: (r) => (UNAVAILABLE.has(r.status) ? `HTTP ${r.status}` : null), ...(signal === undefined ? {} : { signal }) });
   return { ...answer, via: 'token' };
+}
+
+/**
+ * A request is held for a service scaled to zero: asks the control plane (`skein up`'s runtime) to
+ * wake it (`POST /v1/mesh/services/{s}/wake`), as a proxy or the SDK: best effort, a refusal logged.
+ */
+export function wakeService(o: ControlAccess, service: string, logger?: { warn(obj: object, msg: string): void }): void {
+  proxyControlCall(o, 'POST', `/v1/mesh/services/${encodeURIComponent(service)}/wake`, {}, AbortSignal.timeout(5000))
+    .then((r) => {
+      if (r.status >= 300) logger?.warn({ service, status: r.status, answer: r.text.slice(0, 300) }, 'the control plane did not wake the service');
+    })
+    .catch((e: unknown) => logger?.warn({ service, err: (e as Error).message }, 'could not ask the control plane to wake the service'));
 }
 
 export class Announcer {

@@ -6,8 +6,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createIntermediate, createRoot, issueLeaf, type Issuer } from '../../identity/certs.js';
-import { workloadId } from '../../identity/spiffe.js';
+import { createIntermediate, createRoot, issueLeaf, type Issuer } from '../certs.js';
+import { workloadId } from '../spiffe.js';
 import { ManualClock } from '../../core/clock.js';
 import { certFingerprint, type CaInfo, type IssuedCertificate } from '../../api/ca.js';
 import { Identities, type CertificateSource, type IdentityEvent } from './identities.js';
