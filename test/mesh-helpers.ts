@@ -14,7 +14,7 @@ import { ROOT, SKEIN_BIN, api, tempDir } from './helpers.js';
 /** The demo shop: a Node frontend calling two Python services and a gRPC service (reviews) by name through the mesh. */
 export const SHOP = join(ROOT, 'examples', 'shop', 'shop.yaml');
 /** The shop's services, in the order the API lists them. */
-export const SHOP_SERVICES: readonly string[] = ['frontend', 'product-service', 'user-service'];
+export const SHOP_SERVICES: readonly string[] = ['frontend', 'product-service', 'reviews', 'user-service'];
 /** A page of the shop's frontend (it calls user-service, product-service and reviews). */
 export const SHOP_PAGE = '/api/page?user_id=1&product_id=2';
 

@@ -257,7 +257,7 @@ describe('skein stat, top, tap, events and dashboard on the demo shop', () => {
     t.diagnostic(`\n${r.stdout}`);
     assert.match(r.stdout, /^SERVICE\s+INSTANCES\s+RPS\s+SUCCESS\s+P50\(ms\)\s+P95\(ms\)\s+P99\(ms\)\n/);
     const table = rows(r.stdout, 'SERVICE');
-    const instances: Record<string, string> = { frontend: '1/1', 'user-service': '2/2', 'product-service': '2/2' };
+    const instances: Record<string, string> = { frontend: '1/1', 'user-service': '2/2', 'product-service': '2/2', reviews: '2/2' };
     for (const name of SHOP_SERVICES) {
       const row = table.get(name);
       assert.ok(row, `a row for ${name}:\n${r.stdout}`);
@@ -375,7 +375,8 @@ describe('skein stat, top, tap, events and dashboard on the demo shop', () => {
     assert.equal(lines.length, 3, tap.stdout());
     for (const l of lines) {
       // time, direction, source -> destination, method, path, status, latency
-      assert.match(l, /^\d\d:\d\d:\d\d\.\d{3} {2}(in |out) {2}\S+ -> \S+( @\S+)? {2}GET \/\S* {2}\d{3} {2}[\d.]+ms$/, l);
+      // (the reviews calls are gRPC: POST)
+      assert.match(l, /^\d\d:\d\d:\d\d\.\d{3} {2}(in |out) {2}\S+ -> \S+( @\S+)? {2}(GET|POST) \/\S* {2}\d{3} {2}[\d.]+ms$/, l);
       assert.match(l, /frontend/);
       const [, from, to] = /(\S+) -> (\S+)/.exec(l) ?? [];
       assert.ok(['frontend', 'frontend-service-port', '-'].includes(from as string) && [...SHOP_SERVICES].includes(to as string), `source -> destination of a shop call: ${l}`);
@@ -392,7 +393,7 @@ describe('skein stat, top, tap, events and dashboard on the demo shop', () => {
       assert.equal(o.responseHeaders, undefined, 'no headers without --headers');
       assert.ok(!('requestBody' in o) && !('responseBody' in o), `no bodies without --bodies: ${JSON.stringify(o)}`);
       assert.ok(SHOP_SERVICES.includes(o.destination), JSON.stringify(o));
-      assert.equal(o.method, 'GET');
+      assert.equal(o.method, o.destination === 'reviews' ? 'POST' : 'GET');
       assert.ok(Number.isInteger(o.status) && o.status >= 100, JSON.stringify(o));
       assert.ok(typeof o.latencyMs === 'number' && o.latencyMs >= 0, JSON.stringify(o));
     }
