@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { adminTokenOf, api, startControl, waitFor, type ControlProcess } from './helpers.js';
-import { Announcer } from '../src/proxy/announce.js';
+import { Announcer } from '../src/telemetry/announce.js';
 import type { WorkloadInfo } from '../src/proxy/proxy.js';
 import { httpGet, registerInstance, startProxy, waitForProxyReady, metricValue, type ProxyProcess } from './proxy-helpers.js';
 

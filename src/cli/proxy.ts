@@ -10,7 +10,7 @@ import { durationFlag, intFlag } from './flags.js';
 import { availableParallelism, hostname } from 'node:os';
 import { systemClock } from '../core/clock.js';
 import { PROXY_ID } from '../api/names.js';
-import { Announcer, wakeService } from '../proxy/announce.js';
+import { Announcer, wakeService } from '../telemetry/announce.js';
 import { PROXY_TAP_LIMITS, TAP_LIMIT_BOUNDS, parseHeaderNames } from '../api/tap.js';
 import { TOKEN_ENV } from '../api/auth.js';
 import { MTLS_DEFAULT_MODE, MTLS_MODES, type MtlsMode } from '../api/mtls.js';
@@ -18,7 +18,7 @@ import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
 import { AUTHZ_DEFAULT_VALUES, type AuthzDefault } from '../api/authz/schema.js';
 import { PROXY_STATE_DEFAULTS, type ProxyStateFile } from '../api/proxy-state.js';
 import type { ControlReplicas } from '../discovery/control-replicas.js';
-import type { ControlCall } from '../proxy/tls/identities.js';
+import type { ControlCall } from '../identity/mtls/identities.js';
 import { formatDuration } from '../core/duration.js';
 import { startTracer } from '../proxy/workers/tracer.js';
 import { WORKERS_BOUNDS } from '../proxy/workers/protocol.js';
@@ -373,7 +373,7 @@ async function meshCa(control: ControlReplicas | null, token: string | undefined
   if (token === undefined || token.trim() === '') {
     throw new SkeinError('SKEIN_E_USAGE', `--mtls ${mode} needs a join token: mint one with \`skein ca token --proxy ID --service S\` and pass --join-token (or SKEIN_JOIN_TOKEN)`, { field: '--join-token' });
   }
-  const { ControlCa } = await import('../proxy/tls/ca-client.js');
+  const { ControlCa } = await import('../identity/mtls/ca-client.js');
   let spent = false;
   const source = new ControlCa({
     control,

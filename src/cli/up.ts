@@ -22,7 +22,7 @@ import { DNS_DEFAULTS } from '../api/dns.js';
 import type { MeshProxy } from '../proxy/mesh-proxy.js';
 import type { WorkloadInfo } from '../proxy/proxy.js';
 import type { AdminView } from '../proxy/admin.js';
-import type { ControlCall } from '../proxy/tls/identities.js';
+import type { ControlCall } from '../identity/mtls/identities.js';
 import { parseHeaderNames } from '../api/tap.js';
 import { JOIN_TOKEN_ENV, MTLS_ENV, MTLS_MODES, MTLS_UP_MODE, type MtlsMode } from '../api/mtls.js';
 import { AUTHZ_DEFAULTS } from '../api/authz/model.js';
@@ -37,7 +37,7 @@ import type { HostPort } from '../core/address.js';
 import type { MeshFile } from '../api/mesh.js';
 import type { AuditSink } from '../api/audit.js';
 import type { MeshRunnerOptions } from '../runtime/mesh-runner.js';
-import type { CertificateSource } from '../proxy/tls/identities.js';
+import type { CertificateSource } from '../identity/mtls/identities.js';
 import { parseBaseUrls } from '../api/etcd.js';
 import { TOKEN_ENV, TOKEN_PREFIX, type TokenScope } from '../api/auth.js';
 import { isLoopbackHost } from '../core/loopback-host.js';
@@ -97,8 +97,8 @@ export function upCommand(): Command {
         import('../runtime/mesh-runner.js'),
         import('../runtime/mesh-routes.js'),
         import('../proxy/access-log.js'),
-        import('../proxy/announce.js'),
-        import('../proxy/tls/ca-client.js'),
+        import('../telemetry/announce.js'),
+        import('../identity/mtls/ca-client.js'),
         import('../telemetry/audit-log.js'),
       ]);
       // Joined, --http is this host's mesh API: beyond loopback only as the control plane's would be.
@@ -418,7 +418,7 @@ function joinSettings(o: { join?: string; token?: string; advertise?: string; dn
 
 async function embeddedControl(d: {
   startControlPlane: typeof import('../control/control-plane.js').startControlPlane;
-  ControlCa: typeof import('../proxy/tls/ca-client.js').ControlCa;
+  ControlCa: typeof import('../identity/mtls/ca-client.js').ControlCa;
   meshRoutes: typeof import('../runtime/mesh-routes.js').meshRoutes;
   runner: () => import('../runtime/mesh-runner.js').MeshRunner | null;
   mesh: MeshFile;
@@ -487,7 +487,7 @@ async function embeddedControl(d: {
 }
 
 async function joinedControl(d: {
-  ControlCa: typeof import('../proxy/tls/ca-client.js').ControlCa;
+  ControlCa: typeof import('../identity/mtls/ca-client.js').ControlCa;
   meshRoutes: typeof import('../runtime/mesh-routes.js').meshRoutes;
   runner: () => import('../runtime/mesh-runner.js').MeshRunner | null;
   meshName: string;

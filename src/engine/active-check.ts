@@ -6,17 +6,20 @@
  * only this caller cannot use, say). Endpoints start healthy: the control plane vouched for them.
  *
  * The engine's own HealthChecker, for every data plane (the proxy's and the SDK's: each gives a
- * ServiceClient a factory of them); its probes are discovery/probe.ts's I/O, over the caller's
- * mTLS link to a peer proxy when there is one.
+ * ServiceClient a factory of them). It decides (when to probe, what a run of results means); the
+ * probe itself is the data plane's I/O (`EndpointProbe`: src/identity/mtls/probe.ts, over the
+ * caller's mTLS link to a peer proxy when there is one).
  */
 import type { ActiveCheckPolicy } from '../api/traffic.js';
-import type { HealthCheck, Instance } from '../api/types.js';
+import type { HealthCheck } from '../api/types.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { EndpointSet, type Endpoint } from '../discovery/endpoint.js';
-import { probeHttp, probeTcp, type ProbeResult } from '../discovery/probe.js';
-import type { HealthChecker, Refusal } from './service-client.js';
-import type { UpstreamTls } from '../identity/mtls/outbound.js';
+import type { ProbeResult } from '../discovery/probe.js';
+import type { HealthChecker } from './service-client.js';
 import type { TrafficState } from '../resilience/traffic-state.js';
+
+/** One probe of an endpoint (`check.type`: http or tcp), by the data plane that checks. */
+export type EndpointProbe = (e: Endpoint, check: HealthCheck) => Promise<ProbeResult>;
 
 interface Target {
   endpoint: Endpoint;
@@ -37,8 +40,8 @@ export class ActiveChecker implements HealthChecker {
     private readonly traffic: TrafficState,
     readonly policy: ActiveCheckPolicy,
     private readonly clock: Clock,
-    /** How the caller connects to an endpoint: a peer proxy's inbound takes mTLS only (null: plain TCP). */
-    private readonly tls: ((e: Endpoint) => UpstreamTls | Refusal | null) | null = null,
+    /** The probe (the caller's I/O). */
+    private readonly probeOnce: EndpointProbe,
   ) {
     this.check = {
       type: policy.type,
@@ -92,8 +95,7 @@ export class ActiveChecker implements HealthChecker {
   private async probe(t: Target): Promise<void> {
     if (t.running || this.stopped) return;
     t.running = true;
-    const inst = { address: t.endpoint.address, port: t.endpoint.port } as Instance;
-    const r = this.policy.type === 'http' ? await this.probeHttp(t.endpoint, inst) : await probeTcp(inst, this.check);
+    const r = await this.probeOnce(t.endpoint, this.check);
     t.running = false;
     if (this.stopped || this.targets.get(t.endpoint.key) !== t) return;
     if (r.ok) {
@@ -105,20 +107,6 @@ export class ActiveChecker implements HealthChecker {
       t.fails++;
       if (t.fails >= this.policy.unhealthyThreshold) this.traffic.setActiveHealth(t.endpoint.key, false, r.reason);
     }
-  }
-
-  /** An HTTP probe, over mTLS to a peer proxy (the caller's identity, the peer's checked like a request's). */
-  private probeHttp(e: Endpoint, inst: Instance): Promise<ProbeResult> {
-    const link = this.tls?.(e) ?? null;
-    if (link === null) return probeHttp(inst, this.check);
-    if ('code' in link) return Promise.resolve({ ok: false, reason: link.message });
-    return probeHttp(inst, this.check, {
-      options: link.options(),
-      verify: (s) => {
-        const c = link.verify(s);
-        return c.ok ? null : c.detail;
-      },
-    });
   }
 
   stop(): void {

@@ -146,3 +146,36 @@ test('a copy the driver refuses (connection limits, mTLS) is dropped as refused 
   m.clock.advance(60_000);
   assert.equal(d.aborted, 0, 'no timer is left behind');
 });
+
+test('an endpoint that refused a copy\'s connection is skipped for 1 s, then 2 s, ...; one that answers is tried again at once', () => {
+  const m = setup({ subset: { version: 'v2' }, maxInFlight: 10 });
+  const d = new Recorder();
+  const failOnce = () => {
+    const s = m.shadow() as Shadow;
+    s.send(d, m.hash);
+    s.failed(true);
+  };
+  failOnce();
+  assert.equal(d.sent.length, 1);
+  (m.shadow() as Shadow).send(d, m.hash);
+  assert.equal(d.sent.length, 1, 'skipped');
+  assert.equal(m.counts.lines.at(-1), 'dropped svc->svc[version=v2] backoff');
+  assert.equal(m.mirrors.active, 0, 'a skipped copy holds no place');
+  m.clock.advance(1000);
+  failOnce();
+  assert.equal(d.sent.length, 2, 'tried again after 1 s; refused again');
+  m.clock.advance(1999);
+  (m.shadow() as Shadow).send(d, m.hash);
+  assert.equal(d.sent.length, 2, 'now skipped for 2 s');
+  m.clock.advance(1);
+  const ok = m.shadow() as Shadow;
+  ok.send(d, m.hash);
+  ok.answered(200);
+  assert.equal(d.sent.length, 3);
+  // Reached: no backoff left, even after a reset (not a refused connection).
+  const reset = m.shadow() as Shadow;
+  reset.send(d, m.hash);
+  reset.failed();
+  (m.shadow() as Shadow).send(d, m.hash);
+  assert.equal(d.sent.length, 5, 'a reset is not a refused connection: no skip');
+});

@@ -26,7 +26,7 @@ import { grpcAsHttp } from './grpc.js';
 import type { Destination, Refusal } from './service-client.js';
 
 /** Why a request that was to be copied was not: the `reason` label of skein_proxy_mirror_dropped_total. */
-export const MIRROR_DROP_REASONS = ['limit', 'body', 'incomplete', 'no_endpoint', 'refused'] as const;
+export const MIRROR_DROP_REASONS = ['limit', 'body', 'incomplete', 'no_endpoint', 'refused', 'backoff'] as const;
 export type MirrorDropReason = (typeof MIRROR_DROP_REASONS)[number];
 
 /** Where mirror outcomes are counted (the data plane's metrics). */
@@ -57,9 +57,18 @@ export function shadowAuthority(authority: string, suffix: string): string {
   return authority.slice(0, colon) + suffix + authority.slice(colon);
 }
 
+/**
+ * A mirror endpoint that refused a connection is not tried again for this long, doubling with
+ * each refusal up to the most (a dead shadow would otherwise cost a failed connect per copy: about
+ * as much CPU as the request itself; see docs/benchmarks.md, "Traffic mirroring").
+ */
+export const MIRROR_CONNECT_BACKOFF = Object.freeze({ firstMs: 1_000, mostMs: 30_000 });
+
 /** The mirrors of one data plane (a listener's, the SDK's): copies in flight per mirror policy. */
 export class Mirrors {
   private readonly inFlight = new Map<MirrorPolicy, number>();
+  /** Mirror endpoints that refused a connection (by key): skipped until `until`. */
+  private readonly refusing = new Map<string, { until: number; backoffMs: number }>();
 
   constructor(
     private readonly counters: MirrorCounters,
@@ -102,6 +111,26 @@ export class Mirrors {
     else this.inFlight.set(m, n);
   }
 
+  /** Whether copies skip `e` now: it refused a connection a moment ago. */
+  skips(e: Endpoint): boolean {
+    const r = this.refusing.get(e.key);
+    return r !== undefined && this.clock.now() < r.until;
+  }
+
+  /** A copy's connection to `e` was refused (or timed out): `e` is skipped for a while, longer each time. */
+  connectFailed(e: Endpoint): void {
+    const now = this.clock.now();
+    const r = this.refusing.get(e.key);
+    const backoffMs = r === undefined ? MIRROR_CONNECT_BACKOFF.firstMs : Math.min(r.backoffMs * 2, MIRROR_CONNECT_BACKOFF.mostMs);
+    if (r === undefined && this.refusing.size >= 1024) for (const [k, v] of this.refusing) if (v.until + MIRROR_CONNECT_BACKOFF.mostMs < now) this.refusing.delete(k);
+    this.refusing.set(e.key, { until: now + backoffMs, backoffMs });
+  }
+
+  /** A copy reached `e`: it is tried as any other from now on. */
+  reached(e: Endpoint): void {
+    if (this.refusing.size > 0) this.refusing.delete(e.key);
+  }
+
   /** Copies in flight now, all mirrors together. */
   get active(): number {
     let n = 0;
@@ -135,6 +164,8 @@ export class Shadow {
   private timer: TimerHandle | null = null;
   private completion: Completion | null = null;
   private startedAt = 0;
+  /** Where it was sent. */
+  private endpoint: Endpoint | null = null;
 
   constructor(
     private readonly owner: Mirrors,
@@ -188,6 +219,11 @@ export class Shadow {
       this.drop('no_endpoint');
       return;
     }
+    if (this.owner.skips(e)) {
+      this.drop('backoff');
+      return;
+    }
+    this.endpoint = e;
     this.st = St.Sent;
     this.driver = driver;
     const clock = this.owner.time;
@@ -208,11 +244,13 @@ export class Shadow {
    * the HTTP status it stands for (grpc.ts), as the primary's does.
    */
   answered(status: number, grpcStatus?: number): void {
+    if (this.st === St.Sent && this.endpoint !== null) this.owner.reached(this.endpoint);
     this.finish(grpcStatus === undefined || status !== 200 ? status : grpcAsHttp(grpcStatus));
   }
 
-  /** The copy got no response (connect failure, reset, protocol error). */
-  failed(): void {
+  /** The copy got no response: `connect`, its connection was never made (refused, timed out); else reset or a protocol error. */
+  failed(connect = false): void {
+    if (connect && this.st === St.Sent && this.endpoint !== null) this.owner.connectFailed(this.endpoint);
     this.finish(0);
   }
 
@@ -235,7 +273,7 @@ export class Shadow {
     this.owner.c.mirrored(this.service, this.dest.service, this.subsetName, status, ms / 1000);
   }
 
-  private drop(reason: 'body' | 'incomplete' | 'no_endpoint'): void {
+  private drop(reason: 'body' | 'incomplete' | 'no_endpoint' | 'backoff'): void {
     this.end();
     this.owner.c.mirrorDropped(this.service, this.dest.service, this.subsetName, reason);
   }

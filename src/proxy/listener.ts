@@ -34,7 +34,7 @@ import { ServiceAuthz } from '../engine/authorization.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { Refusal } from '../engine/service-client.js';
 import type { InboundTlsServer, PeerIdentity } from './tls/inbound.js';
-import type { UpstreamTls } from './tls/outbound.js';
+import type { UpstreamTls } from '../identity/mtls/outbound.js';
 import type { Proxy } from './proxy.js';
 
 /** A client connection of a listener, whatever its protocol (HTTP/1 Downstream, HTTP/2 H2Downstream, a TCP stream). */

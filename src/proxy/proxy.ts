@@ -43,7 +43,8 @@ import { localDestination, ServiceClient, type Destination } from '../engine/ser
 import { TapHub } from './tap.js';
 import { Pools } from './http1/upstream.js';
 import { ProxyMetrics } from './metrics.js';
-import { ActiveChecker } from './active-check.js';
+import { ActiveChecker } from '../engine/active-check.js';
+import { meshProbe } from '../identity/mtls/probe.js';
 import type { AccessLog } from './access-log.js';
 import type { AuditSink } from '../api/audit.js';
 import { ProxyAudit } from '../telemetry/audit-log.js';
@@ -59,9 +60,9 @@ import { ServiceAuthz } from '../engine/authorization.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { Refusal } from '../engine/service-client.js';
 import { randomBytes } from 'node:crypto';
-import type { CertificateSource, ControlCall, Identities, IdentityEvent } from './tls/identities.js';
+import type { CertificateSource, ControlCall, Identities, IdentityEvent } from '../identity/mtls/identities.js';
 import type { InboundTls, InboundTlsServer, PeerIdentity } from './tls/inbound.js';
-import type { OutboundTls, UpstreamTls } from './tls/outbound.js';
+import type { OutboundTls, UpstreamTls } from '../identity/mtls/outbound.js';
 
 export type { HostPort };
 
@@ -189,7 +190,7 @@ const SERVICE_NAME = new RegExp(DNS_LABEL_PATTERN);
  * "Memory after (issue 16)"). The constructor starts loading them; `addWorkload` waits for them.
  */
 async function loadTls() {
-  const [{ Identities }, { InboundTlsServer }, { OutboundTls }] = await Promise.all([import('./tls/identities.js'), import('./tls/inbound.js'), import('./tls/outbound.js')]);
+  const [{ Identities }, { InboundTlsServer }, { OutboundTls }] = await Promise.all([import('../identity/mtls/identities.js'), import('./tls/inbound.js'), import('../identity/mtls/outbound.js')]);
   return { Identities, InboundTlsServer, OutboundTls };
 }
 type TlsModules = Awaited<ReturnType<typeof loadTls>>;
@@ -558,7 +559,7 @@ export class Proxy {
     if (s !== undefined) return s;
     const w = this.watch;
     if (w === null || !w.knows(name)) return null;
-    s = new ServiceClient(name, w.definition(name), w.endpoints(name), this.clock, (e) => this.trafficEvent(e), (traffic, policy, clock) => new ActiveChecker(traffic, policy, clock, this.outboundTls === null ? null : (e) => this.probeTls(e)));
+    s = new ServiceClient(name, w.definition(name), w.endpoints(name), this.clock, (e) => this.trafficEvent(e), (traffic, policy, clock) => new ActiveChecker(traffic, policy, clock, meshProbe(this.outboundTls === null ? null : (e) => this.probeTls(e))));
     this.services.set(name, s);
     return s;
   }

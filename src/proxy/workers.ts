@@ -34,7 +34,7 @@ import type { AdminView, Readiness } from './admin.js';
 import type { WorkloadInfo, WorkloadSpec } from './proxy.js';
 import type { TapFilter } from './tap.js';
 import { answerCa } from './workers/ca.js';
-import type { CertificateSource, ControlCall, Identities } from './tls/identities.js';
+import type { CertificateSource, ControlCall, Identities } from '../identity/mtls/identities.js';
 import type { MeshProxy } from './mesh-proxy.js';
 import { failedReply, Pending, replyError, WORKERS_BOUNDS, type MainMessage, type WorkerAnswer, type WorkerFacts, type WorkerInit, type WorkerMessage, type WorkerQuestion } from './workers/protocol.js';
 
@@ -212,7 +212,7 @@ export class ProxyWorkers implements AdminView, MeshProxy {
   private async identities(services: readonly string[]): Promise<void> {
     const ca = this.o.ca;
     if (ca == null) return;
-    const { Identities } = await import('./tls/identities.js');
+    const { Identities } = await import('../identity/mtls/identities.js');
     const ids = new Identities({
       source: ca.source,
       trustDomain: ca.trustDomain,

@@ -26,6 +26,7 @@ import type { WatchLogger } from '../discovery/watch-client.js';
 import type { TrafficEvent } from '../resilience/traffic-state.js';
 import { MeshView } from './mesh.js';
 import { ActiveChecker } from '../engine/active-check.js';
+import { meshProbe } from '../identity/mtls/probe.js';
 import { MeshRequest, type FinishedRequest, type RequestContext } from './request.js';
 import { SdkMetrics } from './metrics.js';
 import type { meshConnector, SdkTls } from './tls.js';
@@ -147,7 +148,7 @@ export class MeshDispatcher extends Dispatcher {
         o.onEvent?.(e);
       },
       // A peer proxy's inbound side is probed over the SDK's mTLS link, as the proxy probes it.
-      checks: (traffic, policy, checkClock) => new ActiveChecker(traffic, policy, checkClock, (e) => this.tls?.forEndpoint(e) ?? null),
+      checks: (traffic, policy, checkClock) => new ActiveChecker(traffic, policy, checkClock, meshProbe((e) => this.tls?.forEndpoint(e) ?? null)),
     });
     this.mesh.watch.on('update', (service, set) => {
       for (const p of this.pools.values()) {

@@ -379,7 +379,9 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     const out = upstreamHead(buf, head, drop, r, fw, this.writer);
     const method = this.parser.method;
     const shadow = ctx.mirrors.shadow(ctx.direction, dest, route, IDEMPOTENT.has(method), this.upgrade);
-    if (shadow !== null) this.mirror(shadow, out, openHead, method === METHOD_HEAD, hasBody);
+    // The copy's head now (the head writer's buffer is the next request's later); a copy without
+    // a body leaves once the request itself is on its way, one with a body when the body is in.
+    const copy = shadow === null ? null : this.mirror(shadow, out, openHead, method === METHOD_HEAD, hasBody);
     let ex = this.spare;
     this.spare = null;
     ex ??= new Exchange(this);
@@ -404,17 +406,19 @@ export class Downstream extends HeadCallbacks implements HashInput, RouteInput {
     this.exchange = ex;
     this.local = false;
     ex.call.start();
+    if (copy !== null) (shadow as Shadow).send(copy, this);
   }
 
-  /** A copy of the request for its route's mirror: sent now, or when its body is in (`shadowBody`, `shadowSend`). */
-  private mirror(shadow: Shadow, out: Buffer, open: boolean, isHead: boolean, hasBody: boolean): void {
+  /**
+   * A copy of the request for its route's mirror: its driver, to send at once when the request has
+   * no body (returned), or kept until the body is in (`shadowSend`; null returned).
+   */
+  private mirror(shadow: Shadow, out: Buffer, open: boolean, isHead: boolean, hasBody: boolean): ShadowExchange | null {
     const driver = new ShadowExchange(this.ctx, shadowHead(out, open, shadow), isHead);
-    if (!hasBody) {
-      shadow.send(driver, this);
-      return;
-    }
+    if (!hasBody) return driver;
     this.shadow = shadow;
     this.shadowDriver = driver;
+    return null;
   }
 
   /** The request is complete: its copy (if any) goes. */

@@ -123,6 +123,6 @@ export class ShadowExchange implements ShadowDriver, UpstreamHandler {
     this.shadow = null;
     this.up = null;
     up.close();
-    s?.failed();
+    s?.failed(phase === 'connect');
   }
 }

@@ -17,7 +17,7 @@ import type { TapSink, Tracer } from '../../engine/observe.js';
 import type { Destination, Refusal } from '../../engine/service-client.js';
 import type { TlsRefusal } from '../../api/mtls.js';
 import type { AuthzObserver, ServiceAuthz } from '../../engine/authorization.js';
-import type { UpstreamTls } from '../tls/outbound.js';
+import type { UpstreamTls } from '../../identity/mtls/outbound.js';
 import type { ProxyLimits as Limits } from '../../api/proxy-limits.js';
 import type { AccessLog } from '../access-log.js';
 import type { ProxyAudit } from '../../telemetry/audit-log.js';

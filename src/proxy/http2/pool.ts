@@ -17,7 +17,7 @@ import type { Http2Settings } from '../../api/http2.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import { MAX_HEADERS } from '../http1/head.js';
 import { TlsRefused } from '../http1/upstream.js';
-import type { UpstreamTls } from '../tls/outbound.js';
+import type { UpstreamTls } from '../../identity/mtls/outbound.js';
 
 /** The Node options of a session (client or server) from the settings. */
 export function sessionOptions(s: Http2Settings) {

@@ -45,7 +45,7 @@ export class H2Shadow implements ShadowDriver {
     session.whenReady((err) => {
       if (this.shadow === null) return;
       if (err === null) this.open(session, s);
-      else this.over(false);
+      else this.over(false, true);
     });
     return null;
   }
@@ -91,13 +91,14 @@ export class H2Shadow implements ShadowDriver {
     this.free();
   }
 
-  private over(answered: boolean): void {
+  /** The copy is over: answered, or failed (`connect`: its session never came up). */
+  private over(answered: boolean, connect = false): void {
     const s = this.shadow;
     this.shadow = null;
     this.free();
     if (s === null) return;
     if (answered) s.answered(this.status, this.grpc ? this.grpcStatus : undefined);
-    else s.failed();
+    else s.failed(connect);
   }
 
   private free(): void {

@@ -277,13 +277,14 @@ export class H2Exchange implements CallDriver, RouteInput, HashInput {
     this.call = new Call(dest, req, this, ctx.clock, ctx.counters, ctx.rng);
     if (this.reqDone) this.call.requestComplete();
     this.call.start();
+    // A copy of a request already complete leaves once the request itself is on its way.
+    if (this.reqDone) this.shadowSend();
   }
 
-  /** A copy of the request for its route's mirror: sent now, or when its body is in (`requestBody`, `requestDone`). */
+  /** A copy of the request for its route's mirror: sent after the request's call starts, or when its body is in (`requestDone`). */
   private mirror(shadow: Shadow): void {
     this.shadowDriver = new H2Shadow(this.ds.ctx, this.upHeaders, this.grpc);
     this.shadow = shadow;
-    if (this.reqDone) this.shadowSend();
   }
 
   private shadowSend(): void {

@@ -42,8 +42,8 @@ import type { Destination, Refusal } from '../../engine/service-client.js';
 import { coarseNow } from '../http1/coarse-clock.js';
 import type { RouteError } from '../http1/types.js';
 import type { PeerIdentity } from '../tls/inbound.js';
-import type { UpstreamTls } from '../tls/outbound.js';
-import { handshakeRefusal } from '../tls/refusal.js';
+import type { UpstreamTls } from '../../identity/mtls/outbound.js';
+import { handshakeRefusal } from '../../identity/mtls/refusal.js';
 import { connectedStatus, PeerStatusReader, refusedStatus } from './peer-status.js';
 import type { TcpContext, TcpSeries } from './types.js';
 

@@ -16,7 +16,7 @@ import type { ProxyAudit } from '../../telemetry/audit-log.js';
 import type { TapSink } from '../../engine/observe.js';
 import type { AccessLog } from '../access-log.js';
 import type { ForwarderCounters, Limits, ListenerMetrics } from '../http1/types.js';
-import type { UpstreamTls } from '../tls/outbound.js';
+import type { UpstreamTls } from '../../identity/mtls/outbound.js';
 
 /** The numbers of one stream's series (workload, direction, service): added to as bytes flow. */
 export interface TcpSeries {

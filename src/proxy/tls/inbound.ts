@@ -10,9 +10,9 @@ import type { Socket } from 'node:net';
 import { createServer, type SecureContext, type Server, type TLSSocket } from 'node:tls';
 import { MESH_ALPN, type MtlsMode, type TlsRefusal } from '../../api/mtls.js';
 import { errorResponse } from '../http1/local-reply.js';
-import { checkPeer } from './peer.js';
-import { handshakeRefusal, type PeerCheck } from './refusal.js';
-import { MESH_TLS, secureContextOptions, type Identities } from './identities.js';
+import { checkPeer } from '../../identity/mtls/peer.js';
+import { handshakeRefusal, type PeerCheck } from '../../identity/mtls/refusal.js';
+import { MESH_TLS, secureContextOptions, type Identities } from '../../identity/mtls/identities.js';
 
 /** Who is on the other end of an inbound connection. */
 export interface PeerIdentity {

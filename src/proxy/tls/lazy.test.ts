@@ -71,7 +71,7 @@ test('skein proxy with an inbound workload and mTLS off loads neither the certif
   );
   // The recorder saw the proxy itself (so an empty list cannot pass) ...
   assert.ok(loaded.some((u) => u.endsWith('/dist/src/proxy/proxy.js')), `the proxy's module is not among the ${loaded.length} recorded`);
-  assert.ok(loaded.some((u) => u.endsWith('/dist/src/proxy/tls/refusal.js')));
+  assert.ok(loaded.some((u) => u.endsWith('/dist/src/identity/mtls/refusal.js')));
   // ... and none of these.
   assert.deepEqual(from(loaded, '@peculiar/x509'), []);
   assert.deepEqual(from(loaded, 'reflect-metadata'), []);
@@ -100,7 +100,7 @@ test('a Proxy with mTLS on loads the certificate modules before its first worklo
   });
   assert.deepEqual(seen, { before: true, after: 'lazy.test' });
   assert.equal(from(strict, '@peculiar/x509').length > 0, true, 'mTLS on: @peculiar/x509 is loaded');
-  assert.ok(strict.some((u) => u.endsWith('/dist/src/proxy/tls/identities.js')));
+  assert.ok(strict.some((u) => u.endsWith('/dist/src/identity/mtls/identities.js')));
 
   const off = await loadedBy(rec, ['--input-type=module', '-e', script('off')], (l) => {
     seen = JSON.parse(l) as typeof seen;

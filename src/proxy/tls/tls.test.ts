@@ -20,10 +20,10 @@ import { INBOUND_PROXY_LABEL } from '../../api/names.js';
 import { MESH_ALPN, type MtlsMode, type TlsRefusal } from '../../api/mtls.js';
 import type { IssuedCertificate } from '../../api/ca.js';
 import { ManualClock } from '../../core/clock.js';
-import { Identities, pemBundle, type CertificateSource } from './identities.js';
+import { Identities, pemBundle, type CertificateSource } from '../../identity/mtls/identities.js';
 import { InboundTlsServer, type PeerIdentity } from './inbound.js';
-import { OutboundTls, type UpstreamTls } from './outbound.js';
-import { checkPeer, type PeerCheck } from './peer.js';
+import { OutboundTls, type UpstreamTls } from '../../identity/mtls/outbound.js';
+import { checkPeer, type PeerCheck } from '../../identity/mtls/peer.js';
 
 const TD = 'test.skein';
 const DAY = 86_400_000;

@@ -13,7 +13,7 @@
  * a root leave the bundle already holds the keys made after it.
  */
 import type { IssuedCertificate, CaInfo } from '../../api/ca.js';
-import type { CertificateSource, ControlAnswer, Credential, Identities } from '../tls/identities.js';
+import type { CertificateSource, ControlAnswer, Credential, Identities } from '../../identity/mtls/identities.js';
 
 /** A worker's question to the main thread's CA (only services and CSRs: a Credential's key stays in its thread). */
 export type CaQuestion =

@@ -19,7 +19,7 @@ import { createRoot, issueLeaf, type Issuer } from '../../identity/certs.js';
 import { workloadId } from '../../identity/spiffe.js';
 import type { CaInfo, IssuedCertificate } from '../../api/ca.js';
 import { systemClock } from '../../core/clock.js';
-import { Identities, type CertificateSource } from '../tls/identities.js';
+import { Identities, type CertificateSource } from '../../identity/mtls/identities.js';
 import { ProxyWorkers } from '../workers.js';
 import { isSkeinError } from '../../core/errors.js';
 

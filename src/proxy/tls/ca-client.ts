@@ -1,2 +1,0 @@
-/** The proxy's side of mTLS: defined in src/identity/mtls/ca-client.ts (moved down so that the SDK holds and checks identities the same way). */
-export * from '../../identity/mtls/ca-client.js';

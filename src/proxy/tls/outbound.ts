@@ -1,2 +1,0 @@
-/** The proxy's side of mTLS: defined in src/identity/mtls/outbound.ts (moved down so that the SDK holds and checks identities the same way). */
-export * from '../../identity/mtls/outbound.js';
