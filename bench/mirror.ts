@@ -21,7 +21,7 @@
  * copy of it has ended (the proxy's own /metrics scrapes taken out), and the copies sent (ended,
  * by outcome) and dropped (by reason) from the proxy's skein_proxy_mirror_* series; sent + dropped
  * must equal the requests (every GET is to be copied). Rounds run the phases in turn, in reverse
- * order every other round; figures are medians over rounds.
+ * order every other round; figures are medians over rounds (the copies' counts: means per round).
  *
  *   node dist/bench/mirror.js [--rate 500] [--duration 5s] [--rounds 3] [--shadow-delay 500] [--hang-timeout 1s]
  *                             [--phases none,slow,down,hang] [--profile DIR]
@@ -33,7 +33,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { TRAFFIC_DEFAULTS } from '../src/api/traffic.js';
-import { api, machine, otherCpuMeter, percentile, printResult, round, runMain, scrape, startControl, table, track, waitUntil, warnIfBusy, type Samples } from './lib.js';
+import { api, machine, mean, otherCpuMeter, percentile, printResult, round, runMain, scrape, startControl, table, track, waitUntil, warnIfBusy, type Samples } from './lib.js';
 import { openLoop, startOkBackend } from './load.js';
 import { freePort, posInt, probe, seconds, startSkeinProxy, stopTree, treeCpuSeconds } from './proxy-lib.js';
 
@@ -261,8 +261,9 @@ runMain(async () => {
   }
 
   const n = rate * durationS;
-  const base = median((results.get('none') as PhaseResult[]).map((x) => x.p99));
   const baseRounds = results.get('none') as PhaseResult[];
+  const base = median(baseRounds.map((x) => x.p99));
+  const baseCpu = median(baseRounds.map((x) => x.proxyUsPerRequest));
   const summary = PHASES.map((phase) => {
     const rs = results.get(phase) as PhaseResult[];
     const ratios = rs.map((x, i) => x.p99 / (baseRounds[i] as PhaseResult).p99);
@@ -283,9 +284,10 @@ runMain(async () => {
       errors: rs.reduce((a, x) => a + x.errors, 0),
       generatorLateP99Ms: round(m((x) => x.lateP99), 2),
       proxyUsPerRequest: round(m((x) => x.proxyUsPerRequest), 1),
+      proxyUsOverNoMirror: round(m((x) => x.proxyUsPerRequest) - baseCpu, 1),
       otherCpuPercent: round(m((x) => x.otherCpuPercent), 0),
-      copiesAnswered: round(m((x) => x.copies.answered), 0),
-      copiesFailed: round(m((x) => x.copies.failed), 0),
+      copiesAnswered: round(mean(rs.map((x) => x.copies.answered)), 0),
+      copiesFailed: round(mean(rs.map((x) => x.copies.failed)), 0),
       droppedMeanPerRound: Object.fromEntries(Object.entries(dropped).map(([k, v]) => [k, round(v, 0)])),
       settleMs: round(m((x) => x.settleMs), 0),
     };
@@ -293,8 +295,8 @@ runMain(async () => {
   const maxInFlight = TRAFFIC_DEFAULTS.mirror.maxInFlight;
   table(
     `Traffic mirroring: GET at ${rate} req/s through the proxy's outbound listener, ${durationS} s x ${rounds} rounds per phase (medians), ` +
-      `${n} requests per phase, maxInFlight ${maxInFlight}; load average ${info.loadavg1} on ${info.cpus} cores`,
-    ['phase', 'p50 ms', 'p99 ms', 'max ms', 'p99 / no mirror', 'proxy CPU µs/req', 'copies answered', 'copies failed', 'dropped (reason)', 'other CPU %'],
+      `${n} requests per phase (copies: means per round), maxInFlight ${maxInFlight}; load average ${info.loadavg1} on ${info.cpus} cores`,
+    ['phase', 'p50 ms', 'p99 ms', 'max ms', 'p99 / no mirror', 'proxy CPU µs/req', 'over no mirror', 'copies answered', 'copies failed', 'not copied (reason)', 'other CPU %'],
     summary.map((s) => [
       LABEL[s.phase],
       s.p50Ms,
@@ -302,6 +304,7 @@ runMain(async () => {
       s.maxMs,
       s.p99Ratio,
       s.proxyUsPerRequest,
+      s.phase === 'none' ? '-' : s.proxyUsOverNoMirror,
       s.phase === 'none' ? '-' : s.copiesAnswered,
       s.phase === 'none' ? '-' : s.copiesFailed,
       Object.entries(s.droppedMeanPerRound)
@@ -321,10 +324,17 @@ runMain(async () => {
   if (errors > 0) process.stdout.write(`note: ${errors} primary requests failed (not 200)\n`);
   const mirrored = summary.filter((s) => s.phase !== 'none');
   const worst = mirrored.length === 0 ? null : Math.max(...mirrored.map((s) => s.p99Ratio));
-  if (worst !== null) process.stdout.write(`target: the primary's p99 within 10% of no mirror's with a slow or dead shadow: worst ratio ${worst} -> ${worst <= 1.1 ? 'met' : 'MISSED'}\n`);
+  // How far the baseline's own p99 moves between its rounds: a 10% verdict means little past it.
+  const baseSpread = round(Math.max(...baseRounds.map((x) => x.p99)) / Math.min(...baseRounds.map((x) => x.p99)), 2);
+  if (worst !== null) {
+    process.stdout.write(
+      `target: the primary's p99 within 10% of no mirror's with a slow, dead or silent shadow: worst ratio ${worst} -> ${worst <= 1.1 ? 'met' : 'MISSED'}` +
+        ` (the no-mirror p99 itself ranged x${baseSpread} between its rounds${baseSpread > 1.1 ? ': noise beyond the 10% the target asks; re-run on a quiet machine' : ''})\n`,
+    );
+  }
   const loadEnd = machine().loadavg1;
   process.stdout.write(`1-minute load average: ${info.loadavg1} at the start, ${loadEnd} at the end (${info.cpus} cores)\n`);
-  printResult('mirror', { rate, durationS, rounds, shadowDelayMs, hangTimeoutS, maxInFlight, loadavg1: info.loadavg1, loadavg1End: loadEnd, cpus: info.cpus, worstP99Ratio: worst, meetsTarget: worst === null ? null : worst <= 1.1, phases: summary });
+  printResult('mirror', { rate, durationS, rounds, shadowDelayMs, hangTimeoutS, maxInFlight, loadavg1: info.loadavg1, loadavg1End: loadEnd, cpus: info.cpus, worstP99Ratio: worst, baselineP99Spread: baseSpread, meetsTarget: worst === null ? null : worst <= 1.1, phases: summary });
   await stopTree(proxy.child);
   await control.stop();
 });
