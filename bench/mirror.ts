@@ -37,22 +37,41 @@ import { api, machine, mean, otherCpuMeter, percentile, printResult, round, runM
 import { openLoop, startOkBackend } from './load.js';
 import { freePort, posInt, probe, seconds, startSkeinProxy, stopTree, treeCpuSeconds } from './proxy-lib.js';
 
-const { values: argv } = parseArgs({
-  options: {
-    rate: { type: 'string', default: '500' },
-    duration: { type: 'string', default: '5s' },
-    rounds: { type: 'string', default: '3' },
-    'shadow-delay': { type: 'string', default: '500' },
-    'hang-timeout': { type: 'string', default: '1s' },
-    phases: { type: 'string', default: 'none,slow,down,hang' },
-    profile: { type: 'string' },
-  },
-});
-const rate = posInt(argv.rate, '--rate');
-const durationS = seconds(argv.duration, '--duration');
-const rounds = posInt(argv.rounds, '--rounds');
-const shadowDelayMs = posInt(argv['shadow-delay'], '--shadow-delay', 0);
-const hangTimeoutS = seconds(argv['hang-timeout'], '--hang-timeout');
+const ALL_PHASES = ['none', 'slow', 'down', 'hang'] as const;
+type PhaseName = (typeof ALL_PHASES)[number];
+
+/** The command line, checked: a bad flag is one line naming it (exit 2), not a stack trace. */
+const { rate, durationS, rounds, shadowDelayMs, hangTimeoutS, PHASES, profile } = (() => {
+  try {
+    const { values: v } = parseArgs({
+      options: {
+        rate: { type: 'string', default: '500' },
+        duration: { type: 'string', default: '5s' },
+        rounds: { type: 'string', default: '3' },
+        'shadow-delay': { type: 'string', default: '500' },
+        'hang-timeout': { type: 'string', default: '1s' },
+        phases: { type: 'string', default: ALL_PHASES.join(',') },
+        profile: { type: 'string' },
+      },
+    });
+    const asked = v.phases.split(',').map((p) => p.trim());
+    const unknown = asked.filter((p) => !(ALL_PHASES as readonly string[]).includes(p));
+    if (unknown.length > 0) throw new Error(`--phases: unknown phase "${unknown[0]}" (known: ${ALL_PHASES.join(', ')})`);
+    return {
+      rate: posInt(v.rate, '--rate'),
+      durationS: seconds(v.duration, '--duration'),
+      rounds: posInt(v.rounds, '--rounds'),
+      shadowDelayMs: posInt(v['shadow-delay'], '--shadow-delay', 0),
+      hangTimeoutS: seconds(v['hang-timeout'], '--hang-timeout'),
+      /** The phases run, in ALL_PHASES's order; "none" (the baseline) always. */
+      PHASES: ALL_PHASES.filter((p) => p === 'none' || asked.includes(p)) as PhaseName[],
+      profile: v.profile,
+    };
+  } catch (e) {
+    process.stderr.write(`bench/mirror: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
+})();
 
 /** A node:http server in a child process: answers `ok` after DELAY ms, or (HANG) never. */
 const SHADOW = `
@@ -78,16 +97,6 @@ async function startShadow(env: Record<string, string>): Promise<{ child: ChildP
   });
   return { child, port };
 }
-
-const ALL_PHASES = ['none', 'slow', 'down', 'hang'] as const;
-type PhaseName = (typeof ALL_PHASES)[number];
-/** The phases run: --phases, in their order in ALL_PHASES; "none" (the baseline) always. */
-const PHASES: PhaseName[] = (() => {
-  const asked = argv.phases.split(',').map((p) => p.trim());
-  const unknown = asked.filter((p) => !(ALL_PHASES as readonly string[]).includes(p));
-  if (unknown.length > 0) throw new Error(`--phases: unknown phase "${unknown[0]}" (known: ${ALL_PHASES.join(', ')})`);
-  return ALL_PHASES.filter((p) => p === 'none' || asked.includes(p));
-})();
 
 const LABEL: Record<PhaseName, string> = {
   none: '1. no mirror',
@@ -183,7 +192,7 @@ runMain(async () => {
     ['--control', control.url, ...PHASES.flatMap((p) => ['--workload', `name=bench-${p},outbound=127.0.0.1:0,pin=app-${p}`])],
     'info',
     // --profile DIR: a V8 CPU profile of the proxy, written when it exits (the whole run).
-    argv.profile === undefined ? {} : { NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} --cpu-prof --cpu-prof-dir=${argv.profile}`.trim() },
+    profile === undefined ? {} : { NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} --cpu-prof --cpu-prof-dir=${profile}`.trim() },
   );
   const proxyPid = proxy.child.pid as number;
   const portOf = new Map<PhaseName, number>();
