@@ -338,7 +338,9 @@ runMain(async () => {
   if (worst !== null) {
     process.stdout.write(
       `target: the primary's p99 within 10% of no mirror's with a slow, dead or silent shadow: worst ratio ${worst} -> ${worst <= 1.1 ? 'met' : 'MISSED'}` +
-        ` (the no-mirror p99 itself ranged x${baseSpread} between its rounds${baseSpread > 1.1 ? ': noise beyond the 10% the target asks; re-run on a quiet machine' : ''})\n`,
+        (rounds < 2
+          ? ' (one round: nothing shows how much the no-mirror p99 moves by itself; run --rounds 3 or more)\n'
+          : ` (the no-mirror p99 itself ranged x${baseSpread} between its rounds${baseSpread > 1.1 ? ': noise beyond the 10% the target asks; re-run on a quiet machine' : ''})\n`),
     );
   }
   const loadEnd = machine().loadavg1;
