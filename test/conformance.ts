@@ -32,6 +32,8 @@ export interface Backend {
   unhealthy: boolean;
   /** Requests other than health checks. */
   hits: number;
+  /** The Host (and method) of each of them: "GET svc", in order. */
+  readonly seen: string[];
   close(): Promise<void>;
 }
 
@@ -39,13 +41,14 @@ const attempts = new Map<string, number>();
 
 export async function startBackend(id: string): Promise<Backend> {
   const hanging = new Set<http.ServerResponse>();
-  const b = { id, port: 0, down: false, hang: false, unhealthy: false, hits: 0, close: async () => {} } as Backend;
+  const b = { id, port: 0, down: false, hang: false, unhealthy: false, hits: 0, seen: [] as string[], close: async () => {} } as Backend;
   const server = http.createServer((req, res) => {
     if (req.url === '/health') {
       res.writeHead(b.unhealthy || b.down ? 503 : 200).end();
       return;
     }
     b.hits++;
+    b.seen.push(`${req.method} ${req.headers.host ?? ''}`);
     const rid = String(req.headers['x-request-id'] ?? '');
     const n = (attempts.get(rid) ?? 0) + 1;
     attempts.set(rid, n);
@@ -401,6 +404,23 @@ export const SCENARIOS: readonly Scenario[] = [
       return { versions, counts: { v1: v1.length, v2: rs.length - v1.length }, v1Replicas: new Set(v1).size, statuses: [...new Set(rs.map((x) => x.status))] };
     },
     expect: { versions: 'v1v1v2v1'.repeat(5), counts: { v1: 15, v2: 5 }, v1Replicas: 2, statuses: [200] },
+  },
+  {
+    name: 'mirroring: each GET and PUT is copied to the v2 subset with its Host suffixed, a POST is not; the primary answers every one',
+    backends: ['v1-a', 'v2-a'],
+    policy: { ...RR, ...QUIET, backends: [{ subset: { version: 'v1' } }], mirror: { subset: { version: 'v2' } } },
+    run: async (r) => {
+      const [, v2] = r.backends as [Backend, Backend];
+      const from = v2.seen.length;
+      const rs = await times(6, () => r.plane.send(r.service, '/ok'));
+      rs.push(await r.plane.send(r.service, '/ok', { method: 'PUT', body: 'put-body' }));
+      rs.push(await r.plane.send(r.service, '/ok', { method: 'POST', body: 'post-body' }));
+      // Copies leave as their requests do: wait for the 7th, then a moment for a stray 8th.
+      await until(3000, async () => (v2.seen.length - from >= 7 ? true : null));
+      await new Promise((res) => setTimeout(res, 100));
+      return { primary: rs.map((x) => `${x.status} ${x.backend}`), copies: v2.seen.slice(from).map((x) => x.replace(r.service, 'SVC')) };
+    },
+    expect: { primary: [...Array(7).fill('200 v1-a'), '200 v1-a'], copies: [...Array(6).fill('GET SVC-shadow'), 'PUT SVC-shadow'] },
   },
   {
     name: 'active health checks: a replica failing its checks gets no traffic, then takes it again once it passes',

@@ -27,6 +27,7 @@ import type { TrafficEvent } from '../resilience/traffic-state.js';
 import { MeshView } from './mesh.js';
 import { ActiveChecker } from '../engine/active-check.js';
 import { meshProbe } from '../identity/mtls/probe.js';
+import { Mirrors } from '../engine/mirror.js';
 import { MeshRequest, type FinishedRequest, type RequestContext } from './request.js';
 import { SdkMetrics } from './metrics.js';
 import type { meshConnector, SdkTls } from './tls.js';
@@ -167,6 +168,10 @@ export class MeshDispatcher extends Dispatcher {
       clock: o.callClock ?? preciseClock,
       rng: o.rng ?? Math.random,
       counters: metrics.engine,
+      mirrors: new Mirrors(metrics.engine, o.callClock ?? preciseClock, o.rng ?? Math.random, (s) => {
+        const d = this.mesh.resolve(s);
+        return 'error' in d ? null : d;
+      }),
       pool: (e) => this.poolOf(e),
       tlsRefused: (e, err) => o.logger?.warn({ service: e.service, instance: e.id, address: `${e.address}:${e.port}`, reason: err.reason }, `the SDK refused ${e.id} [${err.reason}]: ${err.message}`),
       finished: (r: FinishedRequest) => metrics.finished(r),

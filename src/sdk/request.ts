@@ -22,11 +22,12 @@ import type { Dispatcher } from 'undici';
 import { normalizePath } from '../authz/normalize.js';
 import type { Rng } from '../core/backoff.js';
 import type { Clock } from '../core/clock.js';
-import { MAX_TIMER_MS } from '../core/clock.js';
 import { ERROR_CODES, SkeinError, type ErrorCode } from '../core/errors.js';
 import type { Endpoint } from '../discovery/endpoint.js';
-import { admit, connectionRefusal, deadlineOf, isRefusal, type AdmissionCounters } from '../engine/admission.js';
-import { errorBody, refusedByPeer } from '../engine/answer.js';
+import { admit, badDeadline, connectSettled, deadlineMs, deadlineOf, isRefusal, reserveConnection, type AdmissionCounters } from '../engine/admission.js';
+import { errorBody, errorHead, refusedByPeer } from '../engine/answer.js';
+import type { Mirrors, Shadow } from '../engine/mirror.js';
+import { SdkShadow } from './shadow.js';
 import { Call, localExplanation, type Attempt, type CallCounters, type CallDriver, type CallFailure, type CallRequest } from '../engine/call.js';
 import type { Refusal, ServiceClient } from '../engine/service-client.js';
 import type { NotRouted } from './mesh.js';
@@ -46,6 +47,8 @@ export interface RequestContext {
   readonly clock: Clock;
   readonly rng: Rng;
   readonly counters: CallCounters & AdmissionCounters;
+  /** Copies of requests to their routes' mirrors (src/engine/mirror.ts). */
+  readonly mirrors: Mirrors;
   /** The pool of connections to `e`, or why there is none (mTLS strict and no certificate to present). */
   pool(e: Endpoint): (Dispatcher & { readonly stats: { readonly free: number } }) | Refusal;
   /** A connection to `e` the mTLS check refused (counted, logged). */
@@ -248,11 +251,9 @@ export class MeshRequest implements CallDriver {
     this.pairs = [];
     for (const [k, v] of headerPairs(opts.headers)) {
       if (k === 'x-skein-timeout-ms') {
-        if (!/^\d{1,20}$/.test(v)) this.badDeadline ??= v;
-        else {
-          const ms = Math.min(Number(v), MAX_TIMER_MS);
-          if (this.callerDeadline < 0 || ms < this.callerDeadline) this.callerDeadline = ms;
-        }
+        const ms = deadlineMs(v);
+        if (typeof ms === 'string') this.badDeadline ??= ms;
+        else if (this.callerDeadline < 0 || ms < this.callerDeadline) this.callerDeadline = ms;
       } else if (k === 'x-skein-explain') this.explain = v === '1';
       else if (k === 'x-request-id' && this.requestId === '') this.requestId = v;
       if (!OWN.has(k)) this.pairs.push([k, v]);
@@ -299,7 +300,7 @@ export class MeshRequest implements CallDriver {
     const route = this.dest.traffic.routes.match({ method: this.method, path: p.path, header: (n) => this.header(n) });
     this.route = route;
     if (this.badDeadline !== null) {
-      this.local('SKEIN_E_BAD_REQUEST', `x-skein-timeout-ms must be a whole number of milliseconds, not "${this.badDeadline.slice(0, 40)}"`);
+      this.refused(badDeadline(this.badDeadline));
       return;
     }
     const timeoutMs = deadlineOf(route, 'outbound', this.dest.service, this.callerDeadline);
@@ -333,32 +334,49 @@ export class MeshRequest implements CallDriver {
     this.hasBody = req.hasBody;
     const call = new Call(this.dest, req, this, this.ctx.clock, this.ctx.counters, this.ctx.rng);
     this.call = call;
+    const shadow = this.ctx.mirrors.shadow('outbound', this.dest, route, req.idempotent, false);
     if (body === null || Buffer.isBuffer(body)) {
       if (body !== null && body.length > 0) {
         this.first = [body];
         this.requestBytes = body.length;
         call.requestBody(body);
+        shadow?.requestBody(body);
       }
       call.requestComplete();
       call.start();
+      if (shadow !== null) this.mirror(shadow);
       return;
     }
     // A streamed body: read what a retry may send again (route.retries.maxBodyBytes) before the
     // first attempt; past that, the rest streams (and the call will not retry).
     readUpTo(body, route.retries.maxBodyBytes).then(
       ({ chunks, rest }) => {
-        if (this.done) return;
+        if (this.done) {
+          shadow?.cancel();
+          return;
+        }
         this.first = chunks;
         this.rest = rest;
         for (const c of chunks) {
           this.requestBytes += c.length;
           call.requestBody(c);
+          // A body past retries.maxBodyBytes (there is a rest) drops the copy here.
+          shadow?.requestBody(c);
         }
         if (rest === null) call.requestComplete();
         call.start();
+        if (shadow !== null) this.mirror(shadow);
       },
-      (e: Error) => this.throwToApp(e),
+      (e: Error) => {
+        shadow?.cancel();
+        this.throwToApp(e);
+      },
     );
+  }
+
+  /** The copy of a complete request (its body kept) goes to its mirror, once the request itself is on its way. */
+  private mirror(shadow: Shadow): void {
+    shadow.send(new SdkShadow(this.ctx, this.opts.method, this.path, this.pairs), this);
   }
 
   // ---- the call's decisions ----
@@ -370,9 +388,8 @@ export class MeshRequest implements CallDriver {
     const h = new AttemptHandler(this, a.n);
     if (pool.stats.free === 0) {
       // A new connection (or a wait for one): within the service's connection limits.
-      const refused = connectionRefusal(t);
+      const refused = reserveConnection(t);
       if (refused !== null) return refused;
-      t.pending++;
       h.pending = true;
     }
     this.attempt = h;
@@ -422,7 +439,7 @@ export class MeshRequest implements CallDriver {
   unpend(h: AttemptHandler): void {
     if (!h.pending) return;
     h.pending = false;
-    this.dest.traffic.pending--;
+    connectSettled(this.dest.traffic);
   }
 
   started(h: AttemptHandler): void {
@@ -537,15 +554,8 @@ export class MeshRequest implements CallDriver {
   private answer(code: ErrorCode, message: string, status: number, details: Record<string, unknown> | undefined, explanation: string, retryAfterMs?: number): void {
     if (this.done) return;
     const body = Buffer.from(errorBody(code, message, this.requestId, details), 'latin1');
-    const headers: Record<string, string> = {
-      'content-type': 'application/json',
-      'content-length': String(body.length),
-      'x-skein-error': code,
-      'x-skein-error-origin': 'outbound',
-      'x-request-id': this.requestId,
-    };
-    if (retryAfterMs !== undefined) headers['retry-after'] = String(Math.ceil(retryAfterMs / 1000));
-    if (this.explain) headers['x-skein-explain'] = explanation;
+    const headers: Record<string, string> = { 'content-type': 'application/json', 'content-length': String(body.length) };
+    for (const [name, value] of errorHead(code, 'outbound', { requestId: this.requestId, retryAfterMs, explanation: this.explain ? explanation : null }).headers) headers[name] = value;
     this.finish(status, code);
     const h = this.handler;
     const c = this.ctrl;
