@@ -423,6 +423,28 @@ export const SCENARIOS: readonly Scenario[] = [
     expect: { primary: [...Array(7).fill('200 v1-a'), '200 v1-a'], copies: [...Array(6).fill('GET SVC-shadow'), 'PUT SVC-shadow'] },
   },
   {
+    name: 'mirroring: a silent mirror holds maxInFlight copies, the rest are not sent; its timeout frees the place for the next copy',
+    backends: ['v1-a', 'v2-a'],
+    policy: { ...RR, ...QUIET, backends: [{ subset: { version: 'v1' } }], mirror: { subset: { version: 'v2' }, maxInFlight: 1, timeout: '200ms' } },
+    run: async (r) => {
+      const [, v2] = r.backends as [Backend, Backend];
+      v2.hang = true;
+      const from = v2.seen.length;
+      const rs = await times(3, () => r.plane.send(r.service, '/ok'));
+      await until(2000, async () => (v2.seen.length - from >= 1 ? true : null));
+      const held = v2.seen.length - from;
+      // The held copy is abandoned at 200 ms: the next request's copy goes.
+      const later = await until(3000, async () => {
+        const x = await r.plane.send(r.service, '/ok');
+        await new Promise((res) => setTimeout(res, 50));
+        return v2.seen.length - from > held ? x : null;
+      });
+      v2.hang = false;
+      return { primary: [...rs, ...(later === null ? [] : [later])].map((x) => `${x.status} ${x.backend}`), held, freed: later !== null };
+    },
+    expect: { primary: Array(4).fill('200 v1-a'), held: 1, freed: true },
+  },
+  {
     name: 'active health checks: a replica failing its checks gets no traffic, then takes it again once it passes',
     backends: ['sick', 'well'],
     policy: { ...RR, ...QUIET, activeHealthCheck: { type: 'http', path: '/health', interval: '100ms', unhealthyThreshold: 1, healthyThreshold: 1 } },

@@ -26,6 +26,8 @@ interface Backend {
   seen: Seen[];
   /** Requests held (not answered) while `hold` is on; answered by `release`. */
   hold: boolean;
+  /** Client connections open now. */
+  readonly open: number;
   release(): void;
   close(): Promise<void>;
 }
@@ -56,6 +58,9 @@ async function backend(name: string, status = 200): Promise<Backend> {
     port: 0,
     seen: [],
     hold: false,
+    get open() {
+      return sockets.size;
+    },
     release() {
       this.hold = false;
       for (const r of held.splice(0)) answer(r);
@@ -250,6 +255,8 @@ test('copies in flight are capped (the rest dropped and counted), and a copy tha
   assert.equal((await metric('skein_proxy_mirror_dropped_total', { service: 'web', mirror: 'shadow', reason: 'limit' })) - dropped0, 17);
   // The held copies run out of time: counted as failures without a status, and their places free.
   await waitFor(async () => (await metric('skein_proxy_mirror_requests_total', { service: 'web', mirror: 'shadow', status: '0', class: 'failure' })) >= 4, { what: 'the 4 held copies abandoned at their timeout' });
+  // Abandoned means let go: the proxy closed the 4 connections it held them on.
+  await waitFor(() => shadow.open === 0, { what: 'the abandoned copies\' connections closed' });
   shadow.release();
   const n = shadow.seen.length;
   assert.equal((await send(outbound, 'GET', '/after', 'web')).status, 200);

@@ -159,7 +159,7 @@ export function upCommand(): Command {
         controlUrl: control.url,
         ...(control.replicas === null ? {} : { control: control.replicas }),
         token: control.token,
-        credentials: sdkCredentials(control, o.mtls),
+        credentials: sdkCredentials(control, o.mtls, logger),
         proxy: proxy.mesh,
         say,
         scrapeIntervalMs: o.scrapeInterval,
@@ -358,11 +358,21 @@ async function workersProxy(d: {
  * its service, minted for each start (spent by the SDK's first certificate, which it then renews and
  * announces with); with mTLS off, a token of scope "proxy" bound to its service.
  */
-function sdkCredentials(control: MeshControl, mode: MtlsMode): NonNullable<MeshRunnerOptions['credentials']> {
+/**
+ * What each replica is given for the SDK at each start (a join token of its service, or with mTLS
+ * off a proxy token of it). A replica starts without them when they cannot be had (the control
+ * plane away): an app that does not use the SDK must not fail to start for them.
+ */
+function sdkCredentials(control: MeshControl, mode: MtlsMode, logger: Logger): NonNullable<MeshRunnerOptions['credentials']> {
   return async (service, replica): Promise<Record<string, string>> => {
-    if (mode !== 'off') return { [MTLS_ENV]: mode, [JOIN_TOKEN_ENV]: await control.mintJoinToken(replica, [service]) };
-    const token = await control.serviceToken(service);
-    return token === null ? {} : { [TOKEN_ENV]: token };
+    try {
+      if (mode !== 'off') return { [MTLS_ENV]: mode, [JOIN_TOKEN_ENV]: await control.mintJoinToken(replica, [service]) };
+      const token = await control.serviceToken(service);
+      return token === null ? {} : { [TOKEN_ENV]: token };
+    } catch (e) {
+      logger.warn({ service, replica, err: (e as Error).message }, 'starting the replica without SDK credentials: the control plane did not give them');
+      return {};
+    }
   };
 }
 
@@ -450,7 +460,8 @@ async function embeddedControl(d: {
   const proxyToken = (await cp.tokens.mint({ scope: 'proxy', name: proxyTokenName, services: d.mesh.services.map((s) => s.name), ttlMs: null })).token;
   // mTLS off: each service's replicas get a proxy token of their service alone (one per service, revoked at the end).
   const serviceTokens = new Map<string, Promise<string>>();
-  const serviceTokenName = (service: string) => (`skein-up-${service}`.length <= 63 ? `skein-up-${service}` : `skein-up-${createHash('sha256').update(service).digest('hex').slice(0, 16)}`);
+  // "skein-up-svc-": no service name makes the proxy token's name (a service named "proxy" would).
+  const serviceTokenName = (service: string) => (`skein-up-svc-${service}`.length <= 63 ? `skein-up-svc-${service}` : `skein-up-svc-${createHash('sha256').update(service).digest('hex').slice(0, 16)}`);
   const mintJoinToken = async (proxy: string, services: readonly string[]) => (await cp.ca.tokens.mint(proxy, services)).token;
   return {
     url: cp.url,

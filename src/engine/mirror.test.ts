@@ -26,13 +26,16 @@ class Counts implements MirrorCounters {
 class Recorder implements ShadowDriver {
   readonly sent: string[] = [];
   aborted = 0;
+  /** What abort says: the connection was never made. */
+  connecting = false;
   refuse: Refusal | null = null;
   send(s: Shadow, e: Endpoint): Refusal | null {
     this.sent.push(`${e.id} ${s.authority('svc:8080')} ${Buffer.concat(s.body).toString()}`);
     return this.refuse;
   }
-  abort(): void {
+  abort(): boolean {
     this.aborted++;
+    return this.connecting;
   }
 }
 
@@ -178,4 +181,33 @@ test('an endpoint that refused a copy\'s connection is skipped for 1 s, then 2 s
   reset.failed();
   (m.shadow() as Shadow).send(d, m.hash);
   assert.equal(d.sent.length, 5, 'a reset is not a refused connection: no skip');
+});
+
+test('a copy whose connect outlives its timeout (a black-holed shadow) is backed off like a refused one; one connected but silent is not', () => {
+  const m = setup({ subset: { version: 'v2' }, timeout: '100ms' });
+  const d = new Recorder();
+  d.connecting = true;
+  (m.shadow() as Shadow).send(d, m.hash);
+  m.clock.advance(100);
+  assert.equal(d.aborted, 1);
+  (m.shadow() as Shadow).send(d, m.hash);
+  assert.equal(m.counts.lines.at(-1), 'dropped svc->svc[version=v2] backoff');
+  m.clock.advance(1000);
+  d.connecting = false;
+  (m.shadow() as Shadow).send(d, m.hash);
+  m.clock.advance(100);
+  assert.equal(d.aborted, 2);
+  (m.shadow() as Shadow).send(d, m.hash);
+  assert.equal(d.sent.length, 3, 'a silent but connected endpoint is not skipped');
+});
+
+test('a driver that throws drops the copy as refused and frees its place', () => {
+  const m = setup({ subset: { version: 'v2' }, maxInFlight: 1 });
+  const d = new Recorder();
+  d.send = () => {
+    throw new Error('boom');
+  };
+  (m.shadow() as Shadow).send(d, m.hash);
+  assert.deepEqual(m.counts.lines, ['dropped svc->svc[version=v2] refused']);
+  assert.equal(m.mirrors.active, 0);
 });

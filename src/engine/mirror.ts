@@ -17,7 +17,6 @@
  */
 import type { Direction } from '../api/stats.js';
 import type { MirrorPolicy, RoutePolicy } from '../api/traffic.js';
-import type { Completion } from '../balance/balancer.js';
 import type { HashInput } from '../balance/hash-key.js';
 import type { Rng } from '../core/backoff.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
@@ -44,8 +43,8 @@ export interface ShadowDriver {
    * `s.body`; reports `s.answered` or `s.failed`. A refusal (a connection limit, mTLS) drops it.
    */
   send(s: Shadow, e: Endpoint): Refusal | null;
-  /** Drops the copy's connection: its time ran out (after `send`). */
-  abort(): void;
+  /** Drops the copy's connection: its time ran out (after `send`). True: the connection was never made (a connect that hangs counts as refused). */
+  abort(): boolean;
 }
 
 /** The copy's Host: `suffix` appended to the host of `authority`, before its port ("users:80" -> "users-shadow:80"). */
@@ -162,7 +161,6 @@ export class Shadow {
   private st = St.Body;
   private driver: ShadowDriver | null = null;
   private timer: TimerHandle | null = null;
-  private completion: Completion | null = null;
   private startedAt = 0;
   /** Where it was sent. */
   private endpoint: Endpoint | null = null;
@@ -228,11 +226,16 @@ export class Shadow {
     this.driver = driver;
     const clock = this.owner.time;
     this.startedAt = clock.now();
-    this.completion = d.start(e);
-    const refused = driver.send(this, e);
+    // No balancer's start: a copy is no evidence for the mirror's balancer either (a copy that
+    // times out would teach peak EWMA its timeout as the endpoint's latency).
+    let refused: Refusal | null;
+    try {
+      refused = driver.send(this, e);
+    } catch (err) {
+      refused = { code: 'SKEIN_E_UPSTREAM_CONNECT', message: (err as Error).message };
+    }
     if (refused !== null) {
       this.end();
-      this.completion.end({ latencyMs: 0, ok: false });
       this.owner.c.mirrorDropped(this.service, d.service, this.subsetName, 'refused');
       return;
     }
@@ -257,7 +260,8 @@ export class Shadow {
   private expire(): void {
     this.timer = null;
     if (this.st !== St.Sent) return;
-    this.driver?.abort();
+    // A connect that outlived the copy's time (a black-holed shadow) is backed off as a refused one.
+    if (this.driver?.abort() === true && this.endpoint !== null) this.owner.connectFailed(this.endpoint);
     this.finish(0);
   }
 
@@ -269,7 +273,6 @@ export class Shadow {
     if (this.st !== St.Sent) return;
     const ms = this.owner.time.now() - this.startedAt;
     this.end();
-    this.completion?.end({ latencyMs: ms, ok: status !== 0 && status < 500 });
     this.owner.c.mirrored(this.service, this.dest.service, this.subsetName, status, ms / 1000);
   }
 

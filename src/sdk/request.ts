@@ -334,8 +334,11 @@ export class MeshRequest implements CallDriver {
     this.hasBody = req.hasBody;
     const call = new Call(this.dest, req, this, this.ctx.clock, this.ctx.counters, this.ctx.rng);
     this.call = call;
-    const shadow = this.ctx.mirrors.shadow('outbound', this.dest, route, req.idempotent, false);
+    const dest = this.dest;
+    // A copy takes its place once its request's body is in (a streamed one may never be).
+    const copyOf = () => this.ctx.mirrors.shadow('outbound', dest, route, req.idempotent, false);
     if (body === null || Buffer.isBuffer(body)) {
+      const shadow = copyOf();
       if (body !== null && body.length > 0) {
         this.first = [body];
         this.requestBytes = body.length;
@@ -351,10 +354,8 @@ export class MeshRequest implements CallDriver {
     // first attempt; past that, the rest streams (and the call will not retry).
     readUpTo(body, route.retries.maxBodyBytes).then(
       ({ chunks, rest }) => {
-        if (this.done) {
-          shadow?.cancel();
-          return;
-        }
+        if (this.done) return;
+        const shadow = copyOf();
         this.first = chunks;
         this.rest = rest;
         for (const c of chunks) {
@@ -367,10 +368,7 @@ export class MeshRequest implements CallDriver {
         call.start();
         if (shadow !== null) this.mirror(shadow);
       },
-      (e: Error) => {
-        shadow?.cancel();
-        this.throwToApp(e);
-      },
+      (e: Error) => this.throwToApp(e),
     );
   }
 

@@ -9,6 +9,8 @@ import type { Dispatcher } from 'undici';
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { Shadow, ShadowDriver } from '../engine/mirror.js';
 import type { Refusal } from '../engine/service-client.js';
+import { connectSettled, reserveConnection } from '../engine/admission.js';
+import type { TrafficState } from '../resilience/traffic-state.js';
 import type { RequestContext } from './request.js';
 
 type Controller = Dispatcher.DispatchController;
@@ -16,7 +18,10 @@ type Controller = Dispatcher.DispatchController;
 /** One copy in flight from the SDK. */
 export class SdkShadow implements ShadowDriver {
   private ctrl: Controller | null = null;
+  private aborted = false;
   private shadow: Shadow | null = null;
+  /** The service whose new connection this copy reserved (pending until the request is written or fails). */
+  private pending: TrafficState | null = null;
   private status = 0;
 
   constructor(
@@ -30,33 +35,55 @@ export class SdkShadow implements ShadowDriver {
   send(s: Shadow, e: Endpoint): Refusal | null {
     const pool = this.ctx.pool(e);
     if ('code' in pool) return pool;
+    if (pool.stats.free === 0) {
+      // A new connection (or a wait for one): within the mirror service's connection limits.
+      const refused = reserveConnection(s.dest.traffic);
+      if (refused !== null) return refused;
+      this.pending = s.dest.traffic;
+    }
     this.shadow = s;
     const headers: string[] = [];
     for (const [k, v] of this.pairs) headers.push(k, k === 'host' ? s.authority(v) : v);
     headers.push('x-skein-timeout-ms', String(s.timeoutMs));
     const body = s.body.length === 0 ? null : Buffer.concat(s.body);
-    let connected = false;
     pool.dispatch(
-      { path: this.path, method: this.method, headers, body, headersTimeout: 0 },
+      // The engine's timer abandons the copy (`abort`); undici's own are a backstop, at the same time.
+      { path: this.path, method: this.method, headers, body, headersTimeout: s.timeoutMs, bodyTimeout: s.timeoutMs },
       {
         onRequestStart: (ctrl: Controller) => {
+          this.settle();
           this.ctrl = ctrl;
-          connected = true;
+          // Abandoned while it waited for its connection: not sent at all.
+          if (this.aborted) ctrl.abort(new Error('the mirrored copy ran out of time'));
         },
         onResponseStart: (_c: Controller, status: number) => {
           if (status >= 200) this.status = status;
         },
         onResponseData: () => undefined,
         onResponseEnd: () => this.over(true, false),
-        onResponseError: (_c: Controller, err: Error & { code?: string }) => this.over(false, !connected && err.code !== 'UND_ERR_ABORTED'),
+        onResponseError: () => {
+          const connecting = this.pending !== null;
+          this.settle();
+          this.over(false, connecting && !this.aborted);
+        },
       },
     );
     return null;
   }
 
-  abort(): void {
+  abort(): boolean {
+    const connecting = this.pending !== null;
+    this.settle();
     this.shadow = null;
+    this.aborted = true;
     this.ctrl?.abort(new Error('the mirrored copy ran out of time'));
+    return connecting;
+  }
+
+  /** Leaves the service's pending count (once). */
+  private settle(): void {
+    if (this.pending !== null) connectSettled(this.pending);
+    this.pending = null;
   }
 
   private over(answered: boolean, connect: boolean): void {

@@ -11,7 +11,7 @@
  * (issue 16)").
  */
 import { randomBytes } from 'node:crypto';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect } from 'node:tls';
 import type { Socket } from 'node:net';
 import type { buildConnector } from 'undici';
 import type { MtlsMode } from '../api/mtls.js';
@@ -24,7 +24,7 @@ import type { WatchLogger } from '../discovery/watch-client.js';
 import type { Refusal } from '../engine/service-client.js';
 import { ControlCa } from '../identity/mtls/ca-client.js';
 import { Identities, type IdentityEvent } from '../identity/mtls/identities.js';
-import { OutboundTls, type UpstreamTls } from '../identity/mtls/outbound.js';
+import { OutboundTls, watchHandshake, type UpstreamTls } from '../identity/mtls/outbound.js';
 import { handshakeRefusal } from '../identity/mtls/refusal.js';
 import type { ControlCall } from '../telemetry/announce.js';
 import type { WorkloadTls } from '../api/ca.js';
@@ -131,7 +131,6 @@ export class SdkTls {
 export function meshConnector(e: Endpoint, link: UpstreamTls, timeoutMs: number): buildConnector.connector {
   return (_opts, callback) => {
     const socket = tlsConnect({ host: e.address, port: e.port, ...link.options() });
-    let handshaking = false;
     let done = false;
     const finish = (err: Error | null) => {
       if (done) return;
@@ -143,19 +142,10 @@ export function meshConnector(e: Endpoint, link: UpstreamTls, timeoutMs: number)
         callback(err, null);
       }
     };
-    socket.setTimeout(timeoutMs, () => finish(new Error(`${handshaking ? 'TLS handshake' : 'connect'} timeout after ${timeoutMs} ms`)));
-    socket.once('connect', () => {
-      handshaking = true;
-      socket.setNoDelay(true);
-    });
-    socket.once('secureConnect', () => {
-      handshaking = false;
-      const check = link.verify(socket as TLSSocket);
-      finish(check.ok ? null : new SdkTlsRefused(check.reason, check.detail));
-    });
-    socket.on('session', (s: Buffer) => link.remember(s));
+    const hs = watchHandshake(socket, link, (check) => finish(check.ok ? null : new SdkTlsRefused(check.reason, check.detail)));
+    socket.setTimeout(timeoutMs, () => finish(new Error(`${hs.handshaking ? 'TLS handshake' : 'connect'} timeout after ${timeoutMs} ms`)));
     socket.once('error', (err: Error & { code?: string }) => {
-      if (!handshaking) return finish(err);
+      if (!hs.handshaking) return finish(err);
       const r = handshakeRefusal(err);
       finish(r.ok ? err : new SdkTlsRefused(r.reason, r.detail));
     });

@@ -68,7 +68,7 @@ export interface MirrorPolicy {
   readonly hostSuffix: string;
   /** Copy requests of any method; false: idempotent ones only (GET, HEAD, PUT, DELETE, OPTIONS, TRACE). */
   readonly nonIdempotent: boolean;
-  /** Copies in flight at once (per route and caller); more are dropped and counted. */
+  /** Copies in flight at once (per mirror and caller: the routes inheriting the service's share it); more are dropped and counted. */
   readonly maxInFlight: number;
   /** Time a copy gets, to the end of its response; then it is abandoned. */
   readonly timeoutMs: number;

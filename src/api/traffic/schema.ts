@@ -241,8 +241,8 @@ export const MirrorSchema = Obj(
       Type.String({ pattern: '^[A-Za-z0-9._-]{0,63}$', description: `Appended to the copy's Host, before its port ("users:8080" -> "users${M.hostSuffix}:8080"), so the shadow can tell copies apart. Default "${M.hostSuffix}"; "" keeps the Host.` }),
     ),
     nonIdempotent: Type.Optional(Type.Boolean({ description: `Copy requests of every method; false copies GET, HEAD, PUT, DELETE, OPTIONS and TRACE only (a copied POST would do its work twice). Default ${M.nonIdempotent}.` })),
-    maxInFlight: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, description: `Copies in flight at once, per route and caller proxy; a request that would exceed it is not copied (counted in skein_proxy_mirror_dropped_total{reason="limit"}). Default ${M.maxInFlight}.` })),
-    timeout: Type.Optional(Duration(`Time a copy gets to the end of its response; then it is abandoned. Default: the route's request timeout (${ms(D.requestTimeoutMs)} when it has none).`)),
+    maxInFlight: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, description: `Copies in flight at once, per mirror (the routes that inherit the service's share it) and caller proxy; a request that would exceed it is not copied (counted in skein_proxy_mirror_dropped_total{reason="limit"}). Default ${M.maxInFlight}.` })),
+    timeout: Type.Optional(Duration(`Time a copy gets to the end of its response; then it is abandoned. Default: the request timeout of the route (of the service, for the service's mirror; ${ms(D.requestTimeoutMs)} when it has none).`)),
   },
   "Mirroring (shadowing): copies of a share of the route's requests go to another service or version, fire-and-forget: the copies' answers are read and dropped, never retried, and kept out of the primary's breakers, outlier detection, retry budget and golden signals (they have their own series, skein_proxy_mirror_*). A request body is copied only when it fits retries.maxBodyBytes. Upgrades (WebSocket) are never copied.",
 );

@@ -70,12 +70,14 @@ export class ShadowExchange implements ShadowDriver, UpstreamHandler {
     return null;
   }
 
-  abort(): void {
+  abort(): boolean {
+    const connecting = this.pending !== null;
     this.connected();
     const up = this.up;
     this.up = null;
     this.shadow = null;
     up?.close();
+    return connecting;
   }
 
   /** Leaves the service's pending count (once). */

@@ -11,7 +11,7 @@ import type { TlsRefusal } from '../../api/mtls.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import { joinConnections, leaveConnections } from '../../engine/admission.js';
 import { handshakeRefusal } from '../../identity/mtls/refusal.js';
-import type { UpstreamTls } from '../../identity/mtls/outbound.js';
+import { watchHandshake, type HandshakeWatch, type UpstreamTls } from '../../identity/mtls/outbound.js';
 import { ERR, HttpParser, ParserType } from './llhttp.js';
 import { HeadCallbacks } from './head.js';
 import { scanResponseHead } from './response-head.js';
@@ -321,29 +321,21 @@ export class Upstream extends ResponseReader {
     const socket = tls === null ? connect({ host: endpoint.address, port: endpoint.port, noDelay: true }) : tlsConnect({ host: endpoint.address, port: endpoint.port, ...tls.options() });
     this.socket = socket;
     socket.setTimeout(connectTimeoutMs);
-    /** TCP is up but the TLS handshake is not done: a failure now is the handshake's. */
-    let handshaking = false;
+    let hs: HandshakeWatch | null = null;
     if (tls === null) socket.once('connect', () => this.ready());
     else {
-      socket.once('connect', () => {
-        handshaking = true;
-        socket.setNoDelay(true);
-      });
-      socket.once('secureConnect', () => {
-        handshaking = false;
-        const check = tls.verify(socket as TLSSocket);
+      hs = watchHandshake(socket as TLSSocket, tls, (check) => {
         if (!check.ok) this.fail('connect', new TlsRefused(check.reason, check.detail), 'tls');
         else this.ready();
       });
-      socket.on('session', (s: Buffer) => tls.remember(s));
     }
     socket.on('timeout', () => {
-      if (!this.connected) this.fail('connect', new Error(`${handshaking ? 'TLS handshake' : 'connect'} timeout after ${connectTimeoutMs} ms`), 'timeout');
+      if (!this.connected) this.fail('connect', new Error(`${hs?.handshaking === true ? 'TLS handshake' : 'connect'} timeout after ${connectTimeoutMs} ms`), 'timeout');
     });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
     socket.on('error', (err: Error & { code?: string }) => {
-      if (handshaking) {
+      if (hs?.handshaking === true) {
         const r = handshakeRefusal(err);
         if (!r.ok) this.fail('connect', new TlsRefused(r.reason, r.detail), 'tls');
         return;

@@ -5,7 +5,8 @@
  * the response is read to its end and dropped, its status (a gRPC call's grpc-status) reported.
  */
 import http2, { type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
-import { connectionRefusal } from '../../engine/admission.js';
+import { connectionRefusal, connectSettled, reserveConnection } from '../../engine/admission.js';
+import type { TrafficState } from '../../resilience/traffic-state.js';
 import type { Shadow, ShadowDriver } from '../../engine/mirror.js';
 import type { Refusal } from '../../engine/service-client.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
@@ -20,6 +21,8 @@ export class H2Shadow implements ShadowDriver {
   private up: ClientHttp2Stream | null = null;
   private session: UpSession | null = null;
   private shadow: Shadow | null = null;
+  /** The service whose session this copy waits for (pending until it is up or failed). */
+  private pending: TrafficState | null = null;
   private status = 0;
   /** grpc-status (in the response head or its trailers); -1: none. */
   private grpcStatus = -1;
@@ -42,12 +45,31 @@ export class H2Shadow implements ShadowDriver {
     this.shadow = s;
     this.session = session;
     session.active++;
+    if (session.ready) {
+      this.open(session, s);
+      return null;
+    }
+    // A session being made: pending for the service's limits, as the primary's wait is.
+    const r = reserveConnection(t);
+    if (r !== null) {
+      this.free();
+      this.shadow = null;
+      return r;
+    }
+    this.pending = t;
     session.whenReady((err) => {
+      this.settle();
       if (this.shadow === null) return;
       if (err === null) this.open(session, s);
       else this.over(false, true);
     });
     return null;
+  }
+
+  /** Leaves the service's pending count (once). */
+  private settle(): void {
+    if (this.pending !== null) connectSettled(this.pending);
+    this.pending = null;
   }
 
   private open(session: UpSession, s: Shadow): void {
@@ -84,11 +106,14 @@ export class H2Shadow implements ShadowDriver {
     if (g !== undefined) this.grpcStatus = Number(g);
   }
 
-  abort(): void {
+  abort(): boolean {
+    const connecting = this.pending !== null;
+    this.settle();
     const up = this.up;
     this.shadow = null;
     if (up !== null && !up.closed) up.close(NGHTTP2_CANCEL);
     this.free();
+    return connecting;
   }
 
   /** The copy is over: answered, or failed (`connect`: its session never came up). */

@@ -42,7 +42,7 @@ import type { Destination, Refusal } from '../../engine/service-client.js';
 import { coarseNow } from '../http1/coarse-clock.js';
 import type { RouteError } from '../http1/types.js';
 import type { PeerIdentity } from '../tls/inbound.js';
-import type { UpstreamTls } from '../../identity/mtls/outbound.js';
+import { watchHandshake, type HandshakeWatch, type UpstreamTls } from '../../identity/mtls/outbound.js';
 import { handshakeRefusal } from '../../identity/mtls/refusal.js';
 import { connectedStatus, PeerStatusReader, refusedStatus } from './peer-status.js';
 import type { TcpContext, TcpSeries } from './types.js';
@@ -196,17 +196,17 @@ export class TcpStream implements CallDriver, HashInput {
    * of it is the stream's connect, the peer's own connect to its app included.
    */
   private watchConnect(s: Socket, tls: UpstreamTls | null, timeoutMs: number): void {
-    let handshaking = false;
+    let hs: HandshakeWatch | null = null;
     let awaiting = false;
     s.setTimeout(timeoutMs);
     s.on('timeout', () => {
       if (this.connecting !== s) return;
-      const what = awaiting ? "the inbound proxy's status (its connect to its app)" : handshaking ? 'TLS handshake' : 'connect';
+      const what = awaiting ? "the inbound proxy's status (its connect to its app)" : hs?.handshaking === true ? 'TLS handshake' : 'connect';
       this.connectFailed(s, `${what} timeout after ${timeoutMs} ms`, false);
     });
     s.on('error', (err: Error & { code?: string }) => {
       if (this.connecting !== s) return;
-      if (handshaking) {
+      if (hs?.handshaking === true) {
         const r = handshakeRefusal(err);
         this.connectFailed(s, r.ok ? err.message : r.detail, true, r.ok ? undefined : r.reason);
         return;
@@ -217,20 +217,13 @@ export class TcpStream implements CallDriver, HashInput {
       s.once('connect', () => this.ready(s));
       return;
     }
-    s.once('connect', () => {
-      handshaking = true;
-      s.setNoDelay(true);
-    });
-    s.once('secureConnect', () => {
-      handshaking = false;
-      const check = tls.verify(s as TLSSocket);
+    hs = watchHandshake(s as TLSSocket, tls, (check) => {
       if (!check.ok) this.connectFailed(s, check.detail, true, check.reason);
       else {
         awaiting = true;
         this.awaitStatus(s);
       }
     });
-    s.on('session', (t: Buffer) => tls.remember(t));
   }
 
   private connectFailed(s: Socket, reason: string, secure: boolean, tlsReason?: Parameters<TcpContext['counters']['tlsRefused']>[1]): void {
