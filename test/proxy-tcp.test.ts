@@ -12,7 +12,10 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { api, closedPort, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
-import { metricValue, registerInstance, scrapeMetrics, startMeshProxy, type ProxyProcess } from './proxy-helpers.js';
+import { metricValue, mintJoinToken, registerInstance, scrapeMetrics, startMeshProxy, type ProxyProcess } from './proxy-helpers.js';
+import { connect as tlsConnect } from 'node:tls';
+import { createCsr, generateKeyPair } from '../src/identity/certs.js';
+import { MESH_ALPN, MESH_ALPN_STATUS, MESH_ALPNS } from '../src/api/mtls.js';
 import { upFromText } from './mesh-helpers.js';
 
 const cleanups: Array<() => unknown> = [];
@@ -256,6 +259,33 @@ describe('raw TCP through two proxies with mTLS', { timeout: 120_000 }, () => {
     assert.equal(r.data.toString(), '220 greet ready\r\n');
     // Below the callee's first-byte wait (headersTimeout, 10 s) by far: nothing waited for the client.
     assert.ok(r.ms < 3000, `${r.ms} ms`);
+  });
+
+  test('a peer proxy of an older release (ALPN skein-mesh/1 only) gets the app\'s bytes with no status before them; one that offers skein-mesh/2 gets the status first', async () => {
+    const kp = await generateKeyPair();
+    const r = await api(cp.http, 'POST', '/v1/ca/certificates', { service: 'web', csr: await createCsr(kp.privateKeyPem) }, { authorization: `Bearer ${await mintJoinToken(cp.http, 'old-peer', ['web'])}` });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const leaf = { key: kp.privateKeyPem, cert: [r.body.certificate, ...r.body.chain].join(''), ca: r.body.roots as string[] };
+    const first = (alpn: string[]) =>
+      new Promise<{ alpn: string | false; bytes: Buffer }>((resolve, reject) => {
+        const t = tlsConnect({ host: '127.0.0.1', port: callee.workload('greet-1').inbound!.port, ...leaf, ALPNProtocols: alpn, rejectUnauthorized: false, checkServerIdentity: () => undefined });
+        let got = Buffer.alloc(0);
+        t.on('data', (d: Buffer) => {
+          got = Buffer.concat([got, d]);
+          if (got.includes('\r\n')) {
+            resolve({ alpn: t.alpnProtocol ?? false, bytes: got });
+            t.destroy();
+          }
+        });
+        t.on('error', reject);
+        t.setTimeout(5000, () => t.destroy(new Error('no greeting within 5 s')));
+      });
+    const old = await first([MESH_ALPN]);
+    assert.equal(old.alpn, MESH_ALPN);
+    assert.equal(old.bytes.toString('latin1'), '220 greet ready\r\n', 'no status byte for an older peer');
+    const now = await first([...MESH_ALPNS]);
+    assert.equal(now.alpn, MESH_ALPN_STATUS);
+    assert.equal(now.bytes.toString('latin1'), '\x06220 greet ready\r\n', 'ACK, then the greeting');
   });
 
   test("half-close: the client's FIN reaches the app, and the app's answer still comes back", async () => {

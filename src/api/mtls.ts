@@ -36,6 +36,16 @@ export const JOIN_TOKEN_ENV = 'SKEIN_JOIN_TOKEN';
  */
 export const MESH_ALPN = 'skein-mesh/1';
 
+/**
+ * skein-mesh/1 and, on a TCP stream, the inbound proxy's status before its app's first byte
+ * (src/proxy/tcp/peer-status.ts). Proxies offer and take both, this first: a proxy of an older
+ * release (/1 only) still talks to a newer one during an upgrade, without the status.
+ */
+export const MESH_ALPN_STATUS = 'skein-mesh/2';
+
+/** What a proxy offers and an inbound listener takes, preferred first. */
+export const MESH_ALPNS: readonly string[] = Object.freeze([MESH_ALPN_STATUS, MESH_ALPN]);
+
 /** The header an inbound proxy sets to the caller's verified SPIFFE ID (any copy the request carried is removed). */
 export const CLIENT_ID_HEADER = 'x-skein-client-id';
 

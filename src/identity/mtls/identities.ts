@@ -26,7 +26,7 @@ import type { Clock, TimerHandle } from '../../core/clock.js';
 import { createCsr, describeCert } from '../certs.js';
 import { renewalDelayMs } from '../renewal.js';
 import { DEFAULT_NAMESPACE, workloadId } from '../spiffe.js';
-import { MESH_ALPN } from '../../api/mtls.js';
+import { MESH_ALPNS } from '../../api/mtls.js';
 import { certFingerprint, type CaInfo, type IssuedCertificate, type WorkloadTls } from '../../api/ca.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
@@ -128,7 +128,7 @@ export function pemBundle(pems: readonly string[]): string {
 }
 
 /** What a TLS socket of the mesh is given besides its context, on both sides. */
-export const MESH_TLS = { ALPNProtocols: [MESH_ALPN], rejectUnauthorized: false } as const;
+export const MESH_TLS = { ALPNProtocols: [...MESH_ALPNS], rejectUnauthorized: false } as const;
 
 async function newKey(): Promise<string> {
   const { privateKey } = await generateKeyPairAsync('ec', {

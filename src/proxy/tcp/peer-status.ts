@@ -2,9 +2,10 @@
  * The status an inbound proxy answers a TCP stream from a peer proxy with, before any byte of its
  * app: the one definition of the wire format (docs/protocols.md, "Raw TCP", "Between proxies").
  *
- * On an mTLS stream between proxies (both ends are proxies of the mesh: the inbound listener takes
- * only clients that offer the mesh's ALPN), the callee's inbound proxy connects to its app and
- * then writes, first on the stream:
+ * On an mTLS stream between proxies that negotiated ALPN `skein-mesh/2` (MESH_ALPN_STATUS: both
+ * ends are proxies of the mesh, and of a release that has the status; with `skein-mesh/1`, an
+ * older peer, there is none), the callee's inbound proxy connects to its app and then writes,
+ * first on the stream:
  *
  *   0x06 (ACK)                 its app took the connection; the app's bytes follow
  *   0x15 (NAK) <error line>    refused: `errorBody(code, message)` of src/engine/answer.ts (one
@@ -34,7 +35,8 @@ export function connectedStatus(): Buffer {
 
 /** What the inbound proxy writes when it refuses the stream (then it closes). */
 export function refusedStatus(code: ErrorCode, message: string): Buffer {
-  const line = errorBody(code, message.length > 1024 ? `${message.slice(0, 1024)}...` : message);
+  // 300 characters: escaped (\uXXXX, six bytes each at worst) the line stays within MAX_REFUSAL.
+  const line = errorBody(code, message.length > 300 ? `${message.slice(0, 300)}...` : message);
   return Buffer.concat([Buffer.from([APP_REFUSED]), Buffer.from(line, 'latin1')]);
 }
 

@@ -28,6 +28,7 @@
  * when that is known (established: status 200; failed: its code's status, a failure; the client
  * left first: 0), its latency the time from accept to the app's connection.
  */
+import { MESH_ALPN_STATUS } from '../../api/mtls.js';
 import { plainAddress } from '../../core/address.js';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
@@ -109,7 +110,8 @@ export class TcpStream implements CallDriver, HashInput {
   ) {
     this.t0 = ctx.clock.now();
     this.sourceAddress = plainAddress(socket.remoteAddress);
-    this.statusFirst = ctx.direction === 'inbound' && peer !== null;
+    // A peer proxy that negotiated the status (an older one, skein-mesh/1, reads none).
+    this.statusFirst = ctx.direction === 'inbound' && peer !== null && (socket as TLSSocket).alpnProtocol === MESH_ALPN_STATUS;
     this.mtls = peer !== null;
     this.source = ctx.direction === 'outbound' ? ctx.callerService : (peer?.service ?? null);
     // Not a byte is read until the upstream is up (see the top of the file).
@@ -219,6 +221,7 @@ export class TcpStream implements CallDriver, HashInput {
     }
     hs = watchHandshake(s as TLSSocket, tls, (check) => {
       if (!check.ok) this.connectFailed(s, check.detail, true, check.reason);
+      else if ((s as TLSSocket).alpnProtocol !== MESH_ALPN_STATUS) this.ready(s);
       else {
         awaiting = true;
         this.awaitStatus(s);

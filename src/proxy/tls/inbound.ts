@@ -8,7 +8,7 @@
  */
 import type { Socket } from 'node:net';
 import { createServer, type SecureContext, type Server, type TLSSocket } from 'node:tls';
-import { MESH_ALPN, type MtlsMode, type TlsRefusal } from '../../api/mtls.js';
+import { MESH_ALPN, MESH_ALPNS, type MtlsMode, type TlsRefusal } from '../../api/mtls.js';
 import { errorResponse } from '../http1/local-reply.js';
 import { checkPeer } from '../../identity/mtls/peer.js';
 import { handshakeRefusal, type PeerCheck } from '../../identity/mtls/refusal.js';
@@ -114,7 +114,7 @@ export class InboundTlsServer {
     const tls = this.tls;
     t.setTimeout(0);
     const check: PeerCheck =
-      t.alpnProtocol === MESH_ALPN ? checkPeer(t, tls.identities.trustDomain, null) : { ok: false, reason: 'handshake', detail: `the client did not offer ALPN "${MESH_ALPN}": not a proxy of the mesh` };
+      typeof t.alpnProtocol === 'string' && MESH_ALPNS.includes(t.alpnProtocol) ? checkPeer(t, tls.identities.trustDomain, null) : { ok: false, reason: 'handshake', detail: `the client did not offer ALPN "${MESH_ALPN}": not a proxy of the mesh` };
     if (!check.ok) {
       tls.onRefused(check.reason, check.detail, t.remoteAddress ?? '');
       t.on('error', () => t.destroy());
