@@ -220,6 +220,8 @@ const routes = {
 const server = http.createServer(async (req, res) => {
   const started = process.hrtime.bigint();
   res.on('finish', () => {
+    // A passing readiness check (every 100 ms) is not logged: it would bury the requests.
+    if (req.url === '/health' && res.statusCode === 200) return;
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     process.stderr.write(`${req.method} ${req.url} ${res.statusCode} ${ms.toFixed(1)}ms\n`);
   });

@@ -3,7 +3,7 @@
 A service is a name and a table of routes: path -> handler(query) -> (status, JSON body).
 `serve()` listens on 127.0.0.1:$PORT with HTTP/1.1 keep-alive, stamps every JSON answer and
 the `x-served-by` header with $SKEIN_INSTANCE_ID (and `x-version` with $SKEIN_VERSION), answers
-GET /health, logs one line per request to stderr and stops promptly on SIGTERM or SIGINT.
+GET /health, logs one line per request to stderr (not the passing health checks) and stops promptly on SIGTERM or SIGINT.
 With SHOP_FAIL_RATE=0.5 half of the answers (not /health) are 500s: a broken version to roll
 out as a canary and watch roll back (README.md, "Canary walk-through").
 """
@@ -169,7 +169,8 @@ def _make_handler(service, routes):
             self._status, self.command, self.path = None, None, "-"
             self._started = time.monotonic()
             super().handle_one_request()
-            if self._status is not None:
+            # A passing readiness check (every 100 ms) is not logged: it would bury the requests.
+            if self._status is not None and not (self.path == "/health" and self._status == 200):
                 ms = (time.monotonic() - self._started) * 1000
                 what = f"{self.command} {self.path}" if self.command else repr(self.requestline[:80])
                 sys.stderr.write(f"{what} {self._status} {ms:.1f}ms\n")
