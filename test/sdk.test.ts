@@ -362,6 +362,8 @@ describe('skein up gives its services what the SDK needs: the demo\'s frontend-s
     assert.ok(proxies !== null);
     assert.equal(proxies.announcedBy, `spiffe://${td}/ns/default/sa/frontend-sdk`, 'announced with its own certificate');
     assert.deepEqual(proxies.workloads.map((w) => w.service), ['frontend-sdk']);
+    // It waited for its certificate: the control plane never had to refuse an announcement without a credential.
+    assert.doesNotMatch([...up.stdout, ...up.stderr].join('\n'), /"path":"\/v1\/proxies\/sdk-frontend-sdk-[^"]*".*request refused: no token/);
     const m = (await api(up.control, 'GET', '/v1/mesh')).body as { services: Array<{ name: string; servicePort: string }> };
     const port = portOf(m.services.find((s) => s.name === 'frontend-sdk')?.servicePort ?? '');
     const res = await request(`http://127.0.0.1:${port}${SHOP_PAGE}`);

@@ -239,6 +239,18 @@ export class MeshDispatcher extends Dispatcher {
       this.o.logger?.info({ metrics: admin }, 'SDK metrics served, not announced: no token of scope "proxy" (token or SKEIN_TOKEN)');
       return;
     }
+    if (token === null) {
+      // mTLS without a token: it announces with its certificate once it holds one (before, the
+      // control plane would only refuse it, and log that); still none after a minute, it tries.
+      const start = () => this.startAnnouncer(admin, null);
+      void this.ready(60_000).then(start, start);
+      return;
+    }
+    this.startAnnouncer(admin, token);
+  }
+
+  private startAnnouncer(admin: string, token: string | null): void {
+    if (this.closed || this.announcer !== null) return;
     const service = this.o.service ?? null;
     this.announcer = new Announcer({
       control: this.mesh.control,
