@@ -449,7 +449,7 @@ describe('skein up --mtls off gives each service a token of scope "proxy" for it
     await mesh?.stop();
   });
 
-  test('SKEIN_TOKEN of an alpha replica: registers alpha\'s instances, not beta\'s nor a Service; listed as skein-up-alpha', async () => {
+  test('SKEIN_TOKEN of an alpha replica: registers alpha\'s instances, not beta\'s nor a Service; listed as skein-up-svc-alpha', async () => {
     const alpha = await mesh.service<{ instances: Array<{ pid: number | null }> }>('alpha');
     const pid = alpha.instances[0]?.pid;
     assert.ok(pid != null);
@@ -470,8 +470,8 @@ describe('skein up --mtls off gives each service a token of scope "proxy" for it
     assert.equal(service.status, 403);
     const tokens = (await api(mesh.up.control, 'GET', '/v1/tokens', undefined, { authorization: `Bearer ${await adminTokenOf(mesh.up.control)}` })).body.tokens as Array<{ name: string; scope: string; services: string[] | null }>;
     assert.deepEqual(tokens.filter((t) => t.name.startsWith('skein-up-') && t.name !== 'skein-up-proxy').map((t) => [t.name, t.scope, t.services]).sort(), [
-      ['skein-up-alpha', 'proxy', ['alpha']],
-      ['skein-up-beta', 'proxy', ['beta']],
+      ['skein-up-svc-alpha', 'proxy', ['alpha']],
+      ['skein-up-svc-beta', 'proxy', ['beta']],
     ]);
   });
 });

@@ -35,31 +35,6 @@ export interface UpstreamTls {
   remember(session: Buffer): void;
 }
 
-/** An mTLS connect in progress (`watchHandshake`): TCP is up and the TLS handshake is not done (an 'error' now is the handshake's: handshakeRefusal). */
-export interface HandshakeWatch {
-  readonly handshaking: boolean;
-}
-
-/**
- * Watches an mTLS connect over `link`, the same for every driver: once TCP is up the handshake
- * begins (Nagle off); once it is done the peer is checked (`done` with the check); the session
- * tickets the peer sends are kept for the next connect. The caller handles errors and timeouts,
- * asking the watch whether the handshake was under way.
- */
-export function watchHandshake(socket: TLSSocket, link: UpstreamTls, done: (check: PeerCheck) => void): HandshakeWatch {
-  const w = { handshaking: false };
-  socket.once('connect', () => {
-    w.handshaking = true;
-    socket.setNoDelay(true);
-  });
-  socket.once('secureConnect', () => {
-    w.handshaking = false;
-    done(link.verify(socket));
-  });
-  socket.on('session', (t: Buffer) => link.remember(t));
-  return w;
-}
-
 class Link implements UpstreamTls {
   private session: Buffer | undefined;
   /** What the last full handshake of this link proved about the peer. */
