@@ -175,6 +175,7 @@ export class MeshDispatcher extends Dispatcher {
       pool: (e) => this.poolOf(e),
       tlsRefused: (e, err) => o.logger?.warn({ service: e.service, instance: e.id, address: `${e.address}:${e.port}`, reason: err.reason }, `the SDK refused ${e.id} [${err.reason}]: ${err.message}`),
       finished: (r: FinishedRequest) => metrics.finished(r),
+      tap: metrics.tap,
     };
     this.mesh.start();
     if (mtls.joinToken !== null) {
