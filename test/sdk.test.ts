@@ -8,7 +8,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getGlobalDispatcher, request, setGlobalDispatcher, type Dispatcher } from 'undici';
-import { adminTokenOf, api, closedPort, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { adminTokenOf, api, closedPort, skein, startControl, tempDir, waitFor, type ControlProcess } from './helpers.js';
+import { PROXY_TAP_LIMITS } from '../src/api/tap.js';
+import { forEachLine } from '../src/core/lines.js';
 import { metricValue, mintJoinToken, registerInstance, startMeshProxy } from './proxy-helpers.js';
 import { INBOUND_PROXY_LABEL } from '../src/api/names.js';
 import { generateKeyPairSync } from 'node:crypto';
@@ -163,6 +165,94 @@ describe('the SDK under fetch (setGlobalDispatcher)', () => {
       },
       { timeoutMs: 15_000, what: 'the edge web -> user-service in /v1/signals' },
     );
+  });
+
+  test("skein tap shows the SDK's requests as a proxy's outbound ones: the record's fields; headers only with --headers, authorization redacted", async () => {
+    const addr = await sdk.metricsAddress();
+    const id = `sdk-web-${process.pid}`;
+    await waitFor(async () => {
+      const b = (await api(control.http, 'GET', '/v1/proxies')).body as { proxies: Array<{ id: string; admin: string }> };
+      return b.proxies.some((p) => p.id === id && p.admin === addr);
+    }, { timeoutMs: 10_000, what: 'the SDK announced' });
+    const token = (await adminTokenOf(control.http)) ?? '';
+    const opened = async () => ((await (await fetch(`http://${addr}/debug/taps`)).json()) as { opened: number }).opened;
+    /** `skein tap` (the control plane's relay) while `send` runs: its JSON lines. */
+    const tapWhile = async (args: string[], send: () => Promise<void>) => {
+      const before = await opened();
+      const cli = skein(['tap', ...args, '-o', 'json', '-c', control.http, '--token', token], { timeoutMs: 30_000 });
+      await waitFor(async () => (await opened()) > before, { timeoutMs: 10_000, what: "the relay's tap on the SDK" });
+      await send();
+      const out = await cli;
+      assert.equal(out.code, 0, out.stderr);
+      return out.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    };
+    let backend = '';
+    const lines = await tapWhile(['user-service', '--limit', '2'], async () => {
+      const ok = await fetch('http://user-service/ok?q=1', { headers: { 'x-request-id': 'tap-1', authorization: 'Bearer s3cret' } });
+      backend = String(ok.headers.get('x-backend'));
+      assert.equal(await ok.text(), `${backend}\n`);
+      const late = await fetch('http://user-service/hang', { headers: { 'x-request-id': 'tap-2', 'x-skein-timeout-ms': '100' } });
+      assert.equal(late.status, 504);
+      await late.arrayBuffer();
+    });
+    assert.equal(lines.length, 2, JSON.stringify(lines));
+    const [ok, late] = lines as [Record<string, unknown>, Record<string, unknown>];
+    assert.match(String(ok['time']), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.ok(typeof ok['latencyMs'] === 'number' && ok['latencyMs'] > 0 && ok['latencyMs'] < 5000, String(ok['latencyMs']));
+    const common = { direction: 'outbound', workload: 'web', source: 'web', destination: 'user-service', route: 'default', method: 'GET', proxy: id };
+    assert.deepEqual({ ...ok, time: 0, latencyMs: 0 }, { ...common, time: 0, latencyMs: 0, path: '/ok', status: 200, instance: backend, requestId: 'tap-1', error: null });
+    // Its 100 ms deadline (a timer may fire a few µs short of it as performance.now() counts).
+    assert.ok(Number(late['latencyMs']) >= 99 && Number(late['latencyMs']) < 5000, `the timed-out request took its deadline: ${String(late['latencyMs'])}`);
+    assert.deepEqual({ ...late, time: 0, latencyMs: 0 }, { ...common, time: 0, latencyMs: 0, path: '/hang', status: 504, instance: late['instance'], requestId: 'tap-2', error: 'SKEIN_E_UPSTREAM_TIMEOUT' });
+    assert.match(String(late['instance']), /^user-[12]$/);
+
+    // With --headers, tapping the caller this time (`skein tap` takes a service the control plane knows): the request
+    // as the SDK sent it, the response as the app got it; secrets redacted.
+    const web = await api(control.http, 'PUT', '/v1/services/web', {});
+    assert.ok(web.status === 200 || web.status === 201, JSON.stringify(web.body));
+    const [h] = (await tapWhile(['web', '--limit', '1', '--headers'], async () => {
+      // undici's request (fetch adds headers of its own): the headers are exactly these.
+      const res = await request('http://user-service/ok', { dispatcher: sdk, headers: { 'x-request-id': 'tap-3', authorization: 'Bearer s3cret', 'x-tenant': 'acme' } });
+      await res.body.text();
+    })) as [Record<string, unknown>];
+    assert.equal(h['requestId'], 'tap-3');
+    assert.equal(h['source'], 'web');
+    const req = h['requestHeaders'] as Record<string, string>;
+    assert.deepEqual(req, { 'x-request-id': 'tap-3', authorization: '[redacted]', 'x-tenant': 'acme', 'x-skein-caller': 'web', host: 'user-service' });
+    const res = h['responseHeaders'] as Record<string, string>;
+    assert.equal(res['x-backend'], h['instance']);
+    assert.equal(h['requestBody'], undefined, 'bodies only with --bodies');
+    assert.ok(!JSON.stringify(lines).includes('s3cret') && !JSON.stringify(h).includes('s3cret'));
+
+    // The CLI redacts again, in case: the line as it leaves the SDK (its /tap, as the relay reads it) has the secret redacted already.
+    const ac = new AbortController();
+    const direct = await fetch(`http://${addr}/tap?service=user-service&headers=1&bodies=1`, { signal: ac.signal });
+    assert.equal(direct.status, 200);
+    assert.equal(direct.headers.get('content-type'), 'application/x-ndjson; charset=utf-8');
+    const got: string[] = [];
+    const reading = forEachLine(direct.body as ReadableStream<Uint8Array>, (l) => got.push(l), () => got.length >= 1).catch(() => undefined);
+    await waitFor(async () => ((await (await fetch(`http://${addr}/debug/taps`)).json()) as { open: number }).open === 1, { timeoutMs: 5000, what: 'the direct tap open' });
+    const put = await request('http://user-service/ok', { dispatcher: sdk, method: 'PUT', body: 'hello', headers: { 'x-request-id': 'tap-4', 'x-api-key': 'k3y' } });
+    assert.equal(await put.body.text(), 'hello');
+    await waitFor(() => got.length >= 1, { timeoutMs: 5000, what: 'the line from the SDK\'s /tap' });
+    ac.abort();
+    await reading;
+    const line = JSON.parse(got[0] as string) as Record<string, unknown>;
+    assert.deepEqual(line['requestHeaders'], { 'x-request-id': 'tap-4', 'x-api-key': '[redacted]', 'x-skein-caller': 'web', host: 'user-service' });
+    assert.deepEqual([line['requestBody'], line['responseBody'], line['method'], line['proxy']], ['hello', 'hello', 'PUT', id]);
+  });
+
+  test("the SDK's /tap checks its query as the proxy's admin does, under the proxy's limits", async () => {
+    const addr = await sdk.metricsAddress();
+    const bad = await fetch(`http://${addr}/tap?service=Not_A_Name`);
+    assert.equal(bad.status, 400);
+    assert.deepEqual(await bad.json(), { code: 'SKEIN_E_BAD_QUERY', message: 'service must be a service name (a DNS label)', field: 'service' });
+    const flag = await fetch(`http://${addr}/tap?service=web&headers=maybe`);
+    assert.deepEqual(await flag.json(), { code: 'SKEIN_E_BAD_QUERY', message: 'headers must be 1 or 0', field: 'headers' });
+    const unknown = await fetch(`http://${addr}/tap?service=web&verbose=1`);
+    assert.deepEqual(await unknown.json(), { code: 'SKEIN_E_BAD_QUERY', message: 'unknown query parameter "verbose" (allowed: service, headers, bodies)' });
+    const stats = (await (await fetch(`http://${addr}/debug/taps`)).json()) as { limits: unknown; open: number };
+    assert.deepEqual(stats.limits, PROXY_TAP_LIMITS);
   });
 
   test('/stats checks its query as the proxy\'s admin does: a bad since or an unknown parameter is 400 SKEIN_E_BAD_QUERY naming it', async () => {

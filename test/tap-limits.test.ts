@@ -194,7 +194,7 @@ describe('a tap that never reads', { timeout: 120_000 }, () => {
     await held.closed;
     assert.equal(complete, false, 'cut, not ended as a complete response');
   });
-  // A quiet tap (nothing waiting) is never ended: src/proxy/tap.test.ts shows it on a manual clock.
+  // A quiet tap (nothing waiting) is never ended: src/telemetry/tap.test.ts shows it on a manual clock.
 });
 
 describe('caps', { timeout: 60_000 }, () => {

@@ -12,7 +12,7 @@ import type { FastifyInstance } from 'fastify';
 import { SkeinError } from '../core/errors.js';
 import type { Clock } from '../core/clock.js';
 import { RELAY_TAP_LIMITS, type TapLimits } from '../api/tap.js';
-import { TapStreams } from '../proxy/tap.js';
+import { TapStreams } from '../telemetry/tap.js';
 import type { ProxyDirectory } from './proxies.js';
 import { forEachLine } from '../core/lines.js';
 import { query, serviceParam } from './server.js';

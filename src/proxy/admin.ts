@@ -16,15 +16,15 @@
  * It answers from an `AdminView`: one Proxy's (`proxyView`), or, with `skein proxy --workers N`,
  * the sum of the worker threads' proxies (src/proxy/workers.ts): the routes are written once, here.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { HostPort } from '../core/address.js';
 import type { Clock } from '../core/clock.js';
 import { ERROR_CODES, SkeinError, type ErrorCode } from '../core/errors.js';
 import { foreignHost, isLoopbackAddress } from '../core/loopback-host.js';
-import { PROXY_TAP_LIMITS, redactHeaders, type TapLimits, type TapRecord } from '../api/tap.js';
+import type { TapLimits, TapRecord } from '../api/tap.js';
 import type { Proxy, ViewSource } from './proxy.js';
-import { TapStreams, type TapFilter } from './tap.js';
+import { fromThisHost, TapServer, type TapFilter } from '../telemetry/tap.js';
 import { endpointKey } from '../discovery/endpoint.js';
 import { parseStatsQuery, type StatsSnapshot } from '../api/stats.js';
 
@@ -87,58 +87,6 @@ function unknownParam(url: URL, allowed: string[]): string | null {
   return null;
 }
 
-function flag(url: URL, name: string): boolean | null {
-  const v = url.searchParams.get(name);
-  if (v === null || v === '0' || v === 'false') return false;
-  if (v === '1' || v === 'true' || v === '') return true;
-  return null;
-}
-
-/** The admin server's taps: their limits and streams, and the header names redacted beyond the defaults. */
-interface Taps {
-  readonly streams: TapStreams;
-  readonly redact: ReadonlySet<string>;
-}
-
-/** A tap line: ISO time, the proxy's id, and the configured headers redacted too (the forwarder redacted the defaults). */
-function tapLine(r: TapRecord, proxyId: string, redact: ReadonlySet<string>): string {
-  const line = { ...r, time: new Date(r.time).toISOString(), proxy: proxyId };
-  if (r.requestHeaders !== undefined) line.requestHeaders = redactHeaders(r.requestHeaders, redact) as Record<string, string>;
-  if (r.responseHeaders !== undefined) line.responseHeaders = redactHeaders(r.responseHeaders, redact) as Record<string, string>;
-  return JSON.stringify(line);
-}
-
-/** GET /tap?service=S[&headers=1][&bodies=1]: one JSON line per finished request to or from S, until the client leaves. */
-function tap(view: AdminView, taps: Taps, url: URL, req: IncomingMessage, res: ServerResponse): void {
-  const bad = unknownParam(url, ['service', 'headers', 'bodies']);
-  const service = url.searchParams.get('service');
-  const headers = flag(url, 'headers');
-  const bodies = flag(url, 'bodies');
-  if (bad !== null || service === null || !SERVICE.test(service) || headers === null || bodies === null) {
-    const field = bad !== null ? undefined : service === null || !SERVICE.test(service) ? 'service' : headers === null ? 'headers' : 'bodies';
-    const message = bad ?? (field === 'service' ? 'service must be a service name (a DNS label)' : `${field} must be 1 or 0`);
-    refuse(res, 'SKEIN_E_BAD_QUERY', message, field);
-    return;
-  }
-  const stream = taps.streams.start({ service, headers, bodies }, res);
-  if (stream === null) {
-    refuse(res, 'SKEIN_E_TOO_MANY_TAPS', `this proxy already has ${taps.streams.limits.maxTaps} taps open, the most it allows (--max-taps); GET /debug/taps lists them`);
-    return;
-  }
-  res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache, no-store' });
-  res.flushHeaders();
-  res.socket?.setNoDelay(true);
-  const id = view.id;
-  // A tap that cannot keep up misses requests (and is told how many) rather than growing the proxy's memory.
-  const unsubscribe = view.tap({ service, headers, bodies }, (r) => stream.write(() => tapLine(r, id, taps.redact)));
-  const stop = () => {
-    unsubscribe();
-    stream.close();
-  };
-  req.once('close', stop);
-  res.once('close', stop);
-}
-
 export interface AdminServer {
   readonly address: string;
   close(): Promise<void>;
@@ -157,12 +105,6 @@ export interface AdminOptions {
 /** What the admin server answers other hosts when it listens beyond loopback (without `insecure`). */
 export const ADMIN_OPEN_PATHS: readonly string[] = ['/live', '/ready', '/metrics', '/stats', '/picks'];
 
-/** Whether a peer is this host: a loopback address, or the very address the server listens on. */
-function fromThisHost(req: IncomingMessage): boolean {
-  const peer = req.socket.remoteAddress ?? '';
-  return isLoopbackAddress(peer) || peer === req.socket.localAddress;
-}
-
 /** An answer that failed: 500 SKEIN_E_INTERNAL naming why (a worker thread that did not answer, say). */
 function failed(res: ServerResponse): (e: unknown) => void {
   return (e) => {
@@ -172,13 +114,13 @@ function failed(res: ServerResponse): (e: unknown) => void {
 }
 
 export async function startAdmin(view: AdminView, at: HostPort, opts: AdminOptions = {}): Promise<AdminServer> {
-  const id = view.id;
-  const streams = new TapStreams({
-    limits: { ...PROXY_TAP_LIMITS, ...opts.tapLimits },
-    missedLine: (n) => JSON.stringify({ missed: n, proxy: id, time: new Date().toISOString() }),
+  const taps = new TapServer(view.id, {
+    ...(opts.tapLimits === undefined ? {} : { limits: opts.tapLimits }),
+    ...(opts.tapRedact === undefined ? {} : { redact: opts.tapRedact }),
     ...(opts.clock === undefined ? {} : { clock: opts.clock }),
+    owner: 'this proxy',
+    limitHint: ' (--max-taps)',
   });
-  const taps: Taps = { streams, redact: new Set(opts.tapRedact ?? []) };
   let bound: string | null = null;
   let localOnly = false;
   const server: Server = createServer((req, res) => {
@@ -239,11 +181,13 @@ export async function startAdmin(view: AdminView, at: HostPort, opts: AdminOptio
         view.picks(service, endpointKey(service, id)).then((picks) => json(res, 200, { service, id, picks }), failed(res));
         return;
       }
-      case '/tap':
-        tap(view, taps, url, req, res);
+      case '/tap': {
+        const refused = taps.serve(url, req, res, (filter, send) => view.tap(filter, send));
+        if (refused !== null) refuse(res, refused.code, refused.message, refused.field);
         return;
+      }
       case '/debug/taps':
-        json(res, 200, streams.stats());
+        json(res, 200, taps.streams.stats());
         return;
       default:
         json(res, 404, { code: 'SKEIN_E_NOT_FOUND', message: `no admin endpoint ${url.pathname} (there are /live, /ready, /metrics, /stats, /picks, /tap, /debug/taps, /debug/endpoints)` });

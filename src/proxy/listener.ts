@@ -23,7 +23,7 @@ import { type Http2Settings } from '../api/http2.js';
 import type { Tracer } from '../engine/observe.js';
 import { type Limits, type ListenerContext, type ListenerMetrics, type RouteError } from './http1/types.js';
 import { type Destination } from '../engine/service-client.js';
-import { TapHub } from './tap.js';
+import { TapHub } from '../telemetry/tap.js';
 import { Pools } from './http1/upstream.js';
 import { ProxyMetrics } from './metrics.js';
 import type { AccessLog } from './access-log.js';

@@ -40,7 +40,7 @@ import { HTTP2_DEFAULTS, parseHttp2, type Http2Settings, type RawHttp2 } from '.
 import type { Tracer } from '../engine/observe.js';
 import { DEFAULT_LIMITS, type Limits, type RouteError } from './http1/types.js';
 import { localDestination, ServiceClient, type Destination } from '../engine/service-client.js';
-import { TapHub } from './tap.js';
+import { TapHub } from '../telemetry/tap.js';
 import { Pools } from './http1/upstream.js';
 import { ProxyMetrics } from './metrics.js';
 import { ActiveChecker } from '../engine/active-check.js';

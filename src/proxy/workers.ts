@@ -32,7 +32,7 @@ import { exposition } from '../telemetry/exposition.js';
 import { aggregate, type Family } from '../telemetry/prom.js';
 import type { AdminView, Readiness } from './admin.js';
 import type { WorkloadInfo, WorkloadSpec } from './proxy.js';
-import type { TapFilter } from './tap.js';
+import type { TapFilter } from '../telemetry/tap.js';
 import { answerCa } from './workers/ca.js';
 import type { CertificateSource, ControlCall, Identities } from '../identity/mtls/identities.js';
 import type { MeshProxy } from './mesh-proxy.js';

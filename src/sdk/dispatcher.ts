@@ -63,7 +63,7 @@ export interface MeshDispatcherOptions {
   readonly onEvent?: (e: TrafficEvent) => void;
   /**
    * Metrics (metrics.ts): `listen` ("host:port", port 0 for any) starts a server for /metrics,
-   * /stats and /live; `advertise` ("host:port") is where the control plane reaches them (default:
+   * /stats, /live and the taps (/tap, /debug/taps: this host only); `advertise` ("host:port") is where the control plane reaches them (default:
    * the listen address; give it when the app mounts `metricsHandler()` itself). With either, the
    * SDK announces itself to the control plane like a proxy (PUT /v1/proxies/{id}), so the golden
    * signals and `skein stat` count its requests. Default: neither (metrics kept, not served).
@@ -175,6 +175,7 @@ export class MeshDispatcher extends Dispatcher {
       pool: (e) => this.poolOf(e),
       tlsRefused: (e, err) => o.logger?.warn({ service: e.service, instance: e.id, address: `${e.address}:${e.port}`, reason: err.reason }, `the SDK refused ${e.id} [${err.reason}]: ${err.message}`),
       finished: (r: FinishedRequest) => metrics.finished(r),
+      tap: metrics.tap,
     };
     this.mesh.start();
     if (mtls.joinToken !== null) {
@@ -207,7 +208,7 @@ export class MeshDispatcher extends Dispatcher {
     return this.serving;
   }
 
-  /** /metrics, /stats and /live, for an app that serves them itself (see `metrics.advertise`). */
+  /** /metrics, /stats, /live and the taps, for an app that serves them itself (see `metrics.advertise`). */
   metricsHandler(): (req: IncomingMessage, res: ServerResponse) => void {
     return this.metrics.handler();
   }

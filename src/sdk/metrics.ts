@@ -4,11 +4,13 @@
  * with one more label, `plane="sdk"`. Served as the proxy's admin serves them, `/metrics`
  * (Prometheus or OpenMetrics) and `/stats` (the JSON the control plane scrapes for the golden
  * signals and `skein stat`), by a server the SDK starts (`metrics: { listen }`) or by a handler
- * the app mounts (`metricsHandler()`).
+ * the app mounts (`metricsHandler()`). Its taps too: `/tap` (the control plane relays them to
+ * `skein tap`) and `/debug/taps`, the proxy's (src/telemetry/tap.ts), answered only to this host.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseStatsQuery, type StatsSnapshot } from '../api/stats.js';
 import { ERROR_CODES, type ErrorCode } from '../core/errors.js';
+import { fromThisHost, TapHub, TapServer } from '../telemetry/tap.js';
 import { exposition } from '../telemetry/exposition.js';
 import { Registry } from '../telemetry/prom.js';
 import { EngineCounters, ListenerStats, requestFamilies, StatsEventFeed, statsSnapshot, type SeriesStats } from '../telemetry/request-metrics.js';
@@ -22,6 +24,9 @@ export class SdkMetrics {
   private readonly feed = new StatsEventFeed();
   /** The engine's counters and traffic events (the proxy's families). */
   readonly engine: EngineCounters;
+  /** The open taps: each request asks them whether to keep a record (request.ts). */
+  readonly tap = new TapHub();
+  private readonly taps: TapServer;
 
   constructor(
     /** Names the SDK to the control plane (its /stats, `skein stat`). */
@@ -34,6 +39,7 @@ export class SdkMetrics {
     this.listener = new ListenerStats(this.series, workload, 'outbound');
     requestFamilies(r, this.series, 'sdk');
     this.engine = new EngineCounters(r, this.feed);
+    this.taps = new TapServer(id, { owner: 'this SDK' });
   }
 
   // ---- what requests and the engine report ----
@@ -58,12 +64,28 @@ export class SdkMetrics {
 
   /**
    * A request handler for node:http (or anything with its request and response): `/metrics`,
-   * `/stats[?since=N]` and `/live`; anything else 404. The app mounts it, or `metrics.listen`
-   * starts a server with it.
+   * `/stats[?since=N]`, `/live`, and to this host only `/tap` and `/debug/taps`; anything else
+   * 404. The app mounts it, or `metrics.listen` starts a server with it.
    */
   handler(): (req: IncomingMessage, res: ServerResponse) => void {
+    const refuse = (res: ServerResponse, code: ErrorCode, message: string, field?: string) =>
+      res.writeHead(ERROR_CODES[code].status, { 'content-type': 'application/json', 'x-skein-error': code }).end(JSON.stringify({ code, message, ...(field === undefined ? {} : { field }) }));
     return (req, res) => {
       const url = new URL(req.url ?? '/', 'http://sdk');
+      if (url.pathname === '/tap' || url.pathname === '/debug/taps') {
+        // Taps show headers and bodies: like a proxy's admin bound beyond loopback, the SDK answers them only to this host (the app may serve this handler to anyone).
+        if (!fromThisHost(req)) {
+          refuse(res, 'SKEIN_E_ADMIN_LOCAL_ONLY', `${url.pathname} is answered only on this host: taps show headers, bodies and the mesh`);
+          return;
+        }
+        if (url.pathname === '/debug/taps') {
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.taps.streams.stats(), null, 2) + '\n');
+          return;
+        }
+        const refused = this.taps.serve(url, req, res, (filter, send) => this.tap.subscribe(filter, send));
+        if (refused !== null) refuse(res, refused.code, refused.message, refused.field);
+        return;
+      }
       if (url.pathname === '/metrics') {
         this.exposition(req.headers.accept).then(
           (m) => res.writeHead(200, { 'content-type': m.contentType }).end(m.text),
@@ -75,8 +97,7 @@ export class SdkMetrics {
         // Checked as the proxy's admin server checks it.
         const q = parseStatsQuery(url.searchParams);
         if ('error' in q) {
-          const code: ErrorCode = 'SKEIN_E_BAD_QUERY';
-          res.writeHead(ERROR_CODES[code].status, { 'content-type': 'application/json', 'x-skein-error': code }).end(JSON.stringify({ code, message: q.error, ...(q.field === undefined ? {} : { field: q.field }) }));
+          refuse(res, 'SKEIN_E_BAD_QUERY', q.error, q.field);
           return;
         }
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.snapshot(q.since)));
@@ -86,7 +107,7 @@ export class SdkMetrics {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
         return;
       }
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: /metrics, /stats and /live are served here\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: /metrics, /stats, /live, /tap and /debug/taps are served here\n');
     };
   }
 }

@@ -33,6 +33,9 @@ import type { Refusal, ServiceClient } from '../engine/service-client.js';
 import type { NotRouted } from './mesh.js';
 import type { RoutePolicy } from '../api/traffic.js';
 import type { TlsRefusal } from '../api/mtls.js';
+import { isSecretHeader, REDACTED } from '../api/tap.js';
+import { TAP_BODIES, TAP_HEADERS, type TapSink } from '../engine/observe.js';
+import { TapCapture } from '../telemetry/tap.js';
 
 type Handler = Dispatcher.DispatchHandler;
 type Controller = Dispatcher.DispatchController;
@@ -55,6 +58,8 @@ export interface RequestContext {
   tlsRefused?(e: Endpoint, err: SdkTlsRefused): void;
   /** One call per finished request (metrics). */
   finished(r: FinishedRequest): void;
+  /** The open taps (`skein tap`): asked once per request, told of it when it finishes only if they want it. */
+  readonly tap: TapSink;
 }
 
 /** A finished request, as the metrics count it (the proxy's ListenerMetrics.record). */
@@ -202,14 +207,28 @@ async function readUpTo(src: AsyncIterable<Uint8Array | string>, max: number): P
   return { chunks, rest: it };
 }
 
-async function* concat(first: readonly Buffer[], rest: AsyncIterator<Uint8Array | string> | null): AsyncGenerator<Uint8Array | string> {
+/** `first`, then the rest of the source; `seen` gets each chunk of the rest (a tap's capture of the body). */
+async function* concat(first: readonly Buffer[], rest: AsyncIterator<Uint8Array | string> | null, seen: TapCapture | null): AsyncGenerator<Uint8Array | string> {
   for (const b of first) yield b;
   if (rest === null) return;
   for (;;) {
     const x = await rest.next();
     if (x.done === true) return;
+    seen?.add(typeof x.value === 'string' ? Buffer.from(x.value) : Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength));
     yield x.value;
   }
+}
+
+/** Headers as a tap shows them: lower-case names, a repeated header's values joined with ", ", secrets redacted. */
+function tapHeaders(pairs: Iterable<readonly [string, string | readonly string[] | undefined]>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of pairs) {
+    if (v === undefined) continue;
+    const name = k.toLowerCase();
+    const value = isSecretHeader(name) ? REDACTED : typeof v === 'string' ? v : v.join(', ');
+    out[name] = out[name] === undefined ? value : `${out[name]}, ${value}`;
+  }
+  return out;
 }
 
 export class MeshRequest implements CallDriver {
@@ -236,6 +255,12 @@ export class MeshRequest implements CallDriver {
   private status = 0;
   private discard = false;
   private done = false;
+  /** What taps want of this request (TAP_* bits; 0, the common case: nothing is kept), and what they get of it. */
+  private tapWants = 0;
+  private tapRequestHeaders: Record<string, string> | null = null;
+  private tapResponseHeaders: Record<string, string> | null = null;
+  private tapRequestBody: TapCapture | null = null;
+  private tapResponseBody: TapCapture | null = null;
 
   constructor(
     private readonly ctx: RequestContext,
@@ -286,6 +311,12 @@ export class MeshRequest implements CallDriver {
     }
     if (this.ctx.service !== null) this.pairs.push(['x-skein-caller', this.ctx.service]);
     this.pairs.push(['host', this.authority]);
+    const wants = this.ctx.tap.wants(this.ctx.service, this.service);
+    if (wants !== 0) {
+      this.tapWants = wants;
+      if ((wants & TAP_HEADERS) !== 0) this.tapRequestHeaders = tapHeaders(this.pairs);
+      if ((wants & TAP_BODIES) !== 0) this.tapRequestBody = new TapCapture();
+    }
     const target = this.target;
     if ('error' in target) {
       this.local(target.error, target.message, target.status);
@@ -342,6 +373,7 @@ export class MeshRequest implements CallDriver {
       if (body !== null && body.length > 0) {
         this.first = [body];
         this.requestBytes = body.length;
+        this.tapRequestBody?.add(body);
         call.requestBody(body);
         shadow?.requestBody(body);
       }
@@ -360,6 +392,7 @@ export class MeshRequest implements CallDriver {
         this.rest = rest;
         for (const c of chunks) {
           this.requestBytes += c.length;
+          this.tapRequestBody?.add(c);
           call.requestBody(c);
           // A body past retries.maxBodyBytes (there is a rest) drops the copy here.
           shadow?.requestBody(c);
@@ -398,7 +431,7 @@ export class MeshRequest implements CallDriver {
     if (left > 0) headers.push('x-skein-timeout-ms', String(left));
     let body: Buffer | AsyncIterable<Uint8Array | string> | null = null;
     if (a.n > 1 || a.fresh) body = a.body.length === 0 ? null : Buffer.concat(a.body as Uint8Array[]);
-    else if (this.rest !== null) body = concat(this.first, this.rest);
+    else if (this.rest !== null) body = concat(this.first, this.rest, this.tapRequestBody);
     else if (this.first.length > 0) body = this.first.length === 1 ? (this.first[0] as Buffer) : Buffer.concat(this.first as Buffer[]);
     const o = this.opts;
     pool.dispatch(
@@ -466,12 +499,14 @@ export class MeshRequest implements CallDriver {
       if (Array.isArray(raw)) raw = [...(raw as string[]), 'x-skein-explain', x];
     }
     app.rawHeaders = raw;
+    if ((this.tapWants & TAP_HEADERS) !== 0) this.tapResponseHeaders = tapHeaders(Object.entries(out));
     this.handler.onResponseStart?.(app, status, out, message);
   }
 
   data(chunk: Buffer): void {
     if (this.discard || this.done) return;
     this.responseBytes += chunk.length;
+    if ((this.tapWants & TAP_BODIES) !== 0) (this.tapResponseBody ??= new TapCapture()).add(chunk);
     this.handler.onResponseData?.(this.ctrl, chunk);
   }
 
@@ -554,6 +589,8 @@ export class MeshRequest implements CallDriver {
     const body = Buffer.from(errorBody(code, message, this.requestId, details), 'latin1');
     const headers: Record<string, string> = { 'content-type': 'application/json', 'content-length': String(body.length) };
     for (const [name, value] of errorHead(code, 'outbound', { requestId: this.requestId, retryAfterMs, explanation: this.explain ? explanation : null }).headers) headers[name] = value;
+    if ((this.tapWants & TAP_HEADERS) !== 0) this.tapResponseHeaders = tapHeaders(Object.entries(headers));
+    if ((this.tapWants & TAP_BODIES) !== 0 && this.method !== 'HEAD') (this.tapResponseBody ??= new TapCapture()).add(body);
     this.finish(status, code);
     const h = this.handler;
     const c = this.ctrl;
@@ -575,15 +612,46 @@ export class MeshRequest implements CallDriver {
     this.done = true;
     // The call's deadline timer is re-armed lazily: cancelled here, or it would hold the request until it fires.
     this.call?.dispose();
+    const ms = performance.now() - this.t0;
+    const endpoint = this.call?.endpoint ?? null;
+    const route = this.route?.name ?? null;
     this.ctx.finished({
       service: this.service,
-      route: this.route?.name ?? null,
-      endpoint: this.call?.endpoint ?? null,
+      route,
+      endpoint,
       status,
       code,
-      seconds: (performance.now() - this.t0) / 1000,
+      seconds: ms / 1000,
       requestBytes: this.hasBody ? this.requestBytes : 0,
       responseBytes: this.responseBytes,
     });
+    if (this.tapWants !== 0) this.publishTap(status, code, route, endpoint, ms);
+  }
+
+  /** The tap record of the finished request, as the proxy's outbound listener writes one (src/proxy/http1/record.ts). */
+  private publishTap(status: number, code: ErrorCode | null, route: string | null, endpoint: Endpoint | null, ms: number): void {
+    const wants = this.tapWants;
+    this.tapWants = 0;
+    const p = normalizePath(this.path);
+    const q = this.path.search(/[?#]/);
+    this.ctx.tap.publish({
+      time: Date.now(),
+      direction: 'outbound',
+      workload: this.ctx.workload,
+      source: this.ctx.service,
+      destination: this.service,
+      route,
+      method: this.method,
+      path: 'error' in p ? (q < 0 ? this.path : this.path.slice(0, q)) : p.path,
+      status,
+      latencyMs: Math.round(ms * 1000) / 1000,
+      instance: endpoint === null ? null : endpoint.id,
+      requestId: this.requestId === '' ? null : this.requestId,
+      error: code,
+      ...((wants & TAP_HEADERS) !== 0 ? { requestHeaders: this.tapRequestHeaders ?? {}, responseHeaders: this.tapResponseHeaders ?? {} } : {}),
+      ...((wants & TAP_BODIES) !== 0 ? { requestBody: this.tapRequestBody?.text() ?? '', responseBody: this.tapResponseBody?.text() ?? '' } : {}),
+    });
+    this.tapRequestHeaders = this.tapResponseHeaders = null;
+    this.tapRequestBody = this.tapResponseBody = null;
   }
 }

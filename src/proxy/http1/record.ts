@@ -8,7 +8,8 @@ import { performance } from 'node:perf_hooks';
 import type { Direction } from '../../api/stats.js';
 import { isSecretHeader, REDACTED } from '../../api/tap.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
-import { TAP_BODIES, TAP_BODY_BYTES, TAP_HEADERS, type HopTrace } from '../../engine/observe.js';
+import { TAP_BODIES, TAP_HEADERS, type HopTrace } from '../../engine/observe.js';
+import { TapCapture } from '../../telemetry/tap.js';
 import { pathOnly } from '../access-log.js';
 import type { HeadCollector } from './head.js';
 import type { ListenerContext } from './types.js';
@@ -22,21 +23,6 @@ function tapHeaders(buf: Buffer, head: HeadCollector): Record<string, string> {
     out[name] = out[name] === undefined ? value : `${out[name]}, ${value}`;
   }
   return out;
-}
-
-/** Body bytes for a tap, up to TAP_BODY_BYTES per direction. */
-class Capture {
-  private parts: Buffer[] = [];
-  private have = 0;
-  add(data: Buffer): void {
-    if (this.have >= TAP_BODY_BYTES) return;
-    const take = data.subarray(0, TAP_BODY_BYTES - this.have);
-    this.parts.push(Buffer.from(take));
-    this.have += take.length;
-  }
-  text(): string {
-    return Buffer.concat(this.parts).toString('utf8');
-  }
 }
 
 export class RequestRecord {
@@ -61,8 +47,8 @@ export class RequestRecord {
   tapWants = 0;
   private reqHeaders: Record<string, string> | null = null;
   private resHeaders: Record<string, string> | null = null;
-  private reqBody: Capture | null = null;
-  private resBody: Capture | null = null;
+  private reqBody: TapCapture | null = null;
+  private resBody: TapCapture | null = null;
 
   constructor(
     private readonly ctx: ListenerContext,
@@ -112,7 +98,7 @@ export class RequestRecord {
 
   requestBody(data: Buffer): void {
     this.requestBytes += data.length;
-    if ((this.tapWants & TAP_BODIES) !== 0) (this.reqBody ??= new Capture()).add(data);
+    if ((this.tapWants & TAP_BODIES) !== 0) (this.reqBody ??= new TapCapture()).add(data);
   }
 
   responseHead(buf: Buffer, head: HeadCollector): void {
@@ -121,7 +107,7 @@ export class RequestRecord {
 
   responseBody(data: Buffer): void {
     this.responseBytes += data.length;
-    if ((this.tapWants & TAP_BODIES) !== 0) (this.resBody ??= new Capture()).add(data);
+    if ((this.tapWants & TAP_BODIES) !== 0) (this.resBody ??= new TapCapture()).add(data);
   }
 
   /**

@@ -8,7 +8,7 @@ import type { StatsSnapshot } from '../../api/stats.js';
 import type { TapRecord } from '../../api/tap.js';
 import type { Limits } from '../http1/types.js';
 import type { ListenerConnections, WorkloadInfo, WorkloadSpec } from '../proxy.js';
-import type { TapFilter } from '../tap.js';
+import type { TapFilter } from '../../telemetry/tap.js';
 import type { Readiness } from '../admin.js';
 import type { CaInfo } from '../../api/ca.js';
 import type { MtlsMode } from '../../api/mtls.js';

@@ -1,16 +1,20 @@
 /**
- * Live request taps (`skein tap`): a tap names a service and gets every request the proxy
- * finishes to or from it, as it finishes. Off the request path while nobody taps: the forwarder
- * asks `wants()` once per request, which is a size check.
+ * Live request taps (`skein tap`): a tap names a service and gets every request a data plane (a
+ * proxy, or the SDK) finishes to or from it, as it finishes. Off the request path while nobody
+ * taps: the driver asks `wants()` once per request, which is a size check.
  *
  * Each tap's lines go out through a `TapStream` (the control plane's relay uses them too): at most
  * `bufferBytes` wait for a reader (a line that does not fit is dropped and counted, and the reader
  * is told how many it missed), at most `maxTaps` are open, and one whose reader took nothing for
  * `stallTimeoutMs` while lines waited is ended and counted, so its slot and its buffer come back.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
-import type { TapLimits, TapRecord } from '../api/tap.js';
-import { TAP_BODIES, TAP_HEADERS, TAP_ON, type TapSink } from '../engine/observe.js';
+import type { ErrorCode } from '../core/errors.js';
+import { isLoopbackAddress } from '../core/loopback-host.js';
+import { DNS_LABEL_PATTERN } from '../api/names.js';
+import { PROXY_TAP_LIMITS, redactHeaders, type TapLimits, type TapRecord } from '../api/tap.js';
+import { TAP_BODIES, TAP_BODY_BYTES, TAP_HEADERS, TAP_ON, type TapSink } from '../engine/observe.js';
 
 export interface TapFilter {
   /** Requests to or from this service. */
@@ -240,5 +244,117 @@ export class TapStreams {
         bufferedBytes: s.bufferedBytes,
       })),
     };
+  }
+}
+
+/** Body bytes for a tap, up to TAP_BODY_BYTES per direction. */
+export class TapCapture {
+  private parts: Buffer[] = [];
+  private have = 0;
+  add(data: Buffer): void {
+    if (this.have >= TAP_BODY_BYTES) return;
+    const take = data.subarray(0, TAP_BODY_BYTES - this.have);
+    this.parts.push(Buffer.from(take));
+    this.have += take.length;
+  }
+  text(): string {
+    return Buffer.concat(this.parts).toString('utf8');
+  }
+}
+
+/** Whether a peer is this host: a loopback address, or the very address the server listens on. */
+export function fromThisHost(req: IncomingMessage): boolean {
+  const peer = req.socket.remoteAddress ?? '';
+  return isLoopbackAddress(peer) || peer === req.socket.localAddress;
+}
+
+const SERVICE = new RegExp(DNS_LABEL_PATTERN);
+
+function flag(url: URL, name: string): boolean | null {
+  const v = url.searchParams.get(name);
+  if (v === null || v === '0' || v === 'false') return false;
+  if (v === '1' || v === 'true' || v === '') return true;
+  return null;
+}
+
+/** A tap its server did not open: the admin server answers it (the code's status, `x-skein-error`, a JSON body). */
+export interface TapRefusal {
+  readonly code: ErrorCode;
+  readonly message: string;
+  readonly field?: string;
+}
+
+export interface TapServerOptions {
+  /** Bounds of the taps (default PROXY_TAP_LIMITS). */
+  readonly limits?: Partial<TapLimits>;
+  /** Header names (lower case) whose values taps hide, beyond the defaults (`--tap-redact`). */
+  readonly redact?: readonly string[];
+  readonly clock?: Clock;
+  /** Names the data plane in the refusal of one tap too many ("this proxy", "this SDK"). */
+  readonly owner: string;
+  /** How its limit is set, said in that refusal (" (--max-taps)"); default none. */
+  readonly limitHint?: string;
+}
+
+/**
+ * A data plane's taps as its admin server serves them, `GET /tap` and `GET /debug/taps` (the
+ * proxy's admin, src/proxy/admin.ts, and the SDK's, src/sdk/metrics.ts): one query, one set of
+ * limits, one redaction.
+ */
+export class TapServer {
+  readonly streams: TapStreams;
+  private readonly redact: ReadonlySet<string>;
+
+  constructor(
+    /** The data plane's id: each line's `proxy`. */
+    private readonly id: string,
+    private readonly o: TapServerOptions,
+  ) {
+    this.streams = new TapStreams({
+      limits: { ...PROXY_TAP_LIMITS, ...o.limits },
+      missedLine: (n) => JSON.stringify({ missed: n, proxy: id, time: new Date().toISOString() }),
+      ...(o.clock === undefined ? {} : { clock: o.clock }),
+    });
+    this.redact = new Set(o.redact ?? []);
+  }
+
+  /** A tap line: ISO time, the data plane's id, and the configured headers redacted too (the driver redacted the defaults). */
+  private line(r: TapRecord): string {
+    const line = { ...r, time: new Date(r.time).toISOString(), proxy: this.id };
+    if (r.requestHeaders !== undefined) line.requestHeaders = redactHeaders(r.requestHeaders, this.redact) as Record<string, string>;
+    if (r.responseHeaders !== undefined) line.responseHeaders = redactHeaders(r.responseHeaders, this.redact) as Record<string, string>;
+    return JSON.stringify(line);
+  }
+
+  /**
+   * GET /tap?service=S[&headers=1][&bodies=1]: one JSON line per finished request to or from S
+   * (what `subscribe` sends), until the client leaves; or why not, for the caller to answer.
+   */
+  serve(url: URL, req: IncomingMessage, res: ServerResponse, subscribe: (filter: TapFilter, send: (r: TapRecord) => void) => () => void): TapRefusal | null {
+    let unknown: string | null = null;
+    for (const k of url.searchParams.keys()) if (unknown === null && k !== 'service' && k !== 'headers' && k !== 'bodies') unknown = `unknown query parameter "${k}" (allowed: service, headers, bodies)`;
+    const service = url.searchParams.get('service');
+    const headers = flag(url, 'headers');
+    const bodies = flag(url, 'bodies');
+    if (unknown !== null) return { code: 'SKEIN_E_BAD_QUERY', message: unknown };
+    if (service === null || !SERVICE.test(service)) return { code: 'SKEIN_E_BAD_QUERY', message: 'service must be a service name (a DNS label)', field: 'service' };
+    if (headers === null) return { code: 'SKEIN_E_BAD_QUERY', message: 'headers must be 1 or 0', field: 'headers' };
+    if (bodies === null) return { code: 'SKEIN_E_BAD_QUERY', message: 'bodies must be 1 or 0', field: 'bodies' };
+    const stream = this.streams.start({ service, headers, bodies }, res);
+    if (stream === null) {
+      return { code: 'SKEIN_E_TOO_MANY_TAPS', message: `${this.o.owner} already has ${this.streams.limits.maxTaps} taps open, the most it allows${this.o.limitHint ?? ''}; GET /debug/taps lists them` };
+    }
+    res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache, no-store' });
+    res.flushHeaders();
+    res.socket?.setNoDelay(true);
+    // A tap that cannot keep up misses requests (and is told how many) rather than growing the data plane's memory.
+    const unsubscribe = subscribe({ service, headers, bodies }, (r) => stream.write(() => this.line(r)));
+    const stop = () => {
+      unsubscribe();
+      stream.close();
+    };
+    req.once('close', stop);
+    res.once('close', stop);
+    return null;
   }
 }
