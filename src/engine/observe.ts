@@ -1,7 +1,7 @@
 /**
  * What a driver (the HTTP/1 forwarder today; HTTP/2, TCP and the SDK later) tells the observers
  * of a request: the tracer (spans per hop and attempt, implemented in src/telemetry/trace.ts)
- * and the taps (`skein tap`, implemented in src/proxy/tap.ts). Contracts only: no I/O, no
+ * and the taps (`skein tap`, implemented in src/telemetry/tap.ts). Contracts only: no I/O, no
  * protocol. The tap record itself is a wire format and lives in src/api/tap.ts.
  */
 import type { Direction } from '../api/stats.js';
