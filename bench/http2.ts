@@ -15,20 +15,17 @@
  *   streams of 1 MiB each (RSS is a high-water mark: each figure includes the one before).
  * Prints a table and one JSON line (`{"bench":"http2",...}`).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { ROOT } from './lib.js';
-import { posInt, requireTools, startHaproxy, stopTree, treeCpuSeconds, treeMemory } from './proxy-lib.js';
+import { firstJsonLine, posInt, requireTools, startHaproxyH2, startSkeinInbound, stopTree, treeCpuSeconds, treeMemory } from './proxy-lib.js';
 
 const o = parseArgs({ options: { requests: { type: 'string', default: '20000' }, rate: { type: 'string', default: '1000' }, seconds: { type: 'string', default: '5' } } }).values;
 const REQUESTS = posInt(o.requests, '--requests', 100);
 const RATE = posInt(o.rate, '--rate', 10);
 const SECONDS = posInt(o.seconds, '--seconds', 1);
-const SKEIN_BIN = join(ROOT, 'bin', 'skein.js');
 
 /** The h2c backend: / answers "ok", /mb 1 MiB, /big 256 MiB (written with back-pressure). */
 const BACKEND = `
@@ -53,20 +50,6 @@ s.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: s.address().po
 process.stdin.on('close', () => process.exit(0));
 process.stdin.resume();
 `;
-
-function firstJsonLine<T>(child: ChildProcess, pick: (j: Record<string, unknown>) => T | null): Promise<T> {
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (l) => {
-      try {
-        const v = pick(JSON.parse(l) as Record<string, unknown>);
-        if (v !== null) resolve(v);
-      } catch {
-        /* not JSON */
-      }
-    });
-    child.once('exit', (c) => reject(new Error(`exited (${c}) before it was ready`)));
-  });
-}
 
 function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -139,14 +122,14 @@ async function main(): Promise<void> {
     const backend = spawn(process.execPath, ['--input-type=module', '-e', BACKEND], { stdio: ['pipe', 'pipe', 'inherit'] });
     stops.push(() => stopTree(backend));
     const bport = await firstJsonLine(backend, (j) => (typeof j['port'] === 'number' ? j['port'] : null));
-    const proxy = spawn(process.execPath, [SKEIN_BIN, 'proxy', '--no-control', '--admin', '127.0.0.1:0', '--workload', `name=app-1,service=app,inbound=127.0.0.1:0,app=127.0.0.1:${bport}`, '--log-level', 'info', '--access-log', 'off'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    stops.push(() => stopTree(proxy));
-    const sport = await firstJsonLine(proxy, (j) => (j['msg'] === 'proxy ready' ? Number(String((j['workloads'] as Array<{ inbound: string }>)[0]?.inbound).split(':').pop()) : null));
-    const ha = await startHaproxy(dir, 'h2', null, (port) => `frontend f\n  bind 127.0.0.1:${port} proto h2\n  default_backend b\n\nbackend b\n  server s1 127.0.0.1:${bport} proto h2\n`, 'listening');
+    const proxy = await startSkeinInbound(null, bport, 'app');
+    stops.push(() => stopTree(proxy.child));
+    const sport = proxy.port;
+    const ha = await startHaproxyH2(dir, null, bport);
     stops.push(() => stopTree(ha.child));
     const sides: Side[] = [
       { name: 'direct', port: bport, pid: null },
-      { name: 'skein', port: sport, pid: proxy.pid ?? null },
+      { name: 'skein', port: sport, pid: proxy.child.pid ?? null },
       { name: 'haproxy', port: ha.port, pid: ha.child.pid ?? null },
     ];
     const rows = [];

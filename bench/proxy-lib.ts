@@ -1,5 +1,5 @@
 /**
- * What the proxy benchmarks share (bench/proxy.ts, bench/proxy-mtls.ts): process trees (CPU from
+ * What the proxy benchmarks share (bench/proxy.ts, bench/proxy-mtls.ts, bench/http2.ts, bench/grpc.ts): process trees (CPU from
  * the scheduler, memory, stopping a whole tree), pinning to CPUs, starting nginx, HAProxy and
  * `skein proxy`, wrk and hey as load generators, and measuring one path (throughput with the
  * proxies' CPU per request, then latency at a fixed rate) with medians over rounds.
@@ -471,6 +471,43 @@ export function requireTools(tools: string[]): void {
   });
   if (missing.length > 0) throw new Error(`missing: ${missing.join(', ')} (bash scripts/bench-proxy.sh installs them)`);
   if (!(process.env['PATH'] ?? '').split(':').includes('/usr/sbin')) process.env['PATH'] = `${process.env['PATH'] ?? ''}:/usr/sbin`;
+}
+
+/**
+ * Resolves with `pick(line)` for the first JSON line a child prints on stdout for which `pick`
+ * returns non-null (e.g. a backend's `{"port":N}`); rejects when the child exits first.
+ */
+export function firstJsonLine<T>(child: ChildProcess, pick: (j: Record<string, unknown>) => T | null): Promise<T> {
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (l) => {
+      try {
+        const v = pick(JSON.parse(l) as Record<string, unknown>);
+        if (v !== null) resolve(v);
+      } catch {
+        /* not JSON */
+      }
+    });
+    child.once('exit', (c) => reject(new Error(`exited (${c}) before it was ready`)));
+  });
+}
+
+/**
+ * `skein proxy --no-control` with one workload (`name=<service>-1`) whose inbound listener fronts
+ * the app at 127.0.0.1:<appPort> (bench/http2.ts, bench/grpc.ts): the proxy and its inbound port.
+ */
+export async function startSkeinInbound(cpu: number | null, appPort: number, service: string): Promise<SkeinProxy & { port: number }> {
+  const proxy = await startSkeinProxy(cpu, ['--no-control', '--access-log', 'off', '--workload', `name=${service}-1,service=${service},inbound=127.0.0.1:0,app=127.0.0.1:${appPort}`], 'info');
+  const inbound = proxy.workloads[0]?.inbound;
+  if (inbound == null) {
+    await stopTree(proxy.child);
+    throw new Error(`the proxy reported no inbound listener:\n${proxy.tail()}`);
+  }
+  return { ...proxy, port: portOf(inbound) };
+}
+
+/** HAProxy in h2 mode on both sides (`proto h2` on its bind and its server) to 127.0.0.1:<backendPort>. */
+export function startHaproxyH2(dir: string, cpu: number | null, backendPort: number): Promise<Started> {
+  return startHaproxy(dir, 'h2', cpu, (port) => `frontend f\n  bind 127.0.0.1:${port} proto h2\n  default_backend b\n\nbackend b\n  server s1 127.0.0.1:${backendPort} proto h2\n`, 'listening');
 }
 
 /** The app behind the proxies: one nginx worker answering 200 with BODY to every request. */
