@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { parseService } from '../api/parse.js';
 import { setOf } from '../balance/test-helpers.js';
 import { ManualClock, MAX_TIMER_MS } from '../core/clock.js';
-import { atConnectionLimit, badDeadline, connectionRefusal, connectSettled, deadlineMs, joinConnections, leaveConnections, reserveConnection } from './admission.js';
+import { atConnectionLimit, badDeadline, ConnectReservation, connectionRefusal, connectSettled, deadlineMs, joinConnections, leaveConnections, reserveConnection } from './admission.js';
 import { ServiceClient } from './service-client.js';
 
 function traffic(limits: object) {
@@ -78,4 +78,19 @@ test('x-skein-timeout-ms: whole ms, capped at what a timer holds; a repeat (a li
   assert.equal(deadlineMs('300, soon'), '300, soon');
   assert.equal(deadlineMs(''), '');
   assert.deepEqual(badDeadline('soon'), { code: 'SKEIN_E_BAD_REQUEST', message: 'x-skein-timeout-ms must be a whole number of milliseconds, not "soon"' });
+});
+
+test('a ConnectReservation holds one pending connection until it settles, once; at the limit it holds nothing', () => {
+  const t = traffic({ maxConnections: 5, maxPendingRequests: 1 });
+  const a = new ConnectReservation();
+  assert.equal(a.reserve(t), null);
+  assert.equal(a.held, true);
+  assert.equal(t.pending, 1);
+  const b = new ConnectReservation();
+  assert.equal(b.reserve(t)?.code, 'SKEIN_E_UPSTREAM_OVERFLOW');
+  assert.equal(b.held, false);
+  a.settle();
+  a.settle();
+  assert.equal(t.pending, 0, 'settled once');
+  assert.equal(a.held, false);
 });

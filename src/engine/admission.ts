@@ -120,6 +120,29 @@ export function connectSettled(traffic: TrafficState): void {
   traffic.pending--;
 }
 
+/** One new connection's reservation, held until it settles (once): what a driver keeps of `reserveConnection`. */
+export class ConnectReservation {
+  private traffic: TrafficState | null = null;
+
+  /** Reserves a new connection to the service: its refusal at the limits, or null (held until `settle`). */
+  reserve(traffic: TrafficState): Refusal | null {
+    const refused = reserveConnection(traffic);
+    if (refused === null) this.traffic = traffic;
+    return refused;
+  }
+
+  /** A connection is reserved and not settled yet (it is being made). */
+  get held(): boolean {
+    return this.traffic !== null;
+  }
+
+  /** The connection is up, failed, or given up: no longer pending (a second call does nothing). */
+  settle(): void {
+    if (this.traffic !== null) connectSettled(this.traffic);
+    this.traffic = null;
+  }
+}
+
 /** A service's open connections (TrafficState.connections), or null for a connection counted nowhere (inbound). */
 export type ConnectionCount = { open: number } | null;
 

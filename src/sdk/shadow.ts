@@ -9,8 +9,7 @@ import type { Dispatcher } from 'undici';
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { Shadow, ShadowDriver } from '../engine/mirror.js';
 import type { Refusal } from '../engine/service-client.js';
-import { connectSettled, reserveConnection } from '../engine/admission.js';
-import type { TrafficState } from '../resilience/traffic-state.js';
+import { ConnectReservation } from '../engine/admission.js';
 import type { RequestContext } from './request.js';
 
 type Controller = Dispatcher.DispatchController;
@@ -20,8 +19,8 @@ export class SdkShadow implements ShadowDriver {
   private ctrl: Controller | null = null;
   private aborted = false;
   private shadow: Shadow | null = null;
-  /** The service whose new connection this copy reserved (pending until the request is written or fails). */
-  private pending: TrafficState | null = null;
+  /** The new connection this copy reserved (pending until the request is written or fails). */
+  private readonly reserved = new ConnectReservation();
   private status = 0;
 
   constructor(
@@ -37,9 +36,8 @@ export class SdkShadow implements ShadowDriver {
     if ('code' in pool) return pool;
     if (pool.stats.free === 0) {
       // A new connection (or a wait for one): within the mirror service's connection limits.
-      const refused = reserveConnection(s.dest.traffic);
+      const refused = this.reserved.reserve(s.dest.traffic);
       if (refused !== null) return refused;
-      this.pending = s.dest.traffic;
     }
     this.shadow = s;
     const headers: string[] = [];
@@ -51,7 +49,7 @@ export class SdkShadow implements ShadowDriver {
       { path: this.path, method: this.method, headers, body, headersTimeout: s.timeoutMs, bodyTimeout: s.timeoutMs },
       {
         onRequestStart: (ctrl: Controller) => {
-          this.settle();
+          this.reserved.settle();
           this.ctrl = ctrl;
           // Abandoned while it waited for its connection: not sent at all.
           if (this.aborted) ctrl.abort(new Error('the mirrored copy ran out of time'));
@@ -62,8 +60,8 @@ export class SdkShadow implements ShadowDriver {
         onResponseData: () => undefined,
         onResponseEnd: () => this.over(true, false),
         onResponseError: () => {
-          const connecting = this.pending !== null;
-          this.settle();
+          const connecting = this.reserved.held;
+          this.reserved.settle();
           this.over(false, connecting && !this.aborted);
         },
       },
@@ -72,18 +70,12 @@ export class SdkShadow implements ShadowDriver {
   }
 
   abort(): boolean {
-    const connecting = this.pending !== null;
-    this.settle();
+    const connecting = this.reserved.held;
+    this.reserved.settle();
     this.shadow = null;
     this.aborted = true;
     this.ctrl?.abort(new Error('the mirrored copy ran out of time'));
     return connecting;
-  }
-
-  /** Leaves the service's pending count (once). */
-  private settle(): void {
-    if (this.pending !== null) connectSettled(this.pending);
-    this.pending = null;
   }
 
   private over(answered: boolean, connect: boolean): void {

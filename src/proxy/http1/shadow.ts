@@ -4,11 +4,10 @@
  * x-skein-timeout-ms, then its body as it came (chunked framing included); its response is
  * parsed to its end and dropped, and the connection goes back to the mirror endpoint's pool.
  */
-import { connectSettled, reserveConnection } from '../../engine/admission.js';
+import { ConnectReservation } from '../../engine/admission.js';
 import type { Shadow, ShadowDriver } from '../../engine/mirror.js';
 import type { Refusal } from '../../engine/service-client.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
-import type { TrafficState } from '../../resilience/traffic-state.js';
 import { coarseNow } from './coarse-clock.js';
 import type { ListenerContext } from './types.js';
 import { Upstream, type UpstreamHandler } from './upstream.js';
@@ -37,8 +36,8 @@ export function shadowHead(upstream: Buffer, open: boolean, s: Shadow): Buffer {
 /** One copy in flight over HTTP/1.1. */
 export class ShadowExchange implements ShadowDriver, UpstreamHandler {
   private up: Upstream | null = null;
-  /** The service whose new connection this copy reserved (pending until it settles). */
-  private pending: TrafficState | null = null;
+  /** The new connection this copy reserved (pending until it is up or failed). */
+  private readonly reserved = new ConnectReservation();
   private shadow: Shadow | null = null;
   /** The final response's status. */
   private status = 0;
@@ -62,17 +61,16 @@ export class ShadowExchange implements ShadowDriver, UpstreamHandler {
       return null;
     }
     const t = s.dest.traffic;
-    const refused = reserveConnection(t);
+    const refused = this.reserved.reserve(t);
     if (refused !== null) return refused;
-    this.pending = t;
     pool.idleMs = t.policy.idleTimeoutMs;
     this.up = new Upstream(e, pool, t.policy.connectTimeoutMs, this, t.connections, tls);
     return null;
   }
 
   abort(): boolean {
-    const connecting = this.pending !== null;
-    this.connected();
+    const connecting = this.reserved.held;
+    this.reserved.settle();
     const up = this.up;
     this.up = null;
     this.shadow = null;
@@ -80,14 +78,8 @@ export class ShadowExchange implements ShadowDriver, UpstreamHandler {
     return connecting;
   }
 
-  /** Leaves the service's pending count (once). */
-  private connected(): void {
-    if (this.pending !== null) connectSettled(this.pending);
-    this.pending = null;
-  }
-
   onUpstreamReady(up: Upstream): void {
-    this.connected();
+    this.reserved.settle();
     if (this.shadow === null) {
       up.pool.release(up, coarseNow());
       return;
@@ -119,7 +111,7 @@ export class ShadowExchange implements ShadowDriver, UpstreamHandler {
   }
 
   onUpstreamError(up: Upstream, phase: 'connect' | 'exchange'): void {
-    this.connected();
+    this.reserved.settle();
     if (phase === 'connect') this.ctx.counters.upstreamConnect(false);
     const s = this.shadow;
     this.shadow = null;

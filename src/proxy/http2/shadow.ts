@@ -5,8 +5,7 @@
  * the response is read to its end and dropped, its status (a gRPC call's grpc-status) reported.
  */
 import http2, { type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
-import { connectionRefusal, connectSettled, reserveConnection } from '../../engine/admission.js';
-import type { TrafficState } from '../../resilience/traffic-state.js';
+import { ConnectReservation, connectionRefusal } from '../../engine/admission.js';
 import type { Shadow, ShadowDriver } from '../../engine/mirror.js';
 import type { Refusal } from '../../engine/service-client.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
@@ -21,8 +20,8 @@ export class H2Shadow implements ShadowDriver {
   private up: ClientHttp2Stream | null = null;
   private session: UpSession | null = null;
   private shadow: Shadow | null = null;
-  /** The service whose session this copy waits for (pending until it is up or failed). */
-  private pending: TrafficState | null = null;
+  /** The session this copy waits for, reserved (pending until it is up or failed). */
+  private readonly reserved = new ConnectReservation();
   private status = 0;
   /** grpc-status (in the response head or its trailers); -1: none. */
   private grpcStatus = -1;
@@ -50,26 +49,19 @@ export class H2Shadow implements ShadowDriver {
       return null;
     }
     // A session being made: pending for the service's limits, as the primary's wait is.
-    const r = reserveConnection(t);
+    const r = this.reserved.reserve(t);
     if (r !== null) {
       this.free();
       this.shadow = null;
       return r;
     }
-    this.pending = t;
     session.whenReady((err) => {
-      this.settle();
+      this.reserved.settle();
       if (this.shadow === null) return;
       if (err === null) this.open(session, s);
       else this.over(false, true);
     });
     return null;
-  }
-
-  /** Leaves the service's pending count (once). */
-  private settle(): void {
-    if (this.pending !== null) connectSettled(this.pending);
-    this.pending = null;
   }
 
   private open(session: UpSession, s: Shadow): void {
@@ -107,8 +99,8 @@ export class H2Shadow implements ShadowDriver {
   }
 
   abort(): boolean {
-    const connecting = this.pending !== null;
-    this.settle();
+    const connecting = this.reserved.held;
+    this.reserved.settle();
     const up = this.up;
     this.shadow = null;
     if (up !== null && !up.closed) up.close(NGHTTP2_CANCEL);
